@@ -1,0 +1,225 @@
+//! The iptables action (crate `iptables`): one chain `jailsink-<name>` per jail and family,
+//! jumped to from INPUT for the jail's ports and protocol, holding one DROP/REJECT per address.
+//! IPv6 addresses go through ip6tables. Start is idempotent; stop removes all it added.
+
+use std::net::IpAddr;
+
+use iptables::IPTables;
+
+use super::{Action, ActionError, BanOrder, BlockType, FirewallSpec, Protocol};
+
+const TABLE: &str = "filter";
+const HOOK: &str = "INPUT";
+
+/// One family's tool, made on first use so a host without ip6tables still bans IPv4.
+struct Family {
+    tool: Option<IPTables>,
+    ipv6: bool,
+}
+
+impl Family {
+    fn tool(&mut self) -> Result<&IPTables, ActionError> {
+        if self.tool.is_none() {
+            let made = iptables::new(self.ipv6).map_err(|e| {
+                ActionError::from_display(if self.ipv6 { "ip6tables" } else { "iptables" }, e)
+            })?;
+            self.tool = Some(made);
+        }
+        Ok(self.tool.as_ref().expect("set just above"))
+    }
+}
+
+/// Bans with iptables and ip6tables.
+pub struct IptablesAction {
+    spec: FirewallSpec,
+    chain: String,
+    v4: Family,
+    v6: Family,
+}
+
+impl IptablesAction {
+    /// An action for the given settings; nothing touches the kernel until `start`.
+    pub fn new(spec: FirewallSpec) -> Self {
+        IptablesAction {
+            chain: chain_name(&spec.name),
+            spec,
+            v4: Family {
+                tool: None,
+                ipv6: false,
+            },
+            v6: Family {
+                tool: None,
+                ipv6: true,
+            },
+        }
+    }
+
+    fn family(&mut self, ip: IpAddr) -> &mut Family {
+        if ip.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        }
+    }
+
+    fn ban_rule(&self, ip: IpAddr) -> String {
+        let target = match self.spec.blocktype {
+            BlockType::Drop => "DROP",
+            BlockType::Reject => "REJECT",
+        };
+        format!("-s {ip} -j {target}")
+    }
+}
+
+/// The chain of a jail or action name, as SPEC.md names it.
+pub fn chain_name(name: &str) -> String {
+    format!("jailsink-{name}")
+}
+
+/// The INPUT rules that send the jail's traffic through its chain.
+pub fn hook_rules(spec: &FirewallSpec, chain: &str) -> Vec<String> {
+    let protocols: &[&str] = match spec.protocol {
+        Protocol::Tcp => &["tcp"],
+        Protocol::Udp => &["udp"],
+        Protocol::All if spec.ports.is_empty() => &[""],
+        Protocol::All => &["tcp", "udp"],
+    };
+    protocols
+        .iter()
+        .map(|p| {
+            let mut rule = String::new();
+            if !p.is_empty() {
+                rule.push_str(&format!("-p {p} "));
+            }
+            if !spec.ports.is_empty() {
+                rule.push_str(&format!("-m multiport --dports {} ", spec.ports.join(",")));
+            }
+            rule.push_str(&format!("-j {chain}"));
+            rule
+        })
+        .collect()
+}
+
+fn fail(what: &str) -> impl Fn(Box<dyn std::error::Error>) -> ActionError + '_ {
+    move |e| ActionError::from_display(what, e)
+}
+
+fn start_family(family: &mut Family, chain: &str, hooks: &[String]) -> Result<(), ActionError> {
+    let tool = family.tool()?;
+    if tool
+        .chain_exists(TABLE, chain)
+        .map_err(fail("list chain"))?
+    {
+        // Left over from a crash: start clean so no stale ban survives.
+        tool.flush_chain(TABLE, chain)
+            .map_err(fail("flush chain"))?;
+    } else {
+        tool.new_chain(TABLE, chain).map_err(fail("create chain"))?;
+    }
+    for rule in hooks {
+        if !tool.exists(TABLE, HOOK, rule).map_err(fail("check hook"))? {
+            tool.insert(TABLE, HOOK, rule, 1)
+                .map_err(fail("insert hook"))?;
+        }
+    }
+    Ok(())
+}
+
+fn stop_family(family: &mut Family, chain: &str, hooks: &[String]) -> Result<(), ActionError> {
+    let tool = family.tool()?;
+    for rule in hooks {
+        if tool.exists(TABLE, HOOK, rule).map_err(fail("check hook"))? {
+            tool.delete_all(TABLE, HOOK, rule)
+                .map_err(fail("delete hook"))?;
+        }
+    }
+    if tool
+        .chain_exists(TABLE, chain)
+        .map_err(fail("list chain"))?
+    {
+        tool.flush_chain(TABLE, chain)
+            .map_err(fail("flush chain"))?;
+        tool.delete_chain(TABLE, chain)
+            .map_err(fail("delete chain"))?;
+    }
+    Ok(())
+}
+
+impl Action for IptablesAction {
+    fn kind(&self) -> &'static str {
+        "iptables"
+    }
+
+    fn start(&mut self) -> Result<(), ActionError> {
+        let hooks = hook_rules(&self.spec, &self.chain);
+        let v4 = start_family(&mut self.v4, &self.chain, &hooks);
+        let v6 = start_family(&mut self.v6, &self.chain, &hooks);
+        v4.and(v6)
+    }
+
+    fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError> {
+        let rule = self.ban_rule(order.ip);
+        let chain = self.chain.clone();
+        let tool = self.family(order.ip).tool()?;
+        if !tool
+            .exists(TABLE, &chain, &rule)
+            .map_err(fail("check ban"))?
+        {
+            tool.insert(TABLE, &chain, &rule, 1)
+                .map_err(fail("insert ban"))?;
+        }
+        Ok(())
+    }
+
+    fn unban(&mut self, ip: IpAddr) -> Result<(), ActionError> {
+        let rule = self.ban_rule(ip);
+        let chain = self.chain.clone();
+        let tool = self.family(ip).tool()?;
+        if tool
+            .exists(TABLE, &chain, &rule)
+            .map_err(fail("check ban"))?
+        {
+            tool.delete_all(TABLE, &chain, &rule)
+                .map_err(fail("delete ban"))?;
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), ActionError> {
+        let hooks = hook_rules(&self.spec, &self.chain);
+        let v4 = stop_family(&mut self.v4, &self.chain, &hooks);
+        let v6 = stop_family(&mut self.v6, &self.chain, &hooks);
+        v4.and(v6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ports: &[&str], protocol: Protocol) -> FirewallSpec {
+        FirewallSpec {
+            name: "sshd".into(),
+            ports: ports.iter().map(|s| s.to_string()).collect(),
+            protocol,
+            blocktype: BlockType::Drop,
+        }
+    }
+
+    #[test]
+    fn hooks_follow_ports_and_protocol() {
+        assert_eq!(
+            hook_rules(&spec(&["22"], Protocol::Tcp), "jailsink-sshd"),
+            ["-p tcp -m multiport --dports 22 -j jailsink-sshd"]
+        );
+        assert_eq!(
+            hook_rules(&spec(&["25", "465"], Protocol::All), "c"),
+            [
+                "-p tcp -m multiport --dports 25,465 -j c",
+                "-p udp -m multiport --dports 25,465 -j c"
+            ]
+        );
+        assert_eq!(hook_rules(&spec(&[], Protocol::All), "c"), ["-j c"]);
+        assert_eq!(hook_rules(&spec(&[], Protocol::Udp), "c"), ["-p udp -j c"]);
+    }
+}

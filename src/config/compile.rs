@@ -1,0 +1,776 @@
+//! Raw TOML values into checked, ready-to-run settings. Every error is collected, so one run of
+//! `jailsink check` shows them all.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+
+use super::raw::{
+    RawAction, RawActions, RawConfig, RawDuration, RawFilter, RawJail, RawJailSettings, RawPort,
+    RawPorts,
+};
+use super::{read_toml, ConfigError, ConfigErrors};
+use crate::action::{ActionSpec, BlockType, FirewallSpec, Protocol};
+use crate::filter::{Filter, FilterSource};
+use crate::parse::Zone;
+
+/// The whole compiled configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Listeners and their limits.
+    pub server: ServerConfig,
+    /// Where /metrics is served; None turns it off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The control socket's path.
+    pub control_socket: PathBuf,
+    /// The state database's path.
+    pub state_path: PathBuf,
+    /// Enabled jails, in name order.
+    pub jails: Vec<JailConfig>,
+}
+
+/// `[server]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// UDP listen addresses.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listen addresses.
+    pub tcp: Vec<SocketAddr>,
+    /// Senders whose messages are accepted.
+    pub allowed_senders: Vec<IpNetwork>,
+    /// Largest message, in bytes.
+    pub max_message_bytes: usize,
+    /// Most TCP connections at once.
+    pub max_tcp_connections: usize,
+    /// Idle TCP connections are closed after this.
+    pub tcp_idle_timeout: Duration,
+    /// Zone of RFC 3164 timestamps.
+    pub zone: Zone,
+}
+
+/// One jail, checked.
+#[derive(Debug, Clone)]
+pub struct JailConfig {
+    /// The jail's name, `[jails.NAME]`.
+    pub name: String,
+    /// Program names that feed it; empty means all.
+    pub programs: Vec<String>,
+    /// Host names that feed it; empty means all.
+    pub hosts: Vec<String>,
+    /// Where the filter came from, for `check` output.
+    pub filter_origin: String,
+    /// The compiled filter.
+    pub filter: Arc<Filter>,
+    /// Counting and banning settings.
+    pub settings: JailSettings,
+    /// What a ban does; each runs.
+    pub actions: Vec<ActionSpec>,
+}
+
+/// The numbers a jail decides with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JailSettings {
+    /// Ban length; None is permanent.
+    pub bantime: Option<Duration>,
+    /// Window in which failures count.
+    pub findtime: Duration,
+    /// Failures that trigger a ban.
+    pub maxretry: u32,
+    /// Never banned (ignoreip, plus this host's addresses with ignoreself).
+    pub ignore: Vec<IpNetwork>,
+    /// Most addresses tracked at once; the oldest is evicted first.
+    pub max_tracked: usize,
+    /// Escalation of repeat bans.
+    pub increment: Increment,
+}
+
+/// `bantime_increment`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Increment {
+    /// Off by default.
+    pub enabled: bool,
+    /// bantime × factor^(bans − 1).
+    pub factor: f64,
+    /// Cap on an escalated ban.
+    pub maxtime: Duration,
+    /// Random extra up to this much.
+    pub rndtime: Duration,
+}
+
+/// Collects errors for one file.
+struct Errors<'a> {
+    file: &'a Path,
+    list: &'a mut Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Keeps the value, or records the error and returns None.
+    fn take<T>(&mut self, key: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|reason| self.push(key, reason)).ok()
+    }
+}
+
+/// Compiles `raw`, read from `path`.
+pub fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut list = Vec::new();
+    let mut errors = Errors {
+        file: path,
+        list: &mut list,
+    };
+    let server = compile_server(&raw, &mut errors);
+    let metrics_listen = match raw.metrics.listen.as_deref() {
+        Some("") => None,
+        other => errors.take(
+            "metrics.listen",
+            socket_addr(other.unwrap_or("127.0.0.1:9540")),
+        ),
+    };
+    let control_socket = PathBuf::from(
+        raw.control
+            .socket
+            .as_deref()
+            .unwrap_or("/run/jailsink/jailsink.sock"),
+    );
+    let state_path = PathBuf::from(
+        raw.state
+            .path
+            .as_deref()
+            .unwrap_or("/var/lib/jailsink/state.db"),
+    );
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let own = own_addresses(&raw.defaults, &raw.jails);
+    let mut jails = Vec::new();
+    for (name, jail) in &raw.jails {
+        if jail.enabled == Some(false) {
+            continue;
+        }
+        if let Some(j) = compile_jail(name, jail, &raw.defaults, &base, &own, &mut errors) {
+            jails.push(j);
+        }
+    }
+    if !list.is_empty() {
+        return Err(ConfigErrors(list));
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        server: server.expect("server settings are complete when no error was recorded"),
+        metrics_listen,
+        control_socket,
+        state_path,
+        jails,
+    })
+}
+
+fn compile_server(raw: &RawConfig, errors: &mut Errors) -> Option<ServerConfig> {
+    let s = &raw.server;
+    let loopback = || vec!["127.0.0.1:5514".to_string()];
+    let addrs = |errors: &mut Errors, key: &str, list: Option<&Vec<String>>| -> Vec<SocketAddr> {
+        let list = list.cloned().unwrap_or_else(loopback);
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, a)| errors.take(&format!("{key}[{i}]"), socket_addr(a)))
+            .collect()
+    };
+    let udp = addrs(errors, "server.udp", s.udp.as_ref());
+    let tcp = addrs(errors, "server.tcp", s.tcp.as_ref());
+    let default_senders = vec!["127.0.0.1/32".to_string(), "::1/128".to_string()];
+    let allowed_senders = networks(
+        errors,
+        "server.allowed_senders",
+        s.allowed_senders.as_ref().unwrap_or(&default_senders),
+    );
+    let max_message_bytes = errors.take(
+        "server.max_message_bytes",
+        in_range(s.max_message_bytes.unwrap_or(65536), 480, 16 << 20),
+    );
+    let max_tcp_connections = errors.take(
+        "server.max_tcp_connections",
+        in_range(s.max_tcp_connections.unwrap_or(1024), 1, 1 << 20),
+    );
+    let tcp_idle_timeout = errors.take(
+        "server.tcp_idle_timeout",
+        duration(s.tcp_idle_timeout.as_ref(), "10m")
+            .and_then(|d| d.ok_or_else(|| "must be finite".to_string())),
+    );
+    let zone = errors.take(
+        "server.timezone",
+        Zone::parse(s.timezone.as_deref().unwrap_or("UTC")),
+    );
+    Some(ServerConfig {
+        udp,
+        tcp,
+        allowed_senders,
+        max_message_bytes: max_message_bytes?,
+        max_tcp_connections: max_tcp_connections?,
+        tcp_idle_timeout: tcp_idle_timeout?,
+        zone: zone?,
+    })
+}
+
+fn compile_jail(
+    name: &str,
+    jail: &RawJail,
+    defaults: &RawJailSettings,
+    base: &Path,
+    own: &[IpNetwork],
+    errors: &mut Errors,
+) -> Option<JailConfig> {
+    let key = |k: &str| format!("jails.{name}.{k}");
+    if !valid_jail_name(name) {
+        errors.push(
+            format!("jails.{name}"),
+            "a jail name is 1 to 20 letters, digits, '-' or '_' (it names firewall objects)",
+        );
+        return None;
+    }
+    let merged = jail.settings_over(defaults);
+    let bantime = errors.take(&key("bantime"), duration(merged.bantime.as_ref(), "10m"));
+    let findtime = errors.take(
+        &key("findtime"),
+        duration(merged.findtime.as_ref(), "10m").and_then(|d| match d {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err("must be a positive duration".to_string()),
+        }),
+    );
+    let maxretry = errors.take(
+        &key("maxretry"),
+        in_range(merged.maxretry.unwrap_or(5), 1, 1_000_000),
+    );
+    let max_tracked = errors.take(
+        &key("max_tracked"),
+        in_range(merged.max_tracked.unwrap_or(100_000), 1, 100_000_000),
+    );
+    let default_ignore = vec!["127.0.0.0/8".to_string(), "::1".to_string()];
+    let mut ignore = networks(
+        errors,
+        &key("ignoreip"),
+        merged.ignoreip.as_ref().unwrap_or(&default_ignore),
+    );
+    if merged.ignoreself.unwrap_or(true) {
+        ignore.extend_from_slice(own);
+    }
+    let increment = compile_increment(&merged, &key("bantime_increment"), errors);
+    let dirs: Vec<PathBuf> = merged
+        .filter_dirs
+        .clone()
+        .unwrap_or_else(|| vec!["filter.d".into(), "/etc/fail2ban/filter.d".into()])
+        .iter()
+        .map(|d| base.join(d))
+        .collect();
+    let filter = compile_filter(name, jail, &dirs, base, errors);
+    let ports = match &jail.port {
+        None => Ok(Vec::new()),
+        Some(p) => ports(p),
+    };
+    let ports = errors.take(&key("port"), ports);
+    let protocol = errors.take(
+        &key("protocol"),
+        Protocol::parse(jail.protocol.as_deref().unwrap_or("tcp")),
+    );
+    let actions = compile_actions(
+        name,
+        merged.action.as_ref(),
+        ports.as_deref(),
+        protocol,
+        &key("action"),
+        errors,
+    );
+    let (filter_origin, filter) = filter?;
+    Some(JailConfig {
+        name: name.to_string(),
+        programs: jail.programs.clone().unwrap_or_default(),
+        hosts: jail.hosts.clone().unwrap_or_default(),
+        filter_origin,
+        filter: Arc::new(filter),
+        settings: JailSettings {
+            bantime: bantime?,
+            findtime: findtime?,
+            maxretry: maxretry?,
+            ignore,
+            max_tracked: max_tracked?,
+            increment: increment?,
+        },
+        actions: actions?,
+    })
+}
+
+fn compile_increment(
+    merged: &RawJailSettings,
+    key: &str,
+    errors: &mut Errors,
+) -> Option<Increment> {
+    let raw = merged.bantime_increment.clone().unwrap_or_default();
+    let factor = raw.factor.unwrap_or(2.0);
+    if !(1.0..=1000.0).contains(&factor) {
+        errors.push(format!("{key}.factor"), "must be between 1 and 1000");
+        return None;
+    }
+    let maxtime = errors.take(
+        &format!("{key}.maxtime"),
+        duration(raw.maxtime.as_ref(), "1w"),
+    )?;
+    let rndtime = errors.take(
+        &format!("{key}.rndtime"),
+        duration(raw.rndtime.as_ref(), "0s"),
+    )?;
+    Some(Increment {
+        enabled: raw.enabled.unwrap_or(false),
+        factor,
+        maxtime: maxtime.unwrap_or(Duration::MAX),
+        rndtime: rndtime.unwrap_or_default(),
+    })
+}
+
+/// The jail's filter: its named/path filter file plus its own failregex/ignoreregex keys.
+fn compile_filter(
+    name: &str,
+    jail: &RawJail,
+    dirs: &[PathBuf],
+    base: &Path,
+    errors: &mut Errors,
+) -> Option<(String, Filter)> {
+    let mut source = FilterSource::default();
+    let mut origin = format!("jails.{name}");
+    let mut file = errors.file.to_path_buf();
+    let mut key_prefix = format!("jails.{name}.");
+    let wanted = jail
+        .filter
+        .clone()
+        .or_else(|| jail.failregex.is_none().then(|| name.to_string()));
+    if let Some(wanted) = wanted {
+        let path = match find_filter(&wanted, dirs, base) {
+            Ok(p) => p,
+            Err(reason) => {
+                errors.push(format!("jails.{name}.filter"), reason);
+                return None;
+            }
+        };
+        let raw: RawFilter = match read_toml(&path) {
+            Ok(r) => r,
+            Err(ConfigErrors(list)) => {
+                errors.list.extend(list);
+                return None;
+            }
+        };
+        source.failregex = raw.failregex;
+        source.ignoreregex = raw.ignoreregex;
+        source.prefregex = raw.prefregex;
+        origin = path.display().to_string();
+        file = path;
+        key_prefix = String::new();
+    }
+    let own_start = source.failregex.len();
+    let own_ignore_start = source.ignoreregex.len();
+    source
+        .failregex
+        .extend(jail.failregex.clone().unwrap_or_default());
+    source
+        .ignoreregex
+        .extend(jail.ignoreregex.clone().unwrap_or_default());
+    match Filter::compile(&source) {
+        Ok(f) => Some((origin, f)),
+        Err(list) => {
+            for e in list {
+                // Patterns from the jail's own keys are reported against the config file.
+                let (index, list_name) = parse_index(&e.key);
+                let jail_owned = match list_name {
+                    "failregex" => index.is_some_and(|i| i >= own_start),
+                    "ignoreregex" => index.is_some_and(|i| i >= own_ignore_start),
+                    _ => false,
+                };
+                let (efile, key) = if jail_owned {
+                    let i = index.unwrap_or(0)
+                        - if list_name == "failregex" {
+                            own_start
+                        } else {
+                            own_ignore_start
+                        };
+                    (
+                        errors.file.to_path_buf(),
+                        format!("jails.{name}.{list_name}[{i}]"),
+                    )
+                } else {
+                    (file.clone(), format!("{key_prefix}{}", e.key))
+                };
+                errors.list.push(ConfigError {
+                    file: efile,
+                    key,
+                    reason: e.reason,
+                });
+            }
+            None
+        }
+    }
+}
+
+fn parse_index(key: &str) -> (Option<usize>, &str) {
+    match key.split_once('[') {
+        Some((list, rest)) => (rest.trim_end_matches(']').parse().ok(), list),
+        None => (None, key),
+    }
+}
+
+/// A filter name looks in each dir for NAME.toml; a path is taken as it is.
+fn find_filter(wanted: &str, dirs: &[PathBuf], base: &Path) -> Result<PathBuf, String> {
+    if wanted.contains('/') || wanted.ends_with(".toml") {
+        let path = base.join(wanted);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("filter file {} does not exist", path.display()))
+        };
+    }
+    for dir in dirs {
+        let path = dir.join(format!("{wanted}.toml"));
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    for dir in dirs {
+        let path = dir.join(format!("{wanted}.conf"));
+        if path.is_file() {
+            return Err(format!(
+                "only the fail2ban filter {} exists; reading fail2ban .conf filters is not supported yet, write {wanted}.toml",
+                path.display()
+            ));
+        }
+    }
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(format!(
+        "no filter `{wanted}.toml` in {}",
+        searched.join(", ")
+    ))
+}
+
+fn compile_actions(
+    jail: &str,
+    raw: Option<&RawActions>,
+    ports: Option<&[String]>,
+    protocol: Option<Protocol>,
+    key: &str,
+    errors: &mut Errors,
+) -> Option<Vec<ActionSpec>> {
+    let default = RawActions::One(RawAction::Type("iptables".into()));
+    let list: Vec<&RawAction> = match raw.unwrap_or(&default) {
+        RawActions::One(a) => vec![a],
+        RawActions::Many(v) => v.iter().collect(),
+    };
+    let (ports, protocol) = (ports?, protocol?);
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, action) in list.into_iter().enumerate() {
+        let key = if matches!(raw, Some(RawActions::Many(_))) {
+            format!("{key}[{i}]")
+        } else {
+            key.to_string()
+        };
+        let (kind, table) = match action {
+            RawAction::Type(t) => (t.as_str(), None),
+            RawAction::Table(t) => (t.kind.as_str(), Some(t)),
+        };
+        match kind {
+            "log" => out.push(ActionSpec::Log),
+            "iptables" => {
+                let name = table
+                    .and_then(|t| t.name.clone())
+                    .unwrap_or_else(|| jail.to_string());
+                let ports = match table.and_then(|t| t.port.as_ref()) {
+                    Some(p) => errors.take(&format!("{key}.port"), self::ports(p)),
+                    None => Some(ports.to_vec()),
+                };
+                let protocol = match table.and_then(|t| t.protocol.as_deref()) {
+                    Some(p) => errors.take(&format!("{key}.protocol"), Protocol::parse(p)),
+                    None => Some(protocol),
+                };
+                let blocktype = errors.take(
+                    &format!("{key}.blocktype"),
+                    BlockType::parse(table.and_then(|t| t.blocktype.as_deref()).unwrap_or("DROP")),
+                );
+                if !valid_jail_name(&name) {
+                    errors.push(format!("{key}.name"), "1 to 20 letters, digits, '-' or '_'");
+                    ok = false;
+                }
+                match (ports, protocol, blocktype) {
+                    (Some(ports), Some(protocol), Some(blocktype)) => {
+                        out.push(ActionSpec::Iptables(FirewallSpec {
+                            name,
+                            ports,
+                            protocol,
+                            blocktype,
+                        }))
+                    }
+                    _ => ok = false,
+                }
+            }
+            other => {
+                errors.push(
+                    key,
+                    format!("unknown action type `{other}` (known: iptables, log)"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Chain names are `jailsink-<name>` and iptables allows 28 characters.
+fn valid_jail_name(name: &str) -> bool {
+    (1..=20).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("`{text}` is not an address:port such as 127.0.0.1:5514 or [::1]:5514")
+    })
+}
+
+fn networks(errors: &mut Errors, key: &str, list: &[String]) -> Vec<IpNetwork> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            errors.take(
+                &format!("{key}[{i}]"),
+                text.parse::<IpNetwork>()
+                    .map_err(|e| format!("`{text}` is not an address or CIDR network: {e}")),
+            )
+        })
+        .collect()
+}
+
+fn in_range<T: TryFrom<i64>>(value: i64, min: i64, max: i64) -> Result<T, String> {
+    if value < min || value > max {
+        return Err(format!("{value} is out of range {min}..={max}"));
+    }
+    T::try_from(value).map_err(|_| format!("{value} does not fit"))
+}
+
+/// A duration, with `default` when absent; `Ok(None)` means permanent ("-1", "permanent").
+fn duration(raw: Option<&RawDuration>, default: &str) -> Result<Option<Duration>, String> {
+    match raw {
+        None => duration(Some(&RawDuration::Text(default.into())), default),
+        Some(RawDuration::Seconds(-1)) => Ok(None),
+        Some(RawDuration::Seconds(s)) if *s >= 0 => Ok(Some(Duration::from_secs(*s as u64))),
+        Some(RawDuration::Seconds(s)) => Err(format!("{s} is negative (use -1 for permanent)")),
+        Some(RawDuration::Text(t)) => match t.trim() {
+            "-1" | "permanent" => Ok(None),
+            t => {
+                if let Ok(secs) = t.parse::<u64>() {
+                    return Ok(Some(Duration::from_secs(secs)));
+                }
+                humantime::parse_duration(t)
+                    .map(Some)
+                    .map_err(|e| format!("`{t}` is not a duration like 10m or 1h 30m: {e}"))
+            }
+        },
+    }
+}
+
+/// Port names resolved through /etc/services so a typo fails at `check`, not at ban time.
+fn ports(raw: &RawPorts) -> Result<Vec<String>, String> {
+    let items: Vec<RawPort> = match raw {
+        RawPorts::One(p) => vec![p.clone()],
+        RawPorts::Many(v) => v.clone(),
+    };
+    let services = std::fs::read_to_string("/etc/services").unwrap_or_default();
+    let mut out = Vec::new();
+    for item in items {
+        let texts: Vec<String> = match item {
+            RawPort::Number(n) => vec![n.to_string()],
+            RawPort::Name(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
+        };
+        for text in texts {
+            out.push(resolve_port(&text, &services)?);
+        }
+    }
+    if out.len() > 15 {
+        return Err("at most 15 ports or ranges (iptables multiport)".into());
+    }
+    Ok(out)
+}
+
+fn resolve_port(text: &str, services: &str) -> Result<String, String> {
+    let number = |t: &str| t.parse::<u16>().ok().filter(|&p| p > 0);
+    if let Some((a, b)) = text.split_once(':') {
+        return match (number(a), number(b)) {
+            (Some(a), Some(b)) if a <= b => Ok(format!("{a}:{b}")),
+            _ => Err(format!("`{text}` is not a port range like 1000:2000")),
+        };
+    }
+    if let Some(p) = number(text) {
+        return Ok(p.to_string());
+    }
+    services
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?;
+            let (port, _) = words.next()?.split_once('/')?;
+            (name == text || words.any(|alias| alias == text)).then(|| port.to_string())
+        })
+        .ok_or_else(|| format!("`{text}` is not a port number or a service name in /etc/services"))
+}
+
+/// This host's addresses, only looked up when some jail wants ignoreself.
+fn own_addresses(
+    defaults: &RawJailSettings,
+    jails: &std::collections::BTreeMap<String, RawJail>,
+) -> Vec<IpNetwork> {
+    let wanted = jails
+        .values()
+        .any(|j| j.settings_over(defaults).ignoreself.unwrap_or(true));
+    if !wanted {
+        return Vec::new();
+    }
+    let mut out: Vec<IpNetwork> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| IpNetwork::from(i.ip()))
+        .collect();
+    for ip in ["127.0.0.1", "::1"] {
+        let ip: IpAddr = ip.parse().expect("literal address");
+        out.push(IpNetwork::from(ip));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn every_error_names_file_key_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "filter.d/bad.toml", "failregex = ['no host']\n");
+        let path = write(
+            dir.path(),
+            "jailsink.toml",
+            r#"
+[server]
+udp = ["nonsense"]
+max_message_bytes = 10
+[jails.a]
+programs = ["x"]
+filter = "bad"
+maxretry = 0
+[jails.b]
+failregex = ['(<HOST>']
+bantime = "ten minutes"
+action = "nftablez"
+"#,
+        );
+        let errors = crate::config::load(&path).unwrap_err().0;
+        let seen: Vec<(String, String)> = errors
+            .iter()
+            .map(|e| {
+                (
+                    e.file.file_name().unwrap().to_string_lossy().into_owned(),
+                    e.key.clone(),
+                )
+            })
+            .collect();
+        let want = [
+            ("jailsink.toml", "server.udp[0]"),
+            ("jailsink.toml", "server.max_message_bytes"),
+            ("jailsink.toml", "jails.a.maxretry"),
+            ("bad.toml", "failregex[0]"),
+            ("jailsink.toml", "jails.b.bantime"),
+            ("jailsink.toml", "jails.b.failregex[0]"),
+            ("jailsink.toml", "jails.b.action"),
+        ];
+        for (file, key) in want {
+            assert!(
+                seen.contains(&(file.to_string(), key.to_string())),
+                "missing {file} {key} in {seen:?}"
+            );
+        }
+        assert_eq!(seen.len(), want.len(), "{seen:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "j.toml", "[jails.sshd]\nmaxretyr = 3\n");
+        let errors = crate::config::load(&path).unwrap_err().0;
+        assert_eq!(errors[0].key, "jails.sshd.maxretyr");
+        assert!(
+            errors[0].reason.contains("maxretyr"),
+            "{}",
+            errors[0].reason
+        );
+    }
+
+    #[test]
+    fn durations_ports_and_defaults() {
+        assert_eq!(duration(None, "10m"), Ok(Some(Duration::from_secs(600))));
+        assert_eq!(duration(Some(&RawDuration::Seconds(-1)), "10m"), Ok(None));
+        assert_eq!(
+            duration(Some(&RawDuration::Text("permanent".into())), "10m"),
+            Ok(None)
+        );
+        assert_eq!(
+            duration(Some(&RawDuration::Text("1h 30m".into())), "10m"),
+            Ok(Some(Duration::from_secs(5400)))
+        );
+        let services = "ssh\t\t22/tcp\nsmtp\t\t25/tcp\t\tmail\n";
+        assert_eq!(resolve_port("ssh", services), Ok("22".into()));
+        assert_eq!(resolve_port("mail", services), Ok("25".into()));
+        assert_eq!(resolve_port("1000:2000", services), Ok("1000:2000".into()));
+        assert!(resolve_port("nope", services).is_err());
+    }
+
+    #[test]
+    fn shipped_config_compiles() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/jailsink.toml");
+        let config = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<_> = config.jails.iter().map(|j| j.name.as_str()).collect();
+        assert!(
+            names.contains(&"sshd") && names.contains(&"smtp-auth"),
+            "{names:?}"
+        );
+        let smtp = config.jails.iter().find(|j| j.name == "smtp-auth").unwrap();
+        assert_eq!(smtp.settings.maxretry, 3);
+        assert_eq!(
+            smtp.actions,
+            [ActionSpec::Iptables(FirewallSpec {
+                name: "SMTP".into(),
+                ports: vec!["25".into()],
+                protocol: Protocol::Tcp,
+                blocktype: BlockType::Drop
+            })]
+        );
+        // SPEC's smtp-auth pattern catches both message variants of the captured sendmail line.
+        let plain = "s07EriLI028424: AUTH failure (PLAIN): authentication failure (-13) SASL(-13): authentication failure: Password verification failed, relay=[203.0.113.9]";
+        let login = "s07EriLI028425: AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication failure: checkpass failed, relay=mx.example [203.0.113.9] (may be forged)";
+        for line in [plain, login] {
+            let crate::filter::Verdict::Failure(m) = smtp.filter.check(line) else {
+                panic!("{line}")
+            };
+            assert_eq!(m.ip.to_string(), "203.0.113.9");
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Configuration: TOML read into [`raw`] types, then [`compile`]d into checked values, with every
+//! error reported at once and each naming its file, key and reason.
+
+pub mod compile;
+pub mod raw;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use compile::{Config, JailConfig, JailSettings, ServerConfig};
+
+/// Where the daemon looks when `-c` is not given.
+pub const DEFAULT_PATH: &str = "/etc/jailsink/jailsink.toml";
+
+/// One problem in a config or filter file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// The dotted key, such as `jails.sshd.maxretry`; empty for the file as a whole.
+    pub key: String,
+    /// What is wrong, in words an operator can act on.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+        }
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and compiles the config at `path` and every filter it names.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let raw: raw::RawConfig = read_toml(path)?;
+    compile::compile(path, raw)
+}
+
+/// Reads a TOML file into `T`, naming the key of a type or unknown-key error.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErrors> {
+    let error = |key: String, reason: String| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            key,
+            reason,
+        }])
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| error(String::new(), format!("cannot read: {e}")))?;
+    let deserializer = toml::Deserializer::parse(&text)
+        .map_err(|e| error(String::new(), e.message().to_string()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        let inner = e.into_inner();
+        error(key, inner.message().to_string())
+    })
+}

@@ -1,0 +1,260 @@
+//! The configuration exactly as written in TOML: serde types with unknown keys rejected.
+//!
+//! Nothing here is validated beyond types; [`super::compile`] turns these into checked values
+//! and reports every problem at once.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole `jailsink.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listeners and their limits.
+    #[serde(default)]
+    pub server: RawServer,
+    /// The metrics endpoint.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    /// The control socket.
+    #[serde(default)]
+    pub control: RawControl,
+    /// Persistent state.
+    #[serde(default)]
+    pub state: RawState,
+    /// Values every jail inherits.
+    #[serde(default)]
+    pub defaults: RawJailSettings,
+    /// Jails by name.
+    #[serde(default)]
+    pub jails: BTreeMap<String, RawJail>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// UDP listen addresses.
+    pub udp: Option<Vec<String>>,
+    /// TCP listen addresses.
+    pub tcp: Option<Vec<String>>,
+    /// CIDRs whose messages are accepted.
+    pub allowed_senders: Option<Vec<String>>,
+    /// Largest message accepted, in bytes.
+    pub max_message_bytes: Option<i64>,
+    /// Most TCP connections open at once.
+    pub max_tcp_connections: Option<i64>,
+    /// A TCP connection idle this long is closed.
+    pub tcp_idle_timeout: Option<RawDuration>,
+    /// Zone for RFC 3164 timestamps, which carry none.
+    pub timezone: Option<String>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Address of the /metrics responder; an empty string turns it off.
+    pub listen: Option<String>,
+}
+
+/// `[control]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    /// Path of the control socket.
+    pub socket: Option<String>,
+}
+
+/// `[state]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// Path of the SQLite state database.
+    pub path: Option<String>,
+}
+
+/// Settings a jail may set and `[defaults]` may give to all.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJailSettings {
+    /// How long a ban lasts ("10m"; "-1" or "permanent" for ever).
+    pub bantime: Option<RawDuration>,
+    /// The window in which failures count.
+    pub findtime: Option<RawDuration>,
+    /// Failures inside findtime that trigger a ban.
+    pub maxretry: Option<i64>,
+    /// Addresses and networks never banned.
+    pub ignoreip: Option<Vec<String>>,
+    /// Never ban this host's own addresses.
+    pub ignoreself: Option<bool>,
+    /// What a ban does.
+    pub action: Option<RawActions>,
+    /// Where filters are looked up by name.
+    pub filter_dirs: Option<Vec<String>>,
+    /// Repeat offenders get longer bans.
+    pub bantime_increment: Option<RawIncrement>,
+    /// Most addresses tracked at once (oldest evicted first).
+    pub max_tracked: Option<i64>,
+}
+
+/// `bantime_increment = { ... }`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncrement {
+    /// Turns escalation on.
+    pub enabled: Option<bool>,
+    /// Multiplier per repeat ban.
+    pub factor: Option<f64>,
+    /// Cap on an escalated ban.
+    pub maxtime: Option<RawDuration>,
+    /// Random jitter added to each ban.
+    pub rndtime: Option<RawDuration>,
+}
+
+/// One `[jails.NAME]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJail {
+    /// `enabled = false` keeps a jail in the file without running it.
+    pub enabled: Option<bool>,
+    /// Syslog program names that feed the jail.
+    pub programs: Option<Vec<String>>,
+    /// Syslog host names that feed the jail (all when absent).
+    pub hosts: Option<Vec<String>>,
+    /// Filter name or path.
+    pub filter: Option<String>,
+    /// Patterns added to the filter's.
+    pub failregex: Option<Vec<String>>,
+    /// Patterns added to the filter's ignoreregex.
+    pub ignoreregex: Option<Vec<String>>,
+    /// Ports the firewall actions guard.
+    pub port: Option<RawPorts>,
+    /// tcp, udp or all.
+    pub protocol: Option<String>,
+    /// How long a ban lasts.
+    pub bantime: Option<RawDuration>,
+    /// The window in which failures count.
+    pub findtime: Option<RawDuration>,
+    /// Failures inside findtime that trigger a ban.
+    pub maxretry: Option<i64>,
+    /// Addresses and networks never banned.
+    pub ignoreip: Option<Vec<String>>,
+    /// Never ban this host's own addresses.
+    pub ignoreself: Option<bool>,
+    /// What a ban does.
+    pub action: Option<RawActions>,
+    /// Where filters are looked up by name.
+    pub filter_dirs: Option<Vec<String>>,
+    /// Repeat offenders get longer bans.
+    pub bantime_increment: Option<RawIncrement>,
+    /// Most addresses tracked at once.
+    pub max_tracked: Option<i64>,
+}
+
+impl RawJail {
+    /// The jail's own settings laid over `defaults`: a key set in the jail wins.
+    pub fn settings_over(&self, defaults: &RawJailSettings) -> RawJailSettings {
+        RawJailSettings {
+            bantime: self.bantime.clone().or_else(|| defaults.bantime.clone()),
+            findtime: self.findtime.clone().or_else(|| defaults.findtime.clone()),
+            maxretry: self.maxretry.or(defaults.maxretry),
+            ignoreip: self.ignoreip.clone().or_else(|| defaults.ignoreip.clone()),
+            ignoreself: self.ignoreself.or(defaults.ignoreself),
+            action: self.action.clone().or_else(|| defaults.action.clone()),
+            filter_dirs: self
+                .filter_dirs
+                .clone()
+                .or_else(|| defaults.filter_dirs.clone()),
+            bantime_increment: self
+                .bantime_increment
+                .clone()
+                .or_else(|| defaults.bantime_increment.clone()),
+            max_tracked: self.max_tracked.or(defaults.max_tracked),
+        }
+    }
+}
+
+/// `port = "ssh"` or `port = ["smtp", 465, "submission"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawPorts {
+    /// One port name or number, or a comma list.
+    One(RawPort),
+    /// Several.
+    Many(Vec<RawPort>),
+}
+
+/// A port by name or number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawPort {
+    /// A number.
+    Number(i64),
+    /// A name from /etc/services, a number as text, or a range "1000:2000".
+    Name(String),
+}
+
+/// `action = "iptables"`, `action = { type = ... }` or a list of those.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawActions {
+    /// One action.
+    One(RawAction),
+    /// Several, each run.
+    Many(Vec<RawAction>),
+}
+
+/// One action by type name, or a table with overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawAction {
+    /// Just the type.
+    Type(String),
+    /// The type and keys overriding the jail's.
+    Table(RawActionTable),
+}
+
+/// `{ type = "iptables", name = "SMTP", port = "smtp", protocol = "tcp", blocktype = "REJECT" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActionTable {
+    /// Which backend.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Name used for kernel objects (defaults to the jail's).
+    pub name: Option<String>,
+    /// Ports, overriding the jail's.
+    pub port: Option<RawPorts>,
+    /// Protocol, overriding the jail's.
+    pub protocol: Option<String>,
+    /// DROP or REJECT.
+    pub blocktype: Option<String>,
+}
+
+/// A filter file, `filter.d/NAME.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilter {
+    /// What the filter catches, for people.
+    pub description: Option<String>,
+    /// Optional pattern every message must match first; `<F-CONTENT>` marks what failregex sees.
+    pub prefregex: Option<String>,
+    /// Failure patterns, each with `<HOST>`.
+    #[serde(default)]
+    pub failregex: Vec<String>,
+    /// Patterns that veto a failure.
+    #[serde(default)]
+    pub ignoreregex: Vec<String>,
+}
+
+/// A duration as "10m" / "1h 30m" / "permanent", or a number of seconds as fail2ban writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// Seconds; -1 means permanent where a bantime is meant.
+    Seconds(i64),
+    /// humantime text.
+    Text(String),
+}

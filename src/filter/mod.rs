@@ -1,0 +1,363 @@
+//! Filters: failregex/ignoreregex patterns with fail2ban tags, compiled once, matched per message.
+//!
+//! A [`Filter`] answers for one message: a failure from an address, an ignored line, or a miss.
+//! The live path goes through [`router::Router`], which puts every failregex of the jails fed by
+//! one program into a single `RegexSet` and runs a capturing regex only for the pattern that hit.
+
+pub mod router;
+pub mod template;
+
+use std::net::IpAddr;
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+use template::GroupRole;
+
+/// Compiled regexes may use this much memory each; a pattern beyond it is a config error.
+const REGEX_SIZE_LIMIT: usize = 8 << 20;
+
+/// The text of a filter, from a filter file and/or a jail's own keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FilterSource {
+    /// Patterns that find failures; each must contain `<HOST>` or another address tag.
+    pub failregex: Vec<String>,
+    /// Patterns that veto a failure.
+    pub ignoreregex: Vec<String>,
+    /// Optional pattern every message must match first; its `<F-CONTENT>` is what failregex sees.
+    pub prefregex: Option<String>,
+}
+
+/// A problem in one pattern: which list, which index, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternError {
+    /// `failregex[2]`, `ignoreregex[0]` or `prefregex`.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// One compiled failregex with the groups that matter.
+#[derive(Debug, Clone)]
+struct FailPattern {
+    regex: Regex,
+    addresses: Vec<(usize, GroupRole)>,
+    user: Option<usize>,
+    nofail: Option<usize>,
+}
+
+/// A compiled filter.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    source: FilterSource,
+    fail: Vec<FailPattern>,
+    fail_set: RegexSet,
+    ignore: RegexSet,
+    prefregex: Option<(Regex, usize)>,
+}
+
+/// What a filter made of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A failure from `ip`, found by failregex number `regex`.
+    Failure(FilterMatch),
+    /// A failregex matched, but an ignoreregex (number given) vetoed it.
+    Ignored(usize),
+    /// Nothing matched, or the match named no valid address.
+    Missed,
+}
+
+/// The useful parts of a failregex match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterMatch {
+    /// The address to ban, normalised (IPv4-mapped IPv6 becomes IPv4).
+    pub ip: IpAddr,
+    /// Index of the failregex that matched.
+    pub regex: usize,
+    /// `<F-USER>` when the pattern has one.
+    pub user: Option<String>,
+}
+
+impl Filter {
+    /// Compiles every pattern, reporting all errors rather than the first.
+    pub fn compile(source: &FilterSource) -> Result<Filter, Vec<PatternError>> {
+        let mut errors = Vec::new();
+        if source.failregex.is_empty() {
+            errors.push(PatternError {
+                key: "failregex".into(),
+                reason: "no failregex: the filter could never find a failure".into(),
+            });
+        }
+        let mut fail = Vec::new();
+        let mut expanded_fail = Vec::new();
+        for (i, pattern) in source.failregex.iter().enumerate() {
+            let key = format!("failregex[{i}]");
+            match compile_fail(pattern) {
+                Ok((p, text)) => {
+                    fail.push(p);
+                    expanded_fail.push(text);
+                }
+                Err(reason) => errors.push(PatternError { key, reason }),
+            }
+        }
+        let mut expanded_ignore = Vec::new();
+        for (i, pattern) in source.ignoreregex.iter().enumerate() {
+            match template::expand(pattern).and_then(|e| build_regex(&e.regex).map(|_| e.regex)) {
+                Ok(text) => expanded_ignore.push(text),
+                Err(reason) => errors.push(PatternError {
+                    key: format!("ignoreregex[{i}]"),
+                    reason,
+                }),
+            }
+        }
+        let prefregex = match &source.prefregex {
+            None => None,
+            Some(p) => match compile_prefregex(p) {
+                Ok(pre) => Some(pre),
+                Err(reason) => {
+                    errors.push(PatternError {
+                        key: "prefregex".into(),
+                        reason,
+                    });
+                    None
+                }
+            },
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let fail_set = build_set(&expanded_fail).map_err(|reason| {
+            vec![PatternError {
+                key: "failregex".into(),
+                reason,
+            }]
+        })?;
+        let ignore = build_set(&expanded_ignore).map_err(|reason| {
+            vec![PatternError {
+                key: "ignoreregex".into(),
+                reason,
+            }]
+        })?;
+        Ok(Filter {
+            source: source.clone(),
+            fail,
+            fail_set,
+            ignore,
+            prefregex,
+        })
+    }
+
+    /// The patterns this filter was built from.
+    pub fn source(&self) -> &FilterSource {
+        &self.source
+    }
+
+    /// The expanded failregex texts, for a router's combined set.
+    pub(crate) fn fail_patterns(&self) -> &[String] {
+        self.fail_set.patterns()
+    }
+
+    /// True when failregex sees only the `<F-CONTENT>` of a prefregex, so the router must call
+    /// [`Filter::check`] instead of matching the whole message in a shared set.
+    pub(crate) fn has_prefregex(&self) -> bool {
+        self.prefregex.is_some()
+    }
+
+    /// The full verdict for one message (already trimmed).
+    pub fn check(&self, message: &str) -> Verdict {
+        let content = match &self.prefregex {
+            None => message,
+            Some((pre, group)) => match pre.captures(message).and_then(|c| c.get(*group)) {
+                Some(m) => m.as_str(),
+                None => return Verdict::Missed,
+            },
+        };
+        if !self.fail_set.is_match(content) {
+            return Verdict::Missed;
+        }
+        for index in self.fail_set.matches(content).iter() {
+            if let Some(verdict) = self.verdict_for(index, content) {
+                return verdict;
+            }
+        }
+        Verdict::Missed
+    }
+
+    /// Runs failregex `index` (known to match) with captures, then ignoreregex.
+    /// None when the capture was not a valid address or the line is marked `<F-NOFAIL>`.
+    pub(crate) fn verdict_for(&self, index: usize, content: &str) -> Option<Verdict> {
+        let pattern = &self.fail[index];
+        let caps = pattern.regex.captures(content)?;
+        if pattern.nofail.is_some_and(|g| caps.get(g).is_some()) {
+            return None;
+        }
+        let ip = pattern
+            .addresses
+            .iter()
+            .filter_map(|&(g, role)| caps.get(g).map(|m| (m.as_str(), role)))
+            .find_map(|(text, role)| parse_address(text, role))?;
+        if let Some(ignored) = self.ignore.matches(content).iter().next() {
+            return Some(Verdict::Ignored(ignored));
+        }
+        let user = pattern
+            .user
+            .and_then(|g| caps.get(g))
+            .map(|m| m.as_str().to_string());
+        Some(Verdict::Failure(FilterMatch {
+            ip,
+            regex: index,
+            user,
+        }))
+    }
+}
+
+/// Parses a captured address; IPv4-mapped IPv6 becomes the IPv4 address it carries.
+pub fn parse_address(text: &str, role: GroupRole) -> Option<IpAddr> {
+    let text = match role {
+        GroupRole::Subnet => text.split('/').next().unwrap_or(text),
+        _ => text,
+    };
+    let ip: IpAddr = text.parse().ok()?;
+    Some(normalise(ip))
+}
+
+/// IPv4-mapped IPv6 (`::ffff:192.0.2.1`) becomes plain IPv4, so one attacker is one key.
+pub fn normalise(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn build_regex(text: &str) -> Result<Regex, String> {
+    RegexBuilder::new(text)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn build_set(patterns: &[String]) -> Result<RegexSet, String> {
+    RegexSetBuilder::new(patterns)
+        .size_limit(REGEX_SIZE_LIMIT * 4)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn compile_fail(pattern: &str) -> Result<(FailPattern, String), String> {
+    let expanded = template::expand(pattern)?;
+    if !expanded.has_address() {
+        return Err("no <HOST> (or <ADDR>, <IP4>, <IP6>, <SUBNET>): nothing to ban".into());
+    }
+    let regex = build_regex(&expanded.regex)?;
+    let index_of = |name: &str| {
+        regex
+            .capture_names()
+            .position(|n| n == Some(name))
+            .expect("every expanded group name is in the compiled regex")
+    };
+    let mut addresses = Vec::new();
+    let mut user = None;
+    let mut nofail = None;
+    for (name, role) in &expanded.groups {
+        let index = index_of(name);
+        match role {
+            GroupRole::Address | GroupRole::Subnet => addresses.push((index, *role)),
+            GroupRole::User => user = user.or(Some(index)),
+            GroupRole::NoFail => nofail = Some(index),
+            GroupRole::Other => {}
+        }
+    }
+    let text = expanded.regex.clone();
+    Ok((
+        FailPattern {
+            regex,
+            addresses,
+            user,
+            nofail,
+        },
+        text,
+    ))
+}
+
+fn compile_prefregex(pattern: &str) -> Result<(Regex, usize), String> {
+    let marked = pattern
+        .replace("<F-CONTENT>", "(?P<f_content>")
+        .replace("</F-CONTENT>", ")");
+    if marked == pattern {
+        return Err("prefregex needs <F-CONTENT>...</F-CONTENT> to say what failregex sees".into());
+    }
+    let expanded = template::expand(&marked)?;
+    let regex = build_regex(&expanded.regex)?;
+    let group = regex
+        .capture_names()
+        .position(|n| n == Some("f_content"))
+        .ok_or("prefregex lost its <F-CONTENT> group")?;
+    Ok((regex, group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(fail: &[&str], ignore: &[&str]) -> Filter {
+        Filter::compile(&FilterSource {
+            failregex: fail.iter().map(|s| s.to_string()).collect(),
+            ignoreregex: ignore.iter().map(|s| s.to_string()).collect(),
+            prefregex: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn finds_the_host_and_normalises_mapped_ipv6() {
+        let f = filter(&[r"^fail from <HOST>$"], &[]);
+        let Verdict::Failure(m) = f.check("fail from ::ffff:192.0.2.9") else {
+            panic!("no failure")
+        };
+        assert_eq!(m.ip, "192.0.2.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn an_invalid_address_is_a_miss() {
+        let f = filter(&[r"^fail from <HOST>$"], &[]);
+        assert_eq!(f.check("fail from 999.1.1.1"), Verdict::Missed);
+    }
+
+    #[test]
+    fn ignoreregex_vetoes() {
+        let f = filter(&[r"^fail from <HOST>"], &[r"trusted"]);
+        assert_eq!(f.check("fail from 192.0.2.1 trusted"), Verdict::Ignored(0));
+    }
+
+    #[test]
+    fn every_bad_pattern_is_reported() {
+        let errors = Filter::compile(&FilterSource {
+            failregex: vec!["no host here".into(), "(<HOST>".into()],
+            ignoreregex: vec!["[".into()],
+            prefregex: None,
+        })
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["failregex[0]", "failregex[1]", "ignoreregex[0]"]);
+    }
+
+    #[test]
+    fn prefregex_narrows_what_failregex_sees() {
+        let f = Filter::compile(&FilterSource {
+            failregex: vec![r"^auth failed from <HOST>$".into()],
+            ignoreregex: vec![],
+            prefregex: Some(r"^\w+: <F-CONTENT>.+</F-CONTENT>$".into()),
+        })
+        .unwrap();
+        assert!(matches!(
+            f.check("abc: auth failed from 192.0.2.3"),
+            Verdict::Failure(_)
+        ));
+        assert_eq!(f.check("auth failed from 192.0.2.3"), Verdict::Missed);
+    }
+
+    #[test]
+    fn nofail_lines_are_not_failures() {
+        let f = filter(&[r"^<F-NOFAIL>note</F-NOFAIL>? from <HOST>"], &[]);
+        assert_eq!(f.check("note from 192.0.2.1"), Verdict::Missed);
+    }
+}

@@ -1,0 +1,208 @@
+//! Routes a parsed event to the jails that take its program, matching all of their failregexes
+//! with one `RegexSet` pass; captures run only for the pattern that hit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::{RegexSet, RegexSetBuilder};
+
+use super::{Filter, FilterMatch, Verdict};
+
+/// What the router needs to know about one jail.
+#[derive(Debug, Clone)]
+pub struct JailRoute {
+    /// The jail's compiled filter.
+    pub filter: Arc<Filter>,
+    /// Program names that feed the jail; empty means every event.
+    pub programs: Vec<String>,
+    /// Host names that feed the jail; empty means every host.
+    pub hosts: Vec<String>,
+}
+
+/// The work for one program name: the shared set and who owns each of its patterns.
+#[derive(Debug, Default)]
+struct Route {
+    set: Option<RegexSet>,
+    /// (jail, failregex index) for each pattern of `set`, grouped by jail.
+    owners: Vec<(usize, usize)>,
+    /// Jails whose filter has a prefregex: checked one by one.
+    direct: Vec<usize>,
+}
+
+/// Program-keyed dispatch of events to jail filters.
+#[derive(Debug, Default)]
+pub struct Router {
+    jails: Vec<JailRoute>,
+    by_program: HashMap<Box<str>, Route>,
+    fallback: Route,
+}
+
+impl Router {
+    /// Builds one route per program named by any jail, plus one for every other program.
+    pub fn new(jails: Vec<JailRoute>) -> Result<Router, String> {
+        let mut programs: Vec<&str> = jails
+            .iter()
+            .flat_map(|j| j.programs.iter().map(String::as_str))
+            .collect();
+        programs.sort_unstable();
+        programs.dedup();
+        let mut by_program = HashMap::new();
+        for program in programs {
+            let members = (0..jails.len()).filter(|&i| {
+                jails[i].programs.is_empty() || jails[i].programs.iter().any(|p| p == program)
+            });
+            by_program.insert(program.into(), build_route(&jails, members)?);
+        }
+        let fallback = build_route(
+            &jails,
+            (0..jails.len()).filter(|&i| jails[i].programs.is_empty()),
+        )?;
+        Ok(Router {
+            jails,
+            by_program,
+            fallback,
+        })
+    }
+
+    /// True when no jail could take any event (nothing to do per message).
+    pub fn is_empty(&self) -> bool {
+        self.jails.is_empty()
+    }
+
+    /// Calls `on_failure(jail, match)` for every jail that finds a failure in `message`.
+    pub fn route(
+        &self,
+        program: Option<&str>,
+        hostname: Option<&str>,
+        message: &str,
+        mut on_failure: impl FnMut(usize, FilterMatch),
+    ) {
+        let route = program
+            .and_then(|p| self.by_program.get(p))
+            .unwrap_or(&self.fallback);
+        if let Some(set) = &route.set {
+            if set.is_match(message) {
+                let mut decided: Option<usize> = None;
+                for index in set.matches(message).iter() {
+                    let (jail, regex) = route.owners[index];
+                    if decided == Some(jail) || !self.takes_host(jail, hostname) {
+                        continue;
+                    }
+                    match self.jails[jail].filter.verdict_for(regex, message) {
+                        Some(Verdict::Failure(m)) => {
+                            decided = Some(jail);
+                            on_failure(jail, m);
+                        }
+                        Some(_) => decided = Some(jail),
+                        None => {}
+                    }
+                }
+            }
+        }
+        for &jail in &route.direct {
+            if self.takes_host(jail, hostname) {
+                if let Verdict::Failure(m) = self.jails[jail].filter.check(message) {
+                    on_failure(jail, m);
+                }
+            }
+        }
+    }
+
+    fn takes_host(&self, jail: usize, hostname: Option<&str>) -> bool {
+        let hosts = &self.jails[jail].hosts;
+        hosts.is_empty()
+            || hostname.is_some_and(|h| hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
+    }
+}
+
+fn build_route(jails: &[JailRoute], members: impl Iterator<Item = usize>) -> Result<Route, String> {
+    let mut route = Route::default();
+    let mut patterns: Vec<&str> = Vec::new();
+    for jail in members {
+        let filter = &jails[jail].filter;
+        if filter.has_prefregex() {
+            route.direct.push(jail);
+            continue;
+        }
+        for (regex, text) in filter.fail_patterns().iter().enumerate() {
+            patterns.push(text);
+            route.owners.push((jail, regex));
+        }
+    }
+    if !patterns.is_empty() {
+        let set = RegexSetBuilder::new(patterns)
+            .size_limit(64 << 20)
+            .build()
+            .map_err(|e| format!("combined failregex set: {e}"))?;
+        route.set = Some(set);
+    }
+    Ok(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::FilterSource;
+
+    fn jail(fail: &str, programs: &[&str], hosts: &[&str]) -> JailRoute {
+        JailRoute {
+            filter: Arc::new(
+                Filter::compile(&FilterSource {
+                    failregex: vec![fail.to_string()],
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
+            programs: programs.iter().map(|s| s.to_string()).collect(),
+            hosts: hosts.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn failures(
+        router: &Router,
+        program: Option<&str>,
+        host: Option<&str>,
+        msg: &str,
+    ) -> Vec<usize> {
+        let mut out = Vec::new();
+        router.route(program, host, msg, |jail, _| out.push(jail));
+        out
+    }
+
+    #[test]
+    fn routes_by_program_and_host() {
+        let router = Router::new(vec![
+            jail(r"^bad <HOST>$", &["sshd"], &[]),
+            jail(r"^bad <HOST>$", &["sendmail"], &[]),
+            jail(r"^bad <HOST>$", &[], &["web1"]),
+        ])
+        .unwrap();
+        assert_eq!(
+            failures(&router, Some("sshd"), Some("vm"), "bad 192.0.2.1"),
+            [0]
+        );
+        assert_eq!(
+            failures(&router, Some("sshd"), Some("WEB1"), "bad 192.0.2.1"),
+            [0, 2]
+        );
+        assert_eq!(
+            failures(&router, Some("nginx"), Some("web1"), "bad 192.0.2.1"),
+            [2]
+        );
+        assert!(failures(&router, None, None, "bad 192.0.2.1").is_empty());
+    }
+
+    #[test]
+    fn one_failure_per_jail_even_when_two_patterns_hit() {
+        let mut j = jail(r"^bad <HOST>", &["sshd"], &[]);
+        j.filter = Arc::new(
+            Filter::compile(&FilterSource {
+                failregex: vec![r"^bad <HOST>".into(), r"<HOST>$".into()],
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let router = Router::new(vec![j]).unwrap();
+        assert_eq!(failures(&router, Some("sshd"), None, "bad 192.0.2.1"), [0]);
+    }
+}

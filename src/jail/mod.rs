@@ -1,0 +1,466 @@
+//! Jails decide: failures per address inside findtime, a ban at maxretry, an unban when bantime
+//! runs out. One task owns every jail's state, so nothing here needs a lock; ban deadlines sit in
+//! one ordered set and a single timer sleeps until the earliest.
+
+pub mod window;
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::time::{Duration, SystemTime};
+
+use ipnetwork::IpNetwork;
+use lru::LruCache;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::action::runner::ActionCommand;
+use crate::action::BanOrder;
+use crate::config::JailSettings;
+use crate::metrics::JailMetrics;
+use window::{Outcome, Window};
+
+/// How often idle windows are pruned so the tracked-addresses gauge stays true.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// A failure found by a filter, on its way to the jail task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// Index of the jail in the compiled config.
+    pub jail: usize,
+    /// The address that failed.
+    pub ip: IpAddr,
+    /// How many failures the message stands for (rsyslog repeat summaries).
+    pub count: u32,
+    /// When the message arrived (monotonic; senders' clocks are never trusted).
+    pub received_at: Instant,
+}
+
+/// An active ban.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveBan {
+    /// Wall-clock time of the ban, for display.
+    pub banned_at: SystemTime,
+    /// When it ends; None is permanent.
+    pub expires: Option<Instant>,
+    /// Failures that led to it.
+    pub failures: u32,
+    /// How many times this address has been banned in this jail (1 = first).
+    pub ban_count: u32,
+}
+
+/// What one failure led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The address is in ignoreip or is this host's.
+    Ignored,
+    /// Counted, no ban yet.
+    Counted(u32),
+    /// The address is already banned; nothing more to do.
+    AlreadyBanned,
+    /// Ban it.
+    Ban(BanOrder),
+}
+
+/// One jail's state.
+pub struct Jail {
+    name: String,
+    settings: JailSettings,
+    window: Window,
+    bans: HashMap<IpAddr, ActiveBan>,
+    ban_counts: LruCache<IpAddr, u32>,
+    metrics: JailMetrics,
+    reported_evictions: u64,
+    jitter: RandomState,
+}
+
+impl Jail {
+    /// A jail with empty state.
+    pub fn new(name: &str, settings: JailSettings, metrics: JailMetrics) -> Self {
+        let cap = NonZeroUsize::new(settings.max_tracked).unwrap_or(NonZeroUsize::MIN);
+        Jail {
+            name: name.to_string(),
+            window: Window::new(settings.findtime, settings.maxretry, settings.max_tracked),
+            bans: HashMap::new(),
+            ban_counts: LruCache::new(cap),
+            settings,
+            metrics,
+            reported_evictions: 0,
+            jitter: RandomState::new(),
+        }
+    }
+
+    /// The jail's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Active bans.
+    pub fn bans(&self) -> &HashMap<IpAddr, ActiveBan> {
+        &self.bans
+    }
+
+    /// Counts a failure and decides. A ban is recorded as active before it is returned.
+    pub fn on_failure(&mut self, ip: IpAddr, count: u32, at: Instant) -> Decision {
+        if self.is_ignored(ip) {
+            return Decision::Ignored;
+        }
+        self.metrics.failures.increment(u64::from(count));
+        if self.bans.contains_key(&ip) {
+            return Decision::AlreadyBanned;
+        }
+        let outcome = self.window.record(ip, count, at);
+        self.update_gauges();
+        match outcome {
+            Outcome::Counting(n) => Decision::Counted(n),
+            Outcome::Reached(failures) => Decision::Ban(self.ban(ip, failures, at)),
+        }
+    }
+
+    fn is_ignored(&self, ip: IpAddr) -> bool {
+        self.settings
+            .ignore
+            .iter()
+            .any(|net: &IpNetwork| net.contains(ip))
+    }
+
+    fn ban(&mut self, ip: IpAddr, failures: u32, at: Instant) -> BanOrder {
+        let ban_count = self.ban_counts.get(&ip).copied().unwrap_or(0) + 1;
+        self.ban_counts.put(ip, ban_count);
+        let bantime = self.bantime_for(ip, ban_count);
+        self.bans.insert(
+            ip,
+            ActiveBan {
+                banned_at: SystemTime::now(),
+                expires: bantime.map(|d| at + d),
+                failures,
+                ban_count,
+            },
+        );
+        self.metrics.bans.increment(1);
+        self.metrics.banned.set(self.bans.len() as f64);
+        tracing::info!(
+            jail = %self.name,
+            ip = %ip,
+            failures,
+            bantime = %show(bantime),
+            ban_count,
+            "[{}] Ban {}",
+            self.name,
+            ip
+        );
+        BanOrder {
+            ip,
+            failures,
+            bantime,
+            decided_at: at.into_std(),
+        }
+    }
+
+    /// bantime, escalated for repeat offenders when bantime_increment is on.
+    fn bantime_for(&self, ip: IpAddr, ban_count: u32) -> Option<Duration> {
+        let base = self.settings.bantime?;
+        let inc = &self.settings.increment;
+        if !inc.enabled {
+            return Some(base);
+        }
+        let factor = inc.factor.powi(ban_count.saturating_sub(1).min(64) as i32);
+        let scaled = base.as_secs_f64() * factor;
+        let mut time = if scaled >= inc.maxtime.as_secs_f64() {
+            inc.maxtime
+        } else {
+            Duration::from_secs_f64(scaled)
+        };
+        if !inc.rndtime.is_zero() {
+            let roll = self.jitter.hash_one((ip, ban_count)) % 1_000_000;
+            time += inc.rndtime.mul_f64(roll as f64 / 1_000_000.0);
+        }
+        Some(time)
+    }
+
+    /// Lifts the ban on `ip` if it is active; returns it for the log and the action.
+    pub fn unban(&mut self, ip: IpAddr) -> Option<ActiveBan> {
+        let ban = self.bans.remove(&ip)?;
+        self.metrics.unbans.increment(1);
+        self.metrics.banned.set(self.bans.len() as f64);
+        let lasted = SystemTime::now()
+            .duration_since(ban.banned_at)
+            .unwrap_or_default();
+        tracing::info!(
+            jail = %self.name,
+            ip = %ip,
+            failures = ban.failures,
+            banned_for = %humantime::format_duration(Duration::from_secs(lasted.as_secs())),
+            "[{}] Unban {}",
+            self.name,
+            ip
+        );
+        Some(ban)
+    }
+
+    /// Drops expired failure windows and refreshes the gauges.
+    pub fn prune(&mut self, now: Instant) {
+        self.window.prune(now);
+        self.update_gauges();
+    }
+
+    fn update_gauges(&mut self) {
+        self.metrics.tracked.set(self.window.len() as f64);
+        let evicted = self.window.evicted();
+        if evicted > self.reported_evictions {
+            self.metrics
+                .evicted
+                .increment(evicted - self.reported_evictions);
+            self.reported_evictions = evicted;
+        }
+    }
+
+    /// Addresses tracked inside findtime.
+    pub fn tracked(&self) -> usize {
+        self.window.len()
+    }
+}
+
+fn show(bantime: Option<Duration>) -> String {
+    match bantime {
+        Some(d) => humantime::format_duration(d).to_string(),
+        None => "permanent".into(),
+    }
+}
+
+/// Every jail, their ban deadlines, and the queues to their action runners.
+pub struct JailSet {
+    jails: Vec<Jail>,
+    actions: Vec<mpsc::Sender<ActionCommand>>,
+    deadlines: BTreeSet<(Instant, usize, IpAddr)>,
+}
+
+impl JailSet {
+    /// `actions[i]` feeds the runner of `jails[i]`.
+    pub fn new(jails: Vec<Jail>, actions: Vec<mpsc::Sender<ActionCommand>>) -> Self {
+        JailSet {
+            jails,
+            actions,
+            deadlines: BTreeSet::new(),
+        }
+    }
+
+    /// The jails, for status questions.
+    pub fn jails(&self) -> &[Jail] {
+        &self.jails
+    }
+
+    /// Applies one failure; a resulting ban goes to the jail's action queue (waiting if full).
+    pub async fn on_failure(&mut self, failure: Failure) {
+        let Some(jail) = self.jails.get_mut(failure.jail) else {
+            return;
+        };
+        if let Decision::Ban(order) =
+            jail.on_failure(failure.ip, failure.count, failure.received_at)
+        {
+            if let Some(expires) = jail.bans.get(&order.ip).and_then(|b| b.expires) {
+                self.deadlines.insert((expires, failure.jail, order.ip));
+            }
+            self.send(failure.jail, ActionCommand::Ban(order)).await;
+        }
+    }
+
+    /// Lifts every ban whose deadline has passed.
+    pub async fn expire_due(&mut self, now: Instant) {
+        while let Some(&(deadline, jail, ip)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if self.jails[jail].unban(ip).is_some() {
+                self.send(jail, ActionCommand::Unban(ip)).await;
+            }
+        }
+    }
+
+    /// The earliest ban deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|&(t, ..)| t)
+    }
+
+    /// Prunes every jail's window.
+    pub fn prune(&mut self, now: Instant) {
+        for jail in &mut self.jails {
+            jail.prune(now);
+        }
+    }
+
+    async fn send(&self, jail: usize, command: ActionCommand) {
+        if self.actions[jail].send(command).await.is_err() {
+            tracing::error!(jail = %self.jails[jail].name, "action runner is gone; ban not applied");
+        }
+    }
+}
+
+/// The jail task: failures in, bans and unbans out, until `shutdown` or the failure queue closes.
+pub async fn run(
+    mut set: JailSet,
+    mut failures: mpsc::Receiver<Failure>,
+    shutdown: CancellationToken,
+) {
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let deadline = set.next_deadline();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            failure = failures.recv() => match failure {
+                Some(f) => set.on_failure(f).await,
+                None => break,
+            },
+            _ = sleep_until(deadline) => set.expire_due(Instant::now()).await,
+            _ = prune.tick() => set.prune(Instant::now()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compile::Increment;
+
+    fn settings(maxretry: u32, bantime: u64) -> JailSettings {
+        JailSettings {
+            bantime: Some(Duration::from_secs(bantime)),
+            findtime: Duration::from_secs(600),
+            maxretry,
+            ignore: vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "198.51.100.0/24".parse().unwrap(),
+            ],
+            max_tracked: 1000,
+            increment: Increment {
+                enabled: false,
+                factor: 2.0,
+                maxtime: Duration::from_secs(3600),
+                rndtime: Duration::ZERO,
+            },
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ignoreip_is_never_counted_or_banned() {
+        let mut jail = Jail::new("sshd", settings(1, 600), JailMetrics::new("sshd"));
+        assert_eq!(
+            jail.on_failure(ip("198.51.100.7"), 1, Instant::now()),
+            Decision::Ignored
+        );
+        assert_eq!(
+            jail.on_failure(ip("127.0.0.1"), 1, Instant::now()),
+            Decision::Ignored
+        );
+        assert!(jail.bans().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_banned_address_is_not_banned_twice() {
+        let mut jail = Jail::new("sshd", settings(2, 600), JailMetrics::new("sshd"));
+        let a = ip("192.0.2.1");
+        assert_eq!(jail.on_failure(a, 1, Instant::now()), Decision::Counted(1));
+        assert!(matches!(
+            jail.on_failure(a, 1, Instant::now()),
+            Decision::Ban(_)
+        ));
+        assert_eq!(
+            jail.on_failure(a, 1, Instant::now()),
+            Decision::AlreadyBanned
+        );
+        assert_eq!(
+            jail.on_failure(a, 5, Instant::now()),
+            Decision::AlreadyBanned
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bans_expire_through_the_deadline_set() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let jail = Jail::new("sshd", settings(1, 600), JailMetrics::new("sshd"));
+        let mut set = JailSet::new(vec![jail], vec![tx]);
+        let a = ip("192.0.2.1");
+        set.on_failure(Failure {
+            jail: 0,
+            ip: a,
+            count: 1,
+            received_at: Instant::now(),
+        })
+        .await;
+        assert!(matches!(rx.recv().await, Some(ActionCommand::Ban(o)) if o.ip == a));
+        tokio::time::advance(Duration::from_secs(599)).await;
+        set.expire_due(Instant::now()).await;
+        assert!(rx.try_recv().is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(set.next_deadline(), Some(Instant::now()));
+        set.expire_due(Instant::now()).await;
+        assert_eq!(rx.recv().await, Some(ActionCommand::Unban(a)));
+        assert!(set.jails()[0].bans().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_run_loop_unbans_on_time() {
+        let (action_tx, mut action_rx) = mpsc::channel(16);
+        let (fail_tx, fail_rx) = mpsc::channel(16);
+        let jail = Jail::new("sshd", settings(2, 60), JailMetrics::new("sshd"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            JailSet::new(vec![jail], vec![action_tx]),
+            fail_rx,
+            shutdown.clone(),
+        ));
+        let a = ip("2001:db8::5");
+        for _ in 0..2 {
+            fail_tx
+                .send(Failure {
+                    jail: 0,
+                    ip: a,
+                    count: 1,
+                    received_at: Instant::now(),
+                })
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            action_rx.recv().await,
+            Some(ActionCommand::Ban(_))
+        ));
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert!(action_rx.try_recv().is_err(), "unbanned before bantime");
+        assert_eq!(action_rx.recv().await, Some(ActionCommand::Unban(a)));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeat_bans_escalate_up_to_maxtime() {
+        let mut s = settings(1, 600);
+        s.increment.enabled = true;
+        let mut jail = Jail::new("sshd", s, JailMetrics::new("sshd"));
+        let a = ip("192.0.2.9");
+        let mut times = Vec::new();
+        for _ in 0..4 {
+            let Decision::Ban(order) = jail.on_failure(a, 1, Instant::now()) else {
+                panic!()
+            };
+            times.push(order.bantime.unwrap().as_secs());
+            jail.unban(a);
+        }
+        assert_eq!(times, [600, 1200, 2400, 3600]);
+    }
+}

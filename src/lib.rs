@@ -1,0 +1,22 @@
+//! jailsink: a syslog receiver that turns brute-force failures into firewall bans.
+//!
+//! Layout, in the order data flows through it:
+//! - [`listener`]: UDP datagrams and TCP streams (RFC 6587 framing) into frames, with a sender ACL.
+//! - [`parse`]: one frame into an [`parse::Event`] (RFC 3164 / RFC 5424 via syslog_loose).
+//! - [`filter`]: events routed by program, matched by failregex, into failures.
+//! - [`jail`]: failures per address within findtime, bans at maxretry, expiry at bantime.
+//! - [`action`]: bans applied off the hot path (iptables, log).
+//! - [`metrics`]: every metric defined once, and the /metrics responder.
+//! - [`config`]: TOML parsed, then compiled with every error reported at once.
+//! - [`app`]: wiring, start-up order and graceful shutdown.
+//! - [`regex_tool`]: the offline `jailsink regex` filter tester.
+
+pub mod action;
+pub mod app;
+pub mod config;
+pub mod filter;
+pub mod jail;
+pub mod listener;
+pub mod metrics;
+pub mod parse;
+pub mod regex_tool;

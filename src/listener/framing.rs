@@ -1,0 +1,309 @@
+//! RFC 6587 framing for syslog over TCP: octet counting (`LEN SP MSG`) and trailer framing
+//! (LF; CRLF and NUL accepted), in one small state machine.
+//!
+//! The framing is read at the start of every frame, as rsyslog does: `DIGITS SP` means octet
+//! counting, anything else a trailer-framed line. A real sender uses one framing for its whole
+//! connection, so this decides per connection for every real sender, and it also reads the
+//! captured mixed stream of util-linux logger connections. A partial frame is not an error
+//! (`Ok(None)`); an oversized frame is discarded to its end and reported once; only a malformed
+//! or absurd octet count is an error, and it ends the connection, since the stream can no longer
+//! be trusted to resynchronise.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// An octet count with this many digits (a gigabyte or more) is absurd.
+const MAX_COUNT_DIGITS: usize = 9;
+
+/// What the decoder found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// One message, without its octet count or trailer.
+    Message(Bytes),
+    /// A frame over the limit; its bytes are being discarded.
+    Oversized,
+}
+
+/// A framing error after which the connection cannot continue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    /// `0 ` or a count too long to be real.
+    #[error("malformed or absurd octet count")]
+    BadOctetCount,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At a frame boundary.
+    Start,
+    /// Inside an octet-counted frame of this length.
+    Counted(usize),
+    /// Inside a trailer-framed line; this many bytes already searched.
+    Line(usize),
+    /// Throwing away this many bytes of an oversized counted frame.
+    SkipCount(usize),
+    /// Throwing away an oversized line up to its trailer.
+    SkipLine,
+}
+
+/// Splits a TCP byte stream into syslog frames.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max: usize,
+    state: State,
+}
+
+impl FrameDecoder {
+    /// A decoder that refuses frames over `max` bytes.
+    pub fn new(max: usize) -> Self {
+        FrameDecoder {
+            max,
+            state: State::Start,
+        }
+    }
+
+    /// Takes the next frame out of `buf`; `Ok(None)` means more bytes are needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FramingError> {
+        loop {
+            match self.state {
+                State::Start => {
+                    let Some(&first) = buf.first() else {
+                        return Ok(None);
+                    };
+                    if matches!(first, b'\n' | b'\r' | b'\0') {
+                        buf.advance(1);
+                        continue;
+                    }
+                    if !first.is_ascii_digit() {
+                        self.state = State::Line(0);
+                        continue;
+                    }
+                    match read_count(buf)? {
+                        Count::NeedMore => return Ok(None),
+                        Count::Line => self.state = State::Line(0),
+                        Count::Len(header, len) => {
+                            buf.advance(header);
+                            if len > self.max {
+                                self.state = State::SkipCount(len);
+                                return Ok(Some(Frame::Oversized));
+                            }
+                            self.state = State::Counted(len);
+                        }
+                    }
+                }
+                State::Counted(len) => {
+                    if buf.len() < len {
+                        buf.reserve(len - buf.len());
+                        return Ok(None);
+                    }
+                    self.state = State::Start;
+                    return Ok(Some(Frame::Message(buf.split_to(len).freeze())));
+                }
+                State::Line(searched) => {
+                    match buf[searched..]
+                        .iter()
+                        .position(|&b| b == b'\n' || b == b'\0')
+                    {
+                        Some(at) => {
+                            let end = searched + at;
+                            self.state = State::Start;
+                            if end > self.max {
+                                buf.advance(end + 1);
+                                return Ok(Some(Frame::Oversized));
+                            }
+                            let line = buf.split_to(end).freeze();
+                            buf.advance(1);
+                            return Ok(Some(Frame::Message(line)));
+                        }
+                        None if buf.len() > self.max => {
+                            buf.clear();
+                            self.state = State::SkipLine;
+                            return Ok(Some(Frame::Oversized));
+                        }
+                        None => {
+                            self.state = State::Line(buf.len());
+                            return Ok(None);
+                        }
+                    }
+                }
+                State::SkipCount(left) => {
+                    let take = left.min(buf.len());
+                    buf.advance(take);
+                    if take < left {
+                        self.state = State::SkipCount(left - take);
+                        return Ok(None);
+                    }
+                    self.state = State::Start;
+                }
+                State::SkipLine => match buf.iter().position(|&b| b == b'\n' || b == b'\0') {
+                    Some(at) => {
+                        buf.advance(at + 1);
+                        self.state = State::Start;
+                    }
+                    None => {
+                        buf.clear();
+                        return Ok(None);
+                    }
+                },
+            }
+        }
+    }
+
+    /// At end of stream: a last line without its trailer is still a message (logger sends
+    /// none); a partial counted frame is lost with the connection.
+    pub fn finish(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        let state = std::mem::replace(&mut self.state, State::Start);
+        match state {
+            State::Line(_) | State::Start if !buf.is_empty() && buf.len() <= self.max => {
+                Some(Frame::Message(buf.split().freeze()))
+            }
+            _ => None,
+        }
+    }
+}
+
+enum Count {
+    NeedMore,
+    Line,
+    /// Header length including the space, and the message length.
+    Len(usize, usize),
+}
+
+fn read_count(buf: &[u8]) -> Result<Count, FramingError> {
+    let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits > MAX_COUNT_DIGITS {
+        return Err(FramingError::BadOctetCount);
+    }
+    match buf.get(digits) {
+        None => Ok(Count::NeedMore),
+        Some(b' ') => {
+            let len: usize = std::str::from_utf8(&buf[..digits])
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .ok_or(FramingError::BadOctetCount)?;
+            if len == 0 {
+                return Err(FramingError::BadOctetCount);
+            }
+            Ok(Count::Len(digits + 1, len))
+        }
+        Some(_) => Ok(Count::Line),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` in pieces of `chunk` bytes and returns every frame (and the error, if any).
+    fn run(stream: &[u8], chunk: usize, max: usize) -> (Vec<Frame>, Option<FramingError>) {
+        let mut decoder = FrameDecoder::new(max);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for piece in stream.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(f)) => frames.push(f),
+                    Ok(None) => break,
+                    Err(e) => return (frames, Some(e)),
+                }
+            }
+        }
+        frames.extend(decoder.finish(&mut buf));
+        (frames, None)
+    }
+
+    fn messages(frames: &[Frame]) -> Vec<&[u8]> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Message(b) => Some(b.as_ref()),
+                Frame::Oversized => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_frames() {
+        let stream = b"<13>one\n5 <13>2<13>three\r\n\n11 <13>fourxxx<13>five\0<13>six";
+        let (whole, _) = run(stream, stream.len(), 1024);
+        let want: Vec<&[u8]> = vec![
+            b"<13>one",
+            b"<13>2",
+            b"<13>three\r",
+            b"<13>fourxxx",
+            b"<13>five",
+            b"<13>six",
+        ];
+        assert_eq!(messages(&whole), want);
+        for chunk in 1..stream.len() {
+            let (frames, error) = run(stream, chunk, 1024);
+            assert_eq!(error, None);
+            assert_eq!(frames, whole, "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_skipped_and_the_stream_goes_on() {
+        let mut stream = Vec::new();
+        stream.extend_from_slice(b"20 <13>aaaaaaaaaaaaaaaa");
+        stream.extend_from_slice(b"<13>");
+        stream.extend_from_slice(&[b'b'; 40]);
+        stream.extend_from_slice(b"\n<13>ok\n6 <13>ok");
+        for chunk in [1, 3, 7, 64] {
+            let (frames, error) = run(&stream, chunk, 10);
+            assert_eq!(error, None);
+            assert_eq!(
+                frames.iter().filter(|f| **f == Frame::Oversized).count(),
+                2,
+                "chunk {chunk}"
+            );
+            assert_eq!(
+                messages(&frames),
+                vec![&b"<13>ok"[..], b"<13>ok"],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_octet_counts_end_the_connection() {
+        assert_eq!(
+            run(b"0 <13>x", 64, 100).1,
+            Some(FramingError::BadOctetCount)
+        );
+        assert_eq!(
+            run(b"99999999999 <13>x", 64, 100).1,
+            Some(FramingError::BadOctetCount)
+        );
+        // Digits that are not followed by a space are a line, not a count.
+        let (frames, error) = run(b"2026-11-29 text\n", 64, 100);
+        assert_eq!(error, None);
+        assert_eq!(messages(&frames), vec![&b"2026-11-29 text"[..]]);
+    }
+
+    #[test]
+    fn captured_streams_split_into_the_expected_frames() {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/syslog");
+        for (name, count) in [
+            ("stream_a_rs1_trad_lf.bin", 14),
+            ("stream_a_rs2_trad_lf.bin", 10),
+            ("stream_b_rs1_5424_octet.bin", 14),
+            ("stream_b_rs2_5424_octet.bin", 8),
+            ("stream_l_logger_mixed.bin", 12),
+            ("stream_x_rs1_fwdformat_lf.bin", 14),
+            ("stream_y_rs1_5424_lf.bin", 14),
+        ] {
+            let stream = std::fs::read(dir.join(name)).unwrap();
+            for chunk in [1, 100, 4096, stream.len()] {
+                let (frames, error) = run(&stream, chunk, 65536);
+                assert_eq!(error, None, "{name}");
+                assert_eq!(
+                    messages(&frames).len(),
+                    count,
+                    "{name} in chunks of {chunk}"
+                );
+            }
+        }
+    }
+}

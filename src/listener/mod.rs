@@ -1,0 +1,120 @@
+//! Listeners: syslog over UDP and TCP into failures for the jail task.
+//!
+//! Parsing and matching run here, in the listener tasks, so they spread over every core and
+//! only failures (rare, small) cross the channel to the jail task.
+
+pub mod framing;
+pub mod tcp;
+pub mod udp;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ipnetwork::IpNetwork;
+use metrics::Counter;
+use tokio::time::Instant;
+
+use crate::filter::router::Router;
+use crate::jail::Failure;
+use crate::metrics::{messages_dropped, DropReason};
+use crate::parse::{self, Zone};
+
+/// What every listener shares: who may send, how to parse, where failures go.
+pub struct Pipeline {
+    router: Arc<Router>,
+    zone: Zone,
+    allowed: Vec<IpNetwork>,
+    max_message_bytes: usize,
+    unparseable: Counter,
+    too_large: Counter,
+    not_allowed: Counter,
+}
+
+/// When a read arrived: monotonic for windows, wall clock for the RFC 3164 year.
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt {
+    /// Monotonic receipt time.
+    pub at: Instant,
+    /// Wall-clock receipt time.
+    pub wall: DateTime<Utc>,
+}
+
+impl Receipt {
+    /// Now.
+    pub fn now() -> Self {
+        Receipt {
+            at: Instant::now(),
+            wall: Utc::now(),
+        }
+    }
+}
+
+impl Pipeline {
+    /// A pipeline over compiled jails.
+    pub fn new(
+        router: Arc<Router>,
+        zone: Zone,
+        allowed: Vec<IpNetwork>,
+        max_message_bytes: usize,
+    ) -> Self {
+        Pipeline {
+            router,
+            zone,
+            allowed,
+            max_message_bytes,
+            unparseable: messages_dropped(DropReason::Unparseable),
+            too_large: messages_dropped(DropReason::TooLarge),
+            not_allowed: messages_dropped(DropReason::SenderNotAllowed),
+        }
+    }
+
+    /// True when `peer` is inside `allowed_senders`; a refusal is counted.
+    pub fn admit(&self, peer: IpAddr) -> bool {
+        let peer = crate::filter::normalise(peer);
+        let ok = self.allowed.iter().any(|net| net.contains(peer));
+        if !ok {
+            self.not_allowed.increment(1);
+        }
+        ok
+    }
+
+    /// Largest message accepted.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// Counts a message dropped for its size.
+    pub fn drop_too_large(&self) {
+        self.too_large.increment(1);
+    }
+
+    /// Counts a message (or stream) dropped as unparseable.
+    pub fn drop_unparseable(&self) {
+        self.unparseable.increment(1);
+    }
+
+    /// Parses one frame and pushes the failures it holds onto `out`.
+    pub fn process(&self, frame: &[u8], receipt: Receipt, out: &mut Vec<Failure>) {
+        let text = parse::decode(frame);
+        let event = match parse::parse(&text, &self.zone, receipt.wall) {
+            Ok(event) => event,
+            Err(_) => {
+                self.unparseable.increment(1);
+                return;
+            }
+        };
+        if self.router.is_empty() {
+            return;
+        }
+        self.router
+            .route(event.program, event.hostname, event.message, |jail, m| {
+                out.push(Failure {
+                    jail,
+                    ip: m.ip,
+                    count: event.repeat,
+                    received_at: receipt.at,
+                })
+            });
+    }
+}

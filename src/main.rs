@@ -1,0 +1,260 @@
+//! The `jailsink` command line: run the daemon, check a config, test a filter.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use jailsink::{app, config, regex_tool};
+
+/// sysexits.h EX_CONFIG: the configuration is wrong.
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "jailsink",
+    version,
+    about = "Bans brute-force attackers found in a live syslog stream"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(short, long, global = true, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Run {
+        /// Replace every action with the log action.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Compile the config and every filter; print the jails, or every error.
+    Check,
+    /// Test a filter against a log file, `-` (stdin) or one literal line, like fail2ban-regex.
+    Regex {
+        /// Log file, `-`, or one line.
+        log: String,
+        /// Filter name, path to a .toml filter, or a literal regex with <HOST>.
+        filter: String,
+        /// Print every matched line.
+        #[arg(long)]
+        print_all_matched: bool,
+        /// Print every missed line.
+        #[arg(long)]
+        print_all_missed: bool,
+        /// One JSON object per input line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show jails, or one jail's counts and bans.
+    Status {
+        jail: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban an address by hand.
+    Ban { jail: String, addr: String },
+    /// Lift a ban by hand.
+    Unban {
+        jail: Option<String>,
+        addr: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// List active bans.
+    Banned {
+        jail: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read config and filters.
+    Reload,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("jailsink: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { dry_run } => {
+            let config = match config::load(&cli.config) {
+                Ok(c) => c,
+                Err(errors) => return Ok(config_errors(&errors)),
+            };
+            run_daemon(config, app::RunOptions { dry_run })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => match config::load(&cli.config) {
+            Ok(config) => {
+                print_jails(&config);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => Ok(config_errors(&errors)),
+        },
+        Command::Regex {
+            log,
+            filter,
+            print_all_matched,
+            print_all_missed,
+            json,
+        } => {
+            let (dirs, zone) = regex_context(&cli.config)?;
+            let loaded = match regex_tool::load_filter(&filter, &dirs) {
+                Ok(l) => l,
+                Err(reason) => {
+                    eprintln!("{reason}");
+                    return Ok(ExitCode::from(EX_CONFIG));
+                }
+            };
+            let options = regex_tool::Options {
+                print_all_matched,
+                print_all_missed,
+                json,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            regex_tool::run(&log, &loaded, &zone, options, &mut out).context("reading the log")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { .. }
+        | Command::Ban { .. }
+        | Command::Unban { .. }
+        | Command::Banned { .. }
+        | Command::Reload => {
+            eprintln!("jailsink: the control commands are not implemented yet");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Filter dirs and zone for `regex`: from the config when it exists, else the defaults.
+fn regex_context(path: &Path) -> anyhow::Result<(Vec<PathBuf>, jailsink::parse::Zone)> {
+    if !path.exists() {
+        let dirs = vec![
+            PathBuf::from("conf/filter.d"),
+            PathBuf::from("/etc/fail2ban/filter.d"),
+        ];
+        return Ok((dirs, jailsink::parse::Zone::Utc));
+    }
+    let raw: config::raw::RawConfig =
+        config::read_toml(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    let dirs = raw
+        .defaults
+        .filter_dirs
+        .clone()
+        .unwrap_or_else(|| vec!["filter.d".into(), "/etc/fail2ban/filter.d".into()])
+        .iter()
+        .map(|d| base.join(d))
+        .collect();
+    let zone = jailsink::parse::Zone::parse(raw.server.timezone.as_deref().unwrap_or("UTC"))
+        .map_err(|e| anyhow::anyhow!("{}: server.timezone: {e}", path.display()))?;
+    Ok((dirs, zone))
+}
+
+fn config_errors(errors: &config::ConfigErrors) -> ExitCode {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+    ExitCode::from(EX_CONFIG)
+}
+
+fn print_jails(config: &config::Config) {
+    println!(
+        "{}: OK, {} jail(s)",
+        config.path.display(),
+        config.jails.len()
+    );
+    for j in &config.jails {
+        let s = &j.settings;
+        let bantime = s.bantime.map_or("permanent".to_string(), |d| {
+            humantime::format_duration(d).to_string()
+        });
+        let programs = if j.programs.is_empty() {
+            "*".to_string()
+        } else {
+            j.programs.join(",")
+        };
+        let actions: Vec<_> = j.actions.iter().map(|a| a.kind()).collect();
+        println!(
+            "  {}: programs={programs} filter={} failregex={} maxretry={} findtime={} bantime={bantime} actions={}",
+            j.name,
+            j.filter_origin,
+            j.filter.source().failregex.len(),
+            s.maxretry,
+            humantime::format_duration(s.findtime),
+            actions.join(",")
+        );
+    }
+}
+
+fn run_daemon(config: config::Config, options: app::RunOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        app::run(config, options, shutdown)
+            .await
+            .map_err(anyhow::Error::from)
+    })
+}
+
+/// SIGTERM and SIGINT stop the daemon; SIGHUP is logged until reload exists.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => tracing::warn!("SIGHUP: reload is not implemented yet; restart to apply config changes"),
+        }
+    }
+    shutdown.cancel();
+}

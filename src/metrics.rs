@@ -1,0 +1,264 @@
+//! Every metric jailsink exports, defined once with its help text, and the /metrics responder.
+//!
+//! Code elsewhere never names a metric: it asks this module for a handle once (per listener,
+//! per jail) and increments the handle on the hot path, which avoids a registry lookup per
+//! message.
+
+use std::time::Duration;
+
+use metrics::{
+    describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const MESSAGES_RECEIVED: &str = "jailsink_messages_received_total";
+const MESSAGES_DROPPED: &str = "jailsink_messages_dropped_total";
+const FAILURES: &str = "jailsink_failures_total";
+const BANS: &str = "jailsink_bans_total";
+const UNBANS: &str = "jailsink_unbans_total";
+const BANNED: &str = "jailsink_banned";
+const TRACKED: &str = "jailsink_tracked_addresses";
+const TRACKED_EVICTED: &str = "jailsink_tracked_evicted_total";
+const ACTION_ERRORS: &str = "jailsink_action_errors_total";
+const TCP_CONNECTIONS: &str = "jailsink_tcp_connections";
+const BAN_LATENCY: &str = "jailsink_ban_latency_seconds";
+const BUILD_INFO: &str = "jailsink_build_info";
+
+/// Buckets for ban latency: a log action answers in microseconds, a firewall in milliseconds.
+const BAN_LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Why a message was dropped before it reached a jail; the `reason` label of the drop counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The sender's address is outside `allowed_senders`.
+    SenderNotAllowed,
+    /// The datagram or frame exceeded `max_message_bytes`.
+    TooLarge,
+    /// The frame held nothing a syslog parser could use.
+    Unparseable,
+    /// The failure queue to the jails was full (UDP only; TCP waits instead).
+    QueueFull,
+    /// A TCP connection was refused because `max_tcp_connections` were open.
+    ConnectionLimit,
+}
+
+impl DropReason {
+    /// Every reason, so each series exists from start-up.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::SenderNotAllowed,
+        DropReason::TooLarge,
+        DropReason::Unparseable,
+        DropReason::QueueFull,
+        DropReason::ConnectionLimit,
+    ];
+
+    /// The label value, as SPEC.md names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::SenderNotAllowed => "sender_not_allowed",
+            DropReason::TooLarge => "too_large",
+            DropReason::Unparseable => "unparseable",
+            DropReason::QueueFull => "queue_full",
+            DropReason::ConnectionLimit => "connection_limit",
+        }
+    }
+}
+
+/// Installs the global recorder and describes every metric; call once before any handle is taken.
+/// Returns the handle that renders the text exposition.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(BAN_LATENCY.to_string()), BAN_LATENCY_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    describe_all();
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for transport in ["udp", "tcp"] {
+        messages_received(transport).absolute(0);
+    }
+    for reason in DropReason::ALL {
+        messages_dropped(reason).absolute(0);
+    }
+    tcp_connections().set(0.0);
+    Ok(handle)
+}
+
+fn describe_all() {
+    describe_counter!(MESSAGES_RECEIVED, "Syslog messages received, by transport.");
+    describe_counter!(
+        MESSAGES_DROPPED,
+        "Messages dropped before matching, by reason."
+    );
+    describe_counter!(FAILURES, "Authentication failures matched, by jail.");
+    describe_counter!(BANS, "Bans issued, by jail.");
+    describe_counter!(UNBANS, "Bans lifted, by jail.");
+    describe_gauge!(BANNED, "Addresses banned now, by jail.");
+    describe_gauge!(TRACKED, "Addresses with failures inside findtime, by jail.");
+    describe_counter!(
+        TRACKED_EVICTED,
+        "Tracked addresses evicted because max_tracked was reached, by jail."
+    );
+    describe_counter!(
+        ACTION_ERRORS,
+        "Actions that failed to apply a ban or an unban, by jail and action."
+    );
+    describe_gauge!(TCP_CONNECTIONS, "Open syslog TCP connections.");
+    describe_histogram!(
+        BAN_LATENCY,
+        Unit::Seconds,
+        "From receipt of the message that decided a ban to the action's completion, by jail."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which jailsink runs."
+    );
+}
+
+/// Counter of messages received on one transport ("udp" or "tcp").
+pub fn messages_received(transport: &'static str) -> Counter {
+    metrics::counter!(MESSAGES_RECEIVED, "transport" => transport)
+}
+
+/// Counter of messages dropped for one reason.
+pub fn messages_dropped(reason: DropReason) -> Counter {
+    metrics::counter!(MESSAGES_DROPPED, "reason" => reason.as_str())
+}
+
+/// Gauge of open TCP connections.
+pub fn tcp_connections() -> Gauge {
+    metrics::gauge!(TCP_CONNECTIONS)
+}
+
+/// The per-jail series, taken once when a jail starts so every series exists from start-up.
+#[derive(Clone)]
+pub struct JailMetrics {
+    /// Failures matched for this jail.
+    pub failures: Counter,
+    /// Bans issued.
+    pub bans: Counter,
+    /// Bans lifted.
+    pub unbans: Counter,
+    /// Addresses banned now.
+    pub banned: Gauge,
+    /// Addresses tracked inside findtime.
+    pub tracked: Gauge,
+    /// Tracked addresses evicted at the cap.
+    pub evicted: Counter,
+    /// Receipt-to-applied latency of bans.
+    pub ban_latency: Histogram,
+}
+
+impl JailMetrics {
+    /// Registers (at zero) and returns the series of one jail.
+    pub fn new(jail: &str) -> Self {
+        let jail = jail.to_string();
+        let m = JailMetrics {
+            failures: metrics::counter!(FAILURES, "jail" => jail.clone()),
+            bans: metrics::counter!(BANS, "jail" => jail.clone()),
+            unbans: metrics::counter!(UNBANS, "jail" => jail.clone()),
+            banned: metrics::gauge!(BANNED, "jail" => jail.clone()),
+            tracked: metrics::gauge!(TRACKED, "jail" => jail.clone()),
+            evicted: metrics::counter!(TRACKED_EVICTED, "jail" => jail.clone()),
+            ban_latency: metrics::histogram!(BAN_LATENCY, "jail" => jail),
+        };
+        m.failures.absolute(0);
+        m.bans.absolute(0);
+        m.unbans.absolute(0);
+        m.evicted.absolute(0);
+        m.banned.set(0.0);
+        m.tracked.set(0.0);
+        m
+    }
+}
+
+/// Counter of failed action calls for one jail and action type.
+pub fn action_errors(jail: &str, action: &'static str) -> Counter {
+    metrics::counter!(ACTION_ERRORS, "jail" => jail.to_string(), "action" => action)
+}
+
+/// The most a scraper may send before we answer; a GET needs a few hundred bytes.
+const MAX_REQUEST_BYTES: usize = 8192;
+/// A scraper that sends nothing for this long is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `GET /metrics` on an already bound listener until `shutdown` fires.
+///
+/// Our own small responder instead of the exporter's: we bind it ourselves, after every syslog
+/// listener, so a scrape that answers proves readiness, and tests can bind port 0.
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(%error, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if let Err(error) = answer(stream, &handle).await {
+                tracing::debug!(%error, "metrics request failed");
+            }
+        });
+    }
+}
+
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    handle: &PrometheusHandle,
+) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && !request.windows(2).any(|w| w == b"\n\n")
+    {
+        let n = tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut chunk))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out")
+            })??;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&chunk[..n]);
+        if request.len() > MAX_REQUEST_BYTES {
+            break;
+        }
+    }
+    let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (status, content_type, body) =
+        if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                handle.render(),
+            )
+        } else {
+            (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "GET /metrics\n".to_string(),
+            )
+        };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,488 @@
+//! One syslog frame into an [`Event`]: RFC 3164 and RFC 5424 through syslog_loose, plus the fixes
+//! real senders need (see shared/fixtures/syslog/INDEX.md for the captured pitfalls).
+//!
+//! Pure and synchronous: no clock is read here (the caller passes the receipt time) and nothing
+//! is allocated for a valid UTF-8 frame.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Datelike, FixedOffset, Offset, Utc};
+use syslog_loose::{Message, Protocol, Variant};
+
+pub use syslog_loose::ProcId;
+
+const BOM: &str = "\u{feff}";
+
+/// A parsed syslog message, borrowing from the frame's text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    /// The sender's timestamp; shown, never trusted for windows or bans.
+    pub timestamp: Option<DateTime<FixedOffset>>,
+    /// HOSTNAME, when the sender wrote one.
+    pub hostname: Option<&'a str>,
+    /// The program (APP-NAME or the 3164 tag without its pid).
+    pub program: Option<&'a str>,
+    /// PROCID / the pid in `tag[pid]`.
+    pub pid: Option<ProcId<&'a str>>,
+    /// The message text, trimmed; for rsyslog's `message repeated N times: [ X]`, X alone.
+    pub message: &'a str,
+    /// How many identical messages this event stands for (N for a repeat summary, else 1).
+    pub repeat: u32,
+}
+
+/// Why a frame produced no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Nothing but whitespace.
+    #[error("empty frame")]
+    Empty,
+    /// No PRI, no timestamp and no header a syslog parser recognises.
+    #[error("no syslog header")]
+    NoHeader,
+}
+
+/// The zone RFC 3164 timestamps are read in, since they carry none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Zone {
+    /// UTC.
+    Utc,
+    /// The host's local zone.
+    Local,
+    /// An IANA zone such as Europe/Berlin.
+    Named(chrono_tz::Tz),
+    /// A fixed offset such as +01:00.
+    Fixed(FixedOffset),
+}
+
+impl Zone {
+    /// Reads "UTC", "local", "+01:00" or an IANA name.
+    pub fn parse(text: &str) -> Result<Zone, String> {
+        match text {
+            "UTC" | "utc" | "Z" => Ok(Zone::Utc),
+            "local" | "Local" => Ok(Zone::Local),
+            t if t.starts_with('+') || t.starts_with('-') => {
+                let probe = format!("2000-01-01T00:00:00{t}");
+                DateTime::parse_from_rfc3339(&probe)
+                    .map(|d| Zone::Fixed(*d.offset()))
+                    .map_err(|_| format!("`{t}` is not an offset like +01:00"))
+            }
+            t => t.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
+                format!("`{t}` is not UTC, local, an offset like +01:00 or an IANA zone name")
+            }),
+        }
+    }
+
+    /// The zone's offset at the given instant.
+    pub fn offset_at(&self, at: DateTime<Utc>) -> FixedOffset {
+        match self {
+            Zone::Utc => Utc.fix(),
+            Zone::Local => *at.with_timezone(&chrono::Local).offset(),
+            Zone::Named(tz) => at.with_timezone(tz).offset().fix(),
+            Zone::Fixed(offset) => *offset,
+        }
+    }
+}
+
+/// Bytes to text: strips a leading BOM (broken senders put one before the PRI) and the
+/// trailing CR/LF/NUL of a frame; invalid UTF-8 becomes U+FFFD.
+pub fn decode(frame: &[u8]) -> Cow<'_, str> {
+    let mut bytes = frame.strip_prefix(BOM.as_bytes()).unwrap_or(frame);
+    while let [rest @ .., b'\r' | b'\n' | b'\0'] = bytes {
+        bytes = rest;
+    }
+    String::from_utf8_lossy(bytes)
+}
+
+/// Parses decoded text received at `now`; 3164 dates take their year from `now` in `zone`
+/// (a December message received in January is last year's).
+pub fn parse<'a>(text: &'a str, zone: &Zone, now: DateTime<Utc>) -> Result<Event<'a>, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let offset = zone.offset_at(now);
+    let local_now = now.with_timezone(&offset);
+    let (year, month) = (local_now.year(), local_now.month() as i32);
+    let resolve_year = move |(m, ..): syslog_loose::IncompleteDate| match m as i32 - month {
+        d if d > 6 => year - 1,
+        d if d < -6 => year + 1,
+        _ => year,
+    };
+    let msg =
+        syslog_loose::parse_message_with_year_tz(text, resolve_year, Some(offset), Variant::Either);
+    if msg.facility.is_none() && msg.timestamp.is_none() && msg.appname.is_none() {
+        return Err(ParseError::NoHeader);
+    }
+    Ok(fix_up(text, msg))
+}
+
+/// Corrects what syslog_loose gets wrong on real 3164 traffic.
+fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
+    let mut hostname = msg.hostname;
+    let mut program = msg.appname;
+    let mut message = msg.msg;
+    if msg.protocol == Protocol::RFC3164 {
+        // `<13>Nov 29 18:52:54 myapp: text` has no hostname; syslog_loose takes the tag for one.
+        if let (Some(host), None) = (hostname, program) {
+            if text[end_of(text, host)..].starts_with(':') {
+                program = Some(host);
+                hostname = None;
+            }
+        }
+        // 3164 has no structured data: `rsyslogd: [origin software=...] start` is all message.
+        if !msg.structured_data.is_empty() {
+            let header_end = program.or(hostname).map_or(0, |s| end_of(text, s));
+            message = after_tag(&text[header_end..]);
+        }
+    }
+    let mut message = message.trim();
+    message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
+    let (message, repeat) = split_repeat(message);
+    Event {
+        timestamp: msg.timestamp,
+        hostname,
+        program,
+        pid: msg.procid,
+        message,
+        repeat,
+    }
+}
+
+/// Byte offset in `text` just past `part`, which syslog_loose sliced out of `text`.
+fn end_of(text: &str, part: &str) -> usize {
+    let start = (part.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    (start + part.len()).min(text.len())
+}
+
+/// What follows `[pid]`, `:` and spaces right after a 3164 tag.
+fn after_tag(rest: &str) -> &str {
+    let mut rest = rest;
+    if rest.starts_with('[') {
+        if let Some(close) = rest.find(']') {
+            if rest[1..close].bytes().all(|b| b.is_ascii_digit()) {
+                rest = &rest[close + 1..];
+            }
+        }
+    }
+    let rest = rest.trim_start();
+    rest.strip_prefix(':').unwrap_or(rest).trim_start()
+}
+
+/// rsyslog's RepeatedMsgReduction: `message repeated 3 times: [ X]` stands for 3 copies of X.
+fn split_repeat(message: &str) -> (&str, u32) {
+    let Some(rest) = message.strip_prefix("message repeated ") else {
+        return (message, 1);
+    };
+    let Some((count, inner)) = rest.split_once(" times: [") else {
+        return (message, 1);
+    };
+    match (count.parse::<u32>(), inner.strip_suffix(']')) {
+        (Ok(n), Some(inner)) if n > 0 => (inner.trim(), n),
+        _ => (message, 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::path::PathBuf;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures/syslog")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap()
+    }
+
+    /// Strips RFC 6587 octet counting from a single-frame fixture.
+    fn frame(bytes: &[u8]) -> &[u8] {
+        if bytes.first().is_some_and(u8::is_ascii_digit) {
+            let space = bytes.iter().position(|&b| b == b' ').unwrap();
+            &bytes[space + 1..]
+        } else {
+            bytes
+        }
+    }
+
+    struct Want {
+        host: Option<&'static str>,
+        program: Option<&'static str>,
+        pid: Option<&'static str>,
+        message: &'static str,
+    }
+
+    fn check(name: &str, want: Want) {
+        let bytes = fixture(name);
+        let text = decode(frame(&bytes));
+        let event = parse(&text, &Zone::Utc, now()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(event.hostname, want.host, "{name} host");
+        assert_eq!(event.program, want.program, "{name} program");
+        let pid = event.pid.as_ref().map(|p| p.to_string());
+        if want.pid == Some("*") {
+            assert!(pid.is_some(), "{name} pid");
+        } else {
+            assert_eq!(pid.as_deref(), want.pid, "{name} pid");
+        }
+        if want.message.ends_with('…') {
+            assert!(
+                event
+                    .message
+                    .starts_with(want.message.trim_end_matches('…')),
+                "{name}: {:?}",
+                event.message
+            );
+        } else {
+            assert_eq!(event.message, want.message, "{name} message");
+        }
+        assert!(event.timestamp.is_some(), "{name} timestamp");
+    }
+
+    const FAILED: &str = "Failed password for invalid user admin from 203.0.113.5 port 4242 ssh2";
+    const SENDMAIL: &str = "s07EriLI028424: AUTH failure (PLAIN): authentication failure (-13) SASL(-13): authentication failure: Password verification failed, relay=[203.0.113.9]";
+    const POSTFIX: &str =
+        "warning: unknown[203.0.113.7]: SASL LOGIN authentication failed: authentication failure";
+    const KERNEL: &str =
+        "[12345.678901] IN=eth0 OUT= SRC=203.0.113.5 DST=192.0.2.1 PROTO=TCP DPT=22";
+
+    fn w(
+        host: Option<&'static str>,
+        program: &'static str,
+        pid: Option<&'static str>,
+        message: &'static str,
+    ) -> Want {
+        Want {
+            host,
+            program: Some(program),
+            pid,
+            message,
+        }
+    }
+
+    /// The 14 phase-1 messages, as every rsyslog format carries them.
+    fn phase_one(
+        prefix: &str,
+        app_postfix: &'static str,
+        long_tag: &'static str,
+        long_pid: Option<&'static str>,
+    ) {
+        let vm = Some("vm");
+        let cases = [
+            ("01", w(vm, "sshd", Some("7375"), FAILED)),
+            ("02", w(vm, "sendmail", Some("28424"), SENDMAIL)),
+            ("03", w(vm, app_postfix, Some("1234"), POSTFIX)),
+            ("04", w(vm, "myapp", None, "tag without pid")),
+            ("05", w(vm, "sshd", Some("7471"), "line one#012line two")),
+            (
+                "06",
+                w(
+                    vm,
+                    "sshd",
+                    Some("7480"),
+                    "bad utf8 \u{fffd}\u{fffd} user \u{fffd}( café",
+                ),
+            ),
+            ("07", w(vm, "longmsg", Some("7483"), "AAAA…")),
+            ("08", w(vm, "kernel", None, KERNEL)),
+            ("09", w(vm, long_tag, long_pid, "long tag")),
+            ("10", w(vm, "sshd", Some("7523"), FAILED)),
+            ("11", w(vm, "sshd", Some("7525"), "escaped sd")),
+            ("12", w(vm, "sshd", Some("7527"), FAILED)),
+            ("13", w(vm, "sshd", Some("7529"), "line one#012line two")),
+            ("14", w(vm, "longmsg", Some("7532"), "AAAA…")),
+        ];
+        for (n, want) in cases {
+            check(&format!("{prefix}{n}.bin"), want);
+        }
+    }
+
+    #[test]
+    fn rsyslog_traditional_tcp_udp_and_forward_format() {
+        for prefix in ["a", "c", "x"] {
+            phase_one(
+                prefix,
+                "postfix/smtpd",
+                "averyveryverylongprogramname_exc",
+                None,
+            );
+        }
+    }
+
+    #[test]
+    fn rsyslog_rfc5424_octet_lf_and_udp() {
+        for prefix in ["b", "y", "z"] {
+            phase_one(
+                prefix,
+                "postfix",
+                "averyveryverylongprogramname_exceeding_32chars",
+                Some("7503"),
+            );
+        }
+    }
+
+    #[test]
+    fn rsyslog_phase_two() {
+        let vm = Some("vm");
+        for prefix in ["a", "b", "c"] {
+            let p = |n: &str| format!("{prefix}{n}.bin");
+            let origin = "[origin software=\"rsyslogd\" swVersion=\"8.2302.0\" x-pid=\"8690\" x-info=\"https://www.rsyslog.com\"]";
+            let start: &'static str = Box::leak(format!("{origin} start").into_boxed_str());
+            let exit: &'static str =
+                Box::leak(format!("{origin} exiting on signal 15.").into_boxed_str());
+            check(&p("15"), w(vm, "rsyslogd", None, start));
+            check(&p("18"), w(vm, "longmsg", Some("999"), "AAAA…"));
+            check(&p("19"), w(vm, "sshd", Some("5555"), FAILED));
+            check(
+                &p("21"),
+                w(
+                    vm,
+                    "sshd",
+                    Some("5556"),
+                    "Accepted publickey for root from 198.51.100.1 port 50000 ssh2",
+                ),
+            );
+            check(&p("22"), w(vm, "rsyslogd", None, exit));
+        }
+    }
+
+    #[test]
+    fn repeated_message_summary_counts_n_failures() {
+        for name in ["a20.bin", "b20.bin", "c20.bin"] {
+            let bytes = fixture(name);
+            let text = decode(frame(&bytes));
+            let event = parse(&text, &Zone::Utc, now()).unwrap();
+            assert_eq!(event.message, FAILED, "{name}");
+            assert_eq!(event.repeat, 3, "{name}");
+        }
+    }
+
+    #[test]
+    fn raw_newline_splits_into_a_parsed_head_and_an_unparseable_tail() {
+        let bytes = fixture("a16.bin");
+        let mut lines = bytes.split_inclusive(|&b| b == b'\n');
+        let head = decode(lines.next().unwrap());
+        assert_eq!(parse(&head, &Zone::Utc, now()).unwrap().message, "line one");
+        let tail = decode(lines.next().unwrap());
+        assert_eq!(parse(&tail, &Zone::Utc, now()), Err(ParseError::NoHeader));
+        // Octet counting keeps the message whole.
+        let bytes = fixture("b16.bin");
+        let text = decode(frame(&bytes));
+        assert_eq!(
+            parse(&text, &Zone::Utc, now()).unwrap().message,
+            "line one\nline two"
+        );
+    }
+
+    #[test]
+    fn util_linux_logger_frames() {
+        let vm = Some("vm");
+        for n in ["01", "02", "03", "04", "05", "06", "07", "08", "15", "16"] {
+            check(
+                &format!("l{n}.bin"),
+                w(vm, "sshd", None, FAILED).with_any_pid(),
+            );
+        }
+        check(
+            "l11.bin",
+            w(
+                vm,
+                "sshd",
+                Some("6239"),
+                "bad utf8 \u{fffd}\u{fffd} user \u{fffd}( café",
+            ),
+        );
+        check("l12.bin", w(vm, "sshd", Some("6286"), "AAAA…"));
+        check("l13.bin", w(vm, "sshd", Some("6289"), "AAAA…"));
+        check("l14.bin", w(None, "sshd", Some("5933"), FAILED));
+        check(
+            "l17.bin",
+            Want {
+                host: None,
+                program: Some("kernel"),
+                pid: None,
+                message: "x",
+            },
+        );
+    }
+
+    impl Want {
+        /// logger's pids differ per frame; only the rest is compared.
+        fn with_any_pid(self) -> Want {
+            Want {
+                pid: Some("*"),
+                ..self
+            }
+        }
+    }
+
+    #[test]
+    fn synthetic_pitfalls() {
+        let vm = Some("vm");
+        check("s01.bin", w(vm, "kernel", None, KERNEL));
+        check("s02.bin", w(vm, "kernel", None, "[UFW BLOCK] IN=eth0 OUT= MAC=00:00 SRC=203.0.113.5 DST=192.0.2.1 PROTO=TCP SPT=4242 DPT=22"));
+        check("s04.bin", w(vm, "sshd", Some("7375"), FAILED));
+        check("s05.bin", w(vm, "sshd", Some("7375"), FAILED));
+        check("s06.bin", w(vm, "sshd", Some("7375"), FAILED));
+        check("s07.bin", w(vm, "sshd", Some("7375"), FAILED));
+        check(
+            "s08.bin",
+            Want {
+                host: None,
+                program: Some("myapp"),
+                pid: None,
+                message: "tag without pid, no hostname",
+            },
+        );
+        check("s10.bin", w(vm, "sshd", Some("7375"), FAILED));
+        check("s11.bin", w(vm, "sshd", None, FAILED));
+        check("s13.bin", w(vm, "sshd", Some("1"), "no PRI at all"));
+        check(
+            "s14.bin",
+            w(
+                Some("vm-01.example.com"),
+                "sshd",
+                Some("7375"),
+                "[ID 800047 auth.info] Failed password for admin from 203.0.113.5",
+            ),
+        );
+        let bytes = fixture("s12.bin");
+        assert_eq!(
+            parse(&decode(&bytes), &Zone::Utc, now()),
+            Err(ParseError::NoHeader)
+        );
+    }
+
+    #[test]
+    fn december_message_received_in_january_is_last_years() {
+        let bytes = fixture("s09.bin");
+        let text = decode(&bytes);
+        let january = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 30).unwrap();
+        let event = parse(&text, &Zone::Utc, january).unwrap();
+        assert_eq!(
+            event.timestamp.unwrap().to_rfc3339(),
+            "2026-12-31T23:59:59+00:00"
+        );
+        let berlin = Zone::parse("Europe/Berlin").unwrap();
+        let event = parse(&text, &berlin, january).unwrap();
+        assert_eq!(
+            event.timestamp.unwrap().to_rfc3339(),
+            "2026-12-31T23:59:59+01:00"
+        );
+    }
+
+    #[test]
+    fn zones_parse() {
+        assert_eq!(Zone::parse("UTC"), Ok(Zone::Utc));
+        assert!(matches!(Zone::parse("+01:00"), Ok(Zone::Fixed(_))));
+        assert!(Zone::parse("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn empty_frames_are_errors() {
+        assert_eq!(parse("  ", &Zone::Utc, now()), Err(ParseError::Empty));
+        assert_eq!(decode(b"\xef\xbb\xbf<13>x\r\n\0"), "<13>x");
+    }
+}

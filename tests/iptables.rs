@@ -1,0 +1,180 @@
+//! The iptables action for real, inside a network namespace the test creates: a banned address
+//! appears in the jail's chain (iptables and ip6tables), leaves it at unban, and the chain and
+//! its INPUT hook are gone after the daemon stops.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{config, logger, require_root, wait_for, Daemon};
+
+/// A network namespace removed on drop.
+pub struct Netns {
+    /// Its name.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `jsk-<tag>-<pid>` with loopback up.
+    pub fn new(tag: &str) -> Netns {
+        require_root();
+        let name = format!("jsk-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("cannot run `ip` (apt-get install iproute2)");
+        assert!(
+            status.success(),
+            "ip netns add {name} failed: is this root with CAP_SYS_ADMIN?"
+        );
+        let ns = Netns { name };
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip netns exec NAME` as a command prefix.
+    pub fn prefix(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.name]
+    }
+
+    /// Runs a command inside; returns stdout, panicking on failure.
+    pub fn run(&self, argv: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .output()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn iptables_bans_and_unbans_in_a_namespace_and_cleans_up_at_stop() {
+    let ns = Netns::new("ipt");
+    let jails = r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for (?:invalid user )?\S+ from <HOST> port \d+(?: ssh2)?$']
+maxretry = 2
+bantime = "3s"
+port = "ssh"
+action = "iptables"
+
+[jails.smtp]
+programs = ["sendmail"]
+failregex = ['relay=\[<HOST>\]$']
+maxretry = 1
+bantime = "1h"
+action = { type = "iptables", name = "SMTP", port = ["smtp", 465], protocol = "tcp", blocktype = "REJECT" }
+"#;
+    let d = Daemon::start_with(&config("", jails), &ns.prefix());
+    let tcp = d.tcp.port().to_string();
+    let hooks = ns.run(&["iptables-save", "-t", "filter"]);
+    assert!(
+        hooks.contains("-A INPUT -p tcp -m multiport --dports 22 -j jailsink-sshd"),
+        "{hooks}"
+    );
+    assert!(
+        hooks.contains("-A INPUT -p tcp -m multiport --dports 25,465 -j jailsink-SMTP"),
+        "{hooks}"
+    );
+    let hooks6 = ns.run(&["ip6tables-save", "-t", "filter"]);
+    assert!(hooks6.contains("-j jailsink-sshd"), "{hooks6}");
+
+    for ip in ["192.0.2.50", "2001:db8::50"] {
+        for _ in 0..2 {
+            let msg = format!("Failed password for root from {ip} port 4242 ssh2");
+            logger(
+                &ns.prefix(),
+                &[
+                    "-n",
+                    "127.0.0.1",
+                    "-T",
+                    "-P",
+                    &tcp,
+                    "-t",
+                    "sshd",
+                    "-i",
+                    &msg,
+                ],
+            );
+        }
+    }
+    logger(
+        &ns.prefix(),
+        &[
+            "-n",
+            "127.0.0.1",
+            "-T",
+            "-P",
+            &tcp,
+            "-t",
+            "sendmail",
+            "AUTH failure (LOGIN): relay=[198.51.100.60]",
+        ],
+    );
+    let v4_rule = "-A jailsink-sshd -s 192.0.2.50/32 -j DROP";
+    let v6_rule = "-A jailsink-sshd -s 2001:db8::50/128 -j DROP";
+    let smtp_rule = "-A jailsink-SMTP -s 198.51.100.60/32 -j REJECT";
+    let banned = wait_for(Duration::from_secs(10), || {
+        let v4 = ns.run(&["iptables-save", "-t", "filter"]);
+        let v6 = ns.run(&["ip6tables-save", "-t", "filter"]);
+        v4.contains(v4_rule) && v4.contains(smtp_rule) && v6.contains(v6_rule)
+    });
+    assert!(
+        banned,
+        "rules missing:\n{}\n{}\n{:#?}",
+        ns.run(&["iptables-save"]),
+        ns.run(&["ip6tables-save"]),
+        d.logs.lock().unwrap()
+    );
+    // bantime 3s: the sshd rules leave, the 1h SMTP ban stays.
+    let lifted = wait_for(Duration::from_secs(15), || {
+        let v4 = ns.run(&["iptables-save", "-t", "filter"]);
+        let v6 = ns.run(&["ip6tables-save", "-t", "filter"]);
+        !v4.contains(v4_rule) && !v6.contains(v6_rule)
+    });
+    assert!(
+        lifted,
+        "sshd bans were not lifted:\n{}",
+        ns.run(&["iptables-save"])
+    );
+    assert!(ns
+        .run(&["iptables-save", "-t", "filter"])
+        .contains(smtp_rule));
+    // The metrics port is inside the namespace; the log shows any action error.
+    let errors: Vec<_> = d
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["level"] == "ERROR")
+        .cloned()
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    assert!(d.stop().success());
+    for tool in ["iptables-save", "ip6tables-save"] {
+        let rules = ns.run(&[tool, "-t", "filter"]);
+        assert!(
+            !rules.contains("jailsink"),
+            "{tool} still holds our rules after stop:\n{rules}"
+        );
+    }
+}

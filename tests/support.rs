@@ -1,0 +1,247 @@
+//! A real jailsink daemon for tests: written config, port-0 listeners, JSON logs read back.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The jailsink binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_jailsink")
+}
+
+/// The repository's shipped filters.
+pub fn filter_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/filter.d")
+}
+
+/// The captured syslog fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/syslog")
+        .join(name)
+}
+
+/// A config with port-0 listeners, the shipped filters and the given jails (TOML text).
+pub fn config(extra_server: &str, jails: &str) -> String {
+    format!(
+        r#"
+[server]
+udp = ["127.0.0.1:0"]
+tcp = ["127.0.0.1:0"]
+{extra_server}
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[defaults]
+filter_dirs = ["{filters}"]
+ignoreself = false
+ignoreip = ["127.0.0.0/8"]
+action = "log"
+
+{jails}
+"#,
+        filters = filter_dir().display()
+    )
+}
+
+/// Polls `check` every 20 ms until it is true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running daemon; killed on drop if the test did not stop it.
+pub struct Daemon {
+    child: Child,
+    /// Every JSON log line, as parsed objects.
+    pub logs: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Bound UDP syslog address.
+    pub udp: SocketAddr,
+    /// Bound TCP syslog address.
+    pub tcp: SocketAddr,
+    /// Bound metrics address.
+    pub metrics: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `jailsink run` on `config_text`, optionally wrapped (e.g. in `ip netns exec NS`).
+    pub fn start_with(config_text: &str, wrapper: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("jailsink.toml");
+        std::fs::write(&path, config_text).expect("write config");
+        let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        argv.push(binary().to_string());
+        argv.extend(["--log-format", "json", "-c"].map(String::from));
+        argv.push(path.display().to_string());
+        argv.push("run".into());
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            logs,
+            udp: "0.0.0.0:0".parse().unwrap(),
+            tcp: "0.0.0.0:0".parse().unwrap(),
+            metrics: "0.0.0.0:0".parse().unwrap(),
+            _dir: dir,
+        };
+        let ready = wait_for(Duration::from_secs(20), || {
+            daemon.logged("ready") || daemon.exited()
+        });
+        assert!(
+            ready && !daemon.exited(),
+            "daemon did not become ready: {:#?}",
+            daemon.logs.lock().unwrap()
+        );
+        for entry in daemon.logs.lock().unwrap().iter() {
+            if entry["message"] == "listening" {
+                let addr: SocketAddr = entry["addr"].as_str().unwrap().parse().unwrap();
+                match entry["transport"].as_str().unwrap() {
+                    "udp" => daemon.udp = addr,
+                    "tcp" => daemon.tcp = addr,
+                    _ => daemon.metrics = addr,
+                }
+            }
+        }
+        daemon
+    }
+
+    /// Starts a daemon on this machine.
+    pub fn start(config_text: &str) -> Daemon {
+        Daemon::start_with(config_text, &[])
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// True once a log line with this message was written.
+    pub fn logged(&self, message: &str) -> bool {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"] == message)
+    }
+
+    /// How many log lines so far have a message starting with `prefix`.
+    pub fn count_prefix(&self, prefix: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+            .count()
+    }
+
+    /// The /metrics text.
+    pub fn scrape(&self) -> String {
+        let mut stream = TcpStream::connect(self.metrics).expect("connect to metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+
+    /// The value of one series (exact `name{labels}` text), or None.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.scrape().lines().find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+    }
+
+    /// Waits until `series` reaches `want`; panics with the scrape otherwise.
+    pub fn wait_metric(&self, series: &str, want: f64) {
+        let ok = wait_for(Duration::from_secs(10), || {
+            self.metric(series) == Some(want)
+        });
+        assert!(
+            ok,
+            "{series} never reached {want}; now {:?}\n{}",
+            self.metric(series),
+            self.scrape()
+        );
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs util-linux `logger` with `args`, asserting it succeeded.
+pub fn logger(wrapper: &[&str], args: &[&str]) {
+    let mut argv: Vec<&str> = wrapper.to_vec();
+    argv.push("logger");
+    argv.extend_from_slice(args);
+    let status = Command::new(argv[0])
+        .args(&argv[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run logger (apt-get install bsdutils): {e}"));
+    assert!(status.success(), "{argv:?} failed");
+}
+
+/// Skips nothing: a test that needs root says so and fails.
+pub fn require_root() {
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "this test needs root (network namespaces and iptables); run the suite as root"
+    );
+}

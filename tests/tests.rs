@@ -1,0 +1,4 @@
+mod daemon;
+mod filters;
+mod iptables;
+mod support;
