@@ -2,8 +2,7 @@
 //! jumped to from INPUT for the jail's ports and protocol, holding one DROP/REJECT per address.
 //! IPv6 addresses go through ip6tables. Start is idempotent; stop removes all it added.
 
-use std::net::IpAddr;
-
+use ipnetwork::IpNetwork;
 use iptables::IPTables;
 
 use super::{Action, ActionError, BanOrder, BlockType, FirewallSpec, Protocol};
@@ -54,20 +53,20 @@ impl IptablesAction {
         }
     }
 
-    fn family(&mut self, ip: IpAddr) -> &mut Family {
-        if ip.is_ipv4() {
+    fn family(&mut self, target: IpNetwork) -> &mut Family {
+        if target.is_ipv4() {
             &mut self.v4
         } else {
             &mut self.v6
         }
     }
 
-    fn ban_rule(&self, ip: IpAddr) -> String {
-        let target = match self.spec.blocktype {
+    fn ban_rule(&self, target: IpNetwork) -> String {
+        let action = match self.spec.blocktype {
             BlockType::Drop => "DROP",
             BlockType::Reject => "REJECT",
         };
-        format!("-s {ip} -j {target}")
+        format!("-s {} -j {action}", target)
     }
 }
 
@@ -158,9 +157,9 @@ impl Action for IptablesAction {
     }
 
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError> {
-        let rule = self.ban_rule(order.ip);
+        let rule = self.ban_rule(order.target);
         let chain = self.chain.clone();
-        let tool = self.family(order.ip).tool()?;
+        let tool = self.family(order.target).tool()?;
         if !tool
             .exists(TABLE, &chain, &rule)
             .map_err(fail("check ban"))?
@@ -171,10 +170,10 @@ impl Action for IptablesAction {
         Ok(())
     }
 
-    fn unban(&mut self, ip: IpAddr) -> Result<(), ActionError> {
-        let rule = self.ban_rule(ip);
+    fn unban(&mut self, target: IpNetwork) -> Result<(), ActionError> {
+        let rule = self.ban_rule(target);
         let chain = self.chain.clone();
-        let tool = self.family(ip).tool()?;
+        let tool = self.family(target).tool()?;
         if tool
             .exists(TABLE, &chain, &rule)
             .map_err(fail("check ban"))?

@@ -1,6 +1,6 @@
 //! The log action: a dry run that only says what a firewall would have done.
 
-use std::net::IpAddr;
+use ipnetwork::IpNetwork;
 
 use super::{Action, ActionError, BanOrder};
 
@@ -28,12 +28,12 @@ impl Action for LogAction {
     }
 
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError> {
-        tracing::info!(jail = %self.jail, ip = %order.ip, failures = order.failures, action = "log", "would ban {}", order.ip);
+        tracing::info!(jail = %self.jail, ip = %order.target, failures = order.failures, action = "log", "would ban {}", crate::jail::show_target(order.target));
         Ok(())
     }
 
-    fn unban(&mut self, ip: IpAddr) -> Result<(), ActionError> {
-        tracing::info!(jail = %self.jail, ip = %ip, action = "log", "would unban {ip}");
+    fn unban(&mut self, target: IpNetwork) -> Result<(), ActionError> {
+        tracing::info!(jail = %self.jail, ip = %target, action = "log", "would unban {}", crate::jail::show_target(target));
         Ok(())
     }
 

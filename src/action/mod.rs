@@ -5,8 +5,8 @@ pub mod iptables;
 pub mod log;
 pub mod runner;
 
+use ipnetwork::IpNetwork;
 use std::fmt;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Which transport protocol a firewall rule guards.
@@ -95,8 +95,8 @@ impl ActionSpec {
 /// One ban to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BanOrder {
-    /// Who.
-    pub ip: IpAddr,
+    /// Who: one address (/32, /128) or, with prefix bans, a network.
+    pub target: IpNetwork,
     /// Failures that led to it.
     pub failures: u32,
     /// How long; None is permanent.
@@ -123,10 +123,15 @@ pub trait Action: Send {
     fn kind(&self) -> &'static str;
     /// Creates what the backend needs (chains, hooks); idempotent.
     fn start(&mut self) -> Result<(), ActionError>;
-    /// Blocks `order.ip`.
+    /// Blocks `order.target`.
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError>;
-    /// Lifts the block on `ip`.
-    fn unban(&mut self, ip: IpAddr) -> Result<(), ActionError>;
+    /// Lifts the block on `target`.
+    fn unban(&mut self, target: IpNetwork) -> Result<(), ActionError>;
+    /// What of ours the kernel holds now, so a restart can reconcile it with the bans that
+    /// should be active; backends that hold nothing (log) answer None.
+    fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
+        Ok(None)
+    }
     /// Removes everything `start` and `ban` added.
     fn stop(&mut self) -> Result<(), ActionError>;
 }

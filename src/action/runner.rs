@@ -1,7 +1,7 @@
 //! Runs one jail's actions on a dedicated thread fed by a bounded queue: firewall commands
 //! block, and they must never stall ingest or the jail task beyond the queue's depth.
 
-use std::net::IpAddr;
+use ipnetwork::IpNetwork;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ pub enum ActionCommand {
     /// Apply a ban.
     Ban(BanOrder),
     /// Lift a ban.
-    Unban(IpAddr),
+    Unban(IpNetwork),
 }
 
 /// A running runner: its queue and its thread.
@@ -74,7 +74,7 @@ fn run(
         for (action, errors) in actions.iter_mut().zip(&errors) {
             let (what, result) = match &command {
                 ActionCommand::Ban(order) => ("ban", action.ban(order)),
-                ActionCommand::Unban(ip) => ("unban", action.unban(*ip)),
+                ActionCommand::Unban(target) => ("unban", action.unban(*target)),
             };
             if let Err(error) = result {
                 errors.increment(1);

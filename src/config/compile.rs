@@ -85,6 +85,10 @@ pub struct JailSettings {
     pub ignore: Vec<IpNetwork>,
     /// Most addresses tracked at once; the oldest is evicted first.
     pub max_tracked: usize,
+    /// IPv4 failures count against, and ban, this prefix of the address (32: the address).
+    pub ipv4_prefix: u8,
+    /// IPv6 failures count against, and ban, this prefix of the address (128: the address).
+    pub ipv6_prefix: u8,
     /// Escalation of repeat bans.
     pub increment: Increment,
 }
@@ -253,6 +257,14 @@ fn compile_jail(
         &key("max_tracked"),
         in_range(merged.max_tracked.unwrap_or(100_000), 1, 100_000_000),
     );
+    let ipv4_prefix = errors.take(
+        &key("ipv4_prefix"),
+        in_range(merged.ipv4_prefix.unwrap_or(32), 8, 32),
+    );
+    let ipv6_prefix = errors.take(
+        &key("ipv6_prefix"),
+        in_range(merged.ipv6_prefix.unwrap_or(128), 16, 128),
+    );
     let default_ignore = vec!["127.0.0.0/8".to_string(), "::1".to_string()];
     let mut ignore = networks(
         errors,
@@ -301,6 +313,8 @@ fn compile_jail(
             maxretry: maxretry?,
             ignore,
             max_tracked: max_tracked?,
+            ipv4_prefix: ipv4_prefix?,
+            ipv6_prefix: ipv6_prefix?,
             increment: increment?,
         },
         actions: actions?,

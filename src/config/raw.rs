@@ -97,6 +97,10 @@ pub struct RawJailSettings {
     pub bantime_increment: Option<RawIncrement>,
     /// Most addresses tracked at once (oldest evicted first).
     pub max_tracked: Option<i64>,
+    /// Prefix length IPv4 failures are counted and banned by.
+    pub ipv4_prefix: Option<i64>,
+    /// Prefix length IPv6 failures are counted and banned by.
+    pub ipv6_prefix: Option<i64>,
 }
 
 /// `bantime_increment = { ... }`.
@@ -151,6 +155,10 @@ pub struct RawJail {
     pub bantime_increment: Option<RawIncrement>,
     /// Most addresses tracked at once.
     pub max_tracked: Option<i64>,
+    /// Prefix length IPv4 failures are counted and banned by.
+    pub ipv4_prefix: Option<i64>,
+    /// Prefix length IPv6 failures are counted and banned by.
+    pub ipv6_prefix: Option<i64>,
 }
 
 impl RawJail {
@@ -172,6 +180,8 @@ impl RawJail {
                 .clone()
                 .or_else(|| defaults.bantime_increment.clone()),
             max_tracked: self.max_tracked.or(defaults.max_tracked),
+            ipv4_prefix: self.ipv4_prefix.or(defaults.ipv4_prefix),
+            ipv6_prefix: self.ipv6_prefix.or(defaults.ipv6_prefix),
         }
     }
 }

@@ -69,8 +69,8 @@ pub struct Jail {
     name: String,
     settings: JailSettings,
     window: Window,
-    bans: HashMap<IpAddr, ActiveBan>,
-    ban_counts: LruCache<IpAddr, u32>,
+    bans: HashMap<IpNetwork, ActiveBan>,
+    ban_counts: LruCache<IpNetwork, u32>,
     metrics: JailMetrics,
     reported_evictions: u64,
     jitter: RandomState,
@@ -97,41 +97,57 @@ impl Jail {
         &self.name
     }
 
-    /// Active bans.
-    pub fn bans(&self) -> &HashMap<IpAddr, ActiveBan> {
+    /// Active bans, keyed by what is banned (an address, or its network with prefix bans).
+    pub fn bans(&self) -> &HashMap<IpNetwork, ActiveBan> {
         &self.bans
+    }
+
+    /// What a failure of `ip` counts against: the address, or its /ipv4_prefix or
+    /// /ipv6_prefix network, since one IPv6 attacker usually owns a whole prefix.
+    pub fn key_of(&self, ip: IpAddr) -> IpNetwork {
+        let prefix = if ip.is_ipv4() {
+            self.settings.ipv4_prefix
+        } else {
+            self.settings.ipv6_prefix
+        };
+        IpNetwork::new(ip, prefix)
+            .and_then(|n| IpNetwork::new(n.network(), prefix))
+            .unwrap_or_else(|_| IpNetwork::from(ip))
     }
 
     /// Counts a failure and decides. A ban is recorded as active before it is returned.
     pub fn on_failure(&mut self, ip: IpAddr, count: u32, at: Instant) -> Decision {
-        if self.is_ignored(ip) {
+        let key = self.key_of(ip);
+        if self.is_ignored(key) {
             return Decision::Ignored;
         }
         self.metrics.failures.increment(u64::from(count));
-        if self.bans.contains_key(&ip) {
+        if self.bans.contains_key(&key) {
             return Decision::AlreadyBanned;
         }
-        let outcome = self.window.record(ip, count, at);
+        let outcome = self.window.record(key, count, at);
         self.update_gauges();
         match outcome {
             Outcome::Counting(n) => Decision::Counted(n),
-            Outcome::Reached(failures) => Decision::Ban(self.ban(ip, failures, at)),
+            Outcome::Reached(failures) => Decision::Ban(self.ban(key, failures, at)),
         }
     }
 
-    fn is_ignored(&self, ip: IpAddr) -> bool {
+    /// Ignored when the target overlaps an ignored network: a prefix ban never takes an
+    /// ignored or own address with it.
+    fn is_ignored(&self, target: IpNetwork) -> bool {
         self.settings
             .ignore
             .iter()
-            .any(|net: &IpNetwork| net.contains(ip))
+            .any(|net| net.contains(target.network()) || target.contains(net.network()))
     }
 
-    fn ban(&mut self, ip: IpAddr, failures: u32, at: Instant) -> BanOrder {
-        let ban_count = self.ban_counts.get(&ip).copied().unwrap_or(0) + 1;
-        self.ban_counts.put(ip, ban_count);
-        let bantime = self.bantime_for(ip, ban_count);
+    fn ban(&mut self, target: IpNetwork, failures: u32, at: Instant) -> BanOrder {
+        let ban_count = self.ban_counts.get(&target).copied().unwrap_or(0) + 1;
+        self.ban_counts.put(target, ban_count);
+        let bantime = self.bantime_for(target, ban_count);
         self.bans.insert(
-            ip,
+            target,
             ActiveBan {
                 banned_at: SystemTime::now(),
                 expires: bantime.map(|d| at + d),
@@ -141,18 +157,19 @@ impl Jail {
         );
         self.metrics.bans.increment(1);
         self.metrics.banned.set(self.bans.len() as f64);
+        let shown = show_target(target);
         tracing::info!(
             jail = %self.name,
-            ip = %ip,
+            ip = %shown,
             failures,
             bantime = %show(bantime),
             ban_count,
             "[{}] Ban {}",
             self.name,
-            ip
+            shown
         );
         BanOrder {
-            ip,
+            target,
             failures,
             bantime,
             decided_at: at.into_std(),
@@ -160,7 +177,7 @@ impl Jail {
     }
 
     /// bantime, escalated for repeat offenders when bantime_increment is on.
-    fn bantime_for(&self, ip: IpAddr, ban_count: u32) -> Option<Duration> {
+    fn bantime_for(&self, ip: IpNetwork, ban_count: u32) -> Option<Duration> {
         let base = self.settings.bantime?;
         let inc = &self.settings.increment;
         if !inc.enabled {
@@ -181,21 +198,22 @@ impl Jail {
     }
 
     /// Lifts the ban on `ip` if it is active; returns it for the log and the action.
-    pub fn unban(&mut self, ip: IpAddr) -> Option<ActiveBan> {
+    pub fn unban(&mut self, ip: IpNetwork) -> Option<ActiveBan> {
         let ban = self.bans.remove(&ip)?;
         self.metrics.unbans.increment(1);
         self.metrics.banned.set(self.bans.len() as f64);
         let lasted = SystemTime::now()
             .duration_since(ban.banned_at)
             .unwrap_or_default();
+        let shown = show_target(ip);
         tracing::info!(
             jail = %self.name,
-            ip = %ip,
+            ip = %shown,
             failures = ban.failures,
             banned_for = %humantime::format_duration(Duration::from_secs(lasted.as_secs())),
             "[{}] Unban {}",
             self.name,
-            ip
+            shown
         );
         Some(ban)
     }
@@ -223,6 +241,16 @@ impl Jail {
     }
 }
 
+/// A single address as itself, a prefix ban as CIDR: how logs and the CLI name a target.
+pub fn show_target(target: IpNetwork) -> String {
+    let full = if target.is_ipv4() { 32 } else { 128 };
+    if target.prefix() == full {
+        target.ip().to_string()
+    } else {
+        target.to_string()
+    }
+}
+
 fn show(bantime: Option<Duration>) -> String {
     match bantime {
         Some(d) => humantime::format_duration(d).to_string(),
@@ -234,7 +262,7 @@ fn show(bantime: Option<Duration>) -> String {
 pub struct JailSet {
     jails: Vec<Jail>,
     actions: Vec<mpsc::Sender<ActionCommand>>,
-    deadlines: BTreeSet<(Instant, usize, IpAddr)>,
+    deadlines: BTreeSet<(Instant, usize, IpNetwork)>,
 }
 
 impl JailSet {
@@ -260,8 +288,8 @@ impl JailSet {
         if let Decision::Ban(order) =
             jail.on_failure(failure.ip, failure.count, failure.received_at)
         {
-            if let Some(expires) = jail.bans.get(&order.ip).and_then(|b| b.expires) {
-                self.deadlines.insert((expires, failure.jail, order.ip));
+            if let Some(expires) = jail.bans.get(&order.target).and_then(|b| b.expires) {
+                self.deadlines.insert((expires, failure.jail, order.target));
             }
             self.send(failure.jail, ActionCommand::Ban(order)).await;
         }
@@ -343,6 +371,8 @@ mod tests {
                 "198.51.100.0/24".parse().unwrap(),
             ],
             max_tracked: 1000,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
             increment: Increment {
                 enabled: false,
                 factor: 2.0,
@@ -402,14 +432,19 @@ mod tests {
             received_at: Instant::now(),
         })
         .await;
-        assert!(matches!(rx.recv().await, Some(ActionCommand::Ban(o)) if o.ip == a));
+        assert!(
+            matches!(rx.recv().await, Some(ActionCommand::Ban(o)) if o.target == IpNetwork::from(a))
+        );
         tokio::time::advance(Duration::from_secs(599)).await;
         set.expire_due(Instant::now()).await;
         assert!(rx.try_recv().is_err());
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(set.next_deadline(), Some(Instant::now()));
         set.expire_due(Instant::now()).await;
-        assert_eq!(rx.recv().await, Some(ActionCommand::Unban(a)));
+        assert_eq!(
+            rx.recv().await,
+            Some(ActionCommand::Unban(IpNetwork::from(a)))
+        );
         assert!(set.jails()[0].bans().is_empty());
     }
 
@@ -442,9 +477,39 @@ mod tests {
         ));
         tokio::time::sleep(Duration::from_secs(59)).await;
         assert!(action_rx.try_recv().is_err(), "unbanned before bantime");
-        assert_eq!(action_rx.recv().await, Some(ActionCommand::Unban(a)));
+        // ipv6_prefix = 64 in these settings: the whole /64 was banned and is lifted.
+        let net: IpNetwork = "2001:db8::/64".parse().unwrap();
+        assert_eq!(action_rx.recv().await, Some(ActionCommand::Unban(net)));
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prefix_bans_count_the_network_and_spare_ignored_ones() {
+        let mut s = settings(2, 600);
+        s.ipv4_prefix = 24;
+        let mut jail = Jail::new("sshd", s, JailMetrics::new("sshd"));
+        assert_eq!(
+            jail.on_failure(ip("2001:db8:1::1"), 1, Instant::now()),
+            Decision::Counted(1)
+        );
+        let Decision::Ban(order) = jail.on_failure(ip("2001:db8:1::2"), 1, Instant::now()) else {
+            panic!("two addresses of one /64 are one attacker")
+        };
+        assert_eq!(
+            order.target,
+            "2001:db8:1::/64".parse::<IpNetwork>().unwrap()
+        );
+        assert_eq!(show_target(order.target), "2001:db8:1::/64");
+        // 198.51.100.0/24 holds ignored addresses: its /24 is never counted.
+        assert_eq!(
+            jail.on_failure(ip("198.51.100.200"), 1, Instant::now()),
+            Decision::Ignored
+        );
+        let Decision::Ban(order) = jail.on_failure(ip("192.0.2.1"), 2, Instant::now()) else {
+            panic!()
+        };
+        assert_eq!(show_target(order.target), "192.0.2.0/24");
     }
 
     #[tokio::test(start_paused = true)]
@@ -459,7 +524,7 @@ mod tests {
                 panic!()
             };
             times.push(order.bantime.unwrap().as_secs());
-            jail.unban(a);
+            jail.unban(IpNetwork::from(a));
         }
         assert_eq!(times, [600, 1200, 2400, 3600]);
     }

@@ -3,7 +3,7 @@
 //! Entries sit in an LRU list ordered by their last failure (time only moves forward), so the
 //! least recently failing address is both the first to expire and the first to evict.
 
-use std::net::IpAddr;
+use ipnetwork::IpNetwork;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub enum Outcome {
 pub struct Window {
     findtime: Duration,
     maxretry: u32,
-    entries: LruCache<IpAddr, Vec<Instant>>,
+    entries: LruCache<IpNetwork, Vec<Instant>>,
     evicted: u64,
 }
 
@@ -41,7 +41,7 @@ impl Window {
     }
 
     /// Records `count` failures of `ip` at `now` (count > 1 for a repeat summary).
-    pub fn record(&mut self, ip: IpAddr, count: u32, now: Instant) -> Outcome {
+    pub fn record(&mut self, ip: IpNetwork, count: u32, now: Instant) -> Outcome {
         self.prune(now);
         let (findtime, maxretry) = (self.findtime, self.maxretry as usize);
         let times = match self.entries.get_mut(&ip) {
@@ -87,12 +87,12 @@ impl Window {
     }
 
     /// Forgets an address (it was banned by hand, say).
-    pub fn forget(&mut self, ip: &IpAddr) {
+    pub fn forget(&mut self, ip: &IpNetwork) {
         self.entries.pop(ip);
     }
 
     /// Failures of `ip` inside the window, without touching its place in the LRU order.
-    pub fn failures(&self, ip: &IpAddr) -> u32 {
+    pub fn failures(&self, ip: &IpNetwork) -> u32 {
         self.entries.peek(ip).map_or(0, |t| t.len() as u32)
     }
 
@@ -116,8 +116,10 @@ impl Window {
 mod tests {
     use super::*;
 
-    fn ip(n: u32) -> IpAddr {
-        IpAddr::V4(std::net::Ipv4Addr::from(0xC000_0200 + n))
+    fn ip(n: u32) -> IpNetwork {
+        IpNetwork::from(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+            0xC000_0200 + n,
+        )))
     }
 
     #[tokio::test(start_paused = true)]
