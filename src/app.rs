@@ -1,23 +1,30 @@
 //! Wiring: a compiled config becomes running tasks, in an order that makes readiness honest
-//! (the metrics endpoint answers only once every syslog listener is bound), and a shutdown that
+//! (the metrics endpoint answers only once every syslog listener is bound and every action has
+//! started), a supervisor that reloads on SIGHUP or `jailsink reload`, and a shutdown that
 //! drains listeners, lets the jail task finish, and has every action remove what it added.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::action::runner::{self, Runner};
 use crate::action::ActionSpec;
-use crate::config::Config;
+use crate::config::{self, Config};
+use crate::control::proto::{Reply, Request, Response};
+use crate::control::server::{self as control_server, Question};
 use crate::filter::router::{JailRoute, Router};
-use crate::jail::{self, Jail, JailSet};
-use crate::listener::{tcp, udp, Pipeline};
-use crate::metrics::{self, JailMetrics};
+use crate::jail::set::{self, Command, JailSet};
+use crate::jail::Failure;
+use crate::listener::{tcp, udp, Pipeline, SharedPipeline};
+use crate::metrics;
+use crate::state::{self, State};
 
 /// Failures in flight from listeners to the jail task before TCP senders are slowed down.
 const FAILURE_QUEUE: usize = 65_536;
@@ -35,7 +42,7 @@ pub enum AppError {
         /// udp, tcp or metrics.
         transport: &'static str,
         /// The address from the config.
-        addr: SocketAddr,
+        addr: String,
         /// The OS error.
         source: std::io::Error,
     },
@@ -57,131 +64,311 @@ pub struct RunOptions {
     pub dry_run: bool,
 }
 
-/// Runs the daemon until `shutdown` is cancelled, then shuts down gracefully.
-pub async fn run(
-    mut config: Config,
-    options: RunOptions,
-    shutdown: CancellationToken,
-) -> Result<(), AppError> {
+fn apply_options(config: &mut Config, options: RunOptions) {
     if options.dry_run {
         for jail in &mut config.jails {
             jail.actions = vec![ActionSpec::Log];
         }
     }
-    let handle = metrics::install().map_err(AppError::Metrics)?;
+}
 
-    // Bind everything first: a port in use must stop us before any firewall is touched.
-    let mut udp_sockets = Vec::new();
-    for &addr in &config.server.udp {
-        let socket = udp::bind(addr).map_err(|source| AppError::Bind {
-            transport: "udp",
-            addr,
-            source,
-        })?;
-        udp_sockets.push(socket);
-    }
-    let mut tcp_listeners = Vec::new();
-    for &addr in &config.server.tcp {
-        let listener = bind_tcp(addr, "tcp").await?;
-        tcp_listeners.push(listener);
-    }
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(bind_tcp(addr, "metrics").await?),
-        None => None,
-    };
-
-    let router = Router::new(
+fn router_for(config: &Config) -> Result<Router, AppError> {
+    Router::new(
         config
             .jails
             .iter()
             .map(|j| JailRoute {
+                name: Arc::from(j.name.as_str()),
                 filter: j.filter.clone(),
                 programs: j.programs.clone(),
                 hosts: j.hosts.clone(),
             })
             .collect(),
     )
-    .map_err(AppError::Router)?;
+    .map_err(AppError::Router)
+}
 
-    let mut jails = Vec::new();
-    let mut runners: Vec<Runner> = Vec::new();
-    for j in &config.jails {
-        let m = JailMetrics::new(&j.name);
-        runners.push(
-            runner::spawn(&j.name, &j.actions, m.clone())
-                .await
-                .map_err(AppError::Thread)?,
-        );
-        jails.push(Jail::new(&j.name, j.settings.clone(), m));
-        tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind()).collect::<Vec<_>>(), "jail started");
-    }
-    let queues = runners.iter().map(|r| r.queue.clone()).collect();
-    let (failure_tx, failure_rx) = mpsc::channel(FAILURE_QUEUE);
-    let jail_task = tokio::spawn(jail::run(
-        JailSet::new(jails, queues),
-        failure_rx,
-        shutdown.clone(),
-    ));
-    let threads: Vec<_> = runners.into_iter().map(|r| r.thread).collect();
-
-    let pipeline = Arc::new(Pipeline::new(
-        Arc::new(router),
+fn pipeline_for(config: &Config) -> Result<Pipeline, AppError> {
+    Ok(Pipeline::new(
+        Arc::new(router_for(config)?),
         config.server.zone,
         config.server.allowed_senders.clone(),
         config.server.max_message_bytes,
-    ));
-    let listeners = TaskTracker::new();
-    let receivers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    for socket in udp_sockets {
-        if let Ok(addr) = socket.local_addr() {
-            tracing::info!(transport = "udp", addr = %addr, "listening");
+    ))
+}
+
+/// Sockets bound for a config, before anything is spawned on them.
+#[derive(Default)]
+struct Bound {
+    udp: Vec<(SocketAddr, UdpSocket)>,
+    tcp: Vec<(SocketAddr, TcpListener)>,
+}
+
+/// Binds the addresses of `config` that `running` does not already serve.
+async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppError> {
+    let mut bound = Bound::default();
+    for &addr in &config.server.udp {
+        if !running.udp.contains_key(&addr) {
+            let socket = udp::bind(addr).map_err(|source| AppError::Bind {
+                transport: "udp",
+                addr: addr.to_string(),
+                source,
+            })?;
+            bound.udp.push((addr, socket));
         }
-        listeners.spawn(udp::serve(
-            socket,
-            receivers,
-            pipeline.clone(),
-            failure_tx.clone(),
-            shutdown.clone(),
-        ));
     }
-    let limits = tcp::TcpLimits {
+    for &addr in &config.server.tcp {
+        if !running.tcp.contains_key(&addr) {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Bind {
+                    transport: "tcp",
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            bound.tcp.push((addr, listener));
+        }
+    }
+    Ok(bound)
+}
+
+/// The syslog listeners running now, by configured address, each with its own stop token.
+struct Listeners {
+    udp: HashMap<SocketAddr, CancellationToken>,
+    tcp: HashMap<SocketAddr, CancellationToken>,
+    tasks: TaskTracker,
+    pipeline: SharedPipeline,
+    failures: mpsc::Sender<Failure>,
+    shutdown: CancellationToken,
+}
+
+impl Listeners {
+    fn spawn(&mut self, bound: Bound, limits: tcp::TcpLimits) {
+        let receivers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for (addr, socket) in bound.udp {
+            let stop = self.shutdown.child_token();
+            if let Ok(local) = socket.local_addr() {
+                tracing::info!(transport = "udp", addr = %local, "listening");
+            }
+            self.tasks.spawn(udp::serve(
+                socket,
+                receivers,
+                self.pipeline.clone(),
+                self.failures.clone(),
+                stop.clone(),
+            ));
+            self.udp.insert(addr, stop);
+        }
+        for (addr, listener) in bound.tcp {
+            let stop = self.shutdown.child_token();
+            if let Ok(local) = listener.local_addr() {
+                tracing::info!(transport = "tcp", addr = %local, "listening");
+            }
+            self.tasks.spawn(tcp::serve(
+                listener,
+                limits,
+                self.pipeline.clone(),
+                self.failures.clone(),
+                stop.clone(),
+            ));
+            self.tcp.insert(addr, stop);
+        }
+    }
+
+    /// Stops listeners whose address is no longer configured.
+    fn retain(&mut self, config: &Config) {
+        for (map, wanted, transport) in [
+            (&mut self.udp, &config.server.udp, "udp"),
+            (&mut self.tcp, &config.server.tcp, "tcp"),
+        ] {
+            map.retain(|addr, stop| {
+                let keep = wanted.contains(addr);
+                if !keep {
+                    tracing::info!(transport, addr = %addr, "listener closed by reload");
+                    stop.cancel();
+                }
+                keep
+            });
+        }
+    }
+}
+
+fn limits(config: &Config) -> tcp::TcpLimits {
+    tcp::TcpLimits {
         max_connections: config.server.max_tcp_connections,
         idle_timeout: config.server.tcp_idle_timeout,
-    };
-    for listener in tcp_listeners {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(transport = "tcp", addr = %addr, "listening");
-        }
-        listeners.spawn(tcp::serve(
-            listener,
-            limits,
-            pipeline.clone(),
-            failure_tx.clone(),
-            shutdown.clone(),
-        ));
     }
-    drop(failure_tx);
+}
+
+/// What the state held at start.
+struct Restored {
+    db: Option<State>,
+    bans: Vec<state::StoredBan>,
+    counts: HashMap<(String, ipnetwork::IpNetwork), u32>,
+}
+
+/// Opens the state and reads what it holds; a state that cannot be opened is logged and
+/// counted, and the daemon bans in memory rather than not at all.
+fn open_state(config: &Config) -> Restored {
+    match State::open(&config.state_path) {
+        Ok(db) => {
+            let bans = db.active_bans().unwrap_or_else(|error| {
+                metrics::state_errors().increment(1);
+                tracing::error!(%error, "cannot read active bans");
+                Vec::new()
+            });
+            let counts = db.ban_counts().unwrap_or_default();
+            Restored {
+                db: Some(db),
+                bans,
+                counts,
+            }
+        }
+        Err(error) => {
+            metrics::state_errors().increment(1);
+            tracing::error!(%error, "cannot open the state database; bans will not survive a restart");
+            Restored {
+                db: None,
+                bans: Vec::new(),
+                counts: HashMap::new(),
+            }
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled; each message on `reloads` (SIGHUP) reloads.
+pub async fn run(
+    mut config: Config,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    mut reloads: mpsc::Receiver<()>,
+) -> Result<(), AppError> {
+    apply_options(&mut config, options);
+    let handle = metrics::install().map_err(AppError::Metrics)?;
+
+    let (failure_tx, failure_rx) = mpsc::channel(FAILURE_QUEUE);
+    let mut listeners = Listeners {
+        udp: HashMap::new(),
+        tcp: HashMap::new(),
+        tasks: TaskTracker::new(),
+        pipeline: Arc::new(ArcSwap::from_pointee(pipeline_for(&config)?)),
+        failures: failure_tx,
+        shutdown: shutdown.clone(),
+    };
+    // Bind everything first: a port in use must stop us before any firewall is touched.
+    let bound = bind_new(&config, &listeners).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Bind {
+                    transport: "metrics",
+                    addr: addr.to_string(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let group = config.control_group;
+    let control =
+        control_server::bind(&config.control_socket, group).map_err(|source| AppError::Bind {
+            transport: "control",
+            addr: config.control_socket.display().to_string(),
+            source,
+        })?;
+
+    let Restored {
+        db,
+        bans: stored,
+        counts,
+    } = open_state(&config);
+    let (state_tx, state_rx) = mpsc::channel(state::QUEUE_DEPTH);
+    let state_errors = metrics::state_errors();
+    let writer = std::thread::Builder::new()
+        .name("state".into())
+        .spawn(move || state::writer(db, state_rx, state_errors))
+        .map_err(AppError::Thread)?;
+    let jails = JailSet::start(config.jails.clone(), state_tx, stored, counts)
+        .await
+        .map_err(AppError::Thread)?;
+    for j in &config.jails {
+        tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind()).collect::<Vec<_>>(), "jail started");
+    }
+    let (command_tx, command_rx) = mpsc::channel(64);
+    let jail_task = tokio::spawn(set::run(jails, failure_rx, command_rx, shutdown.clone()));
+
+    listeners.spawn(bound, limits(&config));
+    let service = TaskTracker::new();
+    let (question_tx, mut questions) = mpsc::channel::<Question>(64);
+    service.spawn(control_server::serve(
+        control,
+        group,
+        question_tx,
+        shutdown.clone(),
+    ));
     if let Some(listener) = metrics_listener {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(transport = "metrics", addr = %addr, "listening");
         }
-        listeners.spawn(metrics::serve(listener, handle, shutdown.clone()));
+        service.spawn(metrics::serve(listener, handle, shutdown.clone()));
     }
-    tracing::info!(jails = config.jails.len(), "ready");
+    tracing::info!(jails = config.jails.len(), control = %config.control_socket.display(), "ready");
 
-    shutdown.cancelled().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = reloads.recv() => {
+                match reload(&mut config, options, &mut listeners, &command_tx).await {
+                    Ok(summary) => tracing::info!(%summary, "reloaded"),
+                    Err(error) => tracing::error!(%error, "reload refused; the old config keeps running"),
+                }
+            }
+            Some(question) = questions.recv() => {
+                if question.request == Request::Reload {
+                    let response = match reload(&mut config, options, &mut listeners, &command_tx).await {
+                        Ok(summary) => {
+                            tracing::info!(%summary, "reloaded");
+                            Response::Ok { reply: Reply::Done { message: format!("reloaded: {summary}") } }
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "reload refused; the old config keeps running");
+                            Response::Error { message: format!("reload refused, the old config keeps running:\n{error}") }
+                        }
+                    };
+                    let _ = question.answer.send(response);
+                } else {
+                    let (tx, rx) = oneshot::channel();
+                    if command_tx.send(Command::Control(question.request, tx)).await.is_ok() {
+                        if let Ok(response) = rx.await {
+                            let _ = question.answer.send(response);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     tracing::info!("shutting down");
-    listeners.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, listeners.wait())
+    listeners.tasks.close();
+    service.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, listeners.tasks.wait())
         .await
         .is_err()
     {
         tracing::warn!("listeners did not finish within the grace period");
     }
-    if let Err(error) = jail_task.await {
-        tracing::error!(%error, "jail task failed");
-    }
-    // The jail task is gone, so every action queue is closed: runners drain, stop, and exit.
+    let _ = std::fs::remove_file(&config.control_socket);
+    drop(listeners);
+    let mut threads: Vec<JoinHandle<()>> = match jail_task.await {
+        Ok(threads) => threads,
+        Err(error) => {
+            tracing::error!(%error, "jail task failed");
+            Vec::new()
+        }
+    };
+    // The jail task is gone, so the state writer drains and ends, and with it every action
+    // queue closes: runners drain, stop (removing their firewall entries) and exit.
+    threads.push(writer);
     let joined = tokio::task::spawn_blocking(move || {
         for thread in threads {
             let _ = thread.join();
@@ -197,12 +384,47 @@ pub async fn run(
     Ok(())
 }
 
-async fn bind_tcp(addr: SocketAddr, transport: &'static str) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr)
+/// Compiles the config file again and, if it is sound, swaps it in: new listeners bound first,
+/// then the jails, then the pipeline, then listeners that are no longer wanted closed.
+async fn reload(
+    current: &mut Config,
+    options: RunOptions,
+    listeners: &mut Listeners,
+    commands: &mpsc::Sender<Command>,
+) -> Result<String, String> {
+    let mut next = config::load(&current.path).map_err(|errors| errors.to_string())?;
+    apply_options(&mut next, options);
+    let bound = bind_new(&next, listeners)
         .await
-        .map_err(|source| AppError::Bind {
-            transport,
-            addr,
-            source,
-        })
+        .map_err(|e| e.to_string())?;
+    let pipeline = pipeline_for(&next).map_err(|e| e.to_string())?;
+    let (tx, rx) = oneshot::channel();
+    commands
+        .send(Command::Reload(next.jails.clone(), tx))
+        .await
+        .map_err(|_| "the jail task is gone".to_string())?;
+    let summary = rx
+        .await
+        .map_err(|_| "the jail task is gone".to_string())??;
+    listeners.pipeline.store(Arc::new(pipeline));
+    listeners.retain(&next);
+    listeners.spawn(bound, limits(&next));
+    for (what, changed) in [
+        (
+            "[metrics] listen",
+            current.metrics_listen != next.metrics_listen,
+        ),
+        (
+            "[control]",
+            current.control_socket != next.control_socket
+                || current.control_group != next.control_group,
+        ),
+        ("[state] path", current.state_path != next.state_path),
+    ] {
+        if changed {
+            tracing::warn!("{what} changed: it takes effect at the next restart");
+        }
+    }
+    *current = next;
+    Ok(summary)
 }

@@ -8,15 +8,19 @@
 //! - [`action`]: bans applied off the hot path (iptables, log).
 //! - [`metrics`]: every metric defined once, and the /metrics responder.
 //! - [`config`]: TOML parsed, then compiled with every error reported at once.
-//! - [`app`]: wiring, start-up order and graceful shutdown.
+//! - [`state`]: SQLite persistence of active bans and ban history.
+//! - [`control`]: the Unix control socket and the CLI's client for it.
+//! - [`app`]: wiring, start-up order, reload and graceful shutdown.
 //! - [`regex_tool`]: the offline `jailsink regex` filter tester.
 
 pub mod action;
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod filter;
 pub mod jail;
 pub mod listener;
 pub mod metrics;
 pub mod parse;
 pub mod regex_tool;
+pub mod state;

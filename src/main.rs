@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use jailsink::control::client;
+use jailsink::control::proto::{Reply, Request, Response};
 use jailsink::{app, config, regex_tool};
 
 /// sysexits.h EX_CONFIG: the configuration is wrong.
@@ -152,14 +154,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             regex_tool::run(&log, &loaded, &zone, options, &mut out).context("reading the log")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { .. }
-        | Command::Ban { .. }
-        | Command::Unban { .. }
-        | Command::Banned { .. }
-        | Command::Reload => {
-            eprintln!("jailsink: the control commands are not implemented yet");
-            Ok(ExitCode::FAILURE)
+        Command::Status { jail, json } => control(&cli.config, Request::Status { jail }, json),
+        Command::Ban { jail, addr } => control(&cli.config, Request::Ban { jail, addr }, false),
+        Command::Unban { jail, addr, all } => {
+            // `unban ADDR` (every jail) reads as a lone positional that is an address.
+            let (jail, addr) = match (jail, addr) {
+                (Some(one), None) if one.parse::<std::net::IpAddr>().is_ok() => (None, Some(one)),
+                other => other,
+            };
+            control(&cli.config, Request::Unban { jail, addr, all }, false)
         }
+        Command::Banned { jail, json } => control(&cli.config, Request::Banned { jail }, json),
+        Command::Reload => control(&cli.config, Request::Reload, false),
     }
 }
 
@@ -186,6 +192,81 @@ fn regex_context(path: &Path) -> anyhow::Result<(Vec<PathBuf>, jailsink::parse::
     let zone = jailsink::parse::Zone::parse(raw.server.timezone.as_deref().unwrap_or("UTC"))
         .map_err(|e| anyhow::anyhow!("{}: server.timezone: {e}", path.display()))?;
     Ok((dirs, zone))
+}
+
+/// The control socket named by the config (its default when the file does not exist).
+fn control_socket(path: &Path) -> anyhow::Result<PathBuf> {
+    if !path.exists() {
+        return Ok(PathBuf::from("/run/jailsink/jailsink.sock"));
+    }
+    let raw: config::raw::RawConfig =
+        config::read_toml(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(PathBuf::from(
+        raw.control
+            .socket
+            .unwrap_or_else(|| "/run/jailsink/jailsink.sock".into()),
+    ))
+}
+
+/// Sends one request to the daemon and prints the answer, human or JSON.
+fn control(config_path: &Path, request: Request, json: bool) -> anyhow::Result<ExitCode> {
+    let socket = control_socket(config_path)?;
+    let response = match client::call(&socket, &request) {
+        Ok(r) => r,
+        Err(error) => {
+            eprintln!("jailsink: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let reply = match response {
+        Response::Error { message } => {
+            eprintln!("jailsink: {message}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Response::Ok { reply } => reply,
+    };
+    if json {
+        let value = match &reply {
+            Reply::Jails { jails } => serde_json::json!({ "jails": jails }),
+            Reply::JailStatus(status) => serde_json::to_value(status)?,
+            Reply::Banned { bans } => serde_json::to_value(bans)?,
+            Reply::Done { message } => serde_json::json!({ "message": message }),
+        };
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match reply {
+        Reply::Jails { jails } => {
+            println!("Status");
+            println!("|- Number of jail:\t{}", jails.len());
+            println!("`- Jail list:\t{}", jails.join(", "));
+        }
+        Reply::JailStatus(s) => {
+            println!("Status for the jail: {}", s.jail);
+            println!("|- Filter");
+            println!("|  |- Currently failed:\t{}", s.currently_failed);
+            println!("|  `- Total failed:\t{}", s.total_failed);
+            println!("`- Actions");
+            println!("   |- Currently banned:\t{}", s.currently_banned);
+            println!("   |- Total banned:\t{}", s.total_banned);
+            println!("   `- Banned IP list:\t{}", s.banned.join(" "));
+        }
+        Reply::Banned { bans } => {
+            println!(
+                "{:<16} {:<40} {:<21} {:<21} BANS",
+                "JAIL", "ADDRESS", "BANNED AT", "EXPIRES AT"
+            );
+            for b in bans {
+                let expires = b.expires_at.unwrap_or_else(|| "permanent".into());
+                println!(
+                    "{:<16} {:<40} {:<21} {:<21} {}",
+                    b.jail, b.ip, b.banned_at, expires, b.ban_count
+                );
+            }
+        }
+        Reply::Done { message } => println!("{message}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config_errors(errors: &config::ConfigErrors) -> ExitCode {
@@ -231,15 +312,16 @@ fn run_daemon(config: config::Config, options: app::RunOptions) -> anyhow::Resul
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
-        app::run(config, options, shutdown)
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(watch_signals(shutdown.clone(), reload_tx));
+        app::run(config, options, shutdown, reload_rx)
             .await
             .map_err(anyhow::Error::from)
     })
 }
 
-/// SIGTERM and SIGINT stop the daemon; SIGHUP is logged until reload exists.
-async fn watch_signals(shutdown: CancellationToken) {
+/// SIGTERM and SIGINT stop the daemon; SIGHUP reloads it.
+async fn watch_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -253,7 +335,10 @@ async fn watch_signals(shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => tracing::warn!("SIGHUP: reload is not implemented yet; restart to apply config changes"),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                let _ = reload.try_send(());
+            }
         }
     }
     shutdown.cancel();

@@ -26,6 +26,7 @@ const ACTION_ERRORS: &str = "jailsink_action_errors_total";
 const TCP_CONNECTIONS: &str = "jailsink_tcp_connections";
 const BAN_LATENCY: &str = "jailsink_ban_latency_seconds";
 const BUILD_INFO: &str = "jailsink_build_info";
+const STATE_ERRORS: &str = "jailsink_state_errors_total";
 
 /// Buckets for ban latency: a log action answers in microseconds, a firewall in milliseconds.
 const BAN_LATENCY_BUCKETS: &[f64] = &[
@@ -87,6 +88,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         messages_dropped(reason).absolute(0);
     }
     tcp_connections().set(0.0);
+    state_errors().absolute(0);
     Ok(handle)
 }
 
@@ -119,6 +121,10 @@ fn describe_all() {
         BUILD_INFO,
         "Always 1; the version label says which jailsink runs."
     );
+    describe_counter!(
+        STATE_ERRORS,
+        "Failed reads or writes of the state database (bans go on in memory)."
+    );
 }
 
 /// Counter of messages received on one transport ("udp" or "tcp").
@@ -129,6 +135,11 @@ pub fn messages_received(transport: &'static str) -> Counter {
 /// Counter of messages dropped for one reason.
 pub fn messages_dropped(reason: DropReason) -> Counter {
     metrics::counter!(MESSAGES_DROPPED, "reason" => reason.as_str())
+}
+
+/// Counter of state database failures.
+pub fn state_errors() -> Counter {
+    metrics::counter!(STATE_ERRORS)
 }
 
 /// Gauge of open TCP connections.

@@ -36,6 +36,12 @@ tcp = ["127.0.0.1:0"]
 [metrics]
 listen = "127.0.0.1:0"
 
+[control]
+socket = "@DIR@/jailsink.sock"
+
+[state]
+path = "@DIR@/state.db"
+
 [defaults]
 filter_dirs = ["{filters}"]
 ignoreself = false
@@ -73,15 +79,24 @@ pub struct Daemon {
     pub tcp: SocketAddr,
     /// Bound metrics address.
     pub metrics: SocketAddr,
-    _dir: tempfile::TempDir,
+    /// The config file.
+    pub config: PathBuf,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Daemon {
     /// Starts `jailsink run` on `config_text`, optionally wrapped (e.g. in `ip netns exec NS`).
     pub fn start_with(config_text: &str, wrapper: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
+        Daemon::start_in(dir, config_text, wrapper)
+    }
+
+    /// Starts `jailsink run` in `dir` (kept: a restart test reuses its state and socket).
+    /// `@DIR@` in the config text stands for the directory.
+    pub fn start_in(dir: tempfile::TempDir, config_text: &str, wrapper: &[&str]) -> Daemon {
         let path = dir.path().join("jailsink.toml");
-        std::fs::write(&path, config_text).expect("write config");
+        let text = config_text.replace("@DIR@", &dir.path().display().to_string());
+        std::fs::write(&path, text).expect("write config");
         let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
         argv.push(binary().to_string());
         argv.extend(["--log-format", "json", "-c"].map(String::from));
@@ -110,7 +125,8 @@ impl Daemon {
             udp: "0.0.0.0:0".parse().unwrap(),
             tcp: "0.0.0.0:0".parse().unwrap(),
             metrics: "0.0.0.0:0".parse().unwrap(),
-            _dir: dir,
+            config: path,
+            dir: Some(dir),
         };
         let ready = wait_for(Duration::from_secs(20), || {
             daemon.logged("ready") || daemon.exited()
@@ -192,6 +208,40 @@ impl Daemon {
             self.metric(series),
             self.scrape()
         );
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `jailsink -c CONFIG ARGS...` (a CLI command) and returns its output.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary())
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run jailsink")
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "jailsink {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// SIGKILL: no shutdown at all. Returns the directory (config, state, socket) for a restart.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take().expect("directory")
     }
 
     /// SIGTERM, then the exit status.

@@ -1,4 +1,5 @@
 mod daemon;
 mod filters;
 mod iptables;
+mod operate;
 mod support;

@@ -101,8 +101,9 @@ pub struct BanOrder {
     pub failures: u32,
     /// How long; None is permanent.
     pub bantime: Option<Duration>,
-    /// Receipt of the message that decided the ban, for the latency histogram.
-    pub decided_at: Instant,
+    /// Receipt of the message that decided the ban, for the latency histogram; None for a
+    /// ban re-applied from the state, which has no deciding message.
+    pub decided_at: Option<Instant>,
 }
 
 /// An action that could not do its job; the text says what the backend answered.

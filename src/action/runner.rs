@@ -81,12 +81,14 @@ fn run(
                 tracing::error!(jail = %jail, action = action.kind(), %error, "{what} failed");
             }
         }
-        if let ActionCommand::Ban(order) = &command {
-            metrics.ban_latency.record(
-                Instant::now()
-                    .duration_since(order.decided_at)
-                    .as_secs_f64(),
-            );
+        if let ActionCommand::Ban(BanOrder {
+            decided_at: Some(at),
+            ..
+        }) = &command
+        {
+            metrics
+                .ban_latency
+                .record(Instant::now().duration_since(*at).as_secs_f64());
         }
     }
     for (action, errors) in actions.iter_mut().zip(&errors) {

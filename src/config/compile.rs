@@ -28,6 +28,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The control socket's path.
     pub control_socket: PathBuf,
+    /// The group (gid) allowed on the control socket besides root.
+    pub control_group: Option<u32>,
     /// The state database's path.
     pub state_path: PathBuf,
     /// Enabled jails, in name order.
@@ -148,6 +150,14 @@ pub fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigErrors> {
             .as_deref()
             .unwrap_or("/run/jailsink/jailsink.sock"),
     );
+    let control_group = match raw.control.group.as_deref() {
+        None => None,
+        Some(name) => errors.take(
+            "control.group",
+            crate::control::server::group_id(name)
+                .ok_or_else(|| format!("no group `{name}` in /etc/group")),
+        ),
+    };
     let state_path = PathBuf::from(
         raw.state
             .path
@@ -173,6 +183,7 @@ pub fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigErrors> {
         server: server.expect("server settings are complete when no error was recorded"),
         metrics_listen,
         control_socket,
+        control_group,
         state_path,
         jails,
     })

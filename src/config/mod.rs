@@ -66,8 +66,16 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Confi
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| error(String::new(), format!("cannot read: {e}")))?;
+    // A syntax error has no key yet, so it names the line instead.
+    let at_line = |span: Option<std::ops::Range<usize>>, message: &str| match span {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message.to_string(),
+    };
     let deserializer = toml::Deserializer::parse(&text)
-        .map_err(|e| error(String::new(), e.message().to_string()))?;
+        .map_err(|e| error(String::new(), at_line(e.span(), e.message())))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };

@@ -65,6 +65,8 @@ pub struct RawMetrics {
 pub struct RawControl {
     /// Path of the control socket.
     pub socket: Option<String>,
+    /// A group whose members may use the socket too (mode 0660).
+    pub group: Option<String>,
 }
 
 /// `[state]`.

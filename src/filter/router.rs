@@ -11,6 +11,8 @@ use super::{Filter, FilterMatch, Verdict};
 /// What the router needs to know about one jail.
 #[derive(Debug, Clone)]
 pub struct JailRoute {
+    /// The jail's name, as failures carry it.
+    pub name: Arc<str>,
     /// The jail's compiled filter.
     pub filter: Arc<Filter>,
     /// Program names that feed the jail; empty means every event.
@@ -62,6 +64,11 @@ impl Router {
             by_program,
             fallback,
         })
+    }
+
+    /// The name of jail number `jail`, as [`Router::route`] numbers them.
+    pub fn name(&self, jail: usize) -> &Arc<str> {
+        &self.jails[jail].name
     }
 
     /// True when no jail could take any event (nothing to do per message).
@@ -146,6 +153,7 @@ mod tests {
 
     fn jail(fail: &str, programs: &[&str], hosts: &[&str]) -> JailRoute {
         JailRoute {
+            name: Arc::from("test"),
             filter: Arc::new(
                 Filter::compile(&FilterSource {
                     failregex: vec![fail.to_string()],

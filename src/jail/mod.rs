@@ -1,35 +1,31 @@
 //! Jails decide: failures per address inside findtime, a ban at maxretry, an unban when bantime
-//! runs out. One task owns every jail's state, so nothing here needs a lock; ban deadlines sit in
-//! one ordered set and a single timer sleeps until the earliest.
+//! runs out. [`Jail`] is one jail's state and rules; [`set`] is the task that owns every jail,
+//! so nothing here needs a lock.
 
+pub mod set;
 pub mod window;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ipnetwork::IpNetwork;
 use lru::LruCache;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::action::runner::ActionCommand;
 use crate::action::BanOrder;
 use crate::config::JailSettings;
 use crate::metrics::JailMetrics;
 use window::{Outcome, Window};
 
-/// How often idle windows are pruned so the tracked-addresses gauge stays true.
-const PRUNE_EVERY: Duration = Duration::from_secs(5);
-
 /// A failure found by a filter, on its way to the jail task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// Index of the jail in the compiled config.
-    pub jail: usize,
+    /// The jail's name (a name, not an index, so a reload cannot misdirect failures in flight).
+    pub jail: Arc<str>,
     /// The address that failed.
     pub ip: IpAddr,
     /// How many failures the message stands for (rsyslog repeat summaries).
@@ -74,6 +70,8 @@ pub struct Jail {
     metrics: JailMetrics,
     reported_evictions: u64,
     jitter: RandomState,
+    total_failed: u64,
+    total_banned: u64,
 }
 
 impl Jail {
@@ -89,6 +87,8 @@ impl Jail {
             metrics,
             reported_evictions: 0,
             jitter: RandomState::new(),
+            total_failed: 0,
+            total_banned: 0,
         }
     }
 
@@ -122,6 +122,7 @@ impl Jail {
             return Decision::Ignored;
         }
         self.metrics.failures.increment(u64::from(count));
+        self.total_failed += u64::from(count);
         if self.bans.contains_key(&key) {
             return Decision::AlreadyBanned;
         }
@@ -156,6 +157,7 @@ impl Jail {
             },
         );
         self.metrics.bans.increment(1);
+        self.total_banned += 1;
         self.metrics.banned.set(self.bans.len() as f64);
         let shown = show_target(target);
         tracing::info!(
@@ -172,8 +174,71 @@ impl Jail {
             target,
             failures,
             bantime,
-            decided_at: at.into_std(),
+            decided_at: Some(at.into_std()),
         }
+    }
+
+    /// A ban by hand (`jailsink ban`): same escalation, log line, metrics and action path as an
+    /// automatic one. Refused for ignored and already banned targets.
+    pub fn manual_ban(&mut self, ip: IpAddr, at: Instant) -> Result<BanOrder, String> {
+        let key = self.key_of(ip);
+        if self.is_ignored(key) {
+            return Err(format!(
+                "{} is in ignoreip (or is this host's)",
+                show_target(key)
+            ));
+        }
+        if self.bans.contains_key(&key) {
+            return Err(format!(
+                "{} is already banned in {}",
+                show_target(key),
+                self.name
+            ));
+        }
+        self.window.forget(&key);
+        Ok(self.ban(key, 0, at))
+    }
+
+    /// Puts back a ban read from the state at start.
+    pub fn restore(&mut self, target: IpNetwork, ban: ActiveBan) {
+        self.ban_counts.put(target, ban.ban_count);
+        self.bans.insert(target, ban);
+        self.metrics.banned.set(self.bans.len() as f64);
+    }
+
+    /// Tells the jail how often `target` was banned before (from the state's history).
+    pub fn seed_ban_count(&mut self, target: IpNetwork, count: u32) {
+        self.ban_counts.put(target, count);
+    }
+
+    /// The settings now in force.
+    pub fn settings(&self) -> &JailSettings {
+        &self.settings
+    }
+
+    /// New settings from a reload; failure windows restart only if their shape changed.
+    pub fn reconfigure(&mut self, settings: JailSettings) {
+        let old = &self.settings;
+        if old.findtime != settings.findtime
+            || old.maxretry != settings.maxretry
+            || old.max_tracked != settings.max_tracked
+            || old.ipv4_prefix != settings.ipv4_prefix
+            || old.ipv6_prefix != settings.ipv6_prefix
+        {
+            self.window = Window::new(settings.findtime, settings.maxretry, settings.max_tracked);
+        }
+        self.settings = settings;
+        self.update_gauges();
+    }
+
+    /// Failures since start (or since the jail was created by a reload).
+    pub fn total_failed(&self) -> u64 {
+        self.total_failed
+    }
+
+    /// Bans since start.
+    pub fn total_banned(&self) -> u64 {
+        self.total_banned
     }
 
     /// bantime, escalated for repeat offenders when bantime_increment is on.
@@ -258,104 +323,6 @@ fn show(bantime: Option<Duration>) -> String {
     }
 }
 
-/// Every jail, their ban deadlines, and the queues to their action runners.
-pub struct JailSet {
-    jails: Vec<Jail>,
-    actions: Vec<mpsc::Sender<ActionCommand>>,
-    deadlines: BTreeSet<(Instant, usize, IpNetwork)>,
-}
-
-impl JailSet {
-    /// `actions[i]` feeds the runner of `jails[i]`.
-    pub fn new(jails: Vec<Jail>, actions: Vec<mpsc::Sender<ActionCommand>>) -> Self {
-        JailSet {
-            jails,
-            actions,
-            deadlines: BTreeSet::new(),
-        }
-    }
-
-    /// The jails, for status questions.
-    pub fn jails(&self) -> &[Jail] {
-        &self.jails
-    }
-
-    /// Applies one failure; a resulting ban goes to the jail's action queue (waiting if full).
-    pub async fn on_failure(&mut self, failure: Failure) {
-        let Some(jail) = self.jails.get_mut(failure.jail) else {
-            return;
-        };
-        if let Decision::Ban(order) =
-            jail.on_failure(failure.ip, failure.count, failure.received_at)
-        {
-            if let Some(expires) = jail.bans.get(&order.target).and_then(|b| b.expires) {
-                self.deadlines.insert((expires, failure.jail, order.target));
-            }
-            self.send(failure.jail, ActionCommand::Ban(order)).await;
-        }
-    }
-
-    /// Lifts every ban whose deadline has passed.
-    pub async fn expire_due(&mut self, now: Instant) {
-        while let Some(&(deadline, jail, ip)) = self.deadlines.first() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop_first();
-            if self.jails[jail].unban(ip).is_some() {
-                self.send(jail, ActionCommand::Unban(ip)).await;
-            }
-        }
-    }
-
-    /// The earliest ban deadline.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|&(t, ..)| t)
-    }
-
-    /// Prunes every jail's window.
-    pub fn prune(&mut self, now: Instant) {
-        for jail in &mut self.jails {
-            jail.prune(now);
-        }
-    }
-
-    async fn send(&self, jail: usize, command: ActionCommand) {
-        if self.actions[jail].send(command).await.is_err() {
-            tracing::error!(jail = %self.jails[jail].name, "action runner is gone; ban not applied");
-        }
-    }
-}
-
-/// The jail task: failures in, bans and unbans out, until `shutdown` or the failure queue closes.
-pub async fn run(
-    mut set: JailSet,
-    mut failures: mpsc::Receiver<Failure>,
-    shutdown: CancellationToken,
-) {
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let deadline = set.next_deadline();
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            failure = failures.recv() => match failure {
-                Some(f) => set.on_failure(f).await,
-                None => break,
-            },
-            _ = sleep_until(deadline) => set.expire_due(Instant::now()).await,
-            _ = prune.tick() => set.prune(Instant::now()),
-        }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,71 +384,6 @@ mod tests {
             jail.on_failure(a, 5, Instant::now()),
             Decision::AlreadyBanned
         );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn bans_expire_through_the_deadline_set() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let jail = Jail::new("sshd", settings(1, 600), JailMetrics::new("sshd"));
-        let mut set = JailSet::new(vec![jail], vec![tx]);
-        let a = ip("192.0.2.1");
-        set.on_failure(Failure {
-            jail: 0,
-            ip: a,
-            count: 1,
-            received_at: Instant::now(),
-        })
-        .await;
-        assert!(
-            matches!(rx.recv().await, Some(ActionCommand::Ban(o)) if o.target == IpNetwork::from(a))
-        );
-        tokio::time::advance(Duration::from_secs(599)).await;
-        set.expire_due(Instant::now()).await;
-        assert!(rx.try_recv().is_err());
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(set.next_deadline(), Some(Instant::now()));
-        set.expire_due(Instant::now()).await;
-        assert_eq!(
-            rx.recv().await,
-            Some(ActionCommand::Unban(IpNetwork::from(a)))
-        );
-        assert!(set.jails()[0].bans().is_empty());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_run_loop_unbans_on_time() {
-        let (action_tx, mut action_rx) = mpsc::channel(16);
-        let (fail_tx, fail_rx) = mpsc::channel(16);
-        let jail = Jail::new("sshd", settings(2, 60), JailMetrics::new("sshd"));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(
-            JailSet::new(vec![jail], vec![action_tx]),
-            fail_rx,
-            shutdown.clone(),
-        ));
-        let a = ip("2001:db8::5");
-        for _ in 0..2 {
-            fail_tx
-                .send(Failure {
-                    jail: 0,
-                    ip: a,
-                    count: 1,
-                    received_at: Instant::now(),
-                })
-                .await
-                .unwrap();
-        }
-        assert!(matches!(
-            action_rx.recv().await,
-            Some(ActionCommand::Ban(_))
-        ));
-        tokio::time::sleep(Duration::from_secs(59)).await;
-        assert!(action_rx.try_recv().is_err(), "unbanned before bantime");
-        // ipv6_prefix = 64 in these settings: the whole /64 was banned and is lifted.
-        let net: IpNetwork = "2001:db8::/64".parse().unwrap();
-        assert_eq!(action_rx.recv().await, Some(ActionCommand::Unban(net)));
-        shutdown.cancel();
-        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

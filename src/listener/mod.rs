@@ -20,6 +20,10 @@ use crate::jail::Failure;
 use crate::metrics::{messages_dropped, DropReason};
 use crate::parse::{self, Zone};
 
+/// The pipeline as listeners hold it: swapped whole by a reload, read once per datagram or
+/// TCP read.
+pub type SharedPipeline = Arc<arc_swap::ArcSwap<Pipeline>>;
+
 /// What every listener shares: who may send, how to parse, where failures go.
 pub struct Pipeline {
     router: Arc<Router>,
@@ -110,7 +114,7 @@ impl Pipeline {
         self.router
             .route(event.program, event.hostname, event.message, |jail, m| {
                 out.push(Failure {
-                    jail,
+                    jail: self.router.name(jail).clone(),
                     ip: m.ip,
                     count: event.repeat,
                     received_at: receipt.at,

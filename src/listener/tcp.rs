@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::framing::{Frame, FrameDecoder};
-use super::{Pipeline, Receipt};
+use super::{Receipt, SharedPipeline};
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, messages_received, tcp_connections, DropReason};
 
@@ -35,7 +35,7 @@ pub struct TcpLimits {
 pub async fn serve(
     listener: TcpListener,
     limits: TcpLimits,
-    pipeline: Arc<Pipeline>,
+    shared: SharedPipeline,
     failures: mpsc::Sender<Failure>,
     shutdown: CancellationToken,
 ) {
@@ -55,7 +55,7 @@ pub async fn serve(
                 }
             },
         };
-        if !pipeline.admit(peer.ip()) {
+        if !shared.load().admit(peer.ip()) {
             continue;
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -64,7 +64,7 @@ pub async fn serve(
             continue;
         };
         let span = tracing::info_span!("tcp", %peer);
-        let (pipeline, failures, shutdown) = (pipeline.clone(), failures.clone(), shutdown.clone());
+        let (shared, failures, shutdown) = (shared.clone(), failures.clone(), shutdown.clone());
         connections.spawn(
             async move {
                 let _permit = permit;
@@ -72,7 +72,7 @@ pub async fn serve(
                     stream,
                     peer,
                     limits.idle_timeout,
-                    pipeline,
+                    shared,
                     failures,
                     shutdown,
                 )
@@ -105,14 +105,14 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     idle: Duration,
-    pipeline: Arc<Pipeline>,
+    shared: SharedPipeline,
     failures: mpsc::Sender<Failure>,
     shutdown: CancellationToken,
 ) {
     let _open = Open::new();
     tracing::debug!(%peer, "connected");
     let received = messages_received("tcp");
-    let mut decoder = FrameDecoder::new(pipeline.max_message_bytes());
+    let mut decoder = FrameDecoder::new(shared.load().max_message_bytes());
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut found = Vec::new();
     loop {
@@ -133,6 +133,7 @@ async fn connection(
             Ok(Ok(n)) => n,
         };
         let receipt = Receipt::now();
+        let pipeline = shared.load_full();
         let at_end = n == 0;
         loop {
             let frame = if at_end {

@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Pipeline, Receipt};
+use super::{Receipt, SharedPipeline};
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, messages_received, DropReason};
 
@@ -38,7 +38,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 pub async fn serve(
     socket: UdpSocket,
     receivers: usize,
-    pipeline: Arc<Pipeline>,
+    pipeline: SharedPipeline,
     failures: mpsc::Sender<Failure>,
     shutdown: CancellationToken,
 ) {
@@ -57,15 +57,18 @@ pub async fn serve(
 
 async fn receive(
     socket: Arc<UdpSocket>,
-    pipeline: Arc<Pipeline>,
+    shared: SharedPipeline,
     failures: mpsc::Sender<Failure>,
     shutdown: CancellationToken,
 ) {
     let received = messages_received("udp");
     let queue_full = messages_dropped(DropReason::QueueFull);
-    let mut buf = vec![0u8; pipeline.max_message_bytes() + 1];
+    let mut buf = Vec::new();
     let mut found = Vec::new();
     loop {
+        let pipeline = shared.load_full();
+        // max+1 bytes: a datagram that fills the buffer was longer than the limit.
+        buf.resize(pipeline.max_message_bytes() + 1, 0);
         let (len, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = socket.recv_from(&mut buf) => match r {

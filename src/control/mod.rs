@@ -1,0 +1,7 @@
+//! The control plane: a Unix socket the CLI (`status`, `ban`, `unban`, `banned`, `reload`)
+//! talks to. The server checks the peer's credentials and hands questions to the jail task over
+//! a channel; the jail task never knows the socket.
+
+pub mod client;
+pub mod proto;
+pub mod server;

@@ -1,0 +1,140 @@
+//! The control protocol, one definition for the daemon and the CLI: one JSON request line in,
+//! one JSON response line out, then the connection closes.
+
+use serde::{Deserialize, Serialize};
+
+/// The largest request line the daemon reads.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// What the CLI asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The jail list, or one jail's counts.
+    Status {
+        /// One jail, or all.
+        jail: Option<String>,
+    },
+    /// Ban an address by hand.
+    Ban {
+        /// The jail.
+        jail: String,
+        /// An address (or network with prefix bans).
+        addr: String,
+    },
+    /// Lift one ban, or every ban.
+    Unban {
+        /// The jail; None with an address means every jail.
+        jail: Option<String>,
+        /// The address; None with `all`.
+        addr: Option<String>,
+        /// Every ban of every jail (or of `jail`).
+        all: bool,
+    },
+    /// Active bans.
+    Banned {
+        /// One jail, or all.
+        jail: Option<String>,
+    },
+    /// Re-read the config.
+    Reload,
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Response {
+    /// Done; `reply` says what came of it.
+    Ok {
+        /// The answer.
+        reply: Reply,
+    },
+    /// Refused or failed; the message says why.
+    Error {
+        /// For the operator.
+        message: String,
+    },
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    /// Jail names.
+    Jails {
+        /// In config order.
+        jails: Vec<String>,
+    },
+    /// One jail's counts.
+    JailStatus(JailStatus),
+    /// Active bans.
+    Banned {
+        /// Oldest first.
+        bans: Vec<BanEntry>,
+    },
+    /// A command that changed something.
+    Done {
+        /// What happened, for the operator.
+        message: String,
+    },
+}
+
+/// `status JAIL`, as fail2ban-client shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailStatus {
+    /// The jail.
+    pub jail: String,
+    /// Addresses with failures inside findtime.
+    pub currently_failed: u64,
+    /// Failures since start.
+    pub total_failed: u64,
+    /// Addresses banned now.
+    pub currently_banned: u64,
+    /// Bans since start.
+    pub total_banned: u64,
+    /// Who is banned.
+    pub banned: Vec<String>,
+}
+
+/// One active ban, as `banned --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanEntry {
+    /// The jail.
+    pub jail: String,
+    /// The address (or network).
+    pub ip: String,
+    /// RFC 3339.
+    pub banned_at: String,
+    /// RFC 3339, or null for a permanent ban.
+    pub expires_at: Option<String>,
+    /// Offence number.
+    pub ban_count: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_round_trip_as_json() {
+        let req = Request::Unban {
+            jail: None,
+            addr: None,
+            all: true,
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            text,
+            r#"{"command":"unban","jail":null,"addr":null,"all":true}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+        let resp = Response::Ok {
+            reply: Reply::Done {
+                message: "ok".into(),
+            },
+        };
+        let text = serde_json::to_string(&resp).unwrap();
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), resp);
+        assert!(serde_json::from_str::<Request>(r#"{"command":"rm -rf"}"#).is_err());
+    }
+}

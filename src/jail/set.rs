@@ -1,0 +1,721 @@
+//! The jail task: owns every jail, their ban deadlines and their action runners. Failures come in
+//! from the listeners, questions from the control socket, new configs from reload; bans and
+//! unbans go out through the state writer, which persists them before the actions apply them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ipnetwork::IpNetwork;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{show_target, ActiveBan, Decision, Failure, Jail};
+use crate::action::runner;
+use crate::action::BanOrder;
+use crate::config::JailConfig;
+use crate::control::proto::{BanEntry, JailStatus, Reply, Request, Response};
+use crate::metrics::JailMetrics;
+use crate::state::{StateOp, StoredBan};
+
+/// How often idle windows are pruned so the tracked-addresses gauge stays true.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// Work for the jail task besides failures.
+pub enum Command {
+    /// A control request (status, ban, unban, banned).
+    Control(Request, oneshot::Sender<Response>),
+    /// A new, compiled set of jails; the answer says what changed or why nothing did.
+    Reload(Vec<JailConfig>, oneshot::Sender<Result<String, String>>),
+}
+
+/// One jail with its config and its action runner.
+struct Slot {
+    name: Arc<str>,
+    config: JailConfig,
+    jail: Jail,
+    queue: mpsc::Sender<runner::ActionCommand>,
+    thread: JoinHandle<()>,
+}
+
+/// Every jail, their deadlines, and the way out to the state writer.
+pub struct JailSet {
+    slots: Vec<Slot>,
+    state: mpsc::Sender<StateOp>,
+    deadlines: BTreeSet<(Instant, Arc<str>, IpNetwork)>,
+    retired: Vec<JoinHandle<()>>,
+}
+
+async fn start_slot(config: JailConfig) -> std::io::Result<Slot> {
+    let metrics = JailMetrics::new(&config.name);
+    let runner = runner::spawn(&config.name, &config.actions, metrics.clone()).await?;
+    Ok(Slot {
+        name: Arc::from(config.name.as_str()),
+        jail: Jail::new(&config.name, config.settings.clone(), metrics),
+        config,
+        queue: runner.queue,
+        thread: runner.thread,
+    })
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The wall-clock moment of a monotonic deadline.
+fn wall(deadline: Instant) -> SystemTime {
+    let now = Instant::now();
+    if deadline >= now {
+        SystemTime::now() + (deadline - now)
+    } else {
+        SystemTime::now() - (now - deadline)
+    }
+}
+
+impl JailSet {
+    /// Starts every jail's actions, then restores the stored bans: those still running are
+    /// re-applied with their remaining time, those that expired while the daemon was down are
+    /// lifted and forgotten, and the ban history seeds escalation.
+    pub async fn start(
+        configs: Vec<JailConfig>,
+        state: mpsc::Sender<StateOp>,
+        stored: Vec<StoredBan>,
+        counts: HashMap<(String, IpNetwork), u32>,
+    ) -> std::io::Result<JailSet> {
+        let mut slots = Vec::new();
+        for config in configs {
+            slots.push(start_slot(config).await?);
+        }
+        let mut set = JailSet {
+            slots,
+            state,
+            deadlines: BTreeSet::new(),
+            retired: Vec::new(),
+        };
+        set.send_routes().await;
+        for ((jail, target), count) in counts {
+            if let Some(slot) = set.slot_mut(&jail) {
+                slot.jail.seed_ban_count(target, count);
+            }
+        }
+        let now = SystemTime::now();
+        for ban in stored {
+            set.restore(ban, now).await;
+        }
+        Ok(set)
+    }
+
+    async fn restore(&mut self, ban: StoredBan, now: SystemTime) {
+        let Some(slot) = self.slot_mut(&ban.jail) else {
+            tracing::info!(jail = %ban.jail, ip = %show_target(ban.target), "forgetting a stored ban of a jail no longer configured");
+            self.persist(StateOp::Unban {
+                jail: ban.jail,
+                target: ban.target,
+            })
+            .await;
+            return;
+        };
+        let remaining = match ban.expires_at {
+            None => None,
+            Some(end) => match end.duration_since(now) {
+                Ok(left) if !left.is_zero() => Some(left),
+                _ => {
+                    tracing::info!(
+                        jail = %ban.jail,
+                        ip = %show_target(ban.target),
+                        failures = ban.failures,
+                        "[{}] Unban {} (expired while jailsink was down)",
+                        ban.jail,
+                        show_target(ban.target)
+                    );
+                    let op = StateOp::Unban {
+                        jail: ban.jail,
+                        target: ban.target,
+                    };
+                    self.persist(op).await;
+                    return;
+                }
+            },
+        };
+        let at = Instant::now();
+        let expires = remaining.map(|left| at + left);
+        slot.jail.restore(
+            ban.target,
+            ActiveBan {
+                banned_at: ban.banned_at,
+                expires,
+                failures: ban.failures,
+                ban_count: ban.ban_count,
+            },
+        );
+        let name = slot.name.clone();
+        if let Some(end) = expires {
+            self.deadlines.insert((end, name.clone(), ban.target));
+        }
+        tracing::info!(jail = %name, ip = %show_target(ban.target), "restored ban");
+        let order = BanOrder {
+            target: ban.target,
+            failures: ban.failures,
+            bantime: remaining,
+            decided_at: None,
+        };
+        self.persist(StateOp::Reapply {
+            jail: name.to_string(),
+            order,
+        })
+        .await;
+    }
+
+    fn slot_mut(&mut self, name: &str) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| &*s.name == name)
+    }
+
+    fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| &*s.name == name)
+    }
+
+    async fn persist(&self, op: StateOp) {
+        if self.state.send(op).await.is_err() {
+            tracing::error!("state writer is gone; ban not applied");
+        }
+    }
+
+    async fn send_routes(&self) {
+        self.persist(StateOp::Routes(routes(self.slots.iter())))
+            .await;
+    }
+
+    /// Records a new ban: deadline, state, then (through the writer) the actions.
+    async fn commit_ban(&mut self, name: Arc<str>, order: BanOrder) {
+        let Some(slot) = self.slot(&name) else { return };
+        let Some(ban) = slot.jail.bans().get(&order.target).cloned() else {
+            return;
+        };
+        if let Some(expires) = ban.expires {
+            self.deadlines.insert((expires, name.clone(), order.target));
+        }
+        let op = StateOp::Ban {
+            jail: name.to_string(),
+            banned_at: ban.banned_at,
+            ban_count: ban.ban_count,
+            order,
+        };
+        self.persist(op).await;
+    }
+
+    /// Lifts one ban now, whatever its deadline.
+    async fn lift(&mut self, name: &Arc<str>, target: IpNetwork) -> bool {
+        let Some(slot) = self.slots.iter_mut().find(|s| &s.name == name) else {
+            return false;
+        };
+        let Some(ban) = slot.jail.unban(target) else {
+            return false;
+        };
+        if let Some(expires) = ban.expires {
+            self.deadlines.remove(&(expires, name.clone(), target));
+        }
+        self.persist(StateOp::Unban {
+            jail: name.to_string(),
+            target,
+        })
+        .await;
+        true
+    }
+
+    /// Applies one failure.
+    pub async fn on_failure(&mut self, failure: Failure) {
+        let Some(slot) = self.slot_mut(&failure.jail) else {
+            return;
+        };
+        if let Decision::Ban(order) =
+            slot.jail
+                .on_failure(failure.ip, failure.count, failure.received_at)
+        {
+            let name = slot.name.clone();
+            self.commit_ban(name, order).await;
+        }
+    }
+
+    /// Lifts every ban whose deadline has passed.
+    pub async fn expire_due(&mut self, now: Instant) {
+        while let Some((deadline, name, target)) = self.deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.lift(&name, target).await;
+        }
+    }
+
+    /// The earliest ban deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(t, ..)| *t)
+    }
+
+    /// Prunes every jail's window.
+    pub fn prune(&mut self, now: Instant) {
+        for slot in &mut self.slots {
+            slot.jail.prune(now);
+        }
+    }
+
+    /// Answers a control request.
+    pub async fn handle(&mut self, request: Request) -> Response {
+        let ok = |reply| Response::Ok { reply };
+        let error = |message: String| Response::Error { message };
+        match request {
+            Request::Status { jail: None } => ok(Reply::Jails {
+                jails: self.slots.iter().map(|s| s.name.to_string()).collect(),
+            }),
+            Request::Status { jail: Some(name) } => match self.slot_mut(&name) {
+                None => error(format!("no jail `{name}`")),
+                Some(slot) => {
+                    slot.jail.prune(Instant::now());
+                    let mut banned: Vec<_> = slot.jail.bans().keys().copied().collect();
+                    banned.sort();
+                    ok(Reply::JailStatus(JailStatus {
+                        jail: name,
+                        currently_failed: slot.jail.tracked() as u64,
+                        total_failed: slot.jail.total_failed(),
+                        currently_banned: banned.len() as u64,
+                        total_banned: slot.jail.total_banned(),
+                        banned: banned.into_iter().map(show_target).collect(),
+                    }))
+                }
+            },
+            Request::Banned { jail } => {
+                if let Some(name) = &jail {
+                    if self.slot(name).is_none() {
+                        return error(format!("no jail `{name}`"));
+                    }
+                }
+                let mut bans: Vec<BanEntry> = self
+                    .slots
+                    .iter()
+                    .filter(|s| jail.as_deref().is_none_or(|j| j == &*s.name))
+                    .flat_map(|s| {
+                        s.jail.bans().iter().map(|(target, ban)| BanEntry {
+                            jail: s.name.to_string(),
+                            ip: show_target(*target),
+                            banned_at: rfc3339(ban.banned_at),
+                            expires_at: ban.expires.map(|e| rfc3339(wall(e))),
+                            ban_count: ban.ban_count,
+                        })
+                    })
+                    .collect();
+                bans.sort_by(|a, b| {
+                    (&a.banned_at, &a.jail, &a.ip).cmp(&(&b.banned_at, &b.jail, &b.ip))
+                });
+                ok(Reply::Banned { bans })
+            }
+            Request::Ban { jail, addr } => {
+                let Ok(ip) = addr.parse::<IpAddr>() else {
+                    return error(format!("`{addr}` is not an IP address"));
+                };
+                let Some(slot) = self.slot_mut(&jail) else {
+                    return error(format!("no jail `{jail}`"));
+                };
+                match slot
+                    .jail
+                    .manual_ban(crate::filter::normalise(ip), Instant::now())
+                {
+                    Err(message) => error(message),
+                    Ok(order) => {
+                        let name = slot.name.clone();
+                        let shown = show_target(order.target);
+                        self.commit_ban(name, order).await;
+                        ok(Reply::Done {
+                            message: format!("[{jail}] Ban {shown}"),
+                        })
+                    }
+                }
+            }
+            Request::Unban { jail, addr, all } => self.unban_request(jail, addr, all).await,
+            Request::Reload => error("reload is handled by the supervisor".into()),
+        }
+    }
+
+    async fn unban_request(
+        &mut self,
+        jail: Option<String>,
+        addr: Option<String>,
+        all: bool,
+    ) -> Response {
+        if let Some(name) = &jail {
+            if self.slot(name).is_none() {
+                return Response::Error {
+                    message: format!("no jail `{name}`"),
+                };
+            }
+        }
+        let wanted: Option<IpNetwork> = match (&addr, all) {
+            (Some(a), false) => match a.parse::<IpNetwork>() {
+                Ok(net) => Some(net),
+                Err(_) => {
+                    return Response::Error {
+                        message: format!("`{a}` is not an IP address"),
+                    }
+                }
+            },
+            (None, true) => None,
+            _ => {
+                return Response::Error {
+                    message: "give an address, or --all".into(),
+                }
+            }
+        };
+        let mut lifted = Vec::new();
+        let targets: Vec<(Arc<str>, IpNetwork)> = self
+            .slots
+            .iter()
+            .filter(|s| jail.as_deref().is_none_or(|j| j == &*s.name))
+            .flat_map(|s| {
+                let key = wanted.map(|w| match w.prefix() {
+                    32 | 128 => s.jail.key_of(w.ip()),
+                    _ => w,
+                });
+                s.jail
+                    .bans()
+                    .keys()
+                    .filter(move |t| key.is_none_or(|k| **t == k))
+                    .map(|t| (s.name.clone(), *t))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (name, target) in targets {
+            if self.lift(&name, target).await {
+                lifted.push(format!("[{name}] Unban {}", show_target(target)));
+            }
+        }
+        if lifted.is_empty() && !all {
+            return Response::Error {
+                message: format!("{} is not banned", addr.unwrap_or_default()),
+            };
+        }
+        Response::Ok {
+            reply: Reply::Done {
+                message: if lifted.is_empty() {
+                    "nothing was banned".into()
+                } else {
+                    lifted.join("\n")
+                },
+            },
+        }
+    }
+
+    /// Swaps in a new set of jails. Unchanged jails keep everything; a jail whose settings
+    /// changed keeps its bans (and its counts, unless the window's shape changed); a jail whose
+    /// actions changed gets new actions with its bans re-applied; removed jails lift their bans;
+    /// new jails start.
+    pub async fn reload(&mut self, configs: Vec<JailConfig>) -> Result<String, String> {
+        let mut summary = Vec::new();
+        let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
+        let mut next: Vec<Slot> = Vec::new();
+        let mut reapply: Vec<(String, BanOrder)> = Vec::new();
+        for config in configs {
+            let Some(i) = old.iter().position(|s| *s.name == *config.name) else {
+                summary.push(format!("{}: started", config.name));
+                next.push(start_slot(config).await.map_err(|e| e.to_string())?);
+                continue;
+            };
+            let mut slot = old.remove(i);
+            if slot.config.actions != config.actions {
+                // The old runner must be gone (its stop removes its firewall objects) before the
+                // new one creates them again.
+                let others = routes(old.iter().chain(&next));
+                let jail = retire(slot, others, &self.state).await;
+                reapply.extend(
+                    orders_for(&jail)
+                        .into_iter()
+                        .map(|o| (config.name.clone(), o)),
+                );
+                let mut fresh = start_slot(config.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                fresh.jail = jail;
+                fresh.jail.reconfigure(config.settings.clone());
+                summary.push(format!("{}: actions restarted", config.name));
+                next.push(fresh);
+                continue;
+            }
+            if slot.config.settings != config.settings
+                || slot.config.filter_origin != config.filter_origin
+                || slot.config.programs != config.programs
+                || slot.config.hosts != config.hosts
+            {
+                summary.push(format!("{}: updated", config.name));
+            }
+            slot.jail.reconfigure(config.settings.clone());
+            slot.config = config;
+            next.push(slot);
+        }
+        // Jails that are gone lift their bans while their runners still listen, then stop.
+        self.slots = old;
+        let removed: Vec<Arc<str>> = self.slots.iter().map(|s| s.name.clone()).collect();
+        for name in &removed {
+            let targets: Vec<IpNetwork> = self
+                .slot(name)
+                .map(|s| s.jail.bans().keys().copied().collect())
+                .unwrap_or_default();
+            for target in targets {
+                self.lift(name, target).await;
+            }
+            summary.push(format!("{name}: removed"));
+        }
+        for slot in std::mem::replace(&mut self.slots, next) {
+            self.retired.push(slot.thread);
+        }
+        self.send_routes().await;
+        for (jail, order) in reapply {
+            self.persist(StateOp::Reapply { jail, order }).await;
+        }
+        if summary.is_empty() {
+            summary.push("no jail changed".into());
+        }
+        Ok(summary.join("; "))
+    }
+
+    /// Closes every queue; returns the runner threads to join (each stops its actions).
+    pub fn finish(self) -> Vec<JoinHandle<()>> {
+        let mut threads = self.retired;
+        threads.extend(self.slots.into_iter().map(|s| s.thread));
+        threads
+    }
+}
+
+/// The action queues of `slots`, by jail name.
+fn routes<'a>(
+    slots: impl Iterator<Item = &'a Slot>,
+) -> HashMap<String, mpsc::Sender<runner::ActionCommand>> {
+    slots
+        .map(|s| (s.name.to_string(), s.queue.clone()))
+        .collect()
+}
+
+/// Stops a slot's runner and waits for it; returns the jail, whose bans the next runner
+/// re-applies. `others` are the routes of every other live jail: the writer drops this jail's
+/// sender when it reads them, so the runner drains, stops, and ends.
+async fn retire(
+    slot: Slot,
+    others: HashMap<String, mpsc::Sender<runner::ActionCommand>>,
+    state: &mpsc::Sender<StateOp>,
+) -> Jail {
+    let Slot {
+        name,
+        jail,
+        queue,
+        thread,
+        ..
+    } = slot;
+    drop(queue);
+    if state.send(StateOp::Routes(others)).await.is_err() {
+        tracing::error!("state writer is gone");
+    }
+    if tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .is_err()
+    {
+        tracing::error!(jail = %name, "old action runner failed");
+    }
+    jail
+}
+
+/// Orders that re-apply every active ban of `jail` with its remaining time.
+fn orders_for(jail: &Jail) -> Vec<BanOrder> {
+    let now = Instant::now();
+    jail.bans()
+        .iter()
+        .map(|(target, ban)| BanOrder {
+            target: *target,
+            failures: ban.failures,
+            bantime: ban.expires.map(|e| e.saturating_duration_since(now)),
+            decided_at: None,
+        })
+        .collect()
+}
+
+/// The jail task: runs until `shutdown`, then returns the runner threads to join.
+pub async fn run(
+    mut set: JailSet,
+    mut failures: mpsc::Receiver<Failure>,
+    mut commands: mpsc::Receiver<Command>,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let deadline = set.next_deadline();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            failure = failures.recv() => match failure {
+                Some(f) => set.on_failure(f).await,
+                None => break,
+            },
+            command = commands.recv() => match command {
+                Some(Command::Control(request, answer)) => {
+                    let response = set.handle(request).await;
+                    let _ = answer.send(response);
+                }
+                Some(Command::Reload(configs, answer)) => {
+                    let result = set.reload(configs).await;
+                    let _ = answer.send(result);
+                }
+                None => break,
+            },
+            _ = sleep_until(deadline) => set.expire_due(Instant::now()).await,
+            _ = prune.tick() => set.prune(Instant::now()),
+        }
+    }
+    set.finish()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::ActionSpec;
+    use crate::config::compile::Increment;
+    use crate::config::JailSettings;
+    use crate::filter::{Filter, FilterSource};
+
+    fn config(name: &str, bantime: u64) -> JailConfig {
+        JailConfig {
+            name: name.into(),
+            programs: vec!["sshd".into()],
+            hosts: vec![],
+            filter_origin: "test".into(),
+            filter: Arc::new(
+                Filter::compile(&FilterSource {
+                    failregex: vec!["^x <HOST>$".into()],
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
+            settings: JailSettings {
+                bantime: Some(Duration::from_secs(bantime)),
+                findtime: Duration::from_secs(600),
+                maxretry: 2,
+                ignore: vec![],
+                max_tracked: 100,
+                ipv4_prefix: 32,
+                ipv6_prefix: 128,
+                increment: Increment {
+                    enabled: false,
+                    factor: 2.0,
+                    maxtime: Duration::MAX,
+                    rndtime: Duration::ZERO,
+                },
+            },
+            actions: vec![ActionSpec::Log],
+        }
+    }
+
+    fn failure(ip: &str) -> Failure {
+        Failure {
+            jail: Arc::from("sshd"),
+            ip: ip.parse().unwrap(),
+            count: 1,
+            received_at: Instant::now(),
+        }
+    }
+
+    async fn next_op(rx: &mut mpsc::Receiver<StateOp>) -> StateOp {
+        loop {
+            match rx.recv().await.expect("an op") {
+                StateOp::Routes(_) => continue,
+                op => return op,
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bans_are_persisted_then_expire_on_their_deadline() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut set = JailSet::start(vec![config("sshd", 60)], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        set.on_failure(failure("192.0.2.1")).await;
+        set.on_failure(failure("192.0.2.1")).await;
+        assert!(matches!(
+            next_op(&mut rx).await,
+            StateOp::Ban { ban_count: 1, .. }
+        ));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        set.expire_due(Instant::now()).await;
+        assert!(rx.try_recv().is_err(), "unbanned before bantime");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(set.next_deadline(), Some(Instant::now()));
+        set.expire_due(Instant::now()).await;
+        assert!(matches!(next_op(&mut rx).await, StateOp::Unban { .. }));
+        drop(set.finish());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stored_bans_are_restored_or_lifted() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let now = SystemTime::now();
+        let stored = |ip: &str, expires: Option<SystemTime>| StoredBan {
+            jail: "sshd".into(),
+            target: ip.parse().unwrap(),
+            banned_at: now - Duration::from_secs(100),
+            expires_at: expires,
+            failures: 5,
+            ban_count: 3,
+        };
+        let bans = vec![
+            stored("192.0.2.1/32", Some(now - Duration::from_secs(1))),
+            stored("192.0.2.2/32", Some(now + Duration::from_secs(30))),
+            stored("192.0.2.3/32", None),
+            StoredBan {
+                jail: "gone".into(),
+                ..stored("192.0.2.4/32", None)
+            },
+        ];
+        let mut set = JailSet::start(vec![config("sshd", 60)], tx, bans, HashMap::new())
+            .await
+            .unwrap();
+        let mut ops = Vec::new();
+        for _ in 0..4 {
+            ops.push(next_op(&mut rx).await);
+        }
+        let unbans = ops
+            .iter()
+            .filter(|o| matches!(o, StateOp::Unban { .. }))
+            .count();
+        let reapplied: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                StateOp::Reapply { order, .. } => Some(order.bantime),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            unbans, 2,
+            "the expired ban and the ban of a removed jail are forgotten"
+        );
+        assert_eq!(reapplied.len(), 2);
+        assert!(reapplied.contains(&None), "permanent stays permanent");
+        let Response::Ok {
+            reply: Reply::Banned { bans },
+        } = set.handle(Request::Banned { jail: None }).await
+        else {
+            panic!()
+        };
+        assert_eq!(bans.len(), 2);
+        assert!(bans.iter().all(|b| b.ban_count == 3));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        set.expire_due(Instant::now()).await;
+        assert!(matches!(next_op(&mut rx).await, StateOp::Unban { .. }));
+        drop(set.finish());
+    }
+}

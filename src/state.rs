@@ -1,0 +1,420 @@
+//! Persistent state in SQLite: active bans and ban history, so no ban is lost to a restart or a
+//! crash and repeat offenders keep escalating.
+//!
+//! Order is what makes a crash harmless: a ban is committed here before any firewall applies it
+//! (the [`writer`] thread forwards it to the actions only after its transaction commits), so
+//! after `kill -9` the firewall never holds a ban the state does not know. WAL mode keeps the
+//! file consistent at any moment; admins can read it with the sqlite3 shell.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnetwork::IpNetwork;
+use rusqlite::{params, Connection};
+use tokio::sync::mpsc;
+
+use crate::action::runner::ActionCommand;
+use crate::action::BanOrder;
+
+/// Operations waiting for the writer before it blocks the jail task.
+pub const QUEUE_DEPTH: usize = 16_384;
+/// Most operations committed in one transaction.
+const BATCH: usize = 4096;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bans (
+    jail       TEXT    NOT NULL,
+    target     TEXT    NOT NULL,   -- address or CIDR network
+    banned_at  INTEGER NOT NULL,   -- unix seconds
+    expires_at INTEGER,            -- unix seconds; NULL = permanent
+    failures   INTEGER NOT NULL,
+    ban_count  INTEGER NOT NULL,   -- 1 for a first offence
+    PRIMARY KEY (jail, target)
+);
+CREATE TABLE IF NOT EXISTS history (
+    id        INTEGER PRIMARY KEY,
+    jail      TEXT    NOT NULL,
+    target    TEXT    NOT NULL,
+    banned_at INTEGER NOT NULL,
+    bantime   INTEGER,             -- seconds; NULL = permanent
+    failures  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_target ON history (jail, target);
+";
+
+/// A state problem, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// SQLite refused.
+    #[error("state {path}: {source}")]
+    Db {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The directory could not be made.
+    #[error("state {path}: {source}")]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A ban read back from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBan {
+    /// The jail's name.
+    pub jail: String,
+    /// What is banned.
+    pub target: IpNetwork,
+    /// When, wall clock.
+    pub banned_at: SystemTime,
+    /// When it ends; None is permanent.
+    pub expires_at: Option<SystemTime>,
+    /// Failures that led to it.
+    pub failures: u32,
+    /// Offence number.
+    pub ban_count: u32,
+}
+
+/// An open state database.
+pub struct State {
+    path: PathBuf,
+    db: Connection,
+}
+
+fn secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn time(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
+}
+
+impl State {
+    /// Opens (creating if needed) the database and its directory.
+    pub fn open(path: &Path) -> Result<State, StateError> {
+        let error = |source| StateError::Db {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Connection::open(path).map_err(error)?;
+        db.pragma_update(None, "journal_mode", "WAL")
+            .map_err(error)?;
+        // NORMAL is durable against a killed process (the WAL survives it); only power loss
+        // can drop the last commits.
+        db.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(error)?;
+        db.busy_timeout(Duration::from_secs(5)).map_err(error)?;
+        db.execute_batch(SCHEMA).map_err(error)?;
+        Ok(State {
+            path: path.to_path_buf(),
+            db,
+        })
+    }
+
+    fn error(&self, source: rusqlite::Error) -> StateError {
+        StateError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Every active ban.
+    pub fn active_bans(&self) -> Result<Vec<StoredBan>, StateError> {
+        self.query_bans("", params![])
+    }
+
+    /// The active ban of `target` in `jail`, if any.
+    pub fn active_ban(
+        &self,
+        jail: &str,
+        target: IpNetwork,
+    ) -> Result<Option<StoredBan>, StateError> {
+        let found = self.query_bans(
+            "WHERE jail = ?1 AND target = ?2",
+            params![jail, target.to_string()],
+        )?;
+        Ok(found.into_iter().next())
+    }
+
+    fn query_bans(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<StoredBan>, StateError> {
+        let sql = format!(
+            "SELECT jail, target, banned_at, expires_at, failures, ban_count FROM bans {filter} ORDER BY banned_at"
+        );
+        let mut stmt = self.db.prepare(&sql).map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map(args, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (jail, target, banned_at, expires_at, failures, ban_count) =
+                row.map_err(|e| self.error(e))?;
+            // A row an admin mangled by hand is skipped, not fatal.
+            let Ok(target) = target.parse::<IpNetwork>() else {
+                tracing::warn!(jail = %jail, target = %target, "skipping unreadable ban in state");
+                continue;
+            };
+            out.push(StoredBan {
+                jail,
+                target,
+                banned_at: time(banned_at),
+                expires_at: expires_at.map(time),
+                failures: failures.clamp(0, u32::MAX as i64) as u32,
+                ban_count: ban_count.clamp(1, u32::MAX as i64) as u32,
+            });
+        }
+        Ok(out)
+    }
+
+    /// How often each target has been banned, per jail: escalation survives restarts.
+    pub fn ban_counts(&self) -> Result<HashMap<(String, IpNetwork), u32>, StateError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT jail, target, COUNT(*) FROM history GROUP BY jail, target")
+            .map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (jail, target, count) = row.map_err(|e| self.error(e))?;
+            if let Ok(target) = target.parse() {
+                out.insert((jail, target), count.clamp(0, u32::MAX as i64) as u32);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies a batch in one transaction.
+    pub fn apply(&mut self, ops: &[StateOp]) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let error = move |source| StateError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.db.transaction().map_err(&error)?;
+        for op in ops {
+            let result = match op {
+                StateOp::Ban {
+                    jail,
+                    order,
+                    banned_at,
+                    ban_count,
+                } => {
+                    let bantime = order.bantime.map(|d| d.as_secs() as i64);
+                    let start = secs(*banned_at);
+                    tx.execute(
+                        "INSERT OR REPLACE INTO bans (jail, target, banned_at, expires_at, failures, ban_count)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![jail, order.target.to_string(), start, bantime.map(|b| start + b), order.failures, ban_count],
+                    )
+                    .and_then(|_| {
+                        tx.execute(
+                            "INSERT INTO history (jail, target, banned_at, bantime, failures) VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![jail, order.target.to_string(), start, bantime, order.failures],
+                        )
+                    })
+                }
+                StateOp::Unban { jail, target } => tx.execute(
+                    "DELETE FROM bans WHERE jail = ?1 AND target = ?2",
+                    params![jail, target.to_string()],
+                ),
+                StateOp::Reapply { .. } | StateOp::Routes(_) => Ok(0),
+            };
+            result.map_err(&error)?;
+        }
+        tx.commit().map_err(&error)
+    }
+}
+
+/// Work for the writer: persisted, then forwarded to the jail's actions.
+#[derive(Debug, Clone)]
+pub enum StateOp {
+    /// Record a ban and apply it.
+    Ban {
+        /// The jail's name.
+        jail: String,
+        /// The ban.
+        order: BanOrder,
+        /// Wall clock of the ban.
+        banned_at: SystemTime,
+        /// Offence number.
+        ban_count: u32,
+    },
+    /// Forget a ban and lift it.
+    Unban {
+        /// The jail's name.
+        jail: String,
+        /// What was banned.
+        target: IpNetwork,
+    },
+    /// Apply a ban already stored (restored at start, or a restarted action).
+    Reapply {
+        /// The jail's name.
+        jail: String,
+        /// The ban.
+        order: BanOrder,
+    },
+    /// From now on, send each jail's commands to these queues (sent at start and reload, in
+    /// band, so no command overtakes a change of runner).
+    Routes(HashMap<String, mpsc::Sender<ActionCommand>>),
+}
+
+/// The writer thread: batches operations into transactions and forwards them, in order, to
+/// the action runners once committed. A database that fails (read-only, disk full) is logged
+/// and counted, and bans go on in memory: protection comes first, the state catches up later.
+pub fn writer(
+    mut state: Option<State>,
+    mut ops: mpsc::Receiver<StateOp>,
+    errors: metrics::Counter,
+) {
+    let mut routes: HashMap<String, mpsc::Sender<ActionCommand>> = HashMap::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut failing = false;
+    while let Some(op) = ops.blocking_recv() {
+        batch.push(op);
+        while batch.len() < BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Some(db) = state.as_mut() {
+            match db.apply(&batch) {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("state database writable again");
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    errors.increment(1);
+                    if !failing {
+                        tracing::error!(%error, "cannot write state; bans continue in memory");
+                    }
+                    failing = true;
+                }
+            }
+        }
+        for op in batch.drain(..) {
+            let (jail, command) = match op {
+                StateOp::Routes(new) => {
+                    routes = new;
+                    continue;
+                }
+                StateOp::Ban { jail, order, .. } | StateOp::Reapply { jail, order } => {
+                    (jail, ActionCommand::Ban(order))
+                }
+                StateOp::Unban { jail, target } => (jail, ActionCommand::Unban(target)),
+            };
+            if let Some(queue) = routes.get(&jail) {
+                if queue.blocking_send(command).is_err() {
+                    tracing::error!(jail = %jail, "action runner is gone");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn order(target: &str, bantime: Option<u64>) -> BanOrder {
+        BanOrder {
+            target: target.parse().unwrap(),
+            failures: 5,
+            bantime: bantime.map(Duration::from_secs),
+            decided_at: Some(Instant::now()),
+        }
+    }
+
+    #[test]
+    fn bans_and_history_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.db");
+        let mut state = State::open(&path).unwrap();
+        let now = SystemTime::now();
+        state
+            .apply(&[
+                StateOp::Ban {
+                    jail: "sshd".into(),
+                    order: order("192.0.2.1/32", Some(600)),
+                    banned_at: now,
+                    ban_count: 1,
+                },
+                StateOp::Ban {
+                    jail: "sshd".into(),
+                    order: order("2001:db8::/64", None),
+                    banned_at: now,
+                    ban_count: 2,
+                },
+            ])
+            .unwrap();
+        state
+            .apply(&[StateOp::Unban {
+                jail: "sshd".into(),
+                target: "192.0.2.1/32".parse().unwrap(),
+            }])
+            .unwrap();
+        state
+            .apply(&[StateOp::Ban {
+                jail: "sshd".into(),
+                order: order("192.0.2.1/32", Some(1200)),
+                banned_at: now,
+                ban_count: 2,
+            }])
+            .unwrap();
+        drop(state);
+        let state = State::open(&path).unwrap();
+        let bans = state.active_bans().unwrap();
+        assert_eq!(bans.len(), 2);
+        let v4 = bans.iter().find(|b| b.target.is_ipv4()).unwrap();
+        assert_eq!(v4.ban_count, 2);
+        assert_eq!(secs(v4.expires_at.unwrap()) - secs(v4.banned_at), 1200);
+        let v6 = bans.iter().find(|b| b.target.is_ipv6()).unwrap();
+        assert_eq!(v6.expires_at, None);
+        let counts = state.ban_counts().unwrap();
+        assert_eq!(
+            counts[&("sshd".to_string(), "192.0.2.1/32".parse().unwrap())],
+            2
+        );
+        assert!(state
+            .active_ban("sshd", "2001:db8::/64".parse().unwrap())
+            .unwrap()
+            .is_some());
+    }
+}

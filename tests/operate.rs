@@ -1,0 +1,410 @@
+//! Operating the daemon like fail2ban: the CLI over the control socket, bans that survive a
+//! `kill -9`, reload, escalation, and a control socket closed to unprivileged users.
+
+use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::iptables::Netns;
+use crate::support::{binary, config, logger, wait_for, Daemon};
+
+fn jail(extra: &str) -> String {
+    format!(
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for (?:invalid user )?\S+ from <HOST> port \d+(?: ssh2)?$']
+maxretry = 2
+bantime = "1h"
+{extra}
+"#
+    )
+}
+
+fn fail(d: &Daemon, ip: &str, times: usize) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..times {
+        let line = format!(
+            "<38>Nov 29 18:52:53 vm sshd[1]: Failed password for root from {ip} port 22 ssh2"
+        );
+        socket.send_to(line.as_bytes(), d.udp).unwrap();
+    }
+}
+
+fn banned(d: &Daemon) -> Vec<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(&d.cli_ok(&["banned", "--json"]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn wait_banned(d: &Daemon, ip: &str) {
+    let ok = wait_for(Duration::from_secs(10), || {
+        banned(d).iter().any(|b| b["ip"] == ip)
+    });
+    assert!(ok, "{ip} never listed as banned: {:?}", banned(d));
+}
+
+#[test]
+fn every_cli_command_against_a_running_daemon() {
+    let d = Daemon::start(&config("", &jail("")));
+    let status = d.cli_ok(&["status"]);
+    assert!(
+        status.contains("|- Number of jail:\t1") && status.contains("`- Jail list:\tsshd"),
+        "{status}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["jails"][0], "sshd");
+
+    fail(&d, "192.0.2.1", 1);
+    fail(&d, "192.0.2.2", 2);
+    wait_banned(&d, "192.0.2.2");
+    let status = d.cli_ok(&["status", "sshd"]);
+    for line in [
+        "Status for the jail: sshd",
+        "|  |- Currently failed:\t1",
+        "|  `- Total failed:\t3",
+        "   |- Currently banned:\t1",
+        "   |- Total banned:\t1",
+        "   `- Banned IP list:\t192.0.2.2",
+    ] {
+        assert!(status.contains(line), "missing `{line}` in\n{status}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["status", "sshd", "--json"])).unwrap();
+    assert_eq!(json["currently_failed"], 1);
+    assert_eq!(json["total_failed"], 3);
+    assert_eq!(json["banned"][0], "192.0.2.2");
+
+    // A manual ban goes through the same path: listed, counted, logged, applied.
+    assert!(d
+        .cli_ok(&["ban", "sshd", "198.51.100.9"])
+        .contains("[sshd] Ban 198.51.100.9"));
+    assert!(d.logged("[sshd] Ban 198.51.100.9"));
+    assert!(wait_for(Duration::from_secs(5), || d
+        .count_prefix("would ban 198.51.100.9")
+        == 1));
+    d.wait_metric("jailsink_bans_total{jail=\"sshd\"}", 2.0);
+    let bans = banned(&d);
+    assert_eq!(bans.len(), 2);
+    let manual = bans.iter().find(|b| b["ip"] == "198.51.100.9").unwrap();
+    assert_eq!(manual["jail"], "sshd");
+    assert_eq!(manual["ban_count"], 1);
+    assert!(manual["banned_at"].as_str().unwrap().ends_with('Z'));
+    assert!(manual["expires_at"].as_str().is_some());
+    let table = d.cli_ok(&["banned"]);
+    assert!(
+        table.starts_with("JAIL") && table.contains("198.51.100.9"),
+        "{table}"
+    );
+
+    // Errors: unknown jail, bad address, double ban, ignored address; each exits 1.
+    for args in [
+        &["ban", "nope", "192.0.2.9"][..],
+        &["ban", "sshd", "not-an-ip"],
+        &["ban", "sshd", "198.51.100.9"],
+        &["ban", "sshd", "127.0.0.1"],
+        &["unban", "sshd", "203.0.113.200"],
+    ] {
+        let out = d.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?} printed no reason");
+    }
+
+    assert!(d
+        .cli_ok(&["unban", "sshd", "198.51.100.9"])
+        .contains("[sshd] Unban 198.51.100.9"));
+    assert!(wait_for(Duration::from_secs(5), || d
+        .count_prefix("would unban 198.51.100.9")
+        == 1));
+    assert!(d
+        .cli_ok(&["unban", "--all"])
+        .contains("[sshd] Unban 192.0.2.2"));
+    assert!(banned(&d).is_empty());
+    d.wait_metric("jailsink_unbans_total{jail=\"sshd\"}", 2.0);
+    assert!(d.cli_ok(&["reload"]).contains("reloaded"));
+    assert!(d.stop().success());
+}
+
+#[test]
+fn a_command_that_cannot_reach_the_daemon_says_so_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[control]\nsocket = \"{}/none.sock\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["-c", path.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the jailsink daemon"));
+}
+
+#[test]
+fn bans_survive_kill_9_and_expired_ones_are_lifted() {
+    let short = config(
+        "",
+        &jail("[jails.short]\nprograms = [\"x\"]\nfailregex = ['^x <HOST>$']\nbantime = \"1s\""),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(dir, &short, &[]);
+    fail(&d, "192.0.2.11", 2);
+    d.cli_ok(&["ban", "short", "192.0.2.12"]);
+    wait_banned(&d, "192.0.2.11");
+    wait_banned(&d, "192.0.2.12");
+    let dir = d.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let d = Daemon::start_in(dir, &short, &[]);
+    let bans = banned(&d);
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0]["ip"], "192.0.2.11");
+    assert!(d.logged("[short] Unban 192.0.2.12 (expired while jailsink was down)"));
+    // The restored ban was re-applied through the action.
+    assert!(wait_for(Duration::from_secs(5), || d
+        .count_prefix("would ban 192.0.2.11")
+        == 1));
+    d.wait_metric("jailsink_banned{jail=\"sshd\"}", 1.0);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn kill_9_with_iptables_in_a_namespace_restores_rules_once() {
+    let ns = Netns::new("op");
+    let text = config("", &jail("action = \"iptables\"\n[jails.short]\nprograms = [\"x\"]\nfailregex = ['^x <HOST>$']\nmaxretry = 2\nbantime = \"3s\"\naction = \"iptables\""));
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(dir, &text, &ns.prefix());
+    let tcp = d.tcp.port().to_string();
+    for _ in 0..2 {
+        logger(
+            &ns.prefix(),
+            &[
+                "-n",
+                "127.0.0.1",
+                "-T",
+                "-P",
+                &tcp,
+                "-t",
+                "sshd",
+                "Failed password for root from 192.0.2.20 port 22 ssh2",
+            ],
+        );
+        logger(
+            &ns.prefix(),
+            &[
+                "-n",
+                "127.0.0.1",
+                "-T",
+                "-P",
+                &tcp,
+                "-t",
+                "x",
+                "x 192.0.2.21",
+            ],
+        );
+    }
+    let rule = "-A jailsink-sshd -s 192.0.2.20/32 -j DROP";
+    let short_rule = "-A jailsink-short -s 192.0.2.21/32 -j DROP";
+    let save = || ns.run(&["iptables-save", "-t", "filter"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || save().contains(rule)
+            && save().contains(short_rule)),
+        "{}",
+        save()
+    );
+    let dir = d.kill9();
+    std::thread::sleep(Duration::from_millis(3500));
+    // The killed daemon left its rules behind; the restart must neither lose nor duplicate them.
+    let d = Daemon::start_in(dir, &text, &ns.prefix());
+    let rules = save();
+    assert_eq!(rules.matches(rule).count(), 1, "{rules}");
+    assert!(
+        !rules.contains(short_rule),
+        "expired ban still in the firewall:\n{rules}"
+    );
+    assert_eq!(
+        rules.matches("-A INPUT -p tcp -j jailsink-sshd").count(),
+        1,
+        "{rules}"
+    );
+    assert!(d.stop().success());
+    assert!(!save().contains("jailsink"));
+}
+
+#[test]
+fn reload_keeps_bans_and_counts_and_refuses_a_bad_config() {
+    let d = Daemon::start(&config("", &jail("")));
+    fail(&d, "192.0.2.30", 2);
+    fail(&d, "192.0.2.31", 1);
+    wait_banned(&d, "192.0.2.30");
+    let good = std::fs::read_to_string(&d.config).unwrap();
+
+    std::fs::write(&d.config, good.replace("maxretry = 2", "maxretry = 0")).unwrap();
+    let out = d.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reload refused") && err.contains("jails.sshd.maxretry"),
+        "{err}"
+    );
+
+    // A good config with a new jail and a changed bantime: sshd keeps its ban and its count.
+    let next = good.replace("bantime = \"1h\"", "bantime = \"2h\"")
+        + "\n[jails.web]\nprograms = [\"nginx\"]\nfailregex = ['^bad <HOST>$']\n";
+    std::fs::write(&d.config, next).unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(
+        out.contains("sshd: updated") && out.contains("web: started"),
+        "{out}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["status", "sshd", "--json"])).unwrap();
+    assert_eq!(status["currently_banned"], 1);
+    assert_eq!(status["currently_failed"], 1);
+    fail(&d, "192.0.2.31", 1);
+    wait_banned(&d, "192.0.2.31");
+    d.wait_metric("jailsink_bans_total{jail=\"web\"}", 0.0);
+
+    // SIGHUP does the same; removing a jail lifts its bans.
+    std::fs::write(&d.config, good.replace("[jails.sshd]", "[jails.sshd2]")).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || d
+        .count_prefix("reloaded")
+        == 2));
+    assert!(d.logged("[sshd] Unban 192.0.2.30"));
+    let jails = d.cli_ok(&["status"]);
+    assert!(jails.contains("sshd2") && !jails.contains("web"), "{jails}");
+    assert!(d.stop().success());
+}
+
+#[test]
+fn repeat_offenders_escalate_and_the_count_survives_a_restart() {
+    let text = config(
+        "",
+        &jail("bantime_increment = { enabled = true, factor = 2.0, maxtime = \"3h\" }"),
+    );
+    let d = Daemon::start(&text);
+    let mut hours = Vec::new();
+    for _ in 0..3 {
+        fail(&d, "192.0.2.40", 2);
+        wait_banned(&d, "192.0.2.40");
+        let bans = banned(&d);
+        hours.push(bans[0]["ban_count"].as_u64().unwrap());
+        d.cli_ok(&["unban", "sshd", "192.0.2.40"]);
+    }
+    assert_eq!(hours, [1, 2, 3]);
+    let logs = d.logs.lock().unwrap().clone();
+    let bantimes: Vec<_> = logs
+        .iter()
+        .filter(|e| e["message"] == "[sshd] Ban 192.0.2.40")
+        .map(|e| e["bantime"].clone())
+        .collect();
+    assert_eq!(
+        bantimes,
+        ["1h", "2h", "3h"],
+        "1h, then 2x, then 4x capped at maxtime 3h"
+    );
+    let dir = d.kill9();
+    let d = Daemon::start_in(dir, &text, &[]);
+    fail(&d, "192.0.2.40", 2);
+    wait_banned(&d, "192.0.2.40");
+    assert_eq!(banned(&d)[0]["ban_count"], 4);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn the_control_socket_refuses_users_without_the_group() {
+    crate::support::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start_in(dir, &config("", &jail("")), &[]);
+    let socket = d.config.parent().unwrap().join("jailsink.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    std::fs::set_permissions(&d.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let as_nobody = |config: &std::path::Path| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                binary(),
+                "-c",
+            ])
+            .arg(config)
+            .arg("status")
+            .output()
+            .expect("setpriv (util-linux)")
+    };
+    let out = as_nobody(&d.config);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "nobody got in: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Even with the socket opened up, the peer check refuses a uid outside the group.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody(&d.config);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.stop().success());
+
+    // With `[control] group`, the socket is 0660 and members get in.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = config("", &jail("")).replace(
+        "socket = \"@DIR@/jailsink.sock\"",
+        "socket = \"@DIR@/jailsink.sock\"\ngroup = \"nogroup\"",
+    );
+    let d = Daemon::start_in(dir, &text, &[]);
+    std::fs::set_permissions(&d.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let socket = d.config.parent().unwrap().join("jailsink.sock");
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+    let out = as_nobody(&d.config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.stop().success());
+}
+
+#[test]
+fn malformed_control_requests_get_an_error() {
+    use std::io::{Read, Write};
+    let d = Daemon::start(&config("", &jail("")));
+    let socket = d.config.parent().unwrap().join("jailsink.sock");
+    for request in [
+        "not json\n",
+        "{\"command\":\"format_disk\"}\n",
+        "{\"command\":\"ban\"}\n",
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.contains("\"status\":\"error\"") && answer.contains("malformed request"),
+            "{answer}"
+        );
+    }
+    assert!(d.stop().success());
+}
