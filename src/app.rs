@@ -94,6 +94,7 @@ fn pipeline_for(config: &Config) -> Result<Pipeline, AppError> {
         config.server.zone,
         config.server.allowed_senders.clone(),
         config.server.max_message_bytes,
+        config.server.max_match_bytes,
     ))
 }
 

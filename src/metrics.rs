@@ -27,6 +27,8 @@ const TCP_CONNECTIONS: &str = "jailsink_tcp_connections";
 const BAN_LATENCY: &str = "jailsink_ban_latency_seconds";
 const BUILD_INFO: &str = "jailsink_build_info";
 const STATE_ERRORS: &str = "jailsink_state_errors_total";
+const BANS_WITHHELD: &str = "jailsink_bans_withheld_total";
+const BAN_STORM: &str = "jailsink_ban_storm";
 
 /// Buckets for ban latency: a log action answers in microseconds, a firewall in milliseconds.
 const BAN_LATENCY_BUCKETS: &[f64] = &[
@@ -125,6 +127,14 @@ fn describe_all() {
         STATE_ERRORS,
         "Failed reads or writes of the state database (bans go on in memory)."
     );
+    describe_counter!(
+        BANS_WITHHELD,
+        "Bans the storm guard withheld because max_bans_per_minute was reached, by jail."
+    );
+    describe_gauge!(
+        BAN_STORM,
+        "1 while a jail's ban storm guard withholds bans, else 0."
+    );
 }
 
 /// Counter of messages received on one transport ("udp" or "tcp").
@@ -164,6 +174,10 @@ pub struct JailMetrics {
     pub evicted: Counter,
     /// Receipt-to-applied latency of bans.
     pub ban_latency: Histogram,
+    /// Bans the storm guard withheld.
+    pub withheld: Counter,
+    /// 1 while the storm guard withholds bans.
+    pub storm: Gauge,
 }
 
 impl JailMetrics {
@@ -177,8 +191,12 @@ impl JailMetrics {
             banned: metrics::gauge!(BANNED, "jail" => jail.clone()),
             tracked: metrics::gauge!(TRACKED, "jail" => jail.clone()),
             evicted: metrics::counter!(TRACKED_EVICTED, "jail" => jail.clone()),
-            ban_latency: metrics::histogram!(BAN_LATENCY, "jail" => jail),
+            ban_latency: metrics::histogram!(BAN_LATENCY, "jail" => jail.clone()),
+            withheld: metrics::counter!(BANS_WITHHELD, "jail" => jail.clone()),
+            storm: metrics::gauge!(BAN_STORM, "jail" => jail),
         };
+        m.withheld.absolute(0);
+        m.storm.set(0.0);
         m.failures.absolute(0);
         m.bans.absolute(0);
         m.unbans.absolute(0);

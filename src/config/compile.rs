@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub allowed_senders: Vec<IpNetwork>,
     /// Largest message, in bytes.
     pub max_message_bytes: usize,
+    /// Patterns see at most this many bytes of a message: matching cost stays bounded whatever
+    /// a sender writes (a failure line is a few hundred bytes).
+    pub max_match_bytes: usize,
     /// Most TCP connections at once.
     pub max_tcp_connections: usize,
     /// Idle TCP connections are closed after this.
@@ -91,6 +94,8 @@ pub struct JailSettings {
     pub ipv4_prefix: u8,
     /// IPv6 failures count against, and ban, this prefix of the address (128: the address).
     pub ipv6_prefix: u8,
+    /// Ban storm guard: at most this many bans a minute; None turns the guard off.
+    pub max_bans_per_minute: Option<u32>,
     /// Escalation of repeat bans.
     pub increment: Increment,
 }
@@ -211,6 +216,10 @@ fn compile_server(raw: &RawConfig, errors: &mut Errors) -> Option<ServerConfig> 
         "server.max_message_bytes",
         in_range(s.max_message_bytes.unwrap_or(65536), 480, 16 << 20),
     );
+    let max_match_bytes = errors.take(
+        "server.max_match_bytes",
+        in_range(s.max_match_bytes.unwrap_or(4096), 64, 16 << 20),
+    );
     let max_tcp_connections = errors.take(
         "server.max_tcp_connections",
         in_range(s.max_tcp_connections.unwrap_or(1024), 1, 1 << 20),
@@ -229,6 +238,7 @@ fn compile_server(raw: &RawConfig, errors: &mut Errors) -> Option<ServerConfig> 
         tcp,
         allowed_senders,
         max_message_bytes: max_message_bytes?,
+        max_match_bytes: max_match_bytes?,
         max_tcp_connections: max_tcp_connections?,
         tcp_idle_timeout: tcp_idle_timeout?,
         zone: zone?,
@@ -271,6 +281,11 @@ fn compile_jail(
     let ipv4_prefix = errors.take(
         &key("ipv4_prefix"),
         in_range(merged.ipv4_prefix.unwrap_or(32), 8, 32),
+    );
+    let max_bans_per_minute = errors.take(
+        &key("max_bans_per_minute"),
+        in_range::<u32>(merged.max_bans_per_minute.unwrap_or(1000), 0, 1_000_000)
+            .map(|n| (n > 0).then_some(n)),
     );
     let ipv6_prefix = errors.take(
         &key("ipv6_prefix"),
@@ -326,6 +341,7 @@ fn compile_jail(
             max_tracked: max_tracked?,
             ipv4_prefix: ipv4_prefix?,
             ipv6_prefix: ipv6_prefix?,
+            max_bans_per_minute: max_bans_per_minute?,
             increment: increment?,
         },
         actions: actions?,

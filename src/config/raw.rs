@@ -43,6 +43,8 @@ pub struct RawServer {
     pub allowed_senders: Option<Vec<String>>,
     /// Largest message accepted, in bytes.
     pub max_message_bytes: Option<i64>,
+    /// Patterns see at most this many bytes of a message.
+    pub max_match_bytes: Option<i64>,
     /// Most TCP connections open at once.
     pub max_tcp_connections: Option<i64>,
     /// A TCP connection idle this long is closed.
@@ -103,6 +105,8 @@ pub struct RawJailSettings {
     pub ipv4_prefix: Option<i64>,
     /// Prefix length IPv6 failures are counted and banned by.
     pub ipv6_prefix: Option<i64>,
+    /// Ban storm guard (0 turns it off).
+    pub max_bans_per_minute: Option<i64>,
 }
 
 /// `bantime_increment = { ... }`.
@@ -161,6 +165,8 @@ pub struct RawJail {
     pub ipv4_prefix: Option<i64>,
     /// Prefix length IPv6 failures are counted and banned by.
     pub ipv6_prefix: Option<i64>,
+    /// Ban storm guard (0 turns it off).
+    pub max_bans_per_minute: Option<i64>,
 }
 
 impl RawJail {
@@ -184,6 +190,7 @@ impl RawJail {
             max_tracked: self.max_tracked.or(defaults.max_tracked),
             ipv4_prefix: self.ipv4_prefix.or(defaults.ipv4_prefix),
             ipv6_prefix: self.ipv6_prefix.or(defaults.ipv6_prefix),
+            max_bans_per_minute: self.max_bans_per_minute.or(defaults.max_bans_per_minute),
         }
     }
 }

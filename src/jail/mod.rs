@@ -5,7 +5,7 @@
 pub mod set;
 pub mod window;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -20,6 +20,9 @@ use crate::action::BanOrder;
 use crate::config::JailSettings;
 use crate::metrics::JailMetrics;
 use window::{Outcome, Window};
+
+/// The window the ban storm guard counts bans in.
+const STORM_WINDOW: Duration = Duration::from_secs(60);
 
 /// A failure found by a filter, on its way to the jail task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub enum Decision {
     Counted(u32),
     /// The address is already banned; nothing more to do.
     AlreadyBanned,
+    /// maxretry was reached, but the ban storm guard withheld the ban.
+    Withheld,
     /// Ban it.
     Ban(BanOrder),
 }
@@ -72,6 +77,8 @@ pub struct Jail {
     jitter: RandomState,
     total_failed: u64,
     total_banned: u64,
+    recent_bans: VecDeque<Instant>,
+    in_storm: bool,
 }
 
 impl Jail {
@@ -89,6 +96,8 @@ impl Jail {
             jitter: RandomState::new(),
             total_failed: 0,
             total_banned: 0,
+            recent_bans: VecDeque::new(),
+            in_storm: false,
         }
     }
 
@@ -130,8 +139,42 @@ impl Jail {
         self.update_gauges();
         match outcome {
             Outcome::Counting(n) => Decision::Counted(n),
+            Outcome::Reached(_) if self.storm_guard(at) => Decision::Withheld,
             Outcome::Reached(failures) => Decision::Ban(self.ban(key, failures, at)),
         }
+    }
+
+    /// True when this jail already banned max_bans_per_minute targets in the last minute: a
+    /// poisoned log must not ban the world. Withheld bans are counted and the storm is logged
+    /// once when it starts and once when it ends.
+    fn storm_guard(&mut self, at: Instant) -> bool {
+        let Some(max) = self.settings.max_bans_per_minute else {
+            return false;
+        };
+        while self
+            .recent_bans
+            .front()
+            .is_some_and(|&t| at.duration_since(t) >= STORM_WINDOW)
+        {
+            self.recent_bans.pop_front();
+        }
+        let storm = self.recent_bans.len() >= max as usize;
+        if storm {
+            self.metrics.withheld.increment(1);
+        }
+        if storm != self.in_storm {
+            self.in_storm = storm;
+            self.metrics.storm.set(if storm { 1.0 } else { 0.0 });
+            if storm {
+                tracing::error!(jail = %self.name, max_bans_per_minute = max, "[{}] ban storm guard engaged: bans withheld (an attack from many addresses, or a poisoned log)", self.name);
+            } else {
+                tracing::warn!(jail = %self.name, "[{}] ban storm over: banning again", self.name);
+            }
+        }
+        if !storm {
+            self.recent_bans.push_back(at);
+        }
+        storm
     }
 
     /// Ignored when the target overlaps an ignored network: a prefix ban never takes an
@@ -340,6 +383,7 @@ mod tests {
             max_tracked: 1000,
             ipv4_prefix: 32,
             ipv6_prefix: 64,
+            max_bans_per_minute: None,
             increment: Increment {
                 enabled: false,
                 factor: 2.0,
@@ -412,6 +456,25 @@ mod tests {
             panic!()
         };
         assert_eq!(show_target(order.target), "192.0.2.0/24");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_storm_guard_withholds_bans_past_the_limit_for_a_minute() {
+        let mut s = settings(1, 600);
+        s.max_bans_per_minute = Some(3);
+        let mut jail = Jail::new("sshd", s, JailMetrics::new("sshd"));
+        let decisions: Vec<_> = (1..=5)
+            .map(|n| jail.on_failure(ip(&format!("192.0.2.{n}")), 1, Instant::now()))
+            .collect();
+        assert!(decisions[..3].iter().all(|d| matches!(d, Decision::Ban(_))));
+        assert_eq!(decisions[3..], [Decision::Withheld, Decision::Withheld]);
+        assert!(jail.in_storm);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(matches!(
+            jail.on_failure(ip("192.0.2.9"), 1, Instant::now()),
+            Decision::Ban(_)
+        ));
+        assert!(!jail.in_storm);
     }
 
     #[tokio::test(start_paused = true)]

@@ -609,6 +609,7 @@ mod tests {
                 max_tracked: 100,
                 ipv4_prefix: 32,
                 ipv6_prefix: 128,
+                max_bans_per_minute: None,
                 increment: Increment {
                     enabled: false,
                     factor: 2.0,

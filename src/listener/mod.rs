@@ -30,6 +30,7 @@ pub struct Pipeline {
     zone: Zone,
     allowed: Vec<IpNetwork>,
     max_message_bytes: usize,
+    max_match_bytes: usize,
     unparseable: Counter,
     too_large: Counter,
     not_allowed: Counter,
@@ -61,12 +62,14 @@ impl Pipeline {
         zone: Zone,
         allowed: Vec<IpNetwork>,
         max_message_bytes: usize,
+        max_match_bytes: usize,
     ) -> Self {
         Pipeline {
             router,
             zone,
             allowed,
             max_message_bytes,
+            max_match_bytes,
             unparseable: messages_dropped(DropReason::Unparseable),
             too_large: messages_dropped(DropReason::TooLarge),
             not_allowed: messages_dropped(DropReason::SenderNotAllowed),
@@ -111,8 +114,9 @@ impl Pipeline {
         if self.router.is_empty() {
             return;
         }
+        let message = truncate(event.message, self.max_match_bytes);
         self.router
-            .route(event.program, event.hostname, event.message, |jail, m| {
+            .route(event.program, event.hostname, message, |jail, m| {
                 out.push(Failure {
                     jail: self.router.name(jail).clone(),
                     ip: m.ip,
@@ -120,5 +124,27 @@ impl Pipeline {
                     received_at: receipt.at,
                 })
             });
+    }
+}
+
+/// The first `max` bytes of `text`, cut back to a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn truncation_respects_characters() {
+        assert_eq!(super::truncate("abc", 10), "abc");
+        assert_eq!(super::truncate("aé", 2), "a");
+        assert_eq!(super::truncate("aéb", 3), "aé");
     }
 }
