@@ -107,14 +107,13 @@ impl Pipeline {
         if self.router.is_empty() {
             return;
         }
-        self.router
-            .route(event.program, event.hostname, event.message, |jail, m| {
-                out.push(Failure {
-                    jail,
-                    ip: m.ip,
-                    count: event.repeat,
-                    received_at: receipt.at,
-                })
-            });
+        self.router.route(&event, |jail, m| {
+            out.push(Failure {
+                jail,
+                ip: m.ip,
+                count: event.repeat,
+                received_at: receipt.at,
+            })
+        });
     }
 }
