@@ -51,7 +51,8 @@ enum Command {
     Regex {
         /// Log file, `-`, or one line.
         log: String,
-        /// Filter name, path to a .toml filter, or a literal regex with <HOST>.
+        /// Filter name, path to a .toml filter, a fail2ban .conf path (with optional
+        /// [mode=aggressive, ...] options), or a literal regex with <HOST>.
         filter: String,
         /// Print every matched line.
         #[arg(long)]
@@ -297,7 +298,7 @@ fn print_jails(config: &config::Config) {
             "  {}: programs={programs} filter={} failregex={} maxretry={} findtime={} bantime={bantime} actions={}",
             j.name,
             j.filter_origin,
-            j.filter.source().failregex.len(),
+            j.filter.failregex_count(),
             s.maxretry,
             humantime::format_duration(s.findtime),
             actions.join(",")

@@ -1,8 +1,12 @@
 //! `jailsink regex LOG FILTER`: a filter tried offline against a log, as `fail2ban-regex` does.
 //!
-//! Lines are read as on-disk syslog (`Nov 29 18:52:53 host prog[pid]: message`); a line with no
-//! syslog header is matched whole. Times come from the lines themselves, since a file has no
-//! receipt time.
+//! Native filters read lines as on-disk syslog (`Nov 29 18:52:53 host prog[pid]: message`); a
+//! line with no syslog header is matched whole. fail2ban `.conf` filters see the line as
+//! fail2ban would: its date found (datepattern or fail2ban's default templates) and cut out.
+//! Times come from the lines themselves, since a file has no receipt time.
+//!
+//! `<HOST>` in a fail2ban filter also matches DNS names; jailsink never resolves them, so such a
+//! line counts as missed, with a note (`--print-all-missed`) naming the host it would have been.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -10,27 +14,56 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{NaiveDateTime, Utc};
 use serde::Serialize;
 
 use crate::config::raw::RawFilter;
 use crate::config::read_toml;
-use crate::filter::{Filter, FilterSource, Verdict};
+use crate::filter::fail2ban::{Fail2banFilter, FailureId, LineState};
+use crate::filter::{locate, Filter, FilterFile, FilterSource, Verdict};
 use crate::parse::{self, Zone};
+
+/// The filter under test.
+#[derive(Debug, Clone)]
+pub enum FilterKind {
+    /// A jailsink filter (TOML file or literal regex).
+    Native(Filter),
+    /// A fail2ban `.conf` filter.
+    Fail2ban(Box<Fail2banFilter>),
+}
 
 /// Where a filter named on the command line came from, for the report.
 #[derive(Debug, Clone)]
 pub struct LoadedFilter {
     /// The compiled filter.
-    pub filter: Filter,
+    pub filter: FilterKind,
     /// A file path, or "literal".
     pub origin: String,
 }
 
-/// Resolves FILTER: a literal regex with `<HOST>`, a path to a `.toml` filter, or a name looked
-/// up in `dirs`.
+impl LoadedFilter {
+    fn failregex(&self) -> &[String] {
+        match &self.filter {
+            FilterKind::Native(f) => &f.source().failregex,
+            FilterKind::Fail2ban(f) => &f.failregex,
+        }
+    }
+
+    fn ignoreregex(&self) -> &[String] {
+        match &self.filter {
+            FilterKind::Native(f) => &f.source().ignoreregex,
+            FilterKind::Fail2ban(f) => &f.ignoreregex,
+        }
+    }
+}
+
+/// Resolves FILTER: a literal regex with `<HOST>`, a path to a `.toml` filter, a path to a
+/// fail2ban `.conf` filter with optional `[key=value, ...]` options, or a name looked up in
+/// `dirs` (`NAME.toml` first, then `NAME.conf`).
 pub fn load_filter(spec: &str, dirs: &[PathBuf]) -> Result<LoadedFilter, String> {
-    let source = if spec.contains("<HOST>") || spec.contains("<ADDR>") || spec.contains("<SUBNET>")
+    if ["<HOST>", "<ADDR>", "<SUBNET>", "<IP4>", "<IP6>"]
+        .iter()
+        .any(|t| spec.contains(t))
     {
         return compile(
             FilterSource {
@@ -39,38 +72,38 @@ pub fn load_filter(spec: &str, dirs: &[PathBuf]) -> Result<LoadedFilter, String>
             },
             "literal".into(),
         );
-    } else if spec.ends_with(".toml") || spec.contains('/') {
-        PathBuf::from(spec)
-    } else {
-        dirs.iter()
-            .map(|d| d.join(format!("{spec}.toml")))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-                format!("no filter `{spec}.toml` in {}", searched.join(", "))
-            })?
-    };
-    if source.extension().is_some_and(|e| e == "conf") {
-        return Err(format!(
-            "{}: fail2ban .conf filters are not supported yet",
-            source.display()
-        ));
     }
-    let raw: RawFilter = read_toml(&source).map_err(|e| e.to_string())?;
-    compile(
-        FilterSource {
-            failregex: raw.failregex,
-            ignoreregex: raw.ignoreregex,
-            prefregex: raw.prefregex,
-        },
-        source.display().to_string(),
-    )
+    match locate(spec, dirs, Path::new(""))? {
+        FilterFile::Fail2ban(path, options) => {
+            let filter = Fail2banFilter::load(&path, &options).map_err(|e| e.to_string())?;
+            let mut origin = path.display().to_string();
+            if !options.is_empty() {
+                let opts: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                origin = format!("{origin}[{}]", opts.join(", "));
+            }
+            Ok(LoadedFilter {
+                filter: FilterKind::Fail2ban(Box::new(filter)),
+                origin,
+            })
+        }
+        FilterFile::Toml(source) => {
+            let raw: RawFilter = read_toml(&source).map_err(|e| e.to_string())?;
+            compile(
+                FilterSource {
+                    failregex: raw.failregex,
+                    ignoreregex: raw.ignoreregex,
+                    prefregex: raw.prefregex,
+                },
+                source.display().to_string(),
+            )
+        }
+    }
 }
 
 fn compile(source: FilterSource, origin: String) -> Result<LoadedFilter, String> {
     Filter::compile(&source)
         .map(|filter| LoadedFilter {
-            filter,
+            filter: FilterKind::Native(filter),
             origin: origin.clone(),
         })
         .map_err(|errors| {
@@ -108,9 +141,86 @@ pub struct LineResult {
     pub time: Option<String>,
     /// `<F-USER>`.
     pub user: Option<String>,
+    /// A failure that names no address (a DNS name `<HOST>` matched, or an `<F-ID>`): never
+    /// resolved, never banned, so the line is missed; this says what fail2ban would have seen.
+    #[serde(skip)]
+    pub unbannable: Option<String>,
+    /// Index of the date template that found the time (fail2ban filters).
+    #[serde(skip)]
+    pub date_template: Option<usize>,
+    /// A backtracking pattern gave up on this line.
+    #[serde(skip)]
+    pub backtrack_limit: bool,
 }
 
-/// Judges one line of a log.
+/// Judges the lines of one log in order; a fail2ban filter's multi-line state lives here.
+pub struct Judge<'a> {
+    loaded: &'a LoadedFilter,
+    zone: Zone,
+    state: LineState,
+    now: NaiveDateTime,
+}
+
+impl<'a> Judge<'a> {
+    /// A judge for `loaded`; year-less dates are placed relative to `now` (local log time).
+    pub fn new(loaded: &'a LoadedFilter, zone: Zone, now: NaiveDateTime) -> Self {
+        Judge {
+            loaded,
+            zone,
+            state: LineState::default(),
+            now,
+        }
+    }
+
+    /// Judges the next line.
+    pub fn line(&mut self, number: u64, line: &str) -> LineResult {
+        match &self.loaded.filter {
+            FilterKind::Native(f) => judge(f, number, line, &self.zone),
+            FilterKind::Fail2ban(f) => {
+                let line = line.trim_end_matches(['\r', '\n']);
+                let (text, date) = f.cut_date(line, self.now);
+                let verdict = f.process(&mut self.state, &text);
+                let mut r = LineResult {
+                    line: number,
+                    result: "missed",
+                    host: None,
+                    regex: None,
+                    time: date
+                        .as_ref()
+                        .and_then(|d| d.time)
+                        .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string()),
+                    user: None,
+                    unbannable: None,
+                    date_template: date.map(|d| d.template),
+                    backtrack_limit: verdict.backtrack_limit,
+                };
+                match verdict.failure() {
+                    Some(found) => match &found.id {
+                        Some(FailureId::Addr(ip)) => {
+                            r.result = "matched";
+                            r.host = Some(*ip);
+                            r.regex = Some(found.regex);
+                            r.user = found.user.clone();
+                        }
+                        Some(FailureId::Dns(name) | FailureId::Other(name)) => {
+                            r.unbannable = Some(name.clone());
+                        }
+                        None => {}
+                    },
+                    None => {
+                        if let Some(i) = verdict.ignored {
+                            r.result = "ignored";
+                            r.regex = Some(i);
+                        }
+                    }
+                }
+                r
+            }
+        }
+    }
+}
+
+/// Judges one line of a log with a native filter.
 pub fn judge(filter: &Filter, number: u64, line: &str, zone: &Zone) -> LineResult {
     let (message, time) = match parse::parse(line, zone, Utc::now()) {
         Ok(event) => (
@@ -133,6 +243,9 @@ pub fn judge(filter: &Filter, number: u64, line: &str, zone: &Zone) -> LineResul
         regex,
         time,
         user,
+        unbannable: None,
+        date_template: None,
+        backtrack_limit: false,
     }
 }
 
@@ -153,6 +266,12 @@ pub struct Summary {
     pub ignore_hits: Vec<u64>,
     /// Addresses with the times they failed.
     pub hosts: BTreeMap<IpAddr, Vec<String>>,
+    /// Failures naming a DNS name or non-address id (counted as missed, never banned).
+    pub unbannable: u64,
+    /// Hits per date template (fail2ban filters), by template index.
+    pub date_hits: BTreeMap<usize, u64>,
+    /// Lines on which a backtracking pattern hit its limit.
+    pub backtrack_limited: u64,
 }
 
 /// Reads LOG (`-`, a file, or one literal line), judges every line, and writes the report.
@@ -164,16 +283,24 @@ pub fn run(
     out: &mut impl Write,
 ) -> std::io::Result<Summary> {
     let started = Instant::now();
-    let source = loaded.filter.source();
     let mut summary = Summary {
-        fail_hits: vec![0; source.failregex.len()],
-        ignore_hits: vec![0; source.ignoreregex.len()],
+        fail_hits: vec![0; loaded.failregex().len()],
+        ignore_hits: vec![0; loaded.ignoreregex().len()],
         ..Default::default()
     };
     let mut printed = Vec::new();
+    let now = Utc::now()
+        .with_timezone(&zone.offset_at(Utc::now()))
+        .naive_local();
+    let mut judge = Judge::new(loaded, *zone, now);
     let mut each = |number: u64, line: &str, out: &mut dyn Write| -> std::io::Result<()> {
-        let r = judge(&loaded.filter, number, line, zone);
+        let r = judge.line(number, line);
         summary.lines += 1;
+        if let Some(t) = r.date_template {
+            *summary.date_hits.entry(t).or_default() += 1;
+        }
+        summary.unbannable += u64::from(r.unbannable.is_some());
+        summary.backtrack_limited += u64::from(r.backtrack_limit);
         match (r.result, r.regex) {
             ("matched", Some(i)) => {
                 summary.matched += 1;
@@ -198,7 +325,13 @@ pub fn run(
         } else if (options.print_all_matched && r.result == "matched")
             || (options.print_all_missed && r.result == "missed")
         {
-            printed.push((r.result, line.to_string()));
+            let note = match &r.unbannable {
+                Some(name) => {
+                    format!(" (matched {name}: not an address, never resolved or banned)")
+                }
+                None => String::new(),
+            };
+            printed.push((r.result, format!("{line}{note}")));
         }
         Ok(())
     };
@@ -233,24 +366,48 @@ fn report(
     printed: &[(&str, String)],
     secs: f64,
 ) -> std::io::Result<()> {
-    let source = loaded.filter.source();
     writeln!(out, "\nRunning tests\n=============\n")?;
     writeln!(out, "Use   failregex filter : {}", loaded.origin)?;
     writeln!(out, "Use         log file : {log_name}\n")?;
     writeln!(out, "Results\n=======\n")?;
     writeln!(out, "Failregex: {} total", s.matched)?;
     writeln!(out, "|-  #) [# of hits] regular expression")?;
-    for (i, (hits, pattern)) in s.fail_hits.iter().zip(&source.failregex).enumerate() {
+    for (i, (hits, pattern)) in s.fail_hits.iter().zip(loaded.failregex()).enumerate() {
         writeln!(out, "|  {:>2}) [{hits}] {pattern}", i + 1)?;
     }
     writeln!(out, "`-\n")?;
     writeln!(out, "Ignoreregex: {} total", s.ignored)?;
-    if !source.ignoreregex.is_empty() {
+    if !loaded.ignoreregex().is_empty() {
         writeln!(out, "|-  #) [# of hits] regular expression")?;
-        for (i, (hits, pattern)) in s.ignore_hits.iter().zip(&source.ignoreregex).enumerate() {
+        for (i, (hits, pattern)) in s.ignore_hits.iter().zip(loaded.ignoreregex()).enumerate() {
             writeln!(out, "|  {:>2}) [{hits}] {pattern}", i + 1)?;
         }
         writeln!(out, "`-")?;
+    }
+    if let FilterKind::Fail2ban(f) = &loaded.filter {
+        writeln!(out, "\nDate template hits:\n|- [# of hits] date format")?;
+        let names = f.dates.names();
+        for (t, hits) in &s.date_hits {
+            writeln!(out, "|  [{hits}] {}", names.get(*t).copied().unwrap_or("?"))?;
+        }
+        writeln!(out, "`-")?;
+        for note in &f.notes {
+            writeln!(out, "Note: {note}")?;
+        }
+        if s.unbannable > 0 {
+            writeln!(
+                out,
+                "Note: {} line(s) matched a DNS name or a non-address id; jailsink never resolves, so they count as missed",
+                s.unbannable
+            )?;
+        }
+    }
+    if s.backtrack_limited > 0 {
+        writeln!(
+            out,
+            "Note: {} line(s) hit the backtrack limit of a fancy-regex pattern and count as missed",
+            s.backtrack_limited
+        )?;
     }
     writeln!(out, "\nAddresses found: {}", s.hosts.len())?;
     for (ip, times) in &s.hosts {
@@ -291,8 +448,11 @@ mod tests {
             &[],
         )
         .unwrap();
+        let FilterKind::Native(filter) = &loaded.filter else {
+            panic!("literal filters are native")
+        };
         let r = judge(
-            &loaded.filter,
+            filter,
             1,
             "Nov 29 18:52:53 vm sshd[1]: Failed password for root from 192.0.2.1 port 22 ssh2",
             &Zone::Utc,
@@ -301,7 +461,7 @@ mod tests {
         assert_eq!(r.host, Some("192.0.2.1".parse().unwrap()));
         assert_eq!(r.user.as_deref(), Some("root"));
         assert!(r.time.unwrap().ends_with("-11-29T18:52:53"));
-        let r = judge(&loaded.filter, 2, "hello", &Zone::Utc);
+        let r = judge(filter, 2, "hello", &Zone::Utc);
         assert_eq!(r.result, "missed");
     }
 

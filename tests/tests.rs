@@ -1,4 +1,5 @@
 mod daemon;
+mod fail2ban;
 mod filters;
 mod iptables;
 mod operate;

@@ -14,7 +14,8 @@ use super::raw::{
 };
 use super::{read_toml, ConfigError, ConfigErrors};
 use crate::action::{ActionSpec, BlockType, FirewallSpec, Protocol};
-use crate::filter::{Filter, FilterSource};
+use crate::filter::fail2ban::Fail2banFilter;
+use crate::filter::{locate, Filter, FilterFile, FilterSource, JailFilter};
 use crate::parse::Zone;
 
 /// The whole compiled configuration.
@@ -69,8 +70,8 @@ pub struct JailConfig {
     pub hosts: Vec<String>,
     /// Where the filter came from, for `check` output.
     pub filter_origin: String,
-    /// The compiled filter.
-    pub filter: Arc<Filter>,
+    /// The compiled filter (native or fail2ban).
+    pub filter: JailFilter,
     /// Counting and banning settings.
     pub settings: JailSettings,
     /// What a ban does; each runs.
@@ -332,7 +333,7 @@ fn compile_jail(
         programs: jail.programs.clone().unwrap_or_default(),
         hosts: jail.hosts.clone().unwrap_or_default(),
         filter_origin,
-        filter: Arc::new(filter),
+        filter,
         settings: JailSettings {
             bantime: bantime?,
             findtime: findtime?,
@@ -375,14 +376,15 @@ fn compile_increment(
     })
 }
 
-/// The jail's filter: its named/path filter file plus its own failregex/ignoreregex keys.
+/// The jail's filter: its named/path filter file plus its own failregex/ignoreregex keys; or a
+/// fail2ban `.conf` filter with its `filter_options`.
 fn compile_filter(
     name: &str,
     jail: &RawJail,
     dirs: &[PathBuf],
     base: &Path,
     errors: &mut Errors,
-) -> Option<(String, Filter)> {
+) -> Option<(String, JailFilter)> {
     let mut source = FilterSource::default();
     let mut origin = format!("jails.{name}");
     let mut file = errors.file.to_path_buf();
@@ -391,14 +393,37 @@ fn compile_filter(
         .filter
         .clone()
         .or_else(|| jail.failregex.is_none().then(|| name.to_string()));
+    if wanted.is_none() && jail.filter_options.is_some() {
+        errors.push(
+            format!("jails.{name}.filter_options"),
+            "filter_options needs a fail2ban filter (`filter = \"sshd\"` finding sshd.conf)",
+        );
+        return None;
+    }
     if let Some(wanted) = wanted {
-        let path = match find_filter(&wanted, dirs, base) {
-            Ok(p) => p,
+        let found = match locate(&wanted, dirs, base) {
+            Ok(f) => f,
             Err(reason) => {
                 errors.push(format!("jails.{name}.filter"), reason);
                 return None;
             }
         };
+        let path = match found {
+            FilterFile::Fail2ban(path, mut options) => {
+                return compile_fail2ban(name, jail, &path, &mut options, errors);
+            }
+            FilterFile::Toml(path) => path,
+        };
+        if jail.filter_options.is_some() {
+            errors.push(
+                format!("jails.{name}.filter_options"),
+                format!(
+                    "{} is a jailsink filter; filter_options apply to fail2ban .conf filters",
+                    path.display()
+                ),
+            );
+            return None;
+        }
         let raw: RawFilter = match read_toml(&path) {
             Ok(r) => r,
             Err(ConfigErrors(list)) => {
@@ -422,7 +447,7 @@ fn compile_filter(
         .ignoreregex
         .extend(jail.ignoreregex.clone().unwrap_or_default());
     match Filter::compile(&source) {
-        Ok(f) => Some((origin, f)),
+        Ok(f) => Some((origin, JailFilter::Native(Arc::new(f)))),
         Err(list) => {
             for e in list {
                 // Patterns from the jail's own keys are reported against the config file.
@@ -457,43 +482,50 @@ fn compile_filter(
     }
 }
 
+/// A fail2ban `.conf` filter: options from `filter = "x.conf[k=v]"` and `filter_options`
+/// (the latter win). The jail's own failregex/ignoreregex keys would mix two regex dialects,
+/// so they are refused here.
+fn compile_fail2ban(
+    name: &str,
+    jail: &RawJail,
+    path: &Path,
+    options: &mut crate::filter::fail2ban::interpolate::Vars,
+    errors: &mut Errors,
+) -> Option<(String, JailFilter)> {
+    if jail.failregex.is_some() || jail.ignoreregex.is_some() {
+        errors.push(
+            format!("jails.{name}.failregex"),
+            format!(
+                "{} is a fail2ban filter; add patterns in a .local file beside it, not in the jail",
+                path.display()
+            ),
+        );
+        return None;
+    }
+    for (k, v) in jail.filter_options.clone().unwrap_or_default() {
+        options.insert(k.to_lowercase(), v);
+    }
+    match Fail2banFilter::load(path, options) {
+        Ok(f) => {
+            let mut origin = path.display().to_string();
+            if !options.is_empty() {
+                let opts: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                origin = format!("{origin}[{}]", opts.join(", "));
+            }
+            Some((origin, JailFilter::Fail2ban(Arc::new(f))))
+        }
+        Err(e) => {
+            errors.push(format!("jails.{name}.filter"), e.to_string());
+            None
+        }
+    }
+}
+
 fn parse_index(key: &str) -> (Option<usize>, &str) {
     match key.split_once('[') {
         Some((list, rest)) => (rest.trim_end_matches(']').parse().ok(), list),
         None => (None, key),
     }
-}
-
-/// A filter name looks in each dir for NAME.toml; a path is taken as it is.
-fn find_filter(wanted: &str, dirs: &[PathBuf], base: &Path) -> Result<PathBuf, String> {
-    if wanted.contains('/') || wanted.ends_with(".toml") {
-        let path = base.join(wanted);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!("filter file {} does not exist", path.display()))
-        };
-    }
-    for dir in dirs {
-        let path = dir.join(format!("{wanted}.toml"));
-        if path.is_file() {
-            return Ok(path);
-        }
-    }
-    for dir in dirs {
-        let path = dir.join(format!("{wanted}.conf"));
-        if path.is_file() {
-            return Err(format!(
-                "only the fail2ban filter {} exists; reading fail2ban .conf filters is not supported yet, write {wanted}.toml",
-                path.display()
-            ));
-        }
-    }
-    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    Err(format!(
-        "no filter `{wanted}.toml` in {}",
-        searched.join(", ")
-    ))
 }
 
 fn compile_actions(
@@ -808,7 +840,10 @@ action = "nftablez"
         let plain = "s07EriLI028424: AUTH failure (PLAIN): authentication failure (-13) SASL(-13): authentication failure: Password verification failed, relay=[203.0.113.9]";
         let login = "s07EriLI028425: AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication failure: checkpass failed, relay=mx.example [203.0.113.9] (may be forged)";
         for line in [plain, login] {
-            let crate::filter::Verdict::Failure(m) = smtp.filter.check(line) else {
+            let JailFilter::Native(filter) = &smtp.filter else {
+                panic!("smtp-auth has a native filter")
+            };
+            let crate::filter::Verdict::Failure(m) = filter.check(line) else {
                 panic!("{line}")
             };
             assert_eq!(m.ip.to_string(), "203.0.113.9");

@@ -135,6 +135,9 @@ pub struct RawJail {
     pub hosts: Option<Vec<String>>,
     /// Filter name or path.
     pub filter: Option<String>,
+    /// Options of a fail2ban `.conf` filter (`{ mode = "aggressive" }`), as fail2ban's
+    /// `filter = sshd[mode=aggressive]`.
+    pub filter_options: Option<std::collections::BTreeMap<String, String>>,
     /// Patterns added to the filter's.
     pub failregex: Option<Vec<String>>,
     /// Patterns added to the filter's ignoreregex.

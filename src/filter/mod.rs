@@ -4,10 +4,13 @@
 //! The live path goes through [`router::Router`], which puts every failregex of the jails fed by
 //! one program into a single `RegexSet` and runs a capturing regex only for the pattern that hit.
 
+pub mod fail2ban;
 pub mod router;
 pub mod template;
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
@@ -208,6 +211,80 @@ impl Filter {
             user,
         }))
     }
+}
+
+/// A jail's compiled filter: a native TOML filter or a fail2ban `.conf` filter.
+#[derive(Debug, Clone)]
+pub enum JailFilter {
+    /// `NAME.toml`: matched against the syslog message, through the router's shared set.
+    Native(Arc<Filter>),
+    /// `NAME.conf`: matched against the line fail2ban would read, with per-jail line state.
+    Fail2ban(Arc<fail2ban::Fail2banFilter>),
+}
+
+impl JailFilter {
+    /// Number of failregex patterns, for `check` output.
+    pub fn failregex_count(&self) -> usize {
+        match self {
+            JailFilter::Native(f) => f.source().failregex.len(),
+            JailFilter::Fail2ban(f) => f.failregex.len(),
+        }
+    }
+}
+
+/// A filter file found for a name: which format, where, and (fail2ban) with which options.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterFile {
+    /// A jailsink `.toml` filter.
+    Toml(PathBuf),
+    /// A fail2ban `.conf` filter with its options (`mode`, `logtype`, ...).
+    Fail2ban(PathBuf, fail2ban::interpolate::Vars),
+}
+
+/// Finds the file for `wanted`: a path (relative to `base`, `.conf` paths may carry
+/// `[key=value, ...]` options), or a name looked up as `NAME.toml` in every dir, then as
+/// `NAME.conf` (fail2ban format) in every dir, so a native filter always wins.
+pub fn locate(wanted: &str, dirs: &[PathBuf], base: &Path) -> Result<FilterFile, String> {
+    let (name, options) = fail2ban::split_options(wanted).map_err(|e| e.to_string())?;
+    let exists = |path: PathBuf| {
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("filter file {} does not exist", path.display()))
+        }
+    };
+    if name.ends_with(".conf") || name.ends_with(".local") {
+        return Ok(FilterFile::Fail2ban(exists(base.join(&name))?, options));
+    }
+    if name.contains('/') || name.ends_with(".toml") {
+        if !options.is_empty() {
+            return Err(format!(
+                "`{wanted}`: [options] apply to fail2ban .conf filters only"
+            ));
+        }
+        return Ok(FilterFile::Toml(exists(base.join(&name))?));
+    }
+    if options.is_empty() {
+        if let Some(path) = dirs
+            .iter()
+            .map(|d| d.join(format!("{name}.toml")))
+            .find(|p| p.is_file())
+        {
+            return Ok(FilterFile::Toml(path));
+        }
+    }
+    if let Some(path) = dirs
+        .iter()
+        .map(|d| d.join(format!("{name}.conf")))
+        .find(|p| p.is_file())
+    {
+        return Ok(FilterFile::Fail2ban(path, options));
+    }
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(format!(
+        "no filter `{name}.toml` or `{name}.conf` in {}",
+        searched.join(", ")
+    ))
 }
 
 /// Parses a captured address; IPv4-mapped IPv6 becomes the IPv4 address it carries.

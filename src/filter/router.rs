@@ -1,12 +1,16 @@
-//! Routes a parsed event to the jails that take its program, matching all of their failregexes
-//! with one `RegexSet` pass; captures run only for the pattern that hit.
+//! Routes a parsed event to the jails that take its program, matching all of their native
+//! failregexes with one `RegexSet` pass (captures run only for the pattern that hit), and
+//! handing the whole event to the jails whose filter is a fail2ban `.conf` filter.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
 use regex::{RegexSet, RegexSetBuilder};
 
-use super::{Filter, FilterMatch, Verdict};
+use super::fail2ban::{FailureId, LineState};
+use super::{FilterMatch, JailFilter, Verdict};
+use crate::parse::{Event, ProcId};
 
 /// What the router needs to know about one jail.
 #[derive(Debug, Clone)]
@@ -14,7 +18,7 @@ pub struct JailRoute {
     /// The jail's name, as failures carry it.
     pub name: Arc<str>,
     /// The jail's compiled filter.
-    pub filter: Arc<Filter>,
+    pub filter: JailFilter,
     /// Program names that feed the jail; empty means every event.
     pub programs: Vec<String>,
     /// Host names that feed the jail; empty means every host.
@@ -27,14 +31,20 @@ struct Route {
     set: Option<RegexSet>,
     /// (jail, failregex index) for each pattern of `set`, grouped by jail.
     owners: Vec<(usize, usize)>,
-    /// Jails whose filter has a prefregex: checked one by one.
+    /// Jails whose native filter has a prefregex: checked one by one.
     direct: Vec<usize>,
+    /// Jails with a fail2ban filter: each sees the event as a syslog file line.
+    fail2ban: Vec<usize>,
 }
 
 /// Program-keyed dispatch of events to jail filters.
 #[derive(Debug, Default)]
 pub struct Router {
     jails: Vec<JailRoute>,
+    /// Multi-line state of each fail2ban jail (None for native jails); bounded by
+    /// `maxlines` and the failure-id cache. Listener tasks share it, hence the lock, taken only
+    /// by fail2ban jails and only for one line's matching.
+    states: Vec<Option<Mutex<LineState>>>,
     by_program: HashMap<Box<str>, Route>,
     fallback: Route,
 }
@@ -59,7 +69,15 @@ impl Router {
             &jails,
             (0..jails.len()).filter(|&i| jails[i].programs.is_empty()),
         )?;
+        let states = jails
+            .iter()
+            .map(|j| match j.filter {
+                JailFilter::Fail2ban(_) => Some(Mutex::new(LineState::default())),
+                JailFilter::Native(_) => None,
+            })
+            .collect();
         Ok(Router {
+            states,
             jails,
             by_program,
             fallback,
@@ -76,14 +94,9 @@ impl Router {
         self.jails.is_empty()
     }
 
-    /// Calls `on_failure(jail, match)` for every jail that finds a failure in `message`.
-    pub fn route(
-        &self,
-        program: Option<&str>,
-        hostname: Option<&str>,
-        message: &str,
-        mut on_failure: impl FnMut(usize, FilterMatch),
-    ) {
+    /// Calls `on_failure(jail, match)` for every jail that finds a failure in `event`.
+    pub fn route(&self, event: &Event<'_>, mut on_failure: impl FnMut(usize, FilterMatch)) {
+        let (program, hostname, message) = (event.program, event.hostname, event.message);
         let route = program
             .and_then(|p| self.by_program.get(p))
             .unwrap_or(&self.fallback);
@@ -95,7 +108,10 @@ impl Router {
                     if decided == Some(jail) || !self.takes_host(jail, hostname) {
                         continue;
                     }
-                    match self.jails[jail].filter.verdict_for(regex, message) {
+                    let JailFilter::Native(filter) = &self.jails[jail].filter else {
+                        continue;
+                    };
+                    match filter.verdict_for(regex, message) {
                         Some(Verdict::Failure(m)) => {
                             decided = Some(jail);
                             on_failure(jail, m);
@@ -108,8 +124,42 @@ impl Router {
         }
         for &jail in &route.direct {
             if self.takes_host(jail, hostname) {
-                if let Verdict::Failure(m) = self.jails[jail].filter.check(message) {
-                    on_failure(jail, m);
+                if let JailFilter::Native(filter) = &self.jails[jail].filter {
+                    if let Verdict::Failure(m) = filter.check(message) {
+                        on_failure(jail, m);
+                    }
+                }
+            }
+        }
+        if route.fail2ban.is_empty() {
+            return;
+        }
+        let line = syslog_line(event);
+        for &jail in &route.fail2ban {
+            if !self.takes_host(jail, hostname) {
+                continue;
+            }
+            let (JailFilter::Fail2ban(filter), Some(state)) =
+                (&self.jails[jail].filter, &self.states[jail])
+            else {
+                continue;
+            };
+            // A poisoned lock only means another listener panicked mid-line; the state is
+            // still a valid (bounded) buffer and cache, so keep using it.
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            let verdict = filter.process(&mut state, &line);
+            drop(state);
+            if let Some(found) = verdict.failure() {
+                // A DNS name or a non-address <F-ID> is never resolved, so never banned.
+                if let Some(FailureId::Addr(ip)) = found.id {
+                    on_failure(
+                        jail,
+                        FilterMatch {
+                            ip,
+                            regex: found.regex,
+                            user: found.user.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -126,7 +176,13 @@ fn build_route(jails: &[JailRoute], members: impl Iterator<Item = usize>) -> Res
     let mut route = Route::default();
     let mut patterns: Vec<&str> = Vec::new();
     for jail in members {
-        let filter = &jails[jail].filter;
+        let filter = match &jails[jail].filter {
+            JailFilter::Native(f) => f,
+            JailFilter::Fail2ban(_) => {
+                route.fail2ban.push(jail);
+                continue;
+            }
+        };
         if filter.has_prefregex() {
             route.direct.push(jail);
             continue;
@@ -146,21 +202,49 @@ fn build_route(jails: &[JailRoute], members: impl Iterator<Item = usize>) -> Res
     Ok(route)
 }
 
+/// The event as fail2ban reads it from a syslog file once the date is cut out:
+/// ` HOSTNAME PROGRAM[PID]: MESSAGE` (the leading space is where the date was).
+pub fn syslog_line(event: &Event<'_>) -> String {
+    let mut line = String::with_capacity(event.message.len() + 64);
+    if let Some(host) = event.hostname {
+        line.push(' ');
+        line.push_str(host);
+    }
+    if let Some(program) = event.program {
+        line.push(' ');
+        line.push_str(program);
+        match &event.pid {
+            Some(ProcId::PID(pid)) => {
+                let _ = write!(line, "[{pid}]");
+            }
+            Some(ProcId::Name(name)) => {
+                let _ = write!(line, "[{name}]");
+            }
+            None => {}
+        }
+        line.push(':');
+    }
+    line.push(' ');
+    line.push_str(event.message);
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::FilterSource;
+    use crate::filter::{Filter, FilterSource};
+    use std::sync::Arc;
 
     fn jail(fail: &str, programs: &[&str], hosts: &[&str]) -> JailRoute {
         JailRoute {
             name: Arc::from("test"),
-            filter: Arc::new(
+            filter: JailFilter::Native(Arc::new(
                 Filter::compile(&FilterSource {
                     failregex: vec![fail.to_string()],
                     ..Default::default()
                 })
                 .unwrap(),
-            ),
+            )),
             programs: programs.iter().map(|s| s.to_string()).collect(),
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
         }
@@ -173,7 +257,15 @@ mod tests {
         msg: &str,
     ) -> Vec<usize> {
         let mut out = Vec::new();
-        router.route(program, host, msg, |jail, _| out.push(jail));
+        let event = Event {
+            timestamp: None,
+            hostname: host,
+            program,
+            pid: None,
+            message: msg,
+            repeat: 1,
+        };
+        router.route(&event, |jail, _| out.push(jail));
         out
     }
 
@@ -203,13 +295,13 @@ mod tests {
     #[test]
     fn one_failure_per_jail_even_when_two_patterns_hit() {
         let mut j = jail(r"^bad <HOST>", &["sshd"], &[]);
-        j.filter = Arc::new(
+        j.filter = JailFilter::Native(Arc::new(
             Filter::compile(&FilterSource {
                 failregex: vec![r"^bad <HOST>".into(), r"<HOST>$".into()],
                 ..Default::default()
             })
             .unwrap(),
-        );
+        ));
         let router = Router::new(vec![j]).unwrap();
         assert_eq!(failures(&router, Some("sshd"), None, "bad 192.0.2.1"), [0]);
     }

@@ -594,13 +594,13 @@ mod tests {
             programs: vec!["sshd".into()],
             hosts: vec![],
             filter_origin: "test".into(),
-            filter: Arc::new(
+            filter: crate::filter::JailFilter::Native(Arc::new(
                 Filter::compile(&FilterSource {
                     failregex: vec!["^x <HOST>$".into()],
                     ..Default::default()
                 })
                 .unwrap(),
-            ),
+            )),
             settings: JailSettings {
                 bantime: Some(Duration::from_secs(bantime)),
                 findtime: Duration::from_secs(600),

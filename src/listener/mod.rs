@@ -114,16 +114,18 @@ impl Pipeline {
         if self.router.is_empty() {
             return;
         }
-        let message = truncate(event.message, self.max_match_bytes);
-        self.router
-            .route(event.program, event.hostname, message, |jail, m| {
-                out.push(Failure {
-                    jail: self.router.name(jail).clone(),
-                    ip: m.ip,
-                    count: event.repeat,
-                    received_at: receipt.at,
-                })
-            });
+        let event = crate::parse::Event {
+            message: truncate(event.message, self.max_match_bytes),
+            ..event
+        };
+        self.router.route(&event, |jail, m| {
+            out.push(Failure {
+                jail: self.router.name(jail).clone(),
+                ip: m.ip,
+                count: event.repeat,
+                received_at: receipt.at,
+            })
+        });
     }
 }
 
