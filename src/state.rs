@@ -21,6 +21,8 @@ use crate::action::BanOrder;
 pub const QUEUE_DEPTH: usize = 16_384;
 /// Most operations committed in one transaction.
 const BATCH: usize = 4096;
+/// Most failed writes kept for a retry while the database cannot be written.
+const MAX_PENDING: usize = 100_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bans (
@@ -293,6 +295,13 @@ pub enum StateOp {
     Routes(HashMap<String, mpsc::Sender<ActionCommand>>),
 }
 
+impl StateOp {
+    /// True for operations that change the database (the others only route or re-apply).
+    fn is_persistent(&self) -> bool {
+        matches!(self, StateOp::Ban { .. } | StateOp::Unban { .. })
+    }
+}
+
 /// The writer thread: batches operations into transactions and forwards them, in order, to
 /// the action runners once committed. A database that fails (read-only, disk full) is logged
 /// and counted, and bans go on in memory: protection comes first, the state catches up later.
@@ -304,6 +313,7 @@ pub fn writer(
     let mut routes: HashMap<String, mpsc::Sender<ActionCommand>> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);
     let mut failing = false;
+    let mut pending: Vec<StateOp> = Vec::new();
     while let Some(op) = ops.blocking_recv() {
         batch.push(op);
         while batch.len() < BATCH {
@@ -313,18 +323,31 @@ pub fn writer(
             }
         }
         if let Some(db) = state.as_mut() {
-            match db.apply(&batch) {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("state database writable again");
+            // Writes that failed before are retried first, in order, so the state catches up
+            // once the disk is writable again.
+            pending.extend(batch.iter().filter(|op| op.is_persistent()).cloned());
+            match db.apply(&pending) {
+                Ok(()) => {
+                    if failing {
+                        failing = false;
+                        tracing::info!(caught_up = pending.len(), "state database writable again");
+                    }
+                    pending.clear();
                 }
-                Ok(()) => {}
                 Err(error) => {
                     errors.increment(1);
                     if !failing {
                         tracing::error!(%error, "cannot write state; bans continue in memory");
                     }
                     failing = true;
+                    if pending.len() > MAX_PENDING {
+                        let dropped = pending.len() - MAX_PENDING;
+                        pending.drain(..dropped);
+                        tracing::error!(
+                            dropped,
+                            "state writes dropped: the database has been failing too long"
+                        );
+                    }
                 }
             }
         }
