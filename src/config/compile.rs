@@ -26,6 +26,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where /metrics is served; None turns it off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Also export jail series under the fail2ban exporter's names (`f2b_*`).
+    pub fail2ban_exporter_names: bool,
     /// The control socket's path.
     pub control_socket: PathBuf,
     /// The group (gid) allowed on the control socket besides root.
@@ -182,6 +184,7 @@ pub fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigErrors> {
         path: path.to_path_buf(),
         server: server.expect("server settings are complete when no error was recorded"),
         metrics_listen,
+        fail2ban_exporter_names: raw.metrics.fail2ban_exporter_names.unwrap_or(false),
         control_socket,
         control_group,
         state_path,
