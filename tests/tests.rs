@@ -1,5 +1,6 @@
 mod daemon;
 mod filters;
 mod iptables;
+mod observe;
 mod operate;
 mod support;
