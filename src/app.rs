@@ -245,7 +245,7 @@ pub async fn run(
     mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), AppError> {
     apply_options(&mut config, options);
-    let handle = metrics::install().map_err(AppError::Metrics)?;
+    let handle = metrics::install(config.fail2ban_exporter_names).map_err(AppError::Metrics)?;
 
     let (failure_tx, failure_rx) = mpsc::channel(FAILURE_QUEUE);
     let mut listeners = Listeners {
@@ -314,6 +314,7 @@ pub async fn run(
         service.spawn(metrics::serve(listener, handle, shutdown.clone()));
     }
     tracing::info!(jails = config.jails.len(), control = %config.control_socket.display(), "ready");
+    crate::notify::ready();
 
     loop {
         tokio::select! {
@@ -350,6 +351,7 @@ pub async fn run(
     }
 
     tracing::info!("shutting down");
+    crate::notify::stopping();
     listeners.tasks.close();
     service.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, listeners.tasks.wait())
@@ -393,6 +395,7 @@ async fn reload(
     listeners: &mut Listeners,
     commands: &mpsc::Sender<Command>,
 ) -> Result<String, String> {
+    let _reloading = crate::notify::Reloading::begin();
     let mut next = config::load(&current.path).map_err(|errors| errors.to_string())?;
     apply_options(&mut next, options);
     let bound = bind_new(&next, listeners)
@@ -414,6 +417,10 @@ async fn reload(
         (
             "[metrics] listen",
             current.metrics_listen != next.metrics_listen,
+        ),
+        (
+            "[metrics] fail2ban_exporter_names",
+            current.fail2ban_exporter_names != next.fail2ban_exporter_names,
         ),
         (
             "[control]",

@@ -11,6 +11,7 @@
 //! - [`state`]: SQLite persistence of active bans and ban history.
 //! - [`control`]: the Unix control socket and the CLI's client for it.
 //! - [`app`]: wiring, start-up order, reload and graceful shutdown.
+//! - [`notify`]: systemd readiness (sd_notify): ready once listeners are bound, reloading, stopping.
 //! - [`regex_tool`]: the offline `jailsink regex` filter tester.
 
 pub mod action;
@@ -21,6 +22,7 @@ pub mod filter;
 pub mod jail;
 pub mod listener;
 pub mod metrics;
+pub mod notify;
 pub mod parse;
 pub mod regex_tool;
 pub mod state;

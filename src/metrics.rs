@@ -4,15 +4,22 @@
 //! per jail) and increments the handle on the hot path, which avoids a registry lookup per
 //! message.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{
-    describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit,
+    describe_counter, describe_gauge, describe_histogram, Counter, CounterFn, Gauge, GaugeFn,
+    Histogram, Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+mod process;
+
+pub use process::ProcessSample;
 
 const MESSAGES_RECEIVED: &str = "jailsink_messages_received_total";
 const MESSAGES_DROPPED: &str = "jailsink_messages_dropped_total";
@@ -29,6 +36,18 @@ const BUILD_INFO: &str = "jailsink_build_info";
 const STATE_ERRORS: &str = "jailsink_state_errors_total";
 const BANS_WITHHELD: &str = "jailsink_bans_withheld_total";
 const BAN_STORM: &str = "jailsink_ban_storm";
+
+// The names of the widely used fail2ban Prometheus exporter, exported as well with
+// `[metrics] fail2ban_exporter_names = true` so existing fail2ban dashboards keep working.
+const F2B_BANNED_CURRENT: &str = "f2b_jail_banned_current";
+const F2B_BANNED_TOTAL: &str = "f2b_jail_banned_total";
+const F2B_FAILED_CURRENT: &str = "f2b_jail_failed_current";
+const F2B_FAILED_TOTAL: &str = "f2b_jail_failed_total";
+const F2B_UP: &str = "f2b_up";
+
+/// Whether jail series are also exported under the fail2ban exporter's names; set once by
+/// [`install`] before any jail takes its handles.
+static FAIL2BAN_NAMES: AtomicBool = AtomicBool::new(false);
 
 /// Buckets for ban latency: a log action answers in microseconds, a firewall in milliseconds.
 const BAN_LATENCY_BUCKETS: &[f64] = &[
@@ -73,8 +92,11 @@ impl DropReason {
 }
 
 /// Installs the global recorder and describes every metric; call once before any handle is taken.
+/// With `fail2ban_exporter_names`, jail series are also exported under the fail2ban exporter's
+/// names (read at start only: jails started later by a reload follow the same choice).
 /// Returns the handle that renders the text exposition.
-pub fn install() -> Result<PrometheusHandle, String> {
+pub fn install(fail2ban_exporter_names: bool) -> Result<PrometheusHandle, String> {
+    FAIL2BAN_NAMES.store(fail2ban_exporter_names, Ordering::Relaxed);
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(BAN_LATENCY.to_string()), BAN_LATENCY_BUCKETS)
         .map_err(|e| e.to_string())?
@@ -91,7 +113,88 @@ pub fn install() -> Result<PrometheusHandle, String> {
     }
     tcp_connections().set(0.0);
     state_errors().absolute(0);
+    if fail2ban_exporter_names {
+        describe_fail2ban_names();
+        // The daemon answering a scrape is the daemon being up: there is no separate server.
+        metrics::gauge!(F2B_UP).set(1.0);
+    }
     Ok(handle)
+}
+
+fn describe_fail2ban_names() {
+    describe_gauge!(
+        F2B_BANNED_CURRENT,
+        "Addresses banned now, by jail (fail2ban exporter name of jailsink_banned)."
+    );
+    describe_counter!(
+        F2B_BANNED_TOTAL,
+        "Bans issued, by jail (fail2ban exporter name of jailsink_bans_total)."
+    );
+    describe_gauge!(
+        F2B_FAILED_CURRENT,
+        "Addresses with failures inside findtime, by jail (fail2ban exporter name of jailsink_tracked_addresses)."
+    );
+    describe_counter!(
+        F2B_FAILED_TOTAL,
+        "Failures matched, by jail (fail2ban exporter name of jailsink_failures_total)."
+    );
+    describe_gauge!(
+        F2B_UP,
+        "Always 1 while jailsink answers (fail2ban exporter compatibility)."
+    );
+}
+
+/// A counter that feeds two series: the jailsink name and its fail2ban exporter alias.
+struct BothCounters(Counter, Counter);
+
+impl CounterFn for BothCounters {
+    fn increment(&self, value: u64) {
+        self.0.increment(value);
+        self.1.increment(value);
+    }
+
+    fn absolute(&self, value: u64) {
+        self.0.absolute(value);
+        self.1.absolute(value);
+    }
+}
+
+/// A gauge that feeds two series, as [`BothCounters`].
+struct BothGauges(Gauge, Gauge);
+
+impl GaugeFn for BothGauges {
+    fn increment(&self, value: f64) {
+        self.0.increment(value);
+        self.1.increment(value);
+    }
+
+    fn decrement(&self, value: f64) {
+        self.0.decrement(value);
+        self.1.decrement(value);
+    }
+
+    fn set(&self, value: f64) {
+        self.0.set(value);
+        self.1.set(value);
+    }
+}
+
+/// `counter`, also feeding the fail2ban exporter's `alias` when those names are on.
+fn with_alias_counter(counter: Counter, alias: &'static str, jail: &str) -> Counter {
+    if !FAIL2BAN_NAMES.load(Ordering::Relaxed) {
+        return counter;
+    }
+    let other = metrics::counter!(alias, "jail" => jail.to_string());
+    Counter::from_arc(Arc::new(BothCounters(counter, other)))
+}
+
+/// `gauge`, also feeding the fail2ban exporter's `alias` when those names are on.
+fn with_alias_gauge(gauge: Gauge, alias: &'static str, jail: &str) -> Gauge {
+    if !FAIL2BAN_NAMES.load(Ordering::Relaxed) {
+        return gauge;
+    }
+    let other = metrics::gauge!(alias, "jail" => jail.to_string());
+    Gauge::from_arc(Arc::new(BothGauges(gauge, other)))
 }
 
 fn describe_all() {
@@ -183,13 +286,30 @@ pub struct JailMetrics {
 impl JailMetrics {
     /// Registers (at zero) and returns the series of one jail.
     pub fn new(jail: &str) -> Self {
+        let name = jail;
         let jail = jail.to_string();
         let m = JailMetrics {
-            failures: metrics::counter!(FAILURES, "jail" => jail.clone()),
-            bans: metrics::counter!(BANS, "jail" => jail.clone()),
+            failures: with_alias_counter(
+                metrics::counter!(FAILURES, "jail" => jail.clone()),
+                F2B_FAILED_TOTAL,
+                name,
+            ),
+            bans: with_alias_counter(
+                metrics::counter!(BANS, "jail" => jail.clone()),
+                F2B_BANNED_TOTAL,
+                name,
+            ),
             unbans: metrics::counter!(UNBANS, "jail" => jail.clone()),
-            banned: metrics::gauge!(BANNED, "jail" => jail.clone()),
-            tracked: metrics::gauge!(TRACKED, "jail" => jail.clone()),
+            banned: with_alias_gauge(
+                metrics::gauge!(BANNED, "jail" => jail.clone()),
+                F2B_BANNED_CURRENT,
+                name,
+            ),
+            tracked: with_alias_gauge(
+                metrics::gauge!(TRACKED, "jail" => jail.clone()),
+                F2B_FAILED_CURRENT,
+                name,
+            ),
             evicted: metrics::counter!(TRACKED_EVICTED, "jail" => jail.clone()),
             ban_latency: metrics::histogram!(BAN_LATENCY, "jail" => jail.clone()),
             withheld: metrics::counter!(BANS_WITHHELD, "jail" => jail.clone()),
@@ -244,6 +364,16 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: Ca
     }
 }
 
+/// The whole exposition: every recorded family, then the process families read now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&ProcessSample::read().render());
+    text
+}
+
 async fn answer(
     mut stream: tokio::net::TcpStream,
     handle: &PrometheusHandle,
@@ -274,7 +404,7 @@ async fn answer(
             (
                 "200 OK",
                 "text/plain; version=0.0.4; charset=utf-8",
-                handle.render(),
+                render(handle),
             )
         } else {
             (

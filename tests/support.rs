@@ -94,6 +94,16 @@ impl Daemon {
     /// Starts `jailsink run` in `dir` (kept: a restart test reuses its state and socket).
     /// `@DIR@` in the config text stands for the directory.
     pub fn start_in(dir: tempfile::TempDir, config_text: &str, wrapper: &[&str]) -> Daemon {
+        Daemon::start_env(dir, config_text, wrapper, &[])
+    }
+
+    /// As [`Daemon::start_in`], with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_env(
+        dir: tempfile::TempDir,
+        config_text: &str,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let path = dir.path().join("jailsink.toml");
         let text = config_text.replace("@DIR@", &dir.path().display().to_string());
         std::fs::write(&path, text).expect("write config");
@@ -105,6 +115,7 @@ impl Daemon {
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -294,4 +305,27 @@ pub fn require_root() {
         "0",
         "this test needs root (network namespaces and iptables); run the suite as root"
     );
+}
+
+/// A TCP port free on 127.0.0.1 right now (for configs that must name their port up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// The path of an external tool, or a failure naming the Debian package that provides it
+/// (scripts/test installs it): a test that needs a tool never passes without it.
+pub fn tool(name: &str, package: &str) -> String {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .expect("sh");
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
+    assert!(
+        found.status.success() && !path.is_empty(),
+        "`{name}` is missing: run scripts/test, or apt-get install {package}"
+    );
+    path
 }

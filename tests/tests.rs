@@ -3,5 +3,6 @@ mod fail2ban;
 mod filters;
 mod hostile;
 mod iptables;
+mod observe;
 mod operate;
 mod support;

@@ -27,6 +27,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where /metrics is served; None turns it off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Also export jail series under the fail2ban exporter's names (`f2b_*`).
+    pub fail2ban_exporter_names: bool,
     /// The control socket's path.
     pub control_socket: PathBuf,
     /// The group (gid) allowed on the control socket besides root.
@@ -49,7 +51,8 @@ pub struct ServerConfig {
     /// Largest message, in bytes.
     pub max_message_bytes: usize,
     /// Patterns see at most this many bytes of a message: matching cost stays bounded whatever
-    /// a sender writes (a failure line is a few hundred bytes).
+    /// a sender writes. The default is the message limit, because a cut line cannot match an
+    /// anchored pattern and a long user name would otherwise hide an attacker.
     pub max_match_bytes: usize,
     /// Most TCP connections at once.
     pub max_tcp_connections: usize,
@@ -188,6 +191,7 @@ pub fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigErrors> {
         path: path.to_path_buf(),
         server: server.expect("server settings are complete when no error was recorded"),
         metrics_listen,
+        fail2ban_exporter_names: raw.metrics.fail2ban_exporter_names.unwrap_or(false),
         control_socket,
         control_group,
         state_path,
@@ -219,7 +223,7 @@ fn compile_server(raw: &RawConfig, errors: &mut Errors) -> Option<ServerConfig> 
     );
     let max_match_bytes = errors.take(
         "server.max_match_bytes",
-        in_range(s.max_match_bytes.unwrap_or(4096), 64, 16 << 20),
+        in_range(s.max_match_bytes.unwrap_or(65536), 64, 16 << 20),
     );
     let max_tcp_connections = errors.take(
         "server.max_tcp_connections",

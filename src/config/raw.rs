@@ -59,6 +59,9 @@ pub struct RawServer {
 pub struct RawMetrics {
     /// Address of the /metrics responder; an empty string turns it off.
     pub listen: Option<String>,
+    /// Also export jail series under the fail2ban Prometheus exporter's names (`f2b_*`), so
+    /// dashboards made for fail2ban keep working.
+    pub fail2ban_exporter_names: Option<bool>,
 }
 
 /// `[control]`.
