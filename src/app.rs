@@ -108,7 +108,9 @@ pub async fn run(
     for j in &config.jails {
         let m = JailMetrics::new(&j.name);
         runners.push(
-            runner::spawn(&j.name, &j.actions, m.clone())
+            // Bans restored from the state database go here once it exists; until then the
+            // kernel is reconciled to none, which lifts whatever a crash left behind.
+            runner::spawn(&j.name, &j.actions, m.clone(), Vec::new())
                 .await
                 .map_err(AppError::Thread)?,
         );
