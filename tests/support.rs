@@ -235,13 +235,3 @@ pub fn logger(wrapper: &[&str], args: &[&str]) {
         .unwrap_or_else(|e| panic!("cannot run logger (apt-get install bsdutils): {e}"));
     assert!(status.success(), "{argv:?} failed");
 }
-
-/// Skips nothing: a test that needs root says so and fails.
-pub fn require_root() {
-    let uid = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "this test needs root (network namespaces and iptables); run the suite as root"
-    );
-}

@@ -1,4 +1,6 @@
 mod daemon;
 mod filters;
+mod firewall;
 mod iptables;
+mod lab;
 mod support;

@@ -99,16 +99,23 @@ impl Action for IpsetAction {
     }
 
     fn start(&mut self) -> Result<(), ActionError> {
-        let mut script = String::new();
         for (ipv4, family) in [(true, "inet"), (false, "inet6")] {
-            let _ = writeln!(
-                script,
-                "create {} hash:net family {family} timeout 0 maxelem {MAXELEM}",
-                set_name(&self.spec.name, ipv4)
-            );
+            let set = set_name(&self.spec.name, ipv4);
+            let maxelem = MAXELEM.to_string();
+            // -exist: a set left by keep_on_stop (or a crash) is kept with its entries.
+            let args = [
+                "create", &set, "hash:net", "family", family, "timeout", "0", "maxelem", &maxelem,
+                "-exist",
+            ];
+            if let Err(error) = ipset(&args, None) {
+                // Same name, other parameters (an older version's set): keep using it rather
+                // than destroy bans; `ipset list` shows what it is.
+                if ipset(&["list", "-n", &set], None).is_err() {
+                    return Err(error);
+                }
+                tracing::warn!(set = %set, %error, "an ipset of this name exists with other parameters; using it as it is");
+            }
         }
-        // -exist: a set left by keep_on_stop (or a crash) is kept with its entries.
-        ipset(&["restore", "-exist"], Some(script.as_bytes()))?;
         for ipv4 in [true, false] {
             insert_hooks(&tool(!ipv4)?, &self.hooks(ipv4))?;
         }
