@@ -474,3 +474,18 @@ action = {{ type = "command", ban = {ban} {extra} }}
     assert!(text("hangs").contains("killed"), "{}", text("hangs"));
     assert!(d.stop().success());
 }
+
+/// The firewall bench at 100 bans per backend, so it keeps working; timings are not asserted.
+#[test]
+fn bench_smoke_applies_100_bans_to_each_backend() {
+    for (i, backend) in ["nftables", "ipset", "nftables-interval", "iptables"]
+        .into_iter()
+        .enumerate()
+    {
+        let lab = Lab::new(&format!("bs{i}"));
+        let figures = crate::measure::measure(&lab, backend, 100, 20);
+        assert_eq!(figures.listed, 101, "{backend}: {figures:?}");
+        let left = leftovers(&lab.server);
+        assert!(left.is_empty(), "{backend} left: {left:#?}");
+    }
+}
