@@ -5,7 +5,7 @@
 //! - [`parse`]: one frame into an [`parse::Event`] (RFC 3164 / RFC 5424 via syslog_loose).
 //! - [`filter`]: events routed by program, matched by failregex, into failures.
 //! - [`jail`]: failures per address within findtime, bans at maxretry, expiry at bantime.
-//! - [`action`]: bans applied off the hot path (iptables, log).
+//! - [`action`]: bans applied off the hot path (iptables, nftables, ipset, command, log).
 //! - [`metrics`]: every metric defined once, and the /metrics responder.
 //! - [`config`]: TOML parsed, then compiled with every error reported at once.
 //! - [`state`]: SQLite persistence of active bans and ban history.

@@ -14,7 +14,7 @@ use ipnetwork::IpNetwork;
 use rusqlite::{params, Connection};
 use tokio::sync::mpsc;
 
-use crate::action::runner::ActionCommand;
+use crate::action::ActionCommand;
 use crate::action::BanOrder;
 
 /// Operations waiting for the writer before it blocks the jail task.
@@ -254,7 +254,7 @@ impl State {
                     "DELETE FROM bans WHERE jail = ?1 AND target = ?2",
                     params![jail, target.to_string()],
                 ),
-                StateOp::Reapply { .. } | StateOp::Routes(_) => Ok(0),
+                StateOp::Routes(_) => Ok(0),
             };
             result.map_err(&error)?;
         }
@@ -282,13 +282,6 @@ pub enum StateOp {
         jail: String,
         /// What was banned.
         target: IpNetwork,
-    },
-    /// Apply a ban already stored (restored at start, or a restarted action).
-    Reapply {
-        /// The jail's name.
-        jail: String,
-        /// The ban.
-        order: BanOrder,
     },
     /// From now on, send each jail's commands to these queues (sent at start and reload, in
     /// band, so no command overtakes a change of runner).
@@ -357,9 +350,7 @@ pub fn writer(
                     routes = new;
                     continue;
                 }
-                StateOp::Ban { jail, order, .. } | StateOp::Reapply { jail, order } => {
-                    (jail, ActionCommand::Ban(order))
-                }
+                StateOp::Ban { jail, order, .. } => (jail, ActionCommand::Ban(order)),
                 StateOp::Unban { jail, target } => (jail, ActionCommand::Unban(target)),
             };
             if let Some(queue) = routes.get(&jail) {
@@ -381,7 +372,8 @@ mod tests {
             target: target.parse().unwrap(),
             failures: 5,
             bantime: bantime.map(Duration::from_secs),
-            decided_at: Some(Instant::now()),
+            decided_at: Instant::now(),
+            from_state: false,
         }
     }
 

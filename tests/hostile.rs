@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::iptables::Netns;
+use crate::lab::Netns;
 use crate::support::{binary, config, wait_for, Daemon};
 
 const SSHD: &str = r#"

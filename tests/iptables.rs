@@ -2,67 +2,10 @@
 //! appears in the jail's chain (iptables and ip6tables), leaves it at unban, and the chain and
 //! its INPUT hook are gone after the daemon stops.
 
-use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{config, logger, require_root, wait_for, Daemon};
-
-/// A network namespace removed on drop.
-pub struct Netns {
-    /// Its name.
-    pub name: String,
-}
-
-impl Netns {
-    /// Creates `jsk-<tag>-<pid>` with loopback up.
-    pub fn new(tag: &str) -> Netns {
-        require_root();
-        let name = format!("jsk-{tag}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("cannot run `ip` (apt-get install iproute2)");
-        assert!(
-            status.success(),
-            "ip netns add {name} failed: is this root with CAP_SYS_ADMIN?"
-        );
-        let ns = Netns { name };
-        ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip netns exec NAME` as a command prefix.
-    pub fn prefix(&self) -> [&str; 4] {
-        ["ip", "netns", "exec", &self.name]
-    }
-
-    /// Runs a command inside; returns stdout, panicking on failure.
-    pub fn run(&self, argv: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(argv)
-            .output()
-            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{argv:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
+use crate::lab::Netns;
+use crate::support::{config, logger, wait_for, Daemon};
 
 #[test]
 fn iptables_bans_and_unbans_in_a_namespace_and_cleans_up_at_stop() {

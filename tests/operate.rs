@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::iptables::Netns;
+use crate::lab::Netns;
 use crate::support::{binary, config, logger, wait_for, Daemon};
 
 fn jail(extra: &str) -> String {

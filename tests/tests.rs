@@ -1,8 +1,13 @@
 mod daemon;
 mod fail2ban;
 mod filters;
+mod firewall;
 mod hostile;
 mod iptables;
+mod lab;
+// The firewall bench's measurement, run small by firewall::bench_smoke so it cannot rot.
+#[path = "../benches/firewall/measure.rs"]
+mod measure;
 mod observe;
 mod operate;
 mod support;

@@ -1,6 +1,7 @@
 //! The iptables action (crate `iptables`): one chain `jailsink-<name>` per jail and family,
 //! jumped to from INPUT for the jail's ports and protocol, holding one DROP/REJECT per address.
-//! IPv6 addresses go through ip6tables. Start is idempotent; stop removes all it added.
+//! IPv6 addresses go through ip6tables. Start is idempotent (a chain left by a crash is kept
+//! for the runner to reconcile through `list`); stop removes all it added.
 
 use ipnetwork::IpNetwork;
 use iptables::IPTables;
@@ -24,8 +25,38 @@ impl Family {
             })?;
             self.tool = Some(made);
         }
-        Ok(self.tool.as_ref().expect("set just above"))
+        self.tool
+            .as_ref()
+            .ok_or_else(|| ActionError("iptables tool missing".into()))
     }
+}
+
+/// One family's tool for actions that only add rules to INPUT (ipset).
+pub(crate) fn tool(ipv6: bool) -> Result<IPTables, ActionError> {
+    iptables::new(ipv6)
+        .map_err(|e| ActionError::from_display(if ipv6 { "ip6tables" } else { "iptables" }, e))
+}
+
+/// Adds `rules` to INPUT unless present (idempotent start).
+pub(crate) fn insert_hooks(tool: &IPTables, rules: &[String]) -> Result<(), ActionError> {
+    for rule in rules {
+        if !tool.exists(TABLE, HOOK, rule).map_err(fail("check hook"))? {
+            tool.insert(TABLE, HOOK, rule, 1)
+                .map_err(fail("insert hook"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every copy of `rules` from INPUT (a no-op for those already gone).
+pub(crate) fn delete_hooks(tool: &IPTables, rules: &[String]) -> Result<(), ActionError> {
+    for rule in rules {
+        if tool.exists(TABLE, HOOK, rule).map_err(fail("check hook"))? {
+            tool.delete_all(TABLE, HOOK, rule)
+                .map_err(fail("delete hook"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Bans with iptables and ip6tables.
@@ -62,11 +93,15 @@ impl IptablesAction {
     }
 
     fn ban_rule(&self, target: IpNetwork) -> String {
-        let action = match self.spec.blocktype {
-            BlockType::Drop => "DROP",
-            BlockType::Reject => "REJECT",
-        };
-        format!("-s {} -j {action}", target)
+        format!("-s {} -j {}", target, verdict(self.spec.blocktype))
+    }
+}
+
+/// The iptables target of a block type.
+pub fn verdict(blocktype: BlockType) -> &'static str {
+    match blocktype {
+        BlockType::Drop => "DROP",
+        BlockType::Reject => "REJECT",
     }
 }
 
@@ -77,6 +112,12 @@ pub fn chain_name(name: &str) -> String {
 
 /// The INPUT rules that send the jail's traffic through its chain.
 pub fn hook_rules(spec: &FirewallSpec, chain: &str) -> Vec<String> {
+    match_rules(spec, &format!("-j {chain}"))
+}
+
+/// INPUT rules matching the jail's ports and protocol, each ending in `tail` (a jump, or an
+/// ipset match and verdict): with protocol `all` and ports, one rule for TCP and one for UDP.
+pub fn match_rules(spec: &FirewallSpec, tail: &str) -> Vec<String> {
     let protocols: &[&str] = match spec.protocol {
         Protocol::Tcp => &["tcp"],
         Protocol::Udp => &["udp"],
@@ -93,7 +134,7 @@ pub fn hook_rules(spec: &FirewallSpec, chain: &str) -> Vec<String> {
             if !spec.ports.is_empty() {
                 rule.push_str(&format!("-m multiport --dports {} ", spec.ports.join(",")));
             }
-            rule.push_str(&format!("-j {chain}"));
+            rule.push_str(tail);
             rule
         })
         .collect()
@@ -105,33 +146,65 @@ fn fail(what: &str) -> impl Fn(Box<dyn std::error::Error>) -> ActionError + '_ {
 
 fn start_family(family: &mut Family, chain: &str, hooks: &[String]) -> Result<(), ActionError> {
     let tool = family.tool()?;
-    if tool
+    // A chain left over from a crash is kept: the runner lists it and removes what should no
+    // longer be banned, so restored bans never have a gap.
+    if !tool
         .chain_exists(TABLE, chain)
         .map_err(fail("list chain"))?
     {
-        // Left over from a crash: start clean so no stale ban survives.
-        tool.flush_chain(TABLE, chain)
-            .map_err(fail("flush chain"))?;
-    } else {
         tool.new_chain(TABLE, chain).map_err(fail("create chain"))?;
     }
-    for rule in hooks {
-        if !tool.exists(TABLE, HOOK, rule).map_err(fail("check hook"))? {
-            tool.insert(TABLE, HOOK, rule, 1)
-                .map_err(fail("insert hook"))?;
+    insert_hooks(tool, hooks)
+}
+
+/// The bans in a chain listing (`-A chain -s 192.0.2.1/32 -j DROP`), each with its verdict.
+fn parse_bans(lines: &[String]) -> Vec<(IpNetwork, String)> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let at = |flag: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == flag)
+                    .and_then(|i| words.get(i + 1))
+            };
+            let source = at("-s")?.parse().ok()?;
+            Some((source, at("-j")?.to_string()))
+        })
+        .collect()
+}
+
+fn list_family(
+    family: &mut Family,
+    chain: &str,
+    blocktype: BlockType,
+) -> Result<Vec<IpNetwork>, ActionError> {
+    let tool = family.tool()?;
+    if !tool
+        .chain_exists(TABLE, chain)
+        .map_err(fail("list chain"))?
+    {
+        return Ok(Vec::new());
+    }
+    let lines = tool.list(TABLE, chain).map_err(fail("list chain"))?;
+    let mut out = Vec::new();
+    for (source, target) in parse_bans(&lines) {
+        if target == verdict(blocktype) {
+            out.push(source);
+        } else {
+            // The blocktype changed since that rule was made: drop it, reconcile re-adds it.
+            let rule = format!("-s {source} -j {target}");
+            tool.delete_all(TABLE, chain, &rule)
+                .map_err(fail("delete ban"))?;
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 fn stop_family(family: &mut Family, chain: &str, hooks: &[String]) -> Result<(), ActionError> {
     let tool = family.tool()?;
-    for rule in hooks {
-        if tool.exists(TABLE, HOOK, rule).map_err(fail("check hook"))? {
-            tool.delete_all(TABLE, HOOK, rule)
-                .map_err(fail("delete hook"))?;
-        }
-    }
+    delete_hooks(tool, hooks)?;
     if tool
         .chain_exists(TABLE, chain)
         .map_err(fail("list chain"))?
@@ -184,6 +257,12 @@ impl Action for IptablesAction {
         Ok(())
     }
 
+    fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
+        let mut all = list_family(&mut self.v4, &self.chain, self.spec.blocktype)?;
+        all.extend(list_family(&mut self.v6, &self.chain, self.spec.blocktype)?);
+        Ok(Some(all))
+    }
+
     fn stop(&mut self) -> Result<(), ActionError> {
         let hooks = hook_rules(&self.spec, &self.chain);
         let v4 = stop_family(&mut self.v4, &self.chain, &hooks);
@@ -202,7 +281,27 @@ mod tests {
             ports: ports.iter().map(|s| s.to_string()).collect(),
             protocol,
             blocktype: BlockType::Drop,
+            keep_on_stop: false,
+            v4_networks: false,
+            v6_networks: false,
         }
+    }
+
+    #[test]
+    fn bans_are_read_back_from_a_chain_listing() {
+        let lines = [
+            "-N jailsink-sshd".to_string(),
+            "-A jailsink-sshd -s 192.0.2.0/24 -j DROP".to_string(),
+            "-A jailsink-sshd -s 2001:db8::1/128 -j REJECT --reject-with icmp6-port-unreachable"
+                .to_string(),
+        ];
+        assert_eq!(
+            parse_bans(&lines),
+            [
+                ("192.0.2.0/24".parse().unwrap(), "DROP".to_string()),
+                ("2001:db8::1/128".parse().unwrap(), "REJECT".to_string())
+            ]
+        );
     }
 
     #[test]

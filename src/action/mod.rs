@@ -1,8 +1,12 @@
 //! Actions: what a ban does. Every backend implements [`Action`]; a [`runner`] drives one jail's
 //! actions on its own thread behind a bounded queue, so ingest never waits on a firewall.
 
+pub mod command;
+pub mod exec;
+pub mod ipset;
 pub mod iptables;
 pub mod log;
+pub mod nftables;
 pub mod runner;
 
 use ipnetwork::IpNetwork;
@@ -63,6 +67,33 @@ pub struct FirewallSpec {
     pub protocol: Protocol,
     /// DROP or REJECT.
     pub blocktype: BlockType,
+    /// Leave set-based bans (and the rules matching them) in the kernel at stop: their element
+    /// timeouts lift them on time even while the daemon is down. iptables rules have no
+    /// timeout, so the iptables action always cleans up.
+    pub keep_on_stop: bool,
+    /// The jail bans IPv4 networks (`ipv4_prefix` < 32), so nftables needs an interval set.
+    pub v4_networks: bool,
+    /// The jail bans IPv6 networks (`ipv6_prefix` < 128), so nftables needs an interval set.
+    pub v6_networks: bool,
+}
+
+/// The `command` action: argv templates run without a shell (unless argv\[0\] is one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Run once when the jail starts; empty: nothing.
+    pub start: Vec<String>,
+    /// Run once when the jail stops; empty: nothing.
+    pub stop: Vec<String>,
+    /// Run per ban; `<ip>`, `<jail>`, `<bantime>`, `<failures>`, `<port>`, `<protocol>` filled in.
+    pub ban: Vec<String>,
+    /// Run per unban; empty: nothing.
+    pub unban: Vec<String>,
+    /// A run still going after this is killed (with its process group) and counts as failed.
+    pub timeout: Duration,
+    /// The jail's ports as `<port>` shows them (comma-separated; empty for all ports).
+    pub ports: Vec<String>,
+    /// The jail's protocol, for `<protocol>`.
+    pub protocol: Protocol,
 }
 
 /// A compiled action of a jail.
@@ -72,6 +103,12 @@ pub enum ActionSpec {
     Log,
     /// One iptables/ip6tables chain per jail.
     Iptables(FirewallSpec),
+    /// nftables sets in table `inet jailsink`.
+    Nftables(FirewallSpec),
+    /// ipset hash:net sets matched by one iptables/ip6tables rule each.
+    Ipset(FirewallSpec),
+    /// The operator's own programs.
+    Command(CommandSpec),
 }
 
 impl ActionSpec {
@@ -80,6 +117,9 @@ impl ActionSpec {
         match self {
             ActionSpec::Log => "log",
             ActionSpec::Iptables(_) => "iptables",
+            ActionSpec::Nftables(_) => "nftables",
+            ActionSpec::Ipset(_) => "ipset",
+            ActionSpec::Command(_) => "command",
         }
     }
 
@@ -88,6 +128,9 @@ impl ActionSpec {
         match self {
             ActionSpec::Log => Box::new(log::LogAction::new(jail)),
             ActionSpec::Iptables(spec) => Box::new(iptables::IptablesAction::new(spec.clone())),
+            ActionSpec::Nftables(spec) => Box::new(nftables::NftablesAction::new(spec.clone())),
+            ActionSpec::Ipset(spec) => Box::new(ipset::IpsetAction::new(spec.clone())),
+            ActionSpec::Command(spec) => Box::new(command::CommandAction::new(jail, spec.clone())),
         }
     }
 }
@@ -99,11 +142,55 @@ pub struct BanOrder {
     pub target: IpNetwork,
     /// Failures that led to it.
     pub failures: u32,
-    /// How long; None is permanent.
+    /// How long from `decided_at`; None is permanent.
     pub bantime: Option<Duration>,
-    /// Receipt of the message that decided the ban, for the latency histogram; None for a
-    /// ban re-applied from the state, which has no deciding message.
-    pub decided_at: Option<Instant>,
+    /// Receipt of the message that decided the ban, for the latency histogram; the ban ends at
+    /// `decided_at + bantime`.
+    pub decided_at: Instant,
+    /// Re-applied from the state (restart, reload), not decided by a message now: no latency
+    /// sample is taken.
+    pub from_state: bool,
+}
+
+impl BanOrder {
+    /// What is left of the ban at `now`, for kernel element timeouts; None is permanent. Never
+    /// below one second, so an order applied late still blocks until the jail lifts it.
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        let left = self
+            .bantime?
+            .saturating_sub(now.saturating_duration_since(self.decided_at));
+        Some(left.max(Duration::from_secs(1)))
+    }
+}
+
+/// Work for an action: the runner hands these over in bursts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionCommand {
+    /// Apply a ban.
+    Ban(BanOrder),
+    /// Lift a ban.
+    Unban(IpNetwork),
+}
+
+impl ActionCommand {
+    /// Who the command is about.
+    pub fn target(&self) -> IpNetwork {
+        match self {
+            ActionCommand::Ban(order) => order.target,
+            ActionCommand::Unban(target) => *target,
+        }
+    }
+}
+
+/// Part of a burst did not apply: which commands (indices into the burst) and the first reason.
+/// Transactional backends fail a burst whole; the runner retries just the listed commands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} of the burst failed: {error}", .pending.len())]
+pub struct BatchError {
+    /// Indices, into the burst, of the commands that did not apply.
+    pub pending: Vec<usize>,
+    /// What went wrong first.
+    pub error: ActionError,
 }
 
 /// An action that could not do its job; the text says what the backend answered.
@@ -118,6 +205,12 @@ impl ActionError {
     }
 }
 
+impl From<exec::ExecError> for ActionError {
+    fn from(error: exec::ExecError) -> Self {
+        ActionError(error.to_string())
+    }
+}
+
 /// A ban backend. Calls come from one thread, in order; each may block (firewall commands).
 pub trait Action: Send {
     /// Type name for metrics and logs.
@@ -128,11 +221,48 @@ pub trait Action: Send {
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError>;
     /// Lifts the block on `target`.
     fn unban(&mut self, target: IpNetwork) -> Result<(), ActionError>;
+    /// Applies a burst in order. Set-based backends override this to apply it in one
+    /// transaction; the default calls `ban`/`unban` for each and reports those that failed.
+    fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+        let mut pending = Vec::new();
+        let mut first = None;
+        for (i, command) in batch.iter().enumerate() {
+            let result = match command {
+                ActionCommand::Ban(order) => self.ban(order),
+                ActionCommand::Unban(target) => self.unban(*target),
+            };
+            if let Err(error) = result {
+                pending.push(i);
+                first.get_or_insert(error);
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError { pending, error }),
+        }
+    }
     /// What of ours the kernel holds now, so a restart can reconcile it with the bans that
     /// should be active; backends that hold nothing (log) answer None.
     fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
         Ok(None)
     }
-    /// Removes everything `start` and `ban` added.
+    /// Removes everything `start` and `ban` added (set-based backends with `keep_on_stop`
+    /// leave it, for their element timeouts to finish).
     fn stop(&mut self) -> Result<(), ActionError>;
+}
+
+/// A target as firewall tools write it: a lone address bare, a network as CIDR with its
+/// network address (what `nft list` and `ipset list` print back, so lists compare equal).
+pub fn element_text(target: IpNetwork) -> String {
+    let full = if target.is_ipv4() { 32 } else { 128 };
+    if target.prefix() == full {
+        target.ip().to_string()
+    } else {
+        format!("{}/{}", target.network(), target.prefix())
+    }
+}
+
+/// Reads an element back from a firewall listing: `192.0.2.1`, `2001:db8::/64`.
+pub fn parse_element(text: &str) -> Option<IpNetwork> {
+    text.trim().parse::<IpNetwork>().ok()
 }

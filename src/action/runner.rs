@@ -1,26 +1,32 @@
 //! Runs one jail's actions on a dedicated thread fed by a bounded queue: firewall commands
 //! block, and they must never stall ingest or the jail task beyond the queue's depth.
+//!
+//! Queued commands are taken in bursts (up to [`MAX_BURST`]) so a set-based backend applies a
+//! flood of bans in one transaction. A failed burst is retried with backoff, logged once, and
+//! counted per command that still failed; the jail's state keeps the ban either way.
+
+use std::collections::HashSet;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
-use std::thread::JoinHandle;
-use std::time::Instant;
-
 use tokio::sync::mpsc;
 
-use super::{Action, ActionSpec, BanOrder};
+use super::{Action, ActionError, ActionSpec, BanOrder};
 use crate::metrics::{self, JailMetrics};
+
+pub use super::ActionCommand;
 
 /// Bans waiting for a slow firewall before the jail task waits too.
 pub const QUEUE_DEPTH: usize = 16_384;
-
-/// Work for a runner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ActionCommand {
-    /// Apply a ban.
-    Ban(BanOrder),
-    /// Lift a ban.
-    Unban(IpNetwork),
-}
+/// Most commands applied as one burst (one nft transaction, one ipset restore).
+pub const MAX_BURST: usize = 1_000;
+/// Pauses before each retry of a failed call: four tries in all, 2.1 s of waiting at most.
+pub const RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_millis(1600),
+];
 
 /// A running runner: its queue and its thread.
 pub struct Runner {
@@ -30,12 +36,14 @@ pub struct Runner {
     pub thread: JoinHandle<()>,
 }
 
-/// Starts the actions of `jail` on their own thread; returns once each action's `start` has
-/// run, so readiness means the firewall hooks are in place.
+/// Starts the actions of `jail` on their own thread, then reconciles each with `restored` (the
+/// bans that should be active: what the kernel holds beyond them is lifted, what it lacks is
+/// added); returns once that is done, so readiness means the firewall is in place.
 pub async fn spawn(
     jail: &str,
     specs: &[ActionSpec],
     metrics: JailMetrics,
+    restored: Vec<BanOrder>,
 ) -> std::io::Result<Runner> {
     let (queue, commands) = mpsc::channel(QUEUE_DEPTH);
     let (started_tx, started) = tokio::sync::oneshot::channel();
@@ -43,58 +51,326 @@ pub async fn spawn(
     let jail = jail.to_string();
     let thread = std::thread::Builder::new()
         .name(format!("action-{jail}"))
-        .spawn(move || run(jail, actions, commands, metrics, started_tx))?;
+        .spawn(move || {
+            let mut runner = Worker::new(jail, actions, metrics);
+            runner.start(&restored);
+            let _ = started_tx.send(());
+            runner.serve(commands);
+            runner.stop();
+        })?;
     // An error here means the thread died before starting; the join at shutdown reports it.
     let _ = started.await;
     Ok(Runner { queue, thread })
 }
 
-fn run(
+/// One action with its error counter.
+struct Slot {
+    action: Box<dyn Action>,
+    errors: ::metrics::Counter,
+}
+
+/// The runner thread's state.
+struct Worker {
     jail: String,
-    mut actions: Vec<Box<dyn Action>>,
-    mut commands: mpsc::Receiver<ActionCommand>,
+    slots: Vec<Slot>,
     metrics: JailMetrics,
-    started: tokio::sync::oneshot::Sender<()>,
-) {
-    let errors: Vec<_> = actions
-        .iter()
-        .map(|a| metrics::action_errors(&jail, a.kind()))
-        .collect();
-    for error in &errors {
-        error.absolute(0);
-    }
-    for (action, errors) in actions.iter_mut().zip(&errors) {
-        if let Err(error) = action.start() {
-            errors.increment(1);
-            tracing::error!(jail = %jail, action = action.kind(), %error, "action failed to start");
+}
+
+impl Worker {
+    fn new(jail: String, actions: Vec<Box<dyn Action>>, metrics: JailMetrics) -> Self {
+        let slots = actions
+            .into_iter()
+            .map(|action| {
+                let errors = metrics::action_errors(&jail, action.kind());
+                errors.absolute(0);
+                Slot { action, errors }
+            })
+            .collect();
+        Worker {
+            jail,
+            slots,
+            metrics,
         }
     }
-    let _ = started.send(());
-    while let Some(command) = commands.blocking_recv() {
-        for (action, errors) in actions.iter_mut().zip(&errors) {
-            let (what, result) = match &command {
-                ActionCommand::Ban(order) => ("ban", action.ban(order)),
-                ActionCommand::Unban(target) => ("unban", action.unban(*target)),
-            };
-            if let Err(error) = result {
-                errors.increment(1);
-                tracing::error!(jail = %jail, action = action.kind(), %error, "{what} failed");
+
+    fn start(&mut self, restored: &[BanOrder]) {
+        for slot in &mut self.slots {
+            let kind = slot.action.kind();
+            if let Err(error) = retry(|| slot.action.start()) {
+                slot.errors.increment(1);
+                tracing::error!(jail = %self.jail, action = kind, %error, "action failed to start");
+            }
+            reconcile(&self.jail, slot, restored);
+        }
+    }
+
+    /// Takes bursts off the queue until every sender is gone.
+    fn serve(&mut self, mut commands: mpsc::Receiver<ActionCommand>) {
+        let mut burst = Vec::with_capacity(MAX_BURST);
+        while let Some(first) = commands.blocking_recv() {
+            burst.clear();
+            burst.push(first);
+            while burst.len() < MAX_BURST {
+                match commands.try_recv() {
+                    Ok(command) => burst.push(command),
+                    Err(_) => break,
+                }
+            }
+            for slot in &mut self.slots {
+                apply(&self.jail, slot, &burst);
+            }
+            let now = Instant::now();
+            for command in &burst {
+                if let ActionCommand::Ban(
+                    order @ BanOrder {
+                        from_state: false, ..
+                    },
+                ) = command
+                {
+                    self.metrics
+                        .ban_latency
+                        .record(now.duration_since(order.decided_at).as_secs_f64());
+                }
             }
         }
-        if let ActionCommand::Ban(BanOrder {
-            decided_at: Some(at),
-            ..
-        }) = &command
-        {
-            metrics
-                .ban_latency
-                .record(Instant::now().duration_since(*at).as_secs_f64());
+    }
+
+    fn stop(&mut self) {
+        for slot in &mut self.slots {
+            let kind = slot.action.kind();
+            if let Err(error) = retry(|| slot.action.stop()) {
+                slot.errors.increment(1);
+                tracing::error!(jail = %self.jail, action = kind, %error, "action failed to stop");
+            }
         }
     }
-    for (action, errors) in actions.iter_mut().zip(&errors) {
-        if let Err(error) = action.stop() {
-            errors.increment(1);
-            tracing::error!(jail = %jail, action = action.kind(), %error, "action failed to stop");
+}
+
+/// Calls `f` until it succeeds or every retry is spent.
+fn retry(mut f: impl FnMut() -> Result<(), ActionError>) -> Result<(), ActionError> {
+    let mut result = f();
+    for delay in RETRY_DELAYS {
+        if result.is_ok() {
+            break;
         }
+        std::thread::sleep(delay);
+        result = f();
+    }
+    result
+}
+
+/// Applies a burst, retrying what failed; logs once and counts each command that never applied.
+fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
+    let mut pending: Vec<ActionCommand> = burst.to_vec();
+    let mut last_error = None;
+    let mut tries = 0;
+    for delay in std::iter::once(Duration::ZERO).chain(RETRY_DELAYS) {
+        std::thread::sleep(delay);
+        tries += 1;
+        match slot.action.apply(&pending) {
+            Ok(()) => {
+                pending.clear();
+                break;
+            }
+            Err(failed) => {
+                tracing::debug!(jail, action = slot.action.kind(), tries, failed = failed.pending.len(), error = %failed.error, "burst failed; retrying");
+                pending = failed
+                    .pending
+                    .iter()
+                    .filter_map(|&i| pending.get(i).cloned())
+                    .collect();
+                last_error = Some(failed.error);
+                if pending.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    if pending.is_empty() {
+        return;
+    }
+    slot.errors.increment(pending.len() as u64);
+    let bans = pending
+        .iter()
+        .filter(|c| matches!(c, ActionCommand::Ban(_)))
+        .count();
+    let first = pending.first().map(|c| super::element_text(c.target()));
+    tracing::error!(
+        jail,
+        action = slot.action.kind(),
+        failed = pending.len(),
+        bans,
+        unbans = pending.len() - bans,
+        burst = burst.len(),
+        tries,
+        first = first.as_deref().unwrap_or(""),
+        error = %last_error.map(|e| e.to_string()).unwrap_or_default(),
+        "action failed; the jail still counts these bans as active"
+    );
+}
+
+/// Brings the kernel in line with the bans that should be active: with a listing, lifts what
+/// is there but not wanted and adds what is missing; without one, adds every wanted ban.
+fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder]) {
+    let kind = slot.action.kind();
+    let current = match slot.action.list() {
+        Ok(current) => current,
+        Err(error) => {
+            slot.errors.increment(1);
+            tracing::error!(jail, action = kind, %error, "cannot list the firewall; adding every restored ban");
+            None
+        }
+    };
+    let mut commands = Vec::new();
+    match &current {
+        Some(current) => {
+            let wanted: HashSet<IpNetwork> = restored.iter().map(|o| o.target).collect();
+            let present: HashSet<IpNetwork> = current.iter().copied().collect();
+            commands.extend(
+                present
+                    .iter()
+                    .filter(|t| !wanted.contains(t))
+                    .map(|t| ActionCommand::Unban(*t)),
+            );
+            commands.extend(
+                restored
+                    .iter()
+                    .filter(|o| !present.contains(&o.target))
+                    .map(|o| ActionCommand::Ban(o.clone())),
+            );
+        }
+        None => commands.extend(restored.iter().cloned().map(ActionCommand::Ban)),
+    }
+    let removed = commands
+        .iter()
+        .filter(|c| matches!(c, ActionCommand::Unban(_)))
+        .count();
+    if !commands.is_empty() || current.is_some() {
+        tracing::info!(
+            jail,
+            action = kind,
+            listed = current.as_ref().map_or(0, Vec::len),
+            removed,
+            added = commands.len() - removed,
+            "reconciled"
+        );
+    }
+    for burst in commands.chunks(MAX_BURST) {
+        apply(jail, slot, burst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::BatchError;
+    use std::sync::{Arc, Mutex};
+
+    /// Records calls; fails the first `fail` apply calls whole.
+    struct Fake {
+        listed: Option<Vec<IpNetwork>>,
+        applied: Arc<Mutex<Vec<ActionCommand>>>,
+        fail: usize,
+    }
+
+    impl Action for Fake {
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+        fn start(&mut self) -> Result<(), ActionError> {
+            Ok(())
+        }
+        fn ban(&mut self, _: &BanOrder) -> Result<(), ActionError> {
+            unreachable!("apply is overridden")
+        }
+        fn unban(&mut self, _: IpNetwork) -> Result<(), ActionError> {
+            unreachable!("apply is overridden")
+        }
+        fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(BatchError {
+                    pending: (0..batch.len()).collect(),
+                    error: ActionError("no".into()),
+                });
+            }
+            self.applied.lock().unwrap().extend_from_slice(batch);
+            Ok(())
+        }
+        fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
+            Ok(self.listed.clone())
+        }
+        fn stop(&mut self) -> Result<(), ActionError> {
+            Ok(())
+        }
+    }
+
+    fn order(target: &str) -> BanOrder {
+        BanOrder {
+            target: target.parse().unwrap(),
+            failures: 1,
+            bantime: None,
+            decided_at: Instant::now(),
+            from_state: false,
+        }
+    }
+
+    fn slot(listed: Option<Vec<&str>>, fail: usize) -> (Slot, Arc<Mutex<Vec<ActionCommand>>>) {
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let fake = Fake {
+            listed: listed.map(|l| l.iter().map(|t| t.parse().unwrap()).collect()),
+            applied: applied.clone(),
+            fail,
+        };
+        let errors = metrics::action_errors("t", "fake");
+        (
+            Slot {
+                action: Box::new(fake),
+                errors,
+            },
+            applied,
+        )
+    }
+
+    #[test]
+    fn reconcile_lifts_the_stale_and_adds_the_missing() {
+        let (mut s, applied) = slot(Some(vec!["192.0.2.1/32", "192.0.2.2/32"]), 0);
+        reconcile(
+            "t",
+            &mut s,
+            &[order("192.0.2.2/32"), order("2001:db8::/64")],
+        );
+        let seen: Vec<(bool, String)> = applied
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| (matches!(c, ActionCommand::Ban(_)), c.target().to_string()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (false, "192.0.2.1/32".to_string()),
+                (true, "2001:db8::/64".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_listing_every_restored_ban_is_added() {
+        let (mut s, applied) = slot(None, 0);
+        reconcile("t", &mut s, &[order("192.0.2.2/32")]);
+        assert_eq!(applied.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_failing_burst_is_retried_then_given_up() {
+        let (mut s, applied) = slot(None, 2);
+        apply("t", &mut s, &[ActionCommand::Ban(order("192.0.2.3/32"))]);
+        assert_eq!(applied.lock().unwrap().len(), 1, "third try applies");
+        let (mut s, applied) = slot(None, 99);
+        let started = Instant::now();
+        apply("t", &mut s, &[ActionCommand::Ban(order("192.0.2.3/32"))]);
+        assert!(applied.lock().unwrap().is_empty());
+        assert!(started.elapsed() >= Duration::from_millis(2100));
     }
 }

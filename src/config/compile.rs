@@ -9,11 +9,11 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 
 use super::raw::{
-    RawAction, RawActions, RawConfig, RawDuration, RawFilter, RawJail, RawJailSettings, RawPort,
-    RawPorts,
+    RawAction, RawActionTable, RawActions, RawConfig, RawDuration, RawFilter, RawJail,
+    RawJailSettings, RawPort, RawPorts,
 };
 use super::{read_toml, ConfigError, ConfigErrors};
-use crate::action::{ActionSpec, BlockType, FirewallSpec, Protocol};
+use crate::action::{ActionSpec, BlockType, CommandSpec, FirewallSpec, Protocol};
 use crate::filter::fail2ban::Fail2banFilter;
 use crate::filter::{locate, Filter, FilterFile, FilterSource, JailFilter};
 use crate::parse::Zone;
@@ -262,7 +262,7 @@ fn compile_jail(
     if !valid_jail_name(name) {
         errors.push(
             format!("jails.{name}"),
-            "a jail name is 1 to 20 letters, digits, '-' or '_' (it names firewall objects)",
+            "a jail name is 1 to 19 letters, digits, '-' or '_', starting with a letter (it names firewall objects)",
         );
         return None;
     }
@@ -323,11 +323,17 @@ fn compile_jail(
         &key("protocol"),
         Protocol::parse(jail.protocol.as_deref().unwrap_or("tcp")),
     );
+    let jail_firewall = JailFirewall {
+        ports: ports.as_deref(),
+        protocol,
+        v4_networks: ipv4_prefix.is_some_and(|p: u8| p < 32),
+        v6_networks: ipv6_prefix.is_some_and(|p: u8| p < 128),
+        keep_on_stop: merged.keep_on_stop.unwrap_or(false),
+    };
     let actions = compile_actions(
         name,
         merged.action.as_ref(),
-        ports.as_deref(),
-        protocol,
+        &jail_firewall,
         &key("action"),
         errors,
     );
@@ -532,11 +538,26 @@ fn parse_index(key: &str) -> (Option<usize>, &str) {
     }
 }
 
+/// What a jail gives each of its firewall actions.
+struct JailFirewall<'a> {
+    ports: Option<&'a [String]>,
+    protocol: Option<Protocol>,
+    v4_networks: bool,
+    v6_networks: bool,
+    keep_on_stop: bool,
+}
+
+/// Keys each action type takes besides `type`.
+const FIREWALL_KEYS: &[&str] = &["name", "port", "protocol", "blocktype", "keep_on_stop"];
+const COMMAND_KEYS: &[&str] = &[
+    "port", "protocol", "start", "stop", "ban", "unban", "timeout",
+];
+const ACTION_TYPES: &str = "iptables, nftables, ipset, command, log";
+
 fn compile_actions(
     jail: &str,
     raw: Option<&RawActions>,
-    ports: Option<&[String]>,
-    protocol: Option<Protocol>,
+    firewall: &JailFirewall,
     key: &str,
     errors: &mut Errors,
 ) -> Option<Vec<ActionSpec>> {
@@ -545,7 +566,7 @@ fn compile_actions(
         RawActions::One(a) => vec![a],
         RawActions::Many(v) => v.iter().collect(),
     };
-    let (ports, protocol) = (ports?, protocol?);
+    let (ports, protocol) = (firewall.ports?, firewall.protocol?);
     let mut out = Vec::new();
     let mut ok = true;
     for (i, action) in list.into_iter().enumerate() {
@@ -556,57 +577,174 @@ fn compile_actions(
         };
         let (kind, table) = match action {
             RawAction::Type(t) => (t.as_str(), None),
-            RawAction::Table(t) => (t.kind.as_str(), Some(t)),
+            RawAction::Table(t) => (t.kind.as_str(), Some(&**t)),
+        };
+        let allowed: &[&str] = match kind {
+            "iptables" | "nftables" | "ipset" => FIREWALL_KEYS,
+            "command" => COMMAND_KEYS,
+            "log" => &[],
+            other => {
+                errors.push(
+                    key,
+                    format!("unknown action type `{other}` (known: {ACTION_TYPES})"),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        if let Some(t) = table {
+            let keys: Vec<String> = t
+                .unknown
+                .keys()
+                .cloned()
+                .chain(set_keys(t).map(String::from))
+                .collect();
+            for k in keys {
+                if !allowed.contains(&k.as_str()) {
+                    let known = if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    };
+                    errors.push(
+                        format!("{key}.{k}"),
+                        format!("unknown key `{k}` for a {kind} action (known: type, {known})"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let ports = match table.and_then(|t| t.port.as_ref()) {
+            Some(p) => errors.take(&format!("{key}.port"), self::ports(p)),
+            None => Some(ports.to_vec()),
+        };
+        let protocol = match table.and_then(|t| t.protocol.as_deref()) {
+            Some(p) => errors.take(&format!("{key}.protocol"), Protocol::parse(p)),
+            None => Some(protocol),
+        };
+        let (Some(ports), Some(protocol)) = (ports, protocol) else {
+            ok = false;
+            continue;
         };
         match kind {
             "log" => out.push(ActionSpec::Log),
-            "iptables" => {
+            "command" => match compile_command(table, ports, protocol, &key, errors) {
+                Some(spec) => out.push(ActionSpec::Command(spec)),
+                None => ok = false,
+            },
+            _ => {
                 let name = table
                     .and_then(|t| t.name.clone())
                     .unwrap_or_else(|| jail.to_string());
-                let ports = match table.and_then(|t| t.port.as_ref()) {
-                    Some(p) => errors.take(&format!("{key}.port"), self::ports(p)),
-                    None => Some(ports.to_vec()),
-                };
-                let protocol = match table.and_then(|t| t.protocol.as_deref()) {
-                    Some(p) => errors.take(&format!("{key}.protocol"), Protocol::parse(p)),
-                    None => Some(protocol),
-                };
                 let blocktype = errors.take(
                     &format!("{key}.blocktype"),
                     BlockType::parse(table.and_then(|t| t.blocktype.as_deref()).unwrap_or("DROP")),
                 );
                 if !valid_jail_name(&name) {
-                    errors.push(format!("{key}.name"), "1 to 20 letters, digits, '-' or '_'");
+                    errors.push(
+                        format!("{key}.name"),
+                        "1 to 19 letters, digits, '-' or '_', starting with a letter",
+                    );
                     ok = false;
                 }
-                match (ports, protocol, blocktype) {
-                    (Some(ports), Some(protocol), Some(blocktype)) => {
-                        out.push(ActionSpec::Iptables(FirewallSpec {
-                            name,
-                            ports,
-                            protocol,
-                            blocktype,
-                        }))
-                    }
-                    _ => ok = false,
-                }
-            }
-            other => {
-                errors.push(
-                    key,
-                    format!("unknown action type `{other}` (known: iptables, log)"),
-                );
-                ok = false;
+                let Some(blocktype) = blocktype else {
+                    ok = false;
+                    continue;
+                };
+                let spec = FirewallSpec {
+                    name,
+                    ports,
+                    protocol,
+                    blocktype,
+                    keep_on_stop: table
+                        .and_then(|t| t.keep_on_stop)
+                        .unwrap_or(firewall.keep_on_stop),
+                    v4_networks: firewall.v4_networks,
+                    v6_networks: firewall.v6_networks,
+                };
+                out.push(match kind {
+                    "nftables" => ActionSpec::Nftables(spec),
+                    "ipset" => ActionSpec::Ipset(spec),
+                    _ => ActionSpec::Iptables(spec),
+                });
             }
         }
     }
     ok.then_some(out)
 }
 
-/// Chain names are `jailsink-<name>` and iptables allows 28 characters.
+/// The typed keys an action table set, so a key of the wrong action type is reported.
+fn set_keys(t: &RawActionTable) -> impl Iterator<Item = &'static str> + '_ {
+    [
+        ("name", t.name.is_some()),
+        ("port", t.port.is_some()),
+        ("protocol", t.protocol.is_some()),
+        ("blocktype", t.blocktype.is_some()),
+        ("keep_on_stop", t.keep_on_stop.is_some()),
+        ("start", t.start.is_some()),
+        ("stop", t.stop.is_some()),
+        ("ban", t.ban.is_some()),
+        ("unban", t.unban.is_some()),
+        ("timeout", t.timeout.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+}
+
+/// `{ type = "command", ban = [...], ... }`: ban is required, every template needs a program.
+fn compile_command(
+    table: Option<&RawActionTable>,
+    ports: Vec<String>,
+    protocol: Protocol,
+    key: &str,
+    errors: &mut Errors,
+) -> Option<CommandSpec> {
+    let Some(t) = table else {
+        errors.push(
+            key,
+            "a command action is a table: { type = \"command\", ban = [\"prog\", \"<ip>\"] }",
+        );
+        return None;
+    };
+    let mut ok = true;
+    let mut template = |name: &str, value: &Option<Vec<String>>, required: bool| {
+        let argv = value.clone().unwrap_or_default();
+        if argv.first().is_some_and(|p| p.trim().is_empty()) || (required && argv.is_empty()) {
+            errors.push(
+                format!("{key}.{name}"),
+                "an argv list whose first item is the program, e.g. [\"/usr/local/bin/block\", \"<ip>\"]",
+            );
+            ok = false;
+        }
+        argv
+    };
+    let spec = CommandSpec {
+        start: template("start", &t.start, false),
+        stop: template("stop", &t.stop, false),
+        ban: template("ban", &t.ban, true),
+        unban: template("unban", &t.unban, false),
+        timeout: Duration::ZERO,
+        ports,
+        protocol,
+    };
+    let timeout = errors.take(
+        &format!("{key}.timeout"),
+        duration(t.timeout.as_ref(), "10s").and_then(|d| match d {
+            Some(d) if !d.is_zero() && d <= Duration::from_secs(600) => Ok(d),
+            _ => Err("must be a duration from 1ms to 10m".to_string()),
+        }),
+    );
+    match (ok, timeout) {
+        (true, Some(timeout)) => Some(CommandSpec { timeout, ..spec }),
+        _ => None,
+    }
+}
+
+/// Kernel names: iptables chains `jailsink-<name>` take 28 characters, ipset sets
+/// `jailsink-<name>-v6` 31, and nft names must start with a letter.
 fn valid_jail_name(name: &str) -> bool {
-    (1..=20).contains(&name.len())
+    (1..=19).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -802,6 +940,59 @@ action = "nftablez"
     }
 
     #[test]
+    fn action_tables_name_their_unknown_keys_and_compile_each_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "j.toml",
+            r#"
+[defaults]
+filter_dirs = []
+ignoreself = false
+keep_on_stop = true
+[jails.a]
+failregex = ['<HOST>']
+action = [{ type = "nftables", blocktyp = "DROP" }, { type = "command", ban = ["true"], blocktype = "DROP" }]
+[jails.b]
+failregex = ['<HOST>']
+port = [22, "1000:2000"]
+ipv6_prefix = 64
+action = ["ipset", { type = "nftables", keep_on_stop = false }, { type = "command", ban = ["sh", "-c", "echo <ip>"], timeout = "2s" }]
+"#,
+        );
+        let errors = crate::config::load(&path).unwrap_err().0;
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["jails.a.action[0].blocktyp", "jails.a.action[1].blocktype"],
+            "{errors:?}"
+        );
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("[jails.a]", "[jails.a]\nenabled = false"),
+        )
+        .unwrap();
+        let config = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let b = &config.jails[0].actions;
+        let ActionSpec::Ipset(ipset) = &b[0] else {
+            panic!("{b:?}")
+        };
+        assert!(ipset.keep_on_stop && ipset.v6_networks && !ipset.v4_networks);
+        assert_eq!(ipset.ports, ["22", "1000:2000"]);
+        let ActionSpec::Nftables(nft) = &b[1] else {
+            panic!("{b:?}")
+        };
+        assert!(!nft.keep_on_stop, "the action's key wins over the jail's");
+        let ActionSpec::Command(command) = &b[2] else {
+            panic!("{b:?}")
+        };
+        assert_eq!(command.ban, ["sh", "-c", "echo <ip>"]);
+        assert_eq!(command.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
     fn durations_ports_and_defaults() {
         assert_eq!(duration(None, "10m"), Ok(Some(Duration::from_secs(600))));
         assert_eq!(duration(Some(&RawDuration::Seconds(-1)), "10m"), Ok(None));
@@ -837,7 +1028,10 @@ action = "nftablez"
                 name: "SMTP".into(),
                 ports: vec!["25".into()],
                 protocol: Protocol::Tcp,
-                blocktype: BlockType::Drop
+                blocktype: BlockType::Drop,
+                keep_on_stop: false,
+                v4_networks: false,
+                v6_networks: false,
             })]
         );
         // SPEC's smtp-auth pattern catches both message variants of the captured sendmail line.

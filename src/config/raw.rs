@@ -110,6 +110,8 @@ pub struct RawJailSettings {
     pub ipv6_prefix: Option<i64>,
     /// Ban storm guard (0 turns it off).
     pub max_bans_per_minute: Option<i64>,
+    /// Leave set-based bans in the kernel at stop (their timeouts lift them).
+    pub keep_on_stop: Option<bool>,
 }
 
 /// `bantime_increment = { ... }`.
@@ -173,6 +175,8 @@ pub struct RawJail {
     pub ipv6_prefix: Option<i64>,
     /// Ban storm guard (0 turns it off).
     pub max_bans_per_minute: Option<i64>,
+    /// Leave set-based bans in the kernel at stop (their timeouts lift them).
+    pub keep_on_stop: Option<bool>,
 }
 
 impl RawJail {
@@ -197,6 +201,7 @@ impl RawJail {
             ipv4_prefix: self.ipv4_prefix.or(defaults.ipv4_prefix),
             ipv6_prefix: self.ipv6_prefix.or(defaults.ipv6_prefix),
             max_bans_per_minute: self.max_bans_per_minute.or(defaults.max_bans_per_minute),
+            keep_on_stop: self.keep_on_stop.or(defaults.keep_on_stop),
         }
     }
 }
@@ -238,12 +243,16 @@ pub enum RawAction {
     /// Just the type.
     Type(String),
     /// The type and keys overriding the jail's.
-    Table(RawActionTable),
+    Table(Box<RawActionTable>),
 }
 
-/// `{ type = "iptables", name = "SMTP", port = "smtp", protocol = "tcp", blocktype = "REJECT" }`.
+/// `{ type = "iptables", name = "SMTP", port = "smtp", protocol = "tcp", blocktype = "REJECT" }`,
+/// or `{ type = "command", ban = [...], unban = [...], timeout = "10s" }`.
+///
+/// Unknown keys land in `unknown` rather than failing deserialization: inside the untagged
+/// [`RawAction`] serde would only say "did not match any variant", and an operator needs the
+/// key's name, which compile reports with the file.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawActionTable {
     /// Which backend.
     #[serde(rename = "type")]
@@ -256,6 +265,21 @@ pub struct RawActionTable {
     pub protocol: Option<String>,
     /// DROP or REJECT.
     pub blocktype: Option<String>,
+    /// Leave set-based bans in the kernel at stop, overriding the jail's.
+    pub keep_on_stop: Option<bool>,
+    /// command: argv template run at start.
+    pub start: Option<Vec<String>>,
+    /// command: argv template run at stop.
+    pub stop: Option<Vec<String>>,
+    /// command: argv template run per ban.
+    pub ban: Option<Vec<String>>,
+    /// command: argv template run per unban.
+    pub unban: Option<Vec<String>>,
+    /// command: a run still going after this is killed.
+    pub timeout: Option<RawDuration>,
+    /// Every other key: each is reported as an error.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, toml::Value>,
 }
 
 /// A filter file, `filter.d/NAME.toml`.

@@ -217,7 +217,8 @@ impl Jail {
             target,
             failures,
             bantime,
-            decided_at: Some(at.into_std()),
+            decided_at: at.into_std(),
+            from_state: false,
         }
     }
 
@@ -252,6 +253,11 @@ impl Jail {
     /// Tells the jail how often `target` was banned before (from the state's history).
     pub fn seed_ban_count(&mut self, target: IpNetwork, count: u32) {
         self.ban_counts.put(target, count);
+    }
+
+    /// The jail's metric series, shared with its action runner.
+    pub fn metrics(&self) -> &JailMetrics {
+        &self.metrics
     }
 
     /// The settings now in force.

@@ -50,16 +50,74 @@ pub struct JailSet {
     retired: Vec<JoinHandle<()>>,
 }
 
-async fn start_slot(config: JailConfig) -> std::io::Result<Slot> {
-    let metrics = JailMetrics::new(&config.name);
-    let runner = runner::spawn(&config.name, &config.actions, metrics.clone()).await?;
+/// A jail's fresh state, with its metrics registered at zero.
+fn new_jail(config: &JailConfig) -> Jail {
+    Jail::new(
+        &config.name,
+        config.settings.clone(),
+        JailMetrics::new(&config.name),
+    )
+}
+
+/// Starts the runner of `jail`; `restored` are the bans its actions must hold (the runner
+/// reconciles the kernel with them before it reports started).
+async fn start_slot(
+    config: JailConfig,
+    jail: Jail,
+    restored: Vec<BanOrder>,
+) -> std::io::Result<Slot> {
+    let runner = runner::spawn(
+        &config.name,
+        &config.actions,
+        jail.metrics().clone(),
+        restored,
+    )
+    .await?;
     Ok(Slot {
         name: Arc::from(config.name.as_str()),
-        jail: Jail::new(&config.name, config.settings.clone(), metrics),
+        jail,
         config,
         queue: runner.queue,
         thread: runner.thread,
     })
+}
+
+/// What became of one stored ban at start.
+enum Restore {
+    /// Still running: re-apply with the remaining time; deadline if any.
+    Active(BanOrder, Option<Instant>),
+    /// Ran out while the daemon was down.
+    Expired,
+}
+
+/// Puts a stored ban back into `jail`, or says it has expired.
+fn restore(jail: &mut Jail, ban: &StoredBan, now: SystemTime) -> Restore {
+    let remaining = match ban.expires_at {
+        None => None,
+        Some(end) => match end.duration_since(now) {
+            Ok(left) if !left.is_zero() => Some(left),
+            _ => return Restore::Expired,
+        },
+    };
+    let at = Instant::now();
+    let expires = remaining.map(|left| at + left);
+    jail.restore(
+        ban.target,
+        ActiveBan {
+            banned_at: ban.banned_at,
+            expires,
+            failures: ban.failures,
+            ban_count: ban.ban_count,
+        },
+    );
+    let order = BanOrder {
+        target: ban.target,
+        failures: ban.failures,
+        bantime: remaining,
+        decided_at: at.into_std(),
+        from_state: true,
+    };
+    Restore::Active(order, expires)
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -77,97 +135,82 @@ fn wall(deadline: Instant) -> SystemTime {
 }
 
 impl JailSet {
-    /// Starts every jail's actions, then restores the stored bans: those still running are
-    /// re-applied with their remaining time, those that expired while the daemon was down are
-    /// lifted and forgotten, and the ban history seeds escalation.
+    /// Restores the stored bans, then starts every jail's actions with the bans they must hold:
+    /// those still running are re-applied with their remaining time (the runner reconciles the
+    /// kernel with them, so nothing a crash left behind is lost or duplicated), those that
+    /// expired while the daemon was down are lifted and forgotten, and the ban history seeds
+    /// escalation.
     pub async fn start(
         configs: Vec<JailConfig>,
         state: mpsc::Sender<StateOp>,
         stored: Vec<StoredBan>,
         counts: HashMap<(String, IpNetwork), u32>,
     ) -> std::io::Result<JailSet> {
-        let mut slots = Vec::new();
-        for config in configs {
-            slots.push(start_slot(config).await?);
-        }
-        let mut set = JailSet {
-            slots,
-            state,
-            deadlines: BTreeSet::new(),
-            retired: Vec::new(),
-        };
-        set.send_routes().await;
-        for ((jail, target), count) in counts {
-            if let Some(slot) = set.slot_mut(&jail) {
-                slot.jail.seed_ban_count(target, count);
+        let mut jails: Vec<(JailConfig, Jail, Vec<BanOrder>)> = configs
+            .into_iter()
+            .map(|c| {
+                let j = new_jail(&c);
+                (c, j, Vec::new())
+            })
+            .collect();
+        for ((name, target), count) in counts {
+            if let Some((_, jail, _)) = jails.iter_mut().find(|(c, ..)| c.name == name) {
+                jail.seed_ban_count(target, count);
             }
         }
         let now = SystemTime::now();
+        let mut deadlines = BTreeSet::new();
+        let mut forget = Vec::new();
         for ban in stored {
-            set.restore(ban, now).await;
-        }
-        Ok(set)
-    }
-
-    async fn restore(&mut self, ban: StoredBan, now: SystemTime) {
-        let Some(slot) = self.slot_mut(&ban.jail) else {
-            tracing::info!(jail = %ban.jail, ip = %show_target(ban.target), "forgetting a stored ban of a jail no longer configured");
-            self.persist(StateOp::Unban {
-                jail: ban.jail,
-                target: ban.target,
-            })
-            .await;
-            return;
-        };
-        let remaining = match ban.expires_at {
-            None => None,
-            Some(end) => match end.duration_since(now) {
-                Ok(left) if !left.is_zero() => Some(left),
-                _ => {
+            let shown = show_target(ban.target);
+            let Some((config, jail, orders)) = jails.iter_mut().find(|(c, ..)| c.name == ban.jail)
+            else {
+                tracing::info!(jail = %ban.jail, ip = %shown, "forgetting a stored ban of a jail no longer configured");
+                forget.push(StateOp::Unban {
+                    jail: ban.jail,
+                    target: ban.target,
+                });
+                continue;
+            };
+            match restore(jail, &ban, now) {
+                Restore::Active(order, expires) => {
+                    tracing::info!(jail = %config.name, ip = %shown, "restored ban");
+                    if let Some(end) = expires {
+                        deadlines.insert((end, Arc::from(config.name.as_str()), ban.target));
+                    }
+                    orders.push(order);
+                }
+                Restore::Expired => {
                     tracing::info!(
                         jail = %ban.jail,
-                        ip = %show_target(ban.target),
+                        ip = %shown,
                         failures = ban.failures,
                         "[{}] Unban {} (expired while jailsink was down)",
                         ban.jail,
-                        show_target(ban.target)
+                        shown
                     );
-                    let op = StateOp::Unban {
+                    forget.push(StateOp::Unban {
                         jail: ban.jail,
                         target: ban.target,
-                    };
-                    self.persist(op).await;
-                    return;
+                    });
                 }
-            },
-        };
-        let at = Instant::now();
-        let expires = remaining.map(|left| at + left);
-        slot.jail.restore(
-            ban.target,
-            ActiveBan {
-                banned_at: ban.banned_at,
-                expires,
-                failures: ban.failures,
-                ban_count: ban.ban_count,
-            },
-        );
-        let name = slot.name.clone();
-        if let Some(end) = expires {
-            self.deadlines.insert((end, name.clone(), ban.target));
+            }
         }
-        tracing::info!(jail = %name, ip = %show_target(ban.target), "restored ban");
-        let order = BanOrder {
-            target: ban.target,
-            failures: ban.failures,
-            bantime: remaining,
-            decided_at: None,
+        let mut slots = Vec::new();
+        for (config, jail, orders) in jails {
+            slots.push(start_slot(config, jail, orders).await?);
+        }
+        let set = JailSet {
+            slots,
+            state,
+            deadlines,
+            retired: Vec::new(),
         };
-        self.persist(StateOp::Reapply {
-            jail: name.to_string(),
-            order,
-        })
-        .await;
+        set.send_routes().await;
+        for op in forget {
+            set.persist(op).await;
+        }
+        Ok(set)
     }
 
     fn slot_mut(&mut self, name: &str) -> Option<&mut Slot> {
@@ -415,11 +458,15 @@ impl JailSet {
         let mut summary = Vec::new();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
-        let mut reapply: Vec<(String, BanOrder)> = Vec::new();
         for config in configs {
             let Some(i) = old.iter().position(|s| *s.name == *config.name) else {
                 summary.push(format!("{}: started", config.name));
-                next.push(start_slot(config).await.map_err(|e| e.to_string())?);
+                let jail = new_jail(&config);
+                next.push(
+                    start_slot(config, jail, Vec::new())
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
                 continue;
             };
             let mut slot = old.remove(i);
@@ -427,17 +474,12 @@ impl JailSet {
                 // The old runner must be gone (its stop removes its firewall objects) before the
                 // new one creates them again.
                 let others = routes(old.iter().chain(&next));
-                let jail = retire(slot, others, &self.state).await;
-                reapply.extend(
-                    orders_for(&jail)
-                        .into_iter()
-                        .map(|o| (config.name.clone(), o)),
-                );
-                let mut fresh = start_slot(config.clone())
+                let mut jail = retire(slot, others, &self.state).await;
+                jail.reconfigure(config.settings.clone());
+                let orders = orders_for(&jail);
+                let fresh = start_slot(config.clone(), jail, orders)
                     .await
                     .map_err(|e| e.to_string())?;
-                fresh.jail = jail;
-                fresh.jail.reconfigure(config.settings.clone());
                 summary.push(format!("{}: actions restarted", config.name));
                 next.push(fresh);
                 continue;
@@ -470,9 +512,6 @@ impl JailSet {
             self.retired.push(slot.thread);
         }
         self.send_routes().await;
-        for (jail, order) in reapply {
-            self.persist(StateOp::Reapply { jail, order }).await;
-        }
         if summary.is_empty() {
             summary.push("no jail changed".into());
         }
@@ -533,7 +572,8 @@ fn orders_for(jail: &Jail) -> Vec<BanOrder> {
             target: *target,
             failures: ban.failures,
             bantime: ban.expires.map(|e| e.saturating_duration_since(now)),
-            decided_at: None,
+            decided_at: now.into_std(),
+            from_state: true,
         })
         .collect()
 }
@@ -686,26 +726,14 @@ mod tests {
             .await
             .unwrap();
         let mut ops = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..2 {
             ops.push(next_op(&mut rx).await);
         }
-        let unbans = ops
-            .iter()
-            .filter(|o| matches!(o, StateOp::Unban { .. }))
-            .count();
-        let reapplied: Vec<_> = ops
-            .iter()
-            .filter_map(|o| match o {
-                StateOp::Reapply { order, .. } => Some(order.bantime),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            unbans, 2,
+        assert!(
+            ops.iter().all(|o| matches!(o, StateOp::Unban { .. })),
             "the expired ban and the ban of a removed jail are forgotten"
         );
-        assert_eq!(reapplied.len(), 2);
-        assert!(reapplied.contains(&None), "permanent stays permanent");
+        // The running ones went to the runner at start (reconciled), not through the state.
         let Response::Ok {
             reply: Reply::Banned { bans },
         } = set.handle(Request::Banned { jail: None }).await

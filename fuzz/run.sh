@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS (default 60) each, seeded from the captured syslog
+# fixtures and the shipped filters. Needs cargo-fuzz (cargo install cargo-fuzz); on a stable
+# toolchain RUSTC_BOOTSTRAP=1 lets it use the sanitizer flags. Corpora and artifacts stay in
+# fuzz/corpus and fuzz/artifacts (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds=${1:-60}
+shift || true
+targets=("$@")
+((${#targets[@]})) || targets=(framing parse filter_match filter_compile f2b_ini f2b_translate)
+fixtures=../../shared/fixtures/syslog
+mkdir -p corpus/framing corpus/parse corpus/filter_match corpus/filter_compile corpus/f2b_ini corpus/f2b_translate
+cp -n "$fixtures"/*.bin corpus/framing/ 2>/dev/null || true
+cp -n "$fixtures"/*.bin corpus/parse/ 2>/dev/null || true
+for f in "$fixtures"/[abcxyz]0*.bin; do tail -c +1 "$f" > "corpus/filter_match/$(basename "$f")"; done
+grep -ho "'[^']*<HOST>[^']*'" ../conf/filter.d/*.toml | tr -d "'" | split -l 1 - corpus/filter_compile/shipped- || true
+[[ -d /etc/fail2ban/filter.d ]] && cp -n /etc/fail2ban/filter.d/*.conf corpus/f2b_ini/ 2>/dev/null || true
+[[ -d /etc/fail2ban/filter.d ]] && grep -h '^failregex\|^ *\^' /etc/fail2ban/filter.d/*.conf | sed 's/^failregex *= *//' | split -l 1 - corpus/f2b_translate/stock- || true
+for t in "${targets[@]}"; do
+  echo "== $t for ${seconds}s"
+  RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 2>&1 \
+    | grep -E '^(#[0-9]+.*(DONE|pulse)|Done|==[0-9]+== ERROR|SUMMARY|artifact_prefix|Test unit written)' | tail -3
+done

@@ -1,0 +1,209 @@
+//! Runs one external program (nft, ipset, an operator's ban command) with a deadline: stdin fed,
+//! stdout kept up to a bound, the start of stderr kept for the error, and the whole process
+//! group killed when the deadline passes, so a hung hook never stalls a jail's runner for ever.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Most stdout kept: `nft -j list set` of a million elements is well under this.
+const MAX_STDOUT: u64 = 256 << 20;
+/// Most stderr kept for an error message; the rest is read and dropped.
+const MAX_STDERR: usize = 2048;
+
+/// Why a program did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The program could not be started (missing binary, permissions).
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// argv\[0\].
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It ran past its deadline and was killed with its process group.
+    #[error("{program} did not finish within {after:?} and was killed")]
+    Timeout {
+        /// argv\[0\].
+        program: String,
+        /// The deadline it had.
+        after: Duration,
+    },
+    /// It exited unsuccessfully.
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        /// argv\[0\].
+        program: String,
+        /// Its exit status.
+        status: ExitStatus,
+        /// The start of its stderr, trimmed.
+        stderr: String,
+    },
+}
+
+/// Runs `argv` (no shell), writing `input` to its stdin, and returns its stdout on success.
+/// The child leads its own process group so a timeout kills whatever it started too.
+pub fn run(argv: &[String], input: Option<&[u8]>, timeout: Duration) -> Result<Vec<u8>, ExecError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(ExecError::Spawn {
+            program: String::new(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv"),
+        });
+    };
+    let spawn_error = |source| ExecError::Spawn {
+        program: program.clone(),
+        source,
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(spawn_error)?;
+    let deadline = Instant::now() + timeout;
+    let pid = child.id();
+
+    // Pipes are served by threads so a large input or output can never deadlock the child.
+    let (done_tx, done_rx) = mpsc::channel::<(&'static str, Vec<u8>)>();
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        let input = input.to_vec();
+        thread::spawn(move || {
+            // A child that exits early closes the pipe; its exit status tells the story.
+            let _ = stdin.write_all(&input);
+        });
+    }
+    let mut readers = 0;
+    if let Some(stdout) = child.stdout.take() {
+        readers += 1;
+        let tx = done_tx.clone();
+        thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = stdout.take(MAX_STDOUT).read_to_end(&mut out);
+            let _ = tx.send(("stdout", out));
+        });
+    }
+    if let Some(mut stderr) = child.stderr.take() {
+        readers += 1;
+        let tx = done_tx.clone();
+        thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let room = MAX_STDERR.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            let _ = tx.send(("stderr", kept));
+        });
+    }
+    drop(done_tx);
+
+    // Poll for exit: starts fine-grained (nft answers in milliseconds), backs off to 20 ms.
+    let mut pause = Duration::from_micros(200);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => break None,
+            Ok(None) => {
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(source) => return Err(spawn_error(source)),
+        }
+    };
+    let Some(status) = status else {
+        kill_group(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(ExecError::Timeout {
+            program: program.clone(),
+            after: timeout,
+        });
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for _ in 0..readers {
+        // A grandchild may hold a pipe open after the child exited: wait no longer than the
+        // deadline (at least a moment), then go on with what was read.
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        match done_rx.recv_timeout(wait) {
+            Ok(("stdout", out)) => stdout = out,
+            Ok((_, err)) => stderr = err,
+            Err(_) => break,
+        }
+    }
+    if status.success() {
+        Ok(stdout)
+    } else {
+        Err(ExecError::Failed {
+            program: program.clone(),
+            status,
+            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+        })
+    }
+}
+
+/// SIGKILL to the child's process group (the child's pid, as it was made a group leader).
+fn kill_group(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; a group that
+        // already exited makes it fail with ESRCH, which is fine.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn stdin_goes_in_and_stdout_comes_back() {
+        let out = run(&argv(&["cat"]), Some(b"hello"), Duration::from_secs(5)).unwrap();
+        assert_eq!(out, b"hello");
+    }
+
+    #[test]
+    fn failures_say_what_and_why() {
+        let e = run(
+            &argv(&["sh", "-c", "echo nope >&2; exit 3"]),
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        let e = run(&argv(&["/nonexistent/x"]), None, Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, ExecError::Spawn { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_hung_child_and_its_children_are_killed_at_the_deadline() {
+        let started = Instant::now();
+        let e = run(
+            &argv(&["sh", "-c", "sleep 30 & sleep 30"]),
+            None,
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ExecError::Timeout { .. }), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
