@@ -1,5 +1,6 @@
 mod daemon;
 mod fail2ban;
+mod fail2ban_live;
 mod filters;
 mod import;
 mod iptables;
