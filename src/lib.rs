@@ -13,12 +13,14 @@
 //! - [`app`]: wiring, start-up order, reload and graceful shutdown.
 //! - [`notify`]: systemd readiness (sd_notify): ready once listeners are bound, reloading, stopping.
 //! - [`regex_tool`]: the offline `jailsink regex` filter tester.
+//! - [`import`]: `jailsink import-fail2ban`, a fail2ban jail configuration as jailsink TOML.
 
 pub mod action;
 pub mod app;
 pub mod config;
 pub mod control;
 pub mod filter;
+pub mod import;
 pub mod jail;
 pub mod listener;
 pub mod metrics;

@@ -1,4 +1,4 @@
-//! The `jailsink` command line: run the daemon, check a config, test a filter.
+//! The `jailsink` command line: run the daemon, check a config, test a filter, import fail2ban's.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -87,6 +87,12 @@ enum Command {
     },
     /// Re-read config and filters.
     Reload,
+    /// Print a jailsink config (TOML) for the enabled jails of a fail2ban configuration.
+    ImportFail2ban {
+        /// fail2ban's configuration directory (jail.conf, jail.local, jail.d, filter.d).
+        #[arg(default_value = jailsink::import::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -169,6 +175,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Banned { jail, json } => control(&cli.config, Request::Banned { jail }, json),
         Command::Reload => control(&cli.config, Request::Reload, false),
+        Command::ImportFail2ban { dir } => {
+            let text = jailsink::import::import_fail2ban(&dir)?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! `# failJSON:` expectations) from the installed fail2ban package, never from this repository.
 //! Interpretation follows fail2ban/tests/samplestestcase.py: `# filterOptions:` starts a block
 //! judged once per option set (each with its own multi-line state), `# addFILE:` appends a file,
-//! a failJSON line describes the line after it; `match` and `host` are compared. Expectations
+//! a failJSON line describes the line after it; `match` and `host` are compared, and `time` is
+//! compared and reported (a time mismatch alone does not fail the test). Expectations
 //! that need Python `eval` (`constraint`, a `test.condition` other than `name=='x'`) are skipped
 //! and counted. A DNS name (or non-address id) the filter matches is never banned by jailsink:
 //! it passes when jailsink names the same host as unbannable.
@@ -26,6 +27,9 @@ struct Tally {
     skipped: usize,
     unbannable: usize,
     failures: Vec<String>,
+    /// Matched expectations that carry a `time`.
+    timed: usize,
+    time_mismatches: Vec<String>,
 }
 
 fn now() -> chrono::NaiveDateTime {
@@ -83,9 +87,10 @@ fn string_opts(
 
 fn run_sample(name: &str, tally: &mut Tally) {
     let mut files = vec![PathBuf::from(SAMPLES).join(name)];
-    let mut tests: Vec<(FilterTest, Option<String>)> = Vec::new();
-    let mut cache: BTreeMap<String, usize> = BTreeMap::new();
-    let mut all: Vec<(FilterTest, Option<String>)> = Vec::new();
+    // Every option combination seen so far keeps its filter and multi-line state, keyed by its
+    // options, as samplestestcase.py's `_filters` does; `tests` names the current block's.
+    let mut filters: BTreeMap<String, FilterTest> = BTreeMap::new();
+    let mut tests: Vec<(String, Option<String>)> = Vec::new();
     let mut common: serde_json::Map<String, serde_json::Value> = Default::default();
     let mut ignore_block = false;
     let mut i = 0;
@@ -115,8 +120,7 @@ fn run_sample(name: &str, tally: &mut Tally) {
                         continue;
                     }
                     "filterOptions" => {
-                        // Keep the state of every combination seen so far, as fail2ban caches filters.
-                        all.append(&mut tests);
+                        tests.clear();
                         ignore_block = false;
                         let list = match value {
                             serde_json::Value::Array(a) => a,
@@ -128,40 +132,26 @@ fn run_sample(name: &str, tally: &mut Tally) {
                             let merged = serde_json::Value::Object(merged);
                             let (opts, cond, prefix) = string_opts(&merged);
                             if let Some(c) = cond {
-                                match condition_holds(&c, name) {
-                                    Some(true) => {}
-                                    Some(false) => {
-                                        ignore_block = true;
-                                        continue;
-                                    }
-                                    None => {
-                                        ignore_block = true;
-                                        continue;
-                                    }
+                                // Conditions other than name=='x' need Python: skip the block.
+                                if condition_holds(&c, name) != Some(true) {
+                                    ignore_block = true;
+                                    continue;
                                 }
                             }
                             let key = format!("{opts:?}");
-                            if let Some(&at) = cache.get(&key) {
-                                tests.push(all.remove(at));
-                                cache.remove(&key);
-                                continue;
-                            }
-                            match load(name, &opts) {
-                                Ok(loaded) => tests.push((
+                            if !filters.contains_key(&key) {
+                                let loaded = load(name, &opts)
+                                    .unwrap_or_else(|e| panic!("{name} {opts:?}: {e}"));
+                                filters.insert(
+                                    key.clone(),
                                     FilterTest {
-                                        key,
+                                        key: key.clone(),
                                         judge: Judge::new(loaded, Zone::Utc, now()),
                                     },
-                                    prefix,
-                                )),
-                                Err(e) => panic!("{name} {opts:?}: {e}"),
+                                );
                             }
+                            tests.push((key, prefix));
                         }
-                        cache = all
-                            .iter()
-                            .enumerate()
-                            .map(|(i, (t, _))| (t.key.clone(), i))
-                            .collect();
                         continue;
                     }
                     "addFILE" => {
@@ -190,16 +180,24 @@ fn run_sample(name: &str, tally: &mut Tally) {
                 continue;
             }
             if tests.is_empty() {
-                let loaded = load(name, &BTreeMap::new()).unwrap_or_else(|e| panic!("{name}: {e}"));
-                tests.push((
-                    FilterTest {
-                        key: "{}".into(),
-                        judge: Judge::new(loaded, Zone::Utc, now()),
-                    },
-                    None,
-                ));
+                let key = "{}".to_string();
+                if !filters.contains_key(&key) {
+                    let loaded =
+                        load(name, &BTreeMap::new()).unwrap_or_else(|e| panic!("{name}: {e}"));
+                    filters.insert(
+                        key.clone(),
+                        FilterTest {
+                            key: key.clone(),
+                            judge: Judge::new(loaded, Zone::Utc, now()),
+                        },
+                    );
+                }
+                tests.push((key, None));
             }
-            for (test, prefix) in tests.iter_mut() {
+            for (key, prefix) in &tests {
+                let Some(test) = filters.get_mut(key) else {
+                    continue;
+                };
                 let labelled = directive.is_some();
                 if labelled && faildata.get("constraint").is_some() {
                     tally.skipped += 1;
@@ -228,16 +226,31 @@ fn run_sample(name: &str, tally: &mut Tally) {
                     (Some(w), None, Some(name)) => w == name,
                     (Some(_), None, None) => !want_match,
                 };
+                let label = if test.key == "{}" {
+                    String::new()
+                } else {
+                    test.key.clone()
+                };
                 if want_match == got_match && (!want_match || host_ok) {
                     tally.pass += 1;
                     if want_match && r.unbannable.is_some() {
                         tally.unbannable += 1;
                     }
+                    // fail2ban compares times of matched lines only (samplestestcase.py).
+                    let want_time = faildata.get("time").and_then(|t| t.as_str());
+                    if let (true, Some(want)) = (want_match, want_time) {
+                        tally.timed += 1;
+                        let got = r.time.as_deref();
+                        if !times_agree(want, got) {
+                            tally.time_mismatches.push(format!(
+                                "{name}{label} line {number}: want time {want}, got {got:?}\n    {sample}"
+                            ));
+                        }
+                    }
                 } else {
                     tally.fail += 1;
                     tally.failures.push(format!(
-                        "{name}{} line {number}: want match={want_match} host={want_host:?}, got {} host={:?} unbannable={:?}\n    {sample}",
-                        if test.key == "{}" { String::new() } else { test.key.clone() },
+                        "{name}{label} line {number}: want match={want_match} host={want_host:?}, got {} host={:?} unbannable={:?}\n    {sample}",
                         r.result,
                         r.host,
                         r.unbannable
@@ -246,6 +259,18 @@ fn run_sample(name: &str, tally: &mut Tally) {
             }
         }
     }
+}
+
+/// samplestestcase.py reads a failJSON `time` as local time in the test's zone (TZ set to
+/// `CET-01CEST-02`, Europe/Zurich) and compares it with the epoch fail2ban found. jailsink's
+/// `regex` reports a line's local wall-clock time, so the two are compared as local times, to
+/// the second (jailsink's report has no fraction).
+fn times_agree(want: &str, got: Option<&str>) -> bool {
+    let parse = |t: &str| {
+        let t = t.split('.').next().unwrap_or(t);
+        chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").ok()
+    };
+    matches!((parse(want), got.and_then(parse)), (Some(w), Some(g)) if w == g)
 }
 
 #[test]
@@ -280,9 +305,14 @@ fn fail2ban_sample_corpus_agrees() {
         total.skipped += t.skipped;
         total.unbannable += t.unbannable;
         total.failures.extend(t.failures);
+        total.timed += t.timed;
+        total.time_mismatches.extend(t.time_mismatches);
     }
     for f in &total.failures {
         println!("FAIL {f}");
+    }
+    for f in &total.time_mismatches {
+        println!("TIME {f}");
     }
     let checked = total.pass + total.fail;
     let rate = total.pass as f64 * 100.0 / checked.max(1) as f64;
@@ -294,6 +324,18 @@ fn fail2ban_sample_corpus_agrees() {
         names.len(),
         started.elapsed().as_secs_f64()
     );
+    let timed_ok = total.timed - total.time_mismatches.len();
+    println!(
+        "fail2ban corpus times: {timed_ok} of {} matched lines with a failJSON time agree",
+        total.timed
+    );
     assert!(checked > 1000, "only {checked} expectations found");
     assert!(rate >= 95.0, "pass rate {rate:.1}% is below 95%");
+    // A time mismatch alone does not fail the corpus; together with the match/host results it
+    // must stay above the same 95%.
+    let overall = (total.pass - total.time_mismatches.len()) as f64 * 100.0 / checked.max(1) as f64;
+    assert!(
+        overall >= 95.0,
+        "pass rate counting time mismatches {overall:.1}% is below 95%"
+    );
 }

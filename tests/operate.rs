@@ -82,7 +82,8 @@ fn every_cli_command_against_a_running_daemon() {
     assert!(d
         .cli_ok(&["ban", "sshd", "198.51.100.9"])
         .contains("[sshd] Ban 198.51.100.9"));
-    assert!(d.logged("[sshd] Ban 198.51.100.9"));
+    assert!(wait_for(Duration::from_secs(5), || d
+        .logged("[sshd] Ban 198.51.100.9")));
     assert!(wait_for(Duration::from_secs(5), || d
         .count_prefix("would ban 198.51.100.9")
         == 1));
@@ -178,7 +179,7 @@ fn bans_survive_kill_9_and_expired_ones_are_lifted() {
 #[test]
 fn kill_9_with_iptables_in_a_namespace_restores_rules_once() {
     let ns = Netns::new("op");
-    let text = config("", &jail("action = \"iptables\"\n[jails.short]\nprograms = [\"x\"]\nfailregex = ['^x <HOST>$']\nmaxretry = 2\nbantime = \"3s\"\naction = \"iptables\""));
+    let text = config("", &jail("action = \"iptables\"\n[jails.short]\nprograms = [\"x\"]\nfailregex = ['^x <HOST>$']\nmaxretry = 2\nbantime = \"6s\"\naction = \"iptables\""));
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start_in(dir, &text, &ns.prefix());
     let tcp = d.tcp.port().to_string();
@@ -220,7 +221,7 @@ fn kill_9_with_iptables_in_a_namespace_restores_rules_once() {
         save()
     );
     let dir = d.kill9();
-    std::thread::sleep(Duration::from_millis(3500));
+    std::thread::sleep(Duration::from_millis(6500));
     // The killed daemon left its rules behind; the restart must neither lose nor duplicate them.
     let d = Daemon::start_in(dir, &text, &ns.prefix());
     let rules = save();

@@ -1,8 +1,10 @@
 mod daemon;
 mod fail2ban;
+mod fail2ban_live;
 mod filters;
 mod firewall;
 mod hostile;
+mod import;
 mod iptables;
 mod lab;
 // The firewall bench's measurement, run small by firewall::bench_smoke so it cannot rot.

@@ -820,7 +820,8 @@ fn ports(raw: &RawPorts) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-fn resolve_port(text: &str, services: &str) -> Result<String, String> {
+/// One port, `a:b` range or /etc/services name (given as `services`' text) as a number or range.
+pub(crate) fn resolve_port(text: &str, services: &str) -> Result<String, String> {
     let number = |t: &str| t.parse::<u16>().ok().filter(|&p| p > 0);
     if let Some((a, b)) = text.split_once(':') {
         return match (number(a), number(b)) {

@@ -12,6 +12,8 @@ use super::Fail2banError;
 
 /// Most files one filter may pull in through `[INCLUDES]` (guards against include loops).
 const MAX_FILES: usize = 32;
+/// Most files a jail configuration (jail.conf, jail.d/*, their includes) may be made of.
+const MAX_JAIL_FILES: usize = 256;
 /// Largest filter file read, in bytes.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
@@ -162,7 +164,44 @@ impl Merged {
 pub fn load(path: &Path) -> Result<Merged, Fail2banError> {
     let mut order = Vec::new();
     let mut parsed = HashMap::new();
-    collect(path, &mut Vec::new(), &mut order, &mut parsed)?;
+    let limits = Limits {
+        files: MAX_FILES,
+        top: path,
+    };
+    collect(
+        with_local(path),
+        &limits,
+        &mut Vec::new(),
+        &mut order,
+        &mut parsed,
+    )?;
+    Ok(merge_in_order(order, &parsed))
+}
+
+/// Reads several files as fail2ban's `ConfigReader.read("jail")` does: each in the given order
+/// (jail.conf, jail.d/*.conf, jail.local, jail.d/*.local) with its `[INCLUDES]`, whose own
+/// `.local` files are read too; the listed files get no `.local` added, since the list holds
+/// them already. Missing files are skipped.
+pub fn load_list(paths: &[PathBuf]) -> Result<Merged, Fail2banError> {
+    let mut order = Vec::new();
+    let mut parsed = HashMap::new();
+    for path in paths.iter().filter(|p| p.is_file()) {
+        let limits = Limits {
+            files: MAX_JAIL_FILES,
+            top: path,
+        };
+        collect(
+            vec![path.clone()],
+            &limits,
+            &mut Vec::new(),
+            &mut order,
+            &mut parsed,
+        )?;
+    }
+    Ok(merge_in_order(order, &parsed))
+}
+
+fn merge_in_order(order: Vec<PathBuf>, parsed: &HashMap<PathBuf, IniFile>) -> Merged {
     let mut merged = Merged::default();
     for file in order {
         if let Some(ini) = parsed.get(&file) {
@@ -170,7 +209,15 @@ pub fn load(path: &Path) -> Result<Merged, Fail2banError> {
             merged.files.push(file);
         }
     }
-    Ok(merged)
+    merged
+}
+
+/// Bounds of one [`collect`] walk.
+struct Limits<'a> {
+    /// Most files parsed.
+    files: usize,
+    /// The file asked for: it, unlike an include, must exist.
+    top: &'a Path,
 }
 
 fn read(path: &Path) -> Result<IniFile, Fail2banError> {
@@ -202,24 +249,25 @@ fn with_local(path: &Path) -> Vec<PathBuf> {
 }
 
 fn collect(
-    path: &Path,
+    files: Vec<PathBuf>,
+    limits: &Limits,
     seen: &mut Vec<PathBuf>,
     order: &mut Vec<PathBuf>,
     parsed: &mut HashMap<PathBuf, IniFile>,
 ) -> Result<(), Fail2banError> {
-    for file in with_local(path) {
+    for file in files {
         if seen.contains(&file) {
             continue;
         }
-        if parsed.len() >= MAX_FILES {
+        if parsed.len() >= limits.files {
             return Err(Fail2banError::Io {
                 file,
-                reason: format!("more than {MAX_FILES} included files"),
+                reason: format!("more than {} included files", limits.files),
             });
         }
         if !file.is_file() {
             // A missing include (common.local) is normal; a missing main file is not.
-            if file == path && seen.is_empty() {
+            if file == limits.top && seen.is_empty() {
                 return Err(Fail2banError::Io {
                     file,
                     reason: "no such file".into(),
@@ -246,7 +294,7 @@ fn collect(
                 if name.is_empty() {
                     continue;
                 }
-                collect(&dir.join(name), seen, order, parsed)?;
+                collect(with_local(&dir.join(name)), limits, seen, order, parsed)?;
             }
         }
         seen.pop();

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use interpolate::Vars;
 use translate::{BacktrackLimit, Compiled};
@@ -27,6 +28,11 @@ use translate::{BacktrackLimit, Compiled};
 pub const MAX_LINES_CAP: usize = 100;
 /// Multi-line failure ids remembered per jail (fail2ban keeps 100; the least recent goes first).
 pub const MLFID_CACHE: usize = 1000;
+/// How long a multi-line failure id is remembered after it was last seen: fail2ban's
+/// `Filter.mlfidCache` is `Utils.Cache(maxCount=100, maxTime=5*60)`, whose entries expire five
+/// minutes after they were last set. Without it a session id seen once (an sshd pid) would
+/// join with an unrelated line of a reused pid hours later.
+pub const MLFID_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// Why a fail2ban filter could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,10 +185,13 @@ pub struct Fail2banFilter {
 }
 
 /// The multi-line memory of one filter in one jail: bounded buffer and failure-id cache.
+/// The cache is bounded twice: at most [`MLFID_CACHE`] ids, each forgotten [`MLFID_MAX_AGE`]
+/// after it was last seen.
 #[derive(Debug)]
 pub struct LineState {
     buffer: Vec<String>,
-    mlfid: lru::LruCache<String, Fail>,
+    /// Failure id to its merged failure and the instant it expires.
+    mlfid: lru::LruCache<String, (Fail, Instant)>,
 }
 
 impl Default for LineState {
@@ -402,8 +411,15 @@ impl Fail2banFilter {
         }
     }
 
-    /// fail2ban's `findFailure` in check-all mode for one line (date already cut out).
+    /// fail2ban's `findFailure` in check-all mode for one line (date already cut out), now.
     pub fn process(&self, state: &mut LineState, line: &str) -> LineVerdict {
+        self.process_at(state, line, Instant::now())
+    }
+
+    /// [`Fail2banFilter::process`] at a given instant: multi-line failure ids last seen more
+    /// than [`MLFID_MAX_AGE`] before `now` are forgotten (fail2ban measures this in real time
+    /// too, also when it reads a file).
+    pub fn process_at(&self, state: &mut LineState, line: &str, now: Instant) -> LineVerdict {
         let mut verdict = LineVerdict::default();
         if self.maxlines > 1 {
             state.buffer.push(line.to_string());
@@ -484,7 +500,7 @@ impl Fail2banFilter {
             let mlfid = fail.get("mlfid").map(str::to_string);
             let mut cached = None;
             if let Some(id) = &mlfid {
-                let (merged, keep) = merge_failure(state, id, fail);
+                let (merged, keep) = merge_failure(state, id, fail, now);
                 fail = merged;
                 cached = keep.then(|| id.clone());
             }
@@ -508,7 +524,7 @@ impl Fail2banFilter {
             };
             if id.is_none() {
                 fail.pending = true;
-                if let Some(entry) = cached.as_ref().and_then(|k| state.mlfid.get_mut(k)) {
+                if let Some((entry, _)) = cached.as_ref().and_then(|k| state.mlfid.get_mut(k)) {
                     entry.pending = true;
                 }
             }
@@ -582,7 +598,7 @@ fn split_lines(
 /// fail2ban's `_mergeFailure`: joins lines of one `<F-MLFID>` (an sshd session) so that a
 /// failure seen before its address, or an address seen before its failure, still counts.
 /// Returns the merged failure and whether it stays in the cache.
-fn merge_failure(state: &mut LineState, mlfid: &str, mut fail: Fail) -> (Fail, bool) {
+fn merge_failure(state: &mut LineState, mlfid: &str, mut fail: Fail, now: Instant) -> (Fail, bool) {
     let mut flags = 0u8;
     if fail.truthy("mlfgained") {
         flags |= 8 | 1;
@@ -600,7 +616,11 @@ fn merge_failure(state: &mut LineState, mlfid: &str, mut fail: Fail) -> (Fail, b
         .get("user")
         .filter(|u| !u.is_empty())
         .map(str::to_string);
-    let (mut merged, keep, users) = match state.mlfid.pop(mlfid) {
+    let live = state
+        .mlfid
+        .pop(mlfid)
+        .and_then(|(entry, expires)| (expires > now).then_some(entry));
+    let (mut merged, keep, users) = match live {
         Some(mut entry) => {
             if let Some(u) = user {
                 entry.users.get_or_insert_with(BTreeSet::new).insert(u);
@@ -637,7 +657,18 @@ fn merge_failure(state: &mut LineState, mlfid: &str, mut fail: Fail) -> (Fail, b
         merged.groups.remove("mlfgained");
     }
     if keep {
-        state.mlfid.put(mlfid.to_string(), merged.clone());
+        // Every put refreshes the deadline and makes the entry most recent, so the least
+        // recent entries are also the first to expire: drop those that did.
+        while state
+            .mlfid
+            .peek_lru()
+            .is_some_and(|(_, (_, expires))| *expires <= now)
+        {
+            state.mlfid.pop_lru();
+        }
+        state
+            .mlfid
+            .put(mlfid.to_string(), (merged.clone(), now + MLFID_MAX_AGE));
     }
     (merged, keep)
 }
@@ -705,5 +736,34 @@ mod tests {
         );
         f.process(&mut st, "s1 closed");
         assert!(f.process(&mut st, "s1 auth failed").failure().is_none());
+    }
+
+    #[test]
+    fn multi_line_ids_are_forgotten_after_five_minutes() {
+        let text = "[Definition]\nprefregex = ^<F-MLFID>s\\d+</F-MLFID> <F-CONTENT>.+</F-CONTENT>$\nfailregex = ^auth failed$\n            ^<F-NOFAIL>connect from</F-NOFAIL> <HOST>$\n";
+        let f = filter(text, &Vars::new());
+        let mut st = LineState::default();
+        let t0 = Instant::now();
+        f.process_at(&mut st, "s1 connect from 192.0.2.7", t0);
+        f.process_at(&mut st, "s2 connect from 192.0.2.8", t0);
+        // s2 is seen again at 4 minutes, which refreshes it; s1 is not.
+        let later = t0 + Duration::from_secs(240);
+        assert!(f
+            .process_at(&mut st, "s2 auth failed", later)
+            .failure()
+            .is_some());
+        let expired = t0 + MLFID_MAX_AGE + Duration::from_secs(1);
+        assert!(
+            f.process_at(&mut st, "s1 auth failed", expired)
+                .failure()
+                .is_none(),
+            "s1 was last seen more than five minutes ago"
+        );
+        assert_eq!(
+            f.process_at(&mut st, "s2 auth failed", expired)
+                .failure()
+                .and_then(|found| found.id.clone()),
+            Some(FailureId::Addr("192.0.2.8".parse().unwrap()))
+        );
     }
 }

@@ -1,0 +1,861 @@
+//! `jailsink import-fail2ban`: a fail2ban jail configuration (jail.conf, jail.local, jail.d)
+//! turned into jailsink TOML, with a comment wherever jailsink has no equivalent.
+//!
+//! Files are read in fail2ban's order (jail.conf, jail.d/*.conf, jail.local, jail.d/*.local,
+//! each with its `[INCLUDES]` such as paths-debian.conf) and merged as fail2ban merges them.
+//! Each enabled jail's options are read with fail2ban's `%(name)s` interpolation (section, then
+//! `[DEFAULT]`, `%(__name__)s` as the jail's name, `%(default/x)s`, `%(known/x)s`), so values
+//! such as `port = %(sshd_port)s` or the default `filter = %(__name__)s[mode=%(mode)s]` come out
+//! as fail2ban would use them. Every value is written per jail: the output reads without
+//! fail2ban's inheritance rules in mind.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::filter::fail2ban::ini::{self, Merged};
+use crate::filter::fail2ban::interpolate::{self, Vars};
+use crate::filter::fail2ban::{split_options, Fail2banError};
+
+/// Where fail2ban keeps its configuration when no directory is given.
+pub const DEFAULT_DIR: &str = "/etc/fail2ban";
+
+/// Why a fail2ban configuration could not be imported at all. Problems of one jail are not
+/// errors: they become comments in the output, so one odd jail never hides the others.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// The directory has no jail.conf or jail.local.
+    #[error("{}: no jail.conf or jail.local (is this a fail2ban configuration directory?)", dir.display())]
+    NoJailConf {
+        /// The directory given.
+        dir: PathBuf,
+    },
+    /// A file could not be read or is not fail2ban's INI.
+    #[error(transparent)]
+    Read(#[from] Fail2banError),
+}
+
+/// Syslog program names the lines of common fail2ban filters carry, so that an imported jail
+/// only sees its service's messages. A filter not listed gets no `programs` (every event), which
+/// is always correct, only slower.
+fn programs_for(filter: &str) -> Option<&'static [&'static str]> {
+    Some(match filter {
+        "sshd" => &["sshd", "sshd-session"],
+        "dropbear" => &["dropbear"],
+        "dovecot" => &["dovecot"],
+        "proftpd" => &["proftpd"],
+        "pure-ftpd" => &["pure-ftpd"],
+        "vsftpd" => &["vsftpd"],
+        "named-refused" => &["named"],
+        "asterisk" => &["asterisk"],
+        f if f.starts_with("postfix") => &[
+            "postfix/smtpd",
+            "postfix/submission/smtpd",
+            "postfix/smtps/smtpd",
+            "postfix/postscreen",
+        ],
+        f if f.starts_with("nginx") => &["nginx"],
+        f if f.starts_with("sendmail") => &["sendmail", "sm-mta"],
+        f if f.starts_with("exim") => &["exim"],
+        _ => return None,
+    })
+}
+
+/// The files fail2ban's `ConfigReader.read("jail")` reads, in its order.
+fn jail_files(dir: &Path) -> Vec<PathBuf> {
+    let sorted = |ext: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("jail.d"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == ext) && p.is_file())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let mut files = vec![dir.join("jail.conf")];
+    files.extend(sorted("conf"));
+    files.push(dir.join("jail.local"));
+    files.extend(sorted("local"));
+    files.into_iter().filter(|p| p.is_file()).collect()
+}
+
+/// Reads the fail2ban configuration in `dir` and returns a jailsink configuration (TOML text)
+/// for its enabled jails. The text compiles with `jailsink check` when the filters it names are
+/// in `dir/filter.d`; what cannot be carried over is said in comments.
+pub fn import_fail2ban(dir: &Path) -> Result<String, ImportError> {
+    let files = jail_files(dir);
+    if files.is_empty() {
+        return Err(ImportError::NoJailConf {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let conf = ini::load_list(&files)?;
+    let filter_dir = absolute(&dir.join("filter.d"));
+    let services = std::fs::read_to_string("/etc/services").unwrap_or_default();
+    let mut names: Vec<&String> = conf
+        .sections
+        .keys()
+        .filter(|n| *n != "INCLUDES" && !n.starts_with("KNOWN/"))
+        .collect();
+    names.sort();
+
+    let mut out = String::new();
+    let shown: Vec<String> = conf
+        .files
+        .iter()
+        .map(|f| f.strip_prefix(dir).unwrap_or(f).display().to_string())
+        .collect();
+    let _ = writeln!(
+        out,
+        "# jailsink configuration imported from fail2ban's {}",
+        dir.display()
+    );
+    let _ = writeln!(
+        out,
+        "# by `jailsink import-fail2ban`; files read: {}.",
+        shown.join(", ")
+    );
+    out.push_str(
+        "# jailsink reads syslog, not log files: forward syslog to it (rsyslog: `*.* @@127.0.0.1:5514`).\n\
+         # [server], [metrics], [control] and [state] keep jailsink's defaults (see conf/jailsink.toml).\n\n",
+    );
+    out.push_str("[defaults]\n");
+    let _ = writeln!(
+        out,
+        "filter_dirs = [{}]",
+        quote(&filter_dir.display().to_string())
+    );
+
+    let mut enabled = 0;
+    for name in names {
+        let jail = Jail {
+            conf: &conf,
+            name,
+            vars: [("__name__".to_string(), name.clone())].into(),
+        };
+        match jail.get("enabled") {
+            Ok(Some(v)) if truthy(&v) => {}
+            Ok(_) => continue,
+            Err(reason) => {
+                let _ = writeln!(
+                    out,
+                    "\n# [{name}]: `enabled` unreadable ({reason}); skipped"
+                );
+                continue;
+            }
+        }
+        enabled += 1;
+        out.push('\n');
+        out.push_str(&jail.render(&filter_dir, &services));
+    }
+    if enabled == 0 {
+        out.push_str(
+            "\n# fail2ban enables no jail here (enabled = true in jail.local or jail.d/*.conf).\n",
+        );
+    }
+    Ok(out)
+}
+
+/// `path` made absolute against the working directory, so the output works from anywhere.
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// fail2ban's `getboolean`.
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_lowercase().as_str(),
+        "true" | "yes" | "on" | "1"
+    )
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A TOML key, bare when it may be.
+fn key(s: &str) -> String {
+    let bare = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        s.to_string()
+    } else {
+        quote(s)
+    }
+}
+
+/// One enabled jail being read.
+struct Jail<'a> {
+    conf: &'a Merged,
+    name: &'a str,
+    vars: Vars,
+}
+
+/// The lines written for one jail: comments first, then keys.
+#[derive(Default)]
+struct Out {
+    comments: Vec<String>,
+    keys: Vec<(String, String)>,
+    disabled: Option<String>,
+}
+
+impl Out {
+    fn note(&mut self, text: impl Into<String>) {
+        self.comments.push(text.into());
+    }
+    fn set(&mut self, k: &str, v: impl Into<String>) {
+        self.keys.push((k.to_string(), v.into()));
+    }
+}
+
+impl Jail<'_> {
+    /// An option as fail2ban reads it for this jail (None: not set here nor in [DEFAULT]).
+    fn get(&self, option: &str) -> Result<Option<String>, String> {
+        interpolate::get(self.conf, self.name, option, &self.vars)
+            .map(|v| v.map(|v| v.trim().to_string()))
+    }
+
+    /// Reads `option`; a value that cannot be interpolated becomes a comment and None.
+    fn read(&self, out: &mut Out, option: &str) -> Option<String> {
+        match self.get(option) {
+            Ok(v) => v.filter(|v| !v.is_empty()),
+            Err(reason) => {
+                out.note(format!("fail2ban's {option} cannot be read: {reason}"));
+                None
+            }
+        }
+    }
+
+    fn render(&self, filter_dir: &Path, services: &str) -> String {
+        let mut out = Out::default();
+        if !valid_name(self.name) {
+            return format!(
+                "# [{}]: a jailsink jail name is 1 to 20 letters, digits, '-' or '_' (it names firewall\n# objects); rename this jail in fail2ban's files or add it by hand.\n",
+                self.name
+            );
+        }
+        let filter = self.filter(&mut out, filter_dir);
+        self.source(&mut out, filter.as_ref());
+        if let Some(filter) = &filter {
+            if filter.0 == "recidive" || self.name == "recidive" {
+                out.disabled = Some(
+                    "recidive reads fail2ban's own log; jailsink's bantime_increment does its work"
+                        .into(),
+                );
+            }
+        }
+        self.numbers(&mut out);
+        self.ignore(&mut out);
+        let ports = self.ports(&mut out, services);
+        self.actions(&mut out, ports.as_deref());
+        self.increment(&mut out);
+
+        let mut text = String::new();
+        for c in &out.comments {
+            for line in c.lines() {
+                let _ = writeln!(text, "# {line}");
+            }
+        }
+        let _ = writeln!(text, "[jails.{}]", key(self.name));
+        if let Some(why) = &out.disabled {
+            let _ = writeln!(text, "enabled = false  # {why}");
+        }
+        for (k, v) in &out.keys {
+            let _ = writeln!(text, "{k} = {v}");
+        }
+        text
+    }
+
+    /// `filter` and `filter_options`; None when no usable filter exists.
+    fn filter(&self, out: &mut Out, filter_dir: &Path) -> Option<(String, Vars)> {
+        let spec = self.read(out, "filter")?;
+        // fail2ban allows several filters on separate lines in newer versions; jailsink one.
+        let first = spec.lines().next().unwrap_or_default().trim().to_string();
+        let (name, options) = match split_options(&first) {
+            Ok(v) => v,
+            Err(e) => {
+                out.note(format!("fail2ban filter `{first}`: {e}"));
+                out.disabled = Some("no usable filter".into());
+                return None;
+            }
+        };
+        if spec.lines().filter(|l| !l.trim().is_empty()).count() > 1 {
+            out.note(format!(
+                "fail2ban names several filters; only `{first}` is imported"
+            ));
+        }
+        let found = ["conf", "local"]
+            .iter()
+            .any(|ext| filter_dir.join(format!("{name}.{ext}")).is_file());
+        if !found {
+            out.note(format!(
+                "filter {name}.conf is not in {}",
+                filter_dir.display()
+            ));
+            out.disabled = Some("its filter is missing".into());
+        }
+        for extra in ["failregex", "ignoreregex"] {
+            if self.read(out, extra).is_some()
+                && self
+                    .conf
+                    .section(self.name)
+                    .is_some_and(|s| s.contains_key(extra))
+            {
+                out.note(format!(
+                    "the fail2ban jail adds its own {extra}: put it in filter.d/{name}.local \
+                     ([Definition] {extra} = ...), jailsink reads that file"
+                ));
+            }
+        }
+        out.set("filter", quote(&name));
+        if !options.is_empty() {
+            let items: Vec<String> = options
+                .iter()
+                .map(|(k, v)| format!("{} = {}", key(k), quote(v)))
+                .collect();
+            out.set("filter_options", format!("{{ {} }}", items.join(", ")));
+        }
+        Some((name, options))
+    }
+
+    /// backend/logpath/journalmatch become comments; programs from the filter's name.
+    fn source(&self, out: &mut Out, filter: Option<&(String, Vars)>) {
+        let mut read_from = Vec::new();
+        for option in ["backend", "logpath", "journalmatch"] {
+            if let Some(v) = self.read(out, option) {
+                let v = v.split_whitespace().collect::<Vec<_>>().join(" ");
+                read_from.push(format!("{option} = {v}"));
+            }
+        }
+        if !read_from.is_empty() {
+            out.note(format!(
+                "fail2ban read {}; jailsink reads syslog instead\n\
+                 (a service that logs only to a file needs rsyslog's imfile to forward it).",
+                read_from.join(", ")
+            ));
+        }
+        let filter_name = filter.map_or(self.name, |f| f.0.as_str());
+        match programs_for(filter_name).or_else(|| programs_for(self.name)) {
+            Some(programs) => {
+                let list: Vec<String> = programs.iter().map(|p| quote(p)).collect();
+                // First, as in jailsink's own examples: what feeds the jail, then how it judges.
+                out.keys
+                    .insert(0, ("programs".into(), format!("[{}]", list.join(", "))));
+            }
+            None => out.note(
+                "no programs: this jail sees every syslog event; set programs = [\"TAG\"] to the\n\
+                 syslog program name of the service so only its messages are matched.",
+            ),
+        }
+        // fail2ban's default `warn` only resolves names when a filter matched one; `yes` is a
+        // choice worth telling the operator jailsink does not follow.
+        if let Some(v) = self.read(out, "usedns").filter(|v| v == "yes") {
+            out.note(format!(
+                "usedns = {v} is ignored: jailsink never resolves names"
+            ));
+        }
+        if self.read(out, "ignorecommand").is_some() {
+            out.note("ignorecommand has no equivalent: jailsink runs no command to decide");
+        }
+    }
+
+    fn numbers(&self, out: &mut Out) {
+        if let Some(v) = self.read(out, "maxretry") {
+            match v.parse::<i64>() {
+                Ok(n) => out.set("maxretry", n.to_string()),
+                Err(_) => out.note(format!(
+                    "maxretry = {v} is not a number; jailsink's default used"
+                )),
+            }
+        }
+        for option in ["findtime", "bantime"] {
+            if let Some(v) = self.read(out, option) {
+                match seconds(&v) {
+                    Ok(s) if s < 0 && option == "bantime" => out.set(option, quote("permanent")),
+                    Ok(s) if s > 0 => out.set(option, quote(&format_secs(s))),
+                    Ok(_) | Err(_) => out.note(format!(
+                        "{option} = {v} could not be converted; jailsink's default used"
+                    )),
+                }
+            }
+        }
+    }
+
+    fn ignore(&self, out: &mut Out) {
+        if let Some(v) = self.read(out, "ignoreip") {
+            let mut nets = Vec::new();
+            for item in v.split(|c: char| c.is_whitespace() || c == ',') {
+                let item = item.trim();
+                if item.is_empty() {
+                    continue;
+                }
+                if item.parse::<ipnetwork::IpNetwork>().is_ok() {
+                    nets.push(quote(item));
+                } else {
+                    out.note(format!(
+                        "ignoreip `{item}` is not an address or network: jailsink never \
+                         resolves names; add its addresses"
+                    ));
+                }
+            }
+            out.set("ignoreip", format!("[{}]", nets.join(", ")));
+        }
+        if let Some(v) = self.read(out, "ignoreself") {
+            out.set("ignoreself", truthy(&v).to_string());
+        }
+    }
+
+    /// `port` and `protocol`; returns the port items kept (None: all ports).
+    fn ports(&self, out: &mut Out, services: &str) -> Option<Vec<String>> {
+        if let Some(p) = self.read(out, "protocol") {
+            match p.to_lowercase().as_str() {
+                "tcp" | "udp" | "all" => out.set("protocol", quote(&p.to_lowercase())),
+                _ => out.note(format!(
+                    "protocol = {p}: jailsink knows tcp, udp or all; tcp used"
+                )),
+            }
+        }
+        let raw = self.read(out, "port")?;
+        let items = port_items(&raw);
+        if items.is_empty() || items.iter().any(|i| all_ports(i)) {
+            return None;
+        }
+        let mut kept = Vec::new();
+        for item in items {
+            match crate::config::compile::resolve_port(&item, services) {
+                Ok(_) => kept.push(item),
+                Err(reason) => out.note(format!("port {reason}; left out")),
+            }
+        }
+        if kept.is_empty() {
+            return None;
+        }
+        if kept.len() > 15 {
+            out.note(format!(
+                "fail2ban guards {} ports; jailsink takes at most 15 per rule, so this jail guards all ports",
+                kept.len()
+            ));
+            return None;
+        }
+        let list: Vec<String> = kept.iter().map(|p| port_value(p)).collect();
+        out.set(
+            "port",
+            if list.len() == 1 {
+                list[0].clone()
+            } else {
+                format!("[{}]", list.join(", "))
+            },
+        );
+        Some(kept)
+    }
+
+    fn actions(&self, out: &mut Out, ports: Option<&[String]>) {
+        let Some(spec) = self.read(out, "action") else {
+            out.set("action", quote("log"));
+            out.note("fail2ban names no action; the log action is used");
+            return;
+        };
+        let mut mapped: Vec<String> = Vec::new();
+        for line in spec.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let (name, options) = match split_options(line) {
+                Ok(v) => v,
+                Err(_) => (line.to_string(), Vars::new()),
+            };
+            let name = name.trim().to_string();
+            match map_action(&name) {
+                Some(kind) => mapped.push(action_value(kind, &name, &options, ports)),
+                None => out.note(format!("no equivalent for action {name}")),
+            }
+        }
+        if mapped.is_empty() {
+            out.note("the log action stands in: it logs each ban and bans nothing");
+            mapped.push(quote("log"));
+        }
+        mapped.dedup();
+        out.set(
+            "action",
+            if mapped.len() == 1 {
+                mapped.remove(0)
+            } else {
+                format!("[{}]", mapped.join(", "))
+            },
+        );
+    }
+
+    fn increment(&self, out: &mut Out) {
+        let Some(enabled) = self.read(out, "bantime.increment") else {
+            return;
+        };
+        let mut items = vec![format!("enabled = {}", truthy(&enabled))];
+        // fail2ban's default formula doubles each repeat ban (bantime * 2^count * factor);
+        // jailsink grows bantime * factor^(n-1), so its factor 2 is fail2ban's doubling.
+        items.push("factor = 2.0".into());
+        if let Some(f) = self.read(out, "bantime.factor") {
+            if !f.parse::<f64>().is_ok_and(|f| f == 1.0) {
+                out.note(format!(
+                    "fail2ban's bantime.factor = {f} multiplies its doubling; jailsink doubles \
+                     (factor = 2.0): adjust factor to taste"
+                ));
+            }
+        }
+        for (option, name) in [
+            ("bantime.maxtime", "maxtime"),
+            ("bantime.rndtime", "rndtime"),
+        ] {
+            if let Some(v) = self.read(out, option) {
+                match seconds(&v) {
+                    Ok(s) if s > 0 => items.push(format!("{name} = {}", quote(&format_secs(s)))),
+                    _ => out.note(format!("{option} = {v} could not be converted")),
+                }
+            }
+        }
+        for option in [
+            "bantime.formula",
+            "bantime.multipliers",
+            "bantime.overalljails",
+        ] {
+            if let Some(v) = self.read(out, option) {
+                out.note(format!("{option} = {v} has no equivalent"));
+            }
+        }
+        out.set("bantime_increment", format!("{{ {} }}", items.join(", ")));
+    }
+}
+
+/// Chain names are `jailsink-<name>` and iptables allows 28 characters.
+fn valid_name(name: &str) -> bool {
+    (1..=20).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Our action type for a fail2ban action name, if there is one.
+fn map_action(name: &str) -> Option<&'static str> {
+    let n = name.to_lowercase();
+    if n == "ipset" || n.starts_with("iptables-ipset") {
+        Some("ipset")
+    } else if n.starts_with("nftables") {
+        Some("nftables")
+    } else if n.starts_with("iptables") {
+        Some("iptables")
+    } else {
+        None
+    }
+}
+
+/// One mapped action as TOML: the bare type, or a table when fail2ban's options change it.
+fn action_value(kind: &str, name: &str, options: &Vars, ports: Option<&[String]>) -> String {
+    let mut table = Vec::new();
+    if name.to_lowercase().contains("allports") && ports.is_some() {
+        table.push(format!("port = {}", quote("1:65535")));
+    }
+    if kind == "iptables" {
+        if let Some(n) = options.get("name").filter(|n| valid_name(n)) {
+            table.push(format!("name = {}", quote(n)));
+        }
+        let block = options.get("blocktype").map(|b| b.to_uppercase());
+        match block.as_deref() {
+            Some(b) if b.starts_with("DROP") => {
+                table.push(format!("blocktype = {}", quote("DROP")))
+            }
+            Some(b) if b.starts_with("REJECT") => {
+                table.push(format!("blocktype = {}", quote("REJECT")))
+            }
+            _ => {}
+        }
+    }
+    if table.is_empty() {
+        quote(kind)
+    } else {
+        format!("{{ type = {}, {} }}", quote(kind), table.join(", "))
+    }
+}
+
+/// `http,https`, `smtp 465 submission` into items.
+fn port_items(raw: &str) -> Vec<String> {
+    raw.split(|c: char| c == ',' || c.is_whitespace())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// fail2ban's "every port" spellings.
+fn all_ports(item: &str) -> bool {
+    matches!(item, "0:65535" | "1:65535" | "all" | "any")
+}
+
+/// A port number as a TOML integer, anything else as a string.
+fn port_value(item: &str) -> String {
+    match item.parse::<u16>() {
+        Ok(n) => n.to_string(),
+        Err(_) => quote(item),
+    }
+}
+
+/// fail2ban's `MyTime.str2seconds` for sums of `N unit` terms ("10m", "1h 30m", "1d12h",
+/// "600", "-1", "6 months"); arithmetic beyond `+`/`-` is refused.
+fn seconds(text: &str) -> Result<i64, String> {
+    const MONTH: f64 = (365.0 * 3.0 + 366.0) * 86400.0 / 4.0 / 12.0;
+    let text = text.trim().to_lowercase();
+    let bad = || format!("`{text}` is not a duration fail2ban's way (10m, 1h, 600, -1)");
+    let mut total = 0.0f64;
+    let mut chars = text.chars().peekable();
+    let mut sign = 1.0;
+    let mut any = false;
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.peek() {
+            None => break,
+            Some('+') => {
+                chars.next();
+                sign = 1.0;
+                continue;
+            }
+            Some('-') => {
+                chars.next();
+                sign = -1.0;
+                continue;
+            }
+            _ => {}
+        }
+        let mut number = String::new();
+        while let Some(c) = chars.peek().filter(|c| c.is_ascii_digit() || **c == '.') {
+            number.push(*c);
+            chars.next();
+        }
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut unit = String::new();
+        while let Some(c) = chars.peek().filter(|c| c.is_ascii_alphabetic()) {
+            unit.push(*c);
+            chars.next();
+        }
+        let factor = match unit.as_str() {
+            "" | "s" | "ss" | "se" | "sec" | "second" | "seconds" => 1.0,
+            "m" | "mm" | "mi" | "min" | "minute" | "minutes" => 60.0,
+            "h" | "hh" | "ho" | "hou" | "hour" | "hours" => 3600.0,
+            "d" | "dd" | "da" | "day" | "days" => 86400.0,
+            "w" | "ww" | "we" | "wee" | "week" | "weeks" => 7.0 * 86400.0,
+            "mo" | "mon" | "month" | "months" => MONTH,
+            "y" | "yy" | "ye" | "yea" | "year" | "years" => MONTH * 12.0,
+            _ => return Err(bad()),
+        };
+        total += sign * value * factor;
+        sign = 1.0;
+        any = true;
+    }
+    if !any {
+        return Err(bad());
+    }
+    Ok(total.round() as i64)
+}
+
+/// Seconds as jailsink writes durations: "10m", "1h 30m", "1w".
+fn format_secs(mut secs: i64) -> String {
+    const UNITS: [(i64, &str); 5] = [
+        (604_800, "w"),
+        (86_400, "d"),
+        (3600, "h"),
+        (60, "m"),
+        (1, "s"),
+    ];
+    let mut parts = Vec::new();
+    for (size, unit) in UNITS {
+        if secs >= size {
+            parts.push(format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILTER: &str =
+        "[Definition]\nfailregex = ^Failed password for \\S+ from <HOST>\nmode = normal\n";
+
+    fn dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let p = d.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        d
+    }
+
+    fn toml_of(text: &str) -> toml::Table {
+        text.parse::<toml::Table>()
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn jail<'a>(t: &'a toml::Table, name: &str) -> &'a toml::Table {
+        t["jails"][name].as_table().unwrap()
+    }
+
+    const JAIL_CONF: &str = "[INCLUDES]\nbefore = paths.conf\n\n[DEFAULT]\nbantime = 10m\nfindtime = 10m\nmaxretry = 5\nenabled = false\nmode = normal\nfilter = %(__name__)s[mode=%(mode)s]\nprotocol = tcp\nport = 0:65535\nbanaction = iptables-multiport\naction_ = %(banaction)s[port=\"%(port)s\", protocol=\"%(protocol)s\", chain=\"<known/chain>\"]\naction = %(action_)s\n\n[sshd]\nport = %(sshd_port)s\nlogpath = %(sshd_log)s\nbackend = %(sshd_backend)s\n\n[postfix]\nmode = more\nport = smtp,465,submission\nlogpath = %(postfix_log)s\n\n[recidive]\nlogpath = /var/log/fail2ban.log\nbantime = 1w\n";
+    const PATHS: &str = "[DEFAULT]\nsshd_port = ssh\nsshd_log = /var/log/auth.log\nsshd_backend = %(default/backend)s\nbackend = auto\npostfix_log = /var/log/mail.log\n";
+
+    #[test]
+    fn enabled_jails_with_interpolated_values() {
+        let d = dir(&[
+            ("jail.conf", JAIL_CONF),
+            ("paths.conf", PATHS),
+            ("jail.d/defaults-debian.conf", "[sshd]\nenabled = true\n"),
+            (
+                "jail.local",
+                "[DEFAULT]\nignoreip = 127.0.0.1/8 ::1, 192.0.2.0/24 example.com\n[sshd]\nmode = aggressive\nbantime = -1\nmaxretry = 3\n[postfix]\nenabled = true\nbanaction = nftables-multiport\nfindtime = 1h30m\n",
+            ),
+            ("filter.d/sshd.conf", FILTER),
+            ("filter.d/postfix.conf", FILTER),
+        ]);
+        let text = import_fail2ban(d.path()).unwrap();
+        let t = toml_of(&text);
+        let sshd = jail(&t, "sshd");
+        assert_eq!(sshd["filter"].as_str(), Some("sshd"));
+        assert_eq!(sshd["filter_options"]["mode"].as_str(), Some("aggressive"));
+        assert_eq!(sshd["port"].as_str(), Some("ssh"));
+        assert_eq!(sshd["bantime"].as_str(), Some("permanent"));
+        assert_eq!(sshd["findtime"].as_str(), Some("10m"));
+        assert_eq!(sshd["maxretry"].as_integer(), Some(3));
+        assert_eq!(sshd["action"].as_str(), Some("iptables"));
+        assert_eq!(
+            sshd["programs"].as_array().unwrap()[0].as_str(),
+            Some("sshd")
+        );
+        let ignore: Vec<_> = sshd["ignoreip"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(ignore, ["127.0.0.1/8", "::1", "192.0.2.0/24"]);
+        assert!(text.contains("ignoreip `example.com`"), "{text}");
+        assert!(
+            text.contains("backend = auto, logpath = /var/log/auth.log"),
+            "{text}"
+        );
+
+        let postfix = jail(&t, "postfix");
+        assert_eq!(postfix["filter_options"]["mode"].as_str(), Some("more"));
+        assert_eq!(postfix["action"].as_str(), Some("nftables"));
+        assert_eq!(postfix["findtime"].as_str(), Some("1h 30m"));
+        let ports = postfix["port"].as_array().unwrap();
+        assert_eq!(ports[0].as_str(), Some("smtp"));
+        assert_eq!(ports[1].as_integer(), Some(465));
+        assert!(t["jails"].get("recidive").is_none(), "not enabled");
+        assert_eq!(
+            t["defaults"]["filter_dirs"][0].as_str(),
+            Some(d.path().join("filter.d").to_str().unwrap())
+        );
+    }
+
+    #[test]
+    fn unknown_actions_become_comments_and_the_log_action() {
+        let d = dir(&[
+            ("jail.conf", JAIL_CONF),
+            ("paths.conf", PATHS),
+            (
+                "jail.local",
+                "[sshd]\nenabled = true\naction = shorewall\n          sendmail-whois[name=SSH]\n[dropbear]\nenabled = true\nfilter = sshd\naction = iptables-allports[name=DROP1]\n          iptables-ipset-proto6[name=x]\n          ufw\nbantime.increment = true\nbantime.maxtime = 5w\nbantime.factor = 1\n[recidive]\nenabled = true\nfilter = sshd\n",
+            ),
+            ("filter.d/sshd.conf", FILTER),
+        ]);
+        let text = import_fail2ban(d.path()).unwrap();
+        let t = toml_of(&text);
+        assert_eq!(jail(&t, "sshd")["action"].as_str(), Some("log"));
+        assert!(
+            text.contains("# no equivalent for action shorewall"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# no equivalent for action sendmail-whois"),
+            "{text}"
+        );
+        let dropbear = jail(&t, "dropbear");
+        let actions = dropbear["action"].as_array().unwrap();
+        assert_eq!(actions[0]["type"].as_str(), Some("iptables"));
+        assert_eq!(actions[0]["name"].as_str(), Some("DROP1"));
+        assert!(
+            actions[0].get("port").is_none(),
+            "all ports already: {text}"
+        );
+        assert_eq!(actions[1].as_str(), Some("ipset"));
+        assert!(text.contains("# no equivalent for action ufw"), "{text}");
+        assert_eq!(
+            dropbear["bantime_increment"]["maxtime"].as_str(),
+            Some("5w")
+        );
+        assert_eq!(
+            dropbear["bantime_increment"]["enabled"].as_bool(),
+            Some(true)
+        );
+        assert_eq!(jail(&t, "recidive")["enabled"].as_bool(), Some(false));
+    }
+
+    #[test]
+    fn output_compiles_with_jailsink_check() {
+        let d = dir(&[
+            ("jail.conf", JAIL_CONF),
+            ("paths.conf", PATHS),
+            (
+                "jail.local",
+                "[sshd]\nenabled = true\n[postfix]\nenabled = true\nmaxretry = 2\n[missing]\nenabled = true\n",
+            ),
+            ("filter.d/sshd.conf", FILTER),
+            ("filter.d/postfix.conf", FILTER),
+        ]);
+        let text = import_fail2ban(d.path()).unwrap();
+        let path = d.path().join("jailsink.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let names: Vec<_> = config.jails.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["postfix", "sshd"], "{text}");
+        assert!(text.contains("filter missing.conf is not in"), "{text}");
+    }
+
+    #[test]
+    fn fail2ban_durations() {
+        assert_eq!(seconds("600"), Ok(600));
+        assert_eq!(seconds("10m"), Ok(600));
+        assert_eq!(seconds("1h 30m"), Ok(5400));
+        assert_eq!(seconds("1d12h"), Ok(129_600));
+        assert_eq!(seconds("-1"), Ok(-1));
+        assert_eq!(seconds("1w"), Ok(604_800));
+        assert_eq!(seconds("1year-6mo"), Ok(15_778_800));
+        assert!(seconds("2*h").is_err());
+        assert!(seconds("").is_err());
+        assert_eq!(format_secs(5400), "1h 30m");
+        assert_eq!(format_secs(604_800), "1w");
+        assert_eq!(format_secs(48 * 3600), "2d");
+    }
+
+    #[test]
+    fn no_jail_conf_is_an_error() {
+        let d = dir(&[]);
+        assert!(matches!(
+            import_fail2ban(d.path()),
+            Err(ImportError::NoJailConf { .. })
+        ));
+    }
+}
