@@ -819,3 +819,38 @@ bantime = "1h"
     drop(central);
     assert!(d.stop().success());
 }
+
+#[test]
+fn rsyslog_keeps_what_it_queued_while_jailsink_restarts() {
+    // rsyslog names jailsink's port in its config, so jailsink must come back on the same one.
+    let port = free_port();
+    let text = config("", RSYSLOG_JAILS).replace(
+        "tcp = [\"127.0.0.1:0\"]",
+        &format!("tcp = [\"127.0.0.1:{port}\"]"),
+    );
+    let d = Daemon::start(&text);
+    let conf = snippet(
+        "rsyslog/50-jailsink-rfc5424.conf",
+        &[("port=\"5514\"", format!("port=\"{port}\""))],
+    );
+    let r = Rsyslog::start(&conf, "", true);
+    ban_through(&r, &d, "192.0.2.90");
+    let (status, dir) = d.stop_keeping_dir();
+    assert!(status.success());
+    // 20 failures from 20 addresses (none reaches maxretry) while nobody listens.
+    for n in 1..=20 {
+        r.log("sshd", &failed(&format!("198.51.100.{n}")));
+    }
+    let d = Daemon::start_in(dir, &text, &[]);
+    let all = wait_for(Duration::from_secs(30), || {
+        d.metric("jailsink_failures_total{jail=\"sshd\"}") == Some(20.0)
+    });
+    assert!(
+        all,
+        "rsyslog delivered {:?} of the 20 messages it queued; rsyslogd said: {}",
+        d.metric("jailsink_failures_total{jail=\"sshd\"}"),
+        r.output()
+    );
+    drop(r);
+    assert!(d.stop().success());
+}

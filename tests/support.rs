@@ -255,8 +255,18 @@ impl Daemon {
         self.dir.take().expect("directory")
     }
 
+    /// SIGTERM; returns the exit status and the directory (config, state) for a restart.
+    pub fn stop_keeping_dir(mut self) -> (ExitStatus, tempfile::TempDir) {
+        let status = self.terminate();
+        (status, self.dir.take().expect("directory"))
+    }
+
     /// SIGTERM, then the exit status.
     pub fn stop(mut self) -> ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])
