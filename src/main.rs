@@ -195,14 +195,7 @@ fn regex_context(path: &Path) -> anyhow::Result<(Vec<PathBuf>, jailsink::parse::
     let raw: config::raw::RawConfig =
         config::read_toml(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let base = path.parent().unwrap_or(Path::new(""));
-    let dirs = raw
-        .defaults
-        .filter_dirs
-        .clone()
-        .unwrap_or_else(|| vec!["filter.d".into(), "/etc/fail2ban/filter.d".into()])
-        .iter()
-        .map(|d| base.join(d))
-        .collect();
+    let dirs = config::filter_dirs(raw.defaults.filter_dirs.as_deref(), base);
     let zone = jailsink::parse::Zone::parse(raw.server.timezone.as_deref().unwrap_or("UTC"))
         .map_err(|e| anyhow::anyhow!("{}: server.timezone: {e}", path.display()))?;
     Ok((dirs, zone))

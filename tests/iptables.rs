@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::lab::Netns;
-use crate::support::{config, logger, wait_for, Daemon};
+use crate::support::{config, log_tcp, wait_for, Daemon};
 
 #[test]
 fn iptables_bans_and_unbans_in_a_namespace_and_cleans_up_at_stop() {
@@ -27,7 +27,6 @@ bantime = "1h"
 action = { type = "iptables", name = "SMTP", port = ["smtp", 465], protocol = "tcp", blocktype = "REJECT" }
 "#;
     let d = Daemon::start_with(&config("", jails), &ns.prefix());
-    let tcp = d.tcp.port().to_string();
     let hooks = ns.run(&["iptables-save", "-t", "filter"]);
     assert!(
         hooks.contains("-A INPUT -p tcp -m multiport --dports 22 -j jailsink-sshd"),
@@ -41,36 +40,15 @@ action = { type = "iptables", name = "SMTP", port = ["smtp", 465], protocol = "t
     assert!(hooks6.contains("-j jailsink-sshd"), "{hooks6}");
 
     for ip in ["192.0.2.50", "2001:db8::50"] {
-        for _ in 0..2 {
-            let msg = format!("Failed password for root from {ip} port 4242 ssh2");
-            logger(
-                &ns.prefix(),
-                &[
-                    "-n",
-                    "127.0.0.1",
-                    "-T",
-                    "-P",
-                    &tcp,
-                    "-t",
-                    "sshd",
-                    "-i",
-                    &msg,
-                ],
-            );
-        }
+        let msg = format!("Failed password for root from {ip} port 4242 ssh2");
+        log_tcp(&ns.prefix(), &d, "sshd", &msg, 2);
     }
-    logger(
+    log_tcp(
         &ns.prefix(),
-        &[
-            "-n",
-            "127.0.0.1",
-            "-T",
-            "-P",
-            &tcp,
-            "-t",
-            "sendmail",
-            "AUTH failure (LOGIN): relay=[198.51.100.60]",
-        ],
+        &d,
+        "sendmail",
+        "AUTH failure (LOGIN): relay=[198.51.100.60]",
+        1,
     );
     let v4_rule = "-A jailsink-sshd -s 192.0.2.50/32 -j DROP";
     let v6_rule = "-A jailsink-sshd -s 2001:db8::50/128 -j DROP";
@@ -102,14 +80,7 @@ action = { type = "iptables", name = "SMTP", port = ["smtp", 465], protocol = "t
         .run(&["iptables-save", "-t", "filter"])
         .contains(smtp_rule));
     // The metrics port is inside the namespace; the log shows any action error.
-    let errors: Vec<_> = d
-        .logs
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e["level"] == "ERROR")
-        .cloned()
-        .collect();
+    let errors = d.errors();
     assert!(errors.is_empty(), "{errors:#?}");
 
     assert!(d.stop().success());

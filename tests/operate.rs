@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::lab::Netns;
-use crate::support::{binary, config, logger, wait_for, Daemon};
+use crate::support::{binary, config, log_tcp, wait_for, Daemon};
 
 fn jail(extra: &str) -> String {
     format!(
@@ -182,35 +182,9 @@ fn kill_9_with_iptables_in_a_namespace_restores_rules_once() {
     let text = config("", &jail("action = \"iptables\"\n[jails.short]\nprograms = [\"x\"]\nfailregex = ['^x <HOST>$']\nmaxretry = 2\nbantime = \"6s\"\naction = \"iptables\""));
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start_in(dir, &text, &ns.prefix());
-    let tcp = d.tcp.port().to_string();
-    for _ in 0..2 {
-        logger(
-            &ns.prefix(),
-            &[
-                "-n",
-                "127.0.0.1",
-                "-T",
-                "-P",
-                &tcp,
-                "-t",
-                "sshd",
-                "Failed password for root from 192.0.2.20 port 22 ssh2",
-            ],
-        );
-        logger(
-            &ns.prefix(),
-            &[
-                "-n",
-                "127.0.0.1",
-                "-T",
-                "-P",
-                &tcp,
-                "-t",
-                "x",
-                "x 192.0.2.21",
-            ],
-        );
-    }
+    let failed = "Failed password for root from 192.0.2.20 port 22 ssh2";
+    log_tcp(&ns.prefix(), &d, "sshd", failed, 2);
+    log_tcp(&ns.prefix(), &d, "x", "x 192.0.2.21", 2);
     let rule = "-A jailsink-sshd -s 192.0.2.20/32 -j DROP";
     let short_rule = "-A jailsink-short -s 192.0.2.21/32 -j DROP";
     let save = || ns.run(&["iptables-save", "-t", "filter"]);

@@ -178,6 +178,17 @@ impl Daemon {
             .any(|e| e["message"] == message)
     }
 
+    /// Every ERROR line logged so far.
+    pub fn errors(&self) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["level"] == "ERROR")
+            .cloned()
+            .collect()
+    }
+
     /// How many log lines so far have a message starting with `prefix`.
     pub fn count_prefix(&self, prefix: &str) -> usize {
         self.logs
@@ -292,6 +303,18 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Sends `msg` tagged `tag`, `times` times, with util-linux `logger` over TCP to the daemon;
+/// `wrapper` (`ip netns exec NS`) runs it where the daemon listens.
+pub fn log_tcp(wrapper: &[&str], daemon: &Daemon, tag: &str, msg: &str, times: usize) {
+    let port = daemon.tcp.port().to_string();
+    for _ in 0..times {
+        logger(
+            wrapper,
+            &["-n", "127.0.0.1", "-T", "-P", &port, "-t", tag, "-i", msg],
+        );
     }
 }
 

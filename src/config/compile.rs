@@ -306,13 +306,7 @@ fn compile_jail(
         ignore.extend_from_slice(own);
     }
     let increment = compile_increment(&merged, &key("bantime_increment"), errors);
-    let dirs: Vec<PathBuf> = merged
-        .filter_dirs
-        .clone()
-        .unwrap_or_else(|| vec!["filter.d".into(), "/etc/fail2ban/filter.d".into()])
-        .iter()
-        .map(|d| base.join(d))
-        .collect();
+    let dirs = super::filter_dirs(merged.filter_dirs.as_deref(), base);
     let filter = compile_filter(name, jail, &dirs, base, errors);
     let ports = match &jail.port {
         None => Ok(Vec::new()),

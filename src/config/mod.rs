@@ -9,6 +9,17 @@ use std::path::{Path, PathBuf};
 
 pub use compile::{Config, JailConfig, JailSettings, ServerConfig};
 
+/// Where filters are looked up by name when `filter_dirs` is not set.
+pub const DEFAULT_FILTER_DIRS: [&str; 2] = ["filter.d", "/etc/fail2ban/filter.d"];
+
+/// The filter directories to search, relative ones read from the config file's directory.
+pub fn filter_dirs(configured: Option<&[String]>, base: &Path) -> Vec<PathBuf> {
+    match configured {
+        Some(dirs) => dirs.iter().map(|d| base.join(d)).collect(),
+        None => DEFAULT_FILTER_DIRS.iter().map(|d| base.join(d)).collect(),
+    }
+}
+
 /// Where the daemon looks when `-c` is not given.
 pub const DEFAULT_PATH: &str = "/etc/jailsink/jailsink.toml";
 

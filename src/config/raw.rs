@@ -128,7 +128,9 @@ pub struct RawIncrement {
     pub rndtime: Option<RawDuration>,
 }
 
-/// One `[jails.NAME]`.
+/// One `[jails.NAME]`. The settings `[defaults]` shares are repeated here rather than
+/// flattened in, because serde's flatten cannot be combined with deny_unknown_fields, and an
+/// unknown key must stay an error.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJail {
