@@ -17,8 +17,17 @@ for f in "$fixtures"/[abcxyz]0*.bin; do tail -c +1 "$f" > "corpus/filter_match/$
 grep -ho "'[^']*<HOST>[^']*'" ../conf/filter.d/*.toml | tr -d "'" | split -l 1 - corpus/filter_compile/shipped- || true
 [[ -d /etc/fail2ban/filter.d ]] && cp -n /etc/fail2ban/filter.d/*.conf corpus/f2b_ini/ 2>/dev/null || true
 [[ -d /etc/fail2ban/filter.d ]] && grep -h '^failregex\|^ *\^' /etc/fail2ban/filter.d/*.conf | sed 's/^failregex *= *//' | split -l 1 - corpus/f2b_translate/stock- || true
+failed=()
 for t in "${targets[@]}"; do
   echo "== $t for ${seconds}s"
-  RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 2>&1 \
-    | grep -E '^(#[0-9]+.*(DONE|pulse)|Done|==[0-9]+== ERROR|SUMMARY|artifact_prefix|Test unit written)' | tail -3
+  # One target's finding must not stop the others: record it and go on.
+  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 >"$t.log" 2>&1; then
+    failed+=("$t")
+  fi
+  grep -E '^(#[0-9]+.*DONE|Done|==[0-9]+== ERROR|SUMMARY|panicked|artifact_prefix)' "$t.log" | tail -4
+  rm -f "$t.log"
 done
+if ((${#failed[@]})); then
+  echo "findings in: ${failed[*]} (inputs under fuzz/artifacts/)" >&2
+  exit 1
+fi

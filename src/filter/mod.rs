@@ -325,17 +325,19 @@ fn compile_fail(pattern: &str) -> Result<(FailPattern, String), String> {
         return Err("no <HOST> (or <ADDR>, <IP4>, <IP6>, <SUBNET>): nothing to ban".into());
     }
     let regex = build_regex(&expanded.regex)?;
+    // A tag written inside a character class (`[<HOST>]`) expands to plain characters there,
+    // so its group does not exist: that pattern can never capture what the tag means.
     let index_of = |name: &str| {
         regex
             .capture_names()
             .position(|n| n == Some(name))
-            .expect("every expanded group name is in the compiled regex")
+            .ok_or_else(|| "a tag such as <HOST> stands inside a character class [...], where it cannot capture".to_string())
     };
     let mut addresses = Vec::new();
     let mut user = None;
     let mut nofail = None;
     for (name, role) in &expanded.groups {
-        let index = index_of(name);
+        let index = index_of(name)?;
         match role {
             GroupRole::Address | GroupRole::Subnet => addresses.push((index, *role)),
             GroupRole::User => user = user.or(Some(index)),
@@ -430,6 +432,21 @@ mod tests {
             Verdict::Failure(_)
         ));
         assert_eq!(f.check("auth failed from 192.0.2.3"), Verdict::Missed);
+    }
+
+    #[test]
+    fn a_tag_inside_a_character_class_is_an_error_not_a_panic() {
+        // Found by fuzz/filter_compile: the class swallows the expanded group.
+        let errors = Filter::compile(&FilterSource {
+            failregex: vec![
+                "^[a-z <F-USER>.*</F-USER>] from <HOST>".into(),
+                "^x[<HOST>]".into(),
+            ],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].reason.contains("character class"), "{errors:?}");
     }
 
     #[test]
