@@ -517,8 +517,14 @@ action = "log"
             .map_err(|e| format!("{}: {e}", bin.display()))?;
         let mut lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
         let (mut tcp, mut udp, mut metrics) = (None, None, None);
+        let bans_logged = Arc::new(AtomicU64::new(0));
+        let is_ban = |line: &str| line.contains("would ban") || line.contains("] Ban ");
         for line in lines.by_ref() {
             let line = line.map_err(|e| e.to_string())?;
+            if is_ban(&line) {
+                bans_logged.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             let fields = if v["fields"].is_object() {
                 &v["fields"]
@@ -539,11 +545,10 @@ action = "log"
         }
         let ready_after = spawned.elapsed().as_secs_f64();
         let metrics = metrics.ok_or("the daemon never said ready (see its log)")?;
-        let bans_logged = Arc::new(AtomicU64::new(0));
         let counter = bans_logged.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                if line.contains("would ban") || line.contains("] Ban ") {
+                if is_ban(&line) {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             }
