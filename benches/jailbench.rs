@@ -1350,14 +1350,14 @@ fn attack_settings(cap: usize, maxretry: u32) -> jailsink::config::JailSettings 
 // ---------------------------------------------------------------------------------------------
 // Ban latency, restore, idle
 
-/// `latency --jailsink BIN [--action log|iptables] [--bans 2000] [--rate 1000]`: maxretry 1, one
+/// `latency --jailsink BIN [--action log|iptables] [--bans 900] [--rate 1000]`: maxretry 1, one
 /// failure per distinct address over TCP at a steady rate; p50/p99 of
 /// jailsink_ban_latency_seconds (receipt to action done). iptables needs root and should run
 /// inside a network namespace (bench/latency.sh makes one).
 pub fn latency(opts: &Opts) -> Result<(f64, f64, u64), String> {
     let jailsink = opts.path("jailsink", "target/release/jailsink")?;
     let action = opts.str("action", "log");
-    let bans = opts.num("bans", 2000);
+    let bans = opts.num("bans", 900);
     let jails = format!(
         "[jails.sshd]\nprograms = [\"sshd\"]\nmaxretry = 1\nbantime = \"1h\"\naction = \"{action}\"\n"
     );
