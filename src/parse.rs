@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Datelike, FixedOffset, Offset, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, Offset, TimeZone, Utc};
 use syslog_loose::{Message, Protocol, Variant};
 
 pub use syslog_loose::ProcId;
@@ -107,6 +107,18 @@ pub fn parse<'a>(text: &'a str, zone: &Zone, now: DateTime<Utc>) -> Result<Event
         d if d < -6 => year + 1,
         _ => year,
     };
+    if let Some(event) = fast_3164(text, |m| resolve_year((m, 0, 0, 0, 0)), offset) {
+        return Ok(event);
+    }
+    parse_loose(text, resolve_year, offset)
+}
+
+/// The general path: syslog_loose (RFC 5424 and every 3164 variant) and [`fix_up`].
+fn parse_loose<'a>(
+    text: &'a str,
+    resolve_year: impl Fn(syslog_loose::IncompleteDate) -> i32 + Copy,
+    offset: FixedOffset,
+) -> Result<Event<'a>, ParseError> {
     let msg =
         syslog_loose::parse_message_with_year_tz(text, resolve_year, Some(offset), Variant::Either);
     if msg.facility.is_none() && msg.timestamp.is_none() && msg.appname.is_none() {
@@ -114,6 +126,93 @@ pub fn parse<'a>(text: &'a str, zone: &Zone, now: DateTime<Utc>) -> Result<Event
     }
     Ok(fix_up(text, msg))
 }
+
+/// The common RFC 3164 shape, `[<PRI>]Mmm dd hh:mm:ss HOST TAG[PID]: MSG`, read in one pass
+/// without allocating; None for anything else (or anything unusual), which then goes through
+/// syslog_loose. It must give exactly what syslog_loose plus [`fix_up`] give (the differential
+/// test below holds it to that), it is only faster: the header costs ~40 ns instead of ~1 µs.
+fn fast_3164<'a>(
+    text: &'a str,
+    year_of: impl Fn(u32) -> i32,
+    offset: FixedOffset,
+) -> Option<Event<'a>> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    if b.first() == Some(&b'<') {
+        let close = b.iter().take(5).position(|&c| c == b'>')?;
+        let digits = &b[1..close];
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        if std::str::from_utf8(digits).ok()?.parse::<u8>().ok()? > 191 {
+            return None;
+        }
+        i = close + 1;
+    }
+    // Mmm dd hh:mm:ss + one space: 16 bytes.
+    let ts = b.get(i..i + 16)?;
+    let month = MONTHS.iter().position(|m| m.as_bytes() == &ts[..3])? as u32 + 1;
+    let num = |x: &[u8]| -> Option<u32> {
+        x.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if ts[3] != b' ' || ts[6] != b' ' || ts[9] != b':' || ts[12] != b':' || ts[15] != b' ' {
+        return None;
+    }
+    let day = match ts[4] {
+        b' ' => num(&ts[5..6])?,
+        _ => num(&ts[4..6])?,
+    };
+    let (h, m, sec) = (num(&ts[7..9])?, num(&ts[10..12])?, num(&ts[13..15])?);
+    i += 16;
+    let host_len = b[i..].iter().position(|&c| c == b' ').filter(|&n| n > 0)?;
+    let host = &text[i..i + host_len];
+    if !host
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+    {
+        return None;
+    }
+    i += host_len + 1;
+    let tag_len = b[i..]
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'/')))
+        .filter(|&n| n > 0)?;
+    let program = &text[i..i + tag_len];
+    i += tag_len;
+    let mut pid = None;
+    if b.get(i) == Some(&b'[') {
+        let close = b[i..].iter().take(12).position(|&c| c == b']')?;
+        let digits = &text[i + 1..i + close];
+        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        pid = Some(ProcId::PID(digits.parse().ok()?));
+        i += close + 1;
+    }
+    if b.get(i) != Some(&b':') || !matches!(b.get(i + 1), None | Some(b' ')) {
+        return None;
+    }
+    let timestamp = offset
+        .with_ymd_and_hms(year_of(month), month, day, h, m, sec)
+        .earliest()?;
+    let message = text[i + 1..].trim();
+    let message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
+    let (message, repeat) = split_repeat(message);
+    Some(Event {
+        timestamp: Some(timestamp),
+        hostname: Some(host),
+        program: Some(program),
+        pid,
+        message,
+        repeat,
+    })
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// Corrects what syslog_loose gets wrong on real 3164 traffic.
 fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
@@ -471,6 +570,92 @@ mod tests {
             event.timestamp.unwrap().to_rfc3339(),
             "2026-12-31T23:59:59+01:00"
         );
+    }
+
+    /// Every frame the fast path reads must come out exactly as syslog_loose + fix_up read it.
+    fn same_as_loose(text: &str, now: DateTime<Utc>) -> bool {
+        let zone = Zone::parse("Europe/Berlin").unwrap();
+        let offset = zone.offset_at(now);
+        let local = now.with_timezone(&offset);
+        let (year, month) = (local.year(), local.month() as i32);
+        let resolve = move |(m, ..): syslog_loose::IncompleteDate| match m as i32 - month {
+            d if d > 6 => year - 1,
+            d if d < -6 => year + 1,
+            _ => year,
+        };
+        let Some(fast) = fast_3164(text, |m| resolve((m, 0, 0, 0, 0)), offset) else {
+            return false;
+        };
+        assert_eq!(
+            Ok(fast.clone()),
+            parse_loose(text, resolve, offset),
+            "{text:?}"
+        );
+        assert_eq!(Ok(fast), parse(text, &zone, now), "{text:?}");
+        true
+    }
+
+    #[test]
+    fn the_fast_header_parser_agrees_with_syslog_loose() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/syslog");
+        let mut fast = 0;
+        let mut frames = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "bin") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let mut decoder = crate::listener::framing::FrameDecoder::new(1 << 20);
+            let mut buf = bytes::BytesMut::from(&bytes[..]);
+            let mut all = Vec::new();
+            while let Ok(Some(f)) = decoder.decode(&mut buf) {
+                all.push(f);
+            }
+            all.extend(decoder.finish(&mut buf));
+            for frame in all {
+                let crate::listener::framing::Frame::Message(frame) = frame else {
+                    continue;
+                };
+                let text = decode(&frame);
+                frames += 1;
+                for at in [now(), Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 30).unwrap()] {
+                    fast += usize::from(same_as_loose(&text, at));
+                }
+            }
+        }
+        assert!(frames > 100, "{frames} fixture frames");
+        assert!(fast > 50, "the fast path read only {fast} fixture frames");
+        // Shapes of the benchmark corpus and edge cases around what the fast path accepts.
+        let fast_ones = [
+            "<38>Nov 20 00:00:00 mail1 sshd[16804]: Failed password for invalid user postgres from 192.0.2.0 port 25449 ssh2",
+            "Nov  2 07:01:09 build-3 sshd[1]: Invalid user a b c from 2001:db8:0:1::1 port 22",
+            "<0>Dec 31 23:59:59 gw kernel: [UFW BLOCK] IN=eth0 SRC=203.0.113.5",
+            "<191>Jan 01 00:00:00 web01 postfix/smtpd[1234]: connect from unknown[192.0.2.1]",
+            "<38>Nov 29 18:52:53 vm sshd[7375]: message repeated 3 times: [ Failed password for root from 192.0.2.1 port 22 ssh2]",
+            "<38>Nov 29 18:52:53 vm sshd[7375]:",
+            "<38>Nov 29 18:52:53 vm sshd:   [x] y ",
+            "<38>Nov 29 18:52:53 vm.example.org CRON[99]: (root) CMD (true)",
+            "<13>Feb 28 12:00:00 vm app: short month",
+        ];
+        for line in fast_ones {
+            assert!(same_as_loose(line, now()), "fast path refused {line:?}");
+        }
+        let slow_ones = [
+            "<13>Nov 29 18:52:54 myapp: text",
+            "<13>Nov 29 18:52:54 vm sshd[abc]: named pid",
+            "<13>Nov 29 18:52:54.123 vm sshd[1]: fractional",
+            "<13>Nov 29 2026 18:52:54 vm sshd[1]: with year",
+            "<13>1 2026-11-29T18:52:54Z vm sshd 1 - - rfc 5424",
+            "<13>Nov 29 18:52:54  vm sshd[1]: two spaces",
+            "<13>Nov 29 25:52:54 vm sshd[1]: bad hour",
+            "<999>Nov 29 18:52:54 vm sshd[1]: bad pri",
+            "<13>Nov 29 18:52:54 vm sshd[1]no colon",
+            "<13>Nov 29 18:52:54 vm sshd[99999999999]: huge pid",
+        ];
+        for line in slow_ones {
+            assert!(!same_as_loose(line, now()), "fast path took {line:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chrono::{NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
 use crate::config::raw::RawFilter;
@@ -25,6 +25,8 @@ use crate::parse::{self, Zone};
 
 /// The filter under test.
 #[derive(Debug, Clone)]
+// One per `jailsink regex` run and never moved on a hot path: the size difference is harmless.
+#[allow(clippy::large_enum_variant)]
 pub enum FilterKind {
     /// A jailsink filter (TOML file or literal regex).
     Native(Filter),
@@ -159,6 +161,10 @@ pub struct Judge<'a> {
     zone: Zone,
     state: LineState,
     now: NaiveDateTime,
+    now_utc: DateTime<Utc>,
+    /// Whether missed lines get their time formatted too (JSON output shows it; the report
+    /// only shows the times of matched lines, so it skips the work).
+    pub times_for_missed: bool,
 }
 
 impl<'a> Judge<'a> {
@@ -169,13 +175,22 @@ impl<'a> Judge<'a> {
             zone,
             state: LineState::default(),
             now,
+            now_utc: Utc::now(),
+            times_for_missed: true,
         }
     }
 
     /// Judges the next line.
     pub fn line(&mut self, number: u64, line: &str) -> LineResult {
         match &self.loaded.filter {
-            FilterKind::Native(f) => judge(f, number, line, &self.zone),
+            FilterKind::Native(f) => judge_at(
+                f,
+                number,
+                line,
+                &self.zone,
+                self.now_utc,
+                self.times_for_missed,
+            ),
             FilterKind::Fail2ban(f) => {
                 let line = line.trim_end_matches(['\r', '\n']);
                 let (text, date) = f.cut_date(line, self.now);
@@ -222,19 +237,31 @@ impl<'a> Judge<'a> {
 
 /// Judges one line of a log with a native filter.
 pub fn judge(filter: &Filter, number: u64, line: &str, zone: &Zone) -> LineResult {
-    let (message, time) = match parse::parse(line, zone, Utc::now()) {
-        Ok(event) => (
-            event.message,
-            event
-                .timestamp
-                .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string()),
-        ),
+    judge_at(filter, number, line, zone, Utc::now(), true)
+}
+
+/// [`judge`] with the reading time given (a 3164 date's year depends on it), once per log rather
+/// than once per line; a missed line's time is formatted only when `times_for_missed`.
+pub fn judge_at(
+    filter: &Filter,
+    number: u64,
+    line: &str,
+    zone: &Zone,
+    now: DateTime<Utc>,
+    times_for_missed: bool,
+) -> LineResult {
+    let (message, stamp) = match parse::parse(line, zone, now) {
+        Ok(event) => (event.message, event.timestamp),
         Err(_) => (line.trim(), None),
     };
     let (result, host, regex, user) = match filter.check(message) {
         Verdict::Failure(m) => ("matched", Some(m.ip), Some(m.regex), m.user),
         Verdict::Ignored(i) => ("ignored", None, Some(i), None),
         Verdict::Missed => ("missed", None, None, None),
+    };
+    let time = match stamp {
+        Some(t) if result != "missed" || times_for_missed => Some(format_time(&t.naive_local())),
+        _ => None,
     };
     LineResult {
         line: number,
@@ -247,6 +274,27 @@ pub fn judge(filter: &Filter, number: u64, line: &str, zone: &Zone) -> LineResul
         date_template: None,
         backtrack_limit: false,
     }
+}
+
+/// `2026-11-29T18:52:53`, written by hand: chrono's strftime re-reads its format every call.
+fn format_time(t: &NaiveDateTime) -> String {
+    use chrono::{Datelike, Timelike};
+    let mut out = String::with_capacity(19);
+    let mut two = |n: u32, sep: char| {
+        out.push(char::from(b'0' + (n / 10 % 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+        out.push(sep);
+    };
+    let year = t.year().clamp(0, 9999) as u32;
+    two(year / 100, '\0');
+    two(year % 100, '-');
+    two(t.month(), '-');
+    two(t.day(), 'T');
+    two(t.hour(), ':');
+    two(t.minute(), ':');
+    two(t.second(), '\0');
+    out.retain(|c| c != '\0');
+    out
 }
 
 /// Totals for the report.
@@ -293,6 +341,7 @@ pub fn run(
         .with_timezone(&zone.offset_at(Utc::now()))
         .naive_local();
     let mut judge = Judge::new(loaded, *zone, now);
+    judge.times_for_missed = options.json;
     let mut each = |number: u64, line: &str, out: &mut dyn Write| -> std::io::Result<()> {
         let r = judge.line(number, line);
         summary.lines += 1;
@@ -335,16 +384,28 @@ pub fn run(
         }
         Ok(())
     };
-    let log_name = if log == "-" {
-        for (i, line) in std::io::stdin().lock().split(b'\n').enumerate() {
-            each(i as u64 + 1, &String::from_utf8_lossy(&line?), out)?;
+    // One line buffer for the whole log: no allocation per valid UTF-8 line.
+    let mut read_all = |reader: &mut dyn BufRead, out: &mut dyn Write| -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(1024);
+        let mut number = 0;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                return Ok(());
+            }
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+            }
+            number += 1;
+            each(number, &String::from_utf8_lossy(&buf), out)?;
         }
+    };
+    let log_name = if log == "-" {
+        read_all(&mut std::io::stdin().lock(), out)?;
         "stdin".to_string()
     } else if Path::new(log).is_file() {
-        let file = std::io::BufReader::new(std::fs::File::open(log)?);
-        for (i, line) in file.split(b'\n').enumerate() {
-            each(i as u64 + 1, &String::from_utf8_lossy(&line?), out)?;
-        }
+        let mut file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(log)?);
+        read_all(&mut file, out)?;
         log.to_string()
     } else {
         each(1, log, out)?;

@@ -1,3 +1,4 @@
+mod bench_smoke;
 mod daemon;
 mod fail2ban;
 mod fail2ban_live;

@@ -48,11 +48,62 @@ struct FailPattern {
     nofail: Option<usize>,
 }
 
+/// Which failregexes could match a message, decided by the literal text each pattern must start
+/// with. syslog failregexes are anchored (`^Failed `, `^Invalid user `): comparing a message's
+/// first bytes with a handful of literals rules out every pattern but the one that can match, so
+/// only its capturing regex runs, once, instead of a `RegexSet` pass over the whole message and
+/// then the captures. Unusable (None) as soon as one pattern has no anchored literal prefix; the
+/// `RegexSet` path is used then.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prefixes(Option<Vec<Vec<Box<[u8]>>>>);
+
+impl Prefixes {
+    /// The prefixes of `patterns` (expanded regex texts), if every one has some.
+    pub(crate) fn new<S: AsRef<str>>(patterns: &[S]) -> Prefixes {
+        let all: Option<Vec<_>> = patterns.iter().map(|p| prefixes_of(p.as_ref())).collect();
+        Prefixes(all.filter(|a| !a.is_empty()))
+    }
+
+    /// True when [`Prefixes::could_match`] can stand in for a `RegexSet`.
+    pub(crate) fn usable(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// False when pattern `index` cannot match `text`.
+    pub(crate) fn could_match(&self, index: usize, text: &str) -> bool {
+        match self.0.as_ref().and_then(|p| p.get(index)) {
+            Some(prefixes) => prefixes.iter().any(|p| text.as_bytes().starts_with(p)),
+            None => true,
+        }
+    }
+}
+
+/// Literals one of which starts every match of `pattern`, when it is anchored at the start of
+/// the text and has a small finite set of them.
+fn prefixes_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    if !hir
+        .properties()
+        .look_set_prefix()
+        .contains(regex_syntax::hir::Look::Start)
+    {
+        return None;
+    }
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let literals = seq.literals()?;
+    if literals.is_empty() || literals.len() > 64 {
+        return None;
+    }
+    Some(literals.iter().map(|l| l.as_bytes().into()).collect())
+}
+
 /// A compiled filter.
 #[derive(Debug, Clone)]
 pub struct Filter {
     source: FilterSource,
     fail: Vec<FailPattern>,
+    prefixes: Prefixes,
     fail_set: RegexSet,
     ignore: RegexSet,
     prefregex: Option<(Regex, usize)>,
@@ -143,6 +194,7 @@ impl Filter {
         Ok(Filter {
             source: source.clone(),
             fail,
+            prefixes: Prefixes::new(&expanded_fail),
             fail_set,
             ignore,
             prefregex,
@@ -174,6 +226,16 @@ impl Filter {
                 None => return Verdict::Missed,
             },
         };
+        if self.prefixes.usable() {
+            for index in 0..self.fail.len() {
+                if self.prefixes.could_match(index, content) {
+                    if let Some(verdict) = self.verdict_for(index, content) {
+                        return verdict;
+                    }
+                }
+            }
+            return Verdict::Missed;
+        }
         if !self.fail_set.is_match(content) {
             return Verdict::Missed;
         }
@@ -447,6 +509,45 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].reason.contains("character class"), "{errors:?}");
+    }
+
+    #[test]
+    fn anchored_patterns_are_dispatched_by_their_literal_prefix() {
+        let p = Prefixes::new(&[
+            r"^Failed \S+ for (?P<h>\S+)$",
+            r"^(?:error: )?maximum (?:x|y)",
+            r"^(?i)ab",
+        ]);
+        assert!(p.usable());
+        assert!(p.could_match(0, "Failed password"));
+        assert!(!p.could_match(0, "Invalid user"));
+        assert!(p.could_match(1, "error: maximum y") && p.could_match(1, "maximum x"));
+        assert!(!p.could_match(1, "error: minimum"));
+        assert!(p.could_match(2, "aB") && p.could_match(2, "AB"));
+        assert!(
+            !Prefixes::new(&["^a", "b$"]).usable(),
+            "one unanchored pattern"
+        );
+        assert!(!Prefixes::new(&[r"^\w+ x"]).usable(), "no literal");
+        // The sshd filter's verdicts do not depend on the path taken.
+        let f = filter(
+            &[
+                r"^Failed \S+ for (?:invalid user )?<F-USER>.*</F-USER> from <HOST> port \d+",
+                r"^Invalid user <F-USER>.*</F-USER> from <HOST>",
+            ],
+            &[r"user root"],
+        );
+        assert!(f.prefixes.usable());
+        let mut slow = f.clone();
+        slow.prefixes = Prefixes::default();
+        for line in [
+            "Failed password for invalid user x from 192.0.2.1 port 1",
+            "Invalid user Failed from 192.0.2.2",
+            "Failed password for user root from 192.0.2.3 port 2",
+            "Accepted password for x from 192.0.2.4 port 3",
+        ] {
+            assert_eq!(f.check(line), slow.check(line), "{line}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use regex::{RegexSet, RegexSetBuilder};
 
 use super::fail2ban::{FailureId, LineState};
-use super::{FilterMatch, JailFilter, Verdict};
+use super::{FilterMatch, JailFilter, Prefixes, Verdict};
 use crate::parse::{Event, ProcId};
 
 /// What the router needs to know about one jail.
@@ -28,7 +28,10 @@ pub struct JailRoute {
 /// The work for one program name: the shared set and who owns each of its patterns.
 #[derive(Debug, Default)]
 struct Route {
+    /// Built only when `prefixes` is unusable.
     set: Option<RegexSet>,
+    /// Anchored literal prefixes of the patterns, which make `set` unnecessary.
+    prefixes: Prefixes,
     /// (jail, failregex index) for each pattern of `set`, grouped by jail.
     owners: Vec<(usize, usize)>,
     /// Jails whose native filter has a prefregex: checked one by one.
@@ -100,25 +103,34 @@ impl Router {
         let route = program
             .and_then(|p| self.by_program.get(p))
             .unwrap_or(&self.fallback);
-        if let Some(set) = &route.set {
+        let mut decided: Option<usize> = None;
+        let mut try_pattern = |index: usize| {
+            let (jail, regex) = route.owners[index];
+            if decided == Some(jail) || !self.takes_host(jail, hostname) {
+                return;
+            }
+            let JailFilter::Native(filter) = &self.jails[jail].filter else {
+                return;
+            };
+            match filter.verdict_for(regex, message) {
+                Some(Verdict::Failure(m)) => {
+                    decided = Some(jail);
+                    on_failure(jail, m);
+                }
+                Some(_) => decided = Some(jail),
+                None => {}
+            }
+        };
+        if route.prefixes.usable() {
+            for index in 0..route.owners.len() {
+                if route.prefixes.could_match(index, message) {
+                    try_pattern(index);
+                }
+            }
+        } else if let Some(set) = &route.set {
             if set.is_match(message) {
-                let mut decided: Option<usize> = None;
                 for index in set.matches(message).iter() {
-                    let (jail, regex) = route.owners[index];
-                    if decided == Some(jail) || !self.takes_host(jail, hostname) {
-                        continue;
-                    }
-                    let JailFilter::Native(filter) = &self.jails[jail].filter else {
-                        continue;
-                    };
-                    match filter.verdict_for(regex, message) {
-                        Some(Verdict::Failure(m)) => {
-                            decided = Some(jail);
-                            on_failure(jail, m);
-                        }
-                        Some(_) => decided = Some(jail),
-                        None => {}
-                    }
+                    try_pattern(index);
                 }
             }
         }
@@ -192,7 +204,8 @@ fn build_route(jails: &[JailRoute], members: impl Iterator<Item = usize>) -> Res
             route.owners.push((jail, regex));
         }
     }
-    if !patterns.is_empty() {
+    route.prefixes = Prefixes::new(&patterns);
+    if !patterns.is_empty() && !route.prefixes.usable() {
         let set = RegexSetBuilder::new(patterns)
             .size_limit(64 << 20)
             .build()

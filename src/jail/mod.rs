@@ -72,6 +72,7 @@ pub struct Jail {
     window: Window,
     bans: HashMap<IpNetwork, ActiveBan>,
     ban_counts: LruCache<IpNetwork, u32>,
+    ban_counts_cap: usize,
     metrics: JailMetrics,
     reported_evictions: u64,
     jitter: RandomState,
@@ -89,7 +90,10 @@ impl Jail {
             name: name.to_string(),
             window: Window::new(settings.findtime, settings.maxretry, settings.max_tracked),
             bans: HashMap::new(),
-            ban_counts: LruCache::new(cap),
+            // Unbounded and capped by hand: LruCache::new(cap) reserves its whole table up front,
+            // megabytes per jail at the default cap before any attacker shows up.
+            ban_counts: LruCache::unbounded(),
+            ban_counts_cap: cap.get(),
             settings,
             metrics,
             reported_evictions: 0,
@@ -188,7 +192,7 @@ impl Jail {
 
     fn ban(&mut self, target: IpNetwork, failures: u32, at: Instant) -> BanOrder {
         let ban_count = self.ban_counts.get(&target).copied().unwrap_or(0) + 1;
-        self.ban_counts.put(target, ban_count);
+        self.count_ban(target, ban_count);
         let bantime = self.bantime_for(target, ban_count);
         self.bans.insert(
             target,
@@ -245,13 +249,21 @@ impl Jail {
 
     /// Puts back a ban read from the state at start.
     pub fn restore(&mut self, target: IpNetwork, ban: ActiveBan) {
-        self.ban_counts.put(target, ban.ban_count);
+        self.count_ban(target, ban.ban_count);
         self.bans.insert(target, ban);
         self.metrics.banned.set(self.bans.len() as f64);
     }
 
     /// Tells the jail how often `target` was banned before (from the state's history).
     pub fn seed_ban_count(&mut self, target: IpNetwork, count: u32) {
+        self.count_ban(target, count);
+    }
+
+    /// Remembers how often `target` was banned, forgetting the least recent beyond the cap.
+    fn count_ban(&mut self, target: IpNetwork, count: u32) {
+        if self.ban_counts.len() >= self.ban_counts_cap && !self.ban_counts.contains(&target) {
+            self.ban_counts.pop_lru();
+        }
         self.ban_counts.put(target, count);
     }
 

@@ -25,6 +25,7 @@ pub struct Window {
     findtime: Duration,
     maxretry: u32,
     entries: LruCache<IpNetwork, Vec<Instant>>,
+    cap: usize,
     evicted: u64,
 }
 
@@ -35,7 +36,10 @@ impl Window {
         Window {
             findtime,
             maxretry: maxretry.max(1),
-            entries: LruCache::new(cap),
+            // Unbounded and capped by hand in `record`: LruCache::new(cap) reserves the whole
+            // table up front (megabytes at the default cap of 100,000) before any failure.
+            entries: LruCache::unbounded(),
+            cap: cap.get(),
             evicted: 0,
         }
     }
@@ -47,11 +51,10 @@ impl Window {
         let times = match self.entries.get_mut(&ip) {
             Some(times) => times,
             None => {
-                if let Some((old, _)) = self.entries.push(ip, Vec::new()) {
-                    if old != ip {
-                        self.evicted += 1;
-                    }
+                if self.entries.len() >= self.cap && self.entries.pop_lru().is_some() {
+                    self.evicted += 1;
                 }
+                self.entries.push(ip, Vec::new());
                 self.entries
                     .get_mut(&ip)
                     .expect("the entry was just inserted and is the most recent")

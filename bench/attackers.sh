@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Many attackers: the jail's decision path with 100 .. 1M distinct failing addresses, and the
+# resident memory of their tracking state.
+source "$(dirname "$0")/lib.sh"
+machine
+"$JB" attackers --counts "${COUNTS:-100,10000,100000,1000000}"

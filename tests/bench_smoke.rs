@@ -1,0 +1,112 @@
+//! Smoke runs of every benchmark of bench/ with tiny sizes, so the tool and its scripts cannot rot.
+//! Nothing here asserts a speed: only that each measurement runs to its end and counts right.
+
+use std::path::Path;
+
+#[allow(dead_code)]
+#[path = "../benches/jailbench.rs"]
+mod jailbench;
+
+use crate::support::binary;
+
+fn run(args: &[&str]) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if let Err(error) = jailbench::dispatch(&args) {
+        panic!("jailbench {}: {error}", args.join(" "));
+    }
+}
+
+#[test]
+fn corpus_offline_and_live_tcp_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    let c = corpus.to_str().unwrap();
+    run(&["corpus", "--lines", "3000", "--pool", "40", "--out", c]);
+    let truth = jailbench::Truth::read(&corpus.join("truth.txt")).unwrap();
+    assert_eq!(truth.lines, 3000);
+    let share = truth.sshd_failures as f64 / truth.lines as f64;
+    assert!((0.15..0.25).contains(&share), "sshd share {share}");
+    for ip in truth.sshd_hosts.keys() {
+        assert!(
+            ["192.0.2.", "198.51.100.", "203.0.113.", "2001:db8:"]
+                .iter()
+                .any(|p| ip.starts_with(p)),
+            "{ip} is not a documentation address"
+        );
+    }
+    // Offline: jailsink, sshguard's parser and fail2ban-regex on the same file (fail2ban-rs is a
+    // crates.io install that bench/offline.sh makes; too slow to build here).
+    let rows = jailbench::offline(&jailbench::Opts::new(
+        &["--corpus", c, "--jailsink", binary()].map(String::from),
+    ))
+    .unwrap();
+    for tool in ["jailsink", "fail2ban-regex"] {
+        let row = rows.iter().find(|r| r.tool == tool).unwrap();
+        assert_eq!(row.found, truth.sshd_failures, "{tool}");
+    }
+    assert!(rows.iter().any(|r| r.tool == "sshguard" && r.found > 0));
+    // Live TCP, jailsink and a private rsyslogd, every message counted; then UDP.
+    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("rsyslogd (scripts/test installs it)");
+    run(&[
+        "live-tcp",
+        "--corpus",
+        c,
+        "--jailsink",
+        binary(),
+        "--rsyslogd",
+        rsyslogd,
+        "--connections",
+        "2",
+        "--timeout",
+        "30",
+    ]);
+    run(&[
+        "live-udp",
+        "--corpus",
+        c,
+        "--jailsink",
+        binary(),
+        "--rates",
+        "5000",
+        "--seconds",
+        "1",
+    ]);
+}
+
+#[test]
+fn attackers_latency_restore_idle() {
+    run(&["attackers", "--counts", "100,2000", "--rounds", "2"]);
+    run(&[
+        "latency",
+        "--jailsink",
+        binary(),
+        "--bans",
+        "40",
+        "--rate",
+        "400",
+    ]);
+    run(&["restore", "--jailsink", binary(), "--bans", "300"]);
+    run(&["idle", "--jailsink", binary()]);
+}
+
+#[test]
+fn the_scripts_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
+    let mut scripts = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sh") {
+            scripts += 1;
+            let status = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{}", path.display());
+        }
+    }
+    assert!(scripts >= 7);
+}
