@@ -8,15 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::lab::Netns;
-use crate::support::{binary, config, wait_for, Daemon};
-
-const SSHD: &str = r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
-maxretry = 3
-bantime = "1h"
-"#;
+use crate::support::{binary, config, wait_for, Daemon, SSHD};
 
 fn line(msg: &str) -> String {
     format!("<38>Nov 29 18:52:53 vm sshd[1]: {msg}\n")

@@ -12,15 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::support::{binary, config, free_port, tool, wait_for, Daemon};
-
-const SSHD: &str = r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
-maxretry = 3
-bantime = "1h"
-"#;
+use crate::support::{binary, config, free_port, tool, wait_for, Daemon, SSHD};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")

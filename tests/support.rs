@@ -24,6 +24,15 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// An sshd jail on the shipped filter: 3 failures ban for an hour.
+pub const SSHD: &str = r#"
+[jails.sshd]
+programs = ["sshd"]
+filter = "sshd"
+maxretry = 3
+bantime = "1h"
+"#;
+
 /// A config with port-0 listeners, the shipped filters and the given jails (TOML text).
 pub fn config(extra_server: &str, jails: &str) -> String {
     format!(
