@@ -1350,10 +1350,11 @@ fn attack_settings(cap: usize, maxretry: u32) -> jailsink::config::JailSettings 
 // ---------------------------------------------------------------------------------------------
 // Ban latency, restore, idle
 
-/// `latency --jailsink BIN [--action log|iptables] [--bans 900] [--rate 1000]`: maxretry 1, one
-/// failure per distinct address over TCP at a steady rate; p50/p99 of
-/// jailsink_ban_latency_seconds (receipt to action done). iptables needs root and should run
-/// inside a network namespace (bench/latency.sh makes one).
+/// `latency --jailsink BIN [--action log|iptables|nftables] [--bans 900] [--rate 1000]
+/// [--background 100000]`: maxretry 1, one failure per distinct address over TCP at a steady
+/// rate, while a second connection offers `background` ordinary messages a second; p50/p99 of
+/// jailsink_ban_latency_seconds (receipt to action done). Firewall actions need root and should
+/// run inside a network namespace (bench/latency.sh makes one).
 pub fn latency(opts: &Opts) -> Result<(f64, f64, u64), String> {
     let jailsink = opts.path("jailsink", "target/release/jailsink")?;
     let action = opts.str("action", "log");
@@ -1372,13 +1373,18 @@ pub fn latency(opts: &Opts) -> Result<(f64, f64, u64), String> {
             .into_bytes()
         })
         .collect();
-    send_tcp(
-        daemon.tcp.ok_or("no tcp")?,
-        &lines,
-        1,
-        false,
-        opts.num("rate", 1000),
-    )?;
+    let tcp = daemon.tcp.ok_or("no tcp")?;
+    let background = opts.num("background", 0);
+    let rate = opts.num("rate", 1000).max(1);
+    // Enough background to outlast the failures: their duration at `rate`, plus a second.
+    let filler: Vec<Vec<u8>> = (0..background * (bans / rate + 1))
+        .map(|i| {
+            format!("<30>Nov 29 10:00:00 web01 systemd[1]: Started session {i} of user www-data.")
+                .into_bytes()
+        })
+        .collect();
+    let load = std::thread::spawn(move || send_tcp(tcp, &filler, 1, false, background.max(1)));
+    send_tcp(tcp, &lines, 1, false, rate)?;
     let name = "jailsink_ban_latency_seconds";
     let done = wait_for(Duration::from_secs(120), || {
         metric_in(&daemon.scrape(), &format!("{name}_count"), "") >= bans as f64
@@ -1390,10 +1396,12 @@ pub fn latency(opts: &Opts) -> Result<(f64, f64, u64), String> {
     }
     let p50 = histogram_quantile(&text, name, 0.5).unwrap_or(f64::NAN);
     let p99 = histogram_quantile(&text, name, 0.99).unwrap_or(f64::NAN);
-    println!("| action | bans | p50 | p99 |");
-    println!("|---|---:|---:|---:|");
+    let sent = load.join().map_err(|_| "background sender panicked")??;
+    println!("| action | bans | background msg/s | p50 | p99 |");
+    println!("|---|---:|---:|---:|---:|");
     println!(
-        "| {action} | {count} | {:.3} ms | {:.3} ms |",
+        "| {action} | {count} | {background} ({} sent) | {:.3} ms | {:.3} ms |",
+        sent.messages,
         p50 * 1e3,
         p99 * 1e3
     );

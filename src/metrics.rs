@@ -51,7 +51,8 @@ static FAIL2BAN_NAMES: AtomicBool = AtomicBool::new(false);
 
 /// Buckets for ban latency: a log action answers in microseconds, a firewall in milliseconds.
 const BAN_LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
 /// Why a message was dropped before it reached a jail; the `reason` label of the drop counter.
