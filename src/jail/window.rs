@@ -2,16 +2,15 @@
 //!
 //! Entries sit in a slab (one `Vec`, `u32` links) on a list ordered by their last failure (time
 //! only moves forward), so the least recently failing address is both the first to expire and the
-//! first to evict. A hash table of `u32` slab indices (8 MB at a million addresses, so it stays
-//! in the last-level cache) finds an entry; its failure times are kept inline in the entry
-//! (nanoseconds from the window's first failure) up to [`INLINE`] of them, so a decision touches
-//! the table and one slab entry, with no heap allocation per address.
+//! first to evict. An open-addressing table of 8-byte words (32 bits of the address's hash and
+//! the slab index, so a lookup reads one cache line of it; 16 MB at a million addresses) finds an
+//! entry; its failure times are kept inline in the entry (nanoseconds from the window's first
+//! failure) up to [`INLINE`] of them, so a decision touches one table word and one slab entry,
+//! with no heap allocation per address.
 
 use ipnetwork::IpNetwork;
 use std::hash::BuildHasher;
 use std::time::Duration;
-
-use hashbrown::HashTable;
 
 use tokio::time::Instant;
 
@@ -120,7 +119,7 @@ pub struct Window {
     maxretry: u32,
     /// Slab indices, hashed by their entry's key; foldhash with a per-process seed, as the lru
     /// crate's map had.
-    index: HashTable<u32>,
+    index: Index,
     hasher: foldhash::fast::RandomState,
     slab: Vec<Entry>,
     /// Least recently failing entry (first to expire or evict), most recent, first free slot.
@@ -140,7 +139,7 @@ impl Window {
             findtime_ns: i64::try_from(findtime.as_nanos()).unwrap_or(i64::MAX),
             maxretry: maxretry.max(1),
             // Nothing reserved up front: the table grows with the addresses actually seen.
-            index: HashTable::new(),
+            index: Index::default(),
             hasher: foldhash::fast::RandomState::default(),
             slab: Vec::new(),
             oldest: NIL,
@@ -179,9 +178,7 @@ impl Window {
                     self.evicted += 1;
                 }
                 let slot = self.allocate(ip);
-                let (slab, hasher) = (&self.slab, &self.hasher);
-                self.index
-                    .insert_unique(hash, slot, |&s| hasher.hash_one(slab[s as usize].key));
+                self.index.insert(hash, slot);
                 slot
             }
         };
@@ -250,9 +247,7 @@ impl Window {
     /// The slot holding `key`, whose hash is `hash`.
     fn find(&self, hash: u64, key: &IpNetwork) -> Option<u32> {
         let slab = &self.slab;
-        self.index
-            .find(hash, |&s| slab[s as usize].key == *key)
-            .copied()
+        self.index.find(hash, |s| slab[s as usize].key == *key)
     }
 
     /// A slot for `key` with no times, off every list (not yet in the index).
@@ -303,13 +298,107 @@ impl Window {
     fn remove(&mut self, slot: u32) {
         self.unlink(slot);
         let hash = self.hasher.hash_one(self.slab[slot as usize].key);
-        if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
-            found.remove();
-        }
+        self.index.remove(hash, slot);
         let entry = &mut self.slab[slot as usize];
         entry.times = Times::EMPTY;
         entry.prev = self.free;
         self.free = slot;
+    }
+}
+
+/// Linear-probing table of `hash32 << 32 | slot + 1` words (0 = empty), at most 3/4 full;
+/// a word's home is its hash32 modulo the size, so growing needs no slab access.
+#[derive(Debug, Default)]
+struct Index {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Index {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn hash32(hash: u64) -> u64 {
+        hash >> 32
+    }
+
+    /// The slot whose word has `hash`'s 32 bits and which `is` accepts.
+    fn find(&self, hash: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
+        if self.words.is_empty() {
+            return None;
+        }
+        let (h, mask) = (Self::hash32(hash), self.words.len() - 1);
+        let mut i = h as usize & mask;
+        loop {
+            let w = self.words[i];
+            if w == 0 {
+                return None;
+            }
+            if w >> 32 == h && is((w as u32) - 1) {
+                return Some((w as u32) - 1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `slot` (not present) under `hash`.
+    fn insert(&mut self, hash: u64, slot: u32) {
+        if (self.len + 1) * 4 > self.words.len() * 3 {
+            let size = (self.words.len() * 2).max(16);
+            let old = std::mem::replace(&mut self.words, vec![0; size]);
+            for w in old.into_iter().filter(|&w| w != 0) {
+                self.place(w);
+            }
+        }
+        self.place(Self::hash32(hash) << 32 | u64::from(slot + 1));
+        self.len += 1;
+    }
+
+    fn place(&mut self, word: u64) {
+        let mask = self.words.len() - 1;
+        let mut i = (word >> 32) as usize & mask;
+        while self.words[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.words[i] = word;
+    }
+
+    /// Removes `slot`, stored under `hash`, shifting later words of its run back.
+    fn remove(&mut self, hash: u64, slot: u32) {
+        if self.words.is_empty() {
+            return;
+        }
+        let mask = self.words.len() - 1;
+        let word = Self::hash32(hash) << 32 | u64::from(slot + 1);
+        let mut hole = (word >> 32) as usize & mask;
+        loop {
+            match self.words[hole] {
+                0 => return,
+                w if w == word => break,
+                _ => hole = (hole + 1) & mask,
+            }
+        }
+        let mut k = hole;
+        loop {
+            k = (k + 1) & mask;
+            let w = self.words[k];
+            if w == 0 {
+                break;
+            }
+            // w may fill the hole unless its home lies cyclically in (hole, k].
+            let home = (w >> 32) as usize & mask;
+            if k.wrapping_sub(home) & mask >= k.wrapping_sub(hole) & mask {
+                self.words[hole] = w;
+                hole = k;
+            }
+        }
+        self.words[hole] = 0;
+        self.len -= 1;
     }
 }
 
@@ -419,5 +508,32 @@ mod tests {
         tokio::time::advance(Duration::from_secs(601)).await;
         w.prune(Instant::now());
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn the_index_finds_every_slot_through_collisions_growth_and_removals() {
+        let mut index = Index::default();
+        // Few distinct hashes: long runs that wrap around the end of the table.
+        let hash = |slot: u32| u64::from((slot % 7).wrapping_add(u32::MAX - 3)) << 32;
+        let mut present = std::collections::BTreeSet::new();
+        for slot in 0..200u32 {
+            index.insert(hash(slot), slot);
+            present.insert(slot);
+            if slot % 3 == 0 {
+                let gone = slot / 2;
+                if present.remove(&gone) {
+                    index.remove(hash(gone), gone);
+                }
+            }
+            for s in 0..=slot {
+                let found = index.find(hash(s), |x| x == s);
+                assert_eq!(
+                    found.is_some(),
+                    present.contains(&s),
+                    "slot {s} after {slot}"
+                );
+            }
+        }
+        assert_eq!(index.len(), present.len());
     }
 }
