@@ -90,7 +90,11 @@ pub fn decode(frame: &[u8]) -> Cow<'_, str> {
     while let [rest @ .., b'\r' | b'\n' | b'\0'] = bytes {
         bytes = rest;
     }
-    String::from_utf8_lossy(bytes)
+    // Validating is several times cheaper than from_utf8_lossy's chunked walk.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// Parses decoded text received at `now`; 3164 dates take their year from `now` in `zone`

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex_automata::util::primitives::NonMaxUsize;
+use regex_automata::{meta, Anchored, Input};
 
 use template::GroupRole;
 
@@ -46,6 +48,203 @@ struct FailPattern {
     addresses: Vec<(usize, GroupRole)>,
     user: Option<usize>,
     nofail: Option<usize>,
+    split: Option<Split>,
+}
+
+/// Capture slots on the stack: two per group, group 0 included.
+const MAX_SLOTS: usize = 16;
+type Slots = [Option<NonMaxUsize>; MAX_SLOTS];
+
+/// A failregex `^P(?P<user>.*)S` (the shape of every shipped filter: fixed text, an
+/// attacker-controlled user, then fixed context around the address), matched in two cheap parts
+/// instead of running the whole pattern's backtracker, which walks the greedy `.*` over the line
+/// and back position by position. Same result as the whole pattern's leftmost-first captures:
+/// backtracking tries every continuation of P's first path (the one `^P` alone finds) before any
+/// other path of P, and among them the longest `.*` first, i.e. the rightmost start `q` of an
+/// `S` match (anchored at `q`); so when such a `q` exists (at or after P's end, with no newline
+/// between unless `.` matches it), P's first path, that `q` and S's first path at `q` are the
+/// whole pattern's match. When none exists, the whole pattern runs as before.
+#[derive(Debug, Clone)]
+struct Split {
+    pre: meta::Regex,
+    suf: meta::Regex,
+    /// Every match of S starts with this.
+    literal: memchr::memmem::FinderRev<'static>,
+    /// `.` of the user group also matches `\n`.
+    dotall: bool,
+    /// The whole pattern's user group.
+    user: usize,
+    /// For each group of the whole pattern: its index in `pre` or in `suf`.
+    in_pre: Vec<Option<usize>>,
+    in_suf: Vec<Option<usize>>,
+}
+
+/// Where one match put the groups of a failregex.
+// A stack value for one match: boxing the slots would bring back the allocation they avoid.
+#[allow(clippy::large_enum_variant)]
+enum Found<'a> {
+    Whole(regex::Captures<'a>),
+    Split {
+        split: &'a Split,
+        pre: Slots,
+        suf: Slots,
+        user: (usize, usize),
+    },
+}
+
+impl Found<'_> {
+    /// The span of group `g` of the whole pattern.
+    fn span(&self, g: usize) -> Option<(usize, usize)> {
+        let slot = |slots: &Slots, i: usize| match (slots.get(2 * i)?, slots.get(2 * i + 1)?) {
+            (Some(a), Some(b)) => Some((a.get(), b.get())),
+            _ => None,
+        };
+        match self {
+            Found::Whole(caps) => caps.get(g).map(|m| (m.start(), m.end())),
+            Found::Split {
+                split,
+                pre,
+                suf,
+                user,
+            } => {
+                if g == split.user {
+                    Some(*user)
+                } else if let Some(i) = split.in_pre.get(g).copied().flatten() {
+                    slot(pre, i)
+                } else {
+                    slot(suf, split.in_suf.get(g).copied().flatten()?)
+                }
+            }
+        }
+    }
+}
+
+impl Split {
+    /// The split of `expanded` (whose compiled form is `whole`) at its user group, when the
+    /// pattern has the shape `^P(?P<user>.*)S` and S starts with a literal.
+    fn new(expanded: &str, whole: &Regex, user: usize) -> Option<Split> {
+        use regex_syntax::hir::{Class, HirKind, Look};
+        let hir = regex_syntax::Parser::new().parse(expanded).ok()?;
+        let HirKind::Concat(items) = hir.kind() else {
+            return None;
+        };
+        if !matches!(items.first()?.kind(), HirKind::Look(Look::Start)) {
+            return None;
+        }
+        let user_name = whole.capture_names().nth(user)??;
+        let k = items.iter().position(
+            |h| matches!(h.kind(), HirKind::Capture(c) if c.name.as_deref() == Some(user_name)),
+        )?;
+        let HirKind::Capture(cap) = items[k].kind() else {
+            return None;
+        };
+        let HirKind::Repetition(rep) = cap.sub.kind() else {
+            return None;
+        };
+        if rep.min != 0 || rep.max.is_some() || !rep.greedy {
+            return None;
+        }
+        let HirKind::Class(Class::Unicode(class)) = rep.sub.kind() else {
+            return None;
+        };
+        let any = |class: &regex_syntax::hir::ClassUnicode, skip_newline: bool| {
+            let want: &[(char, char)] = if skip_newline {
+                &[('\0', '\t'), ('\x0B', '\u{10FFFF}')]
+            } else {
+                &[('\0', '\u{10FFFF}')]
+            };
+            class.ranges().len() == want.len()
+                && class
+                    .ranges()
+                    .iter()
+                    .zip(want)
+                    .all(|(r, w)| (r.start(), r.end()) == *w)
+        };
+        let dotall = if any(class, true) {
+            false
+        } else if any(class, false) {
+            true
+        } else {
+            return None;
+        };
+        let pre_hir = regex_syntax::hir::Hir::concat(items[..k].to_vec());
+        let suf_hir = regex_syntax::hir::Hir::concat(items[k + 1..].to_vec());
+        let literal = {
+            use regex_syntax::hir::literal::{ExtractKind, Extractor};
+            let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&suf_hir);
+            seq.literals()?;
+            let lcp = seq.longest_common_prefix()?;
+            if lcp.is_empty() {
+                return None;
+            }
+            memchr::memmem::FinderRev::new(lcp).into_owned()
+        };
+        let build = |hir: &regex_syntax::hir::Hir| {
+            meta::Builder::new()
+                .configure(
+                    meta::Config::new()
+                        .nfa_size_limit(Some(REGEX_SIZE_LIMIT))
+                        .dfa(false),
+                )
+                .build(&hir.to_string())
+                .ok()
+                .filter(|r| r.group_info().slot_len() <= MAX_SLOTS)
+        };
+        let (pre, suf) = (build(&pre_hir)?, build(&suf_hir)?);
+        let index_in = |part: &meta::Regex, name: Option<&str>| {
+            let name = name?;
+            part.group_info()
+                .to_index(regex_automata::PatternID::ZERO, name)
+        };
+        let in_pre = whole.capture_names().map(|n| index_in(&pre, n)).collect();
+        let in_suf = whole.capture_names().map(|n| index_in(&suf, n)).collect();
+        Some(Split {
+            pre,
+            suf,
+            literal,
+            dotall,
+            user,
+            in_pre,
+            in_suf,
+        })
+    }
+
+    /// The groups of the whole pattern's match in `text`, or None when the cheap path cannot
+    /// tell (no match, or one only another path of P leads to): then the whole pattern runs.
+    fn find<'a>(&'a self, text: &str) -> Option<Found<'a>> {
+        let mut pre: Slots = [None; MAX_SLOTS];
+        let input = Input::new(text).anchored(Anchored::Yes);
+        let n = self.pre.group_info().slot_len();
+        self.pre.search_slots(&input, &mut pre[..n])?;
+        let start = pre[1]?.get();
+        let rest = &text.as_bytes()[start..];
+        // `.` stops at a newline: S must start before the first one.
+        let limit = if self.dotall {
+            rest.len()
+        } else {
+            memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| {
+                (nl + self.literal.needle().len()).min(rest.len())
+            })
+        };
+        let mut end = limit;
+        let n = self.suf.group_info().slot_len();
+        while let Some(i) = self.literal.rfind(&rest[..end]) {
+            let q = start + i;
+            let mut suf: Slots = [None; MAX_SLOTS];
+            let input = Input::new(text).span(q..text.len()).anchored(Anchored::Yes);
+            if self.suf.search_slots(&input, &mut suf[..n]).is_some() {
+                return Some(Found::Split {
+                    split: self,
+                    pre,
+                    suf,
+                    user: (start, q),
+                });
+            }
+            // The next candidate starts before this one (occurrences may overlap).
+            end = i + self.literal.needle().len() - 1;
+        }
+        None
+    }
 }
 
 /// Which failregexes could match a message, decided by the literal text each pattern must start
@@ -251,22 +450,23 @@ impl Filter {
     /// None when the capture was not a valid address or the line is marked `<F-NOFAIL>`.
     pub(crate) fn verdict_for(&self, index: usize, content: &str) -> Option<Verdict> {
         let pattern = &self.fail[index];
-        let caps = pattern.regex.captures(content)?;
-        if pattern.nofail.is_some_and(|g| caps.get(g).is_some()) {
+        let found = match pattern.split.as_ref().and_then(|s| s.find(content)) {
+            Some(found) => found,
+            None => Found::Whole(pattern.regex.captures(content)?),
+        };
+        let text = |g: usize| found.span(g).map(|(a, b)| &content[a..b]);
+        if pattern.nofail.is_some_and(|g| found.span(g).is_some()) {
             return None;
         }
         let ip = pattern
             .addresses
             .iter()
-            .filter_map(|&(g, role)| caps.get(g).map(|m| (m.as_str(), role)))
-            .find_map(|(text, role)| parse_address(text, role))?;
+            .filter_map(|&(g, role)| text(g).map(|t| (t, role)))
+            .find_map(|(t, role)| parse_address(t, role))?;
         if let Some(ignored) = self.ignore.matches(content).iter().next() {
             return Some(Verdict::Ignored(ignored));
         }
-        let user = pattern
-            .user
-            .and_then(|g| caps.get(g))
-            .map(|m| m.as_str().to_string());
+        let user = pattern.user.and_then(text).map(str::to_string);
         Some(Verdict::Failure(FilterMatch {
             ip,
             regex: index,
@@ -408,12 +608,14 @@ fn compile_fail(pattern: &str) -> Result<(FailPattern, String), String> {
         }
     }
     let text = expanded.regex.clone();
+    let split = user.and_then(|u| Split::new(&text, &regex, u));
     Ok((
         FailPattern {
             regex,
             addresses,
             user,
             nofail,
+            split,
         },
         text,
     ))
@@ -554,5 +756,63 @@ mod tests {
     fn nofail_lines_are_not_failures() {
         let f = filter(&[r"^<F-NOFAIL>note</F-NOFAIL>? from <HOST>"], &[]);
         assert_eq!(f.check("note from 192.0.2.1"), Verdict::Missed);
+    }
+
+    #[test]
+    fn the_split_at_the_user_group_finds_what_the_whole_pattern_finds() {
+        let patterns = [
+            r"^Failed \S+ for (?:invalid user )?<F-USER>.*</F-USER> from <HOST> port \d+ ssh\d*(?:: \S+ \S+)?(?: \[preauth\])?$",
+            r"^Invalid user <F-USER>.*</F-USER> from <HOST>(?: port \d+)?(?: \[preauth\])?$",
+            r"^(?:Connection (?:closed|reset) by|Disconnected from) (?:authenticating|invalid) user <F-USER>.*</F-USER> <HOST> port \d+(?: \[preauth\])?$",
+            // the address before the user, an unanchored end, a self-overlapping literal, `(?s)`
+            r"^from <HOST> user <F-USER>.*</F-USER> end",
+            r"^x <F-USER>.*</F-USER>aab<HOST>",
+            r"(?s)^y <F-USER>.*</F-USER> at <HOST>$",
+        ];
+        let lines = [
+            "Failed password for invalid user x from 6.6.6.6 port 1 ssh2 from 192.0.2.1 port 22 ssh2",
+            "Failed password for invalid user from 192.0.2.1 port 22 ssh2",
+            "Failed password for invalid user  from 192.0.2.1 port 22 ssh2",
+            "Failed password for a\nb from 192.0.2.1 port 22 ssh2",
+            "Failed password for a from 192.0.2.1 port 22 ssh2\n from 192.0.2.2 port 2 ssh2",
+            "Failed password for a from 192.0.2.1 port 22 ssh2 from 999.0.0.1 port 2 ssh2",
+            "Failed publickey for b from 2001:db8::1 port 2 ssh2: RSA SHA256:x [preauth]",
+            "Invalid user from 1.2.3.4 from 192.0.2.9",
+            "Invalid user  from 192.0.2.9 port 1",
+            "Connection closed by invalid user x 6.6.6.6 port 1 192.0.2.3 port 4 [preauth]",
+            "from 192.0.2.4 user é end end",
+            "from 192.0.2.4 user end",
+            "x aaab192.0.2.5",
+            "x uaabaab192.0.2.6aab",
+            "y a\n at 6.6.6.6 at 192.0.2.7",
+            "y  at 192.0.2.8",
+        ];
+        let f = filter(&patterns, &[]);
+        assert!(
+            f.fail.iter().all(|p| p.split.is_some()),
+            "every pattern splits"
+        );
+        let mut whole = f.clone();
+        for p in &mut whole.fail {
+            p.split = None;
+        }
+        let mut failures = 0;
+        for line in lines {
+            let verdict = f.check(line);
+            failures += usize::from(matches!(verdict, Verdict::Failure(_)));
+            assert_eq!(verdict, whole.check(line), "{line:?}");
+        }
+        assert!(failures >= 12, "{failures}");
+        // Shapes that do not split keep the whole pattern.
+        let g = filter(
+            &[
+                r"^a <F-USER>.*?</F-USER> from <HOST>",
+                r"^b <F-USER>\S+</F-USER> from <HOST>",
+                r"c <F-USER>.*</F-USER> from <HOST>",
+                r"^d <F-USER>.*</F-USER>\S* <HOST>",
+            ],
+            &[],
+        );
+        assert!(g.fail.iter().all(|p| p.split.is_none()));
     }
 }

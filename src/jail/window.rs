@@ -1,14 +1,23 @@
 //! Failures per address inside findtime, with a cap on how many addresses are tracked.
 //!
-//! Entries sit in an LRU list ordered by their last failure (time only moves forward), so the
-//! least recently failing address is both the first to expire and the first to evict.
+//! Entries sit in a slab (one `Vec`, `u32` links) on a list ordered by their last failure (time
+//! only moves forward), so the least recently failing address is both the first to expire and the
+//! first to evict. An open-addressing table of 8-byte words (32 bits of the address's hash and
+//! the slab index, so a lookup reads one cache line of it; 16 MB at a million addresses) finds an
+//! entry; its failure times are kept inline in the entry (nanoseconds from the window's first
+//! failure) up to [`INLINE`] of them, so a decision touches one table word and one slab entry,
+//! with no heap allocation per address.
 
 use ipnetwork::IpNetwork;
-use std::num::NonZeroUsize;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
-use lru::LruCache;
 use tokio::time::Instant;
+
+/// Failure times kept in the entry itself; a larger maxretry spills to a `Vec`.
+const INLINE: usize = 5;
+/// No entry (list ends, free slots).
+const NIL: u32 = u32::MAX;
 
 /// What recording a failure led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,12 +28,106 @@ pub enum Outcome {
     Reached(u32),
 }
 
+/// Failure times of one address, oldest recorded first.
+#[derive(Debug, Clone)]
+enum Times {
+    Inline(u8, [i64; INLINE]),
+    Heap(Vec<i64>),
+}
+
+impl Times {
+    const EMPTY: Times = Times::Inline(0, [0; INLINE]);
+
+    fn as_slice(&self) -> &[i64] {
+        match self {
+            Times::Inline(len, t) => &t[..*len as usize],
+            Times::Heap(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn push(&mut self, at: i64) {
+        match self {
+            Times::Inline(len, t) if (*len as usize) < INLINE => {
+                t[*len as usize] = at;
+                *len += 1;
+            }
+            Times::Inline(_, t) => {
+                let mut v = t.to_vec();
+                v.push(at);
+                *self = Times::Heap(v);
+            }
+            Times::Heap(v) => v.push(at),
+        }
+    }
+
+    /// Keeps the times `keep` accepts, in order.
+    fn retain(&mut self, keep: impl Fn(i64) -> bool) {
+        match self {
+            Times::Inline(len, t) => {
+                let mut kept = 0;
+                for i in 0..*len as usize {
+                    if keep(t[i]) {
+                        t[kept] = t[i];
+                        kept += 1;
+                    }
+                }
+                *len = kept as u8;
+            }
+            Times::Heap(v) => v.retain(|&t| keep(t)),
+        }
+    }
+
+    /// Drops the `n` oldest recorded times.
+    fn drop_front(&mut self, n: usize) {
+        match self {
+            Times::Inline(len, t) => {
+                t.copy_within(n..*len as usize, 0);
+                *len -= n as u8;
+            }
+            Times::Heap(v) => {
+                v.drain(..n);
+            }
+        }
+    }
+}
+
+/// True when a failure at `t` is inside findtime at `now` (nanoseconds; a later `t` counts as
+/// age 0, as `Instant::duration_since` saturates).
+fn inside(t: i64, now: i64, findtime_ns: i64) -> bool {
+    now.saturating_sub(t).max(0) < findtime_ns
+}
+
+/// One tracked address: its key, its neighbours in last-failure order, its failure times.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: IpNetwork,
+    /// Previous (older) entry, or NIL; for a free slot, the next free slot.
+    prev: u32,
+    /// Next (more recent) entry, or NIL.
+    next: u32,
+    times: Times,
+}
+
 /// The failure window of one jail.
 #[derive(Debug)]
 pub struct Window {
-    findtime: Duration,
+    findtime_ns: i64,
     maxretry: u32,
-    entries: LruCache<IpNetwork, Vec<Instant>>,
+    /// Slab indices, hashed by their entry's key; foldhash with a per-process seed, as the lru
+    /// crate's map had.
+    index: Index,
+    hasher: foldhash::fast::RandomState,
+    slab: Vec<Entry>,
+    /// Least recently failing entry (first to expire or evict), most recent, first free slot.
+    oldest: u32,
+    newest: u32,
+    free: u32,
+    /// Times are stored as nanoseconds from this instant (the first failure recorded).
+    base: Option<Instant>,
     cap: usize,
     evicted: u64,
 }
@@ -32,45 +135,66 @@ pub struct Window {
 impl Window {
     /// A window tracking at most `cap` addresses.
     pub fn new(findtime: Duration, maxretry: u32, cap: usize) -> Self {
-        let cap = NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN);
         Window {
-            findtime,
+            findtime_ns: i64::try_from(findtime.as_nanos()).unwrap_or(i64::MAX),
             maxretry: maxretry.max(1),
-            // Unbounded and capped by hand in `record`: LruCache::new(cap) reserves the whole
-            // table up front (megabytes at the default cap of 100,000) before any failure.
-            entries: LruCache::unbounded(),
-            cap: cap.get(),
+            // Nothing reserved up front: the table grows with the addresses actually seen.
+            index: Index::default(),
+            hasher: foldhash::fast::RandomState::default(),
+            slab: Vec::new(),
+            oldest: NIL,
+            newest: NIL,
+            free: NIL,
+            base: None,
+            cap: cap.max(1),
             evicted: 0,
+        }
+    }
+
+    /// `at` as signed nanoseconds from the base (set by the first failure).
+    fn ns(&mut self, at: Instant) -> i64 {
+        let base = *self.base.get_or_insert(at);
+        if at >= base {
+            i64::try_from((at - base).as_nanos()).unwrap_or(i64::MAX)
+        } else {
+            i64::try_from((base - at).as_nanos()).map_or(i64::MIN, |n| -n)
         }
     }
 
     /// Records `count` failures of `ip` at `now` (count > 1 for a repeat summary).
     pub fn record(&mut self, ip: IpNetwork, count: u32, now: Instant) -> Outcome {
         self.prune(now);
-        let (findtime, maxretry) = (self.findtime, self.maxretry as usize);
-        let times = match self.entries.get_mut(&ip) {
-            Some(times) => times,
+        let now = self.ns(now);
+        let maxretry = self.maxretry as usize;
+        let hash = self.hasher.hash_one(ip);
+        let slot = match self.find(hash, &ip) {
+            Some(slot) => {
+                self.unlink(slot);
+                slot
+            }
             None => {
-                if self.entries.len() >= self.cap && self.entries.pop_lru().is_some() {
+                if self.index.len() >= self.cap && self.oldest != NIL {
+                    self.remove(self.oldest);
                     self.evicted += 1;
                 }
-                self.entries.push(ip, Vec::new());
-                self.entries
-                    .get_mut(&ip)
-                    .expect("the entry was just inserted and is the most recent")
+                let slot = self.allocate(ip);
+                self.index.insert(hash, slot);
+                slot
             }
         };
-        times.retain(|&t| now.duration_since(t) < findtime);
+        self.push_newest(slot);
+        let findtime_ns = self.findtime_ns;
+        let times = &mut self.slab[slot as usize].times;
+        times.retain(|t| inside(t, now, findtime_ns));
         for _ in 0..count.min(maxretry as u32) {
             times.push(now);
         }
         if times.len() > maxretry {
-            let excess = times.len() - maxretry;
-            times.drain(..excess);
+            times.drop_front(times.len() - maxretry);
         }
         let failures = times.len() as u32;
-        if times.len() >= maxretry {
-            self.entries.pop(&ip);
+        if failures as usize >= maxretry {
+            self.remove(slot);
             Outcome::Reached(failures)
         } else {
             Outcome::Counting(failures)
@@ -79,39 +203,202 @@ impl Window {
 
     /// Drops addresses whose last failure is older than findtime.
     pub fn prune(&mut self, now: Instant) {
-        while let Some((_, times)) = self.entries.peek_lru() {
+        if self.oldest == NIL {
+            return;
+        }
+        let now = self.ns(now);
+        while self.oldest != NIL {
+            let times = self.slab[self.oldest as usize].times.as_slice();
             match times.last() {
-                Some(&last) if now.duration_since(last) < self.findtime => break,
-                _ => {
-                    self.entries.pop_lru();
-                }
+                Some(&last) if inside(last, now, self.findtime_ns) => break,
+                _ => self.remove(self.oldest),
             }
         }
     }
 
     /// Forgets an address (it was banned by hand, say).
     pub fn forget(&mut self, ip: &IpNetwork) {
-        self.entries.pop(ip);
+        if let Some(slot) = self.find(self.hasher.hash_one(ip), ip) {
+            self.remove(slot);
+        }
     }
 
-    /// Failures of `ip` inside the window, without touching its place in the LRU order.
+    /// Failures of `ip` inside the window, without touching its place in the order.
     pub fn failures(&self, ip: &IpNetwork) -> u32 {
-        self.entries.peek(ip).map_or(0, |t| t.len() as u32)
+        self.find(self.hasher.hash_one(ip), ip)
+            .map_or(0, |slot| self.slab[slot as usize].times.len() as u32)
     }
 
     /// Addresses tracked now (call [`Window::prune`] first for an exact figure).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     /// True when nothing is tracked.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty()
     }
 
     /// Addresses evicted at the cap since the window was made.
     pub fn evicted(&self) -> u64 {
         self.evicted
+    }
+
+    /// The slot holding `key`, whose hash is `hash`.
+    fn find(&self, hash: u64, key: &IpNetwork) -> Option<u32> {
+        let slab = &self.slab;
+        self.index.find(hash, |s| slab[s as usize].key == *key)
+    }
+
+    /// A slot for `key` with no times, off every list (not yet in the index).
+    fn allocate(&mut self, key: IpNetwork) -> u32 {
+        let entry = Entry {
+            key,
+            prev: NIL,
+            next: NIL,
+            times: Times::EMPTY,
+        };
+        if self.free != NIL {
+            let slot = self.free;
+            self.free = self.slab[slot as usize].prev;
+            self.slab[slot as usize] = entry;
+            slot
+        } else {
+            self.slab.push(entry);
+            (self.slab.len() - 1) as u32
+        }
+    }
+
+    /// Takes `slot` off the last-failure list.
+    fn unlink(&mut self, slot: u32) {
+        let Entry { prev, next, .. } = self.slab[slot as usize];
+        match prev {
+            NIL => self.oldest = next,
+            p => self.slab[p as usize].next = next,
+        }
+        match next {
+            NIL => self.newest = prev,
+            n => self.slab[n as usize].prev = prev,
+        }
+    }
+
+    /// Puts `slot` (unlinked) at the recent end of the list.
+    fn push_newest(&mut self, slot: u32) {
+        let entry = &mut self.slab[slot as usize];
+        entry.prev = self.newest;
+        entry.next = NIL;
+        match self.newest {
+            NIL => self.oldest = slot,
+            n => self.slab[n as usize].next = slot,
+        }
+        self.newest = slot;
+    }
+
+    /// Forgets the entry in `slot` and frees the slot.
+    fn remove(&mut self, slot: u32) {
+        self.unlink(slot);
+        let hash = self.hasher.hash_one(self.slab[slot as usize].key);
+        self.index.remove(hash, slot);
+        let entry = &mut self.slab[slot as usize];
+        entry.times = Times::EMPTY;
+        entry.prev = self.free;
+        self.free = slot;
+    }
+}
+
+/// Linear-probing table of `hash32 << 32 | slot + 1` words (0 = empty), at most 3/4 full;
+/// a word's home is its hash32 modulo the size, so growing needs no slab access.
+#[derive(Debug, Default)]
+struct Index {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Index {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn hash32(hash: u64) -> u64 {
+        hash >> 32
+    }
+
+    /// The slot whose word has `hash`'s 32 bits and which `is` accepts.
+    fn find(&self, hash: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
+        if self.words.is_empty() {
+            return None;
+        }
+        let (h, mask) = (Self::hash32(hash), self.words.len() - 1);
+        let mut i = h as usize & mask;
+        loop {
+            let w = self.words[i];
+            if w == 0 {
+                return None;
+            }
+            if w >> 32 == h && is((w as u32) - 1) {
+                return Some((w as u32) - 1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `slot` (not present) under `hash`.
+    fn insert(&mut self, hash: u64, slot: u32) {
+        if (self.len + 1) * 4 > self.words.len() * 3 {
+            let size = (self.words.len() * 2).max(16);
+            let old = std::mem::replace(&mut self.words, vec![0; size]);
+            for w in old.into_iter().filter(|&w| w != 0) {
+                self.place(w);
+            }
+        }
+        self.place(Self::hash32(hash) << 32 | u64::from(slot + 1));
+        self.len += 1;
+    }
+
+    fn place(&mut self, word: u64) {
+        let mask = self.words.len() - 1;
+        let mut i = (word >> 32) as usize & mask;
+        while self.words[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.words[i] = word;
+    }
+
+    /// Removes `slot`, stored under `hash`, shifting later words of its run back.
+    fn remove(&mut self, hash: u64, slot: u32) {
+        if self.words.is_empty() {
+            return;
+        }
+        let mask = self.words.len() - 1;
+        let word = Self::hash32(hash) << 32 | u64::from(slot + 1);
+        let mut hole = (word >> 32) as usize & mask;
+        loop {
+            match self.words[hole] {
+                0 => return,
+                w if w == word => break,
+                _ => hole = (hole + 1) & mask,
+            }
+        }
+        let mut k = hole;
+        loop {
+            k = (k + 1) & mask;
+            let w = self.words[k];
+            if w == 0 {
+                break;
+            }
+            // w may fill the hole unless its home lies cyclically in (hole, k].
+            let home = (w >> 32) as usize & mask;
+            if k.wrapping_sub(home) & mask >= k.wrapping_sub(hole) & mask {
+                self.words[hole] = w;
+                hole = k;
+            }
+        }
+        self.words[hole] = 0;
+        self.len -= 1;
     }
 }
 
@@ -179,5 +466,74 @@ mod tests {
         w.record(ip(1), 1, Instant::now());
         assert_eq!(w.record(ip(1), 3, Instant::now()), Outcome::Counting(4));
         assert_eq!(w.record(ip(1), 7, Instant::now()), Outcome::Reached(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_maxretry_keeps_every_time() {
+        // More failures than the entry holds inline.
+        let mut w = Window::new(Duration::from_secs(600), 12, 10);
+        for n in 1..12 {
+            assert_eq!(w.record(ip(1), 1, Instant::now()), Outcome::Counting(n));
+            tokio::time::advance(Duration::from_secs(50)).await;
+        }
+        // The first two failures are now findtime old or older.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        assert_eq!(w.record(ip(1), 1, Instant::now()), Outcome::Counting(10));
+        assert_eq!(w.record(ip(1), 2, Instant::now()), Outcome::Reached(12));
+        assert!(w.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_are_reused_and_the_order_survives_removals() {
+        let mut w = Window::new(Duration::from_secs(600), 2, 3);
+        let before = Instant::now();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        w.record(ip(1), 1, Instant::now());
+        w.record(ip(2), 1, Instant::now());
+        w.record(ip(3), 1, Instant::now());
+        assert_eq!(w.record(ip(2), 1, Instant::now()), Outcome::Reached(2));
+        w.forget(&ip(1));
+        assert_eq!(w.len(), 1);
+        // An instant before the first failure still counts (age 0), as before.
+        assert_eq!(w.record(ip(4), 1, before), Outcome::Counting(1));
+        w.record(ip(5), 1, Instant::now());
+        w.record(ip(6), 1, Instant::now());
+        assert_eq!(w.evicted(), 1, "ip 3 was the oldest at the cap");
+        assert_eq!(w.failures(&ip(3)), 0);
+        assert_eq!(
+            [4, 5, 6].map(|n| w.failures(&ip(n))),
+            [1, 1, 1],
+            "the reused slots hold the new addresses"
+        );
+        tokio::time::advance(Duration::from_secs(601)).await;
+        w.prune(Instant::now());
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn the_index_finds_every_slot_through_collisions_growth_and_removals() {
+        let mut index = Index::default();
+        // Few distinct hashes: long runs that wrap around the end of the table.
+        let hash = |slot: u32| u64::from((slot % 7).wrapping_add(u32::MAX - 3)) << 32;
+        let mut present = std::collections::BTreeSet::new();
+        for slot in 0..200u32 {
+            index.insert(hash(slot), slot);
+            present.insert(slot);
+            if slot % 3 == 0 {
+                let gone = slot / 2;
+                if present.remove(&gone) {
+                    index.remove(hash(gone), gone);
+                }
+            }
+            for s in 0..=slot {
+                let found = index.find(hash(s), |x| x == s);
+                assert_eq!(
+                    found.is_some(),
+                    present.contains(&s),
+                    "slot {s} after {slot}"
+                );
+            }
+        }
+        assert_eq!(index.len(), present.len());
     }
 }
