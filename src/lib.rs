@@ -15,6 +15,8 @@
 //! - [`regex_tool`]: the offline `jailsink regex` filter tester.
 //! - [`import`]: `jailsink import-fail2ban`, a fail2ban jail configuration as jailsink TOML.
 
+#![warn(missing_docs)]
+
 pub mod action;
 pub mod app;
 pub mod config;
