@@ -83,6 +83,14 @@ fn ban_cycle(backend: &str, tag: &str, expect_v4: &str, expect_v6: &str) {
         "ipv6_prefix = 64",
     );
     let d = Daemon::start_with(&config("", &jail), &lab.server.prefix());
+    if backend == "nftables" {
+        // Bursts go through libnftables in process, not an nft process each.
+        assert!(
+            d.logged("nftables bans go through libnftables in process"),
+            "{:#?}",
+            d.logs.lock().unwrap()
+        );
+    }
     for v6 in [false, true] {
         assert!(
             lab.reaches(v6, Duration::from_secs(2)),

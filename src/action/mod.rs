@@ -5,6 +5,7 @@ pub mod command;
 pub mod exec;
 pub mod ipset;
 pub mod iptables;
+pub mod libnft;
 pub mod log;
 pub mod nftables;
 pub mod runner;

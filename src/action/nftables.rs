@@ -32,12 +32,25 @@ static TABLE_LOCK: Mutex<()> = Mutex::new(());
 /// Bans with nftables sets.
 pub struct NftablesAction {
     spec: FirewallSpec,
+    /// libnftables in process for bursts, opened at start; None runs the `nft` command.
+    lib: Option<super::libnft::Nft>,
 }
 
 impl NftablesAction {
     /// An action for the given settings; nothing touches the kernel until `start`.
     pub fn new(spec: FirewallSpec) -> Self {
-        NftablesAction { spec }
+        NftablesAction { spec, lib: None }
+    }
+
+    /// Applies a script as one transaction: in process when libnftables is loaded, else
+    /// through the `nft` command.
+    fn transaction(&mut self, script: &str) -> Result<(), ActionError> {
+        match self.lib.as_mut() {
+            Some(lib) => lib
+                .run(script)
+                .map_err(|e| ActionError::from_display("nft", e)),
+            None => nft(&["-f", "-"], Some(script.as_bytes())).map(|_| ()),
+        }
     }
 
     /// The set holding `target`'s family.
@@ -205,6 +218,15 @@ impl Action for NftablesAction {
     fn start(&mut self) -> Result<(), ActionError> {
         let script = start_script(&self.spec);
         nft(&["-f", "-"], Some(script.as_bytes()))?;
+        if self.lib.is_none() {
+            self.lib = super::libnft::Nft::open();
+            let how = if self.lib.is_some() {
+                "libnftables in process"
+            } else {
+                "the nft command"
+            };
+            tracing::info!(name = %self.spec.name, "nftables bans go through {how}");
+        }
         Ok(())
     }
 
@@ -231,11 +253,12 @@ impl Action for NftablesAction {
                 misfits.push(i);
             }
         }
+        let misfit_set = misfits.first().map(|&i| self.set_of(batch[i].target()));
         let misfit_error = || {
             ActionError(format!(
                 "{} is a network, but {} holds single addresses (the jail's prefix changed?)",
                 batch[misfits[0]].target(),
-                self.set_of(batch[misfits[0]].target())
+                misfit_set.as_deref().unwrap_or_default()
             ))
         };
         if fitting.is_empty() {
@@ -248,7 +271,7 @@ impl Action for NftablesAction {
             };
         }
         let script = batch_script(&self.spec.name, &fitting, Instant::now());
-        match nft(&["-f", "-"], Some(script.as_bytes())) {
+        match self.transaction(&script) {
             // The transaction is all or nothing.
             Err(error) => {
                 let mut pending = fitting_index;
