@@ -367,10 +367,9 @@ mod tests {
         let (mut s, applied) = slot(None, 2);
         apply("t", &mut s, &[ActionCommand::Ban(order("192.0.2.3/32"))]);
         assert_eq!(applied.lock().unwrap().len(), 1, "third try applies");
+        // Past the last retry the burst is given up (logged and counted), never applied.
         let (mut s, applied) = slot(None, 99);
-        let started = Instant::now();
         apply("t", &mut s, &[ActionCommand::Ban(order("192.0.2.3/32"))]);
         assert!(applied.lock().unwrap().is_empty());
-        assert!(started.elapsed() >= Duration::from_millis(2100));
     }
 }
