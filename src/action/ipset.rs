@@ -123,13 +123,11 @@ impl Action for IpsetAction {
     }
 
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError> {
-        self.apply(&[ActionCommand::Ban(order.clone())])
-            .map_err(|e| e.error)
+        super::apply_one(self, ActionCommand::Ban(order.clone()))
     }
 
     fn unban(&mut self, target: IpNetwork) -> Result<(), ActionError> {
-        self.apply(&[ActionCommand::Unban(target)])
-            .map_err(|e| e.error)
+        super::apply_one(self, ActionCommand::Unban(target))
     }
 
     fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {

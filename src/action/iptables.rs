@@ -276,15 +276,7 @@ mod tests {
     use super::*;
 
     fn spec(ports: &[&str], protocol: Protocol) -> FirewallSpec {
-        FirewallSpec {
-            name: "sshd".into(),
-            ports: ports.iter().map(|s| s.to_string()).collect(),
-            protocol,
-            blocktype: BlockType::Drop,
-            keep_on_stop: false,
-            v4_networks: false,
-            v6_networks: false,
-        }
+        crate::action::test_spec(ports, protocol, false)
     }
 
     #[test]

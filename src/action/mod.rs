@@ -212,6 +212,29 @@ impl From<exec::ExecError> for ActionError {
     }
 }
 
+/// One command through a batch-native backend's `apply`: how nftables and ipset implement
+/// `ban` and `unban`, so a single ban takes the same transactional path as a burst.
+pub(crate) fn apply_one(
+    action: &mut impl Action,
+    command: ActionCommand,
+) -> Result<(), ActionError> {
+    action.apply(&[command]).map_err(|e| e.error)
+}
+
+/// Firewall settings for the backends' unit tests: the jail `sshd`, DROP, no keep_on_stop.
+#[cfg(test)]
+pub(crate) fn test_spec(ports: &[&str], protocol: Protocol, v6_networks: bool) -> FirewallSpec {
+    FirewallSpec {
+        name: "sshd".into(),
+        ports: ports.iter().map(|s| s.to_string()).collect(),
+        protocol,
+        blocktype: BlockType::Drop,
+        keep_on_stop: false,
+        v4_networks: false,
+        v6_networks,
+    }
+}
+
 /// A ban backend. Calls come from one thread, in order; each may block (firewall commands).
 pub trait Action: Send {
     /// Type name for metrics and logs.

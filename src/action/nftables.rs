@@ -231,13 +231,11 @@ impl Action for NftablesAction {
     }
 
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError> {
-        self.apply(&[ActionCommand::Ban(order.clone())])
-            .map_err(|e| e.error)
+        super::apply_one(self, ActionCommand::Ban(order.clone()))
     }
 
     fn unban(&mut self, target: IpNetwork) -> Result<(), ActionError> {
-        self.apply(&[ActionCommand::Unban(target)])
-            .map_err(|e| e.error)
+        super::apply_one(self, ActionCommand::Unban(target))
     }
 
     fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
@@ -357,15 +355,7 @@ mod tests {
     use super::*;
 
     fn spec(ports: &[&str], protocol: Protocol) -> FirewallSpec {
-        FirewallSpec {
-            name: "sshd".into(),
-            ports: ports.iter().map(|s| s.to_string()).collect(),
-            protocol,
-            blocktype: BlockType::Drop,
-            keep_on_stop: false,
-            v4_networks: false,
-            v6_networks: true,
-        }
+        crate::action::test_spec(ports, protocol, true)
     }
 
     #[test]

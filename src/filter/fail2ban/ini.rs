@@ -164,17 +164,7 @@ impl Merged {
 pub fn load(path: &Path) -> Result<Merged, Fail2banError> {
     let mut order = Vec::new();
     let mut parsed = HashMap::new();
-    let limits = Limits {
-        files: MAX_FILES,
-        top: path,
-    };
-    collect(
-        with_local(path),
-        &limits,
-        &mut Vec::new(),
-        &mut order,
-        &mut parsed,
-    )?;
+    collect_top(path, with_local(path), MAX_FILES, &mut order, &mut parsed)?;
     Ok(merge_in_order(order, &parsed))
 }
 
@@ -186,19 +176,28 @@ pub fn load_list(paths: &[PathBuf]) -> Result<Merged, Fail2banError> {
     let mut order = Vec::new();
     let mut parsed = HashMap::new();
     for path in paths.iter().filter(|p| p.is_file()) {
-        let limits = Limits {
-            files: MAX_JAIL_FILES,
-            top: path,
-        };
-        collect(
+        collect_top(
+            path,
             vec![path.clone()],
-            &limits,
-            &mut Vec::new(),
+            MAX_JAIL_FILES,
             &mut order,
             &mut parsed,
         )?;
     }
     Ok(merge_in_order(order, &parsed))
+}
+
+/// Reads `files` (the top file `top`, with or without its `.local`) and their includes, at most
+/// `max` files in all.
+fn collect_top(
+    top: &Path,
+    files: Vec<PathBuf>,
+    max: usize,
+    order: &mut Vec<PathBuf>,
+    parsed: &mut HashMap<PathBuf, IniFile>,
+) -> Result<(), Fail2banError> {
+    let limits = Limits { files: max, top };
+    collect(files, &limits, &mut Vec::new(), order, parsed)
 }
 
 fn merge_in_order(order: Vec<PathBuf>, parsed: &HashMap<PathBuf, IniFile>) -> Merged {
