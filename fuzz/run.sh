@@ -9,7 +9,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 ((${#targets[@]})) || targets=(framing parse filter_match filter_compile f2b_ini f2b_translate)
-fixtures=../../shared/fixtures/syslog
+fixtures=../tests/fixtures/syslog
 mkdir -p corpus/framing corpus/parse corpus/filter_match corpus/filter_compile corpus/f2b_ini corpus/f2b_translate
 cp -n "$fixtures"/*.bin corpus/framing/ 2>/dev/null || true
 cp -n "$fixtures"/*.bin corpus/parse/ 2>/dev/null || true

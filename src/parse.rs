@@ -1,5 +1,5 @@
 //! One syslog frame into an [`Event`]: RFC 3164 and RFC 5424 through syslog_loose, plus the fixes
-//! real senders need (see shared/fixtures/syslog/INDEX.md for the captured pitfalls).
+//! real senders need (see tests/fixtures/syslog/INDEX.md for the captured pitfalls).
 //!
 //! Pure and synchronous: no clock is read here (the caller passes the receipt time) and nothing
 //! is allocated for a valid UTF-8 frame.
@@ -292,7 +292,7 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/syslog")
+            .join("tests/fixtures/syslog")
             .join(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
@@ -601,7 +601,7 @@ mod tests {
 
     #[test]
     fn the_fast_header_parser_agrees_with_syslog_loose() {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/syslog");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/syslog");
         let mut fast = 0;
         let mut frames = 0;
         for entry in std::fs::read_dir(dir).unwrap() {

@@ -20,7 +20,7 @@ pub fn filter_dir() -> PathBuf {
 /// The captured syslog fixtures.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/syslog")
+        .join("tests/fixtures/syslog")
         .join(name)
 }
 

@@ -284,7 +284,7 @@ mod tests {
     #[test]
     fn captured_streams_split_into_the_expected_frames() {
         let dir =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/syslog");
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/syslog");
         for (name, count) in [
             ("stream_a_rs1_trad_lf.bin", 14),
             ("stream_a_rs2_trad_lf.bin", 10),
