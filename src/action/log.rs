@@ -28,12 +28,12 @@ impl Action for LogAction {
     }
 
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError> {
-        tracing::info!(jail = %self.jail, ip = %order.target, failures = order.failures, action = "log", "would ban {}", crate::jail::show_target(order.target));
+        tracing::info!(jail = %self.jail, ip = %order.target, failures = order.failures, action = "log", "would ban {}", crate::address::show_target(order.target));
         Ok(())
     }
 
     fn unban(&mut self, target: IpNetwork) -> Result<(), ActionError> {
-        tracing::info!(jail = %self.jail, ip = %target, action = "log", "would unban {}", crate::jail::show_target(target));
+        tracing::info!(jail = %self.jail, ip = %target, action = "log", "would unban {}", crate::address::show_target(target));
         Ok(())
     }
 

@@ -288,5 +288,5 @@ pub fn element_text(target: IpNetwork) -> String {
 
 /// Reads an element back from a firewall listing: `192.0.2.1`, `2001:db8::/64`.
 pub fn parse_element(text: &str) -> Option<IpNetwork> {
-    text.trim().parse::<IpNetwork>().ok()
+    crate::address::parse_target(text).ok()
 }

@@ -163,8 +163,7 @@ pub fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigErrors> {
         None => None,
         Some(name) => errors.take(
             "control.group",
-            crate::control::server::group_id(name)
-                .ok_or_else(|| format!("no group `{name}` in /etc/group")),
+            group_id(name).ok_or_else(|| format!("no group `{name}` in /etc/group")),
         ),
     };
     let state_path = PathBuf::from(
@@ -742,6 +741,16 @@ fn valid_jail_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Looks a group name up in /etc/group, for `[control] group`.
+fn group_id(name: &str) -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
 }
 
 fn socket_addr(text: &str) -> Result<SocketAddr, String> {

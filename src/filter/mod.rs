@@ -556,15 +556,7 @@ pub fn parse_address(text: &str, role: GroupRole) -> Option<IpAddr> {
         _ => text,
     };
     let ip: IpAddr = text.parse().ok()?;
-    Some(normalise(ip))
-}
-
-/// IPv4-mapped IPv6 (`::ffff:192.0.2.1`) becomes plain IPv4, so one attacker is one key.
-pub fn normalise(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
+    Some(crate::address::normalise(ip))
 }
 
 fn build_regex(text: &str) -> Result<Regex, String> {

@@ -17,6 +17,7 @@ use lru::LruCache;
 use tokio::time::Instant;
 
 use crate::action::BanOrder;
+use crate::address::show_target;
 use crate::config::JailSettings;
 use crate::metrics::JailMetrics;
 use window::{Outcome, Window};
@@ -123,9 +124,7 @@ impl Jail {
         } else {
             self.settings.ipv6_prefix
         };
-        IpNetwork::new(ip, prefix)
-            .and_then(|n| IpNetwork::new(n.network(), prefix))
-            .unwrap_or_else(|_| IpNetwork::from(ip))
+        crate::address::network_of(ip, prefix)
     }
 
     /// Counts a failure and decides. A ban is recorded as active before it is returned.
@@ -364,16 +363,6 @@ impl Jail {
     /// Addresses tracked inside findtime.
     pub fn tracked(&self) -> usize {
         self.window.len()
-    }
-}
-
-/// A single address as itself, a prefix ban as CIDR: how logs and the CLI name a target.
-pub fn show_target(target: IpNetwork) -> String {
-    let full = if target.is_ipv4() { 32 } else { 128 };
-    if target.prefix() == full {
-        target.ip().to_string()
-    } else {
-        target.to_string()
     }
 }
 

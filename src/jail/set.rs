@@ -3,7 +3,6 @@
 //! unbans go out through the state writer, which persists them before the actions apply them.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -14,9 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{show_target, ActiveBan, Decision, Failure, Jail};
+use super::{ActiveBan, Decision, Failure, Jail};
 use crate::action::runner;
 use crate::action::BanOrder;
+use crate::address::show_target;
 use crate::config::JailConfig;
 use crate::control::proto::{BanEntry, JailStatus, Reply, Request, Response};
 use crate::metrics::JailMetrics;
@@ -356,16 +356,14 @@ impl JailSet {
                 ok(Reply::Banned { bans })
             }
             Request::Ban { jail, addr } => {
-                let Ok(ip) = addr.parse::<IpAddr>() else {
-                    return error(format!("`{addr}` is not an IP address"));
+                let ip = match crate::address::parse_address(&addr) {
+                    Ok(ip) => ip,
+                    Err(e) => return error(e.to_string()),
                 };
                 let Some(slot) = self.slot_mut(&jail) else {
                     return error(format!("no jail `{jail}`"));
                 };
-                match slot
-                    .jail
-                    .manual_ban(crate::filter::normalise(ip), Instant::now())
-                {
+                match slot.jail.manual_ban(ip, Instant::now()) {
                     Err(message) => error(message),
                     Ok(order) => {
                         let name = slot.name.clone();
@@ -396,11 +394,11 @@ impl JailSet {
             }
         }
         let wanted: Option<IpNetwork> = match (&addr, all) {
-            (Some(a), false) => match a.parse::<IpNetwork>() {
+            (Some(a), false) => match crate::address::parse_target(a) {
                 Ok(net) => Some(net),
-                Err(_) => {
+                Err(e) => {
                     return Response::Error {
-                        message: format!("`{a}` is not an IP address"),
+                        message: e.to_string(),
                     }
                 }
             },
