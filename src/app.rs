@@ -19,6 +19,7 @@ use crate::action::ActionSpec;
 use crate::config::{self, Config};
 use crate::control::proto::{Reply, Request, Response};
 use crate::control::server::{self as control_server, Question};
+use crate::control::translate;
 use crate::filter::router::{JailRoute, Router};
 use crate::jail::set::{self, Command, JailSet};
 use crate::jail::Failure;
@@ -339,10 +340,17 @@ pub async fn run(
                     };
                     let _ = question.answer.send(response);
                 } else {
-                    let (tx, rx) = oneshot::channel();
-                    if command_tx.send(Command::Control(question.request, tx)).await.is_ok() {
-                        if let Ok(response) = rx.await {
-                            let _ = question.answer.send(response);
+                    match translate::query(question.request) {
+                        Err(message) => {
+                            let _ = question.answer.send(Response::Error { message });
+                        }
+                        Ok(query) => {
+                            let (tx, rx) = oneshot::channel();
+                            if command_tx.send(Command::Query(query, tx)).await.is_ok() {
+                                if let Ok(answer) = rx.await {
+                                    let _ = question.answer.send(translate::response(answer));
+                                }
+                            }
                         }
                     }
                 }

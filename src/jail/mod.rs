@@ -2,6 +2,7 @@
 //! runs out. [`Jail`] is one jail's state and rules; [`set`] is the task that owns every jail,
 //! so nothing here needs a lock.
 
+pub mod query;
 pub mod set;
 pub mod window;
 

@@ -7,18 +7,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use ipnetwork::IpNetwork;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::query::{Answer, BanInfo, JailCounts, Query, Refused};
 use super::{ActiveBan, Decision, Failure, Jail};
 use crate::action::runner;
 use crate::action::BanOrder;
 use crate::address::show_target;
 use crate::config::JailConfig;
-use crate::control::proto::{BanEntry, JailStatus, Reply, Request, Response};
 use crate::metrics::JailMetrics;
 use crate::state::{StateOp, StoredBan};
 
@@ -27,8 +26,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// Work for the jail task besides failures.
 pub enum Command {
-    /// A control request (status, ban, unban, banned).
-    Control(Request, oneshot::Sender<Response>),
+    /// A question or order from the control socket.
+    Query(Query, oneshot::Sender<Result<Answer, Refused>>),
     /// A new, compiled set of jails; the answer says what changed or why nothing did.
     Reload(Vec<JailConfig>, oneshot::Sender<Result<String, String>>),
 }
@@ -118,10 +117,6 @@ fn restore(jail: &mut Jail, ban: &StoredBan, now: SystemTime) -> Restore {
         from_state: true,
     };
     Restore::Active(order, expires)
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// The wall-clock moment of a monotonic deadline.
@@ -306,109 +301,82 @@ impl JailSet {
         }
     }
 
-    /// Answers a control request.
-    pub async fn handle(&mut self, request: Request) -> Response {
-        let ok = |reply| Response::Ok { reply };
-        let error = |message: String| Response::Error { message };
-        match request {
-            Request::Status { jail: None } => ok(Reply::Jails {
-                jails: self.slots.iter().map(|s| s.name.to_string()).collect(),
-            }),
-            Request::Status { jail: Some(name) } => match self.slot_mut(&name) {
-                None => error(format!("no jail `{name}`")),
+    /// Answers a query from the control socket.
+    pub async fn handle(&mut self, query: Query) -> Result<Answer, Refused> {
+        let refuse = |message: String| Err(Refused(message));
+        match query {
+            Query::Status { jail: None } => Ok(Answer::Jails(
+                self.slots.iter().map(|s| s.name.to_string()).collect(),
+            )),
+            Query::Status { jail: Some(name) } => match self.slot_mut(&name) {
+                None => refuse(format!("no jail `{name}`")),
                 Some(slot) => {
                     slot.jail.prune(Instant::now());
                     let mut banned: Vec<_> = slot.jail.bans().keys().copied().collect();
                     banned.sort();
-                    ok(Reply::JailStatus(JailStatus {
+                    Ok(Answer::Status(JailCounts {
                         jail: name,
                         currently_failed: slot.jail.tracked() as u64,
                         total_failed: slot.jail.total_failed(),
-                        currently_banned: banned.len() as u64,
                         total_banned: slot.jail.total_banned(),
-                        banned: banned.into_iter().map(show_target).collect(),
+                        banned,
                     }))
                 }
             },
-            Request::Banned { jail } => {
+            Query::Banned { jail } => {
                 if let Some(name) = &jail {
                     if self.slot(name).is_none() {
-                        return error(format!("no jail `{name}`"));
+                        return refuse(format!("no jail `{name}`"));
                     }
                 }
-                let mut bans: Vec<BanEntry> = self
+                let mut bans: Vec<BanInfo> = self
                     .slots
                     .iter()
                     .filter(|s| jail.as_deref().is_none_or(|j| j == &*s.name))
                     .flat_map(|s| {
-                        s.jail.bans().iter().map(|(target, ban)| BanEntry {
+                        s.jail.bans().iter().map(|(target, ban)| BanInfo {
                             jail: s.name.to_string(),
-                            ip: show_target(*target),
-                            banned_at: rfc3339(ban.banned_at),
-                            expires_at: ban.expires.map(|e| rfc3339(wall(e))),
+                            target: *target,
+                            banned_at: ban.banned_at,
+                            expires_at: ban.expires.map(wall),
                             ban_count: ban.ban_count,
                         })
                     })
                     .collect();
                 bans.sort_by(|a, b| {
-                    (&a.banned_at, &a.jail, &a.ip).cmp(&(&b.banned_at, &b.jail, &b.ip))
+                    (a.banned_at, &a.jail, a.target).cmp(&(b.banned_at, &b.jail, b.target))
                 });
-                ok(Reply::Banned { bans })
+                Ok(Answer::Bans(bans))
             }
-            Request::Ban { jail, addr } => {
-                let ip = match crate::address::parse_address(&addr) {
-                    Ok(ip) => ip,
-                    Err(e) => return error(e.to_string()),
-                };
+            Query::Ban { jail, ip } => {
                 let Some(slot) = self.slot_mut(&jail) else {
-                    return error(format!("no jail `{jail}`"));
+                    return refuse(format!("no jail `{jail}`"));
                 };
                 match slot.jail.manual_ban(ip, Instant::now()) {
-                    Err(message) => error(message),
+                    Err(message) => refuse(message),
                     Ok(order) => {
                         let name = slot.name.clone();
                         let shown = show_target(order.target);
                         self.commit_ban(name, order).await;
-                        ok(Reply::Done {
-                            message: format!("[{jail}] Ban {shown}"),
-                        })
+                        Ok(Answer::Done(format!("[{jail}] Ban {shown}")))
                     }
                 }
             }
-            Request::Unban { jail, addr, all } => self.unban_request(jail, addr, all).await,
-            Request::Reload => error("reload is handled by the supervisor".into()),
+            Query::Unban { jail, target } => self.unban(jail, target).await,
         }
     }
 
-    async fn unban_request(
+    /// Lifts the bans of `wanted` (every ban when None) in `jail` (every jail when None).
+    async fn unban(
         &mut self,
         jail: Option<String>,
-        addr: Option<String>,
-        all: bool,
-    ) -> Response {
+        wanted: Option<IpNetwork>,
+    ) -> Result<Answer, Refused> {
         if let Some(name) = &jail {
             if self.slot(name).is_none() {
-                return Response::Error {
-                    message: format!("no jail `{name}`"),
-                };
+                return Err(Refused(format!("no jail `{name}`")));
             }
         }
-        let wanted: Option<IpNetwork> = match (&addr, all) {
-            (Some(a), false) => match crate::address::parse_target(a) {
-                Ok(net) => Some(net),
-                Err(e) => {
-                    return Response::Error {
-                        message: e.to_string(),
-                    }
-                }
-            },
-            (None, true) => None,
-            _ => {
-                return Response::Error {
-                    message: "give an address, or --all".into(),
-                }
-            }
-        };
         let mut lifted = Vec::new();
         let targets: Vec<(Arc<str>, IpNetwork)> = self
             .slots
@@ -432,19 +400,10 @@ impl JailSet {
                 lifted.push(format!("[{name}] Unban {}", show_target(target)));
             }
         }
-        if lifted.is_empty() && !all {
-            return Response::Error {
-                message: format!("{} is not banned", addr.unwrap_or_default()),
-            };
-        }
-        Response::Ok {
-            reply: Reply::Done {
-                message: if lifted.is_empty() {
-                    "nothing was banned".into()
-                } else {
-                    lifted.join("\n")
-                },
-            },
+        match (lifted.is_empty(), wanted) {
+            (true, Some(target)) => Err(Refused(format!("{} is not banned", show_target(target)))),
+            (true, None) => Ok(Answer::Done("nothing was banned".into())),
+            (false, _) => Ok(Answer::Done(lifted.join("\n"))),
         }
     }
 
@@ -594,9 +553,8 @@ pub async fn run(
                 None => break,
             },
             command = commands.recv() => match command {
-                Some(Command::Control(request, answer)) => {
-                    let response = set.handle(request).await;
-                    let _ = answer.send(response);
+                Some(Command::Query(query, answer)) => {
+                    let _ = answer.send(set.handle(query).await);
                 }
                 Some(Command::Reload(configs, answer)) => {
                     let result = set.reload(configs).await;
@@ -732,10 +690,7 @@ mod tests {
             "the expired ban and the ban of a removed jail are forgotten"
         );
         // The running ones went to the runner at start (reconciled), not through the state.
-        let Response::Ok {
-            reply: Reply::Banned { bans },
-        } = set.handle(Request::Banned { jail: None }).await
-        else {
+        let Ok(Answer::Bans(bans)) = set.handle(Query::Banned { jail: None }).await else {
             panic!()
         };
         assert_eq!(bans.len(), 2);
