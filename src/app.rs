@@ -294,7 +294,7 @@ pub async fn run(
         .await
         .map_err(AppError::Thread)?;
     for j in &config.jails {
-        tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind()).collect::<Vec<_>>(), "jail started");
+        tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind().name()).collect::<Vec<_>>(), "jail started");
     }
     let (command_tx, command_rx) = mpsc::channel(64);
     let jail_task = tokio::spawn(set::run(jails, failure_rx, command_rx, shutdown.clone()));

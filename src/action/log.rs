@@ -2,7 +2,7 @@
 
 use ipnetwork::IpNetwork;
 
-use super::{Action, ActionError, BanOrder};
+use super::{Action, ActionError, ActionKind, BanOrder};
 
 /// Logs bans and unbans instead of applying them.
 pub struct LogAction {
@@ -19,8 +19,8 @@ impl LogAction {
 }
 
 impl Action for LogAction {
-    fn kind(&self) -> &'static str {
-        "log"
+    fn kind(&self) -> ActionKind {
+        ActionKind::Log
     }
 
     fn start(&mut self) -> Result<(), ActionError> {

@@ -13,7 +13,7 @@ use super::raw::{
     RawJailSettings, RawPort, RawPorts,
 };
 use super::{read_toml, ConfigError, ConfigErrors};
-use crate::action::{ActionSpec, BlockType, CommandSpec, FirewallSpec, Protocol};
+use crate::action::{ActionKind, ActionSpec, BlockType, CommandSpec, FirewallSpec, Protocol};
 use crate::filter::fail2ban::Fail2banFilter;
 use crate::filter::{locate, Filter, FilterFile, FilterSource, JailFilter};
 use crate::parse::Zone;
@@ -545,7 +545,6 @@ const FIREWALL_KEYS: &[&str] = &["name", "port", "protocol", "blocktype", "keep_
 const COMMAND_KEYS: &[&str] = &[
     "port", "protocol", "start", "stop", "ban", "unban", "timeout",
 ];
-const ACTION_TYPES: &str = "iptables, nftables, ipset, command, log";
 
 fn compile_actions(
     jail: &str,
@@ -554,7 +553,7 @@ fn compile_actions(
     key: &str,
     errors: &mut Errors,
 ) -> Option<Vec<ActionSpec>> {
-    let default = RawActions::One(RawAction::Type("iptables".into()));
+    let default = RawActions::One(RawAction::Type(ActionKind::Iptables.name().into()));
     let list: Vec<&RawAction> = match raw.unwrap_or(&default) {
         RawActions::One(a) => vec![a],
         RawActions::Many(v) => v.iter().collect(),
@@ -568,22 +567,23 @@ fn compile_actions(
         } else {
             key.to_string()
         };
-        let (kind, table) = match action {
+        let (name, table) = match action {
             RawAction::Type(t) => (t.as_str(), None),
             RawAction::Table(t) => (t.kind.as_str(), Some(&**t)),
         };
+        let Some(kind) = ActionKind::parse(name) else {
+            let known: Vec<&str> = ActionKind::ALL.iter().map(|k| k.name()).collect();
+            errors.push(
+                key,
+                format!("unknown action type `{name}` (known: {})", known.join(", ")),
+            );
+            ok = false;
+            continue;
+        };
         let allowed: &[&str] = match kind {
-            "iptables" | "nftables" | "ipset" => FIREWALL_KEYS,
-            "command" => COMMAND_KEYS,
-            "log" => &[],
-            other => {
-                errors.push(
-                    key,
-                    format!("unknown action type `{other}` (known: {ACTION_TYPES})"),
-                );
-                ok = false;
-                continue;
-            }
+            ActionKind::Iptables | ActionKind::Nftables | ActionKind::Ipset => FIREWALL_KEYS,
+            ActionKind::Command => COMMAND_KEYS,
+            ActionKind::Log => &[],
         };
         if let Some(t) = table {
             let keys: Vec<String> = t
@@ -619,51 +619,67 @@ fn compile_actions(
             ok = false;
             continue;
         };
-        match kind {
-            "log" => out.push(ActionSpec::Log),
-            "command" => match compile_command(table, ports, protocol, &key, errors) {
-                Some(spec) => out.push(ActionSpec::Command(spec)),
-                None => ok = false,
-            },
-            _ => {
-                let name = table
-                    .and_then(|t| t.name.clone())
-                    .unwrap_or_else(|| jail.to_string());
-                let blocktype = errors.take(
-                    &format!("{key}.blocktype"),
-                    BlockType::parse(table.and_then(|t| t.blocktype.as_deref()).unwrap_or("DROP")),
-                );
-                if !valid_jail_name(&name) {
-                    errors.push(
-                        format!("{key}.name"),
-                        "1 to 19 letters, digits, '-' or '_', starting with a letter",
-                    );
-                    ok = false;
-                }
-                let Some(blocktype) = blocktype else {
-                    ok = false;
-                    continue;
-                };
-                let spec = FirewallSpec {
-                    name,
-                    ports,
-                    protocol,
-                    blocktype,
-                    keep_on_stop: table
-                        .and_then(|t| t.keep_on_stop)
-                        .unwrap_or(firewall.keep_on_stop),
-                    v4_networks: firewall.v4_networks,
-                    v6_networks: firewall.v6_networks,
-                };
-                out.push(match kind {
-                    "nftables" => ActionSpec::Nftables(spec),
-                    "ipset" => ActionSpec::Ipset(spec),
-                    _ => ActionSpec::Iptables(spec),
-                });
+        let spec = match kind {
+            ActionKind::Log => Some(ActionSpec::Log),
+            ActionKind::Command => {
+                compile_command(table, ports, protocol, &key, errors).map(ActionSpec::Command)
             }
+            ActionKind::Iptables => {
+                compile_firewall(jail, table, ports, protocol, firewall, &key, errors)
+                    .map(ActionSpec::Iptables)
+            }
+            ActionKind::Nftables => {
+                compile_firewall(jail, table, ports, protocol, firewall, &key, errors)
+                    .map(ActionSpec::Nftables)
+            }
+            ActionKind::Ipset => {
+                compile_firewall(jail, table, ports, protocol, firewall, &key, errors)
+                    .map(ActionSpec::Ipset)
+            }
+        };
+        match spec {
+            Some(spec) => out.push(spec),
+            None => ok = false,
         }
     }
     ok.then_some(out)
+}
+
+/// An iptables, nftables or ipset action: its kernel object name, ports and verdict.
+fn compile_firewall(
+    jail: &str,
+    table: Option<&RawActionTable>,
+    ports: Vec<String>,
+    protocol: Protocol,
+    firewall: &JailFirewall,
+    key: &str,
+    errors: &mut Errors,
+) -> Option<FirewallSpec> {
+    let name = table
+        .and_then(|t| t.name.clone())
+        .unwrap_or_else(|| jail.to_string());
+    let blocktype = errors.take(
+        &format!("{key}.blocktype"),
+        BlockType::parse(table.and_then(|t| t.blocktype.as_deref()).unwrap_or("DROP")),
+    );
+    let named = valid_jail_name(&name);
+    if !named {
+        errors.push(
+            format!("{key}.name"),
+            "1 to 19 letters, digits, '-' or '_', starting with a letter",
+        );
+    }
+    Some(FirewallSpec {
+        name,
+        ports,
+        protocol,
+        blocktype: blocktype.filter(|_| named)?,
+        keep_on_stop: table
+            .and_then(|t| t.keep_on_stop)
+            .unwrap_or(firewall.keep_on_stop),
+        v4_networks: firewall.v4_networks,
+        v6_networks: firewall.v6_networks,
+    })
 }
 
 /// The typed keys an action table set, so a key of the wrong action type is reported.
