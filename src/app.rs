@@ -99,6 +99,11 @@ fn pipeline_for(config: &Config) -> Result<Pipeline, AppError> {
     ))
 }
 
+/// What the jail task runs of each configured jail.
+fn specs(config: &Config) -> Vec<crate::jail::JailSpec> {
+    config.jails.iter().map(config::JailConfig::spec).collect()
+}
+
 /// Sockets bound for a config, before anything is spawned on them.
 #[derive(Default)]
 struct Bound {
@@ -290,7 +295,7 @@ pub async fn run(
         .name("state".into())
         .spawn(move || state::writer(db, state_rx, state_errors))
         .map_err(AppError::Thread)?;
-    let jails = JailSet::start(config.jails.clone(), state_tx, stored, counts)
+    let jails = JailSet::start(specs(&config), state_tx, stored, counts)
         .await
         .map_err(AppError::Thread)?;
     for j in &config.jails {
@@ -412,7 +417,7 @@ async fn reload(
     let pipeline = pipeline_for(&next).map_err(|e| e.to_string())?;
     let (tx, rx) = oneshot::channel();
     commands
-        .send(Command::Reload(next.jails.clone(), tx))
+        .send(Command::Reload(specs(&next), tx))
         .await
         .map_err(|_| "the jail task is gone".to_string())?;
     let summary = rx

@@ -16,6 +16,7 @@ use super::{read_toml, ConfigError, ConfigErrors};
 use crate::action::{ActionKind, ActionSpec, BlockType, CommandSpec, FirewallSpec, Protocol};
 use crate::filter::fail2ban::Fail2banFilter;
 use crate::filter::{locate, Filter, FilterFile, FilterSource, JailFilter};
+pub use crate::jail::settings::{Increment, JailSettings, JailSpec};
 use crate::parse::Zone;
 
 /// The whole compiled configuration.
@@ -81,40 +82,20 @@ pub struct JailConfig {
     pub actions: Vec<ActionSpec>,
 }
 
-/// The numbers a jail decides with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JailSettings {
-    /// Ban length; None is permanent.
-    pub bantime: Option<Duration>,
-    /// Window in which failures count.
-    pub findtime: Duration,
-    /// Failures that trigger a ban.
-    pub maxretry: u32,
-    /// Never banned (ignoreip, plus this host's addresses with ignoreself).
-    pub ignore: Vec<IpNetwork>,
-    /// Most addresses tracked at once; the oldest is evicted first.
-    pub max_tracked: usize,
-    /// IPv4 failures count against, and ban, this prefix of the address (32: the address).
-    pub ipv4_prefix: u8,
-    /// IPv6 failures count against, and ban, this prefix of the address (128: the address).
-    pub ipv6_prefix: u8,
-    /// Ban storm guard: at most this many bans a minute; None turns the guard off.
-    pub max_bans_per_minute: Option<u32>,
-    /// Escalation of repeat bans.
-    pub increment: Increment,
-}
-
-/// `bantime_increment`, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Increment {
-    /// Off by default.
-    pub enabled: bool,
-    /// bantime × factor^(bans − 1).
-    pub factor: f64,
-    /// Cap on an escalated ban.
-    pub maxtime: Duration,
-    /// Random extra up to this much.
-    pub rndtime: Duration,
+impl JailConfig {
+    /// What the jail task needs of this jail: its name, numbers and actions, plus a description
+    /// of what feeds it, so a reload can say the jail was updated.
+    pub fn spec(&self) -> JailSpec {
+        JailSpec {
+            name: self.name.clone(),
+            settings: self.settings.clone(),
+            actions: self.actions.clone(),
+            feed: format!(
+                "filter={} programs={:?} hosts={:?}",
+                self.filter_origin, self.programs, self.hosts
+            ),
+        }
+    }
 }
 
 /// Collects errors for one file.

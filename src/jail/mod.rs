@@ -4,6 +4,7 @@
 
 pub mod query;
 pub mod set;
+pub mod settings;
 pub mod window;
 
 use std::collections::{HashMap, VecDeque};
@@ -19,8 +20,8 @@ use tokio::time::Instant;
 
 use crate::action::BanOrder;
 use crate::address::show_target;
-use crate::config::JailSettings;
 use crate::metrics::JailMetrics;
+pub use settings::{JailSettings, JailSpec};
 use window::{Outcome, Window};
 
 /// The window the ban storm guard counts bans in.
@@ -377,7 +378,7 @@ fn show(bantime: Option<Duration>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::compile::Increment;
+    use crate::jail::settings::Increment;
 
     fn settings(maxretry: u32, bantime: u64) -> JailSettings {
         JailSettings {

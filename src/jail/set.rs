@@ -13,11 +13,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::query::{Answer, BanInfo, JailCounts, Query, Refused};
-use super::{ActiveBan, Decision, Failure, Jail};
+use super::{ActiveBan, Decision, Failure, Jail, JailSpec};
 use crate::action::runner;
 use crate::action::BanOrder;
 use crate::address::show_target;
-use crate::config::JailConfig;
 use crate::metrics::JailMetrics;
 use crate::state::{StateOp, StoredBan};
 
@@ -29,13 +28,13 @@ pub enum Command {
     /// A question or order from the control socket.
     Query(Query, oneshot::Sender<Result<Answer, Refused>>),
     /// A new, compiled set of jails; the answer says what changed or why nothing did.
-    Reload(Vec<JailConfig>, oneshot::Sender<Result<String, String>>),
+    Reload(Vec<JailSpec>, oneshot::Sender<Result<String, String>>),
 }
 
 /// One jail with its config and its action runner.
 struct Slot {
     name: Arc<str>,
-    config: JailConfig,
+    config: JailSpec,
     jail: Jail,
     queue: mpsc::Sender<runner::ActionCommand>,
     thread: JoinHandle<()>,
@@ -50,7 +49,7 @@ pub struct JailSet {
 }
 
 /// A jail's fresh state, with its metrics registered at zero.
-fn new_jail(config: &JailConfig) -> Jail {
+fn new_jail(config: &JailSpec) -> Jail {
     Jail::new(
         &config.name,
         config.settings.clone(),
@@ -61,7 +60,7 @@ fn new_jail(config: &JailConfig) -> Jail {
 /// Starts the runner of `jail`; `restored` are the bans its actions must hold (the runner
 /// reconciles the kernel with them before it reports started).
 async fn start_slot(
-    config: JailConfig,
+    config: JailSpec,
     jail: Jail,
     restored: Vec<BanOrder>,
 ) -> std::io::Result<Slot> {
@@ -136,12 +135,12 @@ impl JailSet {
     /// expired while the daemon was down are lifted and forgotten, and the ban history seeds
     /// escalation.
     pub async fn start(
-        configs: Vec<JailConfig>,
+        configs: Vec<JailSpec>,
         state: mpsc::Sender<StateOp>,
         stored: Vec<StoredBan>,
         counts: HashMap<(String, IpNetwork), u32>,
     ) -> std::io::Result<JailSet> {
-        let mut jails: Vec<(JailConfig, Jail, Vec<BanOrder>)> = configs
+        let mut jails: Vec<(JailSpec, Jail, Vec<BanOrder>)> = configs
             .into_iter()
             .map(|c| {
                 let j = new_jail(&c);
@@ -411,7 +410,7 @@ impl JailSet {
     /// changed keeps its bans (and its counts, unless the window's shape changed); a jail whose
     /// actions changed gets new actions with its bans re-applied; removed jails lift their bans;
     /// new jails start.
-    pub async fn reload(&mut self, configs: Vec<JailConfig>) -> Result<String, String> {
+    pub async fn reload(&mut self, configs: Vec<JailSpec>) -> Result<String, String> {
         let mut summary = Vec::new();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
@@ -441,11 +440,7 @@ impl JailSet {
                 next.push(fresh);
                 continue;
             }
-            if slot.config.settings != config.settings
-                || slot.config.filter_origin != config.filter_origin
-                || slot.config.programs != config.programs
-                || slot.config.hosts != config.hosts
-            {
+            if slot.config.settings != config.settings || slot.config.feed != config.feed {
                 summary.push(format!("{}: updated", config.name));
             }
             slot.jail.reconfigure(config.settings.clone());
@@ -580,23 +575,12 @@ async fn sleep_until(deadline: Option<Instant>) {
 mod tests {
     use super::*;
     use crate::action::ActionSpec;
-    use crate::config::compile::Increment;
-    use crate::config::JailSettings;
-    use crate::filter::{Filter, FilterSource};
+    use crate::jail::settings::{Increment, JailSettings};
 
-    fn config(name: &str, bantime: u64) -> JailConfig {
-        JailConfig {
+    fn config(name: &str, bantime: u64) -> JailSpec {
+        JailSpec {
             name: name.into(),
-            programs: vec!["sshd".into()],
-            hosts: vec![],
-            filter_origin: "test".into(),
-            filter: crate::filter::JailFilter::Native(Arc::new(
-                Filter::compile(&FilterSource {
-                    failregex: vec!["^x <HOST>$".into()],
-                    ..Default::default()
-                })
-                .unwrap(),
-            )),
+            feed: "test".into(),
             settings: JailSettings {
                 bantime: Some(Duration::from_secs(bantime)),
                 findtime: Duration::from_secs(600),
