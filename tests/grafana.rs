@@ -1,6 +1,6 @@
 //! Grafana provisioning (examples/grafana/provisioning): every file parses into Grafana's
-//! provisioning format with no key Grafana does not know, every reference resolves, and
-//! the Grafana alert rules are the Prometheus rules, alert by alert.
+//! provisioning format with no key Grafana does not know, every reference resolves, alerts
+//! route as documented, and the Grafana alert rules are the Prometheus rules, alert by alert.
 //! (Their queries against a real scrape and promtool: observe.rs.)
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -155,6 +155,57 @@ struct Provider {
 struct ProviderOptions {
     path: String,
     folders_from_files_structure: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ContactPointsFile {
+    api_version: u32,
+    contact_points: Vec<ContactPoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ContactPoint {
+    org_id: u32,
+    name: String,
+    receivers: Vec<Receiver>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Receiver {
+    uid: String,
+    #[serde(rename = "type")]
+    kind: String,
+    settings: BTreeMap<String, serde_json::Value>,
+    disable_resolve_message: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PoliciesFile {
+    api_version: u32,
+    policies: Vec<Policy>,
+}
+
+/// A notification policy; the root one has an org_id, routes have matchers.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Policy {
+    #[serde(rename = "orgId")]
+    org_id: Option<u32>,
+    receiver: Option<String>,
+    group_by: Option<Vec<String>>,
+    #[serde(default)]
+    object_matchers: Vec<[String; 3]>,
+    group_wait: Option<String>,
+    group_interval: Option<String>,
+    repeat_interval: Option<String>,
+    #[serde(rename = "continue")]
+    continue_: Option<bool>,
+    #[serde(default)]
+    routes: Vec<Policy>,
 }
 
 fn provisioning(path: &str) -> String {
@@ -572,4 +623,179 @@ fn provisioning_files_have_what_grafana_requires() {
         let down = rule.title == "JailsinkDown";
         assert_eq!(rule.no_data_state == "Alerting", down, "{}", rule.title);
     }
+}
+
+/// The contact points file with its commented examples (Telegram, Slack, webhook
+/// authorization) uncommented: indented comments that begin lowercase or with YAML.
+fn uncommented(text: &str) -> String {
+    let yaml = regex::Regex::new(r"(?m)^(\s+)# ([a-z\-]|  )").unwrap();
+    yaml.replace_all(text, "$1$2").into_owned()
+}
+
+fn contact_points(text: &str) -> BTreeMap<String, Vec<Receiver>> {
+    let path = "alerting/jailsink-contact-points.yaml";
+    let file: ContactPointsFile = parse(path, text);
+    assert_eq!(file.api_version, 1);
+    let mut uids = BTreeSet::new();
+    let mut points = BTreeMap::new();
+    for point in file.contact_points {
+        assert_eq!(point.org_id, 1);
+        for r in &point.receivers {
+            assert!(
+                valid_uid(&r.uid) && uids.insert(r.uid.clone()),
+                "uid {}",
+                r.uid
+            );
+            let required: &[&str] = match r.kind.as_str() {
+                "email" => &["addresses"],
+                "webhook" => &["url"],
+                "telegram" => &["bottoken", "chatid"],
+                "slack" => &["url"],
+                other => panic!("{}: unexpected type {other}", r.uid),
+            };
+            for key in required {
+                let value = r.settings.get(*key).and_then(|v| v.as_str());
+                assert!(value.is_some_and(|v| !v.is_empty()), "{}: {key}", r.uid);
+            }
+            assert!(!r.disable_resolve_message, "{}: say when it is over", r.uid);
+        }
+        assert!(!point.receivers.is_empty(), "{}", point.name);
+        points.insert(point.name, point.receivers);
+    }
+    points
+}
+
+/// The effective policy for `labels`: Grafana's routing (first matching child, deepest
+/// match), with group_by and timings inherited from the parents.
+fn route(policy: &Policy, labels: &Labels) -> Policy {
+    let matches = |p: &Policy| {
+        p.object_matchers.iter().all(|[name, op, value]| {
+            let have = labels.get(name).map(String::as_str).unwrap_or("");
+            let full = regex::Regex::new(&format!("^(?:{value})$")).unwrap();
+            match op.as_str() {
+                "=" => have == value,
+                "!=" => have != value,
+                "=~" => full.is_match(have),
+                "!~" => !full.is_match(have),
+                other => panic!("matcher operator {other}"),
+            }
+        })
+    };
+    for child in &policy.routes {
+        assert!(
+            !child.object_matchers.is_empty(),
+            "a route without matchers"
+        );
+        if matches(child) {
+            let mut found = route(child, labels);
+            let inherit = |mine: &mut Option<String>, parent: &Option<String>| {
+                if mine.is_none() {
+                    mine.clone_from(parent);
+                }
+            };
+            if found.receiver.is_none() {
+                found.receiver.clone_from(&policy.receiver);
+            }
+            if found.group_by.is_none() {
+                found.group_by.clone_from(&policy.group_by);
+            }
+            inherit(&mut found.group_wait, &policy.group_wait);
+            inherit(&mut found.group_interval, &policy.group_interval);
+            inherit(&mut found.repeat_interval, &policy.repeat_interval);
+            return found;
+        }
+    }
+    policy.clone()
+}
+
+#[test]
+fn contact_points_and_policy_page_only_on_critical() {
+    let text = provisioning("alerting/jailsink-contact-points.yaml");
+    let points = contact_points(&text);
+    // The commented Telegram and Slack receivers are valid once uncommented.
+    let all = contact_points(&uncommented(&text));
+    let page: BTreeSet<&str> = all["jailsink-page"]
+        .iter()
+        .map(|r| r.kind.as_str())
+        .collect();
+    assert_eq!(
+        page,
+        BTreeSet::from(["email", "webhook", "telegram", "slack"])
+    );
+    let hook = all["jailsink-page"]
+        .iter()
+        .find(|r| r.kind == "webhook")
+        .unwrap();
+    assert!(hook.settings.contains_key("authorization_credentials"));
+
+    let path = "alerting/jailsink-policies.yaml";
+    let policies: PoliciesFile = parse(path, &provisioning(path));
+    assert_eq!(policies.api_version, 1);
+    let [root] = &policies.policies[..] else {
+        panic!("one policy tree")
+    };
+    assert_eq!(root.org_id, Some(1));
+    assert!(
+        root.object_matchers.is_empty(),
+        "the root policy matches everything"
+    );
+    fn walk(p: &Policy, points: &BTreeMap<String, Vec<Receiver>>) {
+        if let Some(receiver) = &p.receiver {
+            assert!(points.contains_key(receiver), "no contact point {receiver}");
+        }
+        for d in [&p.group_wait, &p.group_interval, &p.repeat_interval]
+            .into_iter()
+            .flatten()
+        {
+            assert!(millis(d).is_some(), "duration {d}");
+        }
+        assert_ne!(p.continue_, Some(true), "one notification per alert");
+        p.routes.iter().for_each(|r| walk(r, points));
+    }
+    walk(root, &points);
+    assert!(root.receiver.is_some(), "the root policy needs a receiver");
+
+    let rules = rules_file();
+    let mut severities = BTreeSet::new();
+    for group in &rules.groups {
+        for rule in &group.rules {
+            // Grafana adds the rule's name and folder to its labels.
+            let mut labels = rule.labels.clone();
+            labels.insert("alertname".into(), rule.title.clone());
+            labels.insert("grafana_folder".into(), group.folder.clone());
+            labels.insert("jail".into(), "sshd".into());
+            let policy = route(root, &labels);
+            let receiver = policy.receiver.unwrap();
+            let kinds: BTreeSet<&str> = points[&receiver].iter().map(|r| r.kind.as_str()).collect();
+            let critical = rule.labels["severity"] == "critical";
+            severities.insert(rule.labels["severity"].clone());
+            assert!(kinds.contains("email"), "{}: {receiver}", rule.title);
+            assert_eq!(
+                kinds.contains("webhook"),
+                critical,
+                "{}: {receiver}",
+                rule.title
+            );
+            let group_by = policy.group_by.unwrap_or_default();
+            for key in ["alertname", "jail"] {
+                assert!(
+                    group_by.iter().any(|g| g == key),
+                    "{}: by {key}",
+                    rule.title
+                );
+            }
+            // Sparingly: a firing group is repeated after hours, not minutes.
+            let repeat = millis(&policy.repeat_interval.unwrap()).unwrap();
+            let interval = millis(&policy.group_interval.unwrap()).unwrap();
+            assert!(
+                repeat >= 4 * 3_600_000 && repeat > interval,
+                "{}",
+                rule.title
+            );
+        }
+    }
+    assert_eq!(
+        severities,
+        BTreeSet::from(["critical".into(), "warning".into()])
+    );
 }
