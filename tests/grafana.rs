@@ -533,6 +533,24 @@ fn provisioning_files_have_what_grafana_requires() {
     assert!(!provider.disable_deletion && !provider.allow_ui_updates);
     assert!(provider.update_interval_seconds >= 10);
 
+    // The dashboard asks for the data source through ${datasource}, preset to the provisioned uid.
+    let variable = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["type"] == "datasource")
+        .unwrap();
+    assert_eq!(variable["query"], "prometheus");
+    assert_eq!(variable["current"]["value"], source.uid.as_str());
+    let var_ref = format!("${{{}}}", variable["name"].as_str().unwrap());
+    let mut with_source = dashboard["panels"].as_array().unwrap().clone();
+    with_source.extend(dashboard["annotations"]["list"].as_array().unwrap().clone());
+    for item in &with_source {
+        if item["datasource"]["type"] == "prometheus" {
+            assert_eq!(item["datasource"]["uid"], var_ref.as_str(), "{item}");
+        }
+    }
+
     // Alert rules.
     let rules = rules_file();
     assert_eq!(rules.api_version, 1);
@@ -623,6 +641,25 @@ fn provisioning_files_have_what_grafana_requires() {
         let down = rule.title == "JailsinkDown";
         assert_eq!(rule.no_data_state == "Alerting", down, "{}", rule.title);
     }
+
+    // The dashboard's ban annotations and its link to these rules.
+    let bans = dashboard["annotations"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "Bans")
+        .expect("a Bans annotation");
+    assert_eq!(bans["enable"], true);
+    assert!(metric_names(bans["expr"].as_str().unwrap()).contains("jailsink_bans_total"));
+    let link = format!("/alerting/list?search=namespace:{}", group.folder);
+    assert!(
+        dashboard["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["url"] == link.as_str()),
+        "no link to {link}"
+    );
 }
 
 /// The contact points file with its commented examples (Telegram, Slack, webhook
