@@ -554,22 +554,26 @@ fn provisioning_files_have_what_grafana_requires() {
     // Alert rules.
     let rules = rules_file();
     assert_eq!(rules.api_version, 1);
-    let [group] = &rules.groups[..] else {
-        panic!("one rule group")
-    };
-    assert_eq!(group.org_id, 1);
-    assert!(!group.name.is_empty());
-    assert_eq!(group.folder, provider.folder, "rules beside the dashboard");
-    let every = millis(&group.interval).unwrap();
-    assert!(every >= 10_000, "interval {}", group.interval);
-    let mut uids = BTreeSet::new();
+    let (mut uids, mut names) = (BTreeSet::new(), BTreeSet::new());
     let panels: BTreeMap<u64, &serde_json::Value> = dashboard["panels"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| (p["id"].as_u64().unwrap(), p))
         .collect();
-    for rule in &group.rules {
+    assert!(!rules.groups.is_empty());
+    // Every group (jailsink's, and any added later such as fleet alerts) and every rule.
+    for (group, rule) in rules
+        .groups
+        .iter()
+        .flat_map(|g| g.rules.iter().map(move |r| (g, r)))
+    {
+        assert_eq!(group.org_id, 1);
+        assert!(!group.name.is_empty());
+        names.insert(&group.name);
+        assert_eq!(group.folder, provider.folder, "rules beside the dashboard");
+        let every = millis(&group.interval).unwrap();
+        assert!(every >= 10_000, "interval {}", group.interval);
         let t = &rule.title;
         assert!(
             valid_uid(&rule.uid) && uids.insert(&rule.uid),
@@ -636,8 +640,9 @@ fn provisioning_files_have_what_grafana_requires() {
             panel["title"]
         );
     }
+    assert_eq!(names.len(), rules.groups.len(), "group names are unique");
     // Only JailsinkDown alerts on no data (see the file's header).
-    for rule in &group.rules {
+    for rule in rules.groups.iter().flat_map(|g| &g.rules) {
         let down = rule.title == "JailsinkDown";
         assert_eq!(rule.no_data_state == "Alerting", down, "{}", rule.title);
     }
@@ -651,7 +656,7 @@ fn provisioning_files_have_what_grafana_requires() {
         .expect("a Bans annotation");
     assert_eq!(bans["enable"], true);
     assert!(metric_names(bans["expr"].as_str().unwrap()).contains("jailsink_bans_total"));
-    let link = format!("/alerting/list?search=namespace:{}", group.folder);
+    let link = format!("/alerting/list?search=namespace:{}", provider.folder);
     assert!(
         dashboard["links"]
             .as_array()
