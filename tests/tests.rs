@@ -4,6 +4,7 @@ mod fail2ban;
 mod fail2ban_live;
 mod filters;
 mod firewall;
+mod grafana;
 mod hostile;
 mod import;
 mod iptables;
