@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
+use super::filter_file::{read_filter, FilterFileContents, FilterFileError};
 use super::raw::{
-    RawAction, RawActionTable, RawActions, RawConfig, RawDuration, RawFilter, RawJail,
-    RawJailSettings, RawPort, RawPorts,
+    RawAction, RawActionTable, RawActions, RawConfig, RawDuration, RawJail, RawJailSettings,
+    RawPort, RawPorts,
 };
-use super::{read_toml, ConfigError, ConfigErrors};
+use super::{ConfigError, ConfigErrors};
 use crate::action::{ActionKind, ActionSpec, BlockType, CommandSpec, FirewallSpec, Protocol};
-use crate::filter::fail2ban::Fail2banFilter;
-use crate::filter::{locate, Filter, FilterFile, FilterSource, JailFilter};
+use crate::filter::{Filter, FilterSource, JailFilter};
 pub use crate::jail::settings::{Increment, JailSettings, JailSpec};
 use crate::parse::Zone;
 
@@ -385,42 +385,44 @@ fn compile_filter(
         return None;
     }
     if let Some(wanted) = wanted {
-        let found = match locate(&wanted, dirs, base) {
-            Ok(f) => f,
-            Err(reason) => {
-                errors.push(format!("jails.{name}.filter"), reason);
-                return None;
-            }
-        };
-        let path = match found {
-            FilterFile::Fail2ban(path, mut options) => {
-                return compile_fail2ban(name, jail, &path, &mut options, errors);
-            }
-            FilterFile::Toml(path) => path,
-        };
-        if jail.filter_options.is_some() {
-            errors.push(
-                format!("jails.{name}.filter_options"),
-                format!(
-                    "{} is a jailsink filter; filter_options apply to fail2ban .conf filters",
-                    path.display()
-                ),
-            );
-            return None;
-        }
-        let raw: RawFilter = match read_toml(&path) {
-            Ok(r) => r,
-            Err(ConfigErrors(list)) => {
+        match read_filter(&wanted, dirs, base, jail.filter_options.as_ref()) {
+            Err(FilterFileError::Toml(ConfigErrors(list))) => {
                 errors.list.extend(list);
                 return None;
             }
-        };
-        source.failregex = raw.failregex;
-        source.ignoreregex = raw.ignoreregex;
-        source.prefregex = raw.prefregex;
-        origin = path.display().to_string();
-        file = path;
-        key_prefix = String::new();
+            Err(e @ FilterFileError::OptionsOnNative(_)) => {
+                errors.push(format!("jails.{name}.filter_options"), e.to_string());
+                return None;
+            }
+            Err(e) => {
+                errors.push(format!("jails.{name}.filter"), e.to_string());
+                return None;
+            }
+            Ok(FilterFileContents::Fail2ban {
+                path,
+                origin,
+                filter,
+            }) => {
+                // The jail's own failregex/ignoreregex keys would mix two regex dialects.
+                if jail.failregex.is_some() || jail.ignoreregex.is_some() {
+                    errors.push(
+                        format!("jails.{name}.failregex"),
+                        format!(
+                            "{} is a fail2ban filter; add patterns in a .local file beside it, not in the jail",
+                            path.display()
+                        ),
+                    );
+                    return None;
+                }
+                return Some((origin, JailFilter::Fail2ban(Arc::new(filter))));
+            }
+            Ok(FilterFileContents::Native { path, source: read }) => {
+                source = read;
+                origin = path.display().to_string();
+                file = path;
+                key_prefix = String::new();
+            }
+        }
     }
     let own_start = source.failregex.len();
     let own_ignore_start = source.ignoreregex.len();
@@ -461,45 +463,6 @@ fn compile_filter(
                     reason: e.reason,
                 });
             }
-            None
-        }
-    }
-}
-
-/// A fail2ban `.conf` filter: options from `filter = "x.conf[k=v]"` and `filter_options`
-/// (the latter win). The jail's own failregex/ignoreregex keys would mix two regex dialects,
-/// so they are refused here.
-fn compile_fail2ban(
-    name: &str,
-    jail: &RawJail,
-    path: &Path,
-    options: &mut crate::filter::fail2ban::interpolate::Vars,
-    errors: &mut Errors,
-) -> Option<(String, JailFilter)> {
-    if jail.failregex.is_some() || jail.ignoreregex.is_some() {
-        errors.push(
-            format!("jails.{name}.failregex"),
-            format!(
-                "{} is a fail2ban filter; add patterns in a .local file beside it, not in the jail",
-                path.display()
-            ),
-        );
-        return None;
-    }
-    for (k, v) in jail.filter_options.clone().unwrap_or_default() {
-        options.insert(k.to_lowercase(), v);
-    }
-    match Fail2banFilter::load(path, options) {
-        Ok(f) => {
-            let mut origin = path.display().to_string();
-            if !options.is_empty() {
-                let opts: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                origin = format!("{origin}[{}]", opts.join(", "));
-            }
-            Some((origin, JailFilter::Fail2ban(Arc::new(f))))
-        }
-        Err(e) => {
-            errors.push(format!("jails.{name}.filter"), e.to_string());
             None
         }
     }
