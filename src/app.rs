@@ -245,11 +245,38 @@ fn open_state(config: &Config) -> Restored {
 
 /// Runs the daemon until `shutdown` is cancelled; each message on `reloads` (SIGHUP) reloads.
 pub async fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    reloads: mpsc::Receiver<()>,
+) -> Result<(), AppError> {
+    let mut daemon = start(config, options, shutdown).await?;
+    daemon.supervise(reloads).await;
+    daemon.shut_down().await;
+    Ok(())
+}
+
+/// A started daemon: what supervision and shutdown need to reach.
+struct Daemon {
+    config: Config,
+    options: RunOptions,
+    listeners: Listeners,
+    /// The control socket and metrics responder.
+    service: TaskTracker,
+    questions: mpsc::Receiver<Question>,
+    commands: mpsc::Sender<Command>,
+    jail_task: tokio::task::JoinHandle<Vec<JoinHandle<()>>>,
+    state_writer: JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+/// Binds every socket (a port in use stops us before any firewall is touched), restores the
+/// state, starts the jails and their actions, then the listeners, and reports ready.
+async fn start(
     mut config: Config,
     options: RunOptions,
     shutdown: CancellationToken,
-    mut reloads: mpsc::Receiver<()>,
-) -> Result<(), AppError> {
+) -> Result<Daemon, AppError> {
     apply_options(&mut config, options);
     let handle = metrics::install(config.fail2ban_exporter_names).map_err(AppError::Metrics)?;
 
@@ -262,7 +289,6 @@ pub async fn run(
         failures: failure_tx,
         shutdown: shutdown.clone(),
     };
-    // Bind everything first: a port in use must stop us before any firewall is touched.
     let bound = bind_new(&config, &listeners).await?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
@@ -291,7 +317,7 @@ pub async fn run(
     } = open_state(&config);
     let (state_tx, state_rx) = mpsc::channel(state::QUEUE_DEPTH);
     let state_errors = metrics::state_errors();
-    let writer = std::thread::Builder::new()
+    let state_writer = std::thread::Builder::new()
         .name("state".into())
         .spawn(move || state::writer(db, state_rx, state_errors))
         .map_err(AppError::Thread)?;
@@ -301,12 +327,12 @@ pub async fn run(
     for j in &config.jails {
         tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind().name()).collect::<Vec<_>>(), "jail started");
     }
-    let (command_tx, command_rx) = mpsc::channel(64);
+    let (commands, command_rx) = mpsc::channel(64);
     let jail_task = tokio::spawn(set::run(jails, failure_rx, command_rx, shutdown.clone()));
 
     listeners.spawn(bound, limits(&config));
     let service = TaskTracker::new();
-    let (question_tx, mut questions) = mpsc::channel::<Question>(64);
+    let (question_tx, questions) = mpsc::channel::<Question>(64);
     service.spawn(control_server::serve(
         control,
         group,
@@ -321,83 +347,128 @@ pub async fn run(
     }
     tracing::info!(jails = config.jails.len(), control = %config.control_socket.display(), "ready");
     crate::notify::ready();
+    Ok(Daemon {
+        config,
+        options,
+        listeners,
+        service,
+        questions,
+        commands,
+        jail_task,
+        state_writer,
+        shutdown,
+    })
+}
 
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(()) = reloads.recv() => {
-                match reload(&mut config, options, &mut listeners, &command_tx).await {
-                    Ok(summary) => tracing::info!(%summary, "reloaded"),
-                    Err(error) => tracing::error!(%error, "reload refused; the old config keeps running"),
-                }
-            }
-            Some(question) = questions.recv() => {
-                if question.request == Request::Reload {
-                    let response = match reload(&mut config, options, &mut listeners, &command_tx).await {
-                        Ok(summary) => {
-                            tracing::info!(%summary, "reloaded");
-                            Response::Ok { reply: Reply::Done { message: format!("reloaded: {summary}") } }
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "reload refused; the old config keeps running");
-                            Response::Error { message: format!("reload refused, the old config keeps running:\n{error}") }
-                        }
-                    };
-                    let _ = question.answer.send(response);
-                } else {
-                    match translate::query(question.request) {
-                        Err(message) => {
-                            let _ = question.answer.send(Response::Error { message });
-                        }
-                        Ok(query) => {
-                            let (tx, rx) = oneshot::channel();
-                            if command_tx.send(Command::Query(query, tx)).await.is_ok() {
-                                if let Ok(answer) = rx.await {
-                                    let _ = question.answer.send(translate::response(answer));
-                                }
-                            }
-                        }
+impl Daemon {
+    /// Serves reloads (SIGHUP or `jailsink reload`) and control questions until shutdown.
+    async fn supervise(&mut self, mut reloads: mpsc::Receiver<()>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                Some(()) = reloads.recv() => {
+                    if let Err(error) = self.reload().await {
+                        tracing::error!(%error, "reload refused; the old config keeps running");
                     }
                 }
+                Some(question) = self.questions.recv() => {
+                    let response = self.answer(question.request).await;
+                    let _ = question.answer.send(response);
+                }
             }
         }
     }
 
-    tracing::info!("shutting down");
-    crate::notify::stopping();
-    listeners.tasks.close();
-    service.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, listeners.tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("listeners did not finish within the grace period");
+    /// Reloads, logging what changed.
+    async fn reload(&mut self) -> Result<String, String> {
+        let summary = reload(
+            &mut self.config,
+            self.options,
+            &mut self.listeners,
+            &self.commands,
+        )
+        .await?;
+        tracing::info!(%summary, "reloaded");
+        Ok(summary)
     }
-    let _ = std::fs::remove_file(&config.control_socket);
-    drop(listeners);
-    let mut threads: Vec<JoinHandle<()>> = match jail_task.await {
-        Ok(threads) => threads,
-        Err(error) => {
-            tracing::error!(%error, "jail task failed");
-            Vec::new()
+
+    /// Answers one control request: reload here, everything else by the jail task.
+    async fn answer(&mut self, request: Request) -> Response {
+        if request == Request::Reload {
+            return match self.reload().await {
+                Ok(summary) => Response::Ok {
+                    reply: Reply::Done {
+                        message: format!("reloaded: {summary}"),
+                    },
+                },
+                Err(error) => {
+                    tracing::error!(%error, "reload refused; the old config keeps running");
+                    Response::Error {
+                        message: format!("reload refused, the old config keeps running:\n{error}"),
+                    }
+                }
+            };
         }
-    };
-    // The jail task is gone, so the state writer drains and ends, and with it every action
-    // queue closes: runners drain, stop (removing their firewall entries) and exit.
-    threads.push(writer);
-    let joined = tokio::task::spawn_blocking(move || {
-        for thread in threads {
-            let _ = thread.join();
+        let query = match translate::query(request) {
+            Ok(query) => query,
+            Err(message) => return Response::Error { message },
+        };
+        let (tx, rx) = oneshot::channel();
+        let gone = || Response::Error {
+            message: "the jail task is gone".into(),
+        };
+        if self.commands.send(Command::Query(query, tx)).await.is_err() {
+            return gone();
         }
-    });
-    if tokio::time::timeout(ACTION_STOP_GRACE, joined)
-        .await
-        .is_err()
-    {
-        tracing::warn!("actions did not stop within the grace period");
+        rx.await.map_or_else(|_| gone(), translate::response)
     }
-    tracing::info!("stopped");
-    Ok(())
+
+    /// Drains the listeners, lets the jail task finish, then waits (with a grace period) for
+    /// the state writer and every action to stop and remove what they added.
+    async fn shut_down(self) {
+        tracing::info!("shutting down");
+        crate::notify::stopping();
+        let Daemon {
+            config,
+            listeners,
+            service,
+            jail_task,
+            state_writer,
+            ..
+        } = self;
+        listeners.tasks.close();
+        service.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, listeners.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("listeners did not finish within the grace period");
+        }
+        let _ = std::fs::remove_file(&config.control_socket);
+        drop(listeners);
+        let mut threads: Vec<JoinHandle<()>> = match jail_task.await {
+            Ok(threads) => threads,
+            Err(error) => {
+                tracing::error!(%error, "jail task failed");
+                Vec::new()
+            }
+        };
+        // The jail task is gone, so the state writer drains and ends, and with it every action
+        // queue closes: runners drain, stop (removing their firewall entries) and exit.
+        threads.push(state_writer);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        if tokio::time::timeout(ACTION_STOP_GRACE, joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("actions did not stop within the grace period");
+        }
+        tracing::info!("stopped");
+    }
 }
 
 /// Compiles the config file again and, if it is sound, swaps it in: new listeners bound first,
