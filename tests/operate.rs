@@ -167,7 +167,14 @@ fn bans_survive_kill_9_and_expired_ones_are_lifted() {
     let bans = banned(&d);
     assert_eq!(bans.len(), 1, "{bans:?}");
     assert_eq!(bans[0]["ip"], "192.0.2.11");
-    assert!(d.logged("[short] Unban 192.0.2.12 (expired while jailsink was down)"));
+    // One summary line per jail, not one line per ban.
+    assert!(d.logged(
+        "[short] bans restored: 0 active (0 re-applied to the firewall), 1 expired while jailsink was down"
+    ));
+    assert!(d.logged(
+        "[sshd] bans restored: 1 active (1 re-applied to the firewall), 0 expired while jailsink was down"
+    ));
+    assert!(!d.logged("[short] Unban 192.0.2.12 (expired while jailsink was down)"));
     // The restored ban was re-applied through the action.
     assert!(wait_for(Duration::from_secs(5), || d
         .count_prefix("would ban 192.0.2.11")

@@ -38,6 +38,8 @@ struct Slot {
     jail: Jail,
     queue: mpsc::Sender<runner::ActionCommand>,
     thread: JoinHandle<()>,
+    /// Restored bans its actions had to add again at start.
+    reapplied: usize,
 }
 
 /// Every jail, their deadlines, and the way out to the state writer.
@@ -77,6 +79,7 @@ async fn start_slot(
         config,
         queue: runner.queue,
         thread: runner.thread,
+        reapplied: runner.reapplied,
     })
 }
 
@@ -155,27 +158,31 @@ impl JailSet {
         let now = SystemTime::now();
         let mut deadlines = BTreeSet::new();
         let mut forget = Vec::new();
+        // Per jail: bans still running and bans that ran out while the daemon was down.
+        let mut restored: HashMap<String, (usize, usize)> = HashMap::new();
         for ban in stored {
             let shown = show_target(ban.target);
             let Some((config, jail, orders)) = jails.iter_mut().find(|(c, ..)| c.name == ban.jail)
             else {
-                tracing::info!(jail = %ban.jail, ip = %shown, "forgetting a stored ban of a jail no longer configured");
+                tracing::debug!(jail = %ban.jail, ip = %shown, "forgetting a stored ban of a jail no longer configured");
                 forget.push(StateOp::Unban {
                     jail: ban.jail,
                     target: ban.target,
                 });
                 continue;
             };
+            let counts = restored.entry(config.name.clone()).or_default();
             match restore(jail, &ban, now) {
                 Restore::Active(order, expires) => {
-                    tracing::info!(jail = %config.name, ip = %shown, "restored ban");
+                    tracing::debug!(jail = %config.name, ip = %shown, "restored ban");
+                    counts.0 += 1;
                     if let Some(end) = expires {
                         deadlines.insert((end, Arc::from(config.name.as_str()), ban.target));
                     }
                     orders.push(order);
                 }
                 Restore::Expired => {
-                    tracing::info!(
+                    tracing::debug!(
                         jail = %ban.jail,
                         ip = %shown,
                         failures = ban.failures,
@@ -183,6 +190,7 @@ impl JailSet {
                         ban.jail,
                         shown
                     );
+                    counts.1 += 1;
                     forget.push(StateOp::Unban {
                         jail: ban.jail,
                         target: ban.target,
@@ -190,9 +198,29 @@ impl JailSet {
                 }
             }
         }
+        let orphans = forget.len() - restored.values().map(|c| c.1).sum::<usize>();
+        if orphans > 0 {
+            tracing::info!(
+                forgotten = orphans,
+                "forgot {orphans} stored bans of jails no longer configured"
+            );
+        }
         let mut slots = Vec::new();
         for (config, jail, orders) in jails {
-            slots.push(start_slot(config, jail, orders).await?);
+            let (active, expired) = restored.get(&config.name).copied().unwrap_or_default();
+            let slot = start_slot(config, jail, orders).await?;
+            if active + expired > 0 {
+                tracing::info!(
+                    jail = %slot.name,
+                    restored = active,
+                    reapplied = slot.reapplied,
+                    expired_while_down = expired,
+                    "[{}] bans restored: {active} active ({} re-applied to the firewall), {expired} expired while jailsink was down",
+                    slot.name,
+                    slot.reapplied,
+                );
+            }
+            slots.push(slot);
         }
         let set = JailSet {
             slots,
