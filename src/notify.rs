@@ -14,7 +14,7 @@ use sd_notify::NotifyState;
 
 /// Why a notification could not be sent.
 #[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
+pub(crate) enum NotifyError {
     /// `$NOTIFY_SOCKET` is neither an absolute path nor an abstract name (`@name`).
     #[error("NOTIFY_SOCKET {0:?} is neither an absolute path nor @abstract")]
     BadAddress(String),
@@ -30,7 +30,7 @@ pub enum NotifyError {
 
 /// Sends `states` to `$NOTIFY_SOCKET`, one `KEY=VALUE` line each.
 /// Returns false when there is no socket to tell.
-pub fn notify(states: &[NotifyState]) -> Result<bool, NotifyError> {
+pub(crate) fn notify(states: &[NotifyState]) -> Result<bool, NotifyError> {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
@@ -78,22 +78,22 @@ fn tell(states: &[NotifyState]) {
 }
 
 /// Every listener is bound and every action started: systemd may start dependent units.
-pub fn ready() {
+pub(crate) fn ready() {
     tell(&[NotifyState::Ready, NotifyState::Status("ready")]);
 }
 
 /// Shutdown began: systemd shows "deactivating" instead of a hung service.
-pub fn stopping() {
+pub(crate) fn stopping() {
     tell(&[NotifyState::Stopping]);
 }
 
 /// A reload in progress: sends `RELOADING=1` (with the `MONOTONIC_USEC` systemd 253+ asks for)
 /// when made and `READY=1` when dropped, so every way out of a reload, refused or not, ends it.
-pub struct Reloading(());
+pub(crate) struct Reloading(());
 
 impl Reloading {
     /// Tells systemd a reload started.
-    pub fn begin() -> Reloading {
+    pub(crate) fn begin() -> Reloading {
         match NotifyState::monotonic_usec_now() {
             Ok(now) => tell(&[NotifyState::Reloading, now]),
             // Without the clock systemd 253+ would refuse the reload message: say nothing.

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, Datelike, FixedOffset, Offset, TimeZone, Utc};
 use syslog_loose::{Message, Protocol, Variant};
 
-pub use syslog_loose::ProcId;
+pub(crate) use syslog_loose::ProcId;
 
 const BOM: &str = "\u{feff}";
 
@@ -73,7 +73,7 @@ impl Zone {
     }
 
     /// The zone's offset at the given instant.
-    pub fn offset_at(&self, at: DateTime<Utc>) -> FixedOffset {
+    pub(crate) fn offset_at(&self, at: DateTime<Utc>) -> FixedOffset {
         match self {
             Zone::Utc => Utc.fix(),
             Zone::Local => *at.with_timezone(&chrono::Local).offset(),

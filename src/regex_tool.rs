@@ -217,13 +217,14 @@ impl<'a> Judge<'a> {
 }
 
 /// Judges one line of a log with a native filter.
-pub fn judge(filter: &Filter, number: u64, line: &str, zone: &Zone) -> LineResult {
+#[cfg(test)]
+pub(crate) fn judge(filter: &Filter, number: u64, line: &str, zone: &Zone) -> LineResult {
     judge_at(filter, number, line, zone, Utc::now(), true)
 }
 
 /// [`judge`] with the reading time given (a 3164 date's year depends on it), once per log rather
 /// than once per line; a missed line's time is formatted only when `times_for_missed`.
-pub fn judge_at(
+pub(crate) fn judge_at(
     filter: &Filter,
     number: u64,
     line: &str,

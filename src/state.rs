@@ -18,7 +18,7 @@ use crate::action::ActionCommand;
 use crate::action::BanOrder;
 
 /// Operations waiting for the writer before it blocks the jail task.
-pub const QUEUE_DEPTH: usize = 16_384;
+pub(crate) const QUEUE_DEPTH: usize = 16_384;
 /// Most operations committed in one transaction.
 const BATCH: usize = 4096;
 /// Most failed writes kept for a retry while the database cannot be written.
@@ -70,7 +70,7 @@ pub enum StateError {
 
 /// A ban read back from the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredBan {
+pub(crate) struct StoredBan {
     /// The jail's name.
     pub jail: String,
     /// What is banned.
@@ -136,12 +136,13 @@ impl State {
     }
 
     /// Every active ban.
-    pub fn active_bans(&self) -> Result<Vec<StoredBan>, StateError> {
+    pub(crate) fn active_bans(&self) -> Result<Vec<StoredBan>, StateError> {
         self.query_bans("", params![])
     }
 
     /// The active ban of `target` in `jail`, if any.
-    pub fn active_ban(
+    #[cfg(test)]
+    pub(crate) fn active_ban(
         &self,
         jail: &str,
         target: IpNetwork,
@@ -196,7 +197,7 @@ impl State {
     }
 
     /// How often each target has been banned, per jail: escalation survives restarts.
-    pub fn ban_counts(&self) -> Result<HashMap<(String, IpNetwork), u32>, StateError> {
+    pub(crate) fn ban_counts(&self) -> Result<HashMap<(String, IpNetwork), u32>, StateError> {
         let mut stmt = self
             .db
             .prepare("SELECT jail, target, COUNT(*) FROM history GROUP BY jail, target")
@@ -221,7 +222,7 @@ impl State {
     }
 
     /// Applies a batch in one transaction.
-    pub fn apply(&mut self, ops: &[StateOp]) -> Result<(), StateError> {
+    pub(crate) fn apply(&mut self, ops: &[StateOp]) -> Result<(), StateError> {
         let path = self.path.clone();
         let error = move |source| StateError::Db {
             path: path.clone(),
@@ -264,7 +265,7 @@ impl State {
 
 /// Work for the writer: persisted, then forwarded to the jail's actions.
 #[derive(Debug, Clone)]
-pub enum StateOp {
+pub(crate) enum StateOp {
     /// Record a ban and apply it.
     Ban {
         /// The jail's name.
@@ -298,7 +299,7 @@ impl StateOp {
 /// The writer thread: batches operations into transactions and forwards them, in order, to
 /// the action runners once committed. A database that fails (read-only, disk full) is logged
 /// and counted, and bans go on in memory: protection comes first, the state catches up later.
-pub fn writer(
+pub(crate) fn writer(
     mut state: Option<State>,
     mut ops: mpsc::Receiver<StateOp>,
     errors: metrics::Counter,

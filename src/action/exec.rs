@@ -16,7 +16,7 @@ const MAX_STDERR: usize = 2048;
 
 /// Why a program did not succeed.
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     /// The program could not be started (missing binary, permissions).
     #[error("cannot run {program}: {source}")]
     Spawn {
@@ -47,7 +47,11 @@ pub enum ExecError {
 
 /// Runs `argv` (no shell), writing `input` to its stdin, and returns its stdout on success.
 /// The child leads its own process group so a timeout kills whatever it started too.
-pub fn run(argv: &[String], input: Option<&[u8]>, timeout: Duration) -> Result<Vec<u8>, ExecError> {
+pub(crate) fn run(
+    argv: &[String],
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Vec<u8>, ExecError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(ExecError::Spawn {
             program: String::new(),

@@ -68,7 +68,7 @@ fn load() -> Result<Library, libloading::Error> {
 }
 
 /// One libnftables context, owned by one action.
-pub struct Nft {
+pub(crate) struct Nft {
     lib: &'static Library,
     ctx: *mut c_void,
 }
@@ -79,7 +79,7 @@ unsafe impl Send for Nft {}
 
 impl Nft {
     /// A context whose output and errors are buffered (never printed); None without the library.
-    pub fn open() -> Option<Nft> {
+    pub(crate) fn open() -> Option<Nft> {
         let lib = library()?;
         let _one = CALLS.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: nft_ctx_new(NFT_CTX_DEFAULT) has no preconditions; a null result is checked.
@@ -96,7 +96,7 @@ impl Nft {
     }
 
     /// Runs an nft script as one transaction (all or nothing); the error is nft's own message.
-    pub fn run(&mut self, script: &str) -> Result<(), String> {
+    pub(crate) fn run(&mut self, script: &str) -> Result<(), String> {
         let script = CString::new(script).map_err(|_| "nft script holds a NUL byte".to_string())?;
         let _one = CALLS.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: ctx is live; the script is a NUL-terminated string that outlives the call.

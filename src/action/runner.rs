@@ -15,14 +15,14 @@ use tokio::sync::mpsc;
 use super::{Action, ActionError, ActionSpec, BanOrder};
 use crate::metrics::{self, JailMetrics};
 
-pub use super::ActionCommand;
+pub(crate) use super::ActionCommand;
 
 /// Bans waiting for a slow firewall before the jail task waits too.
-pub const QUEUE_DEPTH: usize = 16_384;
+pub(crate) const QUEUE_DEPTH: usize = 16_384;
 /// Most commands applied as one burst (one nft transaction, one ipset restore).
 pub const MAX_BURST: usize = 1_000;
 /// Pauses before each retry of a failed call: four tries in all, 2.1 s of waiting at most.
-pub const RETRY_DELAYS: [Duration; 3] = [
+pub(crate) const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(100),
     Duration::from_millis(400),
     Duration::from_millis(1600),

@@ -85,7 +85,7 @@ pub struct JailConfig {
 impl JailConfig {
     /// What the jail task needs of this jail: its name, numbers and actions, plus a description
     /// of what feeds it, so a reload can say the jail was updated.
-    pub fn spec(&self) -> JailSpec {
+    pub(crate) fn spec(&self) -> JailSpec {
         JailSpec {
             name: self.name.clone(),
             settings: self.settings.clone(),
@@ -120,7 +120,7 @@ impl Errors<'_> {
 }
 
 /// Compiles `raw`, read from `path`.
-pub fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigErrors> {
+pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut list = Vec::new();
     let mut errors = Errors {
         file: path,

@@ -13,7 +13,7 @@ use crate::filter::{locate, FilterFile, FilterSource};
 #[derive(Debug)]
 // Built once per jail at compile time: the size difference is harmless.
 #[allow(clippy::large_enum_variant)]
-pub enum FilterFileContents {
+pub(crate) enum FilterFileContents {
     /// A jailsink `.toml` filter's patterns, not compiled yet (a jail may add its own).
     Native {
         /// The file.
@@ -34,7 +34,7 @@ pub enum FilterFileContents {
 
 /// Why a filter file could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum FilterFileError {
+pub(crate) enum FilterFileError {
     /// No such file, or options given for a file that takes none.
     #[error("{0}")]
     NotFound(String),
@@ -51,7 +51,7 @@ pub enum FilterFileError {
 
 /// Finds and reads the filter `wanted` (a name looked up in `dirs`, or a path relative to
 /// `base`); `options` are laid over the ones written in `wanted` (`sshd.conf[mode=normal]`).
-pub fn read_filter(
+pub(crate) fn read_filter(
     wanted: &str,
     dirs: &[PathBuf],
     base: &Path,

@@ -10,7 +10,7 @@ use crate::address::{parse_address, parse_target, show_target};
 use crate::jail::query::{Answer, Query, Refused};
 
 /// The query for a request the jail task answers; `Reload` is the supervisor's, not the jail's.
-pub fn query(request: Request) -> Result<Query, String> {
+pub(crate) fn query(request: Request) -> Result<Query, String> {
     match request {
         Request::Status { jail } => Ok(Query::Status { jail }),
         Request::Banned { jail } => Ok(Query::Banned { jail }),
@@ -34,7 +34,7 @@ pub fn query(request: Request) -> Result<Query, String> {
 }
 
 /// The protocol's response for the jail task's answer.
-pub fn response(answer: Result<Answer, Refused>) -> Response {
+pub(crate) fn response(answer: Result<Answer, Refused>) -> Response {
     let reply = match answer {
         Err(Refused(message)) => return Response::Error { message },
         Ok(Answer::Jails(jails)) => Reply::Jails { jails },

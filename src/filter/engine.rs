@@ -392,7 +392,7 @@ impl Filter {
     }
 
     /// The patterns this filter was built from.
-    pub fn source(&self) -> &FilterSource {
+    pub(crate) fn source(&self) -> &FilterSource {
         &self.source
     }
 

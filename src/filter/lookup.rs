@@ -7,7 +7,7 @@ use super::fail2ban;
 
 /// A filter file found for a name: which format, where, and (fail2ban) with which options.
 #[derive(Debug, Clone, PartialEq)]
-pub enum FilterFile {
+pub(crate) enum FilterFile {
     /// A jailsink `.toml` filter.
     Toml(PathBuf),
     /// A fail2ban `.conf` filter with its options (`mode`, `logtype`, ...).
@@ -17,7 +17,7 @@ pub enum FilterFile {
 /// Finds the file for `wanted`: a path (relative to `base`, `.conf` paths may carry
 /// `[key=value, ...]` options), or a name looked up as `NAME.toml` in every dir, then as
 /// `NAME.conf` (fail2ban format) in every dir, so a native filter always wins.
-pub fn locate(wanted: &str, dirs: &[PathBuf], base: &Path) -> Result<FilterFile, String> {
+pub(crate) fn locate(wanted: &str, dirs: &[PathBuf], base: &Path) -> Result<FilterFile, String> {
     let (name, options) = fail2ban::split_options(wanted).map_err(|e| e.to_string())?;
     let exists = |path: PathBuf| {
         if path.is_file() {

@@ -14,7 +14,7 @@ use crate::parse::{Event, ProcId};
 
 /// What the router needs to know about one jail.
 #[derive(Debug, Clone)]
-pub struct JailRoute {
+pub(crate) struct JailRoute {
     /// The jail's name, as failures carry it.
     pub name: Arc<str>,
     /// The jail's compiled filter.
@@ -42,7 +42,7 @@ struct Route {
 
 /// Program-keyed dispatch of events to jail filters.
 #[derive(Debug, Default)]
-pub struct Router {
+pub(crate) struct Router {
     jails: Vec<JailRoute>,
     /// Multi-line state of each fail2ban jail (None for native jails); bounded by
     /// `maxlines` and the failure-id cache. Listener tasks share it, hence the lock, taken only
@@ -54,7 +54,7 @@ pub struct Router {
 
 impl Router {
     /// Builds one route per program named by any jail, plus one for every other program.
-    pub fn new(jails: Vec<JailRoute>) -> Result<Router, String> {
+    pub(crate) fn new(jails: Vec<JailRoute>) -> Result<Router, String> {
         let mut programs: Vec<&str> = jails
             .iter()
             .flat_map(|j| j.programs.iter().map(String::as_str))
@@ -88,17 +88,17 @@ impl Router {
     }
 
     /// The name of jail number `jail`, as [`Router::route`] numbers them.
-    pub fn name(&self, jail: usize) -> &Arc<str> {
+    pub(crate) fn name(&self, jail: usize) -> &Arc<str> {
         &self.jails[jail].name
     }
 
     /// True when no jail could take any event (nothing to do per message).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.jails.is_empty()
     }
 
     /// Calls `on_failure(jail, match)` for every jail that finds a failure in `event`.
-    pub fn route(&self, event: &Event<'_>, mut on_failure: impl FnMut(usize, FilterMatch)) {
+    pub(crate) fn route(&self, event: &Event<'_>, mut on_failure: impl FnMut(usize, FilterMatch)) {
         let (program, hostname, message) = (event.program, event.hostname, event.message);
         let route = program
             .and_then(|p| self.by_program.get(p))
@@ -217,7 +217,7 @@ fn build_route(jails: &[JailRoute], members: impl Iterator<Item = usize>) -> Res
 
 /// The event as fail2ban reads it from a syslog file once the date is cut out:
 /// ` HOSTNAME PROGRAM[PID]: MESSAGE` (the leading space is where the date was).
-pub fn syslog_line(event: &Event<'_>) -> String {
+pub(crate) fn syslog_line(event: &Event<'_>) -> String {
     let mut line = String::with_capacity(event.message.len() + 64);
     if let Some(host) = event.hostname {
         line.push(' ');

@@ -24,7 +24,7 @@ use crate::state::{StateOp, StoredBan};
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// Work for the jail task besides failures.
-pub enum Command {
+pub(crate) enum Command {
     /// A question or order from the control socket.
     Query(Query, oneshot::Sender<Result<Answer, Refused>>),
     /// A new, compiled set of jails; the answer says what changed or why nothing did.
@@ -43,7 +43,7 @@ struct Slot {
 }
 
 /// Every jail, their deadlines, and the way out to the state writer.
-pub struct JailSet {
+pub(crate) struct JailSet {
     slots: Vec<Slot>,
     state: mpsc::Sender<StateOp>,
     deadlines: BTreeSet<(Instant, Arc<str>, IpNetwork)>,
@@ -137,7 +137,7 @@ impl JailSet {
     /// kernel with them, so nothing a crash left behind is lost or duplicated), those that
     /// expired while the daemon was down are lifted and forgotten, and the ban history seeds
     /// escalation.
-    pub async fn start(
+    pub(crate) async fn start(
         configs: Vec<JailSpec>,
         state: mpsc::Sender<StateOp>,
         stored: Vec<StoredBan>,
@@ -292,7 +292,7 @@ impl JailSet {
     }
 
     /// Applies one failure.
-    pub async fn on_failure(&mut self, failure: Failure) {
+    pub(crate) async fn on_failure(&mut self, failure: Failure) {
         let Some(slot) = self.slot_mut(&failure.jail) else {
             return;
         };
@@ -306,7 +306,7 @@ impl JailSet {
     }
 
     /// Lifts every ban whose deadline has passed.
-    pub async fn expire_due(&mut self, now: Instant) {
+    pub(crate) async fn expire_due(&mut self, now: Instant) {
         while let Some((deadline, name, target)) = self.deadlines.first().cloned() {
             if deadline > now {
                 break;
@@ -317,19 +317,19 @@ impl JailSet {
     }
 
     /// The earliest ban deadline.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(t, ..)| *t)
     }
 
     /// Prunes every jail's window.
-    pub fn prune(&mut self, now: Instant) {
+    pub(crate) fn prune(&mut self, now: Instant) {
         for slot in &mut self.slots {
             slot.jail.prune(now);
         }
     }
 
     /// Answers a query from the control socket.
-    pub async fn handle(&mut self, query: Query) -> Result<Answer, Refused> {
+    pub(crate) async fn handle(&mut self, query: Query) -> Result<Answer, Refused> {
         let refuse = |message: String| Err(Refused(message));
         match query {
             Query::Status { jail: None } => Ok(Answer::Jails(
@@ -438,7 +438,7 @@ impl JailSet {
     /// changed keeps its bans (and its counts, unless the window's shape changed); a jail whose
     /// actions changed gets new actions with its bans re-applied; removed jails lift their bans;
     /// new jails start.
-    pub async fn reload(&mut self, configs: Vec<JailSpec>) -> Result<String, String> {
+    pub(crate) async fn reload(&mut self, configs: Vec<JailSpec>) -> Result<String, String> {
         let mut summary = Vec::new();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
@@ -499,7 +499,7 @@ impl JailSet {
     }
 
     /// Closes every queue; returns the runner threads to join (each stops its actions).
-    pub fn finish(self) -> Vec<JoinHandle<()>> {
+    pub(crate) fn finish(self) -> Vec<JoinHandle<()>> {
         let mut threads = self.retired;
         threads.extend(self.slots.into_iter().map(|s| s.thread));
         threads
@@ -559,7 +559,7 @@ fn orders_for(jail: &Jail) -> Vec<BanOrder> {
 }
 
 /// The jail task: runs until `shutdown`, then returns the runner threads to join.
-pub async fn run(
+pub(crate) async fn run(
     mut set: JailSet,
     mut failures: mpsc::Receiver<Failure>,
     mut commands: mpsc::Receiver<Command>,

@@ -87,7 +87,7 @@ enum Kind {
 
 /// One compiled date template.
 #[derive(Debug, Clone)]
-pub struct DateTemplate {
+pub(crate) struct DateTemplate {
     /// fail2ban's display name for the template (the pattern as written).
     pub name: String,
     regex: translate::Compiled,
@@ -98,7 +98,7 @@ pub struct DateTemplate {
 
 /// A date found in a line: where it is (the part cut out) and what it says.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FoundDate {
+pub(crate) struct FoundDate {
     /// Byte range of the date text in the line.
     pub span: (usize, usize),
     /// The time it names (local wall-clock time of the log), when it could be read.
@@ -115,7 +115,7 @@ pub struct DateDetector {
 
 impl DateDetector {
     /// Templates for a filter's `datepattern` (None: all of fail2ban's defaults).
-    pub fn new(datepattern: Option<&str>) -> Result<DateDetector, String> {
+    pub(crate) fn new(datepattern: Option<&str>) -> Result<DateDetector, String> {
         let mut templates = Vec::new();
         let lines: Vec<&str> = match datepattern {
             None => vec!["{DEFAULT}"],
@@ -145,12 +145,12 @@ impl DateDetector {
     }
 
     /// Names of the templates, for the report's hit counts.
-    pub fn names(&self) -> Vec<&str> {
+    pub(crate) fn names(&self) -> Vec<&str> {
         self.templates.iter().map(|t| t.name.as_str()).collect()
     }
 
     /// The first template that finds a date in `line`.
-    pub fn find(&self, line: &str, now: NaiveDateTime) -> Option<FoundDate> {
+    pub(crate) fn find(&self, line: &str, now: NaiveDateTime) -> Option<FoundDate> {
         for (index, t) in self.templates.iter().enumerate() {
             let Ok(Some(spans)) = t.regex.captures(line) else {
                 continue;

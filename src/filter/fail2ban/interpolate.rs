@@ -18,10 +18,10 @@ const MAX_TAG_REPLACE: usize = 25;
 const MAX_VALUE_BYTES: usize = 256 << 10;
 
 /// Options given by the caller (`sshd[mode=aggressive]`), lower-cased names.
-pub type Vars = BTreeMap<String, String>;
+pub(crate) type Vars = BTreeMap<String, String>;
 
 /// Reads `section`/`option` with `%(name)s` interpolated. `None` when the option is absent.
-pub fn get(
+pub(crate) fn get(
     conf: &Merged,
     section: &str,
     option: &str,
@@ -35,7 +35,7 @@ pub fn get(
 }
 
 /// fail2ban's `get_ex`: `name` may be `section/name` (or `default/name`, `known/name`).
-pub fn get_ex(conf: &Merged, section: &str, option: &str, vars: &Vars) -> Option<String> {
+pub(crate) fn get_ex(conf: &Merged, section: &str, option: &str, vars: &Vars) -> Option<String> {
     if let Some((sec, opt)) = split_section_option(option) {
         let candidates: Vec<String> = match sec.to_lowercase().as_str() {
             "known" => vec![format!("KNOWN/{section}"), section.to_string()],
@@ -169,7 +169,7 @@ fn find_tag(value: &str, from: usize) -> Option<(usize, usize)> {
 
 /// fail2ban's `substituteRecursiveTags`: replaces `<name>` in every value with the value of
 /// option `name` (from `tags`, else from `fallback`) until nothing changes.
-pub fn substitute_tags(
+pub(crate) fn substitute_tags(
     tags: &mut BTreeMap<String, String>,
     fallback: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), String> {

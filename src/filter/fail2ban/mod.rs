@@ -25,14 +25,14 @@ use interpolate::Vars;
 use translate::{BacktrackLimit, Compiled};
 
 /// Most lines a `maxlines` buffer may hold, whatever the filter asks.
-pub const MAX_LINES_CAP: usize = 100;
+pub(crate) const MAX_LINES_CAP: usize = 100;
 /// Multi-line failure ids remembered per jail (fail2ban keeps 100; the least recent goes first).
-pub const MLFID_CACHE: usize = 1000;
+pub(crate) const MLFID_CACHE: usize = 1000;
 /// How long a multi-line failure id is remembered after it was last seen: fail2ban's
 /// `Filter.mlfidCache` is `Utils.Cache(maxCount=100, maxTime=5*60)`, whose entries expire five
 /// minutes after they were last set. Without it a session id seen once (an sshd pid) would
 /// join with an unrelated line of a reused pid hours later.
-pub const MLFID_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const MLFID_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// Why a fail2ban filter could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,7 +71,7 @@ pub enum Fail2banError {
 }
 
 /// Splits `sshd.conf[mode=aggressive, publickey="invalid"]` into the name and its options.
-pub fn split_options(spec: &str) -> Result<(String, Vars), Fail2banError> {
+pub(crate) fn split_options(spec: &str) -> Result<(String, Vars), Fail2banError> {
     let Some(open) = spec.find('[').filter(|_| spec.ends_with(']')) else {
         return Ok((spec.to_string(), Vars::new()));
     };
@@ -188,7 +188,7 @@ pub struct Fail2banFilter {
 /// The cache is bounded twice: at most [`MLFID_CACHE`] ids, each forgotten [`MLFID_MAX_AGE`]
 /// after it was last seen.
 #[derive(Debug)]
-pub struct LineState {
+pub(crate) struct LineState {
     buffer: Vec<String>,
     /// Failure id to its merged failure and the instant it expires.
     mlfid: lru::LruCache<String, (Fail, Instant)>,
@@ -225,7 +225,7 @@ impl Fail {
 
 /// What one failregex found on a line (fail2ban's `failList` entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     /// Index of the failregex.
     pub regex: usize,
     /// The failure id: the address, a DNS name (never resolved), or an `<F-ID>`; None while a
@@ -239,7 +239,7 @@ pub struct Found {
 
 /// Who failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FailureId {
+pub(crate) enum FailureId {
     /// An address: banned.
     Addr(IpAddr),
     /// A name `<HOST>` matched instead of an address: never resolved, so never banned.
@@ -250,7 +250,7 @@ pub enum FailureId {
 
 /// The outcome of one line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LineVerdict {
+pub(crate) struct LineVerdict {
     /// Every failregex that found something, in order (fail2ban's check-all mode).
     pub found: Vec<Found>,
     /// The first ignoreregex that vetoed a match.
@@ -261,7 +261,7 @@ pub struct LineVerdict {
 
 impl LineVerdict {
     /// The first real failure: not `<F-NOFAIL>`, not waiting for its address.
-    pub fn failure(&self) -> Option<&Found> {
+    pub(crate) fn failure(&self) -> Option<&Found> {
         self.found.iter().find(|f| !f.nofail && f.id.is_some())
     }
 }
@@ -269,7 +269,7 @@ impl LineVerdict {
 impl Fail2banFilter {
     /// Loads `path` (a `.conf` file) with `options` (`mode`, `logtype`, ...), as fail2ban's
     /// `FilterReader` does: includes, `[Init]`, `%(name)s`, then `<name>` tags.
-    pub fn load(path: &Path, options: &Vars) -> Result<Fail2banFilter, Fail2banError> {
+    pub(crate) fn load(path: &Path, options: &Vars) -> Result<Fail2banFilter, Fail2banError> {
         let conf = ini::load(path)?;
         let err = |key: &str, reason: String| Fail2banError::Option {
             file: path.to_path_buf(),
@@ -387,17 +387,8 @@ impl Fail2banFilter {
         })
     }
 
-    /// True when any failregex (or the prefregex) needed fancy-regex.
-    pub fn uses_backtracking(&self) -> bool {
-        self.fail
-            .iter()
-            .chain(&self.ignore)
-            .chain(&self.pref)
-            .any(|p| p.re.engine() == translate::Engine::Fancy)
-    }
-
     /// A file line as fail2ban sees it: the date found and cut out, the rest joined.
-    pub fn cut_date(
+    pub(crate) fn cut_date(
         &self,
         line: &str,
         now: chrono::NaiveDateTime,
@@ -412,14 +403,19 @@ impl Fail2banFilter {
     }
 
     /// fail2ban's `findFailure` in check-all mode for one line (date already cut out), now.
-    pub fn process(&self, state: &mut LineState, line: &str) -> LineVerdict {
+    pub(crate) fn process(&self, state: &mut LineState, line: &str) -> LineVerdict {
         self.process_at(state, line, Instant::now())
     }
 
     /// [`Fail2banFilter::process`] at a given instant: multi-line failure ids last seen more
     /// than [`MLFID_MAX_AGE`] before `now` are forgotten (fail2ban measures this in real time
     /// too, also when it reads a file).
-    pub fn process_at(&self, state: &mut LineState, line: &str, now: Instant) -> LineVerdict {
+    pub(crate) fn process_at(
+        &self,
+        state: &mut LineState,
+        line: &str,
+        now: Instant,
+    ) -> LineVerdict {
         let mut verdict = LineVerdict::default();
         if self.maxlines > 1 {
             state.buffer.push(line.to_string());
