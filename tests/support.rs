@@ -202,7 +202,8 @@ impl Daemon {
             bans_logged,
             dir: Some(dir),
         };
-        let ready = wait_for(Duration::from_secs(20), || {
+        // Generous: a benchmark restoring a million persisted bans is ready after ~15 s.
+        let ready = wait_for(Duration::from_secs(60), || {
             ready_at.get().is_some() || daemon.exited()
         });
         assert!(
