@@ -306,7 +306,7 @@ fn repeat_offenders_escalate_and_the_count_survives_a_restart() {
 
 #[test]
 fn the_control_socket_refuses_users_without_the_group() {
-    crate::support::require_root();
+    crate::lab::require_root();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let d = Daemon::start_in(dir, &config("", &jail("")), &[]);

@@ -411,16 +411,6 @@ pub fn logger(wrapper: &[&str], args: &[&str]) {
     assert!(status.success(), "{argv:?} failed");
 }
 
-/// Skips nothing: a test that needs root says so and fails.
-pub fn require_root() {
-    let uid = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "this test needs root (network namespaces and iptables); run the suite as root"
-    );
-}
-
 /// A TCP port free on 127.0.0.1 right now (for configs that must name their port up front).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
