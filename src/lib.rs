@@ -27,6 +27,9 @@
 //! - [`import`]: `jailsink import-fail2ban`, a fail2ban jail configuration as jailsink TOML.
 
 #![warn(missing_docs)]
+// The docs are for developers of jailsink (`cargo doc --document-private-items`): links to
+// crate-private items are what they need.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod action;
 pub mod address;
