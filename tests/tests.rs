@@ -13,4 +13,5 @@ mod lab;
 mod measure;
 mod observe;
 mod operate;
+mod package;
 mod support;
