@@ -175,8 +175,10 @@ fn debian_package_installs_runs_from_etc_and_purges_clean() {
         .unwrap_or_else(|| panic!("no .deb path in: {}", text(&out.stdout)));
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
     let version = env!("CARGO_PKG_VERSION");
+    let arch = text(&output(Command::new("dpkg").arg("--print-architecture")).stdout);
     assert!(
-        name.starts_with(&format!("{PACKAGE}_{version}-")) && name.ends_with("_amd64.deb"),
+        name.starts_with(&format!("{PACKAGE}_{version}-"))
+            && name.ends_with(&format!("_{}.deb", arch.trim())),
         "{name}"
     );
 
