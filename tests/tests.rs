@@ -15,4 +15,5 @@ mod layout;
 mod measure;
 mod observe;
 mod operate;
+mod package;
 mod support;
