@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::lab::require_root;
 use crate::lab::Netns;
-use crate::support::{binary, require_root, tool, wait_for};
+use crate::support::{binary, tool, wait_for};
 
 /// The package name, as dpkg knows it.
 const PACKAGE: &str = "jailsink";
