@@ -202,17 +202,8 @@ impl Jail {
         self.metrics.bans.increment(1);
         self.total_banned += 1;
         self.metrics.banned.set(self.bans.len() as f64);
-        let shown = show_target(target);
-        tracing::info!(
-            jail = %self.name,
-            ip = %shown,
-            failures,
-            bantime = %show(bantime),
-            ban_count,
-            "[{}] Ban {}",
-            self.name,
-            shown
-        );
+        // The `[jail] Ban ADDR` line is written by the state writer once the ban is committed,
+        // so a ban an operator has seen reported survives a crash.
         BanOrder {
             target,
             failures,
@@ -355,13 +346,6 @@ impl Jail {
     /// Addresses tracked inside findtime.
     pub fn tracked(&self) -> usize {
         self.window.len()
-    }
-}
-
-fn show(bantime: Option<Duration>) -> String {
-    match bantime {
-        Some(d) => humantime::format_duration(d).to_string(),
-        None => "permanent".into(),
     }
 }
 

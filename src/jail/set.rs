@@ -249,6 +249,14 @@ impl JailSet {
         }
     }
 
+    /// Returns once the state writer has committed everything sent before (or has given up
+    /// on a failing database, whose bans go on in memory).
+    async fn committed(&self) {
+        let (done, committed) = oneshot::channel();
+        self.persist(StateOp::Barrier(done)).await;
+        let _ = committed.await;
+    }
+
     async fn send_routes(&self) {
         self.persist(StateOp::Routes(routes(self.slots.iter())))
             .await;
@@ -577,7 +585,10 @@ pub(crate) async fn run(
             },
             command = commands.recv() => match command {
                 Some(Command::Query(query, answer)) => {
-                    let _ = answer.send(set.handle(query).await);
+                    let result = set.handle(query).await;
+                    // What the answer lists or reports is committed before the operator sees it.
+                    set.committed().await;
+                    let _ = answer.send(result);
                 }
                 Some(Command::Reload(configs, answer)) => {
                     let result = set.reload(configs).await;
