@@ -20,7 +20,7 @@ use crate::config::{self, Config};
 use crate::control::proto::{Reply, Request, Response};
 use crate::control::server::{self as control_server, Question};
 use crate::control::translate;
-use crate::filter::router::{JailRoute, Router};
+use crate::filter::router::{JailRoute, Router, RouterError};
 use crate::jail::set::{self, Command, JailSet};
 use crate::jail::Failure;
 use crate::listener::{tcp, udp, Pipeline, SharedPipeline};
@@ -52,7 +52,7 @@ pub enum AppError {
     Metrics(String),
     /// The jails' combined filters could not be built.
     #[error("filters: {0}")]
-    Router(String),
+    Router(RouterError),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),

@@ -460,7 +460,7 @@ fn compile_filter(
                 errors.list.push(ConfigError {
                     file: efile,
                     key,
-                    reason: e.reason,
+                    reason: e.reason.to_string(),
                 });
             }
             None
