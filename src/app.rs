@@ -49,7 +49,7 @@ pub enum AppError {
     },
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
-    Metrics(String),
+    Metrics(metrics::MetricsError),
     /// The jails' combined filters could not be built.
     #[error("filters: {0}")]
     Router(RouterError),
