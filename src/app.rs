@@ -58,6 +58,23 @@ pub enum AppError {
     Thread(std::io::Error),
 }
 
+/// Why a reload was refused; the old config keeps running.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    /// The config file does not compile.
+    #[error(transparent)]
+    Config(#[from] config::ConfigErrors),
+    /// A listener could not be bound or the filters combined.
+    #[error(transparent)]
+    Start(#[from] AppError),
+    /// The jail task has ended (the daemon is shutting down).
+    #[error("the jail task is gone")]
+    JailTaskGone,
+    /// A jail's actions could not be started.
+    #[error(transparent)]
+    Jails(#[from] set::RunnerStartError),
+}
+
 /// How to run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -380,7 +397,7 @@ impl Daemon {
     }
 
     /// Reloads, logging what changed.
-    async fn reload(&mut self) -> Result<String, String> {
+    async fn reload(&mut self) -> Result<String, ReloadError> {
         let summary = reload(
             &mut self.config,
             self.options,
@@ -411,7 +428,11 @@ impl Daemon {
         }
         let query = match translate::query(request) {
             Ok(query) => query,
-            Err(message) => return Response::Error { message },
+            Err(error) => {
+                return Response::Error {
+                    message: error.to_string(),
+                }
+            }
         };
         let (tx, rx) = oneshot::channel();
         let gone = || Response::Error {
@@ -478,22 +499,18 @@ async fn reload(
     options: RunOptions,
     listeners: &mut Listeners,
     commands: &mpsc::Sender<Command>,
-) -> Result<String, String> {
+) -> Result<String, ReloadError> {
     let _reloading = crate::notify::Reloading::begin();
-    let mut next = config::load(&current.path).map_err(|errors| errors.to_string())?;
+    let mut next = config::load(&current.path)?;
     apply_options(&mut next, options);
-    let bound = bind_new(&next, listeners)
-        .await
-        .map_err(|e| e.to_string())?;
-    let pipeline = pipeline_for(&next).map_err(|e| e.to_string())?;
+    let bound = bind_new(&next, listeners).await?;
+    let pipeline = pipeline_for(&next)?;
     let (tx, rx) = oneshot::channel();
     commands
         .send(Command::Reload(specs(&next), tx))
         .await
-        .map_err(|_| "the jail task is gone".to_string())?;
-    let summary = rx
-        .await
-        .map_err(|_| "the jail task is gone".to_string())??;
+        .map_err(|_| ReloadError::JailTaskGone)?;
+    let summary = rx.await.map_err(|_| ReloadError::JailTaskGone)??;
     listeners.pipeline.store(Arc::new(pipeline));
     listeners.retain(&next);
     listeners.spawn(bound, limits(&next));
