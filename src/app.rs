@@ -20,7 +20,7 @@ use crate::config::{self, Config};
 use crate::control::proto::{Reply, Request, Response};
 use crate::control::server::{self as control_server, Question};
 use crate::control::translate;
-use crate::filter::router::{JailRoute, Router};
+use crate::filter::router::{JailRoute, Router, RouterError};
 use crate::jail::set::{self, Command, JailSet};
 use crate::jail::Failure;
 use crate::listener::{tcp, udp, Pipeline, SharedPipeline};
@@ -49,13 +49,30 @@ pub enum AppError {
     },
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
-    Metrics(String),
+    Metrics(metrics::MetricsError),
     /// The jails' combined filters could not be built.
     #[error("filters: {0}")]
-    Router(String),
+    Router(RouterError),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// Why a reload was refused; the old config keeps running.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    /// The config file does not compile.
+    #[error(transparent)]
+    Config(#[from] config::ConfigErrors),
+    /// A listener could not be bound or the filters combined.
+    #[error(transparent)]
+    Start(#[from] AppError),
+    /// The jail task has ended (the daemon is shutting down).
+    #[error("the jail task is gone")]
+    JailTaskGone,
+    /// A jail's actions could not be started.
+    #[error(transparent)]
+    Jails(#[from] set::RunnerStartError),
 }
 
 /// How to run.
@@ -380,7 +397,7 @@ impl Daemon {
     }
 
     /// Reloads, logging what changed.
-    async fn reload(&mut self) -> Result<String, String> {
+    async fn reload(&mut self) -> Result<String, ReloadError> {
         let summary = reload(
             &mut self.config,
             self.options,
@@ -411,7 +428,11 @@ impl Daemon {
         }
         let query = match translate::query(request) {
             Ok(query) => query,
-            Err(message) => return Response::Error { message },
+            Err(error) => {
+                return Response::Error {
+                    message: error.to_string(),
+                }
+            }
         };
         let (tx, rx) = oneshot::channel();
         let gone = || Response::Error {
@@ -478,22 +499,18 @@ async fn reload(
     options: RunOptions,
     listeners: &mut Listeners,
     commands: &mpsc::Sender<Command>,
-) -> Result<String, String> {
+) -> Result<String, ReloadError> {
     let _reloading = crate::notify::Reloading::begin();
-    let mut next = config::load(&current.path).map_err(|errors| errors.to_string())?;
+    let mut next = config::load(&current.path)?;
     apply_options(&mut next, options);
-    let bound = bind_new(&next, listeners)
-        .await
-        .map_err(|e| e.to_string())?;
-    let pipeline = pipeline_for(&next).map_err(|e| e.to_string())?;
+    let bound = bind_new(&next, listeners).await?;
+    let pipeline = pipeline_for(&next)?;
     let (tx, rx) = oneshot::channel();
     commands
         .send(Command::Reload(specs(&next), tx))
         .await
-        .map_err(|_| "the jail task is gone".to_string())?;
-    let summary = rx
-        .await
-        .map_err(|_| "the jail task is gone".to_string())??;
+        .map_err(|_| ReloadError::JailTaskGone)?;
+    let summary = rx.await.map_err(|_| ReloadError::JailTaskGone)??;
     listeners.pipeline.store(Arc::new(pipeline));
     listeners.retain(&next);
     listeners.spawn(bound, limits(&next));
