@@ -38,14 +38,14 @@ const ACTION_STOP_GRACE: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// A listener address could not be bound.
-    #[error("cannot bind {transport} {addr}: {source}")]
+    #[error("cannot bind {transport} {addr}: {os_error}")]
     Bind {
         /// udp, tcp or metrics.
         transport: &'static str,
         /// The address from the config.
         addr: String,
         /// The OS error.
-        source: std::io::Error,
+        os_error: std::io::Error,
     },
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
@@ -133,10 +133,10 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
     let mut bound = Bound::default();
     for &addr in &config.server.udp {
         if !running.udp.contains_key(&addr) {
-            let socket = udp::bind(addr).map_err(|source| AppError::Bind {
+            let socket = udp::bind(addr).map_err(|os_error| AppError::Bind {
                 transport: "udp",
                 addr: addr.to_string(),
-                source,
+                os_error,
             })?;
             bound.udp.push((addr, socket));
         }
@@ -145,10 +145,10 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
         if !running.tcp.contains_key(&addr) {
             let listener = TcpListener::bind(addr)
                 .await
-                .map_err(|source| AppError::Bind {
+                .map_err(|os_error| AppError::Bind {
                     transport: "tcp",
                     addr: addr.to_string(),
-                    source,
+                    os_error,
                 })?;
             bound.tcp.push((addr, listener));
         }
@@ -311,20 +311,20 @@ async fn start(
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| AppError::Bind {
+                .map_err(|os_error| AppError::Bind {
                     transport: "metrics",
                     addr: addr.to_string(),
-                    source,
+                    os_error,
                 })?,
         ),
         None => None,
     };
     let group = config.control_group;
     let control =
-        control_server::bind(&config.control_socket, group).map_err(|source| AppError::Bind {
+        control_server::bind(&config.control_socket, group).map_err(|os_error| AppError::Bind {
             transport: "control",
             addr: config.control_socket.display().to_string(),
-            source,
+            os_error,
         })?;
 
     let Restored {
