@@ -207,30 +207,113 @@ fn shipped_filter_list_is_the_filter_directory() {
 /// The shipped config with its commented library jails turned on (`# [jails.X]` and the
 /// `# key = value` lines under it), its filter directory made absolute.
 fn shipped_config_with_library_jails() -> (String, Vec<String>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/jailsink.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut out = String::new();
-    let mut jails = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        if let Some(table) = line.strip_prefix("# [jails.") {
-            inside = true;
-            jails.push(table.split(']').next().unwrap().to_string());
-            out.push_str(&line[2..]);
-        } else if inside && line.starts_with("# ") && line.contains(" = ") {
-            out.push_str(&line[2..]);
-        } else {
-            inside = false;
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
+    let (out, jails, _) = library_jails();
     let dir = crate::support::filter_dir();
     let out = out.replace(
         "filter_dirs = [\"filter.d\"",
         &format!("filter_dirs = [{:?}", dir.display().to_string()),
     );
     (out, jails)
+}
+
+/// The shipped config with the library jails uncommented, their names, and their text alone.
+fn library_jails() -> (String, Vec<String>, String) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/jailsink.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = String::new();
+    let mut jails = Vec::new();
+    let mut blocks = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if let Some(table) = line.strip_prefix("# [jails.") {
+            inside = true;
+            jails.push(table.split(']').next().unwrap().to_string());
+            out.push_str(&line[2..]);
+            blocks.push_str(&line[2..]);
+            blocks.push('\n');
+        } else if inside && line.starts_with("# ") && line.contains(" = ") {
+            out.push_str(&line[2..]);
+            blocks.push_str(&line[2..]);
+            blocks.push('\n');
+        } else {
+            inside = false;
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    (out, jails, blocks)
+}
+
+/// One real line per library jail (`{}` is the address), sent by `logger` under the first
+/// program name the shipped jail lists.
+const LIVE: &[(&str, &str)] = &[
+    ("postfix-sasl", "warning: unknown[{}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"),
+    ("postfix-rbl", "NOQUEUE: reject: RCPT from unknown[{}]: 554 5.7.1 Service unavailable; Client host [{}] blocked using zen.spamhaus.org; from=<a@b> to=<c@d> proto=ESMTP helo=<x>"),
+    ("postfix-reject", "NOQUEUE: reject: RCPT from unknown[{}]: 554 5.7.1 <c@d>: Relay access denied; from=<a@b> to=<c@d> proto=SMTP helo=<x>"),
+    ("dovecot", "imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, rip={}, lip=192.0.2.1, TLS, session=<x>"),
+    ("exim", "login authenticator failed for (ylmf-pc) [{}]: 535 Incorrect authentication data: 1 Time(s)"),
+    ("courier-auth", "LOGIN FAILED, user=bob@example.com, ip=[::ffff:{}]"),
+    ("cyrus-imap", "badlogin: example.com [{}] plaintext bob SASL(-13): authentication failure: checkpass failed"),
+    ("sendmail-auth", "s07EriLI028424: AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication failure: checkpass failed, relay=[{}]"),
+    ("sendmail-reject", "s1N706jo003992: ruleset=check_rcpt, arg1=<a@b.example>, relay=[{}], reject=550 5.7.1 <a@b.example>... Relaying denied."),
+    ("proftpd", "ftp.example.com (x.example[{}]) - USER bob (Login failed): Incorrect password."),
+    ("vsftpd", "[pid 27202] [bob] FAIL LOGIN: Client \"{}\""),
+    ("pure-ftpd", "(?@{}) [WARNING] Authentication failed for user [bob]"),
+    ("asterisk", "NOTICE[1638] chan_sip.c: Registration from '<sip:301@example.com>' failed for '{}:5060' - Wrong password"),
+    ("mysqld-auth", "2020-01-16 21:34:14 4644 [Warning] Access denied for user 'root'@'{}' (using password: YES)"),
+    ("nginx-http-auth", "2026/11/29 18:52:53 [error] 1234#1234: *5 user \"bob\": password mismatch, client: {}, server: example.com, request: \"GET / HTTP/1.1\", host: \"example.com\""),
+    ("nginx-limit-req", "2026/11/29 18:52:53 [error] 1234#1234: *5 limiting requests, excess: 1.852 by zone \"one\", client: {}, server: example.com, request: \"GET / HTTP/1.1\", host: \"example.com\""),
+    ("nginx-botsearch", "{} - - [29/Nov/2026:18:52:53 +0000] \"GET /wp-login.php HTTP/1.1\" 404 162 \"-\" \"Mozilla/5.0\""),
+    ("apache-auth", "[auth_basic:error] [pid 17540:tid 140123095914240] [client {}:51395] AH01618: user bob not found: /private"),
+    ("haproxy-http-auth", "{}:58430 [29/Nov/2026:18:52:53.608] main main/<NOSRV> -1/-1/-1/-1/0 401 248 - - PR-- 0/0/0/0/0 0/0 \"GET / HTTP/1.1\""),
+    ("roundcube-auth", "Failed login for bob from {} in session 4z506z6rvddstv6k7jz08hxo27 (error: 0)"),
+    ("openvpn", "{}:1194 TLS Auth Error: Auth Username/Password verification failed for peer"),
+    ("named-refused", "client @0x7f4e446fd6e8 {}#53 (example.io): query (cache) 'example.io/A/IN' denied"),
+    ("gitea", "2026/11/29 18:52:53 ...routers/web/auth/auth.go:210:SignInPost() [I] Failed authentication attempt for bob from {}:54321: user does not exist [uid: 0, name: bob]"),
+    ("grafana", "logger=context userId=0 orgId=0 uname=bob t=2026-11-29T18:52:53.123+00:00 level=error msg=\"Invalid username or password\" error=\"invalid username or password\" remote_addr={} traceID="),
+];
+
+#[test]
+fn every_library_jail_bans_through_the_daemon_with_its_shipped_programs() {
+    let (_, jails, blocks) = library_jails();
+    let mut covered: Vec<&str> = LIVE.iter().map(|(j, _)| *j).collect();
+    covered.sort();
+    let mut all: Vec<&str> = jails.iter().map(String::as_str).collect();
+    all.sort();
+    assert_eq!(covered, all, "one live line per library jail");
+    let table: toml::Table = blocks.parse().unwrap();
+    let d = crate::support::Daemon::start(&crate::support::config("", &blocks));
+    let mut expected = Vec::new();
+    for (i, (jail, template)) in LIVE.iter().enumerate() {
+        let settings = &table["jails"][*jail];
+        let program = settings["programs"][0].as_str().unwrap();
+        let maxretry = settings
+            .get("maxretry")
+            .map_or(5, |m| m.as_integer().unwrap());
+        let addr = format!("198.51.100.{}", i + 1);
+        let line = template.replace("{}", &addr);
+        crate::support::log_tcp(&[], &d, program, &line, maxretry as usize);
+        expected.push(format!("[{jail}] Ban {addr}"));
+    }
+    for ban in &expected {
+        assert!(
+            crate::support::wait_for(std::time::Duration::from_secs(20), || d.logged(ban)),
+            "no `{ban}`: {:#?}",
+            d.logs.lock().unwrap()
+        );
+    }
+    // each line was one jail's failure only: every jail counted exactly its own lines
+    for (jail, _) in LIVE {
+        let maxretry = table["jails"][*jail]
+            .get("maxretry")
+            .map_or(5, |m| m.as_integer().unwrap());
+        d.wait_metric(
+            &format!("jailsink_failures_total{{jail=\"{jail}\"}}"),
+            maxretry as f64,
+        );
+    }
+    assert_eq!(d.count_messages(|m| m.contains("] Ban ")), expected.len());
+    assert!(d.stop().success());
 }
 
 #[test]
