@@ -616,3 +616,134 @@ action(type="omfile" file="@DIR@/out.txt" template="fields")
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
+
+/// A private mount namespace whose /run is a fresh tmpfs: a real systemd-journald runs there
+/// with the shipped drop-in, beside jailsink, and neither touches the host's /run.
+struct JournalHost {
+    holder: Child,
+    journald: Option<Child>,
+}
+
+impl JournalHost {
+    fn start(dropin: &str) -> JournalHost {
+        assert!(
+            is_root(),
+            "this test makes a mount namespace: run it as root (scripts/test)"
+        );
+        let unshare = tool("unshare", "util-linux");
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        std::fs::write(dir.path().join("jailsink.conf"), dropin).unwrap();
+        // Volatile: a host with /var/log/journal must not get our messages in its journal.
+        std::fs::write(
+            dir.path().join("volatile.conf"),
+            "[Journal]\nStorage=volatile\n",
+        )
+        .unwrap();
+        let script = format!(
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal /run/systemd/journald.conf.d \
+             && cp {d}/jailsink.conf {d}/volatile.conf /run/systemd/journald.conf.d/ \
+             && touch {ready} && exec sleep 600",
+            d = dir.path().display(),
+            ready = ready.display()
+        );
+        let holder = Command::new(unshare)
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .spawn()
+            .unwrap();
+        let host = JournalHost {
+            holder,
+            journald: None,
+        };
+        assert!(
+            wait_for(Duration::from_secs(10), || ready.exists()),
+            "the mount namespace was not set up"
+        );
+        host
+    }
+
+    /// Runs a command inside the namespace.
+    fn wrapper(&self) -> Vec<String> {
+        vec![
+            "nsenter".into(),
+            format!("--mount=/proc/{}/ns/mnt", self.holder.id()),
+        ]
+    }
+
+    fn start_journald(&mut self) {
+        let journald = [
+            "/lib/systemd/systemd-journald",
+            "/usr/lib/systemd/systemd-journald",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("systemd-journald is missing: apt-get install systemd (scripts/test)");
+        let wrapper = self.wrapper();
+        let child = Command::new(&wrapper[0])
+            .args(&wrapper[1..])
+            .arg(journald)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.journald = Some(child);
+        let up = wait_for(Duration::from_secs(10), || {
+            Command::new(&wrapper[0])
+                .args(&wrapper[1..])
+                .args(["test", "-S", "/run/systemd/journal/dev-log"])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(up, "systemd-journald did not start");
+    }
+}
+
+impl Drop for JournalHost {
+    fn drop(&mut self) {
+        for child in self
+            .journald
+            .iter_mut()
+            .chain(std::iter::once(&mut self.holder))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn journald_forwards_to_jailsink_on_a_host_without_rsyslog() {
+    let dropin = crate::observe::example("systemd/journald.conf.d/jailsink.conf");
+    let mut host = JournalHost::start(&dropin);
+    let wrapper = host.wrapper();
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    // The journal's syslog socket, as the README sets it up; the jail takes only this host.
+    let d = Daemon::start_with(
+        &config(
+            r#"unix = ["/run/systemd/journal/syslog"]"#,
+            &jail(3, &format!("\"{}\"", short_host_name())),
+        ),
+        &wrapper,
+    );
+    host.start_journald();
+    // A program logging through journald's /dev/log socket.
+    for _ in 0..3 {
+        let message = failed("192.0.2.130");
+        let mut args = wrapper.clone();
+        args.extend([
+            "logger",
+            "-u",
+            "/run/systemd/journal/dev-log",
+            "--socket-errors=on",
+            "-t",
+            "sshd",
+            "-i",
+            &message,
+        ]);
+        let status = Command::new(args[0]).args(&args[1..]).status().unwrap();
+        assert!(status.success(), "{args:?}");
+    }
+    wait_ban(&d, "192.0.2.130", || "logger → journald → jailsink".into());
+    d.wait_metric("jailsink_messages_received_total{transport=\"unix\"}", 3.0);
+    assert!(d.stop().success());
+}
