@@ -179,61 +179,64 @@ impl Listeners {
     fn spawn(&mut self, bound: Bound, limits: tcp::TcpLimits, handshake: Duration) {
         let receivers = std::thread::available_parallelism().map_or(2, |n| n.get());
         for (addr, socket) in bound.udp {
-            let stop = self.shutdown.child_token();
-            if let Ok(local) = socket.local_addr() {
-                tracing::info!(transport = "udp", addr = %local, "listening");
-            }
-            self.tasks.spawn(udp::serve(
-                socket,
-                receivers,
-                self.pipeline.clone(),
-                self.failures.clone(),
-                stop.clone(),
-            ));
+            let shown = socket.local_addr().map_or(addr, |a| a).to_string();
+            let stop = self.datagrams(socket, receivers, &shown);
             self.udp.insert(addr, stop);
         }
         for (addr, listener) in bound.tcp {
-            let stop = self.shutdown.child_token();
-            if let Ok(local) = listener.local_addr() {
-                tracing::info!(transport = "tcp", addr = %local, "listening");
-            }
-            self.tasks.spawn(tcp::serve(
-                listener,
-                tcp::Plain,
-                limits,
-                self.pipeline.clone(),
-                self.failures.clone(),
-                stop.clone(),
-            ));
+            let stop = self.stream(listener, tcp::Plain, limits);
             self.tcp.insert(addr, stop);
         }
         for (addr, listener) in bound.tls {
-            let stop = self.shutdown.child_token();
-            if let Ok(local) = listener.local_addr() {
-                tracing::info!(transport = "tls", addr = %local, "listening");
-            }
-            self.tasks.spawn(tcp::serve(
-                listener,
-                tls::Handshake::new(self.tls_config.clone(), handshake),
-                limits,
-                self.pipeline.clone(),
-                self.failures.clone(),
-                stop.clone(),
-            ));
+            let handshake = tls::Handshake::new(self.tls_config.clone(), handshake);
+            let stop = self.stream(listener, handshake, limits);
             self.tls.insert(addr, stop);
         }
         for (path, socket) in bound.unix {
-            let stop = self.shutdown.child_token();
-            tracing::info!(transport = "unix", addr = %path.display(), "listening");
-            self.tasks.spawn(udp::serve(
-                socket,
-                receivers,
-                self.pipeline.clone(),
-                self.failures.clone(),
-                stop.clone(),
-            ));
+            let stop = self.datagrams(socket, receivers, &path.display().to_string());
             self.unix.insert(path, stop);
         }
+    }
+
+    /// Serves a datagram socket (UDP or Unix) with `receivers` tasks; returns its stop token.
+    fn datagrams<S: udp::Datagrams>(
+        &self,
+        socket: S,
+        receivers: usize,
+        shown: &str,
+    ) -> CancellationToken {
+        let stop = self.shutdown.child_token();
+        tracing::info!(transport = S::TRANSPORT, addr = %shown, "listening");
+        self.tasks.spawn(udp::serve(
+            socket,
+            receivers,
+            self.pipeline.clone(),
+            self.failures.clone(),
+            stop.clone(),
+        ));
+        stop
+    }
+
+    /// Serves a stream listener (TCP, or TLS after its handshake); returns its stop token.
+    fn stream<U: tcp::Upgrade>(
+        &self,
+        listener: TcpListener,
+        upgrade: U,
+        limits: tcp::TcpLimits,
+    ) -> CancellationToken {
+        let stop = self.shutdown.child_token();
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!(transport = U::TRANSPORT, addr = %local, "listening");
+        }
+        self.tasks.spawn(tcp::serve(
+            listener,
+            upgrade,
+            limits,
+            self.pipeline.clone(),
+            self.failures.clone(),
+            stop.clone(),
+        ));
+        stop
     }
 
     /// Stops listeners whose address is no longer configured.

@@ -141,16 +141,10 @@ enum Seconds {
 /// allow, up to `[` or `:`.
 fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     let b = text.as_bytes();
-    let close = b.iter().take(5).position(|&c| c == b'>')?;
-    let digits = b.get(1..close)?;
-    if b.first() != Some(&b'<')
-        || digits.is_empty()
-        || !digits.iter().all(u8::is_ascii_digit)
-        || std::str::from_utf8(digits).ok()?.parse::<u8>().ok()? > 191
-    {
+    if b.first() != Some(&b'<') {
         return None;
     }
-    let mut i = close + 1;
+    let mut i = after_pri(b)?;
     // `<PRI>HOST TAG: MSG`: rsyslog takes a host name without a timestamp too.
     let mut hostname = None;
     let host_len = b[i..]
@@ -197,6 +191,20 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     })
 }
 
+/// Where the text after a valid `<PRI>` (0 to 191) begins; `b` starts with `<`.
+#[inline]
+fn after_pri(b: &[u8]) -> Option<usize> {
+    let close = b.iter().take(5).position(|&c| c == b'>')?;
+    let digits = &b[1..close];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if std::str::from_utf8(digits).ok()?.parse::<u8>().ok()? > 191 {
+        return None;
+    }
+    Some(close + 1)
+}
+
 /// A byte of a 3164 tag as jailsink reads program names (`postfix/smtpd` keeps its slash).
 fn is_tag_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'/')
@@ -229,15 +237,7 @@ fn fast_3164<'a>(
     let b = text.as_bytes();
     let mut i = 0;
     if b.first() == Some(&b'<') {
-        let close = b.iter().take(5).position(|&c| c == b'>')?;
-        let digits = &b[1..close];
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        if std::str::from_utf8(digits).ok()?.parse::<u8>().ok()? > 191 {
-            return None;
-        }
-        i = close + 1;
+        i = after_pri(b)?;
     }
     // Mmm dd hh:mm:ss + one space: 16 bytes.
     let ts = b.get(i..i + 16)?;
