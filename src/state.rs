@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::action::ActionCommand;
 use crate::action::BanOrder;
+use crate::address::show_target;
 
 /// Operations waiting for the writer before it blocks the jail task.
 pub(crate) const QUEUE_DEPTH: usize = 16_384;
@@ -49,22 +50,20 @@ CREATE INDEX IF NOT EXISTS history_by_target ON history (jail, target);
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// SQLite refused.
-    #[error("state {path}: {source}")]
+    #[error("state {path}: {reason}")]
     Db {
         /// The database file.
         path: PathBuf,
         /// What SQLite said.
-        #[source]
-        source: rusqlite::Error,
+        reason: rusqlite::Error,
     },
     /// The directory could not be made.
-    #[error("state {path}: {source}")]
+    #[error("state {path}: {reason}")]
     Io {
         /// The database file.
         path: PathBuf,
         /// What the file system said.
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
@@ -103,14 +102,14 @@ fn time(secs: i64) -> SystemTime {
 impl State {
     /// Opens (creating if needed) the database and its directory.
     pub fn open(path: &Path) -> Result<State, StateError> {
-        let error = |source| StateError::Db {
+        let error = |reason| StateError::Db {
             path: path.to_path_buf(),
-            source,
+            reason,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            std::fs::create_dir_all(dir).map_err(|reason| StateError::Io {
                 path: path.to_path_buf(),
-                source,
+                reason,
             })?;
         }
         let db = Connection::open(path).map_err(error)?;
@@ -128,10 +127,10 @@ impl State {
         })
     }
 
-    fn error(&self, source: rusqlite::Error) -> StateError {
+    fn error(&self, reason: rusqlite::Error) -> StateError {
         StateError::Db {
             path: self.path.clone(),
-            source,
+            reason,
         }
     }
 
@@ -224,9 +223,9 @@ impl State {
     /// Applies a batch in one transaction.
     pub(crate) fn apply(&mut self, ops: &[StateOp]) -> Result<(), StateError> {
         let path = self.path.clone();
-        let error = move |source| StateError::Db {
+        let error = move |reason| StateError::Db {
             path: path.clone(),
-            source,
+            reason,
         };
         let tx = self.db.transaction().map_err(&error)?;
         for op in ops {
@@ -255,7 +254,7 @@ impl State {
                     "DELETE FROM bans WHERE jail = ?1 AND target = ?2",
                     params![jail, target.to_string()],
                 ),
-                StateOp::Routes(_) => Ok(0),
+                StateOp::Routes(_) | StateOp::Barrier(_) => Ok(0),
             };
             result.map_err(&error)?;
         }
@@ -264,7 +263,7 @@ impl State {
 }
 
 /// Work for the writer: persisted, then forwarded to the jail's actions.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum StateOp {
     /// Record a ban and apply it.
     Ban {
@@ -284,15 +283,57 @@ pub(crate) enum StateOp {
         /// What was banned.
         target: IpNetwork,
     },
+    /// Answered once everything sent before it is committed (or the database failed): a
+    /// control answer waits for it, so what `banned` lists or `ban` reports survives a crash.
+    Barrier(tokio::sync::oneshot::Sender<()>),
     /// From now on, send each jail's commands to these queues (sent at start and reload, in
     /// band, so no command overtakes a change of runner).
     Routes(HashMap<String, mpsc::Sender<ActionCommand>>),
 }
 
 impl StateOp {
-    /// True for operations that change the database (the others only route or re-apply).
-    fn is_persistent(&self) -> bool {
-        matches!(self, StateOp::Ban { .. } | StateOp::Unban { .. })
+    /// A copy of an operation that changes the database, kept to retry it; None for the others
+    /// (routes and barriers only take effect once).
+    fn persistent_copy(&self) -> Option<StateOp> {
+        match self {
+            StateOp::Ban {
+                jail,
+                order,
+                banned_at,
+                ban_count,
+            } => Some(StateOp::Ban {
+                jail: jail.clone(),
+                order: order.clone(),
+                banned_at: *banned_at,
+                ban_count: *ban_count,
+            }),
+            StateOp::Unban { jail, target } => Some(StateOp::Unban {
+                jail: jail.clone(),
+                target: *target,
+            }),
+            StateOp::Routes(_) | StateOp::Barrier(_) => None,
+        }
+    }
+}
+
+/// The ban line operators grep for, `[sshd] Ban 203.0.113.5`, written once the ban is committed.
+fn log_ban(jail: &str, order: &BanOrder, ban_count: u32) {
+    let shown = show_target(order.target);
+    tracing::info!(
+        jail = %jail,
+        ip = %shown,
+        failures = order.failures,
+        bantime = %show_bantime(order.bantime),
+        ban_count,
+        "[{jail}] Ban {shown}"
+    );
+}
+
+/// A ban length as logs show it: `1h`, or `permanent`.
+pub(crate) fn show_bantime(bantime: Option<Duration>) -> String {
+    match bantime {
+        Some(d) => humantime::format_duration(d).to_string(),
+        None => "permanent".into(),
     }
 }
 
@@ -319,7 +360,7 @@ pub(crate) fn writer(
         if let Some(db) = state.as_mut() {
             // Writes that failed before are retried first, in order, so the state catches up
             // once the disk is writable again.
-            pending.extend(batch.iter().filter(|op| op.is_persistent()).cloned());
+            pending.extend(batch.iter().filter_map(StateOp::persistent_copy));
             match db.apply(&pending) {
                 Ok(()) => {
                     if failing {
@@ -351,7 +392,19 @@ pub(crate) fn writer(
                     routes = new;
                     continue;
                 }
-                StateOp::Ban { jail, order, .. } => (jail, ActionCommand::Ban(order)),
+                StateOp::Barrier(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                StateOp::Ban {
+                    jail,
+                    order,
+                    ban_count,
+                    ..
+                } => {
+                    log_ban(&jail, &order, ban_count);
+                    (jail, ActionCommand::Ban(order))
+                }
                 StateOp::Unban { jail, target } => (jail, ActionCommand::Unban(target)),
             };
             if let Some(queue) = routes.get(&jail) {

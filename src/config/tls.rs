@@ -37,20 +37,46 @@ impl PartialEq for TlsServer {
     }
 }
 
-/// Why the TLS files could not be used: the config key to blame and the reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
+/// Why the TLS files could not be used: the config key to blame, its file, and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
 pub struct TlsFileError {
     /// `server.tls_cert`, `server.tls_key` or `server.tls_client_ca`.
     pub key: &'static str,
-    /// What is wrong, naming the file.
-    pub reason: String,
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub problem: TlsProblem,
 }
 
-fn fail(key: &'static str, path: &Path, what: impl std::fmt::Display) -> TlsFileError {
+/// What is wrong with a TLS file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsProblem {
+    /// It cannot be read.
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// A PEM section that does not decode.
+    #[error("not PEM: {0}")]
+    Pem(rustls_pki_types::pem::Error),
+    /// No `CERTIFICATE` section.
+    #[error("holds no PEM certificate")]
+    NoCertificate,
+    /// The key does not belong to the certificate.
+    #[error("does not match the certificate in {}", .0.display())]
+    KeyMismatch(PathBuf),
+    /// rustls refused it (an unsupported key type, a CA it cannot use).
+    #[error("{0}")]
+    Rustls(rustls::Error),
+    /// The client CA list makes no verifier.
+    #[error("{0}")]
+    Verifier(rustls::server::VerifierBuilderError),
+}
+
+fn fail(key: &'static str, path: &Path, problem: TlsProblem) -> TlsFileError {
     TlsFileError {
         key,
-        reason: format!("{}: {what}", path.display()),
+        path: path.to_path_buf(),
+        problem,
     }
 }
 
@@ -58,12 +84,12 @@ fn certificates(
     key: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
-    let bytes = std::fs::read(path).map_err(|e| fail(key, path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| fail(key, path, TlsProblem::Read(e)))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(key, path, format!("not PEM certificates: {e}")))?;
+        .map_err(|e| fail(key, path, TlsProblem::Pem(e)))?;
     if certs.is_empty() {
-        return Err(fail(key, path, "holds no PEM certificate"));
+        return Err(fail(key, path, TlsProblem::NoCertificate));
     }
     Ok(certs)
 }
@@ -80,43 +106,40 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Reads the files into a rustls server config.
 pub fn load(files: &TlsFiles) -> Result<TlsServer, TlsFileError> {
-    let chain = certificates("server.tls_cert", &files.cert)?;
-    let key_bytes = std::fs::read(&files.key).map_err(|e| fail("server.tls_key", &files.key, e))?;
-    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
-        fail(
-            "server.tls_key",
-            &files.key,
-            format!("no PEM private key: {e}"),
-        )
-    })?;
+    const CERT: &str = "server.tls_cert";
+    const KEY: &str = "server.tls_key";
+    const CA: &str = "server.tls_client_ca";
+    let chain = certificates(CERT, &files.cert)?;
+    let key_bytes =
+        std::fs::read(&files.key).map_err(|e| fail(KEY, &files.key, TlsProblem::Read(e)))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes)
+        .map_err(|e| fail(KEY, &files.key, TlsProblem::Pem(e)))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| fail("server.tls_cert", &files.cert, e))?;
+        .map_err(|e| fail(CERT, &files.cert, TlsProblem::Rustls(e)))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in certificates("server.tls_client_ca", ca)? {
+            for cert in certificates(CA, ca)? {
                 roots
                     .add(cert)
-                    .map_err(|e| fail("server.tls_client_ca", ca, e))?;
+                    .map_err(|e| fail(CA, ca, TlsProblem::Rustls(e)))?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider(),
             )
             .build()
-            .map_err(|e| fail("server.tls_client_ca", ca, e))?;
+            .map_err(|e| fail(CA, ca, TlsProblem::Verifier(e)))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
     let config = builder.with_single_cert(chain, key).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => fail(
-            "server.tls_key",
-            &files.key,
-            format!("does not match the certificate in {}", files.cert.display()),
-        ),
-        e => fail("server.tls_key", &files.key, e),
+        rustls::Error::InconsistentKeys(_) => {
+            fail(KEY, &files.key, TlsProblem::KeyMismatch(files.cert.clone()))
+        }
+        e => fail(KEY, &files.key, TlsProblem::Rustls(e)),
     })?;
     Ok(TlsServer {
         files: files.clone(),

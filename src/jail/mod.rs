@@ -68,6 +68,22 @@ pub enum Decision {
     Ban(BanOrder),
 }
 
+/// Why a ban by hand was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BanRefused {
+    /// The target is in ignoreip or is one of this host's addresses.
+    #[error("{} is in ignoreip (or is this host's)", show_target(*.0))]
+    Ignored(IpNetwork),
+    /// The target is banned already.
+    #[error("{} is already banned in {jail}", show_target(*target))]
+    AlreadyBanned {
+        /// The address or network.
+        target: IpNetwork,
+        /// The jail it is banned in.
+        jail: String,
+    },
+}
+
 /// One jail's state.
 pub struct Jail {
     name: String,
@@ -202,17 +218,8 @@ impl Jail {
         self.metrics.bans.increment(1);
         self.total_banned += 1;
         self.metrics.banned.set(self.bans.len() as f64);
-        let shown = show_target(target);
-        tracing::info!(
-            jail = %self.name,
-            ip = %shown,
-            failures,
-            bantime = %show(bantime),
-            ban_count,
-            "[{}] Ban {}",
-            self.name,
-            shown
-        );
+        // The `[jail] Ban ADDR` line is written by the state writer once the ban is committed,
+        // so a ban an operator has seen reported survives a crash.
         BanOrder {
             target,
             failures,
@@ -224,20 +231,16 @@ impl Jail {
 
     /// A ban by hand (`jailsink ban`): same escalation, log line, metrics and action path as an
     /// automatic one. Refused for ignored and already banned targets.
-    pub(crate) fn manual_ban(&mut self, ip: IpAddr, at: Instant) -> Result<BanOrder, String> {
+    pub(crate) fn manual_ban(&mut self, ip: IpAddr, at: Instant) -> Result<BanOrder, BanRefused> {
         let key = self.key_of(ip);
         if self.is_ignored(key) {
-            return Err(format!(
-                "{} is in ignoreip (or is this host's)",
-                show_target(key)
-            ));
+            return Err(BanRefused::Ignored(key));
         }
         if self.bans.contains_key(&key) {
-            return Err(format!(
-                "{} is already banned in {}",
-                show_target(key),
-                self.name
-            ));
+            return Err(BanRefused::AlreadyBanned {
+                target: key,
+                jail: self.name.clone(),
+            });
         }
         self.window.forget(&key);
         Ok(self.ban(key, 0, at))
@@ -355,13 +358,6 @@ impl Jail {
     /// Addresses tracked inside findtime.
     pub fn tracked(&self) -> usize {
         self.window.len()
-    }
-}
-
-fn show(bantime: Option<Duration>) -> String {
-    match bantime {
-        Some(d) => humantime::format_duration(d).to_string(),
-        None => "permanent".into(),
     }
 }
 

@@ -28,8 +28,16 @@ pub(crate) enum Command {
     /// A question or order from the control socket.
     Query(Query, oneshot::Sender<Result<Answer, Refused>>),
     /// A new, compiled set of jails; the answer says what changed or why nothing did.
-    Reload(Vec<JailSpec>, oneshot::Sender<Result<String, String>>),
+    Reload(
+        Vec<JailSpec>,
+        oneshot::Sender<Result<String, RunnerStartError>>,
+    ),
 }
+
+/// A jail's action runner could not be started during a reload.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct RunnerStartError(#[from] std::io::Error);
 
 /// One jail with its config and its action runner.
 struct Slot {
@@ -249,6 +257,14 @@ impl JailSet {
         }
     }
 
+    /// Returns once the state writer has committed everything sent before (or has given up
+    /// on a failing database, whose bans go on in memory).
+    async fn committed(&self) {
+        let (done, committed) = oneshot::channel();
+        self.persist(StateOp::Barrier(done)).await;
+        let _ = committed.await;
+    }
+
     async fn send_routes(&self) {
         self.persist(StateOp::Routes(routes(self.slots.iter())))
             .await;
@@ -380,7 +396,7 @@ impl JailSet {
                     return refuse(format!("no jail `{jail}`"));
                 };
                 match slot.jail.manual_ban(ip, Instant::now()) {
-                    Err(message) => refuse(message),
+                    Err(refused) => refuse(refused.to_string()),
                     Ok(order) => {
                         let name = slot.name.clone();
                         let shown = show_target(order.target);
@@ -438,7 +454,10 @@ impl JailSet {
     /// changed keeps its bans (and its counts, unless the window's shape changed); a jail whose
     /// actions changed gets new actions with its bans re-applied; removed jails lift their bans;
     /// new jails start.
-    pub(crate) async fn reload(&mut self, configs: Vec<JailSpec>) -> Result<String, String> {
+    pub(crate) async fn reload(
+        &mut self,
+        configs: Vec<JailSpec>,
+    ) -> Result<String, RunnerStartError> {
         let mut summary = Vec::new();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
@@ -446,11 +465,7 @@ impl JailSet {
             let Some(i) = old.iter().position(|s| *s.name == *config.name) else {
                 summary.push(format!("{}: started", config.name));
                 let jail = new_jail(&config);
-                next.push(
-                    start_slot(config, jail, Vec::new())
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
+                next.push(start_slot(config, jail, Vec::new()).await?);
                 continue;
             };
             let mut slot = old.remove(i);
@@ -461,9 +476,7 @@ impl JailSet {
                 let mut jail = retire(slot, others, &self.state).await;
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
-                let fresh = start_slot(config.clone(), jail, orders)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let fresh = start_slot(config.clone(), jail, orders).await?;
                 summary.push(format!("{}: actions restarted", config.name));
                 next.push(fresh);
                 continue;
@@ -577,7 +590,10 @@ pub(crate) async fn run(
             },
             command = commands.recv() => match command {
                 Some(Command::Query(query, answer)) => {
-                    let _ = answer.send(set.handle(query).await);
+                    let result = set.handle(query).await;
+                    // What the answer lists or reports is committed before the operator sees it.
+                    set.committed().await;
+                    let _ = answer.send(result);
                 }
                 Some(Command::Reload(configs, answer)) => {
                     let result = set.reload(configs).await;
