@@ -356,18 +356,28 @@ fn rsyslog_over_tls_with_a_client_certificate_bans_after_5_failures() {
     assert!(d.stop().success());
 }
 
-/// Reads until the server closes the connection; false if it is still open after 20 s.
-fn closed_by_server(stream: &mut TcpStream) -> bool {
+/// Reads until the server closes the connection; an error saying why not (still open after
+/// 30 s, or a read error other than a reset).
+fn closed_by_server(stream: &mut TcpStream) -> Result<(), String> {
     stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let started = Instant::now();
     let mut buf = [0u8; 4096];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => return true,
+            Ok(0) => return Ok(()),
             Ok(_) => continue, // an alert
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+            // A signal meant for another test's child: read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(format!(
+                    "{e} ({:?}) after {:?}",
+                    e.kind(),
+                    started.elapsed()
+                ))
+            }
         }
     }
 }
@@ -410,11 +420,21 @@ fn tls_refuses_no_certificate_plain_tcp_and_silent_clients_and_counts_them() {
     // Plain syslog over TCP to the TLS port.
     let mut plain = TcpStream::connect(d.tls).unwrap();
     plain.write_all(line("192.0.2.112").as_bytes()).unwrap();
-    assert!(closed_by_server(&mut plain), "plain TCP was not closed");
+    if let Err(e) = closed_by_server(&mut plain) {
+        panic!(
+            "plain TCP was not closed: {e}\n{:#?}",
+            d.logs.lock().unwrap()
+        );
+    }
     d.wait_metric(handshakes, 2.0);
     // A client that connects and never says anything: closed after tls_handshake_timeout.
     let mut silent = TcpStream::connect(d.tls).unwrap();
-    assert!(closed_by_server(&mut silent), "a silent client was kept");
+    if let Err(e) = closed_by_server(&mut silent) {
+        panic!(
+            "a silent client was kept: {e}\n{:#?}",
+            d.logs.lock().unwrap()
+        );
+    }
     d.wait_metric(handshakes, 3.0);
     assert_eq!(
         d.metric("jailsink_messages_received_total{transport=\"tls\"}"),
@@ -746,4 +766,39 @@ fn journald_forwards_to_jailsink_on_a_host_without_rsyslog() {
     wait_ban(&d, "192.0.2.130", || "logger → journald → jailsink".into());
     d.wait_metric("jailsink_messages_received_total{transport=\"unix\"}", 3.0);
     assert!(d.stop().success());
+}
+
+#[test]
+fn the_journal_socket_dropin_passes_systemd_analyze_verify() {
+    let analyze = tool("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = crate::observe::example("systemd/jailsink.service");
+    // verify checks that ExecStart's binary exists: point it at the one under test.
+    std::fs::write(
+        dir.path().join("jailsink.service"),
+        unit.replace("/usr/local/bin/jailsink", binary()),
+    )
+    .unwrap();
+    let dropin = crate::observe::example("systemd/jailsink.service.d/journal-socket.conf");
+    assert!(dropin.contains("ReadWritePaths=/run/systemd/journal"));
+    std::fs::create_dir(dir.path().join("jailsink.service.d")).unwrap();
+    std::fs::write(
+        dir.path().join("jailsink.service.d/journal-socket.conf"),
+        &dropin,
+    )
+    .unwrap();
+    // The directory first in the unit path, so systemd reads the drop-in beside the unit.
+    let out = Command::new(analyze)
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display()))
+        .arg("verify")
+        .arg(dir.path().join("jailsink.service"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Unknown keys are only warned about: any output is a defect.
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
