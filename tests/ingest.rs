@@ -540,6 +540,47 @@ fn check_names_the_key_file_and_reason_of_tls_mistakes() {
         )),
         "{err}"
     );
+    // Unreadable: the key is 0600 root's; `check` run as nobody, who can read the rest.
+    assert!(
+        is_root(),
+        "run as root (scripts/test): check runs as nobody"
+    );
+    let setpriv = tool("setpriv", "util-linux");
+    let path = certs.path("check.toml");
+    std::fs::write(
+        &path,
+        "[server]\ntls = [\"127.0.0.1:6514\"]\ntls_cert = \"server.crt\"\ntls_key = \"server.key\"\n",
+    )
+    .unwrap();
+    for (file, mode) in [
+        ("", 0o755),
+        ("check.toml", 0o644),
+        ("server.crt", 0o644),
+        ("server.key", 0o600),
+    ] {
+        std::fs::set_permissions(certs.path(file), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = Command::new(setpriv)
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            binary(),
+            "-c",
+        ])
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(&format!(
+            "server.tls_key: {}: Permission denied",
+            certs.show("server.key")
+        )),
+        "{err}"
+    );
 }
 
 /// Odd but real shapes; rsyslog's own parser reads each, and jailsink must read them alike.
