@@ -20,6 +20,7 @@ use crate::config::{self, Config};
 use crate::control::proto::{Reply, Request, Response};
 use crate::control::server::{self as control_server, Question};
 use crate::filter::router::{JailRoute, Router};
+use crate::fleet::app as fleet;
 use crate::jail::set::{self, Command, JailSet};
 use crate::jail::Failure;
 use crate::listener::{tcp, udp, Pipeline, SharedPipeline};
@@ -55,6 +56,9 @@ pub enum AppError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// The fleet's Redis refused us (password, ACL, TLS certificate).
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// How to run.
@@ -246,14 +250,26 @@ pub async fn run(
 ) -> Result<(), AppError> {
     apply_options(&mut config, options);
     let handle = metrics::install(config.fail2ban_exporter_names).map_err(AppError::Metrics)?;
+    let fleet = match &config.fleet {
+        Some(f) => Some(fleet::Fleet::check(f, &config).await?),
+        None => None,
+    };
 
     let (failure_tx, failure_rx) = mpsc::channel(FAILURE_QUEUE);
+    // With shared windows, listeners feed the fleet's counter, which feeds the jail task.
+    let (listener_tx, shared_rx) = match fleet.as_ref().filter(|f| f.shares_windows()) {
+        Some(_) => {
+            let (tx, rx) = mpsc::channel(FAILURE_QUEUE);
+            (tx, Some(rx))
+        }
+        None => (failure_tx.clone(), None),
+    };
     let mut listeners = Listeners {
         udp: HashMap::new(),
         tcp: HashMap::new(),
         tasks: TaskTracker::new(),
         pipeline: Arc::new(ArcSwap::from_pointee(pipeline_for(&config)?)),
-        failures: failure_tx,
+        failures: listener_tx,
         shutdown: shutdown.clone(),
     };
     // Bind everything first: a port in use must stop us before any firewall is touched.
@@ -285,9 +301,10 @@ pub async fn run(
     } = open_state(&config);
     let (state_tx, state_rx) = mpsc::channel(state::QUEUE_DEPTH);
     let state_errors = metrics::state_errors();
+    let outbox = fleet.as_ref().and_then(|f| f.outbox());
     let writer = std::thread::Builder::new()
         .name("state".into())
-        .spawn(move || state::writer(db, state_rx, state_errors))
+        .spawn(move || state::writer(db, state_rx, state_errors, outbox))
         .map_err(AppError::Thread)?;
     let jails = JailSet::start(config.jails.clone(), state_tx, stored, counts)
         .await
@@ -297,6 +314,20 @@ pub async fn run(
     }
     let (command_tx, command_rx) = mpsc::channel(64);
     let jail_task = tokio::spawn(set::run(jails, failure_rx, command_rx, shutdown.clone()));
+    let fleet_task = match fleet {
+        Some(f) => Some(
+            f.start(
+                &config,
+                shared_rx,
+                failure_tx.clone(),
+                command_tx.clone(),
+                shutdown.clone(),
+            )
+            .await,
+        ),
+        None => None,
+    };
+    drop(failure_tx);
 
     listeners.spawn(bound, limits(&config));
     let service = TaskTracker::new();
@@ -321,7 +352,12 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             Some(()) = reloads.recv() => {
                 match reload(&mut config, options, &mut listeners, &command_tx).await {
-                    Ok(summary) => tracing::info!(%summary, "reloaded"),
+                    Ok(summary) => {
+                        if let Some(f) = &fleet_task {
+                            f.reloaded(&config);
+                        }
+                        tracing::info!(%summary, "reloaded")
+                    }
                     Err(error) => tracing::error!(%error, "reload refused; the old config keeps running"),
                 }
             }
@@ -329,6 +365,9 @@ pub async fn run(
                 if question.request == Request::Reload {
                     let response = match reload(&mut config, options, &mut listeners, &command_tx).await {
                         Ok(summary) => {
+                            if let Some(f) = &fleet_task {
+                                f.reloaded(&config);
+                            }
                             tracing::info!(%summary, "reloaded");
                             Response::Ok { reply: Reply::Done { message: format!("reloaded: {summary}") } }
                         }
@@ -340,8 +379,15 @@ pub async fn run(
                     let _ = question.answer.send(response);
                 } else {
                     let (tx, rx) = oneshot::channel();
+                    let banned = match &question.request {
+                        Request::Banned { jail } => Some(jail.clone()),
+                        _ => None,
+                    };
                     if command_tx.send(Command::Control(question.request, tx)).await.is_ok() {
-                        if let Ok(response) = rx.await {
+                        if let Ok(mut response) = rx.await {
+                            if let Some(jail) = banned {
+                                fleet::add_origins(&mut response, jail.as_deref(), &config, fleet_task.as_ref());
+                            }
                             let _ = question.answer.send(response);
                         }
                     }
@@ -372,6 +418,9 @@ pub async fn run(
     // The jail task is gone, so the state writer drains and ends, and with it every action
     // queue closes: runners drain, stop (removing their firewall entries) and exit.
     threads.push(writer);
+    if let Some(f) = fleet_task {
+        threads.extend(f.finish().await);
+    }
     let joined = tokio::task::spawn_blocking(move || {
         for thread in threads {
             let _ = thread.join();

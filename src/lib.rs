@@ -8,7 +8,8 @@
 //! - [`action`]: bans applied off the hot path (iptables, nftables, ipset, command, log).
 //! - [`metrics`]: every metric defined once, and the /metrics responder.
 //! - [`config`]: TOML parsed, then compiled with every error reported at once.
-//! - [`state`]: SQLite persistence of active bans and ban history.
+//! - [`state`]: SQLite persistence of active bans, ban history and the fleet outbox.
+//! - [`fleet`]: fleet mode on Redis: publish committed bans (sink), follow them (agent), shared windows.
 //! - [`control`]: the Unix control socket and the CLI's client for it.
 //! - [`app`]: wiring, start-up order, reload and graceful shutdown.
 //! - [`notify`]: systemd readiness (sd_notify): ready once listeners are bound, reloading, stopping.
@@ -22,6 +23,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod filter;
+pub mod fleet;
 pub mod import;
 pub mod jail;
 pub mod listener;

@@ -43,7 +43,21 @@ CREATE TABLE IF NOT EXISTS history (
     failures  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_by_target ON history (jail, target);
+CREATE TABLE IF NOT EXISTS fleet_outbox (
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,   -- publish order
+    event TEXT    NOT NULL                     -- fleet event, JSON (src/fleet/event.rs)
+);
 ";
+
+/// Where committed bans go besides the actions: the fleet's encoder (a sink), which turns each
+/// ban and unban into an event written to the `fleet_outbox` table in the same transaction, so
+/// an event exists if and only if its ban was committed.
+pub trait Outbox: Send {
+    /// The event to publish for `op`, or None.
+    fn encode(&self, op: &StateOp) -> Option<String>;
+    /// Events were committed: wake the publisher.
+    fn committed(&self);
+}
 
 /// A state problem, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +236,17 @@ impl State {
 
     /// Applies a batch in one transaction.
     pub fn apply(&mut self, ops: &[StateOp]) -> Result<(), StateError> {
+        self.apply_with(ops, None)
+    }
+
+    /// Applies a batch in one transaction, with each op's fleet event (if `outbox` encodes
+    /// one) written to the outbox in the same transaction.
+    pub fn apply_with(
+        &mut self,
+        ops: &[StateOp],
+        outbox: Option<&dyn Outbox>,
+    ) -> Result<(), StateError> {
+        let mut published = false;
         let path = self.path.clone();
         let error = move |source| StateError::Db {
             path: path.clone(),
@@ -257,8 +282,20 @@ impl State {
                 StateOp::Routes(_) => Ok(0),
             };
             result.map_err(&error)?;
+            if let Some(event) = outbox.and_then(|o| o.encode(op)) {
+                tx.execute(
+                    "INSERT INTO fleet_outbox (event) VALUES (?1)",
+                    params![event],
+                )
+                .map_err(&error)?;
+                published = true;
+            }
         }
-        tx.commit().map_err(&error)
+        tx.commit().map_err(&error)?;
+        if let (true, Some(outbox)) = (published, outbox) {
+            outbox.committed();
+        }
+        Ok(())
     }
 }
 
@@ -302,6 +339,7 @@ pub fn writer(
     mut state: Option<State>,
     mut ops: mpsc::Receiver<StateOp>,
     errors: metrics::Counter,
+    outbox: Option<Box<dyn Outbox>>,
 ) {
     let mut routes: HashMap<String, mpsc::Sender<ActionCommand>> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);
@@ -319,7 +357,7 @@ pub fn writer(
             // Writes that failed before are retried first, in order, so the state catches up
             // once the disk is writable again.
             pending.extend(batch.iter().filter(|op| op.is_persistent()).cloned());
-            match db.apply(&pending) {
+            match db.apply_with(&pending, outbox.as_deref()) {
                 Ok(()) => {
                     if failing {
                         failing = false;

@@ -148,6 +148,36 @@ impl Jail {
         }
     }
 
+    /// A failure already counted in the fleet's shared window: metrics here, and the ban when
+    /// the shared count decided it (`decided` = failures and the fleet-wide ban count, which
+    /// escalation uses instead of this jail's own).
+    pub fn on_shared(
+        &mut self,
+        ip: IpAddr,
+        count: u32,
+        decided: Option<(u32, u32)>,
+        at: Instant,
+    ) -> Decision {
+        let key = self.key_of(ip);
+        if self.is_ignored(key) {
+            return Decision::Ignored;
+        }
+        self.metrics.failures.increment(u64::from(count));
+        self.total_failed += u64::from(count);
+        if self.bans.contains_key(&key) {
+            return Decision::AlreadyBanned;
+        }
+        match decided {
+            None => Decision::Counted(0),
+            Some(_) if self.storm_guard(at) => Decision::Withheld,
+            Some((failures, ban_count)) => {
+                self.window.forget(&key);
+                self.count_ban(key, ban_count.saturating_sub(1));
+                Decision::Ban(self.ban(key, failures, at))
+            }
+        }
+    }
+
     /// True when this jail already banned max_bans_per_minute targets in the last minute: a
     /// poisoned log must not ban the world. Withheld bans are counted and the storm is logged
     /// once when it starts and once when it ends.

@@ -31,6 +31,23 @@ pub enum Command {
     Control(Request, oneshot::Sender<Response>),
     /// A new, compiled set of jails; the answer says what changed or why nothing did.
     Reload(Vec<JailConfig>, oneshot::Sender<Result<String, String>>),
+    /// Failures counted in the fleet's shared windows, with the bans they decided.
+    Shared(Vec<SharedFailure>),
+}
+
+/// A failure counted in Redis by the fleet's shared windows (`crate::fleet::windows`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFailure {
+    /// The jail.
+    pub jail: Arc<str>,
+    /// The address that failed.
+    pub ip: IpAddr,
+    /// Failures the message stands for.
+    pub count: u32,
+    /// When the message arrived.
+    pub received_at: Instant,
+    /// Some((failures, fleet-wide ban count)) when this failure decided the ban.
+    pub decided: Option<(u32, u32)>,
 }
 
 /// One jail with its config and its action runner.
@@ -283,6 +300,21 @@ impl JailSet {
         }
     }
 
+    /// Applies failures counted in the fleet's shared windows.
+    pub async fn on_shared(&mut self, failures: Vec<SharedFailure>) {
+        for f in failures {
+            let Some(slot) = self.slot_mut(&f.jail) else {
+                continue;
+            };
+            if let Decision::Ban(order) =
+                slot.jail.on_shared(f.ip, f.count, f.decided, f.received_at)
+            {
+                let name = slot.name.clone();
+                self.commit_ban(name, order).await;
+            }
+        }
+    }
+
     /// Lifts every ban whose deadline has passed.
     pub async fn expire_due(&mut self, now: Instant) {
         while let Some((deadline, name, target)) = self.deadlines.first().cloned() {
@@ -347,6 +379,7 @@ impl JailSet {
                             banned_at: rfc3339(ban.banned_at),
                             expires_at: ban.expires.map(|e| rfc3339(wall(e))),
                             ban_count: ban.ban_count,
+                            origin: String::new(),
                         })
                     })
                     .collect();
@@ -604,6 +637,7 @@ pub async fn run(
                     let result = set.reload(configs).await;
                     let _ = answer.send(result);
                 }
+                Some(Command::Shared(failures)) => set.on_shared(failures).await,
                 None => break,
             },
             _ = sleep_until(deadline) => set.expire_due(Instant::now()).await,

@@ -1,0 +1,228 @@
+//! Shared windows (sinks with `shared_windows = true`): each failure is counted in Redis by one
+//! atomic script call, on Redis's clock, so several sinks that each see part of an attacker's
+//! attempts count together, and the one call that reaches maxretry decides the ban: a
+//! `decided` marker held for the ban's length makes every other sink's call a no-op, so the
+//! ban is decided exactly once. The fleet-wide ban count feeds `bantime_increment`. Failures
+//! are batched from the queue and pipelined, one round trip per batch. While Redis is away,
+//! failures go to the jail task's own windows (local fallback).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use ipnetwork::IpNetwork;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::overlaps;
+use super::{Backoff, FleetConfig, Keys};
+use crate::config::JailSettings;
+use crate::jail::set::{Command, SharedFailure};
+use crate::jail::Failure;
+use crate::metrics;
+
+/// Most failures counted in one pipeline.
+pub const BATCH: usize = 2048;
+/// How long a fleet-wide ban count is remembered after the last ban.
+const COUNT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// KEYS: window (list of failure times, ms), decided marker, ban count.
+/// ARGV: findtime ms, maxretry, failures this message stands for, hold ms (0: until lifted),
+/// count ttl ms. Returns {failures in window, 1 if this call decided the ban, ban count}.
+pub const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 0, 0} end
+local findtime = tonumber(ARGV[1])
+local maxretry = tonumber(ARGV[2])
+local n = math.min(tonumber(ARGV[3]), maxretry)
+for i = 1, n do redis.call('RPUSH', KEYS[1], now) end
+redis.call('LTRIM', KEYS[1], -maxretry, -1)
+local len = redis.call('LLEN', KEYS[1])
+local oldest = tonumber(redis.call('LINDEX', KEYS[1], 0))
+if len >= maxretry and now - oldest < findtime then
+  redis.call('DEL', KEYS[1])
+  if tonumber(ARGV[4]) > 0 then
+    redis.call('SET', KEYS[2], now, 'PX', ARGV[4])
+  else
+    redis.call('SET', KEYS[2], now)
+  end
+  local c = redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  return {len, 1, c}
+end
+redis.call('PEXPIRE', KEYS[1], findtime)
+return {len, 0, 0}
+";
+
+/// The settings of each jail, swapped on reload.
+pub type SharedSettings = Arc<ArcSwap<HashMap<String, JailSettings>>>;
+
+/// What a failure of `ip` counts against under `settings` (the address, or its prefix).
+pub fn key_of(settings: &JailSettings, ip: IpAddr) -> IpNetwork {
+    let prefix = if ip.is_ipv4() {
+        settings.ipv4_prefix
+    } else {
+        settings.ipv6_prefix
+    };
+    IpNetwork::new(ip, prefix)
+        .and_then(|n| IpNetwork::new(n.network(), prefix))
+        .unwrap_or_else(|_| IpNetwork::from(ip))
+}
+
+/// How long the `decided` marker holds: as long as the longest ban this jail may give.
+fn hold_ms(settings: &JailSettings) -> u64 {
+    let longest = if settings.increment.enabled {
+        Some(settings.increment.maxtime)
+    } else {
+        settings.bantime
+    };
+    longest.map_or(0, |d| {
+        d.as_millis().clamp(1, u128::from(u64::MAX / 2)) as u64
+    })
+}
+
+/// Counts a batch in Redis: one script call per failure, one round trip. None: the batch
+/// could not be counted (it goes to the local windows).
+async fn count(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    sha: &str,
+    batch: &[(Failure, IpNetwork, JailSettings)],
+) -> redis::RedisResult<Vec<(i64, i64, i64)>> {
+    let mut pipe = redis::pipe();
+    for (failure, key, settings) in batch {
+        let [window, decided, count] = keys.window(&failure.jail, *key);
+        pipe.cmd("EVALSHA")
+            .arg(sha)
+            .arg(3)
+            .arg(window)
+            .arg(decided)
+            .arg(count)
+            .arg(settings.findtime.as_millis() as u64)
+            .arg(settings.maxretry)
+            .arg(failure.count.max(1))
+            .arg(hold_ms(settings))
+            .arg(COUNT_TTL.as_millis() as u64);
+    }
+    pipe.query_async(conn).await
+}
+
+/// Takes failures from the listeners, counts them in Redis and hands the outcomes (and any
+/// decided ban) to the jail task; falls back to the jail task's local windows while Redis is
+/// away.
+pub async fn run(
+    config: Arc<FleetConfig>,
+    client: redis::Client,
+    settings: SharedSettings,
+    mut failures: mpsc::Receiver<Failure>,
+    local: mpsc::Sender<Failure>,
+    jail: mpsc::Sender<Command>,
+    shutdown: CancellationToken,
+) {
+    let keys = Keys::new(&config.prefix);
+    let script = redis::Script::new(SCRIPT);
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut backoff = Backoff::default();
+    let mut retry_at = Instant::now();
+    let mut falling_back = false;
+    let mut batch: Vec<Failure> = Vec::with_capacity(BATCH);
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            f = failures.recv() => match f {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        batch.push(first);
+        while batch.len() < BATCH {
+            match failures.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() && Instant::now() >= retry_at {
+            match super::connect(&client, Some(super::RESPONSE_TIMEOUT)).await {
+                Ok(mut c) => match script.load_async(&mut c).await {
+                    Ok(_) => {
+                        backoff.reset();
+                        conn = Some(c);
+                        if falling_back {
+                            falling_back = false;
+                            tracing::info!("fleet: shared windows back in Redis");
+                        }
+                    }
+                    Err(error) => {
+                        metrics::fleet_errors("redis").increment(1);
+                        tracing::warn!(%error, "fleet: cannot load the shared-window script");
+                        retry_at = Instant::now() + backoff.wait();
+                    }
+                },
+                Err(_) => {
+                    metrics::fleet_errors("redis").increment(1);
+                    retry_at = Instant::now() + backoff.wait();
+                }
+            }
+        }
+        let table = settings.load();
+        let mut shared = Vec::with_capacity(batch.len());
+        let mut locals = Vec::new();
+        for failure in batch.drain(..) {
+            match table.get(&*failure.jail) {
+                Some(s) if conn.is_some() => {
+                    let key = key_of(s, failure.ip);
+                    if overlaps(&s.ignore, key) {
+                        // The jail counts it as ignored, as it would any ignored failure.
+                        locals.push(failure);
+                    } else {
+                        shared.push((failure, key, s.clone()));
+                    }
+                }
+                _ => locals.push(failure),
+            }
+        }
+        if let Some(c) = conn.as_mut() {
+            if !shared.is_empty() {
+                match count(c, &keys, script.get_hash(), &shared).await {
+                    Ok(results) => {
+                        let outcomes = shared
+                            .into_iter()
+                            .zip(results)
+                            .map(|((f, _, _), (n, decided, ban_count))| SharedFailure {
+                                jail: f.jail,
+                                ip: f.ip,
+                                count: f.count,
+                                received_at: f.received_at,
+                                decided: (decided == 1).then_some((
+                                    n.clamp(0, i64::from(u32::MAX)) as u32,
+                                    ban_count.clamp(1, i64::from(u32::MAX)) as u32,
+                                )),
+                            })
+                            .collect();
+                        if jail.send(Command::Shared(outcomes)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        metrics::fleet_errors("redis").increment(1);
+                        metrics::fleet_connected().set(0.0);
+                        tracing::warn!(%error, "fleet: shared windows unavailable; counting locally until Redis is back");
+                        falling_back = true;
+                        conn = None;
+                        retry_at = Instant::now() + backoff.wait();
+                        locals.extend(shared.into_iter().map(|(f, ..)| f));
+                    }
+                }
+            }
+        }
+        for failure in locals {
+            if local.send(failure).await.is_err() {
+                return;
+            }
+        }
+    }
+}
