@@ -1,0 +1,384 @@
+//! Fleet mode end to end on a real redis-server (private port and directory, AOF on): sinks
+//! decide and publish, agents apply. Two sinks and three agents in network namespaces with
+//! nftables (an attacker split between the sinks is banned once and dropped by every agent's
+//! kernel; an allowlisted address is not; a manual unban reaches every agent); outages (agent
+//! stopped, Redis killed and restarted, sink killed with -9); hostile stream entries and the
+//! per-origin storm guard.
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::redis_support::Redis;
+use crate::support::{filter_dir, free_port, log_tcp, wait_for, Daemon};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// An sshd jail on the shipped filter, and a `quick` one with a short bantime.
+fn jails(maxretry: u32, port: u16) -> String {
+    format!(
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+filter = "sshd"
+maxretry = {maxretry}
+bantime = "1h"
+port = {port}
+
+[jails.quick]
+programs = ["quick"]
+filter = "sshd"
+maxretry = 2
+bantime = "4s"
+"#
+    )
+}
+
+/// A sink: syslog on loopback, log action, `[fleet]` with `fleet_extra`.
+fn sink_config(url: &str, node: &str, fleet_extra: &str, jails: &str) -> String {
+    format!(
+        r#"
+[server]
+udp = []
+tcp = ["127.0.0.1:0"]
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[control]
+socket = "@DIR@/jailsink.sock"
+
+[state]
+path = "@DIR@/state.db"
+
+[defaults]
+filter_dirs = ["{filters}"]
+ignoreself = false
+ignoreip = ["127.0.0.0/8"]
+action = "log"
+
+{jails}
+
+[fleet]
+redis = "{url}"
+role = "sink"
+node = "{node}"
+prefix = "t"
+{fleet_extra}
+"#,
+        filters = filter_dir().display()
+    )
+}
+
+/// An agent: no listener, no jail.
+fn agent_config(url: &str, node: &str, ignoreip: &str, fleet_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+udp = []
+tcp = []
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[control]
+socket = "@DIR@/jailsink.sock"
+
+[state]
+path = "@DIR@/state.db"
+
+[defaults]
+ignoreself = true
+ignoreip = [{ignoreip}]
+
+[fleet]
+redis = "{url}"
+role = "agent"
+node = "{node}"
+prefix = "t"
+{fleet_extra}
+"#
+    )
+}
+
+/// `n` sshd failures of `ip` sent to `sink` (tag `program`), from where `wrapper` runs.
+fn fail(wrapper: &[&str], sink: &Daemon, program: &str, ip: &str, n: usize) {
+    let msg = format!("Failed password for root from {ip} port 4242 ssh2");
+    log_tcp(wrapper, sink, program, &msg, n);
+}
+
+/// `banned --json` of a daemon: (jail, ip, origin, expires_at).
+fn banned(daemon: &Daemon) -> Vec<(String, String, String, Option<String>)> {
+    let text = daemon.cli_ok(&["banned", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&text).expect("banned --json");
+    list.iter()
+        .map(|b| {
+            (
+                b["jail"].as_str().unwrap().to_string(),
+                b["ip"].as_str().unwrap().to_string(),
+                b["origin"].as_str().unwrap().to_string(),
+                b["expires_at"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn holds(daemon: &Daemon, ip: &str) -> bool {
+    banned(daemon).iter().any(|b| b.1 == ip)
+}
+
+fn wait_holds(daemon: &Daemon, ip: &str, want: bool, what: &str) {
+    let ok = wait_for(WAIT, || holds(daemon, ip) == want);
+    assert!(
+        ok,
+        "{what}: {ip} held={} expected {want}; banned: {:?}\n{:#?}",
+        !want,
+        banned(daemon),
+        daemon.errors()
+    );
+}
+
+/// The stream's ban targets, in order.
+fn stream_bans(redis: &Redis) -> Vec<String> {
+    let out = redis.cli(&["--no-raw", "XRANGE", "t:events", "-", "+"]);
+    // redis-cli prints field and value lines; the value after "target" is the target.
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let mut targets = Vec::new();
+    let mut op = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.ends_with("\"op\"") {
+            op = unquote(lines.get(i + 1).copied().unwrap_or(""));
+        }
+        if line.ends_with("\"target\"") && op == "ban" {
+            targets.push(unquote(lines.get(i + 1).copied().unwrap_or("")));
+        }
+    }
+    targets
+}
+
+fn unquote(line: &str) -> String {
+    line.rsplit_once(") ")
+        .map_or(line, |(_, v)| v)
+        .trim_matches('"')
+        .to_string()
+}
+
+/// A sink and an agent on loopback with the log action: an agent that was stopped catches up,
+/// Redis killed mid-stream (sinks keep banning into the outbox, replayed in order when it is
+/// back, nothing lost), a manual unban reaches the agent, and after the sink is killed with -9
+/// the agent keeps its bans until they expire.
+#[test]
+fn fleet_survives_agent_redis_and_sink_outages() {
+    let mut redis = Redis::start(free_port(), "", &[]);
+    let url = redis.url();
+    let sink = Daemon::start(&sink_config(&url, "sink-1", "", &jails(3, 22)));
+    let agent_text = agent_config(&url, "agent-1", "\"127.0.0.0/8\"", "action = \"log\"");
+    let agent = Daemon::start(&agent_text);
+
+    fail(&[], &sink, "sshd", "192.0.2.10", 3);
+    wait_holds(&agent, "192.0.2.10", true, "propagation");
+    let on_agent = banned(&agent);
+    assert_eq!(on_agent[0].2, "sink-1", "origin on the agent: {on_agent:?}");
+    let on_sink = banned(&sink);
+    assert_eq!(on_sink.len(), 1);
+    assert_eq!(on_sink[0].2, "sink-1", "origin of a local ban is this node");
+
+    // An agent that is down when a ban is decided catches up when it starts.
+    let (_, agent_dir) = agent.stop_keeping_dir();
+    fail(&[], &sink, "sshd", "192.0.2.11", 3);
+    sink.wait_metric("jailsink_fleet_events_published_total{op=\"ban\"}", 2.0);
+    let agent = Daemon::start_in(agent_dir, &agent_text, &[]);
+    wait_holds(&agent, "192.0.2.11", true, "catch-up after a restart");
+    assert!(holds(&agent, "192.0.2.10"));
+
+    // Redis killed mid-stream: the sink bans on, into its outbox.
+    redis.kill();
+    sink.wait_metric("jailsink_fleet_connected", 0.0);
+    fail(&[], &sink, "sshd", "192.0.2.12", 3);
+    fail(&[], &sink, "sshd", "192.0.2.13", 3);
+    let ok = wait_for(WAIT, || holds(&sink, "192.0.2.13"));
+    assert!(ok, "the sink must ban while Redis is away");
+    sink.wait_metric("jailsink_fleet_outbox_events", 2.0);
+    // Still held by the agent while Redis is away.
+    assert!(holds(&agent, "192.0.2.10") && holds(&agent, "192.0.2.11"));
+
+    // Back (same directory: the AOF keeps what was written): the outbox is replayed in order.
+    redis.restart();
+    sink.wait_metric("jailsink_fleet_outbox_events", 0.0);
+    assert_eq!(
+        stream_bans(&redis),
+        [
+            "192.0.2.10/32",
+            "192.0.2.11/32",
+            "192.0.2.12/32",
+            "192.0.2.13/32"
+        ],
+        "nothing lost, in order"
+    );
+    wait_holds(&agent, "192.0.2.12", true, "replayed outbox");
+    wait_holds(&agent, "192.0.2.13", true, "replayed outbox");
+
+    // A manual unban on the sink lifts the ban fleet-wide.
+    sink.cli_ok(&["unban", "sshd", "192.0.2.12"]);
+    wait_holds(&agent, "192.0.2.12", false, "manual unban");
+    let fleet = sink.cli_ok(&["banned", "--fleet", "--json"]);
+    let fleet: Vec<serde_json::Value> = serde_json::from_str(&fleet).unwrap();
+    let ips: Vec<&str> = fleet.iter().map(|b| b["ip"].as_str().unwrap()).collect();
+    assert_eq!(ips, ["192.0.2.10", "192.0.2.11", "192.0.2.13"], "{fleet:?}");
+    assert!(fleet.iter().all(|b| b["origin"] == "sink-1"));
+
+    // status --fleet shows both nodes from their heartbeats.
+    let ok = wait_for(WAIT, || {
+        let out = sink.cli(&["status", "--fleet", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+        status["connected"] == true
+            && nodes
+                .iter()
+                .any(|n| n["node"] == "sink-1" && n["role"] == "sink")
+            && nodes.iter().any(|n| {
+                n["node"] == "agent-1"
+                    && n["role"] == "agent"
+                    && n["bans_applied"].as_u64() >= Some(4)
+            })
+    });
+    assert!(ok, "{}", sink.cli_ok(&["status", "--fleet", "--json"]));
+
+    // The sink dies hard: the agent keeps its bans until each expires.
+    fail(&[], &sink, "quick", "192.0.2.14", 2);
+    wait_holds(&agent, "192.0.2.14", true, "short ban");
+    let expires = banned(&agent)
+        .into_iter()
+        .find(|b| b.1 == "192.0.2.14")
+        .and_then(|b| b.3)
+        .expect("an expiry");
+    let _ = sink.kill9();
+    assert!(holds(&agent, "192.0.2.14") && holds(&agent, "192.0.2.10"));
+    wait_holds(&agent, "192.0.2.14", false, "expiry without the sink");
+    let expires = chrono::DateTime::parse_from_rfc3339(&expires).unwrap();
+    let now = chrono::Utc::now();
+    assert!(
+        now >= expires,
+        "lifted at {now}, before its expiry {expires}"
+    );
+    assert!(holds(&agent, "192.0.2.10"), "long bans stay");
+    assert!(agent.errors().is_empty(), "{:#?}", agent.errors());
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// XADD of a ban event with the given fields overriding a valid one.
+fn xadd(redis: &Redis, overrides: &[(&str, &str)]) {
+    let now = unix_ms();
+    let expires = (now + 3_600_000).to_string();
+    let now = now.to_string();
+    let mut fields: Vec<(&str, String)> = vec![
+        ("op", "ban".into()),
+        ("jail", "sshd".into()),
+        ("target", "198.51.100.1/32".into()),
+        ("banned_at", now),
+        ("expires_at", expires),
+        ("ban_count", "1".into()),
+        ("failures", "5".into()),
+        ("ports", "22".into()),
+        ("protocol", "tcp".into()),
+        ("origin", "rogue".into()),
+        ("hosts", "".into()),
+    ];
+    for (k, v) in overrides {
+        match fields.iter_mut().find(|(name, _)| name == k) {
+            Some(f) => f.1 = v.to_string(),
+            None => fields.push((k, v.to_string())),
+        }
+    }
+    let mut args = vec!["XADD", "t:events", "*"];
+    for (k, v) in &fields {
+        args.push(k);
+        args.push(v);
+    }
+    redis.cli(&args);
+}
+
+/// Hostile entries are counted and skipped (never a ban of something that is not an address),
+/// and a flood from one origin is withheld past max_bans_per_minute.
+#[test]
+fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
+    let redis = Redis::start(free_port(), "", &[]);
+    let agent = Daemon::start(&agent_config(
+        &redis.url(),
+        "agent-h",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"\nmax_bans_per_minute = 3",
+    ));
+    agent.wait_metric("jailsink_fleet_connected", 1.0);
+    let hostile: &[&[(&str, &str)]] = &[
+        &[("target", "0.0.0.0/0")],
+        &[("target", "example.com")],
+        &[("target", "10.0.0.0/4")],
+        &[("jail", "../../etc/passwd")],
+        &[("op", "flush")],
+        &[("ports", "22;reboot")],
+        &[("expires_at", "1")],
+        &[("origin", "a b")],
+    ];
+    for overrides in hostile {
+        xadd(&redis, overrides);
+    }
+    redis.cli(&["XADD", "t:events", "*", "garbage", "\u{1}\u{2}"]);
+    agent.wait_metric(
+        "jailsink_fleet_errors_total{kind=\"malformed\"}",
+        (hostile.len() + 1) as f64,
+    );
+    assert!(banned(&agent).is_empty(), "{:?}", banned(&agent));
+
+    // Five bans from one origin at once: three applied, two withheld and counted.
+    for i in 1..=5 {
+        let target = format!("198.51.100.{i}/32");
+        xadd(&redis, &[("target", &target)]);
+    }
+    agent.wait_metric("jailsink_fleet_bans_withheld_total{origin=\"rogue\"}", 2.0);
+    agent.wait_metric(
+        "jailsink_fleet_events_applied_total{op=\"ban\",origin=\"rogue\"}",
+        3.0,
+    );
+    assert_eq!(banned(&agent).len(), 3);
+    // Another origin is not held back by the rogue one.
+    xadd(
+        &redis,
+        &[("target", "198.51.100.9/32"), ("origin", "sink-ok")],
+    );
+    wait_holds(&agent, "198.51.100.9", true, "another origin");
+}
+
+/// A start with a wrong password is an error naming the problem, not a retry loop.
+#[test]
+fn fleet_wrong_password_is_a_clear_error_at_start() {
+    let redis = Redis::start(free_port(), "", &[]);
+    redis.cli(&["ACL", "SETUSER", "agent", "on", ">right", "~t:*", "+@all"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("redis://agent:wrong@127.0.0.1:{}/0", redis.port);
+    let text = agent_config(&url, "agent-p", "", "action = \"log\"")
+        .replace("@DIR@", &dir.path().display().to_string());
+    let path = dir.path().join("jailsink.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(crate::support::binary())
+        .arg("-c")
+        .arg(&path)
+        .arg("run")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refused the connection") && stderr.contains("agent:***@"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong"),
+        "the password must not be shown: {stderr}"
+    );
+}
