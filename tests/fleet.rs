@@ -5,9 +5,12 @@
 //! stopped, Redis killed and restarted, sink killed with -9); hostile stream entries and the
 //! per-origin storm guard.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::lab::Netns;
 use crate::redis_support::Redis;
 use crate::support::{filter_dir, free_port, log_tcp, wait_for, Daemon};
 
@@ -381,4 +384,228 @@ fn fleet_wrong_password_is_a_clear_error_at_start() {
         !stderr.contains("wrong"),
         "the password must not be shown: {stderr}"
     );
+}
+
+/// The GET /metrics text of a daemon running inside `ns`.
+fn scrape_in(ns: &Netns, daemon: &Daemon) -> String {
+    let addr = daemon.metrics;
+    ns.within(move || {
+        let mut stream = TcpStream::connect(addr).expect("connect to metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+}
+
+fn metric_in(ns: &Netns, daemon: &Daemon, series: &str) -> Option<f64> {
+    scrape_in(ns, daemon).lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// True when a TCP connection from `source` (an address of `from`) to `to` succeeds within
+/// 400 ms: a DROP in the target's kernel shows as the timeout.
+fn reaches(from: &Netns, source: &str, to: SocketAddr) -> bool {
+    let source: SocketAddr = format!("{source}:0").parse().unwrap();
+    from.within(move || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.bind(&source.into()).expect("bind source");
+        socket
+            .connect_timeout(&to.into(), Duration::from_millis(400))
+            .is_ok()
+    })
+}
+
+/// Port of the service each agent guards (the sinks' jail port).
+const SERVICE: u16 = 7022;
+
+/// Two sinks with shared windows and three agents, each agent in its own network namespace
+/// with nftables, Redis and the sinks in a hub namespace bridged to them: an attacker whose
+/// failures are split between the sinks is banned exactly once at the shared maxretry and
+/// dropped by every agent's kernel; an address on one agent's allowlist is banned on the
+/// others but never on it; a manual unban on the deciding sink reaches every agent.
+#[test]
+fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
+    crate::support::tool("nft", "nftables");
+    let hub = Netns::new("fh");
+    hub.run(&["ip", "link", "add", "br0", "type", "bridge"]);
+    hub.run(&["ip", "link", "set", "br0", "up"]);
+    for addr in [
+        "198.51.100.1/24",
+        "198.51.100.66/24",
+        "198.51.100.67/24",
+        "198.51.100.77/24",
+    ] {
+        hub.run(&["ip", "addr", "add", addr, "dev", "br0"]);
+    }
+    let agents_ns: Vec<Netns> = (1..=3)
+        .map(|i| {
+            let ns = Netns::new(&format!("fa{i}"));
+            let (inside, outside) = (format!("a{i}"), format!("h{i}"));
+            ns.run(&[
+                "ip", "link", "add", &inside, "type", "veth", "peer", "name", &outside, "netns",
+                &hub.name,
+            ]);
+            ns.run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.51.100.1{i}/24"),
+                "dev",
+                &inside,
+            ]);
+            ns.run(&["ip", "link", "set", &inside, "up"]);
+            hub.run(&["ip", "link", "set", &outside, "master", "br0"]);
+            hub.run(&["ip", "link", "set", &outside, "up"]);
+            ns
+        })
+        .collect();
+    // The service each agent guards, and a probe that it is reachable before any ban.
+    let services: Vec<SocketAddr> = agents_ns
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let listener = ns.within(|| TcpListener::bind(("0.0.0.0", SERVICE)).expect("service"));
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    drop(conn);
+                }
+            });
+            format!("198.51.100.1{}:{SERVICE}", i + 1).parse().unwrap()
+        })
+        .collect();
+    for &service in &services {
+        let ok = wait_for(WAIT, || reaches(&hub, "198.51.100.66", service));
+        assert!(ok, "the lab network does not carry {service}");
+    }
+
+    let redis = Redis::start(free_port(), "198.51.100.1", &hub.prefix());
+    let port = redis.port;
+    let sink_text = |node: &str| {
+        sink_config(
+            &format!("redis://127.0.0.1:{port}/0"),
+            node,
+            "shared_windows = true",
+            &jails(4, SERVICE),
+        )
+    };
+    let sinks = [
+        Daemon::start_with(&sink_text("sink-1"), &hub.prefix()),
+        Daemon::start_with(&sink_text("sink-2"), &hub.prefix()),
+    ];
+    let agents: Vec<Daemon> = agents_ns
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let ignore = if i == 2 {
+                "\"127.0.0.0/8\", \"198.51.100.77\""
+            } else {
+                "\"127.0.0.0/8\""
+            };
+            let text = agent_config(
+                &format!("redis://198.51.100.1:{port}/0"),
+                &format!("agent-{}", i + 1),
+                ignore,
+                "action = \"nftables\"",
+            );
+            Daemon::start_with(&text, &ns.prefix())
+        })
+        .collect();
+    for (ns, agent) in agents_ns.iter().zip(&agents) {
+        let ok = wait_for(WAIT, || {
+            metric_in(ns, agent, "jailsink_fleet_connected") == Some(1.0)
+        });
+        assert!(ok, "agent not connected: {:#?}", agent.errors());
+    }
+
+    // Four failures, two at each sink, interleaved: one ban at the shared maxretry.
+    for round in 0..2 {
+        for sink in &sinks {
+            fail(&hub.prefix(), sink, "sshd", "198.51.100.66", 1);
+            let _ = round;
+        }
+    }
+    for agent in &agents {
+        wait_holds(agent, "198.51.100.66", true, "split attacker");
+    }
+    // More failures after the ban change nothing.
+    for sink in &sinks {
+        fail(&hub.prefix(), sink, "sshd", "198.51.100.66", 2);
+    }
+    let failures = |sink: &Daemon| metric_in(&hub, sink, "jailsink_failures_total{jail=\"sshd\"}");
+    let ok = wait_for(WAIT, || {
+        failures(&sinks[0]) == Some(4.0) && failures(&sinks[1]) == Some(4.0)
+    });
+    assert!(ok, "failures not all counted");
+    let bans: f64 = sinks
+        .iter()
+        .map(|s| metric_in(&hub, s, "jailsink_bans_total{jail=\"sshd\"}").unwrap_or(0.0))
+        .sum();
+    assert_eq!(bans, 1.0, "banned exactly once across the sinks");
+    let published: Vec<String> = stream_bans(&redis);
+    assert_eq!(published, ["198.51.100.66/32"], "one ban event");
+
+    // Every agent's kernel drops the attacker, and only the attacker.
+    for (&service, agent) in services.iter().zip(&agents) {
+        assert!(
+            !reaches(&hub, "198.51.100.66", service),
+            "{service} still reachable from the banned address: {:#?}",
+            agent.errors()
+        );
+        assert!(
+            reaches(&hub, "198.51.100.67", service),
+            "{service} closed to all"
+        );
+    }
+
+    // An address on agent-3's allowlist: banned on agents 1 and 2, never on 3.
+    fail(&hub.prefix(), &sinks[0], "sshd", "198.51.100.77", 4);
+    wait_holds(&agents[0], "198.51.100.77", true, "allowlist elsewhere");
+    wait_holds(&agents[1], "198.51.100.77", true, "allowlist elsewhere");
+    let ok = wait_for(WAIT, || {
+        metric_in(
+            &agents_ns[2],
+            &agents[2],
+            "jailsink_fleet_errors_total{kind=\"allowlisted\"}",
+        ) == Some(1.0)
+    });
+    assert!(ok, "agent-3 did not refuse the allowlisted ban");
+    assert!(!holds(&agents[2], "198.51.100.77"));
+    assert!(reaches(&hub, "198.51.100.77", services[2]));
+    assert!(!reaches(&hub, "198.51.100.77", services[0]));
+
+    // A manual unban on the sink that decided the ban lifts it on every agent.
+    let fleet = hub.run(&[
+        crate::support::binary(),
+        "-c",
+        sinks[0].config.to_str().unwrap(),
+        "banned",
+        "--fleet",
+        "--json",
+    ]);
+    let fleet: Vec<serde_json::Value> = serde_json::from_str(&fleet).unwrap();
+    let origin = fleet
+        .iter()
+        .find(|b| b["ip"] == "198.51.100.66")
+        .map(|b| b["origin"].as_str().unwrap().to_string())
+        .expect("the ban in the fleet");
+    let decider = if origin == "sink-1" {
+        &sinks[0]
+    } else {
+        &sinks[1]
+    };
+    decider.cli_ok(&["unban", "sshd", "198.51.100.66"]);
+    for (&service, agent) in services.iter().zip(&agents) {
+        wait_holds(agent, "198.51.100.66", false, "manual unban");
+        let ok = wait_for(WAIT, || reaches(&hub, "198.51.100.66", service));
+        assert!(ok, "{service} still drops the unbanned address");
+    }
+    for daemon in sinks.iter().chain(&agents) {
+        assert!(daemon.errors().is_empty(), "{:#?}", daemon.errors());
+    }
 }

@@ -70,9 +70,13 @@ async fn open(config: &FleetConfig) -> Result<redis::aio::MultiplexedConnection,
     let client = super::client(config)?;
     super::connect(&client, Some(super::RESPONSE_TIMEOUT))
         .await
-        .map_err(|source| FleetError::Refused {
-            url: config.redis_shown(),
-            source,
+        .map_err(|source| {
+            let url = config.redis_shown();
+            if super::is_transient(&source) {
+                FleetError::Unreachable { url, source }
+            } else {
+                FleetError::Refused { url, source }
+            }
         })
 }
 
@@ -133,9 +137,7 @@ pub async fn status(config: &FleetConfig) -> Result<FleetStatus, FleetError> {
     };
     let mut conn = match open(config).await {
         Ok(c) => c,
-        Err(FleetError::Refused { source, .. }) if super::is_transient(&source) => {
-            return Ok(status)
-        }
+        Err(FleetError::Unreachable { .. }) => return Ok(status),
         Err(e) => return Err(e),
     };
     let keys = Keys::new(&config.prefix);

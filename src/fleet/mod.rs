@@ -55,6 +55,14 @@ pub enum FleetError {
         /// What Redis or TLS said.
         source: redis::RedisError,
     },
+    /// Redis did not answer (down, or unreachable from here).
+    #[error("fleet: cannot reach Redis at {url}: {source}")]
+    Unreachable {
+        /// The URL, password hidden.
+        url: String,
+        /// What the connection attempt said.
+        source: redis::RedisError,
+    },
     /// The client could not be built from the URL.
     #[error("fleet.redis {url}: {source}")]
     Client {
