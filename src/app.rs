@@ -19,6 +19,7 @@ use crate::action::ActionSpec;
 use crate::config::{self, Config};
 use crate::control::proto::{Reply, Request, Response};
 use crate::control::server::{self as control_server, Question};
+use crate::control::translate;
 use crate::filter::router::{JailRoute, Router};
 use crate::fleet::app as fleet;
 use crate::jail::set::{self, Command, JailSet};
@@ -100,6 +101,11 @@ fn pipeline_for(config: &Config) -> Result<Pipeline, AppError> {
         config.server.max_message_bytes,
         config.server.max_match_bytes,
     ))
+}
+
+/// What the jail task runs of each configured jail.
+fn specs(config: &Config) -> Vec<crate::jail::JailSpec> {
+    config.jails.iter().map(config::JailConfig::spec).collect()
 }
 
 /// Sockets bound for a config, before anything is spawned on them.
@@ -306,11 +312,11 @@ pub async fn run(
         .name("state".into())
         .spawn(move || state::writer(db, state_rx, state_errors, outbox))
         .map_err(AppError::Thread)?;
-    let jails = JailSet::start(config.jails.clone(), state_tx, stored, counts)
+    let jails = JailSet::start(specs(&config), state_tx, stored, counts)
         .await
         .map_err(AppError::Thread)?;
     for j in &config.jails {
-        tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind()).collect::<Vec<_>>(), "jail started");
+        tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind().name()).collect::<Vec<_>>(), "jail started");
     }
     let (command_tx, command_rx) = mpsc::channel(64);
     let jail_task = tokio::spawn(set::run(jails, failure_rx, command_rx, shutdown.clone()));
@@ -378,17 +384,25 @@ pub async fn run(
                     };
                     let _ = question.answer.send(response);
                 } else {
-                    let (tx, rx) = oneshot::channel();
                     let banned = match &question.request {
                         Request::Banned { jail } => Some(jail.clone()),
                         _ => None,
                     };
-                    if command_tx.send(Command::Control(question.request, tx)).await.is_ok() {
-                        if let Ok(mut response) = rx.await {
-                            if let Some(jail) = banned {
-                                fleet::add_origins(&mut response, jail.as_deref(), &config, fleet_task.as_ref());
+                    match translate::query(question.request) {
+                        Err(message) => {
+                            let _ = question.answer.send(Response::Error { message });
+                        }
+                        Ok(query) => {
+                            let (tx, rx) = oneshot::channel();
+                            if command_tx.send(Command::Query(query, tx)).await.is_ok() {
+                                if let Ok(answer) = rx.await {
+                                    let mut response = translate::response(answer);
+                                    if let Some(jail) = banned {
+                                        fleet::add_origins(&mut response, jail.as_deref(), &config, fleet_task.as_ref());
+                                    }
+                                    let _ = question.answer.send(response);
+                                }
                             }
-                            let _ = question.answer.send(response);
                         }
                     }
                 }
@@ -453,7 +467,7 @@ async fn reload(
     let pipeline = pipeline_for(&next).map_err(|e| e.to_string())?;
     let (tx, rx) = oneshot::channel();
     commands
-        .send(Command::Reload(next.jails.clone(), tx))
+        .send(Command::Reload(specs(&next), tx))
         .await
         .map_err(|_| "the jail task is gone".to_string())?;
     let summary = rx

@@ -12,6 +12,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::action::ActionKind;
 use crate::filter::fail2ban::ini::{self, Merged};
 use crate::filter::fail2ban::interpolate::{self, Vars};
 use crate::filter::fail2ban::{split_options, Fail2banError};
@@ -459,7 +460,7 @@ impl Jail<'_> {
 
     fn actions(&self, out: &mut Out, ports: Option<&[String]>) {
         let Some(spec) = self.read(out, "action") else {
-            out.set("action", quote("log"));
+            out.set("action", quote(ActionKind::Log.name()));
             out.note("fail2ban names no action; the log action is used");
             return;
         };
@@ -477,7 +478,7 @@ impl Jail<'_> {
         }
         if mapped.is_empty() {
             out.note("the log action stands in: it logs each ban and bans nothing");
-            mapped.push(quote("log"));
+            mapped.push(quote(ActionKind::Log.name()));
         }
         mapped.dedup();
         out.set(
@@ -539,26 +540,26 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Our action type for a fail2ban action name, if there is one.
-fn map_action(name: &str) -> Option<&'static str> {
+fn map_action(name: &str) -> Option<ActionKind> {
     let n = name.to_lowercase();
     if n == "ipset" || n.starts_with("iptables-ipset") {
-        Some("ipset")
+        Some(ActionKind::Ipset)
     } else if n.starts_with("nftables") {
-        Some("nftables")
+        Some(ActionKind::Nftables)
     } else if n.starts_with("iptables") {
-        Some("iptables")
+        Some(ActionKind::Iptables)
     } else {
         None
     }
 }
 
 /// One mapped action as TOML: the bare type, or a table when fail2ban's options change it.
-fn action_value(kind: &str, name: &str, options: &Vars, ports: Option<&[String]>) -> String {
+fn action_value(kind: ActionKind, name: &str, options: &Vars, ports: Option<&[String]>) -> String {
     let mut table = Vec::new();
     if name.to_lowercase().contains("allports") && ports.is_some() {
         table.push(format!("port = {}", quote("1:65535")));
     }
-    if kind == "iptables" {
+    if kind == ActionKind::Iptables {
         if let Some(n) = options.get("name").filter(|n| valid_name(n)) {
             table.push(format!("name = {}", quote(n)));
         }
@@ -574,9 +575,9 @@ fn action_value(kind: &str, name: &str, options: &Vars, ports: Option<&[String]>
         }
     }
     if table.is_empty() {
-        quote(kind)
+        quote(kind.name())
     } else {
-        format!("{{ type = {}, {} }}", quote(kind), table.join(", "))
+        format!("{{ type = {}, {} }}", quote(kind.name()), table.join(", "))
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`filter`]: events routed by program, matched by failregex, into failures.
 //! - [`jail`]: failures per address within findtime, bans at maxretry, expiry at bantime.
 //! - [`action`]: bans applied off the hot path (iptables, nftables, ipset, command, log).
+//! - [`address`]: parsing, normalising and showing addresses and networks; a leaf for every stage.
 //! - [`metrics`]: every metric defined once, and the /metrics responder.
 //! - [`config`]: TOML parsed, then compiled with every error reported at once.
 //! - [`state`]: SQLite persistence of active bans, ban history and the fleet outbox.
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod action;
+pub mod address;
 pub mod app;
 pub mod config;
 pub mod control;

@@ -404,7 +404,7 @@ fn print_jails(config: &config::Config) {
         } else {
             j.programs.join(",")
         };
-        let actions: Vec<_> = j.actions.iter().map(|a| a.kind()).collect();
+        let actions: Vec<_> = j.actions.iter().map(|a| a.kind().name()).collect();
         println!(
             "  {}: programs={programs} filter={} failregex={} maxretry={} findtime={} bantime={bantime} actions={}",
             j.name,

@@ -17,10 +17,9 @@ use std::time::Instant;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
-use crate::config::raw::RawFilter;
-use crate::config::read_toml;
+use crate::config::filter_file::{read_filter, FilterFileContents};
 use crate::filter::fail2ban::{Fail2banFilter, FailureId, LineState};
-use crate::filter::{locate, Filter, FilterFile, FilterSource, Verdict};
+use crate::filter::{Filter, FilterSource, Verdict};
 use crate::parse::{self, Zone};
 
 /// The filter under test.
@@ -75,30 +74,12 @@ pub fn load_filter(spec: &str, dirs: &[PathBuf]) -> Result<LoadedFilter, String>
             "literal".into(),
         );
     }
-    match locate(spec, dirs, Path::new(""))? {
-        FilterFile::Fail2ban(path, options) => {
-            let filter = Fail2banFilter::load(&path, &options).map_err(|e| e.to_string())?;
-            let mut origin = path.display().to_string();
-            if !options.is_empty() {
-                let opts: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                origin = format!("{origin}[{}]", opts.join(", "));
-            }
-            Ok(LoadedFilter {
-                filter: FilterKind::Fail2ban(Box::new(filter)),
-                origin,
-            })
-        }
-        FilterFile::Toml(source) => {
-            let raw: RawFilter = read_toml(&source).map_err(|e| e.to_string())?;
-            compile(
-                FilterSource {
-                    failregex: raw.failregex,
-                    ignoreregex: raw.ignoreregex,
-                    prefregex: raw.prefregex,
-                },
-                source.display().to_string(),
-            )
-        }
+    match read_filter(spec, dirs, Path::new(""), None).map_err(|e| e.to_string())? {
+        FilterFileContents::Fail2ban { origin, filter, .. } => Ok(LoadedFilter {
+            filter: FilterKind::Fail2ban(Box::new(filter)),
+            origin,
+        }),
+        FilterFileContents::Native { path, source } => compile(source, path.display().to_string()),
     }
 }
 

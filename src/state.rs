@@ -193,7 +193,7 @@ impl State {
             let (jail, target, banned_at, expires_at, failures, ban_count) =
                 row.map_err(|e| self.error(e))?;
             // A row an admin mangled by hand is skipped, not fatal.
-            let Ok(target) = target.parse::<IpNetwork>() else {
+            let Ok(target) = crate::address::parse_target(&target) else {
                 tracing::warn!(jail = %jail, target = %target, "skipping unreadable ban in state");
                 continue;
             };

@@ -222,7 +222,7 @@ fn run_sample(name: &str, tally: &mut Tally) {
                     (None, ..) => true,
                     (Some(w), Some(ip), _) => w
                         .parse::<IpAddr>()
-                        .is_ok_and(|w| jailsink::filter::normalise(w) == ip),
+                        .is_ok_and(|w| jailsink::address::normalise(w) == ip),
                     (Some(w), None, Some(name)) => w == name,
                     (Some(_), None, None) => !want_match,
                 };

@@ -18,7 +18,8 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
 }
 
-fn example(path: &str) -> String {
+/// The text of a file under examples/.
+pub(crate) fn example(path: &str) -> String {
     let file = examples().join(path);
     std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
@@ -175,7 +176,7 @@ const PROMQL_WORDS: &[&str] = &[
 
 /// The metric names an expression reads: identifiers that are not functions, keywords,
 /// label matchers, grouping labels, durations or Grafana variables.
-fn metric_names(expr: &str) -> BTreeSet<String> {
+pub(crate) fn metric_names(expr: &str) -> BTreeSet<String> {
     let grouping =
         regex::Regex::new(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
             .unwrap();
@@ -199,7 +200,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     names
 }
 
-/// Every `expr` of the dashboard (panel targets and template queries).
+/// Every `expr` of the dashboard (panel targets, annotations and template queries).
 fn dashboard_exprs() -> Vec<String> {
     let dashboard: serde_json::Value =
         serde_json::from_str(&example("grafana/jailsink-dashboard.json")).unwrap();
@@ -207,6 +208,11 @@ fn dashboard_exprs() -> Vec<String> {
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for annotation in dashboard["annotations"]["list"].as_array().unwrap() {
+        if let Some(expr) = annotation["expr"].as_str() {
+            exprs.push(expr.to_string());
         }
     }
     for variable in dashboard["templating"]["list"].as_array().unwrap() {
@@ -222,12 +228,13 @@ fn dashboard_exprs() -> Vec<String> {
     exprs
 }
 
-/// Every `expr:` of the alert rules.
+/// Every expression of the alert rules: Prometheus's, and the queries of Grafana's.
 fn alert_exprs() -> Vec<String> {
-    example("prometheus/jailsink-alerts.yml")
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("expr:"))
-        .map(|e| e.trim().to_string())
+    let prometheus = crate::grafana::prometheus_alerts()
+        .into_iter()
+        .map(|r| r.expr);
+    prometheus
+        .chain(crate::grafana::grafana_rule_queries())
         .collect()
 }
 
@@ -246,7 +253,7 @@ fn dashboard_and_alert_queries_use_metrics_a_real_scrape_has() {
     }
     let dashboard = dashboard_exprs();
     let alerts = alert_exprs();
-    assert!(dashboard.len() >= 15 && alerts.len() >= 8);
+    assert!(dashboard.len() >= 16 && alerts.len() >= 16);
     let mut used = BTreeSet::new();
     for expr in dashboard.iter().chain(&alerts) {
         let names = metric_names(expr);
@@ -276,10 +283,10 @@ fn dashboard_and_alert_queries_use_metrics_a_real_scrape_has() {
     ] {
         assert!(used.contains(wanted), "no query uses {wanted}");
     }
-    // Every dashboard query is valid PromQL: promtool parses them as recording rules.
+    // Every dashboard and alert query is valid PromQL: promtool parses them as recording rules.
     let dir = tempfile::tempdir().unwrap();
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
-    for (i, expr) in dashboard.iter().enumerate() {
+    for (i, expr) in dashboard.iter().chain(&alerts).enumerate() {
         let expr = expr
             .replace("$__rate_interval", "5m")
             .replace("$__range", "1h")

@@ -5,6 +5,7 @@ mod fail2ban_live;
 mod filters;
 mod firewall;
 mod fleet;
+mod grafana;
 mod hostile;
 mod import;
 mod iptables;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use ipnetwork::IpNetwork;
 
-use super::{element_text, exec, Action, ActionError, BanOrder, CommandSpec, Protocol};
+use super::{element_text, exec, Action, ActionError, ActionKind, BanOrder, CommandSpec, Protocol};
 
 /// Most bans whose failures and bantime are remembered for the unban template; beyond it an
 /// unban shows 0 failures and the bantime as -1.
@@ -74,8 +74,8 @@ fn fill(arg: &str, values: &[(&str, String)]) -> String {
 }
 
 impl Action for CommandAction {
-    fn kind(&self) -> &'static str {
-        "command"
+    fn kind(&self) -> ActionKind {
+        ActionKind::Command
     }
 
     fn start(&mut self) -> Result<(), ActionError> {

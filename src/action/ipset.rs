@@ -11,8 +11,8 @@ use ipnetwork::IpNetwork;
 
 use super::iptables::{delete_hooks, insert_hooks, match_rules, tool, verdict};
 use super::{
-    element_text, exec, parse_element, Action, ActionCommand, ActionError, BanOrder, BatchError,
-    FirewallSpec,
+    element_text, exec, parse_element, Action, ActionCommand, ActionError, ActionKind, BanOrder,
+    BatchError, FirewallSpec,
 };
 
 /// Room for a million bans per set and family (ipset's default, 65536, is too few for a
@@ -94,8 +94,8 @@ fn parse_save(text: &str) -> Vec<IpNetwork> {
 }
 
 impl Action for IpsetAction {
-    fn kind(&self) -> &'static str {
-        "ipset"
+    fn kind(&self) -> ActionKind {
+        ActionKind::Ipset
     }
 
     fn start(&mut self) -> Result<(), ActionError> {

@@ -6,7 +6,7 @@
 use ipnetwork::IpNetwork;
 use iptables::IPTables;
 
-use super::{Action, ActionError, BanOrder, BlockType, FirewallSpec, Protocol};
+use super::{Action, ActionError, ActionKind, BanOrder, BlockType, FirewallSpec, Protocol};
 
 const TABLE: &str = "filter";
 const HOOK: &str = "INPUT";
@@ -218,8 +218,8 @@ fn stop_family(family: &mut Family, chain: &str, hooks: &[String]) -> Result<(),
 }
 
 impl Action for IptablesAction {
-    fn kind(&self) -> &'static str {
-        "iptables"
+    fn kind(&self) -> ActionKind {
+        ActionKind::Iptables
     }
 
     fn start(&mut self) -> Result<(), ActionError> {

@@ -2,7 +2,7 @@
 
 use ipnetwork::IpNetwork;
 
-use super::{Action, ActionError, BanOrder};
+use super::{Action, ActionError, ActionKind, BanOrder};
 
 /// Logs bans and unbans instead of applying them.
 pub struct LogAction {
@@ -19,8 +19,8 @@ impl LogAction {
 }
 
 impl Action for LogAction {
-    fn kind(&self) -> &'static str {
-        "log"
+    fn kind(&self) -> ActionKind {
+        ActionKind::Log
     }
 
     fn start(&mut self) -> Result<(), ActionError> {
@@ -28,12 +28,12 @@ impl Action for LogAction {
     }
 
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError> {
-        tracing::info!(jail = %self.jail, ip = %order.target, failures = order.failures, action = "log", "would ban {}", crate::jail::show_target(order.target));
+        tracing::info!(jail = %self.jail, ip = %order.target, failures = order.failures, action = "log", "would ban {}", crate::address::show_target(order.target));
         Ok(())
     }
 
     fn unban(&mut self, target: IpNetwork) -> Result<(), ActionError> {
-        tracing::info!(jail = %self.jail, ip = %target, action = "log", "would unban {}", crate::jail::show_target(target));
+        tracing::info!(jail = %self.jail, ip = %target, action = "log", "would unban {}", crate::address::show_target(target));
         Ok(())
     }
 

@@ -97,6 +97,63 @@ pub struct CommandSpec {
     pub protocol: Protocol,
 }
 
+/// The action types a config may name. One list for config compile, [`ActionSpec`], metrics
+/// labels and `import-fail2ban`, so a new backend cannot be half-added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActionKind {
+    /// Log only: a dry run.
+    Log,
+    /// One iptables/ip6tables chain per jail.
+    Iptables,
+    /// nftables sets in table `inet jailsink`.
+    Nftables,
+    /// ipset hash:net sets.
+    Ipset,
+    /// The operator's own programs.
+    Command,
+}
+
+impl ActionKind {
+    /// Every kind, in the order error messages list them.
+    pub const ALL: [ActionKind; 5] = [
+        ActionKind::Iptables,
+        ActionKind::Nftables,
+        ActionKind::Ipset,
+        ActionKind::Command,
+        ActionKind::Log,
+    ];
+
+    /// The name used in config files, metrics labels and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionKind::Log => "log",
+            ActionKind::Iptables => "iptables",
+            ActionKind::Nftables => "nftables",
+            ActionKind::Ipset => "ipset",
+            ActionKind::Command => "command",
+        }
+    }
+
+    /// The kind a config names, if it is one.
+    pub fn parse(name: &str) -> Option<ActionKind> {
+        ActionKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether it blocks in the kernel by address sets or chains (and takes the firewall keys).
+    pub fn is_firewall(self) -> bool {
+        matches!(
+            self,
+            ActionKind::Iptables | ActionKind::Nftables | ActionKind::Ipset
+        )
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A compiled action of a jail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActionSpec {
@@ -113,14 +170,14 @@ pub enum ActionSpec {
 }
 
 impl ActionSpec {
-    /// The type name, for metrics labels and logs.
-    pub fn kind(&self) -> &'static str {
+    /// Its type, for metrics labels and logs.
+    pub fn kind(&self) -> ActionKind {
         match self {
-            ActionSpec::Log => "log",
-            ActionSpec::Iptables(_) => "iptables",
-            ActionSpec::Nftables(_) => "nftables",
-            ActionSpec::Ipset(_) => "ipset",
-            ActionSpec::Command(_) => "command",
+            ActionSpec::Log => ActionKind::Log,
+            ActionSpec::Iptables(_) => ActionKind::Iptables,
+            ActionSpec::Nftables(_) => ActionKind::Nftables,
+            ActionSpec::Ipset(_) => ActionKind::Ipset,
+            ActionSpec::Command(_) => ActionKind::Command,
         }
     }
 
@@ -237,8 +294,8 @@ pub(crate) fn test_spec(ports: &[&str], protocol: Protocol, v6_networks: bool) -
 
 /// A ban backend. Calls come from one thread, in order; each may block (firewall commands).
 pub trait Action: Send {
-    /// Type name for metrics and logs.
-    fn kind(&self) -> &'static str;
+    /// Its type, for metrics and logs.
+    fn kind(&self) -> ActionKind;
     /// Creates what the backend needs (chains, hooks); idempotent.
     fn start(&mut self) -> Result<(), ActionError>;
     /// Blocks `order.target`.
@@ -288,5 +345,5 @@ pub fn element_text(target: IpNetwork) -> String {
 
 /// Reads an element back from a firewall listing: `192.0.2.1`, `2001:db8::/64`.
 pub fn parse_element(text: &str) -> Option<IpNetwork> {
-    text.trim().parse::<IpNetwork>().ok()
+    crate::address::parse_target(text).ok()
 }

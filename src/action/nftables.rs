@@ -16,8 +16,8 @@ use ipnetwork::IpNetwork;
 use serde_json::Value;
 
 use super::{
-    element_text, exec, parse_element, Action, ActionCommand, ActionError, BanOrder, BatchError,
-    BlockType, FirewallSpec, Protocol,
+    element_text, exec, parse_element, Action, ActionCommand, ActionError, ActionKind, BanOrder,
+    BatchError, BlockType, FirewallSpec, Protocol,
 };
 
 /// The table every jail's objects live in, as SPEC.md names it.
@@ -211,8 +211,8 @@ fn ban_element(order: &BanOrder, now: Instant) -> String {
 }
 
 impl Action for NftablesAction {
-    fn kind(&self) -> &'static str {
-        "nftables"
+    fn kind(&self) -> ActionKind {
+        ActionKind::Nftables
     }
 
     fn start(&mut self) -> Result<(), ActionError> {

@@ -81,7 +81,7 @@ impl Worker {
         let slots = actions
             .into_iter()
             .map(|action| {
-                let errors = metrics::action_errors(&jail, action.kind());
+                let errors = metrics::action_errors(&jail, action.kind().name());
                 errors.absolute(0);
                 Slot { action, errors }
             })
@@ -98,7 +98,7 @@ impl Worker {
             let kind = slot.action.kind();
             if let Err(error) = retry(|| slot.action.start()) {
                 slot.errors.increment(1);
-                tracing::error!(jail = %self.jail, action = kind, %error, "action failed to start");
+                tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to start");
             }
             reconcile(&self.jail, slot, restored);
         }
@@ -140,7 +140,7 @@ impl Worker {
             let kind = slot.action.kind();
             if let Err(error) = retry(|| slot.action.stop()) {
                 slot.errors.increment(1);
-                tracing::error!(jail = %self.jail, action = kind, %error, "action failed to stop");
+                tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to stop");
             }
         }
     }
@@ -173,7 +173,7 @@ fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
                 break;
             }
             Err(failed) => {
-                tracing::debug!(jail, action = slot.action.kind(), tries, failed = failed.pending.len(), error = %failed.error, "burst failed; retrying");
+                tracing::debug!(jail, action = slot.action.kind().name(), tries, failed = failed.pending.len(), error = %failed.error, "burst failed; retrying");
                 pending = failed
                     .pending
                     .iter()
@@ -197,7 +197,7 @@ fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
     let first = pending.first().map(|c| super::element_text(c.target()));
     tracing::error!(
         jail,
-        action = slot.action.kind(),
+        action = slot.action.kind().name(),
         failed = pending.len(),
         bans,
         unbans = pending.len() - bans,
@@ -217,7 +217,7 @@ fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder]) {
         Ok(current) => current,
         Err(error) => {
             slot.errors.increment(1);
-            tracing::error!(jail, action = kind, %error, "cannot list the firewall; adding every restored ban");
+            tracing::error!(jail, action = kind.name(), %error, "cannot list the firewall; adding every restored ban");
             None
         }
     };
@@ -248,7 +248,7 @@ fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder]) {
     if !commands.is_empty() || current.is_some() {
         tracing::info!(
             jail,
-            action = kind,
+            action = kind.name(),
             listed = current.as_ref().map_or(0, Vec::len),
             removed,
             added = commands.len() - removed,
@@ -273,9 +273,11 @@ mod tests {
         fail: usize,
     }
 
+    use crate::action::ActionKind;
+
     impl Action for Fake {
-        fn kind(&self) -> &'static str {
-            "fake"
+        fn kind(&self) -> ActionKind {
+            ActionKind::Log
         }
         fn start(&mut self) -> Result<(), ActionError> {
             Ok(())

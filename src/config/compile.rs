@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
+use super::filter_file::{read_filter, FilterFileContents, FilterFileError};
 use super::raw::{
-    RawAction, RawActionTable, RawActions, RawConfig, RawDuration, RawFilter, RawJail,
-    RawJailSettings, RawPort, RawPorts,
+    RawAction, RawActionTable, RawActions, RawConfig, RawDuration, RawJail, RawJailSettings,
+    RawPort, RawPorts,
 };
-use super::{read_toml, ConfigError, ConfigErrors};
-use crate::action::{ActionSpec, BlockType, CommandSpec, FirewallSpec, Protocol};
-use crate::filter::fail2ban::Fail2banFilter;
-use crate::filter::{locate, Filter, FilterFile, FilterSource, JailFilter};
+use super::{ConfigError, ConfigErrors};
+use crate::action::{ActionKind, ActionSpec, BlockType, CommandSpec, FirewallSpec, Protocol};
+use crate::filter::{Filter, FilterSource, JailFilter};
+pub use crate::jail::settings::{Increment, JailSettings, JailSpec};
 use crate::parse::Zone;
 
 /// The whole compiled configuration.
@@ -83,40 +84,20 @@ pub struct JailConfig {
     pub actions: Vec<ActionSpec>,
 }
 
-/// The numbers a jail decides with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JailSettings {
-    /// Ban length; None is permanent.
-    pub bantime: Option<Duration>,
-    /// Window in which failures count.
-    pub findtime: Duration,
-    /// Failures that trigger a ban.
-    pub maxretry: u32,
-    /// Never banned (ignoreip, plus this host's addresses with ignoreself).
-    pub ignore: Vec<IpNetwork>,
-    /// Most addresses tracked at once; the oldest is evicted first.
-    pub max_tracked: usize,
-    /// IPv4 failures count against, and ban, this prefix of the address (32: the address).
-    pub ipv4_prefix: u8,
-    /// IPv6 failures count against, and ban, this prefix of the address (128: the address).
-    pub ipv6_prefix: u8,
-    /// Ban storm guard: at most this many bans a minute; None turns the guard off.
-    pub max_bans_per_minute: Option<u32>,
-    /// Escalation of repeat bans.
-    pub increment: Increment,
-}
-
-/// `bantime_increment`, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Increment {
-    /// Off by default.
-    pub enabled: bool,
-    /// bantime × factor^(bans − 1).
-    pub factor: f64,
-    /// Cap on an escalated ban.
-    pub maxtime: Duration,
-    /// Random extra up to this much.
-    pub rndtime: Duration,
+impl JailConfig {
+    /// What the jail task needs of this jail: its name, numbers and actions, plus a description
+    /// of what feeds it, so a reload can say the jail was updated.
+    pub fn spec(&self) -> JailSpec {
+        JailSpec {
+            name: self.name.clone(),
+            settings: self.settings.clone(),
+            actions: self.actions.clone(),
+            feed: format!(
+                "filter={} programs={:?} hosts={:?}",
+                self.filter_origin, self.programs, self.hosts
+            ),
+        }
+    }
 }
 
 /// Collects errors for one file.
@@ -165,8 +146,7 @@ pub fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigErrors> {
         None => None,
         Some(name) => errors.take(
             "control.group",
-            crate::control::server::group_id(name)
-                .ok_or_else(|| format!("no group `{name}` in /etc/group")),
+            group_id(name).ok_or_else(|| format!("no group `{name}` in /etc/group")),
         ),
     };
     let state_path = PathBuf::from(
@@ -425,42 +405,44 @@ fn compile_filter(
         return None;
     }
     if let Some(wanted) = wanted {
-        let found = match locate(&wanted, dirs, base) {
-            Ok(f) => f,
-            Err(reason) => {
-                errors.push(format!("jails.{name}.filter"), reason);
-                return None;
-            }
-        };
-        let path = match found {
-            FilterFile::Fail2ban(path, mut options) => {
-                return compile_fail2ban(name, jail, &path, &mut options, errors);
-            }
-            FilterFile::Toml(path) => path,
-        };
-        if jail.filter_options.is_some() {
-            errors.push(
-                format!("jails.{name}.filter_options"),
-                format!(
-                    "{} is a jailsink filter; filter_options apply to fail2ban .conf filters",
-                    path.display()
-                ),
-            );
-            return None;
-        }
-        let raw: RawFilter = match read_toml(&path) {
-            Ok(r) => r,
-            Err(ConfigErrors(list)) => {
+        match read_filter(&wanted, dirs, base, jail.filter_options.as_ref()) {
+            Err(FilterFileError::Toml(ConfigErrors(list))) => {
                 errors.list.extend(list);
                 return None;
             }
-        };
-        source.failregex = raw.failregex;
-        source.ignoreregex = raw.ignoreregex;
-        source.prefregex = raw.prefregex;
-        origin = path.display().to_string();
-        file = path;
-        key_prefix = String::new();
+            Err(e @ FilterFileError::OptionsOnNative(_)) => {
+                errors.push(format!("jails.{name}.filter_options"), e.to_string());
+                return None;
+            }
+            Err(e) => {
+                errors.push(format!("jails.{name}.filter"), e.to_string());
+                return None;
+            }
+            Ok(FilterFileContents::Fail2ban {
+                path,
+                origin,
+                filter,
+            }) => {
+                // The jail's own failregex/ignoreregex keys would mix two regex dialects.
+                if jail.failregex.is_some() || jail.ignoreregex.is_some() {
+                    errors.push(
+                        format!("jails.{name}.failregex"),
+                        format!(
+                            "{} is a fail2ban filter; add patterns in a .local file beside it, not in the jail",
+                            path.display()
+                        ),
+                    );
+                    return None;
+                }
+                return Some((origin, JailFilter::Fail2ban(Arc::new(filter))));
+            }
+            Ok(FilterFileContents::Native { path, source: read }) => {
+                source = read;
+                origin = path.display().to_string();
+                file = path;
+                key_prefix = String::new();
+            }
+        }
     }
     let own_start = source.failregex.len();
     let own_ignore_start = source.ignoreregex.len();
@@ -506,45 +488,6 @@ fn compile_filter(
     }
 }
 
-/// A fail2ban `.conf` filter: options from `filter = "x.conf[k=v]"` and `filter_options`
-/// (the latter win). The jail's own failregex/ignoreregex keys would mix two regex dialects,
-/// so they are refused here.
-fn compile_fail2ban(
-    name: &str,
-    jail: &RawJail,
-    path: &Path,
-    options: &mut crate::filter::fail2ban::interpolate::Vars,
-    errors: &mut Errors,
-) -> Option<(String, JailFilter)> {
-    if jail.failregex.is_some() || jail.ignoreregex.is_some() {
-        errors.push(
-            format!("jails.{name}.failregex"),
-            format!(
-                "{} is a fail2ban filter; add patterns in a .local file beside it, not in the jail",
-                path.display()
-            ),
-        );
-        return None;
-    }
-    for (k, v) in jail.filter_options.clone().unwrap_or_default() {
-        options.insert(k.to_lowercase(), v);
-    }
-    match Fail2banFilter::load(path, options) {
-        Ok(f) => {
-            let mut origin = path.display().to_string();
-            if !options.is_empty() {
-                let opts: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                origin = format!("{origin}[{}]", opts.join(", "));
-            }
-            Some((origin, JailFilter::Fail2ban(Arc::new(f))))
-        }
-        Err(e) => {
-            errors.push(format!("jails.{name}.filter"), e.to_string());
-            None
-        }
-    }
-}
-
 fn parse_index(key: &str) -> (Option<usize>, &str) {
     match key.split_once('[') {
         Some((list, rest)) => (rest.trim_end_matches(']').parse().ok(), list),
@@ -566,7 +509,6 @@ const FIREWALL_KEYS: &[&str] = &["name", "port", "protocol", "blocktype", "keep_
 const COMMAND_KEYS: &[&str] = &[
     "port", "protocol", "start", "stop", "ban", "unban", "timeout",
 ];
-const ACTION_TYPES: &str = "iptables, nftables, ipset, command, log";
 
 fn compile_actions(
     jail: &str,
@@ -575,7 +517,7 @@ fn compile_actions(
     key: &str,
     errors: &mut Errors,
 ) -> Option<Vec<ActionSpec>> {
-    let default = RawActions::One(RawAction::Type("iptables".into()));
+    let default = RawActions::One(RawAction::Type(ActionKind::Iptables.name().into()));
     let list: Vec<&RawAction> = match raw.unwrap_or(&default) {
         RawActions::One(a) => vec![a],
         RawActions::Many(v) => v.iter().collect(),
@@ -589,22 +531,23 @@ fn compile_actions(
         } else {
             key.to_string()
         };
-        let (kind, table) = match action {
+        let (name, table) = match action {
             RawAction::Type(t) => (t.as_str(), None),
             RawAction::Table(t) => (t.kind.as_str(), Some(&**t)),
         };
+        let Some(kind) = ActionKind::parse(name) else {
+            let known: Vec<&str> = ActionKind::ALL.iter().map(|k| k.name()).collect();
+            errors.push(
+                key,
+                format!("unknown action type `{name}` (known: {})", known.join(", ")),
+            );
+            ok = false;
+            continue;
+        };
         let allowed: &[&str] = match kind {
-            "iptables" | "nftables" | "ipset" => FIREWALL_KEYS,
-            "command" => COMMAND_KEYS,
-            "log" => &[],
-            other => {
-                errors.push(
-                    key,
-                    format!("unknown action type `{other}` (known: {ACTION_TYPES})"),
-                );
-                ok = false;
-                continue;
-            }
+            ActionKind::Iptables | ActionKind::Nftables | ActionKind::Ipset => FIREWALL_KEYS,
+            ActionKind::Command => COMMAND_KEYS,
+            ActionKind::Log => &[],
         };
         if let Some(t) = table {
             let keys: Vec<String> = t
@@ -640,51 +583,67 @@ fn compile_actions(
             ok = false;
             continue;
         };
-        match kind {
-            "log" => out.push(ActionSpec::Log),
-            "command" => match compile_command(table, ports, protocol, &key, errors) {
-                Some(spec) => out.push(ActionSpec::Command(spec)),
-                None => ok = false,
-            },
-            _ => {
-                let name = table
-                    .and_then(|t| t.name.clone())
-                    .unwrap_or_else(|| jail.to_string());
-                let blocktype = errors.take(
-                    &format!("{key}.blocktype"),
-                    BlockType::parse(table.and_then(|t| t.blocktype.as_deref()).unwrap_or("DROP")),
-                );
-                if !valid_jail_name(&name) {
-                    errors.push(
-                        format!("{key}.name"),
-                        "1 to 19 letters, digits, '-' or '_', starting with a letter",
-                    );
-                    ok = false;
-                }
-                let Some(blocktype) = blocktype else {
-                    ok = false;
-                    continue;
-                };
-                let spec = FirewallSpec {
-                    name,
-                    ports,
-                    protocol,
-                    blocktype,
-                    keep_on_stop: table
-                        .and_then(|t| t.keep_on_stop)
-                        .unwrap_or(firewall.keep_on_stop),
-                    v4_networks: firewall.v4_networks,
-                    v6_networks: firewall.v6_networks,
-                };
-                out.push(match kind {
-                    "nftables" => ActionSpec::Nftables(spec),
-                    "ipset" => ActionSpec::Ipset(spec),
-                    _ => ActionSpec::Iptables(spec),
-                });
+        let spec = match kind {
+            ActionKind::Log => Some(ActionSpec::Log),
+            ActionKind::Command => {
+                compile_command(table, ports, protocol, &key, errors).map(ActionSpec::Command)
             }
+            ActionKind::Iptables => {
+                compile_firewall(jail, table, ports, protocol, firewall, &key, errors)
+                    .map(ActionSpec::Iptables)
+            }
+            ActionKind::Nftables => {
+                compile_firewall(jail, table, ports, protocol, firewall, &key, errors)
+                    .map(ActionSpec::Nftables)
+            }
+            ActionKind::Ipset => {
+                compile_firewall(jail, table, ports, protocol, firewall, &key, errors)
+                    .map(ActionSpec::Ipset)
+            }
+        };
+        match spec {
+            Some(spec) => out.push(spec),
+            None => ok = false,
         }
     }
     ok.then_some(out)
+}
+
+/// An iptables, nftables or ipset action: its kernel object name, ports and verdict.
+fn compile_firewall(
+    jail: &str,
+    table: Option<&RawActionTable>,
+    ports: Vec<String>,
+    protocol: Protocol,
+    firewall: &JailFirewall,
+    key: &str,
+    errors: &mut Errors,
+) -> Option<FirewallSpec> {
+    let name = table
+        .and_then(|t| t.name.clone())
+        .unwrap_or_else(|| jail.to_string());
+    let blocktype = errors.take(
+        &format!("{key}.blocktype"),
+        BlockType::parse(table.and_then(|t| t.blocktype.as_deref()).unwrap_or("DROP")),
+    );
+    let named = valid_jail_name(&name);
+    if !named {
+        errors.push(
+            format!("{key}.name"),
+            "1 to 19 letters, digits, '-' or '_', starting with a letter",
+        );
+    }
+    Some(FirewallSpec {
+        name,
+        ports,
+        protocol,
+        blocktype: blocktype.filter(|_| named)?,
+        keep_on_stop: table
+            .and_then(|t| t.keep_on_stop)
+            .unwrap_or(firewall.keep_on_stop),
+        v4_networks: firewall.v4_networks,
+        v6_networks: firewall.v6_networks,
+    })
 }
 
 /// The typed keys an action table set, so a key of the wrong action type is reported.
@@ -762,6 +721,16 @@ fn valid_jail_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Looks a group name up in /etc/group, for `[control] group`.
+fn group_id(name: &str) -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
 }
 
 fn socket_addr(text: &str) -> Result<SocketAddr, String> {

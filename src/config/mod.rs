@@ -1,7 +1,22 @@
 //! Configuration: TOML read into [`raw`] types, then [`compile`]d into checked values, with every
 //! error reported at once and each naming its file, key and reason.
+//!
+//! How to add a key:
+//! 1. [`raw`]: the field, as an `Option` with a doc comment. A key a jail may set and
+//!    `[defaults]` may give to every jail goes into the `shared` list of `jail_keys!` (once: it
+//!    lands in `RawJailSettings`, `RawJail` and the overlay); a key only a jail has goes into
+//!    `jail_only`; a section key goes into that section's struct.
+//! 2. [`compile`]: check it and turn it into the compiled value the module that uses it takes
+//!    (e.g. `JailSettings` for the jail, an `ActionSpec` for actions), pushing an error that
+//!    names the key (`jails.NAME.key`) instead of stopping at the first.
+//! 3. Tests: a unit test in `compile.rs` for its default, a good value and a bad one (the error
+//!    must name the file and key); an end-to-end test under `tests/` when it changes behaviour.
+//! 4. Documentation in the same commit: README's configuration reference, the shipped
+//!    `conf/jailsink.toml` (commented, with the default), and `jailsink import-fail2ban` when
+//!    fail2ban has the same setting.
 
 pub mod compile;
+pub mod filter_file;
 pub mod raw;
 
 use std::fmt;

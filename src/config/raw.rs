@@ -84,38 +84,6 @@ pub struct RawState {
     pub path: Option<String>,
 }
 
-/// Settings a jail may set and `[defaults]` may give to all.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawJailSettings {
-    /// How long a ban lasts ("10m"; "-1" or "permanent" for ever).
-    pub bantime: Option<RawDuration>,
-    /// The window in which failures count.
-    pub findtime: Option<RawDuration>,
-    /// Failures inside findtime that trigger a ban.
-    pub maxretry: Option<i64>,
-    /// Addresses and networks never banned.
-    pub ignoreip: Option<Vec<String>>,
-    /// Never ban this host's own addresses.
-    pub ignoreself: Option<bool>,
-    /// What a ban does.
-    pub action: Option<RawActions>,
-    /// Where filters are looked up by name.
-    pub filter_dirs: Option<Vec<String>>,
-    /// Repeat offenders get longer bans.
-    pub bantime_increment: Option<RawIncrement>,
-    /// Most addresses tracked at once (oldest evicted first).
-    pub max_tracked: Option<i64>,
-    /// Prefix length IPv4 failures are counted and banned by.
-    pub ipv4_prefix: Option<i64>,
-    /// Prefix length IPv6 failures are counted and banned by.
-    pub ipv6_prefix: Option<i64>,
-    /// Ban storm guard (0 turns it off).
-    pub max_bans_per_minute: Option<i64>,
-    /// Leave set-based bans in the kernel at stop (their timeouts lift them).
-    pub keep_on_stop: Option<bool>,
-}
-
 /// `bantime_increment = { ... }`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,83 +98,90 @@ pub struct RawIncrement {
     pub rndtime: Option<RawDuration>,
 }
 
-/// One `[jails.NAME]`. The settings `[defaults]` shares are repeated here rather than
-/// flattened in, because serde's flatten cannot be combined with deny_unknown_fields, and an
-/// unknown key must stay an error.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawJail {
-    /// `enabled = false` keeps a jail in the file without running it.
-    pub enabled: Option<bool>,
-    /// Syslog program names that feed the jail.
-    pub programs: Option<Vec<String>>,
-    /// Syslog host names that feed the jail (all when absent).
-    pub hosts: Option<Vec<String>>,
-    /// Filter name or path.
-    pub filter: Option<String>,
-    /// Options of a fail2ban `.conf` filter (`{ mode = "aggressive" }`), as fail2ban's
-    /// `filter = sshd[mode=aggressive]`.
-    pub filter_options: Option<std::collections::BTreeMap<String, String>>,
-    /// Patterns added to the filter's.
-    pub failregex: Option<Vec<String>>,
-    /// Patterns added to the filter's ignoreregex.
-    pub ignoreregex: Option<Vec<String>>,
-    /// Ports the firewall actions guard.
-    pub port: Option<RawPorts>,
-    /// tcp, udp or all.
-    pub protocol: Option<String>,
-    /// How long a ban lasts.
-    pub bantime: Option<RawDuration>,
-    /// The window in which failures count.
-    pub findtime: Option<RawDuration>,
-    /// Failures inside findtime that trigger a ban.
-    pub maxretry: Option<i64>,
-    /// Addresses and networks never banned.
-    pub ignoreip: Option<Vec<String>>,
-    /// Never ban this host's own addresses.
-    pub ignoreself: Option<bool>,
-    /// What a ban does.
-    pub action: Option<RawActions>,
-    /// Where filters are looked up by name.
-    pub filter_dirs: Option<Vec<String>>,
-    /// Repeat offenders get longer bans.
-    pub bantime_increment: Option<RawIncrement>,
-    /// Most addresses tracked at once.
-    pub max_tracked: Option<i64>,
-    /// Prefix length IPv4 failures are counted and banned by.
-    pub ipv4_prefix: Option<i64>,
-    /// Prefix length IPv6 failures are counted and banned by.
-    pub ipv6_prefix: Option<i64>,
-    /// Ban storm guard (0 turns it off).
-    pub max_bans_per_minute: Option<i64>,
-    /// Leave set-based bans in the kernel at stop (their timeouts lift them).
-    pub keep_on_stop: Option<bool>,
+/// Defines the keys a jail shares with `[defaults]` once: the `[defaults]` struct, the jail
+/// struct (its own keys, then the shared ones) and the overlay of a jail on the defaults.
+/// The shared keys are written out in both structs rather than flattened in, because serde's
+/// flatten cannot be combined with deny_unknown_fields, and an unknown key must stay an error.
+macro_rules! jail_keys {
+    (
+        shared { $( $(#[$smeta:meta])* $shared:ident : $sty:ty, )* }
+        jail_only { $( $(#[$jmeta:meta])* $own:ident : $jty:ty, )* }
+    ) => {
+        /// Settings a jail may set and `[defaults]` may give to all.
+        #[derive(Debug, Default, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawJailSettings {
+            $( $(#[$smeta])* pub $shared: Option<$sty>, )*
+        }
+
+        /// One `[jails.NAME]`: its own keys, then every key `[defaults]` may set.
+        #[derive(Debug, Default, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawJail {
+            $( $(#[$jmeta])* pub $own: Option<$jty>, )*
+            $( $(#[$smeta])* pub $shared: Option<$sty>, )*
+        }
+
+        impl RawJail {
+            /// The jail's own settings laid over `defaults`: a key set in the jail wins.
+            pub fn settings_over(&self, defaults: &RawJailSettings) -> RawJailSettings {
+                RawJailSettings {
+                    $( $shared: self.$shared.clone().or_else(|| defaults.$shared.clone()), )*
+                }
+            }
+        }
+    };
 }
 
-impl RawJail {
-    /// The jail's own settings laid over `defaults`: a key set in the jail wins.
-    pub fn settings_over(&self, defaults: &RawJailSettings) -> RawJailSettings {
-        RawJailSettings {
-            bantime: self.bantime.clone().or_else(|| defaults.bantime.clone()),
-            findtime: self.findtime.clone().or_else(|| defaults.findtime.clone()),
-            maxretry: self.maxretry.or(defaults.maxretry),
-            ignoreip: self.ignoreip.clone().or_else(|| defaults.ignoreip.clone()),
-            ignoreself: self.ignoreself.or(defaults.ignoreself),
-            action: self.action.clone().or_else(|| defaults.action.clone()),
-            filter_dirs: self
-                .filter_dirs
-                .clone()
-                .or_else(|| defaults.filter_dirs.clone()),
-            bantime_increment: self
-                .bantime_increment
-                .clone()
-                .or_else(|| defaults.bantime_increment.clone()),
-            max_tracked: self.max_tracked.or(defaults.max_tracked),
-            ipv4_prefix: self.ipv4_prefix.or(defaults.ipv4_prefix),
-            ipv6_prefix: self.ipv6_prefix.or(defaults.ipv6_prefix),
-            max_bans_per_minute: self.max_bans_per_minute.or(defaults.max_bans_per_minute),
-            keep_on_stop: self.keep_on_stop.or(defaults.keep_on_stop),
-        }
+jail_keys! {
+    shared {
+        /// How long a ban lasts ("10m"; "-1" or "permanent" for ever).
+        bantime: RawDuration,
+        /// The window in which failures count.
+        findtime: RawDuration,
+        /// Failures inside findtime that trigger a ban.
+        maxretry: i64,
+        /// Addresses and networks never banned.
+        ignoreip: Vec<String>,
+        /// Never ban this host's own addresses.
+        ignoreself: bool,
+        /// What a ban does.
+        action: RawActions,
+        /// Where filters are looked up by name.
+        filter_dirs: Vec<String>,
+        /// Repeat offenders get longer bans.
+        bantime_increment: RawIncrement,
+        /// Most addresses tracked at once (oldest evicted first).
+        max_tracked: i64,
+        /// Prefix length IPv4 failures are counted and banned by.
+        ipv4_prefix: i64,
+        /// Prefix length IPv6 failures are counted and banned by.
+        ipv6_prefix: i64,
+        /// Ban storm guard (0 turns it off).
+        max_bans_per_minute: i64,
+        /// Leave set-based bans in the kernel at stop (their timeouts lift them).
+        keep_on_stop: bool,
+    }
+    jail_only {
+        /// `enabled = false` keeps a jail in the file without running it.
+        enabled: bool,
+        /// Syslog program names that feed the jail.
+        programs: Vec<String>,
+        /// Syslog host names that feed the jail (all when absent).
+        hosts: Vec<String>,
+        /// Filter name or path.
+        filter: String,
+        /// Options of a fail2ban `.conf` filter (`{ mode = "aggressive" }`), as fail2ban's
+        /// `filter = sshd[mode=aggressive]`.
+        filter_options: BTreeMap<String, String>,
+        /// Patterns added to the filter's.
+        failregex: Vec<String>,
+        /// Patterns added to the filter's ignoreregex.
+        ignoreregex: Vec<String>,
+        /// Ports the firewall actions guard.
+        port: RawPorts,
+        /// tcp, udp or all.
+        protocol: String,
     }
 }
 

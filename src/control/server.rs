@@ -51,16 +51,6 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Looks a group name up in /etc/group.
-pub fn group_id(name: &str) -> Option<u32> {
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == name).then_some(())?;
-        fields.nth(1)?.parse().ok()
-    })
-}
-
 /// Serves the socket until `shutdown`.
 pub async fn serve(
     listener: UnixListener,

@@ -209,7 +209,7 @@ pub fn add_origins(
             .filter(|e| jail.is_none_or(|j| j == e.jail))
             .map(|e| BanEntry {
                 jail: e.jail.clone(),
-                ip: crate::jail::show_target(e.target),
+                ip: crate::address::show_target(e.target),
                 banned_at: rfc(e.banned_at),
                 expires_at: e.expires_at.map(rfc),
                 ban_count: e.ban_count,

@@ -111,7 +111,7 @@ pub async fn banned(config: &FleetConfig) -> Result<Vec<FleetBan>, FleetError> {
         {
             bans.push(FleetBan {
                 jail: event.jail,
-                ip: crate::jail::show_target(event.target),
+                ip: crate::address::show_target(event.target),
                 banned_at: rfc3339(event.banned_at),
                 expires_at: event.expires_at.map(rfc3339),
                 ban_count: event.ban_count,

@@ -2,7 +2,9 @@
 //! runs out. [`Jail`] is one jail's state and rules; [`set`] is the task that owns every jail,
 //! so nothing here needs a lock.
 
+pub mod query;
 pub mod set;
+pub mod settings;
 pub mod window;
 
 use std::collections::{HashMap, VecDeque};
@@ -17,8 +19,9 @@ use lru::LruCache;
 use tokio::time::Instant;
 
 use crate::action::BanOrder;
-use crate::config::JailSettings;
+use crate::address::show_target;
 use crate::metrics::JailMetrics;
+pub use settings::{JailSettings, JailSpec};
 use window::{Outcome, Window};
 
 /// The window the ban storm guard counts bans in.
@@ -123,9 +126,7 @@ impl Jail {
         } else {
             self.settings.ipv6_prefix
         };
-        IpNetwork::new(ip, prefix)
-            .and_then(|n| IpNetwork::new(n.network(), prefix))
-            .unwrap_or_else(|_| IpNetwork::from(ip))
+        crate::address::network_of(ip, prefix)
     }
 
     /// Counts a failure and decides. A ban is recorded as active before it is returned.
@@ -397,16 +398,6 @@ impl Jail {
     }
 }
 
-/// A single address as itself, a prefix ban as CIDR: how logs and the CLI name a target.
-pub fn show_target(target: IpNetwork) -> String {
-    let full = if target.is_ipv4() { 32 } else { 128 };
-    if target.prefix() == full {
-        target.ip().to_string()
-    } else {
-        target.to_string()
-    }
-}
-
 fn show(bantime: Option<Duration>) -> String {
     match bantime {
         Some(d) => humantime::format_duration(d).to_string(),
@@ -417,7 +408,7 @@ fn show(bantime: Option<Duration>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::compile::Increment;
+    use crate::jail::settings::Increment;
 
     fn settings(maxretry: u32, bantime: u64) -> JailSettings {
         JailSettings {

@@ -8,17 +8,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use ipnetwork::IpNetwork;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{show_target, ActiveBan, Decision, Failure, Jail};
+use super::query::{Answer, BanInfo, JailCounts, Query, Refused};
+use super::{ActiveBan, Decision, Failure, Jail, JailSpec};
 use crate::action::runner;
 use crate::action::BanOrder;
-use crate::config::JailConfig;
-use crate::control::proto::{BanEntry, JailStatus, Reply, Request, Response};
+use crate::address::show_target;
 use crate::metrics::JailMetrics;
 use crate::state::{StateOp, StoredBan};
 
@@ -27,10 +26,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// Work for the jail task besides failures.
 pub enum Command {
-    /// A control request (status, ban, unban, banned).
-    Control(Request, oneshot::Sender<Response>),
+    /// A question or order from the control socket.
+    Query(Query, oneshot::Sender<Result<Answer, Refused>>),
     /// A new, compiled set of jails; the answer says what changed or why nothing did.
-    Reload(Vec<JailConfig>, oneshot::Sender<Result<String, String>>),
+    Reload(Vec<JailSpec>, oneshot::Sender<Result<String, String>>),
     /// Failures counted in the fleet's shared windows, with the bans they decided.
     Shared(Vec<SharedFailure>),
 }
@@ -53,7 +52,7 @@ pub struct SharedFailure {
 /// One jail with its config and its action runner.
 struct Slot {
     name: Arc<str>,
-    config: JailConfig,
+    config: JailSpec,
     jail: Jail,
     queue: mpsc::Sender<runner::ActionCommand>,
     thread: JoinHandle<()>,
@@ -68,7 +67,7 @@ pub struct JailSet {
 }
 
 /// A jail's fresh state, with its metrics registered at zero.
-fn new_jail(config: &JailConfig) -> Jail {
+fn new_jail(config: &JailSpec) -> Jail {
     Jail::new(
         &config.name,
         config.settings.clone(),
@@ -79,7 +78,7 @@ fn new_jail(config: &JailConfig) -> Jail {
 /// Starts the runner of `jail`; `restored` are the bans its actions must hold (the runner
 /// reconciles the kernel with them before it reports started).
 async fn start_slot(
-    config: JailConfig,
+    config: JailSpec,
     jail: Jail,
     restored: Vec<BanOrder>,
 ) -> std::io::Result<Slot> {
@@ -137,10 +136,6 @@ fn restore(jail: &mut Jail, ban: &StoredBan, now: SystemTime) -> Restore {
     Restore::Active(order, expires)
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 /// The wall-clock moment of a monotonic deadline.
 fn wall(deadline: Instant) -> SystemTime {
     let now = Instant::now();
@@ -158,12 +153,12 @@ impl JailSet {
     /// expired while the daemon was down are lifted and forgotten, and the ban history seeds
     /// escalation.
     pub async fn start(
-        configs: Vec<JailConfig>,
+        configs: Vec<JailSpec>,
         state: mpsc::Sender<StateOp>,
         stored: Vec<StoredBan>,
         counts: HashMap<(String, IpNetwork), u32>,
     ) -> std::io::Result<JailSet> {
-        let mut jails: Vec<(JailConfig, Jail, Vec<BanOrder>)> = configs
+        let mut jails: Vec<(JailSpec, Jail, Vec<BanOrder>)> = configs
             .into_iter()
             .map(|c| {
                 let j = new_jail(&c);
@@ -338,112 +333,82 @@ impl JailSet {
         }
     }
 
-    /// Answers a control request.
-    pub async fn handle(&mut self, request: Request) -> Response {
-        let ok = |reply| Response::Ok { reply };
-        let error = |message: String| Response::Error { message };
-        match request {
-            Request::Status { jail: None } => ok(Reply::Jails {
-                jails: self.slots.iter().map(|s| s.name.to_string()).collect(),
-            }),
-            Request::Status { jail: Some(name) } => match self.slot_mut(&name) {
-                None => error(format!("no jail `{name}`")),
+    /// Answers a query from the control socket.
+    pub async fn handle(&mut self, query: Query) -> Result<Answer, Refused> {
+        let refuse = |message: String| Err(Refused(message));
+        match query {
+            Query::Status { jail: None } => Ok(Answer::Jails(
+                self.slots.iter().map(|s| s.name.to_string()).collect(),
+            )),
+            Query::Status { jail: Some(name) } => match self.slot_mut(&name) {
+                None => refuse(format!("no jail `{name}`")),
                 Some(slot) => {
                     slot.jail.prune(Instant::now());
                     let mut banned: Vec<_> = slot.jail.bans().keys().copied().collect();
                     banned.sort();
-                    ok(Reply::JailStatus(JailStatus {
+                    Ok(Answer::Status(JailCounts {
                         jail: name,
                         currently_failed: slot.jail.tracked() as u64,
                         total_failed: slot.jail.total_failed(),
-                        currently_banned: banned.len() as u64,
                         total_banned: slot.jail.total_banned(),
-                        banned: banned.into_iter().map(show_target).collect(),
+                        banned,
                     }))
                 }
             },
-            Request::Banned { jail } => {
+            Query::Banned { jail } => {
                 if let Some(name) = &jail {
                     if self.slot(name).is_none() {
-                        return error(format!("no jail `{name}`"));
+                        return refuse(format!("no jail `{name}`"));
                     }
                 }
-                let mut bans: Vec<BanEntry> = self
+                let mut bans: Vec<BanInfo> = self
                     .slots
                     .iter()
                     .filter(|s| jail.as_deref().is_none_or(|j| j == &*s.name))
                     .flat_map(|s| {
-                        s.jail.bans().iter().map(|(target, ban)| BanEntry {
+                        s.jail.bans().iter().map(|(target, ban)| BanInfo {
                             jail: s.name.to_string(),
-                            ip: show_target(*target),
-                            banned_at: rfc3339(ban.banned_at),
-                            expires_at: ban.expires.map(|e| rfc3339(wall(e))),
+                            target: *target,
+                            banned_at: ban.banned_at,
+                            expires_at: ban.expires.map(wall),
                             ban_count: ban.ban_count,
-                            origin: String::new(),
                         })
                     })
                     .collect();
                 bans.sort_by(|a, b| {
-                    (&a.banned_at, &a.jail, &a.ip).cmp(&(&b.banned_at, &b.jail, &b.ip))
+                    (a.banned_at, &a.jail, a.target).cmp(&(b.banned_at, &b.jail, b.target))
                 });
-                ok(Reply::Banned { bans })
+                Ok(Answer::Bans(bans))
             }
-            Request::Ban { jail, addr } => {
-                let Ok(ip) = addr.parse::<IpAddr>() else {
-                    return error(format!("`{addr}` is not an IP address"));
-                };
+            Query::Ban { jail, ip } => {
                 let Some(slot) = self.slot_mut(&jail) else {
-                    return error(format!("no jail `{jail}`"));
+                    return refuse(format!("no jail `{jail}`"));
                 };
-                match slot
-                    .jail
-                    .manual_ban(crate::filter::normalise(ip), Instant::now())
-                {
-                    Err(message) => error(message),
+                match slot.jail.manual_ban(ip, Instant::now()) {
+                    Err(message) => refuse(message),
                     Ok(order) => {
                         let name = slot.name.clone();
                         let shown = show_target(order.target);
                         self.commit_ban(name, order).await;
-                        ok(Reply::Done {
-                            message: format!("[{jail}] Ban {shown}"),
-                        })
+                        Ok(Answer::Done(format!("[{jail}] Ban {shown}")))
                     }
                 }
             }
-            Request::Unban { jail, addr, all } => self.unban_request(jail, addr, all).await,
-            Request::Reload => error("reload is handled by the supervisor".into()),
+            Query::Unban { jail, target } => self.unban(jail, target).await,
         }
     }
 
-    async fn unban_request(
+    /// Lifts the bans of `wanted` (every ban when None) in `jail` (every jail when None).
+    async fn unban(
         &mut self,
         jail: Option<String>,
-        addr: Option<String>,
-        all: bool,
-    ) -> Response {
+        wanted: Option<IpNetwork>,
+    ) -> Result<Answer, Refused> {
         if let Some(name) = &jail {
             if self.slot(name).is_none() {
-                return Response::Error {
-                    message: format!("no jail `{name}`"),
-                };
+                return Err(Refused(format!("no jail `{name}`")));
             }
         }
-        let wanted: Option<IpNetwork> = match (&addr, all) {
-            (Some(a), false) => match a.parse::<IpNetwork>() {
-                Ok(net) => Some(net),
-                Err(_) => {
-                    return Response::Error {
-                        message: format!("`{a}` is not an IP address"),
-                    }
-                }
-            },
-            (None, true) => None,
-            _ => {
-                return Response::Error {
-                    message: "give an address, or --all".into(),
-                }
-            }
-        };
         let mut lifted = Vec::new();
         let targets: Vec<(Arc<str>, IpNetwork)> = self
             .slots
@@ -467,19 +432,10 @@ impl JailSet {
                 lifted.push(format!("[{name}] Unban {}", show_target(target)));
             }
         }
-        if lifted.is_empty() && !all {
-            return Response::Error {
-                message: format!("{} is not banned", addr.unwrap_or_default()),
-            };
-        }
-        Response::Ok {
-            reply: Reply::Done {
-                message: if lifted.is_empty() {
-                    "nothing was banned".into()
-                } else {
-                    lifted.join("\n")
-                },
-            },
+        match (lifted.is_empty(), wanted) {
+            (true, Some(target)) => Err(Refused(format!("{} is not banned", show_target(target)))),
+            (true, None) => Ok(Answer::Done("nothing was banned".into())),
+            (false, _) => Ok(Answer::Done(lifted.join("\n"))),
         }
     }
 
@@ -487,7 +443,7 @@ impl JailSet {
     /// changed keeps its bans (and its counts, unless the window's shape changed); a jail whose
     /// actions changed gets new actions with its bans re-applied; removed jails lift their bans;
     /// new jails start.
-    pub async fn reload(&mut self, configs: Vec<JailConfig>) -> Result<String, String> {
+    pub async fn reload(&mut self, configs: Vec<JailSpec>) -> Result<String, String> {
         let mut summary = Vec::new();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
@@ -517,11 +473,7 @@ impl JailSet {
                 next.push(fresh);
                 continue;
             }
-            if slot.config.settings != config.settings
-                || slot.config.filter_origin != config.filter_origin
-                || slot.config.programs != config.programs
-                || slot.config.hosts != config.hosts
-            {
+            if slot.config.settings != config.settings || slot.config.feed != config.feed {
                 summary.push(format!("{}: updated", config.name));
             }
             slot.jail.reconfigure(config.settings.clone());
@@ -629,9 +581,8 @@ pub async fn run(
                 None => break,
             },
             command = commands.recv() => match command {
-                Some(Command::Control(request, answer)) => {
-                    let response = set.handle(request).await;
-                    let _ = answer.send(response);
+                Some(Command::Query(query, answer)) => {
+                    let _ = answer.send(set.handle(query).await);
                 }
                 Some(Command::Reload(configs, answer)) => {
                     let result = set.reload(configs).await;
@@ -658,23 +609,12 @@ async fn sleep_until(deadline: Option<Instant>) {
 mod tests {
     use super::*;
     use crate::action::ActionSpec;
-    use crate::config::compile::Increment;
-    use crate::config::JailSettings;
-    use crate::filter::{Filter, FilterSource};
+    use crate::jail::settings::{Increment, JailSettings};
 
-    fn config(name: &str, bantime: u64) -> JailConfig {
-        JailConfig {
+    fn config(name: &str, bantime: u64) -> JailSpec {
+        JailSpec {
             name: name.into(),
-            programs: vec!["sshd".into()],
-            hosts: vec![],
-            filter_origin: "test".into(),
-            filter: crate::filter::JailFilter::Native(Arc::new(
-                Filter::compile(&FilterSource {
-                    failregex: vec!["^x <HOST>$".into()],
-                    ..Default::default()
-                })
-                .unwrap(),
-            )),
+            feed: "test".into(),
             settings: JailSettings {
                 bantime: Some(Duration::from_secs(bantime)),
                 findtime: Duration::from_secs(600),
@@ -768,10 +708,7 @@ mod tests {
             "the expired ban and the ban of a removed jail are forgotten"
         );
         // The running ones went to the runner at start (reconciled), not through the state.
-        let Response::Ok {
-            reply: Reply::Banned { bans },
-        } = set.handle(Request::Banned { jail: None }).await
-        else {
+        let Ok(Answer::Bans(bans)) = set.handle(Query::Banned { jail: None }).await else {
             panic!()
         };
         assert_eq!(bans.len(), 2);

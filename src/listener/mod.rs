@@ -78,7 +78,7 @@ impl Pipeline {
 
     /// True when `peer` is inside `allowed_senders`; a refusal is counted.
     pub fn admit(&self, peer: IpAddr) -> bool {
-        let peer = crate::filter::normalise(peer);
+        let peer = crate::address::normalise(peer);
         let ok = self.allowed.iter().any(|net| net.contains(peer));
         if !ok {
             self.not_allowed.increment(1);

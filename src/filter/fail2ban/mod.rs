@@ -506,7 +506,7 @@ impl Fail2banFilter {
             }
             let fid = fail.get("fid").map(str::to_string);
             let id = if let Some(ip) = fail.get("ip4").or_else(|| fail.get("ip6")) {
-                let addr = ip.parse::<IpAddr>().ok().map(crate::filter::normalise);
+                let addr = ip.parse::<IpAddr>().ok().map(crate::address::normalise);
                 match (&fid, addr) {
                     (Some(f), _) if f != ip => Some(id_of(f)),
                     (_, Some(a)) => Some(FailureId::Addr(a)),
@@ -552,7 +552,7 @@ impl Fail2banFilter {
 
 fn id_of(text: &str) -> FailureId {
     match text.parse::<IpAddr>() {
-        Ok(ip) => FailureId::Addr(crate::filter::normalise(ip)),
+        Ok(ip) => FailureId::Addr(crate::address::normalise(ip)),
         Err(_) => FailureId::Other(text.to_string()),
     }
 }

@@ -1,0 +1,79 @@
+//! Addresses and networks: parsing, normalising and showing them. A leaf that every stage
+//! (filter, jail, state, action, control) may use, so none of them imports another for it.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+/// Why a text is not an address or network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an IP address")]
+pub struct NotAnAddress(pub String);
+
+/// IPv4-mapped IPv6 (`::ffff:192.0.2.1`) becomes plain IPv4, so one attacker is one key.
+pub fn normalise(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// Parses one address (no network), normalised: what a manual ban or a log line names.
+pub fn parse_address(text: &str) -> Result<IpAddr, NotAnAddress> {
+    text.trim()
+        .parse::<IpAddr>()
+        .map(normalise)
+        .map_err(|_| NotAnAddress(text.to_string()))
+}
+
+/// Parses an address or a CIDR network, as the state, the CLI and firewall listings write them.
+pub fn parse_target(text: &str) -> Result<IpNetwork, NotAnAddress> {
+    text.trim()
+        .parse::<IpNetwork>()
+        .map_err(|_| NotAnAddress(text.to_string()))
+}
+
+/// The network of `prefix` bits that holds `ip` (the address itself at /32 or /128): what a
+/// failure counts against when a jail bans by prefix.
+pub fn network_of(ip: IpAddr, prefix: u8) -> IpNetwork {
+    IpNetwork::new(ip, prefix)
+        .and_then(|n| IpNetwork::new(n.network(), prefix))
+        .unwrap_or_else(|_| IpNetwork::from(ip))
+}
+
+/// A single address as itself, a prefix ban as CIDR: how logs and the CLI name a target.
+pub fn show_target(target: IpNetwork) -> String {
+    let full = if target.is_ipv4() { 32 } else { 128 };
+    if target.prefix() == full {
+        target.ip().to_string()
+    } else {
+        target.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv4_is_plain_ipv4() {
+        assert_eq!(
+            parse_address("::ffff:192.0.2.1"),
+            Ok("192.0.2.1".parse().unwrap())
+        );
+        assert!(parse_address("example.org").is_err());
+    }
+
+    #[test]
+    fn networks_are_aligned_and_shown_as_operators_write_them() {
+        let net = network_of("2001:db8::7".parse().unwrap(), 64);
+        assert_eq!(show_target(net), "2001:db8::/64");
+        let one = network_of("192.0.2.7".parse().unwrap(), 32);
+        assert_eq!(show_target(one), "192.0.2.7");
+        assert_eq!(parse_target(" 192.0.2.0/24 "), Ok(net_of("192.0.2.0/24")));
+    }
+
+    fn net_of(text: &str) -> IpNetwork {
+        text.parse().unwrap()
+    }
+}

@@ -1,0 +1,727 @@
+//! The matching engine: failregex/ignoreregex/prefregex compiled once ([`Filter::compile`]) and
+//! matched per message, with literal-prefix dispatch and a split capture for `^P(.*)S` patterns.
+
+use std::net::IpAddr;
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex_automata::util::primitives::NonMaxUsize;
+use regex_automata::{meta, Anchored, Input};
+
+use super::template::{self, GroupRole};
+
+/// Compiled regexes may use this much memory each; a pattern beyond it is a config error.
+const REGEX_SIZE_LIMIT: usize = 8 << 20;
+
+/// The text of a filter, from a filter file and/or a jail's own keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FilterSource {
+    /// Patterns that find failures; each must contain `<HOST>` or another address tag.
+    pub failregex: Vec<String>,
+    /// Patterns that veto a failure.
+    pub ignoreregex: Vec<String>,
+    /// Optional pattern every message must match first; its `<F-CONTENT>` is what failregex sees.
+    pub prefregex: Option<String>,
+}
+
+/// A problem in one pattern: which list, which index, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternError {
+    /// `failregex[2]`, `ignoreregex[0]` or `prefregex`.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// One compiled failregex with the groups that matter.
+#[derive(Debug, Clone)]
+struct FailPattern {
+    regex: Regex,
+    addresses: Vec<(usize, GroupRole)>,
+    user: Option<usize>,
+    nofail: Option<usize>,
+    split: Option<Split>,
+}
+
+/// Capture slots on the stack: two per group, group 0 included.
+const MAX_SLOTS: usize = 16;
+type Slots = [Option<NonMaxUsize>; MAX_SLOTS];
+
+/// A failregex `^P(?P<user>.*)S` (the shape of every shipped filter: fixed text, an
+/// attacker-controlled user, then fixed context around the address), matched in two cheap parts
+/// instead of running the whole pattern's backtracker, which walks the greedy `.*` over the line
+/// and back position by position. Same result as the whole pattern's leftmost-first captures:
+/// backtracking tries every continuation of P's first path (the one `^P` alone finds) before any
+/// other path of P, and among them the longest `.*` first, i.e. the rightmost start `q` of an
+/// `S` match (anchored at `q`); so when such a `q` exists (at or after P's end, with no newline
+/// between unless `.` matches it), P's first path, that `q` and S's first path at `q` are the
+/// whole pattern's match. When none exists, the whole pattern runs as before.
+#[derive(Debug, Clone)]
+struct Split {
+    pre: meta::Regex,
+    suf: meta::Regex,
+    /// Every match of S starts with this.
+    literal: memchr::memmem::FinderRev<'static>,
+    /// `.` of the user group also matches `\n`.
+    dotall: bool,
+    /// The whole pattern's user group.
+    user: usize,
+    /// For each group of the whole pattern: its index in `pre` or in `suf`.
+    in_pre: Vec<Option<usize>>,
+    in_suf: Vec<Option<usize>>,
+}
+
+/// Where one match put the groups of a failregex.
+// A stack value for one match: boxing the slots would bring back the allocation they avoid.
+#[allow(clippy::large_enum_variant)]
+enum Found<'a> {
+    Whole(regex::Captures<'a>),
+    Split {
+        split: &'a Split,
+        pre: Slots,
+        suf: Slots,
+        user: (usize, usize),
+    },
+}
+
+impl Found<'_> {
+    /// The span of group `g` of the whole pattern.
+    fn span(&self, g: usize) -> Option<(usize, usize)> {
+        let slot = |slots: &Slots, i: usize| match (slots.get(2 * i)?, slots.get(2 * i + 1)?) {
+            (Some(a), Some(b)) => Some((a.get(), b.get())),
+            _ => None,
+        };
+        match self {
+            Found::Whole(caps) => caps.get(g).map(|m| (m.start(), m.end())),
+            Found::Split {
+                split,
+                pre,
+                suf,
+                user,
+            } => {
+                if g == split.user {
+                    Some(*user)
+                } else if let Some(i) = split.in_pre.get(g).copied().flatten() {
+                    slot(pre, i)
+                } else {
+                    slot(suf, split.in_suf.get(g).copied().flatten()?)
+                }
+            }
+        }
+    }
+}
+
+impl Split {
+    /// The split of `expanded` (whose compiled form is `whole`) at its user group, when the
+    /// pattern has the shape `^P(?P<user>.*)S` and S starts with a literal.
+    fn new(expanded: &str, whole: &Regex, user: usize) -> Option<Split> {
+        use regex_syntax::hir::{Class, HirKind, Look};
+        let hir = regex_syntax::Parser::new().parse(expanded).ok()?;
+        let HirKind::Concat(items) = hir.kind() else {
+            return None;
+        };
+        if !matches!(items.first()?.kind(), HirKind::Look(Look::Start)) {
+            return None;
+        }
+        let user_name = whole.capture_names().nth(user)??;
+        let k = items.iter().position(
+            |h| matches!(h.kind(), HirKind::Capture(c) if c.name.as_deref() == Some(user_name)),
+        )?;
+        let HirKind::Capture(cap) = items[k].kind() else {
+            return None;
+        };
+        let HirKind::Repetition(rep) = cap.sub.kind() else {
+            return None;
+        };
+        if rep.min != 0 || rep.max.is_some() || !rep.greedy {
+            return None;
+        }
+        let HirKind::Class(Class::Unicode(class)) = rep.sub.kind() else {
+            return None;
+        };
+        let any = |class: &regex_syntax::hir::ClassUnicode, skip_newline: bool| {
+            let want: &[(char, char)] = if skip_newline {
+                &[('\0', '\t'), ('\x0B', '\u{10FFFF}')]
+            } else {
+                &[('\0', '\u{10FFFF}')]
+            };
+            class.ranges().len() == want.len()
+                && class
+                    .ranges()
+                    .iter()
+                    .zip(want)
+                    .all(|(r, w)| (r.start(), r.end()) == *w)
+        };
+        let dotall = if any(class, true) {
+            false
+        } else if any(class, false) {
+            true
+        } else {
+            return None;
+        };
+        let pre_hir = regex_syntax::hir::Hir::concat(items[..k].to_vec());
+        let suf_hir = regex_syntax::hir::Hir::concat(items[k + 1..].to_vec());
+        let literal = {
+            use regex_syntax::hir::literal::{ExtractKind, Extractor};
+            let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&suf_hir);
+            seq.literals()?;
+            let lcp = seq.longest_common_prefix()?;
+            if lcp.is_empty() {
+                return None;
+            }
+            memchr::memmem::FinderRev::new(lcp).into_owned()
+        };
+        let build = |hir: &regex_syntax::hir::Hir| {
+            meta::Builder::new()
+                .configure(
+                    meta::Config::new()
+                        .nfa_size_limit(Some(REGEX_SIZE_LIMIT))
+                        .dfa(false),
+                )
+                .build(&hir.to_string())
+                .ok()
+                .filter(|r| r.group_info().slot_len() <= MAX_SLOTS)
+        };
+        let (pre, suf) = (build(&pre_hir)?, build(&suf_hir)?);
+        let index_in = |part: &meta::Regex, name: Option<&str>| {
+            let name = name?;
+            part.group_info()
+                .to_index(regex_automata::PatternID::ZERO, name)
+        };
+        let in_pre = whole.capture_names().map(|n| index_in(&pre, n)).collect();
+        let in_suf = whole.capture_names().map(|n| index_in(&suf, n)).collect();
+        Some(Split {
+            pre,
+            suf,
+            literal,
+            dotall,
+            user,
+            in_pre,
+            in_suf,
+        })
+    }
+
+    /// The groups of the whole pattern's match in `text`, or None when the cheap path cannot
+    /// tell (no match, or one only another path of P leads to): then the whole pattern runs.
+    fn find<'a>(&'a self, text: &str) -> Option<Found<'a>> {
+        let mut pre: Slots = [None; MAX_SLOTS];
+        let input = Input::new(text).anchored(Anchored::Yes);
+        let n = self.pre.group_info().slot_len();
+        self.pre.search_slots(&input, &mut pre[..n])?;
+        let start = pre[1]?.get();
+        let rest = &text.as_bytes()[start..];
+        // `.` stops at a newline: S must start before the first one.
+        let limit = if self.dotall {
+            rest.len()
+        } else {
+            memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| {
+                (nl + self.literal.needle().len()).min(rest.len())
+            })
+        };
+        let mut end = limit;
+        let n = self.suf.group_info().slot_len();
+        while let Some(i) = self.literal.rfind(&rest[..end]) {
+            let q = start + i;
+            let mut suf: Slots = [None; MAX_SLOTS];
+            let input = Input::new(text).span(q..text.len()).anchored(Anchored::Yes);
+            if self.suf.search_slots(&input, &mut suf[..n]).is_some() {
+                return Some(Found::Split {
+                    split: self,
+                    pre,
+                    suf,
+                    user: (start, q),
+                });
+            }
+            // The next candidate starts before this one (occurrences may overlap).
+            end = i + self.literal.needle().len() - 1;
+        }
+        None
+    }
+}
+
+/// Which failregexes could match a message, decided by the literal text each pattern must start
+/// with. syslog failregexes are anchored (`^Failed `, `^Invalid user `): comparing a message's
+/// first bytes with a handful of literals rules out every pattern but the one that can match, so
+/// only its capturing regex runs, once, instead of a `RegexSet` pass over the whole message and
+/// then the captures. Unusable (None) as soon as one pattern has no anchored literal prefix; the
+/// `RegexSet` path is used then.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prefixes(Option<Vec<Vec<Box<[u8]>>>>);
+
+impl Prefixes {
+    /// The prefixes of `patterns` (expanded regex texts), if every one has some.
+    pub(crate) fn new<S: AsRef<str>>(patterns: &[S]) -> Prefixes {
+        let all: Option<Vec<_>> = patterns.iter().map(|p| prefixes_of(p.as_ref())).collect();
+        Prefixes(all.filter(|a| !a.is_empty()))
+    }
+
+    /// True when [`Prefixes::could_match`] can stand in for a `RegexSet`.
+    pub(crate) fn usable(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// False when pattern `index` cannot match `text`.
+    pub(crate) fn could_match(&self, index: usize, text: &str) -> bool {
+        match self.0.as_ref().and_then(|p| p.get(index)) {
+            Some(prefixes) => prefixes.iter().any(|p| text.as_bytes().starts_with(p)),
+            None => true,
+        }
+    }
+}
+
+/// Literals one of which starts every match of `pattern`, when it is anchored at the start of
+/// the text and has a small finite set of them.
+fn prefixes_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    if !hir
+        .properties()
+        .look_set_prefix()
+        .contains(regex_syntax::hir::Look::Start)
+    {
+        return None;
+    }
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let literals = seq.literals()?;
+    if literals.is_empty() || literals.len() > 64 {
+        return None;
+    }
+    Some(literals.iter().map(|l| l.as_bytes().into()).collect())
+}
+
+/// A compiled filter.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    source: FilterSource,
+    fail: Vec<FailPattern>,
+    prefixes: Prefixes,
+    fail_set: RegexSet,
+    ignore: RegexSet,
+    prefregex: Option<(Regex, usize)>,
+}
+
+/// What a filter made of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A failure from `ip`, found by failregex number `regex`.
+    Failure(FilterMatch),
+    /// A failregex matched, but an ignoreregex (number given) vetoed it.
+    Ignored(usize),
+    /// Nothing matched, or the match named no valid address.
+    Missed,
+}
+
+/// The useful parts of a failregex match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterMatch {
+    /// The address to ban, normalised (IPv4-mapped IPv6 becomes IPv4).
+    pub ip: IpAddr,
+    /// Index of the failregex that matched.
+    pub regex: usize,
+    /// `<F-USER>` when the pattern has one.
+    pub user: Option<String>,
+}
+
+impl Filter {
+    /// Compiles every pattern, reporting all errors rather than the first.
+    pub fn compile(source: &FilterSource) -> Result<Filter, Vec<PatternError>> {
+        let mut errors = Vec::new();
+        if source.failregex.is_empty() {
+            errors.push(PatternError {
+                key: "failregex".into(),
+                reason: "no failregex: the filter could never find a failure".into(),
+            });
+        }
+        let mut fail = Vec::new();
+        let mut expanded_fail = Vec::new();
+        for (i, pattern) in source.failregex.iter().enumerate() {
+            let key = format!("failregex[{i}]");
+            match compile_fail(pattern) {
+                Ok((p, text)) => {
+                    fail.push(p);
+                    expanded_fail.push(text);
+                }
+                Err(reason) => errors.push(PatternError { key, reason }),
+            }
+        }
+        let mut expanded_ignore = Vec::new();
+        for (i, pattern) in source.ignoreregex.iter().enumerate() {
+            match template::expand(pattern).and_then(|e| build_regex(&e.regex).map(|_| e.regex)) {
+                Ok(text) => expanded_ignore.push(text),
+                Err(reason) => errors.push(PatternError {
+                    key: format!("ignoreregex[{i}]"),
+                    reason,
+                }),
+            }
+        }
+        let prefregex = match &source.prefregex {
+            None => None,
+            Some(p) => match compile_prefregex(p) {
+                Ok(pre) => Some(pre),
+                Err(reason) => {
+                    errors.push(PatternError {
+                        key: "prefregex".into(),
+                        reason,
+                    });
+                    None
+                }
+            },
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let fail_set = build_set(&expanded_fail).map_err(|reason| {
+            vec![PatternError {
+                key: "failregex".into(),
+                reason,
+            }]
+        })?;
+        let ignore = build_set(&expanded_ignore).map_err(|reason| {
+            vec![PatternError {
+                key: "ignoreregex".into(),
+                reason,
+            }]
+        })?;
+        Ok(Filter {
+            source: source.clone(),
+            fail,
+            prefixes: Prefixes::new(&expanded_fail),
+            fail_set,
+            ignore,
+            prefregex,
+        })
+    }
+
+    /// The patterns this filter was built from.
+    pub fn source(&self) -> &FilterSource {
+        &self.source
+    }
+
+    /// The expanded failregex texts, for a router's combined set.
+    pub(crate) fn fail_patterns(&self) -> &[String] {
+        self.fail_set.patterns()
+    }
+
+    /// True when failregex sees only the `<F-CONTENT>` of a prefregex, so the router must call
+    /// [`Filter::check`] instead of matching the whole message in a shared set.
+    pub(crate) fn has_prefregex(&self) -> bool {
+        self.prefregex.is_some()
+    }
+
+    /// The full verdict for one message (already trimmed).
+    pub fn check(&self, message: &str) -> Verdict {
+        let content = match &self.prefregex {
+            None => message,
+            Some((pre, group)) => match pre.captures(message).and_then(|c| c.get(*group)) {
+                Some(m) => m.as_str(),
+                None => return Verdict::Missed,
+            },
+        };
+        if self.prefixes.usable() {
+            for index in 0..self.fail.len() {
+                if self.prefixes.could_match(index, content) {
+                    if let Some(verdict) = self.verdict_for(index, content) {
+                        return verdict;
+                    }
+                }
+            }
+            return Verdict::Missed;
+        }
+        if !self.fail_set.is_match(content) {
+            return Verdict::Missed;
+        }
+        for index in self.fail_set.matches(content).iter() {
+            if let Some(verdict) = self.verdict_for(index, content) {
+                return verdict;
+            }
+        }
+        Verdict::Missed
+    }
+
+    /// Runs failregex `index` (known to match) with captures, then ignoreregex.
+    /// None when the capture was not a valid address or the line is marked `<F-NOFAIL>`.
+    pub(crate) fn verdict_for(&self, index: usize, content: &str) -> Option<Verdict> {
+        let pattern = &self.fail[index];
+        let found = match pattern.split.as_ref().and_then(|s| s.find(content)) {
+            Some(found) => found,
+            None => Found::Whole(pattern.regex.captures(content)?),
+        };
+        let text = |g: usize| found.span(g).map(|(a, b)| &content[a..b]);
+        if pattern.nofail.is_some_and(|g| found.span(g).is_some()) {
+            return None;
+        }
+        let ip = pattern
+            .addresses
+            .iter()
+            .filter_map(|&(g, role)| text(g).map(|t| (t, role)))
+            .find_map(|(t, role)| parse_address(t, role))?;
+        if let Some(ignored) = self.ignore.matches(content).iter().next() {
+            return Some(Verdict::Ignored(ignored));
+        }
+        let user = pattern.user.and_then(text).map(str::to_string);
+        Some(Verdict::Failure(FilterMatch {
+            ip,
+            regex: index,
+            user,
+        }))
+    }
+}
+
+/// Parses a captured address; IPv4-mapped IPv6 becomes the IPv4 address it carries.
+pub fn parse_address(text: &str, role: GroupRole) -> Option<IpAddr> {
+    let text = match role {
+        GroupRole::Subnet => text.split('/').next().unwrap_or(text),
+        _ => text,
+    };
+    let ip: IpAddr = text.parse().ok()?;
+    Some(crate::address::normalise(ip))
+}
+
+fn build_regex(text: &str) -> Result<Regex, String> {
+    RegexBuilder::new(text)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn build_set(patterns: &[String]) -> Result<RegexSet, String> {
+    RegexSetBuilder::new(patterns)
+        .size_limit(REGEX_SIZE_LIMIT * 4)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn compile_fail(pattern: &str) -> Result<(FailPattern, String), String> {
+    let expanded = template::expand(pattern)?;
+    if !expanded.has_address() {
+        return Err("no <HOST> (or <ADDR>, <IP4>, <IP6>, <SUBNET>): nothing to ban".into());
+    }
+    let regex = build_regex(&expanded.regex)?;
+    // A tag written inside a character class (`[<HOST>]`) expands to plain characters there,
+    // so its group does not exist: that pattern can never capture what the tag means.
+    let index_of = |name: &str| {
+        regex
+            .capture_names()
+            .position(|n| n == Some(name))
+            .ok_or_else(|| "a tag such as <HOST> stands inside a character class [...], where it cannot capture".to_string())
+    };
+    let mut addresses = Vec::new();
+    let mut user = None;
+    let mut nofail = None;
+    for (name, role) in &expanded.groups {
+        let index = index_of(name)?;
+        match role {
+            GroupRole::Address | GroupRole::Subnet => addresses.push((index, *role)),
+            GroupRole::User => user = user.or(Some(index)),
+            GroupRole::NoFail => nofail = Some(index),
+            GroupRole::Other => {}
+        }
+    }
+    let text = expanded.regex.clone();
+    let split = user.and_then(|u| Split::new(&text, &regex, u));
+    Ok((
+        FailPattern {
+            regex,
+            addresses,
+            user,
+            nofail,
+            split,
+        },
+        text,
+    ))
+}
+
+fn compile_prefregex(pattern: &str) -> Result<(Regex, usize), String> {
+    let marked = pattern
+        .replace("<F-CONTENT>", "(?P<f_content>")
+        .replace("</F-CONTENT>", ")");
+    if marked == pattern {
+        return Err("prefregex needs <F-CONTENT>...</F-CONTENT> to say what failregex sees".into());
+    }
+    let expanded = template::expand(&marked)?;
+    let regex = build_regex(&expanded.regex)?;
+    let group = regex
+        .capture_names()
+        .position(|n| n == Some("f_content"))
+        .ok_or("prefregex lost its <F-CONTENT> group")?;
+    Ok((regex, group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(fail: &[&str], ignore: &[&str]) -> Filter {
+        Filter::compile(&FilterSource {
+            failregex: fail.iter().map(|s| s.to_string()).collect(),
+            ignoreregex: ignore.iter().map(|s| s.to_string()).collect(),
+            prefregex: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn finds_the_host_and_normalises_mapped_ipv6() {
+        let f = filter(&[r"^fail from <HOST>$"], &[]);
+        let Verdict::Failure(m) = f.check("fail from ::ffff:192.0.2.9") else {
+            panic!("no failure")
+        };
+        assert_eq!(m.ip, "192.0.2.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn an_invalid_address_is_a_miss() {
+        let f = filter(&[r"^fail from <HOST>$"], &[]);
+        assert_eq!(f.check("fail from 999.1.1.1"), Verdict::Missed);
+    }
+
+    #[test]
+    fn ignoreregex_vetoes() {
+        let f = filter(&[r"^fail from <HOST>"], &[r"trusted"]);
+        assert_eq!(f.check("fail from 192.0.2.1 trusted"), Verdict::Ignored(0));
+    }
+
+    #[test]
+    fn every_bad_pattern_is_reported() {
+        let errors = Filter::compile(&FilterSource {
+            failregex: vec!["no host here".into(), "(<HOST>".into()],
+            ignoreregex: vec!["[".into()],
+            prefregex: None,
+        })
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["failregex[0]", "failregex[1]", "ignoreregex[0]"]);
+    }
+
+    #[test]
+    fn prefregex_narrows_what_failregex_sees() {
+        let f = Filter::compile(&FilterSource {
+            failregex: vec![r"^auth failed from <HOST>$".into()],
+            ignoreregex: vec![],
+            prefregex: Some(r"^\w+: <F-CONTENT>.+</F-CONTENT>$".into()),
+        })
+        .unwrap();
+        assert!(matches!(
+            f.check("abc: auth failed from 192.0.2.3"),
+            Verdict::Failure(_)
+        ));
+        assert_eq!(f.check("auth failed from 192.0.2.3"), Verdict::Missed);
+    }
+
+    #[test]
+    fn a_tag_inside_a_character_class_is_an_error_not_a_panic() {
+        // Found by fuzz/filter_compile: the class swallows the expanded group.
+        let errors = Filter::compile(&FilterSource {
+            failregex: vec![
+                "^[a-z <F-USER>.*</F-USER>] from <HOST>".into(),
+                "^x[<HOST>]".into(),
+            ],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].reason.contains("character class"), "{errors:?}");
+    }
+
+    #[test]
+    fn anchored_patterns_are_dispatched_by_their_literal_prefix() {
+        let p = Prefixes::new(&[
+            r"^Failed \S+ for (?P<h>\S+)$",
+            r"^(?:error: )?maximum (?:x|y)",
+            r"^(?i)ab",
+        ]);
+        assert!(p.usable());
+        assert!(p.could_match(0, "Failed password"));
+        assert!(!p.could_match(0, "Invalid user"));
+        assert!(p.could_match(1, "error: maximum y") && p.could_match(1, "maximum x"));
+        assert!(!p.could_match(1, "error: minimum"));
+        assert!(p.could_match(2, "aB") && p.could_match(2, "AB"));
+        assert!(
+            !Prefixes::new(&["^a", "b$"]).usable(),
+            "one unanchored pattern"
+        );
+        assert!(!Prefixes::new(&[r"^\w+ x"]).usable(), "no literal");
+        // The sshd filter's verdicts do not depend on the path taken.
+        let f = filter(
+            &[
+                r"^Failed \S+ for (?:invalid user )?<F-USER>.*</F-USER> from <HOST> port \d+",
+                r"^Invalid user <F-USER>.*</F-USER> from <HOST>",
+            ],
+            &[r"user root"],
+        );
+        assert!(f.prefixes.usable());
+        let mut slow = f.clone();
+        slow.prefixes = Prefixes::default();
+        for line in [
+            "Failed password for invalid user x from 192.0.2.1 port 1",
+            "Invalid user Failed from 192.0.2.2",
+            "Failed password for user root from 192.0.2.3 port 2",
+            "Accepted password for x from 192.0.2.4 port 3",
+        ] {
+            assert_eq!(f.check(line), slow.check(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn nofail_lines_are_not_failures() {
+        let f = filter(&[r"^<F-NOFAIL>note</F-NOFAIL>? from <HOST>"], &[]);
+        assert_eq!(f.check("note from 192.0.2.1"), Verdict::Missed);
+    }
+
+    #[test]
+    fn the_split_at_the_user_group_finds_what_the_whole_pattern_finds() {
+        let patterns = [
+            r"^Failed \S+ for (?:invalid user )?<F-USER>.*</F-USER> from <HOST> port \d+ ssh\d*(?:: \S+ \S+)?(?: \[preauth\])?$",
+            r"^Invalid user <F-USER>.*</F-USER> from <HOST>(?: port \d+)?(?: \[preauth\])?$",
+            r"^(?:Connection (?:closed|reset) by|Disconnected from) (?:authenticating|invalid) user <F-USER>.*</F-USER> <HOST> port \d+(?: \[preauth\])?$",
+            // the address before the user, an unanchored end, a self-overlapping literal, `(?s)`
+            r"^from <HOST> user <F-USER>.*</F-USER> end",
+            r"^x <F-USER>.*</F-USER>aab<HOST>",
+            r"(?s)^y <F-USER>.*</F-USER> at <HOST>$",
+        ];
+        let lines = [
+            "Failed password for invalid user x from 6.6.6.6 port 1 ssh2 from 192.0.2.1 port 22 ssh2",
+            "Failed password for invalid user from 192.0.2.1 port 22 ssh2",
+            "Failed password for invalid user  from 192.0.2.1 port 22 ssh2",
+            "Failed password for a\nb from 192.0.2.1 port 22 ssh2",
+            "Failed password for a from 192.0.2.1 port 22 ssh2\n from 192.0.2.2 port 2 ssh2",
+            "Failed password for a from 192.0.2.1 port 22 ssh2 from 999.0.0.1 port 2 ssh2",
+            "Failed publickey for b from 2001:db8::1 port 2 ssh2: RSA SHA256:x [preauth]",
+            "Invalid user from 1.2.3.4 from 192.0.2.9",
+            "Invalid user  from 192.0.2.9 port 1",
+            "Connection closed by invalid user x 6.6.6.6 port 1 192.0.2.3 port 4 [preauth]",
+            "from 192.0.2.4 user é end end",
+            "from 192.0.2.4 user end",
+            "x aaab192.0.2.5",
+            "x uaabaab192.0.2.6aab",
+            "y a\n at 6.6.6.6 at 192.0.2.7",
+            "y  at 192.0.2.8",
+        ];
+        let f = filter(&patterns, &[]);
+        assert!(
+            f.fail.iter().all(|p| p.split.is_some()),
+            "every pattern splits"
+        );
+        let mut whole = f.clone();
+        for p in &mut whole.fail {
+            p.split = None;
+        }
+        let mut failures = 0;
+        for line in lines {
+            let verdict = f.check(line);
+            failures += usize::from(matches!(verdict, Verdict::Failure(_)));
+            assert_eq!(verdict, whole.check(line), "{line:?}");
+        }
+        assert!(failures >= 12, "{failures}");
+        // Shapes that do not split keep the whole pattern.
+        let g = filter(
+            &[
+                r"^a <F-USER>.*?</F-USER> from <HOST>",
+                r"^b <F-USER>\S+</F-USER> from <HOST>",
+                r"c <F-USER>.*</F-USER> from <HOST>",
+                r"^d <F-USER>.*</F-USER>\S* <HOST>",
+            ],
+            &[],
+        );
+        assert!(g.fail.iter().all(|p| p.split.is_none()));
+    }
+}

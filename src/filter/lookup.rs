@@ -1,0 +1,61 @@
+//! Finding a filter file for a name or path: `NAME.toml` (jailsink) before `NAME.conf`
+//! (fail2ban) in the configured directories, or a path, with fail2ban's `[key=value]` options.
+
+use std::path::{Path, PathBuf};
+
+use super::fail2ban;
+
+/// A filter file found for a name: which format, where, and (fail2ban) with which options.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterFile {
+    /// A jailsink `.toml` filter.
+    Toml(PathBuf),
+    /// A fail2ban `.conf` filter with its options (`mode`, `logtype`, ...).
+    Fail2ban(PathBuf, fail2ban::interpolate::Vars),
+}
+
+/// Finds the file for `wanted`: a path (relative to `base`, `.conf` paths may carry
+/// `[key=value, ...]` options), or a name looked up as `NAME.toml` in every dir, then as
+/// `NAME.conf` (fail2ban format) in every dir, so a native filter always wins.
+pub fn locate(wanted: &str, dirs: &[PathBuf], base: &Path) -> Result<FilterFile, String> {
+    let (name, options) = fail2ban::split_options(wanted).map_err(|e| e.to_string())?;
+    let exists = |path: PathBuf| {
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("filter file {} does not exist", path.display()))
+        }
+    };
+    if name.ends_with(".conf") || name.ends_with(".local") {
+        return Ok(FilterFile::Fail2ban(exists(base.join(&name))?, options));
+    }
+    if name.contains('/') || name.ends_with(".toml") {
+        if !options.is_empty() {
+            return Err(format!(
+                "`{wanted}`: [options] apply to fail2ban .conf filters only"
+            ));
+        }
+        return Ok(FilterFile::Toml(exists(base.join(&name))?));
+    }
+    if options.is_empty() {
+        if let Some(path) = dirs
+            .iter()
+            .map(|d| d.join(format!("{name}.toml")))
+            .find(|p| p.is_file())
+        {
+            return Ok(FilterFile::Toml(path));
+        }
+    }
+    if let Some(path) = dirs
+        .iter()
+        .map(|d| d.join(format!("{name}.conf")))
+        .find(|p| p.is_file())
+    {
+        return Ok(FilterFile::Fail2ban(path, options));
+    }
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(format!(
+        "no filter `{name}.toml` or `{name}.conf` in {}",
+        searched.join(", ")
+    ))
+}
