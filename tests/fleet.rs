@@ -165,6 +165,24 @@ fn unquote(line: &str) -> String {
         .to_string()
 }
 
+/// Creates the users of examples/fleet/users.acl (prefix `t`, passwords `sinkpw`/`agentpw`).
+fn acl_users(redis: &Redis) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet/users.acl");
+    let text = std::fs::read_to_string(path).expect("users.acl");
+    let mut made = 0;
+    for line in text.lines().filter(|l| l.starts_with("user ")) {
+        let line = line
+            .replace("~jailsink:*", "~t:*")
+            .replace(">SINK-PASSWORD", ">sinkpw")
+            .replace(">AGENT-PASSWORD", ">agentpw");
+        let mut args = vec!["ACL", "SETUSER"];
+        args.extend(line.split_whitespace().skip(1));
+        assert_eq!(redis.cli(&args).trim(), "OK", "{line}");
+        made += 1;
+    }
+    assert_eq!(made, 2);
+}
+
 /// A sink and an agent on loopback with the log action: an agent that was stopped catches up,
 /// Redis killed mid-stream (sinks keep banning into the outbox, replayed in order when it is
 /// back, nothing lost), a manual unban reaches the agent, and after the sink is killed with -9
@@ -172,9 +190,14 @@ fn unquote(line: &str) -> String {
 #[test]
 fn fleet_survives_agent_redis_and_sink_outages() {
     let mut redis = Redis::start(free_port(), "", &[]);
-    let url = redis.url();
-    let sink = Daemon::start(&sink_config(&url, "sink-1", "", &jails(3, 22)));
-    let agent_text = agent_config(&url, "agent-1", "\"127.0.0.0/8\"", "action = \"log\"");
+    // The least-privilege users the README documents: the fleet must work with them.
+    acl_users(&redis);
+    let (sink_url, agent_url) = (
+        format!("redis://sink:sinkpw@127.0.0.1:{}/0", redis.port),
+        format!("redis://agent:agentpw@127.0.0.1:{}/0", redis.port),
+    );
+    let sink = Daemon::start(&sink_config(&sink_url, "sink-1", "", &jails(3, 22)));
+    let agent_text = agent_config(&agent_url, "agent-1", "\"127.0.0.0/8\"", "action = \"log\"");
     let agent = Daemon::start(&agent_text);
 
     fail(&[], &sink, "sshd", "192.0.2.10", 3);
@@ -206,6 +229,7 @@ fn fleet_survives_agent_redis_and_sink_outages() {
 
     // Back (same directory: the AOF keeps what was written): the outbox is replayed in order.
     redis.restart();
+    acl_users(&redis);
     sink.wait_metric("jailsink_fleet_outbox_events", 0.0);
     assert_eq!(
         stream_bans(&redis),
@@ -361,7 +385,7 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
 #[test]
 fn fleet_wrong_password_is_a_clear_error_at_start() {
     let redis = Redis::start(free_port(), "", &[]);
-    redis.cli(&["ACL", "SETUSER", "agent", "on", ">right", "~t:*", "+@all"]);
+    acl_users(&redis);
     let dir = tempfile::tempdir().unwrap();
     let url = format!("redis://agent:wrong@127.0.0.1:{}/0", redis.port);
     let text = agent_config(&url, "agent-p", "", "action = \"log\"")
@@ -608,4 +632,56 @@ fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
     for daemon in sinks.iter().chain(&agents) {
         assert!(daemon.errors().is_empty(), "{:#?}", daemon.errors());
     }
+}
+
+/// The example sink and agent configs compile (an agent with no listener and no jail is
+/// valid), and a bad `[fleet]` is an error naming file, key and reason.
+#[test]
+fn fleet_example_configs_compile_and_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not checked by `check`").unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet");
+    for name in ["sink.toml", "agent.toml"] {
+        let text = std::fs::read_to_string(examples.join(name))
+            .unwrap()
+            .replace("/etc/jailsink/redis-ca.pem", ca.to_str().unwrap())
+            .replace(
+                "filter = \"sshd\"",
+                &format!("filter = \"{}/sshd.toml\"", filter_dir().display()),
+            );
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(crate::support::binary())
+            .arg("-c")
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nudp = []\ntcp = []\n[fleet]\nrole = \"leader\"\nredis = \"http://x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(crate::support::binary())
+        .arg("-c")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    let shown = path.display().to_string();
+    assert!(
+        stderr.contains(&format!("{shown}: fleet.role: `leader` is not a role"))
+            && stderr.contains(&format!("{shown}: fleet.redis: `http://x`")),
+        "{stderr}"
+    );
 }
