@@ -685,3 +685,83 @@ fn fleet_example_configs_compile_and_errors_name_the_key() {
         "{stderr}"
     );
 }
+
+/// The fleet alert rules pass their promtool unit tests, and every fleet series the dashboard
+/// and the rules query is in a real scrape of a sink or an agent (exported from start).
+#[test]
+fn fleet_dashboard_and_alerts_use_series_a_fleet_exports() {
+    let promtool = crate::support::tool("promtool", "prometheus");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prometheus");
+    let out = Command::new(&promtool)
+        .current_dir(&dir)
+        .args(["test", "rules", "jailsink-fleet-alerts_test.yml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("SUCCESS"), "{text}");
+    let rules = std::fs::read_to_string(dir.join("jailsink-fleet-alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("jailsink-fleet-alerts_test.yml")).unwrap();
+    for alert in [
+        "JailsinkFleetDisconnected",
+        "JailsinkFleetLagging",
+        "JailsinkFleetOutboxGrowing",
+    ] {
+        assert!(
+            tests.contains(&format!(
+                "alertname: {alert}\n        exp_alerts:\n          - "
+            )),
+            "no test expecting {alert} to fire"
+        );
+    }
+
+    let redis = Redis::start(free_port(), "", &[]);
+    let sink = Daemon::start(&sink_config(&redis.url(), "sink-m", "", &jails(3, 22)));
+    let agent = Daemon::start(&agent_config(
+        &redis.url(),
+        "agent-m",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"",
+    ));
+    // One ban through the fleet, so the labelled series (origin) and the histogram exist.
+    fail(&[], &sink, "sshd", "192.0.2.50", 3);
+    wait_holds(&agent, "192.0.2.50", true, "one fleet ban");
+    let mut exported = std::collections::BTreeSet::new();
+    for scrape in [sink.scrape(), agent.scrape()] {
+        for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+            exported.insert(line.split(['{', ' ']).next().unwrap_or("").to_string());
+        }
+    }
+    let mut exprs: Vec<String> = crate::observe::dashboard_exprs();
+    exprs.extend(
+        rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr: "))
+            .map(str::to_string),
+    );
+    let mut used = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        for name in crate::observe::metric_names(expr) {
+            if name.starts_with("jailsink_fleet_") {
+                assert!(
+                    exported.contains(&name),
+                    "`{name}` (in `{expr}`) is not exported"
+                );
+                used.insert(name);
+            }
+        }
+    }
+    for wanted in [
+        "jailsink_fleet_connected",
+        "jailsink_fleet_outbox_events",
+        "jailsink_fleet_events_published_total",
+        "jailsink_fleet_events_applied_total",
+        "jailsink_fleet_propagation_seconds_bucket",
+        "jailsink_fleet_errors_total",
+        "jailsink_fleet_bans_withheld_total",
+    ] {
+        assert!(
+            used.contains(wanted),
+            "no dashboard panel or alert uses {wanted}"
+        );
+    }
+}

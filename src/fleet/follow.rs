@@ -35,6 +35,8 @@ const SNAPSHOT_CHUNK: usize = 5000;
 const STORM_WINDOW: Duration = Duration::from_secs(60);
 /// Most fleet bans held at once (the active set could be fed by a sink gone wrong).
 const MAX_HELD: usize = 1_000_000;
+/// Most origin nodes tracked by the storm guard before idle ones are forgotten.
+const MAX_ORIGINS: usize = 1024;
 
 /// A ban the agent holds.
 #[derive(Debug, Clone)]
@@ -328,6 +330,17 @@ impl Follower {
             return false;
         };
         let now = Instant::now();
+        if !self.storm.contains_key(origin) {
+            if self.storm.len() >= MAX_ORIGINS {
+                self.storm.retain(|_, recent| {
+                    recent
+                        .back()
+                        .is_some_and(|&t| now.duration_since(t) < STORM_WINDOW)
+                });
+            }
+            // A new origin's series exist from its first event, at zero.
+            metrics::fleet_withheld(origin).absolute(0);
+        }
         let recent = self.storm.entry(origin.to_string()).or_default();
         while recent
             .front()
