@@ -3,8 +3,9 @@
 //! attempts count together, and the one call that reaches maxretry decides the ban: a
 //! `decided` marker held for the ban's length makes every other sink's call a no-op, so the
 //! ban is decided exactly once. The fleet-wide ban count feeds `bantime_increment`. Failures
-//! are batched from the queue and pipelined, one round trip per batch. While Redis is away,
-//! failures go to the jail task's own windows (local fallback).
+//! are batched from the queue, up to 64 per script call and every call of a batch in one
+//! pipeline (one round trip). While Redis is away, failures go to the jail task's own windows
+//! (local fallback).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,34 +30,53 @@ pub const BATCH: usize = 2048;
 /// How long a fleet-wide ban count is remembered after the last ban.
 const COUNT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// KEYS: window (list of failure times, ms), decided marker, ban count.
-/// ARGV: findtime ms, maxretry, failures this message stands for, hold ms (0: until lifted),
-/// count ttl ms. Returns {failures in window, 1 if this call decided the ban, ban count}.
+/// Counts failures, each in one atomic step on Redis's clock. For failure i (from 0), KEYS[3i+1..3i+3]
+/// are its window (list of failure times, ms), decided marker and ban count, and
+/// ARGV[5i+1..5i+5] its findtime ms, maxretry, failures the message stands for, hold ms (0:
+/// until lifted) and count ttl ms. Returns, per failure, {failures in window, 1 if this
+/// failure decided the ban, ban count}. Several failures per call amortise the call's cost;
+/// a script runs atomically, so each failure still sees the ones before it, from any sink.
 pub const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 0, 0} end
-local findtime = tonumber(ARGV[1])
-local maxretry = tonumber(ARGV[2])
-local n = math.min(tonumber(ARGV[3]), maxretry)
-for i = 1, n do redis.call('RPUSH', KEYS[1], now) end
-redis.call('LTRIM', KEYS[1], -maxretry, -1)
-local len = redis.call('LLEN', KEYS[1])
-local oldest = tonumber(redis.call('LINDEX', KEYS[1], 0))
-if len >= maxretry and now - oldest < findtime then
-  redis.call('DEL', KEYS[1])
-  if tonumber(ARGV[4]) > 0 then
-    redis.call('SET', KEYS[2], now, 'PX', ARGV[4])
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local win, decided, count = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local findtime = tonumber(ARGV[5 * i + 1])
+  local maxretry = tonumber(ARGV[5 * i + 2])
+  local n = math.min(tonumber(ARGV[5 * i + 3]), maxretry)
+  local hold = tonumber(ARGV[5 * i + 4])
+  if redis.call('EXISTS', decided) == 1 then
+    out[i + 1] = {0, 0, 0}
   else
-    redis.call('SET', KEYS[2], now)
+    for _ = 1, n do redis.call('RPUSH', win, now) end
+    local len = redis.call('LLEN', win)
+    if len > maxretry then
+      redis.call('LTRIM', win, -maxretry, -1)
+      len = maxretry
+    end
+    local oldest = tonumber(redis.call('LINDEX', win, 0))
+    if len >= maxretry and now - oldest < findtime then
+      redis.call('DEL', win)
+      if hold > 0 then
+        redis.call('SET', decided, now, 'PX', hold)
+      else
+        redis.call('SET', decided, now)
+      end
+      local c = redis.call('INCR', count)
+      redis.call('PEXPIRE', count, ARGV[5 * i + 5])
+      out[i + 1] = {len, 1, c}
+    else
+      redis.call('PEXPIRE', win, findtime)
+      out[i + 1] = {len, 0, 0}
+    end
   end
-  local c = redis.call('INCR', KEYS[3])
-  redis.call('PEXPIRE', KEYS[3], ARGV[5])
-  return {len, 1, c}
 end
-redis.call('PEXPIRE', KEYS[1], findtime)
-return {len, 0, 0}
+return out
 ";
+
+/// Failures per script call.
+const PER_CALL: usize = 64;
 
 /// The settings of each jail, swapped on reload.
 pub type SharedSettings = Arc<ArcSwap<HashMap<String, JailSettings>>>;
@@ -85,8 +105,8 @@ fn hold_ms(settings: &JailSettings) -> u64 {
     })
 }
 
-/// Counts a batch in Redis: one script call per failure, one round trip. None: the batch
-/// could not be counted (it goes to the local windows).
+/// Counts a batch in Redis: one script call per [`PER_CALL`] failures, every call of the
+/// batch in one pipeline (one round trip).
 async fn count(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
@@ -94,21 +114,23 @@ async fn count(
     batch: &[(Failure, IpNetwork, JailSettings)],
 ) -> redis::RedisResult<Vec<(i64, i64, i64)>> {
     let mut pipe = redis::pipe();
-    for (failure, key, settings) in batch {
-        let [window, decided, count] = keys.window(&failure.jail, *key);
-        pipe.cmd("EVALSHA")
-            .arg(sha)
-            .arg(3)
-            .arg(window)
-            .arg(decided)
-            .arg(count)
-            .arg(settings.findtime.as_millis() as u64)
-            .arg(settings.maxretry)
-            .arg(failure.count.max(1))
-            .arg(hold_ms(settings))
-            .arg(COUNT_TTL.as_millis() as u64);
+    for chunk in batch.chunks(PER_CALL) {
+        let call = pipe.cmd("EVALSHA").arg(sha).arg(chunk.len() * 3);
+        for (failure, key, _) in chunk {
+            for k in keys.window(&failure.jail, *key) {
+                call.arg(k);
+            }
+        }
+        for (failure, _, settings) in chunk {
+            call.arg(settings.findtime.as_millis() as u64)
+                .arg(settings.maxretry)
+                .arg(failure.count.max(1))
+                .arg(hold_ms(settings))
+                .arg(COUNT_TTL.as_millis() as u64);
+        }
     }
-    pipe.query_async(conn).await
+    let replies: Vec<Vec<(i64, i64, i64)>> = pipe.query_async(conn).await?;
+    Ok(replies.into_iter().flatten().collect())
 }
 
 /// Takes failures from the listeners, counts them in Redis and hands the outcomes (and any
@@ -187,7 +209,19 @@ pub async fn run(
         }
         if let Some(c) = conn.as_mut() {
             if !shared.is_empty() {
-                match count(c, &keys, script.get_hash(), &shared).await {
+                let counted = count(c, &keys, script.get_hash(), &shared)
+                    .await
+                    .and_then(|r| {
+                        if r.len() == shared.len() {
+                            Ok(r)
+                        } else {
+                            Err(redis::RedisError::from((
+                                redis::ErrorKind::UnexpectedReturnType,
+                                "shared-window script answered for a different number of failures",
+                            )))
+                        }
+                    });
+                match counted {
                     Ok(results) => {
                         let outcomes = shared
                             .into_iter()
