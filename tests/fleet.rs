@@ -765,3 +765,154 @@ fn fleet_dashboard_and_alerts_use_series_a_fleet_exports() {
         );
     }
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 signed by it, in `dir`; returns the CA
+/// file. `tag` keeps two CAs apart.
+fn make_ca(dir: &std::path::Path, tag: &str, server: bool) -> std::path::PathBuf {
+    let openssl = crate::support::tool("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (key, ca) = (format!("{tag}.key"), format!("{tag}.pem"));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        &key,
+        "-out",
+        &ca,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=jailsink test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&args);
+    if server {
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&args);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &ca,
+            "-CAkey",
+            &key,
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ]);
+    }
+    dir.join(ca)
+}
+
+/// rediss:// with the CA file: the agent connects over TLS and applies a ban; with a CA that
+/// did not sign the server's certificate, the start fails with a clear error.
+#[test]
+fn fleet_over_tls_with_a_ca_file_and_a_refused_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = make_ca(certs.path(), "ca", true);
+    let other = make_ca(certs.path(), "other", false);
+    let port = free_port();
+    let path = |f: &str| certs.path().join(f).display().to_string();
+    let (server_pem, server_key, ca_text) = (
+        path("server.pem"),
+        path("server.key"),
+        ca.display().to_string(),
+    );
+    let redis = Redis::start_with(
+        port,
+        "",
+        &[],
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &server_pem,
+            "--tls-key-file",
+            &server_key,
+            "--tls-ca-cert-file",
+            &ca_text,
+            "--tls-auth-clients",
+            "no",
+        ],
+        &["--tls", "--cacert", &ca_text],
+    );
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    let agent = Daemon::start(&agent_config(
+        &url,
+        "agent-tls",
+        "\"127.0.0.0/8\"",
+        &format!("action = \"log\"\ntls_ca_file = \"{ca_text}\""),
+    ));
+    agent.wait_metric("jailsink_fleet_connected", 1.0);
+    xadd(
+        &redis,
+        &[("target", "203.0.113.5/32"), ("origin", "sink-tls")],
+    );
+    wait_holds(&agent, "203.0.113.5", true, "over TLS");
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = agent_config(
+        &url,
+        "agent-bad",
+        "",
+        &format!("action = \"log\"\ntls_ca_file = \"{}\"", other.display()),
+    )
+    .replace("@DIR@", &dir.path().display().to_string());
+    let config = dir.path().join("jailsink.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(crate::support::binary())
+        .arg("-c")
+        .arg(&config)
+        .arg("run")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refused the connection") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+}

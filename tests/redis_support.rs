@@ -16,6 +16,9 @@ pub struct Redis {
     bind: String,
     /// `ip netns exec NS` when it runs in a namespace.
     wrapper: Vec<String>,
+    /// Extra server arguments (TLS) and the redis-cli arguments that go with them.
+    extra: Vec<String>,
+    cli_extra: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -23,12 +26,26 @@ impl Redis {
     /// Starts redis-server on 127.0.0.1:`port` (and `extra_bind`), inside the namespace
     /// `wrapper` names (empty: here).
     pub fn start(port: u16, extra_bind: &str, wrapper: &[&str]) -> Redis {
+        Redis::start_with(port, extra_bind, wrapper, &[], &[])
+    }
+
+    /// As [`Redis::start`], with extra server arguments (e.g. TLS: `--port 0 --tls-port P`)
+    /// and the redis-cli arguments they need (`--tls --cacert ...`).
+    pub fn start_with(
+        port: u16,
+        extra_bind: &str,
+        wrapper: &[&str],
+        extra: &[&str],
+        cli_extra: &[&str],
+    ) -> Redis {
         tool("redis-server", "redis-server");
         let mut redis = Redis {
             child: None,
             port,
             bind: format!("127.0.0.1 {extra_bind}").trim().to_string(),
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            cli_extra: cli_extra.iter().map(|s| s.to_string()).collect(),
             dir: tempfile::tempdir().expect("temp dir"),
         };
         redis.launch();
@@ -61,6 +78,7 @@ impl Redis {
             ]
             .map(String::from),
         );
+        argv.extend(self.extra.iter().cloned());
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
@@ -89,6 +107,7 @@ impl Redis {
     pub fn try_cli(&self, args: &[&str]) -> Option<String> {
         let mut argv = self.wrapper.clone();
         argv.extend(["redis-cli", "-p", &self.port.to_string()].map(String::from));
+        argv.extend(self.cli_extra.iter().cloned());
         argv.extend(args.iter().map(|s| s.to_string()));
         let out = Command::new(&argv[0]).args(&argv[1..]).output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -35,6 +35,10 @@ const SNAPSHOT_CHUNK: usize = 5000;
 const STORM_WINDOW: Duration = Duration::from_secs(60);
 /// Most fleet bans held at once (the active set could be fed by a sink gone wrong).
 const MAX_HELD: usize = 1_000_000;
+/// Held-ban changes and the cursor are written at most this often (and at shutdown): one
+/// transaction per stream read would cost a commit per event at low rates.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
 /// Most origin nodes tracked by the storm guard before idle ones are forgotten.
 const MAX_ORIGINS: usize = 1024;
 
@@ -91,6 +95,9 @@ impl Store {
         let db = Connection::open(path)?;
         db.busy_timeout(Duration::from_secs(5))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
+        // As the state: durable against a killed process; and the active set is the truth a
+        // restarted agent reconciles with anyway.
+        db.pragma_update(None, "synchronous", "NORMAL")?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS fleet_bans (
                  jail   TEXT NOT NULL,
@@ -165,6 +172,7 @@ pub struct Follower {
     cursor: Option<String>,
     stats: NodeStats,
     head_ms: u64,
+    flushed_at: Instant,
 }
 
 impl Follower {
@@ -202,6 +210,7 @@ impl Follower {
             cursor,
             stats: NodeStats::default(),
             head_ms: 0,
+            flushed_at: Instant::now(),
         };
         let now = super::now_ms();
         let mut by_jail: HashMap<String, Vec<FleetEvent>> = HashMap::new();
@@ -451,6 +460,7 @@ impl Follower {
         }
         self.changes.clear();
         self.cursor = cursor;
+        self.flushed_at = Instant::now();
     }
 
     /// Reads the active set and makes the held bans match it; returns the stream id to
@@ -565,7 +575,9 @@ impl Follower {
             }
         }
         self.stats.last_id = last.clone();
-        self.flush();
+        if self.flushed_at.elapsed() >= FLUSH_EVERY {
+            self.flush();
+        }
         Ok(last)
     }
 

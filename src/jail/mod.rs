@@ -451,6 +451,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn shared_failures_ban_only_when_decided_with_the_fleet_count() {
+        let mut s = settings(3, 600);
+        s.increment.enabled = true;
+        s.increment.maxtime = Duration::from_secs(100_000);
+        let mut jail = Jail::new("sshd", s, JailMetrics::new("sshd"));
+        let a = ip("192.0.2.9");
+        // Counted elsewhere: no decision, no ban, however many.
+        assert_eq!(
+            jail.on_shared(a, 5, None, Instant::now()),
+            Decision::Counted(0)
+        );
+        assert_eq!(jail.total_failed(), 5);
+        // Decided in Redis as the fleet's third offence: bantime x 2^2.
+        let Decision::Ban(order) = jail.on_shared(a, 1, Some((3, 3)), Instant::now()) else {
+            panic!("a decided shared failure bans");
+        };
+        assert_eq!(order.bantime, Some(Duration::from_secs(2400)));
+        assert_eq!(jail.bans()[&order.target].ban_count, 3);
+        assert_eq!(
+            jail.on_shared(a, 1, Some((3, 4)), Instant::now()),
+            Decision::AlreadyBanned
+        );
+        assert_eq!(
+            jail.on_shared(ip("198.51.100.1"), 1, Some((3, 1)), Instant::now()),
+            Decision::Ignored
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_banned_address_is_not_banned_twice() {
         let mut jail = Jail::new("sshd", settings(2, 600), JailMetrics::new("sshd"));
         let a = ip("192.0.2.1");
