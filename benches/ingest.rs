@@ -3,77 +3,54 @@
 //!
 //! `cargo bench --bench ingest -- --connections 4 --messages 2000000 [--octet]`
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let connections = value("--connections", 4);
-    let messages = value("--messages", 1_000_000);
-    let octet = args.iter().any(|a| a == "--octet");
+use clap::Parser;
 
-    let dir = std::env::temp_dir().join(format!("jailsink-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("jailsink.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-udp = []
-tcp = ["127.0.0.1:0"]
-[metrics]
-listen = "127.0.0.1:0"
-[defaults]
-filter_dirs = ["{}/conf/filter.d"]
-action = "log"
-ignoreself = false
+#[path = "../tests/support.rs"]
+mod support;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ingest",
+    about = "Live TCP ingest rate of the release daemon on loopback"
+)]
+struct Args {
+    /// TCP connections pushing at once.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Messages in all (split evenly over the connections).
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: usize,
+    /// Octet-counted framing (RFC 6587) instead of LF.
+    #[arg(long)]
+    octet: bool,
+}
+
+/// The sshd jail on the shipped filter; support's config gives it the log action, so bans are
+/// only logged.
+const JAILS: &str = r#"
 [jails.sshd]
 programs = ["sshd"]
-"#,
-            env!("CARGO_MANIFEST_DIR")
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jailsink"))
-        .args([
-            "--log-format",
-            "json",
-            "-c",
-            config.to_str().unwrap(),
-            "run",
-        ])
-        .env("RUST_LOG", "warn,jailsink=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start jailsink");
-    let (mut tcp, mut metrics) = (None, None);
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "listening" {
-            let addr: SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
-            match v["transport"].as_str() {
-                Some("tcp") => tcp = Some(addr),
-                _ => metrics = Some(addr),
-            }
-        }
-        if v["message"] == "ready" {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    let (tcp, metrics) = (tcp.expect("tcp address"), metrics.expect("metrics address"));
+"#;
+
+fn main() {
+    // `cargo bench` appends `--bench` to a harness-less bench's arguments.
+    let Args {
+        connections,
+        messages,
+        octet,
+    } = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
+    let daemon = support::Daemon::start_env(
+        tempfile::tempdir().expect("temp dir"),
+        &support::config("", JAILS),
+        &[],
+        &[("RUST_LOG", "warn,jailsink=info")],
+    );
+    let tcp = daemon.tcp;
 
     let per = messages / connections;
     let payloads: Vec<Vec<u8>> = (0..connections).map(|c| corpus(c, per, octet)).collect();
@@ -92,16 +69,11 @@ programs = ["sshd"]
         s.join().unwrap();
     }
     let total = (per * connections) as f64;
-    loop {
-        if received(metrics) >= total {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "not every message was counted"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let series = "jailsink_messages_received_total{transport=\"tcp\"}";
+    let counted = support::poll(Duration::from_secs(600), Duration::from_millis(5), || {
+        daemon.metric(series).unwrap_or(0.0) >= total
+    });
+    assert!(counted, "not every message was counted");
     let secs = start.elapsed().as_secs_f64();
     println!(
         "ingest tcp framing={} connections={connections} messages={} seconds={secs:.3} msg/s={:.0} MB/s={:.1}",
@@ -110,11 +82,7 @@ programs = ["sshd"]
         total / secs,
         bytes as f64 / secs / 1e6
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(dir);
+    daemon.stop();
 }
 
 /// `count` RFC 3164 lines: every fifth an sshd failure from one of 1,000 addresses.
@@ -143,17 +111,4 @@ fn corpus(connection: usize, count: usize, octet: bool) -> Vec<u8> {
         }
     }
     out
-}
-
-fn received(metrics: SocketAddr) -> f64 {
-    let Ok(mut s) = TcpStream::connect(metrics) else {
-        return 0.0;
-    };
-    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix("jailsink_messages_received_total{transport=\"tcp\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }

@@ -27,7 +27,7 @@ pub fn parse_address(text: &str) -> Result<IpAddr, NotAnAddress> {
 }
 
 /// Parses an address or a CIDR network, as the state, the CLI and firewall listings write them.
-pub fn parse_target(text: &str) -> Result<IpNetwork, NotAnAddress> {
+pub(crate) fn parse_target(text: &str) -> Result<IpNetwork, NotAnAddress> {
     text.trim()
         .parse::<IpNetwork>()
         .map_err(|_| NotAnAddress(text.to_string()))
@@ -35,14 +35,14 @@ pub fn parse_target(text: &str) -> Result<IpNetwork, NotAnAddress> {
 
 /// The network of `prefix` bits that holds `ip` (the address itself at /32 or /128): what a
 /// failure counts against when a jail bans by prefix.
-pub fn network_of(ip: IpAddr, prefix: u8) -> IpNetwork {
+pub(crate) fn network_of(ip: IpAddr, prefix: u8) -> IpNetwork {
     IpNetwork::new(ip, prefix)
         .and_then(|n| IpNetwork::new(n.network(), prefix))
         .unwrap_or_else(|_| IpNetwork::from(ip))
 }
 
 /// A single address as itself, a prefix ban as CIDR: how logs and the CLI name a target.
-pub fn show_target(target: IpNetwork) -> String {
+pub(crate) fn show_target(target: IpNetwork) -> String {
     let full = if target.is_ipv4() { 32 } else { 128 };
     if target.prefix() == full {
         target.ip().to_string()

@@ -20,7 +20,7 @@ use crate::config::{self, Config};
 use crate::control::proto::{Reply, Request, Response};
 use crate::control::server::{self as control_server, Question};
 use crate::control::translate;
-use crate::filter::router::{JailRoute, Router};
+use crate::filter::router::{JailRoute, Router, RouterError};
 use crate::fleet::app as fleet;
 use crate::jail::set::{self, Command, JailSet};
 use crate::jail::Failure;
@@ -39,27 +39,44 @@ const ACTION_STOP_GRACE: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// A listener address could not be bound.
-    #[error("cannot bind {transport} {addr}: {source}")]
+    #[error("cannot bind {transport} {addr}: {os_error}")]
     Bind {
         /// udp, tcp or metrics.
         transport: &'static str,
         /// The address from the config.
         addr: String,
         /// The OS error.
-        source: std::io::Error,
+        os_error: std::io::Error,
     },
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
-    Metrics(String),
+    Metrics(metrics::MetricsError),
     /// The jails' combined filters could not be built.
     #[error("filters: {0}")]
-    Router(String),
+    Router(RouterError),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
     /// The fleet's Redis refused us (password, ACL, TLS certificate).
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
+}
+
+/// Why a reload was refused; the old config keeps running.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    /// The config file does not compile.
+    #[error(transparent)]
+    Config(#[from] config::ConfigErrors),
+    /// A listener could not be bound or the filters combined.
+    #[error(transparent)]
+    Start(#[from] AppError),
+    /// The jail task has ended (the daemon is shutting down).
+    #[error("the jail task is gone")]
+    JailTaskGone,
+    /// A jail's actions could not be started.
+    #[error(transparent)]
+    Jails(#[from] set::RunnerStartError),
 }
 
 /// How to run.
@@ -120,10 +137,10 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
     let mut bound = Bound::default();
     for &addr in &config.server.udp {
         if !running.udp.contains_key(&addr) {
-            let socket = udp::bind(addr).map_err(|source| AppError::Bind {
+            let socket = udp::bind(addr).map_err(|os_error| AppError::Bind {
                 transport: "udp",
                 addr: addr.to_string(),
-                source,
+                os_error,
             })?;
             bound.udp.push((addr, socket));
         }
@@ -132,10 +149,10 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
         if !running.tcp.contains_key(&addr) {
             let listener = TcpListener::bind(addr)
                 .await
-                .map_err(|source| AppError::Bind {
+                .map_err(|os_error| AppError::Bind {
                     transport: "tcp",
                     addr: addr.to_string(),
-                    source,
+                    os_error,
                 })?;
             bound.tcp.push((addr, listener));
         }
@@ -249,11 +266,40 @@ fn open_state(config: &Config) -> Restored {
 
 /// Runs the daemon until `shutdown` is cancelled; each message on `reloads` (SIGHUP) reloads.
 pub async fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    reloads: mpsc::Receiver<()>,
+) -> Result<(), AppError> {
+    let mut daemon = start(config, options, shutdown).await?;
+    daemon.supervise(reloads).await;
+    daemon.shut_down().await;
+    Ok(())
+}
+
+/// A started daemon: what supervision and shutdown need to reach.
+struct Daemon {
+    config: Config,
+    options: RunOptions,
+    listeners: Listeners,
+    /// The control socket and metrics responder.
+    service: TaskTracker,
+    questions: mpsc::Receiver<Question>,
+    commands: mpsc::Sender<Command>,
+    jail_task: tokio::task::JoinHandle<Vec<JoinHandle<()>>>,
+    state_writer: JoinHandle<()>,
+    shutdown: CancellationToken,
+    /// Fleet mode's tasks, with `[fleet]`.
+    fleet: Option<fleet::Running>,
+}
+
+/// Binds every socket (a port in use stops us before any firewall is touched), restores the
+/// state, starts the jails and their actions, then the listeners, and reports ready.
+async fn start(
     mut config: Config,
     options: RunOptions,
     shutdown: CancellationToken,
-    mut reloads: mpsc::Receiver<()>,
-) -> Result<(), AppError> {
+) -> Result<Daemon, AppError> {
     apply_options(&mut config, options);
     let handle = metrics::install(config.fail2ban_exporter_names).map_err(AppError::Metrics)?;
     let fleet = match &config.fleet {
@@ -278,26 +324,25 @@ pub async fn run(
         failures: listener_tx,
         shutdown: shutdown.clone(),
     };
-    // Bind everything first: a port in use must stop us before any firewall is touched.
     let bound = bind_new(&config, &listeners).await?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| AppError::Bind {
+                .map_err(|os_error| AppError::Bind {
                     transport: "metrics",
                     addr: addr.to_string(),
-                    source,
+                    os_error,
                 })?,
         ),
         None => None,
     };
     let group = config.control_group;
     let control =
-        control_server::bind(&config.control_socket, group).map_err(|source| AppError::Bind {
+        control_server::bind(&config.control_socket, group).map_err(|os_error| AppError::Bind {
             transport: "control",
             addr: config.control_socket.display().to_string(),
-            source,
+            os_error,
         })?;
 
     let Restored {
@@ -308,7 +353,7 @@ pub async fn run(
     let (state_tx, state_rx) = mpsc::channel(state::QUEUE_DEPTH);
     let state_errors = metrics::state_errors();
     let outbox = fleet.as_ref().and_then(|f| f.outbox());
-    let writer = std::thread::Builder::new()
+    let state_writer = std::thread::Builder::new()
         .name("state".into())
         .spawn(move || state::writer(db, state_rx, state_errors, outbox))
         .map_err(AppError::Thread)?;
@@ -318,15 +363,15 @@ pub async fn run(
     for j in &config.jails {
         tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind().name()).collect::<Vec<_>>(), "jail started");
     }
-    let (command_tx, command_rx) = mpsc::channel(64);
+    let (commands, command_rx) = mpsc::channel(64);
     let jail_task = tokio::spawn(set::run(jails, failure_rx, command_rx, shutdown.clone()));
-    let fleet_task = match fleet {
+    let fleet = match fleet {
         Some(f) => Some(
             f.start(
                 &config,
                 shared_rx,
                 failure_tx.clone(),
-                command_tx.clone(),
+                commands.clone(),
                 shutdown.clone(),
             )
             .await,
@@ -337,7 +382,7 @@ pub async fn run(
 
     listeners.spawn(bound, limits(&config));
     let service = TaskTracker::new();
-    let (question_tx, mut questions) = mpsc::channel::<Question>(64);
+    let (question_tx, questions) = mpsc::channel::<Question>(64);
     service.spawn(control_server::serve(
         control,
         group,
@@ -352,102 +397,153 @@ pub async fn run(
     }
     tracing::info!(jails = config.jails.len(), control = %config.control_socket.display(), "ready");
     crate::notify::ready();
+    Ok(Daemon {
+        config,
+        options,
+        listeners,
+        service,
+        questions,
+        commands,
+        jail_task,
+        state_writer,
+        shutdown,
+        fleet,
+    })
+}
 
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(()) = reloads.recv() => {
-                match reload(&mut config, options, &mut listeners, &command_tx).await {
-                    Ok(summary) => {
-                        if let Some(f) = &fleet_task {
-                            f.reloaded(&config);
-                        }
-                        tracing::info!(%summary, "reloaded")
+impl Daemon {
+    /// Serves reloads (SIGHUP or `jailsink reload`) and control questions until shutdown.
+    async fn supervise(&mut self, mut reloads: mpsc::Receiver<()>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                Some(()) = reloads.recv() => {
+                    if let Err(error) = self.reload().await {
+                        tracing::error!(%error, "reload refused; the old config keeps running");
                     }
-                    Err(error) => tracing::error!(%error, "reload refused; the old config keeps running"),
                 }
-            }
-            Some(question) = questions.recv() => {
-                if question.request == Request::Reload {
-                    let response = match reload(&mut config, options, &mut listeners, &command_tx).await {
-                        Ok(summary) => {
-                            if let Some(f) = &fleet_task {
-                                f.reloaded(&config);
-                            }
-                            tracing::info!(%summary, "reloaded");
-                            Response::Ok { reply: Reply::Done { message: format!("reloaded: {summary}") } }
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "reload refused; the old config keeps running");
-                            Response::Error { message: format!("reload refused, the old config keeps running:\n{error}") }
-                        }
-                    };
+                Some(question) = self.questions.recv() => {
+                    let response = self.answer(question.request).await;
                     let _ = question.answer.send(response);
-                } else {
-                    let banned = match &question.request {
-                        Request::Banned { jail } => Some(jail.clone()),
-                        _ => None,
-                    };
-                    match translate::query(question.request) {
-                        Err(message) => {
-                            let _ = question.answer.send(Response::Error { message });
-                        }
-                        Ok(query) => {
-                            let (tx, rx) = oneshot::channel();
-                            if command_tx.send(Command::Query(query, tx)).await.is_ok() {
-                                if let Ok(answer) = rx.await {
-                                    let mut response = translate::response(answer);
-                                    if let Some(jail) = banned {
-                                        fleet::add_origins(&mut response, jail.as_deref(), &config, fleet_task.as_ref());
-                                    }
-                                    let _ = question.answer.send(response);
-                                }
-                            }
-                        }
-                    }
                 }
             }
         }
     }
 
-    tracing::info!("shutting down");
-    crate::notify::stopping();
-    listeners.tasks.close();
-    service.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, listeners.tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("listeners did not finish within the grace period");
-    }
-    let _ = std::fs::remove_file(&config.control_socket);
-    drop(listeners);
-    let mut threads: Vec<JoinHandle<()>> = match jail_task.await {
-        Ok(threads) => threads,
-        Err(error) => {
-            tracing::error!(%error, "jail task failed");
-            Vec::new()
+    /// Reloads, logging what changed.
+    async fn reload(&mut self) -> Result<String, ReloadError> {
+        let summary = reload(
+            &mut self.config,
+            self.options,
+            &mut self.listeners,
+            &self.commands,
+        )
+        .await?;
+        if let Some(f) = &self.fleet {
+            f.reloaded(&self.config);
         }
-    };
-    // The jail task is gone, so the state writer drains and ends, and with it every action
-    // queue closes: runners drain, stop (removing their firewall entries) and exit.
-    threads.push(writer);
-    if let Some(f) = fleet_task {
-        threads.extend(f.finish().await);
+        tracing::info!(%summary, "reloaded");
+        Ok(summary)
     }
-    let joined = tokio::task::spawn_blocking(move || {
-        for thread in threads {
-            let _ = thread.join();
+
+    /// Answers one control request: reload here, everything else by the jail task.
+    async fn answer(&mut self, request: Request) -> Response {
+        if request == Request::Reload {
+            return match self.reload().await {
+                Ok(summary) => Response::Ok {
+                    reply: Reply::Done {
+                        message: format!("reloaded: {summary}"),
+                    },
+                },
+                Err(error) => {
+                    tracing::error!(%error, "reload refused; the old config keeps running");
+                    Response::Error {
+                        message: format!("reload refused, the old config keeps running:\n{error}"),
+                    }
+                }
+            };
         }
-    });
-    if tokio::time::timeout(ACTION_STOP_GRACE, joined)
-        .await
-        .is_err()
-    {
-        tracing::warn!("actions did not stop within the grace period");
+        let banned = match &request {
+            Request::Banned { jail } => Some(jail.clone()),
+            _ => None,
+        };
+        let query = match translate::query(request) {
+            Ok(query) => query,
+            Err(error) => {
+                return Response::Error {
+                    message: error.to_string(),
+                }
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        let gone = || Response::Error {
+            message: "the jail task is gone".into(),
+        };
+        if self.commands.send(Command::Query(query, tx)).await.is_err() {
+            return gone();
+        }
+        let mut response = rx.await.map_or_else(|_| gone(), translate::response);
+        if let Some(jail) = banned {
+            fleet::add_origins(
+                &mut response,
+                jail.as_deref(),
+                &self.config,
+                self.fleet.as_ref(),
+            );
+        }
+        response
     }
-    tracing::info!("stopped");
-    Ok(())
+
+    /// Drains the listeners, lets the jail task finish, then waits (with a grace period) for
+    /// the state writer and every action to stop and remove what they added.
+    async fn shut_down(self) {
+        tracing::info!("shutting down");
+        crate::notify::stopping();
+        let Daemon {
+            config,
+            listeners,
+            service,
+            jail_task,
+            state_writer,
+            fleet,
+            ..
+        } = self;
+        listeners.tasks.close();
+        service.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, listeners.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("listeners did not finish within the grace period");
+        }
+        let _ = std::fs::remove_file(&config.control_socket);
+        drop(listeners);
+        let mut threads: Vec<JoinHandle<()>> = match jail_task.await {
+            Ok(threads) => threads,
+            Err(error) => {
+                tracing::error!(%error, "jail task failed");
+                Vec::new()
+            }
+        };
+        // The jail task is gone, so the state writer drains and ends, and with it every action
+        // queue closes: runners drain, stop (removing their firewall entries) and exit.
+        threads.push(state_writer);
+        if let Some(f) = fleet {
+            threads.extend(f.finish().await);
+        }
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        if tokio::time::timeout(ACTION_STOP_GRACE, joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("actions did not stop within the grace period");
+        }
+        tracing::info!("stopped");
+    }
 }
 
 /// Compiles the config file again and, if it is sound, swaps it in: new listeners bound first,
@@ -457,22 +553,18 @@ async fn reload(
     options: RunOptions,
     listeners: &mut Listeners,
     commands: &mpsc::Sender<Command>,
-) -> Result<String, String> {
+) -> Result<String, ReloadError> {
     let _reloading = crate::notify::Reloading::begin();
-    let mut next = config::load(&current.path).map_err(|errors| errors.to_string())?;
+    let mut next = config::load(&current.path)?;
     apply_options(&mut next, options);
-    let bound = bind_new(&next, listeners)
-        .await
-        .map_err(|e| e.to_string())?;
-    let pipeline = pipeline_for(&next).map_err(|e| e.to_string())?;
+    let bound = bind_new(&next, listeners).await?;
+    let pipeline = pipeline_for(&next)?;
     let (tx, rx) = oneshot::channel();
     commands
         .send(Command::Reload(specs(&next), tx))
         .await
-        .map_err(|_| "the jail task is gone".to_string())?;
-    let summary = rx
-        .await
-        .map_err(|_| "the jail task is gone".to_string())??;
+        .map_err(|_| ReloadError::JailTaskGone)?;
+    let summary = rx.await.map_err(|_| ReloadError::JailTaskGone)??;
     listeners.pipeline.store(Arc::new(pipeline));
     listeners.retain(&next);
     listeners.spawn(bound, limits(&next));

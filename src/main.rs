@@ -1,10 +1,14 @@
 //! The `jailsink` command line: run the daemon, check a config, test a filter, import fail2ban's.
+//!
+//! Every subcommand, argument and flag carries help text (a unit test below walks the tree), and
+//! the man pages are generated from these definitions (`jailsink manpage DIR`, run by
+//! scripts/package), so `--help` and `man jailsink` never drift apart.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use jailsink::control::client;
@@ -14,11 +18,26 @@ use jailsink::{app, config, regex_tool};
 /// sysexits.h EX_CONFIG: the configuration is wrong.
 const EX_CONFIG: u8 = 78;
 
+/// The description of `jailsink --help` and of the jailsink(1) man page.
+const LONG_ABOUT: &str = "\
+Bans brute-force attackers found in a live syslog stream.
+
+jailsink is a syslog receiver: rsyslog forwards to it over TCP or UDP, it applies fail2ban-style \
+jails (failregex, <HOST>, findtime, maxretry, bantime) to the live stream, and bans offending \
+addresses with iptables, nftables, ipset or a command of your own. `run` is the daemon; status, \
+ban, unban, banned and reload talk to it over its control socket (root only).
+
+Files: /etc/jailsink/jailsink.toml (the configuration, -c), /etc/jailsink/filter.d/*.toml (its \
+filters), /var/lib/jailsink/state.db (active bans and their history), \
+/run/jailsink/jailsink.sock (the control socket). Examples for rsyslog, systemd, Prometheus, \
+Alertmanager and Grafana are in /usr/share/doc/jailsink/examples.";
+
 #[derive(Parser)]
 #[command(
     name = "jailsink",
     version,
-    about = "Bans brute-force attackers found in a live syslog stream"
+    about = "Bans brute-force attackers found in a live syslog stream",
+    long_about = LONG_ABOUT
 )]
 struct Cli {
     /// Configuration file.
@@ -31,9 +50,12 @@ struct Cli {
     command: Command,
 }
 
+/// How log lines are written on stderr.
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
     Text,
+    /// One JSON object per line, for journald and log shippers.
     Json,
 }
 
@@ -66,7 +88,9 @@ enum Command {
     },
     /// Show jails, or one jail's counts and bans.
     Status {
+        /// The jail to show; without it, the list of jails.
         jail: Option<String>,
+        /// Print JSON instead of fail2ban's layout.
         #[arg(long)]
         json: bool,
         /// The fleet from Redis: this node's connection and every node's heartbeat.
@@ -74,17 +98,27 @@ enum Command {
         fleet: bool,
     },
     /// Ban an address by hand.
-    Ban { jail: String, addr: String },
+    Ban {
+        /// The jail whose actions apply the ban (and whose bantime it gets).
+        jail: String,
+        /// The IPv4 or IPv6 address to ban.
+        addr: String,
+    },
     /// Lift a ban by hand.
     Unban {
+        /// The jail to lift the ban in; `unban ADDR` alone lifts it in every jail.
         jail: Option<String>,
+        /// The address to unban.
         addr: Option<String>,
+        /// Lift every ban (of JAIL, or of every jail).
         #[arg(long)]
         all: bool,
     },
     /// List active bans.
     Banned {
+        /// Only this jail's bans.
         jail: Option<String>,
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
         /// The fleet's active bans, from Redis, with origin and host names.
@@ -98,6 +132,12 @@ enum Command {
         /// fail2ban's configuration directory (jail.conf, jail.local, jail.d, filter.d).
         #[arg(default_value = jailsink::import::DEFAULT_DIR)]
         dir: PathBuf,
+    },
+    /// Write the man pages (jailsink.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Manpage {
+        /// The directory to write them to (created if missing).
+        out_dir: PathBuf,
     },
 }
 
@@ -194,7 +234,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Manpage { out_dir } => {
+            write_manpages(&out_dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// jailsink.1 and jailsink-SUBCOMMAND.1 for every visible subcommand, from the clap definitions.
+fn write_manpages(out_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), out_dir)
+        .with_context(|| format!("writing man pages to {}", out_dir.display()))
 }
 
 /// Filter dirs and zone for `regex`: from the config when it exists, else the defaults.
@@ -454,4 +505,86 @@ async fn watch_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::S
         }
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ArgAction;
+
+    /// Every argument, possible value and subcommand below `cmd` that has no help text.
+    fn missing_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            // clap's own --help and --version bring their text with them.
+            if matches!(
+                arg.get_action(),
+                ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+            ) {
+                continue;
+            }
+            let name = format!("{path} {}", arg.get_id());
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(name.clone());
+            }
+            for value in arg.get_possible_values() {
+                if value.get_help().is_none() {
+                    missing.push(format!("{name}={}", value.get_name()));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let name = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                missing.push(name.clone());
+            }
+            missing_help(sub, &name, missing);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_argument_and_flag_has_help() {
+        let mut cmd = Cli::command();
+        // Building propagates global arguments into every subcommand, as users see them.
+        cmd.build();
+        let mut missing = Vec::new();
+        missing_help(&cmd, "jailsink", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn the_help_walk_finds_an_argument_without_help() {
+        let cmd = clap::Command::new("t")
+            .about("a tool")
+            .subcommand(clap::Command::new("sub").arg(clap::Arg::new("undocumented")));
+        let mut missing = Vec::new();
+        missing_help(&cmd, "t", &mut missing);
+        assert_eq!(missing, ["t sub", "t sub undocumented"]);
+    }
+
+    #[test]
+    fn man_pages_cover_every_visible_subcommand() {
+        let dir = tempfile::tempdir().unwrap();
+        write_manpages(dir.path()).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = Cli::command()
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+            .map(|s| format!("jailsink-{}.1", s.get_name()))
+            .collect();
+        want.push("jailsink.1".into());
+        want.sort();
+        assert_eq!(names, want);
+        let status = std::fs::read_to_string(dir.path().join("jailsink-status.1")).unwrap();
+        assert!(status.contains("The jail to show"), "{status}");
+        let main = std::fs::read_to_string(dir.path().join("jailsink.1")).unwrap();
+        assert!(main.contains("jailsink\\-status(1)"), "{main}");
+        assert!(
+            !main.contains("manpage"),
+            "the hidden subcommand is documented: {main}"
+        );
+    }
 }

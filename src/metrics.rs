@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 mod process;
 
-pub use process::ProcessSample;
+pub(crate) use process::ProcessSample;
 
 const MESSAGES_RECEIVED: &str = "jailsink_messages_received_total";
 const MESSAGES_DROPPED: &str = "jailsink_messages_dropped_total";
@@ -64,7 +64,7 @@ const BAN_LATENCY_BUCKETS: &[f64] = &[
 
 /// Why a message was dropped before it reached a jail; the `reason` label of the drop counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
+pub(crate) enum DropReason {
     /// The sender's address is outside `allowed_senders`.
     SenderNotAllowed,
     /// The datagram or frame exceeded `max_message_bytes`.
@@ -79,7 +79,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, so each series exists from start-up.
-    pub const ALL: [DropReason; 5] = [
+    pub(crate) const ALL: [DropReason; 5] = [
         DropReason::SenderNotAllowed,
         DropReason::TooLarge,
         DropReason::Unparseable,
@@ -88,7 +88,7 @@ impl DropReason {
     ];
 
     /// The label value, as SPEC.md names it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DropReason::SenderNotAllowed => "sender_not_allowed",
             DropReason::TooLarge => "too_large",
@@ -99,23 +99,34 @@ impl DropReason {
     }
 }
 
+/// Why the metrics recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The histogram buckets were refused.
+    #[error("{0}")]
+    Buckets(metrics_exporter_prometheus::BuildError),
+    /// A global recorder is already installed.
+    #[error("{0}")]
+    Installed(metrics::SetRecorderError<metrics_exporter_prometheus::PrometheusRecorder>),
+}
+
 /// Installs the global recorder and describes every metric; call once before any handle is taken.
 /// With `fail2ban_exporter_names`, jail series are also exported under the fail2ban exporter's
 /// names (read at start only: jails started later by a reload follow the same choice).
 /// Returns the handle that renders the text exposition.
-pub fn install(fail2ban_exporter_names: bool) -> Result<PrometheusHandle, String> {
+pub(crate) fn install(fail2ban_exporter_names: bool) -> Result<PrometheusHandle, MetricsError> {
     FAIL2BAN_NAMES.store(fail2ban_exporter_names, Ordering::Relaxed);
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(BAN_LATENCY.to_string()), BAN_LATENCY_BUCKETS)
-        .map_err(|e| e.to_string())?
+        .map_err(MetricsError::Buckets)?
         .set_buckets_for_metric(
             Matcher::Full(FLEET_PROPAGATION.to_string()),
             BAN_LATENCY_BUCKETS,
         )
-        .map_err(|e| e.to_string())?
+        .map_err(MetricsError::Buckets)?
         .build_recorder();
     let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    metrics::set_global_recorder(recorder).map_err(MetricsError::Installed)?;
     describe_all();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for transport in ["udp", "tcp"] {
@@ -283,22 +294,22 @@ fn describe_all() {
 }
 
 /// Counter of messages received on one transport ("udp" or "tcp").
-pub fn messages_received(transport: &'static str) -> Counter {
+pub(crate) fn messages_received(transport: &'static str) -> Counter {
     metrics::counter!(MESSAGES_RECEIVED, "transport" => transport)
 }
 
 /// Counter of messages dropped for one reason.
-pub fn messages_dropped(reason: DropReason) -> Counter {
+pub(crate) fn messages_dropped(reason: DropReason) -> Counter {
     metrics::counter!(MESSAGES_DROPPED, "reason" => reason.as_str())
 }
 
 /// Counter of state database failures.
-pub fn state_errors() -> Counter {
+pub(crate) fn state_errors() -> Counter {
     metrics::counter!(STATE_ERRORS)
 }
 
 /// Gauge of open TCP connections.
-pub fn tcp_connections() -> Gauge {
+pub(crate) fn tcp_connections() -> Gauge {
     metrics::gauge!(TCP_CONNECTIONS)
 }
 
@@ -420,7 +431,7 @@ pub fn fleet_errors(kind: &'static str) -> Counter {
 }
 
 /// Counter of failed action calls for one jail and action type.
-pub fn action_errors(jail: &str, action: &'static str) -> Counter {
+pub(crate) fn action_errors(jail: &str, action: &'static str) -> Counter {
     metrics::counter!(ACTION_ERRORS, "jail" => jail.to_string(), "action" => action)
 }
 
@@ -433,7 +444,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Our own small responder instead of the exporter's: we bind it ourselves, after every syslog
 /// listener, so a scrape that answers proves readiness, and tests can bind port 0.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -457,7 +472,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: Ca
 }
 
 /// The whole exposition: every recorded family, then the process families read now.
-pub fn render(handle: &PrometheusHandle) -> String {
+pub(crate) fn render(handle: &PrometheusHandle) -> String {
     let mut text = handle.render();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');

@@ -1,42 +1,48 @@
 //! systemd's readiness protocol (sd_notify): one datagram to `$NOTIFY_SOCKET` per state change,
 //! so a `Type=notify` unit is "started" only once every listener is bound.
 //!
-//! A few lines of our own rather than a crate: the protocol is one `sendto` of `KEY=VALUE`
-//! lines. Without `$NOTIFY_SOCKET` (not under systemd) every call does nothing. A failed send is
+//! The states and the monotonic clock come from the `sd-notify` crate. The datagram is sent
+//! here, because sd-notify 0.5 connects to `$NOTIFY_SOCKET` as a path only, while systemd and
+//! container managers may hand out an abstract socket (`@name`), which this also reaches.
+//! Without `$NOTIFY_SOCKET` (not under systemd) every call does nothing. A failed send is
 //! logged and otherwise ignored: the daemon's work matters more than its supervisor's view.
 
+use std::fmt::Write as _;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+use sd_notify::NotifyState;
 
 /// Why a notification could not be sent.
 #[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
+pub(crate) enum NotifyError {
     /// `$NOTIFY_SOCKET` is neither an absolute path nor an abstract name (`@name`).
     #[error("NOTIFY_SOCKET {0:?} is neither an absolute path nor @abstract")]
     BadAddress(String),
     /// The socket could not be created or the datagram not sent.
-    #[error("cannot notify {socket:?}: {source}")]
+    #[error("cannot notify {socket:?}: {os_error}")]
     Send {
         /// `$NOTIFY_SOCKET`.
         socket: String,
         /// The OS error.
-        source: std::io::Error,
+        os_error: std::io::Error,
     },
 }
 
-/// Sends `state` (newline-separated `KEY=VALUE` assignments) to `$NOTIFY_SOCKET`.
+/// Sends `states` to `$NOTIFY_SOCKET`, one `KEY=VALUE` line each.
 /// Returns false when there is no socket to tell.
-pub fn notify(state: &str) -> Result<bool, NotifyError> {
+pub(crate) fn notify(states: &[NotifyState]) -> Result<bool, NotifyError> {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
     let socket = socket.to_string_lossy().into_owned();
     let addr = address(&socket)?;
+    let state = lines(states);
     let send = || -> std::io::Result<()> {
         let datagram = UnixDatagram::unbound()?;
         datagram.send_to_addr(state.as_bytes(), &addr)?;
         Ok(())
     };
-    send().map_err(|source| NotifyError::Send { socket, source })?;
+    send().map_err(|os_error| NotifyError::Send { socket, os_error })?;
     Ok(true)
 }
 
@@ -52,33 +58,47 @@ fn address(socket: &str) -> Result<SocketAddr, NotifyError> {
     }
 }
 
-/// Sends `state`, logging a failure instead of returning it.
-fn tell(state: &str) {
-    match notify(state) {
-        Ok(true) => tracing::debug!(state, "notified systemd"),
+/// The datagram for `states`.
+fn lines(states: &[NotifyState]) -> String {
+    let mut text = String::new();
+    for state in states {
+        // Writing to a String cannot fail.
+        let _ = writeln!(text, "{state}");
+    }
+    text
+}
+
+/// Sends `states`, logging a failure instead of returning it.
+fn tell(states: &[NotifyState]) {
+    match notify(states) {
+        Ok(true) => tracing::debug!(state = %lines(states), "notified systemd"),
         Ok(false) => {}
-        Err(error) => tracing::warn!(%error, state, "cannot notify systemd"),
+        Err(error) => tracing::warn!(%error, state = %lines(states), "cannot notify systemd"),
     }
 }
 
 /// Every listener is bound and every action started: systemd may start dependent units.
-pub fn ready() {
-    tell("READY=1\nSTATUS=ready");
+pub(crate) fn ready() {
+    tell(&[NotifyState::Ready, NotifyState::Status("ready")]);
 }
 
 /// Shutdown began: systemd shows "deactivating" instead of a hung service.
-pub fn stopping() {
-    tell("STOPPING=1");
+pub(crate) fn stopping() {
+    tell(&[NotifyState::Stopping]);
 }
 
 /// A reload in progress: sends `RELOADING=1` (with the `MONOTONIC_USEC` systemd 253+ asks for)
 /// when made and `READY=1` when dropped, so every way out of a reload, refused or not, ends it.
-pub struct Reloading(());
+pub(crate) struct Reloading(());
 
 impl Reloading {
     /// Tells systemd a reload started.
-    pub fn begin() -> Reloading {
-        tell(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+    pub(crate) fn begin() -> Reloading {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => tell(&[NotifyState::Reloading, now]),
+            // Without the clock systemd 253+ would refuse the reload message: say nothing.
+            Err(error) => tracing::warn!(%error, "cannot read the monotonic clock for systemd"),
+        }
         Reloading(())
     }
 }
@@ -87,20 +107,6 @@ impl Drop for Reloading {
     fn drop(&mut self) {
         ready();
     }
-}
-
-/// CLOCK_MONOTONIC in microseconds, the clock systemd compares reload times on.
-fn monotonic_usec() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec to the valid pointer we pass and nothing else.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
-        return 0;
-    }
-    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000
-        + u64::try_from(now.tv_nsec).unwrap_or(0) / 1000
 }
 
 #[cfg(test)]
@@ -118,9 +124,14 @@ mod tests {
     }
 
     #[test]
-    fn the_monotonic_clock_advances() {
-        let a = monotonic_usec();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        assert!(monotonic_usec() > a);
+    fn states_are_one_line_each() {
+        assert_eq!(
+            lines(&[NotifyState::Reloading, NotifyState::MonotonicUsec(42)]),
+            "RELOADING=1\nMONOTONIC_USEC=42\n"
+        );
+        assert_eq!(
+            lines(&[NotifyState::Ready, NotifyState::Status("ready")]),
+            "READY=1\nSTATUS=ready\n"
+        );
     }
 }

@@ -16,9 +16,10 @@ use tokio::sync::mpsc;
 
 use crate::action::ActionCommand;
 use crate::action::BanOrder;
+use crate::address::show_target;
 
 /// Operations waiting for the writer before it blocks the jail task.
-pub const QUEUE_DEPTH: usize = 16_384;
+pub(crate) const QUEUE_DEPTH: usize = 16_384;
 /// Most operations committed in one transaction.
 const BATCH: usize = 4096;
 /// Most failed writes kept for a retry while the database cannot be written.
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS fleet_outbox (
 /// Where committed bans go besides the actions: the fleet's encoder (a sink), which turns each
 /// ban and unban into an event written to the `fleet_outbox` table in the same transaction, so
 /// an event exists if and only if its ban was committed.
-pub trait Outbox: Send {
+pub(crate) trait Outbox: Send {
     /// The event to publish for `op`, or None.
     fn encode(&self, op: &StateOp) -> Option<String>;
     /// Events were committed: wake the publisher.
@@ -63,28 +64,26 @@ pub trait Outbox: Send {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// SQLite refused.
-    #[error("state {path}: {source}")]
+    #[error("state {path}: {reason}")]
     Db {
         /// The database file.
         path: PathBuf,
         /// What SQLite said.
-        #[source]
-        source: rusqlite::Error,
+        reason: rusqlite::Error,
     },
     /// The directory could not be made.
-    #[error("state {path}: {source}")]
+    #[error("state {path}: {reason}")]
     Io {
         /// The database file.
         path: PathBuf,
         /// What the file system said.
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
 /// A ban read back from the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredBan {
+pub(crate) struct StoredBan {
     /// The jail's name.
     pub jail: String,
     /// What is banned.
@@ -117,14 +116,14 @@ fn time(secs: i64) -> SystemTime {
 impl State {
     /// Opens (creating if needed) the database and its directory.
     pub fn open(path: &Path) -> Result<State, StateError> {
-        let error = |source| StateError::Db {
+        let error = |reason| StateError::Db {
             path: path.to_path_buf(),
-            source,
+            reason,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            std::fs::create_dir_all(dir).map_err(|reason| StateError::Io {
                 path: path.to_path_buf(),
-                source,
+                reason,
             })?;
         }
         let db = Connection::open(path).map_err(error)?;
@@ -142,20 +141,21 @@ impl State {
         })
     }
 
-    fn error(&self, source: rusqlite::Error) -> StateError {
+    fn error(&self, reason: rusqlite::Error) -> StateError {
         StateError::Db {
             path: self.path.clone(),
-            source,
+            reason,
         }
     }
 
     /// Every active ban.
-    pub fn active_bans(&self) -> Result<Vec<StoredBan>, StateError> {
+    pub(crate) fn active_bans(&self) -> Result<Vec<StoredBan>, StateError> {
         self.query_bans("", params![])
     }
 
     /// The active ban of `target` in `jail`, if any.
-    pub fn active_ban(
+    #[cfg(test)]
+    pub(crate) fn active_ban(
         &self,
         jail: &str,
         target: IpNetwork,
@@ -210,7 +210,7 @@ impl State {
     }
 
     /// How often each target has been banned, per jail: escalation survives restarts.
-    pub fn ban_counts(&self) -> Result<HashMap<(String, IpNetwork), u32>, StateError> {
+    pub(crate) fn ban_counts(&self) -> Result<HashMap<(String, IpNetwork), u32>, StateError> {
         let mut stmt = self
             .db
             .prepare("SELECT jail, target, COUNT(*) FROM history GROUP BY jail, target")
@@ -235,22 +235,23 @@ impl State {
     }
 
     /// Applies a batch in one transaction.
-    pub fn apply(&mut self, ops: &[StateOp]) -> Result<(), StateError> {
+    #[cfg(test)]
+    pub(crate) fn apply(&mut self, ops: &[StateOp]) -> Result<(), StateError> {
         self.apply_with(ops, None)
     }
 
     /// Applies a batch in one transaction, with each op's fleet event (if `outbox` encodes
     /// one) written to the outbox in the same transaction.
-    pub fn apply_with(
+    pub(crate) fn apply_with(
         &mut self,
         ops: &[StateOp],
         outbox: Option<&dyn Outbox>,
     ) -> Result<(), StateError> {
         let mut published = false;
         let path = self.path.clone();
-        let error = move |source| StateError::Db {
+        let error = move |reason| StateError::Db {
             path: path.clone(),
-            source,
+            reason,
         };
         let tx = self.db.transaction().map_err(&error)?;
         for op in ops {
@@ -279,7 +280,7 @@ impl State {
                     "DELETE FROM bans WHERE jail = ?1 AND target = ?2",
                     params![jail, target.to_string()],
                 ),
-                StateOp::Routes(_) => Ok(0),
+                StateOp::Routes(_) | StateOp::Barrier(_) => Ok(0),
             };
             result.map_err(&error)?;
             if let Some(event) = outbox.and_then(|o| o.encode(op)) {
@@ -300,8 +301,8 @@ impl State {
 }
 
 /// Work for the writer: persisted, then forwarded to the jail's actions.
-#[derive(Debug, Clone)]
-pub enum StateOp {
+#[derive(Debug)]
+pub(crate) enum StateOp {
     /// Record a ban and apply it.
     Ban {
         /// The jail's name.
@@ -320,22 +321,64 @@ pub enum StateOp {
         /// What was banned.
         target: IpNetwork,
     },
+    /// Answered once everything sent before it is committed (or the database failed): a
+    /// control answer waits for it, so what `banned` lists or `ban` reports survives a crash.
+    Barrier(tokio::sync::oneshot::Sender<()>),
     /// From now on, send each jail's commands to these queues (sent at start and reload, in
     /// band, so no command overtakes a change of runner).
     Routes(HashMap<String, mpsc::Sender<ActionCommand>>),
 }
 
 impl StateOp {
-    /// True for operations that change the database (the others only route or re-apply).
-    fn is_persistent(&self) -> bool {
-        matches!(self, StateOp::Ban { .. } | StateOp::Unban { .. })
+    /// A copy of an operation that changes the database, kept to retry it; None for the others
+    /// (routes and barriers only take effect once).
+    fn persistent_copy(&self) -> Option<StateOp> {
+        match self {
+            StateOp::Ban {
+                jail,
+                order,
+                banned_at,
+                ban_count,
+            } => Some(StateOp::Ban {
+                jail: jail.clone(),
+                order: order.clone(),
+                banned_at: *banned_at,
+                ban_count: *ban_count,
+            }),
+            StateOp::Unban { jail, target } => Some(StateOp::Unban {
+                jail: jail.clone(),
+                target: *target,
+            }),
+            StateOp::Routes(_) | StateOp::Barrier(_) => None,
+        }
+    }
+}
+
+/// The ban line operators grep for, `[sshd] Ban 203.0.113.5`, written once the ban is committed.
+fn log_ban(jail: &str, order: &BanOrder, ban_count: u32) {
+    let shown = show_target(order.target);
+    tracing::info!(
+        jail = %jail,
+        ip = %shown,
+        failures = order.failures,
+        bantime = %show_bantime(order.bantime),
+        ban_count,
+        "[{jail}] Ban {shown}"
+    );
+}
+
+/// A ban length as logs show it: `1h`, or `permanent`.
+pub(crate) fn show_bantime(bantime: Option<Duration>) -> String {
+    match bantime {
+        Some(d) => humantime::format_duration(d).to_string(),
+        None => "permanent".into(),
     }
 }
 
 /// The writer thread: batches operations into transactions and forwards them, in order, to
 /// the action runners once committed. A database that fails (read-only, disk full) is logged
 /// and counted, and bans go on in memory: protection comes first, the state catches up later.
-pub fn writer(
+pub(crate) fn writer(
     mut state: Option<State>,
     mut ops: mpsc::Receiver<StateOp>,
     errors: metrics::Counter,
@@ -356,7 +399,7 @@ pub fn writer(
         if let Some(db) = state.as_mut() {
             // Writes that failed before are retried first, in order, so the state catches up
             // once the disk is writable again.
-            pending.extend(batch.iter().filter(|op| op.is_persistent()).cloned());
+            pending.extend(batch.iter().filter_map(StateOp::persistent_copy));
             match db.apply_with(&pending, outbox.as_deref()) {
                 Ok(()) => {
                     if failing {
@@ -388,7 +431,19 @@ pub fn writer(
                     routes = new;
                     continue;
                 }
-                StateOp::Ban { jail, order, .. } => (jail, ActionCommand::Ban(order)),
+                StateOp::Barrier(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                StateOp::Ban {
+                    jail,
+                    order,
+                    ban_count,
+                    ..
+                } => {
+                    log_ban(&jail, &order, ban_count);
+                    (jail, ActionCommand::Ban(order))
+                }
                 StateOp::Unban { jail, target } => (jail, ActionCommand::Unban(target)),
             };
             if let Some(queue) = routes.get(&jail) {

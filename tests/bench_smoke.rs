@@ -3,15 +3,25 @@
 
 use std::path::Path;
 
+use clap::Parser;
+
 #[allow(dead_code)]
-#[path = "../benches/jailbench.rs"]
+#[path = "../benches/jailbench/main.rs"]
 mod jailbench;
 
 use crate::support::binary;
 
+/// Parses a jailbench command line as the tool does.
+fn parse(args: &[&str]) -> jailbench::Job {
+    let argv = std::iter::once("jailbench").chain(args.iter().copied());
+    match jailbench::Cli::try_parse_from(argv) {
+        Ok(cli) => cli.job,
+        Err(error) => panic!("jailbench {}: {error}", args.join(" ")),
+    }
+}
+
 fn run(args: &[&str]) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    if let Err(error) = jailbench::dispatch(&args) {
+    if let Err(error) = jailbench::dispatch(parse(args)) {
         panic!("jailbench {}: {error}", args.join(" "));
     }
 }
@@ -22,7 +32,7 @@ fn corpus_offline_and_live_tcp_udp() {
     let corpus = dir.path().join("corpus");
     let c = corpus.to_str().unwrap();
     run(&["corpus", "--lines", "3000", "--pool", "40", "--out", c]);
-    let truth = jailbench::Truth::read(&corpus.join("truth.txt")).unwrap();
+    let truth = jailbench::corpus::Truth::read(&corpus.join("truth.txt")).unwrap();
     assert_eq!(truth.lines, 3000);
     let share = truth.sshd_failures as f64 / truth.lines as f64;
     assert!((0.15..0.25).contains(&share), "sshd share {share}");
@@ -36,10 +46,11 @@ fn corpus_offline_and_live_tcp_udp() {
     }
     // Offline: jailsink, sshguard's parser and fail2ban-regex on the same file (fail2ban-rs is a
     // crates.io install that bench/offline.sh makes; too slow to build here).
-    let rows = jailbench::offline(&jailbench::Opts::new(
-        &["--corpus", c, "--jailsink", binary()].map(String::from),
-    ))
-    .unwrap();
+    let jailbench::Job::Offline(args) = parse(&["offline", "--corpus", c, "--jailsink", binary()])
+    else {
+        unreachable!("offline parses as offline")
+    };
+    let rows = jailbench::offline::offline(&args).unwrap();
     for tool in ["jailsink", "fail2ban-regex"] {
         let row = rows.iter().find(|r| r.tool == tool).unwrap();
         assert_eq!(row.found, truth.sshd_failures, "{tool}");

@@ -14,15 +14,6 @@ fn line(msg: &str) -> String {
     format!("<38>Nov 29 18:52:53 vm sshd[1]: {msg}\n")
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_byte_at_a_time_sender_is_served_and_blocks_nobody() {
     let d = Daemon::start(&config("", SSHD));
@@ -52,7 +43,7 @@ fn a_byte_at_a_time_sender_is_served_and_blocks_nobody() {
 #[test]
 fn an_endless_frame_is_discarded_in_bounded_memory() {
     let d = Daemon::start(&config("max_message_bytes = 65536", SSHD));
-    let before = rss_kib(d.pid());
+    let before = d.rss_kib();
     let mut s = TcpStream::connect(d.tcp).unwrap();
     let chunk = vec![b'A'; 1 << 20];
     for _ in 0..64 {
@@ -68,7 +59,7 @@ fn an_endless_frame_is_discarded_in_bounded_memory() {
     assert!(wait_for(Duration::from_secs(20), || d
         .logged("[sshd] Ban 192.0.2.52")));
     d.wait_metric("jailsink_messages_dropped_total{reason=\"too_large\"}", 1.0);
-    let grown = rss_kib(d.pid()).saturating_sub(before);
+    let grown = d.rss_kib().saturating_sub(before);
     assert!(
         grown < 32 * 1024,
         "64 MiB without a newline grew RSS by {grown} KiB"
@@ -208,7 +199,7 @@ failregex = ['^(a+)+$<HOST>', '^(\w+\s?)*from <HOST>$']
 
 #[test]
 fn a_full_disk_keeps_banning_in_memory_and_recovers() {
-    crate::support::require_root();
+    crate::lab::require_root();
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
     std::fs::create_dir(&state_dir).unwrap();

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -590,61 +590,42 @@ fn json_logs_are_one_object_per_line_with_ban_fields() {
     assert!(unban["banned_for"].is_string(), "{unban}");
 }
 
-/// A private rsyslogd: its own config, pid file, work directory and imuxsock socket; never the
-/// host's /dev/log. Killed (by its own pid) when dropped.
-struct Rsyslog {
-    child: Child,
-    dir: tempfile::TempDir,
-}
+/// A private rsyslogd (support's) with an imuxsock socket of its own; never the host's /dev/log.
+struct Rsyslog(crate::support::Rsyslog);
 
 impl Rsyslog {
     /// Starts `rsyslogd -n` on a preamble (work directory, `extra_global`, and unless
     /// `socket` is false an imuxsock socket `log.sock`) followed by `snippet`.
     fn start(snippet: &str, extra_global: &str, socket: bool) -> Rsyslog {
-        let rsyslogd = tool("rsyslogd", "rsyslog");
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        std::fs::create_dir(dir.path().join("work")).unwrap();
-        let mut conf = format!("global(workDirectory=\"{d}/work\" {extra_global})\n");
+        let mut conf = format!("global(workDirectory=\"@DIR@/work\" {extra_global})\n");
         if socket {
-            conf.push_str(&format!(
-                "module(load=\"imuxsock\" SysSock.Use=\"off\")\ninput(type=\"imuxsock\" Socket=\"{d}/log.sock\")\n"
-            ));
+            conf.push_str(
+                "module(load=\"imuxsock\" SysSock.Use=\"off\")\ninput(type=\"imuxsock\" Socket=\"@DIR@/log.sock\")\n",
+            );
         }
         conf.push_str(snippet);
-        let conf_path = dir.path().join("rsyslog.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let log = std::fs::File::create(dir.path().join("rsyslogd.out")).unwrap();
-        let child = Command::new(rsyslogd)
-            .arg("-n")
-            .arg("-f")
-            .arg(&conf_path)
-            .arg("-i")
-            .arg(dir.path().join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start rsyslogd");
-        let mut r = Rsyslog { child, dir };
+        let mut r = Rsyslog(crate::support::Rsyslog::start(
+            Path::new(&tool("rsyslogd", "rsyslog")),
+            &conf,
+        ));
         if socket {
             let sock = r.socket();
-            let up = wait_for(Duration::from_secs(10), || sock.exists() || r.exited());
-            assert!(up && !r.exited(), "rsyslogd did not start: {}", r.output());
+            let up = wait_for(Duration::from_secs(10), || sock.exists() || r.0.exited());
+            assert!(
+                up && !r.0.exited(),
+                "rsyslogd did not start: {}",
+                r.0.output()
+            );
         }
         r
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.path().join("log.sock")
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+        self.0.dir().join("log.sock")
     }
 
     fn output(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("rsyslogd.out")).unwrap_or_default()
+        self.0.output()
     }
 
     /// Logs one message through this instance's socket, as a local program would.
@@ -662,13 +643,6 @@ impl Rsyslog {
                 message,
             ],
         );
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -167,7 +167,14 @@ fn bans_survive_kill_9_and_expired_ones_are_lifted() {
     let bans = banned(&d);
     assert_eq!(bans.len(), 1, "{bans:?}");
     assert_eq!(bans[0]["ip"], "192.0.2.11");
-    assert!(d.logged("[short] Unban 192.0.2.12 (expired while jailsink was down)"));
+    // One summary line per jail, not one line per ban.
+    assert!(d.logged(
+        "[short] bans restored: 0 active (0 re-applied to the firewall), 1 expired while jailsink was down"
+    ));
+    assert!(d.logged(
+        "[sshd] bans restored: 1 active (1 re-applied to the firewall), 0 expired while jailsink was down"
+    ));
+    assert!(!d.logged("[short] Unban 192.0.2.12 (expired while jailsink was down)"));
     // The restored ban was re-applied through the action.
     assert!(wait_for(Duration::from_secs(5), || d
         .count_prefix("would ban 192.0.2.11")
@@ -297,9 +304,54 @@ fn repeat_offenders_escalate_and_the_count_survives_a_restart() {
     assert!(d.stop().success());
 }
 
+/// Whatever was reported as banned survives `kill -9` at any moment, with its count: the ban line
+/// is written after the commit, and `banned`/`unban` answer after it.
+#[test]
+fn a_reported_ban_survives_kill_9_right_after_its_line() {
+    let text = config(
+        "",
+        &jail("bantime_increment = { enabled = true, factor = 1.0, maxtime = \"1h\" }"),
+    );
+    let repeat = "192.0.2.200";
+    let mut d = Daemon::start(&text);
+    for round in 1..=20u64 {
+        let fresh = format!("192.0.2.{round}");
+        fail(&d, &fresh, 2);
+        fail(&d, repeat, 2);
+        for ip in [&fresh[..], repeat] {
+            let line = format!("[sshd] Ban {ip}");
+            let seen = wait_for(Duration::from_secs(10), || {
+                d.count_messages(|m| m == line) == 1
+            });
+            assert!(seen, "round {round}: no `{line}`");
+        }
+        // Killed the moment the second line is read: nothing more is waited for.
+        let dir = d.kill9();
+        d = Daemon::start_in(dir, &text, &[]);
+        let bans = banned(&d);
+        for earlier in 1..=round {
+            let ip = format!("192.0.2.{earlier}");
+            let ban = bans.iter().find(|b| b["ip"] == ip.as_str());
+            assert_eq!(
+                ban.map(|b| b["ban_count"].clone()),
+                Some(1.into()),
+                "round {round}: {ip} lost: {bans:?}"
+            );
+        }
+        let again = bans.iter().find(|b| b["ip"] == repeat);
+        assert_eq!(
+            again.map(|b| b["ban_count"].clone()),
+            Some(round.into()),
+            "round {round}: {bans:?}"
+        );
+        d.cli_ok(&["unban", "sshd", repeat]);
+    }
+    assert!(d.stop().success());
+}
+
 #[test]
 fn the_control_socket_refuses_users_without_the_group() {
-    crate::support::require_root();
+    crate::lab::require_root();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let d = Daemon::start_in(dir, &config("", &jail("")), &[]);

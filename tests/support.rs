@@ -1,10 +1,15 @@
 //! A real jailsink daemon for tests: written config, port-0 listeners, JSON logs read back.
+//! Also a private rsyslogd. benches/ reuse it (`#[path]`) for their daemons.
+
+// Shared by the test binary and the benches; each uses a part.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The jailsink binary under test.
@@ -64,7 +69,13 @@ action = "log"
 }
 
 /// Polls `check` every 20 ms until it is true or `timeout` passes.
-pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub fn wait_for(timeout: Duration, check: impl FnMut() -> bool) -> bool {
+    poll(timeout, Duration::from_millis(20), check)
+}
+
+/// Polls `check` every `every` until it is true or `timeout` passes (a benchmark timing the
+/// moment something is done polls more often than a test).
+pub fn poll(timeout: Duration, every: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if check() {
@@ -73,8 +84,20 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         if Instant::now() > deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
+}
+
+/// Resident memory of a process now, KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// A running daemon; killed on drop if the test did not stop it.
@@ -90,6 +113,11 @@ pub struct Daemon {
     pub metrics: SocketAddr,
     /// The config file.
     pub config: PathBuf,
+    /// When `jailsink run` was spawned.
+    pub spawned: Instant,
+    /// From spawn to the `ready` log line (read as it arrived).
+    pub ready_after: Duration,
+    bans_logged: Arc<AtomicU64>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -113,11 +141,22 @@ impl Daemon {
         wrapper: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::start_bin(Path::new(binary()), dir, config_text, wrapper, env)
+    }
+
+    /// As [`Daemon::start_env`], running another jailsink binary (a benchmark's release build).
+    pub fn start_bin(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        config_text: &str,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let path = dir.path().join("jailsink.toml");
         let text = config_text.replace("@DIR@", &dir.path().display().to_string());
         std::fs::write(&path, text).expect("write config");
         let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
-        argv.push(binary().to_string());
+        argv.push(bin.display().to_string());
         argv.extend(["--log-format", "json", "-c"].map(String::from));
         argv.push(path.display().to_string());
         argv.push("run".into());
@@ -130,12 +169,24 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"));
+        let spawned = Instant::now();
         let stderr = child.stderr.take().expect("piped stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
+        let ready_at = Arc::new(OnceLock::new());
+        let bans_logged = Arc::new(AtomicU64::new(0));
+        let (sink, ready_seen, bans) = (logs.clone(), ready_at.clone(), bans_logged.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let value = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+                match value["message"].as_str() {
+                    Some("ready") => {
+                        let _ = ready_seen.set(Instant::now());
+                    }
+                    Some(m) if m.starts_with("would ban ") || m.contains("] Ban ") => {
+                        bans.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
                 sink.lock().unwrap().push(value);
             }
         });
@@ -146,16 +197,21 @@ impl Daemon {
             tcp: "0.0.0.0:0".parse().unwrap(),
             metrics: "0.0.0.0:0".parse().unwrap(),
             config: path,
+            spawned,
+            ready_after: Duration::ZERO,
+            bans_logged,
             dir: Some(dir),
         };
-        let ready = wait_for(Duration::from_secs(20), || {
-            daemon.logged("ready") || daemon.exited()
+        // Generous: a benchmark restoring a million persisted bans is ready after ~15 s.
+        let ready = wait_for(Duration::from_secs(60), || {
+            ready_at.get().is_some() || daemon.exited()
         });
         assert!(
             ready && !daemon.exited(),
             "daemon did not become ready: {:#?}",
             daemon.logs.lock().unwrap()
         );
+        daemon.ready_after = ready_at.get().map_or(Duration::ZERO, |t| *t - spawned);
         for entry in daemon.logs.lock().unwrap().iter() {
             if entry["message"] == "listening" {
                 let addr: SocketAddr = entry["addr"].as_str().unwrap().parse().unwrap();
@@ -198,13 +254,24 @@ impl Daemon {
             .collect()
     }
 
+    /// How many bans were logged so far (`[jail] Ban ...`, or the log action's `would ban ...`),
+    /// counted as the lines arrive: cheap to poll while a daemon logs 100,000 of them.
+    pub fn bans_logged(&self) -> u64 {
+        self.bans_logged.load(Ordering::Relaxed)
+    }
+
     /// How many log lines so far have a message starting with `prefix`.
     pub fn count_prefix(&self, prefix: &str) -> usize {
+        self.count_messages(|m| m.starts_with(prefix))
+    }
+
+    /// How many log lines so far have a message for which `check` is true.
+    pub fn count_messages(&self, check: impl Fn(&str) -> bool) -> usize {
         self.logs
             .lock()
             .unwrap()
             .iter()
-            .filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+            .filter(|e| e["message"].as_str().is_some_and(&check))
             .count()
     }
 
@@ -244,6 +311,11 @@ impl Daemon {
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The daemon's resident memory now, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
     }
 
     /// Runs `jailsink -c CONFIG ARGS...` (a CLI command) and returns its output.
@@ -339,16 +411,6 @@ pub fn logger(wrapper: &[&str], args: &[&str]) {
     assert!(status.success(), "{argv:?} failed");
 }
 
-/// Skips nothing: a test that needs root says so and fails.
-pub fn require_root() {
-    let uid = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "this test needs root (network namespaces and iptables); run the suite as root"
-    );
-}
-
 /// A TCP port free on 127.0.0.1 right now (for configs that must name their port up front).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -370,4 +432,63 @@ pub fn tool(name: &str, package: &str) -> String {
         "`{name}` is missing: run scripts/test, or apt-get install {package}"
     );
     path
+}
+
+/// A private rsyslogd (`-n`, its own config, pid file and output), never the host's; killed
+/// when dropped. `@DIR@` in the config text stands for its directory, which holds an empty
+/// `work/` for `global(workDirectory=...)`; rsyslogd's own output goes to `rsyslogd.out` there.
+pub struct Rsyslog {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Rsyslog {
+    /// Starts `rsyslogd -n` (the binary at `rsyslogd`) on `config_text`.
+    pub fn start(rsyslogd: &Path, config_text: &str) -> Rsyslog {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("work")).expect("work directory");
+        let conf_path = dir.path().join("rsyslog.conf");
+        let text = config_text.replace("@DIR@", &dir.path().display().to_string());
+        std::fs::write(&conf_path, text).expect("write rsyslog.conf");
+        let log = std::fs::File::create(dir.path().join("rsyslogd.out")).expect("rsyslogd.out");
+        let child = Command::new(rsyslogd)
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-i")
+            .arg(dir.path().join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("rsyslogd.out"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", rsyslogd.display()));
+        Rsyslog { child, dir }
+    }
+
+    /// Its directory (`@DIR@`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// rsyslogd's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True once rsyslogd has exited (a config it refused, say).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// What rsyslogd printed.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rsyslogd.out")).unwrap_or_default()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

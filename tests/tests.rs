@@ -10,10 +10,12 @@ mod hostile;
 mod import;
 mod iptables;
 mod lab;
+mod layout;
 // The firewall bench's measurement, run small by firewall::bench_smoke so it cannot rot.
 #[path = "../benches/firewall/measure.rs"]
 mod measure;
 mod observe;
 mod operate;
+mod package;
 mod redis_support;
 mod support;

@@ -15,24 +15,41 @@ mod measure;
 
 use std::time::Duration;
 
+use clap::Parser;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "firewall",
+    about = "Firewall backends at scale, in throwaway network namespaces (root)"
+)]
+struct Args {
+    /// Bans for nftables and ipset.
+    #[arg(long, default_value_t = 100_000)]
+    bans: usize,
+    /// Bans for iptables (one rule each; extrapolated to --bans).
+    #[arg(long, default_value_t = 2_000)]
+    iptables_bans: usize,
+    /// Bans for nftables with interval sets.
+    #[arg(long, default_value_t = 10_000)]
+    interval_bans: usize,
+    /// TCP connections timed per probe.
+    #[arg(long, default_value_t = 2_000)]
+    probes: usize,
+    /// Only these backends, comma-separated (nftables, ipset, nftables-interval, iptables).
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let bans = value("--bans", 100_000);
-    let iptables_bans = value("--iptables-bans", 2_000);
-    let interval_bans = value("--interval-bans", 10_000);
-    let probes = value("--probes", 2_000);
-    let only: Option<Vec<String>> = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.split(',').map(String::from).collect());
+    // `cargo bench` appends `--bench` to a harness-less bench's arguments.
+    let Args {
+        bans,
+        iptables_bans,
+        interval_bans,
+        probes,
+        only,
+    } = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
     let runs = [
         ("nftables", bans),
         ("ipset", bans),

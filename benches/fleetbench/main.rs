@@ -12,22 +12,19 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use jailsink::action::BanOrder;
 use jailsink::config::JailSettings;
 use jailsink::fleet::config::{compile, RawFleet};
 use jailsink::fleet::follow::{self, Follower};
-use jailsink::fleet::publish::{self, Encoder};
-use jailsink::fleet::{windows, FleetConfig};
-use jailsink::jail::set::Command;
-use jailsink::jail::{Failure, Jail};
+use jailsink::fleet::publish::CommitPath;
+use jailsink::fleet::windows::{SharedCounter, BATCH};
+use jailsink::fleet::FleetConfig;
+use jailsink::jail::Jail;
 use jailsink::metrics::JailMetrics;
-use jailsink::state::{self, StateOp};
 
 /// Propagation samples (seconds) taken by the followers' histogram.
 static SAMPLES: Mutex<Vec<f64>> = Mutex::new(Vec::new());
@@ -123,7 +120,7 @@ fn settings(maxretry: u32) -> JailSettings {
         ipv4_prefix: 32,
         ipv6_prefix: 128,
         max_bans_per_minute: None,
-        increment: jailsink::jail::settings::Increment {
+        increment: jailsink::config::compile::Increment {
             enabled: false,
             factor: 2.0,
             maxtime: Duration::from_secs(604_800),
@@ -171,57 +168,26 @@ async fn used_memory(url: &str) -> u64 {
 }
 
 /// A sink's commit path: the state writer (outbox in the ban's transaction) and the publisher.
-struct Sink {
-    ops: mpsc::Sender<StateOp>,
-    writer: std::thread::JoinHandle<()>,
-}
-
-fn start_sink(config: &FleetConfig, dir: &std::path::Path, shutdown: &CancellationToken) -> Sink {
-    let path = dir.join("sink.db");
-    let db = state::State::open(&path).expect("state");
-    let wake = Arc::new(Notify::new());
+fn start_sink(
+    config: &FleetConfig,
+    dir: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> CommitPath {
     let mut ports = HashMap::new();
     ports.insert(
         "sshd".to_string(),
         (vec!["22".to_string()], "tcp".to_string()),
     );
-    let encoder = Encoder::new(
-        &config.node,
-        Arc::new(ArcSwap::from_pointee(ports)),
-        wake.clone(),
-    );
-    let (ops, rx) = mpsc::channel(state::QUEUE_DEPTH);
-    let writer = std::thread::spawn(move || {
-        state::writer(
-            Some(db),
-            rx,
-            metrics::Counter::noop(),
-            Some(Box::new(encoder)),
-        )
-    });
-    let client = redis::Client::open(config.redis.as_str()).expect("client");
-    tokio::spawn(publish::run(
-        Arc::new(config.clone()),
-        client,
-        path,
-        wake,
-        shutdown.clone(),
-    ));
-    Sink { ops, writer }
+    CommitPath::start(config, &dir.join("sink.db"), ports, shutdown.clone()).expect("commit path")
 }
 
-fn ban_op(i: u32) -> StateOp {
-    StateOp::Ban {
-        jail: "sshd".into(),
-        order: BanOrder {
-            target: attacker(i).into(),
-            failures: 5,
-            bantime: Some(Duration::from_secs(3600)),
-            decided_at: Instant::now(),
-            from_state: false,
-        },
-        banned_at: SystemTime::now(),
-        ban_count: 1,
+fn order(i: u32) -> BanOrder {
+    BanOrder {
+        target: attacker(i).into(),
+        failures: 5,
+        bantime: Some(Duration::from_secs(3600)),
+        decided_at: Instant::now(),
+        from_state: false,
     }
 }
 
@@ -267,7 +233,7 @@ async fn propagation(args: &[String]) {
     let start = Instant::now();
     for i in 0..bans {
         tokio::time::sleep_until((start + gap * i).into()).await;
-        sink.ops.send(ban_op(i)).await.unwrap();
+        assert!(sink.ban("sshd", order(i), 1).await);
     }
     let want = u64::from(bans) * followers as u64;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -284,8 +250,7 @@ async fn propagation(args: &[String]) {
         samples.last().copied().unwrap_or(f64::NAN) * 1e3,
     );
     shutdown.cancel();
-    drop(sink.ops);
-    let _ = sink.writer.join();
+    sink.finish();
     for t in tasks {
         if let Ok(threads) = t.await {
             for th in threads {
@@ -321,65 +286,24 @@ async fn cleanup(url: &str, pattern: &str) {
     }
 }
 
-/// Feeds `failures` (each attacker failing `maxretry` times) through the shared windows and
-/// returns (seconds, bans decided).
+/// Counts `maxretry` failures of each of `attackers` through the shared windows, in
+/// batches as the shared-window task takes them from its queue; returns (seconds, bans decided).
 async fn shared_windows(url: &str, prefix: &str, attackers: u32, maxretry: u32) -> (f64, u64) {
-    let config = Arc::new(fleet(url, "sink", "sink-w", prefix));
-    let mut table = HashMap::new();
-    table.insert("sshd".to_string(), settings(maxretry));
-    let (in_tx, in_rx) = mpsc::channel(65_536);
-    let (local_tx, mut local_rx) = mpsc::channel(65_536);
-    let (jail_tx, mut jail_rx) = mpsc::channel(1024);
-    let shutdown = CancellationToken::new();
-    let client = redis::Client::open(url).unwrap();
-    let task = tokio::spawn(windows::run(
-        config,
-        client,
-        Arc::new(ArcSwap::from_pointee(table)),
-        in_rx,
-        local_tx,
-        jail_tx,
-        shutdown.clone(),
-    ));
-    let total = u64::from(attackers) * u64::from(maxretry);
+    let config = fleet(url, "sink", "sink-w", prefix);
+    let settings = settings(maxretry);
+    let mut counter = SharedCounter::connect(&config).await.expect("redis");
     let jail: Arc<str> = Arc::from("sshd");
-    let feeder = tokio::spawn(async move {
-        let now = tokio::time::Instant::now();
-        for round in 0..maxretry {
-            for i in 0..attackers {
-                let _ = round;
-                let f = Failure {
-                    jail: jail.clone(),
-                    ip: attacker(i),
-                    count: 1,
-                    received_at: now,
-                };
-                if in_tx.send(f).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
+    let failures: Vec<(Arc<str>, IpAddr)> = (0..maxretry)
+        .flat_map(|_| (0..attackers).map(|i| (jail.clone(), attacker(i))))
+        .collect();
     let start = Instant::now();
-    let (mut counted, mut decided, mut local) = (0u64, 0u64, 0u64);
-    while counted + local < total {
-        tokio::select! {
-            Some(Command::Shared(batch)) = jail_rx.recv() => {
-                counted += batch.len() as u64;
-                decided += batch.iter().filter(|f| f.decided.is_some()).count() as u64;
-            }
-            Some(_) = local_rx.recv() => local += 1,
-        }
+    let mut decided = 0u64;
+    for batch in failures.chunks(BATCH) {
+        let out = counter.count(batch, &settings).await.expect("count");
+        assert_eq!(out.len(), batch.len());
+        decided += out.iter().filter(|d| d.is_some()).count() as u64;
     }
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(
-        local, 0,
-        "failures fell back to local windows: is Redis up?"
-    );
-    shutdown.cancel();
-    let _ = feeder.await;
-    let _ = task.await;
-    (secs, decided)
+    (start.elapsed().as_secs_f64(), decided)
 }
 
 async fn windows_bench(args: &[String]) {
@@ -427,7 +351,7 @@ async fn memory(args: &[String]) {
     let config = fleet(&url, "sink", "sink-m", &prefix);
     let sink = start_sink(&config, dir.path(), &shutdown);
     for i in 0..count {
-        sink.ops.send(ban_op(i)).await.unwrap();
+        assert!(sink.ban("sshd", order(i), 1).await);
     }
     let active = format!("{prefix}:active");
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -457,8 +381,7 @@ async fn memory(args: &[String]) {
         parts.join(", ")
     );
     shutdown.cancel();
-    drop(sink.ops);
-    let _ = sink.writer.join();
+    sink.finish();
     cleanup(&url, &format!("{prefix}:*")).await;
     // Tracked attackers: one failure each (below maxretry) in the shared windows.
     let before = used_memory(&url).await;

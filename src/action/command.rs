@@ -19,7 +19,7 @@ use super::{element_text, exec, Action, ActionError, ActionKind, BanOrder, Comma
 const REMEMBERED: usize = 1_000_000;
 
 /// Runs operator-supplied programs.
-pub struct CommandAction {
+pub(crate) struct CommandAction {
     jail: String,
     spec: CommandSpec,
     /// Failures and bantime (seconds, -1 permanent) of active bans, for `<failures>` and
@@ -29,7 +29,7 @@ pub struct CommandAction {
 
 impl CommandAction {
     /// An action for `jail`; nothing runs until `start`.
-    pub fn new(jail: &str, spec: CommandSpec) -> Self {
+    pub(crate) fn new(jail: &str, spec: CommandSpec) -> Self {
         CommandAction {
             jail: jail.to_string(),
             spec,

@@ -16,14 +16,14 @@ const MAX_STDERR: usize = 2048;
 
 /// Why a program did not succeed.
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     /// The program could not be started (missing binary, permissions).
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}: {os_error}")]
     Spawn {
         /// argv\[0\].
         program: String,
         /// The OS error.
-        source: std::io::Error,
+        os_error: std::io::Error,
     },
     /// It ran past its deadline and was killed with its process group.
     #[error("{program} did not finish within {after:?} and was killed")]
@@ -47,16 +47,20 @@ pub enum ExecError {
 
 /// Runs `argv` (no shell), writing `input` to its stdin, and returns its stdout on success.
 /// The child leads its own process group so a timeout kills whatever it started too.
-pub fn run(argv: &[String], input: Option<&[u8]>, timeout: Duration) -> Result<Vec<u8>, ExecError> {
+pub(crate) fn run(
+    argv: &[String],
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Vec<u8>, ExecError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(ExecError::Spawn {
             program: String::new(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv"),
+            os_error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv"),
         });
     };
-    let spawn_error = |source| ExecError::Spawn {
+    let spawn_error = |os_error| ExecError::Spawn {
         program: program.clone(),
-        source,
+        os_error,
     };
     let mut child = Command::new(program)
         .args(args)
@@ -120,7 +124,7 @@ pub fn run(argv: &[String], input: Option<&[u8]>, timeout: Duration) -> Result<V
                 thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
-            Err(source) => return Err(spawn_error(source)),
+            Err(os_error) => return Err(spawn_error(os_error)),
         }
     };
     let Some(status) = status else {

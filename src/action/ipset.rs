@@ -17,7 +17,7 @@ use super::{
 
 /// Room for a million bans per set and family (ipset's default, 65536, is too few for a
 /// botnet); the kernel allocates only what is used.
-pub const MAXELEM: u32 = 1 << 20;
+pub(crate) const MAXELEM: u32 = 1 << 20;
 /// ipset's largest element timeout, in seconds; longer bans are added without one and lifted by
 /// the jail.
 const MAX_TIMEOUT_SECS: u64 = 2_147_483;
@@ -25,13 +25,13 @@ const MAX_TIMEOUT_SECS: u64 = 2_147_483;
 const IPSET_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Bans with ipset sets matched by iptables rules.
-pub struct IpsetAction {
+pub(crate) struct IpsetAction {
     spec: FirewallSpec,
 }
 
 impl IpsetAction {
     /// An action for the given settings; nothing touches the kernel until `start`.
-    pub fn new(spec: FirewallSpec) -> Self {
+    pub(crate) fn new(spec: FirewallSpec) -> Self {
         IpsetAction { spec }
     }
 
@@ -46,7 +46,7 @@ impl IpsetAction {
 }
 
 /// `jailsink-<name>-v4` / `-v6`, as SPEC.md names them.
-pub fn set_name(name: &str, ipv4: bool) -> String {
+pub(crate) fn set_name(name: &str, ipv4: bool) -> String {
     format!("jailsink-{name}-{}", if ipv4 { "v4" } else { "v6" })
 }
 
@@ -57,7 +57,7 @@ fn ipset(args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, ActionError> {
 }
 
 /// The `ipset restore` lines of a burst.
-pub fn restore_script(name: &str, batch: &[ActionCommand], now: Instant) -> String {
+pub(crate) fn restore_script(name: &str, batch: &[ActionCommand], now: Instant) -> String {
     let mut script = String::new();
     for command in batch {
         let target = command.target();

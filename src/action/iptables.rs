@@ -60,7 +60,7 @@ pub(crate) fn delete_hooks(tool: &IPTables, rules: &[String]) -> Result<(), Acti
 }
 
 /// Bans with iptables and ip6tables.
-pub struct IptablesAction {
+pub(crate) struct IptablesAction {
     spec: FirewallSpec,
     chain: String,
     v4: Family,
@@ -69,7 +69,7 @@ pub struct IptablesAction {
 
 impl IptablesAction {
     /// An action for the given settings; nothing touches the kernel until `start`.
-    pub fn new(spec: FirewallSpec) -> Self {
+    pub(crate) fn new(spec: FirewallSpec) -> Self {
         IptablesAction {
             chain: chain_name(&spec.name),
             spec,
@@ -98,7 +98,7 @@ impl IptablesAction {
 }
 
 /// The iptables target of a block type.
-pub fn verdict(blocktype: BlockType) -> &'static str {
+pub(crate) fn verdict(blocktype: BlockType) -> &'static str {
     match blocktype {
         BlockType::Drop => "DROP",
         BlockType::Reject => "REJECT",
@@ -106,18 +106,18 @@ pub fn verdict(blocktype: BlockType) -> &'static str {
 }
 
 /// The chain of a jail or action name, as SPEC.md names it.
-pub fn chain_name(name: &str) -> String {
+pub(crate) fn chain_name(name: &str) -> String {
     format!("jailsink-{name}")
 }
 
 /// The INPUT rules that send the jail's traffic through its chain.
-pub fn hook_rules(spec: &FirewallSpec, chain: &str) -> Vec<String> {
+pub(crate) fn hook_rules(spec: &FirewallSpec, chain: &str) -> Vec<String> {
     match_rules(spec, &format!("-j {chain}"))
 }
 
 /// INPUT rules matching the jail's ports and protocol, each ending in `tail` (a jump, or an
 /// ipset match and verdict): with protocol `all` and ports, one rule for TCP and one for UDP.
-pub fn match_rules(spec: &FirewallSpec, tail: &str) -> Vec<String> {
+pub(crate) fn match_rules(spec: &FirewallSpec, tail: &str) -> Vec<String> {
     let protocols: &[&str] = match spec.protocol {
         Protocol::Tcp => &["tcp"],
         Protocol::Udp => &["udp"],

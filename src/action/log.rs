@@ -5,13 +5,13 @@ use ipnetwork::IpNetwork;
 use super::{Action, ActionError, ActionKind, BanOrder};
 
 /// Logs bans and unbans instead of applying them.
-pub struct LogAction {
+pub(crate) struct LogAction {
     jail: String,
 }
 
 impl LogAction {
     /// A log action for `jail`.
-    pub fn new(jail: &str) -> Self {
+    pub(crate) fn new(jail: &str) -> Self {
         LogAction {
             jail: jail.to_string(),
         }

@@ -1,12 +1,12 @@
 //! Actions: what a ban does. Every backend implements [`Action`]; a [`runner`] drives one jail's
 //! actions on its own thread behind a bounded queue, so ingest never waits on a firewall.
 
-pub mod command;
-pub mod exec;
-pub mod ipset;
-pub mod iptables;
-pub mod libnft;
-pub mod log;
+pub(crate) mod command;
+pub(crate) mod exec;
+pub(crate) mod ipset;
+pub(crate) mod iptables;
+pub(crate) mod libnft;
+pub(crate) mod log;
 pub mod nftables;
 pub mod runner;
 
@@ -27,15 +27,20 @@ pub enum Protocol {
 
 impl Protocol {
     /// Reads `tcp`, `udp` or `all`.
-    pub fn parse(text: &str) -> Result<Protocol, String> {
+    pub(crate) fn parse(text: &str) -> Result<Protocol, UnknownProtocol> {
         match text {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
             "all" => Ok(Protocol::All),
-            other => Err(format!("`{other}` is not tcp, udp or all")),
+            other => Err(UnknownProtocol(other.to_string())),
         }
     }
 }
+
+/// A protocol name that is not tcp, udp or all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not tcp, udp or all")]
+pub(crate) struct UnknownProtocol(String);
 
 /// What a firewall does with a banned address's packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,14 +53,19 @@ pub enum BlockType {
 
 impl BlockType {
     /// Reads `DROP` or `REJECT` (any case).
-    pub fn parse(text: &str) -> Result<BlockType, String> {
+    pub(crate) fn parse(text: &str) -> Result<BlockType, UnknownBlockType> {
         match text.to_ascii_uppercase().as_str() {
             "DROP" => Ok(BlockType::Drop),
             "REJECT" => Ok(BlockType::Reject),
-            _ => Err(format!("`{text}` is not DROP or REJECT")),
+            _ => Err(UnknownBlockType(text.to_string())),
         }
     }
 }
+
+/// A block type that is not DROP or REJECT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not DROP or REJECT")]
+pub(crate) struct UnknownBlockType(String);
 
 /// The settings every firewall backend shares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +125,7 @@ pub enum ActionKind {
 
 impl ActionKind {
     /// Every kind, in the order error messages list them.
-    pub const ALL: [ActionKind; 5] = [
+    pub(crate) const ALL: [ActionKind; 5] = [
         ActionKind::Iptables,
         ActionKind::Nftables,
         ActionKind::Ipset,
@@ -135,16 +145,8 @@ impl ActionKind {
     }
 
     /// The kind a config names, if it is one.
-    pub fn parse(name: &str) -> Option<ActionKind> {
+    pub(crate) fn parse(name: &str) -> Option<ActionKind> {
         ActionKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Whether it blocks in the kernel by address sets or chains (and takes the firewall keys).
-    pub fn is_firewall(self) -> bool {
-        matches!(
-            self,
-            ActionKind::Iptables | ActionKind::Nftables | ActionKind::Ipset
-        )
     }
 }
 
@@ -213,7 +215,7 @@ pub struct BanOrder {
 impl BanOrder {
     /// What is left of the ban at `now`, for kernel element timeouts; None is permanent. Never
     /// below one second, so an order applied late still blocks until the jail lifts it.
-    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn remaining(&self, now: Instant) -> Option<Duration> {
         let left = self
             .bantime?
             .saturating_sub(now.saturating_duration_since(self.decided_at));
@@ -232,7 +234,7 @@ pub enum ActionCommand {
 
 impl ActionCommand {
     /// Who the command is about.
-    pub fn target(&self) -> IpNetwork {
+    pub(crate) fn target(&self) -> IpNetwork {
         match self {
             ActionCommand::Ban(order) => order.target,
             ActionCommand::Unban(target) => *target,
@@ -258,7 +260,7 @@ pub struct ActionError(pub String);
 
 impl ActionError {
     /// Wraps anything displayable, such as the iptables crate's boxed errors.
-    pub fn from_display(what: &str, error: impl fmt::Display) -> Self {
+    pub(crate) fn from_display(what: &str, error: impl fmt::Display) -> Self {
         ActionError(format!("{what}: {error}"))
     }
 }
@@ -344,6 +346,6 @@ pub fn element_text(target: IpNetwork) -> String {
 }
 
 /// Reads an element back from a firewall listing: `192.0.2.1`, `2001:db8::/64`.
-pub fn parse_element(text: &str) -> Option<IpNetwork> {
+pub(crate) fn parse_element(text: &str) -> Option<IpNetwork> {
     crate::address::parse_target(text).ok()
 }

@@ -21,7 +21,7 @@ use super::{
 };
 
 /// The table every jail's objects live in, as SPEC.md names it.
-pub const TABLE: &str = "jailsink";
+pub(crate) const TABLE: &str = "jailsink";
 /// One nft run (a burst of up to a few thousand elements, or a listing) takes well under this.
 const NFT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -30,7 +30,7 @@ const NFT_TIMEOUT: Duration = Duration::from_secs(60);
 static TABLE_LOCK: Mutex<()> = Mutex::new(());
 
 /// Bans with nftables sets.
-pub struct NftablesAction {
+pub(crate) struct NftablesAction {
     spec: FirewallSpec,
     /// libnftables in process for bursts, opened at start; None runs the `nft` command.
     lib: Option<super::libnft::Nft>,
@@ -38,7 +38,7 @@ pub struct NftablesAction {
 
 impl NftablesAction {
     /// An action for the given settings; nothing touches the kernel until `start`.
-    pub fn new(spec: FirewallSpec) -> Self {
+    pub(crate) fn new(spec: FirewallSpec) -> Self {
         NftablesAction { spec, lib: None }
     }
 
@@ -95,7 +95,7 @@ impl NftablesAction {
 }
 
 /// `<name>-v4` / `<name>-v6`.
-pub fn set_name(name: &str, ipv4: bool) -> String {
+pub(crate) fn set_name(name: &str, ipv4: bool) -> String {
     format!("{name}-{}", if ipv4 { "v4" } else { "v6" })
 }
 
@@ -121,7 +121,7 @@ fn json_element(value: &Value) -> Option<IpNetwork> {
 
 /// The rule matching the jail's traffic from one family's set, e.g.
 /// `tcp dport { 22 } ip saddr @sshd-v4 drop`.
-pub fn rule(spec: &FirewallSpec, ipv4: bool) -> String {
+pub(crate) fn rule(spec: &FirewallSpec, ipv4: bool) -> String {
     let ports: Vec<String> = spec.ports.iter().map(|p| p.replace(':', "-")).collect();
     let ports = ports.join(", ");
     let l4 = match (spec.protocol, ports.is_empty()) {
@@ -172,7 +172,7 @@ pub fn start_script(spec: &FirewallSpec) -> String {
 /// One burst as an nft script: consecutive commands of one kind and family share a statement.
 /// An unban adds the element before deleting it, so a kernel timeout that already removed it
 /// cannot fail the transaction (nft 1.0.6 has no `destroy element`).
-pub fn batch_script(name: &str, batch: &[&ActionCommand], now: Instant) -> String {
+pub(crate) fn batch_script(name: &str, batch: &[&ActionCommand], now: Instant) -> String {
     let mut script = String::new();
     let mut i = 0;
     while i < batch.len() {

@@ -15,14 +15,14 @@ use tokio::sync::mpsc;
 use super::{Action, ActionError, ActionSpec, BanOrder};
 use crate::metrics::{self, JailMetrics};
 
-pub use super::ActionCommand;
+pub(crate) use super::ActionCommand;
 
 /// Bans waiting for a slow firewall before the jail task waits too.
-pub const QUEUE_DEPTH: usize = 16_384;
+pub(crate) const QUEUE_DEPTH: usize = 16_384;
 /// Most commands applied as one burst (one nft transaction, one ipset restore).
 pub const MAX_BURST: usize = 1_000;
 /// Pauses before each retry of a failed call: four tries in all, 2.1 s of waiting at most.
-pub const RETRY_DELAYS: [Duration; 3] = [
+pub(crate) const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(100),
     Duration::from_millis(400),
     Duration::from_millis(1600),
@@ -34,6 +34,9 @@ pub struct Runner {
     pub queue: mpsc::Sender<ActionCommand>,
     /// Joined at shutdown.
     pub thread: JoinHandle<()>,
+    /// Restored bans the kernel lacked at start and the actions added again (summed over the
+    /// jail's actions), for the start-up summary.
+    pub reapplied: usize,
 }
 
 /// Starts the actions of `jail` on their own thread, then reconciles each with `restored` (the
@@ -53,14 +56,18 @@ pub async fn spawn(
         .name(format!("action-{jail}"))
         .spawn(move || {
             let mut runner = Worker::new(jail, actions, metrics);
-            runner.start(&restored);
-            let _ = started_tx.send(());
+            let reapplied = runner.start(&restored);
+            let _ = started_tx.send(reapplied);
             runner.serve(commands);
             runner.stop();
         })?;
     // An error here means the thread died before starting; the join at shutdown reports it.
-    let _ = started.await;
-    Ok(Runner { queue, thread })
+    let reapplied = started.await.unwrap_or(0);
+    Ok(Runner {
+        queue,
+        thread,
+        reapplied,
+    })
 }
 
 /// One action with its error counter.
@@ -93,15 +100,19 @@ impl Worker {
         }
     }
 
-    fn start(&mut self, restored: &[BanOrder]) {
+    /// Starts every action and reconciles it with `restored`; returns how many restored bans
+    /// were added again.
+    fn start(&mut self, restored: &[BanOrder]) -> usize {
+        let mut reapplied = 0;
         for slot in &mut self.slots {
             let kind = slot.action.kind();
             if let Err(error) = retry(|| slot.action.start()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to start");
             }
-            reconcile(&self.jail, slot, restored);
+            reapplied += reconcile(&self.jail, slot, restored);
         }
+        reapplied
     }
 
     /// Takes bursts off the queue until every sender is gone.
@@ -211,7 +222,8 @@ fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
 
 /// Brings the kernel in line with the bans that should be active: with a listing, lifts what
 /// is there but not wanted and adds what is missing; without one, adds every wanted ban.
-fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder]) {
+/// Returns how many bans it added.
+fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder]) -> usize {
     let kind = slot.action.kind();
     let current = match slot.action.list() {
         Ok(current) => current,
@@ -245,19 +257,29 @@ fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder]) {
         .iter()
         .filter(|c| matches!(c, ActionCommand::Unban(_)))
         .count();
+    let added = commands.len() - removed;
     if !commands.is_empty() || current.is_some() {
-        tracing::info!(
+        tracing::debug!(
             jail,
             action = kind.name(),
             listed = current.as_ref().map_or(0, Vec::len),
             removed,
-            added = commands.len() - removed,
+            added,
             "reconciled"
+        );
+    }
+    if removed > 0 {
+        tracing::info!(
+            jail,
+            action = kind.name(),
+            removed,
+            "[{jail}] lifted {removed} firewall entries no ban of ours holds"
         );
     }
     for burst in commands.chunks(MAX_BURST) {
         apply(jail, slot, burst);
     }
+    added
 }
 
 #[cfg(test)]

@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 
 use super::raw::RawFilter;
 use super::{read_toml, ConfigErrors};
-use crate::filter::fail2ban::Fail2banFilter;
+use crate::filter::fail2ban::{Fail2banError, Fail2banFilter};
+use crate::filter::lookup::LocateError;
 use crate::filter::{locate, FilterFile, FilterSource};
 
 /// A filter file, read.
 #[derive(Debug)]
 // Built once per jail at compile time: the size difference is harmless.
 #[allow(clippy::large_enum_variant)]
-pub enum FilterFileContents {
+pub(crate) enum FilterFileContents {
     /// A jailsink `.toml` filter's patterns, not compiled yet (a jail may add its own).
     Native {
         /// The file.
@@ -36,14 +37,14 @@ pub enum FilterFileContents {
 #[derive(Debug, thiserror::Error)]
 pub enum FilterFileError {
     /// No such file, or options given for a file that takes none.
-    #[error("{0}")]
-    NotFound(String),
+    #[error(transparent)]
+    NotFound(#[from] LocateError),
     /// The TOML filter file has errors (each names its key).
     #[error("{0}")]
     Toml(ConfigErrors),
     /// The fail2ban filter file could not be loaded.
-    #[error("{0}")]
-    Fail2ban(String),
+    #[error(transparent)]
+    Fail2ban(#[from] Fail2banError),
     /// Options (`filter_options`) were given for a jailsink filter.
     #[error("{} is a jailsink filter; filter_options apply to fail2ban .conf filters", .0.display())]
     OptionsOnNative(PathBuf),
@@ -51,19 +52,18 @@ pub enum FilterFileError {
 
 /// Finds and reads the filter `wanted` (a name looked up in `dirs`, or a path relative to
 /// `base`); `options` are laid over the ones written in `wanted` (`sshd.conf[mode=normal]`).
-pub fn read_filter(
+pub(crate) fn read_filter(
     wanted: &str,
     dirs: &[PathBuf],
     base: &Path,
     options: Option<&BTreeMap<String, String>>,
 ) -> Result<FilterFileContents, FilterFileError> {
-    match locate(wanted, dirs, base).map_err(FilterFileError::NotFound)? {
+    match locate(wanted, dirs, base)? {
         FilterFile::Fail2ban(path, mut written) => {
             for (k, v) in options.into_iter().flatten() {
                 written.insert(k.to_lowercase(), v.clone());
             }
-            let filter = Fail2banFilter::load(&path, &written)
-                .map_err(|e| FilterFileError::Fail2ban(e.to_string()))?;
+            let filter = Fail2banFilter::load(&path, &written)?;
             let mut origin = path.display().to_string();
             if !written.is_empty() {
                 let opts: Vec<String> = written.iter().map(|(k, v)| format!("{k}={v}")).collect();

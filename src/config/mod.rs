@@ -16,7 +16,7 @@
 //!    fail2ban has the same setting.
 
 pub mod compile;
-pub mod filter_file;
+pub(crate) mod filter_file;
 pub mod raw;
 
 use std::fmt;
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub use compile::{Config, JailConfig, JailSettings, ServerConfig};
 
 /// Where filters are looked up by name when `filter_dirs` is not set.
-pub const DEFAULT_FILTER_DIRS: [&str; 2] = ["filter.d", "/etc/fail2ban/filter.d"];
+pub(crate) const DEFAULT_FILTER_DIRS: [&str; 2] = ["filter.d", "/etc/fail2ban/filter.d"];
 
 /// The filter directories to search, relative ones read from the config file's directory.
 pub fn filter_dirs(configured: Option<&[String]>, base: &Path) -> Vec<PathBuf> {

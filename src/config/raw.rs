@@ -124,7 +124,7 @@ macro_rules! jail_keys {
 
         impl RawJail {
             /// The jail's own settings laid over `defaults`: a key set in the jail wins.
-            pub fn settings_over(&self, defaults: &RawJailSettings) -> RawJailSettings {
+            pub(crate) fn settings_over(&self, defaults: &RawJailSettings) -> RawJailSettings {
                 RawJailSettings {
                     $( $shared: self.$shared.clone().or_else(|| defaults.$shared.clone()), )*
                 }

@@ -4,5 +4,5 @@
 
 pub mod client;
 pub mod proto;
-pub mod server;
-pub mod translate;
+pub(crate) mod server;
+pub(crate) mod translate;

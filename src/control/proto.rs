@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The largest request line the daemon reads.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// What the CLI asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A request on its way to the daemon's supervisor, with where to put the answer.
-pub struct Question {
+pub(crate) struct Question {
     /// What was asked.
     pub request: Request,
     /// Where the answer goes.
@@ -28,7 +28,7 @@ pub struct Question {
 
 /// Binds the socket: its directory made, a stale socket replaced, mode 0600, or 0660 and
 /// owned by `group` when one is configured.
-pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
+pub(crate) fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -52,7 +52,7 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
 }
 
 /// Serves the socket until `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: UnixListener,
     group: Option<u32>,
     questions: mpsc::Sender<Question>,

@@ -6,35 +6,49 @@ use std::time::SystemTime;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::proto::{BanEntry, JailStatus, Reply, Request, Response};
-use crate::address::{parse_address, parse_target, show_target};
+use crate::address::{parse_address, parse_target, show_target, NotAnAddress};
 use crate::jail::query::{Answer, Query, Refused};
 
+/// A request that is not a question for the jail task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NotAQuery {
+    /// The address given is not one.
+    #[error(transparent)]
+    Address(#[from] NotAnAddress),
+    /// `unban` needs exactly one of an address and `--all`.
+    #[error("give an address, or --all")]
+    AddressOrAll,
+    /// `reload` is answered by the supervisor.
+    #[error("reload is handled by the supervisor")]
+    Reload,
+}
+
 /// The query for a request the jail task answers; `Reload` is the supervisor's, not the jail's.
-pub fn query(request: Request) -> Result<Query, String> {
+pub(crate) fn query(request: Request) -> Result<Query, NotAQuery> {
     match request {
         Request::Status { jail } => Ok(Query::Status { jail }),
         Request::Banned { jail } => Ok(Query::Banned { jail }),
         Request::Ban { jail, addr } => {
-            let ip = parse_address(&addr).map_err(|e| e.to_string())?;
+            let ip = parse_address(&addr)?;
             Ok(Query::Ban { jail, ip })
         }
         Request::Unban { jail, addr, all } => match (addr, all) {
             (Some(addr), false) => {
-                let target = parse_target(&addr).map_err(|e| e.to_string())?;
+                let target = parse_target(&addr)?;
                 Ok(Query::Unban {
                     jail,
                     target: Some(target),
                 })
             }
             (None, true) => Ok(Query::Unban { jail, target: None }),
-            _ => Err("give an address, or --all".into()),
+            _ => Err(NotAQuery::AddressOrAll),
         },
-        Request::Reload => Err("reload is handled by the supervisor".into()),
+        Request::Reload => Err(NotAQuery::Reload),
     }
 }
 
 /// The protocol's response for the jail task's answer.
-pub fn response(answer: Result<Answer, Refused>) -> Response {
+pub(crate) fn response(answer: Result<Answer, Refused>) -> Response {
     let reply = match answer {
         Err(Refused(message)) => return Response::Error { message },
         Ok(Answer::Jails(jails)) => Reply::Jails { jails },
@@ -78,13 +92,19 @@ mod tests {
             jail: "sshd".into(),
             addr: "example.org".into(),
         };
-        assert_eq!(query(bad), Err("`example.org` is not an IP address".into()));
+        assert_eq!(
+            query(bad).map_err(|e| e.to_string()),
+            Err("`example.org` is not an IP address".into())
+        );
         let neither = Request::Unban {
             jail: None,
             addr: None,
             all: false,
         };
-        assert_eq!(query(neither), Err("give an address, or --all".into()));
+        assert_eq!(
+            query(neither).map_err(|e| e.to_string()),
+            Err("give an address, or --all".into())
+        );
         let mapped = Request::Ban {
             jail: "sshd".into(),
             addr: "::ffff:192.0.2.1".into(),

@@ -4,17 +4,19 @@
 //! The live path goes through [`router::Router`], which puts every failregex of the jails fed by
 //! one program into a single `RegexSet` and runs a capturing regex only for the pattern that hit.
 
-pub mod engine;
+pub(crate) mod engine;
 pub mod fail2ban;
-pub mod lookup;
-pub mod router;
-pub mod template;
+pub(crate) mod lookup;
+pub(crate) mod router;
+pub(crate) mod template;
 
 use std::sync::Arc;
 
 pub(crate) use engine::Prefixes;
-pub use engine::{parse_address, Filter, FilterMatch, FilterSource, PatternError, Verdict};
-pub use lookup::{locate, FilterFile};
+pub use engine::{
+    parse_address, BadPattern, Filter, FilterMatch, FilterSource, PatternError, Verdict,
+};
+pub(crate) use lookup::{locate, FilterFile};
 
 /// A jail's compiled filter: a native TOML filter or a fail2ban `.conf` filter.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use crate::parse::{Event, ProcId};
 
 /// What the router needs to know about one jail.
 #[derive(Debug, Clone)]
-pub struct JailRoute {
+pub(crate) struct JailRoute {
     /// The jail's name, as failures carry it.
     pub name: Arc<str>,
     /// The jail's compiled filter.
@@ -40,9 +40,14 @@ struct Route {
     fail2ban: Vec<usize>,
 }
 
+/// The jails' failregexes, each fine alone, could not be combined into one set (too big).
+#[derive(Debug, thiserror::Error)]
+#[error("combined failregex set: {0}")]
+pub struct RouterError(regex::Error);
+
 /// Program-keyed dispatch of events to jail filters.
 #[derive(Debug, Default)]
-pub struct Router {
+pub(crate) struct Router {
     jails: Vec<JailRoute>,
     /// Multi-line state of each fail2ban jail (None for native jails); bounded by
     /// `maxlines` and the failure-id cache. Listener tasks share it, hence the lock, taken only
@@ -54,7 +59,7 @@ pub struct Router {
 
 impl Router {
     /// Builds one route per program named by any jail, plus one for every other program.
-    pub fn new(jails: Vec<JailRoute>) -> Result<Router, String> {
+    pub(crate) fn new(jails: Vec<JailRoute>) -> Result<Router, RouterError> {
         let mut programs: Vec<&str> = jails
             .iter()
             .flat_map(|j| j.programs.iter().map(String::as_str))
@@ -88,17 +93,17 @@ impl Router {
     }
 
     /// The name of jail number `jail`, as [`Router::route`] numbers them.
-    pub fn name(&self, jail: usize) -> &Arc<str> {
+    pub(crate) fn name(&self, jail: usize) -> &Arc<str> {
         &self.jails[jail].name
     }
 
     /// True when no jail could take any event (nothing to do per message).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.jails.is_empty()
     }
 
     /// Calls `on_failure(jail, match)` for every jail that finds a failure in `event`.
-    pub fn route(&self, event: &Event<'_>, mut on_failure: impl FnMut(usize, FilterMatch)) {
+    pub(crate) fn route(&self, event: &Event<'_>, mut on_failure: impl FnMut(usize, FilterMatch)) {
         let (program, hostname, message) = (event.program, event.hostname, event.message);
         let route = program
             .and_then(|p| self.by_program.get(p))
@@ -184,7 +189,10 @@ impl Router {
     }
 }
 
-fn build_route(jails: &[JailRoute], members: impl Iterator<Item = usize>) -> Result<Route, String> {
+fn build_route(
+    jails: &[JailRoute],
+    members: impl Iterator<Item = usize>,
+) -> Result<Route, RouterError> {
     let mut route = Route::default();
     let mut patterns: Vec<&str> = Vec::new();
     for jail in members {
@@ -209,7 +217,7 @@ fn build_route(jails: &[JailRoute], members: impl Iterator<Item = usize>) -> Res
         let set = RegexSetBuilder::new(patterns)
             .size_limit(64 << 20)
             .build()
-            .map_err(|e| format!("combined failregex set: {e}"))?;
+            .map_err(RouterError)?;
         route.set = Some(set);
     }
     Ok(route)
@@ -217,7 +225,7 @@ fn build_route(jails: &[JailRoute], members: impl Iterator<Item = usize>) -> Res
 
 /// The event as fail2ban reads it from a syslog file once the date is cut out:
 /// ` HOSTNAME PROGRAM[PID]: MESSAGE` (the leading space is where the date was).
-pub fn syslog_line(event: &Event<'_>) -> String {
+pub(crate) fn syslog_line(event: &Event<'_>) -> String {
     let mut line = String::with_capacity(event.message.len() + 64);
     if let Some(host) = event.hostname {
         line.push(' ');

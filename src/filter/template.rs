@@ -4,9 +4,9 @@
 //! matching needs no lookup and the capture can be parsed into the address that gets banned.
 
 /// Dotted quad; range-checked later when the capture is parsed.
-pub const IP4: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
+pub(crate) const IP4: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
 /// Colon-hex forms, including `::`, `::1` and IPv4-mapped tails; parsed and checked later.
-pub const IP6: &str =
+pub(crate) const IP6: &str =
     r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?";
 
 /// What a capture group of an expanded pattern holds.
@@ -26,7 +26,7 @@ pub enum GroupRole {
 
 /// A pattern with its tags replaced, and which named group plays which role.
 #[derive(Debug, Clone)]
-pub struct Expanded {
+pub(crate) struct Expanded {
     /// Rust `regex` syntax.
     pub regex: String,
     /// Group names in the order they appear, with their role.
@@ -35,15 +35,26 @@ pub struct Expanded {
 
 impl Expanded {
     /// True when the pattern can name an address to ban.
-    pub fn has_address(&self) -> bool {
+    pub(crate) fn has_address(&self) -> bool {
         self.groups
             .iter()
             .any(|(_, role)| matches!(role, GroupRole::Address | GroupRole::Subnet))
     }
 }
 
+/// A `<F-NAME>` group tag that does not pair up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    /// `</F-NAME>` with no `<F-NAME>` open (the tag, without its brackets).
+    #[error("<{0}> closes a group that is not open")]
+    NotOpen(String),
+    /// `<F-NAME>` with no `</F-NAME>`.
+    #[error("<{0}> is never closed")]
+    NeverClosed(String),
+}
+
 /// Replaces every known tag in `pattern`; unknown `<...>` text stays literal, as in fail2ban.
-pub fn expand(pattern: &str) -> Result<Expanded, String> {
+pub(crate) fn expand(pattern: &str) -> Result<Expanded, TagError> {
     let mut out = String::with_capacity(pattern.len() + 128);
     let mut groups: Vec<(String, GroupRole)> = Vec::new();
     let mut open: Vec<String> = Vec::new();
@@ -103,7 +114,7 @@ pub fn expand(pattern: &str) -> Result<Expanded, String> {
             }
             t if t.starts_with("/F-") => {
                 if open.pop().as_deref() != Some(&t[1..]) {
-                    return Err(format!("<{t}> closes a group that is not open"));
+                    return Err(TagError::NotOpen(t.to_string()));
                 }
                 out.push(')');
             }
@@ -113,7 +124,7 @@ pub fn expand(pattern: &str) -> Result<Expanded, String> {
     }
     out.push_str(rest);
     if let Some(unclosed) = open.pop() {
-        return Err(format!("<{unclosed}> is never closed"));
+        return Err(TagError::NeverClosed(unclosed));
     }
     Ok(Expanded { regex: out, groups })
 }

@@ -26,7 +26,7 @@ use crate::state::Outbox;
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// A checked fleet, not yet running.
-pub struct Fleet {
+pub(crate) struct Fleet {
     config: Arc<FleetConfig>,
     client: redis::Client,
     wake: Arc<Notify>,
@@ -45,7 +45,7 @@ fn settings_of(config: &Config) -> HashMap<String, crate::config::JailSettings> 
 impl Fleet {
     /// Checks that Redis accepts this node (a refusal is an error now; Redis merely down is
     /// not) and registers the fleet metrics at zero.
-    pub async fn check(fleet: &FleetConfig, config: &Config) -> Result<Fleet, FleetError> {
+    pub(crate) async fn check(fleet: &FleetConfig, config: &Config) -> Result<Fleet, FleetError> {
         metrics::fleet_init();
         let client = super::check(fleet).await?;
         Ok(Fleet {
@@ -58,12 +58,12 @@ impl Fleet {
     }
 
     /// True when failures are counted in Redis.
-    pub fn shares_windows(&self) -> bool {
+    pub(crate) fn shares_windows(&self) -> bool {
         self.config.role.publishes() && self.config.shared_windows
     }
 
     /// The encoder the state writer puts committed bans through (sinks only).
-    pub fn outbox(&self) -> Option<Box<dyn Outbox>> {
+    pub(crate) fn outbox(&self) -> Option<Box<dyn Outbox>> {
         self.config.role.publishes().then(|| {
             Box::new(Encoder::new(
                 &self.config.node,
@@ -76,7 +76,7 @@ impl Fleet {
     /// Starts the publisher (sinks), the shared windows (with `shared`, the listeners'
     /// failures) and the follower (agents; its held bans are back in the firewall when this
     /// returns).
-    pub async fn start(
+    pub(crate) async fn start(
         self,
         config: &Config,
         shared: Option<mpsc::Receiver<Failure>>,
@@ -136,7 +136,7 @@ impl Fleet {
 }
 
 /// The running fleet.
-pub struct Running {
+pub(crate) struct Running {
     config: Arc<FleetConfig>,
     tasks: TaskTracker,
     follower: Option<tokio::task::JoinHandle<Vec<JoinHandle<()>>>>,
@@ -148,7 +148,7 @@ pub struct Running {
 impl Running {
     /// A reload compiled: new jail ports for events, new settings for shared windows.
     /// (`[fleet]` itself takes effect at the next restart.)
-    pub fn reloaded(&self, config: &Config) {
+    pub(crate) fn reloaded(&self, config: &Config) {
         self.ports
             .store(Arc::new(publish::jail_ports(&config.jails)));
         self.settings.store(Arc::new(settings_of(config)));
@@ -159,7 +159,7 @@ impl Running {
 
     /// Waits for the fleet tasks (shutdown already cancelled); returns the follower's action
     /// threads to join.
-    pub async fn finish(self) -> Vec<JoinHandle<()>> {
+    pub(crate) async fn finish(self) -> Vec<JoinHandle<()>> {
         if tokio::time::timeout(STOP_GRACE, self.tasks.wait())
             .await
             .is_err()
@@ -175,7 +175,7 @@ impl Running {
 
 /// Completes a `banned` answer: this node's name as the origin of its own bans, and the bans
 /// it holds from the fleet (of `jail`, or all).
-pub fn add_origins(
+pub(crate) fn add_origins(
     response: &mut Response,
     jail: Option<&str>,
     config: &Config,

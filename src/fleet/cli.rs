@@ -70,12 +70,12 @@ async fn open(config: &FleetConfig) -> Result<redis::aio::MultiplexedConnection,
     let client = super::client(config)?;
     super::connect(&client, Some(super::RESPONSE_TIMEOUT))
         .await
-        .map_err(|source| {
+        .map_err(|reason| {
             let url = config.redis_shown();
-            if super::is_transient(&source) {
-                FleetError::Unreachable { url, source }
+            if super::is_transient(&reason) {
+                FleetError::Unreachable { url, reason }
             } else {
-                FleetError::Refused { url, source }
+                FleetError::Refused { url, reason }
             }
         })
 }
@@ -84,9 +84,9 @@ async fn open(config: &FleetConfig) -> Result<redis::aio::MultiplexedConnection,
 pub async fn banned(config: &FleetConfig) -> Result<Vec<FleetBan>, FleetError> {
     let mut conn = open(config).await?;
     let keys = Keys::new(&config.prefix);
-    let refused = |source| FleetError::Refused {
+    let refused = |reason| FleetError::Refused {
         url: config.redis_shown(),
-        source,
+        reason,
     };
     let members: Vec<String> = redis::cmd("ZRANGE")
         .arg(&keys.active)
@@ -141,9 +141,9 @@ pub async fn status(config: &FleetConfig) -> Result<FleetStatus, FleetError> {
         Err(e) => return Err(e),
     };
     let keys = Keys::new(&config.prefix);
-    let refused = |source| FleetError::Refused {
+    let refused = |reason| FleetError::Refused {
         url: config.redis_shown(),
-        source,
+        reason,
     };
     let (events, active, beats): (u64, u64, Vec<String>) = redis::pipe()
         .cmd("XLEN")

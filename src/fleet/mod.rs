@@ -40,36 +40,42 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
     /// The CA file could not be read.
-    #[error("fleet.tls_ca_file {path}: {source}")]
+    #[error("fleet.tls_ca_file {path}: {reason}")]
     CaFile {
         /// The file.
         path: String,
         /// What the file system said.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// Redis refused us for a reason a retry cannot fix (password, ACL, TLS certificate).
-    #[error("fleet: Redis at {url} refused the connection: {source} (check fleet.redis credentials, the ACL user, and fleet.tls_ca_file)")]
+    #[error("fleet: Redis at {url} refused the connection: {reason} (check fleet.redis credentials, the ACL user, and fleet.tls_ca_file)")]
     Refused {
         /// The URL, password hidden.
         url: String,
         /// What Redis or TLS said.
-        source: redis::RedisError,
+        reason: redis::RedisError,
     },
     /// Redis did not answer (down, or unreachable from here).
-    #[error("fleet: cannot reach Redis at {url}: {source}")]
+    #[error("fleet: cannot reach Redis at {url}: {reason}")]
     Unreachable {
         /// The URL, password hidden.
         url: String,
         /// What the connection attempt said.
-        source: redis::RedisError,
+        reason: redis::RedisError,
     },
     /// The client could not be built from the URL.
-    #[error("fleet.redis {url}: {source}")]
+    #[error("fleet.redis {url}: {reason}")]
     Client {
         /// The URL, password hidden.
         url: String,
         /// What the client said.
-        source: redis::RedisError,
+        reason: redis::RedisError,
+    },
+    /// The state database (outbox) could not be opened.
+    #[error("fleet: {reason}")]
+    State {
+        /// What the state said.
+        reason: crate::state::StateError,
     },
 }
 
@@ -123,16 +129,16 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 
 /// The Redis client for `config`, with the CA file for rediss://.
 pub fn client(config: &FleetConfig) -> Result<redis::Client, FleetError> {
-    let client_error = |source| FleetError::Client {
+    let client_error = |reason| FleetError::Client {
         url: config.redis_shown(),
-        source,
+        reason,
     };
     match &config.tls_ca_file {
         None => redis::Client::open(config.redis.as_str()).map_err(client_error),
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|source| FleetError::CaFile {
+            let pem = std::fs::read(path).map_err(|reason| FleetError::CaFile {
                 path: path.display().to_string(),
-                source,
+                reason,
             })?;
             redis::Client::build_with_tls(
                 config.redis.as_str(),
@@ -191,9 +197,9 @@ pub fn is_transient(error: &redis::RedisError) -> bool {
 /// the fleet runs on and reconnects (sinks keep an outbox, agents keep their bans).
 pub async fn check(config: &FleetConfig) -> Result<redis::Client, FleetError> {
     let client = client(config)?;
-    let refused = |source| FleetError::Refused {
+    let refused = |reason| FleetError::Refused {
         url: config.redis_shown(),
-        source,
+        reason,
     };
     match connect(&client, Some(RESPONSE_TIMEOUT)).await {
         Ok(mut conn) => {

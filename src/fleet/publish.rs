@@ -74,7 +74,7 @@ fn protocol_name(p: crate::action::Protocol) -> String {
 }
 
 /// Encodes committed state operations as fleet events (runs on the state writer thread).
-pub struct Encoder {
+pub(crate) struct Encoder {
     origin: String,
     ports: Arc<ArcSwap<JailPorts>>,
     wake: Arc<Notify>,
@@ -82,7 +82,7 @@ pub struct Encoder {
 
 impl Encoder {
     /// An encoder for this node; `ports` is swapped on reload, `wake` wakes the publisher.
-    pub fn new(origin: &str, ports: Arc<ArcSwap<JailPorts>>, wake: Arc<Notify>) -> Encoder {
+    pub(crate) fn new(origin: &str, ports: Arc<ArcSwap<JailPorts>>, wake: Arc<Notify>) -> Encoder {
         Encoder {
             origin: origin.to_string(),
             ports,
@@ -91,7 +91,7 @@ impl Encoder {
     }
 
     /// The event for `op`, if it is a ban or unban.
-    pub fn event(&self, op: &StateOp) -> Option<FleetEvent> {
+    pub(crate) fn event(&self, op: &StateOp) -> Option<FleetEvent> {
         let (op, jail, target, banned_at, expires_at, ban_count, failures) = match op {
             StateOp::Ban {
                 jail,
@@ -116,7 +116,7 @@ impl Encoder {
             StateOp::Unban { jail, target } => {
                 (Op::Unban, jail, *target, super::now_ms(), None, 0, 0)
             }
-            StateOp::Routes(_) => return None,
+            StateOp::Routes(_) | StateOp::Barrier(_) => return None,
         };
         let ports = self.ports.load();
         let (ports, protocol) = ports
@@ -146,6 +146,70 @@ impl Outbox for Encoder {
 
     fn committed(&self) {
         self.wake.notify_one();
+    }
+}
+
+/// A sink's commit path on its own: the state writer with the outbox encoder, and the
+/// publisher. What the daemon runs for a sink minus the jails; the fleet benchmark drives it.
+pub struct CommitPath {
+    ops: tokio::sync::mpsc::Sender<StateOp>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl CommitPath {
+    /// Opens (creating) the state at `db_path` and starts the writer and the publisher (on the
+    /// current tokio runtime); `ports` are each jail's ports and protocol for its events.
+    pub fn start(
+        config: &FleetConfig,
+        db_path: &std::path::Path,
+        ports: JailPorts,
+        shutdown: CancellationToken,
+    ) -> Result<CommitPath, super::FleetError> {
+        let db = crate::state::State::open(db_path)
+            .map_err(|reason| super::FleetError::State { reason })?;
+        let client = super::client(config)?;
+        let wake = Arc::new(Notify::new());
+        let encoder = Encoder::new(
+            &config.node,
+            Arc::new(ArcSwap::from_pointee(ports)),
+            wake.clone(),
+        );
+        let (ops, rx) = tokio::sync::mpsc::channel(crate::state::QUEUE_DEPTH);
+        let writer = std::thread::spawn(move || {
+            crate::state::writer(
+                Some(db),
+                rx,
+                metrics::state_errors(),
+                Some(Box::new(encoder)),
+            )
+        });
+        tokio::spawn(run(
+            Arc::new(config.clone()),
+            client,
+            db_path.to_path_buf(),
+            wake,
+            shutdown,
+        ));
+        Ok(CommitPath { ops, writer })
+    }
+
+    /// Commits a ban decided now (then published), as the jail task hands it to the state.
+    pub async fn ban(&self, jail: &str, order: crate::action::BanOrder, ban_count: u32) -> bool {
+        self.ops
+            .send(StateOp::Ban {
+                jail: jail.to_string(),
+                order,
+                banned_at: std::time::SystemTime::now(),
+                ban_count,
+            })
+            .await
+            .is_ok()
+    }
+
+    /// Closes the writer's queue and waits for it to drain.
+    pub fn finish(self) {
+        drop(self.ops);
+        let _ = self.writer.join();
     }
 }
 

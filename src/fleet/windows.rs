@@ -133,10 +133,72 @@ async fn count(
     Ok(replies.into_iter().flatten().collect())
 }
 
+/// The shared count on its own: the script and the pipelined calls [`run`] uses, for one
+/// batch at a time. The fleet benchmark drives it.
+pub struct SharedCounter {
+    conn: MultiplexedConnection,
+    keys: Keys,
+    script: redis::Script,
+}
+
+impl SharedCounter {
+    /// Connects and loads the script.
+    pub async fn connect(config: &FleetConfig) -> Result<SharedCounter, super::FleetError> {
+        let client = super::client(config)?;
+        let url = config.redis_shown();
+        let script = redis::Script::new(SCRIPT);
+        let mut conn = super::connect(&client, Some(super::RESPONSE_TIMEOUT))
+            .await
+            .map_err(|reason| super::FleetError::Unreachable {
+                url: url.clone(),
+                reason,
+            })?;
+        script
+            .load_async(&mut conn)
+            .await
+            .map_err(|reason| super::FleetError::Refused { url, reason })?;
+        Ok(SharedCounter {
+            conn,
+            keys: Keys::new(&config.prefix),
+            script,
+        })
+    }
+
+    /// Counts one failure of each `(jail, ip)` under `settings`; per failure, Some((failures,
+    /// fleet-wide ban count)) when it decided the ban.
+    pub async fn count(
+        &mut self,
+        failures: &[(Arc<str>, IpAddr)],
+        settings: &JailSettings,
+    ) -> redis::RedisResult<Vec<Option<(u32, u32)>>> {
+        let now = tokio::time::Instant::now();
+        let batch: Vec<(Failure, IpNetwork, JailSettings)> = failures
+            .iter()
+            .map(|(jail, ip)| {
+                (
+                    Failure {
+                        jail: jail.clone(),
+                        ip: *ip,
+                        count: 1,
+                        received_at: now,
+                    },
+                    key_of(settings, *ip),
+                    settings.clone(),
+                )
+            })
+            .collect();
+        let results = count(&mut self.conn, &self.keys, self.script.get_hash(), &batch).await?;
+        Ok(results
+            .into_iter()
+            .map(|(n, decided, c)| (decided == 1).then_some((n as u32, c as u32)))
+            .collect())
+    }
+}
+
 /// Takes failures from the listeners, counts them in Redis and hands the outcomes (and any
 /// decided ban) to the jail task; falls back to the jail task's local windows while Redis is
 /// away.
-pub async fn run(
+pub(crate) async fn run(
     config: Arc<FleetConfig>,
     client: redis::Client,
     settings: SharedSettings,

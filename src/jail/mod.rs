@@ -2,10 +2,10 @@
 //! runs out. [`Jail`] is one jail's state and rules; [`set`] is the task that owns every jail,
 //! so nothing here needs a lock.
 
-pub mod query;
-pub mod set;
-pub mod settings;
-pub mod window;
+pub(crate) mod query;
+pub(crate) mod set;
+pub(crate) mod settings;
+pub(crate) mod window;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::action::BanOrder;
 use crate::address::show_target;
 use crate::metrics::JailMetrics;
-pub use settings::{JailSettings, JailSpec};
+pub(crate) use settings::{JailSettings, JailSpec};
 use window::{Outcome, Window};
 
 /// The window the ban storm guard counts bans in.
@@ -29,7 +29,7 @@ const STORM_WINDOW: Duration = Duration::from_secs(60);
 
 /// A failure found by a filter, on its way to the jail task.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The jail's name (a name, not an index, so a reload cannot misdirect failures in flight).
     pub jail: Arc<str>,
     /// The address that failed.
@@ -42,7 +42,7 @@ pub struct Failure {
 
 /// An active ban.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActiveBan {
+pub(crate) struct ActiveBan {
     /// Wall-clock time of the ban, for display.
     pub banned_at: SystemTime,
     /// When it ends; None is permanent.
@@ -66,6 +66,22 @@ pub enum Decision {
     Withheld,
     /// Ban it.
     Ban(BanOrder),
+}
+
+/// Why a ban by hand was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BanRefused {
+    /// The target is in ignoreip or is one of this host's addresses.
+    #[error("{} is in ignoreip (or is this host's)", show_target(*.0))]
+    Ignored(IpNetwork),
+    /// The target is banned already.
+    #[error("{} is already banned in {jail}", show_target(*target))]
+    AlreadyBanned {
+        /// The address or network.
+        target: IpNetwork,
+        /// The jail it is banned in.
+        jail: String,
+    },
 }
 
 /// One jail's state.
@@ -108,19 +124,14 @@ impl Jail {
         }
     }
 
-    /// The jail's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Active bans, keyed by what is banned (an address, or its network with prefix bans).
-    pub fn bans(&self) -> &HashMap<IpNetwork, ActiveBan> {
+    pub(crate) fn bans(&self) -> &HashMap<IpNetwork, ActiveBan> {
         &self.bans
     }
 
     /// What a failure of `ip` counts against: the address, or its /ipv4_prefix or
     /// /ipv6_prefix network, since one IPv6 attacker usually owns a whole prefix.
-    pub fn key_of(&self, ip: IpAddr) -> IpNetwork {
+    pub(crate) fn key_of(&self, ip: IpAddr) -> IpNetwork {
         let prefix = if ip.is_ipv4() {
             self.settings.ipv4_prefix
         } else {
@@ -237,17 +248,8 @@ impl Jail {
         self.metrics.bans.increment(1);
         self.total_banned += 1;
         self.metrics.banned.set(self.bans.len() as f64);
-        let shown = show_target(target);
-        tracing::info!(
-            jail = %self.name,
-            ip = %shown,
-            failures,
-            bantime = %show(bantime),
-            ban_count,
-            "[{}] Ban {}",
-            self.name,
-            shown
-        );
+        // The `[jail] Ban ADDR` line is written by the state writer once the ban is committed,
+        // so a ban an operator has seen reported survives a crash.
         BanOrder {
             target,
             failures,
@@ -259,34 +261,30 @@ impl Jail {
 
     /// A ban by hand (`jailsink ban`): same escalation, log line, metrics and action path as an
     /// automatic one. Refused for ignored and already banned targets.
-    pub fn manual_ban(&mut self, ip: IpAddr, at: Instant) -> Result<BanOrder, String> {
+    pub(crate) fn manual_ban(&mut self, ip: IpAddr, at: Instant) -> Result<BanOrder, BanRefused> {
         let key = self.key_of(ip);
         if self.is_ignored(key) {
-            return Err(format!(
-                "{} is in ignoreip (or is this host's)",
-                show_target(key)
-            ));
+            return Err(BanRefused::Ignored(key));
         }
         if self.bans.contains_key(&key) {
-            return Err(format!(
-                "{} is already banned in {}",
-                show_target(key),
-                self.name
-            ));
+            return Err(BanRefused::AlreadyBanned {
+                target: key,
+                jail: self.name.clone(),
+            });
         }
         self.window.forget(&key);
         Ok(self.ban(key, 0, at))
     }
 
     /// Puts back a ban read from the state at start.
-    pub fn restore(&mut self, target: IpNetwork, ban: ActiveBan) {
+    pub(crate) fn restore(&mut self, target: IpNetwork, ban: ActiveBan) {
         self.count_ban(target, ban.ban_count);
         self.bans.insert(target, ban);
         self.metrics.banned.set(self.bans.len() as f64);
     }
 
     /// Tells the jail how often `target` was banned before (from the state's history).
-    pub fn seed_ban_count(&mut self, target: IpNetwork, count: u32) {
+    pub(crate) fn seed_ban_count(&mut self, target: IpNetwork, count: u32) {
         self.count_ban(target, count);
     }
 
@@ -299,17 +297,12 @@ impl Jail {
     }
 
     /// The jail's metric series, shared with its action runner.
-    pub fn metrics(&self) -> &JailMetrics {
+    pub(crate) fn metrics(&self) -> &JailMetrics {
         &self.metrics
     }
 
-    /// The settings now in force.
-    pub fn settings(&self) -> &JailSettings {
-        &self.settings
-    }
-
     /// New settings from a reload; failure windows restart only if their shape changed.
-    pub fn reconfigure(&mut self, settings: JailSettings) {
+    pub(crate) fn reconfigure(&mut self, settings: JailSettings) {
         let old = &self.settings;
         if old.findtime != settings.findtime
             || old.maxretry != settings.maxretry
@@ -324,12 +317,12 @@ impl Jail {
     }
 
     /// Failures since start (or since the jail was created by a reload).
-    pub fn total_failed(&self) -> u64 {
+    pub(crate) fn total_failed(&self) -> u64 {
         self.total_failed
     }
 
     /// Bans since start.
-    pub fn total_banned(&self) -> u64 {
+    pub(crate) fn total_banned(&self) -> u64 {
         self.total_banned
     }
 
@@ -355,7 +348,7 @@ impl Jail {
     }
 
     /// Lifts the ban on `ip` if it is active; returns it for the log and the action.
-    pub fn unban(&mut self, ip: IpNetwork) -> Option<ActiveBan> {
+    pub(crate) fn unban(&mut self, ip: IpNetwork) -> Option<ActiveBan> {
         let ban = self.bans.remove(&ip)?;
         self.metrics.unbans.increment(1);
         self.metrics.banned.set(self.bans.len() as f64);
@@ -376,7 +369,7 @@ impl Jail {
     }
 
     /// Drops expired failure windows and refreshes the gauges.
-    pub fn prune(&mut self, now: Instant) {
+    pub(crate) fn prune(&mut self, now: Instant) {
         self.window.prune(now);
         self.update_gauges();
     }
@@ -395,13 +388,6 @@ impl Jail {
     /// Addresses tracked inside findtime.
     pub fn tracked(&self) -> usize {
         self.window.len()
-    }
-}
-
-fn show(bantime: Option<Duration>) -> String {
-    match bantime {
-        Some(d) => humantime::format_duration(d).to_string(),
-        None => "permanent".into(),
     }
 }
 

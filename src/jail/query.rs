@@ -8,7 +8,7 @@ use ipnetwork::IpNetwork;
 
 /// A question or order for the jail task.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Query {
+pub(crate) enum Query {
     /// The jail list (None), or one jail's counts.
     Status {
         /// One jail, or all.
@@ -37,7 +37,7 @@ pub enum Query {
 
 /// A successful answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// Jail names, in config order.
     Jails(Vec<String>),
     /// One jail's counts.
@@ -51,11 +51,11 @@ pub enum Answer {
 /// Why a query was refused, in words for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct Refused(pub String);
+pub(crate) struct Refused(pub String);
 
 /// One jail's counts, as `fail2ban-client status JAIL` shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JailCounts {
+pub(crate) struct JailCounts {
     /// The jail.
     pub jail: String,
     /// Addresses with failures inside findtime.
@@ -70,7 +70,7 @@ pub struct JailCounts {
 
 /// One active ban.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BanInfo {
+pub(crate) struct BanInfo {
     /// The jail.
     pub jail: String,
     /// The address or network.

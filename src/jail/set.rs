@@ -25,18 +25,21 @@ use crate::state::{StateOp, StoredBan};
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 /// Work for the jail task besides failures.
-pub enum Command {
+pub(crate) enum Command {
     /// A question or order from the control socket.
     Query(Query, oneshot::Sender<Result<Answer, Refused>>),
     /// A new, compiled set of jails; the answer says what changed or why nothing did.
-    Reload(Vec<JailSpec>, oneshot::Sender<Result<String, String>>),
+    Reload(
+        Vec<JailSpec>,
+        oneshot::Sender<Result<String, RunnerStartError>>,
+    ),
     /// Failures counted in the fleet's shared windows, with the bans they decided.
     Shared(Vec<SharedFailure>),
 }
 
 /// A failure counted in Redis by the fleet's shared windows (`crate::fleet::windows`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedFailure {
+pub(crate) struct SharedFailure {
     /// The jail.
     pub jail: Arc<str>,
     /// The address that failed.
@@ -49,6 +52,11 @@ pub struct SharedFailure {
     pub decided: Option<(u32, u32)>,
 }
 
+/// A jail's action runner could not be started during a reload.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct RunnerStartError(#[from] std::io::Error);
+
 /// One jail with its config and its action runner.
 struct Slot {
     name: Arc<str>,
@@ -56,10 +64,12 @@ struct Slot {
     jail: Jail,
     queue: mpsc::Sender<runner::ActionCommand>,
     thread: JoinHandle<()>,
+    /// Restored bans its actions had to add again at start.
+    reapplied: usize,
 }
 
 /// Every jail, their deadlines, and the way out to the state writer.
-pub struct JailSet {
+pub(crate) struct JailSet {
     slots: Vec<Slot>,
     state: mpsc::Sender<StateOp>,
     deadlines: BTreeSet<(Instant, Arc<str>, IpNetwork)>,
@@ -95,6 +105,7 @@ async fn start_slot(
         config,
         queue: runner.queue,
         thread: runner.thread,
+        reapplied: runner.reapplied,
     })
 }
 
@@ -152,7 +163,7 @@ impl JailSet {
     /// kernel with them, so nothing a crash left behind is lost or duplicated), those that
     /// expired while the daemon was down are lifted and forgotten, and the ban history seeds
     /// escalation.
-    pub async fn start(
+    pub(crate) async fn start(
         configs: Vec<JailSpec>,
         state: mpsc::Sender<StateOp>,
         stored: Vec<StoredBan>,
@@ -173,27 +184,31 @@ impl JailSet {
         let now = SystemTime::now();
         let mut deadlines = BTreeSet::new();
         let mut forget = Vec::new();
+        // Per jail: bans still running and bans that ran out while the daemon was down.
+        let mut restored: HashMap<String, (usize, usize)> = HashMap::new();
         for ban in stored {
             let shown = show_target(ban.target);
             let Some((config, jail, orders)) = jails.iter_mut().find(|(c, ..)| c.name == ban.jail)
             else {
-                tracing::info!(jail = %ban.jail, ip = %shown, "forgetting a stored ban of a jail no longer configured");
+                tracing::debug!(jail = %ban.jail, ip = %shown, "forgetting a stored ban of a jail no longer configured");
                 forget.push(StateOp::Unban {
                     jail: ban.jail,
                     target: ban.target,
                 });
                 continue;
             };
+            let counts = restored.entry(config.name.clone()).or_default();
             match restore(jail, &ban, now) {
                 Restore::Active(order, expires) => {
-                    tracing::info!(jail = %config.name, ip = %shown, "restored ban");
+                    tracing::debug!(jail = %config.name, ip = %shown, "restored ban");
+                    counts.0 += 1;
                     if let Some(end) = expires {
                         deadlines.insert((end, Arc::from(config.name.as_str()), ban.target));
                     }
                     orders.push(order);
                 }
                 Restore::Expired => {
-                    tracing::info!(
+                    tracing::debug!(
                         jail = %ban.jail,
                         ip = %shown,
                         failures = ban.failures,
@@ -201,6 +216,7 @@ impl JailSet {
                         ban.jail,
                         shown
                     );
+                    counts.1 += 1;
                     forget.push(StateOp::Unban {
                         jail: ban.jail,
                         target: ban.target,
@@ -208,9 +224,29 @@ impl JailSet {
                 }
             }
         }
+        let orphans = forget.len() - restored.values().map(|c| c.1).sum::<usize>();
+        if orphans > 0 {
+            tracing::info!(
+                forgotten = orphans,
+                "forgot {orphans} stored bans of jails no longer configured"
+            );
+        }
         let mut slots = Vec::new();
         for (config, jail, orders) in jails {
-            slots.push(start_slot(config, jail, orders).await?);
+            let (active, expired) = restored.get(&config.name).copied().unwrap_or_default();
+            let slot = start_slot(config, jail, orders).await?;
+            if active + expired > 0 {
+                tracing::info!(
+                    jail = %slot.name,
+                    restored = active,
+                    reapplied = slot.reapplied,
+                    expired_while_down = expired,
+                    "[{}] bans restored: {active} active ({} re-applied to the firewall), {expired} expired while jailsink was down",
+                    slot.name,
+                    slot.reapplied,
+                );
+            }
+            slots.push(slot);
         }
         let set = JailSet {
             slots,
@@ -237,6 +273,14 @@ impl JailSet {
         if self.state.send(op).await.is_err() {
             tracing::error!("state writer is gone; ban not applied");
         }
+    }
+
+    /// Returns once the state writer has committed everything sent before (or has given up
+    /// on a failing database, whose bans go on in memory).
+    async fn committed(&self) {
+        let (done, committed) = oneshot::channel();
+        self.persist(StateOp::Barrier(done)).await;
+        let _ = committed.await;
     }
 
     async fn send_routes(&self) {
@@ -282,7 +326,7 @@ impl JailSet {
     }
 
     /// Applies one failure.
-    pub async fn on_failure(&mut self, failure: Failure) {
+    pub(crate) async fn on_failure(&mut self, failure: Failure) {
         let Some(slot) = self.slot_mut(&failure.jail) else {
             return;
         };
@@ -311,7 +355,7 @@ impl JailSet {
     }
 
     /// Lifts every ban whose deadline has passed.
-    pub async fn expire_due(&mut self, now: Instant) {
+    pub(crate) async fn expire_due(&mut self, now: Instant) {
         while let Some((deadline, name, target)) = self.deadlines.first().cloned() {
             if deadline > now {
                 break;
@@ -322,19 +366,19 @@ impl JailSet {
     }
 
     /// The earliest ban deadline.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(t, ..)| *t)
     }
 
     /// Prunes every jail's window.
-    pub fn prune(&mut self, now: Instant) {
+    pub(crate) fn prune(&mut self, now: Instant) {
         for slot in &mut self.slots {
             slot.jail.prune(now);
         }
     }
 
     /// Answers a query from the control socket.
-    pub async fn handle(&mut self, query: Query) -> Result<Answer, Refused> {
+    pub(crate) async fn handle(&mut self, query: Query) -> Result<Answer, Refused> {
         let refuse = |message: String| Err(Refused(message));
         match query {
             Query::Status { jail: None } => Ok(Answer::Jails(
@@ -385,7 +429,7 @@ impl JailSet {
                     return refuse(format!("no jail `{jail}`"));
                 };
                 match slot.jail.manual_ban(ip, Instant::now()) {
-                    Err(message) => refuse(message),
+                    Err(refused) => refuse(refused.to_string()),
                     Ok(order) => {
                         let name = slot.name.clone();
                         let shown = show_target(order.target);
@@ -443,7 +487,10 @@ impl JailSet {
     /// changed keeps its bans (and its counts, unless the window's shape changed); a jail whose
     /// actions changed gets new actions with its bans re-applied; removed jails lift their bans;
     /// new jails start.
-    pub async fn reload(&mut self, configs: Vec<JailSpec>) -> Result<String, String> {
+    pub(crate) async fn reload(
+        &mut self,
+        configs: Vec<JailSpec>,
+    ) -> Result<String, RunnerStartError> {
         let mut summary = Vec::new();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
@@ -451,11 +498,7 @@ impl JailSet {
             let Some(i) = old.iter().position(|s| *s.name == *config.name) else {
                 summary.push(format!("{}: started", config.name));
                 let jail = new_jail(&config);
-                next.push(
-                    start_slot(config, jail, Vec::new())
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
+                next.push(start_slot(config, jail, Vec::new()).await?);
                 continue;
             };
             let mut slot = old.remove(i);
@@ -466,9 +509,7 @@ impl JailSet {
                 let mut jail = retire(slot, others, &self.state).await;
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
-                let fresh = start_slot(config.clone(), jail, orders)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let fresh = start_slot(config.clone(), jail, orders).await?;
                 summary.push(format!("{}: actions restarted", config.name));
                 next.push(fresh);
                 continue;
@@ -504,7 +545,7 @@ impl JailSet {
     }
 
     /// Closes every queue; returns the runner threads to join (each stops its actions).
-    pub fn finish(self) -> Vec<JoinHandle<()>> {
+    pub(crate) fn finish(self) -> Vec<JoinHandle<()>> {
         let mut threads = self.retired;
         threads.extend(self.slots.into_iter().map(|s| s.thread));
         threads
@@ -564,7 +605,7 @@ fn orders_for(jail: &Jail) -> Vec<BanOrder> {
 }
 
 /// The jail task: runs until `shutdown`, then returns the runner threads to join.
-pub async fn run(
+pub(crate) async fn run(
     mut set: JailSet,
     mut failures: mpsc::Receiver<Failure>,
     mut commands: mpsc::Receiver<Command>,
@@ -582,7 +623,10 @@ pub async fn run(
             },
             command = commands.recv() => match command {
                 Some(Command::Query(query, answer)) => {
-                    let _ = answer.send(set.handle(query).await);
+                    let result = set.handle(query).await;
+                    // What the answer lists or reports is committed before the operator sees it.
+                    set.committed().await;
+                    let _ = answer.send(result);
                 }
                 Some(Command::Reload(configs, answer)) => {
                     let result = set.reload(configs).await;

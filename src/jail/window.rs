@@ -21,7 +21,7 @@ const NIL: u32 = u32::MAX;
 
 /// What recording a failure led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Still under maxretry: this many failures inside findtime.
     Counting(u32),
     /// maxretry reached with this many failures; the address is no longer tracked.
@@ -114,7 +114,7 @@ struct Entry {
 
 /// The failure window of one jail.
 #[derive(Debug)]
-pub struct Window {
+pub(crate) struct Window {
     findtime_ns: i64,
     maxretry: u32,
     /// Slab indices, hashed by their entry's key; foldhash with a per-process seed, as the lru
@@ -134,7 +134,7 @@ pub struct Window {
 
 impl Window {
     /// A window tracking at most `cap` addresses.
-    pub fn new(findtime: Duration, maxretry: u32, cap: usize) -> Self {
+    pub(crate) fn new(findtime: Duration, maxretry: u32, cap: usize) -> Self {
         Window {
             findtime_ns: i64::try_from(findtime.as_nanos()).unwrap_or(i64::MAX),
             maxretry: maxretry.max(1),
@@ -162,7 +162,7 @@ impl Window {
     }
 
     /// Records `count` failures of `ip` at `now` (count > 1 for a repeat summary).
-    pub fn record(&mut self, ip: IpNetwork, count: u32, now: Instant) -> Outcome {
+    pub(crate) fn record(&mut self, ip: IpNetwork, count: u32, now: Instant) -> Outcome {
         self.prune(now);
         let now = self.ns(now);
         let maxretry = self.maxretry as usize;
@@ -202,7 +202,7 @@ impl Window {
     }
 
     /// Drops addresses whose last failure is older than findtime.
-    pub fn prune(&mut self, now: Instant) {
+    pub(crate) fn prune(&mut self, now: Instant) {
         if self.oldest == NIL {
             return;
         }
@@ -217,30 +217,32 @@ impl Window {
     }
 
     /// Forgets an address (it was banned by hand, say).
-    pub fn forget(&mut self, ip: &IpNetwork) {
+    pub(crate) fn forget(&mut self, ip: &IpNetwork) {
         if let Some(slot) = self.find(self.hasher.hash_one(ip), ip) {
             self.remove(slot);
         }
     }
 
     /// Failures of `ip` inside the window, without touching its place in the order.
-    pub fn failures(&self, ip: &IpNetwork) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn failures(&self, ip: &IpNetwork) -> u32 {
         self.find(self.hasher.hash_one(ip), ip)
             .map_or(0, |slot| self.slab[slot as usize].times.len() as u32)
     }
 
     /// Addresses tracked now (call [`Window::prune`] first for an exact figure).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.index.len()
     }
 
     /// True when nothing is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.index.len() == 0
     }
 
     /// Addresses evicted at the cap since the window was made.
-    pub fn evicted(&self) -> u64 {
+    pub(crate) fn evicted(&self) -> u64 {
         self.evicted
     }
 
@@ -317,10 +319,6 @@ struct Index {
 impl Index {
     fn len(&self) -> usize {
         self.len
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     fn hash32(hash: u64) -> u64 {

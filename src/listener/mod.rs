@@ -4,8 +4,8 @@
 //! only failures (rare, small) cross the channel to the jail task.
 
 pub mod framing;
-pub mod tcp;
-pub mod udp;
+pub(crate) mod tcp;
+pub(crate) mod udp;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,10 +22,10 @@ use crate::parse::{self, Zone};
 
 /// The pipeline as listeners hold it: swapped whole by a reload, read once per datagram or
 /// TCP read.
-pub type SharedPipeline = Arc<arc_swap::ArcSwap<Pipeline>>;
+pub(crate) type SharedPipeline = Arc<arc_swap::ArcSwap<Pipeline>>;
 
 /// What every listener shares: who may send, how to parse, where failures go.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     router: Arc<Router>,
     zone: Zone,
     allowed: Vec<IpNetwork>,
@@ -38,7 +38,7 @@ pub struct Pipeline {
 
 /// When a read arrived: monotonic for windows, wall clock for the RFC 3164 year.
 #[derive(Debug, Clone, Copy)]
-pub struct Receipt {
+pub(crate) struct Receipt {
     /// Monotonic receipt time.
     pub at: Instant,
     /// Wall-clock receipt time.
@@ -47,7 +47,7 @@ pub struct Receipt {
 
 impl Receipt {
     /// Now.
-    pub fn now() -> Self {
+    pub(crate) fn now() -> Self {
         Receipt {
             at: Instant::now(),
             wall: Utc::now(),
@@ -57,7 +57,7 @@ impl Receipt {
 
 impl Pipeline {
     /// A pipeline over compiled jails.
-    pub fn new(
+    pub(crate) fn new(
         router: Arc<Router>,
         zone: Zone,
         allowed: Vec<IpNetwork>,
@@ -77,7 +77,7 @@ impl Pipeline {
     }
 
     /// True when `peer` is inside `allowed_senders`; a refusal is counted.
-    pub fn admit(&self, peer: IpAddr) -> bool {
+    pub(crate) fn admit(&self, peer: IpAddr) -> bool {
         let peer = crate::address::normalise(peer);
         let ok = self.allowed.iter().any(|net| net.contains(peer));
         if !ok {
@@ -87,22 +87,22 @@ impl Pipeline {
     }
 
     /// Largest message accepted.
-    pub fn max_message_bytes(&self) -> usize {
+    pub(crate) fn max_message_bytes(&self) -> usize {
         self.max_message_bytes
     }
 
     /// Counts a message dropped for its size.
-    pub fn drop_too_large(&self) {
+    pub(crate) fn drop_too_large(&self) {
         self.too_large.increment(1);
     }
 
     /// Counts a message (or stream) dropped as unparseable.
-    pub fn drop_unparseable(&self) {
+    pub(crate) fn drop_unparseable(&self) {
         self.unparseable.increment(1);
     }
 
     /// Parses one frame and pushes the failures it holds onto `out`.
-    pub fn process(&self, frame: &[u8], receipt: Receipt, out: &mut Vec<Failure>) {
+    pub(crate) fn process(&self, frame: &[u8], receipt: Receipt, out: &mut Vec<Failure>) {
         let text = parse::decode(frame);
         let event = match parse::parse(&text, &self.zone, receipt.wall) {
             Ok(event) => event,

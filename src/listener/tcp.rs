@@ -24,7 +24,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Limits of the TCP listener.
 #[derive(Debug, Clone, Copy)]
-pub struct TcpLimits {
+pub(crate) struct TcpLimits {
     /// Most connections at once; more are refused and counted.
     pub max_connections: usize,
     /// A connection silent this long is closed.
@@ -32,7 +32,7 @@ pub struct TcpLimits {
 }
 
 /// Accepts connections until `shutdown`; returns once every connection has ended.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     limits: TcpLimits,
     shared: SharedPipeline,

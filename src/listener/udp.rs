@@ -21,7 +21,7 @@ use crate::metrics::{messages_dropped, messages_received, DropReason};
 const RECEIVE_BUFFER: usize = 8 << 20;
 
 /// Binds a UDP socket with a large receive buffer.
-pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -35,7 +35,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// Runs `receivers` tasks on `socket` until `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     socket: UdpSocket,
     receivers: usize,
     pipeline: SharedPipeline,

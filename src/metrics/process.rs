@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 /// One sample of the process, as the kernel reports it; None where /proc did not answer.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct ProcessSample {
+pub(crate) struct ProcessSample {
     /// Resident set size, in bytes.
     pub resident_memory_bytes: Option<f64>,
     /// Virtual memory size, in bytes.
@@ -26,7 +26,7 @@ pub struct ProcessSample {
 
 impl ProcessSample {
     /// Reads the calling process from /proc/self.
-    pub fn read() -> ProcessSample {
+    pub(crate) fn read() -> ProcessSample {
         let mut sample = ProcessSample::default();
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
             sample.fill_from_stat(&stat, boot_time());
@@ -61,7 +61,7 @@ impl ProcessSample {
     }
 
     /// The sample as Prometheus text: HELP and TYPE for each family that has a value.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let families: [(&str, &str, &str, Option<f64>); 6] = [
             (
                 "process_cpu_seconds_total",

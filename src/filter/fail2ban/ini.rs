@@ -18,7 +18,7 @@ const MAX_JAIL_FILES: usize = 256;
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// One section: option name (lower-case) to raw value, in file order.
-pub type Section = BTreeMap<String, String>;
+pub(crate) type Section = BTreeMap<String, String>;
 
 /// One parsed file: `[DEFAULT]` apart, other sections by name, in the order they appear.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -120,7 +120,7 @@ fn strip_inline_comment(line: &str) -> &str {
 
 /// Every file of a filter merged: what fail2ban's `SafeConfigParserWithIncludes` holds.
 #[derive(Debug, Clone, Default)]
-pub struct Merged {
+pub(crate) struct Merged {
     /// `[DEFAULT]` of every file.
     pub defaults: Section,
     /// Sections by name; `KNOWN/name` holds values a later file overrode.
@@ -131,7 +131,7 @@ pub struct Merged {
 
 impl Merged {
     /// A section's own options (without `[DEFAULT]`).
-    pub fn section(&self, name: &str) -> Option<&Section> {
+    pub(crate) fn section(&self, name: &str) -> Option<&Section> {
         self.sections.get(name)
     }
 
@@ -161,7 +161,7 @@ impl Merged {
 
 /// Reads `path` with its `.local` override and every `[INCLUDES] before/after`, recursively,
 /// and merges them in fail2ban's order: before-includes, the file, its `.local`, after-includes.
-pub fn load(path: &Path) -> Result<Merged, Fail2banError> {
+pub(crate) fn load(path: &Path) -> Result<Merged, Fail2banError> {
     let mut order = Vec::new();
     let mut parsed = HashMap::new();
     collect_top(path, with_local(path), MAX_FILES, &mut order, &mut parsed)?;
@@ -172,7 +172,7 @@ pub fn load(path: &Path) -> Result<Merged, Fail2banError> {
 /// (jail.conf, jail.d/*.conf, jail.local, jail.d/*.local) with its `[INCLUDES]`, whose own
 /// `.local` files are read too; the listed files get no `.local` added, since the list holds
 /// them already. Missing files are skipped.
-pub fn load_list(paths: &[PathBuf]) -> Result<Merged, Fail2banError> {
+pub(crate) fn load_list(paths: &[PathBuf]) -> Result<Merged, Fail2banError> {
     let mut order = Vec::new();
     let mut parsed = HashMap::new();
     for path in paths.iter().filter(|p| p.is_file()) {

@@ -21,21 +21,22 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use interpolate::Vars;
-use translate::{BacktrackLimit, Compiled};
+use datetemplate::DatePatternError;
+use interpolate::{InterpolateError, Vars};
+use translate::{BacktrackLimit, Compiled, TranslateError};
 
 /// Most lines a `maxlines` buffer may hold, whatever the filter asks.
-pub const MAX_LINES_CAP: usize = 100;
+pub(crate) const MAX_LINES_CAP: usize = 100;
 /// Multi-line failure ids remembered per jail (fail2ban keeps 100; the least recent goes first).
-pub const MLFID_CACHE: usize = 1000;
+pub(crate) const MLFID_CACHE: usize = 1000;
 /// How long a multi-line failure id is remembered after it was last seen: fail2ban's
 /// `Filter.mlfidCache` is `Utils.Cache(maxCount=100, maxTime=5*60)`, whose entries expire five
 /// minutes after they were last set. Without it a session id seen once (an sshd pid) would
 /// join with an unrelated line of a reused pid hours later.
-pub const MLFID_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const MLFID_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// Why a fail2ban filter could not be loaded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Fail2banError {
     /// The file (or an include) could not be read.
     #[error("{}: {reason}", file.display())]
@@ -62,16 +63,36 @@ pub enum Fail2banError {
         file: PathBuf,
         /// `failregex[3]`, `prefregex`, `datepattern`, ...
         key: String,
-        /// Why.
-        reason: String,
+        /// Why (boxed: a regex error carries both engines' reasons).
+        reason: Box<BadOption>,
     },
     /// `name[opt=val, ...]` is malformed.
     #[error("filter options `{0}`: expected name[key=value, ...]")]
     BadOptions(String),
 }
 
+/// What is wrong with one option of a fail2ban filter (the file and key are beside it).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BadOption {
+    /// `%(name)s` or `<tag>` substitution failed.
+    #[error(transparent)]
+    Interpolate(#[from] InterpolateError),
+    /// A regex could not be translated or compiled.
+    #[error(transparent)]
+    Regex(#[from] TranslateError),
+    /// The `datepattern` cannot be used.
+    #[error(transparent)]
+    Date(#[from] DatePatternError),
+    /// `maxlines` is not a number.
+    #[error("`{0}` is not a number")]
+    NotANumber(String),
+    /// A failregex (with its prefregex) names nothing a failure could be told by.
+    #[error("no <HOST>, <ADDR>, <F-ID> or <F-MLFID>: nothing identifies the failure")]
+    NothingIdentifies,
+}
+
 /// Splits `sshd.conf[mode=aggressive, publickey="invalid"]` into the name and its options.
-pub fn split_options(spec: &str) -> Result<(String, Vars), Fail2banError> {
+pub(crate) fn split_options(spec: &str) -> Result<(String, Vars), Fail2banError> {
     let Some(open) = spec.find('[').filter(|_| spec.ends_with(']')) else {
         return Ok((spec.to_string(), Vars::new()));
     };
@@ -110,7 +131,7 @@ struct Pattern {
 type Groups = BTreeMap<String, Option<String>>;
 
 impl Pattern {
-    fn new(python: &str) -> Result<Pattern, String> {
+    fn new(python: &str) -> Result<Pattern, TranslateError> {
         let re = translate::compile(&translate::resolve_tags(python))?;
         let names = re.names();
         Ok(Pattern { re, names })
@@ -188,7 +209,7 @@ pub struct Fail2banFilter {
 /// The cache is bounded twice: at most [`MLFID_CACHE`] ids, each forgotten [`MLFID_MAX_AGE`]
 /// after it was last seen.
 #[derive(Debug)]
-pub struct LineState {
+pub(crate) struct LineState {
     buffer: Vec<String>,
     /// Failure id to its merged failure and the instant it expires.
     mlfid: lru::LruCache<String, (Fail, Instant)>,
@@ -225,7 +246,7 @@ impl Fail {
 
 /// What one failregex found on a line (fail2ban's `failList` entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     /// Index of the failregex.
     pub regex: usize,
     /// The failure id: the address, a DNS name (never resolved), or an `<F-ID>`; None while a
@@ -239,7 +260,7 @@ pub struct Found {
 
 /// Who failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FailureId {
+pub(crate) enum FailureId {
     /// An address: banned.
     Addr(IpAddr),
     /// A name `<HOST>` matched instead of an address: never resolved, so never banned.
@@ -250,7 +271,7 @@ pub enum FailureId {
 
 /// The outcome of one line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LineVerdict {
+pub(crate) struct LineVerdict {
     /// Every failregex that found something, in order (fail2ban's check-all mode).
     pub found: Vec<Found>,
     /// The first ignoreregex that vetoed a match.
@@ -261,7 +282,7 @@ pub struct LineVerdict {
 
 impl LineVerdict {
     /// The first real failure: not `<F-NOFAIL>`, not waiting for its address.
-    pub fn failure(&self) -> Option<&Found> {
+    pub(crate) fn failure(&self) -> Option<&Found> {
         self.found.iter().find(|f| !f.nofail && f.id.is_some())
     }
 }
@@ -269,12 +290,12 @@ impl LineVerdict {
 impl Fail2banFilter {
     /// Loads `path` (a `.conf` file) with `options` (`mode`, `logtype`, ...), as fail2ban's
     /// `FilterReader` does: includes, `[Init]`, `%(name)s`, then `<name>` tags.
-    pub fn load(path: &Path, options: &Vars) -> Result<Fail2banFilter, Fail2banError> {
+    pub(crate) fn load(path: &Path, options: &Vars) -> Result<Fail2banFilter, Fail2banError> {
         let conf = ini::load(path)?;
-        let err = |key: &str, reason: String| Fail2banError::Option {
+        let err = |key: &str, reason: BadOption| Fail2banError::Option {
             file: path.to_path_buf(),
             key: key.to_string(),
-            reason,
+            reason: Box::new(reason),
         };
         let mut init_opts: Vars = options.clone();
         let p_opts = init_opts.clone();
@@ -288,8 +309,8 @@ impl Fail2banFilter {
             "datepattern",
             "journalmatch",
         ] {
-            if let Some(v) =
-                interpolate::get(&conf, "Definition", key, &p_opts).map_err(|e| err(key, e))?
+            if let Some(v) = interpolate::get(&conf, "Definition", key, &p_opts)
+                .map_err(|e| err(key, e.into()))?
             {
                 opts.insert(key.to_string(), v);
             }
@@ -297,7 +318,7 @@ impl Fail2banFilter {
         if let Some(init) = conf.section("Init") {
             for key in init.keys() {
                 let v = interpolate::get(&conf, "Init", key, &Vars::new())
-                    .map_err(|e| err(&format!("Init.{key}"), e))?
+                    .map_err(|e| err(&format!("Init.{key}"), e.into()))?
                     .unwrap_or_default();
                 if !key.starts_with("known/") {
                     init_opts.insert(format!("known/{key}"), v.clone());
@@ -308,7 +329,8 @@ impl Fail2banFilter {
         let mut combined = opts;
         combined.extend(init_opts.clone());
         let fallback = |name: &str| interpolate::get_ex(&conf, "Definition", name, &p_opts);
-        interpolate::substitute_tags(&mut combined, &fallback).map_err(|e| err("tags", e))?;
+        interpolate::substitute_tags(&mut combined, &fallback)
+            .map_err(|e| err("tags", e.into()))?;
         let lines = |key: &str| -> Vec<String> {
             combined
                 .get(key)
@@ -330,7 +352,7 @@ impl Fail2banFilter {
             None | Some("") => 1,
             Some(m) => m
                 .parse::<usize>()
-                .map_err(|_| err("maxlines", format!("`{m}` is not a number")))?
+                .map_err(|_| err("maxlines", BadOption::NotANumber(m.to_string())))?
                 .clamp(1, MAX_LINES_CAP),
         };
         let mut notes = Vec::new();
@@ -349,15 +371,15 @@ impl Fail2banFilter {
         }
         let dates =
             datetemplate::DateDetector::new(combined.get("datepattern").map(String::as_str))
-                .map_err(|e| err("datepattern", e))?;
+                .map_err(|e| err("datepattern", e.into()))?;
         let pref = prefregex
             .as_deref()
-            .map(|p| Pattern::new(p).map_err(|e| err("prefregex", e)))
+            .map(|p| Pattern::new(p).map_err(|e| err("prefregex", e.into())))
             .transpose()?;
         let compile_all = |list: &[String], key: &str| -> Result<Vec<Pattern>, Fail2banError> {
             list.iter()
                 .enumerate()
-                .map(|(i, p)| Pattern::new(p).map_err(|e| err(&format!("{key}[{i}]"), e)))
+                .map(|(i, p)| Pattern::new(p).map_err(|e| err(&format!("{key}[{i}]"), e.into())))
                 .collect()
         };
         let fail = compile_all(&failregex, "failregex")?;
@@ -368,7 +390,7 @@ impl Fail2banFilter {
             if !has(p) && !pref.as_ref().is_some_and(has) {
                 return Err(err(
                     &format!("failregex[{i}]"),
-                    "no <HOST>, <ADDR>, <F-ID> or <F-MLFID>: nothing identifies the failure".into(),
+                    BadOption::NothingIdentifies,
                 ));
             }
         }
@@ -387,17 +409,8 @@ impl Fail2banFilter {
         })
     }
 
-    /// True when any failregex (or the prefregex) needed fancy-regex.
-    pub fn uses_backtracking(&self) -> bool {
-        self.fail
-            .iter()
-            .chain(&self.ignore)
-            .chain(&self.pref)
-            .any(|p| p.re.engine() == translate::Engine::Fancy)
-    }
-
     /// A file line as fail2ban sees it: the date found and cut out, the rest joined.
-    pub fn cut_date(
+    pub(crate) fn cut_date(
         &self,
         line: &str,
         now: chrono::NaiveDateTime,
@@ -412,14 +425,19 @@ impl Fail2banFilter {
     }
 
     /// fail2ban's `findFailure` in check-all mode for one line (date already cut out), now.
-    pub fn process(&self, state: &mut LineState, line: &str) -> LineVerdict {
+    pub(crate) fn process(&self, state: &mut LineState, line: &str) -> LineVerdict {
         self.process_at(state, line, Instant::now())
     }
 
     /// [`Fail2banFilter::process`] at a given instant: multi-line failure ids last seen more
     /// than [`MLFID_MAX_AGE`] before `now` are forgotten (fail2ban measures this in real time
     /// too, also when it reads a file).
-    pub fn process_at(&self, state: &mut LineState, line: &str, now: Instant) -> LineVerdict {
+    pub(crate) fn process_at(
+        &self,
+        state: &mut LineState,
+        line: &str,
+        now: Instant,
+    ) -> LineVerdict {
         let mut verdict = LineVerdict::default();
         if self.maxlines > 1 {
             state.buffer.push(line.to_string());

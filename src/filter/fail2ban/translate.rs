@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 /// Compiled regexes may use this much memory each.
 const SIZE_LIMIT: usize = 16 << 20;
 /// Backtracking steps fancy-regex may take on one line before giving up on it.
-pub const BACKTRACK_LIMIT: usize = 200_000;
+pub(crate) const BACKTRACK_LIMIT: usize = 200_000;
 
 const IP4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
 const IP6: &str = r"(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|:)";
@@ -45,7 +45,7 @@ fn group_name(tag: &str) -> String {
 
 /// Replaces fail2ban's tags (`<HOST>`, `<F-USER>`...`</F-USER>`, `<SKIPLINES>`, ...) in a
 /// Python pattern; unknown tags stay literal text, as in fail2ban.
-pub fn resolve_tags(pattern: &str) -> String {
+pub(crate) fn resolve_tags(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 256);
     let mut open: BTreeMap<String, bool> = BTreeMap::new();
     let mut skiplines = 0;
@@ -115,9 +115,10 @@ fn replace_tag(tag: &str, open: &mut BTreeMap<String, bool>, skiplines: &mut usi
     format!("(?P<{}>", group_name(custom))
 }
 
-/// Which engine a pattern needs.
+/// Which engine a pattern needs (tests check the choice).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
+pub(crate) enum Engine {
     /// The `regex` crate: linear time.
     Regex,
     /// `fancy-regex`: backtracking, bounded by [`BACKTRACK_LIMIT`].
@@ -134,7 +135,7 @@ pub enum Compiled {
 }
 
 /// Capture spans of one match: group index to byte range.
-pub type Spans = Vec<Option<(usize, usize)>>;
+pub(crate) type Spans = Vec<Option<(usize, usize)>>;
 
 /// Matching stopped at the backtrack limit: the line counts as not matched, and is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +143,8 @@ pub struct BacktrackLimit;
 
 impl Compiled {
     /// Which engine this is.
-    pub fn engine(&self) -> Engine {
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> Engine {
         match self {
             Compiled::Regex(_) => Engine::Regex,
             Compiled::Fancy(_) => Engine::Fancy,
@@ -150,7 +152,7 @@ impl Compiled {
     }
 
     /// Group names by index (index 0 is the whole match and has none).
-    pub fn names(&self) -> Vec<Option<String>> {
+    pub(crate) fn names(&self) -> Vec<Option<String>> {
         match self {
             Compiled::Regex(r) => r.capture_names().map(|n| n.map(str::to_string)).collect(),
             Compiled::Fancy(r) => r.capture_names().map(|n| n.map(str::to_string)).collect(),
@@ -177,7 +179,7 @@ impl Compiled {
     }
 
     /// True when the pattern matches somewhere in `text`.
-    pub fn is_match(&self, text: &str) -> Result<bool, BacktrackLimit> {
+    pub(crate) fn is_match(&self, text: &str) -> Result<bool, BacktrackLimit> {
         match self {
             Compiled::Regex(r) => Ok(r.is_match(text)),
             Compiled::Fancy(r) => r.is_match(text).map_err(|_| BacktrackLimit),
@@ -185,8 +187,38 @@ impl Compiled {
     }
 }
 
+/// Why a Python pattern could not be translated or compiled.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TranslateError {
+    /// A `\` with nothing after it.
+    #[error("pattern ends with a lone backslash")]
+    LoneBackslash,
+    /// `(?P=name` with no `)`.
+    #[error("unterminated (?P=")]
+    UnterminatedBackref,
+    /// `(?(name` with no `)`.
+    #[error("unterminated (?(")]
+    UnterminatedCondition,
+    /// A `\` last inside `[...]`.
+    #[error("class ends with a backslash")]
+    ClassBackslash,
+    /// `[` with no `]`.
+    #[error("unterminated character class")]
+    UnterminatedClass,
+    /// Neither engine takes the translated pattern; both say why.
+    #[error("{fancy} (regex crate: {plain}) in `{rust}`")]
+    Compile {
+        /// fancy-regex's reason.
+        fancy: fancy_regex::Error,
+        /// The regex crate's reason.
+        plain: regex::Error,
+        /// The translated pattern.
+        rust: String,
+    },
+}
+
 /// Translates a Python pattern (tags already resolved) and compiles it on the simplest engine.
-pub fn compile(python: &str) -> Result<Compiled, String> {
+pub fn compile(python: &str) -> Result<Compiled, TranslateError> {
     let rust = translate(python)?;
     match regex::RegexBuilder::new(&rust)
         .size_limit(SIZE_LIMIT)
@@ -198,7 +230,7 @@ pub fn compile(python: &str) -> Result<Compiled, String> {
             .delegate_size_limit(SIZE_LIMIT)
             .build()
             .map(Compiled::Fancy)
-            .map_err(|fancy| format!("{fancy} (regex crate: {plain}) in `{rust}`")),
+            .map_err(|fancy| TranslateError::Compile { fancy, plain, rust }),
     }
 }
 
@@ -209,7 +241,7 @@ pub fn compile(python: &str) -> Result<Compiled, String> {
 /// - `[` inside a class, `&&`/`~~`/`--` operators and a literal `{` are escaped; `{,n}` is `{0,n}`.
 /// - `(?P=name)` is `\k<name>`; the conditional `(?(name)` is `(?(<name>)` for fancy-regex.
 /// - `(?#...)` comments are dropped.
-pub fn translate(python: &str) -> Result<String, String> {
+pub(crate) fn translate(python: &str) -> Result<String, TranslateError> {
     let chars: Vec<char> = python.chars().collect();
     let mut out = String::with_capacity(python.len() + 32);
     let mut i = 0;
@@ -220,7 +252,7 @@ pub fn translate(python: &str) -> Result<String, String> {
         match c {
             '\\' => {
                 let Some(&n) = chars.get(i + 1) else {
-                    return Err("pattern ends with a lone backslash".into());
+                    return Err(TranslateError::LoneBackslash);
                 };
                 i += 2;
                 quantifiable = true;
@@ -296,14 +328,16 @@ pub fn translate(python: &str) -> Result<String, String> {
                     continue;
                 }
                 if let Some(body) = rest.strip_prefix("(?P=") {
-                    let end = body.find(')').ok_or("unterminated (?P=")?;
+                    let end = body.find(')').ok_or(TranslateError::UnterminatedBackref)?;
                     out.push_str(&format!(r"\k<{}>", &body[..end]));
                     i += 4 + body[..end].chars().count() + 1;
                     quantifiable = true;
                     continue;
                 }
                 if let Some(body) = rest.strip_prefix("(?(") {
-                    let end = body.find(')').ok_or("unterminated (?(")?;
+                    let end = body
+                        .find(')')
+                        .ok_or(TranslateError::UnterminatedCondition)?;
                     let cond = &body[..end];
                     if cond.chars().all(|c| c.is_ascii_digit()) {
                         out.push_str(&format!("(?({cond})"));
@@ -392,7 +426,11 @@ fn quantifier(text: &str) -> Option<(usize, String)> {
 }
 
 /// Copies a character class starting at `chars[start] == '['`; returns the index after it.
-fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usize, String> {
+fn translate_class(
+    chars: &[char],
+    start: usize,
+    out: &mut String,
+) -> Result<usize, TranslateError> {
     let mut i = start + 1;
     out.push('[');
     if chars.get(i) == Some(&'^') {
@@ -412,7 +450,7 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usi
                 return Ok(i + 1);
             }
             '\\' => {
-                let n = *chars.get(i + 1).ok_or("class ends with a backslash")?;
+                let n = *chars.get(i + 1).ok_or(TranslateError::ClassBackslash)?;
                 match n {
                     '<' | '>' => out.push(n),
                     'Z' => out.push('Z'),
@@ -439,7 +477,7 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usi
             }
         }
     }
-    Err("unterminated character class".into())
+    Err(TranslateError::UnterminatedClass)
 }
 
 #[cfg(test)]

@@ -1,0 +1,114 @@
+//! Many attackers: the jail's decision path (ignoreip, window, ban check) in-process with 100 ..
+//! 1M distinct failing addresses, and the resident memory of their tracking state.
+
+use std::time::{Duration, Instant};
+
+use super::corpus::attacker;
+use super::support::rss_kib;
+
+/// `attackers [--counts 100,10000,100000,1000000] [--rounds 4]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Distinct failing addresses to measure, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,10000,100000,1000000",
+        value_parser = super::count
+    )]
+    pub counts: Vec<usize>,
+    /// Failures per address (at least 2: the first round inserts, the rest are timed).
+    #[arg(long, default_value = "4", value_parser = super::count)]
+    pub rounds: usize,
+}
+
+/// One attacker-count step.
+#[derive(Debug, Clone)]
+pub struct AttackRow {
+    /// Distinct failing addresses.
+    pub addresses: usize,
+    /// Decisions per second (failures counted by the jail).
+    pub decisions: f64,
+    /// Resident memory added by the tracking state, bytes per address.
+    pub bytes_per_address: f64,
+    /// Process RSS with the state in place, KiB.
+    pub rss_kib: u64,
+}
+
+/// The jail's decision path
+/// (ignoreip, window, ban check) in-process, fed round-robin failures from N addresses; maxretry
+/// is above the number of rounds, so every address stays tracked and the state is all counted.
+pub fn attackers(args: &Args) -> Result<Vec<AttackRow>, String> {
+    use jailsink::jail::Jail;
+    use jailsink::metrics::JailMetrics;
+    let rounds = args.rounds.max(2);
+    let mut rows = Vec::new();
+    for &n in &args.counts {
+        let settings = attack_settings(n, rounds as u32 + 2);
+        let addrs: Vec<std::net::IpAddr> = (0..n)
+            .map(|i| attacker(i).parse().expect("an address"))
+            .collect();
+        let before = rss_kib(std::process::id());
+        let mut jail = Jail::new("bench", settings, JailMetrics::new("bench"));
+        let t0 = tokio::time::Instant::now();
+        let mut decisions = 0u64;
+        let mut timed = Duration::ZERO;
+        for round in 0..rounds {
+            let at = t0 + Duration::from_millis(round as u64);
+            let start = Instant::now();
+            for ip in &addrs {
+                std::hint::black_box(jail.on_failure(*ip, 1, at));
+            }
+            // The first round inserts; later rounds are the steady state under attack.
+            if round > 0 {
+                timed += start.elapsed();
+                decisions += n as u64;
+            }
+        }
+        let rss = rss_kib(std::process::id());
+        let tracked = jail.tracked();
+        if tracked != n {
+            return Err(format!("{tracked} of {n} addresses tracked"));
+        }
+        rows.push(AttackRow {
+            addresses: n,
+            decisions: decisions as f64 / timed.as_secs_f64(),
+            bytes_per_address: (rss.saturating_sub(before) * 1024) as f64 / n as f64,
+            rss_kib: rss,
+        });
+        drop(jail);
+    }
+    let base = rows.first().map_or(1.0, |r| r.decisions);
+    println!("| distinct failing addresses | decisions/s | vs 100 | tracking bytes/address | process RSS |");
+    println!("|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.0} | {:.0}% | {:.0} | {:.1} MB |",
+            r.addresses,
+            r.decisions,
+            r.decisions / base * 100.0,
+            r.bytes_per_address,
+            r.rss_kib as f64 / 1024.0
+        );
+    }
+    Ok(rows)
+}
+
+fn attack_settings(cap: usize, maxretry: u32) -> jailsink::config::JailSettings {
+    jailsink::config::JailSettings {
+        bantime: Some(Duration::from_secs(3600)),
+        findtime: Duration::from_secs(600),
+        maxretry,
+        ignore: vec!["127.0.0.0/8".parse().expect("a network")],
+        max_tracked: cap,
+        ipv4_prefix: 32,
+        ipv6_prefix: 128,
+        max_bans_per_minute: None,
+        increment: jailsink::config::compile::Increment {
+            enabled: false,
+            factor: 2.0,
+            maxtime: Duration::from_secs(86_400),
+            rndtime: Duration::ZERO,
+        },
+    }
+}

@@ -1,0 +1,260 @@
+//! The live comparison: the corpus pushed over TCP into jailsink and into a private rsyslogd
+//! (msg/s until every message is counted, peak RSS), and UDP at rising offered rates (loss once
+//! the queue settles).
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::corpus::read_lines;
+use super::load::{send_tcp, send_udp};
+use super::support::{self, rss_kib, Rsyslog};
+use super::{fresh_daemon, LIVE_JAILS, POLL};
+
+/// `live-tcp --corpus DIR --jailsink BIN [--rsyslogd PATH] [--connections 1,4] [--repeat N]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TcpArgs {
+    /// A directory `corpus` wrote (its corpus.pri is sent).
+    #[arg(long, default_value = "bench/out/corpus")]
+    pub corpus: PathBuf,
+    #[command(flatten)]
+    pub jailsink: super::Jailsink,
+    /// rsyslogd binary to compare with; without it only jailsink is measured.
+    #[arg(long)]
+    pub rsyslogd: Option<PathBuf>,
+    /// Connection counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4", value_parser = super::count)]
+    pub connections: Vec<usize>,
+    /// Send the corpus this many times over.
+    #[arg(long, default_value = "1", value_parser = super::count)]
+    pub repeat: usize,
+    /// Seconds to wait for a receiver to count everything.
+    #[arg(long, default_value = "300", value_parser = super::count)]
+    pub timeout: usize,
+}
+
+/// One live TCP measurement.
+#[derive(Debug, Clone)]
+pub struct LiveRow {
+    /// Receiver.
+    pub receiver: String,
+    /// Connections.
+    pub connections: usize,
+    /// Framing.
+    pub framing: &'static str,
+    /// Messages sent (and counted).
+    pub messages: u64,
+    /// Messages/s from the first byte until every message was counted.
+    pub rate: f64,
+    /// Peak RSS seen, KiB.
+    pub rss_kib: u64,
+}
+
+/// Messages jailsink has counted on `transport`.
+fn received(daemon: &support::Daemon, transport: &str) -> f64 {
+    let series = format!("jailsink_messages_received_total{{transport=\"{transport}\"}}");
+    daemon.metric(&series).unwrap_or(0.0)
+}
+
+/// rsyslogd receiving on TCP `port` into `out.log` in its directory (raw messages, one a line).
+const RSYSLOG_TCP: &str = r#"global(workDirectory="@DIR@/work" maxMessageSize="64k")
+module(load="imtcp" MaxSessions="64")
+input(type="imtcp" address="127.0.0.1" port="@PORT@")
+template(name="raw" type="string" string="%rawmsg%\n")
+main_queue(queue.size="1000000" queue.dequeueBatchSize="1024")
+*.* action(type="omfile" file="@DIR@/out.log" template="raw" asyncWriting="on" ioBufferSize="4m" flushInterval="1")
+"#;
+
+/// Starts rsyslogd on `port` and waits until it accepts connections.
+fn rsyslog(rsyslogd: &Path, port: u16) -> Result<Rsyslog, String> {
+    let r = Rsyslog::start(rsyslogd, &RSYSLOG_TCP.replace("@PORT@", &port.to_string()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if !support::wait_for(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()) {
+        return Err(format!("rsyslogd did not listen: {}", r.output()));
+    }
+    Ok(r)
+}
+
+/// Bytes rsyslogd has written so far.
+fn written(r: &Rsyslog) -> u64 {
+    std::fs::metadata(r.dir().join("out.log")).map_or(0, |m| m.len())
+}
+
+/// Each connection count, LF then octet-counted framing: jailsink, then rsyslogd; prints a table.
+pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
+    let mut lines = read_lines(&args.corpus.join("corpus.pri"))?;
+    if args.repeat > 1 {
+        let one = lines.clone();
+        for _ in 1..args.repeat {
+            lines.extend(one.iter().cloned());
+        }
+    }
+    let expected_bytes: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
+    let jailsink = &args.jailsink.jailsink;
+    let mut rows = Vec::new();
+    let timeout = Duration::from_secs(args.timeout as u64);
+    for &connections in &args.connections {
+        for octet in [false, true] {
+            let framing = if octet { "octet" } else { "lf" };
+            // jailsink
+            let daemon = fresh_daemon(jailsink, LIVE_JAILS)?;
+            let start = Instant::now();
+            let pid = daemon.pid();
+            let peak = Arc::new(AtomicU64::new(0));
+            let sent = send_tcp(daemon.tcp, &lines, connections, octet, 0)?;
+            let counted = support::poll(timeout, POLL, || {
+                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                received(&daemon, "tcp") >= sent.messages as f64
+            });
+            let secs = start.elapsed().as_secs_f64();
+            if !counted {
+                return Err(format!(
+                    "jailsink counted {} of {}",
+                    received(&daemon, "tcp"),
+                    sent.messages
+                ));
+            }
+            rows.push(LiveRow {
+                receiver: "jailsink".into(),
+                connections,
+                framing,
+                messages: sent.messages,
+                rate: sent.messages as f64 / secs,
+                rss_kib: peak.load(Ordering::Relaxed),
+            });
+            drop(daemon);
+            let Some(rsyslogd) = args.rsyslogd.as_ref().filter(|p| !p.as_os_str().is_empty())
+            else {
+                continue;
+            };
+            let port = support::free_port();
+            let r = rsyslog(rsyslogd, port)?;
+            let pid = r.pid();
+            let start = Instant::now();
+            let sent = send_tcp(
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                &lines,
+                connections,
+                octet,
+                0,
+            )?;
+            let mut peak = 0;
+            let done = support::poll(timeout, POLL, || {
+                peak = peak.max(rss_kib(pid));
+                written(&r) >= expected_bytes
+            });
+            let secs = start.elapsed().as_secs_f64();
+            if !done {
+                return Err(format!(
+                    "rsyslogd wrote {} of {expected_bytes} bytes",
+                    written(&r)
+                ));
+            }
+            rows.push(LiveRow {
+                receiver: "rsyslogd".into(),
+                connections,
+                framing,
+                messages: sent.messages,
+                rate: sent.messages as f64 / secs,
+                rss_kib: peak,
+            });
+        }
+    }
+    println!("| receiver | connections | framing | messages | msg/s (all counted) | peak RSS |");
+    println!("|---|---:|---|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.1} MB |",
+            r.receiver,
+            r.connections,
+            r.framing,
+            r.messages,
+            r.rate,
+            r.rss_kib as f64 / 1024.0
+        );
+    }
+    Ok(rows)
+}
+
+/// `live-udp --corpus DIR --jailsink BIN [--rates 100000,200000,...] [--seconds 3]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UdpArgs {
+    /// A directory `corpus` wrote (its corpus.pri is sent, cycled).
+    #[arg(long, default_value = "bench/out/corpus")]
+    pub corpus: PathBuf,
+    #[command(flatten)]
+    pub jailsink: super::Jailsink,
+    /// Offered rates to step through, messages a second, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100000,200000,300000,400000,500000",
+        value_parser = super::count
+    )]
+    pub rates: Vec<usize>,
+    /// Seconds each rate is offered.
+    #[arg(long, default_value = "3", value_parser = super::count)]
+    pub seconds: usize,
+}
+
+/// One UDP rate step.
+#[derive(Debug, Clone)]
+pub struct UdpRow {
+    /// Offered messages/s.
+    pub offered: usize,
+    /// Achieved send rate.
+    pub sent_rate: f64,
+    /// Sent.
+    pub sent: u64,
+    /// Counted by the daemon.
+    pub received: u64,
+}
+
+/// Each offered rate against a fresh daemon; prints a table and the highest rate under 0.1% loss.
+pub fn live_udp(args: &UdpArgs) -> Result<Vec<UdpRow>, String> {
+    let lines = read_lines(&args.corpus.join("corpus.pri"))?;
+    let seconds = args.seconds;
+    let mut rows = Vec::new();
+    for &rate in &args.rates {
+        let daemon = fresh_daemon(&args.jailsink.jailsink, LIVE_JAILS)?;
+        let sent = send_udp(daemon.udp, &lines, rate * seconds, rate)?;
+        let mut last = -1.0;
+        // Settle: wait until the count stops moving.
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = received(&daemon, "udp");
+            if now == last || now >= sent.messages as f64 {
+                last = now;
+                break;
+            }
+            last = now;
+        }
+        rows.push(UdpRow {
+            offered: rate,
+            sent_rate: sent.messages as f64 / sent.seconds,
+            sent: sent.messages,
+            received: last as u64,
+        });
+    }
+    println!("| offered msg/s | sent msg/s | sent | received | loss |");
+    println!("|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.0} | {} | {} | {:.3}% |",
+            r.offered,
+            r.sent_rate,
+            r.sent,
+            r.received,
+            (1.0 - r.received as f64 / r.sent.max(1) as f64) * 100.0
+        );
+    }
+    let best = rows
+        .iter()
+        .filter(|r| (r.received as f64) >= r.sent as f64 * 0.999)
+        .map(|r| r.sent_rate)
+        .fold(0.0, f64::max);
+    println!("highest rate under 0.1% loss: {best:.0} msg/s");
+    Ok(rows)
+}

@@ -1,0 +1,96 @@
+//! Start-up and idle: a state.db holding N active bans (written directly with SQLite), then
+//! seconds from `jailsink run` until every ban is applied; and the RSS of an idle daemon.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::corpus::attacker;
+use super::support;
+use super::{daemon, fresh_daemon, LIVE_JAILS, POLL};
+
+/// `restore --jailsink BIN [--bans 100000] [--action log|iptables]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub jailsink: super::Jailsink,
+    /// Active bans in the state.db.
+    #[arg(long, default_value = "100000", value_parser = super::count)]
+    pub bans: usize,
+    /// The jail's action (only the log action says when each ban is applied).
+    #[arg(long, default_value = "log")]
+    pub action: String,
+}
+
+/// `idle --jailsink BIN`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub jailsink: super::Jailsink,
+}
+
+/// A state.db with N active bans, written directly with SQLite; seconds from `jailsink run` to
+/// every ban applied. Prints a table; returns those seconds.
+pub fn restore(args: &RestoreArgs) -> Result<f64, String> {
+    let bans = args.bans;
+    let action = &args.action;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    // tests/support.rs's config keeps the state at @DIR@/state.db.
+    prepare_state(&dir.path().join("state.db"), bans)?;
+    let jails = format!(
+        "[jails.sshd]\nprograms = [\"sshd\"]\nmaxretry = 5\nbantime = \"1d\"\naction = \"{action}\"\n"
+    );
+    let daemon = daemon(&args.jailsink.jailsink, &jails, dir);
+    let ok = support::poll(Duration::from_secs(600), POLL, || {
+        daemon.bans_logged() >= bans as u64
+    });
+    let secs = daemon.spawned.elapsed().as_secs_f64();
+    if !ok {
+        return Err(format!("{} of {bans} bans applied", daemon.bans_logged()));
+    }
+    println!("| persisted bans | ready after | all applied after | RSS after |");
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {bans} | {:.2} s | {secs:.2} s | {:.1} MB |",
+        daemon.ready_after.as_secs_f64(),
+        daemon.rss_kib() as f64 / 1024.0
+    );
+    Ok(secs)
+}
+
+/// Writes `n` active sshd bans (distinct documentation addresses, expiring in a day).
+pub fn prepare_state(path: &Path, n: usize) -> Result<(), String> {
+    // The daemon creates the schema; open it once through jailsink's own code.
+    drop(jailsink::state::State::open(path).map_err(|e| e.to_string())?);
+    let mut db = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    let tx = db.transaction().map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    {
+        let mut stmt = tx
+            .prepare("INSERT INTO bans (jail, target, banned_at, expires_at, failures, ban_count) VALUES ('sshd', ?1, ?2, ?3, 5, 1)")
+            .map_err(|e| e.to_string())?;
+        for i in 0..n {
+            let ip = attacker(i + 960);
+            stmt.execute(rusqlite::params![
+                format!("{ip}/128"),
+                now - 60,
+                now + 86_400
+            ])
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+/// RSS of a daemon with the shipped jails, idle after start. Prints it; returns KiB.
+pub fn idle(args: &IdleArgs) -> Result<u64, String> {
+    let daemon = fresh_daemon(&args.jailsink.jailsink, LIVE_JAILS)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = daemon.rss_kib();
+    println!(
+        "| idle RSS (sshd + smtp-auth jails) |\n|---:|\n| {:.1} MB |",
+        rss as f64 / 1024.0
+    );
+    Ok(rss)
+}
