@@ -303,7 +303,7 @@ async fn start(
     apply_options(&mut config, options);
     let handle = metrics::install(config.fail2ban_exporter_names).map_err(AppError::Metrics)?;
     let fleet = match &config.fleet {
-        Some(f) => Some(fleet::Fleet::check(f, &config).await?),
+        Some(f) => Some(fleet::Fleet::check(f, &specs(&config)).await?),
         None => None,
     };
 
@@ -368,7 +368,8 @@ async fn start(
     let fleet = match fleet {
         Some(f) => Some(
             f.start(
-                &config,
+                &specs(&config),
+                &config.state_path,
                 shared_rx,
                 failure_tx.clone(),
                 commands.clone(),
@@ -440,7 +441,7 @@ impl Daemon {
         )
         .await?;
         if let Some(f) = &self.fleet {
-            f.reloaded(&self.config);
+            f.reloaded(&specs(&self.config), self.config.fleet.as_ref());
         }
         tracing::info!(%summary, "reloaded");
         Ok(summary)
@@ -487,7 +488,7 @@ impl Daemon {
             fleet::add_origins(
                 &mut response,
                 jail.as_deref(),
-                &self.config,
+                &fleet::node_name(self.config.fleet.as_ref()),
                 self.fleet.as_ref(),
             );
         }

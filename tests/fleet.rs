@@ -14,6 +14,27 @@ use crate::lab::Netns;
 use crate::redis_support::Redis;
 use crate::support::{filter_dir, free_port, log_tcp, wait_for, Daemon};
 
+/// Writes `text` (with `@DIR@`) as a config in a new directory and runs `jailsink ARGS` on it
+/// (the config's `-c`); returns the exit code and stderr.
+fn run_on(text: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jailsink.toml");
+    std::fs::write(
+        &path,
+        text.replace("@DIR@", &dir.path().display().to_string()),
+    )
+    .unwrap();
+    let out = Command::new(crate::support::binary())
+        .arg("-c")
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "CONFIG");
+    (out.status.code(), stderr)
+}
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// An sshd jail on the shipped filter, and a `quick` one with a short bantime.
@@ -36,40 +57,12 @@ bantime = "4s"
     )
 }
 
-/// A sink: syslog on loopback, log action, `[fleet]` with `fleet_extra`.
+/// A sink: the support config (loopback listeners, log action) with `[fleet]`.
 fn sink_config(url: &str, node: &str, fleet_extra: &str, jails: &str) -> String {
-    format!(
-        r#"
-[server]
-udp = []
-tcp = ["127.0.0.1:0"]
-
-[metrics]
-listen = "127.0.0.1:0"
-
-[control]
-socket = "@DIR@/jailsink.sock"
-
-[state]
-path = "@DIR@/state.db"
-
-[defaults]
-filter_dirs = ["{filters}"]
-ignoreself = false
-ignoreip = ["127.0.0.0/8"]
-action = "log"
-
-{jails}
-
-[fleet]
-redis = "{url}"
-role = "sink"
-node = "{node}"
-prefix = "t"
-{fleet_extra}
-"#,
-        filters = filter_dir().display()
-    )
+    let fleet = format!(
+        "{jails}\n[fleet]\nredis = \"{url}\"\nrole = \"sink\"\nnode = \"{node}\"\nprefix = \"t\"\n{fleet_extra}\n"
+    );
+    crate::support::config("", &fleet)
 }
 
 /// An agent: no listener, no jail.
@@ -386,20 +379,12 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
 fn fleet_wrong_password_is_a_clear_error_at_start() {
     let redis = Redis::start(free_port(), "", &[]);
     acl_users(&redis);
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("redis://agent:wrong@127.0.0.1:{}/0", redis.port);
-    let text = agent_config(&url, "agent-p", "", "action = \"log\"")
-        .replace("@DIR@", &dir.path().display().to_string());
-    let path = dir.path().join("jailsink.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(crate::support::binary())
-        .arg("-c")
-        .arg(&path)
-        .arg("run")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let (code, stderr) = run_on(
+        &agent_config(&url, "agent-p", "", "action = \"log\""),
+        &["run"],
+    );
+    assert_ne!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("refused the connection") && stderr.contains("agent:***@"),
         "{stderr}"
@@ -640,7 +625,7 @@ fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
 fn fleet_example_configs_compile_and_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, "not checked by `check`").unwrap();
+    std::fs::write(&ca, "not read by `check`").unwrap();
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet");
     for name in ["sink.toml", "agent.toml"] {
         let text = std::fs::read_to_string(examples.join(name))
@@ -650,38 +635,15 @@ fn fleet_example_configs_compile_and_errors_name_the_key() {
                 "filter = \"sshd\"",
                 &format!("filter = \"{}/sshd.toml\"", filter_dir().display()),
             );
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        let out = Command::new(crate::support::binary())
-            .arg("-c")
-            .arg(&path)
-            .arg("check")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, stderr) = run_on(&text, &["check"]);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
     }
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[server]\nudp = []\ntcp = []\n[fleet]\nrole = \"leader\"\nredis = \"http://x\"\n",
-    )
-    .unwrap();
-    let out = Command::new(crate::support::binary())
-        .arg("-c")
-        .arg(&path)
-        .arg("check")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{stderr}");
-    let shown = path.display().to_string();
+    let bad = "[server]\nudp = []\ntcp = []\n[fleet]\nrole = \"leader\"\nredis = \"http://x\"\n";
+    let (code, stderr) = run_on(bad, &["check"]);
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
-        stderr.contains(&format!("{shown}: fleet.role: `leader` is not a role"))
-            && stderr.contains(&format!("{shown}: fleet.redis: `http://x`")),
+        stderr.contains("CONFIG: fleet.role: `leader` is not a role")
+            && stderr.contains("CONFIG: fleet.redis: `http://x`"),
         "{stderr}"
     );
 }
@@ -893,24 +855,14 @@ fn fleet_over_tls_with_a_ca_file_and_a_refused_certificate() {
     );
     wait_holds(&agent, "203.0.113.5", true, "over TLS");
 
-    let dir = tempfile::tempdir().unwrap();
     let text = agent_config(
         &url,
         "agent-bad",
         "",
         &format!("action = \"log\"\ntls_ca_file = \"{}\"", other.display()),
-    )
-    .replace("@DIR@", &dir.path().display().to_string());
-    let config = dir.path().join("jailsink.toml");
-    std::fs::write(&config, text).unwrap();
-    let out = Command::new(crate::support::binary())
-        .arg("-c")
-        .arg(&config)
-        .arg("run")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    );
+    let (code, stderr) = run_on(&text, &["run"]);
+    assert_ne!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("refused the connection") && stderr.contains("certificate"),
         "{stderr}"

@@ -15,10 +15,10 @@ use super::follow::{self, Follower, HeldBans};
 use super::publish::{self, Encoder, JailPorts};
 use super::windows::{self, SharedSettings};
 use super::{FleetConfig, FleetError};
-use crate::config::Config;
 use crate::control::proto::{BanEntry, Reply, Response};
 use crate::jail::set::Command;
 use crate::jail::Failure;
+use crate::jail::JailSpec;
 use crate::metrics;
 use crate::state::Outbox;
 
@@ -34,9 +34,8 @@ pub(crate) struct Fleet {
     settings: SharedSettings,
 }
 
-fn settings_of(config: &Config) -> HashMap<String, crate::config::JailSettings> {
-    config
-        .jails
+fn settings_of(jails: &[JailSpec]) -> HashMap<String, crate::jail::JailSettings> {
+    jails
         .iter()
         .map(|j| (j.name.clone(), j.settings.clone()))
         .collect()
@@ -45,15 +44,18 @@ fn settings_of(config: &Config) -> HashMap<String, crate::config::JailSettings> 
 impl Fleet {
     /// Checks that Redis accepts this node (a refusal is an error now; Redis merely down is
     /// not) and registers the fleet metrics at zero.
-    pub(crate) async fn check(fleet: &FleetConfig, config: &Config) -> Result<Fleet, FleetError> {
+    pub(crate) async fn check(
+        fleet: &FleetConfig,
+        jails: &[JailSpec],
+    ) -> Result<Fleet, FleetError> {
         metrics::fleet_init();
         let client = super::check(fleet).await?;
         Ok(Fleet {
             config: Arc::new(fleet.clone()),
             client,
             wake: Arc::new(Notify::new()),
-            ports: Arc::new(ArcSwap::from_pointee(publish::jail_ports(&config.jails))),
-            settings: Arc::new(ArcSwap::from_pointee(settings_of(config))),
+            ports: Arc::new(ArcSwap::from_pointee(publish::jail_ports(jails))),
+            settings: Arc::new(ArcSwap::from_pointee(settings_of(jails))),
         })
     }
 
@@ -78,7 +80,8 @@ impl Fleet {
     /// returns).
     pub(crate) async fn start(
         self,
-        config: &Config,
+        jails: &[JailSpec],
+        state_path: &std::path::Path,
         shared: Option<mpsc::Receiver<Failure>>,
         local: mpsc::Sender<Failure>,
         jail: mpsc::Sender<Command>,
@@ -89,7 +92,7 @@ impl Fleet {
             tasks.spawn(publish::run(
                 self.config.clone(),
                 self.client.clone(),
-                config.state_path.clone(),
+                state_path.to_path_buf(),
                 self.wake.clone(),
                 shutdown.clone(),
             ));
@@ -109,8 +112,8 @@ impl Fleet {
         let follower = if self.config.role.follows() {
             let follower = Follower::start(
                 self.config.clone(),
-                follow::local_jails(&config.jails),
-                config.state_path.clone(),
+                follow::local_jails(jails),
+                state_path.to_path_buf(),
                 held.clone(),
             )
             .await;
@@ -148,11 +151,10 @@ pub(crate) struct Running {
 impl Running {
     /// A reload compiled: new jail ports for events, new settings for shared windows.
     /// (`[fleet]` itself takes effect at the next restart.)
-    pub(crate) fn reloaded(&self, config: &Config) {
-        self.ports
-            .store(Arc::new(publish::jail_ports(&config.jails)));
-        self.settings.store(Arc::new(settings_of(config)));
-        if config.fleet.as_ref() != Some(&*self.config) {
+    pub(crate) fn reloaded(&self, jails: &[JailSpec], fleet: Option<&FleetConfig>) {
+        self.ports.store(Arc::new(publish::jail_ports(jails)));
+        self.settings.store(Arc::new(settings_of(jails)));
+        if fleet != Some(&*self.config) {
             tracing::warn!("[fleet] changed: it takes effect at the next restart");
         }
     }
@@ -173,12 +175,17 @@ impl Running {
     }
 }
 
+/// This node's name: `[fleet] node`, else the host name.
+pub(crate) fn node_name(fleet: Option<&FleetConfig>) -> String {
+    fleet.map_or_else(super::config::host_name, |f| f.node.clone())
+}
+
 /// Completes a `banned` answer: this node's name as the origin of its own bans, and the bans
 /// it holds from the fleet (of `jail`, or all).
 pub(crate) fn add_origins(
     response: &mut Response,
     jail: Option<&str>,
-    config: &Config,
+    node: &str,
     running: Option<&Running>,
 ) {
     let Response::Ok {
@@ -187,13 +194,9 @@ pub(crate) fn add_origins(
     else {
         return;
     };
-    let node = config
-        .fleet
-        .as_ref()
-        .map_or_else(super::config::host_name, |f| f.node.clone());
     for ban in bans.iter_mut() {
         if ban.origin.is_empty() {
-            ban.origin = node.clone();
+            ban.origin = node.to_string();
         }
     }
     let Some(running) = running else { return };

@@ -22,7 +22,7 @@ use super::event::{FleetEvent, Op};
 use super::{Backoff, FleetConfig, Keys, NodeStats, Role, HEARTBEAT_EVERY};
 use crate::action::runner::{self, ActionCommand};
 use crate::action::{ActionSpec, BanOrder, BlockType, FirewallSpec, Protocol};
-use crate::config::JailConfig;
+use crate::jail::JailSpec;
 use crate::metrics::{self, JailMetrics};
 
 /// Most stream entries read at once.
@@ -64,7 +64,7 @@ pub struct LocalJail {
 }
 
 /// The local jails by name.
-pub fn local_jails(jails: &[JailConfig]) -> HashMap<String, LocalJail> {
+pub fn local_jails(jails: &[JailSpec]) -> HashMap<String, LocalJail> {
     jails
         .iter()
         .map(|j| {
@@ -91,13 +91,9 @@ struct Store {
 }
 
 impl Store {
-    fn open(path: &PathBuf) -> rusqlite::Result<Store> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(Duration::from_secs(5))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        // As the state: durable against a killed process; and the active set is the truth a
-        // restarted agent reconciles with anyway.
-        db.pragma_update(None, "synchronous", "NORMAL")?;
+    fn open(path: &std::path::Path) -> rusqlite::Result<Store> {
+        // The active set is the truth a restarted agent reconciles with anyway.
+        let db = super::open_db(path)?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS fleet_bans (
                  jail   TEXT NOT NULL,

@@ -244,6 +244,17 @@ pub async fn check(config: &FleetConfig) -> Result<redis::Client, FleetError> {
     }
 }
 
+/// Opens a connection of the fleet's own to the state database (outbox, agent store): WAL,
+/// `synchronous = NORMAL` as the state has it (durable against a killed process), and a busy
+/// timeout, since the state writer holds the same file.
+fn open_db(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    let db = rusqlite::Connection::open(path)?;
+    db.busy_timeout(Duration::from_secs(5))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(db)
+}
+
 /// Doubling back-off between reconnects.
 #[derive(Debug)]
 pub struct Backoff(Duration);

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::event::{member, FleetEvent, Op};
 use super::{Backoff, FleetConfig, Keys, NodeStats, HEARTBEAT_EVERY};
-use crate::config::JailConfig;
+use crate::jail::JailSpec;
 use crate::metrics;
 use crate::state::{Outbox, StateOp};
 
@@ -40,7 +40,7 @@ pub type JailPorts = HashMap<String, (Vec<String>, String)>;
 
 /// The ports and protocol of each jail, taken from its first firewall action (what an agent
 /// without the jail should block).
-pub fn jail_ports(jails: &[JailConfig]) -> JailPorts {
+pub fn jail_ports(jails: &[JailSpec]) -> JailPorts {
     jails
         .iter()
         .map(|j| {
@@ -219,9 +219,8 @@ struct OutboxTable {
 }
 
 impl OutboxTable {
-    fn open(path: &PathBuf) -> rusqlite::Result<OutboxTable> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(Duration::from_secs(5))?;
+    fn open(path: &std::path::Path) -> rusqlite::Result<OutboxTable> {
+        let db = super::open_db(path)?;
         // The state opens first and creates the table; created here too so the publisher
         // never depends on start order.
         db.execute_batch(

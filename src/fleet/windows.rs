@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::overlaps;
 use super::{Backoff, FleetConfig, Keys};
-use crate::config::JailSettings;
 use crate::jail::set::{Command, SharedFailure};
 use crate::jail::Failure;
+use crate::jail::JailSettings;
 use crate::metrics;
 
 /// Most failures counted in one pipeline.

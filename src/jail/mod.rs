@@ -140,17 +140,27 @@ impl Jail {
         crate::address::network_of(ip, prefix)
     }
 
-    /// Counts a failure and decides. A ban is recorded as active before it is returned.
-    pub fn on_failure(&mut self, ip: IpAddr, count: u32, at: Instant) -> Decision {
+    /// What every failure goes through first: the key it counts against, or Ignored (not
+    /// counted) or AlreadyBanned (counted, nothing more to do).
+    fn admit(&mut self, ip: IpAddr, count: u32) -> Result<IpNetwork, Decision> {
         let key = self.key_of(ip);
         if self.is_ignored(key) {
-            return Decision::Ignored;
+            return Err(Decision::Ignored);
         }
         self.metrics.failures.increment(u64::from(count));
         self.total_failed += u64::from(count);
         if self.bans.contains_key(&key) {
-            return Decision::AlreadyBanned;
+            return Err(Decision::AlreadyBanned);
         }
+        Ok(key)
+    }
+
+    /// Counts a failure and decides. A ban is recorded as active before it is returned.
+    pub fn on_failure(&mut self, ip: IpAddr, count: u32, at: Instant) -> Decision {
+        let key = match self.admit(ip, count) {
+            Ok(key) => key,
+            Err(decision) => return decision,
+        };
         let outcome = self.window.record(key, count, at);
         self.update_gauges();
         match outcome {
@@ -170,15 +180,10 @@ impl Jail {
         decided: Option<(u32, u32)>,
         at: Instant,
     ) -> Decision {
-        let key = self.key_of(ip);
-        if self.is_ignored(key) {
-            return Decision::Ignored;
-        }
-        self.metrics.failures.increment(u64::from(count));
-        self.total_failed += u64::from(count);
-        if self.bans.contains_key(&key) {
-            return Decision::AlreadyBanned;
-        }
+        let key = match self.admit(ip, count) {
+            Ok(key) => key,
+            Err(decision) => return decision,
+        };
         match decided {
             None => Decision::Counted(0),
             Some(_) if self.storm_guard(at) => Decision::Withheld,

@@ -37,7 +37,7 @@ pub(crate) enum Command {
     Shared(Vec<SharedFailure>),
 }
 
-/// A failure counted in Redis by the fleet's shared windows (`crate::fleet::windows`).
+/// A failure counted in Redis by the fleet's shared windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SharedFailure {
     /// The jail.
