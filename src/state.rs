@@ -261,6 +261,7 @@ impl State {
                     order,
                     banned_at,
                     ban_count,
+                    ..
                 } => {
                     let bantime = order.bantime.map(|d| d.as_secs() as i64);
                     let start = secs(*banned_at);
@@ -313,6 +314,8 @@ pub(crate) enum StateOp {
         banned_at: SystemTime,
         /// Offence number.
         ban_count: u32,
+        /// Syslog host names the deciding failure came from (for fleet events; not stored).
+        hosts: Vec<String>,
     },
     /// Forget a ban and lift it.
     Unban {
@@ -339,11 +342,13 @@ impl StateOp {
                 order,
                 banned_at,
                 ban_count,
+                hosts,
             } => Some(StateOp::Ban {
                 jail: jail.clone(),
                 order: order.clone(),
                 banned_at: *banned_at,
                 ban_count: *ban_count,
+                hosts: hosts.clone(),
             }),
             StateOp::Unban { jail, target } => Some(StateOp::Unban {
                 jail: jail.clone(),
@@ -480,12 +485,14 @@ mod tests {
             .apply(&[
                 StateOp::Ban {
                     jail: "sshd".into(),
+                    hosts: Vec::new(),
                     order: order("192.0.2.1/32", Some(600)),
                     banned_at: now,
                     ban_count: 1,
                 },
                 StateOp::Ban {
                     jail: "sshd".into(),
+                    hosts: Vec::new(),
                     order: order("2001:db8::/64", None),
                     banned_at: now,
                     ban_count: 2,
@@ -501,6 +508,7 @@ mod tests {
         state
             .apply(&[StateOp::Ban {
                 jail: "sshd".into(),
+                hosts: Vec::new(),
                 order: order("192.0.2.1/32", Some(1200)),
                 banned_at: now,
                 ban_count: 2,

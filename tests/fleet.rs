@@ -245,6 +245,16 @@ fn fleet_survives_agent_redis_and_sink_outages() {
     let ips: Vec<&str> = fleet.iter().map(|b| b["ip"].as_str().unwrap()).collect();
     assert_eq!(ips, ["192.0.2.10", "192.0.2.11", "192.0.2.13"], "{fleet:?}");
     assert!(fleet.iter().all(|b| b["origin"] == "sink-1"));
+    // Each carries the syslog host name of the message that decided it (logger's own).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    for b in &fleet {
+        let hosts = b["hosts"].as_array().expect("hosts");
+        assert_eq!(hosts.len(), 1, "{b}");
+        assert!(
+            host.trim().starts_with(hosts[0].as_str().unwrap()),
+            "{b} vs {host}"
+        );
+    }
 
     // status --fleet shows both nodes from their heartbeats.
     let ok = wait_for(WAIT, || {

@@ -103,6 +103,14 @@ fn valid_port(text: &str) -> bool {
     }
 }
 
+/// A syslog host name as an event may carry it: 1 to 255 printable ASCII characters, no
+/// comma (the list separator).
+pub fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= MAX_HOST_LEN
+        && host.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
 /// Parses and checks a target: an address or a network whose host bits are zero, not wider
 /// than the shortest prefix a jail may ban, and never unspecified, multicast or broadcast.
 pub fn parse_target(text: &str) -> Result<IpNetwork, Malformed> {
@@ -227,11 +235,7 @@ impl FleetEvent {
             "" => Vec::new(),
             text => text.split(',').map(str::to_string).collect(),
         };
-        if hosts.len() > MAX_HOSTS
-            || !hosts.iter().all(|h| {
-                !h.is_empty() && h.len() <= MAX_HOST_LEN && h.bytes().all(|b| b.is_ascii_graphic())
-            })
-        {
+        if hosts.len() > MAX_HOSTS || !hosts.iter().all(|h| valid_host(h)) {
             return Err(bad("hosts", "not a list of host names"));
         }
         Ok(FleetEvent {
@@ -345,6 +349,7 @@ mod tests {
             ("protocol", "icmp", "protocol"),
             ("origin", "a b", "origin"),
             ("hosts", "web\n1", "hosts"),
+            ("hosts", "web,", "hosts"),
         ];
         for (field, value, expected) in cases {
             let mut f = fields(&event());

@@ -92,13 +92,22 @@ impl Encoder {
 
     /// The event for `op`, if it is a ban or unban.
     pub(crate) fn event(&self, op: &StateOp) -> Option<FleetEvent> {
+        let mut hosts: Vec<String> = Vec::new();
         let (op, jail, target, banned_at, expires_at, ban_count, failures) = match op {
             StateOp::Ban {
                 jail,
                 order,
                 banned_at,
                 ban_count,
+                hosts: from,
             } => {
+                // Only names an agent would accept: a hostile sender's host field is dropped.
+                hosts = from
+                    .iter()
+                    .filter(|h| super::event::valid_host(h))
+                    .take(super::event::MAX_HOSTS)
+                    .cloned()
+                    .collect();
                 let at = super::unix_ms(*banned_at);
                 let expires = order
                     .bantime
@@ -134,7 +143,7 @@ impl Encoder {
             ports,
             protocol,
             origin: self.origin.clone(),
-            hosts: Vec::new(),
+            hosts,
         })
     }
 }
@@ -201,6 +210,7 @@ impl CommitPath {
                 order,
                 banned_at: std::time::SystemTime::now(),
                 ban_count,
+                hosts: Vec::new(),
             })
             .await
             .is_ok()

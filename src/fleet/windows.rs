@@ -181,6 +181,7 @@ impl SharedCounter {
                         ip: *ip,
                         count: 1,
                         received_at: now,
+                        host: None,
                     },
                     key_of(settings, *ip),
                     settings.clone(),
@@ -293,6 +294,7 @@ pub(crate) async fn run(
                                 ip: f.ip,
                                 count: f.count,
                                 received_at: f.received_at,
+                                host: f.host,
                                 decided: (decided == 1).then_some((
                                     n.clamp(0, i64::from(u32::MAX)) as u32,
                                     ban_count.clamp(1, i64::from(u32::MAX)) as u32,

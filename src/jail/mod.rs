@@ -38,6 +38,8 @@ pub(crate) struct Failure {
     pub count: u32,
     /// When the message arrived (monotonic; senders' clocks are never trusted).
     pub received_at: Instant,
+    /// The syslog host name of the message, when it had one (fleet events carry it).
+    pub host: Option<Arc<str>>,
 }
 
 /// An active ban.

@@ -50,6 +50,8 @@ pub(crate) struct SharedFailure {
     pub received_at: Instant,
     /// Some((failures, fleet-wide ban count)) when this failure decided the ban.
     pub decided: Option<(u32, u32)>,
+    /// The syslog host name of the message.
+    pub host: Option<Arc<str>>,
 }
 
 /// A jail's action runner could not be started during a reload.
@@ -289,7 +291,8 @@ impl JailSet {
     }
 
     /// Records a new ban: deadline, state, then (through the writer) the actions.
-    async fn commit_ban(&mut self, name: Arc<str>, order: BanOrder) {
+    /// `host` is the syslog host of the message that decided it, if any.
+    async fn commit_ban(&mut self, name: Arc<str>, order: BanOrder, host: Option<Arc<str>>) {
         let Some(slot) = self.slot(&name) else { return };
         let Some(ban) = slot.jail.bans().get(&order.target).cloned() else {
             return;
@@ -302,6 +305,7 @@ impl JailSet {
             banned_at: ban.banned_at,
             ban_count: ban.ban_count,
             order,
+            hosts: host.into_iter().map(|h| h.to_string()).collect(),
         };
         self.persist(op).await;
     }
@@ -335,7 +339,7 @@ impl JailSet {
                 .on_failure(failure.ip, failure.count, failure.received_at)
         {
             let name = slot.name.clone();
-            self.commit_ban(name, order).await;
+            self.commit_ban(name, order, failure.host).await;
         }
     }
 
@@ -349,7 +353,7 @@ impl JailSet {
                 slot.jail.on_shared(f.ip, f.count, f.decided, f.received_at)
             {
                 let name = slot.name.clone();
-                self.commit_ban(name, order).await;
+                self.commit_ban(name, order, f.host).await;
             }
         }
     }
@@ -433,7 +437,7 @@ impl JailSet {
                     Ok(order) => {
                         let name = slot.name.clone();
                         let shown = show_target(order.target);
-                        self.commit_ban(name, order).await;
+                        self.commit_ban(name, order, None).await;
                         Ok(Answer::Done(format!("[{jail}] Ban {shown}")))
                     }
                 }
@@ -681,6 +685,7 @@ mod tests {
 
     fn failure(ip: &str) -> Failure {
         Failure {
+            host: Some(Arc::from("web-1")),
             jail: Arc::from("sshd"),
             ip: ip.parse().unwrap(),
             count: 1,
