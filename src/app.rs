@@ -468,6 +468,14 @@ impl Daemon {
             Request::Banned { jail } => Some(jail.clone()),
             _ => None,
         };
+        let unban = match &request {
+            Request::Unban {
+                jail: Some(jail),
+                addr: Some(addr),
+                all: false,
+            } => Some((jail.clone(), addr.clone())),
+            _ => None,
+        };
         let query = match translate::query(request) {
             Ok(query) => query,
             Err(error) => {
@@ -484,6 +492,14 @@ impl Daemon {
             return gone();
         }
         let mut response = rx.await.map_or_else(|_| gone(), translate::response);
+        if let (Response::Error { .. }, Some((jail, addr)), Some(f)) =
+            (&response, &unban, &self.fleet)
+        {
+            // Not this sink's ban: perhaps another sink's, to lift fleet-wide.
+            if let Some(answer) = f.unban_elsewhere(jail, addr).await {
+                response = answer;
+            }
+        }
         if let Some(jail) = banned {
             fleet::add_origins(
                 &mut response,

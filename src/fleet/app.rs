@@ -159,6 +159,35 @@ impl Running {
         }
     }
 
+    /// An unban this sink's jails refused because the ban is not theirs: lift it fleet-wide if
+    /// another sink decided it. Some(answer) when the fleet had it (or could not be asked).
+    pub(crate) async fn unban_elsewhere(&self, jail: &str, addr: &str) -> Option<Response> {
+        if !self.config.role.publishes() {
+            return None;
+        }
+        let target = crate::address::parse_target(addr).ok()?;
+        let client = super::client(&self.config).ok()?;
+        match publish::lift_remote(&self.config, &client, jail, target).await {
+            Ok(None) => None,
+            Ok(Some(origin)) => {
+                tracing::info!(jail, ip = %crate::address::show_target(target), %origin, "fleet: lifted a ban another sink decided");
+                Some(Response::Ok {
+                    reply: Reply::Done {
+                        message: format!(
+                            "[{jail}] Unban {} (fleet-wide; decided by {origin})",
+                            crate::address::show_target(target)
+                        ),
+                    },
+                })
+            }
+            Err(error) => Some(Response::Error {
+                message: format!(
+                    "{addr} is not banned here, and the fleet could not be asked: {error}"
+                ),
+            }),
+        }
+    }
+
     /// Waits for the fleet tasks (shutdown already cancelled); returns the follower's action
     /// threads to join.
     pub(crate) async fn finish(self) -> Vec<JoinHandle<()>> {

@@ -223,6 +223,44 @@ impl CommitPath {
     }
 }
 
+/// Lifts a ban another sink decided, straight in Redis: an unban event in the stream, the ban
+/// out of the active set, the shared window's marker cleared. Returns the deciding node, or
+/// None when the fleet holds no such ban. (A sink's own bans go through the outbox instead.)
+pub(crate) async fn lift_remote(
+    config: &FleetConfig,
+    client: &redis::Client,
+    jail: &str,
+    target: ipnetwork::IpNetwork,
+) -> redis::RedisResult<Option<String>> {
+    let mut conn = super::connect(client, Some(super::RESPONSE_TIMEOUT)).await?;
+    let keys = Keys::new(&config.prefix);
+    let m = member(jail, target);
+    let details: Option<String> = redis::cmd("HGET")
+        .arg(&keys.details)
+        .arg(&m)
+        .query_async(&mut conn)
+        .await?;
+    let Some(banned) = details.and_then(|d| FleetEvent::from_json(&d).ok()) else {
+        return Ok(None);
+    };
+    if banned.expires_at.is_some_and(|e| e <= super::now_ms()) {
+        return Ok(None);
+    }
+    let unban = FleetEvent {
+        op: Op::Unban,
+        banned_at: super::now_ms(),
+        expires_at: None,
+        ban_count: 0,
+        failures: 0,
+        origin: config.node.clone(),
+        ..banned.clone()
+    };
+    let row = [(0, unban.to_json())];
+    publish(&mut conn, &keys, config, &row).await?;
+    metrics::fleet_published("unban").increment(1);
+    Ok(Some(banned.origin))
+}
+
 /// The outbox table, read and trimmed by the publisher through its own connection.
 struct OutboxTable {
     db: Connection,
