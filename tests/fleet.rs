@@ -301,36 +301,59 @@ fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// XADD of a ban event with the given fields overriding a valid one.
-fn xadd(redis: &Redis, overrides: &[(&str, &str)]) {
+/// The fields of a valid ban event (origin `rogue`, an hour long), with `overrides`.
+fn event_fields(overrides: &[(&str, &str)]) -> Vec<(String, String)> {
     let now = unix_ms();
-    let expires = (now + 3_600_000).to_string();
-    let now = now.to_string();
-    let mut fields: Vec<(&str, String)> = vec![
-        ("op", "ban".into()),
+    let mut fields: Vec<(String, String)> = [
+        ("op", "ban".to_string()),
         ("jail", "sshd".into()),
         ("target", "198.51.100.1/32".into()),
-        ("banned_at", now),
-        ("expires_at", expires),
+        ("banned_at", now.to_string()),
+        ("expires_at", (now + 3_600_000).to_string()),
         ("ban_count", "1".into()),
         ("failures", "5".into()),
         ("ports", "22".into()),
         ("protocol", "tcp".into()),
         ("origin", "rogue".into()),
         ("hosts", "".into()),
-    ];
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .into();
     for (k, v) in overrides {
         match fields.iter_mut().find(|(name, _)| name == k) {
             Some(f) => f.1 = v.to_string(),
-            None => fields.push((k, v.to_string())),
+            None => fields.push((k.to_string(), v.to_string())),
         }
     }
+    fields
+}
+
+/// XADD of a ban event with the given fields overriding a valid one.
+fn xadd(redis: &Redis, overrides: &[(&str, &str)]) {
+    let fields = event_fields(overrides);
     let mut args = vec!["XADD", "t:events", "*"];
     for (k, v) in &fields {
         args.push(k);
         args.push(v);
     }
     redis.cli(&args);
+}
+
+/// Puts a ban straight into the active set (as a sink's publisher does).
+fn activate(redis: &Redis, overrides: &[(&str, &str)]) {
+    let fields: serde_json::Map<String, serde_json::Value> = event_fields(overrides)
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    let member = format!(
+        "{}|{}",
+        fields["jail"].as_str().unwrap(),
+        fields["target"].as_str().unwrap()
+    );
+    let score = fields["expires_at"].as_str().unwrap().to_string();
+    redis.cli(&["ZADD", "t:active", &score, &member]);
+    let json = serde_json::Value::Object(fields).to_string();
+    redis.cli(&["HSET", "t:bans", &member, &json]);
 }
 
 /// Hostile entries are counted and skipped (never a ban of something that is not an address),
@@ -382,6 +405,31 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
         &[("target", "198.51.100.9/32"), ("origin", "sink-ok")],
     );
     wait_holds(&agent, "198.51.100.9", true, "another origin");
+
+    // Standing bans read from the active set at start are not withheld: a fresh agent with
+    // the same guard applies all five.
+    for i in 20..25 {
+        activate(&redis, &[("target", &format!("198.51.100.{i}/32"))]);
+    }
+    let fresh = Daemon::start(&agent_config(
+        &redis.url(),
+        "agent-h2",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"\nmax_bans_per_minute = 3",
+    ));
+    for i in 20..25 {
+        wait_holds(
+            &fresh,
+            &format!("198.51.100.{i}"),
+            true,
+            "snapshot past the guard",
+        );
+    }
+    let withheld = fresh.metric("jailsink_fleet_bans_withheld_total{origin=\"rogue\"}");
+    assert!(
+        matches!(withheld, None | Some(0.0)),
+        "withheld: {withheld:?}"
+    );
 }
 
 /// A start with a wrong password is an error naming the problem, not a retry loop.

@@ -408,7 +408,9 @@ impl Follower {
                     metrics::fleet_withheld(&event.origin).increment(1);
                     return;
                 }
-                if !self.held.contains_key(&key) && self.storm(&event.origin) {
+                // The guard is for floods as they happen: a snapshot's bans were each live once
+                // (and guarded then), so a reconnect never withholds the fleet's standing bans.
+                if live && !self.held.contains_key(&key) && self.storm(&event.origin) {
                     return;
                 }
                 if !self.start_runner(&event, Vec::new()).await {
