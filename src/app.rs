@@ -22,6 +22,7 @@ use crate::control::proto::{Reply, Request, Response};
 use crate::control::server::{self as control_server, Question};
 use crate::control::translate;
 use crate::filter::router::{JailRoute, Router, RouterError};
+use crate::fleet::app as fleet;
 use crate::jail::set::{self, Command, JailSet};
 use crate::jail::Failure;
 use crate::listener::{tcp, tls, udp, unix, Pipeline, SharedPipeline};
@@ -57,6 +58,9 @@ pub enum AppError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// The fleet's Redis refused us (password, ACL, TLS certificate).
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// Why a reload was refused; the old config keeps running.
@@ -361,6 +365,8 @@ struct Daemon {
     jail_task: tokio::task::JoinHandle<Vec<JoinHandle<()>>>,
     state_writer: JoinHandle<()>,
     shutdown: CancellationToken,
+    /// Fleet mode's tasks, with `[fleet]`.
+    fleet: Option<fleet::Running>,
 }
 
 /// Binds every socket (a port in use stops us before any firewall is touched), restores the
@@ -372,8 +378,20 @@ async fn start(
 ) -> Result<Daemon, AppError> {
     apply_options(&mut config, options);
     let handle = metrics::install(config.fail2ban_exporter_names).map_err(AppError::Metrics)?;
+    let fleet = match &config.fleet {
+        Some(f) => Some(fleet::Fleet::check(f, &specs(&config)).await?),
+        None => None,
+    };
 
     let (failure_tx, failure_rx) = mpsc::channel(FAILURE_QUEUE);
+    // With shared windows, listeners feed the fleet's counter, which feeds the jail task.
+    let (listener_tx, shared_rx) = match fleet.as_ref().filter(|f| f.shares_windows()) {
+        Some(_) => {
+            let (tx, rx) = mpsc::channel(FAILURE_QUEUE);
+            (tx, Some(rx))
+        }
+        None => (failure_tx.clone(), None),
+    };
     let mut listeners = Listeners {
         udp: HashMap::new(),
         tcp: HashMap::new(),
@@ -382,7 +400,7 @@ async fn start(
         tls_config: Arc::new(ArcSwapOption::new(tls_config_of(&config))),
         tasks: TaskTracker::new(),
         pipeline: Arc::new(ArcSwap::from_pointee(pipeline_for(&config)?)),
-        failures: failure_tx,
+        failures: listener_tx,
         shutdown: shutdown.clone(),
     };
     let bound = bind_new(&config, &listeners).await?;
@@ -413,9 +431,10 @@ async fn start(
     } = open_state(&config);
     let (state_tx, state_rx) = mpsc::channel(state::QUEUE_DEPTH);
     let state_errors = metrics::state_errors();
+    let outbox = fleet.as_ref().and_then(|f| f.outbox());
     let state_writer = std::thread::Builder::new()
         .name("state".into())
-        .spawn(move || state::writer(db, state_rx, state_errors))
+        .spawn(move || state::writer(db, state_rx, state_errors, outbox))
         .map_err(AppError::Thread)?;
     let jails = JailSet::start(specs(&config), state_tx, stored, counts)
         .await
@@ -425,6 +444,21 @@ async fn start(
     }
     let (commands, command_rx) = mpsc::channel(64);
     let jail_task = tokio::spawn(set::run(jails, failure_rx, command_rx, shutdown.clone()));
+    let fleet = match fleet {
+        Some(f) => Some(
+            f.start(
+                &specs(&config),
+                &config.state_path,
+                shared_rx,
+                failure_tx.clone(),
+                commands.clone(),
+                shutdown.clone(),
+            )
+            .await,
+        ),
+        None => None,
+    };
+    drop(failure_tx);
 
     listeners.spawn(bound, limits(&config), config.server.tls_handshake_timeout);
     let service = TaskTracker::new();
@@ -453,6 +487,7 @@ async fn start(
         jail_task,
         state_writer,
         shutdown,
+        fleet,
     })
 }
 
@@ -484,6 +519,9 @@ impl Daemon {
             &self.commands,
         )
         .await?;
+        if let Some(f) = &self.fleet {
+            f.reloaded(&specs(&self.config), self.config.fleet.as_ref());
+        }
         tracing::info!(%summary, "reloaded");
         Ok(summary)
     }
@@ -505,6 +543,18 @@ impl Daemon {
                 }
             };
         }
+        let banned = match &request {
+            Request::Banned { jail } => Some(jail.clone()),
+            _ => None,
+        };
+        let unban = match &request {
+            Request::Unban {
+                jail: Some(jail),
+                addr: Some(addr),
+                all: false,
+            } => Some((jail.clone(), addr.clone())),
+            _ => None,
+        };
         let query = match translate::query(request) {
             Ok(query) => query,
             Err(error) => {
@@ -520,7 +570,24 @@ impl Daemon {
         if self.commands.send(Command::Query(query, tx)).await.is_err() {
             return gone();
         }
-        rx.await.map_or_else(|_| gone(), translate::response)
+        let mut response = rx.await.map_or_else(|_| gone(), translate::response);
+        if let (Response::Error { .. }, Some((jail, addr)), Some(f)) =
+            (&response, &unban, &self.fleet)
+        {
+            // Not this sink's ban: perhaps another sink's, to lift fleet-wide.
+            if let Some(answer) = f.unban_elsewhere(jail, addr).await {
+                response = answer;
+            }
+        }
+        if let Some(jail) = banned {
+            fleet::add_origins(
+                &mut response,
+                jail.as_deref(),
+                &fleet::node_name(self.config.fleet.as_ref()),
+                self.fleet.as_ref(),
+            );
+        }
+        response
     }
 
     /// Drains the listeners, lets the jail task finish, then waits (with a grace period) for
@@ -534,6 +601,7 @@ impl Daemon {
             service,
             jail_task,
             state_writer,
+            fleet,
             ..
         } = self;
         listeners.tasks.close();
@@ -556,6 +624,9 @@ impl Daemon {
         // The jail task is gone, so the state writer drains and ends, and with it every action
         // queue closes: runners drain, stop (removing their firewall entries) and exit.
         threads.push(state_writer);
+        if let Some(f) = fleet {
+            threads.extend(f.finish().await);
+        }
         let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 let _ = thread.join();

@@ -11,8 +11,10 @@
 //! - [`jail`]: failures per address within findtime, bans at maxretry, expiry at bantime; the
 //!   jail task (`jail::set`) answers its own `jail::query` type and runs the
 //!   `jail::settings` config compiled for it.
-//! - [`state`]: SQLite persistence of active bans and ban history; a ban is committed before any
-//!   action sees it.
+//! - [`state`]: SQLite persistence of active bans, ban history and the fleet outbox; a ban is
+//!   committed before any action (or the fleet) sees it.
+//! - [`fleet`]: fleet mode on Redis: publish committed bans (sink), follow them into the
+//!   firewall (agent), shared windows.
 //! - [`action`]: bans applied off the hot path (iptables, nftables, ipset, command, log), chosen
 //!   by `action::ActionKind`.
 //! - Leaves: [`address`] (parsing, normalising, showing addresses and networks) and [`metrics`]
@@ -37,6 +39,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod filter;
+pub mod fleet;
 pub mod import;
 pub mod jail;
 pub mod listener;

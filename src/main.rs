@@ -93,6 +93,9 @@ enum Command {
         /// Print JSON instead of fail2ban's layout.
         #[arg(long)]
         json: bool,
+        /// The fleet from Redis: this node's connection and every node's heartbeat.
+        #[arg(long, conflicts_with = "jail")]
+        fleet: bool,
     },
     /// Ban an address by hand.
     Ban {
@@ -118,6 +121,9 @@ enum Command {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// The fleet's active bans, from Redis, with origin and host names.
+        #[arg(long)]
+        fleet: bool,
     },
     /// Re-read config and filters.
     Reload,
@@ -203,7 +209,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             regex_tool::run(&log, &loaded, &zone, options, &mut out).context("reading the log")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { jail, json } => control(&cli.config, Request::Status { jail }, json),
+        Command::Status {
+            json, fleet: true, ..
+        } => fleet_command(&cli.config, FleetQuery::Status, json),
+        Command::Status { jail, json, .. } => control(&cli.config, Request::Status { jail }, json),
         Command::Ban { jail, addr } => control(&cli.config, Request::Ban { jail, addr }, false),
         Command::Unban { jail, addr, all } => {
             // `unban ADDR` (every jail) reads as a lone positional that is an address.
@@ -213,7 +222,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             control(&cli.config, Request::Unban { jail, addr, all }, false)
         }
-        Command::Banned { jail, json } => control(&cli.config, Request::Banned { jail }, json),
+        Command::Banned {
+            jail,
+            json,
+            fleet: true,
+        } => fleet_command(&cli.config, FleetQuery::Banned(jail), json),
+        Command::Banned { jail, json, .. } => control(&cli.config, Request::Banned { jail }, json),
         Command::Reload => control(&cli.config, Request::Reload, false),
         Command::ImportFail2ban { dir } => {
             let text = jailsink::import::import_fail2ban(&dir)?;
@@ -325,6 +339,97 @@ fn control(config_path: &Path, request: Request, json: bool) -> anyhow::Result<E
         Reply::Done { message } => println!("{message}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `--fleet` asks Redis.
+enum FleetQuery {
+    Status,
+    Banned(Option<String>),
+}
+
+/// `status --fleet` and `banned --fleet`: straight from Redis with this host's `[fleet]`.
+fn fleet_command(config_path: &Path, query: FleetQuery, json: bool) -> anyhow::Result<ExitCode> {
+    let config = match config::load(config_path) {
+        Ok(c) => c,
+        Err(errors) => return Ok(config_errors(&errors)),
+    };
+    let Some(fleet) = config.fleet else {
+        eprintln!("jailsink: {} has no [fleet] section", config_path.display());
+        return Ok(ExitCode::FAILURE);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    match query {
+        FleetQuery::Status => {
+            let status = runtime.block_on(jailsink::fleet::cli::status(&fleet))?;
+            if json {
+                println!("{}", serde_json::to_value(&status)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("Fleet node {} ({})", status.node, status.role);
+            println!(
+                "|- Redis:\t{} ({})",
+                status.redis,
+                if status.connected {
+                    "connected"
+                } else {
+                    "NOT CONNECTED"
+                }
+            );
+            println!("|- Events in stream:\t{}", status.events);
+            println!("|- Active bans:\t{}", status.active_bans);
+            println!("`- Nodes:");
+            println!(
+                "   {:<24} {:<6} {:<21} {:>8} {:>10} {:>7}",
+                "NODE", "ROLE", "LAST SEEN", "LAG MS", "APPLIED", "OUTBOX"
+            );
+            for n in &status.nodes {
+                println!(
+                    "   {:<24} {:<6} {:<21} {:>8} {:>10} {:>7}{}",
+                    n.beat.node,
+                    n.beat.role,
+                    n.last_seen_at,
+                    n.beat.stats.lag_ms,
+                    n.beat.stats.bans_applied,
+                    n.beat.stats.outbox,
+                    if n.stale { "  (stale)" } else { "" }
+                );
+            }
+            Ok(if status.connected {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        FleetQuery::Banned(jail) => {
+            let mut bans = runtime.block_on(jailsink::fleet::cli::banned(&fleet))?;
+            bans.retain(|b| jail.as_deref().is_none_or(|j| j == b.jail));
+            if json {
+                println!("{}", serde_json::to_value(&bans)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<16} {:<40} {:<21} {:<21} {:<5} {:<16} HOSTS",
+                "JAIL", "ADDRESS", "BANNED AT", "EXPIRES AT", "BANS", "ORIGIN"
+            );
+            for b in bans {
+                let expires = b.expires_at.unwrap_or_else(|| "permanent".into());
+                println!(
+                    "{:<16} {:<40} {:<21} {:<21} {:<5} {:<16} {}",
+                    b.jail,
+                    b.ip,
+                    b.banned_at,
+                    expires,
+                    b.ban_count,
+                    b.origin,
+                    b.hosts.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn config_errors(errors: &config::ConfigErrors) -> ExitCode {

@@ -36,6 +36,13 @@ const BUILD_INFO: &str = "jailsink_build_info";
 const STATE_ERRORS: &str = "jailsink_state_errors_total";
 const BANS_WITHHELD: &str = "jailsink_bans_withheld_total";
 const BAN_STORM: &str = "jailsink_ban_storm";
+const FLEET_CONNECTED: &str = "jailsink_fleet_connected";
+const FLEET_PUBLISHED: &str = "jailsink_fleet_events_published_total";
+const FLEET_APPLIED: &str = "jailsink_fleet_events_applied_total";
+const FLEET_OUTBOX: &str = "jailsink_fleet_outbox_events";
+const FLEET_PROPAGATION: &str = "jailsink_fleet_propagation_seconds";
+const FLEET_WITHHELD: &str = "jailsink_fleet_bans_withheld_total";
+const FLEET_ERRORS: &str = "jailsink_fleet_errors_total";
 
 // The names of the widely used fail2ban Prometheus exporter, exported as well with
 // `[metrics] fail2ban_exporter_names = true` so existing fail2ban dashboards keep working.
@@ -116,6 +123,11 @@ pub(crate) fn install(fail2ban_exporter_names: bool) -> Result<PrometheusHandle,
     FAIL2BAN_NAMES.store(fail2ban_exporter_names, Ordering::Relaxed);
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(BAN_LATENCY.to_string()), BAN_LATENCY_BUCKETS)
+        .map_err(MetricsError::Buckets)?
+        .set_buckets_for_metric(
+            Matcher::Full(FLEET_PROPAGATION.to_string()),
+            BAN_LATENCY_BUCKETS,
+        )
         .map_err(MetricsError::Buckets)?
         .build_recorder();
     let handle = recorder.handle();
@@ -237,6 +249,35 @@ fn describe_all() {
         TCP_CONNECTIONS,
         "Open syslog TCP connections, TLS ones included."
     );
+    describe_gauge!(
+        FLEET_CONNECTED,
+        "1 while this node is connected to the fleet's Redis."
+    );
+    describe_counter!(
+        FLEET_PUBLISHED,
+        "Fleet events this sink wrote to Redis, by op (ban, unban)."
+    );
+    describe_counter!(
+        FLEET_APPLIED,
+        "Fleet events this agent applied to its firewall, by op and origin node."
+    );
+    describe_gauge!(
+        FLEET_OUTBOX,
+        "Committed fleet events waiting in the local outbox for Redis."
+    );
+    describe_histogram!(
+        FLEET_PROPAGATION,
+        Unit::Seconds,
+        "Time from a ban decided at a sink to the ban applied at this agent."
+    );
+    describe_counter!(
+        FLEET_WITHHELD,
+        "Fleet bans this agent withheld because their origin exceeded max_bans_per_minute."
+    );
+    describe_counter!(
+        FLEET_ERRORS,
+        "Fleet problems by kind: malformed (entry refused), redis (command or connection), allowlisted (ban refused by ignoreip), action."
+    );
     describe_histogram!(
         BAN_LATENCY,
         Unit::Seconds,
@@ -345,6 +386,56 @@ impl JailMetrics {
         m.tracked.set(0.0);
         m
     }
+}
+
+/// The `kind` labels of [`fleet_errors`], exported at zero from start.
+pub const FLEET_ERROR_KINDS: [&str; 4] = ["malformed", "redis", "allowlisted", "action"];
+
+/// Registers the fleet series whose labels are known at start, at zero.
+pub fn fleet_init() {
+    fleet_connected().set(0.0);
+    fleet_outbox().set(0.0);
+    for op in ["ban", "unban"] {
+        fleet_published(op).absolute(0);
+    }
+    for kind in FLEET_ERROR_KINDS {
+        fleet_errors(kind).absolute(0);
+    }
+}
+
+/// 1 while connected to Redis.
+pub fn fleet_connected() -> Gauge {
+    metrics::gauge!(FLEET_CONNECTED)
+}
+
+/// Events published, by op.
+pub fn fleet_published(op: &'static str) -> Counter {
+    metrics::counter!(FLEET_PUBLISHED, "op" => op)
+}
+
+/// Events applied, by op and origin node.
+pub fn fleet_applied(op: &'static str, origin: &str) -> Counter {
+    metrics::counter!(FLEET_APPLIED, "op" => op, "origin" => origin.to_string())
+}
+
+/// Events waiting in the outbox.
+pub fn fleet_outbox() -> Gauge {
+    metrics::gauge!(FLEET_OUTBOX)
+}
+
+/// Decided-to-applied latency.
+pub fn fleet_propagation() -> Histogram {
+    metrics::histogram!(FLEET_PROPAGATION)
+}
+
+/// Bans withheld by the per-origin storm guard.
+pub fn fleet_withheld(origin: &str) -> Counter {
+    metrics::counter!(FLEET_WITHHELD, "origin" => origin.to_string())
+}
+
+/// Fleet problems, by kind (one of [`FLEET_ERROR_KINDS`]).
+pub fn fleet_errors(kind: &'static str) -> Counter {
+    metrics::counter!(FLEET_ERRORS, "kind" => kind)
 }
 
 /// Counter of failed action calls for one jail and action type.

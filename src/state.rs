@@ -44,7 +44,21 @@ CREATE TABLE IF NOT EXISTS history (
     failures  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_by_target ON history (jail, target);
+CREATE TABLE IF NOT EXISTS fleet_outbox (
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,   -- publish order
+    event TEXT    NOT NULL                     -- fleet event, JSON (src/fleet/event.rs)
+);
 ";
+
+/// Where committed bans go besides the actions: the fleet's encoder (a sink), which turns each
+/// ban and unban into an event written to the `fleet_outbox` table in the same transaction, so
+/// an event exists if and only if its ban was committed.
+pub(crate) trait Outbox: Send {
+    /// The event to publish for `op`, or None.
+    fn encode(&self, op: &StateOp) -> Option<String>;
+    /// Events were committed: wake the publisher.
+    fn committed(&self);
+}
 
 /// A state problem, with the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -221,7 +235,19 @@ impl State {
     }
 
     /// Applies a batch in one transaction.
+    #[cfg(test)]
     pub(crate) fn apply(&mut self, ops: &[StateOp]) -> Result<(), StateError> {
+        self.apply_with(ops, None)
+    }
+
+    /// Applies a batch in one transaction, with each op's fleet event (if `outbox` encodes
+    /// one) written to the outbox in the same transaction.
+    pub(crate) fn apply_with(
+        &mut self,
+        ops: &[StateOp],
+        outbox: Option<&dyn Outbox>,
+    ) -> Result<(), StateError> {
+        let mut published = false;
         let path = self.path.clone();
         let error = move |reason| StateError::Db {
             path: path.clone(),
@@ -235,6 +261,7 @@ impl State {
                     order,
                     banned_at,
                     ban_count,
+                    ..
                 } => {
                     let bantime = order.bantime.map(|d| d.as_secs() as i64);
                     let start = secs(*banned_at);
@@ -257,8 +284,20 @@ impl State {
                 StateOp::Routes(_) | StateOp::Barrier(_) => Ok(0),
             };
             result.map_err(&error)?;
+            if let Some(event) = outbox.and_then(|o| o.encode(op)) {
+                tx.execute(
+                    "INSERT INTO fleet_outbox (event) VALUES (?1)",
+                    params![event],
+                )
+                .map_err(&error)?;
+                published = true;
+            }
         }
-        tx.commit().map_err(&error)
+        tx.commit().map_err(&error)?;
+        if let (true, Some(outbox)) = (published, outbox) {
+            outbox.committed();
+        }
+        Ok(())
     }
 }
 
@@ -275,6 +314,8 @@ pub(crate) enum StateOp {
         banned_at: SystemTime,
         /// Offence number.
         ban_count: u32,
+        /// Syslog host names the deciding failure came from (for fleet events; not stored).
+        hosts: Vec<String>,
     },
     /// Forget a ban and lift it.
     Unban {
@@ -301,11 +342,13 @@ impl StateOp {
                 order,
                 banned_at,
                 ban_count,
+                hosts,
             } => Some(StateOp::Ban {
                 jail: jail.clone(),
                 order: order.clone(),
                 banned_at: *banned_at,
                 ban_count: *ban_count,
+                hosts: hosts.clone(),
             }),
             StateOp::Unban { jail, target } => Some(StateOp::Unban {
                 jail: jail.clone(),
@@ -344,6 +387,7 @@ pub(crate) fn writer(
     mut state: Option<State>,
     mut ops: mpsc::Receiver<StateOp>,
     errors: metrics::Counter,
+    outbox: Option<Box<dyn Outbox>>,
 ) {
     let mut routes: HashMap<String, mpsc::Sender<ActionCommand>> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);
@@ -361,7 +405,7 @@ pub(crate) fn writer(
             // Writes that failed before are retried first, in order, so the state catches up
             // once the disk is writable again.
             pending.extend(batch.iter().filter_map(StateOp::persistent_copy));
-            match db.apply(&pending) {
+            match db.apply_with(&pending, outbox.as_deref()) {
                 Ok(()) => {
                     if failing {
                         failing = false;
@@ -441,12 +485,14 @@ mod tests {
             .apply(&[
                 StateOp::Ban {
                     jail: "sshd".into(),
+                    hosts: Vec::new(),
                     order: order("192.0.2.1/32", Some(600)),
                     banned_at: now,
                     ban_count: 1,
                 },
                 StateOp::Ban {
                     jail: "sshd".into(),
+                    hosts: Vec::new(),
                     order: order("2001:db8::/64", None),
                     banned_at: now,
                     ban_count: 2,
@@ -462,6 +508,7 @@ mod tests {
         state
             .apply(&[StateOp::Ban {
                 jail: "sshd".into(),
+                hosts: Vec::new(),
                 order: order("192.0.2.1/32", Some(1200)),
                 banned_at: now,
                 ban_count: 2,

@@ -39,6 +39,8 @@ pub struct Config {
     pub state_path: PathBuf,
     /// Enabled jails, in name order.
     pub jails: Vec<JailConfig>,
+    /// `[fleet]`, when this host is part of one.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// `[server]`, checked.
@@ -249,6 +251,23 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
             jails.push(j);
         }
     }
+    let fleet = raw.fleet.as_ref().and_then(|f| {
+        let default_ignore = vec!["127.0.0.0/8".to_string(), "::1".to_string()];
+        let mut ignore = networks(
+            &mut errors,
+            "defaults.ignoreip",
+            raw.defaults.ignoreip.as_ref().unwrap_or(&default_ignore),
+        );
+        if raw.defaults.ignoreself.unwrap_or(true) {
+            ignore.extend(host_addresses());
+        }
+        let mut found = Vec::new();
+        let fleet = crate::fleet::config::compile(f, ignore, &mut found);
+        for (key, reason) in found {
+            errors.push(key, reason);
+        }
+        fleet
+    });
     if !list.is_empty() {
         return Err(ConfigErrors(list));
     }
@@ -261,6 +280,7 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
         control_group,
         state_path,
         jails,
+        fleet,
     })
 }
 
@@ -988,6 +1008,11 @@ fn own_addresses(
     if !wanted {
         return Vec::new();
     }
+    host_addresses()
+}
+
+/// This host's addresses, loopback included.
+fn host_addresses() -> Vec<IpNetwork> {
     let mut out: Vec<IpNetwork> = if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()

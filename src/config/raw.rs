@@ -29,6 +29,8 @@ pub struct RawConfig {
     /// Jails by name.
     #[serde(default)]
     pub jails: BTreeMap<String, RawJail>,
+    /// Fleet mode on Redis (absent: this host works alone).
+    pub fleet: Option<crate::fleet::config::RawFleet>,
 }
 
 /// `[server]`.

@@ -109,6 +109,10 @@ pub struct BanEntry {
     pub expires_at: Option<String>,
     /// Offence number.
     pub ban_count: u32,
+    /// The node that decided the ban: this node's name for its own bans, the sink's for
+    /// bans applied from the fleet.
+    #[serde(default)]
+    pub origin: String,
 }
 
 #[cfg(test)]

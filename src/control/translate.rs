@@ -69,6 +69,7 @@ pub(crate) fn response(answer: Result<Answer, Refused>) -> Response {
                     banned_at: rfc3339(b.banned_at),
                     expires_at: b.expires_at.map(rfc3339),
                     ban_count: b.ban_count,
+                    origin: String::new(),
                 })
                 .collect(),
         },

@@ -38,6 +38,8 @@ pub(crate) struct Failure {
     pub count: u32,
     /// When the message arrived (monotonic; senders' clocks are never trusted).
     pub received_at: Instant,
+    /// The syslog host name of the message, when it had one (fleet events carry it).
+    pub host: Option<Arc<str>>,
 }
 
 /// An active ban.
@@ -140,23 +142,58 @@ impl Jail {
         crate::address::network_of(ip, prefix)
     }
 
-    /// Counts a failure and decides. A ban is recorded as active before it is returned.
-    pub fn on_failure(&mut self, ip: IpAddr, count: u32, at: Instant) -> Decision {
+    /// What every failure goes through first: the key it counts against, or Ignored (not
+    /// counted) or AlreadyBanned (counted, nothing more to do).
+    fn admit(&mut self, ip: IpAddr, count: u32) -> Result<IpNetwork, Decision> {
         let key = self.key_of(ip);
         if self.is_ignored(key) {
-            return Decision::Ignored;
+            return Err(Decision::Ignored);
         }
         self.metrics.failures.increment(u64::from(count));
         self.total_failed += u64::from(count);
         if self.bans.contains_key(&key) {
-            return Decision::AlreadyBanned;
+            return Err(Decision::AlreadyBanned);
         }
+        Ok(key)
+    }
+
+    /// Counts a failure and decides. A ban is recorded as active before it is returned.
+    pub fn on_failure(&mut self, ip: IpAddr, count: u32, at: Instant) -> Decision {
+        let key = match self.admit(ip, count) {
+            Ok(key) => key,
+            Err(decision) => return decision,
+        };
         let outcome = self.window.record(key, count, at);
         self.update_gauges();
         match outcome {
             Outcome::Counting(n) => Decision::Counted(n),
             Outcome::Reached(_) if self.storm_guard(at) => Decision::Withheld,
             Outcome::Reached(failures) => Decision::Ban(self.ban(key, failures, at)),
+        }
+    }
+
+    /// A failure already counted in the fleet's shared window: metrics here, and the ban when
+    /// the shared count decided it (`decided` = failures and the fleet-wide ban count, which
+    /// escalation uses instead of this jail's own).
+    pub fn on_shared(
+        &mut self,
+        ip: IpAddr,
+        count: u32,
+        decided: Option<(u32, u32)>,
+        at: Instant,
+    ) -> Decision {
+        let key = match self.admit(ip, count) {
+            Ok(key) => key,
+            Err(decision) => return decision,
+        };
+        match decided {
+            None => Decision::Counted(0),
+            Some(_) if self.storm_guard(at) => Decision::Withheld,
+            Some((failures, ban_count)) => {
+                self.window.forget(&key);
+                self.count_ban(key, ban_count.saturating_sub(1));
+                Decision::Ban(self.ban(key, failures, at))
+            }
         }
     }
 
@@ -404,6 +441,35 @@ mod tests {
             Decision::Ignored
         );
         assert!(jail.bans().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shared_failures_ban_only_when_decided_with_the_fleet_count() {
+        let mut s = settings(3, 600);
+        s.increment.enabled = true;
+        s.increment.maxtime = Duration::from_secs(100_000);
+        let mut jail = Jail::new("sshd", s, JailMetrics::new("sshd"));
+        let a = ip("192.0.2.9");
+        // Counted elsewhere: no decision, no ban, however many.
+        assert_eq!(
+            jail.on_shared(a, 5, None, Instant::now()),
+            Decision::Counted(0)
+        );
+        assert_eq!(jail.total_failed(), 5);
+        // Decided in Redis as the fleet's third offence: bantime x 2^2.
+        let Decision::Ban(order) = jail.on_shared(a, 1, Some((3, 3)), Instant::now()) else {
+            panic!("a decided shared failure bans");
+        };
+        assert_eq!(order.bantime, Some(Duration::from_secs(2400)));
+        assert_eq!(jail.bans()[&order.target].ban_count, 3);
+        assert_eq!(
+            jail.on_shared(a, 1, Some((3, 4)), Instant::now()),
+            Decision::AlreadyBanned
+        );
+        assert_eq!(
+            jail.on_shared(ip("198.51.100.1"), 1, Some((3, 1)), Instant::now()),
+            Decision::Ignored
+        );
     }
 
     #[tokio::test(start_paused = true)]

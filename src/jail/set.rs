@@ -3,6 +3,7 @@
 //! unbans go out through the state writer, which persists them before the actions apply them.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -32,6 +33,25 @@ pub(crate) enum Command {
         Vec<JailSpec>,
         oneshot::Sender<Result<String, RunnerStartError>>,
     ),
+    /// Failures counted in the fleet's shared windows, with the bans they decided.
+    Shared(Vec<SharedFailure>),
+}
+
+/// A failure counted in Redis by the fleet's shared windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SharedFailure {
+    /// The jail.
+    pub jail: Arc<str>,
+    /// The address that failed.
+    pub ip: IpAddr,
+    /// Failures the message stands for.
+    pub count: u32,
+    /// When the message arrived.
+    pub received_at: Instant,
+    /// Some((failures, fleet-wide ban count)) when this failure decided the ban.
+    pub decided: Option<(u32, u32)>,
+    /// The syslog host name of the message.
+    pub host: Option<Arc<str>>,
 }
 
 /// A jail's action runner could not be started during a reload.
@@ -271,7 +291,8 @@ impl JailSet {
     }
 
     /// Records a new ban: deadline, state, then (through the writer) the actions.
-    async fn commit_ban(&mut self, name: Arc<str>, order: BanOrder) {
+    /// `host` is the syslog host of the message that decided it, if any.
+    async fn commit_ban(&mut self, name: Arc<str>, order: BanOrder, host: Option<Arc<str>>) {
         let Some(slot) = self.slot(&name) else { return };
         let Some(ban) = slot.jail.bans().get(&order.target).cloned() else {
             return;
@@ -284,6 +305,7 @@ impl JailSet {
             banned_at: ban.banned_at,
             ban_count: ban.ban_count,
             order,
+            hosts: host.into_iter().map(|h| h.to_string()).collect(),
         };
         self.persist(op).await;
     }
@@ -317,7 +339,22 @@ impl JailSet {
                 .on_failure(failure.ip, failure.count, failure.received_at)
         {
             let name = slot.name.clone();
-            self.commit_ban(name, order).await;
+            self.commit_ban(name, order, failure.host).await;
+        }
+    }
+
+    /// Applies failures counted in the fleet's shared windows.
+    pub async fn on_shared(&mut self, failures: Vec<SharedFailure>) {
+        for f in failures {
+            let Some(slot) = self.slot_mut(&f.jail) else {
+                continue;
+            };
+            if let Decision::Ban(order) =
+                slot.jail.on_shared(f.ip, f.count, f.decided, f.received_at)
+            {
+                let name = slot.name.clone();
+                self.commit_ban(name, order, f.host).await;
+            }
         }
     }
 
@@ -400,7 +437,7 @@ impl JailSet {
                     Ok(order) => {
                         let name = slot.name.clone();
                         let shown = show_target(order.target);
-                        self.commit_ban(name, order).await;
+                        self.commit_ban(name, order, None).await;
                         Ok(Answer::Done(format!("[{jail}] Ban {shown}")))
                     }
                 }
@@ -599,6 +636,7 @@ pub(crate) async fn run(
                     let result = set.reload(configs).await;
                     let _ = answer.send(result);
                 }
+                Some(Command::Shared(failures)) => set.on_shared(failures).await,
                 None => break,
             },
             _ = sleep_until(deadline) => set.expire_due(Instant::now()).await,
@@ -647,6 +685,7 @@ mod tests {
 
     fn failure(ip: &str) -> Failure {
         Failure {
+            host: Some(Arc::from("web-1")),
             jail: Arc::from("sshd"),
             ip: ip.parse().unwrap(),
             count: 1,

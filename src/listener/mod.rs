@@ -153,6 +153,7 @@ impl Pipeline {
                 ip: m.ip,
                 count: event.repeat,
                 received_at: receipt.at,
+                host: event.hostname.map(Arc::from),
             })
         });
     }

@@ -1,0 +1,252 @@
+//! The fleet's place in the daemon: checked at start, its outbox encoder handed to the state
+//! writer, its tasks (publisher, shared windows, follower) started and stopped with the rest.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::follow::{self, Follower, HeldBans};
+use super::publish::{self, Encoder, JailPorts};
+use super::windows::{self, SharedSettings};
+use super::{FleetConfig, FleetError};
+use crate::control::proto::{BanEntry, Reply, Response};
+use crate::jail::set::Command;
+use crate::jail::Failure;
+use crate::jail::JailSpec;
+use crate::metrics;
+use crate::state::Outbox;
+
+/// How long fleet tasks get to finish at shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A checked fleet, not yet running.
+pub(crate) struct Fleet {
+    config: Arc<FleetConfig>,
+    client: redis::Client,
+    wake: Arc<Notify>,
+    ports: Arc<ArcSwap<JailPorts>>,
+    settings: SharedSettings,
+}
+
+fn settings_of(jails: &[JailSpec]) -> HashMap<String, crate::jail::JailSettings> {
+    jails
+        .iter()
+        .map(|j| (j.name.clone(), j.settings.clone()))
+        .collect()
+}
+
+impl Fleet {
+    /// Checks that Redis accepts this node (a refusal is an error now; Redis merely down is
+    /// not) and registers the fleet metrics at zero.
+    pub(crate) async fn check(
+        fleet: &FleetConfig,
+        jails: &[JailSpec],
+    ) -> Result<Fleet, FleetError> {
+        metrics::fleet_init();
+        let client = super::check(fleet).await?;
+        Ok(Fleet {
+            config: Arc::new(fleet.clone()),
+            client,
+            wake: Arc::new(Notify::new()),
+            ports: Arc::new(ArcSwap::from_pointee(publish::jail_ports(jails))),
+            settings: Arc::new(ArcSwap::from_pointee(settings_of(jails))),
+        })
+    }
+
+    /// True when failures are counted in Redis.
+    pub(crate) fn shares_windows(&self) -> bool {
+        self.config.role.publishes() && self.config.shared_windows
+    }
+
+    /// The encoder the state writer puts committed bans through (sinks only).
+    pub(crate) fn outbox(&self) -> Option<Box<dyn Outbox>> {
+        self.config.role.publishes().then(|| {
+            Box::new(Encoder::new(
+                &self.config.node,
+                self.ports.clone(),
+                self.wake.clone(),
+            )) as Box<dyn Outbox>
+        })
+    }
+
+    /// Starts the publisher (sinks), the shared windows (with `shared`, the listeners'
+    /// failures) and the follower (agents; its held bans are back in the firewall when this
+    /// returns).
+    pub(crate) async fn start(
+        self,
+        jails: &[JailSpec],
+        state_path: &std::path::Path,
+        shared: Option<mpsc::Receiver<Failure>>,
+        local: mpsc::Sender<Failure>,
+        jail: mpsc::Sender<Command>,
+        shutdown: CancellationToken,
+    ) -> Running {
+        let tasks = TaskTracker::new();
+        if self.config.role.publishes() {
+            tasks.spawn(publish::run(
+                self.config.clone(),
+                self.client.clone(),
+                state_path.to_path_buf(),
+                self.wake.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(failures) = shared {
+            tasks.spawn(windows::run(
+                self.config.clone(),
+                self.client.clone(),
+                self.settings.clone(),
+                failures,
+                local,
+                jail,
+                shutdown.clone(),
+            ));
+        }
+        let held: HeldBans = Arc::new(Mutex::new(HashMap::new()));
+        let follower = if self.config.role.follows() {
+            let follower = Follower::start(
+                self.config.clone(),
+                follow::local_jails(jails),
+                state_path.to_path_buf(),
+                held.clone(),
+            )
+            .await;
+            Some(tokio::spawn(follow::run(
+                follower,
+                self.client.clone(),
+                shutdown,
+            )))
+        } else {
+            None
+        };
+        tracing::info!(node = %self.config.node, role = self.config.role.as_str(), redis = %self.config.redis_shown(), shared_windows = self.shares_windows(), "fleet started");
+        tasks.close();
+        Running {
+            config: self.config,
+            tasks,
+            follower,
+            held,
+            ports: self.ports,
+            settings: self.settings,
+        }
+    }
+}
+
+/// The running fleet.
+pub(crate) struct Running {
+    config: Arc<FleetConfig>,
+    tasks: TaskTracker,
+    follower: Option<tokio::task::JoinHandle<Vec<JoinHandle<()>>>>,
+    held: HeldBans,
+    ports: Arc<ArcSwap<JailPorts>>,
+    settings: SharedSettings,
+}
+
+impl Running {
+    /// A reload compiled: new jail ports for events, new settings for shared windows.
+    /// (`[fleet]` itself takes effect at the next restart.)
+    pub(crate) fn reloaded(&self, jails: &[JailSpec], fleet: Option<&FleetConfig>) {
+        self.ports.store(Arc::new(publish::jail_ports(jails)));
+        self.settings.store(Arc::new(settings_of(jails)));
+        if fleet != Some(&*self.config) {
+            tracing::warn!("[fleet] changed: it takes effect at the next restart");
+        }
+    }
+
+    /// An unban this sink's jails refused because the ban is not theirs: lift it fleet-wide if
+    /// another sink decided it. Some(answer) when the fleet had it (or could not be asked).
+    pub(crate) async fn unban_elsewhere(&self, jail: &str, addr: &str) -> Option<Response> {
+        if !self.config.role.publishes() {
+            return None;
+        }
+        let target = crate::address::parse_target(addr).ok()?;
+        let client = super::client(&self.config).ok()?;
+        match publish::lift_remote(&self.config, &client, jail, target).await {
+            Ok(None) => None,
+            Ok(Some(origin)) => {
+                tracing::info!(jail, ip = %crate::address::show_target(target), %origin, "fleet: lifted a ban another sink decided");
+                Some(Response::Ok {
+                    reply: Reply::Done {
+                        message: format!(
+                            "[{jail}] Unban {} (fleet-wide; decided by {origin})",
+                            crate::address::show_target(target)
+                        ),
+                    },
+                })
+            }
+            Err(error) => Some(Response::Error {
+                message: format!(
+                    "{addr} is not banned here, and the fleet could not be asked: {error}"
+                ),
+            }),
+        }
+    }
+
+    /// Waits for the fleet tasks (shutdown already cancelled); returns the follower's action
+    /// threads to join.
+    pub(crate) async fn finish(self) -> Vec<JoinHandle<()>> {
+        if tokio::time::timeout(STOP_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("fleet tasks did not finish within the grace period");
+        }
+        match self.follower {
+            Some(f) => f.await.unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// This node's name: `[fleet] node`, else the host name.
+pub(crate) fn node_name(fleet: Option<&FleetConfig>) -> String {
+    fleet.map_or_else(super::config::host_name, |f| f.node.clone())
+}
+
+/// Completes a `banned` answer: this node's name as the origin of its own bans, and the bans
+/// it holds from the fleet (of `jail`, or all).
+pub(crate) fn add_origins(
+    response: &mut Response,
+    jail: Option<&str>,
+    node: &str,
+    running: Option<&Running>,
+) {
+    let Response::Ok {
+        reply: Reply::Banned { bans },
+    } = response
+    else {
+        return;
+    };
+    for ban in bans.iter_mut() {
+        if ban.origin.is_empty() {
+            ban.origin = node.to_string();
+        }
+    }
+    let Some(running) = running else { return };
+    let Ok(held) = running.held.lock() else {
+        return;
+    };
+    let rfc = |ms: u64| {
+        chrono::DateTime::<chrono::Utc>::from(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    bans.extend(
+        held.values()
+            .filter(|e| jail.is_none_or(|j| j == e.jail))
+            .map(|e| BanEntry {
+                jail: e.jail.clone(),
+                ip: crate::address::show_target(e.target),
+                banned_at: rfc(e.banned_at),
+                expires_at: e.expires_at.map(rfc),
+                ban_count: e.ban_count,
+                origin: e.origin.clone(),
+            }),
+    );
+    bans.sort_by(|a, b| (&a.banned_at, &a.jail, &a.ip).cmp(&(&b.banned_at, &b.jail, &b.ip)));
+}

@@ -1,0 +1,373 @@
+//! The stream entry: one ban or unban decided by a sink, encoded as Redis stream fields, and
+//! decoded with strict validation, because an entry is input like any syslog line: a malformed
+//! or hostile one is refused (and counted by the caller), never a ban of something that is
+//! not an address or network.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use super::config::valid_name;
+
+/// Most ports (or ranges) one event may carry: iptables multiport's limit.
+const MAX_PORTS: usize = 15;
+/// Most syslog host names one event carries.
+pub const MAX_HOSTS: usize = 16;
+/// Longest host name accepted.
+const MAX_HOST_LEN: usize = 255;
+/// Shortest IPv4 prefix a fleet ban may cover (as `ipv4_prefix` allows).
+const MIN_V4_PREFIX: u8 = 8;
+/// Shortest IPv6 prefix a fleet ban may cover (as `ipv6_prefix` allows).
+const MIN_V6_PREFIX: u8 = 16;
+/// Wall-clock milliseconds beyond which a time is nonsense (year 2200).
+const MAX_MS: u64 = 7_258_118_400_000;
+
+/// Ban or unban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Apply a ban until `expires_at`.
+    Ban,
+    /// Lift it now.
+    Unban,
+}
+
+impl Op {
+    /// The `op` field and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Ban => "ban",
+            Op::Unban => "unban",
+        }
+    }
+}
+
+/// One fleet event. Times are wall-clock Unix milliseconds, since they cross hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetEvent {
+    /// Ban or unban.
+    pub op: Op,
+    /// The jail that decided it.
+    pub jail: String,
+    /// An address (/32, /128) or network.
+    pub target: IpNetwork,
+    /// When the ban was decided (for an unban: when it was lifted).
+    pub banned_at: u64,
+    /// When the ban ends; None is permanent.
+    pub expires_at: Option<u64>,
+    /// Offence number, fleet-wide with shared windows.
+    pub ban_count: u32,
+    /// Failures that led to it.
+    pub failures: u32,
+    /// The jail's ports (numbers or `a:b` ranges); empty means every port.
+    pub ports: Vec<String>,
+    /// tcp, udp or all.
+    pub protocol: String,
+    /// The node that decided it.
+    pub origin: String,
+    /// Syslog host names the failures came from.
+    pub hosts: Vec<String>,
+}
+
+/// Why an entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Malformed {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> Malformed {
+    Malformed {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// A jail name as the config allows it (it names firewall objects on the agent).
+pub fn valid_jail(name: &str) -> bool {
+    (1..=19).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn valid_port(text: &str) -> bool {
+    let number = |t: &str| t.parse::<u16>().is_ok_and(|p| p > 0);
+    match text.split_once(':') {
+        Some((a, b)) => number(a) && number(b),
+        None => number(text),
+    }
+}
+
+/// A syslog host name as an event may carry it: 1 to 255 printable ASCII characters, no
+/// comma (the list separator).
+pub fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= MAX_HOST_LEN
+        && host.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
+/// Parses and checks a target: an address or a network whose host bits are zero, not wider
+/// than the shortest prefix a jail may ban, and never unspecified, multicast or broadcast.
+pub fn parse_target(text: &str) -> Result<IpNetwork, Malformed> {
+    if text.len() > 64 {
+        return Err(bad("target", "too long"));
+    }
+    let net: IpNetwork = text
+        .parse()
+        .map_err(|_| bad("target", format!("`{text}` is not an address or network")))?;
+    let (min, ip) = match net {
+        IpNetwork::V4(n) => (MIN_V4_PREFIX, IpAddr::V4(n.ip())),
+        IpNetwork::V6(n) => (MIN_V6_PREFIX, IpAddr::V6(n.ip())),
+    };
+    if net.prefix() < min {
+        return Err(bad(
+            "target",
+            format!("/{} is wider than a ban may be (/{min})", net.prefix()),
+        ));
+    }
+    if ip != net.network() {
+        return Err(bad("target", "host bits set in a network"));
+    }
+    if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::from([255, 255, 255, 255]) {
+        return Err(bad("target", format!("{ip} cannot be banned")));
+    }
+    Ok(net)
+}
+
+impl FleetEvent {
+    /// The active-set member naming this ban: `jail|target`.
+    pub fn member(&self) -> String {
+        member(&self.jail, self.target)
+    }
+
+    /// The stream fields, in a fixed order.
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("op", self.op.as_str().to_string()),
+            ("jail", self.jail.clone()),
+            ("target", self.target.to_string()),
+            ("banned_at", self.banned_at.to_string()),
+            (
+                "expires_at",
+                self.expires_at.map_or(String::new(), |e| e.to_string()),
+            ),
+            ("ban_count", self.ban_count.to_string()),
+            ("failures", self.failures.to_string()),
+            ("ports", self.ports.join(",")),
+            ("protocol", self.protocol.clone()),
+            ("origin", self.origin.clone()),
+            ("hosts", self.hosts.join(",")),
+        ]
+    }
+
+    /// Reads and validates stream fields. Unknown fields are ignored (a newer sink may add
+    /// some); every known one must be well formed.
+    pub fn from_fields(fields: &HashMap<String, String>) -> Result<FleetEvent, Malformed> {
+        let get = |name: &'static str| {
+            fields
+                .get(name)
+                .map(String::as_str)
+                .ok_or_else(|| bad(name, "missing"))
+        };
+        let number = |name: &'static str, text: &str| -> Result<u64, Malformed> {
+            text.parse::<u64>()
+                .map_err(|_| bad(name, format!("`{}` is not a number", short(text))))
+        };
+        let op = match get("op")? {
+            "ban" => Op::Ban,
+            "unban" => Op::Unban,
+            other => return Err(bad("op", format!("`{}` is not ban or unban", short(other)))),
+        };
+        let jail = get("jail")?;
+        if !valid_jail(jail) {
+            return Err(bad("jail", format!("`{}` is not a jail name", short(jail))));
+        }
+        let target = parse_target(get("target")?)?;
+        let banned_at = number("banned_at", get("banned_at")?)?;
+        if banned_at > MAX_MS {
+            return Err(bad("banned_at", "out of range"));
+        }
+        let expires_at = match get("expires_at")? {
+            "" => None,
+            text => {
+                let e = number("expires_at", text)?;
+                if e > MAX_MS || e < banned_at {
+                    return Err(bad("expires_at", "before banned_at or out of range"));
+                }
+                Some(e)
+            }
+        };
+        let small = |name: &'static str| -> Result<u32, Malformed> {
+            u32::try_from(number(name, get(name)?)?).map_err(|_| bad(name, "out of range"))
+        };
+        let ban_count = small("ban_count")?;
+        let failures = small("failures")?;
+        let ports: Vec<String> = match get("ports")? {
+            "" => Vec::new(),
+            text => text.split(',').map(str::to_string).collect(),
+        };
+        if ports.len() > MAX_PORTS || !ports.iter().all(|p| valid_port(p)) {
+            return Err(bad(
+                "ports",
+                format!("`{}` is not a port list", short(get("ports")?)),
+            ));
+        }
+        let protocol = get("protocol")?;
+        if !matches!(protocol, "tcp" | "udp" | "all") {
+            return Err(bad(
+                "protocol",
+                format!("`{}` is not tcp, udp or all", short(protocol)),
+            ));
+        }
+        let origin = get("origin")?;
+        if !valid_name(origin) {
+            return Err(bad(
+                "origin",
+                format!("`{}` is not a node name", short(origin)),
+            ));
+        }
+        let hosts: Vec<String> = match get("hosts")? {
+            "" => Vec::new(),
+            text => text.split(',').map(str::to_string).collect(),
+        };
+        if hosts.len() > MAX_HOSTS || !hosts.iter().all(|h| valid_host(h)) {
+            return Err(bad("hosts", "not a list of host names"));
+        }
+        Ok(FleetEvent {
+            op,
+            jail: jail.to_string(),
+            target,
+            banned_at,
+            expires_at,
+            ban_count,
+            failures,
+            ports,
+            protocol: protocol.to_string(),
+            origin: origin.to_string(),
+            hosts,
+        })
+    }
+
+    /// The details kept beside the active set (JSON), validated like stream fields on read.
+    pub fn to_json(&self) -> String {
+        let fields: HashMap<&str, String> = self.to_fields().into_iter().collect();
+        serde_json::to_string(&fields).unwrap_or_default()
+    }
+
+    /// Reads details written by [`FleetEvent::to_json`].
+    pub fn from_json(text: &str) -> Result<FleetEvent, Malformed> {
+        if text.len() > 16 * 1024 {
+            return Err(bad("details", "too long"));
+        }
+        let fields: HashMap<String, String> =
+            serde_json::from_str(text).map_err(|e| bad("details", e.to_string()))?;
+        FleetEvent::from_fields(&fields)
+    }
+}
+
+/// The active-set member of a ban of `target` in `jail`.
+pub fn member(jail: &str, target: IpNetwork) -> String {
+    format!("{jail}|{target}")
+}
+
+/// At most 40 characters of hostile text, for error messages.
+fn short(text: &str) -> String {
+    text.chars()
+        .take(40)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> FleetEvent {
+        FleetEvent {
+            op: Op::Ban,
+            jail: "sshd".into(),
+            target: "192.0.2.7/32".parse().unwrap(),
+            banned_at: 1_700_000_000_000,
+            expires_at: Some(1_700_000_600_000),
+            ban_count: 2,
+            failures: 5,
+            ports: vec!["22".into(), "2222:2223".into()],
+            protocol: "tcp".into(),
+            origin: "central-1".into(),
+            hosts: vec!["web-1".into(), "web-2".into()],
+        }
+    }
+
+    fn fields(e: &FleetEvent) -> HashMap<String, String> {
+        e.to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_through_fields_and_json() {
+        let e = event();
+        assert_eq!(FleetEvent::from_fields(&fields(&e)).unwrap(), e);
+        assert_eq!(FleetEvent::from_json(&e.to_json()).unwrap(), e);
+        let mut permanent = e.clone();
+        permanent.expires_at = None;
+        permanent.ports.clear();
+        permanent.hosts.clear();
+        permanent.target = "2001:db8::/64".parse().unwrap();
+        assert_eq!(
+            FleetEvent::from_fields(&fields(&permanent)).unwrap(),
+            permanent
+        );
+    }
+
+    #[test]
+    fn hostile_entries_are_refused_with_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("op", "drop-table", "op"),
+            ("jail", "../../etc", "jail"),
+            ("jail", "a;rm -rf", "jail"),
+            ("target", "0.0.0.0/0", "target"),
+            ("target", "10.0.0.0/4", "target"),
+            ("target", "192.0.2.1/24", "target"),
+            ("target", "0.0.0.0", "target"),
+            ("target", "255.255.255.255", "target"),
+            ("target", "ff02::1", "target"),
+            ("target", "example.com", "target"),
+            ("target", "::/0", "target"),
+            ("banned_at", "-5", "banned_at"),
+            ("banned_at", "99999999999999999999", "banned_at"),
+            ("expires_at", "1", "expires_at"),
+            ("ban_count", "4294967296", "ban_count"),
+            ("ports", "22;reboot", "ports"),
+            ("ports", "0", "ports"),
+            ("protocol", "icmp", "protocol"),
+            ("origin", "a b", "origin"),
+            ("hosts", "web\n1", "hosts"),
+            ("hosts", "web,", "hosts"),
+        ];
+        for (field, value, expected) in cases {
+            let mut f = fields(&event());
+            f.insert(field.to_string(), value.to_string());
+            let err = FleetEvent::from_fields(&f).unwrap_err();
+            assert_eq!(err.field, *expected, "{field}={value:?}: {err}");
+        }
+        let mut f = fields(&event());
+        f.remove("target");
+        assert_eq!(FleetEvent::from_fields(&f).unwrap_err().field, "target");
+        assert!(FleetEvent::from_json("{\"op\": 5}").is_err());
+        assert!(FleetEvent::from_json("not json").is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let mut f = fields(&event());
+        f.insert("future".into(), "x".into());
+        assert!(FleetEvent::from_fields(&f).is_ok());
+    }
+}

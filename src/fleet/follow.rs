@@ -1,0 +1,788 @@
+//! Agent side: the fleet's bans applied to this host's firewall. On start and on every
+//! reconnect the agent notes the stream's newest id, reads the active set and reconciles its
+//! firewall with it, then follows the stream from the noted id, so nothing decided in between
+//! is missed (an event seen twice is applied once). Bans it holds are kept in the local state
+//! (table `fleet_bans`) with the last applied stream id, so a restart with Redis away still
+//! holds them; kernel timeouts and the agent's own deadlines expire them on time.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ipnetwork::IpNetwork;
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use rusqlite::{params, Connection};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{overlaps, FleetAction};
+use super::event::{FleetEvent, Op};
+use super::{Backoff, FleetConfig, Keys, NodeStats, Role, HEARTBEAT_EVERY};
+use crate::action::runner::{self, ActionCommand};
+use crate::action::{ActionSpec, BanOrder, BlockType, FirewallSpec, Protocol};
+use crate::jail::JailSpec;
+use crate::metrics::{self, JailMetrics};
+
+/// Most stream entries read at once.
+const READ_COUNT: usize = 1000;
+/// Longest a blocking read waits before the agent looks at its deadlines and heartbeat.
+const BLOCK: Duration = Duration::from_millis(500);
+/// Members read from the active set per call while taking the snapshot.
+const SNAPSHOT_CHUNK: usize = 5000;
+/// The storm guard's window.
+const STORM_WINDOW: Duration = Duration::from_secs(60);
+/// Most fleet bans held at once (the active set could be fed by a sink gone wrong).
+const MAX_HELD: usize = 1_000_000;
+/// Held-ban changes and the cursor are written at most this often (and at shutdown): one
+/// transaction per stream read would cost a commit per event at low rates.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// Most origin nodes tracked by the storm guard before idle ones are forgotten.
+const MAX_ORIGINS: usize = 1024;
+
+/// A ban the agent holds.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The event it came from.
+    pub event: FleetEvent,
+    /// When the agent lifts it.
+    pub expires: Option<Instant>,
+}
+
+/// The bans this agent holds, shared with the control socket for `banned`.
+pub type HeldBans = Arc<Mutex<HashMap<(String, IpNetwork), FleetEvent>>>;
+
+/// What a local jail lends the fleet: its actions and its allowlist.
+#[derive(Debug, Clone)]
+pub struct LocalJail {
+    /// The jail's actions.
+    pub actions: Vec<ActionSpec>,
+    /// Its ignoreip (with ignoreself's addresses).
+    pub ignore: Vec<IpNetwork>,
+}
+
+/// The local jails by name.
+pub fn local_jails(jails: &[JailSpec]) -> HashMap<String, LocalJail> {
+    jails
+        .iter()
+        .map(|j| {
+            (
+                j.name.clone(),
+                LocalJail {
+                    actions: j.actions.clone(),
+                    ignore: j.settings.ignore.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The kernel object name of fleet bans of `jail`: `f-` and the jail's name cut to 17, so it
+/// never collides with the local jail's own objects and fits ipset's 31 bytes.
+pub fn kernel_name(jail: &str) -> String {
+    format!("f-{}", &jail[..jail.len().min(17)])
+}
+
+/// The fleet's local table of held bans and the last applied stream id.
+struct Store {
+    db: Connection,
+}
+
+impl Store {
+    fn open(path: &std::path::Path) -> rusqlite::Result<Store> {
+        // The active set is the truth a restarted agent reconciles with anyway.
+        let db = super::open_db(path)?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS fleet_bans (
+                 jail   TEXT NOT NULL,
+                 target TEXT NOT NULL,
+                 event  TEXT NOT NULL,     -- the fleet event, JSON
+                 PRIMARY KEY (jail, target));
+             CREATE TABLE IF NOT EXISTS fleet_cursor (
+                 id      INTEGER PRIMARY KEY CHECK (id = 1),
+                 last_id TEXT NOT NULL);    -- last stream id applied",
+        )?;
+        Ok(Store { db })
+    }
+
+    fn load(&self) -> rusqlite::Result<(Vec<FleetEvent>, Option<String>)> {
+        let mut stmt = self.db.prepare("SELECT event FROM fleet_bans")?;
+        let events = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .filter_map(|text| text.ok().and_then(|t| FleetEvent::from_json(&t).ok()))
+            .collect();
+        let cursor = self
+            .db
+            .query_row("SELECT last_id FROM fleet_cursor WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .ok();
+        Ok((events, cursor))
+    }
+
+    /// Writes a batch of changes and the cursor in one transaction.
+    fn save(&mut self, changes: &[Change], cursor: Option<&str>) -> rusqlite::Result<()> {
+        let tx = self.db.transaction()?;
+        for change in changes {
+            match change {
+                Change::Hold(e) => tx.execute(
+                    "INSERT OR REPLACE INTO fleet_bans (jail, target, event) VALUES (?1, ?2, ?3)",
+                    params![e.jail, e.target.to_string(), e.to_json()],
+                )?,
+                Change::Drop(jail, target) => tx.execute(
+                    "DELETE FROM fleet_bans WHERE jail = ?1 AND target = ?2",
+                    params![jail, target.to_string()],
+                )?,
+            };
+        }
+        if let Some(id) = cursor {
+            tx.execute(
+                "INSERT OR REPLACE INTO fleet_cursor (id, last_id) VALUES (1, ?1)",
+                params![id],
+            )?;
+        }
+        tx.commit()
+    }
+}
+
+/// A change to the held bans, written to the store after each batch.
+enum Change {
+    Hold(FleetEvent),
+    Drop(String, IpNetwork),
+}
+
+/// The follower's state.
+pub struct Follower {
+    config: Arc<FleetConfig>,
+    keys: Keys,
+    jails: HashMap<String, LocalJail>,
+    runners: HashMap<String, runner::Runner>,
+    held: HashMap<(String, IpNetwork), Held>,
+    shared: HeldBans,
+    deadlines: BTreeSet<(Instant, String, IpNetwork)>,
+    storm: HashMap<String, VecDeque<Instant>>,
+    store: Option<Store>,
+    changes: Vec<Change>,
+    cursor: Option<String>,
+    stats: NodeStats,
+    head_ms: u64,
+    flushed_at: Instant,
+}
+
+impl Follower {
+    /// Opens the local store and re-applies the bans it holds (their runners reconcile the
+    /// kernel with them), before any Redis is needed.
+    pub async fn start(
+        config: Arc<FleetConfig>,
+        jails: HashMap<String, LocalJail>,
+        db_path: PathBuf,
+        shared: HeldBans,
+    ) -> Follower {
+        let store = match Store::open(&db_path) {
+            Ok(s) => Some(s),
+            Err(error) => {
+                metrics::state_errors().increment(1);
+                tracing::error!(%error, "fleet: cannot open the local store; held bans will not survive a restart");
+                None
+            }
+        };
+        let (stored, cursor) = store
+            .as_ref()
+            .and_then(|s| s.load().ok())
+            .unwrap_or_default();
+        let mut follower = Follower {
+            keys: Keys::new(&config.prefix),
+            config,
+            jails,
+            runners: HashMap::new(),
+            held: HashMap::new(),
+            shared,
+            deadlines: BTreeSet::new(),
+            storm: HashMap::new(),
+            store,
+            changes: Vec::new(),
+            cursor,
+            stats: NodeStats::default(),
+            head_ms: 0,
+            flushed_at: Instant::now(),
+        };
+        let now = super::now_ms();
+        let mut by_jail: HashMap<String, Vec<FleetEvent>> = HashMap::new();
+        for event in stored {
+            if event.expires_at.is_some_and(|e| e <= now) {
+                follower
+                    .changes
+                    .push(Change::Drop(event.jail.clone(), event.target));
+                continue;
+            }
+            by_jail.entry(event.jail.clone()).or_default().push(event);
+        }
+        for events in by_jail.into_values() {
+            let orders = events.iter().map(order).collect();
+            if follower.start_runner(&events[0], orders).await {
+                for event in events {
+                    follower.hold(event);
+                }
+            }
+        }
+        follower.flush();
+        if let Some(id) = &follower.cursor {
+            follower.stats.last_id = id.clone();
+        }
+        follower
+    }
+
+    /// The actions of fleet bans of the event's jail: the local jail's, or `[fleet] action`
+    /// with the event's ports.
+    fn specs_for(&self, event: &FleetEvent) -> Vec<ActionSpec> {
+        let name = kernel_name(&event.jail);
+        if let Some(local) = self.jails.get(&event.jail) {
+            return local
+                .actions
+                .iter()
+                .map(|spec| match spec {
+                    ActionSpec::Iptables(f) => ActionSpec::Iptables(renamed(f, &name)),
+                    ActionSpec::Nftables(f) => ActionSpec::Nftables(renamed(f, &name)),
+                    ActionSpec::Ipset(f) => ActionSpec::Ipset(renamed(f, &name)),
+                    other => other.clone(),
+                })
+                .collect();
+        }
+        let firewall = FirewallSpec {
+            name,
+            ports: event.ports.clone(),
+            protocol: Protocol::parse(&event.protocol).unwrap_or(Protocol::All),
+            blocktype: BlockType::Drop,
+            keep_on_stop: false,
+            v4_networks: true,
+            v6_networks: true,
+        };
+        vec![match self.config.action {
+            FleetAction::Nftables => ActionSpec::Nftables(firewall),
+            FleetAction::Ipset => ActionSpec::Ipset(firewall),
+            FleetAction::Iptables => ActionSpec::Iptables(firewall),
+            FleetAction::Log => ActionSpec::Log,
+        }]
+    }
+
+    async fn start_runner(&mut self, event: &FleetEvent, restored: Vec<BanOrder>) -> bool {
+        if self.runners.contains_key(&event.jail) {
+            return true;
+        }
+        let specs = self.specs_for(event);
+        let name = kernel_name(&event.jail);
+        match runner::spawn(&name, &specs, JailMetrics::new(&name), restored).await {
+            Ok(r) => {
+                tracing::info!(jail = %event.jail, actions = ?specs.iter().map(|a| a.kind()).collect::<Vec<_>>(), "fleet: actions started");
+                self.runners.insert(event.jail.clone(), r);
+                true
+            }
+            Err(error) => {
+                metrics::fleet_errors("action").increment(1);
+                tracing::error!(jail = %event.jail, %error, "fleet: cannot start actions");
+                false
+            }
+        }
+    }
+
+    fn hold(&mut self, event: FleetEvent) {
+        let key = (event.jail.clone(), event.target);
+        let expires = remaining(&event).map(|left| Instant::now() + left);
+        if let Some(old) = self.held.get(&key).and_then(|h| h.expires) {
+            self.deadlines.remove(&(old, key.0.clone(), key.1));
+        }
+        if let Some(at) = expires {
+            self.deadlines.insert((at, key.0.clone(), key.1));
+        }
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.insert(key.clone(), event.clone());
+        }
+        self.changes.push(Change::Hold(event.clone()));
+        self.held.insert(key, Held { event, expires });
+    }
+
+    async fn send(&mut self, jail: &str, command: ActionCommand) {
+        if let Some(r) = self.runners.get(jail) {
+            if r.queue.send(command).await.is_err() {
+                metrics::fleet_errors("action").increment(1);
+                tracing::error!(jail, "fleet: action runner is gone");
+            }
+        }
+    }
+
+    /// Lifts a held ban; true if it was held.
+    async fn lift(&mut self, jail: &str, target: IpNetwork) -> bool {
+        let key = (jail.to_string(), target);
+        let Some(held) = self.held.remove(&key) else {
+            return false;
+        };
+        if let Some(at) = held.expires {
+            self.deadlines.remove(&(at, key.0.clone(), target));
+        }
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.remove(&key);
+        }
+        self.changes.push(Change::Drop(key.0, target));
+        self.send(jail, ActionCommand::Unban(target)).await;
+        true
+    }
+
+    /// True when `origin` already had max_bans_per_minute bans applied in the last minute.
+    fn storm(&mut self, origin: &str) -> bool {
+        let Some(max) = self.config.max_bans_per_minute else {
+            return false;
+        };
+        let now = Instant::now();
+        if !self.storm.contains_key(origin) {
+            if self.storm.len() >= MAX_ORIGINS {
+                self.storm.retain(|_, recent| {
+                    recent
+                        .back()
+                        .is_some_and(|&t| now.duration_since(t) < STORM_WINDOW)
+                });
+            }
+            // A new origin's series exist from its first event, at zero.
+            metrics::fleet_withheld(origin).absolute(0);
+        }
+        let recent = self.storm.entry(origin.to_string()).or_default();
+        while recent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= STORM_WINDOW)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= max as usize {
+            metrics::fleet_withheld(origin).increment(1);
+            if recent.len() == max as usize {
+                tracing::error!(
+                    origin,
+                    max_bans_per_minute = max,
+                    "fleet: storm guard engaged, bans from this origin withheld"
+                );
+                // One more entry marks the storm as logged; it ages out with the rest.
+                recent.push_back(now);
+            }
+            return true;
+        }
+        recent.push_back(now);
+        false
+    }
+
+    /// Applies one event; `live` events (from the stream, not the snapshot) are timed.
+    pub async fn apply(&mut self, event: FleetEvent, live: bool) {
+        if self.config.role == Role::Both && event.origin == self.config.node {
+            // This node decided it: its own jail already applied it.
+            return;
+        }
+        match event.op {
+            Op::Unban => {
+                if self.lift(&event.jail, event.target).await {
+                    metrics::fleet_applied("unban", &event.origin).increment(1);
+                    self.stats.bans_applied += 1;
+                }
+            }
+            Op::Ban => {
+                let key = (event.jail.clone(), event.target);
+                if let Some(h) = self.held.get(&key) {
+                    if h.event.banned_at == event.banned_at
+                        && h.event.expires_at == event.expires_at
+                    {
+                        return;
+                    }
+                }
+                if remaining_or_permanent(&event).is_none() {
+                    return;
+                }
+                let ignore = self
+                    .jails
+                    .get(&event.jail)
+                    .map_or(&self.config.ignore, |j| &j.ignore);
+                if overlaps(ignore, event.target) {
+                    metrics::fleet_errors("allowlisted").increment(1);
+                    tracing::warn!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: ban of an allowlisted address refused");
+                    return;
+                }
+                if !self.held.contains_key(&key) && self.held.len() >= MAX_HELD {
+                    metrics::fleet_withheld(&event.origin).increment(1);
+                    return;
+                }
+                // The guard is for floods as they happen: a snapshot's bans were each live once
+                // (and guarded then), so a reconnect never withholds the fleet's standing bans.
+                if live && !self.held.contains_key(&key) && self.storm(&event.origin) {
+                    return;
+                }
+                if !self.start_runner(&event, Vec::new()).await {
+                    return;
+                }
+                let command = ActionCommand::Ban(order(&event));
+                let origin = event.origin.clone();
+                let banned_at = event.banned_at;
+                let jail = event.jail.clone();
+                self.hold(event);
+                self.send(&jail, command).await;
+                metrics::fleet_applied("ban", &origin).increment(1);
+                self.stats.bans_applied += 1;
+                if live {
+                    let age = super::now_ms().saturating_sub(banned_at);
+                    metrics::fleet_propagation().record(age as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
+    /// Lifts every ban whose deadline has passed.
+    pub async fn expire_due(&mut self) {
+        let now = Instant::now();
+        while let Some((at, jail, target)) = self.deadlines.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.lift(&jail, target).await;
+        }
+    }
+
+    /// Writes pending changes and the cursor to the local store.
+    fn flush(&mut self) {
+        if self.changes.is_empty() && self.cursor.as_deref() == Some(self.stats.last_id.as_str()) {
+            return;
+        }
+        let cursor = (!self.stats.last_id.is_empty()).then(|| self.stats.last_id.clone());
+        if let Some(store) = self.store.as_mut() {
+            if let Err(error) = store.save(&self.changes, cursor.as_deref()) {
+                metrics::state_errors().increment(1);
+                tracing::error!(%error, "fleet: cannot write the local store");
+            }
+        }
+        self.changes.clear();
+        self.cursor = cursor;
+        self.flushed_at = Instant::now();
+    }
+
+    /// Reads the active set and makes the held bans match it; returns the stream id to
+    /// follow from (taken before the set was read).
+    async fn reconcile(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<String> {
+        let head: Value = redis::cmd("XREVRANGE")
+            .arg(&self.keys.stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        let head = entries(&head)
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_string(), |(id, _)| id);
+        let mut wanted: HashMap<(String, IpNetwork), FleetEvent> = HashMap::new();
+        let mut offset = 0;
+        loop {
+            let members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&self.keys.active)
+                .arg(format!("({}", super::now_ms()))
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(SNAPSHOT_CHUNK)
+                .query_async(conn)
+                .await?;
+            if members.is_empty() {
+                break;
+            }
+            offset += members.len();
+            let details: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(&self.keys.details)
+                .arg(&members)
+                .query_async(conn)
+                .await?;
+            for text in details.into_iter().flatten() {
+                match FleetEvent::from_json(&text) {
+                    Ok(e) if e.op == Op::Ban => {
+                        wanted.insert((e.jail.clone(), e.target), e);
+                    }
+                    Ok(_) => metrics::fleet_errors("malformed").increment(1),
+                    Err(error) => {
+                        metrics::fleet_errors("malformed").increment(1);
+                        tracing::warn!(%error, "fleet: malformed active-set entry skipped");
+                    }
+                }
+            }
+            if members.len() < SNAPSHOT_CHUNK || wanted.len() >= MAX_HELD {
+                break;
+            }
+        }
+        let stale: Vec<(String, IpNetwork)> = self
+            .held
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        let (lifted, before) = (stale.len(), self.held.len());
+        for (jail, target) in stale {
+            self.lift(&jail, target).await;
+        }
+        let mut added = 0;
+        for (_, event) in wanted {
+            let was = self.held.len();
+            self.apply(event, false).await;
+            added += self.held.len().saturating_sub(was);
+        }
+        self.flush();
+        tracing::info!(held = self.held.len(), before, added, lifted, from = %head, last_applied = ?self.cursor, "fleet: reconciled with the active set");
+        Ok(head)
+    }
+
+    /// Reads and applies what follows `from`; returns the new position.
+    async fn follow(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        from: String,
+    ) -> redis::RedisResult<String> {
+        let block = self
+            .deadlines
+            .first()
+            .map_or(BLOCK, |(at, ..)| {
+                at.saturating_duration_since(Instant::now()).min(BLOCK)
+            })
+            .max(Duration::from_millis(1));
+        let reply: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.keys.stream)
+            .arg(&from)
+            .query_async(conn)
+            .await?;
+        let mut last = from;
+        for (_, list) in streams(&reply) {
+            for (id, fields) in entries(list) {
+                match FleetEvent::from_fields(&fields) {
+                    Ok(event) => self.apply(event, true).await,
+                    Err(error) => {
+                        metrics::fleet_errors("malformed").increment(1);
+                        tracing::warn!(id = %id, %error, "fleet: malformed stream entry skipped");
+                    }
+                }
+                self.head_ms = self.head_ms.max(super::id_ms(&id));
+                last = id;
+            }
+        }
+        self.stats.last_id = last.clone();
+        if self.flushed_at.elapsed() >= FLUSH_EVERY {
+            self.flush();
+        }
+        Ok(last)
+    }
+
+    /// Closes every runner queue; returns the threads to join (each stops its actions).
+    pub fn finish(self) -> Vec<JoinHandle<()>> {
+        self.runners.into_values().map(|r| r.thread).collect()
+    }
+}
+
+fn renamed(spec: &FirewallSpec, name: &str) -> FirewallSpec {
+    FirewallSpec {
+        name: name.to_string(),
+        v4_networks: true,
+        v6_networks: true,
+        ..spec.clone()
+    }
+}
+
+/// What is left of a ban now; None when permanent or already over (see
+/// [`remaining_or_permanent`]).
+fn remaining(event: &FleetEvent) -> Option<Duration> {
+    event
+        .expires_at
+        .map(|e| Duration::from_millis(e.saturating_sub(super::now_ms())))
+}
+
+/// Some(None) for a permanent ban, Some(Some(left)) for a running one, None when over.
+fn remaining_or_permanent(event: &FleetEvent) -> Option<Option<Duration>> {
+    match remaining(event) {
+        None => Some(None),
+        Some(left) if left.is_zero() => None,
+        Some(left) => Some(Some(left)),
+    }
+}
+
+/// The ban order for an event, back-dated to the moment the sink decided it, so the runner's
+/// latency histogram measures decided-at-the-sink to in-the-kernel and the kernel timeout
+/// ends the ban at the sink's expiry.
+fn order(event: &FleetEvent) -> BanOrder {
+    let age = Duration::from_millis(super::now_ms().saturating_sub(event.banned_at));
+    let now = Instant::now();
+    let decided_at = now.checked_sub(age).unwrap_or(now);
+    BanOrder {
+        target: event.target,
+        failures: event.failures,
+        bantime: event
+            .expires_at
+            .map(|e| Duration::from_millis(e.saturating_sub(event.banned_at))),
+        decided_at,
+        from_state: false,
+    }
+}
+
+/// The (stream, entries) pairs of an XREAD reply.
+fn streams(reply: &Value) -> Vec<(String, &Value)> {
+    let mut out = Vec::new();
+    let items: &[Value] = match reply {
+        Value::Array(items) => items,
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                out.push((text(k).unwrap_or_default(), v));
+            }
+            return out;
+        }
+        _ => return out,
+    };
+    for item in items {
+        if let Value::Array(pair) = item {
+            if let [name, list] = pair.as_slice() {
+                out.push((text(name).unwrap_or_default(), list));
+            }
+        }
+    }
+    out
+}
+
+/// The (id, fields) of a list of stream entries; fields that are not text are dropped (and the
+/// entry then fails validation).
+pub fn entries(list: &Value) -> Vec<(String, HashMap<String, String>)> {
+    let Value::Array(items) = list else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let Value::Array(pair) = item else {
+                return None;
+            };
+            let [id, fields] = pair.as_slice() else {
+                return None;
+            };
+            let id = text(id)?;
+            let mut map = HashMap::new();
+            if let Value::Array(kv) = fields {
+                for chunk in kv.chunks(2) {
+                    if let [k, v] = chunk {
+                        if let (Some(k), Some(v)) = (text(k), text(v)) {
+                            map.insert(k, v);
+                        }
+                    }
+                }
+            }
+            Some((id, map))
+        })
+        .collect()
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The agent: reconcile, follow, heartbeat, reconnect, until `shutdown`; then stops its
+/// actions (returned threads to join).
+pub async fn run(
+    mut follower: Follower,
+    client: redis::Client,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut backoff = Backoff::default();
+    let config = follower.config.clone();
+    let keys = follower.keys.clone();
+    'connect: while !shutdown.is_cancelled() {
+        // Reads block for BLOCK; the response bound leaves room for that.
+        let connected = async {
+            let reader = super::connect(&client, Some(super::RESPONSE_TIMEOUT + BLOCK)).await?;
+            let other = super::connect(&client, Some(super::RESPONSE_TIMEOUT)).await?;
+            Ok::<_, redis::RedisError>((reader, other))
+        };
+        let (mut reader, mut other) = match connected.await {
+            Ok(c) => c,
+            Err(error) => {
+                metrics::fleet_connected().set(0.0);
+                metrics::fleet_errors("redis").increment(1);
+                tracing::debug!(%error, "fleet: Redis unreachable");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff.wait()) => {}
+                    _ = sleep_until(follower.deadlines.first().map(|d| d.0)) => follower.expire_due().await,
+                }
+                follower.flush();
+                continue;
+            }
+        };
+        let mut position = match follower.reconcile(&mut other).await {
+            Ok(p) => p,
+            Err(error) => {
+                lost(&error);
+                continue;
+            }
+        };
+        metrics::fleet_connected().set(1.0);
+        backoff.reset();
+        tracing::info!(redis = %config.redis_shown(), "fleet: connected, following");
+        let mut beat_at = Instant::now();
+        loop {
+            if beat_at <= Instant::now() {
+                beat_at = Instant::now() + HEARTBEAT_EVERY;
+                let newest: redis::RedisResult<Value> = redis::cmd("XREVRANGE")
+                    .arg(&keys.stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut other)
+                    .await;
+                let newest_ms = newest
+                    .as_ref()
+                    .ok()
+                    .and_then(|v| entries(v).into_iter().next())
+                    .map_or(0, |(id, _)| super::id_ms(&id));
+                follower.stats.lag_ms = newest_ms.saturating_sub(super::id_ms(&position));
+                let beat = super::beat(&mut other, &keys, &config, &follower.stats).await;
+                if let Err(error) = newest.map(drop).and(beat) {
+                    lost(&error);
+                    continue 'connect;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'connect,
+                read = follower.follow(&mut reader, position.clone()) => match read {
+                    Ok(p) => position = p,
+                    Err(error) => {
+                        lost(&error);
+                        continue 'connect;
+                    }
+                },
+            }
+            follower.expire_due().await;
+        }
+    }
+    follower.flush();
+    follower.finish()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lost(error: &redis::RedisError) {
+    metrics::fleet_connected().set(0.0);
+    metrics::fleet_errors("redis").increment(1);
+    tracing::warn!(%error, "fleet: Redis connection lost; bans held, reconnecting");
+}

@@ -1,0 +1,360 @@
+//! Fleet mode on Redis: a ban decided by any sink protects every host.
+//!
+//! The fleet sits beside the actions: a sink's committed bans reach it through the state
+//! writer's outbox ([`publish`]), an agent's firewall is fed from the stream ([`follow`]), and
+//! sinks with `shared_windows` count failures in Redis ([`windows`]). Redis keys, all under
+//! `<prefix>:`:
+//! - `events`: the stream of ban and unban events ([`event::FleetEvent`] fields);
+//! - `active`: sorted set of active bans (`jail|target`), scored by expiry in Unix ms
+//!   (permanent: +inf); `bans`: hash of the same members to the event's JSON;
+//! - `nodes`: hash of node name to its last heartbeat (JSON);
+//! - `win:<jail>:<target>`, `decided:<jail>:<target>`, `count:<jail>:<target>`: shared windows.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod follow;
+pub mod publish;
+pub mod windows;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnetwork::IpNetwork;
+use redis::aio::MultiplexedConnection;
+use serde::{Deserialize, Serialize};
+
+pub use config::{FleetConfig, Role};
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one command (or pipeline) may take; blocking reads set their own.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Every node writes its heartbeat this often.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// Reconnect back-off bounds.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Why the fleet could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The CA file could not be read.
+    #[error("fleet.tls_ca_file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What the file system said.
+        reason: std::io::Error,
+    },
+    /// Redis refused us for a reason a retry cannot fix (password, ACL, TLS certificate).
+    #[error("fleet: Redis at {url} refused the connection: {reason} (check fleet.redis credentials, the ACL user, and fleet.tls_ca_file)")]
+    Refused {
+        /// The URL, password hidden.
+        url: String,
+        /// What Redis or TLS said.
+        reason: redis::RedisError,
+    },
+    /// Redis did not answer (down, or unreachable from here).
+    #[error("fleet: cannot reach Redis at {url}: {reason}")]
+    Unreachable {
+        /// The URL, password hidden.
+        url: String,
+        /// What the connection attempt said.
+        reason: redis::RedisError,
+    },
+    /// The client could not be built from the URL.
+    #[error("fleet.redis {url}: {reason}")]
+    Client {
+        /// The URL, password hidden.
+        url: String,
+        /// What the client said.
+        reason: redis::RedisError,
+    },
+    /// The state database (outbox) could not be opened.
+    #[error("fleet: {reason}")]
+    State {
+        /// What the state said.
+        reason: crate::state::StateError,
+    },
+}
+
+/// The Redis key names of one fleet.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    /// The event stream.
+    pub stream: String,
+    /// Active bans scored by expiry.
+    pub active: String,
+    /// Details of active bans.
+    pub details: String,
+    /// Heartbeats.
+    pub nodes: String,
+}
+
+impl Keys {
+    /// The keys under `prefix`.
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+            stream: format!("{prefix}:events"),
+            active: format!("{prefix}:active"),
+            details: format!("{prefix}:bans"),
+            nodes: format!("{prefix}:nodes"),
+        }
+    }
+
+    /// A shared window's key, its "decided" marker and its fleet-wide ban count.
+    pub fn window(&self, jail: &str, target: IpNetwork) -> [String; 3] {
+        let p = &self.prefix;
+        [
+            format!("{p}:win:{jail}:{target}"),
+            format!("{p}:decided:{jail}:{target}"),
+            format!("{p}:count:{jail}:{target}"),
+        ]
+    }
+}
+
+/// Wall clock in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+/// A wall-clock time in Unix milliseconds.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64)
+}
+
+/// The Redis client for `config`, with the CA file for rediss://.
+pub fn client(config: &FleetConfig) -> Result<redis::Client, FleetError> {
+    let client_error = |reason| FleetError::Client {
+        url: config.redis_shown(),
+        reason,
+    };
+    match &config.tls_ca_file {
+        None => redis::Client::open(config.redis.as_str()).map_err(client_error),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|reason| FleetError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            })?;
+            redis::Client::build_with_tls(
+                config.redis.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+            .map_err(client_error)
+        }
+    }
+}
+
+/// Opens one multiplexed connection; `response` bounds each command (None: no bound, for
+/// blocking reads, which carry their own).
+pub async fn connect(
+    client: &redis::Client,
+    response: Option<Duration>,
+) -> redis::RedisResult<MultiplexedConnection> {
+    install_crypto();
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(response);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// rustls needs a process-wide crypto provider before the first TLS connection.
+fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // ring is deprecated in rustls 0.23.48 only for lacking post-quantum key exchange;
+        // aws-lc-rs has it but needs cmake and a C++ toolchain to build. Err means another
+        // provider was installed first, which serves as well.
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// True for errors a retry may fix: Redis down, restarting, unreachable, or slow.
+pub fn is_transient(error: &redis::RedisError) -> bool {
+    error.is_connection_refusal()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+        || matches!(error.kind(), redis::ErrorKind::Io)
+            && !error
+                .to_string()
+                .to_ascii_lowercase()
+                .contains("certificate")
+}
+
+/// Checks at start that Redis accepts us: a wrong password, a missing ACL permission or a
+/// refused TLS certificate is an error now, not a retry loop. Redis merely being down is not:
+/// the fleet runs on and reconnects (sinks keep an outbox, agents keep their bans).
+pub async fn check(config: &FleetConfig) -> Result<redis::Client, FleetError> {
+    let client = client(config)?;
+    let refused = |reason| FleetError::Refused {
+        url: config.redis_shown(),
+        reason,
+    };
+    match connect(&client, Some(RESPONSE_TIMEOUT)).await {
+        Ok(mut conn) => {
+            // The commands each role needs, so a missing ACL permission shows up now.
+            let keys = Keys::new(&config.prefix);
+            let probe: redis::RedisResult<()> = async {
+                let _: Option<String> = redis::cmd("HGET")
+                    .arg(&keys.nodes)
+                    .arg(&config.node)
+                    .query_async(&mut conn)
+                    .await?;
+                if config.role.publishes() {
+                    let _: () = redis::cmd("HSET")
+                        .arg(&keys.nodes)
+                        .arg(&config.node)
+                        .arg(heartbeat_json(config, &NodeStats::default()))
+                        .query_async(&mut conn)
+                        .await?;
+                }
+                let _: redis::Value = redis::cmd("XREVRANGE")
+                    .arg(&keys.stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok(())
+            }
+            .await;
+            match probe {
+                Ok(()) => Ok(client),
+                Err(e) if is_transient(&e) => Ok(client),
+                Err(e) => Err(refused(e)),
+            }
+        }
+        Err(e) if is_transient(&e) => {
+            tracing::warn!(redis = %config.redis_shown(), error = %e, "Redis is not reachable at start; carrying on and reconnecting");
+            Ok(client)
+        }
+        Err(e) => Err(refused(e)),
+    }
+}
+
+/// Opens a connection of the fleet's own to the state database (outbox, agent store): WAL,
+/// `synchronous = NORMAL` as the state has it (durable against a killed process), and a busy
+/// timeout, since the state writer holds the same file.
+fn open_db(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    let db = rusqlite::Connection::open(path)?;
+    db.busy_timeout(Duration::from_secs(5))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(db)
+}
+
+/// Doubling back-off between reconnects.
+#[derive(Debug)]
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(RETRY_MIN)
+    }
+}
+
+impl Backoff {
+    /// The next wait.
+    pub fn wait(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(RETRY_MAX);
+        wait
+    }
+
+    /// Connected: start small again.
+    pub fn reset(&mut self) {
+        self.0 = RETRY_MIN;
+    }
+}
+
+/// What a node reports in its heartbeat beyond role and time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeStats {
+    /// Agents: milliseconds between the newest event applied and the newest in the stream.
+    pub lag_ms: u64,
+    /// Agents: events applied since start.
+    pub bans_applied: u64,
+    /// Sinks: events waiting in the outbox.
+    pub outbox: u64,
+    /// Agents: the last stream id applied.
+    pub last_id: String,
+}
+
+/// One node's heartbeat as stored in `<prefix>:nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Heartbeat {
+    /// The node.
+    pub node: String,
+    /// sink, agent or both.
+    pub role: String,
+    /// Unix ms of the heartbeat.
+    pub last_seen: u64,
+    /// The rest.
+    #[serde(flatten)]
+    pub stats: NodeStats,
+}
+
+/// This node's heartbeat as JSON.
+pub fn heartbeat_json(config: &FleetConfig, stats: &NodeStats) -> String {
+    serde_json::to_string(&Heartbeat {
+        node: config.node.clone(),
+        role: config.role.as_str().to_string(),
+        last_seen: now_ms(),
+        stats: stats.clone(),
+    })
+    .unwrap_or_default()
+}
+
+/// Writes this node's heartbeat.
+pub async fn beat(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    config: &FleetConfig,
+    stats: &NodeStats,
+) -> redis::RedisResult<()> {
+    redis::cmd("HSET")
+        .arg(&keys.nodes)
+        .arg(&config.node)
+        .arg(heartbeat_json(config, stats))
+        .query_async(conn)
+        .await
+}
+
+/// The stream id's millisecond part (`1700000000000-3` → 1700000000000).
+pub fn id_ms(id: &str) -> u64 {
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_ids() {
+        let keys = Keys::new("jf");
+        assert_eq!(keys.stream, "jf:events");
+        let [w, d, c] = keys.window("sshd", "192.0.2.1/32".parse().unwrap());
+        assert_eq!(w, "jf:win:sshd:192.0.2.1/32");
+        assert_eq!(d, "jf:decided:sshd:192.0.2.1/32");
+        assert_eq!(c, "jf:count:sshd:192.0.2.1/32");
+        assert_eq!(id_ms("1700000000000-3"), 1_700_000_000_000);
+        assert_eq!(id_ms("junk"), 0);
+        let mut b = Backoff::default();
+        assert!(b.wait() < b.wait());
+    }
+}

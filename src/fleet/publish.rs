@@ -1,0 +1,482 @@
+//! Sink side: committed bans and unbans become fleet events. The state writer encodes each one
+//! into the SQLite outbox in the ban's own transaction ([`Encoder`]); the publisher task
+//! ([`run`]) writes the outbox to Redis in id order (stream entry plus active set, one atomic
+//! MULTI per batch) and deletes what Redis acknowledged. Redis away loses nothing: the outbox
+//! grows (and is counted) and is replayed in order on reconnect.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use redis::aio::MultiplexedConnection;
+use rusqlite::{params, Connection};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::event::{member, FleetEvent, Op};
+use super::{Backoff, FleetConfig, Keys, NodeStats, HEARTBEAT_EVERY};
+use crate::jail::JailSpec;
+use crate::metrics;
+use crate::state::{Outbox, StateOp};
+
+/// Most events written to Redis in one MULTI.
+const BATCH: usize = 512;
+
+/// Lifts expired bans from the active set: members scored (expiry, Unix ms) at or before
+/// ARGV[1], at most 1,000 a call, with their details.
+const PRUNE: &str = r"
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+if #gone > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('HDEL', KEYS[2], unpack(gone))
+end
+return #gone
+";
+
+/// A jail's ports and protocol, as events carry them.
+pub type JailPorts = HashMap<String, (Vec<String>, String)>;
+
+/// The ports and protocol of each jail, taken from its first firewall action (what an agent
+/// without the jail should block).
+pub fn jail_ports(jails: &[JailSpec]) -> JailPorts {
+    jails
+        .iter()
+        .map(|j| {
+            let (ports, protocol) = j
+                .actions
+                .iter()
+                .find_map(|a| match a {
+                    crate::action::ActionSpec::Iptables(f)
+                    | crate::action::ActionSpec::Nftables(f)
+                    | crate::action::ActionSpec::Ipset(f) => {
+                        Some((f.ports.clone(), protocol_name(f.protocol)))
+                    }
+                    crate::action::ActionSpec::Command(c) => {
+                        Some((c.ports.clone(), protocol_name(c.protocol)))
+                    }
+                    crate::action::ActionSpec::Log => None,
+                })
+                .unwrap_or_else(|| (Vec::new(), "all".into()));
+            (j.name.clone(), (ports, protocol))
+        })
+        .collect()
+}
+
+fn protocol_name(p: crate::action::Protocol) -> String {
+    match p {
+        crate::action::Protocol::Tcp => "tcp",
+        crate::action::Protocol::Udp => "udp",
+        crate::action::Protocol::All => "all",
+    }
+    .into()
+}
+
+/// Encodes committed state operations as fleet events (runs on the state writer thread).
+pub(crate) struct Encoder {
+    origin: String,
+    ports: Arc<ArcSwap<JailPorts>>,
+    wake: Arc<Notify>,
+}
+
+impl Encoder {
+    /// An encoder for this node; `ports` is swapped on reload, `wake` wakes the publisher.
+    pub(crate) fn new(origin: &str, ports: Arc<ArcSwap<JailPorts>>, wake: Arc<Notify>) -> Encoder {
+        Encoder {
+            origin: origin.to_string(),
+            ports,
+            wake,
+        }
+    }
+
+    /// The event for `op`, if it is a ban or unban.
+    pub(crate) fn event(&self, op: &StateOp) -> Option<FleetEvent> {
+        let mut hosts: Vec<String> = Vec::new();
+        let (op, jail, target, banned_at, expires_at, ban_count, failures) = match op {
+            StateOp::Ban {
+                jail,
+                order,
+                banned_at,
+                ban_count,
+                hosts: from,
+            } => {
+                // Only names an agent would accept: a hostile sender's host field is dropped.
+                hosts = from
+                    .iter()
+                    .filter(|h| super::event::valid_host(h))
+                    .take(super::event::MAX_HOSTS)
+                    .cloned()
+                    .collect();
+                let at = super::unix_ms(*banned_at);
+                let expires = order
+                    .bantime
+                    .map(|b| at.saturating_add(b.as_millis().min(u128::from(u64::MAX)) as u64));
+                (
+                    Op::Ban,
+                    jail,
+                    order.target,
+                    at,
+                    expires,
+                    *ban_count,
+                    order.failures,
+                )
+            }
+            StateOp::Unban { jail, target } => {
+                (Op::Unban, jail, *target, super::now_ms(), None, 0, 0)
+            }
+            StateOp::Routes(_) | StateOp::Barrier(_) => return None,
+        };
+        let ports = self.ports.load();
+        let (ports, protocol) = ports
+            .get(jail)
+            .cloned()
+            .unwrap_or_else(|| (Vec::new(), "all".into()));
+        Some(FleetEvent {
+            op,
+            jail: jail.clone(),
+            target,
+            banned_at,
+            expires_at,
+            ban_count,
+            failures,
+            ports,
+            protocol,
+            origin: self.origin.clone(),
+            hosts,
+        })
+    }
+}
+
+impl Outbox for Encoder {
+    fn encode(&self, op: &StateOp) -> Option<String> {
+        self.event(op).map(|e| e.to_json())
+    }
+
+    fn committed(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// A sink's commit path on its own: the state writer with the outbox encoder, and the
+/// publisher. What the daemon runs for a sink minus the jails; the fleet benchmark drives it.
+pub struct CommitPath {
+    ops: tokio::sync::mpsc::Sender<StateOp>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl CommitPath {
+    /// Opens (creating) the state at `db_path` and starts the writer and the publisher (on the
+    /// current tokio runtime); `ports` are each jail's ports and protocol for its events.
+    pub fn start(
+        config: &FleetConfig,
+        db_path: &std::path::Path,
+        ports: JailPorts,
+        shutdown: CancellationToken,
+    ) -> Result<CommitPath, super::FleetError> {
+        let db = crate::state::State::open(db_path)
+            .map_err(|reason| super::FleetError::State { reason })?;
+        let client = super::client(config)?;
+        let wake = Arc::new(Notify::new());
+        let encoder = Encoder::new(
+            &config.node,
+            Arc::new(ArcSwap::from_pointee(ports)),
+            wake.clone(),
+        );
+        let (ops, rx) = tokio::sync::mpsc::channel(crate::state::QUEUE_DEPTH);
+        let writer = std::thread::spawn(move || {
+            crate::state::writer(
+                Some(db),
+                rx,
+                metrics::state_errors(),
+                Some(Box::new(encoder)),
+            )
+        });
+        tokio::spawn(run(
+            Arc::new(config.clone()),
+            client,
+            db_path.to_path_buf(),
+            wake,
+            shutdown,
+        ));
+        Ok(CommitPath { ops, writer })
+    }
+
+    /// Commits a ban decided now (then published), as the jail task hands it to the state.
+    pub async fn ban(&self, jail: &str, order: crate::action::BanOrder, ban_count: u32) -> bool {
+        self.ops
+            .send(StateOp::Ban {
+                jail: jail.to_string(),
+                order,
+                banned_at: std::time::SystemTime::now(),
+                ban_count,
+                hosts: Vec::new(),
+            })
+            .await
+            .is_ok()
+    }
+
+    /// Closes the writer's queue and waits for it to drain.
+    pub fn finish(self) {
+        drop(self.ops);
+        let _ = self.writer.join();
+    }
+}
+
+/// Lifts a ban another sink decided, straight in Redis: an unban event in the stream, the ban
+/// out of the active set, the shared window's marker cleared. Returns the deciding node, or
+/// None when the fleet holds no such ban. (A sink's own bans go through the outbox instead.)
+pub(crate) async fn lift_remote(
+    config: &FleetConfig,
+    client: &redis::Client,
+    jail: &str,
+    target: ipnetwork::IpNetwork,
+) -> redis::RedisResult<Option<String>> {
+    let mut conn = super::connect(client, Some(super::RESPONSE_TIMEOUT)).await?;
+    let keys = Keys::new(&config.prefix);
+    let m = member(jail, target);
+    let details: Option<String> = redis::cmd("HGET")
+        .arg(&keys.details)
+        .arg(&m)
+        .query_async(&mut conn)
+        .await?;
+    let Some(banned) = details.and_then(|d| FleetEvent::from_json(&d).ok()) else {
+        return Ok(None);
+    };
+    if banned.expires_at.is_some_and(|e| e <= super::now_ms()) {
+        return Ok(None);
+    }
+    let unban = FleetEvent {
+        op: Op::Unban,
+        banned_at: super::now_ms(),
+        expires_at: None,
+        ban_count: 0,
+        failures: 0,
+        origin: config.node.clone(),
+        ..banned.clone()
+    };
+    let row = [(0, unban.to_json())];
+    publish(&mut conn, &keys, config, &row).await?;
+    metrics::fleet_published("unban").increment(1);
+    Ok(Some(banned.origin))
+}
+
+/// The outbox table, read and trimmed by the publisher through its own connection.
+struct OutboxTable {
+    db: Connection,
+}
+
+impl OutboxTable {
+    fn open(path: &std::path::Path) -> rusqlite::Result<OutboxTable> {
+        let db = super::open_db(path)?;
+        // The state opens first and creates the table; created here too so the publisher
+        // never depends on start order.
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS fleet_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);",
+        )?;
+        Ok(OutboxTable { db })
+    }
+
+    fn oldest(&self, limit: usize) -> rusqlite::Result<Vec<(i64, String)>> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT id, event FROM fleet_outbox ORDER BY id LIMIT ?1")?;
+        let rows = stmt.query_map(params![limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+
+    fn remove_through(&self, id: i64) -> rusqlite::Result<()> {
+        self.db
+            .execute("DELETE FROM fleet_outbox WHERE id <= ?1", params![id])
+            .map(drop)
+    }
+
+    fn len(&self) -> rusqlite::Result<u64> {
+        self.db
+            .query_row("SELECT COUNT(*) FROM fleet_outbox", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+    }
+}
+
+/// Runs a blocking outbox call off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    table: &Arc<Mutex<OutboxTable>>,
+    f: impl FnOnce(&OutboxTable) -> rusqlite::Result<T> + Send + 'static,
+) -> Option<T> {
+    let table = table.clone();
+    let result = tokio::task::spawn_blocking(move || match table.lock() {
+        Ok(t) => f(&t),
+        Err(poisoned) => f(&poisoned.into_inner()),
+    })
+    .await;
+    match result {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(error)) => {
+            metrics::state_errors().increment(1);
+            tracing::error!(%error, "fleet outbox");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Writes `events` (validated on the way: an outbox row no agent could read is dropped and
+/// counted, not published) in one MULTI: stream entry, then active set and details.
+async fn publish(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    config: &FleetConfig,
+    rows: &[(i64, String)],
+) -> redis::RedisResult<Vec<Op>> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let mut ops = Vec::with_capacity(rows.len());
+    for (id, text) in rows {
+        let event = match FleetEvent::from_json(text) {
+            Ok(e) => e,
+            Err(error) => {
+                metrics::fleet_errors("malformed").increment(1);
+                tracing::error!(id, %error, "unreadable fleet outbox row dropped");
+                continue;
+            }
+        };
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&keys.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(config.stream_maxlen)
+            .arg("*");
+        for (field, value) in event.to_fields() {
+            xadd.arg(field).arg(value);
+        }
+        pipe.add_command(xadd).ignore();
+        let m = member(&event.jail, event.target);
+        match event.op {
+            Op::Ban => {
+                let score = event
+                    .expires_at
+                    .map_or_else(|| "+inf".to_string(), |e| e.to_string());
+                pipe.cmd("ZADD")
+                    .arg(&keys.active)
+                    .arg(score)
+                    .arg(&m)
+                    .ignore();
+                pipe.cmd("HSET")
+                    .arg(&keys.details)
+                    .arg(&m)
+                    .arg(event.to_json())
+                    .ignore();
+            }
+            Op::Unban => {
+                pipe.cmd("ZREM").arg(&keys.active).arg(&m).ignore();
+                pipe.cmd("HDEL").arg(&keys.details).arg(&m).ignore();
+                // A lifted ban may be decided again by the shared window.
+                let [_, decided, _] = keys.window(&event.jail, event.target);
+                pipe.cmd("DEL").arg(decided).ignore();
+            }
+        }
+        ops.push(event.op);
+    }
+    if ops.is_empty() {
+        return Ok(ops);
+    }
+    let () = pipe.query_async(conn).await?;
+    Ok(ops)
+}
+
+/// The publisher: connects, drains the outbox in order, writes heartbeats and prunes expired
+/// bans from the active set, until `shutdown`.
+pub async fn run(
+    config: Arc<FleetConfig>,
+    client: redis::Client,
+    db_path: PathBuf,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let table = match tokio::task::spawn_blocking(move || OutboxTable::open(&db_path)).await {
+        Ok(Ok(t)) => Arc::new(Mutex::new(t)),
+        Ok(Err(error)) => {
+            metrics::state_errors().increment(1);
+            tracing::error!(%error, "cannot open the fleet outbox; bans are not published");
+            return;
+        }
+        Err(_) => return,
+    };
+    let keys = Keys::new(&config.prefix);
+    let prune = redis::Script::new(PRUNE);
+    let mut backoff = Backoff::default();
+    let mut stats = NodeStats::default();
+    'connect: while !shutdown.is_cancelled() {
+        if let Some(n) = blocking(&table, OutboxTable::len).await {
+            stats.outbox = n;
+            metrics::fleet_outbox().set(n as f64);
+        }
+        let mut conn = match super::connect(&client, Some(super::RESPONSE_TIMEOUT)).await {
+            Ok(c) => c,
+            Err(error) => {
+                metrics::fleet_connected().set(0.0);
+                metrics::fleet_errors("redis").increment(1);
+                tracing::debug!(%error, "fleet: Redis unreachable");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff.wait()) => continue 'connect,
+                }
+            }
+        };
+        metrics::fleet_connected().set(1.0);
+        backoff.reset();
+        tracing::info!(redis = %config.redis_shown(), outbox = stats.outbox, "fleet: connected, publishing");
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            let Some(rows) = blocking(&table, |t| t.oldest(BATCH)).await else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            };
+            if let Some(&(last, _)) = rows.last() {
+                match publish(&mut conn, &keys, &config, &rows).await {
+                    Ok(ops) => {
+                        for op in ops {
+                            metrics::fleet_published(op.as_str()).increment(1);
+                        }
+                        blocking(&table, move |t| t.remove_through(last)).await;
+                        if let Some(n) = blocking(&table, OutboxTable::len).await {
+                            stats.outbox = n;
+                            metrics::fleet_outbox().set(n as f64);
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        lost(&error);
+                        continue 'connect;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tick.tick() => {
+                    let beat = super::beat(&mut conn, &keys, &config, &stats).await;
+                    let pruned = prune
+                        .key(&keys.active)
+                        .key(&keys.details)
+                        .arg(super::now_ms())
+                        .invoke_async::<u64>(&mut conn)
+                        .await;
+                    if let Err(error) = beat.and(pruned.map(drop)) {
+                        lost(&error);
+                        continue 'connect;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Logs and counts a lost connection.
+fn lost(error: &redis::RedisError) {
+    metrics::fleet_connected().set(0.0);
+    metrics::fleet_errors("redis").increment(1);
+    tracing::warn!(%error, "fleet: Redis connection lost; events wait in the outbox");
+}

@@ -1,0 +1,326 @@
+//! Shared windows (sinks with `shared_windows = true`): each failure is counted in Redis by one
+//! atomic script call, on Redis's clock, so several sinks that each see part of an attacker's
+//! attempts count together, and the one call that reaches maxretry decides the ban: a
+//! `decided` marker held for the ban's length makes every other sink's call a no-op, so the
+//! ban is decided exactly once. The fleet-wide ban count feeds `bantime_increment`. Failures
+//! are batched from the queue, up to 64 per script call and every call of a batch in one
+//! pipeline (one round trip). While Redis is away, failures go to the jail task's own windows
+//! (local fallback).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use ipnetwork::IpNetwork;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::overlaps;
+use super::{Backoff, FleetConfig, Keys};
+use crate::jail::set::{Command, SharedFailure};
+use crate::jail::Failure;
+use crate::jail::JailSettings;
+use crate::metrics;
+
+/// Most failures counted in one pipeline.
+pub const BATCH: usize = 2048;
+/// How long a fleet-wide ban count is remembered after the last ban.
+const COUNT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Counts failures, each in one atomic step on Redis's clock. For failure i (from 0), KEYS[3i+1..3i+3]
+/// are its window (list of failure times, ms), decided marker and ban count, and
+/// ARGV[5i+1..5i+5] its findtime ms, maxretry, failures the message stands for, hold ms (0:
+/// until lifted) and count ttl ms. Returns, per failure, {failures in window, 1 if this
+/// failure decided the ban, ban count}. Several failures per call amortise the call's cost;
+/// a script runs atomically, so each failure still sees the ones before it, from any sink.
+pub const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local win, decided, count = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local findtime = tonumber(ARGV[5 * i + 1])
+  local maxretry = tonumber(ARGV[5 * i + 2])
+  local n = math.min(tonumber(ARGV[5 * i + 3]), maxretry)
+  local hold = tonumber(ARGV[5 * i + 4])
+  if redis.call('EXISTS', decided) == 1 then
+    out[i + 1] = {0, 0, 0}
+  else
+    for _ = 1, n do redis.call('RPUSH', win, now) end
+    local len = redis.call('LLEN', win)
+    if len > maxretry then
+      redis.call('LTRIM', win, -maxretry, -1)
+      len = maxretry
+    end
+    local oldest = tonumber(redis.call('LINDEX', win, 0))
+    if len >= maxretry and now - oldest < findtime then
+      redis.call('DEL', win)
+      if hold > 0 then
+        redis.call('SET', decided, now, 'PX', hold)
+      else
+        redis.call('SET', decided, now)
+      end
+      local c = redis.call('INCR', count)
+      redis.call('PEXPIRE', count, ARGV[5 * i + 5])
+      out[i + 1] = {len, 1, c}
+    else
+      redis.call('PEXPIRE', win, findtime)
+      out[i + 1] = {len, 0, 0}
+    end
+  end
+end
+return out
+";
+
+/// Failures per script call.
+const PER_CALL: usize = 64;
+
+/// The settings of each jail, swapped on reload.
+pub type SharedSettings = Arc<ArcSwap<HashMap<String, JailSettings>>>;
+
+/// What a failure of `ip` counts against under `settings` (the address, or its prefix).
+pub fn key_of(settings: &JailSettings, ip: IpAddr) -> IpNetwork {
+    let prefix = if ip.is_ipv4() {
+        settings.ipv4_prefix
+    } else {
+        settings.ipv6_prefix
+    };
+    IpNetwork::new(ip, prefix)
+        .and_then(|n| IpNetwork::new(n.network(), prefix))
+        .unwrap_or_else(|_| IpNetwork::from(ip))
+}
+
+/// How long the `decided` marker holds: as long as the longest ban this jail may give.
+fn hold_ms(settings: &JailSettings) -> u64 {
+    let longest = if settings.increment.enabled {
+        Some(settings.increment.maxtime)
+    } else {
+        settings.bantime
+    };
+    longest.map_or(0, |d| {
+        d.as_millis().clamp(1, u128::from(u64::MAX / 2)) as u64
+    })
+}
+
+/// Counts a batch in Redis: one script call per [`PER_CALL`] failures, every call of the
+/// batch in one pipeline (one round trip).
+async fn count(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    sha: &str,
+    batch: &[(Failure, IpNetwork, JailSettings)],
+) -> redis::RedisResult<Vec<(i64, i64, i64)>> {
+    let mut pipe = redis::pipe();
+    for chunk in batch.chunks(PER_CALL) {
+        let call = pipe.cmd("EVALSHA").arg(sha).arg(chunk.len() * 3);
+        for (failure, key, _) in chunk {
+            for k in keys.window(&failure.jail, *key) {
+                call.arg(k);
+            }
+        }
+        for (failure, _, settings) in chunk {
+            call.arg(settings.findtime.as_millis() as u64)
+                .arg(settings.maxretry)
+                .arg(failure.count.max(1))
+                .arg(hold_ms(settings))
+                .arg(COUNT_TTL.as_millis() as u64);
+        }
+    }
+    let replies: Vec<Vec<(i64, i64, i64)>> = pipe.query_async(conn).await?;
+    Ok(replies.into_iter().flatten().collect())
+}
+
+/// The shared count on its own: the script and the pipelined calls [`run`] uses, for one
+/// batch at a time. The fleet benchmark drives it.
+pub struct SharedCounter {
+    conn: MultiplexedConnection,
+    keys: Keys,
+    script: redis::Script,
+}
+
+impl SharedCounter {
+    /// Connects and loads the script.
+    pub async fn connect(config: &FleetConfig) -> Result<SharedCounter, super::FleetError> {
+        let client = super::client(config)?;
+        let url = config.redis_shown();
+        let script = redis::Script::new(SCRIPT);
+        let mut conn = super::connect(&client, Some(super::RESPONSE_TIMEOUT))
+            .await
+            .map_err(|reason| super::FleetError::Unreachable {
+                url: url.clone(),
+                reason,
+            })?;
+        script
+            .load_async(&mut conn)
+            .await
+            .map_err(|reason| super::FleetError::Refused { url, reason })?;
+        Ok(SharedCounter {
+            conn,
+            keys: Keys::new(&config.prefix),
+            script,
+        })
+    }
+
+    /// Counts one failure of each `(jail, ip)` under `settings`; per failure, Some((failures,
+    /// fleet-wide ban count)) when it decided the ban.
+    pub async fn count(
+        &mut self,
+        failures: &[(Arc<str>, IpAddr)],
+        settings: &JailSettings,
+    ) -> redis::RedisResult<Vec<Option<(u32, u32)>>> {
+        let now = tokio::time::Instant::now();
+        let batch: Vec<(Failure, IpNetwork, JailSettings)> = failures
+            .iter()
+            .map(|(jail, ip)| {
+                (
+                    Failure {
+                        jail: jail.clone(),
+                        ip: *ip,
+                        count: 1,
+                        received_at: now,
+                        host: None,
+                    },
+                    key_of(settings, *ip),
+                    settings.clone(),
+                )
+            })
+            .collect();
+        let results = count(&mut self.conn, &self.keys, self.script.get_hash(), &batch).await?;
+        Ok(results
+            .into_iter()
+            .map(|(n, decided, c)| (decided == 1).then_some((n as u32, c as u32)))
+            .collect())
+    }
+}
+
+/// Takes failures from the listeners, counts them in Redis and hands the outcomes (and any
+/// decided ban) to the jail task; falls back to the jail task's local windows while Redis is
+/// away.
+pub(crate) async fn run(
+    config: Arc<FleetConfig>,
+    client: redis::Client,
+    settings: SharedSettings,
+    mut failures: mpsc::Receiver<Failure>,
+    local: mpsc::Sender<Failure>,
+    jail: mpsc::Sender<Command>,
+    shutdown: CancellationToken,
+) {
+    let keys = Keys::new(&config.prefix);
+    let script = redis::Script::new(SCRIPT);
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut backoff = Backoff::default();
+    let mut retry_at = Instant::now();
+    let mut falling_back = false;
+    let mut batch: Vec<Failure> = Vec::with_capacity(BATCH);
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            f = failures.recv() => match f {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        batch.push(first);
+        while batch.len() < BATCH {
+            match failures.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() && Instant::now() >= retry_at {
+            match super::connect(&client, Some(super::RESPONSE_TIMEOUT)).await {
+                Ok(mut c) => match script.load_async(&mut c).await {
+                    Ok(_) => {
+                        backoff.reset();
+                        conn = Some(c);
+                        if falling_back {
+                            falling_back = false;
+                            tracing::info!("fleet: shared windows back in Redis");
+                        }
+                    }
+                    Err(error) => {
+                        metrics::fleet_errors("redis").increment(1);
+                        tracing::warn!(%error, "fleet: cannot load the shared-window script");
+                        retry_at = Instant::now() + backoff.wait();
+                    }
+                },
+                Err(_) => {
+                    metrics::fleet_errors("redis").increment(1);
+                    retry_at = Instant::now() + backoff.wait();
+                }
+            }
+        }
+        let table = settings.load();
+        let mut shared = Vec::with_capacity(batch.len());
+        let mut locals = Vec::new();
+        for failure in batch.drain(..) {
+            match table.get(&*failure.jail) {
+                Some(s) if conn.is_some() => {
+                    let key = key_of(s, failure.ip);
+                    if overlaps(&s.ignore, key) {
+                        // The jail counts it as ignored, as it would any ignored failure.
+                        locals.push(failure);
+                    } else {
+                        shared.push((failure, key, s.clone()));
+                    }
+                }
+                _ => locals.push(failure),
+            }
+        }
+        if let Some(c) = conn.as_mut() {
+            if !shared.is_empty() {
+                let counted = count(c, &keys, script.get_hash(), &shared)
+                    .await
+                    .and_then(|r| {
+                        if r.len() == shared.len() {
+                            Ok(r)
+                        } else {
+                            Err(redis::RedisError::from((
+                                redis::ErrorKind::UnexpectedReturnType,
+                                "shared-window script answered for a different number of failures",
+                            )))
+                        }
+                    });
+                match counted {
+                    Ok(results) => {
+                        let outcomes = shared
+                            .into_iter()
+                            .zip(results)
+                            .map(|((f, _, _), (n, decided, ban_count))| SharedFailure {
+                                jail: f.jail,
+                                ip: f.ip,
+                                count: f.count,
+                                received_at: f.received_at,
+                                host: f.host,
+                                decided: (decided == 1).then_some((
+                                    n.clamp(0, i64::from(u32::MAX)) as u32,
+                                    ban_count.clamp(1, i64::from(u32::MAX)) as u32,
+                                )),
+                            })
+                            .collect();
+                        if jail.send(Command::Shared(outcomes)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        metrics::fleet_errors("redis").increment(1);
+                        metrics::fleet_connected().set(0.0);
+                        tracing::warn!(%error, "fleet: shared windows unavailable; counting locally until Redis is back");
+                        falling_back = true;
+                        conn = None;
+                        retry_at = Instant::now() + backoff.wait();
+                        locals.extend(shared.into_iter().map(|(f, ..)| f));
+                    }
+                }
+            }
+        }
+        for failure in locals {
+            if local.send(failure).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,931 @@
+//! Fleet mode end to end on a real redis-server (private port and directory, AOF on): sinks
+//! decide and publish, agents apply. Two sinks and three agents in network namespaces with
+//! nftables (an attacker split between the sinks is banned once and dropped by every agent's
+//! kernel; an allowlisted address is not; a manual unban reaches every agent); outages (agent
+//! stopped, Redis killed and restarted, sink killed with -9); hostile stream entries and the
+//! per-origin storm guard.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::lab::Netns;
+use crate::redis_support::Redis;
+use crate::support::{filter_dir, free_port, log_tcp, wait_for, Daemon};
+
+/// Writes `text` (with `@DIR@`) as a config in a new directory and runs `jailsink ARGS` on it
+/// (the config's `-c`); returns the exit code and stderr.
+fn run_on(text: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jailsink.toml");
+    std::fs::write(
+        &path,
+        text.replace("@DIR@", &dir.path().display().to_string()),
+    )
+    .unwrap();
+    let out = Command::new(crate::support::binary())
+        .arg("-c")
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "CONFIG");
+    (out.status.code(), stderr)
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// An sshd jail on the shipped filter, and a `quick` one with a short bantime.
+fn jails(maxretry: u32, port: u16) -> String {
+    format!(
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+filter = "sshd"
+maxretry = {maxretry}
+bantime = "1h"
+port = {port}
+
+[jails.quick]
+programs = ["quick"]
+filter = "sshd"
+maxretry = 2
+bantime = "4s"
+"#
+    )
+}
+
+/// A sink: the support config (loopback listeners, log action) with `[fleet]`.
+fn sink_config(url: &str, node: &str, fleet_extra: &str, jails: &str) -> String {
+    let fleet = format!(
+        "{jails}\n[fleet]\nredis = \"{url}\"\nrole = \"sink\"\nnode = \"{node}\"\nprefix = \"t\"\n{fleet_extra}\n"
+    );
+    crate::support::config("", &fleet)
+}
+
+/// An agent: no listener, no jail.
+fn agent_config(url: &str, node: &str, ignoreip: &str, fleet_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+udp = []
+tcp = []
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[control]
+socket = "@DIR@/jailsink.sock"
+
+[state]
+path = "@DIR@/state.db"
+
+[defaults]
+ignoreself = true
+ignoreip = [{ignoreip}]
+
+[fleet]
+redis = "{url}"
+role = "agent"
+node = "{node}"
+prefix = "t"
+{fleet_extra}
+"#
+    )
+}
+
+/// `n` sshd failures of `ip` sent to `sink` (tag `program`), from where `wrapper` runs.
+fn fail(wrapper: &[&str], sink: &Daemon, program: &str, ip: &str, n: usize) {
+    let msg = format!("Failed password for root from {ip} port 4242 ssh2");
+    log_tcp(wrapper, sink, program, &msg, n);
+}
+
+/// `banned --json` of a daemon: (jail, ip, origin, expires_at).
+fn banned(daemon: &Daemon) -> Vec<(String, String, String, Option<String>)> {
+    let text = daemon.cli_ok(&["banned", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&text).expect("banned --json");
+    list.iter()
+        .map(|b| {
+            (
+                b["jail"].as_str().unwrap().to_string(),
+                b["ip"].as_str().unwrap().to_string(),
+                b["origin"].as_str().unwrap().to_string(),
+                b["expires_at"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn holds(daemon: &Daemon, ip: &str) -> bool {
+    banned(daemon).iter().any(|b| b.1 == ip)
+}
+
+fn wait_holds(daemon: &Daemon, ip: &str, want: bool, what: &str) {
+    let ok = wait_for(WAIT, || holds(daemon, ip) == want);
+    assert!(
+        ok,
+        "{what}: {ip} held={} expected {want}; banned: {:?}\n{:#?}",
+        !want,
+        banned(daemon),
+        daemon.errors()
+    );
+}
+
+/// The stream's ban targets, in order.
+fn stream_bans(redis: &Redis) -> Vec<String> {
+    let out = redis.cli(&["--no-raw", "XRANGE", "t:events", "-", "+"]);
+    // redis-cli prints field and value lines; the value after "target" is the target.
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let mut targets = Vec::new();
+    let mut op = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.ends_with("\"op\"") {
+            op = unquote(lines.get(i + 1).copied().unwrap_or(""));
+        }
+        if line.ends_with("\"target\"") && op == "ban" {
+            targets.push(unquote(lines.get(i + 1).copied().unwrap_or("")));
+        }
+    }
+    targets
+}
+
+fn unquote(line: &str) -> String {
+    line.rsplit_once(") ")
+        .map_or(line, |(_, v)| v)
+        .trim_matches('"')
+        .to_string()
+}
+
+/// Creates the users of examples/fleet/users.acl (prefix `t`, passwords `sinkpw`/`agentpw`).
+fn acl_users(redis: &Redis) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet/users.acl");
+    let text = std::fs::read_to_string(path).expect("users.acl");
+    let mut made = 0;
+    for line in text.lines().filter(|l| l.starts_with("user ")) {
+        let line = line
+            .replace("~jailsink:*", "~t:*")
+            .replace(">SINK-PASSWORD", ">sinkpw")
+            .replace(">AGENT-PASSWORD", ">agentpw");
+        let mut args = vec!["ACL", "SETUSER"];
+        args.extend(line.split_whitespace().skip(1));
+        assert_eq!(redis.cli(&args).trim(), "OK", "{line}");
+        made += 1;
+    }
+    assert_eq!(made, 2);
+}
+
+/// A sink and an agent on loopback with the log action: an agent that was stopped catches up,
+/// Redis killed mid-stream (sinks keep banning into the outbox, replayed in order when it is
+/// back, nothing lost), a manual unban reaches the agent, and after the sink is killed with -9
+/// the agent keeps its bans until they expire.
+#[test]
+fn fleet_survives_agent_redis_and_sink_outages() {
+    let mut redis = Redis::start(free_port(), "", &[]);
+    // The least-privilege users the README documents: the fleet must work with them.
+    acl_users(&redis);
+    let (sink_url, agent_url) = (
+        format!("redis://sink:sinkpw@127.0.0.1:{}/0", redis.port),
+        format!("redis://agent:agentpw@127.0.0.1:{}/0", redis.port),
+    );
+    let sink = Daemon::start(&sink_config(&sink_url, "sink-1", "", &jails(3, 22)));
+    let agent_text = agent_config(&agent_url, "agent-1", "\"127.0.0.0/8\"", "action = \"log\"");
+    let agent = Daemon::start(&agent_text);
+
+    fail(&[], &sink, "sshd", "192.0.2.10", 3);
+    wait_holds(&agent, "192.0.2.10", true, "propagation");
+    let on_agent = banned(&agent);
+    assert_eq!(on_agent[0].2, "sink-1", "origin on the agent: {on_agent:?}");
+    let on_sink = banned(&sink);
+    assert_eq!(on_sink.len(), 1);
+    assert_eq!(on_sink[0].2, "sink-1", "origin of a local ban is this node");
+
+    // An agent that is down when a ban is decided catches up when it starts.
+    let (_, agent_dir) = agent.stop_keeping_dir();
+    fail(&[], &sink, "sshd", "192.0.2.11", 3);
+    sink.wait_metric("jailsink_fleet_events_published_total{op=\"ban\"}", 2.0);
+    let agent = Daemon::start_in(agent_dir, &agent_text, &[]);
+    wait_holds(&agent, "192.0.2.11", true, "catch-up after a restart");
+    assert!(holds(&agent, "192.0.2.10"));
+
+    // Redis killed mid-stream: the sink bans on, into its outbox.
+    redis.kill();
+    sink.wait_metric("jailsink_fleet_connected", 0.0);
+    fail(&[], &sink, "sshd", "192.0.2.12", 3);
+    fail(&[], &sink, "sshd", "192.0.2.13", 3);
+    let ok = wait_for(WAIT, || holds(&sink, "192.0.2.13"));
+    assert!(ok, "the sink must ban while Redis is away");
+    sink.wait_metric("jailsink_fleet_outbox_events", 2.0);
+    // Still held by the agent while Redis is away.
+    assert!(holds(&agent, "192.0.2.10") && holds(&agent, "192.0.2.11"));
+
+    // Back (same directory: the AOF keeps what was written): the outbox is replayed in order.
+    redis.restart();
+    acl_users(&redis);
+    sink.wait_metric("jailsink_fleet_outbox_events", 0.0);
+    assert_eq!(
+        stream_bans(&redis),
+        [
+            "192.0.2.10/32",
+            "192.0.2.11/32",
+            "192.0.2.12/32",
+            "192.0.2.13/32"
+        ],
+        "nothing lost, in order"
+    );
+    wait_holds(&agent, "192.0.2.12", true, "replayed outbox");
+    wait_holds(&agent, "192.0.2.13", true, "replayed outbox");
+
+    // A manual unban on the sink lifts the ban fleet-wide.
+    sink.cli_ok(&["unban", "sshd", "192.0.2.12"]);
+    wait_holds(&agent, "192.0.2.12", false, "manual unban");
+    let fleet = sink.cli_ok(&["banned", "--fleet", "--json"]);
+    let fleet: Vec<serde_json::Value> = serde_json::from_str(&fleet).unwrap();
+    let ips: Vec<&str> = fleet.iter().map(|b| b["ip"].as_str().unwrap()).collect();
+    assert_eq!(ips, ["192.0.2.10", "192.0.2.11", "192.0.2.13"], "{fleet:?}");
+    assert!(fleet.iter().all(|b| b["origin"] == "sink-1"));
+    // Each carries the syslog host name of the message that decided it (logger's own).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    for b in &fleet {
+        let hosts = b["hosts"].as_array().expect("hosts");
+        assert_eq!(hosts.len(), 1, "{b}");
+        assert!(
+            host.trim().starts_with(hosts[0].as_str().unwrap()),
+            "{b} vs {host}"
+        );
+    }
+
+    // status --fleet shows both nodes from their heartbeats.
+    let ok = wait_for(WAIT, || {
+        let out = sink.cli(&["status", "--fleet", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+        status["connected"] == true
+            && nodes
+                .iter()
+                .any(|n| n["node"] == "sink-1" && n["role"] == "sink")
+            && nodes.iter().any(|n| {
+                n["node"] == "agent-1"
+                    && n["role"] == "agent"
+                    && n["bans_applied"].as_u64() >= Some(4)
+            })
+    });
+    assert!(ok, "{}", sink.cli_ok(&["status", "--fleet", "--json"]));
+
+    // The sink dies hard: the agent keeps its bans until each expires.
+    fail(&[], &sink, "quick", "192.0.2.14", 2);
+    wait_holds(&agent, "192.0.2.14", true, "short ban");
+    let expires = banned(&agent)
+        .into_iter()
+        .find(|b| b.1 == "192.0.2.14")
+        .and_then(|b| b.3)
+        .expect("an expiry");
+    let _ = sink.kill9();
+    assert!(holds(&agent, "192.0.2.14") && holds(&agent, "192.0.2.10"));
+    wait_holds(&agent, "192.0.2.14", false, "expiry without the sink");
+    let expires = chrono::DateTime::parse_from_rfc3339(&expires).unwrap();
+    let now = chrono::Utc::now();
+    assert!(
+        now >= expires,
+        "lifted at {now}, before its expiry {expires}"
+    );
+    assert!(holds(&agent, "192.0.2.10"), "long bans stay");
+    assert!(agent.errors().is_empty(), "{:#?}", agent.errors());
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The fields of a valid ban event (origin `rogue`, an hour long), with `overrides`.
+fn event_fields(overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+    let now = unix_ms();
+    let mut fields: Vec<(String, String)> = [
+        ("op", "ban".to_string()),
+        ("jail", "sshd".into()),
+        ("target", "198.51.100.1/32".into()),
+        ("banned_at", now.to_string()),
+        ("expires_at", (now + 3_600_000).to_string()),
+        ("ban_count", "1".into()),
+        ("failures", "5".into()),
+        ("ports", "22".into()),
+        ("protocol", "tcp".into()),
+        ("origin", "rogue".into()),
+        ("hosts", "".into()),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .into();
+    for (k, v) in overrides {
+        match fields.iter_mut().find(|(name, _)| name == k) {
+            Some(f) => f.1 = v.to_string(),
+            None => fields.push((k.to_string(), v.to_string())),
+        }
+    }
+    fields
+}
+
+/// XADD of a ban event with the given fields overriding a valid one.
+fn xadd(redis: &Redis, overrides: &[(&str, &str)]) {
+    let fields = event_fields(overrides);
+    let mut args = vec!["XADD", "t:events", "*"];
+    for (k, v) in &fields {
+        args.push(k);
+        args.push(v);
+    }
+    redis.cli(&args);
+}
+
+/// Puts a ban straight into the active set (as a sink's publisher does).
+fn activate(redis: &Redis, overrides: &[(&str, &str)]) {
+    let fields: serde_json::Map<String, serde_json::Value> = event_fields(overrides)
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    let member = format!(
+        "{}|{}",
+        fields["jail"].as_str().unwrap(),
+        fields["target"].as_str().unwrap()
+    );
+    let score = fields["expires_at"].as_str().unwrap().to_string();
+    redis.cli(&["ZADD", "t:active", &score, &member]);
+    let json = serde_json::Value::Object(fields).to_string();
+    redis.cli(&["HSET", "t:bans", &member, &json]);
+}
+
+/// Hostile entries are counted and skipped (never a ban of something that is not an address),
+/// and a flood from one origin is withheld past max_bans_per_minute.
+#[test]
+fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
+    let redis = Redis::start(free_port(), "", &[]);
+    let agent = Daemon::start(&agent_config(
+        &redis.url(),
+        "agent-h",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"\nmax_bans_per_minute = 3",
+    ));
+    agent.wait_metric("jailsink_fleet_connected", 1.0);
+    let hostile: &[&[(&str, &str)]] = &[
+        &[("target", "0.0.0.0/0")],
+        &[("target", "example.com")],
+        &[("target", "10.0.0.0/4")],
+        &[("jail", "../../etc/passwd")],
+        &[("op", "flush")],
+        &[("ports", "22;reboot")],
+        &[("expires_at", "1")],
+        &[("origin", "a b")],
+    ];
+    for overrides in hostile {
+        xadd(&redis, overrides);
+    }
+    redis.cli(&["XADD", "t:events", "*", "garbage", "\u{1}\u{2}"]);
+    agent.wait_metric(
+        "jailsink_fleet_errors_total{kind=\"malformed\"}",
+        (hostile.len() + 1) as f64,
+    );
+    assert!(banned(&agent).is_empty(), "{:?}", banned(&agent));
+
+    // Five bans from one origin at once: three applied, two withheld and counted.
+    for i in 1..=5 {
+        let target = format!("198.51.100.{i}/32");
+        xadd(&redis, &[("target", &target)]);
+    }
+    agent.wait_metric("jailsink_fleet_bans_withheld_total{origin=\"rogue\"}", 2.0);
+    agent.wait_metric(
+        "jailsink_fleet_events_applied_total{op=\"ban\",origin=\"rogue\"}",
+        3.0,
+    );
+    assert_eq!(banned(&agent).len(), 3);
+    // Another origin is not held back by the rogue one.
+    xadd(
+        &redis,
+        &[("target", "198.51.100.9/32"), ("origin", "sink-ok")],
+    );
+    wait_holds(&agent, "198.51.100.9", true, "another origin");
+
+    // Standing bans read from the active set at start are not withheld: a fresh agent with
+    // the same guard applies all five.
+    for i in 20..25 {
+        activate(&redis, &[("target", &format!("198.51.100.{i}/32"))]);
+    }
+    let fresh = Daemon::start(&agent_config(
+        &redis.url(),
+        "agent-h2",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"\nmax_bans_per_minute = 3",
+    ));
+    for i in 20..25 {
+        wait_holds(
+            &fresh,
+            &format!("198.51.100.{i}"),
+            true,
+            "snapshot past the guard",
+        );
+    }
+    let withheld = fresh.metric("jailsink_fleet_bans_withheld_total{origin=\"rogue\"}");
+    assert!(
+        matches!(withheld, None | Some(0.0)),
+        "withheld: {withheld:?}"
+    );
+}
+
+/// A start with a wrong password is an error naming the problem, not a retry loop.
+#[test]
+fn fleet_wrong_password_is_a_clear_error_at_start() {
+    let redis = Redis::start(free_port(), "", &[]);
+    acl_users(&redis);
+    let url = format!("redis://agent:wrong@127.0.0.1:{}/0", redis.port);
+    let (code, stderr) = run_on(
+        &agent_config(&url, "agent-p", "", "action = \"log\""),
+        &["run"],
+    );
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("refused the connection") && stderr.contains("agent:***@"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong"),
+        "the password must not be shown: {stderr}"
+    );
+}
+
+/// The GET /metrics text of a daemon running inside `ns`.
+fn scrape_in(ns: &Netns, daemon: &Daemon) -> String {
+    let addr = daemon.metrics;
+    ns.within(move || {
+        let mut stream = TcpStream::connect(addr).expect("connect to metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+}
+
+fn metric_in(ns: &Netns, daemon: &Daemon, series: &str) -> Option<f64> {
+    scrape_in(ns, daemon).lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// True when a TCP connection from `source` (an address of `from`) to `to` succeeds within
+/// 400 ms: a DROP in the target's kernel shows as the timeout.
+fn reaches(from: &Netns, source: &str, to: SocketAddr) -> bool {
+    let source: SocketAddr = format!("{source}:0").parse().unwrap();
+    from.within(move || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.bind(&source.into()).expect("bind source");
+        socket
+            .connect_timeout(&to.into(), Duration::from_millis(400))
+            .is_ok()
+    })
+}
+
+/// Port of the service each agent guards (the sinks' jail port).
+const SERVICE: u16 = 7022;
+
+/// Two sinks with shared windows and three agents, each agent in its own network namespace
+/// with nftables, Redis and the sinks in a hub namespace bridged to them: an attacker whose
+/// failures are split between the sinks is banned exactly once at the shared maxretry and
+/// dropped by every agent's kernel; an address on one agent's allowlist is banned on the
+/// others but never on it; a manual unban, even on the sink that did not decide the ban,
+/// reaches every agent.
+#[test]
+fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
+    crate::support::tool("nft", "nftables");
+    let hub = Netns::new("fh");
+    hub.run(&["ip", "link", "add", "br0", "type", "bridge"]);
+    hub.run(&["ip", "link", "set", "br0", "up"]);
+    for addr in [
+        "198.51.100.1/24",
+        "198.51.100.66/24",
+        "198.51.100.67/24",
+        "198.51.100.77/24",
+    ] {
+        hub.run(&["ip", "addr", "add", addr, "dev", "br0"]);
+    }
+    let agents_ns: Vec<Netns> = (1..=3)
+        .map(|i| {
+            let ns = Netns::new(&format!("fa{i}"));
+            let (inside, outside) = (format!("a{i}"), format!("h{i}"));
+            ns.run(&[
+                "ip", "link", "add", &inside, "type", "veth", "peer", "name", &outside, "netns",
+                &hub.name,
+            ]);
+            ns.run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.51.100.1{i}/24"),
+                "dev",
+                &inside,
+            ]);
+            ns.run(&["ip", "link", "set", &inside, "up"]);
+            hub.run(&["ip", "link", "set", &outside, "master", "br0"]);
+            hub.run(&["ip", "link", "set", &outside, "up"]);
+            ns
+        })
+        .collect();
+    // The service each agent guards, and a probe that it is reachable before any ban.
+    let services: Vec<SocketAddr> = agents_ns
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let listener = ns.within(|| TcpListener::bind(("0.0.0.0", SERVICE)).expect("service"));
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    drop(conn);
+                }
+            });
+            format!("198.51.100.1{}:{SERVICE}", i + 1).parse().unwrap()
+        })
+        .collect();
+    for &service in &services {
+        let ok = wait_for(WAIT, || reaches(&hub, "198.51.100.66", service));
+        assert!(ok, "the lab network does not carry {service}");
+    }
+
+    let redis = Redis::start(free_port(), "198.51.100.1", &hub.prefix());
+    let port = redis.port;
+    let sink_text = |node: &str| {
+        sink_config(
+            &format!("redis://127.0.0.1:{port}/0"),
+            node,
+            "shared_windows = true",
+            &jails(4, SERVICE),
+        )
+    };
+    let sinks = [
+        Daemon::start_with(&sink_text("sink-1"), &hub.prefix()),
+        Daemon::start_with(&sink_text("sink-2"), &hub.prefix()),
+    ];
+    let agents: Vec<Daemon> = agents_ns
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let ignore = if i == 2 {
+                "\"127.0.0.0/8\", \"198.51.100.77\""
+            } else {
+                "\"127.0.0.0/8\""
+            };
+            let text = agent_config(
+                &format!("redis://198.51.100.1:{port}/0"),
+                &format!("agent-{}", i + 1),
+                ignore,
+                "action = \"nftables\"",
+            );
+            Daemon::start_with(&text, &ns.prefix())
+        })
+        .collect();
+    for (ns, agent) in agents_ns.iter().zip(&agents) {
+        let ok = wait_for(WAIT, || {
+            metric_in(ns, agent, "jailsink_fleet_connected") == Some(1.0)
+        });
+        assert!(ok, "agent not connected: {:#?}", agent.errors());
+    }
+
+    // Four failures, two at each sink, interleaved: one ban at the shared maxretry.
+    for round in 0..2 {
+        for sink in &sinks {
+            fail(&hub.prefix(), sink, "sshd", "198.51.100.66", 1);
+            let _ = round;
+        }
+    }
+    for agent in &agents {
+        wait_holds(agent, "198.51.100.66", true, "split attacker");
+    }
+    // More failures after the ban change nothing.
+    for sink in &sinks {
+        fail(&hub.prefix(), sink, "sshd", "198.51.100.66", 2);
+    }
+    let failures = |sink: &Daemon| metric_in(&hub, sink, "jailsink_failures_total{jail=\"sshd\"}");
+    let ok = wait_for(WAIT, || {
+        failures(&sinks[0]) == Some(4.0) && failures(&sinks[1]) == Some(4.0)
+    });
+    assert!(ok, "failures not all counted");
+    let bans: f64 = sinks
+        .iter()
+        .map(|s| metric_in(&hub, s, "jailsink_bans_total{jail=\"sshd\"}").unwrap_or(0.0))
+        .sum();
+    assert_eq!(bans, 1.0, "banned exactly once across the sinks");
+    let published: Vec<String> = stream_bans(&redis);
+    assert_eq!(published, ["198.51.100.66/32"], "one ban event");
+
+    // Every agent's kernel drops the attacker, and only the attacker.
+    for (&service, agent) in services.iter().zip(&agents) {
+        assert!(
+            !reaches(&hub, "198.51.100.66", service),
+            "{service} still reachable from the banned address: {:#?}",
+            agent.errors()
+        );
+        assert!(
+            reaches(&hub, "198.51.100.67", service),
+            "{service} closed to all"
+        );
+    }
+
+    // An address on agent-3's allowlist: banned on agents 1 and 2, never on 3.
+    fail(&hub.prefix(), &sinks[0], "sshd", "198.51.100.77", 4);
+    wait_holds(&agents[0], "198.51.100.77", true, "allowlist elsewhere");
+    wait_holds(&agents[1], "198.51.100.77", true, "allowlist elsewhere");
+    let ok = wait_for(WAIT, || {
+        metric_in(
+            &agents_ns[2],
+            &agents[2],
+            "jailsink_fleet_errors_total{kind=\"allowlisted\"}",
+        ) == Some(1.0)
+    });
+    assert!(ok, "agent-3 did not refuse the allowlisted ban");
+    assert!(!holds(&agents[2], "198.51.100.77"));
+    assert!(reaches(&hub, "198.51.100.77", services[2]));
+    assert!(!reaches(&hub, "198.51.100.77", services[0]));
+
+    // A manual unban on the sink that decided the ban lifts it on every agent.
+    let fleet = hub.run(&[
+        crate::support::binary(),
+        "-c",
+        sinks[0].config.to_str().unwrap(),
+        "banned",
+        "--fleet",
+        "--json",
+    ]);
+    let fleet: Vec<serde_json::Value> = serde_json::from_str(&fleet).unwrap();
+    let origin = fleet
+        .iter()
+        .find(|b| b["ip"] == "198.51.100.66")
+        .map(|b| b["origin"].as_str().unwrap().to_string())
+        .expect("the ban in the fleet");
+    // On the sink that did not decide it: the ban is lifted fleet-wide all the same.
+    let other = if origin == "sink-1" {
+        &sinks[1]
+    } else {
+        &sinks[0]
+    };
+    let said = other.cli_ok(&["unban", "sshd", "198.51.100.66"]);
+    assert!(said.contains(&format!("decided by {origin}")), "{said}");
+    for (&service, agent) in services.iter().zip(&agents) {
+        wait_holds(agent, "198.51.100.66", false, "manual unban");
+        let ok = wait_for(WAIT, || reaches(&hub, "198.51.100.66", service));
+        assert!(ok, "{service} still drops the unbanned address");
+    }
+    for daemon in sinks.iter().chain(&agents) {
+        assert!(daemon.errors().is_empty(), "{:#?}", daemon.errors());
+    }
+}
+
+/// The example sink and agent configs compile (an agent with no listener and no jail is
+/// valid), and a bad `[fleet]` is an error naming file, key and reason.
+#[test]
+fn fleet_example_configs_compile_and_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not read by `check`").unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet");
+    for name in ["sink.toml", "agent.toml"] {
+        let text = std::fs::read_to_string(examples.join(name))
+            .unwrap()
+            .replace("/etc/jailsink/redis-ca.pem", ca.to_str().unwrap())
+            .replace(
+                "filter = \"sshd\"",
+                &format!("filter = \"{}/sshd.toml\"", filter_dir().display()),
+            );
+        let (code, stderr) = run_on(&text, &["check"]);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+    }
+    let bad = "[server]\nudp = []\ntcp = []\n[fleet]\nrole = \"leader\"\nredis = \"http://x\"\n";
+    let (code, stderr) = run_on(bad, &["check"]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("CONFIG: fleet.role: `leader` is not a role")
+            && stderr.contains("CONFIG: fleet.redis: `http://x`"),
+        "{stderr}"
+    );
+}
+
+/// The fleet alert rules pass their promtool unit tests, and every fleet series the dashboard
+/// and the rules query is in a real scrape of a sink or an agent (exported from start).
+#[test]
+fn fleet_dashboard_and_alerts_use_series_a_fleet_exports() {
+    let promtool = crate::support::tool("promtool", "prometheus");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prometheus");
+    let out = Command::new(&promtool)
+        .current_dir(&dir)
+        .args(["test", "rules", "jailsink-fleet-alerts_test.yml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("SUCCESS"), "{text}");
+    let rules = std::fs::read_to_string(dir.join("jailsink-fleet-alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("jailsink-fleet-alerts_test.yml")).unwrap();
+    for alert in [
+        "JailsinkFleetDisconnected",
+        "JailsinkFleetLagging",
+        "JailsinkFleetOutboxGrowing",
+    ] {
+        assert!(
+            tests.contains(&format!(
+                "alertname: {alert}\n        exp_alerts:\n          - "
+            )),
+            "no test expecting {alert} to fire"
+        );
+    }
+
+    let redis = Redis::start(free_port(), "", &[]);
+    let sink = Daemon::start(&sink_config(&redis.url(), "sink-m", "", &jails(3, 22)));
+    let agent = Daemon::start(&agent_config(
+        &redis.url(),
+        "agent-m",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"",
+    ));
+    // One ban through the fleet, so the labelled series (origin) and the histogram exist.
+    fail(&[], &sink, "sshd", "192.0.2.50", 3);
+    wait_holds(&agent, "192.0.2.50", true, "one fleet ban");
+    let mut exported = std::collections::BTreeSet::new();
+    for scrape in [sink.scrape(), agent.scrape()] {
+        for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+            exported.insert(line.split(['{', ' ']).next().unwrap_or("").to_string());
+        }
+    }
+    let mut exprs: Vec<String> = crate::observe::dashboard_exprs();
+    exprs.extend(
+        rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr: "))
+            .map(str::to_string),
+    );
+    let mut used = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        for name in crate::observe::metric_names(expr) {
+            if name.starts_with("jailsink_fleet_") {
+                assert!(
+                    exported.contains(&name),
+                    "`{name}` (in `{expr}`) is not exported"
+                );
+                used.insert(name);
+            }
+        }
+    }
+    for wanted in [
+        "jailsink_fleet_connected",
+        "jailsink_fleet_outbox_events",
+        "jailsink_fleet_events_published_total",
+        "jailsink_fleet_events_applied_total",
+        "jailsink_fleet_propagation_seconds_bucket",
+        "jailsink_fleet_errors_total",
+        "jailsink_fleet_bans_withheld_total",
+    ] {
+        assert!(
+            used.contains(wanted),
+            "no dashboard panel or alert uses {wanted}"
+        );
+    }
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 signed by it, in `dir`; returns the CA
+/// file. `tag` keeps two CAs apart.
+fn make_ca(dir: &std::path::Path, tag: &str, server: bool) -> std::path::PathBuf {
+    let openssl = crate::support::tool("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (key, ca) = (format!("{tag}.key"), format!("{tag}.pem"));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        &key,
+        "-out",
+        &ca,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=jailsink test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&args);
+    if server {
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&args);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &ca,
+            "-CAkey",
+            &key,
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ]);
+    }
+    dir.join(ca)
+}
+
+/// rediss:// with the CA file: the agent connects over TLS and applies a ban; with a CA that
+/// did not sign the server's certificate, the start fails with a clear error.
+#[test]
+fn fleet_over_tls_with_a_ca_file_and_a_refused_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = make_ca(certs.path(), "ca", true);
+    let other = make_ca(certs.path(), "other", false);
+    let port = free_port();
+    let path = |f: &str| certs.path().join(f).display().to_string();
+    let (server_pem, server_key, ca_text) = (
+        path("server.pem"),
+        path("server.key"),
+        ca.display().to_string(),
+    );
+    let redis = Redis::start_with(
+        port,
+        "",
+        &[],
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &server_pem,
+            "--tls-key-file",
+            &server_key,
+            "--tls-ca-cert-file",
+            &ca_text,
+            "--tls-auth-clients",
+            "no",
+        ],
+        &["--tls", "--cacert", &ca_text],
+    );
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    let agent = Daemon::start(&agent_config(
+        &url,
+        "agent-tls",
+        "\"127.0.0.0/8\"",
+        &format!("action = \"log\"\ntls_ca_file = \"{ca_text}\""),
+    ));
+    agent.wait_metric("jailsink_fleet_connected", 1.0);
+    xadd(
+        &redis,
+        &[("target", "203.0.113.5/32"), ("origin", "sink-tls")],
+    );
+    wait_holds(&agent, "203.0.113.5", true, "over TLS");
+
+    let text = agent_config(
+        &url,
+        "agent-bad",
+        "",
+        &format!("action = \"log\"\ntls_ca_file = \"{}\"", other.display()),
+    );
+    let (code, stderr) = run_on(&text, &["run"]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("refused the connection") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+}
