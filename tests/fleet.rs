@@ -755,6 +755,7 @@ fn fleet_dashboard_and_alerts_use_series_a_fleet_exports() {
         }
     }
     let mut exprs: Vec<String> = crate::observe::dashboard_exprs();
+    exprs.extend(crate::grafana::grafana_rule_queries());
     exprs.extend(
         rules
             .lines()

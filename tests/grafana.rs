@@ -35,9 +35,13 @@ pub(crate) struct PromRule {
     annotations: Labels,
 }
 
-/// The alerting rules of the shipped Prometheus rules file.
+/// The alerting rules of the shipped Prometheus rules files (the host's and the fleet's).
 pub(crate) fn prometheus_alerts() -> Vec<PromRule> {
-    parse_prometheus(&example("prometheus/jailsink-alerts.yml"))
+    let mut rules = parse_prometheus(&example("prometheus/jailsink-alerts.yml"));
+    rules.extend(parse_prometheus(&example(
+        "prometheus/jailsink-fleet-alerts.yml",
+    )));
+    rules
 }
 
 fn parse_prometheus(text: &str) -> Vec<PromRule> {
@@ -469,7 +473,11 @@ fn grafana_rules_are_the_prometheus_rules_alert_by_alert() {
         "    rules:\n",
         "    rules:\n      - alert: JailsinkNew\n        expr: up == 2\n",
     );
-    let found = disagreements(&parse_prometheus(&added), &grafana);
+    let mut with_new = parse_prometheus(&added);
+    with_new.extend(parse_prometheus(&example(
+        "prometheus/jailsink-fleet-alerts.yml",
+    )));
+    let found = disagreements(&with_new, &grafana);
     assert_eq!(found, ["JailsinkNew: in Prometheus, not in Grafana"]);
 }
 
