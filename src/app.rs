@@ -409,8 +409,8 @@ impl Daemon {
                 }
             };
         }
-        let query = match translate::query(request) {
-            Ok(query) => query,
+        let translate::Translated { query, invalid } = match translate::query(request) {
+            Ok(translated) => translated,
             Err(message) => return Response::Error { message },
         };
         let (tx, rx) = oneshot::channel();
@@ -420,7 +420,8 @@ impl Daemon {
         if self.commands.send(Command::Query(query, tx)).await.is_err() {
             return gone();
         }
-        rx.await.map_or_else(|_| gone(), translate::response)
+        rx.await
+            .map_or_else(|_| gone(), |answer| translate::response(answer, invalid))
     }
 
     /// Drains the listeners, lets the jail task finish, then waits (with a grace period) for

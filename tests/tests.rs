@@ -10,6 +10,7 @@ mod import;
 mod iptables;
 mod lab;
 mod layout;
+mod manual;
 // The firewall bench's measurement, run small by firewall::bench_smoke so it cannot rot.
 #[path = "../benches/firewall/measure.rs"]
 mod measure;

@@ -68,6 +68,24 @@ pub enum Decision {
     Ban(BanOrder),
 }
 
+/// Why a ban by hand was not applied, in words for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotBanned {
+    /// The target is, holds or lies in an ignored address or network.
+    Ignored(String),
+    /// The target is banned already.
+    Already(String),
+}
+
+impl NotBanned {
+    /// The operator's message.
+    pub(crate) fn message(self) -> String {
+        match self {
+            NotBanned::Ignored(m) | NotBanned::Already(m) => m,
+        }
+    }
+}
+
 /// One jail's state.
 pub struct Jail {
     name: String,
@@ -140,7 +158,7 @@ impl Jail {
         match outcome {
             Outcome::Counting(n) => Decision::Counted(n),
             Outcome::Reached(_) if self.storm_guard(at) => Decision::Withheld,
-            Outcome::Reached(failures) => Decision::Ban(self.ban(key, failures, at)),
+            Outcome::Reached(failures) => Decision::Ban(self.ban(key, failures, at, None)),
         }
     }
 
@@ -180,16 +198,40 @@ impl Jail {
     /// Ignored when the target overlaps an ignored network: a prefix ban never takes an
     /// ignored or own address with it.
     fn is_ignored(&self, target: IpNetwork) -> bool {
+        self.ignored_by(target).is_some()
+    }
+
+    /// The ignored network `target` overlaps, if any.
+    fn ignored_by(&self, target: IpNetwork) -> Option<IpNetwork> {
         self.settings
             .ignore
             .iter()
-            .any(|net| net.contains(target.network()) || target.contains(net.network()))
+            .find(|net| net.contains(target.network()) || target.contains(net.network()))
+            .copied()
     }
 
-    fn ban(&mut self, target: IpNetwork, failures: u32, at: Instant) -> BanOrder {
+    /// What a ban or unban by hand of `target` acts on: an address widens to the jail's prefix
+    /// as a failure would; a network is taken as written (aligned to its prefix).
+    pub(crate) fn manual_key(&self, target: IpNetwork) -> IpNetwork {
+        let full = if target.is_ipv4() { 32 } else { 128 };
+        if target.prefix() == full {
+            self.key_of(target.ip())
+        } else {
+            crate::address::network_of(target.ip(), target.prefix())
+        }
+    }
+
+    /// `fixed` replaces the jail's (escalated) bantime: Some(None) is permanent.
+    fn ban(
+        &mut self,
+        target: IpNetwork,
+        failures: u32,
+        at: Instant,
+        fixed: Option<Option<Duration>>,
+    ) -> BanOrder {
         let ban_count = self.ban_counts.get(&target).copied().unwrap_or(0) + 1;
         self.count_ban(target, ban_count);
-        let bantime = self.bantime_for(target, ban_count);
+        let bantime = fixed.unwrap_or_else(|| self.bantime_for(target, ban_count));
         self.bans.insert(
             target,
             ActiveBan {
@@ -213,25 +255,41 @@ impl Jail {
         }
     }
 
-    /// A ban by hand (`jailsink ban`): same escalation, log line, metrics and action path as an
-    /// automatic one. Refused for ignored and already banned targets.
-    pub(crate) fn manual_ban(&mut self, ip: IpAddr, at: Instant) -> Result<BanOrder, String> {
-        let key = self.key_of(ip);
-        if self.is_ignored(key) {
-            return Err(format!(
-                "{} is in ignoreip (or is this host's)",
-                show_target(key)
-            ));
+    /// A ban by hand (`jailsink ban`) of an address or a network: same escalation (unless
+    /// `bantime` fixes the length: Some(None) is permanent), log line, metrics and action path
+    /// as an automatic one. Refused for ignored and already banned targets.
+    pub(crate) fn manual_ban(
+        &mut self,
+        target: IpNetwork,
+        bantime: Option<Option<Duration>>,
+        at: Instant,
+    ) -> Result<BanOrder, NotBanned> {
+        let key = self.manual_key(target);
+        if let Some(net) = self.ignored_by(key) {
+            let full = if key.is_ipv4() { 32 } else { 128 };
+            return Err(NotBanned::Ignored(if key.prefix() < full && key != net {
+                format!(
+                    "{} contains {} of ignoreip (or this host's addresses); ban the networks around it instead",
+                    show_target(key),
+                    show_target(net)
+                )
+            } else {
+                format!(
+                    "{} is in ignoreip {} (or is this host's)",
+                    show_target(key),
+                    show_target(net)
+                )
+            }));
         }
         if self.bans.contains_key(&key) {
-            return Err(format!(
+            return Err(NotBanned::Already(format!(
                 "{} is already banned in {}",
                 show_target(key),
                 self.name
-            ));
+            )));
         }
         self.window.forget(&key);
-        Ok(self.ban(key, 0, at))
+        Ok(self.ban(key, 0, at, bantime))
     }
 
     /// Puts back a ban read from the state at start.

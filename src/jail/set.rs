@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::query::{Answer, BanInfo, JailCounts, Query, Refused};
-use super::{ActiveBan, Decision, Failure, Jail, JailSpec};
+use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused};
+use super::{ActiveBan, Decision, Failure, Jail, JailSpec, NotBanned};
 use crate::action::runner;
 use crate::action::BanOrder;
 use crate::address::show_target;
@@ -383,12 +383,16 @@ impl JailSet {
                 });
                 Ok(Answer::Bans(bans))
             }
-            Query::Ban { jail, ip } => {
+            Query::Ban {
+                jail,
+                target,
+                bantime,
+            } => {
                 let Some(slot) = self.slot_mut(&jail) else {
                     return refuse(format!("no jail `{jail}`"));
                 };
-                match slot.jail.manual_ban(ip, Instant::now()) {
-                    Err(message) => refuse(message),
+                match slot.jail.manual_ban(target, bantime, Instant::now()) {
+                    Err(why) => refuse(why.message()),
                     Ok(order) => {
                         let name = slot.name.clone();
                         let shown = show_target(order.target);
@@ -397,8 +401,70 @@ impl JailSet {
                     }
                 }
             }
+            Query::BanMany {
+                jail,
+                targets,
+                bantime,
+            } => self.ban_many(&jail, targets, bantime).await,
+            Query::UnbanMany { jail, targets } => self.unban_many(&jail, targets).await,
             Query::Unban { jail, target } => self.unban(jail, target).await,
         }
+    }
+
+    /// Bans every target of a list in `jail`, counting what became of each line.
+    async fn ban_many(
+        &mut self,
+        jail: &str,
+        targets: Vec<(u32, IpNetwork)>,
+        bantime: Option<Option<Duration>>,
+    ) -> Result<Answer, Refused> {
+        let Some(slot) = self.slot(jail) else {
+            return Err(Refused(format!("no jail `{jail}`")));
+        };
+        let name = slot.name.clone();
+        let mut applied = Applied::default();
+        let now = Instant::now();
+        for (line, target) in targets {
+            let Some(slot) = self.slot_mut(&name) else {
+                break;
+            };
+            match slot.jail.manual_ban(target, bantime, now) {
+                Ok(order) => {
+                    applied.done += 1;
+                    self.commit_ban(name.clone(), order).await;
+                }
+                Err(NotBanned::Already(why)) => applied.unchanged.push((line, why)),
+                Err(NotBanned::Ignored(why)) => applied.ignored.push((line, why)),
+            }
+        }
+        Ok(Answer::Applied(applied))
+    }
+
+    /// Lifts the ban of every target of a list in `jail`, counting what became of each line.
+    async fn unban_many(
+        &mut self,
+        jail: &str,
+        targets: Vec<(u32, IpNetwork)>,
+    ) -> Result<Answer, Refused> {
+        let Some(slot) = self.slot(jail) else {
+            return Err(Refused(format!("no jail `{jail}`")));
+        };
+        let name = slot.name.clone();
+        let mut applied = Applied::default();
+        for (line, target) in targets {
+            let key = match self.slot(&name) {
+                Some(slot) => slot.jail.manual_key(target),
+                None => break,
+            };
+            if self.lift(&name, key).await {
+                applied.done += 1;
+            } else {
+                applied
+                    .unchanged
+                    .push((line, format!("{} is not banned", show_target(key))));
+            }
+        }
+        Ok(Answer::Applied(applied))
     }
 
     /// Lifts the bans of `wanted` (every ban when None) in `jail` (every jail when None).
