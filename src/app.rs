@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::action::ActionSpec;
 use crate::config::{self, Config};
+use crate::control::feed::Feed;
 use crate::control::proto::{Reply, Request, Response};
 use crate::control::server::{self as control_server, Question};
 use crate::control::translate;
@@ -343,7 +344,13 @@ async fn start(
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(transport = "metrics", addr = %addr, "listening");
         }
-        service.spawn(metrics::serve(listener, handle, shutdown.clone()));
+        let feed = Feed::new(commands.clone(), config.bans_token.clone()).route();
+        service.spawn(metrics::serve(
+            listener,
+            handle,
+            Some(feed),
+            shutdown.clone(),
+        ));
     }
     tracing::info!(jails = config.jails.len(), control = %config.control_socket.display(), "ready");
     crate::notify::ready();
@@ -506,6 +513,10 @@ async fn reload(
         (
             "[metrics] fail2ban_exporter_names",
             current.fail2ban_exporter_names != next.fail2ban_exporter_names,
+        ),
+        (
+            "[metrics] bans_token",
+            current.bans_token != next.bans_token,
         ),
         (
             "[control]",

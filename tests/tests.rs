@@ -2,6 +2,7 @@ mod bench_smoke;
 mod daemon;
 mod fail2ban;
 mod fail2ban_live;
+mod feed;
 mod filters;
 mod firewall;
 mod grafana;

@@ -30,6 +30,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Also export jail series under the fail2ban exporter's names (`f2b_*`).
     pub fail2ban_exporter_names: bool,
+    /// The bearer token `/bans` needs; None serves the feed to anyone who reaches the listener.
+    pub bans_token: Option<String>,
     /// The control socket's path.
     pub control_socket: PathBuf,
     /// The group (gid) allowed on the control socket besides root.
@@ -172,6 +174,7 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
         server: server.expect("server settings are complete when no error was recorded"),
         metrics_listen,
         fail2ban_exporter_names: raw.metrics.fail2ban_exporter_names.unwrap_or(false),
+        bans_token: raw.metrics.bans_token.filter(|t| !t.is_empty()),
         control_socket,
         control_group,
         state_path,

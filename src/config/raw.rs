@@ -62,6 +62,8 @@ pub struct RawMetrics {
     /// Also export jail series under the fail2ban Prometheus exporter's names (`f2b_*`), so
     /// dashboards made for fail2ban keep working.
     pub fail2ban_exporter_names: Option<bool>,
+    /// When set, `GET /bans` and `/bans.json` need `Authorization: Bearer <token>`.
+    pub bans_token: Option<String>,
 }
 
 /// `[control]`.

@@ -4,6 +4,7 @@
 //! a channel; the jail task never knows the socket.
 
 pub mod client;
+pub(crate) mod feed;
 pub mod list;
 pub mod proto;
 pub(crate) mod server;

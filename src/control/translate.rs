@@ -10,7 +10,7 @@ use super::proto::{
     BanEntry, JailStatus, LineNote, ListLine, ListSummary, Reply, Request, Response,
 };
 use crate::address::{parse_target, show_target};
-use crate::jail::query::{Answer, Query, Refused};
+use crate::jail::query::{Answer, BanInfo, Query, Refused};
 
 /// A request in the jail task's words, with the lines of a list that were not addresses (the
 /// jail never sees them; the response reports them).
@@ -157,20 +157,22 @@ pub(crate) fn response(answer: Result<Answer, Refused>, invalid: Vec<LineNote>) 
             banned: counts.banned.into_iter().map(show_target).collect(),
         }),
         Ok(Answer::Bans(bans)) => Reply::Banned {
-            bans: bans
-                .into_iter()
-                .map(|b| BanEntry {
-                    jail: b.jail,
-                    ip: show_target(b.target),
-                    banned_at: rfc3339(b.banned_at),
-                    expires_at: b.expires_at.map(rfc3339),
-                    ban_count: b.ban_count,
-                })
-                .collect(),
+            bans: bans.into_iter().map(entry).collect(),
         },
         Ok(Answer::Done(message)) => Reply::Done { message },
     };
     Response::Ok { reply }
+}
+
+/// One active ban as `banned --json` and `/bans.json` show it.
+pub(crate) fn entry(b: BanInfo) -> BanEntry {
+    BanEntry {
+        jail: b.jail,
+        ip: show_target(b.target),
+        banned_at: rfc3339(b.banned_at),
+        expires_at: b.expires_at.map(rfc3339),
+        ban_count: b.ban_count,
+    }
 }
 
 fn rfc3339(t: SystemTime) -> String {

@@ -18,6 +18,17 @@ pub(crate) enum Query {
         /// One jail, or all.
         jail: Option<String>,
     },
+    /// One page of the active bans in (jail, target) order, for the ban feed: the page after
+    /// `after`, at most `limit` long. A feed of any size is read page by page, so neither the
+    /// jail task nor the responder holds it all, and a slow reader never holds up the jail task.
+    BanPage {
+        /// One jail, or all.
+        jail: Option<String>,
+        /// The last (jail, target) of the previous page; None starts at the beginning.
+        after: Option<(String, IpNetwork)>,
+        /// The most bans in the page.
+        limit: usize,
+    },
     /// Ban an address or a network by hand.
     Ban {
         /// The jail.

@@ -383,6 +383,14 @@ impl JailSet {
                 });
                 Ok(Answer::Bans(bans))
             }
+            Query::BanPage { jail, after, limit } => {
+                if let Some(name) = &jail {
+                    if self.slot(name).is_none() {
+                        return refuse(format!("no jail `{name}`"));
+                    }
+                }
+                Ok(Answer::Bans(self.ban_page(jail.as_deref(), after, limit)))
+            }
             Query::Ban {
                 jail,
                 target,
@@ -409,6 +417,42 @@ impl JailSet {
             Query::UnbanMany { jail, targets } => self.unban_many(&jail, targets).await,
             Query::Unban { jail, target } => self.unban(jail, target).await,
         }
+    }
+
+    /// The active bans after `after` in (jail, target) order, at most `limit`: one pass over
+    /// the bans, keeping only the page.
+    fn ban_page(
+        &self,
+        jail: Option<&str>,
+        after: Option<(String, IpNetwork)>,
+        limit: usize,
+    ) -> Vec<BanInfo> {
+        let mut page: Vec<(&Arc<str>, &IpNetwork, &ActiveBan)> = self
+            .slots
+            .iter()
+            .filter(|s| jail.is_none_or(|j| j == &*s.name))
+            .flat_map(|s| s.jail.bans().iter().map(move |(t, b)| (&s.name, t, b)))
+            .filter(|(name, target, _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|(j, t)| (&***name, *target) > (j.as_str(), t))
+            })
+            .collect();
+        let key = |e: &(&Arc<str>, &IpNetwork, &ActiveBan)| (e.0.clone(), *e.1);
+        if page.len() > limit && limit > 0 {
+            page.select_nth_unstable_by_key(limit - 1, key);
+        }
+        page.truncate(limit);
+        page.sort_unstable_by_key(key);
+        page.into_iter()
+            .map(|(name, target, ban)| BanInfo {
+                jail: name.to_string(),
+                target: *target,
+                banned_at: ban.banned_at,
+                expires_at: ban.expires.map(wall),
+                ban_count: ban.ban_count,
+            })
+            .collect()
     }
 
     /// Bans every target of a list in `jail`, counting what became of each line.
