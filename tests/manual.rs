@@ -193,7 +193,7 @@ fn bantime_is_honoured_and_an_ignored_network_is_refused() {
 }
 
 /// Whether a connection from `source` (an address of the attacker namespace) reaches `to`.
-fn reaches_from(ns: &Netns, source: &str, to: SocketAddr) -> bool {
+pub(crate) fn reaches_from(ns: &Netns, source: &str, to: SocketAddr) -> bool {
     let source: IpAddr = source.parse().unwrap();
     ns.within(move || {
         let socket = socket2::Socket::new(

@@ -1,4 +1,5 @@
 mod bench_smoke;
+mod containers;
 mod daemon;
 mod fail2ban;
 mod fail2ban_live;

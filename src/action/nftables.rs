@@ -1,6 +1,9 @@
 //! The nftables action: table `inet jailsink`, per jail one set per family (`<name>-v4`,
 //! `<name>-v6`, element timeouts mirroring bantime) and one base chain `<name>` hooked into input
-//! with one rule per family matching the set for the jail's ports and protocol. Each burst of
+//! with one rule per family matching the set for the jail's ports and protocol. With
+//! `hooks = ["input", "forward"]` a second base chain `<name>-forward` drops banned sources in
+//! forwarded traffic too (published container ports, which never reach input), matching the
+//! port the client asked for before DNAT (`ct original proto-dst`). Each burst of
 //! bans and unbans is one `nft -f -` transaction.
 //!
 //! Sets are plain hash sets when the jail bans single addresses and interval sets only when it
@@ -135,18 +138,40 @@ fn json_element(value: &Value) -> Option<IpNetwork> {
     parse_element(&text)
 }
 
+/// The base chains of the jail as (name, hook): `<name>` on input, `<name>-forward` on forward.
+fn chains(spec: &FirewallSpec) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    if spec.hooks.is_empty() || spec.hooks.iter().any(|h| h == "input") {
+        out.push((spec.name.clone(), "input"));
+    }
+    if spec.hooks.iter().any(|h| h == "forward") {
+        out.push((format!("{}-forward", spec.name), "forward"));
+    }
+    out
+}
+
 /// The rule matching the jail's traffic from `set` of one family, e.g.
-/// `tcp dport { 22 } ip saddr @sshd-v4 drop`.
-fn rule(spec: &FirewallSpec, ipv4: bool, set: &str) -> String {
+/// `tcp dport { 22 } ip saddr @sshd-v4 drop`; on the forward hook the port is the one the
+/// client asked for, before any DNAT (`ct original proto-dst`).
+fn rule(spec: &FirewallSpec, ipv4: bool, set: &str, forward: bool) -> String {
     let ports: Vec<String> = spec.ports.iter().map(|p| p.replace(':', "-")).collect();
     let ports = ports.join(", ");
-    let l4 = match (spec.protocol, ports.is_empty()) {
-        (Protocol::Tcp, true) => "meta l4proto tcp ".to_string(),
-        (Protocol::Udp, true) => "meta l4proto udp ".to_string(),
-        (Protocol::All, true) => String::new(),
-        (Protocol::Tcp, false) => format!("tcp dport {{ {ports} }} "),
-        (Protocol::Udp, false) => format!("udp dport {{ {ports} }} "),
-        (Protocol::All, false) => format!("meta l4proto {{ tcp, udp }} th dport {{ {ports} }} "),
+    let protocol = match spec.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::All => "{ tcp, udp }",
+    };
+    let l4 = match (spec.protocol, ports.is_empty(), forward) {
+        (Protocol::All, true, _) => String::new(),
+        (_, true, _) => format!("meta l4proto {protocol} "),
+        (_, false, true) => {
+            format!("meta l4proto {protocol} ct original proto-dst {{ {ports} }} ")
+        }
+        (Protocol::Tcp, false, false) => format!("tcp dport {{ {ports} }} "),
+        (Protocol::Udp, false, false) => format!("udp dport {{ {ports} }} "),
+        (Protocol::All, false, false) => {
+            format!("meta l4proto {{ tcp, udp }} th dport {{ {ports} }} ")
+        }
     };
     let family = if ipv4 { "ip" } else { "ip6" };
     let verdict = match spec.blocktype {
@@ -159,7 +184,6 @@ fn rule(spec: &FirewallSpec, ipv4: bool, set: &str) -> String {
 /// The transaction that creates (or, after a keep_on_stop restart, refreshes) the jail's
 /// objects; sets keep their elements, the chain's rules are rewritten.
 pub fn start_script(spec: &FirewallSpec) -> String {
-    let name = &spec.name;
     let mut s = format!("add table inet {TABLE}\n");
     for (set, ipv4, networks) in sets(spec) {
         let kind = if ipv4 { "ipv4_addr" } else { "ipv6_addr" };
@@ -173,13 +197,19 @@ pub fn start_script(spec: &FirewallSpec) -> String {
             "add set inet {TABLE} {set} {{ type {kind}; flags {flags}; }}"
         );
     }
-    let _ = writeln!(
-        s,
-        "add chain inet {TABLE} {name} {{ type filter hook input priority filter; policy accept; }}"
-    );
-    let _ = writeln!(s, "flush chain inet {TABLE} {name}");
-    for (set, ipv4, _) in sets(spec) {
-        let _ = writeln!(s, "add rule inet {TABLE} {name} {}", rule(spec, ipv4, &set));
+    for (chain, hook) in chains(spec) {
+        let _ = writeln!(
+            s,
+            "add chain inet {TABLE} {chain} {{ type filter hook {hook} priority filter; policy accept; }}"
+        );
+        let _ = writeln!(s, "flush chain inet {TABLE} {chain}");
+        for (set, ipv4, _) in sets(spec) {
+            let _ = writeln!(
+                s,
+                "add rule inet {TABLE} {chain} {}",
+                rule(spec, ipv4, &set, hook == "forward")
+            );
+        }
     }
     s
 }
@@ -287,7 +317,10 @@ impl Action for NftablesAction {
         };
         let json: Value = serde_json::from_slice(&listing)
             .map_err(|e| ActionError::from_display("nft -j list table", e))?;
-        let mut ours = vec![("chain", self.spec.name.clone())];
+        let mut ours: Vec<(&str, String)> = chains(&self.spec)
+            .into_iter()
+            .map(|(chain, _)| ("chain", chain))
+            .collect();
         ours.extend(sets(&self.spec).into_iter().map(|(set, ..)| ("set", set)));
         let mut present = Vec::new();
         let mut others = 0;
@@ -337,15 +370,20 @@ mod tests {
     #[test]
     fn rules_follow_ports_and_protocol() {
         assert_eq!(
-            rule(&spec(&["22"], Protocol::Tcp), true, "sshd-v4"),
+            rule(&spec(&["22"], Protocol::Tcp), true, "sshd-v4", false),
             "tcp dport { 22 } ip saddr @sshd-v4 drop"
         );
         assert_eq!(
-            rule(&spec(&["25", "1000:2000"], Protocol::All), false, "sshd-v6"),
+            rule(
+                &spec(&["25", "1000:2000"], Protocol::All),
+                false,
+                "sshd-v6",
+                false
+            ),
             "meta l4proto { tcp, udp } th dport { 25, 1000-2000 } ip6 saddr @sshd-v6 drop"
         );
         assert_eq!(
-            rule(&spec(&[], Protocol::All), true, "sshd-v4"),
+            rule(&spec(&[], Protocol::All), true, "sshd-v4", false),
             "ip saddr @sshd-v4 drop"
         );
         let start = start_script(&spec(&[], Protocol::Udp));
@@ -360,6 +398,21 @@ mod tests {
         assert!(
             !start.contains("sshd-v6-net"),
             "the v6 set holds networks already"
+        );
+        assert!(!start.contains("forward"), "{start}");
+        let docker = FirewallSpec {
+            hooks: vec!["input".into(), "forward".into()],
+            ..spec(&["8080"], Protocol::Tcp)
+        };
+        let start = start_script(&docker);
+        assert!(start.contains(
+            "add chain inet jailsink sshd-forward { type filter hook forward priority filter; policy accept; }"
+        ), "{start}");
+        assert!(start.contains(
+            "add rule inet jailsink sshd-forward meta l4proto tcp ct original proto-dst { 8080 } ip saddr @sshd-v4 drop"
+        ), "{start}");
+        assert!(
+            start.contains("add rule inet jailsink sshd tcp dport { 8080 } ip saddr @sshd-v4 drop")
         );
     }
 

@@ -246,6 +246,10 @@ pub struct RawActionTable {
     pub blocktype: Option<String>,
     /// Leave set-based bans in the kernel at stop, overriding the jail's.
     pub keep_on_stop: Option<bool>,
+    /// nftables: the hooks that match bans (`input`, `forward`).
+    pub hooks: Option<Vec<String>>,
+    /// iptables and ipset: the chains that match bans (`INPUT`, `FORWARD`, `DOCKER-USER`).
+    pub chains: Option<Vec<String>>,
     /// command: argv template run at start.
     pub start: Option<Vec<String>>,
     /// command: argv template run at stop.
