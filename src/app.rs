@@ -21,7 +21,7 @@ use crate::control::feed::Feed;
 use crate::control::proto::{Reply, Request, Response};
 use crate::control::server::{self as control_server, Question};
 use crate::control::translate;
-use crate::filter::router::{JailRoute, Router};
+use crate::filter::router::{JailRoute, Router, RouterError};
 use crate::jail::set::{self, Command, JailSet};
 use crate::jail::Failure;
 use crate::listener::{tcp, udp, Pipeline, SharedPipeline};
@@ -39,24 +39,41 @@ const ACTION_STOP_GRACE: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// A listener address could not be bound.
-    #[error("cannot bind {transport} {addr}: {source}")]
+    #[error("cannot bind {transport} {addr}: {os_error}")]
     Bind {
         /// udp, tcp or metrics.
         transport: &'static str,
         /// The address from the config.
         addr: String,
         /// The OS error.
-        source: std::io::Error,
+        os_error: std::io::Error,
     },
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
-    Metrics(String),
+    Metrics(metrics::MetricsError),
     /// The jails' combined filters could not be built.
     #[error("filters: {0}")]
-    Router(String),
+    Router(RouterError),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// Why a reload was refused; the old config keeps running.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    /// The config file does not compile.
+    #[error(transparent)]
+    Config(#[from] config::ConfigErrors),
+    /// A listener could not be bound or the filters combined.
+    #[error(transparent)]
+    Start(#[from] AppError),
+    /// The jail task has ended (the daemon is shutting down).
+    #[error("the jail task is gone")]
+    JailTaskGone,
+    /// A jail's actions could not be started.
+    #[error(transparent)]
+    Jails(#[from] set::RunnerStartError),
 }
 
 /// How to run.
@@ -117,10 +134,10 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
     let mut bound = Bound::default();
     for &addr in &config.server.udp {
         if !running.udp.contains_key(&addr) {
-            let socket = udp::bind(addr).map_err(|source| AppError::Bind {
+            let socket = udp::bind(addr).map_err(|os_error| AppError::Bind {
                 transport: "udp",
                 addr: addr.to_string(),
-                source,
+                os_error,
             })?;
             bound.udp.push((addr, socket));
         }
@@ -129,10 +146,10 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
         if !running.tcp.contains_key(&addr) {
             let listener = TcpListener::bind(addr)
                 .await
-                .map_err(|source| AppError::Bind {
+                .map_err(|os_error| AppError::Bind {
                     transport: "tcp",
                     addr: addr.to_string(),
-                    source,
+                    os_error,
                 })?;
             bound.tcp.push((addr, listener));
         }
@@ -295,20 +312,20 @@ async fn start(
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| AppError::Bind {
+                .map_err(|os_error| AppError::Bind {
                     transport: "metrics",
                     addr: addr.to_string(),
-                    source,
+                    os_error,
                 })?,
         ),
         None => None,
     };
     let group = config.control_group;
     let control =
-        control_server::bind(&config.control_socket, group).map_err(|source| AppError::Bind {
+        control_server::bind(&config.control_socket, group).map_err(|os_error| AppError::Bind {
             transport: "control",
             addr: config.control_socket.display().to_string(),
-            source,
+            os_error,
         })?;
 
     let Restored {
@@ -387,7 +404,7 @@ impl Daemon {
     }
 
     /// Reloads, logging what changed.
-    async fn reload(&mut self) -> Result<String, String> {
+    async fn reload(&mut self) -> Result<String, ReloadError> {
         let summary = reload(
             &mut self.config,
             self.options,
@@ -418,7 +435,11 @@ impl Daemon {
         }
         let translate::Translated { query, invalid } = match translate::query(request) {
             Ok(translated) => translated,
-            Err(message) => return Response::Error { message },
+            Err(error) => {
+                return Response::Error {
+                    message: error.to_string(),
+                }
+            }
         };
         let (tx, rx) = oneshot::channel();
         let gone = || Response::Error {
@@ -486,22 +507,18 @@ async fn reload(
     options: RunOptions,
     listeners: &mut Listeners,
     commands: &mpsc::Sender<Command>,
-) -> Result<String, String> {
+) -> Result<String, ReloadError> {
     let _reloading = crate::notify::Reloading::begin();
-    let mut next = config::load(&current.path).map_err(|errors| errors.to_string())?;
+    let mut next = config::load(&current.path)?;
     apply_options(&mut next, options);
-    let bound = bind_new(&next, listeners)
-        .await
-        .map_err(|e| e.to_string())?;
-    let pipeline = pipeline_for(&next).map_err(|e| e.to_string())?;
+    let bound = bind_new(&next, listeners).await?;
+    let pipeline = pipeline_for(&next)?;
     let (tx, rx) = oneshot::channel();
     commands
         .send(Command::Reload(specs(&next), tx))
         .await
-        .map_err(|_| "the jail task is gone".to_string())?;
-    let summary = rx
-        .await
-        .map_err(|_| "the jail task is gone".to_string())??;
+        .map_err(|_| ReloadError::JailTaskGone)?;
+    let summary = rx.await.map_err(|_| ReloadError::JailTaskGone)??;
     listeners.pipeline.store(Arc::new(pipeline));
     listeners.retain(&next);
     listeners.spawn(bound, limits(&next));

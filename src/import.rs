@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::action::ActionKind;
 use crate::filter::fail2ban::ini::{self, Merged};
-use crate::filter::fail2ban::interpolate::{self, Vars};
+use crate::filter::fail2ban::interpolate::{self, InterpolateError, Vars};
 use crate::filter::fail2ban::{split_options, Fail2banError};
 
 /// Where fail2ban keeps its configuration when no directory is given.
@@ -22,7 +22,7 @@ pub const DEFAULT_DIR: &str = "/etc/fail2ban";
 
 /// Why a fail2ban configuration could not be imported at all. Problems of one jail are not
 /// errors: they become comments in the output, so one odd jail never hides the others.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ImportError {
     /// The directory has no jail.conf or jail.local.
     #[error("{}: no jail.conf or jail.local (is this a fail2ban configuration directory?)", dir.display())]
@@ -219,7 +219,7 @@ impl Out {
 
 impl Jail<'_> {
     /// An option as fail2ban reads it for this jail (None: not set here nor in [DEFAULT]).
-    fn get(&self, option: &str) -> Result<Option<String>, String> {
+    fn get(&self, option: &str) -> Result<Option<String>, InterpolateError> {
         interpolate::get(self.conf, self.name, option, &self.vars)
             .map(|v| v.map(|v| v.trim().to_string()))
     }
@@ -603,12 +603,17 @@ fn port_value(item: &str) -> String {
     }
 }
 
+/// A duration fail2ban's `MyTime.str2seconds` would not read (lower-cased and trimmed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a duration fail2ban's way (10m, 1h, 600, -1)")]
+struct NotADuration(String);
+
 /// fail2ban's `MyTime.str2seconds` for sums of `N unit` terms ("10m", "1h 30m", "1d12h",
 /// "600", "-1", "6 months"); arithmetic beyond `+`/`-` is refused.
-fn seconds(text: &str) -> Result<i64, String> {
+fn seconds(text: &str) -> Result<i64, NotADuration> {
     const MONTH: f64 = (365.0 * 3.0 + 366.0) * 86400.0 / 4.0 / 12.0;
     let text = text.trim().to_lowercase();
-    let bad = || format!("`{text}` is not a duration fail2ban's way (10m, 1h, 600, -1)");
+    let bad = || NotADuration(text.clone());
     let mut total = 0.0f64;
     let mut chars = text.chars().peekable();
     let mut sign = 1.0;

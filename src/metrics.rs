@@ -92,18 +92,29 @@ impl DropReason {
     }
 }
 
+/// Why the metrics recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The histogram buckets were refused.
+    #[error("{0}")]
+    Buckets(metrics_exporter_prometheus::BuildError),
+    /// A global recorder is already installed.
+    #[error("{0}")]
+    Installed(metrics::SetRecorderError<metrics_exporter_prometheus::PrometheusRecorder>),
+}
+
 /// Installs the global recorder and describes every metric; call once before any handle is taken.
 /// With `fail2ban_exporter_names`, jail series are also exported under the fail2ban exporter's
 /// names (read at start only: jails started later by a reload follow the same choice).
 /// Returns the handle that renders the text exposition.
-pub(crate) fn install(fail2ban_exporter_names: bool) -> Result<PrometheusHandle, String> {
+pub(crate) fn install(fail2ban_exporter_names: bool) -> Result<PrometheusHandle, MetricsError> {
     FAIL2BAN_NAMES.store(fail2ban_exporter_names, Ordering::Relaxed);
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(BAN_LATENCY.to_string()), BAN_LATENCY_BUCKETS)
-        .map_err(|e| e.to_string())?
+        .map_err(MetricsError::Buckets)?
         .build_recorder();
     let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    metrics::set_global_recorder(recorder).map_err(MetricsError::Installed)?;
     describe_all();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for transport in ["udp", "tcp"] {

@@ -19,12 +19,12 @@ pub(crate) enum NotifyError {
     #[error("NOTIFY_SOCKET {0:?} is neither an absolute path nor @abstract")]
     BadAddress(String),
     /// The socket could not be created or the datagram not sent.
-    #[error("cannot notify {socket:?}: {source}")]
+    #[error("cannot notify {socket:?}: {os_error}")]
     Send {
         /// `$NOTIFY_SOCKET`.
         socket: String,
         /// The OS error.
-        source: std::io::Error,
+        os_error: std::io::Error,
     },
 }
 
@@ -42,7 +42,7 @@ pub(crate) fn notify(states: &[NotifyState]) -> Result<bool, NotifyError> {
         datagram.send_to_addr(state.as_bytes(), &addr)?;
         Ok(())
     };
-    send().map_err(|source| NotifyError::Send { socket, source })?;
+    send().map_err(|os_error| NotifyError::Send { socket, os_error })?;
     Ok(true)
 }
 

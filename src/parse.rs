@@ -54,9 +54,20 @@ pub enum Zone {
     Fixed(FixedOffset),
 }
 
+/// A time zone setting that names no zone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadZone {
+    /// Starts with `+` or `-` but is not an offset.
+    #[error("`{0}` is not an offset like +01:00")]
+    Offset(String),
+    /// Not UTC, local, an offset or a zone in the IANA database.
+    #[error("`{0}` is not UTC, local, an offset like +01:00 or an IANA zone name")]
+    Unknown(String),
+}
+
 impl Zone {
     /// Reads "UTC", "local", "+01:00" or an IANA name.
-    pub fn parse(text: &str) -> Result<Zone, String> {
+    pub fn parse(text: &str) -> Result<Zone, BadZone> {
         match text {
             "UTC" | "utc" | "Z" => Ok(Zone::Utc),
             "local" | "Local" => Ok(Zone::Local),
@@ -64,11 +75,12 @@ impl Zone {
                 let probe = format!("2000-01-01T00:00:00{t}");
                 DateTime::parse_from_rfc3339(&probe)
                     .map(|d| Zone::Fixed(*d.offset()))
-                    .map_err(|_| format!("`{t}` is not an offset like +01:00"))
+                    .map_err(|_| BadZone::Offset(t.to_string()))
             }
-            t => t.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
-                format!("`{t}` is not UTC, local, an offset like +01:00 or an IANA zone name")
-            }),
+            t => t
+                .parse::<chrono_tz::Tz>()
+                .map(Zone::Named)
+                .map_err(|_| BadZone::Unknown(t.to_string())),
         }
     }
 

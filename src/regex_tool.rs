@@ -17,9 +17,9 @@ use std::time::Instant;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
-use crate::config::filter_file::{read_filter, FilterFileContents};
+use crate::config::filter_file::{read_filter, FilterFileContents, FilterFileError};
 use crate::filter::fail2ban::{Fail2banFilter, FailureId, LineState};
-use crate::filter::{Filter, FilterSource, Verdict};
+use crate::filter::{Filter, FilterSource, PatternError, Verdict};
 use crate::parse::{self, Zone};
 
 /// The filter under test.
@@ -58,10 +58,31 @@ impl LoadedFilter {
     }
 }
 
+/// Why FILTER could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadFilterError {
+    /// The filter file was not found or could not be read.
+    #[error(transparent)]
+    File(#[from] FilterFileError),
+    /// Patterns do not compile: one line per problem, each naming where it is.
+    #[error("{}", show_patterns(.origin, .errors))]
+    Patterns {
+        /// A file path, or "literal".
+        origin: String,
+        /// Every problem found.
+        errors: Vec<PatternError>,
+    },
+}
+
+fn show_patterns(origin: &str, errors: &[PatternError]) -> String {
+    let lines: Vec<String> = errors.iter().map(|e| format!("{origin}: {e}")).collect();
+    lines.join("\n")
+}
+
 /// Resolves FILTER: a literal regex with `<HOST>`, a path to a `.toml` filter, a path to a
 /// fail2ban `.conf` filter with optional `[key=value, ...]` options, or a name looked up in
 /// `dirs` (`NAME.toml` first, then `NAME.conf`).
-pub fn load_filter(spec: &str, dirs: &[PathBuf]) -> Result<LoadedFilter, String> {
+pub fn load_filter(spec: &str, dirs: &[PathBuf]) -> Result<LoadedFilter, LoadFilterError> {
     if ["<HOST>", "<ADDR>", "<SUBNET>", "<IP4>", "<IP6>"]
         .iter()
         .any(|t| spec.contains(t))
@@ -74,7 +95,7 @@ pub fn load_filter(spec: &str, dirs: &[PathBuf]) -> Result<LoadedFilter, String>
             "literal".into(),
         );
     }
-    match read_filter(spec, dirs, Path::new(""), None).map_err(|e| e.to_string())? {
+    match read_filter(spec, dirs, Path::new(""), None)? {
         FilterFileContents::Fail2ban { origin, filter, .. } => Ok(LoadedFilter {
             filter: FilterKind::Fail2ban(Box::new(filter)),
             origin,
@@ -83,19 +104,14 @@ pub fn load_filter(spec: &str, dirs: &[PathBuf]) -> Result<LoadedFilter, String>
     }
 }
 
-fn compile(source: FilterSource, origin: String) -> Result<LoadedFilter, String> {
-    Filter::compile(&source)
-        .map(|filter| LoadedFilter {
+fn compile(source: FilterSource, origin: String) -> Result<LoadedFilter, LoadFilterError> {
+    match Filter::compile(&source) {
+        Ok(filter) => Ok(LoadedFilter {
             filter: FilterKind::Native(filter),
-            origin: origin.clone(),
-        })
-        .map_err(|errors| {
-            errors
-                .iter()
-                .map(|e| format!("{origin}: {}: {}", e.key, e.reason))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+            origin,
+        }),
+        Err(errors) => Err(LoadFilterError::Patterns { origin, errors }),
+    }
 }
 
 /// What to print besides the summary.

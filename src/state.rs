@@ -50,22 +50,20 @@ CREATE INDEX IF NOT EXISTS history_by_target ON history (jail, target);
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// SQLite refused.
-    #[error("state {path}: {source}")]
+    #[error("state {path}: {reason}")]
     Db {
         /// The database file.
         path: PathBuf,
         /// What SQLite said.
-        #[source]
-        source: rusqlite::Error,
+        reason: rusqlite::Error,
     },
     /// The directory could not be made.
-    #[error("state {path}: {source}")]
+    #[error("state {path}: {reason}")]
     Io {
         /// The database file.
         path: PathBuf,
         /// What the file system said.
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
@@ -104,14 +102,14 @@ fn time(secs: i64) -> SystemTime {
 impl State {
     /// Opens (creating if needed) the database and its directory.
     pub fn open(path: &Path) -> Result<State, StateError> {
-        let error = |source| StateError::Db {
+        let error = |reason| StateError::Db {
             path: path.to_path_buf(),
-            source,
+            reason,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            std::fs::create_dir_all(dir).map_err(|reason| StateError::Io {
                 path: path.to_path_buf(),
-                source,
+                reason,
             })?;
         }
         let db = Connection::open(path).map_err(error)?;
@@ -129,10 +127,10 @@ impl State {
         })
     }
 
-    fn error(&self, source: rusqlite::Error) -> StateError {
+    fn error(&self, reason: rusqlite::Error) -> StateError {
         StateError::Db {
             path: self.path.clone(),
-            source,
+            reason,
         }
     }
 
@@ -225,9 +223,9 @@ impl State {
     /// Applies a batch in one transaction.
     pub(crate) fn apply(&mut self, ops: &[StateOp]) -> Result<(), StateError> {
         let path = self.path.clone();
-        let error = move |source| StateError::Db {
+        let error = move |reason| StateError::Db {
             path: path.clone(),
-            source,
+            reason,
         };
         let tx = self.db.transaction().map_err(&error)?;
         for op in ops {

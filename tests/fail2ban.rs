@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use jailsink::parse::Zone;
-use jailsink::regex_tool::{load_filter, Judge, LoadedFilter};
+use jailsink::regex_tool::{load_filter, Judge, LoadFilterError, LoadedFilter};
 
 const FILTERS: &str = "/etc/fail2ban/filter.d";
 const SAMPLES: &str = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs";
@@ -52,7 +52,10 @@ struct FilterTest {
     judge: Judge<'static>,
 }
 
-fn load(name: &str, opts: &BTreeMap<String, String>) -> Result<&'static LoadedFilter, String> {
+fn load(
+    name: &str,
+    opts: &BTreeMap<String, String>,
+) -> Result<&'static LoadedFilter, LoadFilterError> {
     let mut spec = format!("{FILTERS}/{name}.conf");
     if !opts.is_empty() {
         let list: Vec<String> = opts.iter().map(|(k, v)| format!("{k}={v}")).collect();

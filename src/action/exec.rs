@@ -18,12 +18,12 @@ const MAX_STDERR: usize = 2048;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ExecError {
     /// The program could not be started (missing binary, permissions).
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}: {os_error}")]
     Spawn {
         /// argv\[0\].
         program: String,
         /// The OS error.
-        source: std::io::Error,
+        os_error: std::io::Error,
     },
     /// It ran past its deadline and was killed with its process group.
     #[error("{program} did not finish within {after:?} and was killed")]
@@ -55,12 +55,12 @@ pub(crate) fn run(
     let Some((program, args)) = argv.split_first() else {
         return Err(ExecError::Spawn {
             program: String::new(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv"),
+            os_error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv"),
         });
     };
-    let spawn_error = |source| ExecError::Spawn {
+    let spawn_error = |os_error| ExecError::Spawn {
         program: program.clone(),
-        source,
+        os_error,
     };
     let mut child = Command::new(program)
         .args(args)
@@ -124,7 +124,7 @@ pub(crate) fn run(
                 thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
-            Err(source) => return Err(spawn_error(source)),
+            Err(os_error) => return Err(spawn_error(os_error)),
         }
     };
     let Some(status) = status else {

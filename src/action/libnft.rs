@@ -96,8 +96,8 @@ impl Nft {
     }
 
     /// Runs an nft script as one transaction (all or nothing); the error is nft's own message.
-    pub(crate) fn run(&mut self, script: &str) -> Result<(), String> {
-        let script = CString::new(script).map_err(|_| "nft script holds a NUL byte".to_string())?;
+    pub(crate) fn run(&mut self, script: &str) -> Result<(), NftError> {
+        let script = CString::new(script).map_err(|_| NftError::NulByte)?;
         let _one = CALLS.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: ctx is live; the script is a NUL-terminated string that outlives the call.
         let rc = unsafe { (self.lib.run)(self.ctx, script.as_ptr()) };
@@ -120,11 +120,25 @@ impl Nft {
         if rc == 0 {
             Ok(())
         } else if error.trim().is_empty() {
-            Err(format!("nft failed ({rc})"))
+            Err(NftError::Failed(rc))
         } else {
-            Err(error.trim().to_string())
+            Err(NftError::Refused(error.trim().to_string()))
         }
     }
+}
+
+/// Why an nft script did not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NftError {
+    /// The script cannot be passed as a C string.
+    #[error("nft script holds a NUL byte")]
+    NulByte,
+    /// libnftables failed without a message (its return code).
+    #[error("nft failed ({0})")]
+    Failed(c_int),
+    /// libnftables' own message.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Drop for Nft {
@@ -143,10 +157,10 @@ mod tests {
     fn libnftables_loads_and_reports_nft_errors() {
         // scripts/test installs nftables, which brings libnftables1.
         let mut nft = Nft::open().expect("libnftables.so.1 (apt-get install nftables)");
-        let error = nft.run("add table inet\n").unwrap_err();
+        let error = nft.run("add table inet\n").unwrap_err().to_string();
         assert!(error.contains("syntax error"), "{error}");
         // The context stays usable after an error, and its buffers were emptied.
-        let again = nft.run("add chain\n").unwrap_err();
+        let again = nft.run("add chain\n").unwrap_err().to_string();
         assert!(!again.contains("add table"), "{again}");
         assert!(nft.run("a\0b").is_err());
     }

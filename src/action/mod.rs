@@ -27,15 +27,20 @@ pub enum Protocol {
 
 impl Protocol {
     /// Reads `tcp`, `udp` or `all`.
-    pub(crate) fn parse(text: &str) -> Result<Protocol, String> {
+    pub(crate) fn parse(text: &str) -> Result<Protocol, UnknownProtocol> {
         match text {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
             "all" => Ok(Protocol::All),
-            other => Err(format!("`{other}` is not tcp, udp or all")),
+            other => Err(UnknownProtocol(other.to_string())),
         }
     }
 }
+
+/// A protocol name that is not tcp, udp or all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not tcp, udp or all")]
+pub(crate) struct UnknownProtocol(String);
 
 /// What a firewall does with a banned address's packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,14 +53,19 @@ pub enum BlockType {
 
 impl BlockType {
     /// Reads `DROP` or `REJECT` (any case).
-    pub(crate) fn parse(text: &str) -> Result<BlockType, String> {
+    pub(crate) fn parse(text: &str) -> Result<BlockType, UnknownBlockType> {
         match text.to_ascii_uppercase().as_str() {
             "DROP" => Ok(BlockType::Drop),
             "REJECT" => Ok(BlockType::Reject),
-            _ => Err(format!("`{text}` is not DROP or REJECT")),
+            _ => Err(UnknownBlockType(text.to_string())),
         }
     }
 }
+
+/// A block type that is not DROP or REJECT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not DROP or REJECT")]
+pub(crate) struct UnknownBlockType(String);
 
 /// The settings every firewall backend shares.
 #[derive(Debug, Clone, PartialEq, Eq)]

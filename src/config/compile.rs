@@ -1,6 +1,7 @@
 //! Raw TOML values into checked, ready-to-run settings. Every error is collected, so one run of
 //! `jailsink check` shows them all.
 
+use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,10 +116,78 @@ impl Errors<'_> {
         });
     }
 
-    /// Keeps the value, or records the error and returns None.
-    fn take<T>(&mut self, key: &str, result: Result<T, String>) -> Option<T> {
-        result.map_err(|reason| self.push(key, reason)).ok()
+    /// Keeps the value, or records the error (its text is the reason) and returns None.
+    fn take<T, E: Display>(&mut self, key: &str, result: Result<T, E>) -> Option<T> {
+        result
+            .map_err(|reason| self.push(key, reason.to_string()))
+            .ok()
     }
+}
+
+/// Why a value is refused; [`Errors::take`] adds the file and key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum BadValue {
+    /// Not `address:port`.
+    #[error("`{0}` is not an address:port such as 127.0.0.1:5514 or [::1]:5514")]
+    SocketAddr(String),
+    /// Not an address or CIDR network.
+    #[error("`{text}` is not an address or CIDR network: {reason}")]
+    Network {
+        /// The value as written.
+        text: String,
+        /// What ipnetwork says.
+        reason: ipnetwork::IpNetworkError,
+    },
+    /// A number outside its range.
+    #[error("{value} is out of range {min}..={max}")]
+    OutOfRange {
+        /// The value.
+        value: i64,
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// In range, but not representable in the setting's type.
+    #[error("{0} does not fit")]
+    DoesNotFit(i64),
+    /// Negative seconds other than -1.
+    #[error("{0} is negative (use -1 for permanent)")]
+    NegativeSeconds(i64),
+    /// Text that is not a duration.
+    #[error("`{text}` is not a duration like 10m or 1h 30m: {reason}")]
+    Duration {
+        /// The value as written (trimmed).
+        text: String,
+        /// What humantime says.
+        reason: humantime::DurationError,
+    },
+    /// "permanent" where only a finite duration makes sense.
+    #[error("must be finite")]
+    Infinite,
+    /// Zero (or permanent) where only a positive duration makes sense.
+    #[error("must be a positive duration")]
+    NotPositive,
+    /// A command timeout outside 1ms..=10m.
+    #[error("must be a duration from 1ms to 10m")]
+    Timeout,
+    /// `[control] group` names no group.
+    #[error("no group `{0}` in /etc/group")]
+    NoGroup(String),
+}
+
+/// Why a port list is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadPort {
+    /// `a:b` where a or b is not a port, or a > b.
+    #[error("`{0}` is not a port range like 1000:2000")]
+    Range(String),
+    /// Neither a number nor a name in /etc/services.
+    #[error("`{0}` is not a port number or a service name in /etc/services")]
+    Unknown(String),
+    /// More than iptables' multiport takes.
+    #[error("at most 15 ports or ranges (iptables multiport)")]
+    TooMany,
 }
 
 /// Compiles `raw`, read from `path`.
@@ -146,7 +215,7 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
         None => None,
         Some(name) => errors.take(
             "control.group",
-            group_id(name).ok_or_else(|| format!("no group `{name}` in /etc/group")),
+            group_id(name).ok_or_else(|| BadValue::NoGroup(name.to_string())),
         ),
     };
     let state_path = PathBuf::from(
@@ -214,8 +283,7 @@ fn compile_server(raw: &RawConfig, errors: &mut Errors) -> Option<ServerConfig> 
     );
     let tcp_idle_timeout = errors.take(
         "server.tcp_idle_timeout",
-        duration(s.tcp_idle_timeout.as_ref(), "10m")
-            .and_then(|d| d.ok_or_else(|| "must be finite".to_string())),
+        duration(s.tcp_idle_timeout.as_ref(), "10m").and_then(|d| d.ok_or(BadValue::Infinite)),
     );
     let zone = errors.take(
         "server.timezone",
@@ -255,7 +323,7 @@ fn compile_jail(
         &key("findtime"),
         duration(merged.findtime.as_ref(), "10m").and_then(|d| match d {
             Some(d) if !d.is_zero() => Ok(d),
-            _ => Err("must be a positive duration".to_string()),
+            _ => Err(BadValue::NotPositive),
         }),
     );
     let maxretry = errors.take(
@@ -463,7 +531,7 @@ fn compile_filter(
                 errors.list.push(ConfigError {
                     file: efile,
                     key,
-                    reason: e.reason,
+                    reason: e.reason.to_string(),
                 });
             }
             None
@@ -753,7 +821,7 @@ fn compile_command(
         &format!("{key}.timeout"),
         duration(t.timeout.as_ref(), "10s").and_then(|d| match d {
             Some(d) if !d.is_zero() && d <= Duration::from_secs(600) => Ok(d),
-            _ => Err("must be a duration from 1ms to 10m".to_string()),
+            _ => Err(BadValue::Timeout),
         }),
     );
     match (ok, timeout) {
@@ -782,10 +850,9 @@ fn group_id(name: &str) -> Option<u32> {
     })
 }
 
-fn socket_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        format!("`{text}` is not an address:port such as 127.0.0.1:5514 or [::1]:5514")
-    })
+fn socket_addr(text: &str) -> Result<SocketAddr, BadValue> {
+    text.parse()
+        .map_err(|_| BadValue::SocketAddr(text.to_string()))
 }
 
 fn networks(errors: &mut Errors, key: &str, list: &[String]) -> Vec<IpNetwork> {
@@ -795,26 +862,29 @@ fn networks(errors: &mut Errors, key: &str, list: &[String]) -> Vec<IpNetwork> {
             errors.take(
                 &format!("{key}[{i}]"),
                 text.parse::<IpNetwork>()
-                    .map_err(|e| format!("`{text}` is not an address or CIDR network: {e}")),
+                    .map_err(|reason| BadValue::Network {
+                        text: text.clone(),
+                        reason,
+                    }),
             )
         })
         .collect()
 }
 
-fn in_range<T: TryFrom<i64>>(value: i64, min: i64, max: i64) -> Result<T, String> {
+fn in_range<T: TryFrom<i64>>(value: i64, min: i64, max: i64) -> Result<T, BadValue> {
     if value < min || value > max {
-        return Err(format!("{value} is out of range {min}..={max}"));
+        return Err(BadValue::OutOfRange { value, min, max });
     }
-    T::try_from(value).map_err(|_| format!("{value} does not fit"))
+    T::try_from(value).map_err(|_| BadValue::DoesNotFit(value))
 }
 
 /// A duration, with `default` when absent; `Ok(None)` means permanent ("-1", "permanent").
-fn duration(raw: Option<&RawDuration>, default: &str) -> Result<Option<Duration>, String> {
+fn duration(raw: Option<&RawDuration>, default: &str) -> Result<Option<Duration>, BadValue> {
     match raw {
         None => duration(Some(&RawDuration::Text(default.into())), default),
         Some(RawDuration::Seconds(-1)) => Ok(None),
         Some(RawDuration::Seconds(s)) if *s >= 0 => Ok(Some(Duration::from_secs(*s as u64))),
-        Some(RawDuration::Seconds(s)) => Err(format!("{s} is negative (use -1 for permanent)")),
+        Some(RawDuration::Seconds(s)) => Err(BadValue::NegativeSeconds(*s)),
         Some(RawDuration::Text(t)) => match t.trim() {
             "-1" | "permanent" => Ok(None),
             t => {
@@ -823,14 +893,17 @@ fn duration(raw: Option<&RawDuration>, default: &str) -> Result<Option<Duration>
                 }
                 humantime::parse_duration(t)
                     .map(Some)
-                    .map_err(|e| format!("`{t}` is not a duration like 10m or 1h 30m: {e}"))
+                    .map_err(|reason| BadValue::Duration {
+                        text: t.to_string(),
+                        reason,
+                    })
             }
         },
     }
 }
 
 /// Port names resolved through /etc/services so a typo fails at `check`, not at ban time.
-fn ports(raw: &RawPorts) -> Result<Vec<String>, String> {
+fn ports(raw: &RawPorts) -> Result<Vec<String>, BadPort> {
     let items: Vec<RawPort> = match raw {
         RawPorts::One(p) => vec![p.clone()],
         RawPorts::Many(v) => v.clone(),
@@ -847,18 +920,18 @@ fn ports(raw: &RawPorts) -> Result<Vec<String>, String> {
         }
     }
     if out.len() > 15 {
-        return Err("at most 15 ports or ranges (iptables multiport)".into());
+        return Err(BadPort::TooMany);
     }
     Ok(out)
 }
 
 /// One port, `a:b` range or /etc/services name (given as `services`' text) as a number or range.
-pub(crate) fn resolve_port(text: &str, services: &str) -> Result<String, String> {
+pub(crate) fn resolve_port(text: &str, services: &str) -> Result<String, BadPort> {
     let number = |t: &str| t.parse::<u16>().ok().filter(|&p| p > 0);
     if let Some((a, b)) = text.split_once(':') {
         return match (number(a), number(b)) {
             (Some(a), Some(b)) if a <= b => Ok(format!("{a}:{b}")),
-            _ => Err(format!("`{text}` is not a port range like 1000:2000")),
+            _ => Err(BadPort::Range(text.to_string())),
         };
     }
     if let Some(p) = number(text) {
@@ -873,7 +946,7 @@ pub(crate) fn resolve_port(text: &str, services: &str) -> Result<String, String>
             let (port, _) = words.next()?.split_once('/')?;
             (name == text || words.any(|alias| alias == text)).then(|| port.to_string())
         })
-        .ok_or_else(|| format!("`{text}` is not a port number or a service name in /etc/services"))
+        .ok_or_else(|| BadPort::Unknown(text.to_string()))
 }
 
 /// This host's addresses, only looked up when some jail wants ignoreself.

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::raw::RawFilter;
 use super::{read_toml, ConfigErrors};
-use crate::filter::fail2ban::Fail2banFilter;
+use crate::filter::fail2ban::{Fail2banError, Fail2banFilter};
+use crate::filter::lookup::LocateError;
 use crate::filter::{locate, FilterFile, FilterSource};
 
 /// A filter file, read.
@@ -34,16 +35,16 @@ pub(crate) enum FilterFileContents {
 
 /// Why a filter file could not be read.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FilterFileError {
+pub enum FilterFileError {
     /// No such file, or options given for a file that takes none.
-    #[error("{0}")]
-    NotFound(String),
+    #[error(transparent)]
+    NotFound(#[from] LocateError),
     /// The TOML filter file has errors (each names its key).
     #[error("{0}")]
     Toml(ConfigErrors),
     /// The fail2ban filter file could not be loaded.
-    #[error("{0}")]
-    Fail2ban(String),
+    #[error(transparent)]
+    Fail2ban(#[from] Fail2banError),
     /// Options (`filter_options`) were given for a jailsink filter.
     #[error("{} is a jailsink filter; filter_options apply to fail2ban .conf filters", .0.display())]
     OptionsOnNative(PathBuf),
@@ -57,13 +58,12 @@ pub(crate) fn read_filter(
     base: &Path,
     options: Option<&BTreeMap<String, String>>,
 ) -> Result<FilterFileContents, FilterFileError> {
-    match locate(wanted, dirs, base).map_err(FilterFileError::NotFound)? {
+    match locate(wanted, dirs, base)? {
         FilterFile::Fail2ban(path, mut written) => {
             for (k, v) in options.into_iter().flatten() {
                 written.insert(k.to_lowercase(), v.clone());
             }
-            let filter = Fail2banFilter::load(&path, &written)
-                .map_err(|e| FilterFileError::Fail2ban(e.to_string()))?;
+            let filter = Fail2banFilter::load(&path, &written)?;
             let mut origin = path.display().to_string();
             if !written.is_empty() {
                 let opts: Vec<String> = written.iter().map(|(k, v)| format!("{k}={v}")).collect();

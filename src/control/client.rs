@@ -11,12 +11,12 @@ use super::proto::{Request, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nobody listens on the socket.
-    #[error("cannot reach the jailsink daemon at {path}: {source} (is it running? is this the socket of [control] in the config?)")]
+    #[error("cannot reach the jailsink daemon at {path}: {os_error} (is it running? is this the socket of [control] in the config?)")]
     Unreachable {
         /// The socket path.
         path: String,
         /// What connect said.
-        source: std::io::Error,
+        os_error: std::io::Error,
     },
     /// The daemon hung up or sent something unreadable.
     #[error("the daemon gave no valid answer: {0}")]
@@ -25,9 +25,9 @@ pub enum ClientError {
 
 /// Sends one request and waits (up to a minute) for its answer.
 pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
-    let unreachable = |source| ClientError::Unreachable {
+    let unreachable = |os_error| ClientError::Unreachable {
         path: socket.display().to_string(),
-        source,
+        os_error,
     };
     let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
     stream
@@ -43,13 +43,13 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
     let read = BufReader::new(stream).read_line(&mut answer);
     if let (Err(error), true) = (read, answer.is_empty()) {
         return Err(match sent {
-            Err(source) => unreachable(source),
+            Err(os_error) => unreachable(os_error),
             Ok(()) => ClientError::BadAnswer(error.to_string()),
         });
     }
     if answer.is_empty() {
         return Err(match sent {
-            Err(source) => unreachable(source),
+            Err(os_error) => unreachable(os_error),
             Ok(()) => ClientError::BadAnswer("connection closed (permission denied?)".into()),
         });
     }

@@ -9,7 +9,7 @@ use ipnetwork::IpNetwork;
 use super::proto::{
     BanEntry, JailStatus, LineNote, ListLine, ListSummary, Reply, Request, Response,
 };
-use crate::address::{parse_target, show_target};
+use crate::address::{parse_target, show_target, NotAnAddress};
 use crate::jail::query::{Answer, BanInfo, Query, Refused};
 
 /// A request in the jail task's words, with the lines of a list that were not addresses (the
@@ -31,8 +31,28 @@ impl From<Query> for Translated {
     }
 }
 
+/// A request that is not a question for the jail task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NotAQuery {
+    /// The address given is not one.
+    #[error(transparent)]
+    Address(#[from] NotAnAddress),
+    /// `unban` needs exactly one of an address and `--all`.
+    #[error("give an address, or --all")]
+    AddressOrAll,
+    /// `--bantime` is not a duration.
+    #[error("bantime `{0}` is not a duration like 10m, 1h 30m or permanent")]
+    Bantime(String),
+    /// `--bantime 0` would ban nothing.
+    #[error("a bantime of zero bans nothing")]
+    ZeroBantime,
+    /// `reload` is answered by the supervisor.
+    #[error("reload is handled by the supervisor")]
+    Reload,
+}
+
 /// The query for a request the jail task answers; `Reload` is the supervisor's, not the jail's.
-pub(crate) fn query(request: Request) -> Result<Translated, String> {
+pub(crate) fn query(request: Request) -> Result<Translated, NotAQuery> {
     let query = match request {
         Request::BanList {
             jail,
@@ -57,45 +77,28 @@ pub(crate) fn query(request: Request) -> Result<Translated, String> {
                 invalid,
             });
         }
-        other => single(other)?,
-    };
-    Ok(query.into())
-}
-
-/// The query for a request about one target or none.
-fn single(request: Request) -> Result<Query, String> {
-    match request {
-        Request::Status { jail } => Ok(Query::Status { jail }),
-        Request::Banned { jail } => Ok(Query::Banned { jail }),
+        Request::Status { jail } => Query::Status { jail },
+        Request::Banned { jail } => Query::Banned { jail },
         Request::Ban {
             jail,
             addr,
             bantime,
-        } => {
-            let target = parse_target(&addr).map_err(|e| e.to_string())?;
-            let bantime = parse_bantime(bantime.as_deref())?;
-            Ok(Query::Ban {
-                jail,
-                target,
-                bantime,
-            })
-        }
-        Request::BanList { .. } | Request::UnbanList { .. } => {
-            Err("lists are translated by `query`".into())
-        }
-        Request::Unban { jail, addr, all } => match (addr, all) {
-            (Some(addr), false) => {
-                let target = parse_target(&addr).map_err(|e| e.to_string())?;
-                Ok(Query::Unban {
-                    jail,
-                    target: Some(target),
-                })
-            }
-            (None, true) => Ok(Query::Unban { jail, target: None }),
-            _ => Err("give an address, or --all".into()),
+        } => Query::Ban {
+            jail,
+            target: parse_target(&addr)?,
+            bantime: parse_bantime(bantime.as_deref())?,
         },
-        Request::Reload => Err("reload is handled by the supervisor".into()),
-    }
+        Request::Unban { jail, addr, all } => match (addr, all) {
+            (Some(addr), false) => Query::Unban {
+                jail,
+                target: Some(parse_target(&addr)?),
+            },
+            (None, true) => Query::Unban { jail, target: None },
+            _ => return Err(NotAQuery::AddressOrAll),
+        },
+        Request::Reload => return Err(NotAQuery::Reload),
+    };
+    Ok(query.into())
 }
 
 /// The targets of a list with their line numbers, and the lines that are not targets.
@@ -116,7 +119,7 @@ fn parse_lines(lines: Vec<ListLine>) -> (Vec<(u32, IpNetwork)>, Vec<LineNote>) {
 
 /// `--bantime`: None keeps the jail's; `permanent` (or -1) is Some(None); else a duration in
 /// seconds or humantime's words (`1h 30m`).
-fn parse_bantime(text: Option<&str>) -> Result<Option<Option<Duration>>, String> {
+fn parse_bantime(text: Option<&str>) -> Result<Option<Option<Duration>>, NotAQuery> {
     let Some(text) = text.map(str::trim) else {
         return Ok(None);
     };
@@ -129,10 +132,8 @@ fn parse_bantime(text: Option<&str>) -> Result<Option<Option<Duration>>, String>
     };
     match parsed {
         Ok(d) if !d.is_zero() => Ok(Some(Some(d))),
-        Ok(_) => Err("a bantime of zero bans nothing".into()),
-        Err(e) => Err(format!(
-            "bantime `{text}` is not a duration like 10m, 1h 30m or permanent: {e}"
-        )),
+        Ok(_) => Err(NotAQuery::ZeroBantime),
+        Err(_) => Err(NotAQuery::Bantime(text.to_string())),
     }
 }
 
@@ -190,13 +191,19 @@ mod tests {
             addr: "example.org".into(),
             bantime: None,
         };
-        assert_eq!(query(bad), Err("`example.org` is not an IP address".into()));
+        assert_eq!(
+            query(bad).map_err(|e| e.to_string()),
+            Err("`example.org` is not an IP address".into())
+        );
         let neither = Request::Unban {
             jail: None,
             addr: None,
             all: false,
         };
-        assert_eq!(query(neither), Err("give an address, or --all".into()));
+        assert_eq!(
+            query(neither).map_err(|e| e.to_string()),
+            Err("give an address, or --all".into())
+        );
         let net = Request::Ban {
             jail: "sshd".into(),
             addr: "198.51.100.0/24".into(),

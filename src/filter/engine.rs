@@ -7,7 +7,7 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use regex_automata::util::primitives::NonMaxUsize;
 use regex_automata::{meta, Anchored, Input};
 
-use super::template::{self, GroupRole};
+use super::template::{self, GroupRole, TagError};
 
 /// Compiled regexes may use this much memory each; a pattern beyond it is a config error.
 const REGEX_SIZE_LIMIT: usize = 8 << 20;
@@ -24,12 +24,39 @@ pub struct FilterSource {
 }
 
 /// A problem in one pattern: which list, which index, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {reason}")]
 pub struct PatternError {
     /// `failregex[2]`, `ignoreregex[0]` or `prefregex`.
     pub key: String,
     /// What is wrong.
-    pub reason: String,
+    pub reason: BadPattern,
+}
+
+/// Why a pattern (or a filter's set of them) cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BadPattern {
+    /// The filter has no failregex at all.
+    #[error("no failregex: the filter could never find a failure")]
+    NoFailregex,
+    /// A group tag does not pair up.
+    #[error(transparent)]
+    Tag(#[from] TagError),
+    /// The expanded pattern is not valid `regex` syntax, or is too big.
+    #[error(transparent)]
+    Regex(#[from] regex::Error),
+    /// A failregex without an address tag could never name whom to ban.
+    #[error("no <HOST> (or <ADDR>, <IP4>, <IP6>, <SUBNET>): nothing to ban")]
+    NoAddress,
+    /// A tag written inside `[...]` expands to plain characters, so its group never exists.
+    #[error("a tag such as <HOST> stands inside a character class [...], where it cannot capture")]
+    TagInClass,
+    /// A prefregex without `<F-CONTENT>` would leave failregex nothing to see.
+    #[error("prefregex needs <F-CONTENT>...</F-CONTENT> to say what failregex sees")]
+    NoContent,
+    /// The `<F-CONTENT>` group did not survive expansion (it stood inside a class).
+    #[error("prefregex lost its <F-CONTENT> group")]
+    LostContent,
 }
 
 /// One compiled failregex with the groups that matter.
@@ -328,7 +355,7 @@ impl Filter {
         if source.failregex.is_empty() {
             errors.push(PatternError {
                 key: "failregex".into(),
-                reason: "no failregex: the filter could never find a failure".into(),
+                reason: BadPattern::NoFailregex,
             });
         }
         let mut fail = Vec::new();
@@ -345,7 +372,10 @@ impl Filter {
         }
         let mut expanded_ignore = Vec::new();
         for (i, pattern) in source.ignoreregex.iter().enumerate() {
-            match template::expand(pattern).and_then(|e| build_regex(&e.regex).map(|_| e.regex)) {
+            let expanded = template::expand(pattern)
+                .map_err(BadPattern::from)
+                .and_then(|e| build_regex(&e.regex).map(|_| e.regex));
+            match expanded {
                 Ok(text) => expanded_ignore.push(text),
                 Err(reason) => errors.push(PatternError {
                     key: format!("ignoreregex[{i}]"),
@@ -476,24 +506,22 @@ pub fn parse_address(text: &str, role: GroupRole) -> Option<IpAddr> {
     Some(crate::address::normalise(ip))
 }
 
-fn build_regex(text: &str) -> Result<Regex, String> {
-    RegexBuilder::new(text)
+fn build_regex(text: &str) -> Result<Regex, BadPattern> {
+    Ok(RegexBuilder::new(text)
         .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| e.to_string())
+        .build()?)
 }
 
-fn build_set(patterns: &[String]) -> Result<RegexSet, String> {
-    RegexSetBuilder::new(patterns)
+fn build_set(patterns: &[String]) -> Result<RegexSet, BadPattern> {
+    Ok(RegexSetBuilder::new(patterns)
         .size_limit(REGEX_SIZE_LIMIT * 4)
-        .build()
-        .map_err(|e| e.to_string())
+        .build()?)
 }
 
-fn compile_fail(pattern: &str) -> Result<(FailPattern, String), String> {
+fn compile_fail(pattern: &str) -> Result<(FailPattern, String), BadPattern> {
     let expanded = template::expand(pattern)?;
     if !expanded.has_address() {
-        return Err("no <HOST> (or <ADDR>, <IP4>, <IP6>, <SUBNET>): nothing to ban".into());
+        return Err(BadPattern::NoAddress);
     }
     let regex = build_regex(&expanded.regex)?;
     // A tag written inside a character class (`[<HOST>]`) expands to plain characters there,
@@ -502,7 +530,7 @@ fn compile_fail(pattern: &str) -> Result<(FailPattern, String), String> {
         regex
             .capture_names()
             .position(|n| n == Some(name))
-            .ok_or_else(|| "a tag such as <HOST> stands inside a character class [...], where it cannot capture".to_string())
+            .ok_or(BadPattern::TagInClass)
     };
     let mut addresses = Vec::new();
     let mut user = None;
@@ -530,19 +558,19 @@ fn compile_fail(pattern: &str) -> Result<(FailPattern, String), String> {
     ))
 }
 
-fn compile_prefregex(pattern: &str) -> Result<(Regex, usize), String> {
+fn compile_prefregex(pattern: &str) -> Result<(Regex, usize), BadPattern> {
     let marked = pattern
         .replace("<F-CONTENT>", "(?P<f_content>")
         .replace("</F-CONTENT>", ")");
     if marked == pattern {
-        return Err("prefregex needs <F-CONTENT>...</F-CONTENT> to say what failregex sees".into());
+        return Err(BadPattern::NoContent);
     }
     let expanded = template::expand(&marked)?;
     let regex = build_regex(&expanded.regex)?;
     let group = regex
         .capture_names()
         .position(|n| n == Some("f_content"))
-        .ok_or("prefregex lost its <F-CONTENT> group")?;
+        .ok_or(BadPattern::LostContent)?;
     Ok((regex, group))
 }
 
@@ -619,7 +647,10 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].reason.contains("character class"), "{errors:?}");
+        assert!(
+            errors[0].reason.to_string().contains("character class"),
+            "{errors:?}"
+        );
     }
 
     #[test]

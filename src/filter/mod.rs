@@ -13,7 +13,9 @@ pub(crate) mod template;
 use std::sync::Arc;
 
 pub(crate) use engine::Prefixes;
-pub use engine::{parse_address, Filter, FilterMatch, FilterSource, PatternError, Verdict};
+pub use engine::{
+    parse_address, BadPattern, Filter, FilterMatch, FilterSource, PatternError, Verdict,
+};
 pub(crate) use lookup::{locate, FilterFile};
 
 /// A jail's compiled filter: a native TOML filter or a fail2ban `.conf` filter.

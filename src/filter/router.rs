@@ -40,6 +40,11 @@ struct Route {
     fail2ban: Vec<usize>,
 }
 
+/// The jails' failregexes, each fine alone, could not be combined into one set (too big).
+#[derive(Debug, thiserror::Error)]
+#[error("combined failregex set: {0}")]
+pub struct RouterError(regex::Error);
+
 /// Program-keyed dispatch of events to jail filters.
 #[derive(Debug, Default)]
 pub(crate) struct Router {
@@ -54,7 +59,7 @@ pub(crate) struct Router {
 
 impl Router {
     /// Builds one route per program named by any jail, plus one for every other program.
-    pub(crate) fn new(jails: Vec<JailRoute>) -> Result<Router, String> {
+    pub(crate) fn new(jails: Vec<JailRoute>) -> Result<Router, RouterError> {
         let mut programs: Vec<&str> = jails
             .iter()
             .flat_map(|j| j.programs.iter().map(String::as_str))
@@ -184,7 +189,10 @@ impl Router {
     }
 }
 
-fn build_route(jails: &[JailRoute], members: impl Iterator<Item = usize>) -> Result<Route, String> {
+fn build_route(
+    jails: &[JailRoute],
+    members: impl Iterator<Item = usize>,
+) -> Result<Route, RouterError> {
     let mut route = Route::default();
     let mut patterns: Vec<&str> = Vec::new();
     for jail in members {
@@ -209,7 +217,7 @@ fn build_route(jails: &[JailRoute], members: impl Iterator<Item = usize>) -> Res
         let set = RegexSetBuilder::new(patterns)
             .size_limit(64 << 20)
             .build()
-            .map_err(|e| format!("combined failregex set: {e}"))?;
+            .map_err(RouterError)?;
         route.set = Some(set);
     }
     Ok(route)

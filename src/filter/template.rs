@@ -42,8 +42,19 @@ impl Expanded {
     }
 }
 
+/// A `<F-NAME>` group tag that does not pair up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    /// `</F-NAME>` with no `<F-NAME>` open (the tag, without its brackets).
+    #[error("<{0}> closes a group that is not open")]
+    NotOpen(String),
+    /// `<F-NAME>` with no `</F-NAME>`.
+    #[error("<{0}> is never closed")]
+    NeverClosed(String),
+}
+
 /// Replaces every known tag in `pattern`; unknown `<...>` text stays literal, as in fail2ban.
-pub(crate) fn expand(pattern: &str) -> Result<Expanded, String> {
+pub(crate) fn expand(pattern: &str) -> Result<Expanded, TagError> {
     let mut out = String::with_capacity(pattern.len() + 128);
     let mut groups: Vec<(String, GroupRole)> = Vec::new();
     let mut open: Vec<String> = Vec::new();
@@ -103,7 +114,7 @@ pub(crate) fn expand(pattern: &str) -> Result<Expanded, String> {
             }
             t if t.starts_with("/F-") => {
                 if open.pop().as_deref() != Some(&t[1..]) {
-                    return Err(format!("<{t}> closes a group that is not open"));
+                    return Err(TagError::NotOpen(t.to_string()));
                 }
                 out.push(')');
             }
@@ -113,7 +124,7 @@ pub(crate) fn expand(pattern: &str) -> Result<Expanded, String> {
     }
     out.push_str(rest);
     if let Some(unclosed) = open.pop() {
-        return Err(format!("<{unclosed}> is never closed"));
+        return Err(TagError::NeverClosed(unclosed));
     }
     Ok(Expanded { regex: out, groups })
 }

@@ -68,22 +68,33 @@ pub enum Decision {
     Ban(BanOrder),
 }
 
-/// Why a ban by hand was not applied, in words for the operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum NotBanned {
-    /// The target is, holds or lies in an ignored address or network.
-    Ignored(String),
+/// Why a ban by hand was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BanRefused {
+    /// The target is, or lies in, an ignored network (or is one of this host's addresses).
+    #[error("{} is in ignoreip {} (or is this host's)", show_target(*target), show_target(*ignored))]
+    Ignored {
+        /// The address or network.
+        target: IpNetwork,
+        /// The ignored network it lies in.
+        ignored: IpNetwork,
+    },
+    /// The target is a network that holds an ignored address or network.
+    #[error("{} contains {} of ignoreip (or this host's addresses); ban the networks around it instead", show_target(*target), show_target(*ignored))]
+    HoldsIgnored {
+        /// The network.
+        target: IpNetwork,
+        /// The ignored address or network inside it.
+        ignored: IpNetwork,
+    },
     /// The target is banned already.
-    Already(String),
-}
-
-impl NotBanned {
-    /// The operator's message.
-    pub(crate) fn message(self) -> String {
-        match self {
-            NotBanned::Ignored(m) | NotBanned::Already(m) => m,
-        }
-    }
+    #[error("{} is already banned in {jail}", show_target(*target))]
+    AlreadyBanned {
+        /// The address or network.
+        target: IpNetwork,
+        /// The jail it is banned in.
+        jail: String,
+    },
 }
 
 /// One jail's state.
@@ -263,30 +274,28 @@ impl Jail {
         target: IpNetwork,
         bantime: Option<Option<Duration>>,
         at: Instant,
-    ) -> Result<BanOrder, NotBanned> {
+    ) -> Result<BanOrder, BanRefused> {
         let key = self.manual_key(target);
-        if let Some(net) = self.ignored_by(key) {
-            let full = if key.is_ipv4() { 32 } else { 128 };
-            return Err(NotBanned::Ignored(if key.prefix() < full && key != net {
-                format!(
-                    "{} contains {} of ignoreip (or this host's addresses); ban the networks around it instead",
-                    show_target(key),
-                    show_target(net)
-                )
+        if let Some(ignored) = self.ignored_by(key) {
+            // A smaller ignored network inside the target is held by it; otherwise the target
+            // lies in the ignored one.
+            return Err(if ignored.prefix() > key.prefix() {
+                BanRefused::HoldsIgnored {
+                    target: key,
+                    ignored,
+                }
             } else {
-                format!(
-                    "{} is in ignoreip {} (or is this host's)",
-                    show_target(key),
-                    show_target(net)
-                )
-            }));
+                BanRefused::Ignored {
+                    target: key,
+                    ignored,
+                }
+            });
         }
         if self.bans.contains_key(&key) {
-            return Err(NotBanned::Already(format!(
-                "{} is already banned in {}",
-                show_target(key),
-                self.name
-            )));
+            return Err(BanRefused::AlreadyBanned {
+                target: key,
+                jail: self.name.clone(),
+            });
         }
         self.window.forget(&key);
         Ok(self.ban(key, 0, at, bantime))

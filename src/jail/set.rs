@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused};
-use super::{ActiveBan, Decision, Failure, Jail, JailSpec, NotBanned};
+use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec};
 use crate::action::runner;
 use crate::action::BanOrder;
 use crate::address::show_target;
@@ -28,8 +28,16 @@ pub(crate) enum Command {
     /// A question or order from the control socket.
     Query(Query, oneshot::Sender<Result<Answer, Refused>>),
     /// A new, compiled set of jails; the answer says what changed or why nothing did.
-    Reload(Vec<JailSpec>, oneshot::Sender<Result<String, String>>),
+    Reload(
+        Vec<JailSpec>,
+        oneshot::Sender<Result<String, RunnerStartError>>,
+    ),
 }
+
+/// A jail's action runner could not be started during a reload.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct RunnerStartError(#[from] std::io::Error);
 
 /// One jail with its config and its action runner.
 struct Slot {
@@ -400,7 +408,7 @@ impl JailSet {
                     return refuse(format!("no jail `{jail}`"));
                 };
                 match slot.jail.manual_ban(target, bantime, Instant::now()) {
-                    Err(why) => refuse(why.message()),
+                    Err(refused) => refuse(refused.to_string()),
                     Ok(order) => {
                         let name = slot.name.clone();
                         let shown = show_target(order.target);
@@ -477,8 +485,10 @@ impl JailSet {
                     applied.done += 1;
                     self.commit_ban(name.clone(), order).await;
                 }
-                Err(NotBanned::Already(why)) => applied.unchanged.push((line, why)),
-                Err(NotBanned::Ignored(why)) => applied.ignored.push((line, why)),
+                Err(refused @ BanRefused::AlreadyBanned { .. }) => {
+                    applied.unchanged.push((line, refused.to_string()))
+                }
+                Err(refused) => applied.ignored.push((line, refused.to_string())),
             }
         }
         Ok(Answer::Applied(applied))
@@ -556,7 +566,10 @@ impl JailSet {
     /// changed keeps its bans (and its counts, unless the window's shape changed); a jail whose
     /// actions changed gets new actions with its bans re-applied; removed jails lift their bans;
     /// new jails start.
-    pub(crate) async fn reload(&mut self, configs: Vec<JailSpec>) -> Result<String, String> {
+    pub(crate) async fn reload(
+        &mut self,
+        configs: Vec<JailSpec>,
+    ) -> Result<String, RunnerStartError> {
         let mut summary = Vec::new();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
@@ -564,11 +577,7 @@ impl JailSet {
             let Some(i) = old.iter().position(|s| *s.name == *config.name) else {
                 summary.push(format!("{}: started", config.name));
                 let jail = new_jail(&config);
-                next.push(
-                    start_slot(config, jail, Vec::new())
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
+                next.push(start_slot(config, jail, Vec::new()).await?);
                 continue;
             };
             let mut slot = old.remove(i);
@@ -579,9 +588,7 @@ impl JailSet {
                 let mut jail = retire(slot, others, &self.state).await;
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
-                let fresh = start_slot(config.clone(), jail, orders)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let fresh = start_slot(config.clone(), jail, orders).await?;
                 summary.push(format!("{}: actions restarted", config.name));
                 next.push(fresh);
                 continue;

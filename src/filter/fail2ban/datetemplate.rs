@@ -107,6 +107,27 @@ pub(crate) struct FoundDate {
     pub template: usize,
 }
 
+/// Why a `datepattern` cannot be used; each names the pattern.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DatePatternError {
+    /// A `%` directive fail2ban does not know.
+    #[error("datepattern `{pattern}`: unknown directive %{directive}")]
+    UnknownDirective {
+        /// The pattern as written.
+        pattern: String,
+        /// The directive, without its `%`.
+        directive: String,
+    },
+    /// The expanded pattern is not a regex either engine takes.
+    #[error("datepattern `{pattern}`: {reason}")]
+    Regex {
+        /// The pattern as written.
+        pattern: String,
+        /// Why it does not compile.
+        reason: translate::TranslateError,
+    },
+}
+
 /// The templates a filter uses, tried in order.
 #[derive(Debug, Clone)]
 pub struct DateDetector {
@@ -115,7 +136,7 @@ pub struct DateDetector {
 
 impl DateDetector {
     /// Templates for a filter's `datepattern` (None: all of fail2ban's defaults).
-    pub(crate) fn new(datepattern: Option<&str>) -> Result<DateDetector, String> {
+    pub(crate) fn new(datepattern: Option<&str>) -> Result<DateDetector, DatePatternError> {
         let mut templates = Vec::new();
         let lines: Vec<&str> = match datepattern {
             None => vec!["{DEFAULT}"],
@@ -255,7 +276,7 @@ impl DateTemplate {
 }
 
 /// fail2ban's default list: line-begin anchored copies first, then every template as written.
-fn defaults() -> Result<Vec<DateTemplate>, String> {
+fn defaults() -> Result<Vec<DateTemplate>, DatePatternError> {
     let mut anchored = Vec::new();
     let mut plain = Vec::new();
     for d in DEFAULT_TEMPLATES {
@@ -269,7 +290,7 @@ fn defaults() -> Result<Vec<DateTemplate>, String> {
 }
 
 /// fail2ban's `DatePatternRegex` / `DateEpoch` / `DateTai64n` for one pattern.
-fn pattern_template(pattern: &str) -> Result<DateTemplate, String> {
+fn pattern_template(pattern: &str) -> Result<DateTemplate, DatePatternError> {
     let name = pattern.to_string();
     let mut p = pattern.trim();
     let (mut word_begin, mut word_end) = (Begin::Word, true);
@@ -317,8 +338,10 @@ fn pattern_template(pattern: &str) -> Result<DateTemplate, String> {
         (expand_directives(p)?, Kind::Pattern)
     };
     let full = bound(&regex, word_begin, word_end);
-    let compiled =
-        translate::compile(&full).map_err(|e| format!("datepattern `{pattern}`: {e}"))?;
+    let compiled = translate::compile(&full).map_err(|reason| DatePatternError::Regex {
+        pattern: pattern.to_string(),
+        reason,
+    })?;
     let names = compiled.names();
     let line_begin = word_begin == Begin::Start || starts_at_line_begin(&regex);
     Ok(DateTemplate {
@@ -338,7 +361,7 @@ enum Begin {
 }
 
 /// `%Y`-style directives into their regexes; `(?iu)` in front when names of months/days occur.
-fn expand_directives(pattern: &str) -> Result<String, String> {
+fn expand_directives(pattern: &str) -> Result<String, DatePatternError> {
     let mut out = String::new();
     let mut alpha = false;
     let mut rest = pattern;
@@ -354,8 +377,10 @@ fn expand_directives(pattern: &str) -> Result<String, String> {
         } else {
             (after.get(..1).unwrap_or("").to_string(), 1)
         };
-        let re = directive(&key)
-            .ok_or_else(|| format!("datepattern `{pattern}`: unknown directive %{key}"))?;
+        let re = directive(&key).ok_or_else(|| DatePatternError::UnknownDirective {
+            pattern: pattern.to_string(),
+            directive: key.clone(),
+        })?;
         alpha |= matches!(key.as_str(), "a" | "A" | "b" | "B" | "p");
         out.push_str(re);
         rest = &after[len.min(after.len())..];

@@ -17,6 +17,61 @@ const MAX_TAG_REPLACE: usize = 25;
 /// Values longer than this after substitution are refused (a runaway expansion).
 const MAX_VALUE_BYTES: usize = 256 << 10;
 
+/// Why an option's value could not be substituted; each names the option (or tag) it was in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InterpolateError {
+    /// `%(a)s` refers to `%(b)s` ... more than Python allows.
+    #[error("`{option}`: %(...)s nested more than {max} deep", max = MAX_DEPTH)]
+    TooDeep {
+        /// The option being read.
+        option: String,
+    },
+    /// `%(` with no `)s`.
+    #[error("`{option}`: unterminated %( in `{value}`")]
+    Unterminated {
+        /// The option being read.
+        option: String,
+        /// Its raw value.
+        value: String,
+    },
+    /// `%(name)s` names nothing in the options, the section or `[DEFAULT]`.
+    #[error("`{option}`: %({name})s is not defined")]
+    Undefined {
+        /// The option being read.
+        option: String,
+        /// The name it refers to.
+        name: String,
+    },
+    /// A `%` that starts neither `%%` nor `%(`.
+    #[error("`{option}`: a lone % (write %% for a percent sign) in `{value}`")]
+    LonePercent {
+        /// The option being read.
+        option: String,
+        /// Its raw value.
+        value: String,
+    },
+    /// `%(name)s` substitution grew the value past [`MAX_VALUE_BYTES`].
+    #[error("`{option}`: expands beyond {max} bytes", max = MAX_VALUE_BYTES)]
+    TooLong {
+        /// The option being read.
+        option: String,
+    },
+    /// A `<tag>` that leads back to itself.
+    #[error("`{tag}` refers to itself through <{name}> and cannot be resolved")]
+    SelfReference {
+        /// The option whose tags were being replaced.
+        tag: String,
+        /// The tag that loops.
+        name: String,
+    },
+    /// `<tag>` substitution grew the value past [`MAX_VALUE_BYTES`].
+    #[error("`{tag}` expands beyond {max} bytes", max = MAX_VALUE_BYTES)]
+    TagTooLong {
+        /// The option whose tags were being replaced.
+        tag: String,
+    },
+}
+
 /// Options given by the caller (`sshd[mode=aggressive]`), lower-cased names.
 pub(crate) type Vars = BTreeMap<String, String>;
 
@@ -26,7 +81,7 @@ pub(crate) fn get(
     section: &str,
     option: &str,
     vars: &Vars,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, InterpolateError> {
     let option = option.to_lowercase();
     let Some(raw) = lookup(conf, section, &option, vars) else {
         return Ok(None);
@@ -88,11 +143,11 @@ fn interpolate(
     value: &str,
     vars: &Vars,
     depth: usize,
-) -> Result<String, String> {
+) -> Result<String, InterpolateError> {
     if depth > MAX_DEPTH {
-        return Err(format!(
-            "`{option}`: %(...)s nested more than {MAX_DEPTH} deep"
-        ));
+        return Err(InterpolateError::TooDeep {
+            option: option.to_string(),
+        });
     }
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
@@ -105,7 +160,10 @@ fn interpolate(
         } else if let Some(body) = after.strip_prefix("%(") {
             let end = body
                 .find(")s")
-                .ok_or_else(|| format!("`{option}`: unterminated %( in `{value}`"))?;
+                .ok_or_else(|| InterpolateError::Unterminated {
+                    option: option.to_string(),
+                    value: value.to_string(),
+                })?;
             let name = body[..end].to_lowercase();
             let raw = lookup(conf, section, &name, vars)
                 .or_else(|| {
@@ -123,7 +181,10 @@ fn interpolate(
                     };
                     from.or_else(|| conf.defaults.get(opt)).cloned()
                 })
-                .ok_or_else(|| format!("`{option}`: %({name})s is not defined"))?;
+                .ok_or_else(|| InterpolateError::Undefined {
+                    option: option.to_string(),
+                    name: name.clone(),
+                })?;
             let resolved = if raw.contains('%') {
                 interpolate(conf, section, &name, &raw, vars, depth + 1)?
             } else {
@@ -132,14 +193,15 @@ fn interpolate(
             out.push_str(&resolved);
             rest = &body[end + 2..];
         } else {
-            return Err(format!(
-                "`{option}`: a lone % (write %% for a percent sign) in `{value}`"
-            ));
+            return Err(InterpolateError::LonePercent {
+                option: option.to_string(),
+                value: value.to_string(),
+            });
         }
         if out.len() > MAX_VALUE_BYTES {
-            return Err(format!(
-                "`{option}`: expands beyond {MAX_VALUE_BYTES} bytes"
-            ));
+            return Err(InterpolateError::TooLong {
+                option: option.to_string(),
+            });
         }
     }
     out.push_str(rest);
@@ -172,7 +234,7 @@ fn find_tag(value: &str, from: usize) -> Option<(usize, usize)> {
 pub(crate) fn substitute_tags(
     tags: &mut BTreeMap<String, String>,
     fallback: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), String> {
+) -> Result<(), InterpolateError> {
     let mut done: std::collections::BTreeSet<String> = Default::default();
     let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     loop {
@@ -189,9 +251,7 @@ pub(crate) fn substitute_tags(
             while let Some((start, end)) = find_tag(&value, pos) {
                 let name = value[start + 1..end - 1].to_string();
                 if name == tag || counted.get(&name).copied().unwrap_or(1) > MAX_TAG_REPLACE {
-                    return Err(format!(
-                        "`{tag}` refers to itself through <{name}> and cannot be resolved"
-                    ));
+                    return Err(InterpolateError::SelfReference { tag, name });
                 }
                 let replacement = tags.get(&name).cloned().or_else(|| fallback(&name));
                 let Some(replacement) = replacement else {
@@ -200,7 +260,7 @@ pub(crate) fn substitute_tags(
                 };
                 value = value.replace(&format!("<{name}>"), &replacement);
                 if value.len() > MAX_VALUE_BYTES {
-                    return Err(format!("`{tag}` expands beyond {MAX_VALUE_BYTES} bytes"));
+                    return Err(InterpolateError::TagTooLong { tag });
                 }
                 *counted.entry(name).or_insert(0) += 1;
                 pos = start;

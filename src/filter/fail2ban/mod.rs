@@ -21,8 +21,9 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use interpolate::Vars;
-use translate::{BacktrackLimit, Compiled};
+use datetemplate::DatePatternError;
+use interpolate::{InterpolateError, Vars};
+use translate::{BacktrackLimit, Compiled, TranslateError};
 
 /// Most lines a `maxlines` buffer may hold, whatever the filter asks.
 pub(crate) const MAX_LINES_CAP: usize = 100;
@@ -35,7 +36,7 @@ pub(crate) const MLFID_CACHE: usize = 1000;
 pub(crate) const MLFID_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// Why a fail2ban filter could not be loaded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Fail2banError {
     /// The file (or an include) could not be read.
     #[error("{}: {reason}", file.display())]
@@ -62,12 +63,32 @@ pub enum Fail2banError {
         file: PathBuf,
         /// `failregex[3]`, `prefregex`, `datepattern`, ...
         key: String,
-        /// Why.
-        reason: String,
+        /// Why (boxed: a regex error carries both engines' reasons).
+        reason: Box<BadOption>,
     },
     /// `name[opt=val, ...]` is malformed.
     #[error("filter options `{0}`: expected name[key=value, ...]")]
     BadOptions(String),
+}
+
+/// What is wrong with one option of a fail2ban filter (the file and key are beside it).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BadOption {
+    /// `%(name)s` or `<tag>` substitution failed.
+    #[error(transparent)]
+    Interpolate(#[from] InterpolateError),
+    /// A regex could not be translated or compiled.
+    #[error(transparent)]
+    Regex(#[from] TranslateError),
+    /// The `datepattern` cannot be used.
+    #[error(transparent)]
+    Date(#[from] DatePatternError),
+    /// `maxlines` is not a number.
+    #[error("`{0}` is not a number")]
+    NotANumber(String),
+    /// A failregex (with its prefregex) names nothing a failure could be told by.
+    #[error("no <HOST>, <ADDR>, <F-ID> or <F-MLFID>: nothing identifies the failure")]
+    NothingIdentifies,
 }
 
 /// Splits `sshd.conf[mode=aggressive, publickey="invalid"]` into the name and its options.
@@ -110,7 +131,7 @@ struct Pattern {
 type Groups = BTreeMap<String, Option<String>>;
 
 impl Pattern {
-    fn new(python: &str) -> Result<Pattern, String> {
+    fn new(python: &str) -> Result<Pattern, TranslateError> {
         let re = translate::compile(&translate::resolve_tags(python))?;
         let names = re.names();
         Ok(Pattern { re, names })
@@ -271,10 +292,10 @@ impl Fail2banFilter {
     /// `FilterReader` does: includes, `[Init]`, `%(name)s`, then `<name>` tags.
     pub(crate) fn load(path: &Path, options: &Vars) -> Result<Fail2banFilter, Fail2banError> {
         let conf = ini::load(path)?;
-        let err = |key: &str, reason: String| Fail2banError::Option {
+        let err = |key: &str, reason: BadOption| Fail2banError::Option {
             file: path.to_path_buf(),
             key: key.to_string(),
-            reason,
+            reason: Box::new(reason),
         };
         let mut init_opts: Vars = options.clone();
         let p_opts = init_opts.clone();
@@ -288,8 +309,8 @@ impl Fail2banFilter {
             "datepattern",
             "journalmatch",
         ] {
-            if let Some(v) =
-                interpolate::get(&conf, "Definition", key, &p_opts).map_err(|e| err(key, e))?
+            if let Some(v) = interpolate::get(&conf, "Definition", key, &p_opts)
+                .map_err(|e| err(key, e.into()))?
             {
                 opts.insert(key.to_string(), v);
             }
@@ -297,7 +318,7 @@ impl Fail2banFilter {
         if let Some(init) = conf.section("Init") {
             for key in init.keys() {
                 let v = interpolate::get(&conf, "Init", key, &Vars::new())
-                    .map_err(|e| err(&format!("Init.{key}"), e))?
+                    .map_err(|e| err(&format!("Init.{key}"), e.into()))?
                     .unwrap_or_default();
                 if !key.starts_with("known/") {
                     init_opts.insert(format!("known/{key}"), v.clone());
@@ -308,7 +329,8 @@ impl Fail2banFilter {
         let mut combined = opts;
         combined.extend(init_opts.clone());
         let fallback = |name: &str| interpolate::get_ex(&conf, "Definition", name, &p_opts);
-        interpolate::substitute_tags(&mut combined, &fallback).map_err(|e| err("tags", e))?;
+        interpolate::substitute_tags(&mut combined, &fallback)
+            .map_err(|e| err("tags", e.into()))?;
         let lines = |key: &str| -> Vec<String> {
             combined
                 .get(key)
@@ -330,7 +352,7 @@ impl Fail2banFilter {
             None | Some("") => 1,
             Some(m) => m
                 .parse::<usize>()
-                .map_err(|_| err("maxlines", format!("`{m}` is not a number")))?
+                .map_err(|_| err("maxlines", BadOption::NotANumber(m.to_string())))?
                 .clamp(1, MAX_LINES_CAP),
         };
         let mut notes = Vec::new();
@@ -349,15 +371,15 @@ impl Fail2banFilter {
         }
         let dates =
             datetemplate::DateDetector::new(combined.get("datepattern").map(String::as_str))
-                .map_err(|e| err("datepattern", e))?;
+                .map_err(|e| err("datepattern", e.into()))?;
         let pref = prefregex
             .as_deref()
-            .map(|p| Pattern::new(p).map_err(|e| err("prefregex", e)))
+            .map(|p| Pattern::new(p).map_err(|e| err("prefregex", e.into())))
             .transpose()?;
         let compile_all = |list: &[String], key: &str| -> Result<Vec<Pattern>, Fail2banError> {
             list.iter()
                 .enumerate()
-                .map(|(i, p)| Pattern::new(p).map_err(|e| err(&format!("{key}[{i}]"), e)))
+                .map(|(i, p)| Pattern::new(p).map_err(|e| err(&format!("{key}[{i}]"), e.into())))
                 .collect()
         };
         let fail = compile_all(&failregex, "failregex")?;
@@ -368,7 +390,7 @@ impl Fail2banFilter {
             if !has(p) && !pref.as_ref().is_some_and(has) {
                 return Err(err(
                     &format!("failregex[{i}]"),
-                    "no <HOST>, <ADDR>, <F-ID> or <F-MLFID>: nothing identifies the failure".into(),
+                    BadOption::NothingIdentifies,
                 ));
             }
         }

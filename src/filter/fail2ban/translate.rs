@@ -187,8 +187,38 @@ impl Compiled {
     }
 }
 
+/// Why a Python pattern could not be translated or compiled.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TranslateError {
+    /// A `\` with nothing after it.
+    #[error("pattern ends with a lone backslash")]
+    LoneBackslash,
+    /// `(?P=name` with no `)`.
+    #[error("unterminated (?P=")]
+    UnterminatedBackref,
+    /// `(?(name` with no `)`.
+    #[error("unterminated (?(")]
+    UnterminatedCondition,
+    /// A `\` last inside `[...]`.
+    #[error("class ends with a backslash")]
+    ClassBackslash,
+    /// `[` with no `]`.
+    #[error("unterminated character class")]
+    UnterminatedClass,
+    /// Neither engine takes the translated pattern; both say why.
+    #[error("{fancy} (regex crate: {plain}) in `{rust}`")]
+    Compile {
+        /// fancy-regex's reason.
+        fancy: fancy_regex::Error,
+        /// The regex crate's reason.
+        plain: regex::Error,
+        /// The translated pattern.
+        rust: String,
+    },
+}
+
 /// Translates a Python pattern (tags already resolved) and compiles it on the simplest engine.
-pub fn compile(python: &str) -> Result<Compiled, String> {
+pub fn compile(python: &str) -> Result<Compiled, TranslateError> {
     let rust = translate(python)?;
     match regex::RegexBuilder::new(&rust)
         .size_limit(SIZE_LIMIT)
@@ -200,7 +230,7 @@ pub fn compile(python: &str) -> Result<Compiled, String> {
             .delegate_size_limit(SIZE_LIMIT)
             .build()
             .map(Compiled::Fancy)
-            .map_err(|fancy| format!("{fancy} (regex crate: {plain}) in `{rust}`")),
+            .map_err(|fancy| TranslateError::Compile { fancy, plain, rust }),
     }
 }
 
@@ -211,7 +241,7 @@ pub fn compile(python: &str) -> Result<Compiled, String> {
 /// - `[` inside a class, `&&`/`~~`/`--` operators and a literal `{` are escaped; `{,n}` is `{0,n}`.
 /// - `(?P=name)` is `\k<name>`; the conditional `(?(name)` is `(?(<name>)` for fancy-regex.
 /// - `(?#...)` comments are dropped.
-pub(crate) fn translate(python: &str) -> Result<String, String> {
+pub(crate) fn translate(python: &str) -> Result<String, TranslateError> {
     let chars: Vec<char> = python.chars().collect();
     let mut out = String::with_capacity(python.len() + 32);
     let mut i = 0;
@@ -222,7 +252,7 @@ pub(crate) fn translate(python: &str) -> Result<String, String> {
         match c {
             '\\' => {
                 let Some(&n) = chars.get(i + 1) else {
-                    return Err("pattern ends with a lone backslash".into());
+                    return Err(TranslateError::LoneBackslash);
                 };
                 i += 2;
                 quantifiable = true;
@@ -298,14 +328,16 @@ pub(crate) fn translate(python: &str) -> Result<String, String> {
                     continue;
                 }
                 if let Some(body) = rest.strip_prefix("(?P=") {
-                    let end = body.find(')').ok_or("unterminated (?P=")?;
+                    let end = body.find(')').ok_or(TranslateError::UnterminatedBackref)?;
                     out.push_str(&format!(r"\k<{}>", &body[..end]));
                     i += 4 + body[..end].chars().count() + 1;
                     quantifiable = true;
                     continue;
                 }
                 if let Some(body) = rest.strip_prefix("(?(") {
-                    let end = body.find(')').ok_or("unterminated (?(")?;
+                    let end = body
+                        .find(')')
+                        .ok_or(TranslateError::UnterminatedCondition)?;
                     let cond = &body[..end];
                     if cond.chars().all(|c| c.is_ascii_digit()) {
                         out.push_str(&format!("(?({cond})"));
@@ -394,7 +426,11 @@ fn quantifier(text: &str) -> Option<(usize, String)> {
 }
 
 /// Copies a character class starting at `chars[start] == '['`; returns the index after it.
-fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usize, String> {
+fn translate_class(
+    chars: &[char],
+    start: usize,
+    out: &mut String,
+) -> Result<usize, TranslateError> {
     let mut i = start + 1;
     out.push('[');
     if chars.get(i) == Some(&'^') {
@@ -414,7 +450,7 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usi
                 return Ok(i + 1);
             }
             '\\' => {
-                let n = *chars.get(i + 1).ok_or("class ends with a backslash")?;
+                let n = *chars.get(i + 1).ok_or(TranslateError::ClassBackslash)?;
                 match n {
                     '<' | '>' => out.push(n),
                     'Z' => out.push('Z'),
@@ -441,7 +477,7 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usi
             }
         }
     }
-    Err("unterminated character class".into())
+    Err(TranslateError::UnterminatedClass)
 }
 
 #[cfg(test)]
