@@ -7,28 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::lab::{Lab, Netns};
+use crate::operate::{banned, jail};
 use crate::support::{config, wait_for, Daemon};
-
-fn jail(extra: &str) -> String {
-    format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for \S+ from <HOST> port \d+ ssh2$']
-maxretry = 2
-bantime = "1h"
-{extra}
-"#
-    )
-}
-
-fn banned(d: &Daemon) -> Vec<serde_json::Value> {
-    serde_json::from_str::<serde_json::Value>(&d.cli_ok(&["banned", "--json"]))
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 /// Seconds between two RFC 3339 stamps.
 fn seconds_between(from: &serde_json::Value, to: &serde_json::Value) -> i64 {

@@ -50,16 +50,20 @@ pub(crate) fn tool(ipv6: bool) -> Result<IPTables, ActionError> {
         .map_err(|e| ActionError::from_display(if ipv6 { "ip6tables" } else { "iptables" }, e))
 }
 
+/// Whether `chain` exists (the kernel's own always do).
+fn chain_present(tool: &IPTables, chain: &str) -> Result<bool, ActionError> {
+    if BUILTIN.contains(&chain) {
+        return Ok(true);
+    }
+    tool.chain_exists(TABLE, chain).map_err(fail("list chain"))
+}
+
 /// Adds each hook rule at the top of its chain unless present (idempotent start). A chain the
 /// kernel lacks (DOCKER-USER without Docker) is created, empty but for our rules: Docker jumps to
 /// it from FORWARD once it starts, and leaves it as it finds it.
 pub(crate) fn insert_hooks(tool: &IPTables, hooks: &[Hook]) -> Result<(), ActionError> {
     for Hook { chain, rule } in hooks {
-        if !BUILTIN.contains(&chain.as_str())
-            && !tool
-                .chain_exists(TABLE, chain)
-                .map_err(fail("list chain"))?
-        {
+        if !chain_present(tool, chain)? {
             tool.new_chain(TABLE, chain).map_err(fail("create chain"))?;
         }
         if !tool
@@ -76,11 +80,7 @@ pub(crate) fn insert_hooks(tool: &IPTables, hooks: &[Hook]) -> Result<(), Action
 /// Removes every copy of each hook rule (a no-op for those already gone, or whose chain is).
 pub(crate) fn delete_hooks(tool: &IPTables, hooks: &[Hook]) -> Result<(), ActionError> {
     for Hook { chain, rule } in hooks {
-        if !BUILTIN.contains(&chain.as_str())
-            && !tool
-                .chain_exists(TABLE, chain)
-                .map_err(fail("list chain"))?
-        {
+        if !chain_present(tool, chain)? {
             continue;
         }
         if tool
