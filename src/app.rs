@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,7 @@ use crate::control::translate;
 use crate::filter::router::{JailRoute, Router, RouterError};
 use crate::jail::set::{self, Command, JailSet};
 use crate::jail::Failure;
-use crate::listener::{tcp, udp, Pipeline, SharedPipeline};
+use crate::listener::{tcp, tls, udp, unix, Pipeline, SharedPipeline};
 use crate::metrics;
 use crate::state::{self, State};
 
@@ -41,7 +42,7 @@ pub enum AppError {
     /// A listener address could not be bound.
     #[error("cannot bind {transport} {addr}: {os_error}")]
     Bind {
-        /// udp, tcp or metrics.
+        /// udp, tcp, tls, unix, metrics or control.
         transport: &'static str,
         /// The address from the config.
         addr: String,
@@ -127,6 +128,8 @@ fn specs(config: &Config) -> Vec<crate::jail::JailSpec> {
 struct Bound {
     udp: Vec<(SocketAddr, UdpSocket)>,
     tcp: Vec<(SocketAddr, TcpListener)>,
+    tls: Vec<(SocketAddr, TcpListener)>,
+    unix: Vec<(PathBuf, unix::LocalSocket)>,
 }
 
 /// Binds the addresses of `config` that `running` does not already serve.
@@ -142,16 +145,36 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
             bound.udp.push((addr, socket));
         }
     }
-    for &addr in &config.server.tcp {
-        if !running.tcp.contains_key(&addr) {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|os_error| AppError::Bind {
-                    transport: "tcp",
-                    addr: addr.to_string(),
-                    os_error,
-                })?;
-            bound.tcp.push((addr, listener));
+    for (addrs, running, bound, transport) in [
+        (&config.server.tcp, &running.tcp, &mut bound.tcp, "tcp"),
+        (&config.server.tls, &running.tls, &mut bound.tls, "tls"),
+    ] {
+        for &addr in addrs {
+            if !running.contains_key(&addr) {
+                let listener =
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|os_error| AppError::Bind {
+                            transport,
+                            addr: addr.to_string(),
+                            os_error,
+                        })?;
+                bound.push((addr, listener));
+            }
+        }
+    }
+    let access = unix::Access {
+        mode: config.server.unix_mode,
+        group: config.server.unix_group,
+    };
+    for path in &config.server.unix {
+        if !running.unix.contains_key(path) {
+            let socket = unix::bind(path, access).map_err(|os_error| AppError::Bind {
+                transport: "unix",
+                addr: path.display().to_string(),
+                os_error,
+            })?;
+            bound.unix.push((path.clone(), socket));
         }
     }
     Ok(bound)
@@ -161,6 +184,10 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
 struct Listeners {
     udp: HashMap<SocketAddr, CancellationToken>,
     tcp: HashMap<SocketAddr, CancellationToken>,
+    tls: HashMap<SocketAddr, CancellationToken>,
+    unix: HashMap<PathBuf, CancellationToken>,
+    /// The certificate new TLS handshakes use; `reload` replaces it.
+    tls_config: tls::SharedTlsConfig,
     tasks: TaskTracker,
     pipeline: SharedPipeline,
     failures: mpsc::Sender<Failure>,
@@ -168,36 +195,67 @@ struct Listeners {
 }
 
 impl Listeners {
-    fn spawn(&mut self, bound: Bound, limits: tcp::TcpLimits) {
+    fn spawn(&mut self, bound: Bound, limits: tcp::TcpLimits, handshake: Duration) {
         let receivers = std::thread::available_parallelism().map_or(2, |n| n.get());
         for (addr, socket) in bound.udp {
-            let stop = self.shutdown.child_token();
-            if let Ok(local) = socket.local_addr() {
-                tracing::info!(transport = "udp", addr = %local, "listening");
-            }
-            self.tasks.spawn(udp::serve(
-                socket,
-                receivers,
-                self.pipeline.clone(),
-                self.failures.clone(),
-                stop.clone(),
-            ));
+            let shown = socket.local_addr().map_or(addr, |a| a).to_string();
+            let stop = self.datagrams(socket, receivers, &shown);
             self.udp.insert(addr, stop);
         }
         for (addr, listener) in bound.tcp {
-            let stop = self.shutdown.child_token();
-            if let Ok(local) = listener.local_addr() {
-                tracing::info!(transport = "tcp", addr = %local, "listening");
-            }
-            self.tasks.spawn(tcp::serve(
-                listener,
-                limits,
-                self.pipeline.clone(),
-                self.failures.clone(),
-                stop.clone(),
-            ));
+            let stop = self.stream(listener, tcp::Plain, limits);
             self.tcp.insert(addr, stop);
         }
+        for (addr, listener) in bound.tls {
+            let handshake = tls::Handshake::new(self.tls_config.clone(), handshake);
+            let stop = self.stream(listener, handshake, limits);
+            self.tls.insert(addr, stop);
+        }
+        for (path, socket) in bound.unix {
+            let stop = self.datagrams(socket, receivers, &path.display().to_string());
+            self.unix.insert(path, stop);
+        }
+    }
+
+    /// Serves a datagram socket (UDP or Unix) with `receivers` tasks; returns its stop token.
+    fn datagrams<S: udp::Datagrams>(
+        &self,
+        socket: S,
+        receivers: usize,
+        shown: &str,
+    ) -> CancellationToken {
+        let stop = self.shutdown.child_token();
+        tracing::info!(transport = S::TRANSPORT, addr = %shown, "listening");
+        self.tasks.spawn(udp::serve(
+            socket,
+            receivers,
+            self.pipeline.clone(),
+            self.failures.clone(),
+            stop.clone(),
+        ));
+        stop
+    }
+
+    /// Serves a stream listener (TCP, or TLS after its handshake); returns its stop token.
+    fn stream<U: tcp::Upgrade>(
+        &self,
+        listener: TcpListener,
+        upgrade: U,
+        limits: tcp::TcpLimits,
+    ) -> CancellationToken {
+        let stop = self.shutdown.child_token();
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!(transport = U::TRANSPORT, addr = %local, "listening");
+        }
+        self.tasks.spawn(tcp::serve(
+            listener,
+            upgrade,
+            limits,
+            self.pipeline.clone(),
+            self.failures.clone(),
+            stop.clone(),
+        ));
+        stop
     }
 
     /// Stops listeners whose address is no longer configured.
@@ -205,6 +263,7 @@ impl Listeners {
         for (map, wanted, transport) in [
             (&mut self.udp, &config.server.udp, "udp"),
             (&mut self.tcp, &config.server.tcp, "tcp"),
+            (&mut self.tls, &config.server.tls, "tls"),
         ] {
             map.retain(|addr, stop| {
                 let keep = wanted.contains(addr);
@@ -215,7 +274,24 @@ impl Listeners {
                 keep
             });
         }
+        self.unix.retain(|path, stop| {
+            let keep = config.server.unix.contains(path);
+            if !keep {
+                tracing::info!(transport = "unix", addr = %path.display(), "listener closed by reload");
+                stop.cancel();
+                // The file would otherwise stay behind, taking datagrams nobody reads.
+                if let Err(error) = std::fs::remove_file(path) {
+                    tracing::warn!(path = %path.display(), %error, "could not remove the socket");
+                }
+            }
+            keep
+        });
     }
+}
+
+/// The TLS server config read from the files of `config`, if it has any.
+fn tls_config_of(config: &Config) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
+    config.server.tls_server.as_ref().map(|t| t.config.clone())
 }
 
 fn limits(config: &Config) -> tcp::TcpLimits {
@@ -302,6 +378,9 @@ async fn start(
     let mut listeners = Listeners {
         udp: HashMap::new(),
         tcp: HashMap::new(),
+        tls: HashMap::new(),
+        unix: HashMap::new(),
+        tls_config: Arc::new(ArcSwapOption::new(tls_config_of(&config))),
         tasks: TaskTracker::new(),
         pipeline: Arc::new(ArcSwap::from_pointee(pipeline_for(&config)?)),
         failures: failure_tx,
@@ -348,7 +427,7 @@ async fn start(
     let (commands, command_rx) = mpsc::channel(64);
     let jail_task = tokio::spawn(set::run(jails, failure_rx, command_rx, shutdown.clone()));
 
-    listeners.spawn(bound, limits(&config));
+    listeners.spawn(bound, limits(&config), config.server.tls_handshake_timeout);
     let service = TaskTracker::new();
     let (question_tx, questions) = mpsc::channel::<Question>(64);
     service.spawn(control_server::serve(
@@ -520,8 +599,9 @@ async fn reload(
         .map_err(|_| ReloadError::JailTaskGone)?;
     let summary = rx.await.map_err(|_| ReloadError::JailTaskGone)??;
     listeners.pipeline.store(Arc::new(pipeline));
+    listeners.tls_config.store(tls_config_of(&next));
     listeners.retain(&next);
-    listeners.spawn(bound, limits(&next));
+    listeners.spawn(bound, limits(&next), next.server.tls_handshake_timeout);
     for (what, changed) in [
         (
             "[metrics] listen",

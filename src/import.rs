@@ -56,9 +56,78 @@ fn programs_for(filter: &str) -> Option<&'static [&'static str]> {
         ],
         f if f.starts_with("nginx") => &["nginx"],
         f if f.starts_with("sendmail") => &["sendmail", "sm-mta"],
-        f if f.starts_with("exim") => &["exim"],
+        f if f.starts_with("exim") => &["exim", "exim4"],
+        "courier-auth" => &[
+            "imapd",
+            "imapd-ssl",
+            "pop3d",
+            "pop3d-ssl",
+            "courierpop3login",
+        ],
+        "cyrus-imap" => &[
+            "cyrus/imap",
+            "cyrus/imaps",
+            "cyrus/pop3",
+            "cyrus/pop3s",
+            "imapd",
+            "imap",
+            "pop3d",
+        ],
+        "mysqld-auth" => &["mysqld", "mariadbd"],
+        "apache-auth" => &["apache2", "httpd", "apache"],
+        "haproxy-http-auth" => &["haproxy"],
+        "roundcube-auth" => &["roundcube"],
+        "grafana" => &["grafana", "grafana-server"],
         _ => return None,
     })
+}
+
+/// fail2ban filters, with the modes a jail uses them in, that a shipped native filter
+/// (conf/filter.d, installed in /etc/jailsink/filter.d) replaces: it catches the same lines,
+/// anchored against address injection and without translating Python regexes. fail2ban's
+/// `postfix` filter is three native ones, by mode. Not mapped: sshd (fail2ban's modes are
+/// not the native filter's), nginx-botsearch (fail2ban reads the error log, the native filter
+/// the access log), and every mode not listed (aggressive and extra modes catch more).
+const NATIVE: &[(&str, &[&str], &str)] = &[
+    ("postfix", &["auth"], "postfix-sasl"),
+    ("postfix", &["rbl"], "postfix-rbl"),
+    ("postfix", &["normal", "more"], "postfix-reject"),
+    ("dovecot", &["normal"], "dovecot"),
+    ("exim", &["normal"], "exim"),
+    ("courier-auth", &["normal"], "courier-auth"),
+    ("cyrus-imap", &["normal"], "cyrus-imap"),
+    ("sendmail-auth", &["normal"], "sendmail-auth"),
+    ("sendmail-reject", &["normal"], "sendmail-reject"),
+    ("proftpd", &["normal"], "proftpd"),
+    ("vsftpd", &["normal"], "vsftpd"),
+    ("pure-ftpd", &["normal"], "pure-ftpd"),
+    ("asterisk", &["normal"], "asterisk"),
+    ("mysqld-auth", &["normal"], "mysqld-auth"),
+    ("nginx-http-auth", &["normal"], "nginx-http-auth"),
+    ("nginx-limit-req", &["normal"], "nginx-limit-req"),
+    ("apache-auth", &["normal"], "apache-auth"),
+    ("haproxy-http-auth", &["normal"], "haproxy-http-auth"),
+    ("roundcube-auth", &["normal"], "roundcube-auth"),
+    ("named-refused", &["normal"], "named-refused"),
+    ("grafana", &["normal"], "grafana"),
+];
+
+/// Where the native filters are looked up in an imported config: beside the config file
+/// (`/etc/jailsink/filter.d` for `/etc/jailsink/jailsink.toml`, where the package puts them).
+const NATIVE_DIR: &str = "filter.d";
+
+/// The native filter replacing fail2ban's `filter` with `options`, if one does. A filter
+/// without options runs in fail2ban's `normal` mode; any option but `mode` keeps fail2ban's.
+fn native_for(filter: &str, options: &Vars) -> Option<&'static str> {
+    let mode = match options.len() {
+        0 => "normal",
+        1 => options.get("mode")?.as_str(),
+        _ => return None,
+    };
+    NATIVE
+        .iter()
+        .find(|(f, modes, _)| *f == filter && modes.contains(&mode))
+        .map(|(_, _, native)| *native)
 }
 
 /// The files fail2ban's `ConfigReader.read("jail")` reads, in its order.
@@ -124,8 +193,13 @@ pub fn import_fail2ban(dir: &Path) -> Result<String, ImportError> {
     out.push_str("[defaults]\n");
     let _ = writeln!(
         out,
-        "filter_dirs = [{}]",
-        quote(&filter_dir.display().to_string())
+        "# {NATIVE_DIR}: jailsink's native filters, beside this file (/etc/jailsink/filter.d)"
+    );
+    let _ = writeln!(
+        out,
+        "filter_dirs = [{}, {}]",
+        quote(&filter_dir.display().to_string()),
+        quote(NATIVE_DIR)
     );
 
     let mut enabled = 0;
@@ -293,10 +367,28 @@ impl Jail<'_> {
                 "fail2ban names several filters; only `{first}` is imported"
             ));
         }
-        let found = ["conf", "local"]
+        if let Some(native) = native_for(&name, &options) {
+            out.note(format!(
+                "fail2ban's `{first}` is jailsink's native filter {native} ({NATIVE_DIR}/{native}.toml)"
+            ));
+            if ["failregex", "ignoreregex"].iter().any(|extra| {
+                self.conf
+                    .section(self.name)
+                    .is_some_and(|s| s.contains_key(*extra))
+            }) {
+                out.note(
+                    "the fail2ban jail adds its own failregex/ignoreregex: add them to this jail \
+                     in jailsink's syntax (failregex = ['^...<HOST>...$'], anchored)",
+                );
+            }
+            out.set("filter", quote(native));
+            return Some((native.to_string(), Vars::new()));
+        }
+        let file = ["conf", "local"]
             .iter()
-            .any(|ext| filter_dir.join(format!("{name}.{ext}")).is_file());
-        if !found {
+            .map(|ext| filter_dir.join(format!("{name}.{ext}")))
+            .find(|p| p.is_file());
+        if file.is_none() {
             out.note(format!(
                 "filter {name}.conf is not in {}",
                 filter_dir.display()
@@ -316,7 +408,11 @@ impl Jail<'_> {
                 ));
             }
         }
-        out.set("filter", quote(&name));
+        match &file {
+            // By path: by name, a native filter of the same name (sshd.toml) would win.
+            Some(file) => out.set("filter", quote(&file.display().to_string())),
+            None => out.set("filter", quote(&name)),
+        }
         if !options.is_empty() {
             let items: Vec<String> = options
                 .iter()
@@ -738,7 +834,8 @@ mod tests {
         let text = import_fail2ban(d.path()).unwrap();
         let t = toml_of(&text);
         let sshd = jail(&t, "sshd");
-        assert_eq!(sshd["filter"].as_str(), Some("sshd"));
+        let sshd_conf = d.path().join("filter.d/sshd.conf");
+        assert_eq!(sshd["filter"].as_str(), sshd_conf.to_str());
         assert_eq!(sshd["filter_options"]["mode"].as_str(), Some("aggressive"));
         assert_eq!(sshd["port"].as_str(), Some("ssh"));
         assert_eq!(sshd["bantime"].as_str(), Some("permanent"));
@@ -762,8 +859,16 @@ mod tests {
             "{text}"
         );
 
+        // fail2ban's postfix in mode `more` is the native postfix-reject
         let postfix = jail(&t, "postfix");
-        assert_eq!(postfix["filter_options"]["mode"].as_str(), Some("more"));
+        assert_eq!(postfix["filter"].as_str(), Some("postfix-reject"));
+        assert!(postfix.get("filter_options").is_none(), "{text}");
+        assert!(
+            text.contains(
+                "fail2ban's `postfix[mode=more]` is jailsink's native filter postfix-reject"
+            ),
+            "{text}"
+        );
         assert_eq!(postfix["action"].as_str(), Some("nftables"));
         assert_eq!(postfix["findtime"].as_str(), Some("1h 30m"));
         let ports = postfix["port"].as_array().unwrap();
@@ -773,6 +878,117 @@ mod tests {
         assert_eq!(
             t["defaults"]["filter_dirs"][0].as_str(),
             Some(d.path().join("filter.d").to_str().unwrap())
+        );
+        assert_eq!(t["defaults"]["filter_dirs"][1].as_str(), Some(NATIVE_DIR));
+    }
+
+    #[test]
+    fn fail2ban_filters_map_to_native_ones_by_mode() {
+        let opts = |pairs: &[(&str, &str)]| -> Vars {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            native_for("postfix", &opts(&[("mode", "auth")])),
+            Some("postfix-sasl")
+        );
+        assert_eq!(
+            native_for("postfix", &opts(&[("mode", "rbl")])),
+            Some("postfix-rbl")
+        );
+        assert_eq!(
+            native_for("postfix", &opts(&[("mode", "more")])),
+            Some("postfix-reject")
+        );
+        assert_eq!(
+            native_for("postfix", &opts(&[("mode", "aggressive")])),
+            None
+        );
+        assert_eq!(native_for("dovecot", &opts(&[])), Some("dovecot"));
+        assert_eq!(
+            native_for("dovecot", &opts(&[("mode", "normal")])),
+            Some("dovecot")
+        );
+        assert_eq!(
+            native_for("dovecot", &opts(&[("mode", "aggressive")])),
+            None
+        );
+        assert_eq!(
+            native_for(
+                "roundcube-auth",
+                &opts(&[("mode", "normal"), ("logtype", "file")])
+            ),
+            None
+        );
+        assert_eq!(native_for("sshd", &opts(&[("mode", "normal")])), None);
+        assert_eq!(native_for("nginx-botsearch", &opts(&[])), None);
+        assert_eq!(native_for("gitlab", &opts(&[])), None);
+        // every mapped name is a filter the repository ships
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/filter.d");
+        for (_, _, native) in NATIVE {
+            assert!(shipped.join(format!("{native}.toml")).is_file(), "{native}");
+        }
+
+        let d = dir(&[
+            ("jail.conf", JAIL_CONF),
+            ("paths.conf", PATHS),
+            (
+                "jail.local",
+                "[postfix-sasl]\nenabled = true\nfilter = postfix[mode=auth]\nfailregex = ^x <HOST>$\n\
+                 [dovecot]\nenabled = true\n[sshd]\nenabled = true\n[dropbear]\nenabled = true\nfilter = sshd\n",
+            ),
+            ("filter.d/sshd.conf", FILTER),
+            ("filter.d/postfix.conf", FILTER),
+            ("filter.d/dovecot.conf", FILTER),
+            (
+                "filter.d/postfix-sasl.toml",
+                include_str!("../conf/filter.d/postfix-sasl.toml"),
+            ),
+            ("filter.d/dovecot.toml", include_str!("../conf/filter.d/dovecot.toml")),
+            ("filter.d/sshd.toml", include_str!("../conf/filter.d/sshd.toml")),
+        ]);
+        let text = import_fail2ban(d.path()).unwrap();
+        let t = toml_of(&text);
+        assert_eq!(
+            jail(&t, "postfix-sasl")["filter"].as_str(),
+            Some("postfix-sasl")
+        );
+        assert!(text.contains("add them to this jail"), "{text}");
+        assert_eq!(jail(&t, "dovecot")["filter"].as_str(), Some("dovecot"));
+        assert_eq!(
+            jail(&t, "dovecot")["programs"].as_array().unwrap()[0].as_str(),
+            Some("dovecot")
+        );
+        // not mapped: fail2ban's file by its path, so that the native sshd.toml of the same
+        // name does not take its place
+        let path = d.path().join("filter.d/sshd.conf");
+        assert_eq!(jail(&t, "sshd")["filter"].as_str(), path.to_str());
+        assert_eq!(
+            jail(&t, "sshd")["filter_options"]["mode"].as_str(),
+            Some("normal")
+        );
+        assert_eq!(jail(&t, "dropbear")["filter"].as_str(), path.to_str());
+
+        let config_path = d.path().join("jailsink.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let config = crate::config::load(&config_path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let origin = |name: &str| {
+            config
+                .jails
+                .iter()
+                .find(|j| j.name == name)
+                .map(|j| j.filter_origin.clone())
+                .unwrap()
+        };
+        assert!(origin("postfix-sasl").ends_with("postfix-sasl.toml"));
+        assert!(origin("dovecot").ends_with("dovecot.toml"));
+        assert!(origin("sshd").contains("sshd.conf"), "{}", origin("sshd"));
+        assert!(
+            origin("dropbear").ends_with("sshd.conf"),
+            "{}",
+            origin("dropbear")
         );
     }
 
@@ -830,6 +1046,10 @@ mod tests {
             ),
             ("filter.d/sshd.conf", FILTER),
             ("filter.d/postfix.conf", FILTER),
+            (
+                "filter.d/postfix-reject.toml",
+                include_str!("../conf/filter.d/postfix-reject.toml"),
+            ),
         ]);
         let text = import_fail2ban(d.path()).unwrap();
         let path = d.path().join("jailsink.toml");

@@ -68,16 +68,20 @@ pub(crate) enum DropReason {
     QueueFull,
     /// A TCP connection was refused because `max_tcp_connections` were open.
     ConnectionLimit,
+    /// A TLS connection closed before its handshake finished: plain TCP to the TLS port, a
+    /// client without an acceptable certificate, or no handshake within the timeout.
+    TlsHandshake,
 }
 
 impl DropReason {
     /// Every reason, so each series exists from start-up.
-    pub(crate) const ALL: [DropReason; 5] = [
+    pub(crate) const ALL: [DropReason; 6] = [
         DropReason::SenderNotAllowed,
         DropReason::TooLarge,
         DropReason::Unparseable,
         DropReason::QueueFull,
         DropReason::ConnectionLimit,
+        DropReason::TlsHandshake,
     ];
 
     /// The label value, as SPEC.md names it.
@@ -88,6 +92,7 @@ impl DropReason {
             DropReason::Unparseable => "unparseable",
             DropReason::QueueFull => "queue_full",
             DropReason::ConnectionLimit => "connection_limit",
+            DropReason::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -117,7 +122,7 @@ pub(crate) fn install(fail2ban_exporter_names: bool) -> Result<PrometheusHandle,
     metrics::set_global_recorder(recorder).map_err(MetricsError::Installed)?;
     describe_all();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    for transport in ["udp", "tcp"] {
+    for transport in ["udp", "tcp", "tls", "unix"] {
         messages_received(transport).absolute(0);
     }
     for reason in DropReason::ALL {
@@ -228,7 +233,10 @@ fn describe_all() {
         ACTION_ERRORS,
         "Actions that failed to apply a ban or an unban, by jail and action."
     );
-    describe_gauge!(TCP_CONNECTIONS, "Open syslog TCP connections.");
+    describe_gauge!(
+        TCP_CONNECTIONS,
+        "Open syslog TCP connections, TLS ones included."
+    );
     describe_histogram!(
         BAN_LATENCY,
         Unit::Seconds,

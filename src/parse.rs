@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Datelike, FixedOffset, Offset, TimeZone, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, Offset, TimeZone, Timelike, Utc};
 use syslog_loose::{Message, Protocol, Variant};
 
 pub(crate) use syslog_loose::ProcId;
@@ -123,10 +123,103 @@ pub fn parse<'a>(text: &'a str, zone: &Zone, now: DateTime<Utc>) -> Result<Event
         d if d < -6 => year + 1,
         _ => year,
     };
-    if let Some(event) = fast_3164(text, |m| resolve_year((m, 0, 0, 0, 0)), offset) {
+    let year_of = |m| resolve_year((m, 0, 0, 0, 0));
+    if let Some(event) = fast_3164(text, year_of, offset, Seconds::Whole) {
+        return Ok(event);
+    }
+    // Shapes rsyslog reads that syslog_loose does not (only tried once the fast path refused).
+    if let Some(event) = fast_3164(text, year_of, offset, Seconds::Fractional) {
+        return Ok(event);
+    }
+    if let Some(event) = pri_then_tag(text) {
         return Ok(event);
     }
     parse_loose(text, resolve_year, offset)
+}
+
+/// Whether [`fast_3164`] reads `hh:mm:ss.ffffff` (rsyslog does; syslog_loose does not, so the
+/// first, differential-tested pass refuses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seconds {
+    /// `hh:mm:ss` only.
+    Whole,
+    /// `hh:mm:ss` with an optional fraction of 1 to 9 digits.
+    Fractional,
+}
+
+/// `<PRI>TAG[PID]: MSG`, `<PRI>TAG: MSG` and `<PRI>HOST TAG: MSG`: a PRI followed directly by
+/// the tag (or a host name and the tag), without timestamp, as rsyslog reads it (program from
+/// the tag; a missing host is left to the listener). A tag is what jailsink's program names
+/// allow, up to `[` or `:`.
+fn pri_then_tag(text: &str) -> Option<Event<'_>> {
+    let b = text.as_bytes();
+    if b.first() != Some(&b'<') {
+        return None;
+    }
+    let mut i = after_pri(b)?;
+    // `<PRI>HOST TAG: MSG`: rsyslog takes a host name without a timestamp too.
+    let mut hostname = None;
+    let host_len = b[i..]
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_')))
+        .unwrap_or(b.len() - i);
+    if host_len > 0 && b.get(i + host_len) == Some(&b' ') {
+        hostname = Some(&text[i..i + host_len]);
+        i += host_len + 1;
+    }
+    let tag_len = b[i..]
+        .iter()
+        .position(|&c| !is_tag_byte(c))
+        .filter(|&n| n > 0)?;
+    // A tag begins with a letter; digits first are a timestamp or an RFC 5424 version.
+    if !b[i].is_ascii_alphabetic() {
+        return None;
+    }
+    let program = &text[i..i + tag_len];
+    i += tag_len;
+    let mut pid = None;
+    if b.get(i) == Some(&b'[') {
+        let close = b[i..].iter().take(130).position(|&c| c == b']')?;
+        let id = &text[i + 1..i + close];
+        pid = Some(match id.parse::<i32>() {
+            Ok(n) if id.bytes().all(|c| c.is_ascii_digit()) => ProcId::PID(n),
+            _ => ProcId::Name(id),
+        });
+        i += close + 1;
+    }
+    if b.get(i) != Some(&b':') {
+        return None;
+    }
+    let message = text[i + 1..].trim();
+    let message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
+    let (message, repeat) = split_repeat(message);
+    Some(Event {
+        timestamp: None,
+        hostname,
+        program: Some(program),
+        pid,
+        message,
+        repeat,
+    })
+}
+
+/// Where the text after a valid `<PRI>` (0 to 191) begins; `b` starts with `<`.
+#[inline]
+fn after_pri(b: &[u8]) -> Option<usize> {
+    let close = b.iter().take(5).position(|&c| c == b'>')?;
+    let digits = &b[1..close];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if std::str::from_utf8(digits).ok()?.parse::<u8>().ok()? > 191 {
+        return None;
+    }
+    Some(close + 1)
+}
+
+/// A byte of a 3164 tag as jailsink reads program names (`postfix/smtpd` keeps its slash).
+fn is_tag_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'/')
 }
 
 /// The general path: syslog_loose (RFC 5424 and every 3164 variant) and [`fix_up`].
@@ -151,19 +244,12 @@ fn fast_3164<'a>(
     text: &'a str,
     year_of: impl Fn(u32) -> i32,
     offset: FixedOffset,
+    seconds: Seconds,
 ) -> Option<Event<'a>> {
     let b = text.as_bytes();
     let mut i = 0;
     if b.first() == Some(&b'<') {
-        let close = b.iter().take(5).position(|&c| c == b'>')?;
-        let digits = &b[1..close];
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        if std::str::from_utf8(digits).ok()?.parse::<u8>().ok()? > 191 {
-            return None;
-        }
-        i = close + 1;
+        i = after_pri(b)?;
     }
     // Mmm dd hh:mm:ss + one space: 16 bytes.
     let ts = b.get(i..i + 16)?;
@@ -173,7 +259,7 @@ fn fast_3164<'a>(
             c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
         })
     };
-    if ts[3] != b' ' || ts[6] != b' ' || ts[9] != b':' || ts[12] != b':' || ts[15] != b' ' {
+    if ts[3] != b' ' || ts[6] != b' ' || ts[9] != b':' || ts[12] != b':' {
         return None;
     }
     let day = match ts[4] {
@@ -181,7 +267,23 @@ fn fast_3164<'a>(
         _ => num(&ts[4..6])?,
     };
     let (h, m, sec) = (num(&ts[7..9])?, num(&ts[10..12])?, num(&ts[13..15])?);
-    i += 16;
+    i += 15;
+    let mut nanos = 0;
+    if seconds == Seconds::Fractional {
+        if b.get(i) != Some(&b'.') {
+            return None;
+        }
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&digits) {
+            return None;
+        }
+        nanos = num(&b[i + 1..i + 1 + digits])? * 10u32.pow(9 - digits as u32);
+        i += 1 + digits;
+    }
+    if b.get(i) != Some(&b' ') {
+        return None;
+    }
+    i += 1;
     let host_len = b[i..].iter().position(|&c| c == b' ').filter(|&n| n > 0)?;
     let host = &text[i..i + host_len];
     if !host
@@ -193,7 +295,7 @@ fn fast_3164<'a>(
     i += host_len + 1;
     let tag_len = b[i..]
         .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'/')))
+        .position(|&c| !is_tag_byte(c))
         .filter(|&n| n > 0)?;
     let program = &text[i..i + tag_len];
     i += tag_len;
@@ -210,9 +312,12 @@ fn fast_3164<'a>(
     if b.get(i) != Some(&b':') || !matches!(b.get(i + 1), None | Some(b' ')) {
         return None;
     }
-    let timestamp = offset
+    let mut timestamp = offset
         .with_ymd_and_hms(year_of(month), month, day, h, m, sec)
         .earliest()?;
+    if nanos > 0 {
+        timestamp = timestamp.with_nanosecond(nanos)?;
+    }
     let message = text[i + 1..].trim();
     let message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
     let (message, repeat) = split_repeat(message);
@@ -599,7 +704,8 @@ mod tests {
             d if d < -6 => year + 1,
             _ => year,
         };
-        let Some(fast) = fast_3164(text, |m| resolve((m, 0, 0, 0, 0)), offset) else {
+        let Some(fast) = fast_3164(text, |m| resolve((m, 0, 0, 0, 0)), offset, Seconds::Whole)
+        else {
             return false;
         };
         assert_eq!(
@@ -672,6 +778,66 @@ mod tests {
         for line in slow_ones {
             assert!(!same_as_loose(line, now()), "fast path took {line:?}");
         }
+    }
+
+    #[test]
+    fn shapes_rsyslog_reads_are_read() {
+        fn read(text: &str) -> Event<'_> {
+            parse(text, &Zone::Utc, now()).unwrap()
+        }
+        let e = read("<38>sshd[77]: Failed password");
+        assert_eq!(
+            (e.hostname, e.program, e.pid, e.message, e.timestamp),
+            (
+                None,
+                Some("sshd"),
+                Some(ProcId::PID(77)),
+                "Failed password",
+                None
+            )
+        );
+        let e = read("<38>sshd:no space");
+        assert_eq!(
+            (e.program, e.pid, e.message),
+            (Some("sshd"), None, "no space")
+        );
+        let e = read("<38>web1 postfix/smtpd[x1]: named pid");
+        assert_eq!(
+            (e.hostname, e.program, e.pid),
+            (
+                Some("web1"),
+                Some("postfix/smtpd"),
+                Some(ProcId::Name("x1"))
+            )
+        );
+        let e = read("<38>Nov 29 18:52:54.123456 vm sshd[1]: fractional");
+        assert_eq!(
+            (e.hostname, e.program, e.message),
+            (Some("vm"), Some("sshd"), "fractional")
+        );
+        assert_eq!(
+            e.timestamp.unwrap().to_rfc3339(),
+            "2026-11-29T18:52:54.123456+00:00"
+        );
+        let nul = decode(b"<38>Nov 29 18:52:54 vm sshd[1]: trailing NUL\0");
+        assert_eq!(read(&nul).message, "trailing NUL");
+        // Not tags: a 5424 version, a timestamp, nothing after the PRI, a PRI out of range.
+        for text in [
+            "<38>1 x",
+            "<38>Nov 29",
+            "<38>",
+            "<999>sshd: x",
+            "<38>sshd no colon",
+        ] {
+            assert_eq!(pri_then_tag(text), None, "{text}");
+        }
+        // Fractions have 1 to 9 digits and are only read on the second pass.
+        let zero = |_| 2026;
+        let frac = "<38>Nov 29 18:52:54.1234567890 vm sshd[1]: x";
+        assert_eq!(fast_3164(frac, zero, Utc.fix(), Seconds::Fractional), None);
+        let frac = "<38>Nov 29 18:52:54.5 vm sshd[1]: x";
+        assert_eq!(fast_3164(frac, zero, Utc.fix(), Seconds::Whole), None);
+        assert!(fast_3164(frac, zero, Utc.fix(), Seconds::Fractional).is_some());
     }
 
     #[test]

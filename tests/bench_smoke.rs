@@ -85,6 +85,25 @@ fn corpus_offline_and_live_tcp_udp() {
         "--seconds",
         "1",
     ]);
+    // TLS next to TCP, every message counted on both, and a few full handshakes.
+    let jailbench::Job::LiveTls(args) = parse(&[
+        "live-tls",
+        "--corpus",
+        c,
+        "--jailsink",
+        binary(),
+        "--connections",
+        "2",
+        "--handshakes",
+        "20",
+        "--timeout",
+        "30",
+    ]) else {
+        unreachable!("live-tls parses as live-tls")
+    };
+    let rows = jailbench::tls::live_tls(&args).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.messages == 3000), "{rows:?}");
 }
 
 #[test]

@@ -62,6 +62,8 @@ fn import_of_the_installed_fail2ban_config_passes_check() {
     .unwrap();
 
     let text = import(&dir);
+    // jailsink's native filters beside the config, as the package installs them
+    copy_tree(&crate::support::filter_dir(), &temp.path().join("filter.d"));
     let config = temp.path().join("jailsink.toml");
     std::fs::write(&config, &text).unwrap();
     let check = Command::new(binary())
@@ -84,10 +86,32 @@ fn import_of_the_installed_fail2ban_config_passes_check() {
     assert_eq!(sshd["filter_options"]["mode"].as_str(), Some("aggressive"));
     assert_eq!(sshd["bantime"].as_str(), Some("1h"));
     assert_eq!(sshd["action"].as_str(), Some("iptables"));
+    // fail2ban's postfix[mode=auth] and dovecot are native filters; sshd stays fail2ban's
+    let filter = |jail: &str| table["jails"][jail]["filter"].as_str().unwrap().to_string();
+    assert_eq!(filter("postfix-sasl"), "postfix-sasl");
+    assert!(table["jails"]["postfix-sasl"]
+        .get("filter_options")
+        .is_none());
+    assert_eq!(filter("dovecot"), "dovecot");
     assert_eq!(
-        table["jails"]["postfix-sasl"]["filter_options"]["mode"].as_str(),
-        Some("auth")
+        filter("sshd"),
+        dir.join("filter.d/sshd.conf").to_str().unwrap()
     );
+    assert_eq!(
+        filter("postfix"),
+        dir.join("filter.d/postfix.conf").to_str().unwrap()
+    );
+    for (jail, file) in [
+        ("postfix-sasl", "/filter.d/postfix-sasl.toml "),
+        ("dovecot", "/filter.d/dovecot.toml "),
+        ("sshd", "/filter.d/sshd.conf[mode=aggressive] "),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("  {jail}: ")))
+            .unwrap_or_else(|| panic!("{jail} missing: {stdout}"));
+        assert!(line.contains(file), "{line}");
+    }
     assert_eq!(
         table["jails"]["dovecot"]["bantime"].as_str(),
         Some("permanent")

@@ -24,7 +24,7 @@ pub(crate) fn example(path: &str) -> String {
     std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
-fn failed(ip: &str) -> String {
+pub(crate) fn failed(ip: &str) -> String {
     format!("Failed password for invalid user admin from {ip} port 4242 ssh2")
 }
 
@@ -587,12 +587,12 @@ fn json_logs_are_one_object_per_line_with_ban_fields() {
 }
 
 /// A private rsyslogd (support's) with an imuxsock socket of its own; never the host's /dev/log.
-struct Rsyslog(crate::support::Rsyslog);
+pub(crate) struct Rsyslog(crate::support::Rsyslog);
 
 impl Rsyslog {
     /// Starts `rsyslogd -n` on a preamble (work directory, `extra_global`, and unless
     /// `socket` is false an imuxsock socket `log.sock`) followed by `snippet`.
-    fn start(snippet: &str, extra_global: &str, socket: bool) -> Rsyslog {
+    pub(crate) fn start(snippet: &str, extra_global: &str, socket: bool) -> Rsyslog {
         let mut conf = format!("global(workDirectory=\"@DIR@/work\" {extra_global})\n");
         if socket {
             conf.push_str(
@@ -620,12 +620,12 @@ impl Rsyslog {
         self.0.dir().join("log.sock")
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         self.0.output()
     }
 
     /// Logs one message through this instance's socket, as a local program would.
-    fn log(&self, tag: &str, message: &str) {
+    pub(crate) fn log(&self, tag: &str, message: &str) {
         crate::support::logger(
             &[],
             &[
@@ -643,7 +643,7 @@ impl Rsyslog {
 }
 
 /// A shipped snippet with only its ports replaced; the snippet must contain each `from`.
-fn snippet(path: &str, replacements: &[(&str, String)]) -> String {
+pub(crate) fn snippet(path: &str, replacements: &[(&str, String)]) -> String {
     let mut text = example(path);
     for (from, to) in replacements {
         assert!(text.contains(from), "{path} no longer contains `{from}`");

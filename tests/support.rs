@@ -109,6 +109,8 @@ pub struct Daemon {
     pub udp: SocketAddr,
     /// Bound TCP syslog address.
     pub tcp: SocketAddr,
+    /// Bound TLS syslog address (0.0.0.0:0 when the config has none).
+    pub tls: SocketAddr,
     /// Bound metrics address.
     pub metrics: SocketAddr,
     /// The config file.
@@ -195,6 +197,7 @@ impl Daemon {
             logs,
             udp: "0.0.0.0:0".parse().unwrap(),
             tcp: "0.0.0.0:0".parse().unwrap(),
+            tls: "0.0.0.0:0".parse().unwrap(),
             metrics: "0.0.0.0:0".parse().unwrap(),
             config: path,
             spawned,
@@ -213,11 +216,12 @@ impl Daemon {
         );
         daemon.ready_after = ready_at.get().map_or(Duration::ZERO, |t| *t - spawned);
         for entry in daemon.logs.lock().unwrap().iter() {
-            if entry["message"] == "listening" {
+            if entry["message"] == "listening" && entry["transport"] != "unix" {
                 let addr: SocketAddr = entry["addr"].as_str().unwrap().parse().unwrap();
                 match entry["transport"].as_str().unwrap() {
                     "udp" => daemon.udp = addr,
                     "tcp" => daemon.tcp = addr,
+                    "tls" => daemon.tls = addr,
                     _ => daemon.metrics = addr,
                 }
             }

@@ -9,6 +9,7 @@ mod firewall;
 mod grafana;
 mod hostile;
 mod import;
+mod ingest;
 mod iptables;
 mod lab;
 mod layout;

@@ -85,6 +85,20 @@ pub fn send_tcp(
     octet: bool,
     rate: usize,
 ) -> Result<Sent, String> {
+    send_framed(lines, connections, octet, rate, || {
+        TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))
+    })
+}
+
+/// As [`send_tcp`], over streams `connect` opens (all opened before the clock starts: a TLS
+/// stream has finished its handshake).
+pub fn send_framed<S: Write + Send + 'static>(
+    lines: &[Vec<u8>],
+    connections: usize,
+    octet: bool,
+    rate: usize,
+    mut connect: impl FnMut() -> Result<S, String>,
+) -> Result<Sent, String> {
     let connections = connections.max(1);
     let per = lines.len().div_ceil(connections);
     let payloads: Vec<(Vec<u8>, Vec<usize>)> = lines
@@ -105,9 +119,9 @@ pub fn send_tcp(
             (buf, ends)
         })
         .collect();
-    let streams: Vec<TcpStream> = payloads
+    let streams: Vec<S> = payloads
         .iter()
-        .map(|_| TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}")))
+        .map(|_| connect())
         .collect::<Result<_, _>>()?;
     let per_conn_rate = rate as f64 / payloads.len() as f64;
     let start = Instant::now();

@@ -1,7 +1,8 @@
 //! jailsink's benchmark tool: a deterministic corpus generator with its ground truth, load
 //! generators for live TCP and UDP ingest, and the measurements of issue #7 (offline matching
 //! side by side with fail2ban-regex, sshguard and fail2ban-rs; live TCP against a private
-//! rsyslogd; UDP loss; many attackers; ban latency; restoring persisted bans).
+//! rsyslogd; UDP loss; many attackers; ban latency; restoring persisted bans), and TLS ingest
+//! next to plain TCP (issue #12).
 //!
 //! Run through the scripts in bench/ (each prints a table); by hand:
 //! `cargo bench --bench jailbench -- SUBCOMMAND [--key value ...]` (`--help` lists them, and
@@ -18,6 +19,7 @@ pub mod live;
 pub mod load;
 pub mod offline;
 pub mod restore;
+pub mod tls;
 
 // tests/bench_smoke.rs includes this tree in the test binary, which has its own `support`.
 #[allow(clippy::duplicate_mod)]
@@ -66,6 +68,8 @@ pub enum Job {
     LiveTcp(live::TcpArgs),
     /// Live UDP ingest: offered rates stepped up, loss after the queue settles.
     LiveUdp(live::UdpArgs),
+    /// TLS ingest next to plain TCP (octet-counted, same run), and full handshakes a second.
+    LiveTls(tls::Args),
     /// The jail's decision path with many distinct failing addresses, and their memory.
     Attackers(attackers::Args),
     /// Ban latency (receipt to action done) under background load.
@@ -85,6 +89,7 @@ pub fn dispatch(job: Job) -> Result<(), String> {
         Job::Udp(args) => load::udp(&args),
         Job::LiveTcp(args) => live::live_tcp(&args).map(|_| ()),
         Job::LiveUdp(args) => live::live_udp(&args).map(|_| ()),
+        Job::LiveTls(args) => tls::live_tls(&args).map(|_| ()),
         Job::Attackers(args) => attackers::attackers(&args).map(|_| ()),
         Job::Latency(args) => latency::latency(&args).map(|_| ()),
         Job::Restore(args) => restore::restore(&args).map(|_| ()),

@@ -50,6 +50,18 @@ pub struct ServerConfig {
     pub udp: Vec<SocketAddr>,
     /// TCP listen addresses.
     pub tcp: Vec<SocketAddr>,
+    /// TLS listen addresses.
+    pub tls: Vec<SocketAddr>,
+    /// The TLS identity, read from its files; set whenever `tls` is not empty.
+    pub tls_server: Option<super::tls::TlsServer>,
+    /// Handshakes not finished this long after connecting are closed.
+    pub tls_handshake_timeout: Duration,
+    /// Unix datagram socket paths.
+    pub unix: Vec<PathBuf>,
+    /// Permission bits of the Unix sockets.
+    pub unix_mode: u32,
+    /// Group (gid) of the Unix sockets.
+    pub unix_group: Option<u32>,
     /// Senders whose messages are accepted.
     pub allowed_senders: Vec<IpNetwork>,
     /// Largest message, in bytes.
@@ -171,9 +183,12 @@ pub(crate) enum BadValue {
     /// A command timeout outside 1ms..=10m.
     #[error("must be a duration from 1ms to 10m")]
     Timeout,
-    /// `[control] group` names no group.
+    /// `[control] group` or `[server] unix_group` names no group.
     #[error("no group `{0}` in /etc/group")]
     NoGroup(String),
+    /// Not octal permission bits.
+    #[error("`{0}` is not octal permission bits such as 0666 or 0660")]
+    Mode(String),
 }
 
 /// Why a port list is refused.
@@ -197,7 +212,8 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
         file: path,
         list: &mut list,
     };
-    let server = compile_server(&raw, &mut errors);
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let server = compile_server(&raw, &base, &mut errors);
     let metrics_listen = match raw.metrics.listen.as_deref() {
         Some("") => None,
         other => errors.take(
@@ -251,7 +267,7 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
     })
 }
 
-fn compile_server(raw: &RawConfig, errors: &mut Errors) -> Option<ServerConfig> {
+fn compile_server(raw: &RawConfig, base: &Path, errors: &mut Errors) -> Option<ServerConfig> {
     let s = &raw.server;
     let loopback = || vec!["127.0.0.1:5514".to_string()];
     let addrs = |errors: &mut Errors, key: &str, list: Option<&Vec<String>>| -> Vec<SocketAddr> {
@@ -263,6 +279,33 @@ fn compile_server(raw: &RawConfig, errors: &mut Errors) -> Option<ServerConfig> 
     };
     let udp = addrs(errors, "server.udp", s.udp.as_ref());
     let tcp = addrs(errors, "server.tcp", s.tcp.as_ref());
+    let tls = addrs(
+        errors,
+        "server.tls",
+        Some(s.tls.as_ref().unwrap_or(&Vec::new())),
+    );
+    let tls_server = compile_tls(s, base, !tls.is_empty(), errors);
+    let tls_handshake_timeout = errors.take(
+        "server.tls_handshake_timeout",
+        duration(s.tls_handshake_timeout.as_ref(), "10s").and_then(|d| d.ok_or(BadValue::Infinite)),
+    );
+    let unix = s
+        .unix
+        .iter()
+        .flatten()
+        .map(|p| base.join(p))
+        .collect::<Vec<_>>();
+    let unix_mode = errors.take(
+        "server.unix_mode",
+        unix_mode(s.unix_mode.as_deref().unwrap_or("0666")),
+    );
+    let unix_group = match s.unix_group.as_deref() {
+        None => None,
+        Some(name) => errors.take(
+            "server.unix_group",
+            group_id(name).ok_or_else(|| BadValue::NoGroup(name.to_string())),
+        ),
+    };
     let default_senders = vec!["127.0.0.1/32".to_string(), "::1/128".to_string()];
     let allowed_senders = networks(
         errors,
@@ -292,6 +335,12 @@ fn compile_server(raw: &RawConfig, errors: &mut Errors) -> Option<ServerConfig> 
     Some(ServerConfig {
         udp,
         tcp,
+        tls,
+        tls_server: tls_server?,
+        tls_handshake_timeout: tls_handshake_timeout?,
+        unix,
+        unix_mode: unix_mode?,
+        unix_group,
         allowed_senders,
         max_message_bytes: max_message_bytes?,
         max_match_bytes: max_match_bytes?,
@@ -299,6 +348,54 @@ fn compile_server(raw: &RawConfig, errors: &mut Errors) -> Option<ServerConfig> 
         tcp_idle_timeout: tcp_idle_timeout?,
         zone: zone?,
     })
+}
+
+/// The TLS identity: required (and read) when `tls` has an address; files without a listener
+/// are still read, so `check` finds a bad file before the listener is turned on. Outer None:
+/// an error was recorded.
+fn compile_tls(
+    s: &crate::config::raw::RawServer,
+    base: &Path,
+    listening: bool,
+    errors: &mut Errors,
+) -> Option<Option<super::tls::TlsServer>> {
+    let (cert, key) = match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) if s.tls_client_ca.is_none() && !listening => return Some(None),
+        (cert, key) => {
+            for (name, missing) in [
+                ("server.tls_cert", cert.is_none()),
+                ("server.tls_key", key.is_none()),
+            ] {
+                if missing && listening {
+                    errors.push(name, "required by server.tls");
+                } else if missing {
+                    errors.push(name, "tls_cert, tls_key (and tls_client_ca) go together");
+                }
+            }
+            return None;
+        }
+    };
+    let files = super::tls::TlsFiles {
+        cert: base.join(cert),
+        key: base.join(key),
+        client_ca: s.tls_client_ca.as_ref().map(|ca| base.join(ca)),
+    };
+    match super::tls::load(&files) {
+        Ok(server) => Some(Some(server)),
+        Err(error) => {
+            errors.push(error.key, error.to_string());
+            None
+        }
+    }
+}
+
+/// Octal permission bits such as "0666" or "660"; only the rwx bits of user, group, other.
+fn unix_mode(text: &str) -> Result<u32, BadValue> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| BadValue::Mode(text.to_string()))
 }
 
 fn compile_jail(

@@ -18,6 +18,7 @@
 pub mod compile;
 pub(crate) mod filter_file;
 pub mod raw;
+pub mod tls;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -39,6 +39,22 @@ pub struct RawServer {
     pub udp: Option<Vec<String>>,
     /// TCP listen addresses.
     pub tcp: Option<Vec<String>>,
+    /// Syslog over TLS (RFC 5425) listen addresses.
+    pub tls: Option<Vec<String>>,
+    /// PEM certificate chain of the TLS listener.
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// PEM CA certificates: only clients with a certificate one of them signed are served.
+    pub tls_client_ca: Option<String>,
+    /// A TLS client that has not finished its handshake this long after connecting is closed.
+    pub tls_handshake_timeout: Option<RawDuration>,
+    /// Unix datagram socket paths, for local senders (`logger -u`, journald).
+    pub unix: Option<Vec<String>>,
+    /// Permission bits of the Unix sockets, in octal ("0666").
+    pub unix_mode: Option<String>,
+    /// Group the Unix sockets are given.
+    pub unix_group: Option<String>,
     /// CIDRs whose messages are accepted.
     pub allowed_senders: Option<Vec<String>>,
     /// Largest message accepted, in bytes.

@@ -5,7 +5,9 @@
 
 pub mod framing;
 pub(crate) mod tcp;
+pub(crate) mod tls;
 pub(crate) mod udp;
+pub(crate) mod unix;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,6 +36,16 @@ pub(crate) struct Pipeline {
     unparseable: Counter,
     too_large: Counter,
     not_allowed: Counter,
+}
+
+/// Where a frame came from: the host name an event gets when its header names none, as
+/// rsyslog fills it in (the sender's address off the network, this host's name locally).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin<'a> {
+    /// A UDP, TCP or TLS peer.
+    Peer(IpAddr),
+    /// A local sender on a Unix socket; the name is this host's.
+    Local(&'a str),
 }
 
 /// When a read arrived: monotonic for windows, wall clock for the RFC 3164 year.
@@ -102,7 +114,13 @@ impl Pipeline {
     }
 
     /// Parses one frame and pushes the failures it holds onto `out`.
-    pub(crate) fn process(&self, frame: &[u8], receipt: Receipt, out: &mut Vec<Failure>) {
+    pub(crate) fn process(
+        &self,
+        frame: &[u8],
+        receipt: Receipt,
+        origin: Origin<'_>,
+        out: &mut Vec<Failure>,
+    ) {
         let text = parse::decode(frame);
         let event = match parse::parse(&text, &self.zone, receipt.wall) {
             Ok(event) => event,
@@ -114,8 +132,19 @@ impl Pipeline {
         if self.router.is_empty() {
             return;
         }
+        // Only headers without a host name pay for formatting the peer's address.
+        let filled;
+        let hostname = match (event.hostname, origin) {
+            (Some(host), _) => Some(host),
+            (None, Origin::Local(name)) => Some(name),
+            (None, Origin::Peer(ip)) => {
+                filled = crate::address::normalise(ip).to_string();
+                Some(filled.as_str())
+            }
+        };
         let event = crate::parse::Event {
             message: truncate(event.message, self.max_match_bytes),
+            hostname,
             ..event
         };
         self.router.route(&event, |jail, m| {

@@ -1,13 +1,16 @@
 //! Syslog over TCP (RFC 6587): a connection limit taken before a connection is served, the
 //! sender ACL checked at accept, an idle timeout, and one tracing span per connection.
 //! Failures are sent with backpressure: a full jail queue slows the sender, nothing is lost.
+//! The loop is generic over an [`Upgrade`] of the accepted socket, so TLS (RFC 5425, in
+//! [`super::tls`]) is served by the same code after its handshake.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -15,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::framing::{Frame, FrameDecoder};
-use super::{Receipt, SharedPipeline};
+use super::{Origin, Receipt, SharedPipeline};
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, messages_received, tcp_connections, DropReason};
 
@@ -31,9 +34,38 @@ pub(crate) struct TcpLimits {
     pub idle_timeout: Duration,
 }
 
+/// What an accepted TCP socket becomes before frames are read from it.
+pub(crate) trait Upgrade: Clone + Send + Sync + 'static {
+    /// The stream read for frames.
+    type Stream: AsyncRead + Unpin + Send;
+    /// The `transport` label of `jailsink_messages_received_total` and the span name.
+    const TRANSPORT: &'static str;
+    /// The stream to read, or None when the connection is to be closed (a failed handshake,
+    /// counted and logged by the implementation).
+    fn upgrade(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Option<Self::Stream>> + Send;
+}
+
+/// Plain TCP: the socket as accepted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plain;
+
+impl Upgrade for Plain {
+    type Stream = TcpStream;
+    const TRANSPORT: &'static str = "tcp";
+
+    async fn upgrade(&self, stream: TcpStream, _peer: SocketAddr) -> Option<TcpStream> {
+        Some(stream)
+    }
+}
+
 /// Accepts connections until `shutdown`; returns once every connection has ended.
-pub(crate) async fn serve(
+pub(crate) async fn serve<U: Upgrade>(
     listener: TcpListener,
+    upgrade: U,
     limits: TcpLimits,
     shared: SharedPipeline,
     failures: mpsc::Sender<Failure>,
@@ -49,7 +81,7 @@ pub(crate) async fn serve(
                 Ok(pair) => pair,
                 Err(error) => {
                     // Out of descriptors, usually: back off instead of spinning.
-                    tracing::warn!(%error, "TCP accept failed");
+                    tracing::warn!(%error, transport = U::TRANSPORT, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -63,13 +95,23 @@ pub(crate) async fn serve(
             tracing::debug!(%peer, "connection refused: max_tcp_connections reached");
             continue;
         };
-        let span = tracing::info_span!("tcp", %peer);
+        let span = tracing::info_span!("connection", transport = U::TRANSPORT, %peer);
         let (shared, failures, shutdown) = (shared.clone(), failures.clone(), shutdown.clone());
+        let upgrade = upgrade.clone();
         connections.spawn(
             async move {
                 let _permit = permit;
-                connection(
+                let _open = Open::new();
+                let stream = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    s = upgrade.upgrade(stream, peer) => match s {
+                        Some(stream) => stream,
+                        None => return,
+                    },
+                };
+                connection::<U::Stream>(
                     stream,
+                    U::TRANSPORT,
                     peer,
                     limits.idle_timeout,
                     shared,
@@ -101,17 +143,18 @@ impl Drop for Open {
     }
 }
 
-async fn connection(
-    mut stream: TcpStream,
+async fn connection<S: AsyncRead + Unpin>(
+    mut stream: S,
+    transport: &'static str,
     peer: SocketAddr,
     idle: Duration,
     shared: SharedPipeline,
     failures: mpsc::Sender<Failure>,
     shutdown: CancellationToken,
 ) {
-    let _open = Open::new();
     tracing::debug!(%peer, "connected");
-    let received = messages_received("tcp");
+    let received = messages_received(transport);
+    let origin = Origin::Peer(peer.ip());
     let mut decoder = FrameDecoder::new(shared.load().max_message_bytes());
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut found = Vec::new();
@@ -156,7 +199,7 @@ async fn connection(
                 }
                 Some(Frame::Message(bytes)) => {
                     received.increment(1);
-                    pipeline.process(&bytes, receipt, &mut found);
+                    pipeline.process(&bytes, receipt, origin, &mut found);
                 }
             }
             if at_end {

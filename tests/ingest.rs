@@ -1,0 +1,845 @@
+//! Syslog from anywhere, end to end: Unix datagram sockets (`logger -u`, journald's forwarding
+//! shape, the socket's mode and group), host names filled in where a header has none, and
+//! RFC 5425 TLS with a real rsyslog (gtls driver) as client, on certificates made here with
+//! the openssl CLI.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::observe::{failed, snippet, Rsyslog};
+use crate::support::{binary, config, logger, tool, wait_for, Daemon};
+
+fn jail(maxretry: u32, hosts: &str) -> String {
+    format!(
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+hosts = [{hosts}]
+filter = "sshd"
+maxretry = {maxretry}
+bantime = "1h"
+"#
+    )
+}
+
+fn wait_ban(d: &Daemon, ip: &str, context: impl Fn() -> String) {
+    let line = format!("[sshd] Ban {ip}");
+    assert!(
+        wait_for(Duration::from_secs(15), || d.logged(&line)),
+        "no `{line}`: {}\njailsink: {:#?}",
+        context(),
+        d.logs.lock().unwrap()
+    );
+}
+
+/// This host's short name, as jailsink fills it in for local messages.
+fn short_host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    match name.trim().split('.').next() {
+        Some(short) if !short.is_empty() => short.to_string(),
+        _ => "localhost".to_string(),
+    }
+}
+
+/// journald's ForwardToSyslog datagram: `<PRI>TIMESTAMP IDENT[PID]: MESSAGE`, no host name.
+fn journald_datagram(pid: u32, message: &str) -> Vec<u8> {
+    let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
+    format!("<38>{stamp} sshd[{pid}]: {message}").into_bytes()
+}
+
+#[test]
+fn logger_and_journald_datagrams_on_a_unix_socket_ban() {
+    // The jail takes only this host's messages: the host name must be filled in.
+    let host = short_host_name();
+    let d = Daemon::start(&config(
+        r#"unix = ["@DIR@/run/syslog.sock"]"#,
+        &jail(3, &format!("\"{host}\"")),
+    ));
+    let sock = d.config.parent().unwrap().join("run/syslog.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o666, "like /dev/log by default");
+    let path = sock.to_str().unwrap();
+    for _ in 0..3 {
+        let message = failed("192.0.2.101");
+        logger(
+            &[],
+            &[
+                "-u",
+                path,
+                "--socket-errors=on",
+                "-t",
+                "sshd",
+                "-i",
+                &message,
+            ],
+        );
+    }
+    wait_ban(&d, "192.0.2.101", || "logger -u".into());
+    let journald = UnixDatagram::unbound().unwrap();
+    for pid in 0..3 {
+        journald
+            .send_to(
+                &journald_datagram(4000 + pid, &failed("192.0.2.102")),
+                &sock,
+            )
+            .unwrap();
+    }
+    wait_ban(&d, "192.0.2.102", || "journald datagrams".into());
+    d.wait_metric("jailsink_messages_received_total{transport=\"unix\"}", 6.0);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn unix_mode_and_group_keep_out_users_who_may_not_log() {
+    assert!(
+        is_root(),
+        "this test changes users with setpriv: run it as root (scripts/test)"
+    );
+    let setpriv = tool("setpriv", "util-linux");
+    let d = Daemon::start(&config(
+        "unix = [\"@DIR@/run/syslog.sock\"]\nunix_mode = \"0620\"\nunix_group = \"adm\"",
+        &jail(3, "\"localhost\""),
+    ));
+    let dir = d.config.parent().unwrap().to_path_buf();
+    // Let other users reach the socket, so only its own mode and group decide.
+    for d in [&dir, &dir.join("run")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let sock = dir.join("run/syslog.sock");
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o620);
+    assert_eq!(meta.gid(), 4, "group adm");
+    let as_nobody = |groups: &str| {
+        Command::new(&setpriv)
+            .args(["--reuid=nobody", "--regid=nogroup", groups, "logger", "-u"])
+            .arg(&sock)
+            .args(["--socket-errors=on", "-t", "sshd", "not allowed to log?"])
+            .output()
+            .unwrap()
+    };
+    let refused = as_nobody("--clear-groups");
+    assert!(
+        !refused.status.success(),
+        "nobody wrote to a 0620 socket of group adm"
+    );
+    let allowed = as_nobody("--groups=adm");
+    assert!(
+        allowed.status.success(),
+        "a member of adm could not log: {}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    d.wait_metric("jailsink_messages_received_total{transport=\"unix\"}", 1.0);
+    assert!(d.stop().success());
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+#[test]
+fn a_header_without_host_name_takes_the_senders_address() {
+    let d = Daemon::start(&config("", &jail(3, "\"127.0.0.1\"")));
+    // `<PRI>` straight followed by the tag: no timestamp, no host (rsyslog takes these).
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        let line = format!("<38>sshd[77]: {}", failed("192.0.2.103"));
+        udp.send_to(line.as_bytes(), d.udp).unwrap();
+    }
+    wait_ban(&d, "192.0.2.103", || "UDP".into());
+    let mut tcp = TcpStream::connect(d.tcp).unwrap();
+    for _ in 0..3 {
+        // A tag without pid, and a NUL at the end of the frame.
+        writeln!(tcp, "<38>sshd: {}\0", failed("192.0.2.104")).unwrap();
+    }
+    wait_ban(&d, "192.0.2.104", || "TCP".into());
+    assert!(d.stop().success());
+}
+
+/// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, made with the
+/// openssl CLI in a directory of their own.
+struct Certs {
+    dir: tempfile::TempDir,
+    openssl: String,
+}
+
+impl Certs {
+    fn make() -> Certs {
+        let certs = Certs {
+            dir: tempfile::tempdir().unwrap(),
+            openssl: tool("openssl", "openssl"),
+        };
+        certs.run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=jailsink test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        certs.issue(
+            "server",
+            "/CN=localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        );
+        certs.issue(
+            "client",
+            "/O=jailsink tests/CN=web1.example.org",
+            "extendedKeyUsage=clientAuth\n",
+        );
+        certs
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = Command::new(&self.openssl)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// NAME.key and NAME.crt, signed by the CA.
+    fn issue(&self, name: &str, subject: &str, extensions: &str) {
+        std::fs::write(self.path(&format!("{name}.ext")), extensions).unwrap();
+        let (key, csr, crt, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        self.run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        self.run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            &serial(),
+            "-days",
+            "30",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
+        ]);
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn show(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// `[server]` lines of a TLS listener on these files.
+    fn server(&self, client_ca: bool) -> String {
+        let mut text = format!(
+            "tls = [\"127.0.0.1:0\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_handshake_timeout = \"1s\"\n",
+            self.show("server.crt"),
+            self.show("server.key")
+        );
+        if client_ca {
+            text.push_str(&format!("tls_client_ca = \"{}\"\n", self.show("ca.crt")));
+        }
+        text
+    }
+
+    /// `openssl s_client` to `port`, stdin piped (each line written is sent), with the client
+    /// certificate or without.
+    fn s_client(&self, port: u16, with_cert: bool) -> Child {
+        let mut cmd = Command::new(&self.openssl);
+        cmd.args(["s_client", "-quiet", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-CAfile")
+            .arg(self.path("ca.crt"));
+        if with_cert {
+            cmd.arg("-cert")
+                .arg(self.path("client.crt"))
+                .arg("-key")
+                .arg(self.path("client.key"));
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// A serial no two certificates of a run share.
+fn serial() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}", nanos % 1_000_000_000_000)
+}
+
+fn line(ip: &str) -> String {
+    format!(
+        "<38>{} web1 sshd[1]: {}\n",
+        chrono::Utc::now().format("%b %e %H:%M:%S"),
+        failed(ip)
+    )
+}
+
+#[test]
+fn rsyslog_over_tls_with_a_client_certificate_bans_after_5_failures() {
+    let certs = Certs::make();
+    let d = Daemon::start(&config(&certs.server(true), &jail(5, "")));
+    let conf = snippet(
+        "rsyslog/50-jailsink-tls.conf",
+        &[
+            ("target=\"sink.example.org\"", "target=\"127.0.0.1\"".into()),
+            ("port=\"6514\"", format!("port=\"{}\"", d.tls.port())),
+            (
+                "PermittedPeers=\"sink.example.org\"",
+                "PermittedPeers=\"localhost\"".into(),
+            ),
+            ("/etc/rsyslog.d/jailsink-ca.crt", certs.show("ca.crt")),
+            ("/etc/rsyslog.d/client.crt", certs.show("client.crt")),
+            ("/etc/rsyslog.d/client.key", certs.show("client.key")),
+        ],
+    );
+    let r = Rsyslog::start(&conf, "", true);
+    for _ in 0..5 {
+        r.log("sshd", &failed("192.0.2.110"));
+    }
+    wait_ban(&d, "192.0.2.110", || r.output());
+    let logs = d.logs.lock().unwrap().clone();
+    let accepted = logs
+        .iter()
+        .find(|e| e["message"] == "TLS client certificate accepted")
+        .unwrap_or_else(|| panic!("no client certificate logged: {logs:#?}"));
+    assert_eq!(accepted["subject"], "CN=web1.example.org,O=jailsink tests");
+    assert!(d.metric("jailsink_messages_received_total{transport=\"tls\"}") >= Some(5.0));
+    drop(r);
+    assert!(d.stop().success());
+}
+
+/// Reads until the server closes the connection; an error saying why not (still open after
+/// 30 s, or a read error other than a reset).
+fn closed_by_server(stream: &mut TcpStream) -> Result<(), String> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => continue, // an alert
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+            // A signal meant for another test's child: read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(format!(
+                    "{e} ({:?}) after {:?}",
+                    e.kind(),
+                    started.elapsed()
+                ))
+            }
+        }
+    }
+}
+
+/// Ends an s_client (`-quiet` ignores the end of its input).
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits (bounded) for a child to exit.
+fn exits(child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    false
+}
+
+#[test]
+fn tls_refuses_no_certificate_plain_tcp_and_silent_clients_and_counts_them() {
+    let certs = Certs::make();
+    let d = Daemon::start(&config(&certs.server(true), &jail(1, "")));
+    let handshakes = "jailsink_messages_dropped_total{reason=\"tls_handshake\"}";
+    d.wait_metric(handshakes, 0.0);
+    // A client without a certificate, when tls_client_ca is set.
+    let mut no_cert = certs.s_client(d.tls.port(), false);
+    let mut stdin = no_cert.stdin.take().unwrap();
+    let _ = stdin.write_all(line("192.0.2.111").as_bytes());
+    assert!(
+        exits(&mut no_cert),
+        "s_client without a certificate stayed connected"
+    );
+    drop(stdin);
+    d.wait_metric(handshakes, 1.0);
+    // Plain syslog over TCP to the TLS port.
+    let mut plain = TcpStream::connect(d.tls).unwrap();
+    plain.write_all(line("192.0.2.112").as_bytes()).unwrap();
+    if let Err(e) = closed_by_server(&mut plain) {
+        panic!(
+            "plain TCP was not closed: {e}\n{:#?}",
+            d.logs.lock().unwrap()
+        );
+    }
+    d.wait_metric(handshakes, 2.0);
+    // A client that connects and never says anything: closed after tls_handshake_timeout.
+    let mut silent = TcpStream::connect(d.tls).unwrap();
+    if let Err(e) = closed_by_server(&mut silent) {
+        panic!(
+            "a silent client was kept: {e}\n{:#?}",
+            d.logs.lock().unwrap()
+        );
+    }
+    d.wait_metric(handshakes, 3.0);
+    assert_eq!(
+        d.metric("jailsink_messages_received_total{transport=\"tls\"}"),
+        Some(0.0)
+    );
+    assert_eq!(d.metric("jailsink_bans_total{jail=\"sshd\"}"), Some(0.0));
+    // With a certificate, the same line bans (maxretry 1), over newline framing.
+    let mut client = certs.s_client(d.tls.port(), true);
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(line("192.0.2.113").as_bytes()).unwrap();
+    wait_ban(&d, "192.0.2.113", || "s_client with a certificate".into());
+    drop(stdin);
+    stop(client);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn reload_takes_a_renewed_certificate_and_keeps_running_connections() {
+    let certs = Certs::make();
+    let d = Daemon::start(&config(&certs.server(true), &jail(100, "")));
+    let received = "jailsink_messages_received_total{transport=\"tls\"}";
+    let mut old = certs.s_client(d.tls.port(), true);
+    let mut stdin = old.stdin.take().unwrap();
+    stdin.write_all(line("192.0.2.120").as_bytes()).unwrap();
+    d.wait_metric(received, 1.0);
+    certs.issue(
+        "server",
+        "/CN=localhost renewed",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    d.cli_ok(&["reload"]);
+    // The connection opened before the reload still delivers.
+    stdin.write_all(line("192.0.2.120").as_bytes()).unwrap();
+    d.wait_metric(received, 2.0);
+    // A new connection is served the renewed certificate.
+    let out = Command::new(&certs.openssl)
+        .args(["s_client", "-connect"])
+        .arg(format!("127.0.0.1:{}", d.tls.port()))
+        .arg("-CAfile")
+        .arg(certs.path("ca.crt"))
+        .arg("-cert")
+        .arg(certs.path("client.crt"))
+        .arg("-key")
+        .arg(certs.path("client.key"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CN = localhost renewed"), "{text}");
+    drop(stdin);
+    stop(old);
+    assert!(d.stop().success());
+}
+
+fn check(certs: &Certs, server: &str) -> String {
+    let path = certs.path("check.toml");
+    std::fs::write(&path, format!("[server]\n{server}\n")).unwrap();
+    let out = Command::new(binary())
+        .args(["-c", path.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{server}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn check_names_the_key_file_and_reason_of_tls_mistakes() {
+    let certs = Certs::make();
+    let err = check(&certs, "tls = [\"127.0.0.1:6514\"]");
+    assert!(
+        err.contains("server.tls_cert: required by server.tls"),
+        "{err}"
+    );
+    let err = check(
+        &certs,
+        "tls = [\"127.0.0.1:6514\"]\ntls_cert = \"missing.crt\"\ntls_key = \"server.key\"",
+    );
+    let missing = certs.show("missing.crt");
+    assert!(
+        err.contains(&format!("server.tls_cert: {missing}: No such file")),
+        "{err}"
+    );
+    let err = check(
+        &certs,
+        "tls = [\"127.0.0.1:6514\"]\ntls_cert = \"server.crt\"\ntls_key = \"client.key\"",
+    );
+    assert!(
+        err.contains(&format!(
+            "server.tls_key: {}: does not match the certificate in {}",
+            certs.show("client.key"),
+            certs.show("server.crt")
+        )),
+        "{err}"
+    );
+    let err = check(
+        &certs,
+        "tls = [\"127.0.0.1:6514\"]\ntls_cert = \"server.crt\"\ntls_key = \"server.key\"\ntls_client_ca = \"server.key\"",
+    );
+    assert!(
+        err.contains(&format!(
+            "server.tls_client_ca: {}: holds no PEM certificate",
+            certs.show("server.key")
+        )),
+        "{err}"
+    );
+    // Unreadable: the key is 0600 root's; `check` run as nobody, who can read the rest.
+    assert!(
+        is_root(),
+        "run as root (scripts/test): check runs as nobody"
+    );
+    let setpriv = tool("setpriv", "util-linux");
+    let path = certs.path("check.toml");
+    std::fs::write(
+        &path,
+        "[server]\ntls = [\"127.0.0.1:6514\"]\ntls_cert = \"server.crt\"\ntls_key = \"server.key\"\n",
+    )
+    .unwrap();
+    for (file, mode) in [
+        ("", 0o755),
+        ("check.toml", 0o644),
+        ("server.crt", 0o644),
+        ("server.key", 0o600),
+    ] {
+        std::fs::set_permissions(certs.path(file), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = Command::new(setpriv)
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            binary(),
+            "-c",
+        ])
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains(&format!(
+            "server.tls_key: {}: Permission denied",
+            certs.show("server.key")
+        )),
+        "{err}"
+    );
+}
+
+/// Odd but real shapes; rsyslog's own parser reads each, and jailsink must read them alike.
+const ODD_SHAPES: &[&str] = &[
+    "<38>sshd[77]: PRI then the tag, no timestamp, no host",
+    "<38>sshd: PRI then a tag without pid",
+    "<38>sshd[77]:no space after the colon",
+    "<38>Dec  6 04:50:00 sshd[77]: journald's shape, no host",
+    "<38>Dec  6 04:50:00 sshd: tag without pid, no host",
+    "<38>Dec  6 04:50:00 web1 sshd[77]: trailing NUL\0",
+    "<38>Dec  6 04:50:00 web1 sshd: tag without pid",
+    "<38>Dec 06 04:50:00 web1 sshd[77]: zero-padded day",
+    "<38>Dec  6 04:50:00.123456 web1 sshd[77]: fractional seconds",
+    "<38>2026-12-06T04:50:00.123+01:00 web1 sshd[77]: RFC 3339 in a 3164 header",
+    "<38>2026-12-06T04:50:00Z web1 sshd: RFC 3339, tag without pid",
+    "<13>Dec  6 04:50:00 web1 postfix/smtpd[1234]: warning: unknown[192.0.2.7]: SASL LOGIN authentication failed",
+    "<38>1 2026-12-06T04:50:00Z web1 sshd 77 - - RFC 5424",
+    "<38>1 2026-12-06T04:50:00Z web1 sshd 77 - [a b=\"c\"] RFC 5424 with data",
+    "Dec  6 04:50:00 web1 sshd[77]: no PRI",
+    "<38>Dec  6 04:50:00 web1 CRON[99]: (root) CMD (true)",
+    "<38>web1 sshd[77]: a host but no timestamp",
+    "<38>Dec  6 04:50:00 web1 sshd[77] no colon after the tag",
+    // (rsyslog's `message repeated N times: [ X]` is read as N copies of X on purpose: see
+    // parse.rs, repeated_message_summary_counts_n_failures.)
+];
+
+/// What rsyslog made of one line: program, host, message.
+type Reading = (String, String, String);
+
+#[test]
+fn rsyslog_and_jailsink_read_odd_shapes_alike() {
+    let port = crate::support::free_port();
+    let conf = format!(
+        r#"global(net.enableDNS="off" parser.permitSlashInProgramName="on")
+module(load="imudp")
+input(type="imudp" address="127.0.0.1" port="{port}")
+template(name="fields" type="string" string="%programname%\t%hostname%\t%msg%\n")
+action(type="omfile" file="@DIR@/out.txt" template="fields")
+"#
+    );
+    let rsyslogd = tool("rsyslogd", "rsyslog");
+    let r = crate::support::Rsyslog::start(std::path::Path::new(&rsyslogd), &conf);
+    let out = r.dir().join("out.txt");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rsyslog: Vec<Reading> = Vec::new();
+    for (i, shape) in ODD_SHAPES.iter().enumerate() {
+        // Resent until rsyslogd listens (the first datagrams may come before its bind).
+        let read = wait_for(Duration::from_secs(15), || {
+            let _ = udp.send_to(shape.as_bytes(), ("127.0.0.1", port));
+            std::thread::sleep(Duration::from_millis(30));
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            text.lines().count() > i
+        });
+        assert!(read, "rsyslogd wrote nothing for {shape:?}: {}", r.output());
+        // A resend may have landed twice: keep one line per shape.
+        let text = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let last = lines.last().unwrap();
+        let mut f = last.splitn(3, '\t').map(str::to_string);
+        rsyslog.push((
+            f.next().unwrap(),
+            f.next().unwrap_or_default(),
+            f.next().unwrap_or_default(),
+        ));
+        std::fs::write(
+            &out,
+            format!("{}\n", lines[..=i.min(lines.len() - 1)].join("\n")),
+        )
+        .unwrap();
+    }
+    let now = chrono::Utc::now();
+    let mut differences = Vec::new();
+    for (shape, theirs) in ODD_SHAPES.iter().zip(&rsyslog) {
+        let text = jailsink::parse::decode(shape.as_bytes());
+        let ours = match jailsink::parse::parse(&text, &jailsink::parse::Zone::Utc, now) {
+            Ok(event) => (
+                event.program.unwrap_or_default().to_string(),
+                // A header without host name: the sender's address, as the listeners fill it in.
+                event.hostname.unwrap_or("127.0.0.1").to_string(),
+                event.message.to_string(),
+            ),
+            Err(e) => (format!("<{e}>"), String::new(), String::new()),
+        };
+        let theirs = (
+            theirs.0.clone(),
+            theirs.1.clone(),
+            theirs.2.trim().to_string(),
+        );
+        if ours != theirs {
+            differences.push(format!(
+                "{shape:?}\n  rsyslog:  {theirs:?}\n  jailsink: {ours:?}"
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+/// A private mount namespace whose /run is a fresh tmpfs: a real systemd-journald runs there
+/// with the shipped drop-in, beside jailsink, and neither touches the host's /run.
+struct JournalHost {
+    holder: Child,
+    journald: Option<Child>,
+}
+
+impl JournalHost {
+    fn start(dropin: &str) -> JournalHost {
+        assert!(
+            is_root(),
+            "this test makes a mount namespace: run it as root (scripts/test)"
+        );
+        let unshare = tool("unshare", "util-linux");
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        std::fs::write(dir.path().join("jailsink.conf"), dropin).unwrap();
+        // Volatile: a host with /var/log/journal must not get our messages in its journal.
+        std::fs::write(
+            dir.path().join("volatile.conf"),
+            "[Journal]\nStorage=volatile\n",
+        )
+        .unwrap();
+        let script = format!(
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal /run/systemd/journald.conf.d \
+             && cp {d}/jailsink.conf {d}/volatile.conf /run/systemd/journald.conf.d/ \
+             && touch {ready} && exec sleep 600",
+            d = dir.path().display(),
+            ready = ready.display()
+        );
+        let holder = Command::new(unshare)
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .spawn()
+            .unwrap();
+        let host = JournalHost {
+            holder,
+            journald: None,
+        };
+        assert!(
+            wait_for(Duration::from_secs(10), || ready.exists()),
+            "the mount namespace was not set up"
+        );
+        host
+    }
+
+    /// Runs a command inside the namespace.
+    fn wrapper(&self) -> Vec<String> {
+        vec![
+            "nsenter".into(),
+            format!("--mount=/proc/{}/ns/mnt", self.holder.id()),
+        ]
+    }
+
+    fn start_journald(&mut self) {
+        let journald = [
+            "/lib/systemd/systemd-journald",
+            "/usr/lib/systemd/systemd-journald",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("systemd-journald is missing: apt-get install systemd (scripts/test)");
+        let wrapper = self.wrapper();
+        let child = Command::new(&wrapper[0])
+            .args(&wrapper[1..])
+            .arg(journald)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.journald = Some(child);
+        let up = wait_for(Duration::from_secs(10), || {
+            Command::new(&wrapper[0])
+                .args(&wrapper[1..])
+                .args(["test", "-S", "/run/systemd/journal/dev-log"])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(up, "systemd-journald did not start");
+    }
+}
+
+impl Drop for JournalHost {
+    fn drop(&mut self) {
+        for child in self
+            .journald
+            .iter_mut()
+            .chain(std::iter::once(&mut self.holder))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn journald_forwards_to_jailsink_on_a_host_without_rsyslog() {
+    let dropin = crate::observe::example("systemd/journald.conf.d/jailsink.conf");
+    let mut host = JournalHost::start(&dropin);
+    let wrapper = host.wrapper();
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    // The journal's syslog socket, as the README sets it up; the jail takes only this host.
+    let d = Daemon::start_with(
+        &config(
+            r#"unix = ["/run/systemd/journal/syslog"]"#,
+            &jail(3, &format!("\"{}\"", short_host_name())),
+        ),
+        &wrapper,
+    );
+    host.start_journald();
+    // A program logging through journald's /dev/log socket.
+    for _ in 0..3 {
+        let message = failed("192.0.2.130");
+        let mut args = wrapper.clone();
+        args.extend([
+            "logger",
+            "-u",
+            "/run/systemd/journal/dev-log",
+            "--socket-errors=on",
+            "-t",
+            "sshd",
+            "-i",
+            &message,
+        ]);
+        let status = Command::new(args[0]).args(&args[1..]).status().unwrap();
+        assert!(status.success(), "{args:?}");
+    }
+    wait_ban(&d, "192.0.2.130", || "logger → journald → jailsink".into());
+    d.wait_metric("jailsink_messages_received_total{transport=\"unix\"}", 3.0);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn the_journal_socket_dropin_passes_systemd_analyze_verify() {
+    let analyze = tool("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = crate::observe::example("systemd/jailsink.service");
+    // verify checks that ExecStart's binary exists: point it at the one under test.
+    std::fs::write(
+        dir.path().join("jailsink.service"),
+        unit.replace("/usr/local/bin/jailsink", binary()),
+    )
+    .unwrap();
+    let dropin = crate::observe::example("systemd/jailsink.service.d/journal-socket.conf");
+    assert!(dropin.contains("ReadWritePaths=/run/systemd/journal"));
+    std::fs::create_dir(dir.path().join("jailsink.service.d")).unwrap();
+    std::fs::write(
+        dir.path().join("jailsink.service.d/journal-socket.conf"),
+        &dropin,
+    )
+    .unwrap();
+    // The directory first in the unit path, so systemd reads the drop-in beside the unit.
+    let out = Command::new(analyze)
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display()))
+        .arg("verify")
+        .arg(dir.path().join("jailsink.service"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Unknown keys are only warned about: any output is a defect.
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+}
