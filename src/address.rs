@@ -26,11 +26,17 @@ pub fn parse_address(text: &str) -> Result<IpAddr, NotAnAddress> {
         .map_err(|_| NotAnAddress(text.to_string()))
 }
 
-/// Parses an address or a CIDR network, as the state, the CLI and firewall listings write them.
+/// Parses an address or a CIDR network, as the state, the CLI, ban lists and firewall listings
+/// write them; a lone IPv4-mapped IPv6 address becomes plain IPv4.
 pub(crate) fn parse_target(text: &str) -> Result<IpNetwork, NotAnAddress> {
-    text.trim()
+    let target = text
+        .trim()
         .parse::<IpNetwork>()
-        .map_err(|_| NotAnAddress(text.to_string()))
+        .map_err(|_| NotAnAddress(text.to_string()))?;
+    Ok(match target {
+        IpNetwork::V6(v6) if v6.prefix() == 128 => IpNetwork::from(normalise(target.ip())),
+        other => other,
+    })
 }
 
 /// The network of `prefix` bits that holds `ip` (the address itself at /32 or /128): what a
@@ -71,6 +77,7 @@ mod tests {
         let one = network_of("192.0.2.7".parse().unwrap(), 32);
         assert_eq!(show_target(one), "192.0.2.7");
         assert_eq!(parse_target(" 192.0.2.0/24 "), Ok(net_of("192.0.2.0/24")));
+        assert_eq!(parse_target("::ffff:192.0.2.1"), Ok(net_of("192.0.2.1/32")));
     }
 
     fn net_of(text: &str) -> IpNetwork {

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::action::ActionSpec;
 use crate::config::{self, Config};
+use crate::control::feed::Feed;
 use crate::control::proto::{Reply, Request, Response};
 use crate::control::server::{self as control_server, Question};
 use crate::control::translate;
@@ -473,7 +474,13 @@ async fn start(
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(transport = "metrics", addr = %addr, "listening");
         }
-        service.spawn(metrics::serve(listener, handle, shutdown.clone()));
+        let feed = Feed::new(commands.clone(), config.bans_token.clone()).route();
+        service.spawn(metrics::serve(
+            listener,
+            handle,
+            Some(feed),
+            shutdown.clone(),
+        ));
     }
     tracing::info!(jails = config.jails.len(), control = %config.control_socket.display(), "ready");
     crate::notify::ready();
@@ -555,8 +562,8 @@ impl Daemon {
             } => Some((jail.clone(), addr.clone())),
             _ => None,
         };
-        let query = match translate::query(request) {
-            Ok(query) => query,
+        let translate::Translated { query, invalid } = match translate::query(request) {
+            Ok(translated) => translated,
             Err(error) => {
                 return Response::Error {
                     message: error.to_string(),
@@ -570,7 +577,9 @@ impl Daemon {
         if self.commands.send(Command::Query(query, tx)).await.is_err() {
             return gone();
         }
-        let mut response = rx.await.map_or_else(|_| gone(), translate::response);
+        let mut response = rx
+            .await
+            .map_or_else(|_| gone(), |answer| translate::response(answer, invalid));
         if let (Response::Error { .. }, Some((jail, addr)), Some(f)) =
             (&response, &unban, &self.fleet)
         {
@@ -673,6 +682,10 @@ async fn reload(
         (
             "[metrics] fail2ban_exporter_names",
             current.fail2ban_exporter_names != next.fail2ban_exporter_names,
+        ),
+        (
+            "[metrics] bans_token",
+            current.bans_token != next.bans_token,
         ),
         (
             "[control]",

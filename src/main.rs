@@ -12,6 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use jailsink::control::client;
+use jailsink::control::list::{self, ListOrder};
 use jailsink::control::proto::{Reply, Request, Response};
 use jailsink::{app, config, regex_tool};
 
@@ -97,22 +98,39 @@ enum Command {
         #[arg(long, conflicts_with = "jail")]
         fleet: bool,
     },
-    /// Ban an address by hand.
+    /// Ban an address or network by hand, or every line of a file (a blocklist).
     Ban {
         /// The jail whose actions apply the ban (and whose bantime it gets).
         jail: String,
-        /// The IPv4 or IPv6 address to ban.
-        addr: String,
+        /// The IPv4 or IPv6 address, or a network in CIDR notation (198.51.100.0/24).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        addr: Option<String>,
+        /// Ban every address and network of this file (`-` is stdin), one per line; `#` and `;`
+        /// start comments. Exits 1 if a line was invalid or ignored.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Ban for this long instead of the jail's bantime: 10m, 1h 30m, 86400, permanent.
+        #[arg(long, value_name = "DUR")]
+        bantime: Option<String>,
+        /// With --file: print the summary as JSON.
+        #[arg(long, requires = "file")]
+        json: bool,
     },
-    /// Lift a ban by hand.
+    /// Lift a ban by hand, or the bans of every line of a file.
     Unban {
         /// The jail to lift the ban in; `unban ADDR` alone lifts it in every jail.
         jail: Option<String>,
-        /// The address to unban.
+        /// The address or network to unban.
         addr: Option<String>,
         /// Lift every ban (of JAIL, or of every jail).
         #[arg(long)]
         all: bool,
+        /// Lift the bans of every address and network of this file in JAIL (`-` is stdin).
+        #[arg(long, value_name = "PATH", requires = "jail", conflicts_with_all = ["addr", "all"])]
+        file: Option<PathBuf>,
+        /// With --file: print the summary as JSON.
+        #[arg(long, requires = "file")]
+        json: bool,
     },
     /// List active bans.
     Banned {
@@ -213,11 +231,39 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json, fleet: true, ..
         } => fleet_command(&cli.config, FleetQuery::Status, json),
         Command::Status { jail, json, .. } => control(&cli.config, Request::Status { jail }, json),
-        Command::Ban { jail, addr } => control(&cli.config, Request::Ban { jail, addr }, false),
-        Command::Unban { jail, addr, all } => {
+        Command::Ban {
+            jail,
+            file: Some(path),
+            bantime,
+            json,
+            ..
+        } => ban_list(&cli.config, &jail, &path, ListOrder::Ban { bantime }, json),
+        Command::Ban {
+            jail,
+            addr,
+            bantime,
+            ..
+        } => {
+            let addr = addr.unwrap_or_default();
+            let request = Request::Ban {
+                jail,
+                addr,
+                bantime,
+            };
+            control(&cli.config, request, false)
+        }
+        Command::Unban {
+            jail: Some(jail),
+            file: Some(path),
+            json,
+            ..
+        } => ban_list(&cli.config, &jail, &path, ListOrder::Unban, json),
+        Command::Unban {
+            jail, addr, all, ..
+        } => {
             // `unban ADDR` (every jail) reads as a lone positional that is an address.
             let (jail, addr) = match (jail, addr) {
-                (Some(one), None) if one.parse::<std::net::IpAddr>().is_ok() => (None, Some(one)),
+                (Some(one), None) if is_target(&one) => (None, Some(one)),
                 other => other,
             };
             control(&cli.config, Request::Unban { jail, addr, all }, false)
@@ -280,6 +326,42 @@ fn control_socket(path: &Path) -> anyhow::Result<PathBuf> {
     ))
 }
 
+/// Whether a lone `unban` argument is an address or CIDR network rather than a jail name.
+fn is_target(text: &str) -> bool {
+    let (addr, prefix) = text.split_once('/').unwrap_or((text, "0"));
+    addr.parse::<std::net::IpAddr>().is_ok() && prefix.parse::<u8>().is_ok()
+}
+
+/// `ban JAIL --file` and `unban JAIL --file`: the summary, human or JSON; exit 1 when a line
+/// was invalid or refused as ignored.
+fn ban_list(
+    config_path: &Path,
+    jail: &str,
+    path: &Path,
+    order: ListOrder,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let socket = control_socket(config_path)?;
+    let summary = match list::apply_file(&socket, jail, path, &order) {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("jailsink: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", list::render(jail, &order, &summary));
+    }
+    let clean = summary.invalid.is_empty() && summary.ignored.is_empty();
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Sends one request to the daemon and prints the answer, human or JSON.
 fn control(config_path: &Path, request: Request, json: bool) -> anyhow::Result<ExitCode> {
     let socket = control_socket(config_path)?;
@@ -303,6 +385,7 @@ fn control(config_path: &Path, request: Request, json: bool) -> anyhow::Result<E
             Reply::JailStatus(status) => serde_json::to_value(status)?,
             Reply::Banned { bans } => serde_json::to_value(bans)?,
             Reply::Done { message } => serde_json::json!({ "message": message }),
+            Reply::Applied(summary) => serde_json::to_value(summary)?,
         };
         println!("{value}");
         return Ok(ExitCode::SUCCESS);
@@ -337,6 +420,7 @@ fn control(config_path: &Path, request: Request, json: bool) -> anyhow::Result<E
             }
         }
         Reply::Done { message } => println!("{message}"),
+        Reply::Applied(summary) => println!("{}", serde_json::to_string(&summary)?),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -448,13 +448,31 @@ const MAX_REQUEST_BYTES: usize = 8192;
 /// A scraper that sends nothing for this long is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `GET /metrics` on an already bound listener until `shutdown` fires.
+/// The future a [`Route`] answers with.
+pub(crate) type Responding =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+
+/// A resource served on the metrics listener besides /metrics (the ban feed). Its owner hands
+/// it in, so this module stays a leaf that imports nothing upstream.
+#[derive(Clone)]
+pub(crate) struct Route {
+    /// Whether a path (with its query) is this route's.
+    pub serves: fn(&str) -> bool,
+    /// Answers a GET of the path, given the Authorization header if sent, on the stream.
+    #[allow(clippy::type_complexity)]
+    pub respond: std::sync::Arc<
+        dyn Fn(String, Option<String>, tokio::net::TcpStream) -> Responding + Send + Sync,
+    >,
+}
+
+/// Serves `GET /metrics` (and `route`) on an already bound listener until `shutdown` fires.
 ///
 /// Our own small responder instead of the exporter's: we bind it ourselves, after every syslog
 /// listener, so a scrape that answers proves readiness, and tests can bind port 0.
 pub(crate) async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
+    route: Option<Route>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -471,8 +489,9 @@ pub(crate) async fn serve(
             }
         };
         let handle = handle.clone();
+        let route = route.clone();
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, &handle).await {
+            if let Err(error) = answer(stream, &handle, route).await {
                 tracing::debug!(%error, "metrics request failed");
             }
         });
@@ -492,6 +511,7 @@ pub(crate) fn render(handle: &PrometheusHandle) -> String {
 async fn answer(
     mut stream: tokio::net::TcpStream,
     handle: &PrometheusHandle,
+    route: Option<Route>,
 ) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
@@ -514,6 +534,10 @@ async fn answer(
     let line = String::from_utf8_lossy(line);
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    if let Some(route) = route.filter(|r| method == "GET" && (r.serves)(path)) {
+        let authorization = header(&request, "authorization");
+        return (route.respond)(path.to_string(), authorization, stream).await;
+    }
     let (status, content_type, body) =
         if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
             (
@@ -535,4 +559,18 @@ async fn answer(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// The value of header `name` (lower case) in a request head.
+fn header(request: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(request)
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
 }

@@ -161,6 +161,7 @@ fn spec(name: &str, keep_on_stop: bool) -> FirewallSpec {
         keep_on_stop,
         v4_networks: false,
         v6_networks: true,
+        hooks: Vec::new(),
     }
 }
 

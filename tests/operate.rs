@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::lab::Netns;
 use crate::support::{binary, config, log_tcp, wait_for, Daemon};
 
-fn jail(extra: &str) -> String {
+/// The sshd jail of these tests, with `extra` keys.
+pub(crate) fn jail(extra: &str) -> String {
     format!(
         r#"
 [jails.sshd]
@@ -32,7 +33,8 @@ fn fail(d: &Daemon, ip: &str, times: usize) {
     }
 }
 
-fn banned(d: &Daemon) -> Vec<serde_json::Value> {
+/// `banned --json`, parsed.
+pub(crate) fn banned(d: &Daemon) -> Vec<serde_json::Value> {
     serde_json::from_str::<serde_json::Value>(&d.cli_ok(&["banned", "--json"]))
         .unwrap()
         .as_array()

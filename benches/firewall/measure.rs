@@ -47,6 +47,7 @@ pub fn spec(backend: &str, port: u16) -> ActionSpec {
         keep_on_stop: false,
         v4_networks: backend == "nftables-interval",
         v6_networks: false,
+        hooks: Vec::new(),
     };
     match backend {
         "iptables" => ActionSpec::Iptables(firewall),

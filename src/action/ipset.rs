@@ -1,6 +1,6 @@
 //! The ipset action: hash:net sets `jailsink-<name>-v4` (family inet) and `-v6` (inet6) with
-//! per-element timeouts, each matched by one iptables / ip6tables rule in INPUT for the jail's
-//! ports and protocol (`-m set --match-set jailsink-sshd-v4 src -j DROP`). A burst of bans and
+//! per-element timeouts, each matched by one iptables / ip6tables rule in INPUT (and in every
+//! other chain of `chains`, such as DOCKER-USER) for the jail's ports and protocol (`-m set --match-set jailsink-sshd-v4 src -j DROP`). A burst of bans and
 //! unbans is one `ipset restore -exist`, which makes repeated adds and deletes of gone entries
 //! harmless, so a retried burst is idempotent.
 
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
 
-use super::iptables::{delete_hooks, insert_hooks, match_rules, tool, verdict};
+use super::iptables::{delete_hooks, insert_hooks, match_rules, tool, verdict, Hook};
 use super::{
     element_text, exec, parse_element, Action, ActionCommand, ActionError, ActionKind, BanOrder,
     BatchError, FirewallSpec,
@@ -35,7 +35,7 @@ impl IpsetAction {
         IpsetAction { spec }
     }
 
-    fn hooks(&self, ipv4: bool) -> Vec<String> {
+    fn hooks(&self, ipv4: bool) -> Vec<Hook> {
         let tail = format!(
             "-m set --match-set {} src -j {}",
             set_name(&self.spec.name, ipv4),

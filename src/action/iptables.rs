@@ -1,5 +1,6 @@
 //! The iptables action (crate `iptables`): one chain `jailsink-<name>` per jail and family,
-//! jumped to from INPUT for the jail's ports and protocol, holding one DROP/REJECT per address.
+//! jumped to from INPUT (and any other chain of `chains`, such as Docker's DOCKER-USER) for the
+//! jail's ports and protocol, holding one DROP/REJECT per address.
 //! IPv6 addresses go through ip6tables. Start is idempotent (a chain left by a crash is kept
 //! for the runner to reconcile through `list`); stop removes all it added.
 //!
@@ -24,7 +25,19 @@ use super::{
 };
 
 const TABLE: &str = "filter";
-const HOOK: &str = "INPUT";
+/// The chain of local delivery, hooked when `chains` is not set.
+const INPUT: &str = "INPUT";
+/// Chains the kernel has; any other chain of `chains` is created at start if missing.
+const BUILTIN: &[&str] = &["INPUT", "FORWARD", "OUTPUT"];
+
+/// One rule to add to a chain that sees the jail's traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hook {
+    /// INPUT, FORWARD, DOCKER-USER...
+    pub chain: String,
+    /// The rule, without the chain.
+    pub rule: String,
+}
 
 /// A whole burst's restore may take this long before it is killed and retried.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -84,22 +97,44 @@ fn chain_exists(tool: &IPTables, chain: &str) -> Result<bool, ActionError> {
     Ok(status.success())
 }
 
-/// Adds `rules` to INPUT unless present (idempotent start).
-pub(crate) fn insert_hooks(tool: &IPTables, rules: &[String]) -> Result<(), ActionError> {
-    for rule in rules {
-        if !tool.exists(TABLE, HOOK, rule).map_err(fail("check hook"))? {
-            tool.insert(TABLE, HOOK, rule, 1)
+/// Whether `chain` exists (the kernel's own always do).
+fn chain_present(tool: &IPTables, chain: &str) -> Result<bool, ActionError> {
+    if BUILTIN.contains(&chain) {
+        return Ok(true);
+    }
+    chain_exists(tool, chain)
+}
+
+/// Adds each hook rule at the top of its chain unless present (idempotent start). A chain the
+/// kernel lacks (DOCKER-USER without Docker) is created, empty but for our rules: Docker jumps to
+/// it from FORWARD once it starts, and leaves it as it finds it.
+pub(crate) fn insert_hooks(tool: &IPTables, hooks: &[Hook]) -> Result<(), ActionError> {
+    for Hook { chain, rule } in hooks {
+        if !chain_present(tool, chain)? {
+            tool.new_chain(TABLE, chain).map_err(fail("create chain"))?;
+        }
+        if !tool
+            .exists(TABLE, chain, rule)
+            .map_err(fail("check hook"))?
+        {
+            tool.insert(TABLE, chain, rule, 1)
                 .map_err(fail("insert hook"))?;
         }
     }
     Ok(())
 }
 
-/// Removes every copy of `rules` from INPUT (a no-op for those already gone).
-pub(crate) fn delete_hooks(tool: &IPTables, rules: &[String]) -> Result<(), ActionError> {
-    for rule in rules {
-        if tool.exists(TABLE, HOOK, rule).map_err(fail("check hook"))? {
-            tool.delete_all(TABLE, HOOK, rule)
+/// Removes every copy of each hook rule (a no-op for those already gone, or whose chain is).
+pub(crate) fn delete_hooks(tool: &IPTables, hooks: &[Hook]) -> Result<(), ActionError> {
+    for Hook { chain, rule } in hooks {
+        if !chain_present(tool, chain)? {
+            continue;
+        }
+        if tool
+            .exists(TABLE, chain, rule)
+            .map_err(fail("check hook"))?
+        {
+            tool.delete_all(TABLE, chain, rule)
                 .map_err(fail("delete hook"))?;
         }
     }
@@ -204,41 +239,61 @@ pub(crate) fn chain_name(name: &str) -> String {
     format!("jailsink-{name}")
 }
 
-/// The INPUT rules that send the jail's traffic through its chain.
-pub(crate) fn hook_rules(spec: &FirewallSpec, chain: &str) -> Vec<String> {
+/// The rules that send the jail's traffic through its chain, in every chain of `chains`.
+pub(crate) fn hook_rules(spec: &FirewallSpec, chain: &str) -> Vec<Hook> {
     match_rules(spec, &format!("-j {chain}"))
 }
 
-/// INPUT rules matching the jail's ports and protocol, each ending in `tail` (a jump, or an
-/// ipset match and verdict): with protocol `all` and ports, one rule for TCP and one for UDP.
-pub(crate) fn match_rules(spec: &FirewallSpec, tail: &str) -> Vec<String> {
+/// Rules matching the jail's ports and protocol in each chain of `chains` (INPUT when none),
+/// each ending in `tail` (a jump, or an ipset match and verdict): with protocol `all` and
+/// ports, one rule for TCP and one for UDP. Outside INPUT a packet has been through DNAT, so
+/// ports are matched on the destination the client asked for (`--ctorigdstport`, one rule per
+/// port): a ban of port 8080 guards the container published on 8080 whatever its own port.
+pub(crate) fn match_rules(spec: &FirewallSpec, tail: &str) -> Vec<Hook> {
     let protocols: &[&str] = match spec.protocol {
         Protocol::Tcp => &["tcp"],
         Protocol::Udp => &["udp"],
         Protocol::All if spec.ports.is_empty() => &[""],
         Protocol::All => &["tcp", "udp"],
     };
-    protocols
-        .iter()
-        .map(|p| {
-            let mut rule = String::new();
-            if !p.is_empty() {
-                rule.push_str(&format!("-p {p} "));
+    let chains: Vec<&str> = if spec.hooks.is_empty() {
+        vec![INPUT]
+    } else {
+        spec.hooks.iter().map(String::as_str).collect()
+    };
+    let mut hooks = Vec::new();
+    for chain in chains {
+        for p in protocols {
+            let proto = if p.is_empty() {
+                String::new()
+            } else {
+                format!("-p {p} ")
+            };
+            let ports: Vec<String> = match (spec.ports.is_empty(), chain == INPUT) {
+                (true, _) => vec![String::new()],
+                (false, true) => vec![format!("-m multiport --dports {} ", spec.ports.join(","))],
+                (false, false) => spec
+                    .ports
+                    .iter()
+                    .map(|port| format!("-m conntrack --ctorigdstport {port} "))
+                    .collect(),
+            };
+            for port in ports {
+                hooks.push(Hook {
+                    chain: chain.to_string(),
+                    rule: format!("{proto}{port}{tail}"),
+                });
             }
-            if !spec.ports.is_empty() {
-                rule.push_str(&format!("-m multiport --dports {} ", spec.ports.join(",")));
-            }
-            rule.push_str(tail);
-            rule
-        })
-        .collect()
+        }
+    }
+    hooks
 }
 
 fn fail(what: &str) -> impl Fn(Box<dyn std::error::Error>) -> ActionError + '_ {
     move |e| ActionError::from_display(what, e)
 }
 
-fn start_family(family: &mut Family, chain: &str, hooks: &[String]) -> Result<(), ActionError> {
+fn start_family(family: &mut Family, chain: &str, hooks: &[Hook]) -> Result<(), ActionError> {
     let tool = family.tool()?;
     // A chain left over from a crash is kept: the runner lists it and removes what should no
     // longer be banned, so restored bans never have a gap.
@@ -290,7 +345,7 @@ fn list_family(
     Ok(out)
 }
 
-fn stop_family(family: &mut Family, chain: &str, hooks: &[String]) -> Result<(), ActionError> {
+fn stop_family(family: &mut Family, chain: &str, hooks: &[Hook]) -> Result<(), ActionError> {
     let tool = family.tool()?;
     delete_hooks(tool, hooks)?;
     if chain_exists(tool, chain)? {
@@ -433,18 +488,36 @@ mod tests {
 
     #[test]
     fn hooks_follow_ports_and_protocol() {
+        let rules = |spec: FirewallSpec, chain: &str| -> Vec<String> {
+            hook_rules(&spec, chain)
+                .into_iter()
+                .map(|h| format!("{}: {}", h.chain, h.rule))
+                .collect()
+        };
         assert_eq!(
-            hook_rules(&spec(&["22"], Protocol::Tcp), "jailsink-sshd"),
-            ["-p tcp -m multiport --dports 22 -j jailsink-sshd"]
+            rules(spec(&["22"], Protocol::Tcp), "jailsink-sshd"),
+            ["INPUT: -p tcp -m multiport --dports 22 -j jailsink-sshd"]
         );
         assert_eq!(
-            hook_rules(&spec(&["25", "465"], Protocol::All), "c"),
+            rules(spec(&["25", "465"], Protocol::All), "c"),
             [
-                "-p tcp -m multiport --dports 25,465 -j c",
-                "-p udp -m multiport --dports 25,465 -j c"
+                "INPUT: -p tcp -m multiport --dports 25,465 -j c",
+                "INPUT: -p udp -m multiport --dports 25,465 -j c"
             ]
         );
-        assert_eq!(hook_rules(&spec(&[], Protocol::All), "c"), ["-j c"]);
-        assert_eq!(hook_rules(&spec(&[], Protocol::Udp), "c"), ["-p udp -j c"]);
+        assert_eq!(rules(spec(&[], Protocol::All), "c"), ["INPUT: -j c"]);
+        assert_eq!(rules(spec(&[], Protocol::Udp), "c"), ["INPUT: -p udp -j c"]);
+        let docker = FirewallSpec {
+            hooks: vec!["INPUT".into(), "DOCKER-USER".into()],
+            ..spec(&["8080", "8443:8444"], Protocol::Tcp)
+        };
+        assert_eq!(
+            rules(docker, "c"),
+            [
+                "INPUT: -p tcp -m multiport --dports 8080,8443:8444 -j c",
+                "DOCKER-USER: -p tcp -m conntrack --ctorigdstport 8080 -j c",
+                "DOCKER-USER: -p tcp -m conntrack --ctorigdstport 8443:8444 -j c"
+            ]
+        );
     }
 }

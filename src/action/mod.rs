@@ -86,6 +86,10 @@ pub struct FirewallSpec {
     pub v4_networks: bool,
     /// The jail bans IPv6 networks (`ipv6_prefix` < 128), so nftables needs an interval set.
     pub v6_networks: bool,
+    /// Where the jail's traffic is matched besides local delivery: nftables hooks (`forward`)
+    /// or iptables chains (`FORWARD`, `DOCKER-USER`), so published container ports, which
+    /// bypass INPUT, are guarded too. Empty (or `input` / `INPUT` alone): local delivery only.
+    pub hooks: Vec<String>,
 }
 
 /// The `command` action: argv templates run without a shell (unless argv\[0\] is one).
@@ -291,6 +295,7 @@ pub(crate) fn test_spec(ports: &[&str], protocol: Protocol, v6_networks: bool) -
         keep_on_stop: false,
         v4_networks: false,
         v6_networks,
+        hooks: Vec::new(),
     }
 }
 

@@ -1,12 +1,17 @@
 //! The nftables action: table `inet jailsink`, per jail one set per family (`<name>-v4`,
 //! `<name>-v6`, element timeouts mirroring bantime) and one base chain `<name>` hooked into input
-//! with one rule per family matching the set for the jail's ports and protocol. Each burst of
+//! with one rule per family matching the set for the jail's ports and protocol. With
+//! `hooks = ["input", "forward"]` a second base chain `<name>-forward` drops banned sources in
+//! forwarded traffic too (published container ports, which never reach input), matching the
+//! port the client asked for before DNAT (`ct original proto-dst`). Each burst of
 //! bans and unbans is one `nft -f -` transaction.
 //!
 //! Sets are plain hash sets when the jail bans single addresses and interval sets only when it
 //! bans networks (`ipv4_prefix` / `ipv6_prefix`): nft 1.0 reads every element of an interval
 //! set back from the kernel on each change, which makes each ban cost seconds at 100k bans
-//! (BENCHMARKS.md), while a hash set's change costs the same at any size.
+//! (BENCHMARKS.md), while a hash set's change costs the same at any size. A jail with address
+//! sets also gets small interval sets `<name>-v4-net` / `<name>-v6-net` for the networks an
+//! operator bans by hand (`jailsink ban JAIL 198.51.100.0/24`), each matched by its own rule.
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -53,33 +58,8 @@ impl NftablesAction {
         }
     }
 
-    /// The set holding `target`'s family.
-    fn set_of(&self, target: IpNetwork) -> String {
-        set_name(&self.spec.name, target.is_ipv4())
-    }
-
-    /// Whether `target` fits its set: a network needs an interval set.
-    fn fits(&self, target: IpNetwork) -> bool {
-        let (full, networks) = if target.is_ipv4() {
-            (32, self.spec.v4_networks)
-        } else {
-            (128, self.spec.v6_networks)
-        };
-        networks || target.prefix() == full
-    }
-
-    fn list_set(&self, ipv4: bool) -> Result<Vec<IpNetwork>, ActionError> {
-        let out = nft(
-            &[
-                "-j",
-                "list",
-                "set",
-                "inet",
-                TABLE,
-                &set_name(&self.spec.name, ipv4),
-            ],
-            None,
-        )?;
+    fn list_set(&self, set: &str) -> Result<Vec<IpNetwork>, ActionError> {
+        let out = nft(&["-j", "list", "set", "inet", TABLE, set], None)?;
         let json: Value = serde_json::from_slice(&out)
             .map_err(|e| ActionError::from_display("nft -j list set", e))?;
         let mut targets = Vec::new();
@@ -97,6 +77,45 @@ impl NftablesAction {
 /// `<name>-v4` / `<name>-v6`.
 pub(crate) fn set_name(name: &str, ipv4: bool) -> String {
     format!("{name}-{}", if ipv4 { "v4" } else { "v6" })
+}
+
+/// Whether the main set of a family is an interval set (the jail bans networks).
+fn main_holds_networks(spec: &FirewallSpec, ipv4: bool) -> bool {
+    if ipv4 {
+        spec.v4_networks
+    } else {
+        spec.v6_networks
+    }
+}
+
+/// Every set of the jail as (name, IPv4?, interval?): the main set of each family, and the
+/// hand-banned networks' interval set of each family whose main set holds single addresses.
+fn sets(spec: &FirewallSpec) -> Vec<(String, bool, bool)> {
+    let mut all = Vec::new();
+    for ipv4 in [true, false] {
+        let networks = main_holds_networks(spec, ipv4);
+        all.push((set_name(&spec.name, ipv4), ipv4, networks));
+        if !networks {
+            all.push((net_set_name(&spec.name, ipv4), ipv4, true));
+        }
+    }
+    all
+}
+
+/// `<name>-v4-net` / `<name>-v6-net`: networks banned by hand in a jail of single addresses.
+pub(crate) fn net_set_name(name: &str, ipv4: bool) -> String {
+    format!("{}-net", set_name(name, ipv4))
+}
+
+/// The set that holds `target`: a network goes to the net set unless the main set is one.
+fn set_for(spec: &FirewallSpec, target: IpNetwork) -> String {
+    let ipv4 = target.is_ipv4();
+    let full = if ipv4 { 32 } else { 128 };
+    if target.prefix() == full || main_holds_networks(spec, ipv4) {
+        set_name(&spec.name, ipv4)
+    } else {
+        net_set_name(&spec.name, ipv4)
+    }
 }
 
 fn nft(args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, ActionError> {
@@ -119,33 +138,54 @@ fn json_element(value: &Value) -> Option<IpNetwork> {
     parse_element(&text)
 }
 
-/// The rule matching the jail's traffic from one family's set, e.g.
-/// `tcp dport { 22 } ip saddr @sshd-v4 drop`.
-pub(crate) fn rule(spec: &FirewallSpec, ipv4: bool) -> String {
+/// The base chains of the jail as (name, hook): `<name>` on input, `<name>-forward` on forward.
+fn chains(spec: &FirewallSpec) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    if spec.hooks.is_empty() || spec.hooks.iter().any(|h| h == "input") {
+        out.push((spec.name.clone(), "input"));
+    }
+    if spec.hooks.iter().any(|h| h == "forward") {
+        out.push((format!("{}-forward", spec.name), "forward"));
+    }
+    out
+}
+
+/// The rule matching the jail's traffic from `set` of one family, e.g.
+/// `tcp dport { 22 } ip saddr @sshd-v4 drop`; on the forward hook the port is the one the
+/// client asked for, before any DNAT (`ct original proto-dst`).
+fn rule(spec: &FirewallSpec, ipv4: bool, set: &str, forward: bool) -> String {
     let ports: Vec<String> = spec.ports.iter().map(|p| p.replace(':', "-")).collect();
     let ports = ports.join(", ");
-    let l4 = match (spec.protocol, ports.is_empty()) {
-        (Protocol::Tcp, true) => "meta l4proto tcp ".to_string(),
-        (Protocol::Udp, true) => "meta l4proto udp ".to_string(),
-        (Protocol::All, true) => String::new(),
-        (Protocol::Tcp, false) => format!("tcp dport {{ {ports} }} "),
-        (Protocol::Udp, false) => format!("udp dport {{ {ports} }} "),
-        (Protocol::All, false) => format!("meta l4proto {{ tcp, udp }} th dport {{ {ports} }} "),
+    let protocol = match spec.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::All => "{ tcp, udp }",
     };
-    let (family, set) = if ipv4 { ("ip", "v4") } else { ("ip6", "v6") };
+    let l4 = match (spec.protocol, ports.is_empty(), forward) {
+        (Protocol::All, true, _) => String::new(),
+        (_, true, _) => format!("meta l4proto {protocol} "),
+        (_, false, true) => {
+            format!("meta l4proto {protocol} ct original proto-dst {{ {ports} }} ")
+        }
+        (Protocol::Tcp, false, false) => format!("tcp dport {{ {ports} }} "),
+        (Protocol::Udp, false, false) => format!("udp dport {{ {ports} }} "),
+        (Protocol::All, false, false) => {
+            format!("meta l4proto {{ tcp, udp }} th dport {{ {ports} }} ")
+        }
+    };
+    let family = if ipv4 { "ip" } else { "ip6" };
     let verdict = match spec.blocktype {
         BlockType::Drop => "drop",
         BlockType::Reject => "reject",
     };
-    format!("{l4}{family} saddr @{}-{set} {verdict}", spec.name)
+    format!("{l4}{family} saddr @{set} {verdict}")
 }
 
 /// The transaction that creates (or, after a keep_on_stop restart, refreshes) the jail's
 /// objects; sets keep their elements, the chain's rules are rewritten.
 pub fn start_script(spec: &FirewallSpec) -> String {
-    let name = &spec.name;
     let mut s = format!("add table inet {TABLE}\n");
-    for (ipv4, networks) in [(true, spec.v4_networks), (false, spec.v6_networks)] {
+    for (set, ipv4, networks) in sets(spec) {
         let kind = if ipv4 { "ipv4_addr" } else { "ipv6_addr" };
         let flags = if networks {
             "timeout,interval"
@@ -154,34 +194,39 @@ pub fn start_script(spec: &FirewallSpec) -> String {
         };
         let _ = writeln!(
             s,
-            "add set inet {TABLE} {} {{ type {kind}; flags {flags}; }}",
-            set_name(name, ipv4)
+            "add set inet {TABLE} {set} {{ type {kind}; flags {flags}; }}"
         );
     }
-    let _ = writeln!(
-        s,
-        "add chain inet {TABLE} {name} {{ type filter hook input priority filter; policy accept; }}"
-    );
-    let _ = writeln!(s, "flush chain inet {TABLE} {name}");
-    for ipv4 in [true, false] {
-        let _ = writeln!(s, "add rule inet {TABLE} {name} {}", rule(spec, ipv4));
+    for (chain, hook) in chains(spec) {
+        let _ = writeln!(
+            s,
+            "add chain inet {TABLE} {chain} {{ type filter hook {hook} priority filter; policy accept; }}"
+        );
+        let _ = writeln!(s, "flush chain inet {TABLE} {chain}");
+        for (set, ipv4, _) in sets(spec) {
+            let _ = writeln!(
+                s,
+                "add rule inet {TABLE} {chain} {}",
+                rule(spec, ipv4, &set, hook == "forward")
+            );
+        }
     }
     s
 }
 
-/// One burst as an nft script: consecutive commands of one kind and family share a statement.
+/// One burst as an nft script: consecutive commands of one kind and set share a statement.
 /// An unban adds the element before deleting it, so a kernel timeout that already removed it
 /// cannot fail the transaction (nft 1.0.6 has no `destroy element`).
-pub(crate) fn batch_script(name: &str, batch: &[&ActionCommand], now: Instant) -> String {
+pub(crate) fn batch_script(spec: &FirewallSpec, batch: &[&ActionCommand], now: Instant) -> String {
     let mut script = String::new();
     let mut i = 0;
     while i < batch.len() {
-        let ipv4 = batch[i].target().is_ipv4();
+        let set = set_for(spec, batch[i].target());
         let ban = matches!(batch[i], ActionCommand::Ban(_));
         let mut j = i;
         let mut elements = Vec::new();
         while j < batch.len()
-            && batch[j].target().is_ipv4() == ipv4
+            && set_for(spec, batch[j].target()) == set
             && matches!(batch[j], ActionCommand::Ban(_)) == ban
         {
             elements.push(match batch[j] {
@@ -190,7 +235,6 @@ pub(crate) fn batch_script(name: &str, batch: &[&ActionCommand], now: Instant) -
             });
             j += 1;
         }
-        let set = set_name(name, ipv4);
         let list = elements.join(", ");
         if !ban {
             let _ = writeln!(script, "add element inet {TABLE} {set} {{ {list} }}");
@@ -239,55 +283,20 @@ impl Action for NftablesAction {
     }
 
     fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
-        // A network cannot go into an address set; it fails alone instead of failing the burst.
-        let mut misfits = Vec::new();
-        let mut fitting = Vec::new();
-        let mut fitting_index = Vec::new();
-        for (i, command) in batch.iter().enumerate() {
-            if self.fits(command.target()) {
-                fitting.push(command);
-                fitting_index.push(i);
-            } else {
-                misfits.push(i);
-            }
-        }
-        let misfit_set = misfits.first().map(|&i| self.set_of(batch[i].target()));
-        let misfit_error = || {
-            ActionError(format!(
-                "{} is a network, but {} holds single addresses (the jail's prefix changed?)",
-                batch[misfits[0]].target(),
-                misfit_set.as_deref().unwrap_or_default()
-            ))
-        };
-        if fitting.is_empty() {
-            return match misfits.is_empty() {
-                true => Ok(()),
-                false => Err(BatchError {
-                    error: misfit_error(),
-                    pending: misfits,
-                }),
-            };
-        }
-        let script = batch_script(&self.spec.name, &fitting, Instant::now());
-        match self.transaction(&script) {
-            // The transaction is all or nothing.
-            Err(error) => {
-                let mut pending = fitting_index;
-                pending.extend(misfits);
-                pending.sort_unstable();
-                Err(BatchError { pending, error })
-            }
-            Ok(_) if misfits.is_empty() => Ok(()),
-            Ok(_) => Err(BatchError {
-                error: misfit_error(),
-                pending: misfits,
-            }),
-        }
+        let commands: Vec<&ActionCommand> = batch.iter().collect();
+        let script = batch_script(&self.spec, &commands, Instant::now());
+        // The transaction is all or nothing.
+        self.transaction(&script).map_err(|error| BatchError {
+            pending: (0..batch.len()).collect(),
+            error,
+        })
     }
 
     fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
-        let mut all = self.list_set(true)?;
-        all.extend(self.list_set(false)?);
+        let mut all = Vec::new();
+        for (set, ..) in sets(&self.spec) {
+            all.extend(self.list_set(&set)?);
+        }
         Ok(Some(all))
     }
 
@@ -308,11 +317,11 @@ impl Action for NftablesAction {
         };
         let json: Value = serde_json::from_slice(&listing)
             .map_err(|e| ActionError::from_display("nft -j list table", e))?;
-        let ours = [
-            ("chain", self.spec.name.clone()),
-            ("set", set_name(&self.spec.name, true)),
-            ("set", set_name(&self.spec.name, false)),
-        ];
+        let mut ours: Vec<(&str, String)> = chains(&self.spec)
+            .into_iter()
+            .map(|(chain, _)| ("chain", chain))
+            .collect();
+        ours.extend(sets(&self.spec).into_iter().map(|(set, ..)| ("set", set)));
         let mut present = Vec::new();
         let mut others = 0;
         for item in json["nftables"].as_array().into_iter().flatten() {
@@ -361,15 +370,20 @@ mod tests {
     #[test]
     fn rules_follow_ports_and_protocol() {
         assert_eq!(
-            rule(&spec(&["22"], Protocol::Tcp), true),
+            rule(&spec(&["22"], Protocol::Tcp), true, "sshd-v4", false),
             "tcp dport { 22 } ip saddr @sshd-v4 drop"
         );
         assert_eq!(
-            rule(&spec(&["25", "1000:2000"], Protocol::All), false),
+            rule(
+                &spec(&["25", "1000:2000"], Protocol::All),
+                false,
+                "sshd-v6",
+                false
+            ),
             "meta l4proto { tcp, udp } th dport { 25, 1000-2000 } ip6 saddr @sshd-v6 drop"
         );
         assert_eq!(
-            rule(&spec(&[], Protocol::All), true),
+            rule(&spec(&[], Protocol::All), true, "sshd-v4", false),
             "ip saddr @sshd-v4 drop"
         );
         let start = start_script(&spec(&[], Protocol::Udp));
@@ -377,6 +391,29 @@ mod tests {
         assert!(start
             .contains("add set inet jailsink sshd-v6 { type ipv6_addr; flags timeout,interval; }"));
         assert!(start.contains("meta l4proto udp ip saddr @sshd-v4 drop"));
+        assert!(start.contains(
+            "add set inet jailsink sshd-v4-net { type ipv4_addr; flags timeout,interval; }"
+        ));
+        assert!(start.contains("meta l4proto udp ip saddr @sshd-v4-net drop"));
+        assert!(
+            !start.contains("sshd-v6-net"),
+            "the v6 set holds networks already"
+        );
+        assert!(!start.contains("forward"), "{start}");
+        let docker = FirewallSpec {
+            hooks: vec!["input".into(), "forward".into()],
+            ..spec(&["8080"], Protocol::Tcp)
+        };
+        let start = start_script(&docker);
+        assert!(start.contains(
+            "add chain inet jailsink sshd-forward { type filter hook forward priority filter; policy accept; }"
+        ), "{start}");
+        assert!(start.contains(
+            "add rule inet jailsink sshd-forward meta l4proto tcp ct original proto-dst { 8080 } ip saddr @sshd-v4 drop"
+        ), "{start}");
+        assert!(
+            start.contains("add rule inet jailsink sshd tcp dport { 8080 } ip saddr @sshd-v4 drop")
+        );
     }
 
     #[test]
@@ -395,13 +432,15 @@ mod tests {
             ban("192.0.2.1/32", Some(600)),
             ban("192.0.2.2/32", None),
             ban("2001:db8::/64", Some(60)),
+            ban("198.51.100.0/24", None),
             ActionCommand::Unban("192.0.2.3/32".parse().unwrap()),
         ];
         let refs: Vec<&ActionCommand> = cmds.iter().collect();
         assert_eq!(
-            batch_script("sshd", &refs, now),
+            batch_script(&spec(&[], Protocol::All), &refs, now),
             "add element inet jailsink sshd-v4 { 192.0.2.1 timeout 600000ms, 192.0.2.2 }\n\
              add element inet jailsink sshd-v6 { 2001:db8::/64 timeout 60000ms }\n\
+             add element inet jailsink sshd-v4-net { 198.51.100.0/24 }\n\
              add element inet jailsink sshd-v4 { 192.0.2.3 }\n\
              delete element inet jailsink sshd-v4 { 192.0.2.3 }\n"
         );

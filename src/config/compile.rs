@@ -31,6 +31,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Also export jail series under the fail2ban exporter's names (`f2b_*`).
     pub fail2ban_exporter_names: bool,
+    /// The bearer token `/bans` needs; None serves the feed to anyone who reaches the listener.
+    pub bans_token: Option<String>,
     /// The control socket's path.
     pub control_socket: PathBuf,
     /// The group (gid) allowed on the control socket besides root.
@@ -276,6 +278,7 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
         server: server.expect("server settings are complete when no error was recorded"),
         metrics_listen,
         fail2ban_exporter_names: raw.metrics.fail2ban_exporter_names.unwrap_or(false),
+        bans_token: raw.metrics.bans_token.filter(|t| !t.is_empty()),
         control_socket,
         control_group,
         state_path,
@@ -670,7 +673,22 @@ struct JailFirewall<'a> {
 }
 
 /// Keys each action type takes besides `type`.
-const FIREWALL_KEYS: &[&str] = &["name", "port", "protocol", "blocktype", "keep_on_stop"];
+const NFTABLES_KEYS: &[&str] = &[
+    "name",
+    "port",
+    "protocol",
+    "blocktype",
+    "keep_on_stop",
+    "hooks",
+];
+const IPTABLES_KEYS: &[&str] = &[
+    "name",
+    "port",
+    "protocol",
+    "blocktype",
+    "keep_on_stop",
+    "chains",
+];
 const COMMAND_KEYS: &[&str] = &[
     "port", "protocol", "start", "stop", "ban", "unban", "timeout",
 ];
@@ -710,7 +728,8 @@ fn compile_actions(
             continue;
         };
         let allowed: &[&str] = match kind {
-            ActionKind::Iptables | ActionKind::Nftables | ActionKind::Ipset => FIREWALL_KEYS,
+            ActionKind::Nftables => NFTABLES_KEYS,
+            ActionKind::Iptables | ActionKind::Ipset => IPTABLES_KEYS,
             ActionKind::Command => COMMAND_KEYS,
             ActionKind::Log => &[],
         };
@@ -791,6 +810,7 @@ fn compile_firewall(
         &format!("{key}.blocktype"),
         BlockType::parse(table.and_then(|t| t.blocktype.as_deref()).unwrap_or("DROP")),
     );
+    let hooks = compile_hooks(table, key, errors)?;
     let named = valid_jail_name(&name);
     if !named {
         errors.push(
@@ -808,7 +828,54 @@ fn compile_firewall(
             .unwrap_or(firewall.keep_on_stop),
         v4_networks: firewall.v4_networks,
         v6_networks: firewall.v6_networks,
+        hooks,
     })
+}
+
+/// nftables `hooks` (`input`, `forward`) or iptables/ipset `chains` (`INPUT`, `FORWARD`, or a
+/// user chain such as `DOCKER-USER`, created at start if missing); which one the table may set
+/// is checked with the other keys.
+fn compile_hooks(
+    table: Option<&RawActionTable>,
+    key: &str,
+    errors: &mut Errors,
+) -> Option<Vec<String>> {
+    if let Some(hooks) = table.and_then(|t| t.hooks.as_ref()) {
+        let bad: Vec<&String> = hooks
+            .iter()
+            .filter(|h| !matches!(h.as_str(), "input" | "forward"))
+            .collect();
+        if !bad.is_empty() || hooks.is_empty() {
+            errors.push(
+                format!("{key}.hooks"),
+                format!("{bad:?}: the hooks are \"input\" and \"forward\" (at least one)"),
+            );
+            return None;
+        }
+        return Some(hooks.clone());
+    }
+    if let Some(chains) = table.and_then(|t| t.chains.as_ref()) {
+        let bad: Vec<&String> = chains
+            .iter()
+            .filter(|c| {
+                c.is_empty()
+                    || c.len() > 28
+                    || !c
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+                    || matches!(c.as_str(), "OUTPUT" | "PREROUTING" | "POSTROUTING")
+            })
+            .collect();
+        if !bad.is_empty() || chains.is_empty() {
+            errors.push(
+                format!("{key}.chains"),
+                format!("{bad:?}: chains are INPUT, FORWARD or a chain name of up to 28 letters, digits, '-' or '_' (at least one)"),
+            );
+            return None;
+        }
+        return Some(chains.clone());
+    }
+    Some(Vec::new())
 }
 
 /// The typed keys an action table set, so a key of the wrong action type is reported.
@@ -819,6 +886,8 @@ fn set_keys(t: &RawActionTable) -> impl Iterator<Item = &'static str> + '_ {
         ("protocol", t.protocol.is_some()),
         ("blocktype", t.blocktype.is_some()),
         ("keep_on_stop", t.keep_on_stop.is_some()),
+        ("hooks", t.hooks.is_some()),
+        ("chains", t.chains.is_some()),
         ("start", t.start.is_some()),
         ("stop", t.stop.is_some()),
         ("ban", t.ban.is_some()),
@@ -1086,6 +1155,39 @@ action = "nftablez"
     }
 
     #[test]
+    fn hooks_and_chains_belong_to_their_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "j.toml",
+            r#"
+[jails.a]
+failregex = ['<HOST>']
+action = [{ type = "iptables", hooks = ["forward"] }, { type = "nftables", hooks = ["prerouting"] }, { type = "ipset", chains = ["OUTPUT"] }]
+"#,
+        );
+        let errors = crate::config::load(&path).unwrap_err().0;
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.iter().any(|k| k.ends_with("[0].hooks")), "{errors:?}");
+        assert!(keys.iter().any(|k| k.ends_with("[1].hooks")), "{errors:?}");
+        assert!(keys.iter().any(|k| k.ends_with("[2].chains")), "{errors:?}");
+        let path = write(
+            dir.path(),
+            "ok.toml",
+            r#"
+[jails.a]
+failregex = ['<HOST>']
+action = [{ type = "nftables", hooks = ["input", "forward"] }, { type = "iptables", chains = ["INPUT", "DOCKER-USER"] }]
+"#,
+        );
+        let config = crate::config::load(&path).unwrap();
+        let ActionSpec::Iptables(spec) = &config.jails[0].actions[1] else {
+            panic!()
+        };
+        assert_eq!(spec.hooks, ["INPUT", "DOCKER-USER"]);
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "j.toml", "[jails.sshd]\nmaxretyr = 3\n");
@@ -1191,6 +1293,7 @@ action = ["ipset", { type = "nftables", keep_on_stop = false }, { type = "comman
                 keep_on_stop: false,
                 v4_networks: false,
                 v6_networks: false,
+                hooks: Vec::new(),
             })]
         );
         // SPEC's smtp-auth pattern catches both message variants of the captured sendmail line.

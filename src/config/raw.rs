@@ -80,6 +80,8 @@ pub struct RawMetrics {
     /// Also export jail series under the fail2ban Prometheus exporter's names (`f2b_*`), so
     /// dashboards made for fail2ban keep working.
     pub fail2ban_exporter_names: Option<bool>,
+    /// When set, `GET /bans` and `/bans.json` need `Authorization: Bearer <token>`.
+    pub bans_token: Option<String>,
 }
 
 /// `[control]`.
@@ -262,6 +264,10 @@ pub struct RawActionTable {
     pub blocktype: Option<String>,
     /// Leave set-based bans in the kernel at stop, overriding the jail's.
     pub keep_on_stop: Option<bool>,
+    /// nftables: the hooks that match bans (`input`, `forward`).
+    pub hooks: Option<Vec<String>>,
+    /// iptables and ipset: the chains that match bans (`INPUT`, `FORWARD`, `DOCKER-USER`).
+    pub chains: Option<Vec<String>>,
     /// command: argv template run at start.
     pub start: Option<Vec<String>>,
     /// command: argv template run at stop.

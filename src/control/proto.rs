@@ -15,12 +15,33 @@ pub enum Request {
         /// One jail, or all.
         jail: Option<String>,
     },
-    /// Ban an address by hand.
+    /// Ban an address or a network by hand.
     Ban {
         /// The jail.
         jail: String,
-        /// An address (or network with prefix bans).
+        /// An address, or a network in CIDR notation.
         addr: String,
+        /// Replaces the jail's bantime: `1h`, `3600`, `permanent`; None keeps the jail's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bantime: Option<String>,
+    },
+    /// Ban the addresses and networks of a list (one chunk of a file; the CLI sends a long file
+    /// as several requests, each under [`MAX_REQUEST_BYTES`]).
+    BanList {
+        /// The jail.
+        jail: String,
+        /// The file's lines that are not blank or comments, with their numbers.
+        lines: Vec<ListLine>,
+        /// As for `Ban`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bantime: Option<String>,
+    },
+    /// Lift the bans of a list in one jail (one chunk of a file).
+    UnbanList {
+        /// The jail.
+        jail: String,
+        /// The file's lines that are not blank or comments, with their numbers.
+        lines: Vec<ListLine>,
     },
     /// Lift one ban, or every ban.
     Unban {
@@ -77,6 +98,49 @@ pub enum Reply {
         /// What happened, for the operator.
         message: String,
     },
+    /// What a list ban or unban did, by line.
+    Applied(ListSummary),
+}
+
+/// One line of a ban list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListLine {
+    /// Its number in the file, from 1.
+    pub line: u32,
+    /// The address or network, as written.
+    pub text: String,
+}
+
+/// One line of a list that was not applied, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineNote {
+    /// Its number in the file.
+    pub line: u32,
+    /// Why, for the operator.
+    pub reason: String,
+}
+
+/// What became of a list: how many lines were applied, and each line that was not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListSummary {
+    /// Lines banned (or unbanned).
+    pub done: u64,
+    /// Lines already banned (or, unbanning, not banned).
+    pub unchanged: Vec<LineNote>,
+    /// Lines refused because they are, hold or lie in an ignored address.
+    pub ignored: Vec<LineNote>,
+    /// Lines that are not an address or network.
+    pub invalid: Vec<LineNote>,
+}
+
+impl ListSummary {
+    /// Adds the outcome of another chunk of the same list.
+    pub fn merge(&mut self, other: ListSummary) {
+        self.done += other.done;
+        self.unchanged.extend(other.unchanged);
+        self.ignored.extend(other.ignored);
+        self.invalid.extend(other.invalid);
+    }
 }
 
 /// `status JAIL`, as fail2ban-client shows it.

@@ -1,13 +1,35 @@
 //! The control protocol in the jail task's words and back: requests become [`Query`]s (with
 //! their addresses parsed here, at the edge), answers become [`Response`]s.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use ipnetwork::IpNetwork;
 
-use super::proto::{BanEntry, JailStatus, Reply, Request, Response};
-use crate::address::{parse_address, parse_target, show_target, NotAnAddress};
-use crate::jail::query::{Answer, Query, Refused};
+use super::proto::{
+    BanEntry, JailStatus, LineNote, ListLine, ListSummary, Reply, Request, Response,
+};
+use crate::address::{parse_target, show_target, NotAnAddress};
+use crate::jail::query::{Answer, BanInfo, Query, Refused};
+
+/// A request in the jail task's words, with the lines of a list that were not addresses (the
+/// jail never sees them; the response reports them).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Translated {
+    /// What the jail task is asked.
+    pub query: Query,
+    /// List lines that are not an address or network.
+    pub invalid: Vec<LineNote>,
+}
+
+impl From<Query> for Translated {
+    fn from(query: Query) -> Self {
+        Translated {
+            query,
+            invalid: Vec::new(),
+        }
+    }
+}
 
 /// A request that is not a question for the jail task.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,38 +40,113 @@ pub(crate) enum NotAQuery {
     /// `unban` needs exactly one of an address and `--all`.
     #[error("give an address, or --all")]
     AddressOrAll,
+    /// `--bantime` is not a duration.
+    #[error("bantime `{0}` is not a duration like 10m, 1h 30m or permanent")]
+    Bantime(String),
+    /// `--bantime 0` would ban nothing.
+    #[error("a bantime of zero bans nothing")]
+    ZeroBantime,
     /// `reload` is answered by the supervisor.
     #[error("reload is handled by the supervisor")]
     Reload,
 }
 
 /// The query for a request the jail task answers; `Reload` is the supervisor's, not the jail's.
-pub(crate) fn query(request: Request) -> Result<Query, NotAQuery> {
-    match request {
-        Request::Status { jail } => Ok(Query::Status { jail }),
-        Request::Banned { jail } => Ok(Query::Banned { jail }),
-        Request::Ban { jail, addr } => {
-            let ip = parse_address(&addr)?;
-            Ok(Query::Ban { jail, ip })
-        }
-        Request::Unban { jail, addr, all } => match (addr, all) {
-            (Some(addr), false) => {
-                let target = parse_target(&addr)?;
-                Ok(Query::Unban {
+pub(crate) fn query(request: Request) -> Result<Translated, NotAQuery> {
+    let query = match request {
+        Request::BanList {
+            jail,
+            lines,
+            bantime,
+        } => {
+            let bantime = parse_bantime(bantime.as_deref())?;
+            let (targets, invalid) = parse_lines(lines);
+            return Ok(Translated {
+                query: Query::BanMany {
                     jail,
-                    target: Some(target),
-                })
-            }
-            (None, true) => Ok(Query::Unban { jail, target: None }),
-            _ => Err(NotAQuery::AddressOrAll),
+                    targets,
+                    bantime,
+                },
+                invalid,
+            });
+        }
+        Request::UnbanList { jail, lines } => {
+            let (targets, invalid) = parse_lines(lines);
+            return Ok(Translated {
+                query: Query::UnbanMany { jail, targets },
+                invalid,
+            });
+        }
+        Request::Status { jail } => Query::Status { jail },
+        Request::Banned { jail } => Query::Banned { jail },
+        Request::Ban {
+            jail,
+            addr,
+            bantime,
+        } => Query::Ban {
+            jail,
+            target: parse_target(&addr)?,
+            bantime: parse_bantime(bantime.as_deref())?,
         },
-        Request::Reload => Err(NotAQuery::Reload),
+        Request::Unban { jail, addr, all } => match (addr, all) {
+            (Some(addr), false) => Query::Unban {
+                jail,
+                target: Some(parse_target(&addr)?),
+            },
+            (None, true) => Query::Unban { jail, target: None },
+            _ => return Err(NotAQuery::AddressOrAll),
+        },
+        Request::Reload => return Err(NotAQuery::Reload),
+    };
+    Ok(query.into())
+}
+
+/// The targets of a list with their line numbers, and the lines that are not targets.
+fn parse_lines(lines: Vec<ListLine>) -> (Vec<(u32, IpNetwork)>, Vec<LineNote>) {
+    let mut targets = Vec::with_capacity(lines.len());
+    let mut invalid = Vec::new();
+    for ListLine { line, text } in lines {
+        match parse_target(&text) {
+            Ok(target) => targets.push((line, target)),
+            Err(error) => invalid.push(LineNote {
+                line,
+                reason: error.to_string(),
+            }),
+        }
+    }
+    (targets, invalid)
+}
+
+/// `--bantime`: None keeps the jail's; `permanent` (or -1) is Some(None); else a duration in
+/// seconds or humantime's words (`1h 30m`).
+fn parse_bantime(text: Option<&str>) -> Result<Option<Option<Duration>>, NotAQuery> {
+    let Some(text) = text.map(str::trim) else {
+        return Ok(None);
+    };
+    if text == "permanent" || text == "-1" {
+        return Ok(Some(None));
+    }
+    let parsed = match text.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text),
+    };
+    match parsed {
+        Ok(d) if !d.is_zero() => Ok(Some(Some(d))),
+        Ok(_) => Err(NotAQuery::ZeroBantime),
+        Err(_) => Err(NotAQuery::Bantime(text.to_string())),
     }
 }
 
-/// The protocol's response for the jail task's answer.
-pub(crate) fn response(answer: Result<Answer, Refused>) -> Response {
+/// The protocol's response for the jail task's answer, with the list lines that were invalid.
+pub(crate) fn response(answer: Result<Answer, Refused>, invalid: Vec<LineNote>) -> Response {
+    let note = |(line, reason)| LineNote { line, reason };
     let reply = match answer {
+        Ok(Answer::Applied(applied)) => Reply::Applied(ListSummary {
+            done: applied.done,
+            unchanged: applied.unchanged.into_iter().map(note).collect(),
+            ignored: applied.ignored.into_iter().map(note).collect(),
+            invalid,
+        }),
         Err(Refused(message)) => return Response::Error { message },
         Ok(Answer::Jails(jails)) => Reply::Jails { jails },
         Ok(Answer::Status(counts)) => Reply::JailStatus(JailStatus {
@@ -61,21 +158,23 @@ pub(crate) fn response(answer: Result<Answer, Refused>) -> Response {
             banned: counts.banned.into_iter().map(show_target).collect(),
         }),
         Ok(Answer::Bans(bans)) => Reply::Banned {
-            bans: bans
-                .into_iter()
-                .map(|b| BanEntry {
-                    jail: b.jail,
-                    ip: show_target(b.target),
-                    banned_at: rfc3339(b.banned_at),
-                    expires_at: b.expires_at.map(rfc3339),
-                    ban_count: b.ban_count,
-                    origin: String::new(),
-                })
-                .collect(),
+            bans: bans.into_iter().map(entry).collect(),
         },
         Ok(Answer::Done(message)) => Reply::Done { message },
     };
     Response::Ok { reply }
+}
+
+/// One active ban as `banned --json` and `/bans.json` show it.
+pub(crate) fn entry(b: BanInfo) -> BanEntry {
+    BanEntry {
+        jail: b.jail,
+        ip: show_target(b.target),
+        banned_at: rfc3339(b.banned_at),
+        expires_at: b.expires_at.map(rfc3339),
+        ban_count: b.ban_count,
+        origin: String::new(),
+    }
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -91,6 +190,7 @@ mod tests {
         let bad = Request::Ban {
             jail: "sshd".into(),
             addr: "example.org".into(),
+            bantime: None,
         };
         assert_eq!(
             query(bad).map_err(|e| e.to_string()),
@@ -105,16 +205,57 @@ mod tests {
             query(neither).map_err(|e| e.to_string()),
             Err("give an address, or --all".into())
         );
-        let mapped = Request::Ban {
+        let net = Request::Ban {
             jail: "sshd".into(),
-            addr: "::ffff:192.0.2.1".into(),
+            addr: "198.51.100.0/24".into(),
+            bantime: Some("1h".into()),
         };
         assert_eq!(
-            query(mapped),
+            query(net),
             Ok(Query::Ban {
                 jail: "sshd".into(),
-                ip: "192.0.2.1".parse().unwrap()
-            })
+                target: "198.51.100.0/24".parse().unwrap(),
+                bantime: Some(Some(Duration::from_secs(3600))),
+            }
+            .into())
         );
+    }
+
+    #[test]
+    fn list_lines_that_are_not_targets_are_reported_by_number() {
+        let line = |line, text: &str| ListLine {
+            line,
+            text: text.into(),
+        };
+        let list = Request::BanList {
+            jail: "sshd".into(),
+            lines: vec![
+                line(2, "192.0.2.1"),
+                line(5, "bogus"),
+                line(7, "2001:db8::/48"),
+            ],
+            bantime: Some("permanent".into()),
+        };
+        let Translated { query: q, invalid } = query(list).unwrap();
+        assert_eq!(
+            q,
+            Query::BanMany {
+                jail: "sshd".into(),
+                targets: vec![
+                    (2, "192.0.2.1".parse().unwrap()),
+                    (7, "2001:db8::/48".parse().unwrap())
+                ],
+                bantime: Some(None),
+            }
+        );
+        assert_eq!(
+            invalid,
+            [LineNote {
+                line: 5,
+                reason: "`bogus` is not an IP address".into()
+            }]
+        );
+        assert!(parse_bantime(Some("soon")).is_err());
+        assert!(parse_bantime(Some("0")).is_err());
     }
 }

@@ -258,6 +258,7 @@ impl Follower {
             keep_on_stop: false,
             v4_networks: true,
             v6_networks: true,
+            hooks: Vec::new(),
         };
         vec![match self.config.action {
             FleetAction::Nftables => ActionSpec::Nftables(firewall),

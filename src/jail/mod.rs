@@ -73,9 +73,22 @@ pub enum Decision {
 /// Why a ban by hand was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum BanRefused {
-    /// The target is in ignoreip or is one of this host's addresses.
-    #[error("{} is in ignoreip (or is this host's)", show_target(*.0))]
-    Ignored(IpNetwork),
+    /// The target is, or lies in, an ignored network (or is one of this host's addresses).
+    #[error("{} is in ignoreip {} (or is this host's)", show_target(*target), show_target(*ignored))]
+    Ignored {
+        /// The address or network.
+        target: IpNetwork,
+        /// The ignored network it lies in.
+        ignored: IpNetwork,
+    },
+    /// The target is a network that holds an ignored address or network.
+    #[error("{} contains {} of ignoreip (or this host's addresses); ban the networks around it instead", show_target(*target), show_target(*ignored))]
+    HoldsIgnored {
+        /// The network.
+        target: IpNetwork,
+        /// The ignored address or network inside it.
+        ignored: IpNetwork,
+    },
     /// The target is banned already.
     #[error("{} is already banned in {jail}", show_target(*target))]
     AlreadyBanned {
@@ -168,7 +181,7 @@ impl Jail {
         match outcome {
             Outcome::Counting(n) => Decision::Counted(n),
             Outcome::Reached(_) if self.storm_guard(at) => Decision::Withheld,
-            Outcome::Reached(failures) => Decision::Ban(self.ban(key, failures, at)),
+            Outcome::Reached(failures) => Decision::Ban(self.ban(key, failures, at, None)),
         }
     }
 
@@ -192,7 +205,7 @@ impl Jail {
             Some((failures, ban_count)) => {
                 self.window.forget(&key);
                 self.count_ban(key, ban_count.saturating_sub(1));
-                Decision::Ban(self.ban(key, failures, at))
+                Decision::Ban(self.ban(key, failures, at, None))
             }
         }
     }
@@ -233,16 +246,40 @@ impl Jail {
     /// Ignored when the target overlaps an ignored network: a prefix ban never takes an
     /// ignored or own address with it.
     fn is_ignored(&self, target: IpNetwork) -> bool {
+        self.ignored_by(target).is_some()
+    }
+
+    /// The ignored network `target` overlaps, if any.
+    fn ignored_by(&self, target: IpNetwork) -> Option<IpNetwork> {
         self.settings
             .ignore
             .iter()
-            .any(|net| net.contains(target.network()) || target.contains(net.network()))
+            .find(|net| net.contains(target.network()) || target.contains(net.network()))
+            .copied()
     }
 
-    fn ban(&mut self, target: IpNetwork, failures: u32, at: Instant) -> BanOrder {
+    /// What a ban or unban by hand of `target` acts on: an address widens to the jail's prefix
+    /// as a failure would; a network is taken as written (aligned to its prefix).
+    pub(crate) fn manual_key(&self, target: IpNetwork) -> IpNetwork {
+        let full = if target.is_ipv4() { 32 } else { 128 };
+        if target.prefix() == full {
+            self.key_of(target.ip())
+        } else {
+            crate::address::network_of(target.ip(), target.prefix())
+        }
+    }
+
+    /// `fixed` replaces the jail's (escalated) bantime: Some(None) is permanent.
+    fn ban(
+        &mut self,
+        target: IpNetwork,
+        failures: u32,
+        at: Instant,
+        fixed: Option<Option<Duration>>,
+    ) -> BanOrder {
         let ban_count = self.ban_counts.get(&target).copied().unwrap_or(0) + 1;
         self.count_ban(target, ban_count);
-        let bantime = self.bantime_for(target, ban_count);
+        let bantime = fixed.unwrap_or_else(|| self.bantime_for(target, ban_count));
         self.bans.insert(
             target,
             ActiveBan {
@@ -266,12 +303,30 @@ impl Jail {
         }
     }
 
-    /// A ban by hand (`jailsink ban`): same escalation, log line, metrics and action path as an
-    /// automatic one. Refused for ignored and already banned targets.
-    pub(crate) fn manual_ban(&mut self, ip: IpAddr, at: Instant) -> Result<BanOrder, BanRefused> {
-        let key = self.key_of(ip);
-        if self.is_ignored(key) {
-            return Err(BanRefused::Ignored(key));
+    /// A ban by hand (`jailsink ban`) of an address or a network: same escalation (unless
+    /// `bantime` fixes the length: Some(None) is permanent), log line, metrics and action path
+    /// as an automatic one. Refused for ignored and already banned targets.
+    pub(crate) fn manual_ban(
+        &mut self,
+        target: IpNetwork,
+        bantime: Option<Option<Duration>>,
+        at: Instant,
+    ) -> Result<BanOrder, BanRefused> {
+        let key = self.manual_key(target);
+        if let Some(ignored) = self.ignored_by(key) {
+            // A smaller ignored network inside the target is held by it; otherwise the target
+            // lies in the ignored one.
+            return Err(if ignored.prefix() > key.prefix() {
+                BanRefused::HoldsIgnored {
+                    target: key,
+                    ignored,
+                }
+            } else {
+                BanRefused::Ignored {
+                    target: key,
+                    ignored,
+                }
+            });
         }
         if self.bans.contains_key(&key) {
             return Err(BanRefused::AlreadyBanned {
@@ -280,7 +335,7 @@ impl Jail {
             });
         }
         self.window.forget(&key);
-        Ok(self.ban(key, 0, at))
+        Ok(self.ban(key, 0, at, bantime))
     }
 
     /// Puts back a ban read from the state at start.

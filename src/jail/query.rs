@@ -1,8 +1,7 @@
 //! What the jail task can be asked, in its own words. The control socket translates its
 //! protocol into these and the answers back, so the jail never knows the protocol.
 
-use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ipnetwork::IpNetwork;
 
@@ -19,12 +18,41 @@ pub(crate) enum Query {
         /// One jail, or all.
         jail: Option<String>,
     },
-    /// Ban an address by hand.
+    /// One page of the active bans in (jail, target) order, for the ban feed: the page after
+    /// `after`, at most `limit` long. A feed of any size is read page by page, so neither the
+    /// jail task nor the responder holds it all, and a slow reader never holds up the jail task.
+    BanPage {
+        /// One jail, or all.
+        jail: Option<String>,
+        /// The last (jail, target) of the previous page; None starts at the beginning.
+        after: Option<(String, IpNetwork)>,
+        /// The most bans in the page.
+        limit: usize,
+    },
+    /// Ban an address or a network by hand.
     Ban {
         /// The jail.
         jail: String,
-        /// The address (the jail widens it to its prefix).
-        ip: IpAddr,
+        /// An address (the jail widens it to its prefix) or a network (taken as written).
+        target: IpNetwork,
+        /// Replaces the jail's bantime: Some(None) is permanent, None keeps the jail's.
+        bantime: Option<Option<Duration>>,
+    },
+    /// Ban a list by hand (`ban JAIL --file`): each target with its line number.
+    BanMany {
+        /// The jail.
+        jail: String,
+        /// (line number, address or network).
+        targets: Vec<(u32, IpNetwork)>,
+        /// As for `Ban`.
+        bantime: Option<Option<Duration>>,
+    },
+    /// Lift the bans of a list in one jail (`unban JAIL --file`).
+    UnbanMany {
+        /// The jail.
+        jail: String,
+        /// (line number, address or network).
+        targets: Vec<(u32, IpNetwork)>,
     },
     /// Lift bans by hand.
     Unban {
@@ -46,6 +74,19 @@ pub(crate) enum Answer {
     Bans(Vec<BanInfo>),
     /// An order was carried out; what happened, for the operator.
     Done(String),
+    /// What became of each line of a list.
+    Applied(Applied),
+}
+
+/// What a list ban or unban did, by line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// Lines banned (or unbanned).
+    pub done: u64,
+    /// Lines already banned (or, unbanning, not banned), with the reason.
+    pub unchanged: Vec<(u32, String)>,
+    /// Lines refused because they touch an ignored address, with the reason.
+    pub ignored: Vec<(u32, String)>,
 }
 
 /// Why a query was refused, in words for the operator.

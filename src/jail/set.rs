@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::query::{Answer, BanInfo, JailCounts, Query, Refused};
-use super::{ActiveBan, Decision, Failure, Jail, JailSpec};
+use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused};
+use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec};
 use crate::action::runner;
 use crate::action::BanOrder;
 use crate::address::show_target;
@@ -428,11 +428,23 @@ impl JailSet {
                 });
                 Ok(Answer::Bans(bans))
             }
-            Query::Ban { jail, ip } => {
+            Query::BanPage { jail, after, limit } => {
+                if let Some(name) = &jail {
+                    if self.slot(name).is_none() {
+                        return refuse(format!("no jail `{name}`"));
+                    }
+                }
+                Ok(Answer::Bans(self.ban_page(jail.as_deref(), after, limit)))
+            }
+            Query::Ban {
+                jail,
+                target,
+                bantime,
+            } => {
                 let Some(slot) = self.slot_mut(&jail) else {
                     return refuse(format!("no jail `{jail}`"));
                 };
-                match slot.jail.manual_ban(ip, Instant::now()) {
+                match slot.jail.manual_ban(target, bantime, Instant::now()) {
                     Err(refused) => refuse(refused.to_string()),
                     Ok(order) => {
                         let name = slot.name.clone();
@@ -442,8 +454,108 @@ impl JailSet {
                     }
                 }
             }
+            Query::BanMany {
+                jail,
+                targets,
+                bantime,
+            } => self.ban_many(&jail, targets, bantime).await,
+            Query::UnbanMany { jail, targets } => self.unban_many(&jail, targets).await,
             Query::Unban { jail, target } => self.unban(jail, target).await,
         }
+    }
+
+    /// The active bans after `after` in (jail, target) order, at most `limit`: one pass over
+    /// the bans, keeping only the page.
+    fn ban_page(
+        &self,
+        jail: Option<&str>,
+        after: Option<(String, IpNetwork)>,
+        limit: usize,
+    ) -> Vec<BanInfo> {
+        let mut page: Vec<(&Arc<str>, &IpNetwork, &ActiveBan)> = self
+            .slots
+            .iter()
+            .filter(|s| jail.is_none_or(|j| j == &*s.name))
+            .flat_map(|s| s.jail.bans().iter().map(move |(t, b)| (&s.name, t, b)))
+            .filter(|(name, target, _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|(j, t)| (&***name, *target) > (j.as_str(), t))
+            })
+            .collect();
+        let key = |e: &(&Arc<str>, &IpNetwork, &ActiveBan)| (e.0.clone(), *e.1);
+        if page.len() > limit && limit > 0 {
+            page.select_nth_unstable_by_key(limit - 1, key);
+        }
+        page.truncate(limit);
+        page.sort_unstable_by_key(key);
+        page.into_iter()
+            .map(|(name, target, ban)| BanInfo {
+                jail: name.to_string(),
+                target: *target,
+                banned_at: ban.banned_at,
+                expires_at: ban.expires.map(wall),
+                ban_count: ban.ban_count,
+            })
+            .collect()
+    }
+
+    /// Bans every target of a list in `jail`, counting what became of each line.
+    async fn ban_many(
+        &mut self,
+        jail: &str,
+        targets: Vec<(u32, IpNetwork)>,
+        bantime: Option<Option<Duration>>,
+    ) -> Result<Answer, Refused> {
+        let Some(slot) = self.slot(jail) else {
+            return Err(Refused(format!("no jail `{jail}`")));
+        };
+        let name = slot.name.clone();
+        let mut applied = Applied::default();
+        let now = Instant::now();
+        for (line, target) in targets {
+            let Some(slot) = self.slot_mut(&name) else {
+                break;
+            };
+            match slot.jail.manual_ban(target, bantime, now) {
+                Ok(order) => {
+                    applied.done += 1;
+                    self.commit_ban(name.clone(), order, None).await;
+                }
+                Err(refused @ BanRefused::AlreadyBanned { .. }) => {
+                    applied.unchanged.push((line, refused.to_string()))
+                }
+                Err(refused) => applied.ignored.push((line, refused.to_string())),
+            }
+        }
+        Ok(Answer::Applied(applied))
+    }
+
+    /// Lifts the ban of every target of a list in `jail`, counting what became of each line.
+    async fn unban_many(
+        &mut self,
+        jail: &str,
+        targets: Vec<(u32, IpNetwork)>,
+    ) -> Result<Answer, Refused> {
+        let Some(slot) = self.slot(jail) else {
+            return Err(Refused(format!("no jail `{jail}`")));
+        };
+        let name = slot.name.clone();
+        let mut applied = Applied::default();
+        for (line, target) in targets {
+            let key = match self.slot(&name) {
+                Some(slot) => slot.jail.manual_key(target),
+                None => break,
+            };
+            if self.lift(&name, key).await {
+                applied.done += 1;
+            } else {
+                applied
+                    .unchanged
+                    .push((line, format!("{} is not banned", show_target(key))));
+            }
+        }
+        Ok(Answer::Applied(applied))
     }
 
     /// Lifts the bans of `wanted` (every ban when None) in `jail` (every jail when None).

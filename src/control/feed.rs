@@ -1,0 +1,212 @@
+//! The ban feed, `GET /bans` (one address or network per line, what routers' URL tables and
+//! `ipset restore` scripts read) and `GET /bans.json`, served on the metrics listener. The bans
+//! come from the jail task page by page over its bounded command channel, and each page is
+//! written as one HTTP chunk, so 100,000 bans never become one string and a slow reader only
+//! slows itself.
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use super::translate::entry;
+use crate::address::show_target;
+use crate::jail::query::{Answer, Query};
+use crate::jail::set::Command;
+
+/// Bans asked of the jail task at a time (and written as one chunk).
+const PAGE: usize = 1_000;
+
+/// What the feed needs: the way to the jail task and the optional bearer token.
+#[derive(Clone)]
+pub(crate) struct Feed {
+    commands: mpsc::Sender<Command>,
+    token: Option<String>,
+}
+
+/// The two shapes of the feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+impl Feed {
+    /// A feed over the jail task's command channel; with `token`, requests must carry
+    /// `Authorization: Bearer TOKEN`.
+    pub(crate) fn new(commands: mpsc::Sender<Command>, token: Option<String>) -> Self {
+        Feed { commands, token }
+    }
+
+    /// The feed as a route of the metrics listener.
+    pub(crate) fn route(self) -> crate::metrics::Route {
+        crate::metrics::Route {
+            serves: Feed::serves,
+            respond: std::sync::Arc::new(move |path, authorization, mut stream| {
+                let feed = self.clone();
+                Box::pin(async move {
+                    feed.respond(&path, authorization.as_deref(), &mut stream)
+                        .await
+                })
+            }),
+        }
+    }
+
+    /// Whether `path` (with its query) is the feed's.
+    pub(crate) fn serves(path: &str) -> bool {
+        let route = path.split('?').next().unwrap_or_default();
+        route == "/bans" || route == "/bans.json"
+    }
+
+    /// Answers one GET of `path` (a path [`Feed::serves`]) with `authorization` (the header's
+    /// value, if sent).
+    pub(crate) async fn respond<W: AsyncWrite + Unpin>(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        out: &mut W,
+    ) -> std::io::Result<()> {
+        if let Some(token) = &self.token {
+            let given = authorization
+                .and_then(|v| v.trim().strip_prefix("Bearer "))
+                .map(str::trim);
+            if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+                return plain(
+                    out,
+                    "401 Unauthorized",
+                    "WWW-Authenticate: Bearer\r\n",
+                    "a bearer token is required ([metrics] bans_token)\n",
+                )
+                .await;
+            }
+        }
+        let (route, query) = path.split_once('?').unwrap_or((path, ""));
+        let format = if route == "/bans.json" {
+            Format::Json
+        } else {
+            Format::Text
+        };
+        let jail = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("jail="))
+            .map(str::to_string);
+        let mut after = None;
+        let mut first = true;
+        loop {
+            let page = match self.page(jail.clone(), after.clone()).await {
+                Ok(page) => page,
+                // Refused before anything was sent: an unknown jail, or the daemon stopping.
+                Err(message) if first => {
+                    return plain(out, "404 Not Found", "", &format!("{message}\n")).await
+                }
+                // The body is cut without its last chunk, so the client sees it incomplete.
+                Err(_) => return out.shutdown().await,
+            };
+            if first {
+                let content_type = match format {
+                    Format::Text => "text/plain; charset=utf-8",
+                    Format::Json => "application/json",
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+                );
+                out.write_all(head.as_bytes()).await?;
+            }
+            let last = page.len() < PAGE;
+            after = page.last().map(|b| (b.jail.clone(), b.target));
+            let mut text = String::new();
+            for ban in page {
+                match format {
+                    Format::Text => {
+                        text.push_str(&show_target(ban.target));
+                        text.push('\n');
+                    }
+                    Format::Json => {
+                        text.push(if first && text.is_empty() { '[' } else { ',' });
+                        text.push_str(&serde_json::to_string(&entry(ban)).unwrap_or_default());
+                    }
+                }
+            }
+            if format == Format::Json && last {
+                if first && text.is_empty() {
+                    text.push('[');
+                }
+                text.push_str("]\n");
+            }
+            first = false;
+            chunk(out, &text).await?;
+            if last {
+                chunk(out, "").await?;
+                return out.shutdown().await;
+            }
+        }
+    }
+
+    /// One page from the jail task, through its bounded command channel.
+    async fn page(
+        &self,
+        jail: Option<String>,
+        after: Option<(String, ipnetwork::IpNetwork)>,
+    ) -> Result<Vec<crate::jail::query::BanInfo>, String> {
+        let (tx, rx) = oneshot::channel();
+        let query = Query::BanPage {
+            jail,
+            after,
+            limit: PAGE,
+        };
+        self.commands
+            .send(Command::Query(query, tx))
+            .await
+            .map_err(|_| "the daemon is shutting down".to_string())?;
+        match rx.await {
+            Ok(Ok(Answer::Bans(bans))) => Ok(bans),
+            Ok(Err(refused)) => Err(refused.0),
+            Ok(Ok(_)) | Err(_) => Err("the jail task gave no bans".into()),
+        }
+    }
+}
+
+/// Compares a token in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One HTTP/1.1 chunk; the empty one ends the body.
+async fn chunk<W: AsyncWrite + Unpin>(out: &mut W, text: &str) -> std::io::Result<()> {
+    if text.is_empty() {
+        return out.write_all(b"0\r\n\r\n").await;
+    }
+    out.write_all(format!("{:x}\r\n", text.len()).as_bytes())
+        .await?;
+    out.write_all(text.as_bytes()).await?;
+    out.write_all(b"\r\n").await
+}
+
+/// A short plain answer with its status.
+async fn plain<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    status: &str,
+    extra_headers: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    out.write_all(head.as_bytes()).await?;
+    out.write_all(body.as_bytes()).await?;
+    out.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_tokens() {
+        assert!(Feed::serves("/bans"));
+        assert!(Feed::serves("/bans.json?jail=sshd"));
+        assert!(!Feed::serves("/bansx"));
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cret", b"s3creT"));
+        assert!(!same(b"s3cret", b"s3cre"));
+    }
+}
