@@ -251,7 +251,7 @@ fn describe_all() {
     );
     describe_gauge!(
         FLEET_CONNECTED,
-        "1 while this node is connected to the fleet's Redis."
+        "1 while this part of the node (label component: publisher, windows, follower) is connected to the fleet's Redis."
     );
     describe_counter!(
         FLEET_PUBLISHED,
@@ -391,9 +391,12 @@ impl JailMetrics {
 /// The `kind` labels of [`fleet_errors`], exported at zero from start.
 pub const FLEET_ERROR_KINDS: [&str; 4] = ["malformed", "redis", "allowlisted", "action"];
 
-/// Registers the fleet series whose labels are known at start, at zero.
-pub fn fleet_init() {
-    fleet_connected().set(0.0);
+/// Registers the fleet series whose labels are known at start, at zero; `components` are the
+/// parts of this node that connect to Redis (see [`fleet_connected`]).
+pub fn fleet_init(components: &[&'static str]) {
+    for component in components {
+        fleet_connected(component).set(0.0);
+    }
     fleet_outbox().set(0.0);
     for op in ["ban", "unban"] {
         fleet_published(op).absolute(0);
@@ -403,9 +406,10 @@ pub fn fleet_init() {
     }
 }
 
-/// 1 while connected to Redis.
-pub fn fleet_connected() -> Gauge {
-    metrics::gauge!(FLEET_CONNECTED)
+/// 1 while `component` (`publisher`, `windows` or `follower`, each with its own connection)
+/// is connected to Redis: one series each, so a node with role `both` shows every part.
+pub fn fleet_connected(component: &'static str) -> Gauge {
+    metrics::gauge!(FLEET_CONNECTED, "component" => component)
 }
 
 /// Events published, by op.

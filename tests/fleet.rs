@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::lab::Netns;
 use crate::redis_support::Redis;
-use crate::support::{filter_dir, free_port, log_tcp, wait_for, Daemon};
+use crate::support::{filter_dir, log_tcp, wait_for, Daemon};
 
 /// Writes `text` (with `@DIR@`) as a config in a new directory and runs `jailsink ARGS` on it
 /// (the config's `-c`); returns the exit code and stderr.
@@ -37,7 +37,8 @@ fn run_on(text: &str, args: &[&str]) -> (Option<i32>, String) {
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// An sshd jail on the shipped filter, and a `quick` one with a short bantime.
+/// An sshd jail on the shipped filter, and a `quick` one with a short bantime (long enough to
+/// outlast the steps that check it is still held, short enough to wait for its expiry).
 fn jails(maxretry: u32, port: u16) -> String {
     format!(
         r#"
@@ -52,7 +53,7 @@ port = {port}
 programs = ["quick"]
 filter = "sshd"
 maxretry = 2
-bantime = "4s"
+bantime = "30s"
 "#
     )
 }
@@ -165,7 +166,7 @@ fn acl_users(redis: &Redis) {
     let mut made = 0;
     for line in text.lines().filter(|l| l.starts_with("user ")) {
         let line = line
-            .replace("~jailsink:*", "~t:*")
+            .replace("~jailsink:", "~t:")
             .replace(">SINK-PASSWORD", ">sinkpw")
             .replace(">AGENT-PASSWORD", ">agentpw");
         let mut args = vec!["ACL", "SETUSER"];
@@ -182,7 +183,7 @@ fn acl_users(redis: &Redis) {
 /// the agent keeps its bans until they expire.
 #[test]
 fn fleet_survives_agent_redis_and_sink_outages() {
-    let mut redis = Redis::start(free_port(), "", &[]);
+    let mut redis = Redis::start("", &[]);
     // The least-privilege users the README documents: the fleet must work with them.
     acl_users(&redis);
     let (sink_url, agent_url) = (
@@ -211,7 +212,7 @@ fn fleet_survives_agent_redis_and_sink_outages() {
 
     // Redis killed mid-stream: the sink bans on, into its outbox.
     redis.kill();
-    sink.wait_metric("jailsink_fleet_connected", 0.0);
+    sink.wait_metric("jailsink_fleet_connected{component=\"publisher\"}", 0.0);
     fail(&[], &sink, "sshd", "192.0.2.12", 3);
     fail(&[], &sink, "sshd", "192.0.2.13", 3);
     let ok = wait_for(WAIT, || holds(&sink, "192.0.2.13"));
@@ -283,7 +284,8 @@ fn fleet_survives_agent_redis_and_sink_outages() {
         .expect("an expiry");
     let _ = sink.kill9();
     assert!(holds(&agent, "192.0.2.14") && holds(&agent, "192.0.2.10"));
-    wait_holds(&agent, "192.0.2.14", false, "expiry without the sink");
+    let ok = wait_for(Duration::from_secs(90), || !holds(&agent, "192.0.2.14"));
+    assert!(ok, "the short ban never expired on the agent");
     let expires = chrono::DateTime::parse_from_rfc3339(&expires).unwrap();
     let now = chrono::Utc::now();
     assert!(
@@ -360,14 +362,14 @@ fn activate(redis: &Redis, overrides: &[(&str, &str)]) {
 /// and a flood from one origin is withheld past max_bans_per_minute.
 #[test]
 fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
-    let redis = Redis::start(free_port(), "", &[]);
+    let redis = Redis::start("", &[]);
     let agent = Daemon::start(&agent_config(
         &redis.url(),
         "agent-h",
         "\"127.0.0.0/8\"",
         "action = \"log\"\nmax_bans_per_minute = 3",
     ));
-    agent.wait_metric("jailsink_fleet_connected", 1.0);
+    agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
     let hostile: &[&[(&str, &str)]] = &[
         &[("target", "0.0.0.0/0")],
         &[("target", "example.com")],
@@ -411,6 +413,17 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
     for i in 20..25 {
         activate(&redis, &[("target", &format!("198.51.100.{i}/32"))]);
     }
+    // An active-set member whose details name another target: skipped, counted, neither
+    // address banned.
+    activate(&redis, &[("target", "198.51.100.30/32")]);
+    let forged = serde_json::Value::Object(
+        event_fields(&[("target", "198.51.100.31/32")])
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    )
+    .to_string();
+    redis.cli(&["HSET", "t:bans", "sshd|198.51.100.30/32", &forged]);
     let fresh = Daemon::start(&agent_config(
         &redis.url(),
         "agent-h2",
@@ -425,6 +438,12 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
             "snapshot past the guard",
         );
     }
+    fresh.wait_metric("jailsink_fleet_errors_total{kind=\"malformed\"}", 1.0);
+    assert!(
+        !holds(&fresh, "198.51.100.30") && !holds(&fresh, "198.51.100.31"),
+        "{:?}",
+        banned(&fresh)
+    );
     let withheld = fresh.metric("jailsink_fleet_bans_withheld_total{origin=\"rogue\"}");
     assert!(
         matches!(withheld, None | Some(0.0)),
@@ -435,7 +454,7 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
 /// A start with a wrong password is an error naming the problem, not a retry loop.
 #[test]
 fn fleet_wrong_password_is_a_clear_error_at_start() {
-    let redis = Redis::start(free_port(), "", &[]);
+    let redis = Redis::start("", &[]);
     acl_users(&redis);
     let url = format!("redis://agent:wrong@127.0.0.1:{}/0", redis.port);
     let (code, stderr) = run_on(
@@ -451,6 +470,95 @@ fn fleet_wrong_password_is_a_clear_error_at_start() {
         !stderr.contains("wrong"),
         "the password must not be shown: {stderr}"
     );
+
+    // A sink user without a command one of its scripts calls: named at start.
+    let sink_line = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet/users.acl"),
+    )
+    .unwrap()
+    .lines()
+    .find(|l| l.starts_with("user sink "))
+    .expect("the sink user")
+    .replace("user sink ", "")
+    .replace("~jailsink:", "~t:")
+    .replace(">SINK-PASSWORD", ">weakpw")
+    .replace(" +incr", "");
+    let mut args = vec!["ACL", "SETUSER", "weak"];
+    args.extend(sink_line.split_whitespace());
+    assert_eq!(redis.cli(&args).trim(), "OK");
+    let url = format!("redis://weak:weakpw@127.0.0.1:{}/0", redis.port);
+    let text = sink_config(&url, "sink-weak", "shared_windows = true", &jails(3, 22));
+    let (code, stderr) = run_on(&text, &["run"]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("denies the sink user a command of the shared-window script"),
+        "{stderr}"
+    );
+}
+
+/// The agent's snapshot of the active set reads every page (more bans than one page holds)
+/// and takes each as it stands.
+#[test]
+fn fleet_agent_snapshot_reads_every_page() {
+    let redis = Redis::start("", &[]);
+    let now = unix_ms();
+    let n = 1200;
+    let mut zadd = vec!["ZADD".to_string(), "t:active".into()];
+    let mut hset = vec!["HSET".to_string(), "t:bans".into()];
+    for i in 0..n {
+        let target = format!("10.{}.{}.1/32", i / 250, i % 250);
+        let fields: serde_json::Map<String, serde_json::Value> = event_fields(&[
+            ("target", &target),
+            ("expires_at", &(now + 3_600_000 + i).to_string()),
+        ])
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+        let member = format!("sshd|{target}");
+        zadd.extend([(now + 3_600_000 + i).to_string(), member.clone()]);
+        hset.extend([member, serde_json::Value::Object(fields).to_string()]);
+    }
+    let zadd: Vec<&str> = zadd.iter().map(String::as_str).collect();
+    let hset: Vec<&str> = hset.iter().map(String::as_str).collect();
+    assert_eq!(redis.cli(&zadd).trim(), n.to_string());
+    redis.cli(&hset);
+    let agent = Daemon::start(&agent_config(
+        &redis.url(),
+        "agent-pages",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"",
+    ));
+    let ok = wait_for(WAIT, || banned(&agent).len() == n as usize);
+    assert!(ok, "held {} of {n}", banned(&agent).len());
+    assert!(agent.errors().is_empty(), "{:#?}", agent.errors());
+}
+
+/// A ban the agent restored from its own store is lifted when its allowlist now covers it
+/// (the allowlist grew while it was stopped), even with Redis away, and stays lifted when the
+/// active set still lists it.
+#[test]
+fn fleet_agent_lifts_restored_bans_its_allowlist_covers() {
+    let mut redis = Redis::start("", &[]);
+    let url = redis.url();
+    let text = |ignore: &str| agent_config(&url, "agent-allow", ignore, "action = \"log\"");
+    let agent = Daemon::start(&text("\"127.0.0.0/8\""));
+    agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    activate(&redis, &[("target", "198.51.100.44/32")]);
+    xadd(&redis, &[("target", "198.51.100.44/32")]);
+    wait_holds(&agent, "198.51.100.44", true, "before the allowlist grows");
+    let (_, dir) = agent.stop_keeping_dir();
+
+    redis.kill();
+    let grown = text("\"127.0.0.0/8\", \"198.51.100.44\"");
+    let agent = Daemon::start_in(dir, &grown, &[]);
+    let refused = || agent.metric("jailsink_fleet_errors_total{kind=\"allowlisted\"}");
+    agent.wait_metric("jailsink_fleet_errors_total{kind=\"allowlisted\"}", 1.0);
+    assert!(!holds(&agent, "198.51.100.44"), "{:?}", banned(&agent));
+    // Redis back, the ban still in its active set: refused again, never held.
+    redis.restart();
+    let ok = wait_for(WAIT, || refused() >= Some(2.0));
+    assert!(ok, "the snapshot's ban was not refused: {:?}", refused());
+    assert!(!holds(&agent, "198.51.100.44"), "{:?}", banned(&agent));
 }
 
 /// The GET /metrics text of a daemon running inside `ns`.
@@ -486,6 +594,13 @@ fn reaches(from: &Netns, source: &str, to: SocketAddr) -> bool {
             .connect_timeout(&to.into(), Duration::from_millis(400))
             .is_ok()
     })
+}
+
+/// Waits (bounded) until `source` reaching `to` is `want`: a ban shows in `banned --json`
+/// before the agent's action has run, and one probe may time out by chance, so every probe is
+/// a wait for the expected outcome.
+fn wait_reaches(from: &Netns, source: &str, to: SocketAddr, want: bool) -> bool {
+    wait_for(WAIT, || reaches(from, source, to) == want)
 }
 
 /// Port of the service each agent guards (the sinks' jail port).
@@ -548,15 +663,17 @@ fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
         })
         .collect();
     for &service in &services {
-        let ok = wait_for(WAIT, || reaches(&hub, "198.51.100.66", service));
+        let ok = wait_reaches(&hub, "198.51.100.66", service, true);
         assert!(ok, "the lab network does not carry {service}");
     }
 
-    let redis = Redis::start(free_port(), "198.51.100.1", &hub.prefix());
+    let redis = Redis::start("198.51.100.1", &hub.prefix());
+    // The least-privilege users of examples/fleet/users.acl, shared windows and all.
+    acl_users(&redis);
     let port = redis.port;
     let sink_text = |node: &str| {
         sink_config(
-            &format!("redis://127.0.0.1:{port}/0"),
+            &format!("redis://sink:sinkpw@127.0.0.1:{port}/0"),
             node,
             "shared_windows = true",
             &jails(4, SERVICE),
@@ -576,7 +693,7 @@ fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
                 "\"127.0.0.0/8\""
             };
             let text = agent_config(
-                &format!("redis://198.51.100.1:{port}/0"),
+                &format!("redis://agent:agentpw@198.51.100.1:{port}/0"),
                 &format!("agent-{}", i + 1),
                 ignore,
                 "action = \"nftables\"",
@@ -586,7 +703,11 @@ fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
         .collect();
     for (ns, agent) in agents_ns.iter().zip(&agents) {
         let ok = wait_for(WAIT, || {
-            metric_in(ns, agent, "jailsink_fleet_connected") == Some(1.0)
+            metric_in(
+                ns,
+                agent,
+                "jailsink_fleet_connected{component=\"follower\"}",
+            ) == Some(1.0)
         });
         assert!(ok, "agent not connected: {:#?}", agent.errors());
     }
@@ -621,12 +742,12 @@ fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
     // Every agent's kernel drops the attacker, and only the attacker.
     for (&service, agent) in services.iter().zip(&agents) {
         assert!(
-            !reaches(&hub, "198.51.100.66", service),
+            wait_reaches(&hub, "198.51.100.66", service, false),
             "{service} still reachable from the banned address: {:#?}",
             agent.errors()
         );
         assert!(
-            reaches(&hub, "198.51.100.67", service),
+            wait_reaches(&hub, "198.51.100.67", service, true),
             "{service} closed to all"
         );
     }
@@ -644,8 +765,8 @@ fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
     });
     assert!(ok, "agent-3 did not refuse the allowlisted ban");
     assert!(!holds(&agents[2], "198.51.100.77"));
-    assert!(reaches(&hub, "198.51.100.77", services[2]));
-    assert!(!reaches(&hub, "198.51.100.77", services[0]));
+    assert!(wait_reaches(&hub, "198.51.100.77", services[0], false));
+    assert!(wait_reaches(&hub, "198.51.100.77", services[2], true));
 
     // A manual unban on the sink that decided the ban lifts it on every agent.
     let fleet = hub.run(&[
@@ -672,7 +793,7 @@ fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
     assert!(said.contains(&format!("decided by {origin}")), "{said}");
     for (&service, agent) in services.iter().zip(&agents) {
         wait_holds(agent, "198.51.100.66", false, "manual unban");
-        let ok = wait_for(WAIT, || reaches(&hub, "198.51.100.66", service));
+        let ok = wait_reaches(&hub, "198.51.100.66", service, true);
         assert!(ok, "{service} still drops the unbanned address");
     }
     for daemon in sinks.iter().chain(&agents) {
@@ -737,7 +858,7 @@ fn fleet_dashboard_and_alerts_use_series_a_fleet_exports() {
         );
     }
 
-    let redis = Redis::start(free_port(), "", &[]);
+    let redis = Redis::start("", &[]);
     let sink = Daemon::start(&sink_config(&redis.url(), "sink-m", "", &jails(3, 22)));
     let agent = Daemon::start(&agent_config(
         &redis.url(),
@@ -876,7 +997,6 @@ fn fleet_over_tls_with_a_ca_file_and_a_refused_certificate() {
     let certs = tempfile::tempdir().unwrap();
     let ca = make_ca(certs.path(), "ca", true);
     let other = make_ca(certs.path(), "other", false);
-    let port = free_port();
     let path = |f: &str| certs.path().join(f).display().to_string();
     let (server_pem, server_key, ca_text) = (
         path("server.pem"),
@@ -884,14 +1004,13 @@ fn fleet_over_tls_with_a_ca_file_and_a_refused_certificate() {
         ca.display().to_string(),
     );
     let redis = Redis::start_with(
-        port,
         "",
         &[],
         &[
             "--port",
             "0",
             "--tls-port",
-            &port.to_string(),
+            "@PORT@",
             "--tls-cert-file",
             &server_pem,
             "--tls-key-file",
@@ -903,14 +1022,14 @@ fn fleet_over_tls_with_a_ca_file_and_a_refused_certificate() {
         ],
         &["--tls", "--cacert", &ca_text],
     );
-    let url = format!("rediss://127.0.0.1:{port}/0");
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
     let agent = Daemon::start(&agent_config(
         &url,
         "agent-tls",
         "\"127.0.0.0/8\"",
         &format!("action = \"log\"\ntls_ca_file = \"{ca_text}\""),
     ));
-    agent.wait_metric("jailsink_fleet_connected", 1.0);
+    agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
     xadd(
         &redis,
         &[("target", "203.0.113.5/32"), ("origin", "sink-tls")],

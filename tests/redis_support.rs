@@ -1,11 +1,12 @@
 //! A private redis-server for the fleet tests: its own port, its own directory, AOF on, RDB
 //! snapshots off, optionally inside a network namespace; killed on drop. Never the host's
-//! service.
+//! service. The port is picked free and the launch retried on a new one when another process
+//! took it first (parallel tests), and the server is checked to be this one (its directory).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{tool, wait_for};
+use crate::support::{free_port, tool, wait_for};
 
 /// A running redis-server.
 pub struct Redis {
@@ -23,16 +24,16 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Starts redis-server on 127.0.0.1:`port` (and `extra_bind`), inside the namespace
-    /// `wrapper` names (empty: here).
-    pub fn start(port: u16, extra_bind: &str, wrapper: &[&str]) -> Redis {
-        Redis::start_with(port, extra_bind, wrapper, &[], &[])
+    /// Starts redis-server on 127.0.0.1 (and `extra_bind`) on a free port, inside the
+    /// namespace `wrapper` names (empty: here).
+    pub fn start(extra_bind: &str, wrapper: &[&str]) -> Redis {
+        Redis::start_with(extra_bind, wrapper, &[], &[])
     }
 
-    /// As [`Redis::start`], with extra server arguments (e.g. TLS: `--port 0 --tls-port P`)
-    /// and the redis-cli arguments they need (`--tls --cacert ...`).
+    /// As [`Redis::start`], with extra server arguments (e.g. TLS: `--port 0 --tls-port
+    /// @PORT@`, `@PORT@` standing for the port picked) and the redis-cli arguments they need
+    /// (`--tls --cacert ...`).
     pub fn start_with(
-        port: u16,
         extra_bind: &str,
         wrapper: &[&str],
         extra: &[&str],
@@ -41,24 +42,36 @@ impl Redis {
         tool("redis-server", "redis-server");
         let mut redis = Redis {
             child: None,
-            port,
+            port: 0,
             bind: format!("127.0.0.1 {extra_bind}").trim().to_string(),
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             cli_extra: cli_extra.iter().map(|s| s.to_string()).collect(),
             dir: tempfile::tempdir().expect("temp dir"),
         };
-        redis.launch();
-        redis
+        // Another test may bind the free port between the pick and redis-server's bind:
+        // then it exits with "Address already in use" and a new port is tried.
+        for _ in 0..10 {
+            redis.port = free_port();
+            if redis.launch() {
+                return redis;
+            }
+        }
+        panic!("redis-server found no free port: {}", redis.log());
     }
 
-    fn launch(&mut self) {
+    /// Runs redis-server on `self.port` until it answers as this server; false when the port
+    /// was taken by another process first.
+    fn launch(&mut self) -> bool {
+        let log = self.dir.path().join("redis.log");
+        let _ = std::fs::remove_file(&log);
+        let port = self.port.to_string();
         let mut argv = self.wrapper.clone();
         argv.extend(
             [
                 "redis-server",
                 "--port",
-                &self.port.to_string(),
+                &port,
                 "--bind",
                 &self.bind,
                 "--dir",
@@ -78,7 +91,7 @@ impl Redis {
             ]
             .map(String::from),
         );
-        argv.extend(self.extra.iter().cloned());
+        argv.extend(self.extra.iter().map(|a| a.replace("@PORT@", &port)));
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
@@ -87,10 +100,30 @@ impl Redis {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"));
         self.child = Some(child);
+        // Up when the server on the port is this one (its directory), or gone when it
+        // could not bind.
+        let dir = self.dir.path().display().to_string();
+        let mut exited = false;
         let up = wait_for(Duration::from_secs(10), || {
-            self.try_cli(&["PING"]).is_some_and(|r| r.trim() == "PONG")
+            exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            exited
+                || self
+                    .try_cli(&["CONFIG", "GET", "dir"])
+                    .is_some_and(|r| r.lines().any(|l| l.trim() == dir))
         });
-        assert!(up, "redis-server did not answer PING: {}", self.log());
+        if exited && self.log().contains("Address already in use") {
+            self.child = None;
+            return false;
+        }
+        assert!(
+            up && !exited,
+            "redis-server did not answer as itself: {}",
+            self.log()
+        );
+        true
     }
 
     /// The server's log, for failure messages.
@@ -128,10 +161,11 @@ impl Redis {
         }
     }
 
-    /// Starts it again on the same port and directory.
+    /// Starts it again on the same port and directory (clients are configured with it).
     pub fn restart(&mut self) {
         self.kill();
-        self.launch();
+        let ok = wait_for(Duration::from_secs(10), || self.launch());
+        assert!(ok, "port {} stays taken: {}", self.port, self.log());
     }
 }
 

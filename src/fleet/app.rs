@@ -48,7 +48,17 @@ impl Fleet {
         fleet: &FleetConfig,
         jails: &[JailSpec],
     ) -> Result<Fleet, FleetError> {
-        metrics::fleet_init();
+        let mut components = Vec::new();
+        if fleet.role.publishes() {
+            components.push("publisher");
+            if fleet.shared_windows {
+                components.push("windows");
+            }
+        }
+        if fleet.role.follows() {
+            components.push("follower");
+        }
+        metrics::fleet_init(&components);
         let client = super::check(fleet).await?;
         Ok(Fleet {
             config: Arc::new(fleet.clone()),

@@ -29,8 +29,9 @@ use crate::metrics::{self, JailMetrics};
 const READ_COUNT: usize = 1000;
 /// Longest a blocking read waits before the agent looks at its deadlines and heartbeat.
 const BLOCK: Duration = Duration::from_millis(500);
-/// Members read from the active set per call while taking the snapshot.
-const SNAPSHOT_CHUNK: usize = 5000;
+/// Members asked of the active set per ZSCAN call while taking the snapshot (a hint Redis
+/// follows roughly; small enough that a test's thousand bans take several pages).
+const SNAPSHOT_CHUNK: usize = 500;
 /// The storm guard's window.
 const STORM_WINDOW: Duration = Duration::from_secs(60);
 /// Most fleet bans held at once (the active set could be fed by a sink gone wrong).
@@ -211,7 +212,9 @@ impl Follower {
         let now = super::now_ms();
         let mut by_jail: HashMap<String, Vec<FleetEvent>> = HashMap::new();
         for event in stored {
-            if event.expires_at.is_some_and(|e| e <= now) {
+            // Expired, or covering the allowlist as it is now (it may have grown since the
+            // ban was stored): dropped from the store and not applied again.
+            if event.expires_at.is_some_and(|e| e <= now) || follower.allowlisted(&event) {
                 follower
                     .changes
                     .push(Change::Drop(event.jail.clone(), event.target));
@@ -232,6 +235,21 @@ impl Follower {
             follower.stats.last_id = id.clone();
         }
         follower
+    }
+
+    /// True (counted and logged) when the ban would cover this node's allowlist for its jail
+    /// (the local jail's `ignoreip`/`ignoreself`, or the defaults').
+    fn allowlisted(&self, event: &FleetEvent) -> bool {
+        let ignore = self
+            .jails
+            .get(&event.jail)
+            .map_or(&self.config.ignore, |j| &j.ignore);
+        if !overlaps(ignore, event.target) {
+            return false;
+        }
+        metrics::fleet_errors("allowlisted").increment(1);
+        tracing::warn!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: ban of an allowlisted address refused");
+        true
     }
 
     /// The actions of fleet bans of the event's jail: the local jail's, or `[fleet] action`
@@ -386,6 +404,14 @@ impl Follower {
             }
             Op::Ban => {
                 let key = (event.jail.clone(), event.target);
+                // Before anything else, even a ban already held (restored, or held before the
+                // allowlist changed): no fleet ban ever covers this node's own allowlist.
+                if self.allowlisted(&event) {
+                    if self.held.contains_key(&key) {
+                        self.lift(&event.jail, event.target).await;
+                    }
+                    return;
+                }
                 if let Some(h) = self.held.get(&key) {
                     if h.event.banned_at == event.banned_at
                         && h.event.expires_at == event.expires_at
@@ -394,15 +420,6 @@ impl Follower {
                     }
                 }
                 if remaining_or_permanent(&event).is_none() {
-                    return;
-                }
-                let ignore = self
-                    .jails
-                    .get(&event.jail)
-                    .map_or(&self.config.ignore, |j| &j.ignore);
-                if overlaps(ignore, event.target) {
-                    metrics::fleet_errors("allowlisted").increment(1);
-                    tracing::warn!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: ban of an allowlisted address refused");
                     return;
                 }
                 if !self.held.contains_key(&key) && self.held.len() >= MAX_HELD {
@@ -477,50 +494,63 @@ impl Follower {
             .into_iter()
             .next()
             .map_or_else(|| "0-0".to_string(), |(id, _)| id);
+        // One `now` for the whole snapshot, and ZSCAN, which returns every member present
+        // from start to end of the scan however the set changes meanwhile (paging a score
+        // range by offset skips members when earlier ones expire between pages). Duplicates
+        // fall together in `wanted`; members added during the scan come from the stream,
+        // which is followed from `head`, read before.
+        let now = super::now_ms() as f64;
         let mut wanted: HashMap<(String, IpNetwork), FleetEvent> = HashMap::new();
-        let mut offset = 0;
+        let mut complete = true;
+        let mut cursor: u64 = 0;
         loop {
-            let members: Vec<String> = redis::cmd("ZRANGE")
+            let (next, page): (u64, Vec<(String, f64)>) = redis::cmd("ZSCAN")
                 .arg(&self.keys.active)
-                .arg(format!("({}", super::now_ms()))
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(offset)
+                .arg(cursor)
+                .arg("COUNT")
                 .arg(SNAPSHOT_CHUNK)
                 .query_async(conn)
                 .await?;
-            if members.is_empty() {
-                break;
-            }
-            offset += members.len();
-            let details: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(&self.keys.details)
-                .arg(&members)
-                .query_async(conn)
-                .await?;
-            for text in details.into_iter().flatten() {
-                match FleetEvent::from_json(&text) {
-                    Ok(e) if e.op == Op::Ban => {
+            let members: Vec<String> = page
+                .into_iter()
+                .filter(|(_, expires)| *expires > now)
+                .map(|(m, _)| m)
+                .collect();
+            if !members.is_empty() {
+                let details: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(&self.keys.details)
+                    .arg(&members)
+                    .query_async(conn)
+                    .await?;
+                for (member, text) in members.iter().zip(details) {
+                    if let Some(e) = text.and_then(|t| wanted_ban(member, &t)) {
                         wanted.insert((e.jail.clone(), e.target), e);
-                    }
-                    Ok(_) => metrics::fleet_errors("malformed").increment(1),
-                    Err(error) => {
-                        metrics::fleet_errors("malformed").increment(1);
-                        tracing::warn!(%error, "fleet: malformed active-set entry skipped");
                     }
                 }
             }
-            if members.len() < SNAPSHOT_CHUNK || wanted.len() >= MAX_HELD {
+            if wanted.len() >= MAX_HELD {
+                complete = false;
+                break;
+            }
+            cursor = next;
+            if cursor == 0 {
                 break;
             }
         }
-        let stale: Vec<(String, IpNetwork)> = self
-            .held
-            .keys()
-            .filter(|k| !wanted.contains_key(*k))
-            .cloned()
-            .collect();
+        // Bans are lifted as stale only against a whole snapshot.
+        let stale: Vec<(String, IpNetwork)> = if complete {
+            self.held
+                .keys()
+                .filter(|k| !wanted.contains_key(*k))
+                .cloned()
+                .collect()
+        } else {
+            tracing::warn!(
+                max = MAX_HELD,
+                "fleet: active set larger than the most bans held; nothing lifted as stale"
+            );
+            Vec::new()
+        };
         let (lifted, before) = (stale.len(), self.held.len());
         for (jail, target) in stale {
             self.lift(&jail, target).await;
@@ -684,6 +714,25 @@ pub fn entries(list: &Value) -> Vec<(String, HashMap<String, String>)> {
         .collect()
 }
 
+/// The ban an active-set entry stands for: its details, when they are a valid ban of the
+/// member's own jail and target; otherwise counted as malformed (a writer with access to the
+/// details must not make an agent ban something else than the set names).
+fn wanted_ban(member: &str, details: &str) -> Option<FleetEvent> {
+    match FleetEvent::from_json(details) {
+        Ok(e) if e.op == Op::Ban && e.member() == member => Some(e),
+        Ok(e) => {
+            metrics::fleet_errors("malformed").increment(1);
+            tracing::warn!(%member, jail = %e.jail, target = %e.target, "fleet: active-set details do not match their member; skipped");
+            None
+        }
+        Err(error) => {
+            metrics::fleet_errors("malformed").increment(1);
+            tracing::warn!(%error, %member, "fleet: malformed active-set entry skipped");
+            None
+        }
+    }
+}
+
 fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
@@ -702,7 +751,13 @@ pub async fn run(
     let mut backoff = Backoff::default();
     let config = follower.config.clone();
     let keys = follower.keys.clone();
+    let mut first = true;
     'connect: while !shutdown.is_cancelled() {
+        // Every reconnect waits out the back-off first, whatever failed (connect, reconcile,
+        // heartbeat or read): a Redis that accepts connections and then fails is not hammered.
+        if !std::mem::take(&mut first) && !pause(&mut follower, &mut backoff, &shutdown).await {
+            break;
+        }
         // Reads block for BLOCK; the response bound leaves room for that.
         let connected = async {
             let reader = super::connect(&client, Some(super::RESPONSE_TIMEOUT + BLOCK)).await?;
@@ -712,15 +767,9 @@ pub async fn run(
         let (mut reader, mut other) = match connected.await {
             Ok(c) => c,
             Err(error) => {
-                metrics::fleet_connected().set(0.0);
+                metrics::fleet_connected("follower").set(0.0);
                 metrics::fleet_errors("redis").increment(1);
                 tracing::debug!(%error, "fleet: Redis unreachable");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff.wait()) => {}
-                    _ = sleep_until(follower.deadlines.first().map(|d| d.0)) => follower.expire_due().await,
-                }
-                follower.flush();
                 continue;
             }
         };
@@ -731,8 +780,7 @@ pub async fn run(
                 continue;
             }
         };
-        metrics::fleet_connected().set(1.0);
-        backoff.reset();
+        metrics::fleet_connected("follower").set(1.0);
         tracing::info!(redis = %config.redis_shown(), "fleet: connected, following");
         let mut beat_at = Instant::now();
         loop {
@@ -761,7 +809,11 @@ pub async fn run(
             tokio::select! {
                 _ = shutdown.cancelled() => break 'connect,
                 read = follower.follow(&mut reader, position.clone()) => match read {
-                    Ok(p) => position = p,
+                    Ok(p) => {
+                        // A read went through: the connection works, back-off starts small.
+                        position = p;
+                        backoff.reset();
+                    }
                     Err(error) => {
                         lost(&error);
                         continue 'connect;
@@ -775,6 +827,25 @@ pub async fn run(
     follower.finish()
 }
 
+/// Waits out the back-off before a reconnect, lifting bans that fall due meanwhile; false on
+/// shutdown.
+async fn pause(
+    follower: &mut Follower,
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+) -> bool {
+    let until = tokio::time::Instant::now() + backoff.wait();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep_until(until) => break,
+            _ = sleep_until(follower.deadlines.first().map(|d| d.0)) => follower.expire_due().await,
+        }
+    }
+    follower.flush();
+    true
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -783,7 +854,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 fn lost(error: &redis::RedisError) {
-    metrics::fleet_connected().set(0.0);
+    metrics::fleet_connected("follower").set(0.0);
     metrics::fleet_errors("redis").increment(1);
     tracing::warn!(%error, "fleet: Redis connection lost; bans held, reconnecting");
 }

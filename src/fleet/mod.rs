@@ -55,6 +55,18 @@ pub enum FleetError {
         /// What Redis or TLS said.
         reason: redis::RedisError,
     },
+    /// The ACL user lacks a command or key its role needs (found at start, by trying each).
+    #[error("fleet: Redis at {url} denies the {role} user {what}: {reason} (grant what examples/fleet/users.acl grants)")]
+    NoPermission {
+        /// The URL, password hidden.
+        url: String,
+        /// This node's role.
+        role: &'static str,
+        /// Which of its commands (a script names no command in its error).
+        what: &'static str,
+        /// What Redis said (NOPERM, naming the command or key).
+        reason: redis::RedisError,
+    },
     /// Redis did not answer (down, or unreachable from here).
     #[error("fleet: cannot reach Redis at {url}: {reason}")]
     Unreachable {
@@ -203,37 +215,19 @@ pub async fn check(config: &FleetConfig) -> Result<redis::Client, FleetError> {
     };
     match connect(&client, Some(RESPONSE_TIMEOUT)).await {
         Ok(mut conn) => {
-            // The commands each role needs, so a missing ACL permission shows up now.
-            let keys = Keys::new(&config.prefix);
-            let probe: redis::RedisResult<()> = async {
-                let _: Option<String> = redis::cmd("HGET")
-                    .arg(&keys.nodes)
-                    .arg(&config.node)
-                    .query_async(&mut conn)
-                    .await?;
-                if config.role.publishes() {
-                    let _: () = redis::cmd("HSET")
-                        .arg(&keys.nodes)
-                        .arg(&config.node)
-                        .arg(heartbeat_json(config, &NodeStats::default()))
-                        .query_async(&mut conn)
-                        .await?;
-                }
-                let _: redis::Value = redis::cmd("XREVRANGE")
-                    .arg(&keys.stream)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut conn)
-                    .await?;
-                Ok(())
-            }
-            .await;
-            match probe {
+            // Every command each role sends, tried harmlessly (on the real keys where it
+            // changes nothing, else on `<prefix>:probe`, which nothing uses), so a missing
+            // ACL permission shows up now and not as a retry loop later.
+            match probe(&mut conn, config).await {
                 Ok(()) => Ok(client),
-                Err(e) if is_transient(&e) => Ok(client),
-                Err(e) => Err(refused(e)),
+                Err((_, e)) if is_transient(&e) => Ok(client),
+                Err((what, e)) if denied(&e) => Err(FleetError::NoPermission {
+                    url: config.redis_shown(),
+                    role: config.role.as_str(),
+                    what,
+                    reason: e,
+                }),
+                Err((_, e)) => Err(refused(e)),
             }
         }
         Err(e) if is_transient(&e) => {
@@ -242,6 +236,132 @@ pub async fn check(config: &FleetConfig) -> Result<redis::Client, FleetError> {
         }
         Err(e) => Err(refused(e)),
     }
+}
+
+/// True for an ACL refusal: NOPERM, or the error a script gets when one of its `redis.call`s
+/// is refused.
+fn denied(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+        || error.to_string().contains("can't run this command")
+}
+
+/// A command a node's role needs: what [`probe`] tried.
+const COMMANDS: &str = "a command its role needs";
+/// What the prune script runs.
+const PRUNE_COMMANDS: &str =
+    "a command of the prune script (EVALSHA, SCRIPT LOAD, ZRANGEBYSCORE ZREM HDEL)";
+/// What the shared-window script runs.
+const WINDOW_COMMANDS: &str = "a command of the shared-window script (EVALSHA, SCRIPT LOAD, \
+    TIME EXISTS RPUSH LLEN LTRIM LINDEX DEL SET INCR PEXPIRE)";
+
+/// Sends each command `config`'s role uses, so that none is denied later: reads on the real
+/// keys, writes that change nothing (XX, NOMKSTREAM, absent members), the heartbeat, and for
+/// sinks both scripts loaded and run (the windows script on `<prefix>:probe:*` keys that
+/// expire within a millisecond), since Redis checks the ACL on each `redis.call` too.
+async fn probe(
+    conn: &mut MultiplexedConnection,
+    config: &FleetConfig,
+) -> Result<(), (&'static str, redis::RedisError)> {
+    let keys = Keys::new(&config.prefix);
+    let scratch = format!("{}:probe", config.prefix);
+    let absent = "\u{0}probe";
+    let mut pipe = redis::pipe();
+    pipe.cmd("HGET").arg(&keys.nodes).arg(&config.node).ignore();
+    pipe.cmd("HSET")
+        .arg(&keys.nodes)
+        .arg(&config.node)
+        .arg(heartbeat_json(config, &NodeStats::default()))
+        .ignore();
+    pipe.cmd("XREVRANGE")
+        .arg(&keys.stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .ignore();
+    pipe.cmd("XLEN").arg(&keys.stream).ignore();
+    pipe.cmd("ZRANGE").arg(&keys.active).arg(0).arg(0).ignore();
+    pipe.cmd("ZCOUNT")
+        .arg(&keys.active)
+        .arg("-inf")
+        .arg("+inf")
+        .ignore();
+    pipe.cmd("HMGET").arg(&keys.details).arg(absent).ignore();
+    pipe.cmd("HVALS").arg(&scratch).ignore();
+    if config.role.follows() {
+        pipe.cmd("ZSCAN")
+            .arg(&keys.active)
+            .arg(0)
+            .arg("COUNT")
+            .arg(1)
+            .ignore();
+        pipe.cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&keys.stream)
+            .arg("$")
+            .ignore();
+    }
+    if config.role.publishes() {
+        pipe.cmd("XADD")
+            .arg(&scratch)
+            .arg("NOMKSTREAM")
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(1)
+            .arg("*")
+            .arg("probe")
+            .arg(1)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(&keys.active)
+            .arg("XX")
+            .arg(0)
+            .arg(absent)
+            .ignore();
+        pipe.cmd("ZREM").arg(&keys.active).arg(absent).ignore();
+        pipe.cmd("HDEL").arg(&keys.details).arg(absent).ignore();
+        pipe.cmd("HGET").arg(&keys.details).arg(absent).ignore();
+        pipe.cmd("DEL").arg(&scratch).ignore();
+        pipe.cmd("MULTI").ignore();
+        pipe.cmd("EXEC").ignore();
+    }
+    let () = pipe.query_async(conn).await.map_err(|e| (COMMANDS, e))?;
+    if config.role.publishes() {
+        // Loaded, then run: the prune script on nothing expired, the windows script on one
+        // failure that decides at once (every command it has), on short-lived scratch keys.
+        let prune = redis::Script::new(publish::PRUNE);
+        let pruned: redis::RedisResult<u64> = async {
+            prune.load_async(conn).await?;
+            prune
+                .key(&keys.active)
+                .key(&keys.details)
+                .arg(0)
+                .invoke_async(conn)
+                .await
+        }
+        .await;
+        pruned.map_err(|e| (PRUNE_COMMANDS, e))?;
+        let windows = redis::Script::new(windows::SCRIPT);
+        let counted: redis::RedisResult<redis::Value> = async {
+            windows.load_async(conn).await?;
+            windows
+                .key(format!("{scratch}:win"))
+                .key(format!("{scratch}:decided"))
+                .key(format!("{scratch}:count"))
+                .arg(1)
+                .arg(1)
+                .arg(1)
+                .arg(1)
+                .arg(1)
+                .invoke_async(conn)
+                .await
+        }
+        .await;
+        counted.map_err(|e| (WINDOW_COMMANDS, e))?;
+    }
+    Ok(())
 }
 
 /// Opens a connection of the fleet's own to the state database (outbox, agent store): WAL,

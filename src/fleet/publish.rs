@@ -24,9 +24,12 @@ use crate::state::{Outbox, StateOp};
 /// Most events written to Redis in one MULTI.
 const BATCH: usize = 512;
 
+/// Most expired bans one prune call lifts (short calls: a script blocks Redis while it runs).
+const PRUNE_BATCH: u64 = 1000;
+
 /// Lifts expired bans from the active set: members scored (expiry, Unix ms) at or before
-/// ARGV[1], at most 1,000 a call, with their details.
-const PRUNE: &str = r"
+/// ARGV[1], at most [`PRUNE_BATCH`] a call, with their details.
+pub(crate) const PRUNE: &str = r"
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
 if #gone > 0 then
   redis.call('ZREM', KEYS[1], unpack(gone))
@@ -408,7 +411,16 @@ pub async fn run(
     let prune = redis::Script::new(PRUNE);
     let mut backoff = Backoff::default();
     let mut stats = NodeStats::default();
+    let mut first = true;
     'connect: while !shutdown.is_cancelled() {
+        // Every reconnect waits out the back-off first, whatever failed (connect, publish,
+        // heartbeat or prune): a Redis that accepts connections and then fails is not hammered.
+        if !std::mem::take(&mut first) {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff.wait()) => {}
+            }
+        }
         if let Some(n) = blocking(&table, OutboxTable::len).await {
             stats.outbox = n;
             metrics::fleet_outbox().set(n as f64);
@@ -416,20 +428,26 @@ pub async fn run(
         let mut conn = match super::connect(&client, Some(super::RESPONSE_TIMEOUT)).await {
             Ok(c) => c,
             Err(error) => {
-                metrics::fleet_connected().set(0.0);
+                metrics::fleet_connected("publisher").set(0.0);
                 metrics::fleet_errors("redis").increment(1);
                 tracing::debug!(%error, "fleet: Redis unreachable");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff.wait()) => continue 'connect,
-                }
+                continue 'connect;
             }
         };
-        metrics::fleet_connected().set(1.0);
-        backoff.reset();
+        metrics::fleet_connected("publisher").set(1.0);
         tracing::info!(redis = %config.redis_shown(), outbox = stats.outbox, "fleet: connected, publishing");
-        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        // Heartbeat and prune run on their own clock, between batches too: a long outbox
+        // replay neither silences the heartbeat nor leaves expired bans in the active set.
+        let mut chores_at = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= chores_at {
+                chores_at = tokio::time::Instant::now() + HEARTBEAT_EVERY;
+                if let Err(error) = chores(&mut conn, &keys, &config, &stats, &prune).await {
+                    lost(&error);
+                    continue 'connect;
+                }
+                backoff.reset();
+            }
             let Some(rows) = blocking(&table, |t| t.oldest(BATCH)).await else {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -437,6 +455,8 @@ pub async fn run(
             if let Some(&(last, _)) = rows.last() {
                 match publish(&mut conn, &keys, &config, &rows).await {
                     Ok(ops) => {
+                        // Published: the connection works, back-off starts small again.
+                        backoff.reset();
                         for op in ops {
                             metrics::fleet_published(op.as_str()).increment(1);
                         }
@@ -456,27 +476,39 @@ pub async fn run(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = wake.notified() => {}
-                _ = tick.tick() => {
-                    let beat = super::beat(&mut conn, &keys, &config, &stats).await;
-                    let pruned = prune
-                        .key(&keys.active)
-                        .key(&keys.details)
-                        .arg(super::now_ms())
-                        .invoke_async::<u64>(&mut conn)
-                        .await;
-                    if let Err(error) = beat.and(pruned.map(drop)) {
-                        lost(&error);
-                        continue 'connect;
-                    }
-                }
+                _ = tokio::time::sleep_until(chores_at) => {}
             }
+        }
+    }
+}
+
+/// The heartbeat, then expired bans pruned from the active set until none is left (each
+/// script call lifts at most [`PRUNE_BATCH`]).
+async fn chores(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    config: &FleetConfig,
+    stats: &NodeStats,
+    prune: &redis::Script,
+) -> redis::RedisResult<()> {
+    super::beat(conn, keys, config, stats).await?;
+    let now = super::now_ms();
+    loop {
+        let pruned: u64 = prune
+            .key(&keys.active)
+            .key(&keys.details)
+            .arg(now)
+            .invoke_async(conn)
+            .await?;
+        if pruned < PRUNE_BATCH {
+            return Ok(());
         }
     }
 }
 
 /// Logs and counts a lost connection.
 fn lost(error: &redis::RedisError) {
-    metrics::fleet_connected().set(0.0);
+    metrics::fleet_connected("publisher").set(0.0);
     metrics::fleet_errors("redis").increment(1);
     tracing::warn!(%error, "fleet: Redis connection lost; events wait in the outbox");
 }

@@ -234,7 +234,7 @@ pub(crate) async fn run(
             match super::connect(&client, Some(super::RESPONSE_TIMEOUT)).await {
                 Ok(mut c) => match script.load_async(&mut c).await {
                     Ok(_) => {
-                        backoff.reset();
+                        metrics::fleet_connected("windows").set(1.0);
                         conn = Some(c);
                         if falling_back {
                             falling_back = false;
@@ -286,6 +286,8 @@ pub(crate) async fn run(
                     });
                 match counted {
                     Ok(results) => {
+                        // Counted: the connection works, back-off starts small again.
+                        backoff.reset();
                         let outcomes = shared
                             .into_iter()
                             .zip(results)
@@ -307,7 +309,7 @@ pub(crate) async fn run(
                     }
                     Err(error) => {
                         metrics::fleet_errors("redis").increment(1);
-                        metrics::fleet_connected().set(0.0);
+                        metrics::fleet_connected("windows").set(0.0);
                         tracing::warn!(%error, "fleet: shared windows unavailable; counting locally until Redis is back");
                         falling_back = true;
                         conn = None;
