@@ -843,7 +843,6 @@ fn fleet_dashboard_and_alerts_use_series_a_fleet_exports() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("SUCCESS"), "{text}");
-    let rules = std::fs::read_to_string(dir.join("jailsink-fleet-alerts.yml")).unwrap();
     let tests = std::fs::read_to_string(dir.join("jailsink-fleet-alerts_test.yml")).unwrap();
     for alert in [
         "JailsinkFleetDisconnected",
@@ -869,19 +868,14 @@ fn fleet_dashboard_and_alerts_use_series_a_fleet_exports() {
     // One ban through the fleet, so the labelled series (origin) and the histogram exist.
     fail(&[], &sink, "sshd", "192.0.2.50", 3);
     wait_holds(&agent, "192.0.2.50", true, "one fleet ban");
-    let mut exported = std::collections::BTreeSet::new();
-    for scrape in [sink.scrape(), agent.scrape()] {
-        for line in scrape.lines().filter(|l| !l.starts_with('#')) {
-            exported.insert(line.split(['{', ' ']).next().unwrap_or("").to_string());
-        }
-    }
+    let mut exported = crate::observe::exported_names(&sink.scrape());
+    exported.extend(crate::observe::exported_names(&agent.scrape()));
     let mut exprs: Vec<String> = crate::observe::dashboard_exprs();
     exprs.extend(crate::grafana::grafana_rule_queries());
     exprs.extend(
-        rules
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("expr: "))
-            .map(str::to_string),
+        crate::grafana::prometheus_alerts()
+            .into_iter()
+            .map(|r| r.expr),
     );
     let mut used = std::collections::BTreeSet::new();
     for expr in &exprs {

@@ -228,6 +228,15 @@ pub(crate) fn dashboard_exprs() -> Vec<String> {
     exprs
 }
 
+/// The metric names a scrape exports (its sample lines' names).
+pub(crate) fn exported_names(scrape: &str) -> BTreeSet<String> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
+        .collect()
+}
+
 /// Every expression of the alert rules: Prometheus's, and the queries of Grafana's.
 fn alert_exprs() -> Vec<String> {
     let prometheus = crate::grafana::prometheus_alerts()
@@ -246,11 +255,7 @@ fn dashboard_and_alert_queries_use_metrics_a_real_scrape_has() {
         !scrape.contains("f2b_"),
         "fail2ban names are off by default"
     );
-    let mut exported: BTreeSet<String> = BTreeSet::new();
-    for line in scrape.lines().filter(|l| !l.starts_with('#')) {
-        let name = line.split(['{', ' ']).next().unwrap_or("");
-        exported.insert(name.to_string());
-    }
+    let exported = exported_names(&scrape);
     let dashboard = dashboard_exprs();
     let alerts = alert_exprs();
     assert!(dashboard.len() >= 16 && alerts.len() >= 16);

@@ -177,7 +177,8 @@ pub(crate) fn entry(b: BanInfo) -> BanEntry {
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
+/// A wall-clock time as the CLI and `banned --json` show it.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 

@@ -243,8 +243,7 @@ pub(crate) fn add_origins(
         return;
     };
     let rfc = |ms: u64| {
-        chrono::DateTime::<chrono::Utc>::from(std::time::UNIX_EPOCH + Duration::from_millis(ms))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        crate::control::translate::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms))
     };
     bans.extend(
         held.values()
