@@ -17,7 +17,8 @@
 //!   firewall (agent), shared windows.
 //! - [`action`]: bans applied off the hot path (iptables, nftables, ipset, command, log), chosen
 //!   by `action::ActionKind`.
-//! - Leaves: [`address`] (parsing, normalising, showing addresses and networks) and [`metrics`]
+//! - Leaves: [`address`] (parsing, normalising, showing addresses and networks), `duration`
+//!   (durations as operators write them) and [`metrics`]
 //!   (every metric defined once, and the /metrics responder).
 //! - [`config`]: TOML parsed, then compiled with every error reported at once, into the pieces
 //!   each module takes; `config::filter_file` is the one filter-file loader.
@@ -38,6 +39,7 @@ pub mod address;
 pub mod app;
 pub mod config;
 pub mod control;
+mod duration;
 pub mod filter;
 pub mod fleet;
 pub mod import;

@@ -1002,21 +1002,16 @@ fn duration(raw: Option<&RawDuration>, default: &str) -> Result<Option<Duration>
         Some(RawDuration::Seconds(-1)) => Ok(None),
         Some(RawDuration::Seconds(s)) if *s >= 0 => Ok(Some(Duration::from_secs(*s as u64))),
         Some(RawDuration::Seconds(s)) => Err(BadValue::NegativeSeconds(*s)),
-        Some(RawDuration::Text(t)) => match t.trim() {
-            "-1" | "permanent" => Ok(None),
-            t => {
-                if let Ok(secs) = t.parse::<u64>() {
-                    return Ok(Some(Duration::from_secs(secs)));
-                }
-                humantime::parse_duration(t)
-                    .map(Some)
-                    .map_err(|reason| BadValue::Duration {
-                        text: t.to_string(),
-                        reason,
-                    })
-            }
-        },
+        Some(RawDuration::Text(t)) => duration_text(t),
     }
+}
+
+/// A duration written as text (see [`crate::duration::parse`]).
+fn duration_text(text: &str) -> Result<Option<Duration>, BadValue> {
+    crate::duration::parse(text).map_err(|reason| BadValue::Duration {
+        text: text.trim().to_string(),
+        reason,
+    })
 }
 
 /// Port names resolved through /etc/services so a typo fails at `check`, not at ban time.

@@ -123,16 +123,10 @@ fn parse_bantime(text: Option<&str>) -> Result<Option<Option<Duration>>, NotAQue
     let Some(text) = text.map(str::trim) else {
         return Ok(None);
     };
-    if text == "permanent" || text == "-1" {
-        return Ok(Some(None));
-    }
-    let parsed = match text.parse::<u64>() {
-        Ok(secs) => Ok(Duration::from_secs(secs)),
-        Err(_) => humantime::parse_duration(text),
-    };
-    match parsed {
-        Ok(d) if !d.is_zero() => Ok(Some(Some(d))),
-        Ok(_) => Err(NotAQuery::ZeroBantime),
+    match crate::duration::parse(text) {
+        Ok(None) => Ok(Some(None)),
+        Ok(Some(d)) if !d.is_zero() => Ok(Some(Some(d))),
+        Ok(Some(_)) => Err(NotAQuery::ZeroBantime),
         Err(_) => Err(NotAQuery::Bantime(text.to_string())),
     }
 }
