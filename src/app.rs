@@ -316,7 +316,11 @@ struct Restored {
 /// counted, and the daemon bans in memory rather than not at all.
 fn open_state(config: &Config) -> Restored {
     match State::open(&config.state_path) {
-        Ok(db) => {
+        Ok(mut db) => {
+            if let Err(error) = db.keep_history(config.history_days) {
+                metrics::state_errors().increment(1);
+                tracing::error!(%error, "cannot prune ban history");
+            }
             let bans = db.active_bans().unwrap_or_else(|error| {
                 metrics::state_errors().increment(1);
                 tracing::error!(%error, "cannot read active bans");
@@ -693,6 +697,10 @@ async fn reload(
                 || current.control_group != next.control_group,
         ),
         ("[state] path", current.state_path != next.state_path),
+        (
+            "[state] history_days",
+            current.history_days != next.history_days,
+        ),
     ] {
         if changed {
             tracing::warn!("{what} changed: it takes effect at the next restart");

@@ -40,6 +40,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 mod duration;
+pub mod evidence;
 pub mod filter;
 pub mod fleet;
 pub mod import;

@@ -11,9 +11,11 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use jailsink::control::client;
+use std::io::Write;
+
 use jailsink::control::list::{self, ListOrder};
 use jailsink::control::proto::{Reply, Request, Response};
+use jailsink::control::{client, explain};
 use jailsink::{app, config, regex_tool};
 
 /// sysexits.h EX_CONFIG: the configuration is wrong.
@@ -142,6 +144,24 @@ enum Command {
         /// The fleet's active bans, from Redis, with origin and host names.
         #[arg(long)]
         fleet: bool,
+    },
+    /// Why an address is or was banned: per jail, the failures counted now, the active ban
+    /// with the lines that decided it, and past bans (also of networks holding the address).
+    Why {
+        /// The IPv4 or IPv6 address.
+        addr: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream every message routed to the jails (or one jail) with what became of it
+    /// (matched, ignored, missed), and every ban and unban, until interrupted.
+    Tail {
+        /// Only this jail.
+        jail: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-read config and filters.
     Reload,
@@ -275,6 +295,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => fleet_command(&cli.config, FleetQuery::Banned(jail), json),
         Command::Banned { jail, json, .. } => control(&cli.config, Request::Banned { jail }, json),
         Command::Reload => control(&cli.config, Request::Reload, false),
+        Command::Why { addr, json } => control(&cli.config, Request::Why { addr }, json),
+        Command::Tail { jail, json } => tail(&cli.config, jail, json),
         Command::ImportFail2ban { dir } => {
             let text = jailsink::import::import_fail2ban(&dir)?;
             print!("{text}");
@@ -365,6 +387,10 @@ fn ban_list(
 /// Sends one request to the daemon and prints the answer, human or JSON.
 fn control(config_path: &Path, request: Request, json: bool) -> anyhow::Result<ExitCode> {
     let socket = control_socket(config_path)?;
+    let asked = match &request {
+        Request::Why { addr } => addr.clone(),
+        _ => String::new(),
+    };
     let response = match client::call(&socket, &request) {
         Ok(r) => r,
         Err(error) => {
@@ -386,6 +412,7 @@ fn control(config_path: &Path, request: Request, json: bool) -> anyhow::Result<E
             Reply::Banned { bans } => serde_json::to_value(bans)?,
             Reply::Done { message } => serde_json::json!({ "message": message }),
             Reply::Applied(summary) => serde_json::to_value(summary)?,
+            Reply::Why { jails } => serde_json::json!({ "addr": asked, "jails": jails }),
         };
         println!("{value}");
         return Ok(ExitCode::SUCCESS);
@@ -421,8 +448,31 @@ fn control(config_path: &Path, request: Request, json: bool) -> anyhow::Result<E
         }
         Reply::Done { message } => println!("{message}"),
         Reply::Applied(summary) => println!("{}", serde_json::to_string(&summary)?),
+        Reply::Why { jails } => print!("{}", explain::show_why(&asked, &jails)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tail`: prints the daemon's event stream, text or JSON lines, until interrupted.
+fn tail(config_path: &Path, jail: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let socket = control_socket(config_path)?;
+    let mut out = std::io::stdout().lock();
+    let printed = explain::tail(&socket, jail, |event| {
+        let line = if json {
+            serde_json::to_string(event).unwrap_or_default()
+        } else {
+            event.show()
+        };
+        // A closed stdout (`| head`) ends the stream.
+        writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+    });
+    match printed {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            eprintln!("jailsink: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// What `--fleet` asks Redis.

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::action::ActionCommand;
 use crate::action::BanOrder;
 use crate::address::show_target;
+use crate::evidence::{tail, Line};
 
 /// Operations waiting for the writer before it blocks the jail task.
 pub(crate) const QUEUE_DEPTH: usize = 16_384;
@@ -49,6 +50,40 @@ CREATE TABLE IF NOT EXISTS fleet_outbox (
     event TEXT    NOT NULL                     -- fleet event, JSON (src/fleet/event.rs)
 );
 ";
+
+/// Columns added since the first schema, as (table, column, type): [`migrate`] adds those an
+/// older database lacks, so a state.db of any earlier version opens.
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    // JSON array of the syslog host names the deciding failures came from.
+    ("bans", "hosts", "TEXT"),
+    ("history", "hosts", "TEXT"),
+    // JSON array of evidence lines (src/evidence/mod.rs `Line`), oldest first.
+    ("history", "evidence", "TEXT"),
+];
+
+/// Indexes for `why` (past bans of an address and the networks holding it) and for pruning.
+const ADDED_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS history_by_addr ON history (target);
+CREATE INDEX IF NOT EXISTS history_by_time ON history (banned_at);
+";
+
+/// Most past bans `why` reads for one address.
+const MAX_PAST_BANS: usize = 200;
+
+/// Brings an older database to the current schema (idempotent).
+fn migrate(db: &Connection) -> rusqlite::Result<()> {
+    for (table, column, kind) in ADDED_COLUMNS {
+        let present = db
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !present {
+            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    db.execute_batch(ADDED_INDEXES)
+}
 
 /// Where committed bans go besides the actions: the fleet's encoder (a sink), which turns each
 /// ban and unban into an event written to the `fleet_outbox` table in the same transaction, so
@@ -96,12 +131,35 @@ pub(crate) struct StoredBan {
     pub failures: u32,
     /// Offence number.
     pub ban_count: u32,
+    /// Syslog host names the deciding failures came from.
+    pub hosts: Vec<String>,
+}
+
+/// A ban of the history, with its evidence, as `why` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PastBan {
+    /// The jail's name.
+    pub jail: String,
+    /// What was banned.
+    pub target: IpNetwork,
+    /// When, wall clock.
+    pub banned_at: SystemTime,
+    /// Its length in seconds; None is permanent.
+    pub bantime: Option<u64>,
+    /// Failures that led to it.
+    pub failures: u32,
+    /// Syslog host names the deciding failures came from.
+    pub hosts: Vec<String>,
+    /// The deciding lines, oldest first.
+    pub evidence: Vec<Line>,
 }
 
 /// An open state database.
 pub struct State {
     path: PathBuf,
     db: Connection,
+    /// History rows older than this are pruned; None keeps them all.
+    history: Option<Duration>,
 }
 
 fn secs(t: SystemTime) -> i64 {
@@ -135,10 +193,77 @@ impl State {
             .map_err(error)?;
         db.busy_timeout(Duration::from_secs(5)).map_err(error)?;
         db.execute_batch(SCHEMA).map_err(error)?;
+        migrate(&db).map_err(error)?;
         Ok(State {
             path: path.to_path_buf(),
             db,
+            history: None,
         })
+    }
+
+    /// Keeps ban history for `days` (`[state] history_days`; 0 keeps it forever) and prunes
+    /// what is older now; the writer prunes again on every [`StateOp::PruneHistory`].
+    pub(crate) fn keep_history(&mut self, days: u32) -> Result<usize, StateError> {
+        self.history = (days > 0).then(|| Duration::from_secs(u64::from(days) * 86_400));
+        self.prune_history(SystemTime::now())
+    }
+
+    /// Deletes history rows older than the retention at `now`; returns how many.
+    pub(crate) fn prune_history(&mut self, now: SystemTime) -> Result<usize, StateError> {
+        let Some(keep) = self.history else {
+            return Ok(0);
+        };
+        let cutoff = now.checked_sub(keep).map_or(0, secs);
+        let pruned = self
+            .db
+            .execute("DELETE FROM history WHERE banned_at < ?1", params![cutoff])
+            .map_err(|e| self.error(e))?;
+        if pruned > 0 {
+            tracing::info!(pruned, "ban history older than history_days pruned");
+        }
+        Ok(pruned)
+    }
+
+    /// Past bans (newest first, at most [`MAX_PAST_BANS`]) of any of `targets`, every jail.
+    pub(crate) fn past_bans(&self, targets: &[IpNetwork]) -> Result<Vec<PastBan>, StateError> {
+        let wanted: Vec<String> = targets.iter().map(IpNetwork::to_string).collect();
+        let marks = vec!["?"; wanted.len()].join(",");
+        let sql = format!(
+            "SELECT jail, target, banned_at, bantime, failures, hosts, evidence FROM history
+             WHERE target IN ({marks}) ORDER BY banned_at DESC, id DESC LIMIT {MAX_PAST_BANS}"
+        );
+        let mut stmt = self.db.prepare(&sql).map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(wanted.iter()), |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (jail, target, banned_at, bantime, failures, hosts, evidence) =
+                row.map_err(|e| self.error(e))?;
+            let Ok(target) = crate::address::parse_target(&target) else {
+                continue;
+            };
+            out.push(PastBan {
+                jail,
+                target,
+                banned_at: time(banned_at),
+                bantime: bantime.map(|b| b.max(0) as u64),
+                failures: failures.clamp(0, u32::MAX as i64) as u32,
+                hosts: from_json(hosts.as_deref()),
+                evidence: from_json(evidence.as_deref()),
+            });
+        }
+        Ok(out)
     }
 
     fn error(&self, reason: rusqlite::Error) -> StateError {
@@ -173,7 +298,7 @@ impl State {
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<StoredBan>, StateError> {
         let sql = format!(
-            "SELECT jail, target, banned_at, expires_at, failures, ban_count FROM bans {filter} ORDER BY banned_at"
+            "SELECT jail, target, banned_at, expires_at, failures, ban_count, hosts FROM bans {filter} ORDER BY banned_at"
         );
         let mut stmt = self.db.prepare(&sql).map_err(|e| self.error(e))?;
         let rows = stmt
@@ -185,12 +310,13 @@ impl State {
                     r.get::<_, Option<i64>>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, i64>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })
             .map_err(|e| self.error(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (jail, target, banned_at, expires_at, failures, ban_count) =
+            let (jail, target, banned_at, expires_at, failures, ban_count, hosts) =
                 row.map_err(|e| self.error(e))?;
             // A row an admin mangled by hand is skipped, not fatal.
             let Ok(target) = crate::address::parse_target(&target) else {
@@ -204,6 +330,7 @@ impl State {
                 expires_at: expires_at.map(time),
                 failures: failures.clamp(0, u32::MAX as i64) as u32,
                 ban_count: ban_count.clamp(1, u32::MAX as i64) as u32,
+                hosts: from_json(hosts.as_deref()),
             });
         }
         Ok(out)
@@ -261,19 +388,22 @@ impl State {
                     order,
                     banned_at,
                     ban_count,
-                    ..
+                    hosts,
                 } => {
                     let bantime = order.bantime.map(|d| d.as_secs() as i64);
                     let start = secs(*banned_at);
+                    let hosts = to_json(hosts);
+                    let evidence = to_json(&order.evidence[..]);
                     tx.execute(
-                        "INSERT OR REPLACE INTO bans (jail, target, banned_at, expires_at, failures, ban_count)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![jail, order.target.to_string(), start, bantime.map(|b| start + b), order.failures, ban_count],
+                        "INSERT OR REPLACE INTO bans (jail, target, banned_at, expires_at, failures, ban_count, hosts)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![jail, order.target.to_string(), start, bantime.map(|b| start + b), order.failures, ban_count, hosts],
                     )
                     .and_then(|_| {
                         tx.execute(
-                            "INSERT INTO history (jail, target, banned_at, bantime, failures) VALUES (?1, ?2, ?3, ?4, ?5)",
-                            params![jail, order.target.to_string(), start, bantime, order.failures],
+                            "INSERT INTO history (jail, target, banned_at, bantime, failures, hosts, evidence)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                            params![jail, order.target.to_string(), start, bantime, order.failures, hosts, evidence],
                         )
                     })
                 }
@@ -281,7 +411,10 @@ impl State {
                     "DELETE FROM bans WHERE jail = ?1 AND target = ?2",
                     params![jail, target.to_string()],
                 ),
-                StateOp::Routes(_) | StateOp::Barrier(_) => Ok(0),
+                StateOp::Routes(_)
+                | StateOp::Barrier(_)
+                | StateOp::History { .. }
+                | StateOp::PruneHistory => Ok(0),
             };
             result.map_err(&error)?;
             if let Some(event) = outbox.and_then(|o| o.encode(op)) {
@@ -314,7 +447,8 @@ pub(crate) enum StateOp {
         banned_at: SystemTime,
         /// Offence number.
         ban_count: u32,
-        /// Syslog host names the deciding failure came from (for fleet events; not stored).
+        /// Syslog host names the deciding failures came from (stored with the ban, and in
+        /// fleet events).
         hosts: Vec<String>,
     },
     /// Forget a ban and lift it.
@@ -330,6 +464,16 @@ pub(crate) enum StateOp {
     /// From now on, send each jail's commands to these queues (sent at start and reload, in
     /// band, so no command overtakes a change of runner).
     Routes(HashMap<String, mpsc::Sender<ActionCommand>>),
+    /// The past bans of these targets, answered once everything sent before is committed
+    /// (empty when the database is unavailable).
+    History {
+        /// An address and the networks that hold it.
+        targets: Vec<IpNetwork>,
+        /// Where the answer goes.
+        answer: tokio::sync::oneshot::Sender<Vec<PastBan>>,
+    },
+    /// Delete history older than `[state] history_days` (sent periodically).
+    PruneHistory,
 }
 
 impl StateOp {
@@ -354,14 +498,37 @@ impl StateOp {
                 jail: jail.clone(),
                 target: *target,
             }),
-            StateOp::Routes(_) | StateOp::Barrier(_) => None,
+            StateOp::Routes(_)
+            | StateOp::Barrier(_)
+            | StateOp::History { .. }
+            | StateOp::PruneHistory => None,
         }
     }
 }
 
-/// The ban line operators grep for, `[sshd] Ban 203.0.113.5`, written once the ban is committed.
+/// `value` as JSON text for a column.
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
+}
+
+/// A JSON column read back; NULL (a row from before the column existed) or garbage is empty.
+fn from_json<T: serde::de::DeserializeOwned + Default>(text: Option<&str>) -> T {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
+}
+
+/// The ban line operators grep for, `[sshd] Ban 203.0.113.5`, written once the ban is committed
+/// (and shown to `tail` clients).
 fn log_ban(jail: &str, order: &BanOrder, ban_count: u32) {
     let shown = show_target(order.target);
+    if tail::watching() {
+        let mut e = tail::Event::new(tail::Kind::Ban, jail);
+        e.ip = Some(shown.clone());
+        e.failures = Some(order.failures);
+        e.bantime = Some(show_bantime(order.bantime));
+        e.ban_count = Some(ban_count);
+        tail::publish(e);
+    }
     tracing::info!(
         jail = %jail,
         ip = %shown,
@@ -440,6 +607,25 @@ pub(crate) fn writer(
                     let _ = done.send(());
                     continue;
                 }
+                StateOp::History { targets, answer } => {
+                    let found = state.as_ref().map_or_else(Vec::new, |db| {
+                        db.past_bans(&targets).unwrap_or_else(|error| {
+                            tracing::error!(%error, "cannot read ban history");
+                            Vec::new()
+                        })
+                    });
+                    let _ = answer.send(found);
+                    continue;
+                }
+                StateOp::PruneHistory => {
+                    if let Some(db) = state.as_mut() {
+                        if let Err(error) = db.prune_history(SystemTime::now()) {
+                            errors.increment(1);
+                            tracing::error!(%error, "cannot prune ban history");
+                        }
+                    }
+                    continue;
+                }
                 StateOp::Ban {
                     jail,
                     order,
@@ -449,7 +635,14 @@ pub(crate) fn writer(
                     log_ban(&jail, &order, ban_count);
                     (jail, ActionCommand::Ban(order))
                 }
-                StateOp::Unban { jail, target } => (jail, ActionCommand::Unban(target)),
+                StateOp::Unban { jail, target } => {
+                    if tail::watching() {
+                        let mut e = tail::Event::new(tail::Kind::Unban, &jail);
+                        e.ip = Some(show_target(target));
+                        tail::publish(e);
+                    }
+                    (jail, ActionCommand::Unban(target))
+                }
             };
             if let Some(queue) = routes.get(&jail) {
                 if queue.blocking_send(command).is_err() {
@@ -472,7 +665,70 @@ mod tests {
             bantime: bantime.map(Duration::from_secs),
             decided_at: Instant::now(),
             from_state: false,
+            evidence: Default::default(),
         }
+    }
+
+    #[test]
+    fn an_old_database_is_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            // The schema before evidence: no hosts, no evidence columns.
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(SCHEMA).unwrap();
+            db.execute(
+                "INSERT INTO bans (jail, target, banned_at, expires_at, failures, ban_count) VALUES ('sshd', '192.0.2.9/32', 100, NULL, 5, 1)",
+                [],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO history (jail, target, banned_at, bantime, failures) VALUES ('sshd', '192.0.2.9/32', 100, NULL, 5)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut state = State::open(&path).unwrap();
+        let bans = state.active_bans().unwrap();
+        assert_eq!(bans.len(), 1);
+        assert!(bans[0].hosts.is_empty());
+        let target: IpNetwork = "192.0.2.9/32".parse().unwrap();
+        let past = state.past_bans(&[target]).unwrap();
+        assert_eq!(past.len(), 1);
+        assert!(past[0].evidence.is_empty());
+        let mut banned = order("192.0.2.9/32", Some(60));
+        banned.evidence = vec![Line {
+            at_ms: 1_000,
+            host: Some("web-1".into()),
+            program: Some("sshd".into()),
+            message: "Failed password for root from 192.0.2.9".into(),
+            count: 1,
+        }]
+        .into();
+        state
+            .apply(&[StateOp::Ban {
+                jail: "sshd".into(),
+                hosts: vec!["web-1".into()],
+                order: banned,
+                banned_at: SystemTime::now(),
+                ban_count: 2,
+            }])
+            .unwrap();
+        drop(state);
+        // Opening again (migrated already) is a no-op.
+        let mut state = State::open(&path).unwrap();
+        let past = state.past_bans(&[target]).unwrap();
+        assert_eq!(past.len(), 2);
+        assert_eq!(past[0].hosts, ["web-1"]);
+        assert_eq!(
+            past[0].evidence[0].message,
+            "Failed password for root from 192.0.2.9"
+        );
+        assert_eq!(state.active_bans().unwrap()[0].hosts, ["web-1"]);
+        // The row from 1970 is older than any retention; the new one stays.
+        assert_eq!(state.keep_history(90).unwrap(), 1);
+        assert_eq!(state.past_bans(&[target]).unwrap().len(), 1);
+        assert_eq!(state.keep_history(0).unwrap(), 0, "0 keeps history forever");
     }
 
     #[test]

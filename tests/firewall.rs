@@ -172,6 +172,7 @@ fn order(target: &str, secs: Option<u64>) -> BanOrder {
         bantime: secs.map(Duration::from_secs),
         decided_at: Instant::now(),
         from_state: false,
+        evidence: Default::default(),
     }
 }
 

@@ -127,16 +127,20 @@ fn modules_import_each_other_without_a_cycle() {
 #[test]
 fn the_jail_and_the_actions_import_nothing_upstream() {
     let graph = graph();
-    // Downstream of the jail: the state and the actions; leaves anyone may use: metrics and
-    // address. Fleet sits beside action (the jail and the state know it as a sink of committed
-    // bans and a source of remote ones).
+    // Downstream of the jail: the state and the actions; leaves anyone may use: metrics,
+    // address and evidence (the lines a ban keeps, the tail stream). Fleet sits beside action
+    // (the jail and the state know it as a sink of committed bans and a source of remote ones).
     for (module, allowed) in [
         (
             "jail",
-            &["action", "state", "fleet", "metrics", "address"][..],
+            &["action", "state", "fleet", "metrics", "address", "evidence"][..],
         ),
-        ("action", &["metrics", "address"][..]),
-        ("state", &["action", "fleet", "metrics", "address"][..]),
+        ("action", &["metrics", "address", "evidence"][..]),
+        (
+            "state",
+            &["action", "fleet", "metrics", "address", "evidence"][..],
+        ),
+        ("evidence", &[][..]),
     ] {
         let imports = graph.get(module).cloned().unwrap_or_default();
         let upstream: Vec<&String> = imports

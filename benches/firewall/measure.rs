@@ -69,6 +69,7 @@ fn ban(i: usize) -> ActionCommand {
         bantime: Some(Duration::from_secs(3600)),
         decided_at: Instant::now(),
         from_state: false,
+        evidence: Default::default(),
     })
 }
 

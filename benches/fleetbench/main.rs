@@ -188,6 +188,7 @@ fn order(i: u32) -> BanOrder {
         bantime: Some(Duration::from_secs(3600)),
         decided_at: Instant::now(),
         from_state: false,
+        evidence: Default::default(),
     }
 }
 

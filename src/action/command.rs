@@ -5,7 +5,10 @@
 //! Placeholders, replaced inside every argument: `<ip>` (an address, or a network as CIDR),
 //! `<jail>`, `<bantime>` (seconds left, -1 permanent), `<failures>`, `<port>` (comma list, empty
 //! for all ports) and `<protocol>`. Values are our own (parsed addresses, checked names), so a
-//! shell template cannot be injected through them.
+//! shell template cannot be injected through them. The ban template also gets `<hosts>` (the
+//! syslog host names the deciding failures came from, comma-separated) and `<matches>` (the
+//! deciding lines as `HOST PROGRAM: MESSAGE`, separated by tabs); attackers write those lines,
+//! so every character a shell gives a meaning becomes `_` ([`shell_safe`]), quoted or not.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -13,6 +16,7 @@ use std::time::Instant;
 use ipnetwork::IpNetwork;
 
 use super::{element_text, exec, Action, ActionError, ActionKind, BanOrder, CommandSpec, Protocol};
+use crate::evidence::{hosts, shell_safe, Line};
 
 /// Most bans whose failures and bantime are remembered for the unban template; beyond it an
 /// unban shows 0 failures and the bantime as -1.
@@ -43,6 +47,7 @@ impl CommandAction {
         target: Option<IpNetwork>,
         failures: u32,
         bantime: i64,
+        evidence: &[Line],
     ) -> Result<(), ActionError> {
         if template.is_empty() {
             return Ok(());
@@ -59,11 +64,29 @@ impl CommandAction {
             ("<failures>", failures.to_string()),
             ("<port>", self.spec.ports.join(",")),
             ("<protocol>", protocol.to_string()),
+            ("<hosts>", shell_safe(&hosts(evidence).join(","))),
+            ("<matches>", matches(evidence)),
         ];
         let argv: Vec<String> = template.iter().map(|arg| fill(arg, &values)).collect();
         exec::run(&argv, None, self.spec.timeout)?;
         Ok(())
     }
+}
+
+/// The deciding lines for `<matches>`: `HOST PROGRAM: MESSAGE` each, shell-safe, tab-separated.
+fn matches(evidence: &[Line]) -> String {
+    evidence
+        .iter()
+        .map(|l| {
+            shell_safe(&format!(
+                "{} {}: {}",
+                l.host.as_deref().unwrap_or("-"),
+                l.program.as_deref().unwrap_or("-"),
+                l.message
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join("\t")
 }
 
 /// Replaces every placeholder in one argument.
@@ -79,7 +102,7 @@ impl Action for CommandAction {
     }
 
     fn start(&mut self) -> Result<(), ActionError> {
-        self.run(&self.spec.start, None, 0, 0)
+        self.run(&self.spec.start, None, 0, 0, &[])
     }
 
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError> {
@@ -89,18 +112,24 @@ impl Action for CommandAction {
         if self.active.len() < REMEMBERED {
             self.active.insert(order.target, (order.failures, bantime));
         }
-        self.run(&self.spec.ban, Some(order.target), order.failures, bantime)
+        self.run(
+            &self.spec.ban,
+            Some(order.target),
+            order.failures,
+            bantime,
+            &order.evidence,
+        )
     }
 
     fn unban(&mut self, target: IpNetwork) -> Result<(), ActionError> {
         let (failures, bantime) = self.active.get(&target).copied().unwrap_or((0, -1));
-        self.run(&self.spec.unban, Some(target), failures, bantime)?;
+        self.run(&self.spec.unban, Some(target), failures, bantime, &[])?;
         self.active.remove(&target);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), ActionError> {
-        self.run(&self.spec.stop, None, 0, 0)
+        self.run(&self.spec.stop, None, 0, 0, &[])
     }
 }
 
@@ -119,5 +148,24 @@ mod tests {
             "ban 192.0.2.0/24 in sshd (192.0.2.0/24)"
         );
         assert_eq!(fill("<other>", &values), "<other>");
+    }
+
+    #[test]
+    fn matches_are_shell_safe_and_tab_separated() {
+        let line = |host: &str, message: &str| Line {
+            at_ms: 0,
+            host: Some(host.into()),
+            program: Some("sshd".into()),
+            message: message.into(),
+            count: 1,
+        };
+        let evidence = [
+            line("web-1", "Invalid user $(reboot) from 192.0.2.1"),
+            line("web-2", "Failed password for `id` from 192.0.2.1"),
+        ];
+        assert_eq!(
+            matches(&evidence),
+            "web-1 sshd: Invalid user __reboot_ from 192.0.2.1\tweb-2 sshd: Failed password for _id_ from 192.0.2.1"
+        );
     }
 }

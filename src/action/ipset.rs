@@ -193,6 +193,7 @@ mod tests {
                 bantime,
                 decided_at: now,
                 from_state: false,
+                evidence: Default::default(),
             })
         };
         let script = restore_script(

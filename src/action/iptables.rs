@@ -454,6 +454,7 @@ mod tests {
                 bantime: None,
                 decided_at: std::time::Instant::now(),
                 from_state: false,
+                evidence: Default::default(),
             })
         };
         let unban = |t: &str| ActionCommand::Unban(t.parse().unwrap());

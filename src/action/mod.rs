@@ -214,6 +214,9 @@ pub struct BanOrder {
     /// Re-applied from the state (restart, reload), not decided by a message now: no latency
     /// sample is taken.
     pub from_state: bool,
+    /// The lines that decided the ban (empty for bans by hand and restored ones), for the
+    /// command action's `<hosts>` and `<matches>`.
+    pub evidence: crate::evidence::Evidence,
 }
 
 impl BanOrder {

@@ -426,6 +426,7 @@ mod tests {
                 bantime: secs.map(Duration::from_secs),
                 decided_at: now,
                 from_state: false,
+                evidence: Default::default(),
             })
         };
         let cmds = [

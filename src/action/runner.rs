@@ -336,6 +336,7 @@ mod tests {
             bantime: None,
             decided_at: Instant::now(),
             from_state: false,
+            evidence: Default::default(),
         }
     }
 

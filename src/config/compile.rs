@@ -39,6 +39,8 @@ pub struct Config {
     pub control_group: Option<u32>,
     /// The state database's path.
     pub state_path: PathBuf,
+    /// Days of ban history kept (`[state] history_days`, default 90; 0 keeps it forever).
+    pub history_days: u32,
     /// Enabled jails, in name order.
     pub jails: Vec<JailConfig>,
     /// `[fleet]`, when this host is part of one.
@@ -282,10 +284,14 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
         control_socket,
         control_group,
         state_path,
+        history_days: raw.state.history_days.unwrap_or(DEFAULT_HISTORY_DAYS),
         jails,
         fleet,
     })
 }
+
+/// Days of ban history kept unless `[state] history_days` says otherwise.
+const DEFAULT_HISTORY_DAYS: u32 = 90;
 
 fn compile_server(raw: &RawConfig, base: &Path, errors: &mut Errors) -> Option<ServerConfig> {
     let s = &raw.server;

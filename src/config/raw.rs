@@ -100,6 +100,8 @@ pub struct RawControl {
 pub struct RawState {
     /// Path of the SQLite state database.
     pub path: Option<String>,
+    /// Days of ban history (with its evidence) kept; 0 keeps it forever.
+    pub history_days: Option<u32>,
 }
 
 /// `bantime_increment = { ... }`.

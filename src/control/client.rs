@@ -21,6 +21,9 @@ pub enum ClientError {
     /// The daemon hung up or sent something unreadable.
     #[error("the daemon gave no valid answer: {0}")]
     BadAnswer(String),
+    /// The daemon refused the request.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Sends one request and waits (up to a minute) for its answer.

@@ -59,7 +59,21 @@ pub enum Request {
     },
     /// Re-read the config.
     Reload,
+    /// Why an address is or was banned, per jail.
+    Why {
+        /// The address.
+        addr: String,
+    },
+    /// Stream every message routed to the jails (or one jail) with what became of it, and
+    /// every ban and unban: one JSON [`TailEvent`] per line until the client hangs up.
+    Tail {
+        /// One jail, or all.
+        jail: Option<String>,
+    },
 }
+
+/// One line of the `tail` stream.
+pub use crate::evidence::tail::Event as TailEvent;
 
 /// What the daemon answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +114,69 @@ pub enum Reply {
     },
     /// What a list ban or unban did, by line.
     Applied(ListSummary),
+    /// `why ADDR`: every jail that counts, bans or once banned the address.
+    Why {
+        /// The jails, in config order.
+        jails: Vec<WhyJail>,
+    },
+}
+
+/// One jail's part of `why`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyJail {
+    /// The jail.
+    pub jail: String,
+    /// What the jail counts the address as: itself, or its prefix network.
+    pub counted_as: String,
+    /// Failures counted now, inside findtime.
+    pub failures: u32,
+    /// The jail's maxretry.
+    pub maxretry: u32,
+    /// The lines of those failures the jail still holds.
+    pub recent: Vec<EvidenceLine>,
+    /// Active bans of the address or of networks holding it.
+    pub active: Vec<WhyBan>,
+    /// Past bans, newest first.
+    pub past: Vec<WhyBan>,
+}
+
+/// A ban as `why` shows it, active or past.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyBan {
+    /// The address or network banned.
+    pub ip: String,
+    /// RFC 3339.
+    pub banned_at: String,
+    /// RFC 3339 end of an active ban; null when permanent or past.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// A past ban's length (`10m`, `permanent`); null for active bans.
+    #[serde(default)]
+    pub bantime: Option<String>,
+    /// Offence number (active bans).
+    #[serde(default)]
+    pub ban_count: Option<u32>,
+    /// Failures that led to it.
+    pub failures: u32,
+    /// Syslog host names the deciding failures came from.
+    pub hosts: Vec<String>,
+    /// The deciding lines, oldest first.
+    pub evidence: Vec<EvidenceLine>,
+}
+
+/// One line of evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceLine {
+    /// Receipt time, RFC 3339 with milliseconds.
+    pub at: String,
+    /// The syslog host name.
+    pub host: Option<String>,
+    /// The syslog program.
+    pub program: Option<String>,
+    /// The message (cut at 512 bytes).
+    pub message: String,
+    /// Failures it stood for (1 unless an rsyslog repeat summary).
+    pub count: u32,
 }
 
 /// One line of a ban list.
@@ -177,6 +254,10 @@ pub struct BanEntry {
     /// bans applied from the fleet.
     #[serde(default)]
     pub origin: String,
+    /// The syslog host names the deciding failures came from (on a central sink, the servers
+    /// that were attacked); empty for bans by hand.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 #[cfg(test)]

@@ -11,7 +11,12 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::proto::{Request, Response, MAX_REQUEST_BYTES};
+use std::sync::Arc;
+
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::proto::{Reply, Request, Response, TailEvent, MAX_REQUEST_BYTES};
+use crate::evidence::tail::{Kind, Next, Watch};
 
 /// A slow or silent client is dropped after this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,8 +76,9 @@ pub(crate) async fn serve(
             },
         };
         let questions = questions.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, group, questions).await {
+            if let Err(error) = answer(stream, group, questions, shutdown).await {
                 tracing::debug!(%error, "control connection failed");
             }
         });
@@ -119,6 +125,7 @@ async fn answer(
     stream: UnixStream,
     group: Option<u32>,
     questions: mpsc::Sender<Question>,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let permitted = allowed(&stream, group);
     let (read, mut write) = stream.into_split();
@@ -144,6 +151,10 @@ async fn answer(
                 Err(error) => Response::Error {
                     message: format!("malformed request: {error}"),
                 },
+                Ok(Request::Tail { jail }) => {
+                    let read = reader.into_inner().into_inner();
+                    return tail(read, write, jail, &questions, shutdown).await;
+                }
                 Ok(request) => ask(request, &questions).await,
             },
         }
@@ -153,6 +164,76 @@ async fn answer(
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     write.shutdown().await
+}
+
+/// Streams `tail` events (of `jail`, or all) to the client until it hangs up or the daemon
+/// stops: first an `ok` response once watching has begun (or an error for an unknown jail),
+/// then one JSON event per line. A client that reads too slowly loses the oldest events and is
+/// told how many in a `dropped` event; the daemon never waits for it.
+async fn tail(
+    mut read: OwnedReadHalf,
+    mut write: OwnedWriteHalf,
+    jail: Option<String>,
+    questions: &mpsc::Sender<Question>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Some(name) = &jail {
+        let known = match ask(Request::Status { jail: None }, questions).await {
+            Response::Ok {
+                reply: Reply::Jails { jails },
+            } => jails.contains(name),
+            _ => false,
+        };
+        if !known {
+            let refused = Response::Error {
+                message: format!("no jail `{name}`"),
+            };
+            return send(&mut write, &refused).await;
+        }
+    }
+    let mut watch = Watch::new();
+    let started = Response::Ok {
+        reply: Reply::Done {
+            message: "tailing".into(),
+        },
+    };
+    send(&mut write, &started).await?;
+    let mut scratch = [0u8; 64];
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            // Anything the client sends, or its hanging up, ends the stream.
+            _ = read.read(&mut scratch) => break,
+            next = watch.next() => next,
+        };
+        let event = match next {
+            Next::Event(event) => {
+                let wanted = jail.as_deref().is_none_or(|j| event.jail == j);
+                if !wanted {
+                    continue;
+                }
+                event
+            }
+            Next::Dropped(count) => {
+                let mut dropped = TailEvent::new(Kind::Dropped, "");
+                dropped.dropped = Some(count);
+                Arc::new(dropped)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            sent = send(&mut write, &*event) => sent?,
+        }
+    }
+    write.shutdown().await
+}
+
+/// Writes `value` as one JSON line.
+async fn send<T: serde::Serialize>(write: &mut OwnedWriteHalf, value: &T) -> std::io::Result<()> {
+    let mut text = serde_json::to_string(value)
+        .unwrap_or_else(|_| r#"{"status":"error","message":"unencodable answer"}"#.into());
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
 }
 
 async fn ask(request: Request, questions: &mpsc::Sender<Question>) -> Response {

@@ -7,10 +7,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use ipnetwork::IpNetwork;
 
 use super::proto::{
-    BanEntry, JailStatus, LineNote, ListLine, ListSummary, Reply, Request, Response,
+    BanEntry, EvidenceLine, JailStatus, LineNote, ListLine, ListSummary, Reply, Request, Response,
+    WhyBan, WhyJail,
 };
 use crate::address::{parse_target, show_target, NotAnAddress};
-use crate::jail::query::{Answer, BanInfo, Query, Refused};
+use crate::evidence::Line;
+use crate::jail::query::{Answer, BanInfo, Query, Refused, Why};
 
 /// A request in the jail task's words, with the lines of a list that were not addresses (the
 /// jail never sees them; the response reports them).
@@ -49,6 +51,9 @@ pub(crate) enum NotAQuery {
     /// `reload` is answered by the supervisor.
     #[error("reload is handled by the supervisor")]
     Reload,
+    /// `tail` is a stream, served by the control server itself.
+    #[error("tail is a stream, served by the control server")]
+    Tail,
 }
 
 /// The query for a request the jail task answers; `Reload` is the supervisor's, not the jail's.
@@ -97,6 +102,10 @@ pub(crate) fn query(request: Request) -> Result<Translated, NotAQuery> {
             _ => return Err(NotAQuery::AddressOrAll),
         },
         Request::Reload => return Err(NotAQuery::Reload),
+        Request::Tail { .. } => return Err(NotAQuery::Tail),
+        Request::Why { addr } => Query::Why {
+            ip: crate::address::parse_address(&addr)?,
+        },
     };
     Ok(query.into())
 }
@@ -155,6 +164,9 @@ pub(crate) fn response(answer: Result<Answer, Refused>, invalid: Vec<LineNote>) 
             bans: bans.into_iter().map(entry).collect(),
         },
         Ok(Answer::Done(message)) => Reply::Done { message },
+        Ok(Answer::Why(jails)) => Reply::Why {
+            jails: jails.into_iter().map(why_jail).collect(),
+        },
     };
     Response::Ok { reply }
 }
@@ -168,6 +180,62 @@ pub(crate) fn entry(b: BanInfo) -> BanEntry {
         expires_at: b.expires_at.map(rfc3339),
         ban_count: b.ban_count,
         origin: String::new(),
+        hosts: b.hosts,
+    }
+}
+
+/// One jail's `why` in the protocol's words.
+fn why_jail(why: Why) -> WhyJail {
+    let lines = |lines: Vec<Line>| lines.into_iter().map(evidence_line).collect();
+    WhyJail {
+        jail: why.jail,
+        counted_as: show_target(why.key),
+        failures: why.failures,
+        maxretry: why.maxretry,
+        recent: lines(why.recent),
+        active: why
+            .active
+            .into_iter()
+            .map(|a| WhyBan {
+                ip: show_target(a.ban.target),
+                banned_at: rfc3339(a.ban.banned_at),
+                expires_at: a.ban.expires_at.map(rfc3339),
+                bantime: None,
+                ban_count: Some(a.ban.ban_count),
+                failures: a.failures,
+                hosts: a.ban.hosts,
+                evidence: lines(a.evidence),
+            })
+            .collect(),
+        past: why
+            .past
+            .into_iter()
+            .map(|p| WhyBan {
+                ip: show_target(p.target),
+                banned_at: rfc3339(p.banned_at),
+                expires_at: None,
+                bantime: Some(crate::state::show_bantime(
+                    p.bantime.map(Duration::from_secs),
+                )),
+                ban_count: None,
+                failures: p.failures,
+                hosts: p.hosts,
+                evidence: lines(p.evidence),
+            })
+            .collect(),
+    }
+}
+
+/// An evidence line with its time in RFC 3339.
+fn evidence_line(line: Line) -> EvidenceLine {
+    EvidenceLine {
+        at: DateTime::<Utc>::from_timestamp_millis(line.at_ms)
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+            .unwrap_or_default(),
+        host: line.host,
+        program: line.program,
+        message: line.message,
+        count: line.count,
     }
 }
 

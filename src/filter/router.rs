@@ -12,6 +12,9 @@ use super::fail2ban::{FailureId, LineState};
 use super::{FilterMatch, JailFilter, Prefixes, Verdict};
 use crate::parse::{Event, ProcId};
 
+mod explain;
+pub(crate) use explain::Explained;
+
 /// What the router needs to know about one jail.
 #[derive(Debug, Clone)]
 pub(crate) struct JailRoute {
@@ -95,6 +98,11 @@ impl Router {
     /// The name of jail number `jail`, as [`Router::route`] numbers them.
     pub(crate) fn name(&self, jail: usize) -> &Arc<str> {
         &self.jails[jail].name
+    }
+
+    /// How many jails the router numbers.
+    pub(crate) fn len(&self) -> usize {
+        self.jails.len()
     }
 
     /// True when no jail could take any event (nothing to do per message).

@@ -255,6 +255,7 @@ pub(crate) fn add_origins(
                 expires_at: e.expires_at.map(rfc),
                 ban_count: e.ban_count,
                 origin: e.origin.clone(),
+                hosts: e.hosts.clone(),
             }),
     );
     bans.sort_by(|a, b| (&a.banned_at, &a.jail, &a.ip).cmp(&(&b.banned_at, &b.jail, &b.ip)));

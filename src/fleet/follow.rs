@@ -657,6 +657,7 @@ fn order(event: &FleetEvent) -> BanOrder {
             .map(|e| Duration::from_millis(e.saturating_sub(event.banned_at))),
         decided_at,
         from_state: false,
+        evidence: Default::default(),
     }
 }
 

@@ -128,7 +128,10 @@ impl Encoder {
             StateOp::Unban { jail, target } => {
                 (Op::Unban, jail, *target, super::now_ms(), None, 0, 0)
             }
-            StateOp::Routes(_) | StateOp::Barrier(_) => return None,
+            StateOp::Routes(_)
+            | StateOp::Barrier(_)
+            | StateOp::History { .. }
+            | StateOp::PruneHistory => return None,
         };
         let ports = self.ports.load();
         let (ports, protocol) = ports

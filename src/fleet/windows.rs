@@ -182,6 +182,8 @@ impl SharedCounter {
                         count: 1,
                         received_at: now,
                         host: None,
+                        seen: Default::default(),
+                        matched: None,
                     },
                     key_of(settings, *ip),
                     settings.clone(),

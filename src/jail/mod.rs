@@ -2,9 +2,11 @@
 //! runs out. [`Jail`] is one jail's state and rules; [`set`] is the task that owns every jail,
 //! so nothing here needs a lock.
 
+mod evidence;
 pub(crate) mod query;
 pub(crate) mod set;
 pub(crate) mod settings;
+mod why;
 pub(crate) mod window;
 
 use std::collections::{HashMap, VecDeque};
@@ -20,9 +22,10 @@ use tokio::time::Instant;
 
 use crate::action::BanOrder;
 use crate::address::show_target;
+use crate::evidence::{Evidence, Line, Seen};
 use crate::metrics::JailMetrics;
 pub(crate) use settings::{JailSettings, JailSpec};
-use window::{Outcome, Window};
+use window::{Outcome, Window, NIL};
 
 /// The window the ban storm guard counts bans in.
 const STORM_WINDOW: Duration = Duration::from_secs(60);
@@ -40,6 +43,10 @@ pub(crate) struct Failure {
     pub received_at: Instant,
     /// The syslog host name of the message, when it had one (fleet events carry it).
     pub host: Option<Arc<str>>,
+    /// Receipt time, program and message: the evidence this failure adds to a ban.
+    pub seen: Seen,
+    /// The failregex that matched (index, text), filled only while a `tail` client watches.
+    pub matched: Option<Box<(usize, String)>>,
 }
 
 /// An active ban.
@@ -53,6 +60,8 @@ pub(crate) struct ActiveBan {
     pub failures: u32,
     /// How many times this address has been banned in this jail (1 = first).
     pub ban_count: u32,
+    /// Syslog host names the deciding failures came from.
+    pub hosts: Vec<String>,
 }
 
 /// What one failure led to.
@@ -114,6 +123,8 @@ pub struct Jail {
     total_banned: u64,
     recent_bans: VecDeque<Instant>,
     in_storm: bool,
+    /// Recent failure lines, the evidence of the next bans.
+    ring: evidence::Ring,
 }
 
 impl Jail {
@@ -136,6 +147,7 @@ impl Jail {
             total_banned: 0,
             recent_bans: VecDeque::new(),
             in_storm: false,
+            ring: evidence::Ring::default(),
         }
     }
 
@@ -170,19 +182,60 @@ impl Jail {
         Ok(key)
     }
 
-    /// Counts a failure and decides. A ban is recorded as active before it is returned.
+    /// Counts a failure (with no evidence line) and decides. A ban is recorded as active
+    /// before it is returned.
     pub fn on_failure(&mut self, ip: IpAddr, count: u32, at: Instant) -> Decision {
+        self.on_failure_seen(ip, count, at, None, None)
+    }
+
+    /// Counts a failure seen in a message from `host` and decides; the message joins the
+    /// jail's evidence ring, and a ban carries the lines that decided it.
+    pub fn on_failure_seen(
+        &mut self,
+        ip: IpAddr,
+        count: u32,
+        at: Instant,
+        host: Option<Arc<str>>,
+        seen: Option<Seen>,
+    ) -> Decision {
         let key = match self.admit(ip, count) {
             Ok(key) => key,
             Err(decision) => return decision,
         };
-        let outcome = self.window.record(key, count, at);
+        let link = match seen {
+            Some(_) => self.ring.next_seq(),
+            None => NIL,
+        };
+        let (outcome, previous) = self.window.record(key, count, at, link);
+        if let Some(seen) = seen {
+            self.ring.push(key, previous, count, host, seen);
+        }
         self.update_gauges();
         match outcome {
             Outcome::Counting(n) => Decision::Counted(n),
             Outcome::Reached(_) if self.storm_guard(at) => Decision::Withheld,
-            Outcome::Reached(failures) => Decision::Ban(self.ban(key, failures, at, None)),
+            Outcome::Reached(failures) => {
+                let evidence = self.ring.chain(key, link, failures);
+                Decision::Ban(self.ban(key, failures, at, None, evidence.into()))
+            }
         }
+    }
+
+    /// The failures of `key` inside findtime now, with the lines the ring still holds.
+    pub(crate) fn current(&self, key: IpNetwork, now: Instant) -> Option<(u32, Vec<Line>)> {
+        let (failures, last) = self.window.lookup(&key, now)?;
+        Some((failures, self.ring.chain(key, last, failures)))
+    }
+
+    /// The jail's maxretry.
+    pub(crate) fn maxretry(&self) -> u32 {
+        self.settings.maxretry
+    }
+
+    /// The ignored network `ip` (as the jail counts it) overlaps, if any: why a failure of it
+    /// was not counted.
+    pub(crate) fn ignored_network(&self, ip: IpAddr) -> Option<IpNetwork> {
+        self.ignored_by(self.key_of(ip))
     }
 
     /// A failure already counted in the fleet's shared window: metrics here, and the ban when
@@ -205,7 +258,7 @@ impl Jail {
             Some((failures, ban_count)) => {
                 self.window.forget(&key);
                 self.count_ban(key, ban_count.saturating_sub(1));
-                Decision::Ban(self.ban(key, failures, at, None))
+                Decision::Ban(self.ban(key, failures, at, None, Evidence::default()))
             }
         }
     }
@@ -276,6 +329,7 @@ impl Jail {
         failures: u32,
         at: Instant,
         fixed: Option<Option<Duration>>,
+        evidence: Evidence,
     ) -> BanOrder {
         let ban_count = self.ban_counts.get(&target).copied().unwrap_or(0) + 1;
         self.count_ban(target, ban_count);
@@ -287,6 +341,7 @@ impl Jail {
                 expires: bantime.map(|d| at + d),
                 failures,
                 ban_count,
+                hosts: crate::evidence::hosts(&evidence),
             },
         );
         self.metrics.bans.increment(1);
@@ -300,6 +355,7 @@ impl Jail {
             bantime,
             decided_at: at.into_std(),
             from_state: false,
+            evidence,
         }
     }
 
@@ -335,7 +391,7 @@ impl Jail {
             });
         }
         self.window.forget(&key);
-        Ok(self.ban(key, 0, at, bantime))
+        Ok(self.ban(key, 0, at, bantime, Evidence::default()))
     }
 
     /// Puts back a ban read from the state at start.
@@ -525,6 +581,34 @@ mod tests {
             jail.on_shared(ip("198.51.100.1"), 1, Some((3, 1)), Instant::now()),
             Decision::Ignored
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ban_carries_the_lines_that_decided_it() {
+        let mut jail = Jail::new("sshd", settings(3, 600), JailMetrics::new("sshd"));
+        let seen = |n: u32| {
+            Some(Seen::new(
+                SystemTime::now(),
+                Some("sshd"),
+                &format!("fail {n}"),
+            ))
+        };
+        let a = ip("192.0.2.1");
+        let b = ip("192.0.2.2");
+        jail.on_failure_seen(a, 1, Instant::now(), Some("web-1".into()), seen(1));
+        jail.on_failure_seen(b, 1, Instant::now(), Some("web-9".into()), seen(9));
+        jail.on_failure_seen(a, 1, Instant::now(), Some("web-2".into()), seen(2));
+        let (n, lines) = jail.current(IpNetwork::from(a), Instant::now()).unwrap();
+        assert_eq!((n, lines.len()), (2, 2));
+        let Decision::Ban(order) =
+            jail.on_failure_seen(a, 1, Instant::now(), Some("web-1".into()), seen(3))
+        else {
+            panic!("the third failure bans")
+        };
+        let texts: Vec<&str> = order.evidence.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(texts, ["fail 1", "fail 2", "fail 3"]);
+        assert_eq!(jail.bans()[&order.target].hosts, ["web-1", "web-2"]);
+        assert!(jail.current(IpNetwork::from(a), Instant::now()).is_none());
     }
 
     #[tokio::test(start_paused = true)]

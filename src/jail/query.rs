@@ -5,6 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use ipnetwork::IpNetwork;
 
+use crate::evidence::Line;
+use crate::state::PastBan;
+
 /// A question or order for the jail task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Query {
@@ -54,6 +57,12 @@ pub(crate) enum Query {
         /// (line number, address or network).
         targets: Vec<(u32, IpNetwork)>,
     },
+    /// Why an address is (or was) banned: per jail, its failures now, its active bans (of it
+    /// or of a network holding it) with their evidence, and its past bans.
+    Why {
+        /// The address.
+        ip: std::net::IpAddr,
+    },
     /// Lift bans by hand.
     Unban {
         /// One jail, or every jail.
@@ -76,6 +85,38 @@ pub(crate) enum Answer {
     Done(String),
     /// What became of each line of a list.
     Applied(Applied),
+    /// `why`: every jail that has counted, banned or once banned the address.
+    Why(Vec<Why>),
+}
+
+/// One jail's answer to `why`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Why {
+    /// The jail.
+    pub jail: String,
+    /// What the jail counts the address as (itself, or its prefix network).
+    pub key: IpNetwork,
+    /// Failures counted now, inside findtime.
+    pub failures: u32,
+    /// The jail's maxretry.
+    pub maxretry: u32,
+    /// The lines of those failures the jail still holds.
+    pub recent: Vec<Line>,
+    /// Active bans of the address or of networks holding it, with their evidence.
+    pub active: Vec<ActiveWhy>,
+    /// Past bans (newest first), the active ones left out.
+    pub past: Vec<PastBan>,
+}
+
+/// An active ban as `why` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ActiveWhy {
+    /// The ban, as `banned` lists it.
+    pub ban: BanInfo,
+    /// Failures that led to it.
+    pub failures: u32,
+    /// The lines that decided it.
+    pub evidence: Vec<Line>,
 }
 
 /// What a list ban or unban did, by line.
@@ -122,4 +163,6 @@ pub(crate) struct BanInfo {
     pub expires_at: Option<SystemTime>,
     /// Offence number.
     pub ban_count: u32,
+    /// Syslog host names the deciding failures came from.
+    pub hosts: Vec<String>,
 }

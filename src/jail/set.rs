@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused};
+use super::why;
 use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec};
 use crate::action::runner;
 use crate::action::BanOrder;
@@ -23,6 +24,9 @@ use crate::state::{StateOp, StoredBan};
 
 /// How often idle windows are pruned so the tracked-addresses gauge stays true.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
+/// How often the state is asked to prune ban history past `[state] history_days`, in
+/// [`PRUNE_EVERY`] ticks (an hour).
+const HISTORY_PRUNE_TICKS: u32 = 720;
 
 /// Work for the jail task besides failures.
 pub(crate) enum Command {
@@ -76,6 +80,8 @@ pub(crate) struct JailSet {
     state: mpsc::Sender<StateOp>,
     deadlines: BTreeSet<(Instant, Arc<str>, IpNetwork)>,
     retired: Vec<JoinHandle<()>>,
+    /// Window prunes since history was last pruned.
+    ticks: u32,
 }
 
 /// A jail's fresh state, with its metrics registered at zero.
@@ -137,6 +143,7 @@ fn restore(jail: &mut Jail, ban: &StoredBan, now: SystemTime) -> Restore {
             expires,
             failures: ban.failures,
             ban_count: ban.ban_count,
+            hosts: ban.hosts.clone(),
         },
     );
     let order = BanOrder {
@@ -145,6 +152,7 @@ fn restore(jail: &mut Jail, ban: &StoredBan, now: SystemTime) -> Restore {
         bantime: remaining,
         decided_at: at.into_std(),
         from_state: true,
+        evidence: Default::default(),
     };
     Restore::Active(order, expires)
 }
@@ -255,6 +263,7 @@ impl JailSet {
             state,
             deadlines,
             retired: Vec::new(),
+            ticks: 0,
         };
         set.send_routes().await;
         for op in forget {
@@ -300,12 +309,17 @@ impl JailSet {
         if let Some(expires) = ban.expires {
             self.deadlines.insert((expires, name.clone(), order.target));
         }
+        let hosts = if ban.hosts.is_empty() {
+            host.into_iter().map(|h| h.to_string()).collect()
+        } else {
+            ban.hosts
+        };
         let op = StateOp::Ban {
             jail: name.to_string(),
             banned_at: ban.banned_at,
             ban_count: ban.ban_count,
             order,
-            hosts: host.into_iter().map(|h| h.to_string()).collect(),
+            hosts,
         };
         self.persist(op).await;
     }
@@ -334,10 +348,21 @@ impl JailSet {
         let Some(slot) = self.slot_mut(&failure.jail) else {
             return;
         };
-        if let Decision::Ban(order) =
-            slot.jail
-                .on_failure(failure.ip, failure.count, failure.received_at)
-        {
+        let explain = failure
+            .matched
+            .is_some()
+            .then(|| why::Explain::of(&failure));
+        let decision = slot.jail.on_failure_seen(
+            failure.ip,
+            failure.count,
+            failure.received_at,
+            failure.host.clone(),
+            Some(failure.seen),
+        );
+        if let Some(explain) = explain {
+            explain.publish(&slot.jail, &slot.name, &decision);
+        }
+        if let Decision::Ban(order) = decision {
             let name = slot.name.clone();
             self.commit_ban(name, order, failure.host).await;
         }
@@ -420,6 +445,7 @@ impl JailSet {
                             banned_at: ban.banned_at,
                             expires_at: ban.expires.map(wall),
                             ban_count: ban.ban_count,
+                            hosts: ban.hosts.clone(),
                         })
                     })
                     .collect();
@@ -461,6 +487,28 @@ impl JailSet {
             } => self.ban_many(&jail, targets, bantime).await,
             Query::UnbanMany { jail, targets } => self.unban_many(&jail, targets).await,
             Query::Unban { jail, target } => self.unban(jail, target).await,
+            Query::Why { ip } => {
+                let (answer, past) = oneshot::channel();
+                let targets = why::holding(ip);
+                self.persist(StateOp::History { targets, answer }).await;
+                let past = past.await.unwrap_or_default();
+                let now = Instant::now();
+                Ok(Answer::Why(
+                    self.slots
+                        .iter()
+                        .filter_map(|s| why::jail(&s.name, &s.jail, ip, &past, now, wall))
+                        .collect(),
+                ))
+            }
+        }
+    }
+
+    /// Asks the state to prune ban history every [`HISTORY_PRUNE_TICKS`] calls.
+    async fn tick_history(&mut self) {
+        self.ticks += 1;
+        if self.ticks >= HISTORY_PRUNE_TICKS {
+            self.ticks = 0;
+            self.persist(StateOp::PruneHistory).await;
         }
     }
 
@@ -496,6 +544,7 @@ impl JailSet {
                 banned_at: ban.banned_at,
                 expires_at: ban.expires.map(wall),
                 ban_count: ban.ban_count,
+                hosts: ban.hosts.clone(),
             })
             .collect()
     }
@@ -716,6 +765,7 @@ fn orders_for(jail: &Jail) -> Vec<BanOrder> {
             bantime: ban.expires.map(|e| e.saturating_duration_since(now)),
             decided_at: now.into_std(),
             from_state: true,
+            evidence: Default::default(),
         })
         .collect()
 }
@@ -752,7 +802,10 @@ pub(crate) async fn run(
                 None => break,
             },
             _ = sleep_until(deadline) => set.expire_due(Instant::now()).await,
-            _ = prune.tick() => set.prune(Instant::now()),
+            _ = prune.tick() => {
+                set.prune(Instant::now());
+                set.tick_history().await;
+            }
         }
     }
     set.finish()
@@ -802,6 +855,8 @@ mod tests {
             ip: ip.parse().unwrap(),
             count: 1,
             received_at: Instant::now(),
+            seen: crate::evidence::Seen::new(SystemTime::now(), Some("sshd"), "Failed password"),
+            matched: None,
         }
     }
 
@@ -847,6 +902,7 @@ mod tests {
             expires_at: expires,
             failures: 5,
             ban_count: 3,
+            hosts: vec!["web-1".into()],
         };
         let bans = vec![
             stored("192.0.2.1/32", Some(now - Duration::from_secs(1))),

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 /// Failure times kept in the entry itself; a larger maxretry spills to a `Vec`.
 const INLINE: usize = 5;
-/// No entry (list ends, free slots).
-const NIL: u32 = u32::MAX;
+/// No entry (list ends, free slots), and no link.
+pub(crate) const NIL: u32 = u32::MAX;
 
 /// What recording a failure led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,9 @@ struct Entry {
     prev: u32,
     /// Next (more recent) entry, or NIL.
     next: u32,
+    /// The caller's link for the last failure (the jail's evidence ring sequence), or NIL;
+    /// fits in the entry's padding, so evidence costs tracked addresses no memory here.
+    link: u32,
     times: Times,
 }
 
@@ -161,8 +164,16 @@ impl Window {
         }
     }
 
-    /// Records `count` failures of `ip` at `now` (count > 1 for a repeat summary).
-    pub(crate) fn record(&mut self, ip: IpNetwork, count: u32, now: Instant) -> Outcome {
+    /// Records `count` failures of `ip` at `now` (count > 1 for a repeat summary), with `link`
+    /// (the caller's handle on this failure's evidence); returns the outcome and the link of
+    /// the address's previous failure still tracked (NIL for its first).
+    pub(crate) fn record(
+        &mut self,
+        ip: IpNetwork,
+        count: u32,
+        now: Instant,
+        link: u32,
+    ) -> (Outcome, u32) {
         self.prune(now);
         let now = self.ns(now);
         let maxretry = self.maxretry as usize;
@@ -184,6 +195,7 @@ impl Window {
         };
         self.push_newest(slot);
         let findtime_ns = self.findtime_ns;
+        let previous = std::mem::replace(&mut self.slab[slot as usize].link, link);
         let times = &mut self.slab[slot as usize].times;
         times.retain(|t| inside(t, now, findtime_ns));
         for _ in 0..count.min(maxretry as u32) {
@@ -195,10 +207,27 @@ impl Window {
         let failures = times.len() as u32;
         if failures as usize >= maxretry {
             self.remove(slot);
-            Outcome::Reached(failures)
+            (Outcome::Reached(failures), previous)
         } else {
-            Outcome::Counting(failures)
+            (Outcome::Counting(failures), previous)
         }
+    }
+
+    /// Failures of `ip` inside the window at `now` and the link of its last one, if tracked.
+    pub(crate) fn lookup(&self, ip: &IpNetwork, now: Instant) -> Option<(u32, u32)> {
+        let slot = self.find(self.hasher.hash_one(ip), ip)?;
+        let entry = &self.slab[slot as usize];
+        let now = match self.base {
+            Some(base) if now >= base => i64::try_from((now - base).as_nanos()).unwrap_or(i64::MAX),
+            _ => 0,
+        };
+        let n = entry
+            .times
+            .as_slice()
+            .iter()
+            .filter(|&&t| inside(t, now, self.findtime_ns))
+            .count() as u32;
+        (n > 0).then_some((n, entry.link))
     }
 
     /// Drops addresses whose last failure is older than findtime.
@@ -258,6 +287,7 @@ impl Window {
             key,
             prev: NIL,
             next: NIL,
+            link: NIL,
             times: Times::EMPTY,
         };
         if self.free != NIL {
@@ -414,29 +444,38 @@ mod tests {
     async fn bans_at_maxretry_inside_findtime() {
         let mut w = Window::new(Duration::from_secs(600), 3, 100);
         let t = Instant::now();
-        assert_eq!(w.record(ip(1), 1, t), Outcome::Counting(1));
+        assert_eq!(w.record(ip(1), 1, t, NIL).0, Outcome::Counting(1));
         tokio::time::advance(Duration::from_secs(300)).await;
-        assert_eq!(w.record(ip(1), 1, Instant::now()), Outcome::Counting(2));
+        assert_eq!(
+            w.record(ip(1), 1, Instant::now(), NIL).0,
+            Outcome::Counting(2)
+        );
         tokio::time::advance(Duration::from_secs(299)).await;
-        assert_eq!(w.record(ip(1), 1, Instant::now()), Outcome::Reached(3));
+        assert_eq!(
+            w.record(ip(1), 1, Instant::now(), NIL).0,
+            Outcome::Reached(3)
+        );
         assert_eq!(w.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn failures_outside_findtime_do_not_count() {
         let mut w = Window::new(Duration::from_secs(600), 3, 100);
-        w.record(ip(1), 1, Instant::now());
-        w.record(ip(1), 1, Instant::now());
+        w.record(ip(1), 1, Instant::now(), NIL);
+        w.record(ip(1), 1, Instant::now(), NIL);
         tokio::time::advance(Duration::from_secs(601)).await;
-        assert_eq!(w.record(ip(1), 1, Instant::now()), Outcome::Counting(1));
+        assert_eq!(
+            w.record(ip(1), 1, Instant::now(), NIL).0,
+            Outcome::Counting(1)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn expired_addresses_are_pruned() {
         let mut w = Window::new(Duration::from_secs(60), 5, 100);
-        w.record(ip(1), 1, Instant::now());
+        w.record(ip(1), 1, Instant::now(), NIL);
         tokio::time::advance(Duration::from_secs(30)).await;
-        w.record(ip(2), 1, Instant::now());
+        w.record(ip(2), 1, Instant::now(), NIL);
         tokio::time::advance(Duration::from_secs(31)).await;
         w.prune(Instant::now());
         assert_eq!(w.len(), 1);
@@ -449,10 +488,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_oldest_address_is_evicted_at_the_cap() {
         let mut w = Window::new(Duration::from_secs(600), 5, 2);
-        w.record(ip(1), 1, Instant::now());
-        w.record(ip(2), 1, Instant::now());
-        w.record(ip(1), 1, Instant::now());
-        w.record(ip(3), 1, Instant::now());
+        w.record(ip(1), 1, Instant::now(), NIL);
+        w.record(ip(2), 1, Instant::now(), NIL);
+        w.record(ip(1), 1, Instant::now(), NIL);
+        w.record(ip(3), 1, Instant::now(), NIL);
         assert_eq!(w.evicted(), 1);
         assert_eq!(w.failures(&ip(2)), 0, "ip 2 failed least recently");
         assert_eq!(w.failures(&ip(1)), 2);
@@ -461,9 +500,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_repeat_summary_counts_n_failures() {
         let mut w = Window::new(Duration::from_secs(600), 5, 10);
-        w.record(ip(1), 1, Instant::now());
-        assert_eq!(w.record(ip(1), 3, Instant::now()), Outcome::Counting(4));
-        assert_eq!(w.record(ip(1), 7, Instant::now()), Outcome::Reached(5));
+        w.record(ip(1), 1, Instant::now(), NIL);
+        assert_eq!(
+            w.record(ip(1), 3, Instant::now(), NIL).0,
+            Outcome::Counting(4)
+        );
+        assert_eq!(
+            w.record(ip(1), 7, Instant::now(), NIL).0,
+            Outcome::Reached(5)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -471,13 +516,22 @@ mod tests {
         // More failures than the entry holds inline.
         let mut w = Window::new(Duration::from_secs(600), 12, 10);
         for n in 1..12 {
-            assert_eq!(w.record(ip(1), 1, Instant::now()), Outcome::Counting(n));
+            assert_eq!(
+                w.record(ip(1), 1, Instant::now(), NIL).0,
+                Outcome::Counting(n)
+            );
             tokio::time::advance(Duration::from_secs(50)).await;
         }
         // The first two failures are now findtime old or older.
         tokio::time::advance(Duration::from_secs(100)).await;
-        assert_eq!(w.record(ip(1), 1, Instant::now()), Outcome::Counting(10));
-        assert_eq!(w.record(ip(1), 2, Instant::now()), Outcome::Reached(12));
+        assert_eq!(
+            w.record(ip(1), 1, Instant::now(), NIL).0,
+            Outcome::Counting(10)
+        );
+        assert_eq!(
+            w.record(ip(1), 2, Instant::now(), NIL).0,
+            Outcome::Reached(12)
+        );
         assert!(w.is_empty());
     }
 
@@ -486,16 +540,19 @@ mod tests {
         let mut w = Window::new(Duration::from_secs(600), 2, 3);
         let before = Instant::now();
         tokio::time::advance(Duration::from_secs(10)).await;
-        w.record(ip(1), 1, Instant::now());
-        w.record(ip(2), 1, Instant::now());
-        w.record(ip(3), 1, Instant::now());
-        assert_eq!(w.record(ip(2), 1, Instant::now()), Outcome::Reached(2));
+        w.record(ip(1), 1, Instant::now(), NIL);
+        w.record(ip(2), 1, Instant::now(), NIL);
+        w.record(ip(3), 1, Instant::now(), NIL);
+        assert_eq!(
+            w.record(ip(2), 1, Instant::now(), NIL).0,
+            Outcome::Reached(2)
+        );
         w.forget(&ip(1));
         assert_eq!(w.len(), 1);
         // An instant before the first failure still counts (age 0), as before.
-        assert_eq!(w.record(ip(4), 1, before), Outcome::Counting(1));
-        w.record(ip(5), 1, Instant::now());
-        w.record(ip(6), 1, Instant::now());
+        assert_eq!(w.record(ip(4), 1, before, NIL).0, Outcome::Counting(1));
+        w.record(ip(5), 1, Instant::now(), NIL);
+        w.record(ip(6), 1, Instant::now(), NIL);
         assert_eq!(w.evicted(), 1, "ip 3 was the oldest at the cap");
         assert_eq!(w.failures(&ip(3)), 0);
         assert_eq!(

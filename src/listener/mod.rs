@@ -17,7 +17,8 @@ use ipnetwork::IpNetwork;
 use metrics::Counter;
 use tokio::time::Instant;
 
-use crate::filter::router::Router;
+use crate::evidence::{self, tail, Seen};
+use crate::filter::router::{Explained, Router};
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, DropReason};
 use crate::parse::{self, Zone};
@@ -147,6 +148,9 @@ impl Pipeline {
             hostname,
             ..event
         };
+        let watching = tail::watching();
+        let first = out.len();
+        let wall = std::time::SystemTime::from(receipt.wall);
         self.router.route(&event, |jail, m| {
             out.push(Failure {
                 jail: self.router.name(jail).clone(),
@@ -154,7 +158,35 @@ impl Pipeline {
                 count: event.repeat,
                 received_at: receipt.at,
                 host: event.hostname.map(Arc::from),
+                seen: Seen::new(wall, event.program, event.message),
+                matched: watching
+                    .then(|| Box::new((m.regex, self.router.pattern(jail, m.regex).to_string()))),
             })
+        });
+        if watching {
+            self.explain(&event, &out[first..]);
+        }
+    }
+
+    /// Publishes what every jail that took `event` without a failure made of it (`tail`).
+    fn explain(&self, event: &crate::parse::Event<'_>, failures: &[Failure]) {
+        let failed: Vec<usize> = (0..self.router.len())
+            .filter(|&j| failures.iter().any(|f| f.jail == *self.router.name(j)))
+            .collect();
+        self.router.explain(event, &failed, |jail, what| {
+            let (kind, outcome) = match what {
+                Explained::Missed => (tail::Kind::Missed, None),
+                Explained::Ignored(i, text) => (
+                    tail::Kind::Ignored,
+                    Some(format!("ignoreregex[{i}] {text}")),
+                ),
+            };
+            let mut e = tail::Event::new(kind, self.router.name(jail));
+            e.host = event.hostname.map(str::to_string);
+            e.program = event.program.map(str::to_string);
+            e.message = Some(evidence::cut(event.message, evidence::MAX_MESSAGE_BYTES).to_string());
+            e.outcome = outcome;
+            tail::publish(e);
         });
     }
 }

@@ -1,0 +1,119 @@
+//! The CLI's side of `why` and `tail`: the `why` answer as text, and the `tail` stream read
+//! line by line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use super::client::ClientError;
+use super::proto::{EvidenceLine, Request, Response, TailEvent, WhyBan, WhyJail};
+
+/// `why ADDR` as text: per jail, failures counted now with their lines, active bans and past
+/// bans with their evidence.
+pub fn show_why(addr: &str, jails: &[WhyJail]) -> String {
+    let mut out = String::new();
+    if jails.is_empty() {
+        out.push_str(&format!(
+            "{addr}: no failures counted, no active ban and no ban in the history\n"
+        ));
+        return out;
+    }
+    for j in jails {
+        out.push_str(&format!("[{}] {addr}", j.jail));
+        if j.counted_as != addr {
+            out.push_str(&format!(" (counted as {})", j.counted_as));
+        }
+        out.push('\n');
+        out.push_str(&format!("  failures now: {}/{}\n", j.failures, j.maxretry));
+        for line in &j.recent {
+            out.push_str(&show_line(line));
+        }
+        for ban in &j.active {
+            out.push_str(&format!(
+                "  banned: {} since {} until {} (ban #{}, {} failures{})\n",
+                ban.ip,
+                ban.banned_at,
+                ban.expires_at.as_deref().unwrap_or("permanent"),
+                ban.ban_count.unwrap_or_default(),
+                ban.failures,
+                show_hosts(ban),
+            ));
+            for line in &ban.evidence {
+                out.push_str(&show_line(line));
+            }
+        }
+        for ban in &j.past {
+            out.push_str(&format!(
+                "  past ban: {} at {} for {} ({} failures{})\n",
+                ban.ip,
+                ban.banned_at,
+                ban.bantime.as_deref().unwrap_or("?"),
+                ban.failures,
+                show_hosts(ban),
+            ));
+            for line in &ban.evidence {
+                out.push_str(&show_line(line));
+            }
+        }
+    }
+    out
+}
+
+fn show_hosts(ban: &WhyBan) -> String {
+    if ban.hosts.is_empty() {
+        String::new()
+    } else {
+        format!(", from {}", ban.hosts.join(", "))
+    }
+}
+
+fn show_line(line: &EvidenceLine) -> String {
+    let repeat = if line.count > 1 {
+        format!(" (x{})", line.count)
+    } else {
+        String::new()
+    };
+    format!(
+        "    {} {} {}: {}{repeat}\n",
+        line.at,
+        line.host.as_deref().unwrap_or("-"),
+        line.program.as_deref().unwrap_or("-"),
+        line.message
+    )
+}
+
+/// Streams `tail` (of `jail`, or every jail) from the daemon at `socket`, calling `each` for
+/// every event until the daemon ends the stream or `each` returns false.
+pub fn tail(
+    socket: &Path,
+    jail: Option<String>,
+    mut each: impl FnMut(&TailEvent) -> bool,
+) -> Result<(), ClientError> {
+    let unreachable = |os_error| ClientError::Unreachable {
+        path: socket.display().to_string(),
+        os_error,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    let mut request = serde_json::to_string(&Request::Tail { jail })
+        .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+    request.push('\n');
+    stream.write_all(request.as_bytes()).map_err(unreachable)?;
+    let mut lines = BufReader::new(stream).lines();
+    let bad = |e: String| ClientError::BadAnswer(e);
+    let first = lines
+        .next()
+        .ok_or_else(|| bad("connection closed (permission denied?)".into()))?
+        .map_err(|e| bad(e.to_string()))?;
+    match serde_json::from_str::<Response>(&first).map_err(|e| bad(e.to_string()))? {
+        Response::Error { message } => return Err(ClientError::Refused(message)),
+        Response::Ok { .. } => {}
+    }
+    for line in lines {
+        let line = line.map_err(|e| bad(e.to_string()))?;
+        let event: TailEvent = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+        if !each(&event) {
+            break;
+        }
+    }
+    Ok(())
+}

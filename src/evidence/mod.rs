@@ -1,0 +1,151 @@
+//! Why a ban happened: the lines that decided it ([`Line`], cut to [`MAX_MESSAGE_BYTES`]) and
+//! the live explain stream ([`tail`]). A leaf: the listener, the jail, the state, the actions
+//! and the control socket all speak these types, and it imports none of them.
+
+pub mod tail;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest message kept as evidence (bytes, cut back to a character boundary): enough for
+/// every sshd or web server failure line, and a bound on what one ban can store.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+
+/// What a failure brings from its message for the evidence: receipt time and the message's
+/// program and text. Small: it travels with every failure from the listener to the jail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Wall-clock receipt time, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The syslog program (tag), if any.
+    pub program: Option<Box<str>>,
+    /// The message, cut at [`MAX_MESSAGE_BYTES`].
+    pub message: Box<str>,
+}
+
+impl Seen {
+    /// Evidence of a message received at `at`.
+    pub fn new(at: SystemTime, program: Option<&str>, message: &str) -> Self {
+        Seen {
+            at_ms: millis(at),
+            program: program.map(Box::from),
+            message: Box::from(cut(message, MAX_MESSAGE_BYTES)),
+        }
+    }
+}
+
+/// One line that counted towards a ban, as stored in the history and shown by `why`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    /// Receipt time, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The syslog host name the line came from (the attacked server on a central sink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The syslog program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// The message (at most [`MAX_MESSAGE_BYTES`]).
+    pub message: String,
+    /// Failures it stood for (an rsyslog repeat summary stands for several).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// The evidence of one ban, oldest line first; shared, since the state writer, the actions and
+/// the jail's memory of the ban all hold it.
+pub type Evidence = Arc<[Line]>;
+
+/// The distinct host names of `lines`, in first-seen order.
+pub fn hosts(lines: &[Line]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for host in lines.iter().filter_map(|l| l.host.as_deref()) {
+        if !out.iter().any(|h| h == host) {
+            out.push(host.to_string());
+        }
+    }
+    out
+}
+
+/// `t` as milliseconds since the Unix epoch (0 before it).
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The first `max` bytes of `text`, cut back to a character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// `text` made safe to paste into a shell command, quoted or not: characters a shell gives a
+/// meaning (`$`, backquote, quotes, backslash, `;`, `&`, `|`, redirections, globs, control
+/// characters, ...) become `_`; letters, digits, spaces and `.,:/@=+-_[]%^` stay. Attackers
+/// write these lines, so `<matches>` and `<hosts>` pass through this before any template.
+pub fn shell_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " .,:/@=+-_[]%^".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("abc", 10), "abc");
+        assert_eq!(cut("aé", 2), "a");
+        let long = "é".repeat(400);
+        let seen = Seen::new(UNIX_EPOCH, Some("sshd"), &long);
+        assert!(seen.message.len() <= MAX_MESSAGE_BYTES);
+        assert_eq!(seen.message.len(), 512);
+    }
+
+    #[test]
+    fn shell_metacharacters_are_neutralised() {
+        assert_eq!(
+            shell_safe("Invalid user $(reboot) from 192.0.2.1; `id` 'x' \"y\" \\ | & > <\n"),
+            "Invalid user __reboot_ from 192.0.2.1_ _id_ _x_ _y_ _ _ _ _ __"
+        );
+        assert_eq!(shell_safe("web-1.example.org"), "web-1.example.org");
+    }
+
+    #[test]
+    fn hosts_are_distinct_in_order() {
+        let line = |h: &str| Line {
+            at_ms: 0,
+            host: Some(h.into()),
+            program: None,
+            message: String::new(),
+            count: 1,
+        };
+        assert_eq!(
+            hosts(&[line("b"), line("a"), line("b")]),
+            ["b".to_string(), "a".to_string()]
+        );
+    }
+}
