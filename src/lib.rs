@@ -1,8 +1,9 @@
 //! jailsink: a syslog receiver that turns brute-force failures into firewall bans.
 //!
 //! Layout, in the order data flows through it. Imports follow the data: a module imports only
-//! what is downstream of it or a leaf (`address`, `metrics`), so the jail never knows the
-//! control protocol and an action never knows a jail (`cargo test --test tests layout` checks it).
+//! what is downstream of it or a leaf (`address`, `evidence`, `metrics`), so the jail never
+//! knows the control protocol and an action never knows a jail (`cargo test --test tests layout`
+//! checks it).
 //! - [`listener`]: UDP datagrams and TCP streams (RFC 6587 framing) into frames, with a sender ACL.
 //! - [`parse`]: one frame into an `parse::Event` (RFC 3164 / RFC 5424 via syslog_loose).
 //! - [`filter`]: events routed by program (`filter::router`), matched by the engine
@@ -18,7 +19,8 @@
 //! - [`action`]: bans applied off the hot path (iptables, nftables, ipset, command, log), chosen
 //!   by `action::ActionKind`.
 //! - Leaves: [`address`] (parsing, normalising, showing addresses and networks), `duration`
-//!   (durations as operators write them) and [`metrics`]
+//!   (durations as operators write them), [`evidence`] (the lines a ban keeps, and the `tail`
+//!   stream every stage publishes to) and [`metrics`]
 //!   (every metric defined once, and the /metrics responder).
 //! - [`config`]: TOML parsed, then compiled with every error reported at once, into the pieces
 //!   each module takes; `config::filter_file` is the one filter-file loader.

@@ -73,6 +73,7 @@ fn corpus_offline_and_live_tcp_udp() {
         "2",
         "--timeout",
         "30",
+        "--tail",
     ]);
     run(&[
         "live-udp",
@@ -109,6 +110,14 @@ fn corpus_offline_and_live_tcp_udp() {
 #[test]
 fn attackers_latency_restore_idle() {
     run(&["attackers", "--counts", "100,2000", "--rounds", "2"]);
+    run(&[
+        "attackers",
+        "--counts",
+        "100,2000",
+        "--rounds",
+        "2",
+        "--evidence",
+    ]);
     run(&[
         "latency",
         "--jailsink",

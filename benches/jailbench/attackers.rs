@@ -3,7 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use jailsink::evidence::Seen;
+
 use super::corpus::attacker;
+
+/// Host names the failures come from with `--evidence`.
+const HOSTS: [&str; 4] = ["web-1", "web-2", "mail-1", "bastion"];
 use super::support::rss_kib;
 
 /// `attackers [--counts 100,10000,100000,1000000] [--rounds 4]`.
@@ -20,6 +25,10 @@ pub struct Args {
     /// Failures per address (at least 2: the first round inserts, the rest are timed).
     #[arg(long, default_value = "4", value_parser = super::count)]
     pub rounds: usize,
+    /// Give every failure its evidence (receipt time, host, program, an sshd line), as the
+    /// listeners do: the jail's evidence ring and the window's links are in the figures.
+    #[arg(long)]
+    pub evidence: bool,
 }
 
 /// One attacker-count step.
@@ -56,8 +65,20 @@ pub fn attackers(args: &Args) -> Result<Vec<AttackRow>, String> {
         for round in 0..rounds {
             let at = t0 + Duration::from_millis(round as u64);
             let start = Instant::now();
-            for ip in &addrs {
-                std::hint::black_box(jail.on_failure(*ip, 1, at));
+            if args.evidence {
+                let wall = std::time::SystemTime::now();
+                for (i, ip) in addrs.iter().enumerate() {
+                    // As the listener does per failure: its own host name and message copies.
+                    let host: std::sync::Arc<str> = std::sync::Arc::from(HOSTS[i % HOSTS.len()]);
+                    let line =
+                        format!("Failed password for invalid user admin from {ip} port 4242 ssh2");
+                    let seen = Seen::new(wall, Some("sshd"), &line);
+                    std::hint::black_box(jail.on_failure_seen(*ip, 1, at, Some(host), Some(seen)));
+                }
+            } else {
+                for ip in &addrs {
+                    std::hint::black_box(jail.on_failure(*ip, 1, at));
+                }
             }
             // The first round inserts; later rounds are the steady state under attack.
             if round > 0 {

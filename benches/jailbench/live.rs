@@ -33,6 +33,42 @@ pub struct TcpArgs {
     /// Seconds to wait for a receiver to count everything.
     #[arg(long, default_value = "300", value_parser = super::count)]
     pub timeout: usize,
+    /// Also measure jailsink with a `tail` client connected (reading every event as fast as it
+    /// can), to show what watching costs; without one, publishing is one atomic load.
+    #[arg(long)]
+    pub tail: bool,
+}
+
+/// Connects a `tail` client to `daemon` and reads (and discards) its stream on a thread until
+/// the daemon goes; returns once the daemon has confirmed it is watching.
+fn watch(daemon: &support::Daemon) -> Result<std::thread::JoinHandle<u64>, String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let socket = daemon
+        .config
+        .parent()
+        .ok_or("config has no directory")?
+        .join("jailsink.sock");
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"{\"command\":\"tail\",\"jail\":null}\n")
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut ok = String::new();
+    reader.read_line(&mut ok).map_err(|e| e.to_string())?;
+    if !ok.contains("\"ok\"") {
+        return Err(format!("tail refused: {ok}"));
+    }
+    Ok(std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        total
+    }))
 }
 
 /// One live TCP measurement.
@@ -95,36 +131,49 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
     let jailsink = &args.jailsink.jailsink;
     let mut rows = Vec::new();
     let timeout = Duration::from_secs(args.timeout as u64);
+    let watched: &[bool] = if args.tail { &[false, true] } else { &[false] };
     for &connections in &args.connections {
         for octet in [false, true] {
             let framing = if octet { "octet" } else { "lf" };
-            // jailsink
-            let daemon = fresh_daemon(jailsink, LIVE_JAILS)?;
-            let start = Instant::now();
-            let pid = daemon.pid();
-            let peak = Arc::new(AtomicU64::new(0));
-            let sent = send_tcp(daemon.tcp, &lines, connections, octet, 0)?;
-            let counted = support::poll(timeout, POLL, || {
-                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
-                received(&daemon, "tcp") >= sent.messages as f64
-            });
-            let secs = start.elapsed().as_secs_f64();
-            if !counted {
-                return Err(format!(
-                    "jailsink counted {} of {}",
-                    received(&daemon, "tcp"),
-                    sent.messages
-                ));
+            for &tailing in watched {
+                // jailsink
+                let daemon = fresh_daemon(jailsink, LIVE_JAILS)?;
+                let watcher = if tailing { Some(watch(&daemon)?) } else { None };
+                let start = Instant::now();
+                let pid = daemon.pid();
+                let peak = Arc::new(AtomicU64::new(0));
+                let sent = send_tcp(daemon.tcp, &lines, connections, octet, 0)?;
+                let counted = support::poll(timeout, POLL, || {
+                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    received(&daemon, "tcp") >= sent.messages as f64
+                });
+                let secs = start.elapsed().as_secs_f64();
+                if !counted {
+                    return Err(format!(
+                        "jailsink counted {} of {}",
+                        received(&daemon, "tcp"),
+                        sent.messages
+                    ));
+                }
+                rows.push(LiveRow {
+                    receiver: if tailing {
+                        "jailsink + tail client"
+                    } else {
+                        "jailsink"
+                    }
+                    .into(),
+                    connections,
+                    framing,
+                    messages: sent.messages,
+                    rate: sent.messages as f64 / secs,
+                    rss_kib: peak.load(Ordering::Relaxed),
+                });
+                drop(daemon);
+                if let Some(watcher) = watcher {
+                    let bytes = watcher.join().map_err(|_| "tail reader failed")?;
+                    println!("tail client read {bytes} bytes of events");
+                }
             }
-            rows.push(LiveRow {
-                receiver: "jailsink".into(),
-                connections,
-                framing,
-                messages: sent.messages,
-                rate: sent.messages as f64 / secs,
-                rss_kib: peak.load(Ordering::Relaxed),
-            });
-            drop(daemon);
             let Some(rsyslogd) = args.rsyslogd.as_ref().filter(|p| !p.as_os_str().is_empty())
             else {
                 continue;
