@@ -440,6 +440,13 @@ mod tests {
         )))
     }
 
+    #[test]
+    fn the_evidence_link_costs_a_tracked_address_nothing() {
+        // key (18 bytes) + prev, next, link (12) + inline times (48, 8-aligned) = 78: the link
+        // fills what was padding in the 80-byte entry before it existed.
+        assert_eq!(std::mem::size_of::<Entry>(), 80);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn bans_at_maxretry_inside_findtime() {
         let mut w = Window::new(Duration::from_secs(600), 3, 100);
