@@ -29,41 +29,34 @@ pub fn show_why(addr: &str, jails: &[WhyJail]) -> String {
             out.push_str(&show_line(line));
         }
         for ban in &j.active {
-            out.push_str(&format!(
-                "  banned: {} since {} until {} (ban #{}, {} failures{})\n",
+            let until = ban.expires_at.as_deref().unwrap_or("permanent");
+            let head = format!(
+                "banned: {} since {} until {until} (ban #{}",
                 ban.ip,
                 ban.banned_at,
-                ban.expires_at.as_deref().unwrap_or("permanent"),
-                ban.ban_count.unwrap_or_default(),
-                ban.failures,
-                show_hosts(ban),
-            ));
-            for line in &ban.evidence {
-                out.push_str(&show_line(line));
-            }
+                ban.ban_count.unwrap_or_default()
+            );
+            show_ban(&mut out, &head, ban);
         }
         for ban in &j.past {
-            out.push_str(&format!(
-                "  past ban: {} at {} for {} ({} failures{})\n",
-                ban.ip,
-                ban.banned_at,
-                ban.bantime.as_deref().unwrap_or("?"),
-                ban.failures,
-                show_hosts(ban),
-            ));
-            for line in &ban.evidence {
-                out.push_str(&show_line(line));
-            }
+            let bantime = ban.bantime.as_deref().unwrap_or("?");
+            let head = format!("past ban: {} at {} for {bantime} (", ban.ip, ban.banned_at);
+            show_ban(&mut out, &head, ban);
         }
     }
     out
 }
 
-fn show_hosts(ban: &WhyBan) -> String {
-    if ban.hosts.is_empty() {
-        String::new()
-    } else {
-        format!(", from {}", ban.hosts.join(", "))
+/// One ban: `head`, its failures and hosts, then its evidence lines.
+fn show_ban(out: &mut String, head: &str, ban: &WhyBan) {
+    let sep = if head.ends_with('(') { "" } else { ", " };
+    out.push_str(&format!("  {head}{sep}{} failures", ban.failures));
+    if !ban.hosts.is_empty() {
+        out.push_str(&format!(", from {}", ban.hosts.join(", ")));
+    }
+    out.push_str(")\n");
+    for line in &ban.evidence {
+        out.push_str(&show_line(line));
     }
 }
 

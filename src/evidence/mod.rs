@@ -119,6 +119,7 @@ mod tests {
     fn messages_are_cut_on_a_character_boundary() {
         assert_eq!(cut("abc", 10), "abc");
         assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("aéb", 3), "aé");
         let long = "é".repeat(400);
         let seen = Seen::new(UNIX_EPOCH, Some("sshd"), &long);
         assert!(seen.message.len() <= MAX_MESSAGE_BYTES);

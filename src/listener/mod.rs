@@ -144,7 +144,7 @@ impl Pipeline {
             }
         };
         let event = crate::parse::Event {
-            message: truncate(event.message, self.max_match_bytes),
+            message: evidence::cut(event.message, self.max_match_bytes),
             hostname,
             ..event
         };
@@ -188,27 +188,5 @@ impl Pipeline {
             e.outcome = outcome;
             tail::publish(e);
         });
-    }
-}
-
-/// The first `max` bytes of `text`, cut back to a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn truncation_respects_characters() {
-        assert_eq!(super::truncate("abc", 10), "abc");
-        assert_eq!(super::truncate("aé", 2), "a");
-        assert_eq!(super::truncate("aéb", 3), "aé");
     }
 }
