@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use jailsink::config::raw::RawFilter;
 use jailsink::config::read_toml;
-use jailsink::filter::{Filter, FilterSource, Verdict};
+use jailsink::filter::{Filter, Verdict};
 
 const SHIPPED: &[&str] = &[
     "sshd",
@@ -52,13 +52,10 @@ fn raw(name: &str) -> RawFilter {
 }
 
 fn load(name: &str) -> Filter {
-    let raw = raw(name);
-    Filter::compile(&FilterSource {
-        failregex: raw.failregex,
-        ignoreregex: raw.ignoreregex,
-        prefregex: raw.prefregex,
-    })
-    .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    // as a jail gets it: the file's default mode, held and success patterns included
+    let source = jailsink::config::filter_file::read_native(&filter_path(name), None)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    Filter::compile(&source).unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
 fn ip(s: &str) -> IpAddr {

@@ -22,4 +22,5 @@ mod observe;
 mod operate;
 mod package;
 mod redis_support;
+mod sshd;
 mod support;

@@ -334,6 +334,10 @@ impl JailSet {
         let Some(slot) = self.slot_mut(&failure.jail) else {
             return;
         };
+        if failure.success {
+            slot.jail.forgive(failure.ip);
+            return;
+        }
         if let Decision::Ban(order) =
             slot.jail
                 .on_failure(failure.ip, failure.count, failure.received_at)
@@ -801,6 +805,7 @@ mod tests {
             jail: Arc::from("sshd"),
             ip: ip.parse().unwrap(),
             count: 1,
+            success: false,
             received_at: Instant::now(),
         }
     }

@@ -17,7 +17,7 @@ use ipnetwork::IpNetwork;
 use metrics::Counter;
 use tokio::time::Instant;
 
-use crate::filter::router::Router;
+use crate::filter::router::{Hit, Router};
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, DropReason};
 use crate::parse::{self, Zone};
@@ -147,11 +147,16 @@ impl Pipeline {
             hostname,
             ..event
         };
-        self.router.route(&event, |jail, m| {
+        self.router.route(&event, |jail, hit| {
+            let (ip, count, success) = match hit {
+                Hit::Failures(m, count) => (m.ip, count, false),
+                Hit::Success(ip) => (ip, 0, true),
+            };
             out.push(Failure {
                 jail: self.router.name(jail).clone(),
-                ip: m.ip,
-                count: event.repeat,
+                ip,
+                count,
+                success,
                 received_at: receipt.at,
                 host: event.hostname.map(Arc::from),
             })
