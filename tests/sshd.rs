@@ -434,3 +434,152 @@ fn an_unknown_mode_or_option_names_the_file_the_key_and_why() {
         "{e}"
     );
 }
+
+/// Forgiveness end to end: 4 wrong passwords, a login, 4 more wrong passwords stay under
+/// maxretry 5; the fifth after the login bans.
+#[test]
+fn a_login_forgives_earlier_failures_through_the_daemon() {
+    use crate::support::{config, log_tcp, Daemon};
+    let d = Daemon::start(&config(
+        "",
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+filter = "sshd"
+maxretry = 5
+findtime = "1h"
+"#,
+    ));
+    let a = "203.0.113.90";
+    let failed = format!("Failed password for alice from {a} port 40000 ssh2");
+    let tracked = r#"jailsink_tracked_addresses{jail="sshd"}"#;
+    let failures = r#"jailsink_failures_total{jail="sshd"}"#;
+    log_tcp(&[], &d, "sshd", &failed, 4);
+    d.wait_metric(failures, 4.0);
+    d.wait_metric(tracked, 1.0);
+    log_tcp(
+        &[],
+        &d,
+        "sshd",
+        &format!("Accepted password for alice from {a} port 40001 ssh2"),
+        1,
+    );
+    d.wait_metric(tracked, 0.0);
+    log_tcp(&[], &d, "sshd", &failed, 4);
+    d.wait_metric(failures, 8.0);
+    d.wait_metric(tracked, 1.0);
+    let banned = |d: &Daemon| d.count_messages(|m| m.contains(&format!("Ban {a}"))) > 0;
+    assert!(!banned(&d), "banned after a login");
+    // the count restarted at the login: the fifth failure after it bans
+    log_tcp(&[], &d, "sshd", &failed, 1);
+    assert!(
+        crate::support::wait_for(Duration::from_secs(10), || banned(&d)),
+        "no ban at the fifth failure after the login"
+    );
+    assert!(d.stop().success());
+}
+
+/// Sends `lines` in order over one TCP connection as `sshd[pid]` with util-linux `logger`.
+fn log_lines(d: &crate::support::Daemon, pid: u32, lines: &[String]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("logger")
+        .args(["-n", "127.0.0.1", "-T", "-P", &d.tcp.port().to_string()])
+        .args(["-t", "sshd", &format!("--id={pid}")])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run logger (apt-get install bsdutils)");
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+/// With PAM, each wrong password is logged twice (pam_unix, then sshd): the shipped sshd jail
+/// still bans at the fifth wrong password, not the third; and keys an agent offers before the
+/// accepted one count nothing.
+#[test]
+fn one_wrong_password_counts_once_through_the_daemon() {
+    use crate::support::{config, wait_for, Daemon};
+    let d = Daemon::start(&config(
+        "",
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+filter = "sshd"
+maxretry = 5
+findtime = "1h"
+"#,
+    ));
+    let a = "203.0.113.91";
+    let pair = [
+        format!("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={a}  user=root"),
+        format!("Failed password for root from {a} port 40100 ssh2"),
+    ];
+    let failures = r#"jailsink_failures_total{jail="sshd"}"#;
+    let banned = |d: &Daemon| d.count_messages(|m| m.contains(&format!("Ban {a}"))) > 0;
+    // a legitimate user: two keys refused, the third accepted, on another connection
+    let b = "198.51.100.91";
+    log_lines(
+        &d,
+        5000,
+        &[
+            format!("Failed publickey for alice from {b} port 40200 ssh2: RSA SHA256:aaa"),
+            format!("Failed publickey for alice from {b} port 40200 ssh2: ECDSA SHA256:bbb"),
+            format!("Accepted publickey for alice from {b} port 40200 ssh2: ED25519 SHA256:ccc"),
+        ],
+    );
+    let four: Vec<String> = pair.iter().cycle().take(8).cloned().collect();
+    log_lines(&d, 4321, &four);
+    d.wait_metric(failures, 4.0);
+    assert!(!banned(&d), "banned before the fifth wrong password");
+    log_lines(&d, 4321, &pair);
+    assert!(
+        wait_for(Duration::from_secs(10), || banned(&d)),
+        "no ban at the fifth wrong password"
+    );
+    d.wait_metric(failures, 5.0);
+    assert_eq!(d.count_messages(|m| m.contains(&format!("Ban {b}"))), 0);
+    assert!(d.stop().success());
+}
+
+/// A jail picks a native filter's mode; an unknown mode, another option, or a successregex
+/// that does not compile is reported against the config with its key.
+#[test]
+fn jails_choose_native_modes_and_bad_options_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jailsink.toml");
+    let write = |jail: &str| {
+        let text =
+            crate::support::config("", jail).replace("@DIR@", &dir.path().display().to_string());
+        std::fs::write(&path, text).unwrap();
+    };
+    write("[jails.sshd]\nprograms = [\"sshd\"]\nfilter_options = { mode = \"normal\" }\nsuccessregex = ['^ok <HOST>$']\n");
+    let config = jailsink::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.jails.len(), 1);
+    for (jail, want) in [
+        (
+            "[jails.sshd]\nprograms = [\"sshd\"]\nfilter_options = { mode = \"ddos\" }\n",
+            ("jails.sshd.filter_options", "unknown mode `ddos`"),
+        ),
+        (
+            "[jails.sshd]\nprograms = [\"sshd\"]\nfilter_options = { publickey = \"any\" }\n",
+            ("jails.sshd.filter_options", "takes only `mode`"),
+        ),
+        (
+            "[jails.sshd]\nprograms = [\"sshd\"]\nsuccessregex = ['^ok$']\n",
+            ("jails.sshd.successregex[0]", "no <HOST>"),
+        ),
+    ] {
+        write(jail);
+        let errors = jailsink::config::load(&path).unwrap_err();
+        assert!(
+            errors
+                .0
+                .iter()
+                .any(|e| e.key == want.0 && e.reason.contains(want.1)),
+            "{want:?} not in {errors}"
+        );
+    }
+}
