@@ -538,20 +538,18 @@ mod tests {
         assert_eq!(r.result, "missed");
     }
 
+    /// `run` on one literal line: the summary and the report.
+    fn run_one(loaded: &LoadedFilter, line: &str) -> (Summary, String) {
+        let mut out = Vec::new();
+        let s = run(line, loaded, &Zone::Utc, Options::default(), &mut out).unwrap();
+        (s, String::from_utf8(out).unwrap())
+    }
+
     #[test]
     fn report_counts_lines() {
         let loaded = load_filter(r"^bad <HOST>$", &[]).unwrap();
-        let mut out = Vec::new();
-        let s = run(
-            "bad 192.0.2.1",
-            &loaded,
-            &Zone::Utc,
-            Options::default(),
-            &mut out,
-        )
-        .unwrap();
+        let (s, text) = run_one(&loaded, "bad 192.0.2.1");
         assert_eq!((s.lines, s.matched), (1, 1));
-        let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("Lines: 1 lines, 0 ignored, 1 matched, 0 missed"),
             "{text}"
@@ -562,15 +560,10 @@ mod tests {
     fn held_failure_patterns_are_counted_by_their_own_number() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/filter.d/sshd.toml");
         let loaded = load_filter(path.to_str().unwrap(), &[]).unwrap();
-        let mut out = Vec::new();
-        let s = run(
-            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.1",
+        let (s, _) = run_one(
             &loaded,
-            &Zone::Utc,
-            Options::default(),
-            &mut out,
-        )
-        .unwrap();
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.1",
+        );
         assert_eq!((s.lines, s.matched), (1, 1));
         assert_eq!(s.fail_hits.iter().sum::<u64>(), 1);
         assert_eq!(s.fail_hits.len(), loaded.failregex().len());

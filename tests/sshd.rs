@@ -284,51 +284,50 @@ fn sshd_matches_no_benign_line_in_any_mode() {
     );
 }
 
+/// Failures `lines` count on connection `pid`, one after another.
+fn total<S: AsRef<str>>(j: &mut Judge, pid: &str, lines: &[S]) -> u32 {
+    lines
+        .iter()
+        .map(|m| j.line(0, Some(pid), m.as_ref()).map_or(0, |(_, n)| n))
+        .sum()
+}
+
 #[test]
 fn one_attempt_counts_once() {
     let mut j = Judge::new(sshd(None));
     let a = "203.0.113.50";
-    let mut total = 0;
     // five wrong passwords with PAM: pam_unix's line and sshd's own for each
-    for _ in 0..5 {
-        for m in [
-            format!("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={a}  user=root"),
-            format!("Failed password for root from {a} port 4000 ssh2"),
-        ] {
-            total += j.line(0, Some("4000"), &m).map_or(0, |(_, n)| n);
-        }
-    }
-    assert_eq!(total, 5, "five wrong passwords are five failures");
+    let pair = [
+        format!("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={a}  user=root"),
+        format!("Failed password for root from {a} port 4000 ssh2"),
+    ];
+    let five: Vec<String> = pair.iter().cycle().take(10).cloned().collect();
+    assert_eq!(
+        total(&mut j, "4000", &five),
+        5,
+        "five wrong passwords are five failures"
+    );
     // keyboard-interactive: pam_unix, sshd's PAM words, then Failed: one
-    let mut total = 0;
-    for m in [
+    let kbd = [
         format!("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={a}  user=root"),
         format!("error: PAM: Authentication failure for root from {a}"),
         format!("Failed keyboard-interactive/pam for root from {a} port 4001 ssh2"),
-    ] {
-        total += j.line(0, Some("4001"), &m).map_or(0, |(_, n)| n);
-    }
-    assert_eq!(total, 1);
+    ];
+    assert_eq!(total(&mut j, "4001", &kbd), 1);
     // a user whose agent offers three keys, the third accepted: nothing
-    let mut total = 0;
-    for m in [
+    let keys = [
         "Failed publickey for alice from 198.51.100.7 port 4002 ssh2: RSA SHA256:aaa",
         "Failed publickey for alice from 198.51.100.7 port 4002 ssh2: ECDSA SHA256:bbb",
         "Accepted publickey for alice from 198.51.100.7 port 4002 ssh2: ED25519 SHA256:ccc",
-    ] {
-        total += j.line(0, Some("4002"), m).map_or(0, |(_, n)| n);
-    }
-    assert_eq!(total, 0);
+    ];
+    assert_eq!(total(&mut j, "4002", &keys), 0);
     // two keys refused and the connection given up: both count then
-    let mut total = 0;
-    for m in [
+    let refused = [
         "Failed publickey for root from 203.0.113.51 port 4003 ssh2: RSA SHA256:aaa",
         "Failed publickey for root from 203.0.113.51 port 4003 ssh2: RSA SHA256:bbb",
         "Connection closed by authenticating user root 203.0.113.51 port 4003 [preauth]",
-    ] {
-        total += j.line(0, Some("4003"), m).map_or(0, |(_, n)| n);
-    }
-    assert_eq!(total, 3);
+    ];
+    assert_eq!(total(&mut j, "4003", &refused), 3);
     // a pam_unix line nothing follows still counts, when its connection is forgotten
     j.line(
         7,
