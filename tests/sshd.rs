@@ -434,21 +434,20 @@ fn an_unknown_mode_or_option_names_the_file_the_key_and_why() {
     );
 }
 
+/// A daemon with the shipped sshd jail at maxretry 5 in a window of an hour.
+fn sshd_daemon() -> crate::support::Daemon {
+    crate::support::Daemon::start(&crate::support::config(
+        "",
+        "[jails.sshd]\nprograms = [\"sshd\"]\nfilter = \"sshd\"\nmaxretry = 5\nfindtime = \"1h\"\n",
+    ))
+}
+
 /// Forgiveness end to end: 4 wrong passwords, a login, 4 more wrong passwords stay under
 /// maxretry 5; the fifth after the login bans.
 #[test]
 fn a_login_forgives_earlier_failures_through_the_daemon() {
-    use crate::support::{config, log_tcp, Daemon};
-    let d = Daemon::start(&config(
-        "",
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
-maxretry = 5
-findtime = "1h"
-"#,
-    ));
+    use crate::support::{log_tcp, Daemon};
+    let d = sshd_daemon();
     let a = "203.0.113.90";
     let failed = format!("Failed password for alice from {a} port 40000 ssh2");
     let tracked = r#"jailsink_tracked_addresses{jail="sshd"}"#;
@@ -500,17 +499,8 @@ fn log_lines(d: &crate::support::Daemon, pid: u32, lines: &[String]) {
 /// accepted one count nothing.
 #[test]
 fn one_wrong_password_counts_once_through_the_daemon() {
-    use crate::support::{config, wait_for, Daemon};
-    let d = Daemon::start(&config(
-        "",
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
-maxretry = 5
-findtime = "1h"
-"#,
-    ));
+    use crate::support::{wait_for, Daemon};
+    let d = sshd_daemon();
     let a = "203.0.113.91";
     let pair = [
         format!("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={a}  user=root"),
