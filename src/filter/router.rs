@@ -10,7 +10,7 @@ use regex::{RegexSet, RegexSetBuilder};
 
 use super::fail2ban::{FailureId, LineState};
 use super::session::{self, Sessions};
-use super::{Filter, FilterMatch, JailFilter, Prefixes, Verdict};
+use super::{FailClass, Filter, FilterMatch, JailFilter, Prefixes, Verdict};
 use crate::parse::{Event, ProcId};
 
 /// What a jail's filter made of an event.
@@ -236,8 +236,13 @@ impl Router {
         // A poisoned lock only means another listener panicked mid-line; the table is still
         // a valid bounded map.
         let mut table = sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let key = with_pid(event, |pid| table.key(event.hostname, pid, m.ip));
         let class = filter.class_of(m.regex);
+        // A counted failure with nothing held anywhere needs no key (the common case).
+        let key = if class == FailClass::Count && table.is_empty() {
+            None
+        } else {
+            with_pid(event, |pid| table.key(event.hostname, pid, m.ip))
+        };
         let now = std::time::Instant::now();
         let count = table.failure(key, m.ip, class, event.repeat, now, &mut released);
         drop(table);
