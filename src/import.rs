@@ -110,7 +110,12 @@ const NATIVE: &[(&str, &[&str], &str)] = &[
     ("roundcube-auth", &["normal"], "roundcube-auth"),
     ("named-refused", &["normal"], "named-refused"),
     ("grafana", &["normal"], "grafana"),
+    ("sshd", &["normal", "aggressive"], "sshd"),
 ];
+
+/// Native filters with modes of fail2ban's names: the jail keeps the mode as its
+/// `filter_options` (fail2ban's `sshd[mode=aggressive]` is the native sshd in mode aggressive).
+const NATIVE_WITH_MODES: &[&str] = &["sshd"];
 
 /// Where the native filters are looked up in an imported config: beside the config file
 /// (`/etc/jailsink/filter.d` for `/etc/jailsink/jailsink.toml`, where the package puts them).
@@ -382,6 +387,10 @@ impl Jail<'_> {
                 );
             }
             out.set("filter", quote(native));
+            if NATIVE_WITH_MODES.contains(&native) {
+                let mode = options.get("mode").map_or("normal", String::as_str);
+                out.set("filter_options", format!("{{ mode = {} }}", quote(mode)));
+            }
             return Some((native.to_string(), Vars::new()));
         }
         let file = ["conf", "local"]
@@ -834,8 +843,8 @@ mod tests {
         let text = import_fail2ban(d.path()).unwrap();
         let t = toml_of(&text);
         let sshd = jail(&t, "sshd");
-        let sshd_conf = d.path().join("filter.d/sshd.conf");
-        assert_eq!(sshd["filter"].as_str(), sshd_conf.to_str());
+        // fail2ban's sshd[mode=aggressive] is the native sshd in its aggressive mode
+        assert_eq!(sshd["filter"].as_str(), Some("sshd"));
         assert_eq!(sshd["filter_options"]["mode"].as_str(), Some("aggressive"));
         assert_eq!(sshd["port"].as_str(), Some("ssh"));
         assert_eq!(sshd["bantime"].as_str(), Some("permanent"));
@@ -922,7 +931,11 @@ mod tests {
             ),
             None
         );
-        assert_eq!(native_for("sshd", &opts(&[("mode", "normal")])), None);
+        assert_eq!(
+            native_for("sshd", &opts(&[("mode", "normal")])),
+            Some("sshd")
+        );
+        assert_eq!(native_for("sshd", &opts(&[("mode", "ddos")])), None);
         assert_eq!(native_for("nginx-botsearch", &opts(&[])), None);
         assert_eq!(native_for("gitlab", &opts(&[])), None);
         // every mapped name is a filter the repository ships
@@ -937,7 +950,7 @@ mod tests {
             (
                 "jail.local",
                 "[postfix-sasl]\nenabled = true\nfilter = postfix[mode=auth]\nfailregex = ^x <HOST>$\n\
-                 [dovecot]\nenabled = true\n[sshd]\nenabled = true\n[dropbear]\nenabled = true\nfilter = sshd\n",
+                 [dovecot]\nenabled = true\n[sshd]\nenabled = true\n[dropbear]\nenabled = true\nfilter = sshd[mode=ddos]\n",
             ),
             ("filter.d/sshd.conf", FILTER),
             ("filter.d/postfix.conf", FILTER),
@@ -961,15 +974,20 @@ mod tests {
             jail(&t, "dovecot")["programs"].as_array().unwrap()[0].as_str(),
             Some("dovecot")
         );
-        // not mapped: fail2ban's file by its path, so that the native sshd.toml of the same
-        // name does not take its place
-        let path = d.path().join("filter.d/sshd.conf");
-        assert_eq!(jail(&t, "sshd")["filter"].as_str(), path.to_str());
+        // sshd in fail2ban's normal mode is the native sshd in its normal mode
+        assert_eq!(jail(&t, "sshd")["filter"].as_str(), Some("sshd"));
         assert_eq!(
             jail(&t, "sshd")["filter_options"]["mode"].as_str(),
             Some("normal")
         );
+        // not mapped (a mode the native filter lacks): fail2ban's file by its path, so that
+        // the native sshd.toml of the same name does not take its place
+        let path = d.path().join("filter.d/sshd.conf");
         assert_eq!(jail(&t, "dropbear")["filter"].as_str(), path.to_str());
+        assert_eq!(
+            jail(&t, "dropbear")["filter_options"]["mode"].as_str(),
+            Some("ddos")
+        );
 
         let config_path = d.path().join("jailsink.toml");
         std::fs::write(&config_path, &text).unwrap();
@@ -984,9 +1002,9 @@ mod tests {
         };
         assert!(origin("postfix-sasl").ends_with("postfix-sasl.toml"));
         assert!(origin("dovecot").ends_with("dovecot.toml"));
-        assert!(origin("sshd").contains("sshd.conf"), "{}", origin("sshd"));
+        assert!(origin("sshd").ends_with("sshd.toml"), "{}", origin("sshd"));
         assert!(
-            origin("dropbear").ends_with("sshd.conf"),
+            origin("dropbear").ends_with("sshd.conf[mode=ddos]"),
             "{}",
             origin("dropbear")
         );

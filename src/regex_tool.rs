@@ -43,10 +43,19 @@ pub struct LoadedFilter {
 }
 
 impl LoadedFilter {
-    fn failregex(&self) -> &[String] {
+    /// Every failure pattern in the order matches number them (a native filter's
+    /// failregex, then its pendingregex and echoregex).
+    fn failregex(&self) -> Vec<&String> {
         match &self.filter {
-            FilterKind::Native(f) => &f.source().failregex,
-            FilterKind::Fail2ban(f) => &f.failregex,
+            FilterKind::Native(f) => {
+                let s = f.source();
+                s.failregex
+                    .iter()
+                    .chain(&s.pendingregex)
+                    .chain(&s.echoregex)
+                    .collect()
+            }
+            FilterKind::Fail2ban(f) => f.failregex.iter().collect(),
         }
     }
 
@@ -529,23 +538,34 @@ mod tests {
         assert_eq!(r.result, "missed");
     }
 
+    /// `run` on one literal line: the summary and the report.
+    fn run_one(loaded: &LoadedFilter, line: &str) -> (Summary, String) {
+        let mut out = Vec::new();
+        let s = run(line, loaded, &Zone::Utc, Options::default(), &mut out).unwrap();
+        (s, String::from_utf8(out).unwrap())
+    }
+
     #[test]
     fn report_counts_lines() {
         let loaded = load_filter(r"^bad <HOST>$", &[]).unwrap();
-        let mut out = Vec::new();
-        let s = run(
-            "bad 192.0.2.1",
-            &loaded,
-            &Zone::Utc,
-            Options::default(),
-            &mut out,
-        )
-        .unwrap();
+        let (s, text) = run_one(&loaded, "bad 192.0.2.1");
         assert_eq!((s.lines, s.matched), (1, 1));
-        let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("Lines: 1 lines, 0 ignored, 1 matched, 0 missed"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn held_failure_patterns_are_counted_by_their_own_number() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/filter.d/sshd.toml");
+        let loaded = load_filter(path.to_str().unwrap(), &[]).unwrap();
+        let (s, _) = run_one(
+            &loaded,
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.1",
+        );
+        assert_eq!((s.lines, s.matched), (1, 1));
+        assert_eq!(s.fail_hits.iter().sum::<u64>(), 1);
+        assert_eq!(s.fail_hits.len(), loaded.failregex().len());
     }
 }

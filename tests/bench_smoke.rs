@@ -108,6 +108,34 @@ fn corpus_offline_and_live_tcp_udp() {
 }
 
 #[test]
+fn every_filter_next_to_sshd_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    let c = corpus.to_str().unwrap();
+    run(&["corpus", "--lines", "3000", "--pool", "40", "--out", c]);
+    let truth = jailbench::corpus::Truth::read(&corpus.join("truth.txt")).unwrap();
+    let jailbench::Job::Filters(args) = parse(&[
+        "filters",
+        "--corpus",
+        c,
+        "--jailsink",
+        binary(),
+        "--rounds",
+        "1",
+    ]) else {
+        unreachable!("filters parses as filters")
+    };
+    let run = jailbench::filters::filters(&args).unwrap();
+    assert_eq!(run.offline[0].1, truth.sshd_failures);
+    // every sshd failure, and the sendmail AUTH failures the library's filter finds too
+    assert_eq!(
+        run.offline[1].1,
+        truth.sshd_failures + truth.sendmail_failures
+    );
+    assert_eq!(run.live.len(), 3);
+}
+
+#[test]
 fn attackers_latency_restore_idle() {
     run(&["attackers", "--counts", "100,2000", "--rounds", "2"]);
     run(&[

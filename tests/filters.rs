@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use jailsink::config::raw::RawFilter;
 use jailsink::config::read_toml;
-use jailsink::filter::{Filter, FilterSource, Verdict};
+use jailsink::filter::{Filter, Verdict};
 
 const SHIPPED: &[&str] = &[
     "sshd",
@@ -52,13 +52,10 @@ fn raw(name: &str) -> RawFilter {
 }
 
 fn load(name: &str) -> Filter {
-    let raw = raw(name);
-    Filter::compile(&FilterSource {
-        failregex: raw.failregex,
-        ignoreregex: raw.ignoreregex,
-        prefregex: raw.prefregex,
-    })
-    .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    // as a jail gets it: the file's default mode, held and success patterns included
+    let source = jailsink::config::filter_file::read_native(&filter_path(name), None)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    Filter::compile(&source).unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -1705,5 +1702,36 @@ fn jailsink_normal(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+// ------------------------------------------------------------------------- successregex
+
+#[test]
+fn shipped_success_patterns_find_real_logins_and_only_them() {
+    for (filter, line, addr) in [
+        ("sshd", "Accepted password for bob from 198.51.100.2 port 50001 ssh2", "198.51.100.2"),
+        ("sshd", "Accepted publickey for bob from 2001:db8::2 port 50001 ssh2: ED25519 SHA256:abc", "2001:db8::2"),
+        ("sshd", "Accepted keyboard-interactive/pam for bob from fe80::2%eth0 port 50001 ssh2", "fe80::2"),
+        // Dovecot 2.3 (doc/wiki and src/login-common/client-common.c get_log_str)
+        ("dovecot", "imap-login: Login: user=<bob>, method=PLAIN, rip=198.51.100.3, lip=192.0.2.1, mpid=4242, TLS, session=<Kb9bXA8Ir5TAqAEC>", "198.51.100.3"),
+        ("dovecot", "pop3-login: Login: user=<bob@example.org>, method=LOGIN, rip=2001:db8::3, lip=2001:db8::1, mpid=17, secured, session=<abc+/=>", "2001:db8::3"),
+        ("dovecot", "imap-login: Login: user=<x>, method=PLAIN, rip=6.6.6.6, lip=1.1.1.1, mpid=1, TLS, session=<a>>, method=PLAIN, rip=198.51.100.4, lip=192.0.2.1, mpid=2, TLS, session=<b>", "198.51.100.4"),
+        // Postfix smtpd's line for an authenticated client (smtpd.c, smtpd_sasl_glue.c)
+        ("postfix-sasl", "9F2A61C0B3: client=mail.example.org[198.51.100.5], sasl_method=PLAIN, sasl_username=bob@example.org", "198.51.100.5"),
+        ("postfix-sasl", "4XyZ1n2Q3rz9abc: client=unknown[2001:db8::5]:587, sasl_method=LOGIN, sasl_username=x, client=a[6.6.6.6]", "2001:db8::5"),
+    ] {
+        let f = load(filter);
+        assert_eq!(f.success(line), Some(ip(addr)), "{filter}: {line}");
+        assert!(!matches!(f.check(line), Verdict::Failure(_)), "{filter}: {line}");
+    }
+    for (filter, line) in [
+        ("sshd", "Failed password for bob from 198.51.100.2 port 50001 ssh2"),
+        ("sshd", "Postponed publickey for bob from 198.51.100.2 port 50001 ssh2 [preauth]"),
+        ("dovecot", "imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, rip=198.51.100.3, lip=192.0.2.1, TLS, session=<x>"),
+        ("postfix-sasl", "warning: unknown[198.51.100.5]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"),
+        ("postfix-sasl", "9F2A61C0B3: client=mail.example.org[198.51.100.5]"),
+    ] {
+        assert_eq!(load(filter).success(line), None, "{filter}: {line}");
     }
 }

@@ -86,17 +86,14 @@ fn import_of_the_installed_fail2ban_config_passes_check() {
     assert_eq!(sshd["filter_options"]["mode"].as_str(), Some("aggressive"));
     assert_eq!(sshd["bantime"].as_str(), Some("1h"));
     assert_eq!(sshd["action"].as_str(), Some("iptables"));
-    // fail2ban's postfix[mode=auth] and dovecot are native filters; sshd stays fail2ban's
+    // fail2ban's postfix[mode=auth], dovecot and sshd[mode=aggressive] are native filters
     let filter = |jail: &str| table["jails"][jail]["filter"].as_str().unwrap().to_string();
     assert_eq!(filter("postfix-sasl"), "postfix-sasl");
     assert!(table["jails"]["postfix-sasl"]
         .get("filter_options")
         .is_none());
     assert_eq!(filter("dovecot"), "dovecot");
-    assert_eq!(
-        filter("sshd"),
-        dir.join("filter.d/sshd.conf").to_str().unwrap()
-    );
+    assert_eq!(filter("sshd"), "sshd");
     assert_eq!(
         filter("postfix"),
         dir.join("filter.d/postfix.conf").to_str().unwrap()
@@ -104,7 +101,7 @@ fn import_of_the_installed_fail2ban_config_passes_check() {
     for (jail, file) in [
         ("postfix-sasl", "/filter.d/postfix-sasl.toml "),
         ("dovecot", "/filter.d/dovecot.toml "),
-        ("sshd", "/filter.d/sshd.conf[mode=aggressive] "),
+        ("sshd", "/filter.d/sshd.toml "),
     ] {
         let line = stdout
             .lines()

@@ -23,4 +23,5 @@ mod observe;
 mod operate;
 mod package;
 mod redis_support;
+mod sshd;
 mod support;

@@ -14,6 +14,7 @@
 
 pub mod attackers;
 pub mod corpus;
+pub mod filters;
 pub mod latency;
 pub mod live;
 pub mod load;
@@ -78,6 +79,8 @@ pub enum Job {
     Restore(restore::RestoreArgs),
     /// Idle RSS of a daemon with the shipped jails.
     Idle(restore::IdleArgs),
+    /// Every shipped filter next to sshd alone, offline and live, same run (cost per message).
+    Filters(filters::Args),
 }
 
 /// Runs one job.
@@ -94,6 +97,7 @@ pub fn dispatch(job: Job) -> Result<(), String> {
         Job::Latency(args) => latency::latency(&args).map(|_| ()),
         Job::Restore(args) => restore::restore(&args).map(|_| ()),
         Job::Idle(args) => restore::idle(&args).map(|_| ()),
+        Job::Filters(args) => filters::filters(&args).map(|_| ()),
     }
 }
 

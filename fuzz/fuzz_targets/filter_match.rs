@@ -17,7 +17,7 @@ fn filters() -> &'static Vec<Filter> {
         for entry in std::fs::read_dir(dir).expect("conf/filter.d") {
             let path = entry.expect("entry").path();
             let raw: RawFilter = read_toml(&path).expect("shipped filter reads");
-            let source = FilterSource { failregex: raw.failregex, ignoreregex: raw.ignoreregex, prefregex: raw.prefregex };
+            let source = FilterSource { failregex: raw.failregex, ignoreregex: raw.ignoreregex, prefregex: raw.prefregex, successregex: raw.successregex, pendingregex: raw.pendingregex, echoregex: raw.echoregex, ..Default::default() };
             out.push(Filter::compile(&source).expect("shipped filter compiles"));
         }
         out

@@ -574,7 +574,7 @@ fn compile_filter(
     if wanted.is_none() && jail.filter_options.is_some() {
         errors.push(
             format!("jails.{name}.filter_options"),
-            "filter_options needs a fail2ban filter (`filter = \"sshd\"` finding sshd.conf)",
+            "filter_options needs a filter file (`filter = \"sshd\"`)",
         );
         return None;
     }
@@ -584,7 +584,7 @@ fn compile_filter(
                 errors.list.extend(list);
                 return None;
             }
-            Err(e @ FilterFileError::OptionsOnNative(_)) => {
+            Err(e @ FilterFileError::BadOption { .. }) => {
                 errors.push(format!("jails.{name}.filter_options"), e.to_string());
                 return None;
             }
@@ -598,7 +598,10 @@ fn compile_filter(
                 filter,
             }) => {
                 // The jail's own failregex/ignoreregex keys would mix two regex dialects.
-                if jail.failregex.is_some() || jail.ignoreregex.is_some() {
+                if jail.failregex.is_some()
+                    || jail.ignoreregex.is_some()
+                    || jail.successregex.is_some()
+                {
                     errors.push(
                         format!("jails.{name}.failregex"),
                         format!(
@@ -620,9 +623,13 @@ fn compile_filter(
     }
     let own_start = source.failregex.len();
     let own_ignore_start = source.ignoreregex.len();
+    let own_success_start = source.successregex.len();
     source
         .failregex
         .extend(jail.failregex.clone().unwrap_or_default());
+    source
+        .successregex
+        .extend(jail.successregex.clone().unwrap_or_default());
     source
         .ignoreregex
         .extend(jail.ignoreregex.clone().unwrap_or_default());
@@ -632,18 +639,15 @@ fn compile_filter(
             for e in list {
                 // Patterns from the jail's own keys are reported against the config file.
                 let (index, list_name) = parse_index(&e.key);
-                let jail_owned = match list_name {
-                    "failregex" => index.is_some_and(|i| i >= own_start),
-                    "ignoreregex" => index.is_some_and(|i| i >= own_ignore_start),
-                    _ => false,
+                let start = match list_name {
+                    "failregex" => own_start,
+                    "ignoreregex" => own_ignore_start,
+                    "successregex" => own_success_start,
+                    _ => usize::MAX,
                 };
+                let jail_owned = index.is_some_and(|i| i >= start);
                 let (efile, key) = if jail_owned {
-                    let i = index.unwrap_or(0)
-                        - if list_name == "failregex" {
-                            own_start
-                        } else {
-                            own_ignore_start
-                        };
+                    let i = index.unwrap_or(0) - start;
                     (
                         errors.file.to_path_buf(),
                         format!("jails.{name}.{list_name}[{i}]"),

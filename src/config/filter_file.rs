@@ -45,9 +45,16 @@ pub enum FilterFileError {
     /// The fail2ban filter file could not be loaded.
     #[error(transparent)]
     Fail2ban(#[from] Fail2banError),
-    /// Options (`filter_options`) were given for a jailsink filter.
-    #[error("{} is a jailsink filter; filter_options apply to fail2ban .conf filters", .0.display())]
-    OptionsOnNative(PathBuf),
+    /// A `filter_options` key or value that the jailsink filter does not take.
+    #[error("{}: filter_options.{key}: {reason}", .path.display())]
+    BadOption {
+        /// The filter file.
+        path: PathBuf,
+        /// The option.
+        key: String,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 /// Finds and reads the filter `wanted` (a name looked up in `dirs`, or a path relative to
@@ -76,18 +83,112 @@ pub(crate) fn read_filter(
             })
         }
         FilterFile::Toml(path) => {
-            if options.is_some() {
-                return Err(FilterFileError::OptionsOnNative(path));
-            }
             let raw: RawFilter = read_toml(&path).map_err(FilterFileError::Toml)?;
+            let mode = native_mode(&path, &raw, options)?;
+            let mut failregex = raw.failregex;
+            if let Some(extra) = raw.modes.get(&mode) {
+                failregex.extend(extra.failregex.iter().cloned());
+            }
+            let session_ttl = match &raw.session_ttl {
+                None => None,
+                Some(d) => Some(ttl(d).map_err(|reason| FilterFileError::BadOption {
+                    path: path.clone(),
+                    key: "session_ttl".into(),
+                    reason,
+                })?),
+            };
             Ok(FilterFileContents::Native {
                 path,
                 source: FilterSource {
-                    failregex: raw.failregex,
+                    failregex,
                     ignoreregex: raw.ignoreregex,
                     prefregex: raw.prefregex,
+                    successregex: raw.successregex,
+                    pendingregex: raw.pendingregex,
+                    echoregex: raw.echoregex,
+                    session_ttl,
                 },
             })
         }
+    }
+}
+
+/// The patterns of the jailsink filter file at `path` in `mode` (the file's default when None),
+/// as a jail using it gets them: for tests and tools that judge a shipped filter as shipped.
+pub fn read_native(path: &Path, mode: Option<&str>) -> Result<FilterSource, FilterFileError> {
+    let options: Option<BTreeMap<String, String>> =
+        mode.map(|m| BTreeMap::from([("mode".to_string(), m.to_string())]));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match read_filter(&path.display().to_string(), &[], dir, options.as_ref())? {
+        FilterFileContents::Native { source, .. } => Ok(source),
+        FilterFileContents::Fail2ban { path, .. } => Err(FilterFileError::BadOption {
+            path,
+            key: "mode".into(),
+            reason: "a fail2ban filter, not a jailsink one".into(),
+        }),
+    }
+}
+
+/// The mode a native filter runs in: `filter_options.mode`, else the file's `mode`, else
+/// `normal`; any other option, or a mode the file does not declare, is an error.
+fn native_mode(
+    path: &Path,
+    raw: &RawFilter,
+    options: Option<&BTreeMap<String, String>>,
+) -> Result<String, FilterFileError> {
+    let bad = |key: &str, reason: String| FilterFileError::BadOption {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    let known = || {
+        let mut names: Vec<&str> = vec!["normal"];
+        names.extend(
+            raw.modes
+                .keys()
+                .map(String::as_str)
+                .filter(|m| *m != "normal"),
+        );
+        names.join(", ")
+    };
+    if let Some(file_mode) = &raw.mode {
+        if file_mode != "normal" && !raw.modes.contains_key(file_mode) {
+            return Err(bad(
+                "mode",
+                format!("the file's own mode `{file_mode}` is not declared ([modes.{file_mode}])"),
+            ));
+        }
+    }
+    let mut mode = raw.mode.clone().unwrap_or_else(|| "normal".into());
+    for (key, value) in options.into_iter().flatten() {
+        if key != "mode" {
+            return Err(bad(
+                key,
+                "a jailsink filter takes only `mode` as an option".into(),
+            ));
+        }
+        if value != "normal" && !raw.modes.contains_key(value) {
+            return Err(bad(
+                key,
+                format!("unknown mode `{value}`; this filter has: {}", known()),
+            ));
+        }
+        mode.clone_from(value);
+    }
+    Ok(mode)
+}
+
+/// A filter file's `session_ttl`.
+fn ttl(raw: &super::raw::RawDuration) -> Result<std::time::Duration, String> {
+    match raw {
+        super::raw::RawDuration::Seconds(s) if *s > 0 => {
+            Ok(std::time::Duration::from_secs(*s as u64))
+        }
+        super::raw::RawDuration::Seconds(s) => Err(format!("{s}: must be a positive duration")),
+        super::raw::RawDuration::Text(t) => match crate::duration::parse(t) {
+            Ok(Some(d)) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(format!("`{t}`: must be a positive duration")),
+            Err(e) => Err(format!("`{t}`: {e}")),
+        },
     }
 }

@@ -16,7 +16,7 @@
 //!    fail2ban has the same setting.
 
 pub mod compile;
-pub(crate) mod filter_file;
+pub mod filter_file;
 pub mod raw;
 pub mod tls;
 

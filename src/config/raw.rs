@@ -198,6 +198,8 @@ jail_keys! {
         failregex: Vec<String>,
         /// Patterns added to the filter's ignoreregex.
         ignoreregex: Vec<String>,
+        /// Patterns added to the filter's successregex (a login forgives the address).
+        successregex: Vec<String>,
         /// Ports the firewall actions guard.
         port: RawPorts,
         /// tcp, udp or all.
@@ -299,6 +301,33 @@ pub struct RawFilter {
     /// Patterns that veto a failure.
     #[serde(default)]
     pub ignoreregex: Vec<String>,
+    /// Patterns of a successful login: a match forgives the address's failures in the jail.
+    #[serde(default)]
+    pub successregex: Vec<String>,
+    /// Failures counted only when the sender's connection ends without a success.
+    #[serde(default)]
+    pub pendingregex: Vec<String>,
+    /// Second reports of one attempt, absorbed by the connection's next failure.
+    #[serde(default)]
+    pub echoregex: Vec<String>,
+    /// How long a connection's held failures wait (default 5m).
+    pub session_ttl: Option<RawDuration>,
+    /// The mode used when a jail names none (`normal` when absent).
+    pub mode: Option<String>,
+    /// Named modes, each adding failregex patterns to the filter's own (`normal` adds none).
+    #[serde(default)]
+    pub modes: BTreeMap<String, RawFilterMode>,
+}
+
+/// `[modes.NAME]` of a filter file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilterMode {
+    /// What the mode adds, for people.
+    pub description: Option<String>,
+    /// Patterns added to the filter's failregex in this mode.
+    #[serde(default)]
+    pub failregex: Vec<String>,
 }
 
 /// A duration as "10m" / "1h 30m" / "permanent", or a number of seconds as fail2ban writes it.

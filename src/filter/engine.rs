@@ -21,13 +21,35 @@ pub struct FilterSource {
     pub ignoreregex: Vec<String>,
     /// Optional pattern every message must match first; its `<F-CONTENT>` is what failregex sees.
     pub prefregex: Option<String>,
+    /// Patterns of a successful login: a match forgives the address's failures in the jail.
+    pub successregex: Vec<String>,
+    /// Failures that count only when the sender's connection ends without a success
+    /// (`Failed publickey`: clients offer several keys before the right one).
+    pub pendingregex: Vec<String>,
+    /// Second reports of one attempt in other words (`pam_unix ... authentication failure`
+    /// before sshd's `Failed password`): held, and absorbed by the next failregex failure of
+    /// the same sender and address.
+    pub echoregex: Vec<String>,
+    /// How long a held failure waits for its connection to go on (`session_ttl`).
+    pub session_ttl: Option<std::time::Duration>,
+}
+
+/// How a failure found by one pattern is counted (see [`FilterSource`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailClass {
+    /// Counted at once (`failregex`).
+    Count,
+    /// Held until the connection ends; dropped by a success (`pendingregex`).
+    Pending,
+    /// Held; absorbed by the next counted failure of the connection (`echoregex`).
+    Echo,
 }
 
 /// A problem in one pattern: which list, which index, and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{key}: {reason}")]
 pub struct PatternError {
-    /// `failregex[2]`, `ignoreregex[0]` or `prefregex`.
+    /// `failregex[2]`, `ignoreregex[0]`, `successregex[1]` or `prefregex`.
     pub key: String,
     /// What is wrong.
     pub reason: BadPattern,
@@ -320,6 +342,11 @@ fn prefixes_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
 pub struct Filter {
     source: FilterSource,
     fail: Vec<FailPattern>,
+    /// The class of each pattern of `fail`.
+    classes: Vec<FailClass>,
+    success: Vec<FailPattern>,
+    success_texts: Vec<String>,
+    success_prefixes: Prefixes,
     prefixes: Prefixes,
     fail_set: RegexSet,
     ignore: RegexSet,
@@ -359,15 +386,40 @@ impl Filter {
             });
         }
         let mut fail = Vec::new();
+        let mut classes = Vec::new();
         let mut expanded_fail = Vec::new();
-        for (i, pattern) in source.failregex.iter().enumerate() {
-            let key = format!("failregex[{i}]");
+        let lists = [
+            ("failregex", &source.failregex, FailClass::Count),
+            ("pendingregex", &source.pendingregex, FailClass::Pending),
+            ("echoregex", &source.echoregex, FailClass::Echo),
+        ];
+        for (list, patterns, class) in lists {
+            for (i, pattern) in patterns.iter().enumerate() {
+                match compile_fail(pattern) {
+                    Ok((p, text)) => {
+                        fail.push(p);
+                        classes.push(class);
+                        expanded_fail.push(text);
+                    }
+                    Err(reason) => errors.push(PatternError {
+                        key: format!("{list}[{i}]"),
+                        reason,
+                    }),
+                }
+            }
+        }
+        let mut success = Vec::new();
+        let mut success_texts = Vec::new();
+        for (i, pattern) in source.successregex.iter().enumerate() {
             match compile_fail(pattern) {
                 Ok((p, text)) => {
-                    fail.push(p);
-                    expanded_fail.push(text);
+                    success.push(p);
+                    success_texts.push(text);
                 }
-                Err(reason) => errors.push(PatternError { key, reason }),
+                Err(reason) => errors.push(PatternError {
+                    key: format!("successregex[{i}]"),
+                    reason,
+                }),
             }
         }
         let mut expanded_ignore = Vec::new();
@@ -414,6 +466,10 @@ impl Filter {
         Ok(Filter {
             source: source.clone(),
             fail,
+            classes,
+            success_prefixes: Prefixes::new(&success_texts),
+            success,
+            success_texts,
             prefixes: Prefixes::new(&expanded_fail),
             fail_set,
             ignore,
@@ -431,6 +487,60 @@ impl Filter {
         self.fail_set.patterns()
     }
 
+    /// The expanded successregex texts, for a router's combined dispatch.
+    pub(crate) fn success_patterns(&self) -> &[String] {
+        &self.success_texts
+    }
+
+    /// How a failure of pattern `regex` (as [`FilterMatch::regex`] numbers them: failregex,
+    /// then pendingregex, then echoregex) is counted.
+    pub fn class_of(&self, regex: usize) -> FailClass {
+        self.classes.get(regex).copied().unwrap_or(FailClass::Count)
+    }
+
+    /// True when some failures are held per connection (pendingregex or echoregex).
+    pub fn holds_failures(&self) -> bool {
+        self.classes.iter().any(|c| *c != FailClass::Count)
+    }
+
+    /// True when the filter has successregex patterns.
+    pub fn has_success(&self) -> bool {
+        !self.success.is_empty()
+    }
+
+    /// The address a successful login in `message` came from (successregex), if any.
+    pub fn success(&self, message: &str) -> Option<IpAddr> {
+        let content = self.content(message)?;
+        (0..self.success.len())
+            .filter(|&i| self.success_prefixes.could_match(i, content))
+            .find_map(|i| self.success_for(i, content))
+    }
+
+    /// Runs successregex `index` on `content` (the message, or what prefregex leaves of it).
+    pub(crate) fn success_for(&self, index: usize, content: &str) -> Option<IpAddr> {
+        let pattern = self.success.get(index)?;
+        let found = match pattern.split.as_ref().and_then(|s| s.find(content)) {
+            Some(found) => found,
+            None => Found::Whole(pattern.regex.captures(content)?),
+        };
+        pattern
+            .addresses
+            .iter()
+            .filter_map(|&(g, role)| found.span(g).map(|(a, b)| (&content[a..b], role)))
+            .find_map(|(t, role)| parse_address(t, role))
+    }
+
+    /// What failregex sees of `message`: all of it, or prefregex's `<F-CONTENT>`.
+    fn content<'m>(&self, message: &'m str) -> Option<&'m str> {
+        match &self.prefregex {
+            None => Some(message),
+            Some((pre, group)) => pre
+                .captures(message)
+                .and_then(|c| c.get(*group))
+                .map(|m| m.as_str()),
+        }
+    }
+
     /// True when failregex sees only the `<F-CONTENT>` of a prefregex, so the router must call
     /// [`Filter::check`] instead of matching the whole message in a shared set.
     pub(crate) fn has_prefregex(&self) -> bool {
@@ -439,12 +549,8 @@ impl Filter {
 
     /// The full verdict for one message (already trimmed).
     pub fn check(&self, message: &str) -> Verdict {
-        let content = match &self.prefregex {
-            None => message,
-            Some((pre, group)) => match pre.captures(message).and_then(|c| c.get(*group)) {
-                Some(m) => m.as_str(),
-                None => return Verdict::Missed,
-            },
+        let Some(content) = self.content(message) else {
+            return Verdict::Missed;
         };
         if self.prefixes.usable() {
             for index in 0..self.fail.len() {
@@ -583,6 +689,7 @@ mod tests {
             failregex: fail.iter().map(|s| s.to_string()).collect(),
             ignoreregex: ignore.iter().map(|s| s.to_string()).collect(),
             prefregex: None,
+            ..Default::default()
         })
         .unwrap()
     }
@@ -614,6 +721,7 @@ mod tests {
             failregex: vec!["no host here".into(), "(<HOST>".into()],
             ignoreregex: vec!["[".into()],
             prefregex: None,
+            ..Default::default()
         })
         .unwrap_err();
         let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
@@ -626,6 +734,7 @@ mod tests {
             failregex: vec![r"^auth failed from <HOST>$".into()],
             ignoreregex: vec![],
             prefregex: Some(r"^\w+: <F-CONTENT>.+</F-CONTENT>$".into()),
+            ..Default::default()
         })
         .unwrap();
         assert!(matches!(

@@ -8,13 +8,14 @@ pub(crate) mod engine;
 pub mod fail2ban;
 pub(crate) mod lookup;
 pub(crate) mod router;
+pub mod session;
 pub(crate) mod template;
 
 use std::sync::Arc;
 
 pub(crate) use engine::Prefixes;
 pub use engine::{
-    parse_address, BadPattern, Filter, FilterMatch, FilterSource, PatternError, Verdict,
+    parse_address, BadPattern, FailClass, Filter, FilterMatch, FilterSource, PatternError, Verdict,
 };
 pub(crate) use lookup::{locate, FilterFile};
 

@@ -9,11 +9,21 @@ use std::sync::{Arc, Mutex};
 use regex::{RegexSet, RegexSetBuilder};
 
 use super::fail2ban::{FailureId, LineState};
-use super::{FilterMatch, JailFilter, Prefixes, Verdict};
+use super::session::{self, Sessions};
+use super::{FailClass, Filter, FilterMatch, JailFilter, Prefixes, Verdict};
 use crate::parse::{Event, ProcId};
 
 mod explain;
 pub(crate) use explain::Explained;
+
+/// What a jail's filter made of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Hit {
+    /// This many failures of the address count now.
+    Failures(FilterMatch, u32),
+    /// A successful login from the address: its failures are forgiven.
+    Success(std::net::IpAddr),
+}
 
 /// What the router needs to know about one jail.
 #[derive(Debug, Clone)]
@@ -35,8 +45,8 @@ struct Route {
     set: Option<RegexSet>,
     /// Anchored literal prefixes of the patterns, which make `set` unnecessary.
     prefixes: Prefixes,
-    /// (jail, failregex index) for each pattern of `set`, grouped by jail.
-    owners: Vec<(usize, usize)>,
+    /// (jail, failregex index, is a successregex) for each pattern of `set`, grouped by jail.
+    owners: Vec<(usize, usize, bool)>,
     /// Jails whose native filter has a prefregex: checked one by one.
     direct: Vec<usize>,
     /// Jails with a fail2ban filter: each sees the event as a syslog file line.
@@ -56,6 +66,9 @@ pub(crate) struct Router {
     /// `maxlines` and the failure-id cache. Listener tasks share it, hence the lock, taken only
     /// by fail2ban jails and only for one line's matching.
     states: Vec<Option<Mutex<LineState>>>,
+    /// Held failures of each native jail whose filter holds some (pendingregex, echoregex);
+    /// the lock is taken only for lines such a filter matched.
+    sessions: Vec<Option<Mutex<Sessions>>>,
     by_program: HashMap<Box<str>, Route>,
     fallback: Route,
 }
@@ -87,8 +100,19 @@ impl Router {
                 JailFilter::Native(_) => None,
             })
             .collect();
+        let sessions = jails
+            .iter()
+            .map(|j| match &j.filter {
+                JailFilter::Native(f) if f.holds_failures() => Some(Mutex::new(Sessions::new(
+                    f.source().session_ttl.unwrap_or(session::DEFAULT_TTL),
+                    session::DEFAULT_CAP,
+                ))),
+                _ => None,
+            })
+            .collect();
         Ok(Router {
             states,
+            sessions,
             jails,
             by_program,
             fallback,
@@ -110,25 +134,32 @@ impl Router {
         self.jails.is_empty()
     }
 
-    /// Calls `on_failure(jail, match)` for every jail that finds a failure in `event`.
-    pub(crate) fn route(&self, event: &Event<'_>, mut on_failure: impl FnMut(usize, FilterMatch)) {
+    /// Calls `on_hit(jail, hit)` for every jail that finds a failure or a success in `event`.
+    pub(crate) fn route(&self, event: &Event<'_>, mut on_hit: impl FnMut(usize, Hit)) {
         let (program, hostname, message) = (event.program, event.hostname, event.message);
         let route = program
             .and_then(|p| self.by_program.get(p))
             .unwrap_or(&self.fallback);
         let mut decided: Option<usize> = None;
         let mut try_pattern = |index: usize| {
-            let (jail, regex) = route.owners[index];
+            let (jail, regex, success) = route.owners[index];
             if decided == Some(jail) || !self.takes_host(jail, hostname) {
                 return;
             }
             let JailFilter::Native(filter) = &self.jails[jail].filter else {
                 return;
             };
+            if success {
+                if let Some(ip) = filter.success_for(regex, message) {
+                    decided = Some(jail);
+                    self.native_success(jail, event, ip, &mut on_hit);
+                }
+                return;
+            }
             match filter.verdict_for(regex, message) {
                 Some(Verdict::Failure(m)) => {
                     decided = Some(jail);
-                    on_failure(jail, m);
+                    self.native_failure(jail, filter, event, m, &mut on_hit);
                 }
                 Some(_) => decided = Some(jail),
                 None => {}
@@ -151,7 +182,9 @@ impl Router {
             if self.takes_host(jail, hostname) {
                 if let JailFilter::Native(filter) = &self.jails[jail].filter {
                     if let Verdict::Failure(m) = filter.check(message) {
-                        on_failure(jail, m);
+                        self.native_failure(jail, filter, event, m, &mut on_hit);
+                    } else if let Some(ip) = filter.success(message) {
+                        self.native_success(jail, event, ip, &mut on_hit);
                     }
                 }
             }
@@ -177,23 +210,106 @@ impl Router {
             if let Some(found) = verdict.failure() {
                 // A DNS name or a non-address <F-ID> is never resolved, so never banned.
                 if let Some(FailureId::Addr(ip)) = found.id {
-                    on_failure(
+                    on_hit(
                         jail,
-                        FilterMatch {
-                            ip,
-                            regex: found.regex,
-                            user: found.user.clone(),
-                        },
+                        Hit::Failures(
+                            FilterMatch {
+                                ip,
+                                regex: found.regex,
+                                user: found.user.clone(),
+                            },
+                            event.repeat,
+                        ),
                     );
                 }
             }
         }
     }
 
+    /// A native failure: counted at once, or through the jail's held failures.
+    fn native_failure(
+        &self,
+        jail: usize,
+        filter: &Filter,
+        event: &Event<'_>,
+        m: FilterMatch,
+        on_hit: &mut impl FnMut(usize, Hit),
+    ) {
+        let Some(sessions) = &self.sessions[jail] else {
+            let repeat = event.repeat;
+            on_hit(jail, Hit::Failures(m, repeat));
+            return;
+        };
+        let mut released = Vec::new();
+        // A poisoned lock only means another listener panicked mid-line; the table is still
+        // a valid bounded map.
+        let mut table = sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let class = filter.class_of(m.regex);
+        // A counted failure with nothing held anywhere needs no key (the common case).
+        let key = if class == FailClass::Count && table.is_empty() {
+            None
+        } else {
+            with_pid(event, |pid| table.key(event.hostname, pid, m.ip))
+        };
+        let now = std::time::Instant::now();
+        let count = table.failure(key, m.ip, class, event.repeat, now, &mut released);
+        drop(table);
+        release(jail, released, on_hit);
+        if count > 0 {
+            on_hit(jail, Hit::Failures(m, count));
+        }
+    }
+
+    /// A native success: held failures of its connection are dropped, and the jail forgives.
+    fn native_success(
+        &self,
+        jail: usize,
+        event: &Event<'_>,
+        ip: std::net::IpAddr,
+        on_hit: &mut impl FnMut(usize, Hit),
+    ) {
+        if let Some(sessions) = &self.sessions[jail] {
+            let mut released = Vec::new();
+            let mut table = sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let key = with_pid(event, |pid| table.key(event.hostname, pid, ip));
+            table.success(key, std::time::Instant::now(), &mut released);
+            drop(table);
+            release(jail, released, on_hit);
+        }
+        on_hit(jail, Hit::Success(ip));
+    }
+
     fn takes_host(&self, jail: usize, hostname: Option<&str>) -> bool {
         let hosts = &self.jails[jail].hosts;
         hosts.is_empty()
             || hostname.is_some_and(|h| hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
+    }
+}
+
+/// Counts what forgotten connections held.
+fn release(
+    jail: usize,
+    released: Vec<(std::net::IpAddr, u32)>,
+    on_hit: &mut impl FnMut(usize, Hit),
+) {
+    for (ip, count) in released {
+        if count > 0 {
+            let m = FilterMatch {
+                ip,
+                regex: usize::MAX,
+                user: None,
+            };
+            on_hit(jail, Hit::Failures(m, count));
+        }
+    }
+}
+
+/// Runs `f` with the event's process id as text (None without one).
+fn with_pid<T>(event: &Event<'_>, f: impl FnOnce(Option<&str>) -> T) -> T {
+    match &event.pid {
+        Some(ProcId::PID(pid)) => f(Some(&pid.to_string())),
+        Some(ProcId::Name(name)) => f(Some(name)),
+        None => f(None),
     }
 }
 
@@ -217,7 +333,11 @@ fn build_route(
         }
         for (regex, text) in filter.fail_patterns().iter().enumerate() {
             patterns.push(text);
-            route.owners.push((jail, regex));
+            route.owners.push((jail, regex, false));
+        }
+        for (regex, text) in filter.success_patterns().iter().enumerate() {
+            patterns.push(text);
+            route.owners.push((jail, regex, true));
         }
     }
     route.prefixes = Prefixes::new(&patterns);

@@ -9,6 +9,10 @@ pub(crate) const IP4: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
 pub(crate) const IP6: &str =
     r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?";
 
+/// An IPv6 zone index after an address (`fe80::1%eth0`): matched outside the address group, so
+/// the address is banned without it.
+const ZONE: &str = r"(?:%[0-9A-Za-z_.-]{1,32})?";
+
 /// What a capture group of an expanded pattern holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupRole {
@@ -82,7 +86,8 @@ pub(crate) fn expand(pattern: &str) -> Result<Expanded, TagError> {
         match tag {
             "HOST" | "ADDR" => {
                 let n = name_for("addr", GroupRole::Address);
-                out.push_str(&format!("(?P<{n}>{IP4}|{IP6})"));
+                // An IPv6 zone index (`fe80::1%eth0`) is matched but left out of the address.
+                out.push_str(&format!("(?P<{n}>{IP4}|{IP6}){ZONE}"));
             }
             "IP4" => {
                 let n = name_for("addr", GroupRole::Address);
@@ -90,7 +95,7 @@ pub(crate) fn expand(pattern: &str) -> Result<Expanded, TagError> {
             }
             "IP6" => {
                 let n = name_for("addr", GroupRole::Address);
-                out.push_str(&format!("(?P<{n}>{IP6})"));
+                out.push_str(&format!("(?P<{n}>{IP6}){ZONE}"));
             }
             "SUBNET" | "CIDR" => {
                 let n = name_for("subnet", GroupRole::Subnet);

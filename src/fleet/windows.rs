@@ -180,6 +180,7 @@ impl SharedCounter {
                         jail: jail.clone(),
                         ip: *ip,
                         count: 1,
+                        success: false,
                         received_at: now,
                         host: None,
                         seen: Default::default(),
@@ -260,7 +261,8 @@ pub(crate) async fn run(
         let mut locals = Vec::new();
         for failure in batch.drain(..) {
             match table.get(&*failure.jail) {
-                Some(s) if conn.is_some() => {
+                // A success forgives in the jail's own window; the shared one keeps its count.
+                Some(s) if conn.is_some() && !failure.success => {
                     let key = key_of(s, failure.ip);
                     if overlaps(&s.ignore, key) {
                         // The jail counts it as ignored, as it would any ignored failure.

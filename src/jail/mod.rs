@@ -39,6 +39,8 @@ pub(crate) struct Failure {
     pub ip: IpAddr,
     /// How many failures the message stands for (rsyslog repeat summaries).
     pub count: u32,
+    /// A successful login (successregex), not a failure: the address's failures are forgiven.
+    pub success: bool,
     /// When the message arrived (monotonic; senders' clocks are never trusted).
     pub received_at: Instant,
     /// The syslog host name of the message, when it had one (fleet events carry it).
@@ -236,6 +238,13 @@ impl Jail {
     /// was not counted.
     pub(crate) fn ignored_network(&self, ip: IpAddr) -> Option<IpNetwork> {
         self.ignored_by(self.key_of(ip))
+    }
+
+    /// A successful login from `ip` (successregex): its failures in the window are forgiven.
+    pub fn forgive(&mut self, ip: IpAddr) {
+        let key = self.key_of(ip);
+        self.window.forget(&key);
+        self.update_gauges();
     }
 
     /// A failure already counted in the fleet's shared window: metrics here, and the ban when

@@ -348,6 +348,10 @@ impl JailSet {
         let Some(slot) = self.slot_mut(&failure.jail) else {
             return;
         };
+        if failure.success {
+            slot.jail.forgive(failure.ip);
+            return;
+        }
         let explain = failure
             .matched
             .is_some()
@@ -854,6 +858,7 @@ mod tests {
             jail: Arc::from("sshd"),
             ip: ip.parse().unwrap(),
             count: 1,
+            success: false,
             received_at: Instant::now(),
             seen: crate::evidence::Seen::new(SystemTime::now(), Some("sshd"), "Failed password"),
             matched: None,

@@ -18,7 +18,7 @@ use metrics::Counter;
 use tokio::time::Instant;
 
 use crate::evidence::{self, tail, Seen};
-use crate::filter::router::{Explained, Router};
+use crate::filter::router::{Explained, Hit, Router};
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, DropReason};
 use crate::parse::{self, Zone};
@@ -151,16 +151,23 @@ impl Pipeline {
         let watching = tail::watching();
         let first = out.len();
         let wall = std::time::SystemTime::from(receipt.wall);
-        self.router.route(&event, |jail, m| {
+        self.router.route(&event, |jail, hit| {
+            let (ip, count, regex) = match hit {
+                Hit::Failures(m, count) => (m.ip, count, Some(m.regex)),
+                Hit::Success(ip) => (ip, 0, None),
+            };
+            let success = regex.is_none();
             out.push(Failure {
                 jail: self.router.name(jail).clone(),
-                ip: m.ip,
-                count: event.repeat,
+                ip,
+                count,
+                success,
                 received_at: receipt.at,
                 host: event.hostname.map(Arc::from),
                 seen: Seen::new(wall, event.program, event.message),
-                matched: watching
-                    .then(|| Box::new((m.regex, self.router.pattern(jail, m.regex).to_string()))),
+                matched: regex
+                    .filter(|_| watching)
+                    .map(|regex| Box::new((regex, self.router.pattern(jail, regex).to_string()))),
             })
         });
         if watching {

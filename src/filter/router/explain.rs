@@ -31,7 +31,7 @@ impl Router {
         let mut jails: Vec<usize> = route
             .owners
             .iter()
-            .map(|&(jail, _)| jail)
+            .map(|&(jail, _, _)| jail)
             .chain(route.direct.iter().copied())
             .chain(route.fail2ban.iter().copied())
             .collect();
