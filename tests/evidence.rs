@@ -258,9 +258,15 @@ fn tail_explains_matches_ignores_misses_bans_and_unbans() {
         "Accepted publickey for alice from 192.0.2.41 port 22 ssh2",
         1,
     );
+    let forgiven = read_until(&mut tail, |e| e["event"] == "forgiven");
+    assert_eq!(forgiven["ip"], "192.0.2.41", "{forgiven}");
+    log_tcp(&[], &d, "sshd", "Server listening on 0.0.0.0 port 22.", 1);
     let missed = read_until(&mut tail, |e| e["event"] == "missed");
     assert!(
-        missed["message"].as_str().unwrap().starts_with("Accepted"),
+        missed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Server listening"),
         "{missed}"
     );
     log_tcp(&[], &d, "sshd", &failed("198.51.100.9"), 1);

@@ -47,6 +47,8 @@ pub enum Kind {
     Ignored,
     /// The message reached the jail and no failregex matched.
     Missed,
+    /// A successregex matched: the address logged in, and its failures were forgiven.
+    Forgiven,
     /// A ban was committed.
     Ban,
     /// A ban was lifted.
@@ -162,6 +164,7 @@ impl Event {
                 line()
             ),
             Kind::Missed => format!("{at} [{jail}] missed | {}", line()),
+            Kind::Forgiven => format!("{at} [{jail}] forgiven {} | {}", opt(&self.ip), line()),
             Kind::Ban => format!(
                 "{at} [{jail}] Ban {} ({} failures, bantime {}, ban #{})",
                 opt(&self.ip),

@@ -350,6 +350,9 @@ impl JailSet {
         };
         if failure.success {
             slot.jail.forgive(failure.ip);
+            if crate::evidence::tail::watching() {
+                why::Explain::of(&failure).forgiven(&slot.name);
+            }
             return;
         }
         let explain = failure

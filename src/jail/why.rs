@@ -106,6 +106,16 @@ impl Explain {
         }
     }
 
+    /// Publishes that jail `name` forgave the address (a successregex matched).
+    pub(crate) fn forgiven(self, name: &str) {
+        let mut e = tail::Event::new(tail::Kind::Forgiven, name);
+        e.ip = Some(self.ip.to_string());
+        e.host = self.host.as_deref().map(str::to_string);
+        e.program = self.program;
+        e.message = Some(self.message);
+        tail::publish(e);
+    }
+
     /// Publishes what `jail` (named `name`) decided.
     pub(crate) fn publish(self, jail: &Jail, name: &str, decision: &Decision) {
         let (kind, count, outcome) = match decision {
