@@ -54,8 +54,9 @@ CREATE TABLE IF NOT EXISTS fleet_outbox (
 /// ban and unban into an event written to the `fleet_outbox` table in the same transaction, so
 /// an event exists if and only if its ban was committed.
 pub(crate) trait Outbox: Send {
-    /// The event to publish for `op`, or None.
-    fn encode(&self, op: &StateOp) -> Option<String>;
+    /// The event to publish for `op`, or None; `tx` is the op's own transaction (the encoder
+    /// keeps what it needs to name the ban an unban lifts there).
+    fn encode(&self, op: &StateOp, tx: &rusqlite::Connection) -> Option<String>;
     /// Events were committed: wake the publisher.
     fn committed(&self);
 }
@@ -284,7 +285,7 @@ impl State {
                 StateOp::Routes(_) | StateOp::Barrier(_) => Ok(0),
             };
             result.map_err(&error)?;
-            if let Some(event) = outbox.and_then(|o| o.encode(op)) {
+            if let Some(event) = outbox.and_then(|o| o.encode(op, &tx)) {
                 tx.execute(
                     "INSERT INTO fleet_outbox (event) VALUES (?1)",
                     params![event],

@@ -408,9 +408,21 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
     );
     wait_holds(&agent, "198.51.100.9", true, "another origin");
 
-    // Standing bans read from the active set at start are not withheld: a fresh agent with
-    // the same guard applies all five.
-    for i in 20..25 {
+    // The snapshot passes the guard too, judged by when the sink decided each ban: five
+    // standing bans decided a minute apart are all applied by a fresh agent with the same
+    // guard; a flood of five decided in the same minute is held back past three.
+    let now = unix_ms();
+    for i in 20..25u64 {
+        let banned_at = (now - (i - 19) * 61_000).to_string();
+        activate(
+            &redis,
+            &[
+                ("target", &format!("198.51.100.{i}/32")),
+                ("banned_at", &banned_at),
+            ],
+        );
+    }
+    for i in 40..45 {
         activate(&redis, &[("target", &format!("198.51.100.{i}/32"))]);
     }
     // An active-set member whose details name another target: skipped, counted, neither
@@ -444,11 +456,11 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
         "{:?}",
         banned(&fresh)
     );
-    let withheld = fresh.metric("jailsink_fleet_bans_withheld_total{origin=\"rogue\"}");
-    assert!(
-        matches!(withheld, None | Some(0.0)),
-        "withheld: {withheld:?}"
-    );
+    fresh.wait_metric("jailsink_fleet_bans_withheld_total{origin=\"rogue\"}", 2.0);
+    let flood = (40..45)
+        .filter(|i| holds(&fresh, &format!("198.51.100.{i}")))
+        .count();
+    assert_eq!(flood, 3, "{:?}", banned(&fresh));
 }
 
 /// A start with a wrong password is an error naming the problem, not a retry loop.
@@ -507,8 +519,10 @@ fn fleet_agent_snapshot_reads_every_page() {
     let mut hset = vec!["HSET".to_string(), "t:bans".into()];
     for i in 0..n {
         let target = format!("10.{}.{}.1/32", i / 250, i % 250);
+        // Decided 100 ms apart (600 a minute): the storm guard lets the whole snapshot in.
         let fields: serde_json::Map<String, serde_json::Value> = event_fields(&[
             ("target", &target),
+            ("banned_at", &(now - i * 100).to_string()),
             ("expires_at", &(now + 3_600_000 + i).to_string()),
         ])
         .into_iter()
@@ -548,6 +562,8 @@ fn fleet_agent_lifts_restored_bans_its_allowlist_covers() {
     wait_holds(&agent, "198.51.100.44", true, "before the allowlist grows");
     let (_, dir) = agent.stop_keeping_dir();
 
+    // The stream trimmed past the agent's last event: back, it reads the snapshot.
+    redis.cli(&["XTRIM", "t:events", "MAXLEN", "0"]);
     redis.kill();
     let grown = text("\"127.0.0.0/8\", \"198.51.100.44\"");
     let agent = Daemon::start_in(dir, &grown, &[]);
@@ -1042,4 +1058,137 @@ fn fleet_over_tls_with_a_ca_file_and_a_refused_certificate() {
         stderr.contains("refused the connection") && stderr.contains("certificate"),
         "{stderr}"
     );
+}
+
+/// The IPv4 addresses in a set of the agent's kernel (nftables table `inet jailsink`).
+fn kernel_set(ns: &Netns, set: &str) -> Vec<String> {
+    let (ok, out, _) = ns.try_run(&["nft", "list", "set", "inet", "jailsink", set]);
+    if !ok {
+        return Vec::new();
+    }
+    let elements = out.split_once("elements = {").map_or("", |(_, e)| e);
+    let mut found: Vec<String> = elements
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|t| t.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found
+}
+
+/// An agent that was stopped catches up from the last event it applied, persisted in its
+/// state: restarted, it applies exactly the events it missed (bans and unbans, counted by
+/// `jailsink_fleet_events_applied_total`), and its kernel (nftables in its own namespace)
+/// matches. When the stream no longer holds that event (trimmed), it falls back to the
+/// snapshot of the active set. Redis, sink and agent share one namespace (loopback).
+#[test]
+fn fleet_agent_catches_up_from_its_last_applied_event() {
+    crate::support::tool("nft", "nftables");
+    let ns = Netns::new("fc");
+    let redis = Redis::start("", &ns.prefix());
+    let sink = Daemon::start_with(
+        &sink_config(&redis.url(), "sink-1", "", &jails(3, 22)),
+        &ns.prefix(),
+    );
+    let agent_text = agent_config(
+        &redis.url(),
+        "agent-1",
+        "\"127.0.0.0/8\"",
+        "action = \"nftables\"",
+    );
+    let agent = Daemon::start_with(&agent_text, &ns.prefix());
+    let applied = |agent: &Daemon, op: &str| {
+        metric_in(
+            &ns,
+            agent,
+            &format!("jailsink_fleet_events_applied_total{{op=\"{op}\",origin=\"sink-1\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let published = |op: &str| {
+        metric_in(
+            &ns,
+            &sink,
+            &format!("jailsink_fleet_events_published_total{{op=\"{op}\"}}"),
+        )
+    };
+    let kernel_is = |want: &[&str]| {
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        wait_for(WAIT, || kernel_set(&ns, "f-sshd-v4") == want)
+    };
+
+    for ip in ["192.0.2.20", "192.0.2.21"] {
+        fail(&ns.prefix(), &sink, "sshd", ip, 3);
+    }
+    assert!(
+        kernel_is(&["192.0.2.20", "192.0.2.21"]),
+        "{:?} {:#?}",
+        kernel_set(&ns, "f-sshd-v4"),
+        agent.errors()
+    );
+    assert!(wait_for(WAIT, || applied(&agent, "ban") == 2.0));
+
+    // Down while two bans and two unbans are decided (one of a ban it held, one of a ban it
+    // never saw).
+    let (_, dir) = agent.stop_keeping_dir();
+    for ip in ["192.0.2.22", "192.0.2.23"] {
+        fail(&ns.prefix(), &sink, "sshd", ip, 3);
+    }
+    assert!(wait_for(WAIT, || published("ban") == Some(4.0)));
+    sink.cli_ok(&["unban", "sshd", "192.0.2.23"]);
+    sink.cli_ok(&["unban", "sshd", "192.0.2.20"]);
+    assert!(wait_for(WAIT, || published("unban") == Some(2.0)));
+
+    // Restarted: exactly the four missed events, and the kernel holds .21 and .22 only.
+    let agent = Daemon::start_in(dir, &agent_text, &ns.prefix());
+    assert!(
+        kernel_is(&["192.0.2.21", "192.0.2.22"]),
+        "{:?} {:#?}",
+        kernel_set(&ns, "f-sshd-v4"),
+        agent.errors()
+    );
+    let ok = wait_for(WAIT, || {
+        applied(&agent, "ban") == 2.0 && applied(&agent, "unban") == 2.0
+    });
+    assert!(
+        ok,
+        "applied: ban {} unban {}",
+        applied(&agent, "ban"),
+        applied(&agent, "unban")
+    );
+    assert!(agent.logged("fleet: resuming from the last applied event"));
+    assert!(!agent.logged("fleet: reconciled with the active set"));
+    // Its heartbeat shows it has read past every event: nothing more was applied after.
+    let stream_len = redis.cli(&["XLEN", "t:events"]).trim().to_string();
+    assert_eq!(stream_len, "6");
+    assert!(wait_for(WAIT, || {
+        let beat = redis.cli(&["HGET", "t:nodes", "agent-1"]);
+        let newest = redis.cli(&["XREVRANGE", "t:events", "+", "-", "COUNT", "1"]);
+        let newest = newest.lines().next().unwrap_or("").trim().to_string();
+        !newest.is_empty() && beat.contains(&format!("\"last_id\":\"{newest}\""))
+    }));
+    assert_eq!(
+        (applied(&agent, "ban"), applied(&agent, "unban")),
+        (2.0, 2.0)
+    );
+
+    // Away while the stream is trimmed past its last event: the snapshot instead.
+    let (_, dir) = agent.stop_keeping_dir();
+    fail(&ns.prefix(), &sink, "sshd", "192.0.2.24", 3);
+    sink.cli_ok(&["unban", "sshd", "192.0.2.21"]);
+    assert!(wait_for(WAIT, || published("unban") == Some(3.0)));
+    redis.cli(&["XTRIM", "t:events", "MAXLEN", "0"]);
+    let agent = Daemon::start_in(dir, &agent_text, &ns.prefix());
+    assert!(
+        kernel_is(&["192.0.2.22", "192.0.2.24"]),
+        "{:?} {:#?}",
+        kernel_set(&ns, "f-sshd-v4"),
+        agent.errors()
+    );
+    assert!(wait_for(WAIT, || agent
+        .logged("fleet: reconciled with the active set")));
+    assert!(!agent.logged("fleet: resuming from the last applied event"));
+    for daemon in [&sink, &agent] {
+        assert!(daemon.errors().is_empty(), "{:#?}", daemon.errors());
+    }
 }

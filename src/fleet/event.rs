@@ -67,6 +67,9 @@ pub struct FleetEvent {
     pub origin: String,
     /// Syslog host names the failures came from.
     pub hosts: Vec<String>,
+    /// An unban: the `banned_at` of the ban it lifts, so an agent keeps a newer ban of the
+    /// same target. None from sinks that predate the field (and for bans): lifts any.
+    pub lifts: Option<u64>,
 }
 
 /// Why an entry was refused.
@@ -147,7 +150,7 @@ impl FleetEvent {
 
     /// The stream fields, in a fixed order.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut fields = vec![
             ("op", self.op.as_str().to_string()),
             ("jail", self.jail.clone()),
             ("target", self.target.to_string()),
@@ -162,7 +165,11 @@ impl FleetEvent {
             ("protocol", self.protocol.clone()),
             ("origin", self.origin.clone()),
             ("hosts", self.hosts.join(",")),
-        ]
+        ];
+        if let Some(lifts) = self.lifts {
+            fields.push(("lifts", lifts.to_string()));
+        }
+        fields
     }
 
     /// Reads and validates stream fields. Unknown fields are ignored (a newer sink may add
@@ -238,7 +245,18 @@ impl FleetEvent {
         if hosts.len() > MAX_HOSTS || !hosts.iter().all(|h| valid_host(h)) {
             return Err(bad("hosts", "not a list of host names"));
         }
+        let lifts = match fields.get("lifts").map(String::as_str) {
+            None | Some("") => None,
+            Some(text) => {
+                let at = number("lifts", text)?;
+                if at > MAX_MS {
+                    return Err(bad("lifts", "out of range"));
+                }
+                Some(at)
+            }
+        };
         Ok(FleetEvent {
+            lifts,
             op,
             jail: jail.to_string(),
             target,
@@ -300,6 +318,7 @@ mod tests {
             protocol: "tcp".into(),
             origin: "central-1".into(),
             hosts: vec!["web-1".into(), "web-2".into()],
+            lifts: None,
         }
     }
 
@@ -324,6 +343,11 @@ mod tests {
             FleetEvent::from_fields(&fields(&permanent)).unwrap(),
             permanent
         );
+        let mut unban = e.clone();
+        unban.op = Op::Unban;
+        unban.lifts = Some(1_700_000_000_000);
+        assert_eq!(FleetEvent::from_fields(&fields(&unban)).unwrap(), unban);
+        assert_eq!(FleetEvent::from_json(&unban.to_json()).unwrap(), unban);
     }
 
     #[test]
@@ -350,6 +374,8 @@ mod tests {
             ("origin", "a b", "origin"),
             ("hosts", "web\n1", "hosts"),
             ("hosts", "web,", "hosts"),
+            ("lifts", "yesterday", "lifts"),
+            ("lifts", "99999999999999999", "lifts"),
         ];
         for (field, value, expected) in cases {
             let mut f = fields(&event());

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use redis::aio::MultiplexedConnection;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -93,8 +93,9 @@ impl Encoder {
         }
     }
 
-    /// The event for `op`, if it is a ban or unban.
-    pub(crate) fn event(&self, op: &StateOp) -> Option<FleetEvent> {
+    /// The event for `op`, if it is a ban or unban; `lifts` is the `banned_at` of the ban an
+    /// unban lifts.
+    pub(crate) fn event(&self, op: &StateOp, lifts: Option<u64>) -> Option<FleetEvent> {
         let mut hosts: Vec<String> = Vec::new();
         let (op, jail, target, banned_at, expires_at, ban_count, failures) = match op {
             StateOp::Ban {
@@ -147,13 +148,61 @@ impl Encoder {
             protocol,
             origin: self.origin.clone(),
             hosts,
+            lifts: (op == Op::Unban).then_some(lifts).flatten(),
         })
     }
 }
 
+/// The `banned_at` (Unix ms) of each ban this sink published and has not lifted, kept in the
+/// state beside the outbox and written in the ban's own transaction, so that an unban (also
+/// after a restart) names the ban it lifts.
+const DECIDED_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleet_decided (
+    jail      TEXT    NOT NULL,
+    target    TEXT    NOT NULL,
+    banned_at INTEGER NOT NULL,   -- Unix ms, as the event carries it
+    PRIMARY KEY (jail, target))";
+
+/// Records a ban's `banned_at` (ban) or takes it (unban) in `fleet_decided`.
+fn decided(tx: &Connection, op: &StateOp, banned_at: u64) -> rusqlite::Result<Option<u64>> {
+    tx.prepare_cached(DECIDED_TABLE)?.execute([])?;
+    match op {
+        StateOp::Ban { jail, order, .. } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO fleet_decided (jail, target, banned_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![jail, order.target.to_string(), banned_at as i64])?;
+            Ok(None)
+        }
+        StateOp::Unban { jail, target } => {
+            let at: Option<i64> = tx
+                .prepare_cached(
+                    "DELETE FROM fleet_decided WHERE jail = ?1 AND target = ?2 RETURNING banned_at",
+                )?
+                .query_row(params![jail, target.to_string()], |r| r.get(0))
+                .optional()?;
+            Ok(at.map(|a| a.max(0) as u64))
+        }
+        StateOp::Routes(_) | StateOp::Barrier(_) => Ok(None),
+    }
+}
+
 impl Outbox for Encoder {
-    fn encode(&self, op: &StateOp) -> Option<String> {
-        self.event(op).map(|e| e.to_json())
+    fn encode(&self, op: &StateOp, tx: &Connection) -> Option<String> {
+        let banned_at = match op {
+            StateOp::Ban { banned_at, .. } => super::unix_ms(*banned_at),
+            StateOp::Unban { .. } => 0,
+            StateOp::Routes(_) | StateOp::Barrier(_) => return None,
+        };
+        let lifts = match decided(tx, op, banned_at) {
+            Ok(at) => at,
+            Err(error) => {
+                // The event goes out all the same; an unban then lifts whatever is held.
+                metrics::state_errors().increment(1);
+                tracing::error!(%error, "fleet: cannot record the ban an unban lifts");
+                None
+            }
+        };
+        self.event(op, lifts).map(|e| e.to_json())
     }
 
     fn committed(&self) {
@@ -251,6 +300,7 @@ pub(crate) async fn lift_remote(
     }
     let unban = FleetEvent {
         op: Op::Unban,
+        lifts: Some(banned.banned_at),
         banned_at: super::now_ms(),
         expires_at: None,
         ban_count: 0,
