@@ -201,6 +201,15 @@ fn fleet_survives_agent_redis_and_sink_outages() {
     let on_sink = banned(&sink);
     assert_eq!(on_sink.len(), 1);
     assert_eq!(on_sink[0].2, "sink-1", "origin of a local ban is this node");
+    // The ban feed names it too: the origin is set where ban entries are made.
+    let url = format!("http://{}/bans.json", sink.metrics);
+    let feed = Command::new(crate::support::tool("curl", "curl"))
+        .args(["-sS", "--max-time", "30", &url])
+        .output()
+        .unwrap();
+    let feed: Vec<serde_json::Value> = serde_json::from_slice(&feed.stdout).expect("bans.json");
+    assert_eq!(feed.len(), 1, "{feed:?}");
+    assert_eq!(feed[0]["origin"], "sink-1", "{feed:?}");
 
     // An agent that is down when a ban is decided catches up when it starts.
     let (_, agent_dir) = agent.stop_keeping_dir();
