@@ -1201,3 +1201,112 @@ fn fleet_agent_catches_up_from_its_last_applied_event() {
         assert!(daemon.errors().is_empty(), "{:#?}", daemon.errors());
     }
 }
+
+/// role = "both": one process decides and publishes with its jails and applies the fleet's
+/// bans with its follower, with the Redis user the README documents for it (the sink line
+/// plus `+xread +xrange +zscan`). Its own bans reach an agent and are not applied twice by
+/// its own follower; another sink's bans are applied by it; unbans travel both ways.
+#[test]
+fn fleet_both_role_decides_and_applies_in_one_process() {
+    let redis = Redis::start("", &[]);
+    acl_users(&redis);
+    let acl = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet/users.acl"),
+    )
+    .unwrap();
+    let sink_line = acl.lines().find(|l| l.starts_with("user sink ")).unwrap();
+    let both_line = sink_line
+        .replace("user sink ", "user both ")
+        .replace("~jailsink:", "~t:")
+        .replace(">SINK-PASSWORD", ">bothpw")
+        + " +xread +xrange +zscan";
+    let mut args = vec!["ACL", "SETUSER"];
+    args.extend(both_line.split_whitespace().skip(1));
+    assert_eq!(redis.cli(&args).trim(), "OK", "{both_line}");
+    let url = |user: &str, pw: &str| format!("redis://{user}:{pw}@127.0.0.1:{}/0", redis.port);
+
+    let both = Daemon::start(
+        &sink_config(
+            &url("both", "bothpw"),
+            "both-1",
+            "action = \"log\"",
+            &jails(3, 22),
+        )
+        .replace("role = \"sink\"", "role = \"both\""),
+    );
+    let sink = Daemon::start(&sink_config(
+        &url("sink", "sinkpw"),
+        "sink-2",
+        "",
+        &jails(3, 22),
+    ));
+    let agent = Daemon::start(&agent_config(
+        &url("agent", "agentpw"),
+        "agent-1",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"",
+    ));
+    both.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    both.wait_metric("jailsink_fleet_connected{component=\"publisher\"}", 1.0);
+
+    // Its own ban: applied by its jail once (not again by its follower), published to the
+    // agent with its name.
+    fail(&[], &both, "sshd", "192.0.2.30", 3);
+    wait_holds(&agent, "192.0.2.30", true, "a ban of the both node");
+    // Another sink's ban: applied by its follower.
+    fail(&[], &sink, "sshd", "192.0.2.31", 3);
+    wait_holds(
+        &both,
+        "192.0.2.31",
+        true,
+        "another sink's ban on the both node",
+    );
+    wait_holds(&agent, "192.0.2.31", true, "another sink's ban");
+    // Each once: its jail's own ban is not held again by its follower.
+    let mut held: Vec<(String, String)> = banned(&both).into_iter().map(|b| (b.1, b.2)).collect();
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            ("192.0.2.30".to_string(), "both-1".to_string()),
+            ("192.0.2.31".to_string(), "sink-2".to_string())
+        ]
+    );
+    assert_eq!(
+        banned(&agent)
+            .iter()
+            .find(|b| b.1 == "192.0.2.30")
+            .map(|b| b.2.clone()),
+        Some("both-1".to_string())
+    );
+    assert_eq!(
+        both.metric("jailsink_fleet_events_applied_total{op=\"ban\",origin=\"sink-2\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        both.metric("jailsink_fleet_events_applied_total{op=\"ban\",origin=\"both-1\"}"),
+        None,
+        "its own events are its jails' to apply"
+    );
+
+    // Unbans both ways: the both node's own reaches the agent; the other sink's reaches it.
+    both.cli_ok(&["unban", "sshd", "192.0.2.30"]);
+    wait_holds(&agent, "192.0.2.30", false, "unban by the both node");
+    sink.cli_ok(&["unban", "sshd", "192.0.2.31"]);
+    wait_holds(&both, "192.0.2.31", false, "unban reaching the both node");
+    wait_holds(&agent, "192.0.2.31", false, "unban by the other sink");
+
+    // status --fleet lists it with its role.
+    let ok = wait_for(WAIT, || {
+        let out = agent.cli(&["status", "--fleet", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        status["nodes"].as_array().is_some_and(|n| {
+            n.iter()
+                .any(|n| n["node"] == "both-1" && n["role"] == "both")
+        })
+    });
+    assert!(ok, "{}", agent.cli_ok(&["status", "--fleet", "--json"]));
+    for daemon in [&both, &sink, &agent] {
+        assert!(daemon.errors().is_empty(), "{:#?}", daemon.errors());
+    }
+}
