@@ -175,12 +175,28 @@ impl FleetEvent {
     /// Reads and validates stream fields. Unknown fields are ignored (a newer sink may add
     /// some); every known one must be well formed.
     pub fn from_fields(fields: &HashMap<String, String>) -> Result<FleetEvent, Malformed> {
-        let get = |name: &'static str| {
-            fields
-                .get(name)
-                .map(String::as_str)
-                .ok_or_else(|| bad(name, "missing"))
+        FleetEvent::from_pairs(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// As [`FleetEvent::from_fields`], from (field, value) pairs as a stream entry lists them
+    /// (a later duplicate wins), borrowed from the reply: an agent decodes every entry, so no
+    /// map and no copy of the names is made.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<FleetEvent, Malformed> {
+        let mut found: [Option<&str>; FIELDS.len()] = [None; FIELDS.len()];
+        for (name, value) in pairs {
+            if let Some(i) = FIELDS.iter().position(|f| *f == name) {
+                found[i] = Some(value);
+            }
+        }
+        let field = |name: &'static str| {
+            FIELDS
+                .iter()
+                .position(|f| *f == name)
+                .and_then(|i| found[i])
         };
+        let get = |name: &'static str| field(name).ok_or_else(|| bad(name, "missing"));
         let number = |name: &'static str, text: &str| -> Result<u64, Malformed> {
             text.parse::<u64>()
                 .map_err(|_| bad(name, format!("`{}` is not a number", short(text))))
@@ -245,7 +261,7 @@ impl FleetEvent {
         if hosts.len() > MAX_HOSTS || !hosts.iter().all(|h| valid_host(h)) {
             return Err(bad("hosts", "not a list of host names"));
         }
-        let lifts = match fields.get("lifts").map(String::as_str) {
+        let lifts = match field("lifts") {
             None | Some("") => None,
             Some(text) => {
                 let at = number("lifts", text)?;
@@ -287,6 +303,22 @@ impl FleetEvent {
         FleetEvent::from_fields(&fields)
     }
 }
+
+/// Every field an event may have (unknown ones are ignored).
+const FIELDS: [&str; 12] = [
+    "op",
+    "jail",
+    "target",
+    "banned_at",
+    "expires_at",
+    "ban_count",
+    "failures",
+    "ports",
+    "protocol",
+    "origin",
+    "hosts",
+    "lifts",
+];
 
 /// The active-set member of a ban of `target` in `jail`.
 pub fn member(jail: &str, target: IpNetwork) -> String {

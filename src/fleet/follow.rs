@@ -53,14 +53,14 @@ const STORM_KEEP_MS: u64 = 2 * 60_000;
 /// A ban the agent holds.
 #[derive(Debug, Clone)]
 pub struct Held {
-    /// The event it came from.
-    pub event: FleetEvent,
+    /// The event it came from (shared with the control socket's view and the store's queue).
+    pub event: Arc<FleetEvent>,
     /// When the agent lifts it.
     pub expires: Option<Instant>,
 }
 
 /// The bans this agent holds, shared with the control socket for `banned`.
-pub type HeldBans = Arc<Mutex<HashMap<(String, IpNetwork), FleetEvent>>>;
+pub type HeldBans = Arc<Mutex<HashMap<(String, IpNetwork), Arc<FleetEvent>>>>;
 
 /// What a local jail lends the fleet: its actions and its allowlist.
 #[derive(Debug, Clone)]
@@ -168,7 +168,7 @@ struct Storm {
 
 /// A change to the held bans, written to the store after each batch.
 enum Change {
-    Hold(FleetEvent),
+    Hold(Arc<FleetEvent>),
     Drop(String, IpNetwork),
 }
 
@@ -334,6 +334,7 @@ impl Follower {
     }
 
     fn hold(&mut self, event: FleetEvent) {
+        let event = Arc::new(event);
         let key = (event.jail.clone(), event.target);
         let expires = remaining(&event).map(|left| Instant::now() + left);
         if let Some(old) = self.held.get(&key).and_then(|h| h.expires) {
@@ -696,8 +697,10 @@ impl Follower {
             .await?;
         let mut last = from;
         for (_, list) in streams(&reply) {
-            for (id, fields) in entries(list) {
-                match FleetEvent::from_fields(&fields) {
+            let Value::Array(items) = list else { continue };
+            for (id, fields) in items.iter().filter_map(entry_pairs) {
+                let id = id.to_string();
+                match FleetEvent::from_pairs(fields) {
                     Ok(event) => self.apply(event, true).await,
                     Err(error) => {
                         metrics::fleet_errors("malformed").increment(1);
@@ -856,6 +859,37 @@ pub fn entries(list: &Value) -> Vec<(String, HashMap<String, String>)> {
             Some((id, map))
         })
         .collect()
+}
+
+/// One stream entry's id and (field, value) pairs, borrowed from the reply; a field or value
+/// that is not text is left out (and the entry then fails validation).
+fn entry_pairs(item: &Value) -> Option<(&str, Vec<(&str, &str)>)> {
+    let Value::Array(pair) = item else {
+        return None;
+    };
+    let [id, fields] = pair.as_slice() else {
+        return None;
+    };
+    let id = borrowed_text(id)?;
+    let mut out = Vec::with_capacity(12);
+    if let Value::Array(kv) = fields {
+        for chunk in kv.chunks(2) {
+            if let [k, v] = chunk {
+                if let (Some(k), Some(v)) = (borrowed_text(k), borrowed_text(v)) {
+                    out.push((k, v));
+                }
+            }
+        }
+    }
+    Some((id, out))
+}
+
+fn borrowed_text(value: &Value) -> Option<&str> {
+    match value {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// The ban an active-set entry stands for: its details, when they are a valid ban of the
