@@ -1121,20 +1121,22 @@ fn fleet_agent_catches_up_from_its_last_applied_event() {
             &format!("jailsink_fleet_events_published_total{{op=\"{op}\"}}"),
         )
     };
-    let kernel_is = |want: &[&str]| {
+    // Waits (bounded) for the agent's kernel set to hold exactly `want`.
+    let expect_kernel = |agent: &Daemon, want: &[&str]| {
         let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-        wait_for(WAIT, || kernel_set(&ns, "f-sshd-v4") == want)
+        let ok = wait_for(WAIT, || kernel_set(&ns, "f-sshd-v4") == want);
+        assert!(
+            ok,
+            "kernel {:?}, want {want:?}: {:#?}",
+            kernel_set(&ns, "f-sshd-v4"),
+            agent.errors()
+        );
     };
 
     for ip in ["192.0.2.20", "192.0.2.21"] {
         fail(&ns.prefix(), &sink, "sshd", ip, 3);
     }
-    assert!(
-        kernel_is(&["192.0.2.20", "192.0.2.21"]),
-        "{:?} {:#?}",
-        kernel_set(&ns, "f-sshd-v4"),
-        agent.errors()
-    );
+    expect_kernel(&agent, &["192.0.2.20", "192.0.2.21"]);
     assert!(wait_for(WAIT, || applied(&agent, "ban") == 2.0));
 
     // Down while two bans and two unbans are decided (one of a ban it held, one of a ban it
@@ -1150,12 +1152,7 @@ fn fleet_agent_catches_up_from_its_last_applied_event() {
 
     // Restarted: exactly the four missed events, and the kernel holds .21 and .22 only.
     let agent = Daemon::start_in(dir, &agent_text, &ns.prefix());
-    assert!(
-        kernel_is(&["192.0.2.21", "192.0.2.22"]),
-        "{:?} {:#?}",
-        kernel_set(&ns, "f-sshd-v4"),
-        agent.errors()
-    );
+    expect_kernel(&agent, &["192.0.2.21", "192.0.2.22"]);
     let ok = wait_for(WAIT, || {
         applied(&agent, "ban") == 2.0 && applied(&agent, "unban") == 2.0
     });
@@ -1170,12 +1167,7 @@ fn fleet_agent_catches_up_from_its_last_applied_event() {
     // Its heartbeat shows it has read past every event: nothing more was applied after.
     let stream_len = redis.cli(&["XLEN", "t:events"]).trim().to_string();
     assert_eq!(stream_len, "6");
-    assert!(wait_for(WAIT, || {
-        let beat = redis.cli(&["HGET", "t:nodes", "agent-1"]);
-        let newest = redis.cli(&["XREVRANGE", "t:events", "+", "-", "COUNT", "1"]);
-        let newest = newest.lines().next().unwrap_or("").trim().to_string();
-        !newest.is_empty() && beat.contains(&format!("\"last_id\":\"{newest}\""))
-    }));
+    wait_caught_up(&redis, "agent-1");
     assert_eq!(
         (applied(&agent, "ban"), applied(&agent, "unban")),
         (2.0, 2.0)
@@ -1188,18 +1180,24 @@ fn fleet_agent_catches_up_from_its_last_applied_event() {
     assert!(wait_for(WAIT, || published("unban") == Some(3.0)));
     redis.cli(&["XTRIM", "t:events", "MAXLEN", "0"]);
     let agent = Daemon::start_in(dir, &agent_text, &ns.prefix());
-    assert!(
-        kernel_is(&["192.0.2.22", "192.0.2.24"]),
-        "{:?} {:#?}",
-        kernel_set(&ns, "f-sshd-v4"),
-        agent.errors()
-    );
+    expect_kernel(&agent, &["192.0.2.22", "192.0.2.24"]);
     assert!(wait_for(WAIT, || agent
         .logged("fleet: reconciled with the active set")));
     assert!(!agent.logged("fleet: resuming from the last applied event"));
     for daemon in [&sink, &agent] {
         assert!(daemon.errors().is_empty(), "{:#?}", daemon.errors());
     }
+}
+
+/// Waits (bounded) until `node`'s heartbeat shows it has read the stream's newest entry.
+fn wait_caught_up(redis: &Redis, node: &str) {
+    let ok = wait_for(WAIT, || {
+        let beat = redis.cli(&["HGET", "t:nodes", node]);
+        let newest = redis.cli(&["XREVRANGE", "t:events", "+", "-", "COUNT", "1"]);
+        let newest = newest.lines().next().unwrap_or("").trim().to_string();
+        !newest.is_empty() && beat.contains(&format!("\"last_id\":\"{newest}\""))
+    });
+    assert!(ok, "{node} did not read the whole stream");
 }
 
 /// role = "both": one process decides and publishes with its jails and applies the fleet's
@@ -1295,6 +1293,47 @@ fn fleet_both_role_decides_and_applies_in_one_process() {
     sink.cli_ok(&["unban", "sshd", "192.0.2.31"]);
     wait_holds(&both, "192.0.2.31", false, "unban reaching the both node");
     wait_holds(&agent, "192.0.2.31", false, "unban by the other sink");
+
+    // One address banned by the other sink, then again, later, by the both node: the other
+    // sink's unban names its own, older ban, so the agent and the active set keep the newer
+    // one (and the both node lifts only the fleet ban it held).
+    fail(&[], &sink, "sshd", "192.0.2.32", 3);
+    wait_holds(&agent, "192.0.2.32", true, "the older ban");
+    wait_holds(&both, "192.0.2.32", true, "the older ban on the both node");
+    fail(&[], &both, "sshd", "192.0.2.32", 3);
+    let origin_on_agent = || {
+        banned(&agent)
+            .into_iter()
+            .find(|b| b.1 == "192.0.2.32")
+            .map(|b| b.2)
+    };
+    assert!(wait_for(WAIT, || origin_on_agent().as_deref() == Some("both-1")));
+    sink.cli_ok(&["unban", "sshd", "192.0.2.32"]);
+    wait_caught_up(&redis, "agent-1");
+    wait_caught_up(&redis, "both-1");
+    assert_eq!(
+        origin_on_agent().as_deref(),
+        Some("both-1"),
+        "the newer ban stays"
+    );
+    let on_both: Vec<String> = banned(&both)
+        .into_iter()
+        .filter(|b| b.1 == "192.0.2.32")
+        .map(|b| b.2)
+        .collect();
+    assert_eq!(
+        on_both,
+        ["both-1"],
+        "its own ban stays, the older fleet ban is lifted"
+    );
+    let fleet = sink.cli_ok(&["banned", "--fleet", "--json"]);
+    let fleet: Vec<serde_json::Value> = serde_json::from_str(&fleet).unwrap();
+    assert!(
+        fleet
+            .iter()
+            .any(|b| b["ip"] == "192.0.2.32" && b["origin"] == "both-1"),
+        "the active set keeps the newer ban: {fleet:?}"
+    );
 
     // status --fleet lists it with its role.
     let ok = wait_for(WAIT, || {

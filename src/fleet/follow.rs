@@ -993,6 +993,10 @@ pub async fn run(
                     .and_then(|v| entries(v).into_iter().next())
                     .map_or(0, |(id, _)| super::id_ms(&id));
                 follower.stats.lag_ms = newest_ms.saturating_sub(super::id_ms(&position));
+                if config.role == Role::Both {
+                    follower.stats.outbox =
+                        super::publish::OUTBOX_LEN.load(std::sync::atomic::Ordering::Relaxed);
+                }
                 let beat = super::beat(&mut other, &keys, &config, &follower.stats).await;
                 if let Err(error) = newest.map(drop).and(beat) {
                     lost(&error);

@@ -390,18 +390,23 @@ async fn publish(
     config: &FleetConfig,
     rows: &[(i64, String)],
 ) -> redis::RedisResult<Vec<Op>> {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    let mut ops = Vec::with_capacity(rows.len());
-    for (id, text) in rows {
-        let event = match FleetEvent::from_json(text) {
-            Ok(e) => e,
+    let events: Vec<FleetEvent> = rows
+        .iter()
+        .filter_map(|(id, text)| match FleetEvent::from_json(text) {
+            Ok(e) => Some(e),
             Err(error) => {
                 metrics::fleet_errors("malformed").increment(1);
                 tracing::error!(id, %error, "unreadable fleet outbox row dropped");
-                continue;
+                None
             }
-        };
+        })
+        .collect();
+    let mut newer = newer_bans(conn, keys, &events).await?;
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let mut ops = Vec::with_capacity(events.len());
+    let mut queued: HashMap<String, u64> = HashMap::new();
+    for event in events {
         let mut xadd = redis::cmd("XADD");
         xadd.arg(&keys.stream)
             .arg("MAXLEN")
@@ -413,6 +418,17 @@ async fn publish(
         }
         pipe.add_command(xadd).ignore();
         let m = member(&event.jail, event.target);
+        // A ban earlier in this batch is what the active set will hold by this unban's turn.
+        match (event.op, event.lifts) {
+            (Op::Ban, _) => {
+                newer.remove(&m);
+                queued.insert(m.clone(), event.banned_at);
+            }
+            (Op::Unban, Some(at)) if queued.get(&m).is_some_and(|&b| b > at) => {
+                newer.insert(m.clone());
+            }
+            (Op::Unban, _) => {}
+        }
         match event.op {
             Op::Ban => {
                 let score = event
@@ -429,6 +445,11 @@ async fn publish(
                     .arg(event.to_json())
                     .ignore();
             }
+            Op::Unban if newer.contains(&m) => {
+                // The event still goes out (agents holding the old ban lift it); the active
+                // set keeps the newer ban.
+                tracing::info!(member = %m, "fleet: unban of an older ban; the active set keeps the newer one");
+            }
             Op::Unban => {
                 pipe.cmd("ZREM").arg(&keys.active).arg(&m).ignore();
                 pipe.cmd("HDEL").arg(&keys.details).arg(&m).ignore();
@@ -444,6 +465,38 @@ async fn publish(
     }
     let () = pipe.query_async(conn).await?;
     Ok(ops)
+}
+
+/// The members of unbans in `events` whose active-set entry is now a newer ban than the one
+/// the unban lifts (another sink's, or one decided again since): left in the active set. One
+/// HMGET, only for a batch with such unbans; a ban written between it and the MULTI is a
+/// window of one round trip.
+async fn newer_bans(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    events: &[FleetEvent],
+) -> redis::RedisResult<std::collections::HashSet<String>> {
+    let lifted: Vec<(String, u64)> = events
+        .iter()
+        .filter(|e| e.op == Op::Unban)
+        .filter_map(|e| e.lifts.map(|at| (e.member(), at)))
+        .collect();
+    if lifted.is_empty() {
+        return Ok(Default::default());
+    }
+    let current: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(&keys.details)
+        .arg(lifted.iter().map(|(m, _)| m).collect::<Vec<_>>())
+        .query_async(conn)
+        .await?;
+    let mut newer = std::collections::HashSet::new();
+    for ((member, at), details) in lifted.into_iter().zip(current) {
+        let stored = details.and_then(|d| FleetEvent::from_json(&d).ok());
+        if stored.is_some_and(|e| e.banned_at > at) {
+            newer.insert(member);
+        }
+    }
+    Ok(newer)
 }
 
 /// The publisher: connects, drains the outbox in order, writes heartbeats and prunes expired
@@ -480,6 +533,7 @@ pub async fn run(
         }
         if let Some(n) = blocking(&table, OutboxTable::len).await {
             stats.outbox = n;
+            OUTBOX_LEN.store(n, std::sync::atomic::Ordering::Relaxed);
             metrics::fleet_outbox().set(n as f64);
         }
         let mut conn = match super::connect(&client, Some(super::RESPONSE_TIMEOUT)).await {
@@ -530,6 +584,7 @@ pub async fn run(
                         blocking(&table, move |t| t.remove_through(last)).await;
                         if let Some(n) = blocking(&table, OutboxTable::len).await {
                             stats.outbox = n;
+                            OUTBOX_LEN.store(n, std::sync::atomic::Ordering::Relaxed);
                             metrics::fleet_outbox().set(n as f64);
                         }
                         continue;
@@ -549,8 +604,13 @@ pub async fn run(
     }
 }
 
-/// The heartbeat, then expired bans pruned from the active set until none is left (each
-/// script call lifts at most [`PRUNE_BATCH`]).
+/// The outbox length, for the follower's heartbeat on a `both` node: one node writes one
+/// heartbeat (the follower's, with lag and bans applied, and this outbox), not two that
+/// overwrite each other every 2 s.
+pub(crate) static OUTBOX_LEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The heartbeat (a `both` node's follower writes it instead), then expired bans pruned from
+/// the active set until none is left (each script call lifts at most [`PRUNE_BATCH`]).
 async fn chores(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
@@ -558,7 +618,9 @@ async fn chores(
     stats: &NodeStats,
     prune: &redis::Script,
 ) -> redis::RedisResult<()> {
-    super::beat(conn, keys, config, stats).await?;
+    if config.role != super::Role::Both {
+        super::beat(conn, keys, config, stats).await?;
+    }
     let now = super::now_ms();
     loop {
         let pruned: u64 = prune
