@@ -478,7 +478,12 @@ async fn start(
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(transport = "metrics", addr = %addr, "listening");
         }
-        let feed = Feed::new(commands.clone(), config.bans_token.clone()).route();
+        let feed = Feed::new(
+            commands.clone(),
+            config.bans_token.clone(),
+            fleet::node_name(config.fleet.as_ref()),
+        )
+        .route();
         service.spawn(metrics::serve(
             listener,
             handle,
@@ -581,9 +586,11 @@ impl Daemon {
         if self.commands.send(Command::Query(query, tx)).await.is_err() {
             return gone();
         }
-        let mut response = rx
-            .await
-            .map_or_else(|_| gone(), |answer| translate::response(answer, invalid));
+        let node = fleet::node_name(self.config.fleet.as_ref());
+        let mut response = rx.await.map_or_else(
+            |_| gone(),
+            |answer| translate::response(answer, invalid, &node),
+        );
         if let (Response::Error { .. }, Some((jail, addr)), Some(f)) =
             (&response, &unban, &self.fleet)
         {
@@ -593,12 +600,7 @@ impl Daemon {
             }
         }
         if let Some(jail) = banned {
-            fleet::add_origins(
-                &mut response,
-                jail.as_deref(),
-                &fleet::node_name(self.config.fleet.as_ref()),
-                self.fleet.as_ref(),
-            );
+            fleet::add_fleet_bans(&mut response, jail.as_deref(), self.fleet.as_ref());
         }
         response
     }

@@ -389,7 +389,7 @@ impl JailMetrics {
 }
 
 /// The `kind` labels of [`fleet_errors`], exported at zero from start.
-pub const FLEET_ERROR_KINDS: [&str; 4] = ["malformed", "redis", "allowlisted", "action"];
+pub const FLEET_ERROR_KINDS: [&str; 5] = ["malformed", "redis", "allowlisted", "action", "origins"];
 
 /// Registers the fleet series whose labels are known at start, at zero; `components` are the
 /// parts of this node that connect to Redis (see [`fleet_connected`]).

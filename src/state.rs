@@ -89,8 +89,9 @@ fn migrate(db: &Connection) -> rusqlite::Result<()> {
 /// ban and unban into an event written to the `fleet_outbox` table in the same transaction, so
 /// an event exists if and only if its ban was committed.
 pub(crate) trait Outbox: Send {
-    /// The event to publish for `op`, or None.
-    fn encode(&self, op: &StateOp) -> Option<String>;
+    /// The event to publish for `op`, or None; `tx` is the op's own transaction (the encoder
+    /// keeps what it needs to name the ban an unban lifts there).
+    fn encode(&self, op: &StateOp, tx: &rusqlite::Connection) -> Option<String>;
     /// Events were committed: wake the publisher.
     fn committed(&self);
 }
@@ -417,7 +418,7 @@ impl State {
                 | StateOp::PruneHistory => Ok(0),
             };
             result.map_err(&error)?;
-            if let Some(event) = outbox.and_then(|o| o.encode(op)) {
+            if let Some(event) = outbox.and_then(|o| o.encode(op, &tx)) {
                 tx.execute(
                     "INSERT INTO fleet_outbox (event) VALUES (?1)",
                     params![event],

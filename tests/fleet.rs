@@ -201,6 +201,15 @@ fn fleet_survives_agent_redis_and_sink_outages() {
     let on_sink = banned(&sink);
     assert_eq!(on_sink.len(), 1);
     assert_eq!(on_sink[0].2, "sink-1", "origin of a local ban is this node");
+    // The ban feed names it too: the origin is set where ban entries are made.
+    let url = format!("http://{}/bans.json", sink.metrics);
+    let feed = Command::new(crate::support::tool("curl", "curl"))
+        .args(["-sS", "--max-time", "30", &url])
+        .output()
+        .unwrap();
+    let feed: Vec<serde_json::Value> = serde_json::from_slice(&feed.stdout).expect("bans.json");
+    assert_eq!(feed.len(), 1, "{feed:?}");
+    assert_eq!(feed[0]["origin"], "sink-1", "{feed:?}");
 
     // An agent that is down when a ban is decided catches up when it starts.
     let (_, agent_dir) = agent.stop_keeping_dir();
@@ -408,9 +417,21 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
     );
     wait_holds(&agent, "198.51.100.9", true, "another origin");
 
-    // Standing bans read from the active set at start are not withheld: a fresh agent with
-    // the same guard applies all five.
-    for i in 20..25 {
+    // The snapshot passes the guard too, judged by when the sink decided each ban: five
+    // standing bans decided a minute apart are all applied by a fresh agent with the same
+    // guard; a flood of five decided in the same minute is held back past three.
+    let now = unix_ms();
+    for i in 20..25u64 {
+        let banned_at = (now - (i - 19) * 61_000).to_string();
+        activate(
+            &redis,
+            &[
+                ("target", &format!("198.51.100.{i}/32")),
+                ("banned_at", &banned_at),
+            ],
+        );
+    }
+    for i in 40..45 {
         activate(&redis, &[("target", &format!("198.51.100.{i}/32"))]);
     }
     // An active-set member whose details name another target: skipped, counted, neither
@@ -444,11 +465,11 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
         "{:?}",
         banned(&fresh)
     );
-    let withheld = fresh.metric("jailsink_fleet_bans_withheld_total{origin=\"rogue\"}");
-    assert!(
-        matches!(withheld, None | Some(0.0)),
-        "withheld: {withheld:?}"
-    );
+    fresh.wait_metric("jailsink_fleet_bans_withheld_total{origin=\"rogue\"}", 2.0);
+    let flood = (40..45)
+        .filter(|i| holds(&fresh, &format!("198.51.100.{i}")))
+        .count();
+    assert_eq!(flood, 3, "{:?}", banned(&fresh));
 }
 
 /// A start with a wrong password is an error naming the problem, not a retry loop.
@@ -507,8 +528,10 @@ fn fleet_agent_snapshot_reads_every_page() {
     let mut hset = vec!["HSET".to_string(), "t:bans".into()];
     for i in 0..n {
         let target = format!("10.{}.{}.1/32", i / 250, i % 250);
+        // Decided 100 ms apart (600 a minute): the storm guard lets the whole snapshot in.
         let fields: serde_json::Map<String, serde_json::Value> = event_fields(&[
             ("target", &target),
+            ("banned_at", &(now - i * 100).to_string()),
             ("expires_at", &(now + 3_600_000 + i).to_string()),
         ])
         .into_iter()
@@ -548,6 +571,8 @@ fn fleet_agent_lifts_restored_bans_its_allowlist_covers() {
     wait_holds(&agent, "198.51.100.44", true, "before the allowlist grows");
     let (_, dir) = agent.stop_keeping_dir();
 
+    // The stream trimmed past the agent's last event: back, it reads the snapshot.
+    redis.cli(&["XTRIM", "t:events", "MAXLEN", "0"]);
     redis.kill();
     let grown = text("\"127.0.0.0/8\", \"198.51.100.44\"");
     let agent = Daemon::start_in(dir, &grown, &[]);
@@ -1042,4 +1067,285 @@ fn fleet_over_tls_with_a_ca_file_and_a_refused_certificate() {
         stderr.contains("refused the connection") && stderr.contains("certificate"),
         "{stderr}"
     );
+}
+
+/// The IPv4 addresses in a set of the agent's kernel (nftables table `inet jailsink`).
+fn kernel_set(ns: &Netns, set: &str) -> Vec<String> {
+    let (ok, out, _) = ns.try_run(&["nft", "list", "set", "inet", "jailsink", set]);
+    if !ok {
+        return Vec::new();
+    }
+    let elements = out.split_once("elements = {").map_or("", |(_, e)| e);
+    let mut found: Vec<String> = elements
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|t| t.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found
+}
+
+/// An agent that was stopped catches up from the last event it applied, persisted in its
+/// state: restarted, it applies exactly the events it missed (bans and unbans, counted by
+/// `jailsink_fleet_events_applied_total`), and its kernel (nftables in its own namespace)
+/// matches. When the stream no longer holds that event (trimmed), it falls back to the
+/// snapshot of the active set. Redis, sink and agent share one namespace (loopback).
+#[test]
+fn fleet_agent_catches_up_from_its_last_applied_event() {
+    crate::support::tool("nft", "nftables");
+    let ns = Netns::new("fc");
+    let redis = Redis::start("", &ns.prefix());
+    let sink = Daemon::start_with(
+        &sink_config(&redis.url(), "sink-1", "", &jails(3, 22)),
+        &ns.prefix(),
+    );
+    let agent_text = agent_config(
+        &redis.url(),
+        "agent-1",
+        "\"127.0.0.0/8\"",
+        "action = \"nftables\"",
+    );
+    let agent = Daemon::start_with(&agent_text, &ns.prefix());
+    let applied = |agent: &Daemon, op: &str| {
+        metric_in(
+            &ns,
+            agent,
+            &format!("jailsink_fleet_events_applied_total{{op=\"{op}\",origin=\"sink-1\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let published = |op: &str| {
+        metric_in(
+            &ns,
+            &sink,
+            &format!("jailsink_fleet_events_published_total{{op=\"{op}\"}}"),
+        )
+    };
+    // Waits (bounded) for the agent's kernel set to hold exactly `want`.
+    let expect_kernel = |agent: &Daemon, want: &[&str]| {
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        let ok = wait_for(WAIT, || kernel_set(&ns, "f-sshd-v4") == want);
+        assert!(
+            ok,
+            "kernel {:?}, want {want:?}: {:#?}",
+            kernel_set(&ns, "f-sshd-v4"),
+            agent.errors()
+        );
+    };
+
+    for ip in ["192.0.2.20", "192.0.2.21"] {
+        fail(&ns.prefix(), &sink, "sshd", ip, 3);
+    }
+    expect_kernel(&agent, &["192.0.2.20", "192.0.2.21"]);
+    assert!(wait_for(WAIT, || applied(&agent, "ban") == 2.0));
+
+    // Down while two bans and two unbans are decided (one of a ban it held, one of a ban it
+    // never saw).
+    let (_, dir) = agent.stop_keeping_dir();
+    for ip in ["192.0.2.22", "192.0.2.23"] {
+        fail(&ns.prefix(), &sink, "sshd", ip, 3);
+    }
+    assert!(wait_for(WAIT, || published("ban") == Some(4.0)));
+    sink.cli_ok(&["unban", "sshd", "192.0.2.23"]);
+    sink.cli_ok(&["unban", "sshd", "192.0.2.20"]);
+    assert!(wait_for(WAIT, || published("unban") == Some(2.0)));
+
+    // Restarted: exactly the four missed events, and the kernel holds .21 and .22 only.
+    let agent = Daemon::start_in(dir, &agent_text, &ns.prefix());
+    expect_kernel(&agent, &["192.0.2.21", "192.0.2.22"]);
+    let ok = wait_for(WAIT, || {
+        applied(&agent, "ban") == 2.0 && applied(&agent, "unban") == 2.0
+    });
+    assert!(
+        ok,
+        "applied: ban {} unban {}",
+        applied(&agent, "ban"),
+        applied(&agent, "unban")
+    );
+    assert!(agent.logged("fleet: resuming from the last applied event"));
+    assert!(!agent.logged("fleet: reconciled with the active set"));
+    // Its heartbeat shows it has read past every event: nothing more was applied after.
+    let stream_len = redis.cli(&["XLEN", "t:events"]).trim().to_string();
+    assert_eq!(stream_len, "6");
+    wait_caught_up(&redis, "agent-1");
+    assert_eq!(
+        (applied(&agent, "ban"), applied(&agent, "unban")),
+        (2.0, 2.0)
+    );
+
+    // Away while the stream is trimmed past its last event: the snapshot instead.
+    let (_, dir) = agent.stop_keeping_dir();
+    fail(&ns.prefix(), &sink, "sshd", "192.0.2.24", 3);
+    sink.cli_ok(&["unban", "sshd", "192.0.2.21"]);
+    assert!(wait_for(WAIT, || published("unban") == Some(3.0)));
+    redis.cli(&["XTRIM", "t:events", "MAXLEN", "0"]);
+    let agent = Daemon::start_in(dir, &agent_text, &ns.prefix());
+    expect_kernel(&agent, &["192.0.2.22", "192.0.2.24"]);
+    assert!(wait_for(WAIT, || agent
+        .logged("fleet: reconciled with the active set")));
+    assert!(!agent.logged("fleet: resuming from the last applied event"));
+    for daemon in [&sink, &agent] {
+        assert!(daemon.errors().is_empty(), "{:#?}", daemon.errors());
+    }
+}
+
+/// Waits (bounded) until `node`'s heartbeat shows it has read the stream's newest entry.
+fn wait_caught_up(redis: &Redis, node: &str) {
+    let ok = wait_for(WAIT, || {
+        let beat = redis.cli(&["HGET", "t:nodes", node]);
+        let newest = redis.cli(&["XREVRANGE", "t:events", "+", "-", "COUNT", "1"]);
+        let newest = newest.lines().next().unwrap_or("").trim().to_string();
+        !newest.is_empty() && beat.contains(&format!("\"last_id\":\"{newest}\""))
+    });
+    assert!(ok, "{node} did not read the whole stream");
+}
+
+/// role = "both": one process decides and publishes with its jails and applies the fleet's
+/// bans with its follower, with the Redis user the README documents for it (the sink line
+/// plus `+xread +xrange +zscan`). Its own bans reach an agent and are not applied twice by
+/// its own follower; another sink's bans are applied by it; unbans travel both ways.
+#[test]
+fn fleet_both_role_decides_and_applies_in_one_process() {
+    let redis = Redis::start("", &[]);
+    acl_users(&redis);
+    let acl = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet/users.acl"),
+    )
+    .unwrap();
+    let sink_line = acl.lines().find(|l| l.starts_with("user sink ")).unwrap();
+    let both_line = sink_line
+        .replace("user sink ", "user both ")
+        .replace("~jailsink:", "~t:")
+        .replace(">SINK-PASSWORD", ">bothpw")
+        + " +xread +xrange +zscan";
+    let mut args = vec!["ACL", "SETUSER"];
+    args.extend(both_line.split_whitespace().skip(1));
+    assert_eq!(redis.cli(&args).trim(), "OK", "{both_line}");
+    let url = |user: &str, pw: &str| format!("redis://{user}:{pw}@127.0.0.1:{}/0", redis.port);
+
+    let both = Daemon::start(
+        &sink_config(
+            &url("both", "bothpw"),
+            "both-1",
+            "action = \"log\"",
+            &jails(3, 22),
+        )
+        .replace("role = \"sink\"", "role = \"both\""),
+    );
+    let sink = Daemon::start(&sink_config(
+        &url("sink", "sinkpw"),
+        "sink-2",
+        "",
+        &jails(3, 22),
+    ));
+    let agent = Daemon::start(&agent_config(
+        &url("agent", "agentpw"),
+        "agent-1",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"",
+    ));
+    both.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    both.wait_metric("jailsink_fleet_connected{component=\"publisher\"}", 1.0);
+
+    // Its own ban: applied by its jail once (not again by its follower), published to the
+    // agent with its name.
+    fail(&[], &both, "sshd", "192.0.2.30", 3);
+    wait_holds(&agent, "192.0.2.30", true, "a ban of the both node");
+    // Another sink's ban: applied by its follower.
+    fail(&[], &sink, "sshd", "192.0.2.31", 3);
+    wait_holds(
+        &both,
+        "192.0.2.31",
+        true,
+        "another sink's ban on the both node",
+    );
+    wait_holds(&agent, "192.0.2.31", true, "another sink's ban");
+    // Each once: its jail's own ban is not held again by its follower.
+    let mut held: Vec<(String, String)> = banned(&both).into_iter().map(|b| (b.1, b.2)).collect();
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            ("192.0.2.30".to_string(), "both-1".to_string()),
+            ("192.0.2.31".to_string(), "sink-2".to_string())
+        ]
+    );
+    assert_eq!(
+        banned(&agent)
+            .iter()
+            .find(|b| b.1 == "192.0.2.30")
+            .map(|b| b.2.clone()),
+        Some("both-1".to_string())
+    );
+    assert_eq!(
+        both.metric("jailsink_fleet_events_applied_total{op=\"ban\",origin=\"sink-2\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        both.metric("jailsink_fleet_events_applied_total{op=\"ban\",origin=\"both-1\"}"),
+        None,
+        "its own events are its jails' to apply"
+    );
+
+    // Unbans both ways: the both node's own reaches the agent; the other sink's reaches it.
+    both.cli_ok(&["unban", "sshd", "192.0.2.30"]);
+    wait_holds(&agent, "192.0.2.30", false, "unban by the both node");
+    sink.cli_ok(&["unban", "sshd", "192.0.2.31"]);
+    wait_holds(&both, "192.0.2.31", false, "unban reaching the both node");
+    wait_holds(&agent, "192.0.2.31", false, "unban by the other sink");
+
+    // One address banned by the other sink, then again, later, by the both node: the other
+    // sink's unban names its own, older ban, so the agent and the active set keep the newer
+    // one (and the both node lifts only the fleet ban it held).
+    fail(&[], &sink, "sshd", "192.0.2.32", 3);
+    wait_holds(&agent, "192.0.2.32", true, "the older ban");
+    wait_holds(&both, "192.0.2.32", true, "the older ban on the both node");
+    fail(&[], &both, "sshd", "192.0.2.32", 3);
+    let origin_on_agent = || {
+        banned(&agent)
+            .into_iter()
+            .find(|b| b.1 == "192.0.2.32")
+            .map(|b| b.2)
+    };
+    assert!(wait_for(WAIT, || origin_on_agent().as_deref() == Some("both-1")));
+    sink.cli_ok(&["unban", "sshd", "192.0.2.32"]);
+    wait_caught_up(&redis, "agent-1");
+    wait_caught_up(&redis, "both-1");
+    assert_eq!(
+        origin_on_agent().as_deref(),
+        Some("both-1"),
+        "the newer ban stays"
+    );
+    let on_both: Vec<String> = banned(&both)
+        .into_iter()
+        .filter(|b| b.1 == "192.0.2.32")
+        .map(|b| b.2)
+        .collect();
+    assert_eq!(
+        on_both,
+        ["both-1"],
+        "its own ban stays, the older fleet ban is lifted"
+    );
+    let fleet = sink.cli_ok(&["banned", "--fleet", "--json"]);
+    let fleet: Vec<serde_json::Value> = serde_json::from_str(&fleet).unwrap();
+    assert!(
+        fleet
+            .iter()
+            .any(|b| b["ip"] == "192.0.2.32" && b["origin"] == "both-1"),
+        "the active set keeps the newer ban: {fleet:?}"
+    );
+
+    // status --fleet lists it with its role.
+    let ok = wait_for(WAIT, || {
+        let out = agent.cli(&["status", "--fleet", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        status["nodes"].as_array().is_some_and(|n| {
+            n.iter()
+                .any(|n| n["node"] == "both-1" && n["role"] == "both")
+        })
+    });
+    assert!(ok, "{}", agent.cli_ok(&["status", "--fleet", "--json"]));
+    for daemon in [&both, &sink, &agent] {
+        assert!(daemon.errors().is_empty(), "{:#?}", daemon.errors());
+    }
 }

@@ -20,6 +20,7 @@ const PAGE: usize = 1_000;
 pub(crate) struct Feed {
     commands: mpsc::Sender<Command>,
     token: Option<String>,
+    node: String,
 }
 
 /// The two shapes of the feed.
@@ -31,9 +32,17 @@ enum Format {
 
 impl Feed {
     /// A feed over the jail task's command channel; with `token`, requests must carry
-    /// `Authorization: Bearer TOKEN`.
-    pub(crate) fn new(commands: mpsc::Sender<Command>, token: Option<String>) -> Self {
-        Feed { commands, token }
+    /// `Authorization: Bearer TOKEN`; `node` (this node's fleet name) is each ban's origin.
+    pub(crate) fn new(
+        commands: mpsc::Sender<Command>,
+        token: Option<String>,
+        node: String,
+    ) -> Self {
+        Feed {
+            commands,
+            token,
+            node,
+        }
     }
 
     /// The feed as a route of the metrics listener.
@@ -121,7 +130,9 @@ impl Feed {
                     }
                     Format::Json => {
                         text.push(if first && text.is_empty() { '[' } else { ',' });
-                        text.push_str(&serde_json::to_string(&entry(ban)).unwrap_or_default());
+                        text.push_str(
+                            &serde_json::to_string(&entry(ban, &self.node)).unwrap_or_default(),
+                        );
                     }
                 }
             }

@@ -141,7 +141,11 @@ fn parse_bantime(text: Option<&str>) -> Result<Option<Option<Duration>>, NotAQue
 }
 
 /// The protocol's response for the jail task's answer, with the list lines that were invalid.
-pub(crate) fn response(answer: Result<Answer, Refused>, invalid: Vec<LineNote>) -> Response {
+pub(crate) fn response(
+    answer: Result<Answer, Refused>,
+    invalid: Vec<LineNote>,
+    node: &str,
+) -> Response {
     let note = |(line, reason)| LineNote { line, reason };
     let reply = match answer {
         Ok(Answer::Applied(applied)) => Reply::Applied(ListSummary {
@@ -161,7 +165,7 @@ pub(crate) fn response(answer: Result<Answer, Refused>, invalid: Vec<LineNote>) 
             banned: counts.banned.into_iter().map(show_target).collect(),
         }),
         Ok(Answer::Bans(bans)) => Reply::Banned {
-            bans: bans.into_iter().map(entry).collect(),
+            bans: bans.into_iter().map(|b| entry(b, node)).collect(),
         },
         Ok(Answer::Done(message)) => Reply::Done { message },
         Ok(Answer::Why(jails)) => Reply::Why {
@@ -171,15 +175,16 @@ pub(crate) fn response(answer: Result<Answer, Refused>, invalid: Vec<LineNote>) 
     Response::Ok { reply }
 }
 
-/// One active ban as `banned --json` and `/bans.json` show it.
-pub(crate) fn entry(b: BanInfo) -> BanEntry {
+/// One active ban as `banned --json` and `/bans.json` show it; `node` is this node's name, the
+/// origin of every ban its jails decided.
+pub(crate) fn entry(b: BanInfo, node: &str) -> BanEntry {
     BanEntry {
         jail: b.jail,
         ip: show_target(b.target),
         banned_at: rfc3339(b.banned_at),
         expires_at: b.expires_at.map(rfc3339),
         ban_count: b.ban_count,
-        origin: String::new(),
+        origin: node.to_string(),
         hosts: b.hosts,
     }
 }

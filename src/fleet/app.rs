@@ -219,12 +219,12 @@ pub(crate) fn node_name(fleet: Option<&FleetConfig>) -> String {
     fleet.map_or_else(super::config::host_name, |f| f.node.clone())
 }
 
-/// Completes a `banned` answer: this node's name as the origin of its own bans, and the bans
-/// it holds from the fleet (of `jail`, or all).
-pub(crate) fn add_origins(
+/// Completes a `banned` answer with the bans this node holds from the fleet (of `jail`, or
+/// all), each with the origin that decided it. (Its own bans carry this node's name from where
+/// their entries are made, `control::translate::entry`, so `/bans.json` shows it too.)
+pub(crate) fn add_fleet_bans(
     response: &mut Response,
     jail: Option<&str>,
-    node: &str,
     running: Option<&Running>,
 ) {
     let Response::Ok {
@@ -233,11 +233,6 @@ pub(crate) fn add_origins(
     else {
         return;
     };
-    for ban in bans.iter_mut() {
-        if ban.origin.is_empty() {
-            ban.origin = node.to_string();
-        }
-    }
     let Some(running) = running else { return };
     let Ok(held) = running.held.lock() else {
         return;

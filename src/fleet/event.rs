@@ -67,6 +67,9 @@ pub struct FleetEvent {
     pub origin: String,
     /// Syslog host names the failures came from.
     pub hosts: Vec<String>,
+    /// An unban: the `banned_at` of the ban it lifts, so an agent keeps a newer ban of the
+    /// same target. None from sinks that predate the field (and for bans): lifts any.
+    pub lifts: Option<u64>,
 }
 
 /// Why an entry was refused.
@@ -147,7 +150,7 @@ impl FleetEvent {
 
     /// The stream fields, in a fixed order.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut fields = vec![
             ("op", self.op.as_str().to_string()),
             ("jail", self.jail.clone()),
             ("target", self.target.to_string()),
@@ -162,18 +165,38 @@ impl FleetEvent {
             ("protocol", self.protocol.clone()),
             ("origin", self.origin.clone()),
             ("hosts", self.hosts.join(",")),
-        ]
+        ];
+        if let Some(lifts) = self.lifts {
+            fields.push(("lifts", lifts.to_string()));
+        }
+        fields
     }
 
     /// Reads and validates stream fields. Unknown fields are ignored (a newer sink may add
     /// some); every known one must be well formed.
     pub fn from_fields(fields: &HashMap<String, String>) -> Result<FleetEvent, Malformed> {
-        let get = |name: &'static str| {
-            fields
-                .get(name)
-                .map(String::as_str)
-                .ok_or_else(|| bad(name, "missing"))
+        FleetEvent::from_pairs(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// As [`FleetEvent::from_fields`], from (field, value) pairs as a stream entry lists them
+    /// (a later duplicate wins), borrowed from the reply: an agent decodes every entry, so no
+    /// map and no copy of the names is made.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<FleetEvent, Malformed> {
+        let mut found: [Option<&str>; FIELDS.len()] = [None; FIELDS.len()];
+        for (name, value) in pairs {
+            if let Some(i) = FIELDS.iter().position(|f| *f == name) {
+                found[i] = Some(value);
+            }
+        }
+        let field = |name: &'static str| {
+            FIELDS
+                .iter()
+                .position(|f| *f == name)
+                .and_then(|i| found[i])
         };
+        let get = |name: &'static str| field(name).ok_or_else(|| bad(name, "missing"));
         let number = |name: &'static str, text: &str| -> Result<u64, Malformed> {
             text.parse::<u64>()
                 .map_err(|_| bad(name, format!("`{}` is not a number", short(text))))
@@ -238,7 +261,18 @@ impl FleetEvent {
         if hosts.len() > MAX_HOSTS || !hosts.iter().all(|h| valid_host(h)) {
             return Err(bad("hosts", "not a list of host names"));
         }
+        let lifts = match field("lifts") {
+            None | Some("") => None,
+            Some(text) => {
+                let at = number("lifts", text)?;
+                if at > MAX_MS {
+                    return Err(bad("lifts", "out of range"));
+                }
+                Some(at)
+            }
+        };
         Ok(FleetEvent {
+            lifts,
             op,
             jail: jail.to_string(),
             target,
@@ -270,6 +304,22 @@ impl FleetEvent {
     }
 }
 
+/// Every field an event may have (unknown ones are ignored).
+const FIELDS: [&str; 12] = [
+    "op",
+    "jail",
+    "target",
+    "banned_at",
+    "expires_at",
+    "ban_count",
+    "failures",
+    "ports",
+    "protocol",
+    "origin",
+    "hosts",
+    "lifts",
+];
+
 /// The active-set member of a ban of `target` in `jail`.
 pub fn member(jail: &str, target: IpNetwork) -> String {
     format!("{jail}|{target}")
@@ -300,6 +350,7 @@ mod tests {
             protocol: "tcp".into(),
             origin: "central-1".into(),
             hosts: vec!["web-1".into(), "web-2".into()],
+            lifts: None,
         }
     }
 
@@ -324,6 +375,11 @@ mod tests {
             FleetEvent::from_fields(&fields(&permanent)).unwrap(),
             permanent
         );
+        let mut unban = e.clone();
+        unban.op = Op::Unban;
+        unban.lifts = Some(1_700_000_000_000);
+        assert_eq!(FleetEvent::from_fields(&fields(&unban)).unwrap(), unban);
+        assert_eq!(FleetEvent::from_json(&unban.to_json()).unwrap(), unban);
     }
 
     #[test]
@@ -350,6 +406,8 @@ mod tests {
             ("origin", "a b", "origin"),
             ("hosts", "web\n1", "hosts"),
             ("hosts", "web,", "hosts"),
+            ("lifts", "yesterday", "lifts"),
+            ("lifts", "99999999999999999", "lifts"),
         ];
         for (field, value, expected) in cases {
             let mut f = fields(&event());

@@ -5,7 +5,7 @@
 //! (table `fleet_bans`) with the last applied stream id, so a restart with Redis away still
 //! holds them; kernel timeouts and the agent's own deadlines expire them on time.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -40,20 +40,27 @@ const MAX_HELD: usize = 1_000_000;
 /// transaction per stream read would cost a commit per event at low rates.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
-/// Most origin nodes tracked by the storm guard before idle ones are forgotten.
-const MAX_ORIGINS: usize = 1024;
+/// Most origin node names tracked one by one (storm guard and metric label each); events from
+/// further names share the [`OTHER_ORIGINS`] bucket and are counted (`kind="origins"`), so a
+/// stream full of invented names grows neither memory nor metric series without bound.
+pub const MAX_ORIGINS: usize = 256;
+/// The storm-guard bucket and metric label of origins past [`MAX_ORIGINS`] (not a valid node
+/// name, so it never collides with one).
+pub const OTHER_ORIGINS: &str = "(other)";
+/// The storm guard forgets bans decided this long before the newest one of their origin.
+const STORM_KEEP_MS: u64 = 2 * 60_000;
 
 /// A ban the agent holds.
 #[derive(Debug, Clone)]
 pub struct Held {
-    /// The event it came from.
-    pub event: FleetEvent,
+    /// The event it came from (shared with the control socket's view and the store's queue).
+    pub event: Arc<FleetEvent>,
     /// When the agent lifts it.
     pub expires: Option<Instant>,
 }
 
 /// The bans this agent holds, shared with the control socket for `banned`.
-pub type HeldBans = Arc<Mutex<HashMap<(String, IpNetwork), FleetEvent>>>;
+pub type HeldBans = Arc<Mutex<HashMap<(String, IpNetwork), Arc<FleetEvent>>>>;
 
 /// What a local jail lends the fleet: its actions and its allowlist.
 #[derive(Debug, Clone)]
@@ -128,14 +135,14 @@ impl Store {
         let tx = self.db.transaction()?;
         for change in changes {
             match change {
-                Change::Hold(e) => tx.execute(
-                    "INSERT OR REPLACE INTO fleet_bans (jail, target, event) VALUES (?1, ?2, ?3)",
-                    params![e.jail, e.target.to_string(), e.to_json()],
-                )?,
-                Change::Drop(jail, target) => tx.execute(
-                    "DELETE FROM fleet_bans WHERE jail = ?1 AND target = ?2",
-                    params![jail, target.to_string()],
-                )?,
+                Change::Hold(e) => tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO fleet_bans (jail, target, event) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![e.jail, e.target.to_string(), e.to_json()])?,
+                Change::Drop(jail, target) => tx
+                    .prepare_cached("DELETE FROM fleet_bans WHERE jail = ?1 AND target = ?2")?
+                    .execute(params![jail, target.to_string()])?,
             };
         }
         if let Some(id) = cursor {
@@ -148,9 +155,20 @@ impl Store {
     }
 }
 
+/// One origin's storm-guard record: the bans applied, by the time the sink decided them.
+#[derive(Debug, Default)]
+struct Storm {
+    /// `banned_at` (Unix ms) to bans applied with it.
+    applied: BTreeMap<u64, u32>,
+    /// The newest `banned_at` seen.
+    newest: u64,
+    /// The `banned_at` of the event that last logged the guard engaging.
+    logged: Option<u64>,
+}
+
 /// A change to the held bans, written to the store after each batch.
 enum Change {
-    Hold(FleetEvent),
+    Hold(Arc<FleetEvent>),
     Drop(String, IpNetwork),
 }
 
@@ -163,8 +181,9 @@ pub struct Follower {
     held: HashMap<(String, IpNetwork), Held>,
     shared: HeldBans,
     deadlines: BTreeSet<(Instant, String, IpNetwork)>,
-    storm: HashMap<String, VecDeque<Instant>>,
-    store: Option<Store>,
+    storm: HashMap<String, Storm>,
+    origins: HashSet<String>,
+    store: Option<Arc<Mutex<Store>>>,
     changes: Vec<Change>,
     cursor: Option<String>,
     stats: NodeStats,
@@ -181,18 +200,25 @@ impl Follower {
         db_path: PathBuf,
         shared: HeldBans,
     ) -> Follower {
-        let store = match Store::open(&db_path) {
-            Ok(s) => Some(s),
-            Err(error) => {
+        // SQLite blocks: opened and read off the runtime's workers.
+        let opened = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&db_path)?;
+            let loaded = store.load()?;
+            Ok::<_, rusqlite::Error>((store, loaded))
+        })
+        .await;
+        let (store, (stored, cursor)) = match opened {
+            Ok(Ok((store, loaded))) => (Some(Arc::new(Mutex::new(store))), loaded),
+            Ok(Err(error)) => {
                 metrics::state_errors().increment(1);
                 tracing::error!(%error, "fleet: cannot open the local store; held bans will not survive a restart");
-                None
+                (None, Default::default())
+            }
+            Err(error) => {
+                tracing::error!(%error, "fleet: the local store's task failed");
+                (None, Default::default())
             }
         };
-        let (stored, cursor) = store
-            .as_ref()
-            .and_then(|s| s.load().ok())
-            .unwrap_or_default();
         let mut follower = Follower {
             keys: Keys::new(&config.prefix),
             config,
@@ -202,6 +228,7 @@ impl Follower {
             shared,
             deadlines: BTreeSet::new(),
             storm: HashMap::new(),
+            origins: HashSet::new(),
             store,
             changes: Vec::new(),
             cursor,
@@ -230,10 +257,10 @@ impl Follower {
                 }
             }
         }
-        follower.flush();
         if let Some(id) = &follower.cursor {
             follower.stats.last_id = id.clone();
         }
+        follower.flush().await;
         follower
     }
 
@@ -307,6 +334,7 @@ impl Follower {
     }
 
     fn hold(&mut self, event: FleetEvent) {
+        let event = Arc::new(event);
         let key = (event.jail.clone(), event.target);
         let expires = remaining(&event).map(|left| Instant::now() + left);
         if let Some(old) = self.held.get(&key).and_then(|h| h.expires) {
@@ -348,45 +376,72 @@ impl Follower {
         true
     }
 
-    /// True when `origin` already had max_bans_per_minute bans applied in the last minute.
-    fn storm(&mut self, origin: &str) -> bool {
+    /// The name an origin is tracked and labelled under: its own for the first
+    /// [`MAX_ORIGINS`] names seen, [`OTHER_ORIGINS`] (counted) past them.
+    fn origin_label(&mut self, origin: &str) -> String {
+        if self.origins.contains(origin) {
+            return origin.to_string();
+        }
+        if self.origins.len() < MAX_ORIGINS {
+            self.origins.insert(origin.to_string());
+            // A new origin's series exist from its first event, at zero.
+            metrics::fleet_withheld(origin).absolute(0);
+            return origin.to_string();
+        }
+        metrics::fleet_errors("origins").increment(1);
+        tracing::debug!(
+            origin,
+            max = MAX_ORIGINS,
+            "fleet: too many origin names; tracked as {OTHER_ORIGINS}"
+        );
+        OTHER_ORIGINS.to_string()
+    }
+
+    /// True (counted) when the event's origin (as [`Follower::origin_label`] names it) already
+    /// had max_bans_per_minute bans applied that it decided within a minute of this one. The
+    /// window runs on the sink's `banned_at`, not on arrival, so live events, a catch-up and a
+    /// snapshot are judged alike: standing bans decided over hours pass, a flood decided in
+    /// one minute is held back however it arrives.
+    fn storm(&mut self, origin: &str, banned_at: u64) -> bool {
         let Some(max) = self.config.max_bans_per_minute else {
             return false;
         };
-        let now = Instant::now();
-        if !self.storm.contains_key(origin) {
-            if self.storm.len() >= MAX_ORIGINS {
-                self.storm.retain(|_, recent| {
-                    recent
-                        .back()
-                        .is_some_and(|&t| now.duration_since(t) < STORM_WINDOW)
-                });
-            }
-            // A new origin's series exist from its first event, at zero.
-            metrics::fleet_withheld(origin).absolute(0);
-        }
-        let recent = self.storm.entry(origin.to_string()).or_default();
-        while recent
-            .front()
-            .is_some_and(|&t| now.duration_since(t) >= STORM_WINDOW)
-        {
-            recent.pop_front();
-        }
-        if recent.len() >= max as usize {
+        let window = STORM_WINDOW.as_millis() as u64;
+        let record = self.storm.entry(origin.to_string()).or_default();
+        record.newest = record.newest.max(banned_at);
+        let near = busiest_minute(&record.applied, banned_at, window, u64::from(max));
+        if near >= u64::from(max) {
             metrics::fleet_withheld(origin).increment(1);
-            if recent.len() == max as usize {
+            if record
+                .logged
+                .is_none_or(|l| banned_at.abs_diff(l) >= window)
+            {
+                record.logged = Some(banned_at);
                 tracing::error!(
                     origin,
                     max_bans_per_minute = max,
                     "fleet: storm guard engaged, bans from this origin withheld"
                 );
-                // One more entry marks the storm as logged; it ages out with the rest.
-                recent.push_back(now);
             }
             return true;
         }
-        recent.push_back(now);
+        *record.applied.entry(banned_at).or_default() += 1;
         false
+    }
+
+    /// Forgets what the storm guard no longer needs: bans decided [`STORM_KEEP_MS`] before
+    /// the newest of their origin.
+    fn prune_storm(&mut self) {
+        for record in self.storm.values_mut() {
+            let cutoff = record.newest.saturating_sub(STORM_KEEP_MS);
+            if record
+                .applied
+                .first_key_value()
+                .is_some_and(|(&t, _)| t < cutoff)
+            {
+                record.applied = record.applied.split_off(&cutoff);
+            }
+        }
     }
 
     /// Applies one event; `live` events (from the stream, not the snapshot) are timed.
@@ -397,8 +452,18 @@ impl Follower {
         }
         match event.op {
             Op::Unban => {
+                // An unban names the ban it lifts: a newer ban of the same target (decided by
+                // another sink, or again after the unban was decided) stays.
+                let key = (event.jail.clone(), event.target);
+                if let (Some(lifts), Some(held)) = (event.lifts, self.held.get(&key)) {
+                    if held.event.banned_at > lifts {
+                        tracing::info!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: unban of an older ban; the newer one stays");
+                        return;
+                    }
+                }
                 if self.lift(&event.jail, event.target).await {
-                    metrics::fleet_applied("unban", &event.origin).increment(1);
+                    let origin = self.origin_label(&event.origin);
+                    metrics::fleet_applied("unban", &origin).increment(1);
                     self.stats.bans_applied += 1;
                 }
             }
@@ -422,20 +487,19 @@ impl Follower {
                 if remaining_or_permanent(&event).is_none() {
                     return;
                 }
+                let origin = self.origin_label(&event.origin);
                 if !self.held.contains_key(&key) && self.held.len() >= MAX_HELD {
-                    metrics::fleet_withheld(&event.origin).increment(1);
+                    metrics::fleet_withheld(&origin).increment(1);
                     return;
                 }
-                // The guard is for floods as they happen: a snapshot's bans were each live once
-                // (and guarded then), so a reconnect never withholds the fleet's standing bans.
-                if live && !self.held.contains_key(&key) && self.storm(&event.origin) {
+                // Live, caught up or from the snapshot: every new ban passes the guard.
+                if !self.held.contains_key(&key) && self.storm(&origin, event.banned_at) {
                     return;
                 }
                 if !self.start_runner(&event, Vec::new()).await {
                     return;
                 }
                 let command = ActionCommand::Ban(order(&event));
-                let origin = event.origin.clone();
                 let banned_at = event.banned_at;
                 let jail = event.jail.clone();
                 self.hold(event);
@@ -462,21 +526,61 @@ impl Follower {
         }
     }
 
-    /// Writes pending changes and the cursor to the local store.
-    fn flush(&mut self) {
+    /// Writes pending changes and the cursor to the local store, on a blocking thread (SQLite
+    /// must not stall the runtime's workers), waited for so that writes stay in order.
+    async fn flush(&mut self) {
+        self.prune_storm();
         if self.changes.is_empty() && self.cursor.as_deref() == Some(self.stats.last_id.as_str()) {
             return;
         }
         let cursor = (!self.stats.last_id.is_empty()).then(|| self.stats.last_id.clone());
-        if let Some(store) = self.store.as_mut() {
-            if let Err(error) = store.save(&self.changes, cursor.as_deref()) {
-                metrics::state_errors().increment(1);
-                tracing::error!(%error, "fleet: cannot write the local store");
+        let changes = std::mem::take(&mut self.changes);
+        if let Some(store) = self.store.clone() {
+            let id = cursor.clone();
+            let saved = tokio::task::spawn_blocking(move || {
+                let mut store = store
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                store.save(&changes, id.as_deref())
+            })
+            .await;
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    metrics::state_errors().increment(1);
+                    tracing::error!(%error, "fleet: cannot write the local store");
+                }
+                Err(error) => {
+                    metrics::state_errors().increment(1);
+                    tracing::error!(%error, "fleet: the local store's task failed");
+                }
             }
         }
-        self.changes.clear();
         self.cursor = cursor;
         self.flushed_at = Instant::now();
+    }
+
+    /// The stream id to resume from without a snapshot: the last applied one, when the stream
+    /// still holds that entry. Trimming (MAXLEN) removes the oldest entries first, so while the
+    /// entry is there nothing after it is gone; a trimmed entry, or a stream Redis lost, means
+    /// a snapshot (None).
+    async fn resume_from(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<Option<String>> {
+        let last = &self.stats.last_id;
+        if last.is_empty() || last == "0-0" {
+            return Ok(None);
+        }
+        let found: Value = redis::cmd("XRANGE")
+            .arg(&self.keys.stream)
+            .arg(last)
+            .arg(last)
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        Ok((!entries(&found).is_empty()).then(|| last.clone()))
     }
 
     /// Reads the active set and makes the held bans match it; returns the stream id to
@@ -561,8 +665,10 @@ impl Follower {
             self.apply(event, false).await;
             added += self.held.len().saturating_sub(was);
         }
-        self.flush();
-        tracing::info!(held = self.held.len(), before, added, lifted, from = %head, last_applied = ?self.cursor, "fleet: reconciled with the active set");
+        // The snapshot stands for everything up to `head`.
+        self.stats.last_id = head.clone();
+        self.flush().await;
+        tracing::info!(held = self.held.len(), before, added, lifted, from = %head, "fleet: reconciled with the active set");
         Ok(head)
     }
 
@@ -591,8 +697,10 @@ impl Follower {
             .await?;
         let mut last = from;
         for (_, list) in streams(&reply) {
-            for (id, fields) in entries(list) {
-                match FleetEvent::from_fields(&fields) {
+            let Value::Array(items) = list else { continue };
+            for (id, fields) in items.iter().filter_map(entry_pairs) {
+                let id = id.to_string();
+                match FleetEvent::from_pairs(fields) {
                     Ok(event) => self.apply(event, true).await,
                     Err(error) => {
                         metrics::fleet_errors("malformed").increment(1);
@@ -605,7 +713,7 @@ impl Follower {
         }
         self.stats.last_id = last.clone();
         if self.flushed_at.elapsed() >= FLUSH_EVERY {
-            self.flush();
+            self.flush().await;
         }
         Ok(last)
     }
@@ -614,6 +722,45 @@ impl Follower {
     pub fn finish(self) -> Vec<JoinHandle<()>> {
         self.runners.into_values().map(|r| r.thread).collect()
     }
+}
+
+/// The most bans `applied` holds in one window of `window` ms that also covers `at` (so that
+/// applying one more at `at` keeps every such window at most `max`), or at least `max` when it
+/// is reached. Arrival order does not matter: a snapshot comes in any order. Cheap while the
+/// two windows around `at` hold fewer than `max` together; a sweep over them otherwise.
+fn busiest_minute(applied: &BTreeMap<u64, u32>, at: u64, window: u64, max: u64) -> u64 {
+    let (lo, hi) = (at.saturating_sub(window - 1), at.saturating_add(window - 1));
+    let mut around = 0u64;
+    for (_, n) in applied.range(lo..=hi) {
+        around += u64::from(*n);
+        if around >= max {
+            break;
+        }
+    }
+    if around < max {
+        return around;
+    }
+    // Prefix sums over the entries around `at`; each window [a, a + window - 1] that covers
+    // `at` and starts at `lo` or at an entry counts what lies in it.
+    let near: Vec<(u64, u64)> = applied
+        .range(lo..=hi)
+        .map(|(&t, &n)| (t, u64::from(n)))
+        .collect();
+    let mut prefix = Vec::with_capacity(near.len() + 1);
+    prefix.push(0u64);
+    for (_, n) in &near {
+        prefix.push(prefix.last().copied().unwrap_or(0) + n);
+    }
+    let starts = std::iter::once(lo).chain(near.iter().map(|e| e.0).filter(|&t| t <= at));
+    starts
+        .map(|a| {
+            let b = a.saturating_add(window - 1);
+            let first = near.partition_point(|e| e.0 < a);
+            let end = near.partition_point(|e| e.0 <= b);
+            prefix[end] - prefix[first]
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn renamed(spec: &FirewallSpec, name: &str) -> FirewallSpec {
@@ -715,6 +862,37 @@ pub fn entries(list: &Value) -> Vec<(String, HashMap<String, String>)> {
         .collect()
 }
 
+/// One stream entry's id and (field, value) pairs, borrowed from the reply; a field or value
+/// that is not text is left out (and the entry then fails validation).
+fn entry_pairs(item: &Value) -> Option<(&str, Vec<(&str, &str)>)> {
+    let Value::Array(pair) = item else {
+        return None;
+    };
+    let [id, fields] = pair.as_slice() else {
+        return None;
+    };
+    let id = borrowed_text(id)?;
+    let mut out = Vec::with_capacity(12);
+    if let Value::Array(kv) = fields {
+        for chunk in kv.chunks(2) {
+            if let [k, v] = chunk {
+                if let (Some(k), Some(v)) = (borrowed_text(k), borrowed_text(v)) {
+                    out.push((k, v));
+                }
+            }
+        }
+    }
+    Some((id, out))
+}
+
+fn borrowed_text(value: &Value) -> Option<&str> {
+    match value {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// The ban an active-set entry stands for: its details, when they are a valid ban of the
 /// member's own jail and target; otherwise counted as malformed (a writer with access to the
 /// details must not make an agent ban something else than the set names).
@@ -774,12 +952,27 @@ pub async fn run(
                 continue;
             }
         };
-        let mut position = match follower.reconcile(&mut other).await {
-            Ok(p) => p,
+        // Catch up from the last applied event when the stream still holds it (exactly the
+        // events missed, unbans included); otherwise the snapshot and the stream after it.
+        let resumed = match follower.resume_from(&mut other).await {
+            Ok(r) => r,
             Err(error) => {
                 lost(&error);
                 continue;
             }
+        };
+        let mut position = match resumed {
+            Some(from) => {
+                tracing::info!(%from, held = follower.held.len(), "fleet: resuming from the last applied event");
+                from
+            }
+            None => match follower.reconcile(&mut other).await {
+                Ok(p) => p,
+                Err(error) => {
+                    lost(&error);
+                    continue;
+                }
+            },
         };
         metrics::fleet_connected("follower").set(1.0);
         tracing::info!(redis = %config.redis_shown(), "fleet: connected, following");
@@ -801,6 +994,10 @@ pub async fn run(
                     .and_then(|v| entries(v).into_iter().next())
                     .map_or(0, |(id, _)| super::id_ms(&id));
                 follower.stats.lag_ms = newest_ms.saturating_sub(super::id_ms(&position));
+                if config.role == Role::Both {
+                    follower.stats.outbox =
+                        super::publish::OUTBOX_LEN.load(std::sync::atomic::Ordering::Relaxed);
+                }
                 let beat = super::beat(&mut other, &keys, &config, &follower.stats).await;
                 if let Err(error) = newest.map(drop).and(beat) {
                     lost(&error);
@@ -824,7 +1021,7 @@ pub async fn run(
             follower.expire_due().await;
         }
     }
-    follower.flush();
+    follower.flush().await;
     follower.finish()
 }
 
@@ -843,7 +1040,7 @@ async fn pause(
             _ = sleep_until(follower.deadlines.first().map(|d| d.0)) => follower.expire_due().await,
         }
     }
-    follower.flush();
+    follower.flush().await;
     true
 }
 
@@ -858,4 +1055,35 @@ fn lost(error: &redis::RedisError) {
     metrics::fleet_connected("follower").set(0.0);
     metrics::fleet_errors("redis").increment(1);
     tracing::warn!(%error, "fleet: Redis connection lost; bans held, reconnecting");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(times: &[u64]) -> BTreeMap<u64, u32> {
+        let mut m = BTreeMap::new();
+        for &t in times {
+            *m.entry(t).or_default() += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn busiest_minute_counts_the_fullest_window_covering_the_time() {
+        let w = 60_000;
+        // 600 a minute over two minutes: no window holds 1,000.
+        let spread: Vec<u64> = (0..1200).map(|i| 1_000_000 + i * 100).collect();
+        let m = map(&spread);
+        assert!(busiest_minute(&m, 1_060_000, w, 1000) < 1000);
+        // Five in one millisecond, then a sixth beside them: five in its window.
+        let m = map(&[5_000_000; 5]);
+        assert_eq!(busiest_minute(&m, 5_000_000 + w - 1, w, 3), 5);
+        // Out of the window either side: none.
+        assert_eq!(busiest_minute(&m, 5_000_000 + w, w, 3), 0);
+        assert_eq!(busiest_minute(&m, 5_000_000 - w, w, 3), 0);
+        // Two clusters two windows apart, `at` between them: only one cluster per window.
+        let m = map(&[1_000_000, 1_000_000, 1_100_000, 1_100_000]);
+        assert_eq!(busiest_minute(&m, 1_050_000, w, 3), 2);
+    }
 }

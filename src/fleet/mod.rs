@@ -295,6 +295,11 @@ async fn probe(
             .arg("COUNT")
             .arg(1)
             .ignore();
+        pipe.cmd("XRANGE")
+            .arg(&keys.stream)
+            .arg("0-1")
+            .arg("0-1")
+            .ignore();
         pipe.cmd("XREAD")
             .arg("COUNT")
             .arg(1)
