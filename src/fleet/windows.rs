@@ -182,6 +182,7 @@ impl SharedCounter {
                         count: 1,
                         received_at: now,
                         host: None,
+                        user: None,
                     },
                     key_of(settings, *ip),
                     settings.clone(),

@@ -224,7 +224,6 @@ impl Window {
     }
 
     /// Failures of `ip` inside the window, without touching its place in the order.
-    #[cfg(test)]
     pub(crate) fn failures(&self, ip: &IpNetwork) -> u32 {
         self.find(self.hasher.hash_one(ip), ip)
             .map_or(0, |slot| self.slab[slot as usize].times.len() as u32)

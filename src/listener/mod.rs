@@ -154,6 +154,7 @@ impl Pipeline {
                 count: event.repeat,
                 received_at: receipt.at,
                 host: event.hostname.map(Arc::from),
+                user: m.user.as_deref().map(Arc::from),
             })
         });
     }
