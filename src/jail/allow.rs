@@ -232,7 +232,8 @@ pub(crate) fn expand(pattern: &Path) -> Result<Vec<PathBuf>, BadAllow> {
 
 /// A file as last read: what identifies its version, and its entries.
 struct FileState {
-    stamp: Option<(SystemTime, u64)>,
+    /// mtime, size and inode: an editor's rename or a rewrite within one mtime tick shows too.
+    stamp: Option<(SystemTime, u64, u64)>,
     entries: Vec<Entry>,
     gone: bool,
 }
@@ -352,9 +353,14 @@ impl Watcher {
 
     /// Reads `path` again if it changed since the last read.
     fn refresh_file(&mut self, jail: &str, path: &Path) {
-        let stamp = std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        let stamp = std::fs::metadata(path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                m.len(),
+                m.ino(),
+            )
+        });
         let known = self.files.get_mut(path);
         match (stamp, known) {
             (None, Some(state)) => {
