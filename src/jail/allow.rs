@@ -187,6 +187,16 @@ fn is_glob(pattern: &Path) -> bool {
         .is_some_and(|n| n.contains(['*', '?']))
 }
 
+/// The file-name part of a pattern, as [`wildcard`] takes it.
+fn name_pattern(pattern: &Path) -> Vec<char> {
+    pattern
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .chars()
+        .collect()
+}
+
 /// `*` (any run) and `?` (one character) matching of a file name.
 fn wildcard(pattern: &[char], name: &[char]) -> bool {
     match pattern.split_first() {
@@ -207,12 +217,7 @@ pub(crate) fn expand(pattern: &Path) -> Result<Vec<PathBuf>, BadAllow> {
         return Ok(vec![pattern.to_path_buf()]);
     }
     let dir = pattern.parent().unwrap_or(Path::new("/"));
-    let wanted: Vec<char> = pattern
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("")
-        .chars()
-        .collect();
+    let wanted = name_pattern(pattern);
     let unreadable = |reason| BadAllow::Unreadable {
         path: dir.to_path_buf(),
         reason,
@@ -267,7 +272,12 @@ async fn run(mut specs: channel::Receiver<Vec<Watched>>, out: mpsc::Sender<Allow
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            changed = specs.changed() => if changed.is_err() { return },
+            changed = specs.changed() => match changed {
+                // A reload: every jail gets its entries again, since a jail that was rebuilt
+                // or stopped being watched dropped what it had.
+                Ok(()) => watcher.sent.clear(),
+                Err(_) => return,
+            },
             _ = tick.tick() => {}
         }
         let current = specs.borrow_and_update().clone();
@@ -332,12 +342,7 @@ impl Watcher {
             }
         };
         let dir = pattern.parent();
-        let wanted: Vec<char> = pattern
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("")
-            .chars()
-            .collect();
+        let wanted = name_pattern(pattern);
         for known in self.files.keys() {
             let matches = known.parent() == dir
                 && known

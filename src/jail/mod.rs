@@ -556,6 +556,10 @@ impl Jail {
                 .clone()
                 .map(|s| Spray::new(s, settings.max_tracked));
         }
+        if !settings.detection.watches() {
+            // No watcher sends this jail entries any more.
+            self.extra = Arc::from([]);
+        }
         self.settings = settings;
         self.rebuild_ignore();
         self.update_gauges();
