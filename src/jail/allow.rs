@@ -464,6 +464,39 @@ mod tests {
     }
 
     #[test]
+    fn the_table_agrees_with_a_linear_scan() {
+        // Deterministic entries of every size near each other, probed with addresses and
+        // networks: the trie must answer what the old linear scan answered.
+        let mut x: u32 = 0x9e37_79b9;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let entries: Vec<IpNetwork> = (0..2000)
+            .map(|i| {
+                let ip = std::net::Ipv4Addr::from(0x0a00_0000 | (next() & 0x00ff_ffff));
+                let prefix = [32, 30, 24, 20, 16][i % 5];
+                crate::address::network_of(IpAddr::V4(ip), prefix)
+            })
+            .collect();
+        let table = IgnoreTable::new(&entries);
+        for i in 0..5_000 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 | (next() & 0x00ff_ffff));
+            let target = crate::address::network_of(IpAddr::V4(ip), [32, 24, 12][i % 3]);
+            let linear = entries
+                .iter()
+                .any(|n| n.contains(target.network()) || target.contains(n.network()));
+            let found = table.overlapping(target);
+            assert_eq!(found.is_some(), linear, "{target}");
+            if let Some(n) = found {
+                assert!(n.contains(target.network()) || target.contains(n.network()));
+            }
+        }
+    }
+
+    #[test]
     fn file_lines_are_addresses_networks_names_or_logged() {
         let (entries, bad) = parse_file(
             "# office\n192.0.2.1\n198.51.100.0/24   # lab\n\nvpn.Example.org\n2001:db8::1\n300.1.2.3\nnot a name\n",
