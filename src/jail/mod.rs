@@ -216,6 +216,20 @@ impl Jail {
             .is_some_and(|net| self.bans.contains_key(&net))
     }
 
+    /// The spray bans a failure completed: none when the jail ignored it or it named no user.
+    pub(crate) fn spray_after(
+        &mut self,
+        decision: &Decision,
+        ip: IpAddr,
+        user: Option<&str>,
+        at: Instant,
+    ) -> Vec<BanOrder> {
+        match (decision, user) {
+            (Decision::Ignored, _) | (_, None) => Vec::new(),
+            (_, Some(user)) => self.on_spray(ip, user, at),
+        }
+    }
+
     /// Records that `user` failed from `ip` (a failure the jail did not ignore) for spray
     /// detection; when it completes a spray, bans every address of it that is not banned yet
     /// (each ban logged with the reason).

@@ -53,6 +53,8 @@ pub(crate) struct SharedFailure {
     pub decided: Option<(u32, u32)>,
     /// The syslog host name of the message.
     pub host: Option<Arc<str>>,
+    /// The `<F-USER>` of the message: spraying is counted by each sink on its own share.
+    pub user: Option<Arc<str>>,
 }
 
 /// A jail's action runner could not be started during a reload.
@@ -388,17 +390,30 @@ impl JailSet {
         let decision = slot
             .jail
             .on_failure(failure.ip, failure.count, failure.received_at);
-        let sprayed = match (&decision, &failure.user) {
-            (Decision::Ignored, _) | (_, None) => Vec::new(),
-            (_, Some(user)) => slot.jail.on_spray(failure.ip, user, failure.received_at),
-        };
+        let sprayed = slot.jail.spray_after(
+            &decision,
+            failure.ip,
+            failure.user.as_deref(),
+            failure.received_at,
+        );
         let name = slot.name.clone();
-        if let Decision::Ban(order) = decision {
-            self.commit_and_escalate(name.clone(), order, failure.host.clone())
-                .await;
-        }
-        for order in sprayed {
-            self.commit_and_escalate(name.clone(), order, failure.host.clone())
+        self.apply(name, decision, sprayed, failure.host).await;
+    }
+
+    /// Commits what one failure decided: its own ban, then the spray bans it completed.
+    async fn apply(
+        &mut self,
+        name: Arc<str>,
+        decision: Decision,
+        sprayed: Vec<BanOrder>,
+        host: Option<Arc<str>>,
+    ) {
+        let own = match decision {
+            Decision::Ban(order) => Some(order),
+            _ => None,
+        };
+        for order in own.into_iter().chain(sprayed) {
+            self.commit_and_escalate(name.clone(), order, host.clone())
                 .await;
         }
     }
@@ -424,12 +439,12 @@ impl JailSet {
             let Some(slot) = self.slot_mut(&f.jail) else {
                 continue;
             };
-            if let Decision::Ban(order) =
-                slot.jail.on_shared(f.ip, f.count, f.decided, f.received_at)
-            {
-                let name = slot.name.clone();
-                self.commit_and_escalate(name, order, f.host).await;
-            }
+            let decision = slot.jail.on_shared(f.ip, f.count, f.decided, f.received_at);
+            let sprayed = slot
+                .jail
+                .spray_after(&decision, f.ip, f.user.as_deref(), f.received_at);
+            let name = slot.name.clone();
+            self.apply(name, decision, sprayed, f.host).await;
         }
     }
 
