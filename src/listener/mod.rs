@@ -154,7 +154,11 @@ impl Pipeline {
                 count: event.repeat,
                 received_at: receipt.at,
                 host: event.hostname.map(Arc::from),
-                user: m.user.as_deref().map(Arc::from),
+                // Attacker-controlled: cut, so the jail's name table stays bounded.
+                user: m
+                    .user
+                    .as_deref()
+                    .map(|u| Arc::from(truncate(u, crate::jail::spray::MAX_USER_BYTES))),
             })
         });
     }
