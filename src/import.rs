@@ -498,21 +498,30 @@ impl Jail<'_> {
     fn ignore(&self, out: &mut Out) {
         if let Some(v) = self.read(out, "ignoreip") {
             let mut nets = Vec::new();
+            let mut files = Vec::new();
             for item in v.split(|c: char| c.is_whitespace() || c == ',') {
                 let item = item.trim();
                 if item.is_empty() {
                     continue;
                 }
-                if item.parse::<ipnetwork::IpNetwork>().is_ok() {
-                    nets.push(quote(item));
-                } else {
-                    out.note(format!(
-                        "ignoreip `{item}` is not an address or network: jailsink never \
-                         resolves names; add its addresses"
-                    ));
+                // fail2ban's `file:/path` entries are jailsink's ignoreip_files.
+                if let Some(path) = item.strip_prefix("file:") {
+                    files.push(quote(path));
+                    continue;
+                }
+                match crate::jail::allow::parse_entry(item) {
+                    // Names are resolved in the background every ignore_refresh, as
+                    // fail2ban resolves them.
+                    Ok(_) => nets.push(quote(item)),
+                    Err(_) => out.note(format!(
+                        "ignoreip `{item}` is not an address, network or host name; left out"
+                    )),
                 }
             }
             out.set("ignoreip", format!("[{}]", nets.join(", ")));
+            if !files.is_empty() {
+                out.set("ignoreip_files", format!("[{}]", files.join(", ")));
+            }
         }
         if let Some(v) = self.read(out, "ignoreself") {
             out.set("ignoreself", truthy(&v).to_string());
@@ -861,8 +870,10 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert_eq!(ignore, ["127.0.0.1/8", "::1", "192.0.2.0/24"]);
-        assert!(text.contains("ignoreip `example.com`"), "{text}");
+        assert_eq!(
+            ignore,
+            ["127.0.0.1/8", "::1", "192.0.2.0/24", "example.com"]
+        );
         assert!(
             text.contains("backend = auto, logpath = /var/log/auth.log"),
             "{text}"

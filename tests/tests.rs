@@ -1,6 +1,7 @@
 mod bench_smoke;
 mod containers;
 mod daemon;
+mod decide;
 mod evidence;
 mod fail2ban;
 mod fail2ban_live;

@@ -126,6 +126,7 @@ fn settings(maxretry: u32) -> JailSettings {
             maxtime: Duration::from_secs(604_800),
             rndtime: Duration::ZERO,
         },
+        detection: Default::default(),
     }
 }
 

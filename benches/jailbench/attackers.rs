@@ -131,5 +131,6 @@ fn attack_settings(cap: usize, maxretry: u32) -> jailsink::config::JailSettings 
             maxtime: Duration::from_secs(86_400),
             rndtime: Duration::ZERO,
         },
+        detection: Default::default(),
     }
 }

@@ -17,7 +17,7 @@ use super::raw::{
 use super::{ConfigError, ConfigErrors};
 use crate::action::{ActionKind, ActionSpec, BlockType, CommandSpec, FirewallSpec, Protocol};
 use crate::filter::{Filter, FilterSource, JailFilter};
-pub use crate::jail::settings::{Increment, JailSettings, JailSpec};
+pub use crate::jail::settings::{Detection, Increment, JailSettings, JailSpec};
 use crate::parse::Zone;
 
 /// The whole compiled configuration.
@@ -257,10 +257,19 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
     }
     let fleet = raw.fleet.as_ref().and_then(|f| {
         let default_ignore = vec!["127.0.0.0/8".to_string(), "::1".to_string()];
+        // Names of the allowlist are the jails' business (resolved in the background);
+        // fleet bans spare the addresses and networks.
         let mut ignore = networks(
             &mut errors,
             "defaults.ignoreip",
-            raw.defaults.ignoreip.as_ref().unwrap_or(&default_ignore),
+            &raw.defaults
+                .ignoreip
+                .as_ref()
+                .unwrap_or(&default_ignore)
+                .iter()
+                .filter(|t| t.parse::<IpNetwork>().is_ok())
+                .cloned()
+                .collect::<Vec<_>>(),
         );
         if raw.defaults.ignoreself.unwrap_or(true) {
             ignore.extend(host_addresses());
@@ -471,13 +480,25 @@ fn compile_jail(
         in_range(merged.ipv6_prefix.unwrap_or(128), 16, 128),
     );
     let default_ignore = vec!["127.0.0.0/8".to_string(), "::1".to_string()];
-    let mut ignore = networks(
-        errors,
+    let mut found = Vec::new();
+    let (mut ignore, names) = super::detection::ignore_entries(
         &key("ignoreip"),
         merged.ignoreip.as_ref().unwrap_or(&default_ignore),
+        &mut found,
     );
     if merged.ignoreself.unwrap_or(true) {
         ignore.extend_from_slice(own);
+    }
+    let detection = super::detection::compile(
+        &merged,
+        &key,
+        base,
+        names,
+        (ipv4_prefix, ipv6_prefix),
+        &mut found,
+    );
+    for (k, reason) in found {
+        errors.push(k, reason);
     }
     let increment = compile_increment(&merged, &key("bantime_increment"), errors);
     let dirs = super::filter_dirs(merged.filter_dirs.as_deref(), base);
@@ -522,6 +543,7 @@ fn compile_jail(
             ipv6_prefix: ipv6_prefix?,
             max_bans_per_minute: max_bans_per_minute?,
             increment: increment?,
+            detection,
         },
         actions: actions?,
     })
@@ -998,7 +1020,7 @@ fn networks(errors: &mut Errors, key: &str, list: &[String]) -> Vec<IpNetwork> {
         .collect()
 }
 
-fn in_range<T: TryFrom<i64>>(value: i64, min: i64, max: i64) -> Result<T, BadValue> {
+pub(super) fn in_range<T: TryFrom<i64>>(value: i64, min: i64, max: i64) -> Result<T, BadValue> {
     if value < min || value > max {
         return Err(BadValue::OutOfRange { value, min, max });
     }
@@ -1006,7 +1028,10 @@ fn in_range<T: TryFrom<i64>>(value: i64, min: i64, max: i64) -> Result<T, BadVal
 }
 
 /// A duration, with `default` when absent; `Ok(None)` means permanent ("-1", "permanent").
-fn duration(raw: Option<&RawDuration>, default: &str) -> Result<Option<Duration>, BadValue> {
+pub(super) fn duration(
+    raw: Option<&RawDuration>,
+    default: &str,
+) -> Result<Option<Duration>, BadValue> {
     match raw {
         None => duration(Some(&RawDuration::Text(default.into())), default),
         Some(RawDuration::Seconds(-1)) => Ok(None),

@@ -16,6 +16,7 @@
 //!    fail2ban has the same setting.
 
 pub mod compile;
+mod detection;
 pub mod filter_file;
 pub mod raw;
 pub mod tls;

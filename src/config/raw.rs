@@ -118,6 +118,28 @@ pub struct RawIncrement {
     pub rndtime: Option<RawDuration>,
 }
 
+/// `spray = { maxaddresses = 10, findtime = "1h" }`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpray {
+    /// Distinct addresses failing as one user that ban them all.
+    pub maxaddresses: Option<i64>,
+    /// The window they must fall in.
+    pub findtime: Option<RawDuration>,
+}
+
+/// `prefix_escalation = { ipv4 = 24, ipv6 = 64, after = 3 }`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalation {
+    /// IPv4 network size.
+    pub ipv4: Option<i64>,
+    /// IPv6 network size.
+    pub ipv6: Option<i64>,
+    /// Banned addresses of one network that ban the network.
+    pub after: Option<i64>,
+}
+
 /// Defines the keys a jail shares with `[defaults]` once: the `[defaults]` struct, the jail
 /// struct (its own keys, then the shared ones) and the overlay of a jail on the defaults.
 /// The shared keys are written out in both structs rather than flattened in, because serde's
@@ -181,6 +203,14 @@ jail_keys! {
         max_bans_per_minute: i64,
         /// Leave set-based bans in the kernel at stop (their timeouts lift them).
         keep_on_stop: bool,
+        /// Password spraying: one user failing from many addresses.
+        spray: RawSpray,
+        /// Banned neighbours ban their network.
+        prefix_escalation: RawEscalation,
+        /// Files of addresses, networks and names never banned, re-read when they change.
+        ignoreip_files: Vec<String>,
+        /// How often DNS names of the allowlist are resolved again.
+        ignore_refresh: RawDuration,
     }
     jail_only {
         /// `enabled = false` keeps a jail in the file without running it.

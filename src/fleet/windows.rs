@@ -185,6 +185,7 @@ impl SharedCounter {
                         host: None,
                         seen: Default::default(),
                         matched: None,
+                        user: None,
                     },
                     key_of(settings, *ip),
                     settings.clone(),
@@ -301,6 +302,7 @@ pub(crate) async fn run(
                                 count: f.count,
                                 received_at: f.received_at,
                                 host: f.host,
+                                user: f.user,
                                 decided: (decided == 1).then_some((
                                     n.clamp(0, i64::from(u32::MAX)) as u32,
                                     ban_count.clamp(1, i64::from(u32::MAX)) as u32,

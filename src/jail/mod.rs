@@ -2,14 +2,17 @@
 //! runs out. [`Jail`] is one jail's state and rules; [`set`] is the task that owns every jail,
 //! so nothing here needs a lock.
 
+pub mod allow;
+pub(crate) mod escalate;
 mod evidence;
 pub(crate) mod query;
 pub(crate) mod set;
 pub(crate) mod settings;
+pub(crate) mod spray;
 mod why;
 pub(crate) mod window;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -24,11 +27,17 @@ use crate::action::BanOrder;
 use crate::address::show_target;
 use crate::evidence::{Evidence, Line, Seen};
 use crate::metrics::JailMetrics;
+use allow::IgnoreTable;
 pub(crate) use settings::{JailSettings, JailSpec};
+use spray::Spray;
 use window::{Outcome, Window, NIL};
 
 /// The window the ban storm guard counts bans in.
 const STORM_WINDOW: Duration = Duration::from_secs(60);
+
+/// Networks whose escalation an ignored address refused, remembered so the refusal is logged
+/// once per network (cleared when full).
+const MAX_REFUSED_NETWORKS: usize = 1024;
 
 /// A failure found by a filter, on its way to the jail task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +58,8 @@ pub(crate) struct Failure {
     pub seen: Seen,
     /// The failregex that matched (index, text), filled only while a `tail` client watches.
     pub matched: Option<Box<(usize, String)>>,
+    /// The `<F-USER>` the failure named, when the filter captures one (spray detection).
+    pub user: Option<Arc<str>>,
 }
 
 /// An active ban.
@@ -127,6 +138,22 @@ pub struct Jail {
     in_storm: bool,
     /// Recent failure lines, the evidence of the next bans.
     ring: evidence::Ring,
+    /// settings.ignore plus the run-time entries (`extra`) as one prefix trie.
+    ignore: IgnoreTable,
+    /// Addresses of ignoreip names and entries of ignoreip_files, as the watcher last sent.
+    extra: Arc<[IpNetwork]>,
+    spray: Option<Spray>,
+    reported_spray_evictions: u64,
+    refused_networks: HashSet<IpNetwork>,
+}
+
+/// A network ban that folded single bans: the order, and the bans it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Escalated {
+    /// The network's ban.
+    pub order: BanOrder,
+    /// The single bans now inside it, to lift once it is committed.
+    pub folded: Vec<IpNetwork>,
 }
 
 impl Jail {
@@ -141,7 +168,6 @@ impl Jail {
             // megabytes per jail at the default cap before any attacker shows up.
             ban_counts: LruCache::unbounded(),
             ban_counts_cap: cap.get(),
-            settings,
             metrics,
             reported_evictions: 0,
             jitter: RandomState::new(),
@@ -150,6 +176,16 @@ impl Jail {
             recent_bans: VecDeque::new(),
             in_storm: false,
             ring: evidence::Ring::default(),
+            ignore: IgnoreTable::new(&settings.ignore),
+            extra: Arc::from([]),
+            spray: settings
+                .detection
+                .spray
+                .clone()
+                .map(|s| Spray::new(s, settings.max_tracked)),
+            reported_spray_evictions: 0,
+            refused_networks: HashSet::new(),
+            settings,
         }
     }
 
@@ -178,10 +214,172 @@ impl Jail {
         }
         self.metrics.failures.increment(u64::from(count));
         self.total_failed += u64::from(count);
-        if self.bans.contains_key(&key) {
+        if self.bans.contains_key(&key) || self.in_banned_network(key) {
             return Err(Decision::AlreadyBanned);
         }
         Ok(key)
+    }
+
+    /// True when `key` lies in a network banned by escalation.
+    fn in_banned_network(&self, key: IpNetwork) -> bool {
+        self.settings
+            .detection
+            .escalation
+            .as_ref()
+            .and_then(|e| e.network_of(key))
+            .is_some_and(|net| self.bans.contains_key(&net))
+    }
+
+    /// The spray bans a failure completed: none when the jail ignored it or it named no user.
+    pub(crate) fn spray_after(
+        &mut self,
+        decision: &Decision,
+        ip: IpAddr,
+        user: Option<&str>,
+        at: Instant,
+    ) -> Vec<BanOrder> {
+        match (decision, user) {
+            (Decision::Ignored, _) | (_, None) => Vec::new(),
+            (_, Some(user)) => self.on_spray(ip, user, at),
+        }
+    }
+
+    /// Records that `user` failed from `ip` (a failure the jail did not ignore) for spray
+    /// detection; when it completes a spray, bans every address of it that is not banned yet
+    /// (each ban logged with the reason).
+    pub(crate) fn on_spray(&mut self, ip: IpAddr, user: &str, at: Instant) -> Vec<BanOrder> {
+        let key = self.key_of(ip);
+        if self.ignore.overlapping(key).is_some() {
+            return Vec::new();
+        }
+        let Some(spray) = self.spray.as_mut() else {
+            return Vec::new();
+        };
+        let found = spray.record(user, ip, at);
+        let (maxaddresses, findtime) = (spray.settings().maxaddresses, spray.settings().findtime);
+        let evicted = spray.evicted();
+        if evicted > self.reported_spray_evictions {
+            // Counted with the tracked addresses: both are the jail's memory bounded by
+            // max_tracked.
+            self.metrics
+                .evicted
+                .increment(evicted - self.reported_spray_evictions);
+            self.reported_spray_evictions = evicted;
+        }
+        let Some(addresses) = found else {
+            return Vec::new();
+        };
+        tracing::warn!(
+            jail = %self.name,
+            user,
+            addresses = addresses.len(),
+            findtime = %humantime::format_duration(findtime),
+            "[{}] password spraying: user {user:?} failed from {} addresses within {}",
+            self.name,
+            addresses.len(),
+            humantime::format_duration(findtime),
+        );
+        let mut orders = Vec::new();
+        for address in addresses {
+            let key = self.key_of(address);
+            if self.bans.contains_key(&key) || self.in_banned_network(key) {
+                continue;
+            }
+            if self.storm_guard(at) {
+                continue;
+            }
+            let (failures, lines) = self.current(key, at).unwrap_or_default();
+            self.window.forget(&key);
+            let shown = show_target(key);
+            tracing::info!(
+                jail = %self.name,
+                ip = %shown,
+                user,
+                reason = "spray",
+                "[{}] {} banned for password spraying: one of {} addresses failing as user {user:?} within {} (maxaddresses {maxaddresses})",
+                self.name,
+                shown,
+                maxaddresses,
+                humantime::format_duration(findtime),
+            );
+            orders.push(self.ban(key, failures.max(1), at, None, lines.into()));
+        }
+        self.update_gauges();
+        orders
+    }
+
+    /// After `banned` was banned: when `prefix_escalation` is on and its network now holds
+    /// `after` bans, bans the network for the longest of their remaining times and returns the
+    /// bans to fold into it. A network holding an ignored address is never banned (logged once).
+    pub(crate) fn escalate(&mut self, banned: IpNetwork, at: Instant) -> Option<Escalated> {
+        let escalation = self.settings.detection.escalation.clone()?;
+        let network = escalation.network_of(banned)?;
+        if self.bans.contains_key(&network) {
+            return None;
+        }
+        let fold = escalate::fold(network, escalation.after, &self.bans)?;
+        if let Some(ignored) = self.ignore.overlapping(network) {
+            if self.refused_networks.len() >= MAX_REFUSED_NETWORKS {
+                self.refused_networks.clear();
+            }
+            if self.refused_networks.insert(network) {
+                tracing::warn!(
+                    jail = %self.name,
+                    network = %network,
+                    ignored = %show_target(ignored),
+                    banned = fold.members.len(),
+                    "[{}] not escalating to {network}: it holds {} of ignoreip (or this host's addresses); its {} addresses stay banned one by one",
+                    self.name,
+                    show_target(ignored),
+                    fold.members.len(),
+                );
+            }
+            return None;
+        }
+        let bantime = fold.expires.map(|end| {
+            end.saturating_duration_since(at)
+                .max(Duration::from_secs(1))
+        });
+        tracing::info!(
+            jail = %self.name,
+            network = %network,
+            folded = fold.members.len(),
+            reason = "prefix_escalation",
+            "[{}] {network} banned: {} of its addresses are banned (prefix_escalation after {})",
+            self.name,
+            fold.members.len(),
+            escalation.after,
+        );
+        // The network's evidence is its members' bans (why shows them), not lines of its own.
+        let order = self.ban(
+            network,
+            fold.failures,
+            at,
+            Some(bantime),
+            Default::default(),
+        );
+        Some(Escalated {
+            order,
+            folded: fold.members,
+        })
+    }
+
+    /// Takes the run-time allowlist entries; returns the bans they now cover, to lift.
+    pub(crate) fn set_extra(&mut self, extra: Arc<[IpNetwork]>) -> Vec<IpNetwork> {
+        self.extra = extra;
+        self.rebuild_ignore();
+        let mut covered: Vec<IpNetwork> = self
+            .bans
+            .keys()
+            .filter(|t| self.ignore.overlapping(**t).is_some())
+            .copied()
+            .collect();
+        covered.sort();
+        covered
+    }
+
+    fn rebuild_ignore(&mut self) {
+        self.ignore = IgnoreTable::new(self.settings.ignore.iter().chain(self.extra.iter()));
     }
 
     /// Counts a failure (with no evidence line) and decides. A ban is recorded as active
@@ -311,13 +509,9 @@ impl Jail {
         self.ignored_by(target).is_some()
     }
 
-    /// The ignored network `target` overlaps, if any.
+    /// The ignored network `target` overlaps, if any (a prefix-trie lookup).
     fn ignored_by(&self, target: IpNetwork) -> Option<IpNetwork> {
-        self.settings
-            .ignore
-            .iter()
-            .find(|net| net.contains(target.network()) || target.contains(net.network()))
-            .copied()
+        self.ignore.overlapping(target)
     }
 
     /// What a ban or unban by hand of `target` acts on: an address widens to the jail's prefix
@@ -439,7 +633,21 @@ impl Jail {
         {
             self.window = Window::new(settings.findtime, settings.maxretry, settings.max_tracked);
         }
+        if old.detection.spray != settings.detection.spray
+            || old.max_tracked != settings.max_tracked
+        {
+            self.spray = settings
+                .detection
+                .spray
+                .clone()
+                .map(|s| Spray::new(s, settings.max_tracked));
+        }
+        if !settings.detection.watches() {
+            // No watcher sends this jail entries any more.
+            self.extra = Arc::from([]);
+        }
         self.settings = settings;
+        self.rebuild_ignore();
         self.update_gauges();
     }
 
@@ -542,6 +750,7 @@ mod tests {
                 maxtime: Duration::from_secs(3600),
                 rndtime: Duration::ZERO,
             },
+            detection: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::allow::{self, AllowUpdate, Watched};
 use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused};
 use super::why;
 use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec};
@@ -56,6 +57,8 @@ pub(crate) struct SharedFailure {
     pub decided: Option<(u32, u32)>,
     /// The syslog host name of the message.
     pub host: Option<Arc<str>>,
+    /// The `<F-USER>` of the message: spraying is counted by each sink on its own share.
+    pub user: Option<Arc<str>>,
 }
 
 /// A jail's action runner could not be started during a reload.
@@ -82,6 +85,26 @@ pub(crate) struct JailSet {
     retired: Vec<JoinHandle<()>>,
     /// Window prunes since history was last pruned.
     ticks: u32,
+    /// What the allowlist watcher looks after (replaced on reload; dropping it ends the task).
+    watched: tokio::sync::watch::Sender<Vec<Watched>>,
+    /// The watcher's updates of the run-time allowlists.
+    allow_updates: mpsc::Receiver<AllowUpdate>,
+}
+
+/// The allowlists of `slots` that change at run time.
+fn watched<'a>(slots: impl Iterator<Item = &'a Slot>) -> Vec<Watched> {
+    slots
+        .filter(|s| s.config.settings.detection.watches())
+        .map(|s| {
+            let d = &s.config.settings.detection;
+            Watched {
+                jail: s.name.clone(),
+                names: d.ignore_names.clone(),
+                files: d.ignore_files.clone(),
+                refresh: d.ignore_refresh,
+            }
+        })
+        .collect()
 }
 
 /// A jail's fresh state, with its metrics registered at zero.
@@ -258,12 +281,18 @@ impl JailSet {
             }
             slots.push(slot);
         }
+        let (watched_tx, watched_rx) = tokio::sync::watch::channel(watched(slots.iter()));
+        let (allow_tx, allow_updates) = mpsc::channel(16);
+        // The task ends when `watched` is dropped with the set.
+        drop(allow::watch(watched_rx, allow_tx));
         let set = JailSet {
             slots,
             state,
             deadlines,
             retired: Vec::new(),
             ticks: 0,
+            watched: watched_tx,
+            allow_updates,
         };
         set.send_routes().await;
         for op in forget {
@@ -343,6 +372,30 @@ impl JailSet {
         true
     }
 
+    /// Commits a ban, then the network ban it may escalate to (prefix_escalation): the network
+    /// is committed before the single bans it folds are lifted, so the firewall never has a gap.
+    async fn commit_and_escalate(
+        &mut self,
+        name: Arc<str>,
+        order: BanOrder,
+        host: Option<Arc<str>>,
+    ) {
+        let target = order.target;
+        self.commit_ban(name.clone(), order, host.clone()).await;
+        let Some(slot) = self.slot_mut(&name) else {
+            return;
+        };
+        let Some(escalated) = slot.jail.escalate(target, Instant::now()) else {
+            return;
+        };
+        let network = escalated.order.target;
+        self.commit_ban(name.clone(), escalated.order, host).await;
+        for member in escalated.folded {
+            tracing::info!(jail = %name, ip = %show_target(member), network = %network, "[{name}] {} folded into the ban of {network}", show_target(member));
+            self.lift(&name, member).await;
+        }
+    }
+
     /// Applies one failure.
     pub(crate) async fn on_failure(&mut self, failure: Failure) {
         let Some(slot) = self.slot_mut(&failure.jail) else {
@@ -369,9 +422,46 @@ impl JailSet {
         if let Some(explain) = explain {
             explain.publish(&slot.jail, &slot.name, &decision);
         }
-        if let Decision::Ban(order) = decision {
-            let name = slot.name.clone();
-            self.commit_ban(name, order, failure.host).await;
+        let sprayed = slot.jail.spray_after(
+            &decision,
+            failure.ip,
+            failure.user.as_deref(),
+            failure.received_at,
+        );
+        let name = slot.name.clone();
+        self.apply(name, decision, sprayed, failure.host).await;
+    }
+
+    /// Commits what one failure decided: its own ban, then the spray bans it completed.
+    async fn apply(
+        &mut self,
+        name: Arc<str>,
+        decision: Decision,
+        sprayed: Vec<BanOrder>,
+        host: Option<Arc<str>>,
+    ) {
+        let own = match decision {
+            Decision::Ban(order) => Some(order),
+            _ => None,
+        };
+        for order in own.into_iter().chain(sprayed) {
+            self.commit_and_escalate(name.clone(), order, host.clone())
+                .await;
+        }
+    }
+
+    /// Takes a jail's new run-time allowlist entries and lifts the bans they now cover.
+    pub(crate) async fn on_allow(&mut self, update: AllowUpdate) {
+        let Some(slot) = self.slot_mut(&update.jail) else {
+            return;
+        };
+        let count = update.extra.len();
+        let covered = slot.jail.set_extra(update.extra);
+        let name = slot.name.clone();
+        tracing::info!(jail = %name, entries = count, "[{name}] allowlist updated");
+        for target in covered {
+            tracing::info!(jail = %name, ip = %show_target(target), "[{name}] {} is allowlisted now; lifting its ban", show_target(target));
+            self.lift(&name, target).await;
         }
     }
 
@@ -381,12 +471,12 @@ impl JailSet {
             let Some(slot) = self.slot_mut(&f.jail) else {
                 continue;
             };
-            if let Decision::Ban(order) =
-                slot.jail.on_shared(f.ip, f.count, f.decided, f.received_at)
-            {
-                let name = slot.name.clone();
-                self.commit_ban(name, order, f.host).await;
-            }
+            let decision = slot.jail.on_shared(f.ip, f.count, f.decided, f.received_at);
+            let sprayed = slot
+                .jail
+                .spray_after(&decision, f.ip, f.user.as_deref(), f.received_at);
+            let name = slot.name.clone();
+            self.apply(name, decision, sprayed, f.host).await;
         }
     }
 
@@ -576,7 +666,7 @@ impl JailSet {
             match slot.jail.manual_ban(target, bantime, now) {
                 Ok(order) => {
                     applied.done += 1;
-                    self.commit_ban(name.clone(), order, None).await;
+                    self.commit_and_escalate(name.clone(), order, None).await;
                 }
                 Err(refused @ BanRefused::AlreadyBanned { .. }) => {
                     applied.unchanged.push((line, refused.to_string()))
@@ -710,6 +800,7 @@ impl JailSet {
             self.retired.push(slot.thread);
         }
         self.send_routes().await;
+        self.watched.send_replace(watched(self.slots.iter()));
         if summary.is_empty() {
             summary.push("no jail changed".into());
         }
@@ -808,6 +899,7 @@ pub(crate) async fn run(
                 Some(Command::Shared(failures)) => set.on_shared(failures).await,
                 None => break,
             },
+            Some(update) = set.allow_updates.recv() => set.on_allow(update).await,
             _ = sleep_until(deadline) => set.expire_due(Instant::now()).await,
             _ = prune.tick() => {
                 set.prune(Instant::now());
@@ -850,6 +942,7 @@ mod tests {
                     maxtime: Duration::MAX,
                     rndtime: Duration::ZERO,
                 },
+                detection: Default::default(),
             },
             actions: vec![ActionSpec::Log],
         }
@@ -865,6 +958,7 @@ mod tests {
             received_at: Instant::now(),
             seen: crate::evidence::Seen::new(SystemTime::now(), Some("sshd"), "Failed password"),
             matched: None,
+            user: None,
         }
     }
 
@@ -896,6 +990,110 @@ mod tests {
         assert_eq!(set.next_deadline(), Some(Instant::now()));
         set.expire_due(Instant::now()).await;
         assert!(matches!(next_op(&mut rx).await, StateOp::Unban { .. }));
+        drop(set.finish());
+    }
+
+    fn ban_target(op: &StateOp) -> Option<String> {
+        match op {
+            StateOp::Ban { order, .. } => Some(format!("ban {}", show_target(order.target))),
+            StateOp::Unban { target, .. } => Some(format!("unban {}", show_target(*target))),
+            _ => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn escalation_commits_the_network_then_folds_the_addresses() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut c = config("sshd", 60);
+        c.settings.maxretry = 1;
+        c.settings.detection.escalation = Some(crate::jail::escalate::Escalation {
+            ipv4: 24,
+            ipv6: 64,
+            after: 3,
+        });
+        c.settings.ignore = vec!["198.51.100.9/32".parse().unwrap()];
+        let mut set = JailSet::start(vec![c], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        for ip in ["192.0.2.1", "192.0.2.2"] {
+            set.on_failure(failure(ip)).await;
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        set.on_failure(failure("192.0.2.3")).await;
+        let mut ops = Vec::new();
+        for _ in 0..7 {
+            ops.extend(ban_target(&next_op(&mut rx).await));
+        }
+        assert_eq!(
+            ops,
+            [
+                "ban 192.0.2.1",
+                "ban 192.0.2.2",
+                "ban 192.0.2.3",
+                "ban 192.0.2.0/24",
+                "unban 192.0.2.1",
+                "unban 192.0.2.2",
+                "unban 192.0.2.3"
+            ]
+        );
+        // The network lasts as long as its longest member: 60 s from the third ban.
+        assert_eq!(
+            set.next_deadline(),
+            Some(Instant::now() + Duration::from_secs(60))
+        );
+        // Its addresses are banned already; a network holding an ignored address is not banned.
+        set.on_failure(failure("192.0.2.77")).await;
+        for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+            set.on_failure(failure(ip)).await;
+        }
+        let mut ops = Vec::new();
+        for _ in 0..3 {
+            ops.extend(ban_target(&next_op(&mut rx).await));
+        }
+        assert_eq!(
+            ops,
+            ["ban 198.51.100.1", "ban 198.51.100.2", "ban 198.51.100.3"]
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "no network ban over an ignored address"
+        );
+        drop(set.finish());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sprayed_user_bans_every_address_below_maxretry() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut c = config("sshd", 60);
+        c.settings.maxretry = 5;
+        c.settings.detection.spray = Some(crate::jail::spray::SpraySettings {
+            maxaddresses: 3,
+            findtime: Duration::from_secs(3600),
+        });
+        let mut set = JailSet::start(vec![c], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        let as_user = |ip: &str, user: &str| Failure {
+            user: Some(Arc::from(user)),
+            ..failure(ip)
+        };
+        set.on_failure(as_user("192.0.2.1", "admin")).await;
+        set.on_failure(as_user("203.0.113.5", "admin")).await;
+        set.on_failure(as_user("203.0.113.6", "oracle")).await;
+        set.on_failure(failure("203.0.113.7")).await;
+        while let Ok(op) = rx.try_recv() {
+            assert_eq!(ban_target(&op), None, "two addresses are no spray");
+        }
+        set.on_failure(as_user("198.51.100.20", "admin")).await;
+        let mut ops = Vec::new();
+        for _ in 0..3 {
+            ops.extend(ban_target(&next_op(&mut rx).await));
+        }
+        ops.sort();
+        assert_eq!(
+            ops,
+            ["ban 192.0.2.1", "ban 198.51.100.20", "ban 203.0.113.5"]
+        );
         drop(set.finish());
     }
 

@@ -41,6 +41,43 @@ pub struct JailSettings {
     pub max_bans_per_minute: Option<u32>,
     /// Escalation of repeat bans.
     pub increment: Increment,
+    /// Spraying, network escalation and allowlists that change at run time.
+    pub detection: Detection,
+}
+
+/// The decisions beyond one address's failures: `spray`, `prefix_escalation`, and the parts of
+/// the allowlist resolved or read at run time (`ignoreip` names, `ignoreip_files`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// `spray = { maxaddresses, findtime }`; None is off.
+    pub spray: Option<super::spray::SpraySettings>,
+    /// `prefix_escalation = { ipv4, ipv6, after }`; None is off.
+    pub escalation: Option<super::escalate::Escalation>,
+    /// DNS names of `ignoreip`, resolved in the background.
+    pub ignore_names: Vec<String>,
+    /// `ignoreip_files` patterns (absolute; `*` and `?` in the file name).
+    pub ignore_files: Vec<std::path::PathBuf>,
+    /// How often the names are resolved again.
+    pub ignore_refresh: Duration,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Detection {
+            spray: None,
+            escalation: None,
+            ignore_names: Vec::new(),
+            ignore_files: Vec::new(),
+            ignore_refresh: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Detection {
+    /// True when the allowlist changes at run time (names or files), so a watcher must run.
+    pub(crate) fn watches(&self) -> bool {
+        !self.ignore_names.is_empty() || !self.ignore_files.is_empty()
+    }
 }
 
 /// `bantime_increment`, checked.

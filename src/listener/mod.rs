@@ -152,9 +152,17 @@ impl Pipeline {
         let first = out.len();
         let wall = std::time::SystemTime::from(receipt.wall);
         self.router.route(&event, |jail, hit| {
-            let (ip, count, regex) = match hit {
-                Hit::Failures(m, count) => (m.ip, count, Some(m.regex)),
-                Hit::Success(ip) => (ip, 0, None),
+            let (ip, count, regex, user) = match hit {
+                // The user is attacker-controlled: cut, so the jail's name table stays bounded.
+                Hit::Failures(m, count) => (
+                    m.ip,
+                    count,
+                    Some(m.regex),
+                    m.user
+                        .as_deref()
+                        .map(|u| Arc::from(evidence::cut(u, crate::jail::spray::MAX_USER_BYTES))),
+                ),
+                Hit::Success(ip) => (ip, 0, None, None),
             };
             let success = regex.is_none();
             out.push(Failure {
@@ -168,6 +176,7 @@ impl Pipeline {
                 matched: regex
                     .filter(|_| watching)
                     .map(|regex| Box::new((regex, self.router.pattern(jail, regex).to_string()))),
+                user,
             })
         });
         if watching {
