@@ -299,6 +299,7 @@ pub(crate) async fn run(
                                 count: f.count,
                                 received_at: f.received_at,
                                 host: f.host,
+                                seen: f.seen,
                                 decided: (decided == 1).then_some((
                                     n.clamp(0, i64::from(u32::MAX)) as u32,
                                     ban_count.clamp(1, i64::from(u32::MAX)) as u32,

@@ -56,6 +56,8 @@ pub(crate) struct SharedFailure {
     pub decided: Option<(u32, u32)>,
     /// The syslog host name of the message.
     pub host: Option<Arc<str>>,
+    /// Receipt time, program and message, the evidence of a ban it decides.
+    pub seen: crate::evidence::Seen,
 }
 
 /// A jail's action runner could not be started during a reload.
@@ -374,8 +376,17 @@ impl JailSet {
             let Some(slot) = self.slot_mut(&f.jail) else {
                 continue;
             };
+            // Only a failure that decides a ban needs its line.
+            let line = f.decided.is_some().then(|| crate::evidence::Line {
+                at_ms: f.seen.at_ms,
+                host: f.host.as_deref().map(str::to_string),
+                program: f.seen.program.map(String::from),
+                message: f.seen.message.into(),
+                count: f.count,
+            });
             if let Decision::Ban(order) =
-                slot.jail.on_shared(f.ip, f.count, f.decided, f.received_at)
+                slot.jail
+                    .on_shared_seen(f.ip, f.count, f.decided, f.received_at, line)
             {
                 let name = slot.name.clone();
                 self.commit_ban(name, order, f.host).await;
