@@ -809,11 +809,23 @@ fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
         .map(|b| b["origin"].as_str().unwrap().to_string())
         .expect("the ban in the fleet");
     // On the sink that did not decide it: the ban is lifted fleet-wide all the same.
-    let other = if origin == "sink-1" {
-        &sinks[1]
+    let (decider, other) = if origin == "sink-1" {
+        (&sinks[0], &sinks[1])
     } else {
-        &sinks[0]
+        (&sinks[1], &sinks[0])
     };
+    // The deciding sink keeps the line that decided the shared count as the ban's evidence.
+    let why: serde_json::Value =
+        serde_json::from_str(&decider.cli_ok(&["why", "198.51.100.66", "--json"])).unwrap();
+    let evidence = &why["jails"][0]["active"][0]["evidence"];
+    assert_eq!(evidence.as_array().map(Vec::len), Some(1), "{why}");
+    assert!(
+        evidence[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("198.51.100.66"),
+        "{why}"
+    );
     let said = other.cli_ok(&["unban", "sshd", "198.51.100.66"]);
     assert!(said.contains(&format!("decided by {origin}")), "{said}");
     for (&service, agent) in services.iter().zip(&agents) {

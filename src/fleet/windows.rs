@@ -303,6 +303,7 @@ pub(crate) async fn run(
                                 received_at: f.received_at,
                                 host: f.host,
                                 user: f.user,
+                                seen: f.seen,
                                 decided: (decided == 1).then_some((
                                     n.clamp(0, i64::from(u32::MAX)) as u32,
                                     ban_count.clamp(1, i64::from(u32::MAX)) as u32,

@@ -455,6 +455,19 @@ impl Jail {
         decided: Option<(u32, u32)>,
         at: Instant,
     ) -> Decision {
+        self.on_shared_seen(ip, count, decided, at, None)
+    }
+
+    /// [`Jail::on_shared`] with the failure's line: the earlier failures were counted across
+    /// the fleet, so a ban it decides keeps this line, the one seen here, as its evidence.
+    pub(crate) fn on_shared_seen(
+        &mut self,
+        ip: IpAddr,
+        count: u32,
+        decided: Option<(u32, u32)>,
+        at: Instant,
+        line: Option<Line>,
+    ) -> Decision {
         let key = match self.admit(ip, count) {
             Ok(key) => key,
             Err(decision) => return decision,
@@ -465,7 +478,8 @@ impl Jail {
             Some((failures, ban_count)) => {
                 self.window.forget(&key);
                 self.count_ban(key, ban_count.saturating_sub(1));
-                Decision::Ban(self.ban(key, failures, at, None, Evidence::default()))
+                let evidence: Evidence = line.into_iter().collect();
+                Decision::Ban(self.ban(key, failures, at, None, evidence))
             }
         }
     }

@@ -59,6 +59,8 @@ pub(crate) struct SharedFailure {
     pub host: Option<Arc<str>>,
     /// The `<F-USER>` of the message: spraying is counted by each sink on its own share.
     pub user: Option<Arc<str>>,
+    /// Receipt time, program and message, the evidence of a ban it decides.
+    pub seen: crate::evidence::Seen,
 }
 
 /// A jail's action runner could not be started during a reload.
@@ -471,7 +473,17 @@ impl JailSet {
             let Some(slot) = self.slot_mut(&f.jail) else {
                 continue;
             };
-            let decision = slot.jail.on_shared(f.ip, f.count, f.decided, f.received_at);
+            // Only a failure that decides a ban needs its line.
+            let line = f.decided.is_some().then(|| crate::evidence::Line {
+                at_ms: f.seen.at_ms,
+                host: f.host.as_deref().map(str::to_string),
+                program: f.seen.program.map(String::from),
+                message: f.seen.message.into(),
+                count: f.count,
+            });
+            let decision = slot
+                .jail
+                .on_shared_seen(f.ip, f.count, f.decided, f.received_at, line);
             let sprayed = slot
                 .jail
                 .spray_after(&decision, f.ip, f.user.as_deref(), f.received_at);
