@@ -29,10 +29,13 @@ pub enum JailFilter {
 }
 
 impl JailFilter {
-    /// Number of failregex patterns, for `check` output.
+    /// Number of failure patterns (failregex, pendingregex, echoregex), for `check` output.
     pub fn failregex_count(&self) -> usize {
         match self {
-            JailFilter::Native(f) => f.source().failregex.len(),
+            JailFilter::Native(f) => {
+                let s = f.source();
+                s.failregex.len() + s.pendingregex.len() + s.echoregex.len()
+            }
             JailFilter::Fail2ban(f) => f.failregex.len(),
         }
     }
