@@ -217,6 +217,17 @@ fn with_alias_counter(counter: Counter, alias: &'static str, jail: &str) -> Coun
     Counter::from_arc(Arc::new(BothCounters(counter, other)))
 }
 
+/// Counts a committed ban in `jailsink_bans_total` (and its fail2ban alias): the counter
+/// moves with the `[jail] Ban` line, so a ban a dashboard has counted survives a crash.
+pub(crate) fn ban_committed(jail: &str) {
+    with_alias_counter(
+        metrics::counter!(BANS, "jail" => jail.to_string()),
+        F2B_BANNED_TOTAL,
+        jail,
+    )
+    .increment(1);
+}
+
 /// `gauge`, also feeding the fail2ban exporter's `alias` when those names are on.
 fn with_alias_gauge(gauge: Gauge, alias: &'static str, jail: &str) -> Gauge {
     if !FAIL2BAN_NAMES.load(Ordering::Relaxed) {

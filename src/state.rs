@@ -634,6 +634,7 @@ pub(crate) fn writer(
                     ..
                 } => {
                     log_ban(&jail, &order, ban_count);
+                    crate::metrics::ban_committed(&jail);
                     (jail, ActionCommand::Ban(order))
                 }
                 StateOp::Unban { jail, target } => {

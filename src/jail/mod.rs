@@ -561,7 +561,7 @@ impl Jail {
                 hosts: crate::evidence::hosts(&evidence),
             },
         );
-        self.metrics.bans.increment(1);
+        // jailsink_bans_total moves with the `[jail] Ban` line, once the ban is committed.
         self.total_banned += 1;
         self.metrics.banned.set(self.bans.len() as f64);
         // The `[jail] Ban ADDR` line is written by the state writer once the ban is committed,
