@@ -23,3 +23,4 @@ mod operate;
 mod package;
 mod redis_support;
 mod support;
+mod udp;
