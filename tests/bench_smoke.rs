@@ -155,6 +155,29 @@ fn attackers_latency_restore_idle() {
     run(&["idle", "--jailsink", binary()]);
 }
 
+/// The iptables restore measurement (bench/restore.sh IPTABLES=1) in a namespace of its own:
+/// every persisted ban reaches the chains, and a kill -9 restart reconciles them.
+#[test]
+fn restore_with_iptables_in_a_namespace() {
+    let jailbench::Job::Restore(args) = parse(&[
+        "restore",
+        "--jailsink",
+        binary(),
+        "--bans",
+        "300",
+        "--action",
+        "iptables",
+    ]) else {
+        unreachable!("restore parses as restore")
+    };
+    // Outside a namespace it refuses rather than touch this host's firewall.
+    let refused = jailbench::restore::restore(&args).unwrap_err();
+    assert!(refused.contains("network namespace"), "{refused}");
+    let ns = crate::lab::Netns::new("rst");
+    ns.within(move || jailbench::restore::restore(&args))
+        .unwrap();
+}
+
 #[test]
 fn the_scripts_parse() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
