@@ -72,6 +72,8 @@ pub struct UdpRow {
     pub kernel_drops: Option<u64>,
     /// Bans issued (botnet stream), each logged by the log action.
     pub bans: u64,
+    /// Failures dropped because the jail queue was full (received, then lost inside).
+    pub queue_full: u64,
 }
 
 impl UdpRow {
@@ -245,6 +247,9 @@ pub fn live_udp(args: &Args) -> Result<Vec<UdpRow>, String> {
                             .metric("jailsink_udp_kernel_drops_total")
                             .map(|v| v as u64),
                         bans,
+                        queue_full: daemon
+                            .metric("jailsink_messages_dropped_total{reason=\"queue_full\"}")
+                            .unwrap_or(0.0) as u64,
                     });
                 }
             }
@@ -255,11 +260,11 @@ pub fn live_udp(args: &Args) -> Result<Vec<UdpRow>, String> {
 }
 
 fn print_rows(rows: &[UdpRow]) {
-    println!("| stream | sender | offered msg/s | daemon | sent msg/s | sent | received | kernel drops | loss | bans |");
-    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    println!("| stream | sender | offered msg/s | daemon | sent msg/s | sent | received | kernel drops | loss | failures dropped, queue full | bans |");
+    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {:.3}% | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {:.3}% | {} | {} |",
             r.stream,
             r.sender,
             r.offered,
@@ -269,6 +274,7 @@ fn print_rows(rows: &[UdpRow]) {
             r.received,
             r.kernel_drops.map_or("—".into(), |d| d.to_string()),
             r.loss(),
+            r.queue_full,
             if r.stream == "corpus" {
                 "—".to_string()
             } else {
