@@ -141,10 +141,12 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
     let mut bound = Bound::default();
     for &addr in &config.server.udp {
         if !running.udp.contains_key(&addr) {
-            let socket = udp::bind(addr).map_err(|os_error| AppError::Bind {
-                transport: "udp",
-                addr: addr.to_string(),
-                os_error,
+            let socket = udp::bind(addr, config.server.udp_receive_buffer).map_err(|os_error| {
+                AppError::Bind {
+                    transport: "udp",
+                    addr: addr.to_string(),
+                    os_error,
+                }
             })?;
             bound.udp.push((addr, socket));
         }

@@ -30,6 +30,7 @@ const BANNED: &str = "jailsink_banned";
 const TRACKED: &str = "jailsink_tracked_addresses";
 const TRACKED_EVICTED: &str = "jailsink_tracked_evicted_total";
 const ACTION_ERRORS: &str = "jailsink_action_errors_total";
+const UDP_KERNEL_DROPS: &str = "jailsink_udp_kernel_drops_total";
 const TCP_CONNECTIONS: &str = "jailsink_tcp_connections";
 const BAN_LATENCY: &str = "jailsink_ban_latency_seconds";
 const BUILD_INFO: &str = "jailsink_build_info";
@@ -141,6 +142,7 @@ pub(crate) fn install(fail2ban_exporter_names: bool) -> Result<PrometheusHandle,
         messages_dropped(reason).absolute(0);
     }
     tcp_connections().set(0.0);
+    udp_kernel_drops().absolute(0);
     state_errors().absolute(0);
     if fail2ban_exporter_names {
         describe_fail2ban_names();
@@ -243,6 +245,10 @@ fn describe_all() {
         MESSAGES_DROPPED,
         "Messages dropped before matching, by reason."
     );
+    describe_counter!(
+        UDP_KERNEL_DROPS,
+        "Datagrams the kernel dropped before jailsink read them (UDP receive buffer full; SO_RXQ_OVFL)."
+    );
     describe_counter!(FAILURES, "Authentication failures matched, by jail.");
     describe_counter!(BANS, "Bans issued, by jail.");
     describe_counter!(UNBANS, "Bans lifted, by jail.");
@@ -320,6 +326,11 @@ pub(crate) fn messages_received(transport: &'static str) -> Counter {
 /// Counter of messages dropped for one reason.
 pub(crate) fn messages_dropped(reason: DropReason) -> Counter {
     metrics::counter!(MESSAGES_DROPPED, "reason" => reason.as_str())
+}
+
+/// Counter of datagrams the kernel dropped on a full UDP receive buffer (all UDP sockets).
+pub(crate) fn udp_kernel_drops() -> Counter {
+    metrics::counter!(UDP_KERNEL_DROPS)
 }
 
 /// Counter of state database failures.

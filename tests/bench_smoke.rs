@@ -75,17 +75,50 @@ fn corpus_offline_and_live_tcp_udp() {
         "30",
         "--tail",
     ]);
-    run(&[
+    // UDP from both senders (the C blaster compiled as bench/live-udp.sh does), the corpus and
+    // a small botnet, every address of which must be banned; the daemon measured twice, as
+    // "before" and "after".
+    let gcc = crate::support::tool("gcc", "gcc");
+    let blaster = dir.path().join("udp-blaster");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/udp-blaster.c");
+    let built = std::process::Command::new(gcc)
+        .arg("-O2")
+        .arg("-o")
+        .arg(&blaster)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(built.success(), "gcc bench/udp-blaster.c failed");
+    let jailbench::Job::LiveUdp(args) = parse(&[
         "live-udp",
         "--corpus",
         c,
         "--jailsink",
         binary(),
+        "--before",
+        binary(),
+        "--blaster",
+        blaster.to_str().unwrap(),
+        "--botnet",
+        "300",
         "--rates",
         "5000",
         "--seconds",
         "1",
-    ]);
+    ]) else {
+        unreachable!("live-udp parses as live-udp")
+    };
+    let rows = jailbench::udp::live_udp(&args).unwrap();
+    // 2 streams x 2 senders x 1 rate x 2 binaries.
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r.received, r.sent, "nothing is lost at 5,000 msg/s: {r:?}");
+        assert_eq!(r.kernel_drops, Some(0), "{r:?}");
+    }
+    for r in rows.iter().filter(|r| r.stream != "corpus") {
+        assert_eq!(r.sent, 2 * 5 * 300, "{r:?}");
+        assert_eq!(r.bans, 300, "every botnet address is banned: {r:?}");
+    }
     // TLS next to TCP, every message counted on both, and a few full handshakes.
     let jailbench::Job::LiveTls(args) = parse(&[
         "live-tls",
@@ -157,6 +190,29 @@ fn attackers_latency_restore_idle() {
     ]);
     run(&["restore", "--jailsink", binary(), "--bans", "300"]);
     run(&["idle", "--jailsink", binary()]);
+}
+
+/// The iptables restore measurement (bench/restore.sh IPTABLES=1) in a namespace of its own:
+/// every persisted ban reaches the chains, and a kill -9 restart reconciles them.
+#[test]
+fn restore_with_iptables_in_a_namespace() {
+    let jailbench::Job::Restore(args) = parse(&[
+        "restore",
+        "--jailsink",
+        binary(),
+        "--bans",
+        "300",
+        "--action",
+        "iptables",
+    ]) else {
+        unreachable!("restore parses as restore")
+    };
+    // Outside a namespace it refuses rather than touch this host's firewall.
+    let refused = jailbench::restore::restore(&args).unwrap_err();
+    assert!(refused.contains("network namespace"), "{refused}");
+    let ns = crate::lab::Netns::new("rst");
+    ns.within(move || jailbench::restore::restore(&args))
+        .unwrap();
 }
 
 #[test]

@@ -121,6 +121,7 @@ fn a_real_scrape_passes_promtool_check_metrics() {
         ("jailsink_tracked_addresses", "gauge"),
         ("jailsink_action_errors_total", "counter"),
         ("jailsink_tcp_connections", "gauge"),
+        ("jailsink_udp_kernel_drops_total", "counter"),
         ("jailsink_ban_latency_seconds", "histogram"),
         ("jailsink_build_info", "gauge"),
         ("jailsink_state_errors_total", "counter"),
@@ -287,6 +288,7 @@ fn dashboard_and_alert_queries_use_metrics_a_real_scrape_has() {
         "jailsink_banned",
         "jailsink_ban_latency_seconds_bucket",
         "jailsink_messages_dropped_total",
+        "jailsink_udp_kernel_drops_total",
         "jailsink_action_errors_total",
         "process_resident_memory_bytes",
     ] {

@@ -26,3 +26,4 @@ mod package;
 mod redis_support;
 mod sshd;
 mod support;
+mod udp;

@@ -1,6 +1,5 @@
 //! The live comparison: the corpus pushed over TCP into jailsink and into a private rsyslogd
-//! (msg/s until every message is counted, peak RSS), and UDP at rising offered rates (loss once
-//! the queue settles).
+//! (msg/s until every message is counted, peak RSS). UDP is in [`super::udp`].
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -9,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::corpus::read_lines;
-use super::load::{send_tcp, send_udp};
+use super::load::send_tcp;
 use super::support::{self, rss_kib, Rsyslog};
 use super::{fresh_daemon, LIVE_JAILS, POLL};
 
@@ -89,7 +88,7 @@ pub struct LiveRow {
 }
 
 /// Messages jailsink has counted on `transport`.
-fn received(daemon: &support::Daemon, transport: &str) -> f64 {
+pub fn received(daemon: &support::Daemon, transport: &str) -> f64 {
     let series = format!("jailsink_messages_received_total{{transport=\"{transport}\"}}");
     daemon.metric(&series).unwrap_or(0.0)
 }
@@ -224,86 +223,5 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
             r.rss_kib as f64 / 1024.0
         );
     }
-    Ok(rows)
-}
-
-/// `live-udp --corpus DIR --jailsink BIN [--rates 100000,200000,...] [--seconds 3]`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct UdpArgs {
-    /// A directory `corpus` wrote (its corpus.pri is sent, cycled).
-    #[arg(long, default_value = "bench/out/corpus")]
-    pub corpus: PathBuf,
-    #[command(flatten)]
-    pub jailsink: super::Jailsink,
-    /// Offered rates to step through, messages a second, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "100000,200000,300000,400000,500000",
-        value_parser = super::count
-    )]
-    pub rates: Vec<usize>,
-    /// Seconds each rate is offered.
-    #[arg(long, default_value = "3", value_parser = super::count)]
-    pub seconds: usize,
-}
-
-/// One UDP rate step.
-#[derive(Debug, Clone)]
-pub struct UdpRow {
-    /// Offered messages/s.
-    pub offered: usize,
-    /// Achieved send rate.
-    pub sent_rate: f64,
-    /// Sent.
-    pub sent: u64,
-    /// Counted by the daemon.
-    pub received: u64,
-}
-
-/// Each offered rate against a fresh daemon; prints a table and the highest rate under 0.1% loss.
-pub fn live_udp(args: &UdpArgs) -> Result<Vec<UdpRow>, String> {
-    let lines = read_lines(&args.corpus.join("corpus.pri"))?;
-    let seconds = args.seconds;
-    let mut rows = Vec::new();
-    for &rate in &args.rates {
-        let daemon = fresh_daemon(&args.jailsink.jailsink, LIVE_JAILS)?;
-        let sent = send_udp(daemon.udp, &lines, rate * seconds, rate)?;
-        let mut last = -1.0;
-        // Settle: wait until the count stops moving.
-        loop {
-            std::thread::sleep(Duration::from_millis(300));
-            let now = received(&daemon, "udp");
-            if now == last || now >= sent.messages as f64 {
-                last = now;
-                break;
-            }
-            last = now;
-        }
-        rows.push(UdpRow {
-            offered: rate,
-            sent_rate: sent.messages as f64 / sent.seconds,
-            sent: sent.messages,
-            received: last as u64,
-        });
-    }
-    println!("| offered msg/s | sent msg/s | sent | received | loss |");
-    println!("|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        println!(
-            "| {} | {:.0} | {} | {} | {:.3}% |",
-            r.offered,
-            r.sent_rate,
-            r.sent,
-            r.received,
-            (1.0 - r.received as f64 / r.sent.max(1) as f64) * 100.0
-        );
-    }
-    let best = rows
-        .iter()
-        .filter(|r| (r.received as f64) >= r.sent as f64 * 0.999)
-        .map(|r| r.sent_rate)
-        .fold(0.0, f64::max);
-    println!("highest rate under 0.1% loss: {best:.0} msg/s");
     Ok(rows)
 }

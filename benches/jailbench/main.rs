@@ -21,6 +21,7 @@ pub mod load;
 pub mod offline;
 pub mod restore;
 pub mod tls;
+pub mod udp;
 
 // tests/bench_smoke.rs includes this tree in the test binary, which has its own `support`.
 #[allow(clippy::duplicate_mod)]
@@ -67,8 +68,9 @@ pub enum Job {
     Udp(load::UdpArgs),
     /// Live TCP ingest: jailsink and a private rsyslogd, msg/s until every message is counted.
     LiveTcp(live::TcpArgs),
-    /// Live UDP ingest: offered rates stepped up, loss after the queue settles.
-    LiveUdp(live::UdpArgs),
+    /// Live UDP ingest: offered rates stepped up (two senders, optionally a botnet and a
+    /// second binary), loss and kernel drops after the queue settles.
+    LiveUdp(udp::Args),
     /// TLS ingest next to plain TCP (octet-counted, same run), and full handshakes a second.
     LiveTls(tls::Args),
     /// The jail's decision path with many distinct failing addresses, and their memory.
@@ -91,7 +93,7 @@ pub fn dispatch(job: Job) -> Result<(), String> {
         Job::Tcp(args) => load::tcp(&args),
         Job::Udp(args) => load::udp(&args),
         Job::LiveTcp(args) => live::live_tcp(&args).map(|_| ()),
-        Job::LiveUdp(args) => live::live_udp(&args).map(|_| ()),
+        Job::LiveUdp(args) => udp::live_udp(&args).map(|_| ()),
         Job::LiveTls(args) => tls::live_tls(&args).map(|_| ()),
         Job::Attackers(args) => attackers::attackers(&args).map(|_| ()),
         Job::Latency(args) => latency::latency(&args).map(|_| ()),

@@ -74,6 +74,9 @@ pub struct ServerConfig {
     /// a sender writes. The default is the message limit, because a cut line cannot match an
     /// anchored pattern and a long user name would otherwise hide an attacker.
     pub max_match_bytes: usize,
+    /// Kernel receive buffer of each UDP socket: room for bursts while the receivers are busy
+    /// (forced past net.core.rmem_max when jailsink has CAP_NET_ADMIN).
+    pub udp_receive_buffer: usize,
     /// Most TCP connections at once.
     pub max_tcp_connections: usize,
     /// Idle TCP connections are closed after this.
@@ -355,6 +358,10 @@ fn compile_server(raw: &RawConfig, base: &Path, errors: &mut Errors) -> Option<S
         "server.max_match_bytes",
         in_range(s.max_match_bytes.unwrap_or(65536), 64, 16 << 20),
     );
+    let udp_receive_buffer = errors.take(
+        "server.udp_receive_buffer",
+        in_range(s.udp_receive_buffer.unwrap_or(32 << 20), 64 << 10, 1 << 30),
+    );
     let max_tcp_connections = errors.take(
         "server.max_tcp_connections",
         in_range(s.max_tcp_connections.unwrap_or(1024), 1, 1 << 20),
@@ -379,6 +386,7 @@ fn compile_server(raw: &RawConfig, base: &Path, errors: &mut Errors) -> Option<S
         allowed_senders,
         max_message_bytes: max_message_bytes?,
         max_match_bytes: max_match_bytes?,
+        udp_receive_buffer: udp_receive_buffer?,
         max_tcp_connections: max_tcp_connections?,
         tcp_idle_timeout: tcp_idle_timeout?,
         zone: zone?,

@@ -63,6 +63,8 @@ pub struct RawServer {
     pub max_message_bytes: Option<i64>,
     /// Patterns see at most this many bytes of a message.
     pub max_match_bytes: Option<i64>,
+    /// Kernel receive buffer of each UDP socket, in bytes.
+    pub udp_receive_buffer: Option<i64>,
     /// Most TCP connections open at once.
     pub max_tcp_connections: Option<i64>,
     /// A TCP connection idle this long is closed.

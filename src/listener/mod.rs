@@ -3,6 +3,7 @@
 //! Parsing and matching run here, in the listener tasks, so they spread over every core and
 //! only failures (rare, small) cross the channel to the jail task.
 
+pub(crate) mod batch;
 pub mod framing;
 pub(crate) mod tcp;
 pub(crate) mod tls;

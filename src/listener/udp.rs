@@ -1,58 +1,121 @@
 //! Syslog over UDP (RFC 5426): one message per datagram; the receiver loop also serves Unix
 //! datagram sockets (see [`Datagrams`]).
 //!
-//! Several receiver tasks share one socket so parsing spreads over the cores; the kernel buffer
-//! is enlarged for bursts; a datagram longer than the limit is detected by reading into a buffer
-//! one byte larger, and dropped. Failures are handed over without waiting: when the jail queue
-//! is full the message is dropped and counted, since waiting would only overflow the kernel.
+//! Several receiver tasks share one socket so parsing spreads over the cores, each taking
+//! datagrams in batches ([`super::batch`], `recvmmsg`). The kernel buffer is enlarged for
+//! bursts, past `net.core.rmem_max` when jailsink may (`SO_RCVBUFFORCE`, CAP_NET_ADMIN), and
+//! what the kernel still dropped is counted from `SO_RXQ_OVFL` into
+//! `jailsink_udp_kernel_drops_total`. A datagram longer than the limit is detected by reading
+//! into a slot one byte larger, and dropped. Failures are handed over without waiting: when the
+//! jail queue is full the message is dropped and counted, since waiting would only overflow the
+//! kernel.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::{Batch, KernelDrops};
 use super::{Origin, Receipt, SharedPipeline};
 use crate::jail::Failure;
-use crate::metrics::{messages_dropped, messages_received, DropReason};
+use crate::metrics::{messages_dropped, messages_received, udp_kernel_drops, DropReason};
 
-/// Receive buffer asked of the kernel (it may grant less; see net.core.rmem_max).
-const RECEIVE_BUFFER: usize = 8 << 20;
-
-/// Binds a UDP socket with a large receive buffer.
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// Binds a UDP socket with a receive buffer of `receive_buffer` bytes and drop reporting on.
+pub(crate) fn bind(addr: SocketAddr, receive_buffer: usize) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    if let Err(error) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
-        tracing::warn!(%error, "could not enlarge the UDP receive buffer");
+    set_receive_buffer(&socket, receive_buffer, addr);
+    if let Err(error) = set_int(socket.as_raw_fd(), libc::SO_RXQ_OVFL, 1) {
+        tracing::warn!(%error, %addr, "SO_RXQ_OVFL refused: kernel drops will not be counted");
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
 }
 
+/// Asks for `bytes` of receive buffer: forced past `net.core.rmem_max` with SO_RCVBUFFORCE
+/// when the process has CAP_NET_ADMIN, else SO_RCVBUF, which the kernel silently caps; a cap
+/// is logged with what was granted, so an operator knows to raise rmem_max or the capability.
+fn set_receive_buffer(socket: &Socket, bytes: usize, addr: SocketAddr) {
+    let value = bytes.min(i32::MAX as usize / 2);
+    let forced = set_int(
+        socket.as_raw_fd(),
+        libc::SO_RCVBUFFORCE,
+        value as libc::c_int,
+    );
+    if let Err(error) = &forced {
+        if let Err(error) = socket.set_recv_buffer_size(value) {
+            tracing::warn!(%error, %addr, "could not enlarge the UDP receive buffer");
+        }
+        tracing::debug!(%error, %addr, "SO_RCVBUFFORCE refused, SO_RCVBUF used");
+    }
+    // The kernel doubles the value for its bookkeeping and reports the doubled figure.
+    let granted = socket.recv_buffer_size().map_or(0, |b| b / 2);
+    if granted < value {
+        tracing::warn!(
+            %addr,
+            requested = value,
+            granted,
+            "UDP receive buffer capped by net.core.rmem_max (SO_RCVBUFFORCE needs CAP_NET_ADMIN)"
+        );
+    } else {
+        tracing::info!(%addr, granted, forced = forced.is_ok(), "UDP receive buffer");
+    }
+}
+
+/// setsockopt(SOL_SOCKET, `option`, `value`).
+fn set_int(fd: RawFd, option: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: fd is an open socket; the value is a c_int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A datagram socket the receiver tasks read: UDP here, a Unix socket in [`super::unix`].
 pub(crate) trait Datagrams: Send + Sync + 'static {
     /// The `transport` label of `jailsink_messages_received_total`.
     const TRANSPORT: &'static str;
-    /// Receives one datagram into `buf`: its length and where it came from.
-    fn receive<'s>(
-        &'s self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = std::io::Result<(usize, Origin<'s>)>> + Send;
+    /// Waits for datagrams and takes a batch of them into `batch`: how many.
+    fn receive(&self, batch: &mut Batch) -> impl Future<Output = std::io::Result<usize>> + Send;
+    /// Where datagram `i` of the last batch came from.
+    fn origin<'s>(&'s self, batch: &Batch, i: usize) -> Origin<'s>;
 }
 
 impl Datagrams for UdpSocket {
     const TRANSPORT: &'static str = "udp";
 
-    async fn receive<'s>(&'s self, buf: &mut [u8]) -> std::io::Result<(usize, Origin<'s>)> {
-        let (len, peer) = self.recv_from(buf).await?;
-        Ok((len, Origin::Peer(peer.ip())))
+    async fn receive(&self, batch: &mut Batch) -> std::io::Result<usize> {
+        let fd = self.as_raw_fd();
+        self.async_io(Interest::READABLE, || batch.receive(fd))
+            .await
+    }
+
+    fn origin<'s>(&'s self, batch: &Batch, i: usize) -> Origin<'s> {
+        // A UDP socket only hears IP senders; unspecified never passes allowed_senders.
+        Origin::Peer(
+            batch
+                .sender(i)
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        )
     }
 }
 
@@ -65,10 +128,12 @@ pub(crate) async fn serve<S: Datagrams>(
     shutdown: CancellationToken,
 ) {
     let socket = Arc::new(socket);
+    let drops = Arc::new(KernelDrops::new(udp_kernel_drops()));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..receivers.max(1) {
         tasks.spawn(receive(
             socket.clone(),
+            drops.clone(),
             pipeline.clone(),
             failures.clone(),
             shutdown.clone(),
@@ -79,43 +144,55 @@ pub(crate) async fn serve<S: Datagrams>(
 
 async fn receive<S: Datagrams>(
     socket: Arc<S>,
+    drops: Arc<KernelDrops>,
     shared: SharedPipeline,
     failures: mpsc::Sender<Failure>,
     shutdown: CancellationToken,
 ) {
     let received = messages_received(S::TRANSPORT);
     let queue_full = messages_dropped(DropReason::QueueFull);
-    let mut buf = Vec::new();
+    let mut batch = Batch::new();
     let mut found = Vec::new();
     loop {
         let pipeline = shared.load_full();
-        // max+1 bytes: a datagram that fills the buffer was longer than the limit.
-        buf.resize(pipeline.max_message_bytes() + 1, 0);
-        let (len, origin) = tokio::select! {
+        // max+1 bytes a slot: a datagram that fills it was longer than the limit.
+        batch.fit(pipeline.max_message_bytes() + 1);
+        let n = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = socket.receive(&mut buf) => match r {
-                Ok(pair) => pair,
+            r = socket.receive(&mut batch) => match r {
+                Ok(n) => n,
                 Err(error) => {
                     tracing::warn!(%error, transport = S::TRANSPORT, "receive failed");
                     continue;
                 }
             },
         };
-        if let Origin::Peer(ip) = origin {
-            if !pipeline.admit(ip) {
+        if let Some(total) = batch.overflow() {
+            drops.observe(total);
+        }
+        // One clock reading a batch: its datagrams arrived together.
+        let receipt = Receipt::now();
+        let mut counted = 0;
+        for i in 0..n {
+            let origin = socket.origin(&batch, i);
+            if let Origin::Peer(ip) = origin {
+                if !pipeline.admit(ip) {
+                    continue;
+                }
+            }
+            counted += 1;
+            let (datagram, truncated) = batch.datagram(i);
+            if truncated || datagram.len() > pipeline.max_message_bytes() {
+                pipeline.drop_too_large();
                 continue;
             }
-        }
-        received.increment(1);
-        if len > pipeline.max_message_bytes() {
-            pipeline.drop_too_large();
-            continue;
-        }
-        pipeline.process(&buf[..len], Receipt::now(), origin, &mut found);
-        for failure in found.drain(..) {
-            if failures.try_send(failure).is_err() {
-                queue_full.increment(1);
+            pipeline.process(datagram, receipt, origin, &mut found);
+            for failure in found.drain(..) {
+                if failures.try_send(failure).is_err() {
+                    queue_full.increment(1);
+                }
             }
         }
+        received.increment(counted);
     }
 }

@@ -7,11 +7,14 @@
 //! name, as rsyslog's imuxsock gives them.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
+use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 
+use super::batch::Batch;
 use super::udp::Datagrams;
 use super::Origin;
 
@@ -24,9 +27,15 @@ pub(crate) struct LocalSocket {
 impl Datagrams for LocalSocket {
     const TRANSPORT: &'static str = "unix";
 
-    async fn receive<'s>(&'s self, buf: &mut [u8]) -> io::Result<(usize, Origin<'s>)> {
-        let len = self.socket.recv(buf).await?;
-        Ok((len, Origin::Local(&self.host)))
+    async fn receive(&self, batch: &mut Batch) -> io::Result<usize> {
+        let fd = self.socket.as_raw_fd();
+        self.socket
+            .async_io(Interest::READABLE, || batch.receive(fd))
+            .await
+    }
+
+    fn origin<'s>(&'s self, _batch: &Batch, _i: usize) -> Origin<'s> {
+        Origin::Local(&self.host)
     }
 }
 
@@ -114,9 +123,11 @@ mod tests {
         let second = bind(&path, access).unwrap();
         let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
         sender.send_to(b"<13>x: y", &path).unwrap();
-        let mut buf = [0u8; 64];
-        let (len, origin) = second.receive(&mut buf).await.unwrap();
-        assert_eq!(&buf[..len], b"<13>x: y");
+        let mut batch = Batch::new();
+        batch.fit(64);
+        assert_eq!(second.receive(&mut batch).await.unwrap(), 1);
+        assert_eq!(batch.datagram(0), (&b"<13>x: y"[..], false));
+        let origin = second.origin(&batch, 0);
         assert!(matches!(origin, Origin::Local(h) if !h.is_empty()));
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, "").unwrap();
