@@ -319,7 +319,7 @@ impl Prefixes {
 
 /// Literals one of which starts every match of `pattern`, when it is anchored at the start of
 /// the text and has a small finite set of them.
-fn prefixes_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
+pub(crate) fn prefixes_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
     if !hir

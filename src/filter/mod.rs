@@ -13,7 +13,6 @@ pub(crate) mod template;
 
 use std::sync::Arc;
 
-pub(crate) use engine::Prefixes;
 pub use engine::{
     parse_address, BadPattern, FailClass, Filter, FilterMatch, FilterSource, PatternError, Verdict,
 };

@@ -1,18 +1,19 @@
-//! Routes a parsed event to the jails that take its program, matching all of their native
-//! failregexes with one `RegexSet` pass (captures run only for the pattern that hit), and
-//! handing the whole event to the jails whose filter is a fail2ban `.conf` filter.
+//! Routes a parsed event to the jails that take its program, finding the native failregexes
+//! that could match by literal prefix (or one `RegexSet` pass over those without one; captures
+//! run only for the patterns that hit), and handing the whole event to the jails whose filter
+//! is a fail2ban `.conf` filter.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use regex::{RegexSet, RegexSetBuilder};
 
 use super::fail2ban::{FailureId, LineState};
 use super::session::{self, Sessions};
-use super::{FailClass, Filter, FilterMatch, JailFilter, Prefixes, Verdict};
+use super::{FailClass, Filter, FilterMatch, JailFilter, Verdict};
 use crate::parse::{Event, ProcId};
 
+mod dispatch;
 mod explain;
 pub(crate) use explain::Explained;
 
@@ -38,14 +39,12 @@ pub(crate) struct JailRoute {
     pub hosts: Vec<String>,
 }
 
-/// The work for one program name: the shared set and who owns each of its patterns.
+/// The work for one program name: the patterns' dispatch and who owns each pattern.
 #[derive(Debug, Default)]
 struct Route {
-    /// Built only when `prefixes` is unusable.
-    set: Option<RegexSet>,
-    /// Anchored literal prefixes of the patterns, which make `set` unnecessary.
-    prefixes: Prefixes,
-    /// (jail, failregex index, is a successregex) for each pattern of `set`, grouped by jail.
+    /// Which patterns could match a message.
+    dispatch: dispatch::Dispatch,
+    /// (jail, failregex index, is a successregex) for each pattern, grouped by jail.
     owners: Vec<(usize, usize, bool)>,
     /// Jails whose native filter has a prefregex: checked one by one.
     direct: Vec<usize>,
@@ -141,7 +140,7 @@ impl Router {
             .and_then(|p| self.by_program.get(p))
             .unwrap_or(&self.fallback);
         let mut decided: Option<usize> = None;
-        let mut try_pattern = |index: usize| {
+        let try_pattern = |index: usize| {
             let (jail, regex, success) = route.owners[index];
             if decided == Some(jail) || !self.takes_host(jail, hostname) {
                 return;
@@ -165,19 +164,7 @@ impl Router {
                 None => {}
             }
         };
-        if route.prefixes.usable() {
-            for index in 0..route.owners.len() {
-                if route.prefixes.could_match(index, message) {
-                    try_pattern(index);
-                }
-            }
-        } else if let Some(set) = &route.set {
-            if set.is_match(message) {
-                for index in set.matches(message).iter() {
-                    try_pattern(index);
-                }
-            }
-        }
+        route.dispatch.candidates(message, try_pattern);
         for &jail in &route.direct {
             if self.takes_host(jail, hostname) {
                 if let JailFilter::Native(filter) = &self.jails[jail].filter {
@@ -340,14 +327,7 @@ fn build_route(
             route.owners.push((jail, regex, true));
         }
     }
-    route.prefixes = Prefixes::new(&patterns);
-    if !patterns.is_empty() && !route.prefixes.usable() {
-        let set = RegexSetBuilder::new(patterns)
-            .size_limit(64 << 20)
-            .build()
-            .map_err(RouterError)?;
-        route.set = Some(set);
-    }
+    route.dispatch = dispatch::Dispatch::new(&patterns).map_err(RouterError)?;
     Ok(route)
 }
 
