@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-
 use super::fail2ban::{FailureId, LineState};
 use super::session::{self, Sessions};
 use super::{FailClass, Filter, FilterMatch, JailFilter, Verdict};

@@ -1,9 +1,12 @@
 //! Which of a route's patterns could match a message, per pattern: a pattern with anchored
-//! literal prefixes is picked by the message's first byte and a prefix compare, and only the
-//! patterns without one share a `RegexSet`. One prefix-less pattern no longer sends every
-//! pattern of the route through the set, so the cost per message stays nearly flat as filters
-//! are added.
+//! literal prefixes is picked by the message's first byte and a prefix compare; an unanchored
+//! pattern whose matches start with one of a few literals is picked when one Aho-Corasick pass
+//! finds such a literal in the message; only the rest share a `RegexSet`. One pattern without
+//! a prefix no longer sends every pattern of the route through the set, so the cost per message
+//! stays nearly flat as filters are added. Candidates are only a necessary condition: the
+//! caller runs each one's regex.
 
+use aho_corasick::AhoCorasick;
 use regex::{RegexSet, RegexSetBuilder};
 
 use crate::filter::engine::prefixes_of;
@@ -15,8 +18,33 @@ pub(super) struct Dispatch {
     by_byte: Vec<Vec<usize>>,
     /// The literal prefixes of each pattern; None for the patterns in `rest`.
     prefixes: Vec<Option<Vec<Box<[u8]>>>>,
-    /// The patterns without usable prefixes, as one set, and their indexes (ascending).
+    /// The literals one of which starts every match of an unanchored pattern, and the pattern
+    /// of each literal.
+    inner: Option<(AhoCorasick, Vec<usize>)>,
+    /// The patterns with neither, as one set, and their indexes (ascending).
     rest: Option<(RegexSet, Vec<usize>)>,
+}
+
+/// Literals at least this long gate a pattern; shorter ones would make it a candidate for
+/// nearly every message.
+const MIN_INNER_LITERAL: usize = 4;
+
+/// The literals one of which starts every match of `pattern`, when they are few and long
+/// enough to be worth a search.
+fn starts_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let literals = seq.literals()?;
+    if literals.is_empty()
+        || literals.len() > 64
+        || literals
+            .iter()
+            .any(|l| l.as_bytes().len() < MIN_INNER_LITERAL)
+    {
+        return None;
+    }
+    Some(literals.iter().map(|l| l.as_bytes().into()).collect())
 }
 
 impl Dispatch {
@@ -28,6 +56,7 @@ impl Dispatch {
             .collect();
         let mut by_byte = vec![Vec::new(); 256];
         let mut rest = Vec::new();
+        let (mut literals, mut owners) = (Vec::new(), Vec::new());
         for (index, found) in prefixes.iter().enumerate() {
             match found {
                 Some(literals) => {
@@ -38,9 +67,30 @@ impl Dispatch {
                         by_byte[usize::from(byte)].push(index);
                     }
                 }
-                None => rest.push(index),
+                None => match starts_of(patterns[index]) {
+                    Some(starts) => {
+                        owners.extend(std::iter::repeat_n(index, starts.len()));
+                        literals.extend(starts);
+                    }
+                    None => rest.push(index),
+                },
             }
         }
+        let inner = if literals.is_empty() {
+            None
+        } else {
+            match AhoCorasick::new(&literals) {
+                Ok(ac) => Some((ac, owners)),
+                // Too big for an automaton (not with 64 literals a pattern, but never panic):
+                // those patterns go to the set instead.
+                Err(_) => {
+                    rest.extend(owners);
+                    rest.sort_unstable();
+                    rest.dedup();
+                    None
+                }
+            }
+        };
         let rest = if rest.is_empty() {
             None
         } else {
@@ -52,15 +102,16 @@ impl Dispatch {
         Ok(Dispatch {
             by_byte,
             prefixes,
+            inner,
             rest,
         })
     }
 
     /// Calls `candidate(index)` in ascending order for every pattern that could match
     /// `message`; patterns it skips cannot match.
-    pub(super) fn candidates(&self, message: &str, mut candidate: impl FnMut(usize)) {
+    pub(super) fn candidates(&self, message: &str, candidate: impl FnMut(usize)) {
         let bytes = message.as_bytes();
-        let mut prefixed = bytes
+        let prefixed = bytes
             .first()
             .and_then(|&b| self.by_byte.get(usize::from(b)))
             .map_or(&[][..], Vec::as_slice)
@@ -70,24 +121,27 @@ impl Dispatch {
                 self.prefixes[i]
                     .as_ref()
                     .is_some_and(|p| p.iter().any(|l| bytes.starts_with(l)))
-            })
-            .peekable();
-        let Some((set, owners)) = &self.rest else {
-            prefixed.for_each(candidate);
-            return;
-        };
-        if !set.is_match(message) {
+            });
+        if self.inner.is_none() && self.rest.is_none() {
             prefixed.for_each(candidate);
             return;
         }
-        // Merge the two ascending sequences, so patterns are tried in their order.
-        for index in set.matches(message).iter().map(|i| owners[i]) {
-            while let Some(p) = prefixed.next_if(|&p| p < index) {
-                candidate(p);
+        let mut all: Vec<usize> = prefixed.collect();
+        if let Some((ac, owners)) = &self.inner {
+            all.extend(
+                ac.find_overlapping_iter(bytes)
+                    .map(|m| owners[m.pattern().as_usize()]),
+            );
+        }
+        if let Some((set, owners)) = &self.rest {
+            if set.is_match(message) {
+                all.extend(set.matches(message).iter().map(|i| owners[i]));
             }
-            candidate(index);
         }
-        prefixed.for_each(candidate);
+        // Patterns are tried in their order, each once.
+        all.sort_unstable();
+        all.dedup();
+        all.into_iter().for_each(candidate);
     }
 }
 
@@ -95,30 +149,53 @@ impl Dispatch {
 mod tests {
     use super::*;
 
-    fn found(d: &Dispatch, message: &str) -> Vec<usize> {
+    /// The candidates whose regex matches: what the router ends up trying.
+    fn found(d: &Dispatch, patterns: &[&str], message: &str) -> Vec<usize> {
         let mut out = Vec::new();
         d.candidates(message, |i| out.push(i));
-        out
+        assert!(out.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+        out.into_iter()
+            .filter(|&i| regex::Regex::new(patterns[i]).unwrap().is_match(message))
+            .collect()
     }
 
     #[test]
-    fn prefixed_and_prefixless_patterns_are_tried_in_order() {
+    fn every_kind_of_pattern_is_sorted_to_its_path() {
         let patterns = [
             r"^Failed password for \S+ from (\S+)",
             r"(?:error: )?maximum authentication attempts",
             r"^(?:Invalid|Illegal) user \S+ from (\S+)",
-            r"from (\S+) port \d+ \[preauth\]",
+            r"\d+ failed logins from (\S+)",
         ];
         let d = Dispatch::new(&patterns).unwrap();
-        assert_eq!(found(&d, "Failed password for root from 192.0.2.1"), [0]);
-        assert_eq!(found(&d, "Illegal user x from 192.0.2.1"), [2]);
+        assert_eq!(d.by_byte[usize::from(b'F')], [0]);
+        assert_eq!(d.by_byte[usize::from(b'I')], [2]);
+        assert_eq!(d.inner.as_ref().unwrap().1, [1, 1]);
+        assert_eq!(d.rest.as_ref().unwrap().1, [3]);
+        let mut none = Vec::new();
+        d.candidates("Accepted password for bob", |i| none.push(i));
+        assert!(none.is_empty(), "{none:?}");
         assert_eq!(
-            found(&d, "Invalid user x from 192.0.2.1 port 22 [preauth]"),
+            found(&d, &patterns, "Failed password for root from 192.0.2.1"),
+            [0]
+        );
+        assert_eq!(
+            found(
+                &d,
+                &patterns,
+                "error: maximum authentication attempts exceeded"
+            ),
+            [1]
+        );
+        assert_eq!(
+            found(
+                &d,
+                &patterns,
+                "Illegal user x from 192.0.2.1, 3 failed logins from 192.0.2.1"
+            ),
             [2, 3]
         );
-        assert_eq!(found(&d, "maximum authentication attempts"), [1]);
-        assert!(found(&d, "Accepted password for bob").is_empty());
-        assert!(found(&d, "").is_empty());
+        assert!(found(&d, &patterns, "").is_empty());
     }
 
     #[test]
@@ -130,16 +207,30 @@ mod tests {
             r"^(?:e|f)g",
             r"g$",
             r"^h",
+            r"(?:quux|frob)nic",
+            r"zzzz",
         ];
         let d = Dispatch::new(&patterns).unwrap();
         let set = RegexSet::new(patterns).unwrap();
-        for message in ["abd", "acdg", "xxy", "fg", "eg", "h", "hxy", "q", "", "abdxyg"] {
+        for message in [
+            "abd",
+            "acdg",
+            "xxy",
+            "fg",
+            "eg",
+            "h",
+            "hxy",
+            "q",
+            "",
+            "abdxyg",
+            "quuxnic",
+            "afrobnic",
+            "zzzzz",
+            "frobni",
+            "hzzzzquuxnic",
+        ] {
             let want: Vec<usize> = set.matches(message).iter().collect();
-            let got: Vec<usize> = found(&d, message)
-                .into_iter()
-                .filter(|&i| regex::Regex::new(patterns[i]).unwrap().is_match(message))
-                .collect();
-            assert_eq!(got, want, "{message}");
+            assert_eq!(found(&d, &patterns, message), want, "{message}");
         }
     }
 }
