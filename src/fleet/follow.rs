@@ -177,7 +177,9 @@ pub struct Follower {
     config: Arc<FleetConfig>,
     keys: Keys,
     jails: HashMap<String, LocalJail>,
-    runners: HashMap<String, runner::Runner>,
+    runners: HashMap<String, runner::Runner<Vec<ActionCommand>>>,
+    /// Commands for each jail's runner, handed over as one batch by [`Follower::dispatch`].
+    pending: HashMap<String, Vec<ActionCommand>>,
     held: HashMap<(String, IpNetwork), Held>,
     shared: HeldBans,
     deadlines: BTreeSet<(Instant, String, IpNetwork)>,
@@ -224,6 +226,7 @@ impl Follower {
             config,
             jails,
             runners: HashMap::new(),
+            pending: HashMap::new(),
             held: HashMap::new(),
             shared,
             deadlines: BTreeSet::new(),
@@ -319,7 +322,7 @@ impl Follower {
         }
         let specs = self.specs_for(event);
         let name = kernel_name(&event.jail);
-        match runner::spawn(&name, &specs, JailMetrics::new(&name), restored).await {
+        match runner::spawn_batched(&name, &specs, JailMetrics::new(&name), restored).await {
             Ok(r) => {
                 tracing::info!(jail = %event.jail, actions = ?specs.iter().map(|a| a.kind()).collect::<Vec<_>>(), "fleet: actions started");
                 self.runners.insert(event.jail.clone(), r);
@@ -350,17 +353,39 @@ impl Follower {
         self.held.insert(key, Held { event, expires });
     }
 
-    async fn send(&mut self, jail: &str, command: ActionCommand) {
-        if let Some(r) = self.runners.get(jail) {
-            if r.queue.send(command).await.is_err() {
-                metrics::fleet_errors("action").increment(1);
-                tracing::error!(jail, "fleet: action runner is gone");
+    /// Queues a command for the jail's runner; [`Follower::dispatch`] hands it over.
+    fn send(&mut self, jail: &str, command: ActionCommand) {
+        if !self.runners.contains_key(jail) {
+            return;
+        }
+        let batch = match self.pending.get_mut(jail) {
+            Some(batch) => batch,
+            None => self.pending.entry(jail.to_string()).or_default(),
+        };
+        batch.push(command);
+    }
+
+    /// Hands every queued command to its runner, one batch per jail (at most a burst each),
+    /// in the order they were queued.
+    async fn dispatch(&mut self) {
+        for (jail, mut commands) in self.pending.drain() {
+            let Some(r) = self.runners.get(&jail) else {
+                continue;
+            };
+            while !commands.is_empty() {
+                let rest = commands.split_off(commands.len().min(runner::MAX_BURST));
+                let batch = std::mem::replace(&mut commands, rest);
+                if r.queue.send(batch).await.is_err() {
+                    metrics::fleet_errors("action").increment(1);
+                    tracing::error!(jail, "fleet: action runner is gone");
+                    break;
+                }
             }
         }
     }
 
     /// Lifts a held ban; true if it was held.
-    async fn lift(&mut self, jail: &str, target: IpNetwork) -> bool {
+    fn lift(&mut self, jail: &str, target: IpNetwork) -> bool {
         let key = (jail.to_string(), target);
         let Some(held) = self.held.remove(&key) else {
             return false;
@@ -372,7 +397,7 @@ impl Follower {
             shared.remove(&key);
         }
         self.changes.push(Change::Drop(key.0, target));
-        self.send(jail, ActionCommand::Unban(target)).await;
+        self.send(jail, ActionCommand::Unban(target));
         true
     }
 
@@ -461,7 +486,7 @@ impl Follower {
                         return;
                     }
                 }
-                if self.lift(&event.jail, event.target).await {
+                if self.lift(&event.jail, event.target) {
                     let origin = self.origin_label(&event.origin);
                     metrics::fleet_applied("unban", &origin).increment(1);
                     self.stats.bans_applied += 1;
@@ -473,7 +498,7 @@ impl Follower {
                 // allowlist changed): no fleet ban ever covers this node's own allowlist.
                 if self.allowlisted(&event) {
                     if self.held.contains_key(&key) {
-                        self.lift(&event.jail, event.target).await;
+                        self.lift(&event.jail, event.target);
                     }
                     return;
                 }
@@ -503,7 +528,7 @@ impl Follower {
                 let banned_at = event.banned_at;
                 let jail = event.jail.clone();
                 self.hold(event);
-                self.send(&jail, command).await;
+                self.send(&jail, command);
                 metrics::fleet_applied("ban", &origin).increment(1);
                 self.stats.bans_applied += 1;
                 if live {
@@ -522,13 +547,15 @@ impl Follower {
                 break;
             }
             self.deadlines.pop_first();
-            self.lift(&jail, target).await;
+            self.lift(&jail, target);
         }
+        self.dispatch().await;
     }
 
     /// Writes pending changes and the cursor to the local store, on a blocking thread (SQLite
     /// must not stall the runtime's workers), waited for so that writes stay in order.
     async fn flush(&mut self) {
+        self.dispatch().await;
         self.prune_storm();
         if self.changes.is_empty() && self.cursor.as_deref() == Some(self.stats.last_id.as_str()) {
             return;
@@ -657,7 +684,7 @@ impl Follower {
         };
         let (lifted, before) = (stale.len(), self.held.len());
         for (jail, target) in stale {
-            self.lift(&jail, target).await;
+            self.lift(&jail, target);
         }
         let mut added = 0;
         for (_, event) in wanted {
@@ -700,7 +727,7 @@ impl Follower {
             let Value::Array(items) = list else { continue };
             for (id, fields) in items.iter().filter_map(entry_pairs) {
                 let id = id.to_string();
-                match FleetEvent::from_pairs(fields) {
+                match FleetEvent::from_entry(&fields) {
                     Ok(event) => self.apply(event, true).await,
                     Err(error) => {
                         metrics::fleet_errors("malformed").increment(1);
@@ -711,6 +738,7 @@ impl Follower {
                 last = id;
             }
         }
+        self.dispatch().await;
         self.stats.last_id = last.clone();
         if self.flushed_at.elapsed() >= FLUSH_EVERY {
             self.flush().await;
@@ -718,7 +746,8 @@ impl Follower {
         Ok(last)
     }
 
-    /// Closes every runner queue; returns the threads to join (each stops its actions).
+    /// Closes every runner queue (after [`Follower::flush`] handed over what was queued);
+    /// returns the threads to join (each stops its actions).
     pub fn finish(self) -> Vec<JoinHandle<()>> {
         self.runners.into_values().map(|r| r.thread).collect()
     }
