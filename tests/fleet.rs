@@ -384,18 +384,28 @@ fn activate(redis: &Redis, overrides: &[(&str, &str)]) {
     redis.cli(&["HSET", "t:bans", &member, &json]);
 }
 
+/// An agent allowlisting loopback, started and following the stream.
+fn following_agent(redis: &Redis, node: &str, fleet_extra: &str) -> Daemon {
+    let agent = Daemon::start(&agent_config(
+        &redis.url(),
+        node,
+        "\"127.0.0.0/8\"",
+        fleet_extra,
+    ));
+    agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    agent
+}
+
 /// Hostile entries are counted and skipped (never a ban of something that is not an address),
 /// and a flood from one origin is withheld past max_bans_per_minute.
 #[test]
 fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
     let redis = Redis::start("", &[]);
-    let agent = Daemon::start(&agent_config(
-        &redis.url(),
+    let agent = following_agent(
+        &redis,
         "agent-h",
-        "\"127.0.0.0/8\"",
         "action = \"log\"\nmax_bans_per_minute = 3",
-    ));
-    agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    );
     let hostile: &[&[(&str, &str)]] = &[
         &[("target", "0.0.0.0/0")],
         &[("target", "example.com")],
@@ -496,13 +506,7 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
 #[test]
 fn fleet_agent_applies_old_and_new_format_entries() {
     let redis = Redis::start("", &[]);
-    let agent = Daemon::start(&agent_config(
-        &redis.url(),
-        "agent-v",
-        "\"127.0.0.0/8\"",
-        "action = \"log\"",
-    ));
-    agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    let agent = following_agent(&redis, "agent-v", "action = \"log\"");
     let packed_sink = Daemon::start(&sink_config(&redis.url(), "sink-p", "", &jails(2, 22)));
     let fields_sink = Daemon::start(&sink_config(
         &redis.url(),
