@@ -134,22 +134,39 @@ fn wait_holds(daemon: &Daemon, ip: &str, want: bool, what: &str) {
     );
 }
 
-/// The stream's ban targets, in order.
+/// The stream's ban targets, in order, from entries of either version.
 fn stream_bans(redis: &Redis) -> Vec<String> {
+    stream_entries(redis)
+        .into_iter()
+        .filter(|(_, op, _)| op == "ban")
+        .map(|(_, _, target)| target)
+        .collect()
+}
+
+/// The stream's entries as (version, op, target): version 1 has one field per attribute,
+/// version 2 (`v` = 2) packs them into `e`, space-separated, op first and target third.
+fn stream_entries(redis: &Redis) -> Vec<(u8, String, String)> {
     let out = redis.cli(&["--no-raw", "XRANGE", "t:events", "-", "+"]);
-    // redis-cli prints field and value lines; the value after "target" is the target.
+    // redis-cli prints field and value lines; an entry starts with its id (`1) 1) "..."`).
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    let mut targets = Vec::new();
+    let mut entries = Vec::new();
     let mut op = String::new();
     for (i, line) in lines.iter().enumerate() {
+        let value = || unquote(lines.get(i + 1).copied().unwrap_or(""));
         if line.ends_with("\"op\"") {
-            op = unquote(lines.get(i + 1).copied().unwrap_or(""));
+            op = value();
         }
-        if line.ends_with("\"target\"") && op == "ban" {
-            targets.push(unquote(lines.get(i + 1).copied().unwrap_or("")));
+        if line.ends_with("\"target\"") {
+            entries.push((1, std::mem::take(&mut op), value()));
+        }
+        if line.ends_with("\"e\"") {
+            let packed = value();
+            let parts: Vec<&str> = packed.split(' ').collect();
+            assert!(parts.len() >= 12, "packed entry {packed:?}");
+            entries.push((2, parts[0].to_string(), parts[2].to_string()));
         }
     }
-    targets
+    entries
 }
 
 fn unquote(line: &str) -> String {
@@ -367,18 +384,28 @@ fn activate(redis: &Redis, overrides: &[(&str, &str)]) {
     redis.cli(&["HSET", "t:bans", &member, &json]);
 }
 
+/// An agent allowlisting loopback, started and following the stream.
+fn following_agent(redis: &Redis, node: &str, fleet_extra: &str) -> Daemon {
+    let agent = Daemon::start(&agent_config(
+        &redis.url(),
+        node,
+        "\"127.0.0.0/8\"",
+        fleet_extra,
+    ));
+    agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    agent
+}
+
 /// Hostile entries are counted and skipped (never a ban of something that is not an address),
 /// and a flood from one origin is withheld past max_bans_per_minute.
 #[test]
 fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
     let redis = Redis::start("", &[]);
-    let agent = Daemon::start(&agent_config(
-        &redis.url(),
+    let agent = following_agent(
+        &redis,
         "agent-h",
-        "\"127.0.0.0/8\"",
         "action = \"log\"\nmax_bans_per_minute = 3",
-    ));
-    agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    );
     let hostile: &[&[(&str, &str)]] = &[
         &[("target", "0.0.0.0/0")],
         &[("target", "example.com")],
@@ -470,6 +497,88 @@ fn fleet_agent_skips_malformed_entries_and_guards_against_storms() {
         .filter(|i| holds(&fresh, &format!("198.51.100.{i}")))
         .count();
     assert_eq!(flood, 3, "{:?}", banned(&fresh));
+}
+
+/// Mixed fleets: an agent applies entries of both stream versions, whoever wrote them (a sink
+/// writing the default packed version 2, a sink kept on `event_format = "fields"` for older
+/// agents, and entries written by hand in each version, unbans included); an unknown version
+/// is counted as malformed and skipped.
+#[test]
+fn fleet_agent_applies_old_and_new_format_entries() {
+    let redis = Redis::start("", &[]);
+    let agent = following_agent(&redis, "agent-v", "action = \"log\"");
+    let packed_sink = Daemon::start(&sink_config(&redis.url(), "sink-p", "", &jails(2, 22)));
+    let fields_sink = Daemon::start(&sink_config(
+        &redis.url(),
+        "sink-f",
+        "event_format = \"fields\"",
+        &jails(2, 22),
+    ));
+    fail(&[], &packed_sink, "sshd", "192.0.2.21", 2);
+    wait_holds(&agent, "192.0.2.21", true, "a version 2 entry from a sink");
+    fail(&[], &fields_sink, "sshd", "192.0.2.22", 2);
+    wait_holds(&agent, "192.0.2.22", true, "a version 1 entry from a sink");
+    assert_eq!(
+        stream_entries(&redis),
+        [
+            (2, "ban".to_string(), "192.0.2.21/32".to_string()),
+            (1, "ban".to_string(), "192.0.2.22/32".to_string()),
+        ]
+    );
+
+    // By hand, as an older sink (version 1) and as the format's contract (version 2) say.
+    xadd(&redis, &[("target", "198.51.100.61/32")]);
+    wait_holds(&agent, "198.51.100.61", true, "a version 1 entry by hand");
+    let now = unix_ms();
+    let packed = format!(
+        "ban sshd 198.51.100.62/32 {now} {} 1 5 22 tcp rogue web-1 ",
+        now + 3_600_000
+    );
+    redis.cli(&["XADD", "t:events", "*", "v", "2", "e", &packed]);
+    wait_holds(&agent, "198.51.100.62", true, "a version 2 entry by hand");
+    let on_agent = banned(&agent);
+    assert!(
+        on_agent
+            .iter()
+            .any(|b| b.1 == "198.51.100.62" && b.2 == "rogue"),
+        "{on_agent:?}"
+    );
+
+    // Unbans in each version lift the ban the other version applied.
+    let unban = format!(
+        "unban sshd 198.51.100.61/32 {}  1 5 22 tcp rogue  ",
+        now + 1
+    );
+    redis.cli(&["XADD", "t:events", "*", "v", "2", "e", &unban]);
+    wait_holds(&agent, "198.51.100.61", false, "a version 2 unban");
+    xadd(
+        &redis,
+        &[
+            ("op", "unban"),
+            ("target", "198.51.100.62/32"),
+            ("expires_at", ""),
+        ],
+    );
+    wait_holds(&agent, "198.51.100.62", false, "a version 1 unban");
+
+    // A version this agent does not know, and a packed entry cut short: counted, skipped.
+    let future = format!(
+        "ban sshd 198.51.100.63/32 {now} {} 1 5 22 tcp rogue  ",
+        now + 3_600_000
+    );
+    redis.cli(&["XADD", "t:events", "*", "v", "3", "e", &future]);
+    redis.cli(&[
+        "XADD",
+        "t:events",
+        "*",
+        "v",
+        "2",
+        "e",
+        "ban sshd 198.51.100.64/32",
+    ]);
+    agent.wait_metric("jailsink_fleet_errors_total{kind=\"malformed\"}", 2.0);
+    assert!(!holds(&agent, "198.51.100.63") && !holds(&agent, "198.51.100.64"));
+    assert!(holds(&agent, "192.0.2.21") && holds(&agent, "192.0.2.22"));
 }
 
 /// A start with a wrong password is an error naming the problem, not a retry loop.

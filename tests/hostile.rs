@@ -156,7 +156,12 @@ fn a_poisoned_log_trips_the_ban_storm_guard() {
     d.wait_metric("jailsink_bans_withheld_total{jail=\"sshd\"}", 7.0);
     assert_eq!(d.metric("jailsink_bans_total{jail=\"sshd\"}"), Some(3.0));
     assert_eq!(d.metric("jailsink_ban_storm{jail=\"sshd\"}"), Some(1.0));
-    assert!(d.logged("[sshd] ban storm guard engaged: bans withheld (an attack from many addresses, or a poisoned log)"));
+    // The log is read from the daemon's output by another thread: it may trail the metric.
+    assert!(wait_for(Duration::from_secs(10), || {
+        d.logged(
+        "[sshd] ban storm guard engaged: bans withheld (an attack from many addresses, or a poisoned log)"
+    )
+    }));
     assert!(d.stop().success());
 }
 

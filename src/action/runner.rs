@@ -28,10 +28,34 @@ pub(crate) const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(1600),
 ];
 
+/// Batches waiting in a batched runner's queue ([`spawn_batched`]): each holds up to a stream
+/// read's worth of commands, so fewer slots bound about as many commands.
+pub(crate) const BATCH_QUEUE_DEPTH: usize = 256;
+
+/// What a runner's queue carries: one command (jails), or a batch of them (fleet followers,
+/// which hand over a whole stream read at once: one wake-up of the runner thread per read
+/// instead of one per ban).
+pub trait Queued: Send + 'static {
+    /// Appends the command(s) to the burst being gathered.
+    fn into_burst(self, burst: &mut Vec<ActionCommand>);
+}
+
+impl Queued for ActionCommand {
+    fn into_burst(self, burst: &mut Vec<ActionCommand>) {
+        burst.push(self);
+    }
+}
+
+impl Queued for Vec<ActionCommand> {
+    fn into_burst(mut self, burst: &mut Vec<ActionCommand>) {
+        burst.append(&mut self);
+    }
+}
+
 /// A running runner: its queue and its thread.
-pub struct Runner {
+pub struct Runner<C = ActionCommand> {
     /// The queue; dropping every sender stops the runner, which then calls `stop` on its actions.
-    pub queue: mpsc::Sender<ActionCommand>,
+    pub queue: mpsc::Sender<C>,
     /// Joined at shutdown.
     pub thread: JoinHandle<()>,
     /// Restored bans the kernel lacked at start and the actions added again (summed over the
@@ -48,7 +72,28 @@ pub async fn spawn(
     metrics: JailMetrics,
     restored: Vec<BanOrder>,
 ) -> std::io::Result<Runner> {
-    let (queue, commands) = mpsc::channel(QUEUE_DEPTH);
+    spawn_with(jail, specs, metrics, restored, QUEUE_DEPTH).await
+}
+
+/// As [`spawn`], with a queue of batches: each batch is applied with whatever else is queued
+/// as bursts, in order.
+pub async fn spawn_batched(
+    jail: &str,
+    specs: &[ActionSpec],
+    metrics: JailMetrics,
+    restored: Vec<BanOrder>,
+) -> std::io::Result<Runner<Vec<ActionCommand>>> {
+    spawn_with(jail, specs, metrics, restored, BATCH_QUEUE_DEPTH).await
+}
+
+async fn spawn_with<C: Queued>(
+    jail: &str,
+    specs: &[ActionSpec],
+    metrics: JailMetrics,
+    restored: Vec<BanOrder>,
+    depth: usize,
+) -> std::io::Result<Runner<C>> {
+    let (queue, commands) = mpsc::channel(depth);
     let (started_tx, started) = tokio::sync::oneshot::channel();
     let actions: Vec<Box<dyn Action>> = specs.iter().map(|s| s.build(jail)).collect();
     let jail = jail.to_string();
@@ -115,17 +160,21 @@ impl Worker {
         reapplied
     }
 
-    /// Takes bursts off the queue until every sender is gone.
-    fn serve(&mut self, mut commands: mpsc::Receiver<ActionCommand>) {
+    /// Takes bursts off the queue until every sender is gone (a batch may take a burst past
+    /// [`MAX_BURST`]; senders of batches keep them at most that long).
+    fn serve<C: Queued>(&mut self, mut commands: mpsc::Receiver<C>) {
         let mut burst = Vec::with_capacity(MAX_BURST);
         while let Some(first) = commands.blocking_recv() {
             burst.clear();
-            burst.push(first);
+            first.into_burst(&mut burst);
             while burst.len() < MAX_BURST {
                 match commands.try_recv() {
-                    Ok(command) => burst.push(command),
+                    Ok(command) => command.into_burst(&mut burst),
                     Err(_) => break,
                 }
+            }
+            if burst.is_empty() {
+                continue;
             }
             for slot in &mut self.slots {
                 apply(&self.jail, slot, &burst);

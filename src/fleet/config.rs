@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
+use super::event::EventFormat;
+
 /// `[fleet]` exactly as written.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,9 @@ pub struct RawFleet {
     pub stream_maxlen: Option<i64>,
     /// A PEM file of the CA(s) that signed the Redis server's certificate (rediss:// only).
     pub tls_ca_file: Option<String>,
+    /// Sinks: stream entry encoding, `packed` (version 2) or `fields` (version 1, for agents
+    /// that predate version 2).
+    pub event_format: Option<String>,
 }
 
 /// What this node does in the fleet.
@@ -97,6 +102,8 @@ pub struct FleetConfig {
     pub stream_maxlen: u64,
     /// CA file for rediss://.
     pub tls_ca_file: Option<PathBuf>,
+    /// How stream entries are written (sinks); agents read both.
+    pub event_format: EventFormat,
     /// What an agent never bans for a jail it does not have: `[defaults] ignoreip`, plus this
     /// host's addresses unless `[defaults] ignoreself = false`.
     pub ignore: Vec<IpNetwork>,
@@ -239,6 +246,14 @@ pub fn compile(
             None
         }
     };
+    let event_format = match raw.event_format.as_deref().unwrap_or("packed") {
+        "packed" => Some(EventFormat::Packed),
+        "fields" => Some(EventFormat::Fields),
+        other => {
+            error("event_format", format!("`{other}` is not an event format: use \"packed\" (version 2) or \"fields\" (version 1, while agents older than version 2 remain)"));
+            None
+        }
+    };
     let tls_ca_file = raw.tls_ca_file.as_ref().map(PathBuf::from);
     if let Some(path) = &tls_ca_file {
         if !redis.starts_with("rediss://") {
@@ -265,6 +280,7 @@ pub fn compile(
         max_bans_per_minute: max_bans_per_minute?,
         stream_maxlen: stream_maxlen?,
         tls_ca_file,
+        event_format: event_format?,
         ignore,
     })
 }
@@ -303,6 +319,7 @@ mod tests {
         assert_eq!(c.action, FleetAction::Nftables);
         assert_eq!(c.max_bans_per_minute, Some(1000));
         assert_eq!(c.stream_maxlen, 1_000_000);
+        assert_eq!(c.event_format, EventFormat::Packed);
 
         let errors = compiled(RawFleet {
             redis: Some("http://x".into()),
@@ -312,6 +329,7 @@ mod tests {
             action: Some("command".into()),
             max_bans_per_minute: Some(-1),
             stream_maxlen: Some(5),
+            event_format: Some("json".into()),
             ..Default::default()
         })
         .unwrap_err();
@@ -325,7 +343,8 @@ mod tests {
                 "fleet.prefix",
                 "fleet.action",
                 "fleet.max_bans_per_minute",
-                "fleet.stream_maxlen"
+                "fleet.stream_maxlen",
+                "fleet.event_format"
             ]
         );
         assert!(errors[1].1.contains("`leader` is not a role"), "{errors:?}");

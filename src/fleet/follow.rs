@@ -5,7 +5,7 @@
 //! (table `fleet_bans`) with the last applied stream id, so a restart with Redis away still
 //! holds them; kernel timeouts and the agent's own deadlines expire them on time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -106,7 +106,7 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS fleet_bans (
                  jail   TEXT NOT NULL,
                  target TEXT NOT NULL,
-                 event  TEXT NOT NULL,     -- the fleet event, JSON
+                 event  TEXT NOT NULL,     -- the fleet event, packed (stream version 2); JSON before
                  PRIMARY KEY (jail, target));
              CREATE TABLE IF NOT EXISTS fleet_cursor (
                  id      INTEGER PRIMARY KEY CHECK (id = 1),
@@ -119,7 +119,7 @@ impl Store {
         let mut stmt = self.db.prepare("SELECT event FROM fleet_bans")?;
         let events = stmt
             .query_map([], |r| r.get::<_, String>(0))?
-            .filter_map(|text| text.ok().and_then(|t| FleetEvent::from_json(&t).ok()))
+            .filter_map(|text| text.ok().and_then(|t| stored_event(&t)))
             .collect();
         let cursor = self
             .db
@@ -139,7 +139,7 @@ impl Store {
                     .prepare_cached(
                         "INSERT OR REPLACE INTO fleet_bans (jail, target, event) VALUES (?1, ?2, ?3)",
                     )?
-                    .execute(params![e.jail, e.target.to_string(), e.to_json()])?,
+                    .execute(params![e.jail, e.target.to_string(), e.to_packed()])?,
                 Change::Drop(jail, target) => tx
                     .prepare_cached("DELETE FROM fleet_bans WHERE jail = ?1 AND target = ?2")?
                     .execute(params![jail, target.to_string()])?,
@@ -155,6 +155,15 @@ impl Store {
     }
 }
 
+/// A stored event: packed as a version 2 stream entry, or JSON as stores before it hold.
+fn stored_event(text: &str) -> Option<FleetEvent> {
+    if text.starts_with('{') {
+        FleetEvent::from_json(text).ok()
+    } else {
+        FleetEvent::from_packed(text).ok()
+    }
+}
+
 /// One origin's storm-guard record: the bans applied, by the time the sink decided them.
 #[derive(Debug, Default)]
 struct Storm {
@@ -164,6 +173,29 @@ struct Storm {
     newest: u64,
     /// The `banned_at` of the event that last logged the guard engaging.
     logged: Option<u64>,
+}
+
+/// An origin as tracked: its label and its series.
+#[derive(Clone)]
+struct Origin {
+    name: Arc<str>,
+    bans: ::metrics::Counter,
+    unbans: ::metrics::Counter,
+    withheld: ::metrics::Counter,
+}
+
+impl Origin {
+    fn new(name: &str) -> Origin {
+        let withheld = metrics::fleet_withheld(name);
+        // A new origin's series exist from its first event, at zero.
+        withheld.absolute(0);
+        Origin {
+            name: Arc::from(name),
+            bans: metrics::fleet_applied("ban", name),
+            unbans: metrics::fleet_applied("unban", name),
+            withheld,
+        }
+    }
 }
 
 /// A change to the held bans, written to the store after each batch.
@@ -177,12 +209,18 @@ pub struct Follower {
     config: Arc<FleetConfig>,
     keys: Keys,
     jails: HashMap<String, LocalJail>,
-    runners: HashMap<String, runner::Runner>,
+    runners: HashMap<String, runner::Runner<Vec<ActionCommand>>>,
+    /// Commands for each jail's runner, handed over as one batch by [`Follower::dispatch`].
+    pending: HashMap<String, Vec<ActionCommand>>,
     held: HashMap<(String, IpNetwork), Held>,
     shared: HeldBans,
     deadlines: BTreeSet<(Instant, String, IpNetwork)>,
     storm: HashMap<String, Storm>,
-    origins: HashSet<String>,
+    /// Origins tracked one by one (at most [`MAX_ORIGINS`], then [`OTHER_ORIGINS`]), with
+    /// their counters, looked up once per origin rather than once per event.
+    origins: HashMap<String, Origin>,
+    /// `jailsink_fleet_propagation_seconds`, looked up once.
+    propagation: ::metrics::Histogram,
     store: Option<Arc<Mutex<Store>>>,
     changes: Vec<Change>,
     cursor: Option<String>,
@@ -224,11 +262,13 @@ impl Follower {
             config,
             jails,
             runners: HashMap::new(),
+            pending: HashMap::new(),
             held: HashMap::new(),
             shared,
             deadlines: BTreeSet::new(),
             storm: HashMap::new(),
-            origins: HashSet::new(),
+            origins: HashMap::new(),
+            propagation: metrics::fleet_propagation(),
             store,
             changes: Vec::new(),
             cursor,
@@ -319,7 +359,7 @@ impl Follower {
         }
         let specs = self.specs_for(event);
         let name = kernel_name(&event.jail);
-        match runner::spawn(&name, &specs, JailMetrics::new(&name), restored).await {
+        match runner::spawn_batched(&name, &specs, JailMetrics::new(&name), restored).await {
             Ok(r) => {
                 tracing::info!(jail = %event.jail, actions = ?specs.iter().map(|a| a.kind()).collect::<Vec<_>>(), "fleet: actions started");
                 self.runners.insert(event.jail.clone(), r);
@@ -350,17 +390,39 @@ impl Follower {
         self.held.insert(key, Held { event, expires });
     }
 
-    async fn send(&mut self, jail: &str, command: ActionCommand) {
-        if let Some(r) = self.runners.get(jail) {
-            if r.queue.send(command).await.is_err() {
-                metrics::fleet_errors("action").increment(1);
-                tracing::error!(jail, "fleet: action runner is gone");
+    /// Queues a command for the jail's runner; [`Follower::dispatch`] hands it over.
+    fn send(&mut self, jail: &str, command: ActionCommand) {
+        if !self.runners.contains_key(jail) {
+            return;
+        }
+        let batch = match self.pending.get_mut(jail) {
+            Some(batch) => batch,
+            None => self.pending.entry(jail.to_string()).or_default(),
+        };
+        batch.push(command);
+    }
+
+    /// Hands every queued command to its runner, one batch per jail (at most a burst each),
+    /// in the order they were queued.
+    async fn dispatch(&mut self) {
+        for (jail, mut commands) in self.pending.drain() {
+            let Some(r) = self.runners.get(&jail) else {
+                continue;
+            };
+            while !commands.is_empty() {
+                let rest = commands.split_off(commands.len().min(runner::MAX_BURST));
+                let batch = std::mem::replace(&mut commands, rest);
+                if r.queue.send(batch).await.is_err() {
+                    metrics::fleet_errors("action").increment(1);
+                    tracing::error!(jail, "fleet: action runner is gone");
+                    break;
+                }
             }
         }
     }
 
     /// Lifts a held ban; true if it was held.
-    async fn lift(&mut self, jail: &str, target: IpNetwork) -> bool {
+    fn lift(&mut self, jail: &str, target: IpNetwork) -> bool {
         let key = (jail.to_string(), target);
         let Some(held) = self.held.remove(&key) else {
             return false;
@@ -372,29 +434,31 @@ impl Follower {
             shared.remove(&key);
         }
         self.changes.push(Change::Drop(key.0, target));
-        self.send(jail, ActionCommand::Unban(target)).await;
+        self.send(jail, ActionCommand::Unban(target));
         true
     }
 
     /// The name an origin is tracked and labelled under: its own for the first
     /// [`MAX_ORIGINS`] names seen, [`OTHER_ORIGINS`] (counted) past them.
-    fn origin_label(&mut self, origin: &str) -> String {
-        if self.origins.contains(origin) {
-            return origin.to_string();
+    fn origin_label(&mut self, origin: &str) -> Origin {
+        if let Some(o) = self.origins.get(origin) {
+            return o.clone();
         }
-        if self.origins.len() < MAX_ORIGINS {
-            self.origins.insert(origin.to_string());
-            // A new origin's series exist from its first event, at zero.
-            metrics::fleet_withheld(origin).absolute(0);
-            return origin.to_string();
-        }
-        metrics::fleet_errors("origins").increment(1);
-        tracing::debug!(
-            origin,
-            max = MAX_ORIGINS,
-            "fleet: too many origin names; tracked as {OTHER_ORIGINS}"
-        );
-        OTHER_ORIGINS.to_string()
+        let name = if self.origins.len() < MAX_ORIGINS {
+            origin
+        } else {
+            metrics::fleet_errors("origins").increment(1);
+            tracing::debug!(
+                origin,
+                max = MAX_ORIGINS,
+                "fleet: too many origin names; tracked as {OTHER_ORIGINS}"
+            );
+            OTHER_ORIGINS
+        };
+        self.origins
+            .entry(name.to_string())
+            .or_insert_with(|| Origin::new(name))
+            .clone()
     }
 
     /// True (counted) when the event's origin (as [`Follower::origin_label`] names it) already
@@ -407,7 +471,10 @@ impl Follower {
             return false;
         };
         let window = STORM_WINDOW.as_millis() as u64;
-        let record = self.storm.entry(origin.to_string()).or_default();
+        let record = match self.storm.get_mut(origin) {
+            Some(record) => record,
+            None => self.storm.entry(origin.to_string()).or_default(),
+        };
         record.newest = record.newest.max(banned_at);
         let near = busiest_minute(&record.applied, banned_at, window, u64::from(max));
         if near >= u64::from(max) {
@@ -461,9 +528,8 @@ impl Follower {
                         return;
                     }
                 }
-                if self.lift(&event.jail, event.target).await {
-                    let origin = self.origin_label(&event.origin);
-                    metrics::fleet_applied("unban", &origin).increment(1);
+                if self.lift(&event.jail, event.target) {
+                    self.origin_label(&event.origin).unbans.increment(1);
                     self.stats.bans_applied += 1;
                 }
             }
@@ -473,7 +539,7 @@ impl Follower {
                 // allowlist changed): no fleet ban ever covers this node's own allowlist.
                 if self.allowlisted(&event) {
                     if self.held.contains_key(&key) {
-                        self.lift(&event.jail, event.target).await;
+                        self.lift(&event.jail, event.target);
                     }
                     return;
                 }
@@ -489,11 +555,11 @@ impl Follower {
                 }
                 let origin = self.origin_label(&event.origin);
                 if !self.held.contains_key(&key) && self.held.len() >= MAX_HELD {
-                    metrics::fleet_withheld(&origin).increment(1);
+                    origin.withheld.increment(1);
                     return;
                 }
                 // Live, caught up or from the snapshot: every new ban passes the guard.
-                if !self.held.contains_key(&key) && self.storm(&origin, event.banned_at) {
+                if !self.held.contains_key(&key) && self.storm(&origin.name, event.banned_at) {
                     return;
                 }
                 if !self.start_runner(&event, Vec::new()).await {
@@ -503,12 +569,12 @@ impl Follower {
                 let banned_at = event.banned_at;
                 let jail = event.jail.clone();
                 self.hold(event);
-                self.send(&jail, command).await;
-                metrics::fleet_applied("ban", &origin).increment(1);
+                self.send(&jail, command);
+                origin.bans.increment(1);
                 self.stats.bans_applied += 1;
                 if live {
                     let age = super::now_ms().saturating_sub(banned_at);
-                    metrics::fleet_propagation().record(age as f64 / 1000.0);
+                    self.propagation.record(age as f64 / 1000.0);
                 }
             }
         }
@@ -522,13 +588,15 @@ impl Follower {
                 break;
             }
             self.deadlines.pop_first();
-            self.lift(&jail, target).await;
+            self.lift(&jail, target);
         }
+        self.dispatch().await;
     }
 
     /// Writes pending changes and the cursor to the local store, on a blocking thread (SQLite
     /// must not stall the runtime's workers), waited for so that writes stay in order.
     async fn flush(&mut self) {
+        self.dispatch().await;
         self.prune_storm();
         if self.changes.is_empty() && self.cursor.as_deref() == Some(self.stats.last_id.as_str()) {
             return;
@@ -657,7 +725,7 @@ impl Follower {
         };
         let (lifted, before) = (stale.len(), self.held.len());
         for (jail, target) in stale {
-            self.lift(&jail, target).await;
+            self.lift(&jail, target);
         }
         let mut added = 0;
         for (_, event) in wanted {
@@ -700,7 +768,7 @@ impl Follower {
             let Value::Array(items) = list else { continue };
             for (id, fields) in items.iter().filter_map(entry_pairs) {
                 let id = id.to_string();
-                match FleetEvent::from_pairs(fields) {
+                match FleetEvent::from_entry(&fields) {
                     Ok(event) => self.apply(event, true).await,
                     Err(error) => {
                         metrics::fleet_errors("malformed").increment(1);
@@ -711,6 +779,7 @@ impl Follower {
                 last = id;
             }
         }
+        self.dispatch().await;
         self.stats.last_id = last.clone();
         if self.flushed_at.elapsed() >= FLUSH_EVERY {
             self.flush().await;
@@ -718,7 +787,8 @@ impl Follower {
         Ok(last)
     }
 
-    /// Closes every runner queue; returns the threads to join (each stops its actions).
+    /// Closes every runner queue (after [`Follower::flush`] handed over what was queued);
+    /// returns the threads to join (each stops its actions).
     pub fn finish(self) -> Vec<JoinHandle<()>> {
         self.runners.into_values().map(|r| r.thread).collect()
     }
@@ -1067,6 +1137,28 @@ mod tests {
             *m.entry(t).or_default() += 1;
         }
         m
+    }
+
+    #[test]
+    fn stored_events_read_packed_and_json() {
+        let event = FleetEvent {
+            op: Op::Ban,
+            jail: "sshd".into(),
+            target: "192.0.2.7/32".parse().unwrap(),
+            banned_at: 1_700_000_000_000,
+            expires_at: None,
+            ban_count: 1,
+            failures: 5,
+            ports: vec!["22".into()],
+            protocol: "tcp".into(),
+            origin: "central-1".into(),
+            hosts: Vec::new(),
+            lifts: None,
+        };
+        assert_eq!(stored_event(&event.to_packed()), Some(event.clone()));
+        // Stores written before version 2 hold JSON.
+        assert_eq!(stored_event(&event.to_json()), Some(event));
+        assert_eq!(stored_event("ban sshd"), None);
     }
 
     #[test]

@@ -422,7 +422,7 @@ async fn publish(
             .arg("~")
             .arg(config.stream_maxlen)
             .arg("*");
-        for (field, value) in event.to_fields() {
+        for (field, value) in event.to_entry(config.event_format) {
             xadd.arg(field).arg(value);
         }
         pipe.add_command(xadd).ignore();
