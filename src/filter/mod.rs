@@ -7,17 +7,18 @@
 pub(crate) mod engine;
 pub mod fail2ban;
 pub(crate) mod lookup;
+pub(crate) mod prefix;
 pub(crate) mod router;
 pub mod session;
 pub(crate) mod template;
 
 use std::sync::Arc;
 
-pub(crate) use engine::Prefixes;
 pub use engine::{
     parse_address, BadPattern, FailClass, Filter, FilterMatch, FilterSource, PatternError, Verdict,
 };
 pub(crate) use lookup::{locate, FilterFile};
+pub(crate) use prefix::Prefixes;
 
 /// A jail's compiled filter: a native TOML filter or a fail2ban `.conf` filter.
 #[derive(Debug, Clone)]
