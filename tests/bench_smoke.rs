@@ -74,6 +74,7 @@ fn corpus_offline_and_live_tcp_udp() {
         "--timeout",
         "30",
         "--tail",
+        "--one-core",
     ]);
     run(&[
         "live-udp",
