@@ -312,9 +312,7 @@ fn fast_3164<'a>(
     if b.get(i) != Some(&b':') || !matches!(b.get(i + 1), None | Some(b' ')) {
         return None;
     }
-    let mut timestamp = offset
-        .with_ymd_and_hms(year_of(month), month, day, h, m, sec)
-        .earliest()?;
+    let mut timestamp = stamp(year_of(month), month, day, (h, m, sec), offset)?;
     if nanos > 0 {
         timestamp = timestamp.with_nanosecond(nanos)?;
     }
@@ -329,6 +327,35 @@ fn fast_3164<'a>(
         message,
         repeat,
     })
+}
+
+/// The time a 3164 header names, as `offset.with_ymd_and_hms(..).earliest()` gives it (None
+/// for an impossible date), remembered for the next call on this thread: consecutive lines of
+/// a log mostly share their second, and building the date through chrono costs more than
+/// reading the rest of the header.
+fn stamp(
+    year: i32,
+    month: u32,
+    day: u32,
+    (h, m, sec): (u32, u32, u32),
+    offset: FixedOffset,
+) -> Option<DateTime<FixedOffset>> {
+    type Key = (i32, u32, u32, u32, u32, u32, i32);
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(Key, DateTime<FixedOffset>)>> =
+            const { std::cell::Cell::new(None) };
+    }
+    let key = (year, month, day, h, m, sec, offset.local_minus_utc());
+    if let Some((k, t)) = LAST.get() {
+        if k == key {
+            return Some(t);
+        }
+    }
+    let t = offset
+        .with_ymd_and_hms(year, month, day, h, m, sec)
+        .earliest()?;
+    LAST.set(Some((key, t)));
+    Some(t)
 }
 
 const MONTHS: [&str; 12] = [
@@ -777,6 +804,31 @@ mod tests {
         ];
         for line in slow_ones {
             assert!(!same_as_loose(line, now()), "fast path took {line:?}");
+        }
+    }
+
+    /// The remembered time is the one chrono builds, whatever came before (an impossible date
+    /// stays impossible, another zone or year is another time).
+    #[test]
+    fn remembered_stamps_are_the_ones_chrono_builds() {
+        let plus = FixedOffset::east_opt(3600).unwrap();
+        let utc = Utc.fix();
+        let calls = [
+            (2026, 11, 29, (18, 52, 53), utc),
+            (2026, 11, 29, (18, 52, 53), utc),
+            (2026, 11, 29, (18, 52, 53), plus),
+            (2025, 11, 29, (18, 52, 53), plus),
+            (2026, 2, 30, (0, 0, 0), utc),
+            (2026, 2, 30, (0, 0, 0), utc),
+            (2024, 2, 29, (23, 59, 59), utc),
+            (2026, 11, 29, (18, 52, 54), utc),
+            (2026, 11, 29, (18, 52, 53), utc),
+        ];
+        for (year, month, day, (h, m, s), offset) in calls {
+            let want = offset
+                .with_ymd_and_hms(year, month, day, h, m, s)
+                .earliest();
+            assert_eq!(stamp(year, month, day, (h, m, s), offset), want);
         }
     }
 

@@ -9,7 +9,7 @@
 //! line counts as missed, with a note (`--print-all-missed`) naming the host it would have been.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -147,6 +147,9 @@ pub struct LineResult {
     pub regex: Option<usize>,
     /// The line's own timestamp.
     pub time: Option<String>,
+    /// The same timestamp unformatted (the report formats only what it prints).
+    #[serde(skip)]
+    pub stamp: Option<NaiveDateTime>,
     /// `<F-USER>`.
     pub user: Option<String>,
     /// A failure that names no address (a DNS name `<HOST>` matched, or an `<F-ID>`): never
@@ -171,6 +174,8 @@ pub struct Judge<'a> {
     /// Whether missed lines get their time formatted too (JSON output shows it; the report
     /// only shows the times of matched lines, so it skips the work).
     pub times_for_missed: bool,
+    /// Whether `time` is formatted at all (the report keeps `stamp` and formats when it prints).
+    format_times: bool,
 }
 
 impl<'a> Judge<'a> {
@@ -183,6 +188,7 @@ impl<'a> Judge<'a> {
             now,
             now_utc: Utc::now(),
             times_for_missed: true,
+            format_times: true,
         }
     }
 
@@ -195,21 +201,23 @@ impl<'a> Judge<'a> {
                 line,
                 &self.zone,
                 self.now_utc,
-                self.times_for_missed,
+                self.times_for_missed && self.format_times,
+                self.format_times,
             ),
             FilterKind::Fail2ban(f) => {
                 let line = line.trim_end_matches(['\r', '\n']);
                 let (text, date) = f.cut_date(line, self.now);
                 let verdict = f.process(&mut self.state, &text);
+                let stamp = date.as_ref().and_then(|d| d.time);
                 let mut r = LineResult {
                     line: number,
                     result: "missed",
                     host: None,
                     regex: None,
-                    time: date
-                        .as_ref()
-                        .and_then(|d| d.time)
+                    time: stamp
+                        .filter(|_| self.format_times)
                         .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string()),
+                    stamp,
                     user: None,
                     unbannable: None,
                     date_template: date.map(|d| d.template),
@@ -244,11 +252,12 @@ impl<'a> Judge<'a> {
 /// Judges one line of a log with a native filter.
 #[cfg(test)]
 pub(crate) fn judge(filter: &Filter, number: u64, line: &str, zone: &Zone) -> LineResult {
-    judge_at(filter, number, line, zone, Utc::now(), true)
+    judge_at(filter, number, line, zone, Utc::now(), true, true)
 }
 
 /// [`judge`] with the reading time given (a 3164 date's year depends on it), once per log rather
-/// than once per line; a missed line's time is formatted only when `times_for_missed`.
+/// than once per line; a missed line's time is formatted only when `times_for_missed`, and no
+/// time at all unless `format` (the unformatted `stamp` is always there).
 pub(crate) fn judge_at(
     filter: &Filter,
     number: u64,
@@ -256,6 +265,7 @@ pub(crate) fn judge_at(
     zone: &Zone,
     now: DateTime<Utc>,
     times_for_missed: bool,
+    format: bool,
 ) -> LineResult {
     let (message, stamp) = match parse::parse(line, zone, now) {
         Ok(event) => (event.message, event.timestamp),
@@ -266,8 +276,9 @@ pub(crate) fn judge_at(
         Verdict::Ignored(i) => ("ignored", None, Some(i), None),
         Verdict::Missed => ("missed", None, None, None),
     };
+    let stamp = stamp.map(|t| t.naive_local());
     let time = match stamp {
-        Some(t) if result != "missed" || times_for_missed => Some(format_time(&t.naive_local())),
+        Some(t) if format && (result != "missed" || times_for_missed) => Some(format_time(&t)),
         _ => None,
     };
     LineResult {
@@ -276,6 +287,7 @@ pub(crate) fn judge_at(
         host,
         regex,
         time,
+        stamp,
         user,
         unbannable: None,
         date_template: None,
@@ -319,8 +331,8 @@ pub struct Summary {
     pub fail_hits: Vec<u64>,
     /// Hits per ignoreregex.
     pub ignore_hits: Vec<u64>,
-    /// Addresses with the times they failed.
-    pub hosts: BTreeMap<IpAddr, Vec<String>>,
+    /// Addresses with the times they failed (formatted when the report prints them).
+    pub hosts: BTreeMap<IpAddr, Vec<Option<NaiveDateTime>>>,
     /// Failures naming a DNS name or non-address id (counted as missed, never banned).
     pub unbannable: u64,
     /// Hits per date template (fail2ban filters), by template index.
@@ -349,6 +361,7 @@ pub fn run(
         .naive_local();
     let mut judge = Judge::new(loaded, *zone, now);
     judge.times_for_missed = options.json;
+    judge.format_times = options.json;
     let mut each = |number: u64, line: &str, out: &mut dyn Write| -> std::io::Result<()> {
         let r = judge.line(number, line);
         summary.lines += 1;
@@ -362,11 +375,7 @@ pub fn run(
                 summary.matched += 1;
                 summary.fail_hits[i] += 1;
                 if let Some(ip) = r.host {
-                    summary
-                        .hosts
-                        .entry(ip)
-                        .or_default()
-                        .push(r.time.clone().unwrap_or_else(|| "-".into()));
+                    summary.hosts.entry(ip).or_default().push(r.stamp);
                 }
             }
             ("ignored", Some(i)) => {
@@ -391,32 +400,24 @@ pub fn run(
         }
         Ok(())
     };
-    // One line buffer for the whole log: no allocation per valid UTF-8 line.
-    let mut read_all = |reader: &mut dyn BufRead, out: &mut dyn Write| -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(1024);
+    // Lines are judged where they lie in one big read buffer: no allocation per valid UTF-8 line.
+    let mut read_all = |reader: &mut dyn Read, out: &mut dyn Write| -> std::io::Result<()> {
         let mut number = 0;
-        loop {
-            buf.clear();
-            if reader.read_until(b'\n', &mut buf)? == 0 {
-                return Ok(());
-            }
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-            }
+        for_each_line(reader, |line| {
             number += 1;
             // Validating is several times cheaper than from_utf8_lossy's chunked walk, which
             // only invalid lines need.
-            match std::str::from_utf8(&buf) {
-                Ok(line) => each(number, line, out)?,
-                Err(_) => each(number, &String::from_utf8_lossy(&buf), out)?,
+            match std::str::from_utf8(line) {
+                Ok(line) => each(number, line, out),
+                Err(_) => each(number, &String::from_utf8_lossy(line), out),
             }
-        }
+        })
     };
     let log_name = if log == "-" {
         read_all(&mut std::io::stdin().lock(), out)?;
         "stdin".to_string()
     } else if Path::new(log).is_file() {
-        let mut file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(log)?);
+        let mut file = std::fs::File::open(log)?;
         read_all(&mut file, out)?;
         log.to_string()
     } else {
@@ -429,6 +430,46 @@ pub fn run(
     let secs = started.elapsed().as_secs_f64();
     report(out, &log_name, loaded, &summary, &printed, secs)?;
     Ok(summary)
+}
+
+/// Bytes read from the log at a time.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Calls `f` with every line of `reader` (without its `\n`; a last line without one is a line
+/// too), as `BufRead::read_until` would split them, but found with a vectorised `memchr` in
+/// megabyte reads and handed over in place. A line longer than the buffer grows it.
+fn for_each_line(
+    reader: &mut dyn Read,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match reader.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            if filled > 0 {
+                f(&buf[..filled])?;
+            }
+            return Ok(());
+        }
+        let end = filled + n;
+        let mut start = 0;
+        // The bytes before `filled` were searched already: they hold no newline.
+        for at in memchr::memchr_iter(b'\n', &buf[filled..end]) {
+            let nl = filled + at;
+            f(&buf[start..nl])?;
+            start = nl + 1;
+        }
+        buf.copy_within(start..end, 0);
+        filled = end - start;
+    }
 }
 
 fn report(
@@ -484,12 +525,15 @@ fn report(
     }
     writeln!(out, "\nAddresses found: {}", s.hosts.len())?;
     for (ip, times) in &s.hosts {
-        writeln!(
-            out,
-            "|  {ip} ({} failures: {})",
-            times.len(),
-            times.join(", ")
-        )?;
+        write!(out, "|  {ip} ({} failures: ", times.len())?;
+        for (i, t) in times.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            match t {
+                Some(t) => write!(out, "{sep}{}", format_time(t))?,
+                None => write!(out, "{sep}-")?,
+            }
+        }
+        writeln!(out, ")")?;
     }
     writeln!(out, "`-\n")?;
     for (kind, line) in printed {
@@ -543,6 +587,56 @@ mod tests {
         let mut out = Vec::new();
         let s = run(line, loaded, &Zone::Utc, Options::default(), &mut out).unwrap();
         (s, String::from_utf8(out).unwrap())
+    }
+
+    /// The megabyte-read splitter gives the lines `read_until` gives, whatever the read sizes.
+    #[test]
+    fn lines_split_as_read_until_splits_them() {
+        use std::io::BufRead;
+        /// Hands out at most `step` bytes per read.
+        struct Trickle<'a>(&'a [u8], usize);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.1.min(buf.len()).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let long = "x".repeat(READ_CHUNK * 2 + 3);
+        let texts = [
+            String::new(),
+            "\n".into(),
+            "a".into(),
+            "a\n".into(),
+            "a\n\nb".into(),
+            "a\r\nb\n\n".into(),
+            format!("one\n{long}\ntwo"),
+            format!("{long}\n"),
+        ];
+        for text in &texts {
+            let mut want = Vec::new();
+            let mut reader = text.as_bytes();
+            loop {
+                let mut line = Vec::new();
+                if reader.read_until(b'\n', &mut line).unwrap() == 0 {
+                    break;
+                }
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                want.push(line);
+            }
+            for step in [1, 7, READ_CHUNK, usize::MAX] {
+                let mut got = Vec::new();
+                for_each_line(&mut Trickle(text.as_bytes(), step), |l| {
+                    got.push(l.to_vec());
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(got, want, "{:?}, step {step}", &text[..text.len().min(20)]);
+            }
+        }
     }
 
     #[test]

@@ -74,6 +74,7 @@ fn corpus_offline_and_live_tcp_udp() {
         "--timeout",
         "30",
         "--tail",
+        "--one-core",
     ]);
     // UDP from both senders (the C blaster compiled as bench/live-udp.sh does), the corpus and
     // a small botnet, every address of which must be banned; the daemon measured twice, as

@@ -36,6 +36,46 @@ pub struct TcpArgs {
     /// can), to show what watching costs; without one, publishing is one atomic load.
     #[arg(long)]
     pub tail: bool,
+    /// Also measure jailsink pinned to one core (`taskset -a -p -c 0`, every thread), next to
+    /// the same run on every core, to show how the connections scale.
+    #[arg(long)]
+    pub one_core: bool,
+}
+
+/// CPU time a process (all its threads) has used so far, seconds (0 once it is gone).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // After the `(comm)` field: state is field 3, utime 14 and stime 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// Pins every thread of `pid` to CPU 0 (taskset from util-linux).
+fn pin_to_one_core(pid: u32) -> Result<(), String> {
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &pid.to_string()])
+        .output()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "taskset: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// Connects a `tail` client to `daemon` and reads (and discards) its stream on a thread until
@@ -85,6 +125,8 @@ pub struct LiveRow {
     pub rate: f64,
     /// Peak RSS seen, KiB.
     pub rss_kib: u64,
+    /// CPU seconds the receiver used per million messages (all threads, user + system).
+    pub cpu_per_million: f64,
 }
 
 /// Messages jailsink has counted on `transport`.
@@ -131,15 +173,28 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
     let mut rows = Vec::new();
     let timeout = Duration::from_secs(args.timeout as u64);
     let watched: &[bool] = if args.tail { &[false, true] } else { &[false] };
+    let pinnings: &[bool] = if args.one_core {
+        &[false, true]
+    } else {
+        &[false]
+    };
     for &connections in &args.connections {
         for octet in [false, true] {
             let framing = if octet { "octet" } else { "lf" };
-            for &tailing in watched {
+            for (&tailing, &pinned) in watched
+                .iter()
+                .flat_map(|t| pinnings.iter().map(move |p| (t, p)))
+                .filter(|(t, p)| !(**t && **p))
+            {
                 // jailsink
                 let daemon = fresh_daemon(jailsink, LIVE_JAILS)?;
                 let watcher = if tailing { Some(watch(&daemon)?) } else { None };
-                let start = Instant::now();
                 let pid = daemon.pid();
+                if pinned {
+                    pin_to_one_core(pid)?;
+                }
+                let cpu_before = cpu_seconds(pid);
+                let start = Instant::now();
                 let peak = Arc::new(AtomicU64::new(0));
                 let sent = send_tcp(daemon.tcp, &lines, connections, octet, 0)?;
                 let counted = support::poll(timeout, POLL, || {
@@ -147,6 +202,7 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
                     received(&daemon, "tcp") >= sent.messages as f64
                 });
                 let secs = start.elapsed().as_secs_f64();
+                let cpu = cpu_seconds(pid) - cpu_before;
                 if !counted {
                     return Err(format!(
                         "jailsink counted {} of {}",
@@ -155,10 +211,10 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
                     ));
                 }
                 rows.push(LiveRow {
-                    receiver: if tailing {
-                        "jailsink + tail client"
-                    } else {
-                        "jailsink"
+                    receiver: match (tailing, pinned) {
+                        (true, _) => "jailsink + tail client",
+                        (false, true) => "jailsink, one core",
+                        (false, false) => "jailsink",
                     }
                     .into(),
                     connections,
@@ -166,6 +222,7 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
                     messages: sent.messages,
                     rate: sent.messages as f64 / secs,
                     rss_kib: peak.load(Ordering::Relaxed),
+                    cpu_per_million: cpu / (sent.messages as f64 / 1e6),
                 });
                 drop(daemon);
                 if let Some(watcher) = watcher {
@@ -180,6 +237,7 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
             let port = support::free_port();
             let r = rsyslog(rsyslogd, port)?;
             let pid = r.pid();
+            let cpu_before = cpu_seconds(pid);
             let start = Instant::now();
             let sent = send_tcp(
                 SocketAddr::from(([127, 0, 0, 1], port)),
@@ -194,6 +252,7 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
                 written(&r) >= expected_bytes
             });
             let secs = start.elapsed().as_secs_f64();
+            let cpu = cpu_seconds(pid) - cpu_before;
             if !done {
                 return Err(format!(
                     "rsyslogd wrote {} of {expected_bytes} bytes",
@@ -207,21 +266,45 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
                 messages: sent.messages,
                 rate: sent.messages as f64 / secs,
                 rss_kib: peak,
+                cpu_per_million: cpu / (sent.messages as f64 / 1e6),
             });
         }
     }
-    println!("| receiver | connections | framing | messages | msg/s (all counted) | peak RSS |");
-    println!("|---|---:|---|---:|---:|---:|");
+    println!(
+        "| receiver | connections | framing | messages | msg/s (all counted) | CPU s per 1M msg | peak RSS | vs rsyslogd |"
+    );
+    println!("|---|---:|---|---:|---:|---:|---:|---:|");
     for r in &rows {
+        let rsyslogd = rows.iter().find(|o| {
+            o.receiver == "rsyslogd" && o.connections == r.connections && o.framing == r.framing
+        });
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.1} MB |",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.1} MB | {} |",
             r.receiver,
             r.connections,
             r.framing,
             r.messages,
             r.rate,
-            r.rss_kib as f64 / 1024.0
+            r.cpu_per_million,
+            r.rss_kib as f64 / 1024.0,
+            rsyslogd.map_or("-".into(), |o| format!("{:.2}x", r.rate / o.rate))
         );
+    }
+    for r in rows.iter().filter(|r| r.receiver == "jailsink") {
+        if let Some(one) = rows.iter().find(|o| {
+            o.receiver == "jailsink, one core"
+                && o.connections == r.connections
+                && o.framing == r.framing
+        }) {
+            println!(
+                "scaling, {} connection(s), {}: every core {:.0} msg/s / one core {:.0} msg/s = {:.2}x",
+                r.connections,
+                r.framing,
+                r.rate,
+                one.rate,
+                r.rate / one.rate
+            );
+        }
     }
     Ok(rows)
 }

@@ -24,8 +24,9 @@ pub struct Args {
     pub skip: Vec<String>,
 }
 
-/// Runs a command to its end with stdout to `out`; returns (wall seconds, max RSS in KiB).
-fn timed(cmd: &mut Command, stdin: Option<&Path>, out: &Path) -> Result<(f64, u64, i32), String> {
+/// Runs a command to its end with stdout to `out`; returns (wall seconds, max RSS in KiB, CPU
+/// seconds, user + system).
+fn timed(cmd: &mut Command, stdin: Option<&Path>, out: &Path) -> Result<(f64, u64, f64), String> {
     let file = std::fs::File::create(out).map_err(|e| e.to_string())?;
     let input = match stdin {
         Some(p) => Stdio::from(std::fs::File::open(p).map_err(|e| e.to_string())?),
@@ -48,7 +49,12 @@ fn timed(cmd: &mut Command, stdin: Option<&Path>, out: &Path) -> Result<(f64, u6
     if r < 0 {
         return Err("wait4 failed".into());
     }
-    Ok((secs, usage.ru_maxrss as u64, status))
+    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((
+        secs,
+        usage.ru_maxrss as u64,
+        cpu(usage.ru_utime) + cpu(usage.ru_stime),
+    ))
 }
 
 /// One tool's offline result.
@@ -64,6 +70,8 @@ pub struct OfflineRow {
     pub found: u64,
     /// Max RSS, KiB.
     pub rss_kib: u64,
+    /// CPU seconds (user + system): steadier than wall time on a shared machine.
+    pub cpu_seconds: f64,
 }
 
 /// Every tool on the same corpus.log, one after the other; prints a table.
@@ -84,7 +92,7 @@ pub fn offline(args: &Args) -> Result<Vec<OfflineRow>, String> {
             return Ok(());
         }
         let path = out(tool);
-        let (seconds, rss_kib, _) = timed(cmd, stdin, &path)?;
+        let (seconds, rss_kib, cpu_seconds) = timed(cmd, stdin, &path)?;
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         rows.push(OfflineRow {
             tool: tool.into(),
@@ -92,6 +100,7 @@ pub fn offline(args: &Args) -> Result<Vec<OfflineRow>, String> {
             seconds,
             found: count(&text),
             rss_kib,
+            cpu_seconds,
         });
         Ok(())
     };
@@ -146,10 +155,9 @@ pub fn offline(args: &Args) -> Result<Vec<OfflineRow>, String> {
         None,
         &lines_matched,
     )?;
-    let base = rows
-        .iter()
-        .find(|r| r.tool == "jailsink")
-        .map_or(1.0, |r| r.rate);
+    let jailsink_row = rows.iter().find(|r| r.tool == "jailsink");
+    let base = jailsink_row.map_or(1.0, |r| r.rate);
+    let base_cpu = jailsink_row.map_or(1.0, |r| r.cpu_seconds);
     println!(
         "corpus: {} lines, {} sshd failures (ground truth), {} addresses",
         truth.lines,
@@ -157,19 +165,21 @@ pub fn offline(args: &Args) -> Result<Vec<OfflineRow>, String> {
         truth.sshd_hosts.len()
     );
     println!(
-        "| tool | lines/s | seconds | sshd failures found | vs truth | max RSS | jailsink is |"
+        "| tool | lines/s | seconds | CPU seconds | sshd failures found | vs truth | max RSS | jailsink is | jailsink is, by CPU |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.2} | {} | {:+.2}% | {:.1} MB | {:.1}x |",
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {:+.2}% | {:.1} MB | {:.2}x | {:.2}x |",
             r.tool,
             r.rate,
             r.seconds,
+            r.cpu_seconds,
             r.found,
             (r.found as f64 / truth.sshd_failures.max(1) as f64 - 1.0) * 100.0,
             r.rss_kib as f64 / 1024.0,
-            base / r.rate
+            base / r.rate,
+            r.cpu_seconds / base_cpu.max(1e-9)
         );
     }
     Ok(rows)

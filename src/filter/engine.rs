@@ -7,6 +7,7 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use regex_automata::util::primitives::NonMaxUsize;
 use regex_automata::{meta, Anchored, Input};
 
+use super::prefix::Prefixes;
 use super::template::{self, GroupRole, TagError};
 
 /// Compiled regexes may use this much memory each; a pattern beyond it is a config error.
@@ -287,56 +288,6 @@ impl Split {
     }
 }
 
-/// Which failregexes could match a message, decided by the literal text each pattern must start
-/// with. syslog failregexes are anchored (`^Failed `, `^Invalid user `): comparing a message's
-/// first bytes with a handful of literals rules out every pattern but the one that can match, so
-/// only its capturing regex runs, once, instead of a `RegexSet` pass over the whole message and
-/// then the captures. Unusable (None) as soon as one pattern has no anchored literal prefix; the
-/// `RegexSet` path is used then.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Prefixes(Option<Vec<Vec<Box<[u8]>>>>);
-
-impl Prefixes {
-    /// The prefixes of `patterns` (expanded regex texts), if every one has some.
-    pub(crate) fn new<S: AsRef<str>>(patterns: &[S]) -> Prefixes {
-        let all: Option<Vec<_>> = patterns.iter().map(|p| prefixes_of(p.as_ref())).collect();
-        Prefixes(all.filter(|a| !a.is_empty()))
-    }
-
-    /// True when [`Prefixes::could_match`] can stand in for a `RegexSet`.
-    pub(crate) fn usable(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// False when pattern `index` cannot match `text`.
-    pub(crate) fn could_match(&self, index: usize, text: &str) -> bool {
-        match self.0.as_ref().and_then(|p| p.get(index)) {
-            Some(prefixes) => prefixes.iter().any(|p| text.as_bytes().starts_with(p)),
-            None => true,
-        }
-    }
-}
-
-/// Literals one of which starts every match of `pattern`, when it is anchored at the start of
-/// the text and has a small finite set of them.
-pub(crate) fn prefixes_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
-    use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
-    if !hir
-        .properties()
-        .look_set_prefix()
-        .contains(regex_syntax::hir::Look::Start)
-    {
-        return None;
-    }
-    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
-    let literals = seq.literals()?;
-    if literals.is_empty() || literals.len() > 64 {
-        return None;
-    }
-    Some(literals.iter().map(|l| l.as_bytes().into()).collect())
-}
-
 /// A compiled filter.
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -511,9 +462,15 @@ impl Filter {
     /// The address a successful login in `message` came from (successregex), if any.
     pub fn success(&self, message: &str) -> Option<IpAddr> {
         let content = self.content(message)?;
-        (0..self.success.len())
-            .filter(|&i| self.success_prefixes.could_match(i, content))
-            .find_map(|i| self.success_for(i, content))
+        if !self.success_prefixes.usable() {
+            return (0..self.success.len()).find_map(|i| self.success_for(i, content));
+        }
+        let mut found = None;
+        self.success_prefixes.candidates(content, |i| {
+            found = self.success_for(i, content);
+            found.is_some()
+        });
+        found
     }
 
     /// Runs successregex `index` on `content` (the message, or what prefregex leaves of it).
@@ -553,14 +510,12 @@ impl Filter {
             return Verdict::Missed;
         };
         if self.prefixes.usable() {
-            for index in 0..self.fail.len() {
-                if self.prefixes.could_match(index, content) {
-                    if let Some(verdict) = self.verdict_for(index, content) {
-                        return verdict;
-                    }
-                }
-            }
-            return Verdict::Missed;
+            let mut verdict = None;
+            self.prefixes.candidates(content, |index| {
+                verdict = self.verdict_for(index, content);
+                verdict.is_some()
+            });
+            return verdict.unwrap_or(Verdict::Missed);
         }
         if !self.fail_set.is_match(content) {
             return Verdict::Missed;

@@ -7,6 +7,7 @@
 pub(crate) mod engine;
 pub mod fail2ban;
 pub(crate) mod lookup;
+pub(crate) mod prefix;
 pub(crate) mod router;
 pub mod session;
 pub(crate) mod template;

@@ -67,7 +67,9 @@ pub(crate) struct Router {
     /// Held failures of each native jail whose filter holds some (pendingregex, echoregex);
     /// the lock is taken only for lines such a filter matched.
     sessions: Vec<Option<Mutex<Sessions>>>,
-    by_program: HashMap<Box<str>, Route>,
+    /// Looked up once per message: foldhash rather than SipHash (program names are not a
+    /// flooding risk here: the table is fixed at build, a miss costs one hash).
+    by_program: HashMap<Box<str>, Route, foldhash::fast::RandomState>,
     fallback: Route,
 }
 
@@ -80,7 +82,7 @@ impl Router {
             .collect();
         programs.sort_unstable();
         programs.dedup();
-        let mut by_program = HashMap::new();
+        let mut by_program = HashMap::default();
         for program in programs {
             let members = (0..jails.len()).filter(|&i| {
                 jails[i].programs.is_empty() || jails[i].programs.iter().any(|p| p == program)

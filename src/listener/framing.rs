@@ -98,33 +98,28 @@ impl FrameDecoder {
                     self.state = State::Start;
                     return Ok(Some(Frame::Message(buf.split_to(len).freeze())));
                 }
-                State::Line(searched) => {
-                    match buf[searched..]
-                        .iter()
-                        .position(|&b| b == b'\n' || b == b'\0')
-                    {
-                        Some(at) => {
-                            let end = searched + at;
-                            self.state = State::Start;
-                            if end > self.max {
-                                buf.advance(end + 1);
-                                return Ok(Some(Frame::Oversized));
-                            }
-                            let line = buf.split_to(end).freeze();
-                            buf.advance(1);
-                            return Ok(Some(Frame::Message(line)));
-                        }
-                        None if buf.len() > self.max => {
-                            buf.clear();
-                            self.state = State::SkipLine;
+                State::Line(searched) => match memchr::memchr2(b'\n', b'\0', &buf[searched..]) {
+                    Some(at) => {
+                        let end = searched + at;
+                        self.state = State::Start;
+                        if end > self.max {
+                            buf.advance(end + 1);
                             return Ok(Some(Frame::Oversized));
                         }
-                        None => {
-                            self.state = State::Line(buf.len());
-                            return Ok(None);
-                        }
+                        let line = buf.split_to(end).freeze();
+                        buf.advance(1);
+                        return Ok(Some(Frame::Message(line)));
                     }
-                }
+                    None if buf.len() > self.max => {
+                        buf.clear();
+                        self.state = State::SkipLine;
+                        return Ok(Some(Frame::Oversized));
+                    }
+                    None => {
+                        self.state = State::Line(buf.len());
+                        return Ok(None);
+                    }
+                },
                 State::SkipCount(left) => {
                     let take = left.min(buf.len());
                     buf.advance(take);
@@ -134,7 +129,7 @@ impl FrameDecoder {
                     }
                     self.state = State::Start;
                 }
-                State::SkipLine => match buf.iter().position(|&b| b == b'\n' || b == b'\0') {
+                State::SkipLine => match memchr::memchr2(b'\n', b'\0', buf) {
                     Some(at) => {
                         buf.advance(at + 1);
                         self.state = State::Start;

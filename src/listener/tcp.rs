@@ -178,6 +178,9 @@ async fn connection<S: AsyncRead + Unpin>(
         let receipt = Receipt::now();
         let pipeline = shared.load_full();
         let at_end = n == 0;
+        // Counted once per read: one shared atomic add instead of one per message, which
+        // the connections of every core would contend for.
+        let mut messages = 0;
         loop {
             let frame = if at_end {
                 decoder.finish(&mut buf)
@@ -185,6 +188,7 @@ async fn connection<S: AsyncRead + Unpin>(
                 match decoder.decode(&mut buf) {
                     Ok(frame) => frame,
                     Err(error) => {
+                        received.increment(messages);
                         pipeline.drop_unparseable();
                         tracing::warn!(%peer, %error, "closing connection");
                         return;
@@ -194,11 +198,11 @@ async fn connection<S: AsyncRead + Unpin>(
             match frame {
                 None => break,
                 Some(Frame::Oversized) => {
-                    received.increment(1);
+                    messages += 1;
                     pipeline.drop_too_large();
                 }
                 Some(Frame::Message(bytes)) => {
-                    received.increment(1);
+                    messages += 1;
                     pipeline.process(&bytes, receipt, origin, &mut found);
                 }
             }
@@ -206,6 +210,7 @@ async fn connection<S: AsyncRead + Unpin>(
                 break;
             }
         }
+        received.increment(messages);
         for failure in found.drain(..) {
             if failures.send(failure).await.is_err() {
                 return;

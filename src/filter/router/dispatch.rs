@@ -9,7 +9,7 @@
 use aho_corasick::AhoCorasick;
 use regex::{RegexSet, RegexSetBuilder};
 
-use crate::filter::engine::prefixes_of;
+use crate::filter::prefix::prefixes_of;
 
 /// The candidate patterns of a route, found without running their regexes.
 #[derive(Debug, Default)]
