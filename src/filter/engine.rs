@@ -7,6 +7,7 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use regex_automata::util::primitives::NonMaxUsize;
 use regex_automata::{meta, Anchored, Input};
 
+use super::dispatch::Dispatch;
 use super::prefix::Prefixes;
 use super::template::{self, GroupRole, TagError};
 
@@ -299,6 +300,8 @@ pub struct Filter {
     success_texts: Vec<String>,
     success_prefixes: Prefixes,
     prefixes: Prefixes,
+    /// Used when `prefixes` is not: literal gates per pattern, a set for the rest.
+    dispatch: Dispatch,
     fail_set: RegexSet,
     ignore: RegexSet,
     prefregex: Option<(Regex, usize)>,
@@ -408,6 +411,17 @@ impl Filter {
                 reason,
             }]
         })?;
+        let prefixes = Prefixes::new(&expanded_fail);
+        let dispatch = if prefixes.usable() {
+            Dispatch::default()
+        } else {
+            Dispatch::new(&expanded_fail).map_err(|reason| {
+                vec![PatternError {
+                    key: "failregex".into(),
+                    reason: reason.into(),
+                }]
+            })?
+        };
         let ignore = build_set(&expanded_ignore).map_err(|reason| {
             vec![PatternError {
                 key: "ignoreregex".into(),
@@ -421,7 +435,8 @@ impl Filter {
             success_prefixes: Prefixes::new(&success_texts),
             success,
             success_texts,
-            prefixes: Prefixes::new(&expanded_fail),
+            prefixes,
+            dispatch,
             fail_set,
             ignore,
             prefregex,
@@ -517,15 +532,13 @@ impl Filter {
             });
             return verdict.unwrap_or(Verdict::Missed);
         }
-        if !self.fail_set.is_match(content) {
-            return Verdict::Missed;
-        }
-        for index in self.fail_set.matches(content).iter() {
-            if let Some(verdict) = self.verdict_for(index, content) {
-                return verdict;
+        let mut verdict = None;
+        self.dispatch.candidates(content, |index| {
+            if verdict.is_none() {
+                verdict = self.verdict_for(index, content);
             }
-        }
-        Verdict::Missed
+        });
+        verdict.unwrap_or(Verdict::Missed)
     }
 
     /// Runs failregex `index` (known to match) with captures, then ignoreregex.
@@ -744,8 +757,10 @@ mod tests {
             &[r"user root"],
         );
         assert!(f.prefixes.usable());
+        // The other path: the per-pattern dispatch (itself checked against a plain RegexSet).
         let mut slow = f.clone();
         slow.prefixes = Prefixes::default();
+        slow.dispatch = Dispatch::new(f.fail_patterns()).unwrap();
         for line in [
             "Failed password for invalid user x from 192.0.2.1 port 1",
             "Invalid user Failed from 192.0.2.2",

@@ -4,6 +4,7 @@
 //! The live path goes through [`router::Router`], which puts every failregex of the jails fed by
 //! one program into a single `RegexSet` and runs a capturing regex only for the pattern that hit.
 
+pub(crate) mod dispatch;
 pub(crate) mod engine;
 pub mod fail2ban;
 pub(crate) mod lookup;

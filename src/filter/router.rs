@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use super::dispatch::Dispatch;
 use super::fail2ban::{FailureId, LineState};
 use super::session::{self, Sessions};
 use super::{FailClass, Filter, FilterMatch, JailFilter, Verdict};
 use crate::parse::{Event, ProcId};
 
-mod dispatch;
 mod explain;
 pub(crate) use explain::Explained;
 
@@ -42,7 +42,7 @@ pub(crate) struct JailRoute {
 #[derive(Debug, Default)]
 struct Route {
     /// Which patterns could match a message.
-    dispatch: dispatch::Dispatch,
+    dispatch: Dispatch,
     /// (jail, failregex index, is a successregex) for each pattern, grouped by jail.
     owners: Vec<(usize, usize, bool)>,
     /// Jails whose native filter has a prefregex: checked one by one.
@@ -328,7 +328,7 @@ fn build_route(
             route.owners.push((jail, regex, true));
         }
     }
-    route.dispatch = dispatch::Dispatch::new(&patterns).map_err(RouterError)?;
+    route.dispatch = Dispatch::new(&patterns).map_err(RouterError)?;
     Ok(route)
 }
 

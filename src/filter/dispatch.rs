@@ -12,8 +12,8 @@ use regex::{RegexSet, RegexSetBuilder};
 use crate::filter::prefix::prefixes_of;
 
 /// The candidate patterns of a route, found without running their regexes.
-#[derive(Debug, Default)]
-pub(super) struct Dispatch {
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Dispatch {
     /// For each first byte, the patterns (ascending) one of whose prefixes starts with it.
     by_byte: Vec<Vec<usize>>,
     /// The literal prefixes of each pattern; None for the patterns in `rest`.
@@ -49,10 +49,10 @@ fn starts_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
 
 impl Dispatch {
     /// The dispatch of `patterns` (expanded regex texts), numbered as given.
-    pub(super) fn new(patterns: &[&str]) -> Result<Dispatch, regex::Error> {
+    pub(crate) fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Dispatch, regex::Error> {
         let prefixes: Vec<Option<Vec<Box<[u8]>>>> = patterns
             .iter()
-            .map(|p| prefixes_of(p).filter(|all| all.iter().all(|l| !l.is_empty())))
+            .map(|p| prefixes_of(p.as_ref()).filter(|all| all.iter().all(|l| !l.is_empty())))
             .collect();
         let mut by_byte = vec![Vec::new(); 256];
         let mut rest = Vec::new();
@@ -67,7 +67,7 @@ impl Dispatch {
                         by_byte[usize::from(byte)].push(index);
                     }
                 }
-                None => match starts_of(patterns[index]) {
+                None => match starts_of(patterns[index].as_ref()) {
                     Some(starts) => {
                         owners.extend(std::iter::repeat_n(index, starts.len()));
                         literals.extend(starts);
@@ -94,7 +94,7 @@ impl Dispatch {
         let rest = if rest.is_empty() {
             None
         } else {
-            let set = RegexSetBuilder::new(rest.iter().map(|&i| patterns[i]))
+            let set = RegexSetBuilder::new(rest.iter().map(|&i| patterns[i].as_ref()))
                 .size_limit(64 << 20)
                 .build()?;
             Some((set, rest))
@@ -109,7 +109,7 @@ impl Dispatch {
 
     /// Calls `candidate(index)` in ascending order for every pattern that could match
     /// `message`; patterns it skips cannot match.
-    pub(super) fn candidates(&self, message: &str, candidate: impl FnMut(usize)) {
+    pub(crate) fn candidates(&self, message: &str, candidate: impl FnMut(usize)) {
         let bytes = message.as_bytes();
         let prefixed = bytes
             .first()
