@@ -107,9 +107,10 @@ impl Dispatch {
         })
     }
 
-    /// Calls `candidate(index)` in ascending order for every pattern that could match
-    /// `message`; patterns it skips cannot match.
-    pub(crate) fn candidates(&self, message: &str, candidate: impl FnMut(usize)) {
+    /// Calls `candidate(index, loose)` in ascending order for every pattern that could match
+    /// `message`; patterns it skips cannot match. `loose` marks a candidate found only by a
+    /// literal somewhere in the message: worth a cheap `is_match` before any captures.
+    pub(crate) fn candidates(&self, message: &str, mut candidate: impl FnMut(usize, bool)) {
         let bytes = message.as_bytes();
         let prefixed = bytes
             .first()
@@ -123,25 +124,25 @@ impl Dispatch {
                     .is_some_and(|p| p.iter().any(|l| bytes.starts_with(l)))
             });
         if self.inner.is_none() && self.rest.is_none() {
-            prefixed.for_each(candidate);
+            prefixed.for_each(|i| candidate(i, false));
             return;
         }
-        let mut all: Vec<usize> = prefixed.collect();
+        let mut all: Vec<(usize, bool)> = prefixed.map(|i| (i, false)).collect();
         if let Some((ac, owners)) = &self.inner {
             all.extend(
                 ac.find_overlapping_iter(bytes)
-                    .map(|m| owners[m.pattern().as_usize()]),
+                    .map(|m| (owners[m.pattern().as_usize()], true)),
             );
         }
         if let Some((set, owners)) = &self.rest {
             if set.is_match(message) {
-                all.extend(set.matches(message).iter().map(|i| owners[i]));
+                all.extend(set.matches(message).iter().map(|i| (owners[i], false)));
             }
         }
-        // Patterns are tried in their order, each once.
+        // Patterns are tried in their order, each once (each pattern has one path).
         all.sort_unstable();
         all.dedup();
-        all.into_iter().for_each(candidate);
+        all.into_iter().for_each(|(i, loose)| candidate(i, loose));
     }
 }
 
@@ -152,7 +153,7 @@ mod tests {
     /// The candidates whose regex matches: what the router ends up trying.
     fn found(d: &Dispatch, patterns: &[&str], message: &str) -> Vec<usize> {
         let mut out = Vec::new();
-        d.candidates(message, |i| out.push(i));
+        d.candidates(message, |i, _| out.push(i));
         assert!(out.windows(2).all(|w| w[0] < w[1]), "in order, once each");
         out.into_iter()
             .filter(|&i| regex::Regex::new(patterns[i]).unwrap().is_match(message))
@@ -173,7 +174,7 @@ mod tests {
         assert_eq!(d.inner.as_ref().unwrap().1, [1, 1]);
         assert_eq!(d.rest.as_ref().unwrap().1, [3]);
         let mut none = Vec::new();
-        d.candidates("Accepted password for bob", |i| none.push(i));
+        d.candidates("Accepted password for bob", |i, _| none.push(i));
         assert!(none.is_empty(), "{none:?}");
         assert_eq!(
             found(&d, &patterns, "Failed password for root from 192.0.2.1"),

@@ -533,12 +533,21 @@ impl Filter {
             return verdict.unwrap_or(Verdict::Missed);
         }
         let mut verdict = None;
-        self.dispatch.candidates(content, |index| {
-            if verdict.is_none() {
+        self.dispatch.candidates(content, |index, loose| {
+            if verdict.is_none() && (!loose || self.could_match(index, false, content)) {
                 verdict = self.verdict_for(index, content);
             }
         });
         verdict.unwrap_or(Verdict::Missed)
+    }
+
+    /// Whether failregex (or, with `success`, successregex) `index` matches `content` at all:
+    /// cheaper than the captures, for candidates a literal alone suggested.
+    pub(crate) fn could_match(&self, index: usize, success: bool, content: &str) -> bool {
+        let patterns = if success { &self.success } else { &self.fail };
+        patterns
+            .get(index)
+            .is_some_and(|p| p.regex.is_match(content))
     }
 
     /// Runs failregex `index` (known to match) with captures, then ignoreregex.

@@ -141,7 +141,7 @@ impl Router {
             .and_then(|p| self.by_program.get(p))
             .unwrap_or(&self.fallback);
         let mut decided: Option<usize> = None;
-        let try_pattern = |index: usize| {
+        let try_pattern = |index: usize, loose: bool| {
             let (jail, regex, success) = route.owners[index];
             if decided == Some(jail) || !self.takes_host(jail, hostname) {
                 return;
@@ -149,6 +149,9 @@ impl Router {
             let JailFilter::Native(filter) = &self.jails[jail].filter else {
                 return;
             };
+            if loose && !filter.could_match(regex, success, message) {
+                return;
+            }
             if success {
                 if let Some(ip) = filter.success_for(regex, message) {
                     decided = Some(jail);
