@@ -811,7 +811,7 @@ fn busiest_minute(applied: &BTreeMap<u64, u32>, at: u64, window: u64, max: u64) 
         return around;
     }
     // Prefix sums over the entries around `at`; each window [a, a + window - 1] that covers
-    // `at` and starts at `lo` or at an entry counts what lies in it.
+    // `at` counts what lies in it.
     let near: Vec<(u64, u64)> = applied
         .range(lo..=hi)
         .map(|(&t, &n)| (t, u64::from(n)))
@@ -821,7 +821,17 @@ fn busiest_minute(applied: &BTreeMap<u64, u32>, at: u64, window: u64, max: u64) 
     for (_, n) in &near {
         prefix.push(prefix.last().copied().unwrap_or(0) + n);
     }
-    let starts = std::iter::once(lo).chain(near.iter().map(|e| e.0).filter(|&t| t <= at));
+    // The count only changes where a window's start or end meets an entry, so these starts
+    // find the fullest: `lo`, `at` itself, entries before `at`, and, for entries after `at`
+    // (bans decided later but applied first, as a snapshot may order them), the start that
+    // puts them at the window's end.
+    let starts = [lo, at].into_iter().chain(near.iter().map(|e| {
+        if e.0 <= at {
+            e.0
+        } else {
+            e.0.saturating_sub(window - 1).max(lo)
+        }
+    }));
     starts
         .map(|a| {
             let b = a.saturating_add(window - 1);
@@ -1174,6 +1184,11 @@ mod tests {
         // Out of the window either side: none.
         assert_eq!(busiest_minute(&m, 5_000_000 + w, w, 3), 0);
         assert_eq!(busiest_minute(&m, 5_000_000 - w, w, 3), 0);
+        // Bans decided after `at` but applied before it (a snapshot's order) count too.
+        let m = map(&[2_000_010, 2_000_020, 2_000_030]);
+        assert_eq!(busiest_minute(&m, 2_000_000, w, 3), 3);
+        let m = map(&[2_000_010, 2_000_000 + w]);
+        assert_eq!(busiest_minute(&m, 2_000_000, w, 2), 1, "one end each");
         // Two clusters two windows apart, `at` between them: only one cluster per window.
         let m = map(&[1_000_000, 1_000_000, 1_100_000, 1_100_000]);
         assert_eq!(busiest_minute(&m, 1_050_000, w, 3), 2);
