@@ -9,7 +9,7 @@
 use aho_corasick::AhoCorasick;
 use regex::{RegexSet, RegexSetBuilder};
 
-use crate::filter::prefix::prefixes_of;
+use crate::filter::prefix::{prefixes_of, starting_literals};
 
 /// The candidate patterns of a route, found without running their regexes.
 #[derive(Debug, Clone, Default)]
@@ -32,19 +32,7 @@ const MIN_INNER_LITERAL: usize = 4;
 /// The literals one of which starts every match of `pattern`, when they are few and long
 /// enough to be worth a search.
 fn starts_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
-    use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
-    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
-    let literals = seq.literals()?;
-    if literals.is_empty()
-        || literals.len() > 64
-        || literals
-            .iter()
-            .any(|l| l.as_bytes().len() < MIN_INNER_LITERAL)
-    {
-        return None;
-    }
-    Some(literals.iter().map(|l| l.as_bytes().into()).collect())
+    starting_literals(pattern, false).filter(|all| all.iter().all(|l| l.len() >= MIN_INNER_LITERAL))
 }
 
 impl Dispatch {

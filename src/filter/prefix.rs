@@ -116,12 +116,19 @@ impl Prefixes {
 /// Literals one of which starts every match of `pattern`, when it is anchored at the start of
 /// the text and has a small finite set of them.
 pub(crate) fn prefixes_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
+    starting_literals(pattern, true)
+}
+
+/// Literals one of which starts every match of `pattern`, when there are at most
+/// `MAX_LITERALS`; with `anchored`, only for a pattern anchored at the start of the text.
+pub(crate) fn starting_literals(pattern: &str, anchored: bool) -> Option<Vec<Box<[u8]>>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
-    if !hir
-        .properties()
-        .look_set_prefix()
-        .contains(regex_syntax::hir::Look::Start)
+    if anchored
+        && !hir
+            .properties()
+            .look_set_prefix()
+            .contains(regex_syntax::hir::Look::Start)
     {
         return None;
     }
