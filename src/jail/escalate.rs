@@ -90,6 +90,7 @@ mod tests {
         ActiveBan {
             banned_at: SystemTime::now(),
             expires,
+            expires_at: None,
             failures: 5,
             ban_count: 1,
             hosts: Vec::new(),

@@ -69,6 +69,9 @@ pub(crate) struct ActiveBan {
     pub banned_at: SystemTime,
     /// When it ends; None is permanent.
     pub expires: Option<Instant>,
+    /// The same end on the wall clock, `banned_at + bantime`, so what `banned` and `why` list
+    /// is exactly the bantime (and what the state stores), never off by a clock reading.
+    pub expires_at: Option<SystemTime>,
     /// Failures that led to it.
     pub failures: u32,
     /// How many times this address has been banned in this jail (1 = first).
@@ -551,11 +554,13 @@ impl Jail {
         let ban_count = self.ban_counts.get(&target).copied().unwrap_or(0) + 1;
         self.count_ban(target, ban_count);
         let bantime = fixed.unwrap_or_else(|| self.bantime_for(target, ban_count));
+        let banned_at = SystemTime::now();
         self.bans.insert(
             target,
             ActiveBan {
-                banned_at: SystemTime::now(),
+                banned_at,
                 expires: bantime.map(|d| at + d),
+                expires_at: bantime.map(|d| banned_at + d),
                 failures,
                 ban_count,
                 hosts: crate::evidence::hosts(&evidence),

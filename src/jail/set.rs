@@ -166,6 +166,7 @@ fn restore(jail: &mut Jail, ban: &StoredBan, now: SystemTime) -> Restore {
         ActiveBan {
             banned_at: ban.banned_at,
             expires,
+            expires_at: ban.expires_at,
             failures: ban.failures,
             ban_count: ban.ban_count,
             hosts: ban.hosts.clone(),
@@ -180,16 +181,6 @@ fn restore(jail: &mut Jail, ban: &StoredBan, now: SystemTime) -> Restore {
         evidence: Default::default(),
     };
     Restore::Active(order, expires)
-}
-
-/// The wall-clock moment of a monotonic deadline.
-fn wall(deadline: Instant) -> SystemTime {
-    let now = Instant::now();
-    if deadline >= now {
-        SystemTime::now() + (deadline - now)
-    } else {
-        SystemTime::now() - (now - deadline)
-    }
 }
 
 impl JailSet {
@@ -552,7 +543,7 @@ impl JailSet {
                             jail: s.name.to_string(),
                             target: *target,
                             banned_at: ban.banned_at,
-                            expires_at: ban.expires.map(wall),
+                            expires_at: ban.expires_at,
                             ban_count: ban.ban_count,
                             hosts: ban.hosts.clone(),
                         })
@@ -605,7 +596,7 @@ impl JailSet {
                 Ok(Answer::Why(
                     self.slots
                         .iter()
-                        .filter_map(|s| why::jail(&s.name, &s.jail, ip, &past, now, wall))
+                        .filter_map(|s| why::jail(&s.name, &s.jail, ip, &past, now))
                         .collect(),
                 ))
             }
@@ -651,7 +642,7 @@ impl JailSet {
                 jail: name.to_string(),
                 target: *target,
                 banned_at: ban.banned_at,
-                expires_at: ban.expires.map(wall),
+                expires_at: ban.expires_at,
                 ban_count: ban.ban_count,
                 hosts: ban.hosts.clone(),
             })

@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use ipnetwork::IpNetwork;
 use tokio::time::Instant;
@@ -22,14 +21,13 @@ pub(crate) fn holding(ip: IpAddr) -> Vec<IpNetwork> {
 
 /// What `jail` knows of `ip` (None when nothing): failures now, active bans holding it with
 /// the evidence stored in `past` (the history of `ip` and its networks, newest first), and past
-/// bans. `wall` turns a ban deadline into wall-clock time.
+/// bans.
 pub(crate) fn jail(
     name: &str,
     jail: &Jail,
     ip: IpAddr,
     past: &[PastBan],
     now: Instant,
-    wall: impl Fn(Instant) -> SystemTime,
 ) -> Option<Why> {
     let key = jail.key_of(ip);
     let (failures, recent) = jail.current(key, now).unwrap_or_default();
@@ -48,7 +46,7 @@ pub(crate) fn jail(
                     jail: name.to_string(),
                     target: *target,
                     banned_at: ban.banned_at,
-                    expires_at: ban.expires.map(&wall),
+                    expires_at: ban.expires_at,
                     ban_count: ban.ban_count,
                     hosts: ban.hosts.clone(),
                 },
