@@ -204,7 +204,7 @@ async fn propagation(args: &[String]) {
     let mut tasks = Vec::new();
     for i in 0..followers {
         let config = Arc::new(fleet(&url, "agent", &format!("agent-{i}"), &prefix));
-        let held = Arc::new(Mutex::new(HashMap::new()));
+        let held = follow::HeldBans::default();
         let f = Follower::start(
             config,
             HashMap::new(),

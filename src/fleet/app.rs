@@ -2,7 +2,7 @@
 //! writer, its tasks (publisher, shared windows, follower) started and stopped with the rest.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -118,7 +118,7 @@ impl Fleet {
                 shutdown.clone(),
             ));
         }
-        let held: HeldBans = Arc::new(Mutex::new(HashMap::new()));
+        let held = HeldBans::default();
         let follower = if self.config.role.follows() {
             let follower = Follower::start(
                 self.config.clone(),

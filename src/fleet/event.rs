@@ -110,6 +110,16 @@ fn bad(field: &'static str, reason: impl Into<String>) -> Malformed {
     }
 }
 
+/// Appends `parts` separated by commas.
+fn join_into(out: &mut String, parts: &[String]) {
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(part);
+    }
+}
+
 /// A jail name as the config allows it (it names firewall objects on the agent).
 pub fn valid_jail(name: &str) -> bool {
     (1..=19).contains(&name.len())
@@ -205,25 +215,35 @@ impl FleetEvent {
     /// empty): `ban sshd 192.0.2.7/32 1700000000000 1700000600000 2 5 22,2222:2223 tcp
     /// central-1 web-1,web-2 ` (no `lifts`, so it ends in a space).
     pub fn to_packed(&self) -> String {
-        use std::fmt::Write;
         let mut out = String::with_capacity(96);
-        let expires = self.expires_at.map(|e| e.to_string()).unwrap_or_default();
-        let lifts = self.lifts.map(|l| l.to_string()).unwrap_or_default();
+        self.write_packed(&mut out);
+        out
+    }
+
+    /// Appends [`FleetEvent::to_packed`]'s text to `out`, with no allocation of its own (an
+    /// agent's store writes one per ban it holds, into one buffer).
+    pub fn write_packed(&self, out: &mut String) {
+        use std::fmt::Write;
+        // Writing to a String cannot fail.
         let _ = write!(
             out,
-            "{} {} {} {} {expires} {} {} {} {} {} {} {lifts}",
+            "{} {} {} {} ",
             self.op.as_str(),
             self.jail,
             self.target,
-            self.banned_at,
-            self.ban_count,
-            self.failures,
-            self.ports.join(","),
-            self.protocol,
-            self.origin,
-            self.hosts.join(","),
+            self.banned_at
         );
-        out
+        if let Some(e) = self.expires_at {
+            let _ = write!(out, "{e}");
+        }
+        let _ = write!(out, " {} {} ", self.ban_count, self.failures);
+        join_into(out, &self.ports);
+        let _ = write!(out, " {} {} ", self.protocol, self.origin);
+        join_into(out, &self.hosts);
+        out.push(' ');
+        if let Some(l) = self.lifts {
+            let _ = write!(out, "{l}");
+        }
     }
 
     /// Reads a packed event (version 2). Parts past the twelfth are ignored, so a later

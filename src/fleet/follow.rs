@@ -6,6 +6,7 @@
 //! holds them; kernel timeouts and the agent's own deadlines expire them on time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -50,6 +51,38 @@ pub const OTHER_ORIGINS: &str = "(other)";
 /// The storm guard forgets bans decided this long before the newest one of their origin.
 const STORM_KEEP_MS: u64 = 2 * 60_000;
 
+/// Hash maps the follower looks up once or more per event: foldhash rather than SipHash. The
+/// keys are jail and origin names and addresses from the stream, already validated and bounded
+/// (a jail name is at most 19 bytes; names are interned, at most [`MAX_NAMES`]); foldhash is
+/// seeded per process, and SipHash's cost (a twentieth of the CPU per apply) bought nothing
+/// for keys this short.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A held ban's key: its jail's interned name and its target.
+pub type BanKey = (Arc<str>, IpNetwork);
+
+/// Most jail and origin names interned; names past it are allocated per event (still
+/// correct, only slower), so a stream full of invented names does not grow the table.
+const MAX_NAMES: usize = 4096;
+
+/// Jail and origin names as `Arc<str>`, one allocation per name rather than one per event and
+/// map: a held ban's key, its deadline and the runner's batch share it.
+#[derive(Default)]
+struct Names(std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>);
+
+impl Names {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.0.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        if self.0.len() < MAX_NAMES {
+            self.0.insert(n.clone());
+        }
+        n
+    }
+}
+
 /// A ban the agent holds.
 #[derive(Debug, Clone)]
 pub struct Held {
@@ -60,7 +93,7 @@ pub struct Held {
 }
 
 /// The bans this agent holds, shared with the control socket for `banned`.
-pub type HeldBans = Arc<Mutex<HashMap<(String, IpNetwork), Arc<FleetEvent>>>>;
+pub type HeldBans = Arc<Mutex<FastMap<BanKey, Arc<FleetEvent>>>>;
 
 /// What a local jail lends the fleet: its actions and its allowlist.
 #[derive(Debug, Clone)]
@@ -130,20 +163,57 @@ impl Store {
         Ok((events, cursor))
     }
 
-    /// Writes a batch of changes and the cursor in one transaction.
+    /// Writes a batch of changes and the cursor in one transaction: runs of held bans as
+    /// multi-row inserts of [`STORE_ROWS`] (one statement step per chunk, not per ban), lifted
+    /// ones with one prepared delete, in the order they happened; the text of each target and
+    /// event is written into two reused buffers (SQLite copies what is bound).
     fn save(&mut self, changes: &[Change], cursor: Option<&str>) -> rusqlite::Result<()> {
         let tx = self.db.transaction()?;
-        for change in changes {
-            match change {
-                Change::Hold(e) => tx
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO fleet_bans (jail, target, event) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![e.jail, e.target.to_string(), e.to_packed()])?,
-                Change::Drop(jail, target) => tx
-                    .prepare_cached("DELETE FROM fleet_bans WHERE jail = ?1 AND target = ?2")?
-                    .execute(params![jail, target.to_string()])?,
+        {
+            let mut insert_full = tx.prepare_cached(&insert_rows(STORE_ROWS))?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM fleet_bans WHERE jail = ?1 AND target = ?2")?;
+            let (mut target, mut packed) = (String::new(), String::with_capacity(128));
+            let mut holds: Vec<&FleetEvent> = Vec::with_capacity(STORE_ROWS);
+            let mut write_holds = |holds: &mut Vec<&FleetEvent>| -> rusqlite::Result<()> {
+                if holds.is_empty() {
+                    return Ok(());
+                }
+                let mut partial;
+                let stmt = if holds.len() == STORE_ROWS {
+                    &mut insert_full
+                } else {
+                    partial = tx.prepare_cached(&insert_rows(holds.len()))?;
+                    &mut partial
+                };
+                for (i, e) in holds.iter().enumerate() {
+                    target.clear();
+                    packed.clear();
+                    let _ = write!(target, "{}", e.target);
+                    e.write_packed(&mut packed);
+                    stmt.raw_bind_parameter(3 * i + 1, e.jail.as_str())?;
+                    stmt.raw_bind_parameter(3 * i + 2, target.as_str())?;
+                    stmt.raw_bind_parameter(3 * i + 3, packed.as_str())?;
+                }
+                stmt.raw_execute()?;
+                holds.clear();
+                Ok(())
             };
+            for change in changes {
+                match change {
+                    Change::Hold(e) => {
+                        holds.push(e);
+                        if holds.len() == STORE_ROWS {
+                            write_holds(&mut holds)?;
+                        }
+                    }
+                    Change::Drop(jail, target) => {
+                        write_holds(&mut holds)?;
+                        delete.execute(params![&**jail, target.to_string()])?;
+                    }
+                }
+            }
+            write_holds(&mut holds)?;
         }
         if let Some(id) = cursor {
             tx.execute(
@@ -153,6 +223,22 @@ impl Store {
         }
         tx.commit()
     }
+}
+
+/// Held bans written per insert statement by [`Store::save`] (3 parameters each, far below
+/// SQLite's 32,766).
+const STORE_ROWS: usize = 64;
+
+/// `INSERT OR REPLACE` of `rows` held bans in one statement.
+fn insert_rows(rows: usize) -> String {
+    let mut sql = String::from("INSERT OR REPLACE INTO fleet_bans (jail, target, event) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?)");
+    }
+    sql
 }
 
 /// A stored event: packed as a version 2 stream entry, or JSON as stores before it hold.
@@ -201,24 +287,26 @@ impl Origin {
 /// A change to the held bans, written to the store after each batch.
 enum Change {
     Hold(Arc<FleetEvent>),
-    Drop(String, IpNetwork),
+    Drop(Arc<str>, IpNetwork),
 }
 
 /// The follower's state.
 pub struct Follower {
     config: Arc<FleetConfig>,
     keys: Keys,
-    jails: HashMap<String, LocalJail>,
-    runners: HashMap<String, runner::Runner<Vec<ActionCommand>>>,
+    jails: FastMap<Arc<str>, LocalJail>,
+    runners: FastMap<Arc<str>, runner::Runner<Vec<ActionCommand>>>,
     /// Commands for each jail's runner, handed over as one batch by [`Follower::dispatch`].
-    pending: HashMap<String, Vec<ActionCommand>>,
-    held: HashMap<(String, IpNetwork), Held>,
+    pending: FastMap<Arc<str>, Vec<ActionCommand>>,
+    /// Jail names interned.
+    names: Names,
+    held: FastMap<BanKey, Held>,
     shared: HeldBans,
-    deadlines: BTreeSet<(Instant, String, IpNetwork)>,
-    storm: HashMap<String, Storm>,
+    deadlines: BTreeSet<(Instant, Arc<str>, IpNetwork)>,
+    storm: FastMap<Arc<str>, Storm>,
     /// Origins tracked one by one (at most [`MAX_ORIGINS`], then [`OTHER_ORIGINS`]), with
     /// their counters, looked up once per origin rather than once per event.
-    origins: HashMap<String, Origin>,
+    origins: FastMap<Arc<str>, Origin>,
     /// `jailsink_fleet_propagation_seconds`, looked up once.
     propagation: ::metrics::Histogram,
     store: Option<Arc<Mutex<Store>>>,
@@ -260,14 +348,18 @@ impl Follower {
         let mut follower = Follower {
             keys: Keys::new(&config.prefix),
             config,
-            jails,
-            runners: HashMap::new(),
-            pending: HashMap::new(),
-            held: HashMap::new(),
+            jails: jails
+                .into_iter()
+                .map(|(name, jail)| (Arc::from(name), jail))
+                .collect(),
+            runners: FastMap::default(),
+            pending: FastMap::default(),
+            names: Names::default(),
+            held: FastMap::default(),
             shared,
             deadlines: BTreeSet::new(),
-            storm: HashMap::new(),
-            origins: HashMap::new(),
+            storm: FastMap::default(),
+            origins: FastMap::default(),
             propagation: metrics::fleet_propagation(),
             store,
             changes: Vec::new(),
@@ -282,9 +374,8 @@ impl Follower {
             // Expired, or covering the allowlist as it is now (it may have grown since the
             // ban was stored): dropped from the store and not applied again.
             if event.expires_at.is_some_and(|e| e <= now) || follower.allowlisted(&event) {
-                follower
-                    .changes
-                    .push(Change::Drop(event.jail.clone(), event.target));
+                let jail = follower.names.get(&event.jail);
+                follower.changes.push(Change::Drop(jail, event.target));
                 continue;
             }
             by_jail.entry(event.jail.clone()).or_default().push(event);
@@ -309,7 +400,7 @@ impl Follower {
     fn allowlisted(&self, event: &FleetEvent) -> bool {
         let ignore = self
             .jails
-            .get(&event.jail)
+            .get(event.jail.as_str())
             .map_or(&self.config.ignore, |j| &j.ignore);
         if !overlaps(ignore, event.target) {
             return false;
@@ -323,7 +414,7 @@ impl Follower {
     /// with the event's ports.
     fn specs_for(&self, event: &FleetEvent) -> Vec<ActionSpec> {
         let name = kernel_name(&event.jail);
-        if let Some(local) = self.jails.get(&event.jail) {
+        if let Some(local) = self.jails.get(event.jail.as_str()) {
             return local
                 .actions
                 .iter()
@@ -354,7 +445,7 @@ impl Follower {
     }
 
     async fn start_runner(&mut self, event: &FleetEvent, restored: Vec<BanOrder>) -> bool {
-        if self.runners.contains_key(&event.jail) {
+        if self.runners.contains_key(event.jail.as_str()) {
             return true;
         }
         let specs = self.specs_for(event);
@@ -362,7 +453,8 @@ impl Follower {
         match runner::spawn_batched(&name, &specs, JailMetrics::new(&name), restored).await {
             Ok(r) => {
                 tracing::info!(jail = %event.jail, actions = ?specs.iter().map(|a| a.kind()).collect::<Vec<_>>(), "fleet: actions started");
-                self.runners.insert(event.jail.clone(), r);
+                let jail = self.names.get(&event.jail);
+                self.runners.insert(jail, r);
                 true
             }
             Err(error) => {
@@ -375,7 +467,7 @@ impl Follower {
 
     fn hold(&mut self, event: FleetEvent) {
         let event = Arc::new(event);
-        let key = (event.jail.clone(), event.target);
+        let key = (self.names.get(&event.jail), event.target);
         let expires = remaining(&event).map(|left| Instant::now() + left);
         if let Some(old) = self.held.get(&key).and_then(|h| h.expires) {
             self.deadlines.remove(&(old, key.0.clone(), key.1));
@@ -391,13 +483,13 @@ impl Follower {
     }
 
     /// Queues a command for the jail's runner; [`Follower::dispatch`] hands it over.
-    fn send(&mut self, jail: &str, command: ActionCommand) {
+    fn send(&mut self, jail: &Arc<str>, command: ActionCommand) {
         if !self.runners.contains_key(jail) {
             return;
         }
         let batch = match self.pending.get_mut(jail) {
             Some(batch) => batch,
-            None => self.pending.entry(jail.to_string()).or_default(),
+            None => self.pending.entry(jail.clone()).or_default(),
         };
         batch.push(command);
     }
@@ -414,7 +506,7 @@ impl Follower {
                 let batch = std::mem::replace(&mut commands, rest);
                 if r.queue.send(batch).await.is_err() {
                     metrics::fleet_errors("action").increment(1);
-                    tracing::error!(jail, "fleet: action runner is gone");
+                    tracing::error!(jail = &*jail, "fleet: action runner is gone");
                     break;
                 }
             }
@@ -423,7 +515,7 @@ impl Follower {
 
     /// Lifts a held ban; true if it was held.
     fn lift(&mut self, jail: &str, target: IpNetwork) -> bool {
-        let key = (jail.to_string(), target);
+        let key = (self.names.get(jail), target);
         let Some(held) = self.held.remove(&key) else {
             return false;
         };
@@ -433,8 +525,8 @@ impl Follower {
         if let Ok(mut shared) = self.shared.lock() {
             shared.remove(&key);
         }
+        self.send(&key.0, ActionCommand::Unban(target));
         self.changes.push(Change::Drop(key.0, target));
-        self.send(jail, ActionCommand::Unban(target));
         true
     }
 
@@ -456,7 +548,7 @@ impl Follower {
             OTHER_ORIGINS
         };
         self.origins
-            .entry(name.to_string())
+            .entry(Arc::from(name))
             .or_insert_with(|| Origin::new(name))
             .clone()
     }
@@ -473,7 +565,7 @@ impl Follower {
         let window = STORM_WINDOW.as_millis() as u64;
         let record = match self.storm.get_mut(origin) {
             Some(record) => record,
-            None => self.storm.entry(origin.to_string()).or_default(),
+            None => self.storm.entry(Arc::from(origin)).or_default(),
         };
         record.newest = record.newest.max(banned_at);
         let near = busiest_minute(&record.applied, banned_at, window, u64::from(max));
@@ -521,7 +613,7 @@ impl Follower {
             Op::Unban => {
                 // An unban names the ban it lifts: a newer ban of the same target (decided by
                 // another sink, or again after the unban was decided) stays.
-                let key = (event.jail.clone(), event.target);
+                let key = (self.names.get(&event.jail), event.target);
                 if let (Some(lifts), Some(held)) = (event.lifts, self.held.get(&key)) {
                     if held.event.banned_at > lifts {
                         tracing::info!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: unban of an older ban; the newer one stays");
@@ -534,7 +626,7 @@ impl Follower {
                 }
             }
             Op::Ban => {
-                let key = (event.jail.clone(), event.target);
+                let key = (self.names.get(&event.jail), event.target);
                 // Before anything else, even a ban already held (restored, or held before the
                 // allowlist changed): no fleet ban ever covers this node's own allowlist.
                 if self.allowlisted(&event) {
@@ -567,9 +659,8 @@ impl Follower {
                 }
                 let command = ActionCommand::Ban(order(&event));
                 let banned_at = event.banned_at;
-                let jail = event.jail.clone();
                 self.hold(event);
-                self.send(&jail, command);
+                self.send(&key.0, command);
                 origin.bans.increment(1);
                 self.stats.bans_applied += 1;
                 if live {
@@ -672,7 +763,7 @@ impl Follower {
         // fall together in `wanted`; members added during the scan come from the stream,
         // which is followed from `head`, read before.
         let now = super::now_ms() as f64;
-        let mut wanted: HashMap<(String, IpNetwork), FleetEvent> = HashMap::new();
+        let mut wanted: FastMap<BanKey, FleetEvent> = FastMap::default();
         let mut complete = true;
         let mut cursor: u64 = 0;
         loop {
@@ -696,7 +787,7 @@ impl Follower {
                     .await?;
                 for (member, text) in members.iter().zip(details) {
                     if let Some(e) = text.and_then(|t| wanted_ban(member, &t)) {
-                        wanted.insert((e.jail.clone(), e.target), e);
+                        wanted.insert((self.names.get(&e.jail), e.target), e);
                     }
                 }
             }
@@ -710,7 +801,7 @@ impl Follower {
             }
         }
         // Bans are lifted as stale only against a whole snapshot.
-        let stale: Vec<(String, IpNetwork)> = if complete {
+        let stale: Vec<BanKey> = if complete {
             self.held
                 .keys()
                 .filter(|k| !wanted.contains_key(*k))
@@ -1169,6 +1260,94 @@ mod tests {
         // Stores written before version 2 hold JSON.
         assert_eq!(stored_event(&event.to_json()), Some(event));
         assert_eq!(stored_event("ban sshd"), None);
+    }
+
+    fn ban(i: u32, banned_at: u64) -> FleetEvent {
+        FleetEvent {
+            op: Op::Ban,
+            jail: if i % 3 == 0 { "web" } else { "sshd" }.into(),
+            target: format!("198.18.{}.{}/32", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap(),
+            banned_at,
+            expires_at: Some(banned_at + 600_000),
+            ban_count: 1,
+            failures: 5,
+            ports: vec!["22".into(), "2222:2223".into()],
+            protocol: "tcp".into(),
+            origin: "central-1".into(),
+            hosts: if i % 2 == 0 {
+                vec!["web-1".into()]
+            } else {
+                Vec::new()
+            },
+            lifts: None,
+        }
+    }
+
+    type Want = BTreeMap<(String, String), FleetEvent>;
+
+    fn hold_in(changes: &mut Vec<Change>, want: &mut Want, e: FleetEvent) {
+        want.insert((e.jail.clone(), e.target.to_string()), e.clone());
+        changes.push(Change::Hold(Arc::new(e)));
+    }
+
+    fn drop_in(changes: &mut Vec<Change>, want: &mut Want, i: u32) {
+        let e = ban(i, 0);
+        want.remove(&(e.jail.clone(), e.target.to_string()));
+        changes.push(Change::Drop(Arc::from(e.jail.as_str()), e.target));
+    }
+
+    #[test]
+    fn the_store_writes_batches_in_order_as_one_row_at_a_time_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("agent.db")).unwrap();
+        // Runs longer and shorter than one insert statement, a key held twice in one run
+        // (the later wins), drops between holds, a drop then a hold of the same key.
+        let (mut changes, mut want) = (Vec::new(), Want::new());
+        for i in 0..(2 * STORE_ROWS as u32 + 7) {
+            hold_in(
+                &mut changes,
+                &mut want,
+                ban(i, 1_700_000_000_000 + u64::from(i)),
+            );
+        }
+        hold_in(&mut changes, &mut want, ban(5, 1_700_000_100_000));
+        drop_in(&mut changes, &mut want, 3);
+        drop_in(&mut changes, &mut want, 64);
+        drop_in(&mut changes, &mut want, 9);
+        hold_in(&mut changes, &mut want, ban(9, 1_700_000_200_000));
+        for i in 500..503 {
+            hold_in(&mut changes, &mut want, ban(i, 1_700_000_300_000));
+        }
+        store.save(&changes, Some("1700000000000-1")).unwrap();
+        // A second batch on the same statements.
+        let mut more = Vec::new();
+        drop_in(&mut more, &mut want, 500);
+        hold_in(&mut more, &mut want, ban(501, 1_700_000_400_000));
+        store.save(&more, Some("1700000000000-2")).unwrap();
+        let (events, cursor) = store.load().unwrap();
+        let got: Want = events
+            .into_iter()
+            .map(|e| ((e.jail.clone(), e.target.to_string()), e))
+            .collect();
+        assert_eq!(got.len(), 2 * STORE_ROWS + 7);
+        assert_eq!(got, want);
+        assert_eq!(cursor.as_deref(), Some("1700000000000-2"));
+    }
+
+    #[test]
+    fn packed_text_is_the_same_written_into_a_buffer() {
+        let mut e = ban(4, 1_700_000_000_000);
+        e.lifts = Some(1_699_999_999_999);
+        let mut out = String::from("x");
+        e.write_packed(&mut out);
+        assert_eq!(&out[1..], e.to_packed());
+        assert_eq!(FleetEvent::from_packed(&out[1..]), Ok(e.clone()));
+        e.expires_at = None;
+        e.ports.clear();
+        e.hosts = vec!["a".into(), "b".into()];
+        assert_eq!(FleetEvent::from_packed(&e.to_packed()), Ok(e));
     }
 
     #[test]

@@ -24,12 +24,33 @@ use crate::state::{Outbox, StateOp};
 /// Most events written to Redis in one MULTI.
 const BATCH: usize = 512;
 
-/// Least time between two writes to the stream. Every write wakes every agent's blocked read
-/// (and each agent then sends its next XREAD): bans decided close together go out in one MULTI
-/// instead of one each, which at 1,000 bans/s and 200 agents is 200 wake-ups of each agent a
-/// second instead of 1,000 (and a fifth of the XREADs for Redis). Bans further apart than this
-/// are not delayed at all.
+/// Least time between two writes to the stream, and what the gap grows by per event the last
+/// write carried. Every write wakes every agent's blocked read (and each agent then sends its
+/// next XREAD): bans decided close together go out in one MULTI instead of one each. Bans
+/// further apart than the gap are not delayed at all (a ban after a quiet spell goes out at
+/// once).
 const PUBLISH_GAP: Duration = Duration::from_millis(5);
+/// The longest gap between two writes, reached while bans arrive fast (the last write carried
+/// four events or more, about 200 bans/s and up): at 1,000 bans/s a write every 20 ms carries
+/// ~20 events, so 200 agents are woken 50 times a second each instead of 200 (a quarter of the
+/// XREADs, socket reads and wake-ups per event). It is also the most a ban waits for its write,
+/// far inside the 50 ms propagation budget.
+const PUBLISH_GAP_MAX: Duration = Duration::from_millis(20);
+
+/// The gap before the next write to the stream after one that carried `events`: 5 ms per event,
+/// at least [`PUBLISH_GAP`] and at most [`PUBLISH_GAP_MAX`]. Adapts to the load without a clock
+/// of its own: a trickle keeps the short gap, a flood the long one, within a few writes. A full
+/// write ([`BATCH`] events: an outbox replayed after Redis was away) keeps the short gap, so a
+/// backlog drains as fast as before.
+fn next_gap(events: usize) -> Duration {
+    if events >= BATCH {
+        return PUBLISH_GAP;
+    }
+    let events = u32::try_from(events).unwrap_or(u32::MAX);
+    PUBLISH_GAP
+        .saturating_mul(events)
+        .clamp(PUBLISH_GAP, PUBLISH_GAP_MAX)
+}
 
 /// Most expired bans one prune call lifts (short calls: a script blocks Redis while it runs).
 const PRUNE_BATCH: u64 = 1000;
@@ -559,7 +580,8 @@ pub async fn run(
         // Heartbeat and prune run on their own clock, between batches too: a long outbox
         // replay neither silences the heartbeat nor leaves expired bans in the active set.
         let mut chores_at = tokio::time::Instant::now();
-        let mut published_at: Option<tokio::time::Instant> = None;
+        // When the stream was last written, and the gap to keep after it.
+        let mut published_at: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             if tokio::time::Instant::now() >= chores_at {
                 chores_at = tokio::time::Instant::now() + HEARTBEAT_EVERY;
@@ -569,7 +591,7 @@ pub async fn run(
                 }
                 backoff.reset();
             }
-            if let Some(next) = published_at.map(|at| at + PUBLISH_GAP) {
+            if let Some(next) = published_at.map(|(at, gap)| at + gap) {
                 if next > tokio::time::Instant::now() {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -585,7 +607,7 @@ pub async fn run(
                 match publish(&mut conn, &keys, &config, &rows).await {
                     Ok(ops) => {
                         // Published: the connection works, back-off starts small again.
-                        published_at = Some(tokio::time::Instant::now());
+                        published_at = Some((tokio::time::Instant::now(), next_gap(ops.len())));
                         backoff.reset();
                         for op in ops {
                             metrics::fleet_published(op.as_str()).increment(1);
@@ -649,4 +671,21 @@ fn lost(error: &redis::RedisError) {
     metrics::fleet_connected("publisher").set(0.0);
     metrics::fleet_errors("redis").increment(1);
     tracing::warn!(%error, "fleet: Redis connection lost; events wait in the outbox");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_publish_gap_grows_with_the_events_per_write_and_stays_bounded() {
+        assert_eq!(next_gap(0), PUBLISH_GAP);
+        assert_eq!(next_gap(1), PUBLISH_GAP);
+        assert_eq!(next_gap(2), Duration::from_millis(10));
+        assert_eq!(next_gap(3), Duration::from_millis(15));
+        assert_eq!(next_gap(4), PUBLISH_GAP_MAX);
+        assert_eq!(next_gap(BATCH - 1), PUBLISH_GAP_MAX);
+        // A backlog drains at the short gap.
+        assert_eq!(next_gap(BATCH), PUBLISH_GAP);
+    }
 }
