@@ -449,12 +449,12 @@ impl Filter {
     }
 
     /// The expanded failregex texts, for a router's combined set.
-    pub(crate) fn fail_patterns(&self) -> &[String] {
+    pub fn fail_patterns(&self) -> &[String] {
         self.fail_set.patterns()
     }
 
     /// The expanded successregex texts, for a router's combined dispatch.
-    pub(crate) fn success_patterns(&self) -> &[String] {
+    pub fn success_patterns(&self) -> &[String] {
         &self.success_texts
     }
 

@@ -9,12 +9,15 @@ pub(crate) mod engine;
 pub mod fail2ban;
 pub(crate) mod lookup;
 pub(crate) mod prefix;
+pub(crate) mod required;
 pub(crate) mod router;
 pub mod session;
 pub(crate) mod template;
 
 use std::sync::Arc;
 
+#[doc(hidden)]
+pub use dispatch::DispatchCheck;
 pub use engine::{
     parse_address, BadPattern, FailClass, Filter, FilterMatch, FilterSource, PatternError, Verdict,
 };
