@@ -2,7 +2,8 @@
 //!
 //! A [`Filter`] answers for one message: a failure from an address, an ignored line, or a miss.
 //! The live path goes through [`router::Router`], which puts every failregex of the jails fed by
-//! one program into a single `RegexSet` and runs a capturing regex only for the pattern that hit.
+//! one program into one dispatch (anchored prefixes, required literals, a `RegexSet` for the
+//! rest) and runs a capturing regex only for the patterns that could match.
 
 pub(crate) mod dispatch;
 pub(crate) mod engine;
