@@ -44,22 +44,18 @@ type Literals = Vec<Box<[u8]>>;
 /// a bracket) picks a pattern for too many messages of other services; a better gate wins.
 const WEAK_PREFIX: f64 = 8.0;
 
-/// How `pattern` is picked: by its anchored literal prefixes, or else by its gate (one of
-/// them, or neither: the set). A weak prefix yields to a more selective gate.
+/// How `pattern` can be picked: by its anchored literal prefixes, by its gate, both or neither.
 fn paths_of(pattern: &str) -> (Option<Literals>, Option<Literals>) {
     let prefix = prefixes_of(pattern).filter(|all| all.iter().all(|l| !l.is_empty()));
-    let gate = gate_of(pattern);
-    match (prefix, gate) {
-        (Some(prefix), Some(gate)) => {
-            let strength = selectivity(&prefix);
-            if strength < WEAK_PREFIX && selectivity(&gate) > strength {
-                (None, Some(gate))
-            } else {
-                (Some(prefix), None)
-            }
-        }
-        (prefix, gate) => (prefix, gate),
-    }
+    (prefix, gate_of(pattern))
+}
+
+/// True when `gate` should pick a pattern rather than its anchored `prefix`: the prefix is
+/// weak and the gate more selective. Only worth it when the route runs the Aho-Corasick pass
+/// anyway; a route whose patterns all have prefixes never runs it.
+fn gate_beats(prefix: &Literals, gate: &Literals) -> bool {
+    let strength = selectivity(prefix);
+    strength < WEAK_PREFIX && selectivity(gate) > strength
 }
 
 impl Dispatch {
@@ -69,8 +65,13 @@ impl Dispatch {
         let mut by_byte = vec![Vec::new(); 256];
         let mut rest = Vec::new();
         let (mut literals, mut owners) = (Vec::new(), Vec::new());
-        for (index, pattern) in patterns.iter().enumerate() {
-            let (prefix, gate) = paths_of(pattern.as_ref());
+        let paths: Vec<_> = patterns.iter().map(|p| paths_of(p.as_ref())).collect();
+        let scans = paths.iter().any(|(p, g)| p.is_none() && g.is_some());
+        for (index, (prefix, gate)) in paths.into_iter().enumerate() {
+            let prefix = match (prefix, &gate) {
+                (Some(p), Some(g)) if scans && gate_beats(&p, g) => None,
+                (prefix, _) => prefix,
+            };
             if let Some(prefix) = &prefix {
                 let mut firsts: Vec<u8> = prefix.iter().map(|l| l[0]).collect();
                 firsts.sort_unstable();
@@ -225,6 +226,10 @@ mod tests {
         assert_eq!(d.inner.as_ref().unwrap().1, [1, 3, 5]);
         assert!(d.by_byte[usize::from(b'U')].is_empty());
         assert_eq!(d.rest.as_ref().unwrap().1, [4]);
+        // A route whose patterns all have prefixes never scans: the weak one keeps its prefix.
+        let prefixed = Dispatch::new(&[patterns[0], patterns[5]]).unwrap();
+        assert!(prefixed.inner.is_none() && prefixed.rest.is_none());
+        assert_eq!(prefixed.by_byte[usize::from(b'U')], [1]);
         let mut none = Vec::new();
         d.candidates("Accepted password for bob", |i, _| none.push(i));
         assert!(none.is_empty(), "{none:?}");
