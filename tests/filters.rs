@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use jailsink::config::raw::RawFilter;
 use jailsink::config::read_toml;
-use jailsink::filter::{Filter, Verdict};
+use jailsink::filter::{DispatchCheck, Filter, Verdict};
 
 const SHIPPED: &[&str] = &[
     "sshd",
@@ -58,6 +58,72 @@ fn load(name: &str) -> Filter {
     Filter::compile(&source).unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
+/// Every shipped filter's patterns (failure, held and success, each file in its default mode)
+/// in one dispatch, as `jailsink regex` with all filters in one file and a jail on every program
+/// meet them, next to a plain `RegexSet` of the same patterns.
+fn library_dispatch() -> &'static DispatchCheck {
+    static CHECK: std::sync::OnceLock<DispatchCheck> = std::sync::OnceLock::new();
+    CHECK.get_or_init(|| {
+        let mut patterns = Vec::new();
+        for name in SHIPPED {
+            let f = load(name);
+            patterns.extend(f.fail_patterns().iter().cloned());
+            patterns.extend(f.success_patterns().iter().cloned());
+        }
+        DispatchCheck::new(&patterns).unwrap()
+    })
+}
+
+/// The library's dispatch offers every pattern that matches `line` (its gates and prefixes only
+/// ever skip patterns that cannot match). Called on every line the filter tests check.
+#[track_caller]
+pub(crate) fn dispatch_covers(line: &str) {
+    let (missed, _) = library_dispatch().missed(line);
+    assert!(
+        missed.is_empty(),
+        "the dispatch skipped matching patterns {missed:?} for {:?}",
+        truncate(line)
+    );
+}
+
+/// The messages of the benchmark corpus (benches/jailbench/corpus.rs), attacks and benign
+/// lines of other programs: the dispatch offers every pattern that matches them, and skips
+/// most patterns for the lines that match none.
+#[test]
+fn the_library_dispatch_covers_the_bench_corpus_messages() {
+    let lines = [
+        "Failed password for invalid user admin from 192.0.2.7 port 50022 ssh2",
+        "Failed password for root from 2001:db8:1:2::3 port 50022 ssh2",
+        "Invalid user oracle from 198.51.100.9 port 4711",
+        "error: maximum authentication attempts exceeded for root from 203.0.113.5 port 22 ssh2 [preauth]",
+        "User pi from 192.0.2.8 not allowed because not listed in AllowUsers",
+        "s07EriLI012345: AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication failure: checkpass failed, user=test, relay=[192.0.2.9]",
+        "Accepted publickey for deploy from 198.51.100.201 port 50000 ssh2: ED25519 SHA256:3fK9xYtq0aZ1vR8mN2bC7dE6fG5hJ4kL0pQ9rS8tU7w",
+        "Received disconnect from 198.51.100.202 port 50000:11: disconnected by user",
+        "pam_unix(sshd:session): session opened for user deploy(uid=1000) by (uid=0)",
+        "Disconnected from user deploy 198.51.100.203 port 50000",
+        "(root) CMD (   test -x /etc/cron.daily/popularity-contest && /etc/cron.daily/popularity-contest --crond)",
+        "Started session-42.scope - Session 42 of User deploy.",
+        "[12345.123456] [UFW BLOCK] IN=eth0 OUT= MAC=52:54:00:12:34:56 SRC=203.0.113.7 DST=192.0.2.1 LEN=60 TOS=0x00 PREC=0x00 TTL=52 ID=0 DF PROTO=TCP SPT=50000 DPT=22 WINDOW=64240 RES=0x00 SYN URGP=0",
+        "connect from unknown[192.0.2.10]",
+        "  deploy : TTY=pts/0 ; PWD=/home/deploy ; USER=root ; COMMAND=/usr/bin/systemctl restart nginx",
+        "imap-login: Login: user=<deploy>, method=PLAIN, rip=198.51.100.204, lip=192.0.2.1, mpid=4242, TLS",
+        "New session 42 of user deploy.",
+        "198.51.100.205 - - [20/Nov/2026:10:00:00 +0000] \"GET /index.html HTTP/1.1\" 200 612 \"-\" \"curl/8.5.0\"",
+    ];
+    let mut offered = 0;
+    for line in lines {
+        dispatch_covers(line);
+        offered += library_dispatch().missed(line).1;
+    }
+    // Each attack line is offered to its own patterns and a few others, not to the library.
+    assert!(
+        offered <= 3 * lines.len(),
+        "{offered} candidates for {} lines",
+        lines.len()
+    );
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -65,6 +131,7 @@ fn ip(s: &str) -> IpAddr {
 /// `line` is a failure from `addr`, with `user` when given.
 #[track_caller]
 fn fails(f: &Filter, line: &str, addr: &str, user: Option<&str>) {
+    dispatch_covers(line);
     match f.check(line) {
         Verdict::Failure(m) => {
             assert_eq!(m.ip, ip(addr), "wrong address for {line:?}");
@@ -78,6 +145,7 @@ fn fails(f: &Filter, line: &str, addr: &str, user: Option<&str>) {
 
 #[track_caller]
 fn misses(f: &Filter, line: &str) {
+    dispatch_covers(line);
     let v = f.check(line);
     assert!(
         !matches!(v, Verdict::Failure(_)),
@@ -88,6 +156,7 @@ fn misses(f: &Filter, line: &str) {
 /// Either no failure, or a failure from `real`; never any other address.
 #[track_caller]
 fn real_or_nothing(f: &Filter, line: &str, real: &str) -> bool {
+    dispatch_covers(line);
     match f.check(line) {
         Verdict::Failure(m) => {
             assert_eq!(
@@ -1659,6 +1728,7 @@ fn native_filters_against_fail2ban_samples() {
                 continue;
             }
             let message = sample_message(line);
+            dispatch_covers(message);
             let verdict = f.check(message);
             if want["match"].as_bool() == Some(true) {
                 let Some(host) = want["host"].as_str() else {
@@ -1722,6 +1792,7 @@ fn shipped_success_patterns_find_real_logins_and_only_them() {
         ("postfix-sasl", "4XyZ1n2Q3rz9abc: client=unknown[2001:db8::5]:587, sasl_method=LOGIN, sasl_username=x, client=a[6.6.6.6]", "2001:db8::5"),
     ] {
         let f = load(filter);
+        dispatch_covers(line);
         assert_eq!(f.success(line), Some(ip(addr)), "{filter}: {line}");
         assert!(!matches!(f.check(line), Verdict::Failure(_)), "{filter}: {line}");
     }
@@ -1732,6 +1803,7 @@ fn shipped_success_patterns_find_real_logins_and_only_them() {
         ("postfix-sasl", "warning: unknown[198.51.100.5]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"),
         ("postfix-sasl", "9F2A61C0B3: client=mail.example.org[198.51.100.5]"),
     ] {
+        dispatch_covers(line);
         assert_eq!(load(filter).success(line), None, "{filter}: {line}");
     }
 }

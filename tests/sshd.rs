@@ -221,6 +221,7 @@ fn sshd_catches_at_least_85_percent_of_real_attack_lines_as_shipped() {
     let (corpus, unbannable) = attack_corpus();
     let (mut caught, mut caught_normal, mut missed) = (0, 0, Vec::new());
     for (place, message, addr) in &corpus {
+        crate::filters::dispatch_covers(message);
         match f.check(message) {
             Verdict::Failure(m) => {
                 assert_eq!(m.ip, *addr, "{place}: wrong address for {message:?}");
@@ -257,6 +258,7 @@ fn sshd_matches_no_benign_line_in_any_mode() {
             .filter(|l| !l.starts_with('#') && !l.is_empty())
         {
             let (_, message) = split_line(line);
+            crate::filters::dispatch_covers(message);
             let v = f.check(message);
             assert!(
                 !matches!(v, Verdict::Failure(_)),

@@ -1,8 +1,10 @@
-//! Which of a route's patterns could match a message, per pattern: a pattern with anchored
-//! literal prefixes is picked by the message's first byte and a prefix compare; an unanchored
-//! pattern whose matches start with one of a few literals is picked when one Aho-Corasick pass
-//! finds such a literal in the message; only the rest share a `RegexSet`. One pattern without
-//! a prefix no longer sends every pattern of the route through the set, so the cost per message
+//! Which of a route's patterns could match a message, per pattern: a pattern with strong anchored
+//! literal prefixes is picked by the message's first byte and a prefix compare; any other
+//! pattern that requires one of a few literals somewhere in every match (see `required`: the
+//! most selective such set, ` Service unavailable; ` rather than ` from `) is picked when one
+//! Aho-Corasick pass over all patterns' literals finds one of its own in the message; only
+//! patterns without any such literal share a `RegexSet` (none of the shipped library's). So a
+//! message meets only the few patterns whose literals it contains, and the cost per message
 //! stays nearly flat as filters are added. Candidates are only a necessary condition: the
 //! caller runs each one's regex.
 
@@ -10,6 +12,7 @@ use aho_corasick::AhoCorasick;
 use regex::{RegexSet, RegexSetBuilder};
 
 use crate::filter::prefix::{prefixes_of, starting_literals};
+use crate::filter::required::{required_literals, selectivity, MIN_REQUIRED};
 
 /// The candidate patterns of a route, found without running their regexes.
 #[derive(Debug, Clone, Default)]
@@ -18,51 +21,71 @@ pub(crate) struct Dispatch {
     by_byte: Vec<Vec<usize>>,
     /// The literal prefixes of each pattern; None for the patterns in `rest`.
     prefixes: Vec<Option<Vec<Box<[u8]>>>>,
-    /// The literals one of which starts every match of an unanchored pattern, and the pattern
-    /// of each literal.
+    /// The literals one of which every match of a gated pattern contains, and the pattern of
+    /// each literal.
     inner: Option<(AhoCorasick, Vec<usize>)>,
     /// The patterns with neither, as one set, and their indexes (ascending).
     rest: Option<(RegexSet, Vec<usize>)>,
 }
 
-/// Literals at least this long gate a pattern; shorter ones would make it a candidate for
-/// nearly every message.
-const MIN_INNER_LITERAL: usize = 4;
+/// The literals one of which occurs in every match of `pattern`, when they are few and long
+/// enough to be worth a search: the most selective required set (see `required`), else the
+/// literals every match starts with.
+fn gate_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
+    required_literals(pattern).or_else(|| {
+        starting_literals(pattern, false).filter(|all| all.iter().all(|l| l.len() >= MIN_REQUIRED))
+    })
+}
 
-/// The literals one of which starts every match of `pattern`, when they are few and long
-/// enough to be worth a search.
-fn starts_of(pattern: &str) -> Option<Vec<Box<[u8]>>> {
-    starting_literals(pattern, false).filter(|all| all.iter().all(|l| l.len() >= MIN_INNER_LITERAL))
+/// Alternative literals one of which a pattern's matches start with, or contain.
+type Literals = Vec<Box<[u8]>>;
+
+/// A prefix set whose weakest literal scores below this (`[`, `<`, `pam_`: one short word or
+/// a bracket) picks a pattern for too many messages of other services; a better gate wins.
+const WEAK_PREFIX: f64 = 8.0;
+
+/// How `pattern` can be picked: by its anchored literal prefixes, by its gate, both or neither.
+fn paths_of(pattern: &str) -> (Option<Literals>, Option<Literals>) {
+    let prefix = prefixes_of(pattern).filter(|all| all.iter().all(|l| !l.is_empty()));
+    (prefix, gate_of(pattern))
+}
+
+/// True when `gate` should pick a pattern rather than its anchored `prefix`: the prefix is
+/// weak and the gate more selective. Only worth it when the route runs the Aho-Corasick pass
+/// anyway; a route whose patterns all have prefixes never runs it.
+fn gate_beats(prefix: &Literals, gate: &Literals) -> bool {
+    let strength = selectivity(prefix);
+    strength < WEAK_PREFIX && selectivity(gate) > strength
 }
 
 impl Dispatch {
     /// The dispatch of `patterns` (expanded regex texts), numbered as given.
     pub(crate) fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Dispatch, regex::Error> {
-        let prefixes: Vec<Option<Vec<Box<[u8]>>>> = patterns
-            .iter()
-            .map(|p| prefixes_of(p.as_ref()).filter(|all| all.iter().all(|l| !l.is_empty())))
-            .collect();
+        let mut prefixes: Vec<Option<Vec<Box<[u8]>>>> = Vec::with_capacity(patterns.len());
         let mut by_byte = vec![Vec::new(); 256];
         let mut rest = Vec::new();
         let (mut literals, mut owners) = (Vec::new(), Vec::new());
-        for (index, found) in prefixes.iter().enumerate() {
-            match found {
-                Some(literals) => {
-                    let mut firsts: Vec<u8> = literals.iter().map(|l| l[0]).collect();
-                    firsts.sort_unstable();
-                    firsts.dedup();
-                    for byte in firsts {
-                        by_byte[usize::from(byte)].push(index);
-                    }
+        let paths: Vec<_> = patterns.iter().map(|p| paths_of(p.as_ref())).collect();
+        let scans = paths.iter().any(|(p, g)| p.is_none() && g.is_some());
+        for (index, (prefix, gate)) in paths.into_iter().enumerate() {
+            let prefix = match (prefix, &gate) {
+                (Some(p), Some(g)) if scans && gate_beats(&p, g) => None,
+                (prefix, _) => prefix,
+            };
+            if let Some(prefix) = &prefix {
+                let mut firsts: Vec<u8> = prefix.iter().map(|l| l[0]).collect();
+                firsts.sort_unstable();
+                firsts.dedup();
+                for byte in firsts {
+                    by_byte[usize::from(byte)].push(index);
                 }
-                None => match starts_of(patterns[index].as_ref()) {
-                    Some(starts) => {
-                        owners.extend(std::iter::repeat_n(index, starts.len()));
-                        literals.extend(starts);
-                    }
-                    None => rest.push(index),
-                },
+            } else if let Some(gate) = gate {
+                owners.extend(std::iter::repeat_n(index, gate.len()));
+                literals.extend(gate);
+            } else {
+                rest.push(index);
             }
+            prefixes.push(prefix);
         }
         let inner = if literals.is_empty() {
             None
@@ -134,6 +157,43 @@ impl Dispatch {
     }
 }
 
+/// A dispatch next to a plain `RegexSet` over the same patterns, for tests outside the crate
+/// (the shipped filters' lines and injection sweeps): the dispatch must offer every pattern the
+/// set says matches.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct DispatchCheck {
+    dispatch: Dispatch,
+    set: RegexSet,
+}
+
+impl DispatchCheck {
+    /// Both over `patterns` (expanded regex texts).
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<DispatchCheck, regex::Error> {
+        let set = RegexSetBuilder::new(patterns.iter().map(AsRef::as_ref))
+            .size_limit(64 << 20)
+            .build()?;
+        Ok(DispatchCheck {
+            dispatch: Dispatch::new(patterns)?,
+            set,
+        })
+    }
+
+    /// The patterns that match `message` but that the dispatch did not offer (empty when it
+    /// is right), and how many it offered.
+    pub fn missed(&self, message: &str) -> (Vec<usize>, usize) {
+        let mut offered = Vec::new();
+        self.dispatch.candidates(message, |i, _| offered.push(i));
+        let missed = self
+            .set
+            .matches(message)
+            .iter()
+            .filter(|i| offered.binary_search(i).is_err())
+            .collect();
+        (missed, offered.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,12 +215,21 @@ mod tests {
             r"(?:error: )?maximum authentication attempts",
             r"^(?:Invalid|Illegal) user \S+ from (\S+)",
             r"\d+ failed logins from (\S+)",
+            r"\d+ ab(\S+)",
+            r"^User \S+ from (\S+) not allowed because",
         ];
         let d = Dispatch::new(&patterns).unwrap();
         assert_eq!(d.by_byte[usize::from(b'F')], [0]);
         assert_eq!(d.by_byte[usize::from(b'I')], [2]);
-        assert_eq!(d.inner.as_ref().unwrap().1, [1, 1]);
-        assert_eq!(d.rest.as_ref().unwrap().1, [3]);
+        // Gated by a literal inside: `maximum authentication attempts`, ` failed logins from `,
+        // and ` not allowed because` rather than the weak anchored prefix `User `.
+        assert_eq!(d.inner.as_ref().unwrap().1, [1, 3, 5]);
+        assert!(d.by_byte[usize::from(b'U')].is_empty());
+        assert_eq!(d.rest.as_ref().unwrap().1, [4]);
+        // A route whose patterns all have prefixes never scans: the weak one keeps its prefix.
+        let prefixed = Dispatch::new(&[patterns[0], patterns[5]]).unwrap();
+        assert!(prefixed.inner.is_none() && prefixed.rest.is_none());
+        assert_eq!(prefixed.by_byte[usize::from(b'U')], [1]);
         let mut none = Vec::new();
         d.candidates("Accepted password for bob", |i, _| none.push(i));
         assert!(none.is_empty(), "{none:?}");
@@ -183,6 +252,11 @@ mod tests {
                 "Illegal user x from 192.0.2.1, 3 failed logins from 192.0.2.1"
             ),
             [2, 3]
+        );
+        assert_eq!(found(&d, &patterns, "7 ab192.0.2.1"), [4]);
+        assert_eq!(
+            found(&d, &patterns, "User x from 192.0.2.1 not allowed because y"),
+            [5]
         );
         assert!(found(&d, &patterns, "").is_empty());
     }
@@ -221,5 +295,71 @@ mod tests {
             let want: Vec<usize> = set.matches(message).iter().collect();
             assert_eq!(found(&d, &patterns, message), want, "{message}");
         }
+    }
+
+    /// Patterns gated by literals inside them (optional parts, alternations, repetitions,
+    /// case-insensitive letters, small classes, a weak prefix), on every pair of fragments:
+    /// the dispatch finds exactly what a plain set finds.
+    #[test]
+    fn gated_patterns_agree_with_a_plain_set_on_every_pair_of_fragments() {
+        let patterns = [
+            r"\d+ (?:Failed|Invalid) (?:user )?login from (\S+)",
+            r"(?i)\d root login",
+            r"x(?:abcd)*y(?:efgh){1,}z",
+            r"[Pp]assword mismatch for \S+",
+            r"\S+ (?:quux|frob)(?:nic)?ate",
+            r"^(?:\[\d+\] )?(?:\w+: )?rejected: \w+",
+            r"^U\w* not allowed because",
+            r"(?:a|bc)?d(?:ee)?f\d+",
+        ];
+        let fragments = [
+            "",
+            "1 ",
+            "Failed ",
+            "Invalid ",
+            "user ",
+            "login from ",
+            "192.0.2.1",
+            "7 ROOT LOGIN",
+            "3 root login",
+            "x",
+            "abcd",
+            "y",
+            "efgh",
+            "z",
+            "Password",
+            "password mismatch for ",
+            "bob",
+            "w ",
+            "frob",
+            "quux",
+            "nic",
+            "ate",
+            "[12] ",
+            "smtpd: ",
+            "rejected: ",
+            "U",
+            "Usr",
+            " not allowed because",
+            "bc",
+            "d",
+            "ee",
+            "f9",
+        ];
+        let d = Dispatch::new(&patterns).unwrap();
+        assert!(d.rest.is_none() || d.rest.as_ref().unwrap().1.len() <= 2);
+        let set = RegexSet::new(patterns).unwrap();
+        let mut matched = 0;
+        for a in fragments {
+            for b in fragments {
+                for c in ["", " ", "1 ", "efghz", "ate"] {
+                    let message = format!("{a}{b}{c}");
+                    let want: Vec<usize> = set.matches(&message).iter().collect();
+                    matched += want.len();
+                    assert_eq!(found(&d, &patterns, &message), want, "{message}");
+                }
+            }
+        }
+        assert!(matched > 50, "the fragments make matches: {matched}");
     }
 }

@@ -302,7 +302,8 @@ pub struct Filter {
     prefixes: Prefixes,
     /// Used when `prefixes` is not: literal gates per pattern, a set for the rest.
     dispatch: Dispatch,
-    fail_set: RegexSet,
+    /// The expanded text of each pattern of `fail` (the dispatch matches; no set is built).
+    fail_texts: Vec<String>,
     ignore: RegexSet,
     prefregex: Option<(Regex, usize)>,
 }
@@ -405,12 +406,6 @@ impl Filter {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let fail_set = build_set(&expanded_fail).map_err(|reason| {
-            vec![PatternError {
-                key: "failregex".into(),
-                reason,
-            }]
-        })?;
         let prefixes = Prefixes::new(&expanded_fail);
         let dispatch = if prefixes.usable() {
             Dispatch::default()
@@ -437,7 +432,7 @@ impl Filter {
             success_texts,
             prefixes,
             dispatch,
-            fail_set,
+            fail_texts: expanded_fail,
             ignore,
             prefregex,
         })
@@ -449,12 +444,12 @@ impl Filter {
     }
 
     /// The expanded failregex texts, for a router's combined set.
-    pub(crate) fn fail_patterns(&self) -> &[String] {
-        self.fail_set.patterns()
+    pub fn fail_patterns(&self) -> &[String] {
+        &self.fail_texts
     }
 
     /// The expanded successregex texts, for a router's combined dispatch.
-    pub(crate) fn success_patterns(&self) -> &[String] {
+    pub fn success_patterns(&self) -> &[String] {
         &self.success_texts
     }
 

@@ -2,19 +2,23 @@
 //!
 //! A [`Filter`] answers for one message: a failure from an address, an ignored line, or a miss.
 //! The live path goes through [`router::Router`], which puts every failregex of the jails fed by
-//! one program into a single `RegexSet` and runs a capturing regex only for the pattern that hit.
+//! one program into one dispatch (anchored prefixes, required literals, a `RegexSet` for the
+//! rest) and runs a capturing regex only for the patterns that could match.
 
 pub(crate) mod dispatch;
 pub(crate) mod engine;
 pub mod fail2ban;
 pub(crate) mod lookup;
 pub(crate) mod prefix;
+pub(crate) mod required;
 pub(crate) mod router;
 pub mod session;
 pub(crate) mod template;
 
 use std::sync::Arc;
 
+#[doc(hidden)]
+pub use dispatch::DispatchCheck;
 pub use engine::{
     parse_address, BadPattern, FailClass, Filter, FilterMatch, FilterSource, PatternError, Verdict,
 };

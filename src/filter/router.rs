@@ -1,6 +1,6 @@
 //! Routes a parsed event to the jails that take its program, finding the native failregexes
-//! that could match by literal prefix (or one `RegexSet` pass over those without one; captures
-//! run only for the patterns that hit), and handing the whole event to the jails whose filter
+//! that could match by literal prefix or a literal every match contains (a `RegexSet` pass only
+//! for patterns with neither; captures run only for the patterns that hit), and handing the whole event to the jails whose filter
 //! is a fail2ban `.conf` filter.
 
 use std::collections::HashMap;
