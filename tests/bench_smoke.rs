@@ -178,6 +178,8 @@ fn attackers_latency_restore_idle() {
         "100,2000",
         "--rounds",
         "2",
+        "--batch",
+        "7",
         "--evidence",
     ]);
     run(&[

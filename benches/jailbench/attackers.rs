@@ -11,7 +11,7 @@ use super::corpus::attacker;
 const HOSTS: [&str; 4] = ["web-1", "web-2", "mail-1", "bastion"];
 use super::support::rss_kib;
 
-/// `attackers [--counts 100,10000,100000,1000000] [--rounds 4]`.
+/// `attackers [--counts 100,10000,100000,1000000] [--rounds 4] [--batch 64] [--evidence]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Distinct failing addresses to measure, comma-separated.
@@ -25,6 +25,12 @@ pub struct Args {
     /// Failures per address (at least 2: the first round inserts, the rest are timed).
     #[arg(long, default_value = "4", value_parser = super::count)]
     pub rounds: usize,
+    /// Failures decided a batch at a time (`Jail::on_failures`, which prefetches the batch's
+    /// tracking state), as the jail task takes them from the listeners' channel; measured next
+    /// to one by one (`Jail::on_failure_seen`) on a fresh jail in the same run. 1 measures one
+    /// by one only.
+    #[arg(long, default_value = "64", value_parser = super::count)]
+    pub batch: usize,
     /// Give every failure its evidence (receipt time, host, program, an sshd line), as the
     /// listeners do: the jail's evidence ring and the window's links are in the figures.
     #[arg(long)]
@@ -36,78 +42,123 @@ pub struct Args {
 pub struct AttackRow {
     /// Distinct failing addresses.
     pub addresses: usize,
-    /// Decisions per second (failures counted by the jail).
+    /// Decisions per second (failures counted by the jail), in batches of `--batch`.
     pub decisions: f64,
-    /// Resident memory added by the tracking state, bytes per address.
+    /// Decisions per second one by one (the same as `decisions` when `--batch` is 1).
+    pub single: f64,
+    /// Resident memory added by the tracking state (of the batched run), bytes per address.
     pub bytes_per_address: f64,
     /// Process RSS with the state in place, KiB.
     pub rss_kib: u64,
 }
 
+/// One jail fed `rounds` failures of every address of `addrs`, `batch` at a time (1: one by
+/// one); returns decisions/s over the timed rounds, bytes per address and the RSS.
+fn measure(
+    addrs: &[std::net::IpAddr],
+    rounds: usize,
+    batch: usize,
+    evidence: bool,
+) -> Result<(f64, f64, u64), String> {
+    use jailsink::jail::{Attempt, Jail};
+    use jailsink::metrics::JailMetrics;
+    let n = addrs.len();
+    let settings = attack_settings(n, rounds as u32 + 2);
+    let before = rss_kib(std::process::id());
+    let mut jail = Jail::new("bench", settings, JailMetrics::new("bench"));
+    let t0 = tokio::time::Instant::now();
+    let mut decisions = 0u64;
+    let mut timed = Duration::ZERO;
+    let (mut attempts, mut decided) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
+    let wall = std::time::SystemTime::now();
+    for round in 0..rounds {
+        let at = t0 + Duration::from_millis(round as u64);
+        let start = Instant::now();
+        for (i, ip) in addrs.iter().enumerate() {
+            // As the listener does per failure: its own host name and message copies.
+            let (host, seen) = if evidence {
+                let host: std::sync::Arc<str> = std::sync::Arc::from(HOSTS[i % HOSTS.len()]);
+                let line =
+                    format!("Failed password for invalid user admin from {ip} port 4242 ssh2");
+                (Some(host), Some(Seen::new(wall, Some("sshd"), &line)))
+            } else {
+                (None, None)
+            };
+            if batch <= 1 {
+                std::hint::black_box(jail.on_failure_seen(*ip, 1, at, host, seen));
+                continue;
+            }
+            attempts.push(Attempt {
+                ip: *ip,
+                count: 1,
+                at,
+                host,
+                seen,
+            });
+            if attempts.len() == batch || i + 1 == n {
+                jail.on_failures(&mut attempts, &mut decided);
+                std::hint::black_box(&decided);
+                decided.clear();
+            }
+        }
+        // The first round inserts; later rounds are the steady state under attack.
+        if round > 0 {
+            timed += start.elapsed();
+            decisions += n as u64;
+        }
+    }
+    let rss = rss_kib(std::process::id());
+    let tracked = jail.tracked();
+    if tracked != n {
+        return Err(format!("{tracked} of {n} addresses tracked"));
+    }
+    Ok((
+        decisions as f64 / timed.as_secs_f64(),
+        (rss.saturating_sub(before) * 1024) as f64 / n as f64,
+        rss,
+    ))
+}
+
 /// The jail's decision path
 /// (ignoreip, window, ban check) in-process, fed round-robin failures from N addresses; maxretry
 /// is above the number of rounds, so every address stays tracked and the state is all counted.
+/// Batched first (its memory is the figure), then one by one on a fresh jail.
 pub fn attackers(args: &Args) -> Result<Vec<AttackRow>, String> {
-    use jailsink::jail::Jail;
-    use jailsink::metrics::JailMetrics;
     let rounds = args.rounds.max(2);
     let mut rows = Vec::new();
     for &n in &args.counts {
-        let settings = attack_settings(n, rounds as u32 + 2);
         let addrs: Vec<std::net::IpAddr> = (0..n)
             .map(|i| attacker(i).parse().expect("an address"))
             .collect();
-        let before = rss_kib(std::process::id());
-        let mut jail = Jail::new("bench", settings, JailMetrics::new("bench"));
-        let t0 = tokio::time::Instant::now();
-        let mut decisions = 0u64;
-        let mut timed = Duration::ZERO;
-        for round in 0..rounds {
-            let at = t0 + Duration::from_millis(round as u64);
-            let start = Instant::now();
-            if args.evidence {
-                let wall = std::time::SystemTime::now();
-                for (i, ip) in addrs.iter().enumerate() {
-                    // As the listener does per failure: its own host name and message copies.
-                    let host: std::sync::Arc<str> = std::sync::Arc::from(HOSTS[i % HOSTS.len()]);
-                    let line =
-                        format!("Failed password for invalid user admin from {ip} port 4242 ssh2");
-                    let seen = Seen::new(wall, Some("sshd"), &line);
-                    std::hint::black_box(jail.on_failure_seen(*ip, 1, at, Some(host), Some(seen)));
-                }
-            } else {
-                for ip in &addrs {
-                    std::hint::black_box(jail.on_failure(*ip, 1, at));
-                }
-            }
-            // The first round inserts; later rounds are the steady state under attack.
-            if round > 0 {
-                timed += start.elapsed();
-                decisions += n as u64;
-            }
-        }
-        let rss = rss_kib(std::process::id());
-        let tracked = jail.tracked();
-        if tracked != n {
-            return Err(format!("{tracked} of {n} addresses tracked"));
-        }
+        let (decisions, bytes_per_address, rss_kib) =
+            measure(&addrs, rounds, args.batch, args.evidence)?;
+        let single = if args.batch > 1 {
+            measure(&addrs, rounds, 1, args.evidence)?.0
+        } else {
+            decisions
+        };
         rows.push(AttackRow {
             addresses: n,
-            decisions: decisions as f64 / timed.as_secs_f64(),
-            bytes_per_address: (rss.saturating_sub(before) * 1024) as f64 / n as f64,
-            rss_kib: rss,
+            decisions,
+            single,
+            bytes_per_address,
+            rss_kib,
         });
-        drop(jail);
     }
-    let base = rows.first().map_or(1.0, |r| r.decisions);
-    println!("| distinct failing addresses | decisions/s | vs 100 | tracking bytes/address | process RSS |");
-    println!("|---:|---:|---:|---:|---:|");
+    let base = rows.first().map_or((1.0, 1.0), |r| (r.decisions, r.single));
+    println!(
+        "| distinct failing addresses | decisions/s, batches of {} | vs first | one by one | vs first | tracking bytes/address | process RSS |",
+        args.batch
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.0}% | {:.0} | {:.1} MB |",
+            "| {} | {:.0} | {:.0}% | {:.0} | {:.0}% | {:.0} | {:.1} MB |",
             r.addresses,
             r.decisions,
-            r.decisions / base * 100.0,
+            r.decisions / base.0 * 100.0,
+            r.single,
+            r.single / base.1 * 100.0,
             r.bytes_per_address,
             r.rss_kib as f64 / 1024.0
         );

@@ -3,6 +3,7 @@
 //! so nothing here needs a lock.
 
 pub mod allow;
+mod batch;
 pub(crate) mod escalate;
 mod evidence;
 pub(crate) mod query;
@@ -31,6 +32,8 @@ use allow::IgnoreTable;
 pub(crate) use settings::{JailSettings, JailSpec};
 use spray::Spray;
 use window::{Outcome, Window, NIL};
+
+pub use batch::Attempt;
 
 /// The window the ban storm guard counts bans in.
 const STORM_WINDOW: Duration = Duration::from_secs(60);

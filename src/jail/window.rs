@@ -16,6 +16,9 @@ use tokio::time::Instant;
 
 /// Failure times kept in the entry itself; a larger maxretry spills to a `Vec`.
 const INLINE: usize = 5;
+/// Keys whose index words [`Window::prefetch`] requests before it reads the first of them: enough
+/// to keep a core's line-fill buffers busy, few enough that the lines stay in L1 until used.
+const AHEAD: usize = 32;
 /// No entry (list ends, free slots), and no link.
 pub(crate) const NIL: u32 = u32::MAX;
 
@@ -230,6 +233,43 @@ impl Window {
         (n > 0).then_some((n, entry.link))
     }
 
+    /// Starts loading what recording `keys` will read, so their cache misses overlap instead of
+    /// coming one per decision: first the index word of every key, then (once those have had
+    /// the time to arrive) the slab entry each word points at. Only a hint: nothing changes, and
+    /// a word or entry that moved before the key is recorded costs a miss, not a wrong answer.
+    pub(crate) fn prefetch(&self, keys: impl IntoIterator<Item = IpNetwork>) {
+        if self.index.words.is_empty() {
+            return;
+        }
+        let mut keys = keys.into_iter();
+        let mut hashes = [0u64; AHEAD];
+        loop {
+            let mut n = 0;
+            for key in keys.by_ref().take(AHEAD) {
+                let hash = self.hasher.hash_one(key);
+                prefetch(&self.index.words[self.index.home(hash)]);
+                hashes[n] = hash;
+                n += 1;
+            }
+            if n == 0 {
+                return;
+            }
+            for &hash in &hashes[..n] {
+                // The first word with the key's 32 hash bits: the entry itself but for a
+                // collision of those bits, which only makes this hint useless.
+                let entry = self
+                    .index
+                    .candidate(hash)
+                    .and_then(|slot| self.slab.get(slot as usize));
+                if let Some(entry) = entry {
+                    // An entry (80 bytes) straddles two lines more often than not.
+                    prefetch(entry);
+                    prefetch(&entry.times);
+                }
+            }
+        }
+    }
+
     /// Drops addresses whose last failure is older than findtime.
     pub(crate) fn prune(&mut self, now: Instant) {
         if self.oldest == NIL {
@@ -338,6 +378,20 @@ impl Window {
     }
 }
 
+/// Asks the CPU to start loading the cache line holding `value`.
+#[inline(always)]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults and changes no memory; the pointer comes
+    // from a live reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// Linear-probing table of `hash32 << 32 | slot + 1` words (0 = empty), at most 3/4 full;
 /// a word's home is its hash32 modulo the size, so growing needs no slab access.
 #[derive(Debug, Default)]
@@ -353,6 +407,16 @@ impl Index {
 
     fn hash32(hash: u64) -> u64 {
         hash >> 32
+    }
+
+    /// Where the run holding `hash` starts (the table is not empty).
+    fn home(&self, hash: u64) -> usize {
+        Self::hash32(hash) as usize & (self.words.len() - 1)
+    }
+
+    /// The slot of the first word carrying `hash`'s 32 bits, without looking at any entry.
+    fn candidate(&self, hash: u64) -> Option<u32> {
+        self.find(hash, |_| true)
     }
 
     /// The slot whose word has `hash`'s 32 bits and which `is` accepts.
