@@ -171,7 +171,15 @@ fn every_filter_next_to_sshd_alone() {
 
 #[test]
 fn attackers_latency_restore_idle() {
-    run(&["attackers", "--counts", "100,2000", "--rounds", "2"]);
+    run(&[
+        "attackers",
+        "--counts",
+        "100,2000",
+        "--rounds",
+        "2",
+        "--min-timed",
+        "1000",
+    ]);
     run(&[
         "attackers",
         "--counts",
@@ -180,6 +188,8 @@ fn attackers_latency_restore_idle() {
         "2",
         "--batch",
         "7",
+        "--min-timed",
+        "0",
         "--evidence",
     ]);
     run(&[
