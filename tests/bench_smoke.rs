@@ -228,6 +228,28 @@ fn restore_with_iptables_in_a_namespace() {
         .unwrap();
 }
 
+/// The same with nftables (bench/restore.sh NFTABLES=1): every persisted ban reaches the sets.
+#[test]
+fn restore_with_nftables_in_a_namespace() {
+    crate::support::tool("nft", "nftables");
+    let jailbench::Job::Restore(args) = parse(&[
+        "restore",
+        "--jailsink",
+        binary(),
+        "--bans",
+        "300",
+        "--action",
+        "nftables",
+    ]) else {
+        unreachable!("restore parses as restore")
+    };
+    let refused = jailbench::restore::restore(&args).unwrap_err();
+    assert!(refused.contains("network namespace"), "{refused}");
+    let ns = crate::lab::Netns::new("rsn");
+    ns.within(move || jailbench::restore::restore(&args))
+        .unwrap();
+}
+
 #[test]
 fn the_scripts_parse() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
