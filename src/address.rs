@@ -41,10 +41,25 @@ pub(crate) fn parse_target(text: &str) -> Result<IpNetwork, NotAnAddress> {
 
 /// The network of `prefix` bits that holds `ip` (the address itself at /32 or /128): what a
 /// failure counts against when a jail bans by prefix.
+/// Every failure's key and allowlist lookup goes through here, so the mask is applied directly
+/// (ipnetwork's new() + network() + new() cost more than the rest of a cached decision's
+/// lookup).
 pub(crate) fn network_of(ip: IpAddr, prefix: u8) -> IpNetwork {
-    IpNetwork::new(ip, prefix)
-        .and_then(|n| IpNetwork::new(n.network(), prefix))
-        .unwrap_or_else(|_| IpNetwork::from(ip))
+    let bits = u32::from(prefix);
+    match ip {
+        IpAddr::V4(a) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            let net = std::net::Ipv4Addr::from(u32::from(a) & mask);
+            ipnetwork::Ipv4Network::new(net, prefix).map_or(IpNetwork::from(ip), IpNetwork::V4)
+        }
+        IpAddr::V6(a) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            let net = std::net::Ipv6Addr::from(u128::from(a) & mask);
+            ipnetwork::Ipv6Network::new(net, prefix).map_or(IpNetwork::from(ip), IpNetwork::V6)
+        }
+        // A prefix longer than the address: the address itself.
+        _ => IpNetwork::from(ip),
+    }
 }
 
 /// A single address as itself, a prefix ban as CIDR: how logs and the CLI name a target.
@@ -60,6 +75,29 @@ pub(crate) fn show_target(target: IpNetwork) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_of_is_ipnetworks_network_at_every_prefix() {
+        let slow = |ip: IpAddr, prefix: u8| {
+            IpNetwork::new(ip, prefix)
+                .and_then(|n| IpNetwork::new(n.network(), prefix))
+                .unwrap_or_else(|_| IpNetwork::from(ip))
+        };
+        for text in [
+            "192.0.2.77",
+            "255.255.255.255",
+            "0.0.0.0",
+            "2001:db8:85a3::8a2e:370:7334",
+            "::ffff:192.0.2.1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            for prefix in 0..=255u8 {
+                assert_eq!(network_of(ip, prefix), slow(ip, prefix), "{text}/{prefix}");
+            }
+        }
+    }
 
     #[test]
     fn mapped_ipv4_is_plain_ipv4() {

@@ -171,15 +171,11 @@ fn every_filter_next_to_sshd_alone() {
 
 #[test]
 fn attackers_latency_restore_idle() {
-    run(&["attackers", "--counts", "100,2000", "--rounds", "2"]);
-    run(&[
-        "attackers",
-        "--counts",
-        "100,2000",
-        "--rounds",
-        "2",
-        "--evidence",
-    ]);
+    // Batched (64) and one by one; then batches of 7 with evidence.
+    let attackers = ["attackers", "--counts", "100,2000", "--rounds", "2"];
+    run(&[&attackers[..], &["--min-timed", "1000"]].concat());
+    let evidence = ["--batch", "7", "--min-timed", "0", "--evidence"];
+    run(&[&attackers[..], &evidence].concat());
     run(&[
         "latency",
         "--jailsink",
@@ -193,10 +189,10 @@ fn attackers_latency_restore_idle() {
     run(&["idle", "--jailsink", binary()]);
 }
 
-/// The iptables restore measurement (bench/restore.sh IPTABLES=1) in a namespace of its own:
-/// every persisted ban reaches the chains, and a kill -9 restart reconciles them.
-#[test]
-fn restore_with_iptables_in_a_namespace() {
+/// A firewall restore measurement (bench/restore.sh IPTABLES=1 or NFTABLES=1) with 300 bans
+/// in a namespace of its own: refused outside one, then every persisted ban reaches the
+/// firewall, and a kill -9 restart reconciles them.
+fn restore_in_a_namespace(action: &str, ns: &str) {
     let jailbench::Job::Restore(args) = parse(&[
         "restore",
         "--jailsink",
@@ -204,16 +200,27 @@ fn restore_with_iptables_in_a_namespace() {
         "--bans",
         "300",
         "--action",
-        "iptables",
+        action,
     ]) else {
         unreachable!("restore parses as restore")
     };
     // Outside a namespace it refuses rather than touch this host's firewall.
     let refused = jailbench::restore::restore(&args).unwrap_err();
     assert!(refused.contains("network namespace"), "{refused}");
-    let ns = crate::lab::Netns::new("rst");
+    let ns = crate::lab::Netns::new(ns);
     ns.within(move || jailbench::restore::restore(&args))
         .unwrap();
+}
+
+#[test]
+fn restore_with_iptables_in_a_namespace() {
+    restore_in_a_namespace("iptables", "rst");
+}
+
+#[test]
+fn restore_with_nftables_in_a_namespace() {
+    crate::support::tool("nft", "nftables");
+    restore_in_a_namespace("nftables", "rsn");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use super::corpus::attacker;
 use super::support;
 use super::{daemon, fresh_daemon, LIVE_JAILS, POLL};
 
-/// `restore --jailsink BIN [--bans 100000] [--action log|iptables]`.
+/// `restore --jailsink BIN [--bans 100000] [--action log|iptables|nftables]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestoreArgs {
     #[command(flatten)]
@@ -17,7 +17,8 @@ pub struct RestoreArgs {
     /// Active bans in the state.db.
     #[arg(long, default_value = "100000", value_parser = super::count)]
     pub bans: usize,
-    /// The jail's action: log, or iptables (inside a network namespace; the chains are counted).
+    /// The jail's action: log, or iptables or nftables (inside a network namespace; the chains
+    /// or sets are counted).
     #[arg(long, default_value = "log")]
     pub action: String,
 }
@@ -40,8 +41,10 @@ pub fn restore(args: &RestoreArgs) -> Result<f64, String> {
     let jails = format!(
         "[jails.sshd]\nprograms = [\"sshd\"]\nmaxretry = 5\nbantime = \"1d\"\naction = \"{action}\"\n"
     );
-    if action == "iptables" {
-        return restore_iptables(args, &jails, dir);
+    match action.as_str() {
+        "iptables" => return restore_firewall(args, &jails, dir, "chains", chain_rules),
+        "nftables" => return restore_firewall(args, &jails, dir, "sets", set_elements),
+        _ => {}
     }
     let daemon = daemon(&args.jailsink.jailsink, &jails, dir);
     let ok = support::poll(Duration::from_secs(600), POLL, || {
@@ -81,6 +84,31 @@ fn chain_rules() -> usize {
         .sum()
 }
 
+/// The elements of the sshd jail's nftables sets (table `inet jailsink`), as the kernel holds
+/// them.
+fn set_elements() -> usize {
+    ["sshd-v4", "sshd-v6"]
+        .iter()
+        .filter_map(|set| {
+            Command::new("nft")
+                .args(["-j", "list", "set", "inet", "jailsink", set])
+                .output()
+                .ok()
+        })
+        .filter(|out| out.status.success())
+        .filter_map(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
+        .map(|json| {
+            json["nftables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| item["set"]["elem"].as_array())
+                .map(Vec::len)
+                .sum::<usize>()
+        })
+        .sum()
+}
+
 /// True inside a named network namespace (`ip netns add`, not the host's, whose firewall is
 /// not ours): this thread's namespace inode is one of /run/netns/*.
 fn own_network_namespace() -> bool {
@@ -100,39 +128,48 @@ fn own_network_namespace() -> bool {
     })
 }
 
-/// The iptables backend: seconds from `jailsink run` to ready, which the daemon reports only
-/// after each jail's runner has reconciled the chains with the persisted bans (added what is
-/// missing, in restore bursts); then the chains are counted to check every ban is there. Once
-/// into empty chains, once after a kill -9 (the chains kept: one listing, nothing to add).
-/// Runs only inside a network namespace (bench/restore.sh makes one).
-fn restore_iptables(
+/// A firewall backend (iptables: `held` counts the chains' rules; nftables: the sets'
+/// elements): seconds from `jailsink run` to ready, which the daemon reports only after each
+/// jail's runner has reconciled the firewall with the persisted bans (added what is missing, in
+/// bursts); then `held` checks every ban is there. Once into an empty firewall, once after a
+/// kill -9 (the firewall kept: one listing, nothing to add). Runs only inside a network
+/// namespace (bench/restore.sh makes one).
+fn restore_firewall(
     args: &RestoreArgs,
     jails: &str,
     dir: tempfile::TempDir,
+    objects: &str,
+    held: fn() -> usize,
 ) -> Result<f64, String> {
+    let action = &args.action;
     if !own_network_namespace() {
-        return Err("restore --action iptables changes the firewall: run it inside a network namespace (bench/restore.sh IPTABLES=1)".into());
+        return Err(format!("restore --action {action} changes the firewall: run it inside a network namespace (bench/restore.sh IPTABLES=1 or NFTABLES=1)"));
     }
     let bans = args.bans;
     let bin = &args.jailsink.jailsink;
     let env = [("RUST_LOG", "warn,jailsink=info")];
     let mut rows = Vec::new();
     let mut dir = Some(dir);
-    for start in ["empty chains", "after kill -9 (chains kept)"] {
+    for start in [
+        format!("empty {objects}"),
+        format!("after kill -9 ({objects} kept)"),
+    ] {
         let Some(d) = dir.take() else { break };
         let daemon = support::Daemon::start_bin(bin, d, &support::config("", jails), &[], &env);
         let ready = daemon.ready_after.as_secs_f64();
         // Listing 100,000 rules takes iptables-nft seconds: counted after, not polled.
-        let held = chain_rules();
+        let held = held();
         if held != bans {
             return Err(format!(
-                "{start}: {held} of {bans} bans in the chains when ready"
+                "{start}: {held} of {bans} bans in the {objects} when ready"
             ));
         }
         rows.push((start, ready, daemon.rss_kib()));
         dir = Some(daemon.kill9());
     }
-    println!("| persisted bans (iptables) | start | ready = every ban in the chains | RSS after |");
+    println!(
+        "| persisted bans ({action}) | start | ready = every ban in the {objects} | RSS after |"
+    );
     println!("|---:|---|---:|---:|");
     for (start, ready, rss) in &rows {
         println!(

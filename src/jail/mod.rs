@@ -3,6 +3,7 @@
 //! so nothing here needs a lock.
 
 pub mod allow;
+mod batch;
 pub(crate) mod escalate;
 mod evidence;
 pub(crate) mod query;
@@ -31,6 +32,8 @@ use allow::IgnoreTable;
 pub(crate) use settings::{JailSettings, JailSpec};
 use spray::Spray;
 use window::{Outcome, Window, NIL};
+
+pub use batch::Attempt;
 
 /// The window the ban storm guard counts bans in.
 const STORM_WINDOW: Duration = Duration::from_secs(60);
@@ -148,6 +151,9 @@ pub struct Jail {
     spray: Option<Spray>,
     reported_spray_evictions: u64,
     refused_networks: HashSet<IpNetwork>,
+    /// Keys and window hashes of the batch [`Jail::on_failures`] decides (kept for its
+    /// allocation).
+    keyed: Vec<(IpNetwork, u64)>,
 }
 
 /// A network ban that folded single bans: the order, and the bans it replaces.
@@ -188,6 +194,7 @@ impl Jail {
                 .map(|s| Spray::new(s, settings.max_tracked)),
             reported_spray_evictions: 0,
             refused_networks: HashSet::new(),
+            keyed: Vec::new(),
             settings,
         }
     }
@@ -208,10 +215,9 @@ impl Jail {
         crate::address::network_of(ip, prefix)
     }
 
-    /// What every failure goes through first: the key it counts against, or Ignored (not
-    /// counted) or AlreadyBanned (counted, nothing more to do).
-    fn admit(&mut self, ip: IpAddr, count: u32) -> Result<IpNetwork, Decision> {
-        let key = self.key_of(ip);
+    /// What every failure goes through first, with the key it counts against ([`Jail::key_of`]):
+    /// the key again, or Ignored (not counted) or AlreadyBanned (counted, nothing more to do).
+    fn admit(&mut self, key: IpNetwork, count: u32) -> Result<IpNetwork, Decision> {
         if self.is_ignored(key) {
             return Err(Decision::Ignored);
         }
@@ -401,7 +407,21 @@ impl Jail {
         host: Option<Arc<str>>,
         seen: Option<Seen>,
     ) -> Decision {
-        let key = match self.admit(ip, count) {
+        self.decide(self.key_of(ip), None, count, at, host, seen)
+    }
+
+    /// [`Jail::on_failure_seen`] of a failure whose key is `key`, and whose hash in the window
+    /// is `hash` when a batch computed it already.
+    fn decide(
+        &mut self,
+        key: IpNetwork,
+        hash: Option<u64>,
+        count: u32,
+        at: Instant,
+        host: Option<Arc<str>>,
+        seen: Option<Seen>,
+    ) -> Decision {
+        let key = match self.admit(key, count) {
             Ok(key) => key,
             Err(decision) => return decision,
         };
@@ -409,7 +429,8 @@ impl Jail {
             Some(_) => self.ring.next_seq(),
             None => NIL,
         };
-        let (outcome, previous) = self.window.record(key, count, at, link);
+        let hash = hash.unwrap_or_else(|| self.window.hash(&key));
+        let (outcome, previous) = self.window.record_hashed(key, hash, count, at, link);
         if let Some(seen) = seen {
             self.ring.push(key, previous, count, host, seen);
         }
@@ -471,7 +492,7 @@ impl Jail {
         at: Instant,
         line: Option<Line>,
     ) -> Decision {
-        let key = match self.admit(ip, count) {
+        let key = match self.admit(self.key_of(ip), count) {
             Ok(key) => key,
             Err(decision) => return decision,
         };

@@ -23,6 +23,9 @@ use crate::address::show_target;
 use crate::metrics::JailMetrics;
 use crate::state::{StateOp, StoredBan};
 
+/// Failures the jail task takes from the listeners' channel at a time: their tracking state is
+/// prefetched together before they are decided one by one (see [`JailSet::on_failures`]).
+const FAILURE_BATCH: usize = 64;
 /// How often idle windows are pruned so the tracked-addresses gauge stays true.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// How often the state is asked to prune ban history past `[state] history_days`, in
@@ -386,6 +389,21 @@ impl JailSet {
         for member in escalated.folded {
             tracing::info!(jail = %name, ip = %show_target(member), network = %network, "[{name}] {} folded into the ban of {network}", show_target(member));
             self.lift(&name, member).await;
+        }
+    }
+
+    /// Applies a batch of failures (drained) in order, each exactly as [`JailSet::on_failure`]
+    /// does; first every jail prefetches what its failures of the batch will read, so with many
+    /// tracked addresses their cache misses overlap instead of coming one per decision.
+    pub(crate) async fn on_failures(&mut self, batch: &mut Vec<Failure>) {
+        if batch.len() > 1 {
+            for slot in &self.slots {
+                let mine = batch.iter().filter(|f| !f.success && f.jail == slot.name);
+                slot.jail.prefetch(mine.map(|f| f.ip));
+            }
+        }
+        for failure in batch.drain(..) {
+            self.on_failure(failure).await;
         }
     }
 
@@ -880,13 +898,15 @@ pub(crate) async fn run(
 ) -> Vec<JoinHandle<()>> {
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(FAILURE_BATCH);
     loop {
         let deadline = set.next_deadline();
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            failure = failures.recv() => match failure {
-                Some(f) => set.on_failure(f).await,
-                None => break,
+            // recv_many is cancel safe: it takes nothing unless it returns.
+            taken = failures.recv_many(&mut batch, FAILURE_BATCH) => match taken {
+                0 => break,
+                _ => set.on_failures(&mut batch).await,
             },
             command = commands.recv() => match command {
                 Some(Command::Query(query, answer)) => {
@@ -1062,6 +1082,60 @@ mod tests {
             "no network ban over an ignored address"
         );
         drop(set.finish());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_commits_what_failures_one_by_one_commit() {
+        // Escalation folds bans in the middle of a batch, and a later failure of the batch
+        // falls in the network it banned: a batch must see every commit before it.
+        let mut c = config("sshd", 60);
+        c.settings.detection.escalation = Some(crate::jail::escalate::Escalation {
+            ipv4: 24,
+            ipv6: 64,
+            after: 2,
+        });
+        let mut other = config("smtp", 60);
+        other.settings.maxretry = 3;
+        let mut ips = Vec::new();
+        for n in 0..300u32 {
+            let net = [1, 2, 3][(n % 3) as usize];
+            let host = (n * 7919) % 13;
+            ips.push((n % 4 == 0, format!("10.{net}.0.{host}")));
+        }
+        let mut runs = Vec::new();
+        for batched in [false, true] {
+            let (tx, mut rx) = mpsc::channel(4096);
+            let mut set =
+                JailSet::start(vec![c.clone(), other.clone()], tx, vec![], HashMap::new())
+                    .await
+                    .unwrap();
+            let failures = ips.iter().map(|(smtp, ip)| Failure {
+                jail: Arc::from(if *smtp { "smtp" } else { "sshd" }),
+                ..failure(ip)
+            });
+            if batched {
+                let all: Vec<Failure> = failures.collect();
+                for chunk in all.chunks(37) {
+                    set.on_failures(&mut chunk.to_vec()).await;
+                }
+            } else {
+                for f in failures {
+                    set.on_failure(f).await;
+                }
+            }
+            let mut ops = Vec::new();
+            while let Ok(op) = rx.try_recv() {
+                ops.extend(ban_target(&op));
+            }
+            drop(set.finish());
+            runs.push(ops);
+        }
+        assert!(
+            runs[0].iter().any(|op| op.ends_with(".0/24")),
+            "{:?}",
+            runs[0]
+        );
+        assert_eq!(runs[0], runs[1]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,13 @@ use tokio::time::Instant;
 
 /// Failure times kept in the entry itself; a larger maxretry spills to a `Vec`.
 const INLINE: usize = 5;
+/// Tracking state (slab and index) below which prefetching costs more than it saves: it stays
+/// in a core's L2 cache (2 MiB here), where a lookup waits for no memory. Unit tests prefetch
+/// always, so the differential tests of the batched path run it.
+const CACHED_BYTES: usize = if cfg!(test) { 0 } else { 1 << 20 };
+/// Keys whose index words [`Window::prefetch`] requests before it reads the first of them: enough
+/// to keep a core's line-fill buffers busy, few enough that the lines stay in L1 until used.
+const AHEAD: usize = 32;
 /// No entry (list ends, free slots), and no link.
 pub(crate) const NIL: u32 = u32::MAX;
 
@@ -166,7 +173,9 @@ impl Window {
 
     /// Records `count` failures of `ip` at `now` (count > 1 for a repeat summary), with `link`
     /// (the caller's handle on this failure's evidence); returns the outcome and the link of
-    /// the address's previous failure still tracked (NIL for its first).
+    /// the address's previous failure still tracked (NIL for its first). The jail calls
+    /// [`Window::record_hashed`], the hash known.
+    #[cfg(test)]
     pub(crate) fn record(
         &mut self,
         ip: IpNetwork,
@@ -174,10 +183,22 @@ impl Window {
         now: Instant,
         link: u32,
     ) -> (Outcome, u32) {
-        self.prune(now);
+        self.record_hashed(ip, self.hash(&ip), count, now, link)
+    }
+
+    /// [`Window::record`] of `ip` whose [`Window::hash`] is `hash` (computed once for a batch).
+    pub(crate) fn record_hashed(
+        &mut self,
+        ip: IpNetwork,
+        hash: u64,
+        count: u32,
+        now: Instant,
+        link: u32,
+    ) -> (Outcome, u32) {
+        // The first failure sets the base; pruning then needs nothing but nanoseconds.
         let now = self.ns(now);
+        self.prune_ns(now);
         let maxretry = self.maxretry as usize;
-        let hash = self.hasher.hash_one(ip);
         let slot = match self.find(hash, &ip) {
             Some(slot) => {
                 self.unlink(slot);
@@ -230,12 +251,78 @@ impl Window {
         (n > 0).then_some((n, entry.link))
     }
 
+    /// The hash the window files `key` under, for [`Window::record_hashed`] and the prefetches.
+    pub(crate) fn hash(&self, key: &IpNetwork) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// True when the tracking state is too large to stay in the cache, so that lookups wait for
+    /// memory and prefetching them pays.
+    pub(crate) fn outgrows_cache(&self) -> bool {
+        self.slab.len() * std::mem::size_of::<Entry>() + self.index.words.len() * 8 > CACHED_BYTES
+    }
+
+    /// Starts loading the index word a lookup of `hash` reads first: the miss of every decision
+    /// once the index outgrows the cache. A hint: it changes nothing.
+    pub(crate) fn prefetch_index(&self, hash: u64) {
+        if !self.index.words.is_empty() {
+            prefetch(&self.index.words[self.index.home(hash)]);
+        }
+    }
+
+    /// Reads the index for `hash` (its word should be cached by now: see
+    /// [`Window::prefetch_index`]) and starts loading the slab entry it points at. A hint: an
+    /// entry that moves before it is used costs a miss, not a wrong answer.
+    pub(crate) fn prefetch_entry(&self, hash: u64) {
+        // The first word with the key's 32 hash bits: the entry itself but for a collision of
+        // those bits, which only makes this hint useless.
+        let entry = self
+            .index
+            .candidate(hash)
+            .and_then(|slot| self.slab.get(slot as usize));
+        if let Some(entry) = entry {
+            // An entry (80 bytes) straddles two lines more often than not.
+            prefetch(entry);
+            prefetch(&entry.times);
+        }
+    }
+
+    /// Starts loading what recording `keys` will read, so their cache misses overlap instead of
+    /// coming one per decision: the index words of up to [`AHEAD`] keys, then (once those have
+    /// had the time to arrive) the slab entries they point at. A hint that changes nothing.
+    pub(crate) fn prefetch(&self, keys: impl IntoIterator<Item = IpNetwork>) {
+        if !self.outgrows_cache() {
+            return;
+        }
+        let mut keys = keys.into_iter();
+        let mut hashes = [0u64; AHEAD];
+        loop {
+            let mut n = 0;
+            for key in keys.by_ref().take(AHEAD) {
+                hashes[n] = self.hash(&key);
+                self.prefetch_index(hashes[n]);
+                n += 1;
+            }
+            if n == 0 {
+                return;
+            }
+            for &hash in &hashes[..n] {
+                self.prefetch_entry(hash);
+            }
+        }
+    }
+
     /// Drops addresses whose last failure is older than findtime.
     pub(crate) fn prune(&mut self, now: Instant) {
         if self.oldest == NIL {
             return;
         }
         let now = self.ns(now);
+        self.prune_ns(now);
+    }
+
+    /// [`Window::prune`] at `now` nanoseconds from the base.
+    fn prune_ns(&mut self, now: i64) {
         while self.oldest != NIL {
             let times = self.slab[self.oldest as usize].times.as_slice();
             match times.last() {
@@ -338,6 +425,20 @@ impl Window {
     }
 }
 
+/// Asks the CPU to start loading the cache line holding `value`.
+#[inline(always)]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults and changes no memory; the pointer comes
+    // from a live reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// Linear-probing table of `hash32 << 32 | slot + 1` words (0 = empty), at most 3/4 full;
 /// a word's home is its hash32 modulo the size, so growing needs no slab access.
 #[derive(Debug, Default)]
@@ -353,6 +454,16 @@ impl Index {
 
     fn hash32(hash: u64) -> u64 {
         hash >> 32
+    }
+
+    /// Where the run holding `hash` starts (the table is not empty).
+    fn home(&self, hash: u64) -> usize {
+        Self::hash32(hash) as usize & (self.words.len() - 1)
+    }
+
+    /// The slot of the first word carrying `hash`'s 32 bits, without looking at any entry.
+    fn candidate(&self, hash: u64) -> Option<u32> {
+        self.find(hash, |_| true)
     }
 
     /// The slot whose word has `hash`'s 32 bits and which `is` accepts.
