@@ -1470,3 +1470,64 @@ fn fleet_both_role_decides_and_applies_in_one_process() {
         assert!(daemon.errors().is_empty(), "{:#?}", daemon.errors());
     }
 }
+
+/// The publisher's lift script, run on a real redis-server: an unban lifts the active-set entry
+/// of the ban it names or an older one, never a newer ban (another sink's, written at any moment
+/// before the publisher's transaction: the check runs inside it).
+#[test]
+fn fleet_unban_script_never_lifts_a_newer_ban() {
+    let redis = Redis::start("", &[]);
+    let eval = |member: &str, lifts: &str| -> String {
+        redis
+            .cli(&[
+                "EVAL",
+                jailsink::fleet::publish::LIFT,
+                "3",
+                "t:active",
+                "t:details",
+                "t:decided",
+                member,
+                lifts,
+            ])
+            .trim()
+            .to_string()
+    };
+    let hold = |member: &str, banned_at: u64| {
+        redis.cli(&["ZADD", "t:active", "+inf", member]);
+        redis.cli(&[
+            "HSET",
+            "t:details",
+            member,
+            &format!(r#"{{"op":"ban","jail":"sshd","banned_at":{banned_at}}}"#),
+        ]);
+    };
+    let held = |member: &str| redis.cli(&["ZSCORE", "t:active", member]).trim() != "";
+
+    // A newer ban (decided at 1,700,000,000,500 ms) survives an unban of the one at ...000.
+    hold("sshd|192.0.2.1/32", 1_700_000_000_500);
+    assert_eq!(eval("sshd|192.0.2.1/32", "1700000000000"), "0");
+    assert!(held("sshd|192.0.2.1/32"), "the newer ban stays");
+    // The ban the unban names, or an older one, is lifted with its shared-window decision.
+    redis.cli(&["SET", "t:decided", "1"]);
+    assert_eq!(eval("sshd|192.0.2.1/32", "1700000000500"), "1");
+    assert!(!held("sshd|192.0.2.1/32"));
+    assert_eq!(
+        redis
+            .cli(&["HEXISTS", "t:details", "sshd|192.0.2.1/32"])
+            .trim(),
+        "0"
+    );
+    assert_eq!(redis.cli(&["EXISTS", "t:decided"]).trim(), "0");
+    hold("sshd|192.0.2.2/32", 1_700_000_000_000);
+    assert_eq!(eval("sshd|192.0.2.2/32", "1700000000900"), "1");
+    assert!(!held("sshd|192.0.2.2/32"));
+    // An unban that names no ban (an older sink's) lifts whatever is there; details that are
+    // not JSON do not stop it either.
+    hold("sshd|192.0.2.3/32", 1_700_000_000_500);
+    assert_eq!(eval("sshd|192.0.2.3/32", ""), "1");
+    assert!(!held("sshd|192.0.2.3/32"));
+    redis.cli(&["ZADD", "t:active", "+inf", "sshd|192.0.2.4/32"]);
+    redis.cli(&["HSET", "t:details", "sshd|192.0.2.4/32", "not json"]);
+    assert_eq!(eval("sshd|192.0.2.4/32", "1700000000000"), "1");
+    assert!(!held("sshd|192.0.2.4/32"));
+}

@@ -250,13 +250,16 @@ const COMMANDS: &str = "a command its role needs";
 /// What the prune script runs.
 const PRUNE_COMMANDS: &str =
     "a command of the prune script (EVALSHA, SCRIPT LOAD, ZRANGEBYSCORE ZREM HDEL)";
+/// What the unban (lift) script runs.
+const LIFT_COMMANDS: &str =
+    "a command of the unban script (EVALSHA, SCRIPT LOAD, HGET ZREM HDEL DEL)";
 /// What the shared-window script runs.
 const WINDOW_COMMANDS: &str = "a command of the shared-window script (EVALSHA, SCRIPT LOAD, \
     TIME EXISTS RPUSH LLEN LTRIM LINDEX DEL SET INCR PEXPIRE)";
 
 /// Sends each command `config`'s role uses, so that none is denied later: reads on the real
 /// keys, writes that change nothing (XX, NOMKSTREAM, absent members), the heartbeat, and for
-/// sinks both scripts loaded and run (the windows script on `<prefix>:probe:*` keys that
+/// sinks every script loaded and run (the lift script on an absent member, the windows script on `<prefix>:probe:*` keys that
 /// expire within a millisecond), since Redis checks the ACL on each `redis.call` too.
 async fn probe(
     conn: &mut MultiplexedConnection,
@@ -348,6 +351,19 @@ async fn probe(
         }
         .await;
         pruned.map_err(|e| (PRUNE_COMMANDS, e))?;
+        let lift = redis::Script::new(publish::LIFT);
+        let lifted: redis::RedisResult<i64> = async {
+            lift.load_async(conn).await?;
+            lift.key(&keys.active)
+                .key(&keys.details)
+                .key(format!("{scratch}:decided"))
+                .arg(absent)
+                .arg("")
+                .invoke_async(conn)
+                .await
+        }
+        .await;
+        lifted.map_err(|e| (LIFT_COMMANDS, e))?;
         let windows = redis::Script::new(windows::SCRIPT);
         let counted: redis::RedisResult<redis::Value> = async {
             windows.load_async(conn).await?;

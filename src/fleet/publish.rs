@@ -431,11 +431,12 @@ async fn publish(
             }
         })
         .collect();
-    let mut newer = newer_bans(conn, keys, &events).await?;
+    let lift = redis::Script::new(LIFT);
     let mut pipe = redis::pipe();
     pipe.atomic();
     let mut ops = Vec::with_capacity(events.len());
-    let mut queued: HashMap<String, u64> = HashMap::new();
+    // The member of each unban, in the order their script results come back.
+    let mut unbans = Vec::new();
     for event in events {
         let mut xadd = redis::cmd("XADD");
         xadd.arg(&keys.stream)
@@ -448,17 +449,6 @@ async fn publish(
         }
         pipe.add_command(xadd).ignore();
         let m = member(&event.jail, event.target);
-        // A ban earlier in this batch is what the active set will hold by this unban's turn.
-        match (event.op, event.lifts) {
-            (Op::Ban, _) => {
-                newer.remove(&m);
-                queued.insert(m.clone(), event.banned_at);
-            }
-            (Op::Unban, Some(at)) if queued.get(&m).is_some_and(|&b| b > at) => {
-                newer.insert(m.clone());
-            }
-            (Op::Unban, _) => {}
-        }
         match event.op {
             Op::Ban => {
                 let score = event
@@ -475,17 +465,22 @@ async fn publish(
                     .arg(event.to_json())
                     .ignore();
             }
-            Op::Unban if newer.contains(&m) => {
-                // The event still goes out (agents holding the old ban lift it); the active
-                // set keeps the newer ban.
-                tracing::info!(member = %m, "fleet: unban of an older ban; the active set keeps the newer one");
-            }
             Op::Unban => {
-                pipe.cmd("ZREM").arg(&keys.active).arg(&m).ignore();
-                pipe.cmd("HDEL").arg(&keys.details).arg(&m).ignore();
-                // A lifted ban may be decided again by the shared window.
+                // The event goes out whatever the script finds (agents holding the old ban
+                // lift it); the script lifts the active-set entry only if it is not newer than
+                // the ban this unban names, inside the transaction, so a newer ban written by
+                // another sink (or earlier in this batch) is never removed.
                 let [_, decided, _] = keys.window(&event.jail, event.target);
-                pipe.cmd("DEL").arg(decided).ignore();
+                let lifts = event.lifts.map_or_else(String::new, |at| at.to_string());
+                pipe.cmd("EVALSHA")
+                    .arg(lift.get_hash())
+                    .arg(3)
+                    .arg(&keys.active)
+                    .arg(&keys.details)
+                    .arg(decided)
+                    .arg(&m)
+                    .arg(lifts);
+                unbans.push(m);
             }
         }
         ops.push(event.op);
@@ -493,41 +488,42 @@ async fn publish(
     if ops.is_empty() {
         return Ok(ops);
     }
-    let () = pipe.query_async(conn).await?;
+    if !unbans.is_empty() {
+        // Loaded on every batch with unbans (one cheap round trip): a Redis restarted or
+        // flushed since the last batch has no scripts, and a failed EVALSHA inside the MULTI
+        // would fail the whole batch.
+        lift.load_async(conn).await?;
+    }
+    let lifted: Vec<i64> = pipe.query_async(conn).await?;
+    for (m, lifted) in unbans.iter().zip(lifted) {
+        if lifted == 0 {
+            tracing::info!(member = %m, "fleet: unban of an older ban; the active set keeps the newer one");
+        }
+    }
     Ok(ops)
 }
 
-/// The members of unbans in `events` whose active-set entry is now a newer ban than the one
-/// the unban lifts (another sink's, or one decided again since): left in the active set. One
-/// HMGET, only for a batch with such unbans; a ban written between it and the MULTI is a
-/// window of one round trip.
-async fn newer_bans(
-    conn: &mut MultiplexedConnection,
-    keys: &Keys,
-    events: &[FleetEvent],
-) -> redis::RedisResult<std::collections::HashSet<String>> {
-    let lifted: Vec<(String, u64)> = events
-        .iter()
-        .filter(|e| e.op == Op::Unban)
-        .filter_map(|e| e.lifts.map(|at| (e.member(), at)))
-        .collect();
-    if lifted.is_empty() {
-        return Ok(Default::default());
-    }
-    let current: Vec<Option<String>> = redis::cmd("HMGET")
-        .arg(&keys.details)
-        .arg(lifted.iter().map(|(m, _)| m).collect::<Vec<_>>())
-        .query_async(conn)
-        .await?;
-    let mut newer = std::collections::HashSet::new();
-    for ((member, at), details) in lifted.into_iter().zip(current) {
-        let stored = details.and_then(|d| FleetEvent::from_json(&d).ok());
-        if stored.is_some_and(|e| e.banned_at > at) {
-            newer.insert(member);
-        }
-    }
-    Ok(newer)
-}
+/// Lifts one unban's entry from the active set (KEYS[1]) and details (KEYS[2]) and clears its
+/// shared-window decision (KEYS[3]), unless the details hold a ban decided after the one the
+/// unban names (ARGV[2], its `banned_at` in Unix ms; empty: lift whatever is there). Run inside
+/// the publisher's MULTI, so the check and the removal are one atomic step: no ban another sink
+/// writes in between can be lifted by mistake. Returns 1 when lifted, 0 when a newer ban stays.
+pub const LIFT: &str = r"
+local held = redis.call('HGET', KEYS[2], ARGV[1])
+if held and ARGV[2] ~= '' then
+  local ok, ban = pcall(cjson.decode, held)
+  if ok and type(ban) == 'table' then
+    local at = tonumber(ban['banned_at'])
+    if at and at > tonumber(ARGV[2]) then
+      return 0
+    end
+  end
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return 1
+";
 
 /// The publisher: connects, drains the outbox in order, writes heartbeats and prunes expired
 /// bans from the active set, until `shutdown`.
