@@ -171,11 +171,13 @@ fn every_filter_next_to_sshd_alone() {
 
 #[test]
 fn attackers_latency_restore_idle() {
-    // Batched (64) and one by one; then batches of 7 with evidence.
+    // Batched (64) and one by one; then batches of 7 with evidence; then the daemon's batching.
     let attackers = ["attackers", "--counts", "100,2000", "--rounds", "2"];
     run(&[&attackers[..], &["--min-timed", "1000"]].concat());
     let evidence = ["--batch", "7", "--min-timed", "0", "--evidence"];
     run(&[&attackers[..], &evidence].concat());
+    // Batched as the daemon's jail task does it.
+    run(&[&attackers[..], &["--min-timed", "0", "--daemon-path"]].concat());
     run(&[
         "latency",
         "--jailsink",

@@ -41,6 +41,11 @@ pub struct Args {
     /// listeners do: the jail's evidence ring and the window's links are in the figures.
     #[arg(long)]
     pub evidence: bool,
+    /// Batch as the daemon's jail task does (`JailSet::on_failures`): the batch's tracking state
+    /// prefetched (`Jail::prefetch`), then each failure decided one by one; without it, batches
+    /// go through `Jail::on_failures`, which pipelines the prefetches with the decisions.
+    #[arg(long)]
+    pub daemon_path: bool,
 }
 
 /// One attacker-count step.
@@ -87,6 +92,7 @@ fn measure(
     rounds: usize,
     batch: usize,
     evidence: bool,
+    daemon_path: bool,
 ) -> Result<(Timed, f64, u64), String> {
     use jailsink::jail::{Attempt, Jail};
     use jailsink::metrics::JailMetrics;
@@ -126,9 +132,20 @@ fn measure(
                 seen,
             });
             if attempts.len() == batch || i + 1 == n {
-                jail.on_failures(&mut attempts, |d| {
-                    std::hint::black_box(d);
-                });
+                if daemon_path {
+                    // What the jail task does (`JailSet::on_failures`): the whole batch's state
+                    // prefetched, then each failure through the one-by-one path.
+                    jail.prefetch(attempts.iter().map(|a| a.ip));
+                    for a in attempts.drain(..) {
+                        std::hint::black_box(
+                            jail.on_failure_seen(a.ip, a.count, a.at, a.host, a.seen),
+                        );
+                    }
+                } else {
+                    jail.on_failures(&mut attempts, |d| {
+                        std::hint::black_box(d);
+                    });
+                }
             }
         }
     }
@@ -165,7 +182,8 @@ pub fn attackers(args: &Args) -> Result<Vec<AttackRow>, String> {
         let (mut batched, mut one_by_one) = (Timed::default(), Timed::default());
         let (mut bytes_per_address, mut rss_kib) = (0.0, 0);
         for repeat in 0..repeats {
-            let (time, bytes, rss) = measure(&addrs, rounds, args.batch, args.evidence)?;
+            let (time, bytes, rss) =
+                measure(&addrs, rounds, args.batch, args.evidence, args.daemon_path)?;
             batched.wall += time.wall;
             batched.cpu += time.cpu;
             if repeat == 0 {
@@ -173,7 +191,7 @@ pub fn attackers(args: &Args) -> Result<Vec<AttackRow>, String> {
                 (bytes_per_address, rss_kib) = (bytes, rss);
             }
             if args.batch > 1 {
-                let time = measure(&addrs, rounds, 1, args.evidence)?.0;
+                let time = measure(&addrs, rounds, 1, args.evidence, false)?.0;
                 one_by_one.wall += time.wall;
                 one_by_one.cpu += time.cpu;
             }
