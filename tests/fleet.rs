@@ -1535,3 +1535,95 @@ fn fleet_unban_script_never_lifts_a_newer_ban() {
     assert_eq!(eval("sshd|192.0.2.4/32", "1700000000000"), "1");
     assert!(!held("sshd|192.0.2.4/32"));
 }
+
+/// Two sinks with shared windows, an sshd jail that also counts spraying.
+fn spray_sinks(redis: &Redis, maxretry: u32) -> [Daemon; 2] {
+    let jails = format!(
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+filter = "sshd"
+maxretry = {maxretry}
+bantime = "1h"
+spray = {{ maxaddresses = 4, findtime = "1h" }}
+"#
+    );
+    let text = |node: &str| sink_config(&redis.url(), node, "shared_windows = true", &jails);
+    // The shared windows connect with the first failure each sink counts.
+    [
+        Daemon::start(&text("sink-s1")),
+        Daemon::start(&text("sink-s2")),
+    ]
+}
+
+/// An integer redis-cli answers.
+fn int(redis: &Redis, args: &[&str]) -> i64 {
+    redis.cli(args).trim().parse().unwrap_or(-1)
+}
+
+/// Waits until redis-cli `args` answers `want`.
+fn wait_int(redis: &Redis, args: &[&str], want: i64) {
+    let ok = wait_for(WAIT, || int(redis, args) == want);
+    assert!(ok, "{args:?} is {} not {want}", int(redis, args));
+}
+
+/// With shared windows, one user failing from four addresses split between two sinks (two
+/// each, none near maxretry) is a spray: counted in Redis, completed by whichever sink sees the
+/// fourth, which bans all four, once.
+#[test]
+fn fleet_shared_windows_count_spraying_across_sinks() {
+    let redis = Redis::start("", &[]);
+    let sinks = spray_sinks(&redis, 10);
+    let sprayers = ["192.0.2.21", "192.0.2.22", "198.51.100.23", "203.0.113.24"];
+    for (i, ip) in sprayers.iter().enumerate() {
+        fail(&[], &sinks[i % 2], "sshd", ip, 1);
+        if i < 3 {
+            // Counted in Redis before the next one is sent, so the fourth completes it.
+            wait_int(&redis, &["ZCARD", "t:spray:sshd:root"], i as i64 + 1);
+        }
+    }
+    let all = || {
+        let mut ips: Vec<String> = sinks
+            .iter()
+            .flat_map(|s| banned(s).into_iter().map(|b| b.1))
+            .collect();
+        ips.sort();
+        ips
+    };
+    let ok = wait_for(WAIT, || all().len() == sprayers.len());
+    assert!(ok, "banned: {:?}", all());
+    assert_eq!(all(), sprayers, "each sprayer banned once, by one sink");
+    let deciding: Vec<&Daemon> = sinks.iter().filter(|s| !banned(s).is_empty()).collect();
+    assert_eq!(deciding.len(), 1, "one sink completed the spray");
+    assert_eq!(int(&redis, &["EXISTS", "t:spray:sshd:root"]), 0);
+    for sink in &sinks {
+        assert!(sink.errors().is_empty(), "{:#?}", sink.errors());
+    }
+}
+
+/// With shared windows, a success seen by one sink forgives the failures another sink counted:
+/// the shared window starts over, so the failure that would have been the maxretry-th bans
+/// nothing.
+#[test]
+fn fleet_shared_windows_forgive_a_success_on_any_sink() {
+    let redis = Redis::start("", &[]);
+    let sinks = spray_sinks(&redis, 3);
+    let ip = "192.0.2.31";
+    let window = format!("t:win:sshd:{ip}/32");
+    fail(&[], &sinks[0], "sshd", ip, 2);
+    wait_int(&redis, &["LLEN", &window], 2);
+    let accepted = format!("Accepted password for root from {ip} port 4242 ssh2");
+    log_tcp(&[], &sinks[1], "sshd", &accepted, 1);
+    wait_int(&redis, &["EXISTS", &window], 0);
+    // Two more: without the success this would be the third and fourth failure.
+    fail(&[], &sinks[0], "sshd", ip, 2);
+    wait_int(&redis, &["LLEN", &window], 2);
+    assert!(!holds(&sinks[0], ip), "{:?}", banned(&sinks[0]));
+    assert_eq!(
+        int(&redis, &["EXISTS", &format!("t:decided:sshd:{ip}/32")]),
+        0
+    );
+    // The third since the success bans.
+    fail(&[], &sinks[0], "sshd", ip, 1);
+    wait_holds(&sinks[0], ip, true, "the third failure after the success");
+}

@@ -126,6 +126,11 @@ impl Keys {
             format!("{p}:count:{jail}:{target}"),
         ]
     }
+
+    /// The shared spray count of `user` in `jail`: the addresses that failed as it, by time.
+    pub fn spray(&self, jail: &str, user: &str) -> String {
+        format!("{}:spray:{jail}:{user}", self.prefix)
+    }
 }
 
 /// Wall clock in Unix milliseconds.
@@ -255,7 +260,7 @@ const LIFT_COMMANDS: &str =
     "a command of the unban script (EVALSHA, SCRIPT LOAD, HGET ZREM HDEL DEL)";
 /// What the shared-window script runs.
 const WINDOW_COMMANDS: &str = "a command of the shared-window script (EVALSHA, SCRIPT LOAD, \
-    TIME EXISTS RPUSH LLEN LTRIM LINDEX DEL SET INCR PEXPIRE)";
+    TIME EXISTS RPUSH LLEN LTRIM LINDEX DEL SET INCR PEXPIRE ZADD ZREMRANGEBYSCORE ZCARD ZRANGE)";
 
 /// Sends each command `config`'s role uses, so that none is denied later: reads on the real
 /// keys, writes that change nothing (XX, NOMKSTREAM, absent members), the heartbeat, and for
@@ -338,7 +343,7 @@ async fn probe(
     let () = pipe.query_async(conn).await.map_err(|e| (COMMANDS, e))?;
     if config.role.publishes() {
         // Loaded, then run: the prune script on nothing expired, the windows script on one
-        // failure that decides at once (every command it has), on short-lived scratch keys.
+        // failure that decides at once and completes a spray (every command it has), on short-lived scratch keys.
         let prune = redis::Script::new(publish::PRUNE);
         let pruned: redis::RedisResult<u64> = async {
             prune.load_async(conn).await?;
@@ -371,11 +376,12 @@ async fn probe(
                 .key(format!("{scratch}:win"))
                 .key(format!("{scratch}:decided"))
                 .key(format!("{scratch}:count"))
-                .arg(1)
-                .arg(1)
-                .arg(1)
-                .arg(1)
-                .arg(1)
+                .key(format!("{scratch}:spray"))
+                // findtime, maxretry, count, hold, count ttl (ms): decides at once.
+                .arg(&[1, 1, 1, 1, 1])
+                // A failure whose user completes a spray of one address at once.
+                .arg(&[1, 1, 1])
+                .arg("probe")
                 .invoke_async(conn)
                 .await
         }

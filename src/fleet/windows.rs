@@ -30,45 +30,70 @@ pub const BATCH: usize = 2048;
 /// How long a fleet-wide ban count is remembered after the last ban.
 const COUNT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Counts failures, each in one atomic step on Redis's clock. For failure i (from 0), KEYS[3i+1..3i+3]
-/// are its window (list of failure times, ms), decided marker and ban count, and
-/// ARGV[5i+1..5i+5] its findtime ms, maxretry, failures the message stands for, hold ms (0:
-/// until lifted) and count ttl ms. Returns, per failure, {failures in window, 1 if this
-/// failure decided the ban, ban count}. Several failures per call amortise the call's cost;
-/// a script runs atomically, so each failure still sees the ones before it, from any sink.
+/// Counts failures, each in one atomic step on Redis's clock. For failure i (from 0),
+/// KEYS[4i+1..4i+4] are its window (list of failure times, ms), decided marker, ban count and
+/// spray set (the addresses that failed as its user, scored by time); ARGV[9i+1..9i+9] its
+/// findtime ms, maxretry, failures the message stands for, hold ms (0: until lifted), count
+/// ttl ms, what it is (1 a failure, 2 a success, which forgives the window unless a ban was
+/// decided), spray maxaddresses (0: no spray counting), spray findtime ms and its address as
+/// text (the spray set's member). Returns, per failure, {failures in window, 1 if this failure
+/// decided the ban, ban count, the spray's addresses when this failure completed one, else
+/// empty}. Several failures per call amortise the call's cost; a script runs atomically, so
+/// each failure still sees the ones before it, from any sink, and a spray is completed (and
+/// its set deleted) by exactly one call.
 pub const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
-for i = 0, #KEYS / 3 - 1 do
-  local win, decided, count = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local findtime = tonumber(ARGV[5 * i + 1])
-  local maxretry = tonumber(ARGV[5 * i + 2])
-  local n = math.min(tonumber(ARGV[5 * i + 3]), maxretry)
-  local hold = tonumber(ARGV[5 * i + 4])
-  if redis.call('EXISTS', decided) == 1 then
-    out[i + 1] = {0, 0, 0}
+for i = 0, #KEYS / 4 - 1 do
+  local win, decided, count, spray = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
+  local a = 9 * i
+  local findtime = tonumber(ARGV[a + 1])
+  local maxretry = tonumber(ARGV[a + 2])
+  local n = math.min(tonumber(ARGV[a + 3]), maxretry)
+  local hold = tonumber(ARGV[a + 4])
+  local op = tonumber(ARGV[a + 6])
+  local spray_max = tonumber(ARGV[a + 7])
+  local sprayed = {}
+  if op == 2 then
+    if redis.call('EXISTS', decided) == 0 then redis.call('DEL', win) end
+    out[i + 1] = {0, 0, 0, sprayed}
   else
-    for _ = 1, n do redis.call('RPUSH', win, now) end
-    local len = redis.call('LLEN', win)
-    if len > maxretry then
-      redis.call('LTRIM', win, -maxretry, -1)
-      len = maxretry
-    end
-    local oldest = tonumber(redis.call('LINDEX', win, 0))
-    if len >= maxretry and now - oldest < findtime then
-      redis.call('DEL', win)
-      if hold > 0 then
-        redis.call('SET', decided, now, 'PX', hold)
+    if spray_max > 0 then
+      local spray_find = tonumber(ARGV[a + 8])
+      redis.call('ZADD', spray, now, ARGV[a + 9])
+      redis.call('ZREMRANGEBYSCORE', spray, '-inf', now - spray_find)
+      if redis.call('ZCARD', spray) >= spray_max then
+        sprayed = redis.call('ZRANGE', spray, 0, -1)
+        redis.call('DEL', spray)
       else
-        redis.call('SET', decided, now)
+        redis.call('PEXPIRE', spray, spray_find)
       end
-      local c = redis.call('INCR', count)
-      redis.call('PEXPIRE', count, ARGV[5 * i + 5])
-      out[i + 1] = {len, 1, c}
+    end
+    if redis.call('EXISTS', decided) == 1 then
+      out[i + 1] = {0, 0, 0, sprayed}
     else
-      redis.call('PEXPIRE', win, findtime)
-      out[i + 1] = {len, 0, 0}
+      for _ = 1, n do redis.call('RPUSH', win, now) end
+      local len = redis.call('LLEN', win)
+      if len > maxretry then
+        redis.call('LTRIM', win, -maxretry, -1)
+        len = maxretry
+      end
+      local oldest = tonumber(redis.call('LINDEX', win, 0))
+      if len >= maxretry and now - oldest < findtime then
+        redis.call('DEL', win)
+        if hold > 0 then
+          redis.call('SET', decided, now, 'PX', hold)
+        else
+          redis.call('SET', decided, now)
+        end
+        local c = redis.call('INCR', count)
+        redis.call('PEXPIRE', count, ARGV[a + 5])
+        out[i + 1] = {len, 1, c, sprayed}
+      else
+        redis.call('PEXPIRE', win, findtime)
+        out[i + 1] = {len, 0, 0, sprayed}
+      end
     end
   end
 end
@@ -105,6 +130,15 @@ fn hold_ms(settings: &JailSettings) -> u64 {
     })
 }
 
+/// What the script answers for one failure: failures in the window, 1 if it decided the ban,
+/// the fleet-wide ban count, and the spray it completed (addresses as text).
+type Counted = (i64, i64, i64, Vec<String>);
+
+/// What the script does with a failure (ARGV "what it is").
+const OP_FAILURE: u8 = 1;
+/// A success: forgives the shared window unless a ban was decided.
+const OP_FORGIVE: u8 = 2;
+
 /// Counts a batch in Redis: one script call per [`PER_CALL`] failures, every call of the
 /// batch in one pipeline (one round trip).
 async fn count(
@@ -112,25 +146,53 @@ async fn count(
     keys: &Keys,
     sha: &str,
     batch: &[(Failure, IpNetwork, JailSettings)],
-) -> redis::RedisResult<Vec<(i64, i64, i64)>> {
+) -> redis::RedisResult<Vec<Counted>> {
     let mut pipe = redis::pipe();
     for chunk in batch.chunks(PER_CALL) {
-        let call = pipe.cmd("EVALSHA").arg(sha).arg(chunk.len() * 3);
+        let call = pipe.cmd("EVALSHA").arg(sha).arg(chunk.len() * 4);
         for (failure, key, _) in chunk {
             for k in keys.window(&failure.jail, *key) {
                 call.arg(k);
             }
+            call.arg(keys.spray(&failure.jail, failure.user.as_deref().unwrap_or("")));
         }
         for (failure, _, settings) in chunk {
+            let spray = match (&settings.detection.spray, &failure.user) {
+                (Some(spray), Some(user)) if !user.is_empty() => Some(spray),
+                _ => None,
+            };
             call.arg(settings.findtime.as_millis() as u64)
                 .arg(settings.maxretry)
                 .arg(failure.count.max(1))
                 .arg(hold_ms(settings))
-                .arg(COUNT_TTL.as_millis() as u64);
+                .arg(COUNT_TTL.as_millis() as u64)
+                .arg(if failure.success {
+                    OP_FORGIVE
+                } else {
+                    OP_FAILURE
+                })
+                .arg(spray.map_or(0, |s| s.maxaddresses))
+                .arg(spray.map_or(0, |s| s.findtime.as_millis().max(1) as u64))
+                .arg(failure.ip.to_string());
         }
     }
-    let replies: Vec<Vec<(i64, i64, i64)>> = pipe.query_async(conn).await?;
+    let replies: Vec<Vec<Counted>> = pipe.query_async(conn).await?;
     Ok(replies.into_iter().flatten().collect())
+}
+
+/// The addresses of a spray as the script returned them; anything else is counted and skipped.
+fn sprayed(members: Vec<String>) -> Vec<IpAddr> {
+    members
+        .into_iter()
+        .filter_map(|m| match m.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                metrics::fleet_errors("malformed").increment(1);
+                tracing::warn!(member = %m, "fleet: a shared spray set held something that is not an address; skipped");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The shared count on its own: the script and the pipelined calls [`run`] uses, for one
@@ -195,7 +257,7 @@ impl SharedCounter {
         let results = count(&mut self.conn, &self.keys, self.script.get_hash(), &batch).await?;
         Ok(results
             .into_iter()
-            .map(|(n, decided, c)| (decided == 1).then_some((n as u32, c as u32)))
+            .map(|(n, decided, c, _)| (decided == 1).then_some((n as u32, c as u32)))
             .collect())
     }
 }
@@ -262,13 +324,17 @@ pub(crate) async fn run(
         let mut locals = Vec::new();
         for failure in batch.drain(..) {
             match table.get(&*failure.jail) {
-                // A success forgives in the jail's own window; the shared one keeps its count.
-                Some(s) if conn.is_some() && !failure.success => {
+                Some(s) if conn.is_some() => {
                     let key = key_of(s, failure.ip);
                     if overlaps(&s.ignore, key) {
                         // The jail counts it as ignored, as it would any ignored failure.
                         locals.push(failure);
                     } else {
+                        if failure.success {
+                            // Forgiven in the shared window and in the jail's own (which
+                            // counts while Redis is away, and explains it to `tail`).
+                            locals.push(failure.clone());
+                        }
                         shared.push((failure, key, s.clone()));
                     }
                 }
@@ -296,19 +362,23 @@ pub(crate) async fn run(
                         let outcomes = shared
                             .into_iter()
                             .zip(results)
-                            .map(|((f, _, _), (n, decided, ban_count))| SharedFailure {
-                                jail: f.jail,
-                                ip: f.ip,
-                                count: f.count,
-                                received_at: f.received_at,
-                                host: f.host,
-                                user: f.user,
-                                seen: f.seen,
-                                decided: (decided == 1).then_some((
-                                    n.clamp(0, i64::from(u32::MAX)) as u32,
-                                    ban_count.clamp(1, i64::from(u32::MAX)) as u32,
-                                )),
-                            })
+                            .filter(|((f, _, _), _)| !f.success)
+                            .map(
+                                |((f, _, _), (n, decided, ban_count, spray))| SharedFailure {
+                                    jail: f.jail,
+                                    ip: f.ip,
+                                    count: f.count,
+                                    received_at: f.received_at,
+                                    host: f.host,
+                                    user: f.user,
+                                    sprayed: sprayed(spray),
+                                    seen: f.seen,
+                                    decided: (decided == 1).then_some((
+                                        n.clamp(0, i64::from(u32::MAX)) as u32,
+                                        ban_count.clamp(1, i64::from(u32::MAX)) as u32,
+                                    )),
+                                },
+                            )
                             .collect();
                         if jail.send(Command::Shared(outcomes)).await.is_err() {
                             return;
@@ -321,7 +391,13 @@ pub(crate) async fn run(
                         falling_back = true;
                         conn = None;
                         retry_at = Instant::now() + backoff.wait();
-                        locals.extend(shared.into_iter().map(|(f, ..)| f));
+                        // Successes were handed to the jail already.
+                        locals.extend(
+                            shared
+                                .into_iter()
+                                .filter(|(f, ..)| !f.success)
+                                .map(|(f, ..)| f),
+                        );
                     }
                 }
             }

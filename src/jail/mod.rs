@@ -275,9 +275,23 @@ impl Jail {
                 .increment(evicted - self.reported_spray_evictions);
             self.reported_spray_evictions = evicted;
         }
-        let Some(addresses) = found else {
-            return Vec::new();
-        };
+        match found {
+            Some(addresses) => self.ban_sprayers(user, addresses, at, maxaddresses, findtime),
+            None => Vec::new(),
+        }
+    }
+
+    /// Bans the addresses of a spray that failed as `user` (found by this jail, or by the fleet's
+    /// shared count, [`Jail::on_shared_spray`]): every one not banned yet and not ignored, each
+    /// ban logged with the reason.
+    fn ban_sprayers(
+        &mut self,
+        user: &str,
+        addresses: Vec<IpAddr>,
+        at: Instant,
+        maxaddresses: u32,
+        findtime: Duration,
+    ) -> Vec<BanOrder> {
         tracing::warn!(
             jail = %self.name,
             user,
@@ -291,7 +305,10 @@ impl Jail {
         let mut orders = Vec::new();
         for address in addresses {
             let key = self.key_of(address);
-            if self.bans.contains_key(&key) || self.in_banned_network(key) {
+            if self.bans.contains_key(&key)
+                || self.in_banned_network(key)
+                || self.ignore.overlapping(key).is_some()
+            {
                 continue;
             }
             if self.storm_guard(at) {
@@ -315,6 +332,24 @@ impl Jail {
         }
         self.update_gauges();
         orders
+    }
+
+    /// The spray bans of a failure counted in the fleet's shared windows: the spray is counted in
+    /// Redis, across every sink, and `sprayed` holds its addresses when this failure completed it.
+    pub(crate) fn on_shared_spray(
+        &mut self,
+        decision: &Decision,
+        user: Option<&str>,
+        sprayed: Vec<IpAddr>,
+        at: Instant,
+    ) -> Vec<BanOrder> {
+        let (Some(user), Some(settings)) = (user, self.settings.detection.spray.clone()) else {
+            return Vec::new();
+        };
+        if sprayed.is_empty() || matches!(decision, Decision::Ignored) {
+            return Vec::new();
+        }
+        self.ban_sprayers(user, sprayed, at, settings.maxaddresses, settings.findtime)
     }
 
     /// After `banned` was banned: when `prefix_escalation` is on and its network now holds

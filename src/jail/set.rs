@@ -60,8 +60,10 @@ pub(crate) struct SharedFailure {
     pub decided: Option<(u32, u32)>,
     /// The syslog host name of the message.
     pub host: Option<Arc<str>>,
-    /// The `<F-USER>` of the message: spraying is counted by each sink on its own share.
+    /// The `<F-USER>` of the message, which the ban log of a spray names.
     pub user: Option<Arc<str>>,
+    /// The addresses of the spray this failure completed in the shared count (empty if none).
+    pub sprayed: Vec<IpAddr>,
     /// Receipt time, program and message, the evidence of a ban it decides.
     pub seen: crate::evidence::Seen,
 }
@@ -493,9 +495,9 @@ impl JailSet {
             let decision = slot
                 .jail
                 .on_shared_seen(f.ip, f.count, f.decided, f.received_at, line);
-            let sprayed = slot
-                .jail
-                .spray_after(&decision, f.ip, f.user.as_deref(), f.received_at);
+            let sprayed =
+                slot.jail
+                    .on_shared_spray(&decision, f.user.as_deref(), f.sprayed, f.received_at);
             let name = slot.name.clone();
             self.apply(name, decision, sprayed, f.host).await;
         }
