@@ -96,7 +96,8 @@ fn apply_options(config: &mut Config, options: RunOptions) {
     }
 }
 
-fn router_for(config: &Config) -> Result<Router, AppError> {
+/// Routes messages to `config`'s jails by program and host.
+pub(crate) fn router_for(config: &Config) -> Result<Router, AppError> {
     Router::new(
         config
             .jails
@@ -112,7 +113,8 @@ fn router_for(config: &Config) -> Result<Router, AppError> {
     .map_err(AppError::Router)
 }
 
-fn pipeline_for(config: &Config) -> Result<Pipeline, AppError> {
+/// What every listener of `config` shares (also the UDP receiver's unit test).
+pub(crate) fn pipeline_for(config: &Config) -> Result<Pipeline, AppError> {
     Ok(Pipeline::new(
         Arc::new(router_for(config)?),
         config.server.zone,

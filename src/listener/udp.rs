@@ -6,9 +6,9 @@
 //! bursts, past `net.core.rmem_max` when jailsink may (`SO_RCVBUFFORCE`, CAP_NET_ADMIN), and
 //! what the kernel still dropped is counted from `SO_RXQ_OVFL` into
 //! `jailsink_udp_kernel_drops_total`. A datagram longer than the limit is detected by reading
-//! into a slot one byte larger, and dropped. Failures are handed over without waiting: when the
-//! jail queue is full the message is dropped and counted, since waiting would only overflow the
-//! kernel.
+//! into a slot one byte larger, and dropped. A full jail queue holds the receiver back, as on
+//! TCP: datagrams wait in the kernel's buffer meanwhile, and only what overflows it is lost
+//! (and counted as kernel drops), never a failure already read.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -209,5 +209,50 @@ async fn receive<S: Datagrams>(
             }
         }
         received.increment(counted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A full jail queue holds the receiver back instead of costing failures: with room for one
+    /// failure in the queue and nobody taking any while the receiver reads a whole batch of
+    /// datagrams, every failure still arrives.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_jail_queue_holds_the_receiver_instead_of_dropping_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.toml");
+        std::fs::write(&path, "[jails.a]\nfailregex = ['from <HOST> port']\n").unwrap();
+        let config = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let pipeline = crate::app::pipeline_for(&config).unwrap();
+        let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline));
+        let socket = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let to = socket.local_addr().unwrap();
+        // All sent before the receiver starts: its first read takes a full batch at once.
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let n = 4 * super::super::batch::BATCH;
+        for i in 0..n {
+            let line = format!(
+                "<38>Dec  6 06:00:00 web1 sshd[1]: Failed password for root from 192.0.2.{} port 22 ssh2",
+                i + 1
+            );
+            sender.send_to(line.as_bytes(), to).unwrap();
+        }
+        let (tx, mut rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(socket, 1, shared, tx, shutdown.clone()));
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < n {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(failure)) => {
+                    seen.insert(failure.ip);
+                }
+                _ => panic!("{} of {n} failures arrived", seen.len()),
+            }
+        }
+        shutdown.cancel();
+        server.await.unwrap();
     }
 }
