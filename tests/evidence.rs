@@ -359,3 +359,56 @@ fn a_tail_client_that_does_not_read_is_told_what_it_lost_and_never_slows_ingest(
     drop(tail);
     assert!(d.stop().success());
 }
+
+/// A ban by hand of an address the jail is tracking hands the action what it failed with:
+/// `<failures>`, `<hosts>` and `<matches>`; a ban by hand of an untracked one has none.
+#[test]
+fn a_ban_by_hand_of_a_tracked_address_keeps_its_failures_as_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bans.out");
+    let jails = format!(
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+filter = "sshd"
+maxretry = 5
+bantime = "1h"
+action = {{ type = "command", ban = ["sh", "-c", "printf '%s|%s|%s|%s\n' <ip> <failures> <hosts> \"<matches>\" >> {out}"] }}
+"#,
+        out = out.display()
+    );
+    let d = Daemon::start(&config("", &jails));
+    let web7 = host(&d, "web7");
+    web7.log("sshd", &failed("192.0.2.44"));
+    web7.log("sshd", &failed("192.0.2.44"));
+    let tracked = || {
+        d.cli_ok(&["status", "sshd"])
+            .lines()
+            .any(|l| l.contains("Total failed:\t2"))
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), tracked),
+        "{}",
+        d.cli_ok(&["status", "sshd"])
+    );
+    d.cli_ok(&["ban", "sshd", "192.0.2.44"]);
+    d.cli_ok(&["ban", "sshd", "198.51.100.45"]);
+    let written = || std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(wait_for(Duration::from_secs(10), || written()
+        .lines()
+        .count()
+        >= 2));
+    let text = written();
+    let lines: Vec<&str> = text.lines().collect();
+    let tracked: Vec<&str> = lines[0].split('|').collect();
+    assert_eq!(tracked[..3], ["192.0.2.44", "2", "web7"], "{text}");
+    let matches: Vec<&str> = tracked[3].split('\t').collect();
+    assert_eq!(matches.len(), 2, "{text}");
+    assert!(
+        matches.iter().all(|m| m.starts_with("web7 sshd: ")),
+        "{text}"
+    );
+    assert_eq!(lines[1], "198.51.100.45|0||", "{text}");
+    drop(web7);
+    assert!(d.stop().success());
+}

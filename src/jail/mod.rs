@@ -639,7 +639,8 @@ impl Jail {
 
     /// A ban by hand (`jailsink ban`) of an address or a network: same escalation (unless
     /// `bantime` fixes the length: Some(None) is permanent), log line, metrics and action path
-    /// as an automatic one. Refused for ignored and already banned targets.
+    /// as an automatic one, with the failures the jail was tracking for it as evidence.
+    /// Refused for ignored and already banned targets.
     pub(crate) fn manual_ban(
         &mut self,
         target: IpNetwork,
@@ -668,8 +669,11 @@ impl Jail {
                 jail: self.name.clone(),
             });
         }
+        // An address the jail is tracking keeps what it failed with: `<failures>`, `<hosts>`
+        // and `<matches>` of the command action, and the ban's evidence.
+        let (failures, lines) = self.current(key, at).unwrap_or_default();
         self.window.forget(&key);
-        Ok(self.ban(key, 0, at, bantime, Evidence::default()))
+        Ok(self.ban(key, failures, at, bantime, lines.into()))
     }
 
     /// Puts back a ban read from the state at start.
