@@ -1538,15 +1538,10 @@ fn fleet_unban_script_never_lifts_a_newer_ban() {
 
 /// Two sinks with shared windows, an sshd jail that also counts spraying.
 fn spray_sinks(redis: &Redis, maxretry: u32) -> [Daemon; 2] {
-    let jails = format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
-maxretry = {maxretry}
-bantime = "1h"
-spray = {{ maxaddresses = 4, findtime = "1h" }}
-"#
+    let jails = jails(maxretry, 22).replacen(
+        "port = 22",
+        "port = 22\nspray = { maxaddresses = 4, findtime = \"1h\" }",
+        1,
     );
     let text = |node: &str| sink_config(&redis.url(), node, "shared_windows = true", &jails);
     // The shared windows connect with the first failure each sink counts.
