@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{overlaps, FleetAction};
 use super::event::{FleetEvent, Op};
+use super::stream::{self, StreamReader};
 use super::{Backoff, FleetConfig, Keys, NodeStats, Role, HEARTBEAT_EVERY};
 use crate::action::runner::{self, ActionCommand};
 use crate::action::{ActionSpec, BanOrder, BlockType, FirewallSpec, Protocol};
@@ -831,10 +832,12 @@ impl Follower {
         Ok(head)
     }
 
-    /// Reads and applies what follows `from`; returns the new position.
+    /// Reads and applies what follows `from`; returns the new position. The entries are
+    /// decoded from text borrowed from the reader's buffer (no reply values, no copy of an id
+    /// but the last one's).
     async fn follow(
         &mut self,
-        conn: &mut MultiplexedConnection,
+        reader: &mut StreamReader,
         from: String,
     ) -> redis::RedisResult<String> {
         let block = self
@@ -844,34 +847,25 @@ impl Follower {
                 at.saturating_duration_since(Instant::now()).min(BLOCK)
             })
             .max(Duration::from_millis(1));
-        let reply: Value = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(READ_COUNT)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.keys.stream)
-            .arg(&from)
-            .query_async(conn)
+        let mut entries = reader
+            .xread(&self.keys.stream, &from, READ_COUNT, block)
             .await?;
-        let mut last = from;
-        for (_, list) in streams(&reply) {
-            let Value::Array(items) = list else { continue };
-            for (id, fields) in items.iter().filter_map(entry_pairs) {
-                let id = id.to_string();
-                match FleetEvent::from_entry(&fields) {
-                    Ok(event) => self.apply(event, true).await,
-                    Err(error) => {
-                        metrics::fleet_errors("malformed").increment(1);
-                        tracing::warn!(id = %id, %error, "fleet: malformed stream entry skipped");
-                    }
+        let mut fields = Vec::with_capacity(12);
+        let mut last = None;
+        while let Some(id) = entries.next_entry(&mut fields) {
+            match FleetEvent::from_entry(&fields) {
+                Ok(event) => self.apply(event, true).await,
+                Err(error) => {
+                    metrics::fleet_errors("malformed").increment(1);
+                    tracing::warn!(id = %id, %error, "fleet: malformed stream entry skipped");
                 }
-                self.head_ms = self.head_ms.max(super::id_ms(&id));
-                last = id;
             }
+            self.head_ms = self.head_ms.max(super::id_ms(id));
+            last = Some(id);
         }
+        let last = last.map_or(from, str::to_string);
         self.dispatch().await;
-        self.stats.last_id = last.clone();
+        self.stats.last_id.clone_from(&last);
         if self.flushed_at.elapsed() >= FLUSH_EVERY {
             self.flush().await;
         }
@@ -979,29 +973,6 @@ fn order(event: &FleetEvent) -> BanOrder {
     }
 }
 
-/// The (stream, entries) pairs of an XREAD reply.
-fn streams(reply: &Value) -> Vec<(String, &Value)> {
-    let mut out = Vec::new();
-    let items: &[Value] = match reply {
-        Value::Array(items) => items,
-        Value::Map(pairs) => {
-            for (k, v) in pairs {
-                out.push((text(k).unwrap_or_default(), v));
-            }
-            return out;
-        }
-        _ => return out,
-    };
-    for item in items {
-        if let Value::Array(pair) = item {
-            if let [name, list] = pair.as_slice() {
-                out.push((text(name).unwrap_or_default(), list));
-            }
-        }
-    }
-    out
-}
-
 /// The (id, fields) of a list of stream entries; fields that are not text are dropped (and the
 /// entry then fails validation).
 pub fn entries(list: &Value) -> Vec<(String, HashMap<String, String>)> {
@@ -1031,37 +1002,6 @@ pub fn entries(list: &Value) -> Vec<(String, HashMap<String, String>)> {
             Some((id, map))
         })
         .collect()
-}
-
-/// One stream entry's id and (field, value) pairs, borrowed from the reply; a field or value
-/// that is not text is left out (and the entry then fails validation).
-fn entry_pairs(item: &Value) -> Option<(&str, Vec<(&str, &str)>)> {
-    let Value::Array(pair) = item else {
-        return None;
-    };
-    let [id, fields] = pair.as_slice() else {
-        return None;
-    };
-    let id = borrowed_text(id)?;
-    let mut out = Vec::with_capacity(12);
-    if let Value::Array(kv) = fields {
-        for chunk in kv.chunks(2) {
-            if let [k, v] = chunk {
-                if let (Some(k), Some(v)) = (borrowed_text(k), borrowed_text(v)) {
-                    out.push((k, v));
-                }
-            }
-        }
-    }
-    Some((id, out))
-}
-
-fn borrowed_text(value: &Value) -> Option<&str> {
-    match value {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    }
 }
 
 /// The ban an active-set entry stands for: its details, when they are a valid ban of the
@@ -1102,6 +1042,8 @@ pub async fn run(
     let config = follower.config.clone();
     let keys = follower.keys.clone();
     let mut first = true;
+    // The stream reader's TLS settings, read once (the CA file was checked at start).
+    let tls = stream::tls_config(&config);
     'connect: while !shutdown.is_cancelled() {
         // Every reconnect waits out the back-off first, whatever failed (connect, reconcile,
         // heartbeat or read): a Redis that accepts connections and then fails is not hammered.
@@ -1110,7 +1052,8 @@ pub async fn run(
         }
         // Reads block for BLOCK; the response bound leaves room for that.
         let connected = async {
-            let reader = super::connect(&client, Some(super::RESPONSE_TIMEOUT + BLOCK)).await?;
+            let tls = tls.as_ref().map_err(Clone::clone)?;
+            let reader = StreamReader::connect(&client, tls.as_ref()).await?;
             let other = super::connect(&client, Some(super::RESPONSE_TIMEOUT)).await?;
             Ok::<_, redis::RedisError>((reader, other))
         };
