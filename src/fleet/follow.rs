@@ -402,7 +402,8 @@ impl Follower {
             by_jail.entry(event.jail.clone()).or_default().push(event);
         }
         for events in by_jail.into_values() {
-            let orders = events.iter().map(order).collect();
+            let clock = Clock::now();
+            let orders = events.iter().map(|e| order(e, clock)).collect();
             if follower.start_runner(&events[0], orders).await {
                 for event in events {
                     follower.hold(event);
@@ -487,9 +488,15 @@ impl Follower {
     }
 
     fn hold(&mut self, event: FleetEvent) {
-        let event = Arc::new(event);
         let key = (self.names.get(&event.jail), event.target);
-        let expires = remaining(&event).map(|left| Instant::now() + left);
+        self.hold_at(event, key, Clock::now());
+    }
+
+    /// Holds `event` under `key` (its interned jail and target), its deadline taken from
+    /// `clock` (read once per event by [`Follower::apply`]).
+    fn hold_at(&mut self, event: FleetEvent, key: BanKey, clock: Clock) {
+        let event = Arc::new(event);
+        let expires = remaining(&event, clock.unix_ms).map(|left| clock.now + left);
         if let Some(old) = self.held.get(&key).and_then(|h| h.expires) {
             self.deadlines.remove(&(old, key.0.clone(), key.1));
         }
@@ -656,36 +663,39 @@ impl Follower {
                     }
                     return;
                 }
-                if let Some(h) = self.held.get(&key) {
-                    if h.event.banned_at == event.banned_at
-                        && h.event.expires_at == event.expires_at
-                    {
-                        return;
-                    }
+                let held = self
+                    .held
+                    .get(&key)
+                    .map(|h| (h.event.banned_at, h.event.expires_at));
+                if held == Some((event.banned_at, event.expires_at)) {
+                    return;
                 }
-                if remaining_or_permanent(&event).is_none() {
+                // One clock reading for the event's checks, deadline, order and timing.
+                let clock = Clock::now();
+                if remaining_or_permanent(&event, clock.unix_ms).is_none() {
                     return;
                 }
                 let origin = self.origin_label(&event.origin);
-                if !self.held.contains_key(&key) && self.held.len() >= MAX_HELD {
+                if held.is_none() && self.held.len() >= MAX_HELD {
                     origin.withheld.increment(1);
                     return;
                 }
                 // Live, caught up or from the snapshot: every new ban passes the guard.
-                if !self.held.contains_key(&key) && self.storm(&origin.name, event.banned_at) {
+                if held.is_none() && self.storm(&origin.name, event.banned_at) {
                     return;
                 }
                 if !self.start_runner(&event, Vec::new()).await {
                     return;
                 }
-                let command = ActionCommand::Ban(order(&event));
+                let command = ActionCommand::Ban(order(&event, clock));
                 let banned_at = event.banned_at;
-                self.hold(event);
-                self.send(&key.0, command);
+                let jail = key.0.clone();
+                self.hold_at(event, key, clock);
+                self.send(&jail, command);
                 origin.bans.increment(1);
                 self.stats.bans_applied += 1;
                 if live {
-                    let age = super::now_ms().saturating_sub(banned_at);
+                    let age = clock.unix_ms.saturating_sub(banned_at);
                     self.propagation.record(age as f64 / 1000.0);
                 }
             }
@@ -969,17 +979,33 @@ fn renamed(spec: &FirewallSpec, name: &str) -> FirewallSpec {
     }
 }
 
-/// What is left of a ban now; None when permanent or already over (see
+/// The wall clock (Unix ms) and the monotonic clock, read together once per event.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    unix_ms: u64,
+    now: Instant,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        Clock {
+            unix_ms: super::now_ms(),
+            now: Instant::now(),
+        }
+    }
+}
+
+/// What is left of a ban at `now_ms`; None when permanent or already over (see
 /// [`remaining_or_permanent`]).
-fn remaining(event: &FleetEvent) -> Option<Duration> {
+fn remaining(event: &FleetEvent, now_ms: u64) -> Option<Duration> {
     event
         .expires_at
-        .map(|e| Duration::from_millis(e.saturating_sub(super::now_ms())))
+        .map(|e| Duration::from_millis(e.saturating_sub(now_ms)))
 }
 
 /// Some(None) for a permanent ban, Some(Some(left)) for a running one, None when over.
-fn remaining_or_permanent(event: &FleetEvent) -> Option<Option<Duration>> {
-    match remaining(event) {
+fn remaining_or_permanent(event: &FleetEvent, now_ms: u64) -> Option<Option<Duration>> {
+    match remaining(event, now_ms) {
         None => Some(None),
         Some(left) if left.is_zero() => None,
         Some(left) => Some(Some(left)),
@@ -989,10 +1015,9 @@ fn remaining_or_permanent(event: &FleetEvent) -> Option<Option<Duration>> {
 /// The ban order for an event, back-dated to the moment the sink decided it, so the runner's
 /// latency histogram measures decided-at-the-sink to in-the-kernel and the kernel timeout
 /// ends the ban at the sink's expiry.
-fn order(event: &FleetEvent) -> BanOrder {
-    let age = Duration::from_millis(super::now_ms().saturating_sub(event.banned_at));
-    let now = Instant::now();
-    let decided_at = now.checked_sub(age).unwrap_or(now);
+fn order(event: &FleetEvent, clock: Clock) -> BanOrder {
+    let age = Duration::from_millis(clock.unix_ms.saturating_sub(event.banned_at));
+    let decided_at = clock.now.checked_sub(age).unwrap_or(clock.now);
     BanOrder {
         target: event.target,
         failures: event.failures,
