@@ -12,15 +12,7 @@ set -euo pipefail
 old=$1 new=$2 rounds=${3:-2}
 CASES=${CASES:-"200:setup 1:50 1:1000 200:50 200:1000"}
 SECS=${SECS:-5}
-command -v redis-server >/dev/null || { echo "apt-get install redis-server (scripts/test does)" >&2; exit 1; }
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes --save "" \
-  --daemonize no --logfile "$dir/redis.log" --maxclients 10000 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-url="redis://127.0.0.1:$port/0"
+. "$(dirname "$0")/private-redis.sh"
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
 echo "# $(date -Is) $(uname -r) $(nproc) cpus; $(redis-server --version | cut -d' ' -f1-3)"

@@ -3,13 +3,11 @@
 //! added to the stream (entries larger than one socket read included), gets nothing when a
 //! blocking read times out, and fails with the crate's own error kinds.
 
-use jailsink::fleet::stream::StreamReader;
+use jailsink::fleet::stream::{OwnedEntry as Entry, StreamReader};
 use redis::RedisResult;
 use std::time::Duration;
 
 use crate::redis_support::Redis;
-
-type Entry = (String, Vec<(String, String)>);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -31,17 +29,7 @@ async fn read(
     count: usize,
     block: Duration,
 ) -> RedisResult<Vec<Entry>> {
-    let mut entries = reader.xread(key, from, count, block).await?;
-    let mut fields = Vec::new();
-    let mut out = Vec::new();
-    while let Some(id) = entries.next_entry(&mut fields) {
-        let f = fields
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        out.push((id.to_string(), f));
-    }
-    Ok(out)
+    Ok(reader.xread(key, from, count, block).await?.into_owned())
 }
 
 /// Adds entries through the `redis` crate; returns them as the stream holds them.

@@ -366,6 +366,26 @@ impl<'a> Entries<'a> {
     }
 }
 
+/// An entry copied out of a reply: its id and (field, value) pairs.
+pub type OwnedEntry = (String, Vec<(String, String)>);
+
+impl Entries<'_> {
+    /// Every entry left, copied out of the reader's buffer: for tests and tools that keep a
+    /// reply past the next read (the follower decodes from the borrowed text instead).
+    pub fn into_owned(mut self) -> Vec<OwnedEntry> {
+        let mut fields = Vec::new();
+        let mut out = Vec::new();
+        while let Some(id) = self.next_entry(&mut fields) {
+            let f = fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            out.push((id.to_string(), f));
+        }
+        out
+    }
+}
+
 /// Appends one command, as the RESP array of bulk strings Redis reads.
 fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
     use std::io::Write as _;
@@ -692,18 +712,8 @@ mod tests {
         out
     }
 
-    fn all(reply: &[u8]) -> Vec<(String, Vec<(String, String)>)> {
-        let mut entries = Entries::new(reply);
-        let mut fields = Vec::new();
-        let mut out = Vec::new();
-        while let Some(id) = entries.next_entry(&mut fields) {
-            let f = fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            out.push((id.to_string(), f));
-        }
-        out
+    fn all(reply: &[u8]) -> Vec<OwnedEntry> {
+        Entries::new(reply).into_owned()
     }
 
     fn scan_all(buf: &[u8]) -> Result<Option<usize>, Bad> {
