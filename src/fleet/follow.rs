@@ -1397,6 +1397,61 @@ mod tests {
         assert_eq!(old, 0);
     }
 
+    #[tokio::test]
+    async fn a_follower_rewrites_its_journal_once_it_outgrows_the_bans_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.db");
+        let raw = super::super::config::RawFleet {
+            redis: Some("redis://127.0.0.1:1/0".into()),
+            role: Some("agent".into()),
+            node: Some("agent-j".into()),
+            action: Some("log".into()),
+            ..Default::default()
+        };
+        let config = super::super::config::compile(&raw, Vec::new(), &mut Vec::new()).unwrap();
+        let start = |path: PathBuf| {
+            Follower::start(
+                Arc::new(config.clone()),
+                HashMap::new(),
+                path,
+                HeldBans::default(),
+            )
+        };
+        let now = super::super::now_ms();
+        let n = 3000u32;
+        let mut follower = start(path.clone()).await;
+        for i in 0..n {
+            follower.hold(ban(i, now));
+        }
+        follower.flush().await;
+        assert_eq!(follower.journal_rows, n as usize);
+        // Lifting all but ten: the journal would hold 2n - 10 rows for ten bans, past twice
+        // the bans held plus the slack, so it is rewritten as the ten.
+        for i in 10..n {
+            let e = ban(i, now);
+            assert!(follower.lift(&e.jail, e.target));
+        }
+        follower.flush().await;
+        assert_eq!(follower.journal_rows, 10);
+        // A small change after it is appended, not rewritten.
+        let e = ban(0, now);
+        follower.lift(&e.jail, e.target);
+        follower.flush().await;
+        assert_eq!(follower.journal_rows, 11);
+        drop(follower);
+        let store = Store::open(&path).unwrap();
+        let (events, _, rows) = store.load().unwrap();
+        assert_eq!(rows, 11);
+        let mut got: Vec<String> = events.iter().map(|e| e.target.to_string()).collect();
+        got.sort();
+        let mut want: Vec<String> = (1..10).map(|i| ban(i, now).target.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want);
+        // A restart re-holds the nine from the journal.
+        let follower = start(path).await;
+        assert_eq!(follower.held.len(), 9);
+    }
+
     #[test]
     fn packed_text_is_the_same_written_into_a_buffer() {
         let mut e = ban(4, 1_700_000_000_000);
