@@ -5,21 +5,13 @@
 # least 5 s of bans) FAILURES=200000 COUNT=100000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v redis-server >/dev/null || { echo "apt-get install redis-server (scripts/test does)" >&2; exit 1; }
 FOLLOWERS=${FOLLOWERS:-1,200}
 RATES=${RATES:-50,1000}
 FAILURES=${FAILURES:-200000}
 COUNT=${COUNT:-100000}
 mkdir -p bench/out
 out="bench/out/fleet-$(date +%Y%m%d-%H%M%S).txt"
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes --save "" \
-  --daemonize no --logfile "$dir/redis.log" --maxclients 10000 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-url="redis://127.0.0.1:$port/0"
+. bench/private-redis.sh
 cargo build --release --bench fleetbench >/dev/null 2>&1 || cargo bench --bench fleetbench --no-run
 {
   echo "# $(date -Is) $(uname -r) $(nproc) cpus: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"

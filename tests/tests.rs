@@ -9,6 +9,7 @@ mod feed;
 mod filters;
 mod firewall;
 mod fleet;
+mod fleet_stream;
 mod grafana;
 mod hostile;
 mod import;

@@ -253,14 +253,26 @@ impl FleetEvent {
             return Err(bad("e", "too long"));
         }
         let mut found: [Option<&str>; FIELDS.len()] = [None; FIELDS.len()];
-        let mut parts = text.split(' ');
+        // As `text.split(' ')`, by memchr (a space is one byte): every agent splits every
+        // entry, and the char searcher showed in the profile.
+        let mut rest = Some(text);
         for slot in &mut found {
-            *slot = Some(parts.next().ok_or_else(|| {
+            let part = rest.ok_or_else(|| {
                 bad(
                     "e",
                     format!("`{}` has fewer than {} parts", short(text), FIELDS.len()),
                 )
-            })?);
+            })?;
+            match memchr::memchr(b' ', part.as_bytes()) {
+                Some(i) => {
+                    *slot = Some(&part[..i]);
+                    rest = Some(&part[i + 1..]);
+                }
+                None => {
+                    *slot = Some(part);
+                    rest = None;
+                }
+            }
         }
         FleetEvent::from_found(&found)
     }
@@ -450,6 +462,50 @@ fn short(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `from_packed` as it split before (str::split), the reference for the memchr split.
+    fn split_reference(text: &str) -> Result<FleetEvent, Malformed> {
+        let mut found: [Option<&str>; FIELDS.len()] = [None; FIELDS.len()];
+        let mut parts = text.split(' ');
+        for slot in &mut found {
+            *slot = Some(parts.next().ok_or_else(|| {
+                bad(
+                    "e",
+                    format!("`{}` has fewer than {} parts", short(text), FIELDS.len()),
+                )
+            })?);
+        }
+        FleetEvent::from_found(&found)
+    }
+
+    #[test]
+    fn packed_parts_split_as_str_split_did() {
+        let mut texts = vec![String::new(), " ".into(), "  ".into(), "ban".into()];
+        let mut unban = event();
+        unban.op = Op::Unban;
+        unban.lifts = Some(1_699_999_999_999);
+        for e in [event(), unban] {
+            let packed = e.to_packed();
+            assert_eq!(FleetEvent::from_packed(&packed), Ok(e.clone()));
+            let parts: Vec<&str> = packed.split(' ').collect();
+            for n in 0..=parts.len() {
+                texts.push(parts[..n].join(" "));
+                texts.push(format!("{} ", parts[..n].join(" ")));
+                texts.push(format!("{}  extra ü", parts[..n].join(" ")));
+            }
+            for (i, _) in packed.char_indices() {
+                texts.push(format!("{} {}", &packed[..i], &packed[i..]));
+                texts.push(format!("{}ü{}", &packed[..i], &packed[i..]));
+            }
+        }
+        for text in &texts {
+            assert_eq!(
+                FleetEvent::from_packed(text),
+                split_reference(text),
+                "{text:?}"
+            );
+        }
+    }
 
     fn event() -> FleetEvent {
         FleetEvent {

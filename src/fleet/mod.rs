@@ -16,6 +16,7 @@ pub mod config;
 pub mod event;
 pub mod follow;
 pub mod publish;
+pub mod stream;
 pub mod windows;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
