@@ -282,13 +282,7 @@ impl Window {
     /// [`Window::prefetch_index`]) and starts loading the slab entry it points at. A hint: an
     /// entry that moves before it is used costs a miss, not a wrong answer.
     pub(crate) fn prefetch_entry(&self, hash: u64) {
-        // The first word with the key's 32 hash bits: the entry itself but for a collision of
-        // those bits, which only makes this hint useless.
-        let entry = self
-            .index
-            .candidate(hash)
-            .and_then(|slot| self.slab.get(slot as usize));
-        if let Some(entry) = entry {
+        if let Some(entry) = self.candidate(hash) {
             // An entry (80 bytes) spans two lines: its first and its last byte's.
             let first = (entry as *const Entry).cast::<u8>();
             prefetch(first);
@@ -301,17 +295,21 @@ impl Window {
     /// moves to the recent end: with failures in any order, two more misses per decision. A
     /// hint, like the other stages.
     pub(crate) fn prefetch_neighbours(&self, hash: u64) {
-        let entry = self
-            .index
-            .candidate(hash)
-            .and_then(|slot| self.slab.get(slot as usize));
-        if let Some(entry) = entry {
+        if let Some(entry) = self.candidate(hash) {
             for n in [entry.prev, entry.next] {
                 if let Some(neighbour) = self.slab.get(n as usize) {
                     prefetch((neighbour as *const Entry).cast::<u8>());
                 }
             }
         }
+    }
+
+    /// The entry of the first index word with `hash`'s 32 bits, read without comparing keys:
+    /// the key's own entry but for a collision of those bits, which only makes a hint useless.
+    fn candidate(&self, hash: u64) -> Option<&Entry> {
+        self.index
+            .candidate(hash)
+            .and_then(|slot| self.slab.get(slot as usize))
     }
 
     /// Starts loading what recording `keys` will read, so their cache misses overlap instead of
