@@ -178,6 +178,9 @@ fn attackers_latency_restore_idle() {
     run(&[&attackers[..], &evidence].concat());
     // Batched as the daemon's jail task does it.
     run(&[&attackers[..], &["--min-timed", "0", "--daemon-path"]].concat());
+    // Each timed round in its own random order, the batched path alone (its profile's form).
+    let shuffled = ["--min-timed", "0", "--shuffle", "--batched-only"];
+    run(&[&attackers[..], &shuffled].concat());
     run(&[
         "latency",
         "--jailsink",
@@ -188,7 +191,8 @@ fn attackers_latency_restore_idle() {
         "400",
     ]);
     run(&["restore", "--jailsink", binary(), "--bans", "300"]);
-    run(&["idle", "--jailsink", binary()]);
+    // Two binaries alternated (here the same one twice), with the anonymous/file-backed split.
+    run(&["idle", "--jailsink", binary(), "--against", binary()]);
 }
 
 /// A firewall restore measurement (bench/restore.sh IPTABLES=1 or NFTABLES=1) with 300 bans

@@ -46,6 +46,15 @@ pub struct Args {
     /// go through `Jail::on_failures`, which pipelines the prefetches with the decisions.
     #[arg(long)]
     pub daemon_path: bool,
+    /// Leave out the one-by-one runs (for a profile of the batched path alone); the one-by-one
+    /// columns then repeat the batched figures.
+    #[arg(long)]
+    pub batched_only: bool,
+    /// Each timed round takes the addresses in a different random order (fixed seed) instead of
+    /// the order they were first seen: the last-failure order is then random in memory too, as
+    /// under a real attack, rather than the neighbour of each address being the next one.
+    #[arg(long)]
+    pub shuffle: bool,
 }
 
 /// One attacker-count step.
@@ -89,6 +98,7 @@ struct Timed {
 /// RSS.
 fn measure(
     addrs: &[std::net::IpAddr],
+    orders: &[Vec<std::net::IpAddr>],
     rounds: usize,
     batch: usize,
     evidence: bool,
@@ -110,7 +120,12 @@ fn measure(
             // The first round inserts; later rounds are the steady state under attack.
             start = (Instant::now(), thread_cpu());
         }
-        for (i, ip) in addrs.iter().enumerate() {
+        // Round 0 inserts in the first-seen order; `--shuffle` gives each later round its own.
+        let round_addrs = match orders.get(round.wrapping_sub(1)) {
+            Some(order) => order.as_slice(),
+            None => addrs,
+        };
+        for (i, ip) in round_addrs.iter().enumerate() {
             // As the listener does per failure: its own host name and message copies.
             let (host, seen) = if evidence {
                 let host: std::sync::Arc<str> = std::sync::Arc::from(HOSTS[i % HOSTS.len()]);
@@ -177,27 +192,38 @@ pub fn attackers(args: &Args) -> Result<Vec<AttackRow>, String> {
         let addrs: Vec<std::net::IpAddr> = (0..n)
             .map(|i| attacker(i).parse().expect("an address"))
             .collect();
+        let orders: Vec<Vec<std::net::IpAddr>> = if args.shuffle {
+            (1..rounds as u64).map(|r| shuffled(&addrs, r)).collect()
+        } else {
+            Vec::new()
+        };
         let per_jail = n * (rounds - 1);
         let repeats = args.min_timed.div_ceil(per_jail.max(1)).max(1);
         let (mut batched, mut one_by_one) = (Timed::default(), Timed::default());
         let (mut bytes_per_address, mut rss_kib) = (0.0, 0);
         for repeat in 0..repeats {
-            let (time, bytes, rss) =
-                measure(&addrs, rounds, args.batch, args.evidence, args.daemon_path)?;
+            let (time, bytes, rss) = measure(
+                &addrs,
+                &orders,
+                rounds,
+                args.batch,
+                args.evidence,
+                args.daemon_path,
+            )?;
             batched.wall += time.wall;
             batched.cpu += time.cpu;
             if repeat == 0 {
                 // Later jails reuse the memory the first one freed.
                 (bytes_per_address, rss_kib) = (bytes, rss);
             }
-            if args.batch > 1 {
-                let time = measure(&addrs, rounds, 1, args.evidence, false)?.0;
+            if args.batch > 1 && !args.batched_only {
+                let time = measure(&addrs, &orders, rounds, 1, args.evidence, false)?.0;
                 one_by_one.wall += time.wall;
                 one_by_one.cpu += time.cpu;
             }
         }
         let timed = (repeats * per_jail) as f64;
-        if args.batch <= 1 {
+        if args.batch <= 1 || args.batched_only {
             one_by_one = batched;
         }
         let rate = |t: Duration| timed / t.as_secs_f64();
@@ -231,6 +257,19 @@ pub fn attackers(args: &Args) -> Result<Vec<AttackRow>, String> {
         );
     }
     Ok(rows)
+}
+
+/// `addrs` in a random order (Fisher-Yates over a xorshift seeded with `seed`, so runs repeat).
+fn shuffled(addrs: &[std::net::IpAddr], seed: u64) -> Vec<std::net::IpAddr> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = addrs.to_vec();
+    for i in (1..out.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    out
 }
 
 fn attack_settings(cap: usize, maxretry: u32) -> jailsink::config::JailSettings {

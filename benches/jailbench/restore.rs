@@ -1,7 +1,7 @@
 //! Start-up and idle: a state.db holding N active bans (written directly with SQLite), then
 //! seconds from `jailsink run` until every ban is applied; and the RSS of an idle daemon.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -23,11 +23,18 @@ pub struct RestoreArgs {
     pub action: String,
 }
 
-/// `idle --jailsink BIN`.
+/// `idle --jailsink BIN [--against OLD] [--repeat N]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IdleArgs {
     #[command(flatten)]
     pub jailsink: super::Jailsink,
+    /// Another jailsink binary measured in turn with `--jailsink` (each start alternates), so
+    /// a before/after comparison sees the same machine.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+    /// Starts of each binary.
+    #[arg(long, default_value = "1", value_parser = super::count)]
+    pub repeat: usize,
 }
 
 /// A state.db with N active bans, written directly with SQLite; seconds from `jailsink run` to
@@ -206,14 +213,45 @@ pub fn prepare_state(path: &Path, n: usize) -> Result<(), String> {
     tx.commit().map_err(|e| e.to_string())
 }
 
-/// RSS of a daemon with the shipped jails, idle after start. Prints it; returns KiB.
+/// RSS of a daemon with the shipped jails, idle after start, split into anonymous memory (heap,
+/// stacks) and file-backed pages (the mapped binary and libraries) from
+/// `/proc/PID/smaps_rollup`. Prints a row per start; returns the last `--jailsink` RSS in KiB.
 pub fn idle(args: &IdleArgs) -> Result<u64, String> {
-    let daemon = fresh_daemon(&args.jailsink.jailsink, LIVE_JAILS)?;
-    std::thread::sleep(Duration::from_millis(500));
-    let rss = daemon.rss_kib();
+    let mut bins = vec![args.jailsink.jailsink.clone()];
+    bins.extend(args.against.clone());
     println!(
-        "| idle RSS (sshd + smtp-auth jails) |\n|---:|\n| {:.1} MB |",
-        rss as f64 / 1024.0
+        "| binary | idle RSS | anonymous | file-backed | threads |\n|---|---:|---:|---:|---:|"
     );
-    Ok(rss)
+    let mut last = 0;
+    for _ in 0..args.repeat.max(1) {
+        for (i, bin) in bins.iter().enumerate() {
+            let daemon = fresh_daemon(bin, LIVE_JAILS)?;
+            std::thread::sleep(Duration::from_millis(500));
+            let pid = daemon.pid();
+            let rss = daemon.rss_kib();
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                .map_err(|e| e.to_string())?;
+            let field = |name: &str| -> u64 {
+                rollup
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            let anon = field("Anonymous:");
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+            let mb = |kib: u64| kib as f64 / 1024.0;
+            println!(
+                "| {} | {:.1} MB | {:.1} MB | {:.1} MB | {threads} |",
+                bin.display(),
+                mb(rss),
+                mb(anon),
+                mb(field("Rss:").saturating_sub(anon)),
+            );
+            if i == 0 {
+                last = rss;
+            }
+        }
+    }
+    Ok(last)
 }
