@@ -25,6 +25,15 @@ pub(crate) enum Hit {
     Success(std::net::IpAddr),
 }
 
+/// A native filter's verdict on an event, before the jail's held failures count it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Matched {
+    /// A failregex (pendingregex, echoregex) of jail number `.0` matched.
+    Failure(usize, FilterMatch),
+    /// A successregex of jail number `.0` matched.
+    Success(usize, std::net::IpAddr),
+}
+
 /// What the router needs to know about one jail.
 #[derive(Debug, Clone)]
 pub(crate) struct JailRoute {
@@ -135,11 +144,21 @@ impl Router {
     }
 
     /// Calls `on_hit(jail, hit)` for every jail that finds a failure or a success in `event`.
-    pub(crate) fn route(&self, event: &Event<'_>, mut on_hit: impl FnMut(usize, Hit)) {
+    #[cfg(test)]
+    pub(crate) fn route(&self, event: &Event<'_>, on_hit: impl FnMut(usize, Hit)) {
+        let mut matched = Vec::new();
+        self.matches(event, &mut matched);
+        self.apply(event, matched, on_hit);
+    }
+
+    /// The native filters' verdicts on `event`, in the order [`Router::apply`] takes them:
+    /// the stateless part of [`Router::route`] (no session or multi-line state is read or
+    /// changed), so events can be matched in parallel and applied in their order. True when
+    /// [`Router::apply`] has anything to do (a verdict, or a fail2ban jail on the route).
+    pub(crate) fn matches(&self, event: &Event<'_>, out: &mut Vec<Matched>) -> bool {
         let (program, hostname, message) = (event.program, event.hostname, event.message);
-        let route = program
-            .and_then(|p| self.by_program.get(p))
-            .unwrap_or(&self.fallback);
+        let route = self.route_of(program);
+        let first = out.len();
         let mut decided: Option<usize> = None;
         let try_pattern = |index: usize, loose: bool| {
             let (jail, regex, success) = route.owners[index];
@@ -155,14 +174,14 @@ impl Router {
             if success {
                 if let Some(ip) = filter.success_for(regex, message) {
                     decided = Some(jail);
-                    self.native_success(jail, event, ip, &mut on_hit);
+                    out.push(Matched::Success(jail, ip));
                 }
                 return;
             }
             match filter.verdict_for(regex, message) {
                 Some(Verdict::Failure(m)) => {
                     decided = Some(jail);
-                    self.native_failure(jail, filter, event, m, &mut on_hit);
+                    out.push(Matched::Failure(jail, m));
                 }
                 Some(_) => decided = Some(jail),
                 None => {}
@@ -173,13 +192,44 @@ impl Router {
             if self.takes_host(jail, hostname) {
                 if let JailFilter::Native(filter) = &self.jails[jail].filter {
                     if let Verdict::Failure(m) = filter.check(message) {
-                        self.native_failure(jail, filter, event, m, &mut on_hit);
+                        out.push(Matched::Failure(jail, m));
                     } else if let Some(ip) = filter.success(message) {
-                        self.native_success(jail, event, ip, &mut on_hit);
+                        out.push(Matched::Success(jail, ip));
                     }
                 }
             }
         }
+        out.len() > first || !route.fail2ban.is_empty()
+    }
+
+    /// The route of a program name.
+    fn route_of(&self, program: Option<&str>) -> &Route {
+        program
+            .and_then(|p| self.by_program.get(p))
+            .unwrap_or(&self.fallback)
+    }
+
+    /// Counts what [`Router::matches`] found in `event` through the jails' held failures, and
+    /// runs the fail2ban jails (their multi-line state): the part of [`Router::route`] whose
+    /// outcome depends on the order of events.
+    pub(crate) fn apply(
+        &self,
+        event: &Event<'_>,
+        matched: impl IntoIterator<Item = Matched>,
+        mut on_hit: impl FnMut(usize, Hit),
+    ) {
+        for found in matched {
+            match found {
+                Matched::Failure(jail, m) => {
+                    if let JailFilter::Native(filter) = &self.jails[jail].filter {
+                        self.native_failure(jail, filter, event, m, &mut on_hit);
+                    }
+                }
+                Matched::Success(jail, ip) => self.native_success(jail, event, ip, &mut on_hit),
+            }
+        }
+        let hostname = event.hostname;
+        let route = self.route_of(event.program);
         if route.fail2ban.is_empty() {
             return;
         }

@@ -5,6 +5,7 @@
 
 pub(crate) mod batch;
 pub mod framing;
+pub(crate) mod parallel;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 pub(crate) mod udp;
@@ -19,7 +20,7 @@ use metrics::Counter;
 use tokio::time::Instant;
 
 use crate::evidence::{self, tail, Seen};
-use crate::filter::router::{Explained, Hit, Router};
+use crate::filter::router::{Explained, Hit, Matched, Router};
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, DropReason};
 use crate::parse::{self, Zone};
@@ -124,35 +125,101 @@ impl Pipeline {
         out: &mut Vec<Failure>,
     ) {
         let text = parse::decode(frame);
-        let event = match parse::parse(&text, &self.zone, receipt.wall) {
+        let mut filled = String::new();
+        let Some(event) = self.event(&text, receipt, origin, &mut filled, true) else {
+            return;
+        };
+        let mut matched = Vec::new();
+        self.router.matches(&event, &mut matched);
+        self.apply_event(&event, receipt, matched, out);
+    }
+
+    /// The stateless half of [`Pipeline::process`] (parse, match): the verdicts on `frame`
+    /// go to `matched`; true when [`Pipeline::apply`] has anything to do for it. Counts an
+    /// unparseable frame.
+    pub(crate) fn matches(
+        &self,
+        frame: &[u8],
+        receipt: Receipt,
+        origin: Origin<'_>,
+        matched: &mut Vec<Matched>,
+    ) -> bool {
+        let text = parse::decode(frame);
+        let mut filled = String::new();
+        match self.event(&text, receipt, origin, &mut filled, true) {
+            Some(event) => self.router.matches(&event, matched),
+            None => false,
+        }
+    }
+
+    /// The ordered half of [`Pipeline::process`]: counts what [`Pipeline::matches`] found in
+    /// `frame` (held failures, fail2ban jails) and pushes the failures onto `out`.
+    pub(crate) fn apply(
+        &self,
+        frame: &[u8],
+        receipt: Receipt,
+        origin: Origin<'_>,
+        matched: Vec<Matched>,
+        out: &mut Vec<Failure>,
+    ) {
+        let text = parse::decode(frame);
+        let mut filled = String::new();
+        // Parsed before: not counted as unparseable twice (and it parses the same again).
+        if let Some(event) = self.event(&text, receipt, origin, &mut filled, false) {
+            self.apply_event(&event, receipt, matched, out);
+        }
+    }
+
+    /// The event of one decoded frame, its host name filled in; None when it is unparseable
+    /// (counted when `count`) or no jail could take it.
+    fn event<'t>(
+        &self,
+        text: &'t str,
+        receipt: Receipt,
+        origin: Origin<'t>,
+        filled: &'t mut String,
+        count: bool,
+    ) -> Option<parse::Event<'t>> {
+        let event = match parse::parse(text, &self.zone, receipt.wall) {
             Ok(event) => event,
             Err(_) => {
-                self.unparseable.increment(1);
-                return;
+                if count {
+                    self.unparseable.increment(1);
+                }
+                return None;
             }
         };
         if self.router.is_empty() {
-            return;
+            return None;
         }
         // Only headers without a host name pay for formatting the peer's address.
-        let filled;
         let hostname = match (event.hostname, origin) {
             (Some(host), _) => Some(host),
             (None, Origin::Local(name)) => Some(name),
             (None, Origin::Peer(ip)) => {
-                filled = crate::address::normalise(ip).to_string();
+                *filled = crate::address::normalise(ip).to_string();
                 Some(filled.as_str())
             }
         };
-        let event = crate::parse::Event {
+        Some(crate::parse::Event {
             message: evidence::cut(event.message, self.max_match_bytes),
             hostname,
             ..event
-        };
+        })
+    }
+
+    /// Turns the verdicts on `event` into failures for the jail task.
+    fn apply_event(
+        &self,
+        event: &parse::Event<'_>,
+        receipt: Receipt,
+        matched: Vec<Matched>,
+        out: &mut Vec<Failure>,
+    ) {
         let watching = tail::watching();
         let first = out.len();
         let wall = std::time::SystemTime::from(receipt.wall);
-        self.router.route(&event, |jail, hit| {
+        self.router.apply(event, matched, |jail, hit| {
             let (ip, count, regex, user) = match hit {
                 // The user is attacker-controlled: cut, so the jail's name table stays bounded.
                 Hit::Failures(m, count) => (
@@ -181,7 +248,7 @@ impl Pipeline {
             })
         });
         if watching {
-            self.explain(&event, &out[first..]);
+            self.explain(event, &out[first..]);
         }
     }
 
