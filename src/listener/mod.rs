@@ -70,6 +70,27 @@ impl Receipt {
     }
 }
 
+/// A frame's verdicts and the parts of its event the ordered half needs, owned, so the
+/// worker that matched it can hand it over without the frame being parsed again.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    matched: Vec<Matched>,
+    host: Option<Arc<str>>,
+    program: Option<Box<str>>,
+    pid: Option<parse::ProcId<Box<str>>>,
+    /// The evidence its first failure carries (the message cut to the evidence's length).
+    seen: Seen,
+    /// The message as matched (held failures' keys and fail2ban filters read it).
+    message: Box<str>,
+    repeat: u32,
+}
+
+/// What [`Prepared`] already made of a failure: no second allocation on the ordered path.
+struct Made {
+    host: Option<Arc<str>>,
+    seen: Option<Seen>,
+}
+
 impl Pipeline {
     /// A pipeline over compiled jails.
     pub(crate) fn new(
@@ -131,43 +152,72 @@ impl Pipeline {
         };
         let mut matched = Vec::new();
         self.router.matches(&event, &mut matched);
-        self.apply_event(&event, receipt, matched, out);
+        self.apply_event(&event, receipt, matched, None, out);
     }
 
-    /// The stateless half of [`Pipeline::process`] (parse, match): the verdicts on `frame`
-    /// go to `matched`; true when [`Pipeline::apply`] has anything to do for it. Counts an
-    /// unparseable frame.
+    /// The stateless half of [`Pipeline::process`] (parse, match), for a worker: None when
+    /// the ordered half has nothing to do for `frame`, else the verdicts with the parts of the
+    /// event the failures keep, already owned (allocated here, off the ordered path). Counts
+    /// an unparseable frame.
     pub(crate) fn matches(
         &self,
         frame: &[u8],
         receipt: Receipt,
         origin: Origin<'_>,
-        matched: &mut Vec<Matched>,
-    ) -> bool {
+    ) -> Option<Prepared> {
         let text = parse::decode(frame);
         let mut filled = String::new();
-        match self.event(&text, receipt, origin, &mut filled, true) {
-            Some(event) => self.router.matches(&event, matched),
-            None => false,
+        let event = self.event(&text, receipt, origin, &mut filled, true)?;
+        let mut matched = Vec::new();
+        if !self.router.matches(&event, &mut matched) {
+            return None;
         }
+        Some(Prepared {
+            matched,
+            host: event.hostname.map(Arc::from),
+            program: event.program.map(Box::from),
+            pid: event.pid.map(|pid| match pid {
+                parse::ProcId::PID(n) => parse::ProcId::PID(n),
+                parse::ProcId::Name(name) => parse::ProcId::Name(Box::from(name)),
+            }),
+            seen: Seen::new(
+                std::time::SystemTime::from(receipt.wall),
+                event.program,
+                event.message,
+            ),
+            message: Box::from(event.message),
+            repeat: event.repeat,
+        })
     }
 
-    /// The ordered half of [`Pipeline::process`]: counts what [`Pipeline::matches`] found in
-    /// `frame` (held failures, fail2ban jails) and pushes the failures onto `out`.
-    pub(crate) fn apply(
-        &self,
-        frame: &[u8],
-        receipt: Receipt,
-        origin: Origin<'_>,
-        matched: Vec<Matched>,
-        out: &mut Vec<Failure>,
-    ) {
-        let text = parse::decode(frame);
-        let mut filled = String::new();
-        // Parsed before: not counted as unparseable twice (and it parses the same again).
-        if let Some(event) = self.event(&text, receipt, origin, &mut filled, false) {
-            self.apply_event(&event, receipt, matched, out);
-        }
+    /// The ordered half of [`Pipeline::process`]: counts what [`Pipeline::matches`] found
+    /// (held failures, fail2ban jails) and pushes the failures onto `out`.
+    pub(crate) fn apply(&self, prepared: Prepared, receipt: Receipt, out: &mut Vec<Failure>) {
+        let Prepared {
+            matched,
+            host,
+            program,
+            pid,
+            seen,
+            message,
+            repeat,
+        } = prepared;
+        let event = parse::Event {
+            timestamp: None,
+            hostname: host.as_deref(),
+            program: program.as_deref(),
+            pid: pid.as_ref().map(|pid| match pid {
+                parse::ProcId::PID(n) => parse::ProcId::PID(*n),
+                parse::ProcId::Name(name) => parse::ProcId::Name(&**name),
+            }),
+            message: &message,
+            repeat,
+        };
+        let made = Made {
+            host: host.clone(),
+            seen: Some(seen),
+        };
+        self.apply_event(&event, receipt, matched, Some(made), out);
     }
 
     /// The event of one decoded frame, its host name filled in; None when it is unparseable
@@ -214,8 +264,13 @@ impl Pipeline {
         event: &parse::Event<'_>,
         receipt: Receipt,
         matched: Vec<Matched>,
+        made: Option<Made>,
         out: &mut Vec<Failure>,
     ) {
+        let (host, mut seen) = match made {
+            Some(Made { host, seen }) => (host, seen),
+            None => (None, None),
+        };
         let watching = tail::watching();
         let first = out.len();
         let wall = std::time::SystemTime::from(receipt.wall);
@@ -239,8 +294,11 @@ impl Pipeline {
                 count,
                 success,
                 received_at: receipt.at,
-                host: event.hostname.map(Arc::from),
-                seen: Seen::new(wall, event.program, event.message),
+                host: host.clone().or_else(|| event.hostname.map(Arc::from)),
+                // The prepared evidence for the first failure; a second jail's is made again.
+                seen: seen
+                    .take()
+                    .unwrap_or_else(|| Seen::new(wall, event.program, event.message)),
                 matched: regex
                     .filter(|_| watching)
                     .map(|regex| Box::new((regex, self.router.pattern(jail, regex).to_string()))),

@@ -24,9 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{Frame, FrameDecoder};
-use super::{Origin, Pipeline, Receipt, SharedPipeline};
+use super::{Origin, Pipeline, Prepared, Receipt, SharedPipeline};
 use crate::evidence::tail;
-use crate::filter::router::Matched;
 use crate::jail::Failure;
 use crate::metrics::messages_received;
 
@@ -48,11 +47,10 @@ struct Job {
     done: oneshot::Sender<Matches>,
 }
 
-/// What a worker found in a batch: the frames (handed back) and, for each frame the ordered
-/// part has work for, its index and verdicts.
+/// What a worker found in a batch: for each frame the ordered part has work for, in order,
+/// its verdicts and event.
 struct Matches {
-    frames: Vec<Bytes>,
-    hits: Vec<(usize, Vec<Matched>)>,
+    hits: Vec<Prepared>,
 }
 
 /// The match workers every connection of a listener shares.
@@ -80,9 +78,13 @@ impl Pool {
                             peer,
                             done,
                         } = job;
-                        let hits = match_all(&pipeline, &frames, receipt, peer);
+                        let hits = frames
+                            .iter()
+                            .filter_map(|f| pipeline.matches(f, receipt, Origin::Peer(peer)))
+                            .collect();
+                        drop(frames);
                         // The connection is gone: nothing to hand back.
-                        let _ = done.send(Matches { frames, hits });
+                        let _ = done.send(Matches { hits });
                     }
                 });
                 tx
@@ -105,25 +107,6 @@ impl Pool {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
         self.queues[i].send(job).await.is_ok()
     }
-}
-
-/// The stateless part for every frame of a batch: the frames the ordered part has work for,
-/// with their verdicts.
-fn match_all(
-    pipeline: &Pipeline,
-    frames: &[Bytes],
-    receipt: Receipt,
-    peer: IpAddr,
-) -> Vec<(usize, Vec<Matched>)> {
-    let mut hits = Vec::new();
-    let mut matched = Vec::new();
-    for (i, frame) in frames.iter().enumerate() {
-        if pipeline.matches(frame, receipt, Origin::Peer(peer), &mut matched) {
-            hits.push((i, std::mem::take(&mut matched)));
-        }
-        matched.clear();
-    }
-    hits
 }
 
 /// A batch sent to the pool, waiting to be applied in its turn.
@@ -164,12 +147,9 @@ impl Sink {
             ..
         } = pending;
         match matches {
-            Some(Matches { frames, hits }) => {
-                let origin = Origin::Peer(self.peer.ip());
-                for (i, matched) in hits {
-                    if let Some(frame) = frames.get(i) {
-                        pipeline.apply(frame, receipt, origin, matched, &mut self.found);
-                    }
+            Some(Matches { hits }) => {
+                for prepared in hits {
+                    pipeline.apply(prepared, receipt, &mut self.found);
                 }
             }
             None => tracing::error!(peer = %self.peer, messages, "match worker lost a batch"),
