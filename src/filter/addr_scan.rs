@@ -18,6 +18,38 @@ use regex_syntax::hir::{Hir, HirKind, Look};
 
 use super::template::{IP4, IP6, ZONE};
 
+/// Addresses and near-addresses for the differential tests of the scanner, put where a line's
+/// address stands: its greedy path and its fallbacks (trailing digits, zones, IPv4-mapped and
+/// over-long IPv6, a name, nothing at all).
+#[doc(hidden)]
+pub const NEAR_ADDRESSES: &[&str] = &[
+    "192.0.2.1",
+    "1.2.3.4567",
+    "1234.1.1.1",
+    "1.2.3.",
+    "999.1.1.1",
+    "2001:db8::1",
+    "::1",
+    "::",
+    "::ffff:192.0.2.9",
+    "fe80::1%eth0",
+    "fe80::1%",
+    "1:2:3:4:5:6:7:8:9",
+    "1:2:3:4:5:6:7:8",
+    "abcde::1",
+    "a:b",
+    "1:2",
+    "1.2.3.4%x",
+    "2001:db8::12345",
+    "10.0.0.1:22",
+    "::1.2.3.4.5",
+    "1.2.3.4.5",
+    "",
+    "x",
+    "1.2.3.4 ",
+    "host.example",
+];
+
 /// What the scanner made of a pattern at one position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scan {

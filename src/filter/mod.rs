@@ -19,6 +19,8 @@ pub(crate) mod template;
 use std::sync::Arc;
 
 #[doc(hidden)]
+pub use addr_scan::NEAR_ADDRESSES;
+#[doc(hidden)]
 pub use dispatch::DispatchCheck;
 pub use engine::{
     parse_address, BadPattern, FailClass, Filter, FilterMatch, FilterSource, PatternError, Verdict,
