@@ -112,6 +112,21 @@ impl Pipeline {
         }
     }
 
+    /// A copy for one match worker ([`Router::matcher_copy`]): only [`Pipeline::matches`]
+    /// may use it.
+    pub(crate) fn matcher_copy(&self) -> Pipeline {
+        Pipeline {
+            router: Arc::new(self.router.matcher_copy()),
+            zone: self.zone,
+            allowed: self.allowed.clone(),
+            max_message_bytes: self.max_message_bytes,
+            max_match_bytes: self.max_match_bytes,
+            unparseable: self.unparseable.clone(),
+            too_large: self.too_large.clone(),
+            not_allowed: self.not_allowed.clone(),
+        }
+    }
+
     /// True when `peer` is inside `allowed_senders`; a refusal is counted.
     pub(crate) fn admit(&self, peer: IpAddr) -> bool {
         let peer = crate::address::normalise(peer);

@@ -12,10 +12,11 @@
 //! task did everything, and a message is counted in `jailsink_messages_received_total` only
 //! once its batch has been applied.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -78,9 +79,11 @@ impl Pool {
                             peer,
                             done,
                         } = job;
+                        let local = thread_copy(&pipeline);
+                        drop(pipeline);
                         let hits = frames
                             .iter()
-                            .filter_map(|f| pipeline.matches(f, receipt, Origin::Peer(peer)))
+                            .filter_map(|f| local.matches(f, receipt, Origin::Peer(peer)))
                             .collect();
                         drop(frames);
                         // The connection is gone: nothing to hand back.
@@ -107,6 +110,28 @@ impl Pool {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
         self.queues[i].send(job).await.is_ok()
     }
+}
+
+thread_local! {
+    /// This thread's copy of the pipeline it last matched for, with regexes whose scratch
+    /// space this thread owns ([`Pipeline::matcher_copy`]): worker tasks move between the
+    /// runtime's threads, so the copy belongs to the thread, not the task.
+    static COPY: RefCell<Option<(Weak<Pipeline>, Arc<Pipeline>)>> = const { RefCell::new(None) };
+}
+
+/// The calling thread's matcher copy of `pipeline`, made on first use and after a reload.
+fn thread_copy(pipeline: &Arc<Pipeline>) -> Arc<Pipeline> {
+    COPY.with(|copy| {
+        let mut copy = copy.borrow_mut();
+        if let Some((of, local)) = copy.as_ref() {
+            if Weak::ptr_eq(of, &Arc::downgrade(pipeline)) {
+                return local.clone();
+            }
+        }
+        let local = Arc::new(pipeline.matcher_copy());
+        *copy = Some((Arc::downgrade(pipeline), local.clone()));
+        local
+    })
 }
 
 /// A batch sent to the pool, waiting to be applied in its turn.
