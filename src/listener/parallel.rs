@@ -58,6 +58,9 @@ struct Matches {
 pub(crate) struct Pool {
     queues: Vec<mpsc::Sender<Job>>,
     next: AtomicUsize,
+    /// Connections being served: with as many as there are workers, the connections
+    /// themselves keep every core busy, and each matches its own frames (no hand-over cost).
+    connections: AtomicUsize,
 }
 
 impl Pool {
@@ -96,7 +99,13 @@ impl Pool {
         Arc::new(Pool {
             queues,
             next: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
         })
+    }
+
+    /// True when enough connections are open to keep every worker thread busy on their own.
+    fn saturated(&self) -> bool {
+        self.connections.load(Ordering::Relaxed) >= self.queues.len()
     }
 
     /// Most batches one connection keeps in flight.
@@ -208,6 +217,22 @@ impl Filling {
     }
 }
 
+/// Counts a connection in [`Pool::saturated`] while it is served.
+struct Served(Arc<Pool>);
+
+impl Served {
+    fn new(pool: &Arc<Pool>) -> Self {
+        pool.connections.fetch_add(1, Ordering::Relaxed);
+        Served(pool.clone())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves one connection: reads, frames, has the pool match, applies in order.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn connection<S: AsyncRead + Unpin>(
@@ -221,6 +246,7 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
     shutdown: CancellationToken,
 ) {
     tracing::debug!(%peer, "connected");
+    let _served = Served::new(&pool);
     let mut sink = Sink {
         peer,
         received: messages_received(transport),
@@ -361,9 +387,10 @@ async fn front_done(in_flight: &mut VecDeque<Pending>) -> Option<Matches> {
     }
 }
 
-/// Sends `filling` to the pool (or, while a `tail` client watches, processes it here after
-/// everything before it, so the events it publishes stay in order); false when the jail task
-/// or the pool is gone.
+/// Sends `filling` to the pool, or processes it here after everything before it: while a
+/// `tail` client watches (so the events it publishes stay in order), and while as many
+/// connections as worker threads are open (they keep the cores busy without the hand-over);
+/// false when the jail task or the pool is gone.
 async fn hand_over(
     filling: Filling,
     pipeline: &Arc<Pipeline>,
@@ -375,7 +402,7 @@ async fn hand_over(
     if filling.messages == 0 {
         return true;
     }
-    if tail::watching() {
+    if tail::watching() || pool.saturated() {
         drain(in_flight, sink).await;
         let origin = Origin::Peer(sink.peer.ip());
         for frame in &filling.frames {
@@ -531,7 +558,10 @@ mod tests {
         swapped.sort();
         assert_ne!(swapped, sorted, "not only the order: the counts differ");
 
-        for _ in 0..3 {
+        for round in 0..3 {
+            let pool = Pool::new();
+            // Round 1: another connection open, so this one matches its own frames.
+            let _other = (round == 1).then(|| Served::new(&pool));
             let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline()));
             let (tx, mut rx) = mpsc::channel(16);
             let collect = tokio::spawn(async move {
@@ -547,7 +577,7 @@ mod tests {
                 peer,
                 Duration::from_secs(30),
                 shared,
-                Pool::new(),
+                pool,
                 tx,
                 CancellationToken::new(),
             )
