@@ -1807,3 +1807,85 @@ fn shipped_success_patterns_find_real_logins_and_only_them() {
         assert_eq!(load(filter).success(line), None, "{filter}: {line}");
     }
 }
+
+// ------------------------------------------------------------------ the address scanner
+
+/// Every shipped filter (and the shipped config's inline smtp-auth pattern) gives the same
+/// verdict and success with the address scanner as with the capturing regex alone, on every
+/// sample and fixture line, on those lines with their address replaced by each variant, and
+/// with each injection payload put before or instead of the address.
+#[test]
+fn the_address_scanner_agrees_with_the_capturing_regex_on_every_shipped_filter() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut lines: Vec<String> = Vec::new();
+    let samples = root.join("tests/fixtures/fail2ban-logs");
+    for entry in std::fs::read_dir(&samples).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        lines.extend(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .map(|l| sample_message(l).to_string()),
+        );
+    }
+    for fixture in ["attacks.log", "benign.log"] {
+        let text = std::fs::read_to_string(root.join("tests/fixtures/sshd").join(fixture)).unwrap();
+        lines.extend(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .map(|l| sample_message(l).to_string()),
+        );
+    }
+    let mut filters: Vec<(String, Filter)> =
+        SHIPPED.iter().map(|n| (n.to_string(), load(n))).collect();
+    let smtp = Filter::compile(&jailsink::filter::FilterSource {
+        failregex: vec![r"AUTH failure \(\w+\): authentication failure \(-13\) SASL\(-13\): authentication failure: .*relay=.*\[<HOST>\]".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    filters.push(("smtp-auth (jailsink.toml)".into(), smtp));
+    let payloads = payloads();
+    let (mut compared, mut scanned, mut failures) = (0usize, 0usize, 0usize);
+    for (name, fast) in &filters {
+        scanned += fast.scanned_patterns();
+        let slow = fast.without_scanner();
+        let mut same = |line: &str| {
+            let verdict = fast.check(line);
+            failures += usize::from(matches!(verdict, Verdict::Failure(_)));
+            assert_eq!(verdict, slow.check(line), "{name}: {:?}", truncate(line));
+            assert_eq!(
+                fast.success(line),
+                slow.success(line),
+                "{name}: {:?}",
+                truncate(line)
+            );
+            compared += 1;
+        };
+        for line in &lines {
+            same(line);
+            let Verdict::Failure(m) = slow.check(line) else {
+                continue;
+            };
+            // The address as the line writes it (the last one: where the patterns take it).
+            let written = [m.ip.to_string(), format!("::ffff:{}", m.ip)]
+                .into_iter()
+                .filter_map(|a| line.rfind(&a).map(|at| (at, a.len())))
+                .max();
+            let Some((at, len)) = written else {
+                continue;
+            };
+            let (before, after) = (&line[..at], &line[at + len..]);
+            for variant in jailsink::filter::NEAR_ADDRESSES {
+                same(&format!("{before}{variant}{after}"));
+            }
+            for payload in &payloads {
+                same(&format!("{before}{payload}{after}"));
+                same(&format!("{before}{payload} {}{after}", &line[at..at + len]));
+            }
+        }
+    }
+    assert!(scanned >= 20, "the scanner serves only {scanned} patterns");
+    assert!(
+        compared > 10_000 && failures > 1_000,
+        "{compared} lines, {failures} failures"
+    );
+}

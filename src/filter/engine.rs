@@ -7,12 +7,13 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use regex_automata::util::primitives::NonMaxUsize;
 use regex_automata::{meta, Anchored, Input};
 
+use super::addr_scan::{named_groups, AddrTail, Scan};
 use super::dispatch::Dispatch;
 use super::prefix::Prefixes;
 use super::template::{self, GroupRole, TagError};
 
 /// Compiled regexes may use this much memory each; a pattern beyond it is a config error.
-const REGEX_SIZE_LIMIT: usize = 8 << 20;
+pub(crate) const REGEX_SIZE_LIMIT: usize = 8 << 20;
 
 /// The text of a filter, from a filter file and/or a jail's own keys.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -91,6 +92,9 @@ struct FailPattern {
     user: Option<usize>,
     nofail: Option<usize>,
     split: Option<Split>,
+    /// The address found without the capturing regex (see `addr_scan`), for patterns whose
+    /// only named group is one `<HOST>`.
+    tail: Option<(AddrTail, usize)>,
 }
 
 /// Capture slots on the stack: two per group, group 0 included.
@@ -119,6 +123,8 @@ struct Split {
     /// For each group of the whole pattern: its index in `pre` or in `suf`.
     in_pre: Vec<Option<usize>>,
     in_suf: Vec<Option<usize>>,
+    /// S's address found by the scanner, and its group's index in `suf`.
+    tail: Option<(AddrTail, usize)>,
 }
 
 /// Where one match put the groups of a failregex.
@@ -126,6 +132,8 @@ struct Split {
 #[allow(clippy::large_enum_variant)]
 enum Found<'a> {
     Whole(regex::Captures<'a>),
+    /// The scanner's address (the pattern's only named group): group index and span.
+    Addr(usize, (usize, usize)),
     Split {
         split: &'a Split,
         pre: Slots,
@@ -143,6 +151,7 @@ impl Found<'_> {
         };
         match self {
             Found::Whole(caps) => caps.get(g).map(|m| (m.start(), m.end())),
+            Found::Addr(group, span) => (g == *group).then_some(*span),
             Found::Split {
                 split,
                 pre,
@@ -161,10 +170,40 @@ impl Found<'_> {
     }
 }
 
+impl FailPattern {
+    /// Where the groups of this pattern's match in `content` are: the split, the address
+    /// scanner, or the whole pattern's captures, whichever can tell first; None without a match.
+    fn find<'a>(&'a self, content: &'a str) -> Option<Found<'a>> {
+        if let Some(found) = self.split.as_ref().and_then(|s| s.find(content)) {
+            return Some(found);
+        }
+        if let Some((tail, group)) = &self.tail {
+            let scan = if tail.anchored() {
+                tail.at(content, 0)
+            } else {
+                match self.regex.find(content) {
+                    None => Scan::NoMatch,
+                    // The regex found a match there: only an address settles it.
+                    Some(m) => match tail.at(content, m.start()) {
+                        Scan::NoMatch => Scan::Unknown,
+                        scan => scan,
+                    },
+                }
+            };
+            match scan {
+                Scan::Addr(a, b) => return Some(Found::Addr(*group, (a, b))),
+                Scan::NoMatch => return None,
+                Scan::Unknown => {}
+            }
+        }
+        Some(Found::Whole(self.regex.captures(content)?))
+    }
+}
+
 impl Split {
     /// The split of `expanded` (whose compiled form is `whole`) at its user group, when the
     /// pattern has the shape `^P(?P<user>.*)S` and S starts with a literal.
-    fn new(expanded: &str, whole: &Regex, user: usize) -> Option<Split> {
+    fn new(expanded: &str, whole: &Regex, user: usize, addr: Option<&str>) -> Option<Split> {
         use regex_syntax::hir::{Class, HirKind, Look};
         let hir = regex_syntax::Parser::new().parse(expanded).ok()?;
         let HirKind::Concat(items) = hir.kind() else {
@@ -240,7 +279,13 @@ impl Split {
         };
         let in_pre = whole.capture_names().map(|n| index_in(&pre, n)).collect();
         let in_suf = whole.capture_names().map(|n| index_in(&suf, n)).collect();
+        let tail = addr.and_then(|name| {
+            let suffix = &items[k + 1..];
+            let tail = AddrTail::new(suffix, name, named_groups(suffix))?;
+            Some((tail, index_in(&suf, Some(name))?))
+        });
         Some(Split {
+            tail,
             pre,
             suf,
             literal,
@@ -273,6 +318,25 @@ impl Split {
         while let Some(i) = self.literal.rfind(&rest[..end]) {
             let q = start + i;
             let mut suf: Slots = [None; MAX_SLOTS];
+            if let Some((tail, g)) = &self.tail {
+                match tail.at(text, q) {
+                    Scan::Addr(a, b) => {
+                        suf[2 * g] = NonMaxUsize::new(a);
+                        suf[2 * g + 1] = NonMaxUsize::new(b);
+                        return Some(Found::Split {
+                            split: self,
+                            pre,
+                            suf,
+                            user: (start, q),
+                        });
+                    }
+                    Scan::NoMatch => {
+                        end = i + self.literal.needle().len() - 1;
+                        continue;
+                    }
+                    Scan::Unknown => {}
+                }
+            }
             let input = Input::new(text).span(q..text.len()).anchored(Anchored::Yes);
             if self.suf.search_slots(&input, &mut suf[..n]).is_some() {
                 return Some(Found::Split {
@@ -438,6 +502,31 @@ impl Filter {
         })
     }
 
+    /// This filter with the address scanner (`addr_scan`) turned off, so every address comes
+    /// from the capturing regex: for the differential tests of the scanner.
+    #[doc(hidden)]
+    pub fn without_scanner(&self) -> Filter {
+        let mut f = self.clone();
+        for p in f.fail.iter_mut().chain(f.success.iter_mut()) {
+            p.tail = None;
+            if let Some(split) = &mut p.split {
+                split.tail = None;
+            }
+        }
+        f
+    }
+
+    /// How many patterns (failregex and successregex, or their split suffixes) the address
+    /// scanner serves, for tests that must know it is in use.
+    #[doc(hidden)]
+    pub fn scanned_patterns(&self) -> usize {
+        self.fail
+            .iter()
+            .chain(&self.success)
+            .filter(|p| p.tail.is_some() || p.split.as_ref().is_some_and(|s| s.tail.is_some()))
+            .count()
+    }
+
     /// The patterns this filter was built from.
     pub(crate) fn source(&self) -> &FilterSource {
         &self.source
@@ -486,10 +575,7 @@ impl Filter {
     /// Runs successregex `index` on `content` (the message, or what prefregex leaves of it).
     pub(crate) fn success_for(&self, index: usize, content: &str) -> Option<IpAddr> {
         let pattern = self.success.get(index)?;
-        let found = match pattern.split.as_ref().and_then(|s| s.find(content)) {
-            Some(found) => found,
-            None => Found::Whole(pattern.regex.captures(content)?),
-        };
+        let found = pattern.find(content)?;
         pattern
             .addresses
             .iter()
@@ -549,10 +635,7 @@ impl Filter {
     /// None when the capture was not a valid address or the line is marked `<F-NOFAIL>`.
     pub(crate) fn verdict_for(&self, index: usize, content: &str) -> Option<Verdict> {
         let pattern = &self.fail[index];
-        let found = match pattern.split.as_ref().and_then(|s| s.find(content)) {
-            Some(found) => found,
-            None => Found::Whole(pattern.regex.captures(content)?),
-        };
+        let found = pattern.find(content)?;
         let text = |g: usize| found.span(g).map(|(a, b)| &content[a..b]);
         if pattern.nofail.is_some_and(|g| found.span(g).is_some()) {
             return None;
@@ -623,7 +706,21 @@ fn compile_fail(pattern: &str) -> Result<(FailPattern, String), BadPattern> {
         }
     }
     let text = expanded.regex.clone();
-    let split = user.and_then(|u| Split::new(&text, &regex, u));
+    // The one `<HOST>`/`<ADDR>` group the scanner can find (none when there are more).
+    let addr = match addresses.as_slice() {
+        [(g, GroupRole::Address)] => regex.capture_names().nth(*g).flatten(),
+        _ => None,
+    };
+    let split = user.and_then(|u| Split::new(&text, &regex, u, addr));
+    let tail = addr.and_then(|name| {
+        let hir = regex_syntax::Parser::new().parse(&text).ok()?;
+        let items = match hir.kind() {
+            regex_syntax::hir::HirKind::Concat(items) => items.as_slice(),
+            _ => std::slice::from_ref(&hir),
+        };
+        let tail = AddrTail::new(items, name, named_groups(items))?;
+        Some((tail, regex.capture_names().position(|n| n == Some(name))?))
+    });
     Ok((
         FailPattern {
             regex,
@@ -631,6 +728,7 @@ fn compile_fail(pattern: &str) -> Result<(FailPattern, String), BadPattern> {
             user,
             nofail,
             split,
+            tail,
         },
         text,
     ))
@@ -837,5 +935,55 @@ mod tests {
             &[],
         );
         assert!(g.fail.iter().all(|p| p.split.is_none()));
+    }
+
+    #[test]
+    fn the_address_scanner_finds_what_the_capturing_regex_finds() {
+        let patterns = [
+            r"^Failed \S+ for (?:invalid user )?<F-USER>.*</F-USER> from <HOST> port \d+(?: ssh\d*)?(?: \[preauth\])?$",
+            r"^Invalid user <F-USER>.*</F-USER> from <HOST>(?: port \d+)?$",
+            r"^Did not receive identification string from <HOST>(?: port \d+)?$",
+            r"^(?:fatal: )?Timeout before authentication for <HOST> port \d+$",
+            r"AUTH failure \(\w+\): .*relay=.*\[<HOST>\]",
+            r"^x <HOST>\d",
+            r"^y <HOST>(?:%zz)?:\d+$",
+            r"(?m)^z <HOST>$",
+        ];
+        let f = filter(&patterns, &[]);
+        assert_eq!(
+            f.scanned_patterns(),
+            patterns.len(),
+            "every pattern is scanned"
+        );
+        let slow = f.without_scanner();
+        assert_eq!(slow.scanned_patterns(), 0);
+        let addrs = super::super::addr_scan::NEAR_ADDRESSES;
+        let mut failures = 0;
+        for a in addrs {
+            for line in [
+                format!("Failed password for root from {a} port 22 ssh2"),
+                format!("Failed password for invalid user x from 1.1.1.1 port 1 from {a} port 22"),
+                format!("Failed password for a from {a} port 22 ssh2 [preauth]x"),
+                format!("Invalid user u from {a}"),
+                format!("Invalid user u from {a} port 7"),
+                format!("Invalid user u from {a} from 6.6.6.6"),
+                format!("Did not receive identification string from {a}"),
+                format!("Did not receive identification string from {a} port 1"),
+                format!("fatal: Timeout before authentication for {a} port 5"),
+                format!("s1: AUTH failure (LOGIN): x, relay=[{a}]"),
+                format!("AUTH failure (LOGIN): x, relay=[{a}] relay=[6.6.6.6]"),
+                format!("AUTH failure (LOGIN): x, relay=[6.6.6.6] relay=[{a}]"),
+                format!("x {a}7"),
+                format!("y {a}:80"),
+                format!("y {a}%zz:80"),
+                format!("q\nz {a}\nr"),
+                format!("z {a}"),
+            ] {
+                let verdict = f.check(&line);
+                failures += usize::from(matches!(verdict, Verdict::Failure(_)));
+                assert_eq!(verdict, slow.check(&line), "{line:?}");
+            }
+        }
+        assert!(failures >= 60, "{failures}");
     }
 }

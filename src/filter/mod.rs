@@ -5,6 +5,7 @@
 //! one program into one dispatch (anchored prefixes, required literals, a `RegexSet` for the
 //! rest) and runs a capturing regex only for the patterns that could match.
 
+pub(crate) mod addr_scan;
 pub(crate) mod dispatch;
 pub(crate) mod engine;
 pub mod fail2ban;
@@ -17,6 +18,8 @@ pub(crate) mod template;
 
 use std::sync::Arc;
 
+#[doc(hidden)]
+pub use addr_scan::NEAR_ADDRESSES;
 #[doc(hidden)]
 pub use dispatch::DispatchCheck;
 pub use engine::{

@@ -25,6 +25,15 @@ pub(crate) enum Hit {
     Success(std::net::IpAddr),
 }
 
+/// A native filter's verdict on an event, before the jail's held failures count it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Matched {
+    /// A failregex (pendingregex, echoregex) of jail number `.0` matched.
+    Failure(usize, FilterMatch),
+    /// A successregex of jail number `.0` matched.
+    Success(usize, std::net::IpAddr),
+}
+
 /// What the router needs to know about one jail.
 #[derive(Debug, Clone)]
 pub(crate) struct JailRoute {
@@ -39,7 +48,7 @@ pub(crate) struct JailRoute {
 }
 
 /// The work for one program name: the patterns' dispatch and who owns each pattern.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Route {
     /// Which patterns could match a message.
     dispatch: Dispatch,
@@ -119,6 +128,34 @@ impl Router {
         })
     }
 
+    /// A copy for one matching thread: the same jails and routes with regexes of its own.
+    /// The regex crate gives a regex's scratch space cheaply only to the first thread that
+    /// uses it; any other takes it from a shared pool each search (3% of a TCP worker's time
+    /// with two workers). Only [`Router::matches`] may use the copy: its held-failure and
+    /// multi-line tables are empty and not shared.
+    pub(crate) fn matcher_copy(&self) -> Router {
+        let jails = self
+            .jails
+            .iter()
+            .map(|j| JailRoute {
+                filter: match &j.filter {
+                    // Cloning a regex gives it a scratch-space pool of its own.
+                    JailFilter::Native(f) => JailFilter::Native(Arc::new(Filter::clone(f))),
+                    other => other.clone(),
+                },
+                ..j.clone()
+            })
+            .collect::<Vec<_>>();
+        // Empty tables (never shared), one per jail so no index can fail.
+        Router {
+            states: jails.iter().map(|_| None).collect(),
+            sessions: jails.iter().map(|_| None).collect(),
+            jails,
+            by_program: self.by_program.clone(),
+            fallback: self.fallback.clone(),
+        }
+    }
+
     /// The name of jail number `jail`, as [`Router::route`] numbers them.
     pub(crate) fn name(&self, jail: usize) -> &Arc<str> {
         &self.jails[jail].name
@@ -135,11 +172,21 @@ impl Router {
     }
 
     /// Calls `on_hit(jail, hit)` for every jail that finds a failure or a success in `event`.
-    pub(crate) fn route(&self, event: &Event<'_>, mut on_hit: impl FnMut(usize, Hit)) {
+    #[cfg(test)]
+    pub(crate) fn route(&self, event: &Event<'_>, on_hit: impl FnMut(usize, Hit)) {
+        let mut matched = Vec::new();
+        self.matches(event, &mut matched);
+        self.apply(event, matched, on_hit);
+    }
+
+    /// The native filters' verdicts on `event`, in the order [`Router::apply`] takes them:
+    /// the stateless part of [`Router::route`] (no session or multi-line state is read or
+    /// changed), so events can be matched in parallel and applied in their order. True when
+    /// [`Router::apply`] has anything to do (a verdict, or a fail2ban jail on the route).
+    pub(crate) fn matches(&self, event: &Event<'_>, out: &mut Vec<Matched>) -> bool {
         let (program, hostname, message) = (event.program, event.hostname, event.message);
-        let route = program
-            .and_then(|p| self.by_program.get(p))
-            .unwrap_or(&self.fallback);
+        let route = self.route_of(program);
+        let first = out.len();
         let mut decided: Option<usize> = None;
         let try_pattern = |index: usize, loose: bool| {
             let (jail, regex, success) = route.owners[index];
@@ -155,14 +202,14 @@ impl Router {
             if success {
                 if let Some(ip) = filter.success_for(regex, message) {
                     decided = Some(jail);
-                    self.native_success(jail, event, ip, &mut on_hit);
+                    out.push(Matched::Success(jail, ip));
                 }
                 return;
             }
             match filter.verdict_for(regex, message) {
                 Some(Verdict::Failure(m)) => {
                     decided = Some(jail);
-                    self.native_failure(jail, filter, event, m, &mut on_hit);
+                    out.push(Matched::Failure(jail, m));
                 }
                 Some(_) => decided = Some(jail),
                 None => {}
@@ -173,13 +220,44 @@ impl Router {
             if self.takes_host(jail, hostname) {
                 if let JailFilter::Native(filter) = &self.jails[jail].filter {
                     if let Verdict::Failure(m) = filter.check(message) {
-                        self.native_failure(jail, filter, event, m, &mut on_hit);
+                        out.push(Matched::Failure(jail, m));
                     } else if let Some(ip) = filter.success(message) {
-                        self.native_success(jail, event, ip, &mut on_hit);
+                        out.push(Matched::Success(jail, ip));
                     }
                 }
             }
         }
+        out.len() > first || !route.fail2ban.is_empty()
+    }
+
+    /// The route of a program name.
+    fn route_of(&self, program: Option<&str>) -> &Route {
+        program
+            .and_then(|p| self.by_program.get(p))
+            .unwrap_or(&self.fallback)
+    }
+
+    /// Counts what [`Router::matches`] found in `event` through the jails' held failures, and
+    /// runs the fail2ban jails (their multi-line state): the part of [`Router::route`] whose
+    /// outcome depends on the order of events.
+    pub(crate) fn apply(
+        &self,
+        event: &Event<'_>,
+        matched: impl IntoIterator<Item = Matched>,
+        mut on_hit: impl FnMut(usize, Hit),
+    ) {
+        for found in matched {
+            match found {
+                Matched::Failure(jail, m) => {
+                    if let JailFilter::Native(filter) = &self.jails[jail].filter {
+                        self.native_failure(jail, filter, event, m, &mut on_hit);
+                    }
+                }
+                Matched::Success(jail, ip) => self.native_success(jail, event, ip, &mut on_hit),
+            }
+        }
+        let hostname = event.hostname;
+        let route = self.route_of(event.program);
         if route.fail2ban.is_empty() {
             return;
         }

@@ -11,7 +11,7 @@ pub(crate) const IP6: &str =
 
 /// An IPv6 zone index after an address (`fe80::1%eth0`): matched outside the address group, so
 /// the address is banned without it.
-const ZONE: &str = r"(?:%[0-9A-Za-z_.-]{1,32})?";
+pub(crate) const ZONE: &str = r"(?:%[0-9A-Za-z_.-]{1,32})?";
 
 /// What a capture group of an expanded pattern holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

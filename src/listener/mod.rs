@@ -5,6 +5,7 @@
 
 pub(crate) mod batch;
 pub mod framing;
+pub(crate) mod parallel;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 pub(crate) mod udp;
@@ -19,7 +20,7 @@ use metrics::Counter;
 use tokio::time::Instant;
 
 use crate::evidence::{self, tail, Seen};
-use crate::filter::router::{Explained, Hit, Router};
+use crate::filter::router::{Explained, Hit, Matched, Router};
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, DropReason};
 use crate::parse::{self, Zone};
@@ -69,6 +70,27 @@ impl Receipt {
     }
 }
 
+/// A frame's verdicts and the parts of its event the ordered half needs, owned, so the
+/// worker that matched it can hand it over without the frame being parsed again.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    matched: Vec<Matched>,
+    host: Option<Arc<str>>,
+    program: Option<Box<str>>,
+    pid: Option<parse::ProcId<Box<str>>>,
+    /// The evidence its first failure carries (the message cut to the evidence's length).
+    seen: Seen,
+    /// The message as matched (held failures' keys and fail2ban filters read it).
+    message: Box<str>,
+    repeat: u32,
+}
+
+/// What [`Prepared`] already made of a failure: no second allocation on the ordered path.
+struct Made {
+    host: Option<Arc<str>>,
+    seen: Option<Seen>,
+}
+
 impl Pipeline {
     /// A pipeline over compiled jails.
     pub(crate) fn new(
@@ -87,6 +109,21 @@ impl Pipeline {
             unparseable: messages_dropped(DropReason::Unparseable),
             too_large: messages_dropped(DropReason::TooLarge),
             not_allowed: messages_dropped(DropReason::SenderNotAllowed),
+        }
+    }
+
+    /// A copy for one match worker ([`Router::matcher_copy`]): only [`Pipeline::matches`]
+    /// may use it.
+    pub(crate) fn matcher_copy(&self) -> Pipeline {
+        Pipeline {
+            router: Arc::new(self.router.matcher_copy()),
+            zone: self.zone,
+            allowed: self.allowed.clone(),
+            max_message_bytes: self.max_message_bytes,
+            max_match_bytes: self.max_match_bytes,
+            unparseable: self.unparseable.clone(),
+            too_large: self.too_large.clone(),
+            not_allowed: self.not_allowed.clone(),
         }
     }
 
@@ -124,35 +161,135 @@ impl Pipeline {
         out: &mut Vec<Failure>,
     ) {
         let text = parse::decode(frame);
-        let event = match parse::parse(&text, &self.zone, receipt.wall) {
+        let mut filled = String::new();
+        let Some(event) = self.event(&text, receipt, origin, &mut filled, true) else {
+            return;
+        };
+        let mut matched = Vec::new();
+        self.router.matches(&event, &mut matched);
+        self.apply_event(&event, receipt, matched, None, out);
+    }
+
+    /// The stateless half of [`Pipeline::process`] (parse, match), for a worker: None when
+    /// the ordered half has nothing to do for `frame`, else the verdicts with the parts of the
+    /// event the failures keep, already owned (allocated here, off the ordered path). Counts
+    /// an unparseable frame.
+    pub(crate) fn matches(
+        &self,
+        frame: &[u8],
+        receipt: Receipt,
+        origin: Origin<'_>,
+    ) -> Option<Prepared> {
+        let text = parse::decode(frame);
+        let mut filled = String::new();
+        let event = self.event(&text, receipt, origin, &mut filled, true)?;
+        let mut matched = Vec::new();
+        if !self.router.matches(&event, &mut matched) {
+            return None;
+        }
+        Some(Prepared {
+            matched,
+            host: event.hostname.map(Arc::from),
+            program: event.program.map(Box::from),
+            pid: event.pid.map(|pid| match pid {
+                parse::ProcId::PID(n) => parse::ProcId::PID(n),
+                parse::ProcId::Name(name) => parse::ProcId::Name(Box::from(name)),
+            }),
+            seen: Seen::new(
+                std::time::SystemTime::from(receipt.wall),
+                event.program,
+                event.message,
+            ),
+            message: Box::from(event.message),
+            repeat: event.repeat,
+        })
+    }
+
+    /// The ordered half of [`Pipeline::process`]: counts what [`Pipeline::matches`] found
+    /// (held failures, fail2ban jails) and pushes the failures onto `out`.
+    pub(crate) fn apply(&self, prepared: Prepared, receipt: Receipt, out: &mut Vec<Failure>) {
+        let Prepared {
+            matched,
+            host,
+            program,
+            pid,
+            seen,
+            message,
+            repeat,
+        } = prepared;
+        let event = parse::Event {
+            timestamp: None,
+            hostname: host.as_deref(),
+            program: program.as_deref(),
+            pid: pid.as_ref().map(|pid| match pid {
+                parse::ProcId::PID(n) => parse::ProcId::PID(*n),
+                parse::ProcId::Name(name) => parse::ProcId::Name(&**name),
+            }),
+            message: &message,
+            repeat,
+        };
+        let made = Made {
+            host: host.clone(),
+            seen: Some(seen),
+        };
+        self.apply_event(&event, receipt, matched, Some(made), out);
+    }
+
+    /// The event of one decoded frame, its host name filled in; None when it is unparseable
+    /// (counted when `count`) or no jail could take it.
+    fn event<'t>(
+        &self,
+        text: &'t str,
+        receipt: Receipt,
+        origin: Origin<'t>,
+        filled: &'t mut String,
+        count: bool,
+    ) -> Option<parse::Event<'t>> {
+        let event = match parse::parse(text, &self.zone, receipt.wall) {
             Ok(event) => event,
             Err(_) => {
-                self.unparseable.increment(1);
-                return;
+                if count {
+                    self.unparseable.increment(1);
+                }
+                return None;
             }
         };
         if self.router.is_empty() {
-            return;
+            return None;
         }
         // Only headers without a host name pay for formatting the peer's address.
-        let filled;
         let hostname = match (event.hostname, origin) {
             (Some(host), _) => Some(host),
             (None, Origin::Local(name)) => Some(name),
             (None, Origin::Peer(ip)) => {
-                filled = crate::address::normalise(ip).to_string();
+                *filled = crate::address::normalise(ip).to_string();
                 Some(filled.as_str())
             }
         };
-        let event = crate::parse::Event {
+        Some(crate::parse::Event {
             message: evidence::cut(event.message, self.max_match_bytes),
             hostname,
             ..event
+        })
+    }
+
+    /// Turns the verdicts on `event` into failures for the jail task.
+    fn apply_event(
+        &self,
+        event: &parse::Event<'_>,
+        receipt: Receipt,
+        matched: Vec<Matched>,
+        made: Option<Made>,
+        out: &mut Vec<Failure>,
+    ) {
+        let (host, mut seen) = match made {
+            Some(Made { host, seen }) => (host, seen),
+            None => (None, None),
         };
         let watching = tail::watching();
         let first = out.len();
         let wall = std::time::SystemTime::from(receipt.wall);
-        self.router.route(&event, |jail, hit| {
+        self.router.apply(event, matched, |jail, hit| {
             let (ip, count, regex, user) = match hit {
                 // The user is attacker-controlled: cut, so the jail's name table stays bounded.
                 Hit::Failures(m, count) => (
@@ -172,8 +309,11 @@ impl Pipeline {
                 count,
                 success,
                 received_at: receipt.at,
-                host: event.hostname.map(Arc::from),
-                seen: Seen::new(wall, event.program, event.message),
+                host: host.clone().or_else(|| event.hostname.map(Arc::from)),
+                // The prepared evidence for the first failure; a second jail's is made again.
+                seen: seen
+                    .take()
+                    .unwrap_or_else(|| Seen::new(wall, event.program, event.message)),
                 matched: regex
                     .filter(|_| watching)
                     .map(|regex| Box::new((regex, self.router.pattern(jail, regex).to_string()))),
@@ -181,7 +321,7 @@ impl Pipeline {
             })
         });
         if watching {
-            self.explain(&event, &out[first..]);
+            self.explain(event, &out[first..]);
         }
     }
 

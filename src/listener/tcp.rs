@@ -1,6 +1,7 @@
 //! Syslog over TCP (RFC 6587): a connection limit taken before a connection is served, the
 //! sender ACL checked at accept, an idle timeout, and one tracing span per connection.
 //! Failures are sent with backpressure: a full jail queue slows the sender, nothing is lost.
+//! Each connection's messages are parsed and matched on every core ([`super::parallel`]).
 //! The loop is generic over an [`Upgrade`] of the accepted socket, so TLS (RFC 5425, in
 //! [`super::tls`]) is served by the same code after its handshake.
 
@@ -9,21 +10,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::framing::{Frame, FrameDecoder};
-use super::{Origin, Receipt, SharedPipeline};
+use super::{parallel, SharedPipeline};
 use crate::jail::Failure;
-use crate::metrics::{messages_dropped, messages_received, tcp_connections, DropReason};
-
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 64 * 1024;
+use crate::metrics::{messages_dropped, tcp_connections, DropReason};
 
 /// Limits of the TCP listener.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +68,8 @@ pub(crate) async fn serve<U: Upgrade>(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Every connection's frames are parsed and matched by the same workers.
+    let pool = parallel::Pool::new();
     let refused = messages_dropped(DropReason::ConnectionLimit);
     let connections = TaskTracker::new();
     loop {
@@ -97,7 +95,7 @@ pub(crate) async fn serve<U: Upgrade>(
         };
         let span = tracing::info_span!("connection", transport = U::TRANSPORT, %peer);
         let (shared, failures, shutdown) = (shared.clone(), failures.clone(), shutdown.clone());
-        let upgrade = upgrade.clone();
+        let (upgrade, pool) = (upgrade.clone(), pool.clone());
         connections.spawn(
             async move {
                 let _permit = permit;
@@ -109,12 +107,13 @@ pub(crate) async fn serve<U: Upgrade>(
                         None => return,
                     },
                 };
-                connection::<U::Stream>(
+                parallel::connection::<U::Stream>(
                     stream,
                     U::TRANSPORT,
                     peer,
                     limits.idle_timeout,
                     shared,
+                    pool,
                     failures,
                     shutdown,
                 )
@@ -141,84 +140,4 @@ impl Drop for Open {
     fn drop(&mut self) {
         tcp_connections().decrement(1.0);
     }
-}
-
-async fn connection<S: AsyncRead + Unpin>(
-    mut stream: S,
-    transport: &'static str,
-    peer: SocketAddr,
-    idle: Duration,
-    shared: SharedPipeline,
-    failures: mpsc::Sender<Failure>,
-    shutdown: CancellationToken,
-) {
-    tracing::debug!(%peer, "connected");
-    let received = messages_received(transport);
-    let origin = Origin::Peer(peer.ip());
-    let mut decoder = FrameDecoder::new(shared.load().max_message_bytes());
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut found = Vec::new();
-    loop {
-        buf.reserve(READ_CHUNK);
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
-        };
-        let n = match read {
-            Err(_) => {
-                tracing::debug!(%peer, "idle timeout");
-                break;
-            }
-            Ok(Err(error)) => {
-                tracing::debug!(%peer, %error, "read failed");
-                break;
-            }
-            Ok(Ok(n)) => n,
-        };
-        let receipt = Receipt::now();
-        let pipeline = shared.load_full();
-        let at_end = n == 0;
-        // Counted once per read: one shared atomic add instead of one per message, which
-        // the connections of every core would contend for.
-        let mut messages = 0;
-        loop {
-            let frame = if at_end {
-                decoder.finish(&mut buf)
-            } else {
-                match decoder.decode(&mut buf) {
-                    Ok(frame) => frame,
-                    Err(error) => {
-                        received.increment(messages);
-                        pipeline.drop_unparseable();
-                        tracing::warn!(%peer, %error, "closing connection");
-                        return;
-                    }
-                }
-            };
-            match frame {
-                None => break,
-                Some(Frame::Oversized) => {
-                    messages += 1;
-                    pipeline.drop_too_large();
-                }
-                Some(Frame::Message(bytes)) => {
-                    messages += 1;
-                    pipeline.process(&bytes, receipt, origin, &mut found);
-                }
-            }
-            if at_end {
-                break;
-            }
-        }
-        received.increment(messages);
-        for failure in found.drain(..) {
-            if failures.send(failure).await.is_err() {
-                return;
-            }
-        }
-        if at_end {
-            break;
-        }
-    }
-    tracing::debug!(%peer, "disconnected");
 }

@@ -1,0 +1,593 @@
+//! One TCP connection's messages parsed and matched on every core.
+//!
+//! The connection's task reads and frames; batches of up to [`BATCH`] frames go to a small
+//! pool of match workers (one per runtime worker) through bounded queues, at most
+//! [`IN_FLIGHT_PER_WORKER`] batches per worker in flight, so a slow pool makes the reader wait
+//! (and TCP slow the sender), nothing is dropped. Workers do the stateless part (decode,
+//! parse, every native filter's regexes: [`Pipeline::matches`]); the connection task takes the
+//! results back in the order the batches were read and does the ordered part for the frames
+//! that hit (held failures, fail2ban jails' multi-line state, building the failures:
+//! [`Pipeline::apply`]) before handing the failures to the jail task. So the jail task and
+//! the held-failure tables see one connection's events in stream order, exactly as when one
+//! task did everything, and a message is counted in `jailsink_messages_received_total` only
+//! once its batch has been applied.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::framing::{Frame, FrameDecoder};
+use super::{Origin, Pipeline, Prepared, Receipt, SharedPipeline};
+use crate::evidence::tail;
+use crate::jail::Failure;
+use crate::metrics::messages_received;
+
+/// Frames handed to a worker at once: the queue and wake-up cost spread over many messages.
+pub(crate) const BATCH: usize = 256;
+
+/// Batches each worker may have queued or in hand for the connections.
+const IN_FLIGHT_PER_WORKER: usize = 2;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One batch for a worker.
+struct Job {
+    pipeline: Arc<Pipeline>,
+    frames: Vec<Bytes>,
+    receipt: Receipt,
+    peer: IpAddr,
+    done: oneshot::Sender<Matches>,
+}
+
+/// What a worker found in a batch: for each frame the ordered part has work for, in order,
+/// its verdicts and event.
+struct Matches {
+    hits: Vec<Prepared>,
+}
+
+/// The match workers every connection of a listener shares.
+pub(crate) struct Pool {
+    queues: Vec<mpsc::Sender<Job>>,
+    next: AtomicUsize,
+    /// Connections being served: with as many as there are workers, the connections
+    /// themselves keep every core busy, and each matches its own frames (no hand-over cost).
+    connections: AtomicUsize,
+}
+
+impl Pool {
+    /// One worker per runtime worker thread; they end when the pool is dropped.
+    pub(crate) fn new() -> Arc<Pool> {
+        let workers = tokio::runtime::Handle::current()
+            .metrics()
+            .num_workers()
+            .max(1);
+        let queues = (0..workers)
+            .map(|_| {
+                let (tx, mut rx) = mpsc::channel::<Job>(IN_FLIGHT_PER_WORKER);
+                tokio::spawn(async move {
+                    while let Some(job) = rx.recv().await {
+                        let Job {
+                            pipeline,
+                            frames,
+                            receipt,
+                            peer,
+                            done,
+                        } = job;
+                        let local = thread_copy(&pipeline);
+                        drop(pipeline);
+                        let hits = frames
+                            .iter()
+                            .filter_map(|f| local.matches(f, receipt, Origin::Peer(peer)))
+                            .collect();
+                        drop(frames);
+                        // The connection is gone: nothing to hand back.
+                        let _ = done.send(Matches { hits });
+                    }
+                });
+                tx
+            })
+            .collect();
+        Arc::new(Pool {
+            queues,
+            next: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+        })
+    }
+
+    /// True when enough connections are open to keep every worker thread busy on their own.
+    fn saturated(&self) -> bool {
+        self.connections.load(Ordering::Relaxed) >= self.queues.len()
+    }
+
+    /// Most batches one connection keeps in flight.
+    fn in_flight(&self) -> usize {
+        self.queues.len() * IN_FLIGHT_PER_WORKER
+    }
+
+    /// Queues `job` on the next worker in turn, waiting while its queue is full; false when
+    /// the workers are gone (shutdown).
+    async fn submit(&self, job: Job) -> bool {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+        self.queues[i].send(job).await.is_ok()
+    }
+}
+
+thread_local! {
+    /// This thread's copy of the pipeline it last matched for, with regexes whose scratch
+    /// space this thread owns ([`Pipeline::matcher_copy`]): worker tasks move between the
+    /// runtime's threads, so the copy belongs to the thread, not the task.
+    static COPY: RefCell<Option<(Weak<Pipeline>, Arc<Pipeline>)>> = const { RefCell::new(None) };
+}
+
+/// The calling thread's matcher copy of `pipeline`, made on first use and after a reload.
+fn thread_copy(pipeline: &Arc<Pipeline>) -> Arc<Pipeline> {
+    COPY.with(|copy| {
+        let mut copy = copy.borrow_mut();
+        if let Some((of, local)) = copy.as_ref() {
+            if Weak::ptr_eq(of, &Arc::downgrade(pipeline)) {
+                return local.clone();
+            }
+        }
+        let local = Arc::new(pipeline.matcher_copy());
+        *copy = Some((Arc::downgrade(pipeline), local.clone()));
+        local
+    })
+}
+
+/// A batch sent to the pool, waiting to be applied in its turn.
+struct Pending {
+    pipeline: Arc<Pipeline>,
+    receipt: Receipt,
+    /// Messages the batch stands for (its frames and the oversized ones counted as dropped).
+    messages: u64,
+    result: oneshot::Receiver<Matches>,
+}
+
+/// Where one connection's failures and counts go.
+struct Sink {
+    peer: SocketAddr,
+    received: metrics::Counter,
+    failures: mpsc::Sender<Failure>,
+    found: Vec<Failure>,
+}
+
+impl Sink {
+    /// Sends what `found` holds to the jail task; false when it is gone.
+    async fn flush(&mut self) -> bool {
+        for failure in self.found.drain(..) {
+            if self.failures.send(failure).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The ordered part of a batch the pool matched (None: its worker died, a bug; its
+    /// messages are counted, not matched); false when the jail task is gone.
+    async fn apply(&mut self, pending: Pending, matches: Option<Matches>) -> bool {
+        let Pending {
+            pipeline,
+            receipt,
+            messages,
+            ..
+        } = pending;
+        match matches {
+            Some(Matches { hits }) => {
+                for prepared in hits {
+                    pipeline.apply(prepared, receipt, &mut self.found);
+                }
+            }
+            None => tracing::error!(peer = %self.peer, messages, "match worker lost a batch"),
+        }
+        self.received.increment(messages);
+        self.flush().await
+    }
+
+    /// Waits for the oldest batch in flight and applies it; false when the jail task is gone.
+    async fn apply_oldest(&mut self, in_flight: &mut VecDeque<Pending>) -> bool {
+        let Some(mut pending) = in_flight.pop_front() else {
+            return true;
+        };
+        let matches = (&mut pending.result).await.ok();
+        self.apply(pending, matches).await
+    }
+}
+
+/// A batch being filled from one read.
+struct Filling {
+    frames: Vec<Bytes>,
+    messages: u64,
+}
+
+impl Filling {
+    fn new() -> Self {
+        Filling {
+            frames: Vec::with_capacity(BATCH),
+            messages: 0,
+        }
+    }
+}
+
+/// Counts a connection in [`Pool::saturated`] while it is served.
+struct Served(Arc<Pool>);
+
+impl Served {
+    fn new(pool: &Arc<Pool>) -> Self {
+        pool.connections.fetch_add(1, Ordering::Relaxed);
+        Served(pool.clone())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection: reads, frames, has the pool match, applies in order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn connection<S: AsyncRead + Unpin>(
+    mut stream: S,
+    transport: &'static str,
+    peer: SocketAddr,
+    idle: Duration,
+    shared: SharedPipeline,
+    pool: Arc<Pool>,
+    failures: mpsc::Sender<Failure>,
+    shutdown: CancellationToken,
+) {
+    tracing::debug!(%peer, "connected");
+    let _served = Served::new(&pool);
+    let mut sink = Sink {
+        peer,
+        received: messages_received(transport),
+        failures,
+        found: Vec::new(),
+    };
+    let mut decoder = FrameDecoder::new(shared.load().max_message_bytes());
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut in_flight: VecDeque<Pending> = VecDeque::new();
+    let limit = pool.in_flight();
+    loop {
+        // Batches the pool has finished are applied first, in order; a full window waits.
+        if in_flight.len() >= limit {
+            if !sink.apply_oldest(&mut in_flight).await {
+                return;
+            }
+            continue;
+        }
+        if let Some(front) = in_flight.front_mut() {
+            match front.result.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                done => {
+                    if let Some(pending) = in_flight.pop_front() {
+                        if !sink.apply(pending, done.ok()).await {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            }
+        }
+        buf.reserve(READ_CHUNK);
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            // Wakes when the oldest batch is back, so an idle connection still applies it.
+            done = front_done(&mut in_flight) => {
+                if let Some(pending) = in_flight.pop_front() {
+                    if !sink.apply(pending, done).await {
+                        return;
+                    }
+                }
+                continue;
+            }
+            r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
+        };
+        let n = match read {
+            Err(_) => {
+                tracing::debug!(%peer, "idle timeout");
+                break;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "read failed");
+                break;
+            }
+            Ok(Ok(n)) => n,
+        };
+        let receipt = Receipt::now();
+        let pipeline = shared.load_full();
+        let at_end = n == 0;
+        let mut filling = Filling::new();
+        let mut failed = None;
+        loop {
+            let frame = if at_end {
+                decoder.finish(&mut buf)
+            } else {
+                match decoder.decode(&mut buf) {
+                    Ok(frame) => frame,
+                    Err(error) => {
+                        failed = Some(error);
+                        None
+                    }
+                }
+            };
+            match frame {
+                None => break,
+                Some(Frame::Oversized) => {
+                    filling.messages += 1;
+                    pipeline.drop_too_large();
+                }
+                Some(Frame::Message(bytes)) => {
+                    filling.messages += 1;
+                    filling.frames.push(bytes);
+                    if filling.frames.len() == BATCH {
+                        let full = std::mem::replace(&mut filling, Filling::new());
+                        if !hand_over(full, &pipeline, receipt, &pool, &mut in_flight, &mut sink)
+                            .await
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            if at_end {
+                break;
+            }
+        }
+        if !hand_over(
+            filling,
+            &pipeline,
+            receipt,
+            &pool,
+            &mut in_flight,
+            &mut sink,
+        )
+        .await
+        {
+            return;
+        }
+        if let Some(error) = failed {
+            drain(&mut in_flight, &mut sink).await;
+            pipeline.drop_unparseable();
+            tracing::warn!(%peer, %error, "closing connection");
+            return;
+        }
+        if at_end {
+            break;
+        }
+    }
+    drain(&mut in_flight, &mut sink).await;
+    tracing::debug!(%peer, "disconnected");
+}
+
+/// Applies every batch still in flight, in order.
+async fn drain(in_flight: &mut VecDeque<Pending>, sink: &mut Sink) {
+    while !in_flight.is_empty() {
+        if !sink.apply_oldest(in_flight).await {
+            return;
+        }
+    }
+}
+
+/// The oldest batch's result once it is back (None: its worker died); never resolves when
+/// nothing is in flight. Cancel-safe: a result not taken stays in its channel.
+async fn front_done(in_flight: &mut VecDeque<Pending>) -> Option<Matches> {
+    match in_flight.front_mut() {
+        Some(front) => (&mut front.result).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends `filling` to the pool, or processes it here after everything before it: while a
+/// `tail` client watches (so the events it publishes stay in order), and while as many
+/// connections as worker threads are open (they keep the cores busy without the hand-over);
+/// false when the jail task or the pool is gone.
+async fn hand_over(
+    filling: Filling,
+    pipeline: &Arc<Pipeline>,
+    receipt: Receipt,
+    pool: &Pool,
+    in_flight: &mut VecDeque<Pending>,
+    sink: &mut Sink,
+) -> bool {
+    if filling.messages == 0 {
+        return true;
+    }
+    if tail::watching() || pool.saturated() {
+        drain(in_flight, sink).await;
+        let origin = Origin::Peer(sink.peer.ip());
+        for frame in &filling.frames {
+            pipeline.process(frame, receipt, origin, &mut sink.found);
+        }
+        sink.received.increment(filling.messages);
+        return sink.flush().await;
+    }
+    while in_flight.len() >= pool.in_flight() {
+        if !sink.apply_oldest(in_flight).await {
+            return false;
+        }
+    }
+    if filling.frames.is_empty() {
+        // Only oversized frames: nothing to match, counted in order.
+        drain(in_flight, sink).await;
+        sink.received.increment(filling.messages);
+        return true;
+    }
+    let (done, result) = oneshot::channel();
+    let job = Job {
+        pipeline: pipeline.clone(),
+        frames: filling.frames,
+        receipt,
+        peer: sink.peer.ip(),
+        done,
+    };
+    in_flight.push_back(Pending {
+        pipeline: pipeline.clone(),
+        receipt,
+        messages: filling.messages,
+        result,
+    });
+    pool.submit(job).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::router::{JailRoute, Router};
+    use crate::filter::{Filter, JailFilter};
+
+    fn pipeline() -> Pipeline {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/filter.d/sshd.toml");
+        let source = crate::config::filter_file::read_native(&path, None).unwrap();
+        let sshd = JailRoute {
+            name: Arc::from("sshd"),
+            filter: JailFilter::Native(Arc::new(Filter::compile(&source).unwrap())),
+            programs: vec!["sshd".into()],
+            hosts: vec![],
+        };
+        let smtp = JailRoute {
+            name: Arc::from("smtp"),
+            filter: JailFilter::Native(Arc::new(
+                Filter::compile(&crate::filter::FilterSource {
+                    failregex: vec![r"AUTH failure \(\w+\): .*relay=.*\[<HOST>\]".into()],
+                    ..Default::default()
+                })
+                .unwrap(),
+            )),
+            programs: vec![],
+            hosts: vec![],
+        };
+        Pipeline::new(
+            Arc::new(Router::new(vec![sshd, smtp]).unwrap()),
+            crate::parse::Zone::Utc,
+            vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+            8192,
+            4096,
+        )
+    }
+
+    /// A stream where order decides: echo lines (PAM) before and after their `Failed
+    /// password` of the same process, held `Failed publickey` lines ended by `Accepted` or by
+    /// another failure, a few dozen processes and addresses reused, garbage and benign lines.
+    fn stream() -> Vec<u8> {
+        let kinds = [
+            "Failed password for root from {a} port 22 ssh2",
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={a}  user=root",
+            "Failed publickey for deploy from {a} port 22 ssh2: ED25519 SHA256:abc",
+            "Accepted publickey for deploy from {a} port 22 ssh2: ED25519 SHA256:abc",
+            "Invalid user admin from {a} port 22",
+            "PAM: Authentication failure for root from {a}",
+            "Connection closed by authenticating user root {a} port 22 [preauth]",
+            "Received disconnect from {a} port 22:11: disconnected by user",
+            "pam_unix(sshd:session): session opened for user deploy(uid=1000) by (uid=0)",
+        ];
+        let mut out = Vec::new();
+        let mut x: u64 = 7;
+        for i in 0..20_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pick = (x >> 33) as usize;
+            let addr = format!("192.0.2.{}", pick % 40);
+            let message = kinds[pick % kinds.len()].replace("{a}", &addr);
+            let pid = 3000 + (pick / 7) % 31;
+            let line = match i % 500 {
+                0 => "not syslog at all".to_string(),
+                1 => format!("<38>Nov 20 00:00:00 mx sendmail[1]: s1: AUTH failure (LOGIN): x, relay=[{addr}]"),
+                _ => format!("<38>Nov 20 00:00:00 h{} sshd[{pid}]: {message}", pick % 2),
+            };
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    type Seen = (String, IpAddr, u32, bool, Option<String>, String);
+
+    fn seen(f: &Failure) -> Seen {
+        (
+            f.jail.to_string(),
+            f.ip,
+            f.count,
+            f.success,
+            f.user.as_deref().map(str::to_string),
+            f.seen.message.to_string(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_connection_on_the_pool_finds_what_one_task_finds_in_the_same_order() {
+        let bytes = stream();
+        let sequential = pipeline();
+        let receipt = Receipt::now();
+        let peer: SocketAddr = "127.0.0.1:514".parse().unwrap();
+        let mut expected = Vec::new();
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            sequential.process(line, receipt, Origin::Peer(peer.ip()), &mut expected);
+        }
+        let expected: Vec<Seen> = expected.iter().map(seen).collect();
+        assert!(expected.len() > 5_000, "{}", expected.len());
+        assert!(expected.iter().any(|f| f.3), "successes too");
+        // The stream is one where order decides: its batches taken pairwise swapped (what
+        // two workers finishing out of turn would do) find something else.
+        let lines: Vec<&[u8]> = bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut swapped = Vec::new();
+        let reordered = pipeline();
+        for pair in lines.chunks(2 * BATCH) {
+            let (a, b) = pair.split_at(pair.len().min(BATCH));
+            for line in b.iter().chain(a) {
+                reordered.process(line, receipt, Origin::Peer(peer.ip()), &mut swapped);
+            }
+        }
+        let mut swapped: Vec<Seen> = swapped.iter().map(seen).collect();
+        assert_ne!(swapped, expected);
+        let mut sorted = expected.clone();
+        sorted.sort();
+        swapped.sort();
+        assert_ne!(swapped, sorted, "not only the order: the counts differ");
+
+        for round in 0..3 {
+            let pool = Pool::new();
+            // Round 1: another connection open, so this one matches its own frames.
+            let _other = (round == 1).then(|| Served::new(&pool));
+            let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline()));
+            let (tx, mut rx) = mpsc::channel(16);
+            let collect = tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(f) = rx.recv().await {
+                    got.push(seen(&f));
+                }
+                got
+            });
+            connection(
+                &bytes[..],
+                "tcp",
+                peer,
+                Duration::from_secs(30),
+                shared,
+                pool,
+                tx,
+                CancellationToken::new(),
+            )
+            .await;
+            let got = collect.await.unwrap();
+            assert_eq!(got.len(), expected.len());
+            assert!(
+                got == expected,
+                "the pool changed what was found or its order"
+            );
+        }
+    }
+}
