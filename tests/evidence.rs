@@ -152,23 +152,30 @@ fn history_older_than_history_days_is_pruned_at_start() {
     assert_eq!(rows, 2, "the ban of this run and the 40-day-old one");
 }
 
+/// An sshd jail whose ban runs `sh -c SHELL` (`shell` as it stands inside a TOML basic string).
+fn command_jail(maxretry: u32, shell: &str) -> String {
+    format!(
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+filter = "sshd"
+maxretry = {maxretry}
+bantime = "1h"
+action = {{ type = "command", ban = ["sh", "-c", "{shell}"] }}
+"#
+    )
+}
+
 #[test]
 fn the_command_action_gets_hosts_and_matches_shell_safe() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ban.out");
     let pwned = dir.path().join("pwned");
-    let jails = format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
-maxretry = 2
-bantime = "1h"
-action = {{ type = "command", ban = ["sh", "-c", "printf '%s\n' <ip> <hosts> \"<matches>\" > {out}"] }}
-"#,
-        out = out.display()
+    let shell = format!(
+        "printf '%s\\n' <ip> <hosts> \\\"<matches>\\\" > {}",
+        out.display()
     );
-    let d = Daemon::start(&config("", &jails));
+    let d = Daemon::start(&config("", &command_jail(2, &shell)));
     // The attacker's user name tries to run a command in the operator's shell template.
     let evil = format!(
         "Invalid user $(touch${{IFS}}{}) from 192.0.2.33 port 22",
@@ -366,18 +373,11 @@ fn a_tail_client_that_does_not_read_is_told_what_it_lost_and_never_slows_ingest(
 fn a_ban_by_hand_of_a_tracked_address_keeps_its_failures_as_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bans.out");
-    let jails = format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
-maxretry = 5
-bantime = "1h"
-action = {{ type = "command", ban = ["sh", "-c", "printf '%s|%s|%s|%s\n' <ip> <failures> <hosts> \"<matches>\" >> {out}"] }}
-"#,
-        out = out.display()
+    let shell = format!(
+        "printf '%s|%s|%s|%s\\n' <ip> <failures> <hosts> \\\"<matches>\\\" >> {}",
+        out.display()
     );
-    let d = Daemon::start(&config("", &jails));
+    let d = Daemon::start(&config("", &command_jail(5, &shell)));
     let web7 = host(&d, "web7");
     web7.log("sshd", &failed("192.0.2.44"));
     web7.log("sshd", &failed("192.0.2.44"));
