@@ -343,13 +343,16 @@ impl Jail {
         sprayed: Vec<IpAddr>,
         at: Instant,
     ) -> Vec<BanOrder> {
-        let (Some(user), Some(settings)) = (user, self.settings.detection.spray.clone()) else {
-            return Vec::new();
-        };
         if sprayed.is_empty() || matches!(decision, Decision::Ignored) {
             return Vec::new();
         }
-        self.ban_sprayers(user, sprayed, at, settings.maxaddresses, settings.findtime)
+        let spray = self.settings.detection.spray.as_ref();
+        let (Some(user), Some((maxaddresses, findtime))) =
+            (user, spray.map(|s| (s.maxaddresses, s.findtime)))
+        else {
+            return Vec::new();
+        };
+        self.ban_sprayers(user, sprayed, at, maxaddresses, findtime)
     }
 
     /// After `banned` was banned: when `prefix_escalation` is on and its network now holds
