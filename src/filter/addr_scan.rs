@@ -88,9 +88,9 @@ fn host_parts() -> Option<(Hir, Hir)> {
 impl AddrTail {
     /// The parts of `items` (a pattern's top-level concatenation) around its only capture
     /// group that matters, `addr` (a `<HOST>` or `<ADDR>` group), when the shape fits.
-    /// `named` is the number of named groups in `items`; any other than `addr` means no.
-    pub(crate) fn new(items: &[Hir], addr: &str, named: usize) -> Option<AddrTail> {
-        if named != 1 {
+    /// Any other named group in `items` means no.
+    pub(crate) fn new(items: &[Hir], addr: &str) -> Option<AddrTail> {
+        if named_groups(items) != 1 {
             return None;
         }
         let (host, zone) = host_parts()?;
@@ -116,16 +116,7 @@ impl AddrTail {
             })
             .collect::<Option<Vec<_>>>()
             .map(|parts| parts.concat());
-        let build = |hir: &Hir| {
-            meta::Builder::new()
-                .configure(
-                    meta::Config::new()
-                        .nfa_size_limit(Some(super::engine::REGEX_SIZE_LIMIT))
-                        .dfa(false),
-                )
-                .build(&hir.to_string())
-                .ok()
-        };
+        let build = super::engine::build_part;
         let head = match literal {
             Some(bytes) => Head::Literal(bytes.into()),
             None => Head::Regex(build(&Hir::concat(head_items.to_vec()))?),
@@ -184,7 +175,7 @@ impl AddrTail {
 }
 
 /// How many named capture groups `items` hold, nested ones included.
-pub(crate) fn named_groups(items: &[Hir]) -> usize {
+fn named_groups(items: &[Hir]) -> usize {
     fn count(h: &Hir) -> usize {
         match h.kind() {
             HirKind::Capture(c) => usize::from(c.name.is_some()) + count(&c.sub),

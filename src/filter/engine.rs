@@ -7,13 +7,26 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use regex_automata::util::primitives::NonMaxUsize;
 use regex_automata::{meta, Anchored, Input};
 
-use super::addr_scan::{named_groups, AddrTail, Scan};
+use super::addr_scan::{AddrTail, Scan};
 use super::dispatch::Dispatch;
 use super::prefix::Prefixes;
 use super::template::{self, GroupRole, TagError};
 
 /// Compiled regexes may use this much memory each; a pattern beyond it is a config error.
-pub(crate) const REGEX_SIZE_LIMIT: usize = 8 << 20;
+const REGEX_SIZE_LIMIT: usize = 8 << 20;
+
+/// A part of a pattern (split prefix or suffix, the address scanner's head and rest) as its own
+/// regex, under the same size limit as whole patterns; None when it does not build.
+pub(crate) fn build_part(hir: &regex_syntax::hir::Hir) -> Option<meta::Regex> {
+    meta::Builder::new()
+        .configure(
+            meta::Config::new()
+                .nfa_size_limit(Some(REGEX_SIZE_LIMIT))
+                .dfa(false),
+        )
+        .build(&hir.to_string())
+        .ok()
+}
 
 /// The text of a filter, from a filter file and/or a jail's own keys.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -185,8 +198,11 @@ impl FailPattern {
                     None => Scan::NoMatch,
                     // The regex found a match there: only an address settles it.
                     Some(m) => match tail.at(content, m.start()) {
-                        Scan::NoMatch => Scan::Unknown,
-                        scan => scan,
+                        Scan::Addr(a, b) => Scan::Addr(a, b),
+                        // The leftmost match starts there: capture from there, not from 0.
+                        _ => {
+                            return Some(Found::Whole(self.regex.captures_at(content, m.start())?))
+                        }
                     },
                 }
             };
@@ -261,15 +277,7 @@ impl Split {
             memchr::memmem::FinderRev::new(lcp).into_owned()
         };
         let build = |hir: &regex_syntax::hir::Hir| {
-            meta::Builder::new()
-                .configure(
-                    meta::Config::new()
-                        .nfa_size_limit(Some(REGEX_SIZE_LIMIT))
-                        .dfa(false),
-                )
-                .build(&hir.to_string())
-                .ok()
-                .filter(|r| r.group_info().slot_len() <= MAX_SLOTS)
+            build_part(hir).filter(|r| r.group_info().slot_len() <= MAX_SLOTS)
         };
         let (pre, suf) = (build(&pre_hir)?, build(&suf_hir)?);
         let index_in = |part: &meta::Regex, name: Option<&str>| {
@@ -281,7 +289,7 @@ impl Split {
         let in_suf = whole.capture_names().map(|n| index_in(&suf, n)).collect();
         let tail = addr.and_then(|name| {
             let suffix = &items[k + 1..];
-            let tail = AddrTail::new(suffix, name, named_groups(suffix))?;
+            let tail = AddrTail::new(suffix, name)?;
             Some((tail, index_in(&suf, Some(name))?))
         });
         Some(Split {
@@ -708,18 +716,17 @@ fn compile_fail(pattern: &str) -> Result<(FailPattern, String), BadPattern> {
     let text = expanded.regex.clone();
     // The one `<HOST>`/`<ADDR>` group the scanner can find (none when there are more).
     let addr = match addresses.as_slice() {
-        [(g, GroupRole::Address)] => regex.capture_names().nth(*g).flatten(),
+        [(g, GroupRole::Address)] => regex.capture_names().nth(*g).flatten().map(|n| (*g, n)),
         _ => None,
     };
-    let split = user.and_then(|u| Split::new(&text, &regex, u, addr));
-    let tail = addr.and_then(|name| {
+    let split = user.and_then(|u| Split::new(&text, &regex, u, addr.map(|(_, n)| n)));
+    let tail = addr.and_then(|(group, name)| {
         let hir = regex_syntax::Parser::new().parse(&text).ok()?;
         let items = match hir.kind() {
             regex_syntax::hir::HirKind::Concat(items) => items.as_slice(),
             _ => std::slice::from_ref(&hir),
         };
-        let tail = AddrTail::new(items, name, named_groups(items))?;
-        Some((tail, regex.capture_names().position(|n| n == Some(name))?))
+        Some((AddrTail::new(items, name)?, group))
     });
     Ok((
         FailPattern {
