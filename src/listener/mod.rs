@@ -78,17 +78,12 @@ pub(crate) struct Prepared {
     host: Option<Arc<str>>,
     program: Option<Box<str>>,
     pid: Option<parse::ProcId<Box<str>>>,
-    /// The evidence its first failure carries (the message cut to the evidence's length).
-    seen: Seen,
+    /// The evidence its first failure carries (the message cut to the evidence's length), when a
+    /// native pattern matched (a fail2ban-only route may find no failure in it).
+    seen: Option<Seen>,
     /// The message as matched (held failures' keys and fail2ban filters read it).
     message: Box<str>,
     repeat: u32,
-}
-
-/// What [`Prepared`] already made of a failure: no second allocation on the ordered path.
-struct Made {
-    host: Option<Arc<str>>,
-    seen: Option<Seen>,
 }
 
 impl Pipeline {
@@ -162,12 +157,12 @@ impl Pipeline {
     ) {
         let text = parse::decode(frame);
         let mut filled = String::new();
-        let Some(event) = self.event(&text, receipt, origin, &mut filled, true) else {
+        let Some(event) = self.event(&text, receipt, origin, &mut filled) else {
             return;
         };
         let mut matched = Vec::new();
         self.router.matches(&event, &mut matched);
-        self.apply_event(&event, receipt, matched, None, out);
+        self.apply_event(&event, receipt, matched, None, None, out);
     }
 
     /// The stateless half of [`Pipeline::process`] (parse, match), for a worker: None when
@@ -182,11 +177,12 @@ impl Pipeline {
     ) -> Option<Prepared> {
         let text = parse::decode(frame);
         let mut filled = String::new();
-        let event = self.event(&text, receipt, origin, &mut filled, true)?;
+        let event = self.event(&text, receipt, origin, &mut filled)?;
         let mut matched = Vec::new();
         if !self.router.matches(&event, &mut matched) {
             return None;
         }
+        let native = !matched.is_empty();
         Some(Prepared {
             matched,
             host: event.hostname.map(Arc::from),
@@ -195,11 +191,13 @@ impl Pipeline {
                 parse::ProcId::PID(n) => parse::ProcId::PID(n),
                 parse::ProcId::Name(name) => parse::ProcId::Name(Box::from(name)),
             }),
-            seen: Seen::new(
-                std::time::SystemTime::from(receipt.wall),
-                event.program,
-                event.message,
-            ),
+            seen: native.then(|| {
+                Seen::new(
+                    std::time::SystemTime::from(receipt.wall),
+                    event.program,
+                    event.message,
+                )
+            }),
             message: Box::from(event.message),
             repeat: event.repeat,
         })
@@ -228,29 +226,22 @@ impl Pipeline {
             message: &message,
             repeat,
         };
-        let made = Made {
-            host: host.clone(),
-            seen: Some(seen),
-        };
-        self.apply_event(&event, receipt, matched, Some(made), out);
+        self.apply_event(&event, receipt, matched, host.clone(), seen, out);
     }
 
     /// The event of one decoded frame, its host name filled in; None when it is unparseable
-    /// (counted when `count`) or no jail could take it.
+    /// (counted) or no jail could take it.
     fn event<'t>(
         &self,
         text: &'t str,
         receipt: Receipt,
         origin: Origin<'t>,
         filled: &'t mut String,
-        count: bool,
     ) -> Option<parse::Event<'t>> {
         let event = match parse::parse(text, &self.zone, receipt.wall) {
             Ok(event) => event,
             Err(_) => {
-                if count {
-                    self.unparseable.increment(1);
-                }
+                self.unparseable.increment(1);
                 return None;
             }
         };
@@ -273,19 +264,17 @@ impl Pipeline {
         })
     }
 
-    /// Turns the verdicts on `event` into failures for the jail task.
+    /// Turns the verdicts on `event` into failures for the jail task; `host` and `seen` are what
+    /// [`Pipeline::matches`] already made of it (None: made here).
     fn apply_event(
         &self,
         event: &parse::Event<'_>,
         receipt: Receipt,
         matched: Vec<Matched>,
-        made: Option<Made>,
+        host: Option<Arc<str>>,
+        mut seen: Option<Seen>,
         out: &mut Vec<Failure>,
     ) {
-        let (host, mut seen) = match made {
-            Some(Made { host, seen }) => (host, seen),
-            None => (None, None),
-        };
         let watching = tail::watching();
         let first = out.len();
         let wall = std::time::SystemTime::from(receipt.wall);

@@ -188,23 +188,18 @@ async fn receive<S: Datagrams>(
             }
             pipeline.process(datagram, receipt, origin, &mut found);
             for failure in found.drain(..) {
-                match failures.try_send(failure) {
-                    Ok(()) => {}
-                    // Backpressure, as TCP has: while the jail task catches up (a botnet being
-                    // banned), this task stops reading and datagrams wait in the kernel's
-                    // receive buffer (`udp_receive_buffer`, tens of MiB), whose overflow is
-                    // counted as kernel drops. Dropping here instead lost failures, and so
-                    // bans, while that buffer stood empty.
-                    Err(mpsc::error::TrySendError::Full(failure)) => {
-                        let sent = tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            sent = failures.send(failure) => sent,
-                        };
-                        if sent.is_err() {
-                            queue_full.increment(1);
-                        }
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => queue_full.increment(1),
+                // Backpressure, as TCP has: while the jail task catches up (a botnet being
+                // banned), this task stops reading and datagrams wait in the kernel's receive
+                // buffer (`udp_receive_buffer`, tens of MiB), whose overflow is counted as
+                // kernel drops. Dropping here instead lost failures, and so bans, while that
+                // buffer stood empty.
+                let sent = tokio::select! {
+                    biased;
+                    sent = failures.send(failure) => sent,
+                    _ = shutdown.cancelled() => return,
+                };
+                if sent.is_err() {
+                    queue_full.increment(1);
                 }
             }
         }
