@@ -401,6 +401,8 @@ impl Follower {
             }
             by_jail.entry(event.jail.clone()).or_default().push(event);
         }
+        // Held again from the store: already in its journal, so not appended a second time.
+        let dropped = follower.changes.len();
         for events in by_jail.into_values() {
             let clock = Clock::now();
             let orders = events.iter().map(|e| order(e, clock)).collect();
@@ -410,6 +412,7 @@ impl Follower {
                 }
             }
         }
+        follower.changes.truncate(dropped);
         if let Some(id) = &follower.cursor {
             follower.stats.last_id = id.clone();
         }
