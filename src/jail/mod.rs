@@ -258,7 +258,7 @@ impl Jail {
     /// (each ban logged with the reason).
     pub(crate) fn on_spray(&mut self, ip: IpAddr, user: &str, at: Instant) -> Vec<BanOrder> {
         let key = self.key_of(ip);
-        if self.ignore.overlapping(key).is_some() {
+        if self.is_ignored(key) {
             return Vec::new();
         }
         let Some(spray) = self.spray.as_mut() else {
@@ -305,10 +305,7 @@ impl Jail {
         let mut orders = Vec::new();
         for address in addresses {
             let key = self.key_of(address);
-            if self.bans.contains_key(&key)
-                || self.in_banned_network(key)
-                || self.ignore.overlapping(key).is_some()
-            {
+            if self.bans.contains_key(&key) || self.in_banned_network(key) || self.is_ignored(key) {
                 continue;
             }
             if self.storm_guard(at) {
