@@ -1596,6 +1596,54 @@ fn fleet_shared_windows_count_spraying_across_sinks() {
     }
 }
 
+/// With shared windows, a ban by maxretry and a ban by spray never both happen to one address,
+/// whichever sink each is reached on: a spray completed on one sink skips the address the other
+/// sink banned by maxretry, and an address a spray banned stays decided for the other sink's
+/// maxretry.
+#[test]
+fn fleet_shared_windows_ban_each_address_once_between_spray_and_maxretry() {
+    let redis = Redis::start("", &[]);
+    let sinks = spray_sinks(&redis, 3);
+    let holders = |ip: &str| sinks.iter().filter(|s| holds(s, ip)).count();
+    // Banned by maxretry on sink 0; it is also the first member of root's spray set.
+    let first = "192.0.2.41";
+    fail(&[], &sinks[0], "sshd", first, 3);
+    wait_holds(&sinks[0], first, true, "maxretry on sink 0");
+    wait_int(&redis, &["ZCARD", "t:spray:sshd:root"], 1);
+    // Three more addresses as root on sink 1 complete the spray there.
+    let sprayers = ["192.0.2.42", "198.51.100.43", "203.0.113.44"];
+    for (i, ip) in sprayers.iter().enumerate() {
+        fail(&[], &sinks[1], "sshd", ip, 1);
+        if i < 2 {
+            wait_int(&redis, &["ZCARD", "t:spray:sshd:root"], i as i64 + 2);
+        }
+    }
+    for ip in sprayers {
+        wait_holds(&sinks[1], ip, true, "the spray completed on sink 1");
+    }
+    // Sink 1 banned the spray in one step: had it taken the first address, it would hold it now.
+    assert!(!holds(&sinks[1], first), "{:?}", banned(&sinks[1]));
+    assert_eq!(holders(first), 1);
+    // A sprayer reaching maxretry on sink 0 is decided already: no second ban. The failures
+    // of a fresh address sent after them on the same connection prove they were counted.
+    fail(&[], &sinks[0], "sshd", sprayers[0], 3);
+    let fresh = "192.0.2.45";
+    fail(&[], &sinks[0], "sshd", fresh, 3);
+    wait_holds(
+        &sinks[0],
+        fresh,
+        true,
+        "the fresh address after the sprayer's failures",
+    );
+    assert!(!holds(&sinks[0], sprayers[0]), "{:?}", banned(&sinks[0]));
+    for ip in sprayers {
+        assert_eq!(holders(ip), 1, "{ip} held by one sink");
+    }
+    for sink in &sinks {
+        assert!(sink.errors().is_empty(), "{:#?}", sink.errors());
+    }
+}
+
 /// With shared windows, a success seen by one sink forgives the failures another sink counted:
 /// the shared window starts over, so the failure that would have been the maxretry-th bans
 /// nothing.

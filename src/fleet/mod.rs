@@ -374,9 +374,10 @@ async fn probe(
         let counted: redis::RedisResult<redis::Value> = async {
             windows.load_async(conn).await?;
             windows
-                .key(format!("{scratch}:win"))
-                .key(format!("{scratch}:decided"))
-                .key(format!("{scratch}:count"))
+                // Window keys end with the target, as the script's spray branch expects.
+                .key(format!("{scratch}:win:probe"))
+                .key(format!("{scratch}:decided:probe"))
+                .key(format!("{scratch}:count:probe"))
                 .key(format!("{scratch}:spray"))
                 // findtime, maxretry, count, hold, count ttl (ms): decides at once.
                 .arg(&[1, 1, 1, 1, 1])

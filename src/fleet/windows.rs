@@ -32,15 +32,19 @@ const COUNT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Counts failures, each in one atomic step on Redis's clock. For failure i (from 0),
 /// KEYS[4i+1..4i+4] are its window (list of failure times, ms), decided marker, ban count and
-/// spray set (the addresses that failed as its user, scored by time); ARGV[9i+1..9i+9] its
+/// spray set (the targets that failed as its user, scored by time); ARGV[9i+1..9i+9] its
 /// findtime ms, maxretry, failures the message stands for, hold ms (0: until lifted), count
 /// ttl ms, what it is (1 a failure, 2 a success, which forgives the window unless a ban was
-/// decided), spray maxaddresses (0: no spray counting), spray findtime ms and its address as
-/// text (the spray set's member). Returns, per failure, {failures in window, 1 if this failure
-/// decided the ban, ban count, the spray's addresses when this failure completed one, else
-/// empty}. Several failures per call amortise the call's cost; a script runs atomically, so
-/// each failure still sees the ones before it, from any sink, and a spray is completed (and
-/// its set deleted) by exactly one call.
+/// decided), spray maxaddresses (0: no spray counting), spray findtime ms and its target as
+/// text (the spray set's member; its window keys end with it). Returns, per failure, {failures
+/// in window, 1 if this failure decided the ban, ban count, the spray's targets this failure
+/// decided when it completed one, else empty}. Several failures per call amortise the call's
+/// cost; a script runs atomically, so each failure still sees the ones before it, from any
+/// sink, a spray is completed (and its set deleted) by exactly one call, and the `decided`
+/// marker it sets for each target keeps a ban by maxretry and a ban by spray from both
+/// happening. The spray's targets are other windows' keys, built in the script from this
+/// failure's: Redis checks them against the ACL like declared keys, and fleet mode does not
+/// run on Redis Cluster, where a script may only touch declared keys.
 pub const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -59,20 +63,8 @@ for i = 0, #KEYS / 4 - 1 do
     if redis.call('EXISTS', decided) == 0 then redis.call('DEL', win) end
     out[i + 1] = {0, 0, 0, sprayed}
   else
-    if spray_max > 0 then
-      local spray_find = tonumber(ARGV[a + 8])
-      redis.call('ZADD', spray, now, ARGV[a + 9])
-      redis.call('ZREMRANGEBYSCORE', spray, '-inf', now - spray_find)
-      if redis.call('ZCARD', spray) >= spray_max then
-        sprayed = redis.call('ZRANGE', spray, 0, -1)
-        redis.call('DEL', spray)
-      else
-        redis.call('PEXPIRE', spray, spray_find)
-      end
-    end
-    if redis.call('EXISTS', decided) == 1 then
-      out[i + 1] = {0, 0, 0, sprayed}
-    else
+    local counted = {0, 0, 0}
+    if redis.call('EXISTS', decided) == 0 then
       for _ = 1, n do redis.call('RPUSH', win, now) end
       local len = redis.call('LLEN', win)
       if len > maxretry then
@@ -89,12 +81,42 @@ for i = 0, #KEYS / 4 - 1 do
         end
         local c = redis.call('INCR', count)
         redis.call('PEXPIRE', count, ARGV[a + 5])
-        out[i + 1] = {len, 1, c, sprayed}
+        counted = {len, 1, c}
       else
         redis.call('PEXPIRE', win, findtime)
-        out[i + 1] = {len, 0, 0, sprayed}
+        counted = {len, 0, 0}
       end
     end
+    if spray_max > 0 then
+      local target = ARGV[a + 9]
+      local spray_find = tonumber(ARGV[a + 8])
+      redis.call('ZADD', spray, now, target)
+      redis.call('ZREMRANGEBYSCORE', spray, '-inf', now - spray_find)
+      if redis.call('ZCARD', spray) >= spray_max then
+        -- Members are window targets; their decided and window keys are this failure's with
+        -- the target swapped. A member decided already (by maxretry, this failure's included,
+        -- or by another spray) was banned once and is not returned; every other is decided
+        -- here, so each target is banned exactly once.
+        local decided_of = string.sub(decided, 1, #decided - #target)
+        local win_of = string.sub(win, 1, #win - #target)
+        for _, m in ipairs(redis.call('ZRANGE', spray, 0, -1)) do
+          local set
+          if hold > 0 then
+            set = redis.call('SET', decided_of .. m, now, 'NX', 'PX', hold)
+          else
+            set = redis.call('SET', decided_of .. m, now, 'NX')
+          end
+          if set then
+            redis.call('DEL', win_of .. m)
+            sprayed[#sprayed + 1] = m
+          end
+        end
+        redis.call('DEL', spray)
+      else
+        redis.call('PEXPIRE', spray, spray_find)
+      end
+    end
+    out[i + 1] = {counted[1], counted[2], counted[3], sprayed}
   end
 end
 return out
@@ -156,7 +178,7 @@ async fn count(
             }
             call.arg(keys.spray(&failure.jail, failure.user.as_deref().unwrap_or("")));
         }
-        for (failure, _, settings) in chunk {
+        for (failure, key, settings) in chunk {
             let spray = match (&settings.detection.spray, &failure.user) {
                 (Some(spray), Some(user)) if !user.is_empty() => Some(spray),
                 _ => None,
@@ -173,19 +195,20 @@ async fn count(
                 })
                 .arg(spray.map_or(0, |s| s.maxaddresses))
                 .arg(spray.map_or(0, |s| s.findtime.as_millis().max(1) as u64))
-                .arg(failure.ip.to_string());
+                .arg(key.to_string());
         }
     }
     let replies: Vec<Vec<Counted>> = pipe.query_async(conn).await?;
     Ok(replies.into_iter().flatten().collect())
 }
 
-/// The addresses of a spray as the script returned them; anything else is counted and skipped.
+/// The addresses of a spray as the script returned them (window targets: an address, or the
+/// network it counts against); anything else is counted and skipped.
 fn sprayed(members: Vec<String>) -> Vec<IpAddr> {
     members
         .into_iter()
-        .filter_map(|m| match m.parse() {
-            Ok(ip) => Some(ip),
+        .filter_map(|m| match m.parse::<IpNetwork>() {
+            Ok(target) => Some(target.ip()),
             Err(_) => {
                 metrics::fleet_errors("malformed").increment(1);
                 tracing::warn!(member = %m, "fleet: a shared spray set held something that is not an address; skipped");
