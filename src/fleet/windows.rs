@@ -161,28 +161,42 @@ const OP_FAILURE: u8 = 1;
 /// A success: forgives the shared window unless a ban was decided.
 const OP_FORGIVE: u8 = 2;
 
+/// The spray settings and user name a failure is counted under as a spray, when its jail counts
+/// spraying and the failure names a user.
+fn spray_of<'a>(
+    failure: &'a Failure,
+    settings: &'a JailSettings,
+) -> Option<(&'a crate::jail::spray::SpraySettings, &'a str)> {
+    match (&settings.detection.spray, failure.user.as_deref()) {
+        (Some(spray), Some(user)) if !user.is_empty() => Some((spray, user)),
+        _ => None,
+    }
+}
+
 /// Counts a batch in Redis: one script call per [`PER_CALL`] failures, every call of the
-/// batch in one pipeline (one round trip).
+/// batch in one pipeline (one round trip). A failure not counted as a spray passes the
+/// window key in the spray key's place and no member, which the script never reads.
 async fn count(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
     sha: &str,
-    batch: &[(Failure, IpNetwork, JailSettings)],
+    batch: &[(Failure, IpNetwork, &JailSettings)],
 ) -> redis::RedisResult<Vec<Counted>> {
     let mut pipe = redis::pipe();
     for chunk in batch.chunks(PER_CALL) {
         let call = pipe.cmd("EVALSHA").arg(sha).arg(chunk.len() * 4);
-        for (failure, key, _) in chunk {
-            for k in keys.window(&failure.jail, *key) {
-                call.arg(k);
-            }
-            call.arg(keys.spray(&failure.jail, failure.user.as_deref().unwrap_or("")));
-        }
+        let mut members = Vec::with_capacity(chunk.len());
         for (failure, key, settings) in chunk {
-            let spray = match (&settings.detection.spray, &failure.user) {
-                (Some(spray), Some(user)) if !user.is_empty() => Some(spray),
-                _ => None,
+            let [win, decided, count] = keys.window(&failure.jail, *key);
+            let spray = spray_of(failure, settings);
+            call.arg(&win).arg(decided).arg(count);
+            match spray {
+                Some((_, user)) => call.arg(keys.spray(&failure.jail, user)),
+                None => call.arg(&win),
             };
+            members.push(spray.map(|(settings, _)| (settings, key.to_string())));
+        }
+        for ((failure, _, settings), spray) in chunk.iter().zip(members) {
             call.arg(settings.findtime.as_millis() as u64)
                 .arg(settings.maxretry)
                 .arg(failure.count.max(1))
@@ -192,10 +206,14 @@ async fn count(
                     OP_FORGIVE
                 } else {
                     OP_FAILURE
-                })
-                .arg(spray.map_or(0, |s| s.maxaddresses))
-                .arg(spray.map_or(0, |s| s.findtime.as_millis().max(1) as u64))
-                .arg(key.to_string());
+                });
+            match spray {
+                Some((spray, member)) => call
+                    .arg(spray.maxaddresses)
+                    .arg(spray.findtime.as_millis().max(1) as u64)
+                    .arg(member),
+                None => call.arg(0).arg(0).arg(""),
+            };
         }
     }
     let replies: Vec<Vec<Counted>> = pipe.query_async(conn).await?;
@@ -257,7 +275,7 @@ impl SharedCounter {
         settings: &JailSettings,
     ) -> redis::RedisResult<Vec<Option<(u32, u32)>>> {
         let now = tokio::time::Instant::now();
-        let batch: Vec<(Failure, IpNetwork, JailSettings)> = failures
+        let batch: Vec<(Failure, IpNetwork, &JailSettings)> = failures
             .iter()
             .map(|(jail, ip)| {
                 (
@@ -273,7 +291,7 @@ impl SharedCounter {
                         user: None,
                     },
                     key_of(settings, *ip),
-                    settings.clone(),
+                    settings,
                 )
             })
             .collect();
@@ -342,7 +360,9 @@ pub(crate) async fn run(
                 }
             }
         }
-        let table = settings.load();
+        // Owned for the batch (its settings are borrowed across the round trip), not cloned
+        // per failure.
+        let table = settings.load_full();
         let mut shared = Vec::with_capacity(batch.len());
         let mut locals = Vec::new();
         for failure in batch.drain(..) {
@@ -358,7 +378,7 @@ pub(crate) async fn run(
                             // counts while Redis is away, and explains it to `tail`).
                             locals.push(failure.clone());
                         }
-                        shared.push((failure, key, s.clone()));
+                        shared.push((failure, key, s));
                     }
                 }
                 _ => locals.push(failure),
