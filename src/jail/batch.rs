@@ -33,9 +33,6 @@ pub struct Attempt {
 /// lines in flight (a core has 16 line-fill buffers).
 const INDEX_AHEAD: usize = 8;
 const ENTRY_AHEAD: usize = 4;
-/// How many ahead the entry's neighbours on the last-failure list are requested, read from the
-/// entry [`ENTRY_AHEAD`] requested.
-const NEIGHBOURS_AHEAD: usize = 2;
 
 impl Jail {
     /// Starts loading the tracking state failures of `ips` will read (see
@@ -74,18 +71,12 @@ impl Jail {
         for &(_, hash) in keyed.iter().take(ENTRY_AHEAD) {
             self.window.prefetch_entry(hash);
         }
-        for &(_, hash) in keyed.iter().take(NEIGHBOURS_AHEAD) {
-            self.window.prefetch_neighbours(hash);
-        }
         for (i, (a, &(key, hash))) in batch.drain(..).zip(&keyed).enumerate() {
             if let Some(&(_, ahead)) = keyed.get(i + INDEX_AHEAD) {
                 self.window.prefetch_index(ahead);
             }
             if let Some(&(_, ahead)) = keyed.get(i + ENTRY_AHEAD) {
                 self.window.prefetch_entry(ahead);
-            }
-            if let Some(&(_, ahead)) = keyed.get(i + NEIGHBOURS_AHEAD) {
-                self.window.prefetch_neighbours(ahead);
             }
             decided(self.decide(key, Some(hash), a.count, a.at, a.host, a.seen));
         }
