@@ -26,9 +26,6 @@ const INLINE: usize = 5;
 /// in a core's L2 cache (2 MiB here), where a lookup waits for no memory. Unit tests prefetch
 /// always, so the differential tests of the batched path run it.
 const CACHED_BYTES: usize = if cfg!(test) { 0 } else { 1 << 20 };
-/// Keys whose index words [`Window::prefetch`] requests before it reads the first of them: enough
-/// to keep a core's line-fill buffers busy, few enough that the lines stay in L1 until used.
-const AHEAD: usize = 32;
 /// No entry (list ends, free slots), and no link.
 pub(crate) const NIL: u32 = u32::MAX;
 /// The `free` field of an entry in use.
@@ -321,31 +318,6 @@ impl Window {
         self.index
             .candidate(hash)
             .and_then(|slot| self.slab.get(slot as usize))
-    }
-
-    /// Starts loading what recording `keys` will read, so their cache misses overlap instead of
-    /// coming one per decision: the index words of up to [`AHEAD`] keys, then (once those have
-    /// had the time to arrive) the slab entries they point at. A hint that changes nothing.
-    pub(crate) fn prefetch(&self, keys: impl IntoIterator<Item = IpNetwork>) {
-        if !self.outgrows_cache() {
-            return;
-        }
-        let mut keys = keys.into_iter();
-        let mut hashes = [0u64; AHEAD];
-        loop {
-            let mut n = 0;
-            for key in keys.by_ref().take(AHEAD) {
-                hashes[n] = self.hash(&key);
-                self.prefetch_index(hashes[n]);
-                n += 1;
-            }
-            if n == 0 {
-                return;
-            }
-            for &hash in &hashes[..n] {
-                self.prefetch_entry(hash);
-            }
-        }
     }
 
     /// Drops addresses whose last failure is older than findtime.
