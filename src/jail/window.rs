@@ -198,10 +198,13 @@ impl Window {
             entry.len = total as u8;
             total
         } else {
-            let mut times = match len {
-                l if l <= INLINE => entry.times[..l].to_vec(),
-                _ => self.spill.remove(&slot).unwrap_or_default(),
-            };
+            // Updated in place in the map, moved there or back only when the count crosses
+            // INLINE.
+            let times = self.spill.entry(slot).or_default();
+            if len <= INLINE {
+                times.clear();
+                times.extend_from_slice(&entry.times[..len]);
+            }
             times.retain(|&t| inside(t, now, findtime_ns));
             times.extend(std::iter::repeat_n(now, new));
             if times.len() > maxretry {
@@ -209,11 +212,11 @@ impl Window {
             }
             let total = times.len();
             if total <= INLINE {
-                entry.times[..total].copy_from_slice(&times);
+                entry.times[..total].copy_from_slice(times);
                 entry.len = total as u8;
+                self.spill.remove(&slot);
             } else {
                 entry.len = SPILLED;
-                self.spill.insert(slot, times);
             }
             total
         } as u32;
