@@ -8,12 +8,11 @@
 //! behind, stale: its sequence is no longer the entry's, or its slot was freed. Expiry and
 //! eviction pop the front, skipping stale items, so the first live item is exactly the least
 //! recently failing address; stale items are swept out once they outnumber the live ones twice,
-//! which bounds the queue at three items (24 bytes) per tracked address. An open-addressing
-//! table of 8-byte words (32 bits of the address's hash and the slab index, so a lookup reads one
-//! cache line of it; 16 MB at a million addresses) finds an entry; its failure times are kept
-//! inline in the entry (nanoseconds from the window's first failure) up to [`INLINE`] of them,
-//! enough for a maxretry up to 5, so a decision touches one table word and one 64-byte,
-//! line-aligned slab entry, with no heap allocation per address.
+//! which bounds the queue at three items (24 bytes) per tracked address. An open-addressing table of 8-byte words (32 bits of the address's hash and
+//! the slab index, so a lookup reads one cache line of it; 16 MB at a million addresses) finds an
+//! entry; its failure times are kept inline in the entry (nanoseconds from the window's first
+//! failure) up to [`INLINE`] of them, so a decision touches one table word and one slab entry,
+//! with no heap allocation per address.
 
 use ipnetwork::IpNetwork;
 use std::hash::BuildHasher;
@@ -21,11 +20,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Failure times kept in the entry itself (at most maxretry - 1 are ever kept, so a maxretry up
-/// to 5 needs nothing else); an address with more has them all in the window's spill map.
-const INLINE: usize = 4;
-/// The `len` of an entry whose times are in the spill map.
-const SPILLED: u8 = u8::MAX;
+/// Failure times kept in the entry itself; a larger maxretry spills to a `Vec`.
+const INLINE: usize = 5;
 /// Tracking state (slab and index) below which prefetching costs more than it saves: it stays
 /// in a core's L2 cache (2 MiB here), where a lookup waits for no memory. Unit tests prefetch
 /// always, so the differential tests of the batched path run it.
@@ -51,20 +47,83 @@ pub(crate) enum Outcome {
     Reached(u32),
 }
 
+/// Failure times of one address, oldest recorded first.
+#[derive(Debug, Clone)]
+enum Times {
+    Inline(u8, [i64; INLINE]),
+    Heap(Vec<i64>),
+}
+
+impl Times {
+    const EMPTY: Times = Times::Inline(0, [0; INLINE]);
+
+    fn as_slice(&self) -> &[i64] {
+        match self {
+            Times::Inline(len, t) => &t[..*len as usize],
+            Times::Heap(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn push(&mut self, at: i64) {
+        match self {
+            Times::Inline(len, t) if (*len as usize) < INLINE => {
+                t[*len as usize] = at;
+                *len += 1;
+            }
+            Times::Inline(_, t) => {
+                let mut v = t.to_vec();
+                v.push(at);
+                *self = Times::Heap(v);
+            }
+            Times::Heap(v) => v.push(at),
+        }
+    }
+
+    /// Keeps the times `keep` accepts, in order.
+    fn retain(&mut self, keep: impl Fn(i64) -> bool) {
+        match self {
+            Times::Inline(len, t) => {
+                let mut kept = 0;
+                for i in 0..*len as usize {
+                    if keep(t[i]) {
+                        t[kept] = t[i];
+                        kept += 1;
+                    }
+                }
+                *len = kept as u8;
+            }
+            Times::Heap(v) => v.retain(|&t| keep(t)),
+        }
+    }
+
+    /// Drops the `n` oldest recorded times.
+    fn drop_front(&mut self, n: usize) {
+        match self {
+            Times::Inline(len, t) => {
+                t.copy_within(n..*len as usize, 0);
+                *len -= n as u8;
+            }
+            Times::Heap(v) => {
+                v.drain(..n);
+            }
+        }
+    }
+}
+
 /// True when a failure at `t` is inside findtime at `now` (nanoseconds; a later `t` counts as
 /// age 0, as `Instant::duration_since` saturates).
 fn inside(t: i64, now: i64, findtime_ns: i64) -> bool {
     now.saturating_sub(t).max(0) < findtime_ns
 }
 
-/// One tracked address: its key, the sequence of its last queue item, its failure times; 64
-/// bytes aligned to a cache line, so a decision reads one line of the slab.
+/// One tracked address: its key, the sequence of its last queue item, its failure times.
 #[derive(Debug, Clone)]
-#[repr(C, align(64))]
 struct Entry {
-    /// Failure times (nanoseconds from the window's base), oldest recorded first: the first
-    /// `len` of them, unless `len` is [`SPILLED`].
-    times: [i64; INLINE],
+    key: IpNetwork,
     /// The sequence number of the queue item its last failure pushed: that item is live, any
     /// earlier one of this slot stale.
     seq: u32,
@@ -73,9 +132,7 @@ struct Entry {
     /// The caller's link for the last failure (the jail's evidence ring sequence), or NIL;
     /// fits in the entry's padding, so evidence costs tracked addresses no memory here.
     link: u32,
-    key: IpNetwork,
-    /// How many of `times` are in use, or [`SPILLED`].
-    len: u8,
+    times: Times,
 }
 
 /// The failure window of one jail.
@@ -88,8 +145,6 @@ pub(crate) struct Window {
     index: Index,
     hasher: foldhash::fast::RandomState,
     slab: Vec<Entry>,
-    /// The times of entries with more than [`INLINE`] (a maxretry above 5), by slot.
-    spill: std::collections::HashMap<u32, Vec<i64>>,
     /// Slots in last-failure order, oldest at the front, with stale items among them.
     queue: std::collections::VecDeque<Item>,
     /// The sequence number of the next item pushed (wrapping).
@@ -114,7 +169,6 @@ impl Window {
             index: Index::default(),
             hasher: foldhash::fast::RandomState::default(),
             slab: Vec::new(),
-            spill: std::collections::HashMap::new(),
             queue: std::collections::VecDeque::new(),
             seq: 0,
             pushed: 0,
@@ -179,47 +233,16 @@ impl Window {
         };
         self.push_newest(slot);
         let findtime_ns = self.findtime_ns;
-        let new = count.min(maxretry as u32) as usize;
-        let entry = &mut self.slab[slot as usize];
-        let previous = std::mem::replace(&mut entry.link, link);
-        let len = entry.len as usize;
-        let failures = if len <= INLINE && len + new <= INLINE {
-            // Everything fits in the entry (always, with maxretry up to 5).
-            let mut kept = 0;
-            for i in 0..len {
-                if inside(entry.times[i], now, findtime_ns) {
-                    entry.times[kept] = entry.times[i];
-                    kept += 1;
-                }
-            }
-            entry.times[kept..kept + new].fill(now);
-            let total = (kept + new).min(maxretry);
-            entry.times.copy_within(kept + new - total..kept + new, 0);
-            entry.len = total as u8;
-            total
-        } else {
-            // Updated in place in the map, moved there or back only when the count crosses
-            // INLINE.
-            let times = self.spill.entry(slot).or_default();
-            if len <= INLINE {
-                times.clear();
-                times.extend_from_slice(&entry.times[..len]);
-            }
-            times.retain(|&t| inside(t, now, findtime_ns));
-            times.extend(std::iter::repeat_n(now, new));
-            if times.len() > maxretry {
-                times.drain(..times.len() - maxretry);
-            }
-            let total = times.len();
-            if total <= INLINE {
-                entry.times[..total].copy_from_slice(times);
-                entry.len = total as u8;
-                self.spill.remove(&slot);
-            } else {
-                entry.len = SPILLED;
-            }
-            total
-        } as u32;
+        let previous = std::mem::replace(&mut self.slab[slot as usize].link, link);
+        let times = &mut self.slab[slot as usize].times;
+        times.retain(|t| inside(t, now, findtime_ns));
+        for _ in 0..count.min(maxretry as u32) {
+            times.push(now);
+        }
+        if times.len() > maxretry {
+            times.drop_front(times.len() - maxretry);
+        }
+        let failures = times.len() as u32;
         let outcome = if failures as usize >= maxretry {
             self.remove(slot);
             Outcome::Reached(failures)
@@ -238,8 +261,9 @@ impl Window {
             Some(base) if now >= base => i64::try_from((now - base).as_nanos()).unwrap_or(i64::MAX),
             _ => 0,
         };
-        let n = self
-            .times(slot)
+        let n = entry
+            .times
+            .as_slice()
             .iter()
             .filter(|&&t| inside(t, now, self.findtime_ns))
             .count() as u32;
@@ -281,8 +305,10 @@ impl Window {
     /// entry that moves before it is used costs a miss, not a wrong answer.
     pub(crate) fn prefetch_entry(&self, hash: u64) {
         if let Some(entry) = self.candidate(hash) {
-            // An entry is one line.
-            prefetch(entry);
+            // An entry (80 bytes) spans two lines: its first and its last byte's.
+            let first = (entry as *const Entry).cast::<u8>();
+            prefetch(first);
+            prefetch(first.wrapping_add(std::mem::size_of::<Entry>() - 1));
         }
     }
 
@@ -306,7 +332,8 @@ impl Window {
     /// [`Window::prune`] at `now` nanoseconds from the base.
     fn prune_ns(&mut self, now: i64) {
         while let Some(oldest) = self.oldest() {
-            match self.times(oldest).last() {
+            let times = self.slab[oldest as usize].times.as_slice();
+            match times.last() {
                 Some(&last) if inside(last, now, self.findtime_ns) => break,
                 _ => self.remove(oldest),
             }
@@ -343,16 +370,7 @@ impl Window {
     #[cfg(test)]
     pub(crate) fn failures(&self, ip: &IpNetwork) -> u32 {
         self.find(self.hasher.hash_one(ip), ip)
-            .map_or(0, |slot| self.times(slot).len() as u32)
-    }
-
-    /// The failure times of the entry in `slot`, oldest recorded first.
-    fn times(&self, slot: u32) -> &[i64] {
-        let entry = &self.slab[slot as usize];
-        match entry.len {
-            SPILLED => self.spill.get(&slot).map_or(&[], Vec::as_slice),
-            len => &entry.times[..len as usize],
-        }
+            .map_or(0, |slot| self.slab[slot as usize].times.len() as u32)
     }
 
     /// Addresses tracked now (call [`Window::prune`] first for an exact figure).
@@ -380,12 +398,11 @@ impl Window {
     /// A slot for `key` with no times, off every list (not yet in the index).
     fn allocate(&mut self, key: IpNetwork) -> u32 {
         let entry = Entry {
-            times: [0; INLINE],
+            key,
             seq: self.seq.wrapping_sub(1),
             free: IN_USE,
             link: NIL,
-            key,
-            len: 0,
+            times: Times::EMPTY,
         };
         if self.free != NIL {
             let slot = self.free;
@@ -453,10 +470,7 @@ impl Window {
         let hash = self.hasher.hash_one(self.slab[slot as usize].key);
         self.index.remove(hash, slot);
         let entry = &mut self.slab[slot as usize];
-        if entry.len == SPILLED {
-            self.spill.remove(&slot);
-        }
-        entry.len = 0;
+        entry.times = Times::EMPTY;
         entry.free = self.free;
         self.free = slot;
     }
@@ -625,10 +639,10 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_one_cache_line() {
-        // Inline times (32 bytes) + seq, free, link (12) + key (18) + len (1) = 63.
-        assert_eq!(std::mem::size_of::<Entry>(), 64);
-        assert_eq!(std::mem::align_of::<Entry>(), 64);
+    fn the_evidence_link_costs_a_tracked_address_nothing() {
+        // key (18 bytes) + seq, free, link (12) + inline times (48, 8-aligned) = 78: the link
+        // fills what was padding in the 80-byte entry before it existed.
+        assert_eq!(std::mem::size_of::<Entry>(), 80);
     }
 
     #[tokio::test(start_paused = true)]
@@ -819,11 +833,10 @@ mod tests {
     async fn the_queue_keeps_the_order_of_the_linked_list_through_stale_items_sweeps_and_reuse() {
         let t0 = Instant::now();
         let mut sweeps = 0;
-        let mut spilled = 0;
         for seed in 1..=16u64 {
             let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             let cap = [3, 17, 200, 1000][seed as usize % 4];
-            // Up to 9: times past the entry's four spill to the map and come back.
+            // Up to 9: past the five times an entry holds inline, they move to the heap.
             let maxretry = 2 + (seed % 8) as u32;
             let pool = [8, 40, 400, 3000][seed as usize / 4 % 4];
             let mut w = Window::new(Duration::from_secs(60), maxretry, cap);
@@ -865,13 +878,6 @@ mod tests {
                     }
                 }
                 assert_eq!(w.len(), r.order.len(), "seed {seed} step {step}");
-                assert!(
-                    w.spill
-                        .keys()
-                        .all(|&slot| w.slab[slot as usize].len == SPILLED),
-                    "seed {seed} step {step}: only spilled entries have times in the map"
-                );
-                spilled += w.spill.len();
                 assert_eq!(w.evicted(), r.evicted, "seed {seed} step {step}");
                 // Bounded after every failure recorded (a forgotten address's item stays
                 // until the next one).
@@ -903,7 +909,6 @@ mod tests {
             assert!(w.seq < 1 << 20, "seed {seed}: the counter wrapped");
         }
         assert!(sweeps > 0, "stale items were swept");
-        assert!(spilled > 0, "times spilled past the entry");
     }
 
     /// The `VmFlags` of the mapping holding `address`, from /proc/self/smaps.
