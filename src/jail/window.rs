@@ -1,18 +1,18 @@
 //! Failures per address inside findtime, with a cap on how many addresses are tracked.
 //!
-//! Entries sit in a slab (one `Vec`); an append-only queue of `(slot, sequence)` items orders
-//! them by their last failure (time only moves forward), so the least recently failing address is
-//! both the first to expire and the first to evict. A failure appends an item at the back (a
-//! sequential write: unlike the doubly linked list this replaced, moving an address to the recent
-//! end writes no neighbour at a random place in memory) and leaves the address's earlier item
-//! behind, stale: its sequence is no longer the entry's, or its slot was freed. Expiry and
-//! eviction pop the front, skipping stale items, so the first live item is exactly the least
-//! recently failing address; stale items are swept out once they outnumber the live ones twice,
-//! which bounds the queue at three items (24 bytes) per tracked address. An open-addressing table of 8-byte words (32 bits of the address's hash and
-//! the slab index, so a lookup reads one cache line of it; 16 MB at a million addresses) finds an
-//! entry; its failure times are kept inline in the entry (nanoseconds from the window's first
-//! failure) up to [`INLINE`] of them, so a decision touches one table word and one slab entry,
-//! with no heap allocation per address.
+//! Entries sit in a slab (one `Vec`); an append-only queue of `(slot, sequence)` items orders them
+//! by their last failure (time only moves forward), so the least recently failing address is both
+//! the first to expire and the first to evict. A failure appends an item at the back (a sequential
+//! write: unlike the doubly linked list this replaced, moving an address to the recent end writes
+//! no neighbour at a random place in memory) and leaves the address's earlier item behind, stale:
+//! its sequence is no longer the entry's, or its slot was freed. Expiry and eviction pop the front,
+//! skipping stale items, so the first live item is exactly the least recently failing address;
+//! stale items are swept out once they outnumber the live ones twice, which bounds the queue at
+//! three items (24 bytes) per tracked address. An open-addressing table of 8-byte words (32 bits of
+//! the address's hash and the slab index, so a lookup reads one cache line of it; 16 MB at a
+//! million addresses) finds an entry; its failure times are kept inline in the entry (nanoseconds
+//! from the window's first failure) up to [`INLINE`] of them, so a decision touches one table word
+//! and one slab entry, with no heap allocation per address.
 
 use ipnetwork::IpNetwork;
 use std::hash::BuildHasher;
