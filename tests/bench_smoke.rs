@@ -171,13 +171,11 @@ fn every_filter_next_to_sshd_alone() {
 
 #[test]
 fn attackers_latency_restore_idle() {
-    // Batched (64) and one by one; then batches of 7 with evidence; then the daemon's batching.
+    // Batched (64, the daemon's batching) and one by one; then batches of 7 with evidence.
     let attackers = ["attackers", "--counts", "100,2000", "--rounds", "2"];
     run(&[&attackers[..], &["--min-timed", "1000"]].concat());
     let evidence = ["--batch", "7", "--min-timed", "0", "--evidence"];
     run(&[&attackers[..], &evidence].concat());
-    // Batched as the daemon's jail task does it.
-    run(&[&attackers[..], &["--min-timed", "0", "--daemon-path"]].concat());
     // Each timed round in its own random order, the batched path alone (its profile's form).
     let shuffled = ["--min-timed", "0", "--shuffle", "--batched-only"];
     run(&[&attackers[..], &shuffled].concat());

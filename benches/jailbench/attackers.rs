@@ -26,10 +26,11 @@ pub struct Args {
     /// Failures per address (at least 2: the first round inserts, the rest are timed).
     #[arg(long, default_value = "4", value_parser = super::count)]
     pub rounds: usize,
-    /// Failures decided a batch at a time (`Jail::on_failures`, which prefetches the batch's
-    /// tracking state), as the jail task takes them from the listeners' channel; measured next
-    /// to one by one (`Jail::on_failure_seen`) on a fresh jail in the same run. 1 measures one
-    /// by one only.
+    /// Failures decided a batch at a time as the daemon's jail task does (`JailSet::on_failures`:
+    /// each failure keyed once, `Jail::keyed`, then decided with `Jail::on_failure_keyed` after
+    /// `prefetch_ahead` requested the state of those a few places ahead); measured next to one by
+    /// one (`Jail::on_failure_seen`) on a fresh jail in the same run. 1 measures one by one
+    /// only.
     #[arg(long, default_value = "64", value_parser = super::count)]
     pub batch: usize,
     /// Timed decisions per count and mode at least: a few hundred decisions (100 addresses)
@@ -41,11 +42,6 @@ pub struct Args {
     /// listeners do: the jail's evidence ring and the window's links are in the figures.
     #[arg(long)]
     pub evidence: bool,
-    /// Batch as the daemon's jail task does (`JailSet::on_failures`): the batch's tracking state
-    /// prefetched (`Jail::prefetch`), then each failure decided one by one; without it, batches
-    /// go through `Jail::on_failures`, which pipelines the prefetches with the decisions.
-    #[arg(long)]
-    pub daemon_path: bool,
     /// Leave out the one-by-one runs (for a profile of the batched path alone); the one-by-one
     /// columns then repeat the batched figures.
     #[arg(long)]
@@ -102,9 +98,8 @@ fn measure(
     rounds: usize,
     batch: usize,
     evidence: bool,
-    daemon_path: bool,
 ) -> Result<(Timed, f64, u64), String> {
-    use jailsink::jail::{Attempt, Jail};
+    use jailsink::jail::{prefetch_ahead, Jail, Keyed};
     use jailsink::metrics::JailMetrics;
     let n = addrs.len();
     let settings = attack_settings(n, rounds as u32 + 2);
@@ -112,6 +107,7 @@ fn measure(
     let mut jail = Jail::new("bench", settings, JailMetrics::new("bench"));
     let t0 = tokio::time::Instant::now();
     let mut attempts = Vec::with_capacity(batch);
+    let mut keyed: Vec<Keyed> = Vec::with_capacity(batch);
     let wall = std::time::SystemTime::now();
     let mut start = (Instant::now(), thread_cpu());
     for round in 0..rounds {
@@ -139,27 +135,15 @@ fn measure(
                 std::hint::black_box(jail.on_failure_seen(*ip, 1, at, host, seen));
                 continue;
             }
-            attempts.push(Attempt {
-                ip: *ip,
-                count: 1,
-                at,
-                host,
-                seen,
-            });
+            attempts.push((*ip, host, seen));
             if attempts.len() == batch || i + 1 == n {
-                if daemon_path {
-                    // What the jail task does (`JailSet::on_failures`): the whole batch's state
-                    // prefetched, then each failure through the one-by-one path.
-                    jail.prefetch(attempts.iter().map(|a| a.ip));
-                    for a in attempts.drain(..) {
-                        std::hint::black_box(
-                            jail.on_failure_seen(a.ip, a.count, a.at, a.host, a.seen),
-                        );
-                    }
-                } else {
-                    jail.on_failures(&mut attempts, |d| {
-                        std::hint::black_box(d);
-                    });
+                // What the jail task does (`JailSet::on_failures`): the batch keyed once, then
+                // each failure decided while the state of those ahead is on its way.
+                keyed.clear();
+                keyed.extend(attempts.iter().map(|a| jail.keyed(a.0)));
+                for (j, (_, host, seen)) in attempts.drain(..).enumerate() {
+                    prefetch_ahead(j, |k| keyed.get(k).map(|&k| (&jail, k)));
+                    std::hint::black_box(jail.on_failure_keyed(keyed[j], 1, at, host, seen));
                 }
             }
         }
@@ -202,14 +186,7 @@ pub fn attackers(args: &Args) -> Result<Vec<AttackRow>, String> {
         let (mut batched, mut one_by_one) = (Timed::default(), Timed::default());
         let (mut bytes_per_address, mut rss_kib) = (0.0, 0);
         for repeat in 0..repeats {
-            let (time, bytes, rss) = measure(
-                &addrs,
-                &orders,
-                rounds,
-                args.batch,
-                args.evidence,
-                args.daemon_path,
-            )?;
+            let (time, bytes, rss) = measure(&addrs, &orders, rounds, args.batch, args.evidence)?;
             batched.wall += time.wall;
             batched.cpu += time.cpu;
             if repeat == 0 {
@@ -217,7 +194,7 @@ pub fn attackers(args: &Args) -> Result<Vec<AttackRow>, String> {
                 (bytes_per_address, rss_kib) = (bytes, rss);
             }
             if args.batch > 1 && !args.batched_only {
-                let time = measure(&addrs, &orders, rounds, 1, args.evidence, false)?.0;
+                let time = measure(&addrs, &orders, rounds, 1, args.evidence)?.0;
                 one_by_one.wall += time.wall;
                 one_by_one.cpu += time.cpu;
             }

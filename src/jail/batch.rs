@@ -1,31 +1,19 @@
-//! Failures decided a batch at a time: the window's index words and entries of the failures
-//! ahead are requested while earlier ones are decided, so with a million tracked addresses the
-//! cache misses of a batch overlap instead of costing one memory round trip per decision. The
-//! decisions themselves are [`Jail::on_failure_seen`]'s, in order, so nothing but the speed
-//! changes.
+//! Failures decided a batch at a time: each failure's key and window hash are computed once for
+//! the batch, and while failure `i` is decided the window's index word of failure
+//! `i + INDEX_AHEAD` and the slab entry of failure `i + ENTRY_AHEAD` are on their way, so with a
+//! million tracked addresses the cache misses of a batch overlap instead of costing one memory
+//! round trip per decision. The decisions themselves are [`Jail::on_failure_seen`]'s, in order,
+//! so nothing but the speed changes. The jail task (`JailSet::on_failures`) and `jailbench
+//! attackers` drive the same schedule, [`prefetch_ahead`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ipnetwork::IpNetwork;
 use tokio::time::Instant;
 
 use super::{Decision, Jail};
 use crate::evidence::Seen;
-
-/// One failure of a batch, as [`Jail::on_failure_seen`] takes it.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    /// The address that failed.
-    pub ip: IpAddr,
-    /// How many failures the message stands for.
-    pub count: u32,
-    /// When the message arrived.
-    pub at: Instant,
-    /// The syslog host name of the message, when it had one.
-    pub host: Option<Arc<str>>,
-    /// The message as evidence, if it is kept.
-    pub seen: Option<Seen>,
-}
 
 /// How many failures ahead of the one being decided its index word is requested, and how many
 /// ahead the slab entry that word points at: a decision takes 50-100 ns and a miss about as
@@ -33,64 +21,67 @@ pub struct Attempt {
 /// lines in flight (a core has 16 line-fill buffers).
 const INDEX_AHEAD: usize = 8;
 const ENTRY_AHEAD: usize = 4;
-/// How many ahead the entry's neighbours on the last-failure list are requested, read from the
-/// entry [`ENTRY_AHEAD`] requested.
-const NEIGHBOURS_AHEAD: usize = 2;
+
+/// A failure's key in its jail and that key's window hash, computed once for its batch (see
+/// [`Jail::keyed`]); valid until the jail is reconfigured.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyed {
+    key: IpNetwork,
+    hash: u64,
+    /// The jail's tracking state had outgrown the cache when the batch was keyed: only then do
+    /// prefetches pay for themselves.
+    prefetch: bool,
+}
 
 impl Jail {
-    /// Starts loading the tracking state failures of `ips` will read (see
-    /// [`super::window::Window::prefetch`]); a hint that changes nothing, so the caller may
-    /// decide them afterwards in any way, with anything happening in between.
-    pub fn prefetch(&self, ips: impl IntoIterator<Item = IpAddr>) {
-        self.window
-            .prefetch(ips.into_iter().map(|ip| self.key_of(ip)));
+    /// `ip`'s key and window hash, for [`Jail::on_failure_keyed`] and [`prefetch_ahead`].
+    pub fn keyed(&self, ip: IpAddr) -> Keyed {
+        let key = self.key_of(ip);
+        Keyed {
+            key,
+            hash: self.window.hash(&key),
+            prefetch: self.window.outgrows_cache(),
+        }
     }
 
-    /// Decides `batch` (drained) in order, handing each decision to `decided`: exactly what
-    /// [`Jail::on_failure_seen`] decides for each in turn, faster when the tracked addresses
-    /// outgrow the cache (below that, it decides them one by one). Every key and hash is
-    /// computed first; then, while failure `i` is
-    /// decided, the index word of failure `i + INDEX_AHEAD` and the slab entry of failure
-    /// `i + ENTRY_AHEAD` are on their way. The prefetches read the window as it is at that
-    /// moment, so decisions in between (inserts, bans, evictions, a table growing) can only make
-    /// a hint useless, never a decision different.
-    pub fn on_failures(&mut self, batch: &mut Vec<Attempt>, mut decided: impl FnMut(Decision)) {
-        if !self.window.outgrows_cache() {
-            // Nothing to wait for: the plain path, without the prefetches' own cost.
-            for a in batch.drain(..) {
-                decided(self.on_failure_seen(a.ip, a.count, a.at, a.host, a.seen));
-            }
-            return;
-        }
-        let mut keyed = std::mem::take(&mut self.keyed);
-        keyed.clear();
-        keyed.extend(batch.iter().map(|a| {
-            let key = self.key_of(a.ip);
-            (key, self.window.hash(&key))
-        }));
-        for &(_, hash) in keyed.iter().take(INDEX_AHEAD) {
-            self.window.prefetch_index(hash);
-        }
-        for &(_, hash) in keyed.iter().take(ENTRY_AHEAD) {
-            self.window.prefetch_entry(hash);
-        }
-        for &(_, hash) in keyed.iter().take(NEIGHBOURS_AHEAD) {
-            self.window.prefetch_neighbours(hash);
-        }
-        for (i, (a, &(key, hash))) in batch.drain(..).zip(&keyed).enumerate() {
-            if let Some(&(_, ahead)) = keyed.get(i + INDEX_AHEAD) {
-                self.window.prefetch_index(ahead);
-            }
-            if let Some(&(_, ahead)) = keyed.get(i + ENTRY_AHEAD) {
-                self.window.prefetch_entry(ahead);
-            }
-            if let Some(&(_, ahead)) = keyed.get(i + NEIGHBOURS_AHEAD) {
-                self.window.prefetch_neighbours(ahead);
-            }
-            decided(self.decide(key, Some(hash), a.count, a.at, a.host, a.seen));
-        }
-        self.keyed = keyed;
+    /// [`Jail::on_failure_seen`] of a failure keyed by [`Jail::keyed`] (same jail, not
+    /// reconfigured since): the same decision, without computing the key and hash again.
+    pub fn on_failure_keyed(
+        &mut self,
+        keyed: Keyed,
+        count: u32,
+        at: Instant,
+        host: Option<Arc<str>>,
+        seen: Option<Seen>,
+    ) -> Decision {
+        self.decide(keyed.key, Some(keyed.hash), count, at, host, seen)
     }
+}
+
+/// The prefetch schedule of a keyed batch: call it before deciding each failure `i` in order.
+/// It requests what deciding the failures ahead will read: the index word of failure
+/// `i + INDEX_AHEAD` and the entry of failure `i + ENTRY_AHEAD` (at `i == 0`, those of the
+/// failures before them too). `keyed(j)` gives failure `j`'s jail and key, `None` past the
+/// batch's end or with nothing to look up (a success, an unknown jail). The prefetches read the
+/// windows as they are at that moment, so decisions in between (inserts, bans, evictions, a
+/// table growing) can only make a hint useless, never a decision different.
+pub fn prefetch_ahead<'a>(i: usize, keyed: impl Fn(usize) -> Option<(&'a Jail, Keyed)>) {
+    let index = |j| {
+        if let Some((jail, k)) = keyed(j).filter(|(_, k)| k.prefetch) {
+            jail.window.prefetch_index(k.hash);
+        }
+    };
+    let entry = |j| {
+        if let Some((jail, k)) = keyed(j).filter(|(_, k)| k.prefetch) {
+            jail.window.prefetch_entry(k.hash);
+        }
+    };
+    if i == 0 {
+        (0..INDEX_AHEAD).for_each(index);
+        (0..ENTRY_AHEAD).for_each(entry);
+    }
+    index(i + INDEX_AHEAD);
+    entry(i + ENTRY_AHEAD);
 }
 
 #[cfg(test)]
@@ -100,6 +91,28 @@ mod tests {
     use super::*;
     use crate::jail::settings::{Increment, JailSettings};
     use crate::metrics::JailMetrics;
+
+    /// One failure of a batch.
+    #[derive(Debug, Clone)]
+    struct Attempt {
+        ip: IpAddr,
+        count: u32,
+        at: Instant,
+        host: Option<Arc<str>>,
+        seen: Option<Seen>,
+    }
+
+    /// Decides `batch` (drained) as the jail task and `jailbench attackers` do: keyed once,
+    /// then each failure decided after [`prefetch_ahead`].
+    fn decide_batch(jail: &mut Jail, batch: &mut Vec<Attempt>) -> Vec<Decision> {
+        let keyed: Vec<Keyed> = batch.iter().map(|a| jail.keyed(a.ip)).collect();
+        let mut decided = Vec::new();
+        for (i, a) in batch.drain(..).enumerate() {
+            prefetch_ahead(i, |j| keyed.get(j).map(|&k| (&*jail, k)));
+            decided.push(jail.on_failure_keyed(keyed[i], a.count, a.at, a.host, a.seen));
+        }
+        decided
+    }
 
     fn settings(maxretry: u32, cap: usize) -> JailSettings {
         JailSettings {
@@ -178,7 +191,7 @@ mod tests {
             let mut one = Jail::new("one", settings(maxretry, cap), JailMetrics::new("one"));
             let mut many = Jail::new("many", settings(maxretry, cap), JailMetrics::new("many"));
             let mut pool = Vec::new();
-            let (mut batch, mut decided) = (Vec::new(), Vec::new());
+            let mut batch = Vec::new();
             for round in 0..40 {
                 // Sometimes past findtime (60 s), so windows expire between and inside batches.
                 tokio::time::advance(Duration::from_secs(rng.below(25))).await;
@@ -206,8 +219,7 @@ mod tests {
                         one.on_failure_seen(a.ip, a.count, a.at, a.host.clone(), a.seen.clone())
                     })
                     .collect();
-                decided.clear();
-                many.on_failures(&mut batch, |d| decided.push(d));
+                let decided = decide_batch(&mut many, &mut batch);
                 assert!(batch.is_empty());
                 assert_eq!(decided, expected, "seed {seed} round {round}");
                 // Bans lifted by hand between batches, as the jail task does at bantime.
@@ -247,8 +259,7 @@ mod tests {
             seen: None,
         };
         let mut batch: Vec<Attempt> = [a, b, a, a, b, a].into_iter().map(attempt).collect();
-        let mut decided = Vec::new();
-        jail.on_failures(&mut batch, |d| decided.push(d));
+        let decided = decide_batch(&mut jail, &mut batch);
         assert_eq!(
             decided[..3],
             [

@@ -33,7 +33,7 @@ pub(crate) use settings::{JailSettings, JailSpec};
 use spray::Spray;
 use window::{Outcome, Window, NIL};
 
-pub use batch::Attempt;
+pub use batch::{prefetch_ahead, Keyed};
 
 /// The window the ban storm guard counts bans in.
 const STORM_WINDOW: Duration = Duration::from_secs(60);
@@ -151,9 +151,6 @@ pub struct Jail {
     spray: Option<Spray>,
     reported_spray_evictions: u64,
     refused_networks: HashSet<IpNetwork>,
-    /// Keys and window hashes of the batch [`Jail::on_failures`] decides (kept for its
-    /// allocation).
-    keyed: Vec<(IpNetwork, u64)>,
 }
 
 /// A network ban that folded single bans: the order, and the bans it replaces.
@@ -194,7 +191,6 @@ impl Jail {
                 .map(|s| Spray::new(s, settings.max_tracked)),
             reported_spray_evictions: 0,
             refused_networks: HashSet::new(),
-            keyed: Vec::new(),
             settings,
         }
     }

@@ -16,15 +16,15 @@ use tokio_util::sync::CancellationToken;
 use super::allow::{self, AllowUpdate, Watched};
 use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused};
 use super::why;
-use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec};
+use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec, Keyed};
 use crate::action::runner;
 use crate::action::BanOrder;
 use crate::address::show_target;
 use crate::metrics::JailMetrics;
 use crate::state::{StateOp, StoredBan};
 
-/// Failures the jail task takes from the listeners' channel at a time: their tracking state is
-/// prefetched together before they are decided one by one (see [`JailSet::on_failures`]).
+/// Failures the jail task takes from the listeners' channel at a time: each is decided while the
+/// tracking state of those a few places ahead is prefetched (see [`JailSet::on_failures`]).
 const FAILURE_BATCH: usize = 64;
 /// How often idle windows are pruned so the tracked-addresses gauge stays true.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
@@ -394,39 +394,61 @@ impl JailSet {
         }
     }
 
-    /// Applies a batch of failures (drained) in order, each exactly as [`JailSet::on_failure`]
-    /// does; first every jail prefetches what its failures of the batch will read, so with many
-    /// tracked addresses their cache misses overlap instead of coming one per decision.
+    /// Applies a batch of failures (drained) in order, each exactly as it would be alone. Each failure's jail and key are found once for the batch; with many tracked
+    /// addresses, the tracking state of the failures a few places ahead is requested while each
+    /// is decided ([`super::prefetch_ahead`]), so their cache misses overlap instead of coming
+    /// one per decision.
     pub(crate) async fn on_failures(&mut self, batch: &mut Vec<Failure>) {
-        if batch.len() > 1 {
-            for slot in &self.slots {
-                let mine = batch.iter().filter(|f| !f.success && f.jail == slot.name);
-                slot.jail.prefetch(mine.map(|f| f.ip));
-            }
-        }
-        for failure in batch.drain(..) {
-            self.on_failure(failure).await;
+        // Slots and keys stay valid for the whole batch: only a reload changes them.
+        let keyed: Vec<Option<(usize, Keyed)>> = batch.iter().map(|f| self.keyed(f)).collect();
+        for (i, failure) in batch.drain(..).enumerate() {
+            let slots = &self.slots;
+            super::prefetch_ahead(i, |j| {
+                let (slot, k) = keyed.get(j).copied().flatten()?;
+                Some((&slots[slot].jail, k))
+            });
+            self.on_failure_keyed(failure, keyed[i]).await;
         }
     }
 
-    /// Applies one failure.
+    /// Applies one failure: the reference the tests hold the batched path to.
+    #[cfg(test)]
     pub(crate) async fn on_failure(&mut self, failure: Failure) {
-        let Some(slot) = self.slot_mut(&failure.jail) else {
-            return;
-        };
+        let keyed = self.keyed(&failure);
+        self.on_failure_keyed(failure, keyed).await;
+    }
+
+    /// The slot of a failure's jail and its key there (None for a success or an unknown jail).
+    fn keyed(&self, failure: &Failure) -> Option<(usize, Keyed)> {
         if failure.success {
+            return None;
+        }
+        let slot = self.slots.iter().position(|s| s.name == failure.jail)?;
+        Some((slot, self.slots[slot].jail.keyed(failure.ip)))
+    }
+
+    /// Applies one failure, keyed by [`JailSet::keyed`].
+    async fn on_failure_keyed(&mut self, failure: Failure, keyed: Option<(usize, Keyed)>) {
+        if failure.success {
+            let Some(slot) = self.slot_mut(&failure.jail) else {
+                return;
+            };
             slot.jail.forgive(failure.ip);
             if crate::evidence::tail::watching() {
                 why::Explain::of(&failure).forgiven(&slot.name);
             }
             return;
         }
+        let Some((slot, keyed)) = keyed else {
+            return;
+        };
+        let slot = &mut self.slots[slot];
         let explain = failure
             .matched
             .is_some()
             .then(|| why::Explain::of(&failure));
-        let decision = slot.jail.on_failure_seen(
-            failure.ip,
+        let decision = slot.jail.on_failure_keyed(
+            keyed,
             failure.count,
             failure.received_at,
             failure.host.clone(),

@@ -1,12 +1,18 @@
 //! Failures per address inside findtime, with a cap on how many addresses are tracked.
 //!
-//! Entries sit in a slab (one `Vec`, `u32` links) on a list ordered by their last failure (time
-//! only moves forward), so the least recently failing address is both the first to expire and the
-//! first to evict. An open-addressing table of 8-byte words (32 bits of the address's hash and
-//! the slab index, so a lookup reads one cache line of it; 16 MB at a million addresses) finds an
-//! entry; its failure times are kept inline in the entry (nanoseconds from the window's first
-//! failure) up to [`INLINE`] of them, so a decision touches one table word and one slab entry,
-//! with no heap allocation per address.
+//! Entries sit in a slab (one `Vec`); an append-only queue of `(slot, sequence)` items orders them
+//! by their last failure (time only moves forward), so the least recently failing address is both
+//! the first to expire and the first to evict. A failure appends an item at the back (a sequential
+//! write: unlike the doubly linked list this replaced, moving an address to the recent end writes
+//! no neighbour at a random place in memory) and leaves the address's earlier item behind, stale:
+//! its sequence is no longer the entry's, or its slot was freed. Expiry and eviction pop the front,
+//! skipping stale items, so the first live item is exactly the least recently failing address;
+//! stale items are swept out once they outnumber the live ones twice, which bounds the queue at
+//! three items (24 bytes) per tracked address. An open-addressing table of 8-byte words (32 bits of
+//! the address's hash and the slab index, so a lookup reads one cache line of it; 16 MB at a
+//! million addresses) finds an entry; its failure times are kept inline in the entry (nanoseconds
+//! from the window's first failure) up to [`INLINE`] of them, so a decision touches one table word
+//! and one slab entry, with no heap allocation per address.
 
 use ipnetwork::IpNetwork;
 use std::hash::BuildHasher;
@@ -20,11 +26,17 @@ const INLINE: usize = 5;
 /// in a core's L2 cache (2 MiB here), where a lookup waits for no memory. Unit tests prefetch
 /// always, so the differential tests of the batched path run it.
 const CACHED_BYTES: usize = if cfg!(test) { 0 } else { 1 << 20 };
-/// Keys whose index words [`Window::prefetch`] requests before it reads the first of them: enough
-/// to keep a core's line-fill buffers busy, few enough that the lines stay in L1 until used.
-const AHEAD: usize = 32;
 /// No entry (list ends, free slots), and no link.
 pub(crate) const NIL: u32 = u32::MAX;
+/// The `free` field of an entry in use.
+const IN_USE: u32 = NIL - 1;
+/// Stale queue items allowed per live one (plus [`STALE_SLACK`]) before the queue is swept.
+const STALE_PER_LIVE: usize = 2;
+/// Stale queue items always allowed, so that a handful of addresses never sweep at every failure.
+const STALE_SLACK: usize = 64;
+/// Items pushed since the last sweep after which the queue is swept anyway: a stale item's
+/// sequence could otherwise meet its slot's again once the `u32` counter wrapped.
+const SWEEP_PUSHES: u32 = 1 << 31;
 
 /// What recording a failure led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,14 +120,15 @@ fn inside(t: i64, now: i64, findtime_ns: i64) -> bool {
     now.saturating_sub(t).max(0) < findtime_ns
 }
 
-/// One tracked address: its key, its neighbours in last-failure order, its failure times.
+/// One tracked address: its key, the sequence of its last queue item, its failure times.
 #[derive(Debug, Clone)]
 struct Entry {
     key: IpNetwork,
-    /// Previous (older) entry, or NIL; for a free slot, the next free slot.
-    prev: u32,
-    /// Next (more recent) entry, or NIL.
-    next: u32,
+    /// The sequence number of the queue item its last failure pushed: that item is live, any
+    /// earlier one of this slot stale.
+    seq: u32,
+    /// [`IN_USE`], or for a free slot the next free slot (NIL ends the free list).
+    free: u32,
     /// The caller's link for the last failure (the jail's evidence ring sequence), or NIL;
     /// fits in the entry's padding, so evidence costs tracked addresses no memory here.
     link: u32,
@@ -132,9 +145,13 @@ pub(crate) struct Window {
     index: Index,
     hasher: foldhash::fast::RandomState,
     slab: Vec<Entry>,
-    /// Least recently failing entry (first to expire or evict), most recent, first free slot.
-    oldest: u32,
-    newest: u32,
+    /// Slots in last-failure order, oldest at the front, with stale items among them.
+    queue: std::collections::VecDeque<Item>,
+    /// The sequence number of the next item pushed (wrapping).
+    seq: u32,
+    /// Items pushed since the queue was last swept.
+    pushed: u32,
+    /// First free slot.
     free: u32,
     /// Times are stored as nanoseconds from this instant (the first failure recorded).
     base: Option<Instant>,
@@ -152,8 +169,9 @@ impl Window {
             index: Index::default(),
             hasher: foldhash::fast::RandomState::default(),
             slab: Vec::new(),
-            oldest: NIL,
-            newest: NIL,
+            queue: std::collections::VecDeque::new(),
+            seq: 0,
+            pushed: 0,
             free: NIL,
             base: None,
             cap: cap.max(1),
@@ -200,14 +218,13 @@ impl Window {
         self.prune_ns(now);
         let maxretry = self.maxretry as usize;
         let slot = match self.find(hash, &ip) {
-            Some(slot) => {
-                self.unlink(slot);
-                slot
-            }
+            Some(slot) => slot,
             None => {
-                if self.index.len() >= self.cap && self.oldest != NIL {
-                    self.remove(self.oldest);
-                    self.evicted += 1;
+                if self.index.len() >= self.cap {
+                    if let Some(oldest) = self.oldest() {
+                        self.remove(oldest);
+                        self.evicted += 1;
+                    }
                 }
                 let slot = self.allocate(ip);
                 self.index.insert(hash, slot);
@@ -226,12 +243,14 @@ impl Window {
             times.drop_front(times.len() - maxretry);
         }
         let failures = times.len() as u32;
-        if failures as usize >= maxretry {
+        let outcome = if failures as usize >= maxretry {
             self.remove(slot);
-            (Outcome::Reached(failures), previous)
+            Outcome::Reached(failures)
         } else {
-            (Outcome::Counting(failures), previous)
-        }
+            Outcome::Counting(failures)
+        };
+        self.bound_queue();
+        (outcome, previous)
     }
 
     /// Failures of `ip` inside the window at `now` and the link of its last one, if tracked.
@@ -259,7 +278,10 @@ impl Window {
     /// True when the tracking state is too large to stay in the cache, so that lookups wait for
     /// memory and prefetching them pays.
     pub(crate) fn outgrows_cache(&self) -> bool {
-        self.slab.len() * std::mem::size_of::<Entry>() + self.index.words.len() * 8 > CACHED_BYTES
+        self.slab.len() * std::mem::size_of::<Entry>()
+            + self.index.words.len() * 8
+            + self.queue.len() * std::mem::size_of::<Item>()
+            > CACHED_BYTES
     }
 
     /// Starts loading the index word a lookup of `hash` reads first: the miss of every decision
@@ -290,20 +312,6 @@ impl Window {
         }
     }
 
-    /// Reads the entry for `hash` (cached by now: see [`Window::prefetch_entry`]) and starts
-    /// loading its neighbours on the last-failure list, which recording it rewrites when it
-    /// moves to the recent end: with failures in any order, two more misses per decision. A
-    /// hint, like the other stages.
-    pub(crate) fn prefetch_neighbours(&self, hash: u64) {
-        if let Some(entry) = self.candidate(hash) {
-            for n in [entry.prev, entry.next] {
-                if let Some(neighbour) = self.slab.get(n as usize) {
-                    prefetch((neighbour as *const Entry).cast::<u8>());
-                }
-            }
-        }
-    }
-
     /// The entry of the first index word with `hash`'s 32 bits, read without comparing keys:
     /// the key's own entry but for a collision of those bits, which only makes a hint useless.
     fn candidate(&self, hash: u64) -> Option<&Entry> {
@@ -312,37 +320,9 @@ impl Window {
             .and_then(|slot| self.slab.get(slot as usize))
     }
 
-    /// Starts loading what recording `keys` will read, so their cache misses overlap instead of
-    /// coming one per decision: the index words of up to [`AHEAD`] keys, then (once those have
-    /// had the time to arrive) the slab entries they point at. A hint that changes nothing.
-    pub(crate) fn prefetch(&self, keys: impl IntoIterator<Item = IpNetwork>) {
-        if !self.outgrows_cache() {
-            return;
-        }
-        let mut keys = keys.into_iter();
-        let mut hashes = [0u64; AHEAD];
-        loop {
-            let mut n = 0;
-            for key in keys.by_ref().take(AHEAD) {
-                hashes[n] = self.hash(&key);
-                self.prefetch_index(hashes[n]);
-                n += 1;
-            }
-            if n == 0 {
-                return;
-            }
-            for &hash in &hashes[..n] {
-                self.prefetch_entry(hash);
-            }
-            for &hash in &hashes[..n] {
-                self.prefetch_neighbours(hash);
-            }
-        }
-    }
-
     /// Drops addresses whose last failure is older than findtime.
     pub(crate) fn prune(&mut self, now: Instant) {
-        if self.oldest == NIL {
+        if self.queue.is_empty() {
             return;
         }
         let now = self.ns(now);
@@ -351,13 +331,32 @@ impl Window {
 
     /// [`Window::prune`] at `now` nanoseconds from the base.
     fn prune_ns(&mut self, now: i64) {
-        while self.oldest != NIL {
-            let times = self.slab[self.oldest as usize].times.as_slice();
+        while let Some(oldest) = self.oldest() {
+            let times = self.slab[oldest as usize].times.as_slice();
             match times.last() {
                 Some(&last) if inside(last, now, self.findtime_ns) => break,
-                _ => self.remove(self.oldest),
+                _ => self.remove(oldest),
             }
         }
+    }
+
+    /// The least recently failing entry: the first live item of the queue, once the stale
+    /// items before it are popped.
+    fn oldest(&mut self) -> Option<u32> {
+        while let Some(&item) = self.queue.front() {
+            if self.is_live(item) {
+                return Some(item.slot);
+            }
+            self.queue.pop_front();
+        }
+        None
+    }
+
+    /// True when `item` is its entry's last failure: the slot is in use and has not failed
+    /// again since (a reused slot's entry has a later sequence too).
+    fn is_live(&self, item: Item) -> bool {
+        let entry = &self.slab[item.slot as usize];
+        entry.free == IN_USE && entry.seq == item.seq
     }
 
     /// Forgets an address (it was banned by hand, say).
@@ -400,14 +399,14 @@ impl Window {
     fn allocate(&mut self, key: IpNetwork) -> u32 {
         let entry = Entry {
             key,
-            prev: NIL,
-            next: NIL,
+            seq: self.seq.wrapping_sub(1),
+            free: IN_USE,
             link: NIL,
             times: Times::EMPTY,
         };
         if self.free != NIL {
             let slot = self.free;
-            self.free = self.slab[slot as usize].prev;
+            self.free = self.slab[slot as usize].free;
             self.slab[slot as usize] = entry;
             slot
         } else {
@@ -420,41 +419,69 @@ impl Window {
         }
     }
 
-    /// Takes `slot` off the last-failure list.
-    fn unlink(&mut self, slot: u32) {
-        let Entry { prev, next, .. } = self.slab[slot as usize];
-        match prev {
-            NIL => self.oldest = next,
-            p => self.slab[p as usize].next = next,
-        }
-        match next {
-            NIL => self.newest = prev,
-            n => self.slab[n as usize].prev = prev,
-        }
-    }
-
-    /// Puts `slot` (unlinked) at the recent end of the list.
+    /// Makes `slot` the most recently failing entry: a new item at the back of the queue; its
+    /// earlier item, if any, is stale from now on.
     fn push_newest(&mut self, slot: u32) {
-        let entry = &mut self.slab[slot as usize];
-        entry.prev = self.newest;
-        entry.next = NIL;
-        match self.newest {
-            NIL => self.oldest = slot,
-            n => self.slab[n as usize].next = slot,
-        }
-        self.newest = slot;
+        let seq = self.seq;
+        self.seq = seq.wrapping_add(1);
+        self.slab[slot as usize].seq = seq;
+        self.queue.push_back(Item { slot, seq });
+        self.pushed += 1;
     }
 
-    /// Forgets the entry in `slot` and frees the slot.
+    /// Sweeps the queue when stale items outnumber the live ones more than
+    /// [`STALE_PER_LIVE`] times (or it is due, see [`SWEEP_PUSHES`]): called after each failure
+    /// recorded, so every item pushed since costs one entry read at most
+    /// `(1 + STALE_PER_LIVE) / STALE_PER_LIVE` times.
+    fn bound_queue(&mut self) {
+        if self.queue.len() > self.index.len() * (1 + STALE_PER_LIVE) + STALE_SLACK
+            || self.pushed >= SWEEP_PUSHES
+        {
+            self.sweep();
+        }
+    }
+
+    /// Drops every stale item from the queue, keeping the order of the live ones. Reading each
+    /// item's entry is a random access, so the entries a few items ahead are requested first.
+    fn sweep(&mut self) {
+        const AHEAD: usize = 16;
+        self.pushed = 0;
+        let queue = std::mem::take(&mut self.queue);
+        let mut items: Vec<Item> = queue.into();
+        let mut kept = 0;
+        for i in 0..items.len() {
+            if let Some(ahead) = items.get(i + AHEAD) {
+                if let Some(entry) = self.slab.get(ahead.slot as usize) {
+                    prefetch(entry);
+                }
+            }
+            let item = items[i];
+            if self.is_live(item) {
+                items[kept] = item;
+                kept += 1;
+            }
+        }
+        items.truncate(kept);
+        self.queue = items.into();
+    }
+
+    /// Forgets the entry in `slot` and frees the slot (its queue item goes stale).
     fn remove(&mut self, slot: u32) {
-        self.unlink(slot);
         let hash = self.hasher.hash_one(self.slab[slot as usize].key);
         self.index.remove(hash, slot);
         let entry = &mut self.slab[slot as usize];
         entry.times = Times::EMPTY;
-        entry.prev = self.free;
+        entry.free = self.free;
         self.free = slot;
     }
+}
+
+/// A place in the last-failure order: the slot that failed and the sequence number of that
+/// failure's push, stale once the slot's entry has a later one or is free.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    slot: u32,
+    seq: u32,
 }
 
 /// Asks the CPU to start loading the cache line holding `at` (a `&T` coerces).
@@ -613,7 +640,7 @@ mod tests {
 
     #[test]
     fn the_evidence_link_costs_a_tracked_address_nothing() {
-        // key (18 bytes) + prev, next, link (12) + inline times (48, 8-aligned) = 78: the link
+        // key (18 bytes) + seq, free, link (12) + inline times (48, 8-aligned) = 78: the link
         // fills what was padding in the 80-byte entry before it existed.
         assert_eq!(std::mem::size_of::<Entry>(), 80);
     }
@@ -741,6 +768,147 @@ mod tests {
         tokio::time::advance(Duration::from_secs(601)).await;
         w.prune(Instant::now());
         assert!(w.is_empty());
+    }
+
+    /// The window as it was with a doubly linked last-failure list, kept naive: addresses in
+    /// last-failure order in a `Vec`, a repeat moved to the end.
+    struct Reference {
+        order: Vec<(IpNetwork, Vec<i64>)>,
+        cap: usize,
+        maxretry: usize,
+        findtime: i64,
+        evicted: u64,
+    }
+
+    impl Reference {
+        fn prune(&mut self, now: i64) {
+            while let Some((_, times)) = self.order.first() {
+                match times.last() {
+                    Some(&last) if inside(last, now, self.findtime) => break,
+                    _ => {
+                        self.order.remove(0);
+                    }
+                }
+            }
+        }
+
+        fn record(&mut self, ip: IpNetwork, count: u32, now: i64) -> Outcome {
+            self.prune(now);
+            let mut times = match self.order.iter().position(|(k, _)| *k == ip) {
+                Some(i) => self.order.remove(i).1,
+                None => {
+                    if self.order.len() >= self.cap && !self.order.is_empty() {
+                        self.order.remove(0);
+                        self.evicted += 1;
+                    }
+                    Vec::new()
+                }
+            };
+            times.retain(|&t| inside(t, now, self.findtime));
+            for _ in 0..count.min(self.maxretry as u32) {
+                times.push(now);
+            }
+            if times.len() > self.maxretry {
+                times.drain(..times.len() - self.maxretry);
+            }
+            let n = times.len() as u32;
+            if times.len() >= self.maxretry {
+                Outcome::Reached(n)
+            } else {
+                self.order.push((ip, times));
+                Outcome::Counting(n)
+            }
+        }
+    }
+
+    /// A small deterministic generator (xorshift), so a failing seed can be replayed.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_keeps_the_order_of_the_linked_list_through_stale_items_sweeps_and_reuse() {
+        let t0 = Instant::now();
+        let mut sweeps = 0;
+        for seed in 1..=16u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let cap = [3, 17, 200, 1000][seed as usize % 4];
+            // Up to 9: past the five times an entry holds inline, they move to the heap.
+            let maxretry = 2 + (seed % 8) as u32;
+            let pool = [8, 40, 400, 3000][seed as usize / 4 % 4];
+            let mut w = Window::new(Duration::from_secs(60), maxretry, cap);
+            // Start the sequence counter just short of wrapping: reused slots and stale items
+            // must be told apart across the wrap as well.
+            w.seq = u32::MAX - 500;
+            let mut r = Reference {
+                order: Vec::new(),
+                cap,
+                maxretry: maxretry as usize,
+                findtime: 60_000_000_000,
+                evicted: 0,
+            };
+            for step in 0..6000 {
+                if next(&mut rng) % 50 == 0 {
+                    tokio::time::advance(Duration::from_secs(next(&mut rng) % 40)).await;
+                }
+                let now = Instant::now();
+                let pushed = w.pushed;
+                let ns = i64::try_from((now - t0).as_nanos()).unwrap();
+                let key = ip((next(&mut rng) % pool) as u32);
+                let op = next(&mut rng) % 20;
+                match op {
+                    0 => {
+                        // Forgotten (banned by hand): its queue item goes stale.
+                        w.forget(&key);
+                        r.order.retain(|(k, _)| *k != key);
+                    }
+                    1 => {
+                        w.prune(now);
+                        r.prune(ns);
+                    }
+                    n => {
+                        let count = if n == 2 { 3 } else { 1 };
+                        // The window counts from its first failure, the reference from t0:
+                        // only differences of times matter.
+                        let (outcome, _) = w.record(key, count, now, NIL);
+                        assert_eq!(outcome, r.record(key, count, ns), "seed {seed} step {step}");
+                    }
+                }
+                assert_eq!(w.len(), r.order.len(), "seed {seed} step {step}");
+                assert_eq!(w.evicted(), r.evicted, "seed {seed} step {step}");
+                // Bounded after every failure recorded (a forgotten address's item stays
+                // until the next one).
+                assert!(
+                    w.queue.len() <= w.len() * (1 + STALE_PER_LIVE) + STALE_SLACK
+                        || !matches!(op, 2..),
+                    "seed {seed} step {step}: {} items for {} addresses",
+                    w.queue.len(),
+                    w.len()
+                );
+                if step % 97 == 0 {
+                    for (k, times) in &r.order {
+                        assert_eq!(w.failures(k), times.len() as u32, "seed {seed} step {step}");
+                    }
+                    // The live items, front to back, are the reference's order.
+                    let live: Vec<IpNetwork> = w
+                        .queue
+                        .iter()
+                        .filter(|&&item| w.is_live(item))
+                        .map(|item| w.slab[item.slot as usize].key)
+                        .collect();
+                    let expected: Vec<IpNetwork> = r.order.iter().map(|(k, _)| *k).collect();
+                    assert_eq!(live, expected, "seed {seed} step {step}");
+                }
+                if w.pushed < pushed {
+                    sweeps += 1;
+                }
+            }
+            assert!(w.seq < 1 << 20, "seed {seed}: the counter wrapped");
+        }
+        assert!(sweeps > 0, "stale items were swept");
     }
 
     /// The `VmFlags` of the mapping holding `address`, from /proc/self/smaps.
