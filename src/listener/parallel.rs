@@ -162,11 +162,17 @@ struct Sink {
 }
 
 impl Sink {
-    /// Sends what `found` holds to the jail task; false when it is gone.
+    /// Sends what `found` holds to the jail task, in order; false when it is gone. Room is
+    /// reserved for many at once (one wait on the channel's semaphore, not one per failure).
     async fn flush(&mut self) -> bool {
-        for failure in self.found.drain(..) {
-            if self.failures.send(failure).await.is_err() {
+        let most = self.failures.max_capacity().max(1);
+        while !self.found.is_empty() {
+            let n = self.found.len().min(most);
+            let Ok(permits) = self.failures.reserve_many(n).await else {
                 return false;
+            };
+            for (permit, failure) in permits.zip(self.found.drain(..n)) {
+                permit.send(failure);
             }
         }
         true
