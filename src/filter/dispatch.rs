@@ -259,6 +259,30 @@ impl DispatchCheck {
 mod tests {
     use super::*;
 
+    /// One pattern of every kind: prefixed, gated by a literal inside, weakly prefixed, in
+    /// the set.
+    const KINDS: [&str; 6] = [
+        r"^Failed password for \S+ from (\S+)",
+        r"(?:error: )?maximum authentication attempts",
+        r"^(?:Invalid|Illegal) user \S+ from (\S+)",
+        r"\d+ failed logins from (\S+)",
+        r"\d+ ab(\S+)",
+        r"^User \S+ from (\S+) not allowed because",
+    ];
+
+    /// Patterns gated by literals inside them (optional parts, alternations, repetitions,
+    /// case-insensitive letters, small classes, a weak prefix).
+    const GATED: [&str; 8] = [
+        r"\d+ (?:Failed|Invalid) (?:user )?login from (\S+)",
+        r"(?i)\d root login",
+        r"x(?:abcd)*y(?:efgh){1,}z",
+        r"[Pp]assword mismatch for \S+",
+        r"\S+ (?:quux|frob)(?:nic)?ate",
+        r"^(?:\[\d+\] )?(?:\w+: )?rejected: \w+",
+        r"^U\w* not allowed because",
+        r"(?:a|bc)?d(?:ee)?f\d+",
+    ];
+
     /// The candidates whose regex matches: what the router ends up trying.
     fn found(d: &Dispatch, patterns: &[&str], message: &str) -> Vec<usize> {
         let mut out = Vec::new();
@@ -271,14 +295,7 @@ mod tests {
 
     #[test]
     fn every_kind_of_pattern_is_sorted_to_its_path() {
-        let patterns = [
-            r"^Failed password for \S+ from (\S+)",
-            r"(?:error: )?maximum authentication attempts",
-            r"^(?:Invalid|Illegal) user \S+ from (\S+)",
-            r"\d+ failed logins from (\S+)",
-            r"\d+ ab(\S+)",
-            r"^User \S+ from (\S+) not allowed because",
-        ];
+        let patterns = KINDS;
         let d = Dispatch::new(&patterns).unwrap();
         assert_eq!(d.by_byte[usize::from(b'F')], [0]);
         assert_eq!(d.by_byte[usize::from(b'I')], [2]);
@@ -363,16 +380,7 @@ mod tests {
     /// the dispatch finds exactly what a plain set finds.
     #[test]
     fn gated_patterns_agree_with_a_plain_set_on_every_pair_of_fragments() {
-        let patterns = [
-            r"\d+ (?:Failed|Invalid) (?:user )?login from (\S+)",
-            r"(?i)\d root login",
-            r"x(?:abcd)*y(?:efgh){1,}z",
-            r"[Pp]assword mismatch for \S+",
-            r"\S+ (?:quux|frob)(?:nic)?ate",
-            r"^(?:\[\d+\] )?(?:\w+: )?rejected: \w+",
-            r"^U\w* not allowed because",
-            r"(?:a|bc)?d(?:ee)?f\d+",
-        ];
+        let patterns = GATED;
         let fragments = [
             "",
             "1 ",
@@ -430,26 +438,7 @@ mod tests {
     /// finds what a plain set finds.
     #[test]
     fn picked_bits_agree_with_the_sorted_candidates() {
-        let sets: [&[&str]; 2] = [
-            &[
-                r"^Failed password for \S+ from (\S+)",
-                r"(?:error: )?maximum authentication attempts",
-                r"^(?:Invalid|Illegal) user \S+ from (\S+)",
-                r"\d+ failed logins from (\S+)",
-                r"\d+ ab(\S+)",
-                r"^User \S+ from (\S+) not allowed because",
-            ],
-            &[
-                r"\d+ (?:Failed|Invalid) (?:user )?login from (\S+)",
-                r"(?i)\d root login",
-                r"x(?:abcd)*y(?:efgh){1,}z",
-                r"[Pp]assword mismatch for \S+",
-                r"\S+ (?:quux|frob)(?:nic)?ate",
-                r"^(?:\[\d+\] )?(?:\w+: )?rejected: \w+",
-                r"^U\w* not allowed because",
-                r"(?:a|bc)?d(?:ee)?f\d+",
-            ],
-        ];
+        let sets: [&[&str]; 2] = [&KINDS, &GATED];
         let fragments = [
             "",
             "1 ",

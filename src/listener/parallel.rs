@@ -483,37 +483,10 @@ async fn hand_over(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::router::{JailRoute, Router};
-    use crate::filter::{Filter, JailFilter};
 
+    /// The sshd jail and a jail for every program (so nothing is passed over as unwanted).
     fn pipeline() -> Pipeline {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/filter.d/sshd.toml");
-        let source = crate::config::filter_file::read_native(&path, None).unwrap();
-        let sshd = JailRoute {
-            name: Arc::from("sshd"),
-            filter: JailFilter::Native(Arc::new(Filter::compile(&source).unwrap())),
-            programs: vec!["sshd".into()],
-            hosts: vec![],
-        };
-        let smtp = JailRoute {
-            name: Arc::from("smtp"),
-            filter: JailFilter::Native(Arc::new(
-                Filter::compile(&crate::filter::FilterSource {
-                    failregex: vec![r"AUTH failure \(\w+\): .*relay=.*\[<HOST>\]".into()],
-                    ..Default::default()
-                })
-                .unwrap(),
-            )),
-            programs: vec![],
-            hosts: vec![],
-        };
-        Pipeline::new(
-            Arc::new(Router::new(vec![sshd, smtp]).unwrap()),
-            crate::parse::Zone::Utc,
-            vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
-            8192,
-            4096,
-        )
+        super::super::unwanted::tests::pipeline(crate::parse::Zone::Utc, true)
     }
 
     /// A stream where order decides: echo lines (PAM) before and after their `Failed

@@ -22,7 +22,7 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use chrono::{TimeZone, Utc};
@@ -35,7 +35,7 @@ mod tests {
 
     /// sshd and sendmail jails, each for its program (the benchmark's shipped shape), or with
     /// `catch_all` a second jail that reads every program.
-    fn pipeline(zone: Zone, catch_all: bool) -> Pipeline {
+    pub(in crate::listener) fn pipeline(zone: Zone, catch_all: bool) -> Pipeline {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/filter.d/sshd.toml");
         let source = crate::config::filter_file::read_native(&path, None).unwrap();
         let sshd = JailRoute {
