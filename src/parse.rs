@@ -115,15 +115,8 @@ pub fn parse<'a>(text: &'a str, zone: &Zone, now: DateTime<Utc>) -> Result<Event
     if text.trim().is_empty() {
         return Err(ParseError::Empty);
     }
-    let offset = zone.offset_at(now);
-    let local_now = now.with_timezone(&offset);
-    let (year, month) = (local_now.year(), local_now.month() as i32);
-    let resolve_year = move |(m, ..): syslog_loose::IncompleteDate| match m as i32 - month {
-        d if d > 6 => year - 1,
-        d if d < -6 => year + 1,
-        _ => year,
-    };
-    let year_of = |m| resolve_year((m, 0, 0, 0, 0));
+    let (offset, year_of) = calendar(zone, now);
+    let resolve_year = move |(m, ..): syslog_loose::IncompleteDate| year_of(m);
     if let Some(event) = fast_3164(text, year_of, offset, Seconds::Whole) {
         return Ok(event);
     }
@@ -135,6 +128,36 @@ pub fn parse<'a>(text: &'a str, zone: &Zone, now: DateTime<Utc>) -> Result<Event
         return Ok(event);
     }
     parse_loose(text, resolve_year, offset)
+}
+
+/// The offset 3164 dates are read in at `now`, and the year a month belongs to (a December
+/// message received in January is last year's).
+fn calendar(zone: &Zone, now: DateTime<Utc>) -> (FixedOffset, impl Fn(u32) -> i32 + Copy) {
+    let offset = zone.offset_at(now);
+    let local_now = now.with_timezone(&offset);
+    let (year, month) = (local_now.year(), local_now.month() as i32);
+    let year_of = move |m: u32| match m as i32 - month {
+        d if d > 6 => year - 1,
+        d if d < -6 => year + 1,
+        _ => year,
+    };
+    (offset, year_of)
+}
+
+/// The program of a frame in the common RFC 3164 shape, read from the header's bytes alone
+/// (the message is neither looked at nor checked as UTF-8): when this is Some, [`parse`] of
+/// the [`decode`]d frame succeeds and names this program. None says nothing (parse to know).
+/// Lets a listener pass over a message no jail wants for the price of its header.
+pub(crate) fn program_3164<'a>(
+    frame: &'a [u8],
+    zone: &Zone,
+    now: DateTime<Utc>,
+) -> Option<&'a str> {
+    let b = frame.strip_prefix(BOM.as_bytes()).unwrap_or(frame);
+    let (offset, year_of) = calendar(zone, now);
+    let h = header_3164(b, year_of, offset, Seconds::Whole)?;
+    // The header is ASCII (header_3164 checks every byte of it).
+    std::str::from_utf8(&b[h.program]).ok()
 }
 
 /// Whether [`fast_3164`] reads `hh:mm:ss.ffffff` (rsyslog does; syslog_loose does not, so the
@@ -246,7 +269,40 @@ fn fast_3164<'a>(
     offset: FixedOffset,
     seconds: Seconds,
 ) -> Option<Event<'a>> {
-    let b = text.as_bytes();
+    let h = header_3164(text.as_bytes(), year_of, offset, seconds)?;
+    let message = text[h.colon + 1..].trim();
+    let message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
+    let (message, repeat) = split_repeat(message);
+    Some(Event {
+        timestamp: Some(h.timestamp),
+        // ASCII only (checked by header_3164), so these are character boundaries.
+        hostname: Some(&text[h.host.clone()]),
+        program: Some(&text[h.program.clone()]),
+        pid: h.pid.map(ProcId::PID),
+        message,
+        repeat,
+    })
+}
+
+/// The header [`fast_3164`] reads: where its ASCII host and tag are, the pid and the time,
+/// and where the `:` that ends it is.
+#[derive(Debug, Clone, PartialEq)]
+struct Header3164 {
+    timestamp: DateTime<FixedOffset>,
+    host: std::ops::Range<usize>,
+    program: std::ops::Range<usize>,
+    pid: Option<i32>,
+    colon: usize,
+}
+
+/// [`fast_3164`]'s header, from bytes: every byte it accepts is ASCII and none after the `:`
+/// (and the space or end that follows it) is read, so the message needs no UTF-8 check.
+fn header_3164(
+    b: &[u8],
+    year_of: impl Fn(u32) -> i32,
+    offset: FixedOffset,
+    seconds: Seconds,
+) -> Option<Header3164> {
     let mut i = 0;
     if b.first() == Some(&b'<') {
         i = after_pri(b)?;
@@ -285,10 +341,10 @@ fn fast_3164<'a>(
     }
     i += 1;
     let host_len = b[i..].iter().position(|&c| c == b' ').filter(|&n| n > 0)?;
-    let host = &text[i..i + host_len];
-    if !host
-        .bytes()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+    let host = i..i + host_len;
+    if !b[host.clone()]
+        .iter()
+        .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
     {
         return None;
     }
@@ -297,16 +353,20 @@ fn fast_3164<'a>(
         .iter()
         .position(|&c| !is_tag_byte(c))
         .filter(|&n| n > 0)?;
-    let program = &text[i..i + tag_len];
+    let program = i..i + tag_len;
     i += tag_len;
     let mut pid = None;
     if b.get(i) == Some(&b'[') {
         let close = b[i..].iter().take(12).position(|&c| c == b']')?;
-        let digits = &text[i + 1..i + close];
-        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        let digits = &b[i + 1..i + close];
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        pid = Some(ProcId::PID(digits.parse().ok()?));
+        // At most 10 digits: i64 cannot overflow, i32 says whether it fits.
+        let n = digits
+            .iter()
+            .fold(0i64, |n, &c| n * 10 + i64::from(c - b'0'));
+        pid = Some(i32::try_from(n).ok()?);
         i += close + 1;
     }
     if b.get(i) != Some(&b':') || !matches!(b.get(i + 1), None | Some(b' ')) {
@@ -316,16 +376,12 @@ fn fast_3164<'a>(
     if nanos > 0 {
         timestamp = timestamp.with_nanosecond(nanos)?;
     }
-    let message = text[i + 1..].trim();
-    let message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
-    let (message, repeat) = split_repeat(message);
-    Some(Event {
-        timestamp: Some(timestamp),
-        hostname: Some(host),
-        program: Some(program),
+    Some(Header3164 {
+        timestamp,
+        host,
+        program,
         pid,
-        message,
-        repeat,
+        colon: i,
     })
 }
 

@@ -123,22 +123,53 @@ impl Dispatch {
     /// literal somewhere in the message: worth a cheap `is_match` before any captures.
     pub(crate) fn candidates(&self, message: &str, mut candidate: impl FnMut(usize, bool)) {
         let bytes = message.as_bytes();
-        let prefixed = bytes
+        let prefixed = self.prefixed(bytes);
+        if self.inner.is_none() && self.rest.is_none() {
+            prefixed.for_each(|i| candidate(i, false));
+            return;
+        }
+        if self.prefixes.len() > Picked::BITS {
+            return self.candidates_sorted(message, candidate);
+        }
+        // Each pattern has one path, so a pattern picked is loose or not by its path alone:
+        // one bit per pattern, the lowest first, is the sorted, deduplicated list.
+        let mut picked = Picked::default();
+        prefixed.for_each(|i| picked.add(i, false));
+        if let Some((ac, owners)) = &self.inner {
+            for m in ac.find_overlapping_iter(bytes) {
+                picked.add(owners[m.pattern().as_usize()], true);
+            }
+        }
+        if let Some((set, owners)) = &self.rest {
+            if set.is_match(message) {
+                set.matches(message)
+                    .iter()
+                    .for_each(|i| picked.add(owners[i], false));
+            }
+        }
+        picked.for_each(candidate);
+    }
+
+    /// The patterns picked by the first byte of `bytes` and one of their literal prefixes.
+    fn prefixed<'a>(&'a self, bytes: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+        bytes
             .first()
             .and_then(|&b| self.by_byte.get(usize::from(b)))
             .map_or(&[][..], Vec::as_slice)
             .iter()
             .copied()
-            .filter(|&i| {
+            .filter(move |&i| {
                 self.prefixes[i]
                     .as_ref()
                     .is_some_and(|p| p.iter().any(|l| bytes.starts_with(l)))
-            });
-        if self.inner.is_none() && self.rest.is_none() {
-            prefixed.for_each(|i| candidate(i, false));
-            return;
-        }
-        let mut all: Vec<(usize, bool)> = prefixed.map(|i| (i, false)).collect();
+            })
+    }
+
+    /// [`Dispatch::candidates`] for a route of more patterns than [`Picked`] holds: the
+    /// candidates gathered in a vector, sorted and deduplicated.
+    fn candidates_sorted(&self, message: &str, mut candidate: impl FnMut(usize, bool)) {
+        let bytes = message.as_bytes();
+        let mut all: Vec<(usize, bool)> = self.prefixed(bytes).map(|i| (i, false)).collect();
         if let Some((ac, owners)) = &self.inner {
             all.extend(
                 ac.find_overlapping_iter(bytes)
@@ -154,6 +185,36 @@ impl Dispatch {
         all.sort_unstable();
         all.dedup();
         all.into_iter().for_each(|(i, loose)| candidate(i, loose));
+    }
+}
+
+/// The candidates of one message as bits (pattern `i` is bit `i`), so a route of up to
+/// [`Picked::BITS`] patterns gathers them without allocating.
+#[derive(Debug, Default, Clone, Copy)]
+struct Picked {
+    any: u128,
+    loose: u128,
+}
+
+impl Picked {
+    /// Patterns a route may have for its candidates to be gathered as bits.
+    const BITS: usize = 128;
+
+    fn add(&mut self, i: usize, loose: bool) {
+        self.any |= 1 << i;
+        if loose {
+            self.loose |= 1 << i;
+        }
+    }
+
+    /// Calls `candidate(index, loose)` for each, lowest first.
+    fn for_each(self, mut candidate: impl FnMut(usize, bool)) {
+        let mut rest = self.any;
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            candidate(i, self.loose & (1 << i) != 0);
+        }
     }
 }
 
@@ -198,6 +259,30 @@ impl DispatchCheck {
 mod tests {
     use super::*;
 
+    /// One pattern of every kind: prefixed, gated by a literal inside, weakly prefixed, in
+    /// the set.
+    const KINDS: [&str; 6] = [
+        r"^Failed password for \S+ from (\S+)",
+        r"(?:error: )?maximum authentication attempts",
+        r"^(?:Invalid|Illegal) user \S+ from (\S+)",
+        r"\d+ failed logins from (\S+)",
+        r"\d+ ab(\S+)",
+        r"^User \S+ from (\S+) not allowed because",
+    ];
+
+    /// Patterns gated by literals inside them (optional parts, alternations, repetitions,
+    /// case-insensitive letters, small classes, a weak prefix).
+    const GATED: [&str; 8] = [
+        r"\d+ (?:Failed|Invalid) (?:user )?login from (\S+)",
+        r"(?i)\d root login",
+        r"x(?:abcd)*y(?:efgh){1,}z",
+        r"[Pp]assword mismatch for \S+",
+        r"\S+ (?:quux|frob)(?:nic)?ate",
+        r"^(?:\[\d+\] )?(?:\w+: )?rejected: \w+",
+        r"^U\w* not allowed because",
+        r"(?:a|bc)?d(?:ee)?f\d+",
+    ];
+
     /// The candidates whose regex matches: what the router ends up trying.
     fn found(d: &Dispatch, patterns: &[&str], message: &str) -> Vec<usize> {
         let mut out = Vec::new();
@@ -210,14 +295,7 @@ mod tests {
 
     #[test]
     fn every_kind_of_pattern_is_sorted_to_its_path() {
-        let patterns = [
-            r"^Failed password for \S+ from (\S+)",
-            r"(?:error: )?maximum authentication attempts",
-            r"^(?:Invalid|Illegal) user \S+ from (\S+)",
-            r"\d+ failed logins from (\S+)",
-            r"\d+ ab(\S+)",
-            r"^User \S+ from (\S+) not allowed because",
-        ];
+        let patterns = KINDS;
         let d = Dispatch::new(&patterns).unwrap();
         assert_eq!(d.by_byte[usize::from(b'F')], [0]);
         assert_eq!(d.by_byte[usize::from(b'I')], [2]);
@@ -302,16 +380,7 @@ mod tests {
     /// the dispatch finds exactly what a plain set finds.
     #[test]
     fn gated_patterns_agree_with_a_plain_set_on_every_pair_of_fragments() {
-        let patterns = [
-            r"\d+ (?:Failed|Invalid) (?:user )?login from (\S+)",
-            r"(?i)\d root login",
-            r"x(?:abcd)*y(?:efgh){1,}z",
-            r"[Pp]assword mismatch for \S+",
-            r"\S+ (?:quux|frob)(?:nic)?ate",
-            r"^(?:\[\d+\] )?(?:\w+: )?rejected: \w+",
-            r"^U\w* not allowed because",
-            r"(?:a|bc)?d(?:ee)?f\d+",
-        ];
+        let patterns = GATED;
         let fragments = [
             "",
             "1 ",
@@ -361,5 +430,66 @@ mod tests {
             }
         }
         assert!(matched > 50, "the fragments make matches: {matched}");
+    }
+
+    /// Both ways of gathering candidates (bits, and the sorted vector routes of more than
+    /// 128 patterns use) agree, with each candidate's `loose` flag, on the patterns and
+    /// messages of the tests above; and a route of more patterns than the bits hold still
+    /// finds what a plain set finds.
+    #[test]
+    fn picked_bits_agree_with_the_sorted_candidates() {
+        let sets: [&[&str]; 2] = [&KINDS, &GATED];
+        let fragments = [
+            "",
+            "1 ",
+            "Failed password for ",
+            "Illegal user ",
+            "x from 192.0.2.1",
+            " not allowed because",
+            "error: maximum authentication attempts",
+            "3 failed logins from ",
+            "7 ab",
+            "Invalid ",
+            "login from ",
+            "7 ROOT LOGIN",
+            "xabcdyefghz",
+            "password mismatch for ",
+            "w frobnicate",
+            "[12] smtpd: rejected: x",
+            "User",
+            "Usr",
+            "bcdeef9",
+        ];
+        let mut offered = 0;
+        for patterns in sets {
+            let d = Dispatch::new(patterns).unwrap();
+            assert!(d.inner.is_some(), "the gated path is exercised");
+            for a in fragments {
+                for b in fragments {
+                    let message = format!("{a}{b}");
+                    let (mut bits, mut sorted) = (Vec::new(), Vec::new());
+                    d.candidates(&message, |i, loose| bits.push((i, loose)));
+                    d.candidates_sorted(&message, |i, loose| sorted.push((i, loose)));
+                    assert_eq!(bits, sorted, "{message}");
+                    offered += bits.len();
+                }
+            }
+        }
+        assert!(offered > 100, "{offered}");
+        let many: Vec<String> = (0..Picked::BITS + 5)
+            .map(|i| format!(r"\d+ (?:x )?marker{i:03}q (\S+)"))
+            .collect();
+        let d = Dispatch::new(&many).unwrap();
+        let set = RegexSet::new(&many).unwrap();
+        let patterns: Vec<&str> = many.iter().map(String::as_str).collect();
+        for message in [
+            "1 marker000q a",
+            "2 x marker130q b 3 marker007q c",
+            "marker131q",
+            "9 marker132q z",
+        ] {
+            let want: Vec<usize> = set.matches(message).iter().collect();
+            assert_eq!(found(&d, &patterns, message), want, "{message}");
+        }
     }
 }

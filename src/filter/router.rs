@@ -230,6 +230,15 @@ impl Router {
         out.len() > first || !route.fail2ban.is_empty()
     }
 
+    /// False when no jail could take an event of `program`: its route has no pattern, no
+    /// jail checked directly and no fail2ban jail, so [`Router::matches`] finds nothing,
+    /// [`Router::apply`] does nothing and [`Router::explain`] names no jail, whatever the
+    /// message says.
+    pub(crate) fn wants(&self, program: Option<&str>) -> bool {
+        let route = self.route_of(program);
+        !(route.owners.is_empty() && route.direct.is_empty() && route.fail2ban.is_empty())
+    }
+
     /// The route of a program name.
     fn route_of(&self, program: Option<&str>) -> &Route {
         program

@@ -63,79 +63,106 @@ impl FrameDecoder {
 
     /// Takes the next frame out of `buf`; `Ok(None)` means more bytes are needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FramingError> {
+        let mut at = 0;
+        let found = self.next_in(buf, &mut at);
+        let frame = match found {
+            Ok(Some(Found::Message(range))) => {
+                buf.advance(range.start);
+                let message = buf.split_to(range.len()).freeze();
+                buf.advance(at - range.end);
+                return Ok(Some(Frame::Message(message)));
+            }
+            Ok(Some(Found::Oversized)) => Ok(Some(Frame::Oversized)),
+            Ok(None) => Ok(None),
+            Err(error) => Err(error),
+        };
+        buf.advance(at);
+        if let (Ok(None), State::Counted(len)) = (&frame, self.state) {
+            buf.reserve(len.saturating_sub(buf.len()));
+        }
+        frame
+    }
+
+    /// The next frame of `buf[*at..]`, found without taking anything out of `buf`: `*at`
+    /// moves past what it used (a message and its trailer, skipped bytes), never past the
+    /// start of a frame that is not complete yet, so the caller can split off `buf[..*at]`
+    /// once for many frames. `Ok(None)` means more bytes are needed after `buf[*at..]`, which
+    /// the next call must see at the front of its buffer.
+    pub fn next_in(&mut self, buf: &[u8], at: &mut usize) -> Result<Option<Found>, FramingError> {
         loop {
+            let rest = &buf[*at..];
             match self.state {
                 State::Start => {
-                    let Some(&first) = buf.first() else {
+                    let Some(&first) = rest.first() else {
                         return Ok(None);
                     };
                     if matches!(first, b'\n' | b'\r' | b'\0') {
-                        buf.advance(1);
+                        *at += 1;
                         continue;
                     }
                     if !first.is_ascii_digit() {
                         self.state = State::Line(0);
                         continue;
                     }
-                    match read_count(buf)? {
+                    match read_count(rest)? {
                         Count::NeedMore => return Ok(None),
                         Count::Line => self.state = State::Line(0),
                         Count::Len(header, len) => {
-                            buf.advance(header);
+                            *at += header;
                             if len > self.max {
                                 self.state = State::SkipCount(len);
-                                return Ok(Some(Frame::Oversized));
+                                return Ok(Some(Found::Oversized));
                             }
                             self.state = State::Counted(len);
                         }
                     }
                 }
                 State::Counted(len) => {
-                    if buf.len() < len {
-                        buf.reserve(len - buf.len());
+                    if rest.len() < len {
                         return Ok(None);
                     }
                     self.state = State::Start;
-                    return Ok(Some(Frame::Message(buf.split_to(len).freeze())));
+                    let start = *at;
+                    *at += len;
+                    return Ok(Some(Found::Message(start..start + len)));
                 }
-                State::Line(searched) => match memchr::memchr2(b'\n', b'\0', &buf[searched..]) {
-                    Some(at) => {
-                        let end = searched + at;
+                State::Line(searched) => match memchr::memchr2(b'\n', b'\0', &rest[searched..]) {
+                    Some(found) => {
+                        let end = searched + found;
                         self.state = State::Start;
+                        let start = *at;
+                        *at += end + 1;
                         if end > self.max {
-                            buf.advance(end + 1);
-                            return Ok(Some(Frame::Oversized));
+                            return Ok(Some(Found::Oversized));
                         }
-                        let line = buf.split_to(end).freeze();
-                        buf.advance(1);
-                        return Ok(Some(Frame::Message(line)));
+                        return Ok(Some(Found::Message(start..start + end)));
                     }
-                    None if buf.len() > self.max => {
-                        buf.clear();
+                    None if rest.len() > self.max => {
+                        *at = buf.len();
                         self.state = State::SkipLine;
-                        return Ok(Some(Frame::Oversized));
+                        return Ok(Some(Found::Oversized));
                     }
                     None => {
-                        self.state = State::Line(buf.len());
+                        self.state = State::Line(rest.len());
                         return Ok(None);
                     }
                 },
                 State::SkipCount(left) => {
-                    let take = left.min(buf.len());
-                    buf.advance(take);
+                    let take = left.min(rest.len());
+                    *at += take;
                     if take < left {
                         self.state = State::SkipCount(left - take);
                         return Ok(None);
                     }
                     self.state = State::Start;
                 }
-                State::SkipLine => match memchr::memchr2(b'\n', b'\0', buf) {
-                    Some(at) => {
-                        buf.advance(at + 1);
+                State::SkipLine => match memchr::memchr2(b'\n', b'\0', rest) {
+                    Some(found) => {
+                        *at += found + 1;
                         self.state = State::Start;
                     }
                     None => {
-                        buf.clear();
+                        *at = buf.len();
                         return Ok(None);
                     }
                 },
@@ -146,14 +173,30 @@ impl FrameDecoder {
     /// At end of stream: a last line without its trailer is still a message (logger sends
     /// none); a partial counted frame is lost with the connection.
     pub fn finish(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        let range = self.finish_in(buf, 0)?;
+        buf.advance(range.start);
+        Some(Frame::Message(buf.split().freeze()))
+    }
+
+    /// [`FrameDecoder::finish`] for the bytes `buf[at..]` that [`FrameDecoder::next_in`] left:
+    /// where the last message is, if they hold one.
+    pub fn finish_in(&mut self, buf: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
         let state = std::mem::replace(&mut self.state, State::Start);
+        let left = buf.len() - at;
         match state {
-            State::Line(_) | State::Start if !buf.is_empty() && buf.len() <= self.max => {
-                Some(Frame::Message(buf.split().freeze()))
-            }
+            State::Line(_) | State::Start if left > 0 && left <= self.max => Some(at..buf.len()),
             _ => None,
         }
     }
+}
+
+/// Where [`FrameDecoder::next_in`] found a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// One message, at this range of the buffer, without its octet count or trailer.
+    Message(std::ops::Range<usize>),
+    /// A frame over the limit; its bytes are being discarded.
+    Oversized,
 }
 
 enum Count {
@@ -205,6 +248,103 @@ mod tests {
         }
         frames.extend(decoder.finish(&mut buf));
         (frames, None)
+    }
+
+    /// As [`run`], through [`FrameDecoder::next_in`] as a connection uses it: frames found in
+    /// place, the used bytes split off once per `batch` frames and at the end of each piece.
+    fn run_in_place(
+        stream: &[u8],
+        chunk: usize,
+        max: usize,
+        batch: usize,
+    ) -> (Vec<Frame>, Option<FramingError>) {
+        let mut decoder = FrameDecoder::new(max);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for piece in stream.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            let mut at = 0;
+            let mut ranges = Vec::new();
+            loop {
+                match decoder.next_in(&buf, &mut at) {
+                    Ok(Some(Found::Message(r))) => ranges.push(Some(r)),
+                    Ok(Some(Found::Oversized)) => ranges.push(None),
+                    Ok(None) => break,
+                    Err(e) => {
+                        // What came before the error is still handed over.
+                        let used = buf.split_to(at).freeze();
+                        frames.extend(ranges.drain(..).map(|r| match r {
+                            Some(r) => Frame::Message(used.slice(r)),
+                            None => Frame::Oversized,
+                        }));
+                        return (frames, Some(e));
+                    }
+                }
+                if ranges.len() == batch {
+                    let used = buf.split_to(at).freeze();
+                    frames.extend(ranges.drain(..).map(|r| match r {
+                        Some(r) => Frame::Message(used.slice(r)),
+                        None => Frame::Oversized,
+                    }));
+                    at = 0;
+                }
+            }
+            let used = buf.split_to(at).freeze();
+            frames.extend(ranges.drain(..).map(|r| match r {
+                Some(r) => Frame::Message(used.slice(r)),
+                None => Frame::Oversized,
+            }));
+        }
+        if let Some(r) = decoder.finish_in(&buf, 0) {
+            frames.push(Frame::Message(buf.split().freeze().slice(r)));
+        }
+        (frames, None)
+    }
+
+    /// Frames found in place are the frames `decode` takes out, in every framing, split at
+    /// every point, batched or not; errors come at the same frame.
+    #[test]
+    fn frames_found_in_place_are_the_frames_taken_out() {
+        let mut oversized = Vec::new();
+        oversized.extend_from_slice(b"20 <13>aaaaaaaaaaaaaaaa<13>");
+        oversized.extend_from_slice(&[b'b'; 40]);
+        oversized.extend_from_slice(b"\n<13>ok\n6 <13>ok\n\n\0<13>last");
+        let streams: [&[u8]; 5] = [
+            b"<13>one\n5 <13>2<13>three\r\n\n11 <13>fourxxx<13>five\0<13>six",
+            &oversized,
+            b"3 abc0 <13>x",
+            b"\n\n12 <13>counted\n<13>tail",
+            b"",
+        ];
+        for stream in streams {
+            for chunk in 1..=stream.len().max(1) {
+                let want = run(stream, chunk, 10);
+                for batch in [1, 2, 256] {
+                    assert_eq!(
+                        run_in_place(stream, chunk, 10, batch),
+                        want,
+                        "{:?} in chunks of {chunk}, batches of {batch}",
+                        String::from_utf8_lossy(stream)
+                    );
+                }
+            }
+        }
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/syslog");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "bin") {
+                continue;
+            }
+            let stream = std::fs::read(&path).unwrap();
+            for chunk in [1, 7, 100, 4096] {
+                assert_eq!(
+                    run_in_place(&stream, chunk, 65536, 3),
+                    run(&stream, chunk, 65536),
+                    "{path:?}"
+                );
+            }
+        }
     }
 
     fn messages(frames: &[Frame]) -> Vec<&[u8]> {

@@ -10,6 +10,7 @@ pub(crate) mod tcp;
 pub(crate) mod tls;
 pub(crate) mod udp;
 pub(crate) mod unix;
+mod unwanted;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -155,6 +156,9 @@ impl Pipeline {
         origin: Origin<'_>,
         out: &mut Vec<Failure>,
     ) {
+        if self.unwanted(frame, receipt) {
+            return;
+        }
         let text = parse::decode(frame);
         let mut filled = String::new();
         let Some(event) = self.event(&text, receipt, origin, &mut filled) else {
@@ -170,6 +174,19 @@ impl Pipeline {
     /// event the failures keep, already owned (allocated here, off the ordered path). Counts
     /// an unparseable frame.
     pub(crate) fn matches(
+        &self,
+        frame: &[u8],
+        receipt: Receipt,
+        origin: Origin<'_>,
+    ) -> Option<Prepared> {
+        if self.unwanted(frame, receipt) {
+            return None;
+        }
+        self.matches_fully(frame, receipt, origin)
+    }
+
+    /// [`Pipeline::matches`] without the [`Pipeline::unwanted`] shortcut.
+    fn matches_fully(
         &self,
         frame: &[u8],
         receipt: Receipt,

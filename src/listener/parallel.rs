@@ -15,6 +15,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -24,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{Frame, FrameDecoder};
+use super::framing::{Found, FrameDecoder};
 use super::{Origin, Pipeline, Prepared, Receipt, SharedPipeline};
 use crate::evidence::tail;
 use crate::jail::Failure;
@@ -42,7 +43,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// One batch for a worker.
 struct Job {
     pipeline: Arc<Pipeline>,
-    frames: Vec<Bytes>,
+    frames: Frames,
     receipt: Receipt,
     peer: IpAddr,
     done: oneshot::Sender<Matches>,
@@ -161,11 +162,17 @@ struct Sink {
 }
 
 impl Sink {
-    /// Sends what `found` holds to the jail task; false when it is gone.
+    /// Sends what `found` holds to the jail task, in order; false when it is gone. Room is
+    /// reserved for many at once (one wait on the channel's semaphore, not one per failure).
     async fn flush(&mut self) -> bool {
-        for failure in self.found.drain(..) {
-            if self.failures.send(failure).await.is_err() {
+        let most = self.failures.max_capacity().max(1);
+        while !self.found.is_empty() {
+            let n = self.found.len().min(most);
+            let Ok(permits) = self.failures.reserve_many(n).await else {
                 return false;
+            };
+            for (permit, failure) in permits.zip(self.found.drain(..n)) {
+                permit.send(failure);
             }
         }
         true
@@ -202,10 +209,25 @@ impl Sink {
     }
 }
 
-/// A batch being filled from one read.
+/// A batch being filled from one read: where its frames are in the read buffer.
 struct Filling {
-    frames: Vec<Bytes>,
+    frames: Vec<Range<usize>>,
     messages: u64,
+}
+
+/// The frames of a batch: the bytes they were read in, split off the read buffer once for
+/// the batch (one reference count taken and dropped per batch, not per frame, and no count
+/// shared between the reader's and a worker's core per frame), and where each one is.
+struct Frames {
+    chunk: Bytes,
+    at: Vec<Range<usize>>,
+}
+
+impl Frames {
+    /// Each frame's bytes, in stream order.
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.at.iter().map(|r| &self.chunk[r.clone()])
+    }
 }
 
 impl Filling {
@@ -308,43 +330,57 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
         let at_end = n == 0;
         let mut filling = Filling::new();
         let mut failed = None;
+        // Frames are found in place; the bytes they used are split off once per batch.
+        let mut at = 0;
         loop {
-            let frame = if at_end {
-                decoder.finish(&mut buf)
-            } else {
-                match decoder.decode(&mut buf) {
-                    Ok(frame) => frame,
-                    Err(error) => {
-                        failed = Some(error);
-                        None
-                    }
+            let found = match decoder.next_in(&buf, &mut at) {
+                Ok(found) => found,
+                Err(error) => {
+                    failed = Some(error);
+                    None
                 }
             };
-            match frame {
+            match found {
                 None => break,
-                Some(Frame::Oversized) => {
+                Some(Found::Oversized) => {
                     filling.messages += 1;
                     pipeline.drop_too_large();
                 }
-                Some(Frame::Message(bytes)) => {
+                Some(Found::Message(range)) => {
                     filling.messages += 1;
-                    filling.frames.push(bytes);
+                    filling.frames.push(range);
                     if filling.frames.len() == BATCH {
                         let full = std::mem::replace(&mut filling, Filling::new());
-                        if !hand_over(full, &pipeline, receipt, &pool, &mut in_flight, &mut sink)
-                            .await
+                        let chunk = buf.split_to(at).freeze();
+                        at = 0;
+                        if !hand_over(
+                            full,
+                            chunk,
+                            &pipeline,
+                            receipt,
+                            &pool,
+                            &mut in_flight,
+                            &mut sink,
+                        )
+                        .await
                         {
                             return;
                         }
                     }
                 }
             }
-            if at_end {
-                break;
-            }
         }
+        if at_end && failed.is_none() {
+            if let Some(range) = decoder.finish_in(&buf, at) {
+                filling.messages += 1;
+                filling.frames.push(range);
+            }
+            at = buf.len();
+        }
+        let chunk = buf.split_to(at).freeze();
         if !hand_over(
             filling,
+            chunk,
             &pipeline,
             receipt,
             &pool,
@@ -393,6 +429,7 @@ async fn front_done(in_flight: &mut VecDeque<Pending>) -> Option<Matches> {
 /// false when the jail task or the pool is gone.
 async fn hand_over(
     filling: Filling,
+    chunk: Bytes,
     pipeline: &Arc<Pipeline>,
     receipt: Receipt,
     pool: &Pool,
@@ -402,10 +439,14 @@ async fn hand_over(
     if filling.messages == 0 {
         return true;
     }
+    let frames = Frames {
+        chunk,
+        at: filling.frames,
+    };
     if tail::watching() || pool.saturated() {
         drain(in_flight, sink).await;
         let origin = Origin::Peer(sink.peer.ip());
-        for frame in &filling.frames {
+        for frame in frames.iter() {
             pipeline.process(frame, receipt, origin, &mut sink.found);
         }
         sink.received.increment(filling.messages);
@@ -416,7 +457,7 @@ async fn hand_over(
             return false;
         }
     }
-    if filling.frames.is_empty() {
+    if frames.at.is_empty() {
         // Only oversized frames: nothing to match, counted in order.
         drain(in_flight, sink).await;
         sink.received.increment(filling.messages);
@@ -425,7 +466,7 @@ async fn hand_over(
     let (done, result) = oneshot::channel();
     let job = Job {
         pipeline: pipeline.clone(),
-        frames: filling.frames,
+        frames,
         receipt,
         peer: sink.peer.ip(),
         done,
@@ -442,37 +483,10 @@ async fn hand_over(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::router::{JailRoute, Router};
-    use crate::filter::{Filter, JailFilter};
 
+    /// The sshd jail and a jail for every program (so nothing is passed over as unwanted).
     fn pipeline() -> Pipeline {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/filter.d/sshd.toml");
-        let source = crate::config::filter_file::read_native(&path, None).unwrap();
-        let sshd = JailRoute {
-            name: Arc::from("sshd"),
-            filter: JailFilter::Native(Arc::new(Filter::compile(&source).unwrap())),
-            programs: vec!["sshd".into()],
-            hosts: vec![],
-        };
-        let smtp = JailRoute {
-            name: Arc::from("smtp"),
-            filter: JailFilter::Native(Arc::new(
-                Filter::compile(&crate::filter::FilterSource {
-                    failregex: vec![r"AUTH failure \(\w+\): .*relay=.*\[<HOST>\]".into()],
-                    ..Default::default()
-                })
-                .unwrap(),
-            )),
-            programs: vec![],
-            hosts: vec![],
-        };
-        Pipeline::new(
-            Arc::new(Router::new(vec![sshd, smtp]).unwrap()),
-            crate::parse::Zone::Utc,
-            vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
-            8192,
-            4096,
-        )
+        super::super::unwanted::tests::pipeline(crate::parse::Zone::Utc, true)
     }
 
     /// A stream where order decides: echo lines (PAM) before and after their `Failed
