@@ -281,13 +281,10 @@ impl CommitPath {
                 Some(Box::new(encoder)),
             )
         });
-        tokio::spawn(run(
-            Arc::new(config.clone()),
-            client,
-            db_path.to_path_buf(),
-            wake,
-            shutdown,
-        ));
+        let (config, db_path) = (Arc::new(config.clone()), db_path.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            run_on_own_thread(config, client, db_path, wake, shutdown)
+        });
         Ok(CommitPath { ops, writer })
     }
 
@@ -524,6 +521,31 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[3])
 return 1
 ";
+
+/// [`run`] on the calling thread, in a runtime of its own (call it from a thread of its own,
+/// e.g. `spawn_blocking`). The publisher's cycle is several waits (the outbox read, the Redis
+/// round trip, the trim); on the daemon's shared runtime each of them queues behind every task
+/// made ready meanwhile (listeners and jails at an attack's peak, the follower on a `both`
+/// node), which stretched the time from commit to stream several-fold exactly when bans come
+/// fast. On its own thread the publisher is woken by the kernel like the state writer is.
+pub fn run_on_own_thread(
+    config: Arc<FleetConfig>,
+    client: redis::Client,
+    db_path: PathBuf,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(config, client, db_path, wake, shutdown)),
+        Err(error) => {
+            // Only when the kernel refuses an epoll or event descriptor: bans stay in the outbox.
+            tracing::error!(%error, "fleet: cannot start the publisher's runtime; bans are not published");
+        }
+    }
+}
 
 /// The publisher: connects, drains the outbox in order, writes heartbeats and prunes expired
 /// bans from the active set, until `shutdown`.
