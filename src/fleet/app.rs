@@ -244,6 +244,7 @@ pub(crate) fn add_fleet_bans(
     };
     bans.extend(
         held.values()
+            .map(|h| &h.event)
             .filter(|e| jail.is_none_or(|j| j == e.jail))
             .map(|e| BanEntry {
                 jail: e.jail.clone(),

@@ -87,14 +87,16 @@ impl Names {
 /// A ban the agent holds.
 #[derive(Debug, Clone)]
 pub struct Held {
-    /// The event it came from (shared with the control socket's view and the store's queue).
+    /// The event it came from.
     pub event: Arc<FleetEvent>,
     /// When the agent lifts it.
     pub expires: Option<Instant>,
 }
 
-/// The bans this agent holds, shared with the control socket for `banned`.
-pub type HeldBans = Arc<Mutex<FastMap<BanKey, Arc<FleetEvent>>>>;
+/// The bans this agent holds: the follower's own map, which the control socket reads for
+/// `banned` (one map and one insert per ban, not a copy beside it; the follower takes the
+/// lock, uncontended but for a `banned` call, once per change).
+pub type HeldBans = Arc<Mutex<FastMap<BanKey, Held>>>;
 
 /// What a local jail lends the fleet: its actions and its allowlist.
 #[derive(Debug, Clone)]
@@ -353,8 +355,7 @@ pub struct Follower {
     pending: FastMap<Arc<str>, Vec<ActionCommand>>,
     /// Jail names interned.
     names: Names,
-    held: FastMap<BanKey, Held>,
-    shared: HeldBans,
+    held: HeldBans,
     deadlines: BTreeSet<(Instant, Arc<str>, IpNetwork)>,
     storm: FastMap<Arc<str>, Storm>,
     /// Origins tracked one by one (at most [`MAX_ORIGINS`], then [`OTHER_ORIGINS`]), with
@@ -411,8 +412,7 @@ impl Follower {
             runners: FastMap::default(),
             pending: FastMap::default(),
             names: Names::default(),
-            held: FastMap::default(),
-            shared,
+            held: shared,
             deadlines: BTreeSet::new(),
             storm: FastMap::default(),
             origins: FastMap::default(),
@@ -453,6 +453,14 @@ impl Follower {
         }
         follower.flush().await;
         follower
+    }
+
+    /// The held bans, locked (a panic elsewhere while holding it leaves the map whole: every
+    /// change is one insert or remove).
+    fn held(&self) -> std::sync::MutexGuard<'_, FastMap<BanKey, Held>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// True (counted and logged) when the ban would cover this node's allowlist for its jail
@@ -537,16 +545,15 @@ impl Follower {
         self.journal.hold(&event, packed);
         let event = Arc::new(event);
         let expires = remaining(&event, clock.unix_ms).map(|left| clock.now + left);
-        if let Some(old) = self.held.get(&key).and_then(|h| h.expires) {
-            self.deadlines.remove(&(old, key.0.clone(), key.1));
-        }
         if let Some(at) = expires {
             self.deadlines.insert((at, key.0.clone(), key.1));
         }
-        if let Ok(mut shared) = self.shared.lock() {
-            shared.insert(key.clone(), event.clone());
+        let old = self.held().insert(key.clone(), Held { event, expires });
+        if let Some(old) = old.and_then(|h| h.expires) {
+            if Some(old) != expires {
+                self.deadlines.remove(&(old, key.0, key.1));
+            }
         }
-        self.held.insert(key, Held { event, expires });
     }
 
     /// Queues a command for the jail's runner; [`Follower::dispatch`] hands it over.
@@ -583,14 +590,11 @@ impl Follower {
     /// Lifts a held ban; true if it was held.
     fn lift(&mut self, jail: &str, target: IpNetwork) -> bool {
         let key = (self.names.get(jail), target);
-        let Some(held) = self.held.remove(&key) else {
+        let Some(held) = self.held().remove(&key) else {
             return false;
         };
         if let Some(at) = held.expires {
             self.deadlines.remove(&(at, key.0.clone(), target));
-        }
-        if let Ok(mut shared) = self.shared.lock() {
-            shared.remove(&key);
         }
         self.send(&key.0, ActionCommand::Unban(target));
         self.journal.lift(&key.0, target);
@@ -682,8 +686,9 @@ impl Follower {
                 // An unban names the ban it lifts: a newer ban of the same target (decided by
                 // another sink, or again after the unban was decided) stays.
                 let key = (self.names.get(&event.jail), event.target);
-                if let (Some(lifts), Some(held)) = (event.lifts, self.held.get(&key)) {
-                    if held.event.banned_at > lifts {
+                let held_at = self.held().get(&key).map(|h| h.event.banned_at);
+                if let (Some(lifts), Some(held_at)) = (event.lifts, held_at) {
+                    if held_at > lifts {
                         tracing::info!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: unban of an older ban; the newer one stays");
                         return;
                     }
@@ -698,15 +703,18 @@ impl Follower {
                 // Before anything else, even a ban already held (restored, or held before the
                 // allowlist changed): no fleet ban ever covers this node's own allowlist.
                 if self.allowlisted(&event) {
-                    if self.held.contains_key(&key) {
+                    if self.held().contains_key(&key) {
                         self.lift(&event.jail, event.target);
                     }
                     return;
                 }
-                let held = self
-                    .held
-                    .get(&key)
-                    .map(|h| (h.event.banned_at, h.event.expires_at));
+                let (held, count) = {
+                    let map = self.held();
+                    let held = map
+                        .get(&key)
+                        .map(|h| (h.event.banned_at, h.event.expires_at));
+                    (held, map.len())
+                };
                 if held == Some((event.banned_at, event.expires_at)) {
                     return;
                 }
@@ -716,7 +724,7 @@ impl Follower {
                     return;
                 }
                 let origin = self.origin_label(&event.origin);
-                if held.is_none() && self.held.len() >= MAX_HELD {
+                if held.is_none() && count >= MAX_HELD {
                     origin.withheld.increment(1);
                     return;
                 }
@@ -767,13 +775,17 @@ impl Follower {
         let cursor = (!self.stats.last_id.is_empty()).then(|| self.stats.last_id.clone());
         let mut changes = std::mem::take(&mut self.journal);
         // A journal grown past twice the bans held is rewritten as those bans.
-        let rewrite = self.journal_rows + changes.entries > 2 * self.held.len() + COMPACT_SLACK;
-        if rewrite {
-            changes = Journal::default();
-            for h in self.held.values() {
-                changes.hold(&h.event, None);
+        let rewrite = {
+            let held = self.held();
+            let rewrite = self.journal_rows + changes.entries > 2 * held.len() + COMPACT_SLACK;
+            if rewrite {
+                changes = Journal::default();
+                for h in held.values() {
+                    changes.hold(&h.event, None);
+                }
             }
-        }
+            rewrite
+        };
         let rows = changes.entries;
         if let Some(store) = self.store.clone() {
             let id = cursor.clone();
@@ -895,7 +907,7 @@ impl Follower {
         }
         // Bans are lifted as stale only against a whole snapshot.
         let stale: Vec<BanKey> = if complete {
-            self.held
+            self.held()
                 .keys()
                 .filter(|k| !wanted.contains_key(*k))
                 .cloned()
@@ -907,20 +919,20 @@ impl Follower {
             );
             Vec::new()
         };
-        let (lifted, before) = (stale.len(), self.held.len());
+        let (lifted, before) = (stale.len(), self.held().len());
         for (jail, target) in stale {
             self.lift(&jail, target);
         }
         let mut added = 0;
         for (_, event) in wanted {
-            let was = self.held.len();
+            let was = self.held().len();
             self.apply(event, false, None).await;
-            added += self.held.len().saturating_sub(was);
+            added += self.held().len().saturating_sub(was);
         }
         // The snapshot stands for everything up to `head`.
         self.stats.last_id = head.clone();
         self.flush().await;
-        tracing::info!(held = self.held.len(), before, added, lifted, from = %head, "fleet: reconciled with the active set");
+        tracing::info!(held = self.held().len(), before, added, lifted, from = %head, "fleet: reconciled with the active set");
         Ok(head)
     }
 
@@ -1187,7 +1199,7 @@ pub async fn run(
         };
         let mut position = match resumed {
             Some(from) => {
-                tracing::info!(%from, held = follower.held.len(), "fleet: resuming from the last applied event");
+                tracing::info!(%from, held = follower.held().len(), "fleet: resuming from the last applied event");
                 from
             }
             None => match follower.reconcile(&mut other).await {
@@ -1507,7 +1519,7 @@ mod tests {
         assert_eq!(got, want);
         // A restart re-holds the nine from the journal.
         let follower = start(path).await;
-        assert_eq!(follower.held.len(), 9);
+        assert_eq!(follower.held().len(), 9);
     }
 
     #[test]
