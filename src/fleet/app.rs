@@ -99,13 +99,15 @@ impl Fleet {
     ) -> Running {
         let tasks = TaskTracker::new();
         if self.config.role.publishes() {
-            tasks.spawn(publish::run(
-                self.config.clone(),
-                self.client.clone(),
+            let (config, client) = (self.config.clone(), self.client.clone());
+            let (path, wake, shutdown) = (
                 state_path.to_path_buf(),
                 self.wake.clone(),
                 shutdown.clone(),
-            ));
+            );
+            tasks.spawn_blocking(move || {
+                publish::run_on_own_thread(config, client, path, wake, shutdown)
+            });
         }
         if let Some(failures) = shared {
             tasks.spawn(windows::run(
@@ -242,6 +244,7 @@ pub(crate) fn add_fleet_bans(
     };
     bans.extend(
         held.values()
+            .map(|h| &h.event)
             .filter(|e| jail.is_none_or(|j| j == e.jail))
             .map(|e| BanEntry {
                 jail: e.jail.clone(),

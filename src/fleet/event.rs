@@ -173,6 +173,16 @@ pub fn parse_target(text: &str) -> Result<IpNetwork, Malformed> {
     Ok(net)
 }
 
+/// The packed text of a version 2 entry (`v=2`, field `e`), the text
+/// [`FleetEvent::from_entry`] reads the event from; None for other versions.
+pub fn packed_text<'a>(pairs: &[(&'a str, &'a str)]) -> Option<&'a str> {
+    let field = |name: &str| pairs.iter().rev().find(|(k, _)| *k == name).map(|p| p.1);
+    match field("v") {
+        Some(PACKED_VERSION) => field("e"),
+        _ => None,
+    }
+}
+
 impl FleetEvent {
     /// The active-set member naming this ban: `jail|target`.
     pub fn member(&self) -> String {
@@ -462,6 +472,19 @@ fn short(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_text_is_the_field_from_entry_reads() {
+        let e = "ban sshd 192.0.2.1/32 1 2 1 5 22 tcp n  ";
+        assert_eq!(packed_text(&[("v", "2"), ("e", e)]), Some(e));
+        assert_eq!(packed_text(&[("e", "x"), ("v", "2"), ("e", e)]), Some(e));
+        assert_eq!(packed_text(&[("v", "3"), ("e", e)]), None);
+        assert_eq!(packed_text(&[("op", "ban"), ("e", e)]), None);
+        assert_eq!(
+            FleetEvent::from_entry(&[("v", "2"), ("e", e)]),
+            FleetEvent::from_packed(e)
+        );
+    }
 
     /// `from_packed` as it split before (str::split), the reference for the memchr split.
     fn split_reference(text: &str) -> Result<FleetEvent, Malformed> {
