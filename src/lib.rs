@@ -51,5 +51,7 @@ pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod parse;
+/// PEM certificate files, for the TLS listener and the fleet's Redis CA.
+pub mod pem;
 pub mod regex_tool;
 pub mod state;

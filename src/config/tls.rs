@@ -52,15 +52,15 @@ pub struct TlsFileError {
 /// What is wrong with a TLS file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsProblem {
-    /// It cannot be read.
+    /// It cannot be read, is not PEM, or holds no certificate.
+    #[error(transparent)]
+    Certificates(#[from] crate::pem::PemError),
+    /// A key file that cannot be read.
     #[error("{0}")]
     Read(std::io::Error),
-    /// A PEM section that does not decode.
+    /// A key file whose PEM does not decode.
     #[error("not PEM: {0}")]
     Pem(rustls_pki_types::pem::Error),
-    /// No `CERTIFICATE` section.
-    #[error("holds no PEM certificate")]
-    NoCertificate,
     /// The key does not belong to the certificate.
     #[error("does not match the certificate in {}", .0.display())]
     KeyMismatch(PathBuf),
@@ -84,14 +84,7 @@ fn certificates(
     key: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
-    let bytes = std::fs::read(path).map_err(|e| fail(key, path, TlsProblem::Read(e)))?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(key, path, TlsProblem::Pem(e)))?;
-    if certs.is_empty() {
-        return Err(fail(key, path, TlsProblem::NoCertificate));
-    }
-    Ok(certs)
+    crate::pem::certificates(path).map_err(|e| fail(key, path, e.into()))
 }
 
 /// The ring provider, named rather than taken from the process default, so nothing depends on

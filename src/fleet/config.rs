@@ -259,11 +259,10 @@ pub fn compile(
         if !redis.starts_with("rediss://") {
             error("tls_ca_file", "only used with a rediss:// URL (TLS)".into());
             ok = false;
-        } else if let Err(e) = std::fs::metadata(path) {
-            error(
-                "tls_ca_file",
-                format!("cannot read {}: {e}", path.display()),
-            );
+        } else if let Err(e) = crate::pem::certificates(path) {
+            // Read whole now, so a CA that trusts nothing is a config error, not a refused
+            // handshake at every reconnect.
+            error("tls_ca_file", format!("{}: {e}", path.display()));
             ok = false;
         }
     }
@@ -369,6 +368,23 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.redis_shown(), "redis://sink:***@10.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_a_config_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").unwrap();
+        let errors = compiled(RawFleet {
+            redis: Some("rediss://127.0.0.1:6380/0".into()),
+            role: Some("agent".into()),
+            tls_ca_file: Some(ca.display().to_string()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(errors[0].0, "fleet.tls_ca_file", "{errors:?}");
+        assert!(errors[0].1.contains("ca.pem"), "{errors:?}");
+        assert!(errors[0].1.contains("no PEM certificate"), "{errors:?}");
     }
 
     #[test]

@@ -407,15 +407,13 @@ pub fn tls_config(config: &FleetConfig) -> RedisResult<Option<Arc<rustls::Client
     let mut roots = rustls::RootCertStore::empty();
     match &config.tls_ca_file {
         Some(path) => {
-            use rustls_pki_types::pem::PemObject as _;
-            let pem = std::fs::read(path)?;
-            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| {
-                    io::Error::other(format!("Unable to parse root certificate PEM: {e}"))
-                })?;
+            let shown = || format!("fleet.tls_ca_file {}", path.display());
+            let certs = crate::pem::certificates(path)
+                .map_err(|e| io::Error::other(format!("{}: {e}", shown())))?;
+            for cert in certs {
                 roots
                     .add(cert)
-                    .map_err(|_| io::Error::other("Unable to parse TLS trust anchors"))?;
+                    .map_err(|e| io::Error::other(format!("{}: {e}", shown())))?;
             }
         }
         None => {
