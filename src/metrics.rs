@@ -72,7 +72,9 @@ pub(crate) enum DropReason {
     TooLarge,
     /// The frame held nothing a syslog parser could use.
     Unparseable,
-    /// The failure queue to the jails was full (UDP only; TCP waits instead).
+    /// A failure the jails' queue did not take. UDP now waits for room as TCP does, so this
+    /// counts only failures lost because the queue was gone (the jail task stopped); the label
+    /// keeps SPEC.md's name.
     QueueFull,
     /// A TCP connection was refused because `max_tcp_connections` were open.
     ConnectionLimit,

@@ -956,8 +956,8 @@ fn fleet_two_sinks_three_agents_ban_once_and_drop_everywhere() {
 #[test]
 fn fleet_example_configs_compile_and_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, "not read by `check`").unwrap();
+    // `check` reads the CA file whole: a real certificate, then one holding none.
+    let ca = make_ca(dir.path(), "example", false);
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet");
     for name in ["sink.toml", "agent.toml"] {
         let text = std::fs::read_to_string(examples.join(name))
@@ -970,6 +970,18 @@ fn fleet_example_configs_compile_and_errors_name_the_key() {
         let (code, stderr) = run_on(&text, &["check"]);
         assert_eq!(code, Some(0), "{name}: {stderr}");
     }
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").unwrap();
+    let agent = std::fs::read_to_string(examples.join("agent.toml"))
+        .unwrap()
+        .replace("/etc/jailsink/redis-ca.pem", empty.to_str().unwrap());
+    let (code, stderr) = run_on(&agent, &["check"]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("CONFIG: fleet.tls_ca_file:")
+            && stderr.contains("empty.pem: holds no PEM certificate"),
+        "{stderr}"
+    );
     let bad = "[server]\nudp = []\ntcp = []\n[fleet]\nrole = \"leader\"\nredis = \"http://x\"\n";
     let (code, stderr) = run_on(bad, &["check"]);
     assert_eq!(code, Some(78), "{stderr}");

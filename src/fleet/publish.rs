@@ -430,7 +430,10 @@ async fn publish(
             }
         })
         .collect();
-    let lift = redis::Script::new(LIFT);
+    // Hashed once per process, not per batch.
+    static LIFT_SCRIPT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(LIFT));
+    let lift = &*LIFT_SCRIPT;
     let mut pipe = redis::pipe();
     pipe.atomic();
     let mut ops = Vec::with_capacity(events.len());

@@ -150,7 +150,7 @@ async fn receive<S: Datagrams>(
     shutdown: CancellationToken,
 ) {
     let received = messages_received(S::TRANSPORT);
-    let queue_full = messages_dropped(DropReason::QueueFull);
+    let queue_gone = messages_dropped(DropReason::QueueFull);
     let mut batch = Batch::new();
     let mut found = Vec::new();
     loop {
@@ -199,7 +199,7 @@ async fn receive<S: Datagrams>(
                     _ = shutdown.cancelled() => return,
                 };
                 if sent.is_err() {
-                    queue_full.increment(1);
+                    queue_gone.increment(1);
                 }
             }
         }
