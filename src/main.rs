@@ -607,15 +607,23 @@ fn run_daemon(config: config::Config, options: app::RunOptions) -> anyhow::Resul
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(watch_signals(shutdown.clone(), reload_tx));
         app::run(config, options, shutdown, reload_rx)
             .await
             .map_err(anyhow::Error::from)
-    })
+    });
+    // app::run has waited for every task within its grace; a thread still running after it
+    // (a blocking task that missed the stop) must not keep the process alive, as dropping
+    // the runtime would, waiting for it without end.
+    runtime.shutdown_timeout(RUNTIME_STOP_GRACE);
+    result
 }
+
+/// How long the runtime waits for stragglers after the daemon has stopped.
+const RUNTIME_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads it.
 async fn watch_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {

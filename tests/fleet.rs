@@ -1682,3 +1682,27 @@ fn fleet_shared_windows_forgive_a_success_on_any_sink() {
     fail(&[], &sinks[0], "sshd", ip, 1);
     wait_holds(&sinks[0], ip, true, "the third failure after the success");
 }
+
+/// A sink whose outbox cannot be read (its table dropped under it) still stops on SIGTERM: the
+/// publisher runs on a thread of its own, which the runtime waits for, so its retry wait must
+/// end on shutdown (it did not, and the process hung after the grace period).
+#[test]
+fn fleet_sink_stops_while_its_outbox_cannot_be_read() {
+    let redis = Redis::start("", &[]);
+    let sink = Daemon::start(&sink_config(&redis.url(), "sink-o1", "", &jails(3, 22)));
+    sink.wait_metric("jailsink_fleet_connected{component=\"publisher\"}", 1.0);
+    let db = sink.config.parent().unwrap().join("state.db");
+    let errors = sink.metric("jailsink_state_errors_total").unwrap_or(0.0);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    conn.execute_batch("DROP TABLE fleet_outbox").unwrap();
+    // The publisher reads the outbox at least once a second; each failed read is counted.
+    let ok = wait_for(WAIT, || {
+        sink.metric("jailsink_state_errors_total").unwrap_or(0.0) > errors
+    });
+    assert!(ok, "the outbox read never failed");
+    // `stop` fails the test unless the daemon exits within its deadline after SIGTERM.
+    let status = sink.stop();
+    assert!(status.success(), "{status:?}");
+}

@@ -623,7 +623,13 @@ pub async fn run(
                 }
             }
             let Some(rows) = blocking(&table, |t| t.oldest(BATCH)).await else {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // The outbox could not be read (counted); try again in a second, unless the
+                // daemon stops: this task runs on a thread of its own, which the runtime waits
+                // for, so every wait here must end on shutdown.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
                 continue;
             };
             if let Some(&(last, _)) = rows.last() {

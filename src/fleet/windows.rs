@@ -100,15 +100,21 @@ for i = 0, #KEYS / 4 - 1 do
         local decided_of = string.sub(decided, 1, #decided - #target)
         local win_of = string.sub(win, 1, #win - #target)
         for _, m in ipairs(redis.call('ZRANGE', spray, 0, -1)) do
-          local set
-          if hold > 0 then
-            set = redis.call('SET', decided_of .. m, now, 'NX', 'PX', hold)
-          else
-            set = redis.call('SET', decided_of .. m, now, 'NX')
-          end
-          if set then
-            redis.call('DEL', win_of .. m)
+          if not string.find(m, '/', 1, true) then
+            -- A bare address, added by a sink before targets were members (rolling
+            -- upgrade): its window's key is not known here, so it is returned undecided.
             sprayed[#sprayed + 1] = m
+          else
+            local set
+            if hold > 0 then
+              set = redis.call('SET', decided_of .. m, now, 'NX', 'PX', hold)
+            else
+              set = redis.call('SET', decided_of .. m, now, 'NX')
+            end
+            if set then
+              redis.call('DEL', win_of .. m)
+              sprayed[#sprayed + 1] = m
+            end
           end
         end
         redis.call('DEL', spray)
