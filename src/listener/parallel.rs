@@ -332,6 +332,18 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
         let mut failed = None;
         // Frames are found in place; the bytes they used are split off once per batch.
         let mut at = 0;
+        let mut send = async |filling: Filling, chunk: Bytes| {
+            hand_over(
+                filling,
+                chunk,
+                &pipeline,
+                receipt,
+                &pool,
+                &mut in_flight,
+                &mut sink,
+            )
+            .await
+        };
         loop {
             let found = match decoder.next_in(&buf, &mut at) {
                 Ok(found) => found,
@@ -353,17 +365,7 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
                         let full = std::mem::replace(&mut filling, Filling::new());
                         let chunk = buf.split_to(at).freeze();
                         at = 0;
-                        if !hand_over(
-                            full,
-                            chunk,
-                            &pipeline,
-                            receipt,
-                            &pool,
-                            &mut in_flight,
-                            &mut sink,
-                        )
-                        .await
-                        {
+                        if !send(full, chunk).await {
                             return;
                         }
                     }
@@ -378,17 +380,7 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             at = buf.len();
         }
         let chunk = buf.split_to(at).freeze();
-        if !hand_over(
-            filling,
-            chunk,
-            &pipeline,
-            receipt,
-            &pool,
-            &mut in_flight,
-            &mut sink,
-        )
-        .await
-        {
+        if !send(filling, chunk).await {
             return;
         }
         if let Some(error) = failed {
