@@ -12,6 +12,17 @@ pub(crate) mod udp;
 pub(crate) mod unix;
 mod unwanted;
 
+/// The next state of a test generator's linear congruential sequence (Knuth's MMIX
+/// constants): the generated corpora of the listener's differential tests, reproducible
+/// without a dependency.
+#[cfg(test)]
+fn next_random(x: &mut u64) -> u64 {
+    *x = x
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *x
+}
+
 use std::net::IpAddr;
 use std::sync::Arc;
 

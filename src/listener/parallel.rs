@@ -499,10 +499,7 @@ mod tests {
         let mut out = Vec::new();
         let mut x: u64 = 7;
         for i in 0..20_000u64 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let pick = (x >> 33) as usize;
+            let pick = (crate::listener::next_random(&mut x) >> 33) as usize;
             let addr = format!("192.0.2.{}", pick % 40);
             let message = kinds[pick % kinds.len()].replace("{a}", &addr);
             let pid = 3000 + (pick / 7) % 31;

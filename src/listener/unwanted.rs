@@ -146,10 +146,7 @@ pub(super) mod tests {
         let mut out = Vec::new();
         let mut x: u64 = 99;
         for i in 0..40_000usize {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let r = (x >> 20) as usize;
+            let r = (crate::listener::next_random(&mut x) >> 20) as usize;
             let mut line = Vec::new();
             if r % 29 == 0 {
                 line.extend_from_slice("\u{feff}".as_bytes());
