@@ -379,11 +379,6 @@ pub(crate) async fn run(
                         // The jail counts it as ignored, as it would any ignored failure.
                         locals.push(failure);
                     } else {
-                        if failure.success {
-                            // Forgiven in the shared window and in the jail's own (which
-                            // counts while Redis is away, and explains it to `tail`).
-                            locals.push(failure.clone());
-                        }
                         shared.push((failure, key, s));
                     }
                 }
@@ -408,27 +403,31 @@ pub(crate) async fn run(
                     Ok(results) => {
                         // Counted: the connection works, back-off starts small again.
                         backoff.reset();
-                        let outcomes = shared
-                            .into_iter()
-                            .zip(results)
-                            .filter(|((f, _, _), _)| !f.success)
-                            .map(
-                                |((f, _, _), (n, decided, ban_count, spray))| SharedFailure {
-                                    jail: f.jail,
-                                    ip: f.ip,
-                                    count: f.count,
-                                    received_at: f.received_at,
-                                    host: f.host,
-                                    user: f.user,
-                                    sprayed: sprayed(spray),
-                                    seen: f.seen,
-                                    decided: (decided == 1).then_some((
-                                        n.clamp(0, i64::from(u32::MAX)) as u32,
-                                        ban_count.clamp(1, i64::from(u32::MAX)) as u32,
-                                    )),
-                                },
-                            )
-                            .collect();
+                        let mut outcomes = Vec::with_capacity(shared.len());
+                        for ((f, _, _), (n, decided, ban_count, spray)) in
+                            shared.into_iter().zip(results)
+                        {
+                            if f.success {
+                                // Forgiven in the shared window, and then in the jail's own
+                                // (which counts while Redis is away, and explains it to `tail`).
+                                locals.push(f);
+                                continue;
+                            }
+                            outcomes.push(SharedFailure {
+                                jail: f.jail,
+                                ip: f.ip,
+                                count: f.count,
+                                received_at: f.received_at,
+                                host: f.host,
+                                user: f.user,
+                                sprayed: sprayed(spray),
+                                seen: f.seen,
+                                decided: (decided == 1).then_some((
+                                    n.clamp(0, i64::from(u32::MAX)) as u32,
+                                    ban_count.clamp(1, i64::from(u32::MAX)) as u32,
+                                )),
+                            });
+                        }
                         if jail.send(Command::Shared(outcomes)).await.is_err() {
                             return;
                         }
@@ -440,13 +439,8 @@ pub(crate) async fn run(
                         falling_back = true;
                         conn = None;
                         retry_at = Instant::now() + backoff.wait();
-                        // Successes were handed to the jail already.
-                        locals.extend(
-                            shared
-                                .into_iter()
-                                .filter(|(f, ..)| !f.success)
-                                .map(|(f, ..)| f),
-                        );
+                        // Counted by the jail's own windows, successes included, in order.
+                        locals.extend(shared.into_iter().map(|(f, ..)| f));
                     }
                 }
             }
