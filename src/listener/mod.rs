@@ -89,7 +89,7 @@ pub(crate) struct Prepared {
     matched: Vec<Matched>,
     host: Option<Arc<str>>,
     program: Option<Box<str>>,
-    pid: Option<parse::ProcId<Box<str>>>,
+    pid: Option<parse::ProcId<String>>,
     /// The evidence its first failure carries (the message cut to the evidence's length), when a
     /// native pattern matched (a fail2ban-only route may find no failure in it).
     seen: Option<Seen>,
@@ -215,10 +215,7 @@ impl Pipeline {
             matched,
             host: event.hostname.map(Arc::from),
             program: event.program.map(Box::from),
-            pid: event.pid.map(|pid| match pid {
-                parse::ProcId::PID(n) => parse::ProcId::PID(n),
-                parse::ProcId::Name(name) => parse::ProcId::Name(Box::from(name)),
-            }),
+            pid: event.pid.map(parse::ProcId::from),
             seen: native.then(|| {
                 Seen::new(
                     std::time::SystemTime::from(receipt.wall),
@@ -249,7 +246,7 @@ impl Pipeline {
             program: program.as_deref(),
             pid: pid.as_ref().map(|pid| match pid {
                 parse::ProcId::PID(n) => parse::ProcId::PID(*n),
-                parse::ProcId::Name(name) => parse::ProcId::Name(&**name),
+                parse::ProcId::Name(name) => parse::ProcId::Name(name.as_str()),
             }),
             message: &message,
             repeat,
