@@ -1702,7 +1702,15 @@ fn fleet_sink_stops_while_its_outbox_cannot_be_read() {
         sink.metric("jailsink_state_errors_total").unwrap_or(0.0) > errors
     });
     assert!(ok, "the outbox read never failed");
-    // `stop` fails the test unless the daemon exits within its deadline after SIGTERM.
+    // `stop` fails the test unless the daemon exits within its deadline after SIGTERM; the
+    // publisher must stop within the fleet's grace, not be abandoned by the runtime after it.
+    let logs = sink.logs.clone();
     let status = sink.stop();
     assert!(status.success(), "{status:?}");
+    let said = |message: &str| logs.lock().unwrap().iter().any(|e| e["message"] == message);
+    assert!(wait_for(WAIT, || said("stopped")), "no `stopped` line");
+    assert!(
+        !said("fleet tasks did not finish within the grace period"),
+        "the publisher outlived the grace period"
+    );
 }
