@@ -168,11 +168,15 @@ const OP_FAILURE: u8 = 1;
 const OP_FORGIVE: u8 = 2;
 
 /// The spray settings and user name a failure is counted under as a spray, when its jail counts
-/// spraying and the failure names a user.
+/// spraying and the failure names a user (a success never sprays: the script forgives it
+/// without reading the spray arguments).
 fn spray_of<'a>(
     failure: &'a Failure,
     settings: &'a JailSettings,
 ) -> Option<(&'a crate::jail::spray::SpraySettings, &'a str)> {
+    if failure.success {
+        return None;
+    }
     match (&settings.detection.spray, failure.user.as_deref()) {
         (Some(spray), Some(user)) if !user.is_empty() => Some((spray, user)),
         _ => None,
@@ -191,18 +195,15 @@ async fn count(
     let mut pipe = redis::pipe();
     for chunk in batch.chunks(PER_CALL) {
         let call = pipe.cmd("EVALSHA").arg(sha).arg(chunk.len() * 4);
-        let mut members = Vec::with_capacity(chunk.len());
         for (failure, key, settings) in chunk {
             let [win, decided, count] = keys.window(&failure.jail, *key);
-            let spray = spray_of(failure, settings);
             call.arg(&win).arg(decided).arg(count);
-            match spray {
+            match spray_of(failure, settings) {
                 Some((_, user)) => call.arg(keys.spray(&failure.jail, user)),
                 None => call.arg(&win),
             };
-            members.push(spray.map(|(settings, _)| (settings, key.to_string())));
         }
-        for ((failure, _, settings), spray) in chunk.iter().zip(members) {
+        for (failure, key, settings) in chunk {
             call.arg(settings.findtime.as_millis() as u64)
                 .arg(settings.maxretry)
                 .arg(failure.count.max(1))
@@ -213,11 +214,11 @@ async fn count(
                 } else {
                     OP_FAILURE
                 });
-            match spray {
-                Some((spray, member)) => call
+            match spray_of(failure, settings) {
+                Some((spray, _)) => call
                     .arg(spray.maxaddresses)
                     .arg(spray.findtime.as_millis().max(1) as u64)
-                    .arg(member),
+                    .arg(key.to_string()),
                 None => call.arg(0).arg(0).arg(""),
             };
         }
