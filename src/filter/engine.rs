@@ -993,4 +993,48 @@ mod tests {
         }
         assert!(failures >= 60, "{failures}");
     }
+
+    /// The differential test above would pass if the scanner never decided; this one shows it
+    /// does: on a canonical line, each scanned pattern's address comes from the scanner (or
+    /// the split's scanner), not from the capturing regex, and a wrong head is settled as no
+    /// match without it.
+    #[test]
+    fn the_address_scanner_decides_canonical_lines() {
+        let cases = [
+            (r"^y <HOST>(?:%zz)?:\d+$", "y 192.0.2.5:80", "192.0.2.5"),
+            (
+                r"^Did not receive identification string from <HOST>(?: port \d+)?$",
+                "Did not receive identification string from 198.51.100.7 port 1",
+                "198.51.100.7",
+            ),
+            (
+                r"AUTH failure \(\w+\): .*relay=.*\[<HOST>\]",
+                "s1: AUTH failure (LOGIN): x, relay=[203.0.113.9]",
+                "203.0.113.9",
+            ),
+        ];
+        for (pattern, line, address) in cases {
+            let f = filter(&[pattern], &[]);
+            let p = &f.fail[0];
+            let span = match p.find(line) {
+                Some(Found::Addr(_, span)) => span,
+                Some(Found::Split { split, suf, .. }) => {
+                    let (_, group) = split.tail.as_ref().expect("a scanned split");
+                    match (suf[2 * group], suf[2 * group + 1]) {
+                        (Some(a), Some(b)) => (a.get(), b.get()),
+                        other => panic!("{pattern}: split without the address: {other:?}"),
+                    }
+                }
+                Some(Found::Whole(_)) => panic!("{pattern}: the capturing regex decided {line:?}"),
+                None => panic!("{pattern}: no match for {line:?}"),
+            };
+            assert_eq!(&line[span.0..span.1], address, "{pattern}");
+            if let Some((tail, _)) = &p.tail {
+                assert!(
+                    matches!(tail.at("no such head", 0), Scan::NoMatch) || !tail.anchored(),
+                    "{pattern}"
+                );
+            }
+        }
+    }
 }
