@@ -96,6 +96,8 @@ pub(crate) struct JailSet {
     watched: tokio::sync::watch::Sender<Vec<Watched>>,
     /// The watcher's updates of the run-time allowlists.
     allow_updates: mpsc::Receiver<AllowUpdate>,
+    /// Each failure's slot and key in the batch being applied, kept for its allocation.
+    batch_keys: Vec<Option<(usize, Keyed)>>,
 }
 
 /// The allowlists of `slots` that change at run time.
@@ -291,6 +293,7 @@ impl JailSet {
             ticks: 0,
             watched: watched_tx,
             allow_updates,
+            batch_keys: Vec::new(),
         };
         set.send_routes().await;
         for op in forget {
@@ -400,7 +403,9 @@ impl JailSet {
     /// one per decision.
     pub(crate) async fn on_failures(&mut self, batch: &mut Vec<Failure>) {
         // Slots and keys stay valid for the whole batch: only a reload changes them.
-        let keyed: Vec<Option<(usize, Keyed)>> = batch.iter().map(|f| self.keyed(f)).collect();
+        let mut keyed = std::mem::take(&mut self.batch_keys);
+        keyed.clear();
+        keyed.extend(batch.iter().map(|f| self.keyed(f)));
         for (i, failure) in batch.drain(..).enumerate() {
             let slots = &self.slots;
             super::prefetch_ahead(i, |j| {
@@ -409,6 +414,7 @@ impl JailSet {
             });
             self.on_failure_keyed(failure, keyed[i]).await;
         }
+        self.batch_keys = keyed;
     }
 
     /// Applies one failure: the reference the tests hold the batched path to.
