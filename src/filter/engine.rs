@@ -191,22 +191,16 @@ impl FailPattern {
             return Some(found);
         }
         if let Some((tail, group)) = &self.tail {
-            let scan = if tail.anchored() {
-                tail.at(content, 0)
-            } else {
-                match self.regex.find(content) {
-                    None => Scan::NoMatch,
-                    // The regex found a match there: only an address settles it.
-                    Some(m) => match tail.at(content, m.start()) {
-                        Scan::Addr(a, b) => Scan::Addr(a, b),
-                        // The leftmost match starts there: capture from there, not from 0.
-                        _ => {
-                            return Some(Found::Whole(self.regex.captures_at(content, m.start())?))
-                        }
-                    },
-                }
-            };
-            match scan {
+            if !tail.anchored() {
+                // The regex finds where the leftmost match starts; only an address settles
+                // it, else the captures are taken from there, not from 0.
+                let start = self.regex.find(content)?.start();
+                return Some(match tail.at(content, start) {
+                    Scan::Addr(a, b) => Found::Addr(*group, (a, b)),
+                    _ => Found::Whole(self.regex.captures_at(content, start)?),
+                });
+            }
+            match tail.at(content, 0) {
                 Scan::Addr(a, b) => return Some(Found::Addr(*group, (a, b))),
                 Scan::NoMatch => return None,
                 Scan::Unknown => {}
