@@ -320,27 +320,20 @@ impl Split {
         while let Some(i) = self.literal.rfind(&rest[..end]) {
             let q = start + i;
             let mut suf: Slots = [None; MAX_SLOTS];
-            if let Some((tail, g)) = &self.tail {
-                match tail.at(text, q) {
-                    Scan::Addr(a, b) => {
-                        suf[2 * g] = NonMaxUsize::new(a);
-                        suf[2 * g + 1] = NonMaxUsize::new(b);
-                        return Some(Found::Split {
-                            split: self,
-                            pre,
-                            suf,
-                            user: (start, q),
-                        });
-                    }
-                    Scan::NoMatch => {
-                        end = i + self.literal.needle().len() - 1;
-                        continue;
-                    }
-                    Scan::Unknown => {}
+            let scan = self.tail.as_ref().map(|(tail, g)| (tail.at(text, q), *g));
+            let hit = match scan {
+                Some((Scan::Addr(a, b), g)) => {
+                    suf[2 * g] = NonMaxUsize::new(a);
+                    suf[2 * g + 1] = NonMaxUsize::new(b);
+                    true
                 }
-            }
-            let input = Input::new(text).span(q..text.len()).anchored(Anchored::Yes);
-            if self.suf.search_slots(&input, &mut suf[..n]).is_some() {
+                Some((Scan::NoMatch, _)) => false,
+                _ => {
+                    let input = Input::new(text).span(q..text.len()).anchored(Anchored::Yes);
+                    self.suf.search_slots(&input, &mut suf[..n]).is_some()
+                }
+            };
+            if hit {
                 return Some(Found::Split {
                     split: self,
                     pre,
