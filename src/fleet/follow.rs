@@ -699,15 +699,14 @@ impl Follower {
                 }
             }
             Op::Ban => {
-                let key = (self.names.get(&event.jail), event.target);
                 // Before anything else, even a ban already held (restored, or held before the
-                // allowlist changed): no fleet ban ever covers this node's own allowlist.
+                // allowlist changed): no fleet ban ever covers this node's own allowlist
+                // (`lift` does nothing when none is held).
                 if self.allowlisted(&event) {
-                    if self.held().contains_key(&key) {
-                        self.lift(&event.jail, event.target);
-                    }
+                    self.lift(&event.jail, event.target);
                     return;
                 }
+                let key = (self.names.get(&event.jail), event.target);
                 let (held, count) = {
                     let map = self.held();
                     let held = map
