@@ -290,12 +290,12 @@ impl FleetEvent {
     /// Reads a stream entry of either version: `v=2` is packed in `e`, no `v` is one field per
     /// attribute, any other `v` (a newer format) is refused.
     pub fn from_entry(pairs: &[(&str, &str)]) -> Result<FleetEvent, Malformed> {
-        let field = |name: &str| pairs.iter().rev().find(|(k, _)| *k == name).map(|p| p.1);
-        match field("v") {
+        if let Some(text) = packed_text(pairs) {
+            return FleetEvent::from_packed(text);
+        }
+        match pairs.iter().rev().find(|(k, _)| *k == "v").map(|p| p.1) {
             None => FleetEvent::from_pairs(pairs.iter().copied()),
-            Some(PACKED_VERSION) => {
-                FleetEvent::from_packed(field("e").ok_or_else(|| bad("e", "missing"))?)
-            }
+            Some(PACKED_VERSION) => Err(bad("e", "missing")),
             Some(other) => Err(bad(
                 "v",
                 format!("version `{}` is not known (1 or 2)", short(other)),

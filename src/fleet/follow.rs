@@ -956,11 +956,14 @@ impl Follower {
         let mut fields = Vec::with_capacity(12);
         let mut last = None;
         while let Some(id) = entries.next_entry(&mut fields) {
-            match FleetEvent::from_entry(&fields) {
-                Ok(event) => {
-                    let packed = super::event::packed_text(&fields);
-                    self.apply(event, true, packed).await;
-                }
+            // The packed text is found once: decoded here, and journalled as it came.
+            let packed = super::event::packed_text(&fields);
+            let decoded = match packed {
+                Some(text) => FleetEvent::from_packed(text),
+                None => FleetEvent::from_entry(&fields),
+            };
+            match decoded {
+                Ok(event) => self.apply(event, true, packed).await,
                 Err(error) => {
                     metrics::fleet_errors("malformed").increment(1);
                     tracing::warn!(id = %id, %error, "fleet: malformed stream entry skipped");
