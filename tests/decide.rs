@@ -95,7 +95,7 @@ spray = { maxaddresses = 4, findtime = "1h" }
     // Four spray bans and the control, counted once the state has committed them (which may
     // trail the decisions `banned` shows).
     d.wait_metric("jailsink_bans_total{jail=\"sshd\"}", 5.0);
-    assert!(d.errors().is_empty(), "{:#?}", d.errors());
+    d.assert_no_errors();
     assert!(d.stop().success());
 }
 
@@ -229,7 +229,7 @@ prefix_escalation = {{ ipv4 = 24, ipv6 = 64, after = 3 }}
         logged_with(&d, "folded into the ban of 192.0.2.0/24").len(),
         3
     );
-    assert!(d.errors().is_empty(), "{:#?}", d.errors());
+    d.assert_no_errors();
     // Durable: after a restart the network is banned and dropped again, the singles are not back.
     let (status, dir) = d.stop_keeping_dir();
     assert!(status.success());
@@ -412,6 +412,6 @@ ignore_refresh = "1s"
         !now.contains(&"192.0.2.77".to_string()) && !now.contains(&"203.0.113.200".to_string()),
         "{now:?}"
     );
-    assert!(d.errors().is_empty(), "{:#?}", d.errors());
+    d.assert_no_errors();
     assert!(d.stop().success());
 }

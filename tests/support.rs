@@ -258,6 +258,12 @@ impl Daemon {
             .collect()
     }
 
+    /// Fails the test with every ERROR line logged so far, if there is one.
+    pub fn assert_no_errors(&self) {
+        let errors = self.errors();
+        assert!(errors.is_empty(), "{:#?}", errors);
+    }
+
     /// How many bans were logged so far (`[jail] Ban ...`, or the log action's `would ban ...`),
     /// counted as the lines arrive: cheap to poll while a daemon logs 100,000 of them.
     pub fn bans_logged(&self) -> u64 {
