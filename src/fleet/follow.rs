@@ -290,16 +290,6 @@ impl Journal {
         let _ = writeln!(self.text, "{DROP}{jail} {target}");
         self.entries += 1;
     }
-
-    /// The length of what is written so far, to [`Journal::truncate`] back to.
-    fn mark(&self) -> (usize, usize) {
-        (self.text.len(), self.entries)
-    }
-
-    fn truncate(&mut self, (len, entries): (usize, usize)) {
-        self.text.truncate(len);
-        self.entries = entries;
-    }
 }
 
 /// A stored event: packed as a version 2 stream entry, or JSON as stores before it hold.
@@ -436,18 +426,17 @@ impl Follower {
             }
             by_jail.entry(event.jail.clone()).or_default().push(event);
         }
-        // Held again from the store: already in its journal, so not appended a second time.
-        let dropped = follower.journal.mark();
         for events in by_jail.into_values() {
             let clock = Clock::now();
             let orders = events.iter().map(|e| order(e, clock)).collect();
             if follower.start_runner(&events[0], orders).await {
                 for event in events {
-                    follower.hold(event);
+                    // Held again from the store: already in its journal, so not written again.
+                    let key = (follower.names.get(&event.jail), event.target);
+                    follower.keep(event, key, clock);
                 }
             }
         }
-        follower.journal.truncate(dropped);
         if let Some(id) = &follower.cursor {
             follower.stats.last_id = id.clone();
         }
@@ -533,6 +522,7 @@ impl Follower {
         }
     }
 
+    #[cfg(test)]
     fn hold(&mut self, event: FleetEvent) {
         let key = (self.names.get(&event.jail), event.target);
         self.hold_at(event, None, key, Clock::now());
@@ -543,6 +533,11 @@ impl Follower {
     /// text of it, journalled as it came.
     fn hold_at(&mut self, event: FleetEvent, packed: Option<&str>, key: BanKey, clock: Clock) {
         self.journal.hold(&event, packed);
+        self.keep(event, key, clock);
+    }
+
+    /// [`Follower::hold_at`] without the journal line: for a ban the store holds already.
+    fn keep(&mut self, event: FleetEvent, key: BanKey, clock: Clock) {
         let event = Arc::new(event);
         let expires = remaining(&event, clock.unix_ms).map(|left| clock.now + left);
         if let Some(at) = expires {
@@ -1519,9 +1514,11 @@ mod tests {
         let mut want: Vec<String> = (1..10).map(|i| ban(i, now).target.to_string()).collect();
         want.sort();
         assert_eq!(got, want);
-        // A restart re-holds the nine from the journal.
+        // A restart re-holds the nine from the journal, without writing them to it again.
         let follower = start(path).await;
         assert_eq!(follower.held().len(), 9);
+        assert_eq!(follower.journal_rows, 11);
+        assert_eq!(follower.journal.entries, 0);
     }
 
     #[test]
