@@ -1658,7 +1658,9 @@ fn fleet_shared_windows_ban_each_address_once_between_spray_and_maxretry() {
 
 /// A spray set an older sink filled holds bare addresses, not window targets: the script cannot
 /// build their window keys, so the sink completing the spray gets them back undecided and bans
-/// them itself (no `decided` marker), alongside the targets it marked.
+/// them itself (no `decided` marker, its own ban count), alongside the targets it marked. A
+/// marked target's ban is counted fleet-wide, as a ban by maxretry is: one banned twice before
+/// is banned a third time.
 #[test]
 fn fleet_shared_windows_ban_a_bare_spray_member_left_by_an_older_sink() {
     let redis = Redis::start("", &[]);
@@ -1671,6 +1673,8 @@ fn fleet_shared_windows_ban_a_bare_spray_member_left_by_an_older_sink() {
         .to_string();
     redis.cli(&["ZADD", "t:spray:sshd:root", &now_ms, bare]);
     let sprayers = ["192.0.2.51", "198.51.100.52", "203.0.113.53"];
+    let twice_banned = format!("t:count:sshd:{}/32", sprayers[0]);
+    redis.cli(&["SET", &twice_banned, "2"]);
     for (i, ip) in sprayers.iter().enumerate() {
         fail(&[], &sinks[0], "sshd", ip, 1);
         if i < 2 {
@@ -1695,6 +1699,17 @@ fn fleet_shared_windows_ban_a_bare_spray_member_left_by_an_older_sink() {
         .collect();
     want.sort();
     assert_eq!(markers, want);
+    assert_eq!(int(&redis, &["GET", &twice_banned]), 3);
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&sinks[0].cli_ok(&["banned", "--json"])).unwrap();
+    let count_of = |ip: &str| {
+        list.iter()
+            .find(|b| b["ip"] == ip)
+            .map(|b| b["ban_count"].clone())
+    };
+    assert_eq!(count_of(sprayers[0]), Some(3.into()), "{list:?}");
+    assert_eq!(count_of(sprayers[1]), Some(1.into()), "{list:?}");
+    assert_eq!(count_of(bare), Some(1.into()), "{list:?}");
     assert!(banned(&sinks[1]).is_empty(), "{:?}", banned(&sinks[1]));
     for sink in &sinks {
         sink.assert_no_errors();

@@ -38,7 +38,7 @@ const COUNT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// decided), spray maxaddresses (0: no spray counting), spray findtime ms and its target as
 /// text (the spray set's member; its window keys end with it). Returns, per failure, {failures
 /// in window, 1 if this failure decided the ban, ban count, the spray's targets this failure
-/// decided when it completed one, else empty}. Several failures per call amortise the call's
+/// decided when it completed one as {target, fleet-wide ban count} pairs, else empty}. Several failures per call amortise the call's
 /// cost; a script runs atomically, so each failure still sees the ones before it, from any
 /// sink, a spray is completed (and its set deleted) by exactly one call, and the `decided`
 /// marker it sets for each target keeps a ban by maxretry and a ban by spray from both
@@ -99,11 +99,13 @@ for i = 0, #KEYS / 4 - 1 do
         -- here, so each target is banned exactly once.
         local decided_of = string.sub(decided, 1, #decided - #target)
         local win_of = string.sub(win, 1, #win - #target)
+        local count_of = string.sub(count, 1, #count - #target)
         for _, m in ipairs(redis.call('ZRANGE', spray, 0, -1)) do
           if not string.find(m, '/', 1, true) then
             -- A bare address, added by a sink before targets were members (rolling
-            -- upgrade): its window's key is not known here, so it is returned undecided.
-            sprayed[#sprayed + 1] = m
+            -- upgrade): its window's key is not known here, so it is returned undecided,
+            -- with no fleet-wide count (0: the sink counts it).
+            sprayed[#sprayed + 1] = {m, 0}
           else
             local set
             if hold > 0 then
@@ -113,7 +115,11 @@ for i = 0, #KEYS / 4 - 1 do
             end
             if set then
               redis.call('DEL', win_of .. m)
-              sprayed[#sprayed + 1] = m
+              -- Counted fleet-wide like a ban by maxretry, so bantime_increment escalates
+              -- a sprayer banned before on any sink.
+              local c = redis.call('INCR', count_of .. m)
+              redis.call('PEXPIRE', count_of .. m, ARGV[a + 5])
+              sprayed[#sprayed + 1] = {m, c}
             end
           end
         end
@@ -160,7 +166,7 @@ fn hold_ms(settings: &JailSettings) -> u64 {
 
 /// What the script answers for one failure: failures in the window, 1 if it decided the ban,
 /// the fleet-wide ban count, and the spray it completed (addresses as text).
-type Counted = (i64, i64, i64, Vec<String>);
+type Counted = (i64, i64, i64, Vec<(String, i64)>);
 
 /// What the script does with a failure (ARGV "what it is").
 const OP_FAILURE: u8 = 1;
@@ -228,12 +234,16 @@ async fn count(
 }
 
 /// The addresses of a spray as the script returned them (window targets: an address, or the
-/// network it counts against); anything else is counted and skipped.
-fn sprayed(members: Vec<String>) -> Vec<IpAddr> {
+/// network it counts against), each with its fleet-wide ban count (None: the sink counts it);
+/// anything else is counted and skipped.
+fn sprayed(members: Vec<(String, i64)>) -> Vec<(IpAddr, Option<u32>)> {
     members
         .into_iter()
-        .filter_map(|m| match m.parse::<IpNetwork>() {
-            Ok(target) => Some(target.ip()),
+        .filter_map(|(m, count)| match m.parse::<IpNetwork>() {
+            Ok(target) => Some((
+                target.ip(),
+                (count > 0).then(|| count.min(i64::from(u32::MAX)) as u32),
+            )),
             Err(_) => {
                 metrics::fleet_errors("malformed").increment(1);
                 tracing::warn!(member = %m, "fleet: a shared spray set held something that is not an address; skipped");

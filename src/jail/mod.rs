@@ -272,18 +272,22 @@ impl Jail {
             self.reported_spray_evictions = evicted;
         }
         match found {
-            Some(addresses) => self.ban_sprayers(user, addresses, at, maxaddresses, findtime),
+            Some(addresses) => {
+                let addresses = addresses.into_iter().map(|ip| (ip, None)).collect();
+                self.ban_sprayers(user, addresses, at, maxaddresses, findtime)
+            }
             None => Vec::new(),
         }
     }
 
     /// Bans the addresses of a spray that failed as `user` (found by this jail, or by the fleet's
     /// shared count, [`Jail::on_shared_spray`]): every one not banned yet and not ignored, each
-    /// ban logged with the reason.
+    /// ban logged with the reason. An address with a fleet-wide ban count (shared windows)
+    /// escalates by it, as a ban by maxretry there does, instead of by this jail's own.
     fn ban_sprayers(
         &mut self,
         user: &str,
-        addresses: Vec<IpAddr>,
+        addresses: Vec<(IpAddr, Option<u32>)>,
         at: Instant,
         maxaddresses: u32,
         findtime: Duration,
@@ -299,7 +303,7 @@ impl Jail {
             humantime::format_duration(findtime),
         );
         let mut orders = Vec::new();
-        for address in addresses {
+        for (address, fleet_count) in addresses {
             let key = self.key_of(address);
             if self.bans.contains_key(&key) || self.in_banned_network(key) || self.is_ignored(key) {
                 continue;
@@ -309,6 +313,9 @@ impl Jail {
             }
             let (failures, lines) = self.current(key, at).unwrap_or_default();
             self.window.forget(&key);
+            if let Some(count) = fleet_count {
+                self.count_ban(key, count.saturating_sub(1));
+            }
             let shown = show_target(key);
             tracing::info!(
                 jail = %self.name,
@@ -333,7 +340,7 @@ impl Jail {
         &mut self,
         decision: &Decision,
         user: Option<&str>,
-        sprayed: Vec<IpAddr>,
+        sprayed: Vec<(IpAddr, Option<u32>)>,
         at: Instant,
     ) -> Vec<BanOrder> {
         if sprayed.is_empty() || matches!(decision, Decision::Ignored) {
@@ -874,6 +881,37 @@ mod tests {
             jail.on_shared(ip("198.51.100.1"), 1, Some((3, 1)), Instant::now()),
             Decision::Ignored
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_spray_escalates_each_address_by_its_fleet_count() {
+        let mut s = settings(5, 600);
+        s.increment.enabled = true;
+        s.increment.maxtime = Duration::from_secs(100_000);
+        s.detection.spray = Some(spray::SpraySettings {
+            maxaddresses: 3,
+            findtime: Duration::from_secs(3600),
+        });
+        let mut jail = Jail::new("sshd", s, JailMetrics::new("sshd"));
+        let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"));
+        // This jail banned b and c once before; the fleet counts a's ban as its third and b's
+        // as its first, and has no count for c (a bare member an older sink added).
+        jail.seed_ban_count(IpNetwork::from(b), 1);
+        jail.seed_ban_count(IpNetwork::from(c), 1);
+        let decision = jail.on_shared(c, 1, None, Instant::now());
+        let sprayed = vec![(a, Some(3)), (b, Some(1)), (c, None)];
+        let orders = jail.on_shared_spray(&decision, Some("root"), sprayed, Instant::now());
+        let bantime = |ip: IpAddr| {
+            orders
+                .iter()
+                .find(|o| o.target == IpNetwork::from(ip))
+                .and_then(|o| o.bantime)
+        };
+        // bantime x 2^(count - 1): the fleet's count where it has one, else the jail's own.
+        assert_eq!(bantime(a), Some(Duration::from_secs(2400)));
+        assert_eq!(bantime(b), Some(Duration::from_secs(600)));
+        assert_eq!(bantime(c), Some(Duration::from_secs(1200)));
+        assert_eq!(jail.bans()[&IpNetwork::from(a)].ban_count, 3);
     }
 
     #[tokio::test(start_paused = true)]

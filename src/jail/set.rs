@@ -62,8 +62,9 @@ pub(crate) struct SharedFailure {
     pub host: Option<Arc<str>>,
     /// The `<F-USER>` of the message, which the ban log of a spray names.
     pub user: Option<Arc<str>>,
-    /// The addresses of the spray this failure completed in the shared count (empty if none).
-    pub sprayed: Vec<IpAddr>,
+    /// The addresses of the spray this failure completed in the shared count (empty if none),
+    /// each with its fleet-wide ban count (None for one the count could not key).
+    pub sprayed: Vec<(IpAddr, Option<u32>)>,
     /// Receipt time, program and message, the evidence of a ban it decides.
     pub seen: crate::evidence::Seen,
 }
