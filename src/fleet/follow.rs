@@ -768,27 +768,29 @@ impl Follower {
         }
         let cursor = (!self.stats.last_id.is_empty()).then(|| self.stats.last_id.clone());
         let mut changes = std::mem::take(&mut self.journal);
-        // A journal grown past twice the bans held is rewritten as those bans.
-        let rewrite = {
+        // A journal grown past twice the bans held is rewritten as those bans: taken from the
+        // map under its lock (shared handles only, so the control socket never waits for the
+        // formatting), formatted on the blocking thread.
+        let rewrite_from: Option<Vec<Arc<FleetEvent>>> = {
             let held = self.held();
-            let rewrite = self.journal_rows + changes.entries > 2 * held.len() + COMPACT_SLACK;
-            if rewrite {
-                changes = Journal::default();
-                for h in held.values() {
-                    changes.hold(&h.event, None);
-                }
-            }
-            rewrite
+            (self.journal_rows + changes.entries > 2 * held.len() + COMPACT_SLACK)
+                .then(|| held.values().map(|h| h.event.clone()).collect())
         };
-        let rows = changes.entries;
+        let rewrite = rewrite_from.is_some();
         if let Some(store) = self.store.clone() {
             let id = cursor.clone();
             let saved = tokio::task::spawn_blocking(move || {
+                if let Some(events) = rewrite_from {
+                    changes = Journal::default();
+                    for event in &events {
+                        changes.hold(event, None);
+                    }
+                }
                 let mut store = store
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let saved = store.save(&changes, id.as_deref(), rewrite);
-                (saved, changes.text)
+                (saved.map(|()| changes.entries), changes.text)
             })
             .await
             .map(|(saved, mut text)| {
@@ -801,7 +803,7 @@ impl Follower {
                 saved
             });
             match saved {
-                Ok(Ok(())) => {
+                Ok(Ok(rows)) => {
                     self.journal_rows = if rewrite { 0 } else { self.journal_rows } + rows;
                 }
                 Ok(Err(error)) => {
