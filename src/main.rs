@@ -28,7 +28,8 @@ Bans brute-force attackers found in a live syslog stream.
 jailsink is a syslog receiver: rsyslog forwards to it over TCP or UDP, it applies fail2ban-style \
 jails (failregex, <HOST>, findtime, maxretry, bantime) to the live stream, and bans offending \
 addresses with iptables, nftables, ipset or a command of your own. `run` is the daemon; status, \
-ban, unban, banned and reload talk to it over its control socket (root only).
+ban, unban, banned, why, tail and reload talk to it over its control socket (root, and the \
+members of [control] group if one is set).
 
 Files: /etc/jailsink/jailsink.toml (the configuration, -c), /etc/jailsink/filter.d/*.toml (its \
 filters), /var/lib/jailsink/state.db (active bans and their history), \
@@ -201,7 +202,9 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // The same fields as the README's example: the module path is no field an operator
+        // greps for.
+        LogFormat::Json => builder.json().flatten_event(true).with_target(false).init(),
     }
 }
 

@@ -295,7 +295,7 @@ fn describe_all() {
     );
     describe_counter!(
         FLEET_ERRORS,
-        "Fleet problems by kind: malformed (entry refused), redis (command or connection), allowlisted (ban refused by ignoreip), action."
+        "Fleet problems by kind: malformed (entry refused), redis (command or connection), allowlisted (ban refused by ignoreip), action, origins (an origin past the ones tracked one by one)."
     );
     describe_histogram!(
         BAN_LATENCY,

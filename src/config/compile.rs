@@ -235,7 +235,8 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
             .unwrap_or("/run/jailsink/jailsink.sock"),
     );
     let control_group = match raw.control.group.as_deref() {
-        None => None,
+        // `group = ""` is SPEC's spelling of "no group".
+        None | Some("") => None,
         Some(name) => errors.take(
             "control.group",
             group_id(name).ok_or_else(|| BadValue::NoGroup(name.to_string())),
@@ -1308,6 +1309,20 @@ action = ["ipset", { type = "nftables", keep_on_stop = false }, { type = "comman
         assert_eq!(resolve_port("mail", services), Ok("25".into()));
         assert_eq!(resolve_port("1000:2000", services), Ok("1000:2000".into()));
         assert!(resolve_port("nope", services).is_err());
+    }
+
+    #[test]
+    fn an_empty_control_group_is_no_group_and_a_missing_one_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |group: &str| {
+            let text =
+                format!("[control]\ngroup = \"{group}\"\n[jails.a]\nfailregex = ['from <HOST>']\n");
+            crate::config::load(&write(dir.path(), "jailsink.toml", &text))
+        };
+        assert_eq!(load("").unwrap().control_group, None);
+        assert_eq!(load("root").unwrap().control_group, Some(0));
+        let errors = load("no-such-group-here").unwrap_err().to_string();
+        assert!(errors.contains("control.group"), "{errors}");
     }
 
     #[test]
