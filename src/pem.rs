@@ -1,6 +1,6 @@
-//! PEM certificate files read into DER certificates, one reader for every TLS peer we
-//! configure: the syslog listener's chain and client CA, and the fleet's Redis CA (which the
-//! fleet cannot take from `config`, which imports it).
+//! PEM certificate files read into DER certificates, and the crypto provider: one place for
+//! every TLS peer we configure (the syslog listener's chain and client CA, the fleet's Redis
+//! CA), which the fleet cannot take from `config`, which imports it.
 
 use std::path::Path;
 
@@ -19,6 +19,17 @@ pub enum PemError {
     /// No `CERTIFICATE` section.
     #[error("holds no PEM certificate")]
     NoCertificate,
+}
+
+/// The ring provider, named rather than taken from the process default, so nothing depends on
+/// which provider some other crate installed. rustls 0.23.48 deprecates it for lacking the
+/// post-quantum hybrid key exchange (X25519MLKEM768); aws-lc-rs has it but builds a large C
+/// library (minutes on small build hosts), and syslog clients (rsyslog's GnuTLS and OpenSSL
+/// drivers) and Redis's TLS negotiate X25519 or P-256 today. Revisit when ring gains ML-KEM or
+/// clients move.
+#[allow(deprecated)]
+pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Every certificate in the PEM file at `path`; a file with none is an error, since a CA or a

@@ -87,15 +87,7 @@ fn certificates(
     crate::pem::certificates(path).map_err(|e| fail(key, path, e.into()))
 }
 
-/// The ring provider, named rather than taken from the process default, so nothing depends on
-/// which provider some other crate installed. rustls 0.23.48 deprecates it for lacking the
-/// post-quantum hybrid key exchange (X25519MLKEM768); aws-lc-rs has it but builds a large C
-/// library (minutes on small build hosts), and syslog clients (rsyslog's GnuTLS and OpenSSL
-/// drivers) negotiate X25519 or P-256 today. Revisit when ring gains ML-KEM or clients move.
-#[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+use crate::pem::provider;
 
 /// Reads the files into a rustls server config.
 pub fn load(files: &TlsFiles) -> Result<TlsServer, TlsFileError> {

@@ -403,7 +403,6 @@ pub fn tls_config(config: &FleetConfig) -> RedisResult<Option<Arc<rustls::Client
     if !config.redis.starts_with("rediss://") {
         return Ok(None);
     }
-    super::install_crypto();
     let mut roots = rustls::RootCertStore::empty();
     match &config.tls_ca_file {
         Some(path) => {
@@ -426,10 +425,12 @@ pub fn tls_config(config: &FleetConfig) -> RedisResult<Option<Arc<rustls::Client
             }
         }
     }
+    // The same provider as the syslog listener's, not whichever the process installed.
+    let builder = rustls::ClientConfig::builder_with_provider(crate::pem::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::other(e.to_string()))?;
     Ok(Some(Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+        builder.with_root_certificates(roots).with_no_client_auth(),
     )))
 }
 
