@@ -160,35 +160,53 @@ fn prepared_copy(event: &parse::Event<'_>, verdicts: usize, host: HostAt) -> Pre
 thread_local! {
     /// The host names this thread's failures carried last, shared: a sink's senders are few,
     /// so most failures take a reference to a name instead of a copy of it.
-    static HOSTS: RefCell<Hosts> = const { RefCell::new(Hosts { names: Vec::new(), next: 0 }) };
+    static HOSTS: RefCell<Kept> = const { RefCell::new(Kept::new()) };
+    /// The same for the `<F-USER>` names (a brute force tries the same few names again and
+    /// again).
+    static USERS: RefCell<Kept> = const { RefCell::new(Kept::new()) };
 }
 
-/// A few recently seen host names (at most [`HOSTS_KEPT`]), replaced in turn.
-struct Hosts {
+/// A few recently seen names (at most [`KEPT`]), replaced in turn.
+struct Kept {
     names: Vec<Arc<str>>,
     next: usize,
 }
 
-/// Host names a thread keeps for [`shared_host`].
-const HOSTS_KEPT: usize = 16;
+/// Names a thread keeps in each of [`HOSTS`] and [`USERS`].
+const KEPT: usize = 16;
 
-/// `name` as a shared string, taken from the thread's recent names when it is one of them.
-fn shared_host(name: &str) -> Arc<str> {
-    HOSTS.with(|hosts| {
-        let mut hosts = hosts.borrow_mut();
-        if let Some(kept) = hosts.names.iter().find(|kept| ***kept == *name) {
+impl Kept {
+    const fn new() -> Self {
+        Kept {
+            names: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// `name` as a shared string, taken from the names kept when it is one of them.
+    fn share(&mut self, name: &str) -> Arc<str> {
+        if let Some(kept) = self.names.iter().find(|kept| ***kept == *name) {
             return kept.clone();
         }
         let made: Arc<str> = Arc::from(name);
-        if hosts.names.len() < HOSTS_KEPT {
-            hosts.names.push(made.clone());
+        if self.names.len() < KEPT {
+            self.names.push(made.clone());
         } else {
-            let at = hosts.next;
-            hosts.names[at] = made.clone();
-            hosts.next = (at + 1) % HOSTS_KEPT;
+            self.names[self.next] = made.clone();
+            self.next = (self.next + 1) % KEPT;
         }
         made
-    })
+    }
+}
+
+/// `name` as a shared host name ([`HOSTS`]).
+fn shared_host(name: &str) -> Arc<str> {
+    HOSTS.with(|kept| kept.borrow_mut().share(name))
+}
+
+/// `name` as a shared user name ([`USERS`]).
+fn shared_user(name: &str) -> Arc<str> {
+    USERS.with(|kept| kept.borrow_mut().share(name))
 }
 
 impl Pipeline {
@@ -434,7 +452,7 @@ impl Pipeline {
                     Some(m.regex),
                     m.user
                         .as_deref()
-                        .map(|u| Arc::from(evidence::cut(u, crate::jail::spray::MAX_USER_BYTES))),
+                        .map(|u| shared_user(evidence::cut(u, crate::jail::spray::MAX_USER_BYTES))),
                 ),
                 Hit::Success(ip) => (ip, 0, None, None),
             };
@@ -579,17 +597,20 @@ mod tests {
         }
     }
 
-    /// A thread's shared host names are the names asked for, whatever was kept before.
+    /// A thread's shared host and user names are the names asked for, whatever was kept
+    /// before.
     #[test]
     fn shared_host_names_are_the_names_asked_for() {
         for round in 0..3 {
-            for i in 0..(HOSTS_KEPT * 2 + 3) {
-                let name = format!("host-{}", (i * 7 + round) % (HOSTS_KEPT + 5));
+            for i in 0..(KEPT * 2 + 3) {
+                let name = format!("host-{}", (i * 7 + round) % (KEPT + 5));
                 assert_eq!(&*shared_host(&name), name.as_str());
+                assert_eq!(&*shared_user(&name), name.as_str());
             }
         }
         let a = shared_host("web-1");
         let b = shared_host("web-1");
         assert!(Arc::ptr_eq(&a, &b), "a kept name is shared");
+        assert!(Arc::ptr_eq(&shared_user("root"), &shared_user("root")));
     }
 }
