@@ -32,14 +32,16 @@ use crate::filter::router::Matched;
 use crate::jail::Failure;
 use crate::metrics::messages_received;
 
-/// Frames handed to a worker at once: the queue and wake-up cost spread over many messages.
-pub(crate) const BATCH: usize = 256;
+/// Frames handed to a worker at once: the queue and wake-up cost spread over many messages
+/// (a batch also ends with each read, so a read holds several: [`READ_CHUNK`]).
+pub(crate) const BATCH: usize = 1024;
 
 /// Batches each worker may have queued or in hand for the connections.
 const IN_FLIGHT_PER_WORKER: usize = 2;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes asked of the socket per read: at ~120 bytes a message, two full batches and the
+/// rest, so few hand-overs are of a read's last few frames.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// One batch for a worker.
 struct Job {
