@@ -187,8 +187,12 @@ impl FailPattern {
     /// Where the groups of this pattern's match in `content` are: the split, the address
     /// scanner, or the whole pattern's captures, whichever can tell first; None without a match.
     fn find<'a>(&'a self, content: &'a str) -> Option<Found<'a>> {
-        if let Some(found) = self.split.as_ref().and_then(|s| s.find(content)) {
-            return Some(found);
+        if let Some(split) = &self.split {
+            match split.find(content) {
+                Told::Found(found) => return Some(found),
+                Told::NoMatch => return None,
+                Told::Unknown => {}
+            }
         }
         if let Some((tail, group)) = &self.tail {
             if !tail.anchored() {
@@ -298,14 +302,22 @@ impl Split {
         })
     }
 
-    /// The groups of the whole pattern's match in `text`, or None when the cheap path cannot
-    /// tell (no match, or one only another path of P leads to): then the whole pattern runs.
-    fn find<'a>(&'a self, text: &str) -> Option<Found<'a>> {
+    /// The groups of the whole pattern's match in `text`; [`Told::NoMatch`] when P matches
+    /// nowhere at the start (every match of `^P(.*)S` begins with one, so the whole pattern
+    /// cannot match: a line of another shape with the same first words costs the anchored P
+    /// alone, not the whole pattern's captures too), or [`Told::Unknown`] when the cheap path
+    /// cannot tell (no match after P's leftmost-first match, or one only another path of P
+    /// leads to): then the whole pattern runs.
+    fn find<'a>(&'a self, text: &str) -> Told<'a> {
         let mut pre: Slots = [None; MAX_SLOTS];
         let input = Input::new(text).anchored(Anchored::Yes);
         let n = self.pre.group_info().slot_len();
-        self.pre.search_slots(&input, &mut pre[..n])?;
-        let start = pre[1]?.get();
+        if self.pre.search_slots(&input, &mut pre[..n]).is_none() {
+            return Told::NoMatch;
+        }
+        let Some(start) = pre[1].map(NonMaxUsize::get) else {
+            return Told::Unknown;
+        };
         let rest = &text.as_bytes()[start..];
         // `.` stops at a newline: S must start before the first one.
         let limit = if self.dotall {
@@ -334,7 +346,7 @@ impl Split {
                 }
             };
             if hit {
-                return Some(Found::Split {
+                return Told::Found(Found::Split {
                     split: self,
                     pre,
                     suf,
@@ -344,8 +356,20 @@ impl Split {
             // The next candidate starts before this one (occurrences may overlap).
             end = i + self.literal.needle().len() - 1;
         }
-        None
+        Told::Unknown
     }
+}
+
+/// What [`Split::find`] can tell of a line. Returned by value for one call, as the
+/// `Option<Found>` before it was (the same size); boxing it would allocate per match.
+#[allow(clippy::large_enum_variant)]
+enum Told<'a> {
+    /// The whole pattern's match.
+    Found(Found<'a>),
+    /// The whole pattern cannot match.
+    NoMatch,
+    /// The whole pattern must run to tell.
+    Unknown,
 }
 
 /// A compiled filter.
@@ -901,6 +925,18 @@ mod tests {
             "x uaabaab192.0.2.6aab",
             "y a\n at 6.6.6.6 at 192.0.2.7",
             "y  at 192.0.2.8",
+            // P matches nowhere at the start, though the line starts with a pattern's words
+            "Disconnected from user deploy 192.0.2.10 port 22",
+            "Connection closed by 192.0.2.11 port 22 [preauth]",
+            "Failed",
+            "Failed password",
+            "Invalid",
+            "invalid user x from 192.0.2.12",
+            " Invalid user x from 192.0.2.13",
+            "",
+            "from",
+            "x ",
+            "y",
         ];
         let f = filter(&patterns, &[]);
         assert!(

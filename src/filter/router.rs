@@ -80,6 +80,9 @@ pub(crate) struct Router {
     /// flooding risk here: the table is fixed at build, a miss costs one hash).
     by_program: HashMap<Box<str>, Route, foldhash::fast::RandomState>,
     fallback: Route,
+    /// True when some jail has a fail2ban filter: without one, [`Router::apply`] needs no
+    /// route (its verdicts name their jails).
+    any_fail2ban: bool,
 }
 
 impl Router {
@@ -119,12 +122,16 @@ impl Router {
                 _ => None,
             })
             .collect();
+        let any_fail2ban = jails
+            .iter()
+            .any(|j| matches!(j.filter, JailFilter::Fail2ban(_)));
         Ok(Router {
             states,
             sessions,
             jails,
             by_program,
             fallback,
+            any_fail2ban,
         })
     }
 
@@ -153,6 +160,7 @@ impl Router {
             jails,
             by_program: self.by_program.clone(),
             fallback: self.fallback.clone(),
+            any_fail2ban: self.any_fail2ban,
         }
     }
 
@@ -264,6 +272,9 @@ impl Router {
                 }
                 Matched::Success(jail, ip) => self.native_success(jail, event, ip, &mut on_hit),
             }
+        }
+        if !self.any_fail2ban {
+            return;
         }
         let hostname = event.hostname;
         let route = self.route_of(event.program);
@@ -385,10 +396,30 @@ fn release(
 /// Runs `f` with the event's process id as text (None without one).
 fn with_pid<T>(event: &Event<'_>, f: impl FnOnce(Option<&str>) -> T) -> T {
     match &event.pid {
-        Some(ProcId::PID(pid)) => f(Some(&pid.to_string())),
+        Some(ProcId::PID(pid)) => f(Some(decimal(*pid, &mut [0; 11]))),
         Some(ProcId::Name(name)) => f(Some(name)),
         None => f(None),
     }
+}
+
+/// `n` in decimal as `to_string` writes it, written into `buf` (no allocation per held
+/// failure's key).
+fn decimal(n: i32, buf: &mut [u8; 11]) -> &str {
+    let mut rest = n.unsigned_abs();
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 fn build_route(
@@ -454,6 +485,34 @@ mod tests {
     use super::*;
     use crate::filter::{Filter, FilterSource};
     use std::sync::Arc;
+
+    /// A process id in a held failure's key is written as `to_string` writes it.
+    #[test]
+    fn process_ids_are_written_as_to_string_writes_them() {
+        let mut x: u64 = 5;
+        let edges = [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            -1,
+            -10,
+            2147483647,
+            i32::MIN,
+            i32::MIN + 1,
+        ];
+        let random = (0..10_000).map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 32) as i32 >> ((x >> 8) % 31)
+        });
+        for n in edges.into_iter().chain(random) {
+            assert_eq!(decimal(n, &mut [0; 11]), n.to_string());
+        }
+    }
 
     fn jail(fail: &str, programs: &[&str], hosts: &[&str]) -> JailRoute {
         JailRoute {

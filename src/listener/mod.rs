@@ -23,7 +23,10 @@ fn next_random(x: &mut u64) -> u64 {
     *x
 }
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -82,20 +85,128 @@ impl Receipt {
     }
 }
 
-/// A frame's verdicts and the parts of its event the ordered half needs, owned, so the
-/// worker that matched it can hand it over without the frame being parsed again.
+/// Where a frame's hit is: what the ordered half needs to see its event again without
+/// parsing it or copying anything, as byte ranges of the frame the worker matched (or of
+/// `owned`, when the frame was not valid UTF-8 and was decoded into a new string). The
+/// verdicts are not in it: a batch's go in one vector, in order, `verdicts` of them per hit.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    matched: Vec<Matched>,
-    host: Option<Arc<str>>,
-    program: Option<Box<str>>,
+    /// How many of the batch's verdicts are this frame's.
+    verdicts: u32,
+    /// The decoded text, only when it is not the frame itself (invalid UTF-8).
+    owned: Option<Box<str>>,
+    host: HostAt,
+    program: Option<Range<u32>>,
     pid: Option<parse::ProcId<String>>,
-    /// The evidence its first failure carries (the message cut to the evidence's length), when a
-    /// native pattern matched (a fail2ban-only route may find no failure in it).
-    seen: Option<Seen>,
-    /// The message as matched (held failures' keys and fail2ban filters read it).
-    message: Box<str>,
+    /// The message as matched (cut at the match length).
+    message: Range<u32>,
     repeat: u32,
+}
+
+/// Where a hit's host name is.
+#[derive(Debug)]
+enum HostAt {
+    /// None (never, from the parser; kept so no case is lost).
+    Nowhere,
+    /// In the text, as the header wrote it.
+    At(Range<u32>),
+    /// The header named none: the frame's [`Origin`] fills it in.
+    Origin,
+}
+
+/// The range `part` has in `base`, when it lies inside it.
+fn range_in(base: &[u8], part: &str) -> Option<Range<u32>> {
+    let start = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= base.len() && end <= u32::MAX as usize).then_some(Range {
+        start: start as u32,
+        end: end as u32,
+    })
+}
+
+/// The text at `range` of `base` (empty when it is not text there: never, ranges come from
+/// [`range_in`] over the same bytes, around a part of their decoded text).
+fn part<'b>(base: &'b [u8], range: &Range<u32>) -> &'b str {
+    base.get(range.start as usize..range.end as usize)
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .unwrap_or_default()
+}
+
+/// A [`Prepared`] whose text is a copy of the event's parts.
+fn prepared_copy(event: &parse::Event<'_>, verdicts: usize, host: HostAt) -> Prepared {
+    let mut text = String::new();
+    let mut put = |part: &str| {
+        let start = text.len() as u32;
+        text.push_str(part);
+        start..text.len() as u32
+    };
+    let host = match (host, event.hostname) {
+        (HostAt::At(_), Some(name)) => HostAt::At(put(name)),
+        (other, _) => other,
+    };
+    let program = event.program.map(&mut put);
+    let message = put(event.message);
+    Prepared {
+        verdicts: verdicts as u32,
+        owned: Some(text.into()),
+        host,
+        program,
+        pid: event.pid.clone().map(parse::ProcId::from),
+        message,
+        repeat: event.repeat,
+    }
+}
+
+thread_local! {
+    /// The host names this thread's failures carried last, shared: a sink's senders are few,
+    /// so most failures take a reference to a name instead of a copy of it.
+    static HOSTS: RefCell<Kept> = const { RefCell::new(Kept::new()) };
+    /// The same for the `<F-USER>` names (a brute force tries the same few names again and
+    /// again).
+    static USERS: RefCell<Kept> = const { RefCell::new(Kept::new()) };
+}
+
+/// A few recently seen names (at most [`KEPT`]), replaced in turn.
+struct Kept {
+    names: Vec<Arc<str>>,
+    next: usize,
+}
+
+/// Names a thread keeps in each of [`HOSTS`] and [`USERS`].
+const KEPT: usize = 16;
+
+impl Kept {
+    const fn new() -> Self {
+        Kept {
+            names: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// `name` as a shared string, taken from the names kept when it is one of them.
+    fn share(&mut self, name: &str) -> Arc<str> {
+        if let Some(kept) = self.names.iter().find(|kept| ***kept == *name) {
+            return kept.clone();
+        }
+        let made: Arc<str> = Arc::from(name);
+        if self.names.len() < KEPT {
+            self.names.push(made.clone());
+        } else {
+            self.names[self.next] = made.clone();
+            self.next = (self.next + 1) % KEPT;
+        }
+        made
+    }
+}
+
+/// `name` as a shared host name ([`HOSTS`]).
+fn shared_host(name: &str) -> Arc<str> {
+    HOSTS.with(|kept| kept.borrow_mut().share(name))
+}
+
+/// `name` as a shared user name ([`USERS`]).
+fn shared_user(name: &str) -> Arc<str> {
+    USERS.with(|kept| kept.borrow_mut().share(name))
 }
 
 impl Pipeline {
@@ -177,23 +288,24 @@ impl Pipeline {
         };
         let mut matched = Vec::new();
         self.router.matches(&event, &mut matched);
-        self.apply_event(&event, receipt, matched, None, None, out);
+        self.apply_event(&event, receipt, matched, out);
     }
 
     /// The stateless half of [`Pipeline::process`] (parse, match), for a worker: None when
-    /// the ordered half has nothing to do for `frame`, else the verdicts with the parts of the
-    /// event the failures keep, already owned (allocated here, off the ordered path). Counts
-    /// an unparseable frame.
+    /// the ordered half has nothing to do for `frame`, else where its event is in the frame,
+    /// its verdicts pushed onto `verdicts` (nothing is copied or allocated for a frame in
+    /// UTF-8). Counts an unparseable frame.
     pub(crate) fn matches(
         &self,
         frame: &[u8],
         receipt: Receipt,
         origin: Origin<'_>,
+        verdicts: &mut Vec<Matched>,
     ) -> Option<Prepared> {
         if self.unwanted(frame, receipt) {
             return None;
         }
-        self.matches_fully(frame, receipt, origin)
+        self.matches_fully(frame, receipt, origin, verdicts)
     }
 
     /// [`Pipeline::matches`] without the [`Pipeline::unwanted`] shortcut.
@@ -202,56 +314,85 @@ impl Pipeline {
         frame: &[u8],
         receipt: Receipt,
         origin: Origin<'_>,
+        verdicts: &mut Vec<Matched>,
     ) -> Option<Prepared> {
         let text = parse::decode(frame);
         let mut filled = String::new();
         let event = self.event(&text, receipt, origin, &mut filled)?;
-        let mut matched = Vec::new();
-        if !self.router.matches(&event, &mut matched) {
+        let first = verdicts.len();
+        if !self.router.matches(&event, verdicts) {
+            verdicts.truncate(first);
             return None;
         }
-        let native = !matched.is_empty();
+        // The ranges are of the frame itself when it was valid UTF-8 (decoding only strips
+        // its ends), else of the decoded text, kept.
+        let base = match &text {
+            Cow::Borrowed(_) => frame,
+            Cow::Owned(t) => t.as_bytes(),
+        };
+        // A host name outside the text is the one `event` filled in from the origin (the
+        // parsers take every part from the text).
+        let host = match event.hostname {
+            None => HostAt::Nowhere,
+            Some(host) => range_in(base, host).map_or(HostAt::Origin, HostAt::At),
+        };
+        let program = event.program.map(|p| range_in(base, p));
+        let (Some(message), None | Some(Some(_))) = (range_in(base, event.message), &program)
+        else {
+            // A part the parser made up (never today): the parts copied into one text.
+            return Some(prepared_copy(&event, verdicts.len() - first, host));
+        };
+        let owned = match &text {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(t) => Some(Box::<str>::from(t.as_str())),
+        };
         Some(Prepared {
-            matched,
-            host: event.hostname.map(Arc::from),
-            program: event.program.map(Box::from),
+            verdicts: (verdicts.len() - first) as u32,
+            owned,
+            host,
+            program: program.flatten(),
             pid: event.pid.map(parse::ProcId::from),
-            seen: native.then(|| {
-                Seen::new(
-                    std::time::SystemTime::from(receipt.wall),
-                    event.program,
-                    event.message,
-                )
-            }),
-            message: Box::from(event.message),
+            message,
             repeat: event.repeat,
         })
     }
 
-    /// The ordered half of [`Pipeline::process`]: counts what [`Pipeline::matches`] found
-    /// (held failures, fail2ban jails) and pushes the failures onto `out`.
-    pub(crate) fn apply(&self, prepared: Prepared, receipt: Receipt, out: &mut Vec<Failure>) {
-        let Prepared {
-            matched,
-            host,
-            program,
-            pid,
-            seen,
-            message,
-            repeat,
-        } = prepared;
+    /// The ordered half of [`Pipeline::process`]: counts what [`Pipeline::matches`] found in
+    /// `frame` (held failures, fail2ban jails), taking its verdicts from `verdicts`, and pushes
+    /// the failures onto `out`.
+    pub(crate) fn apply(
+        &self,
+        prepared: Prepared,
+        frame: &[u8],
+        origin: Origin<'_>,
+        verdicts: &mut impl Iterator<Item = Matched>,
+        receipt: Receipt,
+        out: &mut Vec<Failure>,
+    ) {
+        let base = prepared.owned.as_deref().map_or(frame, str::as_bytes);
+        let filled;
+        let hostname = match (&prepared.host, origin) {
+            (HostAt::Nowhere, _) => None,
+            (HostAt::At(at), _) => Some(part(base, at)),
+            (HostAt::Origin, Origin::Local(name)) => Some(name),
+            (HostAt::Origin, Origin::Peer(ip)) => {
+                filled = crate::address::normalise(ip).to_string();
+                Some(filled.as_str())
+            }
+        };
         let event = parse::Event {
             timestamp: None,
-            hostname: host.as_deref(),
-            program: program.as_deref(),
-            pid: pid.as_ref().map(|pid| match pid {
+            hostname,
+            program: prepared.program.as_ref().map(|at| part(base, at)),
+            pid: prepared.pid.as_ref().map(|pid| match pid {
                 parse::ProcId::PID(n) => parse::ProcId::PID(*n),
                 parse::ProcId::Name(name) => parse::ProcId::Name(name.as_str()),
             }),
-            message: &message,
-            repeat,
+            message: part(base, &prepared.message),
+            repeat: prepared.repeat,
         };
-        self.apply_event(&event, receipt, matched, host.clone(), seen, out);
+        let matched = verdicts.take(prepared.verdicts as usize);
+        self.apply_event(&event, receipt, matched, out);
     }
 
     /// The event of one decoded frame, its host name filled in; None when it is unparseable
@@ -289,20 +430,19 @@ impl Pipeline {
         })
     }
 
-    /// Turns the verdicts on `event` into failures for the jail task; `host` and `seen` are what
-    /// [`Pipeline::matches`] already made of it (None: made here).
+    /// Turns the verdicts on `event` into failures for the jail task.
     fn apply_event(
         &self,
         event: &parse::Event<'_>,
         receipt: Receipt,
-        matched: Vec<Matched>,
-        host: Option<Arc<str>>,
-        mut seen: Option<Seen>,
+        matched: impl IntoIterator<Item = Matched>,
         out: &mut Vec<Failure>,
     ) {
         let watching = tail::watching();
         let first = out.len();
         let wall = std::time::SystemTime::from(receipt.wall);
+        // Made for the first failure, shared by the others.
+        let mut host: Option<Option<Arc<str>>> = None;
         self.router.apply(event, matched, |jail, hit| {
             let (ip, count, regex, user) = match hit {
                 // The user is attacker-controlled: cut, so the jail's name table stays bounded.
@@ -312,7 +452,7 @@ impl Pipeline {
                     Some(m.regex),
                     m.user
                         .as_deref()
-                        .map(|u| Arc::from(evidence::cut(u, crate::jail::spray::MAX_USER_BYTES))),
+                        .map(|u| shared_user(evidence::cut(u, crate::jail::spray::MAX_USER_BYTES))),
                 ),
                 Hit::Success(ip) => (ip, 0, None, None),
             };
@@ -323,11 +463,10 @@ impl Pipeline {
                 count,
                 success,
                 received_at: receipt.at,
-                host: host.clone().or_else(|| event.hostname.map(Arc::from)),
-                // The prepared evidence for the first failure; a second jail's is made again.
-                seen: seen
-                    .take()
-                    .unwrap_or_else(|| Seen::new(wall, event.program, event.message)),
+                host: host
+                    .get_or_insert_with(|| event.hostname.map(shared_host))
+                    .clone(),
+                seen: Seen::new(wall, event.program, event.message),
                 matched: regex
                     .filter(|_| watching)
                     .map(|regex| Box::new((regex, self.router.pattern(jail, regex).to_string()))),
@@ -359,5 +498,119 @@ impl Pipeline {
             e.outcome = outcome;
             tail::publish(e);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unwanted::tests::{fixture_frames, generated, pipeline};
+    use super::*;
+
+    /// The generated lines, and each again without its host name (so the origin fills it).
+    fn frames() -> Vec<Vec<u8>> {
+        let mut frames: Vec<Vec<u8>> = fixture_frames().into_iter().chain(generated()).collect();
+        let hostless: Vec<Vec<u8>> = generated()
+            .into_iter()
+            .map(|line| {
+                let text = String::from_utf8_lossy(&line).into_owned();
+                let mut bytes = line;
+                for host in ["mail1 ", "gw ", "h_1.example ", "b@d "] {
+                    if let Some(at) = text.find(host) {
+                        bytes.drain(at..at + host.len());
+                        break;
+                    }
+                }
+                bytes
+            })
+            .collect();
+        frames.extend(hostless);
+        // Failures in invalid UTF-8, with a host name and without.
+        for i in 0..20u8 {
+            let mut line =
+                b"<38>Nov 20 00:00:00 gw sshd[7]: Failed password for r\xffot from 192.0.2."
+                    .to_vec();
+            line.extend_from_slice(format!("{i} port 22 ssh2").as_bytes());
+            frames.push(line.clone());
+            // The same without its host name.
+            line.drain(20..23);
+            frames.push(line);
+        }
+        frames
+    }
+
+    /// What a worker's [`Pipeline::matches`] and the ordered [`Pipeline::apply`] make of
+    /// frames, in batches of a few (so verdicts of several frames share one vector), is what
+    /// [`Pipeline::process`] makes of them one by one: the same failures, with the same host,
+    /// evidence and user, in the same order (held failures included: each path keeps its own
+    /// pipeline). Every fixture frame and the generated lines (invalid UTF-8, BOM, no host
+    /// name), from a peer (IPv4 and mapped IPv6) and from a local socket.
+    #[test]
+    fn matching_apart_and_applying_in_order_finds_what_one_pass_finds() {
+        let frames = frames();
+        let receipt = Receipt::now();
+        let local = String::from("this-host");
+        let origins = [
+            Origin::Peer("192.0.2.200".parse().unwrap()),
+            Origin::Peer("::ffff:198.51.100.4".parse().unwrap()),
+            Origin::Local(&local),
+        ];
+        for catch_all in [false, true] {
+            for origin in origins {
+                let one = pipeline(Zone::Utc, catch_all);
+                let (worker, ordered) = (
+                    pipeline(Zone::Utc, catch_all),
+                    pipeline(Zone::Utc, catch_all),
+                );
+                let mut expected = Vec::new();
+                let mut got = Vec::new();
+                for batch in frames.chunks(7) {
+                    for frame in batch {
+                        one.process(frame, receipt, origin, &mut expected);
+                    }
+                    let mut verdicts = Vec::new();
+                    let hits: Vec<(&Vec<u8>, Prepared)> = batch
+                        .iter()
+                        .filter_map(|f| {
+                            worker
+                                .matches(f, receipt, origin, &mut verdicts)
+                                .map(|p| (f, p))
+                        })
+                        .collect();
+                    let mut verdicts = verdicts.into_iter();
+                    for (frame, prepared) in hits {
+                        ordered.apply(prepared, frame, origin, &mut verdicts, receipt, &mut got);
+                    }
+                    assert!(verdicts.next().is_none(), "every verdict taken");
+                }
+                assert!(expected.len() > 500, "{}", expected.len());
+                assert!(expected
+                    .iter()
+                    .any(|f| f.host.as_deref() == Some("192.0.2.200")
+                        || f.host.as_deref() == Some("198.51.100.4")
+                        || f.host.as_deref() == Some("this-host")));
+                assert!(expected.iter().any(|f| f.seen.message.contains('\u{fffd}')));
+                assert_eq!(got.len(), expected.len());
+                for (got, expected) in got.iter().zip(&expected) {
+                    assert_eq!(got, expected);
+                }
+            }
+        }
+    }
+
+    /// A thread's shared host and user names are the names asked for, whatever was kept
+    /// before.
+    #[test]
+    fn shared_host_names_are_the_names_asked_for() {
+        for round in 0..3 {
+            for i in 0..(KEPT * 2 + 3) {
+                let name = format!("host-{}", (i * 7 + round) % (KEPT + 5));
+                assert_eq!(&*shared_host(&name), name.as_str());
+                assert_eq!(&*shared_user(&name), name.as_str());
+            }
+        }
+        let a = shared_host("web-1");
+        let b = shared_host("web-1");
+        assert!(Arc::ptr_eq(&a, &b), "a kept name is shared");
+        assert!(Arc::ptr_eq(&shared_user("root"), &shared_user("root")));
     }
 }

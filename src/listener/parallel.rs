@@ -28,17 +28,20 @@ use tokio_util::sync::CancellationToken;
 use super::framing::{Found, FrameDecoder};
 use super::{Origin, Pipeline, Prepared, Receipt, SharedPipeline};
 use crate::evidence::tail;
+use crate::filter::router::Matched;
 use crate::jail::Failure;
 use crate::metrics::messages_received;
 
-/// Frames handed to a worker at once: the queue and wake-up cost spread over many messages.
-pub(crate) const BATCH: usize = 256;
+/// Frames handed to a worker at once: the queue and wake-up cost spread over many messages
+/// (a batch also ends with each read, so a read holds several: [`READ_CHUNK`]).
+pub(crate) const BATCH: usize = 1024;
 
 /// Batches each worker may have queued or in hand for the connections.
 const IN_FLIGHT_PER_WORKER: usize = 2;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes asked of the socket per read: at ~120 bytes a message, two full batches and the
+/// rest, so few hand-overs are of a read's last few frames.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// One batch for a worker.
 struct Job {
@@ -50,9 +53,12 @@ struct Job {
 }
 
 /// What a worker found in a batch: for each frame the ordered part has work for, in order,
-/// its verdicts and event.
+/// its number in the batch and where its event is; the verdicts of them all, in the same
+/// order; and the batch's frames, which the events are read from.
 struct Matches {
-    hits: Vec<Prepared>,
+    hits: Vec<(u32, Prepared)>,
+    verdicts: Vec<Matched>,
+    frames: Frames,
 }
 
 /// The match workers every connection of a listener shares.
@@ -85,13 +91,22 @@ impl Pool {
                         } = job;
                         let local = thread_copy(&pipeline);
                         drop(pipeline);
+                        let mut verdicts = Vec::new();
                         let hits = frames
                             .iter()
-                            .filter_map(|f| local.matches(f, receipt, Origin::Peer(peer)))
+                            .enumerate()
+                            .filter_map(|(i, f)| {
+                                local
+                                    .matches(f, receipt, Origin::Peer(peer), &mut verdicts)
+                                    .map(|hit| (i as u32, hit))
+                            })
                             .collect();
-                        drop(frames);
                         // The connection is gone: nothing to hand back.
-                        let _ = done.send(Matches { hits });
+                        let _ = done.send(Matches {
+                            hits,
+                            verdicts,
+                            frames,
+                        });
                     }
                 });
                 tx
@@ -188,9 +203,23 @@ impl Sink {
             ..
         } = pending;
         match matches {
-            Some(Matches { hits }) => {
-                for prepared in hits {
-                    pipeline.apply(prepared, receipt, &mut self.found);
+            Some(Matches {
+                hits,
+                verdicts,
+                frames,
+            }) => {
+                let origin = Origin::Peer(self.peer.ip());
+                let mut verdicts = verdicts.into_iter();
+                for (i, prepared) in hits {
+                    let frame = frames.get(i as usize).unwrap_or_default();
+                    pipeline.apply(
+                        prepared,
+                        frame,
+                        origin,
+                        &mut verdicts,
+                        receipt,
+                        &mut self.found,
+                    );
                 }
             }
             None => tracing::error!(peer = %self.peer, messages, "match worker lost a batch"),
@@ -227,6 +256,11 @@ impl Frames {
     /// Each frame's bytes, in stream order.
     fn iter(&self) -> impl Iterator<Item = &[u8]> {
         self.at.iter().map(|r| &self.chunk[r.clone()])
+    }
+
+    /// The bytes of frame number `i`.
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        self.chunk.get(self.at.get(i)?.clone())
     }
 }
 

@@ -70,7 +70,7 @@ pub(super) mod tests {
     }
 
     /// Every frame of the syslog fixtures.
-    fn fixture_frames() -> Vec<Vec<u8>> {
+    pub(in crate::listener) fn fixture_frames() -> Vec<Vec<u8>> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/syslog");
         let mut frames = Vec::new();
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -97,7 +97,7 @@ pub(super) mod tests {
     /// Lines in the shapes the shortcut reads and around its edges: programs jails take and
     /// do not, impossible dates, fractions, odd pids, invalid UTF-8 and NUL in the message,
     /// a BOM, trailing CR/LF/NUL, a tag right before the end.
-    fn generated() -> Vec<Vec<u8>> {
+    pub(in crate::listener) fn generated() -> Vec<Vec<u8>> {
         let programs = [
             "sshd",
             "sendmail",
@@ -215,11 +215,14 @@ pub(super) mod tests {
                         fast.is_some_and(|p| p != "sshd" && p != "sendmail")
                     );
                     passed += usize::from(unwanted);
-                    let full = shipped.matches_fully(frame, receipt, peer);
+                    let mut full_verdicts = Vec::new();
+                    let full = shipped.matches_fully(frame, receipt, peer, &mut full_verdicts);
                     found += usize::from(full.is_some());
+                    let mut verdicts = Vec::new();
+                    let shortcut = shipped.matches(frame, receipt, peer, &mut verdicts);
                     assert_eq!(
-                        format!("{:?}", shipped.matches(frame, receipt, peer)),
-                        format!("{full:?}"),
+                        format!("{:?}", (shortcut, verdicts)),
+                        format!("{:?}", (full, full_verdicts)),
                         "{:?}",
                         String::from_utf8_lossy(frame)
                     );
