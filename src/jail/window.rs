@@ -34,8 +34,6 @@ const IN_USE: u32 = NIL - 1;
 const STALE_PER_LIVE: usize = 2;
 /// Stale queue items always allowed, so that a handful of addresses never sweep at every failure.
 const STALE_SLACK: usize = 64;
-/// Queue items from the front whose entries are requested ahead of the prunes that read them.
-const FRONT_AHEAD: usize = 16;
 /// Items pushed since the last sweep after which the queue is swept anyway: a stale item's
 /// sequence could otherwise meet its slot's again once the `u32` counter wrapped.
 const SWEEP_PUSHES: u32 = 1 << 31;
@@ -159,9 +157,6 @@ pub(crate) struct Window {
     base: Option<Instant>,
     cap: usize,
     evicted: u64,
-    /// How many items at the front of the queue have had their entries requested (see
-    /// [`Window::prefetch_front`]).
-    front_ahead: usize,
 }
 
 impl Window {
@@ -181,7 +176,6 @@ impl Window {
             base: None,
             cap: cap.max(1),
             evicted: 0,
-            front_ahead: 0,
         }
     }
 
@@ -221,9 +215,6 @@ impl Window {
     ) -> (Outcome, u32) {
         // The first failure sets the base; pruning then needs nothing but nanoseconds.
         let now = self.ns(now);
-        if self.outgrows_cache() {
-            self.prefetch_front();
-        }
         self.prune_ns(now);
         let maxretry = self.maxretry as usize;
         let slot = match self.find(hash, &ip) {
@@ -357,26 +348,8 @@ impl Window {
                 return Some(item.slot);
             }
             self.queue.pop_front();
-            self.front_ahead = self.front_ahead.saturating_sub(1);
         }
         None
-    }
-
-    /// Requests the entries of the first [`FRONT_AHEAD`] items of the queue, each once, as the
-    /// front moves: the prune of every failure pops the stale items at the front and reads
-    /// each one's entry to tell it from a live one. With failures in a random order those are
-    /// random entries nothing else requested (15.5% of `Jail::decide`'s samples at a million
-    /// addresses were that one load); a pop per failure on average leaves each request about
-    /// [`FRONT_AHEAD`] failures to arrive. A hint: it changes nothing.
-    fn prefetch_front(&mut self) {
-        let end = FRONT_AHEAD.min(self.queue.len());
-        while self.front_ahead < end {
-            let item = self.queue[self.front_ahead];
-            if let Some(entry) = self.slab.get(item.slot as usize) {
-                prefetch(&entry.free);
-            }
-            self.front_ahead += 1;
-        }
     }
 
     /// True when `item` is its entry's last failure: the slot is in use and has not failed
@@ -472,7 +445,6 @@ impl Window {
     fn sweep(&mut self) {
         const AHEAD: usize = 16;
         self.pushed = 0;
-        self.front_ahead = 0;
         let queue = std::mem::take(&mut self.queue);
         let mut items: Vec<Item> = queue.into();
         let mut kept = 0;
@@ -925,8 +897,6 @@ mod tests {
                 }
                 assert_eq!(w.len(), r.order.len(), "seed {seed} step {step}");
                 assert_eq!(w.evicted(), r.evicted, "seed {seed} step {step}");
-                // The front prefetch (always on in tests) only ever names items in the queue.
-                assert!(w.front_ahead <= w.queue.len().min(FRONT_AHEAD));
                 // Bounded after every failure recorded (a forgotten address's item stays
                 // until the next one).
                 assert!(
