@@ -34,6 +34,11 @@ const IN_USE: u32 = NIL - 1;
 const STALE_PER_LIVE: usize = 2;
 /// Stale queue items always allowed, so that a handful of addresses never sweep at every failure.
 const STALE_SLACK: usize = 64;
+/// How far past the back of the expiry queue its next lines are requested: eight lines, 64
+/// pushes ahead (1024 measured the same).
+const TAIL_AHEAD: usize = 512;
+/// Queue buffers (in items) above which the tail is prefetched: 64 KiB, past the L1 cache.
+const TAIL_PREFETCH_ITEMS: usize = 8192;
 /// Items pushed since the last sweep after which the queue is swept anyway: a stale item's
 /// sequence could otherwise meet its slot's again once the `u32` counter wrapped.
 const SWEEP_PUSHES: u32 = 1 << 31;
@@ -426,6 +431,17 @@ impl Window {
         self.slab[slot as usize].seq = seq;
         self.queue.push_back(Item { slot, seq });
         self.pushed += 1;
+        // The back of the queue walks through its buffer, a new line every eight pushes; in a
+        // queue past the cache that line is a miss, and stores leave the store buffer in order,
+        // so every store after it (the next decisions' entries) waits with it, and so does any
+        // load that must read one of them back. Requested TAIL_AHEAD bytes ahead, it is
+        // there before the first store to it. A hint: an address past the buffer's end (the
+        // ring about to wrap) is never read.
+        if self.queue.capacity() > TAIL_PREFETCH_ITEMS {
+            if let Some(back) = self.queue.back() {
+                prefetch((back as *const Item).cast::<u8>().wrapping_add(TAIL_AHEAD));
+            }
+        }
     }
 
     /// Sweeps the queue when stale items outnumber the live ones more than
