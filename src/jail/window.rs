@@ -480,23 +480,19 @@ impl Window {
         self.queue = items.into();
     }
 
-    /// Doubles the slab's capacity. Past [`HUGE_BYTES`] the entries move to a fresh buffer
-    /// that asked for huge pages before they are copied in, rather than through `realloc`: glibc
-    /// grows a large block with `mremap`, which moves its pages to an address of another 2 MiB
-    /// alignment, where the kernel keeps them as 4 KiB pages. Seen in /proc/PID/smaps at a
-    /// million addresses: only the last doubling's half of the slab (38 of 78 MB) was on huge
-    /// pages, so half the entry lookups still walked the page tables; now 76 of 78 MB are. The
-    /// copy costs about what the doubling costs anyway, once per doubling.
+    /// Doubles the slab's capacity. glibc grows a large block with `mremap`, which moves its
+    /// pages to an address of another 2 MiB alignment, where the kernel keeps them as 4 KiB
+    /// pages: seen in /proc/PID/smaps at a million addresses, only the last doubling's half of
+    /// the slab (38 of 78 MB) was on huge pages, so half the entry lookups still walked the page
+    /// tables. The moved part is now collapsed back into huge pages (`MADV_COLLAPSE`, Linux 6.1;
+    /// a kernel without it, or without free huge pages, leaves it as it was), once per doubling.
     fn grow_slab(&mut self) {
-        if self.slab.capacity() * std::mem::size_of::<Entry>() < HUGE_BYTES / 2 {
-            self.slab.reserve(1);
-            huge_pages(&self.slab);
-            return;
+        let (moved, len) = (self.slab.as_ptr(), self.slab.len());
+        self.slab.reserve(1);
+        huge_pages(&self.slab);
+        if self.slab.as_ptr() != moved {
+            collapse(&self.slab[..len]);
         }
-        let mut grown = Vec::with_capacity(self.slab.capacity() * 2);
-        huge_pages(&grown);
-        grown.append(&mut self.slab);
-        self.slab = grown;
     }
 
     /// Forgets the entry in `slot` and frees the slot (its queue item goes stale).
@@ -555,6 +551,25 @@ fn huge_pages<T>(table: &Vec<T>) {
         // how the kernel backs them, never their contents.
         unsafe {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+/// Asks the kernel to back the whole huge pages inside `filled` with huge pages now, copying
+/// what they hold (see [`Window::grow_slab`]). A hint: its failure changes nothing.
+fn collapse<T>(filled: &[T]) {
+    let bytes = std::mem::size_of_val(filled);
+    if bytes < HUGE_BYTES {
+        return;
+    }
+    const HUGE: usize = 2 << 20;
+    let start = (filled.as_ptr() as usize).next_multiple_of(HUGE);
+    let end = (filled.as_ptr() as usize + bytes) & !(HUGE - 1);
+    if end > start {
+        // SAFETY: madvise(MADV_COLLAPSE) on whole huge pages inside a live allocation changes
+        // how the kernel backs them, never their contents.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_COLLAPSE);
         }
     }
 }
