@@ -540,36 +540,33 @@ const HUGE_BYTES: usize = 4 << 20;
 /// gives them only to memory that asks. A hint: if the kernel has none, nothing changes.
 fn huge_pages<T>(table: &Vec<T>) {
     let bytes = table.capacity() * std::mem::size_of::<T>();
-    if bytes < HUGE_BYTES {
-        return;
-    }
-    const HUGE: usize = 2 << 20;
-    let start = (table.as_ptr() as usize).next_multiple_of(HUGE);
-    let end = (table.as_ptr() as usize + bytes) & !(HUGE - 1);
-    if end > start {
-        // SAFETY: madvise(MADV_HUGEPAGE) on whole huge pages inside a live allocation changes
-        // how the kernel backs them, never their contents.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
-    }
+    advise_huge(table.as_ptr().cast(), bytes, libc::MADV_HUGEPAGE);
 }
 
 /// Asks the kernel to back the whole huge pages inside `filled` with huge pages now, copying
 /// what they hold (see [`Window::grow_slab`]). A hint: its failure changes nothing.
 fn collapse<T>(filled: &[T]) {
-    let bytes = std::mem::size_of_val(filled);
+    advise_huge(
+        filled.as_ptr().cast(),
+        std::mem::size_of_val(filled),
+        libc::MADV_COLLAPSE,
+    );
+}
+
+/// `madvise(advice)` on the whole 2 MiB pages inside the `bytes` at `at`, when they are at least
+/// [`HUGE_BYTES`].
+fn advise_huge(at: *const u8, bytes: usize, advice: libc::c_int) {
     if bytes < HUGE_BYTES {
         return;
     }
     const HUGE: usize = 2 << 20;
-    let start = (filled.as_ptr() as usize).next_multiple_of(HUGE);
-    let end = (filled.as_ptr() as usize + bytes) & !(HUGE - 1);
+    let start = (at as usize).next_multiple_of(HUGE);
+    let end = (at as usize + bytes) & !(HUGE - 1);
     if end > start {
-        // SAFETY: madvise(MADV_COLLAPSE) on whole huge pages inside a live allocation changes
-        // how the kernel backs them, never their contents.
+        // SAFETY: the callers pass live allocations; madvise(MADV_HUGEPAGE or MADV_COLLAPSE) on
+        // whole huge pages inside one changes how the kernel backs them, never their contents.
         unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_COLLAPSE);
+            libc::madvise(start as *mut libc::c_void, end - start, advice);
         }
     }
 }
