@@ -39,9 +39,14 @@ pub(crate) const BATCH: usize = 1024;
 /// Batches each worker may have queued or in hand for the connections.
 const IN_FLIGHT_PER_WORKER: usize = 2;
 
-/// Bytes asked of the socket per read: at ~120 bytes a message, two full batches and the
-/// rest, so few hand-overs are of a read's last few frames.
+/// Bytes asked of the socket per read once a connection has filled a whole [`FIRST_READ_CHUNK`]
+/// read: at ~120 bytes a message, two full batches and the rest, so few hand-overs are of a
+/// read's last few frames.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// Bytes asked per read until then: a connection that never sends that much at once (most of
+/// up to `max_tcp_connections`) keeps a buffer of this size, not [`READ_CHUNK`].
+const FIRST_READ_CHUNK: usize = 64 * 1024;
 
 /// One batch for a worker.
 struct Job {
@@ -310,7 +315,8 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
         found: Vec::new(),
     };
     let mut decoder = FrameDecoder::new(shared.load().max_message_bytes());
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut read_chunk = FIRST_READ_CHUNK;
+    let mut buf = BytesMut::with_capacity(read_chunk);
     let mut in_flight: VecDeque<Pending> = VecDeque::new();
     let limit = pool.in_flight();
     loop {
@@ -334,7 +340,7 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
                 }
             }
         }
-        buf.reserve(READ_CHUNK);
+        buf.reserve(read_chunk);
         let read = tokio::select! {
             _ = shutdown.cancelled() => break,
             // Wakes when the oldest batch is back, so an idle connection still applies it.
@@ -359,6 +365,10 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             }
             Ok(Ok(n)) => n,
         };
+        if n >= read_chunk {
+            // A stream that fills whole reads: larger ones, fewer hand-overs.
+            read_chunk = READ_CHUNK;
+        }
         let receipt = Receipt::now();
         let pipeline = shared.load_full();
         let at_end = n == 0;
