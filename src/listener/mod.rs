@@ -342,18 +342,21 @@ impl Pipeline {
             // A part the parser made up (never today): the parts copied into one text.
             return Some(prepared_copy(&event, verdicts.len() - first, host));
         };
-        let owned = match &text {
+        let (pid, repeat) = (event.pid.map(parse::ProcId::from), event.repeat);
+        let program = program.flatten();
+        // The decoded text the ranges point into, moved rather than copied.
+        let owned = match text {
             Cow::Borrowed(_) => None,
-            Cow::Owned(t) => Some(Box::<str>::from(t.as_str())),
+            Cow::Owned(t) => Some(t.into_boxed_str()),
         };
         Some(Prepared {
             verdicts: (verdicts.len() - first) as u32,
             owned,
             host,
-            program: program.flatten(),
-            pid: event.pid.map(parse::ProcId::from),
+            program,
+            pid,
             message,
-            repeat: event.repeat,
+            repeat,
         })
     }
 
