@@ -1574,6 +1574,22 @@ fn wait_int(redis: &Redis, args: &[&str], want: i64) {
     assert!(ok, "{args:?} is {} not {want}", int(redis, args));
 }
 
+/// Fails each of `ips` once as root, on `sinks` in turn, waiting after all but the last until
+/// Redis counted it in root's spray set (which held `before` members), so the last one is the
+/// failure that completes the spray.
+fn spray(redis: &Redis, sinks: &[&Daemon], ips: &[&str], before: i64) {
+    for (i, ip) in ips.iter().enumerate() {
+        fail(&[], sinks[i % sinks.len()], "sshd", ip, 1);
+        if i + 1 < ips.len() {
+            wait_int(
+                redis,
+                &["ZCARD", "t:spray:sshd:root"],
+                before + i as i64 + 1,
+            );
+        }
+    }
+}
+
 /// With shared windows, one user failing from four addresses split between two sinks (two
 /// each, none near maxretry) is a spray: counted in Redis, completed by whichever sink sees the
 /// fourth, which bans all four, once.
@@ -1582,13 +1598,8 @@ fn fleet_shared_windows_count_spraying_across_sinks() {
     let redis = Redis::start("", &[]);
     let sinks = spray_sinks(&redis, 10);
     let sprayers = ["192.0.2.21", "192.0.2.22", "198.51.100.23", "203.0.113.24"];
-    for (i, ip) in sprayers.iter().enumerate() {
-        fail(&[], &sinks[i % 2], "sshd", ip, 1);
-        if i < 3 {
-            // Counted in Redis before the next one is sent, so the fourth completes it.
-            wait_int(&redis, &["ZCARD", "t:spray:sshd:root"], i as i64 + 1);
-        }
-    }
+    // Counted in Redis before the next one is sent, so the fourth completes it.
+    spray(&redis, &[&sinks[0], &sinks[1]], &sprayers, 0);
     let all = || {
         let mut ips: Vec<String> = sinks
             .iter()
@@ -1624,12 +1635,7 @@ fn fleet_shared_windows_ban_each_address_once_between_spray_and_maxretry() {
     wait_int(&redis, &["ZCARD", "t:spray:sshd:root"], 1);
     // Three more addresses as root on sink 1 complete the spray there.
     let sprayers = ["192.0.2.42", "198.51.100.43", "203.0.113.44"];
-    for (i, ip) in sprayers.iter().enumerate() {
-        fail(&[], &sinks[1], "sshd", ip, 1);
-        if i < 2 {
-            wait_int(&redis, &["ZCARD", "t:spray:sshd:root"], i as i64 + 2);
-        }
-    }
+    spray(&redis, &[&sinks[1]], &sprayers, 1);
     for ip in sprayers {
         wait_holds(&sinks[1], ip, true, "the spray completed on sink 1");
     }
@@ -1666,21 +1672,11 @@ fn fleet_shared_windows_ban_a_bare_spray_member_left_by_an_older_sink() {
     let redis = Redis::start("", &[]);
     let sinks = spray_sinks(&redis, 10);
     let bare = "192.0.2.50";
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        .to_string();
-    redis.cli(&["ZADD", "t:spray:sshd:root", &now_ms, bare]);
+    redis.cli(&["ZADD", "t:spray:sshd:root", &unix_ms().to_string(), bare]);
     let sprayers = ["192.0.2.51", "198.51.100.52", "203.0.113.53"];
     let twice_banned = format!("t:count:sshd:{}/32", sprayers[0]);
     redis.cli(&["SET", &twice_banned, "2"]);
-    for (i, ip) in sprayers.iter().enumerate() {
-        fail(&[], &sinks[0], "sshd", ip, 1);
-        if i < 2 {
-            wait_int(&redis, &["ZCARD", "t:spray:sshd:root"], i as i64 + 2);
-        }
-    }
+    spray(&redis, &[&sinks[0]], &sprayers, 1);
     for ip in sprayers.iter().chain([&bare]) {
         wait_holds(&sinks[0], ip, true, "the spray completed on sink 0");
     }
