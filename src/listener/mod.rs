@@ -66,6 +66,23 @@ pub(crate) enum Origin<'a> {
     Local(&'a str),
 }
 
+impl<'a> Origin<'a> {
+    /// The host name a header without one is given: this host's for a local sender, else the
+    /// peer's address (formatted into `filled`, which only such headers pay for).
+    fn host_name<'s>(self, filled: &'s mut String) -> &'s str
+    where
+        'a: 's,
+    {
+        match self {
+            Origin::Local(name) => name,
+            Origin::Peer(ip) => {
+                *filled = crate::address::normalise(ip).to_string();
+                filled.as_str()
+            }
+        }
+    }
+}
+
 /// When a read arrived: monotonic for windows, wall clock for the RFC 3164 year.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Receipt {
@@ -373,15 +390,11 @@ impl Pipeline {
         out: &mut Vec<Failure>,
     ) {
         let base = prepared.owned.as_deref().map_or(frame, str::as_bytes);
-        let filled;
-        let hostname = match (&prepared.host, origin) {
-            (HostAt::Nowhere, _) => None,
-            (HostAt::At(at), _) => Some(part(base, at)),
-            (HostAt::Origin, Origin::Local(name)) => Some(name),
-            (HostAt::Origin, Origin::Peer(ip)) => {
-                filled = crate::address::normalise(ip).to_string();
-                Some(filled.as_str())
-            }
+        let mut filled = String::new();
+        let hostname = match &prepared.host {
+            HostAt::Nowhere => None,
+            HostAt::At(at) => Some(part(base, at)),
+            HostAt::Origin => Some(origin.host_name(&mut filled)),
         };
         let event = parse::Event {
             timestamp: None,
@@ -417,15 +430,7 @@ impl Pipeline {
         if self.router.is_empty() {
             return None;
         }
-        // Only headers without a host name pay for formatting the peer's address.
-        let hostname = match (event.hostname, origin) {
-            (Some(host), _) => Some(host),
-            (None, Origin::Local(name)) => Some(name),
-            (None, Origin::Peer(ip)) => {
-                *filled = crate::address::normalise(ip).to_string();
-                Some(filled.as_str())
-            }
-        };
+        let hostname = Some(event.hostname.unwrap_or_else(|| origin.host_name(filled)));
         Some(crate::parse::Event {
             message: evidence::cut(event.message, self.max_match_bytes),
             hostname,
