@@ -235,11 +235,24 @@ impl Sink {
 
     /// Waits for the oldest batch in flight and applies it; false when the jail task is gone.
     async fn apply_oldest(&mut self, in_flight: &mut VecDeque<Pending>) -> bool {
-        let Some(mut pending) = in_flight.pop_front() else {
-            return true;
+        let matches = match in_flight.front_mut() {
+            Some(pending) => (&mut pending.result).await.ok(),
+            None => return true,
         };
-        let matches = (&mut pending.result).await.ok();
-        self.apply(pending, matches).await
+        self.apply_front(in_flight, matches).await
+    }
+
+    /// Applies the oldest batch in flight, whose result (None: its worker lost it) was taken
+    /// already; false when the jail task is gone.
+    async fn apply_front(
+        &mut self,
+        in_flight: &mut VecDeque<Pending>,
+        matches: Option<Matches>,
+    ) -> bool {
+        match in_flight.pop_front() {
+            Some(pending) => self.apply(pending, matches).await,
+            None => true,
+        }
     }
 }
 
@@ -331,10 +344,8 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             match front.result.try_recv() {
                 Err(oneshot::error::TryRecvError::Empty) => {}
                 done => {
-                    if let Some(pending) = in_flight.pop_front() {
-                        if !sink.apply(pending, done.ok()).await {
-                            return;
-                        }
+                    if !sink.apply_front(&mut in_flight, done.ok()).await {
+                        return;
                     }
                     continue;
                 }
@@ -345,10 +356,8 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             _ = shutdown.cancelled() => break,
             // Wakes when the oldest batch is back, so an idle connection still applies it.
             done = front_done(&mut in_flight) => {
-                if let Some(pending) = in_flight.pop_front() {
-                    if !sink.apply(pending, done).await {
-                        return;
-                    }
+                if !sink.apply_front(&mut in_flight, done).await {
+                    return;
                 }
                 continue;
             }
