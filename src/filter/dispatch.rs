@@ -293,6 +293,17 @@ mod tests {
             .collect()
     }
 
+    /// The dispatch over `patterns` finds, in each of `messages`, exactly what a plain
+    /// `RegexSet` of them finds.
+    fn agrees_with_a_set(patterns: &[&str], messages: &[&str]) {
+        let d = Dispatch::new(patterns).unwrap();
+        let set = RegexSet::new(patterns).unwrap();
+        for message in messages {
+            let want: Vec<usize> = set.matches(message).iter().collect();
+            assert_eq!(found(&d, patterns, message), want, "{message}");
+        }
+    }
+
     #[test]
     fn every_kind_of_pattern_is_sorted_to_its_path() {
         let patterns = KINDS;
@@ -351,28 +362,26 @@ mod tests {
             r"(?:quux|frob)nic",
             r"zzzz",
         ];
-        let d = Dispatch::new(&patterns).unwrap();
-        let set = RegexSet::new(patterns).unwrap();
-        for message in [
-            "abd",
-            "acdg",
-            "xxy",
-            "fg",
-            "eg",
-            "h",
-            "hxy",
-            "q",
-            "",
-            "abdxyg",
-            "quuxnic",
-            "afrobnic",
-            "zzzzz",
-            "frobni",
-            "hzzzzquuxnic",
-        ] {
-            let want: Vec<usize> = set.matches(message).iter().collect();
-            assert_eq!(found(&d, &patterns, message), want, "{message}");
-        }
+        agrees_with_a_set(
+            &patterns,
+            &[
+                "abd",
+                "acdg",
+                "xxy",
+                "fg",
+                "eg",
+                "h",
+                "hxy",
+                "q",
+                "",
+                "abdxyg",
+                "quuxnic",
+                "afrobnic",
+                "zzzzz",
+                "frobni",
+                "hzzzzquuxnic",
+            ],
+        );
     }
 
     /// Patterns gated by literals inside them (optional parts, alternations, repetitions,
@@ -479,17 +488,15 @@ mod tests {
         let many: Vec<String> = (0..Picked::BITS + 5)
             .map(|i| format!(r"\d+ (?:x )?marker{i:03}q (\S+)"))
             .collect();
-        let d = Dispatch::new(&many).unwrap();
-        let set = RegexSet::new(&many).unwrap();
         let patterns: Vec<&str> = many.iter().map(String::as_str).collect();
-        for message in [
-            "1 marker000q a",
-            "2 x marker130q b 3 marker007q c",
-            "marker131q",
-            "9 marker132q z",
-        ] {
-            let want: Vec<usize> = set.matches(message).iter().collect();
-            assert_eq!(found(&d, &patterns, message), want, "{message}");
-        }
+        agrees_with_a_set(
+            &patterns,
+            &[
+                "1 marker000q a",
+                "2 x marker130q b 3 marker007q c",
+                "marker131q",
+                "9 marker132q z",
+            ],
+        );
     }
 }
