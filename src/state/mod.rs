@@ -19,6 +19,9 @@ use crate::action::BanOrder;
 use crate::address::show_target;
 use crate::evidence::{tail, Line};
 
+mod checkpoint;
+use checkpoint::Checkpointer;
+
 /// Operations waiting for the writer before it blocks the jail task.
 pub(crate) const QUEUE_DEPTH: usize = 16_384;
 /// Most operations committed in one transaction.
@@ -200,6 +203,22 @@ impl State {
             db,
             history: None,
         })
+    }
+
+    /// Moves WAL checkpoints off this connection onto a thread of their own (see
+    /// [`checkpoint`]), so no commit waits for one. None (logged) keeps SQLite's automatic
+    /// checkpoint here.
+    fn checkpoint_apart(&self, pause: Duration, errors: metrics::Counter) -> Option<Checkpointer> {
+        let apart = Checkpointer::start(&self.path, pause, errors).and_then(|checkpointer| {
+            self.db
+                .pragma_update(None, "wal_autocheckpoint", 0)
+                .map(|()| checkpointer)
+        });
+        apart
+            .map_err(|error| {
+                tracing::warn!(%error, path = %self.path.display(), "checkpoints stay in the commits");
+            })
+            .ok()
     }
 
     /// Keeps ban history for `days` (`[state] history_days`; 0 keeps it forever) and prunes
@@ -561,6 +580,11 @@ pub(crate) fn writer(
     let mut batch = Vec::with_capacity(BATCH);
     let mut failing = false;
     let mut pending: Vec<StateOp> = Vec::new();
+    // A local, dropped before the parameter `state`: the thread stops before the writer's
+    // connection closes.
+    let checkpointer = state
+        .as_ref()
+        .and_then(|db| db.checkpoint_apart(checkpoint::PAUSE, errors.clone()));
     while let Some(op) = ops.blocking_recv() {
         batch.push(op);
         while batch.len() < BATCH {
@@ -575,6 +599,9 @@ pub(crate) fn writer(
             pending.extend(batch.iter().filter_map(StateOp::persistent_copy));
             match db.apply_with(&pending, outbox.as_deref()) {
                 Ok(()) => {
+                    if let Some(checkpointer) = &checkpointer {
+                        checkpointer.committed();
+                    }
                     if failing {
                         failing = false;
                         tracing::info!(caught_up = pending.len(), "state database writable again");
@@ -731,6 +758,74 @@ mod tests {
         assert_eq!(state.keep_history(90).unwrap(), 1);
         assert_eq!(state.past_bans(&[target]).unwrap().len(), 1);
         assert_eq!(state.keep_history(0).unwrap(), 0, "0 keeps history forever");
+    }
+
+    /// The bans in the database file alone, without its WAL: what checkpoints have copied.
+    fn checkpointed_bans(path: &Path, scratch: &Path) -> Option<usize> {
+        let copy = scratch.join("copy.db");
+        let _ = std::fs::remove_file(scratch.join("copy.db-wal"));
+        std::fs::copy(path, &copy).ok()?;
+        let db = Connection::open(&copy).ok()?;
+        db.query_row("SELECT count(*) FROM bans", [], |row| row.get::<_, i64>(0))
+            .ok()
+            .map(|n| n as usize)
+    }
+
+    #[test]
+    fn commits_are_checkpointed_by_a_thread_of_their_own_not_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let state = State::open(&path).unwrap();
+        let checkpointer = state
+            .checkpoint_apart(Duration::from_millis(50), metrics::Counter::noop())
+            .expect("checkpoint thread");
+        // The writer's own commits never checkpoint now, whatever the WAL's size.
+        let auto: i64 = state
+            .db
+            .pragma_query_value(None, "wal_autocheckpoint", |row| row.get(0))
+            .unwrap();
+        assert_eq!(auto, 0);
+        drop(checkpointer);
+
+        let (tx, rx) = mpsc::channel(64);
+        let writer = std::thread::spawn(move || {
+            writer(Some(state), rx, metrics::Counter::noop(), None);
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for round in 0..3u32 {
+            for i in 0..20u32 {
+                let op = StateOp::Ban {
+                    jail: "sshd".into(),
+                    order: order(&format!("198.51.100.{}", round * 20 + i), Some(600)),
+                    banned_at: SystemTime::now(),
+                    ban_count: 1,
+                    hosts: vec![],
+                };
+                tx.blocking_send(op).unwrap();
+            }
+            let (done, committed) = tokio::sync::oneshot::channel();
+            tx.blocking_send(StateOp::Barrier(done)).unwrap();
+            rt.block_on(committed).unwrap();
+            // Only the thread can have copied the committed bans into the file itself.
+            let want = (round as usize + 1) * 20;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while checkpointed_bans(&path, scratch.path()) != Some(want) {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: the file holds {:?} bans, not {want}",
+                    checkpointed_bans(&path, scratch.path())
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        drop(tx);
+        writer.join().unwrap();
+        // Closed last, the writer's connection checkpointed the rest and removed the WAL.
+        assert!(!dir.path().join("state.db-wal").exists());
+        assert_eq!(State::open(&path).unwrap().active_bans().unwrap().len(), 60);
     }
 
     #[test]
