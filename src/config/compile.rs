@@ -181,6 +181,9 @@ pub(crate) enum BadValue {
         /// What humantime says.
         reason: humantime::DurationError,
     },
+    /// Longer than a century ([`crate::duration::LONGEST`]).
+    #[error("`{0}` is longer than 100 years (write permanent for one that never ends)")]
+    TooLong(String),
     /// "permanent" where only a finite duration makes sense.
     #[error("must be finite")]
     Infinite,
@@ -1044,7 +1047,11 @@ pub(super) fn duration(
     match raw {
         None => duration(Some(&RawDuration::Text(default.into())), default),
         Some(RawDuration::Seconds(-1)) => Ok(None),
-        Some(RawDuration::Seconds(s)) if *s >= 0 => Ok(Some(Duration::from_secs(*s as u64))),
+        Some(RawDuration::Seconds(s)) if *s >= 0 => {
+            crate::duration::at_most_longest(Duration::from_secs(*s as u64))
+                .map(Some)
+                .map_err(|_| BadValue::TooLong(s.to_string()))
+        }
         Some(RawDuration::Seconds(s)) => Err(BadValue::NegativeSeconds(*s)),
         Some(RawDuration::Text(t)) => duration_text(t),
     }
@@ -1052,9 +1059,12 @@ pub(super) fn duration(
 
 /// A duration written as text (see [`crate::duration::parse`]).
 fn duration_text(text: &str) -> Result<Option<Duration>, BadValue> {
-    crate::duration::parse(text).map_err(|reason| BadValue::Duration {
-        text: text.trim().to_string(),
-        reason,
+    crate::duration::parse(text).map_err(|refused| match refused {
+        crate::duration::DurationError::Words(reason) => BadValue::Duration {
+            text: text.trim().to_string(),
+            reason,
+        },
+        crate::duration::DurationError::TooLong => BadValue::TooLong(text.trim().to_string()),
     })
 }
 
@@ -1303,6 +1313,15 @@ action = ["ipset", { type = "nftables", keep_on_stop = false }, { type = "comman
         assert_eq!(
             duration(Some(&RawDuration::Text("1h 30m".into())), "10m"),
             Ok(Some(Duration::from_secs(5400)))
+        );
+        // Past a century end times overflow clocks: refused, whichever way it is written.
+        assert_eq!(
+            duration(Some(&RawDuration::Seconds(i64::MAX)), "10m"),
+            Err(BadValue::TooLong(i64::MAX.to_string()))
+        );
+        assert_eq!(
+            duration(Some(&RawDuration::Text(" 1000y ".into())), "10m"),
+            Err(BadValue::TooLong("1000y".into()))
         );
         let services = "ssh\t\t22/tcp\nsmtp\t\t25/tcp\t\tmail\n";
         assert_eq!(resolve_port("ssh", services), Ok("22".into()));

@@ -182,7 +182,8 @@ fn native_mode(
 fn ttl(raw: &super::raw::RawDuration) -> Result<std::time::Duration, String> {
     match raw {
         super::raw::RawDuration::Seconds(s) if *s > 0 => {
-            Ok(std::time::Duration::from_secs(*s as u64))
+            crate::duration::at_most_longest(std::time::Duration::from_secs(*s as u64))
+                .map_err(|e| format!("{s}: {e}"))
         }
         super::raw::RawDuration::Seconds(s) => Err(format!("{s}: must be a positive duration")),
         super::raw::RawDuration::Text(t) => match crate::duration::parse(t) {

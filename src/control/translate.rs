@@ -45,6 +45,9 @@ pub(crate) enum NotAQuery {
     /// `--bantime` is not a duration.
     #[error("bantime `{0}` is not a duration like 10m, 1h 30m or permanent")]
     Bantime(String),
+    /// `--bantime` past [`crate::duration::LONGEST`].
+    #[error("bantime `{0}` is longer than 100 years (write permanent for a ban that never ends)")]
+    BantimeTooLong(String),
     /// `--bantime 0` would ban nothing.
     #[error("a bantime of zero bans nothing")]
     ZeroBantime,
@@ -136,7 +139,10 @@ fn parse_bantime(text: Option<&str>) -> Result<Option<Option<Duration>>, NotAQue
         Ok(None) => Ok(Some(None)),
         Ok(Some(d)) if !d.is_zero() => Ok(Some(Some(d))),
         Ok(Some(_)) => Err(NotAQuery::ZeroBantime),
-        Err(_) => Err(NotAQuery::Bantime(text.to_string())),
+        Err(crate::duration::DurationError::TooLong) => {
+            Err(NotAQuery::BantimeTooLong(text.to_string()))
+        }
+        Err(crate::duration::DurationError::Words(_)) => Err(NotAQuery::Bantime(text.to_string())),
     }
 }
 
@@ -246,7 +252,15 @@ fn evidence_line(line: Line) -> EvidenceLine {
 
 /// A wall-clock time as the CLI and `banned --json` show it.
 pub(crate) fn rfc3339(t: SystemTime) -> String {
-    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Secs, true)
+    let secs = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    };
+    // A time chrono cannot show (a state.db edited by hand) is shown as seconds, not a panic.
+    DateTime::<Utc>::from_timestamp(secs, 0).map_or_else(
+        || format!("@{secs}"),
+        |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+    )
 }
 
 #[cfg(test)]
@@ -325,5 +339,21 @@ mod tests {
         );
         assert!(parse_bantime(Some("soon")).is_err());
         assert!(parse_bantime(Some("0")).is_err());
+        for too_long in ["18446744073709551615", "1000000y"] {
+            let refused = parse_bantime(Some(too_long)).unwrap_err();
+            assert!(
+                matches!(refused, NotAQuery::BantimeTooLong(_)),
+                "{too_long}"
+            );
+            assert!(refused.to_string().contains("permanent"));
+        }
+    }
+
+    #[test]
+    fn a_time_chrono_cannot_show_is_shown_as_seconds() {
+        let far = std::time::UNIX_EPOCH + Duration::from_secs(i64::MAX as u64);
+        assert_eq!(rfc3339(far), format!("@{}", i64::MAX));
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
     }
 }

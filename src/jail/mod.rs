@@ -752,14 +752,21 @@ impl Jail {
         }
         let factor = inc.factor.powi(ban_count.saturating_sub(1).min(64) as i32);
         let scaled = base.as_secs_f64() * factor;
-        let mut time = if scaled >= inc.maxtime.as_secs_f64() {
-            inc.maxtime
+        let longest = crate::duration::LONGEST;
+        // A permanent maxtime lets escalation grow without end: past a century it is permanent.
+        if inc.maxtime > longest && scaled >= longest.as_secs_f64() {
+            return None;
+        }
+        let cap = inc.maxtime.min(longest);
+        let mut time = if scaled >= cap.as_secs_f64() {
+            cap
         } else {
             Duration::from_secs_f64(scaled)
         };
         if !inc.rndtime.is_zero() {
             let roll = self.jitter.hash_one((ip, ban_count)) % 1_000_000;
-            time += inc.rndtime.mul_f64(roll as f64 / 1_000_000.0);
+            let jitter = inc.rndtime.mul_f64(roll as f64 / 1_000_000.0);
+            time = time.saturating_add(jitter).min(longest);
         }
         Some(time)
     }
@@ -1023,5 +1030,34 @@ mod tests {
             jail.unban(IpNetwork::from(a));
         }
         assert_eq!(times, [600, 1200, 2400, 3600]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn escalation_stops_at_a_century_and_never_overflows() {
+        let longest = crate::duration::LONGEST;
+        for (maxtime, rndtime) in [(Duration::MAX, longest), (longest, longest)] {
+            let mut s = settings(1, 3600);
+            s.increment.enabled = true;
+            s.increment.factor = 1000.0;
+            s.increment.maxtime = maxtime;
+            s.increment.rndtime = rndtime;
+            let mut jail = Jail::new("sshd", s, JailMetrics::new("sshd"));
+            let a = ip("192.0.2.9");
+            let mut times = Vec::new();
+            for _ in 0..70 {
+                let Decision::Ban(order) = jail.on_failure(a, 1, Instant::now()) else {
+                    panic!()
+                };
+                times.push(order.bantime);
+                jail.unban(IpNetwork::from(a));
+            }
+            assert!(times.iter().flatten().all(|t| *t <= longest), "{times:?}");
+            if maxtime > longest {
+                // Escalated past a century with a permanent maxtime: permanent from then on.
+                assert!(times[0].is_some() && times[69].is_none(), "{times:?}");
+            } else {
+                assert!(times.iter().all(Option::is_some), "{times:?}");
+            }
+        }
     }
 }

@@ -1222,6 +1222,11 @@ mod tests {
             stored("192.0.2.1/32", Some(now - Duration::from_secs(1))),
             stored("192.0.2.2/32", Some(now + Duration::from_secs(30))),
             stored("192.0.2.3/32", None),
+            // The furthest end SQLite's seconds can store (a hand-edited state.db): restored.
+            stored(
+                "192.0.2.5/32",
+                Some(std::time::UNIX_EPOCH + Duration::from_secs(i64::MAX as u64)),
+            ),
             StoredBan {
                 jail: "gone".into(),
                 ..stored("192.0.2.4/32", None)
@@ -1242,7 +1247,7 @@ mod tests {
         let Ok(Answer::Bans(bans)) = set.handle(Query::Banned { jail: None }).await else {
             panic!()
         };
-        assert_eq!(bans.len(), 2);
+        assert_eq!(bans.len(), 3);
         assert!(bans.iter().all(|b| b.ban_count == 3));
         tokio::time::advance(Duration::from_secs(31)).await;
         set.expire_due(Instant::now()).await;
