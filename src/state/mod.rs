@@ -28,6 +28,13 @@ pub(crate) const QUEUE_DEPTH: usize = 16_384;
 const BATCH: usize = 4096;
 /// Most failed writes kept for a retry while the database cannot be written.
 const MAX_PENDING: usize = 100_000;
+/// While writes wait for a retry, they are retried at least this often.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How often the writer looks at its queue while writes wait for a retry (a ban's action waits
+/// at most this long more while the database fails).
+const POLL: Duration = Duration::from_millis(10);
+/// Tries, [`RETRY_EVERY`] apart, for refused writes when the daemon stops.
+const RETRIES_AT_STOP: usize = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bans (
@@ -578,15 +585,22 @@ pub(crate) fn writer(
 ) {
     let mut routes: HashMap<String, mpsc::Sender<ActionCommand>> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);
-    let mut failing = false;
-    let mut pending: Vec<StateOp> = Vec::new();
+    let mut catch_up = CatchUp::default();
     // A local, dropped before the parameter `state`: the thread stops before the writer's
     // connection closes.
     let checkpointer = state
         .as_ref()
         .and_then(|db| db.checkpoint_apart(checkpoint::PAUSE, errors.clone()));
-    while let Some(op) = ops.blocking_recv() {
-        batch.push(op);
+    let write = |db: &mut State, catch_up: &mut CatchUp| {
+        catch_up.write(db, outbox.as_deref(), &errors, checkpointer.as_ref());
+    };
+    loop {
+        match next_op(&mut ops, !catch_up.pending.is_empty()) {
+            Next::Op(op) => batch.push(op),
+            // Nothing new while writes wait: retry them anyway, so a quiet host catches up.
+            Next::Idle => {}
+            Next::Closed => break,
+        }
         while batch.len() < BATCH {
             match ops.try_recv() {
                 Ok(op) => batch.push(op),
@@ -596,34 +610,10 @@ pub(crate) fn writer(
         if let Some(db) = state.as_mut() {
             // Writes that failed before are retried first, in order, so the state catches up
             // once the disk is writable again.
-            pending.extend(batch.iter().filter_map(StateOp::persistent_copy));
-            match db.apply_with(&pending, outbox.as_deref()) {
-                Ok(()) => {
-                    if let Some(checkpointer) = &checkpointer {
-                        checkpointer.committed();
-                    }
-                    if failing {
-                        failing = false;
-                        tracing::info!(caught_up = pending.len(), "state database writable again");
-                    }
-                    pending.clear();
-                }
-                Err(error) => {
-                    errors.increment(1);
-                    if !failing {
-                        tracing::error!(%error, "cannot write state; bans continue in memory");
-                    }
-                    failing = true;
-                    if pending.len() > MAX_PENDING {
-                        let dropped = pending.len() - MAX_PENDING;
-                        pending.drain(..dropped);
-                        tracing::error!(
-                            dropped,
-                            "state writes dropped: the database has been failing too long"
-                        );
-                    }
-                }
-            }
+            catch_up
+                .pending
+                .extend(batch.iter().filter_map(StateOp::persistent_copy));
+            write(db, &mut catch_up);
         }
         for op in batch.drain(..) {
             let (jail, command) = match op {
@@ -678,6 +668,102 @@ pub(crate) fn writer(
                     tracing::error!(jail = %jail, "action runner is gone");
                 }
             }
+        }
+    }
+    // Stopping with writes the database refused: a few last tries before they are lost.
+    if let Some(db) = state.as_mut() {
+        for _ in 0..RETRIES_AT_STOP {
+            if catch_up.pending.is_empty() {
+                break;
+            }
+            std::thread::sleep(RETRY_EVERY);
+            write(db, &mut catch_up);
+        }
+        if !catch_up.pending.is_empty() {
+            tracing::error!(
+                lost = catch_up.pending.len(),
+                "state writes lost at stop: the database never took them"
+            );
+        }
+    }
+}
+
+/// Writes the database refused, kept in order for the next try.
+#[derive(Default)]
+struct CatchUp {
+    /// Oldest first; at most [`MAX_PENDING`].
+    pending: Vec<StateOp>,
+    /// The last try failed (so recovery is logged once).
+    failing: bool,
+}
+
+impl CatchUp {
+    /// Commits everything pending in one transaction, or keeps it for the next try.
+    fn write(
+        &mut self,
+        db: &mut State,
+        outbox: Option<&dyn Outbox>,
+        errors: &metrics::Counter,
+        checkpointer: Option<&Checkpointer>,
+    ) {
+        match db.apply_with(&self.pending, outbox) {
+            Ok(()) => {
+                if let Some(checkpointer) = checkpointer {
+                    checkpointer.committed();
+                }
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!(
+                        caught_up = self.pending.len(),
+                        "state database writable again"
+                    );
+                }
+                self.pending.clear();
+            }
+            Err(error) => {
+                errors.increment(1);
+                if !self.failing {
+                    tracing::error!(%error, "cannot write state; bans continue in memory");
+                }
+                self.failing = true;
+                if self.pending.len() > MAX_PENDING {
+                    let dropped = self.pending.len() - MAX_PENDING;
+                    self.pending.drain(..dropped);
+                    tracing::error!(
+                        dropped,
+                        "state writes dropped: the database has been failing too long"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What the writer's queue gave.
+enum Next {
+    /// An operation.
+    Op(StateOp),
+    /// Nothing for [`RETRY_EVERY`] while writes wait for a retry.
+    Idle,
+    /// Every sender is gone: the daemon is stopping.
+    Closed,
+}
+
+/// The next operation. While `retrying`, the queue is polled (every [`POLL`]) so that after
+/// [`RETRY_EVERY`] without one the writer can retry what the database refused.
+fn next_op(ops: &mut mpsc::Receiver<StateOp>, retrying: bool) -> Next {
+    if !retrying {
+        return ops.blocking_recv().map_or(Next::Closed, Next::Op);
+    }
+    let give_up = std::time::Instant::now() + RETRY_EVERY;
+    loop {
+        match ops.try_recv() {
+            Ok(op) => return Next::Op(op),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Next::Closed,
+            Err(mpsc::error::TryRecvError::Empty) if std::time::Instant::now() >= give_up => {
+                return Next::Idle
+            }
+            Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(POLL),
         }
     }
 }
@@ -826,6 +912,84 @@ mod tests {
         // Closed last, the writer's connection checkpointed the rest and removed the WAL.
         assert!(!dir.path().join("state.db-wal").exists());
         assert_eq!(State::open(&path).unwrap().active_bans().unwrap().len(), 60);
+    }
+
+    /// A state.db whose writes of bans fail while `refuse` holds a row: SQLite refuses them as a
+    /// full or locked disk would, without root or timing.
+    fn refusing_state(dir: &Path) -> (State, Connection) {
+        let path = dir.join("state.db");
+        let state = State::open(&path).unwrap();
+        let control = Connection::open(&path).unwrap();
+        control
+            .execute_batch(
+                "CREATE TABLE refuse (x); CREATE TRIGGER refused BEFORE INSERT ON bans
+                 WHEN EXISTS (SELECT 1 FROM refuse) BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        (state, control)
+    }
+
+    fn stored_targets(path: &Path) -> Vec<String> {
+        let db = Connection::open(path).unwrap();
+        let mut q = db
+            .prepare("SELECT target FROM bans ORDER BY target")
+            .unwrap();
+        let rows = q.query_map([], |row| row.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    fn ban_op(ip: &str) -> StateOp {
+        StateOp::Ban {
+            jail: "sshd".into(),
+            order: order(ip, Some(600)),
+            banned_at: SystemTime::now(),
+            ban_count: 1,
+            hosts: vec![],
+        }
+    }
+
+    /// Sends `op` and waits until the writer has tried to commit it.
+    fn send_and_wait(tx: &mpsc::Sender<StateOp>, op: StateOp) {
+        tx.blocking_send(op).unwrap();
+        let (done, tried) = tokio::sync::oneshot::channel();
+        tx.blocking_send(StateOp::Barrier(done)).unwrap();
+        tried.blocking_recv().unwrap();
+    }
+
+    #[test]
+    fn a_refused_write_is_retried_on_a_quiet_host_and_at_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let (state, control) = refusing_state(dir.path());
+        let (tx, rx) = mpsc::channel(64);
+        let writer =
+            std::thread::spawn(move || writer(Some(state), rx, metrics::Counter::noop(), None));
+
+        // Refused, then nothing more arrives: the retry alone must store it.
+        control
+            .execute("INSERT INTO refuse VALUES (1)", [])
+            .unwrap();
+        send_and_wait(&tx, ban_op("192.0.2.1"));
+        assert!(stored_targets(&path).is_empty());
+        control.execute("DELETE FROM refuse", []).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while stored_targets(&path).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the refused ban was never retried"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        // Refused, and the daemon stops before any retry: the last tries at stop store it.
+        control
+            .execute("INSERT INTO refuse VALUES (1)", [])
+            .unwrap();
+        send_and_wait(&tx, ban_op("192.0.2.2"));
+        control.execute("DELETE FROM refuse", []).unwrap();
+        drop(tx);
+        writer.join().unwrap();
+        assert_eq!(stored_targets(&path), ["192.0.2.1/32", "192.0.2.2/32"]);
     }
 
     #[test]
