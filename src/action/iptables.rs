@@ -41,6 +41,13 @@ pub(crate) struct Hook {
 
 /// A whole burst's restore may take this long before it is killed and retried.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most copies of one rule [`delete_every_copy`] removes (a bound, not a count ever seen).
+const MAX_COPIES: usize = 1000;
+/// Seconds an iptables command waits for the xtables lock before it fails (`-w`).
+const LOCK_WAIT: &str = "10";
+/// An iptables command (start, list, stop) may take this long before it is killed: listing a
+/// chain of 100,000 bans takes 10-17 s with the nf_tables backend.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One family's tool, made on first use so a host without ip6tables still bans IPv4.
 struct Family {
@@ -78,7 +85,11 @@ impl Family {
     }
 }
 
-/// One family's tool for actions that only add rules to INPUT (ipset).
+/// One family's tool for actions that only add rules to INPUT (ipset): the crate finds the
+/// command and what it supports. Every command is then run by [`run`], with a deadline: the
+/// crate's own calls have none, and iptables-legacy waits for the xtables lock for ever (with a
+/// bare `--wait`, and without one), so one stuck holder of the lock would stall the runner, then
+/// the state writer, then every jail.
 pub(crate) fn tool(ipv6: bool) -> Result<IPTables, ActionError> {
     iptables::new(ipv6)
         .map_err(|e| ActionError::from_display(if ipv6 { "ip6tables" } else { "iptables" }, e))
@@ -91,18 +102,71 @@ pub(crate) fn tool(ipv6: bool) -> Result<IPTables, ActionError> {
 /// 2-core machine under load. So nothing on the start, list and stop paths reads our ban chain
 /// except the one listing that reconciling needs; existence is asked with `-N`/`-F`, which
 /// answer at once, and hooks are found in their own short chains' `-S`.
+///
+/// The xtables lock (iptables-legacy) is waited for at most [`LOCK_WAIT`], and the whole command
+/// is killed after [`COMMAND_TIMEOUT`], so a held lock or a hung command is an error the runner
+/// retries and counts, never a runner stuck for good.
 fn run(tool: &IPTables, args: &[&str]) -> Result<(bool, String, String), ActionError> {
-    let out = std::process::Command::new(tool.cmd)
-        .args(["-w", "-t", TABLE])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| ActionError::from_display(tool.cmd, e))?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    run_waiting(tool, LOCK_WAIT, args)
+}
+
+/// [`run`] with the lock waited for `lock_wait` seconds.
+fn run_waiting(
+    tool: &IPTables,
+    lock_wait: &str,
+    args: &[&str],
+) -> Result<(bool, String, String), ActionError> {
+    let mut argv: Vec<String> = [tool.cmd, "-w", lock_wait, "-t", TABLE]
+        .map(String::from)
+        .into();
+    argv.extend(args.iter().map(|a| a.to_string()));
+    match exec::run(&argv, None, COMMAND_TIMEOUT) {
+        Ok(stdout) => Ok((
+            true,
+            String::from_utf8_lossy(&stdout).into_owned(),
+            String::new(),
+        )),
+        Err(exec::ExecError::Failed { stderr, .. }) => Ok((false, String::new(), stderr)),
+        Err(error) => Err(ActionError::from(error)),
+    }
+}
+
+/// A rule's words as iptables takes them (the rules made here hold no quoted words).
+fn words(rule: &str) -> Vec<&str> {
+    rule.split_whitespace().collect()
+}
+
+/// `Ok` if [`run`]'s command succeeded, else an error saying `what` failed and why.
+fn succeeded((ok, _, stderr): (bool, String, String), what: &str) -> Result<(), ActionError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ActionError(format!("{what}: {}", stderr.trim())))
+    }
+}
+
+/// Whether `chain` holds `rule` (`-C`; any refusal is "no", as the kernel says for a rule it
+/// cannot match).
+fn rule_exists(tool: &IPTables, chain: &str, rule: &str) -> Result<bool, ActionError> {
+    let args = [&["-C", chain][..], &words(rule)].concat();
+    Ok(run(tool, &args)?.0)
+}
+
+/// Deletes `rule` from `chain` as many times as it is there (at most [`MAX_COPIES`]).
+fn delete_every_copy(
+    tool: &IPTables,
+    chain: &str,
+    rule: &str,
+    what: &str,
+) -> Result<(), ActionError> {
+    let args = [&["-D", chain][..], &words(rule)].concat();
+    for _ in 0..MAX_COPIES {
+        if !rule_exists(tool, chain, rule)? {
+            return Ok(());
+        }
+        succeeded(run(tool, &args)?, what)?;
+    }
+    Ok(())
 }
 
 /// iptables' answer when a chain is not there (legacy and nf_tables alike).
@@ -163,18 +227,15 @@ fn hook_positions(tool: &IPTables, chain: &str, rule: &str) -> Result<Vec<usize>
 pub(crate) fn insert_hooks(tool: &IPTables, hooks: &[Hook]) -> Result<(), ActionError> {
     for Hook { chain, rule } in hooks {
         if !chain_present(tool, chain)? {
-            tool.new_chain(TABLE, chain).map_err(fail("create chain"))?;
+            ensure_chain(tool, chain)?;
         }
         // Found as written: no `-C`, which reads the whole ban chain the rule jumps to.
         if !hook_positions(tool, chain, rule)?.is_empty() {
             continue;
         }
-        if !tool
-            .exists(TABLE, chain, rule)
-            .map_err(fail("check hook"))?
-        {
-            tool.insert(TABLE, chain, rule, 1)
-                .map_err(fail("insert hook"))?;
+        if !rule_exists(tool, chain, rule)? {
+            let args = [&["-I", chain.as_str(), "1"][..], &words(rule)].concat();
+            succeeded(run(tool, &args)?, "insert hook")?;
         }
     }
     Ok(())
@@ -194,13 +255,8 @@ pub(crate) fn delete_hooks(tool: &IPTables, hooks: &[Hook]) -> Result<(), Action
                 return Err(ActionError(format!("delete hook: {}", stderr.trim())));
             }
         }
-        if found.is_empty()
-            && tool
-                .exists(TABLE, chain, rule)
-                .map_err(fail("check hook"))?
-        {
-            tool.delete_all(TABLE, chain, rule)
-                .map_err(fail("delete hook"))?;
+        if found.is_empty() {
+            delete_every_copy(tool, chain, rule, "delete hook")?;
         }
     }
     Ok(())
@@ -354,10 +410,6 @@ pub(crate) fn match_rules(spec: &FirewallSpec, tail: &str) -> Vec<Hook> {
     hooks
 }
 
-fn fail(what: &str) -> impl Fn(Box<dyn std::error::Error>) -> ActionError + '_ {
-    move |e| ActionError::from_display(what, e)
-}
-
 fn start_family(family: &mut Family, chain: &str, hooks: &[Hook]) -> Result<(), ActionError> {
     let tool = family.tool()?;
     // A chain left over from a crash is kept: the runner lists it and removes what should no
@@ -406,8 +458,7 @@ fn list_family(
         } else {
             // The blocktype changed since that rule was made: drop it, reconcile re-adds it.
             let rule = format!("-s {source} -j {target}");
-            tool.delete_all(TABLE, chain, &rule)
-                .map_err(fail("delete ban"))?;
+            delete_every_copy(tool, chain, &rule, "delete ban")?;
         }
     }
     Ok(out)
@@ -424,9 +475,7 @@ fn stop_family(family: &mut Family, chain: &str, hooks: &[Hook]) -> Result<(), A
         }
         return Err(ActionError(format!("flush chain: {}", stderr.trim())));
     }
-    tool.delete_chain(TABLE, chain)
-        .map_err(fail("delete chain"))?;
-    Ok(())
+    succeeded(run(tool, &["-X", chain])?, "delete chain")
 }
 
 impl Action for IptablesAction {
@@ -495,6 +544,43 @@ impl Action for IptablesAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_xtables_lock_fails_a_command_instead_of_stalling_the_runner() {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test needs root (iptables-legacy and /run/xtables.lock)"
+        );
+        // Real iptables-legacy, the backend that takes the lock; it only reads here, and while
+        // the lock is held it changes nothing.
+        let legacy = IPTables {
+            cmd: "iptables-legacy",
+            has_check: true,
+            has_wait: true,
+            is_numeric: true,
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/xtables.lock")
+            .expect("/run/xtables.lock");
+        // SAFETY: flock(2) on a descriptor this test owns; released when `lock` is dropped.
+        let held = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        assert_eq!(held, 0, "cannot take the xtables lock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(run_waiting(&legacy, "1", &["-n", "-L", "INPUT"]));
+        });
+        let answer = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the command still waits for the held lock after 60 s");
+        drop(lock);
+        let (ok, _, stderr) = answer.expect("iptables-legacy ran");
+        assert!(!ok, "it listed INPUT although the lock was held");
+        assert!(stderr.contains("xtables lock"), "{stderr}");
+    }
 
     fn spec(ports: &[&str], protocol: Protocol) -> FirewallSpec {
         crate::action::test_spec(ports, protocol, false)
