@@ -5,14 +5,16 @@
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// Most stdout kept: `nft -j list set` of a million elements is well under this.
-const MAX_STDOUT: u64 = 256 << 20;
+const MAX_STDOUT: usize = 256 << 20;
 /// Most stderr kept for an error message; the rest is read and dropped.
 const MAX_STDERR: usize = 2048;
+/// How long the pipes are read after the child exited: what it wrote is already in them.
+const PIPES_AFTER_EXIT: Duration = Duration::from_secs(1);
 
 /// Why a program did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +80,7 @@ pub(crate) fn run(
     let pid = child.id();
 
     // Pipes are served by threads so a large input or output can never deadlock the child.
-    let (done_tx, done_rx) = mpsc::channel::<(&'static str, Vec<u8>)>();
+    let (eof_tx, eof_rx) = mpsc::channel::<()>();
     if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
         let input = input.to_vec();
         thread::spawn(move || {
@@ -87,32 +89,15 @@ pub(crate) fn run(
         });
     }
     let mut readers = 0;
-    if let Some(stdout) = child.stdout.take() {
+    let stdout = child.stdout.take().map(|pipe| {
         readers += 1;
-        let tx = done_tx.clone();
-        thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = stdout.take(MAX_STDOUT).read_to_end(&mut out);
-            let _ = tx.send(("stdout", out));
-        });
-    }
-    if let Some(mut stderr) = child.stderr.take() {
+        read_pipe(pipe, MAX_STDOUT, true, eof_tx.clone())
+    });
+    let stderr = child.stderr.take().map(|pipe| {
         readers += 1;
-        let tx = done_tx.clone();
-        thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let room = MAX_STDERR.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-            let _ = tx.send(("stderr", kept));
-        });
-    }
-    drop(done_tx);
+        read_pipe(pipe, MAX_STDERR, false, eof_tx.clone())
+    });
+    drop(eof_tx);
 
     // Poll for exit: starts fine-grained (nft answers in milliseconds), backs off to 20 ms.
     let mut pause = Duration::from_micros(200);
@@ -136,19 +121,22 @@ pub(crate) fn run(
             after: timeout,
         });
     };
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    // A grandchild (`cmd &` in an operator's command) may hold a pipe open after the child
+    // exited: wait for the pipes' ends at most PIPES_AFTER_EXIT (and never past the deadline),
+    // then go on with what was read; the reader threads end when the grandchild closes the pipe.
+    let pipes_by = deadline.min(Instant::now() + PIPES_AFTER_EXIT);
     for _ in 0..readers {
-        // A grandchild may hold a pipe open after the child exited: wait no longer than the
-        // deadline (at least a moment), then go on with what was read.
-        let wait = deadline
+        let wait = pipes_by
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(100));
-        match done_rx.recv_timeout(wait) {
-            Ok(("stdout", out)) => stdout = out,
-            Ok((_, err)) => stderr = err,
-            Err(_) => break,
+        if eof_rx.recv_timeout(wait).is_err() {
+            break;
         }
     }
+    let [stdout, stderr] = [stdout, stderr].map(|read| {
+        read.and_then(|buf| buf.lock().ok().map(|mut b| std::mem::take(&mut *b)))
+            .unwrap_or_default()
+    });
     if status.success() {
         Ok(stdout)
     } else {
@@ -158,6 +146,35 @@ pub(crate) fn run(
             stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
         })
     }
+}
+
+/// Reads `pipe` on a thread of its own into the returned buffer, keeping the first `keep`
+/// bytes: past them the rest is read and dropped, or with `stop` the pipe is closed (the child
+/// then fails on its next write). Sends on `eof` when the pipe ends.
+fn read_pipe(
+    mut pipe: impl Read + Send + 'static,
+    keep: usize,
+    stop: bool,
+    eof: mpsc::Sender<()>,
+) -> Arc<Mutex<Vec<u8>>> {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let into = kept.clone();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let Ok(mut kept) = into.lock() else { break };
+            let room = keep.saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+            if stop && n >= room {
+                break;
+            }
+        }
+        let _ = eof.send(());
+    });
+    kept
 }
 
 /// SIGKILL to the child's process group (the child's pid, as it was made a group leader).
@@ -196,6 +213,27 @@ mod tests {
         assert!(e.to_string().contains("nope"), "{e}");
         let e = run(&argv(&["/nonexistent/x"]), None, Duration::from_secs(5)).unwrap_err();
         assert!(matches!(e, ExecError::Spawn { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_backgrounded_grandchild_does_not_hold_the_call_until_the_deadline() {
+        // The grandchild keeps stdout and stderr open; the child itself is done at once.
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(run(
+                &argv(&["sh", "-c", "echo done; sleep 33.1415 &"]),
+                None,
+                Duration::from_secs(120),
+            ));
+        });
+        let answer = rx.recv_timeout(Duration::from_secs(60));
+        let _ = std::process::Command::new("pkill")
+            .args(["-f", "sleep 33.1415"])
+            .status();
+        let out = answer
+            .expect("the call waited for the grandchild's pipes")
+            .unwrap();
+        assert_eq!(out, b"done\n");
     }
 
     #[test]
