@@ -62,8 +62,14 @@ pub struct NodeView {
 }
 
 fn rfc3339(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms);
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    // Any agent may write its heartbeat: a time chrono cannot show is shown as it came.
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+        .map_or_else(
+            || format!("@{ms}ms"),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
 }
 
 async fn open(config: &FleetConfig) -> Result<redis::aio::MultiplexedConnection, FleetError> {
@@ -172,4 +178,16 @@ pub async fn status(config: &FleetConfig) -> Result<FleetStatus, FleetError> {
         .collect();
     status.nodes.sort_by(|a, b| a.beat.node.cmp(&b.beat.node));
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_time_chrono_cannot_show_is_shown_as_it_came() {
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(u64::MAX), format!("@{}ms", u64::MAX));
+        assert_eq!(rfc3339(i64::MAX as u64), format!("@{}ms", i64::MAX));
+    }
 }

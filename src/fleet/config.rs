@@ -112,18 +112,20 @@ pub struct FleetConfig {
 impl FleetConfig {
     /// The URL with any password replaced, for logs and `status --fleet`.
     pub fn redis_shown(&self) -> String {
-        match (self.redis.find("://"), self.redis.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let userinfo = &self.redis[scheme + 3..at];
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!(
-                    "{}{user}:***{}",
-                    &self.redis[..scheme + 3],
-                    &self.redis[at..]
-                )
-            }
-            _ => self.redis.clone(),
+        password_hidden(&self.redis)
+    }
+}
+
+/// `url` with the password of its user info replaced by `***`, so logs and config errors never
+/// show it (also for a URL that does not parse).
+fn password_hidden(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
         }
+        _ => url.to_string(),
     }
 }
 
@@ -160,7 +162,8 @@ pub fn compile(
     let mut ok = true;
     match redis::IntoConnectionInfo::into_connection_info(redis.as_str()) {
         Err(e) => {
-            error("redis", format!("`{redis}` is not a Redis URL (redis://[USER:PASSWORD@]HOST:PORT/DB or rediss://...): {e}"));
+            let shown = password_hidden(&redis);
+            error("redis", format!("`{shown}` is not a Redis URL (redis://[USER:PASSWORD@]HOST:PORT/DB or rediss://...): {e}"));
             ok = false;
         }
         Ok(_) if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) => {
@@ -368,6 +371,19 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.redis_shown(), "redis://sink:***@10.0.0.1:6379/0");
+        // Also in the error for a URL that does not parse.
+        let errors = compiled(RawFleet {
+            redis: Some("redis://sink:ab/cd@10.0.0.1:x/0".into()),
+            role: Some("sink".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(errors[0].0, "fleet.redis", "{errors:?}");
+        assert!(!errors[0].1.contains("ab/cd"), "{errors:?}");
+        assert!(
+            errors[0].1.contains("redis://sink:***@10.0.0.1:x/0"),
+            "{errors:?}"
+        );
     }
 
     #[test]
