@@ -20,6 +20,8 @@ use crate::evidence::tail::{Kind, Next, Watch};
 
 /// A slow or silent client is dropped after this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an answer may take to be read by its client before the server drops it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client waits for the daemon's answer before the server gives up on it.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -162,8 +164,29 @@ async fn answer(
     let mut text = serde_json::to_string(&response)
         .unwrap_or_else(|_| r#"{"status":"error","message":"unencodable answer"}"#.into());
     text.push('\n');
-    write.write_all(text.as_bytes()).await?;
-    write.shutdown().await
+    send_answer(&mut write, text.as_bytes(), SEND_TIMEOUT).await
+}
+
+/// Writes the answer and closes the stream, giving up after `timeout`: a client that never
+/// reads would otherwise pin this task and the answer (MBs for 100,000 bans) until the daemon
+/// stops.
+async fn send_answer(
+    write: &mut (impl AsyncWriteExt + Unpin),
+    answer: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let sent = async {
+        write.write_all(answer).await?;
+        write.shutdown().await
+    };
+    tokio::time::timeout(timeout, sent)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read its answer",
+            ))
+        })
 }
 
 /// Streams `tail` events (of `jail`, or all) to the client until it hangs up or the daemon
@@ -255,5 +278,23 @@ async fn ask(request: Request, questions: &mpsc::Sender<Question>) -> Response {
         _ => Response::Error {
             message: "no answer from the daemon".into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_nobody_reads_is_given_up() {
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        // Far more than the socket buffers hold, and the peer never reads.
+        let answer = vec![b'x'; 16 << 20];
+        let sent = send_answer(&mut ours, &answer, Duration::from_millis(200)).await;
+        assert_eq!(
+            sent.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
+        drop(theirs);
     }
 }
