@@ -318,7 +318,7 @@ impl Jail<'_> {
         let mut out = Out::default();
         if !valid_name(self.name) {
             return format!(
-                "# [{}]: a jailsink jail name is 1 to 20 letters, digits, '-' or '_' (it names firewall\n# objects); rename this jail in fail2ban's files or add it by hand.\n",
+                "# [{}]: a jailsink jail name is 1 to 19 letters, digits, '-' or '_', starting with a\n# letter (it names firewall objects); rename this jail in fail2ban's files or add it by hand.\n",
                 self.name
             );
         }
@@ -645,12 +645,9 @@ impl Jail<'_> {
     }
 }
 
-/// Chain names are `jailsink-<name>` and iptables allows 28 characters.
+/// A name `check` takes for a jail or a firewall action (it names kernel objects).
 fn valid_name(name: &str) -> bool {
-    (1..=20).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    crate::config::compile::valid_jail_name(name)
 }
 
 /// Our action type for a fail2ban action name, if there is one.
@@ -961,7 +958,8 @@ mod tests {
             (
                 "jail.local",
                 "[postfix-sasl]\nenabled = true\nfilter = postfix[mode=auth]\nfailregex = ^x <HOST>$\n\
-                 [dovecot]\nenabled = true\n[sshd]\nenabled = true\n[dropbear]\nenabled = true\nfilter = sshd[mode=ddos]\n",
+                 [dovecot]\nenabled = true\n[sshd]\nenabled = true\n[dropbear]\nenabled = true\nfilter = sshd[mode=ddos]\n\
+                 [3proxy]\nenabled = true\nfilter = sshd\n[apache-fakegooglebot]\nenabled = true\nfilter = sshd\n",
             ),
             ("filter.d/sshd.conf", FILTER),
             ("filter.d/postfix.conf", FILTER),
@@ -1000,6 +998,13 @@ mod tests {
             Some("ddos")
         );
 
+        // Names check refuses are left out with a note, not written for check to fail on.
+        for refused in ["3proxy", "apache-fakegooglebot"] {
+            assert!(
+                text.contains(&format!("# [{refused}]: a jailsink jail name")),
+                "{text}"
+            );
+        }
         let config_path = d.path().join("jailsink.toml");
         std::fs::write(&config_path, &text).unwrap();
         let config = crate::config::load(&config_path).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -993,7 +993,7 @@ fn compile_command(
 
 /// Kernel names: iptables chains `jailsink-<name>` take 28 characters, ipset sets
 /// `jailsink-<name>-v6` 31, and nft names must start with a letter.
-fn valid_jail_name(name: &str) -> bool {
+pub(crate) fn valid_jail_name(name: &str) -> bool {
     (1..=19).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name
