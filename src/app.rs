@@ -712,6 +712,16 @@ async fn reload(
             tracing::warn!("{what} changed: it takes effect at the next restart");
         }
     }
+    // What takes effect at the next restart keeps its running value: the stop removes the
+    // control socket this process bound (not a path it never bound, maybe someone else's), and
+    // the next reload warns again.
+    next.metrics_listen = current.metrics_listen;
+    next.fail2ban_exporter_names = current.fail2ban_exporter_names;
+    next.bans_token = current.bans_token.take();
+    next.control_socket = std::mem::take(&mut current.control_socket);
+    next.control_group = current.control_group.take();
+    next.state_path = std::mem::take(&mut current.state_path);
+    next.history_days = current.history_days;
     *current = next;
     Ok(summary)
 }

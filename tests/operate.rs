@@ -272,6 +272,37 @@ fn reload_keeps_bans_and_counts_and_refuses_a_bad_config() {
 }
 
 #[test]
+fn a_setting_for_the_next_restart_keeps_its_running_value_until_then() {
+    let d = Daemon::start(&config("", &jail("")));
+    let dir = d.config.parent().unwrap().to_path_buf();
+    let (ours, elsewhere) = (dir.join("jailsink.sock"), dir.join("other.sock"));
+    std::fs::write(&elsewhere, "someone else's file").unwrap();
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, good.replace("jailsink.sock", "other.sock")).unwrap();
+    for reloads in 1..=2 {
+        Command::new("kill")
+            .args(["-HUP", &d.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(wait_for(Duration::from_secs(10), || d
+            .count_prefix("reloaded")
+            == reloads));
+        // Warned at every reload while it differs from what runs, not only the first.
+        assert_eq!(d.count_prefix("[control] changed"), reloads);
+    }
+    assert!(ours.exists(), "the bound socket is still there");
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    assert!(!ours.exists(), "the stop removes the socket it bound");
+    assert_eq!(
+        std::fs::read_to_string(&elsewhere).unwrap(),
+        "someone else's file",
+        "the stop leaves the new path, never bound, alone"
+    );
+    drop(kept);
+}
+
+#[test]
 fn repeat_offenders_escalate_and_the_count_survives_a_restart() {
     let text = config(
         "",
