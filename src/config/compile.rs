@@ -262,6 +262,7 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
             jails.push(j);
         }
     }
+    shared_kernel_objects(&jails, &mut errors);
     let fleet = raw.fleet.as_ref().and_then(|f| {
         let default_ignore = vec!["127.0.0.0/8".to_string(), "::1".to_string()];
         // Names of the allowlist are the jails' business (resolved in the background);
@@ -837,6 +838,38 @@ fn compile_actions(
     ok.then_some(out)
 }
 
+/// Two firewall actions of one type with the same name would share kernel objects (a chain,
+/// sets): each one's start would lift the other's bans as not its own, and its stop remove what
+/// the other still uses. Each pair is an error naming both jails.
+fn shared_kernel_objects(jails: &[JailConfig], errors: &mut Errors) {
+    let mut owners: std::collections::HashMap<(ActionKind, &str), &str> =
+        std::collections::HashMap::new();
+    for jail in jails {
+        for action in &jail.actions {
+            let (ActionSpec::Iptables(spec) | ActionSpec::Nftables(spec) | ActionSpec::Ipset(spec)) =
+                action
+            else {
+                continue;
+            };
+            let kind = action.kind();
+            match owners.entry((kind, spec.name.as_str())) {
+                std::collections::hash_map::Entry::Vacant(free) => {
+                    free.insert(&jail.name);
+                }
+                std::collections::hash_map::Entry::Occupied(taken) => errors.push(
+                    format!("jails.{}.action", jail.name),
+                    format!(
+                        "its {} action is named `{}`, as an action of jails.{} is: they would share kernel objects; give one of them another `name`",
+                        kind.name(),
+                        spec.name,
+                        taken.get()
+                    ),
+                ),
+            }
+        }
+    }
+}
+
 /// An iptables, nftables or ipset action: its kernel object name, ports and verdict.
 fn compile_firewall(
     jail: &str,
@@ -1152,6 +1185,44 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn firewall_actions_that_would_share_kernel_objects_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "jailsink.toml",
+            r#"
+[jails.smtp]
+programs = ["postfix"]
+failregex = ['^bad <HOST>$']
+action = { type = "iptables", name = "SMTP" }
+[jails.submission]
+programs = ["postfix"]
+failregex = ['^worse <HOST>$']
+action = { type = "iptables", name = "SMTP" }
+[jails.twice]
+programs = ["x"]
+failregex = ['^bad <HOST>$']
+action = ["iptables", "iptables"]
+[jails.kinds]
+programs = ["y"]
+failregex = ['^bad <HOST>$']
+action = [{ type = "iptables", name = "Both" }, { type = "nftables", name = "Both" }]
+"#,
+        );
+        let errors = crate::config::load(&path).unwrap_err().0;
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        // Jails are compiled in name order: the second of each pair is named, with the first.
+        assert_eq!(
+            keys,
+            ["jails.submission.action", "jails.twice.action"],
+            "{errors:?}"
+        );
+        assert!(errors[0].reason.contains("jails.smtp"), "{errors:?}");
+        assert!(errors[0].reason.contains("`SMTP`"), "{errors:?}");
+        assert!(errors[1].reason.contains("jails.twice"), "{errors:?}");
     }
 
     #[test]
