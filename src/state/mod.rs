@@ -343,8 +343,20 @@ impl State {
             .map_err(|e| self.error(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (jail, target, banned_at, expires_at, failures, ban_count, hosts) =
-                row.map_err(|e| self.error(e))?;
+            let (jail, target, banned_at, expires_at, failures, ban_count, hosts) = match row {
+                Ok(row) => row,
+                // A value of the wrong type (an admin's `expires_at = 'never'`) skips its row;
+                // anything else (a damaged file) is an error.
+                Err(
+                    error @ (rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::IntegralValueOutOfRange(..)),
+                ) => {
+                    tracing::warn!(%error, "skipping unreadable ban in state");
+                    continue;
+                }
+                Err(error) => return Err(self.error(error)),
+            };
             // A row an admin mangled by hand is skipped, not fatal.
             let Ok(target) = crate::address::parse_target(&target) else {
                 tracing::warn!(jail = %jail, target = %target, "skipping unreadable ban in state");
@@ -807,6 +819,15 @@ mod tests {
         let bans = state.active_bans().unwrap();
         assert_eq!(bans.len(), 1);
         assert!(bans[0].hosts.is_empty());
+        // A row an admin mangled (a value of the wrong type) is skipped; the others are read.
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO bans (jail, target, banned_at, expires_at, failures, ban_count) VALUES ('sshd', '192.0.2.10/32', 100, 'never', 5, 1)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(state.active_bans().unwrap().len(), 1);
         let target: IpNetwork = "192.0.2.9/32".parse().unwrap();
         let past = state.past_bans(&[target]).unwrap();
         assert_eq!(past.len(), 1);
