@@ -327,7 +327,8 @@ fn open_state(config: &Config) -> Restored {
             }
             let bans = db.active_bans().unwrap_or_else(|error| {
                 metrics::state_errors().increment(1);
-                tracing::error!(%error, "cannot read active bans");
+                tracing::error!(%error, "cannot read active bans; the firewall keeps what it holds");
+                crate::action::runner::state_unread();
                 Vec::new()
             });
             let counts = db.ban_counts().unwrap_or_default();
@@ -339,7 +340,8 @@ fn open_state(config: &Config) -> Restored {
         }
         Err(error) => {
             metrics::state_errors().increment(1);
-            tracing::error!(%error, "cannot open the state database; bans will not survive a restart");
+            tracing::error!(%error, "cannot open the state database; bans will not survive a restart, and the firewall keeps what it holds");
+            crate::action::runner::state_unread();
             Restored {
                 db: None,
                 bans: Vec::new(),

@@ -294,6 +294,52 @@ fn a_full_disk_keeps_banning_in_memory_and_recovers() {
 }
 
 #[test]
+fn a_state_database_that_cannot_be_read_lifts_no_firewall_ban() {
+    let ns = Netns::new("unread");
+    let jail = SSHD.replace("maxretry = 3", "maxretry = 2\naction = \"iptables\"");
+    let text = config("", &jail);
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &ns.prefix());
+    // The daemon's loopback is the namespace's.
+    let file = d.config.with_file_name("failures.log");
+    std::fs::write(
+        &file,
+        line("Failed password for root from 198.51.100.7 port 22 ssh2").repeat(2),
+    )
+    .unwrap();
+    let send = format!(
+        "cat {} > /dev/tcp/127.0.0.1/{}",
+        file.display(),
+        d.tcp.port()
+    );
+    ns.run(&["bash", "-c", &send]);
+    assert!(wait_for(Duration::from_secs(10), || d
+        .count_prefix("[sshd] Ban 198.51.100.7")
+        == 1));
+    let chain_holds = || {
+        ns.run(&["iptables-save", "-t", "filter"])
+            .contains("-A jailsink-sshd -s 198.51.100.7/32")
+    };
+    assert!(wait_for(Duration::from_secs(10), chain_holds));
+    // A crash leaves the chain; then the state file is damaged beyond reading.
+    let dir = d.kill9();
+    let db = dir.path().join("state.db");
+    for extra in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{extra}", db.display()));
+    }
+    std::fs::write(&db, vec![0x5a; 64 * 1024]).unwrap();
+    let d = Daemon::start_in(dir, &text, &ns.prefix());
+    assert!(d.logged("cannot open the state database; bans will not survive a restart, and the firewall keeps what it holds")
+        || d.logged("cannot read active bans; the firewall keeps what it holds"));
+    // Started (ready) with the runner reconciled: the ban the state lost is still enforced.
+    assert!(
+        chain_holds(),
+        "the unreadable state lifted the firewall's ban"
+    );
+    assert!(d.count_prefix("[sshd] kept 1 firewall entries") == 1);
+    assert!(d.stop().success());
+}
+
+#[test]
 fn kill_9_during_a_burst_leaves_state_and_firewall_in_agreement() {
     let ns = Netns::new("burst");
     let jail = SSHD.replace("maxretry = 3", "maxretry = 2\naction = \"iptables\"");

@@ -6,6 +6,7 @@
 //! counted per command that still failed; the jail's state keeps the ban either way.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,17 @@ pub struct Runner<C = ActionCommand> {
     /// Restored bans the kernel lacked at start and the actions added again (summed over the
     /// jail's actions), for the start-up summary.
     pub reapplied: usize,
+}
+
+/// Set when the state database could not be read at start. The actions then cannot tell a
+/// kernel ban that outlived its state from one the state lost, so their start keeps every ban
+/// the kernel holds (the next start that reads the state lifts what it does not know) rather
+/// than lifting them all.
+static STATE_UNREAD: AtomicBool = AtomicBool::new(false);
+
+/// Says the state could not be read at start: see [`STATE_UNREAD`].
+pub fn state_unread() {
+    STATE_UNREAD.store(true, Ordering::Relaxed);
 }
 
 /// Starts the actions of `jail` on their own thread, then reconciles each with `restored` (the
@@ -155,7 +167,8 @@ impl Worker {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to start");
             }
-            reapplied += reconcile(&self.jail, slot, restored);
+            let keep = STATE_UNREAD.load(Ordering::Relaxed);
+            reapplied += reconcile(&self.jail, slot, restored, keep);
         }
         reapplied
     }
@@ -272,7 +285,7 @@ fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
 /// Brings the kernel in line with the bans that should be active: with a listing, lifts what
 /// is there but not wanted and adds what is missing; without one, adds every wanted ban.
 /// Returns how many bans it added.
-fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder]) -> usize {
+fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder], keep_unknown: bool) -> usize {
     let kind = slot.action.kind();
     let current = match slot.action.list() {
         Ok(current) => current,
@@ -287,12 +300,20 @@ fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder]) -> usize {
         Some(current) => {
             let wanted: HashSet<IpNetwork> = restored.iter().map(|o| o.target).collect();
             let present: HashSet<IpNetwork> = current.iter().copied().collect();
-            commands.extend(
-                present
-                    .iter()
-                    .filter(|t| !wanted.contains(t))
-                    .map(|t| ActionCommand::Unban(*t)),
-            );
+            let unknown = present.iter().filter(|t| !wanted.contains(t));
+            if keep_unknown {
+                let kept = unknown.count();
+                if kept > 0 {
+                    tracing::warn!(
+                        jail,
+                        action = kind.name(),
+                        kept,
+                        "[{jail}] kept {kept} firewall entries the state could not confirm: it was not readable"
+                    );
+                }
+            } else {
+                commands.extend(unknown.map(|t| ActionCommand::Unban(*t)));
+            }
             commands.extend(
                 restored
                     .iter()
@@ -408,31 +429,33 @@ mod tests {
 
     #[test]
     fn reconcile_lifts_the_stale_and_adds_the_missing() {
-        let (mut s, applied) = slot(Some(vec!["192.0.2.1/32", "192.0.2.2/32"]), 0);
-        reconcile(
-            "t",
-            &mut s,
-            &[order("192.0.2.2/32"), order("2001:db8::/64")],
-        );
-        let seen: Vec<(bool, String)> = applied
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|c| (matches!(c, ActionCommand::Ban(_)), c.target().to_string()))
-            .collect();
+        let applied_with = |keep_unknown| {
+            let (mut s, applied) = slot(Some(vec!["192.0.2.1/32", "192.0.2.2/32"]), 0);
+            let restored = [order("192.0.2.2/32"), order("2001:db8::/64")];
+            reconcile("t", &mut s, &restored, keep_unknown);
+            let seen: Vec<(bool, String)> = applied
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|c| (matches!(c, ActionCommand::Ban(_)), c.target().to_string()))
+                .collect();
+            seen
+        };
         assert_eq!(
-            seen,
+            applied_with(false),
             [
                 (false, "192.0.2.1/32".to_string()),
                 (true, "2001:db8::/64".to_string())
             ]
         );
+        // With the state unread, what the kernel holds beyond the restored bans stays.
+        assert_eq!(applied_with(true), [(true, "2001:db8::/64".to_string())]);
     }
 
     #[test]
     fn without_a_listing_every_restored_ban_is_added() {
         let (mut s, applied) = slot(None, 0);
-        reconcile("t", &mut s, &[order("192.0.2.2/32")]);
+        reconcile("t", &mut s, &[order("192.0.2.2/32")], false);
         assert_eq!(applied.lock().unwrap().len(), 1);
     }
 
