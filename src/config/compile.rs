@@ -1188,6 +1188,26 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_session_ttl_names_the_filter_file_and_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let filter = write(
+            dir.path(),
+            "filter.d/sess.toml",
+            "failregex = ['^bad <HOST>$']\nsession_ttl = \"soon\"\n",
+        );
+        let path = write(
+            dir.path(),
+            "jailsink.toml",
+            "[jails.a]\nprograms = [\"x\"]\nfilter = \"sess\"\n",
+        );
+        let errors = crate::config::load(&path).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].file, filter);
+        assert_eq!(errors[0].key, "session_ttl");
+        assert!(errors[0].reason.contains("soon"), "{errors:?}");
+    }
+
+    #[test]
     fn firewall_actions_that_would_share_kernel_objects_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(

@@ -91,10 +91,13 @@ pub(crate) fn read_filter(
             }
             let session_ttl = match &raw.session_ttl {
                 None => None,
-                Some(d) => Some(ttl(d).map_err(|reason| FilterFileError::BadOption {
-                    path: path.clone(),
-                    key: "session_ttl".into(),
-                    reason,
+                // A key of the filter file itself: the error names that file and key.
+                Some(d) => Some(ttl(d).map_err(|reason| {
+                    FilterFileError::Toml(super::ConfigErrors(vec![super::ConfigError {
+                        file: path.clone(),
+                        key: "session_ttl".into(),
+                        reason,
+                    }]))
                 })?),
             };
             Ok(FilterFileContents::Native {
