@@ -128,12 +128,15 @@ fn modules_import_each_other_without_a_cycle() {
 fn the_jail_and_the_actions_import_nothing_upstream() {
     let graph = graph();
     // Downstream of the jail: the state and the actions; leaves anyone may use: metrics,
-    // address and evidence (the lines a ban keeps, the tail stream). Fleet sits beside action
-    // (the jail and the state know it as a sink of committed bans and a source of remote ones).
+    // address, evidence (the lines a ban keeps, the tail stream) and duration (the longest
+    // duration). Fleet sits beside action (the jail and the state know it as a sink of
+    // committed bans and a source of remote ones).
     for (module, allowed) in [
         (
             "jail",
-            &["action", "state", "fleet", "metrics", "address", "evidence"][..],
+            &[
+                "action", "state", "fleet", "metrics", "address", "evidence", "duration",
+            ][..],
         ),
         ("action", &["metrics", "address", "evidence"][..]),
         (
@@ -141,6 +144,7 @@ fn the_jail_and_the_actions_import_nothing_upstream() {
             &["action", "fleet", "metrics", "address", "evidence"][..],
         ),
         ("evidence", &[][..]),
+        ("duration", &[][..]),
     ] {
         let imports = graph.get(module).cloned().unwrap_or_default();
         let upstream: Vec<&String> = imports
