@@ -289,6 +289,9 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
         }
         fleet
     });
+    if let Some(fleet) = &fleet {
+        fleet_kernel_names(&jails, fleet.role, &mut errors);
+    }
     if !list.is_empty() {
         return Err(ConfigErrors(list));
     }
@@ -870,6 +873,40 @@ fn shared_kernel_objects(jails: &[JailConfig], errors: &mut Errors) {
     }
 }
 
+/// Fleet bans live in kernel objects named `f-` and the first 17 characters of the deciding
+/// jail's name ([`crate::fleet::follow::kernel_name`]). On a node that follows the fleet, a
+/// local action named `f-...` would share them; on a sink, two jails whose names agree in those
+/// 17 characters would share them on every follower.
+fn fleet_kernel_names(jails: &[JailConfig], role: crate::fleet::config::Role, errors: &mut Errors) {
+    let mut fleet_names: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for jail in jails {
+        if role.follows() {
+            for action in &jail.actions {
+                if let ActionSpec::Iptables(spec)
+                | ActionSpec::Nftables(spec)
+                | ActionSpec::Ipset(spec) = action
+                {
+                    if spec.name.starts_with("f-") {
+                        errors.push(
+                            format!("jails.{}.action", jail.name),
+                            format!("its {} action is named `{}`: names starting with `f-` are the fleet's bans' on this node; give it another `name` (or rename the jail)", action.kind().name(), spec.name),
+                        );
+                    }
+                }
+            }
+        }
+        if role.publishes() {
+            let shared = crate::fleet::follow::kernel_name(&jail.name);
+            if let Some(first) = fleet_names.insert(shared.clone(), &jail.name) {
+                errors.push(
+                    format!("jails.{}", jail.name),
+                    format!("its fleet bans would use jails.{first}'s kernel objects (`{shared}`) on every agent: jail names of a sink must differ within their first 17 characters"),
+                );
+            }
+        }
+    }
+}
+
 /// An iptables, nftables or ipset action: its kernel object name, ports and verdict.
 fn compile_firewall(
     jail: &str,
@@ -1205,6 +1242,36 @@ mod tests {
         assert_eq!(errors[0].file, filter);
         assert_eq!(errors[0].key, "session_ttl");
         assert!(errors[0].reason.contains("soon"), "{errors:?}");
+    }
+
+    #[test]
+    fn names_that_would_share_the_fleets_kernel_objects_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let jails = r#"
+[jails.f-local]
+programs = ["x"]
+failregex = ['^bad <HOST>$']
+[jails.abcdefghijklmnopq1]
+programs = ["y"]
+failregex = ['^bad <HOST>$']
+[jails.abcdefghijklmnopq2]
+programs = ["z"]
+failregex = ['^bad <HOST>$']
+"#;
+        let keys = |role: &str| -> Vec<String> {
+            let text = format!("[fleet]\nrole = \"{role}\"\nnode = \"n1\"\n{jails}");
+            let path = write(dir.path(), "jailsink.toml", &text);
+            match crate::config::load(&path) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.0.iter().map(|e| e.key.clone()).collect(),
+            }
+        };
+        assert_eq!(
+            keys("both"),
+            ["jails.abcdefghijklmnopq2", "jails.f-local.action"]
+        );
+        assert_eq!(keys("agent"), ["jails.f-local.action"]);
+        assert_eq!(keys("sink"), ["jails.abcdefghijklmnopq2"]);
     }
 
     #[test]
