@@ -159,14 +159,11 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
     ] {
         for &addr in addrs {
             if !running.contains_key(&addr) {
-                let listener =
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|os_error| AppError::Bind {
-                            transport,
-                            addr: addr.to_string(),
-                            os_error,
-                        })?;
+                let listener = tcp::bind(addr).map_err(|os_error| AppError::Bind {
+                    transport,
+                    addr: addr.to_string(),
+                    os_error,
+                })?;
                 bound.push((addr, listener));
             }
         }

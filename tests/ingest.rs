@@ -843,3 +843,31 @@ fn the_journal_socket_dropin_passes_systemd_analyze_verify() {
     // Unknown keys are only warned about: any output is a defect.
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
+
+#[test]
+fn tcp_can_listen_on_both_wildcards_of_one_port_as_udp_can() {
+    // In a namespace of our own only loopback exists, so the wildcards listen on nothing else.
+    let ns = crate::lab::Netns::new("dual");
+    let text = config("", "").replace(
+        "tcp = [\"127.0.0.1:0\"]",
+        "tcp = [\"0.0.0.0:5514\", \"[::]:5514\"]",
+    );
+    assert!(text.contains("[::]:5514"), "{text}");
+    // A dual-stack [::] made this bind fail with "address in use": the daemon never started.
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &ns.prefix());
+    let listening: Vec<String> = d
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["message"] == "listening" && e["transport"] == "tcp")
+        .map(|e| e["addr"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listening, ["0.0.0.0:5514", "[::]:5514"]);
+    // IPv6 only, as UDP's: ss shows a dual-stack socket as `*:5514`, an IPv6-only one as
+    // `[::]:5514`.
+    let ss = ns.run(&["ss", "-Htln", "sport = :5514"]);
+    assert_eq!(ss.lines().count(), 2, "{ss}");
+    assert!(ss.contains("[::]:5514") && !ss.contains("*:5514"), "{ss}");
+    assert!(d.stop().success());
+}

@@ -30,6 +30,23 @@ pub(crate) struct TcpLimits {
     pub idle_timeout: Duration,
 }
 
+/// Binds a TCP (or TLS) listener. An IPv6 address is IPv6 only, as UDP's are: `[::]` then
+/// takes no IPv4 connections, and `0.0.0.0` and `[::]` on one port can both be listened on (a
+/// dual-stack `[::]` made the second bind fail with "address in use").
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // As tokio's own bind: a restart need not wait for the old connections' TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// What an accepted TCP socket becomes before frames are read from it.
 pub(crate) trait Upgrade: Clone + Send + Sync + 'static {
     /// The stream read for frames.
