@@ -711,6 +711,40 @@ async fn reload(
             tracing::warn!("{what} changed: it takes effect at the next restart");
         }
     }
+    // Listeners that keep running were made with the old limits; new ones take the new.
+    let (was, now) = (&current.server, &next.server);
+    for (what, changed) in [
+        (
+            "[server] max_tcp_connections",
+            was.max_tcp_connections != now.max_tcp_connections,
+        ),
+        (
+            "[server] tcp_idle_timeout",
+            was.tcp_idle_timeout != now.tcp_idle_timeout,
+        ),
+        (
+            "[server] tls_handshake_timeout",
+            was.tls_handshake_timeout != now.tls_handshake_timeout,
+        ),
+        (
+            "[server] unix_mode/unix_group",
+            was.unix_mode != now.unix_mode || was.unix_group != now.unix_group,
+        ),
+        (
+            "[server] udp_receive_buffer",
+            was.udp_receive_buffer != now.udp_receive_buffer,
+        ),
+        (
+            "[server] max_message_bytes",
+            was.max_message_bytes != now.max_message_bytes,
+        ),
+    ] {
+        if changed {
+            tracing::warn!(
+                "{what} changed: listeners and connections already open keep the old value until the next restart; new ones take it"
+            );
+        }
+    }
     // What takes effect at the next restart keeps its running value: the stop removes the
     // control socket this process bound (not a path it never bound, maybe someone else's), and
     // the next reload warns again.

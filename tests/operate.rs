@@ -291,6 +291,21 @@ fn a_setting_for_the_next_restart_keeps_its_running_value_until_then() {
         assert_eq!(d.count_prefix("[control] changed"), reloads);
     }
     assert!(ours.exists(), "the bound socket is still there");
+    // A listener's limit changed: the running listener keeps the old one, and says so.
+    let limited = good.replace("jailsink.sock", "other.sock").replace(
+        "tcp = [\"127.0.0.1:0\"]",
+        "tcp = [\"127.0.0.1:0\"]\ntcp_idle_timeout = \"5m\"",
+    );
+    assert_ne!(limited, good.replace("jailsink.sock", "other.sock"));
+    std::fs::write(&d.config, limited).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || d
+        .count_prefix("reloaded")
+        == 3));
+    assert_eq!(d.count_prefix("[server] tcp_idle_timeout changed"), 1);
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
     assert!(!ours.exists(), "the stop removes the socket it bound");

@@ -333,7 +333,7 @@ fn compile_server(raw: &RawConfig, base: &Path, errors: &mut Errors) -> Option<S
     let tls_server = compile_tls(s, base, !tls.is_empty(), errors);
     let tls_handshake_timeout = errors.take(
         "server.tls_handshake_timeout",
-        duration(s.tls_handshake_timeout.as_ref(), "10s").and_then(|d| d.ok_or(BadValue::Infinite)),
+        duration(s.tls_handshake_timeout.as_ref(), "10s").and_then(positive_finite),
     );
     let unix = s
         .unix
@@ -376,7 +376,7 @@ fn compile_server(raw: &RawConfig, base: &Path, errors: &mut Errors) -> Option<S
     );
     let tcp_idle_timeout = errors.take(
         "server.tcp_idle_timeout",
-        duration(s.tcp_idle_timeout.as_ref(), "10m").and_then(|d| d.ok_or(BadValue::Infinite)),
+        duration(s.tcp_idle_timeout.as_ref(), "10m").and_then(positive_finite),
     );
     let zone = errors.take(
         "server.timezone",
@@ -1109,6 +1109,16 @@ pub(super) fn in_range<T: TryFrom<i64>>(value: i64, min: i64, max: i64) -> Resul
     T::try_from(value).map_err(|_| BadValue::DoesNotFit(value))
 }
 
+/// A timeout: finite, and above zero (a zero one would fail every handshake, or close every
+/// connection the moment it has nothing to read).
+fn positive_finite(d: Option<Duration>) -> Result<Duration, BadValue> {
+    match d {
+        None => Err(BadValue::Infinite),
+        Some(d) if d.is_zero() => Err(BadValue::NotPositive),
+        Some(d) => Ok(d),
+    }
+}
+
 /// A duration, with `default` when absent; `Ok(None)` means permanent ("-1", "permanent").
 pub(super) fn duration(
     raw: Option<&RawDuration>,
@@ -1471,6 +1481,15 @@ action = ["ipset", { type = "nftables", keep_on_stop = false }, { type = "comman
         assert_eq!(
             duration(Some(&RawDuration::Text("1h 30m".into())), "10m"),
             Ok(Some(Duration::from_secs(5400)))
+        );
+        assert_eq!(
+            positive_finite(Some(Duration::ZERO)),
+            Err(BadValue::NotPositive)
+        );
+        assert_eq!(positive_finite(None), Err(BadValue::Infinite));
+        assert_eq!(
+            positive_finite(Some(Duration::from_secs(1))),
+            Ok(Duration::from_secs(1))
         );
         // Past a century end times overflow clocks: refused, whichever way it is written.
         assert_eq!(

@@ -26,6 +26,9 @@ use super::{Origin, Receipt, SharedPipeline};
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, messages_received, udp_kernel_drops, DropReason};
 
+/// After a failed receive, the loop waits this long before the next (as TCP's accept does).
+const RECEIVE_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Binds a UDP socket with a receive buffer of `receive_buffer` bytes and drop reporting on.
 pub(crate) fn bind(addr: SocketAddr, receive_buffer: usize) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -163,6 +166,11 @@ async fn receive<S: Datagrams>(
                 Ok(n) => n,
                 Err(error) => {
                     tracing::warn!(%error, transport = S::TRANSPORT, "receive failed");
+                    // An error that persists (ENOMEM) must not spin a core and flood the log.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RECEIVE_ERROR_PAUSE) => {}
+                    }
                     continue;
                 }
             },
