@@ -231,13 +231,15 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
 fn after_pri(b: &[u8]) -> Option<usize> {
     let close = b.iter().take(5).position(|&c| c == b'>')?;
     let digits = &b[1..close];
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
-    if std::str::from_utf8(digits).ok()?.parse::<u8>().ok()? > 191 {
-        return None;
-    }
-    Some(close + 1)
+    // At most three digits (the `>` is among the first five bytes): no overflow, and read
+    // in place rather than through `str` (a UTF-8 check and a general parser per frame).
+    let pri = digits.iter().try_fold(0u32, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+    })?;
+    (pri <= 191).then_some(close + 1)
 }
 
 /// A byte of a 3164 tag as jailsink reads program names (`postfix/smtpd` keeps its slash).
@@ -489,6 +491,37 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use std::path::PathBuf;
+
+    /// [`after_pri`] reads the PRI in place exactly as the `str` parse it replaced did, for
+    /// every `<` followed by up to five bytes of digits, `>` and other bytes.
+    #[test]
+    fn the_pri_read_in_place_is_the_pri_parsed() {
+        fn parsed(b: &[u8]) -> Option<usize> {
+            let close = b.iter().take(5).position(|&c| c == b'>')?;
+            let digits = &b[1..close];
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            if std::str::from_utf8(digits).ok()?.parse::<u8>().ok()? > 191 {
+                return None;
+            }
+            Some(close + 1)
+        }
+        let alphabet = b"0123456789> x+\xff";
+        let mut checked = 0;
+        for len in 0..=5u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                let mut frame = vec![b'<'];
+                for _ in 0..len {
+                    frame.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                assert_eq!(after_pri(&frame), parsed(&frame), "{frame:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 800_000, "{checked}");
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
