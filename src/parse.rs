@@ -171,18 +171,19 @@ fn month_of(zone: &Zone, now: DateTime<Utc>) -> (FixedOffset, i32, i32) {
 
 /// The program of a frame in the common RFC 3164 shape, read from the header's bytes alone
 /// (the message is neither looked at nor checked as UTF-8): when this is Some, [`parse`] of
-/// the [`decode`]d frame succeeds and names this program. None says nothing (parse to know).
-/// Lets a listener pass over a message no jail wants for the price of its header.
+/// the [`decode`]d frame succeeds and names this program (these ASCII bytes: header_3164
+/// checks every byte of the tag, so they need no UTF-8 check either). None says nothing
+/// (parse to know). Lets a listener pass over a message no jail wants for the price of its
+/// header.
 pub(crate) fn program_3164<'a>(
     frame: &'a [u8],
     zone: &Zone,
     now: DateTime<Utc>,
-) -> Option<&'a str> {
+) -> Option<&'a [u8]> {
     let b = frame.strip_prefix(BOM.as_bytes()).unwrap_or(frame);
     let (offset, year_of) = calendar(zone, now);
     let h = header_3164(b, year_of, offset, Seconds::Whole)?;
-    // The header is ASCII (header_3164 checks every byte of it).
-    std::str::from_utf8(&b[h.program]).ok()
+    b.get(h.program)
 }
 
 /// Whether [`fast_3164`] reads `hh:mm:ss.ffffff` (rsyslog does; syslog_loose does not, so the
