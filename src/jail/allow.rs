@@ -491,17 +491,21 @@ mod tests {
         assert_eq!(t.overlapping(net("2001:db9::/64")), None);
     }
 
-    #[test]
-    fn the_table_agrees_with_a_linear_scan() {
-        // Deterministic entries of every size near each other, probed with addresses and
-        // networks: the trie must answer what the old linear scan answered.
-        let mut x: u32 = 0x9e37_79b9;
-        let mut next = || {
+    /// A reproducible sequence of 32-bit numbers (xorshift) from `seed`.
+    fn xorshift(mut x: u32) -> impl FnMut() -> u32 {
+        move || {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             x
-        };
+        }
+    }
+
+    #[test]
+    fn the_table_agrees_with_a_linear_scan() {
+        // Deterministic entries of every size near each other, probed with addresses and
+        // networks: the trie must answer what the old linear scan answered.
+        let mut next = xorshift(0x9e37_79b9);
         let entries: Vec<IpNetwork> = (0..2000)
             .map(|i| {
                 let ip = std::net::Ipv4Addr::from(0x0a00_0000 | (next() & 0x00ff_ffff));
@@ -529,13 +533,7 @@ mod tests {
     /// addresses inside and outside them, IPv4-mapped IPv6 ones included.
     #[test]
     fn a_small_tables_scan_answers_as_the_trie() {
-        let mut x: u32 = 0x1234_5678;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
+        let mut next = xorshift(0x1234_5678);
         let mut scanned = 0;
         for round in 0..400 {
             let entries: Vec<IpNetwork> = (0..round % 10)
