@@ -133,9 +133,7 @@ pub fn parse<'a>(text: &'a str, zone: &Zone, now: DateTime<Utc>) -> Result<Event
 /// The offset 3164 dates are read in at `now`, and the year a month belongs to (a December
 /// message received in January is last year's).
 fn calendar(zone: &Zone, now: DateTime<Utc>) -> (FixedOffset, impl Fn(u32) -> i32 + Copy) {
-    let offset = zone.offset_at(now);
-    let local_now = now.with_timezone(&offset);
-    let (year, month) = (local_now.year(), local_now.month() as i32);
+    let (offset, year, month) = month_at(zone, now);
     let year_of = move |m: u32| match m as i32 - month {
         d if d > 6 => year - 1,
         d if d < -6 => year + 1,
@@ -144,20 +142,48 @@ fn calendar(zone: &Zone, now: DateTime<Utc>) -> (FixedOffset, impl Fn(u32) -> i3
     (offset, year_of)
 }
 
+/// The zone's offset at `now` and the local year and month then, remembered for the next call
+/// on this thread: the frames of one read share its receipt time, and working out the local
+/// date through chrono (twice for a wanted frame: its header is read to pass over the
+/// unwanted ones, then parsed) costs more than reading a 3164 header's bytes.
+fn month_at(zone: &Zone, now: DateTime<Utc>) -> (FixedOffset, i32, i32) {
+    type Month = (FixedOffset, i32, i32);
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(Zone, DateTime<Utc>, Month)>> =
+            const { std::cell::Cell::new(None) };
+    }
+    if let Some((z, t, month)) = LAST.get() {
+        if t == now && z == *zone {
+            return month;
+        }
+    }
+    let month = month_of(zone, now);
+    LAST.set(Some((*zone, now, month)));
+    month
+}
+
+/// [`month_at`] worked out.
+fn month_of(zone: &Zone, now: DateTime<Utc>) -> (FixedOffset, i32, i32) {
+    let offset = zone.offset_at(now);
+    let local_now = now.with_timezone(&offset);
+    (offset, local_now.year(), local_now.month() as i32)
+}
+
 /// The program of a frame in the common RFC 3164 shape, read from the header's bytes alone
 /// (the message is neither looked at nor checked as UTF-8): when this is Some, [`parse`] of
-/// the [`decode`]d frame succeeds and names this program. None says nothing (parse to know).
-/// Lets a listener pass over a message no jail wants for the price of its header.
+/// the [`decode`]d frame succeeds and names this program (these ASCII bytes: header_3164
+/// checks every byte of the tag, so they need no UTF-8 check either). None says nothing
+/// (parse to know). Lets a listener pass over a message no jail wants for the price of its
+/// header.
 pub(crate) fn program_3164<'a>(
     frame: &'a [u8],
     zone: &Zone,
     now: DateTime<Utc>,
-) -> Option<&'a str> {
+) -> Option<&'a [u8]> {
     let b = frame.strip_prefix(BOM.as_bytes()).unwrap_or(frame);
     let (offset, year_of) = calendar(zone, now);
     let h = header_3164(b, year_of, offset, Seconds::Whole)?;
-    // The header is ASCII (header_3164 checks every byte of it).
-    std::str::from_utf8(&b[h.program]).ok()
+    b.get(h.program)
 }
 
 /// Whether [`fast_3164`] reads `hh:mm:ss.ffffff` (rsyslog does; syslog_loose does not, so the
@@ -231,13 +257,15 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
 fn after_pri(b: &[u8]) -> Option<usize> {
     let close = b.iter().take(5).position(|&c| c == b'>')?;
     let digits = &b[1..close];
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
-    if std::str::from_utf8(digits).ok()?.parse::<u8>().ok()? > 191 {
-        return None;
-    }
-    Some(close + 1)
+    // At most three digits (the `>` is among the first five bytes): no overflow, and read
+    // in place rather than through `str` (a UTF-8 check and a general parser per frame).
+    let pri = digits.iter().try_fold(0u32, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+    })?;
+    (pri <= 191).then_some(close + 1)
 }
 
 /// A byte of a 3164 tag as jailsink reads program names (`postfix/smtpd` keeps its slash).
@@ -489,6 +517,69 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use std::path::PathBuf;
+
+    /// The month remembered per thread is the month worked out, whatever the zone and time
+    /// asked before (same time, other zone; same zone, another time; across a year and a
+    /// zone's summer time).
+    #[test]
+    fn the_month_remembered_is_the_month_worked_out() {
+        let zones = [
+            Zone::Utc,
+            Zone::Local,
+            Zone::parse("Europe/Berlin").unwrap(),
+            Zone::parse("Pacific/Kiritimati").unwrap(),
+            Zone::parse("-09:30").unwrap(),
+        ];
+        let times = [
+            Utc.with_ymd_and_hms(2025, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 29, 0, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 6, 30, 10, 0, 0).unwrap(),
+        ];
+        let mut x = 3u64;
+        for _ in 0..500 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = x >> 24;
+            let zone = zones[(r % 5) as usize];
+            let now = times[((r >> 8) % 5) as usize]
+                + chrono::Duration::milliseconds(((r >> 16) % 3) as i64);
+            assert_eq!(month_at(&zone, now), month_of(&zone, now), "{zone:?} {now}");
+        }
+    }
+
+    /// [`after_pri`] reads the PRI in place exactly as the `str` parse it replaced did, for
+    /// every `<` followed by up to five bytes of digits, `>` and other bytes.
+    #[test]
+    fn the_pri_read_in_place_is_the_pri_parsed() {
+        fn parsed(b: &[u8]) -> Option<usize> {
+            let close = b.iter().take(5).position(|&c| c == b'>')?;
+            let digits = &b[1..close];
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            if std::str::from_utf8(digits).ok()?.parse::<u8>().ok()? > 191 {
+                return None;
+            }
+            Some(close + 1)
+        }
+        let alphabet = b"0123456789> x+\xff";
+        let mut checked = 0;
+        for len in 0..=5u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                let mut frame = vec![b'<'];
+                for _ in 0..len {
+                    frame.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                assert_eq!(after_pri(&frame), parsed(&frame), "{frame:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 800_000, "{checked}");
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

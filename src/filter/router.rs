@@ -77,8 +77,10 @@ pub(crate) struct Router {
     /// the lock is taken only for lines such a filter matched.
     sessions: Vec<Option<Mutex<Sessions>>>,
     /// Looked up once per message: foldhash rather than SipHash (program names are not a
-    /// flooding risk here: the table is fixed at build, a miss costs one hash).
-    by_program: HashMap<Box<str>, Route, foldhash::fast::RandomState>,
+    /// flooding risk here: the table is fixed at build, a miss costs one hash). Keyed by
+    /// the name's bytes, so a 3164 header's tag is looked up without a UTF-8 check
+    /// ([`Router::wants`]).
+    by_program: HashMap<Box<[u8]>, Route, foldhash::fast::RandomState>,
     fallback: Route,
     /// True when some jail has a fail2ban filter: without one, [`Router::apply`] needs no
     /// route (its verdicts name their jails).
@@ -99,7 +101,7 @@ impl Router {
             let members = (0..jails.len()).filter(|&i| {
                 jails[i].programs.is_empty() || jails[i].programs.iter().any(|p| p == program)
             });
-            by_program.insert(program.into(), build_route(&jails, members)?);
+            by_program.insert(program.as_bytes().into(), build_route(&jails, members)?);
         }
         let fallback = build_route(
             &jails,
@@ -242,13 +244,18 @@ impl Router {
     /// jail checked directly and no fail2ban jail, so [`Router::matches`] finds nothing,
     /// [`Router::apply`] does nothing and [`Router::explain`] names no jail, whatever the
     /// message says.
-    pub(crate) fn wants(&self, program: Option<&str>) -> bool {
-        let route = self.route_of(program);
+    pub(crate) fn wants(&self, program: Option<&[u8]>) -> bool {
+        let route = self.route_named(program);
         !(route.owners.is_empty() && route.direct.is_empty() && route.fail2ban.is_empty())
     }
 
     /// The route of a program name.
     fn route_of(&self, program: Option<&str>) -> &Route {
+        self.route_named(program.map(str::as_bytes))
+    }
+
+    /// The route of a program name, by its bytes.
+    fn route_named(&self, program: Option<&[u8]>) -> &Route {
         program
             .and_then(|p| self.by_program.get(p))
             .unwrap_or(&self.fallback)

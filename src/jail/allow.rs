@@ -30,7 +30,15 @@ const MAX_FILE_ENTRIES: usize = 1_000_000;
 pub struct IgnoreTable {
     v4: PrefixSet<Ipv4Network>,
     v6: PrefixSet<Ipv6Network>,
+    /// Every entry, shortest prefix first, when there are at most [`SCANNED`] (the shipped
+    /// `127.0.0.0/8` and `::1`): the jail task asks about every failure's address, and a
+    /// scan of a few entries is several times cheaper than two walks of the trie. None
+    /// otherwise (the trie answers).
+    few: Option<Vec<IpNetwork>>,
 }
+
+/// Most entries a table answers by a scan ([`IgnoreTable::overlapping`]).
+const SCANNED: usize = 8;
 
 impl fmt::Debug for IgnoreTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,11 +53,20 @@ impl IgnoreTable {
     /// A table of `entries` (host bits ignored).
     pub fn new<'a>(entries: impl IntoIterator<Item = &'a IpNetwork>) -> Self {
         let mut table = IgnoreTable::default();
+        let mut few = Vec::new();
         for net in entries {
-            match crate::address::network_of(net.ip(), net.prefix()) {
+            let net = crate::address::network_of(net.ip(), net.prefix());
+            match net {
                 IpNetwork::V4(n) => table.v4.insert(n),
                 IpNetwork::V6(n) => table.v6.insert(n),
             };
+            if few.len() <= SCANNED && !few.contains(&net) {
+                few.push(net);
+            }
+        }
+        if few.len() <= SCANNED {
+            few.sort_by_key(|n| n.prefix());
+            table.few = Some(few);
         }
         table
     }
@@ -57,6 +74,17 @@ impl IgnoreTable {
     /// The entry `target` overlaps: one that holds it, else one inside it (a network ban
     /// never takes an allowlisted address with it). O(prefix length), plus one step down.
     pub fn overlapping(&self, target: IpNetwork) -> Option<IpNetwork> {
+        let host = match target {
+            IpNetwork::V4(t) => t.prefix() == 32,
+            IpNetwork::V6(t) => t.prefix() == 128,
+        };
+        // A host address: only an entry that holds it can overlap it (one inside it is the
+        // address itself, which holds it), and the first that does, shortest prefix first,
+        // is the entry the trie finds (its shortest match).
+        if let (true, Some(few)) = (host, &self.few) {
+            let ip = target.ip();
+            return few.iter().find(|n| n.contains(ip)).copied();
+        }
         match crate::address::network_of(target.ip(), target.prefix()) {
             IpNetwork::V4(t) => self
                 .v4
@@ -463,17 +491,21 @@ mod tests {
         assert_eq!(t.overlapping(net("2001:db9::/64")), None);
     }
 
-    #[test]
-    fn the_table_agrees_with_a_linear_scan() {
-        // Deterministic entries of every size near each other, probed with addresses and
-        // networks: the trie must answer what the old linear scan answered.
-        let mut x: u32 = 0x9e37_79b9;
-        let mut next = || {
+    /// A reproducible sequence of 32-bit numbers (xorshift) from `seed`.
+    fn xorshift(mut x: u32) -> impl FnMut() -> u32 {
+        move || {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             x
-        };
+        }
+    }
+
+    #[test]
+    fn the_table_agrees_with_a_linear_scan() {
+        // Deterministic entries of every size near each other, probed with addresses and
+        // networks: the trie must answer what the old linear scan answered.
+        let mut next = xorshift(0x9e37_79b9);
         let entries: Vec<IpNetwork> = (0..2000)
             .map(|i| {
                 let ip = std::net::Ipv4Addr::from(0x0a00_0000 | (next() & 0x00ff_ffff));
@@ -494,6 +526,64 @@ mod tests {
                 assert!(n.contains(target.network()) || target.contains(n.network()));
             }
         }
+    }
+
+    /// A small table answers a host address by its scan exactly as the trie does: tables of
+    /// 0 to 9 entries (IPv4 and IPv6, /0 to host prefixes, nested and repeated), host
+    /// addresses inside and outside them, IPv4-mapped IPv6 ones included.
+    #[test]
+    fn a_small_tables_scan_answers_as_the_trie() {
+        let mut next = xorshift(0x1234_5678);
+        let mut scanned = 0;
+        for round in 0..400 {
+            let entries: Vec<IpNetwork> = (0..round % 10)
+                .map(|_| {
+                    let r = next();
+                    if r % 3 == 0 {
+                        let ip = std::net::Ipv6Addr::from(
+                            0x2001_0db8u128 << 96 | u128::from(r >> 4 & 0xff),
+                        );
+                        crate::address::network_of(
+                            IpAddr::V6(ip),
+                            [128, 120, 64, 0][(r >> 12) as usize % 4],
+                        )
+                    } else {
+                        let ip = std::net::Ipv4Addr::from(0x7f00_0000 | (r >> 2 & 0x0000_ffff));
+                        crate::address::network_of(
+                            IpAddr::V4(ip),
+                            [32, 24, 16, 8, 0][(r >> 20) as usize % 5],
+                        )
+                    }
+                })
+                .collect();
+            let table = IgnoreTable::new(&entries);
+            let trie = IgnoreTable {
+                few: None,
+                ..table.clone()
+            };
+            scanned += usize::from(table.few.is_some());
+            for _ in 0..50 {
+                let r = next();
+                let ip = match r % 3 {
+                    0 => IpAddr::V6(std::net::Ipv6Addr::from(
+                        0x2001_0db8u128 << 96 | u128::from(r >> 4 & 0x1ff),
+                    )),
+                    1 => IpAddr::V6(
+                        std::net::Ipv4Addr::from(0x7f00_0000 | (r >> 2 & 0xffff)).to_ipv6_mapped(),
+                    ),
+                    _ => IpAddr::V4(std::net::Ipv4Addr::from(
+                        0x7f00_0000 | (r >> 2 & 0x0001_ffff),
+                    )),
+                };
+                let target = IpNetwork::from(ip);
+                assert_eq!(
+                    table.overlapping(target),
+                    trie.overlapping(target),
+                    "{target} in {entries:?}"
+                );
+            }
+        }
+        assert!(scanned > 300, "{scanned}");
     }
 
     #[test]

@@ -31,10 +31,7 @@ struct Record {
 impl Record {
     /// What the record holds in memory, allocation overhead included (approximately).
     fn bytes(&self) -> usize {
-        std::mem::size_of::<Record>()
-            + self.seen.message.len()
-            + self.seen.program.as_ref().map_or(0, |p| p.len() + 16)
-            + 16
+        std::mem::size_of::<Record>() + self.seen.text_bytes() + 16
     }
 }
 
@@ -104,8 +101,8 @@ impl Ring {
             lines.push(Line {
                 at_ms: record.seen.at_ms,
                 host: record.host.as_deref().map(str::to_string),
-                program: record.seen.program.as_deref().map(str::to_string),
-                message: record.seen.message.to_string(),
+                program: record.seen.program().map(str::to_string),
+                message: record.seen.message().to_string(),
                 count: record.count,
             });
             counted = counted.saturating_add(record.count.max(1));

@@ -517,8 +517,8 @@ impl JailSet {
             let line = f.decided.is_some().then(|| crate::evidence::Line {
                 at_ms: f.seen.at_ms,
                 host: f.host.as_deref().map(str::to_string),
-                program: f.seen.program.map(String::from),
-                message: f.seen.message.into(),
+                program: f.seen.program().map(String::from),
+                message: f.seen.message().into(),
                 count: f.count,
             });
             let decision = slot

@@ -99,8 +99,8 @@ impl Explain {
             regex,
             pattern,
             host: failure.host.clone(),
-            program: failure.seen.program.as_deref().map(str::to_string),
-            message: cut(&failure.seen.message, MAX_MESSAGE_BYTES).to_string(),
+            program: failure.seen.program().map(str::to_string),
+            message: cut(failure.seen.message(), MAX_MESSAGE_BYTES).to_string(),
         }
     }
 

@@ -214,10 +214,10 @@ fn read_count(buf: &[u8]) -> Result<Count, FramingError> {
     match buf.get(digits) {
         None => Ok(Count::NeedMore),
         Some(b' ') => {
-            let len: usize = std::str::from_utf8(&buf[..digits])
-                .ok()
-                .and_then(|d| d.parse().ok())
-                .ok_or(FramingError::BadOctetCount)?;
+            // At most MAX_COUNT_DIGITS digits: read in place, no overflow.
+            let len = buf[..digits]
+                .iter()
+                .fold(0usize, |n, &c| n * 10 + usize::from(c - b'0'));
             if len == 0 {
                 return Err(FramingError::BadOctetCount);
             }
@@ -397,6 +397,38 @@ mod tests {
                 vec![&b"<13>ok"[..], b"<13>ok"],
                 "chunk {chunk}"
             );
+        }
+    }
+
+    /// An octet count read in place is the count `str::parse` reads, up to the longest
+    /// count taken; zero, an empty count and a longer one are refused.
+    #[test]
+    fn octet_counts_are_read_as_parsed() {
+        let mut x = 7u64;
+        let counts = (1..=MAX_COUNT_DIGITS)
+            .flat_map(|d| {
+                let top = 10u64.pow(d as u32);
+                [
+                    top / 10,
+                    top - 1,
+                    (top / 10) + super::super::next_random(&mut x) % (top - top / 10),
+                ]
+            })
+            .map(|n| n.to_string())
+            .chain(["007", "0000000001"].map(String::from));
+        for count in counts {
+            let frame = format!("{count} x");
+            let want = count.parse::<usize>().unwrap();
+            match read_count(frame.as_bytes()) {
+                Ok(Count::Len(header, len)) => {
+                    assert_eq!((header, len), (count.len() + 1, want), "{count}")
+                }
+                Ok(_) => panic!("{count}: not read as a count"),
+                Err(_) => assert!(count.len() > MAX_COUNT_DIGITS, "{count} refused"),
+            }
+        }
+        for bad in ["0 x", " x", "1234567890 x", "00 x"] {
+            assert!(read_count(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 

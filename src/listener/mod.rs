@@ -596,7 +596,9 @@ mod tests {
                     .any(|f| f.host.as_deref() == Some("192.0.2.200")
                         || f.host.as_deref() == Some("198.51.100.4")
                         || f.host.as_deref() == Some("this-host")));
-                assert!(expected.iter().any(|f| f.seen.message.contains('\u{fffd}')));
+                assert!(expected
+                    .iter()
+                    .any(|f| f.seen.message().contains('\u{fffd}')));
                 assert_eq!(got.len(), expected.len());
                 for (got, expected) in got.iter().zip(&expected) {
                     assert_eq!(got, expected);

@@ -576,7 +576,7 @@ mod tests {
             f.count,
             f.success,
             f.user.as_deref().map(str::to_string),
-            f.seen.message.to_string(),
+            f.seen.message().to_string(),
         )
     }
 

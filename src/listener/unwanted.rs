@@ -203,7 +203,7 @@ pub(super) mod tests {
                         let text = parse::decode(frame);
                         let event = parse::parse(&text, &zone, wall);
                         assert_eq!(
-                            event.map(|e| e.program),
+                            event.map(|e| e.program.map(str::as_bytes)),
                             Ok(Some(program)),
                             "{:?}",
                             String::from_utf8_lossy(frame)
@@ -212,7 +212,7 @@ pub(super) mod tests {
                     let unwanted = shipped.unwanted(frame, receipt);
                     assert_eq!(
                         unwanted,
-                        fast.is_some_and(|p| p != "sshd" && p != "sendmail")
+                        fast.is_some_and(|p| p != b"sshd" && p != b"sendmail")
                     );
                     passed += usize::from(unwanted);
                     let mut full_verdicts = Vec::new();

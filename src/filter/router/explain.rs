@@ -24,10 +24,7 @@ impl Router {
         failed: &[usize],
         mut explained: impl FnMut(usize, Explained<'_>),
     ) {
-        let route = event
-            .program
-            .and_then(|p| self.by_program.get(p))
-            .unwrap_or(&self.fallback);
+        let route = self.route_named(event.program.map(str::as_bytes));
         let mut jails: Vec<usize> = route
             .owners
             .iter()
