@@ -402,6 +402,38 @@ fn exits(child: &mut Child) -> bool {
 }
 
 #[test]
+fn a_last_line_without_its_trailer_counts_over_tls_closed_without_close_notify() {
+    let certs = Certs::make();
+    let d = Daemon::start(&config(&certs.server(true), &jail(1, "")));
+    let received = "jailsink_messages_received_total{transport=\"tls\"}";
+    let mut client = certs.s_client(d.tls.port(), true);
+    let mut stdin = client.stdin.take().unwrap();
+    // One write, one TLS record: a whole line, then a last one without its newline.
+    let last = line("192.0.2.121");
+    let both = line("192.0.2.120") + last.trim_end();
+    stdin.write_all(both.as_bytes()).unwrap();
+    d.wait_metric(received, 1.0);
+    // SIGKILL: the TCP connection closes with no TLS close_notify, as many senders end.
+    client.kill().unwrap();
+    let _ = client.wait();
+    drop(stdin);
+    d.wait_metric(received, 2.0);
+    assert!(wait_for(Duration::from_secs(10), || d
+        .count_prefix("[sshd] Ban 192.0.2.121")
+        == 1));
+    // A counted frame the stream ends inside is a counted drop, not a silent loss.
+    let unparseable = "jailsink_messages_dropped_total{reason=\"unparseable\"}";
+    let before = d.metric(unparseable).unwrap_or(0.0);
+    let mut plain = TcpStream::connect(d.tcp).unwrap();
+    plain
+        .write_all(b"80 <38>Nov 29 10:00:00 web1 sshd[1]: cut")
+        .unwrap();
+    drop(plain);
+    d.wait_metric(unparseable, before + 1.0);
+    assert!(d.stop().success());
+}
+
+#[test]
 fn tls_refuses_no_certificate_plain_tcp_and_silent_clients_and_counts_them() {
     let certs = Certs::make();
     let d = Daemon::start(&config(&certs.server(true), &jail(1, "")));

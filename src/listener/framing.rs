@@ -13,6 +13,9 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// An octet count with this many digits (a gigabyte or more) is absurd.
 const MAX_COUNT_DIGITS: usize = 9;
+/// Longest run of digits at a frame's start that is still waited on to tell an (absurd,
+/// refused) octet count from a line: a u64's 20 digits.
+const MAX_DIGIT_RUN: usize = 20;
 
 /// What the decoder found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +193,20 @@ impl FrameDecoder {
     }
 }
 
+impl FrameDecoder {
+    /// Whether the stream ending here loses a frame begun but not finished: an octet-counted
+    /// frame short of its length, or (for an end other than the stream's own, where
+    /// [`FrameDecoder::finish_in`] takes it) a line without its trailer; `rest` are the bytes
+    /// not yet taken as frames. A frame being skipped as oversized was counted when found.
+    pub fn cuts_a_frame(&self, rest: &[u8]) -> bool {
+        match self.state {
+            State::Counted(_) => true,
+            State::Start | State::Line(_) => !rest.is_empty(),
+            State::SkipCount(_) | State::SkipLine => false,
+        }
+    }
+}
+
 /// Where [`FrameDecoder::next_in`] found a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
@@ -209,7 +226,16 @@ enum Count {
 fn read_count(buf: &[u8]) -> Result<Count, FramingError> {
     let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits > MAX_COUNT_DIGITS {
-        return Err(FramingError::BadOctetCount);
+        // Only `DIGITS SP` is a count: a line that starts with digits (`1733512345.123 host
+        // ...`, an epoch timestamp) is a line, as a shorter run of digits is.
+        return match buf.get(digits) {
+            Some(b' ') => Err(FramingError::BadOctetCount),
+            Some(_) => Ok(Count::Line),
+            // No end in sight after a run longer than any number: a line (its length limit
+            // applies), so waiting for the run's end never grows the buffer without bound.
+            None if digits > MAX_DIGIT_RUN => Ok(Count::Line),
+            None => Ok(Count::NeedMore),
+        };
     }
     match buf.get(digits) {
         None => Ok(Count::NeedMore),
@@ -433,6 +459,28 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_cut_by_the_end_of_the_stream_is_known() {
+        let cut = |stream: &[u8]| {
+            let mut decoder = FrameDecoder::new(100);
+            let mut at = 0;
+            while let Ok(Some(_)) = decoder.next_in(stream, &mut at) {}
+            decoder.cuts_a_frame(&stream[at..])
+        };
+        assert!(
+            cut(b"20 <13>host app: x"),
+            "a counted frame short of its length"
+        );
+        assert!(cut(b"5 <13>a\n3 "), "a count with nothing of its frame");
+        assert!(
+            cut(b"<13>host app: no trailer"),
+            "a line without its trailer"
+        );
+        assert!(!cut(b"<13>host app: x\n"));
+        assert!(!cut(b"5 <13>a"));
+        assert!(!cut(b""));
+    }
+
+    #[test]
     fn garbage_octet_counts_end_the_connection() {
         assert_eq!(
             run(b"0 <13>x", 64, 100).1,
@@ -446,6 +494,31 @@ mod tests {
         let (frames, error) = run(b"2026-11-29 text\n", 64, 100);
         assert_eq!(error, None);
         assert_eq!(messages(&frames), vec![&b"2026-11-29 text"[..]]);
+        // However many digits: an epoch timestamp opening a line, then the next frame, read
+        // in any pieces.
+        let stream = b"1733512345.123 web1 app: x\n<13>host sshd[1]: ok\n";
+        for chunk in 1..=stream.len() {
+            let (frames, error) = run(stream, chunk, 100);
+            assert_eq!(error, None, "pieces of {chunk}");
+            assert_eq!(
+                messages(&frames),
+                vec![
+                    &b"1733512345.123 web1 app: x"[..],
+                    &b"<13>host sshd[1]: ok"[..]
+                ],
+                "pieces of {chunk}"
+            );
+        }
+        // An absurd count is refused in any pieces; a run of digits past any number is a line.
+        for chunk in [1, 3, 64] {
+            assert_eq!(
+                run(b"1234567890 <13>x", chunk, 100).1,
+                Some(FramingError::BadOctetCount)
+            );
+            let digits = [b'7'; 40];
+            let (frames, error) = run(&[&digits[..], b"\n"].concat(), chunk, 100);
+            assert_eq!((messages(&frames), error), (vec![&digits[..]], None));
+        }
     }
 
     #[test]

@@ -368,6 +368,9 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
                 tracing::debug!(%peer, "idle timeout");
                 break;
             }
+            // A TLS peer that closes its socket without close_notify (most do): the end of
+            // its stream, whose last line is a message as on plain TCP.
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => 0,
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "read failed");
                 break;
@@ -426,9 +429,15 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             }
         }
         if at_end && failed.is_none() {
-            if let Some(range) = decoder.finish_in(&buf, at) {
-                filling.messages += 1;
-                filling.frames.push(range);
+            let cut = decoder.cuts_a_frame(&buf[at..]);
+            match decoder.finish_in(&buf, at) {
+                Some(range) => {
+                    filling.messages += 1;
+                    filling.frames.push(range);
+                }
+                // An octet-counted frame the stream ended inside.
+                None if cut => pipeline.drop_unparseable(),
+                None => {}
             }
             at = buf.len();
         }
@@ -445,6 +454,10 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
         if at_end {
             break;
         }
+    }
+    // Ended by the idle timeout, a read error or the daemon's stop: a frame begun is lost.
+    if decoder.cuts_a_frame(&buf) {
+        shared.load().drop_unparseable();
     }
     drain(&mut in_flight, &mut sink).await;
     tracing::debug!(%peer, "disconnected");
