@@ -125,11 +125,13 @@ fn inside(t: i64, now: i64, findtime_ns: i64) -> bool {
     now.saturating_sub(t).max(0) < findtime_ns
 }
 
-/// One tracked address: its key, its failure times (the sequence of its last queue item is in
-/// [`Window::seqs`]).
+/// One tracked address: its key, the sequence of its last queue item, its failure times.
 #[derive(Debug, Clone)]
 struct Entry {
     key: IpNetwork,
+    /// The sequence number of the queue item its last failure pushed: that item is live, any
+    /// earlier one of this slot stale.
+    seq: u32,
     /// [`IN_USE`], or for a free slot the next free slot (NIL ends the free list).
     free: u32,
     /// The caller's link for the last failure (the jail's evidence ring sequence), or NIL;
@@ -148,13 +150,6 @@ pub(crate) struct Window {
     index: Index,
     hasher: foldhash::fast::RandomState,
     slab: Vec<Entry>,
-    /// Per slot of `slab`, the sequence number of the queue item its last failure pushed: that
-    /// item is live, any earlier one of the slot stale; a freed slot gets the sequence of the
-    /// next push, which no item of it carries. Apart from the entries (4 bytes a slot, 4 MB at a
-    /// million addresses against 80), so that telling a stale item at the queue's front from a
-    /// live one, a random read every decision when addresses fail in a random order, reads a
-    /// table that stays in the last-level cache rather than one that does not.
-    seqs: Vec<u32>,
     /// Slots in last-failure order, oldest at the front, with stale items among them.
     queue: std::collections::VecDeque<Item>,
     /// The sequence number of the next item pushed (wrapping).
@@ -179,7 +174,6 @@ impl Window {
             index: Index::default(),
             hasher: foldhash::fast::RandomState::default(),
             slab: Vec::new(),
-            seqs: Vec::new(),
             queue: std::collections::VecDeque::new(),
             seq: 0,
             pushed: 0,
@@ -289,7 +283,7 @@ impl Window {
     /// True when the tracking state is too large to stay in the cache, so that lookups wait for
     /// memory and prefetching them pays.
     pub(crate) fn outgrows_cache(&self) -> bool {
-        self.slab.len() * (std::mem::size_of::<Entry>() + 4)
+        self.slab.len() * std::mem::size_of::<Entry>()
             + self.index.words.len() * 8
             + self.queue.len() * std::mem::size_of::<Item>()
             > CACHED_BYTES
@@ -323,16 +317,12 @@ impl Window {
         }
     }
 
-    /// The slot of the first index word with `hash`'s 32 bits and its entry, read without
-    /// comparing keys: the key's own but for a collision of those bits, which only makes a hint
-    /// useless. The slot's sequence is requested too: the decision writes it, and a store to a
-    /// line not in the cache holds up every later store (see [`Window::push_newest`]).
+    /// The entry of the first index word with `hash`'s 32 bits, read without comparing keys:
+    /// the key's own entry but for a collision of those bits, which only makes a hint useless.
     fn candidate(&self, hash: u64) -> Option<&Entry> {
-        let slot = self.index.candidate(hash)? as usize;
-        if let Some(seq) = self.seqs.get(slot) {
-            prefetch(seq);
-        }
-        self.slab.get(slot)
+        self.index
+            .candidate(hash)
+            .and_then(|slot| self.slab.get(slot as usize))
     }
 
     /// Drops addresses whose last failure is older than findtime.
@@ -370,7 +360,8 @@ impl Window {
     /// True when `item` is its entry's last failure: the slot is in use and has not failed
     /// again since (a reused slot's entry has a later sequence too).
     fn is_live(&self, item: Item) -> bool {
-        self.seqs[item.slot as usize] == item.seq
+        let entry = &self.slab[item.slot as usize];
+        entry.free == IN_USE && entry.seq == item.seq
     }
 
     /// Forgets an address (it was banned by hand, say).
@@ -413,6 +404,7 @@ impl Window {
     fn allocate(&mut self, key: IpNetwork) -> u32 {
         let entry = Entry {
             key,
+            seq: self.seq.wrapping_sub(1),
             free: IN_USE,
             link: NIL,
             times: Times::EMPTY,
@@ -421,14 +413,12 @@ impl Window {
             let slot = self.free;
             self.free = self.slab[slot as usize].free;
             self.slab[slot as usize] = entry;
-            // Until [`Window::push_newest`] gives it its item: the next push's, as when freed.
-            self.seqs[slot as usize] = self.seq;
             slot
         } else {
-            grow_huge(&mut self.slab);
-            grow_huge(&mut self.seqs);
+            if self.slab.len() == self.slab.capacity() {
+                self.grow_slab();
+            }
             self.slab.push(entry);
-            self.seqs.push(self.seq);
             (self.slab.len() - 1) as u32
         }
     }
@@ -438,7 +428,7 @@ impl Window {
     fn push_newest(&mut self, slot: u32) {
         let seq = self.seq;
         self.seq = seq.wrapping_add(1);
-        self.seqs[slot as usize] = seq;
+        self.slab[slot as usize].seq = seq;
         self.queue.push_back(Item { slot, seq });
         self.pushed += 1;
         // The back of the queue walks through its buffer, a new line every eight pushes; in a
@@ -476,8 +466,8 @@ impl Window {
         let mut kept = 0;
         for i in 0..items.len() {
             if let Some(ahead) = items.get(i + AHEAD) {
-                if let Some(seq) = self.seqs.get(ahead.slot as usize) {
-                    prefetch(seq);
+                if let Some(entry) = self.slab.get(ahead.slot as usize) {
+                    prefetch(entry);
                 }
             }
             let item = items[i];
@@ -490,6 +480,21 @@ impl Window {
         self.queue = items.into();
     }
 
+    /// Doubles the slab's capacity. glibc grows a large block with `mremap`, which moves its
+    /// pages to an address of another 2 MiB alignment, where the kernel keeps them as 4 KiB
+    /// pages: seen in /proc/PID/smaps at a million addresses, only the last doubling's half of
+    /// the slab (38 of 78 MB) was on huge pages, so half the entry lookups still walked the page
+    /// tables. The moved part is now collapsed back into huge pages (`MADV_COLLAPSE`, Linux 6.1;
+    /// a kernel without it, or without free huge pages, leaves it as it was), once per doubling.
+    fn grow_slab(&mut self) {
+        let (moved, len) = (self.slab.as_ptr(), self.slab.len());
+        self.slab.reserve(1);
+        huge_pages(&self.slab);
+        if self.slab.as_ptr() != moved {
+            collapse(&self.slab[..len]);
+        }
+    }
+
     /// Forgets the entry in `slot` and frees the slot (its queue item goes stale).
     fn remove(&mut self, slot: u32) {
         let hash = self.hasher.hash_one(self.slab[slot as usize].key);
@@ -498,10 +503,6 @@ impl Window {
         entry.times = Times::EMPTY;
         entry.free = self.free;
         self.free = slot;
-        // Every item of the slot is stale now: none carries the next push's sequence (the queue
-        // is swept at least every 2^31 pushes, see [`SWEEP_PUSHES`]); if the slot is given to
-        // an address before that push, the push makes its item live.
-        self.seqs[slot as usize] = self.seq;
     }
 }
 
@@ -511,25 +512,6 @@ impl Window {
 struct Item {
     slot: u32,
     seq: u32,
-}
-
-/// Doubles a full slab table's capacity (the entries or their sequences). glibc grows a large
-/// block with `mremap`, which moves its pages to an address of another 2 MiB alignment, where
-/// the kernel keeps them as 4 KiB pages: seen in /proc/PID/smaps at a million addresses, only the
-/// last doubling's half of the slab (38 of 78 MB) was on huge pages, so half the entry lookups
-/// still walked the page tables. The moved part is now collapsed back into huge pages
-/// (`MADV_COLLAPSE`, Linux 6.1; a kernel without it, or without free huge pages, leaves it as it
-/// was), once per doubling.
-fn grow_huge<T>(table: &mut Vec<T>) {
-    if table.len() < table.capacity() {
-        return;
-    }
-    let (moved, len) = (table.as_ptr(), table.len());
-    table.reserve(1);
-    huge_pages(table);
-    if table.as_ptr() != moved {
-        collapse(&table[..len]);
-    }
 }
 
 /// Asks the CPU to start loading the cache line holding `at` (a `&T` coerces).
@@ -562,7 +544,7 @@ fn huge_pages<T>(table: &Vec<T>) {
 }
 
 /// Asks the kernel to back the whole huge pages inside `filled` with huge pages now, copying
-/// what they hold (see [`grow_huge`]). A hint: its failure changes nothing.
+/// what they hold (see [`Window::grow_slab`]). A hint: its failure changes nothing.
 fn collapse<T>(filled: &[T]) {
     advise_huge(
         filled.as_ptr().cast(),
@@ -704,9 +686,8 @@ mod tests {
 
     #[test]
     fn the_evidence_link_costs_a_tracked_address_nothing() {
-        // key (18 bytes) + free, link (8) + inline times (48, 8-aligned) = 74: the link fills
-        // what was padding in the 80-byte entry before it existed (and the sequence, in its own
-        // table now, left 4 bytes of it again).
+        // key (18 bytes) + seq, free, link (12) + inline times (48, 8-aligned) = 78: the link
+        // fills what was padding in the 80-byte entry before it existed.
         assert_eq!(std::mem::size_of::<Entry>(), 80);
     }
 
