@@ -12,7 +12,7 @@ const HOSTS: [&str; 4] = ["web-1", "web-2", "mail-1", "bastion"];
 use super::support::rss_kib;
 
 /// `attackers [--counts 100,10000,100000,1000000] [--rounds 4] [--batch 64] [--min-timed N]
-/// [--evidence]`.
+/// [--evidence] [--batched-only] [--shuffle] [--metrics]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Distinct failing addresses to measure, comma-separated.
@@ -51,6 +51,11 @@ pub struct Args {
     /// under a real attack, rather than the neighbour of each address being the next one.
     #[arg(long)]
     pub shuffle: bool,
+    /// Install a Prometheus recorder first, as the daemon always does: the jail's counters and
+    /// gauges are then live atomics updated at every decision, not the no-op handles a process
+    /// without a recorder gets.
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// One attacker-count step.
@@ -171,6 +176,11 @@ fn measure(
 /// fresh jails, alternating, until each has timed `--min-timed` decisions.
 pub fn attackers(args: &Args) -> Result<Vec<AttackRow>, String> {
     let rounds = args.rounds.max(2);
+    if args.metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| format!("metrics recorder: {e}"))?;
+    }
     let mut rows = Vec::new();
     for &n in &args.counts {
         let addrs: Vec<std::net::IpAddr> = (0..n)

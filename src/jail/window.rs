@@ -787,6 +787,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_slot_given_again_before_any_other_push_leaves_its_old_items_stale() {
+        let mut w = Window::new(Duration::from_secs(600), 2, 2);
+        let now = Instant::now();
+        w.record(ip(1), 1, now, NIL);
+        w.record(ip(2), 1, now, NIL);
+        let live = |w: &Window| -> Vec<IpNetwork> {
+            w.queue
+                .iter()
+                .filter(|&&item| w.is_live(item))
+                .map(|item| w.slab[item.slot as usize].key)
+                .collect()
+        };
+        // Banned: its slot is freed right after its push, then given to ip 3 by the next one.
+        assert_eq!(w.record(ip(1), 1, now, NIL).0, Outcome::Reached(2));
+        assert_eq!(live(&w), [ip(2)], "a free slot has no live item");
+        assert_eq!(w.record(ip(3), 1, now, NIL).0, Outcome::Counting(1));
+        assert_eq!(
+            live(&w),
+            [ip(2), ip(3)],
+            "ip 1's two items in that slot are stale"
+        );
+        // At the cap the least recently failing address goes: ip 2, not the slot's new owner.
+        assert_eq!(w.record(ip(4), 1, now, NIL).0, Outcome::Counting(1));
+        assert_eq!(w.evicted(), 1);
+        assert_eq!([2, 3, 4].map(|n| w.failures(&ip(n))), [0, 1, 1]);
+        assert_eq!(live(&w), [ip(3), ip(4)]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn slots_are_reused_and_the_order_survives_removals() {
         let mut w = Window::new(Duration::from_secs(600), 2, 3);
         let before = Instant::now();
