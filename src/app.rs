@@ -660,6 +660,13 @@ impl Daemon {
     }
 }
 
+/// The reload's warning for a setting it does not apply everywhere at once.
+fn warn_if_changed(what: &str, changed: bool, when: &str) {
+    if changed {
+        tracing::warn!("{what} changed: {when}");
+    }
+}
+
 /// Compiles the config file again and, if it is sound, swaps it in: new listeners bound first,
 /// then the jails, then the pipeline, then listeners that are no longer wanted closed.
 async fn reload(
@@ -707,9 +714,7 @@ async fn reload(
             current.history_days != next.history_days,
         ),
     ] {
-        if changed {
-            tracing::warn!("{what} changed: it takes effect at the next restart");
-        }
+        warn_if_changed(what, changed, "it takes effect at the next restart");
     }
     // Listeners that keep running were made with the old limits; new ones take the new.
     let (was, now) = (&current.server, &next.server);
@@ -739,11 +744,11 @@ async fn reload(
             was.max_message_bytes != now.max_message_bytes,
         ),
     ] {
-        if changed {
-            tracing::warn!(
-                "{what} changed: listeners and connections already open keep the old value until the next restart; new ones take it"
-            );
-        }
+        warn_if_changed(
+            what,
+            changed,
+            "listeners and connections already open keep the old value until the next restart; new ones take it",
+        );
     }
     // What takes effect at the next restart keeps its running value: the stop removes the
     // control socket this process bound (not a path it never bound, maybe someone else's), and

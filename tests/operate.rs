@@ -258,17 +258,22 @@ fn reload_keeps_bans_and_counts_and_refuses_a_bad_config() {
 
     // SIGHUP does the same; removing a jail lifts its bans.
     std::fs::write(&d.config, good.replace("[jails.sshd]", "[jails.sshd2]")).unwrap();
+    sighup_and_wait(&d, 2);
+    assert!(d.logged("[sshd] Unban 192.0.2.30"));
+    let jails = d.cli_ok(&["status"]);
+    assert!(jails.contains("sshd2") && !jails.contains("web"), "{jails}");
+    assert!(d.stop().success());
+}
+
+/// Sends SIGHUP and waits until the daemon has logged `reloads` reloads in all.
+fn sighup_and_wait(d: &Daemon, reloads: usize) {
     Command::new("kill")
         .args(["-HUP", &d.pid().to_string()])
         .status()
         .unwrap();
     assert!(wait_for(Duration::from_secs(10), || d
         .count_prefix("reloaded")
-        == 2));
-    assert!(d.logged("[sshd] Unban 192.0.2.30"));
-    let jails = d.cli_ok(&["status"]);
-    assert!(jails.contains("sshd2") && !jails.contains("web"), "{jails}");
-    assert!(d.stop().success());
+        == reloads));
 }
 
 #[test]
@@ -280,13 +285,7 @@ fn a_setting_for_the_next_restart_keeps_its_running_value_until_then() {
     let good = std::fs::read_to_string(&d.config).unwrap();
     std::fs::write(&d.config, good.replace("jailsink.sock", "other.sock")).unwrap();
     for reloads in 1..=2 {
-        Command::new("kill")
-            .args(["-HUP", &d.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(wait_for(Duration::from_secs(10), || d
-            .count_prefix("reloaded")
-            == reloads));
+        sighup_and_wait(&d, reloads);
         // Warned at every reload while it differs from what runs, not only the first.
         assert_eq!(d.count_prefix("[control] changed"), reloads);
     }
@@ -298,13 +297,7 @@ fn a_setting_for_the_next_restart_keeps_its_running_value_until_then() {
     );
     assert_ne!(limited, good.replace("jailsink.sock", "other.sock"));
     std::fs::write(&d.config, limited).unwrap();
-    Command::new("kill")
-        .args(["-HUP", &d.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(10), || d
-        .count_prefix("reloaded")
-        == 3));
+    sighup_and_wait(&d, 3);
     assert_eq!(d.count_prefix("[server] tcp_idle_timeout changed"), 1);
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
