@@ -150,6 +150,7 @@ fn measure(
                     prefetch_ahead(j, |k| keyed.get(k).map(|&k| (&jail, k)));
                     std::hint::black_box(jail.on_failure_keyed(keyed[j], 1, at, host, seen));
                 }
+                jail.publish_counts();
             }
         }
     }

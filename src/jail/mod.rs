@@ -143,6 +143,9 @@ pub struct Jail {
     reported_evictions: u64,
     jitter: RandomState,
     total_failed: u64,
+    /// Failures counted since the last [`Jail::publish_counts`]: the batched path adds a
+    /// batch's failures to `jailsink_failures_total` once, not one atomic update each.
+    failures_unpublished: u64,
     total_banned: u64,
     recent_bans: VecDeque<Instant>,
     in_storm: bool,
@@ -185,6 +188,7 @@ impl Jail {
             reported_evictions: 0,
             jitter: RandomState::new(),
             total_failed: 0,
+            failures_unpublished: 0,
             total_banned: 0,
             recent_bans: VecDeque::new(),
             in_storm: false,
@@ -224,7 +228,7 @@ impl Jail {
         if self.is_ignored(key) {
             return Err(Decision::Ignored);
         }
-        self.metrics.failures.increment(u64::from(count));
+        self.failures_unpublished += u64::from(count);
         self.total_failed += u64::from(count);
         if self.bans.contains_key(&key) || self.in_banned_network(key) {
             return Err(Decision::AlreadyBanned);
@@ -436,6 +440,16 @@ impl Jail {
         self.ignore = IgnoreTable::new(self.settings.ignore.iter().chain(self.extra.iter()));
     }
 
+    /// Adds the failures counted since the last call to `jailsink_failures_total`: once per
+    /// batch on the batched path ([`Jail::on_failure_keyed`]); the one-failure paths call it
+    /// themselves.
+    pub fn publish_counts(&mut self) {
+        if self.failures_unpublished > 0 {
+            self.metrics.failures.increment(self.failures_unpublished);
+            self.failures_unpublished = 0;
+        }
+    }
+
     /// Counts a failure (with no evidence line) and decides. A ban is recorded as active
     /// before it is returned.
     pub fn on_failure(&mut self, ip: IpAddr, count: u32, at: Instant) -> Decision {
@@ -452,7 +466,9 @@ impl Jail {
         host: Option<Arc<str>>,
         seen: Option<Seen>,
     ) -> Decision {
-        self.decide(self.key_of(ip), None, count, at, host, seen)
+        let decision = self.decide(self.key_of(ip), None, count, at, host, seen);
+        self.publish_counts();
+        decision
     }
 
     /// [`Jail::on_failure_seen`] of a failure whose key is `key`, and whose hash in the window
@@ -537,7 +553,9 @@ impl Jail {
         at: Instant,
         line: Option<Line>,
     ) -> Decision {
-        let key = match self.admit(self.key_of(ip), count) {
+        let admitted = self.admit(self.key_of(ip), count);
+        self.publish_counts();
+        let key = match admitted {
             Ok(key) => key,
             Err(decision) => return decision,
         };
@@ -860,11 +878,44 @@ mod tests {
 
     /// `jailsink_tracked_addresses` of `jail` in a rendered scrape.
     fn tracked_gauge(scrape: &str, jail: &str) -> f64 {
-        let series = format!("jailsink_tracked_addresses{{jail=\"{jail}\"}} ");
+        series_value(
+            scrape,
+            &format!("jailsink_tracked_addresses{{jail=\"{jail}\"}}"),
+        )
+    }
+
+    /// The value of `series` (name and labels) in a rendered scrape.
+    fn series_value(scrape: &str, series: &str) -> f64 {
+        let series = format!("{series} ");
         let line = scrape.lines().find_map(|l| l.strip_prefix(series.as_str()));
         line.unwrap_or_else(|| panic!("no {series} in {scrape}"))
             .parse()
             .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_reach_the_counter_once_a_batch_and_at_once_one_by_one() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let metrics = metrics::with_local_recorder(&recorder, || JailMetrics::new("count"));
+        let mut jail = Jail::new("count", settings(1000, 600), metrics);
+        let failures = |scrape: &metrics_exporter_prometheus::PrometheusHandle| {
+            series_value(&scrape.render(), "jailsink_failures_total{jail=\"count\"}")
+        };
+        // One by one: counted as decided.
+        jail.on_failure(ip("203.0.113.200"), 2, Instant::now());
+        assert_eq!(failures(&scrape), 2.0);
+        // The batched path: the batch's failures at once, when the batch is done.
+        for n in 0..5u32 {
+            let keyed = jail.keyed(IpAddr::from(std::net::Ipv4Addr::from(0xCB00_7100 + n)));
+            jail.on_failure_keyed(keyed, 1, Instant::now(), None, None);
+        }
+        assert_eq!(failures(&scrape), 2.0);
+        jail.publish_counts();
+        assert_eq!(failures(&scrape), 7.0);
+        jail.publish_counts();
+        assert_eq!(failures(&scrape), 7.0);
+        assert_eq!(jail.total_failed(), 7);
     }
 
     #[tokio::test(start_paused = true)]

@@ -416,6 +416,14 @@ impl JailSet {
             self.on_failure_keyed(failure, keyed[i]).await;
         }
         self.batch_keys = keyed;
+        self.publish_counts();
+    }
+
+    /// Every jail's failures of the batch into `jailsink_failures_total` at once.
+    fn publish_counts(&mut self) {
+        for slot in &mut self.slots {
+            slot.jail.publish_counts();
+        }
     }
 
     /// Applies one failure: the reference the tests hold the batched path to.
@@ -423,6 +431,7 @@ impl JailSet {
     pub(crate) async fn on_failure(&mut self, failure: Failure) {
         let keyed = self.keyed(&failure);
         self.on_failure_keyed(failure, keyed).await;
+        self.publish_counts();
     }
 
     /// The slot of a failure's jail and its key there (None for a success or an unknown jail).
