@@ -30,7 +30,7 @@ use super::{Origin, Pipeline, Prepared, Receipt, SharedPipeline};
 use crate::evidence::tail;
 use crate::filter::router::Matched;
 use crate::jail::Failure;
-use crate::metrics::messages_received;
+use crate::metrics::{messages_dropped, messages_received, DropReason};
 
 /// Frames handed to a worker at once: the queue and wake-up cost spread over many messages
 /// (a batch also ends with each read, so a read holds several: [`READ_CHUNK`]).
@@ -189,6 +189,9 @@ impl Sink {
         while !self.found.is_empty() {
             let n = self.found.len().min(most);
             let Ok(permits) = self.failures.reserve_many(n).await else {
+                // The jail task is gone (the daemon is stopping): counted, as UDP counts it.
+                messages_dropped(DropReason::QueueFull).increment(self.found.len() as u64);
+                self.found.clear();
                 return false;
             };
             for (permit, failure) in permits.zip(self.found.drain(..n)) {
@@ -541,6 +544,42 @@ async fn hand_over(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_a_gone_jail_task_cannot_take_are_counted() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let (tx, rx) = mpsc::channel(4);
+        drop(rx);
+        let failure = |ip: &str| Failure {
+            host: None,
+            jail: Arc::from("sshd"),
+            ip: ip.parse().unwrap(),
+            count: 1,
+            success: false,
+            received_at: tokio::time::Instant::now(),
+            seen: crate::evidence::Seen::new(std::time::SystemTime::now(), Some("sshd"), "x"),
+            matched: None,
+            user: None,
+        };
+        let mut sink = Sink {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            received: metrics::Counter::noop(),
+            failures: tx,
+            found: ["192.0.2.1", "192.0.2.2", "192.0.2.3"].map(failure).into(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let taken = metrics::with_local_recorder(&recorder, || rt.block_on(sink.flush()));
+        assert!(!taken);
+        let text = scrape.render();
+        assert!(
+            text.contains("jailsink_messages_dropped_total{reason=\"queue_full\"} 3"),
+            "{text}"
+        );
+    }
 
     /// The sshd jail and a jail for every program (so nothing is passed over as unwanted).
     fn pipeline() -> Pipeline {
