@@ -187,6 +187,17 @@ impl ActionSpec {
         }
     }
 
+    /// The firewall settings of an iptables, nftables or ipset action (what names its kernel
+    /// objects); None for log and command actions.
+    pub fn firewall(&self) -> Option<&FirewallSpec> {
+        match self {
+            ActionSpec::Iptables(spec) | ActionSpec::Nftables(spec) | ActionSpec::Ipset(spec) => {
+                Some(spec)
+            }
+            ActionSpec::Log | ActionSpec::Command(_) => None,
+        }
+    }
+
     /// A fresh backend for `jail`.
     pub fn build(&self, jail: &str) -> Box<dyn Action> {
         match self {

@@ -849,9 +849,7 @@ fn shared_kernel_objects(jails: &[JailConfig], errors: &mut Errors) {
         std::collections::HashMap::new();
     for jail in jails {
         for action in &jail.actions {
-            let (ActionSpec::Iptables(spec) | ActionSpec::Nftables(spec) | ActionSpec::Ipset(spec)) =
-                action
-            else {
+            let Some(spec) = action.firewall() else {
                 continue;
             };
             let kind = action.kind();
@@ -882,16 +880,11 @@ fn fleet_kernel_names(jails: &[JailConfig], role: crate::fleet::config::Role, er
     for jail in jails {
         if role.follows() {
             for action in &jail.actions {
-                if let ActionSpec::Iptables(spec)
-                | ActionSpec::Nftables(spec)
-                | ActionSpec::Ipset(spec) = action
-                {
-                    if spec.name.starts_with("f-") {
-                        errors.push(
-                            format!("jails.{}.action", jail.name),
-                            format!("its {} action is named `{}`: names starting with `f-` are the fleet's bans' on this node; give it another `name` (or rename the jail)", action.kind().name(), spec.name),
-                        );
-                    }
+                if let Some(spec) = action.firewall().filter(|f| f.name.starts_with("f-")) {
+                    errors.push(
+                        format!("jails.{}.action", jail.name),
+                        format!("its {} action is named `{}`: names starting with `f-` are the fleet's bans' on this node; give it another `name` (or rename the jail)", action.kind().name(), spec.name),
+                    );
                 }
             }
         }
