@@ -660,10 +660,79 @@ impl Daemon {
     }
 }
 
-/// The reload's warning for a setting it does not apply everywhere at once.
-fn warn_if_changed(what: &str, changed: bool, when: &str) {
-    if changed {
-        tracing::warn!("{what} changed: {when}");
+/// Warns, at a reload, for each changed setting it does not apply everywhere at once: those
+/// that take effect at the next restart (which `reload` carries over), and the limits running
+/// listeners keep.
+fn warn_unapplied(current: &Config, next: &Config) {
+    const RESTART: &str = "it takes effect at the next restart";
+    const LISTENERS: &str = "listeners and connections already open keep the old value until the next restart; new ones take it";
+    let (was, now) = (&current.server, &next.server);
+    for (what, changed, when) in [
+        (
+            "[metrics] listen",
+            current.metrics_listen != next.metrics_listen,
+            RESTART,
+        ),
+        (
+            "[metrics] fail2ban_exporter_names",
+            current.fail2ban_exporter_names != next.fail2ban_exporter_names,
+            RESTART,
+        ),
+        (
+            "[metrics] bans_token",
+            current.bans_token != next.bans_token,
+            RESTART,
+        ),
+        (
+            "[control]",
+            current.control_socket != next.control_socket
+                || current.control_group != next.control_group,
+            RESTART,
+        ),
+        (
+            "[state] path",
+            current.state_path != next.state_path,
+            RESTART,
+        ),
+        (
+            "[state] history_days",
+            current.history_days != next.history_days,
+            RESTART,
+        ),
+        (
+            "[server] max_tcp_connections",
+            was.max_tcp_connections != now.max_tcp_connections,
+            LISTENERS,
+        ),
+        (
+            "[server] tcp_idle_timeout",
+            was.tcp_idle_timeout != now.tcp_idle_timeout,
+            LISTENERS,
+        ),
+        (
+            "[server] tls_handshake_timeout",
+            was.tls_handshake_timeout != now.tls_handshake_timeout,
+            LISTENERS,
+        ),
+        (
+            "[server] unix_mode/unix_group",
+            was.unix_mode != now.unix_mode || was.unix_group != now.unix_group,
+            LISTENERS,
+        ),
+        (
+            "[server] udp_receive_buffer",
+            was.udp_receive_buffer != now.udp_receive_buffer,
+            LISTENERS,
+        ),
+        (
+            "[server] max_message_bytes",
+            was.max_message_bytes != now.max_message_bytes,
+            LISTENERS,
+        ),
+    ] {
+        if changed {
+            tracing::warn!("{what} changed: {when}");
+        }
     }
 }
 
@@ -690,69 +759,10 @@ async fn reload(
     listeners.tls_config.store(tls_config_of(&next));
     listeners.retain(&next);
     listeners.spawn(bound, limits(&next), next.server.tls_handshake_timeout);
-    for (what, changed) in [
-        (
-            "[metrics] listen",
-            current.metrics_listen != next.metrics_listen,
-        ),
-        (
-            "[metrics] fail2ban_exporter_names",
-            current.fail2ban_exporter_names != next.fail2ban_exporter_names,
-        ),
-        (
-            "[metrics] bans_token",
-            current.bans_token != next.bans_token,
-        ),
-        (
-            "[control]",
-            current.control_socket != next.control_socket
-                || current.control_group != next.control_group,
-        ),
-        ("[state] path", current.state_path != next.state_path),
-        (
-            "[state] history_days",
-            current.history_days != next.history_days,
-        ),
-    ] {
-        warn_if_changed(what, changed, "it takes effect at the next restart");
-    }
-    // Listeners that keep running were made with the old limits; new ones take the new.
-    let (was, now) = (&current.server, &next.server);
-    for (what, changed) in [
-        (
-            "[server] max_tcp_connections",
-            was.max_tcp_connections != now.max_tcp_connections,
-        ),
-        (
-            "[server] tcp_idle_timeout",
-            was.tcp_idle_timeout != now.tcp_idle_timeout,
-        ),
-        (
-            "[server] tls_handshake_timeout",
-            was.tls_handshake_timeout != now.tls_handshake_timeout,
-        ),
-        (
-            "[server] unix_mode/unix_group",
-            was.unix_mode != now.unix_mode || was.unix_group != now.unix_group,
-        ),
-        (
-            "[server] udp_receive_buffer",
-            was.udp_receive_buffer != now.udp_receive_buffer,
-        ),
-        (
-            "[server] max_message_bytes",
-            was.max_message_bytes != now.max_message_bytes,
-        ),
-    ] {
-        warn_if_changed(
-            what,
-            changed,
-            "listeners and connections already open keep the old value until the next restart; new ones take it",
-        );
-    }
-    // What takes effect at the next restart keeps its running value: the stop removes the
-    // control socket this process bound (not a path it never bound, maybe someone else's), and
-    // the next reload warns again.
+    warn_unapplied(current, &next);
+    // What takes effect at the next restart (the RESTART rows of warn_unapplied) keeps its
+    // running value: the stop removes the control socket this process bound (not a path it
+    // never bound, maybe someone else's), and the next reload warns again.
     next.metrics_listen = current.metrics_listen;
     next.fail2ban_exporter_names = current.fail2ban_exporter_names;
     next.bans_token = current.bans_token.take();
