@@ -30,15 +30,14 @@ impl Checkpointer {
         path: &Path,
         pause: Duration,
         errors: metrics::Counter,
-    ) -> rusqlite::Result<Checkpointer> {
+    ) -> Result<Checkpointer, Box<dyn std::error::Error>> {
         let db = Connection::open(path)?;
         db.busy_timeout(Duration::from_secs(5))?;
         // One pending wake is enough: a checkpoint copies every commit before it.
         let (wake, woken) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("jailsink-checkpoint".into())
-            .spawn(move || run(&db, &woken, pause, &errors))
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            .spawn(move || run(&db, &woken, pause, &errors))?;
         Ok(Checkpointer {
             wake: Some(wake),
             thread: Some(thread),

@@ -173,6 +173,23 @@ pub struct State {
     history: Option<Duration>,
 }
 
+/// A row as read, or None for a value of the wrong type (an admin's `expires_at = 'never'`),
+/// which skips that row with a warning; any other error (a damaged file) is returned.
+fn readable<T>(row: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
+    match row {
+        Ok(row) => Ok(Some(row)),
+        Err(
+            error @ (rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)),
+        ) => {
+            tracing::warn!(%error, "skipping unreadable row in state");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 fn secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -220,6 +237,7 @@ impl State {
             self.db
                 .pragma_update(None, "wal_autocheckpoint", 0)
                 .map(|()| checkpointer)
+                .map_err(Into::into)
         });
         apart
             .map_err(|error| {
@@ -275,8 +293,11 @@ impl State {
             .map_err(|e| self.error(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (jail, target, banned_at, bantime, failures, hosts, evidence) =
-                row.map_err(|e| self.error(e))?;
+            let Some((jail, target, banned_at, bantime, failures, hosts, evidence)) =
+                readable(row).map_err(|e| self.error(e))?
+            else {
+                continue;
+            };
             let Ok(target) = crate::address::parse_target(&target) else {
                 continue;
             };
@@ -343,19 +364,10 @@ impl State {
             .map_err(|e| self.error(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (jail, target, banned_at, expires_at, failures, ban_count, hosts) = match row {
-                Ok(row) => row,
-                // A value of the wrong type (an admin's `expires_at = 'never'`) skips its row;
-                // anything else (a damaged file) is an error.
-                Err(
-                    error @ (rusqlite::Error::InvalidColumnType(..)
-                    | rusqlite::Error::FromSqlConversionFailure(..)
-                    | rusqlite::Error::IntegralValueOutOfRange(..)),
-                ) => {
-                    tracing::warn!(%error, "skipping unreadable ban in state");
-                    continue;
-                }
-                Err(error) => return Err(self.error(error)),
+            let Some((jail, target, banned_at, expires_at, failures, ban_count, hosts)) =
+                readable(row).map_err(|e| self.error(e))?
+            else {
+                continue;
             };
             // A row an admin mangled by hand is skipped, not fatal.
             let Ok(target) = crate::address::parse_target(&target) else {
