@@ -191,9 +191,7 @@ impl FrameDecoder {
             _ => None,
         }
     }
-}
 
-impl FrameDecoder {
     /// Whether the stream ending here loses a frame begun but not finished: an octet-counted
     /// frame short of its length, or (for an end other than the stream's own, where
     /// [`FrameDecoder::finish_in`] takes it) a line without its trailer; `rest` are the bytes
