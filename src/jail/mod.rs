@@ -143,9 +143,9 @@ pub struct Jail {
     reported_evictions: u64,
     jitter: RandomState,
     total_failed: u64,
-    /// Failures counted since the last [`Jail::publish_counts`]: the batched path adds a
-    /// batch's failures to `jailsink_failures_total` once, not one atomic update each.
-    failures_unpublished: u64,
+    /// `total_failed` as `jailsink_failures_total` last had it ([`Jail::publish_counts`]): the
+    /// batched path adds a batch's failures once, not one atomic update each.
+    reported_failed: u64,
     total_banned: u64,
     recent_bans: VecDeque<Instant>,
     in_storm: bool,
@@ -188,7 +188,7 @@ impl Jail {
             reported_evictions: 0,
             jitter: RandomState::new(),
             total_failed: 0,
-            failures_unpublished: 0,
+            reported_failed: 0,
             total_banned: 0,
             recent_bans: VecDeque::new(),
             in_storm: false,
@@ -228,7 +228,6 @@ impl Jail {
         if self.is_ignored(key) {
             return Err(Decision::Ignored);
         }
-        self.failures_unpublished += u64::from(count);
         self.total_failed += u64::from(count);
         if self.bans.contains_key(&key) || self.in_banned_network(key) {
             return Err(Decision::AlreadyBanned);
@@ -444,9 +443,11 @@ impl Jail {
     /// batch on the batched path ([`Jail::on_failure_keyed`]); the one-failure paths call it
     /// themselves.
     pub fn publish_counts(&mut self) {
-        if self.failures_unpublished > 0 {
-            self.metrics.failures.increment(self.failures_unpublished);
-            self.failures_unpublished = 0;
+        if self.total_failed > self.reported_failed {
+            self.metrics
+                .failures
+                .increment(self.total_failed - self.reported_failed);
+            self.reported_failed = self.total_failed;
         }
     }
 
