@@ -223,21 +223,11 @@ enum Count {
 
 fn read_count(buf: &[u8]) -> Result<Count, FramingError> {
     let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits > MAX_COUNT_DIGITS {
-        // Only `DIGITS SP` is a count: a line that starts with digits (`1733512345.123 host
-        // ...`, an epoch timestamp) is a line, as a shorter run of digits is.
-        return match buf.get(digits) {
-            Some(b' ') => Err(FramingError::BadOctetCount),
-            Some(_) => Ok(Count::Line),
-            // No end in sight after a run longer than any number: a line (its length limit
-            // applies), so waiting for the run's end never grows the buffer without bound.
-            None if digits > MAX_DIGIT_RUN => Ok(Count::Line),
-            None => Ok(Count::NeedMore),
-        };
-    }
-    match buf.get(digits) {
-        None => Ok(Count::NeedMore),
-        Some(b' ') => {
+    // Only `DIGITS SP` is a count: a line that starts with digits, however many (an epoch
+    // timestamp, `1733512345.123 host ...`), is a line.
+    match (buf.get(digits), digits > MAX_COUNT_DIGITS) {
+        (Some(b' '), true) => Err(FramingError::BadOctetCount),
+        (Some(b' '), false) => {
             // At most MAX_COUNT_DIGITS digits: read in place, no overflow.
             let len = buf[..digits]
                 .iter()
@@ -247,7 +237,11 @@ fn read_count(buf: &[u8]) -> Result<Count, FramingError> {
             }
             Ok(Count::Len(digits + 1, len))
         }
-        Some(_) => Ok(Count::Line),
+        (Some(_), _) => Ok(Count::Line),
+        // No end in sight after a run longer than any number: a line (its length limit
+        // applies), so waiting for the run's end never grows the buffer without bound.
+        (None, _) if digits > MAX_DIGIT_RUN => Ok(Count::Line),
+        (None, _) => Ok(Count::NeedMore),
     }
 }
 

@@ -238,10 +238,10 @@ impl Sink {
 
     /// Waits for the oldest batch in flight and applies it; false when the jail task is gone.
     async fn apply_oldest(&mut self, in_flight: &mut VecDeque<Pending>) -> bool {
-        let matches = match in_flight.front_mut() {
-            Some(pending) => (&mut pending.result).await.ok(),
-            None => return true,
-        };
+        if in_flight.is_empty() {
+            return true;
+        }
+        let matches = front_done(in_flight).await;
         self.apply_front(in_flight, matches).await
     }
 
