@@ -414,13 +414,12 @@ async fn start(
     let bound = bind_new(&config, &listeners).await?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|os_error| AppError::Bind {
-                    transport: "metrics",
-                    addr: addr.to_string(),
-                    os_error,
-                })?,
+            // As every listen address: an IPv6 one is IPv6 only.
+            tcp::bind(addr).map_err(|os_error| AppError::Bind {
+                transport: "metrics",
+                addr: addr.to_string(),
+                os_error,
+            })?,
         ),
         None => None,
     };

@@ -30,7 +30,7 @@ pub(crate) struct TcpLimits {
     pub idle_timeout: Duration,
 }
 
-/// Binds a TCP (or TLS) listener. An IPv6 address is IPv6 only, as UDP's are: `[::]` then
+/// Binds a TCP listener (syslog, TLS, metrics). An IPv6 address is IPv6 only, as UDP's are: `[::]` then
 /// takes no IPv4 connections, and `0.0.0.0` and `[::]` on one port can both be listened on (a
 /// dual-stack `[::]` made the second bind fail with "address in use").
 pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
