@@ -131,8 +131,16 @@ struct Pattern {
 type Groups = BTreeMap<String, Option<String>>;
 
 impl Pattern {
-    fn new(python: &str) -> Result<Pattern, TranslateError> {
-        let re = translate::compile(&translate::resolve_tags(python))?;
+    /// `multiline` as fail2ban compiles a failregex when `maxlines` > 1 (`re.MULTILINE`): `^`
+    /// matches at the start of every buffered line, not only the oldest one's.
+    fn new(python: &str, multiline: bool) -> Result<Pattern, TranslateError> {
+        let resolved = translate::resolve_tags(python);
+        let resolved = if multiline {
+            format!("(?m){resolved}")
+        } else {
+            resolved
+        };
+        let re = translate::compile(&resolved)?;
         let names = re.names();
         Ok(Pattern { re, names })
     }
@@ -374,16 +382,22 @@ impl Fail2banFilter {
                 .map_err(|e| err("datepattern", e.into()))?;
         let pref = prefregex
             .as_deref()
-            .map(|p| Pattern::new(p).map_err(|e| err("prefregex", e.into())))
+            .map(|p| Pattern::new(p, false).map_err(|e| err("prefregex", e.into())))
             .transpose()?;
-        let compile_all = |list: &[String], key: &str| -> Result<Vec<Pattern>, Fail2banError> {
-            list.iter()
-                .enumerate()
-                .map(|(i, p)| Pattern::new(p).map_err(|e| err(&format!("{key}[{i}]"), e.into())))
-                .collect()
-        };
-        let fail = compile_all(&failregex, "failregex")?;
-        let ignore = compile_all(&ignoreregex, "ignoreregex")?;
+        let compile_all =
+            |list: &[String], key: &str, multiline: bool| -> Result<Vec<Pattern>, Fail2banError> {
+                list.iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        Pattern::new(p, multiline)
+                            .map_err(|e| err(&format!("{key}[{i}]"), e.into()))
+                    })
+                    .collect()
+            };
+        // fail2ban's filter.py: only failregex follows maxlines; ignoreregex and prefregex are
+        // compiled without re.MULTILINE.
+        let fail = compile_all(&failregex, "failregex", maxlines > 1)?;
+        let ignore = compile_all(&ignoreregex, "ignoreregex", false)?;
         const IDS: [&str; 5] = ["fid", "ip4", "ip6", "dns", "mlfid"];
         for (i, p) in fail.iter().enumerate() {
             let has = |p: &Pattern| IDS.iter().any(|g| p.has_group(g));
@@ -586,12 +600,13 @@ fn split_lines(
     if org.len() <= 1 {
         return (org.to_vec(), Vec::new());
     }
-    let start = text[..(whole.0 + 1).min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let end = text[whole.1.saturating_sub(1).min(text.len())..]
-        .find('\n')
-        .map_or(text.len(), |i| whole.1.saturating_sub(1) + i + 1);
+    // Searched as bytes: a match may begin or end with a multi-byte character, so one byte
+    // past its start or before its end need not be a character boundary.
+    let bytes = text.as_bytes();
+    let start =
+        memchr::memrchr(b'\n', &bytes[..(whole.0 + 1).min(bytes.len())]).map_or(0, |i| i + 1);
+    let from = whole.1.saturating_sub(1).min(bytes.len());
+    let end = memchr::memchr(b'\n', &bytes[from..]).map_or(bytes.len(), |i| from + i + 1);
     let first = text[..start].matches('\n').count().min(org.len());
     let last = text[..end].matches('\n').count().clamp(first, org.len());
     let mut matched: Vec<String> = org[first..last].to_vec();
@@ -737,6 +752,57 @@ mod tests {
         assert_eq!(
             v.failure().unwrap().id,
             Some(FailureId::Dns("example.com".into()))
+        );
+    }
+
+    #[test]
+    fn a_multi_line_failregex_matches_at_any_buffered_line_as_fail2bans_re_multiline() {
+        let f = filter(
+            "[Definition]\nfailregex = ^fail <HOST>$\nmaxlines = 2\n",
+            &Vars::new(),
+        );
+        let mut st = LineState::default();
+        assert!(f.process(&mut st, "noise").failure().is_none());
+        let v = f.process(&mut st, "fail 192.0.2.1");
+        assert_eq!(
+            v.failure().unwrap().id,
+            Some(FailureId::Addr("192.0.2.1".parse().unwrap()))
+        );
+        // ignoreregex stays anchored at the buffer's start, as fail2ban compiles it.
+        let f = filter(
+            "[Definition]\nfailregex = fail <HOST>\nignoreregex = ^ok$\nmaxlines = 2\n",
+            &Vars::new(),
+        );
+        let mut st = LineState::default();
+        f.process(&mut st, "noise");
+        assert!(f.process(&mut st, "ok fail 192.0.2.2").failure().is_some());
+    }
+
+    #[test]
+    fn a_match_ending_in_a_multi_byte_character_splits_its_lines_without_a_panic() {
+        let f = filter(
+            "[Definition]\nfailregex = ^fail <HOST> user \\S+$\nmaxlines = 2\n",
+            &Vars::new(),
+        );
+        let mut st = LineState::default();
+        f.process(&mut st, "noise");
+        // The match ends in `é`: one byte before its end is inside the character.
+        let v = f.process(&mut st, "fail 192.0.2.1 user jos\u{e9}");
+        assert_eq!(
+            v.failure().unwrap().id,
+            Some(FailureId::Addr("192.0.2.1".parse().unwrap()))
+        );
+        // ... and one that begins with `é`: one byte past its start is inside it.
+        let f = filter(
+            "[Definition]\nfailregex = \\S+ failed from <HOST>$\nmaxlines = 2\n",
+            &Vars::new(),
+        );
+        let mut st = LineState::default();
+        f.process(&mut st, "noise");
+        let v = f.process(&mut st, "\u{e9} failed from 192.0.2.4");
+        assert_eq!(
+            v.failure().unwrap().id,
+            Some(FailureId::Addr("192.0.2.4".parse().unwrap()))
         );
     }
 
