@@ -1714,7 +1714,7 @@ fn fleet_shared_windows_ban_a_bare_spray_member_left_by_an_older_sink() {
 
 /// With shared windows, a success seen by one sink forgives the failures another sink counted:
 /// the shared window starts over, so the failure that would have been the maxretry-th bans
-/// nothing.
+/// nothing; a second success within findtime forgives nothing.
 #[test]
 fn fleet_shared_windows_forgive_a_success_on_any_sink() {
     let redis = Redis::start("", &[]);
@@ -1734,9 +1734,22 @@ fn fleet_shared_windows_forgive_a_success_on_any_sink() {
         int(&redis, &["EXISTS", &format!("t:decided:sshd:{ip}/32")]),
         0
     );
-    // The third since the success bans.
-    fail(&[], &sinks[0], "sshd", ip, 1);
-    wait_holds(&sinks[0], ip, true, "the third failure after the success");
+    // A second login within findtime forgives nothing (a login anyone can get must not wipe
+    // an attack's count again and again): sent with the next failure on one connection, in
+    // that order, the failure is the third and bans. Had the login forgiven, it would be the
+    // first.
+    let mut stream = std::net::TcpStream::connect(sinks[0].tcp).expect("connect to the sink");
+    let lines = format!(
+        "<38>Dec  6 10:00:00 web1 sshd[77]: {accepted}\n<38>Dec  6 10:00:00 web1 sshd[78]: Failed password for root from {ip} port 4242 ssh2\n"
+    );
+    std::io::Write::write_all(&mut stream, lines.as_bytes()).expect("send");
+    drop(stream);
+    wait_holds(
+        &sinks[0],
+        ip,
+        true,
+        "the third failure, after a second login within findtime",
+    );
 }
 
 /// A sink whose outbox cannot be read (its table dropped under it) still stops on SIGTERM: the

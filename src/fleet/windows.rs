@@ -35,7 +35,7 @@ const COUNT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// spray set (the targets that failed as its user, scored by time); ARGV[9i+1..9i+9] its
 /// findtime ms, maxretry, failures the message stands for, hold ms (0: until lifted), count
 /// ttl ms, what it is (1 a failure, 2 a success, which forgives the window unless a ban was
-/// decided), spray maxaddresses (0: no spray counting), spray findtime ms and its target as
+/// decided or a success forgave it within findtime, marked by the key `WINDOW:forgiven`), spray maxaddresses (0: no spray counting), spray findtime ms and its target as
 /// text (the spray set's member; its window keys end with it). Returns, per failure, {failures
 /// in window, 1 if this failure decided the ban, ban count, the spray's targets this failure
 /// decided when it completed one as {target, fleet-wide ban count} pairs, else empty}. Several failures per call amortise the call's
@@ -60,7 +60,12 @@ for i = 0, #KEYS / 4 - 1 do
   local spray_max = tonumber(ARGV[a + 7])
   local sprayed = {}
   if op == 2 then
-    if redis.call('EXISTS', decided) == 0 then redis.call('DEL', win) end
+    -- Once per findtime (the marker's lifetime), so that a login anyone can get cannot wipe
+    -- an attack's count again and again; never once the ban is decided.
+    if redis.call('EXISTS', decided) == 0
+      and redis.call('SET', win .. ':forgiven', now, 'NX', 'PX', findtime) then
+      redis.call('DEL', win)
+    end
     out[i + 1] = {0, 0, 0, sprayed}
   else
     local counted = {0, 0, 0}
@@ -170,7 +175,8 @@ type Counted = (i64, i64, i64, Vec<(String, i64)>);
 
 /// What the script does with a failure (ARGV "what it is").
 const OP_FAILURE: u8 = 1;
-/// A success: forgives the shared window unless a ban was decided.
+/// A success: forgives the shared window unless a ban was decided or a success forgave it
+/// within findtime.
 const OP_FORGIVE: u8 = 2;
 
 /// The spray settings and user name a failure is counted under as a spray, when its jail counts

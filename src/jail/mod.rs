@@ -158,7 +158,15 @@ pub struct Jail {
     spray: Option<Spray>,
     reported_spray_evictions: u64,
     refused_networks: HashSet<IpNetwork>,
+    /// Addresses a success forgave within findtime, and when: a success forgives an address
+    /// once per findtime, so a login anyone can get (a `git@` account on a forge) cannot wipe
+    /// an attack's count again and again.
+    forgiven: HashMap<IpNetwork, Instant>,
 }
+
+/// Most addresses remembered as forgiven within findtime; past it a success forgives nothing
+/// (fail2ban's behaviour: it never forgives), so memory stays bounded under a flood of logins.
+const FORGIVEN_CAP: usize = 10_000;
 
 /// A network ban that folded single bans: the order, and the bans it replaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +210,7 @@ impl Jail {
                 .map(|s| Spray::new(s, settings.max_tracked)),
             reported_spray_evictions: 0,
             refused_networks: HashSet::new(),
+            forgiven: HashMap::new(),
             settings,
         }
     }
@@ -524,11 +533,26 @@ impl Jail {
         self.ignored_by(self.key_of(ip))
     }
 
-    /// A successful login from `ip` (successregex): its failures in the window are forgiven.
-    pub fn forgive(&mut self, ip: IpAddr) {
+    /// A successful login from `ip` at `at` (successregex): its failures in the window are
+    /// forgiven, unless a success forgave them already within findtime. Returns whether they
+    /// were.
+    pub fn forgive(&mut self, ip: IpAddr, at: Instant) -> bool {
         let key = self.key_of(ip);
+        let findtime = self.settings.findtime;
+        let recent = |t: &Instant| at.saturating_duration_since(*t) < findtime;
+        if self.forgiven.get(&key).is_some_and(recent) {
+            return false;
+        }
+        if self.forgiven.len() >= FORGIVEN_CAP {
+            self.forgiven.retain(|_, t| recent(t));
+            if self.forgiven.len() >= FORGIVEN_CAP {
+                return false;
+            }
+        }
+        self.forgiven.insert(key, at);
         self.window.forget(&key);
         self.update_gauges();
+        true
     }
 
     /// A failure already counted in the fleet's shared window: metrics here, and the ban when
@@ -821,6 +845,9 @@ impl Jail {
     /// Drops expired failure windows and refreshes the gauges.
     pub(crate) fn prune(&mut self, now: Instant) {
         self.window.prune(now);
+        let findtime = self.settings.findtime;
+        self.forgiven
+            .retain(|_, t| now.saturating_duration_since(*t) < findtime);
         self.update_gauges();
     }
 
@@ -875,6 +902,40 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_forgives_an_address_once_per_findtime() {
+        let mut jail = Jail::new("sshd", settings(5, 600), JailMetrics::new("sshd"));
+        let attacker = ip("203.0.113.9");
+        let fail4 = |jail: &mut Jail| {
+            for _ in 0..4 {
+                assert!(matches!(
+                    jail.on_failure(attacker, 1, Instant::now()),
+                    Decision::Counted(_)
+                ));
+            }
+        };
+        // A user who mistyped, then got it right, is forgiven.
+        fail4(&mut jail);
+        assert!(jail.forgive(attacker, Instant::now()));
+        assert_eq!(jail.tracked(), 0);
+        // A second login within findtime forgives nothing: the fifth failure bans.
+        fail4(&mut jail);
+        assert!(!jail.forgive(attacker, Instant::now()));
+        assert!(matches!(
+            jail.on_failure(attacker, 1, Instant::now()),
+            Decision::Ban(_)
+        ));
+        // Once findtime has passed since the last forgiveness, a login forgives again.
+        let other = ip("203.0.113.10");
+        assert!(jail.forgive(other, Instant::now()));
+        tokio::time::advance(Duration::from_secs(601)).await;
+        jail.prune(Instant::now());
+        assert!(jail.forgiven.is_empty(), "pruned with the windows");
+        jail.on_failure(other, 1, Instant::now());
+        assert!(jail.forgive(other, Instant::now()));
+        assert_eq!(jail.tracked(), 0);
     }
 
     /// `jailsink_tracked_addresses` of `jail` in a rendered scrape.
@@ -933,7 +994,9 @@ mod tests {
             let addr = IpAddr::from(std::net::Ipv4Addr::from(0xCB00_7100 + step % 13));
             match step % 50 {
                 // Forgiven (a successful login), and failures expiring.
-                17 => jail.forgive(addr),
+                17 => {
+                    jail.forgive(addr, Instant::now());
+                }
                 33 => {
                     tokio::time::advance(Duration::from_secs(601)).await;
                     jail.prune(Instant::now());

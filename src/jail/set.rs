@@ -449,8 +449,8 @@ impl JailSet {
             let Some(slot) = self.slot_mut(&failure.jail) else {
                 return;
             };
-            slot.jail.forgive(failure.ip);
-            if crate::evidence::tail::watching() {
+            let forgiven = slot.jail.forgive(failure.ip, failure.received_at);
+            if forgiven && crate::evidence::tail::watching() {
                 why::Explain::of(&failure).forgiven(&slot.name);
             }
             return;
