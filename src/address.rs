@@ -72,9 +72,40 @@ pub(crate) fn show_target(target: IpNetwork) -> String {
     }
 }
 
+/// `net` as jailsink counts failures: an IPv4-mapped IPv6 network (`::ffff:192.0.2.0/120`,
+/// copied from a dual-stack server's log) is the IPv4 network it maps (`192.0.2.0/24`), since
+/// every failure's address is normalised to IPv4 ([`normalise`]); any other network is kept.
+pub(crate) fn normalise_network(net: IpNetwork) -> IpNetwork {
+    match net {
+        IpNetwork::V6(n) if n.prefix() >= 96 => match n.ip().to_ipv4_mapped() {
+            Some(v4) => network_of(IpAddr::V4(v4), n.prefix() - 96),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapped_networks_are_their_ipv4_networks() {
+        let n = |s: &str| s.parse::<IpNetwork>().unwrap();
+        assert_eq!(
+            normalise_network(n("::ffff:192.0.2.7/128")),
+            n("192.0.2.7/32")
+        );
+        assert_eq!(
+            normalise_network(n("::ffff:192.0.2.0/120")),
+            n("192.0.2.0/24")
+        );
+        assert_eq!(normalise_network(n("::ffff:0:0/96")), n("0.0.0.0/0"));
+        // Wider than the mapped range, or not mapped at all: kept as IPv6.
+        assert_eq!(normalise_network(n("::/64")), n("::/64"));
+        assert_eq!(normalise_network(n("2001:db8::/64")), n("2001:db8::/64"));
+        assert_eq!(normalise_network(n("192.0.2.0/24")), n("192.0.2.0/24"));
+    }
 
     #[test]
     fn network_of_is_ipnetworks_network_at_every_prefix() {

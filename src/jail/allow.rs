@@ -50,12 +50,16 @@ impl fmt::Debug for IgnoreTable {
 }
 
 impl IgnoreTable {
-    /// A table of `entries` (host bits ignored).
+    /// A table of `entries` (host bits ignored; IPv4-mapped networks as their IPv4 networks,
+    /// as failures are counted).
     pub fn new<'a>(entries: impl IntoIterator<Item = &'a IpNetwork>) -> Self {
         let mut table = IgnoreTable::default();
         let mut few = Vec::new();
         for net in entries {
-            let net = crate::address::network_of(net.ip(), net.prefix());
+            let net = crate::address::normalise_network(crate::address::network_of(
+                net.ip(),
+                net.prefix(),
+            ));
             match net {
                 IpNetwork::V4(n) => table.v4.insert(n),
                 IpNetwork::V6(n) => table.v6.insert(n),
@@ -489,6 +493,25 @@ mod tests {
             Some(net("2001:db8::/32"))
         );
         assert_eq!(t.overlapping(net("2001:db9::/64")), None);
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_allow_the_ipv4_addresses_failures_are_counted_as() {
+        // Both the scanned table (few entries) and the trie (more than SCANNED).
+        for extra in [0u32, 20] {
+            let mut entries = vec![net("::ffff:192.0.2.0/120"), net("::ffff:203.0.113.9")];
+            entries.extend((0..extra).map(|i| net(&format!("10.{i}.0.0/16"))));
+            let t = IgnoreTable::new(&entries);
+            assert_eq!(
+                t.overlapping(net("192.0.2.5/32")),
+                Some(net("192.0.2.0/24"))
+            );
+            assert_eq!(
+                t.overlapping(net("203.0.113.9/32")),
+                Some(net("203.0.113.9/32"))
+            );
+            assert_eq!(t.overlapping(net("203.0.113.10/32")), None);
+        }
     }
 
     /// A reproducible sequence of 32-bit numbers (xorshift) from `seed`.
