@@ -434,14 +434,25 @@ impl Jail {
     pub(crate) fn set_extra(&mut self, extra: Arc<[IpNetwork]>) -> Vec<IpNetwork> {
         self.extra = extra;
         self.rebuild_ignore();
+        self.allowlisted_bans()
+    }
+
+    /// Bans the allowlist covers (an entry added since they were decided), in order: they are
+    /// lifted, since an allowlisted address is never banned.
+    pub(crate) fn allowlisted_bans(&self) -> Vec<IpNetwork> {
         let mut covered: Vec<IpNetwork> = self
             .bans
             .keys()
-            .filter(|t| self.ignore.overlapping(**t).is_some())
+            .filter(|t| self.ignored_by(**t).is_some())
             .copied()
             .collect();
         covered.sort();
         covered
+    }
+
+    /// The allowlist entry `target` overlaps, if any: a stored ban of it is not restored.
+    pub(crate) fn allowlisted(&self, target: IpNetwork) -> Option<IpNetwork> {
+        self.ignored_by(target)
     }
 
     fn rebuild_ignore(&mut self) {

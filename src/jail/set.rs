@@ -156,16 +156,30 @@ enum Restore {
     Active(BanOrder, Option<Instant>),
     /// Ran out while the daemon was down.
     Expired,
+    /// Its address is allowlisted now (this allowlist entry): lifted, not restored.
+    Allowlisted(IpNetwork),
 }
 
 /// Puts a stored ban back into `jail`, or says it has expired.
 fn restore(jail: &mut Jail, ban: &StoredBan, now: SystemTime) -> Restore {
+    if let Some(entry) = jail.allowlisted(ban.target) {
+        return Restore::Allowlisted(entry);
+    }
     let remaining = match ban.expires_at {
         None => None,
-        Some(end) => match end.duration_since(now) {
-            Ok(left) if !left.is_zero() => Some(left),
-            _ => return Restore::Expired,
-        },
+        Some(end) => {
+            let left = end.duration_since(now).unwrap_or(Duration::ZERO);
+            // Never longer than the ban's own length: a clock set back since it was stored (a
+            // box without a battery-backed clock, a restored snapshot) would otherwise make a
+            // ten-minute ban last as long as the clock is wrong.
+            let left = end
+                .duration_since(ban.banned_at)
+                .map_or(left, |length| left.min(length));
+            if left.is_zero() {
+                return Restore::Expired;
+            }
+            Some(left)
+        }
     };
     let at = Instant::now();
     let expires = remaining.map(|left| at + left);
@@ -220,6 +234,7 @@ impl JailSet {
         let mut forget = Vec::new();
         // Per jail: bans still running and bans that ran out while the daemon was down.
         let mut restored: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut allowlisted = 0;
         for ban in stored {
             let shown = show_target(ban.target);
             let Some((config, jail, orders)) = jails.iter_mut().find(|(c, ..)| c.name == ban.jail)
@@ -256,9 +271,24 @@ impl JailSet {
                         target: ban.target,
                     });
                 }
+                Restore::Allowlisted(entry) => {
+                    tracing::info!(
+                        jail = %ban.jail,
+                        ip = %shown,
+                        "[{}] Unban {} (allowlisted by {}: not restored)",
+                        ban.jail,
+                        shown,
+                        show_target(entry)
+                    );
+                    allowlisted += 1;
+                    forget.push(StateOp::Unban {
+                        jail: ban.jail,
+                        target: ban.target,
+                    });
+                }
             }
         }
-        let orphans = forget.len() - restored.values().map(|c| c.1).sum::<usize>();
+        let orphans = forget.len() - allowlisted - restored.values().map(|c| c.1).sum::<usize>();
         if orphans > 0 {
             tracing::info!(
                 forgotten = orphans,
@@ -510,9 +540,14 @@ impl JailSet {
         let covered = slot.jail.set_extra(update.extra);
         let name = slot.name.clone();
         tracing::info!(jail = %name, entries = count, "[{name}] allowlist updated");
-        for target in covered {
+        self.lift_allowlisted(&name, covered).await;
+    }
+
+    /// Lifts `targets`, bans of jail `name` its allowlist covers now.
+    async fn lift_allowlisted(&mut self, name: &Arc<str>, targets: Vec<IpNetwork>) {
+        for target in targets {
             tracing::info!(jail = %name, ip = %show_target(target), "[{name}] {} is allowlisted now; lifting its ban", show_target(target));
-            self.lift(&name, target).await;
+            self.lift(name, target).await;
         }
     }
 
@@ -862,6 +897,18 @@ impl JailSet {
         }
         self.send_routes().await;
         self.watched.send_replace(watched(self.slots.iter()));
+        // An ignoreip entry the reload added lifts the bans it covers, as a run-time
+        // allowlist entry does (`on_allow`): an allowlisted address is never banned.
+        let covered: Vec<(Arc<str>, Vec<IpNetwork>)> = self
+            .slots
+            .iter()
+            .map(|s| (s.name.clone(), s.jail.allowlisted_bans()))
+            .filter(|(_, c)| !c.is_empty())
+            .collect();
+        for (name, targets) in covered {
+            self.lift_allowlisted(&name, targets).await;
+            summary.push(format!("{name}: lifted bans now allowlisted"));
+        }
         if summary.is_empty() {
             summary.push("no jail changed".into());
         }
@@ -1212,6 +1259,82 @@ mod tests {
             ["ban 192.0.2.1", "ban 198.51.100.20", "ban 203.0.113.5"]
         );
         drop(set.finish());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_allowlisted_address_loses_its_ban_at_start_and_at_a_reload() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let now = SystemTime::now();
+        let stored = |ip: &str| StoredBan {
+            jail: "sshd".into(),
+            target: ip.parse().unwrap(),
+            banned_at: now,
+            expires_at: Some(now + Duration::from_secs(600)),
+            failures: 2,
+            ban_count: 1,
+            hosts: Vec::new(),
+        };
+        let mut allowing = config("sshd", 600);
+        allowing.settings.ignore = vec!["192.0.2.7/32".parse().unwrap()];
+        let bans = vec![stored("192.0.2.7/32"), stored("192.0.2.8/32")];
+        let mut set = JailSet::start(vec![allowing.clone()], tx, bans, HashMap::new())
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_op(&mut rx).await,
+            StateOp::Unban { target, .. } if target == "192.0.2.7/32".parse().unwrap()
+        ));
+        let banned = |set: &JailSet| -> Vec<IpNetwork> {
+            let mut v: Vec<IpNetwork> = set.slots[0].jail.bans().keys().copied().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(banned(&set), ["192.0.2.8/32".parse().unwrap()]);
+        // A reload that adds 192.0.2.8 to ignoreip lifts its ban.
+        allowing
+            .settings
+            .ignore
+            .push("192.0.2.8/32".parse().unwrap());
+        let summary = set.reload(vec![allowing]).await.unwrap();
+        assert!(summary.contains("lifted bans now allowlisted"), "{summary}");
+        assert!(banned(&set).is_empty());
+        assert!(matches!(
+            next_op(&mut rx).await,
+            StateOp::Unban { target, .. } if target == "192.0.2.8/32".parse().unwrap()
+        ));
+        drop(set.finish());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_ban_lasts_no_longer_than_its_length_when_the_clock_went_back() {
+        let mut jail = new_jail(&config("sshd", 600));
+        let stored_at = SystemTime::now();
+        let ban = StoredBan {
+            jail: "sshd".into(),
+            target: "192.0.2.9/32".parse().unwrap(),
+            banned_at: stored_at,
+            expires_at: Some(stored_at + Duration::from_secs(600)),
+            failures: 5,
+            ban_count: 1,
+            hosts: Vec::new(),
+        };
+        // The clock now reads a year earlier than when the ban was stored.
+        let now = stored_at - Duration::from_secs(365 * 24 * 3600);
+        let Restore::Active(order, Some(expires)) = restore(&mut jail, &ban, now) else {
+            panic!("restored with a deadline")
+        };
+        assert_eq!(order.bantime, Some(Duration::from_secs(600)));
+        assert!(expires <= Instant::now() + Duration::from_secs(600));
+        // With the clock right, what is left of it.
+        let later = stored_at + Duration::from_secs(100);
+        let Restore::Active(order, _) = restore(&mut jail, &ban, later) else {
+            panic!("still running")
+        };
+        assert_eq!(order.bantime, Some(Duration::from_secs(500)));
+        assert!(matches!(
+            restore(&mut jail, &ban, stored_at + Duration::from_secs(600)),
+            Restore::Expired
+        ));
     }
 
     #[tokio::test(start_paused = true)]
