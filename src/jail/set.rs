@@ -817,10 +817,9 @@ impl JailSet {
             .iter()
             .filter(|s| jail.as_deref().is_none_or(|j| j == &*s.name))
             .flat_map(|s| {
-                let key = wanted.map(|w| match w.prefix() {
-                    32 | 128 => s.jail.key_of(w.ip()),
-                    _ => w,
-                });
+                // As `ban` and `unban --file` take it: an address at the jail's prefix, a
+                // network aligned (192.0.2.5/24 is 192.0.2.0/24).
+                let key = wanted.map(|w| s.jail.manual_key(w));
                 s.jail
                     .bans()
                     .keys()
@@ -835,7 +834,32 @@ impl JailSet {
             }
         }
         match (lifted.is_empty(), wanted) {
-            (true, Some(target)) => Err(Refused(format!("{} is not banned", show_target(target)))),
+            (true, Some(target)) => {
+                // Inside a network ban (an escalation, a ban by hand): name it rather than say
+                // only "not banned", and leave the network to the operator.
+                let holders: Vec<String> = self
+                    .slots
+                    .iter()
+                    .filter(|s| jail.as_deref().is_none_or(|j| j == &*s.name))
+                    .flat_map(|s| {
+                        s.jail
+                            .bans()
+                            .keys()
+                            .filter(|t| t.prefix() < target.prefix() && t.contains(target.ip()))
+                            .map(|t| format!("{} in [{}]", show_target(*t), s.name))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                if holders.is_empty() {
+                    Err(Refused(format!("{} is not banned", show_target(target))))
+                } else {
+                    Err(Refused(format!(
+                        "{} is not banned by itself; it is inside the banned network {} (unban that to lift it)",
+                        show_target(target),
+                        holders.join(", ")
+                    )))
+                }
+            }
             (true, None) => Ok(Answer::Done("nothing was banned".into())),
             (false, _) => Ok(Answer::Done(lifted.join("\n"))),
         }
@@ -1258,6 +1282,38 @@ mod tests {
             ops,
             ["ban 192.0.2.1", "ban 198.51.100.20", "ban 203.0.113.5"]
         );
+        drop(set.finish());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unban_takes_a_network_as_ban_does_and_names_the_network_an_address_is_inside() {
+        let (tx, _rx) = mpsc::channel(64);
+        let mut set = JailSet::start(vec![config("sshd", 600)], tx, Vec::new(), HashMap::new())
+            .await
+            .unwrap();
+        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+        let ban = |target: &str| Query::Ban {
+            jail: "sshd".into(),
+            target: net(target),
+            bantime: None,
+        };
+        let unban = |target: &str| Query::Unban {
+            jail: None,
+            target: Some(net(target)),
+        };
+        assert!(set.handle(ban("192.0.2.0/24")).await.is_ok());
+        // Inside the network: refused, naming it.
+        let Err(Refused(why)) = set.handle(unban("192.0.2.9")).await else {
+            panic!("an address inside a banned network is not banned by itself")
+        };
+        assert!(why.contains("192.0.2.0/24 in [sshd]"), "{why}");
+        // Unaligned, as `ban` takes it: lifted.
+        assert!(set.handle(unban("192.0.2.5/24")).await.is_ok());
+        assert!(set.slots[0].jail.bans().is_empty());
+        let Err(Refused(why)) = set.handle(unban("192.0.2.9")).await else {
+            panic!("nothing is banned")
+        };
+        assert_eq!(why, "192.0.2.9 is not banned");
         drop(set.finish());
     }
 
