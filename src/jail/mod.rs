@@ -611,20 +611,33 @@ impl Jail {
     /// poisoned log must not ban the world. Withheld bans are counted and the storm is logged
     /// once when it starts and once when it ends.
     fn storm_guard(&mut self, at: Instant) -> bool {
+        if self.settings.max_bans_per_minute.is_none() {
+            return false;
+        }
+        let storm = self.storm_at(at);
+        if storm {
+            self.metrics.withheld.increment(1);
+        } else {
+            self.recent_bans.push_back(at);
+        }
+        storm
+    }
+
+    /// Whether the jail banned max_bans_per_minute targets in the minute before `at`; the
+    /// gauge and the log follow when that changes. [`Jail::prune`] asks too, so the storm is
+    /// over (gauge 0, logged) a minute after its last ban, not at the next ban decided.
+    fn storm_at(&mut self, at: Instant) -> bool {
         let Some(max) = self.settings.max_bans_per_minute else {
             return false;
         };
         while self
             .recent_bans
             .front()
-            .is_some_and(|&t| at.duration_since(t) >= STORM_WINDOW)
+            .is_some_and(|&t| at.saturating_duration_since(t) >= STORM_WINDOW)
         {
             self.recent_bans.pop_front();
         }
         let storm = self.recent_bans.len() >= max as usize;
-        if storm {
-            self.metrics.withheld.increment(1);
-        }
         if storm != self.in_storm {
             self.in_storm = storm;
             self.metrics.storm.set(if storm { 1.0 } else { 0.0 });
@@ -633,9 +646,6 @@ impl Jail {
             } else {
                 tracing::warn!(jail = %self.name, "[{}] ban storm over: banning again", self.name);
             }
-        }
-        if !storm {
-            self.recent_bans.push_back(at);
         }
         storm
     }
@@ -856,6 +866,7 @@ impl Jail {
     /// Drops expired failure windows and refreshes the gauges.
     pub(crate) fn prune(&mut self, now: Instant) {
         self.window.prune(now);
+        self.storm_at(now);
         let findtime = self.settings.findtime;
         self.forgiven
             .retain(|_, t| now.saturating_duration_since(*t) < findtime);
@@ -1194,6 +1205,9 @@ mod tests {
         assert_eq!(decisions[3..], [Decision::Withheld, Decision::Withheld]);
         assert!(jail.in_storm);
         tokio::time::advance(Duration::from_secs(60)).await;
+        // The minute passed: pruning ends the storm (gauge and log) before any other ban.
+        jail.prune(Instant::now());
+        assert!(!jail.in_storm);
         assert!(matches!(
             jail.on_failure(ip("192.0.2.9"), 1, Instant::now()),
             Decision::Ban(_)
