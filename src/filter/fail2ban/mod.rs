@@ -160,14 +160,13 @@ impl Pattern {
                 groups.insert(name.clone(), value);
             }
         }
-        // `<F-ALT_USER1>` fills `user` when `<F-USER>` took no part (fail2ban's alt_ names).
+        // `<F-ALT_USER_1>` fills `user` when `<F-USER>` took no part (fail2ban's alt_ names:
+        // COMPLNAME_CRE drops only an `_N` suffix, so `<F-ALT_USER1>` fills `user1`).
         let alts: Vec<(String, String)> = groups
             .iter()
             .filter_map(|(k, v)| {
                 let base = k.strip_prefix("alt_")?;
-                let base = base.trim_end_matches(|c: char| c.is_ascii_digit());
-                let base = base.strip_suffix('_').unwrap_or(base);
-                Some((base.to_string(), v.clone()?))
+                Some((alt_base(base).to_string(), v.clone()?))
             })
             .collect();
         for (base, v) in alts {
@@ -177,6 +176,15 @@ impl Pattern {
         }
         let whole = spans[0].unwrap_or((0, 0));
         Ok(Some(Match { groups, whole }))
+    }
+}
+
+/// The group an `alt_` group's `name` merges into: `name` without an `_N` suffix (`user_1`
+/// is `user`, `user1` stays `user1`), as fail2ban's `COMPLNAME_CRE` reads it.
+fn alt_base(name: &str) -> &str {
+    match name.rsplit_once('_') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
     }
 }
 
@@ -715,6 +723,29 @@ mod tests {
         let path = dir.path().join("f.conf");
         std::fs::write(&path, text).unwrap();
         Fail2banFilter::load(&path, options).unwrap()
+    }
+
+    #[test]
+    fn alt_names_merge_as_fail2bans_complname_cre_reads_them() {
+        assert_eq!(alt_base("user_1"), "user");
+        assert_eq!(alt_base("user_12"), "user");
+        assert_eq!(alt_base("user1"), "user1");
+        assert_eq!(alt_base("user"), "user");
+        assert_eq!(alt_base("user_"), "user_");
+        assert_eq!(alt_base("my_user_2"), "my_user");
+        // A `<F-ALT_USER1>` match with no `<F-USER>` leaves the user unset.
+        let f = filter(
+            "[Definition]\nfailregex = ^bad <HOST> (?:<F-USER>\\S+</F-USER>|as <F-ALT_USER1>\\S+</F-ALT_USER1>)$\n",
+            &Vars::new(),
+        );
+        let v = f.process(&mut LineState::default(), "bad 192.0.2.1 as dovecot");
+        assert_eq!(v.failure().unwrap().user, None);
+        let f = filter(
+            "[Definition]\nfailregex = ^bad <HOST> (?:<F-USER>\\S+</F-USER>|as <F-ALT_USER_1>\\S+</F-ALT_USER_1>)$\n",
+            &Vars::new(),
+        );
+        let v = f.process(&mut LineState::default(), "bad 192.0.2.1 as alice");
+        assert_eq!(v.failure().unwrap().user.as_deref(), Some("alice"));
     }
 
     #[test]
