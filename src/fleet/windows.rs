@@ -145,16 +145,23 @@ const PER_CALL: usize = 64;
 /// The settings of each jail, swapped on reload.
 pub type SharedSettings = Arc<ArcSwap<HashMap<String, JailSettings>>>;
 
-/// What a failure of `ip` counts against under `settings` (the address, or its prefix).
+/// What a failure of `ip` counts against under `settings` (the address, or its prefix), as
+/// the jail's own `Jail::key_of`: a prefix holding an ignored address counts its other
+/// addresses one by one.
 pub fn key_of(settings: &JailSettings, ip: IpAddr) -> IpNetwork {
-    let prefix = if ip.is_ipv4() {
-        settings.ipv4_prefix
+    let (prefix, full) = if ip.is_ipv4() {
+        (settings.ipv4_prefix, 32)
     } else {
-        settings.ipv6_prefix
+        (settings.ipv6_prefix, 128)
     };
-    IpNetwork::new(ip, prefix)
-        .and_then(|n| IpNetwork::new(n.network(), prefix))
-        .unwrap_or_else(|_| IpNetwork::from(ip))
+    let key = crate::address::network_of(ip, prefix);
+    if prefix < full && overlaps(&settings.ignore, key) {
+        let own = IpNetwork::from(ip);
+        if !overlaps(&settings.ignore, own) {
+            return own;
+        }
+    }
+    key
 }
 
 /// How long the `decided` marker holds: as long as the longest ban this jail may give.

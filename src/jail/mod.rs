@@ -221,14 +221,23 @@ impl Jail {
     }
 
     /// What a failure of `ip` counts against: the address, or its /ipv4_prefix or
-    /// /ipv6_prefix network, since one IPv6 attacker usually owns a whole prefix.
+    /// /ipv6_prefix network, since one IPv6 attacker usually owns a whole prefix. A network
+    /// holding an allowlisted address (the host's own /64 at a provider, say) is never banned,
+    /// so its other addresses count one by one instead of not at all.
     pub(crate) fn key_of(&self, ip: IpAddr) -> IpNetwork {
-        let prefix = if ip.is_ipv4() {
-            self.settings.ipv4_prefix
+        let (prefix, full) = if ip.is_ipv4() {
+            (self.settings.ipv4_prefix, 32)
         } else {
-            self.settings.ipv6_prefix
+            (self.settings.ipv6_prefix, 128)
         };
-        crate::address::network_of(ip, prefix)
+        let key = crate::address::network_of(ip, prefix);
+        if prefix < full && self.ignored_by(key).is_some() {
+            let own = IpNetwork::from(ip);
+            if self.ignored_by(own).is_none() {
+                return own;
+            }
+        }
+        key
     }
 
     /// What every failure goes through first, with the key it counts against ([`Jail::key_of`]):
@@ -924,6 +933,48 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prefix_holding_an_allowlisted_address_counts_its_other_addresses_one_by_one() {
+        let mut s = settings(3, 600);
+        s.ipv6_prefix = 64;
+        s.ignore.push("2001:db8::5/128".parse().unwrap());
+        let mut jail = Jail::new("sshd", s, JailMetrics::new("sshd"));
+        let now = Instant::now();
+        assert_eq!(
+            jail.on_failure(ip("2001:db8::5"), 1, now),
+            Decision::Ignored
+        );
+        assert_eq!(
+            jail.on_failure(ip("2001:db8::99"), 1, now),
+            Decision::Counted(1)
+        );
+        assert_eq!(
+            jail.on_failure(ip("2001:db8::99"), 1, now),
+            Decision::Counted(2)
+        );
+        // Another address of the same /64 counts apart.
+        assert_eq!(
+            jail.on_failure(ip("2001:db8::98"), 1, now),
+            Decision::Counted(1)
+        );
+        let Decision::Ban(order) = jail.on_failure(ip("2001:db8::99"), 1, now) else {
+            panic!("the third failure bans")
+        };
+        assert_eq!(
+            order.target,
+            "2001:db8::99/128".parse::<IpNetwork>().unwrap()
+        );
+        // A /64 without allowlisted addresses is still counted as one.
+        assert_eq!(
+            jail.on_failure(ip("2001:db8:1::1"), 1, now),
+            Decision::Counted(1)
+        );
+        assert_eq!(
+            jail.on_failure(ip("2001:db8:1::2"), 1, now),
+            Decision::Counted(2)
+        );
     }
 
     #[tokio::test(start_paused = true)]
