@@ -302,6 +302,7 @@ fn tls_config_of(config: &Config) -> Option<Arc<tokio_rustls::rustls::ServerConf
 fn limits(config: &Config) -> tcp::TcpLimits {
     tcp::TcpLimits {
         max_connections: config.server.max_tcp_connections,
+        per_sender: config.server.max_tcp_connections_per_sender,
         idle_timeout: config.server.tcp_idle_timeout,
     }
 }
@@ -701,6 +702,11 @@ fn warn_unapplied(current: &Config, next: &Config) {
         (
             "[server] max_tcp_connections",
             was.max_tcp_connections != now.max_tcp_connections,
+            LISTENERS,
+        ),
+        (
+            "[server] max_tcp_connections_per_sender",
+            was.max_tcp_connections_per_sender != now.max_tcp_connections_per_sender,
             LISTENERS,
         ),
         (

@@ -110,6 +110,50 @@ fn a_connection_flood_is_refused_and_counted_then_service_resumes() {
     assert!(d.stop().success());
 }
 
+/// One sender holding `max_tcp_connections_per_sender` is refused more (counted), and another
+/// sender is still served.
+#[test]
+fn one_sender_cannot_take_every_connection_slot() {
+    let d = Daemon::start(&config(
+        "max_tcp_connections = 20\nmax_tcp_connections_per_sender = 3\nallowed_senders = [\"127.0.0.0/8\"]",
+        SSHD,
+    ));
+    let flood: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(d.tcp).unwrap()).collect();
+    d.wait_metric(
+        "jailsink_messages_dropped_total{reason=\"connection_limit\"}",
+        2.0,
+    );
+    d.wait_metric("jailsink_tcp_connections", 3.0);
+    // Another sender address on the loopback.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    other.connect(&d.tcp.into()).unwrap();
+    let mut other: TcpStream = other.into();
+    other
+        .write_all(
+            line("Failed password for root from 192.0.2.54 port 22 ssh2")
+                .repeat(3)
+                .as_bytes(),
+        )
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || d
+        .logged("[sshd] Ban 192.0.2.54")));
+    d.wait_metric("jailsink_tcp_connections", 4.0);
+    // The first sender's slots come back when its connections close.
+    drop(flood);
+    d.wait_metric("jailsink_tcp_connections", 1.0);
+    let again: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(d.tcp).unwrap()).collect();
+    d.wait_metric("jailsink_tcp_connections", 4.0);
+    assert_eq!(
+        d.metric("jailsink_messages_dropped_total{reason=\"connection_limit\"}"),
+        Some(2.0)
+    );
+    drop(again);
+    assert!(d.stop().success());
+}
+
 #[test]
 fn injected_addresses_in_user_names_are_never_banned() {
     let d = Daemon::start(&config("", SSHD));

@@ -79,6 +79,9 @@ pub struct ServerConfig {
     pub udp_receive_buffer: usize,
     /// Most TCP connections at once.
     pub max_tcp_connections: usize,
+    /// Most TCP connections one sender address holds at once, so that one host (a flood, a
+    /// client stuck reconnecting) cannot take every slot from the others.
+    pub max_tcp_connections_per_sender: usize,
     /// Idle TCP connections are closed after this.
     pub tcp_idle_timeout: Duration,
     /// Zone of RFC 3164 timestamps.
@@ -374,6 +377,10 @@ fn compile_server(raw: &RawConfig, base: &Path, errors: &mut Errors) -> Option<S
         "server.max_tcp_connections",
         in_range(s.max_tcp_connections.unwrap_or(1024), 1, 1 << 20),
     );
+    let max_tcp_connections_per_sender = errors.take(
+        "server.max_tcp_connections_per_sender",
+        in_range(s.max_tcp_connections_per_sender.unwrap_or(64), 1, 1 << 20),
+    );
     let tcp_idle_timeout = errors.take(
         "server.tcp_idle_timeout",
         duration(s.tcp_idle_timeout.as_ref(), "10m").and_then(positive_finite),
@@ -396,6 +403,7 @@ fn compile_server(raw: &RawConfig, base: &Path, errors: &mut Errors) -> Option<S
         max_match_bytes: max_match_bytes?,
         udp_receive_buffer: udp_receive_buffer?,
         max_tcp_connections: max_tcp_connections?,
+        max_tcp_connections_per_sender: max_tcp_connections_per_sender?,
         tcp_idle_timeout: tcp_idle_timeout?,
         zone: zone?,
     })

@@ -67,6 +67,8 @@ pub struct RawServer {
     pub udp_receive_buffer: Option<i64>,
     /// Most TCP connections open at once.
     pub max_tcp_connections: Option<i64>,
+    /// Most TCP connections one sender address may hold open at once.
+    pub max_tcp_connections_per_sender: Option<i64>,
     /// A TCP connection idle this long is closed.
     pub tcp_idle_timeout: Option<RawDuration>,
     /// Zone for RFC 3164 timestamps, which carry none.

@@ -1,12 +1,14 @@
-//! Syslog over TCP (RFC 6587): a connection limit taken before a connection is served, the
+//! Syslog over TCP (RFC 6587): a connection limit (and one per sender address) taken before a
+//! connection is served, the
 //! sender ACL checked at accept, an idle timeout, and one tracing span per connection.
 //! Failures are sent with backpressure: a full jail queue slows the sender, nothing is lost.
 //! Each connection's messages are parsed and matched on every core ([`super::parallel`]).
 //! The loop is generic over an [`Upgrade`] of the accepted socket, so TLS (RFC 5425, in
 //! [`super::tls`]) is served by the same code after its handshake.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ use crate::metrics::{messages_dropped, tcp_connections, DropReason};
 pub(crate) struct TcpLimits {
     /// Most connections at once; more are refused and counted.
     pub max_connections: usize,
+    /// Most connections of one sender address at once; more are refused and counted.
+    pub per_sender: usize,
     /// A connection silent this long is closed.
     pub idle_timeout: Duration,
 }
@@ -85,6 +89,7 @@ pub(crate) async fn serve<U: Upgrade>(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let senders = Arc::new(Senders::default());
     // Every connection's frames are parsed and matched by the same workers.
     let pool = parallel::Pool::new();
     let refused = messages_dropped(DropReason::ConnectionLimit);
@@ -105,6 +110,11 @@ pub(crate) async fn serve<U: Upgrade>(
         if !shared.load().admit(peer.ip()) {
             continue;
         }
+        let Some(sender) = Senders::admit(&senders, peer.ip(), limits.per_sender) else {
+            refused.increment(1);
+            tracing::debug!(%peer, "connection refused: max_tcp_connections_per_sender reached");
+            continue;
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             refused.increment(1);
             tracing::debug!(%peer, "connection refused: max_tcp_connections reached");
@@ -115,8 +125,10 @@ pub(crate) async fn serve<U: Upgrade>(
         let (upgrade, pool) = (upgrade.clone(), pool.clone());
         connections.spawn(
             async move {
-                let _permit = permit;
                 let _open = Open::new();
+                // Dropped before `_open` (reverse order): the slots are free again by the time
+                // the gauge shows the connection gone.
+                let _slots = (permit, sender);
                 let stream = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     s = upgrade.upgrade(stream, peer) => match s {
@@ -141,6 +153,45 @@ pub(crate) async fn serve<U: Upgrade>(
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Connections open per sender address: one host cannot take every slot of
+/// `max_tcp_connections` from the others.
+#[derive(Default)]
+struct Senders(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+impl Senders {
+    /// A slot of `ip`'s, unless it holds `most` already; the slot is given back when dropped.
+    fn admit(senders: &Arc<Senders>, ip: IpAddr, most: usize) -> Option<SenderSlot> {
+        let mut open = senders.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= most {
+            return None;
+        }
+        *n += 1;
+        Some(SenderSlot {
+            senders: senders.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in its sender's count.
+struct SenderSlot {
+    senders: Arc<Senders>,
+    ip: IpAddr,
+}
+
+impl Drop for SenderSlot {
+    fn drop(&mut self) {
+        let mut open = self.senders.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Keeps the connection gauge true however a connection ends.
