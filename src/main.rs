@@ -337,18 +337,33 @@ fn regex_context(path: &Path) -> anyhow::Result<(Vec<PathBuf>, jailsink::parse::
     Ok((dirs, zone))
 }
 
-/// The control socket named by the config (its default when the file does not exist).
+/// The control socket named by the config (its default when the file does not exist). Only
+/// `[control] socket` is read, and leniently: a config being edited (an unknown key, a bad
+/// value, even broken TOML) must not lock the operator out of the daemon still running the
+/// last good one, nor keep `reload` from reaching it to be refused there.
 fn control_socket(path: &Path) -> anyhow::Result<PathBuf> {
+    const DEFAULT: &str = "/run/jailsink/jailsink.sock";
     if !path.exists() {
-        return Ok(PathBuf::from("/run/jailsink/jailsink.sock"));
+        return Ok(PathBuf::from(DEFAULT));
     }
-    let raw: config::raw::RawConfig =
-        config::read_toml(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(PathBuf::from(
-        raw.control
-            .socket
-            .unwrap_or_else(|| "/run/jailsink/jailsink.sock".into()),
-    ))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table = match text.parse::<toml::Table>() {
+        Ok(table) => table,
+        Err(e) => {
+            eprintln!(
+                "jailsink: warning: {} is not valid TOML ({}); trying the default control socket {DEFAULT}",
+                path.display(),
+                e.message()
+            );
+            return Ok(PathBuf::from(DEFAULT));
+        }
+    };
+    match table.get("control").and_then(|c| c.get("socket")) {
+        None => Ok(PathBuf::from(DEFAULT)),
+        Some(toml::Value::String(socket)) => Ok(PathBuf::from(socket)),
+        Some(_) => anyhow::bail!("{}: control.socket: not a string", path.display()),
+    }
 }
 
 /// Whether a lone `unban` argument is an address or CIDR network rather than a jail name.

@@ -238,6 +238,17 @@ fn reload_keeps_bans_and_counts_and_refuses_a_bad_config() {
         err.contains("reload refused") && err.contains("jails.sshd.maxretry"),
         "{err}"
     );
+    // A config the CLI could not deserialize (an unknown key) still lets every command reach
+    // the daemon, which keeps its last good config and refuses the reload itself.
+    std::fs::write(&d.config, format!("{good}\nbogus_key = 1\n")).unwrap();
+    assert!(d.cli_ok(&["status"]).contains("sshd"));
+    let out = d.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reload refused") && err.contains("bogus_key"),
+        "{err}"
+    );
 
     // A good config with a new jail and a changed bantime: sshd keeps its ban and its count.
     let next = good.replace("bantime = \"1h\"", "bantime = \"2h\"")
