@@ -34,13 +34,26 @@ pub(crate) struct Question {
 }
 
 /// Binds the socket: its directory made, a stale socket replaced, mode 0600, or 0660 and
-/// owned by `group` when one is configured.
+/// owned by `group` when one is configured. A socket another daemon still serves is an error,
+/// not taken over: the second daemon would delete it when it stops, and leave the first one
+/// running with no way to reach it.
 pub(crate) fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "{} is served by another jailsink (or another process)",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path)?
+        }
         Ok(_) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
@@ -296,5 +309,20 @@ mod tests {
             Err(std::io::ErrorKind::TimedOut)
         );
         drop(theirs);
+    }
+
+    #[tokio::test]
+    async fn a_served_socket_is_not_taken_over_and_a_stale_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/jailsink.sock");
+        let first = bind(&path, None).unwrap();
+        let err = bind(&path, None).err().unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(path.exists(), "the served socket is left alone");
+        // The first daemon gone without removing its socket: the next one takes the path.
+        drop(first);
+        let second = bind(&path, None).unwrap();
+        let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        drop(second);
     }
 }
