@@ -63,6 +63,15 @@ const BAN_LATENCY_BUCKETS: &[f64] = &[
     0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Buckets for fleet propagation: milliseconds normally, up to minutes when an agent lags, so
+/// that a p99 past the alert's 5 s is seen (histogram_quantile never answers above the highest
+/// finite bucket: with ban latency's buckets, topping at 5 s, JailsinkFleetLagging could never
+/// fire).
+const FLEET_PROPAGATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0,
+    300.0,
+];
+
 /// Why a message was dropped before it reached a jail; the `reason` label of the drop counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DropReason {
@@ -129,7 +138,7 @@ pub(crate) fn install(fail2ban_exporter_names: bool) -> Result<PrometheusHandle,
         .map_err(MetricsError::Buckets)?
         .set_buckets_for_metric(
             Matcher::Full(FLEET_PROPAGATION.to_string()),
-            BAN_LATENCY_BUCKETS,
+            FLEET_PROPAGATION_BUCKETS,
         )
         .map_err(MetricsError::Buckets)?
         .build_recorder();
@@ -601,4 +610,49 @@ fn header(request: &[u8], name: &str) -> Option<String> {
                 .eq_ignore_ascii_case(name)
                 .then(|| value.trim().to_string())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped alert tests feed histogram buckets by hand: each must be one the daemon
+    /// exports, or a test can pass on a bucket no real scrape has (JailsinkFleetLagging's did,
+    /// on le="25", while the exported buckets stopped at 5 s and the alert could never fire).
+    #[test]
+    fn alert_tests_feed_only_buckets_the_daemon_exports() {
+        let histograms = [
+            (BAN_LATENCY, BAN_LATENCY_BUCKETS),
+            (FLEET_PROPAGATION, FLEET_PROPAGATION_BUCKETS),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prometheus");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.to_string_lossy().ends_with("_test.yml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (name, buckets) in histograms {
+                let series = format!("{name}_bucket{{");
+                for (at, _) in text.match_indices(&series) {
+                    let rest = &text[at..];
+                    let le = rest.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+                    seen += 1;
+                    if le == "+Inf" {
+                        continue;
+                    }
+                    let bound: f64 = le.parse().unwrap();
+                    assert!(
+                        buckets.contains(&bound),
+                        "{}: {name} le=\"{le}\" is not an exported bucket",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(seen > 0, "the alert tests feed histogram buckets");
+        // The highest finite bucket is past every threshold the rules put on a quantile.
+        assert!(FLEET_PROPAGATION_BUCKETS.iter().any(|&b| b > 5.0));
+    }
 }
