@@ -376,7 +376,9 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let unit = example("systemd/jailsink.service");
     for wanted in [
         "Type=notify",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/local/bin/jailsink -c /etc/jailsink/jailsink.toml reload",
+        "RestartPreventExitStatus=78",
+        "RuntimeDirectoryMode=0755",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/jailsink /run/jailsink",
