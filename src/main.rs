@@ -112,8 +112,8 @@ enum Command {
         /// start comments. Exits 1 if a line was invalid or ignored.
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
-        /// Ban for this long instead of the jail's bantime: 10m, 1h 30m, 86400, permanent.
-        #[arg(long, value_name = "DUR")]
+        /// Ban for this long instead of the jail's bantime: 10m, 1h 30m, 86400, permanent (or -1).
+        #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
         bantime: Option<String>,
         /// With --file: print the summary as JSON.
         #[arg(long, requires = "file")]
@@ -265,8 +265,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             jail,
             addr,
             bantime,
+            json,
             ..
         } => {
+            if json {
+                json_needs_file();
+            }
             let addr = addr.unwrap_or_default();
             let request = Request::Ban {
                 jail,
@@ -282,8 +286,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ..
         } => ban_list(&cli.config, &jail, &path, ListOrder::Unban, json),
         Command::Unban {
-            jail, addr, all, ..
+            jail,
+            addr,
+            all,
+            json,
+            ..
         } => {
+            if json {
+                json_needs_file();
+            }
             // `unban ADDR` (every jail) reads as a lone positional that is an address.
             let (jail, addr) = match (jail, addr) {
                 (Some(one), None) if is_target(&one) => (None, Some(one)),
@@ -364,6 +375,17 @@ fn control_socket(path: &Path) -> anyhow::Result<PathBuf> {
         Some(toml::Value::String(socket)) => Ok(PathBuf::from(socket)),
         Some(_) => anyhow::bail!("{}: control.socket: not a string", path.display()),
     }
+}
+
+/// `--json` without `--file` on ban and unban: a usage error, as clap reports them (its
+/// `requires = "file"` on a flag is not enforced), rather than a JSON request answered in text.
+fn json_needs_file() -> ! {
+    Cli::command()
+        .error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "--json prints the summary of --file; a single ban or unban answers in one line",
+        )
+        .exit()
 }
 
 /// Whether a lone `unban` argument is an address or CIDR network rather than a jail name.

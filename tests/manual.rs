@@ -144,9 +144,18 @@ fn bantime_is_honoured_and_an_ignored_network_is_refused() {
     d.cli_ok(&["ban", "sshd", "198.51.100.1", "--bantime", "permanent"]);
     d.cli_ok(&["ban", "sshd", "198.51.100.2", "--bantime", "90m"]);
     d.cli_ok(&["ban", "sshd", "198.51.100.3", "--bantime", "2s"]);
+    // fail2ban's spelling of permanent, as a value, not an option.
+    d.cli_ok(&["ban", "sshd", "198.51.100.4", "--bantime", "-1"]);
     let bans = banned(&d);
     let of = |ip: &str| bans.iter().find(|b| b["ip"] == ip).unwrap().clone();
     assert_eq!(of("198.51.100.1")["expires_at"], serde_json::Value::Null);
+    assert_eq!(of("198.51.100.4")["expires_at"], serde_json::Value::Null);
+    // --json is the summary of --file: alone it is a usage error, not ignored.
+    let out = d.cli(&["ban", "sshd", "198.51.100.5", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--json"));
+    let out = d.cli(&["unban", "sshd", "198.51.100.1", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
     let b = of("198.51.100.2");
     assert_lasts(&b, 5400);
     // The jail's bantime is an hour: only --bantime can lift this one in seconds.
