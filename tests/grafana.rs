@@ -295,8 +295,14 @@ const COMPARISONS: [(&str, &str); 6] = [
 ];
 
 /// Splits a Prometheus alert expression at its last comparison outside brackets and quotes:
-/// (query, operator, threshold). `a > 512 * 1024` gives ("a", ">", 536870912).
+/// (query, operator, threshold). `a > 512 * 1024` gives ("a", ">", 536870912). An expression
+/// joined by a set operator (`a > 0 and delta(a[10m]) > 0`) is not split: its series are the
+/// ones both sides keep, with the left side's values, so Grafana must query it whole and fire
+/// on any of them (the shipped ones keep only values > 0): (expr, ">", 0).
 fn split_comparison(expr: &str) -> Option<(String, &'static str, f64)> {
+    if has_set_operator(expr) {
+        return Some((expr.trim().to_string(), ">", 0.0));
+    }
     let bytes = expr.as_bytes();
     let (mut depth, mut quoted, mut last) = (0i32, false, None);
     let mut i = 0;
@@ -324,6 +330,30 @@ fn split_comparison(expr: &str) -> Option<(String, &'static str, f64)> {
         value *= factor.trim().parse::<f64>().ok()?;
     }
     Some((expr[..at].trim().to_string(), op, value))
+}
+
+/// Whether `expr` has `and`, `or` or `unless` outside brackets and quotes.
+fn has_set_operator(expr: &str) -> bool {
+    let (mut depth, mut quoted) = (0i32, false);
+    let mut word = String::new();
+    for c in expr.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' | '{' | '[' if !quoted => depth += 1,
+            ')' | '}' | ']' if !quoted => depth -= 1,
+            _ => {}
+        }
+        // Whole identifiers only: `rate_and_more` holds no operator.
+        if (c.is_ascii_alphanumeric() || c == '_' || c == ':') && !quoted && depth == 0 {
+            word.push(c);
+            continue;
+        }
+        if matches!(word.as_str(), "and" | "or" | "unless") {
+            return true;
+        }
+        word.clear();
+    }
+    false
 }
 
 fn squeeze(s: &str) -> String {
@@ -498,6 +528,11 @@ fn comparisons_split_like_promql() {
     assert_eq!(split_comparison("up == 0").unwrap().1, "==");
     assert_eq!(split_comparison("a >= 2").unwrap().1, ">=");
     assert!(split_comparison("sum(rate(x[5m]))").is_none());
+    // A set operator: queried whole, firing on any series it keeps.
+    let both = r#"x{job="a"} > 0 and delta(x{job="a"}[10m]) > 0"#;
+    assert_eq!(split_comparison(both), Some((both.to_string(), ">", 0.0)));
+    assert_eq!(split_comparison(r#"x{l="and"} > 1"#).unwrap().2, 1.0);
+    assert_eq!(split_comparison("x_and_y > 2").unwrap().2, 2.0);
     assert_eq!(millis("1h30m"), Some(5_400_000));
     assert_eq!(millis("0s"), Some(0));
     for bad in ["", "5", "m", "5 m", "1h-2m", "10x"] {
