@@ -335,7 +335,7 @@ impl Jail<'_> {
         self.numbers(&mut out);
         self.ignore(&mut out);
         let ports = self.ports(&mut out, services);
-        self.actions(&mut out, ports.as_deref());
+        self.actions(&mut out, ports.as_deref(), services);
         self.increment(&mut out);
 
         let mut text = String::new();
@@ -572,7 +572,7 @@ impl Jail<'_> {
         Some(kept)
     }
 
-    fn actions(&self, out: &mut Out, ports: Option<&[String]>) {
+    fn actions(&self, out: &mut Out, ports: Option<&[String]>, services: &str) {
         let Some(spec) = self.read(out, "action") else {
             out.set("action", quote(ActionKind::Log.name()));
             out.note("fail2ban names no action; the log action is used");
@@ -586,7 +586,14 @@ impl Jail<'_> {
             };
             let name = name.trim().to_string();
             match map_action(&name) {
-                Some(kind) => mapped.push(action_value(kind, &name, &options, ports)),
+                Some(kind) => {
+                    let jail = JailSide {
+                        ports,
+                        port: self.get("port").ok().flatten(),
+                        protocol: self.get("protocol").ok().flatten(),
+                    };
+                    mapped.push(action_value(kind, &name, &options, &jail, services, out))
+                }
                 None => out.note(format!("no equivalent for action {name}")),
             }
         }
@@ -664,11 +671,105 @@ fn map_action(name: &str) -> Option<ActionKind> {
     }
 }
 
-/// One mapped action as TOML: the bare type, or a table when fail2ban's options change it.
-fn action_value(kind: ActionKind, name: &str, options: &Vars, ports: Option<&[String]>) -> String {
+/// What the jail itself says about the traffic it guards, next to which an action's options
+/// are read.
+struct JailSide<'a> {
+    /// The port items kept for the jail (None: all ports).
+    ports: Option<&'a [String]>,
+    /// The jail's `port` as fail2ban has it.
+    port: Option<String>,
+    /// The jail's `protocol` as fail2ban has it.
+    protocol: Option<String>,
+}
+
+/// One mapped action as TOML: the bare type, or a table when fail2ban's options change it:
+/// `name`, `blocktype`, and what decides which traffic the ban stops, which must not be lost
+/// (an imported jail would otherwise guard other traffic than fail2ban did): the action's own
+/// `port` and `protocol`, `type=allports` (or an `-allports` action), and the chain (`chain`
+/// of iptables and ipset actions, `chain_hook` of nftables ones).
+fn action_value(
+    kind: ActionKind,
+    name: &str,
+    options: &Vars,
+    jail: &JailSide,
+    services: &str,
+    out: &mut Out,
+) -> String {
+    let ports = jail.ports;
+    // jail.conf's default actions pass the jail's own port, protocol and chain on
+    // (`port="%(port)s"`, `chain="%(chain)s"`, whose default is the action's `<known/chain>`):
+    // only a value of the action's own says something the jail does not.
+    let own = |key: &str, jails: Option<&str>| {
+        options
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty() && !v.contains('<') && Some(*v) != jails.map(str::trim))
+    };
     let mut table = Vec::new();
-    if name.to_lowercase().contains("allports") && ports.is_some() {
-        table.push(format!("port = {}", quote("1:65535")));
+    let allports = name.to_lowercase().contains("allports")
+        || options
+            .get("type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("allports"));
+    match own("port", jail.port.as_deref()).filter(|_| !allports) {
+        Some(raw) => {
+            let items = port_items(raw);
+            if items.is_empty() || items.iter().any(|i| all_ports(i)) {
+                if ports.is_some() {
+                    table.push(format!("port = {}", quote("1:65535")));
+                }
+            } else {
+                let mut kept = Vec::new();
+                for item in items {
+                    match crate::config::compile::resolve_port(&item, services) {
+                        Ok(_) => kept.push(port_value(&item)),
+                        Err(reason) => out.note(format!("{name}: port {reason}; left out")),
+                    }
+                }
+                match kept.len() {
+                    0 => {}
+                    1..=15 => table.push(format!("port = [{}]", kept.join(", "))),
+                    n => {
+                        out.note(format!(
+                            "{name}: fail2ban guards {n} ports; jailsink takes at most 15 per rule, so this action guards all ports"
+                        ));
+                        if ports.is_some() {
+                            table.push(format!("port = {}", quote("1:65535")));
+                        }
+                    }
+                }
+            }
+        }
+        None if allports && ports.is_some() => {
+            table.push(format!("port = {}", quote("1:65535")));
+        }
+        None => {}
+    }
+    if let Some(p) = own("protocol", jail.protocol.as_deref()) {
+        match p.to_lowercase().as_str() {
+            proto @ ("tcp" | "udp" | "all") => table.push(format!("protocol = {}", quote(proto))),
+            _ => out.note(format!(
+                "{name}: protocol = {p}: jailsink knows tcp, udp or all; the jail's is used"
+            )),
+        }
+    }
+    match kind {
+        ActionKind::Iptables | ActionKind::Ipset => {
+            if let Some(chain) = own("chain", None).filter(|c| !c.eq_ignore_ascii_case("INPUT")) {
+                table.push(format!("chains = [{}]", quote(chain)));
+            }
+        }
+        ActionKind::Nftables => {
+            if let Some(hook) = own("chain_hook", None) {
+                match hook.to_lowercase().as_str() {
+                    "input" => {}
+                    "forward" => table.push(format!("hooks = [{}]", quote("forward"))),
+                    other => out.note(format!(
+                        "{name}: chain_hook = {other}: jailsink hooks input or forward; input used"
+                    )),
+                }
+            }
+        }
+        _ => {}
     }
     if kind == ActionKind::Iptables {
         if let Some(n) = options.get("name").filter(|n| valid_name(n)) {
@@ -1067,6 +1168,41 @@ mod tests {
             Some(true)
         );
         assert_eq!(jail(&t, "recidive")["enabled"].as_bool(), Some(false));
+    }
+
+    #[test]
+    fn an_actions_port_protocol_chain_and_allports_are_kept() {
+        let d = dir(&[
+            ("jail.conf", JAIL_CONF),
+            ("paths.conf", PATHS),
+            (
+                "jail.local",
+                "[DEFAULT]\nbanaction_allports = nftables[type=allports]\n[named]\nenabled = true\nfilter = sshd\naction = iptables-multiport[name=named, port=\"domain,953\", protocol=udp]\n[sshd]\nenabled = true\naction = iptables[name=SSH, chain=DOCKER-USER]\n[dropbear]\nenabled = true\nfilter = sshd\nport = ssh\nbanaction = %(banaction_allports)s\naction = %(banaction)s\n[web]\nenabled = true\nfilter = sshd\naction = nftables[name=web, chain_hook=forward]\n",
+            ),
+            ("filter.d/sshd.conf", FILTER),
+        ]);
+        let text = import_fail2ban(d.path()).unwrap();
+        let t = toml_of(&text);
+        let named = &jail(&t, "named")["action"];
+        assert_eq!(named["protocol"].as_str(), Some("udp"), "{text}");
+        let ports: Vec<String> = named["port"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(ports, ["\"domain\"", "953"], "{text}");
+        let sshd = &jail(&t, "sshd")["action"];
+        assert_eq!(sshd["chains"][0].as_str(), Some("DOCKER-USER"), "{text}");
+        let dropbear = &jail(&t, "dropbear")["action"];
+        assert_eq!(dropbear["type"].as_str(), Some("nftables"), "{text}");
+        assert_eq!(dropbear["port"].as_str(), Some("1:65535"), "{text}");
+        let web = &jail(&t, "web")["action"];
+        assert_eq!(web["hooks"][0].as_str(), Some("forward"), "{text}");
+        // And jailsink takes what was written.
+        let path = d.path().join("jailsink.toml");
+        std::fs::write(&path, &text).unwrap();
+        crate::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 
     #[test]
