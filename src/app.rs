@@ -50,6 +50,18 @@ pub enum AppError {
         /// The OS error.
         os_error: std::io::Error,
     },
+    /// A reload's new address shares its port with one still served (127.0.0.1:P and
+    /// 0.0.0.0:P): the kernel refuses the second while the first is bound, and a reload binds
+    /// the new addresses before it closes the old ones (so a failed reload changes nothing).
+    #[error("cannot bind {transport} {addr} while {running} is served on the same port (a reload binds new addresses before it closes old ones): restart jailsink to make this change, or move to another port and back in two reloads")]
+    Rebind {
+        /// udp, tcp or tls.
+        transport: &'static str,
+        /// The address from the new config.
+        addr: SocketAddr,
+        /// The running address on the same port.
+        running: SocketAddr,
+    },
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(metrics::MetricsError),
@@ -143,13 +155,8 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
     let mut bound = Bound::default();
     for &addr in &config.server.udp {
         if !running.udp.contains_key(&addr) {
-            let socket = udp::bind(addr, config.server.udp_receive_buffer).map_err(|os_error| {
-                AppError::Bind {
-                    transport: "udp",
-                    addr: addr.to_string(),
-                    os_error,
-                }
-            })?;
+            let socket = udp::bind(addr, config.server.udp_receive_buffer)
+                .map_err(|os_error| bind_error("udp", addr, os_error, &running.udp))?;
             bound.udp.push((addr, socket));
         }
     }
@@ -159,11 +166,8 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
     ] {
         for &addr in addrs {
             if !running.contains_key(&addr) {
-                let listener = tcp::bind(addr).map_err(|os_error| AppError::Bind {
-                    transport,
-                    addr: addr.to_string(),
-                    os_error,
-                })?;
+                let listener = tcp::bind(addr)
+                    .map_err(|os_error| bind_error(transport, addr, os_error, running))?;
                 bound.push((addr, listener));
             }
         }
@@ -183,6 +187,31 @@ async fn bind_new(config: &Config, running: &Listeners) -> Result<Bound, AppErro
         }
     }
     Ok(bound)
+}
+
+/// Why `addr` could not be bound: [`AppError::Rebind`] when it is in use and a running
+/// listener of the same kind holds its port on another address, else the OS error.
+fn bind_error(
+    transport: &'static str,
+    addr: SocketAddr,
+    os_error: std::io::Error,
+    running: &HashMap<SocketAddr, CancellationToken>,
+) -> AppError {
+    let clash = running
+        .keys()
+        .find(|r| r.port() == addr.port() && r.is_ipv4() == addr.is_ipv4() && **r != addr);
+    match clash {
+        Some(&running) if os_error.kind() == std::io::ErrorKind::AddrInUse => AppError::Rebind {
+            transport,
+            addr,
+            running,
+        },
+        _ => AppError::Bind {
+            transport,
+            addr: addr.to_string(),
+            os_error,
+        },
+    }
 }
 
 /// The syslog listeners running now, by configured address, each with its own stop token.

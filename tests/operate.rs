@@ -222,6 +222,45 @@ fn kill_9_with_iptables_in_a_namespace_restores_rules_once() {
     assert!(!save().contains("jailsink"));
 }
 
+/// 127.0.0.1:P to 0.0.0.0:P cannot be bound while the old listener holds P (a reload binds
+/// before it closes): the reload is refused with what to do instead, and nothing changes.
+#[test]
+fn a_reload_onto_the_wildcard_of_a_served_port_is_refused_with_what_to_do() {
+    let port = crate::support::free_port();
+    let text = config("", &jail("")).replace(
+        "tcp = [\"127.0.0.1:0\"]",
+        &format!("tcp = [\"127.0.0.1:{port}\"]"),
+    );
+    let d = Daemon::start(&text);
+    let running = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        running.replace(&format!("127.0.0.1:{port}"), &format!("0.0.0.0:{port}")),
+    )
+    .unwrap();
+    let out = d.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "while 127.0.0.1:{port} is served on the same port"
+        )) && err.contains("restart jailsink"),
+        "{err}"
+    );
+    // Still served where it was.
+    log_tcp(
+        &[],
+        &d,
+        "sshd",
+        "Failed password for root from 192.0.2.40 port 22 ssh2",
+        1,
+    );
+    assert!(wait_for(Duration::from_secs(10), || d
+        .metric("jailsink_failures_total{jail=\"sshd\"}")
+        == Some(1.0)));
+    assert!(d.stop().success());
+}
+
 #[test]
 fn reload_keeps_bans_and_counts_and_refuses_a_bad_config() {
     let d = Daemon::start(&config("", &jail("")));
