@@ -68,8 +68,7 @@ const BAN_LATENCY_BUCKETS: &[f64] = &[
 /// finite bucket: with ban latency's buckets, topping at 5 s, JailsinkFleetLagging could never
 /// fire).
 const FLEET_PROPAGATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0,
-    300.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 300.0,
 ];
 
 /// Why a message was dropped before it reached a jail; the `reason` label of the drop counter.
@@ -637,7 +636,13 @@ mod tests {
                 let series = format!("{name}_bucket{{");
                 for (at, _) in text.match_indices(&series) {
                     let rest = &text[at..];
-                    let le = rest.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+                    let le = rest
+                        .split("le=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap();
                     seen += 1;
                     if le == "+Inf" {
                         continue;

@@ -414,6 +414,12 @@ impl JailSet {
     ) {
         let target = order.target;
         self.commit_ban(name.clone(), order, host.clone()).await;
+        self.escalate_from(name, target, host).await;
+    }
+
+    /// The network ban the committed ban of `target` may escalate to: the network committed,
+    /// then the bans it folds lifted.
+    async fn escalate_from(&mut self, name: Arc<str>, target: IpNetwork, host: Option<Arc<str>>) {
         let Some(slot) = self.slot_mut(&name) else {
             return;
         };
@@ -525,9 +531,16 @@ impl JailSet {
             Decision::Ban(order) => Some(order),
             _ => None,
         };
-        for order in own.into_iter().chain(sprayed) {
-            self.commit_and_escalate(name.clone(), order, host.clone())
-                .await;
+        // Every ban the failure decided is committed before any escalation: a spray bans
+        // several addresses of one network at once, and escalating after the first folded the
+        // others before they were committed (lifted, never applied nor logged as banned).
+        let orders: Vec<BanOrder> = own.into_iter().chain(sprayed).collect();
+        let targets: Vec<IpNetwork> = orders.iter().map(|o| o.target).collect();
+        for order in orders {
+            self.commit_ban(name.clone(), order, host.clone()).await;
+        }
+        for target in targets {
+            self.escalate_from(name.clone(), target, host.clone()).await;
         }
     }
 
@@ -1191,6 +1204,50 @@ mod tests {
         assert!(
             rx.try_recv().is_err(),
             "no network ban over an ignored address"
+        );
+        drop(set.finish());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spray_of_one_network_commits_every_ban_before_escalating() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut c = config("sshd", 60);
+        c.settings.maxretry = 5;
+        c.settings.detection.spray = Some(crate::jail::spray::SpraySettings {
+            maxaddresses: 3,
+            findtime: Duration::from_secs(3600),
+        });
+        c.settings.detection.escalation = Some(crate::jail::escalate::Escalation {
+            ipv4: 24,
+            ipv6: 64,
+            after: 3,
+        });
+        let mut set = JailSet::start(vec![c], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        for ip in ["198.51.100.20", "198.51.100.21", "198.51.100.22"] {
+            set.on_failure(Failure {
+                user: Some(Arc::from("root")),
+                ..failure(ip)
+            })
+            .await;
+        }
+        let mut ops = Vec::new();
+        // Bounded: before the fix two of the bans were never committed, so fewer ops came.
+        while let Ok(op) = tokio::time::timeout(Duration::from_secs(5), next_op(&mut rx)).await {
+            ops.extend(ban_target(&op));
+        }
+        assert_eq!(
+            ops,
+            [
+                "ban 198.51.100.20",
+                "ban 198.51.100.21",
+                "ban 198.51.100.22",
+                "ban 198.51.100.0/24",
+                "unban 198.51.100.20",
+                "unban 198.51.100.21",
+                "unban 198.51.100.22"
+            ]
         );
         drop(set.finish());
     }
