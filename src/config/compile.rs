@@ -131,11 +131,15 @@ struct Errors<'a> {
 
 impl Errors<'_> {
     fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
-        self.list.push(ConfigError {
+        let error = ConfigError {
             file: self.file.to_path_buf(),
             key: key.into(),
             reason: reason.into(),
-        });
+        };
+        // A `[defaults]` value every jail inherits is one error, not one per jail.
+        if !self.list.contains(&error) {
+            self.list.push(error);
+        }
     }
 
     /// Keeps the value, or records the error (its text is the reason) and returns None.
@@ -465,7 +469,14 @@ fn compile_jail(
     own: &[IpNetwork],
     errors: &mut Errors,
 ) -> Option<JailConfig> {
-    let key = |k: &str| format!("jails.{name}.{k}");
+    // A value the jail inherits is wrong in `[defaults]`: named there (once, see Errors::push).
+    let key = |k: &str| {
+        if jail.inherits(defaults, k) {
+            format!("defaults.{k}")
+        } else {
+            format!("jails.{name}.{k}")
+        }
+    };
     if !valid_jail_name(name) {
         errors.push(
             format!("jails.{name}"),
@@ -761,9 +772,14 @@ fn compile_actions(
         RawActions::One(a) => vec![a],
         RawActions::Many(v) => v.iter().collect(),
     };
-    let (ports, protocol) = (firewall.ports?, firewall.protocol?);
+    // A bad jail port or protocol is reported already; the actions are still checked (with
+    // stand-ins), so that `check` prints their errors in the same run.
+    let mut ok = firewall.ports.is_some() && firewall.protocol.is_some();
+    let (ports, protocol) = (
+        firewall.ports.unwrap_or_default(),
+        firewall.protocol.unwrap_or(Protocol::Tcp),
+    );
     let mut out = Vec::new();
-    let mut ok = true;
     for (i, action) in list.into_iter().enumerate() {
         let key = if matches!(raw, Some(RawActions::Many(_))) {
             format!("{key}[{i}]")
@@ -1253,6 +1269,28 @@ mod tests {
         assert_eq!(errors[0].file, filter);
         assert_eq!(errors[0].key, "session_ttl");
         assert!(errors[0].reason.contains("soon"), "{errors:?}");
+    }
+
+    #[test]
+    fn check_names_a_defaults_value_once_and_an_actions_error_beside_a_bad_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "jailsink.toml",
+            "[defaults]\nbantime = \"soon\"\n[jails.a]\nprograms = [\"x\"]\nfailregex = ['^bad <HOST>$']\n[jails.b]\nprograms = [\"y\"]\nfailregex = ['^bad <HOST>$']\n[jails.c]\nprograms = [\"z\"]\nfailregex = ['^bad <HOST>$']\nbantime = \"later\"\nport = \"no-such-service\"\naction = \"ufw\"\n",
+        );
+        let errors = crate::config::load(&path).unwrap_err().0;
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "defaults.bantime",
+                "jails.c.bantime",
+                "jails.c.port",
+                "jails.c.action"
+            ],
+            "{errors:?}"
+        );
     }
 
     #[test]

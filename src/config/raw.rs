@@ -175,6 +175,15 @@ macro_rules! jail_keys {
                     $( $shared: self.$shared.clone().or_else(|| defaults.$shared.clone()), )*
                 }
             }
+
+            /// Whether `key` (a shared key) comes from `defaults`, the jail not setting it: an
+            /// error in its value is then `defaults.KEY`'s, not the jail's.
+            pub(crate) fn inherits(&self, defaults: &RawJailSettings, key: &str) -> bool {
+                $( if key == stringify!($shared) {
+                    return self.$shared.is_none() && defaults.$shared.is_some();
+                } )*
+                false
+            }
         }
     };
 }
