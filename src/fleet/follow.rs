@@ -672,8 +672,13 @@ impl Follower {
     /// Applies one event; `live` events (from the stream, not the snapshot) are timed.
     /// `packed` is the stream entry's text the event was read from, if it came packed.
     pub async fn apply(&mut self, event: FleetEvent, live: bool, packed: Option<&str>) {
-        if self.config.role == Role::Both && event.origin == self.config.node {
-            // This node decided it: its own jail already applied it.
+        if self.config.role == Role::Both
+            && event.origin == self.config.node
+            && matches!(event.op, Op::Ban)
+        {
+            // This node decided it: its own jail already applied it. Not an unban: one run
+            // here (`jailsink unban` lifting another sink's ban fleet-wide) carries this node's
+            // origin too, and must lift the copy this node's follower holds.
             return;
         }
         match event.op {
@@ -1521,6 +1526,51 @@ mod tests {
         assert_eq!(follower.held().len(), 9);
         assert_eq!(follower.journal_rows, 11);
         assert_eq!(follower.journal.entries, 0);
+    }
+
+    #[tokio::test]
+    async fn a_both_node_lifts_its_copy_of_another_sinks_ban_when_the_unban_is_run_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = super::super::config::RawFleet {
+            redis: Some("redis://127.0.0.1:1/0".into()),
+            role: Some("both".into()),
+            node: Some("sink-b".into()),
+            action: Some("log".into()),
+            ..Default::default()
+        };
+        let config = super::super::config::compile(&raw, Vec::new(), &mut Vec::new()).unwrap();
+        let mut follower = Follower::start(
+            Arc::new(config),
+            HashMap::new(),
+            dir.path().join("agent.db"),
+            HeldBans::default(),
+        )
+        .await;
+        let now = super::super::now_ms();
+        let theirs = FleetEvent {
+            origin: "sink-a".into(),
+            ..ban(1, now)
+        };
+        follower.apply(theirs.clone(), false, None).await;
+        assert_eq!(follower.held().len(), 1, "sink-a's ban is held here");
+        // This node's own bans are its jail's business, not its follower's.
+        let ours = FleetEvent {
+            origin: "sink-b".into(),
+            ..ban(2, now)
+        };
+        follower.apply(ours, false, None).await;
+        assert_eq!(follower.held().len(), 1);
+        // `jailsink unban` run here lifts sink-a's ban fleet-wide, with this node's origin.
+        let unban = FleetEvent {
+            op: Op::Unban,
+            origin: "sink-b".into(),
+            banned_at: now + 1,
+            expires_at: None,
+            lifts: Some(theirs.banned_at),
+            ..theirs
+        };
+        follower.apply(unban, false, None).await;
+        assert!(follower.held().is_empty(), "{:?}", follower.held());
     }
 
     #[test]
