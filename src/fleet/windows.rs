@@ -62,7 +62,8 @@ for i = 0, #KEYS / 4 - 1 do
   if op == 2 then
     -- Once per findtime (the marker's lifetime), so that a login anyone can get cannot wipe
     -- an attack's count again and again; never once the ban is decided.
-    if redis.call('EXISTS', decided) == 0
+    -- A success with no failures to forgive keeps the forgiveness for when there are.
+    if redis.call('EXISTS', decided) == 0 and redis.call('EXISTS', win) == 1
       and redis.call('SET', win .. ':forgiven', now, 'NX', 'PX', findtime) then
       redis.call('DEL', win)
     end

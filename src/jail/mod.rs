@@ -563,6 +563,11 @@ impl Jail {
         if self.forgiven.get(&key).is_some_and(recent) {
             return false;
         }
+        // Nothing to forgive: the forgiveness is kept for when there is (a user who logs in
+        // often must not have used it up on logins that followed no failure).
+        if self.window.lookup(&key, at).is_none() {
+            return false;
+        }
         if self.forgiven.len() >= FORGIVEN_CAP {
             self.forgiven.retain(|_, t| recent(t));
             if self.forgiven.len() >= FORGIVEN_CAP {
@@ -1000,9 +1005,12 @@ mod tests {
             jail.on_failure(attacker, 1, Instant::now()),
             Decision::Ban(_)
         ));
-        // Once findtime has passed since the last forgiveness, a login forgives again.
+        // A login that follows no failure forgives nothing, and keeps the forgiveness.
         let other = ip("203.0.113.10");
+        assert!(!jail.forgive(other, Instant::now()));
+        jail.on_failure(other, 1, Instant::now());
         assert!(jail.forgive(other, Instant::now()));
+        // Once findtime has passed since the last forgiveness, a login forgives again.
         tokio::time::advance(Duration::from_secs(601)).await;
         jail.prune(Instant::now());
         assert!(jail.forgiven.is_empty(), "pruned with the windows");
