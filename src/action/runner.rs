@@ -29,6 +29,16 @@ pub(crate) const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(1600),
 ];
 
+/// How long commands that failed every retry wait before they are tried again, while the
+/// runner goes on with new bursts: a firewall that is away for a while (its lock held, a
+/// module reloading) gets those bans once it is back, not only at the next restart.
+pub(crate) const BACKLOG_RETRY: Duration = Duration::from_secs(30);
+
+/// Most failed commands one action keeps for a later try; past it the oldest are dropped
+/// (counted as errors when they failed, logged), the jail still counting them as active until a
+/// restart reconciles the kernel.
+const BACKLOG_MAX: usize = 100_000;
+
 /// Batches waiting in a batched runner's queue ([`spawn_batched`]): each holds up to a stream
 /// read's worth of commands, so fewer slots bound about as many commands.
 pub(crate) const BATCH_QUEUE_DEPTH: usize = 256;
@@ -131,6 +141,20 @@ async fn spawn_with<C: Queued>(
 struct Slot {
     action: Box<dyn Action>,
     errors: ::metrics::Counter,
+    /// Commands that failed every retry, in order, tried again every [`BACKLOG_RETRY`].
+    backlog: Vec<ActionCommand>,
+}
+
+impl Slot {
+    /// Drops backlog commands of a target `burst` names again: the newer command decides (a
+    /// ban that failed, then lifted, must not be applied late).
+    fn supersede(&mut self, burst: &[ActionCommand]) {
+        if self.backlog.is_empty() {
+            return;
+        }
+        let named: HashSet<IpNetwork> = burst.iter().map(|c| c.target()).collect();
+        self.backlog.retain(|c| !named.contains(&c.target()));
+    }
 }
 
 /// The runner thread's state.
@@ -138,6 +162,8 @@ struct Worker {
     jail: String,
     slots: Vec<Slot>,
     metrics: JailMetrics,
+    /// [`BACKLOG_RETRY`], shorter in tests.
+    backlog_retry: Duration,
 }
 
 impl Worker {
@@ -147,13 +173,30 @@ impl Worker {
             .map(|action| {
                 let errors = metrics::action_errors(&jail, action.kind().name());
                 errors.absolute(0);
-                Slot { action, errors }
+                Slot {
+                    action,
+                    errors,
+                    backlog: Vec::new(),
+                }
             })
             .collect();
         Worker {
             jail,
             slots,
             metrics,
+            backlog_retry: BACKLOG_RETRY,
+        }
+    }
+
+    /// Tries every action's backlog again; what still fails stays for the next round.
+    fn retry_backlogs(&mut self) {
+        for slot in &mut self.slots {
+            if slot.backlog.is_empty() {
+                continue;
+            }
+            let backlog = std::mem::take(&mut slot.backlog);
+            tracing::info!(jail = %self.jail, action = slot.action.kind().name(), commands = backlog.len(), "retrying firewall commands that failed");
+            apply(&self.jail, slot, &backlog);
         }
     }
 
@@ -177,7 +220,29 @@ impl Worker {
     /// [`MAX_BURST`]; senders of batches keep them at most that long).
     fn serve<C: Queued>(&mut self, mut commands: mpsc::Receiver<C>) {
         let mut burst = Vec::with_capacity(MAX_BURST);
-        while let Some(first) = commands.blocking_recv() {
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            if self.slots.iter().all(|s| s.backlog.is_empty()) {
+                retry_at = None;
+            } else {
+                let due = *retry_at.get_or_insert_with(|| Instant::now() + self.backlog_retry);
+                if Instant::now() >= due {
+                    self.retry_backlogs();
+                    retry_at = None;
+                    continue;
+                }
+            }
+            let first = match retry_at {
+                None => match commands.blocking_recv() {
+                    Some(first) => first,
+                    None => break,
+                },
+                Some(due) => match recv_until(&mut commands, due) {
+                    Waited::Got(first) => first,
+                    Waited::Closed => break,
+                    Waited::TimedOut => continue,
+                },
+            };
             burst.clear();
             first.into_burst(&mut burst);
             while burst.len() < MAX_BURST {
@@ -190,6 +255,7 @@ impl Worker {
                 continue;
             }
             for slot in &mut self.slots {
+                slot.supersede(&burst);
                 apply(&self.jail, slot, &burst);
             }
             let now = Instant::now();
@@ -232,7 +298,33 @@ fn retry(mut f: impl FnMut() -> Result<(), ActionError>) -> Result<(), ActionErr
     result
 }
 
-/// Applies a burst, retrying what failed; logs once and counts each command that never applied.
+/// What waiting for the next command until a deadline gave.
+enum Waited<C> {
+    Got(C),
+    TimedOut,
+    Closed,
+}
+
+/// The next command, or none by `until`: the queue is polled every 20 ms, which only a runner
+/// with a backlog does (a blocking receive has no deadline), so a ban waits at most that much
+/// longer while the firewall is failing.
+fn recv_until<C>(commands: &mut mpsc::Receiver<C>, until: Instant) -> Waited<C> {
+    loop {
+        match commands.try_recv() {
+            Ok(command) => return Waited::Got(command),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Waited::Closed,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Waited::TimedOut;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(20)));
+    }
+}
+
+/// Applies a burst, retrying what failed; logs once and counts each command that never
+/// applied, and keeps it in the action's backlog for a later try.
 fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
     let mut pending: Vec<ActionCommand> = burst.to_vec();
     let mut last_error = None;
@@ -278,8 +370,20 @@ fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
         tries,
         first = first.as_deref().unwrap_or(""),
         error = %last_error.map(|e| e.to_string()).unwrap_or_default(),
-        "action failed; the jail still counts these bans as active"
+        "action failed; the jail still counts these bans as active, and they are tried again every {}s",
+        BACKLOG_RETRY.as_secs()
     );
+    slot.backlog.extend(pending);
+    if slot.backlog.len() > BACKLOG_MAX {
+        let dropped = slot.backlog.len() - BACKLOG_MAX;
+        slot.backlog.drain(..dropped);
+        tracing::error!(
+            jail,
+            action = slot.action.kind().name(),
+            dropped,
+            "too many failed firewall commands waiting: the oldest are not tried again until a restart"
+        );
+    }
 }
 
 /// Brings the kernel in line with the bans that should be active: with a listing, lifts what
@@ -422,6 +526,7 @@ mod tests {
             Slot {
                 action: Box::new(fake),
                 errors,
+                backlog: Vec::new(),
             },
             applied,
         )
@@ -457,6 +562,39 @@ mod tests {
         let (mut s, applied) = slot(None, 0);
         reconcile("t", &mut s, &[order("192.0.2.2/32")], false);
         assert_eq!(applied.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn commands_that_failed_every_retry_are_tried_again_later_unless_superseded() {
+        // Four tries fail, the fifth (the backlog's, 50 ms later) applies.
+        let (s, applied) = slot(None, 4);
+        let mut worker = Worker {
+            jail: "t".into(),
+            slots: vec![s],
+            metrics: JailMetrics::new("t"),
+            backlog_retry: Duration::from_millis(50),
+        };
+        let (tx, rx) = mpsc::channel::<ActionCommand>(8);
+        let serving = std::thread::spawn(move || {
+            worker.serve(rx);
+            worker
+        });
+        tx.blocking_send(ActionCommand::Ban(order("192.0.2.3/32")))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while applied.lock().unwrap().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(applied.lock().unwrap().len(), 1, "applied from the backlog");
+        drop(tx);
+        let worker = serving.join().unwrap();
+        assert!(worker.slots[0].backlog.is_empty());
+        // A failed ban that a later command of the same target supersedes leaves the backlog.
+        let (mut s, _) = slot(None, 99);
+        apply("t", &mut s, &[ActionCommand::Ban(order("192.0.2.4/32"))]);
+        assert_eq!(s.backlog.len(), 1);
+        s.supersede(&[ActionCommand::Unban("192.0.2.4/32".parse().unwrap())]);
+        assert!(s.backlog.is_empty());
     }
 
     #[test]
