@@ -175,15 +175,60 @@ fn month_of(zone: &Zone, now: DateTime<Utc>) -> (FixedOffset, i32, i32) {
 /// checks every byte of the tag, so they need no UTF-8 check either). None says nothing
 /// (parse to know). Lets a listener pass over a message no jail wants for the price of its
 /// header.
+#[cfg(test)]
 pub(crate) fn program_3164<'a>(
     frame: &'a [u8],
     zone: &Zone,
     now: DateTime<Utc>,
 ) -> Option<&'a [u8]> {
+    let read = read_3164(frame, zone, now)?;
+    Some(read.program(frame))
+}
+
+/// A frame's header in the common RFC 3164 shape, read from its bytes alone (see
+/// [`program_3164`]): a listener reads it to pass over a frame no jail wants, and hands it
+/// to [`parse_read`] for a frame some jail wants, so a wanted frame's header is read once.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Read3164 {
+    header: Header3164,
+    /// Bytes of the BOM before the header (0 or 3): the header's ranges are of what follows.
+    bom: usize,
+}
+
+impl Read3164 {
+    /// The program the header names (ASCII bytes) in the `frame` it was read from.
+    pub(crate) fn program<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        frame
+            .get(self.bom + self.header.program.start..self.bom + self.header.program.end)
+            .unwrap_or_default()
+    }
+}
+
+/// The header of a frame in the common RFC 3164 shape (None: another shape, parse to know).
+pub(crate) fn read_3164(frame: &[u8], zone: &Zone, now: DateTime<Utc>) -> Option<Read3164> {
     let b = frame.strip_prefix(BOM.as_bytes()).unwrap_or(frame);
     let (offset, year_of) = calendar(zone, now);
-    let h = header_3164(b, year_of, offset, Seconds::Whole)?;
-    b.get(h.program)
+    let header = header_3164(b, year_of, offset, Seconds::Whole)?;
+    Some(Read3164 {
+        header,
+        bom: frame.len() - b.len(),
+    })
+}
+
+/// [`parse`] of `text`, the [`decode`]d frame [`read_3164`] read `read` from, at the same
+/// `now`, without reading its header again: the header's parts are ASCII, so the decoded text
+/// holds them at the same offsets (decoding strips the BOM first and only the frame's end).
+pub(crate) fn parse_read<'a>(
+    text: &'a str,
+    read: &Read3164,
+    zone: &Zone,
+    now: DateTime<Utc>,
+) -> Result<Event<'a>, ParseError> {
+    match event_3164(text, &read.header) {
+        Some(event) => Ok(event),
+        // Never: `text` is not the frame `read` came from.
+        None => parse(text, zone, now),
+    }
 }
 
 /// Whether [`fast_3164`] reads `hh:mm:ss.ffffff` (rsyslog does; syslog_loose does not, so the
@@ -298,14 +343,20 @@ fn fast_3164<'a>(
     seconds: Seconds,
 ) -> Option<Event<'a>> {
     let h = header_3164(text.as_bytes(), year_of, offset, seconds)?;
-    let message = text[h.colon + 1..].trim();
+    event_3164(text, &h)
+}
+
+/// The event of `text` whose header is `h` (None when `h` does not fit `text`: never, when
+/// `h` was read from its bytes).
+fn event_3164<'a>(text: &'a str, h: &Header3164) -> Option<Event<'a>> {
+    let message = text.get(h.colon + 1..)?.trim();
     let message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
     let (message, repeat) = split_repeat(message);
     Some(Event {
         timestamp: Some(h.timestamp),
         // ASCII only (checked by header_3164), so these are character boundaries.
-        hostname: Some(&text[h.host.clone()]),
-        program: Some(&text[h.program.clone()]),
+        hostname: Some(text.get(h.host.clone())?),
+        program: Some(text.get(h.program.clone())?),
         pid: h.pid.map(ProcId::PID),
         message,
         repeat,

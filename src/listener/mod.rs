@@ -12,6 +12,8 @@ pub(crate) mod udp;
 pub(crate) mod unix;
 mod unwanted;
 
+use unwanted::Header;
+
 /// The next state of a test generator's linear congruential sequence (Knuth's MMIX
 /// constants): the generated corpora of the listener's differential tests, reproducible
 /// without a dependency.
@@ -295,12 +297,14 @@ impl Pipeline {
         origin: Origin<'_>,
         out: &mut Vec<Failure>,
     ) {
-        if self.unwanted(frame, receipt) {
-            return;
-        }
+        let read = match self.header(frame, receipt) {
+            Header::Unwanted => return,
+            Header::Wanted(read) => Some(read),
+            Header::Unread => None,
+        };
         let text = parse::decode(frame);
         let mut filled = String::new();
-        let Some(event) = self.event(&text, receipt, origin, &mut filled) else {
+        let Some(event) = self.event(&text, read.as_ref(), receipt, origin, &mut filled) else {
             return;
         };
         let mut matched = Vec::new();
@@ -319,13 +323,17 @@ impl Pipeline {
         origin: Origin<'_>,
         verdicts: &mut Vec<Matched>,
     ) -> Option<Prepared> {
-        if self.unwanted(frame, receipt) {
-            return None;
-        }
-        self.matches_fully(frame, receipt, origin, verdicts)
+        let read = match self.header(frame, receipt) {
+            Header::Unwanted => return None,
+            Header::Wanted(read) => Some(read),
+            Header::Unread => None,
+        };
+        self.matches_read(frame, read.as_ref(), receipt, origin, verdicts)
     }
 
-    /// [`Pipeline::matches`] without the [`Pipeline::unwanted`] shortcut.
+    /// [`Pipeline::matches`] without the unwanted-frame shortcut: the frame parsed from the
+    /// start (what the shortcut is tested against).
+    #[cfg(test)]
     fn matches_fully(
         &self,
         frame: &[u8],
@@ -333,9 +341,21 @@ impl Pipeline {
         origin: Origin<'_>,
         verdicts: &mut Vec<Matched>,
     ) -> Option<Prepared> {
+        self.matches_read(frame, None, receipt, origin, verdicts)
+    }
+
+    /// [`Pipeline::matches`] past the shortcut, with the header it read when it read one.
+    fn matches_read(
+        &self,
+        frame: &[u8],
+        read: Option<&parse::Read3164>,
+        receipt: Receipt,
+        origin: Origin<'_>,
+        verdicts: &mut Vec<Matched>,
+    ) -> Option<Prepared> {
         let text = parse::decode(frame);
         let mut filled = String::new();
-        let event = self.event(&text, receipt, origin, &mut filled)?;
+        let event = self.event(&text, read, receipt, origin, &mut filled)?;
         let first = verdicts.len();
         if !self.router.matches(&event, verdicts) {
             verdicts.truncate(first);
@@ -411,16 +431,22 @@ impl Pipeline {
         self.apply_event(&event, receipt, matched, out);
     }
 
-    /// The event of one decoded frame, its host name filled in; None when it is unparseable
-    /// (counted) or no jail could take it.
+    /// The event of one decoded frame (whose 3164 header is `read`, when the shortcut read
+    /// it), its host name filled in; None when it is unparseable (counted) or no jail could
+    /// take it.
     fn event<'t>(
         &self,
         text: &'t str,
+        read: Option<&parse::Read3164>,
         receipt: Receipt,
         origin: Origin<'t>,
         filled: &'t mut String,
     ) -> Option<parse::Event<'t>> {
-        let event = match parse::parse(text, &self.zone, receipt.wall) {
+        let parsed = match read {
+            Some(read) => parse::parse_read(text, read, &self.zone, receipt.wall),
+            None => parse::parse(text, &self.zone, receipt.wall),
+        };
+        let event = match parsed {
             Ok(event) => event,
             Err(_) => {
                 self.unparseable.increment(1);
