@@ -76,45 +76,31 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// One worker per runtime worker thread; they end when the pool is dropped.
+    /// One worker per runtime worker thread, each on a thread of its own (not a runtime
+    /// task: the runtime ran a connection's reader and its workers mostly one at a time, see
+    /// BENCHMARKS.md, sixth round); they end when the pool is dropped.
     pub(crate) fn new() -> Arc<Pool> {
         let workers = tokio::runtime::Handle::current()
             .metrics()
             .num_workers()
             .max(1);
         let queues = (0..workers)
-            .map(|_| {
+            .filter_map(|n| {
                 let (tx, mut rx) = mpsc::channel::<Job>(IN_FLIGHT_PER_WORKER);
-                tokio::spawn(async move {
-                    while let Some(job) = rx.recv().await {
-                        let Job {
-                            pipeline,
-                            frames,
-                            receipt,
-                            peer,
-                            done,
-                        } = job;
-                        let local = thread_copy(&pipeline);
-                        drop(pipeline);
-                        let mut verdicts = Vec::new();
-                        let hits = frames
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, f)| {
-                                local
-                                    .matches(f, receipt, Origin::Peer(peer), &mut verdicts)
-                                    .map(|hit| (i as u32, hit))
-                            })
-                            .collect();
-                        // The connection is gone: nothing to hand back.
-                        let _ = done.send(Matches {
-                            hits,
-                            verdicts,
-                            frames,
-                        });
+                let spawned = std::thread::Builder::new()
+                    .name(format!("jailsink-match-{n}"))
+                    .spawn(move || {
+                        while let Some(job) = rx.blocking_recv() {
+                            work(job);
+                        }
+                    });
+                match spawned {
+                    Ok(_) => Some(tx),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start a match worker thread");
+                        None
                     }
-                });
-                tx
+                }
             })
             .collect();
         Arc::new(Pool {
@@ -137,9 +123,41 @@ impl Pool {
     /// Queues `job` on the next worker in turn, waiting while its queue is full; false when
     /// the workers are gone (shutdown).
     async fn submit(&self, job: Job) -> bool {
+        if self.queues.is_empty() {
+            return false;
+        }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
         self.queues[i].send(job).await.is_ok()
     }
+}
+
+/// Matches one batch and hands the results back to its connection.
+fn work(job: Job) {
+    let Job {
+        pipeline,
+        frames,
+        receipt,
+        peer,
+        done,
+    } = job;
+    let local = thread_copy(&pipeline);
+    drop(pipeline);
+    let mut verdicts = Vec::new();
+    let hits = frames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            local
+                .matches(f, receipt, Origin::Peer(peer), &mut verdicts)
+                .map(|hit| (i as u32, hit))
+        })
+        .collect();
+    // The connection is gone: nothing to hand back.
+    let _ = done.send(Matches {
+        hits,
+        verdicts,
+        frames,
+    });
 }
 
 thread_local! {
@@ -334,7 +352,7 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
     let mut read_chunk = FIRST_READ_CHUNK;
     let mut buf = BytesMut::with_capacity(read_chunk);
     let mut in_flight: VecDeque<Pending> = VecDeque::new();
-    let limit = pool.in_flight();
+    let limit = pool.in_flight().max(1);
     loop {
         // Batches the pool has finished are applied first, in order; a full window waits.
         if in_flight.len() >= limit {
