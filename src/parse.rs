@@ -175,15 +175,60 @@ fn month_of(zone: &Zone, now: DateTime<Utc>) -> (FixedOffset, i32, i32) {
 /// checks every byte of the tag, so they need no UTF-8 check either). None says nothing
 /// (parse to know). Lets a listener pass over a message no jail wants for the price of its
 /// header.
+#[cfg(test)]
 pub(crate) fn program_3164<'a>(
     frame: &'a [u8],
     zone: &Zone,
     now: DateTime<Utc>,
 ) -> Option<&'a [u8]> {
+    let read = read_3164(frame, zone, now)?;
+    Some(read.program(frame))
+}
+
+/// A frame's header in the common RFC 3164 shape, read from its bytes alone (see
+/// [`program_3164`]): a listener reads it to pass over a frame no jail wants, and hands it
+/// to [`parse_read`] for a frame some jail wants, so a wanted frame's header is read once.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Read3164 {
+    header: Header3164,
+    /// Bytes of the BOM before the header (0 or 3): the header's ranges are of what follows.
+    bom: usize,
+}
+
+impl Read3164 {
+    /// The program the header names (ASCII bytes) in the `frame` it was read from.
+    pub(crate) fn program<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        frame
+            .get(self.bom + self.header.program.start..self.bom + self.header.program.end)
+            .unwrap_or_default()
+    }
+}
+
+/// The header of a frame in the common RFC 3164 shape (None: another shape, parse to know).
+pub(crate) fn read_3164(frame: &[u8], zone: &Zone, now: DateTime<Utc>) -> Option<Read3164> {
     let b = frame.strip_prefix(BOM.as_bytes()).unwrap_or(frame);
     let (offset, year_of) = calendar(zone, now);
-    let h = header_3164(b, year_of, offset, Seconds::Whole)?;
-    b.get(h.program)
+    let header = header_3164(b, year_of, offset, Seconds::Whole)?;
+    Some(Read3164 {
+        header,
+        bom: frame.len() - b.len(),
+    })
+}
+
+/// [`parse`] of `text`, the [`decode`]d frame [`read_3164`] read `read` from, at the same
+/// `now`, without reading its header again: the header's parts are ASCII, so the decoded text
+/// holds them at the same offsets (decoding strips the BOM first and only the frame's end).
+pub(crate) fn parse_read<'a>(
+    text: &'a str,
+    read: &Read3164,
+    zone: &Zone,
+    now: DateTime<Utc>,
+) -> Result<Event<'a>, ParseError> {
+    match event_3164(text, &read.header) {
+        Some(event) => Ok(event),
+        // Never: `text` is not the frame `read` came from.
+        None => parse(text, zone, now),
+    }
 }
 
 /// Whether [`fast_3164`] reads `hh:mm:ss.ffffff` (rsyslog does; syslog_loose does not, so the
@@ -298,14 +343,20 @@ fn fast_3164<'a>(
     seconds: Seconds,
 ) -> Option<Event<'a>> {
     let h = header_3164(text.as_bytes(), year_of, offset, seconds)?;
-    let message = text[h.colon + 1..].trim();
+    event_3164(text, &h)
+}
+
+/// The event of `text` whose header is `h` (None when `h` does not fit `text`: never, when
+/// `h` was read from its bytes).
+fn event_3164<'a>(text: &'a str, h: &Header3164) -> Option<Event<'a>> {
+    let message = text.get(h.colon + 1..)?.trim();
     let message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
     let (message, repeat) = split_repeat(message);
     Some(Event {
         timestamp: Some(h.timestamp),
         // ASCII only (checked by header_3164), so these are character boundaries.
-        hostname: Some(&text[h.host.clone()]),
-        program: Some(&text[h.program.clone()]),
+        hostname: Some(text.get(h.host.clone())?),
+        program: Some(text.get(h.program.clone())?),
         pid: h.pid.map(ProcId::PID),
         message,
         repeat,
@@ -337,7 +388,7 @@ fn header_3164(
     }
     // Mmm dd hh:mm:ss + one space: 16 bytes.
     let ts = b.get(i..i + 16)?;
-    let month = MONTHS.iter().position(|m| m.as_bytes() == &ts[..3])? as u32 + 1;
+    let month = month_number([ts[0], ts[1], ts[2]])?;
     let num = |x: &[u8]| -> Option<u32> {
         x.iter().try_fold(0u32, |n, &c| {
             c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
@@ -385,17 +436,9 @@ fn header_3164(
     i += tag_len;
     let mut pid = None;
     if b.get(i) == Some(&b'[') {
-        let close = b[i..].iter().take(12).position(|&c| c == b']')?;
-        let digits = &b[i + 1..i + close];
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        // At most 10 digits: i64 cannot overflow, i32 says whether it fits.
-        let n = digits
-            .iter()
-            .fold(0i64, |n, &c| n * 10 + i64::from(c - b'0'));
-        pid = Some(i32::try_from(n).ok()?);
-        i += close + 1;
+        let (n, end) = pid_digits(b, i + 1)?;
+        pid = Some(n);
+        i = end;
     }
     if b.get(i) != Some(&b':') || !matches!(b.get(i + 1), None | Some(b' ')) {
         return None;
@@ -440,6 +483,67 @@ fn stamp(
         .earliest()?;
     LAST.set(Some((key, t)));
     Some(t)
+}
+
+/// The month (1 to 12) three bytes of a 3164 date name, as their position in [`MONTHS`]
+/// gives it: one switch over the three bytes read as one number, not twelve comparisons in
+/// turn (66 instructions for `Nov`, the header's costliest step but the date).
+#[inline]
+fn month_number(m: [u8; 3]) -> Option<u32> {
+    const fn key(name: &str) -> u32 {
+        let b = name.as_bytes();
+        u32::from_le_bytes([b[0], b[1], b[2], 0])
+    }
+    const JAN: u32 = key(MONTHS[0]);
+    const FEB: u32 = key(MONTHS[1]);
+    const MAR: u32 = key(MONTHS[2]);
+    const APR: u32 = key(MONTHS[3]);
+    const MAY: u32 = key(MONTHS[4]);
+    const JUN: u32 = key(MONTHS[5]);
+    const JUL: u32 = key(MONTHS[6]);
+    const AUG: u32 = key(MONTHS[7]);
+    const SEP: u32 = key(MONTHS[8]);
+    const OCT: u32 = key(MONTHS[9]);
+    const NOV: u32 = key(MONTHS[10]);
+    const DEC: u32 = key(MONTHS[11]);
+    Some(match u32::from_le_bytes([m[0], m[1], m[2], 0]) {
+        JAN => 1,
+        FEB => 2,
+        MAR => 3,
+        APR => 4,
+        MAY => 5,
+        JUN => 6,
+        JUL => 7,
+        AUG => 8,
+        SEP => 9,
+        OCT => 10,
+        NOV => 11,
+        DEC => 12,
+        _ => return None,
+    })
+}
+
+/// The pid of a 3164 tag, `b[from..]` being what follows its `[`: 1 to 10 digits, then `]`,
+/// the number fitting an i32; with where the header goes on (past the `]`). One pass over
+/// the digits (it was a search for the `]`, a check of the digits, then their sum).
+#[inline]
+fn pid_digits(b: &[u8], from: usize) -> Option<(i32, usize)> {
+    let mut n: i64 = 0;
+    let mut j = from;
+    while let Some(&c) = b.get(j) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        if j - from == 10 {
+            return None;
+        }
+        n = n * 10 + i64::from(c - b'0');
+        j += 1;
+    }
+    if j == from || b.get(j) != Some(&b']') {
+        return None;
+    }
+    Some((i32::try_from(n).ok()?, j + 1))
 }
 
 const MONTHS: [&str; 12] = [
@@ -552,6 +656,96 @@ mod tests {
 
     /// [`after_pri`] reads the PRI in place exactly as the `str` parse it replaced did, for
     /// every `<` followed by up to five bytes of digits, `>` and other bytes.
+    /// The months read by one switch are the names' positions, for every three bytes below
+    /// 128 (and a few above).
+    #[test]
+    fn the_month_switched_on_is_the_months_position() {
+        let old = |m: [u8; 3]| {
+            MONTHS
+                .iter()
+                .position(|n| n.as_bytes() == m)
+                .map(|p| p as u32 + 1)
+        };
+        let mut months = 0;
+        for a in (0u8..128).chain([0xc3, 0xff]) {
+            for b in (0u8..128).chain([0xc3, 0xff]) {
+                for c in (0u8..128).chain([0xc3, 0xff]) {
+                    assert_eq!(month_number([a, b, c]), old([a, b, c]), "{:?}", [a, b, c]);
+                    months += usize::from(old([a, b, c]).is_some());
+                }
+            }
+        }
+        assert_eq!(months, 12);
+    }
+
+    /// The pid read in one pass is the pid the search for `]`, the digit check and the sum
+    /// read (what header_3164 did before), with where the header goes on, on every tag end
+    /// of up to 13 bytes from a small alphabet and on random ones.
+    #[test]
+    fn the_pid_read_in_one_pass_is_the_pid_read_before() {
+        fn old(b: &[u8], i: usize) -> Option<(i32, usize)> {
+            let close = b[i..].iter().take(12).position(|&c| c == b']')?;
+            let digits = &b[i + 1..i + close];
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n = digits
+                .iter()
+                .fold(0i64, |n, &c| n * 10 + i64::from(c - b'0'));
+            Some((i32::try_from(n).ok()?, i + close + 1))
+        }
+        let check = |rest: &[u8]| {
+            let mut b = b"x[".to_vec();
+            b.extend_from_slice(rest);
+            assert_eq!(
+                pid_digits(&b, 2),
+                old(&b, 1),
+                "{:?}",
+                String::from_utf8_lossy(&b)
+            );
+        };
+        let alphabet = b"09]a:";
+        let mut found = 0;
+        for len in 0..=7u32 {
+            for k in 0..alphabet.len().pow(len) {
+                let mut k = k;
+                let rest: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let c = alphabet[k % alphabet.len()];
+                        k /= alphabet.len();
+                        c
+                    })
+                    .collect();
+                check(&rest);
+                found += usize::from(pid_digits(&[b"x[".as_slice(), &rest].concat(), 2).is_some());
+            }
+        }
+        assert!(found > 1000, "{found}");
+        let mut x: u64 = 5;
+        for _ in 0..200_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let digits = (x >> 60) as usize;
+            let mut rest: Vec<u8> = (0..digits)
+                .map(|d| b'0' + ((x >> (d * 3 + 4)) % 10) as u8)
+                .collect();
+            rest.push([b']', b']', b']', b'x', b':'][((x >> 50) % 5) as usize]);
+            rest.extend_from_slice(b": message");
+            check(&rest);
+        }
+        for edge in [
+            "2147483647]",
+            "2147483648]",
+            "9999999999]",
+            "99999999999]",
+            "0000000001]",
+            "]",
+        ] {
+            check(edge.as_bytes());
+        }
+    }
+
     #[test]
     fn the_pri_read_in_place_is_the_pri_parsed() {
         fn parsed(b: &[u8]) -> Option<usize> {

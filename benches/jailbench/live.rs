@@ -127,6 +127,13 @@ pub struct LiveRow {
     pub rss_kib: u64,
     /// CPU seconds the receiver used per million messages (all threads, user + system).
     pub cpu_per_million: f64,
+    /// CPU seconds jailbench's sending threads used per million messages: on loopback the
+    /// sender shares the cores with the receiver, so the two together bound the rate.
+    pub sender_cpu_per_million: f64,
+    /// Cores the receiver and the sender kept busy on average, from the first byte until
+    /// every message was counted ((receiver + sender CPU s) / wall s): 2.0 on two cores
+    /// means neither ever waited for the other.
+    pub cores_busy: f64,
 }
 
 /// Messages jailsink has counted on `transport`.
@@ -223,6 +230,8 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
                     rate: sent.messages as f64 / secs,
                     rss_kib: peak.load(Ordering::Relaxed),
                     cpu_per_million: cpu / (sent.messages as f64 / 1e6),
+                    sender_cpu_per_million: sent.cpu_seconds / (sent.messages as f64 / 1e6),
+                    cores_busy: (cpu + sent.cpu_seconds) / secs,
                 });
                 drop(daemon);
                 if let Some(watcher) = watcher {
@@ -267,19 +276,21 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
                 rate: sent.messages as f64 / secs,
                 rss_kib: peak,
                 cpu_per_million: cpu / (sent.messages as f64 / 1e6),
+                sender_cpu_per_million: sent.cpu_seconds / (sent.messages as f64 / 1e6),
+                cores_busy: (cpu + sent.cpu_seconds) / secs,
             });
         }
     }
     println!(
-        "| receiver | connections | framing | messages | msg/s (all counted) | CPU s per 1M msg | peak RSS | vs rsyslogd |"
+        "| receiver | connections | framing | messages | msg/s (all counted) | CPU s per 1M msg | peak RSS | vs rsyslogd | sender CPU s per 1M msg | cores busy |"
     );
-    println!("|---|---:|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let rsyslogd = rows.iter().find(|o| {
             o.receiver == "rsyslogd" && o.connections == r.connections && o.framing == r.framing
         });
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.1} MB | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.1} MB | {} | {:.2} | {:.2} |",
             r.receiver,
             r.connections,
             r.framing,
@@ -287,7 +298,9 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
             r.rate,
             r.cpu_per_million,
             r.rss_kib as f64 / 1024.0,
-            rsyslogd.map_or("-".into(), |o| format!("{:.2}x", r.rate / o.rate))
+            rsyslogd.map_or("-".into(), |o| format!("{:.2}x", r.rate / o.rate)),
+            r.sender_cpu_per_million,
+            r.cores_busy
         );
     }
     for r in rows.iter().filter(|r| r.receiver == "jailsink") {

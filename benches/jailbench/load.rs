@@ -74,6 +74,23 @@ pub struct Sent {
     pub bytes: u64,
     /// Seconds from the first byte to the last.
     pub seconds: f64,
+    /// CPU seconds the sending threads used (user + system, all connections; 0 where not
+    /// measured): on loopback the kernel's receive path up to the receiver's socket queue
+    /// runs here too, so this is what the sender takes from the cores the receiver shares.
+    pub cpu_seconds: f64,
+}
+
+/// CPU seconds the calling thread has used so far (user + system).
+fn thread_cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for clock_gettime to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return 0.0;
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// Sends every line once, spread over `connections` TCP connections (octet-counted or LF
@@ -129,7 +146,8 @@ pub fn send_framed<S: Write + Send + 'static>(
         .into_iter()
         .zip(streams)
         .map(|((buf, ends), mut stream)| {
-            std::thread::spawn(move || -> std::io::Result<(u64, u64)> {
+            std::thread::spawn(move || -> std::io::Result<(u64, u64, f64)> {
+                let cpu_start = thread_cpu_seconds();
                 if per_conn_rate <= 0.0 {
                     stream.write_all(&buf)?;
                 } else {
@@ -149,23 +167,26 @@ pub fn send_framed<S: Write + Send + 'static>(
                     }
                 }
                 stream.flush()?;
-                Ok((ends.len() as u64, buf.len() as u64))
+                let cpu = thread_cpu_seconds() - cpu_start;
+                Ok((ends.len() as u64, buf.len() as u64, cpu))
             })
         })
         .collect();
-    let (mut messages, mut bytes) = (0, 0);
+    let (mut messages, mut bytes, mut cpu_seconds) = (0, 0, 0.0);
     for t in threads {
-        let (m, b) = t
+        let (m, b, c) = t
             .join()
             .map_err(|_| "sender thread panicked".to_string())?
             .map_err(|e| e.to_string())?;
         messages += m;
         bytes += b;
+        cpu_seconds += c;
     }
     Ok(Sent {
         messages,
         bytes,
         seconds: start.elapsed().as_secs_f64(),
+        cpu_seconds,
     })
 }
 
@@ -233,5 +254,6 @@ pub fn send_udp(
         messages: sent as u64,
         bytes,
         seconds: start.elapsed().as_secs_f64(),
+        cpu_seconds: 0.0,
     })
 }

@@ -159,6 +159,7 @@ fn blast(
             messages: messages as u64,
             bytes: 0,
             seconds,
+            cpu_seconds: 0.0,
         }),
         _ => Err(format!(
             "blaster failed: {text}{}",

@@ -12,6 +12,8 @@ pub(crate) mod udp;
 pub(crate) mod unix;
 mod unwanted;
 
+use unwanted::Header;
+
 /// The next state of a test generator's linear congruential sequence (Knuth's MMIX
 /// constants): the generated corpora of the listener's differential tests, reproducible
 /// without a dependency.
@@ -147,6 +149,57 @@ fn part<'b>(base: &'b [u8], range: &Range<u32>) -> &'b str {
     base.get(range.start as usize..range.end as usize)
         .and_then(|bytes| std::str::from_utf8(bytes).ok())
         .unwrap_or_default()
+}
+
+/// The text a hit's parts are read from on the ordered side: the decoded copy when there is
+/// one (text already), else the run of the frame from the first part to the end of the last
+/// checked as UTF-8 once, not once per part (host, program and message: three checks a hit).
+struct Parts<'b> {
+    /// The run's text and where it begins in the frame; None when it is not text (never:
+    /// the parts are of the frame's decoded text), then each part is checked on its own.
+    run: Option<(&'b str, u32)>,
+    base: &'b [u8],
+}
+
+impl<'b> Parts<'b> {
+    /// The parts of `prepared`, a hit in `frame`.
+    fn of(prepared: &'b Prepared, frame: &'b [u8]) -> Parts<'b> {
+        if let Some(owned) = prepared.owned.as_deref() {
+            return Parts {
+                run: Some((owned, 0)),
+                base: owned.as_bytes(),
+            };
+        }
+        let host = match &prepared.host {
+            HostAt::At(at) => Some(at),
+            HostAt::Nowhere | HostAt::Origin => None,
+        };
+        let ranges = || {
+            host.into_iter()
+                .chain(prepared.program.as_ref())
+                .chain([&prepared.message])
+        };
+        let from = ranges().map(|r| r.start).min().unwrap_or(0);
+        let to = ranges().map(|r| r.end).max().unwrap_or(0);
+        let run = frame
+            .get(from as usize..to as usize)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .map(|text| (text, from));
+        Parts { run, base: frame }
+    }
+
+    /// The text at `range` (of the frame, or of the decoded copy), as [`part`] reads it.
+    fn part(&self, range: &Range<u32>) -> &'b str {
+        match self.run {
+            Some((text, from)) => range
+                .start
+                .checked_sub(from)
+                .zip(range.end.checked_sub(from))
+                .and_then(|(start, end)| text.get(start as usize..end as usize))
+                .unwrap_or_default(),
+            None => part(self.base, range),
+        }
+    }
 }
 
 /// A [`Prepared`] whose text is a copy of the event's parts.
@@ -295,12 +348,14 @@ impl Pipeline {
         origin: Origin<'_>,
         out: &mut Vec<Failure>,
     ) {
-        if self.unwanted(frame, receipt) {
-            return;
-        }
+        let read = match self.header(frame, receipt) {
+            Header::Unwanted => return,
+            Header::Wanted(read) => Some(read),
+            Header::Unread => None,
+        };
         let text = parse::decode(frame);
         let mut filled = String::new();
-        let Some(event) = self.event(&text, receipt, origin, &mut filled) else {
+        let Some(event) = self.event(&text, read.as_ref(), receipt, origin, &mut filled) else {
             return;
         };
         let mut matched = Vec::new();
@@ -319,13 +374,17 @@ impl Pipeline {
         origin: Origin<'_>,
         verdicts: &mut Vec<Matched>,
     ) -> Option<Prepared> {
-        if self.unwanted(frame, receipt) {
-            return None;
-        }
-        self.matches_fully(frame, receipt, origin, verdicts)
+        let read = match self.header(frame, receipt) {
+            Header::Unwanted => return None,
+            Header::Wanted(read) => Some(read),
+            Header::Unread => None,
+        };
+        self.matches_read(frame, read.as_ref(), receipt, origin, verdicts)
     }
 
-    /// [`Pipeline::matches`] without the [`Pipeline::unwanted`] shortcut.
+    /// [`Pipeline::matches`] without the unwanted-frame shortcut: the frame parsed from the
+    /// start (what the shortcut is tested against).
+    #[cfg(test)]
     fn matches_fully(
         &self,
         frame: &[u8],
@@ -333,9 +392,21 @@ impl Pipeline {
         origin: Origin<'_>,
         verdicts: &mut Vec<Matched>,
     ) -> Option<Prepared> {
+        self.matches_read(frame, None, receipt, origin, verdicts)
+    }
+
+    /// [`Pipeline::matches`] past the shortcut, with the header it read when it read one.
+    fn matches_read(
+        &self,
+        frame: &[u8],
+        read: Option<&parse::Read3164>,
+        receipt: Receipt,
+        origin: Origin<'_>,
+        verdicts: &mut Vec<Matched>,
+    ) -> Option<Prepared> {
         let text = parse::decode(frame);
         let mut filled = String::new();
-        let event = self.event(&text, receipt, origin, &mut filled)?;
+        let event = self.event(&text, read, receipt, origin, &mut filled)?;
         let first = verdicts.len();
         if !self.router.matches(&event, verdicts) {
             verdicts.truncate(first);
@@ -389,38 +460,44 @@ impl Pipeline {
         receipt: Receipt,
         out: &mut Vec<Failure>,
     ) {
-        let base = prepared.owned.as_deref().map_or(frame, str::as_bytes);
+        let parts = Parts::of(&prepared, frame);
         let mut filled = String::new();
         let hostname = match &prepared.host {
             HostAt::Nowhere => None,
-            HostAt::At(at) => Some(part(base, at)),
+            HostAt::At(at) => Some(parts.part(at)),
             HostAt::Origin => Some(origin.host_name(&mut filled)),
         };
         let event = parse::Event {
             timestamp: None,
             hostname,
-            program: prepared.program.as_ref().map(|at| part(base, at)),
+            program: prepared.program.as_ref().map(|at| parts.part(at)),
             pid: prepared.pid.as_ref().map(|pid| match pid {
                 parse::ProcId::PID(n) => parse::ProcId::PID(*n),
                 parse::ProcId::Name(name) => parse::ProcId::Name(name.as_str()),
             }),
-            message: part(base, &prepared.message),
+            message: parts.part(&prepared.message),
             repeat: prepared.repeat,
         };
         let matched = verdicts.take(prepared.verdicts as usize);
         self.apply_event(&event, receipt, matched, out);
     }
 
-    /// The event of one decoded frame, its host name filled in; None when it is unparseable
-    /// (counted) or no jail could take it.
+    /// The event of one decoded frame (whose 3164 header is `read`, when the shortcut read
+    /// it), its host name filled in; None when it is unparseable (counted) or no jail could
+    /// take it.
     fn event<'t>(
         &self,
         text: &'t str,
+        read: Option<&parse::Read3164>,
         receipt: Receipt,
         origin: Origin<'t>,
         filled: &'t mut String,
     ) -> Option<parse::Event<'t>> {
-        let event = match parse::parse(text, &self.zone, receipt.wall) {
+        let parsed = match read {
+            Some(read) => parse::parse_read(text, read, &self.zone, receipt.wall),
+            None => parse::parse(text, &self.zone, receipt.wall),
+        };
+        let event = match parsed {
             Ok(event) => event,
             Err(_) => {
                 self.unparseable.increment(1);
@@ -605,6 +682,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The parts of a hit read from one checked run of the frame are the parts each checked
+    /// on its own (what the ordered side did before), for every hit among the frames
+    /// (invalid UTF-8 decoded into a copy, no host name, a BOM), from every origin.
+    #[test]
+    fn parts_read_from_one_checked_run_are_the_parts_checked_one_by_one() {
+        let frames = frames();
+        let receipt = Receipt::now();
+        let local = String::from("this-host");
+        let mut hits = 0;
+        for origin in [
+            Origin::Peer("192.0.2.200".parse().unwrap()),
+            Origin::Local(&local),
+        ] {
+            let worker = pipeline(Zone::Utc, true);
+            for frame in &frames {
+                let mut verdicts = Vec::new();
+                let Some(prepared) = worker.matches(frame, receipt, origin, &mut verdicts) else {
+                    continue;
+                };
+                hits += 1;
+                let base = prepared.owned.as_deref().map_or(&frame[..], str::as_bytes);
+                let parts = Parts::of(&prepared, frame);
+                assert!(parts.run.is_some(), "{:?}", String::from_utf8_lossy(frame));
+                let mut ranges: Vec<&Range<u32>> = vec![&prepared.message];
+                ranges.extend(prepared.program.as_ref());
+                if let HostAt::At(at) = &prepared.host {
+                    ranges.push(at);
+                }
+                for range in ranges {
+                    assert_eq!(parts.part(range), part(base, range));
+                    assert!(!part(base, range).is_empty() || range.is_empty());
+                }
+            }
+        }
+        assert!(hits > 1_000, "{hits}");
     }
 
     /// A thread's shared host and user names are the names asked for, whatever was kept

@@ -68,7 +68,11 @@ struct Matches {
 
 /// The match workers every connection of a listener shares.
 pub(crate) struct Pool {
-    queues: Vec<mpsc::Sender<Job>>,
+    /// Worker threads the pool runs (as many as runtime workers).
+    workers: usize,
+    /// Their queues, made with the threads when a connection first hands a batch over: an
+    /// idle daemon, or one whose connections never need the pool, starts no thread (idle RSS).
+    queues: std::sync::OnceLock<Vec<mpsc::Sender<Job>>>,
     next: AtomicUsize,
     /// Connections being served: with as many as there are workers, the connections
     /// themselves keep every core busy, and each matches its own frames (no hand-over cost).
@@ -76,70 +80,99 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// One worker per runtime worker thread; they end when the pool is dropped.
+    /// A pool of one worker per runtime worker thread, each on a thread of its own (not a
+    /// runtime task: the runtime ran a connection's reader and its workers mostly one at a
+    /// time, see BENCHMARKS.md, sixth round), started on first use; they end when the pool is
+    /// dropped.
     pub(crate) fn new() -> Arc<Pool> {
         let workers = tokio::runtime::Handle::current()
             .metrics()
             .num_workers()
             .max(1);
-        let queues = (0..workers)
-            .map(|_| {
-                let (tx, mut rx) = mpsc::channel::<Job>(IN_FLIGHT_PER_WORKER);
-                tokio::spawn(async move {
-                    while let Some(job) = rx.recv().await {
-                        let Job {
-                            pipeline,
-                            frames,
-                            receipt,
-                            peer,
-                            done,
-                        } = job;
-                        let local = thread_copy(&pipeline);
-                        drop(pipeline);
-                        let mut verdicts = Vec::new();
-                        let hits = frames
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, f)| {
-                                local
-                                    .matches(f, receipt, Origin::Peer(peer), &mut verdicts)
-                                    .map(|hit| (i as u32, hit))
-                            })
-                            .collect();
-                        // The connection is gone: nothing to hand back.
-                        let _ = done.send(Matches {
-                            hits,
-                            verdicts,
-                            frames,
-                        });
-                    }
-                });
-                tx
-            })
-            .collect();
         Arc::new(Pool {
-            queues,
+            workers,
+            queues: std::sync::OnceLock::new(),
             next: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
         })
     }
 
-    /// True when enough connections are open to keep every worker thread busy on their own.
+    /// The workers' queues, their threads started on the first call (none when no thread
+    /// could start: then every connection matches its own frames, see [`Pool::saturated`]).
+    fn queues(&self) -> &[mpsc::Sender<Job>] {
+        self.queues.get_or_init(|| {
+            (0..self.workers)
+                .filter_map(|n| {
+                    let (tx, mut rx) = mpsc::channel::<Job>(IN_FLIGHT_PER_WORKER);
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("jailsink-match-{n}"))
+                        .spawn(move || {
+                            while let Some(job) = rx.blocking_recv() {
+                                work(job);
+                            }
+                        });
+                    match spawned {
+                        Ok(_) => Some(tx),
+                        Err(error) => {
+                            tracing::error!(%error, "cannot start a match worker thread");
+                            None
+                        }
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// True when enough connections are open to keep every worker thread busy on their own
+    /// (or no worker thread could start; the first call starts them).
     fn saturated(&self) -> bool {
-        self.connections.load(Ordering::Relaxed) >= self.queues.len()
+        self.connections.load(Ordering::Relaxed) >= self.workers || self.queues().is_empty()
     }
 
     /// Most batches one connection keeps in flight.
     fn in_flight(&self) -> usize {
-        self.queues.len() * IN_FLIGHT_PER_WORKER
+        self.workers * IN_FLIGHT_PER_WORKER
     }
 
     /// Queues `job` on the next worker in turn, waiting while its queue is full; false when
     /// the workers are gone (shutdown).
     async fn submit(&self, job: Job) -> bool {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
-        self.queues[i].send(job).await.is_ok()
+        let queues = self.queues();
+        if queues.is_empty() {
+            return false;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % queues.len();
+        queues[i].send(job).await.is_ok()
     }
+}
+
+/// Matches one batch and hands the results back to its connection.
+fn work(job: Job) {
+    let Job {
+        pipeline,
+        frames,
+        receipt,
+        peer,
+        done,
+    } = job;
+    let local = thread_copy(&pipeline);
+    drop(pipeline);
+    let mut verdicts = Vec::new();
+    let hits = frames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            local
+                .matches(f, receipt, Origin::Peer(peer), &mut verdicts)
+                .map(|hit| (i as u32, hit))
+        })
+        .collect();
+    // The connection is gone: nothing to hand back.
+    let _ = done.send(Matches {
+        hits,
+        verdicts,
+        frames,
+    });
 }
 
 thread_local! {

@@ -15,10 +15,31 @@ use crate::parse;
 impl Pipeline {
     /// True when `frame` needs no further work: its header is the common 3164 shape (so it
     /// parses; nothing to count as unparseable) and names a program no jail takes.
+    #[cfg(test)]
     pub(super) fn unwanted(&self, frame: &[u8], receipt: Receipt) -> bool {
-        parse::program_3164(frame, &self.zone, receipt.wall)
-            .is_some_and(|program| !self.router.wants(Some(program)))
+        matches!(self.header(frame, receipt), Header::Unwanted)
     }
+
+    /// What the shortcut makes of `frame`'s header: passed over, or wanted with the header
+    /// read ([`parse::parse_read`] takes it on from there), or another shape.
+    pub(super) fn header(&self, frame: &[u8], receipt: Receipt) -> Header {
+        match parse::read_3164(frame, &self.zone, receipt.wall) {
+            Some(read) if self.router.wants(Some(read.program(frame))) => Header::Wanted(read),
+            Some(_) => Header::Unwanted,
+            None => Header::Unread,
+        }
+    }
+}
+
+/// A frame's header as [`Pipeline::header`] found it.
+#[derive(Debug)]
+pub(super) enum Header {
+    /// The common 3164 shape, naming a program no jail takes: nothing more to do.
+    Unwanted,
+    /// The common 3164 shape, naming a program some jail takes: the header, read once.
+    Wanted(parse::Read3164),
+    /// Another shape: the frame is parsed from the start.
+    Unread,
 }
 
 #[cfg(test)]
@@ -202,6 +223,14 @@ pub(super) mod tests {
                     if let Some(program) = fast {
                         let text = parse::decode(frame);
                         let event = parse::parse(&text, &zone, wall);
+                        // The header read once is the header parsed again, timestamp and all.
+                        let read = parse::read_3164(frame, &zone, wall).unwrap();
+                        assert_eq!(
+                            parse::parse_read(&text, &read, &zone, wall),
+                            event,
+                            "{:?}",
+                            String::from_utf8_lossy(frame)
+                        );
                         assert_eq!(
                             event.map(|e| e.program.map(str::as_bytes)),
                             Ok(Some(program)),
