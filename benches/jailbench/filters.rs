@@ -95,7 +95,9 @@ fn combined_filter(out: &Path) -> Result<usize, String> {
 /// `jailsink regex LOG FILTER`: (lines/s, failures found).
 fn regex_run(bin: &Path, log: &Path, filter: &Path, lines: u64) -> Result<(f64, u64), String> {
     let start = Instant::now();
+    // The defaults, never the host's /etc/jailsink (see offline.rs).
     let out = Command::new(bin)
+        .args(["-c", "/nonexistent/jailsink.toml"])
         .arg("regex")
         .arg(log)
         .arg(filter)
