@@ -108,7 +108,18 @@ impl Pool {
                         .name(format!("jailsink-match-{n}"))
                         .spawn(move || {
                             while let Some(job) = rx.blocking_recv() {
-                                work(job);
+                                // A bug that panics on some input must cost that batch, not the
+                                // worker: a dead worker's queue would refuse every batch sent to
+                                // it, and each connection handed one would end. The batch's
+                                // connection sees its result gone, logs it and counts its
+                                // messages (`Sink::apply`).
+                                let batch = std::panic::AssertUnwindSafe(|| work(job));
+                                if std::panic::catch_unwind(batch).is_err() {
+                                    tracing::error!(
+                                        worker = n,
+                                        "a match worker panicked on a batch; the worker goes on"
+                                    );
+                                }
                             }
                         });
                     match spawned {
@@ -146,6 +157,10 @@ impl Pool {
     }
 }
 
+/// A frame that makes [`work`] panic in tests.
+#[cfg(test)]
+const TEST_PANIC: &[u8] = b"<test: panic in the match worker>";
+
 /// Matches one batch and hands the results back to its connection.
 fn work(job: Job) {
     let Job {
@@ -155,6 +170,11 @@ fn work(job: Job) {
         peer,
         done,
     } = job;
+    // Tests stand in for a matching bug with this frame: the worker must outlive the panic.
+    #[cfg(test)]
+    if frames.iter().any(|f| f == TEST_PANIC) {
+        panic!("a match worker's test panic");
+    }
     let local = thread_copy(&pipeline);
     drop(pipeline);
     let mut verdicts = Vec::new();
@@ -663,6 +683,44 @@ mod tests {
             f.user.as_deref().map(str::to_string),
             f.seen.message().to_string(),
         )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_that_panics_on_a_batch_loses_that_batch_and_goes_on() {
+        let pool = Pool::new();
+        let shared = Arc::new(pipeline());
+        let peer: SocketAddr = "127.0.0.1:514".parse().unwrap();
+        let job = |text: &'static [u8]| {
+            let (done, result) = oneshot::channel();
+            let job = Job {
+                pipeline: shared.clone(),
+                frames: Frames {
+                    chunk: Bytes::from_static(text),
+                    at: std::iter::once(0..text.len()).collect(),
+                },
+                receipt: Receipt::now(),
+                peer: peer.ip(),
+                done,
+            };
+            (job, result)
+        };
+        for _ in 0..3 {
+            let (poisoned, lost) = job(TEST_PANIC);
+            assert!(pool.submit(poisoned).await);
+            assert!(lost.await.is_err(), "the panicking batch's result is gone");
+        }
+        // Every worker is still there: one batch for each, and each is matched.
+        for _ in 0..pool.workers * 2 {
+            let line: &'static [u8] =
+                b"<38>Nov 29 18:52:53 vm sshd[1]: Failed password for root from 192.0.2.9 port 22 ssh2";
+            let (fine, result) = job(line);
+            assert!(
+                pool.submit(fine).await,
+                "the worker's queue still takes batches"
+            );
+            let matches = result.await.expect("matched by a live worker");
+            assert_eq!(matches.hits.len(), 1);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
