@@ -8,7 +8,7 @@
 //! `<HOST>` in a fail2ban filter also matches DNS names; jailsink never resolves them, so such a
 //! line counts as missed, with a note (`--print-all-missed`) naming the host it would have been.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -297,22 +297,27 @@ pub(crate) fn judge_at(
 
 /// `2026-11-29T18:52:53`, written by hand: chrono's strftime re-reads its format every call.
 fn format_time(t: &NaiveDateTime) -> String {
+    // The 19 bytes are ASCII digits and separators.
+    time_bytes(t).iter().map(|&b| char::from(b)).collect()
+}
+
+/// [`format_time`]'s bytes, in place: the report writes one per failure (200,000 on the 1M-line
+/// corpus), and a `String` each, built a char at a time, was 5% of the run's instructions.
+fn time_bytes(t: &NaiveDateTime) -> [u8; 19] {
     use chrono::{Datelike, Timelike};
-    let mut out = String::with_capacity(19);
-    let mut two = |n: u32, sep: char| {
-        out.push(char::from(b'0' + (n / 10 % 10) as u8));
-        out.push(char::from(b'0' + (n % 10) as u8));
-        out.push(sep);
+    let mut out = *b"0000-00-00T00:00:00";
+    let mut two = |at: usize, n: u32| {
+        out[at] = b'0' + (n / 10 % 10) as u8;
+        out[at + 1] = b'0' + (n % 10) as u8;
     };
     let year = t.year().clamp(0, 9999) as u32;
-    two(year / 100, '\0');
-    two(year % 100, '-');
-    two(t.month(), '-');
-    two(t.day(), 'T');
-    two(t.hour(), ':');
-    two(t.minute(), ':');
-    two(t.second(), '\0');
-    out.retain(|c| c != '\0');
+    two(0, year / 100);
+    two(2, year % 100);
+    two(5, t.month());
+    two(8, t.day());
+    two(11, t.hour());
+    two(14, t.minute());
+    two(17, t.second());
     out
 }
 
@@ -341,6 +346,9 @@ pub struct Summary {
     pub backtrack_limited: u64,
 }
 
+/// Each address's failure times in line order, while the lines are judged.
+type HostTimes = HashMap<IpAddr, Vec<Option<NaiveDateTime>>, foldhash::fast::RandomState>;
+
 /// Reads LOG (`-`, a file, or one literal line), judges every line, and writes the report.
 pub fn run(
     log: &str,
@@ -356,6 +364,9 @@ pub fn run(
         ..Default::default()
     };
     let mut printed = Vec::new();
+    // Hashed while the lines go by (a BTreeMap's walk of IpAddr comparisons per failure cost
+    // more), ordered once at the end for the report.
+    let mut hosts = HostTimes::default();
     let now = Utc::now()
         .with_timezone(&zone.offset_at(Utc::now()))
         .naive_local();
@@ -375,7 +386,7 @@ pub fn run(
                 summary.matched += 1;
                 summary.fail_hits[i] += 1;
                 if let Some(ip) = r.host {
-                    summary.hosts.entry(ip).or_default().push(r.stamp);
+                    hosts.entry(ip).or_default().push(r.stamp);
                 }
             }
             ("ignored", Some(i)) => {
@@ -424,6 +435,7 @@ pub fn run(
         each(1, log, out)?;
         "literal line".to_string()
     };
+    summary.hosts = hosts.into_iter().collect();
     if options.json {
         return Ok(summary);
     }
@@ -527,10 +539,12 @@ fn report(
     for (ip, times) in &s.hosts {
         write!(out, "|  {ip} ({} failures: ", times.len())?;
         for (i, t) in times.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
+            if i > 0 {
+                out.write_all(b", ")?;
+            }
             match t {
-                Some(t) => write!(out, "{sep}{}", format_time(t))?,
-                None => write!(out, "{sep}-")?,
+                Some(t) => out.write_all(&time_bytes(t))?,
+                None => out.write_all(b"-")?,
             }
         }
         writeln!(out, ")")?;
