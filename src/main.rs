@@ -89,6 +89,11 @@ enum Command {
         /// One JSON object per input line.
         #[arg(long)]
         json: bool,
+        /// Threads judging the lines of a jailsink filter (default: every core; 1: one thread).
+        /// The output is the same whatever the count. A fail2ban .conf filter keeps multi-line
+        /// state, so its lines are judged on one thread, in order.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=regex_tool::MAX_THREADS as u64))]
+        threads: Option<u64>,
     },
     /// Show jails, or one jail's counts and bans.
     Status {
@@ -231,6 +236,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print_all_matched,
             print_all_missed,
             json,
+            threads,
         } => {
             let (dirs, zone) = regex_context(&cli.config)?;
             let loaded = match regex_tool::load_filter(&filter, &dirs) {
@@ -244,6 +250,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_all_matched,
                 print_all_missed,
                 json,
+                threads: match threads {
+                    Some(n) => usize::try_from(n).unwrap_or(1),
+                    None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                },
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());

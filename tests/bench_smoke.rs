@@ -56,6 +56,23 @@ fn corpus_offline_and_live_tcp_udp() {
         assert_eq!(row.found, truth.sshd_failures, "{tool}");
     }
     assert!(rows.iter().any(|r| r.tool == "sshguard" && r.found > 0));
+    // `jailsink regex` on one thread and on two, side by side (jailsink alone).
+    let offline = ["offline", "--corpus", c, "--jailsink", binary()];
+    let threads = [
+        "--jailsink-threads",
+        "1,2",
+        "--skip",
+        "sshguard,fail2ban-regex",
+    ];
+    let jailbench::Job::Offline(args) = parse(&[&offline[..], &threads].concat()) else {
+        unreachable!("offline parses as offline")
+    };
+    let rows = jailbench::offline::offline(&args).unwrap();
+    assert_eq!(rows.len(), 2);
+    for tool in ["jailsink-t1", "jailsink-t2"] {
+        let row = rows.iter().find(|r| r.tool == tool).unwrap();
+        assert_eq!(row.found, truth.sshd_failures, "{tool}");
+    }
     // Live TCP, jailsink and a private rsyslogd, every message counted; then UDP.
     let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
         .into_iter()

@@ -25,6 +25,7 @@ mod observe;
 mod operate;
 mod package;
 mod redis_support;
+mod regex_threads;
 mod sshd;
 mod support;
 mod udp;

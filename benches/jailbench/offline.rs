@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use super::corpus::Truth;
 
-/// `offline --corpus DIR --jailsink BIN [--fail2ban-rs BIN] [--skip fail2ban-regex,sshguard]`.
+/// `offline --corpus DIR --jailsink BIN [--jailsink-threads 1,2] [--fail2ban-rs BIN]
+/// [--skip fail2ban-regex,sshguard]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// A directory `corpus` wrote.
@@ -16,6 +17,11 @@ pub struct Args {
     pub corpus: PathBuf,
     #[command(flatten)]
     pub jailsink: super::Jailsink,
+    /// `jailsink regex --threads N`, comma-separated: one row `jailsink-tN` per count. Without
+    /// it, one row `jailsink` with the tool's default (every core; builds before `--threads`
+    /// judged on one thread).
+    #[arg(long, value_delimiter = ',')]
+    pub jailsink_threads: Vec<u32>,
     /// fail2ban-rs binary (bench/offline.sh installs it); without it that tool is left out.
     #[arg(long = "fail2ban-rs")]
     pub fail2ban_rs: Option<PathBuf>,
@@ -88,7 +94,8 @@ pub fn offline(args: &Args) -> Result<Vec<OfflineRow>, String> {
                    stdin: Option<&Path>,
                    count: &dyn Fn(&str) -> u64|
      -> Result<(), String> {
-        if args.skip.iter().any(|s| s == tool) {
+        let skipped = |s: &String| s == tool || (s == "jailsink" && tool.starts_with("jailsink"));
+        if args.skip.iter().any(skipped) {
             return Ok(());
         }
         let path = out(tool);
@@ -113,19 +120,27 @@ pub fn offline(args: &Args) -> Result<Vec<OfflineRow>, String> {
             })
             .unwrap_or(0)
     };
-    run(
-        "jailsink",
-        // `-c` a path that is not there: the defaults, never the host's /etc/jailsink (which the
-        // package test installs and purges while the suite runs: read mid-purge, it failed the
-        // run and counted nothing).
-        Command::new(jailsink)
-            .args(["-c", "/nonexistent/jailsink.toml"])
-            .arg("regex")
-            .arg(&corpus)
-            .arg(&sshd_toml),
-        None,
-        &lines_matched,
-    )?;
+    let threads: Vec<Option<u32>> = match args.jailsink_threads.as_slice() {
+        [] => vec![None],
+        counts => counts.iter().copied().map(Some).collect(),
+    };
+    for n in threads {
+        // `-c` a path that is not there: the defaults, never the host's /etc/jailsink (which
+        // the package test installs and purges while the suite runs: read mid-purge, it failed
+        // the run and counted nothing).
+        let mut cmd = Command::new(jailsink);
+        cmd.args(["-c", "/nonexistent/jailsink.toml"]).arg("regex");
+        if let Some(n) = n {
+            cmd.arg("--threads").arg(n.to_string());
+        }
+        let tool = n.map_or("jailsink".to_string(), |n| format!("jailsink-t{n}"));
+        run(
+            &tool,
+            cmd.arg(&corpus).arg(&sshd_toml),
+            None,
+            &lines_matched,
+        )?;
+    }
     if let Some(bin) = args
         .fail2ban_rs
         .as_ref()
@@ -159,7 +174,8 @@ pub fn offline(args: &Args) -> Result<Vec<OfflineRow>, String> {
         None,
         &lines_matched,
     )?;
-    let jailsink_row = rows.iter().find(|r| r.tool == "jailsink");
+    // The first jailsink row is what the others are compared with.
+    let jailsink_row = rows.iter().find(|r| r.tool.starts_with("jailsink"));
     let base = jailsink_row.map_or(1.0, |r| r.rate);
     let base_cpu = jailsink_row.map_or(1.0, |r| r.cpu_seconds);
     println!(
