@@ -258,6 +258,11 @@ fn tail_explains_matches_ignores_misses_bans_and_unbans() {
     assert!(matched["pattern"].as_str().unwrap().starts_with("^Failed"));
     assert_eq!(matched["outcome"], "counted");
     assert_eq!(matched["message"], failed("192.0.2.40"));
+    // A login forgives a failure (one with nothing to forgive shows no event).
+    log_tcp(&[], &d, "sshd", &failed("192.0.2.41"), 1);
+    read_until(&mut tail, |e| {
+        e["event"] == "matched" && e["ip"] == "192.0.2.41"
+    });
     log_tcp(
         &[],
         &d,
