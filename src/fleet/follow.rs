@@ -688,8 +688,10 @@ impl Follower {
                 let key = (self.names.get(&event.jail), event.target);
                 let held_at = self.held().get(&key).map(|h| h.event.banned_at);
                 if let (Some(lifts), Some(held_at)) = (event.lifts, held_at) {
-                    if held_at > lifts {
-                        tracing::info!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: unban of an older ban; the newer one stays");
+                    // Not the ban held: an older one (a newer ban replaced it), or a newer one
+                    // this node did not take because the ban it holds lasts longer.
+                    if held_at != lifts {
+                        tracing::info!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: unban of another ban than the one held; it stays");
                         return;
                     }
                 }
@@ -716,6 +718,15 @@ impl Follower {
                 };
                 if held == Some((event.banned_at, event.expires_at)) {
                     return;
+                }
+                // Two sinks banned the target: the ban that ends later stays (a permanent ban
+                // by hand on one sink must not be cut short by another's ten minutes).
+                if let Some((_, held_end)) = held {
+                    let end = |e: Option<u64>| e.unwrap_or(u64::MAX);
+                    if end(event.expires_at) < end(held_end) {
+                        tracing::info!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: a ban ending before the one held; the held one stays");
+                        return;
+                    }
                 }
                 // One clock reading for the event's checks, deadline, order and timing.
                 let clock = Clock::now();
@@ -1571,6 +1582,64 @@ mod tests {
         };
         follower.apply(unban, false, None).await;
         assert!(follower.held().is_empty(), "{:?}", follower.held());
+    }
+
+    #[tokio::test]
+    async fn of_two_sinks_bans_of_one_target_the_longer_stays_and_only_its_unban_lifts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = super::super::config::RawFleet {
+            redis: Some("redis://127.0.0.1:1/0".into()),
+            role: Some("agent".into()),
+            node: Some("agent-l".into()),
+            action: Some("log".into()),
+            ..Default::default()
+        };
+        let config = super::super::config::compile(&raw, Vec::new(), &mut Vec::new()).unwrap();
+        let mut follower = Follower::start(
+            Arc::new(config),
+            HashMap::new(),
+            dir.path().join("agent.db"),
+            HeldBans::default(),
+        )
+        .await;
+        let now = super::super::now_ms();
+        // Sink a bans for ever (by hand), then sink b for ten minutes.
+        let forever = FleetEvent {
+            origin: "sink-a".into(),
+            expires_at: None,
+            ..ban(1, now)
+        };
+        let brief = FleetEvent {
+            origin: "sink-b".into(),
+            ..ban(1, now + 1_000)
+        };
+        follower.apply(forever.clone(), false, None).await;
+        follower.apply(brief.clone(), false, None).await;
+        let held =
+            |f: &Follower| -> Vec<u64> { f.held().values().map(|h| h.event.banned_at).collect() };
+        assert_eq!(held(&follower), [forever.banned_at], "the longer ban stays");
+        // b's ban ends: its unban names b's ban, not the one held.
+        let unban = |of: &FleetEvent| FleetEvent {
+            op: Op::Unban,
+            banned_at: now + 2_000,
+            expires_at: None,
+            lifts: Some(of.banned_at),
+            ..of.clone()
+        };
+        follower.apply(unban(&brief), false, None).await;
+        assert_eq!(held(&follower), [forever.banned_at]);
+        // a's own unban lifts it.
+        follower.apply(unban(&forever), false, None).await;
+        assert!(follower.held().is_empty());
+        // A longer ban does replace a shorter one.
+        follower.apply(brief.clone(), false, None).await;
+        let longer = FleetEvent {
+            origin: "sink-a".into(),
+            expires_at: Some(now + 3_600_000),
+            ..ban(1, now + 3_000)
+        };
+        follower.apply(longer.clone(), false, None).await;
+        assert_eq!(held(&follower), [longer.banned_at]);
     }
 
     #[test]
