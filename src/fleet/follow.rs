@@ -1539,24 +1539,29 @@ mod tests {
         assert_eq!(follower.journal.entries, 0);
     }
 
-    #[tokio::test]
-    async fn a_both_node_lifts_its_copy_of_another_sinks_ban_when_the_unban_is_run_there() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A follower of `role` named `node` with the log action, its store in `dir` (no Redis).
+    async fn log_follower(role: &str, node: &str, dir: &std::path::Path) -> Follower {
         let raw = super::super::config::RawFleet {
             redis: Some("redis://127.0.0.1:1/0".into()),
-            role: Some("both".into()),
-            node: Some("sink-b".into()),
+            role: Some(role.into()),
+            node: Some(node.into()),
             action: Some("log".into()),
             ..Default::default()
         };
         let config = super::super::config::compile(&raw, Vec::new(), &mut Vec::new()).unwrap();
-        let mut follower = Follower::start(
+        Follower::start(
             Arc::new(config),
             HashMap::new(),
-            dir.path().join("agent.db"),
+            dir.join("agent.db"),
             HeldBans::default(),
         )
-        .await;
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_both_node_lifts_its_copy_of_another_sinks_ban_when_the_unban_is_run_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = log_follower("both", "sink-b", dir.path()).await;
         let now = super::super::now_ms();
         let theirs = FleetEvent {
             origin: "sink-a".into(),
@@ -1587,21 +1592,7 @@ mod tests {
     #[tokio::test]
     async fn of_two_sinks_bans_of_one_target_the_longer_stays_and_only_its_unban_lifts_it() {
         let dir = tempfile::tempdir().unwrap();
-        let raw = super::super::config::RawFleet {
-            redis: Some("redis://127.0.0.1:1/0".into()),
-            role: Some("agent".into()),
-            node: Some("agent-l".into()),
-            action: Some("log".into()),
-            ..Default::default()
-        };
-        let config = super::super::config::compile(&raw, Vec::new(), &mut Vec::new()).unwrap();
-        let mut follower = Follower::start(
-            Arc::new(config),
-            HashMap::new(),
-            dir.path().join("agent.db"),
-            HeldBans::default(),
-        )
-        .await;
+        let mut follower = log_follower("agent", "agent-l", dir.path()).await;
         let now = super::super::now_ms();
         // Sink a bans for ever (by hand), then sink b for ten minutes.
         let forever = FleetEvent {

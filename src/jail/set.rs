@@ -1208,15 +1208,21 @@ mod tests {
         drop(set.finish());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_spray_of_one_network_commits_every_ban_before_escalating() {
-        let (tx, mut rx) = mpsc::channel(64);
+    /// An sshd jail (maxretry 5) that bans a user failing from 3 addresses within an hour.
+    fn spraying() -> JailSpec {
         let mut c = config("sshd", 60);
         c.settings.maxretry = 5;
         c.settings.detection.spray = Some(crate::jail::spray::SpraySettings {
             maxaddresses: 3,
             findtime: Duration::from_secs(3600),
         });
+        c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spray_of_one_network_commits_every_ban_before_escalating() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut c = spraying();
         c.settings.detection.escalation = Some(crate::jail::escalate::Escalation {
             ipv4: 24,
             ipv6: 64,
@@ -1309,12 +1315,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_sprayed_user_bans_every_address_below_maxretry() {
         let (tx, mut rx) = mpsc::channel(64);
-        let mut c = config("sshd", 60);
-        c.settings.maxretry = 5;
-        c.settings.detection.spray = Some(crate::jail::spray::SpraySettings {
-            maxaddresses: 3,
-            findtime: Duration::from_secs(3600),
-        });
+        let c = spraying();
         let mut set = JailSet::start(vec![c], tx, vec![], HashMap::new())
             .await
             .unwrap();
