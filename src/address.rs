@@ -72,6 +72,32 @@ pub(crate) fn show_target(target: IpNetwork) -> String {
     }
 }
 
+/// What a failure of `ip` counts against under a jail's `ipv4_prefix` / `ipv6_prefix`: the
+/// address, or its network, since one IPv6 attacker usually owns a whole prefix. A network that
+/// `allowlisted` says overlaps the allowlist (the host's own /64 at a provider, say) is never
+/// banned, so its other addresses count one by one instead of not at all. The jail and the
+/// fleet's shared windows key failures by this one rule.
+pub(crate) fn counting_key(
+    ip: IpAddr,
+    ipv4_prefix: u8,
+    ipv6_prefix: u8,
+    allowlisted: impl Fn(IpNetwork) -> bool,
+) -> IpNetwork {
+    let (prefix, full) = if ip.is_ipv4() {
+        (ipv4_prefix, 32)
+    } else {
+        (ipv6_prefix, 128)
+    };
+    let key = network_of(ip, prefix);
+    if prefix < full && allowlisted(key) {
+        let own = IpNetwork::from(ip);
+        if !allowlisted(own) {
+            return own;
+        }
+    }
+    key
+}
+
 /// `net` as jailsink counts failures: an IPv4-mapped IPv6 network (`::ffff:192.0.2.0/120`,
 /// copied from a dual-stack server's log) is the IPv4 network it maps (`192.0.2.0/24`), since
 /// every failure's address is normalised to IPv4 ([`normalise`]); any other network is kept.

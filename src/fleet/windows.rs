@@ -150,19 +150,9 @@ pub type SharedSettings = Arc<ArcSwap<HashMap<String, JailSettings>>>;
 /// the jail's own `Jail::key_of`: a prefix holding an ignored address counts its other
 /// addresses one by one.
 pub fn key_of(settings: &JailSettings, ip: IpAddr) -> IpNetwork {
-    let (prefix, full) = if ip.is_ipv4() {
-        (settings.ipv4_prefix, 32)
-    } else {
-        (settings.ipv6_prefix, 128)
-    };
-    let key = crate::address::network_of(ip, prefix);
-    if prefix < full && overlaps(&settings.ignore, key) {
-        let own = IpNetwork::from(ip);
-        if !overlaps(&settings.ignore, own) {
-            return own;
-        }
-    }
-    key
+    crate::address::counting_key(ip, settings.ipv4_prefix, settings.ipv6_prefix, |key| {
+        overlaps(&settings.ignore, key)
+    })
 }
 
 /// How long the `decided` marker holds: as long as the longest ban this jail may give.

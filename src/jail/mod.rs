@@ -220,24 +220,15 @@ impl Jail {
         &self.bans
     }
 
-    /// What a failure of `ip` counts against: the address, or its /ipv4_prefix or
-    /// /ipv6_prefix network, since one IPv6 attacker usually owns a whole prefix. A network
-    /// holding an allowlisted address (the host's own /64 at a provider, say) is never banned,
-    /// so its other addresses count one by one instead of not at all.
+    /// What a failure of `ip` counts against here: [`crate::address::counting_key`] with the
+    /// jail's prefixes and its whole allowlist (run-time entries included).
     pub(crate) fn key_of(&self, ip: IpAddr) -> IpNetwork {
-        let (prefix, full) = if ip.is_ipv4() {
-            (self.settings.ipv4_prefix, 32)
-        } else {
-            (self.settings.ipv6_prefix, 128)
-        };
-        let key = crate::address::network_of(ip, prefix);
-        if prefix < full && self.ignored_by(key).is_some() {
-            let own = IpNetwork::from(ip);
-            if self.ignored_by(own).is_none() {
-                return own;
-            }
-        }
-        key
+        crate::address::counting_key(
+            ip,
+            self.settings.ipv4_prefix,
+            self.settings.ipv6_prefix,
+            |key| self.ignored_by(key).is_some(),
+        )
     }
 
     /// What every failure goes through first, with the key it counts against ([`Jail::key_of`]):
