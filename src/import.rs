@@ -539,27 +539,11 @@ impl Jail<'_> {
             }
         }
         let raw = self.read(out, "port")?;
-        let items = port_items(&raw);
-        if items.is_empty() || items.iter().any(|i| all_ports(i)) {
-            return None;
-        }
-        let mut kept = Vec::new();
-        for item in items {
-            match crate::config::compile::resolve_port(&item, services) {
-                Ok(_) => kept.push(item),
-                Err(reason) => out.note(format!("port {reason}; left out")),
-            }
-        }
-        if kept.is_empty() {
-            return None;
-        }
-        if kept.len() > 15 {
-            out.note(format!(
-                "fail2ban guards {} ports; jailsink takes at most 15 per rule, so this jail guards all ports",
-                kept.len()
-            ));
-            return None;
-        }
+        let kept = match ports_kept(&raw, services, out, "", "jail") {
+            PortsKept::All => return None,
+            PortsKept::Items(kept) if kept.is_empty() => return None,
+            PortsKept::Items(kept) => kept,
+        };
         let list: Vec<String> = kept.iter().map(|p| port_value(p)).collect();
         out.set(
             "port",
@@ -711,34 +695,19 @@ fn action_value(
             .get("type")
             .is_some_and(|t| t.eq_ignore_ascii_case("allports"));
     match own("port", jail.port.as_deref()).filter(|_| !allports) {
-        Some(raw) => {
-            let items = port_items(raw);
-            if items.is_empty() || items.iter().any(|i| all_ports(i)) {
+        Some(raw) => match ports_kept(raw, services, out, &format!("{name}: "), "action") {
+            PortsKept::All => {
                 if ports.is_some() {
                     table.push(format!("port = {}", quote("1:65535")));
                 }
-            } else {
-                let mut kept = Vec::new();
-                for item in items {
-                    match crate::config::compile::resolve_port(&item, services) {
-                        Ok(_) => kept.push(port_value(&item)),
-                        Err(reason) => out.note(format!("{name}: port {reason}; left out")),
-                    }
-                }
-                match kept.len() {
-                    0 => {}
-                    1..=15 => table.push(format!("port = [{}]", kept.join(", "))),
-                    n => {
-                        out.note(format!(
-                            "{name}: fail2ban guards {n} ports; jailsink takes at most 15 per rule, so this action guards all ports"
-                        ));
-                        if ports.is_some() {
-                            table.push(format!("port = {}", quote("1:65535")));
-                        }
-                    }
-                }
             }
-        }
+            // Nothing usable: the jail's ports stand.
+            PortsKept::Items(kept) if kept.is_empty() => {}
+            PortsKept::Items(kept) => {
+                let list: Vec<String> = kept.iter().map(|p| port_value(p)).collect();
+                table.push(format!("port = [{}]", list.join(", ")));
+            }
+        },
         None if allports && ports.is_some() => {
             table.push(format!("port = {}", quote("1:65535")));
         }
@@ -791,6 +760,38 @@ fn action_value(
     } else {
         format!("{{ type = {}, {} }}", quote(kind.name()), table.join(", "))
     }
+}
+
+/// What a fail2ban `port` value leaves for jailsink.
+enum PortsKept {
+    /// Every port: an "every port" spelling, or more items than one rule takes.
+    All,
+    /// The items jailsink can resolve (maybe none), in order.
+    Items(Vec<String>),
+}
+
+/// Reads a jail's or an action's fail2ban `port` value (`what`, with `prefix` before each note
+/// it leaves): items it cannot resolve are noted and left out, more than 15 guard all ports.
+fn ports_kept(raw: &str, services: &str, out: &mut Out, prefix: &str, what: &str) -> PortsKept {
+    let items = port_items(raw);
+    if items.is_empty() || items.iter().any(|i| all_ports(i)) {
+        return PortsKept::All;
+    }
+    let mut kept = Vec::new();
+    for item in items {
+        match crate::config::compile::resolve_port(&item, services) {
+            Ok(_) => kept.push(item),
+            Err(reason) => out.note(format!("{prefix}port {reason}; left out")),
+        }
+    }
+    if kept.len() > 15 {
+        out.note(format!(
+            "{prefix}fail2ban guards {} ports; jailsink takes at most 15 per rule, so this {what} guards all ports",
+            kept.len()
+        ));
+        return PortsKept::All;
+    }
+    PortsKept::Items(kept)
 }
 
 /// `http,https`, `smtp 465 submission` into items.
