@@ -385,6 +385,13 @@ impl JailSet {
         self.persist(op).await;
     }
 
+    /// The slots of `jail`, or every slot when None.
+    fn slots_of<'a>(&'a self, jail: Option<&'a str>) -> impl Iterator<Item = &'a Slot> + 'a {
+        self.slots
+            .iter()
+            .filter(move |s| jail.is_none_or(|j| j == &*s.name))
+    }
+
     /// Lifts one ban now, whatever its deadline.
     async fn lift(&mut self, name: &Arc<str>, target: IpNetwork) -> bool {
         let Some(slot) = self.slots.iter_mut().find(|s| &s.name == name) else {
@@ -641,9 +648,7 @@ impl JailSet {
                     }
                 }
                 let mut bans: Vec<BanInfo> = self
-                    .slots
-                    .iter()
-                    .filter(|s| jail.as_deref().is_none_or(|j| j == &*s.name))
+                    .slots_of(jail.as_deref())
                     .flat_map(|s| {
                         s.jail.bans().iter().map(|(target, ban)| BanInfo {
                             jail: s.name.to_string(),
@@ -727,9 +732,7 @@ impl JailSet {
         limit: usize,
     ) -> Vec<BanInfo> {
         let mut page: Vec<(&Arc<str>, &IpNetwork, &ActiveBan)> = self
-            .slots
-            .iter()
-            .filter(|s| jail.is_none_or(|j| j == &*s.name))
+            .slots_of(jail)
             .flat_map(|s| s.jail.bans().iter().map(move |(t, b)| (&s.name, t, b)))
             .filter(|(name, target, _)| {
                 after
@@ -826,9 +829,7 @@ impl JailSet {
         }
         let mut lifted = Vec::new();
         let targets: Vec<(Arc<str>, IpNetwork)> = self
-            .slots
-            .iter()
-            .filter(|s| jail.as_deref().is_none_or(|j| j == &*s.name))
+            .slots_of(jail.as_deref())
             .flat_map(|s| {
                 // As `ban` and `unban --file` take it: an address at the jail's prefix, a
                 // network aligned (192.0.2.5/24 is 192.0.2.0/24).
@@ -851,9 +852,7 @@ impl JailSet {
                 // Inside a network ban (an escalation, a ban by hand): name it rather than say
                 // only "not banned", and leave the network to the operator.
                 let holders: Vec<String> = self
-                    .slots
-                    .iter()
-                    .filter(|s| jail.as_deref().is_none_or(|j| j == &*s.name))
+                    .slots_of(jail.as_deref())
                     .flat_map(|s| {
                         s.jail
                             .bans()
