@@ -480,6 +480,7 @@ async fn start(
         tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind().name()).collect::<Vec<_>>(), "jail started");
     }
     let (commands, command_rx) = mpsc::channel(64);
+    let allowlists = jails.allowlists();
     let jail_task = tokio::spawn(set::run(jails, failure_rx, command_rx, shutdown.clone()));
     let fleet = match fleet {
         Some(f) => Some(
@@ -488,7 +489,10 @@ async fn start(
                 &config.state_path,
                 shared_rx,
                 failure_tx.clone(),
-                commands.clone(),
+                set::JailTask {
+                    commands: commands.clone(),
+                    allowlists,
+                },
                 shutdown.clone(),
             )
             .await,

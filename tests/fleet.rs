@@ -695,6 +695,68 @@ fn fleet_agent_lifts_restored_bans_its_allowlist_covers() {
     assert!(!holds(&agent, "198.51.100.44"), "{:?}", banned(&agent));
 }
 
+/// A reload that adds `[defaults] ignoreip` entries lifts the fleet bans an agent holds that
+/// they cover (for jails not run on the agent), and later bans of them are refused.
+#[test]
+fn fleet_agent_reload_lifts_bans_its_new_allowlist_covers() {
+    let redis = Redis::start("", &[]);
+    let agent = following_agent(&redis, "agent-reload", "action = \"log\"");
+    xadd(&redis, &[("target", "198.51.100.45/32")]);
+    xadd(&redis, &[("target", "198.51.100.46/32")]);
+    wait_holds(&agent, "198.51.100.45", true, "before the reload");
+    wait_holds(&agent, "198.51.100.46", true, "before the reload");
+    let text = std::fs::read_to_string(&agent.config).unwrap();
+    let grown = text.replace(
+        "ignoreip = [\"127.0.0.0/8\"]",
+        "ignoreip = [\"127.0.0.0/8\", \"198.51.100.45\"]",
+    );
+    assert_ne!(text, grown, "the config names the allowlist as expected");
+    std::fs::write(&agent.config, grown).unwrap();
+    agent.cli_ok(&["reload"]);
+    wait_holds(&agent, "198.51.100.45", false, "after the reload");
+    assert!(holds(&agent, "198.51.100.46"), "{:?}", banned(&agent));
+    assert!(
+        agent.logged("fleet: 198.51.100.45 is allowlisted here now; its fleet ban is lifted"),
+        "no lift logged"
+    );
+    // The allowlist is the only change: no warning that [fleet] changed.
+    assert!(!agent.logged("[fleet] changed: it takes effect at the next restart"));
+    xadd(&redis, &[("target", "198.51.100.45/32")]);
+    agent.wait_metric("jailsink_fleet_errors_total{kind=\"allowlisted\"}", 1.0);
+    assert!(!holds(&agent, "198.51.100.45"), "{:?}", banned(&agent));
+}
+
+/// An agent running the event's jail judges by that jail's whole allowlist: an address of its
+/// `ignoreip_files` is never banned, and one added to the file later has its held ban lifted.
+#[test]
+fn fleet_agent_follows_its_local_jails_allowlist_files() {
+    let redis = Redis::start("", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let allow = dir.path().join("allow.txt");
+    std::fs::write(&allow, "198.51.100.50\n").unwrap();
+    let jail = format!(
+        "\n[jails.sshd]\nprograms = [\"sshd\"]\nfilter = \"sshd\"\naction = \"log\"\nfilter_dirs = [\"{}\"]\nignoreip_files = [\"{}\"]\n",
+        filter_dir().display(),
+        allow.display()
+    );
+    let text = agent_config(
+        &redis.url(),
+        "agent-files",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"",
+    ) + &jail;
+    let agent = Daemon::start_in(dir, &text, &[]);
+    agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    xadd(&redis, &[("target", "198.51.100.50/32")]);
+    agent.wait_metric("jailsink_fleet_errors_total{kind=\"allowlisted\"}", 1.0);
+    assert!(!holds(&agent, "198.51.100.50"), "{:?}", banned(&agent));
+    xadd(&redis, &[("target", "198.51.100.51/32")]);
+    wait_holds(&agent, "198.51.100.51", true, "before the file grows");
+    std::fs::write(&allow, "198.51.100.50\n198.51.100.51\n").unwrap();
+    wait_holds(&agent, "198.51.100.51", false, "after the file grew");
+    agent.assert_no_errors();
+}
+
 /// The GET /metrics text of a daemon running inside `ns`.
 fn scrape_in(ns: &Netns, daemon: &Daemon) -> String {
     let addr = daemon.metrics;
@@ -1546,6 +1608,38 @@ fn fleet_unban_script_never_lifts_a_newer_ban() {
     redis.cli(&["HSET", "t:details", "sshd|192.0.2.4/32", "not json"]);
     assert_eq!(eval("sshd|192.0.2.4/32", "1700000000000"), "1");
     assert!(!held("sshd|192.0.2.4/32"));
+}
+
+/// With shared windows, a decision's `decided` marker is settled once the sink's jail applied
+/// it: held for the ban's own length (not `maxtime`), or deleted when the storm guard withheld
+/// the ban, so the address is counted (and can be decided) again at once.
+#[test]
+fn fleet_shared_windows_settle_the_decided_marker_to_the_applied_ban() {
+    let redis = Redis::start("", &[]);
+    let jails = jails(3, 22).replacen(
+        "port = 22",
+        "port = 22\nmax_bans_per_minute = 1\nbantime_increment = { enabled = true, maxtime = \"1w\" }",
+        1,
+    );
+    let sink = Daemon::start(&sink_config(
+        &redis.url(),
+        "sink-m",
+        "shared_windows = true",
+        &jails,
+    ));
+    let pttl = |ip: &str| int(&redis, &["PTTL", &format!("t:decided:sshd:{ip}/32")]);
+    fail(&[], &sink, "sshd", "192.0.2.61", 3);
+    wait_holds(&sink, "192.0.2.61", true, "the first ban");
+    // Set for a week by the script, then held for the ban's hour.
+    let ok = wait_for(WAIT, || (1..=3_600_000).contains(&pttl("192.0.2.61")));
+    assert!(ok, "marker PTTL {}", pttl("192.0.2.61"));
+    // The storm guard withholds the second ban: its marker goes, and the window counts again.
+    fail(&[], &sink, "sshd", "192.0.2.62", 3);
+    sink.wait_metric("jailsink_bans_withheld_total{jail=\"sshd\"}", 1.0);
+    wait_int(&redis, &["EXISTS", "t:decided:sshd:192.0.2.62/32"], 0);
+    assert!(!holds(&sink, "192.0.2.62"), "{:?}", banned(&sink));
+    fail(&[], &sink, "sshd", "192.0.2.62", 1);
+    wait_int(&redis, &["LLEN", "t:win:sshd:192.0.2.62/32"], 1);
 }
 
 /// Two sinks with shared windows, an sshd jail that also counts spraying.

@@ -208,6 +208,7 @@ async fn propagation(args: &[String]) {
         let f = Follower::start(
             config,
             HashMap::new(),
+            follow::AgentAllowlists::fixed(Vec::new()),
             dir.path().join(format!("agent-{i}.db")),
             held,
         )

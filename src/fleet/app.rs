@@ -7,7 +7,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, Notify};
+use ipnetwork::IpNetwork;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,7 +17,7 @@ use super::publish::{self, Encoder, JailPorts};
 use super::windows::{self, SharedSettings};
 use super::{FleetConfig, FleetError};
 use crate::control::proto::{BanEntry, Reply, Response};
-use crate::jail::set::Command;
+use crate::jail::set::JailTask;
 use crate::jail::Failure;
 use crate::jail::JailSpec;
 use crate::metrics;
@@ -32,6 +33,9 @@ pub(crate) struct Fleet {
     wake: Arc<Notify>,
     ports: Arc<ArcSwap<JailPorts>>,
     settings: SharedSettings,
+    /// `[defaults] ignoreip` with this host's addresses: what agents spare for jails not run
+    /// here, replaced on reload.
+    defaults: watch::Sender<Arc<Vec<IpNetwork>>>,
 }
 
 fn settings_of(jails: &[JailSpec]) -> HashMap<String, crate::jail::JailSettings> {
@@ -66,6 +70,7 @@ impl Fleet {
             wake: Arc::new(Notify::new()),
             ports: Arc::new(ArcSwap::from_pointee(publish::jail_ports(jails))),
             settings: Arc::new(ArcSwap::from_pointee(settings_of(jails))),
+            defaults: watch::Sender::new(Arc::new(fleet.ignore.clone())),
         })
     }
 
@@ -94,7 +99,7 @@ impl Fleet {
         state_path: &std::path::Path,
         shared: Option<mpsc::Receiver<Failure>>,
         local: mpsc::Sender<Failure>,
-        jail: mpsc::Sender<Command>,
+        jail: JailTask,
         shutdown: CancellationToken,
     ) -> Running {
         let tasks = TaskTracker::new();
@@ -116,7 +121,7 @@ impl Fleet {
                 self.settings.clone(),
                 failures,
                 local,
-                jail,
+                jail.clone(),
                 shutdown.clone(),
             ));
         }
@@ -125,6 +130,10 @@ impl Fleet {
             let follower = Follower::start(
                 self.config.clone(),
                 follow::local_jails(jails),
+                follow::AgentAllowlists {
+                    jails: jail.allowlists,
+                    defaults: self.defaults.subscribe(),
+                },
                 state_path.to_path_buf(),
                 held.clone(),
             )
@@ -146,6 +155,7 @@ impl Fleet {
             held,
             ports: self.ports,
             settings: self.settings,
+            defaults: self.defaults,
         }
     }
 }
@@ -158,15 +168,28 @@ pub(crate) struct Running {
     held: HeldBans,
     ports: Arc<ArcSwap<JailPorts>>,
     settings: SharedSettings,
+    defaults: watch::Sender<Arc<Vec<IpNetwork>>>,
 }
 
 impl Running {
-    /// A reload compiled: new jail ports for events, new settings for shared windows.
-    /// (`[fleet]` itself takes effect at the next restart.)
+    /// A reload compiled: new jail ports for events, new settings for shared windows, new
+    /// defaults' allowlist for agents (a ban it now covers is lifted). `[fleet]` itself takes
+    /// effect at the next restart.
     pub(crate) fn reloaded(&self, jails: &[JailSpec], fleet: Option<&FleetConfig>) {
         self.ports.store(Arc::new(publish::jail_ports(jails)));
         self.settings.store(Arc::new(settings_of(jails)));
-        if fleet != Some(&*self.config) {
+        if let Some(new) = fleet {
+            if **self.defaults.borrow() != new.ignore {
+                self.defaults.send_replace(Arc::new(new.ignore.clone()));
+            }
+        }
+        let unchanged = fleet.is_some_and(|new| {
+            FleetConfig {
+                ignore: self.config.ignore.clone(),
+                ..new.clone()
+            } == *self.config
+        });
+        if !unchanged {
             tracing::warn!("[fleet] changed: it takes effect at the next restart");
         }
     }

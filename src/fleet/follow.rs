@@ -16,6 +16,7 @@ use ipnetwork::IpNetwork;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use rusqlite::{params, Connection};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{overlaps, FleetAction};
@@ -24,6 +25,7 @@ use super::stream::{self, StreamReader};
 use super::{Backoff, FleetConfig, Keys, NodeStats, Role, HEARTBEAT_EVERY};
 use crate::action::runner::{self, ActionCommand};
 use crate::action::{ActionSpec, BanOrder, BlockType, FirewallSpec, Protocol};
+use crate::jail::allow::Allowlists;
 use crate::jail::JailSpec;
 use crate::metrics::{self, JailMetrics};
 
@@ -98,13 +100,51 @@ pub struct Held {
 /// lock, uncontended but for a `banned` call, once per change).
 pub type HeldBans = Arc<Mutex<FastMap<BanKey, Held>>>;
 
-/// What a local jail lends the fleet: its actions and its allowlist.
+/// What a local jail lends the fleet: its actions (its allowlist comes from the jail task,
+/// whole and current, through [`Allowlists`]).
 #[derive(Debug, Clone)]
 pub struct LocalJail {
     /// The jail's actions.
     pub actions: Vec<ActionSpec>,
-    /// Its ignoreip (with ignoreself's addresses).
-    pub ignore: Vec<IpNetwork>,
+}
+
+/// What an agent never bans: each local jail's whole allowlist, as its jail task last built it
+/// (`ignoreip`, `ignoreself`, names resolved and files read), and for a jail not run here
+/// `[defaults] ignoreip`'s addresses with this host's (as the last reload left them). Both
+/// change at run time; the follower lifts the held bans they come to cover.
+pub struct AgentAllowlists {
+    /// The local jails' allowlists.
+    pub jails: watch::Receiver<Allowlists>,
+    /// The defaults, for jails not run here.
+    pub defaults: watch::Receiver<Arc<Vec<IpNetwork>>>,
+}
+
+impl AgentAllowlists {
+    /// Allowlists that never change: no local jail, `defaults` for every jail (tests and the
+    /// fleet benchmark).
+    pub fn fixed(defaults: Vec<IpNetwork>) -> AgentAllowlists {
+        AgentAllowlists {
+            jails: watch::channel(Allowlists::default()).1,
+            defaults: watch::channel(Arc::new(defaults)).1,
+        }
+    }
+
+    /// True when a ban of `target` in `jail` would cover an allowlisted address here.
+    fn covers(&self, jail: &str, target: IpNetwork) -> bool {
+        match self.jails.borrow().get(jail) {
+            Some(table) => table.overlapping(target).is_some(),
+            None => overlaps(&self.defaults.borrow(), target),
+        }
+    }
+
+    /// True once (then marked seen) when either changed since last asked.
+    fn changed(&mut self) -> bool {
+        let jails = self.jails.has_changed().unwrap_or(false);
+        let defaults = self.defaults.has_changed().unwrap_or(false);
+        self.jails.mark_unchanged();
+        self.defaults.mark_unchanged();
+        jails || defaults
+    }
 }
 
 /// The local jails by name.
@@ -116,7 +156,6 @@ pub fn local_jails(jails: &[JailSpec]) -> HashMap<String, LocalJail> {
                 j.name.clone(),
                 LocalJail {
                     actions: j.actions.clone(),
-                    ignore: j.settings.ignore.clone(),
                 },
             )
         })
@@ -340,6 +379,8 @@ pub struct Follower {
     config: Arc<FleetConfig>,
     keys: Keys,
     jails: FastMap<Arc<str>, LocalJail>,
+    /// What this node never bans.
+    allowlists: AgentAllowlists,
     runners: FastMap<Arc<str>, runner::Runner<Vec<ActionCommand>>>,
     /// Commands for each jail's runner, handed over as one batch by [`Follower::dispatch`].
     pending: FastMap<Arc<str>, Vec<ActionCommand>>,
@@ -370,6 +411,7 @@ impl Follower {
     pub async fn start(
         config: Arc<FleetConfig>,
         jails: HashMap<String, LocalJail>,
+        allowlists: AgentAllowlists,
         db_path: PathBuf,
         shared: HeldBans,
     ) -> Follower {
@@ -399,6 +441,7 @@ impl Follower {
                 .into_iter()
                 .map(|(name, jail)| (Arc::from(name), jail))
                 .collect(),
+            allowlists,
             runners: FastMap::default(),
             pending: FastMap::default(),
             names: Names::default(),
@@ -452,14 +495,11 @@ impl Follower {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// True (counted and logged) when the ban would cover this node's allowlist for its jail
-    /// (the local jail's `ignoreip`/`ignoreself`, or the defaults').
+    /// True (counted and logged) when the ban would cover this node's allowlist for its jail:
+    /// the local jail's whole allowlist (`ignoreip`, `ignoreself`, its names and files, as
+    /// the jail task last built it), or for a jail not run here the defaults'.
     fn allowlisted(&self, event: &FleetEvent) -> bool {
-        let ignore = self
-            .jails
-            .get(event.jail.as_str())
-            .map_or(&self.config.ignore, |j| &j.ignore);
-        if !overlaps(ignore, event.target) {
+        if !self.allowlists.covers(&event.jail, event.target) {
             return false;
         }
         metrics::fleet_errors("allowlisted").increment(1);
@@ -758,6 +798,25 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// Lifts the held bans a local jail's allowlist covers now (an entry a reload, a resolved
+    /// name or an allowlist file added since they were held): no fleet ban ever covers this
+    /// node's own allowlist. The lifts are written to the store at once.
+    async fn lift_allowlisted(&mut self) {
+        let covered: Vec<(Arc<str>, IpNetwork)> = self
+            .held()
+            .keys()
+            .filter(|(jail, target)| self.allowlists.covers(jail, *target))
+            .cloned()
+            .collect();
+        for (jail, target) in covered {
+            if self.lift(&jail, target) {
+                let shown = crate::address::show_target(target);
+                tracing::info!(%jail, target = %shown, "fleet: {shown} is allowlisted here now; its fleet ban is lifted");
+            }
+        }
+        self.flush().await;
     }
 
     /// Lifts every ban whose deadline has passed.
@@ -1270,6 +1329,10 @@ pub async fn run(
                 },
             }
             follower.expire_due().await;
+            // Between reads (a read is not cut short for it): at most BLOCK late.
+            if follower.allowlists.changed() {
+                follower.lift_allowlisted().await;
+            }
         }
     }
     follower.flush().await;
@@ -1289,6 +1352,11 @@ async fn pause(
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep_until(until) => break,
             _ = sleep_until(follower.deadlines.first().map(|d| d.0)) => follower.expire_due().await,
+            // Allowlists are looked at while Redis is away too.
+            _ = tokio::time::sleep(BLOCK) => {}
+        }
+        if follower.allowlists.changed() {
+            follower.lift_allowlisted().await;
         }
     }
     follower.flush().await;
@@ -1498,6 +1566,7 @@ mod tests {
             Follower::start(
                 Arc::new(config.clone()),
                 HashMap::new(),
+                AgentAllowlists::fixed(Vec::new()),
                 path,
                 HeldBans::default(),
             )
@@ -1552,6 +1621,7 @@ mod tests {
         Follower::start(
             Arc::new(config),
             HashMap::new(),
+            AgentAllowlists::fixed(Vec::new()),
             dir.join("agent.db"),
             HeldBans::default(),
         )

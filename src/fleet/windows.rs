@@ -1,8 +1,9 @@
 //! Shared windows (sinks with `shared_windows = true`): each failure is counted in Redis by one
 //! atomic script call, on Redis's clock, so several sinks that each see part of an attacker's
 //! attempts count together, and the one call that reaches maxretry decides the ban: a
-//! `decided` marker held for the ban's length makes every other sink's call a no-op, so the
-//! ban is decided exactly once. The fleet-wide ban count feeds `bantime_increment`. Failures
+//! `decided` marker makes every other sink's call a no-op, so the ban is decided exactly once.
+//! The marker is set for the longest ban the jail may give, then settled to the ban the jail
+//! applied (its remaining length, or gone when none was committed). The fleet-wide ban count feeds `bantime_increment`. Failures
 //! are batched from the queue, up to 64 per script call and every call of a batch in one
 //! pipeline (one round trip). While Redis is away, failures go to the jail task's own windows
 //! (local fallback).
@@ -18,9 +19,9 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::config::overlaps;
 use super::{Backoff, FleetConfig, Keys};
-use crate::jail::set::{Command, SharedFailure};
+use crate::jail::allow::IgnoreTable;
+use crate::jail::set::{Command, JailTask, MarkerHold, Settled, SharedFailure};
 use crate::jail::Failure;
 use crate::jail::JailSettings;
 use crate::metrics;
@@ -147,15 +148,16 @@ const PER_CALL: usize = 64;
 pub type SharedSettings = Arc<ArcSwap<HashMap<String, JailSettings>>>;
 
 /// What a failure of `ip` counts against under `settings` (the address, or its prefix), as
-/// the jail's own `Jail::key_of`: a prefix holding an ignored address counts its other
-/// addresses one by one.
-pub fn key_of(settings: &JailSettings, ip: IpAddr) -> IpNetwork {
+/// the jail's own `Jail::key_of`: a prefix holding an address of `allowlist` (the jail's whole
+/// allowlist, run-time entries included) counts its other addresses one by one.
+pub fn key_of(settings: &JailSettings, allowlist: &IgnoreTable, ip: IpAddr) -> IpNetwork {
     crate::address::counting_key(ip, settings.ipv4_prefix, settings.ipv6_prefix, |key| {
-        overlaps(&settings.ignore, key)
+        allowlist.overlapping(key).is_some()
     })
 }
 
-/// How long the `decided` marker holds: as long as the longest ban this jail may give.
+/// How long the `decided` marker holds until the jail settles it: as long as the longest ban
+/// this jail may give.
 fn hold_ms(settings: &JailSettings) -> u64 {
     let longest = if settings.increment.enabled {
         Some(settings.increment.maxtime)
@@ -237,6 +239,34 @@ async fn count(
     Ok(replies.into_iter().flatten().collect())
 }
 
+/// Batches of settled markers the jail task may have sent ahead of the windows task.
+const SETTLE_QUEUE: usize = 256;
+
+/// Sets each decided marker's hold to what the jail applied (one pipeline): gone when no ban
+/// was committed, else the ban's remaining length, so a withheld or refused decision, or an
+/// increment's ban shorter than maxtime, does not keep the address undecidable for the
+/// longest ban the jail may give. A marker already gone (the ban lifted) stays gone.
+async fn settle(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    settled: &[Settled],
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    for s in settled {
+        let [_, decided, _] = keys.window(&s.jail, s.key);
+        match s.hold {
+            MarkerHold::Clear => pipe.cmd("DEL").arg(decided).ignore(),
+            MarkerHold::For(left) => pipe
+                .cmd("PEXPIRE")
+                .arg(decided)
+                .arg(left.as_millis().clamp(1, u128::from(u64::MAX / 2)) as u64)
+                .ignore(),
+            MarkerHold::Forever => pipe.cmd("PERSIST").arg(decided).ignore(),
+        };
+    }
+    pipe.query_async(conn).await
+}
+
 /// The addresses of a spray as the script returned them (window targets: an address, or the
 /// network it counts against), each with its fleet-wide ban count (None: the sink counts it);
 /// anything else is counted and skipped.
@@ -296,6 +326,7 @@ impl SharedCounter {
         settings: &JailSettings,
     ) -> redis::RedisResult<Vec<Option<(u32, u32)>>> {
         let now = tokio::time::Instant::now();
+        let allowlist = IgnoreTable::new(&settings.ignore);
         let batch: Vec<(Failure, IpNetwork, &JailSettings)> = failures
             .iter()
             .map(|(jail, ip)| {
@@ -311,7 +342,7 @@ impl SharedCounter {
                         matched: None,
                         user: None,
                     },
-                    key_of(settings, *ip),
+                    key_of(settings, &allowlist, *ip),
                     settings,
                 )
             })
@@ -333,9 +364,13 @@ pub(crate) async fn run(
     settings: SharedSettings,
     mut failures: mpsc::Receiver<Failure>,
     local: mpsc::Sender<Failure>,
-    jail: mpsc::Sender<Command>,
+    jail: JailTask,
     shutdown: CancellationToken,
 ) {
+    let JailTask {
+        commands: jail,
+        allowlists,
+    } = jail;
     let keys = Keys::new(&config.prefix);
     let script = redis::Script::new(SCRIPT);
     let mut conn: Option<MultiplexedConnection> = None;
@@ -343,9 +378,21 @@ pub(crate) async fn run(
     let mut retry_at = Instant::now();
     let mut falling_back = false;
     let mut batch: Vec<Failure> = Vec::with_capacity(BATCH);
+    // The jail task's word on each decision it applied (bounded: when full, it drops the
+    // message and the markers keep their full hold).
+    let (settle_tx, mut settle_rx) = mpsc::channel::<Vec<Settled>>(SETTLE_QUEUE);
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
+            Some(settled) = settle_rx.recv() => {
+                if let Some(c) = conn.as_mut() {
+                    if let Err(error) = settle(c, &keys, &settled).await {
+                        metrics::fleet_errors("redis").increment(1);
+                        tracing::warn!(%error, "fleet: cannot settle decided markers; they keep their full hold");
+                    }
+                }
+                continue;
+            }
             f = failures.recv() => match f {
                 Some(f) => f,
                 None => return,
@@ -384,13 +431,15 @@ pub(crate) async fn run(
         // Owned for the batch (its settings are borrowed across the round trip), not cloned
         // per failure.
         let table = settings.load_full();
+        // The jails' whole allowlists as the jail task judges by them now.
+        let lists = allowlists.borrow().clone();
         let mut shared = Vec::with_capacity(batch.len());
         let mut locals = Vec::new();
         for failure in batch.drain(..) {
-            match table.get(&*failure.jail) {
-                Some(s) if conn.is_some() => {
-                    let key = key_of(s, failure.ip);
-                    if overlaps(&s.ignore, key) {
+            match (table.get(&*failure.jail), lists.get(&*failure.jail)) {
+                (Some(s), Some(allowlist)) if conn.is_some() => {
+                    let key = key_of(s, allowlist, failure.ip);
+                    if allowlist.overlapping(key).is_some() {
                         // The jail counts it as ignored, as it would any ignored failure.
                         locals.push(failure);
                     } else {
@@ -443,7 +492,11 @@ pub(crate) async fn run(
                                 )),
                             });
                         }
-                        if jail.send(Command::Shared(outcomes)).await.is_err() {
+                        if jail
+                            .send(Command::Shared(outcomes, settle_tx.clone()))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }

@@ -110,6 +110,12 @@ impl IgnoreTable {
     }
 }
 
+/// Every jail's whole allowlist by jail name (ignoreip, ignoreself, and the names and files the
+/// watcher keeps current), as the jail task last built it. The fleet's agents and shared
+/// windows read it, so they never ban or count what the jail itself would not, and they follow
+/// its reloads and run-time updates.
+pub type Allowlists = Arc<HashMap<Arc<str>, Arc<IgnoreTable>>>;
+
 /// What one jail's allowlist watcher looks after.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Watched {

@@ -152,7 +152,7 @@ pub struct Jail {
     /// Recent failure lines, the evidence of the next bans.
     ring: evidence::Ring,
     /// settings.ignore plus the run-time entries (`extra`) as one prefix trie.
-    ignore: IgnoreTable,
+    ignore: Arc<IgnoreTable>,
     /// Addresses of ignoreip names and entries of ignoreip_files, as the watcher last sent.
     extra: Arc<[IpNetwork]>,
     spray: Option<Spray>,
@@ -201,7 +201,7 @@ impl Jail {
             recent_bans: VecDeque::new(),
             in_storm: false,
             ring: evidence::Ring::default(),
-            ignore: IgnoreTable::new(&settings.ignore),
+            ignore: Arc::new(IgnoreTable::new(&settings.ignore)),
             extra: Arc::from([]),
             spray: settings
                 .detection
@@ -456,7 +456,37 @@ impl Jail {
     }
 
     fn rebuild_ignore(&mut self) {
-        self.ignore = IgnoreTable::new(self.settings.ignore.iter().chain(self.extra.iter()));
+        self.ignore = Arc::new(IgnoreTable::new(
+            self.settings.ignore.iter().chain(self.extra.iter()),
+        ));
+    }
+
+    /// How long a shared window's decided marker of `key` should hold from `now`: while the
+    /// ban that covers it (its own, or its escalated network's) lasts.
+    pub(crate) fn marker_hold(&self, key: IpNetwork, now: Instant) -> set::MarkerHold {
+        let network = self
+            .settings
+            .detection
+            .escalation
+            .as_ref()
+            .and_then(|e| e.network_of(key));
+        let ban = self
+            .bans
+            .get(&key)
+            .or_else(|| network.and_then(|n| self.bans.get(&n)));
+        match ban.map(|b| b.expires) {
+            None => set::MarkerHold::Clear,
+            Some(None) => set::MarkerHold::Forever,
+            Some(Some(end)) if end > now => set::MarkerHold::For(end - now),
+            Some(Some(_)) => set::MarkerHold::Clear,
+        }
+    }
+
+    /// The whole allowlist as the jail judges by it now (ignoreip, ignoreself, and the
+    /// run-time entries): fleet agents and shared windows take it, so they never ban or count
+    /// what this jail would not.
+    pub(crate) fn allowlist(&self) -> Arc<IgnoreTable> {
+        self.ignore.clone()
     }
 
     /// Adds the failures counted since the last call to `jailsink_failures_total`: once per

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::allow::{self, AllowUpdate, Watched};
+use super::allow::{self, AllowUpdate, Allowlists, Watched};
 use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused};
 use super::why;
 use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec, Keyed};
@@ -41,8 +41,44 @@ pub(crate) enum Command {
         Vec<JailSpec>,
         oneshot::Sender<Result<String, RunnerStartError>>,
     ),
-    /// Failures counted in the fleet's shared windows, with the bans they decided.
-    Shared(Vec<SharedFailure>),
+    /// Failures counted in the fleet's shared windows, with the bans they decided, and where
+    /// to say how long each decision's `decided` marker should hold now that it is applied.
+    Shared(Vec<SharedFailure>, mpsc::Sender<Vec<Settled>>),
+}
+
+/// The jail task as the fleet reaches it: its command queue, and the allowlists it publishes
+/// (agents and shared windows judge by them).
+#[derive(Clone)]
+pub(crate) struct JailTask {
+    /// Commands to the jail task.
+    pub commands: mpsc::Sender<Command>,
+    /// Each jail's whole allowlist, current.
+    pub allowlists: tokio::sync::watch::Receiver<Allowlists>,
+}
+
+/// How long a shared window's `decided` marker holds once the jail applied the decision: as
+/// long as the ban that covers the address now, or not at all when none does (withheld by the
+/// storm guard, allowlisted, lifted meanwhile), so that the address can be decided again.
+/// Until then the marker holds for the longest ban the jail may give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MarkerHold {
+    /// No ban covers it: the marker goes.
+    Clear,
+    /// A ban covers it for this long still.
+    For(std::time::Duration),
+    /// A permanent ban covers it.
+    Forever,
+}
+
+/// One decided marker to settle: the jail, the window's key, how long it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settled {
+    /// The jail.
+    pub jail: Arc<str>,
+    /// The key the failure was counted under.
+    pub key: IpNetwork,
+    /// How long its marker holds from now.
+    pub hold: MarkerHold,
 }
 
 /// A failure counted in Redis by the fleet's shared windows.
@@ -97,6 +133,8 @@ pub(crate) struct JailSet {
     watched: tokio::sync::watch::Sender<Vec<Watched>>,
     /// The watcher's updates of the run-time allowlists.
     allow_updates: mpsc::Receiver<AllowUpdate>,
+    /// Each jail's whole allowlist, for the fleet (sent again whenever one changes).
+    allowlists: tokio::sync::watch::Sender<Allowlists>,
     /// Each failure's slot and key in the batch being applied, kept for its allocation.
     batch_keys: Vec<Option<(usize, Keyed)>>,
 }
@@ -324,13 +362,31 @@ impl JailSet {
             ticks: 0,
             watched: watched_tx,
             allow_updates,
+            allowlists: tokio::sync::watch::Sender::new(Allowlists::default()),
             batch_keys: Vec::new(),
         };
+        set.publish_allowlists();
         set.send_routes().await;
         for op in forget {
             set.persist(op).await;
         }
         Ok(set)
+    }
+
+    /// Each jail's whole allowlist now and after every change: fleet agents and shared
+    /// windows judge by it.
+    pub(crate) fn allowlists(&self) -> tokio::sync::watch::Receiver<Allowlists> {
+        self.allowlists.subscribe()
+    }
+
+    /// Sends every jail's allowlist to [`JailSet::allowlists`]'s readers.
+    fn publish_allowlists(&self) {
+        let lists = self
+            .slots
+            .iter()
+            .map(|s| (s.name.clone(), s.jail.allowlist()))
+            .collect();
+        self.allowlists.send_replace(Arc::new(lists));
     }
 
     fn slot_mut(&mut self, name: &str) -> Option<&mut Slot> {
@@ -560,6 +616,7 @@ impl JailSet {
         let covered = slot.jail.set_extra(update.extra);
         let name = slot.name.clone();
         tracing::info!(jail = %name, entries = count, "[{name}] allowlist updated");
+        self.publish_allowlists();
         self.lift_allowlisted(&name, covered).await;
     }
 
@@ -572,11 +629,24 @@ impl JailSet {
     }
 
     /// Applies failures counted in the fleet's shared windows.
-    pub async fn on_shared(&mut self, failures: Vec<SharedFailure>) {
+    pub async fn on_shared(
+        &mut self,
+        failures: Vec<SharedFailure>,
+        settle: &mpsc::Sender<Vec<Settled>>,
+    ) {
+        let mut settled = Vec::new();
         for f in failures {
             let Some(slot) = self.slot_mut(&f.jail) else {
                 continue;
             };
+            // The addresses whose markers this failure set in Redis: its own when it decided
+            // the ban, and those of the spray it completed (a bare address has none).
+            let decided: Vec<IpAddr> = f
+                .decided
+                .map(|_| f.ip)
+                .into_iter()
+                .chain(f.sprayed.iter().filter(|s| s.1.is_some()).map(|s| s.0))
+                .collect();
             // Only a failure that decides a ban needs its line.
             let line = f.decided.is_some().then(|| crate::evidence::Line {
                 at_ms: f.seen.at_ms,
@@ -592,7 +662,22 @@ impl JailSet {
                 slot.jail
                     .on_shared_spray(&decision, f.user.as_deref(), f.sprayed, f.received_at);
             let name = slot.name.clone();
-            self.apply(name, decision, sprayed, f.host).await;
+            self.apply(name.clone(), decision, sprayed, f.host).await;
+            if let Some(slot) = self.slot(&name) {
+                let now = Instant::now();
+                settled.extend(decided.into_iter().map(|ip| {
+                    let key = slot.jail.key_of(ip);
+                    Settled {
+                        jail: name.clone(),
+                        key,
+                        hold: slot.jail.marker_hold(key, now),
+                    }
+                }));
+            }
+        }
+        if !settled.is_empty() && settle.try_send(settled).is_err() {
+            // The shared windows are behind or gone: those markers hold their full length.
+            tracing::warn!("fleet: shared windows busy; decided markers keep their full hold");
         }
     }
 
@@ -933,6 +1018,7 @@ impl JailSet {
         }
         self.send_routes().await;
         self.watched.send_replace(watched(self.slots.iter()));
+        self.publish_allowlists();
         // An ignoreip entry the reload added lifts the bans it covers, as a run-time
         // allowlist entry does (`on_allow`): an allowlisted address is never banned.
         let covered: Vec<(Arc<str>, Vec<IpNetwork>)> = self
@@ -1042,7 +1128,7 @@ pub(crate) async fn run(
                     let result = set.reload(configs).await;
                     let _ = answer.send(result);
                 }
-                Some(Command::Shared(failures)) => set.on_shared(failures).await,
+                Some(Command::Shared(failures, settle)) => set.on_shared(failures, &settle).await,
                 None => break,
             },
             Some(update) = set.allow_updates.recv() => set.on_allow(update).await,
