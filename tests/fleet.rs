@@ -1550,10 +1550,11 @@ fn fleet_both_role_decides_and_applies_in_one_process() {
 }
 
 /// The publisher's lift script, run on a real redis-server: an unban lifts the active-set entry
-/// of the ban it names or an older one, never a newer ban (another sink's, written at any moment
-/// before the publisher's transaction: the check runs inside it).
+/// of the ban it names, never another (a newer ban, another sink's, written at any moment
+/// before the publisher's transaction: the check runs inside it; or an older one kept because
+/// it ends later).
 #[test]
-fn fleet_unban_script_never_lifts_a_newer_ban() {
+fn fleet_unban_script_lifts_only_the_ban_it_names() {
     let redis = Redis::start("", &[]);
     let eval = |member: &str, lifts: &str| -> String {
         redis
@@ -1585,7 +1586,7 @@ fn fleet_unban_script_never_lifts_a_newer_ban() {
     hold("sshd|192.0.2.1/32", 1_700_000_000_500);
     assert_eq!(eval("sshd|192.0.2.1/32", "1700000000000"), "0");
     assert!(held("sshd|192.0.2.1/32"), "the newer ban stays");
-    // The ban the unban names, or an older one, is lifted with its shared-window decision.
+    // The ban the unban names is lifted with its shared-window decision.
     redis.cli(&["SET", "t:decided", "1"]);
     assert_eq!(eval("sshd|192.0.2.1/32", "1700000000500"), "1");
     assert!(!held("sshd|192.0.2.1/32"));
@@ -1596,9 +1597,10 @@ fn fleet_unban_script_never_lifts_a_newer_ban() {
         "0"
     );
     assert_eq!(redis.cli(&["EXISTS", "t:decided"]).trim(), "0");
+    // An older ban, kept because it ends later than the one the unban names, stays.
     hold("sshd|192.0.2.2/32", 1_700_000_000_000);
-    assert_eq!(eval("sshd|192.0.2.2/32", "1700000000900"), "1");
-    assert!(!held("sshd|192.0.2.2/32"));
+    assert_eq!(eval("sshd|192.0.2.2/32", "1700000000900"), "0");
+    assert!(held("sshd|192.0.2.2/32"), "the longer, older ban stays");
     // An unban that names no ban (an older sink's) lifts whatever is there; details that are
     // not JSON do not stop it either.
     hold("sshd|192.0.2.3/32", 1_700_000_000_500);
@@ -1640,6 +1642,75 @@ fn fleet_shared_windows_settle_the_decided_marker_to_the_applied_ban() {
     assert!(!holds(&sink, "192.0.2.62"), "{:?}", banned(&sink));
     fail(&[], &sink, "sshd", "192.0.2.62", 1);
     wait_int(&redis, &["LLEN", "t:win:sshd:192.0.2.62/32"], 1);
+}
+
+/// The publisher's ban script, run on a real redis-server: of two bans of one target the one
+/// that ends later stays in the active set (as agents keep it), whichever is written last.
+#[test]
+fn fleet_ban_script_keeps_the_ban_that_ends_later() {
+    let redis = Redis::start("", &[]);
+    let put = |score: &str, origin: &str| -> String {
+        let details = format!(r#"{{"op":"ban","jail":"sshd","origin":"{origin}"}}"#);
+        redis
+            .cli(&[
+                "EVAL",
+                jailsink::fleet::publish::PUT,
+                "2",
+                "t:active",
+                "t:bans",
+                "sshd|192.0.2.9/32",
+                score,
+                &details,
+            ])
+            .trim()
+            .to_string()
+    };
+    let kept = || {
+        let details = redis.cli(&["HGET", "t:bans", "sshd|192.0.2.9/32"]);
+        let score = redis.cli(&["ZSCORE", "t:active", "sshd|192.0.2.9/32"]);
+        (details.trim().to_string(), score.trim().to_string())
+    };
+    assert_eq!(put("1700000600000", "a"), "1");
+    // A later end replaces it; an earlier one does not.
+    assert_eq!(put("1700003600000", "b"), "1");
+    assert_eq!(put("1700000900000", "c"), "0");
+    assert!(kept().0.contains(r#""origin":"b""#), "{:?}", kept());
+    assert_eq!(kept().1, "1700003600000");
+    // A permanent ban outlasts any other, and is replaced only by another permanent one.
+    assert_eq!(put("+inf", "d"), "1");
+    assert_eq!(put("1900000000000", "e"), "0");
+    assert!(kept().0.contains(r#""origin":"d""#), "{:?}", kept());
+    assert_eq!(kept().1, "inf");
+    assert_eq!(put("+inf", "f"), "1");
+    assert!(kept().0.contains(r#""origin":"f""#), "{:?}", kept());
+}
+
+/// Two sinks ban one target, a permanent ban and a ten-minute one, in either order: the active
+/// set keeps the permanent one, the ten-minute ban's unban leaves it, and an agent that starts
+/// afterwards (reconciling from the active set) holds it.
+#[test]
+fn fleet_active_set_keeps_the_longer_of_two_sinks_bans() {
+    let redis = Redis::start("", &[]);
+    let text = |node: &str| sink_config(&redis.url(), node, "", &jails(3, 22));
+    let (a, b) = (
+        Daemon::start(&text("sink-a")),
+        Daemon::start(&text("sink-b")),
+    );
+    let details = || redis.cli(&["HGET", "t:bans", "sshd|192.0.2.77/32"]);
+    a.cli_ok(&["ban", "sshd", "192.0.2.77", "--bantime", "permanent"]);
+    let ok = wait_for(WAIT, || details().contains("sink-a"));
+    assert!(ok, "{}", details());
+    b.cli_ok(&["ban", "sshd", "192.0.2.77", "--bantime", "10m"]);
+    wait_int(&redis, &["XLEN", "t:events"], 2);
+    assert!(details().contains("sink-a"), "{}", details());
+    b.cli_ok(&["unban", "sshd", "192.0.2.77"]);
+    wait_int(&redis, &["XLEN", "t:events"], 3);
+    assert!(details().contains("sink-a"), "{}", details());
+    let agent = following_agent(&redis, "agent-late", "action = \"log\"");
+    wait_holds(&agent, "192.0.2.77", true, "reconciled from the active set");
+    for d in [&a, &b, &agent] {
+        d.assert_no_errors();
+    }
 }
 
 /// Two sinks with shared windows, an sshd jail that also counts spraying.

@@ -259,6 +259,8 @@ const PRUNE_COMMANDS: &str =
 /// What the unban (lift) script runs.
 const LIFT_COMMANDS: &str =
     "a command of the unban script (EVALSHA, SCRIPT LOAD, HGET ZREM HDEL DEL)";
+/// What the ban (put) script runs.
+const PUT_COMMANDS: &str = "a command of the ban script (EVALSHA, SCRIPT LOAD, ZSCORE ZADD HSET)";
 /// What the shared-window script runs.
 const WINDOW_COMMANDS: &str = "a command of the shared-window script (EVALSHA, SCRIPT LOAD, \
     TIME EXISTS RPUSH LLEN LTRIM LINDEX DEL SET INCR PEXPIRE ZADD ZREMRANGEBYSCORE ZCARD ZRANGE)";
@@ -338,6 +340,9 @@ async fn probe(
         pipe.cmd("HDEL").arg(&keys.details).arg(absent).ignore();
         pipe.cmd("HGET").arg(&keys.details).arg(absent).ignore();
         pipe.cmd("DEL").arg(&scratch).ignore();
+        // Settling a shared window's decided marker (on nothing: the key is absent).
+        pipe.cmd("PEXPIRE").arg(&scratch).arg(1).ignore();
+        pipe.cmd("PERSIST").arg(&scratch).ignore();
         pipe.cmd("MULTI").ignore();
         pipe.cmd("EXEC").ignore();
     }
@@ -370,6 +375,27 @@ async fn probe(
         }
         .await;
         lifted.map_err(|e| (LIFT_COMMANDS, e))?;
+        // On scratch keys, deleted at once.
+        let put = redis::Script::new(publish::PUT);
+        let (active, details) = (format!("{scratch}:active"), format!("{scratch}:details"));
+        let written: redis::RedisResult<()> = async {
+            put.load_async(conn).await?;
+            let _: i64 = put
+                .key(&active)
+                .key(&details)
+                .arg(absent)
+                .arg(1)
+                .arg("{}")
+                .invoke_async(conn)
+                .await?;
+            redis::cmd("DEL")
+                .arg(&active)
+                .arg(&details)
+                .query_async(conn)
+                .await
+        }
+        .await;
+        written.map_err(|e| (PUT_COMMANDS, e))?;
         let windows = redis::Script::new(windows::SCRIPT);
         let counted: redis::RedisResult<redis::Value> = async {
             windows.load_async(conn).await?;

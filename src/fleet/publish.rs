@@ -433,9 +433,18 @@ async fn publish(
     // Hashed once per process, not per batch.
     static LIFT_SCRIPT: std::sync::LazyLock<redis::Script> =
         std::sync::LazyLock::new(|| redis::Script::new(LIFT));
-    let lift = &*LIFT_SCRIPT;
+    static PUT_SCRIPT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(PUT));
+    let (lift, put) = (&*LIFT_SCRIPT, &*PUT_SCRIPT);
     let mut pipe = redis::pipe();
     pipe.atomic();
+    // Both scripts loaded first inside the transaction, which runs its commands in order: a
+    // Redis restarted or flushed since the last batch has no scripts, and an EVALSHA failing
+    // inside the MULTI would fail the batch after its stream entries were written. A load
+    // costs no round trip of its own here.
+    for script in [LIFT, PUT] {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(script).ignore();
+    }
     let mut ops = Vec::with_capacity(events.len());
     // The member of each unban, in the order their script results come back.
     let mut unbans = Vec::new();
@@ -453,17 +462,18 @@ async fn publish(
         let m = member(&event.jail, event.target);
         match event.op {
             Op::Ban => {
+                // Of two bans of one target (two sinks), the one that ends later stays, as
+                // agents keep it: a reconciling agent gets back the ban it would hold.
                 let score = event
                     .expires_at
                     .map_or_else(|| "+inf".to_string(), |e| e.to_string());
-                pipe.cmd("ZADD")
+                pipe.cmd("EVALSHA")
+                    .arg(put.get_hash())
+                    .arg(2)
                     .arg(&keys.active)
-                    .arg(score)
-                    .arg(&m)
-                    .ignore();
-                pipe.cmd("HSET")
                     .arg(&keys.details)
                     .arg(&m)
+                    .arg(score)
                     .arg(event.to_json())
                     .ignore();
             }
@@ -490,33 +500,50 @@ async fn publish(
     if ops.is_empty() {
         return Ok(ops);
     }
-    if !unbans.is_empty() {
-        // Loaded on every batch with unbans (one cheap round trip): a Redis restarted or
-        // flushed since the last batch has no scripts, and a failed EVALSHA inside the MULTI
-        // would fail the whole batch.
-        lift.load_async(conn).await?;
-    }
     let lifted: Vec<i64> = pipe.query_async(conn).await?;
     for (m, lifted) in unbans.iter().zip(lifted) {
         if lifted == 0 {
-            tracing::info!(member = %m, "fleet: unban of an older ban; the active set keeps the newer one");
+            tracing::info!(member = %m, "fleet: unban of another ban than the one in the active set; it stays");
         }
     }
     Ok(ops)
 }
 
+/// Writes one ban to the active set (KEYS[1], scored by its end, ARGV[2], `+inf` for a
+/// permanent one) and its details (KEYS[2], ARGV[3]) under its member (ARGV[1]), unless the
+/// set holds a ban of the same member that ends later (another sink's longer ban): of two bans
+/// of one target the one that ends later is kept, as agents keep it. Run inside the
+/// publisher's MULTI. Returns 1 when written, 0 when the longer ban stays.
+pub const PUT: &str = r"
+local function ends(score)
+  if score == '+inf' or score == 'inf' then return math.huge end
+  return tonumber(score)
+end
+local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if held then
+  local h, n = ends(held), ends(ARGV[2])
+  if h and n and h > n then
+    return 0
+  end
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+";
+
 /// Lifts one unban's entry from the active set (KEYS[1]) and details (KEYS[2]) and clears its
-/// shared-window decision (KEYS[3]), unless the details hold a ban decided after the one the
-/// unban names (ARGV[2], its `banned_at` in Unix ms; empty: lift whatever is there). Run inside
-/// the publisher's MULTI, so the check and the removal are one atomic step: no ban another sink
-/// writes in between can be lifted by mistake. Returns 1 when lifted, 0 when a newer ban stays.
+/// shared-window decision (KEYS[3]), unless the details hold another ban than the one the
+/// unban names (ARGV[2], its `banned_at` in Unix ms; empty: lift whatever is there): a newer
+/// one, or an older one kept because it ends later (`PUT`). Run inside the publisher's MULTI,
+/// so the check and the removal are one atomic step: no ban another sink writes in between
+/// can be lifted by mistake. Returns 1 when lifted, 0 when another ban stays.
 pub const LIFT: &str = r"
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if held and ARGV[2] ~= '' then
   local ok, ban = pcall(cjson.decode, held)
   if ok and type(ban) == 'table' then
     local at = tonumber(ban['banned_at'])
-    if at and at > tonumber(ARGV[2]) then
+    if at and at ~= tonumber(ARGV[2]) then
       return 0
     end
   end
