@@ -46,6 +46,10 @@ use crate::parse::{self, Zone};
 /// TCP read.
 pub(crate) type SharedPipeline = Arc<arc_swap::ArcSwap<Pipeline>>;
 
+/// A frame that makes the parse and the ordered apply panic in tests, standing in for a bug.
+#[cfg(test)]
+pub(crate) const TEST_PANIC: &[u8] = b"<test: panic in the parse>";
+
 /// What every listener shares: who may send, how to parse, where failures go.
 pub(crate) struct Pipeline {
     router: Arc<Router>,
@@ -340,7 +344,9 @@ impl Pipeline {
         self.unparseable.increment(1);
     }
 
-    /// Parses one frame and pushes the failures it holds onto `out`.
+    /// Parses one frame and pushes the failures it holds onto `out`. A frame that makes the
+    /// parse or a filter panic (a bug) is logged and counted as unparseable, and the caller
+    /// goes on with the next: a UDP receiver or a TCP connection never dies of one message.
     pub(crate) fn process(
         &self,
         frame: &[u8],
@@ -348,6 +354,35 @@ impl Pipeline {
         origin: Origin<'_>,
         out: &mut Vec<Failure>,
     ) {
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.process_unguarded(frame, receipt, origin, out);
+        }));
+        if done.is_err() {
+            self.panicked(frame);
+        }
+    }
+
+    /// Logs and counts a frame whose handling panicked.
+    fn panicked(&self, frame: &[u8]) {
+        self.drop_unparseable();
+        tracing::error!(
+            bytes = frame.len(),
+            start = %String::from_utf8_lossy(&frame[..frame.len().min(120)]),
+            "a message made the parser or a filter panic (a bug; please report it with this line); dropped and counted as unparseable"
+        );
+    }
+
+    fn process_unguarded(
+        &self,
+        frame: &[u8],
+        receipt: Receipt,
+        origin: Origin<'_>,
+        out: &mut Vec<Failure>,
+    ) {
+        #[cfg(test)]
+        if frame == TEST_PANIC {
+            panic!("a parse's test panic");
+        }
         let read = match self.header(frame, receipt) {
             Header::Unwanted => return,
             Header::Wanted(read) => Some(read),
@@ -450,7 +485,7 @@ impl Pipeline {
 
     /// The ordered half of [`Pipeline::process`]: counts what [`Pipeline::matches`] found in
     /// `frame` (held failures, fail2ban jails), taking its verdicts from `verdicts`, and pushes
-    /// the failures onto `out`.
+    /// the failures onto `out`. A panic (a bug) is contained as [`Pipeline::process`]'s is.
     pub(crate) fn apply(
         &self,
         prepared: Prepared,
@@ -460,6 +495,27 @@ impl Pipeline {
         receipt: Receipt,
         out: &mut Vec<Failure>,
     ) {
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.apply_unguarded(prepared, frame, origin, verdicts, receipt, out);
+        }));
+        if done.is_err() {
+            self.panicked(frame);
+        }
+    }
+
+    fn apply_unguarded(
+        &self,
+        prepared: Prepared,
+        frame: &[u8],
+        origin: Origin<'_>,
+        verdicts: &mut impl Iterator<Item = Matched>,
+        receipt: Receipt,
+        out: &mut Vec<Failure>,
+    ) {
+        #[cfg(test)]
+        if frame == TEST_PANIC {
+            panic!("an apply's test panic");
+        }
         let parts = Parts::of(&prepared, frame);
         let mut filled = String::new();
         let hostname = match &prepared.host {
@@ -621,6 +677,49 @@ mod tests {
             frames.push(line);
         }
         frames
+    }
+
+    /// A frame that makes the parse or the ordered apply panic (a bug) is dropped, and the
+    /// same pipeline goes on to find the next frame's failure.
+    #[test]
+    fn a_panic_on_one_frame_is_contained_and_the_next_is_matched() {
+        let pipeline = pipeline(Zone::Utc, false);
+        let receipt = Receipt::now();
+        let origin = Origin::Peer("192.0.2.200".parse().unwrap());
+        let line: &[u8] =
+            b"<38>Nov 20 00:00:00 gw sshd[7]: Failed password for root from 192.0.2.9 port 22 ssh2";
+        let mut out = Vec::new();
+        pipeline.process(TEST_PANIC, receipt, origin, &mut out);
+        assert!(out.is_empty());
+        pipeline.process(line, receipt, origin, &mut out);
+        assert_eq!(out.len(), 1);
+        // The ordered half, handed the panic frame for a prepared hit.
+        let mut verdicts = Vec::new();
+        let prepared = pipeline
+            .matches(line, receipt, origin, &mut verdicts)
+            .expect("a failure");
+        pipeline.apply(
+            prepared,
+            TEST_PANIC,
+            origin,
+            &mut verdicts.clone().into_iter(),
+            receipt,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        let prepared = pipeline
+            .matches(line, receipt, origin, &mut Vec::new())
+            .expect("a failure");
+        pipeline.apply(
+            prepared,
+            line,
+            origin,
+            &mut verdicts.into_iter(),
+            receipt,
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].ip, out[0].ip);
     }
 
     /// What a worker's [`Pipeline::matches`] and the ordered [`Pipeline::apply`] make of

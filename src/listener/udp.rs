@@ -195,7 +195,8 @@ async fn receive<S: Datagrams>(
                 continue;
             }
             pipeline.process(datagram, receipt, origin, &mut found);
-            for failure in found.drain(..) {
+            let mut pending = found.drain(..);
+            while let Some(failure) = pending.next() {
                 // Backpressure, as TCP has: while the jail task catches up (a botnet being
                 // banned), this task stops reading and datagrams wait in the kernel's receive
                 // buffer (`udp_receive_buffer`, tens of MiB), whose overflow is counted as
@@ -204,7 +205,13 @@ async fn receive<S: Datagrams>(
                 let sent = tokio::select! {
                     biased;
                     sent = failures.send(failure) => sent,
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => {
+                        // Stopping: what was read is counted, what the jails did not take
+                        // is a counted drop, as TCP counts it.
+                        received.increment(counted);
+                        queue_gone.increment(1 + pending.len() as u64);
+                        return;
+                    }
                 };
                 if sent.is_err() {
                     queue_gone.increment(1);
@@ -219,6 +226,37 @@ async fn receive<S: Datagrams>(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A datagram that makes the parse panic (a bug) costs that datagram only: the receiver
+    /// lives on and the next datagram's failure arrives (with one receiver, a dead one would
+    /// have stopped UDP intake for good).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_datagram_that_panics_the_parse_does_not_stop_the_receiver() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.toml");
+        std::fs::write(&path, "[jails.a]\nfailregex = ['from <HOST> port']\n").unwrap();
+        let config = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let pipeline = crate::app::pipeline_for(&config).unwrap();
+        let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline));
+        let socket = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let to = socket.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(socket, 1, shared, tx, shutdown.clone()));
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let line = "<38>Dec  6 06:00:00 web1 sshd[1]: Failed password for root from 192.0.2.7 port 22 ssh2";
+        // Twice, in separate reads and in one.
+        for _ in 0..2 {
+            sender.send_to(super::super::TEST_PANIC, to).unwrap();
+            sender.send_to(line.as_bytes(), to).unwrap();
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(failure)) => assert_eq!(failure.ip.to_string(), "192.0.2.7"),
+                other => panic!("no failure after the panic datagram: {other:?}"),
+            }
+        }
+        shutdown.cancel();
+        server.await.unwrap();
+    }
 
     /// A full jail queue holds the receiver back instead of costing failures: with room for one
     /// failure in the queue and nobody taking any while the receiver reads a whole batch of
