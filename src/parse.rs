@@ -421,9 +421,11 @@ fn header_3164(
     i += 1;
     let host_len = b[i..].iter().position(|&c| c == b' ').filter(|&n| n > 0)?;
     let host = i..i + host_len;
-    if !b[host.clone()]
-        .iter()
-        .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+    // A host of `-` is syslog_loose's "none" (the sender's address fills it): the slow path.
+    if &b[host.clone()] == b"-"
+        || !b[host.clone()]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
     {
         return None;
     }
@@ -433,6 +435,10 @@ fn header_3164(
         .position(|&c| !is_tag_byte(c))
         .filter(|&n| n > 0)?;
     let program = i..i + tag_len;
+    // A tag of `-` is "none" too.
+    if &b[program.clone()] == b"-" {
+        return None;
+    }
     i += tag_len;
     let mut pid = None;
     if b.get(i) == Some(&b'[') {
@@ -563,10 +569,14 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
                 hostname = None;
             }
         }
-        // 3164 has no structured data: `rsyslogd: [origin software=...] start` is all message.
-        if !msg.structured_data.is_empty() {
-            let header_end = program.or(hostname).map_or(0, |s| end_of(text, s));
-            message = after_tag(&text[header_end..]);
+        // 3164 has no structured data: `rsyslogd: [origin software=...] start` is all message,
+        // and so is a leading `-` syslog_loose took for an empty one (`-- MARK --`, `-ERR`).
+        let header_end = program.or(hostname).map_or(0, |s| end_of(text, s));
+        let whole = after_tag(&text[header_end..]);
+        if !msg.structured_data.is_empty()
+            || (whole.len() > message.len() && whole.ends_with(message))
+        {
+            message = whole;
         }
     }
     let mut message = message.trim();
@@ -588,12 +598,15 @@ fn end_of(text: &str, part: &str) -> usize {
     (start + part.len()).min(text.len())
 }
 
-/// What follows `[pid]`, `:` and spaces right after a 3164 tag.
+/// What follows `[pid]`, `:` and spaces right after a 3164 tag (a pid of digits, or any
+/// `[...]` the colon follows, as syslog_loose reads a named one: `sshd[abc]:`).
 fn after_tag(rest: &str) -> &str {
     let mut rest = rest;
     if rest.starts_with('[') {
         if let Some(close) = rest.find(']') {
-            if rest[1..close].bytes().all(|b| b.is_ascii_digit()) {
+            if rest[1..close].bytes().all(|b| b.is_ascii_digit())
+                || rest[close + 1..].starts_with(':')
+            {
                 rest = &rest[close + 1..];
             }
         }
@@ -1127,6 +1140,9 @@ mod tests {
             "<38>Nov 29 18:52:53 vm sshd:   [x] y ",
             "<38>Nov 29 18:52:53 vm.example.org CRON[99]: (root) CMD (true)",
             "<13>Feb 28 12:00:00 vm app: short month",
+            "<38>Nov 29 18:52:53 vm rsyslogd: -- MARK --",
+            "<38>Nov 29 18:52:53 vm sshd[1]: -ERR x",
+            "<38>Nov 29 18:52:53 vm sshd[1]: - y",
         ];
         for line in fast_ones {
             assert!(same_as_loose(line, now()), "fast path refused {line:?}");
@@ -1142,10 +1158,55 @@ mod tests {
             "<999>Nov 29 18:52:54 vm sshd[1]: bad pri",
             "<13>Nov 29 18:52:54 vm sshd[1]no colon",
             "<13>Nov 29 18:52:54 vm sshd[99999999999]: huge pid",
+            "<38>Nov 20 00:00:00 - sshd[1]: Failed password for root from 192.0.2.1 port 22 ssh2",
+            "<38>Nov 20 00:00:00 vm -: x",
         ];
         for line in slow_ones {
             assert!(!same_as_loose(line, now()), "fast path took {line:?}");
         }
+    }
+
+    /// A 3164 message reads the same whatever its timestamp looks like and whether it names a
+    /// host: a leading `-` is message (syslog_loose reads it as an empty structured data), a
+    /// named pid is skipped, a host or tag of `-` is none.
+    #[test]
+    fn a_3164_message_reads_the_same_in_every_header_shape() {
+        let zone = Zone::parse("UTC").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap();
+        for (lines, want) in [
+            (
+                [
+                    "<38>Nov 29 18:52:53 vm rsyslogd: -- MARK --",
+                    "<38>2026-11-29T18:52:53Z vm rsyslogd: -- MARK --",
+                    "<38>Nov 29 18:52:53 rsyslogd: -- MARK --",
+                ],
+                "-- MARK --",
+            ),
+            (
+                [
+                    "<38>Nov 29 18:52:53 vm sshd[1]: -ERR x",
+                    "<38>2026-11-29T18:52:53Z vm sshd[1]: -ERR x",
+                    "<38>Nov 29 18:52:53 sshd[1]: -ERR x",
+                ],
+                "-ERR x",
+            ),
+            (
+                [
+                    "<13>Nov 29 18:52:54 vm sshd[abc]: [x a=\"b\"] y",
+                    "<13>2026-11-29T18:52:54Z vm sshd[abc]: [x a=\"b\"] y",
+                    "<13>Nov 29 18:52:54 vm sshd[abc]: [x a=\"b\"] y",
+                ],
+                "[x a=\"b\"] y",
+            ),
+        ] {
+            for line in lines {
+                let event = parse(line, &zone, at).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+                assert_eq!(event.message, want, "{line}");
+            }
+        }
+        let hostless = parse("<38>Nov 20 00:00:00 - sshd[1]: Failed password", &zone, at).unwrap();
+        assert_eq!(hostless.hostname, None);
+        assert_eq!(hostless.program, Some("sshd"));
     }
 
     /// The remembered time is the one chrono builds, whatever came before (an impossible date
