@@ -223,10 +223,12 @@ enum Count {
 
 fn read_count(buf: &[u8]) -> Result<Count, FramingError> {
     let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
-    // Only `DIGITS SP` is a count: a line that starts with digits, however many (an epoch
-    // timestamp, `1733512345.123 host ...`), is a line.
+    // Only `DIGITS SP` with at most MAX_COUNT_DIGITS digits is a count: a line that starts
+    // with digits, however many (an epoch timestamp, `1733512345.123 host ...` or
+    // `1733512345 host ...`), is a line, whatever pieces it arrives in (no count has ten
+    // digits: a frame of a gigabyte).
     match (buf.get(digits), digits > MAX_COUNT_DIGITS) {
-        (Some(b' '), true) => Err(FramingError::BadOctetCount),
+        (Some(_), true) => Ok(Count::Line),
         (Some(b' '), false) => {
             // At most MAX_COUNT_DIGITS digits: read in place, no overflow.
             let len = buf[..digits]
@@ -419,7 +421,8 @@ mod tests {
     }
 
     /// An octet count read in place is the count `str::parse` reads, up to the longest
-    /// count taken; zero, an empty count and a longer one are refused.
+    /// count taken; zero and an empty count are refused, and a longer run of digits is a
+    /// line.
     #[test]
     fn octet_counts_are_read_as_parsed() {
         let mut x = 7u64;
@@ -441,13 +444,15 @@ mod tests {
                 Ok(Count::Len(header, len)) => {
                     assert_eq!((header, len), (count.len() + 1, want), "{count}")
                 }
-                Ok(_) => panic!("{count}: not read as a count"),
-                Err(_) => assert!(count.len() > MAX_COUNT_DIGITS, "{count} refused"),
+                Ok(Count::Line) => assert!(count.len() > MAX_COUNT_DIGITS, "{count} a line"),
+                Ok(Count::NeedMore) => panic!("{count}: not read as a count"),
+                Err(_) => panic!("{count} refused"),
             }
         }
-        for bad in ["0 x", " x", "1234567890 x", "00 x"] {
+        for bad in ["0 x", " x", "00 x"] {
             assert!(read_count(bad.as_bytes()).is_err(), "{bad}");
         }
+        assert!(matches!(read_count(b"1234567890 x"), Ok(Count::Line)));
     }
 
     #[test]
@@ -478,35 +483,30 @@ mod tests {
             run(b"0 <13>x", 64, 100).1,
             Some(FramingError::BadOctetCount)
         );
-        assert_eq!(
-            run(b"99999999999 <13>x", 64, 100).1,
-            Some(FramingError::BadOctetCount)
-        );
         // Digits that are not followed by a space are a line, not a count.
         let (frames, error) = run(b"2026-11-29 text\n", 64, 100);
         assert_eq!(error, None);
         assert_eq!(messages(&frames), vec![&b"2026-11-29 text"[..]]);
-        // However many digits: an epoch timestamp opening a line, then the next frame, read
-        // in any pieces.
-        let stream = b"1733512345.123 web1 app: x\n<13>host sshd[1]: ok\n";
-        for chunk in 1..=stream.len() {
-            let (frames, error) = run(stream, chunk, 100);
-            assert_eq!(error, None, "pieces of {chunk}");
-            assert_eq!(
-                messages(&frames),
-                vec![
-                    &b"1733512345.123 web1 app: x"[..],
-                    &b"<13>host sshd[1]: ok"[..]
-                ],
-                "pieces of {chunk}"
-            );
+        // However many digits, followed by a space or not: an epoch timestamp opening a line,
+        // then the next frame, read in any pieces.
+        for first in [
+            &b"1733512345.123 web1 app: x"[..],
+            b"1733512345 web1 app: x",
+            b"123456789012345678901 web1 app: x",
+        ] {
+            let stream = [first, b"\n<13>host sshd[1]: ok\n"].concat();
+            for chunk in 1..=stream.len() {
+                let (frames, error) = run(&stream, chunk, 100);
+                assert_eq!(error, None, "pieces of {chunk}");
+                assert_eq!(
+                    messages(&frames),
+                    vec![first, &b"<13>host sshd[1]: ok"[..]],
+                    "pieces of {chunk}"
+                );
+            }
         }
-        // An absurd count is refused in any pieces; a run of digits past any number is a line.
+        // A run of digits past any number is a line, in any pieces.
         for chunk in [1, 3, 64] {
-            assert_eq!(
-                run(b"1234567890 <13>x", chunk, 100).1,
-                Some(FramingError::BadOctetCount)
-            );
             let digits = [b'7'; 40];
             let (frames, error) = run(&[&digits[..], b"\n"].concat(), chunk, 100);
             assert_eq!((messages(&frames), error), (vec![&digits[..]], None));
