@@ -1601,8 +1601,35 @@ fn fleet_unban_script_lifts_only_the_ban_it_names() {
     hold("sshd|192.0.2.2/32", 1_700_000_000_000);
     assert_eq!(eval("sshd|192.0.2.2/32", "1700000000900"), "0");
     assert!(held("sshd|192.0.2.2/32"), "the longer, older ban stays");
-    // An unban that names no ban (an older sink's) lifts whatever is there; details that are
-    // not JSON do not stop it either.
+    // An unban that names no ban lifts only a ban of its own origin (details without one are
+    // lifted, as are details that are not JSON).
+    let from = |member: &str, origin: &str| -> String {
+        redis
+            .cli(&[
+                "EVAL",
+                jailsink::fleet::publish::LIFT,
+                "3",
+                "t:active",
+                "t:details",
+                "t:decided",
+                member,
+                "",
+                origin,
+            ])
+            .trim()
+            .to_string()
+    };
+    redis.cli(&["ZADD", "t:active", "+inf", "sshd|192.0.2.5/32"]);
+    redis.cli(&[
+        "HSET",
+        "t:details",
+        "sshd|192.0.2.5/32",
+        r#"{"op":"ban","jail":"sshd","banned_at":"1700000000000","origin":"sink-a"}"#,
+    ]);
+    assert_eq!(from("sshd|192.0.2.5/32", "sink-b"), "0");
+    assert!(held("sshd|192.0.2.5/32"), "another sink's ban stays");
+    assert_eq!(from("sshd|192.0.2.5/32", "sink-a"), "1");
+    assert!(!held("sshd|192.0.2.5/32"));
     hold("sshd|192.0.2.3/32", 1_700_000_000_500);
     assert_eq!(eval("sshd|192.0.2.3/32", ""), "1");
     assert!(!held("sshd|192.0.2.3/32"));

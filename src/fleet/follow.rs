@@ -726,14 +726,17 @@ impl Follower {
                 // An unban names the ban it lifts: a newer ban of the same target (decided by
                 // another sink, or again after the unban was decided) stays.
                 let key = (self.names.get(&event.jail), event.target);
-                let held_at = self.held().get(&key).map(|h| h.event.banned_at);
-                if let (Some(lifts), Some(held_at)) = (event.lifts, held_at) {
+                let stays = self.held().get(&key).is_some_and(|h| match event.lifts {
                     // Not the ban held: an older one (a newer ban replaced it), or a newer one
                     // this node did not take because the ban it holds lasts longer.
-                    if held_at != lifts {
-                        tracing::info!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: unban of another ban than the one held; it stays");
-                        return;
-                    }
+                    Some(lifts) => h.event.banned_at != lifts,
+                    // An unban that names no ban (of a ban from before fleet mode or the
+                    // field, or after a state error) lifts its own sink's ban only.
+                    None => h.event.origin != event.origin,
+                });
+                if stays {
+                    tracing::info!(jail = %event.jail, target = %event.target, origin = %event.origin, "fleet: unban of another ban than the one held; it stays");
+                    return;
                 }
                 if self.lift(&event.jail, event.target) {
                     self.origin_label(&event.origin).unbans.increment(1);
@@ -1656,6 +1659,32 @@ mod tests {
             ..theirs
         };
         follower.apply(unban, false, None).await;
+        assert!(follower.held().is_empty(), "{:?}", follower.held());
+    }
+
+    /// An unban that names no ban (of a ban from before fleet mode, or after a state error)
+    /// lifts its own sink's ban only, never another sink's held for the same target.
+    #[tokio::test]
+    async fn an_unban_naming_no_ban_lifts_only_its_own_sinks_ban() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = log_follower("agent", "agent-n", dir.path()).await;
+        let now = super::super::now_ms();
+        let theirs = FleetEvent {
+            origin: "sink-a".into(),
+            ..ban(1, now)
+        };
+        follower.apply(theirs.clone(), false, None).await;
+        let unban = |origin: &str| FleetEvent {
+            op: Op::Unban,
+            origin: origin.into(),
+            banned_at: now + 1,
+            expires_at: None,
+            lifts: None,
+            ..theirs.clone()
+        };
+        follower.apply(unban("sink-b"), false, None).await;
+        assert_eq!(follower.held().len(), 1, "sink-b's unban left sink-a's ban");
+        follower.apply(unban("sink-a"), false, None).await;
         assert!(follower.held().is_empty(), "{:?}", follower.held());
     }
 

@@ -370,6 +370,7 @@ async fn probe(
                 .key(format!("{scratch}:decided"))
                 .arg(absent)
                 .arg("")
+                .arg(&config.node)
                 .invoke_async(conn)
                 .await
         }

@@ -491,7 +491,8 @@ async fn publish(
                     .arg(&keys.details)
                     .arg(decided)
                     .arg(&m)
-                    .arg(lifts);
+                    .arg(lifts)
+                    .arg(&event.origin);
                 unbans.push(m);
             }
         }
@@ -533,17 +534,23 @@ return 1
 
 /// Lifts one unban's entry from the active set (KEYS[1]) and details (KEYS[2]) and clears its
 /// shared-window decision (KEYS[3]), unless the details hold another ban than the one the
-/// unban names (ARGV[2], its `banned_at` in Unix ms; empty: lift whatever is there): a newer
-/// one, or an older one kept because it ends later (`PUT`). Run inside the publisher's MULTI,
-/// so the check and the removal are one atomic step: no ban another sink writes in between
-/// can be lifted by mistake. Returns 1 when lifted, 0 when another ban stays.
+/// unban names (ARGV[2], its `banned_at` in Unix ms): a newer one, or an older one kept
+/// because it ends later (`PUT`). An unban that names none (ARGV[2] empty: a ban from before
+/// fleet mode or the field) lifts only a ban of its own origin (ARGV[3]; details without one
+/// are lifted). Run inside the publisher's MULTI, so the check and the removal are one atomic
+/// step: no ban another sink writes in between can be lifted by mistake. Returns 1 when
+/// lifted, 0 when another ban stays.
 pub const LIFT: &str = r"
 local held = redis.call('HGET', KEYS[2], ARGV[1])
-if held and ARGV[2] ~= '' then
+if held then
   local ok, ban = pcall(cjson.decode, held)
   if ok and type(ban) == 'table' then
-    local at = tonumber(ban['banned_at'])
-    if at and at ~= tonumber(ARGV[2]) then
+    if ARGV[2] ~= '' then
+      local at = tonumber(ban['banned_at'])
+      if at and at ~= tonumber(ARGV[2]) then
+        return 0
+      end
+    elseif type(ban['origin']) == 'string' and ARGV[3] and ban['origin'] ~= ARGV[3] then
       return 0
     end
   end
