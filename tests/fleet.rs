@@ -1556,7 +1556,8 @@ fn fleet_both_role_decides_and_applies_in_one_process() {
 #[test]
 fn fleet_unban_script_lifts_only_the_ban_it_names() {
     let redis = Redis::start("", &[]);
-    let eval = |member: &str, lifts: &str| -> String {
+    // The unban of `member` naming the ban decided at `lifts` ("" for none), from `origin`.
+    let unban = |member: &str, lifts: &str, origin: &str| -> String {
         redis
             .cli(&[
                 "EVAL",
@@ -1567,10 +1568,12 @@ fn fleet_unban_script_lifts_only_the_ban_it_names() {
                 "t:decided",
                 member,
                 lifts,
+                origin,
             ])
             .trim()
             .to_string()
     };
+    let eval = |member: &str, lifts: &str| unban(member, lifts, "sink-a");
     let hold = |member: &str, banned_at: u64| {
         redis.cli(&["ZADD", "t:active", "+inf", member]);
         redis.cli(&[
@@ -1603,22 +1606,6 @@ fn fleet_unban_script_lifts_only_the_ban_it_names() {
     assert!(held("sshd|192.0.2.2/32"), "the longer, older ban stays");
     // An unban that names no ban lifts only a ban of its own origin (details without one are
     // lifted, as are details that are not JSON).
-    let from = |member: &str, origin: &str| -> String {
-        redis
-            .cli(&[
-                "EVAL",
-                jailsink::fleet::publish::LIFT,
-                "3",
-                "t:active",
-                "t:details",
-                "t:decided",
-                member,
-                "",
-                origin,
-            ])
-            .trim()
-            .to_string()
-    };
     redis.cli(&["ZADD", "t:active", "+inf", "sshd|192.0.2.5/32"]);
     redis.cli(&[
         "HSET",
@@ -1626,9 +1613,9 @@ fn fleet_unban_script_lifts_only_the_ban_it_names() {
         "sshd|192.0.2.5/32",
         r#"{"op":"ban","jail":"sshd","banned_at":"1700000000000","origin":"sink-a"}"#,
     ]);
-    assert_eq!(from("sshd|192.0.2.5/32", "sink-b"), "0");
+    assert_eq!(unban("sshd|192.0.2.5/32", "", "sink-b"), "0");
     assert!(held("sshd|192.0.2.5/32"), "another sink's ban stays");
-    assert_eq!(from("sshd|192.0.2.5/32", "sink-a"), "1");
+    assert_eq!(unban("sshd|192.0.2.5/32", "", "sink-a"), "1");
     assert!(!held("sshd|192.0.2.5/32"));
     hold("sshd|192.0.2.3/32", 1_700_000_000_500);
     assert_eq!(eval("sshd|192.0.2.3/32", ""), "1");

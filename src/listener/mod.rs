@@ -354,16 +354,16 @@ impl Pipeline {
         origin: Origin<'_>,
         out: &mut Vec<Failure>,
     ) {
-        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.process_unguarded(frame, receipt, origin, out);
-        }));
-        if done.is_err() {
-            self.panicked(frame);
-        }
+        self.guarded(frame, || {
+            self.process_unguarded(frame, receipt, origin, out)
+        });
     }
 
-    /// Logs and counts a frame whose handling panicked.
-    fn panicked(&self, frame: &[u8]) {
+    /// Runs `handle` for `frame`; a panic in it (a bug) is logged and counted as unparseable.
+    fn guarded(&self, frame: &[u8], handle: impl FnOnce()) {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle)).is_ok() {
+            return;
+        }
         self.drop_unparseable();
         tracing::error!(
             bytes = frame.len(),
@@ -495,47 +495,32 @@ impl Pipeline {
         receipt: Receipt,
         out: &mut Vec<Failure>,
     ) {
-        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.apply_unguarded(prepared, frame, origin, verdicts, receipt, out);
-        }));
-        if done.is_err() {
-            self.panicked(frame);
-        }
-    }
-
-    fn apply_unguarded(
-        &self,
-        prepared: Prepared,
-        frame: &[u8],
-        origin: Origin<'_>,
-        verdicts: &mut impl Iterator<Item = Matched>,
-        receipt: Receipt,
-        out: &mut Vec<Failure>,
-    ) {
-        #[cfg(test)]
-        if frame == TEST_PANIC {
-            panic!("an apply's test panic");
-        }
-        let parts = Parts::of(&prepared, frame);
-        let mut filled = String::new();
-        let hostname = match &prepared.host {
-            HostAt::Nowhere => None,
-            HostAt::At(at) => Some(parts.part(at)),
-            HostAt::Origin => Some(origin.host_name(&mut filled)),
-        };
-        let event = parse::Event {
-            timestamp: None,
-            hostname,
-            program: prepared.program.as_ref().map(|at| parts.part(at)),
-            pid: prepared.pid.as_ref().map(|pid| match pid {
-                parse::ProcId::PID(n) => parse::ProcId::PID(*n),
-                parse::ProcId::Name(name) => parse::ProcId::Name(name.as_str()),
-            }),
-            message: parts.part(&prepared.message),
-            repeat: prepared.repeat,
-        };
-        let matched = verdicts.take(prepared.verdicts as usize);
-        self.apply_event(&event, receipt, matched, out);
+        self.guarded(frame, || {
+            #[cfg(test)]
+            if frame == TEST_PANIC {
+                panic!("an apply's test panic");
+            }
+            let parts = Parts::of(&prepared, frame);
+            let mut filled = String::new();
+            let hostname = match &prepared.host {
+                HostAt::Nowhere => None,
+                HostAt::At(at) => Some(parts.part(at)),
+                HostAt::Origin => Some(origin.host_name(&mut filled)),
+            };
+            let event = parse::Event {
+                timestamp: None,
+                hostname,
+                program: prepared.program.as_ref().map(|at| parts.part(at)),
+                pid: prepared.pid.as_ref().map(|pid| match pid {
+                    parse::ProcId::PID(n) => parse::ProcId::PID(*n),
+                    parse::ProcId::Name(name) => parse::ProcId::Name(name.as_str()),
+                }),
+                message: parts.part(&prepared.message),
+                repeat: prepared.repeat,
+            };
+            let matched = verdicts.take(prepared.verdicts as usize);
+            self.apply_event(&event, receipt, matched, out);
+        });
     }
 
     /// The event of one decoded frame (whose 3164 header is `read`, when the shortcut read

@@ -227,11 +227,9 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// A datagram that makes the parse panic (a bug) costs that datagram only: the receiver
-    /// lives on and the next datagram's failure arrives (with one receiver, a dead one would
-    /// have stopped UDP intake for good).
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_datagram_that_panics_the_parse_does_not_stop_the_receiver() {
+    /// The pipeline of one jail matching `from <HOST> port`, and a socket on loopback (with
+    /// its address) for it.
+    fn one_jail_socket() -> (SharedPipeline, UdpSocket, std::net::SocketAddr) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.toml");
         std::fs::write(&path, "[jails.a]\nfailregex = ['from <HOST> port']\n").unwrap();
@@ -240,6 +238,15 @@ mod tests {
         let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline));
         let socket = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
         let to = socket.local_addr().unwrap();
+        (shared, socket, to)
+    }
+
+    /// A datagram that makes the parse panic (a bug) costs that datagram only: the receiver
+    /// lives on and the next datagram's failure arrives (with one receiver, a dead one would
+    /// have stopped UDP intake for good).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_datagram_that_panics_the_parse_does_not_stop_the_receiver() {
+        let (shared, socket, to) = one_jail_socket();
         let (tx, mut rx) = mpsc::channel(8);
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(socket, 1, shared, tx, shutdown.clone()));
@@ -263,14 +270,7 @@ mod tests {
     /// datagrams, every failure still arrives.
     #[tokio::test(flavor = "current_thread")]
     async fn a_full_jail_queue_holds_the_receiver_instead_of_dropping_failures() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.toml");
-        std::fs::write(&path, "[jails.a]\nfailregex = ['from <HOST> port']\n").unwrap();
-        let config = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let pipeline = crate::app::pipeline_for(&config).unwrap();
-        let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline));
-        let socket = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
-        let to = socket.local_addr().unwrap();
+        let (shared, socket, to) = one_jail_socket();
         // All sent before the receiver starts: its first read takes a full batch at once.
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let n = 4 * super::super::batch::BATCH;
