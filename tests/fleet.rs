@@ -757,6 +757,49 @@ fn fleet_agent_follows_its_local_jails_allowlist_files() {
     agent.assert_no_errors();
 }
 
+/// An agent without jails spares `[defaults] ignoreip_files` too: an address of the file is
+/// never banned, and one added to it later has its held ban lifted.
+#[test]
+fn fleet_agent_follows_the_defaults_allowlist_files() {
+    let redis = Redis::start("", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let allow = dir.path().join("allow.txt");
+    std::fs::write(&allow, "198.51.100.60\n").unwrap();
+    let text = agent_config(
+        &redis.url(),
+        "agent-dfiles",
+        "\"127.0.0.0/8\"",
+        "action = \"log\"",
+    )
+    .replace(
+        "ignoreself = true",
+        &format!(
+            "ignoreself = true\nignoreip_files = [\"{}\"]",
+            allow.display()
+        ),
+    );
+    let agent = Daemon::start_in(dir, &text, &[]);
+    agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    // Read once the watcher has: an event of the file's address is refused.
+    let ok = wait_for(WAIT, || {
+        agent.logged("fleet: the defaults' allowlist updated")
+    });
+    assert!(ok, "the defaults' file was not read");
+    xadd(&redis, &[("target", "198.51.100.60/32")]);
+    agent.wait_metric("jailsink_fleet_errors_total{kind=\"allowlisted\"}", 1.0);
+    assert!(!holds(&agent, "198.51.100.60"), "{:?}", banned(&agent));
+    xadd(&redis, &[("target", "198.51.100.61/32")]);
+    wait_holds(&agent, "198.51.100.61", true, "before the file grows");
+    std::fs::write(&allow, "198.51.100.60\n198.51.100.61\n").unwrap();
+    wait_holds(&agent, "198.51.100.61", false, "after the file grew");
+    agent.assert_no_errors();
+    // Without a jail to report it, a missing defaults file is the agent's config error.
+    let missing = text.replace(&*allow.display().to_string(), "@DIR@/missing.txt");
+    let (code, stderr) = run_on(&missing, &["check"]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("defaults.ignoreip_files[0]"), "{stderr}");
+}
+
 /// The GET /metrics text of a daemon running inside `ns`.
 fn scrape_in(ns: &Netns, daemon: &Daemon) -> String {
     let addr = daemon.metrics;

@@ -272,25 +272,32 @@ pub(crate) fn compile(path: &Path, raw: RawConfig) -> Result<Config, ConfigError
     shared_kernel_objects(&jails, &mut errors);
     let fleet = raw.fleet.as_ref().and_then(|f| {
         let default_ignore = vec!["127.0.0.0/8".to_string(), "::1".to_string()];
-        // Names of the allowlist are the jails' business (resolved in the background);
-        // fleet bans spare the addresses and networks.
-        let mut ignore = networks(
-            &mut errors,
+        // What agents spare for jails not run here: the addresses and networks, and the names
+        // and files, which the fleet keeps current as a jail's watcher does. Their errors are
+        // the jails' to report (each merges the defaults), unless there is no jail.
+        let mut found = Vec::new();
+        let defaults_key = |k: &str| format!("defaults.{k}");
+        let (mut ignore, names) = super::detection::ignore_entries(
             "defaults.ignoreip",
-            &raw.defaults
-                .ignoreip
-                .as_ref()
-                .unwrap_or(&default_ignore)
-                .iter()
-                .filter(|t| t.parse::<IpNetwork>().is_ok())
-                .cloned()
-                .collect::<Vec<_>>(),
+            raw.defaults.ignoreip.as_ref().unwrap_or(&default_ignore),
+            &mut found,
         );
+        let (files, refresh) =
+            super::detection::allow_files(&raw.defaults, &defaults_key, &base, &mut found);
+        if !jails.is_empty() {
+            found.clear();
+        }
         if raw.defaults.ignoreself.unwrap_or(true) {
             ignore.extend(host_addresses());
         }
-        let mut found = Vec::new();
-        let fleet = crate::fleet::config::compile(f, ignore, &mut found);
+        let fleet = crate::fleet::config::compile(f, ignore, &mut found).map(|fleet| {
+            crate::fleet::FleetConfig {
+                ignore_names: names,
+                ignore_files: files,
+                ignore_refresh: refresh.unwrap_or(fleet.ignore_refresh),
+                ..fleet
+            }
+        });
         for (key, reason) in found {
             errors.push(key, reason);
         }

@@ -2,7 +2,7 @@
 //! that changes at run time (`ignoreip` DNS names, `ignoreip_files`, `ignore_refresh`).
 //! Errors come back as (key, reason) for [`super::compile`] to add the file to.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
@@ -106,22 +106,45 @@ pub(super) fn compile(
             }
         }
     }
+    let (files, refresh) = allow_files(merged, key, base, found);
+    detection.ignore_files = files;
+    if let Some(refresh) = refresh {
+        detection.ignore_refresh = refresh;
+    }
+    detection
+}
+
+/// `ignoreip_files` (relative ones taken from `base`, each file or a pattern's directory
+/// existing) and `ignore_refresh` (None when refused, an error in `found`).
+pub(super) fn allow_files(
+    merged: &RawJailSettings,
+    key: &dyn Fn(&str) -> String,
+    base: &Path,
+    found: &mut Found,
+) -> (Vec<PathBuf>, Option<Duration>) {
+    let mut files = Vec::new();
     for (i, pattern) in merged.ignoreip_files.iter().flatten().enumerate() {
         let path = base.join(pattern);
         match expand(&path) {
-            Ok(_) => detection.ignore_files.push(path),
+            Ok(_) => files.push(path),
             Err(reason) => found.push((
                 key(&format!("ignoreip_files[{i}]")),
                 format!("{reason} (a file must exist; a pattern's directory must exist)"),
             )),
         }
     }
-    match positive(merged.ignore_refresh.as_ref(), "5m") {
-        Ok(d) if d >= Duration::from_secs(1) => detection.ignore_refresh = d,
-        Ok(_) => found.push((key("ignore_refresh"), "must be 1s or more".into())),
-        Err(e) => found.push((key("ignore_refresh"), e.to_string())),
-    }
-    detection
+    let refresh = match positive(merged.ignore_refresh.as_ref(), "5m") {
+        Ok(d) if d >= Duration::from_secs(1) => Some(d),
+        Ok(_) => {
+            found.push((key("ignore_refresh"), "must be 1s or more".into()));
+            None
+        }
+        Err(e) => {
+            found.push((key("ignore_refresh"), e.to_string()));
+            None
+        }
+    };
+    (files, refresh)
 }
 
 /// A finite, positive duration with a default.

@@ -7,11 +7,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use ipnetwork::IpNetwork;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::allowed::DefaultsAllowlist;
 use super::follow::{self, Follower, HeldBans};
 use super::publish::{self, Encoder, JailPorts};
 use super::windows::{self, SharedSettings};
@@ -33,9 +33,8 @@ pub(crate) struct Fleet {
     wake: Arc<Notify>,
     ports: Arc<ArcSwap<JailPorts>>,
     settings: SharedSettings,
-    /// `[defaults] ignoreip` with this host's addresses: what agents spare for jails not run
-    /// here, replaced on reload.
-    defaults: watch::Sender<Arc<Vec<IpNetwork>>>,
+    /// What agents spare for jails not run here.
+    defaults: Arc<DefaultsAllowlist>,
 }
 
 fn settings_of(jails: &[JailSpec]) -> HashMap<String, crate::jail::JailSettings> {
@@ -70,7 +69,7 @@ impl Fleet {
             wake: Arc::new(Notify::new()),
             ports: Arc::new(ArcSwap::from_pointee(publish::jail_ports(jails))),
             settings: Arc::new(ArcSwap::from_pointee(settings_of(jails))),
-            defaults: watch::Sender::new(Arc::new(fleet.ignore.clone())),
+            defaults: Arc::new(DefaultsAllowlist::new(fleet)),
         })
     }
 
@@ -127,6 +126,7 @@ impl Fleet {
         }
         let held = HeldBans::default();
         let follower = if self.config.role.follows() {
+            self.defaults.start(&tasks, shutdown.clone());
             let follower = Follower::start(
                 self.config.clone(),
                 follow::local_jails(jails),
@@ -168,7 +168,7 @@ pub(crate) struct Running {
     held: HeldBans,
     ports: Arc<ArcSwap<JailPorts>>,
     settings: SharedSettings,
-    defaults: watch::Sender<Arc<Vec<IpNetwork>>>,
+    defaults: Arc<DefaultsAllowlist>,
 }
 
 impl Running {
@@ -179,13 +179,14 @@ impl Running {
         self.ports.store(Arc::new(publish::jail_ports(jails)));
         self.settings.store(Arc::new(settings_of(jails)));
         if let Some(new) = fleet {
-            if **self.defaults.borrow() != new.ignore {
-                self.defaults.send_replace(Arc::new(new.ignore.clone()));
-            }
+            self.defaults.reloaded(new);
         }
         let unchanged = fleet.is_some_and(|new| {
             FleetConfig {
                 ignore: self.config.ignore.clone(),
+                ignore_names: self.config.ignore_names.clone(),
+                ignore_files: self.config.ignore_files.clone(),
+                ignore_refresh: self.config.ignore_refresh,
                 ..new.clone()
             } == *self.config
         });

@@ -107,6 +107,12 @@ pub struct FleetConfig {
     /// What an agent never bans for a jail it does not have: `[defaults] ignoreip`, plus this
     /// host's addresses unless `[defaults] ignoreself = false`.
     pub ignore: Vec<IpNetwork>,
+    /// The DNS names of `[defaults] ignoreip`, resolved at run time for the same.
+    pub ignore_names: Vec<String>,
+    /// `[defaults] ignoreip_files`, read at run time for the same.
+    pub ignore_files: Vec<PathBuf>,
+    /// `[defaults] ignore_refresh`: how often the names are resolved again.
+    pub ignore_refresh: std::time::Duration,
 }
 
 impl FleetConfig {
@@ -284,6 +290,9 @@ pub fn compile(
         tls_ca_file,
         event_format: event_format?,
         ignore,
+        ignore_names: Vec::new(),
+        ignore_files: Vec::new(),
+        ignore_refresh: std::time::Duration::from_secs(300),
     })
 }
 

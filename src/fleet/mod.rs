@@ -10,6 +10,7 @@
 //! - `nodes`: hash of node name to its last heartbeat (JSON);
 //! - `win:<jail>:<target>`, `decided:<jail>:<target>`, `count:<jail>:<target>`: shared windows.
 
+pub(crate) mod allowed;
 pub mod app;
 pub mod cli;
 pub mod config;
