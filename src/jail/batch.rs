@@ -1,7 +1,6 @@
 //! Failures decided a batch at a time: each failure's key and window hash are computed once for
-//! the batch, and while failure `i` is decided the window's home slot of failure
-//! `i + HOME_AHEAD` and, when that slot holds another address, the next slot of failure
-//! `i + RUN_AHEAD` are on their way, so with a
+//! the batch, and while failure `i` is decided the window's index word of failure
+//! `i + INDEX_AHEAD` and the slab entry of failure `i + ENTRY_AHEAD` are on their way, so with a
 //! million tracked addresses the cache misses of a batch overlap instead of costing one memory
 //! round trip per decision. The decisions themselves are [`Jail::on_failure_seen`]'s, in order,
 //! so nothing but the speed changes. The jail task (`JailSet::on_failures`) and `jailbench
@@ -16,13 +15,12 @@ use tokio::time::Instant;
 use super::{Decision, Jail};
 use crate::evidence::Seen;
 
-/// How many failures ahead of the one being decided its home slot (the key and its entry, one
-/// line) is requested, and how many ahead that slot is read to request the probe's next slot
-/// when the home holds another address: a decision takes 50-100 ns and a miss about as
+/// How many failures ahead of the one being decided its index word is requested, and how many
+/// ahead the slab entry that word points at: a decision takes 50-100 ns and a miss about as
 /// long, so each load has several decisions' time to arrive, and a batch keeps about a dozen
 /// lines in flight (a core has 16 line-fill buffers).
-const HOME_AHEAD: usize = 8;
-const RUN_AHEAD: usize = 4;
+const INDEX_AHEAD: usize = 8;
+const ENTRY_AHEAD: usize = 4;
 
 /// A failure's key in its jail and that key's window hash, computed once for its batch (see
 /// [`Jail::keyed`]); valid until the jail is reconfigured.
@@ -61,9 +59,8 @@ impl Jail {
 }
 
 /// The prefetch schedule of a keyed batch: call it before deciding each failure `i` in order.
-/// It requests what deciding the failures ahead will read: the home slot of failure
-/// `i + HOME_AHEAD` and the next slot of failure `i + RUN_AHEAD` if its home holds another
-/// address (at `i == 0`, those of the
+/// It requests what deciding the failures ahead will read: the index word of failure
+/// `i + INDEX_AHEAD` and the entry of failure `i + ENTRY_AHEAD` (at `i == 0`, those of the
 /// failures before them too). `keyed(j)` gives failure `j`'s jail and key, `None` past the
 /// batch's end or with nothing to look up (a success, an unknown jail). The prefetches read the
 /// windows as they are at that moment, so decisions in between (inserts, bans, evictions, a
@@ -71,20 +68,20 @@ impl Jail {
 pub fn prefetch_ahead<'a>(i: usize, keyed: impl Fn(usize) -> Option<(&'a Jail, Keyed)>) {
     let index = |j| {
         if let Some((jail, k)) = keyed(j).filter(|(_, k)| k.prefetch) {
-            jail.window.prefetch_home(k.hash);
+            jail.window.prefetch_index(k.hash);
         }
     };
     let entry = |j| {
         if let Some((jail, k)) = keyed(j).filter(|(_, k)| k.prefetch) {
-            jail.window.prefetch_run(k.hash, &k.key);
+            jail.window.prefetch_entry(k.hash);
         }
     };
     if i == 0 {
-        (0..HOME_AHEAD).for_each(index);
-        (0..RUN_AHEAD).for_each(entry);
+        (0..INDEX_AHEAD).for_each(index);
+        (0..ENTRY_AHEAD).for_each(entry);
     }
-    index(i + HOME_AHEAD);
-    entry(i + RUN_AHEAD);
+    index(i + INDEX_AHEAD);
+    entry(i + ENTRY_AHEAD);
 }
 
 #[cfg(test)]
@@ -190,8 +187,7 @@ mod tests {
             // Small pools repeat addresses inside one batch; a small cap evicts.
             let pool_size = [40, 300, 5000][seed as usize % 3];
             let cap = [1000, 64, 100_000][seed as usize % 3];
-            // Up to 8: past the four times a slot holds inline, they spill to the heap.
-            let maxretry = 2 + (seed % 7) as u32;
+            let maxretry = 2 + (seed % 4) as u32;
             let mut one = Jail::new("one", settings(maxretry, cap), JailMetrics::new("one"));
             let mut many = Jail::new("many", settings(maxretry, cap), JailMetrics::new("many"));
             let mut pool = Vec::new();

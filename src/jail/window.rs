@@ -1,19 +1,18 @@
 //! Failures per address inside findtime, with a cap on how many addresses are tracked.
 //!
-//! Addresses sit in one open-addressing table whose 64-byte slots hold the key, its failure
-//! times and links, so finding an address is reading its entry: one cache line per decision,
-//! where an index word and an entry of a separate slab took two or three. An append-only queue of
-//! `(slot, sequence)` items orders them by their last failure (time only moves forward), so the
-//! least recently failing address is both the first to expire and the first to evict. A failure
-//! appends an item at the back (a sequential write) and leaves the address's earlier item behind,
-//! stale: its sequence is no longer the slot's, or the slot was freed. Expiry and eviction pop the
-//! front, skipping stale items, so the first live item is exactly the least recently failing
-//! address; stale items are swept out once they outnumber the live ones twice, which bounds the
-//! queue at three items (24 bytes) per tracked address. A freed slot is a tombstone, so no slot
-//! moves while queue items point at it; a rebuild (growth, or too many tombstones) moves them all
-//! and maps the queue's live items along. Failure times are nanoseconds from the window's first
-//! failure, [`INLINE`] of them in the slot (the default maxretry of 5 keeps at most four), more
-//! spilled to the heap, so a decision touches one slot and no heap allocation per address.
+//! Entries sit in a slab (one `Vec`); an append-only queue of `(slot, sequence)` items orders them
+//! by their last failure (time only moves forward), so the least recently failing address is both
+//! the first to expire and the first to evict. A failure appends an item at the back (a sequential
+//! write: unlike the doubly linked list this replaced, moving an address to the recent end writes
+//! no neighbour at a random place in memory) and leaves the address's earlier item behind, stale:
+//! its sequence is no longer the entry's, or its slot was freed. Expiry and eviction pop the front,
+//! skipping stale items, so the first live item is exactly the least recently failing address;
+//! stale items are swept out once they outnumber the live ones twice, which bounds the queue at
+//! three items (24 bytes) per tracked address. An open-addressing table of 8-byte words (32 bits of
+//! the address's hash and the slab index, so a lookup reads one cache line of it; 16 MB at a
+//! million addresses) finds an entry; its failure times are kept inline in the entry (nanoseconds
+//! from the window's first failure) up to [`INLINE`] of them, so a decision touches one table word
+//! and one slab entry, with no heap allocation per address.
 
 use ipnetwork::IpNetwork;
 use std::hash::BuildHasher;
@@ -21,27 +20,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Failure times kept in the slot itself: an address keeps at most maxretry - 1 of them (the
-/// maxretry-th bans it), so with the default maxretry of 5 none spills; a larger maxretry moves
-/// an address's times to the heap once it has more than this.
-const INLINE: usize = 4;
-/// The `len` of a slot whose times spilled: `times[0]` is then the index of its `Vec` in
-/// [`Spill`].
-const SPILLED: u8 = u8::MAX;
-/// Slot states: never used (ends a probe run), an address's, or freed (a tombstone: a probe
-/// goes on past it, an insert may take it).
-const EMPTY: u8 = 0;
-const FULL: u8 = 1;
-const GONE: u8 = 2;
-/// The table (addresses and tombstones) is rebuilt once more than this many sixteenths of its
-/// slots are used; a rebuilt table is the smallest power of two at most half full.
-const MAX_USED_16THS: usize = 11;
-/// Tracking state (the table and the queue) below which prefetching costs more than it saves:
-/// it stays in a core's L2 cache (2 MiB here), where a lookup waits for no memory. Unit tests
-/// prefetch always, so the differential tests of the batched path run it.
+/// Failure times kept in the entry itself; a larger maxretry spills to a `Vec`.
+const INLINE: usize = 5;
+/// Tracking state (slab and index) below which prefetching costs more than it saves: it stays
+/// in a core's L2 cache (2 MiB here), where a lookup waits for no memory. Unit tests prefetch
+/// always, so the differential tests of the batched path run it.
 const CACHED_BYTES: usize = if cfg!(test) { 0 } else { 1 << 20 };
-/// No link.
+/// No entry (list ends, free slots), and no link.
 pub(crate) const NIL: u32 = u32::MAX;
+/// The `free` field of an entry in use.
+const IN_USE: u32 = NIL - 1;
 /// Stale queue items allowed per live one (plus [`STALE_SLACK`]) before the queue is swept.
 const STALE_PER_LIVE: usize = 2;
 /// Stale queue items always allowed, so that a handful of addresses never sweep at every failure.
@@ -64,71 +52,92 @@ pub(crate) enum Outcome {
     Reached(u32),
 }
 
+/// Failure times of one address, oldest recorded first.
+#[derive(Debug, Clone)]
+enum Times {
+    Inline(u8, [i64; INLINE]),
+    Heap(Vec<i64>),
+}
+
+impl Times {
+    const EMPTY: Times = Times::Inline(0, [0; INLINE]);
+
+    fn as_slice(&self) -> &[i64] {
+        match self {
+            Times::Inline(len, t) => &t[..*len as usize],
+            Times::Heap(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn push(&mut self, at: i64) {
+        match self {
+            Times::Inline(len, t) if (*len as usize) < INLINE => {
+                t[*len as usize] = at;
+                *len += 1;
+            }
+            Times::Inline(_, t) => {
+                let mut v = t.to_vec();
+                v.push(at);
+                *self = Times::Heap(v);
+            }
+            Times::Heap(v) => v.push(at),
+        }
+    }
+
+    /// Keeps the times `keep` accepts, in order.
+    fn retain(&mut self, keep: impl Fn(i64) -> bool) {
+        match self {
+            Times::Inline(len, t) => {
+                let mut kept = 0;
+                for i in 0..*len as usize {
+                    if keep(t[i]) {
+                        t[kept] = t[i];
+                        kept += 1;
+                    }
+                }
+                *len = kept as u8;
+            }
+            Times::Heap(v) => v.retain(|&t| keep(t)),
+        }
+    }
+
+    /// Drops the `n` oldest recorded times.
+    fn drop_front(&mut self, n: usize) {
+        match self {
+            Times::Inline(len, t) => {
+                t.copy_within(n..*len as usize, 0);
+                *len -= n as u8;
+            }
+            Times::Heap(v) => {
+                v.drain(..n);
+            }
+        }
+    }
+}
+
 /// True when a failure at `t` is inside findtime at `now` (nanoseconds; a later `t` counts as
 /// age 0, as `Instant::duration_since` saturates).
 fn inside(t: i64, now: i64, findtime_ns: i64) -> bool {
     now.saturating_sub(t).max(0) < findtime_ns
 }
 
-/// One slot of the table: a tracked address (key, the sequence of its last queue item, the
-/// caller's link, its failure times) on one 64-byte cache line, so that finding the key is
-/// reading the entry.
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-struct Slot {
-    /// Nanoseconds from the window's base, oldest first; or, spilled, `times[0]` the spill index.
-    times: [i64; INLINE],
+/// One tracked address: its key, the sequence of its last queue item, its failure times.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: IpNetwork,
     /// The sequence number of the queue item its last failure pushed: that item is live, any
     /// earlier one of this slot stale.
     seq: u32,
-    /// The caller's link for the last failure (the jail's evidence ring sequence), or NIL.
+    /// [`IN_USE`], or for a free slot the next free slot (NIL ends the free list).
+    free: u32,
+    /// The caller's link for the last failure (the jail's evidence ring sequence), or NIL;
+    /// fits in the entry's padding, so evidence costs tracked addresses no memory here.
     link: u32,
-    key: IpNetwork,
-    /// Times kept inline, or [`SPILLED`].
-    len: u8,
-    /// [`EMPTY`], [`FULL`] or [`GONE`].
-    state: u8,
-}
-
-impl Slot {
-    fn empty() -> Slot {
-        Slot {
-            times: [0; INLINE],
-            seq: 0,
-            link: NIL,
-            key: IpNetwork::from(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-            len: 0,
-            state: EMPTY,
-        }
-    }
-}
-
-/// The failure times of addresses with more than [`INLINE`] of them (maxretry above 5), with
-/// the indices freed for reuse.
-#[derive(Debug, Default)]
-struct Spill {
-    times: Vec<Vec<i64>>,
-    free: Vec<u32>,
-}
-
-impl Spill {
-    fn put(&mut self, times: Vec<i64>) -> u32 {
-        match self.free.pop() {
-            Some(i) => {
-                self.times[i as usize] = times;
-                i
-            }
-            None => {
-                self.times.push(times);
-                (self.times.len() - 1) as u32
-            }
-        }
-    }
-
-    fn release(&mut self, i: u32) {
-        self.times[i as usize] = Vec::new();
-        self.free.push(i);
-    }
+    times: Times,
 }
 
 /// The failure window of one jail.
@@ -136,21 +145,19 @@ impl Spill {
 pub(crate) struct Window {
     findtime_ns: i64,
     maxretry: u32,
-    /// Open addressing with linear probing over whole slots, hashed by key with foldhash and a
-    /// per-process seed, as the lru crate's map had; a power of two long, or empty.
-    table: Vec<Slot>,
+    /// Slab indices, hashed by their entry's key; foldhash with a per-process seed, as the lru
+    /// crate's map had.
+    index: Index,
     hasher: foldhash::fast::RandomState,
-    /// Slots [`FULL`]: the addresses tracked.
-    live: usize,
-    /// Slots not [`EMPTY`] (live and tombstones).
-    used: usize,
-    spill: Spill,
+    slab: Vec<Entry>,
     /// Slots in last-failure order, oldest at the front, with stale items among them.
     queue: std::collections::VecDeque<Item>,
     /// The sequence number of the next item pushed (wrapping).
     seq: u32,
     /// Items pushed since the queue was last swept.
     pushed: u32,
+    /// First free slot.
+    free: u32,
     /// Times are stored as nanoseconds from this instant (the first failure recorded).
     base: Option<Instant>,
     cap: usize,
@@ -164,14 +171,13 @@ impl Window {
             findtime_ns: i64::try_from(findtime.as_nanos()).unwrap_or(i64::MAX),
             maxretry: maxretry.max(1),
             // Nothing reserved up front: the table grows with the addresses actually seen.
-            table: Vec::new(),
+            index: Index::default(),
             hasher: foldhash::fast::RandomState::default(),
-            live: 0,
-            used: 0,
-            spill: Spill::default(),
+            slab: Vec::new(),
             queue: std::collections::VecDeque::new(),
             seq: 0,
             pushed: 0,
+            free: NIL,
             base: None,
             cap: cap.max(1),
             evicted: 0,
@@ -216,90 +222,53 @@ impl Window {
         let now = self.ns(now);
         self.prune_ns(now);
         let maxretry = self.maxretry as usize;
-        let slot = match self.probe(hash, &ip) {
-            Ok(slot) => slot,
-            Err(mut at) => {
-                if self.live >= self.cap {
+        let slot = match self.find(hash, &ip) {
+            Some(slot) => slot,
+            None => {
+                if self.index.len() >= self.cap {
                     if let Some(oldest) = self.oldest() {
                         self.remove(oldest);
                         self.evicted += 1;
                     }
                 }
-                // An eviction only adds a tombstone: the place found stays a valid one.
-                if (self.used + 1) * 16 > self.table.len() * MAX_USED_16THS {
-                    self.rebuild();
-                    at = self.probe(hash, &ip).err().unwrap_or(at);
-                }
-                self.occupy(at, ip);
-                at
+                let slot = self.allocate(ip);
+                self.index.insert(hash, slot);
+                slot
             }
         };
         self.push_newest(slot);
         let findtime_ns = self.findtime_ns;
-        let added = count.min(maxretry as u32) as usize;
-        let entry = &mut self.table[slot as usize];
-        let previous = std::mem::replace(&mut entry.link, link);
-        // At most maxretry - 1 times are kept, so `kept + added` past maxretry only means
-        // maxretry failures (the oldest dropped), the address banned and its times let go.
-        let failures = if entry.len == SPILLED {
-            let times = &mut self.spill.times[entry.times[0] as usize];
-            times.retain(|&t| inside(t, now, findtime_ns));
-            let failures = (times.len() + added).min(maxretry);
-            if failures < maxretry {
-                times.resize(failures, now);
-            }
-            failures
-        } else {
-            let mut kept = 0;
-            for i in 0..entry.len as usize {
-                if inside(entry.times[i], now, findtime_ns) {
-                    entry.times[kept] = entry.times[i];
-                    kept += 1;
-                }
-            }
-            let failures = (kept + added).min(maxretry);
-            if failures >= maxretry {
-                entry.len = kept as u8;
-            } else if failures <= INLINE {
-                entry.times[kept..failures].fill(now);
-                entry.len = failures as u8;
-            } else {
-                let mut times = entry.times[..kept].to_vec();
-                times.resize(failures, now);
-                entry.times[0] = i64::from(self.spill.put(times));
-                entry.len = SPILLED;
-            }
-            failures
-        };
-        let outcome = if failures >= maxretry {
+        let previous = std::mem::replace(&mut self.slab[slot as usize].link, link);
+        let times = &mut self.slab[slot as usize].times;
+        times.retain(|t| inside(t, now, findtime_ns));
+        for _ in 0..count.min(maxretry as u32) {
+            times.push(now);
+        }
+        if times.len() > maxretry {
+            times.drop_front(times.len() - maxretry);
+        }
+        let failures = times.len() as u32;
+        let outcome = if failures as usize >= maxretry {
             self.remove(slot);
-            Outcome::Reached(failures as u32)
+            Outcome::Reached(failures)
         } else {
-            Outcome::Counting(failures as u32)
+            Outcome::Counting(failures)
         };
         self.bound_queue();
         (outcome, previous)
     }
 
-    /// The failure times of a [`FULL`] slot, oldest first.
-    fn times<'a>(&'a self, slot: &'a Slot) -> &'a [i64] {
-        if slot.len == SPILLED {
-            &self.spill.times[slot.times[0] as usize]
-        } else {
-            &slot.times[..slot.len as usize]
-        }
-    }
-
     /// Failures of `ip` inside the window at `now` and the link of its last one, if tracked.
     pub(crate) fn lookup(&self, ip: &IpNetwork, now: Instant) -> Option<(u32, u32)> {
         let slot = self.find(self.hasher.hash_one(ip), ip)?;
-        let entry = &self.table[slot as usize];
+        let entry = &self.slab[slot as usize];
         let now = match self.base {
             Some(base) if now >= base => i64::try_from((now - base).as_nanos()).unwrap_or(i64::MAX),
             _ => 0,
         };
-        let n = self
-            .times(entry)
+        let n = entry
+            .times
+            .as_slice()
             .iter()
             .filter(|&&t| inside(t, now, self.findtime_ns))
             .count() as u32;
@@ -314,34 +283,46 @@ impl Window {
     /// True when the tracking state is too large to stay in the cache, so that lookups wait for
     /// memory and prefetching them pays.
     pub(crate) fn outgrows_cache(&self) -> bool {
-        self.table.len() * std::mem::size_of::<Slot>()
+        self.slab.len() * std::mem::size_of::<Entry>()
+            + self.index.words.len() * 8
             + self.queue.len() * std::mem::size_of::<Item>()
             > CACHED_BYTES
     }
 
-    /// Starts loading the slot where a lookup of `hash` starts: the one cache-line miss of a
-    /// decision whose address sits in its home slot. A hint: it changes nothing.
-    pub(crate) fn prefetch_home(&self, hash: u64) {
-        if let Some(slot) = self.table.get(self.home(hash)) {
-            prefetch(slot);
+    /// Starts loading the index word a lookup of `hash` reads first: the miss of every decision
+    /// once the index outgrows the cache. A hint: it changes nothing.
+    pub(crate) fn prefetch_index(&self, hash: u64) {
+        if self.index.words.is_empty() {
+            return;
+        }
+        let home = self.index.home(hash);
+        let word = &self.index.words[home];
+        prefetch(word);
+        // A run that starts in a line's last word goes on in the next line half the time at
+        // the table's load; that line is requested too, or the probe waits for it.
+        if (word as *const u64 as usize) % 64 == 56 {
+            prefetch(&self.index.words[(home + 1) & (self.index.words.len() - 1)]);
         }
     }
 
-    /// Reads the home slot of `hash` (cached by now: see [`Window::prefetch_home`]) and, when it
-    /// holds neither `key` nor the end of the run, starts loading the next slot, where the
-    /// probe goes on. A hint: a table changed meanwhile costs a miss, not a wrong answer.
-    pub(crate) fn prefetch_run(&self, hash: u64, key: &IpNetwork) {
-        let home = self.home(hash);
-        if let Some(slot) = self.table.get(home) {
-            if slot.state == GONE || (slot.state == FULL && slot.key != *key) {
-                prefetch(&self.table[(home + 1) & (self.table.len() - 1)]);
-            }
+    /// Reads the index for `hash` (its word should be cached by now: see
+    /// [`Window::prefetch_index`]) and starts loading the slab entry it points at. A hint: an
+    /// entry that moves before it is used costs a miss, not a wrong answer.
+    pub(crate) fn prefetch_entry(&self, hash: u64) {
+        if let Some(entry) = self.candidate(hash) {
+            // An entry (80 bytes) spans two lines: its first and its last byte's.
+            let first = (entry as *const Entry).cast::<u8>();
+            prefetch(first);
+            prefetch(first.wrapping_add(std::mem::size_of::<Entry>() - 1));
         }
     }
 
-    /// Where the probe run of `hash` starts (0 for an empty table).
-    fn home(&self, hash: u64) -> usize {
-        (hash >> 32) as usize & self.table.len().wrapping_sub(1)
+    /// The entry of the first index word with `hash`'s 32 bits, read without comparing keys:
+    /// the key's own entry but for a collision of those bits, which only makes a hint useless.
+    fn candidate(&self, hash: u64) -> Option<&Entry> {
+        self.index
+            .candidate(hash)
+            .and_then(|slot| self.slab.get(slot as usize))
     }
 
     /// Drops addresses whose last failure is older than findtime.
@@ -356,7 +337,8 @@ impl Window {
     /// [`Window::prune`] at `now` nanoseconds from the base.
     fn prune_ns(&mut self, now: i64) {
         while let Some(oldest) = self.oldest() {
-            match self.times(&self.table[oldest as usize]).last() {
+            let times = self.slab[oldest as usize].times.as_slice();
+            match times.last() {
                 Some(&last) if inside(last, now, self.findtime_ns) => break,
                 _ => self.remove(oldest),
             }
@@ -375,11 +357,11 @@ impl Window {
         None
     }
 
-    /// True when `item` is its slot's last failure: the slot is in use and has not failed
-    /// again since (a reused slot has a later sequence too).
+    /// True when `item` is its entry's last failure: the slot is in use and has not failed
+    /// again since (a reused slot's entry has a later sequence too).
     fn is_live(&self, item: Item) -> bool {
-        let slot = &self.table[item.slot as usize];
-        slot.state == FULL && slot.seq == item.seq
+        let entry = &self.slab[item.slot as usize];
+        entry.free == IN_USE && entry.seq == item.seq
     }
 
     /// Forgets an address (it was banned by hand, say).
@@ -392,20 +374,19 @@ impl Window {
     /// Failures of `ip` inside the window, without touching its place in the order.
     #[cfg(test)]
     pub(crate) fn failures(&self, ip: &IpNetwork) -> u32 {
-        self.find(self.hasher.hash_one(ip), ip).map_or(0, |slot| {
-            self.times(&self.table[slot as usize]).len() as u32
-        })
+        self.find(self.hasher.hash_one(ip), ip)
+            .map_or(0, |slot| self.slab[slot as usize].times.len() as u32)
     }
 
     /// Addresses tracked now (call [`Window::prune`] first for an exact figure).
     pub(crate) fn len(&self) -> usize {
-        self.live
+        self.index.len()
     }
 
     /// True when nothing is tracked.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.live == 0
+        self.index.len() == 0
     }
 
     /// Addresses evicted at the cap since the window was made.
@@ -415,85 +396,31 @@ impl Window {
 
     /// The slot holding `key`, whose hash is `hash`.
     fn find(&self, hash: u64, key: &IpNetwork) -> Option<u32> {
-        self.probe(hash, key).ok()
+        let slab = &self.slab;
+        self.index.find(hash, |s| slab[s as usize].key == *key)
     }
 
-    /// `Ok`: the slot holding `key`; `Err`: where to put it (the run's first tombstone, or the
-    /// empty slot ending it; 0 in an empty table, which must be rebuilt first).
-    fn probe(&self, hash: u64, key: &IpNetwork) -> Result<u32, u32> {
-        if self.table.is_empty() {
-            return Err(0);
-        }
-        let mask = self.table.len() - 1;
-        let mut i = self.home(hash);
-        let mut tombstone = None;
-        loop {
-            let slot = &self.table[i];
-            match slot.state {
-                EMPTY => return Err(tombstone.unwrap_or(i) as u32),
-                FULL if slot.key == *key => return Ok(i as u32),
-                GONE if tombstone.is_none() => tombstone = Some(i),
-                _ => {}
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Puts `key`, with no times, in the free slot `at` found by [`Window::probe`].
-    fn occupy(&mut self, at: u32, key: IpNetwork) {
-        let slot = &mut self.table[at as usize];
-        if slot.state == EMPTY {
-            self.used += 1;
-        }
-        *slot = Slot {
-            times: [0; INLINE],
-            seq: self.seq.wrapping_sub(1),
-            link: NIL,
+    /// A slot for `key` with no times, off every list (not yet in the index).
+    fn allocate(&mut self, key: IpNetwork) -> u32 {
+        let entry = Entry {
             key,
-            len: 0,
-            state: FULL,
+            seq: self.seq.wrapping_sub(1),
+            free: IN_USE,
+            link: NIL,
+            times: Times::EMPTY,
         };
-        self.live += 1;
-    }
-
-    /// Moves every address into a new table, the smallest power of two at most half full, and
-    /// the queue's live items with them (its stale items are dropped: a sweep). Tombstones go.
-    /// The new table asks for huge pages before it is touched.
-    fn rebuild(&mut self) {
-        let mut size = 16;
-        while (self.live + 1) * 2 > size {
-            size *= 2;
-        }
-        let mut table = Vec::with_capacity(size);
-        huge_pages(&table);
-        table.resize(size, Slot::empty());
-        let old = std::mem::replace(&mut self.table, table);
-        let mask = size - 1;
-        let mut moved = vec![NIL; old.len()];
-        for (from, slot) in old.iter().enumerate() {
-            if slot.state == FULL {
-                let mut i = self.home(self.hasher.hash_one(slot.key));
-                while self.table[i].state != EMPTY {
-                    i = (i + 1) & mask;
-                }
-                self.table[i] = *slot;
-                moved[from] = i as u32;
+        if self.free != NIL {
+            let slot = self.free;
+            self.free = self.slab[slot as usize].free;
+            self.slab[slot as usize] = entry;
+            slot
+        } else {
+            if self.slab.len() == self.slab.capacity() {
+                self.grow_slab();
             }
+            self.slab.push(entry);
+            (self.slab.len() - 1) as u32
         }
-        self.used = self.live;
-        let queue = std::mem::take(&mut self.queue);
-        self.queue = queue
-            .into_iter()
-            .filter(|item| {
-                let slot = &old[item.slot as usize];
-                slot.state == FULL && slot.seq == item.seq
-            })
-            .map(|item| Item {
-                slot: moved[item.slot as usize],
-                seq: item.seq,
-            })
-            .collect();
-        self.pushed = 0;
     }
 
     /// Makes `slot` the most recently failing entry: a new item at the back of the queue; its
@@ -501,7 +428,7 @@ impl Window {
     fn push_newest(&mut self, slot: u32) {
         let seq = self.seq;
         self.seq = seq.wrapping_add(1);
-        self.table[slot as usize].seq = seq;
+        self.slab[slot as usize].seq = seq;
         self.queue.push_back(Item { slot, seq });
         self.pushed += 1;
         // The back of the queue walks through its buffer, a new line every eight pushes; in a
@@ -519,10 +446,10 @@ impl Window {
 
     /// Sweeps the queue when stale items outnumber the live ones more than
     /// [`STALE_PER_LIVE`] times (or it is due, see [`SWEEP_PUSHES`]): called after each failure
-    /// recorded, so every item pushed since costs one slot read at most
+    /// recorded, so every item pushed since costs one entry read at most
     /// `(1 + STALE_PER_LIVE) / STALE_PER_LIVE` times.
     fn bound_queue(&mut self) {
-        if self.queue.len() > self.live * (1 + STALE_PER_LIVE) + STALE_SLACK
+        if self.queue.len() > self.index.len() * (1 + STALE_PER_LIVE) + STALE_SLACK
             || self.pushed >= SWEEP_PUSHES
         {
             self.sweep();
@@ -530,7 +457,7 @@ impl Window {
     }
 
     /// Drops every stale item from the queue, keeping the order of the live ones. Reading each
-    /// item's slot is a random access, so the slots a few items ahead are requested first.
+    /// item's entry is a random access, so the entries a few items ahead are requested first.
     fn sweep(&mut self) {
         const AHEAD: usize = 16;
         self.pushed = 0;
@@ -539,8 +466,8 @@ impl Window {
         let mut kept = 0;
         for i in 0..items.len() {
             if let Some(ahead) = items.get(i + AHEAD) {
-                if let Some(slot) = self.table.get(ahead.slot as usize) {
-                    prefetch(slot);
+                if let Some(entry) = self.slab.get(ahead.slot as usize) {
+                    prefetch(entry);
                 }
             }
             let item = items[i];
@@ -553,16 +480,29 @@ impl Window {
         self.queue = items.into();
     }
 
-    /// Forgets the address in `slot`: a tombstone, so the runs through it stay whole and the
-    /// other slots stay where the queue's items point (its own items go stale).
-    fn remove(&mut self, slot: u32) {
-        let entry = &mut self.table[slot as usize];
-        if entry.len == SPILLED {
-            self.spill.release(entry.times[0] as u32);
+    /// Doubles the slab's capacity. glibc grows a large block with `mremap`, which moves its
+    /// pages to an address of another 2 MiB alignment, where the kernel keeps them as 4 KiB
+    /// pages: seen in /proc/PID/smaps at a million addresses, only the last doubling's half of
+    /// the slab (38 of 78 MB) was on huge pages, so half the entry lookups still walked the page
+    /// tables. The moved part is now collapsed back into huge pages (`MADV_COLLAPSE`, Linux 6.1;
+    /// a kernel without it, or without free huge pages, leaves it as it was), once per doubling.
+    fn grow_slab(&mut self) {
+        let (moved, len) = (self.slab.as_ptr(), self.slab.len());
+        self.slab.reserve(1);
+        huge_pages(&self.slab);
+        if self.slab.as_ptr() != moved {
+            collapse(&self.slab[..len]);
         }
-        entry.len = 0;
-        entry.state = GONE;
-        self.live -= 1;
+    }
+
+    /// Forgets the entry in `slot` and frees the slot (its queue item goes stale).
+    fn remove(&mut self, slot: u32) {
+        let hash = self.hasher.hash_one(self.slab[slot as usize].key);
+        self.index.remove(hash, slot);
+        let entry = &mut self.slab[slot as usize];
+        entry.times = Times::EMPTY;
+        entry.free = self.free;
+        self.free = slot;
     }
 }
 
@@ -588,10 +528,11 @@ fn prefetch<T>(at: *const T) {
     let _ = at;
 }
 
-/// Tables at least this large ask for 2 MiB pages: at a million addresses every lookup lands on
-/// a different 4 KiB page, so nearly each one also missed the TLB and walked the page tables;
-/// huge pages leave the lookup one cache miss, which the batch prefetches. Every page of the
-/// table is touched anyway (it is filled with empty slots when made).
+/// Tables at least this large ask for 2 MiB pages: at a million addresses every index lookup
+/// lands on a different 4 KiB page, so nearly each one also missed the TLB and walked the
+/// page tables; huge pages leave the lookup one cache miss, which the batch prefetches. Every
+/// 4 KiB page of a table this large is touched anyway (the index is at least 3/8 full, the
+/// slab filled in order), so they cost no memory but the unfilled end of the slab's last one.
 const HUGE_BYTES: usize = 4 << 20;
 
 /// Asks the kernel to back `table`'s buffer (the part not yet touched, as it faults in) with
@@ -600,6 +541,16 @@ const HUGE_BYTES: usize = 4 << 20;
 fn huge_pages<T>(table: &Vec<T>) {
     let bytes = table.capacity() * std::mem::size_of::<T>();
     advise_huge(table.as_ptr().cast(), bytes, libc::MADV_HUGEPAGE);
+}
+
+/// Asks the kernel to back the whole huge pages inside `filled` with huge pages now, copying
+/// what they hold (see [`Window::grow_slab`]). A hint: its failure changes nothing.
+fn collapse<T>(filled: &[T]) {
+    advise_huge(
+        filled.as_ptr().cast(),
+        std::mem::size_of_val(filled),
+        libc::MADV_COLLAPSE,
+    );
 }
 
 /// `madvise(advice)` on the whole 2 MiB pages inside the `bytes` at `at`, when they are at least
@@ -620,6 +571,109 @@ fn advise_huge(at: *const u8, bytes: usize, advice: libc::c_int) {
     }
 }
 
+/// Linear-probing table of `hash32 << 32 | slot + 1` words (0 = empty), at most 3/4 full;
+/// a word's home is its hash32 modulo the size, so growing needs no slab access.
+#[derive(Debug, Default)]
+struct Index {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Index {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn hash32(hash: u64) -> u64 {
+        hash >> 32
+    }
+
+    /// Where the run holding `hash` starts (the table is not empty).
+    fn home(&self, hash: u64) -> usize {
+        Self::hash32(hash) as usize & (self.words.len() - 1)
+    }
+
+    /// The slot of the first word carrying `hash`'s 32 bits, without looking at any entry.
+    fn candidate(&self, hash: u64) -> Option<u32> {
+        self.find(hash, |_| true)
+    }
+
+    /// The slot whose word has `hash`'s 32 bits and which `is` accepts.
+    fn find(&self, hash: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
+        if self.words.is_empty() {
+            return None;
+        }
+        let (h, mask) = (Self::hash32(hash), self.words.len() - 1);
+        let mut i = h as usize & mask;
+        loop {
+            let w = self.words[i];
+            if w == 0 {
+                return None;
+            }
+            if w >> 32 == h && is((w as u32) - 1) {
+                return Some((w as u32) - 1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `slot` (not present) under `hash`.
+    fn insert(&mut self, hash: u64, slot: u32) {
+        if (self.len + 1) * 4 > self.words.len() * 3 {
+            let size = (self.words.len() * 2).max(16);
+            let old = std::mem::replace(&mut self.words, vec![0; size]);
+            huge_pages(&self.words);
+            for w in old.into_iter().filter(|&w| w != 0) {
+                self.place(w);
+            }
+        }
+        self.place(Self::hash32(hash) << 32 | u64::from(slot + 1));
+        self.len += 1;
+    }
+
+    fn place(&mut self, word: u64) {
+        let mask = self.words.len() - 1;
+        let mut i = (word >> 32) as usize & mask;
+        while self.words[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.words[i] = word;
+    }
+
+    /// Removes `slot`, stored under `hash`, shifting later words of its run back.
+    fn remove(&mut self, hash: u64, slot: u32) {
+        if self.words.is_empty() {
+            return;
+        }
+        let mask = self.words.len() - 1;
+        let word = Self::hash32(hash) << 32 | u64::from(slot + 1);
+        let mut hole = (word >> 32) as usize & mask;
+        loop {
+            match self.words[hole] {
+                0 => return,
+                w if w == word => break,
+                _ => hole = (hole + 1) & mask,
+            }
+        }
+        let mut k = hole;
+        loop {
+            k = (k + 1) & mask;
+            let w = self.words[k];
+            if w == 0 {
+                break;
+            }
+            // w may fill the hole unless its home lies cyclically in (hole, k].
+            let home = (w >> 32) as usize & mask;
+            if k.wrapping_sub(home) & mask >= k.wrapping_sub(hole) & mask {
+                self.words[hole] = w;
+                hole = k;
+            }
+        }
+        self.words[hole] = 0;
+        self.len -= 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,10 +685,10 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_one_cache_line() {
-        // times (32 bytes) + seq, link (8) + key (18) + len, state (2) = 60, aligned to 64.
-        assert_eq!(std::mem::size_of::<Slot>(), 64);
-        assert_eq!(std::mem::align_of::<Slot>(), 64);
+    fn the_evidence_link_costs_a_tracked_address_nothing() {
+        // key (18 bytes) + seq, free, link (12) + inline times (48, 8-aligned) = 78: the link
+        // fills what was padding in the 80-byte entry before it existed.
+        assert_eq!(std::mem::size_of::<Entry>(), 80);
     }
 
     #[tokio::test(start_paused = true)]
@@ -742,7 +796,7 @@ mod tests {
             w.queue
                 .iter()
                 .filter(|&&item| w.is_live(item))
-                .map(|item| w.table[item.slot as usize].key)
+                .map(|item| w.slab[item.slot as usize].key)
                 .collect()
         };
         // Banned: its slot is freed right after its push, then given to ip 3 by the next one.
@@ -842,22 +896,6 @@ mod tests {
         }
     }
 
-    /// Keys of every kind a jail files: IPv4 hosts, IPv4 prefixes (`ipv4_prefix`), IPv6 hosts
-    /// and IPv6 /64 prefixes, with equal bytes under different prefixes among them.
-    fn mixed_key(n: u32) -> IpNetwork {
-        let v6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, (n / 4) as u16, 0, 0, 0, 0);
-        match n % 4 {
-            0 => ip(n),
-            1 => IpNetwork::new(
-                std::net::Ipv4Addr::from(0xC000_0200 + (n & !0xff)).into(),
-                24,
-            )
-            .unwrap(),
-            2 => IpNetwork::from(std::net::IpAddr::V6(v6)),
-            _ => IpNetwork::new(v6.into(), 64).unwrap(),
-        }
-    }
-
     /// A small deterministic generator (xorshift), so a failing seed can be replayed.
     fn next(state: &mut u64) -> u64 {
         *state ^= *state << 13;
@@ -894,7 +932,7 @@ mod tests {
                 let now = Instant::now();
                 let pushed = w.pushed;
                 let ns = i64::try_from((now - t0).as_nanos()).unwrap();
-                let key = mixed_key((next(&mut rng) % pool) as u32);
+                let key = ip((next(&mut rng) % pool) as u32);
                 let op = next(&mut rng) % 20;
                 match op {
                     0 => {
@@ -934,7 +972,7 @@ mod tests {
                         .queue
                         .iter()
                         .filter(|&&item| w.is_live(item))
-                        .map(|item| w.table[item.slot as usize].key)
+                        .map(|item| w.slab[item.slot as usize].key)
                         .collect();
                     let expected: Vec<IpNetwork> = r.order.iter().map(|(k, _)| *k).collect();
                     assert_eq!(live, expected, "seed {seed} step {step}");
@@ -984,55 +1022,55 @@ mod tests {
             }
         }
         assert_eq!(w.len(), n as usize);
-        // The table is past the threshold, and the kernel was asked (VmFlags `hg`).
-        let (table, bytes) = (
-            w.table.as_ptr() as usize,
-            w.table.capacity() * std::mem::size_of::<Slot>(),
-        );
-        assert!(bytes >= HUGE_BYTES, "{bytes} bytes");
-        // The first and the last whole huge page of the buffer. This shows the ask
-        // (MADV_HUGEPAGE over the whole buffer), not the kernel's grant, which depends on the
-        // host's THP settings and is measured in BENCHMARKS.md, not asserted here.
-        let first = (table + (2 << 20)) & !((2 << 20) - 1);
-        let last = ((table + bytes) & !((2 << 20) - 1)) - (2 << 20);
-        for inner in [first, last] {
-            assert!(vm_flags(inner).split_whitespace().any(|f| f == "hg"));
+        // Both tables are past the threshold, and the kernel was asked (VmFlags `hg`).
+        for (table, bytes) in [
+            (
+                w.index.words.as_ptr() as usize,
+                w.index.words.capacity() * 8,
+            ),
+            (
+                w.slab.as_ptr() as usize,
+                w.slab.capacity() * std::mem::size_of::<Entry>(),
+            ),
+        ] {
+            assert!(bytes >= HUGE_BYTES, "{bytes} bytes");
+            // The first and the last whole huge page of the buffer: the slab's first part was
+            // filled before its last doubling and moved with it. This shows the ask
+            // (MADV_HUGEPAGE over the whole buffer), not the kernel's grant: whether
+            // MADV_COLLAPSE made them huge shows only in smaps' AnonHugePages, which depends
+            // on the host's THP settings and is measured in BENCHMARKS.md, not asserted here.
+            let first = (table + (2 << 20)) & !((2 << 20) - 1);
+            let last = ((table + bytes) & !((2 << 20) - 1)) - (2 << 20);
+            for inner in [first, last] {
+                assert!(vm_flags(inner).split_whitespace().any(|f| f == "hg"));
+            }
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_table_finds_every_address_through_tombstones_and_rebuilds() {
-        let mut w = Window::new(Duration::from_secs(600), 3, 100_000);
-        // A few keys forgotten at every step: runs full of tombstones, rebuilt at the same size
-        // or larger, with the queue mapped along.
+    #[test]
+    fn the_index_finds_every_slot_through_collisions_growth_and_removals() {
+        let mut index = Index::default();
+        // Few distinct hashes: long runs that wrap around the end of the table.
+        let hash = |slot: u32| u64::from((slot % 7).wrapping_add(u32::MAX - 3)) << 32;
         let mut present = std::collections::BTreeSet::new();
-        for n in 0..5000u32 {
-            w.record(ip(n), 1, Instant::now(), NIL);
-            present.insert(n);
-            if n % 3 == 0 {
-                let gone = n / 2;
-                w.forget(&ip(gone));
-                present.remove(&gone);
-            }
-            if n % 499 == 0 {
-                for k in 0..=n {
-                    assert_eq!(
-                        w.failures(&ip(k)),
-                        u32::from(present.contains(&k)),
-                        "{k} at {n}"
-                    );
+        for slot in 0..200u32 {
+            index.insert(hash(slot), slot);
+            present.insert(slot);
+            if slot % 3 == 0 {
+                let gone = slot / 2;
+                if present.remove(&gone) {
+                    index.remove(hash(gone), gone);
                 }
             }
+            for s in 0..=slot {
+                let found = index.find(hash(s), |x| x == s);
+                assert_eq!(
+                    found.is_some(),
+                    present.contains(&s),
+                    "slot {s} after {slot}"
+                );
+            }
         }
-        assert_eq!(w.len(), present.len());
-        assert!(w.used * 16 <= w.table.len() * MAX_USED_16THS);
-        // The queue's live items, front to back, are the addresses still present, in order.
-        let live: Vec<IpNetwork> = w
-            .queue
-            .iter()
-            .filter(|&&item| w.is_live(item))
-            .map(|item| w.table[item.slot as usize].key)
-            .collect();
-        assert_eq!(live, present.iter().map(|&n| ip(n)).collect::<Vec<_>>());
+        assert_eq!(index.len(), present.len());
     }
 }
