@@ -896,6 +896,22 @@ mod tests {
         }
     }
 
+    /// Keys of every kind a jail files: IPv4 hosts, IPv4 prefixes (`ipv4_prefix`), IPv6 hosts
+    /// and IPv6 /64 prefixes, with equal bytes under different prefixes among them.
+    fn mixed_key(n: u32) -> IpNetwork {
+        let v6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, (n / 4) as u16, 0, 0, 0, 0);
+        match n % 4 {
+            0 => ip(n),
+            1 => IpNetwork::new(
+                std::net::Ipv4Addr::from(0xC000_0200 + (n & !0xff)).into(),
+                24,
+            )
+            .unwrap(),
+            2 => IpNetwork::from(std::net::IpAddr::V6(v6)),
+            _ => IpNetwork::new(v6.into(), 64).unwrap(),
+        }
+    }
+
     /// A small deterministic generator (xorshift), so a failing seed can be replayed.
     fn next(state: &mut u64) -> u64 {
         *state ^= *state << 13;
@@ -932,7 +948,7 @@ mod tests {
                 let now = Instant::now();
                 let pushed = w.pushed;
                 let ns = i64::try_from((now - t0).as_nanos()).unwrap();
-                let key = ip((next(&mut rng) % pool) as u32);
+                let key = mixed_key((next(&mut rng) % pool) as u32);
                 let op = next(&mut rng) % 20;
                 match op {
                     0 => {
