@@ -34,16 +34,17 @@ use crate::filter::router::Matched;
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, messages_received, DropReason};
 
-/// Frames handed to a worker at once: the queue and wake-up cost spread over many messages
-/// (a batch also ends with each read, so a read holds several: [`READ_CHUNK`]).
+/// Frames handed to a worker at once: the queue and wake-up cost spread over many messages.
+/// A batch goes on into the next read while the socket has bytes at once, and is handed over
+/// part-full as soon as it has none (a lone message never waits for more), or once its frames
+/// take [`READ_CHUNK`] bytes (long frames keep a batch's memory bounded).
 pub(crate) const BATCH: usize = 1024;
 
 /// Batches each worker may have queued or in hand for the connections.
 const IN_FLIGHT_PER_WORKER: usize = 2;
 
 /// Bytes asked of the socket per read once a connection has filled a whole [`FIRST_READ_CHUNK`]
-/// read: at ~120 bytes a message, two full batches and the rest, so few hand-overs are of a
-/// read's last few frames.
+/// read: at ~120 bytes a message, two full batches and more.
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Bytes asked per read until then: a connection that never sends that much at once (most of
@@ -464,6 +465,20 @@ impl Ordered {
     }
 }
 
+/// One read the stream answers at once: None when it has nothing now (then nothing was
+/// read: a pending read leaves the buffer as it was), so the caller never waits for bytes.
+fn read_now<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Option<std::io::Result<usize>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let read = std::pin::pin!(stream.read_buf(buf));
+    match std::future::Future::poll(read, &mut cx) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// Takes the filling batch and splits the bytes its frames are in (`buf[..at]`) off the read
 /// buffer; framing goes on from the buffer's start.
 fn take_batch(filling: &mut Filling, buf: &mut BytesMut, at: &mut usize) -> (Filling, Bytes) {
@@ -496,15 +511,33 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
     let mut decoder = FrameDecoder::new(shared.load().max_message_bytes());
     let mut read_chunk = FIRST_READ_CHUNK;
     let mut buf = BytesMut::with_capacity(read_chunk);
-    // The batch being filled from the read.
+    // The batch being filled; it may span reads while the socket has bytes at once.
     let mut filling = Filling::new();
     // Where framing stands in `buf`: the bytes before it are the filling batch's.
     let mut at = 0;
+    // The last read's time and configuration, for the batches its frames end.
+    let mut receipt = Receipt::now();
+    let mut pipeline = shared.load_full();
     loop {
         buf.reserve(read_chunk);
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
+        let read = if filling.messages > 0 {
+            // A part batch: more frames for it only if the socket has them now.
+            match read_now(&mut stream, &mut buf) {
+                Some(r) => Ok(r),
+                None => {
+                    let (part, chunk) = take_batch(&mut filling, &mut buf, &mut at);
+                    let ip = peer.ip();
+                    if !hand_over(part, chunk, &pipeline, receipt, &pool, ip, &mut ordered).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
+            }
         };
         let n = match read {
             Err(_) => {
@@ -524,8 +557,8 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             // A stream that fills whole reads: larger ones, fewer hand-overs.
             read_chunk = READ_CHUNK;
         }
-        let receipt = Receipt::now();
-        let pipeline = shared.load_full();
+        receipt = Receipt::now();
+        pipeline = shared.load_full();
         let at_end = n == 0;
         let mut failed = None;
         // Frames are found in place; the bytes they used are split off once per batch.
@@ -546,7 +579,8 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
                 Some(Found::Message(range)) => {
                     filling.messages += 1;
                     filling.frames.push(range);
-                    if filling.frames.len() == BATCH {
+                    // Full by frames, or by bytes (a batch of long frames stays bounded).
+                    if filling.frames.len() == BATCH || at >= READ_CHUNK {
                         let (batch, chunk) = take_batch(&mut filling, &mut buf, &mut at);
                         if !hand_over(
                             batch,
@@ -578,6 +612,35 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             }
             at = buf.len();
         }
+        if at_end || failed.is_some() {
+            let (batch, chunk) = take_batch(&mut filling, &mut buf, &mut at);
+            if !hand_over(
+                batch,
+                chunk,
+                &pipeline,
+                receipt,
+                &pool,
+                peer.ip(),
+                &mut ordered,
+            )
+            .await
+            {
+                return;
+            }
+        }
+        if let Some(error) = failed {
+            ordered.finish().await;
+            pipeline.drop_unparseable();
+            tracing::warn!(%peer, %error, "closing connection");
+            return;
+        }
+        if at_end {
+            break;
+        }
+    }
+    // Ended by the idle timeout, a read error or the daemon's stop: a part batch held (a
+    // read that failed at once) is applied, a frame begun is lost.
+    if filling.messages > 0 {
         let (batch, chunk) = take_batch(&mut filling, &mut buf, &mut at);
         if !hand_over(
             batch,
@@ -592,17 +655,7 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
         {
             return;
         }
-        if let Some(error) = failed {
-            ordered.finish().await;
-            pipeline.drop_unparseable();
-            tracing::warn!(%peer, %error, "closing connection");
-            return;
-        }
-        if at_end {
-            break;
-        }
     }
-    // Ended by the idle timeout, a read error or the daemon's stop: a frame begun is lost.
     if decoder.cuts_a_frame(&buf[at..]) {
         shared.load().drop_unparseable();
     }
@@ -1013,5 +1066,50 @@ mod tests {
                 "hang: {hang}: a batch lost or out of order"
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_failure_is_applied_without_waiting_for_more_bytes() {
+        // Many lines first, so the connection hands batches to the pool (its ordered side
+        // apart), then a lone failure, then a peer that sends nothing more and stays open.
+        let mut bytes = stream();
+        let line = b"<38>Nov 20 00:00:00 h0 sshd[77]: Failed password for root from 198.51.100.7 port 22 ssh2\n";
+        bytes.extend_from_slice(line);
+        let expected = found_by_one_task(&bytes);
+        let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline()));
+        let (tx, mut rx) = mpsc::channel(1 << 16);
+        let trickle = Trickle {
+            bytes,
+            sent: Arc::new(AtomicUsize::new(0)),
+            hang: true,
+        };
+        let shutdown = CancellationToken::new();
+        let reader = tokio::spawn(connection(
+            trickle,
+            "tcp",
+            "127.0.0.1:514".parse().unwrap(),
+            Duration::from_secs(3600),
+            shared,
+            Pool::new(),
+            tx,
+            shutdown.clone(),
+        ));
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            // Generous: the failure must come while the connection is still open and idle.
+            match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+                Ok(Some(f)) => got.push(seen(&f)),
+                _ => break,
+            }
+        }
+        assert_eq!(got.len(), expected.len(), "the last failure was held back");
+        assert_eq!(
+            got.last().map(|f| f.1.to_string()).as_deref(),
+            Some("198.51.100.7")
+        );
+        assert!(!reader.is_finished(), "the connection is still open");
+        shutdown.cancel();
+        reader.await.unwrap();
+        assert!(got == expected);
     }
 }
