@@ -612,7 +612,10 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             }
             at = buf.len();
         }
-        if at_end || failed.is_some() {
+        // The stream's end, a framing error, or a batch holding READ_CHUNK bytes already
+        // (bytes of an oversized frame being skipped count too: they are let go here, not
+        // kept while the socket has more).
+        if at_end || failed.is_some() || at >= READ_CHUNK {
             let (batch, chunk) = take_batch(&mut filling, &mut buf, &mut at);
             if !hand_over(
                 batch,
