@@ -4,16 +4,18 @@
 //! pool of match workers (one per runtime worker) through bounded queues, at most
 //! [`IN_FLIGHT_PER_WORKER`] batches per worker in flight, so a slow pool makes the reader wait
 //! (and TCP slow the sender), nothing is dropped. Workers do the stateless part (decode,
-//! parse, every native filter's regexes: [`Pipeline::matches`]); the connection task takes the
-//! results back in the order the batches were read and does the ordered part for the frames
-//! that hit (held failures, fail2ban jails' multi-line state, building the failures:
-//! [`Pipeline::apply`]) before handing the failures to the jail task. So the jail task and
-//! the held-failure tables see one connection's events in stream order, exactly as when one
-//! task did everything, and a message is counted in `jailsink_messages_received_total` only
-//! once its batch has been applied.
+//! parse, every native filter's regexes: [`Pipeline::matches`]). The connection's ordered
+//! side, a task of its own once the connection first hands a batch to the pool, fed through
+//! a bounded queue of pending batches, takes the results back in the order the batches were
+//! read and does the ordered part for the frames that hit (held failures, fail2ban jails'
+//! multi-line state, building the failures: [`Pipeline::apply`]) before handing the failures
+//! to the jail task; meanwhile the reader reads and frames the next bytes. A slow jail task
+//! fills that queue and so slows the reader. So the jail task and the held-failure tables see
+//! one connection's events in stream order, exactly as when one task did everything, and a
+//! message is counted in `jailsink_messages_received_total` only once its batch has been
+//! applied; a connection that ends (or a daemon that stops) applies every batch it read.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,16 +34,17 @@ use crate::filter::router::Matched;
 use crate::jail::Failure;
 use crate::metrics::{messages_dropped, messages_received, DropReason};
 
-/// Frames handed to a worker at once: the queue and wake-up cost spread over many messages
-/// (a batch also ends with each read, so a read holds several: [`READ_CHUNK`]).
+/// Frames handed to a worker at once: the queue and wake-up cost spread over many messages.
+/// A batch goes on into the next read while the socket has bytes at once, and is handed over
+/// part-full as soon as it has none (a lone message never waits for more), or once its frames
+/// take [`READ_CHUNK`] bytes (long frames keep a batch's memory bounded).
 pub(crate) const BATCH: usize = 1024;
 
 /// Batches each worker may have queued or in hand for the connections.
 const IN_FLIGHT_PER_WORKER: usize = 2;
 
 /// Bytes asked of the socket per read once a connection has filled a whole [`FIRST_READ_CHUNK`]
-/// read: at ~120 bytes a message, two full batches and the rest, so few hand-overs are of a
-/// read's last few frames.
+/// read: at ~120 bytes a message, two full batches and more.
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Bytes asked per read until then: a connection that never sends that much at once (most of
@@ -226,6 +229,21 @@ struct Pending {
     result: oneshot::Receiver<Matches>,
 }
 
+/// What the reader hands the ordered side, in stream order.
+enum Batch {
+    /// Matched by the pool: applied once its result is back.
+    Matched(Pending),
+    /// Processed whole by the ordered side (a `tail` client watches, or the pool is saturated).
+    Whole {
+        pipeline: Arc<Pipeline>,
+        frames: Frames,
+        receipt: Receipt,
+        messages: u64,
+    },
+    /// Only oversized frames: nothing to match, counted in order.
+    Counted(u64),
+}
+
 /// Where one connection's failures and counts go.
 struct Sink {
     peer: SocketAddr,
@@ -252,6 +270,22 @@ impl Sink {
             }
         }
         true
+    }
+
+    /// Processes `frames` whole, here, in order; false when the jail task is gone.
+    async fn process(
+        &mut self,
+        pipeline: &Pipeline,
+        frames: &Frames,
+        receipt: Receipt,
+        messages: u64,
+    ) -> bool {
+        let origin = Origin::Peer(self.peer.ip());
+        for frame in frames.iter() {
+            pipeline.process(frame, receipt, origin, &mut self.found);
+        }
+        self.received.increment(messages);
+        self.flush().await
     }
 
     /// The ordered part of a batch the pool matched (None: its worker died, a bug; its
@@ -289,30 +323,40 @@ impl Sink {
         self.flush().await
     }
 
-    /// Waits for the oldest batch in flight and applies it; false when the jail task is gone.
-    async fn apply_oldest(&mut self, in_flight: &mut VecDeque<Pending>) -> bool {
-        if in_flight.is_empty() {
-            return true;
+    /// Applies one batch in its turn (waiting for the pool's result); false when the jail task
+    /// is gone.
+    async fn take(&mut self, batch: Batch) -> bool {
+        match batch {
+            Batch::Matched(mut pending) => {
+                let matches = (&mut pending.result).await.ok();
+                self.apply(pending, matches).await
+            }
+            Batch::Whole {
+                pipeline,
+                frames,
+                receipt,
+                messages,
+            } => self.process(&pipeline, &frames, receipt, messages).await,
+            Batch::Counted(messages) => {
+                self.received.increment(messages);
+                true
+            }
         }
-        let matches = front_done(in_flight).await;
-        self.apply_front(in_flight, matches).await
     }
 
-    /// Applies the oldest batch in flight, whose result (None: its worker lost it) was taken
-    /// already; false when the jail task is gone.
-    async fn apply_front(
-        &mut self,
-        in_flight: &mut VecDeque<Pending>,
-        matches: Option<Matches>,
-    ) -> bool {
-        match in_flight.pop_front() {
-            Some(pending) => self.apply(pending, matches).await,
-            None => true,
+    /// The ordered side's loop: every batch the reader hands over, in order, until the reader
+    /// is done and every batch it read is applied, or the jail task is gone (then the
+    /// receiver is dropped and the reader stops at its next hand-over).
+    async fn take_all(mut self, mut batches: mpsc::Receiver<Batch>) {
+        while let Some(batch) = batches.recv().await {
+            if !self.take(batch).await {
+                return;
+            }
         }
     }
 }
 
-/// A batch being filled from one read: where its frames are in the read buffer.
+/// A batch being filled: where its frames are in the read buffer.
 struct Filling {
     frames: Vec<Range<usize>>,
     messages: u64,
@@ -363,6 +407,87 @@ impl Drop for Served {
     }
 }
 
+/// The ordered side of one connection: the reader's own until the connection first hands a
+/// batch to the pool, then a task of its own fed through a bounded queue, so the reader
+/// reads and frames the next bytes while earlier batches are matched and applied.
+enum Ordered {
+    /// The reader applies (nothing handed to the pool yet).
+    Here(Sink),
+    /// The ordered side's own task, and the queue of batches it applies in order; at most
+    /// [`Pool::in_flight`] wait in it (and one in hand), so a slow jail task slows the reader.
+    Apart {
+        batches: mpsc::Sender<Batch>,
+        done: tokio::task::JoinHandle<()>,
+    },
+    /// The ordered side is gone (the jail task was gone): the connection ends.
+    Gone,
+}
+
+impl Ordered {
+    /// Hands the ordered side over to a task of its own: on a thread of the runtime's
+    /// blocking pool, so the wake-ups between it, the reader and the match workers go
+    /// through the kernel to whichever core is free (a runtime task woken by the reader would
+    /// wait in the reader's thread's next-task slot until the reader blocks, see
+    /// BENCHMARKS.md, seventh round).
+    fn apart(&mut self, depth: usize) {
+        let Ordered::Here(_) = self else { return };
+        let Ordered::Here(sink) = std::mem::replace(self, Ordered::Gone) else {
+            return;
+        };
+        let (batches, rx) = mpsc::channel(depth.max(1));
+        let span = tracing::Span::current();
+        let handle = tokio::runtime::Handle::current();
+        let done = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            handle.block_on(sink.take_all(rx))
+        });
+        *self = Ordered::Apart { batches, done };
+    }
+
+    /// Applies `batch` here or queues it for the ordered side's task (waiting while the
+    /// queue is full); false when the jail task is gone.
+    async fn take(&mut self, batch: Batch) -> bool {
+        match self {
+            Ordered::Here(sink) => sink.take(batch).await,
+            Ordered::Apart { batches, .. } => batches.send(batch).await.is_ok(),
+            Ordered::Gone => false,
+        }
+    }
+
+    /// Waits until every batch handed over is applied.
+    async fn finish(self) {
+        if let Ordered::Apart { batches, done } = self {
+            drop(batches);
+            if let Err(error) = done.await {
+                tracing::error!(%error, "the connection's ordered side failed");
+            }
+        }
+    }
+}
+
+/// One read the stream answers at once: None when it has nothing now (then nothing was
+/// read: a pending read leaves the buffer as it was), so the caller never waits for bytes.
+fn read_now<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Option<std::io::Result<usize>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let read = std::pin::pin!(stream.read_buf(buf));
+    match std::future::Future::poll(read, &mut cx) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Takes the filling batch and splits the bytes its frames are in (`buf[..at]`) off the read
+/// buffer; framing goes on from the buffer's start.
+fn take_batch(filling: &mut Filling, buf: &mut BytesMut, at: &mut usize) -> (Filling, Bytes) {
+    let batch = std::mem::replace(filling, Filling::new());
+    let chunk = buf.split_to(*at).freeze();
+    *at = 0;
+    (batch, chunk)
+}
+
 /// Serves one connection: reads, frames, has the pool match, applies in order.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn connection<S: AsyncRead + Unpin>(
@@ -377,47 +502,42 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
 ) {
     tracing::debug!(%peer, "connected");
     let _served = Served::new(&pool);
-    let mut sink = Sink {
+    let mut ordered = Ordered::Here(Sink {
         peer,
         received: messages_received(transport),
         failures,
         found: Vec::new(),
-    };
+    });
     let mut decoder = FrameDecoder::new(shared.load().max_message_bytes());
     let mut read_chunk = FIRST_READ_CHUNK;
     let mut buf = BytesMut::with_capacity(read_chunk);
-    let mut in_flight: VecDeque<Pending> = VecDeque::new();
-    let limit = pool.in_flight();
+    // The batch being filled; it may span reads while the socket has bytes at once.
+    let mut filling = Filling::new();
+    // Where framing stands in `buf`: the bytes before it are the filling batch's.
+    let mut at = 0;
+    // The last read's time and configuration, for the batches its frames end.
+    let mut receipt = Receipt::now();
+    let mut pipeline = shared.load_full();
     loop {
-        // Batches the pool has finished are applied first, in order; a full window waits.
-        if in_flight.len() >= limit {
-            if !sink.apply_oldest(&mut in_flight).await {
-                return;
-            }
-            continue;
-        }
-        if let Some(front) = in_flight.front_mut() {
-            match front.result.try_recv() {
-                Err(oneshot::error::TryRecvError::Empty) => {}
-                done => {
-                    if !sink.apply_front(&mut in_flight, done.ok()).await {
+        buf.reserve(read_chunk);
+        let read = if filling.messages > 0 {
+            // A part batch: more frames for it only if the socket has them now.
+            match read_now(&mut stream, &mut buf) {
+                Some(r) => Ok(r),
+                None => {
+                    let (part, chunk) = take_batch(&mut filling, &mut buf, &mut at);
+                    let ip = peer.ip();
+                    if !hand_over(part, chunk, &pipeline, receipt, &pool, ip, &mut ordered).await {
                         return;
                     }
                     continue;
                 }
             }
-        }
-        buf.reserve(read_chunk);
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            // Wakes when the oldest batch is back, so an idle connection still applies it.
-            done = front_done(&mut in_flight) => {
-                if !sink.apply_front(&mut in_flight, done).await {
-                    return;
-                }
-                continue;
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
             }
-            r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
         };
         let n = match read {
             Err(_) => {
@@ -437,25 +557,11 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             // A stream that fills whole reads: larger ones, fewer hand-overs.
             read_chunk = READ_CHUNK;
         }
-        let receipt = Receipt::now();
-        let pipeline = shared.load_full();
+        receipt = Receipt::now();
+        pipeline = shared.load_full();
         let at_end = n == 0;
-        let mut filling = Filling::new();
         let mut failed = None;
         // Frames are found in place; the bytes they used are split off once per batch.
-        let mut at = 0;
-        let mut send = async |filling: Filling, chunk: Bytes| {
-            hand_over(
-                filling,
-                chunk,
-                &pipeline,
-                receipt,
-                &pool,
-                &mut in_flight,
-                &mut sink,
-            )
-            .await
-        };
         loop {
             let found = match decoder.next_in(&buf, &mut at) {
                 Ok(found) => found,
@@ -473,11 +579,20 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
                 Some(Found::Message(range)) => {
                     filling.messages += 1;
                     filling.frames.push(range);
-                    if filling.frames.len() == BATCH {
-                        let full = std::mem::replace(&mut filling, Filling::new());
-                        let chunk = buf.split_to(at).freeze();
-                        at = 0;
-                        if !send(full, chunk).await {
+                    // Full by frames, or by bytes (a batch of long frames stays bounded).
+                    if filling.frames.len() == BATCH || at >= READ_CHUNK {
+                        let (batch, chunk) = take_batch(&mut filling, &mut buf, &mut at);
+                        if !hand_over(
+                            batch,
+                            chunk,
+                            &pipeline,
+                            receipt,
+                            &pool,
+                            peer.ip(),
+                            &mut ordered,
+                        )
+                        .await
+                        {
                             return;
                         }
                     }
@@ -497,12 +612,27 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             }
             at = buf.len();
         }
-        let chunk = buf.split_to(at).freeze();
-        if !send(filling, chunk).await {
-            return;
+        // The stream's end, a framing error, or a batch holding READ_CHUNK bytes already
+        // (bytes of an oversized frame being skipped count too: they are let go here, not
+        // kept while the socket has more).
+        if at_end || failed.is_some() || at >= READ_CHUNK {
+            let (batch, chunk) = take_batch(&mut filling, &mut buf, &mut at);
+            if !hand_over(
+                batch,
+                chunk,
+                &pipeline,
+                receipt,
+                &pool,
+                peer.ip(),
+                &mut ordered,
+            )
+            .await
+            {
+                return;
+            }
         }
         if let Some(error) = failed {
-            drain(&mut in_flight, &mut sink).await;
+            ordered.finish().await;
             pipeline.drop_unparseable();
             tracing::warn!(%peer, %error, "closing connection");
             return;
@@ -511,44 +641,43 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             break;
         }
     }
-    // Ended by the idle timeout, a read error or the daemon's stop: a frame begun is lost.
-    if decoder.cuts_a_frame(&buf) {
-        shared.load().drop_unparseable();
-    }
-    drain(&mut in_flight, &mut sink).await;
-    tracing::debug!(%peer, "disconnected");
-}
-
-/// Applies every batch still in flight, in order.
-async fn drain(in_flight: &mut VecDeque<Pending>, sink: &mut Sink) {
-    while !in_flight.is_empty() {
-        if !sink.apply_oldest(in_flight).await {
+    // Ended by the idle timeout, a read error or the daemon's stop: a part batch held (a
+    // read that failed at once) is applied, a frame begun is lost.
+    if filling.messages > 0 {
+        let (batch, chunk) = take_batch(&mut filling, &mut buf, &mut at);
+        if !hand_over(
+            batch,
+            chunk,
+            &pipeline,
+            receipt,
+            &pool,
+            peer.ip(),
+            &mut ordered,
+        )
+        .await
+        {
             return;
         }
     }
-}
-
-/// The oldest batch's result once it is back (None: its worker died); never resolves when
-/// nothing is in flight. Cancel-safe: a result not taken stays in its channel.
-async fn front_done(in_flight: &mut VecDeque<Pending>) -> Option<Matches> {
-    match in_flight.front_mut() {
-        Some(front) => (&mut front.result).await.ok(),
-        None => std::future::pending().await,
+    if decoder.cuts_a_frame(&buf[at..]) {
+        shared.load().drop_unparseable();
     }
+    ordered.finish().await;
+    tracing::debug!(%peer, "disconnected");
 }
 
-/// Sends `filling` to the pool, or processes it here after everything before it: while a
-/// `tail` client watches (so the events it publishes stay in order), and while as many
-/// connections as worker threads are open (they keep the cores busy without the hand-over);
-/// false when the jail task or the pool is gone.
+/// Sends `filling` to the pool and its place in the order to the ordered side, or has the
+/// ordered side process it whole: while a `tail` client watches (so the events it publishes
+/// stay in order), and while as many connections as worker threads are open (they keep the
+/// cores busy without the hand-over); false when the jail task or the pool is gone.
 async fn hand_over(
     filling: Filling,
     chunk: Bytes,
     pipeline: &Arc<Pipeline>,
     receipt: Receipt,
     pool: &Pool,
-    in_flight: &mut VecDeque<Pending>,
-    sink: &mut Sink,
+    peer: IpAddr,
+    ordered: &mut Ordered,
 ) -> bool {
     if filling.messages == 0 {
         return true;
@@ -558,40 +687,36 @@ async fn hand_over(
         at: filling.frames,
     };
     if tail::watching() || pool.saturated() {
-        drain(in_flight, sink).await;
-        let origin = Origin::Peer(sink.peer.ip());
-        for frame in frames.iter() {
-            pipeline.process(frame, receipt, origin, &mut sink.found);
-        }
-        sink.received.increment(filling.messages);
-        return sink.flush().await;
-    }
-    while in_flight.len() >= pool.in_flight() {
-        if !sink.apply_oldest(in_flight).await {
-            return false;
-        }
+        let whole = Batch::Whole {
+            pipeline: pipeline.clone(),
+            frames,
+            receipt,
+            messages: filling.messages,
+        };
+        return ordered.take(whole).await;
     }
     if frames.at.is_empty() {
-        // Only oversized frames: nothing to match, counted in order.
-        drain(in_flight, sink).await;
-        sink.received.increment(filling.messages);
-        return true;
+        return ordered.take(Batch::Counted(filling.messages)).await;
     }
+    ordered.apart(pool.in_flight());
     let (done, result) = oneshot::channel();
     let job = Job {
         pipeline: pipeline.clone(),
         frames,
         receipt,
-        peer: sink.peer.ip(),
+        peer,
         done,
     };
-    in_flight.push_back(Pending {
+    if !pool.submit(job).await {
+        return false;
+    }
+    let pending = Pending {
         pipeline: pipeline.clone(),
         receipt,
         messages: filling.messages,
         result,
-    });
-    pool.submit(job).await
+    };
+    ordered.take(Batch::Matched(pending)).await
 }
 
 #[cfg(test)]
@@ -788,5 +913,206 @@ mod tests {
                 "the pool changed what was found or its order"
             );
         }
+    }
+
+    /// What one task processing `bytes` line by line finds, in order.
+    fn found_by_one_task(bytes: &[u8]) -> Vec<Seen> {
+        let sequential = pipeline();
+        let mut found = Vec::new();
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            sequential.process(
+                line,
+                Receipt::now(),
+                Origin::Peer("127.0.0.1".parse().unwrap()),
+                &mut found,
+            );
+        }
+        found.iter().map(seen).collect()
+    }
+
+    /// A stream that hands out `bytes` a few KB a read, counts what it handed out, and then
+    /// ends (EOF) or, `hang`, has nothing more ever (a peer that stops sending).
+    struct Trickle {
+        bytes: Vec<u8>,
+        sent: Arc<AtomicUsize>,
+        hang: bool,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let this = self.get_mut();
+            let at = this.sent.load(Ordering::Relaxed);
+            if at == this.bytes.len() && this.hang {
+                return std::task::Poll::Pending;
+            }
+            let n = (this.bytes.len() - at).min(out.remaining()).min(7_000);
+            out.put_slice(&this.bytes[at..at + n]);
+            this.sent.fetch_add(n, Ordering::Relaxed);
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_jail_task_that_stops_taking_stops_the_reader_and_loses_nothing() {
+        let bytes = stream();
+        let expected = found_by_one_task(&bytes);
+        let pool = Pool::new();
+        let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline()));
+        let (tx, mut rx) = mpsc::channel(4);
+        let sent = Arc::new(AtomicUsize::new(0));
+        let trickle = Trickle {
+            bytes: bytes.clone(),
+            sent: sent.clone(),
+            hang: false,
+        };
+        let peer: SocketAddr = "127.0.0.1:514".parse().unwrap();
+        let reader = tokio::spawn(connection(
+            trickle,
+            "tcp",
+            peer,
+            Duration::from_secs(30),
+            shared,
+            pool.clone(),
+            tx,
+            CancellationToken::new(),
+        ));
+        // The jail task takes nothing for a while: the reader must stop reading after the
+        // batches the queues hold (the ordered side's queue, one in hand, the filling one),
+        // not read the whole stream into memory.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let held = sent.load(Ordering::Relaxed);
+        let batch_bytes = 1024 * 130;
+        let most = (pool.in_flight() + 3) * batch_bytes + READ_CHUNK;
+        assert!(held < bytes.len(), "the whole stream was read ({held})");
+        assert!(held <= most, "{held} bytes read ahead, more than {most}");
+        let mut got = Vec::new();
+        while let Some(f) = rx.recv().await {
+            got.push(seen(&f));
+        }
+        reader.await.unwrap();
+        assert_eq!(sent.load(Ordering::Relaxed), bytes.len());
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "what was found or its order changed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_ended_mid_pipeline_applies_every_batch_it_read_in_order() {
+        let bytes = stream();
+        // Cut at a line's end: the stream then has nothing more (a peer gone quiet), and the
+        // daemon stops while the last batches are still being matched and applied.
+        let cut = bytes[..bytes.len() * 2 / 3]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .unwrap()
+            + 1;
+        let expected = found_by_one_task(&bytes[..cut]);
+        for (hang, slow) in [(true, true), (false, true), (true, false)] {
+            let pool = Pool::new();
+            let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline()));
+            // Not slow: room for every failure, taken only once the connection has returned,
+            // so they must all be applied by then.
+            let (tx, rx) = mpsc::channel(if slow { 16 } else { 1 << 16 });
+            let mut rx = Some(rx);
+            let collect = slow.then(|| {
+                let mut rx = rx.take().unwrap();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Some(f) = rx.recv().await {
+                        got.push(seen(&f));
+                        if got.len() % 64 == 0 {
+                            // A slow jail task, so batches queue up behind it.
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    got
+                })
+            });
+            let sent = Arc::new(AtomicUsize::new(0));
+            let trickle = Trickle {
+                bytes: bytes[..cut].to_vec(),
+                sent: sent.clone(),
+                hang,
+            };
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            let read_all = sent.clone();
+            tokio::spawn(async move {
+                while read_all.load(Ordering::Relaxed) < cut {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                stop.cancel();
+            });
+            connection(
+                trickle,
+                "tcp",
+                "127.0.0.1:514".parse().unwrap(),
+                Duration::from_secs(30),
+                shared,
+                pool,
+                tx,
+                shutdown,
+            )
+            .await;
+            let got = match collect {
+                Some(collect) => collect.await.unwrap(),
+                None => std::iter::from_fn(|| rx.as_mut()?.try_recv().ok())
+                    .map(|f| seen(&f))
+                    .collect(),
+            };
+            assert_eq!(got.len(), expected.len(), "hang: {hang}, slow: {slow}");
+            assert!(
+                got == expected,
+                "hang: {hang}: a batch lost or out of order"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_failure_is_applied_without_waiting_for_more_bytes() {
+        // Many lines first, so the connection hands batches to the pool (its ordered side
+        // apart), then a lone failure, then a peer that sends nothing more and stays open.
+        let mut bytes = stream();
+        let line = b"<38>Nov 20 00:00:00 h0 sshd[77]: Failed password for root from 198.51.100.7 port 22 ssh2\n";
+        bytes.extend_from_slice(line);
+        let expected = found_by_one_task(&bytes);
+        let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline()));
+        let (tx, mut rx) = mpsc::channel(1 << 16);
+        let trickle = Trickle {
+            bytes,
+            sent: Arc::new(AtomicUsize::new(0)),
+            hang: true,
+        };
+        let shutdown = CancellationToken::new();
+        let reader = tokio::spawn(connection(
+            trickle,
+            "tcp",
+            "127.0.0.1:514".parse().unwrap(),
+            Duration::from_secs(3600),
+            shared,
+            Pool::new(),
+            tx,
+            shutdown.clone(),
+        ));
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            // Generous: the failure must come while the connection is still open and idle.
+            match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+                Ok(Some(f)) => got.push(seen(&f)),
+                _ => break,
+            }
+        }
+        assert_eq!(got.len(), expected.len(), "the last failure was held back");
+        assert_eq!(
+            got.last().map(|f| f.1.to_string()).as_deref(),
+            Some("198.51.100.7")
+        );
+        assert!(!reader.is_finished(), "the connection is still open");
+        shutdown.cancel();
+        reader.await.unwrap();
+        assert!(got == expected);
     }
 }
