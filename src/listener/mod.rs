@@ -344,6 +344,12 @@ impl Pipeline {
         self.unparseable.increment(1);
     }
 
+    /// Counts `messages` a bug lost (a match worker that panicked on their batch) as
+    /// unparseable, so the loss shows in the drop counter and not in the log alone.
+    pub(crate) fn drop_lost(&self, messages: u64) {
+        self.unparseable.increment(messages);
+    }
+
     /// Parses one frame and pushes the failures it holds onto `out`. A frame that makes the
     /// parse or a filter panic (a bug) is logged and counted as unparseable, and the caller
     /// goes on with the next: a UDP receiver or a TCP connection never dies of one message.

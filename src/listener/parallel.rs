@@ -317,7 +317,12 @@ impl Sink {
                     );
                 }
             }
-            None => tracing::error!(peer = %self.peer, messages, "match worker lost a batch"),
+            None => {
+                // Read, so received; lost to a bug, so also dropped, as a frame whose parse
+                // panicked is (`Pipeline::process`).
+                pipeline.drop_lost(messages);
+                tracing::error!(peer = %self.peer, messages, "match worker lost a batch (a bug); its messages are counted as unparseable");
+            }
         }
         self.received.increment(messages);
         self.flush().await
@@ -755,6 +760,45 @@ mod tests {
         let text = scrape.render();
         assert!(
             text.contains("jailsink_messages_dropped_total{reason=\"queue_full\"} 3"),
+            "{text}"
+        );
+    }
+
+    /// A batch its worker lost (a bug) is counted as received and as unparseable, not only
+    /// logged.
+    #[test]
+    fn a_batch_a_worker_lost_is_counted_as_dropped() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let (tx, _rx) = mpsc::channel(4);
+        let (received, pipeline) = metrics::with_local_recorder(&recorder, || {
+            (messages_received("tcp"), Arc::new(pipeline()))
+        });
+        let mut sink = Sink {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            received,
+            failures: tx,
+            found: Vec::new(),
+        };
+        let (_done, result) = oneshot::channel();
+        let pending = Pending {
+            pipeline,
+            receipt: Receipt::now(),
+            messages: 7,
+            result,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(sink.apply(pending, None)));
+        let text = scrape.render();
+        assert!(
+            text.contains("jailsink_messages_dropped_total{reason=\"unparseable\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jailsink_messages_received_total{transport=\"tcp\"} 7"),
             "{text}"
         );
     }
