@@ -1740,6 +1740,27 @@ fn fleet_ban_script_keeps_the_ban_that_ends_later() {
     assert_eq!(kept().1, "inf");
     assert_eq!(put("+inf", "f"), "1");
     assert!(kept().0.contains(r#""origin":"f""#), "{:?}", kept());
+    // A run of bans in one call, in order: a ten-minute ban, a longer one of the same member,
+    // and a shorter one that the longer outlasts.
+    let written = redis.cli(&[
+        "EVAL",
+        jailsink::fleet::publish::PUT,
+        "2",
+        "t:active",
+        "t:bans",
+        "sshd|192.0.2.10/32",
+        "1700000600000",
+        r#"{"origin":"g"}"#,
+        "sshd|192.0.2.10/32",
+        "1700003600000",
+        r#"{"origin":"h"}"#,
+        "sshd|192.0.2.10/32",
+        "1700000900000",
+        r#"{"origin":"i"}"#,
+    ]);
+    assert_eq!(written.trim(), "2");
+    let details = redis.cli(&["HGET", "t:bans", "sshd|192.0.2.10/32"]);
+    assert!(details.contains(r#""origin":"h""#), "{details}");
 }
 
 /// Two sinks ban one target, a permanent ban and a ten-minute one, in either order: the active

@@ -446,6 +446,8 @@ async fn publish(
         pipe.cmd("SCRIPT").arg("LOAD").arg(script).ignore();
     }
     let mut ops = Vec::with_capacity(events.len());
+    // The ban script call of the bans since the last unban, added before the next unban.
+    let mut bans: Option<redis::Cmd> = None;
     // The member of each unban, in the order their script results come back.
     let mut unbans = Vec::new();
     for event in events {
@@ -463,21 +465,26 @@ async fn publish(
         match event.op {
             Op::Ban => {
                 // Of two bans of one target (two sinks), the one that ends later stays, as
-                // agents keep it: a reconciling agent gets back the ban it would hold.
+                // agents keep it: a reconciling agent gets back the ban it would hold. A run
+                // of bans is written by one script call.
                 let score = event
                     .expires_at
                     .map_or_else(|| "+inf".to_string(), |e| e.to_string());
-                pipe.cmd("EVALSHA")
-                    .arg(put.get_hash())
-                    .arg(2)
-                    .arg(&keys.active)
-                    .arg(&keys.details)
-                    .arg(&m)
-                    .arg(score)
-                    .arg(event.to_json())
-                    .ignore();
+                let call = bans.get_or_insert_with(|| {
+                    let mut call = redis::cmd("EVALSHA");
+                    call.arg(put.get_hash())
+                        .arg(2)
+                        .arg(&keys.active)
+                        .arg(&keys.details);
+                    call
+                });
+                call.arg(&m).arg(score).arg(event.to_json());
             }
             Op::Unban => {
+                // After the bans before it, in order.
+                if let Some(call) = bans.take() {
+                    pipe.add_command(call).ignore();
+                }
                 // The event goes out whatever the script finds (agents holding the old ban
                 // lift it); the script lifts the active-set entry only if it is not newer than
                 // the ban this unban names, inside the transaction, so a newer ban written by
@@ -498,6 +505,9 @@ async fn publish(
         }
         ops.push(event.op);
     }
+    if let Some(call) = bans.take() {
+        pipe.add_command(call).ignore();
+    }
     if ops.is_empty() {
         return Ok(ops);
     }
@@ -510,26 +520,29 @@ async fn publish(
     Ok(ops)
 }
 
-/// Writes one ban to the active set (KEYS[1], scored by its end, ARGV[2], `+inf` for a
-/// permanent one) and its details (KEYS[2], ARGV[3]) under its member (ARGV[1]), unless the
-/// set holds a ban of the same member that ends later (another sink's longer ban): of two bans
-/// of one target the one that ends later is kept, as agents keep it. Run inside the
-/// publisher's MULTI. Returns 1 when written, 0 when the longer ban stays.
+/// Writes bans to the active set (KEYS[1]) and details (KEYS[2]), in order: ARGV holds one
+/// (member, end, details) triple per ban, the end scoring the member (`+inf` for a permanent
+/// ban). A ban is skipped when the set holds a ban of the same member that ends later (another
+/// sink's longer ban): of two bans of one target the one that ends later is kept, as agents
+/// keep it. Run inside the publisher's MULTI, once per run of bans. Returns how many were
+/// written.
 pub const PUT: &str = r"
 local function ends(score)
   if score == '+inf' or score == 'inf' then return math.huge end
   return tonumber(score)
 end
-local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if held then
-  local h, n = ends(held), ends(ARGV[2])
-  if h and n and h > n then
-    return 0
+local written = 0
+for i = 1, #ARGV - 2, 3 do
+  local member, score = ARGV[i], ARGV[i + 1]
+  local held = redis.call('ZSCORE', KEYS[1], member)
+  local h, n = held and ends(held), ends(score)
+  if not (h and n and h > n) then
+    redis.call('ZADD', KEYS[1], score, member)
+    redis.call('HSET', KEYS[2], member, ARGV[i + 2])
+    written = written + 1
   end
 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-return 1
+return written
 ";
 
 /// Lifts one unban's entry from the active set (KEYS[1]) and details (KEYS[2]) and clears its
