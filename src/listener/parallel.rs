@@ -523,6 +523,14 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
     // The last read's time and configuration, for the batches its frames end.
     let mut receipt = Receipt::now();
     let mut pipeline = shared.load_full();
+    // Hands the filling batch over: its frames, and the bytes of `buf` they are in, with the
+    // read's configuration and time.
+    let send = async |(filling, buf, at): (&mut Filling, &mut BytesMut, &mut usize),
+                      (pipeline, receipt): (&Arc<Pipeline>, Receipt),
+                      ordered: &mut Ordered| {
+        let (batch, chunk) = take_batch(filling, buf, at);
+        hand_over(batch, chunk, pipeline, receipt, &pool, peer.ip(), ordered).await
+    };
     loop {
         buf.reserve(read_chunk);
         let read = if filling.messages > 0 {
@@ -530,9 +538,12 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             match read_now(&mut stream, &mut buf) {
                 Some(r) => Ok(r),
                 None => {
-                    let (part, chunk) = take_batch(&mut filling, &mut buf, &mut at);
-                    let ip = peer.ip();
-                    if !hand_over(part, chunk, &pipeline, receipt, &pool, ip, &mut ordered).await {
+                    let sent = send(
+                        (&mut filling, &mut buf, &mut at),
+                        (&pipeline, receipt),
+                        &mut ordered,
+                    );
+                    if !sent.await {
                         return;
                     }
                     continue;
@@ -586,18 +597,12 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
                     filling.frames.push(range);
                     // Full by frames, or by bytes (a batch of long frames stays bounded).
                     if filling.frames.len() == BATCH || at >= READ_CHUNK {
-                        let (batch, chunk) = take_batch(&mut filling, &mut buf, &mut at);
-                        if !hand_over(
-                            batch,
-                            chunk,
-                            &pipeline,
-                            receipt,
-                            &pool,
-                            peer.ip(),
+                        let sent = send(
+                            (&mut filling, &mut buf, &mut at),
+                            (&pipeline, receipt),
                             &mut ordered,
-                        )
-                        .await
-                        {
+                        );
+                        if !sent.await {
                             return;
                         }
                     }
@@ -621,18 +626,12 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
         // (bytes of an oversized frame being skipped count too: they are let go here, not
         // kept while the socket has more).
         if at_end || failed.is_some() || at >= READ_CHUNK {
-            let (batch, chunk) = take_batch(&mut filling, &mut buf, &mut at);
-            if !hand_over(
-                batch,
-                chunk,
-                &pipeline,
-                receipt,
-                &pool,
-                peer.ip(),
+            let sent = send(
+                (&mut filling, &mut buf, &mut at),
+                (&pipeline, receipt),
                 &mut ordered,
-            )
-            .await
-            {
+            );
+            if !sent.await {
                 return;
             }
         }
@@ -649,18 +648,12 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
     // Ended by the idle timeout, a read error or the daemon's stop: a part batch held (a
     // read that failed at once) is applied, a frame begun is lost.
     if filling.messages > 0 {
-        let (batch, chunk) = take_batch(&mut filling, &mut buf, &mut at);
-        if !hand_over(
-            batch,
-            chunk,
-            &pipeline,
-            receipt,
-            &pool,
-            peer.ip(),
+        let sent = send(
+            (&mut filling, &mut buf, &mut at),
+            (&pipeline, receipt),
             &mut ordered,
-        )
-        .await
-        {
+        );
+        if !sent.await {
             return;
         }
     }
