@@ -571,10 +571,12 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
         }
         // 3164 has no structured data: `rsyslogd: [origin software=...] start` is all message,
         // and so is a leading `-` syslog_loose took for an empty one (`-- MARK --`, `-ERR`).
+        // Only after a host or tag syslog_loose found: with neither, everything after the tag
+        // would be the whole frame, PRI and timestamp included.
         let header_end = program.or(hostname).map_or(0, |s| end_of(text, s));
         let whole = after_tag(&text[header_end..]);
         if !msg.structured_data.is_empty()
-            || (whole.len() > message.len() && whole.ends_with(message))
+            || (header_end > 0 && whole.len() > message.len() && whole.ends_with(message))
         {
             message = whole;
         }
@@ -1203,6 +1205,13 @@ mod tests {
                 let event = parse(line, &zone, at).unwrap_or_else(|e| panic!("{line}: {e:?}"));
                 assert_eq!(event.message, want, "{line}");
             }
+        }
+        // Neither host nor tag (a tag of `-`, or none): the message is never the whole frame.
+        for (line, want) in [
+            ("<34>Oct 11 22:14:15 : a message", "a message"),
+            ("<38>Nov 20 00:00:00 vm -: x", "x"),
+        ] {
+            assert_eq!(parse(line, &zone, at).unwrap().message, want, "{line}");
         }
         let hostless = parse("<38>Nov 20 00:00:00 - sshd[1]: Failed password", &zone, at).unwrap();
         assert_eq!(hostless.hostname, None);
