@@ -532,6 +532,11 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
         hand_over(batch, chunk, pipeline, receipt, &pool, peer.ip(), ordered).await
     };
     loop {
+        // A batch may span reads without passing the select below: a stop (or the listener's
+        // removal by a reload) is seen here too, also while the peer keeps the socket full.
+        if shutdown.is_cancelled() {
+            break;
+        }
         buf.reserve(read_chunk);
         let read = if filling.messages > 0 {
             // A part batch: more frames for it only if the socket has them now.
