@@ -1697,6 +1697,10 @@ fn fleet_shared_windows_settle_the_decided_marker_to_the_applied_ban() {
     sink.wait_metric("jailsink_bans_withheld_total{jail=\"sshd\"}", 1.0);
     wait_int(&redis, &["EXISTS", "t:decided:sshd:192.0.2.62/32"], 0);
     assert!(!holds(&sink, "192.0.2.62"), "{:?}", banned(&sink));
+    // ... and the withheld decision is taken back from the fleet-wide ban count, so the next
+    // ban of the address is not escalated for it; the applied ban's count stays.
+    assert_eq!(int(&redis, &["GET", "t:count:sshd:192.0.2.62/32"]), 0);
+    assert_eq!(int(&redis, &["GET", "t:count:sshd:192.0.2.61/32"]), 1);
     fail(&[], &sink, "sshd", "192.0.2.62", 1);
     wait_int(&redis, &["LLEN", "t:win:sshd:192.0.2.62/32"], 1);
 }

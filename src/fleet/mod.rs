@@ -262,6 +262,9 @@ const LIFT_COMMANDS: &str =
     "a command of the unban script (EVALSHA, SCRIPT LOAD, HGET ZREM HDEL DEL)";
 /// What the ban (put) script runs.
 const PUT_COMMANDS: &str = "a command of the ban script (EVALSHA, SCRIPT LOAD, ZSCORE ZADD HSET)";
+/// What settling a decided marker runs.
+const SETTLE_COMMANDS: &str =
+    "a command of the settle script (EVALSHA, SCRIPT LOAD, SET GET DEL DECR PEXPIRE PERSIST)";
 /// What the shared-window script runs.
 const WINDOW_COMMANDS: &str = "a command of the shared-window script (EVALSHA, SCRIPT LOAD, \
     TIME EXISTS RPUSH LLEN LTRIM LINDEX DEL SET INCR PEXPIRE ZADD ZREMRANGEBYSCORE ZCARD ZRANGE)";
@@ -341,9 +344,6 @@ async fn probe(
         pipe.cmd("HDEL").arg(&keys.details).arg(absent).ignore();
         pipe.cmd("HGET").arg(&keys.details).arg(absent).ignore();
         pipe.cmd("DEL").arg(&scratch).ignore();
-        // Settling a shared window's decided marker (on nothing: the key is absent).
-        pipe.cmd("PEXPIRE").arg(&scratch).arg(1).ignore();
-        pipe.cmd("PERSIST").arg(&scratch).ignore();
         pipe.cmd("MULTI").ignore();
         pipe.cmd("EXEC").ignore();
     }
@@ -417,6 +417,36 @@ async fn probe(
         }
         .await;
         counted.map_err(|e| (WINDOW_COMMANDS, e))?;
+        // Settling a decided marker: each way, on a scratch marker set for it.
+        let settle = redis::Script::new(windows::SETTLE);
+        let marker = format!("{scratch}:settle");
+        let settled: redis::RedisResult<()> = async {
+            settle.load_async(conn).await?;
+            for op in [1, 2, 0] {
+                redis::cmd("SET")
+                    .arg(&marker)
+                    .arg(7)
+                    .arg("PX")
+                    .arg(1000)
+                    .query_async::<()>(conn)
+                    .await?;
+                let _: i64 = settle
+                    .key(&marker)
+                    .key(format!("{scratch}:count"))
+                    .arg(7)
+                    .arg(op)
+                    .arg(1)
+                    .invoke_async(conn)
+                    .await?;
+            }
+            redis::cmd("DEL")
+                .arg(&marker)
+                .arg(format!("{scratch}:count"))
+                .query_async(conn)
+                .await
+        }
+        .await;
+        settled.map_err(|e| (SETTLE_COMMANDS, e))?;
     }
     Ok(())
 }

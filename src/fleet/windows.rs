@@ -68,7 +68,7 @@ for i = 0, #KEYS / 4 - 1 do
       and redis.call('SET', win .. ':forgiven', now, 'NX', 'PX', findtime) then
       redis.call('DEL', win)
     end
-    out[i + 1] = {0, 0, 0, sprayed}
+    out[i + 1] = {0, 0, 0, sprayed, now}
   else
     local counted = {0, 0, 0}
     if redis.call('EXISTS', decided) == 0 then
@@ -135,7 +135,7 @@ for i = 0, #KEYS / 4 - 1 do
         redis.call('PEXPIRE', spray, spray_find)
       end
     end
-    out[i + 1] = {counted[1], counted[2], counted[3], sprayed}
+    out[i + 1] = {counted[1], counted[2], counted[3], sprayed, now}
   end
 end
 return out
@@ -170,8 +170,9 @@ fn hold_ms(settings: &JailSettings) -> u64 {
 }
 
 /// What the script answers for one failure: failures in the window, 1 if it decided the ban,
-/// the fleet-wide ban count, and the spray it completed (addresses as text).
-type Counted = (i64, i64, i64, Vec<(String, i64)>);
+/// the fleet-wide ban count, the spray it completed (addresses as text), and Redis's time of
+/// the call (the value of every `decided` marker it set).
+type Counted = (i64, i64, i64, Vec<(String, i64)>, i64);
 
 /// What the script does with a failure (ARGV "what it is").
 const OP_FAILURE: u8 = 1;
@@ -253,19 +254,54 @@ async fn settle(
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for s in settled {
-        let [_, decided, _] = keys.window(&s.jail, s.key);
-        match s.hold {
-            MarkerHold::Clear => pipe.cmd("DEL").arg(decided).ignore(),
-            MarkerHold::For(left) => pipe
-                .cmd("PEXPIRE")
-                .arg(decided)
-                .arg(left.as_millis().clamp(1, u128::from(u64::MAX / 2)) as u64)
-                .ignore(),
-            MarkerHold::Forever => pipe.cmd("PERSIST").arg(decided).ignore(),
+        let [_, decided, count] = keys.window(&s.jail, s.key);
+        let (op, ms) = match s.hold {
+            MarkerHold::Clear => (0, 0),
+            MarkerHold::For(left) => (
+                1,
+                left.as_millis().clamp(1, u128::from(u64::MAX / 2)) as u64,
+            ),
+            MarkerHold::Forever => (2, 0),
         };
+        pipe.cmd("EVALSHA")
+            .arg(SETTLE_SCRIPT.get_hash())
+            .arg(2)
+            .arg(decided)
+            .arg(count)
+            .arg(s.marker)
+            .arg(op)
+            .arg(ms)
+            .ignore();
     }
     pipe.query_async(conn).await
 }
+
+/// [`SETTLE`], hashed once.
+static SETTLE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(SETTLE));
+
+/// Settles one decided marker (KEYS[1]) if it is still the one the decision set (its value
+/// ARGV[1], Redis's time of the decision; a marker an unban lifted and a later decision set
+/// again is left alone): ARGV[2] 0 deletes it and takes the decision back from the fleet-wide
+/// ban count (KEYS[2]), so a withheld or refused decision does not escalate the next ban; 1
+/// holds it ARGV[3] ms; 2 holds it for ever. Returns 1 when settled.
+pub const SETTLE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[1])
+  local c = tonumber(redis.call('GET', KEYS[2]))
+  if c and c > 0 then
+    redis.call('DECR', KEYS[2])
+  end
+elseif ARGV[2] == '1' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+else
+  redis.call('PERSIST', KEYS[1])
+end
+return 1
+";
 
 /// The addresses of a spray as the script returned them (window targets: an address, or the
 /// network it counts against), each with its fleet-wide ban count (None: the sink counts it);
@@ -350,7 +386,7 @@ impl SharedCounter {
         let results = count(&mut self.conn, &self.keys, self.script.get_hash(), &batch).await?;
         Ok(results
             .into_iter()
-            .map(|(n, decided, c, _)| (decided == 1).then_some((n as u32, c as u32)))
+            .map(|(n, decided, c, ..)| (decided == 1).then_some((n as u32, c as u32)))
             .collect())
     }
 }
@@ -407,7 +443,12 @@ pub(crate) async fn run(
         }
         if conn.is_none() && Instant::now() >= retry_at {
             match super::connect(&client, Some(super::RESPONSE_TIMEOUT)).await {
-                Ok(mut c) => match script.load_async(&mut c).await {
+                Ok(mut c) => match async {
+                    SETTLE_SCRIPT.load_async(&mut c).await?;
+                    script.load_async(&mut c).await
+                }
+                .await
+                {
                     Ok(_) => {
                         metrics::fleet_connected("windows").set(1.0);
                         conn = Some(c);
@@ -468,7 +509,7 @@ pub(crate) async fn run(
                         // Counted: the connection works, back-off starts small again.
                         backoff.reset();
                         let mut outcomes = Vec::with_capacity(shared.len());
-                        for ((f, _, _), (n, decided, ban_count, spray)) in
+                        for ((f, _, _), (n, decided, ban_count, spray, marker)) in
                             shared.into_iter().zip(results)
                         {
                             if f.success {
@@ -486,6 +527,7 @@ pub(crate) async fn run(
                                 user: f.user,
                                 sprayed: sprayed(spray),
                                 seen: f.seen,
+                                marker,
                                 decided: (decided == 1).then_some((
                                     n.clamp(0, i64::from(u32::MAX)) as u32,
                                     ban_count.clamp(1, i64::from(u32::MAX)) as u32,

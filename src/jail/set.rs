@@ -79,6 +79,8 @@ pub(crate) struct Settled {
     pub key: IpNetwork,
     /// How long its marker holds from now.
     pub hold: MarkerHold,
+    /// The marker's value when the decision set it: only that marker is settled.
+    pub marker: i64,
 }
 
 /// A failure counted in Redis by the fleet's shared windows.
@@ -94,6 +96,8 @@ pub(crate) struct SharedFailure {
     pub received_at: Instant,
     /// Some((failures, fleet-wide ban count)) when this failure decided the ban.
     pub decided: Option<(u32, u32)>,
+    /// Redis's time of the count, the value of every `decided` marker it set (settled by it).
+    pub marker: i64,
     /// The syslog host name of the message.
     pub host: Option<Arc<str>>,
     /// The `<F-USER>` of the message, which the ban log of a spray names.
@@ -671,6 +675,7 @@ impl JailSet {
                         jail: name.clone(),
                         key,
                         hold: slot.jail.marker_hold(key, now),
+                        marker: f.marker,
                     }
                 }));
             }
