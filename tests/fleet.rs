@@ -239,7 +239,12 @@ fn fleet_survives_agent_redis_and_sink_outages() {
     // Redis killed mid-stream: the sink bans on, into its outbox.
     redis.kill();
     sink.wait_metric("jailsink_fleet_connected{component=\"publisher\"}", 0.0);
+    // Each failure is a `logger` connection of its own, and jailsink orders a connection's
+    // messages, not messages of different connections: .12 is banned before .13's failures
+    // are sent, so the outbox holds them in that order.
     fail(&[], &sink, "sshd", "192.0.2.12", 3);
+    let ok = wait_for(WAIT, || holds(&sink, "192.0.2.12"));
+    assert!(ok, "the sink must ban while Redis is away");
     fail(&[], &sink, "sshd", "192.0.2.13", 3);
     let ok = wait_for(WAIT, || holds(&sink, "192.0.2.13"));
     assert!(ok, "the sink must ban while Redis is away");
