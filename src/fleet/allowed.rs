@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::FleetConfig;
-use crate::jail::allow::{self, AllowUpdate, Watched};
+use crate::jail::allow::{self, AllowUpdate, IgnoreTable, Watched};
 
 /// The name the watcher logs these entries under.
 const NAME: &str = "defaults";
@@ -19,7 +19,7 @@ const NAME: &str = "defaults";
 /// The defaults' allowlist: its static part, what the watcher last found, and the whole, sent
 /// to the follower whenever it changes.
 pub(crate) struct DefaultsAllowlist {
-    out: watch::Sender<Arc<Vec<IpNetwork>>>,
+    out: watch::Sender<Arc<IgnoreTable>>,
     parts: Arc<Mutex<Parts>>,
     /// What the watcher looks after (dropping it ends the watcher).
     watched: watch::Sender<Vec<Watched>>,
@@ -32,14 +32,8 @@ struct Parts {
 }
 
 impl Parts {
-    fn whole(&self) -> Arc<Vec<IpNetwork>> {
-        Arc::new(
-            self.fixed
-                .iter()
-                .chain(self.found.iter())
-                .copied()
-                .collect(),
-        )
+    fn whole(&self) -> Arc<IgnoreTable> {
+        Arc::new(IgnoreTable::new(self.fixed.iter().chain(self.found.iter())))
     }
 }
 
@@ -71,7 +65,7 @@ impl DefaultsAllowlist {
     }
 
     /// The whole allowlist now and after every change.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Vec<IpNetwork>>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<IgnoreTable>> {
         self.out.subscribe()
     }
 
@@ -106,10 +100,12 @@ impl DefaultsAllowlist {
     pub(crate) fn reloaded(&self, config: &FleetConfig) {
         let whole = {
             let mut parts = lock(&self.parts);
-            parts.fixed.clone_from(&config.ignore);
-            parts.whole()
+            (parts.fixed != config.ignore).then(|| {
+                parts.fixed.clone_from(&config.ignore);
+                parts.whole()
+            })
         };
-        if **self.out.borrow() != *whole {
+        if let Some(whole) = whole {
             self.out.send_replace(whole);
         }
         let specs = watched(config);

@@ -296,14 +296,6 @@ pub fn compile(
     })
 }
 
-/// True when banning `target` would take an address of `ignore` with it (either contains
-/// the other): a fleet ban never locks a host out of its own allowlist.
-pub fn overlaps(ignore: &[IpNetwork], target: IpNetwork) -> bool {
-    ignore
-        .iter()
-        .any(|net| net.contains(target.network()) || target.contains(net.network()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,13 +402,5 @@ mod tests {
         assert_eq!(errors[0].0, "fleet.tls_ca_file", "{errors:?}");
         assert!(errors[0].1.contains("ca.pem"), "{errors:?}");
         assert!(errors[0].1.contains("no PEM certificate"), "{errors:?}");
-    }
-
-    #[test]
-    fn overlap_both_ways() {
-        let ignore = vec!["10.0.0.5/32".parse().unwrap()];
-        assert!(overlaps(&ignore, "10.0.0.0/8".parse().unwrap()));
-        assert!(overlaps(&ignore, "10.0.0.5/32".parse().unwrap()));
-        assert!(!overlaps(&ignore, "10.0.0.6/32".parse().unwrap()));
     }
 }

@@ -19,13 +19,13 @@ use rusqlite::{params, Connection};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{overlaps, FleetAction};
+use super::config::FleetAction;
 use super::event::{FleetEvent, Op};
 use super::stream::{self, StreamReader};
 use super::{Backoff, FleetConfig, Keys, NodeStats, Role, HEARTBEAT_EVERY};
 use crate::action::runner::{self, ActionCommand};
 use crate::action::{ActionSpec, BanOrder, BlockType, FirewallSpec, Protocol};
-use crate::jail::allow::Allowlists;
+use crate::jail::allow::{Allowlists, IgnoreTable};
 use crate::jail::JailSpec;
 use crate::metrics::{self, JailMetrics};
 
@@ -116,7 +116,7 @@ pub struct AgentAllowlists {
     /// The local jails' allowlists.
     pub jails: watch::Receiver<Allowlists>,
     /// The defaults, for jails not run here.
-    pub defaults: watch::Receiver<Arc<Vec<IpNetwork>>>,
+    pub defaults: watch::Receiver<Arc<IgnoreTable>>,
 }
 
 impl AgentAllowlists {
@@ -125,7 +125,7 @@ impl AgentAllowlists {
     pub fn fixed(defaults: Vec<IpNetwork>) -> AgentAllowlists {
         AgentAllowlists {
             jails: watch::channel(Allowlists::default()).1,
-            defaults: watch::channel(Arc::new(defaults)).1,
+            defaults: watch::channel(Arc::new(IgnoreTable::new(&defaults))).1,
         }
     }
 
@@ -133,7 +133,7 @@ impl AgentAllowlists {
     fn covers(&self, jail: &str, target: IpNetwork) -> bool {
         match self.jails.borrow().get(jail) {
             Some(table) => table.overlapping(target).is_some(),
-            None => overlaps(&self.defaults.borrow(), target),
+            None => self.defaults.borrow().overlapping(target).is_some(),
         }
     }
 

@@ -474,6 +474,17 @@ impl Watcher {
 
 #[cfg(test)]
 mod tests {
+    /// A fleet ban (or an escalation) overlaps an entry either way: a network holding the
+    /// entry, or the entry itself.
+    #[test]
+    fn overlap_both_ways() {
+        let ignore: Vec<ipnetwork::IpNetwork> = vec!["10.0.0.5/32".parse().unwrap()];
+        let table = super::IgnoreTable::new(&ignore);
+        assert!(table.overlapping("10.0.0.0/8".parse().unwrap()).is_some());
+        assert!(table.overlapping("10.0.0.5/32".parse().unwrap()).is_some());
+        assert!(table.overlapping("10.0.0.6/32".parse().unwrap()).is_none());
+    }
+
     use super::*;
 
     fn net(s: &str) -> IpNetwork {
