@@ -238,20 +238,23 @@ impl Jail {
             return Err(Decision::Ignored);
         }
         self.total_failed += u64::from(count);
-        if self.bans.contains_key(&key) || self.in_banned_network(key) {
+        if self.covering_ban(key).is_some() {
             return Err(Decision::AlreadyBanned);
         }
         Ok(key)
     }
 
-    /// True when `key` lies in a network banned by escalation.
-    fn in_banned_network(&self, key: IpNetwork) -> bool {
-        self.settings
-            .detection
-            .escalation
-            .as_ref()
-            .and_then(|e| e.network_of(key))
-            .is_some_and(|net| self.bans.contains_key(&net))
+    /// The ban that covers `key`: its own, or that of the network escalation banned around it.
+    fn covering_ban(&self, key: IpNetwork) -> Option<&ActiveBan> {
+        self.bans.get(&key).or_else(|| {
+            let network = self
+                .settings
+                .detection
+                .escalation
+                .as_ref()?
+                .network_of(key)?;
+            self.bans.get(&network)
+        })
     }
 
     /// The spray bans a failure completed: none when the jail ignored it or it named no user.
@@ -324,7 +327,7 @@ impl Jail {
         let mut orders = Vec::new();
         for (address, fleet_count) in addresses {
             let key = self.key_of(address);
-            if self.bans.contains_key(&key) || self.in_banned_network(key) || self.is_ignored(key) {
+            if self.covering_ban(key).is_some() || self.is_ignored(key) {
                 continue;
             }
             if self.storm_guard(at) {
@@ -464,17 +467,7 @@ impl Jail {
     /// How long a shared window's decided marker of `key` should hold from `now`: while the
     /// ban that covers it (its own, or its escalated network's) lasts.
     pub(crate) fn marker_hold(&self, key: IpNetwork, now: Instant) -> set::MarkerHold {
-        let network = self
-            .settings
-            .detection
-            .escalation
-            .as_ref()
-            .and_then(|e| e.network_of(key));
-        let ban = self
-            .bans
-            .get(&key)
-            .or_else(|| network.and_then(|n| self.bans.get(&n)));
-        match ban.map(|b| b.expires) {
+        match self.covering_ban(key).map(|b| b.expires) {
             None => set::MarkerHold::Clear,
             Some(None) => set::MarkerHold::Forever,
             Some(Some(end)) if end > now => set::MarkerHold::For(end - now),
