@@ -1436,6 +1436,18 @@ mod tests {
         }
     }
 
+    /// The unban of `of`'s target, sent by `origin` at `at`, naming the ban `lifts` (None: none).
+    fn unban_of(of: &FleetEvent, origin: &str, at: u64, lifts: Option<u64>) -> FleetEvent {
+        FleetEvent {
+            op: Op::Unban,
+            origin: origin.into(),
+            banned_at: at,
+            expires_at: None,
+            lifts,
+            ..of.clone()
+        }
+    }
+
     type Want = BTreeMap<(String, String), FleetEvent>;
 
     fn hold_in(changes: &mut Journal, want: &mut Want, e: FleetEvent) {
@@ -1650,14 +1662,7 @@ mod tests {
         follower.apply(ours, false, None).await;
         assert_eq!(follower.held().len(), 1);
         // `jailsink unban` run here lifts sink-a's ban fleet-wide, with this node's origin.
-        let unban = FleetEvent {
-            op: Op::Unban,
-            origin: "sink-b".into(),
-            banned_at: now + 1,
-            expires_at: None,
-            lifts: Some(theirs.banned_at),
-            ..theirs
-        };
+        let unban = unban_of(&theirs, "sink-b", now + 1, Some(theirs.banned_at));
         follower.apply(unban, false, None).await;
         assert!(follower.held().is_empty(), "{:?}", follower.held());
     }
@@ -1674,14 +1679,7 @@ mod tests {
             ..ban(1, now)
         };
         follower.apply(theirs.clone(), false, None).await;
-        let unban = |origin: &str| FleetEvent {
-            op: Op::Unban,
-            origin: origin.into(),
-            banned_at: now + 1,
-            expires_at: None,
-            lifts: None,
-            ..theirs.clone()
-        };
+        let unban = |origin: &str| unban_of(&theirs, origin, now + 1, None);
         follower.apply(unban("sink-b"), false, None).await;
         assert_eq!(follower.held().len(), 1, "sink-b's unban left sink-a's ban");
         follower.apply(unban("sink-a"), false, None).await;
@@ -1709,13 +1707,7 @@ mod tests {
             |f: &Follower| -> Vec<u64> { f.held().values().map(|h| h.event.banned_at).collect() };
         assert_eq!(held(&follower), [forever.banned_at], "the longer ban stays");
         // b's ban ends: its unban names b's ban, not the one held.
-        let unban = |of: &FleetEvent| FleetEvent {
-            op: Op::Unban,
-            banned_at: now + 2_000,
-            expires_at: None,
-            lifts: Some(of.banned_at),
-            ..of.clone()
-        };
+        let unban = |of: &FleetEvent| unban_of(of, &of.origin, now + 2_000, Some(of.banned_at));
         follower.apply(unban(&brief), false, None).await;
         assert_eq!(held(&follower), [forever.banned_at]);
         // a's own unban lifts it.
