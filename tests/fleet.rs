@@ -752,6 +752,9 @@ fn fleet_agent_follows_its_local_jails_allowlist_files() {
     ) + &jail;
     let agent = Daemon::start_in(dir, &text, &[]);
     agent.wait_metric("jailsink_fleet_connected{component=\"follower\"}", 1.0);
+    // Read once the jail's watcher has: an event of the file's address is refused.
+    let ok = wait_for(WAIT, || agent.logged("[sshd] allowlist updated"));
+    assert!(ok, "the jail's file was not read");
     xadd(&redis, &[("target", "198.51.100.50/32")]);
     agent.wait_metric("jailsink_fleet_errors_total{kind=\"allowlisted\"}", 1.0);
     assert!(!holds(&agent, "198.51.100.50"), "{:?}", banned(&agent));
