@@ -1613,13 +1613,16 @@ fn fleet_unban_script_lifts_only_the_ban_it_names() {
             .cli(&[
                 "EVAL",
                 jailsink::fleet::publish::LIFT,
-                "3",
+                "5",
                 "t:active",
                 "t:details",
                 "t:decided",
+                "t:hidden",
+                "t:events",
                 member,
                 lifts,
                 origin,
+                "1000",
             ])
             .trim()
             .to_string()
@@ -1724,9 +1727,10 @@ fn fleet_ban_script_keeps_the_ban_that_ends_later() {
             .cli(&[
                 "EVAL",
                 jailsink::fleet::publish::PUT,
-                "2",
+                "3",
                 "t:active",
                 "t:bans",
+                "t:hidden",
                 "sshd|192.0.2.9/32",
                 score,
                 &details,
@@ -1757,9 +1761,10 @@ fn fleet_ban_script_keeps_the_ban_that_ends_later() {
     let written = redis.cli(&[
         "EVAL",
         jailsink::fleet::publish::PUT,
-        "2",
+        "3",
         "t:active",
         "t:bans",
+        "t:hidden",
         "sshd|192.0.2.10/32",
         "1700000600000",
         r#"{"origin":"g"}"#,
@@ -1773,6 +1778,114 @@ fn fleet_ban_script_keeps_the_ban_that_ends_later() {
     assert_eq!(written.trim(), "2");
     let details = redis.cli(&["HGET", "t:bans", "sshd|192.0.2.10/32"]);
     assert!(details.contains(r#""origin":"h""#), "{details}");
+}
+
+/// The ban and lift scripts on a real redis-server: a ban hidden behind a longer one of its
+/// target (another sink's) is kept, the one that ends last of them, and comes back (in the
+/// active set, and in the stream marked `again`) when the longer ban is lifted early; not when
+/// it has ended, and not when its own unban came first. The same ban written twice hides
+/// nothing, and pruning the member forgets what it hid.
+#[test]
+fn fleet_a_ban_hidden_behind_a_longer_one_comes_back_when_that_is_lifted() {
+    let redis = Redis::start("", &[]);
+    let now = jailsink::fleet::now_ms();
+    let m = "sshd|192.0.2.9/32";
+    let details = |origin: &str, banned_at: u64, end: Option<u64>| {
+        let end = end.map_or(String::new(), |e| e.to_string());
+        format!(
+            r#"{{"op":"ban","jail":"sshd","target":"192.0.2.9/32","banned_at":"{banned_at}","expires_at":"{end}","origin":"{origin}"}}"#
+        )
+    };
+    let put = |origin: &str, banned_at: u64, end: Option<u64>| {
+        let score = end.map_or("+inf".to_string(), |e| e.to_string());
+        let text = details(origin, banned_at, end);
+        let keys = ["3", "t:active", "t:bans", "t:hidden"];
+        let mut args = vec!["EVAL", jailsink::fleet::publish::PUT];
+        args.extend(keys);
+        args.extend([m, &score, &text]);
+        redis.cli(&args).trim().to_string()
+    };
+    let lift = |banned_at: u64, origin: &str| {
+        let at = banned_at.to_string();
+        let keys = [
+            "5",
+            "t:active",
+            "t:bans",
+            "t:decided",
+            "t:hidden",
+            "t:events",
+        ];
+        let mut args = vec!["EVAL", jailsink::fleet::publish::LIFT];
+        args.extend(keys);
+        args.extend([m, &at, origin, "1000"]);
+        redis.cli(&args).trim().to_string()
+    };
+    let origin_of = |key: &str| {
+        let text = redis.cli(&["HGET", key, m]);
+        ["sink-a", "sink-b", "sink-c"]
+            .into_iter()
+            .find(|o| text.contains(&format!(r#""origin":"{o}""#)))
+            .unwrap_or("none")
+    };
+    let (hour, ten) = (Some(now + 3_600_000), Some(now + 600_000));
+    // A permanent ban by sink-a; sink-b's ten minutes and sink-c's hour hide behind it, and
+    // the hour is kept (it ends last).
+    assert_eq!(put("sink-a", now - 3, None), "1");
+    assert_eq!(put("sink-b", now - 2, ten), "0");
+    assert_eq!(put("sink-c", now - 1, hour), "0");
+    assert_eq!(origin_of("t:hidden"), "sink-c");
+    assert_eq!(put("sink-b", now - 2, ten), "0");
+    assert_eq!(
+        origin_of("t:hidden"),
+        "sink-c",
+        "a shorter one never displaces it"
+    );
+    // sink-a's ban lifted early: sink-c's hour is back, in the set and in the stream.
+    assert_eq!(lift(now - 3, "sink-a"), "2");
+    assert_eq!(origin_of("t:bans"), "sink-c");
+    let score = redis.cli(&["ZSCORE", "t:active", m]);
+    assert_eq!(score.trim(), hour.unwrap().to_string());
+    assert_eq!(origin_of("t:hidden"), "none");
+    let stream = redis.cli(&["XRANGE", "t:events", "-", "+"]);
+    for field in ["again", "sink-c", &(now - 1).to_string(), "192.0.2.9/32"] {
+        assert!(stream.contains(field), "{field} missing: {stream}");
+    }
+    // A longer ban written over a running one hides it in turn; the same ban again does not.
+    assert_eq!(put("sink-a", now, None), "1");
+    assert_eq!(origin_of("t:hidden"), "sink-c");
+    assert_eq!(put("sink-a", now, None), "1");
+    assert_eq!(
+        origin_of("t:hidden"),
+        "sink-c",
+        "a ban written again hides nothing"
+    );
+    // The hidden ban's own unban forgets it: lifting the longer one brings nothing back.
+    assert_eq!(lift(now - 1, "sink-c"), "0");
+    assert_eq!(origin_of("t:hidden"), "none");
+    assert_eq!(origin_of("t:bans"), "sink-a");
+    assert_eq!(lift(now, "sink-a"), "1");
+    assert_eq!(redis.cli(&["EXISTS", "t:active"]).trim(), "0");
+    // A hidden ban that has ended stays gone.
+    assert_eq!(put("sink-a", now + 1, None), "1");
+    assert_eq!(put("sink-b", now - 600_000, Some(now - 1)), "0");
+    assert_eq!(origin_of("t:hidden"), "sink-b");
+    assert_eq!(lift(now + 1, "sink-a"), "1");
+    assert_eq!(redis.cli(&["EXISTS", "t:active"]).trim(), "0");
+    // Pruning an expired member forgets the ban it hid.
+    assert_eq!(put("sink-a", now - 5, Some(now - 1)), "1");
+    assert_eq!(put("sink-b", now - 4, Some(now - 2)), "0");
+    assert_eq!(origin_of("t:hidden"), "sink-b");
+    let pruned = redis.cli(&[
+        "EVAL",
+        jailsink::fleet::publish::PRUNE,
+        "3",
+        "t:active",
+        "t:bans",
+        "t:hidden",
+        &now.to_string(),
+    ]);
+    assert_eq!(pruned.trim(), "1");
+    assert_eq!(origin_of("t:hidden"), "none");
 }
 
 /// Two sinks ban one target, a permanent ban and a ten-minute one, in either order: the active
@@ -1799,6 +1912,44 @@ fn fleet_active_set_keeps_the_longer_of_two_sinks_bans() {
     let agent = following_agent(&redis, "agent-late", "action = \"log\"");
     wait_holds(&agent, "192.0.2.77", true, "reconciled from the active set");
     for d in [&a, &b, &agent] {
+        d.assert_no_errors();
+    }
+}
+
+/// Two sinks ban one target, a permanent ban and a ten-minute one. When the permanent ban is
+/// lifted early, the ten minutes are back in force: on an agent that followed all along (from
+/// the stream) and on one that starts afterwards (from the active set).
+#[test]
+fn fleet_a_ban_hidden_by_a_longer_one_is_back_when_that_is_lifted_early() {
+    let redis = Redis::start("", &[]);
+    let text = |node: &str| sink_config(&redis.url(), node, "", &jails(3, 22));
+    let (a, b) = (
+        Daemon::start(&text("sink-a")),
+        Daemon::start(&text("sink-b")),
+    );
+    let agent = following_agent(&redis, "agent-live", "action = \"log\"");
+    a.cli_ok(&["ban", "sshd", "192.0.2.78", "--bantime", "permanent"]);
+    wait_holds(&agent, "192.0.2.78", true, "sink-a's permanent ban");
+    b.cli_ok(&["ban", "sshd", "192.0.2.78", "--bantime", "10m"]);
+    wait_int(&redis, &["HLEN", "t:hidden"], 1);
+    a.cli_ok(&["unban", "sshd", "192.0.2.78"]);
+    // The unban, then sink-b's ban written again by the lift.
+    wait_int(&redis, &["XLEN", "t:events"], 4);
+    let sink_b_holds = |d: &Daemon| {
+        banned(d)
+            .iter()
+            .any(|(_, ip, origin, end)| ip == "192.0.2.78" && origin == "sink-b" && end.is_some())
+    };
+    let ok = wait_for(WAIT, || sink_b_holds(&agent));
+    assert!(ok, "live agent: {:?}", banned(&agent));
+    let late = following_agent(&redis, "agent-late", "action = \"log\"");
+    let ok = wait_for(WAIT, || sink_b_holds(&late));
+    assert!(ok, "late agent: {:?}", banned(&late));
+    // Its own unban lifts it everywhere.
+    b.cli_ok(&["unban", "sshd", "192.0.2.78"]);
+    wait_holds(&agent, "192.0.2.78", false, "sink-b's unban");
+    wait_holds(&late, "192.0.2.78", false, "sink-b's unban");
+    for d in [&a, &b, &agent, &late] {
         d.assert_no_errors();
     }
 }

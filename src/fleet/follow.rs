@@ -1037,8 +1037,11 @@ impl Follower {
                 Some(text) => FleetEvent::from_packed(text),
                 None => FleetEvent::from_entry(&fields),
             };
+            // A ban brought back when the longer ban hiding it was lifted (the lift script
+            // writes it again, marked): applied like any, but its age is not a propagation.
+            let live = !fields.iter().any(|(k, _)| *k == "again");
             match decoded {
-                Ok(event) => self.apply(event, true, packed).await,
+                Ok(event) => self.apply(event, live, packed).await,
                 Err(error) => {
                     metrics::fleet_errors("malformed").increment(1);
                     tracing::warn!(id = %id, %error, "fleet: malformed stream entry skipped");

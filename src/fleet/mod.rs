@@ -103,6 +103,9 @@ pub struct Keys {
     pub active: String,
     /// Details of active bans.
     pub details: String,
+    /// Details of bans hidden behind a longer ban of the same target (by another sink), which
+    /// come back if that one is lifted early.
+    pub hidden: String,
     /// Heartbeats.
     pub nodes: String,
 }
@@ -115,6 +118,7 @@ impl Keys {
             stream: format!("{prefix}:events"),
             active: format!("{prefix}:active"),
             details: format!("{prefix}:bans"),
+            hidden: format!("{prefix}:hidden"),
             nodes: format!("{prefix}:nodes"),
         }
     }
@@ -259,9 +263,10 @@ const PRUNE_COMMANDS: &str =
     "a command of the prune script (EVALSHA, SCRIPT LOAD, ZRANGEBYSCORE ZREM HDEL)";
 /// What the unban (lift) script runs.
 const LIFT_COMMANDS: &str =
-    "a command of the unban script (EVALSHA, SCRIPT LOAD, HGET ZREM HDEL DEL)";
+    "a command of the unban script (EVALSHA, SCRIPT LOAD, HGET ZREM HDEL DEL TIME ZADD HSET XADD)";
 /// What the ban (put) script runs.
-const PUT_COMMANDS: &str = "a command of the ban script (EVALSHA, SCRIPT LOAD, ZSCORE ZADD HSET)";
+const PUT_COMMANDS: &str =
+    "a command of the ban script (EVALSHA, SCRIPT LOAD, ZSCORE HGET ZADD HSET)";
 /// What settling a decided marker runs.
 const SETTLE_COMMANDS: &str =
     "a command of the settle script (EVALSHA, SCRIPT LOAD, SET GET DEL DECR PEXPIRE PERSIST)";
@@ -357,6 +362,7 @@ async fn probe(
             prune
                 .key(&keys.active)
                 .key(&keys.details)
+                .key(&keys.hidden)
                 .arg(0)
                 .invoke_async(conn)
                 .await
@@ -369,30 +375,39 @@ async fn probe(
             lift.key(&keys.active)
                 .key(&keys.details)
                 .key(format!("{scratch}:decided"))
+                .key(&keys.hidden)
+                .key(&keys.stream)
                 .arg(absent)
                 .arg("")
                 .arg(&config.node)
+                .arg(config.stream_maxlen)
                 .invoke_async(conn)
                 .await
         }
         .await;
         lifted.map_err(|e| (LIFT_COMMANDS, e))?;
-        // On scratch keys, deleted at once.
+        // On scratch keys, deleted at once: a ban, then a shorter one it hides.
         let put = redis::Script::new(publish::PUT);
-        let (active, details) = (format!("{scratch}:active"), format!("{scratch}:details"));
+        let [active, details, hidden] =
+            ["active", "details", "hidden"].map(|k| format!("{scratch}:{k}"));
         let written: redis::RedisResult<()> = async {
             put.load_async(conn).await?;
             let _: i64 = put
                 .key(&active)
                 .key(&details)
+                .key(&hidden)
+                .arg(absent)
+                .arg(2)
+                .arg("{}")
                 .arg(absent)
                 .arg(1)
-                .arg("{}")
+                .arg(r#"{"expires_at":"1"}"#)
                 .invoke_async(conn)
                 .await?;
             redis::cmd("DEL")
                 .arg(&active)
                 .arg(&details)
+                .arg(&hidden)
                 .query_async(conn)
                 .await
         }

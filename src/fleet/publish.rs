@@ -57,13 +57,15 @@ fn next_gap(events: usize) -> Duration {
 /// Most expired bans one prune call lifts (short calls: a script blocks Redis while it runs).
 const PRUNE_BATCH: u64 = 1000;
 
-/// Lifts expired bans from the active set: members scored (expiry, Unix ms) at or before
-/// ARGV[1], at most [`PRUNE_BATCH`] a call, with their details.
-pub(crate) const PRUNE: &str = r"
+/// Lifts expired bans from the active set (KEYS[1]): members scored (expiry, Unix ms) at or
+/// before ARGV[1], at most [`PRUNE_BATCH`] a call, with their details (KEYS[2]) and the bans
+/// they hid (KEYS[3]; a hidden ban ends no later than the ban that hides it).
+pub const PRUNE: &str = r"
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
 if #gone > 0 then
   redis.call('ZREM', KEYS[1], unpack(gone))
   redis.call('HDEL', KEYS[2], unpack(gone))
+  redis.call('HDEL', KEYS[3], unpack(gone))
 end
 return #gone
 ";
@@ -473,9 +475,10 @@ async fn publish(
                 let call = bans.get_or_insert_with(|| {
                     let mut call = redis::cmd("EVALSHA");
                     call.arg(put.get_hash())
-                        .arg(2)
+                        .arg(3)
                         .arg(&keys.active)
-                        .arg(&keys.details);
+                        .arg(&keys.details)
+                        .arg(&keys.hidden);
                     call
                 });
                 call.arg(&m).arg(score).arg(event.to_json());
@@ -493,13 +496,16 @@ async fn publish(
                 let lifts = event.lifts.map_or_else(String::new, |at| at.to_string());
                 pipe.cmd("EVALSHA")
                     .arg(lift.get_hash())
-                    .arg(3)
+                    .arg(5)
                     .arg(&keys.active)
                     .arg(&keys.details)
                     .arg(decided)
+                    .arg(&keys.hidden)
+                    .arg(&keys.stream)
                     .arg(&m)
                     .arg(lifts)
-                    .arg(&event.origin);
+                    .arg(&event.origin)
+                    .arg(config.stream_maxlen);
                 unbans.push(m);
             }
         }
@@ -513,66 +519,148 @@ async fn publish(
     }
     let lifted: Vec<i64> = pipe.query_async(conn).await?;
     for (m, lifted) in unbans.iter().zip(lifted) {
-        if lifted == 0 {
-            tracing::info!(member = %m, "fleet: unban of another ban than the one in the active set; it stays");
+        match lifted {
+            0 => {
+                tracing::info!(member = %m, "fleet: unban of another ban than the one in the active set; it stays")
+            }
+            2 => {
+                tracing::info!(member = %m, "fleet: lifted; the shorter ban it hid is back in force")
+            }
+            _ => {}
         }
     }
     Ok(ops)
 }
 
+/// Lua shared by the ban and lift scripts: a details text decoded, its end (`expires_at`, Unix
+/// ms; an empty one is permanent), and a ban kept hidden behind a longer one of its member in
+/// the hash `key` (one per member: the one that ends last, so an early lift of the longer ban
+/// brings it back). A macro, so that each script stays one `&str` constant.
+macro_rules! hidden_lua {
+    () => {
+        r"
+local function decoded(text)
+  local ok, ban = pcall(cjson.decode, text)
+  if ok and type(ban) == 'table' then return ban end
+  return nil
+end
+local function ends_of(ban)
+  local e = ban and ban['expires_at']
+  if e == nil or e == '' or e == cjson.null then return math.huge end
+  return tonumber(e)
+end
+local function hide(key, member, text)
+  local kept = redis.call('HGET', key, member)
+  local e = ends_of(decoded(text))
+  if e and (not kept or (ends_of(decoded(kept)) or -1) <= e) then
+    redis.call('HSET', key, member, text)
+  end
+end
+"
+    };
+}
+
 /// Writes bans to the active set (KEYS[1]) and details (KEYS[2]), in order: ARGV holds one
 /// (member, end, details) triple per ban, the end scoring the member (`+inf` for a permanent
-/// ban). A ban is skipped when the set holds a ban of the same member that ends later (another
-/// sink's longer ban): of two bans of one target the one that ends later is kept, as agents
-/// keep it. Run inside the publisher's MULTI, once per run of bans. Returns how many were
-/// written.
-pub const PUT: &str = r"
+/// ban). Of two bans of one target the one that ends later is kept in the set, as agents keep
+/// it; the other is kept hidden (KEYS[3], see [`LIFT`]) unless it is the same ban written
+/// again. Run inside the publisher's MULTI, once per run of bans. Returns how many were
+/// written to the set.
+pub const PUT: &str = concat!(
+    hidden_lua!(),
+    r"
 local function ends(score)
   if score == '+inf' or score == 'inf' then return math.huge end
   return tonumber(score)
 end
+local function same(a, b)
+  return a and b and tostring(a['banned_at']) == tostring(b['banned_at'])
+    and a['origin'] == b['origin']
+end
 local written = 0
 for i = 1, #ARGV - 2, 3 do
-  local member, score = ARGV[i], ARGV[i + 1]
+  local member, score, text = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local held = redis.call('ZSCORE', KEYS[1], member)
   local h, n = held and ends(held), ends(score)
-  if not (h and n and h > n) then
+  if h and n and h > n then
+    hide(KEYS[3], member, text)
+  else
+    local old = held and redis.call('HGET', KEYS[2], member)
+    if old and not same(decoded(old), decoded(text)) then
+      hide(KEYS[3], member, old)
+    end
     redis.call('ZADD', KEYS[1], score, member)
-    redis.call('HSET', KEYS[2], member, ARGV[i + 2])
+    redis.call('HSET', KEYS[2], member, text)
     written = written + 1
   end
 end
 return written
-";
+"
+);
 
 /// Lifts one unban's entry from the active set (KEYS[1]) and details (KEYS[2]) and clears its
-/// shared-window decision (KEYS[3]), unless the details hold another ban than the one the
-/// unban names (ARGV[2], its `banned_at` in Unix ms): a newer one, or an older one kept
+/// shared-window decision (KEYS[3]), unless the details hold another ban than the
+/// one the unban names (ARGV[2], its `banned_at` in Unix ms): a newer one, or an older one kept
 /// because it ends later (`PUT`). An unban that names none (ARGV[2] empty: a ban from before
 /// fleet mode or the field) lifts only a ban of its own origin (ARGV[3]; details without one
-/// are lifted). Run inside the publisher's MULTI, so the check and the removal are one atomic
-/// step: no ban another sink writes in between can be lifted by mistake. Returns 1 when
-/// lifted, 0 when another ban stays.
-pub const LIFT: &str = r"
+/// are lifted). A ban the lifted one hid (KEYS[4], kept by [`PUT`]) that has
+/// not ended comes back: into the set, and into the stream (KEYS[5], capped at ARGV[4]) as its
+/// ban again, marked `again`, so every agent applies it once the longer ban is gone. An unban
+/// of the hidden ban itself forgets it. Run inside the publisher's MULTI, so the check and the
+/// removal are one atomic step: no ban another sink writes in between can be lifted by
+/// mistake. Returns 1 when lifted, 2 when lifted and a hidden ban came back, 0 when another
+/// ban stays.
+pub const LIFT: &str = concat!(
+    hidden_lua!(),
+    r"
+local function named(ban)
+  if not ban then return false end
+  if ARGV[2] ~= '' then
+    local at = tonumber(ban['banned_at'])
+    return at == nil or at == tonumber(ARGV[2])
+  end
+  return type(ban['origin']) ~= 'string' or not ARGV[3] or ban['origin'] == ARGV[3]
+end
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if held then
-  local ok, ban = pcall(cjson.decode, held)
-  if ok and type(ban) == 'table' then
-    if ARGV[2] ~= '' then
-      local at = tonumber(ban['banned_at'])
-      if at and at ~= tonumber(ARGV[2]) then
-        return 0
-      end
-    elseif type(ban['origin']) == 'string' and ARGV[3] and ban['origin'] ~= ARGV[3] then
-      return 0
+  local ban = decoded(held)
+  if ban and not named(ban) then
+    local hidden = redis.call('HGET', KEYS[4], ARGV[1])
+    if hidden and named(decoded(hidden)) then
+      redis.call('HDEL', KEYS[4], ARGV[1])
     end
+    return 0
   end
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[3])
-return 1
-";
+local hidden = redis.call('HGET', KEYS[4], ARGV[1])
+if not hidden then return 1 end
+redis.call('HDEL', KEYS[4], ARGV[1])
+local ban = decoded(hidden)
+if not ban or named(ban) then return 1 end
+local e = ends_of(ban)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if not e or e <= now then return 1 end
+local score = '+inf'
+if e ~= math.huge then score = ban['expires_at'] end
+redis.call('ZADD', KEYS[1], score, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], hidden)
+local fields = {}
+for k, v in pairs(ban) do
+  if type(v) == 'string' then
+    fields[#fields + 1] = k
+    fields[#fields + 1] = v
+  end
+end
+fields[#fields + 1] = 'again'
+fields[#fields + 1] = '1'
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+return 2
+"
+);
 
 /// [`run`] on the calling thread, in a runtime of its own (call it from a thread of its own,
 /// e.g. `spawn_blocking`). The publisher's cycle is several waits (the outbox read, the Redis
@@ -733,6 +821,7 @@ async fn chores(
         let pruned: u64 = prune
             .key(&keys.active)
             .key(&keys.details)
+            .key(&keys.hidden)
             .arg(now)
             .invoke_async(conn)
             .await?;
