@@ -1716,6 +1716,40 @@ fn fleet_shared_windows_settle_the_decided_marker_to_the_applied_ban() {
     wait_int(&redis, &["LLEN", "t:win:sshd:192.0.2.62/32"], 1);
 }
 
+/// A settle Redis refuses is tried again until it is done: with the sink's user briefly
+/// without DECR, a withheld decision's marker cannot be settled (cleared, and the decision
+/// taken back from the fleet-wide count); once DECR is back, it is, without another failure
+/// of that address.
+#[test]
+fn fleet_shared_windows_settle_again_what_redis_refused() {
+    let redis = Redis::start("", &[]);
+    acl_users(&redis);
+    let jails = jails(3, 22).replacen("port = 22", "port = 22\nmax_bans_per_minute = 1", 1);
+    let url = format!("redis://sink:sinkpw@127.0.0.1:{}/0", redis.port);
+    let sink = Daemon::start(&sink_config(
+        &url,
+        "sink-r",
+        "shared_windows = true",
+        &jails,
+    ));
+    fail(&[], &sink, "sshd", "192.0.2.63", 3);
+    wait_holds(&sink, "192.0.2.63", true, "the first ban");
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "sink", "-decr"]).trim(), "OK");
+    // The storm guard withholds the second ban; its settle is refused.
+    fail(&[], &sink, "sshd", "192.0.2.64", 3);
+    sink.wait_metric("jailsink_bans_withheld_total{jail=\"sshd\"}", 1.0);
+    let refused = wait_for(WAIT, || {
+        sink.logged("fleet: cannot settle decided markers now; tried again")
+    });
+    assert!(refused, "{:?}", sink.errors());
+    assert_eq!(int(&redis, &["EXISTS", "t:decided:sshd:192.0.2.64/32"]), 1);
+    assert_eq!(int(&redis, &["GET", "t:count:sshd:192.0.2.64/32"]), 1);
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "sink", "+decr"]).trim(), "OK");
+    wait_int(&redis, &["EXISTS", "t:decided:sshd:192.0.2.64/32"], 0);
+    assert_eq!(int(&redis, &["GET", "t:count:sshd:192.0.2.64/32"]), 0);
+    assert!(holds(&sink, "192.0.2.63"), "{:?}", banned(&sink));
+}
+
 /// The publisher's ban script, run on a real redis-server: of two bans of one target the one
 /// that ends later stays in the active set (as agents keep it), whichever is written last.
 #[test]

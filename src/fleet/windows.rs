@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backoff, FleetConfig, Keys};
 use crate::jail::allow::IgnoreTable;
-use crate::jail::set::{Command, JailTask, MarkerHold, Settled, SharedFailure};
+use crate::jail::set::{bound_unsettled, Command, JailTask, MarkerHold, Settled, SharedFailure};
 use crate::jail::Failure;
 use crate::jail::JailSettings;
 use crate::metrics;
@@ -240,6 +240,69 @@ async fn count(
     Ok(replies.into_iter().flatten().collect())
 }
 
+/// A connection with both scripts loaded, or None (counted; the caller backs off).
+async fn connect_scripts(
+    client: &redis::Client,
+    script: &redis::Script,
+    falling_back: &mut bool,
+) -> Option<MultiplexedConnection> {
+    let mut c = match super::connect(client, Some(super::RESPONSE_TIMEOUT)).await {
+        Ok(c) => c,
+        Err(_) => {
+            metrics::fleet_errors("redis").increment(1);
+            return None;
+        }
+    };
+    let loaded = async {
+        SETTLE_SCRIPT.load_async(&mut c).await?;
+        script.load_async(&mut c).await
+    }
+    .await;
+    match loaded {
+        Ok(_) => {
+            metrics::fleet_connected("windows").set(1.0);
+            if std::mem::take(falling_back) {
+                tracing::info!("fleet: shared windows back in Redis");
+            }
+            Some(c)
+        }
+        Err(error) => {
+            metrics::fleet_errors("redis").increment(1);
+            tracing::warn!(%error, "fleet: cannot load the shared-window script");
+            None
+        }
+    }
+}
+
+/// Settles `unsettled` if connected, emptying it; when Redis refuses, they stay for the
+/// returned time (after a back-off), and a lost connection is dropped to be made again.
+async fn settle_pending(
+    conn: &mut Option<MultiplexedConnection>,
+    keys: &Keys,
+    unsettled: &mut Vec<Settled>,
+    backoff: &mut Backoff,
+) -> Instant {
+    let Some(c) = conn.as_mut() else {
+        return Instant::now();
+    };
+    match settle(c, keys, unsettled).await {
+        Ok(()) => {
+            unsettled.clear();
+            backoff.reset();
+            Instant::now()
+        }
+        Err(error) => {
+            metrics::fleet_errors("redis").increment(1);
+            tracing::warn!(%error, markers = unsettled.len(), "fleet: cannot settle decided markers now; tried again");
+            if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                metrics::fleet_connected("windows").set(0.0);
+                *conn = None;
+            }
+            Instant::now() + backoff.wait()
+        }
+    }
+}
+
 /// Batches of settled markers the jail task may have sent ahead of the windows task.
 const SETTLE_QUEUE: usize = 256;
 
@@ -257,9 +320,11 @@ async fn settle(
         let [_, decided, count] = keys.window(&s.jail, s.key);
         let (op, ms) = match s.hold {
             MarkerHold::Clear => (0, 0),
-            MarkerHold::For(left) => (
+            MarkerHold::Until(end) => (
                 1,
-                left.as_millis().clamp(1, u128::from(u64::MAX / 2)) as u64,
+                end.saturating_duration_since(tokio::time::Instant::now())
+                    .as_millis()
+                    .clamp(1, u128::from(u64::MAX / 2)) as u64,
             ),
             MarkerHold::Forever => (2, 0),
         };
@@ -284,17 +349,19 @@ static SETTLE_SCRIPT: std::sync::LazyLock<redis::Script> =
 /// ARGV[1], Redis's time of the decision; a marker an unban lifted and a later decision set
 /// again is left alone): ARGV[2] 0 deletes it and takes the decision back from the fleet-wide
 /// ban count (KEYS[2]), so a withheld or refused decision does not escalate the next ban; 1
-/// holds it ARGV[3] ms; 2 holds it for ever. Returns 1 when settled.
+/// holds it ARGV[3] ms; 2 holds it for ever. Returns 1 when settled. The count is taken back
+/// before the marker goes, so a call refused half-way (an ACL without DECR) changes nothing and
+/// is safe to run again.
 pub const SETTLE: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 if ARGV[2] == '0' then
-  redis.call('DEL', KEYS[1])
   local c = tonumber(redis.call('GET', KEYS[2]))
   if c and c > 0 then
     redis.call('DECR', KEYS[2])
   end
+  redis.call('DEL', KEYS[1])
 elseif ARGV[2] == '1' then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 else
@@ -414,19 +481,33 @@ pub(crate) async fn run(
     let mut retry_at = Instant::now();
     let mut falling_back = false;
     let mut batch: Vec<Failure> = Vec::with_capacity(BATCH);
-    // The jail task's word on each decision it applied (bounded: when full, it drops the
-    // message and the markers keep their full hold).
+    // The jail task's word on each decision it applied (bounded: when full, the jail task
+    // keeps the markers and sends them with its next batch).
     let (settle_tx, mut settle_rx) = mpsc::channel::<Vec<Settled>>(SETTLE_QUEUE);
+    // Markers not settled yet: Redis was away or refused; tried again until it takes them
+    // (the script is safe to run twice), so a lost call never leaves the first hold.
+    let mut unsettled: Vec<Settled> = Vec::new();
+    let mut settle_at = Instant::now();
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
             Some(settled) = settle_rx.recv() => {
-                if let Some(c) = conn.as_mut() {
-                    if let Err(error) = settle(c, &keys, &settled).await {
-                        metrics::fleet_errors("redis").increment(1);
-                        tracing::warn!(%error, "fleet: cannot settle decided markers; they keep their full hold");
+                unsettled.extend(settled);
+                bound_unsettled(&mut unsettled);
+                if Instant::now() >= settle_at {
+                    settle_at = settle_pending(&mut conn, &keys, &mut unsettled, &mut backoff).await;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(settle_at.max(retry_at).into()), if !unsettled.is_empty() => {
+                if conn.is_none() {
+                    conn = connect_scripts(&client, &script, &mut falling_back).await;
+                    if conn.is_none() {
+                        retry_at = Instant::now() + backoff.wait();
+                        continue;
                     }
                 }
+                settle_at = settle_pending(&mut conn, &keys, &mut unsettled, &mut backoff).await;
                 continue;
             }
             f = failures.recv() => match f {
@@ -442,31 +523,11 @@ pub(crate) async fn run(
             }
         }
         if conn.is_none() && Instant::now() >= retry_at {
-            match super::connect(&client, Some(super::RESPONSE_TIMEOUT)).await {
-                Ok(mut c) => match async {
-                    SETTLE_SCRIPT.load_async(&mut c).await?;
-                    script.load_async(&mut c).await
-                }
-                .await
-                {
-                    Ok(_) => {
-                        metrics::fleet_connected("windows").set(1.0);
-                        conn = Some(c);
-                        if falling_back {
-                            falling_back = false;
-                            tracing::info!("fleet: shared windows back in Redis");
-                        }
-                    }
-                    Err(error) => {
-                        metrics::fleet_errors("redis").increment(1);
-                        tracing::warn!(%error, "fleet: cannot load the shared-window script");
-                        retry_at = Instant::now() + backoff.wait();
-                    }
-                },
-                Err(_) => {
-                    metrics::fleet_errors("redis").increment(1);
-                    retry_at = Instant::now() + backoff.wait();
-                }
+            conn = connect_scripts(&client, &script, &mut falling_back).await;
+            if conn.is_none() {
+                retry_at = Instant::now() + backoff.wait();
+            } else if !unsettled.is_empty() {
+                settle_at = settle_pending(&mut conn, &keys, &mut unsettled, &mut backoff).await;
             }
         }
         // Owned for the batch (its settings are borrowed across the round trip), not cloned

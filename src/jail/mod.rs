@@ -470,7 +470,7 @@ impl Jail {
         match self.covering_ban(key).map(|b| b.expires) {
             None => set::MarkerHold::Clear,
             Some(None) => set::MarkerHold::Forever,
-            Some(Some(end)) if end > now => set::MarkerHold::For(end - now),
+            Some(Some(end)) if end > now => set::MarkerHold::Until(end),
             Some(Some(_)) => set::MarkerHold::Clear,
         }
     }

@@ -64,8 +64,9 @@ pub(crate) struct JailTask {
 pub(crate) enum MarkerHold {
     /// No ban covers it: the marker goes.
     Clear,
-    /// A ban covers it for this long still.
-    For(std::time::Duration),
+    /// A ban covers it until then (the hold is worked out when the marker is settled, which
+    /// may be later than the decision: a settle Redis refused is tried again).
+    Until(Instant),
     /// A permanent ban covers it.
     Forever,
 }
@@ -141,6 +142,25 @@ pub(crate) struct JailSet {
     allowlists: tokio::sync::watch::Sender<Allowlists>,
     /// Each failure's slot and key in the batch being applied, kept for its allocation.
     batch_keys: Vec<Option<(usize, Keyed)>>,
+    /// Markers to settle that the shared windows' queue had no room for, sent with the next.
+    unsettled: Vec<Settled>,
+}
+
+/// Most markers to settle kept while the shared windows' queue is full (then the oldest
+/// keep their full hold, as before shared windows settled markers at all).
+pub(crate) const MAX_UNSETTLED: usize = 100_000;
+
+/// Drops the oldest of `unsettled` past [`MAX_UNSETTLED`], with a warning: those markers keep
+/// their full hold.
+pub(crate) fn bound_unsettled(unsettled: &mut Vec<Settled>) {
+    if unsettled.len() > MAX_UNSETTLED {
+        let dropped = unsettled.len() - MAX_UNSETTLED;
+        unsettled.drain(..dropped);
+        tracing::warn!(
+            dropped,
+            "fleet: too many decided markers waiting to be settled; the oldest keep their full hold"
+        );
+    }
 }
 
 /// The allowlists of `slots` that change at run time.
@@ -368,6 +388,7 @@ impl JailSet {
             allow_updates,
             allowlists: tokio::sync::watch::Sender::new(Allowlists::default()),
             batch_keys: Vec::new(),
+            unsettled: Vec::new(),
         };
         set.publish_allowlists();
         set.send_routes().await;
@@ -680,9 +701,19 @@ impl JailSet {
                 }));
             }
         }
-        if !settled.is_empty() && settle.try_send(settled).is_err() {
-            // The shared windows are behind or gone: those markers hold their full length.
-            tracing::warn!("fleet: shared windows busy; decided markers keep their full hold");
+        self.unsettled.extend(settled);
+        if self.unsettled.is_empty() {
+            return;
+        }
+        match settle.try_send(std::mem::take(&mut self.unsettled)) {
+            Ok(()) => {}
+            // The shared windows are behind: sent with the next batch they answer.
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                self.unsettled = back;
+                bound_unsettled(&mut self.unsettled);
+            }
+            // Gone (a reload replaced them): those markers hold their full length.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
