@@ -89,6 +89,12 @@ enum Command {
         /// One JSON object per input line.
         #[arg(long)]
         json: bool,
+        /// A filter option, as a jail's `filter_options` gives it (repeatable): `mode=aggressive`
+        /// runs a jailsink .toml filter in that mode, exactly as a jail with
+        /// `filter_options = { mode = "aggressive" }` does; a fail2ban filter takes any of its
+        /// options this way too.
+        #[arg(long = "filter-option", value_name = "KEY=VALUE", value_parser = regex_tool::filter_option)]
+        filter_options: Vec<(String, String)>,
         /// Threads judging the lines of a jailsink filter (default: every core; 1: one thread).
         /// The output is the same whatever the count. A fail2ban .conf filter keeps multi-line
         /// state, so its lines are judged on one thread, in order.
@@ -236,10 +242,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print_all_matched,
             print_all_missed,
             json,
+            filter_options,
             threads,
         } => {
             let (dirs, zone) = regex_context(&cli.config)?;
-            let loaded = match regex_tool::load_filter(&filter, &dirs) {
+            let filter_options: std::collections::BTreeMap<String, String> =
+                filter_options.into_iter().collect();
+            let loaded = match regex_tool::load_filter(&filter, &dirs, &filter_options) {
                 Ok(l) => l,
                 Err(reason) => {
                     eprintln!("{reason}");

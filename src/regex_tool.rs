@@ -87,6 +87,9 @@ pub enum LoadFilterError {
         /// Every problem found.
         errors: Vec<PatternError>,
     },
+    /// `--filter-option` with a literal regex, which has no options.
+    #[error("--filter-option applies to a filter file, not to a literal regex")]
+    OptionsOnLiteral,
 }
 
 fn show_patterns(origin: &str, errors: &[PatternError]) -> String {
@@ -94,14 +97,32 @@ fn show_patterns(origin: &str, errors: &[PatternError]) -> String {
     lines.join("\n")
 }
 
+/// Reads one `--filter-option KEY=VALUE`.
+pub fn filter_option(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!("`{text}` is not KEY=VALUE (e.g. mode=aggressive)")),
+    }
+}
+
 /// Resolves FILTER: a literal regex with `<HOST>`, a path to a `.toml` filter, a path to a
 /// fail2ban `.conf` filter with optional `[key=value, ...]` options, or a name looked up in
-/// `dirs` (`NAME.toml` first, then `NAME.conf`).
-pub fn load_filter(spec: &str, dirs: &[PathBuf]) -> Result<LoadedFilter, LoadFilterError> {
+/// `dirs` (`NAME.toml` first, then `NAME.conf`). `options` are a jail's `filter_options`, so the
+/// filter judges lines exactly as in a jail that names it with them.
+pub fn load_filter(
+    spec: &str,
+    dirs: &[PathBuf],
+    options: &BTreeMap<String, String>,
+) -> Result<LoadedFilter, LoadFilterError> {
     if ["<HOST>", "<ADDR>", "<SUBNET>", "<IP4>", "<IP6>"]
         .iter()
         .any(|t| spec.contains(t))
     {
+        if !options.is_empty() {
+            return Err(LoadFilterError::OptionsOnLiteral);
+        }
         return compile(
             FilterSource {
                 failregex: vec![spec.to_string()],
@@ -110,7 +131,8 @@ pub fn load_filter(spec: &str, dirs: &[PathBuf]) -> Result<LoadedFilter, LoadFil
             "literal".into(),
         );
     }
-    match read_filter(spec, dirs, Path::new(""), None)? {
+    let options = (!options.is_empty()).then_some(options);
+    match read_filter(spec, dirs, Path::new(""), options)? {
         FilterFileContents::Fail2ban { origin, filter, .. } => Ok(LoadedFilter {
             filter: FilterKind::Fail2ban(Box::new(filter)),
             origin,
@@ -687,6 +709,7 @@ mod tests {
         let loaded = load_filter(
             r"^Failed password for <F-USER>\S+</F-USER> from <HOST> port \d+",
             &[],
+            &BTreeMap::new(),
         )
         .unwrap();
         let FilterKind::Native(filter) = &loaded.filter else {
@@ -765,7 +788,7 @@ mod tests {
 
     #[test]
     fn report_counts_lines() {
-        let loaded = load_filter(r"^bad <HOST>$", &[]).unwrap();
+        let loaded = load_filter(r"^bad <HOST>$", &[], &BTreeMap::new()).unwrap();
         let (s, text) = run_one(&loaded, "bad 192.0.2.1");
         assert_eq!((s.lines, s.matched), (1, 1));
         assert!(
@@ -777,7 +800,7 @@ mod tests {
     #[test]
     fn held_failure_patterns_are_counted_by_their_own_number() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/filter.d/sshd.toml");
-        let loaded = load_filter(path.to_str().unwrap(), &[]).unwrap();
+        let loaded = load_filter(path.to_str().unwrap(), &[], &BTreeMap::new()).unwrap();
         let (s, _) = run_one(
             &loaded,
             "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.1",

@@ -259,6 +259,53 @@ fn check_reports_every_error_with_exit_78() {
     );
 }
 
+/// `--filter-option` runs a filter as a jail's `filter_options` would: the shipped sshd filter
+/// (aggressive by default) in mode normal misses a banner probe it otherwise matches; a mode
+/// the filter lacks, or an option on a literal regex, is an error (exit 78) that names it.
+#[test]
+fn regex_runs_a_native_filter_in_the_mode_a_jail_gives_it() {
+    let filter = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/filter.d/sshd.toml");
+    let probe = "Nov 29 18:52:53 vm sshd[7375]: Did not receive identification string from 203.0.113.9 port 4242";
+    let run = |extra: &[&str], filter: &str| {
+        let mut args = vec!["-c", "/nonexistent", "regex"];
+        args.extend(extra);
+        args.extend([probe, filter]);
+        Command::new(crate::support::binary())
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let summary = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find(|l| l.starts_with("Lines:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let default = summary(&run(&[], filter));
+    assert!(default.contains("1 matched"), "{default}");
+    let normal = summary(&run(&["--filter-option", "mode=normal"], filter));
+    assert!(normal.contains("0 matched, 1 missed"), "{normal}");
+    let aggressive = summary(&run(&["--filter-option", "mode=aggressive"], filter));
+    assert!(aggressive.contains("1 matched"), "{aggressive}");
+    let bad = run(&["--filter-option", "mode=paranoid"], filter);
+    assert_eq!(bad.status.code(), Some(78));
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        why.contains("filter_options.mode") && why.contains("paranoid"),
+        "{why}"
+    );
+    let literal = run(&["--filter-option", "mode=normal"], "^Did not <HOST>");
+    assert_eq!(literal.status.code(), Some(78));
+    let malformed = run(&["--filter-option", "mode"], filter);
+    assert!(!malformed.status.success());
+}
+
 #[test]
 fn regex_tests_a_filter_against_a_log_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -61,7 +61,7 @@ fn load(
         let list: Vec<String> = opts.iter().map(|(k, v)| format!("{k}={v}")).collect();
         spec = format!("{spec}[{}]", list.join(", "));
     }
-    load_filter(&spec, &[]).map(|l| &*Box::leak(Box::new(l)))
+    load_filter(&spec, &[], &Default::default()).map(|l| &*Box::leak(Box::new(l)))
 }
 
 fn string_opts(
