@@ -445,6 +445,14 @@ async fn probe(
                     .arg(1000)
                     .query_async::<()>(conn)
                     .await?;
+                // A count to take back, so the clear runs DECR too.
+                redis::cmd("SET")
+                    .arg(format!("{scratch}:count"))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(1000)
+                    .query_async::<()>(conn)
+                    .await?;
                 let _: i64 = settle
                     .key(&marker)
                     .key(format!("{scratch}:count"))

@@ -274,8 +274,9 @@ async fn connect_scripts(
     }
 }
 
-/// Settles `unsettled` if connected, emptying it; when Redis refuses, they stay for the
-/// returned time (after a back-off), and a lost connection is dropped to be made again.
+/// Settles `unsettled` if connected, keeping only what Redis did not take; those wait for the
+/// returned time (their own back-off, which counting does not reset), and a lost connection,
+/// or one whose settle script Redis lost, is dropped to be made again (scripts loaded).
 async fn settle_pending(
     conn: &mut Option<MultiplexedConnection>,
     keys: &Keys,
@@ -287,14 +288,17 @@ async fn settle_pending(
     };
     match settle(c, keys, unsettled).await {
         Ok(()) => {
-            unsettled.clear();
             backoff.reset();
             Instant::now()
         }
         Err(error) => {
             metrics::fleet_errors("redis").increment(1);
             tracing::warn!(%error, markers = unsettled.len(), "fleet: cannot settle decided markers now; tried again");
-            if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+            if error.is_io_error()
+                || error.is_connection_dropped()
+                || error.is_timeout()
+                || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+            {
                 metrics::fleet_connected("windows").set(0.0);
                 *conn = None;
             }
@@ -309,14 +313,16 @@ const SETTLE_QUEUE: usize = 256;
 /// Sets each decided marker's hold to what the jail applied (one pipeline): gone when no ban
 /// was committed, else the ban's remaining length, so a withheld or refused decision, or an
 /// increment's ban shorter than maxtime, does not keep the address undecidable for the
-/// longest ban the jail may give. A marker already gone (the ban lifted) stays gone.
+/// longest ban the jail may give. A marker already gone (the ban lifted) stays gone. Keeps in
+/// `settled` only those Redis refused, and returns the first refusal.
 async fn settle(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
-    settled: &[Settled],
+    settled: &mut Vec<Settled>,
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
-    for s in settled {
+    pipe.ignore_errors();
+    for s in settled.iter() {
         let [_, decided, count] = keys.window(&s.jail, s.key);
         let (op, ms) = match s.hold {
             MarkerHold::Clear => (0, 0),
@@ -335,10 +341,21 @@ async fn settle(
             .arg(count)
             .arg(s.marker)
             .arg(op)
-            .arg(ms)
-            .ignore();
+            .arg(ms);
     }
-    pipe.query_async(conn).await
+    let results: Vec<redis::RedisResult<i64>> = pipe.query_async(conn).await?;
+    let mut refused = None;
+    let mut answers = results.into_iter();
+    settled.retain(|_| match answers.next() {
+        Some(Err(error)) => {
+            refused.get_or_insert(error);
+            true
+        }
+        Some(Ok(_)) => false,
+        // Redis answered fewer than asked: kept, tried again.
+        None => true,
+    });
+    refused.map_or(Ok(()), Err)
 }
 
 /// [`SETTLE`], hashed once.
@@ -488,14 +505,22 @@ pub(crate) async fn run(
     // (the script is safe to run twice), so a lost call never leaves the first hold.
     let mut unsettled: Vec<Settled> = Vec::new();
     let mut settle_at = Instant::now();
+    let mut settle_backoff = Backoff::default();
     loop {
         let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                // One last try (bounded): a marker left unsettled keeps its first hold.
+                if !unsettled.is_empty() {
+                    let last = settle_pending(&mut conn, &keys, &mut unsettled, &mut settle_backoff);
+                    let _ = tokio::time::timeout(super::RESPONSE_TIMEOUT, last).await;
+                }
+                return;
+            }
             Some(settled) = settle_rx.recv() => {
                 unsettled.extend(settled);
                 bound_unsettled(&mut unsettled);
                 if Instant::now() >= settle_at {
-                    settle_at = settle_pending(&mut conn, &keys, &mut unsettled, &mut backoff).await;
+                    settle_at = settle_pending(&mut conn, &keys, &mut unsettled, &mut settle_backoff).await;
                 }
                 continue;
             }
@@ -507,7 +532,7 @@ pub(crate) async fn run(
                         continue;
                     }
                 }
-                settle_at = settle_pending(&mut conn, &keys, &mut unsettled, &mut backoff).await;
+                settle_at = settle_pending(&mut conn, &keys, &mut unsettled, &mut settle_backoff).await;
                 continue;
             }
             f = failures.recv() => match f {
@@ -527,7 +552,8 @@ pub(crate) async fn run(
             if conn.is_none() {
                 retry_at = Instant::now() + backoff.wait();
             } else if !unsettled.is_empty() {
-                settle_at = settle_pending(&mut conn, &keys, &mut unsettled, &mut backoff).await;
+                settle_at =
+                    settle_pending(&mut conn, &keys, &mut unsettled, &mut settle_backoff).await;
             }
         }
         // Owned for the batch (its settings are borrowed across the round trip), not cloned
