@@ -1844,11 +1844,12 @@ fn fleet_ban_script_keeps_the_ban_that_ends_later() {
     assert!(details.contains(r#""origin":"h""#), "{details}");
 }
 
-/// The ban and lift scripts on a real redis-server: a ban hidden behind a longer one of its
-/// target (another sink's) is kept, the one that ends last of them, and comes back (in the
-/// active set, and in the stream marked `again`) when the longer ban is lifted early; not when
-/// it has ended, and not when its own unban came first. The same ban written twice hides
-/// nothing, and pruning the member forgets what it hid.
+/// The ban and lift scripts on a real redis-server: bans hidden behind a longer one of their
+/// target (other sinks') are kept, and when the longer ban is lifted early the one that ends
+/// last comes back (in the active set, in the stream marked `again`, its shared-window marker
+/// held for its time), the others staying hidden behind it; not one that has ended, and not
+/// one whose own unban came first. The same ban written twice hides nothing, and pruning the
+/// member forgets what it hid.
 #[test]
 fn fleet_a_ban_hidden_behind_a_longer_one_comes_back_when_that_is_lifted() {
     let redis = Redis::start("", &[]);
@@ -1884,61 +1885,72 @@ fn fleet_a_ban_hidden_behind_a_longer_one_comes_back_when_that_is_lifted() {
         args.extend([m, &at, origin, "1000"]);
         redis.cli(&args).trim().to_string()
     };
-    let origin_of = |key: &str| {
-        let text = redis.cli(&["HGET", key, m]);
+    let held_by = || {
+        let text = redis.cli(&["HGET", "t:bans", m]);
         ["sink-a", "sink-b", "sink-c"]
             .into_iter()
             .find(|o| text.contains(&format!(r#""origin":"{o}""#)))
             .unwrap_or("none")
     };
+    let hidden = || {
+        let text = redis.cli(&["HGET", "t:hidden", m]);
+        let mut found: Vec<&str> = ["sink-a", "sink-b", "sink-c"]
+            .into_iter()
+            .filter(|o| text.contains(&format!(r#"\"origin\":\"{o}\""#)))
+            .collect();
+        found.sort();
+        found
+    };
     let (hour, ten) = (Some(now + 3_600_000), Some(now + 600_000));
-    // A permanent ban by sink-a; sink-b's ten minutes and sink-c's hour hide behind it, and
-    // the hour is kept (it ends last).
+    // A permanent ban by sink-a; sink-b's ten minutes and sink-c's hour hide behind it.
     assert_eq!(put("sink-a", now - 3, None), "1");
     assert_eq!(put("sink-b", now - 2, ten), "0");
     assert_eq!(put("sink-c", now - 1, hour), "0");
-    assert_eq!(origin_of("t:hidden"), "sink-c");
     assert_eq!(put("sink-b", now - 2, ten), "0");
-    assert_eq!(
-        origin_of("t:hidden"),
-        "sink-c",
-        "a shorter one never displaces it"
-    );
-    // sink-a's ban lifted early: sink-c's hour is back, in the set and in the stream.
-    assert_eq!(lift(now - 3, "sink-a"), "2");
-    assert_eq!(origin_of("t:bans"), "sink-c");
+    assert_eq!(hidden(), ["sink-b", "sink-c"], "each once");
+    // sink-a's ban lifted early: sink-c's hour is back (it ends last), in the set, in the
+    // stream, and as the window's decision; sink-b's ten minutes stay hidden behind it.
+    redis.cli(&["SET", "t:decided", "1"]);
+    assert_eq!(lift(now - 3, "sink-a"), "sink-c");
+    assert_eq!(held_by(), "sink-c");
     let score = redis.cli(&["ZSCORE", "t:active", m]);
     assert_eq!(score.trim(), hour.unwrap().to_string());
-    assert_eq!(origin_of("t:hidden"), "none");
+    assert_eq!(hidden(), ["sink-b"]);
     let stream = redis.cli(&["XRANGE", "t:events", "-", "+"]);
     for field in ["again", "sink-c", &(now - 1).to_string(), "192.0.2.9/32"] {
         assert!(stream.contains(field), "{field} missing: {stream}");
     }
+    let pttl: i64 = redis.cli(&["PTTL", "t:decided"]).trim().parse().unwrap();
+    assert!(
+        (3_000_000..=3_600_000).contains(&pttl),
+        "marker PTTL {pttl}"
+    );
+    // sink-c's lifted early too: sink-b's ten minutes are back.
+    assert_eq!(lift(now - 1, "sink-c"), "sink-b");
+    assert_eq!(held_by(), "sink-b");
+    assert!(hidden().is_empty());
     // A longer ban written over a running one hides it in turn; the same ban again does not.
     assert_eq!(put("sink-a", now, None), "1");
-    assert_eq!(origin_of("t:hidden"), "sink-c");
     assert_eq!(put("sink-a", now, None), "1");
-    assert_eq!(
-        origin_of("t:hidden"),
-        "sink-c",
-        "a ban written again hides nothing"
-    );
+    assert_eq!(hidden(), ["sink-b"], "a ban written again hides nothing");
     // The hidden ban's own unban forgets it: lifting the longer one brings nothing back.
-    assert_eq!(lift(now - 1, "sink-c"), "0");
-    assert_eq!(origin_of("t:hidden"), "none");
-    assert_eq!(origin_of("t:bans"), "sink-a");
+    assert_eq!(lift(now - 2, "sink-b"), "0");
+    assert!(hidden().is_empty());
+    assert_eq!(held_by(), "sink-a");
     assert_eq!(lift(now, "sink-a"), "1");
     assert_eq!(redis.cli(&["EXISTS", "t:active"]).trim(), "0");
+    assert_eq!(redis.cli(&["EXISTS", "t:decided"]).trim(), "0");
     // A hidden ban that has ended stays gone.
     assert_eq!(put("sink-a", now + 1, None), "1");
     assert_eq!(put("sink-b", now - 600_000, Some(now - 1)), "0");
-    assert_eq!(origin_of("t:hidden"), "sink-b");
+    assert_eq!(hidden(), ["sink-b"]);
     assert_eq!(lift(now + 1, "sink-a"), "1");
     assert_eq!(redis.cli(&["EXISTS", "t:active"]).trim(), "0");
-    // Pruning an expired member forgets the ban it hid.
+    assert!(hidden().is_empty());
+    // Pruning an expired member forgets the bans it hid.
     assert_eq!(put("sink-a", now - 5, Some(now - 1)), "1");
     assert_eq!(put("sink-b", now - 4, Some(now - 2)), "0");
-    assert_eq!(origin_of("t:hidden"), "sink-b");
+    assert_eq!(hidden(), ["sink-b"]);
     let pruned = redis.cli(&[
         "EVAL",
         jailsink::fleet::publish::PRUNE,
@@ -1949,7 +1961,32 @@ fn fleet_a_ban_hidden_behind_a_longer_one_comes_back_when_that_is_lifted() {
         &now.to_string(),
     ]);
     assert_eq!(pruned.trim(), "1");
-    assert_eq!(origin_of("t:hidden"), "none");
+    assert!(hidden().is_empty());
+    // At most 16 are kept, those that end last.
+    assert_eq!(put("sink-a", now + 2, None), "1");
+    for i in 0..20u64 {
+        let origin = format!("sink-{i}");
+        let text = details(&origin, now + 10 + i, Some(now + 60_000 + i));
+        let end = (now + 60_000 + i).to_string();
+        let mut args = vec![
+            "EVAL",
+            jailsink::fleet::publish::PUT,
+            "3",
+            "t:active",
+            "t:bans",
+        ];
+        args.extend(["t:hidden", m, &end, &text]);
+        assert_eq!(redis.cli(&args).trim(), "0");
+    }
+    let kept = redis.cli(&["HGET", "t:hidden", m]);
+    assert!(
+        kept.contains("sink-19") && kept.contains("sink-4"),
+        "{kept}"
+    );
+    assert!(
+        !kept.contains(r#"sink-3\""#) && !kept.contains(r#"sink-0\""#),
+        "{kept}"
+    );
 }
 
 /// Two sinks ban one target, a permanent ban and a ten-minute one, in either order: the active
@@ -1980,23 +2017,29 @@ fn fleet_active_set_keeps_the_longer_of_two_sinks_bans() {
     }
 }
 
-/// Two sinks ban one target, a permanent ban and a ten-minute one. When the permanent ban is
-/// lifted early, the ten minutes are back in force: on an agent that followed all along (from
-/// the stream) and on one that starts afterwards (from the active set).
+/// Two sinks ban one target, a permanent ban and a ten-minute one. When a third sink lifts
+/// the permanent ban early (`jailsink unban` of a ban it did not decide), it says the ten
+/// minutes are back in force, and they are: on an agent that followed all along (from the
+/// stream) and on one that starts afterwards (from the active set).
 #[test]
 fn fleet_a_ban_hidden_by_a_longer_one_is_back_when_that_is_lifted_early() {
     let redis = Redis::start("", &[]);
     let text = |node: &str| sink_config(&redis.url(), node, "", &jails(3, 22));
-    let (a, b) = (
+    let (a, b, c) = (
         Daemon::start(&text("sink-a")),
         Daemon::start(&text("sink-b")),
+        Daemon::start(&text("sink-c")),
     );
     let agent = following_agent(&redis, "agent-live", "action = \"log\"");
     a.cli_ok(&["ban", "sshd", "192.0.2.78", "--bantime", "permanent"]);
     wait_holds(&agent, "192.0.2.78", true, "sink-a's permanent ban");
     b.cli_ok(&["ban", "sshd", "192.0.2.78", "--bantime", "10m"]);
     wait_int(&redis, &["HLEN", "t:hidden"], 1);
-    a.cli_ok(&["unban", "sshd", "192.0.2.78"]);
+    let reply = c.cli_ok(&["unban", "sshd", "192.0.2.78"]);
+    assert!(
+        reply.contains("decided by sink-a") && reply.contains("by sink-b it hid is back"),
+        "{reply}"
+    );
     // The unban, then sink-b's ban written again by the lift.
     wait_int(&redis, &["XLEN", "t:events"], 4);
     let sink_b_holds = |d: &Daemon| {
@@ -2013,7 +2056,7 @@ fn fleet_a_ban_hidden_by_a_longer_one_is_back_when_that_is_lifted_early() {
     b.cli_ok(&["unban", "sshd", "192.0.2.78"]);
     wait_holds(&agent, "192.0.2.78", false, "sink-b's unban");
     wait_holds(&late, "192.0.2.78", false, "sink-b's unban");
-    for d in [&a, &b, &agent, &late] {
+    for d in [&a, &b, &c, &agent, &late] {
         d.assert_no_errors();
     }
 }

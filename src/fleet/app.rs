@@ -205,15 +205,19 @@ impl Running {
         let client = super::client(&self.config).ok()?;
         match publish::lift_remote(&self.config, &client, jail, target).await {
             Ok(None) => None,
-            Ok(Some(origin)) => {
-                tracing::info!(jail, ip = %crate::address::show_target(target), %origin, "fleet: lifted a ban another sink decided");
+            Ok(Some(lift)) => {
+                let origin = &lift.decided_by;
+                let shown = crate::address::show_target(target);
+                tracing::info!(jail, ip = %shown, %origin, "fleet: lifted a ban another sink decided");
+                let mut message =
+                    format!("[{jail}] Unban {shown} (fleet-wide; decided by {origin})");
+                if let Some(back) = &lift.back {
+                    message.push_str(&format!(
+                        "; {shown} stays banned: the shorter ban by {back} it hid is back in force (unban again to lift it)"
+                    ));
+                }
                 Some(Response::Ok {
-                    reply: Reply::Done {
-                        message: format!(
-                            "[{jail}] Unban {} (fleet-wide; decided by {origin})",
-                            crate::address::show_target(target)
-                        ),
-                    },
+                    reply: Reply::Done { message },
                 })
             }
             Err(error) => Some(Response::Error {

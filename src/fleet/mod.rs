@@ -263,7 +263,7 @@ const PRUNE_COMMANDS: &str =
     "a command of the prune script (EVALSHA, SCRIPT LOAD, ZRANGEBYSCORE ZREM HDEL)";
 /// What the unban (lift) script runs.
 const LIFT_COMMANDS: &str =
-    "a command of the unban script (EVALSHA, SCRIPT LOAD, HGET ZREM HDEL DEL TIME ZADD HSET XADD)";
+    "a command of the unban script (EVALSHA, SCRIPT LOAD, HGET ZREM HDEL DEL TIME ZADD HSET SET XADD)";
 /// What the ban (put) script runs.
 const PUT_COMMANDS: &str =
     "a command of the ban script (EVALSHA, SCRIPT LOAD, ZSCORE HGET ZADD HSET)";

@@ -314,14 +314,15 @@ impl CommitPath {
 }
 
 /// Lifts a ban another sink decided, straight in Redis: an unban event in the stream, the ban
-/// out of the active set, the shared window's marker cleared. Returns the deciding node, or
-/// None when the fleet holds no such ban. (A sink's own bans go through the outbox instead.)
+/// out of the active set, the shared window's marker cleared. Returns the deciding node (and
+/// that of a ban it hid, back in force), or None when the fleet holds no such ban. (A sink's
+/// own bans go through the outbox instead.)
 pub(crate) async fn lift_remote(
     config: &FleetConfig,
     client: &redis::Client,
     jail: &str,
     target: ipnetwork::IpNetwork,
-) -> redis::RedisResult<Option<String>> {
+) -> redis::RedisResult<Option<RemoteLift>> {
     let mut conn = super::connect(client, Some(super::RESPONSE_TIMEOUT)).await?;
     let keys = Keys::new(&config.prefix);
     let m = member(jail, target);
@@ -347,9 +348,21 @@ pub(crate) async fn lift_remote(
         ..banned.clone()
     };
     let row = [(0, unban.to_json())];
-    publish(&mut conn, &keys, config, &row).await?;
+    let (_, restored) = publish(&mut conn, &keys, config, &row).await?;
     metrics::fleet_published("unban").increment(1);
-    Ok(Some(banned.origin))
+    Ok(Some(RemoteLift {
+        decided_by: banned.origin,
+        back: restored.into_iter().next(),
+    }))
+}
+
+/// A ban lifted straight in Redis ([`lift_remote`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RemoteLift {
+    /// The node that decided the lifted ban.
+    pub decided_by: String,
+    /// The node whose ban of the same target, hidden behind the lifted one, is back in force.
+    pub back: Option<String>,
 }
 
 /// The outbox table, read and trimmed by the publisher through its own connection.
@@ -414,13 +427,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Writes `events` (validated on the way: an outbox row no agent could read is dropped and
-/// counted, not published) in one MULTI: stream entry, then active set and details.
+/// counted, not published) in one MULTI: stream entry, then active set and details. Returns
+/// the events' operations, and the origin of each ban an unban brought back (one it hid).
 async fn publish(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
     config: &FleetConfig,
     rows: &[(i64, String)],
-) -> redis::RedisResult<Vec<Op>> {
+) -> redis::RedisResult<(Vec<Op>, Vec<String>)> {
     let events: Vec<FleetEvent> = rows
         .iter()
         .filter_map(|(id, text)| match FleetEvent::from_json(text) {
@@ -515,31 +529,37 @@ async fn publish(
         pipe.add_command(call).ignore();
     }
     if ops.is_empty() {
-        return Ok(ops);
+        return Ok((ops, Vec::new()));
     }
-    let lifted: Vec<i64> = pipe.query_async(conn).await?;
+    let lifted: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let mut restored = Vec::new();
     for (m, lifted) in unbans.iter().zip(lifted) {
-        match lifted {
-            0 => {
+        // 0 (another ban stays), 1 (lifted), or the origin of the ban that came back.
+        match redis::from_redis_value::<i64>(lifted.clone()) {
+            Ok(0) => {
                 tracing::info!(member = %m, "fleet: unban of another ban than the one in the active set; it stays")
             }
-            2 => {
-                tracing::info!(member = %m, "fleet: lifted; the shorter ban it hid is back in force")
+            Ok(_) => {}
+            Err(_) => {
+                let origin = redis::from_redis_value::<String>(lifted).unwrap_or_default();
+                tracing::info!(member = %m, %origin, "fleet: lifted; the ban it hid (by {origin}) is back in force");
+                restored.push(origin);
             }
-            _ => {}
         }
     }
-    Ok(ops)
+    Ok((ops, restored))
 }
 
 /// Lua shared by the ban and lift scripts: a details text decoded, its end (`expires_at`, Unix
-/// ms; an empty one is permanent), and a ban kept hidden behind a longer one of its member in
-/// the hash `key` (one per member: the one that ends last, so an early lift of the longer ban
-/// brings it back). A macro, so that each script stays one `&str` constant.
+/// ms; an empty one is permanent), and the bans kept hidden behind a longer one of their member
+/// in the hash `key` (a JSON list of details texts per member, at most 16, the ones that end
+/// last), so an early lift of the longer ban brings the next back. A macro, so that each script
+/// stays one `&str` constant.
 macro_rules! hidden_lua {
     () => {
         r"
 local function decoded(text)
+  if type(text) ~= 'string' then return nil end
   local ok, ban = pcall(cjson.decode, text)
   if ok and type(ban) == 'table' then return ban end
   return nil
@@ -549,12 +569,41 @@ local function ends_of(ban)
   if e == nil or e == '' or e == cjson.null then return math.huge end
   return tonumber(e)
 end
-local function hide(key, member, text)
-  local kept = redis.call('HGET', key, member)
-  local e = ends_of(decoded(text))
-  if e and (not kept or (ends_of(decoded(kept)) or -1) <= e) then
-    redis.call('HSET', key, member, text)
+local function same(a, b)
+  return a and b and tostring(a['banned_at']) == tostring(b['banned_at'])
+    and a['origin'] == b['origin']
+end
+local function hidden_of(key, member)
+  local list = decoded(redis.call('HGET', key, member))
+  if not list then return {} end
+  local texts = {}
+  for _, t in ipairs(list) do
+    if type(t) == 'string' then texts[#texts + 1] = t end
   end
+  return texts
+end
+local function store_hidden(key, member, list)
+  if #list == 0 then
+    redis.call('HDEL', key, member)
+  else
+    redis.call('HSET', key, member, cjson.encode(list))
+  end
+end
+local function hide(key, member, text)
+  local ban = decoded(text)
+  if not ban or not ends_of(ban) then return end
+  local kept = {}
+  for _, t in ipairs(hidden_of(key, member)) do
+    if not same(decoded(t), ban) then kept[#kept + 1] = t end
+  end
+  kept[#kept + 1] = text
+  if #kept > 16 then
+    table.sort(kept, function(x, y)
+      return (ends_of(decoded(x)) or -1) > (ends_of(decoded(y)) or -1)
+    end)
+    for i = #kept, 17, -1 do kept[i] = nil end
+  end
+  store_hidden(key, member, kept)
 end
 "
     };
@@ -563,19 +612,15 @@ end
 /// Writes bans to the active set (KEYS[1]) and details (KEYS[2]), in order: ARGV holds one
 /// (member, end, details) triple per ban, the end scoring the member (`+inf` for a permanent
 /// ban). Of two bans of one target the one that ends later is kept in the set, as agents keep
-/// it; the other is kept hidden (KEYS[3], see [`LIFT`]) unless it is the same ban written
-/// again. Run inside the publisher's MULTI, once per run of bans. Returns how many were
-/// written to the set.
+/// it; the other is kept hidden behind it (KEYS[3], see [`LIFT`]) unless it is the same ban
+/// written again. Run inside the publisher's MULTI, once per run of bans. Returns how many
+/// were written to the set.
 pub const PUT: &str = concat!(
     hidden_lua!(),
     r"
 local function ends(score)
   if score == '+inf' or score == 'inf' then return math.huge end
   return tonumber(score)
-end
-local function same(a, b)
-  return a and b and tostring(a['banned_at']) == tostring(b['banned_at'])
-    and a['origin'] == b['origin']
 end
 local written = 0
 for i = 1, #ARGV - 2, 3 do
@@ -599,17 +644,17 @@ return written
 );
 
 /// Lifts one unban's entry from the active set (KEYS[1]) and details (KEYS[2]) and clears its
-/// shared-window decision (KEYS[3]), unless the details hold another ban than the
-/// one the unban names (ARGV[2], its `banned_at` in Unix ms): a newer one, or an older one kept
-/// because it ends later (`PUT`). An unban that names none (ARGV[2] empty: a ban from before
-/// fleet mode or the field) lifts only a ban of its own origin (ARGV[3]; details without one
-/// are lifted). A ban the lifted one hid (KEYS[4], kept by [`PUT`]) that has
-/// not ended comes back: into the set, and into the stream (KEYS[5], capped at ARGV[4]) as its
-/// ban again, marked `again`, so every agent applies it once the longer ban is gone. An unban
-/// of the hidden ban itself forgets it. Run inside the publisher's MULTI, so the check and the
-/// removal are one atomic step: no ban another sink writes in between can be lifted by
-/// mistake. Returns 1 when lifted, 2 when lifted and a hidden ban came back, 0 when another
-/// ban stays.
+/// shared-window decision (KEYS[3]), unless the details hold another ban than the one the
+/// unban names (ARGV[2], its `banned_at` in Unix ms): a newer one, or an older one kept because
+/// it ends later (`PUT`). An unban that names none (ARGV[2] empty: a ban from before fleet mode
+/// or the field) lifts only a ban of its own origin (ARGV[3]; details without one are lifted).
+/// Of the bans the lifted one hid (KEYS[4], kept by [`PUT`]), the one that ends last and has
+/// not ended comes back, the others staying hidden behind it: into the set, into the stream
+/// (KEYS[5], capped at ARGV[4]) as its ban again, marked `again`, so every agent applies it,
+/// and its shared-window decision holds again for as long as it runs. An unban of a hidden ban
+/// forgets it. Run inside the publisher's MULTI, so the check and the removal are one atomic
+/// step: no ban another sink writes in between can be lifted by mistake. Returns 1 when
+/// lifted, the origin of the ban that came back when one did, 0 when another ban stays.
 pub const LIFT: &str = concat!(
     hidden_lua!(),
     r"
@@ -621,33 +666,53 @@ local function named(ban)
   end
   return type(ban['origin']) ~= 'string' or not ARGV[3] or ban['origin'] == ARGV[3]
 end
+local function forget_named()
+  local kept, changed = {}, false
+  for _, t in ipairs(hidden_of(KEYS[4], ARGV[1])) do
+    if named(decoded(t)) then changed = true else kept[#kept + 1] = t end
+  end
+  if changed then store_hidden(KEYS[4], ARGV[1], kept) end
+end
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if held then
   local ban = decoded(held)
   if ban and not named(ban) then
-    local hidden = redis.call('HGET', KEYS[4], ARGV[1])
-    if hidden and named(decoded(hidden)) then
-      redis.call('HDEL', KEYS[4], ARGV[1])
-    end
+    forget_named()
     return 0
   end
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[3])
-local hidden = redis.call('HGET', KEYS[4], ARGV[1])
-if not hidden then return 1 end
-redis.call('HDEL', KEYS[4], ARGV[1])
-local ban = decoded(hidden)
-if not ban or named(ban) then return 1 end
-local e = ends_of(ban)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if not e or e <= now then return 1 end
+local best, best_end, rest = nil, nil, {}
+for _, text in ipairs(hidden_of(KEYS[4], ARGV[1])) do
+  local ban = decoded(text)
+  local e = ends_of(ban)
+  if ban and e and e > now and not named(ban) then
+    if best == nil or e > best_end then
+      if best then rest[#rest + 1] = best end
+      best, best_end = text, e
+    else
+      rest[#rest + 1] = text
+    end
+  end
+end
+store_hidden(KEYS[4], ARGV[1], rest)
+if best == nil then
+  redis.call('DEL', KEYS[3])
+  return 1
+end
+local ban = decoded(best)
 local score = '+inf'
-if e ~= math.huge then score = ban['expires_at'] end
+if best_end ~= math.huge then score = ban['expires_at'] end
 redis.call('ZADD', KEYS[1], score, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], hidden)
+redis.call('HSET', KEYS[2], ARGV[1], best)
+if best_end == math.huge then
+  redis.call('SET', KEYS[3], now)
+else
+  redis.call('SET', KEYS[3], now, 'PX', best_end - now)
+end
 local fields = {}
 for k, v in pairs(ban) do
   if type(v) == 'string' then
@@ -658,7 +723,9 @@ end
 fields[#fields + 1] = 'again'
 fields[#fields + 1] = '1'
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
-return 2
+local origin = ban['origin']
+if type(origin) ~= 'string' or origin == '' then origin = '?' end
+return origin
 "
 );
 
@@ -769,7 +836,7 @@ pub async fn run(
             };
             if let Some(&(last, _)) = rows.last() {
                 match publish(&mut conn, &keys, &config, &rows).await {
-                    Ok(ops) => {
+                    Ok((ops, _)) => {
                         // Published: the connection works, back-off starts small again.
                         published_at = Some((tokio::time::Instant::now(), next_gap(ops.len())));
                         backoff.reset();
