@@ -224,6 +224,9 @@ struct Listeners {
     tls_config: tls::SharedTlsConfig,
     tasks: TaskTracker,
     pipeline: SharedPipeline,
+    /// The match workers every TCP and TLS listener's connections share (one per core, not
+    /// one set per listener; kept across reloads).
+    pool: Arc<crate::listener::parallel::Pool>,
     failures: mpsc::Sender<Failure>,
     shutdown: CancellationToken,
 }
@@ -286,6 +289,7 @@ impl Listeners {
             upgrade,
             limits,
             self.pipeline.clone(),
+            self.pool.clone(),
             self.failures.clone(),
             stop.clone(),
         ));
@@ -438,6 +442,7 @@ async fn start(
         tls_config: Arc::new(ArcSwapOption::new(tls_config_of(&config))),
         tasks: TaskTracker::new(),
         pipeline: Arc::new(ArcSwap::from_pointee(pipeline_for(&config)?)),
+        pool: crate::listener::parallel::Pool::new(),
         failures: listener_tx,
         shutdown: shutdown.clone(),
     };

@@ -903,3 +903,54 @@ fn tcp_can_listen_on_both_wildcards_of_one_port_as_udp_can() {
     assert!(ss.contains("[::]:5514") && !ss.contains("*:5514"), "{ss}");
     assert!(d.stop().success());
 }
+
+/// The daemon's match threads (`jailsink-match-N`, 15 bytes of it in `comm`).
+fn match_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.starts_with("jailsink-match"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Two TCP listeners share one set of match threads (one per runtime worker): a stream on the
+/// second listener starts no threads beyond those the first one's stream started.
+#[test]
+fn every_tcp_listener_shares_one_set_of_match_threads() {
+    let ports = [crate::support::free_port(), crate::support::free_port()];
+    let listeners = format!(
+        "tcp = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]",
+        ports[0], ports[1]
+    );
+    let text = config("", &jail(1000, "")).replacen("tcp = [\"127.0.0.1:0\"]", &listeners, 1);
+    let d = Daemon::start(&text);
+    let lines: String = (0..20_000)
+        .map(|i| {
+            format!("<38>Nov 20 00:00:00 web1 sshd[{i}]: Connection closed by 192.0.2.1 port 22\n")
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for (n, port) in ports.iter().enumerate() {
+        let mut stream = TcpStream::connect(("127.0.0.1", *port)).expect("connect");
+        stream.write_all(lines.as_bytes()).expect("send");
+        drop(stream);
+        let total = 20_000.0 * (n + 1) as f64;
+        d.wait_metric("jailsink_messages_received_total{transport=\"tcp\"}", total);
+        counts.push(match_threads(d.pid()));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores >= 2 {
+        assert!(
+            counts[0] >= 1,
+            "one connection on {cores} cores hands batches to the pool"
+        );
+    }
+    assert_eq!(
+        counts[1], counts[0],
+        "threads after each listener's stream: {counts:?}"
+    );
+    d.assert_no_errors();
+}

@@ -85,13 +85,12 @@ pub(crate) async fn serve<U: Upgrade>(
     upgrade: U,
     limits: TcpLimits,
     shared: SharedPipeline,
+    pool: Arc<parallel::Pool>,
     failures: mpsc::Sender<Failure>,
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let senders = Arc::new(Senders::default());
-    // Every connection's frames are parsed and matched by the same workers.
-    let pool = parallel::Pool::new();
     let refused = messages_dropped(DropReason::ConnectionLimit);
     let connections = TaskTracker::new();
     loop {
