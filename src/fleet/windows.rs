@@ -2,8 +2,8 @@
 //! atomic script call, on Redis's clock, so several sinks that each see part of an attacker's
 //! attempts count together, and the one call that reaches maxretry decides the ban: a
 //! `decided` marker makes every other sink's call a no-op, so the ban is decided exactly once.
-//! The marker is set for the longest ban the jail may give, then settled to the ban the jail
-//! applied (its remaining length, or gone when none was committed). The fleet-wide ban count feeds `bantime_increment`. Failures
+//! The marker is set for at most [`FIRST_HOLD`], then settled to the ban the jail applied (its
+//! remaining length, or gone when none was committed). The fleet-wide ban count feeds `bantime_increment`. Failures
 //! are batched from the queue, up to 64 per script call and every call of a batch in one
 //! pipeline (one round trip). While Redis is away, failures go to the jail task's own windows
 //! (local fallback).
@@ -156,17 +156,25 @@ pub fn key_of(settings: &JailSettings, allowlist: &IgnoreTable, ip: IpAddr) -> I
     })
 }
 
-/// How long the `decided` marker holds until the jail settles it: as long as the longest ban
-/// this jail may give.
+/// The longest a `decided` marker holds before the deciding sink settles it. The settle comes
+/// milliseconds after the decision and sets the marker to the applied ban's length; should it
+/// never come (the deciding sink stopped before it applied the ban, or Redis stayed away
+/// until the marker ended), the target can be decided again after this long, instead of no
+/// sink banning it for the longest ban the jail may give (for ever with a permanent bantime).
+pub const FIRST_HOLD: Duration = Duration::from_secs(300);
+
+/// How long the `decided` marker holds until the jail settles it: the longest ban this jail
+/// may give, at most [`FIRST_HOLD`].
 fn hold_ms(settings: &JailSettings) -> u64 {
     let longest = if settings.increment.enabled {
         Some(settings.increment.maxtime)
     } else {
         settings.bantime
     };
-    longest.map_or(0, |d| {
-        d.as_millis().clamp(1, u128::from(u64::MAX / 2)) as u64
-    })
+    longest
+        .map_or(FIRST_HOLD, |d| d.min(FIRST_HOLD))
+        .as_millis()
+        .clamp(1, u128::from(u64::MAX / 2)) as u64
 }
 
 /// What the script answers for one failure: failures in the window, 1 if it decided the ban,
@@ -647,5 +655,45 @@ pub(crate) async fn run(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jail::settings::{Increment, JailSettings};
+
+    fn settings(bantime: Option<Duration>, maxtime: Option<Duration>) -> JailSettings {
+        JailSettings {
+            bantime,
+            findtime: Duration::from_secs(600),
+            maxretry: 3,
+            ignore: Vec::new(),
+            max_tracked: 100,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            max_bans_per_minute: None,
+            increment: Increment {
+                enabled: maxtime.is_some(),
+                factor: 2.0,
+                maxtime: maxtime.unwrap_or_default(),
+                rndtime: Duration::ZERO,
+            },
+            detection: Default::default(),
+        }
+    }
+
+    /// Until it is settled, a decided marker holds the longest ban the jail may give, but never
+    /// past FIRST_HOLD: a settle that never comes (the sink stopped first) must not leave a
+    /// target no sink can decide for a week, or for ever with a permanent bantime.
+    #[test]
+    fn an_unsettled_marker_holds_at_most_the_first_hold() {
+        let first = FIRST_HOLD.as_millis() as u64;
+        let minute = Some(Duration::from_secs(60));
+        let week = Some(Duration::from_secs(7 * 86_400));
+        assert_eq!(hold_ms(&settings(minute, None)), 60_000);
+        assert_eq!(hold_ms(&settings(minute, week)), first);
+        assert_eq!(hold_ms(&settings(week, None)), first);
+        assert_eq!(hold_ms(&settings(None, None)), first, "a permanent bantime");
     }
 }

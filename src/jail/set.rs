@@ -59,7 +59,7 @@ pub(crate) struct JailTask {
 /// How long a shared window's `decided` marker holds once the jail applied the decision: as
 /// long as the ban that covers the address now, or not at all when none does (withheld by the
 /// storm guard, allowlisted, lifted meanwhile), so that the address can be decided again.
-/// Until then the marker holds for the longest ban the jail may give.
+/// Until then the marker holds for the longest ban the jail may give, at most five minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MarkerHold {
     /// No ban covers it: the marker goes.
