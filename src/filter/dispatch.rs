@@ -135,19 +135,24 @@ impl Dispatch {
         // one bit per pattern, the lowest first, is the sorted, deduplicated list.
         let mut picked = Picked::default();
         prefixed.for_each(|i| picked.add(i, false));
+        self.unprefixed(message, |i, loose| picked.add(i, loose));
+        picked.for_each(candidate);
+    }
+
+    /// The patterns picked by a literal inside the message (`loose`) and by the rest's regex set.
+    fn unprefixed(&self, message: &str, mut add: impl FnMut(usize, bool)) {
         if let Some((ac, owners)) = &self.inner {
-            for m in ac.find_overlapping_iter(bytes) {
-                picked.add(owners[m.pattern().as_usize()], true);
+            for m in ac.find_overlapping_iter(message.as_bytes()) {
+                add(owners[m.pattern().as_usize()], true);
             }
         }
         if let Some((set, owners)) = &self.rest {
             if set.is_match(message) {
                 set.matches(message)
                     .iter()
-                    .for_each(|i| picked.add(owners[i], false));
+                    .for_each(|i| add(owners[i], false));
             }
         }
-        picked.for_each(candidate);
     }
 
     /// The patterns picked by the first byte of `bytes` and one of their literal prefixes.
@@ -168,19 +173,11 @@ impl Dispatch {
     /// [`Dispatch::candidates`] for a route of more patterns than [`Picked`] holds: the
     /// candidates gathered in a vector, sorted and deduplicated.
     fn candidates_sorted(&self, message: &str, mut candidate: impl FnMut(usize, bool)) {
-        let bytes = message.as_bytes();
-        let mut all: Vec<(usize, bool)> = self.prefixed(bytes).map(|i| (i, false)).collect();
-        if let Some((ac, owners)) = &self.inner {
-            all.extend(
-                ac.find_overlapping_iter(bytes)
-                    .map(|m| (owners[m.pattern().as_usize()], true)),
-            );
-        }
-        if let Some((set, owners)) = &self.rest {
-            if set.is_match(message) {
-                all.extend(set.matches(message).iter().map(|i| (owners[i], false)));
-            }
-        }
+        let mut all: Vec<(usize, bool)> = self
+            .prefixed(message.as_bytes())
+            .map(|i| (i, false))
+            .collect();
+        self.unprefixed(message, |i, loose| all.push((i, loose)));
         // Patterns are tried in their order, each once (each pattern has one path).
         all.sort_unstable();
         all.dedup();
