@@ -196,7 +196,10 @@ impl Worker {
             }
             let backlog = std::mem::take(&mut slot.backlog);
             tracing::info!(jail = %self.jail, action = slot.action.kind().name(), commands = backlog.len(), "retrying firewall commands that failed");
-            apply(&self.jail, slot, &backlog);
+            // A burst at a time, as they first came: one transaction stays bounded.
+            for chunk in backlog.chunks(MAX_BURST) {
+                apply_with(&self.jail, slot, chunk, &[]);
+            }
         }
     }
 
@@ -325,11 +328,68 @@ fn recv_until<C>(commands: &mut mpsc::Receiver<C>, until: Instant) -> Waited<C> 
 
 /// Applies a burst, retrying what failed; logs once and counts each command that never
 /// applied, and keeps it in the action's backlog for a later try.
+/// The commands of `failed` that fail on their own: the batch is tried in halves (each half
+/// once), down to single commands, so what applies goes in and only what the backend refuses
+/// stays out. A backend that applies part of a batch says which part failed: only that part is
+/// split further. About 2·log2(n) tries per refused command, and at most enough tries for four
+/// of them: a backend that refuses everything (down, locked) costs a bounded number of tries,
+/// and what was not tried stays failed.
+fn isolate(action: &mut dyn Action, failed: Vec<ActionCommand>) -> Vec<ActionCommand> {
+    let depth = usize::BITS as usize - failed.len().leading_zeros() as usize;
+    let mut budget = 8 * (depth + 1);
+    split(action, failed, &mut budget)
+}
+
+/// [`isolate`]'s halving, spending `budget` tries.
+fn split(
+    action: &mut dyn Action,
+    failed: Vec<ActionCommand>,
+    budget: &mut usize,
+) -> Vec<ActionCommand> {
+    if failed.len() <= 1 || *budget < 2 {
+        if failed.len() == 1 && *budget > 0 {
+            *budget -= 1;
+            if action.apply(&failed).is_ok() {
+                return Vec::new();
+            }
+        }
+        return failed;
+    }
+    let half = failed.len() / 2;
+    let mut refused = Vec::new();
+    for part in [&failed[..half], &failed[half..]] {
+        if *budget == 0 {
+            refused.extend_from_slice(part);
+            continue;
+        }
+        *budget -= 1;
+        if let Err(error) = action.apply(part) {
+            let pending: Vec<ActionCommand> = error
+                .pending
+                .iter()
+                .filter_map(|&i| part.get(i).cloned())
+                .collect();
+            if pending.len() == 1 {
+                refused.extend(pending);
+            } else {
+                refused.extend(split(action, pending, budget));
+            }
+        }
+    }
+    refused
+}
+
 fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
+    apply_with(jail, slot, burst, &RETRY_DELAYS);
+}
+
+/// [`apply`] with its own pauses before each retry: none for the backlog, which is itself the
+/// retry (a runner waiting out pauses there would hold up new bans).
+fn apply_with(jail: &str, slot: &mut Slot, burst: &[ActionCommand], delays: &[Duration]) {
     let mut pending: Vec<ActionCommand> = burst.to_vec();
     let mut last_error = None;
     let mut tries = 0;
-    for delay in std::iter::once(Duration::ZERO).chain(RETRY_DELAYS) {
+    for &delay in std::iter::once(&Duration::ZERO).chain(delays) {
         std::thread::sleep(delay);
         tries += 1;
         match slot.action.apply(&pending) {
@@ -350,6 +410,12 @@ fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
                 }
             }
         }
+    }
+    if pending.len() > 1 {
+        // Transactional backends fail a burst whole: one command the backend refuses (an nft
+        // interval that overlaps one in the set, an address a full ipset cannot take) must
+        // not keep the rest of the burst out of the firewall, now or at every later retry.
+        pending = isolate(slot.action.as_mut(), pending);
     }
     if pending.is_empty() {
         return;
@@ -462,11 +528,14 @@ mod tests {
     use crate::action::BatchError;
     use std::sync::{Arc, Mutex};
 
-    /// Records calls; fails the first `fail` apply calls whole.
+    /// Records calls; fails the first `fail` apply calls whole, and every call (whole) whose
+    /// batch holds `refuse`, as a transactional backend does with a command it rejects.
     struct Fake {
         listed: Option<Vec<IpNetwork>>,
         applied: Arc<Mutex<Vec<ActionCommand>>>,
         fail: usize,
+        refuse: Option<IpNetwork>,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     use crate::action::ActionKind;
@@ -485,6 +554,16 @@ mod tests {
             unreachable!("apply is overridden")
         }
         fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let refused = self
+                .refuse
+                .is_some_and(|r| batch.iter().any(|c| c.target() == r));
+            if refused {
+                return Err(BatchError {
+                    pending: (0..batch.len()).collect(),
+                    error: ActionError("overlaps".into()),
+                });
+            }
             if self.fail > 0 {
                 self.fail -= 1;
                 return Err(BatchError {
@@ -520,6 +599,8 @@ mod tests {
             listed: listed.map(|l| l.iter().map(|t| t.parse().unwrap()).collect()),
             applied: applied.clone(),
             fail,
+            refuse: None,
+            calls: Default::default(),
         };
         let errors = metrics::action_errors("t", "fake");
         (
@@ -595,6 +676,72 @@ mod tests {
         assert_eq!(s.backlog.len(), 1);
         s.supersede(&[ActionCommand::Unban("192.0.2.4/32".parse().unwrap())]);
         assert!(s.backlog.is_empty());
+    }
+
+    /// One command a transactional backend refuses for good (the whole batch fails with it)
+    /// keeps only itself out: the rest of its burst is applied, and so is the rest of the
+    /// backlog when it is tried again.
+    #[test]
+    fn a_command_the_backend_refuses_keeps_only_itself_out_of_the_firewall() {
+        let bad: IpNetwork = "198.51.100.0/24".parse().unwrap();
+        let (mut s, applied) = slot(None, 0);
+        let fake = Fake {
+            listed: None,
+            applied: applied.clone(),
+            fail: 0,
+            refuse: Some(bad),
+            calls: Default::default(),
+        };
+        s.action = Box::new(fake);
+        let burst: Vec<ActionCommand> = (0..100u32)
+            .map(|i| {
+                if i == 37 {
+                    ActionCommand::Ban(order("198.51.100.0/24"))
+                } else {
+                    ActionCommand::Ban(order(&format!("192.0.2.{i}/32")))
+                }
+            })
+            .collect();
+        apply("t", &mut s, &burst);
+        let targets = |a: &Arc<Mutex<Vec<ActionCommand>>>| -> Vec<IpNetwork> {
+            a.lock().unwrap().iter().map(|c| c.target()).collect()
+        };
+        assert_eq!(targets(&applied).len(), 99, "every other ban applied");
+        assert!(!targets(&applied).contains(&bad));
+        assert_eq!(s.backlog.len(), 1);
+        assert_eq!(s.backlog[0].target(), bad);
+        // The backlog, with more failed commands behind the refused one, is retried a burst
+        // at a time and the refused one keeps only itself out again.
+        applied.lock().unwrap().clear();
+        s.backlog.extend((0..1500u32).map(|i| {
+            ActionCommand::Unban(format!("10.0.{}.{}/32", i / 250, i % 250).parse().unwrap())
+        }));
+        let mut worker = Worker {
+            jail: "t".into(),
+            slots: vec![s],
+            metrics: JailMetrics::new("t"),
+            backlog_retry: Duration::ZERO,
+        };
+        worker.retry_backlogs();
+        assert_eq!(targets(&applied).len(), 1500);
+        assert_eq!(worker.slots[0].backlog.len(), 1);
+        // A backend that refuses everything (down, locked) costs a bounded number of tries.
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        worker.slots[0].action = Box::new(Fake {
+            listed: None,
+            applied: applied.clone(),
+            fail: usize::MAX,
+            refuse: None,
+            calls: calls.clone(),
+        });
+        worker.slots[0].backlog = burst;
+        worker.retry_backlogs();
+        assert_eq!(worker.slots[0].backlog.len(), 100, "every command stays");
+        let tried = calls.load(Ordering::Relaxed);
+        assert!(
+            tried <= 1 + 8 * 8,
+            "{tried} tries for a backend that refuses all"
+        );
     }
 
     #[test]
