@@ -272,6 +272,43 @@ fn reconcile_removes_stale_kernel_bans_and_adds_missing_restored_ones() {
     assert!(left.is_empty(), "left after the runners stopped: {left:#?}");
 }
 
+/// Sets kept in the kernel (keep_on_stop, a crash) whose flags the config has changed since
+/// (`ipv4_prefix` below 32 makes the v4 set an interval set) cannot be added again: the start
+/// makes the jail's sets and chains again, and the reconcile adds the restored bans, networks
+/// included.
+#[test]
+fn nftables_remakes_sets_whose_flags_the_config_changed() {
+    let ns = Netns::new("flags");
+    let seeded = format!(
+        "{}add element inet jailsink sshd-v4 {{ 192.0.2.99 }}\n",
+        jailsink::action::nftables::start_script(&spec("sshd", false))
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(seeded.as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(out.success());
+    let networks = FirewallSpec {
+        v4_networks: true,
+        ..spec("sshd", false)
+    };
+    let restored = vec![
+        order("192.0.2.20/32", Some(3600)),
+        order("198.51.100.0/24", Some(3600)),
+    ];
+    let got = run_restored(&ns, ActionSpec::Nftables(networks), restored);
+    let want: BTreeSet<String> = ["192.0.2.20", "198.51.100.0/24"].map(String::from).into();
+    assert_eq!(got, want, "{}", ns.run(&["nft", "list", "ruleset"]));
+    let left = leftovers(&ns);
+    assert!(left.is_empty(), "left after the runner stopped: {left:#?}");
+}
+
 #[test]
 fn keep_on_stop_leaves_set_bans_with_their_timeouts_until_the_next_start() {
     let lab = Lab::new("keep");

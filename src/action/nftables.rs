@@ -261,7 +261,19 @@ impl Action for NftablesAction {
 
     fn start(&mut self) -> Result<(), ActionError> {
         let script = start_script(&self.spec);
-        nft(&["-f", "-"], Some(script.as_bytes()))?;
+        if let Err(error) = nft(&["-f", "-"], Some(script.as_bytes())) {
+            // A set left in the kernel (keep_on_stop, a crash) whose type or flags this config
+            // changed (`ipv4_prefix` makes a set of networks an interval set) cannot be added
+            // again ("File exists"), and every later burst would be refused by it. The jail's
+            // objects come from its config and its bans from the state: remove them and make
+            // them again; the reconcile after start adds the restored bans back.
+            tracing::warn!(name = %self.spec.name, %error, "the jail's nftables sets and chains do not match its config; they are made again");
+            {
+                let _guard = TABLE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+                self.remove_ours().map_err(|_| error.clone())?;
+            }
+            nft(&["-f", "-"], Some(script.as_bytes()))?;
+        }
         if self.lib.is_none() {
             self.lib = super::libnft::Nft::open();
             let how = if self.lib.is_some() {
@@ -308,6 +320,14 @@ impl Action for NftablesAction {
         // A poisoned lock only means another jail panicked mid-stop; the table check below
         // reads the kernel afresh, so going on is safe.
         let _guard = TABLE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        self.remove_ours()
+    }
+}
+
+impl NftablesAction {
+    /// Deletes this jail's chains and sets from the kernel (the whole table when nothing else
+    /// is in it). The caller holds [`TABLE_LOCK`].
+    fn remove_ours(&self) -> Result<(), ActionError> {
         // -t: terse, without set elements, which may be 100k.
         let listing = match nft(&["-j", "-t", "list", "table", "inet", TABLE], None) {
             Ok(out) => out,
@@ -317,11 +337,17 @@ impl Action for NftablesAction {
         };
         let json: Value = serde_json::from_slice(&listing)
             .map_err(|e| ActionError::from_display("nft -j list table", e))?;
-        let mut ours: Vec<(&str, String)> = chains(&self.spec)
-            .into_iter()
-            .map(|(chain, _)| ("chain", chain))
-            .collect();
-        ours.extend(sets(&self.spec).into_iter().map(|(set, ..)| ("set", set)));
+        // Every object the jail makes under any config (a set an earlier config made, such as
+        // `-v4-net` before `ipv4_prefix` turned the main set into an interval set, is ours too).
+        let name = &self.spec.name;
+        let mut ours: Vec<(&str, String)> = vec![
+            ("chain", name.clone()),
+            ("chain", format!("{name}-forward")),
+        ];
+        for ipv4 in [true, false] {
+            ours.push(("set", set_name(name, ipv4)));
+            ours.push(("set", net_set_name(name, ipv4)));
+        }
         let mut present = Vec::new();
         let mut others = 0;
         for item in json["nftables"].as_array().into_iter().flatten() {
