@@ -158,18 +158,6 @@ pub(crate) struct Window {
     pushed: u32,
     /// First free slot.
     free: u32,
-    /// A failure recorded before this (nanoseconds) finds nothing to prune, so it reads no
-    /// queue item and no entry but its own: a lower bound on when the first live item of the
-    /// queue, or any live item that can become the first before the bound is next set,
-    /// expires (see [`Window::prune_ns`]). `i64::MIN` prunes at every failure.
-    prune_at: i64,
-    /// The latest failure time pushed since the queue was last empty: a push before it is out
-    /// of order, and the queue's live items are no longer in time order behind it.
-    latest_push: i64,
-    /// The earliest time of a live item pushed out of order (`i64::MAX`: none), so of any
-    /// live item that fails before an earlier one: [`Window::prune_at`] is never set past its
-    /// expiry. Reset when the queue empties, and by a sweep, which reads every live item.
-    out_of_order: i64,
     /// Times are stored as nanoseconds from this instant (the first failure recorded).
     base: Option<Instant>,
     cap: usize,
@@ -190,9 +178,6 @@ impl Window {
             seq: 0,
             pushed: 0,
             free: NIL,
-            prune_at: i64::MIN,
-            latest_push: i64::MIN,
-            out_of_order: i64::MAX,
             base: None,
             cap: cap.max(1),
             evicted: 0,
@@ -235,9 +220,7 @@ impl Window {
     ) -> (Outcome, u32) {
         // The first failure sets the base; pruning then needs nothing but nanoseconds.
         let now = self.ns(now);
-        if now >= self.prune_at {
-            self.prune_ns(now);
-        }
+        self.prune_ns(now);
         let maxretry = self.maxretry as usize;
         let slot = match self.find(hash, &ip) {
             Some(slot) => slot,
@@ -265,10 +248,6 @@ impl Window {
             times.drop_front(times.len() - maxretry);
         }
         let failures = times.len() as u32;
-        // No time left (a count of 0 on a fresh entry): expired already, as if pushed at the
-        // earliest time.
-        let last = times.as_slice().last().copied().unwrap_or(i64::MIN);
-        self.note_push(last);
         let outcome = if failures as usize >= maxretry {
             self.remove(slot);
             Outcome::Reached(failures)
@@ -355,49 +334,14 @@ impl Window {
         self.prune_ns(now);
     }
 
-    /// [`Window::prune`] at `now` nanoseconds from the base: pops the queue's front while its
-    /// first live item has expired, then sets [`Window::prune_at`] to the first live item's
-    /// expiry, or earlier when an item behind it may expire first: one pushed out of order.
-    /// Every other live item behind the first was pushed at the same time or later, so it
-    /// expires no earlier, whichever of them becomes the first as the ones before it fail
-    /// again (their items go stale), are banned or evicted. Until then a failure neither reads
-    /// the queue's front nor pops it: the stale items there wait for the sweep, which requests
-    /// their entries ahead, where popping them read one unrequested entry a failure.
+    /// [`Window::prune`] at `now` nanoseconds from the base.
     fn prune_ns(&mut self, now: i64) {
-        self.prune_at = loop {
-            let Some(oldest) = self.oldest() else {
-                // Nothing queued: the next push is the first item, whatever its time.
-                self.latest_push = i64::MIN;
-                self.out_of_order = i64::MAX;
-                break i64::MIN;
-            };
+        while let Some(oldest) = self.oldest() {
             let times = self.slab[oldest as usize].times.as_slice();
             match times.last() {
-                Some(&last) if inside(last, now, self.findtime_ns) => {
-                    break self.expiry(last).min(self.expiry(self.out_of_order));
-                }
+                Some(&last) if inside(last, now, self.findtime_ns) => break,
                 _ => self.remove(oldest),
             }
-        };
-    }
-
-    /// When a failure at `t` leaves findtime: the first `now` [`inside`] says is not.
-    fn expiry(&self, t: i64) -> i64 {
-        if self.findtime_ns > 0 {
-            t.saturating_add(self.findtime_ns)
-        } else {
-            i64::MIN
-        }
-    }
-
-    /// Keeps [`Window::prune_at`] a bound after a push whose entry's last failure is `t`: a
-    /// push in time order expires no earlier than any live item before it; one out of order may.
-    fn note_push(&mut self, t: i64) {
-        if t >= self.latest_push {
-            self.latest_push = t;
-        } else {
-            self.out_of_order = self.out_of_order.min(t);
-            self.prune_at = self.prune_at.min(self.expiry(t));
         }
     }
 
@@ -520,45 +464,20 @@ impl Window {
         let queue = std::mem::take(&mut self.queue);
         let mut items: Vec<Item> = queue.into();
         let mut kept = 0;
-        // Only after an out-of-order push: the live items' times, in queue order, to find the
-        // earliest one below a time before it (the entry's second line, requested too).
-        let times = self.out_of_order != i64::MAX;
-        let (mut latest, mut out_of_order) = (i64::MIN, i64::MAX);
         for i in 0..items.len() {
             if let Some(ahead) = items.get(i + AHEAD) {
                 if let Some(entry) = self.slab.get(ahead.slot as usize) {
                     prefetch(entry);
-                    if times {
-                        prefetch(
-                            (entry as *const Entry)
-                                .cast::<u8>()
-                                .wrapping_add(std::mem::size_of::<Entry>() - 1),
-                        );
-                    }
                 }
             }
             let item = items[i];
             if self.is_live(item) {
                 items[kept] = item;
                 kept += 1;
-                if times {
-                    let t = self.slab[item.slot as usize].times.as_slice().last();
-                    let t = t.copied().unwrap_or(i64::MIN);
-                    if t >= latest {
-                        latest = t;
-                    } else {
-                        out_of_order = out_of_order.min(t);
-                    }
-                }
             }
         }
         items.truncate(kept);
         self.queue = items.into();
-        if times {
-            // Only lowers the bound's floor: prune_at itself stays as low as it was (a bound
-            // it still is), and is raised at the next prune.
-            self.out_of_order = out_of_order;
-        }
     }
 
     /// Doubles the slab's capacity. glibc grows a large block with `mremap`, which moves its
@@ -897,44 +816,6 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failure_before_the_first_expiry_leaves_the_queue_front_alone() {
-        let mut w = Window::new(Duration::from_secs(60), 5, 10);
-        w.record(ip(1), 1, Instant::now(), NIL);
-        w.record(ip(2), 1, Instant::now(), NIL);
-        tokio::time::advance(Duration::from_secs(10)).await;
-        w.record(ip(1), 1, Instant::now(), NIL);
-        tokio::time::advance(Duration::from_secs(20)).await;
-        w.record(ip(3), 1, Instant::now(), NIL);
-        // ip 1's first item went stale, and no failure since popped it: nothing could expire.
-        assert_eq!(w.queue.len(), 4);
-        assert_eq!(w.len(), 3);
-        // One second past ip 2's expiry: the front is read, its stale item popped and ip 2
-        // dropped; ip 1 (10 s younger) bounds the next prune.
-        tokio::time::advance(Duration::from_secs(31)).await;
-        w.record(ip(4), 1, Instant::now(), NIL);
-        assert_eq!([1, 2, 3, 4].map(|n| w.failures(&ip(n))), [2, 0, 1, 1]);
-        assert_eq!(w.queue.len(), 3);
-        tokio::time::advance(Duration::from_secs(30)).await;
-        w.record(ip(5), 1, Instant::now(), NIL);
-        assert_eq!([1, 3, 4, 5].map(|n| w.failures(&ip(n))), [0, 0, 1, 1]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failure_pushed_out_of_time_order_still_expires_on_time() {
-        let mut w = Window::new(Duration::from_secs(60), 5, 10);
-        tokio::time::advance(Duration::from_secs(10)).await;
-        let t = Instant::now();
-        w.record(ip(1), 1, t, NIL);
-        // Received later, failed earlier: behind ip 1 in the queue, but expires first.
-        w.record(ip(2), 1, t - Duration::from_secs(10), NIL);
-        w.record(ip(1), 1, t, NIL);
-        tokio::time::advance(Duration::from_secs(55)).await;
-        w.record(ip(3), 1, Instant::now(), NIL);
-        assert_eq!(w.failures(&ip(2)), 0, "ip 2 expired at 50 s");
-        assert_eq!(w.len(), 2);
-    }
-
-    #[tokio::test(start_paused = true)]
     async fn slots_are_reused_and_the_order_survives_removals() {
         let mut w = Window::new(Duration::from_secs(600), 2, 3);
         let before = Instant::now();
@@ -1064,13 +945,7 @@ mod tests {
                 if next(&mut rng) % 50 == 0 {
                     tokio::time::advance(Duration::from_secs(next(&mut rng) % 40)).await;
                 }
-                let mut now = Instant::now();
-                // Seeds 9-16 also decide some failures up to 3 s in the past, as failures
-                // received on several connections reach the jail task (pushes out of time
-                // order, which bound how long pruning may wait).
-                if seed > 8 && next(&mut rng) % 8 == 0 && now - t0 > Duration::from_secs(3) {
-                    now -= Duration::from_millis(next(&mut rng) % 3000);
-                }
+                let now = Instant::now();
                 let pushed = w.pushed;
                 let ns = i64::try_from((now - t0).as_nanos()).unwrap();
                 let key = mixed_key((next(&mut rng) % pool) as u32);
