@@ -171,7 +171,7 @@ impl Window {
             findtime_ns: i64::try_from(findtime.as_nanos()).unwrap_or(i64::MAX),
             maxretry: maxretry.max(1),
             // Nothing reserved up front: the table grows with the addresses actually seen.
-            index: Index::new(cap.max(1)),
+            index: Index::default(),
             hasher: foldhash::fast::RandomState::default(),
             slab: Vec::new(),
             queue: std::collections::VecDeque::new(),
@@ -231,9 +231,6 @@ impl Window {
                         self.evicted += 1;
                     }
                 }
-                if self.index.is_full() {
-                    self.rebuild_index();
-                }
                 let slot = self.allocate(ip);
                 self.index.insert(hash, slot);
                 slot
@@ -287,7 +284,7 @@ impl Window {
     /// memory and prefetching them pays.
     pub(crate) fn outgrows_cache(&self) -> bool {
         self.slab.len() * std::mem::size_of::<Entry>()
-            + self.index.bytes()
+            + self.index.words.len() * 8
             + self.queue.len() * std::mem::size_of::<Item>()
             > CACHED_BYTES
     }
@@ -295,10 +292,16 @@ impl Window {
     /// Starts loading the index word a lookup of `hash` reads first: the miss of every decision
     /// once the index outgrows the cache. A hint: it changes nothing.
     pub(crate) fn prefetch_index(&self, hash: u64) {
-        // One line: the home bucket (the next one only after it overflowed, rarely at the
-        // index's load).
-        if let Some(bucket) = self.index.home_bucket(hash) {
-            prefetch(bucket);
+        if self.index.words.is_empty() {
+            return;
+        }
+        let home = self.index.home(hash);
+        let word = &self.index.words[home];
+        prefetch(word);
+        // A run that starts in a line's last word goes on in the next line half the time at
+        // the table's load; that line is requested too, or the probe waits for it.
+        if (word as *const u64 as usize) % 64 == 56 {
+            prefetch(&self.index.words[(home + 1) & (self.index.words.len() - 1)]);
         }
     }
 
@@ -492,19 +495,6 @@ impl Window {
         }
     }
 
-    /// Files every tracked entry again in an index of twice the buckets, hashing the keys in
-    /// slab order (the index words keep no home bucket).
-    fn rebuild_index(&mut self) {
-        let hasher = &self.hasher;
-        let keys = self
-            .slab
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.free == IN_USE)
-            .map(|(slot, e)| (hasher.hash_one(e.key), slot as u32));
-        self.index.rebuild(keys);
-    }
-
     /// Forgets the entry in `slot` and frees the slot (its queue item goes stale).
     fn remove(&mut self, slot: u32) {
         let hash = self.hasher.hash_one(self.slab[slot as usize].key);
@@ -581,195 +571,106 @@ fn advise_huge(at: *const u8, bytes: usize, advice: libc::c_int) {
     }
 }
 
-/// Words of an index bucket: fifteen `tag << slot_bits | slot + 1` words (0 = empty) and, last,
-/// how many keys whose home is this bucket sit in a later one (so a lookup goes on past it).
-const BUCKET_WORDS: usize = 15;
-
-/// One cache line of the index: a lookup reads its home bucket's line, and the next only when
-/// the home overflowed.
-#[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(64))]
-struct Bucket {
-    words: [u32; BUCKET_WORDS],
-    overflow: u32,
-}
-
-/// Buckets of 4-byte words (see [`Bucket`]), grown at 12 keys a bucket on average, so an address
-/// costs 5-11 bytes of index (8 MB at a million) where 8-byte words cost 11-21 (16 MB); the slot
-/// takes the bits `max_tracked` needs, the rest of the word is a tag of the hash (11 bits at a
-/// million, 15 at the default 100,000), so a word whose tag matches names the key's entry but
-/// for one key in 2^tag_bits. A word holds no home bucket: growing rehashes the keys
-/// ([`Index::rebuild`], from the slab, in order).
-#[derive(Debug)]
+/// Linear-probing table of `hash32 << 32 | slot + 1` words (0 = empty), at most 3/4 full;
+/// a word's home is its hash32 modulo the size, so growing needs no slab access.
+#[derive(Debug, Default)]
 struct Index {
-    buckets: Vec<Bucket>,
+    words: Vec<u64>,
     len: usize,
-    slot_bits: u32,
 }
 
 impl Index {
-    /// An empty index for slots below `cap`.
-    fn new(cap: usize) -> Self {
-        let slot_bits = (usize::BITS - cap.leading_zeros()).clamp(1, 27);
-        Index {
-            buckets: Vec::new(),
-            len: 0,
-            slot_bits,
-        }
-    }
-
     fn len(&self) -> usize {
         self.len
     }
 
-    fn bytes(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<Bucket>()
+    fn hash32(hash: u64) -> u64 {
+        hash >> 32
     }
 
-    /// The tag of `hash`'s words: never 0, so an empty word (0) never matches one.
-    fn tag(&self, hash: u64) -> u32 {
-        ((hash as u32) >> self.slot_bits).max(1)
-    }
-
-    /// The bucket a key of `hash` is looked up in first (the index is not empty).
+    /// Where the run holding `hash` starts (the table is not empty).
     fn home(&self, hash: u64) -> usize {
-        (hash >> 32) as usize & (self.buckets.len() - 1)
+        Self::hash32(hash) as usize & (self.words.len() - 1)
     }
 
-    /// The home bucket of `hash`, to prefetch; None while the index is empty.
-    fn home_bucket(&self, hash: u64) -> Option<&Bucket> {
-        if self.buckets.is_empty() {
-            return None;
-        }
-        Some(&self.buckets[self.home(hash)])
-    }
-
-    /// The slot of the first word carrying `hash`'s tag, without looking at any entry.
+    /// The slot of the first word carrying `hash`'s 32 bits, without looking at any entry.
     fn candidate(&self, hash: u64) -> Option<u32> {
         self.find(hash, |_| true)
     }
 
-    /// Bits of `bucket`'s words carrying `tag` (never an empty word's: tags are not 0).
-    #[cfg(target_arch = "x86_64")]
-    fn matches(&self, bucket: &Bucket, tag: u32) -> u32 {
-        use std::arch::x86_64::{
-            __m128i, _mm_and_si128, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_load_si128,
-            _mm_movemask_ps, _mm_set1_epi32,
-        };
-        let at = (bucket as *const Bucket).cast::<__m128i>();
-        let mut m = 0;
-        // SAFETY: SSE2 is part of x86_64; a bucket is 64 bytes aligned to 64, so the four
-        // aligned 16-byte loads stay inside it.
-        unsafe {
-            let want = _mm_set1_epi32((tag << self.slot_bits) as i32);
-            let tags = _mm_set1_epi32((u32::MAX << self.slot_bits) as i32);
-            for k in 0..4 {
-                let words = _mm_and_si128(_mm_load_si128(at.add(k)), tags);
-                let eq = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(words, want)));
-                m |= (eq as u32) << (4 * k);
-            }
-        }
-        // The last word is the overflow count, not a key's.
-        m & ((1 << BUCKET_WORDS) - 1)
-    }
-
-    /// Bits of `bucket`'s words carrying `tag` (never an empty word's: tags are not 0).
-    #[cfg(not(target_arch = "x86_64"))]
-    fn matches(&self, bucket: &Bucket, tag: u32) -> u32 {
-        let mut m = 0;
-        for (i, &w) in bucket.words.iter().enumerate() {
-            m |= u32::from(w >> self.slot_bits == tag) << i;
-        }
-        m
-    }
-
-    /// The slot whose word has `hash`'s tag and which `is` accepts.
+    /// The slot whose word has `hash`'s 32 bits and which `is` accepts.
     fn find(&self, hash: u64, is: impl Fn(u32) -> bool) -> Option<u32> {
-        if self.buckets.is_empty() {
+        if self.words.is_empty() {
             return None;
         }
-        let (tag, mask) = (self.tag(hash), self.buckets.len() - 1);
-        let slot_mask = (1u32 << self.slot_bits) - 1;
-        let mut b = self.home(hash);
+        let (h, mask) = (Self::hash32(hash), self.words.len() - 1);
+        let mut i = h as usize & mask;
         loop {
-            let bucket = &self.buckets[b];
-            let mut m = self.matches(bucket, tag);
-            while m != 0 {
-                let slot = (bucket.words[m.trailing_zeros() as usize] & slot_mask) - 1;
-                if is(slot) {
-                    return Some(slot);
-                }
-                m &= m - 1;
-            }
-            if bucket.overflow == 0 {
+            let w = self.words[i];
+            if w == 0 {
                 return None;
             }
-            b = (b + 1) & mask;
-        }
-    }
-
-    /// True when one more key would pass 12 keys a bucket on average: [`Index::rebuild`]
-    /// first.
-    fn is_full(&self) -> bool {
-        (self.len + 1) > self.buckets.len() * 12
-    }
-
-    /// Doubles the buckets (16 at first) and files every `(hash, slot)` of `keys` again: all the
-    /// index holds, none twice.
-    fn rebuild(&mut self, keys: impl Iterator<Item = (u64, u32)>) {
-        let size = (self.buckets.len() * 2).max(16);
-        self.buckets = vec![Bucket::default(); size];
-        huge_pages(&self.buckets);
-        self.len = 0;
-        for (hash, slot) in keys {
-            self.insert(hash, slot);
-        }
-    }
-
-    /// Adds `slot` (not present) under `hash`; the index has room (see [`Index::is_full`]).
-    fn insert(&mut self, hash: u64, slot: u32) {
-        let word = self.tag(hash) << self.slot_bits | (slot + 1);
-        let mask = self.buckets.len() - 1;
-        let mut b = self.home(hash);
-        loop {
-            let bucket = &mut self.buckets[b];
-            if let Some(free) = bucket.words.iter_mut().find(|w| **w == 0) {
-                *free = word;
-                self.len += 1;
-                return;
+            if w >> 32 == h && is((w as u32) - 1) {
+                return Some((w as u32) - 1);
             }
-            bucket.overflow += 1;
-            b = (b + 1) & mask;
+            i = (i + 1) & mask;
         }
     }
 
-    /// Removes `slot`, stored under `hash`.
+    /// Adds `slot` (not present) under `hash`.
+    fn insert(&mut self, hash: u64, slot: u32) {
+        if (self.len + 1) * 4 > self.words.len() * 3 {
+            let size = (self.words.len() * 2).max(16);
+            let old = std::mem::replace(&mut self.words, vec![0; size]);
+            huge_pages(&self.words);
+            for w in old.into_iter().filter(|&w| w != 0) {
+                self.place(w);
+            }
+        }
+        self.place(Self::hash32(hash) << 32 | u64::from(slot + 1));
+        self.len += 1;
+    }
+
+    fn place(&mut self, word: u64) {
+        let mask = self.words.len() - 1;
+        let mut i = (word >> 32) as usize & mask;
+        while self.words[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.words[i] = word;
+    }
+
+    /// Removes `slot`, stored under `hash`, shifting later words of its run back.
     fn remove(&mut self, hash: u64, slot: u32) {
-        if self.buckets.is_empty() {
+        if self.words.is_empty() {
             return;
         }
-        let word = self.tag(hash) << self.slot_bits | (slot + 1);
-        let mask = self.buckets.len() - 1;
-        let home = self.home(hash);
-        let mut b = home;
+        let mask = self.words.len() - 1;
+        let word = Self::hash32(hash) << 32 | u64::from(slot + 1);
+        let mut hole = (word >> 32) as usize & mask;
         loop {
-            let bucket = &mut self.buckets[b];
-            if let Some(w) = bucket.words.iter_mut().find(|w| **w == word) {
-                *w = 0;
-                self.len -= 1;
-                // The buckets it overflowed past no longer send lookups on for it.
-                let mut o = home;
-                while o != b {
-                    self.buckets[o].overflow -= 1;
-                    o = (o + 1) & mask;
-                }
-                return;
+            match self.words[hole] {
+                0 => return,
+                w if w == word => break,
+                _ => hole = (hole + 1) & mask,
             }
-            if bucket.overflow == 0 {
-                return;
-            }
-            b = (b + 1) & mask;
         }
+        let mut k = hole;
+        loop {
+            k = (k + 1) & mask;
+            let w = self.words[k];
+            if w == 0 {
+                break;
+            }
+            // w may fill the hole unless its home lies cyclically in (hole, k].
+            let home = (w >> 32) as usize & mask;
+            if k.wrapping_sub(home) & mask >= k.wrapping_sub(hole) & mask {
+                self.words[hole] = w;
+                hole = k;
+            }
+        }
+        self.words[hole] = 0;
+        self.len -= 1;
     }
 }
 
@@ -1126,8 +1027,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn large_tables_ask_for_huge_pages_and_keep_every_address() {
-        // 400,000: an index of 4 MB (65,536 buckets), the smallest that asks.
-        let n = 400_000;
+        let n = 200_000;
         let mut w = Window::new(Duration::from_secs(600), 3, n as usize);
         for round in 1..=2 {
             for i in 0..n {
@@ -1140,7 +1040,10 @@ mod tests {
         assert_eq!(w.len(), n as usize);
         // Both tables are past the threshold, and the kernel was asked (VmFlags `hg`).
         for (table, bytes) in [
-            (w.index.buckets.as_ptr() as usize, w.index.bytes()),
+            (
+                w.index.words.as_ptr() as usize,
+                w.index.words.capacity() * 8,
+            ),
             (
                 w.slab.as_ptr() as usize,
                 w.slab.capacity() * std::mem::size_of::<Entry>(),
@@ -1162,14 +1065,11 @@ mod tests {
 
     #[test]
     fn the_index_finds_every_slot_through_collisions_growth_and_removals() {
-        let mut index = Index::new(256);
-        // Few distinct homes and one tag: buckets that overflow, around the end of the table.
+        let mut index = Index::default();
+        // Few distinct hashes: long runs that wrap around the end of the table.
         let hash = |slot: u32| u64::from((slot % 7).wrapping_add(u32::MAX - 3)) << 32;
         let mut present = std::collections::BTreeSet::new();
         for slot in 0..200u32 {
-            if index.is_full() {
-                index.rebuild(present.iter().map(|&s| (hash(s), s)));
-            }
             index.insert(hash(slot), slot);
             present.insert(slot);
             if slot % 3 == 0 {
