@@ -126,7 +126,9 @@ pub fn cut(text: &str, max: usize) -> &str {
 pub fn shell_safe(text: &str) -> String {
     text.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || " .,:/@=+-_[]%^".contains(c) {
+            // Not `[` `]`: with `*` and `?` they make a glob (`/[e]tc/[s]hadow` would expand to
+            // a file name in an unquoted `sh -c` argument).
+            if c.is_ascii_alphanumeric() || " .,:/@=+-_%^".contains(c) {
                 c
             } else {
                 '_'
@@ -184,6 +186,10 @@ mod tests {
             "Invalid user __reboot_ from 192.0.2.1_ _id_ _x_ _y_ _ _ _ _ __"
         );
         assert_eq!(shell_safe("web-1.example.org"), "web-1.example.org");
+        assert_eq!(
+            shell_safe("Invalid user /[e]tc/[s]hadow* from 2001:db8::1?"),
+            "Invalid user /_e_tc/_s_hadow_ from 2001:db8::1_"
+        );
     }
 
     #[test]
