@@ -618,8 +618,18 @@ pub(crate) fn writer(
     let write = |db: &mut State, catch_up: &mut CatchUp| {
         catch_up.write(db, outbox.as_deref(), &errors, checkpointer.as_ref());
     };
+    // Commands a runner's full queue could not take yet: one slow jail (a hung command
+    // action, a firewall retrying) must not stop the writer, and with it every other jail.
+    let mut held = Held::default();
     loop {
-        match next_op(&mut ops, !catch_up.pending.is_empty()) {
+        held.flush(&routes);
+        // Held commands are handed over soon after room appears; refused writes every second.
+        let wait = if held.any() {
+            Some(HELD_EVERY)
+        } else {
+            (!catch_up.pending.is_empty()).then_some(RETRY_EVERY)
+        };
+        match next_op(&mut ops, wait) {
             Next::Op(op) => batch.push(op),
             // Nothing new while writes wait: retry them anyway, so a quiet host catches up.
             Next::Idle => {}
@@ -688,11 +698,10 @@ pub(crate) fn writer(
                 }
             };
             if let Some(queue) = routes.get(&jail) {
-                if queue.blocking_send(command).is_err() {
-                    tracing::error!(jail = %jail, "action runner is gone");
-                }
+                held.forward(&jail, queue, command);
             }
         }
+        held.flush(&routes);
     }
     // Stopping with writes the database refused: a few last tries before they are lost.
     if let Some(db) = state.as_mut() {
@@ -767,7 +776,7 @@ impl CatchUp {
 enum Next {
     /// An operation.
     Op(StateOp),
-    /// Nothing for [`RETRY_EVERY`] while writes wait for a retry.
+    /// Nothing for the wait asked (writes or commands wait for another try).
     Idle,
     /// Every sender is gone: the daemon is stopping.
     Closed,
@@ -775,11 +784,87 @@ enum Next {
 
 /// The next operation. While `retrying`, the queue is polled (every [`POLL`]) so that after
 /// [`RETRY_EVERY`] without one the writer can retry what the database refused.
-fn next_op(ops: &mut mpsc::Receiver<StateOp>, retrying: bool) -> Next {
-    if !retrying {
-        return ops.blocking_recv().map_or(Next::Closed, Next::Op);
+/// How often commands held for a full runner queue are offered again.
+const HELD_EVERY: Duration = Duration::from_millis(50);
+
+/// Most commands held for one jail whose runner's queue is full; past it the oldest are
+/// dropped (logged and counted): the jail keeps those bans, and the next start's reconcile
+/// puts the firewall right.
+const HELD_MAX: usize = 100_000;
+
+/// Commands for runners whose queue was full, per jail, in order.
+#[derive(Default)]
+struct Held {
+    jails: HashMap<String, std::collections::VecDeque<ActionCommand>>,
+}
+
+impl Held {
+    /// True while any command waits.
+    fn any(&self) -> bool {
+        self.jails.values().any(|q| !q.is_empty())
     }
-    let give_up = std::time::Instant::now() + RETRY_EVERY;
+
+    /// Hands `command` to the jail's runner, after the jail's held ones; held when the queue
+    /// is full.
+    fn forward(&mut self, jail: &str, queue: &mpsc::Sender<ActionCommand>, command: ActionCommand) {
+        let waiting = self.jails.get_mut(jail).filter(|q| !q.is_empty());
+        let command = match waiting {
+            Some(q) => {
+                q.push_back(command);
+                if q.len() > HELD_MAX {
+                    q.pop_front();
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(jail, "action runner far behind: a firewall command is dropped (the next start reconciles)");
+                }
+                return;
+            }
+            None => command,
+        };
+        match queue.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                tracing::warn!(
+                    jail,
+                    "action runner behind; its commands wait, other jails go on"
+                );
+                self.jails
+                    .entry(jail.to_string())
+                    .or_default()
+                    .push_back(command);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!(jail, "action runner is gone");
+            }
+        }
+    }
+
+    /// Hands held commands over while their runners' queues have room; drops those of jails
+    /// no longer routed (removed by a reload).
+    fn flush(&mut self, routes: &HashMap<String, mpsc::Sender<ActionCommand>>) {
+        self.jails.retain(|jail, held| {
+            let Some(queue) = routes.get(jail) else {
+                return false;
+            };
+            while let Some(command) = held.pop_front() {
+                match queue.try_send(command) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(command)) => {
+                        held.push_front(command);
+                        return true;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            false
+        });
+    }
+}
+
+fn next_op(ops: &mut mpsc::Receiver<StateOp>, wait: Option<Duration>) -> Next {
+    let Some(wait) = wait else {
+        return ops.blocking_recv().map_or(Next::Closed, Next::Op);
+    };
+    let give_up = std::time::Instant::now() + wait;
     loop {
         match ops.try_recv() {
             Ok(op) => return Next::Op(op),
@@ -979,6 +1064,54 @@ mod tests {
             ban_count: 1,
             hosts: vec![],
         }
+    }
+
+    /// A jail whose runner takes nothing (a hung command action) does not stop the writer:
+    /// another jail's ban reaches its runner at once, and the slow jail's commands reach its
+    /// runner, in order, once it takes them again.
+    #[test]
+    fn a_runner_that_takes_nothing_holds_up_only_its_own_jail() {
+        let (tx, rx) = mpsc::channel(64);
+        let writer = std::thread::spawn(move || writer(None, rx, metrics::Counter::noop(), None));
+        let (slow_tx, mut slow_rx) = mpsc::channel::<ActionCommand>(1);
+        let (fast_tx, mut fast_rx) = mpsc::channel::<ActionCommand>(16);
+        let routes = HashMap::from([("slow".to_string(), slow_tx), ("sshd".to_string(), fast_tx)]);
+        tx.blocking_send(StateOp::Routes(routes)).unwrap();
+        for i in 1..=5 {
+            let mut op = ban_op(&format!("192.0.2.{i}"));
+            if let StateOp::Ban { jail, .. } = &mut op {
+                *jail = "slow".into();
+            }
+            tx.blocking_send(op).unwrap();
+        }
+        tx.blocking_send(ban_op("198.51.100.1")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let fast = loop {
+            if let Ok(command) = fast_rx.try_recv() {
+                break command;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the writer is stuck behind the slow jail"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(fast.target().to_string(), "198.51.100.1/32");
+        let mut slow = Vec::new();
+        while slow.len() < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "held commands never reached the runner: {slow:?}"
+            );
+            match slow_rx.try_recv() {
+                Ok(command) => slow.push(command.target().to_string()),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        let want: Vec<String> = (1..=5).map(|i| format!("192.0.2.{i}/32")).collect();
+        assert_eq!(slow, want, "in order");
+        drop(tx);
+        writer.join().unwrap();
     }
 
     /// Sends `op` and waits until the writer has tried to commit it.
