@@ -474,9 +474,11 @@ async fn start(
     let (state_tx, state_rx) = mpsc::channel(state::QUEUE_DEPTH);
     let state_errors = metrics::state_errors();
     let outbox = fleet.as_ref().and_then(|f| f.outbox());
+    // Opened again by the writer when it could not be at start.
+    let reopen = db.is_none().then(|| config.state_path.clone());
     let state_writer = std::thread::Builder::new()
         .name("state".into())
-        .spawn(move || state::writer(db, state_rx, state_errors, outbox))
+        .spawn(move || state::writer(db, state_rx, state_errors, outbox, reopen))
         .map_err(AppError::Thread)?;
     let jails = JailSet::start(specs(&config), state_tx, stored, counts)
         .await

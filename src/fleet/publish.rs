@@ -283,6 +283,7 @@ impl CommitPath {
                 rx,
                 metrics::state_errors(),
                 Some(Box::new(encoder)),
+                None,
             )
         });
         let (config, db_path) = (Arc::new(config.clone()), db_path.to_path_buf());

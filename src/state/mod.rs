@@ -601,23 +601,29 @@ pub(crate) fn show_bantime(bantime: Option<Duration>) -> String {
 /// The writer thread: batches operations into transactions and forwards them, in order, to
 /// the action runners once committed. A database that fails (read-only, disk full) is logged
 /// and counted, and bans go on in memory: protection comes first, the state catches up later.
+///
+/// `reopen` is the database's path when it could not be opened at start: it is opened again
+/// every second, the writes since start kept meanwhile (up to [`MAX_PENDING`]), so a state
+/// directory mounted late or made writable later still gets this run's bans.
 pub(crate) fn writer(
     mut state: Option<State>,
     mut ops: mpsc::Receiver<StateOp>,
     errors: metrics::Counter,
     outbox: Option<Box<dyn Outbox>>,
+    reopen: Option<std::path::PathBuf>,
 ) {
     let mut routes: HashMap<String, mpsc::Sender<ActionCommand>> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);
     let mut catch_up = CatchUp::default();
     // A local, dropped before the parameter `state`: the thread stops before the writer's
     // connection closes.
-    let checkpointer = state
+    let mut checkpointer = state
         .as_ref()
         .and_then(|db| db.checkpoint_apart(checkpoint::PAUSE, errors.clone()));
-    let write = |db: &mut State, catch_up: &mut CatchUp| {
-        catch_up.write(db, outbox.as_deref(), &errors, checkpointer.as_ref());
+    let write = |db: &mut State, catch_up: &mut CatchUp, checkpointer: Option<&Checkpointer>| {
+        catch_up.write(db, outbox.as_deref(), &errors, checkpointer);
     };
+    let mut reopen_at = std::time::Instant::now();
     // Commands a runner's full queue could not take yet: one slow jail (a hung command
     // action, a firewall retrying) must not stop the writer, and with it every other jail.
     let mut held = Held::default();
@@ -641,13 +647,35 @@ pub(crate) fn writer(
                 Err(_) => break,
             }
         }
-        if let Some(db) = state.as_mut() {
+        if state.is_none() {
+            if let Some(path) = reopen.as_deref() {
+                // Kept until the database opens (bounded as refused writes are).
+                catch_up
+                    .pending
+                    .extend(batch.iter().filter_map(StateOp::persistent_copy));
+                if catch_up.pending.len() > MAX_PENDING {
+                    let dropped = catch_up.pending.len() - MAX_PENDING;
+                    catch_up.pending.drain(..dropped);
+                }
+                if std::time::Instant::now() >= reopen_at {
+                    reopen_at = std::time::Instant::now() + RETRY_EVERY;
+                    if let Ok(db) = State::open(path) {
+                        tracing::warn!(path = %path.display(), waiting = catch_up.pending.len(), "state database opened at last: the bans since start are stored now");
+                        checkpointer = db.checkpoint_apart(checkpoint::PAUSE, errors.clone());
+                        state = Some(db);
+                        if let Some(db) = state.as_mut() {
+                            write(db, &mut catch_up, checkpointer.as_ref());
+                        }
+                    }
+                }
+            }
+        } else if let Some(db) = state.as_mut() {
             // Writes that failed before are retried first, in order, so the state catches up
             // once the disk is writable again.
             catch_up
                 .pending
                 .extend(batch.iter().filter_map(StateOp::persistent_copy));
-            write(db, &mut catch_up);
+            write(db, &mut catch_up, checkpointer.as_ref());
         }
         for op in batch.drain(..) {
             let (jail, command) = match op {
@@ -710,7 +738,7 @@ pub(crate) fn writer(
                 break;
             }
             std::thread::sleep(RETRY_EVERY);
-            write(db, &mut catch_up);
+            write(db, &mut catch_up, checkpointer.as_ref());
         }
         if !catch_up.pending.is_empty() {
             tracing::error!(
@@ -994,7 +1022,7 @@ mod tests {
 
         let (tx, rx) = mpsc::channel(64);
         let writer = std::thread::spawn(move || {
-            writer(Some(state), rx, metrics::Counter::noop(), None);
+            writer(Some(state), rx, metrics::Counter::noop(), None, None);
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -1066,13 +1094,40 @@ mod tests {
         }
     }
 
+    /// A database that could not be opened at start (its directory missing, mounted late) is
+    /// opened again while the daemon runs, and gets the bans decided meanwhile.
+    #[test]
+    fn a_state_database_that_could_not_be_opened_at_start_gets_the_bans_once_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late").join("state.db");
+        // A file where the directory belongs: not even root can open the database.
+        std::fs::write(dir.path().join("late"), "not a directory").unwrap();
+        assert!(State::open(&path).is_err(), "not openable yet");
+        let (tx, rx) = mpsc::channel(64);
+        let reopen = Some(path.clone());
+        let writer =
+            std::thread::spawn(move || writer(None, rx, metrics::Counter::noop(), None, reopen));
+        send_and_wait(&tx, ban_op("192.0.2.7"));
+        std::fs::remove_file(dir.path().join("late")).unwrap();
+        send_and_wait(&tx, ban_op("192.0.2.8"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !path.exists() || stored_targets(&path).len() < 2 {
+            assert!(Instant::now() < deadline, "the database was never opened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(stored_targets(&path), ["192.0.2.7/32", "192.0.2.8/32"]);
+        drop(tx);
+        writer.join().unwrap();
+    }
+
     /// A jail whose runner takes nothing (a hung command action) does not stop the writer:
     /// another jail's ban reaches its runner at once, and the slow jail's commands reach its
     /// runner, in order, once it takes them again.
     #[test]
     fn a_runner_that_takes_nothing_holds_up_only_its_own_jail() {
         let (tx, rx) = mpsc::channel(64);
-        let writer = std::thread::spawn(move || writer(None, rx, metrics::Counter::noop(), None));
+        let writer =
+            std::thread::spawn(move || writer(None, rx, metrics::Counter::noop(), None, None));
         let (slow_tx, mut slow_rx) = mpsc::channel::<ActionCommand>(1);
         let (fast_tx, mut fast_rx) = mpsc::channel::<ActionCommand>(16);
         let routes = HashMap::from([("slow".to_string(), slow_tx), ("sshd".to_string(), fast_tx)]);
@@ -1128,8 +1183,9 @@ mod tests {
         let path = dir.path().join("state.db");
         let (state, control) = refusing_state(dir.path());
         let (tx, rx) = mpsc::channel(64);
-        let writer =
-            std::thread::spawn(move || writer(Some(state), rx, metrics::Counter::noop(), None));
+        let writer = std::thread::spawn(move || {
+            writer(Some(state), rx, metrics::Counter::noop(), None, None)
+        });
 
         // Refused, then nothing more arrives: the retry alone must store it.
         control
