@@ -611,6 +611,7 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
         }
         if read_chunk == READ_CHUNK {
             // A spare buffer rather than a new one, when the reads need one.
+            spares.buffers.open();
             spares::refill(&mut buf, read_chunk, READ_BUFFER, &spares.buffers);
         }
         buf.reserve(read_chunk);
@@ -630,7 +631,12 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
                     continue;
                 }
             }
+        } else if let Some(r) = read_now(&mut stream, &mut buf) {
+            Ok(r)
         } else {
+            // Nothing to read now: the connection may stay quiet for long, and keeps no spare
+            // read buffer meanwhile (the batches still being applied free theirs).
+            spares.buffers.close();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,

@@ -6,8 +6,9 @@
 //! consolidation a large free starts), the runtime threads 6-8% in page faults of fresh read
 //! buffers (BENCHMARKS.md, eighth round).
 //!
-//! Each list is bounded ([`FreeList::new`]): a connection keeps at most that many spares, and
-//! drops them when it ends (an idle daemon has none).
+//! Each list is bounded ([`FreeList::new`]): a connection keeps at most that many spares, drops
+//! its spare read buffers while it waits for bytes ([`FreeList::close`]), and drops every
+//! spare when it ends (an idle daemon, or an open connection with nothing to read, holds none).
 
 use std::sync::Mutex;
 
@@ -20,7 +21,14 @@ pub(crate) static TAKEN: std::sync::atomic::AtomicUsize = std::sync::atomic::Ato
 /// A bounded list of spare `T`s shared by a connection's threads.
 pub(crate) struct FreeList<T> {
     most: usize,
-    items: Mutex<Vec<T>>,
+    items: Mutex<Spare<T>>,
+}
+
+/// The spares, and whether the list takes more.
+struct Spare<T> {
+    items: Vec<T>,
+    /// False while the connection waits for bytes ([`FreeList::close`]).
+    open: bool,
 }
 
 impl<T> FreeList<T> {
@@ -28,13 +36,16 @@ impl<T> FreeList<T> {
     pub(crate) fn new(most: usize) -> Self {
         FreeList {
             most,
-            items: Mutex::new(Vec::with_capacity(most)),
+            items: Mutex::new(Spare {
+                items: Vec::with_capacity(most),
+                open: true,
+            }),
         }
     }
 
     /// A spare, if any.
     pub(crate) fn take(&self) -> Option<T> {
-        let spare = self.items.lock().ok()?.pop();
+        let spare = self.items.lock().ok()?.items.pop();
         #[cfg(test)]
         if spare.is_some() {
             TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -44,19 +55,39 @@ impl<T> FreeList<T> {
 
     /// Keeps `item` for reuse when the list has room; else it is dropped here.
     pub(crate) fn put(&self, item: T) {
-        if let Ok(mut items) = self.items.lock() {
-            if items.len() < self.most {
-                items.push(item);
+        if let Ok(mut spare) = self.items.lock() {
+            if spare.open && spare.items.len() < self.most {
+                spare.items.push(item);
                 return;
             }
         }
         drop(item);
     }
 
+    /// Drops every spare and takes no more until [`FreeList::open`]: a connection that waits
+    /// for bytes (and may stay idle for long) keeps no spare memory.
+    pub(crate) fn close(&self) {
+        let dropped = match self.items.lock() {
+            Ok(mut spare) => {
+                spare.open = false;
+                std::mem::take(&mut spare.items)
+            }
+            Err(_) => Vec::new(),
+        };
+        drop(dropped);
+    }
+
+    /// Takes spares again (after [`FreeList::close`]).
+    pub(crate) fn open(&self) {
+        if let Ok(mut spare) = self.items.lock() {
+            spare.open = true;
+        }
+    }
+
     /// Spares held now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.items.lock().map_or(0, |items| items.len())
+        self.items.lock().map_or(0, |spare| spare.items.len())
     }
 }
 
@@ -113,6 +144,16 @@ mod tests {
         assert_eq!(list.len(), 2);
         assert!(list.take().is_some() && list.take().is_some());
         assert!(list.take().is_none());
+        // Closed (the connection waits for bytes): what it held is gone, nothing is kept.
+        list.put(vec![1]);
+        list.close();
+        assert_eq!(list.len(), 0);
+        list.put(vec![2]);
+        assert_eq!(list.len(), 0);
+        assert!(list.take().is_none());
+        list.open();
+        list.put(vec![3]);
+        assert_eq!(list.take(), Some(vec![3]));
     }
 
     #[test]
