@@ -1,10 +1,10 @@
 //! A connection's spare batch memory: the read buffers, frame tables and result vectors its
 //! batches are done with, handed back by the ordered side to the reader (and through the
 //! reader to the match workers) instead of freed on the ordered side's thread and allocated
-//! again on the reader's. In the seventh round's profile the ordered side's thread spent 31%
-//! of its time in `malloc`/`free` (batches allocated on another thread, and the fastbin
-//! consolidation a large free starts), the runtime threads 6-8% in page faults of fresh read
-//! buffers (BENCHMARKS.md, eighth round).
+//! again on the reader's. In the profile of the build before this (BENCHMARKS.md, eighth
+//! round) the ordered side's thread spent 31% of its time in `malloc`/`free` (batches
+//! allocated on another thread, and the fastbin consolidation a large free starts), the
+//! runtime threads 4-8% in page faults of fresh read buffers.
 //!
 //! Each list is bounded ([`FreeList::new`]): a connection keeps at most that many spares, drops
 //! its spare read buffers while it waits for bytes ([`FreeList::close`]), and drops every
