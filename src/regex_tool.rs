@@ -302,7 +302,12 @@ pub(crate) fn judge_at(
         Err(_) => (line.trim(), None),
     };
     let (result, host, regex, user) = match filter.check(message) {
-        Verdict::Failure(m) => ("matched", Some(m.ip), Some(m.regex), m.user),
+        Verdict::Failure(m) => (
+            "matched",
+            Some(m.ip),
+            Some(m.regex),
+            m.user.map(String::from),
+        ),
         Verdict::Ignored(i) => ("ignored", None, Some(i), None),
         Verdict::Missed => ("missed", None, None, None),
     };

@@ -409,8 +409,8 @@ pub struct FilterMatch {
     pub ip: IpAddr,
     /// Index of the failregex that matched.
     pub regex: usize,
-    /// `<F-USER>` when the pattern has one.
-    pub user: Option<String>,
+    /// `<F-USER>` when the pattern has one (inline when short: no allocation per failure).
+    pub user: Option<super::UserName>,
 }
 
 impl Filter {
@@ -667,7 +667,7 @@ impl Filter {
         if let Some(ignored) = self.ignore.matches(content).iter().next() {
             return Some(Verdict::Ignored(ignored));
         }
-        let user = pattern.user.and_then(text).map(str::to_string);
+        let user = pattern.user.and_then(text).map(super::UserName::from);
         Some(Verdict::Failure(FilterMatch {
             ip,
             regex: index,

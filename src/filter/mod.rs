@@ -15,6 +15,7 @@ pub(crate) mod required;
 pub(crate) mod router;
 pub mod session;
 pub(crate) mod template;
+pub mod user_name;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use engine::{
     parse_address, BadPattern, FailClass, Filter, FilterMatch, FilterSource, PatternError, Verdict,
 };
 pub(crate) use lookup::{locate, FilterFile};
+pub use user_name::UserName;
 
 /// A jail's compiled filter: a native TOML filter or a fail2ban `.conf` filter.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use super::dispatch::Dispatch;
 use super::fail2ban::{FailureId, LineState};
 use super::session::{self, Sessions};
-use super::{FailClass, Filter, FilterMatch, JailFilter, Verdict};
+use super::{FailClass, Filter, FilterMatch, JailFilter, UserName, Verdict};
 use crate::parse::{Event, ProcId};
 
 mod explain;
@@ -312,7 +312,7 @@ impl Router {
                             FilterMatch {
                                 ip,
                                 regex: found.regex,
-                                user: found.user.clone(),
+                                user: found.user.as_deref().map(UserName::from),
                             },
                             event.repeat,
                         ),

@@ -6,6 +6,7 @@
 pub(crate) mod batch;
 pub mod framing;
 pub(crate) mod parallel;
+mod spares;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 pub(crate) mod udp;

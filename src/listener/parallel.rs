@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{Found, FrameDecoder};
+use super::spares::{self, FreeList};
 use super::{Origin, Pipeline, Prepared, Receipt, SharedPipeline};
 use crate::evidence::tail;
 use crate::filter::router::Matched;
@@ -51,13 +52,74 @@ const READ_CHUNK: usize = 256 * 1024;
 /// up to `max_tcp_connections`) keeps a buffer of this size, not [`READ_CHUNK`].
 const FIRST_READ_CHUNK: usize = 64 * 1024;
 
+/// Bytes of a read buffer allocated once a connection reads [`READ_CHUNK`] at a time: room
+/// for a read and a batch's bytes carried over, so the buffer can be read into again once
+/// every batch split off it is done ([`spares::refill`]).
+const READ_BUFFER: usize = READ_CHUNK + READ_CHUNK / 2;
+
+/// Spare read buffers one connection keeps (each [`READ_BUFFER`] bytes or more).
+const SPARE_BUFFERS: usize = 4;
+
 /// One batch for a worker.
 struct Job {
     pipeline: Arc<Pipeline>,
     frames: Frames,
     receipt: Receipt,
     peer: IpAddr,
+    /// Empty vectors for the results (a previous batch's, handed back).
+    results: Results,
     done: oneshot::Sender<Matches>,
+}
+
+/// A batch's result vectors: the hits and the verdicts of [`Matches`].
+type Results = (Vec<(u32, Prepared)>, Vec<Matched>);
+
+/// What one connection's batches are done with, for its next batches: the reader takes
+/// from these lists, the ordered side hands back to them, so a batch's memory is allocated
+/// and freed on one thread once, not per batch across threads (see [`spares`]).
+struct Spares {
+    /// Read buffers whose every batch is applied.
+    buffers: FreeList<BytesMut>,
+    /// Frame tables ([`Frames::at`]), emptied.
+    tables: FreeList<Vec<Range<usize>>>,
+    /// Result vectors, emptied.
+    results: FreeList<Results>,
+}
+
+impl Spares {
+    /// Lists bounded by what one connection can have in hand at once: `in_flight` batches
+    /// at the pool and as many queued for the ordered side, one applied, one filling.
+    fn new(in_flight: usize) -> Spares {
+        let batches = 2 * in_flight + 2;
+        Spares {
+            buffers: FreeList::new(SPARE_BUFFERS),
+            tables: FreeList::new(batches),
+            results: FreeList::new(batches),
+        }
+    }
+
+    /// An empty frame table.
+    fn table(&self) -> Vec<Range<usize>> {
+        self.tables
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH))
+    }
+
+    /// Takes back what a done batch held: its frame table, its read buffer when no other
+    /// batch reads it, and its result vectors.
+    fn recycle(&self, frames: Frames, results: Option<Results>) {
+        let Frames { chunk, mut at } = frames;
+        at.clear();
+        self.tables.put(at);
+        if let Some(buffer) = spares::reclaim(chunk, READ_BUFFER) {
+            self.buffers.put(buffer);
+        }
+        if let Some((mut hits, mut verdicts)) = results {
+            hits.clear();
+            verdicts.clear();
+            self.results.put((hits, verdicts));
+        }
+    }
 }
 
 /// What a worker found in a batch: for each frame the ordered part has work for, in order,
@@ -69,7 +131,7 @@ struct Matches {
     frames: Frames,
 }
 
-/// The match workers every connection of a listener shares.
+/// The match workers every connection of every TCP and TLS listener shares (one pool per daemon).
 pub(crate) struct Pool {
     /// Worker threads the pool runs (as many as runtime workers).
     workers: usize,
@@ -171,6 +233,7 @@ fn work(job: Job) {
         frames,
         receipt,
         peer,
+        results: (mut hits, mut verdicts),
         done,
     } = job;
     // Tests stand in for a matching bug with this frame: the worker must outlive the panic.
@@ -180,16 +243,11 @@ fn work(job: Job) {
     }
     let local = thread_copy(&pipeline);
     drop(pipeline);
-    let mut verdicts = Vec::new();
-    let hits = frames
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| {
-            local
-                .matches(f, receipt, Origin::Peer(peer), &mut verdicts)
-                .map(|hit| (i as u32, hit))
-        })
-        .collect();
+    hits.extend(frames.iter().enumerate().filter_map(|(i, f)| {
+        local
+            .matches(f, receipt, Origin::Peer(peer), &mut verdicts)
+            .map(|hit| (i as u32, hit))
+    }));
     // The connection is gone: nothing to hand back.
     let _ = done.send(Matches {
         hits,
@@ -250,6 +308,8 @@ struct Sink {
     received: metrics::Counter,
     failures: mpsc::Sender<Failure>,
     found: Vec<Failure>,
+    /// Where each applied batch's memory goes back to the reader.
+    spares: Arc<Spares>,
 }
 
 impl Sink {
@@ -276,7 +336,7 @@ impl Sink {
     async fn process(
         &mut self,
         pipeline: &Pipeline,
-        frames: &Frames,
+        frames: Frames,
         receipt: Receipt,
         messages: u64,
     ) -> bool {
@@ -284,6 +344,7 @@ impl Sink {
         for frame in frames.iter() {
             pipeline.process(frame, receipt, origin, &mut self.found);
         }
+        self.spares.recycle(frames, None);
         self.received.increment(messages);
         self.flush().await
     }
@@ -299,23 +360,25 @@ impl Sink {
         } = pending;
         match matches {
             Some(Matches {
-                hits,
-                verdicts,
+                mut hits,
+                mut verdicts,
                 frames,
             }) => {
                 let origin = Origin::Peer(self.peer.ip());
-                let mut verdicts = verdicts.into_iter();
-                for (i, prepared) in hits {
+                let mut taken = verdicts.drain(..);
+                for (i, prepared) in hits.drain(..) {
                     let frame = frames.get(i as usize).unwrap_or_default();
                     pipeline.apply(
                         prepared,
                         frame,
                         origin,
-                        &mut verdicts,
+                        &mut taken,
                         receipt,
                         &mut self.found,
                     );
                 }
+                drop(taken);
+                self.spares.recycle(frames, Some((hits, verdicts)));
             }
             None => {
                 // Read, so received; lost to a bug, so also dropped, as a frame whose parse
@@ -341,7 +404,7 @@ impl Sink {
                 frames,
                 receipt,
                 messages,
-            } => self.process(&pipeline, &frames, receipt, messages).await,
+            } => self.process(&pipeline, frames, receipt, messages).await,
             Batch::Counted(messages) => {
                 self.received.increment(messages);
                 true
@@ -388,9 +451,10 @@ impl Frames {
 }
 
 impl Filling {
-    fn new() -> Self {
+    /// An empty batch, its frame table a spare one when there is one.
+    fn new(spares: &Spares) -> Self {
         Filling {
-            frames: Vec::with_capacity(BATCH),
+            frames: spares.table(),
             messages: 0,
         }
     }
@@ -486,8 +550,13 @@ fn read_now<S: AsyncRead + Unpin>(
 
 /// Takes the filling batch and splits the bytes its frames are in (`buf[..at]`) off the read
 /// buffer; framing goes on from the buffer's start.
-fn take_batch(filling: &mut Filling, buf: &mut BytesMut, at: &mut usize) -> (Filling, Bytes) {
-    let batch = std::mem::replace(filling, Filling::new());
+fn take_batch(
+    filling: &mut Filling,
+    buf: &mut BytesMut,
+    at: &mut usize,
+    spares: &Spares,
+) -> (Filling, Bytes) {
+    let batch = std::mem::replace(filling, Filling::new(spares));
     let chunk = buf.split_to(*at).freeze();
     *at = 0;
     (batch, chunk)
@@ -507,17 +576,19 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
 ) {
     tracing::debug!(%peer, "connected");
     let _served = Served::new(&pool);
+    let spares = Arc::new(Spares::new(pool.in_flight()));
     let mut ordered = Ordered::Here(Sink {
         peer,
         received: messages_received(transport),
         failures,
         found: Vec::new(),
+        spares: spares.clone(),
     });
     let mut decoder = FrameDecoder::new(shared.load().max_message_bytes());
     let mut read_chunk = FIRST_READ_CHUNK;
     let mut buf = BytesMut::with_capacity(read_chunk);
     // The batch being filled; it may span reads while the socket has bytes at once.
-    let mut filling = Filling::new();
+    let mut filling = Filling::new(&spares);
     // Where framing stands in `buf`: the bytes before it are the filling batch's.
     let mut at = 0;
     // The last read's time and configuration, for the batches its frames end.
@@ -528,14 +599,20 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
     let send = async |(filling, buf, at): (&mut Filling, &mut BytesMut, &mut usize),
                       (pipeline, receipt): (&Arc<Pipeline>, Receipt),
                       ordered: &mut Ordered| {
-        let (batch, chunk) = take_batch(filling, buf, at);
-        hand_over(batch, chunk, pipeline, receipt, &pool, peer.ip(), ordered).await
+        let (batch, chunk) = take_batch(filling, buf, at, &spares);
+        let to = (&*pool, &*spares, ordered);
+        hand_over(batch, chunk, pipeline, receipt, peer.ip(), to).await
     };
     loop {
         // A batch may span reads without passing the select below: a stop (or the listener's
         // removal by a reload) is seen here too, also while the peer keeps the socket full.
         if shutdown.is_cancelled() {
             break;
+        }
+        if read_chunk == READ_CHUNK {
+            // A spare buffer rather than a new one, when the reads need one.
+            spares.buffers.open();
+            spares::refill(&mut buf, read_chunk, READ_BUFFER, &spares.buffers);
         }
         buf.reserve(read_chunk);
         let read = if filling.messages > 0 {
@@ -554,7 +631,12 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
                     continue;
                 }
             }
+        } else if let Some(r) = read_now(&mut stream, &mut buf) {
+            Ok(r)
         } else {
+            // Nothing to read now: the connection may stay quiet for long, and keeps no spare
+            // read buffer meanwhile (the batches still being applied free theirs).
+            spares.buffers.close();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
@@ -678,9 +760,8 @@ async fn hand_over(
     chunk: Bytes,
     pipeline: &Arc<Pipeline>,
     receipt: Receipt,
-    pool: &Pool,
     peer: IpAddr,
-    ordered: &mut Ordered,
+    (pool, spares, ordered): (&Pool, &Spares, &mut Ordered),
 ) -> bool {
     if filling.messages == 0 {
         return true;
@@ -699,6 +780,7 @@ async fn hand_over(
         return ordered.take(whole).await;
     }
     if frames.at.is_empty() {
+        spares.tables.put(frames.at);
         return ordered.take(Batch::Counted(filling.messages)).await;
     }
     ordered.apart(pool.in_flight());
@@ -708,6 +790,7 @@ async fn hand_over(
         frames,
         receipt,
         peer,
+        results: spares.results.take().unwrap_or_default(),
         done,
     };
     if !pool.submit(job).await {
@@ -748,6 +831,7 @@ mod tests {
             received: metrics::Counter::noop(),
             failures: tx,
             found: ["192.0.2.1", "192.0.2.2", "192.0.2.3"].map(failure).into(),
+            spares: Arc::new(Spares::new(4)),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -777,6 +861,7 @@ mod tests {
             received,
             failures: tx,
             found: Vec::new(),
+            spares: Arc::new(Spares::new(4)),
         };
         let (_done, result) = oneshot::channel();
         let pending = Pending {
@@ -867,6 +952,7 @@ mod tests {
                 },
                 receipt: Receipt::now(),
                 peer: peer.ip(),
+                results: Default::default(),
                 done,
             };
             (job, result)
@@ -955,6 +1041,52 @@ mod tests {
                 "the pool changed what was found or its order"
             );
         }
+    }
+
+    /// Every line a failure of its own user (its bytes differ from every other line's), sent
+    /// in reads of [`READ_CHUNK`], so read buffers, frame tables and result vectors are reused
+    /// many times over: a frame showing a byte of a previous batch would change a failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recycled_buffers_carry_no_previous_batchs_bytes_into_a_frame() {
+        let mut bytes = Vec::new();
+        for i in 0..60_000u32 {
+            let line = format!(
+                "<38>Nov 20 00:00:00 h{} sshd[{}]: Failed password for user{i:x}{} from 192.0.2.{} port 22 ssh2\n",
+                i % 3,
+                i % 97,
+                "z".repeat((i % 13) as usize),
+                i % 200
+            );
+            bytes.extend_from_slice(line.as_bytes());
+            if i % 5_000 == 0 {
+                bytes.extend_from_slice(b"<38>Nov 20 00:00:00 h sshd[1]: Accepted password for user from 192.0.2.3 port 22 ssh2\n");
+            }
+        }
+        let expected = found_by_one_task(&bytes);
+        assert!(expected.len() > 50_000, "{}", expected.len());
+        let taken = super::spares::TAKEN.load(Ordering::Relaxed);
+        let shared: SharedPipeline = Arc::new(arc_swap::ArcSwap::from_pointee(pipeline()));
+        let (tx, mut rx) = mpsc::channel(1 << 17);
+        connection(
+            &bytes[..],
+            "tcp",
+            "127.0.0.1:514".parse().unwrap(),
+            Duration::from_secs(30),
+            shared,
+            Pool::new(),
+            tx,
+            CancellationToken::new(),
+        )
+        .await;
+        let got: Vec<Seen> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|f| seen(&f))
+            .collect();
+        assert!(
+            super::spares::TAKEN.load(Ordering::Relaxed) > taken,
+            "nothing was reused"
+        );
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "a frame changed with reused memory");
     }
 
     /// What one task processing `bytes` line by line finds, in order.
