@@ -208,6 +208,21 @@ fn run_restored(ns: &Netns, action: ActionSpec, restored: Vec<BanOrder>) -> BTre
         .collect()
 }
 
+/// Runs an nft script inside `ns` (kernel state made before a runner starts).
+fn nft_script(ns: &Netns, script: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(script.as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(out.success(), "{script}");
+}
+
 #[test]
 fn reconcile_removes_stale_kernel_bans_and_adds_missing_restored_ones() {
     let ns = Netns::new("rec");
@@ -225,17 +240,7 @@ fn reconcile_removes_stale_kernel_bans_and_adds_missing_restored_ones() {
     let nft_start = jailsink::action::nftables::start_script(&spec("sshd", false));
     let seeded =
         format!("{nft_start}add element inet jailsink sshd-v4 {{ 192.0.2.99, 192.0.2.21 }}\n");
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(seeded.as_bytes())?;
-            c.wait()
-        })
-        .unwrap();
-    assert!(out.success());
+    nft_script(&ns, &seeded);
     let got = run_restored(&ns, ActionSpec::Nftables(spec("sshd", false)), restored());
     assert_eq!(got, want, "nftables");
 
@@ -283,17 +288,7 @@ fn nftables_remakes_sets_whose_flags_the_config_changed() {
         "{}add element inet jailsink sshd-v4 {{ 192.0.2.99 }}\n",
         jailsink::action::nftables::start_script(&spec("sshd", false))
     );
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(seeded.as_bytes())?;
-            c.wait()
-        })
-        .unwrap();
-    assert!(out.success());
+    nft_script(&ns, &seeded);
     let networks = FirewallSpec {
         v4_networks: true,
         ..spec("sshd", false)
