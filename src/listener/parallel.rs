@@ -87,6 +87,21 @@ struct Spares {
 }
 
 impl Spares {
+    /// Drops every spare and keeps none until [`Spares::open`]: read buffers, frame tables and
+    /// result vectors alike (a quiet connection holds no batch memory).
+    fn close(&self) {
+        self.buffers.close();
+        self.tables.close();
+        self.results.close();
+    }
+
+    /// Keeps spares again, once bytes come.
+    fn open(&self) {
+        self.buffers.open();
+        self.tables.open();
+        self.results.open();
+    }
+
     /// Lists bounded by what one connection can have in hand at once: `in_flight` batches
     /// at the pool and as many queued for the ordered side, one applied, one filling.
     fn new(in_flight: usize) -> Spares {
@@ -611,7 +626,7 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
         }
         if read_chunk == READ_CHUNK {
             // A spare buffer rather than a new one, when the reads need one.
-            spares.buffers.open();
+            spares.open();
             spares::refill(&mut buf, read_chunk, READ_BUFFER, &spares.buffers);
         }
         buf.reserve(read_chunk);
@@ -635,8 +650,8 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             Ok(r)
         } else {
             // Nothing to read now: the connection may stay quiet for long, and keeps no spare
-            // read buffer meanwhile (the batches still being applied free theirs).
-            spares.buffers.close();
+            // memory meanwhile (the batches still being applied free theirs).
+            spares.close();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
@@ -808,6 +823,31 @@ async fn hand_over(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection waiting for bytes keeps no batch memory of any kind: read buffers, frame
+    /// tables and result vectors are all dropped, and none is kept until bytes come again.
+    #[test]
+    fn a_quiet_connection_keeps_no_spares() {
+        let spares = Spares::new(2);
+        spares.buffers.put(BytesMut::with_capacity(16));
+        spares.tables.put(Vec::with_capacity(16));
+        spares.results.put(Results::default());
+        spares.close();
+        spares.tables.put(Vec::with_capacity(16));
+        spares.results.put(Results::default());
+        assert_eq!(
+            (
+                spares.buffers.len(),
+                spares.tables.len(),
+                spares.results.len()
+            ),
+            (0, 0, 0)
+        );
+        spares.open();
+        spares.tables.put(Vec::with_capacity(16));
+        spares.results.put(Results::default());
+        assert_eq!((spares.tables.len(), spares.results.len()), (1, 1));
+    }
 
     #[test]
     fn failures_a_gone_jail_task_cannot_take_are_counted() {

@@ -7,8 +7,8 @@
 //! runtime threads 4-8% in page faults of fresh read buffers.
 //!
 //! Each list is bounded ([`FreeList::new`]): a connection keeps at most that many spares, drops
-//! its spare read buffers while it waits for bytes ([`FreeList::close`]), and drops every
-//! spare when it ends (an idle daemon, or an open connection with nothing to read, holds none).
+//! its spares while it waits for bytes ([`FreeList::close`]), and drops every spare when it
+//! ends (an idle daemon, or an open connection with nothing to read, holds none).
 
 use std::sync::Mutex;
 
@@ -124,7 +124,13 @@ pub(crate) fn refill(
                 }
                 // Too small for these bytes: freed here, where reads allocate.
             }
-            None => break BytesMut::with_capacity(need.max(fresh_bytes)),
+            // A frame longer than a fresh buffer (a large max_message_bytes) grows it by
+            // doubling, as BytesMut::reserve does: growing to just fit would copy the whole
+            // frame again at every read (quadratic in its length).
+            None if need > fresh_bytes => {
+                break BytesMut::with_capacity(need.max(2 * buf.capacity()))
+            }
+            None => break BytesMut::with_capacity(fresh_bytes),
         }
     };
     next.extend_from_slice(buf);
@@ -134,6 +140,31 @@ pub(crate) fn refill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 16 MiB frame read 64 KiB at a time moves its buffer a handful of times (doubling),
+    /// not once per read.
+    #[test]
+    fn refill_grows_a_long_frames_buffer_by_doubling() {
+        let (chunk, fresh) = (64 * 1024, 384 * 1024);
+        let spares = FreeList::new(4);
+        let mut buf = BytesMut::with_capacity(fresh);
+        let mut moves = 0;
+        while buf.len() < 16 << 20 {
+            let before = buf.as_ptr();
+            refill(&mut buf, chunk, fresh, &spares);
+            if buf.as_ptr() != before {
+                moves += 1;
+            }
+            let filled = buf.len() % 251;
+            buf.extend((0..chunk).map(|i| ((filled + i) % 251) as u8));
+        }
+        assert!(
+            moves <= 8,
+            "{moves} moves of the buffer for one 16 MiB frame"
+        );
+        // What was read stayed in order through every move.
+        assert!(buf.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    }
 
     #[test]
     fn a_list_keeps_at_most_its_bound() {
