@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::lab::Netns;
 use crate::redis_support::Redis;
 use crate::support::{filter_dir, log_tcp, wait_for, Daemon};
+use jailsink::fleet::publish::{LIFT, PRUNE, PUT};
 
 /// Writes `text` (with `@DIR@`) as a config in a new directory and runs `jailsink ARGS` on it
 /// (the config's `-c`); returns the exit code and stderr.
@@ -1639,23 +1640,8 @@ fn fleet_unban_script_lifts_only_the_ban_it_names() {
     let redis = Redis::start("", &[]);
     // The unban of `member` naming the ban decided at `lifts` ("" for none), from `origin`.
     let unban = |member: &str, lifts: &str, origin: &str| -> String {
-        redis
-            .cli(&[
-                "EVAL",
-                jailsink::fleet::publish::LIFT,
-                "5",
-                "t:active",
-                "t:details",
-                "t:decided",
-                "t:hidden",
-                "t:events",
-                member,
-                lifts,
-                origin,
-                "1000",
-            ])
-            .trim()
-            .to_string()
+        let keys = ["t:active", "t:details", "t:decided", "t:hidden", "t:events"];
+        eval(&redis, LIFT, &keys, &[member, lifts, origin, "1000"])
     };
     let eval = |member: &str, lifts: &str| unban(member, lifts, "sink-a");
     let hold = |member: &str, banned_at: u64| {
@@ -1787,20 +1773,12 @@ fn fleet_ban_script_keeps_the_ban_that_ends_later() {
     let redis = Redis::start("", &[]);
     let put = |score: &str, origin: &str| -> String {
         let details = format!(r#"{{"op":"ban","jail":"sshd","origin":"{origin}"}}"#);
-        redis
-            .cli(&[
-                "EVAL",
-                jailsink::fleet::publish::PUT,
-                "3",
-                "t:active",
-                "t:bans",
-                "t:hidden",
-                "sshd|192.0.2.9/32",
-                score,
-                &details,
-            ])
-            .trim()
-            .to_string()
+        eval(
+            &redis,
+            PUT,
+            &PUT_KEYS,
+            &["sshd|192.0.2.9/32", score, &details],
+        )
     };
     let kept = || {
         let details = redis.cli(&["HGET", "t:bans", "sshd|192.0.2.9/32"]);
@@ -1822,24 +1800,23 @@ fn fleet_ban_script_keeps_the_ban_that_ends_later() {
     assert!(kept().0.contains(r#""origin":"f""#), "{:?}", kept());
     // A run of bans in one call, in order: a ten-minute ban, a longer one of the same member,
     // and a shorter one that the longer outlasts.
-    let written = redis.cli(&[
-        "EVAL",
-        jailsink::fleet::publish::PUT,
-        "3",
-        "t:active",
-        "t:bans",
-        "t:hidden",
-        "sshd|192.0.2.10/32",
-        "1700000600000",
-        r#"{"origin":"g"}"#,
-        "sshd|192.0.2.10/32",
-        "1700003600000",
-        r#"{"origin":"h"}"#,
-        "sshd|192.0.2.10/32",
-        "1700000900000",
-        r#"{"origin":"i"}"#,
-    ]);
-    assert_eq!(written.trim(), "2");
+    let written = eval(
+        &redis,
+        PUT,
+        &PUT_KEYS,
+        &[
+            "sshd|192.0.2.10/32",
+            "1700000600000",
+            r#"{"origin":"g"}"#,
+            "sshd|192.0.2.10/32",
+            "1700003600000",
+            r#"{"origin":"h"}"#,
+            "sshd|192.0.2.10/32",
+            "1700000900000",
+            r#"{"origin":"i"}"#,
+        ],
+    );
+    assert_eq!(written, "2");
     let details = redis.cli(&["HGET", "t:bans", "sshd|192.0.2.10/32"]);
     assert!(details.contains(r#""origin":"h""#), "{details}");
 }
@@ -1864,26 +1841,12 @@ fn fleet_a_ban_hidden_behind_a_longer_one_comes_back_when_that_is_lifted() {
     let put = |origin: &str, banned_at: u64, end: Option<u64>| {
         let score = end.map_or("+inf".to_string(), |e| e.to_string());
         let text = details(origin, banned_at, end);
-        let keys = ["3", "t:active", "t:bans", "t:hidden"];
-        let mut args = vec!["EVAL", jailsink::fleet::publish::PUT];
-        args.extend(keys);
-        args.extend([m, &score, &text]);
-        redis.cli(&args).trim().to_string()
+        eval(&redis, PUT, &PUT_KEYS, &[m, &score, &text])
     };
     let lift = |banned_at: u64, origin: &str| {
         let at = banned_at.to_string();
-        let keys = [
-            "5",
-            "t:active",
-            "t:bans",
-            "t:decided",
-            "t:hidden",
-            "t:events",
-        ];
-        let mut args = vec!["EVAL", jailsink::fleet::publish::LIFT];
-        args.extend(keys);
-        args.extend([m, &at, origin, "1000"]);
-        redis.cli(&args).trim().to_string()
+        let keys = ["t:active", "t:bans", "t:decided", "t:hidden", "t:events"];
+        eval(&redis, LIFT, &keys, &[m, &at, origin, "1000"])
     };
     let held_by = || {
         let text = redis.cli(&["HGET", "t:bans", m]);
@@ -1951,16 +1914,8 @@ fn fleet_a_ban_hidden_behind_a_longer_one_comes_back_when_that_is_lifted() {
     assert_eq!(put("sink-a", now - 5, Some(now - 1)), "1");
     assert_eq!(put("sink-b", now - 4, Some(now - 2)), "0");
     assert_eq!(hidden(), ["sink-b"]);
-    let pruned = redis.cli(&[
-        "EVAL",
-        jailsink::fleet::publish::PRUNE,
-        "3",
-        "t:active",
-        "t:bans",
-        "t:hidden",
-        &now.to_string(),
-    ]);
-    assert_eq!(pruned.trim(), "1");
+    let pruned = eval(&redis, PRUNE, &PUT_KEYS, &[&now.to_string()]);
+    assert_eq!(pruned, "1");
     assert!(hidden().is_empty());
     // At most 16 are kept, those that end last.
     assert_eq!(put("sink-a", now + 2, None), "1");
@@ -1968,15 +1923,7 @@ fn fleet_a_ban_hidden_behind_a_longer_one_comes_back_when_that_is_lifted() {
         let origin = format!("sink-{i}");
         let text = details(&origin, now + 10 + i, Some(now + 60_000 + i));
         let end = (now + 60_000 + i).to_string();
-        let mut args = vec![
-            "EVAL",
-            jailsink::fleet::publish::PUT,
-            "3",
-            "t:active",
-            "t:bans",
-        ];
-        args.extend(["t:hidden", m, &end, &text]);
-        assert_eq!(redis.cli(&args).trim(), "0");
+        assert_eq!(eval(&redis, PUT, &PUT_KEYS, &[m, &end, &text]), "0");
     }
     let kept = redis.cli(&["HGET", "t:hidden", m]);
     assert!(
@@ -2074,6 +2021,18 @@ fn spray_sinks(redis: &Redis, maxretry: u32) -> [Daemon; 2] {
         Daemon::start(&text("sink-s1")),
         Daemon::start(&text("sink-s2")),
     ]
+}
+
+/// The keys the ban and prune scripts get in these tests: active set, details, hidden bans.
+const PUT_KEYS: [&str; 3] = ["t:active", "t:bans", "t:hidden"];
+
+/// `script` run by redis-cli EVAL with `keys` and `args`; its answer, trimmed.
+fn eval(redis: &Redis, script: &str, keys: &[&str], args: &[&str]) -> String {
+    let count = keys.len().to_string();
+    let mut all = vec!["EVAL", script, &count];
+    all.extend(keys);
+    all.extend(args);
+    redis.cli(&all).trim().to_string()
 }
 
 /// An integer redis-cli answers.

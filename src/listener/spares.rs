@@ -207,16 +207,22 @@ mod tests {
         assert!(reclaim(chunk, 1000).is_none());
     }
 
+    /// A buffer of `capacity` that a batch filled with `len` bytes of `fill`, handed back by
+    /// [`reclaim`] once the batch is done.
+    fn recycled(fill: u8, capacity: usize, len: usize) -> BytesMut {
+        let mut old = BytesMut::with_capacity(capacity);
+        old.extend(std::iter::repeat_n(fill, len));
+        let chunk = old.split().freeze();
+        drop(old);
+        reclaim(chunk, len).expect("unique")
+    }
+
     /// A recycled buffer holds the previous batch's bytes in its allocation: what is read into
     /// it next, and the bytes carried over, are all a frame can see.
     #[test]
     fn a_recycled_buffer_never_shows_a_previous_batchs_bytes() {
         let spares = FreeList::new(4);
-        let mut old = BytesMut::with_capacity(4096);
-        old.extend_from_slice(&[b'X'; 4000]);
-        let chunk = old.split().freeze();
-        drop(old);
-        spares.put(reclaim(chunk, 4000).expect("unique"));
+        spares.put(recycled(b'X', 4096, 4000));
         // The reader's buffer: a part frame carried over, no room for the next read.
         let mut buf = BytesMut::with_capacity(16);
         buf.extend_from_slice(b"<38>Nov 2");
@@ -235,11 +241,7 @@ mod tests {
         assert_eq!(&buf[..], b"abc");
         assert!(buf.capacity() >= 8192);
         // A spare too small for what is carried and asked is dropped, not used.
-        let mut tiny = BytesMut::with_capacity(64);
-        tiny.extend_from_slice(&[b'Y'; 64]);
-        let chunk = tiny.split().freeze();
-        drop(tiny);
-        spares.put(reclaim(chunk, 64).expect("unique"));
+        spares.put(recycled(b'Y', 64, 64));
         let mut full = BytesMut::with_capacity(3);
         full.extend_from_slice(b"abc");
         refill(&mut full, 1000, 2048, &spares);
