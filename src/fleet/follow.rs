@@ -1038,8 +1038,9 @@ impl Follower {
                 None => FleetEvent::from_entry(&fields),
             };
             // A ban brought back when the longer ban hiding it was lifted (the lift script
-            // writes it again, marked): applied like any, but its age is not a propagation.
-            let live = !fields.iter().any(|(k, _)| *k == "again");
+            // writes it again in the fields format, marked): applied like any, but its age is
+            // not a propagation. A packed entry is never one.
+            let live = packed.is_some() || !fields.iter().any(|(k, _)| *k == "again");
             match decoded {
                 Ok(event) => self.apply(event, live, packed).await,
                 Err(error) => {

@@ -536,13 +536,13 @@ async fn publish(
     let mut restored = Vec::new();
     for (m, lifted) in unbans.iter().zip(lifted) {
         // 0 (another ban stays), 1 (lifted), or the origin of the ban that came back.
-        match redis::from_redis_value::<i64>(lifted.clone()) {
-            Ok(0) => {
+        match lifted {
+            redis::Value::Int(0) => {
                 tracing::info!(member = %m, "fleet: unban of another ban than the one in the active set; it stays")
             }
-            Ok(_) => {}
-            Err(_) => {
-                let origin = redis::from_redis_value::<String>(lifted).unwrap_or_default();
+            redis::Value::Int(_) => {}
+            other => {
+                let origin = redis::from_redis_value::<String>(other).unwrap_or_default();
                 tracing::info!(member = %m, %origin, "fleet: lifted; the ban it hid (by {origin}) is back in force");
                 restored.push(origin);
             }
