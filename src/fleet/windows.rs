@@ -282,35 +282,54 @@ async fn connect_scripts(
     }
 }
 
-/// Settles `unsettled` if connected, keeping only what Redis did not take; those wait for the
-/// returned time (their own back-off, which counting does not reset), and a lost connection,
-/// or one whose settle script Redis lost, is dropped to be made again (scripts loaded).
-async fn settle_pending(
-    conn: &mut Option<MultiplexedConnection>,
-    keys: &Keys,
-    unsettled: &mut Vec<Settled>,
-    backoff: &mut Backoff,
-) -> Instant {
-    let Some(c) = conn.as_mut() else {
-        return Instant::now();
-    };
-    match settle(c, keys, unsettled).await {
-        Ok(()) => {
-            backoff.reset();
-            Instant::now()
-        }
-        Err(error) => {
-            metrics::fleet_errors("redis").increment(1);
-            tracing::warn!(%error, markers = unsettled.len(), "fleet: cannot settle decided markers now; tried again");
-            if error.is_io_error()
-                || error.is_connection_dropped()
-                || error.is_timeout()
-                || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-            {
-                metrics::fleet_connected("windows").set(0.0);
-                *conn = None;
+/// Decided markers not settled yet (Redis was away or refused), tried again until Redis takes
+/// them (the script is safe to run twice), so a lost call never leaves the first hold.
+#[derive(Default)]
+struct Unsettled {
+    markers: Vec<Settled>,
+    /// Not tried again before then.
+    due: Option<Instant>,
+    /// Their own back-off, which counting does not reset.
+    backoff: Backoff,
+}
+
+impl Unsettled {
+    /// Adds markers the jail task settled (bounded: the oldest go first).
+    fn add(&mut self, settled: Vec<Settled>) {
+        self.markers.extend(settled);
+        bound_unsettled(&mut self.markers);
+    }
+
+    /// Whether a try is due now.
+    fn due(&self) -> bool {
+        self.due.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// Settles the markers if connected, keeping only what Redis did not take for a later try;
+    /// a lost connection, or one whose settle script Redis lost, is dropped to be made again
+    /// (scripts loaded).
+    async fn try_now(&mut self, conn: &mut Option<MultiplexedConnection>, keys: &Keys) {
+        let Some(c) = conn.as_mut() else {
+            return;
+        };
+        match settle(c, keys, &mut self.markers).await {
+            Ok(()) => {
+                self.backoff.reset();
+                self.due = None;
             }
-            Instant::now() + backoff.wait()
+            Err(error) => {
+                metrics::fleet_errors("redis").increment(1);
+                tracing::warn!(%error, markers = self.markers.len(), "fleet: cannot settle decided markers now; tried again");
+                if error.is_io_error()
+                    || error.is_connection_dropped()
+                    || error.is_timeout()
+                    || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                {
+                    metrics::fleet_connected("windows").set(0.0);
+                    *conn = None;
+                }
+                self.due = Some(Instant::now() + self.backoff.wait());
+            }
         }
     }
 }
@@ -509,30 +528,26 @@ pub(crate) async fn run(
     // The jail task's word on each decision it applied (bounded: when full, the jail task
     // keeps the markers and sends them with its next batch).
     let (settle_tx, mut settle_rx) = mpsc::channel::<Vec<Settled>>(SETTLE_QUEUE);
-    // Markers not settled yet: Redis was away or refused; tried again until it takes them
-    // (the script is safe to run twice), so a lost call never leaves the first hold.
-    let mut unsettled: Vec<Settled> = Vec::new();
-    let mut settle_at = Instant::now();
-    let mut settle_backoff = Backoff::default();
+    let mut unsettled = Unsettled::default();
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => {
                 // One last try (bounded): a marker left unsettled keeps its first hold.
-                if !unsettled.is_empty() {
-                    let last = settle_pending(&mut conn, &keys, &mut unsettled, &mut settle_backoff);
+                if !unsettled.markers.is_empty() {
+                    let last = unsettled.try_now(&mut conn, &keys);
                     let _ = tokio::time::timeout(super::RESPONSE_TIMEOUT, last).await;
                 }
                 return;
             }
             Some(settled) = settle_rx.recv() => {
-                unsettled.extend(settled);
-                bound_unsettled(&mut unsettled);
-                if Instant::now() >= settle_at {
-                    settle_at = settle_pending(&mut conn, &keys, &mut unsettled, &mut settle_backoff).await;
+                unsettled.add(settled);
+                if unsettled.due() {
+                    unsettled.try_now(&mut conn, &keys).await;
                 }
                 continue;
             }
-            _ = tokio::time::sleep_until(settle_at.max(retry_at).into()), if !unsettled.is_empty() => {
+            _ = tokio::time::sleep_until(unsettled.due.unwrap_or(retry_at).max(retry_at).into()),
+                if !unsettled.markers.is_empty() => {
                 if conn.is_none() {
                     conn = connect_scripts(&client, &script, &mut falling_back).await;
                     if conn.is_none() {
@@ -540,7 +555,7 @@ pub(crate) async fn run(
                         continue;
                     }
                 }
-                settle_at = settle_pending(&mut conn, &keys, &mut unsettled, &mut settle_backoff).await;
+                unsettled.try_now(&mut conn, &keys).await;
                 continue;
             }
             f = failures.recv() => match f {
@@ -559,9 +574,8 @@ pub(crate) async fn run(
             conn = connect_scripts(&client, &script, &mut falling_back).await;
             if conn.is_none() {
                 retry_at = Instant::now() + backoff.wait();
-            } else if !unsettled.is_empty() {
-                settle_at =
-                    settle_pending(&mut conn, &keys, &mut unsettled, &mut settle_backoff).await;
+            } else if !unsettled.markers.is_empty() {
+                unsettled.try_now(&mut conn, &keys).await;
             }
         }
         // Owned for the batch (its settings are borrowed across the round trip), not cloned
