@@ -1766,6 +1766,40 @@ fn fleet_shared_windows_settle_again_what_redis_refused() {
     assert!(holds(&sink, "192.0.2.63"), "{:?}", banned(&sink));
 }
 
+/// A sink stopped while Redis refuses a settle tries once more on its way out, so the marker
+/// of a withheld decision does not keep its first hold for minutes after a stop. The stop comes
+/// while the back-off between regular tries has grown to seconds: only the last try at
+/// shutdown can settle it.
+#[test]
+fn fleet_a_stopping_sink_settles_what_redis_refused_before() {
+    let redis = Redis::start("", &[]);
+    acl_users(&redis);
+    let jails = jails(3, 22).replacen("port = 22", "port = 22\nmax_bans_per_minute = 1", 1);
+    let url = format!("redis://sink:sinkpw@127.0.0.1:{}/0", redis.port);
+    let sink = Daemon::start(&sink_config(
+        &url,
+        "sink-s",
+        "shared_windows = true",
+        &jails,
+    ));
+    fail(&[], &sink, "sshd", "192.0.2.73", 3);
+    wait_holds(&sink, "192.0.2.73", true, "the first ban");
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "sink", "-decr"]).trim(), "OK");
+    // The storm guard withholds the second ban; its settle is refused, again and again.
+    fail(&[], &sink, "sshd", "192.0.2.74", 3);
+    sink.wait_metric("jailsink_bans_withheld_total{jail=\"sshd\"}", 1.0);
+    // Tries at 0, 0.2, 0.6, 1.4 and 3 s: after the fifth the next waits 3.2 s.
+    let refusals =
+        || sink.count_messages(|m| m.starts_with("fleet: cannot settle decided markers"));
+    let grown = wait_for(Duration::from_secs(30), || refusals() >= 5);
+    assert!(grown, "{} refusals: {:?}", refusals(), sink.errors());
+    assert_eq!(int(&redis, &["EXISTS", "t:decided:sshd:192.0.2.74/32"]), 1);
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "sink", "+decr"]).trim(), "OK");
+    assert!(sink.stop().success());
+    assert_eq!(int(&redis, &["EXISTS", "t:decided:sshd:192.0.2.74/32"]), 0);
+    assert_eq!(int(&redis, &["GET", "t:count:sshd:192.0.2.74/32"]), 0);
+}
+
 /// The publisher's ban script, run on a real redis-server: of two bans of one target the one
 /// that ends later stays in the active set (as agents keep it), whichever is written last.
 #[test]

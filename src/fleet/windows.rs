@@ -532,7 +532,11 @@ pub(crate) async fn run(
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => {
-                // One last try (bounded): a marker left unsettled keeps its first hold.
+                // One last try (bounded), with what the jail task queued and this task has
+                // not taken yet: a marker left unsettled keeps its first hold.
+                while let Ok(settled) = settle_rx.try_recv() {
+                    unsettled.add(settled);
+                }
                 if !unsettled.markers.is_empty() {
                     let last = unsettled.try_now(&mut conn, &keys);
                     let _ = tokio::time::timeout(super::RESPONSE_TIMEOUT, last).await;

@@ -1703,4 +1703,54 @@ mod tests {
         assert!(matches!(next_op(&mut rx).await, StateOp::Unban { .. }));
         drop(set.finish());
     }
+
+    fn shared(ip: &str, marker: i64) -> SharedFailure {
+        SharedFailure {
+            jail: Arc::from("sshd"),
+            ip: ip.parse().unwrap(),
+            count: 1,
+            received_at: Instant::now(),
+            decided: Some((2, 1)),
+            marker,
+            host: None,
+            user: None,
+            sprayed: vec![],
+            seen: crate::evidence::Seen::new(SystemTime::now(), Some("sshd"), "Failed password"),
+        }
+    }
+
+    /// The shared windows' settle queue full: the jail keeps the batch's markers and sends
+    /// them, in order, with the next batch it settles; none is lost and none is sent twice.
+    #[tokio::test(start_paused = true)]
+    async fn markers_the_full_settle_queue_refused_go_with_the_next_batch() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut set = JailSet::start(vec![config("sshd", 60)], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        let (settle, mut queue) = mpsc::channel(1);
+        settle.try_send(Vec::new()).unwrap();
+        set.on_shared(vec![shared("192.0.2.1", 11)], &settle).await;
+        assert!(matches!(next_op(&mut rx).await, StateOp::Ban { .. }));
+        assert_eq!(queue.try_recv().unwrap(), vec![], "only what filled it");
+        assert!(
+            queue.try_recv().is_err(),
+            "the refused batch is kept, not queued"
+        );
+        set.on_shared(vec![shared("192.0.2.2", 12)], &settle).await;
+        assert!(matches!(next_op(&mut rx).await, StateOp::Ban { .. }));
+        let sent = queue.try_recv().unwrap();
+        let got: Vec<(IpNetwork, i64)> = sent.iter().map(|s| (s.key, s.marker)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("192.0.2.1/32".parse().unwrap(), 11),
+                ("192.0.2.2/32".parse().unwrap(), 12)
+            ]
+        );
+        assert!(sent.iter().all(|s| matches!(s.hold, MarkerHold::Until(_))));
+        // Sent once: a batch deciding nothing sends nothing more.
+        set.on_shared(vec![], &settle).await;
+        assert!(queue.try_recv().is_err());
+        drop(set.finish());
+    }
 }
