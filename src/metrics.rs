@@ -418,6 +418,14 @@ impl JailMetrics {
         m.tracked.set(0.0);
         m
     }
+
+    /// A jail a reload removed: its gauges go to zero (the exporter keeps every series it
+    /// saw), so dashboards summing them do not show a jail that no longer runs.
+    pub fn retire(&self) {
+        self.banned.set(0.0);
+        self.tracked.set(0.0);
+        self.storm.set(0.0);
+    }
 }
 
 /// The `kind` labels of [`fleet_errors`], exported at zero from start.

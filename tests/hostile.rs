@@ -210,6 +210,59 @@ fn a_poisoned_log_trips_the_ban_storm_guard() {
     assert!(d.stop().success());
 }
 
+/// What a reload changes about a jail also changes its gauges and counters: turning the storm
+/// guard off ends the storm (gauge 0), a removed jail's gauges go to 0, and evictions after a
+/// window change are counted from the new window's first.
+#[test]
+fn a_reload_keeps_the_jail_metrics_true() {
+    let jails = format!(
+        "{}\n[jails.web]\nprograms = [\"sshd\"]\nfilter = \"sshd\"\nmaxretry = 9\nmax_tracked = 4\n",
+        SSHD.replace("maxretry = 3", "maxretry = 1\nmax_bans_per_minute = 3")
+    );
+    let d = Daemon::start(&config("", &jails));
+    let send = |from: u32, to: u32| {
+        let mut s = TcpStream::connect(d.tcp).unwrap();
+        for n in from..=to {
+            let msg = format!("Failed password for root from 192.0.2.{n} port 22 ssh2");
+            s.write_all(line(&msg).as_bytes()).unwrap();
+        }
+    };
+    // Ten addresses: sshd bans three and withholds seven; web tracks four and evicts six.
+    send(1, 10);
+    d.wait_metric("jailsink_bans_withheld_total{jail=\"sshd\"}", 7.0);
+    d.wait_metric("jailsink_tracked_evicted_total{jail=\"web\"}", 6.0);
+    assert_eq!(d.metric("jailsink_ban_storm{jail=\"sshd\"}"), Some(1.0));
+    assert_eq!(
+        d.metric("jailsink_tracked_addresses{jail=\"web\"}"),
+        Some(4.0)
+    );
+
+    // web's findtime changes (a new window); sshd's guard goes off.
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let next = text
+        .replace("max_bans_per_minute = 3", "max_bans_per_minute = 0")
+        .replace("max_tracked = 4", "max_tracked = 4\nfindtime = \"20m\"");
+    std::fs::write(&d.config, next).unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(out.contains("web: updated"), "{out}");
+    assert_eq!(d.metric("jailsink_ban_storm{jail=\"sshd\"}"), Some(0.0));
+    // Six more addresses, two evicted from the new window.
+    send(11, 16);
+    d.wait_metric("jailsink_tracked_evicted_total{jail=\"web\"}", 8.0);
+
+    // web removed: its gauges go to zero.
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let cut = text.find("[jails.web]").unwrap();
+    std::fs::write(&d.config, &text[..cut]).unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(out.contains("web: removed"), "{out}");
+    assert_eq!(
+        d.metric("jailsink_tracked_addresses{jail=\"web\"}"),
+        Some(0.0)
+    );
+    assert!(d.stop().success());
+}
+
 #[test]
 fn pathological_patterns_are_refused_or_stay_linear() {
     let dir = tempfile::tempdir().unwrap();

@@ -813,6 +813,15 @@ impl Jail {
             || old.ipv6_prefix != settings.ipv6_prefix
         {
             self.window = Window::new(settings.findtime, settings.maxretry, settings.max_tracked);
+            // The new window counts its evictions from zero.
+            self.reported_evictions = 0;
+        }
+        if settings.max_bans_per_minute.is_none() && self.in_storm {
+            // The guard is off now: no storm to report, nor to end later.
+            self.in_storm = false;
+            self.recent_bans.clear();
+            self.metrics.storm.set(0.0);
+            tracing::warn!(jail = %self.name, "[{}] ban storm guard turned off: banning again", self.name);
         }
         if old.detection.spray != settings.detection.spray
             || old.max_tracked != settings.max_tracked

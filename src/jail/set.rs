@@ -194,14 +194,25 @@ async fn start_slot(
     config: JailSpec,
     jail: Jail,
     restored: Vec<BanOrder>,
-) -> std::io::Result<Slot> {
-    let runner = runner::spawn(
+) -> Result<Slot, (Jail, std::io::Error)> {
+    #[cfg(test)]
+    if tests::start_fails() {
+        return Err((
+            jail,
+            std::io::Error::other("no thread (a test's task limit)"),
+        ));
+    }
+    let runner = match runner::spawn(
         &config.name,
         &config.actions,
         jail.metrics().clone(),
         restored,
     )
-    .await?;
+    .await
+    {
+        Ok(runner) => runner,
+        Err(error) => return Err((jail, error)),
+    };
     Ok(Slot {
         name: Arc::from(config.name.as_str()),
         jail,
@@ -360,7 +371,7 @@ impl JailSet {
         let mut slots = Vec::new();
         for (config, jail, orders) in jails {
             let (active, expired) = restored.get(&config.name).copied().unwrap_or_default();
-            let slot = start_slot(config, jail, orders).await?;
+            let slot = start_slot(config, jail, orders).await.map_err(|(_, e)| e)?;
             if active + expired > 0 {
                 tracing::info!(
                     jail = %slot.name,
@@ -1039,13 +1050,28 @@ impl JailSet {
         configs: Vec<JailSpec>,
     ) -> Result<String, RunnerStartError> {
         let mut summary = Vec::new();
+        // New jails' runners first, before anything changes: one that cannot start (no thread
+        // under a task limit) refuses the reload with every jail as it was.
+        let mut started = Vec::new();
+        for config in configs
+            .iter()
+            .filter(|c| !self.slots.iter().any(|s| *s.name == *c.name))
+        {
+            let jail = new_jail(config);
+            started.push(
+                start_slot(config.clone(), jail, Vec::new())
+                    .await
+                    .map_err(|(_, e)| e)?,
+            );
+        }
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
         for config in configs {
             let Some(i) = old.iter().position(|s| *s.name == *config.name) else {
-                summary.push(format!("{}: started", config.name));
-                let jail = new_jail(&config);
-                next.push(start_slot(config, jail, Vec::new()).await?);
+                if let Some(j) = started.iter().position(|s| *s.name == *config.name) {
+                    summary.push(format!("{}: started", config.name));
+                    next.push(started.swap_remove(j));
+                }
                 continue;
             };
             let mut slot = old.remove(i);
@@ -1053,12 +1079,21 @@ impl JailSet {
                 // The old runner must be gone (its stop removes its firewall objects) before the
                 // new one creates them again.
                 let others = routes(old.iter().chain(&next));
+                let before = slot.config.clone();
                 let mut jail = retire(slot, others, &self.state).await;
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
-                let fresh = start_slot(config.clone(), jail, orders).await?;
-                summary.push(format!("{}: actions restarted", config.name));
-                next.push(fresh);
+                match start_slot(config.clone(), jail, orders).await {
+                    Ok(fresh) => {
+                        summary.push(format!("{}: actions restarted", config.name));
+                        next.push(fresh);
+                    }
+                    Err((jail, error)) => {
+                        let (said, back) = restart_old(&config.name, before, jail, &error).await;
+                        summary.push(said);
+                        next.extend(back);
+                    }
+                }
                 continue;
             }
             if slot.config.settings != config.settings || slot.config.feed != config.feed {
@@ -1078,6 +1113,9 @@ impl JailSet {
                 .unwrap_or_default();
             for target in targets {
                 self.lift(name, target).await;
+            }
+            if let Some(slot) = self.slot(name) {
+                slot.jail.metrics().retire();
             }
             summary.push(format!("{name}: removed"));
         }
@@ -1148,6 +1186,34 @@ async fn retire(
         tracing::error!(jail = %name, "old action runner failed");
     }
     jail
+}
+
+/// A jail whose new actions could not start (no thread) goes back to its old actions and
+/// settings, re-applying its bans; the next reload tries the new ones again. If even those
+/// cannot start the jail stops: its bans stay stored and come back at the next start. Says
+/// which, for the reload's summary.
+async fn restart_old(
+    name: &str,
+    before: JailSpec,
+    mut jail: Jail,
+    error: &std::io::Error,
+) -> (String, Option<Slot>) {
+    tracing::error!(jail = %name, %error, "[{name}] its new actions cannot start; its old actions and settings run again");
+    jail.reconfigure(before.settings.clone());
+    let orders = orders_for(&jail);
+    match start_slot(before, jail, orders).await {
+        Ok(slot) => (
+            format!("{name}: new actions not started ({error}); the old actions and settings run again, reload to try again"),
+            Some(slot),
+        ),
+        Err((_, again)) => {
+            tracing::error!(jail = %name, error = %again, "[{name}] no action runner can start; the jail stops, its bans stay stored for the next start");
+            (
+                format!("{name}: stopped, no action runner can start ({again}); its bans stay stored for the next start"),
+                None,
+            )
+        }
+    }
 }
 
 /// Orders that re-apply every active ban of `jail` with its remaining time.
@@ -1701,6 +1767,89 @@ mod tests {
         tokio::time::advance(Duration::from_secs(31)).await;
         set.expire_due(Instant::now()).await;
         assert!(matches!(next_op(&mut rx).await, StateOp::Unban { .. }));
+        drop(set.finish());
+    }
+
+    thread_local! {
+        /// Runner starts a test makes fail, as a task limit would.
+        static FAILING_STARTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Whether this runner start fails (counts one of the failing starts down).
+    pub(super) fn start_fails() -> bool {
+        FAILING_STARTS.with(|n| {
+            let left = n.get();
+            n.set(left.saturating_sub(1));
+            left > 0
+        })
+    }
+
+    /// A reload whose runners cannot start (no thread under a task limit) never leaves the jail
+    /// task without its jails: a new jail's refuses the reload with every jail as it was; a
+    /// jail whose new actions cannot start runs its old actions and settings again, bans
+    /// kept; if even those cannot start, only that jail stops.
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_whose_runners_cannot_start_keeps_the_jails_running() {
+        let (tx, mut writer) = mpsc::channel(64);
+        // As the state writer does, the routes are taken (a retired runner ends only once
+        // nothing else holds its queue); the rest is kept for the test.
+        let (ops, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(op) = writer.recv().await {
+                if !matches!(op, StateOp::Routes(_)) {
+                    let _ = ops.send(op);
+                }
+            }
+        });
+        let sshd = config("sshd", 600);
+        let mut set = JailSet::start(vec![sshd.clone()], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        let names = |set: &JailSet| -> Vec<String> {
+            set.slots.iter().map(|s| s.name.to_string()).collect()
+        };
+        let bantime = |set: &JailSet| set.slots[0].config.settings.bantime;
+        let longer = config("sshd", 1200);
+        FAILING_STARTS.with(|n| n.set(1));
+        let refused = set
+            .reload(vec![longer.clone(), config("postfix", 600)])
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(names(&set), ["sshd"]);
+        assert_eq!(bantime(&set), Some(Duration::from_secs(600)));
+        set.on_failure(failure("192.0.2.1")).await;
+        set.on_failure(failure("192.0.2.1")).await;
+        assert!(matches!(rx.recv().await, Some(StateOp::Ban { .. })));
+
+        let mut other_actions = longer.clone();
+        other_actions.actions = vec![ActionSpec::Log, ActionSpec::Log];
+        FAILING_STARTS.with(|n| n.set(1));
+        let summary = set.reload(vec![other_actions.clone()]).await.unwrap();
+        assert!(
+            summary.contains("sshd: new actions not started"),
+            "{summary}"
+        );
+        assert_eq!(names(&set), ["sshd"]);
+        assert_eq!(set.slots[0].config.actions, sshd.actions);
+        assert_eq!(bantime(&set), Some(Duration::from_secs(600)));
+        assert_eq!(set.slots[0].jail.bans().len(), 1, "the ban is kept");
+        // The next reload starts them.
+        let summary = set.reload(vec![other_actions.clone()]).await.unwrap();
+        assert!(summary.contains("sshd: actions restarted"), "{summary}");
+        assert_eq!(set.slots[0].config.actions, other_actions.actions);
+        assert_eq!(bantime(&set), Some(Duration::from_secs(1200)));
+
+        FAILING_STARTS.with(|n| n.set(2));
+        let summary = set.reload(vec![sshd.clone()]).await.unwrap();
+        assert!(
+            summary.contains("sshd: stopped, no action runner can start"),
+            "{summary}"
+        );
+        assert!(names(&set).is_empty());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(rx.try_recv().is_err(), "its ban stays stored: no unban");
         drop(set.finish());
     }
 
