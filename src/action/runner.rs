@@ -117,7 +117,14 @@ async fn spawn_with<C: Queued>(
 ) -> std::io::Result<Runner<C>> {
     let (queue, commands) = mpsc::channel(depth);
     let (started_tx, started) = tokio::sync::oneshot::channel();
-    let actions: Vec<Box<dyn Action>> = specs.iter().map(|s| s.build(jail)).collect();
+    let actions: Vec<Box<dyn Action>> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let nth = specs[..i].iter().filter(|o| o.kind() == s.kind()).count();
+            s.build_nth(jail, nth)
+        })
+        .collect();
     let jail = jail.to_string();
     let thread = std::thread::Builder::new()
         .name(format!("action-{jail}"))
@@ -469,8 +476,20 @@ fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder], keep_unknown: b
     match &current {
         Some(current) => {
             let wanted: HashSet<IpNetwork> = restored.iter().map(|o| o.target).collect();
-            let present: HashSet<IpNetwork> = current.iter().copied().collect();
-            let unknown = present.iter().filter(|t| !wanted.contains(t));
+            // A doubtful target counts as present when unwanted (lifted) and as missing when
+            // wanted (applied again).
+            let doubtful: HashSet<IpNetwork> = slot.action.doubtful().into_iter().collect();
+            let mut present: HashSet<IpNetwork> = current.iter().copied().collect();
+            let unknown: Vec<IpNetwork> = present
+                .iter()
+                .chain(&doubtful)
+                .filter(|t| !wanted.contains(t))
+                .copied()
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            present.retain(|t| !doubtful.contains(t));
+            let unknown = unknown.iter();
             if keep_unknown {
                 let kept = unknown.count();
                 if kept > 0 {
@@ -532,6 +551,7 @@ mod tests {
     /// batch holds `refuse`, as a transactional backend does with a command it rejects.
     struct Fake {
         listed: Option<Vec<IpNetwork>>,
+        doubtful: Vec<IpNetwork>,
         applied: Arc<Mutex<Vec<ActionCommand>>>,
         fail: usize,
         refuse: Option<IpNetwork>,
@@ -577,6 +597,9 @@ mod tests {
         fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
             Ok(self.listed.clone())
         }
+        fn doubtful(&self) -> Vec<IpNetwork> {
+            self.doubtful.clone()
+        }
         fn stop(&mut self) -> Result<(), ActionError> {
             Ok(())
         }
@@ -597,6 +620,7 @@ mod tests {
         let applied = Arc::new(Mutex::new(Vec::new()));
         let fake = Fake {
             listed: listed.map(|l| l.iter().map(|t| t.parse().unwrap()).collect()),
+            doubtful: Vec::new(),
             applied: applied.clone(),
             fail,
             refuse: None,
@@ -636,6 +660,46 @@ mod tests {
         );
         // With the state unread, what the kernel holds beyond the restored bans stays.
         assert_eq!(applied_with(true), [(true, "2001:db8::/64".to_string())]);
+    }
+
+    /// A target whose last command a crash may have cut short (the command action's unsettled
+    /// record) is lifted when no ban wants it and applied again when one does.
+    #[test]
+    fn a_doubtful_target_is_lifted_when_unwanted_and_applied_again_when_wanted() {
+        let (mut s, applied) = slot(Some(vec!["192.0.2.1/32", "192.0.2.2/32"]), 0);
+        let doubtful: Vec<IpNetwork> = ["192.0.2.3/32", "192.0.2.4/32"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        s.action = Box::new(Fake {
+            listed: Some(vec!["192.0.2.1/32".parse().unwrap()]),
+            doubtful,
+            applied: applied.clone(),
+            fail: 0,
+            refuse: None,
+            calls: Default::default(),
+        });
+        let restored = [
+            order("192.0.2.1/32"),
+            order("192.0.2.4/32"),
+            order("192.0.2.5/32"),
+        ];
+        reconcile("t", &mut s, &restored, false);
+        let mut seen: Vec<(bool, String)> = applied
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| (matches!(c, ActionCommand::Ban(_)), c.target().to_string()))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                (false, "192.0.2.3/32".to_string()),
+                (true, "192.0.2.4/32".to_string()),
+                (true, "192.0.2.5/32".to_string()),
+            ]
+        );
     }
 
     #[test]
@@ -687,6 +751,7 @@ mod tests {
         let (mut s, applied) = slot(None, 0);
         let fake = Fake {
             listed: None,
+            doubtful: Vec::new(),
             applied: applied.clone(),
             fail: 0,
             refuse: Some(bad),
@@ -729,6 +794,7 @@ mod tests {
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         worker.slots[0].action = Box::new(Fake {
             listed: None,
+            doubtful: Vec::new(),
             applied: applied.clone(),
             fail: usize::MAX,
             refuse: None,
