@@ -9,13 +9,14 @@ pub(crate) mod libnft;
 pub(crate) mod log;
 pub mod nftables;
 pub mod runner;
+pub(crate) mod sweep;
 
 use ipnetwork::IpNetwork;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 /// Which transport protocol a firewall rule guards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     /// TCP only (the default, as in fail2ban).
     Tcp,
@@ -43,7 +44,7 @@ impl Protocol {
 pub(crate) struct UnknownProtocol(String);
 
 /// What a firewall does with a banned address's packets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BlockType {
     /// Silently drop.
     Drop,
@@ -67,8 +68,9 @@ impl BlockType {
 #[error("`{0}` is not DROP or REJECT")]
 pub(crate) struct UnknownBlockType(String);
 
-/// The settings every firewall backend shares.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The settings every firewall backend shares (kept as JSON in the state's record of the
+/// objects a backend made, so a later start can remove them).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FirewallSpec {
     /// Base of kernel object names (`jailsink-<name>`).
     pub name: String,

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use ipnetwork::IpNetwork;
 use tokio::sync::mpsc;
 
-use super::{Action, ActionError, ActionSpec, BanOrder};
+use super::{Action, ActionError, ActionSpec, BanOrder, FirewallSpec};
 use crate::metrics::{self, JailMetrics};
+use crate::state::records::{self, Records};
 
 pub(crate) use super::ActionCommand;
 
@@ -94,26 +95,30 @@ pub async fn spawn(
     metrics: JailMetrics,
     restored: Vec<BanOrder>,
 ) -> std::io::Result<Runner> {
-    spawn_with(jail, specs, metrics, restored, QUEUE_DEPTH).await
+    spawn_with(jail, specs, metrics, restored, QUEUE_DEPTH, true).await
 }
 
 /// As [`spawn`], with a queue of batches: each batch is applied with whatever else is queued
-/// as bursts, in order.
+/// as bursts, in order. For the fleet's followers, whose objects are not recorded (their jails
+/// come from events, not the config, so no start could tell one no longer wanted).
 pub async fn spawn_batched(
     jail: &str,
     specs: &[ActionSpec],
     metrics: JailMetrics,
     restored: Vec<BanOrder>,
 ) -> std::io::Result<Runner<Vec<ActionCommand>>> {
-    spawn_with(jail, specs, metrics, restored, BATCH_QUEUE_DEPTH).await
+    spawn_with(jail, specs, metrics, restored, BATCH_QUEUE_DEPTH, false).await
 }
 
+/// Starts the runner; with `record`, the firewall objects its actions make are recorded in the
+/// state (so a start after the jail left the config removes them, [`super::sweep`]).
 async fn spawn_with<C: Queued>(
     jail: &str,
     specs: &[ActionSpec],
     metrics: JailMetrics,
     restored: Vec<BanOrder>,
     depth: usize,
+    record: bool,
 ) -> std::io::Result<Runner<C>> {
     let (queue, commands) = mpsc::channel(depth);
     let (started_tx, started) = tokio::sync::oneshot::channel();
@@ -125,11 +130,21 @@ async fn spawn_with<C: Queued>(
             s.build_nth(jail, nth)
         })
         .collect();
+    let made: Vec<Option<FirewallSpec>> = specs
+        .iter()
+        .map(|s| s.firewall().filter(|_| record).cloned())
+        .collect();
     let jail = jail.to_string();
     let thread = std::thread::Builder::new()
         .name(format!("action-{jail}"))
         .spawn(move || {
             let mut runner = Worker::new(jail, actions, metrics);
+            if made.iter().any(Option::is_some) {
+                runner.records = records::open_configured();
+                for (slot, spec) in runner.slots.iter_mut().zip(made) {
+                    slot.made = spec;
+                }
+            }
             let reapplied = runner.start(&restored);
             let _ = started_tx.send(reapplied);
             runner.serve(commands);
@@ -150,6 +165,8 @@ struct Slot {
     errors: ::metrics::Counter,
     /// Commands that failed every retry, in order, tried again every [`BACKLOG_RETRY`].
     backlog: Vec<ActionCommand>,
+    /// The settings of a firewall action whose objects are recorded in the state.
+    made: Option<FirewallSpec>,
 }
 
 impl Slot {
@@ -171,6 +188,8 @@ struct Worker {
     metrics: JailMetrics,
     /// [`BACKLOG_RETRY`], shorter in tests.
     backlog_retry: Duration,
+    /// Where the firewall objects of the actions are recorded (None: not recorded).
+    records: Option<Records>,
 }
 
 impl Worker {
@@ -184,6 +203,7 @@ impl Worker {
                     action,
                     errors,
                     backlog: Vec::new(),
+                    made: None,
                 }
             })
             .collect();
@@ -192,6 +212,7 @@ impl Worker {
             slots,
             metrics,
             backlog_retry: BACKLOG_RETRY,
+            records: None,
         }
     }
 
@@ -216,6 +237,20 @@ impl Worker {
         let mut reapplied = 0;
         for slot in &mut self.slots {
             let kind = slot.action.kind();
+            // Recorded before they are made: a crash while they are made leaves them recorded.
+            if let (Some(records), Some(spec)) = (self.records.as_mut(), slot.made.as_ref()) {
+                let written = serde_json::to_string(spec)
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| {
+                        records
+                            .made(kind.name(), &spec.name, &self.jail, &json)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(error) = written {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot record the firewall objects the action makes");
+                }
+            }
             if let Err(error) = retry(|| slot.action.start()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to start");
@@ -290,6 +325,15 @@ impl Worker {
             if let Err(error) = retry(|| slot.action.stop()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to stop");
+                continue;
+            }
+            // Removed: nothing is left for a later start to remove (kept ones stay recorded).
+            let removed = slot.made.as_ref().filter(|spec| !spec.keep_on_stop);
+            if let (Some(records), Some(spec)) = (self.records.as_mut(), removed) {
+                if let Err(error) = records.unmade(kind.name(), &spec.name) {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot forget the removed firewall objects");
+                }
             }
         }
     }
@@ -632,6 +676,7 @@ mod tests {
                 action: Box::new(fake),
                 errors,
                 backlog: Vec::new(),
+                made: None,
             },
             applied,
         )
@@ -718,6 +763,7 @@ mod tests {
             slots: vec![s],
             metrics: JailMetrics::new("t"),
             backlog_retry: Duration::from_millis(50),
+            records: None,
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         let serving = std::thread::spawn(move || {
@@ -786,6 +832,7 @@ mod tests {
             slots: vec![s],
             metrics: JailMetrics::new("t"),
             backlog_retry: Duration::ZERO,
+            records: None,
         };
         worker.retry_backlogs();
         assert_eq!(targets(&applied).len(), 1500);

@@ -28,6 +28,13 @@ CREATE TABLE IF NOT EXISTS command_bans (
     settled  INTEGER NOT NULL,   -- 0 while a ban or unban command of it may be running
     PRIMARY KEY (jail, action, target)
 );
+CREATE TABLE IF NOT EXISTS firewall_objects (
+    backend TEXT NOT NULL,       -- iptables, nftables, ipset
+    name    TEXT NOT NULL,       -- the action's name (kernel objects jailsink-<name>, ...)
+    jail    TEXT NOT NULL,       -- the jail that made them last
+    spec    TEXT NOT NULL,       -- JSON of the action's settings: what removing them needs
+    PRIMARY KEY (backend, name)
+);
 ";
 
 /// The state database's path, once the daemon opened it at start.
@@ -86,6 +93,19 @@ pub(crate) enum Done {
     Unbanned(IpNetwork),
 }
 
+/// Firewall objects a backend made for a jail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ObjectRecord {
+    /// iptables, nftables, ipset.
+    pub backend: String,
+    /// The action's name.
+    pub name: String,
+    /// The jail that made them.
+    pub jail: String,
+    /// The action's settings when it made them (JSON of a `FirewallSpec`).
+    pub spec: String,
+}
+
 /// A connection to the records.
 pub(crate) struct Records {
     path: PathBuf,
@@ -102,6 +122,9 @@ impl Records {
         let db = Connection::open(path).map_err(error)?;
         db.busy_timeout(Duration::from_secs(5)).map_err(error)?;
         db.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(error)?;
+        // Checkpoints stay with the state writer's checkpointer: no commit here waits for one.
+        db.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(error)?;
         db.execute_batch(SCHEMA).map_err(error)?;
         Ok(Records {
@@ -271,6 +294,62 @@ impl Records {
     }
 }
 
+impl Records {
+    /// Records that `backend` makes the objects of action `name` for `jail` (before it does,
+    /// so a crash while it makes them leaves them recorded).
+    pub(crate) fn made(
+        &mut self,
+        backend: &str,
+        name: &str,
+        jail: &str,
+        spec: &str,
+    ) -> Result<(), StateError> {
+        self.db
+            .execute(
+                "INSERT OR REPLACE INTO firewall_objects (backend, name, jail, spec) VALUES (?1, ?2, ?3, ?4)",
+                params![backend, name, jail, spec],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Every firewall object recorded.
+    pub(crate) fn objects(&self) -> Result<Vec<ObjectRecord>, StateError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT backend, name, jail, spec FROM firewall_objects")
+            .map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ObjectRecord {
+                    backend: r.get(0)?,
+                    name: r.get(1)?,
+                    jail: r.get(2)?,
+                    spec: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Some(row) = super::readable(row).map_err(|e| self.error(e))? {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets the objects of action `name` of `backend`: they were removed.
+    pub(crate) fn unmade(&mut self, backend: &str, name: &str) -> Result<(), StateError> {
+        self.db
+            .execute(
+                "DELETE FROM firewall_objects WHERE backend = ?1 AND name = ?2",
+                params![backend, name],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,5 +403,25 @@ mod tests {
         assert_eq!(records.command("sshd", 0, a.target).unwrap(), None);
         records.forget_commands("sshd", 0).unwrap();
         assert!(records.commands("sshd", 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn firewall_objects_are_recorded_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = Records::open(&dir.path().join("state.db")).unwrap();
+        records.made("iptables", "sshd", "sshd", "{}").unwrap();
+        records.made("nftables", "web", "web", "{}").unwrap();
+        records
+            .made("iptables", "sshd", "ssh2", "{\"a\":1}")
+            .unwrap();
+        let mut seen = records.objects().unwrap();
+        seen.sort_by(|a, b| a.backend.cmp(&b.backend));
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            (seen[0].jail.as_str(), seen[0].spec.as_str()),
+            ("ssh2", "{\"a\":1}")
+        );
+        records.unmade("iptables", "sshd").unwrap();
+        assert_eq!(records.objects().unwrap().len(), 1);
     }
 }
