@@ -115,12 +115,34 @@ fn a_command_action_runs_each_ban_once_across_restarts_and_unbans_with_its_value
     );
     d.cli_ok(&["unban", "sshd", "192.0.2.31"]);
     wait_line(&dir, "unban 192.0.2.31 2 22", 1);
-    assert!(d.stop().success());
     assert!(
         !lines(&dir, "cmd.log").iter().any(|l| l.contains(" 0 2222")),
         "{:?}",
         lines(&dir, "cmd.log")
     );
+    fail(&d, "192.0.2.35");
+    wait_line(&dir, "ban 192.0.2.35 2 2222", 1);
+
+    // Other ban and unban templates: what the old ones hold is not theirs, so the new ban runs
+    // for the active ban once, and only once across the next restart.
+    let kept = d.kill9();
+    let changed = config("", &jails("2222")).replace("echo ban", "echo reban");
+    let d = Daemon::start_in(kept, &changed, &[]);
+    assert_eq!(
+        count(&dir, "reban 192.0.2.35 2 2222"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    let kept = d.kill9();
+    let d = Daemon::start_in(kept, &changed, &[]);
+    assert_eq!(
+        count(&dir, "reban 192.0.2.35 2 2222"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    assert!(d.stop().success());
 }
 
 /// Waits for the `n`th held command, so a kill lands while it runs.

@@ -46,6 +46,8 @@ pub(crate) struct CommandAction {
     records: Option<Records>,
     /// Recorded targets whose last command may not have run (read by `list`).
     unsettled: Vec<IpNetwork>,
+    /// Fingerprint of the ban and unban templates, stored with each record.
+    commands: i64,
 }
 
 impl CommandAction {
@@ -54,6 +56,7 @@ impl CommandAction {
         CommandAction {
             jail: jail.to_string(),
             nth,
+            commands: records::fingerprint(&spec.ban, &spec.unban),
             spec,
             active: HashMap::new(),
             records: None,
@@ -217,7 +220,7 @@ impl Action for CommandAction {
         let Some(records) = self.records.as_mut() else {
             return self.run_burst(batch, values);
         };
-        if let Err(error) = records.begin(&self.jail, self.nth, &marks) {
+        if let Err(error) = records.begin(&self.jail, self.nth, self.commands, &marks) {
             crate::metrics::state_errors().increment(1);
             tracing::error!(jail = %self.jail, %error, "command action: cannot record the commands it runs");
         }
@@ -228,9 +231,18 @@ impl Action for CommandAction {
     /// What the record says the operator's programs hold: the bans whose `ban` ran and whose
     /// `unban` did not start since (None without a record, so every restored ban is run).
     fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
-        let Some(records) = self.records.as_ref() else {
+        let Some(records) = self.records.as_mut() else {
             return Ok(None);
         };
+        // Bans run by other ban and unban templates (the config changed them) are not these
+        // programs': forgotten, so the new ban runs for every active ban, as it did before
+        // the record existed.
+        let other = records
+            .forget_other_commands(&self.jail, self.nth, self.commands)
+            .map_err(|e| ActionError(format!("read the command action's record: {e}")))?;
+        if other > 0 {
+            tracing::warn!(jail = %self.jail, forgotten = other, "[{}] the command action's ban or unban changed: {other} bans recorded for the old commands are forgotten, the new ban runs for each active one", self.jail);
+        }
         let all = records
             .commands(&self.jail, self.nth)
             .map_err(|e| ActionError(format!("read the command action's record: {e}")))?;

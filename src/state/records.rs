@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS command_bans (
     port     TEXT    NOT NULL,   -- <port> the ban ran with
     protocol TEXT    NOT NULL,   -- <protocol> the ban ran with
     settled  INTEGER NOT NULL,   -- 0 while a ban or unban command of it may be running
+    commands INTEGER NOT NULL,   -- fingerprint of the ban and unban templates it ran with
     PRIMARY KEY (jail, action, target)
 );
 CREATE TABLE IF NOT EXISTS firewall_objects (
@@ -57,6 +58,24 @@ pub(crate) fn open_configured() -> Option<Records> {
             None
         }
     }
+}
+
+/// A fingerprint of a command action's ban and unban templates (64-bit FNV-1a, stable across
+/// builds), stored with each record: a record made by other templates is not taken for one of
+/// the current programs.
+pub(crate) fn fingerprint(ban: &[String], unban: &[String]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [ban, unban] {
+        for byte in part
+            .iter()
+            .flat_map(|arg| arg.bytes().chain([0]))
+            .chain([1])
+        {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash as i64
 }
 
 /// One ban the command action ran (or is running) `ban` for and has not yet run `unban` for.
@@ -212,10 +231,12 @@ impl Records {
 
     /// Records, in one transaction, commands about to run: a ban with its values, an unban as
     /// unsettled (a record made for an unban of a target never recorded has no values).
+    /// `commands` is the fingerprint of the templates they run with ([`fingerprint`]).
     pub(crate) fn begin(
         &mut self,
         jail: &str,
         action: usize,
+        commands: i64,
         marks: &[Mark<'_>],
     ) -> Result<(), StateError> {
         let path = self.path.clone();
@@ -228,8 +249,8 @@ impl Records {
             match mark {
                 Mark::Ban(r) => tx.execute(
                     "INSERT OR REPLACE INTO command_bans
-                     (jail, action, target, failures, bantime, port, protocol, settled)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+                     (jail, action, target, failures, bantime, port, protocol, settled, commands)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
                     params![
                         jail,
                         action as i64,
@@ -237,15 +258,21 @@ impl Records {
                         r.failures,
                         r.bantime,
                         r.port,
-                        r.protocol
+                        r.protocol,
+                        commands
                     ],
                 ),
                 Mark::Unban(target) => tx.execute(
                     "INSERT INTO command_bans
-                     (jail, action, target, failures, bantime, port, protocol, settled)
-                     VALUES (?1, ?2, ?3, 0, -1, '', '', 0)
+                     (jail, action, target, failures, bantime, port, protocol, settled, commands)
+                     VALUES (?1, ?2, ?3, 0, -1, '', '', 0, ?4)
                      ON CONFLICT (jail, action, target) DO UPDATE SET settled = 0",
-                    params![jail, action as i64, crate::action::element_text(*target)],
+                    params![
+                        jail,
+                        action as i64,
+                        crate::action::element_text(*target),
+                        commands
+                    ],
                 ),
             }
             .map_err(&error)?;
@@ -280,6 +307,23 @@ impl Records {
             .map_err(&error)?;
         }
         tx.commit().map_err(&error)
+    }
+
+    /// Forgets the records of command action `action` of `jail` made by other ban and unban
+    /// templates than those of fingerprint `commands` (the config changed them: what the old
+    /// programs hold is theirs to know); returns how many.
+    pub(crate) fn forget_other_commands(
+        &mut self,
+        jail: &str,
+        action: usize,
+        commands: i64,
+    ) -> Result<usize, StateError> {
+        self.db
+            .execute(
+                "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2 AND commands != ?3",
+                params![jail, action as i64, commands],
+            )
+            .map_err(|e| self.error(e))
     }
 
     /// Forgets every record of command action `action` of `jail` (its `stop` lifted them).
@@ -373,7 +417,7 @@ mod tests {
         let a = record("192.0.2.1/32", 3);
         let b = record("2001:db8::/64", 7);
         records
-            .begin("sshd", 0, &[Mark::Ban(&a), Mark::Ban(&b)])
+            .begin("sshd", 0, 7, &[Mark::Ban(&a), Mark::Ban(&b)])
             .unwrap();
         records
             .settle("sshd", 0, &[Done::Banned(a.target)])
@@ -392,7 +436,9 @@ mod tests {
         );
         assert!(records.commands("sshd", 1).unwrap().is_empty());
         // An unban keeps the ban's values while it runs, and forgets them once it ran.
-        records.begin("sshd", 0, &[Mark::Unban(a.target)]).unwrap();
+        records
+            .begin("sshd", 0, 7, &[Mark::Unban(a.target)])
+            .unwrap();
         assert_eq!(
             records.command("sshd", 0, a.target).unwrap(),
             Some(a.clone())
@@ -401,8 +447,17 @@ mod tests {
             .settle("sshd", 0, &[Done::Unbanned(a.target)])
             .unwrap();
         assert_eq!(records.command("sshd", 0, a.target).unwrap(), None);
+        // Records of other templates are forgotten on demand, those of the same kept.
+        assert_eq!(records.forget_other_commands("sshd", 0, 7).unwrap(), 0);
+        assert_eq!(records.forget_other_commands("sshd", 0, 8).unwrap(), 1);
+        records.begin("sshd", 0, 7, &[Mark::Ban(&a)]).unwrap();
         records.forget_commands("sshd", 0).unwrap();
         assert!(records.commands("sshd", 0).unwrap().is_empty());
+        let t = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_ne!(
+            fingerprint(&t(&["a", "b"]), &t(&["c"])),
+            fingerprint(&t(&["a"]), &t(&["b", "c"]))
+        );
     }
 
     #[test]
