@@ -93,6 +93,22 @@ action = { type = "iptables", name = "SMTP", port = ["smtp", 465], protocol = "t
     }
 }
 
+/// A directory for PATH with iptables, ipset and ip but no ip6tables.
+fn without_ip6tables() -> tempfile::TempDir {
+    let bin = tempfile::tempdir().unwrap();
+    for (tool, package) in [
+        ("iptables", "iptables"),
+        ("iptables-restore", "iptables"),
+        ("iptables-save", "iptables"),
+        ("ipset", "ipset"),
+        ("ip", "iproute2"),
+    ] {
+        let path = crate::support::tool(tool, package);
+        std::os::unix::fs::symlink(&path, bin.path().join(tool)).unwrap();
+    }
+    bin
+}
+
 /// Rules of the jail's chain in one family's `*-save` output.
 fn chain_rules(ns: &Netns, tool: &str) -> Vec<String> {
     ns.run(&[tool, "-t", "filter"])
@@ -141,11 +157,7 @@ action = "iptables"
         "DROP",
     ]);
 
-    let bin = tempfile::tempdir().unwrap();
-    for tool in ["iptables", "iptables-restore", "iptables-save", "ip"] {
-        let path = crate::support::tool(tool, "iptables");
-        std::os::unix::fs::symlink(&path, bin.path().join(tool)).unwrap();
-    }
+    let bin = without_ip6tables();
     let path = bin.path().display().to_string();
     let d = Daemon::start_env(dir, &text, &ns.prefix(), &[("PATH", &path)]);
     assert_eq!(
@@ -194,4 +206,59 @@ action = "iptables"
     }
     // The chain the first run left in ip6tables is not touched.
     assert_eq!(chain_rules(&ns, "ip6tables-save").len(), 1);
+}
+
+/// The ipset action on a host without ip6tables: IPv4 bans go into the set its iptables rule
+/// matches; an IPv6 ban, which no ip6tables rule could match, fails and is counted instead of
+/// going into a set that blocks nothing.
+#[test]
+fn without_ip6tables_ipset_bans_ipv4_and_fails_ipv6_bans_counted() {
+    let ns = Netns::new("ip6set");
+    let jails = r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+maxretry = 1
+bantime = "1h"
+port = "ssh"
+action = "ipset"
+"#;
+    let bin = without_ip6tables();
+    let path = bin.path().display().to_string();
+    let d = Daemon::start_env(
+        tempfile::tempdir().unwrap(),
+        &config("", jails),
+        &ns.prefix(),
+        &[("PATH", &path)],
+    );
+    for ip in ["192.0.2.62", "2001:db8::62"] {
+        let msg = format!("Failed password for root from {ip} port 4242 ssh2");
+        log_tcp(&ns.prefix(), &d, "sshd", &msg, 1);
+    }
+    let rule = "-m set --match-set jailsink-sshd-v4 src -j DROP";
+    let ok = wait_for(Duration::from_secs(10), || {
+        ns.run(&["ipset", "list", "jailsink-sshd-v4"])
+            .contains("192.0.2.62")
+            && ns.run(&["iptables-save"]).contains(rule)
+    });
+    assert!(ok, "{}", ns.run(&["ipset", "list"]));
+    let failed = wait_for(Duration::from_secs(15), || {
+        d.errors().iter().any(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("action failed"))
+                && e["first"] == "2001:db8::62"
+                && e["error"].as_str().is_some_and(|t| t.contains("ip6tables"))
+        })
+    });
+    assert!(failed, "{:#?}", d.errors());
+    assert!(!ns
+        .run(&["ipset", "list", "jailsink-sshd-v6"])
+        .contains("2001:db8::62"));
+    assert!(
+        d.logged("ip6tables is not usable: IPv4 bans go on, each IPv6 ban fails and is counted")
+    );
+    for error in d.errors() {
+        assert!(!error.to_string().contains("192.0.2."), "{error}");
+    }
 }

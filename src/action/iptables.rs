@@ -171,7 +171,7 @@ fn delete_every_copy(
 
 /// Whether a family's failure means its tool or kernel support is missing (not a passing
 /// refusal such as a held lock): no ip6tables program, or no ip6tables tables in the kernel.
-fn unsupported(error: &ActionError) -> bool {
+pub(crate) fn unsupported(error: &ActionError) -> bool {
     let text = &error.0;
     text.starts_with("ip6tables: ")
         || text.starts_with("iptables: ")
@@ -578,7 +578,11 @@ impl Action for IptablesAction {
         let hooks = hook_rules(&self.spec, &self.chain);
         let v4 = stop_family(&mut self.v4, &self.chain, &hooks);
         let v6 = stop_family(&mut self.v6, &self.chain, &hooks);
-        v4.and(v6)
+        match (v4, v6) {
+            // No ip6tables: nothing was made there, nothing is left to remove.
+            (Ok(()), Err(error)) if unsupported(&error) => Ok(()),
+            (v4, v6) => v4.and(v6),
+        }
     }
 }
 
