@@ -153,10 +153,10 @@ fn wait_held(dir: &Path, n: usize) {
     assert!(ok, "no command held");
 }
 
-/// Removes the hold and waits a moment for the orphaned command to see it and fail.
+/// Removes the hold: the orphaned command (the killed daemon's) sees it gone and fails without
+/// logging, whenever it does, so nothing waits for it.
 fn release(dir: &Path) {
     std::fs::remove_file(dir.join("hold")).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
 }
 
 #[test]
