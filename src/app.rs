@@ -481,18 +481,6 @@ async fn start(
         .name("state".into())
         .spawn(move || state::writer(db, state_rx, state_errors, outbox, reopen))
         .map_err(AppError::Thread)?;
-    // The firewall objects of jails removed from the config while the daemon was down (after
-    // a crash) go before the jails start.
-    let configured: Vec<crate::action::ActionSpec> = config
-        .jails
-        .iter()
-        .flat_map(|j| j.actions.iter().cloned())
-        .collect();
-    let swept =
-        tokio::task::spawn_blocking(move || crate::action::sweep::remove_unconfigured(&configured));
-    if swept.await.is_err() {
-        tracing::error!("removing the firewall objects of removed jails failed");
-    }
     let jails = JailSet::start(specs(&config), state_tx, stored, counts)
         .await
         .map_err(AppError::Thread)?;
