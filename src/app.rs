@@ -352,6 +352,7 @@ struct Restored {
 fn open_state(config: &Config) -> Restored {
     match State::open(&config.state_path) {
         Ok(mut db) => {
+            state::records::keep_in(&config.state_path);
             if let Err(error) = db.keep_history(config.history_days) {
                 metrics::state_errors().increment(1);
                 tracing::error!(%error, "cannot prune ban history");

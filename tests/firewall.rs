@@ -494,3 +494,135 @@ fn bench_smoke_applies_100_bans_to_each_backend() {
         assert!(left.is_empty(), "{backend} left: {left:#?}");
     }
 }
+
+/// A jail with a one-hour bantime on `port`, for the removed-jail test.
+fn hour_jail(name: &str, port: u16, action: &str) -> String {
+    format!(
+        r#"
+[jails.{name}]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+bantime = "1h"
+port = {port}
+action = "{action}"
+"#
+    )
+}
+
+/// Jails removed from the config while the daemon was down after a `kill -9`: their iptables
+/// chains and jumps, nftables chain and sets, ipset sets and rules are removed at the next
+/// start, and only those: the kept jail's chain and ban stay, and so do a fail2ban chain and a
+/// chain of our own shape that jailsink did not make.
+#[test]
+fn objects_of_jails_removed_while_down_are_removed_at_start_and_only_those() {
+    let ns = Netns::new("gone");
+    for tool in ["iptables", "ip6tables"] {
+        ns.run(&[tool, "-N", "f2b-sshd"]);
+        ns.run(&[
+            tool, "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "f2b-sshd",
+        ]);
+        ns.run(&[tool, "-N", "jailsink-manual"]);
+    }
+    let keep = hour_jail("keep", 2222, "iptables");
+    let all = format!(
+        "{keep}{}{}{}",
+        hour_jail("ipt", 22, "iptables"),
+        hour_jail("nft", 23, "nftables"),
+        hour_jail("set", 24, "ipset")
+    );
+    let d = Daemon::start_in(
+        tempfile::tempdir().unwrap(),
+        &config("", &all),
+        &ns.prefix(),
+    );
+    for jail in ["keep", "ipt", "nft", "set"] {
+        d.cli_ok(&["ban", jail, "192.0.2.70"]);
+        d.cli_ok(&["ban", jail, "2001:db8::70"]);
+    }
+    let made = wait_for(Duration::from_secs(10), || {
+        let found = leftovers(&ns).join("\n");
+        [
+            "jailsink-ipt",
+            "jailsink-set-v6",
+            "jailsink-keep -s 2001:db8::70",
+            "\"nft-v4\"",
+        ]
+        .iter()
+        .all(|w| found.contains(w))
+    });
+    assert!(made, "{:#?}", leftovers(&ns));
+    let dir = d.kill9();
+
+    let d = Daemon::start_in(dir, &config("", &keep), &ns.prefix());
+    let left = leftovers(&ns);
+    for gone in ["jailsink-ipt", "jailsink-set", "nft"] {
+        assert!(
+            !left.iter().any(|l| l.contains(gone)),
+            "{gone} left: {left:#?}"
+        );
+    }
+    for tool in ["iptables-save", "ip6tables-save"] {
+        let rules = ns.run(&[tool]);
+        for kept in [
+            ":f2b-sshd",
+            "-j f2b-sshd",
+            ":jailsink-manual",
+            ":jailsink-keep",
+            "--dports 2222 -j jailsink-keep",
+        ] {
+            assert!(rules.contains(kept), "{tool} lost {kept}:\n{rules}");
+        }
+    }
+    assert!(ns
+        .run(&["iptables-save"])
+        .contains("-A jailsink-keep -s 192.0.2.70/32 -j DROP"));
+    for jail in ["ipt", "nft", "set"] {
+        assert!(
+            d.logged(&format!(
+                "[{jail}] removed the firewall objects of a jail no longer configured"
+            )),
+            "{jail}"
+        );
+    }
+    d.assert_no_errors();
+    // A clean stop removes the kept jail's objects and forgets them: nothing of ours is left
+    // but the chain made by hand.
+    assert!(d.stop().success());
+    let left: Vec<String> = leftovers(&ns)
+        .into_iter()
+        .filter(|l| !l.contains("jailsink-manual"))
+        .collect();
+    assert!(left.is_empty(), "{left:#?}");
+}
+
+/// A jail with `keep_on_stop` leaves its sets at a clean stop; removed from the config before
+/// the next start, its objects go then. A clean stop without it left nothing to remove.
+#[test]
+fn kept_sets_of_a_jail_removed_before_the_next_start_are_removed() {
+    let ns = Netns::new("kept");
+    let keep = hour_jail("keep", 2222, "iptables");
+    let kept = format!(
+        "{keep}{}keep_on_stop = true\n",
+        hour_jail("nft", 23, "nftables")
+    );
+    let d = Daemon::start_in(
+        tempfile::tempdir().unwrap(),
+        &config("", &kept),
+        &ns.prefix(),
+    );
+    d.cli_ok(&["ban", "nft", "192.0.2.71"]);
+    let (status, dir) = d.stop_keeping_dir();
+    assert!(status.success());
+    assert!(
+        ns.run(&["nft", "list", "table", "inet", "jailsink"])
+            .contains("192.0.2.71"),
+        "keep_on_stop kept nothing"
+    );
+    let d = Daemon::start_in(dir, &config("", &keep), &ns.prefix());
+    assert!(d.logged("[nft] removed the firewall objects of a jail no longer configured"));
+    assert!(!ns
+        .run(&["nft", "-j", "list", "ruleset"])
+        .contains("\"jailsink\""));
+    assert!(!d.logged("[keep] removed the firewall objects of a jail no longer configured"));
+    d.assert_no_errors();
+}

@@ -92,3 +92,173 @@ action = { type = "iptables", name = "SMTP", port = ["smtp", 465], protocol = "t
         );
     }
 }
+
+/// A directory for PATH with iptables, ipset and ip but no ip6tables.
+fn without_ip6tables() -> tempfile::TempDir {
+    let bin = tempfile::tempdir().unwrap();
+    for (tool, package) in [
+        ("iptables", "iptables"),
+        ("iptables-restore", "iptables"),
+        ("iptables-save", "iptables"),
+        ("ipset", "ipset"),
+        ("ip", "iproute2"),
+    ] {
+        let path = crate::support::tool(tool, package);
+        std::os::unix::fs::symlink(&path, bin.path().join(tool)).unwrap();
+    }
+    bin
+}
+
+/// Rules of the jail's chain in one family's `*-save` output.
+fn chain_rules(ns: &Netns, tool: &str) -> Vec<String> {
+    ns.run(&[tool, "-t", "filter"])
+        .lines()
+        .filter(|l| l.starts_with("-A jailsink-sshd "))
+        .map(String::from)
+        .collect()
+}
+
+/// A host without ip6tables: the daemon restarts after a crash with a PATH that lacks it. The
+/// IPv4 chain is still listed and reconciled (a stale rule lifted, the restored ban kept once,
+/// new bans applied); only the IPv6 side fails, logged as ip6tables' failure and counted per
+/// IPv6 ban.
+#[test]
+fn without_ip6tables_ipv4_is_still_listed_and_reconciled() {
+    let ns = Netns::new("ip6less");
+    let jails = r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+maxretry = 1
+bantime = "1h"
+port = "ssh"
+action = "iptables"
+"#;
+    let text = config("", jails);
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &ns.prefix());
+    for ip in ["192.0.2.60", "2001:db8::60"] {
+        let msg = format!("Failed password for root from {ip} port 4242 ssh2");
+        log_tcp(&ns.prefix(), &d, "sshd", &msg, 1);
+    }
+    let ok = wait_for(Duration::from_secs(10), || {
+        chain_rules(&ns, "iptables-save").len() == 1
+            && chain_rules(&ns, "ip6tables-save").len() == 1
+    });
+    assert!(ok, "{}", ns.run(&["iptables-save"]));
+    let dir = d.kill9();
+    // A rule no ban of ours holds: only a listing of the IPv4 chain can lift it.
+    ns.run(&[
+        "iptables",
+        "-A",
+        "jailsink-sshd",
+        "-s",
+        "192.0.2.99/32",
+        "-j",
+        "DROP",
+    ]);
+
+    let bin = without_ip6tables();
+    let path = bin.path().display().to_string();
+    let d = Daemon::start_env(dir, &text, &ns.prefix(), &[("PATH", &path)]);
+    assert_eq!(
+        chain_rules(&ns, "iptables-save"),
+        ["-A jailsink-sshd -s 192.0.2.60/32 -j DROP"],
+        "the IPv4 chain was not reconciled: {:#?}",
+        d.errors()
+    );
+    log_tcp(
+        &ns.prefix(),
+        &d,
+        "sshd",
+        "Failed password for root from 192.0.2.61 port 4242 ssh2",
+        1,
+    );
+    log_tcp(
+        &ns.prefix(),
+        &d,
+        "sshd",
+        "Failed password for root from 2001:db8::61 port 4242 ssh2",
+        1,
+    );
+    let ok = wait_for(Duration::from_secs(10), || {
+        chain_rules(&ns, "iptables-save").len() == 2
+    });
+    assert!(ok, "{}", ns.run(&["iptables-save"]));
+    // The IPv6 ban fails on its own, counted and named as ip6tables' failure.
+    let failed = wait_for(Duration::from_secs(15), || {
+        d.errors().iter().any(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("action failed"))
+                && e["first"] == "2001:db8::61"
+        })
+    });
+    assert!(failed, "{:#?}", d.errors());
+    assert!(
+        d.logged("ip6tables is not usable: IPv4 bans go on, each IPv6 ban fails and is counted")
+    );
+    for error in d.errors() {
+        let text = error.to_string();
+        assert!(
+            text.contains("ip6tables") && !text.contains("192.0.2."),
+            "an error beyond IPv6: {error}"
+        );
+    }
+    // The chain the first run left in ip6tables is not touched.
+    assert_eq!(chain_rules(&ns, "ip6tables-save").len(), 1);
+}
+
+/// The ipset action on a host without ip6tables: IPv4 bans go into the set its iptables rule
+/// matches; an IPv6 ban, which no ip6tables rule could match, fails and is counted instead of
+/// going into a set that blocks nothing.
+#[test]
+fn without_ip6tables_ipset_bans_ipv4_and_fails_ipv6_bans_counted() {
+    let ns = Netns::new("ip6set");
+    let jails = r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+maxretry = 1
+bantime = "1h"
+port = "ssh"
+action = "ipset"
+"#;
+    let bin = without_ip6tables();
+    let path = bin.path().display().to_string();
+    let d = Daemon::start_env(
+        tempfile::tempdir().unwrap(),
+        &config("", jails),
+        &ns.prefix(),
+        &[("PATH", &path)],
+    );
+    for ip in ["192.0.2.62", "2001:db8::62"] {
+        let msg = format!("Failed password for root from {ip} port 4242 ssh2");
+        log_tcp(&ns.prefix(), &d, "sshd", &msg, 1);
+    }
+    let rule = "-m set --match-set jailsink-sshd-v4 src -j DROP";
+    let ok = wait_for(Duration::from_secs(10), || {
+        ns.run(&["ipset", "list", "jailsink-sshd-v4"])
+            .contains("192.0.2.62")
+            && ns.run(&["iptables-save"]).contains(rule)
+    });
+    assert!(ok, "{}", ns.run(&["ipset", "list"]));
+    let failed = wait_for(Duration::from_secs(15), || {
+        d.errors().iter().any(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("action failed"))
+                && e["first"] == "2001:db8::62"
+                && e["error"].as_str().is_some_and(|t| t.contains("ip6tables"))
+        })
+    });
+    assert!(failed, "{:#?}", d.errors());
+    assert!(!ns
+        .run(&["ipset", "list", "jailsink-sshd-v6"])
+        .contains("2001:db8::62"));
+    assert!(
+        d.logged("ip6tables is not usable: IPv4 bans go on, each IPv6 ban fails and is counted")
+    );
+    for error in d.errors() {
+        assert!(!error.to_string().contains("192.0.2."), "{error}");
+    }
+}

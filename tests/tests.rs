@@ -1,4 +1,5 @@
 mod bench_smoke;
+mod command_record;
 mod containers;
 mod daemon;
 mod decide;

@@ -15,61 +15,145 @@ use std::time::Instant;
 
 use ipnetwork::IpNetwork;
 
-use super::{element_text, exec, Action, ActionError, ActionKind, BanOrder, CommandSpec, Protocol};
+use super::{
+    element_text, exec, Action, ActionCommand, ActionError, ActionKind, BanOrder, BatchError,
+    CommandSpec, Protocol,
+};
 use crate::evidence::{hosts, shell_safe, Line};
+use crate::state::records::{self, CommandRecord, Done, Mark, Records};
 
-/// Most bans whose failures and bantime are remembered for the unban template; beyond it an
-/// unban shows 0 failures and the bantime as -1.
+/// Most bans whose values are remembered in memory for the unban template; beyond it an unban
+/// reads them from the record in the state database (or, without one, shows 0 failures and the
+/// bantime as -1).
 const REMEMBERED: usize = 1_000_000;
 
-/// Runs operator-supplied programs.
+/// Runs operator-supplied programs, and keeps its own record of what it ran.
+///
+/// The operator's programs cannot be listed, so the action records each ban it runs `ban` for
+/// (with the values `unban` will need) in the state database, and forgets it once `unban` ran.
+/// Every command is recorded as unsettled before it runs and settled after it succeeded: a
+/// crash between the two leaves it unsettled, and the next start runs `ban` again if the ban is
+/// still restored, `unban` if not, so an unban is run twice rather than never.
 pub(crate) struct CommandAction {
     jail: String,
+    /// Which command action of the jail this is (0 for the first), naming its records.
+    nth: usize,
     spec: CommandSpec,
-    /// Failures and bantime (seconds, -1 permanent) of active bans, for `<failures>` and
-    /// `<bantime>` in the unban template.
-    active: HashMap<IpNetwork, (u32, i64)>,
+    /// The values of the bans it holds, for the unban template (at most [`REMEMBERED`]).
+    active: HashMap<IpNetwork, CommandRecord>,
+    /// The durable record; None without a readable state database (memory only, as then no ban
+    /// survives a restart anyway).
+    records: Option<Records>,
+    /// Recorded targets whose last command may not have run (read by `list`).
+    unsettled: Vec<IpNetwork>,
+    /// Fingerprint of the ban and unban templates, stored with each record.
+    commands: i64,
 }
 
 impl CommandAction {
-    /// An action for `jail`; nothing runs until `start`.
-    pub(crate) fn new(jail: &str, spec: CommandSpec) -> Self {
+    /// Command action `nth` of `jail`; nothing runs until `start`.
+    pub(crate) fn new(jail: &str, nth: usize, spec: CommandSpec) -> Self {
         CommandAction {
             jail: jail.to_string(),
+            nth,
+            commands: records::fingerprint(&spec.ban, &spec.unban),
             spec,
             active: HashMap::new(),
+            records: None,
+            unsettled: Vec::new(),
         }
+    }
+
+    /// `<protocol>` as the config gives it now.
+    fn protocol(&self) -> &'static str {
+        match self.spec.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::All => "all",
+        }
+    }
+
+    /// The values a ban of `order` runs with (and its unban will).
+    fn record_of(&self, order: &BanOrder) -> CommandRecord {
+        let bantime = order
+            .remaining(Instant::now())
+            .map_or(-1, |d| d.as_millis().div_ceil(1000) as i64);
+        CommandRecord {
+            target: order.target,
+            failures: order.failures,
+            bantime,
+            port: self.spec.ports.join(","),
+            protocol: self.protocol().to_string(),
+            settled: false,
+        }
+    }
+
+    /// The values of the ban `target` holds: remembered, recorded, or (a ban from before the
+    /// record, or past [`REMEMBERED`] without a database) 0 failures, bantime -1 and the
+    /// config's ports.
+    fn recorded(&self, target: IpNetwork) -> CommandRecord {
+        if let Some(found) = self.active.get(&target) {
+            return found.clone();
+        }
+        let stored = self
+            .records
+            .as_ref()
+            .and_then(|r| r.command(&self.jail, self.nth, target).ok().flatten())
+            // A record an unban made for a target never recorded has no port of its own.
+            .filter(|r| !r.protocol.is_empty());
+        stored.unwrap_or_else(|| CommandRecord {
+            target,
+            failures: 0,
+            bantime: -1,
+            port: self.spec.ports.join(","),
+            protocol: self.protocol().to_string(),
+            settled: false,
+        })
     }
 
     fn run(
         &self,
         template: &[String],
         target: Option<IpNetwork>,
-        failures: u32,
-        bantime: i64,
+        values: Option<&CommandRecord>,
         evidence: &[Line],
     ) -> Result<(), ActionError> {
         if template.is_empty() {
             return Ok(());
         }
-        let protocol = match self.spec.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::All => "all",
+        let (failures, bantime, port, protocol) = match values {
+            Some(r) => (r.failures, r.bantime, r.port.clone(), r.protocol.clone()),
+            None => (0, 0, self.spec.ports.join(","), self.protocol().to_string()),
         };
         let values = [
             ("<ip>", target.map(element_text).unwrap_or_default()),
             ("<jail>", self.jail.clone()),
             ("<bantime>", bantime.to_string()),
             ("<failures>", failures.to_string()),
-            ("<port>", self.spec.ports.join(",")),
-            ("<protocol>", protocol.to_string()),
+            ("<port>", port),
+            ("<protocol>", protocol),
             ("<hosts>", shell_safe(&hosts(evidence).join(","))),
             ("<matches>", matches(evidence)),
         ];
         let argv: Vec<String> = template.iter().map(|arg| fill(arg, &values)).collect();
         exec::run(&argv, None, self.spec.timeout)?;
         Ok(())
+    }
+
+    /// Writes to the record; a database that refuses is logged and counted, and the commands
+    /// run anyway (protection first: the next start may then run a ban twice).
+    fn write(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Records, &str, usize) -> Result<(), crate::state::StateError>,
+    ) {
+        let Some(records) = self.records.as_mut() else {
+            return;
+        };
+        if let Err(error) = f(records, &self.jail, self.nth) {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail = %self.jail, %error, "command action: cannot {what} its record");
+        }
     }
 }
 
@@ -102,34 +186,153 @@ impl Action for CommandAction {
     }
 
     fn start(&mut self) -> Result<(), ActionError> {
-        self.run(&self.spec.start, None, 0, 0, &[])
+        if self.records.is_none() {
+            self.records = records::open_configured();
+        }
+        self.run(&self.spec.start, None, None, &[])
     }
 
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError> {
-        let bantime = order
-            .remaining(Instant::now())
-            .map_or(-1, |d| d.as_millis().div_ceil(1000) as i64);
-        if self.active.len() < REMEMBERED {
-            self.active.insert(order.target, (order.failures, bantime));
-        }
-        self.run(
-            &self.spec.ban,
-            Some(order.target),
-            order.failures,
-            bantime,
-            &order.evidence,
-        )
+        super::apply_one(self, ActionCommand::Ban(order.clone()))
     }
 
     fn unban(&mut self, target: IpNetwork) -> Result<(), ActionError> {
-        let (failures, bantime) = self.active.get(&target).copied().unwrap_or((0, -1));
-        self.run(&self.spec.unban, Some(target), failures, bantime, &[])?;
-        self.active.remove(&target);
-        Ok(())
+        super::apply_one(self, ActionCommand::Unban(target))
     }
 
+    /// Records the burst as unsettled, runs it in order, then records what succeeded.
+    fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+        let values: Vec<Option<CommandRecord>> = batch
+            .iter()
+            .map(|c| match c {
+                ActionCommand::Ban(order) => Some(self.record_of(order)),
+                ActionCommand::Unban(_) => None,
+            })
+            .collect();
+        let marks: Vec<Mark<'_>> = batch
+            .iter()
+            .zip(&values)
+            .map(|(c, v)| match v {
+                Some(record) => Mark::Ban(record),
+                None => Mark::Unban(c.target()),
+            })
+            .collect();
+        let Some(records) = self.records.as_mut() else {
+            return self.run_burst(batch, values);
+        };
+        if let Err(error) = records.begin(&self.jail, self.nth, self.commands, &marks) {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail = %self.jail, %error, "command action: cannot record the commands it runs");
+        }
+        drop(marks);
+        self.run_burst(batch, values)
+    }
+
+    /// What the record says the operator's programs hold: the bans whose `ban` ran and whose
+    /// `unban` did not start since (None without a record, so every restored ban is run).
+    fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
+        let Some(records) = self.records.as_mut() else {
+            return Ok(None);
+        };
+        // Bans run by other ban and unban templates (the config changed them) are not these
+        // programs': forgotten, so the new ban runs for every active ban, as it did before
+        // the record existed.
+        let other = records
+            .forget_other_commands(&self.jail, self.nth, self.commands)
+            .map_err(|e| ActionError(format!("read the command action's record: {e}")))?;
+        if other > 0 {
+            tracing::warn!(jail = %self.jail, forgotten = other, "[{}] the command action's ban or unban changed: {other} bans recorded for the old commands are forgotten, the new ban runs for each active one", self.jail);
+        }
+        let all = records
+            .commands(&self.jail, self.nth)
+            .map_err(|e| ActionError(format!("read the command action's record: {e}")))?;
+        self.unsettled = all
+            .iter()
+            .filter(|r| !r.settled)
+            .map(|r| r.target)
+            .collect();
+        let mut held = Vec::new();
+        for record in all {
+            if record.settled {
+                held.push(record.target);
+            }
+            if self.active.len() < REMEMBERED && !record.protocol.is_empty() {
+                self.active.insert(record.target, record);
+            }
+        }
+        Ok(Some(held))
+    }
+
+    fn doubtful(&self) -> Vec<IpNetwork> {
+        self.unsettled.clone()
+    }
+
+    /// Runs the `stop` template. One that ran is taken to lift every ban (as fail2ban's
+    /// actionstop flushes its chain): the record is forgotten, and the next start runs `ban`
+    /// for every restored ban. Without a `stop` template the bans stay where the programs put
+    /// them, and so does the record.
     fn stop(&mut self) -> Result<(), ActionError> {
-        self.run(&self.spec.stop, None, 0, 0, &[])
+        self.run(&self.spec.stop, None, None, &[])?;
+        if !self.spec.stop.is_empty() {
+            self.active.clear();
+            self.write("forget", |r, jail, nth| r.forget_commands(jail, nth));
+        }
+        Ok(())
+    }
+}
+
+impl CommandAction {
+    /// Runs each command of a burst (recorded as begun), then records those that succeeded.
+    fn run_burst(
+        &mut self,
+        batch: &[ActionCommand],
+        values: Vec<Option<CommandRecord>>,
+    ) -> Result<(), BatchError> {
+        let mut pending = Vec::new();
+        let mut first = None;
+        let mut done = Vec::new();
+        for (i, (command, value)) in batch.iter().zip(values).enumerate() {
+            let result = match (command, value) {
+                (ActionCommand::Ban(order), Some(mut record)) => {
+                    let result = self.run(
+                        &self.spec.ban,
+                        Some(order.target),
+                        Some(&record),
+                        &order.evidence,
+                    );
+                    if result.is_ok() {
+                        done.push(Done::Banned(order.target));
+                        record.settled = true;
+                        if self.active.len() < REMEMBERED || self.active.contains_key(&order.target)
+                        {
+                            self.active.insert(order.target, record);
+                        }
+                    }
+                    result
+                }
+                (command, _) => {
+                    let target = command.target();
+                    let record = self.recorded(target);
+                    let result = self.run(&self.spec.unban, Some(target), Some(&record), &[]);
+                    if result.is_ok() {
+                        done.push(Done::Unbanned(target));
+                        self.active.remove(&target);
+                    }
+                    result
+                }
+            };
+            if let Err(error) = result {
+                pending.push(i);
+                first.get_or_insert(error);
+            }
+        }
+        if !done.is_empty() {
+            self.write("settle", |r, jail, nth| r.settle(jail, nth, &done));
+        }
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError { pending, error }),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
 
-use super::iptables::{delete_hooks, insert_hooks, match_rules, tool, verdict, Hook};
+use super::iptables::{delete_hooks, insert_hooks, match_rules, tool, unsupported, verdict, Hook};
 use super::{
     element_text, exec, parse_element, Action, ActionCommand, ActionError, ActionKind, BanOrder,
     BatchError, FirewallSpec,
@@ -27,12 +27,31 @@ const IPSET_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bans with ipset sets matched by iptables rules.
 pub(crate) struct IpsetAction {
     spec: FirewallSpec,
+    /// Why no ip6tables rule matches the IPv6 set (no ip6tables, or no kernel support), as
+    /// start found: each IPv6 command then fails, counted, instead of going into a set that
+    /// blocks nothing.
+    v6_unusable: Option<String>,
 }
 
 impl IpsetAction {
     /// An action for the given settings; nothing touches the kernel until `start`.
     pub(crate) fn new(spec: FirewallSpec) -> Self {
-        IpsetAction { spec }
+        IpsetAction {
+            spec,
+            v6_unusable: None,
+        }
+    }
+
+    /// One `ipset restore` of a burst.
+    fn restore(&self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+        let script = restore_script(&self.spec.name, batch, Instant::now());
+        ipset(&["restore", "-exist"], Some(script.as_bytes()))
+            .map(|_| ())
+            .map_err(|error| BatchError {
+                // restore stops at the first bad line; with -exist a rerun of the rest is safe.
+                pending: (0..batch.len()).collect(),
+                error,
+            })
     }
 
     fn hooks(&self, ipv4: bool) -> Vec<Hook> {
@@ -117,7 +136,21 @@ impl Action for IpsetAction {
             }
         }
         for ipv4 in [true, false] {
-            insert_hooks(&tool(!ipv4)?, &self.hooks(ipv4))?;
+            match tool(!ipv4).and_then(|t| insert_hooks(&t, &self.hooks(ipv4))) {
+                Ok(()) => {
+                    if !ipv4 {
+                        self.v6_unusable = None;
+                    }
+                }
+                // A host without ip6tables still bans IPv4; each IPv6 ban fails, counted.
+                Err(error) if !ipv4 && unsupported(&error) => {
+                    if self.v6_unusable.is_none() {
+                        tracing::error!(action = %self.spec.name, %error, "ip6tables is not usable: IPv4 bans go on, each IPv6 ban fails and is counted");
+                    }
+                    self.v6_unusable = Some(error.0);
+                }
+                Err(error) => return Err(error),
+            }
         }
         Ok(())
     }
@@ -131,14 +164,26 @@ impl Action for IpsetAction {
     }
 
     fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
-        let script = restore_script(&self.spec.name, batch, Instant::now());
-        ipset(&["restore", "-exist"], Some(script.as_bytes()))
-            .map(|_| ())
-            .map_err(|error| BatchError {
-                // restore stops at the first bad line; with -exist a rerun of the rest is safe.
-                pending: (0..batch.len()).collect(),
-                error,
-            })
+        let Some(reason) = self.v6_unusable.as_deref() else {
+            return self.restore(batch);
+        };
+        // No rule matches the IPv6 set: its commands fail, the IPv4 ones apply.
+        let (mut pending, v4): (Vec<usize>, Vec<usize>) =
+            (0..batch.len()).partition(|&i| batch[i].target().is_ipv6());
+        let mut first = (!pending.is_empty())
+            .then(|| ActionError(format!("no ip6tables rule matches the IPv6 set: {reason}")));
+        let v4_batch: Vec<ActionCommand> = v4.iter().map(|&i| batch[i].clone()).collect();
+        if !v4_batch.is_empty() {
+            if let Err(failed) = self.restore(&v4_batch) {
+                pending.extend(failed.pending.iter().filter_map(|&j| v4.get(j).copied()));
+                first.get_or_insert(failed.error);
+            }
+        }
+        pending.sort_unstable();
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError { pending, error }),
+        }
     }
 
     fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
@@ -161,8 +206,13 @@ impl Action for IpsetAction {
         // The rules go first: a set still referenced cannot be destroyed.
         let mut first_error = None;
         for ipv4 in [true, false] {
-            if let Err(e) = tool(!ipv4).and_then(|t| delete_hooks(&t, &self.hooks(ipv4))) {
-                first_error.get_or_insert(e);
+            match tool(!ipv4).and_then(|t| delete_hooks(&t, &self.hooks(ipv4))) {
+                Ok(()) => {}
+                // No ip6tables: no IPv6 rule was made, none is left to delete.
+                Err(e) if !ipv4 && unsupported(&e) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
         for ipv4 in [true, false] {

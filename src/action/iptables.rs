@@ -169,6 +169,16 @@ fn delete_every_copy(
     Ok(())
 }
 
+/// Whether a family's failure means its tool or kernel support is missing (not a passing
+/// refusal such as a held lock): no ip6tables program, or no ip6tables tables in the kernel.
+pub(crate) fn unsupported(error: &ActionError) -> bool {
+    let text = &error.0;
+    text.starts_with("ip6tables: ")
+        || text.starts_with("iptables: ")
+        || text.contains("Table does not exist")
+        || text.contains("insmod")
+}
+
 /// iptables' answer when a chain is not there (legacy and nf_tables alike).
 fn missing(stderr: &str) -> bool {
     stderr.contains("No chain/target/match by that name") || stderr.contains("does not exist")
@@ -268,6 +278,8 @@ pub(crate) struct IptablesAction {
     chain: String,
     v4: Family,
     v6: Family,
+    /// Start found ip6tables unusable (logged once).
+    v6_unsupported: bool,
 }
 
 impl IptablesAction {
@@ -278,6 +290,7 @@ impl IptablesAction {
             spec,
             v4: Family::new(false),
             v6: Family::new(true),
+            v6_unsupported: false,
         }
     }
 
@@ -483,11 +496,23 @@ impl Action for IptablesAction {
         ActionKind::Iptables
     }
 
+    /// Creates the chain and hooks of both families. A host without ip6tables (or a kernel
+    /// without its tables) still starts IPv4: that is logged once, and every IPv6 ban then
+    /// fails and is counted on its own.
     fn start(&mut self) -> Result<(), ActionError> {
         let hooks = hook_rules(&self.spec, &self.chain);
         let v4 = start_family(&mut self.v4, &self.chain, &hooks);
         let v6 = start_family(&mut self.v6, &self.chain, &hooks);
-        v4.and(v6)
+        match (v4, v6) {
+            (Ok(()), Err(error)) if unsupported(&error) => {
+                if !self.v6_unsupported {
+                    self.v6_unsupported = true;
+                    tracing::error!(action = %self.spec.name, %error, "ip6tables is not usable: IPv4 bans go on, each IPv6 ban fails and is counted");
+                }
+                Ok(())
+            }
+            (v4, v6) => v4.and(v6),
+        }
     }
 
     fn ban(&mut self, order: &BanOrder) -> Result<(), ActionError> {
@@ -523,21 +548,41 @@ impl Action for IptablesAction {
         }
     }
 
+    /// Both families' bans. One family that cannot be listed (no ip6tables) is logged and
+    /// left out: the other is reconciled as usual, and the restored bans of the failed one are
+    /// tried (and fail, counted, if it stays unusable). Only when neither lists is it an error.
     fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
         let mut all = Vec::new();
+        let mut failed = Vec::new();
         for family in [&mut self.v4, &mut self.v6] {
-            let listed = list_family(family, &self.chain, self.spec.blocktype)?;
-            family.present = Some(listed.iter().copied().collect());
-            all.extend(listed);
+            match list_family(family, &self.chain, self.spec.blocktype) {
+                Ok(listed) => {
+                    family.present = Some(listed.iter().copied().collect());
+                    all.extend(listed);
+                }
+                Err(error) => {
+                    family.present = None;
+                    let tool = if family.ipv6 { "ip6tables" } else { "iptables" };
+                    tracing::error!(action = %self.spec.name, tool, %error, "cannot list the chain; the other family is reconciled, this one's bans are applied as they come");
+                    failed.push(error);
+                }
+            }
         }
-        Ok(Some(all))
+        match failed.len() {
+            2 => Err(failed.swap_remove(0)),
+            _ => Ok(Some(all)),
+        }
     }
 
     fn stop(&mut self) -> Result<(), ActionError> {
         let hooks = hook_rules(&self.spec, &self.chain);
         let v4 = stop_family(&mut self.v4, &self.chain, &hooks);
         let v6 = stop_family(&mut self.v6, &self.chain, &hooks);
-        v4.and(v6)
+        match (v4, v6) {
+            // No ip6tables: nothing was made there, nothing is left to remove.
+            (Ok(()), Err(error)) if unsupported(&error) => Ok(()),
+            (v4, v6) => v4.and(v6),
+        }
     }
 }
 

@@ -9,13 +9,14 @@ pub(crate) mod libnft;
 pub(crate) mod log;
 pub mod nftables;
 pub mod runner;
+pub(crate) mod sweep;
 
 use ipnetwork::IpNetwork;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 /// Which transport protocol a firewall rule guards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     /// TCP only (the default, as in fail2ban).
     Tcp,
@@ -43,7 +44,7 @@ impl Protocol {
 pub(crate) struct UnknownProtocol(String);
 
 /// What a firewall does with a banned address's packets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BlockType {
     /// Silently drop.
     Drop,
@@ -67,8 +68,9 @@ impl BlockType {
 #[error("`{0}` is not DROP or REJECT")]
 pub(crate) struct UnknownBlockType(String);
 
-/// The settings every firewall backend shares.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The settings every firewall backend shares (kept as JSON in the state's record of the
+/// objects a backend made, so a later start can remove them).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FirewallSpec {
     /// Base of kernel object names (`jailsink-<name>`).
     pub name: String,
@@ -97,7 +99,8 @@ pub struct FirewallSpec {
 pub struct CommandSpec {
     /// Run once when the jail starts; empty: nothing.
     pub start: Vec<String>,
-    /// Run once when the jail stops; empty: nothing.
+    /// Run once when the jail stops; empty: nothing. One that ran is taken to lift every ban:
+    /// the action forgets its record, and the next start runs `ban` for every restored ban.
     pub stop: Vec<String>,
     /// Run per ban; `<ip>`, `<jail>`, `<bantime>`, `<failures>`, `<port>`, `<protocol>` filled in.
     pub ban: Vec<String>,
@@ -200,12 +203,20 @@ impl ActionSpec {
 
     /// A fresh backend for `jail`.
     pub fn build(&self, jail: &str) -> Box<dyn Action> {
+        self.build_nth(jail, 0)
+    }
+
+    /// A fresh backend for `jail`, the `nth` action of its type in the jail (what names a
+    /// command action's record).
+    pub fn build_nth(&self, jail: &str, nth: usize) -> Box<dyn Action> {
         match self {
             ActionSpec::Log => Box::new(log::LogAction::new(jail)),
             ActionSpec::Iptables(spec) => Box::new(iptables::IptablesAction::new(spec.clone())),
             ActionSpec::Nftables(spec) => Box::new(nftables::NftablesAction::new(spec.clone())),
             ActionSpec::Ipset(spec) => Box::new(ipset::IpsetAction::new(spec.clone())),
-            ActionSpec::Command(spec) => Box::new(command::CommandAction::new(jail, spec.clone())),
+            ActionSpec::Command(spec) => {
+                Box::new(command::CommandAction::new(jail, nth, spec.clone()))
+            }
         }
     }
 }
@@ -347,6 +358,12 @@ pub trait Action: Send {
     /// should be active; backends that hold nothing (log) answer None.
     fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
         Ok(None)
+    }
+    /// Targets `list` cannot vouch for either way (a command of theirs may have been cut short
+    /// by a crash), after `list`: reconciling lifts them when no ban wants them and applies
+    /// them again when one does.
+    fn doubtful(&self) -> Vec<IpNetwork> {
+        Vec::new()
     }
     /// Removes everything `start` and `ban` added (set-based backends with `keep_on_stop`
     /// leave it, for their element timeouts to finish).

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use ipnetwork::IpNetwork;
 use tokio::sync::mpsc;
 
-use super::{Action, ActionError, ActionSpec, BanOrder};
+use super::{Action, ActionError, ActionSpec, BanOrder, FirewallSpec};
 use crate::metrics::{self, JailMetrics};
+use crate::state::records::{self, Records};
 
 pub(crate) use super::ActionCommand;
 
@@ -94,35 +95,56 @@ pub async fn spawn(
     metrics: JailMetrics,
     restored: Vec<BanOrder>,
 ) -> std::io::Result<Runner> {
-    spawn_with(jail, specs, metrics, restored, QUEUE_DEPTH).await
+    spawn_with(jail, specs, metrics, restored, QUEUE_DEPTH, true).await
 }
 
 /// As [`spawn`], with a queue of batches: each batch is applied with whatever else is queued
-/// as bursts, in order.
+/// as bursts, in order. For the fleet's followers, whose objects are not recorded (their jails
+/// come from events, not the config, so no start could tell one no longer wanted).
 pub async fn spawn_batched(
     jail: &str,
     specs: &[ActionSpec],
     metrics: JailMetrics,
     restored: Vec<BanOrder>,
 ) -> std::io::Result<Runner<Vec<ActionCommand>>> {
-    spawn_with(jail, specs, metrics, restored, BATCH_QUEUE_DEPTH).await
+    spawn_with(jail, specs, metrics, restored, BATCH_QUEUE_DEPTH, false).await
 }
 
+/// Starts the runner; with `record`, the firewall objects its actions make are recorded in the
+/// state (so a start after the jail left the config removes them, [`super::sweep`]).
 async fn spawn_with<C: Queued>(
     jail: &str,
     specs: &[ActionSpec],
     metrics: JailMetrics,
     restored: Vec<BanOrder>,
     depth: usize,
+    record: bool,
 ) -> std::io::Result<Runner<C>> {
     let (queue, commands) = mpsc::channel(depth);
     let (started_tx, started) = tokio::sync::oneshot::channel();
-    let actions: Vec<Box<dyn Action>> = specs.iter().map(|s| s.build(jail)).collect();
+    let actions: Vec<Box<dyn Action>> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let nth = specs[..i].iter().filter(|o| o.kind() == s.kind()).count();
+            s.build_nth(jail, nth)
+        })
+        .collect();
+    let made: Vec<Option<FirewallSpec>> = specs
+        .iter()
+        .map(|s| s.firewall().filter(|_| record).cloned())
+        .collect();
     let jail = jail.to_string();
     let thread = std::thread::Builder::new()
         .name(format!("action-{jail}"))
         .spawn(move || {
             let mut runner = Worker::new(jail, actions, metrics);
+            if made.iter().any(Option::is_some) {
+                runner.records = records::open_configured();
+                for (slot, spec) in runner.slots.iter_mut().zip(made) {
+                    slot.made = spec;
+                }
+            }
             let reapplied = runner.start(&restored);
             let _ = started_tx.send(reapplied);
             runner.serve(commands);
@@ -143,6 +165,8 @@ struct Slot {
     errors: ::metrics::Counter,
     /// Commands that failed every retry, in order, tried again every [`BACKLOG_RETRY`].
     backlog: Vec<ActionCommand>,
+    /// The settings of a firewall action whose objects are recorded in the state.
+    made: Option<FirewallSpec>,
 }
 
 impl Slot {
@@ -164,6 +188,8 @@ struct Worker {
     metrics: JailMetrics,
     /// [`BACKLOG_RETRY`], shorter in tests.
     backlog_retry: Duration,
+    /// Where the firewall objects of the actions are recorded (None: not recorded).
+    records: Option<Records>,
 }
 
 impl Worker {
@@ -177,6 +203,7 @@ impl Worker {
                     action,
                     errors,
                     backlog: Vec::new(),
+                    made: None,
                 }
             })
             .collect();
@@ -185,6 +212,7 @@ impl Worker {
             slots,
             metrics,
             backlog_retry: BACKLOG_RETRY,
+            records: None,
         }
     }
 
@@ -209,6 +237,20 @@ impl Worker {
         let mut reapplied = 0;
         for slot in &mut self.slots {
             let kind = slot.action.kind();
+            // Recorded before they are made: a crash while they are made leaves them recorded.
+            if let (Some(records), Some(spec)) = (self.records.as_mut(), slot.made.as_ref()) {
+                let written = serde_json::to_string(spec)
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| {
+                        records
+                            .made(kind.name(), &spec.name, &self.jail, &json)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(error) = written {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot record the firewall objects the action makes");
+                }
+            }
             if let Err(error) = retry(|| slot.action.start()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to start");
@@ -283,6 +325,15 @@ impl Worker {
             if let Err(error) = retry(|| slot.action.stop()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to stop");
+                continue;
+            }
+            // Removed: nothing is left for a later start to remove (kept ones stay recorded).
+            let removed = slot.made.as_ref().filter(|spec| !spec.keep_on_stop);
+            if let (Some(records), Some(spec)) = (self.records.as_mut(), removed) {
+                if let Err(error) = records.unmade(kind.name(), &spec.name) {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot forget the removed firewall objects");
+                }
             }
         }
     }
@@ -469,8 +520,20 @@ fn reconcile(jail: &str, slot: &mut Slot, restored: &[BanOrder], keep_unknown: b
     match &current {
         Some(current) => {
             let wanted: HashSet<IpNetwork> = restored.iter().map(|o| o.target).collect();
-            let present: HashSet<IpNetwork> = current.iter().copied().collect();
-            let unknown = present.iter().filter(|t| !wanted.contains(t));
+            // A doubtful target counts as present when unwanted (lifted) and as missing when
+            // wanted (applied again).
+            let doubtful: HashSet<IpNetwork> = slot.action.doubtful().into_iter().collect();
+            let mut present: HashSet<IpNetwork> = current.iter().copied().collect();
+            let unknown: Vec<IpNetwork> = present
+                .iter()
+                .chain(&doubtful)
+                .filter(|t| !wanted.contains(t))
+                .copied()
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            present.retain(|t| !doubtful.contains(t));
+            let unknown = unknown.iter();
             if keep_unknown {
                 let kept = unknown.count();
                 if kept > 0 {
@@ -532,6 +595,7 @@ mod tests {
     /// batch holds `refuse`, as a transactional backend does with a command it rejects.
     struct Fake {
         listed: Option<Vec<IpNetwork>>,
+        doubtful: Vec<IpNetwork>,
         applied: Arc<Mutex<Vec<ActionCommand>>>,
         fail: usize,
         refuse: Option<IpNetwork>,
@@ -577,6 +641,9 @@ mod tests {
         fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
             Ok(self.listed.clone())
         }
+        fn doubtful(&self) -> Vec<IpNetwork> {
+            self.doubtful.clone()
+        }
         fn stop(&mut self) -> Result<(), ActionError> {
             Ok(())
         }
@@ -597,6 +664,7 @@ mod tests {
         let applied = Arc::new(Mutex::new(Vec::new()));
         let fake = Fake {
             listed: listed.map(|l| l.iter().map(|t| t.parse().unwrap()).collect()),
+            doubtful: Vec::new(),
             applied: applied.clone(),
             fail,
             refuse: None,
@@ -608,6 +676,7 @@ mod tests {
                 action: Box::new(fake),
                 errors,
                 backlog: Vec::new(),
+                made: None,
             },
             applied,
         )
@@ -638,6 +707,46 @@ mod tests {
         assert_eq!(applied_with(true), [(true, "2001:db8::/64".to_string())]);
     }
 
+    /// A target whose last command a crash may have cut short (the command action's unsettled
+    /// record) is lifted when no ban wants it and applied again when one does.
+    #[test]
+    fn a_doubtful_target_is_lifted_when_unwanted_and_applied_again_when_wanted() {
+        let (mut s, applied) = slot(Some(vec!["192.0.2.1/32", "192.0.2.2/32"]), 0);
+        let doubtful: Vec<IpNetwork> = ["192.0.2.3/32", "192.0.2.4/32"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        s.action = Box::new(Fake {
+            listed: Some(vec!["192.0.2.1/32".parse().unwrap()]),
+            doubtful,
+            applied: applied.clone(),
+            fail: 0,
+            refuse: None,
+            calls: Default::default(),
+        });
+        let restored = [
+            order("192.0.2.1/32"),
+            order("192.0.2.4/32"),
+            order("192.0.2.5/32"),
+        ];
+        reconcile("t", &mut s, &restored, false);
+        let mut seen: Vec<(bool, String)> = applied
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| (matches!(c, ActionCommand::Ban(_)), c.target().to_string()))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                (false, "192.0.2.3/32".to_string()),
+                (true, "192.0.2.4/32".to_string()),
+                (true, "192.0.2.5/32".to_string()),
+            ]
+        );
+    }
+
     #[test]
     fn without_a_listing_every_restored_ban_is_added() {
         let (mut s, applied) = slot(None, 0);
@@ -654,6 +763,7 @@ mod tests {
             slots: vec![s],
             metrics: JailMetrics::new("t"),
             backlog_retry: Duration::from_millis(50),
+            records: None,
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         let serving = std::thread::spawn(move || {
@@ -687,6 +797,7 @@ mod tests {
         let (mut s, applied) = slot(None, 0);
         let fake = Fake {
             listed: None,
+            doubtful: Vec::new(),
             applied: applied.clone(),
             fail: 0,
             refuse: Some(bad),
@@ -721,6 +832,7 @@ mod tests {
             slots: vec![s],
             metrics: JailMetrics::new("t"),
             backlog_retry: Duration::ZERO,
+            records: None,
         };
         worker.retry_backlogs();
         assert_eq!(targets(&applied).len(), 1500);
@@ -729,6 +841,7 @@ mod tests {
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         worker.slots[0].action = Box::new(Fake {
             listed: None,
+            doubtful: Vec::new(),
             applied: applied.clone(),
             fail: usize::MAX,
             refuse: None,

@@ -290,6 +290,18 @@ impl JailSet {
         stored: Vec<StoredBan>,
         counts: HashMap<(String, IpNetwork), u32>,
     ) -> std::io::Result<JailSet> {
+        // The firewall objects of jails removed from the config while the daemon was down
+        // (after a crash) go before any jail's actions start.
+        let configured: Vec<crate::action::ActionSpec> = configs
+            .iter()
+            .flat_map(|j| j.actions.iter().cloned())
+            .collect();
+        let swept = tokio::task::spawn_blocking(move || {
+            crate::action::sweep::remove_unconfigured(&configured)
+        });
+        if swept.await.is_err() {
+            tracing::error!("removing the firewall objects of removed jails failed");
+        }
         let mut jails: Vec<(JailSpec, Jail, Vec<BanOrder>)> = configs
             .into_iter()
             .map(|c| {

@@ -20,6 +20,7 @@ use crate::address::show_target;
 use crate::evidence::{tail, Line};
 
 mod checkpoint;
+pub mod records;
 use checkpoint::Checkpointer;
 
 /// Operations waiting for the writer before it blocks the jail task.

@@ -1,0 +1,79 @@
+//! At start, removes the firewall objects (iptables chain and its jumps, nftables chains and
+//! sets, ipset sets and their rules) of actions no jail configures any more: a jail removed from
+//! the config while the daemon was down after a crash (a clean stop removes them itself).
+//!
+//! Only what the state's record says this daemon made is touched ([`records`]), so a chain of
+//! the same shape that another program (fail2ban) made is never removed; objects made before
+//! the record existed are left as they were.
+
+use std::collections::HashSet;
+
+use super::{ActionKind, ActionSpec, FirewallSpec};
+use crate::state::records;
+
+/// Removes the recorded objects of every backend and name `configured` does not hold, and
+/// forgets them; returns how many actions' objects were removed. One that cannot be removed is
+/// logged, counted and tried again at the next start.
+pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
+    let Some(mut records) = records::open_configured() else {
+        return 0;
+    };
+    let objects = match records.objects() {
+        Ok(objects) => objects,
+        Err(error) => {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(%error, "cannot read which firewall objects jailsink made");
+            return 0;
+        }
+    };
+    let kept: HashSet<(&str, &str)> = configured
+        .iter()
+        .filter_map(|a| a.firewall().map(|f| (a.kind().name(), f.name.as_str())))
+        .collect();
+    let mut removed = 0;
+    for object in objects {
+        if kept.contains(&(object.backend.as_str(), object.name.as_str())) {
+            continue;
+        }
+        let forget = |records: &mut records::Records| {
+            if let Err(error) = records.unmade(&object.backend, &object.name) {
+                crate::metrics::state_errors().increment(1);
+                tracing::error!(%error, "cannot forget removed firewall objects");
+            }
+        };
+        let spec = match serde_json::from_str::<FirewallSpec>(&object.spec) {
+            Ok(spec) => FirewallSpec {
+                keep_on_stop: false,
+                ..spec
+            },
+            Err(error) => {
+                tracing::warn!(jail = %object.jail, backend = %object.backend, name = %object.name, %error, "unreadable record of firewall objects: forgotten, the objects are left");
+                forget(&mut records);
+                continue;
+            }
+        };
+        let kind = ActionKind::parse(&object.backend);
+        let action = match kind {
+            Some(ActionKind::Iptables) => ActionSpec::Iptables(spec),
+            Some(ActionKind::Nftables) => ActionSpec::Nftables(spec),
+            Some(ActionKind::Ipset) => ActionSpec::Ipset(spec),
+            _ => {
+                forget(&mut records);
+                continue;
+            }
+        };
+        match action.build(&object.jail).stop() {
+            Ok(()) => {
+                tracing::info!(jail = %object.jail, backend = %object.backend, name = %object.name, "[{}] removed the firewall objects of a jail no longer configured", object.jail);
+                forget(&mut records);
+                removed += 1;
+            }
+            Err(error) => {
+                let backend = kind.map_or("firewall", ActionKind::name);
+                crate::metrics::action_errors(&object.jail, backend).increment(1);
+                tracing::error!(jail = %object.jail, backend = %object.backend, name = %object.name, %error, "cannot remove the firewall objects of a jail no longer configured; tried again at the next start");
+            }
+        }
+    }
+    removed
+}

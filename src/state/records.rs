@@ -1,0 +1,482 @@
+//! What the actions themselves made, kept in the state database so a restart after a crash can
+//! tell: the command action's record of the bans it ran (it cannot list what the operator's
+//! programs hold), and the firewall objects each backend created (so those of a jail removed from
+//! the config while the daemon was down are removed at start, and nothing another program made
+//! under a similar name is touched).
+//!
+//! Each runner thread opens its own connection to the file (WAL: readers and the state writer go
+//! on meanwhile; a write waits at most the busy timeout), at the path [`keep_in`] names.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use rusqlite::{params, Connection};
+
+use super::StateError;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS command_bans (
+    jail     TEXT    NOT NULL,
+    action   INTEGER NOT NULL,   -- which command action of the jail (0 for the first)
+    target   TEXT    NOT NULL,   -- address or CIDR network, as <ip> shows it
+    failures INTEGER NOT NULL,   -- <failures> of the ban, for the unban template
+    bantime  INTEGER NOT NULL,   -- <bantime> of the ban (seconds, -1 permanent)
+    port     TEXT    NOT NULL,   -- <port> the ban ran with
+    protocol TEXT    NOT NULL,   -- <protocol> the ban ran with
+    settled  INTEGER NOT NULL,   -- 0 while a ban or unban command of it may be running
+    commands INTEGER NOT NULL,   -- fingerprint of the ban and unban templates it ran with
+    PRIMARY KEY (jail, action, target)
+);
+CREATE TABLE IF NOT EXISTS firewall_objects (
+    backend TEXT NOT NULL,       -- iptables, nftables, ipset
+    name    TEXT NOT NULL,       -- the action's name (kernel objects jailsink-<name>, ...)
+    jail    TEXT NOT NULL,       -- the jail that made them last
+    spec    TEXT NOT NULL,       -- JSON of the action's settings: what removing them needs
+    PRIMARY KEY (backend, name)
+);
+";
+
+/// The state database's path, once the daemon opened it at start.
+static PATH: OnceLock<PathBuf> = OnceLock::new();
+
+/// Says where the state database is (called once it opened at start): actions started from now
+/// keep their records there. Without it (no readable state) they keep them in memory only.
+pub fn keep_in(path: &Path) {
+    let _ = PATH.set(path.to_path_buf());
+}
+
+/// The records at the path [`keep_in`] named, or None (never named, or not openable: logged).
+pub(crate) fn open_configured() -> Option<Records> {
+    let path = PATH.get()?;
+    match Records::open(path) {
+        Ok(records) => Some(records),
+        Err(error) => {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(%error, "cannot open the actions' records; they are kept in memory only");
+            None
+        }
+    }
+}
+
+/// A fingerprint of a command action's ban and unban templates (64-bit FNV-1a, stable across
+/// builds), stored with each record: a record made by other templates is not taken for one of
+/// the current programs.
+pub(crate) fn fingerprint(ban: &[String], unban: &[String]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [ban, unban] {
+        for byte in part
+            .iter()
+            .flat_map(|arg| arg.bytes().chain([0]))
+            .chain([1])
+        {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash as i64
+}
+
+/// One ban the command action ran (or is running) `ban` for and has not yet run `unban` for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommandRecord {
+    /// Who.
+    pub target: IpNetwork,
+    /// `<failures>` of the ban.
+    pub failures: u32,
+    /// `<bantime>` of the ban.
+    pub bantime: i64,
+    /// `<port>` the ban ran with.
+    pub port: String,
+    /// `<protocol>` the ban ran with.
+    pub protocol: String,
+    /// False while a command of it may be running (or failed): whether the operator's program
+    /// holds it is then unknown.
+    pub settled: bool,
+}
+
+/// A command about to run, recorded first.
+pub(crate) enum Mark<'a> {
+    /// `ban`, with the values its unban will need.
+    Ban(&'a CommandRecord),
+    /// `unban` of a target.
+    Unban(IpNetwork),
+}
+
+/// A command that ran to success, recorded after.
+pub(crate) enum Done {
+    /// `ban` of the target succeeded: it is held.
+    Banned(IpNetwork),
+    /// `unban` of the target succeeded: forgotten.
+    Unbanned(IpNetwork),
+}
+
+/// Firewall objects a backend made for a jail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ObjectRecord {
+    /// iptables, nftables, ipset.
+    pub backend: String,
+    /// The action's name.
+    pub name: String,
+    /// The jail that made them.
+    pub jail: String,
+    /// The action's settings when it made them (JSON of a `FirewallSpec`).
+    pub spec: String,
+}
+
+/// A connection to the records.
+pub(crate) struct Records {
+    path: PathBuf,
+    db: Connection,
+}
+
+impl Records {
+    /// Opens the records in the state database at `path` (making their tables if needed).
+    pub(crate) fn open(path: &Path) -> Result<Records, StateError> {
+        let error = |reason| StateError::Db {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let db = Connection::open(path).map_err(error)?;
+        db.busy_timeout(Duration::from_secs(5)).map_err(error)?;
+        db.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(error)?;
+        // Checkpoints stay with the state writer's checkpointer: no commit here waits for one.
+        db.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(error)?;
+        db.execute_batch(SCHEMA).map_err(error)?;
+        Ok(Records {
+            path: path.to_path_buf(),
+            db,
+        })
+    }
+
+    fn error(&self, reason: rusqlite::Error) -> StateError {
+        StateError::Db {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// Every record of command action `action` of `jail`.
+    pub(crate) fn commands(
+        &self,
+        jail: &str,
+        action: usize,
+    ) -> Result<Vec<CommandRecord>, StateError> {
+        self.query_commands(jail, action, None)
+    }
+
+    /// The record of `target`, if any.
+    pub(crate) fn command(
+        &self,
+        jail: &str,
+        action: usize,
+        target: IpNetwork,
+    ) -> Result<Option<CommandRecord>, StateError> {
+        Ok(self
+            .query_commands(jail, action, Some(target))?
+            .into_iter()
+            .next())
+    }
+
+    fn query_commands(
+        &self,
+        jail: &str,
+        action: usize,
+        target: Option<IpNetwork>,
+    ) -> Result<Vec<CommandRecord>, StateError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT target, failures, bantime, port, protocol, settled FROM command_bans
+                 WHERE jail = ?1 AND action = ?2 AND (?3 IS NULL OR target = ?3)",
+            )
+            .map_err(|e| self.error(e))?;
+        let wanted = target.map(crate::action::element_text);
+        let rows = stmt
+            .query_map(params![jail, action as i64, wanted], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let Some((target, failures, bantime, port, protocol, settled)) =
+                super::readable(row).map_err(|e| self.error(e))?
+            else {
+                continue;
+            };
+            let Ok(target) = crate::address::parse_target(&target) else {
+                continue;
+            };
+            out.push(CommandRecord {
+                target,
+                failures: failures.clamp(0, u32::MAX as i64) as u32,
+                bantime,
+                port,
+                protocol,
+                settled: settled != 0,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records, in one transaction, commands about to run: a ban with its values, an unban as
+    /// unsettled (a record made for an unban of a target never recorded has no values).
+    /// `commands` is the fingerprint of the templates they run with ([`fingerprint`]).
+    pub(crate) fn begin(
+        &mut self,
+        jail: &str,
+        action: usize,
+        commands: i64,
+        marks: &[Mark<'_>],
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let error = move |reason| StateError::Db {
+            path: path.clone(),
+            reason,
+        };
+        let tx = self.db.transaction().map_err(&error)?;
+        for mark in marks {
+            match mark {
+                Mark::Ban(r) => tx.execute(
+                    "INSERT OR REPLACE INTO command_bans
+                     (jail, action, target, failures, bantime, port, protocol, settled, commands)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
+                    params![
+                        jail,
+                        action as i64,
+                        crate::action::element_text(r.target),
+                        r.failures,
+                        r.bantime,
+                        r.port,
+                        r.protocol,
+                        commands
+                    ],
+                ),
+                Mark::Unban(target) => tx.execute(
+                    "INSERT INTO command_bans
+                     (jail, action, target, failures, bantime, port, protocol, settled, commands)
+                     VALUES (?1, ?2, ?3, 0, -1, '', '', 0, ?4)
+                     ON CONFLICT (jail, action, target) DO UPDATE SET settled = 0",
+                    params![
+                        jail,
+                        action as i64,
+                        crate::action::element_text(*target),
+                        commands
+                    ],
+                ),
+            }
+            .map_err(&error)?;
+        }
+        tx.commit().map_err(&error)
+    }
+
+    /// Records, in one transaction and in order, commands that succeeded.
+    pub(crate) fn settle(
+        &mut self,
+        jail: &str,
+        action: usize,
+        done: &[Done],
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let error = move |reason| StateError::Db {
+            path: path.clone(),
+            reason,
+        };
+        let tx = self.db.transaction().map_err(&error)?;
+        for d in done {
+            match d {
+                Done::Banned(target) => tx.execute(
+                    "UPDATE command_bans SET settled = 1 WHERE jail = ?1 AND action = ?2 AND target = ?3",
+                    params![jail, action as i64, crate::action::element_text(*target)],
+                ),
+                Done::Unbanned(target) => tx.execute(
+                    "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2 AND target = ?3",
+                    params![jail, action as i64, crate::action::element_text(*target)],
+                ),
+            }
+            .map_err(&error)?;
+        }
+        tx.commit().map_err(&error)
+    }
+
+    /// Forgets the records of command action `action` of `jail` made by other ban and unban
+    /// templates than those of fingerprint `commands` (the config changed them: what the old
+    /// programs hold is theirs to know); returns how many.
+    pub(crate) fn forget_other_commands(
+        &mut self,
+        jail: &str,
+        action: usize,
+        commands: i64,
+    ) -> Result<usize, StateError> {
+        self.db
+            .execute(
+                "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2 AND commands != ?3",
+                params![jail, action as i64, commands],
+            )
+            .map_err(|e| self.error(e))
+    }
+
+    /// Forgets every record of command action `action` of `jail` (its `stop` lifted them).
+    pub(crate) fn forget_commands(&mut self, jail: &str, action: usize) -> Result<(), StateError> {
+        self.db
+            .execute(
+                "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2",
+                params![jail, action as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+}
+
+impl Records {
+    /// Records that `backend` makes the objects of action `name` for `jail` (before it does,
+    /// so a crash while it makes them leaves them recorded).
+    pub(crate) fn made(
+        &mut self,
+        backend: &str,
+        name: &str,
+        jail: &str,
+        spec: &str,
+    ) -> Result<(), StateError> {
+        self.db
+            .execute(
+                "INSERT OR REPLACE INTO firewall_objects (backend, name, jail, spec) VALUES (?1, ?2, ?3, ?4)",
+                params![backend, name, jail, spec],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Every firewall object recorded.
+    pub(crate) fn objects(&self) -> Result<Vec<ObjectRecord>, StateError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT backend, name, jail, spec FROM firewall_objects")
+            .map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ObjectRecord {
+                    backend: r.get(0)?,
+                    name: r.get(1)?,
+                    jail: r.get(2)?,
+                    spec: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Some(row) = super::readable(row).map_err(|e| self.error(e))? {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets the objects of action `name` of `backend`: they were removed.
+    pub(crate) fn unmade(&mut self, backend: &str, name: &str) -> Result<(), StateError> {
+        self.db
+            .execute(
+                "DELETE FROM firewall_objects WHERE backend = ?1 AND name = ?2",
+                params![backend, name],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(target: &str, failures: u32) -> CommandRecord {
+        CommandRecord {
+            target: target.parse().unwrap(),
+            failures,
+            bantime: 600,
+            port: "22".into(),
+            protocol: "tcp".into(),
+            settled: false,
+        }
+    }
+
+    #[test]
+    fn a_command_is_unsettled_until_it_ran_and_an_unban_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut records = Records::open(&path).unwrap();
+        let a = record("192.0.2.1/32", 3);
+        let b = record("2001:db8::/64", 7);
+        records
+            .begin("sshd", 0, 7, &[Mark::Ban(&a), Mark::Ban(&b)])
+            .unwrap();
+        records
+            .settle("sshd", 0, &[Done::Banned(a.target)])
+            .unwrap();
+        let mut seen = Records::open(&path).unwrap().commands("sshd", 0).unwrap();
+        seen.sort_by_key(|r| r.target);
+        assert_eq!(
+            seen,
+            [
+                CommandRecord {
+                    settled: true,
+                    ..a.clone()
+                },
+                b.clone()
+            ]
+        );
+        assert!(records.commands("sshd", 1).unwrap().is_empty());
+        // An unban keeps the ban's values while it runs, and forgets them once it ran.
+        records
+            .begin("sshd", 0, 7, &[Mark::Unban(a.target)])
+            .unwrap();
+        assert_eq!(
+            records.command("sshd", 0, a.target).unwrap(),
+            Some(a.clone())
+        );
+        records
+            .settle("sshd", 0, &[Done::Unbanned(a.target)])
+            .unwrap();
+        assert_eq!(records.command("sshd", 0, a.target).unwrap(), None);
+        // Records of other templates are forgotten on demand, those of the same kept.
+        assert_eq!(records.forget_other_commands("sshd", 0, 7).unwrap(), 0);
+        assert_eq!(records.forget_other_commands("sshd", 0, 8).unwrap(), 1);
+        records.begin("sshd", 0, 7, &[Mark::Ban(&a)]).unwrap();
+        records.forget_commands("sshd", 0).unwrap();
+        assert!(records.commands("sshd", 0).unwrap().is_empty());
+        let t = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_ne!(
+            fingerprint(&t(&["a", "b"]), &t(&["c"])),
+            fingerprint(&t(&["a"]), &t(&["b", "c"]))
+        );
+    }
+
+    #[test]
+    fn firewall_objects_are_recorded_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = Records::open(&dir.path().join("state.db")).unwrap();
+        records.made("iptables", "sshd", "sshd", "{}").unwrap();
+        records.made("nftables", "web", "web", "{}").unwrap();
+        records
+            .made("iptables", "sshd", "ssh2", "{\"a\":1}")
+            .unwrap();
+        let mut seen = records.objects().unwrap();
+        seen.sort_by(|a, b| a.backend.cmp(&b.backend));
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            (seen[0].jail.as_str(), seen[0].spec.as_str()),
+            ("ssh2", "{\"a\":1}")
+        );
+        records.unmade("iptables", "sshd").unwrap();
+        assert_eq!(records.objects().unwrap().len(), 1);
+    }
+}

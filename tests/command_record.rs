@@ -1,0 +1,209 @@
+//! The command action's own record of what it ran, across real restarts: each ban's `ban` runs
+//! once however often the daemon restarts (cleanly or by `kill -9`), `unban` gets the values the
+//! ban ran with, and an unban the state committed but the crash cut short runs at the next start.
+//! The commands are real (`sh -c` appending to a file); the crash moment is made deterministic by
+//! a command that waits on a file the test removes.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{binary, config, wait_for, Daemon};
+
+/// Two jails whose command actions log each ban and unban (with `<failures>` and `<port>`) to
+/// `@DIR@/cmd.log`; while `@DIR@/hold` exists, a command notes `held` in `@DIR@/held.log` and
+/// waits for it to go, then fails without logging.
+fn jails(port: &str) -> String {
+    let step = |verb: &str| {
+        format!(
+            r#"["sh", "-c", "if [ -e @DIR@/hold ]; then echo held >> @DIR@/held.log; while [ -e @DIR@/hold ]; do sleep 0.05; done; exit 1; fi; echo {verb} <ip> <failures> <port> >> @DIR@/cmd.log"]"#
+        )
+    };
+    format!(
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+maxretry = 2
+bantime = "1h"
+port = "{port}"
+action = {{ type = "command", ban = {ban}, unban = {unban} }}
+
+[jails.stopper]
+programs = ["stopper"]
+failregex = ['^x <HOST>$']
+bantime = "1h"
+port = "25"
+action = {{ type = "command", ban = {ban}, unban = {unban}, stop = ["sh", "-c", "echo stop <jail> >> @DIR@/cmd.log"] }}
+"#,
+        ban = step("ban"),
+        unban = step("unban"),
+    )
+}
+
+fn fail(d: &Daemon, ip: &str) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..2 {
+        let line = format!(
+            "<38>Nov 29 18:52:53 vm sshd[1]: Failed password for root from {ip} port 22 ssh2"
+        );
+        socket.send_to(line.as_bytes(), d.udp).unwrap();
+    }
+}
+
+fn lines(dir: &Path, file: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn count(dir: &Path, line: &str) -> usize {
+    lines(dir, "cmd.log").iter().filter(|l| *l == line).count()
+}
+
+fn wait_line(dir: &Path, line: &str, times: usize) {
+    let ok = wait_for(Duration::from_secs(15), || count(dir, line) >= times);
+    assert!(
+        ok,
+        "`{line}` x{times} never ran: {:?}",
+        lines(dir, "cmd.log")
+    );
+}
+
+#[test]
+fn a_command_action_runs_each_ban_once_across_restarts_and_unbans_with_its_values() {
+    let text = config("", &jails("22"));
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    fail(&d, "192.0.2.31");
+    d.cli_ok(&["ban", "stopper", "192.0.2.32"]);
+    wait_line(&dir, "ban 192.0.2.31 2 22", 1);
+    wait_line(&dir, "ban 192.0.2.32 0 25", 1);
+
+    // A clean restart: sshd (no stop template) keeps its ban and does not run it again; the
+    // stopper's stop ran, so its ban runs again, as before the record.
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let d = Daemon::start_in(kept, &text, &[]);
+    wait_line(&dir, "stop stopper", 1);
+    wait_line(&dir, "ban 192.0.2.32 0 25", 2);
+    // Readiness means every runner reconciled: nothing more runs for the restored bans.
+    assert_eq!(
+        count(&dir, "ban 192.0.2.31 2 22"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+
+    // kill -9 (no stop at all), then a start with other ports: no ban runs again, and the
+    // unban gets the failures and the port the ban ran with.
+    let kept = d.kill9();
+    let d = Daemon::start_in(kept, &config("", &jails("2222")), &[]);
+    assert_eq!(
+        count(&dir, "ban 192.0.2.31 2 22"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    assert_eq!(
+        count(&dir, "ban 192.0.2.32 0 25"),
+        2,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    d.cli_ok(&["unban", "sshd", "192.0.2.31"]);
+    wait_line(&dir, "unban 192.0.2.31 2 22", 1);
+    assert!(
+        !lines(&dir, "cmd.log").iter().any(|l| l.contains(" 0 2222")),
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    fail(&d, "192.0.2.35");
+    wait_line(&dir, "ban 192.0.2.35 2 2222", 1);
+
+    // Other ban and unban templates: what the old ones hold is not theirs, so the new ban runs
+    // for the active ban once, and only once across the next restart.
+    let kept = d.kill9();
+    let changed = config("", &jails("2222")).replace("echo ban", "echo reban");
+    let d = Daemon::start_in(kept, &changed, &[]);
+    assert_eq!(
+        count(&dir, "reban 192.0.2.35 2 2222"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    let kept = d.kill9();
+    let d = Daemon::start_in(kept, &changed, &[]);
+    assert_eq!(
+        count(&dir, "reban 192.0.2.35 2 2222"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    assert!(d.stop().success());
+}
+
+/// Waits for the `n`th held command, so a kill lands while it runs.
+fn wait_held(dir: &Path, n: usize) {
+    let ok = wait_for(Duration::from_secs(15), || {
+        lines(dir, "held.log").len() >= n
+    });
+    assert!(ok, "no command held");
+}
+
+/// Removes the hold: the orphaned command (the killed daemon's) sees it gone and fails without
+/// logging, whenever it does, so nothing waits for it.
+fn release(dir: &Path) {
+    std::fs::remove_file(dir.join("hold")).unwrap();
+}
+
+#[test]
+fn a_command_cut_short_by_kill_9_is_run_again_at_the_next_start() {
+    let text = config("", &jails("22"));
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    fail(&d, "192.0.2.33");
+    wait_line(&dir, "ban 192.0.2.33 2 22", 1);
+
+    // The unban is committed to the state, then its command is running when the daemon dies.
+    std::fs::write(dir.join("hold"), "").unwrap();
+    let mut unban = Command::new(binary())
+        .arg("-c")
+        .arg(&d.config)
+        .args(["unban", "sshd", "192.0.2.33"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_held(&dir, 1);
+    let kept = d.kill9();
+    let _ = unban.wait();
+    release(&dir);
+    assert_eq!(count(&dir, "unban 192.0.2.33 2 22"), 0);
+    // The state no longer holds the ban; the record says its unban may not have run: it runs.
+    let d = Daemon::start_in(kept, &text, &[]);
+    assert_eq!(
+        count(&dir, "unban 192.0.2.33 2 22"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+
+    // A ban whose command the crash cut short runs again (the ban is still restored).
+    std::fs::write(dir.join("hold"), "").unwrap();
+    fail(&d, "192.0.2.34");
+    wait_held(&dir, 2);
+    let kept = d.kill9();
+    release(&dir);
+    let d = Daemon::start_in(kept, &text, &[]);
+    assert_eq!(
+        count(&dir, "ban 192.0.2.34 2 22"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    assert_eq!(count(&dir, "ban 192.0.2.33 2 22"), 1);
+    assert!(d.stop().success());
+}
