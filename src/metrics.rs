@@ -6,19 +6,17 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use metrics::{
     describe_counter, describe_gauge, describe_histogram, Counter, CounterFn, Gauge, GaugeFn,
     Histogram, Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
+mod http;
 mod process;
 
+pub(crate) use http::{serve, Route};
 pub(crate) use process::ProcessSample;
 
 const MESSAGES_RECEIVED: &str = "jailsink_messages_received_total";
@@ -487,61 +485,6 @@ pub(crate) fn action_errors(jail: &str, action: &'static str) -> Counter {
     metrics::counter!(ACTION_ERRORS, "jail" => jail.to_string(), "action" => action)
 }
 
-/// The most a scraper may send before we answer; a GET needs a few hundred bytes.
-const MAX_REQUEST_BYTES: usize = 8192;
-/// A scraper that sends nothing for this long is dropped.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The future a [`Route`] answers with.
-pub(crate) type Responding =
-    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
-
-/// A resource served on the metrics listener besides /metrics (the ban feed). Its owner hands
-/// it in, so this module stays a leaf that imports nothing upstream.
-#[derive(Clone)]
-pub(crate) struct Route {
-    /// Whether a path (with its query) is this route's.
-    pub serves: fn(&str) -> bool,
-    /// Answers a GET of the path, given the Authorization header if sent, on the stream.
-    #[allow(clippy::type_complexity)]
-    pub respond: std::sync::Arc<
-        dyn Fn(String, Option<String>, tokio::net::TcpStream) -> Responding + Send + Sync,
-    >,
-}
-
-/// Serves `GET /metrics` (and `route`) on an already bound listener until `shutdown` fires.
-///
-/// Our own small responder instead of the exporter's: we bind it ourselves, after every syslog
-/// listener, so a scrape that answers proves readiness, and tests can bind port 0.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    handle: PrometheusHandle,
-    route: Option<Route>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, _) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::warn!(%error, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let handle = handle.clone();
-        let route = route.clone();
-        tokio::spawn(async move {
-            if let Err(error) = answer(stream, &handle, route).await {
-                tracing::debug!(%error, "metrics request failed");
-            }
-        });
-    }
-}
-
 /// The whole exposition: every recorded family, then the process families read now.
 pub(crate) fn render(handle: &PrometheusHandle) -> String {
     let mut text = handle.render();
@@ -550,73 +493,6 @@ pub(crate) fn render(handle: &PrometheusHandle) -> String {
     }
     text.push_str(&ProcessSample::read().render());
     text
-}
-
-async fn answer(
-    mut stream: tokio::net::TcpStream,
-    handle: &PrometheusHandle,
-    route: Option<Route>,
-) -> std::io::Result<()> {
-    let mut request = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && !request.windows(2).any(|w| w == b"\n\n")
-    {
-        let n = tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out")
-            })??;
-        if n == 0 {
-            return Ok(());
-        }
-        request.extend_from_slice(&chunk[..n]);
-        if request.len() > MAX_REQUEST_BYTES {
-            break;
-        }
-    }
-    let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    if let Some(route) = route.filter(|r| method == "GET" && (r.serves)(path)) {
-        let authorization = header(&request, "authorization");
-        return (route.respond)(path.to_string(), authorization, stream).await;
-    }
-    let (status, content_type, body) =
-        if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-            (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                render(handle),
-            )
-        } else {
-            (
-                "404 Not Found",
-                "text/plain; charset=utf-8",
-                "GET /metrics\n".to_string(),
-            )
-        };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// The value of header `name` (lower case) in a request head.
-fn header(request: &[u8], name: &str) -> Option<String> {
-    String::from_utf8_lossy(request)
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.trim().is_empty())
-        .find_map(|l| {
-            let (key, value) = l.split_once(':')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_string())
-        })
 }
 
 #[cfg(test)]
