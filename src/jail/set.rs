@@ -3,6 +3,7 @@
 //! unbans go out through the state writer, which persists them before the actions apply them.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::allow::{self, AllowUpdate, Allowlists, Watched};
-use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused};
+use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused, Why};
 use super::why;
 use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec, Keyed};
 use crate::action::runner;
@@ -451,14 +452,6 @@ impl JailSet {
         }
     }
 
-    /// Returns once the state writer has committed everything sent before (or has given up
-    /// on a failing database, whose bans go on in memory).
-    async fn committed(&self) {
-        let (done, committed) = oneshot::channel();
-        self.persist(StateOp::Barrier(done)).await;
-        let _ = committed.await;
-    }
-
     async fn send_routes(&self) {
         self.persist(StateOp::Routes(routes(self.slots.iter())))
             .await;
@@ -874,20 +867,41 @@ impl JailSet {
             } => self.ban_many(&jail, targets, bantime).await,
             Query::UnbanMany { jail, targets } => self.unban_many(&jail, targets).await,
             Query::Unban { jail, target } => self.unban(jail, target).await,
-            Query::Why { ip } => {
-                let (answer, past) = oneshot::channel();
-                let targets = why::holding(ip);
-                self.persist(StateOp::History { targets, answer }).await;
-                let past = past.await.unwrap_or_default();
-                let now = Instant::now();
-                Ok(Answer::Why(
-                    self.slots
-                        .iter()
-                        .filter_map(|s| why::jail(&s.name, &s.jail, ip, &past, now))
-                        .collect(),
-                ))
-            }
+            Query::Why { ip } => self.why(ip).await.await,
         }
+    }
+
+    /// The `why` answer for `ip`: what the jails know now, taken here, and a future that adds
+    /// the history once the state writer has read it, so the jail task does not wait for a
+    /// read queued behind the writer's work.
+    async fn why(&self, ip: IpAddr) -> impl Future<Output = Result<Answer, Refused>> + Send {
+        let (answer, past) = oneshot::channel();
+        let targets = why::holding(ip);
+        self.persist(StateOp::History { targets, answer }).await;
+        let now = Instant::now();
+        let jails: Vec<Why> = self
+            .slots
+            .iter()
+            .map(|s| why::jail(&s.name, &s.jail, ip, now))
+            .collect();
+        async move {
+            let past = past.await.unwrap_or_default();
+            Ok(Answer::Why(
+                jails
+                    .into_iter()
+                    .filter_map(|w| why::with_history(w, &past))
+                    .collect(),
+            ))
+        }
+    }
+
+    /// A barrier behind everything sent to the state writer so far: resolves once it is
+    /// committed (or the writer has given up on a failing database, whose bans go on in
+    /// memory).
+    async fn barrier(&self) -> oneshot::Receiver<()> {
+        let (done, committed) = oneshot::channel();
+        self.persist(StateOp::Barrier(done)).await;
+        committed
     }
 
     /// Asks the state to prune ban history every [`HISTORY_PRUNE_TICKS`] calls.
@@ -1273,10 +1287,23 @@ pub(crate) async fn run(
             },
             command = commands.recv() => match command {
                 Some(Command::Query(query, answer)) => {
-                    let result = set.handle(query).await;
-                    // What the answer lists or reports is committed before the operator sees it.
-                    set.committed().await;
-                    let _ = answer.send(result);
+                    let result: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match query {
+                        Query::Why { ip } => Box::pin(set.why(ip).await),
+                        query => {
+                            let result = set.handle(query).await;
+                            Box::pin(async move { result })
+                        }
+                    };
+                    // What the answer lists or reports is committed before the operator sees
+                    // it; the jail task goes on meanwhile (a commit slowed by a locked database
+                    // or a ban storm never stops counting and banning for a `banned` or a
+                    // feed page).
+                    let committed = set.barrier().await;
+                    tokio::spawn(async move {
+                        let result = result.await;
+                        let _ = committed.await;
+                        let _ = answer.send(result);
+                    });
                 }
                 Some(Command::Reload(configs, answer)) => {
                     let result = set.reload(configs).await;
@@ -1863,6 +1890,56 @@ mod tests {
         }
         assert!(rx.try_recv().is_err(), "its ban stays stored: no unban");
         drop(set.finish());
+    }
+
+    /// A query waits for the state writer's commit before it is answered, but the jail task
+    /// does not: failures go on being counted and banned while the writer is slow (a locked
+    /// database, a ban storm's queue).
+    #[tokio::test(start_paused = true)]
+    async fn a_query_waiting_for_the_state_never_holds_up_the_jail_task() {
+        let (tx, mut writer) = mpsc::channel(64);
+        let set = JailSet::start(vec![config("sshd", 60)], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        let (failures, failures_rx) = mpsc::channel(64);
+        let (commands, commands_rx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(set, failures_rx, commands_rx, shutdown.clone()));
+        let (answer, answered) = oneshot::channel();
+        commands
+            .send(Command::Query(Query::Status { jail: None }, answer))
+            .await
+            .unwrap();
+        // The writer holds the query's barrier unanswered.
+        let held = loop {
+            match writer.recv().await.expect("the barrier") {
+                StateOp::Barrier(done) => break done,
+                _ => continue,
+            }
+        };
+        failures.send(failure("192.0.2.1")).await.unwrap();
+        failures.send(failure("192.0.2.1")).await.unwrap();
+        let ban = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let StateOp::Ban { .. } = writer.recv().await.expect("an op") {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(ban.is_ok(), "the jail task banned while the query waited");
+        let mut answered = answered;
+        assert!(
+            answered.try_recv().is_err(),
+            "not answered before the commit"
+        );
+        held.send(()).unwrap();
+        let Ok(Answer::Jails(jails)) = answered.await.unwrap() else {
+            panic!("the status answer")
+        };
+        assert_eq!(jails, ["sshd"]);
+        shutdown.cancel();
+        drop(task.await.unwrap());
     }
 
     fn shared(ip: &str, marker: i64) -> SharedFailure {

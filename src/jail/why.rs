@@ -19,61 +19,62 @@ pub(crate) fn holding(ip: IpAddr) -> Vec<IpNetwork> {
     (0..=full).rev().map(|p| network_of(ip, p)).collect()
 }
 
-/// What `jail` knows of `ip` (None when nothing): failures now, active bans holding it with
-/// the evidence stored in `past` (the history of `ip` and its networks, newest first), and past
-/// bans.
-pub(crate) fn jail(
-    name: &str,
-    jail: &Jail,
-    ip: IpAddr,
-    past: &[PastBan],
-    now: Instant,
-) -> Option<Why> {
+/// What jail `name` knows of `ip` now, its history not read yet ([`with_history`] adds it):
+/// taken in the jail task, so the history read waits outside it.
+pub(crate) fn jail(name: &str, jail: &Jail, ip: IpAddr, now: Instant) -> Why {
     let key = jail.key_of(ip);
     let (failures, recent) = jail.current(key, now).unwrap_or_default();
-    let mine: Vec<&PastBan> = past.iter().filter(|p| p.jail == name).collect();
-    let mut used = Vec::new();
     let mut active: Vec<ActiveWhy> = jail
         .bans()
         .iter()
         .filter(|(target, _)| target.contains(ip))
-        .map(|(target, ban)| {
-            // The history row of this ban: the newest of its target.
-            let row = mine.iter().position(|p| p.target == *target);
-            used.extend(row);
-            ActiveWhy {
-                ban: BanInfo {
-                    jail: name.to_string(),
-                    target: *target,
-                    banned_at: ban.banned_at,
-                    expires_at: ban.expires_at,
-                    ban_count: ban.ban_count,
-                    hosts: ban.hosts.clone(),
-                },
-                failures: ban.failures,
-                evidence: row.map(|i| mine[i].evidence.clone()).unwrap_or_default(),
-            }
+        .map(|(target, ban)| ActiveWhy {
+            ban: BanInfo {
+                jail: name.to_string(),
+                target: *target,
+                banned_at: ban.banned_at,
+                expires_at: ban.expires_at,
+                ban_count: ban.ban_count,
+                hosts: ban.hosts.clone(),
+            },
+            failures: ban.failures,
+            evidence: Vec::new(),
         })
         .collect();
     active.sort_by_key(|a| std::cmp::Reverse(a.ban.target.prefix()));
-    let past: Vec<PastBan> = mine
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !used.contains(i))
-        .map(|(_, p)| (*p).clone())
-        .collect();
-    if failures == 0 && active.is_empty() && past.is_empty() {
-        return None;
-    }
-    Some(Why {
+    Why {
         jail: name.to_string(),
         key,
         failures,
         maxretry: jail.maxretry(),
         recent,
         active,
-        past,
-    })
+        past: Vec::new(),
+    }
+}
+
+/// The `why` answer of one jail: each active ban gets the evidence of its history row (the
+/// newest of its target), the other rows of the jail are its past bans; None when the jail
+/// has nothing to say about the address.
+pub(crate) fn with_history(mut why: Why, past: &[PastBan]) -> Option<Why> {
+    let mine: Vec<&PastBan> = past.iter().filter(|p| p.jail == why.jail).collect();
+    let mut used = Vec::new();
+    for active in &mut why.active {
+        if let Some(row) = mine.iter().position(|p| p.target == active.ban.target) {
+            used.push(row);
+            active.evidence = mine[row].evidence.clone();
+        }
+    }
+    why.past = mine
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !used.contains(i))
+        .map(|(_, p)| (*p).clone())
+        .collect();
+    if why.failures == 0 && why.active.is_empty() && why.past.is_empty() {
+        return None;
+    }
+    Some(why)
 }
 
 /// What a `tail` event of a failure needs from it, taken before the jail consumes it.
