@@ -121,14 +121,21 @@ pub fn cut(text: &str, max: usize) -> &str {
 
 /// `text` made safe to paste into a shell command, quoted or not: characters a shell gives a
 /// meaning (`$`, backquote, quotes, backslash, `;`, `&`, `|`, redirections, globs, control
-/// characters, ...) become `_`; letters, digits, spaces and `.,:/@=+-_[]%^` stay. Attackers
-/// write these lines, so `<matches>` and `<hosts>` pass through this before any template.
+/// characters, ...) become `_`; letters, digits, spaces and `.,:/@=+-_%^` stay, except a `-`
+/// or `+` that starts a word, which becomes `_` too: unquoted, the words are arguments, and
+/// an attacker's user name `-x proxy:3128 -T /etc/shadow` would be options to the program.
+/// Attackers write these lines, so `<matches>` and `<hosts>` pass through this before any
+/// template.
 pub fn shell_safe(text: &str) -> String {
+    let mut word_start = true;
     text.chars()
         .map(|c| {
             // Not `[` `]`: with `*` and `?` they make a glob (`/[e]tc/[s]hadow` would expand to
             // a file name in an unquoted `sh -c` argument).
-            if c.is_ascii_alphanumeric() || " .,:/@=+-_%^".contains(c) {
+            let kept = c.is_ascii_alphanumeric() || " .,:/@=+-_%^".contains(c);
+            let option = word_start && (c == '-' || c == '+');
+            word_start = c == ' ';
+            if kept && !option {
                 c
             } else {
                 '_'
@@ -186,6 +193,12 @@ mod tests {
             "Invalid user __reboot_ from 192.0.2.1_ _id_ _x_ _y_ _ _ _ _ __"
         );
         assert_eq!(shell_safe("web-1.example.org"), "web-1.example.org");
+        // Words that would be options to the program when the template leaves them unquoted.
+        assert_eq!(
+            shell_safe("Invalid user -x evil.example:3128 -T /etc/shadow from 192.0.2.1"),
+            "Invalid user _x evil.example:3128 _T /etc/shadow from 192.0.2.1"
+        );
+        assert_eq!(shell_safe("--output=/tmp/x +x a-b c+d"), "_-output=/tmp/x _x a-b c+d");
         assert_eq!(
             shell_safe("Invalid user /[e]tc/[s]hadow* from 2001:db8::1?"),
             "Invalid user /_e_tc/_s_hadow_ from 2001:db8::1_"
