@@ -27,16 +27,14 @@ pub fn parse_address(text: &str) -> Result<IpAddr, NotAnAddress> {
 }
 
 /// Parses an address or a CIDR network, as the state, the CLI, ban lists and firewall listings
-/// write them; a lone IPv4-mapped IPv6 address becomes plain IPv4.
+/// write them; an IPv4-mapped IPv6 address or network becomes plain IPv4 (as IPv6 it would
+/// match no packet, and miss the IPv4 allowlist).
 pub(crate) fn parse_target(text: &str) -> Result<IpNetwork, NotAnAddress> {
     let target = text
         .trim()
         .parse::<IpNetwork>()
         .map_err(|_| NotAnAddress(text.to_string()))?;
-    Ok(match target {
-        IpNetwork::V6(v6) if v6.prefix() == 128 => IpNetwork::from(normalise(target.ip())),
-        other => other,
-    })
+    Ok(normalise_network(target))
 }
 
 /// The network of `prefix` bits that holds `ip` (the address itself at /32 or /128): what a
@@ -114,6 +112,15 @@ pub(crate) fn normalise_network(net: IpNetwork) -> IpNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_named_as_mapped_ipv6_are_ipv4() {
+        let t = |s: &str| parse_target(s).unwrap();
+        assert_eq!(t("::ffff:198.51.100.0/120"), t("198.51.100.0/24"));
+        assert_eq!(t("::ffff:198.51.100.7"), t("198.51.100.7"));
+        assert_eq!(t("2001:db8::/64").to_string(), "2001:db8::/64");
+        assert!(parse_target("::ffff:1.2.3.4/200").is_err());
+    }
 
     #[test]
     fn mapped_networks_are_their_ipv4_networks() {

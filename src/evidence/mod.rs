@@ -198,7 +198,10 @@ mod tests {
             shell_safe("Invalid user -x evil.example:3128 -T /etc/shadow from 192.0.2.1"),
             "Invalid user _x evil.example:3128 _T /etc/shadow from 192.0.2.1"
         );
-        assert_eq!(shell_safe("--output=/tmp/x +x a-b c+d"), "_-output=/tmp/x _x a-b c+d");
+        assert_eq!(
+            shell_safe("--output=/tmp/x +x a-b c+d"),
+            "_-output=/tmp/x _x a-b c+d"
+        );
         assert_eq!(
             shell_safe("Invalid user /[e]tc/[s]hadow* from 2001:db8::1?"),
             "Invalid user /_e_tc/_s_hadow_ from 2001:db8::1_"

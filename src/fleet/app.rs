@@ -201,7 +201,13 @@ impl Running {
         if !self.config.role.publishes() {
             return None;
         }
-        let target = crate::address::parse_target(addr).ok()?;
+        let named = crate::address::parse_target(addr).ok()?;
+        // The member as the jail bans it: an address widened to the jail's prefix, a network
+        // aligned to its own (as an unban by hand of this sink's ban is).
+        let target = match self.settings.load().get(jail) {
+            Some(s) => manual_member(named, s.ipv4_prefix, s.ipv6_prefix),
+            None => named,
+        };
         let client = super::client(&self.config).ok()?;
         match publish::lift_remote(&self.config, &client, jail, target).await {
             Ok(None) => None,
@@ -285,4 +291,43 @@ pub(crate) fn add_fleet_bans(
             }),
     );
     bans.sort_by(|a, b| (&a.banned_at, &a.jail, &a.ip).cmp(&(&b.banned_at, &b.jail, &b.ip)));
+}
+
+/// What an unban by hand of `named` lifts in a jail banning by `ipv4_prefix`/`ipv6_prefix`:
+/// an address its prefix network, a network itself aligned to its prefix.
+fn manual_member(
+    named: ipnetwork::IpNetwork,
+    ipv4_prefix: u8,
+    ipv6_prefix: u8,
+) -> ipnetwork::IpNetwork {
+    let full = if named.is_ipv4() { 32 } else { 128 };
+    if named.prefix() == full {
+        let prefix = if named.is_ipv4() {
+            ipv4_prefix
+        } else {
+            ipv6_prefix
+        };
+        crate::address::network_of(named.ip(), prefix)
+    } else {
+        crate::address::network_of(named.ip(), named.prefix())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unban_elsewhere_names_the_member_the_jail_bans() {
+        let n = |s: &str| s.parse::<ipnetwork::IpNetwork>().unwrap();
+        // An address in a jail banning /24s and /64s: its network.
+        assert_eq!(manual_member(n("192.0.2.9/32"), 24, 64), n("192.0.2.0/24"));
+        assert_eq!(
+            manual_member(n("2001:db8::5/128"), 24, 64),
+            n("2001:db8::/64")
+        );
+        // A network: aligned to its own prefix, whatever the jail's.
+        assert_eq!(manual_member(n("192.0.2.9/24"), 32, 128), n("192.0.2.0/24"));
+        assert_eq!(manual_member(n("192.0.2.9/32"), 32, 128), n("192.0.2.9/32"));
+    }
 }
