@@ -741,6 +741,12 @@ fn warn_unapplied(current: &Config, next: &Config) {
             RESTART,
         ),
         (
+            // A running fleet says what of its section it applies (FleetApp::reloaded).
+            "[fleet] (added)",
+            current.fleet.is_none() && next.fleet.is_some(),
+            RESTART,
+        ),
+        (
             "[server] max_tcp_connections",
             was.max_tcp_connections != now.max_tcp_connections,
             LISTENERS,
@@ -816,6 +822,10 @@ async fn reload(
     next.control_group = current.control_group.take();
     next.state_path = std::mem::take(&mut current.state_path);
     next.history_days = current.history_days;
+    if current.fleet.is_none() {
+        // No fleet runs: none is named (node name, fleet bans) until a restart starts one.
+        next.fleet = None;
+    }
     *current = next;
     Ok(summary)
 }

@@ -315,6 +315,30 @@ fn reload_keeps_bans_and_counts_and_refuses_a_bad_config() {
     assert!(d.stop().success());
 }
 
+/// A [fleet] section a reload adds to a daemon started without one is not applied (no fleet
+/// runs until a restart): the reload says so, and nothing names a fleet that does not run.
+#[test]
+fn a_fleet_section_added_by_reload_is_named_as_waiting_for_a_restart() {
+    let d = Daemon::start(&config("", &jail("")));
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    let with_fleet = format!(
+        "{good}\n[fleet]\nredis = \"redis://127.0.0.1:1/0\"\nrole = \"sink\"\nnode = \"new-node\"\n"
+    );
+    std::fs::write(&d.config, with_fleet).unwrap();
+    d.cli_ok(&["reload"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || d
+            .logged("[fleet] (added) changed: it takes effect at the next restart")),
+        "{:?}",
+        d.errors()
+    );
+    fail(&d, "192.0.2.40", 2);
+    wait_banned(&d, "192.0.2.40");
+    let banned = d.cli_ok(&["banned", "--json"]);
+    assert!(!banned.contains("new-node"), "{banned}");
+    assert!(d.stop().success());
+}
+
 /// Sends SIGHUP and waits until the daemon has logged `reloads` reloads in all.
 fn sighup_and_wait(d: &Daemon, reloads: usize) {
     Command::new("kill")
