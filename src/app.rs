@@ -127,8 +127,18 @@ pub(crate) fn router_for(config: &Config) -> Result<Router, AppError> {
 
 /// What every listener of `config` shares (also the UDP receiver's unit test).
 pub(crate) fn pipeline_for(config: &Config) -> Result<Pipeline, AppError> {
+    pipeline_after(config, None)
+}
+
+/// As [`pipeline_for`], the new router keeping the held failures of `previous`'s for every
+/// jail whose filter is unchanged (a reload).
+fn pipeline_after(config: &Config, previous: Option<&Pipeline>) -> Result<Pipeline, AppError> {
+    let mut router = router_for(config)?;
+    if let Some(previous) = previous {
+        router.keep_held_from(previous.router());
+    }
     Ok(Pipeline::new(
-        Arc::new(router_for(config)?),
+        Arc::new(router),
         config.server.zone,
         config.server.allowed_senders.clone(),
         config.server.max_message_bytes,
@@ -800,7 +810,7 @@ async fn reload(
     let mut next = config::load(&current.path)?;
     apply_options(&mut next, options);
     let bound = bind_new(&next, listeners).await?;
-    let pipeline = pipeline_for(&next)?;
+    let pipeline = pipeline_after(&next, Some(&listeners.pipeline.load()))?;
     let (tx, rx) = oneshot::channel();
     commands
         .send(Command::Reload(specs(&next), tx))

@@ -327,8 +327,9 @@ fn a_fleet_section_added_by_reload_is_named_as_waiting_for_a_restart() {
     std::fs::write(&d.config, with_fleet).unwrap();
     d.cli_ok(&["reload"]);
     assert!(
-        wait_for(Duration::from_secs(10), || d
-            .logged("[fleet] (added) changed: it takes effect at the next restart")),
+        wait_for(Duration::from_secs(10), || d.logged(
+            "[fleet] (added) changed: it takes effect at the next restart"
+        )),
         "{:?}",
         d.errors()
     );
@@ -336,6 +337,42 @@ fn a_fleet_section_added_by_reload_is_named_as_waiting_for_a_restart() {
     wait_banned(&d, "192.0.2.40");
     let banned = d.cli_ok(&["banned", "--json"]);
     assert!(!banned.contains("new-node"), "{banned}");
+    assert!(d.stop().success());
+}
+
+/// sshd's held `Failed publickey` lines (counted when the connection goes on to fail) survive
+/// a reload that left the filter as it was: the password failure after the reload counts them.
+#[test]
+fn a_reload_keeps_the_failures_a_filter_holds() {
+    use std::io::Write;
+    let jails =
+        "[jails.sshd]\nprograms = [\"sshd\"]\nfilter = \"sshd\"\nmaxretry = 3\nbantime = \"1h\"\n";
+    let d = Daemon::start(&config("", jails));
+    let mut s = std::net::TcpStream::connect(d.tcp).unwrap();
+    let mut send = |pid: u32, msg: &str| {
+        let line = format!("<38>Nov 29 18:52:53 vm sshd[{pid}]: {msg}\n");
+        s.write_all(line.as_bytes()).unwrap();
+    };
+    for _ in 0..2 {
+        send(
+            100,
+            "Failed publickey for root from 192.0.2.50 port 22 ssh2: RSA SHA256:abc",
+        );
+    }
+    // A counted failure after them on the same connection: once it is counted, the two held
+    // ones before it are in the table.
+    send(200, "Failed password for root from 192.0.2.99 port 22 ssh2");
+    let counted = wait_for(Duration::from_secs(10), || {
+        let status: serde_json::Value =
+            serde_json::from_str(&d.cli_ok(&["status", "sshd", "--json"])).unwrap();
+        status["currently_failed"] == 1
+    });
+    assert!(counted, "{:?}", d.errors());
+    let out = d.cli_ok(&["reload"]);
+    assert!(out.contains("no jail changed"), "{out}");
+    // The connection goes on to fail: its two held failures count with this one.
+    send(100, "Failed password for root from 192.0.2.50 port 22 ssh2");
+    wait_banned(&d, "192.0.2.50");
     assert!(d.stop().success());
 }
 

@@ -75,7 +75,9 @@ pub(crate) struct Router {
     states: Vec<Option<Mutex<LineState>>>,
     /// Held failures of each native jail whose filter holds some (pendingregex, echoregex);
     /// the lock is taken only for lines such a filter matched.
-    sessions: Vec<Option<Mutex<Sessions>>>,
+    /// Shared with the router a reload replaces this one by, for each jail whose filter the
+    /// reload left as it was ([`Router::keep_held_from`]).
+    sessions: Vec<Option<Arc<Mutex<Sessions>>>>,
     /// Looked up once per message: foldhash rather than SipHash (program names are not a
     /// flooding risk here: the table is fixed at build, a miss costs one hash). Keyed by
     /// the name's bytes, so a 3164 header's tag is looked up without a UTF-8 check
@@ -88,6 +90,31 @@ pub(crate) struct Router {
 }
 
 impl Router {
+    /// Takes over the held failures of `old` (the router a reload replaces) for every jail
+    /// whose filter is the same in both: a reload, even one that changed nothing, would
+    /// otherwise drop sshd's held `Failed publickey` lines uncounted. A jail whose filter
+    /// changed starts a table of its own.
+    pub(crate) fn keep_held_from(&mut self, old: &Router) {
+        for (jail, held) in self.jails.iter().zip(self.sessions.iter_mut()) {
+            let (JailFilter::Native(filter), Some(_)) = (&jail.filter, &held) else {
+                continue;
+            };
+            let kept = old.jails.iter().zip(&old.sessions).find_map(|(o, table)| {
+                match (&o.filter, table) {
+                    (JailFilter::Native(f), Some(table))
+                        if o.name == jail.name && f.source() == filter.source() =>
+                    {
+                        Some(table.clone())
+                    }
+                    _ => None,
+                }
+            });
+            if let Some(table) = kept {
+                *held = Some(table);
+            }
+        }
+    }
+
     /// Builds one route per program named by any jail, plus one for every other program.
     pub(crate) fn new(jails: Vec<JailRoute>) -> Result<Router, RouterError> {
         let mut programs: Vec<&str> = jails
@@ -117,10 +144,12 @@ impl Router {
         let sessions = jails
             .iter()
             .map(|j| match &j.filter {
-                JailFilter::Native(f) if f.holds_failures() => Some(Mutex::new(Sessions::new(
-                    f.source().session_ttl.unwrap_or(session::DEFAULT_TTL),
-                    session::DEFAULT_CAP,
-                ))),
+                JailFilter::Native(f) if f.holds_failures() => {
+                    Some(Arc::new(Mutex::new(Sessions::new(
+                        f.source().session_ttl.unwrap_or(session::DEFAULT_TTL),
+                        session::DEFAULT_CAP,
+                    ))))
+                }
                 _ => None,
             })
             .collect();

@@ -305,6 +305,11 @@ impl Pipeline {
         }
     }
 
+    /// The router, whose held failures a reload's new router takes over.
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
+    }
+
     /// A copy for one match worker ([`Router::matcher_copy`]): only [`Pipeline::matches`]
     /// may use it.
     pub(crate) fn matcher_copy(&self) -> Pipeline {
