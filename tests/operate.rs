@@ -376,6 +376,39 @@ fn a_reload_keeps_the_failures_a_filter_holds() {
     assert!(d.stop().success());
 }
 
+/// A sender a reload takes out of allowed_senders loses its open connection too, at its next
+/// read; what it sends then is not counted.
+#[test]
+fn a_sender_a_reload_disallows_loses_its_open_connection() {
+    use std::io::{Read, Write};
+    let d = Daemon::start(&config("allowed_senders = [\"127.0.0.0/8\"]", &jail("")));
+    let mut s = std::net::TcpStream::connect(d.tcp).unwrap();
+    let line = |ip: &str| {
+        format!("<38>Nov 29 18:52:53 vm sshd[1]: Failed password for root from {ip} port 22 ssh2\n")
+    };
+    s.write_all(line("192.0.2.60").as_bytes()).unwrap();
+    d.wait_metric("jailsink_failures_total{jail=\"sshd\"}", 1.0);
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, text.replace("127.0.0.0/8\"]", "10.0.0.0/8\"]")).unwrap();
+    d.cli_ok(&["reload"]);
+    s.write_all(line("192.0.2.60").as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = [0u8; 16];
+    let closed = match s.read(&mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the connection stays open");
+    assert!(wait_for(Duration::from_secs(10), || d.logged(
+        "connection closed: the sender is no longer in allowed_senders"
+    )));
+    assert_eq!(
+        d.metric("jailsink_failures_total{jail=\"sshd\"}"),
+        Some(1.0)
+    );
+    assert!(d.stop().success());
+}
+
 /// Sends SIGHUP and waits until the daemon has logged `reloads` reloads in all.
 fn sighup_and_wait(d: &Daemon, reloads: usize) {
     Command::new("kill")

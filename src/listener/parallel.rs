@@ -676,7 +676,14 @@ pub(crate) async fn connection<S: AsyncRead + Unpin>(
             read_chunk = READ_CHUNK;
         }
         receipt = Receipt::now();
-        pipeline = shared.load_full();
+        let next = shared.load_full();
+        if !Arc::ptr_eq(&next, &pipeline) && !next.admit(peer.ip()) {
+            // A reload took this sender out of allowed_senders: its open connection ends too
+            // (rsyslog keeps one open for days), and what it sent since is not read.
+            tracing::info!(%peer, "connection closed: the sender is no longer in allowed_senders");
+            break;
+        }
+        pipeline = next;
         let at_end = n == 0;
         let mut failed = None;
         // Frames are found in place; the bytes they used are split off once per batch.
