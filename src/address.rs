@@ -37,6 +37,46 @@ pub(crate) fn parse_target(text: &str) -> Result<IpNetwork, NotAnAddress> {
     Ok(normalise_network(target))
 }
 
+/// A target an operator names by hand (`ban`, `unban`, ban lists): an address, which a jail
+/// widens to its prefix as it would a failure's, or a network written with its prefix, taken
+/// as written (`192.0.2.5/32` is that one address even where the jail bans /24s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Named {
+    /// The address (as a full-length network) or the network, normalised.
+    pub target: IpNetwork,
+    /// Written with a `/prefix`.
+    pub as_network: bool,
+}
+
+impl From<IpNetwork> for Named {
+    /// A full-length network is taken as a bare address, any other as written.
+    fn from(target: IpNetwork) -> Named {
+        let full = if target.is_ipv4() { 32 } else { 128 };
+        Named {
+            target,
+            as_network: target.prefix() != full,
+        }
+    }
+}
+
+/// Parses what an operator names by hand: [`parse_target`], remembering whether a prefix was
+/// written.
+pub(crate) fn parse_named(text: &str) -> Result<Named, NotAnAddress> {
+    Ok(Named {
+        target: parse_target(text)?,
+        as_network: text.contains('/'),
+    })
+}
+
+impl std::str::FromStr for Named {
+    type Err = NotAnAddress;
+
+    /// As [`parse_named`].
+    fn from_str(text: &str) -> Result<Named, NotAnAddress> {
+        parse_named(text)
+    }
+}
+
 /// The network of `prefix` bits that holds `ip` (the address itself at /32 or /128): what a
 /// failure counts against when a jail bans by prefix.
 /// Every failure's key and allowlist lookup goes through here, so the mask is applied directly

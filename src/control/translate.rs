@@ -4,13 +4,12 @@
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use ipnetwork::IpNetwork;
 
 use super::proto::{
     BanEntry, EvidenceLine, JailStatus, LineNote, ListLine, ListSummary, Reply, Request, Response,
     WhyBan, WhyJail,
 };
-use crate::address::{parse_target, show_target, NotAnAddress};
+use crate::address::{parse_named, show_target, Named, NotAnAddress};
 use crate::evidence::Line;
 use crate::jail::query::{Answer, BanInfo, Query, Refused, Why};
 
@@ -93,13 +92,13 @@ pub(crate) fn query(request: Request) -> Result<Translated, NotAQuery> {
             bantime,
         } => Query::Ban {
             jail,
-            target: parse_target(&addr)?,
+            target: parse_named(&addr)?,
             bantime: parse_bantime(bantime.as_deref())?,
         },
         Request::Unban { jail, addr, all } => match (addr, all) {
             (Some(addr), false) => Query::Unban {
                 jail,
-                target: Some(parse_target(&addr)?),
+                target: Some(parse_named(&addr)?),
             },
             (None, true) => Query::Unban { jail, target: None },
             _ => return Err(NotAQuery::AddressOrAll),
@@ -114,11 +113,11 @@ pub(crate) fn query(request: Request) -> Result<Translated, NotAQuery> {
 }
 
 /// The targets of a list with their line numbers, and the lines that are not targets.
-fn parse_lines(lines: Vec<ListLine>) -> (Vec<(u32, IpNetwork)>, Vec<LineNote>) {
+fn parse_lines(lines: Vec<ListLine>) -> (Vec<(u32, Named)>, Vec<LineNote>) {
     let mut targets = Vec::with_capacity(lines.len());
     let mut invalid = Vec::new();
     for ListLine { line, text } in lines {
-        match parse_target(&text) {
+        match parse_named(&text) {
             Ok(target) => targets.push((line, target)),
             Err(error) => invalid.push(LineNote {
                 line,

@@ -25,7 +25,7 @@ use lru::LruCache;
 use tokio::time::Instant;
 
 use crate::action::BanOrder;
-use crate::address::show_target;
+use crate::address::{show_target, Named};
 use crate::evidence::{Evidence, Line, Seen};
 use crate::metrics::JailMetrics;
 use allow::IgnoreTable;
@@ -689,14 +689,15 @@ impl Jail {
         self.ignore.overlapping(target)
     }
 
-    /// What a ban or unban by hand of `target` acts on: an address widens to the jail's prefix
-    /// as a failure would; a network is taken as written (aligned to its prefix).
-    pub(crate) fn manual_key(&self, target: IpNetwork) -> IpNetwork {
-        let full = if target.is_ipv4() { 32 } else { 128 };
-        if target.prefix() == full {
-            self.key_of(target.ip())
-        } else {
+    /// What a ban or unban by hand of `named` acts on: an address widens to the jail's prefix
+    /// as a failure would; a network is taken as written (aligned to its prefix), a /32 or
+    /// /128 included.
+    pub(crate) fn manual_key(&self, named: impl Into<Named>) -> IpNetwork {
+        let Named { target, as_network } = named.into();
+        if as_network {
             crate::address::network_of(target.ip(), target.prefix())
+        } else {
+            self.key_of(target.ip())
         }
     }
 
@@ -745,7 +746,7 @@ impl Jail {
     /// Refused for ignored and already banned targets.
     pub(crate) fn manual_ban(
         &mut self,
-        target: IpNetwork,
+        target: impl Into<Named>,
         bantime: Option<Option<Duration>>,
         at: Instant,
     ) -> Result<BanOrder, BanRefused> {

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use ipnetwork::IpNetwork;
 
+use crate::address::Named;
 use crate::evidence::Line;
 use crate::state::PastBan;
 
@@ -37,7 +38,7 @@ pub(crate) enum Query {
         /// The jail.
         jail: String,
         /// An address (the jail widens it to its prefix) or a network (taken as written).
-        target: IpNetwork,
+        target: Named,
         /// Replaces the jail's bantime: Some(None) is permanent, None keeps the jail's.
         bantime: Option<Option<Duration>>,
     },
@@ -46,7 +47,7 @@ pub(crate) enum Query {
         /// The jail.
         jail: String,
         /// (line number, address or network).
-        targets: Vec<(u32, IpNetwork)>,
+        targets: Vec<(u32, Named)>,
         /// As for `Ban`.
         bantime: Option<Option<Duration>>,
     },
@@ -55,7 +56,7 @@ pub(crate) enum Query {
         /// The jail.
         jail: String,
         /// (line number, address or network).
-        targets: Vec<(u32, IpNetwork)>,
+        targets: Vec<(u32, Named)>,
     },
     /// Why an address is (or was) banned: per jail, its failures now, its active bans (of it
     /// or of a network holding it) with their evidence, and its past bans.
@@ -68,7 +69,7 @@ pub(crate) enum Query {
         /// One jail, or every jail.
         jail: Option<String>,
         /// The address or network; None lifts every ban (of `jail`).
-        target: Option<IpNetwork>,
+        target: Option<Named>,
     },
 }
 

@@ -20,7 +20,7 @@ use super::why;
 use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec, Keyed};
 use crate::action::runner;
 use crate::action::BanOrder;
-use crate::address::show_target;
+use crate::address::{show_target, Named};
 use crate::metrics::JailMetrics;
 use crate::state::{StateOp, StoredBan};
 
@@ -952,7 +952,7 @@ impl JailSet {
     async fn ban_many(
         &mut self,
         jail: &str,
-        targets: Vec<(u32, IpNetwork)>,
+        targets: Vec<(u32, Named)>,
         bantime: Option<Option<Duration>>,
     ) -> Result<Answer, Refused> {
         let Some(slot) = self.slot(jail) else {
@@ -983,7 +983,7 @@ impl JailSet {
     async fn unban_many(
         &mut self,
         jail: &str,
-        targets: Vec<(u32, IpNetwork)>,
+        targets: Vec<(u32, Named)>,
     ) -> Result<Answer, Refused> {
         let Some(slot) = self.slot(jail) else {
             return Err(Refused(format!("no jail `{jail}`")));
@@ -1010,7 +1010,7 @@ impl JailSet {
     async fn unban(
         &mut self,
         jail: Option<String>,
-        wanted: Option<IpNetwork>,
+        wanted: Option<Named>,
     ) -> Result<Answer, Refused> {
         if let Some(name) = &jail {
             if self.slot(name).is_none() {
@@ -1037,7 +1037,7 @@ impl JailSet {
                 lifted.push(format!("[{name}] Unban {}", show_target(target)));
             }
         }
-        match (lifted.is_empty(), wanted) {
+        match (lifted.is_empty(), wanted.map(|w| w.target)) {
             (true, Some(target)) => {
                 // Inside a network ban (an escalation, a ban by hand): name it rather than say
                 // only "not banned", and leave the network to the operator.
@@ -1657,7 +1657,7 @@ mod tests {
         let mut set = JailSet::start(vec![config("sshd", 600)], tx, Vec::new(), HashMap::new())
             .await
             .unwrap();
-        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+        let net = |s: &str| s.parse::<Named>().unwrap();
         let ban = |target: &str| Query::Ban {
             jail: "sshd".into(),
             target: net(target),
@@ -1940,6 +1940,48 @@ mod tests {
         assert_eq!(jails, ["sshd"]);
         shutdown.cancel();
         drop(task.await.unwrap());
+    }
+
+    /// In a jail banning /24s, an address named by hand widens to its /24, as a failure
+    /// would; a network is taken as written, a /32 included (one address of a blocklist).
+    #[tokio::test(start_paused = true)]
+    async fn a_network_named_by_hand_is_banned_as_written_even_at_full_length() {
+        let (tx, _rx) = mpsc::channel(64);
+        let mut by_24 = config("sshd", 600);
+        by_24.settings.ipv4_prefix = 24;
+        let mut set = JailSet::start(vec![by_24], tx, Vec::new(), HashMap::new())
+            .await
+            .unwrap();
+        let ban = |target: &str| Query::Ban {
+            jail: "sshd".into(),
+            target: target.parse().unwrap(),
+            bantime: None,
+        };
+        assert!(set.handle(ban("192.0.2.5/32")).await.is_ok());
+        assert!(set.handle(ban("198.51.100.6")).await.is_ok());
+        let list = Query::BanMany {
+            jail: "sshd".into(),
+            targets: vec![(1, "203.0.113.7/32".parse().unwrap())],
+            bantime: None,
+        };
+        assert!(set.handle(list).await.is_ok());
+        let mut banned: Vec<String> = set.slots[0]
+            .jail
+            .bans()
+            .keys()
+            .map(|t| t.to_string())
+            .collect();
+        banned.sort();
+        assert_eq!(
+            banned,
+            ["192.0.2.5/32", "198.51.100.0/24", "203.0.113.7/32"]
+        );
+        let unban = Query::Unban {
+            jail: None,
+            target: Some("192.0.2.5/32".parse().unwrap()),
+        };
+        assert!(set.handle(unban).await.is_ok());
+        drop(set.finish());
     }
 
     fn shared(ip: &str, marker: i64) -> SharedFailure {
