@@ -41,6 +41,9 @@ struct Set {
     /// Every non-ASCII character is in the set (`.`, `\S`, `[^x]`): a run of it is found
     /// byte by byte, as UTF-8's non-ASCII bytes never end a character on an ASCII one.
     wide: bool,
+    /// For a wide set, the ASCII bytes outside it when there are at most three (`.`: `\n`):
+    /// a run ends at the first of them, which memchr finds.
+    stops: Option<Box<[u8]>>,
 }
 
 impl Set {
@@ -54,10 +57,15 @@ impl Set {
         let wide = ranges
             .iter()
             .any(|&(a, b)| a <= 0x80 && b == u32::from(char::MAX));
+        let outside: Vec<u8> = (0..128u8)
+            .filter(|&c| ascii[usize::from(c / 64)] & (1 << (c % 64)) == 0)
+            .collect();
+        let stops = (wide && outside.len() <= 3).then(|| outside.into());
         Set {
             ascii,
             ranges: ranges.into(),
             wide,
+            stops,
         }
     }
 
@@ -72,10 +80,14 @@ impl Set {
     #[inline]
     fn wide_run(&self, bytes: &[u8], at: usize) -> usize {
         let rest = bytes.get(at..).unwrap_or_default();
-        at + rest
-            .iter()
-            .position(|&b| b < 128 && !self.has_ascii(b))
-            .unwrap_or(rest.len())
+        let end = match self.stops.as_deref() {
+            Some(&[]) => None,
+            Some(&[a]) => memchr::memchr(a, rest),
+            Some(&[a, b]) => memchr::memchr2(a, b, rest),
+            Some(&[a, b, c]) => memchr::memchr3(a, b, c, rest),
+            _ => rest.iter().position(|&b| b < 128 && !self.has_ascii(b)),
+        };
+        at + end.unwrap_or(rest.len())
     }
 
     /// The length of the character at `at` when it is in the set.
@@ -563,6 +575,9 @@ mod tests {
             r"AUTH failure \(\w+\): .*relay=.*\[",
             r"x.*é[a-z]*\S*=",
             r"[^,]*,.*?;",
+            r"(?s).*é",
+            r"[^\],\n]+\]",
+            r"[^\]]*\]x",
             r"(?:ab|a)(?:bc|c)",
             r"x{2,4}y?",
             r"(?:ab){1,3}?c",
@@ -606,6 +621,9 @@ mod tests {
             "x€é=",
             "ab,c;d;",
             "é,,é;",
+            "a\nbé\n",
+            "ab]\n]x",
+            "é€]],x]x",
             "   uid=0 tty=ssh ruser= rhost=1",
             " logname= uid=0 euid=0 tty=ssh ruser= rhost=1",
             "",
