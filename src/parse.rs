@@ -318,6 +318,44 @@ fn is_tag_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'/')
 }
 
+/// A byte of a 3164 host name as [`header_3164`] takes it.
+const fn is_host_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_')
+}
+
+/// [`HEADER_BYTES`] bit: [`is_host_byte`].
+const HOST: u8 = 1;
+/// [`HEADER_BYTES`] bit: [`is_tag_byte`].
+const TAG: u8 = 2;
+
+/// The host and tag tests of every byte, so [`header_3164`] reads each byte of the host and
+/// of the tag once with one load (it scanned the host twice, for its space and then for its
+/// bytes, with several compares a byte: 0.18G instructions per million messages).
+static HEADER_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if is_host_byte(b) {
+            t[c] |= HOST;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/') {
+            t[c] |= TAG;
+        }
+        c += 1;
+    }
+    t
+};
+
+/// How many bytes from `at` have `bit` in [`HEADER_BYTES`].
+#[inline]
+fn header_run(b: &[u8], at: usize, bit: u8) -> usize {
+    let rest = b.get(at..).unwrap_or_default();
+    rest.iter()
+        .position(|&c| HEADER_BYTES[usize::from(c)] & bit == 0)
+        .unwrap_or(rest.len())
+}
+
 /// The general path: syslog_loose (RFC 5424 and every 3164 variant) and [`fix_up`].
 fn parse_loose<'a>(
     text: &'a str,
@@ -419,21 +457,23 @@ fn header_3164(
         return None;
     }
     i += 1;
-    let host_len = b[i..].iter().position(|&c| c == b' ').filter(|&n| n > 0)?;
+    // The host runs to the first space and holds host bytes only: the run of host bytes,
+    // then a space (a space is not one).
+    let host_len = header_run(b, i, HOST);
+    if host_len == 0 || b.get(i + host_len) != Some(&b' ') {
+        return None;
+    }
     let host = i..i + host_len;
     // A host of `-` is syslog_loose's "none" (the sender's address fills it): the slow path.
-    if &b[host.clone()] == b"-"
-        || !b[host.clone()]
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
-    {
+    if &b[host.clone()] == b"-" {
         return None;
     }
     i += host_len + 1;
-    let tag_len = b[i..]
-        .iter()
-        .position(|&c| !is_tag_byte(c))
-        .filter(|&n| n > 0)?;
+    // The tag's end is the first byte that is not a tag byte (None when there is none).
+    let tag_len = header_run(b, i, TAG);
+    if tag_len == 0 || i + tag_len == b.len() {
+        return None;
+    }
     let program = i..i + tag_len;
     // A tag of `-` is "none" too.
     if &b[program.clone()] == b"-" {
@@ -759,6 +799,24 @@ mod tests {
         ] {
             check(edge.as_bytes());
         }
+    }
+
+    #[test]
+    fn the_header_byte_table_is_the_byte_tests() {
+        for c in 0..=255u8 {
+            let host = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_');
+            assert_eq!(HEADER_BYTES[usize::from(c)] & HOST != 0, host, "{c}");
+            assert_eq!(
+                HEADER_BYTES[usize::from(c)] & TAG != 0,
+                is_tag_byte(c),
+                "{c}"
+            );
+        }
+        let b = b"host tag[1]: x";
+        assert_eq!(header_run(b, 0, HOST), 4);
+        assert_eq!(header_run(b, 5, TAG), 3);
+        assert_eq!(header_run(b, 14, TAG), 0);
+        assert_eq!(header_run(b"abc", 0, TAG), 3);
     }
 
     #[test]

@@ -1889,3 +1889,180 @@ fn the_address_scanner_agrees_with_the_capturing_regex_on_every_shipped_filter()
         "{compared} lines, {failures} failures"
     );
 }
+
+// ------------------------------------------------------------------ the small matcher
+
+/// sshd lines built to sit next to the shipped patterns' edges: every failregex and
+/// successregex shape, with user names that hold spaces, `from`, `port` or an address; odd,
+/// empty, huge and non-ASCII ports (`\d` is Unicode); protocol words and `[preauth]` tails
+/// that almost fit; trailing text; and every near-address of the scanner's tests.
+fn sshd_edge_lines() -> Vec<String> {
+    let shapes = [
+        "Failed password for {u} from {a} port {p}{s}{r}{t}",
+        "Failed password for invalid user {u} from {a} port {p}{s}{r}{t}",
+        "Failed keyboard-interactive/pam for {u} from {a} port {p}{s}{r}{t}",
+        "Failed keyboard-interactive/ for {u} from {a} port {p}{s}{r}{t}",
+        "Failed Password for {u} from {a} port {p}{s}{r}{t}",
+        "Failed publickey for invalid user {u} from {a} port {p}{s}: RSA SHA256:x{r}{t}",
+        "Failed publickey for {u} from {a} port {p}{s}{r}{t}",
+        "Invalid user {u} from {a} port {p}{r}{t}",
+        "Invalid user {u} from {a}{r}{t}",
+        "illegal user {u} from {a}{t}",
+        "error: maximum authentication attempts exceeded for invalid user {u} from {a} port {p}{s}{r}{t}",
+        "Connection closed by authenticating user {u} {a} port {p}{r}{t}",
+        "Connection reset by invalid user {u} {a} port {p}{r}{t}",
+        "Disconnected from invalid user {u} {a} port {p}{r}{t}",
+        "Disconnecting invalid user {u} {a} port {p}: Too many authentication failures{r}{t}",
+        "User {u} from {a} not allowed because not listed in AllowUsers{r}{t}",
+        "Received disconnect from {a} port {p}:3: {u}: Auth fail{r}{t}",
+        "Received disconnect from {a} port {p}:14: No supported authentication methods available{r}{t}",
+        "fatal: banner exchange: Connection from {a} port {p}: invalid format{t}",
+        "error: kex_exchange_identification: Connection from {a} port {p}: {u}{t}",
+        "Unable to negotiate with {a} port {p}: no matching host key type found. Their offer: {u}{t}",
+        "Timeout before authentication for connection from {a} to {u}, pid = {p}{t}",
+        "Connection from {a} port {p} timed out{r}{t}",
+        "Did not receive identification string from {a} port {p}{t}",
+        "Accepted password for {u} from {a} port {p}{s}{t}",
+        "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={a}  user={u}{t}",
+        "PAM: Authentication failure for illegal user {u} from {a}{t}",
+    ];
+    let users = [
+        "root",
+        "",
+        " ",
+        "a b",
+        "from",
+        "x from 6.6.6.6",
+        "port 22",
+        "x port 22 ssh2",
+        "invalid user y",
+        "admin from 1.2.3.4 port 22 ssh2 [preauth]",
+        "é€",
+    ];
+    let ports = ["22", "", "0", "99999", "22x", "-1", "\u{ff12}\u{ff12}"];
+    let protos = ["", " ssh2", " ssh", " ssh2x", " SSH2", " ssh\u{0661}"];
+    let preauth = ["", " [preauth]", " [preauth] ", "[preauth]"];
+    let trails = ["", " ", "x", "\nx", " port 22"];
+    let fill = |shape: &str, u: &str, a: &str, p: &str, s: &str, r: &str, t: &str| {
+        shape
+            .replace("{u}", u)
+            .replace("{a}", a)
+            .replace("{p}", p)
+            .replace("{s}", s)
+            .replace("{r}", r)
+            .replace("{t}", t)
+    };
+    let mut out = Vec::new();
+    for shape in shapes {
+        for u in users {
+            for p in ports {
+                for s in protos {
+                    for r in preauth {
+                        out.push(fill(shape, u, "192.0.2.7", p, s, r, ""));
+                    }
+                }
+            }
+        }
+        for a in jailsink::filter::NEAR_ADDRESSES
+            .iter()
+            .chain(&["2001:db8::1"])
+        {
+            for t in trails {
+                for r in preauth {
+                    out.push(fill(shape, "u", a, "22", " ssh2", r, t));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every shipped filter gives the same verdict and success with the small matcher
+/// (`filter::mini`) as with the parts' regexes alone, on every sample and fixture line, on the
+/// sshd edge lines above, and on the bench corpus's messages when it is there.
+#[test]
+fn the_small_matcher_agrees_with_the_regexes_on_every_shipped_filter() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut lines: Vec<String> = Vec::new();
+    let samples = root.join("tests/fixtures/fail2ban-logs");
+    for entry in std::fs::read_dir(&samples).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        lines.extend(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .map(|l| sample_message(l).to_string()),
+        );
+    }
+    for fixture in ["attacks.log", "benign.log"] {
+        let text = std::fs::read_to_string(root.join("tests/fixtures/sshd").join(fixture)).unwrap();
+        lines.extend(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .map(|l| sample_message(l).to_string()),
+        );
+    }
+    let edges = sshd_edge_lines();
+    // The bench corpus (not in every checkout): its distinct message shapes, digits folded.
+    let corpus = root.join("bench/out/corpus-1000000/corpus.log");
+    if let Ok(text) = std::fs::read_to_string(&corpus) {
+        let mut seen = std::collections::HashSet::new();
+        for l in text.lines().take(300_000) {
+            let message = l.split_once("]: ").map_or(l, |(_, m)| m);
+            let shape: String = message
+                .chars()
+                .map(|c| if c.is_ascii_digit() { '0' } else { c })
+                .collect();
+            if seen.insert(shape) {
+                lines.push(message.to_string());
+            }
+        }
+    }
+    let mut filters: Vec<(String, Filter)> =
+        SHIPPED.iter().map(|n| (n.to_string(), load(n))).collect();
+    let normal = jailsink::config::filter_file::read_native(&filter_path("sshd"), Some("normal"))
+        .map(|s| Filter::compile(&s).unwrap());
+    if let Ok(f) = normal {
+        filters.push(("sshd (normal)".into(), f));
+    }
+    let smtp = Filter::compile(&jailsink::filter::FilterSource {
+        failregex: vec![r"AUTH failure \(\w+\): authentication failure \(-13\) SASL\(-13\): authentication failure: .*relay=.*\[<HOST>\]".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    filters.push(("smtp-auth (jailsink.toml)".into(), smtp));
+    let (mut compared, mut served, mut failures) = (0usize, 0usize, 0usize);
+    for (name, fast) in &filters {
+        served += fast.mini_parts();
+        let slow = fast.without_mini();
+        assert_eq!(slow.mini_parts(), 0);
+        let own = if name.starts_with("sshd") {
+            &edges[..]
+        } else {
+            &[]
+        };
+        for line in lines.iter().chain(own) {
+            let verdict = fast.check(line);
+            failures += usize::from(matches!(verdict, Verdict::Failure(_)));
+            assert_eq!(verdict, slow.check(line), "{name}: {:?}", truncate(line));
+            assert_eq!(
+                fast.success(line),
+                slow.success(line),
+                "{name}: {:?}",
+                truncate(line)
+            );
+            compared += 1;
+        }
+    }
+    let sshd = load("sshd");
+    let edge_failures = edges
+        .iter()
+        .filter(|l| matches!(sshd.check(l), Verdict::Failure(_)))
+        .count();
+    assert!(served >= 20, "the small matcher serves only {served} parts");
+    assert!(
+        compared > 100_000 && failures > 5_000 && edge_failures > 2_000,
+        "{compared} lines, {failures} failures, {edge_failures} sshd edge failures"
+    );
+}

@@ -13,9 +13,9 @@
 //! matches after it, that path is the whole pattern's match. When `R` does not, a lower
 //! path might, and the caller runs the regex as before ([`Scan::Unknown`]).
 
-use regex_automata::{meta, Anchored, Input};
 use regex_syntax::hir::{Hir, HirKind, Look};
 
+use super::mini::Part;
 use super::template::{IP4, IP6, ZONE};
 
 /// Addresses and near-addresses for the differential tests of the scanner, put where a line's
@@ -67,14 +67,14 @@ enum Head {
     /// Fixed text (one path: a mismatch means no match).
     Literal(Box<[u8]>),
     /// Anything else without captures that matter, matched anchored for its end.
-    Regex(meta::Regex),
+    Regex(Part),
 }
 
 /// `H(?P<addr>IP4|IP6)ZONE R`, taken apart.
 #[derive(Debug, Clone)]
 pub(crate) struct AddrTail {
     head: Head,
-    rest: meta::Regex,
+    rest: Part,
     /// The pattern's first item is `^` (the match starts at the search's start).
     anchored: bool,
 }
@@ -116,17 +116,31 @@ impl AddrTail {
             })
             .collect::<Option<Vec<_>>>()
             .map(|parts| parts.concat());
-        let build = super::engine::build_part;
         let head = match literal {
             Some(bytes) => Head::Literal(bytes.into()),
-            None => Head::Regex(build(&Hir::concat(head_items.to_vec()))?),
+            None => Head::Regex(Part::new(&Hir::concat(head_items.to_vec()))?),
         };
-        let rest = build(&Hir::concat(items[k + 2..].to_vec()))?;
+        let rest = Part::new(&Hir::concat(items[k + 2..].to_vec()))?;
         Some(AddrTail {
             head,
             rest,
             anchored,
         })
+    }
+
+    /// Its head and rest matched by their regexes alone: for the differential tests of
+    /// [`super::mini`].
+    pub(crate) fn drop_mini(&mut self) {
+        if let Head::Regex(head) = &mut self.head {
+            head.drop_mini();
+        }
+        self.rest.drop_mini();
+    }
+
+    /// How many of its parts the small matcher serves.
+    pub(crate) fn mini_parts(&self) -> usize {
+        let head = matches!(&self.head, Head::Regex(h) if h.has_mini());
+        usize::from(head) + usize::from(self.rest.has_mini())
     }
 
     /// True when the pattern starts with `^`.
@@ -144,16 +158,11 @@ impl AddrTail {
                 }
                 at + l.len()
             }
-            Head::Regex(head) => {
-                let input = Input::new(text)
-                    .span(at..text.len())
-                    .anchored(Anchored::Yes);
-                match head.search_half(&input) {
-                    Some(end) => end.offset(),
-                    // No path of H: no path of the pattern.
-                    None => return Scan::NoMatch,
-                }
-            }
+            Head::Regex(head) => match head.end_at(text, at) {
+                Some(end) => end,
+                // No path of H: no path of the pattern.
+                None => return Scan::NoMatch,
+            },
         };
         let Some(end) = ip4_first(bytes, p).or_else(|| ip6_first(bytes, p)) else {
             return match self.head {
@@ -163,10 +172,7 @@ impl AddrTail {
             };
         };
         let zone_end = zone_first(bytes, end);
-        let input = Input::new(text)
-            .span(zone_end..text.len())
-            .anchored(Anchored::Yes);
-        if self.rest.search_half(&input).is_some() {
+        if self.rest.end_at(text, zone_end).is_some() {
             Scan::Addr(p, end)
         } else {
             Scan::Unknown

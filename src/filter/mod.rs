@@ -10,6 +10,7 @@ pub(crate) mod dispatch;
 pub(crate) mod engine;
 pub mod fail2ban;
 pub(crate) mod lookup;
+pub(crate) mod mini;
 pub(crate) mod prefix;
 pub(crate) mod required;
 pub(crate) mod router;

@@ -235,7 +235,8 @@ impl Router {
             let JailFilter::Native(filter) = &self.jails[jail].filter else {
                 return;
             };
-            if loose && !filter.could_match(regex, success, message) {
+            if loose && filter.gated(regex, success) && !filter.could_match(regex, success, message)
+            {
                 return;
             }
             if success {
