@@ -24,6 +24,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client waits for the daemon's answer before the server gives up on it.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one `tail` event may wait for its client to read before the client counts as
+/// stalled and is disconnected: a stalled client's watch would otherwise keep intake in its
+/// watched (slower) mode until the daemon stops.
+const TAIL_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// `tail` clients served at once; one more is refused.
+pub(crate) const MAX_TAILS: usize = 16;
 
 /// A request on its way to the daemon's supervisor, with where to put the answer.
 pub(crate) struct Question {
@@ -205,7 +211,9 @@ async fn send_answer(
 /// Streams `tail` events (of `jail`, or all) to the client until it hangs up or the daemon
 /// stops: first an `ok` response once watching has begun (or an error for an unknown jail),
 /// then one JSON event per line. A client that reads too slowly loses the oldest events and is
-/// told how many in a `dropped` event; the daemon never waits for it.
+/// told how many in a `dropped` event; the daemon never waits for it. A client that reads
+/// nothing for [`TAIL_SEND_TIMEOUT`] while an event waits is disconnected (its watch ends),
+/// and at most [`MAX_TAILS`] clients are served at once.
 async fn tail(
     mut read: OwnedReadHalf,
     mut write: OwnedWriteHalf,
@@ -227,7 +235,12 @@ async fn tail(
             return send(&mut write, &refused).await;
         }
     }
-    let mut watch = Watch::new();
+    let Some(mut watch) = Watch::at_most(MAX_TAILS) else {
+        let refused = Response::Error {
+            message: format!("too many tail clients (at most {MAX_TAILS} at once)"),
+        };
+        return send(&mut write, &refused).await;
+    };
     let started = Response::Ok {
         reply: Reply::Done {
             message: "tailing".into(),
@@ -264,12 +277,25 @@ async fn tail(
     write.shutdown().await
 }
 
-/// Writes `value` as one JSON line.
+/// Writes `value` as one JSON line, giving up after [`TAIL_SEND_TIMEOUT`] (a `TimedOut`
+/// error, which ends the stream).
 async fn send<T: serde::Serialize>(write: &mut OwnedWriteHalf, value: &T) -> std::io::Result<()> {
     let mut text = serde_json::to_string(value)
         .unwrap_or_else(|_| r#"{"status":"error","message":"unencodable answer"}"#.into());
     text.push('\n');
-    write.write_all(text.as_bytes()).await
+    match tokio::time::timeout(TAIL_SEND_TIMEOUT, write.write_all(text.as_bytes())).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            tracing::warn!(
+                "a tail client read nothing for {}s; disconnected",
+                TAIL_SEND_TIMEOUT.as_secs()
+            );
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the tail client stopped reading",
+            ))
+        }
+    }
 }
 
 async fn ask(request: Request, questions: &mpsc::Sender<Question>) -> Response {
@@ -309,6 +335,44 @@ mod tests {
             Err(std::io::ErrorKind::TimedOut)
         );
         drop(theirs);
+    }
+
+    /// A `tail` client that takes the first line and then never reads again (a paused pager, a
+    /// stopped CLI) is disconnected once an event has waited TAIL_SEND_TIMEOUT for it: the stream
+    /// ends, and with it its Watch, so intake leaves its watched mode. The clock is paused and
+    /// advances only when every task waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_tail_client_that_stops_reading_is_disconnected() {
+        use crate::evidence::tail::{publish, Event};
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (read, write) = ours.into_split();
+        let (questions, _asked) = mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            tail(read, write, None, &questions, CancellationToken::new()).await
+        });
+        let mut client = BufReader::new(theirs);
+        let mut first = String::new();
+        client.read_line(&mut first).await.unwrap();
+        assert!(first.contains("tailing"), "{first}");
+        let begun = tokio::time::Instant::now();
+        // 4 MiB of events, far more than the socket buffers hold; the client reads no more.
+        for _ in 0..512 {
+            let mut event = Event::new(Kind::Missed, "never-read");
+            event.message = Some("x".repeat(8192));
+            // Other tests' watchers may see these: a count as large as any they expect.
+            event.count = Some(u32::MAX);
+            publish(event);
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(3600), task)
+            .await
+            .expect("the stalled client is disconnected, not waited for until shutdown")
+            .unwrap();
+        assert_eq!(
+            ended.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
+        assert!(begun.elapsed() >= TAIL_SEND_TIMEOUT);
+        drop(client);
     }
 
     #[tokio::test]

@@ -218,6 +218,27 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// Starts watching unless `max` watchers already exist: each watcher keeps intake in its
+    /// watched mode, so their number is capped.
+    pub fn at_most(max: usize) -> Option<Self> {
+        let mut now = WATCHERS.load(Ordering::Relaxed);
+        loop {
+            if now >= max {
+                return None;
+            }
+            match WATCHERS.compare_exchange_weak(now, now + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(seen) => now = seen,
+            }
+        }
+        Some(Watch {
+            rx: hub().subscribe(),
+        })
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         WATCHERS.fetch_sub(1, Ordering::Relaxed);
