@@ -39,6 +39,15 @@ pub(crate) struct Question {
     pub answer: oneshot::Sender<Response>,
 }
 
+impl Question {
+    /// True when nobody waits for the answer any more: the client was already told "no answer
+    /// from the daemon" (or the daemon is shutting down), so the supervisor must not run it (a
+    /// `ban` or `reload` happening after the operator was told it failed).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.answer.is_closed()
+    }
+}
+
 /// Binds the socket: its directory made, a stale socket replaced, mode 0600, or 0660 and
 /// owned by `group` when one is configured. A socket another daemon still serves is an error,
 /// not taken over: the second daemon would delete it when it stops, and leave the first one
@@ -150,7 +159,9 @@ async fn answer(
 ) -> std::io::Result<()> {
     let permitted = allowed(&stream, group);
     let (read, mut write) = stream.into_split();
-    let response = if !permitted {
+    let response = if shutdown.is_cancelled() {
+        shutting_down()
+    } else if !permitted {
         tracing::warn!("control request refused: peer is not root and not in the control group");
         Response::Error {
             message: "permission denied: root or the [control] group only".into(),
@@ -176,7 +187,7 @@ async fn answer(
                     let read = reader.into_inner().into_inner();
                     return tail(read, write, jail, &questions, shutdown).await;
                 }
-                Ok(request) => ask(request, &questions).await,
+                Ok(request) => ask(request, &questions, &shutdown).await,
             },
         }
     };
@@ -222,7 +233,7 @@ async fn tail(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     if let Some(name) = &jail {
-        let known = match ask(Request::Status { jail: None }, questions).await {
+        let known = match ask(Request::Status { jail: None }, questions, &shutdown).await {
             Response::Ok {
                 reply: Reply::Jails { jails },
             } => jails.contains(name),
@@ -298,25 +309,44 @@ async fn send<T: serde::Serialize>(write: &mut OwnedWriteHalf, value: &T) -> std
     }
 }
 
-async fn ask(request: Request, questions: &mpsc::Sender<Question>) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if questions
-        .send(Question {
-            request,
-            answer: tx,
-        })
-        .await
-        .is_err()
-    {
-        return Response::Error {
-            message: "the daemon is shutting down".into(),
-        };
+/// The answer to a request that arrives, or is still waiting, when the daemon stops.
+fn shutting_down() -> Response {
+    Response::Error {
+        message: "the daemon is shutting down".into(),
     }
-    match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-        Ok(Ok(response)) => response,
-        _ => Response::Error {
-            message: "no answer from the daemon".into(),
-        },
+}
+
+/// Hands `request` to the supervisor and waits for its answer, up to [`ANSWER_TIMEOUT`] or
+/// until `shutdown`. Giving up drops the answer's receiver, so a question still queued is
+/// [`Question::abandoned`] and the supervisor skips it.
+async fn ask(
+    request: Request,
+    questions: &mpsc::Sender<Question>,
+    shutdown: &CancellationToken,
+) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let question = Question {
+        request,
+        answer: tx,
+    };
+    let answered = async {
+        questions
+            .send(question)
+            .await
+            .map_err(|_| shutting_down())?;
+        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+            Ok(Ok(response)) => Ok(response),
+            _ => Err(Response::Error {
+                message: format!(
+                    "no answer from the daemon within {}s; the request was not run",
+                    ANSWER_TIMEOUT.as_secs()
+                ),
+            }),
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => shutting_down(),
+        answer = answered => answer.unwrap_or_else(|refused| refused),
     }
 }
 
@@ -373,6 +403,62 @@ mod tests {
         );
         assert!(begun.elapsed() >= TAIL_SEND_TIMEOUT);
         drop(client);
+    }
+
+    /// A request that arrives during shutdown is refused at once, and one waiting when the
+    /// daemon begins to stop is answered at once: neither waits 60 s for a supervisor that has
+    /// stopped answering (the clock is paused: any wait would show in `elapsed`).
+    #[tokio::test(start_paused = true)]
+    async fn requests_during_shutdown_are_refused_at_once() {
+        let (questions, mut asked) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let begun = tokio::time::Instant::now();
+        let waiting = {
+            let (questions, shutdown) = (questions.clone(), shutdown.clone());
+            tokio::spawn(async move { ask(Request::Reload, &questions, &shutdown).await })
+        };
+        let queued = asked.recv().await.unwrap();
+        shutdown.cancel();
+        let message = |r: Response| match r {
+            Response::Error { message } => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(message(waiting.await.unwrap()).contains("shutting down"));
+        assert!(queued.abandoned(), "the supervisor would skip it");
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut line = serde_json::to_string(&Request::Reload).unwrap();
+        line.push('\n');
+        theirs.write_all(line.as_bytes()).await.unwrap();
+        answer(ours, None, questions, shutdown).await.unwrap();
+        // The answer comes before the request is read (then a reset, as for a refused peer).
+        let mut reply = String::new();
+        BufReader::new(theirs).read_line(&mut reply).await.unwrap();
+        let reply: Response = serde_json::from_str(&reply).unwrap();
+        assert!(message(reply).contains("shutting down"));
+        assert!(
+            asked.try_recv().is_err(),
+            "nothing was queued during shutdown"
+        );
+        assert_eq!(begun.elapsed(), Duration::ZERO);
+    }
+
+    /// A question whose asker gave up (60 s) is abandoned: the supervisor skips it instead of
+    /// running a `ban` or `reload` the operator was told had failed. One still awaited is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_question_nobody_waits_for_is_abandoned() {
+        let (questions, mut asked) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let asking = {
+            let questions = questions.clone();
+            tokio::spawn(async move { ask(Request::Reload, &questions, &shutdown).await })
+        };
+        let queued = asked.recv().await.unwrap();
+        assert!(!queued.abandoned());
+        let Response::Error { message } = asking.await.unwrap() else {
+            panic!("no answer came")
+        };
+        assert!(message.contains("no answer"), "{message}");
+        assert!(queued.abandoned());
     }
 
     #[tokio::test]
