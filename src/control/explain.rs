@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::client::ClientError;
 use super::proto::{EvidenceLine, Request, Response, TailEvent, WhyBan, WhyJail};
+use crate::evidence::tail::printable;
 
 /// `why ADDR` as text: per jail, failures counted now with their lines, active bans and past
 /// bans with their evidence.
@@ -52,7 +53,7 @@ fn show_ban(out: &mut String, head: &str, ban: &WhyBan) {
     let sep = if head.ends_with('(') { "" } else { ", " };
     out.push_str(&format!("  {head}{sep}{} failures", ban.failures));
     if !ban.hosts.is_empty() {
-        out.push_str(&format!(", from {}", ban.hosts.join(", ")));
+        out.push_str(&format!(", from {}", printable(&ban.hosts.join(", "))));
     }
     out.push_str(")\n");
     for line in &ban.evidence {
@@ -69,9 +70,9 @@ fn show_line(line: &EvidenceLine) -> String {
     format!(
         "    {} {} {}: {}{repeat}\n",
         line.at,
-        line.host.as_deref().unwrap_or("-"),
-        line.program.as_deref().unwrap_or("-"),
-        line.message
+        printable(line.host.as_deref().unwrap_or("-")),
+        printable(line.program.as_deref().unwrap_or("-")),
+        printable(&line.message)
     )
 }
 
@@ -109,4 +110,27 @@ pub fn tail(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `why` prints stored evidence, written by whoever reached the sink: its escape
+    /// sequences are shown escaped, not run by the operator's terminal.
+    #[test]
+    fn why_escapes_control_characters() {
+        let line = EvidenceLine {
+            at: "2026-12-07 07:00:00".into(),
+            host: Some("web\u{1b}]0;x\u{7}".into()),
+            program: Some("sshd".into()),
+            message: "Failed password for r\u{f6}\u{f6}t \u{1b}[2J".into(),
+            count: 1,
+        };
+        let text = show_line(&line);
+        assert_eq!(
+            text,
+            "    2026-12-07 07:00:00 web\\x1b]0;x\\x07 sshd: Failed password for r\u{f6}\u{f6}t \\x1b[2J\n"
+        );
+    }
 }
