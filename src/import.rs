@@ -372,7 +372,15 @@ impl Jail<'_> {
                 "fail2ban names several filters; only `{first}` is imported"
             ));
         }
-        if let Some(native) = native_for(&name, &options) {
+        // A `NAME.local` customizes fail2ban's filter (more failregex, an ignoreregex): the
+        // native filter would silently drop that, so the fail2ban filter is kept, read with it.
+        let customized = filter_dir.join(format!("{name}.local")).is_file();
+        if let (Some(native), true) = (native_for(&name, &options), customized) {
+            out.note(format!(
+                "filter.d/{name}.local customizes fail2ban's `{first}`: its own filter is kept \
+                 (jailsink reads the .local with it) instead of the native {native}"
+            ));
+        } else if let Some(native) = native_for(&name, &options) {
             out.note(format!(
                 "fail2ban's `{first}` is jailsink's native filter {native} ({NATIVE_DIR}/{native}.toml)"
             ));
@@ -1126,6 +1134,42 @@ mod tests {
             "{}",
             origin("dropbear")
         );
+    }
+
+    /// A `filter.d/NAME.local` (here an ignoreregex added to postfix) keeps fail2ban's filter,
+    /// which jailsink reads with its .local, instead of the native filter that would drop it.
+    #[test]
+    fn a_filters_local_file_keeps_the_fail2ban_filter() {
+        let d = dir(&[
+            ("jail.conf", JAIL_CONF),
+            ("paths.conf", PATHS),
+            (
+                "jail.local",
+                "[postfix]\nenabled = true\n[sshd]\nenabled = true\n",
+            ),
+            ("filter.d/postfix.conf", FILTER),
+            (
+                "filter.d/postfix.local",
+                "[Definition]\nignoreregex = from <HOST> .*trusted\n",
+            ),
+            ("filter.d/sshd.conf", FILTER),
+        ]);
+        let text = import_fail2ban(d.path()).unwrap();
+        let t = toml_of(&text);
+        let postfix = jail(&t, "postfix");
+        let path = d.path().join("filter.d/postfix.conf");
+        assert_eq!(
+            postfix["filter"].as_str(),
+            Some(path.display().to_string().as_str()),
+            "{text}"
+        );
+        assert_eq!(postfix["filter_options"]["mode"].as_str(), Some("more"));
+        assert!(
+            text.contains("filter.d/postfix.local customizes fail2ban's"),
+            "{text}"
+        );
+        // Without a .local, the native filter still stands in.
+        assert_eq!(jail(&t, "sshd")["filter"].as_str(), Some("sshd"));
     }
 
     #[test]
