@@ -320,6 +320,18 @@ mod tests {
         ));
     }
 
+    /// `at_most` refuses a watcher once `max` exist (the server's cap on tail clients), and
+    /// one refused leaves the count as it was. (Other tests may hold watchers meanwhile: only
+    /// a limit already reached by this test's own watcher is asserted.)
+    #[test]
+    fn watchers_are_capped() {
+        let held = Watch::at_most(usize::MAX).expect("no cap");
+        assert!(Watch::at_most(1).is_none(), "one exists already");
+        assert!(Watch::at_most(0).is_none());
+        assert!(watching());
+        drop(held);
+    }
+
     #[test]
     fn events_print_as_text_and_json() {
         let mut e = Event::new(Kind::Matched, "sshd");
