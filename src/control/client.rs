@@ -28,6 +28,10 @@ pub enum ClientError {
     /// so, before that).
     #[error("the daemon did not answer within {0}s (is it stuck? see its log); the request may or may not have run")]
     NoAnswer(u64),
+    /// The daemon ended a `tail` stream: it is stopping, or the client read nothing for 10 s
+    /// while an event waited (a paused pager or terminal) and was disconnected.
+    #[error("the daemon ended the stream (it is stopping, or this tail read nothing for 10 s)")]
+    Ended,
 }
 
 /// How long the CLI waits for an answer: longer than the daemon's own 60 s limit, so the

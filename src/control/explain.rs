@@ -77,7 +77,8 @@ fn show_line(line: &EvidenceLine) -> String {
 }
 
 /// Streams `tail` (of `jail`, or every jail) from the daemon at `socket`, calling `each` for
-/// every event until the daemon ends the stream or `each` returns false.
+/// every event until `each` returns false (Ok) or the daemon ends the stream
+/// ([`ClientError::Ended`]).
 pub fn tail(
     socket: &Path,
     jail: Option<String>,
@@ -106,15 +107,47 @@ pub fn tail(
         let line = line.map_err(|e| bad(e.to_string()))?;
         let event: TailEvent = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
         if !each(&event) {
-            break;
+            return Ok(());
         }
     }
-    Ok(())
+    Err(ClientError::Ended)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream the daemon ends (it stops, or disconnected this client as stalled) is
+    /// reported, not taken for a normal end; events before it are all handed over.
+    #[test]
+    fn a_stream_the_daemon_ends_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let daemon = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(&stream).read_line(&mut request).unwrap();
+            let event =
+                serde_json::to_string(&TailEvent::new(crate::evidence::tail::Kind::Unban, "sshd"))
+                    .unwrap();
+            let ok = serde_json::to_string(&Response::Ok {
+                reply: super::super::proto::Reply::Done {
+                    message: "tailing".into(),
+                },
+            })
+            .unwrap();
+            write!(stream, "{ok}\n{event}\n").unwrap();
+        });
+        let mut seen = 0;
+        let ended = tail(&path, None, |_| {
+            seen += 1;
+            true
+        });
+        daemon.join().unwrap();
+        assert!(matches!(ended, Err(ClientError::Ended)), "{ended:?}");
+        assert_eq!(seen, 1);
+    }
 
     /// `why` prints stored evidence, written by whoever reached the sink: its escape
     /// sequences are shown escaped, not run by the operator's terminal.
