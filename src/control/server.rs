@@ -334,15 +334,19 @@ async fn ask(
             .send(question)
             .await
             .map_err(|_| shutting_down())?;
-        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-            Ok(Ok(response)) => Ok(response),
-            _ => Err(Response::Error {
-                message: format!(
-                    "no answer from the daemon within {}s; the request was not run",
-                    ANSWER_TIMEOUT.as_secs()
-                ),
-            }),
-        }
+        rx.await.map_err(|_| shutting_down())
+    };
+    let no_answer = || Response::Error {
+        message: format!(
+            "no answer from the daemon within {}s; the request is dropped unless it had begun",
+            ANSWER_TIMEOUT.as_secs()
+        ),
+    };
+    // The wait for a place in the queue counts too: a full queue is a daemon that does not answer.
+    let answered = async {
+        tokio::time::timeout(ANSWER_TIMEOUT, answered)
+            .await
+            .unwrap_or_else(|_| Err(no_answer()))
     };
     tokio::select! {
         _ = shutdown.cancelled() => shutting_down(),
@@ -459,6 +463,22 @@ mod tests {
         };
         assert!(message.contains("no answer"), "{message}");
         assert!(queued.abandoned());
+        // A queue that stays full is no answer either, after the same time.
+        let begun = tokio::time::Instant::now();
+        let (full, _never_read) = mpsc::channel(1);
+        let (tx, _rx) = oneshot::channel();
+        full.try_send(Question {
+            request: Request::Reload,
+            answer: tx,
+        })
+        .unwrap_or_else(|_| panic!("room for one"));
+        let Response::Error { message } =
+            ask(Request::Reload, &full, &CancellationToken::new()).await
+        else {
+            panic!("no answer came")
+        };
+        assert!(message.contains("no answer"), "{message}");
+        assert_eq!(begun.elapsed(), ANSWER_TIMEOUT);
     }
 
     #[tokio::test]
