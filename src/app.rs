@@ -573,6 +573,10 @@ impl Daemon {
                     }
                 }
                 Some(question) = self.questions.recv() => {
+                    if question.abandoned() {
+                        tracing::warn!(request = ?question.request, "control request skipped: its client was already told it got no answer");
+                        continue;
+                    }
                     let response = self.answer(question.request).await;
                     let _ = question.answer.send(response);
                 }

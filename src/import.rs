@@ -372,7 +372,15 @@ impl Jail<'_> {
                 "fail2ban names several filters; only `{first}` is imported"
             ));
         }
-        if let Some(native) = native_for(&name, &options) {
+        // A `NAME.local` customizes fail2ban's filter (more failregex, an ignoreregex): the
+        // native filter would silently drop that, so the fail2ban filter is kept, read with it.
+        let customized = filter_dir.join(format!("{name}.local")).is_file();
+        if let (Some(native), true) = (native_for(&name, &options), customized) {
+            out.note(format!(
+                "filter.d/{name}.local customizes fail2ban's `{first}`: its own filter is kept \
+                 (jailsink reads the .local with it) instead of the native {native}"
+            ));
+        } else if let Some(native) = native_for(&name, &options) {
             out.note(format!(
                 "fail2ban's `{first}` is jailsink's native filter {native} ({NATIVE_DIR}/{native}.toml)"
             ));
@@ -600,7 +608,8 @@ impl Jail<'_> {
         let Some(enabled) = self.read(out, "bantime.increment") else {
             return;
         };
-        let mut items = vec![format!("enabled = {}", truthy(&enabled))];
+        let enabled = truthy(&enabled);
+        let mut items = vec![format!("enabled = {enabled}")];
         // fail2ban's default formula doubles each repeat ban (bantime * 2^count * factor);
         // jailsink grows bantime * factor^(n-1), so its factor 2 is fail2ban's doubling.
         items.push("factor = 2.0".into());
@@ -623,6 +632,14 @@ impl Jail<'_> {
                 }
             }
         }
+        if enabled && matches!(self.get("bantime.maxtime"), Ok(None)) {
+            let maxtime = self.uncapped_maxtime();
+            out.note(format!(
+                "fail2ban sets no bantime.maxtime: its repeat bans grow up to its formula's own \
+                 limit, so maxtime = \"{maxtime}\" (jailsink's default would be 1w)"
+            ));
+            items.push(format!("maxtime = {}", quote(&maxtime)));
+        }
         for option in [
             "bantime.formula",
             "bantime.multipliers",
@@ -633,6 +650,44 @@ impl Jail<'_> {
             }
         }
         out.set("bantime_increment", format!("{{ {} }}", items.join(", ")));
+    }
+}
+
+impl Jail<'_> {
+    /// The longest repeat ban fail2ban gives without `bantime.maxtime`: its default formula
+    /// stops doubling at 2^20 (`1<<(ban.Count if ban.Count<20 else 20)`), multipliers at the
+    /// last one, both times `bantime.factor`; a custom formula has no limit. Past jailsink's
+    /// longest duration (100 years), or when unknown, `permanent`: escalation without a cap.
+    fn uncapped_maxtime(&self) -> String {
+        let get = |option: &str| self.get(option).ok().flatten();
+        let Some(bantime) = get("bantime")
+            .and_then(|b| seconds(&b).ok())
+            .filter(|&b| b > 0)
+        else {
+            return "permanent".into();
+        };
+        let factor = match get("bantime.factor") {
+            None => 1.0,
+            Some(f) => match f.trim().parse::<f64>() {
+                Ok(f) if f > 0.0 => f,
+                _ => return "permanent".into(),
+            },
+        };
+        let multiplier = match get("bantime.multipliers").filter(|m| !m.trim().is_empty()) {
+            Some(m) => match m.split_whitespace().last().map(str::parse::<f64>) {
+                Some(Ok(last)) if last > 0.0 => last,
+                _ => return "permanent".into(),
+            },
+            None if get("bantime.formula").is_some() => return "permanent".into(),
+            None => f64::from(1u32 << 20),
+        };
+        let longest = crate::duration::LONGEST.as_secs_f64();
+        let most = bantime as f64 * multiplier * factor;
+        if most >= longest {
+            "permanent".into()
+        } else {
+            format_secs(most.round() as i64)
+        }
     }
 }
 
@@ -1128,6 +1183,42 @@ mod tests {
         );
     }
 
+    /// A `filter.d/NAME.local` (here an ignoreregex added to postfix) keeps fail2ban's filter,
+    /// which jailsink reads with its .local, instead of the native filter that would drop it.
+    #[test]
+    fn a_filters_local_file_keeps_the_fail2ban_filter() {
+        let d = dir(&[
+            ("jail.conf", JAIL_CONF),
+            ("paths.conf", PATHS),
+            (
+                "jail.local",
+                "[postfix]\nenabled = true\n[sshd]\nenabled = true\n",
+            ),
+            ("filter.d/postfix.conf", FILTER),
+            (
+                "filter.d/postfix.local",
+                "[Definition]\nignoreregex = from <HOST> .*trusted\n",
+            ),
+            ("filter.d/sshd.conf", FILTER),
+        ]);
+        let text = import_fail2ban(d.path()).unwrap();
+        let t = toml_of(&text);
+        let postfix = jail(&t, "postfix");
+        let path = d.path().join("filter.d/postfix.conf");
+        assert_eq!(
+            postfix["filter"].as_str(),
+            Some(path.display().to_string().as_str()),
+            "{text}"
+        );
+        assert_eq!(postfix["filter_options"]["mode"].as_str(), Some("more"));
+        assert!(
+            text.contains("filter.d/postfix.local customizes fail2ban's"),
+            "{text}"
+        );
+        // Without a .local, the native filter still stands in.
+        assert_eq!(jail(&t, "sshd")["filter"].as_str(), Some("sshd"));
+    }
+
     #[test]
     fn unknown_actions_become_comments_and_the_log_action() {
         let d = dir(&[
@@ -1229,6 +1320,52 @@ mod tests {
         let names: Vec<_> = config.jails.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(names, ["postfix", "sshd"], "{text}");
         assert!(text.contains("filter missing.conf is not in"), "{text}");
+    }
+
+    /// fail2ban puts no cap on repeat bans without bantime.maxtime but its formula's 2^20:
+    /// the import writes that limit, or `permanent` past 100 years, never jailsink's 1w
+    /// default; and a multipliers list stops at its last one.
+    #[test]
+    fn increment_without_maxtime_is_not_capped_at_a_week() {
+        let d = dir(&[
+            ("jail.conf", JAIL_CONF),
+            ("paths.conf", PATHS),
+            (
+                "jail.local",
+                "[DEFAULT]\nbantime.increment = true\n[sshd]\nenabled = true\n[postfix]\nenabled = true\nbantime = 1h\n[dropbear]\nenabled = true\nfilter = sshd\nbantime.multipliers = 1 5 30 60\n",
+            ),
+            ("filter.d/sshd.conf", FILTER),
+            ("filter.d/postfix.conf", FILTER),
+            (
+                "filter.d/postfix-reject.toml",
+                include_str!("../conf/filter.d/postfix-reject.toml"),
+            ),
+        ]);
+        let text = import_fail2ban(d.path()).unwrap();
+        let t = toml_of(&text);
+        let maxtime = |name: &str| {
+            jail(&t, name)["bantime_increment"]["maxtime"]
+                .as_str()
+                .map(str::to_string)
+        };
+        // 10m x 2^20 = 629,145,600 s.
+        assert_eq!(
+            maxtime("sshd").as_deref(),
+            Some("1040w 1d 18h 40m"),
+            "{text}"
+        );
+        // 1h x 2^20 is over 119 years.
+        assert_eq!(maxtime("postfix").as_deref(), Some("permanent"), "{text}");
+        assert_eq!(maxtime("dropbear").as_deref(), Some("10h"), "{text}");
+        assert!(text.contains("fail2ban sets no bantime.maxtime"), "{text}");
+        let path = d.path().join("jailsink.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let sshd = config.jails.iter().find(|j| j.name == "sshd").unwrap();
+        assert_eq!(
+            sshd.settings.increment.maxtime,
+            std::time::Duration::from_secs(600 << 20)
+        );
     }
 
     #[test]

@@ -617,7 +617,7 @@ fn fleet_command(config_path: &Path, query: FleetQuery, json: bool) -> anyhow::R
                     expires,
                     b.ban_count,
                     b.origin,
-                    b.hosts.join(",")
+                    jailsink::evidence::tail::printable(&b.hosts.join(","))
                 );
             }
             Ok(ExitCode::SUCCESS)

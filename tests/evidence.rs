@@ -372,6 +372,36 @@ fn a_tail_client_that_does_not_read_is_told_what_it_lost_and_never_slows_ingest(
     assert!(d.stop().success());
 }
 
+/// A tail client that reads its first line and then nothing (a paused pager) is disconnected
+/// once an event has waited 10 s for it, with a warning: its watch ends, so intake leaves its
+/// watched mode, and the client then finds the end of the stream.
+#[test]
+fn a_tail_client_that_stops_reading_is_disconnected() {
+    let d = Daemon::start(&config("", SSHD));
+    let mut tail = tail_client(&d, None);
+    // Far more events than the socket buffers hold: the daemon's write waits for the client.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("failures.txt");
+    let lines: Vec<String> = (0..20_000u32)
+        .map(|n| failed(&format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255)))
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let port = d.tcp.port().to_string();
+    let args = ["-n", "127.0.0.1", "-T", "-P", &port, "-t", "sshd"];
+    logger(&[], &[&args[..], &["-f", file.to_str().unwrap()]].concat());
+    let warned = || d.count_messages(|m| m.starts_with("a tail client read nothing")) == 1;
+    assert!(
+        wait_for(Duration::from_secs(60), warned),
+        "not disconnected"
+    );
+    // What the socket held, then the end of the stream (no error: a close, not a reset).
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut tail, &mut rest).expect("the stream ends");
+    assert!(rest.lines().count() > 0);
+    drop(tail);
+    assert!(d.stop().success());
+}
+
 /// A ban by hand of an address the jail is tracking hands the action what it failed with:
 /// `<failures>`, `<hosts>` and `<matches>`; a ban by hand of an untracked one has none.
 #[test]

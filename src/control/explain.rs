@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::client::ClientError;
 use super::proto::{EvidenceLine, Request, Response, TailEvent, WhyBan, WhyJail};
+use crate::evidence::tail::printable;
 
 /// `why ADDR` as text: per jail, failures counted now with their lines, active bans and past
 /// bans with their evidence.
@@ -52,7 +53,7 @@ fn show_ban(out: &mut String, head: &str, ban: &WhyBan) {
     let sep = if head.ends_with('(') { "" } else { ", " };
     out.push_str(&format!("  {head}{sep}{} failures", ban.failures));
     if !ban.hosts.is_empty() {
-        out.push_str(&format!(", from {}", ban.hosts.join(", ")));
+        out.push_str(&format!(", from {}", printable(&ban.hosts.join(", "))));
     }
     out.push_str(")\n");
     for line in &ban.evidence {
@@ -69,14 +70,15 @@ fn show_line(line: &EvidenceLine) -> String {
     format!(
         "    {} {} {}: {}{repeat}\n",
         line.at,
-        line.host.as_deref().unwrap_or("-"),
-        line.program.as_deref().unwrap_or("-"),
-        line.message
+        printable(line.host.as_deref().unwrap_or("-")),
+        printable(line.program.as_deref().unwrap_or("-")),
+        printable(&line.message)
     )
 }
 
 /// Streams `tail` (of `jail`, or every jail) from the daemon at `socket`, calling `each` for
-/// every event until the daemon ends the stream or `each` returns false.
+/// every event until `each` returns false (Ok) or the daemon ends the stream
+/// ([`ClientError::Ended`]).
 pub fn tail(
     socket: &Path,
     jail: Option<String>,
@@ -105,8 +107,63 @@ pub fn tail(
         let line = line.map_err(|e| bad(e.to_string()))?;
         let event: TailEvent = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
         if !each(&event) {
-            break;
+            return Ok(());
         }
     }
-    Ok(())
+    Err(ClientError::Ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream the daemon ends (it stops, or disconnected this client as stalled) is
+    /// reported, not taken for a normal end; events before it are all handed over.
+    #[test]
+    fn a_stream_the_daemon_ends_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let daemon = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(&stream).read_line(&mut request).unwrap();
+            let event =
+                serde_json::to_string(&TailEvent::new(crate::evidence::tail::Kind::Unban, "sshd"))
+                    .unwrap();
+            let ok = serde_json::to_string(&Response::Ok {
+                reply: super::super::proto::Reply::Done {
+                    message: "tailing".into(),
+                },
+            })
+            .unwrap();
+            write!(stream, "{ok}\n{event}\n").unwrap();
+        });
+        let mut seen = 0;
+        let ended = tail(&path, None, |_| {
+            seen += 1;
+            true
+        });
+        daemon.join().unwrap();
+        assert!(matches!(ended, Err(ClientError::Ended)), "{ended:?}");
+        assert_eq!(seen, 1);
+    }
+
+    /// `why` prints stored evidence, written by whoever reached the sink: its escape
+    /// sequences are shown escaped, not run by the operator's terminal.
+    #[test]
+    fn why_escapes_control_characters() {
+        let line = EvidenceLine {
+            at: "2026-12-07 07:00:00".into(),
+            host: Some("web\u{1b}]0;x\u{7}".into()),
+            program: Some("sshd".into()),
+            message: "Failed password for r\u{f6}\u{f6}t \u{1b}[2J".into(),
+            count: 1,
+        };
+        let text = show_line(&line);
+        assert_eq!(
+            text,
+            "    2026-12-07 07:00:00 web\\x1b]0;x\\x07 sshd: Failed password for r\u{f6}\u{f6}t \\x1b[2J\n"
+        );
+    }
 }

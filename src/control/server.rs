@@ -24,6 +24,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client waits for the daemon's answer before the server gives up on it.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one `tail` event may wait for its client to read before the client counts as
+/// stalled and is disconnected: a stalled client's watch would otherwise keep intake in its
+/// watched (slower) mode until the daemon stops.
+const TAIL_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// `tail` clients served at once; one more is refused.
+pub(crate) const MAX_TAILS: usize = 16;
 
 /// A request on its way to the daemon's supervisor, with where to put the answer.
 pub(crate) struct Question {
@@ -31,6 +37,15 @@ pub(crate) struct Question {
     pub request: Request,
     /// Where the answer goes.
     pub answer: oneshot::Sender<Response>,
+}
+
+impl Question {
+    /// True when nobody waits for the answer any more: the client was already told "no answer
+    /// from the daemon" (or the daemon is shutting down), so the supervisor must not run it (a
+    /// `ban` or `reload` happening after the operator was told it failed).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.answer.is_closed()
+    }
 }
 
 /// Binds the socket: its directory made, a stale socket replaced, mode 0600, or 0660 and
@@ -144,7 +159,9 @@ async fn answer(
 ) -> std::io::Result<()> {
     let permitted = allowed(&stream, group);
     let (read, mut write) = stream.into_split();
-    let response = if !permitted {
+    let response = if shutdown.is_cancelled() {
+        shutting_down()
+    } else if !permitted {
         tracing::warn!("control request refused: peer is not root and not in the control group");
         Response::Error {
             message: "permission denied: root or the [control] group only".into(),
@@ -170,7 +187,7 @@ async fn answer(
                     let read = reader.into_inner().into_inner();
                     return tail(read, write, jail, &questions, shutdown).await;
                 }
-                Ok(request) => ask(request, &questions).await,
+                Ok(request) => ask(request, &questions, &shutdown).await,
             },
         }
     };
@@ -205,7 +222,9 @@ async fn send_answer(
 /// Streams `tail` events (of `jail`, or all) to the client until it hangs up or the daemon
 /// stops: first an `ok` response once watching has begun (or an error for an unknown jail),
 /// then one JSON event per line. A client that reads too slowly loses the oldest events and is
-/// told how many in a `dropped` event; the daemon never waits for it.
+/// told how many in a `dropped` event; the daemon never waits for it. A client that reads
+/// nothing for [`TAIL_SEND_TIMEOUT`] while an event waits is disconnected (its watch ends),
+/// and at most [`MAX_TAILS`] clients are served at once.
 async fn tail(
     mut read: OwnedReadHalf,
     mut write: OwnedWriteHalf,
@@ -214,7 +233,7 @@ async fn tail(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     if let Some(name) = &jail {
-        let known = match ask(Request::Status { jail: None }, questions).await {
+        let known = match ask(Request::Status { jail: None }, questions, &shutdown).await {
             Response::Ok {
                 reply: Reply::Jails { jails },
             } => jails.contains(name),
@@ -227,7 +246,12 @@ async fn tail(
             return send(&mut write, &refused).await;
         }
     }
-    let mut watch = Watch::new();
+    let Some(mut watch) = Watch::at_most(MAX_TAILS) else {
+        let refused = Response::Error {
+            message: format!("too many tail clients (at most {MAX_TAILS} at once)"),
+        };
+        return send(&mut write, &refused).await;
+    };
     let started = Response::Ok {
         reply: Reply::Done {
             message: "tailing".into(),
@@ -264,33 +288,69 @@ async fn tail(
     write.shutdown().await
 }
 
-/// Writes `value` as one JSON line.
+/// Writes `value` as one JSON line, giving up after [`TAIL_SEND_TIMEOUT`] (a `TimedOut`
+/// error, which ends the stream).
 async fn send<T: serde::Serialize>(write: &mut OwnedWriteHalf, value: &T) -> std::io::Result<()> {
     let mut text = serde_json::to_string(value)
         .unwrap_or_else(|_| r#"{"status":"error","message":"unencodable answer"}"#.into());
     text.push('\n');
-    write.write_all(text.as_bytes()).await
+    match tokio::time::timeout(TAIL_SEND_TIMEOUT, write.write_all(text.as_bytes())).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            tracing::warn!(
+                "a tail client read nothing for {}s; disconnected",
+                TAIL_SEND_TIMEOUT.as_secs()
+            );
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the tail client stopped reading",
+            ))
+        }
+    }
 }
 
-async fn ask(request: Request, questions: &mpsc::Sender<Question>) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if questions
-        .send(Question {
-            request,
-            answer: tx,
-        })
-        .await
-        .is_err()
-    {
-        return Response::Error {
-            message: "the daemon is shutting down".into(),
-        };
+/// The answer to a request that arrives, or is still waiting, when the daemon stops.
+fn shutting_down() -> Response {
+    Response::Error {
+        message: "the daemon is shutting down".into(),
     }
-    match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-        Ok(Ok(response)) => response,
-        _ => Response::Error {
-            message: "no answer from the daemon".into(),
-        },
+}
+
+/// Hands `request` to the supervisor and waits for its answer, up to [`ANSWER_TIMEOUT`] or
+/// until `shutdown`. Giving up drops the answer's receiver, so a question still queued is
+/// [`Question::abandoned`] and the supervisor skips it.
+async fn ask(
+    request: Request,
+    questions: &mpsc::Sender<Question>,
+    shutdown: &CancellationToken,
+) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let question = Question {
+        request,
+        answer: tx,
+    };
+    let answered = async {
+        questions
+            .send(question)
+            .await
+            .map_err(|_| shutting_down())?;
+        rx.await.map_err(|_| shutting_down())
+    };
+    let no_answer = || Response::Error {
+        message: format!(
+            "no answer from the daemon within {}s; the request is dropped unless it had begun",
+            ANSWER_TIMEOUT.as_secs()
+        ),
+    };
+    // The wait for a place in the queue counts too: a full queue is a daemon that does not answer.
+    let answered = async {
+        tokio::time::timeout(ANSWER_TIMEOUT, answered)
+            .await
+            .unwrap_or_else(|_| Err(no_answer()))
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => shutting_down(),
+        answer = answered => answer.unwrap_or_else(|refused| refused),
     }
 }
 
@@ -309,6 +369,116 @@ mod tests {
             Err(std::io::ErrorKind::TimedOut)
         );
         drop(theirs);
+    }
+
+    /// A `tail` client that takes the first line and then never reads again (a paused pager, a
+    /// stopped CLI) is disconnected once an event has waited TAIL_SEND_TIMEOUT for it: the stream
+    /// ends, and with it its Watch, so intake leaves its watched mode. The clock is paused and
+    /// advances only when every task waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_tail_client_that_stops_reading_is_disconnected() {
+        use crate::evidence::tail::{publish, Event};
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (read, write) = ours.into_split();
+        let (questions, _asked) = mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            tail(read, write, None, &questions, CancellationToken::new()).await
+        });
+        let mut client = BufReader::new(theirs);
+        let mut first = String::new();
+        client.read_line(&mut first).await.unwrap();
+        assert!(first.contains("tailing"), "{first}");
+        let begun = tokio::time::Instant::now();
+        // 4 MiB of events, far more than the socket buffers hold; the client reads no more.
+        for _ in 0..512 {
+            let mut event = Event::new(Kind::Missed, "never-read");
+            event.message = Some("x".repeat(8192));
+            // Other tests' watchers may see these: a count as large as any they expect.
+            event.count = Some(u32::MAX);
+            publish(event);
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(3600), task)
+            .await
+            .expect("the stalled client is disconnected, not waited for until shutdown")
+            .unwrap();
+        assert_eq!(
+            ended.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
+        assert!(begun.elapsed() >= TAIL_SEND_TIMEOUT);
+        drop(client);
+    }
+
+    /// A request that arrives during shutdown is refused at once, and one waiting when the
+    /// daemon begins to stop is answered at once: neither waits 60 s for a supervisor that has
+    /// stopped answering (the clock is paused: any wait would show in `elapsed`).
+    #[tokio::test(start_paused = true)]
+    async fn requests_during_shutdown_are_refused_at_once() {
+        let (questions, mut asked) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let begun = tokio::time::Instant::now();
+        let waiting = {
+            let (questions, shutdown) = (questions.clone(), shutdown.clone());
+            tokio::spawn(async move { ask(Request::Reload, &questions, &shutdown).await })
+        };
+        let queued = asked.recv().await.unwrap();
+        shutdown.cancel();
+        let message = |r: Response| match r {
+            Response::Error { message } => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(message(waiting.await.unwrap()).contains("shutting down"));
+        assert!(queued.abandoned(), "the supervisor would skip it");
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut line = serde_json::to_string(&Request::Reload).unwrap();
+        line.push('\n');
+        theirs.write_all(line.as_bytes()).await.unwrap();
+        answer(ours, None, questions, shutdown).await.unwrap();
+        // The answer comes before the request is read (then a reset, as for a refused peer).
+        let mut reply = String::new();
+        BufReader::new(theirs).read_line(&mut reply).await.unwrap();
+        let reply: Response = serde_json::from_str(&reply).unwrap();
+        assert!(message(reply).contains("shutting down"));
+        assert!(
+            asked.try_recv().is_err(),
+            "nothing was queued during shutdown"
+        );
+        assert_eq!(begun.elapsed(), Duration::ZERO);
+    }
+
+    /// A question whose asker gave up (60 s) is abandoned: the supervisor skips it instead of
+    /// running a `ban` or `reload` the operator was told had failed. One still awaited is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_question_nobody_waits_for_is_abandoned() {
+        let (questions, mut asked) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let asking = {
+            let questions = questions.clone();
+            tokio::spawn(async move { ask(Request::Reload, &questions, &shutdown).await })
+        };
+        let queued = asked.recv().await.unwrap();
+        assert!(!queued.abandoned());
+        let Response::Error { message } = asking.await.unwrap() else {
+            panic!("no answer came")
+        };
+        assert!(message.contains("no answer"), "{message}");
+        assert!(queued.abandoned());
+        // A queue that stays full is no answer either, after the same time.
+        let begun = tokio::time::Instant::now();
+        let (full, _never_read) = mpsc::channel(1);
+        let (tx, _rx) = oneshot::channel();
+        full.try_send(Question {
+            request: Request::Reload,
+            answer: tx,
+        })
+        .unwrap_or_else(|_| panic!("room for one"));
+        let Response::Error { message } =
+            ask(Request::Reload, &full, &CancellationToken::new()).await
+        else {
+            panic!("no answer came")
+        };
+        assert!(message.contains("no answer"), "{message}");
+        assert_eq!(begun.elapsed(), ANSWER_TIMEOUT);
     }
 
     #[tokio::test]

@@ -37,6 +37,30 @@ pub fn publish(event: Event) {
     }
 }
 
+/// `text` safe for a terminal: control characters (ESC, CSI, BEL, CR, DEL, C1 ...) and the
+/// bidirectional overrides become `\x1b`, `\u{9b}`, `\u{202e}`; all other text, UTF-8
+/// included, is kept. Messages are written by whoever reaches the sink, and `tail` and `why`
+/// print them to an operator's terminal, where raw escape sequences could clear the screen,
+/// retitle the window or hide lines.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// What happened, as `tail --json` prints it (`event` names the kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -137,7 +161,7 @@ impl Event {
         let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(self.at_ms)
             .map(|t| t.format("%H:%M:%S%.3f").to_string())
             .unwrap_or_default();
-        let opt = |o: &Option<String>| o.as_deref().unwrap_or("-").to_string();
+        let opt = |o: &Option<String>| printable(o.as_deref().unwrap_or("-")).into_owned();
         let line = || {
             format!(
                 "{} {}: {}",
@@ -146,7 +170,7 @@ impl Event {
                 opt(&self.message)
             )
         };
-        let jail = &self.jail;
+        let jail = printable(&self.jail);
         match self.event {
             Kind::Matched => format!(
                 "{at} [{jail}] matched failregex[{}] {} {}/{} {} | {}",
@@ -160,7 +184,7 @@ impl Event {
             Kind::Ignored => format!(
                 "{at} [{jail}] ignored ({}) {} | {}",
                 opt(&self.outcome),
-                self.ip.as_deref().unwrap_or(""),
+                printable(self.ip.as_deref().unwrap_or("")),
                 line()
             ),
             Kind::Missed => format!("{at} [{jail}] missed | {}", line()),
@@ -218,6 +242,27 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// Starts watching unless `max` watchers already exist: each watcher keeps intake in its
+    /// watched mode, so their number is capped.
+    pub fn at_most(max: usize) -> Option<Self> {
+        let mut now = WATCHERS.load(Ordering::Relaxed);
+        loop {
+            if now >= max {
+                return None;
+            }
+            match WATCHERS.compare_exchange_weak(now, now + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(seen) => now = seen,
+            }
+        }
+        Some(Watch {
+            rx: hub().subscribe(),
+        })
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         WATCHERS.fetch_sub(1, Ordering::Relaxed);
@@ -246,6 +291,45 @@ mod tests {
         };
         assert!(e.count.unwrap() >= 10);
         drop(watch);
+    }
+
+    /// Escape sequences an attacker writes into a syslog message (clear screen, an OSC window
+    /// title) reach `tail`'s text output escaped, while ordinary UTF-8 stays readable; --json
+    /// keeps the message as it was.
+    #[test]
+    fn attacker_escape_sequences_are_shown_escaped() {
+        let mut e = Event::new(Kind::Missed, "sshd");
+        e.host = Some("h\u{1b}[31mred".into());
+        e.message = Some(
+            "Failed password for r\u{f6}\u{f6}t \u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}1m\u{202e}x\r"
+                .into(),
+        );
+        let text = e.show();
+        assert!(!text.chars().any(|c| c.is_control()), "{text:?}");
+        assert!(
+            text.ends_with(
+                "h\\x1b[31mred -: Failed password for r\u{f6}\u{f6}t \\x1b[2J\\x1b]0;owned\\x07\\u{9b}1m\\u{202e}x\\x0d"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
+        assert!(matches!(
+            printable("plain \u{e9}t\u{e9}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    /// `at_most` refuses a watcher once `max` exist (the server's cap on tail clients), and
+    /// one refused leaves the count as it was. (Other tests may hold watchers meanwhile: only
+    /// a limit already reached by this test's own watcher is asserted.)
+    #[test]
+    fn watchers_are_capped() {
+        let held = Watch::at_most(usize::MAX).expect("no cap");
+        assert!(Watch::at_most(1).is_none(), "one exists already");
+        assert!(Watch::at_most(0).is_none());
+        assert!(watching());
+        drop(held);
     }
 
     #[test]
