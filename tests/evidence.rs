@@ -363,11 +363,39 @@ fn a_tail_client_that_does_not_read_is_told_what_it_lost_and_never_slows_ingest(
         "ingest stalled behind a stuck tail client: {:?} failures counted",
         d.metric("jailsink_failures_total{jail=\"sshd\"}")
     );
-    let dropped = read_until(&mut tail, |e| e["event"] == "dropped");
-    assert!(dropped["dropped"].as_u64().unwrap() > 0, "{dropped}");
-    // After the report, the stream goes on.
-    let next = read_until(&mut tail, |e| e["event"] == "matched");
-    assert_eq!(next["jail"], "sshd");
+    // The client now reads. On a machine slow enough that ingest took longer than the tail
+    // write deadline (10 s without progress) after the socket filled, the daemon has already
+    // cut the stuck client, which is right too: the stream then ends after what it held.
+    let mut dropped = None;
+    loop {
+        let mut line = String::new();
+        if tail
+            .read_line(&mut line)
+            .expect("an event before the timeout")
+            == 0
+        {
+            break;
+        }
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "dropped" {
+            dropped = Some(event);
+            break;
+        }
+    }
+    match dropped {
+        Some(dropped) => {
+            assert!(dropped["dropped"].as_u64().unwrap() > 0, "{dropped}");
+            // After the report, the stream goes on.
+            let next = read_until(&mut tail, |e| e["event"] == "matched");
+            assert_eq!(next["jail"], "sshd");
+        }
+        None => assert!(
+            wait_for(Duration::from_secs(10), || d
+                .logged("a tail client read nothing for 10s; disconnected")),
+            "the stream ended without a dropped report or a disconnect: {:?}",
+            d.errors()
+        ),
+    }
     drop(tail);
     assert!(d.stop().success());
 }
