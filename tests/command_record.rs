@@ -207,3 +207,41 @@ fn a_command_cut_short_by_kill_9_is_run_again_at_the_next_start() {
     assert_eq!(count(&dir, "ban 192.0.2.33 2 22"), 1);
     assert!(d.stop().success());
 }
+
+/// The firewall objects the state's record holds, as (backend, name, jail).
+fn objects(dir: &Path) -> Vec<(String, String, String)> {
+    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    let mut stmt = db
+        .prepare("SELECT backend, name, jail FROM firewall_objects ORDER BY name")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+#[test]
+fn a_dry_run_leaves_the_recorded_firewall_objects_alone() {
+    let text = config("", &jails("22"));
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    // Objects another run recorded, of a backend no jail of this config uses (a dry run's
+    // jails use none at all): the sweep would forget them, and remove real ones first. The
+    // backend is one no build knows, so nothing on this host is touched either way.
+    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    db.execute(
+        "INSERT INTO firewall_objects (backend, name, jail, spec) VALUES ('retired', 'web', 'web', '{}')",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let want = vec![("retired".to_string(), "web".to_string(), "web".to_string())];
+    assert_eq!(objects(&dir), want);
+    // `run --dry-run`: its ready means the sweep had its turn.
+    let d = Daemon::start_in(kept, &text, &["sh", "-c", "exec \"$@\" --dry-run", "sh"]);
+    assert!(d.logged("ready"));
+    assert_eq!(objects(&dir), want);
+    assert!(d.stop().success());
+}
