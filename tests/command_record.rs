@@ -245,3 +245,48 @@ fn a_dry_run_leaves_the_recorded_firewall_objects_alone() {
     assert_eq!(objects(&dir), want);
     assert!(d.stop().success());
 }
+
+#[test]
+fn a_kill_9_mid_burst_runs_again_only_the_commands_that_had_not_finished() {
+    // `ban` waits while @DIR@/gate exists for 192.0.2.40 (so the next bans queue up behind it
+    // and go as one burst), and holds while @DIR@/hold exists for 192.0.2.43 (so the daemon
+    // dies in the middle of that burst).
+    let ban = r#"["sh", "-c", "if [ <ip> = 192.0.2.40 ]; then echo gated >> @DIR@/held.log; while [ -e @DIR@/gate ]; do sleep 0.05; done; fi; if [ <ip> = 192.0.2.43 ] && [ -e @DIR@/hold ]; then echo held >> @DIR@/held.log; while [ -e @DIR@/hold ]; do sleep 0.05; done; exit 1; fi; echo ban <ip> >> @DIR@/cmd.log"]"#;
+    let jail = format!(
+        r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+bantime = "1h"
+action = {{ type = "command", ban = {ban}, unban = ["sh", "-c", "echo unban <ip> >> @DIR@/cmd.log"] }}
+"#
+    );
+    let text = config("", &jail);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gate"), "").unwrap();
+    std::fs::write(dir.path().join("hold"), "").unwrap();
+    let d = Daemon::start_in(dir, &text, &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    d.cli_ok(&["ban", "sshd", "192.0.2.40"]);
+    wait_held(&dir, 1);
+    let list = dir.join("list");
+    std::fs::write(&list, "192.0.2.41\n192.0.2.42\n192.0.2.43\n192.0.2.44\n").unwrap();
+    d.cli_ok(&["ban", "sshd", "--file", list.to_str().unwrap()]);
+    std::fs::remove_file(dir.join("gate")).unwrap();
+    wait_held(&dir, 2);
+    let kept = d.kill9();
+    release(&dir);
+    let d = Daemon::start_in(kept, &text, &[]);
+    // .41 and .42 ran before the crash: not again. .43 was cut short and .44 never ran: once.
+    for ip in [
+        "192.0.2.40",
+        "192.0.2.41",
+        "192.0.2.42",
+        "192.0.2.43",
+        "192.0.2.44",
+    ] {
+        let bans = count(&dir, &format!("ban {ip}"));
+        assert_eq!(bans, 1, "{ip}: {:?}", lines(&dir, "cmd.log"));
+    }
+    assert!(d.stop().success());
+}

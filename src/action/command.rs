@@ -200,7 +200,8 @@ impl Action for CommandAction {
         super::apply_one(self, ActionCommand::Unban(target))
     }
 
-    /// Records the burst as unsettled, runs it in order, then records what succeeded.
+    /// Records the burst as unsettled, runs it in order, and records each command that succeeded
+    /// as soon as it did.
     fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
         let values: Vec<Option<CommandRecord>> = batch
             .iter()
@@ -282,7 +283,13 @@ impl Action for CommandAction {
 }
 
 impl CommandAction {
-    /// Runs each command of a burst (recorded as begun), then records those that succeeded.
+    /// Records one command as done, as soon as it succeeded: a crash later in the burst (up to
+    /// [`super::runner::MAX_BURST`] commands) then runs again only what had not finished.
+    fn settle(&mut self, done: Done) {
+        self.write("settle", |r, jail, nth| r.settle(jail, nth, &[done]));
+    }
+
+    /// Runs each command of a burst (recorded as begun), recording each as it succeeds.
     fn run_burst(
         &mut self,
         batch: &[ActionCommand],
@@ -290,7 +297,6 @@ impl CommandAction {
     ) -> Result<(), BatchError> {
         let mut pending = Vec::new();
         let mut first = None;
-        let mut done = Vec::new();
         for (i, (command, value)) in batch.iter().zip(values).enumerate() {
             let result = match (command, value) {
                 (ActionCommand::Ban(order), Some(mut record)) => {
@@ -301,7 +307,7 @@ impl CommandAction {
                         &order.evidence,
                     );
                     if result.is_ok() {
-                        done.push(Done::Banned(order.target));
+                        self.settle(Done::Banned(order.target));
                         record.settled = true;
                         if self.active.len() < REMEMBERED || self.active.contains_key(&order.target)
                         {
@@ -315,7 +321,7 @@ impl CommandAction {
                     let record = self.recorded(target);
                     let result = self.run(&self.spec.unban, Some(target), Some(&record), &[]);
                     if result.is_ok() {
-                        done.push(Done::Unbanned(target));
+                        self.settle(Done::Unbanned(target));
                         self.active.remove(&target);
                     }
                     result
@@ -325,9 +331,6 @@ impl CommandAction {
                 pending.push(i);
                 first.get_or_insert(error);
             }
-        }
-        if !done.is_empty() {
-            self.write("settle", |r, jail, nth| r.settle(jail, nth, &done));
         }
         match first {
             None => Ok(()),
