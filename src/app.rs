@@ -353,11 +353,12 @@ struct Restored {
 /// would take every recorded firewall object (a live daemon's, with a copied config) for one
 /// of a removed jail and remove it.
 fn open_state(config: &Config, options: RunOptions) -> Restored {
+    if options.dry_run {
+        state::records::keep_none();
+    }
     match State::open(&config.state_path) {
         Ok(mut db) => {
-            if !options.dry_run {
-                state::records::keep_in(&config.state_path);
-            }
+            state::records::keep_in(&config.state_path);
             if let Err(error) = db.keep_history(config.history_days) {
                 metrics::state_errors().increment(1);
                 tracing::error!(%error, "cannot prune ban history");

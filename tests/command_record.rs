@@ -290,3 +290,31 @@ action = {{ type = "command", ban = {ban}, unban = ["sh", "-c", "echo unban <ip>
     }
     assert!(d.stop().success());
 }
+
+#[test]
+fn a_state_database_that_opens_late_still_records_the_commands() {
+    // The state's directory is a file at start: the database cannot open, and the daemon bans
+    // in memory until it can.
+    let text = config("", &jails("22")).replace("@DIR@/state.db", "@DIR@/late/state.db");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("late"), "").unwrap();
+    let d = Daemon::start_in(dir, &text, &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    d.cli_ok(&["ban", "sshd", "192.0.2.50"]);
+    wait_line(&dir, "ban 192.0.2.50 0 22", 1);
+    std::fs::remove_file(dir.join("late")).unwrap();
+    let opened = wait_for(Duration::from_secs(15), || {
+        d.logged("state database opened at last: the bans since start are stored now")
+    });
+    assert!(opened, "the state database never opened");
+    // A ban once the database opened: recorded, and so is the one from before.
+    d.cli_ok(&["ban", "sshd", "192.0.2.51"]);
+    wait_line(&dir, "ban 192.0.2.51 0 22", 1);
+    let kept = d.kill9();
+    let d = Daemon::start_in(kept, &text, &[]);
+    for ip in ["192.0.2.50", "192.0.2.51"] {
+        let bans = count(&dir, &format!("ban {ip} 0 22"));
+        assert_eq!(bans, 1, "{ip}: {:?}", lines(&dir, "cmd.log"));
+    }
+    assert!(d.stop().success());
+}

@@ -48,6 +48,9 @@ pub(crate) struct CommandAction {
     unsettled: Vec<IpNetwork>,
     /// Fingerprint of the ban and unban templates, stored with each record.
     commands: i64,
+    /// When the record was last tried and could not be opened (a database that opened after
+    /// start, [`records::named`]): tried again [`records::REOPEN_EVERY`] later.
+    tried: Option<Instant>,
 }
 
 impl CommandAction {
@@ -61,6 +64,7 @@ impl CommandAction {
             active: HashMap::new(),
             records: None,
             unsettled: Vec::new(),
+            tried: None,
         }
     }
 
@@ -140,6 +144,39 @@ impl CommandAction {
         Ok(())
     }
 
+    /// Opens the record when the state database opened after this action started, and writes
+    /// into it every ban run meanwhile as held: otherwise the next start would run their `ban`
+    /// again, and never their `unban` for those that expired meanwhile.
+    fn open_late(&mut self) {
+        if self.records.is_some() || !records::named() {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .tried
+            .is_some_and(|t| now.duration_since(t) < records::REOPEN_EVERY)
+        {
+            return;
+        }
+        let Some(mut opened) = records::open_configured() else {
+            self.tried = Some(now);
+            return;
+        };
+        let held: Vec<&CommandRecord> = self.active.values().collect();
+        let marks: Vec<Mark<'_>> = held.iter().map(|r| Mark::Ban(r)).collect();
+        let done: Vec<Done> = held.iter().map(|r| Done::Banned(r.target)).collect();
+        let written = opened
+            .begin(&self.jail, self.nth, self.commands, &marks)
+            .and_then(|()| opened.settle(&self.jail, self.nth, &done));
+        if let Err(error) = written {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail = %self.jail, %error, "command action: cannot record the bans it ran before the state database opened");
+        }
+        tracing::info!(jail = %self.jail, held = held.len(), "command action: the state database opened, its record is kept from now");
+        drop(marks);
+        self.records = Some(opened);
+    }
+
     /// Writes to the record; a database that refuses is logged and counted, and the commands
     /// run anyway (protection first: the next start may then run a ban twice).
     fn write(
@@ -203,6 +240,7 @@ impl Action for CommandAction {
     /// Records the burst as unsettled, runs it in order, and records each command that succeeded
     /// as soon as it did.
     fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+        self.open_late();
         let values: Vec<Option<CommandRecord>> = batch
             .iter()
             .map(|c| match c {

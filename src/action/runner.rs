@@ -190,6 +190,8 @@ struct Worker {
     backlog_retry: Duration,
     /// Where the firewall objects of the actions are recorded (None: not recorded).
     records: Option<Records>,
+    /// When the records were last tried and could not be opened ([`Worker::record_late`]).
+    tried: Option<Instant>,
 }
 
 impl Worker {
@@ -213,6 +215,7 @@ impl Worker {
             metrics,
             backlog_retry: BACKLOG_RETRY,
             records: None,
+            tried: None,
         }
     }
 
@@ -238,18 +241,8 @@ impl Worker {
         for slot in &mut self.slots {
             let kind = slot.action.kind();
             // Recorded before they are made: a crash while they are made leaves them recorded.
-            if let (Some(records), Some(spec)) = (self.records.as_mut(), slot.made.as_ref()) {
-                let written = serde_json::to_string(spec)
-                    .map_err(|e| e.to_string())
-                    .and_then(|json| {
-                        records
-                            .made(kind.name(), &spec.name, &self.jail, &json)
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(error) = written {
-                    crate::metrics::state_errors().increment(1);
-                    tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot record the firewall objects the action makes");
-                }
+            if let Some(records) = self.records.as_mut() {
+                record_made(records, &self.jail, slot);
             }
             if let Err(error) = retry(|| slot.action.start()) {
                 slot.errors.increment(1);
@@ -259,6 +252,33 @@ impl Worker {
             reapplied += reconcile(&self.jail, slot, restored, keep);
         }
         reapplied
+    }
+
+    /// Records the firewall objects of the actions once the state database opened after start
+    /// (tried at a burst, at most every [`records::REOPEN_EVERY`]): otherwise a crash, then a
+    /// start without the jail, would leave them in the kernel for good.
+    fn record_late(&mut self) {
+        if self.records.is_some()
+            || self.slots.iter().all(|s| s.made.is_none())
+            || !records::named()
+        {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .tried
+            .is_some_and(|t| now.duration_since(t) < records::REOPEN_EVERY)
+        {
+            return;
+        }
+        self.tried = Some(now);
+        let Some(mut opened) = records::open_configured() else {
+            return;
+        };
+        for slot in &self.slots {
+            record_made(&mut opened, &self.jail, slot);
+        }
+        self.records = Some(opened);
     }
 
     /// Takes bursts off the queue until every sender is gone (a batch may take a burst past
@@ -299,6 +319,7 @@ impl Worker {
             if burst.is_empty() {
                 continue;
             }
+            self.record_late();
             for slot in &mut self.slots {
                 slot.supersede(&burst);
                 apply(&self.jail, slot, &burst);
@@ -336,6 +357,25 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Records, before it makes them, the firewall objects of `slot`'s action (if it makes any).
+fn record_made(records: &mut Records, jail: &str, slot: &Slot) {
+    let Some(spec) = slot.made.as_ref() else {
+        return;
+    };
+    let kind = slot.action.kind();
+    let written = serde_json::to_string(spec)
+        .map_err(|e| e.to_string())
+        .and_then(|json| {
+            records
+                .made(kind.name(), &spec.name, jail, &json)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(error) = written {
+        crate::metrics::state_errors().increment(1);
+        tracing::error!(jail, action = kind.name(), %error, "cannot record the firewall objects the action makes");
     }
 }
 
@@ -764,6 +804,7 @@ mod tests {
             metrics: JailMetrics::new("t"),
             backlog_retry: Duration::from_millis(50),
             records: None,
+            tried: None,
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         let serving = std::thread::spawn(move || {
@@ -833,6 +874,7 @@ mod tests {
             metrics: JailMetrics::new("t"),
             backlog_retry: Duration::ZERO,
             records: None,
+            tried: None,
         };
         worker.retry_backlogs();
         assert_eq!(targets(&applied).len(), 1500);

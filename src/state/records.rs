@@ -38,18 +38,36 @@ CREATE TABLE IF NOT EXISTS firewall_objects (
 );
 ";
 
-/// The state database's path, once the daemon opened it at start.
-static PATH: OnceLock<PathBuf> = OnceLock::new();
+/// How often an action whose records could not be opened (the database named, but locked or
+/// unreadable) tries again, at its next command.
+pub(crate) const REOPEN_EVERY: Duration = Duration::from_secs(10);
 
-/// Says where the state database is (called once it opened at start): actions started from now
-/// keep their records there. Without it (no readable state) they keep them in memory only.
+/// The state database's path, once the daemon opened it (at start, or later when it could
+/// not at start); None for good in a dry run ([`keep_none`]).
+static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// Says where the state database is (called once it opened, at start or later): actions keep
+/// their records there from now (those running since start open them at their next command).
+/// Before (no readable state) they keep them in memory only.
 pub fn keep_in(path: &Path) {
-    let _ = PATH.set(path.to_path_buf());
+    let _ = PATH.set(Some(path.to_path_buf()));
+}
+
+/// Says that no record is ever kept, whatever [`keep_in`] says later: a dry run, whose jails
+/// hold only log actions, must neither read nor change what a real run recorded (the start-up
+/// sweep would take a live daemon's firewall objects for those of removed jails).
+pub fn keep_none() {
+    let _ = PATH.set(None);
+}
+
+/// Whether [`keep_in`] named the database (the actions' records can then be opened).
+pub(crate) fn named() -> bool {
+    PATH.get().is_some_and(Option::is_some)
 }
 
 /// The records at the path [`keep_in`] named, or None (never named, or not openable: logged).
 pub(crate) fn open_configured() -> Option<Records> {
-    let path = PATH.get()?;
+    let path = PATH.get()?.as_ref()?;
     match Records::open(path) {
         Ok(records) => Some(records),
         Err(error) => {
