@@ -184,12 +184,13 @@ action = "iptables"
         chain_rules(&ns, "iptables-save").len() == 2
     });
     assert!(ok, "{}", ns.run(&["iptables-save"]));
-    // The IPv6 ban fails on its own, counted and named as ip6tables' failure.
+    // The IPv6 ban fails on its own, counted once (not retried) and named as ip6tables'
+    // failure.
     let failed = wait_for(Duration::from_secs(15), || {
         d.errors().iter().any(|e| {
             e["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("action failed"))
+                .is_some_and(|m| m.starts_with("bans the firewall cannot apply"))
                 && e["first"] == "2001:db8::61"
         })
     });
@@ -246,7 +247,7 @@ action = "ipset"
         d.errors().iter().any(|e| {
             e["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("action failed"))
+                .is_some_and(|m| m.starts_with("bans the firewall cannot apply"))
                 && e["first"] == "2001:db8::62"
                 && e["error"].as_str().is_some_and(|t| t.contains("ip6tables"))
         })

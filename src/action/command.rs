@@ -372,7 +372,11 @@ impl CommandAction {
         }
         match first {
             None => Ok(()),
-            Some(error) => Err(BatchError { pending, error }),
+            Some(error) => Err(BatchError {
+                pending,
+                error,
+                refused: Vec::new(),
+            }),
         }
     }
 }

@@ -470,6 +470,33 @@ fn split(
     refused
 }
 
+/// Counts, once, the bans of `tried` the backend refused for good (IPv6 without ip6tables) and
+/// logs them once: they are neither retried nor kept for later, and their unbans are done
+/// (nothing of them is in the firewall).
+fn refuse(jail: &str, slot: &mut Slot, tried: &[ActionCommand], failed: &super::BatchError) {
+    if failed.refused.is_empty() {
+        return;
+    }
+    let refused: Vec<&ActionCommand> = failed
+        .refused
+        .iter()
+        .filter_map(|&i| tried.get(i))
+        .filter(|c| matches!(c, ActionCommand::Ban(_)))
+        .collect();
+    let Some(first) = refused.first() else {
+        return;
+    };
+    slot.errors.increment(refused.len() as u64);
+    tracing::error!(
+        jail,
+        action = slot.action.kind().name(),
+        bans = refused.len(),
+        first = %super::element_text(first.target()),
+        error = %failed.error,
+        "bans the firewall cannot apply: counted once, not tried again"
+    );
+}
+
 fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
     apply_with(jail, slot, burst, &RETRY_DELAYS);
 }
@@ -490,6 +517,7 @@ fn apply_with(jail: &str, slot: &mut Slot, burst: &[ActionCommand], delays: &[Du
             }
             Err(failed) => {
                 tracing::debug!(jail, action = slot.action.kind().name(), tries, failed = failed.pending.len(), error = %failed.error, "burst failed; retrying");
+                refuse(jail, slot, &pending, &failed);
                 pending = failed
                     .pending
                     .iter()
@@ -666,6 +694,7 @@ mod tests {
                 return Err(BatchError {
                     pending: (0..batch.len()).collect(),
                     error: ActionError("overlaps".into()),
+                    refused: Vec::new(),
                 });
             }
             if self.fail > 0 {
@@ -673,6 +702,7 @@ mod tests {
                 return Err(BatchError {
                     pending: (0..batch.len()).collect(),
                     error: ActionError("no".into()),
+                    refused: Vec::new(),
                 });
             }
             self.applied.lock().unwrap().extend_from_slice(batch);
@@ -897,6 +927,85 @@ mod tests {
             tried <= 1 + 8 * 8,
             "{tried} tries for a backend that refuses all"
         );
+    }
+
+    /// A backend that can never apply IPv6 commands (a host without ip6tables) and applies the
+    /// rest.
+    struct NoV6 {
+        applied: Arc<Mutex<Vec<ActionCommand>>>,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Action for NoV6 {
+        fn kind(&self) -> ActionKind {
+            ActionKind::Log
+        }
+        fn start(&mut self) -> Result<(), ActionError> {
+            Ok(())
+        }
+        fn ban(&mut self, _: &BanOrder) -> Result<(), ActionError> {
+            unreachable!("apply is overridden")
+        }
+        fn unban(&mut self, _: IpNetwork) -> Result<(), ActionError> {
+            unreachable!("apply is overridden")
+        }
+        fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let (refused, v4): (Vec<usize>, Vec<usize>) =
+                (0..batch.len()).partition(|&i| batch[i].target().is_ipv6());
+            let mut applied = self.applied.lock().unwrap();
+            applied.extend(v4.iter().map(|&i| batch[i].clone()));
+            if refused.is_empty() {
+                return Ok(());
+            }
+            Err(BatchError {
+                pending: Vec::new(),
+                error: ActionError("ip6tables is not usable".into()),
+                refused,
+            })
+        }
+        fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
+            Ok(None)
+        }
+        fn stop(&mut self) -> Result<(), ActionError> {
+            Ok(())
+        }
+    }
+
+    /// IPv6 commands a host without ip6tables can never apply: each ban counted once, in the
+    /// first try, with no pause for retries and nothing kept for later (so the 30 s retries do
+    /// not count it again, and such unbans do not fill the backlog).
+    #[test]
+    fn commands_refused_for_good_are_counted_once_and_never_retried() {
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut s = Slot {
+            action: Box::new(NoV6 {
+                applied: applied.clone(),
+                calls: calls.clone(),
+            }),
+            errors: ::metrics::Counter::from_arc(counted.clone()),
+            backlog: Vec::new(),
+            made: None,
+        };
+        let burst = [
+            ActionCommand::Ban(order("192.0.2.1/32")),
+            ActionCommand::Ban(order("2001:db8::1/128")),
+            ActionCommand::Unban("2001:db8::2/128".parse().unwrap()),
+            ActionCommand::Ban(order("192.0.2.2/32")),
+        ];
+        apply("t", &mut s, &burst);
+        assert_eq!(counted.load(Ordering::Relaxed), 1, "the IPv6 ban, once");
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "no retry");
+        assert!(s.backlog.is_empty(), "{:?}", s.backlog);
+        let targets: Vec<String> = applied
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.target().to_string())
+            .collect();
+        assert_eq!(targets, ["192.0.2.1/32", "192.0.2.2/32"]);
     }
 
     #[test]
