@@ -263,3 +263,38 @@ action = "ipset"
         assert!(!error.to_string().contains("192.0.2."), "{error}");
     }
 }
+
+/// The ipset action's settings change while its objects were kept (`keep_on_stop`): the next
+/// start removes the old port's rule instead of leaving it for ever next to the new one.
+#[test]
+fn a_changed_port_removes_the_old_rule_of_kept_objects() {
+    let ns = Netns::new("ipsetport");
+    let jails = |port: &str| {
+        format!(
+            r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+maxretry = 1
+bantime = "1h"
+action = {{ type = "ipset", port = "{port}", keep_on_stop = true }}
+"#
+        )
+    };
+    let d = Daemon::start_with(&config("", &jails("22")), &ns.prefix());
+    let old = "--dports 22 -m set --match-set jailsink-sshd-v4 src -j DROP";
+    assert!(ns.run(&["iptables-save"]).contains(old));
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    assert!(ns.run(&["iptables-save"]).contains(old), "kept at stop");
+    let d = Daemon::start_in(kept, &config("", &jails("2222")), &ns.prefix());
+    let rules = ns.run(&["iptables-save"]);
+    assert!(
+        rules.contains("--dports 2222 -m set --match-set jailsink-sshd-v4 src -j DROP"),
+        "{rules}"
+    );
+    assert!(!rules.contains(old), "{rules}");
+    let rules6 = ns.run(&["ip6tables-save"]);
+    assert!(!rules6.contains("--dports 22 "), "{rules6}");
+    assert!(d.stop().success());
+}

@@ -242,6 +242,7 @@ impl Worker {
             let kind = slot.action.kind();
             // Recorded before they are made: a crash while they are made leaves them recorded.
             if let Some(records) = self.records.as_mut() {
+                remove_changed(records, &self.jail, slot);
                 record_made(records, &self.jail, slot);
             }
             if let Err(error) = retry(|| slot.action.start()) {
@@ -356,6 +357,50 @@ impl Worker {
                     tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot forget the removed firewall objects");
                 }
             }
+        }
+    }
+}
+
+/// Removes the objects an earlier run recorded under `slot`'s backend and name with other
+/// settings (ports, protocol, blocktype...), kept at its stop (`keep_on_stop`) or left by a
+/// crash: the start only adds the new settings' hooks, so the old ones (an old port's rule)
+/// would stay for ever and keep the objects in use. Their bans are added again by the start's
+/// reconcile.
+fn remove_changed(records: &mut Records, jail: &str, slot: &Slot) {
+    let Some(spec) = slot.made.as_ref() else {
+        return;
+    };
+    let kind = slot.action.kind();
+    let old = match records.object(kind.name(), &spec.name) {
+        Ok(Some(old)) => old,
+        Ok(None) => return,
+        Err(error) => {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail, action = kind.name(), %error, "cannot read which firewall objects an earlier run made");
+            return;
+        }
+    };
+    let same = serde_json::from_str::<FirewallSpec>(&old.spec).is_ok_and(|was| {
+        FirewallSpec {
+            keep_on_stop: spec.keep_on_stop,
+            ..was
+        } == *spec
+    });
+    if same {
+        return;
+    }
+    let removed = match super::sweep::remover(&old) {
+        Ok(Some(action)) => action.build(&old.jail).stop().map_err(|e| e.to_string()),
+        Ok(None) => Ok(()),
+        Err(error) => Err(error),
+    };
+    match removed {
+        Ok(()) => {
+            tracing::info!(jail, action = kind.name(), name = %spec.name, "[{jail}] removed the firewall objects an earlier run made with other settings")
+        }
+        Err(error) => {
+            slot.errors.increment(1);
+            tracing::error!(jail, action = kind.name(), name = %spec.name, %error, "cannot remove the firewall objects an earlier run made with other settings; its hooks may stay");
         }
     }
 }

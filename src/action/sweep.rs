@@ -11,6 +11,22 @@ use std::collections::HashSet;
 use super::{ActionKind, ActionSpec, FirewallSpec};
 use crate::state::records;
 
+/// The action whose `stop` removes the objects `object` records (never kept at stop), None for
+/// a backend that makes none, or why the record cannot be read.
+pub(crate) fn remover(object: &records::ObjectRecord) -> Result<Option<ActionSpec>, String> {
+    let spec = serde_json::from_str::<FirewallSpec>(&object.spec).map_err(|e| e.to_string())?;
+    let spec = FirewallSpec {
+        keep_on_stop: false,
+        ..spec
+    };
+    Ok(match ActionKind::parse(&object.backend) {
+        Some(ActionKind::Iptables) => Some(ActionSpec::Iptables(spec)),
+        Some(ActionKind::Nftables) => Some(ActionSpec::Nftables(spec)),
+        Some(ActionKind::Ipset) => Some(ActionSpec::Ipset(spec)),
+        _ => None,
+    })
+}
+
 /// Removes the recorded objects of every backend and name `configured` does not hold, and
 /// forgets them; returns how many actions' objects were removed. One that cannot be removed is
 /// logged, counted and tried again at the next start.
@@ -41,11 +57,12 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
                 tracing::error!(%error, "cannot forget removed firewall objects");
             }
         };
-        let spec = match serde_json::from_str::<FirewallSpec>(&object.spec) {
-            Ok(spec) => FirewallSpec {
-                keep_on_stop: false,
-                ..spec
-            },
+        let action = match remover(&object) {
+            Ok(Some(action)) => action,
+            Ok(None) => {
+                forget(&mut records);
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(jail = %object.jail, backend = %object.backend, name = %object.name, %error, "unreadable record of firewall objects: forgotten, the objects are left");
                 forget(&mut records);
@@ -53,15 +70,6 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
             }
         };
         let kind = ActionKind::parse(&object.backend);
-        let action = match kind {
-            Some(ActionKind::Iptables) => ActionSpec::Iptables(spec),
-            Some(ActionKind::Nftables) => ActionSpec::Nftables(spec),
-            Some(ActionKind::Ipset) => ActionSpec::Ipset(spec),
-            _ => {
-                forget(&mut records);
-                continue;
-            }
-        };
         match action.build(&object.jail).stop() {
             Ok(()) => {
                 tracing::info!(jail = %object.jail, backend = %object.backend, name = %object.name, "[{}] removed the firewall objects of a jail no longer configured", object.jail);

@@ -400,6 +400,18 @@ impl Records {
         Ok(out)
     }
 
+    /// The objects recorded for action `name` of `backend`, if any.
+    pub(crate) fn object(
+        &self,
+        backend: &str,
+        name: &str,
+    ) -> Result<Option<ObjectRecord>, StateError> {
+        Ok(self
+            .objects()?
+            .into_iter()
+            .find(|o| o.backend == backend && o.name == name))
+    }
+
     /// Forgets the objects of action `name` of `backend`: they were removed.
     pub(crate) fn unmade(&mut self, backend: &str, name: &str) -> Result<(), StateError> {
         self.db
