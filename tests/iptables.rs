@@ -298,3 +298,54 @@ action = {{ type = "ipset", port = "{port}", keep_on_stop = true }}
     assert!(!rules6.contains("--dports 22 "), "{rules6}");
     assert!(d.stop().success());
 }
+
+/// A reload removes a jail and starts another under its action's name: the removed jail's
+/// runner, which stops after the new one started, leaves the objects (and their record) to the
+/// new jail. The new jail keeps them at stop (`keep_on_stop`, which ipset honours), so what is
+/// left after the daemon (every runner joined) shows whether the old runner's stop removed them.
+#[test]
+fn a_reload_that_reuses_a_removed_jails_action_name_keeps_its_objects() {
+    let ns = Netns::new("reuse");
+    let jail = |jail: &str, keep: bool| {
+        format!(
+            r#"
+[jails.{jail}]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+maxretry = 1
+bantime = "1h"
+port = "22"
+action = {{ type = "ipset", name = "shared", keep_on_stop = {keep} }}
+"#
+        )
+    };
+    let d = Daemon::start_with(&config("", &jail("old", false)), &ns.prefix());
+    let hook = "--dports 22 -m set --match-set jailsink-shared-v4 src -j DROP";
+    assert!(ns.run(&["iptables-save"]).contains(hook));
+    let dir = d.config.parent().unwrap().to_path_buf();
+    std::fs::write(
+        &d.config,
+        config("", &jail("new", true)).replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(
+        out.contains("new: started") && out.contains("old: removed"),
+        "{out}"
+    );
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let rules = ns.run(&["iptables-save"]);
+    assert!(rules.contains(hook), "{rules}");
+    let sets = ns.run(&["ipset", "list", "-n"]);
+    assert!(sets.contains("jailsink-shared-v4"), "{sets}");
+    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    let jail: String = db
+        .query_row(
+            "SELECT jail FROM firewall_objects WHERE backend = 'ipset' AND name = 'shared'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(jail, "new");
+}

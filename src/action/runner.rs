@@ -73,7 +73,14 @@ pub struct Runner<C = ActionCommand> {
     /// Restored bans the kernel lacked at start and the actions added again (summed over the
     /// jail's actions), for the start-up summary.
     pub reapplied: usize,
+    /// Firewall objects (backend and name) this runner's stop must leave, and keep recorded:
+    /// a jail started by a reload took them over (a removed jail's name reused).
+    pub handed_over: HandedOver,
 }
+
+/// The (backend, name) pairs of firewall objects another jail's runner took over, shared with
+/// the runner thread (read at its stop).
+pub type HandedOver = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, String)>>>;
 
 /// Set when the state database could not be read at start. The actions then cannot tell a
 /// kernel ban that outlived its state from one the state lost, so their start keeps every ban
@@ -135,10 +142,13 @@ async fn spawn_with<C: Queued>(
         .map(|s| s.firewall().filter(|_| record).cloned())
         .collect();
     let jail = jail.to_string();
+    let handed_over = HandedOver::default();
+    let handed = handed_over.clone();
     let thread = std::thread::Builder::new()
         .name(format!("action-{jail}"))
         .spawn(move || {
             let mut runner = Worker::new(jail, actions, metrics);
+            runner.handed_over = handed;
             if made.iter().any(Option::is_some) {
                 runner.records = records::open_configured();
                 for (slot, spec) in runner.slots.iter_mut().zip(made) {
@@ -156,6 +166,7 @@ async fn spawn_with<C: Queued>(
         queue,
         thread,
         reapplied,
+        handed_over,
     })
 }
 
@@ -192,6 +203,8 @@ struct Worker {
     records: Option<Records>,
     /// When the records were last tried and could not be opened ([`Worker::record_late`]).
     tried: Option<Instant>,
+    /// Objects another jail took over: left at stop ([`Runner::handed_over`]).
+    handed_over: HandedOver,
 }
 
 impl Worker {
@@ -216,6 +229,7 @@ impl Worker {
             backlog_retry: BACKLOG_RETRY,
             records: None,
             tried: None,
+            handed_over: HandedOver::default(),
         }
     }
 
@@ -342,8 +356,23 @@ impl Worker {
     }
 
     fn stop(&mut self) {
+        let handed: Vec<(&'static str, String)> = self
+            .handed_over
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
         for slot in &mut self.slots {
             let kind = slot.action.kind();
+            let taken = slot.made.as_ref().is_some_and(|spec| {
+                handed
+                    .iter()
+                    .any(|(b, n)| *b == kind.name() && *n == spec.name)
+            });
+            if taken {
+                // Another jail's runner uses these objects now: its bans go on in them.
+                tracing::info!(jail = %self.jail, action = kind.name(), "[{}] firewall objects left to the jail that took their name", self.jail);
+                continue;
+            }
             if let Err(error) = retry(|| slot.action.stop()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to stop");
@@ -352,7 +381,7 @@ impl Worker {
             // Removed: nothing is left for a later start to remove (kept ones stay recorded).
             let removed = slot.made.as_ref().filter(|spec| !spec.keep_on_stop);
             if let (Some(records), Some(spec)) = (self.records.as_mut(), removed) {
-                if let Err(error) = records.unmade(kind.name(), &spec.name) {
+                if let Err(error) = records.unmade(kind.name(), &spec.name, &self.jail) {
                     crate::metrics::state_errors().increment(1);
                     tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot forget the removed firewall objects");
                 }
@@ -880,6 +909,7 @@ mod tests {
             backlog_retry: Duration::from_millis(50),
             records: None,
             tried: None,
+            handed_over: HandedOver::default(),
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         let serving = std::thread::spawn(move || {
@@ -950,6 +980,7 @@ mod tests {
             backlog_retry: Duration::ZERO,
             records: None,
             tried: None,
+            handed_over: HandedOver::default(),
         };
         worker.retry_backlogs();
         assert_eq!(targets(&applied).len(), 1500);

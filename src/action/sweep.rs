@@ -52,7 +52,7 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
             continue;
         }
         let forget = |records: &mut records::Records| {
-            if let Err(error) = records.unmade(&object.backend, &object.name) {
+            if let Err(error) = records.unmade(&object.backend, &object.name, &object.jail) {
                 crate::metrics::state_errors().increment(1);
                 tracing::error!(%error, "cannot forget removed firewall objects");
             }

@@ -124,6 +124,8 @@ struct Slot {
     thread: JoinHandle<()>,
     /// Restored bans its actions had to add again at start.
     reapplied: usize,
+    /// Firewall objects its runner's stop leaves to a jail that took their name.
+    handed_over: runner::HandedOver,
 }
 
 /// Every jail, their deadlines, and the way out to the state writer.
@@ -220,6 +222,7 @@ async fn start_slot(
         queue: runner.queue,
         thread: runner.thread,
         reapplied: runner.reapplied,
+        handed_over: runner.handed_over,
     })
 }
 
@@ -1076,6 +1079,21 @@ impl JailSet {
                     .map_err(|(_, e)| e)?,
             );
         }
+        // A jail removed (or whose actions change) gives up the names of its firewall objects;
+        // a new jail that took one runs in them now: the old runner, which stops after the new
+        // one started, must leave them (and their record) alone.
+        let incoming: Vec<(&'static str, String)> = started
+            .iter()
+            .flat_map(|s| firewall_names(&s.config.actions))
+            .collect();
+        for slot in &self.slots {
+            let taken: Vec<(&'static str, String)> = firewall_names(&slot.config.actions)
+                .filter(|n| incoming.contains(n))
+                .collect();
+            if let (false, Ok(mut handed)) = (taken.is_empty(), slot.handed_over.lock()) {
+                handed.extend(taken);
+            }
+        }
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
         for config in configs {
@@ -1161,6 +1179,15 @@ impl JailSet {
         threads.extend(self.slots.into_iter().map(|s| s.thread));
         threads
     }
+}
+
+/// The (backend, name) of the firewall objects `actions` make.
+fn firewall_names(
+    actions: &[crate::action::ActionSpec],
+) -> impl Iterator<Item = (&'static str, String)> + '_ {
+    actions
+        .iter()
+        .filter_map(|a| a.firewall().map(|f| (a.kind().name(), f.name.clone())))
 }
 
 /// The action queues of `slots`, by jail name.

@@ -412,12 +412,18 @@ impl Records {
             .find(|o| o.backend == backend && o.name == name))
     }
 
-    /// Forgets the objects of action `name` of `backend`: they were removed.
-    pub(crate) fn unmade(&mut self, backend: &str, name: &str) -> Result<(), StateError> {
+    /// Forgets the objects of action `name` of `backend` that `jail` made: they were removed
+    /// (a record another jail made since, reusing the name, stays).
+    pub(crate) fn unmade(
+        &mut self,
+        backend: &str,
+        name: &str,
+        jail: &str,
+    ) -> Result<(), StateError> {
         self.db
             .execute(
-                "DELETE FROM firewall_objects WHERE backend = ?1 AND name = ?2",
-                params![backend, name],
+                "DELETE FROM firewall_objects WHERE backend = ?1 AND name = ?2 AND jail = ?3",
+                params![backend, name, jail],
             )
             .map(|_| ())
             .map_err(|e| self.error(e))
@@ -506,7 +512,10 @@ mod tests {
             (seen[0].jail.as_str(), seen[0].spec.as_str()),
             ("ssh2", "{\"a\":1}")
         );
-        records.unmade("iptables", "sshd").unwrap();
+        // Only the jail that made them last forgets them.
+        records.unmade("iptables", "sshd", "sshd").unwrap();
+        assert_eq!(records.objects().unwrap().len(), 2);
+        records.unmade("iptables", "sshd", "ssh2").unwrap();
         assert_eq!(records.objects().unwrap().len(), 1);
     }
 }
