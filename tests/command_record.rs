@@ -63,6 +63,14 @@ fn count(dir: &Path, line: &str) -> usize {
     lines(dir, "cmd.log").iter().filter(|l| *l == line).count()
 }
 
+/// Lines of `cmd.log` that start with `prefix`.
+fn count_prefix(dir: &Path, prefix: &str) -> usize {
+    lines(dir, "cmd.log")
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .count()
+}
+
 fn wait_line(dir: &Path, line: &str, times: usize) {
     let ok = wait_for(Duration::from_secs(15), || count(dir, line) >= times);
     assert!(
@@ -97,18 +105,19 @@ fn a_command_action_runs_each_ban_once_across_restarts_and_unbans_with_its_value
         lines(&dir, "cmd.log")
     );
 
-    // kill -9 (no stop at all), then a start with other ports: no ban runs again, and the
-    // unban gets the failures and the port the ban ran with.
+    // kill -9 (no stop at all), then a start with other ports: no ban runs again (with any
+    // values: a re-run would show the new port), and the unban gets the failures and the port
+    // the ban ran with.
     let kept = d.kill9();
     let d = Daemon::start_in(kept, &config("", &jails("2222")), &[]);
     assert_eq!(
-        count(&dir, "ban 192.0.2.31 2 22"),
+        count_prefix(&dir, "ban 192.0.2.31 "),
         1,
         "{:?}",
         lines(&dir, "cmd.log")
     );
     assert_eq!(
-        count(&dir, "ban 192.0.2.32 0 25"),
+        count_prefix(&dir, "ban 192.0.2.32 "),
         2,
         "{:?}",
         lines(&dir, "cmd.log")
