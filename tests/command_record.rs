@@ -327,3 +327,63 @@ fn a_state_database_that_opens_late_still_records_the_commands() {
     }
     assert!(d.stop().success());
 }
+
+#[test]
+fn changed_templates_lift_with_the_recorded_unban_and_keep_what_the_same_ban_holds() {
+    let text = config("", &jails("22"));
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    d.cli_ok(&["ban", "sshd", "192.0.2.60"]);
+    d.cli_ok(&["ban", "sshd", "192.0.2.61"]);
+    wait_line(&dir, "ban 192.0.2.60 0 22", 1);
+    wait_line(&dir, "ban 192.0.2.61 0 22", 1);
+    // The unban of .61 is committed to the state, and cut short by kill -9.
+    std::fs::write(dir.join("hold"), "").unwrap();
+    let mut unban = Command::new(binary())
+        .arg("-c")
+        .arg(&d.config)
+        .args(["unban", "sshd", "192.0.2.61"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_held(&dir, 1);
+    let kept = d.kill9();
+    let _ = unban.wait();
+    release(&dir);
+
+    // Other ban and unban templates: the active .60 gets the new ban; .61, no longer active,
+    // is lifted by the unban it was banned for (recorded with it), not the new one.
+    let reban = config("", &jails("22"))
+        .replace("echo ban", "echo reban")
+        .replace("echo unban", "echo lift");
+    let d = Daemon::start_in(kept, &reban, &[]);
+    assert_eq!(
+        count(&dir, "reban 192.0.2.60 0 22"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    assert_eq!(
+        count(&dir, "unban 192.0.2.61 0 22"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    assert_eq!(count_prefix(&dir, "lift 192.0.2.61"), 0);
+
+    // Then only the unban template changes: the ban .60 holds is the current ban's, so it
+    // does not run again; an unban runs the new unban.
+    let kept = d.kill9();
+    let drop = reban.replace("echo lift", "echo drop");
+    let d = Daemon::start_in(kept, &drop, &[]);
+    assert_eq!(
+        count_prefix(&dir, "reban 192.0.2.60 "),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    d.cli_ok(&["unban", "sshd", "192.0.2.60"]);
+    wait_line(&dir, "drop 192.0.2.60 0 22", 1);
+    assert!(d.stop().success());
+}

@@ -48,6 +48,12 @@ pub(crate) struct CommandAction {
     unsettled: Vec<IpNetwork>,
     /// Fingerprint of the ban and unban templates, stored with each record.
     commands: i64,
+    /// Fingerprint of the ban template alone: a record of other templates whose ban is this
+    /// one holds the ban already (only the unban changed).
+    ban_commands: i64,
+    /// Unban templates of recorded bans run by other ban templates (the config changed them):
+    /// an unban of one of those targets runs the program that holds it.
+    old_unban: HashMap<IpNetwork, Vec<String>>,
     /// When the record was last tried and could not be opened (a database that opened after
     /// start, [`records::named`]): tried again [`records::REOPEN_EVERY`] later.
     tried: Option<Instant>,
@@ -60,6 +66,8 @@ impl CommandAction {
             jail: jail.to_string(),
             nth,
             commands: records::fingerprint(&spec.ban, &spec.unban),
+            ban_commands: records::fingerprint(&spec.ban, &[]),
+            old_unban: HashMap::new(),
             spec,
             active: HashMap::new(),
             records: None,
@@ -162,6 +170,7 @@ impl CommandAction {
             self.tried = Some(now);
             return;
         };
+        opened.templates(&self.spec.ban, &self.spec.unban);
         let held: Vec<&CommandRecord> = self.active.values().collect();
         let marks: Vec<Mark<'_>> = held.iter().map(|r| Mark::Ban(r)).collect();
         let done: Vec<Done> = held.iter().map(|r| Done::Banned(r.target)).collect();
@@ -225,6 +234,9 @@ impl Action for CommandAction {
     fn start(&mut self) -> Result<(), ActionError> {
         if self.records.is_none() {
             self.records = records::open_configured();
+            if let Some(records) = self.records.as_mut() {
+                records.templates(&self.spec.ban, &self.spec.unban);
+            }
         }
         self.run(&self.spec.start, None, None, &[])
     }
@@ -273,26 +285,48 @@ impl Action for CommandAction {
         let Some(records) = self.records.as_mut() else {
             return Ok(None);
         };
-        // Bans run by other ban and unban templates (the config changed them) are not these
-        // programs': forgotten, so the new ban runs for every active ban, as it did before
-        // the record existed.
-        let other = records
-            .forget_other_commands(&self.jail, self.nth, self.commands)
-            .map_err(|e| ActionError(format!("read the command action's record: {e}")))?;
-        if other > 0 {
-            tracing::warn!(jail = %self.jail, forgotten = other, "[{}] the command action's ban or unban changed: {other} bans recorded for the old commands are forgotten, the new ban runs for each active one", self.jail);
+        let read = |e| ActionError(format!("read the command action's record: {e}"));
+        // Bans run by other templates (the config changed them). Only the unban changed: the
+        // ban is held by the current ban's program, kept. The ban changed: doubtful, so the
+        // reconcile runs the new ban for an active one and the recorded (old) unban for one
+        // no longer active. Unknown templates (a record from before they were recorded):
+        // forgotten, and the new ban runs for every active one.
+        let (mut adopted, mut changed, mut forgotten) = (0, 0, 0);
+        for other in records
+            .other_commands(&self.jail, self.nth, self.commands)
+            .map_err(read)?
+        {
+            match other.unban {
+                Some(_) if other.ban_commands == self.ban_commands => {
+                    records
+                        .adopt(&self.jail, self.nth, other.target, self.commands)
+                        .map_err(read)?;
+                    adopted += 1;
+                }
+                Some(unban) => {
+                    self.old_unban.insert(other.target, unban);
+                    changed += 1;
+                }
+                None => {
+                    records
+                        .forget_command(&self.jail, self.nth, other.target)
+                        .map_err(read)?;
+                    forgotten += 1;
+                }
+            }
         }
-        let all = records
-            .commands(&self.jail, self.nth)
-            .map_err(|e| ActionError(format!("read the command action's record: {e}")))?;
+        if adopted + changed + forgotten > 0 {
+            tracing::warn!(jail = %self.jail, adopted, changed, forgotten, "[{}] the command action's ban or unban changed: bans of the same ban program kept ({adopted}), the new ban runs for the active ones of another ({changed}, which the old unban lifts when no longer active), records of unknown programs forgotten ({forgotten})", self.jail);
+        }
+        let all = records.commands(&self.jail, self.nth).map_err(read)?;
         self.unsettled = all
             .iter()
-            .filter(|r| !r.settled)
+            .filter(|r| !r.settled || self.old_unban.contains_key(&r.target))
             .map(|r| r.target)
             .collect();
         let mut held = Vec::new();
         for record in all {
-            if record.settled {
+            if record.settled && !self.old_unban.contains_key(&record.target) {
                 held.push(record.target);
             }
             if self.active.len() < REMEMBERED && !record.protocol.is_empty() {
@@ -314,6 +348,7 @@ impl Action for CommandAction {
         self.run(&self.spec.stop, None, None, &[])?;
         if !self.spec.stop.is_empty() {
             self.active.clear();
+            self.old_unban.clear();
             self.write("forget", |r, jail, nth| r.forget_commands(jail, nth));
         }
         Ok(())
@@ -345,6 +380,7 @@ impl CommandAction {
                         &order.evidence,
                     );
                     if result.is_ok() {
+                        self.old_unban.remove(&order.target);
                         self.settle(Done::Banned(order.target));
                         record.settled = true;
                         if self.active.len() < REMEMBERED || self.active.contains_key(&order.target)
@@ -357,8 +393,15 @@ impl CommandAction {
                 (command, _) => {
                     let target = command.target();
                     let record = self.recorded(target);
-                    let result = self.run(&self.spec.unban, Some(target), Some(&record), &[]);
+                    // A ban run by an old ban template is lifted by its own unban.
+                    let template = self
+                        .old_unban
+                        .get(&target)
+                        .unwrap_or(&self.spec.unban)
+                        .clone();
+                    let result = self.run(&template, Some(target), Some(&record), &[]);
                     if result.is_ok() {
+                        self.old_unban.remove(&target);
                         self.settle(Done::Unbanned(target));
                         self.active.remove(&target);
                     }
