@@ -300,6 +300,33 @@ action = {{ type = "command", ban = {ban}, unban = ["sh", "-c", "echo unban <ip>
     assert!(d.stop().success());
 }
 
+/// The targets the command record of `jail` holds as settled, sorted.
+fn settled(db: &Path, jail: &str) -> Vec<String> {
+    let Ok(db) = rusqlite::Connection::open(db) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = db
+        .prepare("SELECT target FROM command_bans WHERE jail = ?1 AND settled = 1 ORDER BY target")
+    else {
+        return Vec::new();
+    };
+    stmt.query_map([jail], |r| r.get(0))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// Every row of the command record, for a failure message.
+fn settled_all(db: &Path) -> Vec<(String, String, i64)> {
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = db
+        .prepare("SELECT jail, target, settled FROM command_bans")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
 #[test]
 fn a_state_database_that_opens_late_still_records_the_commands() {
     // The state's directory is a file at start: the database cannot open, and the daemon bans
@@ -319,6 +346,12 @@ fn a_state_database_that_opens_late_still_records_the_commands() {
     // A ban once the database opened: recorded, and so is the one from before.
     d.cli_ok(&["ban", "sshd", "192.0.2.51"]);
     wait_line(&dir, "ban 192.0.2.51 0 22", 1);
+    // The program logged before the action settles its record: the kill waits for that (a
+    // kill in between rightly runs the ban again).
+    let settled = wait_for(Duration::from_secs(15), || {
+        settled(&dir.join("late/state.db"), "sshd") == ["192.0.2.50", "192.0.2.51"]
+    });
+    assert!(settled, "{:?}", settled_all(&dir.join("late/state.db")));
     let kept = d.kill9();
     let d = Daemon::start_in(kept, &text, &[]);
     for ip in ["192.0.2.50", "192.0.2.51"] {
