@@ -420,3 +420,34 @@ fn changed_templates_lift_with_the_recorded_unban_and_keep_what_the_same_ban_hol
     wait_line(&dir, "drop 192.0.2.60 0 22", 1);
     assert!(d.stop().success());
 }
+
+#[test]
+fn the_bans_of_a_command_action_removed_while_down_are_lifted_with_their_unban() {
+    let all = jails("22");
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &all), &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    d.cli_ok(&["ban", "sshd", "192.0.2.70"]);
+    wait_line(&dir, "ban 192.0.2.70 0 22", 1);
+    // sshd has no stop template: its ban stays where the program put it, and recorded.
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    // sshd leaves the config while the daemon is down: its recorded unban runs, once.
+    let rest = &all[all.find("[jails.stopper]").unwrap()..];
+    let d = Daemon::start_in(kept, &config("", rest), &[]);
+    assert_eq!(
+        count(&dir, "unban 192.0.2.70 0 22"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let d = Daemon::start_in(kept, &config("", rest), &[]);
+    assert_eq!(
+        count(&dir, "unban 192.0.2.70 0 22"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    assert!(d.stop().success());
+}

@@ -203,6 +203,72 @@ impl CommandAction {
     }
 }
 
+/// Longest run of an unban of a command action no longer configured (its own timeout went
+/// with its config).
+const ORPHAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs, at start, the recorded unban of every ban a command action no longer configured ran
+/// (its jail removed from the config while the daemon was down, or fewer command actions in
+/// it), and forgets it; `configured` maps each jail to its number of command actions. An
+/// unban that fails stays recorded for the next start; a record without its unban template
+/// (from before they were recorded) is forgotten. Returns how many unbans ran.
+pub(crate) fn lift_unconfigured(
+    records: &mut Records,
+    configured: &HashMap<String, usize>,
+) -> usize {
+    let orphans = match records.unconfigured_commands(configured) {
+        Ok(orphans) => orphans,
+        Err(error) => {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(%error, "cannot read the command actions' records");
+            return 0;
+        }
+    };
+    let mut lifted = 0;
+    for records::Orphan {
+        jail,
+        action: nth,
+        record,
+        unban,
+    } in orphans
+    {
+        let target = record.target;
+        let ran = match unban.filter(|argv| !argv.is_empty()) {
+            None => {
+                tracing::warn!(%jail, ip = %element_text(target), "record of a command action no longer configured, without its unban: forgotten");
+                Ok(())
+            }
+            Some(template) => {
+                let values = [
+                    ("<ip>", element_text(target)),
+                    ("<jail>", jail.clone()),
+                    ("<bantime>", record.bantime.to_string()),
+                    ("<failures>", record.failures.to_string()),
+                    ("<port>", record.port.clone()),
+                    ("<protocol>", record.protocol.clone()),
+                    ("<hosts>", String::new()),
+                    ("<matches>", String::new()),
+                ];
+                let argv: Vec<String> = template.iter().map(|arg| fill(arg, &values)).collect();
+                exec::run(&argv, None, ORPHAN_TIMEOUT).map(|_| lifted += 1)
+            }
+        };
+        match ran {
+            Ok(()) => {
+                if let Err(error) = records.settle(&jail, nth, &[Done::Unbanned(target)]) {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(%jail, %error, "cannot forget a lifted command record");
+                }
+            }
+            Err(error) => {
+                crate::metrics::action_errors(&jail, "command").increment(1);
+                tracing::error!(%jail, ip = %element_text(target), %error, "the unban of a command action no longer configured failed; tried again at the next start");
+            }
+        }
+    }
+    lifted
+}
+
 /// The deciding lines for `<matches>`: `HOST PROGRAM: MESSAGE` each, shell-safe, tab-separated.
 fn matches(evidence: &[Line]) -> String {
     evidence

@@ -34,6 +34,25 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
     let Some(mut records) = records::open_configured() else {
         return 0;
     };
+    remove_objects(&mut records, configured)
+}
+
+/// Runs the recorded unban of every ban of a command action no longer configured (`commands`:
+/// each jail's number of command actions) and forgets it ([`super::command::lift_unconfigured`]).
+pub(crate) fn lift_unconfigured_commands(commands: &std::collections::HashMap<String, usize>) {
+    let Some(mut records) = records::open_configured() else {
+        return;
+    };
+    let lifted = super::command::lift_unconfigured(&mut records, commands);
+    if lifted > 0 {
+        tracing::info!(
+            lifted,
+            "lifted the bans of command actions no longer configured"
+        );
+    }
+}
+
+fn remove_objects(records: &mut records::Records, configured: &[ActionSpec]) -> usize {
     let objects = match records.objects() {
         Ok(objects) => objects,
         Err(error) => {
@@ -60,12 +79,12 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
         let action = match remover(&object) {
             Ok(Some(action)) => action,
             Ok(None) => {
-                forget(&mut records);
+                forget(records);
                 continue;
             }
             Err(error) => {
                 tracing::warn!(jail = %object.jail, backend = %object.backend, name = %object.name, %error, "unreadable record of firewall objects: forgotten, the objects are left");
-                forget(&mut records);
+                forget(records);
                 continue;
             }
         };
@@ -73,7 +92,7 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
         match action.build(&object.jail).stop() {
             Ok(()) => {
                 tracing::info!(jail = %object.jail, backend = %object.backend, name = %object.name, "[{}] removed the firewall objects of a jail no longer configured", object.jail);
-                forget(&mut records);
+                forget(records);
                 removed += 1;
             }
             Err(error) => {

@@ -299,7 +299,20 @@ impl JailSet {
             .iter()
             .flat_map(|j| j.actions.iter().cloned())
             .collect();
+        // So do the bans of command actions no longer configured: their recorded unban runs.
+        let commands: HashMap<String, usize> = configs
+            .iter()
+            .map(|j| {
+                let n = j
+                    .actions
+                    .iter()
+                    .filter(|a| matches!(a, crate::action::ActionSpec::Command(_)))
+                    .count();
+                (j.name.clone(), n)
+            })
+            .collect();
         let swept = tokio::task::spawn_blocking(move || {
+            crate::action::sweep::lift_unconfigured_commands(&commands);
             crate::action::sweep::remove_unconfigured(&configured)
         });
         if swept.await.is_err() {

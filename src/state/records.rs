@@ -163,6 +163,18 @@ pub(crate) struct OtherCommands {
     pub unban: Option<Vec<String>>,
 }
 
+/// A record of a command action no longer configured.
+pub(crate) struct Orphan {
+    /// Its jail.
+    pub jail: String,
+    /// Which command action of the jail it was.
+    pub action: usize,
+    /// The ban's values.
+    pub record: CommandRecord,
+    /// The unban template it was banned for (None unknown).
+    pub unban: Option<Vec<String>>,
+}
+
 /// A connection to the records.
 pub(crate) struct Records {
     path: PathBuf,
@@ -285,6 +297,66 @@ impl Records {
             )
             .map(|_| ())
             .map_err(|e| self.error(e))
+    }
+
+    /// Every command record of a jail or command action `configured` does not hold (jail name
+    /// to its number of command actions), with the unban template it was banned for (None
+    /// unknown).
+    pub(crate) fn unconfigured_commands(
+        &self,
+        configured: &std::collections::HashMap<String, usize>,
+    ) -> Result<Vec<Orphan>, StateError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT jail, action, target, failures, bantime, port, protocol, unban_argv
+                 FROM command_bans",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let Some((jail, action, target, failures, bantime, port, protocol, unban)) =
+                super::readable(row).map_err(|e| self.error(e))?
+            else {
+                continue;
+            };
+            let action = action.max(0) as usize;
+            if configured.get(&jail).is_some_and(|&n| action < n) {
+                continue;
+            }
+            let Ok(target) = crate::address::parse_target(&target) else {
+                continue;
+            };
+            let record = CommandRecord {
+                target,
+                failures: failures.clamp(0, u32::MAX as i64) as u32,
+                bantime,
+                port,
+                protocol,
+                settled: true,
+            };
+            out.push(Orphan {
+                jail,
+                action,
+                record,
+                unban: serde_json::from_str(&unban).ok(),
+            });
+        }
+        Ok(out)
     }
 
     /// Forgets the record of `target`.
