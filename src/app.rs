@@ -358,8 +358,14 @@ struct Restored {
 }
 
 /// Opens the state and reads what it holds; a state that cannot be opened is logged and
-/// counted, and the daemon bans in memory rather than not at all.
-fn open_state(config: &Config) -> Restored {
+/// counted, and the daemon bans in memory rather than not at all. A dry run never names the
+/// database to the actions' records: its jails hold only log actions, so the start-up sweep
+/// would take every recorded firewall object (a live daemon's, with a copied config) for one
+/// of a removed jail and remove it.
+fn open_state(config: &Config, options: RunOptions) -> Restored {
+    if options.dry_run {
+        state::records::keep_none();
+    }
     match State::open(&config.state_path) {
         Ok(mut db) => {
             state::records::keep_in(&config.state_path);
@@ -481,7 +487,7 @@ async fn start(
         db,
         bans: stored,
         counts,
-    } = open_state(&config);
+    } = open_state(&config, options);
     let (state_tx, state_rx) = mpsc::channel(state::QUEUE_DEPTH);
     let state_errors = metrics::state_errors();
     let outbox = fleet.as_ref().and_then(|f| f.outbox());

@@ -184,12 +184,13 @@ action = "iptables"
         chain_rules(&ns, "iptables-save").len() == 2
     });
     assert!(ok, "{}", ns.run(&["iptables-save"]));
-    // The IPv6 ban fails on its own, counted and named as ip6tables' failure.
+    // The IPv6 ban fails on its own, counted once (not retried) and named as ip6tables'
+    // failure.
     let failed = wait_for(Duration::from_secs(15), || {
         d.errors().iter().any(|e| {
             e["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("action failed"))
+                .is_some_and(|m| m.starts_with("bans the firewall cannot apply"))
                 && e["first"] == "2001:db8::61"
         })
     });
@@ -246,7 +247,7 @@ action = "ipset"
         d.errors().iter().any(|e| {
             e["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("action failed"))
+                .is_some_and(|m| m.starts_with("bans the firewall cannot apply"))
                 && e["first"] == "2001:db8::62"
                 && e["error"].as_str().is_some_and(|t| t.contains("ip6tables"))
         })
@@ -261,4 +262,90 @@ action = "ipset"
     for error in d.errors() {
         assert!(!error.to_string().contains("192.0.2."), "{error}");
     }
+}
+
+/// The ipset action's settings change while its objects were kept (`keep_on_stop`): the next
+/// start removes the old port's rule instead of leaving it for ever next to the new one.
+#[test]
+fn a_changed_port_removes_the_old_rule_of_kept_objects() {
+    let ns = Netns::new("ipsetport");
+    let jails = |port: &str| {
+        format!(
+            r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+maxretry = 1
+bantime = "1h"
+action = {{ type = "ipset", port = "{port}", keep_on_stop = true }}
+"#
+        )
+    };
+    let d = Daemon::start_with(&config("", &jails("22")), &ns.prefix());
+    let old = "--dports 22 -m set --match-set jailsink-sshd-v4 src -j DROP";
+    assert!(ns.run(&["iptables-save"]).contains(old));
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    assert!(ns.run(&["iptables-save"]).contains(old), "kept at stop");
+    let d = Daemon::start_in(kept, &config("", &jails("2222")), &ns.prefix());
+    let rules = ns.run(&["iptables-save"]);
+    assert!(
+        rules.contains("--dports 2222 -m set --match-set jailsink-sshd-v4 src -j DROP"),
+        "{rules}"
+    );
+    assert!(!rules.contains(old), "{rules}");
+    let rules6 = ns.run(&["ip6tables-save"]);
+    assert!(!rules6.contains("--dports 22 "), "{rules6}");
+    assert!(d.stop().success());
+}
+
+/// A reload removes a jail and starts another under its action's name: the removed jail's
+/// runner, which stops after the new one started, leaves the objects (and their record) to the
+/// new jail. The new jail keeps them at stop (`keep_on_stop`, which ipset honours), so what is
+/// left after the daemon (every runner joined) shows whether the old runner's stop removed them.
+#[test]
+fn a_reload_that_reuses_a_removed_jails_action_name_keeps_its_objects() {
+    let ns = Netns::new("reuse");
+    let jail = |jail: &str, keep: bool| {
+        format!(
+            r#"
+[jails.{jail}]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+maxretry = 1
+bantime = "1h"
+port = "22"
+action = {{ type = "ipset", name = "shared", keep_on_stop = {keep} }}
+"#
+        )
+    };
+    let d = Daemon::start_with(&config("", &jail("old", false)), &ns.prefix());
+    let hook = "--dports 22 -m set --match-set jailsink-shared-v4 src -j DROP";
+    assert!(ns.run(&["iptables-save"]).contains(hook));
+    let dir = d.config.parent().unwrap().to_path_buf();
+    std::fs::write(
+        &d.config,
+        config("", &jail("new", true)).replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(
+        out.contains("new: started") && out.contains("old: removed"),
+        "{out}"
+    );
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let rules = ns.run(&["iptables-save"]);
+    assert!(rules.contains(hook), "{rules}");
+    let sets = ns.run(&["ipset", "list", "-n"]);
+    assert!(sets.contains("jailsink-shared-v4"), "{sets}");
+    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    let jail: String = db
+        .query_row(
+            "SELECT jail FROM firewall_objects WHERE backend = 'ipset' AND name = 'shared'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(jail, "new");
 }

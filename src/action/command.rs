@@ -48,6 +48,15 @@ pub(crate) struct CommandAction {
     unsettled: Vec<IpNetwork>,
     /// Fingerprint of the ban and unban templates, stored with each record.
     commands: i64,
+    /// Fingerprint of the ban template alone: a record of other templates whose ban is this
+    /// one holds the ban already (only the unban changed).
+    ban_commands: i64,
+    /// Unban templates of recorded bans run by other ban templates (the config changed them):
+    /// an unban of one of those targets runs the program that holds it.
+    old_unban: HashMap<IpNetwork, Vec<String>>,
+    /// When the record was last tried and could not be opened (a database that opened after
+    /// start, [`records::named`]): tried again [`records::REOPEN_EVERY`] later.
+    tried: Option<Instant>,
 }
 
 impl CommandAction {
@@ -57,10 +66,13 @@ impl CommandAction {
             jail: jail.to_string(),
             nth,
             commands: records::fingerprint(&spec.ban, &spec.unban),
+            ban_commands: records::fingerprint(&spec.ban, &[]),
+            old_unban: HashMap::new(),
             spec,
             active: HashMap::new(),
             records: None,
             unsettled: Vec::new(),
+            tried: None,
         }
     }
 
@@ -140,6 +152,40 @@ impl CommandAction {
         Ok(())
     }
 
+    /// Opens the record when the state database opened after this action started, and writes
+    /// into it every ban run meanwhile as held: otherwise the next start would run their `ban`
+    /// again, and never their `unban` for those that expired meanwhile.
+    fn open_late(&mut self) {
+        if self.records.is_some() || !records::named() {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .tried
+            .is_some_and(|t| now.duration_since(t) < records::REOPEN_EVERY)
+        {
+            return;
+        }
+        let Some(mut opened) = records::open_configured() else {
+            self.tried = Some(now);
+            return;
+        };
+        opened.templates(&self.spec.ban, &self.spec.unban);
+        let held: Vec<&CommandRecord> = self.active.values().collect();
+        let marks: Vec<Mark<'_>> = held.iter().map(|r| Mark::Ban(r)).collect();
+        let done: Vec<Done> = held.iter().map(|r| Done::Banned(r.target)).collect();
+        let written = opened
+            .begin(&self.jail, self.nth, self.commands, &marks)
+            .and_then(|()| opened.settle(&self.jail, self.nth, &done));
+        if let Err(error) = written {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail = %self.jail, %error, "command action: cannot record the bans it ran before the state database opened");
+        }
+        tracing::info!(jail = %self.jail, held = held.len(), "command action: the state database opened, its record is kept from now");
+        drop(marks);
+        self.records = Some(opened);
+    }
+
     /// Writes to the record; a database that refuses is logged and counted, and the commands
     /// run anyway (protection first: the next start may then run a ban twice).
     fn write(
@@ -155,6 +201,72 @@ impl CommandAction {
             tracing::error!(jail = %self.jail, %error, "command action: cannot {what} its record");
         }
     }
+}
+
+/// Longest run of an unban of a command action no longer configured (its own timeout went
+/// with its config).
+const ORPHAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs, at start, the recorded unban of every ban a command action no longer configured ran
+/// (its jail removed from the config while the daemon was down, or fewer command actions in
+/// it), and forgets it; `configured` maps each jail to its number of command actions. An
+/// unban that fails stays recorded for the next start; a record without its unban template
+/// (from before they were recorded) is forgotten. Returns how many unbans ran.
+pub(crate) fn lift_unconfigured(
+    records: &mut Records,
+    configured: &HashMap<String, usize>,
+) -> usize {
+    let orphans = match records.unconfigured_commands(configured) {
+        Ok(orphans) => orphans,
+        Err(error) => {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(%error, "cannot read the command actions' records");
+            return 0;
+        }
+    };
+    let mut lifted = 0;
+    for records::Orphan {
+        jail,
+        action: nth,
+        record,
+        unban,
+    } in orphans
+    {
+        let target = record.target;
+        let ran = match unban.filter(|argv| !argv.is_empty()) {
+            None => {
+                tracing::warn!(%jail, ip = %element_text(target), "record of a command action no longer configured, without its unban: forgotten");
+                Ok(())
+            }
+            Some(template) => {
+                let values = [
+                    ("<ip>", element_text(target)),
+                    ("<jail>", jail.clone()),
+                    ("<bantime>", record.bantime.to_string()),
+                    ("<failures>", record.failures.to_string()),
+                    ("<port>", record.port.clone()),
+                    ("<protocol>", record.protocol.clone()),
+                    ("<hosts>", String::new()),
+                    ("<matches>", String::new()),
+                ];
+                let argv: Vec<String> = template.iter().map(|arg| fill(arg, &values)).collect();
+                exec::run(&argv, None, ORPHAN_TIMEOUT).map(|_| lifted += 1)
+            }
+        };
+        match ran {
+            Ok(()) => {
+                if let Err(error) = records.settle(&jail, nth, &[Done::Unbanned(target)]) {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(%jail, %error, "cannot forget a lifted command record");
+                }
+            }
+            Err(error) => {
+                crate::metrics::action_errors(&jail, "command").increment(1);
+                tracing::error!(%jail, ip = %element_text(target), %error, "the unban of a command action no longer configured failed; tried again at the next start");
+            }
+        }
+    }
+    lifted
 }
 
 /// The deciding lines for `<matches>`: `HOST PROGRAM: MESSAGE` each, shell-safe, tab-separated.
@@ -188,6 +300,9 @@ impl Action for CommandAction {
     fn start(&mut self) -> Result<(), ActionError> {
         if self.records.is_none() {
             self.records = records::open_configured();
+            if let Some(records) = self.records.as_mut() {
+                records.templates(&self.spec.ban, &self.spec.unban);
+            }
         }
         self.run(&self.spec.start, None, None, &[])
     }
@@ -200,8 +315,10 @@ impl Action for CommandAction {
         super::apply_one(self, ActionCommand::Unban(target))
     }
 
-    /// Records the burst as unsettled, runs it in order, then records what succeeded.
+    /// Records the burst as unsettled, runs it in order, and records each command that succeeded
+    /// as soon as it did.
     fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+        self.open_late();
         let values: Vec<Option<CommandRecord>> = batch
             .iter()
             .map(|c| match c {
@@ -234,26 +351,48 @@ impl Action for CommandAction {
         let Some(records) = self.records.as_mut() else {
             return Ok(None);
         };
-        // Bans run by other ban and unban templates (the config changed them) are not these
-        // programs': forgotten, so the new ban runs for every active ban, as it did before
-        // the record existed.
-        let other = records
-            .forget_other_commands(&self.jail, self.nth, self.commands)
-            .map_err(|e| ActionError(format!("read the command action's record: {e}")))?;
-        if other > 0 {
-            tracing::warn!(jail = %self.jail, forgotten = other, "[{}] the command action's ban or unban changed: {other} bans recorded for the old commands are forgotten, the new ban runs for each active one", self.jail);
+        let read = |e| ActionError(format!("read the command action's record: {e}"));
+        // Bans run by other templates (the config changed them). Only the unban changed: the
+        // ban is held by the current ban's program, kept. The ban changed: doubtful, so the
+        // reconcile runs the new ban for an active one and the recorded (old) unban for one
+        // no longer active. Unknown templates (a record from before they were recorded):
+        // forgotten, and the new ban runs for every active one.
+        let (mut adopted, mut changed, mut forgotten) = (0, 0, 0);
+        for other in records
+            .other_commands(&self.jail, self.nth, self.commands)
+            .map_err(read)?
+        {
+            match other.unban {
+                Some(_) if other.ban_commands == self.ban_commands => {
+                    records
+                        .adopt(&self.jail, self.nth, other.target, self.commands)
+                        .map_err(read)?;
+                    adopted += 1;
+                }
+                Some(unban) => {
+                    self.old_unban.insert(other.target, unban);
+                    changed += 1;
+                }
+                None => {
+                    records
+                        .forget_command(&self.jail, self.nth, other.target)
+                        .map_err(read)?;
+                    forgotten += 1;
+                }
+            }
         }
-        let all = records
-            .commands(&self.jail, self.nth)
-            .map_err(|e| ActionError(format!("read the command action's record: {e}")))?;
+        if adopted + changed + forgotten > 0 {
+            tracing::warn!(jail = %self.jail, adopted, changed, forgotten, "[{}] the command action's ban or unban changed: bans of the same ban program kept ({adopted}), the new ban runs for the active ones of another ({changed}, which the old unban lifts when no longer active), records of unknown programs forgotten ({forgotten})", self.jail);
+        }
+        let all = records.commands(&self.jail, self.nth).map_err(read)?;
         self.unsettled = all
             .iter()
-            .filter(|r| !r.settled)
+            .filter(|r| !r.settled || self.old_unban.contains_key(&r.target))
             .map(|r| r.target)
             .collect();
         let mut held = Vec::new();
         for record in all {
-            if record.settled {
+            if record.settled && !self.old_unban.contains_key(&record.target) {
                 held.push(record.target);
             }
             if self.active.len() < REMEMBERED && !record.protocol.is_empty() {
@@ -275,6 +414,7 @@ impl Action for CommandAction {
         self.run(&self.spec.stop, None, None, &[])?;
         if !self.spec.stop.is_empty() {
             self.active.clear();
+            self.old_unban.clear();
             self.write("forget", |r, jail, nth| r.forget_commands(jail, nth));
         }
         Ok(())
@@ -282,7 +422,13 @@ impl Action for CommandAction {
 }
 
 impl CommandAction {
-    /// Runs each command of a burst (recorded as begun), then records those that succeeded.
+    /// Records one command as done, as soon as it succeeded: a crash later in the burst (up to
+    /// [`super::runner::MAX_BURST`] commands) then runs again only what had not finished.
+    fn settle(&mut self, done: Done) {
+        self.write("settle", |r, jail, nth| r.settle(jail, nth, &[done]));
+    }
+
+    /// Runs each command of a burst (recorded as begun), recording each as it succeeds.
     fn run_burst(
         &mut self,
         batch: &[ActionCommand],
@@ -290,7 +436,6 @@ impl CommandAction {
     ) -> Result<(), BatchError> {
         let mut pending = Vec::new();
         let mut first = None;
-        let mut done = Vec::new();
         for (i, (command, value)) in batch.iter().zip(values).enumerate() {
             let result = match (command, value) {
                 (ActionCommand::Ban(order), Some(mut record)) => {
@@ -301,7 +446,8 @@ impl CommandAction {
                         &order.evidence,
                     );
                     if result.is_ok() {
-                        done.push(Done::Banned(order.target));
+                        self.old_unban.remove(&order.target);
+                        self.settle(Done::Banned(order.target));
                         record.settled = true;
                         if self.active.len() < REMEMBERED || self.active.contains_key(&order.target)
                         {
@@ -313,9 +459,16 @@ impl CommandAction {
                 (command, _) => {
                     let target = command.target();
                     let record = self.recorded(target);
-                    let result = self.run(&self.spec.unban, Some(target), Some(&record), &[]);
+                    // A ban run by an old ban template is lifted by its own unban.
+                    let template = self
+                        .old_unban
+                        .get(&target)
+                        .unwrap_or(&self.spec.unban)
+                        .clone();
+                    let result = self.run(&template, Some(target), Some(&record), &[]);
                     if result.is_ok() {
-                        done.push(Done::Unbanned(target));
+                        self.old_unban.remove(&target);
+                        self.settle(Done::Unbanned(target));
                         self.active.remove(&target);
                     }
                     result
@@ -326,12 +479,13 @@ impl CommandAction {
                 first.get_or_insert(error);
             }
         }
-        if !done.is_empty() {
-            self.write("settle", |r, jail, nth| r.settle(jail, nth, &done));
-        }
         match first {
             None => Ok(()),
-            Some(error) => Err(BatchError { pending, error }),
+            Some(error) => Err(BatchError {
+                pending,
+                error,
+                refused: Vec::new(),
+            }),
         }
     }
 }

@@ -51,6 +51,7 @@ impl IpsetAction {
                 // restore stops at the first bad line; with -exist a rerun of the rest is safe.
                 pending: (0..batch.len()).collect(),
                 error,
+                refused: Vec::new(),
             })
     }
 
@@ -167,10 +168,12 @@ impl Action for IpsetAction {
         let Some(reason) = self.v6_unusable.as_deref() else {
             return self.restore(batch);
         };
-        // No rule matches the IPv6 set: its commands fail, the IPv4 ones apply.
-        let (mut pending, v4): (Vec<usize>, Vec<usize>) =
+        // No rule matches the IPv6 set: its commands are refused for good (not retried), the
+        // IPv4 ones apply.
+        let (refused, v4): (Vec<usize>, Vec<usize>) =
             (0..batch.len()).partition(|&i| batch[i].target().is_ipv6());
-        let mut first = (!pending.is_empty())
+        let mut pending = Vec::new();
+        let mut first = (!refused.is_empty())
             .then(|| ActionError(format!("no ip6tables rule matches the IPv6 set: {reason}")));
         let v4_batch: Vec<ActionCommand> = v4.iter().map(|&i| batch[i].clone()).collect();
         if !v4_batch.is_empty() {
@@ -182,7 +185,11 @@ impl Action for IpsetAction {
         pending.sort_unstable();
         match first {
             None => Ok(()),
-            Some(error) => Err(BatchError { pending, error }),
+            Some(error) => Err(BatchError {
+                pending,
+                error,
+                refused,
+            }),
         }
     }
 

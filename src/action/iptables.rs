@@ -525,12 +525,19 @@ impl Action for IptablesAction {
 
     fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
         let mut pending = Vec::new();
+        let mut refused = Vec::new();
         let mut first = None;
         for ipv6 in [false, true] {
             let indices: Vec<usize> = (0..batch.len())
                 .filter(|&i| batch[i].target().is_ipv6() == ipv6)
                 .collect();
             if indices.is_empty() {
+                continue;
+            }
+            if ipv6 && self.v6_unsupported {
+                // Start found no ip6tables: refused for good, not retried.
+                refused = indices;
+                first.get_or_insert(ActionError("ip6tables is not usable".into()));
                 continue;
             }
             let commands: Vec<&ActionCommand> = indices.iter().map(|&i| &batch[i]).collect();
@@ -543,7 +550,11 @@ impl Action for IptablesAction {
             None => Ok(()),
             Some(error) => {
                 pending.sort_unstable();
-                Err(BatchError { pending, error })
+                Err(BatchError {
+                    pending,
+                    error,
+                    refused,
+                })
             }
         }
     }

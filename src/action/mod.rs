@@ -280,6 +280,10 @@ pub struct BatchError {
     pub pending: Vec<usize>,
     /// What went wrong first.
     pub error: ActionError,
+    /// Indices, into the burst, of commands the backend can never apply as it is (IPv6 on a
+    /// host without ip6tables), apart from `pending`: the runner counts each ban of them once,
+    /// takes each unban of them as done, and neither retries nor keeps them for later.
+    pub refused: Vec<usize>,
 }
 
 /// An action that could not do its job; the text says what the backend answered.
@@ -351,7 +355,11 @@ pub trait Action: Send {
         }
         match first {
             None => Ok(()),
-            Some(error) => Err(BatchError { pending, error }),
+            Some(error) => Err(BatchError {
+                pending,
+                error,
+                refused: Vec::new(),
+            }),
         }
     }
     /// What of ours the kernel holds now, so a restart can reconcile it with the bans that

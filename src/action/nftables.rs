@@ -301,6 +301,7 @@ impl Action for NftablesAction {
         self.transaction(&script).map_err(|error| BatchError {
             pending: (0..batch.len()).collect(),
             error,
+            refused: Vec::new(),
         })
     }
 

@@ -73,7 +73,14 @@ pub struct Runner<C = ActionCommand> {
     /// Restored bans the kernel lacked at start and the actions added again (summed over the
     /// jail's actions), for the start-up summary.
     pub reapplied: usize,
+    /// Firewall objects (backend and name) this runner's stop must leave, and keep recorded:
+    /// a jail started by a reload took them over (a removed jail's name reused).
+    pub handed_over: HandedOver,
 }
+
+/// The (backend, name) pairs of firewall objects another jail's runner took over, shared with
+/// the runner thread (read at its stop).
+pub type HandedOver = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, String)>>>;
 
 /// Set when the state database could not be read at start. The actions then cannot tell a
 /// kernel ban that outlived its state from one the state lost, so their start keeps every ban
@@ -135,10 +142,13 @@ async fn spawn_with<C: Queued>(
         .map(|s| s.firewall().filter(|_| record).cloned())
         .collect();
     let jail = jail.to_string();
+    let handed_over = HandedOver::default();
+    let handed = handed_over.clone();
     let thread = std::thread::Builder::new()
         .name(format!("action-{jail}"))
         .spawn(move || {
             let mut runner = Worker::new(jail, actions, metrics);
+            runner.handed_over = handed;
             if made.iter().any(Option::is_some) {
                 runner.records = records::open_configured();
                 for (slot, spec) in runner.slots.iter_mut().zip(made) {
@@ -156,6 +166,7 @@ async fn spawn_with<C: Queued>(
         queue,
         thread,
         reapplied,
+        handed_over,
     })
 }
 
@@ -190,6 +201,10 @@ struct Worker {
     backlog_retry: Duration,
     /// Where the firewall objects of the actions are recorded (None: not recorded).
     records: Option<Records>,
+    /// When the records were last tried and could not be opened ([`Worker::record_late`]).
+    tried: Option<Instant>,
+    /// Objects another jail took over: left at stop ([`Runner::handed_over`]).
+    handed_over: HandedOver,
 }
 
 impl Worker {
@@ -213,6 +228,8 @@ impl Worker {
             metrics,
             backlog_retry: BACKLOG_RETRY,
             records: None,
+            tried: None,
+            handed_over: HandedOver::default(),
         }
     }
 
@@ -238,18 +255,9 @@ impl Worker {
         for slot in &mut self.slots {
             let kind = slot.action.kind();
             // Recorded before they are made: a crash while they are made leaves them recorded.
-            if let (Some(records), Some(spec)) = (self.records.as_mut(), slot.made.as_ref()) {
-                let written = serde_json::to_string(spec)
-                    .map_err(|e| e.to_string())
-                    .and_then(|json| {
-                        records
-                            .made(kind.name(), &spec.name, &self.jail, &json)
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(error) = written {
-                    crate::metrics::state_errors().increment(1);
-                    tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot record the firewall objects the action makes");
-                }
+            if let Some(records) = self.records.as_mut() {
+                remove_changed(records, &self.jail, slot);
+                record_made(records, &self.jail, slot);
             }
             if let Err(error) = retry(|| slot.action.start()) {
                 slot.errors.increment(1);
@@ -259,6 +267,33 @@ impl Worker {
             reapplied += reconcile(&self.jail, slot, restored, keep);
         }
         reapplied
+    }
+
+    /// Records the firewall objects of the actions once the state database opened after start
+    /// (tried at a burst, at most every [`records::REOPEN_EVERY`]): otherwise a crash, then a
+    /// start without the jail, would leave them in the kernel for good.
+    fn record_late(&mut self) {
+        if self.records.is_some()
+            || self.slots.iter().all(|s| s.made.is_none())
+            || !records::named()
+        {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .tried
+            .is_some_and(|t| now.duration_since(t) < records::REOPEN_EVERY)
+        {
+            return;
+        }
+        self.tried = Some(now);
+        let Some(mut opened) = records::open_configured() else {
+            return;
+        };
+        for slot in &self.slots {
+            record_made(&mut opened, &self.jail, slot);
+        }
+        self.records = Some(opened);
     }
 
     /// Takes bursts off the queue until every sender is gone (a batch may take a burst past
@@ -299,6 +334,7 @@ impl Worker {
             if burst.is_empty() {
                 continue;
             }
+            self.record_late();
             for slot in &mut self.slots {
                 slot.supersede(&burst);
                 apply(&self.jail, slot, &burst);
@@ -320,8 +356,23 @@ impl Worker {
     }
 
     fn stop(&mut self) {
+        let handed: Vec<(&'static str, String)> = self
+            .handed_over
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
         for slot in &mut self.slots {
             let kind = slot.action.kind();
+            let taken = slot.made.as_ref().is_some_and(|spec| {
+                handed
+                    .iter()
+                    .any(|(b, n)| *b == kind.name() && *n == spec.name)
+            });
+            if taken {
+                // Another jail's runner uses these objects now: its bans go on in them.
+                tracing::info!(jail = %self.jail, action = kind.name(), "[{}] firewall objects left to the jail that took their name", self.jail);
+                continue;
+            }
             if let Err(error) = retry(|| slot.action.stop()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to stop");
@@ -330,12 +381,75 @@ impl Worker {
             // Removed: nothing is left for a later start to remove (kept ones stay recorded).
             let removed = slot.made.as_ref().filter(|spec| !spec.keep_on_stop);
             if let (Some(records), Some(spec)) = (self.records.as_mut(), removed) {
-                if let Err(error) = records.unmade(kind.name(), &spec.name) {
+                if let Err(error) = records.unmade(kind.name(), &spec.name, &self.jail) {
                     crate::metrics::state_errors().increment(1);
                     tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot forget the removed firewall objects");
                 }
             }
         }
+    }
+}
+
+/// Removes the objects an earlier run recorded under `slot`'s backend and name with other
+/// settings (ports, protocol, blocktype...), kept at its stop (`keep_on_stop`) or left by a
+/// crash: the start only adds the new settings' hooks, so the old ones (an old port's rule)
+/// would stay for ever and keep the objects in use. Their bans are added again by the start's
+/// reconcile.
+fn remove_changed(records: &mut Records, jail: &str, slot: &Slot) {
+    let Some(spec) = slot.made.as_ref() else {
+        return;
+    };
+    let kind = slot.action.kind();
+    let old = match records.object(kind.name(), &spec.name) {
+        Ok(Some(old)) => old,
+        Ok(None) => return,
+        Err(error) => {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail, action = kind.name(), %error, "cannot read which firewall objects an earlier run made");
+            return;
+        }
+    };
+    let same = serde_json::from_str::<FirewallSpec>(&old.spec).is_ok_and(|was| {
+        FirewallSpec {
+            keep_on_stop: spec.keep_on_stop,
+            ..was
+        } == *spec
+    });
+    if same {
+        return;
+    }
+    let removed = match super::sweep::remover(&old) {
+        Ok(Some(action)) => action.build(&old.jail).stop().map_err(|e| e.to_string()),
+        Ok(None) => Ok(()),
+        Err(error) => Err(error),
+    };
+    match removed {
+        Ok(()) => {
+            tracing::info!(jail, action = kind.name(), name = %spec.name, "[{jail}] removed the firewall objects an earlier run made with other settings")
+        }
+        Err(error) => {
+            slot.errors.increment(1);
+            tracing::error!(jail, action = kind.name(), name = %spec.name, %error, "cannot remove the firewall objects an earlier run made with other settings; its hooks may stay");
+        }
+    }
+}
+
+/// Records, before it makes them, the firewall objects of `slot`'s action (if it makes any).
+fn record_made(records: &mut Records, jail: &str, slot: &Slot) {
+    let Some(spec) = slot.made.as_ref() else {
+        return;
+    };
+    let kind = slot.action.kind();
+    let written = serde_json::to_string(spec)
+        .map_err(|e| e.to_string())
+        .and_then(|json| {
+            records
+                .made(kind.name(), &spec.name, jail, &json)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(error) = written {
+        crate::metrics::state_errors().increment(1);
+        tracing::error!(jail, action = kind.name(), %error, "cannot record the firewall objects the action makes");
     }
 }
 
@@ -430,6 +544,33 @@ fn split(
     refused
 }
 
+/// Counts, once, the bans of `tried` the backend refused for good (IPv6 without ip6tables) and
+/// logs them once: they are neither retried nor kept for later, and their unbans are done
+/// (nothing of them is in the firewall).
+fn refuse(jail: &str, slot: &mut Slot, tried: &[ActionCommand], failed: &super::BatchError) {
+    if failed.refused.is_empty() {
+        return;
+    }
+    let refused: Vec<&ActionCommand> = failed
+        .refused
+        .iter()
+        .filter_map(|&i| tried.get(i))
+        .filter(|c| matches!(c, ActionCommand::Ban(_)))
+        .collect();
+    let Some(first) = refused.first() else {
+        return;
+    };
+    slot.errors.increment(refused.len() as u64);
+    tracing::error!(
+        jail,
+        action = slot.action.kind().name(),
+        bans = refused.len(),
+        first = %super::element_text(first.target()),
+        error = %failed.error,
+        "bans the firewall cannot apply: counted once, not tried again"
+    );
+}
+
 fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
     apply_with(jail, slot, burst, &RETRY_DELAYS);
 }
@@ -450,6 +591,7 @@ fn apply_with(jail: &str, slot: &mut Slot, burst: &[ActionCommand], delays: &[Du
             }
             Err(failed) => {
                 tracing::debug!(jail, action = slot.action.kind().name(), tries, failed = failed.pending.len(), error = %failed.error, "burst failed; retrying");
+                refuse(jail, slot, &pending, &failed);
                 pending = failed
                     .pending
                     .iter()
@@ -626,6 +768,7 @@ mod tests {
                 return Err(BatchError {
                     pending: (0..batch.len()).collect(),
                     error: ActionError("overlaps".into()),
+                    refused: Vec::new(),
                 });
             }
             if self.fail > 0 {
@@ -633,6 +776,7 @@ mod tests {
                 return Err(BatchError {
                     pending: (0..batch.len()).collect(),
                     error: ActionError("no".into()),
+                    refused: Vec::new(),
                 });
             }
             self.applied.lock().unwrap().extend_from_slice(batch);
@@ -764,6 +908,8 @@ mod tests {
             metrics: JailMetrics::new("t"),
             backlog_retry: Duration::from_millis(50),
             records: None,
+            tried: None,
+            handed_over: HandedOver::default(),
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         let serving = std::thread::spawn(move || {
@@ -833,6 +979,8 @@ mod tests {
             metrics: JailMetrics::new("t"),
             backlog_retry: Duration::ZERO,
             records: None,
+            tried: None,
+            handed_over: HandedOver::default(),
         };
         worker.retry_backlogs();
         assert_eq!(targets(&applied).len(), 1500);
@@ -855,6 +1003,85 @@ mod tests {
             tried <= 1 + 8 * 8,
             "{tried} tries for a backend that refuses all"
         );
+    }
+
+    /// A backend that can never apply IPv6 commands (a host without ip6tables) and applies the
+    /// rest.
+    struct NoV6 {
+        applied: Arc<Mutex<Vec<ActionCommand>>>,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Action for NoV6 {
+        fn kind(&self) -> ActionKind {
+            ActionKind::Log
+        }
+        fn start(&mut self) -> Result<(), ActionError> {
+            Ok(())
+        }
+        fn ban(&mut self, _: &BanOrder) -> Result<(), ActionError> {
+            unreachable!("apply is overridden")
+        }
+        fn unban(&mut self, _: IpNetwork) -> Result<(), ActionError> {
+            unreachable!("apply is overridden")
+        }
+        fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let (refused, v4): (Vec<usize>, Vec<usize>) =
+                (0..batch.len()).partition(|&i| batch[i].target().is_ipv6());
+            let mut applied = self.applied.lock().unwrap();
+            applied.extend(v4.iter().map(|&i| batch[i].clone()));
+            if refused.is_empty() {
+                return Ok(());
+            }
+            Err(BatchError {
+                pending: Vec::new(),
+                error: ActionError("ip6tables is not usable".into()),
+                refused,
+            })
+        }
+        fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
+            Ok(None)
+        }
+        fn stop(&mut self) -> Result<(), ActionError> {
+            Ok(())
+        }
+    }
+
+    /// IPv6 commands a host without ip6tables can never apply: each ban counted once, in the
+    /// first try, with no pause for retries and nothing kept for later (so the 30 s retries do
+    /// not count it again, and such unbans do not fill the backlog).
+    #[test]
+    fn commands_refused_for_good_are_counted_once_and_never_retried() {
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut s = Slot {
+            action: Box::new(NoV6 {
+                applied: applied.clone(),
+                calls: calls.clone(),
+            }),
+            errors: ::metrics::Counter::from_arc(counted.clone()),
+            backlog: Vec::new(),
+            made: None,
+        };
+        let burst = [
+            ActionCommand::Ban(order("192.0.2.1/32")),
+            ActionCommand::Ban(order("2001:db8::1/128")),
+            ActionCommand::Unban("2001:db8::2/128".parse().unwrap()),
+            ActionCommand::Ban(order("192.0.2.2/32")),
+        ];
+        apply("t", &mut s, &burst);
+        assert_eq!(counted.load(Ordering::Relaxed), 1, "the IPv6 ban, once");
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "no retry");
+        assert!(s.backlog.is_empty(), "{:?}", s.backlog);
+        let targets: Vec<String> = applied
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.target().to_string())
+            .collect();
+        assert_eq!(targets, ["192.0.2.1/32", "192.0.2.2/32"]);
     }
 
     #[test]

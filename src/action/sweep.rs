@@ -11,6 +11,22 @@ use std::collections::HashSet;
 use super::{ActionKind, ActionSpec, FirewallSpec};
 use crate::state::records;
 
+/// The action whose `stop` removes the objects `object` records (never kept at stop), None for
+/// a backend that makes none, or why the record cannot be read.
+pub(crate) fn remover(object: &records::ObjectRecord) -> Result<Option<ActionSpec>, String> {
+    let spec = serde_json::from_str::<FirewallSpec>(&object.spec).map_err(|e| e.to_string())?;
+    let spec = FirewallSpec {
+        keep_on_stop: false,
+        ..spec
+    };
+    Ok(match ActionKind::parse(&object.backend) {
+        Some(ActionKind::Iptables) => Some(ActionSpec::Iptables(spec)),
+        Some(ActionKind::Nftables) => Some(ActionSpec::Nftables(spec)),
+        Some(ActionKind::Ipset) => Some(ActionSpec::Ipset(spec)),
+        _ => None,
+    })
+}
+
 /// Removes the recorded objects of every backend and name `configured` does not hold, and
 /// forgets them; returns how many actions' objects were removed. One that cannot be removed is
 /// logged, counted and tried again at the next start.
@@ -18,6 +34,25 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
     let Some(mut records) = records::open_configured() else {
         return 0;
     };
+    remove_objects(&mut records, configured)
+}
+
+/// Runs the recorded unban of every ban of a command action no longer configured (`commands`:
+/// each jail's number of command actions) and forgets it ([`super::command::lift_unconfigured`]).
+pub(crate) fn lift_unconfigured_commands(commands: &std::collections::HashMap<String, usize>) {
+    let Some(mut records) = records::open_configured() else {
+        return;
+    };
+    let lifted = super::command::lift_unconfigured(&mut records, commands);
+    if lifted > 0 {
+        tracing::info!(
+            lifted,
+            "lifted the bans of command actions no longer configured"
+        );
+    }
+}
+
+fn remove_objects(records: &mut records::Records, configured: &[ActionSpec]) -> usize {
     let objects = match records.objects() {
         Ok(objects) => objects,
         Err(error) => {
@@ -36,36 +71,28 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
             continue;
         }
         let forget = |records: &mut records::Records| {
-            if let Err(error) = records.unmade(&object.backend, &object.name) {
+            if let Err(error) = records.unmade(&object.backend, &object.name, &object.jail) {
                 crate::metrics::state_errors().increment(1);
                 tracing::error!(%error, "cannot forget removed firewall objects");
             }
         };
-        let spec = match serde_json::from_str::<FirewallSpec>(&object.spec) {
-            Ok(spec) => FirewallSpec {
-                keep_on_stop: false,
-                ..spec
-            },
+        let action = match remover(&object) {
+            Ok(Some(action)) => action,
+            Ok(None) => {
+                forget(records);
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(jail = %object.jail, backend = %object.backend, name = %object.name, %error, "unreadable record of firewall objects: forgotten, the objects are left");
-                forget(&mut records);
+                forget(records);
                 continue;
             }
         };
         let kind = ActionKind::parse(&object.backend);
-        let action = match kind {
-            Some(ActionKind::Iptables) => ActionSpec::Iptables(spec),
-            Some(ActionKind::Nftables) => ActionSpec::Nftables(spec),
-            Some(ActionKind::Ipset) => ActionSpec::Ipset(spec),
-            _ => {
-                forget(&mut records);
-                continue;
-            }
-        };
         match action.build(&object.jail).stop() {
             Ok(()) => {
                 tracing::info!(jail = %object.jail, backend = %object.backend, name = %object.name, "[{}] removed the firewall objects of a jail no longer configured", object.jail);
-                forget(&mut records);
+                forget(records);
                 removed += 1;
             }
             Err(error) => {

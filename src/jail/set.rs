@@ -125,6 +125,8 @@ struct Slot {
     thread: JoinHandle<()>,
     /// Restored bans its actions had to add again at start.
     reapplied: usize,
+    /// Firewall objects its runner's stop leaves to a jail that took their name.
+    handed_over: runner::HandedOver,
 }
 
 /// Every jail, their deadlines, and the way out to the state writer.
@@ -221,6 +223,7 @@ async fn start_slot(
         queue: runner.queue,
         thread: runner.thread,
         reapplied: runner.reapplied,
+        handed_over: runner.handed_over,
     })
 }
 
@@ -297,7 +300,20 @@ impl JailSet {
             .iter()
             .flat_map(|j| j.actions.iter().cloned())
             .collect();
+        // So do the bans of command actions no longer configured: their recorded unban runs.
+        let commands: HashMap<String, usize> = configs
+            .iter()
+            .map(|j| {
+                let n = j
+                    .actions
+                    .iter()
+                    .filter(|a| matches!(a, crate::action::ActionSpec::Command(_)))
+                    .count();
+                (j.name.clone(), n)
+            })
+            .collect();
         let swept = tokio::task::spawn_blocking(move || {
+            crate::action::sweep::lift_unconfigured_commands(&commands);
             crate::action::sweep::remove_unconfigured(&configured)
         });
         if swept.await.is_err() {
@@ -1090,6 +1106,21 @@ impl JailSet {
                     .map_err(|(_, e)| e)?,
             );
         }
+        // A jail removed (or whose actions change) gives up the names of its firewall objects;
+        // a new jail that took one runs in them now: the old runner, which stops after the new
+        // one started, must leave them (and their record) alone.
+        let incoming: Vec<(&'static str, String)> = started
+            .iter()
+            .flat_map(|s| firewall_names(&s.config.actions))
+            .collect();
+        for slot in &self.slots {
+            let taken: Vec<(&'static str, String)> = firewall_names(&slot.config.actions)
+                .filter(|n| incoming.contains(n))
+                .collect();
+            if let (false, Ok(mut handed)) = (taken.is_empty(), slot.handed_over.lock()) {
+                handed.extend(taken);
+            }
+        }
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
         for config in configs {
@@ -1175,6 +1206,15 @@ impl JailSet {
         threads.extend(self.slots.into_iter().map(|s| s.thread));
         threads
     }
+}
+
+/// The (backend, name) of the firewall objects `actions` make.
+fn firewall_names(
+    actions: &[crate::action::ActionSpec],
+) -> impl Iterator<Item = (&'static str, String)> + '_ {
+    actions
+        .iter()
+        .filter_map(|a| a.firewall().map(|f| (a.kind().name(), f.name.clone())))
 }
 
 /// The action queues of `slots`, by jail name.

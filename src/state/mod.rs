@@ -662,6 +662,8 @@ pub(crate) fn writer(
                     reopen_at = std::time::Instant::now() + RETRY_EVERY;
                     if let Ok(db) = State::open(path) {
                         tracing::warn!(path = %path.display(), waiting = catch_up.pending.len(), "state database opened at last: the bans since start are stored now");
+                        // The actions keep their records there from now (none in a dry run).
+                        records::keep_in(path);
                         checkpointer = db.checkpoint_apart(checkpoint::PAUSE, errors.clone());
                         state = Some(db);
                         if let Some(db) = state.as_mut() {

@@ -38,18 +38,36 @@ CREATE TABLE IF NOT EXISTS firewall_objects (
 );
 ";
 
-/// The state database's path, once the daemon opened it at start.
-static PATH: OnceLock<PathBuf> = OnceLock::new();
+/// How often an action whose records could not be opened (the database named, but locked or
+/// unreadable) tries again, at its next command.
+pub(crate) const REOPEN_EVERY: Duration = Duration::from_secs(10);
 
-/// Says where the state database is (called once it opened at start): actions started from now
-/// keep their records there. Without it (no readable state) they keep them in memory only.
+/// The state database's path, once the daemon opened it (at start, or later when it could
+/// not at start); None for good in a dry run ([`keep_none`]).
+static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// Says where the state database is (called once it opened, at start or later): actions keep
+/// their records there from now (those running since start open them at their next command).
+/// Before (no readable state) they keep them in memory only.
 pub fn keep_in(path: &Path) {
-    let _ = PATH.set(path.to_path_buf());
+    let _ = PATH.set(Some(path.to_path_buf()));
+}
+
+/// Says that no record is ever kept, whatever [`keep_in`] says later: a dry run, whose jails
+/// hold only log actions, must neither read nor change what a real run recorded (the start-up
+/// sweep would take a live daemon's firewall objects for those of removed jails).
+pub fn keep_none() {
+    let _ = PATH.set(None);
+}
+
+/// Whether [`keep_in`] named the database (the actions' records can then be opened).
+pub(crate) fn named() -> bool {
+    PATH.get().is_some_and(Option::is_some)
 }
 
 /// The records at the path [`keep_in`] named, or None (never named, or not openable: logged).
 pub(crate) fn open_configured() -> Option<Records> {
-    let path = PATH.get()?;
+    let path = PATH.get()?.as_ref()?;
     match Records::open(path) {
         Ok(records) => Some(records),
         Err(error) => {
@@ -125,10 +143,46 @@ pub(crate) struct ObjectRecord {
     pub spec: String,
 }
 
+/// Columns added to `command_bans` after its first release (older databases get them at open).
+const ADDED_COLUMNS: [(&str, &str); 2] = [
+    // Fingerprint of the ban template alone (0: unknown, a record from before the column).
+    ("ban_commands", "INTEGER NOT NULL DEFAULT 0"),
+    // The unban template the ban was run for, as a JSON array ('' unknown): after the config
+    // changed the templates, a ban no longer wanted is lifted with the program that holds it.
+    ("unban_argv", "TEXT NOT NULL DEFAULT ''"),
+];
+
+/// A record whose ban and unban templates are not the current ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OtherCommands {
+    /// Who.
+    pub target: IpNetwork,
+    /// Fingerprint of the ban template it ran with (0 unknown).
+    pub ban_commands: i64,
+    /// The unban template it was run for (None unknown).
+    pub unban: Option<Vec<String>>,
+}
+
+/// A record of a command action no longer configured.
+pub(crate) struct Orphan {
+    /// Its jail.
+    pub jail: String,
+    /// Which command action of the jail it was.
+    pub action: usize,
+    /// The ban's values.
+    pub record: CommandRecord,
+    /// The unban template it was banned for (None unknown).
+    pub unban: Option<Vec<String>>,
+}
+
 /// A connection to the records.
 pub(crate) struct Records {
     path: PathBuf,
     db: Connection,
+    /// Fingerprint of the current ban template and the current unban template (JSON), written
+    /// with each ban ([`Records::templates`]; 0 and '' when not told).
+    ban_commands: i64,
+    unban_argv: String,
 }
 
 impl Records {
@@ -146,10 +200,179 @@ impl Records {
         db.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(error)?;
         db.execute_batch(SCHEMA).map_err(error)?;
+        // Serialized (IMMEDIATE): the runner threads open their records at once.
+        let tx =
+            rusqlite::Transaction::new_unchecked(&db, rusqlite::TransactionBehavior::Immediate)
+                .map_err(error)?;
+        for (column, kind) in ADDED_COLUMNS {
+            let present = tx
+                .prepare("SELECT 1 FROM pragma_table_info('command_bans') WHERE name = ?1")
+                .and_then(|mut s| s.exists([column]))
+                .map_err(error)?;
+            if !present {
+                tx.execute_batch(&format!(
+                    "ALTER TABLE command_bans ADD COLUMN {column} {kind}"
+                ))
+                .map_err(error)?;
+            }
+        }
+        tx.commit().map_err(error)?;
         Ok(Records {
             path: path.to_path_buf(),
             db,
+            ban_commands: 0,
+            unban_argv: String::new(),
         })
+    }
+
+    /// Says which ban and unban templates the bans recorded from now run with.
+    pub(crate) fn templates(&mut self, ban: &[String], unban: &[String]) {
+        self.ban_commands = fingerprint(ban, &[]);
+        self.unban_argv = serde_json::to_string(unban).unwrap_or_default();
+    }
+
+    /// The records of command action `action` of `jail` made by other templates than those
+    /// of fingerprint `commands`.
+    pub(crate) fn other_commands(
+        &self,
+        jail: &str,
+        action: usize,
+        commands: i64,
+    ) -> Result<Vec<OtherCommands>, StateError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT target, ban_commands, unban_argv FROM command_bans
+                 WHERE jail = ?1 AND action = ?2 AND commands != ?3",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map(params![jail, action as i64, commands], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let Some((target, ban_commands, unban)) =
+                super::readable(row).map_err(|e| self.error(e))?
+            else {
+                continue;
+            };
+            let Ok(target) = crate::address::parse_target(&target) else {
+                continue;
+            };
+            out.push(OtherCommands {
+                target,
+                ban_commands,
+                unban: serde_json::from_str(&unban).ok(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Makes the record of `target` one of the current templates (fingerprint `commands`):
+    /// only the unban template changed, the ban it holds is the current ban's.
+    pub(crate) fn adopt(
+        &mut self,
+        jail: &str,
+        action: usize,
+        target: IpNetwork,
+        commands: i64,
+    ) -> Result<(), StateError> {
+        self.db
+            .execute(
+                "UPDATE command_bans SET commands = ?4, unban_argv = ?5
+                 WHERE jail = ?1 AND action = ?2 AND target = ?3",
+                params![
+                    jail,
+                    action as i64,
+                    crate::action::element_text(target),
+                    commands,
+                    self.unban_argv
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Every command record of a jail or command action `configured` does not hold (jail name
+    /// to its number of command actions), with the unban template it was banned for (None
+    /// unknown).
+    pub(crate) fn unconfigured_commands(
+        &self,
+        configured: &std::collections::HashMap<String, usize>,
+    ) -> Result<Vec<Orphan>, StateError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT jail, action, target, failures, bantime, port, protocol, unban_argv
+                 FROM command_bans",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let Some((jail, action, target, failures, bantime, port, protocol, unban)) =
+                super::readable(row).map_err(|e| self.error(e))?
+            else {
+                continue;
+            };
+            let action = action.max(0) as usize;
+            if configured.get(&jail).is_some_and(|&n| action < n) {
+                continue;
+            }
+            let Ok(target) = crate::address::parse_target(&target) else {
+                continue;
+            };
+            let record = CommandRecord {
+                target,
+                failures: failures.clamp(0, u32::MAX as i64) as u32,
+                bantime,
+                port,
+                protocol,
+                settled: true,
+            };
+            out.push(Orphan {
+                jail,
+                action,
+                record,
+                unban: serde_json::from_str(&unban).ok(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets the record of `target`.
+    pub(crate) fn forget_command(
+        &mut self,
+        jail: &str,
+        action: usize,
+        target: IpNetwork,
+    ) -> Result<(), StateError> {
+        self.db
+            .execute(
+                "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2 AND target = ?3",
+                params![jail, action as i64, crate::action::element_text(target)],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
     }
 
     fn error(&self, reason: rusqlite::Error) -> StateError {
@@ -244,13 +467,15 @@ impl Records {
             path: path.clone(),
             reason,
         };
+        let (ban_commands, unban_argv) = (self.ban_commands, self.unban_argv.clone());
         let tx = self.db.transaction().map_err(&error)?;
         for mark in marks {
             match mark {
                 Mark::Ban(r) => tx.execute(
                     "INSERT OR REPLACE INTO command_bans
-                     (jail, action, target, failures, bantime, port, protocol, settled, commands)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
+                     (jail, action, target, failures, bantime, port, protocol, settled, commands,
+                      ban_commands, unban_argv)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10)",
                     params![
                         jail,
                         action as i64,
@@ -259,7 +484,9 @@ impl Records {
                         r.bantime,
                         r.port,
                         r.protocol,
-                        commands
+                        commands,
+                        ban_commands,
+                        unban_argv
                     ],
                 ),
                 Mark::Unban(target) => tx.execute(
@@ -307,23 +534,6 @@ impl Records {
             .map_err(&error)?;
         }
         tx.commit().map_err(&error)
-    }
-
-    /// Forgets the records of command action `action` of `jail` made by other ban and unban
-    /// templates than those of fingerprint `commands` (the config changed them: what the old
-    /// programs hold is theirs to know); returns how many.
-    pub(crate) fn forget_other_commands(
-        &mut self,
-        jail: &str,
-        action: usize,
-        commands: i64,
-    ) -> Result<usize, StateError> {
-        self.db
-            .execute(
-                "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2 AND commands != ?3",
-                params![jail, action as i64, commands],
-            )
-            .map_err(|e| self.error(e))
     }
 
     /// Forgets every record of command action `action` of `jail` (its `stop` lifted them).
@@ -382,12 +592,30 @@ impl Records {
         Ok(out)
     }
 
-    /// Forgets the objects of action `name` of `backend`: they were removed.
-    pub(crate) fn unmade(&mut self, backend: &str, name: &str) -> Result<(), StateError> {
+    /// The objects recorded for action `name` of `backend`, if any.
+    pub(crate) fn object(
+        &self,
+        backend: &str,
+        name: &str,
+    ) -> Result<Option<ObjectRecord>, StateError> {
+        Ok(self
+            .objects()?
+            .into_iter()
+            .find(|o| o.backend == backend && o.name == name))
+    }
+
+    /// Forgets the objects of action `name` of `backend` that `jail` made: they were removed
+    /// (a record another jail made since, reusing the name, stays).
+    pub(crate) fn unmade(
+        &mut self,
+        backend: &str,
+        name: &str,
+        jail: &str,
+    ) -> Result<(), StateError> {
         self.db
             .execute(
-                "DELETE FROM firewall_objects WHERE backend = ?1 AND name = ?2",
-                params![backend, name],
+                "DELETE FROM firewall_objects WHERE backend = ?1 AND name = ?2 AND jail = ?3",
+                params![backend, name, jail],
             )
             .map(|_| ())
             .map_err(|e| self.error(e))
@@ -447,17 +675,59 @@ mod tests {
             .settle("sshd", 0, &[Done::Unbanned(a.target)])
             .unwrap();
         assert_eq!(records.command("sshd", 0, a.target).unwrap(), None);
-        // Records of other templates are forgotten on demand, those of the same kept.
-        assert_eq!(records.forget_other_commands("sshd", 0, 7).unwrap(), 0);
-        assert_eq!(records.forget_other_commands("sshd", 0, 8).unwrap(), 1);
+        // Records of other templates say which ones (the templates as told), and are kept
+        // until adopted or forgotten.
+        assert!(records.other_commands("sshd", 0, 7).unwrap().is_empty());
+        let other = records.other_commands("sshd", 0, 8).unwrap();
+        assert_eq!(other.len(), 1);
+        assert_eq!((other[0].target, other[0].unban.clone()), (b.target, None));
+        let t = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        records.templates(&t(&["ban"]), &t(&["unban", "<ip>"]));
+        records.begin("sshd", 0, 7, &[Mark::Ban(&a)]).unwrap();
+        let other = records.other_commands("sshd", 0, 8).unwrap();
+        let a_other = other.iter().find(|o| o.target == a.target).unwrap();
+        assert_eq!(a_other.unban, Some(t(&["unban", "<ip>"])));
+        assert_eq!(a_other.ban_commands, fingerprint(&t(&["ban"]), &[]));
+        records.adopt("sshd", 0, a.target, 8).unwrap();
+        records.forget_command("sshd", 0, b.target).unwrap();
+        assert!(records.other_commands("sshd", 0, 8).unwrap().is_empty());
         records.begin("sshd", 0, 7, &[Mark::Ban(&a)]).unwrap();
         records.forget_commands("sshd", 0).unwrap();
         assert!(records.commands("sshd", 0).unwrap().is_empty());
-        let t = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_ne!(
             fingerprint(&t(&["a", "b"]), &t(&["c"])),
             fingerprint(&t(&["a"]), &t(&["b", "c"]))
         );
+    }
+
+    /// A database from before the templates were recorded gets their columns at open; its
+    /// records say the templates are unknown.
+    #[test]
+    fn an_older_record_gets_the_template_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE command_bans (jail TEXT NOT NULL, action INTEGER NOT NULL,
+             target TEXT NOT NULL, failures INTEGER NOT NULL, bantime INTEGER NOT NULL,
+             port TEXT NOT NULL, protocol TEXT NOT NULL, settled INTEGER NOT NULL,
+             commands INTEGER NOT NULL, PRIMARY KEY (jail, action, target));
+             INSERT INTO command_bans VALUES ('sshd', 0, '192.0.2.1', 1, 60, '22', 'tcp', 1, 5);",
+        )
+        .unwrap();
+        drop(db);
+        let records = Records::open(&path).unwrap();
+        let other = records.other_commands("sshd", 0, 6).unwrap();
+        assert_eq!(
+            other,
+            [OtherCommands {
+                target: "192.0.2.1/32".parse().unwrap(),
+                ban_commands: 0,
+                unban: None,
+            }]
+        );
+        // Opened again: nothing to add.
+        Records::open(&path).unwrap();
     }
 
     #[test]
@@ -476,7 +746,10 @@ mod tests {
             (seen[0].jail.as_str(), seen[0].spec.as_str()),
             ("ssh2", "{\"a\":1}")
         );
-        records.unmade("iptables", "sshd").unwrap();
+        // Only the jail that made them last forgets them.
+        records.unmade("iptables", "sshd", "sshd").unwrap();
+        assert_eq!(records.objects().unwrap().len(), 2);
+        records.unmade("iptables", "sshd", "ssh2").unwrap();
         assert_eq!(records.objects().unwrap().len(), 1);
     }
 }
