@@ -364,11 +364,11 @@ struct Restored {
 /// of a removed jail and remove it.
 fn open_state(config: &Config, options: RunOptions) -> Restored {
     if options.dry_run {
-        state::records::keep_none();
+        crate::action::records::keep_none();
     }
     match State::open(&config.state_path) {
         Ok(mut db) => {
-            state::records::keep_in(&config.state_path);
+            crate::action::records::keep_in(&config.state_path);
             if let Err(error) = db.keep_history(config.history_days) {
                 metrics::state_errors().increment(1);
                 tracing::error!(%error, "cannot prune ban history");

@@ -19,8 +19,8 @@ use super::{
     element_text, exec, Action, ActionCommand, ActionError, ActionKind, BanOrder, BatchError,
     CommandSpec, Protocol,
 };
+use crate::action::records::{self, CommandRecord, Done, Mark, Records};
 use crate::evidence::{hosts, shell_safe, Line};
-use crate::state::records::{self, CommandRecord, Done, Mark, Records};
 
 /// Most bans whose values are remembered in memory for the unban template; beyond it an unban
 /// reads them from the record in the state database (or, without one, shows 0 failures and the
@@ -191,7 +191,7 @@ impl CommandAction {
     fn write(
         &mut self,
         what: &str,
-        f: impl FnOnce(&mut Records, &str, usize) -> Result<(), crate::state::StateError>,
+        f: impl FnOnce(&mut Records, &str, usize) -> Result<(), super::records::RecordError>,
     ) {
         let Some(records) = self.records.as_mut() else {
             return;

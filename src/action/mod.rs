@@ -8,6 +8,7 @@ pub(crate) mod iptables;
 pub(crate) mod libnft;
 pub(crate) mod log;
 pub mod nftables;
+pub(crate) mod records;
 pub mod runner;
 pub(crate) mod sweep;
 

@@ -14,8 +14,8 @@ use ipnetwork::IpNetwork;
 use tokio::sync::mpsc;
 
 use super::{Action, ActionError, ActionSpec, BanOrder, FirewallSpec};
+use crate::action::records::{self, Records};
 use crate::metrics::{self, JailMetrics};
-use crate::state::records::{self, Records};
 
 pub(crate) use super::ActionCommand;
 

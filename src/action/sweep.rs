@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use super::{ActionKind, ActionSpec, FirewallSpec};
-use crate::state::records;
+use crate::action::records;
 
 /// The action whose `stop` removes the objects `object` records (never kept at stop), None for
 /// a backend that makes none, or why the record cannot be read.

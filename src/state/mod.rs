@@ -14,13 +14,13 @@ use ipnetwork::IpNetwork;
 use rusqlite::{params, Connection};
 use tokio::sync::mpsc;
 
+use crate::action::records::readable;
 use crate::action::ActionCommand;
 use crate::action::BanOrder;
 use crate::address::show_target;
 use crate::evidence::{tail, Line};
 
 mod checkpoint;
-pub mod records;
 use checkpoint::Checkpointer;
 
 /// Operations waiting for the writer before it blocks the jail task.
@@ -172,23 +172,6 @@ pub struct State {
     db: Connection,
     /// History rows older than this are pruned; None keeps them all.
     history: Option<Duration>,
-}
-
-/// A row as read, or None for a value of the wrong type (an admin's `expires_at = 'never'`),
-/// which skips that row with a warning; any other error (a damaged file) is returned.
-fn readable<T>(row: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
-    match row {
-        Ok(row) => Ok(Some(row)),
-        Err(
-            error @ (rusqlite::Error::InvalidColumnType(..)
-            | rusqlite::Error::FromSqlConversionFailure(..)
-            | rusqlite::Error::IntegralValueOutOfRange(..)),
-        ) => {
-            tracing::warn!(%error, "skipping unreadable row in state");
-            Ok(None)
-        }
-        Err(error) => Err(error),
-    }
 }
 
 fn secs(t: SystemTime) -> i64 {
@@ -663,7 +646,7 @@ pub(crate) fn writer(
                     if let Ok(db) = State::open(path) {
                         tracing::warn!(path = %path.display(), waiting = catch_up.pending.len(), "state database opened at last: the bans since start are stored now");
                         // The actions keep their records there from now (none in a dry run).
-                        records::keep_in(path);
+                        crate::action::records::keep_in(path);
                         checkpointer = db.checkpoint_apart(checkpoint::PAUSE, errors.clone());
                         state = Some(db);
                         if let Some(db) = state.as_mut() {

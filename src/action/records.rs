@@ -14,7 +14,32 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 use rusqlite::{params, Connection};
 
-use super::StateError;
+/// The record's database refused: the actions go on (a record only spares a command run twice).
+#[derive(Debug, thiserror::Error)]
+#[error("state {path}: {reason}")]
+pub(crate) struct RecordError {
+    /// The database file.
+    path: PathBuf,
+    /// What SQLite said.
+    reason: rusqlite::Error,
+}
+
+/// A row as read, or None for a value of the wrong type (an admin's `expires_at = 'never'`),
+/// which skips that row with a warning; any other error (a damaged file) is returned.
+pub(crate) fn readable<T>(row: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
+    match row {
+        Ok(row) => Ok(Some(row)),
+        Err(
+            error @ (rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)),
+        ) => {
+            tracing::warn!(%error, "skipping unreadable row in state");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS command_bans (
@@ -187,8 +212,8 @@ pub(crate) struct Records {
 
 impl Records {
     /// Opens the records in the state database at `path` (making their tables if needed).
-    pub(crate) fn open(path: &Path) -> Result<Records, StateError> {
-        let error = |reason| StateError::Db {
+    pub(crate) fn open(path: &Path) -> Result<Records, RecordError> {
+        let error = |reason| RecordError {
             path: path.to_path_buf(),
             reason,
         };
@@ -238,7 +263,7 @@ impl Records {
         jail: &str,
         action: usize,
         commands: i64,
-    ) -> Result<Vec<OtherCommands>, StateError> {
+    ) -> Result<Vec<OtherCommands>, RecordError> {
         let mut stmt = self
             .db
             .prepare(
@@ -257,8 +282,7 @@ impl Records {
             .map_err(|e| self.error(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let Some((target, ban_commands, unban)) =
-                super::readable(row).map_err(|e| self.error(e))?
+            let Some((target, ban_commands, unban)) = readable(row).map_err(|e| self.error(e))?
             else {
                 continue;
             };
@@ -282,7 +306,7 @@ impl Records {
         action: usize,
         target: IpNetwork,
         commands: i64,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), RecordError> {
         self.db
             .execute(
                 "UPDATE command_bans SET commands = ?4, unban_argv = ?5
@@ -290,7 +314,7 @@ impl Records {
                 params![
                     jail,
                     action as i64,
-                    crate::action::element_text(target),
+                    super::element_text(target),
                     commands,
                     self.unban_argv
                 ],
@@ -305,7 +329,7 @@ impl Records {
     pub(crate) fn unconfigured_commands(
         &self,
         configured: &std::collections::HashMap<String, usize>,
-    ) -> Result<Vec<Orphan>, StateError> {
+    ) -> Result<Vec<Orphan>, RecordError> {
         let mut stmt = self
             .db
             .prepare(
@@ -330,7 +354,7 @@ impl Records {
         let mut out = Vec::new();
         for row in rows {
             let Some((jail, action, target, failures, bantime, port, protocol, unban)) =
-                super::readable(row).map_err(|e| self.error(e))?
+                readable(row).map_err(|e| self.error(e))?
             else {
                 continue;
             };
@@ -365,18 +389,18 @@ impl Records {
         jail: &str,
         action: usize,
         target: IpNetwork,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), RecordError> {
         self.db
             .execute(
                 "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2 AND target = ?3",
-                params![jail, action as i64, crate::action::element_text(target)],
+                params![jail, action as i64, super::element_text(target)],
             )
             .map(|_| ())
             .map_err(|e| self.error(e))
     }
 
-    fn error(&self, reason: rusqlite::Error) -> StateError {
-        StateError::Db {
+    fn error(&self, reason: rusqlite::Error) -> RecordError {
+        RecordError {
             path: self.path.clone(),
             reason,
         }
@@ -387,7 +411,7 @@ impl Records {
         &self,
         jail: &str,
         action: usize,
-    ) -> Result<Vec<CommandRecord>, StateError> {
+    ) -> Result<Vec<CommandRecord>, RecordError> {
         self.query_commands(jail, action, None)
     }
 
@@ -397,7 +421,7 @@ impl Records {
         jail: &str,
         action: usize,
         target: IpNetwork,
-    ) -> Result<Option<CommandRecord>, StateError> {
+    ) -> Result<Option<CommandRecord>, RecordError> {
         Ok(self
             .query_commands(jail, action, Some(target))?
             .into_iter()
@@ -409,7 +433,7 @@ impl Records {
         jail: &str,
         action: usize,
         target: Option<IpNetwork>,
-    ) -> Result<Vec<CommandRecord>, StateError> {
+    ) -> Result<Vec<CommandRecord>, RecordError> {
         let mut stmt = self
             .db
             .prepare(
@@ -417,7 +441,7 @@ impl Records {
                  WHERE jail = ?1 AND action = ?2 AND (?3 IS NULL OR target = ?3)",
             )
             .map_err(|e| self.error(e))?;
-        let wanted = target.map(crate::action::element_text);
+        let wanted = target.map(super::element_text);
         let rows = stmt
             .query_map(params![jail, action as i64, wanted], |r| {
                 Ok((
@@ -433,7 +457,7 @@ impl Records {
         let mut out = Vec::new();
         for row in rows {
             let Some((target, failures, bantime, port, protocol, settled)) =
-                super::readable(row).map_err(|e| self.error(e))?
+                readable(row).map_err(|e| self.error(e))?
             else {
                 continue;
             };
@@ -461,9 +485,9 @@ impl Records {
         action: usize,
         commands: i64,
         marks: &[Mark<'_>],
-    ) -> Result<(), StateError> {
+    ) -> Result<(), RecordError> {
         let path = self.path.clone();
-        let error = move |reason| StateError::Db {
+        let error = move |reason| RecordError {
             path: path.clone(),
             reason,
         };
@@ -479,7 +503,7 @@ impl Records {
                     params![
                         jail,
                         action as i64,
-                        crate::action::element_text(r.target),
+                        super::element_text(r.target),
                         r.failures,
                         r.bantime,
                         r.port,
@@ -494,12 +518,7 @@ impl Records {
                      (jail, action, target, failures, bantime, port, protocol, settled, commands)
                      VALUES (?1, ?2, ?3, 0, -1, '', '', 0, ?4)
                      ON CONFLICT (jail, action, target) DO UPDATE SET settled = 0",
-                    params![
-                        jail,
-                        action as i64,
-                        crate::action::element_text(*target),
-                        commands
-                    ],
+                    params![jail, action as i64, super::element_text(*target), commands],
                 ),
             }
             .map_err(&error)?;
@@ -513,9 +532,9 @@ impl Records {
         jail: &str,
         action: usize,
         done: &[Done],
-    ) -> Result<(), StateError> {
+    ) -> Result<(), RecordError> {
         let path = self.path.clone();
-        let error = move |reason| StateError::Db {
+        let error = move |reason| RecordError {
             path: path.clone(),
             reason,
         };
@@ -524,11 +543,11 @@ impl Records {
             match d {
                 Done::Banned(target) => tx.execute(
                     "UPDATE command_bans SET settled = 1 WHERE jail = ?1 AND action = ?2 AND target = ?3",
-                    params![jail, action as i64, crate::action::element_text(*target)],
+                    params![jail, action as i64, super::element_text(*target)],
                 ),
                 Done::Unbanned(target) => tx.execute(
                     "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2 AND target = ?3",
-                    params![jail, action as i64, crate::action::element_text(*target)],
+                    params![jail, action as i64, super::element_text(*target)],
                 ),
             }
             .map_err(&error)?;
@@ -537,7 +556,7 @@ impl Records {
     }
 
     /// Forgets every record of command action `action` of `jail` (its `stop` lifted them).
-    pub(crate) fn forget_commands(&mut self, jail: &str, action: usize) -> Result<(), StateError> {
+    pub(crate) fn forget_commands(&mut self, jail: &str, action: usize) -> Result<(), RecordError> {
         self.db
             .execute(
                 "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2",
@@ -557,7 +576,7 @@ impl Records {
         name: &str,
         jail: &str,
         spec: &str,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), RecordError> {
         self.db
             .execute(
                 "INSERT OR REPLACE INTO firewall_objects (backend, name, jail, spec) VALUES (?1, ?2, ?3, ?4)",
@@ -568,7 +587,7 @@ impl Records {
     }
 
     /// Every firewall object recorded.
-    pub(crate) fn objects(&self) -> Result<Vec<ObjectRecord>, StateError> {
+    pub(crate) fn objects(&self) -> Result<Vec<ObjectRecord>, RecordError> {
         let mut stmt = self
             .db
             .prepare("SELECT backend, name, jail, spec FROM firewall_objects")
@@ -585,7 +604,7 @@ impl Records {
             .map_err(|e| self.error(e))?;
         let mut out = Vec::new();
         for row in rows {
-            if let Some(row) = super::readable(row).map_err(|e| self.error(e))? {
+            if let Some(row) = readable(row).map_err(|e| self.error(e))? {
                 out.push(row);
             }
         }
@@ -597,7 +616,7 @@ impl Records {
         &self,
         backend: &str,
         name: &str,
-    ) -> Result<Option<ObjectRecord>, StateError> {
+    ) -> Result<Option<ObjectRecord>, RecordError> {
         Ok(self
             .objects()?
             .into_iter()
@@ -611,7 +630,7 @@ impl Records {
         backend: &str,
         name: &str,
         jail: &str,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), RecordError> {
         self.db
             .execute(
                 "DELETE FROM firewall_objects WHERE backend = ?1 AND name = ?2 AND jail = ?3",
