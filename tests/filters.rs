@@ -2062,7 +2062,8 @@ fn the_small_matcher_agrees_with_the_regexes_on_every_shipped_filter() {
         .count();
     assert!(served >= 20, "the small matcher serves only {served} parts");
     assert!(
-        compared > 100_000 && failures > 5_000 && edge_failures > 2_000,
+        // Without the bench corpus (a clean checkout, CI): about 72,000 lines.
+        compared > 60_000 && failures > 5_000 && edge_failures > 2_000,
         "{compared} lines, {failures} failures, {edge_failures} sshd edge failures"
     );
 }
