@@ -531,18 +531,7 @@ pub(crate) async fn run(
     let mut unsettled = Unsettled::default();
     loop {
         let first = tokio::select! {
-            _ = shutdown.cancelled() => {
-                // One last try (bounded), with what the jail task queued and this task has
-                // not taken yet: a marker left unsettled keeps its first hold.
-                while let Ok(settled) = settle_rx.try_recv() {
-                    unsettled.add(settled);
-                }
-                if !unsettled.markers.is_empty() {
-                    let last = unsettled.try_now(&mut conn, &keys);
-                    let _ = tokio::time::timeout(super::RESPONSE_TIMEOUT, last).await;
-                }
-                return;
-            }
+            _ = shutdown.cancelled() => break,
             Some(settled) = settle_rx.recv() => {
                 unsettled.add(settled);
                 if unsettled.due() {
@@ -564,7 +553,9 @@ pub(crate) async fn run(
             }
             f = failures.recv() => match f {
                 Some(f) => f,
-                None => return,
+                // The listeners are gone (a stop): as at the shutdown signal, whichever the
+                // select saw first.
+                None => break,
             },
         };
         batch.push(first);
@@ -673,6 +664,15 @@ pub(crate) async fn run(
                 return;
             }
         }
+    }
+    // One last try (bounded), with what the jail task queued and this task has not taken yet:
+    // a marker left unsettled keeps its first hold.
+    while let Ok(settled) = settle_rx.try_recv() {
+        unsettled.add(settled);
+    }
+    if !unsettled.markers.is_empty() {
+        let last = unsettled.try_now(&mut conn, &keys);
+        let _ = tokio::time::timeout(super::RESPONSE_TIMEOUT, last).await;
     }
 }
 
