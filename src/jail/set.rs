@@ -312,13 +312,11 @@ impl JailSet {
                 (j.name.clone(), n)
             })
             .collect();
-        let swept = tokio::task::spawn_blocking(move || {
-            crate::action::sweep::lift_unconfigured_commands(&commands);
-            crate::action::sweep::remove_unconfigured(&configured)
-        });
-        if swept.await.is_err() {
-            tracing::error!("removing the firewall objects of removed jails failed");
-        }
+        // On this thread, before anything else runs: a blocking-pool thread made for it would
+        // keep its malloc arena (and SQLite's memory in it) for the daemon's life, which idle
+        // RSS shows.
+        crate::action::sweep::lift_unconfigured_commands(&commands);
+        crate::action::sweep::remove_unconfigured(&configured);
         let mut jails: Vec<(JailSpec, Jail, Vec<BanOrder>)> = configs
             .into_iter()
             .map(|c| {
