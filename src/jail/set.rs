@@ -1107,15 +1107,24 @@ impl JailSet {
             );
         }
         // A jail removed (or whose actions change) gives up the names of its firewall objects;
-        // a new jail that took one runs in them now: the old runner, which stops after the new
-        // one started, must leave them (and their record) alone.
-        let incoming: Vec<(&'static str, String)> = started
+        // a jail new or whose actions change that took one runs in them after the reload: the
+        // old runner, which may stop after the new one started (a removed jail's last, a
+        // retired one's when its turn comes), must leave them (and their record) alone. Marked
+        // before any old runner stops; a jail's own new names are not taken from itself (its
+        // old runner stops before its new one starts).
+        let incoming: Vec<(&str, (&'static str, String))> = configs
             .iter()
-            .flat_map(|s| firewall_names(&s.config.actions))
+            .filter(|c| {
+                self.slots
+                    .iter()
+                    .find(|s| *s.name == *c.name)
+                    .is_none_or(|s| s.config.actions != c.actions)
+            })
+            .flat_map(|c| firewall_names(&c.actions).map(move |n| (&*c.name, n)))
             .collect();
         for slot in &self.slots {
             let taken: Vec<(&'static str, String)> = firewall_names(&slot.config.actions)
-                .filter(|n| incoming.contains(n))
+                .filter(|n| incoming.iter().any(|(by, m)| **by != *slot.name && m == n))
                 .collect();
             if let (false, Ok(mut handed)) = (taken.is_empty(), slot.handed_over.lock()) {
                 handed.extend(taken);
