@@ -451,3 +451,68 @@ fn the_bans_of_a_command_action_removed_while_down_are_lifted_with_their_unban()
     );
     assert!(d.stop().success());
 }
+
+/// Whether the state (bans table) holds `target` in `jail`.
+fn stored(db: &Path, jail: &str, target: &str) -> bool {
+    let Ok(db) = rusqlite::Connection::open(db) else {
+        return false;
+    };
+    db.query_row(
+        "SELECT count(*) FROM bans WHERE jail = ?1 AND target = ?2",
+        [jail, target],
+        |r| r.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n == 1)
+}
+
+/// A clean stop while the record is not open yet (the state database opened after start and no
+/// command of the action ran since) still writes down that its `stop` lifted everything
+/// (review-act3 finding 3): the next start runs the restored ban's `ban` again.
+#[test]
+fn a_stop_before_the_late_record_opened_still_forgets_what_it_lifted() {
+    let text = config("", &jails("22")).replace("@DIR@/state.db", "@DIR@/late/state.db");
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    let db = dir.join("late/state.db");
+    d.cli_ok(&["ban", "stopper", "192.0.2.80"]);
+    wait_line(&dir, "ban 192.0.2.80 0 25", 1);
+    let recorded = wait_for(Duration::from_secs(15), || {
+        settled(&db, "stopper") == ["192.0.2.80"] && stored(&db, "stopper", "192.0.2.80/32")
+    });
+    assert!(recorded, "{:?}", settled_all(&db));
+    let kept = d.kill9();
+
+    // The database cannot open at start (its directory is a file): nothing is restored, the
+    // stopper's action runs no command and its record stays closed.
+    std::fs::rename(dir.join("late"), dir.join("away")).unwrap();
+    std::fs::write(dir.join("late"), "").unwrap();
+    let d = Daemon::start_in(kept, &text, &[]);
+    // A ban of the other jail leaves a write waiting, which the state retries.
+    d.cli_ok(&["ban", "sshd", "192.0.2.81"]);
+    wait_line(&dir, "ban 192.0.2.81 0 22", 1);
+    std::fs::remove_file(dir.join("late")).unwrap();
+    std::fs::rename(dir.join("away"), dir.join("late")).unwrap();
+    let opened = wait_for(Duration::from_secs(15), || {
+        d.logged("state database opened at last: the bans since start are stored now")
+    });
+    assert!(opened, "the state database never opened");
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    assert_eq!(
+        count(&dir, "stop stopper"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+
+    // The stop lifted .80: restored from the state, it is banned again.
+    let d = Daemon::start_in(kept, &text, &[]);
+    assert_eq!(
+        count(&dir, "ban 192.0.2.80 0 25"),
+        2,
+        "{:?} {:?}",
+        lines(&dir, "cmd.log"),
+        settled_all(&db)
+    );
+    assert!(d.stop().success());
+}

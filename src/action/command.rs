@@ -410,9 +410,18 @@ impl Action for CommandAction {
     /// actionstop flushes its chain): the record is forgotten, and the next start runs `ban`
     /// for every restored ban. Without a `stop` template the bans stay where the programs put
     /// them, and so does the record.
+    ///
+    /// A record not opened yet (the state database opened after start, and no command came
+    /// since) is opened first, whenever it was last tried: a stop not written down would leave
+    /// the record saying its bans are held, and the next start would skip them.
     fn stop(&mut self) -> Result<(), ActionError> {
         self.run(&self.spec.stop, None, None, &[])?;
         if !self.spec.stop.is_empty() {
+            self.tried = None;
+            self.open_late();
+            if self.records.is_none() && records::named() {
+                tracing::error!(jail = %self.jail, "command action: its stop ran but cannot be recorded: the next start may take the bans it lifted for held, and not run them again");
+            }
             self.active.clear();
             self.old_unban.clear();
             self.write("forget", |r, jail, nth| r.forget_commands(jail, nth));
