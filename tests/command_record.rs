@@ -385,8 +385,10 @@ fn changed_templates_lift_with_the_recorded_unban_and_keep_what_the_same_ban_hol
     let _ = unban.wait();
     release(&dir);
 
-    // Other ban and unban templates: the active .60 gets the new ban; .61, no longer active,
-    // is lifted by the unban it was banned for (recorded with it), not the new one.
+    // Other ban and unban templates: the active .60 is lifted from the old program by the
+    // unban it was banned for, then gets the new ban (review-act3 finding 1: the old program
+    // would hold it for good); .61, no longer active, is lifted by the unban it was banned for
+    // (recorded with it), not the new one.
     let reban = config("", &jails("22"))
         .replace("echo ban", "echo reban")
         .replace("echo unban", "echo lift");
@@ -397,6 +399,12 @@ fn changed_templates_lift_with_the_recorded_unban_and_keep_what_the_same_ban_hol
         "{:?}",
         lines(&dir, "cmd.log")
     );
+    let log = lines(&dir, "cmd.log");
+    let old = log.iter().position(|l| l == "unban 192.0.2.60 0 22");
+    let new = log.iter().position(|l| l == "reban 192.0.2.60 0 22");
+    assert!(old.is_some() && old < new, "{log:?}");
+    assert_eq!(count(&dir, "unban 192.0.2.60 0 22"), 1, "{log:?}");
+    assert_eq!(count_prefix(&dir, "lift 192.0.2.60"), 0, "{log:?}");
     assert_eq!(
         count(&dir, "unban 192.0.2.61 0 22"),
         1,

@@ -317,32 +317,54 @@ impl Action for CommandAction {
 
     /// Records the burst as unsettled, runs it in order, and records each command that succeeded
     /// as soon as it did.
+    ///
+    /// A ban of a target an old ban template holds (the config changed the templates) first
+    /// runs the unban that target was banned for, recorded and settled on its own before the
+    /// new ban overwrites the record: a crash in between runs the old unban again rather than
+    /// never. A ban whose old unban failed stays pending (the old program still holds it).
     fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
         self.open_late();
-        let values: Vec<Option<CommandRecord>> = batch
+        let lifts: Vec<ActionCommand> = batch
             .iter()
-            .map(|c| match c {
-                ActionCommand::Ban(order) => Some(self.record_of(order)),
-                ActionCommand::Unban(_) => None,
+            .filter_map(|c| match c {
+                ActionCommand::Ban(order) if self.old_unban.contains_key(&order.target) => {
+                    Some(ActionCommand::Unban(order.target))
+                }
+                _ => None,
             })
             .collect();
-        let marks: Vec<Mark<'_>> = batch
-            .iter()
-            .zip(&values)
-            .map(|(c, v)| match v {
-                Some(record) => Mark::Ban(record),
-                None => Mark::Unban(c.target()),
-            })
-            .collect();
-        let Some(records) = self.records.as_mut() else {
-            return self.run_burst(batch, values);
-        };
-        if let Err(error) = records.begin(&self.jail, self.nth, self.commands, &marks) {
-            crate::metrics::state_errors().increment(1);
-            tracing::error!(jail = %self.jail, %error, "command action: cannot record the commands it runs");
+        if lifts.is_empty() {
+            return self.record_and_run(batch);
         }
-        drop(marks);
-        self.run_burst(batch, values)
+        let mut first = None;
+        let mut blocked = Vec::new();
+        if let Err(failed) = self.record_and_run(&lifts) {
+            for j in failed.pending {
+                let target = lifts[j].target();
+                blocked.extend(
+                    (0..batch.len()).filter(
+                        |&i| matches!(&batch[i], ActionCommand::Ban(o) if o.target == target),
+                    ),
+                );
+            }
+            first = Some(failed.error);
+        }
+        let rest: Vec<usize> = (0..batch.len()).filter(|i| !blocked.contains(i)).collect();
+        let rest_batch: Vec<ActionCommand> = rest.iter().map(|&i| batch[i].clone()).collect();
+        let mut pending = blocked;
+        if let Err(failed) = self.record_and_run(&rest_batch) {
+            pending.extend(failed.pending.iter().filter_map(|&j| rest.get(j).copied()));
+            first.get_or_insert(failed.error);
+        }
+        pending.sort_unstable();
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError {
+                pending,
+                error,
+                refused: Vec::new(),
+            }),
+        }
     }
 
     /// What the record says the operator's programs hold: the bans whose `ban` ran and whose
@@ -354,8 +376,8 @@ impl Action for CommandAction {
         let read = |e| ActionError(format!("read the command action's record: {e}"));
         // Bans run by other templates (the config changed them). Only the unban changed: the
         // ban is held by the current ban's program, kept. The ban changed: doubtful, so the
-        // reconcile runs the new ban for an active one and the recorded (old) unban for one
-        // no longer active. Unknown templates (a record from before they were recorded):
+        // reconcile runs the recorded (old) unban, then the new ban, for an active one
+        // (`apply`), and the old unban alone for one no longer active. Unknown templates (a record from before they were recorded):
         // forgotten, and the new ban runs for every active one.
         let (mut adopted, mut changed, mut forgotten) = (0, 0, 0);
         for other in records
@@ -382,7 +404,7 @@ impl Action for CommandAction {
             }
         }
         if adopted + changed + forgotten > 0 {
-            tracing::warn!(jail = %self.jail, adopted, changed, forgotten, "[{}] the command action's ban or unban changed: bans of the same ban program kept ({adopted}), the new ban runs for the active ones of another ({changed}, which the old unban lifts when no longer active), records of unknown programs forgotten ({forgotten})", self.jail);
+            tracing::warn!(jail = %self.jail, adopted, changed, forgotten, "[{}] the command action's ban or unban changed: bans of the same ban program kept ({adopted}), the old unban then the new ban run for the active ones of another ({changed}, the old unban alone for those no longer active), records of unknown programs forgotten ({forgotten})", self.jail);
         }
         let all = records.commands(&self.jail, self.nth).map_err(read)?;
         self.unsettled = all
@@ -431,6 +453,34 @@ impl Action for CommandAction {
 }
 
 impl CommandAction {
+    /// Records the commands as begun, runs them in order, and records each that succeeded.
+    fn record_and_run(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+        let values: Vec<Option<CommandRecord>> = batch
+            .iter()
+            .map(|c| match c {
+                ActionCommand::Ban(order) => Some(self.record_of(order)),
+                ActionCommand::Unban(_) => None,
+            })
+            .collect();
+        let marks: Vec<Mark<'_>> = batch
+            .iter()
+            .zip(&values)
+            .map(|(c, v)| match v {
+                Some(record) => Mark::Ban(record),
+                None => Mark::Unban(c.target()),
+            })
+            .collect();
+        let Some(records) = self.records.as_mut() else {
+            return self.run_burst(batch, values);
+        };
+        if let Err(error) = records.begin(&self.jail, self.nth, self.commands, &marks) {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail = %self.jail, %error, "command action: cannot record the commands it runs");
+        }
+        drop(marks);
+        self.run_burst(batch, values)
+    }
+
     /// Records one command as done, as soon as it succeeded: a crash later in the burst (up to
     /// [`super::runner::MAX_BURST`] commands) then runs again only what had not finished.
     fn settle(&mut self, done: Done) {
