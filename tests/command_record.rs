@@ -524,3 +524,43 @@ fn a_stop_before_the_late_record_opened_still_forgets_what_it_lifted() {
     );
     assert!(d.stop().success());
 }
+
+/// A reload that takes a command action out of a jail runs the recorded unban of every ban it
+/// ran (review-act3 finding 4), before the reload answers; the other jail's bans stay.
+#[test]
+fn a_reload_that_removes_a_command_action_lifts_its_bans() {
+    let all = jails("22");
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &all), &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    d.cli_ok(&["ban", "sshd", "192.0.2.90"]);
+    d.cli_ok(&["ban", "stopper", "192.0.2.91"]);
+    wait_line(&dir, "ban 192.0.2.90 0 22", 1);
+    wait_line(&dir, "ban 192.0.2.91 0 25", 1);
+    let recorded = wait_for(Duration::from_secs(15), || {
+        settled(&dir.join("state.db"), "sshd") == ["192.0.2.90"]
+    });
+    assert!(recorded, "{:?}", settled_all(&dir.join("state.db")));
+    let start = all.find("action = {").unwrap();
+    let end = start + all[start..].find('\n').unwrap();
+    let logged = format!(
+        "{}action = {{ type = \"log\" }}{}",
+        &all[..start],
+        &all[end..]
+    );
+    std::fs::write(
+        &d.config,
+        config("", &logged).replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(out.contains("sshd: actions restarted"), "{out}");
+    assert_eq!(
+        count(&dir, "unban 192.0.2.90 0 22"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    assert_eq!(count_prefix(&dir, "unban 192.0.2.91"), 0);
+    assert!(settled(&dir.join("state.db"), "sshd").is_empty());
+    assert!(d.stop().success());
+}

@@ -1147,6 +1147,24 @@ impl JailSet {
                 let others = routes(old.iter().chain(&next));
                 let before = slot.config.clone();
                 let mut jail = retire(slot, others, &self.state).await;
+                // Command actions the jail no longer has: the bans they ran are lifted now with
+                // their recorded unbans (the start does it for a restart), before the new runner
+                // starts. Every other jail's records are left alone.
+                if command_actions(&config.actions) < command_actions(&before.actions) {
+                    let mut commands: HashMap<String, usize> = old
+                        .iter()
+                        .chain(&next)
+                        .chain(&started)
+                        .map(|s| (s.name.to_string(), usize::MAX))
+                        .collect();
+                    commands.insert(config.name.clone(), command_actions(&config.actions));
+                    let lifted = tokio::task::spawn_blocking(move || {
+                        crate::action::sweep::lift_unconfigured_commands(&commands)
+                    });
+                    if lifted.await.is_err() {
+                        tracing::error!(jail = %config.name, "lifting the bans of removed command actions failed");
+                    }
+                }
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
                 match start_slot(config.clone(), jail, orders).await {
@@ -1215,6 +1233,14 @@ impl JailSet {
         threads.extend(self.slots.into_iter().map(|s| s.thread));
         threads
     }
+}
+
+/// How many command actions `actions` hold (their records are kept by position).
+fn command_actions(actions: &[crate::action::ActionSpec]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, crate::action::ActionSpec::Command(_)))
+        .count()
 }
 
 /// The (backend, name) of the firewall objects `actions` make.
