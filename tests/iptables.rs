@@ -441,3 +441,32 @@ fn a_reload_that_swaps_two_jails_action_names_keeps_both_objects() {
     assert_eq!(kept(&ns, &dir, "y"), (true, true, Some("a".into())));
     assert_eq!(kept(&ns, &dir, "x"), (true, true, Some("b".into())));
 }
+
+/// A removed jail's lifts do not reach objects a changed jail took over (review-act3 finding
+/// 7): both jails banned the same address; the changed jail re-applies it in the taken
+/// objects, and the removed jail's unban, queued after, would delete it there. The changed
+/// jail keeps its objects at stop, so the set after the daemon (every runner joined) shows it.
+#[test]
+fn a_removed_jails_lifts_leave_the_bans_in_objects_it_handed_over() {
+    let ns = Netns::new("lifts");
+    let before = ipset_jail("old", "shared", false) + &ipset_jail("mover", "mine", false);
+    let d = Daemon::start_with(&config("", &before), &ns.prefix());
+    d.cli_ok(&["ban", "old", "192.0.2.7"]);
+    d.cli_ok(&["ban", "mover", "192.0.2.7"]);
+    let banned = wait_for(Duration::from_secs(15), || {
+        ["shared", "mine"].iter().all(|n| {
+            ns.run(&["ipset", "list", &format!("jailsink-{n}-v4")])
+                .contains("192.0.2.7 ")
+        })
+    });
+    assert!(banned, "{}", ns.run(&["ipset", "list"]));
+    let out = reload_with(&d, &ipset_jail("mover", "shared", true));
+    assert!(
+        out.contains("mover: actions restarted") && out.contains("old: removed"),
+        "{out}"
+    );
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let set = ns.run(&["ipset", "list", "jailsink-shared-v4"]);
+    assert!(set.contains("192.0.2.7 "), "{set}");
+}
