@@ -470,3 +470,40 @@ fn a_removed_jails_lifts_leave_the_bans_in_objects_it_handed_over() {
     let set = ns.run(&["ipset", "list", "jailsink-shared-v4"]);
     assert!(set.contains("192.0.2.7 "), "{set}");
 }
+
+/// A state database that opens after start, with no ban after it did: the clean stop still
+/// records the objects it keeps (review-act3 finding 3, firewall part), so a later start without
+/// the jail can remove them.
+#[test]
+fn a_stop_records_the_kept_objects_of_a_database_that_opened_late() {
+    let ns = Netns::new("latestop");
+    let text = config("", &ipset_jail("late", "kept", true))
+        .replace("@DIR@/state.db", "@DIR@/late/state.db");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("late"), "").unwrap();
+    let d = Daemon::start_in(dir, &text, &ns.prefix());
+    let dir = d.config.parent().unwrap().to_path_buf();
+    // A ban leaves a write waiting, which the state retries once the directory can be made.
+    d.cli_ok(&["ban", "late", "192.0.2.9"]);
+    let banned = wait_for(Duration::from_secs(15), || {
+        ns.run(&["ipset", "list", "jailsink-kept-v4"])
+            .contains("192.0.2.9 ")
+    });
+    assert!(banned);
+    std::fs::remove_file(dir.join("late")).unwrap();
+    let opened = wait_for(Duration::from_secs(15), || {
+        d.logged("state database opened at last: the bans since start are stored now")
+    });
+    assert!(opened, "the state database never opened");
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let db = rusqlite::Connection::open(dir.join("late/state.db")).unwrap();
+    let jail: Option<String> = db
+        .query_row(
+            "SELECT jail FROM firewall_objects WHERE backend = 'ipset' AND name = 'kept'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    assert_eq!(jail.as_deref(), Some("late"));
+}

@@ -294,7 +294,9 @@ impl Worker {
         let Some(mut opened) = records::open_configured() else {
             return;
         };
-        for slot in &self.slots {
+        // Objects another jail took over are its to record.
+        let handed = self.handed();
+        for slot in self.slots.iter().filter(|s| !taken(s, &handed)) {
             record_made(&mut opened, &self.jail, slot);
         }
         self.records = Some(opened);
@@ -375,6 +377,10 @@ impl Worker {
     }
 
     fn stop(&mut self) {
+        // Records opened late and no burst since: recorded now, whenever last tried, so
+        // objects kept at stop (`keep_on_stop`) are known to the next start's sweep.
+        self.tried = None;
+        self.record_late();
         let handed = self.handed();
         for slot in &mut self.slots {
             let kind = slot.action.kind();
