@@ -207,6 +207,9 @@ impl CommandAction {
 /// with its config).
 const ORPHAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Longest time all those unbans take together; what is left waits for the next start.
+const ORPHAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Runs, at start, the recorded unban of every ban a command action no longer configured ran
 /// (its jail removed from the config while the daemon was down, or fewer command actions in
 /// it), and forgets it; `configured` maps each jail to its number of command actions. An
@@ -225,6 +228,10 @@ pub(crate) fn lift_unconfigured(
         }
     };
     let mut lifted = 0;
+    let began = Instant::now();
+    // Templates that ran past their timeout: not tried again before the next start (one hung
+    // program must not cost a minute per record).
+    let mut hung: Vec<Vec<String>> = Vec::new();
     for records::Orphan {
         jail,
         action: nth,
@@ -232,8 +239,16 @@ pub(crate) fn lift_unconfigured(
         unban,
     } in orphans
     {
+        if began.elapsed() >= ORPHAN_BUDGET {
+            tracing::warn!(lifted, "lifting the bans of command actions no longer configured took too long: the rest waits for the next start");
+            break;
+        }
         let target = record.target;
-        let ran = match unban.filter(|argv| !argv.is_empty()) {
+        let unban = unban.filter(|argv| !argv.is_empty());
+        if unban.as_ref().is_some_and(|argv| hung.contains(argv)) {
+            continue;
+        }
+        let ran = match unban {
             None => {
                 tracing::warn!(%jail, ip = %element_text(target), "record of a command action no longer configured, without its unban: forgotten");
                 Ok(())
@@ -250,7 +265,11 @@ pub(crate) fn lift_unconfigured(
                     ("<matches>", String::new()),
                 ];
                 let argv: Vec<String> = template.iter().map(|arg| fill(arg, &values)).collect();
-                exec::run(&argv, None, ORPHAN_TIMEOUT).map(|_| lifted += 1)
+                let ran = exec::run(&argv, None, ORPHAN_TIMEOUT).map(|_| lifted += 1);
+                if matches!(ran, Err(exec::ExecError::Timeout { .. })) {
+                    hung.push(template);
+                }
+                ran
             }
         };
         match ran {

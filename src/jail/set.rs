@@ -300,7 +300,6 @@ impl JailSet {
             .iter()
             .flat_map(|j| j.actions.iter().cloned())
             .collect();
-        // So do the bans of command actions no longer configured: their recorded unban runs.
         let commands: HashMap<String, usize> = configs
             .iter()
             .map(|j| {
@@ -313,7 +312,6 @@ impl JailSet {
             })
             .collect();
         let swept = tokio::task::spawn_blocking(move || {
-            crate::action::sweep::lift_unconfigured_commands(&commands);
             crate::action::sweep::remove_unconfigured(&configured)
         });
         if swept.await.is_err() {
@@ -434,6 +432,15 @@ impl JailSet {
         set.send_routes().await;
         for op in forget {
             set.persist(op).await;
+        }
+        // The bans of command actions no longer configured: their recorded unbans run on a
+        // thread of their own once every jail protects (thousands of records, or a hung
+        // unban, must not hold the start back); their keys are no configured jail's.
+        let lifting = std::thread::Builder::new()
+            .name("lift-unconfigured".into())
+            .spawn(move || crate::action::sweep::lift_unconfigured_commands(&commands));
+        if let Err(error) = lifting {
+            tracing::error!(%error, "cannot start lifting the bans of command actions no longer configured; tried at the next start");
         }
         Ok(set)
     }
