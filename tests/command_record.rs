@@ -385,8 +385,10 @@ fn changed_templates_lift_with_the_recorded_unban_and_keep_what_the_same_ban_hol
     let _ = unban.wait();
     release(&dir);
 
-    // Other ban and unban templates: the active .60 gets the new ban; .61, no longer active,
-    // is lifted by the unban it was banned for (recorded with it), not the new one.
+    // Other ban and unban templates: the active .60 is lifted from the old program by the
+    // unban it was banned for, then gets the new ban (review-act3 finding 1: the old program
+    // would hold it for good); .61, no longer active, is lifted by the unban it was banned for
+    // (recorded with it), not the new one.
     let reban = config("", &jails("22"))
         .replace("echo ban", "echo reban")
         .replace("echo unban", "echo lift");
@@ -397,6 +399,12 @@ fn changed_templates_lift_with_the_recorded_unban_and_keep_what_the_same_ban_hol
         "{:?}",
         lines(&dir, "cmd.log")
     );
+    let log = lines(&dir, "cmd.log");
+    let old = log.iter().position(|l| l == "unban 192.0.2.60 0 22");
+    let new = log.iter().position(|l| l == "reban 192.0.2.60 0 22");
+    assert!(old.is_some() && old < new, "{log:?}");
+    assert_eq!(count(&dir, "unban 192.0.2.60 0 22"), 1, "{log:?}");
+    assert_eq!(count_prefix(&dir, "lift 192.0.2.60"), 0, "{log:?}");
     assert_eq!(
         count(&dir, "unban 192.0.2.61 0 22"),
         1,
@@ -431,15 +439,15 @@ fn the_bans_of_a_command_action_removed_while_down_are_lifted_with_their_unban()
     // sshd has no stop template: its ban stays where the program put it, and recorded.
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
-    // sshd leaves the config while the daemon is down: its recorded unban runs, once.
+    // sshd leaves the config while the daemon is down: its recorded unban runs, once (after
+    // the start, on a thread of its own), and the record is forgotten.
     let rest = &all[all.find("[jails.stopper]").unwrap()..];
     let d = Daemon::start_in(kept, &config("", rest), &[]);
-    assert_eq!(
-        count(&dir, "unban 192.0.2.70 0 22"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    wait_line(&dir, "unban 192.0.2.70 0 22", 1);
+    let forgotten = wait_for(Duration::from_secs(15), || {
+        settled(&dir.join("state.db"), "sshd").is_empty()
+    });
+    assert!(forgotten, "{:?}", settled_all(&dir.join("state.db")));
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
     let d = Daemon::start_in(kept, &config("", rest), &[]);
@@ -449,5 +457,153 @@ fn the_bans_of_a_command_action_removed_while_down_are_lifted_with_their_unban()
         "{:?}",
         lines(&dir, "cmd.log")
     );
+    assert!(d.stop().success());
+}
+
+/// Whether the state (bans table) holds `target` in `jail`.
+fn stored(db: &Path, jail: &str, target: &str) -> bool {
+    let Ok(db) = rusqlite::Connection::open(db) else {
+        return false;
+    };
+    db.query_row(
+        "SELECT count(*) FROM bans WHERE jail = ?1 AND target = ?2",
+        [jail, target],
+        |r| r.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n == 1)
+}
+
+/// A clean stop while the record is not open yet (the state database opened after start and no
+/// command of the action ran since) still writes down that its `stop` lifted everything
+/// (review-act3 finding 3): the next start runs the restored ban's `ban` again.
+#[test]
+fn a_stop_before_the_late_record_opened_still_forgets_what_it_lifted() {
+    let text = config("", &jails("22")).replace("@DIR@/state.db", "@DIR@/late/state.db");
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    let db = dir.join("late/state.db");
+    d.cli_ok(&["ban", "stopper", "192.0.2.80"]);
+    wait_line(&dir, "ban 192.0.2.80 0 25", 1);
+    let recorded = wait_for(Duration::from_secs(15), || {
+        settled(&db, "stopper") == ["192.0.2.80"] && stored(&db, "stopper", "192.0.2.80/32")
+    });
+    assert!(recorded, "{:?}", settled_all(&db));
+    let kept = d.kill9();
+
+    // The database cannot open at start (its directory is a file): nothing is restored, the
+    // stopper's action runs no command and its record stays closed.
+    std::fs::rename(dir.join("late"), dir.join("away")).unwrap();
+    std::fs::write(dir.join("late"), "").unwrap();
+    let d = Daemon::start_in(kept, &text, &[]);
+    // A ban of the other jail leaves a write waiting, which the state retries.
+    d.cli_ok(&["ban", "sshd", "192.0.2.81"]);
+    wait_line(&dir, "ban 192.0.2.81 0 22", 1);
+    std::fs::remove_file(dir.join("late")).unwrap();
+    std::fs::rename(dir.join("away"), dir.join("late")).unwrap();
+    let opened = wait_for(Duration::from_secs(15), || {
+        d.logged("state database opened at last: the bans since start are stored now")
+    });
+    assert!(opened, "the state database never opened");
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    assert_eq!(
+        count(&dir, "stop stopper"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+
+    // The stop lifted .80: restored from the state, it is banned again.
+    let d = Daemon::start_in(kept, &text, &[]);
+    assert_eq!(
+        count(&dir, "ban 192.0.2.80 0 25"),
+        2,
+        "{:?} {:?}",
+        lines(&dir, "cmd.log"),
+        settled_all(&db)
+    );
+    assert!(d.stop().success());
+}
+
+/// A reload that takes a command action out of a jail runs the recorded unban of every ban it
+/// ran (review-act3 finding 4), before the reload answers; the other jail's bans stay.
+#[test]
+fn a_reload_that_removes_a_command_action_lifts_its_bans() {
+    let all = jails("22");
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &all), &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    d.cli_ok(&["ban", "sshd", "192.0.2.90"]);
+    d.cli_ok(&["ban", "stopper", "192.0.2.91"]);
+    wait_line(&dir, "ban 192.0.2.90 0 22", 1);
+    wait_line(&dir, "ban 192.0.2.91 0 25", 1);
+    let recorded = wait_for(Duration::from_secs(15), || {
+        settled(&dir.join("state.db"), "sshd") == ["192.0.2.90"]
+    });
+    assert!(recorded, "{:?}", settled_all(&dir.join("state.db")));
+    let start = all.find("action = {").unwrap();
+    let end = start + all[start..].find('\n').unwrap();
+    let logged = format!(
+        "{}action = {{ type = \"log\" }}{}",
+        &all[..start],
+        &all[end..]
+    );
+    std::fs::write(
+        &d.config,
+        config("", &logged).replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(out.contains("sshd: actions restarted"), "{out}");
+    assert_eq!(
+        count(&dir, "unban 192.0.2.90 0 22"),
+        1,
+        "{:?}",
+        lines(&dir, "cmd.log")
+    );
+    assert_eq!(count_prefix(&dir, "unban 192.0.2.91"), 0);
+    assert!(settled(&dir.join("state.db"), "sshd").is_empty());
+    assert!(d.stop().success());
+}
+
+/// The recorded unbans of a command action removed while the daemon was down run after the
+/// start, not before it (review-act3 finding 5): the daemon is ready while one of them waits on
+/// a file the test holds, and the unban finishes once the test removes it. (Run before the
+/// start, it would hold the start back until its timeout killed it, and stay recorded.)
+#[test]
+fn the_unbans_of_a_removed_command_action_do_not_hold_the_start_back() {
+    let waiting = r#"
+[jails.slow]
+programs = ["slow"]
+failregex = ['^x <HOST>$']
+bantime = "1h"
+action = { type = "command", ban = ["sh", "-c", "echo ban <ip> >> @DIR@/cmd.log"], unban = ["sh", "-c", "if [ -e @DIR@/hold ]; then echo held >> @DIR@/held.log; fi; while [ -e @DIR@/hold ]; do sleep 0.05; done; echo unban <ip> >> @DIR@/cmd.log"] }
+"#;
+    let all = jails("22");
+    let rest = &all[all.find("[jails.stopper]").unwrap()..];
+    let d = Daemon::start_in(
+        tempfile::tempdir().unwrap(),
+        &config("", &format!("{waiting}\n{rest}")),
+        &[],
+    );
+    let dir = d.config.parent().unwrap().to_path_buf();
+    d.cli_ok(&["ban", "slow", "192.0.2.95"]);
+    wait_line(&dir, "ban 192.0.2.95", 1);
+    let recorded = wait_for(Duration::from_secs(15), || {
+        settled(&dir.join("state.db"), "slow") == ["192.0.2.95"]
+    });
+    assert!(recorded, "{:?}", settled_all(&dir.join("state.db")));
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+
+    std::fs::write(dir.join("hold"), "").unwrap();
+    let d = Daemon::start_in(kept, &config("", rest), &[]);
+    wait_held(&dir, 1);
+    assert_eq!(count(&dir, "unban 192.0.2.95"), 0);
+    release(&dir);
+    wait_line(&dir, "unban 192.0.2.95", 1);
+    let forgotten = wait_for(Duration::from_secs(15), || {
+        settled(&dir.join("state.db"), "slow").is_empty()
+    });
+    assert!(forgotten, "{:?}", settled_all(&dir.join("state.db")));
     assert!(d.stop().success());
 }

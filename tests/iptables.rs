@@ -349,3 +349,161 @@ action = {{ type = "ipset", name = "shared", keep_on_stop = {keep} }}
         .unwrap();
     assert_eq!(jail, "new");
 }
+
+/// An ipset jail `jail` named `name` on port 22 (`keep_on_stop` as given).
+fn ipset_jail(jail: &str, name: &str, keep: bool) -> String {
+    format!(
+        r#"
+[jails.{jail}]
+programs = ["sshd"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+maxretry = 1
+bantime = "1h"
+port = "22"
+action = {{ type = "ipset", name = "{name}", keep_on_stop = {keep} }}
+"#
+    )
+}
+
+/// Reloads `d` with `jails`, returns the reload's answer.
+fn reload_with(d: &Daemon, jails: &str) -> String {
+    let dir = d.config.parent().unwrap().to_path_buf();
+    std::fs::write(
+        &d.config,
+        config("", jails).replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    d.cli_ok(&["reload"])
+}
+
+/// Whether the port-22 hook and the set of ipset objects `name` are there, and which jail the
+/// record says made them.
+fn kept(ns: &Netns, dir: &std::path::Path, name: &str) -> (bool, bool, Option<String>) {
+    let hook = format!("--dports 22 -m set --match-set jailsink-{name}-v4 src -j DROP");
+    let rules = ns.run(&["iptables-save"]);
+    let sets = ns.run(&["ipset", "list", "-n"]);
+    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    let jail = db
+        .query_row(
+            "SELECT jail FROM firewall_objects WHERE backend = 'ipset' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .ok();
+    (
+        rules.contains(&hook),
+        sets.contains(&format!("jailsink-{name}-v4")),
+        jail,
+    )
+}
+
+/// A jail whose actions change takes a removed jail's name (review-act3 finding 2): the
+/// removed jail's runner, which stops after the changed jail restarted in the objects, leaves
+/// them to it. The changed jail keeps them at stop, so what is left after the daemon shows
+/// whether the removed jail's stop destroyed them.
+#[test]
+fn a_reload_where_a_changed_jail_takes_a_removed_jails_name_keeps_its_objects() {
+    let ns = Netns::new("retake");
+    let before = ipset_jail("old", "shared", false) + &ipset_jail("mover", "mine", false);
+    let d = Daemon::start_with(&config("", &before), &ns.prefix());
+    let dir = d.config.parent().unwrap().to_path_buf();
+    let out = reload_with(&d, &ipset_jail("mover", "shared", true));
+    assert!(
+        out.contains("mover: actions restarted") && out.contains("old: removed"),
+        "{out}"
+    );
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    assert_eq!(
+        kept(&ns, &dir, "shared"),
+        (true, true, Some("mover".into()))
+    );
+}
+
+/// Two jails whose actions change swap their objects' names (review-act3 finding 2): neither
+/// old runner's stop destroys the objects the other jail now runs in.
+#[test]
+fn a_reload_that_swaps_two_jails_action_names_keeps_both_objects() {
+    let ns = Netns::new("swap");
+    let before = ipset_jail("a", "x", false) + &ipset_jail("b", "y", false);
+    let d = Daemon::start_with(&config("", &before), &ns.prefix());
+    let dir = d.config.parent().unwrap().to_path_buf();
+    let out = reload_with(
+        &d,
+        &(ipset_jail("a", "y", true) + &ipset_jail("b", "x", true)),
+    );
+    assert!(
+        out.contains("a: actions restarted") && out.contains("b: actions restarted"),
+        "{out}"
+    );
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    assert_eq!(kept(&ns, &dir, "y"), (true, true, Some("a".into())));
+    assert_eq!(kept(&ns, &dir, "x"), (true, true, Some("b".into())));
+}
+
+/// A removed jail's lifts do not reach objects a changed jail took over (review-act3 finding
+/// 7): both jails banned the same address; the changed jail re-applies it in the taken
+/// objects, and the removed jail's unban, queued after, would delete it there. The changed
+/// jail keeps its objects at stop, so the set after the daemon (every runner joined) shows it.
+#[test]
+fn a_removed_jails_lifts_leave_the_bans_in_objects_it_handed_over() {
+    let ns = Netns::new("lifts");
+    let before = ipset_jail("old", "shared", false) + &ipset_jail("mover", "mine", false);
+    let d = Daemon::start_with(&config("", &before), &ns.prefix());
+    d.cli_ok(&["ban", "old", "192.0.2.7"]);
+    d.cli_ok(&["ban", "mover", "192.0.2.7"]);
+    let banned = wait_for(Duration::from_secs(15), || {
+        ["shared", "mine"].iter().all(|n| {
+            ns.run(&["ipset", "list", &format!("jailsink-{n}-v4")])
+                .contains("192.0.2.7 ")
+        })
+    });
+    assert!(banned, "{}", ns.run(&["ipset", "list"]));
+    let out = reload_with(&d, &ipset_jail("mover", "shared", true));
+    assert!(
+        out.contains("mover: actions restarted") && out.contains("old: removed"),
+        "{out}"
+    );
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let set = ns.run(&["ipset", "list", "jailsink-shared-v4"]);
+    assert!(set.contains("192.0.2.7 "), "{set}");
+}
+
+/// A state database that opens after start, with no ban after it did: the clean stop still
+/// records the objects it keeps (review-act3 finding 3, firewall part), so a later start without
+/// the jail can remove them.
+#[test]
+fn a_stop_records_the_kept_objects_of_a_database_that_opened_late() {
+    let ns = Netns::new("latestop");
+    let text = config("", &ipset_jail("late", "kept", true))
+        .replace("@DIR@/state.db", "@DIR@/late/state.db");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("late"), "").unwrap();
+    let d = Daemon::start_in(dir, &text, &ns.prefix());
+    let dir = d.config.parent().unwrap().to_path_buf();
+    // A ban leaves a write waiting, which the state retries once the directory can be made.
+    d.cli_ok(&["ban", "late", "192.0.2.9"]);
+    let banned = wait_for(Duration::from_secs(15), || {
+        ns.run(&["ipset", "list", "jailsink-kept-v4"])
+            .contains("192.0.2.9 ")
+    });
+    assert!(banned);
+    std::fs::remove_file(dir.join("late")).unwrap();
+    let opened = wait_for(Duration::from_secs(15), || {
+        d.logged("state database opened at last: the bans since start are stored now")
+    });
+    assert!(opened, "the state database never opened");
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let db = rusqlite::Connection::open(dir.join("late/state.db")).unwrap();
+    let jail: Option<String> = db
+        .query_row(
+            "SELECT jail FROM firewall_objects WHERE backend = 'ipset' AND name = 'kept'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    assert_eq!(jail.as_deref(), Some("late"));
+}

@@ -207,6 +207,9 @@ impl CommandAction {
 /// with its config).
 const ORPHAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Longest time all those unbans take together; what is left waits for the next start.
+const ORPHAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Runs, at start, the recorded unban of every ban a command action no longer configured ran
 /// (its jail removed from the config while the daemon was down, or fewer command actions in
 /// it), and forgets it; `configured` maps each jail to its number of command actions. An
@@ -225,6 +228,10 @@ pub(crate) fn lift_unconfigured(
         }
     };
     let mut lifted = 0;
+    let began = Instant::now();
+    // Templates that ran past their timeout: not tried again before the next start (one hung
+    // program must not cost a minute per record).
+    let mut hung: Vec<Vec<String>> = Vec::new();
     for records::Orphan {
         jail,
         action: nth,
@@ -232,8 +239,16 @@ pub(crate) fn lift_unconfigured(
         unban,
     } in orphans
     {
+        if began.elapsed() >= ORPHAN_BUDGET {
+            tracing::warn!(lifted, "lifting the bans of command actions no longer configured took too long: the rest waits for the next start");
+            break;
+        }
         let target = record.target;
-        let ran = match unban.filter(|argv| !argv.is_empty()) {
+        let unban = unban.filter(|argv| !argv.is_empty());
+        if unban.as_ref().is_some_and(|argv| hung.contains(argv)) {
+            continue;
+        }
+        let ran = match unban {
             None => {
                 tracing::warn!(%jail, ip = %element_text(target), "record of a command action no longer configured, without its unban: forgotten");
                 Ok(())
@@ -250,7 +265,11 @@ pub(crate) fn lift_unconfigured(
                     ("<matches>", String::new()),
                 ];
                 let argv: Vec<String> = template.iter().map(|arg| fill(arg, &values)).collect();
-                exec::run(&argv, None, ORPHAN_TIMEOUT).map(|_| lifted += 1)
+                let ran = exec::run(&argv, None, ORPHAN_TIMEOUT).map(|_| lifted += 1);
+                if matches!(ran, Err(exec::ExecError::Timeout { .. })) {
+                    hung.push(template);
+                }
+                ran
             }
         };
         match ran {
@@ -317,32 +336,54 @@ impl Action for CommandAction {
 
     /// Records the burst as unsettled, runs it in order, and records each command that succeeded
     /// as soon as it did.
+    ///
+    /// A ban of a target an old ban template holds (the config changed the templates) first
+    /// runs the unban that target was banned for, recorded and settled on its own before the
+    /// new ban overwrites the record: a crash in between runs the old unban again rather than
+    /// never. A ban whose old unban failed stays pending (the old program still holds it).
     fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
         self.open_late();
-        let values: Vec<Option<CommandRecord>> = batch
+        let lifts: Vec<ActionCommand> = batch
             .iter()
-            .map(|c| match c {
-                ActionCommand::Ban(order) => Some(self.record_of(order)),
-                ActionCommand::Unban(_) => None,
+            .filter_map(|c| match c {
+                ActionCommand::Ban(order) if self.old_unban.contains_key(&order.target) => {
+                    Some(ActionCommand::Unban(order.target))
+                }
+                _ => None,
             })
             .collect();
-        let marks: Vec<Mark<'_>> = batch
-            .iter()
-            .zip(&values)
-            .map(|(c, v)| match v {
-                Some(record) => Mark::Ban(record),
-                None => Mark::Unban(c.target()),
-            })
-            .collect();
-        let Some(records) = self.records.as_mut() else {
-            return self.run_burst(batch, values);
-        };
-        if let Err(error) = records.begin(&self.jail, self.nth, self.commands, &marks) {
-            crate::metrics::state_errors().increment(1);
-            tracing::error!(jail = %self.jail, %error, "command action: cannot record the commands it runs");
+        if lifts.is_empty() {
+            return self.record_and_run(batch);
         }
-        drop(marks);
-        self.run_burst(batch, values)
+        let mut first = None;
+        let mut blocked = Vec::new();
+        if let Err(failed) = self.record_and_run(&lifts) {
+            for j in failed.pending {
+                let target = lifts[j].target();
+                blocked.extend(
+                    (0..batch.len()).filter(
+                        |&i| matches!(&batch[i], ActionCommand::Ban(o) if o.target == target),
+                    ),
+                );
+            }
+            first = Some(failed.error);
+        }
+        let rest: Vec<usize> = (0..batch.len()).filter(|i| !blocked.contains(i)).collect();
+        let rest_batch: Vec<ActionCommand> = rest.iter().map(|&i| batch[i].clone()).collect();
+        let mut pending = blocked;
+        if let Err(failed) = self.record_and_run(&rest_batch) {
+            pending.extend(failed.pending.iter().filter_map(|&j| rest.get(j).copied()));
+            first.get_or_insert(failed.error);
+        }
+        pending.sort_unstable();
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError {
+                pending,
+                error,
+                refused: Vec::new(),
+            }),
+        }
     }
 
     /// What the record says the operator's programs hold: the bans whose `ban` ran and whose
@@ -354,8 +395,8 @@ impl Action for CommandAction {
         let read = |e| ActionError(format!("read the command action's record: {e}"));
         // Bans run by other templates (the config changed them). Only the unban changed: the
         // ban is held by the current ban's program, kept. The ban changed: doubtful, so the
-        // reconcile runs the new ban for an active one and the recorded (old) unban for one
-        // no longer active. Unknown templates (a record from before they were recorded):
+        // reconcile runs the recorded (old) unban, then the new ban, for an active one
+        // (`apply`), and the old unban alone for one no longer active. Unknown templates (a record from before they were recorded):
         // forgotten, and the new ban runs for every active one.
         let (mut adopted, mut changed, mut forgotten) = (0, 0, 0);
         for other in records
@@ -382,7 +423,7 @@ impl Action for CommandAction {
             }
         }
         if adopted + changed + forgotten > 0 {
-            tracing::warn!(jail = %self.jail, adopted, changed, forgotten, "[{}] the command action's ban or unban changed: bans of the same ban program kept ({adopted}), the new ban runs for the active ones of another ({changed}, which the old unban lifts when no longer active), records of unknown programs forgotten ({forgotten})", self.jail);
+            tracing::warn!(jail = %self.jail, adopted, changed, forgotten, "[{}] the command action's ban or unban changed: bans of the same ban program kept ({adopted}), the old unban then the new ban run for the active ones of another ({changed}, the old unban alone for those no longer active), records of unknown programs forgotten ({forgotten})", self.jail);
         }
         let all = records.commands(&self.jail, self.nth).map_err(read)?;
         self.unsettled = all
@@ -410,9 +451,18 @@ impl Action for CommandAction {
     /// actionstop flushes its chain): the record is forgotten, and the next start runs `ban`
     /// for every restored ban. Without a `stop` template the bans stay where the programs put
     /// them, and so does the record.
+    ///
+    /// A record not opened yet (the state database opened after start, and no command came
+    /// since) is opened first, whenever it was last tried: a stop not written down would leave
+    /// the record saying its bans are held, and the next start would skip them.
     fn stop(&mut self) -> Result<(), ActionError> {
         self.run(&self.spec.stop, None, None, &[])?;
         if !self.spec.stop.is_empty() {
+            self.tried = None;
+            self.open_late();
+            if self.records.is_none() && records::named() {
+                tracing::error!(jail = %self.jail, "command action: its stop ran but cannot be recorded: the next start may take the bans it lifted for held, and not run them again");
+            }
             self.active.clear();
             self.old_unban.clear();
             self.write("forget", |r, jail, nth| r.forget_commands(jail, nth));
@@ -422,6 +472,34 @@ impl Action for CommandAction {
 }
 
 impl CommandAction {
+    /// Records the commands as begun, runs them in order, and records each that succeeded.
+    fn record_and_run(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
+        let values: Vec<Option<CommandRecord>> = batch
+            .iter()
+            .map(|c| match c {
+                ActionCommand::Ban(order) => Some(self.record_of(order)),
+                ActionCommand::Unban(_) => None,
+            })
+            .collect();
+        let marks: Vec<Mark<'_>> = batch
+            .iter()
+            .zip(&values)
+            .map(|(c, v)| match v {
+                Some(record) => Mark::Ban(record),
+                None => Mark::Unban(c.target()),
+            })
+            .collect();
+        let Some(records) = self.records.as_mut() else {
+            return self.run_burst(batch, values);
+        };
+        if let Err(error) = records.begin(&self.jail, self.nth, self.commands, &marks) {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail = %self.jail, %error, "command action: cannot record the commands it runs");
+        }
+        drop(marks);
+        self.run_burst(batch, values)
+    }
+
     /// Records one command as done, as soon as it succeeded: a crash later in the burst (up to
     /// [`super::runner::MAX_BURST`] commands) then runs again only what had not finished.
     fn settle(&mut self, done: Done) {

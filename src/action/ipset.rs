@@ -173,24 +173,15 @@ impl Action for IpsetAction {
         let (refused, v4): (Vec<usize>, Vec<usize>) =
             (0..batch.len()).partition(|&i| batch[i].target().is_ipv6());
         let mut pending = Vec::new();
-        let mut first = (!refused.is_empty())
-            .then(|| ActionError(format!("no ip6tables rule matches the IPv6 set: {reason}")));
+        let mut failed_v4 = None;
         let v4_batch: Vec<ActionCommand> = v4.iter().map(|&i| batch[i].clone()).collect();
         if !v4_batch.is_empty() {
             if let Err(failed) = self.restore(&v4_batch) {
                 pending.extend(failed.pending.iter().filter_map(|&j| v4.get(j).copied()));
-                first.get_or_insert(failed.error);
+                failed_v4 = Some(failed.error);
             }
         }
-        pending.sort_unstable();
-        match first {
-            None => Ok(()),
-            Some(error) => Err(BatchError {
-                pending,
-                error,
-                refused,
-            }),
-        }
+        with_refusal(pending, failed_v4, refused, reason)
     }
 
     fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
@@ -236,9 +227,55 @@ impl Action for IpsetAction {
     }
 }
 
+/// A batch's outcome on a host whose IPv6 set no rule matches: the IPv4 part's error (a real
+/// failure, retried) is the one logged; the refusal's text (`reason`) only when nothing else
+/// failed.
+fn with_refusal(
+    mut pending: Vec<usize>,
+    failed_v4: Option<ActionError>,
+    refused: Vec<usize>,
+    reason: &str,
+) -> Result<(), BatchError> {
+    let error = failed_v4.or_else(|| {
+        (!refused.is_empty())
+            .then(|| ActionError(format!("no ip6tables rule matches the IPv6 set: {reason}")))
+    });
+    pending.sort_unstable();
+    match error {
+        None => Ok(()),
+        Some(error) => Err(BatchError {
+            pending,
+            error,
+            refused,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// review-act3 finding 8: an IPv4 failure in a batch with refused IPv6 commands is logged
+    /// with its own text, not the refusal's.
+    #[test]
+    fn an_ipv4_failure_keeps_its_own_error_next_to_refused_ipv6_commands() {
+        let failed = with_refusal(
+            vec![2, 1],
+            Some(ActionError("ipset restore: line 1 failed".into())),
+            vec![0],
+            "no ip6tables",
+        )
+        .unwrap_err();
+        assert_eq!(failed.error.0, "ipset restore: line 1 failed");
+        assert_eq!((failed.pending, failed.refused), (vec![1, 2], vec![0]));
+        let refused = with_refusal(Vec::new(), None, vec![0], "no ip6tables").unwrap_err();
+        assert_eq!(
+            refused.error.0,
+            "no ip6tables rule matches the IPv6 set: no ip6tables"
+        );
+        assert!(refused.pending.is_empty());
+        assert!(with_refusal(Vec::new(), None, Vec::new(), "x").is_ok());
+    }
 
     #[test]
     fn restore_lines_carry_timeouts_in_whole_seconds() {

@@ -235,7 +235,11 @@ impl Worker {
 
     /// Tries every action's backlog again; what still fails stays for the next round.
     fn retry_backlogs(&mut self) {
+        let handed = self.handed();
         for slot in &mut self.slots {
+            if taken(slot, &handed) {
+                slot.backlog.clear();
+            }
             if slot.backlog.is_empty() {
                 continue;
             }
@@ -290,7 +294,9 @@ impl Worker {
         let Some(mut opened) = records::open_configured() else {
             return;
         };
-        for slot in &self.slots {
+        // Objects another jail took over are its to record.
+        let handed = self.handed();
+        for slot in self.slots.iter().filter(|s| !taken(s, &handed)) {
             record_made(&mut opened, &self.jail, slot);
         }
         self.records = Some(opened);
@@ -335,7 +341,14 @@ impl Worker {
                 continue;
             }
             self.record_late();
+            let handed = self.handed();
             for slot in &mut self.slots {
+                if taken(slot, &handed) {
+                    // Another jail's bans are in these objects now (a removed jail's lifts
+                    // would delete its bans of the same addresses); its start's reconcile
+                    // removed what this jail had there.
+                    continue;
+                }
                 slot.supersede(&burst);
                 apply(&self.jail, slot, &burst);
             }
@@ -355,20 +368,23 @@ impl Worker {
         }
     }
 
-    fn stop(&mut self) {
-        let handed: Vec<(&'static str, String)> = self
-            .handed_over
+    /// The objects another jail took over ([`Runner::handed_over`]).
+    fn handed(&self) -> Vec<(&'static str, String)> {
+        self.handed_over
             .lock()
             .map(|h| h.clone())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        // Records opened late and no burst since: recorded now, whenever last tried, so
+        // objects kept at stop (`keep_on_stop`) are known to the next start's sweep.
+        self.tried = None;
+        self.record_late();
+        let handed = self.handed();
         for slot in &mut self.slots {
             let kind = slot.action.kind();
-            let taken = slot.made.as_ref().is_some_and(|spec| {
-                handed
-                    .iter()
-                    .any(|(b, n)| *b == kind.name() && *n == spec.name)
-            });
-            if taken {
+            if taken(slot, &handed) {
                 // Another jail's runner uses these objects now: its bans go on in them.
                 tracing::info!(jail = %self.jail, action = kind.name(), "[{}] firewall objects left to the jail that took their name", self.jail);
                 continue;
@@ -388,6 +404,16 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether `slot`'s firewall objects are among those another jail took over (`handed`).
+fn taken(slot: &Slot, handed: &[(&'static str, String)]) -> bool {
+    let kind = slot.action.kind();
+    slot.made.as_ref().is_some_and(|spec| {
+        handed
+            .iter()
+            .any(|(b, n)| *b == kind.name() && *n == spec.name)
+    })
 }
 
 /// Removes the objects an earlier run recorded under `slot`'s backend and name with other

@@ -37,6 +37,16 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
     remove_objects(&mut records, configured)
 }
 
+/// Whether a command action no longer configured left recorded bans (read here, on the
+/// caller's thread, so that a thread to lift them is made only when there are some).
+pub(crate) fn has_unconfigured_commands(
+    commands: &std::collections::HashMap<String, usize>,
+) -> bool {
+    records::open_configured()
+        .and_then(|records| records.unconfigured_commands(commands).ok())
+        .is_some_and(|orphans| !orphans.is_empty())
+}
+
 /// Runs the recorded unban of every ban of a command action no longer configured (`commands`:
 /// each jail's number of command actions) and forgets it ([`super::command::lift_unconfigured`]).
 pub(crate) fn lift_unconfigured_commands(commands: &std::collections::HashMap<String, usize>) {

@@ -300,7 +300,6 @@ impl JailSet {
             .iter()
             .flat_map(|j| j.actions.iter().cloned())
             .collect();
-        // So do the bans of command actions no longer configured: their recorded unban runs.
         let commands: HashMap<String, usize> = configs
             .iter()
             .map(|j| {
@@ -315,7 +314,6 @@ impl JailSet {
         // On this thread, before anything else runs: a blocking-pool thread made for it would
         // keep its malloc arena (and SQLite's memory in it) for the daemon's life, which idle
         // RSS shows.
-        crate::action::sweep::lift_unconfigured_commands(&commands);
         crate::action::sweep::remove_unconfigured(&configured);
         let mut jails: Vec<(JailSpec, Jail, Vec<BanOrder>)> = configs
             .into_iter()
@@ -432,6 +430,19 @@ impl JailSet {
         set.send_routes().await;
         for op in forget {
             set.persist(op).await;
+        }
+        // The bans of command actions no longer configured: their recorded unbans run on a
+        // thread of their own once every jail protects (thousands of records, or a hung
+        // unban, must not hold the start back); their keys are no configured jail's.
+        // (Only when there are some: a thread made at every start would keep its malloc
+        // arena, which idle RSS shows.)
+        if crate::action::sweep::has_unconfigured_commands(&commands) {
+            let lifting = std::thread::Builder::new()
+                .name("lift-unconfigured".into())
+                .spawn(move || crate::action::sweep::lift_unconfigured_commands(&commands));
+            if let Err(error) = lifting {
+                tracing::error!(%error, "cannot start lifting the bans of command actions no longer configured; tried at the next start");
+            }
         }
         Ok(set)
     }
@@ -1105,15 +1116,24 @@ impl JailSet {
             );
         }
         // A jail removed (or whose actions change) gives up the names of its firewall objects;
-        // a new jail that took one runs in them now: the old runner, which stops after the new
-        // one started, must leave them (and their record) alone.
-        let incoming: Vec<(&'static str, String)> = started
+        // a jail new or whose actions change that took one runs in them after the reload: the
+        // old runner, which may stop after the new one started (a removed jail's last, a
+        // retired one's when its turn comes), must leave them (and their record) alone. Marked
+        // before any old runner stops; a jail's own new names are not taken from itself (its
+        // old runner stops before its new one starts).
+        let incoming: Vec<(&str, (&'static str, String))> = configs
             .iter()
-            .flat_map(|s| firewall_names(&s.config.actions))
+            .filter(|c| {
+                self.slots
+                    .iter()
+                    .find(|s| *s.name == *c.name)
+                    .is_none_or(|s| s.config.actions != c.actions)
+            })
+            .flat_map(|c| firewall_names(&c.actions).map(move |n| (&*c.name, n)))
             .collect();
         for slot in &self.slots {
             let taken: Vec<(&'static str, String)> = firewall_names(&slot.config.actions)
-                .filter(|n| incoming.contains(n))
+                .filter(|n| incoming.iter().any(|(by, m)| **by != *slot.name && m == n))
                 .collect();
             if let (false, Ok(mut handed)) = (taken.is_empty(), slot.handed_over.lock()) {
                 handed.extend(taken);
@@ -1136,6 +1156,24 @@ impl JailSet {
                 let others = routes(old.iter().chain(&next));
                 let before = slot.config.clone();
                 let mut jail = retire(slot, others, &self.state).await;
+                // Command actions the jail no longer has: the bans they ran are lifted now with
+                // their recorded unbans (the start does it for a restart), before the new runner
+                // starts. Every other jail's records are left alone.
+                if command_actions(&config.actions) < command_actions(&before.actions) {
+                    let mut commands: HashMap<String, usize> = old
+                        .iter()
+                        .chain(&next)
+                        .chain(&started)
+                        .map(|s| (s.name.to_string(), usize::MAX))
+                        .collect();
+                    commands.insert(config.name.clone(), command_actions(&config.actions));
+                    let lifted = tokio::task::spawn_blocking(move || {
+                        crate::action::sweep::lift_unconfigured_commands(&commands)
+                    });
+                    if lifted.await.is_err() {
+                        tracing::error!(jail = %config.name, "lifting the bans of removed command actions failed");
+                    }
+                }
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
                 match start_slot(config.clone(), jail, orders).await {
@@ -1204,6 +1242,14 @@ impl JailSet {
         threads.extend(self.slots.into_iter().map(|s| s.thread));
         threads
     }
+}
+
+/// How many command actions `actions` hold (their records are kept by position).
+fn command_actions(actions: &[crate::action::ActionSpec]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, crate::action::ActionSpec::Command(_)))
+        .count()
 }
 
 /// The (backend, name) of the firewall objects `actions` make.
