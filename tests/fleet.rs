@@ -1739,21 +1739,7 @@ fn fleet_shared_windows_settle_the_decided_marker_to_the_applied_ban() {
 #[test]
 fn fleet_shared_windows_settle_again_what_redis_refused() {
     let redis = Redis::start("", &[]);
-    acl_users(&redis);
-    let jails = jails(3, 22).replacen("port = 22", "port = 22\nmax_bans_per_minute = 1", 1);
-    let url = format!("redis://sink:sinkpw@127.0.0.1:{}/0", redis.port);
-    let sink = Daemon::start(&sink_config(
-        &url,
-        "sink-r",
-        "shared_windows = true",
-        &jails,
-    ));
-    fail(&[], &sink, "sshd", "192.0.2.63", 3);
-    wait_holds(&sink, "192.0.2.63", true, "the first ban");
-    assert_eq!(redis.cli(&["ACL", "SETUSER", "sink", "-decr"]).trim(), "OK");
-    // The storm guard withholds the second ban; its settle is refused.
-    fail(&[], &sink, "sshd", "192.0.2.64", 3);
-    sink.wait_metric("jailsink_bans_withheld_total{jail=\"sshd\"}", 1.0);
+    let sink = withheld_while_decr_is_refused(&redis, "sink-r", "192.0.2.63", "192.0.2.64");
     let refused = wait_for(WAIT, || {
         sink.logged("fleet: cannot settle decided markers now; tried again")
     });
@@ -1766,6 +1752,27 @@ fn fleet_shared_windows_settle_again_what_redis_refused() {
     assert!(holds(&sink, "192.0.2.63"), "{:?}", banned(&sink));
 }
 
+/// A shared-windows sink (storm guard at one ban a minute, its Redis user without DECR) that
+/// banned `banned` and then withheld the ban of `withheld`, whose settle Redis refuses.
+fn withheld_while_decr_is_refused(
+    redis: &Redis,
+    node: &str,
+    banned: &str,
+    withheld: &str,
+) -> Daemon {
+    acl_users(redis);
+    let jails = jails(3, 22).replacen("port = 22", "port = 22\nmax_bans_per_minute = 1", 1);
+    let url = format!("redis://sink:sinkpw@127.0.0.1:{}/0", redis.port);
+    let sink = Daemon::start(&sink_config(&url, node, "shared_windows = true", &jails));
+    fail(&[], &sink, "sshd", banned, 3);
+    wait_holds(&sink, banned, true, "the first ban");
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "sink", "-decr"]).trim(), "OK");
+    // The storm guard withholds the second ban; its settle is refused.
+    fail(&[], &sink, "sshd", withheld, 3);
+    sink.wait_metric("jailsink_bans_withheld_total{jail=\"sshd\"}", 1.0);
+    sink
+}
+
 /// A sink stopped while Redis refuses a settle tries once more on its way out, so the marker
 /// of a withheld decision does not keep its first hold for minutes after a stop. The stop comes
 /// while the back-off between regular tries has grown to seconds: only the last try at
@@ -1773,21 +1780,7 @@ fn fleet_shared_windows_settle_again_what_redis_refused() {
 #[test]
 fn fleet_a_stopping_sink_settles_what_redis_refused_before() {
     let redis = Redis::start("", &[]);
-    acl_users(&redis);
-    let jails = jails(3, 22).replacen("port = 22", "port = 22\nmax_bans_per_minute = 1", 1);
-    let url = format!("redis://sink:sinkpw@127.0.0.1:{}/0", redis.port);
-    let sink = Daemon::start(&sink_config(
-        &url,
-        "sink-s",
-        "shared_windows = true",
-        &jails,
-    ));
-    fail(&[], &sink, "sshd", "192.0.2.73", 3);
-    wait_holds(&sink, "192.0.2.73", true, "the first ban");
-    assert_eq!(redis.cli(&["ACL", "SETUSER", "sink", "-decr"]).trim(), "OK");
-    // The storm guard withholds the second ban; its settle is refused, again and again.
-    fail(&[], &sink, "sshd", "192.0.2.74", 3);
-    sink.wait_metric("jailsink_bans_withheld_total{jail=\"sshd\"}", 1.0);
+    let sink = withheld_while_decr_is_refused(&redis, "sink-s", "192.0.2.73", "192.0.2.74");
     // Tries at 0, 0.2, 0.6, 1.4 and 3 s: after the fifth the next waits 3.2 s.
     let refusals =
         || sink.count_messages(|m| m.starts_with("fleet: cannot settle decided markers"));

@@ -376,14 +376,7 @@ impl Action for CommandAction {
             first.get_or_insert(failed.error);
         }
         pending.sort_unstable();
-        match first {
-            None => Ok(()),
-            Some(error) => Err(BatchError {
-                pending,
-                error,
-                refused: Vec::new(),
-            }),
-        }
+        BatchError::of(first, pending)
     }
 
     /// What the record says the operator's programs hold: the bans whose `ban` ran and whose

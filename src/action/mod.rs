@@ -287,6 +287,20 @@ pub struct BatchError {
     pub refused: Vec<usize>,
 }
 
+impl BatchError {
+    /// A burst's outcome from its first error, if any, and the commands still pending.
+    pub fn of(first: Option<ActionError>, pending: Vec<usize>) -> Result<(), BatchError> {
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError {
+                pending,
+                error,
+                refused: Vec::new(),
+            }),
+        }
+    }
+}
+
 /// An action that could not do its job; the text says what the backend answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -354,14 +368,7 @@ pub trait Action: Send {
                 first.get_or_insert(error);
             }
         }
-        match first {
-            None => Ok(()),
-            Some(error) => Err(BatchError {
-                pending,
-                error,
-                refused: Vec::new(),
-            }),
-        }
+        BatchError::of(first, pending)
     }
     /// What of ours the kernel holds now, so a restart can reconcile it with the bans that
     /// should be active; backends that hold nothing (log) answer None.
