@@ -54,9 +54,8 @@ pub(crate) struct CommandAction {
     /// Unban templates of recorded bans run by other ban templates (the config changed them):
     /// an unban of one of those targets runs the program that holds it.
     old_unban: HashMap<IpNetwork, Vec<String>>,
-    /// When the record was last tried and could not be opened (a database that opened after
-    /// start, [`records::named`]): tried again [`records::REOPEN_EVERY`] later.
-    tried: Option<Instant>,
+    /// Opening the record late (a database that opened after start, [`records::named`]).
+    reopen: records::Reopen,
 }
 
 impl CommandAction {
@@ -72,7 +71,7 @@ impl CommandAction {
             active: HashMap::new(),
             records: None,
             unsettled: Vec::new(),
-            tried: None,
+            reopen: records::Reopen::default(),
         }
     }
 
@@ -156,18 +155,10 @@ impl CommandAction {
     /// into it every ban run meanwhile as held: otherwise the next start would run their `ban`
     /// again, and never their `unban` for those that expired meanwhile.
     fn open_late(&mut self) {
-        if self.records.is_some() || !records::named() {
+        if self.records.is_some() {
             return;
         }
-        let now = Instant::now();
-        if self
-            .tried
-            .is_some_and(|t| now.duration_since(t) < records::REOPEN_EVERY)
-        {
-            return;
-        }
-        let Some(mut opened) = records::open_configured() else {
-            self.tried = Some(now);
+        let Some(mut opened) = self.reopen.try_open() else {
             return;
         };
         opened.templates(&self.spec.ban, &self.spec.unban);
@@ -451,7 +442,7 @@ impl Action for CommandAction {
     fn stop(&mut self) -> Result<(), ActionError> {
         self.run(&self.spec.stop, None, None, &[])?;
         if !self.spec.stop.is_empty() {
-            self.tried = None;
+            self.reopen.force();
             self.open_late();
             if self.records.is_none() && records::named() {
                 tracing::error!(jail = %self.jail, "command action: its stop ran but cannot be recorded: the next start may take the bans it lifted for held, and not run them again");

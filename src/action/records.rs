@@ -67,6 +67,37 @@ CREATE TABLE IF NOT EXISTS firewall_objects (
 /// unreadable) tries again, at its next command.
 pub(crate) const REOPEN_EVERY: Duration = Duration::from_secs(10);
 
+/// The late opening of the records by an action that started before the state database
+/// opened: tried at most every [`REOPEN_EVERY`] (each try is a SQLite open, at every burst),
+/// or at once after [`Reopen::force`] (a stop, which must be written down).
+#[derive(Debug, Default)]
+pub(crate) struct Reopen {
+    tried: Option<std::time::Instant>,
+}
+
+impl Reopen {
+    /// The records, when a path is named and a try is due now.
+    pub(crate) fn try_open(&mut self) -> Option<Records> {
+        if !named() {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .tried
+            .is_some_and(|t| now.duration_since(t) < REOPEN_EVERY)
+        {
+            return None;
+        }
+        self.tried = Some(now);
+        open_configured()
+    }
+
+    /// Makes the next try due at once, whenever the last one was.
+    pub(crate) fn force(&mut self) {
+        self.tried = None;
+    }
+}
+
 /// The state database's path, once the daemon opened it (at start, or later when it could
 /// not at start); None for good in a dry run ([`keep_none`]).
 static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();

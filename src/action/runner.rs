@@ -201,8 +201,8 @@ struct Worker {
     backlog_retry: Duration,
     /// Where the firewall objects of the actions are recorded (None: not recorded).
     records: Option<Records>,
-    /// When the records were last tried and could not be opened ([`Worker::record_late`]).
-    tried: Option<Instant>,
+    /// Opening the records late ([`Worker::record_late`]).
+    reopen: records::Reopen,
     /// Objects another jail took over: left at stop ([`Runner::handed_over`]).
     handed_over: HandedOver,
 }
@@ -228,7 +228,7 @@ impl Worker {
             metrics,
             backlog_retry: BACKLOG_RETRY,
             records: None,
-            tried: None,
+            reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
         }
     }
@@ -277,21 +277,10 @@ impl Worker {
     /// (tried at a burst, at most every [`records::REOPEN_EVERY`]): otherwise a crash, then a
     /// start without the jail, would leave them in the kernel for good.
     fn record_late(&mut self) {
-        if self.records.is_some()
-            || self.slots.iter().all(|s| s.made.is_none())
-            || !records::named()
-        {
+        if self.records.is_some() || self.slots.iter().all(|s| s.made.is_none()) {
             return;
         }
-        let now = Instant::now();
-        if self
-            .tried
-            .is_some_and(|t| now.duration_since(t) < records::REOPEN_EVERY)
-        {
-            return;
-        }
-        self.tried = Some(now);
-        let Some(mut opened) = records::open_configured() else {
+        let Some(mut opened) = self.reopen.try_open() else {
             return;
         };
         // Objects another jail took over are its to record.
@@ -379,7 +368,7 @@ impl Worker {
     fn stop(&mut self) {
         // Records opened late and no burst since: recorded now, whenever last tried, so
         // objects kept at stop (`keep_on_stop`) are known to the next start's sweep.
-        self.tried = None;
+        self.reopen.force();
         self.record_late();
         let handed = self.handed();
         for slot in &mut self.slots {
@@ -934,7 +923,7 @@ mod tests {
             metrics: JailMetrics::new("t"),
             backlog_retry: Duration::from_millis(50),
             records: None,
-            tried: None,
+            reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
@@ -1005,7 +994,7 @@ mod tests {
             metrics: JailMetrics::new("t"),
             backlog_retry: Duration::ZERO,
             records: None,
-            tried: None,
+            reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
         };
         worker.retry_backlogs();
