@@ -48,17 +48,6 @@ pub(crate) struct Named {
     pub as_network: bool,
 }
 
-impl From<IpNetwork> for Named {
-    /// A full-length network is taken as a bare address, any other as written.
-    fn from(target: IpNetwork) -> Named {
-        let full = if target.is_ipv4() { 32 } else { 128 };
-        Named {
-            target,
-            as_network: target.prefix() != full,
-        }
-    }
-}
-
 /// Parses what an operator names by hand: [`parse_target`], remembering whether a prefix was
 /// written.
 pub(crate) fn parse_named(text: &str) -> Result<Named, NotAnAddress> {

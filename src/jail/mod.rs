@@ -692,8 +692,8 @@ impl Jail {
     /// What a ban or unban by hand of `named` acts on: an address widens to the jail's prefix
     /// as a failure would; a network is taken as written (aligned to its prefix), a /32 or
     /// /128 included.
-    pub(crate) fn manual_key(&self, named: impl Into<Named>) -> IpNetwork {
-        let Named { target, as_network } = named.into();
+    pub(crate) fn manual_key(&self, named: Named) -> IpNetwork {
+        let Named { target, as_network } = named;
         if as_network {
             crate::address::network_of(target.ip(), target.prefix())
         } else {
@@ -746,7 +746,7 @@ impl Jail {
     /// Refused for ignored and already banned targets.
     pub(crate) fn manual_ban(
         &mut self,
-        target: impl Into<Named>,
+        target: Named,
         bantime: Option<Option<Duration>>,
         at: Instant,
     ) -> Result<BanOrder, BanRefused> {
