@@ -1810,6 +1810,26 @@ fn shipped_success_patterns_find_real_logins_and_only_them() {
 
 // ------------------------------------------------------------------ the address scanner
 
+/// The message of every line of the fail2ban sample logs and the sshd fixtures (comments and
+/// blank lines left out): what the fast paths' differential tests compare on.
+fn fixture_messages(root: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("tests/fixtures/fail2ban-logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.extend(["attacks.log", "benign.log"].map(|f| root.join("tests/fixtures/sshd").join(f)));
+    let mut lines = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
+        lines.extend(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .map(|l| sample_message(l).to_string()),
+        );
+    }
+    lines
+}
+
 /// Every shipped filter (and the shipped config's inline smtp-auth pattern) gives the same
 /// verdict and success with the address scanner as with the capturing regex alone, on every
 /// sample and fixture line, on those lines with their address replaced by each variant, and
@@ -1817,24 +1837,7 @@ fn shipped_success_patterns_find_real_logins_and_only_them() {
 #[test]
 fn the_address_scanner_agrees_with_the_capturing_regex_on_every_shipped_filter() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut lines: Vec<String> = Vec::new();
-    let samples = root.join("tests/fixtures/fail2ban-logs");
-    for entry in std::fs::read_dir(&samples).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        lines.extend(
-            text.lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .map(|l| sample_message(l).to_string()),
-        );
-    }
-    for fixture in ["attacks.log", "benign.log"] {
-        let text = std::fs::read_to_string(root.join("tests/fixtures/sshd").join(fixture)).unwrap();
-        lines.extend(
-            text.lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .map(|l| sample_message(l).to_string()),
-        );
-    }
+    let lines = fixture_messages(&root);
     let mut filters: Vec<(String, Filter)> =
         SHIPPED.iter().map(|n| (n.to_string(), load(n))).collect();
     let smtp = Filter::compile(&jailsink::filter::FilterSource {
@@ -1985,24 +1988,7 @@ fn sshd_edge_lines() -> Vec<String> {
 #[test]
 fn the_small_matcher_agrees_with_the_regexes_on_every_shipped_filter() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut lines: Vec<String> = Vec::new();
-    let samples = root.join("tests/fixtures/fail2ban-logs");
-    for entry in std::fs::read_dir(&samples).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        lines.extend(
-            text.lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .map(|l| sample_message(l).to_string()),
-        );
-    }
-    for fixture in ["attacks.log", "benign.log"] {
-        let text = std::fs::read_to_string(root.join("tests/fixtures/sshd").join(fixture)).unwrap();
-        lines.extend(
-            text.lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .map(|l| sample_message(l).to_string()),
-        );
-    }
+    let mut lines = fixture_messages(&root);
     let edges = sshd_edge_lines();
     // The bench corpus (not in every checkout): its distinct message shapes, digits folded.
     let corpus = root.join("bench/out/corpus-1000000/corpus.log");
