@@ -202,12 +202,11 @@ pub fn filters(args: &Args) -> Result<FiltersRun, String> {
         for (i, (_, jails)) in setups.iter().enumerate() {
             let daemon = fresh_daemon(bin, jails)?;
             let series = "jailsink_messages_received_total{transport=\"tcp\"}";
-            let start = Instant::now();
             let sent = send_tcp(daemon.tcp, &lines, 1, false, 0)?;
             let counted = support::poll(timeout, POLL, || {
                 daemon.metric(series).unwrap_or(0.0) >= sent.messages as f64
             });
-            let secs = start.elapsed().as_secs_f64();
+            let secs = sent.started.elapsed().as_secs_f64();
             if !counted {
                 return Err(format!("setup {i}: not every message counted"));
             }

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::corpus::read_lines;
 use super::load::send_tcp;
@@ -201,14 +201,13 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
                     pin_to_one_core(pid)?;
                 }
                 let cpu_before = cpu_seconds(pid);
-                let start = Instant::now();
                 let peak = Arc::new(AtomicU64::new(0));
                 let sent = send_tcp(daemon.tcp, &lines, connections, octet, 0)?;
                 let counted = support::poll(timeout, POLL, || {
                     peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
                     received(&daemon, "tcp") >= sent.messages as f64
                 });
-                let secs = start.elapsed().as_secs_f64();
+                let secs = sent.started.elapsed().as_secs_f64();
                 let cpu = cpu_seconds(pid) - cpu_before;
                 if !counted {
                     return Err(format!(
@@ -247,7 +246,6 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
             let r = rsyslog(rsyslogd, port)?;
             let pid = r.pid();
             let cpu_before = cpu_seconds(pid);
-            let start = Instant::now();
             let sent = send_tcp(
                 SocketAddr::from(([127, 0, 0, 1], port)),
                 &lines,
@@ -260,7 +258,7 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
                 peak = peak.max(rss_kib(pid));
                 written(&r) >= expected_bytes
             });
-            let secs = start.elapsed().as_secs_f64();
+            let secs = sent.started.elapsed().as_secs_f64();
             let cpu = cpu_seconds(pid) - cpu_before;
             if !done {
                 return Err(format!(

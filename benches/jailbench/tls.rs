@@ -161,7 +161,6 @@ pub fn live_tls(args: &Args) -> Result<Vec<Row>, String> {
         for transport in ["tcp", "tls"] {
             let daemon = start_daemon()?;
             let (tcp, tls) = (daemon.tcp, daemon.tls);
-            let start = Instant::now();
             let sent = if transport == "tcp" {
                 send_framed(&lines, connections, true, 0, || {
                     TcpStream::connect(tcp).map_err(|e| e.to_string())
@@ -173,7 +172,7 @@ pub fn live_tls(args: &Args) -> Result<Vec<Row>, String> {
             let counted = support::poll(timeout, POLL, || {
                 daemon.metric(&series).unwrap_or(0.0) >= sent.messages as f64
             });
-            let secs = start.elapsed().as_secs_f64();
+            let secs = sent.started.elapsed().as_secs_f64();
             if !counted {
                 return Err(format!(
                     "{transport}: jailsink counted {:?} of {}",

@@ -160,6 +160,10 @@ fn blast(
             bytes: 0,
             seconds,
             cpu_seconds: 0.0,
+            // The blaster reports its sending time; it began that long before it exited.
+            started: std::time::Instant::now()
+                .checked_sub(std::time::Duration::from_secs_f64(seconds))
+                .unwrap_or_else(std::time::Instant::now),
         }),
         _ => Err(format!(
             "blaster failed: {text}{}",
