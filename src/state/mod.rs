@@ -403,7 +403,9 @@ impl State {
     }
 
     /// Applies a batch in one transaction, with each op's fleet event (if `outbox` encodes
-    /// one) written to the outbox in the same transaction.
+    /// one) written to the outbox in the same transaction. Its statements come from the
+    /// connection's statement cache: compiling the SQL for every ban took about a third of the
+    /// writer thread while a botnet was banned.
     pub(crate) fn apply_with(
         &mut self,
         ops: &[StateOp],
@@ -429,23 +431,25 @@ impl State {
                     let start = secs(*banned_at);
                     let hosts = to_json(hosts);
                     let evidence = to_json(&order.evidence[..]);
-                    tx.execute(
+                    let target = order.target.to_string();
+                    tx.prepare_cached(
                         "INSERT OR REPLACE INTO bans (jail, target, banned_at, expires_at, failures, ban_count, hosts)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![jail, order.target.to_string(), start, bantime.map(|b| start + b), order.failures, ban_count, hosts],
                     )
+                    .and_then(|mut insert| {
+                        insert.execute(params![jail, target, start, bantime.map(|b| start + b), order.failures, ban_count, hosts])
+                    })
                     .and_then(|_| {
-                        tx.execute(
+                        tx.prepare_cached(
                             "INSERT INTO history (jail, target, banned_at, bantime, failures, hosts, evidence)
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                            params![jail, order.target.to_string(), start, bantime, order.failures, hosts, evidence],
-                        )
+                        )?
+                        .execute(params![jail, target, start, bantime, order.failures, hosts, evidence])
                     })
                 }
-                StateOp::Unban { jail, target } => tx.execute(
-                    "DELETE FROM bans WHERE jail = ?1 AND target = ?2",
-                    params![jail, target.to_string()],
-                ),
+                StateOp::Unban { jail, target } => tx
+                    .prepare_cached("DELETE FROM bans WHERE jail = ?1 AND target = ?2")
+                    .and_then(|mut delete| delete.execute(params![jail, target.to_string()])),
                 StateOp::Routes(_)
                 | StateOp::Barrier(_)
                 | StateOp::History { .. }
@@ -453,11 +457,9 @@ impl State {
             };
             result.map_err(&error)?;
             if let Some(event) = outbox.and_then(|o| o.encode(op, &tx)) {
-                tx.execute(
-                    "INSERT INTO fleet_outbox (event) VALUES (?1)",
-                    params![event],
-                )
-                .map_err(&error)?;
+                tx.prepare_cached("INSERT INTO fleet_outbox (event) VALUES (?1)")
+                    .and_then(|mut insert| insert.execute(params![event]))
+                    .map_err(&error)?;
                 published = true;
             }
         }
