@@ -210,6 +210,32 @@ pub(crate) fn lift_unconfigured(
     records: &mut Records,
     configured: &HashMap<String, usize>,
 ) -> usize {
+    let began = Instant::now();
+    let bounds = Bounds {
+        timeout: ORPHAN_TIMEOUT,
+        budget: ORPHAN_BUDGET,
+        elapsed: &mut || began.elapsed(),
+    };
+    lift_unconfigured_within(records, configured, bounds)
+}
+
+/// What bounds [`lift_unconfigured`]: each unban's timeout, the budget of the whole run, and
+/// the clock the budget is read on (the real one; a test's, which no test waits out).
+pub(crate) struct Bounds<'a> {
+    /// Longest run of one unban ([`ORPHAN_TIMEOUT`]).
+    pub timeout: std::time::Duration,
+    /// Longest time all of them take together ([`ORPHAN_BUDGET`]).
+    pub budget: std::time::Duration,
+    /// Time since the lifting began, read before each unban.
+    pub elapsed: &'a mut dyn FnMut() -> std::time::Duration,
+}
+
+/// [`lift_unconfigured`] within `bounds`.
+pub(crate) fn lift_unconfigured_within(
+    records: &mut Records,
+    configured: &HashMap<String, usize>,
+    bounds: Bounds<'_>,
+) -> usize {
     let orphans = match records.unconfigured_commands(configured) {
         Ok(orphans) => orphans,
         Err(error) => {
@@ -219,7 +245,6 @@ pub(crate) fn lift_unconfigured(
         }
     };
     let mut lifted = 0;
-    let began = Instant::now();
     // Templates that ran past their timeout: not tried again before the next start (one hung
     // program must not cost a minute per record).
     let mut hung: Vec<Vec<String>> = Vec::new();
@@ -230,7 +255,7 @@ pub(crate) fn lift_unconfigured(
         unban,
     } in orphans
     {
-        if began.elapsed() >= ORPHAN_BUDGET {
+        if (bounds.elapsed)() >= bounds.budget {
             tracing::warn!(lifted, "lifting the bans of command actions no longer configured took too long: the rest waits for the next start");
             break;
         }
@@ -256,7 +281,7 @@ pub(crate) fn lift_unconfigured(
                     ("<matches>", String::new()),
                 ];
                 let argv: Vec<String> = template.iter().map(|arg| fill(arg, &values)).collect();
-                let ran = exec::run(&argv, None, ORPHAN_TIMEOUT).map(|_| lifted += 1);
+                let ran = exec::run(&argv, None, bounds.timeout).map(|_| lifted += 1);
                 if matches!(ran, Err(exec::ExecError::Timeout { .. })) {
                     hung.push(template);
                 }
@@ -555,6 +580,102 @@ impl CommandAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records of a jail `gone` (no longer configured) for `targets`, banned with `unban` as
+    /// their unban template.
+    fn orphans(records: &mut Records, unban: &[String], targets: &[&str]) {
+        records.templates(&["true".to_string()], unban);
+        for target in targets {
+            let record = CommandRecord {
+                target: target.parse().unwrap(),
+                failures: 1,
+                bantime: 60,
+                port: String::new(),
+                protocol: "tcp".into(),
+                settled: false,
+            };
+            records.begin("gone", 0, 1, &[Mark::Ban(&record)]).unwrap();
+            records
+                .settle("gone", 0, &[Done::Banned(record.target)])
+                .unwrap();
+        }
+    }
+
+    fn sh(script: String) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script]
+    }
+
+    fn left(records: &Records) -> Vec<String> {
+        let mut left: Vec<String> = records
+            .commands("gone", 0)
+            .unwrap()
+            .iter()
+            .map(|r| element_text(r.target))
+            .collect();
+        left.sort();
+        left
+    }
+
+    /// An unban template that hangs is killed at the timeout and not run again for the other
+    /// records (which stay recorded for the next start); the other templates go on.
+    #[test]
+    fn a_hung_unban_of_a_removed_command_action_is_skipped_for_the_rest_of_the_lifting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = Records::open(&dir.path().join("state.db")).unwrap();
+        let hung = dir.path().join("hung.log");
+        let quick = dir.path().join("quick.log");
+        orphans(
+            &mut records,
+            &sh(format!("echo <ip> >> {}; sleep 60", hung.display())),
+            &["192.0.2.1", "192.0.2.2"],
+        );
+        orphans(
+            &mut records,
+            &sh(format!("echo <ip> >> {}", quick.display())),
+            &["192.0.2.3"],
+        );
+        let bounds = Bounds {
+            timeout: std::time::Duration::from_millis(300),
+            budget: std::time::Duration::from_secs(3600),
+            elapsed: &mut || std::time::Duration::ZERO,
+        };
+        let lifted = lift_unconfigured_within(&mut records, &HashMap::new(), bounds);
+        assert_eq!(lifted, 1);
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert_eq!(read(&hung), "192.0.2.1\n", "the hung template ran once");
+        assert_eq!(read(&quick), "192.0.2.3\n");
+        assert_eq!(left(&records), ["192.0.2.1", "192.0.2.2"]);
+    }
+
+    /// The lifting stops once its budget is spent (read on a clock the test moves: five
+    /// minutes per unban), the rest staying recorded for the next start.
+    #[test]
+    fn the_lifting_of_removed_command_actions_ends_with_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = Records::open(&dir.path().join("state.db")).unwrap();
+        let log = dir.path().join("unban.log");
+        orphans(
+            &mut records,
+            &sh(format!("echo <ip> >> {}", log.display())),
+            &["192.0.2.1", "192.0.2.2", "192.0.2.3"],
+        );
+        let mut reads = 0u32;
+        let bounds = Bounds {
+            timeout: std::time::Duration::from_secs(60),
+            budget: ORPHAN_BUDGET,
+            elapsed: &mut || {
+                reads += 1;
+                std::time::Duration::from_secs(300) * (reads - 1)
+            },
+        };
+        let lifted = lift_unconfigured_within(&mut records, &HashMap::new(), bounds);
+        assert_eq!(lifted, 2, "two unbans within ten minutes");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "192.0.2.1\n192.0.2.2\n"
+        );
+        assert_eq!(left(&records), ["192.0.2.3"]);
+    }
 
     #[test]
     fn placeholders_fill_inside_arguments() {

@@ -365,7 +365,7 @@ impl Records {
             .db
             .prepare(
                 "SELECT jail, action, target, failures, bantime, port, protocol, unban_argv
-                 FROM command_bans",
+                 FROM command_bans ORDER BY jail, action, target",
             )
             .map_err(|e| self.error(e))?;
         let rows = stmt
