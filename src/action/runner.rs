@@ -559,27 +559,61 @@ fn split(
     refused
 }
 
-/// Counts, once, the bans of `tried` the backend refused for good (IPv6 without ip6tables) and
-/// logs them once: they are neither retried nor kept for later, and their unbans are done
-/// (nothing of them is in the firewall).
+/// Refused bans already counted in this process (jail, backend, target): a reload that starts
+/// a jail's actions again re-applies its bans, and a ban the firewall can never apply (IPv6
+/// without ip6tables) must not be counted again at each. Its refused unban (the ban ended)
+/// forgets it, so a later ban of the same target counts. A restart counts them again, once.
+static REFUSALS_COUNTED: std::sync::Mutex<Option<HashSet<Refusal>>> = std::sync::Mutex::new(None);
+
+/// A refused ban: its jail, backend and target.
+type Refusal = (String, &'static str, IpNetwork);
+
+/// Most refused bans remembered as counted; past it the memory starts over (each then counted
+/// once more at the next reload), so it stays bounded if their unbans never come.
+const REFUSALS_REMEMBERED: usize = 1_000_000;
+
+/// Counts, once per process, the bans of `tried` the backend refused for good (IPv6 without
+/// ip6tables) and logs them once: they are neither retried nor kept for later, and their
+/// unbans are done (nothing of them is in the firewall).
 fn refuse(jail: &str, slot: &mut Slot, tried: &[ActionCommand], failed: &super::BatchError) {
     if failed.refused.is_empty() {
         return;
     }
-    let refused: Vec<&ActionCommand> = failed
-        .refused
-        .iter()
-        .filter_map(|&i| tried.get(i))
-        .filter(|c| matches!(c, ActionCommand::Ban(_)))
-        .collect();
-    let Some(first) = refused.first() else {
+    let backend = slot.action.kind().name();
+    let mut new_bans = 0u64;
+    let mut refused_bans = Vec::new();
+    {
+        let mut counted = REFUSALS_COUNTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counted = counted.get_or_insert_with(HashSet::new);
+        for command in failed.refused.iter().filter_map(|&i| tried.get(i)) {
+            let key = (jail.to_string(), backend, command.target());
+            match command {
+                ActionCommand::Ban(_) => {
+                    refused_bans.push(command);
+                    if counted.len() >= REFUSALS_REMEMBERED {
+                        counted.clear();
+                    }
+                    if counted.insert(key) {
+                        new_bans += 1;
+                    }
+                }
+                ActionCommand::Unban(_) => {
+                    counted.remove(&key);
+                }
+            }
+        }
+    }
+    let Some(first) = refused_bans.first() else {
         return;
     };
-    slot.errors.increment(refused.len() as u64);
+    slot.errors.increment(new_bans);
     tracing::error!(
         jail,
-        action = slot.action.kind().name(),
-        bans = refused.len(),
+        action = backend,
+        bans = refused_bans.len(),
+        counted = new_bans,
         first = %super::element_text(first.target()),
         error = %failed.error,
         "bans the firewall cannot apply: counted once, not tried again"
@@ -1097,6 +1131,41 @@ mod tests {
             .map(|c| c.target().to_string())
             .collect();
         assert_eq!(targets, ["192.0.2.1/32", "192.0.2.2/32"]);
+    }
+
+    /// A reload starts a jail's actions again and re-applies its bans: an IPv6 ban the host
+    /// cannot apply, counted at the first start, is not counted again by the new runner (one
+    /// per process); once its unban came, a new ban of the same target counts.
+    #[test]
+    fn a_refused_ban_is_counted_once_across_the_runners_of_reloads() {
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let runner = || Slot {
+            action: Box::new(NoV6 {
+                applied: Arc::default(),
+                calls: Arc::default(),
+            }),
+            errors: ::metrics::Counter::from_arc(counted.clone()),
+            backlog: Vec::new(),
+            made: None,
+        };
+        let restored = [
+            ActionCommand::Ban(order("2001:db8::7/128")),
+            ActionCommand::Ban(order("2001:db8::8/128")),
+        ];
+        let mut first = runner();
+        apply("reloaded", &mut first, &restored);
+        assert_eq!(counted.load(Ordering::Relaxed), 2);
+        // The actions-reload's new runner re-applies the same bans; another jail's count apart.
+        let mut second = runner();
+        apply("reloaded", &mut second, &restored);
+        assert_eq!(counted.load(Ordering::Relaxed), 2, "not counted again");
+        apply("reloaded-too", &mut second, &restored[..1]);
+        assert_eq!(counted.load(Ordering::Relaxed), 3);
+        // The ban ends, then comes again: a new ban, counted.
+        let unban = ActionCommand::Unban("2001:db8::7/128".parse().unwrap());
+        apply("reloaded", &mut second, &[unban]);
+        apply("reloaded", &mut runner(), &restored);
+        assert_eq!(counted.load(Ordering::Relaxed), 4);
     }
 
     #[test]
