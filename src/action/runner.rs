@@ -76,6 +76,9 @@ pub struct Runner<C = ActionCommand> {
     /// Firewall objects (backend and name) this runner's stop must leave, and keep recorded:
     /// a jail started by a reload took them over (a removed jail's name reused).
     pub handed_over: HandedOver,
+    /// The actions whose `start` failed every retry, as `action: error` (logged and counted
+    /// already): a reload goes back to the jail's old actions rather than say they run.
+    pub start_failures: Vec<String>,
 }
 
 /// The (backend, name) pairs of firewall objects another jail's runner took over, shared with
@@ -155,18 +158,19 @@ async fn spawn_with<C: Queued>(
                     slot.made = spec;
                 }
             }
-            let reapplied = runner.start(&restored);
-            let _ = started_tx.send(reapplied);
+            let started = runner.start(&restored);
+            let _ = started_tx.send(started);
             runner.serve(commands);
             runner.stop();
         })?;
     // An error here means the thread died before starting; the join at shutdown reports it.
-    let reapplied = started.await.unwrap_or(0);
+    let (reapplied, start_failures) = started.await.unwrap_or_default();
     Ok(Runner {
         queue,
         thread,
         reapplied,
         handed_over,
+        start_failures,
     })
 }
 
@@ -253,9 +257,10 @@ impl Worker {
     }
 
     /// Starts every action and reconciles it with `restored`; returns how many restored bans
-    /// were added again.
-    fn start(&mut self, restored: &[BanOrder]) -> usize {
+    /// were added again, and which actions failed to start (`action: error`).
+    fn start(&mut self, restored: &[BanOrder]) -> (usize, Vec<String>) {
         let mut reapplied = 0;
+        let mut failures = Vec::new();
         for slot in &mut self.slots {
             let kind = slot.action.kind();
             // Recorded before they are made: a crash while they are made leaves them recorded.
@@ -266,11 +271,12 @@ impl Worker {
             if let Err(error) = retry(|| slot.action.start()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to start");
+                failures.push(format!("{}: {error}", kind.name()));
             }
             let keep = STATE_UNREAD.load(Ordering::Relaxed);
             reapplied += reconcile(&self.jail, slot, restored, keep);
         }
-        reapplied
+        (reapplied, failures)
     }
 
     /// Records the firewall objects of the actions once the state database opened after start
