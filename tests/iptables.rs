@@ -507,3 +507,81 @@ fn a_stop_records_the_kept_objects_of_a_database_that_opened_late() {
         .ok();
     assert_eq!(jail.as_deref(), Some("late"));
 }
+
+/// The earlier settings' objects waiting for removal (`stale_firewall_objects`), as the ports
+/// their record names.
+fn stale_ports(db: &std::path::Path) -> Vec<String> {
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = db
+        .prepare("SELECT spec FROM stale_firewall_objects ORDER BY spec")
+        .unwrap();
+    let specs: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    specs
+        .iter()
+        .map(|spec| {
+            let spec: serde_json::Value = serde_json::from_str(spec).unwrap();
+            spec["ports"].to_string()
+        })
+        .collect()
+}
+
+/// A start with other settings removes the objects of the old ones first; when that fails
+/// (here an operator's chain still jumps to the jail's chain, so it cannot be deleted), the old
+/// settings stay recorded and their removal is tried again at the next start, and at a clean
+/// stop (review-act3 finding 6: it was only logged, and the record then forgot them).
+#[test]
+fn a_failed_removal_of_old_settings_objects_is_tried_again_at_start_and_at_stop() {
+    let ns = Netns::new("stale");
+    let jails = |port: &str| {
+        config(
+            "",
+            &format!(
+                r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for \S+ from <HOST> port \d+ ssh2$']
+bantime = "1h"
+port = "{port}"
+action = "iptables"
+"#
+            ),
+        )
+    };
+    let hooked = |port: &str| {
+        ns.run(&["iptables-save", "-t", "filter"])
+            .contains(&format!("--dports {port} -j jailsink-sshd"))
+    };
+    let d = Daemon::start_with(&jails("22"), &ns.prefix());
+    let db = d.config.parent().unwrap().join("state.db");
+    assert!(hooked("22"));
+    let kept = d.kill9();
+    // The removal of the port-22 objects fails: the chain is still referenced.
+    ns.run(&["iptables", "-N", "operator"]);
+    ns.run(&["iptables", "-A", "operator", "-j", "jailsink-sshd"]);
+    let d = Daemon::start_in(kept, &jails("2222"), &ns.prefix());
+    assert!(hooked("2222"));
+    assert_eq!(stale_ports(&db), ["[\"22\"]"], "kept for a later try");
+    let kept = d.kill9();
+
+    // The reference is gone: the next start removes them, and forgets them.
+    ns.run(&["iptables", "-F", "operator"]);
+    let d = Daemon::start_in(kept, &jails("2222"), &ns.prefix());
+    assert!(stale_ports(&db).is_empty(), "{:?}", stale_ports(&db));
+    assert!(hooked("2222") && !hooked("22"));
+
+    // Fails again with other settings; a clean stop, the reference gone, removes them.
+    ns.run(&["iptables", "-A", "operator", "-j", "jailsink-sshd"]);
+    let kept = d.kill9();
+    let d = Daemon::start_in(kept, &jails("3333"), &ns.prefix());
+    assert_eq!(stale_ports(&db), ["[\"2222\"]"]);
+    ns.run(&["iptables", "-F", "operator"]);
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    assert!(stale_ports(&db).is_empty(), "{:?}", stale_ports(&db));
+    let rules = ns.run(&["iptables-save", "-t", "filter"]);
+    assert!(!rules.contains("jailsink"), "{rules}");
+}

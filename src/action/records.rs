@@ -61,6 +61,13 @@ CREATE TABLE IF NOT EXISTS firewall_objects (
     spec    TEXT NOT NULL,       -- JSON of the action's settings: what removing them needs
     PRIMARY KEY (backend, name)
 );
+CREATE TABLE IF NOT EXISTS stale_firewall_objects (
+    backend TEXT NOT NULL,       -- iptables, nftables, ipset
+    name    TEXT NOT NULL,       -- the action's name
+    jail    TEXT NOT NULL,       -- the jail that made them
+    spec    TEXT NOT NULL,       -- JSON of the earlier settings whose removal failed
+    PRIMARY KEY (backend, name, spec)
+);
 ";
 
 /// How often an action whose records could not be opened (the database named, but locked or
@@ -654,6 +661,60 @@ impl Records {
             .find(|o| o.backend == backend && o.name == name))
     }
 
+    /// The objects made with earlier settings of action `name` of `backend` whose removal
+    /// failed (every backend and name with None), to try again.
+    pub(crate) fn stale(&self, of: Option<(&str, &str)>) -> Result<Vec<ObjectRecord>, RecordError> {
+        let (backend, name) = of.unzip();
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT backend, name, jail, spec FROM stale_firewall_objects
+                 WHERE ?1 IS NULL OR (backend = ?1 AND name = ?2) ORDER BY backend, name, spec",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map(params![backend, name], |r| {
+                Ok(ObjectRecord {
+                    backend: r.get(0)?,
+                    name: r.get(1)?,
+                    jail: r.get(2)?,
+                    spec: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Some(row) = readable(row).map_err(|e| self.error(e))? {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records objects made with earlier settings whose removal failed (or waits: the record
+    /// opened after the new settings' objects were made): kept until a removal succeeds.
+    pub(crate) fn add_stale(&mut self, object: &ObjectRecord) -> Result<(), RecordError> {
+        self.db
+            .execute(
+                "INSERT OR REPLACE INTO stale_firewall_objects (backend, name, jail, spec)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![object.backend, object.name, object.jail, object.spec],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Forgets stale objects once removed.
+    pub(crate) fn drop_stale(&mut self, object: &ObjectRecord) -> Result<(), RecordError> {
+        self.db
+            .execute(
+                "DELETE FROM stale_firewall_objects WHERE backend = ?1 AND name = ?2 AND spec = ?3",
+                params![object.backend, object.name, object.spec],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
     /// Forgets the objects of action `name` of `backend` that `jail` made: they were removed
     /// (a record another jail made since, reusing the name, stays).
     pub(crate) fn unmade(
@@ -796,6 +857,26 @@ mod tests {
             (seen[0].jail.as_str(), seen[0].spec.as_str()),
             ("ssh2", "{\"a\":1}")
         );
+        // Objects of earlier settings whose removal failed are kept apart until removed.
+        let old = ObjectRecord {
+            backend: "iptables".into(),
+            name: "sshd".into(),
+            jail: "sshd".into(),
+            spec: "{\"old\":1}".into(),
+        };
+        records.add_stale(&old).unwrap();
+        records.add_stale(&old).unwrap();
+        assert_eq!(records.stale(None).unwrap(), std::slice::from_ref(&old));
+        assert_eq!(
+            records.stale(Some(("iptables", "sshd"))).unwrap(),
+            std::slice::from_ref(&old)
+        );
+        assert!(records
+            .stale(Some(("nftables", "sshd")))
+            .unwrap()
+            .is_empty());
+        records.drop_stale(&old).unwrap();
+        assert!(records.stale(None).unwrap().is_empty());
         // Only the jail that made them last forgets them.
         records.unmade("iptables", "sshd", "sshd").unwrap();
         assert_eq!(records.objects().unwrap().len(), 2);

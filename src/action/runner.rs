@@ -289,9 +289,14 @@ impl Worker {
         let Some(mut opened) = self.reopen.try_open() else {
             return;
         };
-        // Objects another jail took over are its to record.
+        // Objects another jail took over are its to record. Those an earlier run made with
+        // other settings are not removed now (the action runs in objects of the same names):
+        // recorded apart, for the stop and the next start to remove.
         let handed = self.handed();
         for slot in self.slots.iter().filter(|s| !taken(s, &handed)) {
+            if let Some(old) = changed(&opened, &self.jail, slot) {
+                note_stale(&mut opened, &self.jail, slot, &old);
+            }
             record_made(&mut opened, &self.jail, slot);
         }
         self.records = Some(opened);
@@ -396,6 +401,10 @@ impl Worker {
                     crate::metrics::state_errors().increment(1);
                     tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot forget the removed firewall objects");
                 }
+                // Objects of earlier settings whose removal failed: the current ones are gone,
+                // so removing those now touches nothing that runs (kept ones wait for the
+                // next start, which removes them before it makes the objects again).
+                remove_stale(records, &self.jail, slot, &spec.name, false);
             }
         }
     }
@@ -411,46 +420,114 @@ fn taken(slot: &Slot, handed: &[(&'static str, String)]) -> bool {
     })
 }
 
-/// Removes the objects an earlier run recorded under `slot`'s backend and name with other
-/// settings (ports, protocol, blocktype...), kept at its stop (`keep_on_stop`) or left by a
-/// crash: the start only adds the new settings' hooks, so the old ones (an old port's rule)
-/// would stay for ever and keep the objects in use. Their bans are added again by the start's
-/// reconcile.
-fn remove_changed(records: &mut Records, jail: &str, slot: &Slot) {
-    let Some(spec) = slot.made.as_ref() else {
-        return;
-    };
-    let kind = slot.action.kind();
-    let old = match records.object(kind.name(), &spec.name) {
-        Ok(Some(old)) => old,
-        Ok(None) => return,
-        Err(error) => {
-            crate::metrics::state_errors().increment(1);
-            tracing::error!(jail, action = kind.name(), %error, "cannot read which firewall objects an earlier run made");
-            return;
-        }
-    };
-    let same = serde_json::from_str::<FirewallSpec>(&old.spec).is_ok_and(|was| {
+/// Whether a record of objects (`old`, JSON of a `FirewallSpec`) was made with `spec`'s
+/// settings (whether they are kept at stop aside).
+fn same_settings(old: &str, spec: &FirewallSpec) -> bool {
+    serde_json::from_str::<FirewallSpec>(old).is_ok_and(|was| {
         FirewallSpec {
             keep_on_stop: spec.keep_on_stop,
             ..was
         } == *spec
-    });
-    if same {
-        return;
-    }
-    let removed = match super::sweep::remover(&old) {
-        Ok(Some(action)) => action.build(&old.jail).stop().map_err(|e| e.to_string()),
-        Ok(None) => Ok(()),
-        Err(error) => Err(error),
-    };
-    match removed {
-        Ok(()) => {
-            tracing::info!(jail, action = kind.name(), name = %spec.name, "[{jail}] removed the firewall objects an earlier run made with other settings")
-        }
+    })
+}
+
+/// The record of `slot`'s objects when it was made with other settings than the slot's.
+fn changed(records: &Records, jail: &str, slot: &Slot) -> Option<records::ObjectRecord> {
+    let spec = slot.made.as_ref()?;
+    let kind = slot.action.kind();
+    match records.object(kind.name(), &spec.name) {
+        Ok(old) => old.filter(|old| !same_settings(&old.spec, spec)),
         Err(error) => {
-            slot.errors.increment(1);
-            tracing::error!(jail, action = kind.name(), name = %spec.name, %error, "cannot remove the firewall objects an earlier run made with other settings; its hooks may stay");
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail, action = kind.name(), %error, "cannot read which firewall objects an earlier run made");
+            None
+        }
+    }
+}
+
+/// Removes the objects an earlier run recorded under `slot`'s backend and name with other
+/// settings (ports, protocol, blocktype...), kept at its stop (`keep_on_stop`) or left by a
+/// crash: the start only adds the new settings' hooks, so the old ones (an old port's rule)
+/// would stay for ever and keep the objects in use. Their bans are added again by the start's
+/// reconcile. Called before the action starts; also tries again those whose removal failed
+/// before (kept in the record apart, [`Records::add_stale`]), and keeps those that fail again.
+fn remove_changed(records: &mut Records, jail: &str, slot: &Slot) {
+    let Some(spec) = slot.made.as_ref() else {
+        return;
+    };
+    if let Some(old) = changed(records, jail, slot) {
+        // Kept apart from now: the record of the objects gets the new settings next.
+        note_stale(records, jail, slot, &old);
+    }
+    remove_stale(records, jail, slot, &spec.name, true);
+}
+
+/// Keeps `old` (objects made with other settings) recorded apart until their removal succeeds.
+fn note_stale(records: &mut Records, jail: &str, slot: &Slot, old: &records::ObjectRecord) {
+    if let Err(error) = records.add_stale(old) {
+        crate::metrics::state_errors().increment(1);
+        tracing::error!(jail, action = slot.action.kind().name(), %error, "cannot record the firewall objects of earlier settings");
+    }
+}
+
+/// Removes the objects of earlier settings recorded apart for `slot`'s backend and `name`, and
+/// forgets each removed; one that fails stays for the next try (the next start, or the stop).
+/// `before_start`: the current settings' objects a crash left (same names: an iptables chain
+/// the old hooks' removal cannot delete while the current hooks jump to it) are removed first;
+/// the start makes them again at once and its reconcile adds their bans back.
+fn remove_stale(records: &mut Records, jail: &str, slot: &Slot, name: &str, before_start: bool) {
+    let kind = slot.action.kind();
+    let stale = match records.stale(Some((kind.name(), name))) {
+        Ok(stale) => stale,
+        Err(error) => {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail, action = kind.name(), %error, "cannot read which firewall objects of earlier settings wait for removal");
+            return;
+        }
+    };
+    let current_spec = slot.made.as_ref();
+    let others = stale
+        .iter()
+        .any(|old| current_spec.is_none_or(|spec| !same_settings(&old.spec, spec)));
+    if let (true, true, Some(spec)) = (before_start, others, current_spec) {
+        let current = records::ObjectRecord {
+            backend: kind.name().to_string(),
+            name: name.to_string(),
+            jail: jail.to_string(),
+            spec: serde_json::to_string(spec).unwrap_or_default(),
+        };
+        if let Ok(Some(action)) = super::sweep::remover(&current) {
+            if let Err(error) = action.build(jail).stop() {
+                tracing::debug!(jail, action = kind.name(), name, %error, "removing the current settings' objects before those of earlier ones");
+            }
+        }
+    }
+    for old in stale {
+        let current = slot
+            .made
+            .as_ref()
+            .is_some_and(|spec| same_settings(&old.spec, spec));
+        let removed = match super::sweep::remover(&old) {
+            // The settings came back: the start makes (or made) these objects again.
+            _ if current => Ok(()),
+            Ok(Some(action)) => action.build(&old.jail).stop().map_err(|e| e.to_string()),
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        match removed {
+            Ok(()) => {
+                if !current {
+                    tracing::info!(jail, action = kind.name(), name, "[{jail}] removed the firewall objects an earlier run made with other settings");
+                }
+                if let Err(error) = records.drop_stale(&old) {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(jail, action = kind.name(), %error, "cannot forget removed firewall objects of earlier settings");
+                }
+            }
+            Err(error) => {
+                slot.errors.increment(1);
+                tracing::error!(jail, action = kind.name(), name, %error, "cannot remove the firewall objects an earlier run made with other settings; their hooks may stay: tried again at the stop and the next start");
+            }
         }
     }
 }

@@ -62,6 +62,44 @@ pub(crate) fn lift_unconfigured_commands(commands: &std::collections::HashMap<St
     }
 }
 
+/// Removes the objects of earlier settings whose removal failed (recorded apart) under a
+/// backend and name no action configures now (those configured are the runners' to retry, at
+/// their start); forgets each removed, keeps those that fail for the next start.
+fn remove_stale_unconfigured(records: &mut records::Records, kept: &HashSet<(&str, &str)>) {
+    let stale = match records.stale(None) {
+        Ok(stale) => stale,
+        Err(error) => {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(%error, "cannot read which firewall objects of earlier settings wait for removal");
+            return;
+        }
+    };
+    for object in stale {
+        if kept.contains(&(object.backend.as_str(), object.name.as_str())) {
+            continue;
+        }
+        let removed = match remover(&object) {
+            Ok(Some(action)) => action.build(&object.jail).stop().map_err(|e| e.to_string()),
+            // Unreadable, or a backend that makes none: nothing this daemon can remove.
+            Ok(None) | Err(_) => Ok(()),
+        };
+        match removed {
+            Ok(()) => {
+                if let Err(error) = records.drop_stale(&object) {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(%error, "cannot forget removed firewall objects");
+                }
+            }
+            Err(error) => {
+                let backend =
+                    ActionKind::parse(&object.backend).map_or("firewall", ActionKind::name);
+                crate::metrics::action_errors(&object.jail, backend).increment(1);
+                tracing::error!(jail = %object.jail, backend = %object.backend, name = %object.name, %error, "cannot remove the firewall objects of earlier settings; tried again at the next start");
+            }
+        }
+    }
+}
+
 fn remove_objects(records: &mut records::Records, configured: &[ActionSpec]) -> usize {
     let objects = match records.objects() {
         Ok(objects) => objects,
@@ -75,6 +113,7 @@ fn remove_objects(records: &mut records::Records, configured: &[ActionSpec]) -> 
         .iter()
         .filter_map(|a| a.firewall().map(|f| (a.kind().name(), f.name.as_str())))
         .collect();
+    remove_stale_unconfigured(records, &kept);
     let mut removed = 0;
     for object in objects {
         if kept.contains(&(object.backend.as_str(), object.name.as_str())) {
