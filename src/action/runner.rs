@@ -132,12 +132,13 @@ async fn spawn_with<C: Queued>(
 ) -> std::io::Result<Runner<C>> {
     let (queue, commands) = mpsc::channel(depth);
     let (started_tx, started) = tokio::sync::oneshot::channel();
+    let identities = super::command_identities(specs);
     let actions: Vec<Box<dyn Action>> = specs
         .iter()
         .enumerate()
         .map(|(i, s)| {
             let nth = specs[..i].iter().filter(|o| o.kind() == s.kind()).count();
-            s.build_nth(jail, nth)
+            s.build_nth(jail, nth, &identities)
         })
         .collect();
     let made: Vec<Option<FirewallSpec>> = specs

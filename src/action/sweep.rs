@@ -40,7 +40,7 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
 /// Whether a command action no longer configured left recorded bans (read here, on the
 /// caller's thread, so that a thread to lift them is made only when there are some).
 pub(crate) fn has_unconfigured_commands(
-    commands: &std::collections::HashMap<String, usize>,
+    commands: &std::collections::HashMap<String, Vec<String>>,
 ) -> bool {
     records::open_configured()
         .and_then(|records| records.unconfigured_commands(commands).ok())
@@ -48,8 +48,10 @@ pub(crate) fn has_unconfigured_commands(
 }
 
 /// Runs the recorded unban of every ban of a command action no longer configured (`commands`:
-/// each jail's number of command actions) and forgets it ([`super::command::lift_unconfigured`]).
-pub(crate) fn lift_unconfigured_commands(commands: &std::collections::HashMap<String, usize>) {
+/// each jail's command actions' identities) and forgets it ([`super::command::lift_unconfigured`]).
+pub(crate) fn lift_unconfigured_commands(
+    commands: &std::collections::HashMap<String, Vec<String>>,
+) {
     let Some(mut records) = records::open_configured() else {
         return;
     };

@@ -19,7 +19,7 @@ use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused, Why};
 use super::why;
 use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec, Keyed};
 use crate::action::runner;
-use crate::action::BanOrder;
+use crate::action::{command_identities, BanOrder};
 use crate::address::{show_target, Named};
 use crate::metrics::JailMetrics;
 use crate::state::{StateOp, StoredBan};
@@ -303,16 +303,9 @@ impl JailSet {
             .iter()
             .flat_map(|j| j.actions.iter().cloned())
             .collect();
-        let commands: HashMap<String, usize> = configs
+        let commands: HashMap<String, Vec<String>> = configs
             .iter()
-            .map(|j| {
-                let n = j
-                    .actions
-                    .iter()
-                    .filter(|a| matches!(a, crate::action::ActionSpec::Command(_)))
-                    .count();
-                (j.name.clone(), n)
-            })
+            .map(|j| (j.name.clone(), command_identities(&j.actions)))
             .collect();
         // On this thread, before anything else runs: a blocking-pool thread made for it would
         // keep its malloc arena (and SQLite's memory in it) for the daemon's life, which idle
@@ -1162,14 +1155,18 @@ impl JailSet {
                 // Command actions the jail no longer has: the bans they ran are lifted now with
                 // their recorded unbans (the start does it for a restart), before the new runner
                 // starts. Every other jail's records are left alone.
-                if command_actions(&config.actions) < command_actions(&before.actions) {
-                    let mut commands: HashMap<String, usize> = old
+                let kept = command_identities(&config.actions);
+                if command_identities(&before.actions)
+                    .iter()
+                    .any(|id| !kept.contains(id))
+                {
+                    let mut commands: HashMap<String, Vec<String>> = old
                         .iter()
                         .chain(&next)
                         .chain(&started)
-                        .map(|s| (s.name.to_string(), usize::MAX))
+                        .map(|s| (s.name.to_string(), command_identities(&s.config.actions)))
                         .collect();
-                    commands.insert(config.name.clone(), command_actions(&config.actions));
+                    commands.insert(config.name.clone(), kept);
                     let lifted = tokio::task::spawn_blocking(move || {
                         crate::action::sweep::lift_unconfigured_commands(&commands)
                     });
@@ -1260,14 +1257,6 @@ impl JailSet {
         threads.extend(self.slots.into_iter().map(|s| s.thread));
         threads
     }
-}
-
-/// How many command actions `actions` hold (their records are kept by position).
-fn command_actions(actions: &[crate::action::ActionSpec]) -> usize {
-    actions
-        .iter()
-        .filter(|a| matches!(a, crate::action::ActionSpec::Command(_)))
-        .count()
 }
 
 /// The (backend, name) of the firewall objects `actions` make.
