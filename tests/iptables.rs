@@ -585,3 +585,60 @@ action = "iptables"
     let rules = ns.run(&["iptables-save", "-t", "filter"]);
     assert!(!rules.contains("jailsink"), "{rules}");
 }
+
+/// A record that opens only after start (the state database could not open then) finds the
+/// objects of earlier settings too: not removed while the action runs in objects of the same
+/// names, they are removed at the clean stop (review-act3 finding 6: nothing compared them
+/// then; the old port's hook stayed for good, and kept the chain from being deleted).
+#[test]
+fn old_settings_found_by_a_late_record_are_removed_at_the_stop() {
+    let ns = Netns::new("latestale");
+    let jails = |port: &str| {
+        config(
+            "",
+            &format!(
+                r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for \S+ from <HOST> port \d+ ssh2$']
+bantime = "1h"
+port = "{port}"
+action = "iptables"
+"#
+            ),
+        )
+        .replace("@DIR@/state.db", "@DIR@/late/state.db")
+    };
+    let hooked = |port: &str| {
+        ns.run(&["iptables-save", "-t", "filter"])
+            .contains(&format!("--dports {port} -j jailsink-sshd"))
+    };
+    let d = Daemon::start_with(&jails("22"), &ns.prefix());
+    let dir = d.config.parent().unwrap().to_path_buf();
+    assert!(hooked("22"));
+    let kept = d.kill9();
+
+    // The database cannot open at start (its directory is a file): no record, so the port-22
+    // hook stays beside the new one.
+    std::fs::rename(dir.join("late"), dir.join("away")).unwrap();
+    std::fs::write(dir.join("late"), "").unwrap();
+    let d = Daemon::start_in(kept, &jails("2222"), &ns.prefix());
+    assert!(hooked("2222") && hooked("22"));
+    d.cli_ok(&["ban", "sshd", "192.0.2.9"]);
+    let banned = wait_for(Duration::from_secs(15), || {
+        ns.run(&["iptables-save", "-t", "filter"])
+            .contains("-A jailsink-sshd -s 192.0.2.9/32 -j DROP")
+    });
+    assert!(banned);
+    std::fs::remove_file(dir.join("late")).unwrap();
+    std::fs::rename(dir.join("away"), dir.join("late")).unwrap();
+    let opened = wait_for(Duration::from_secs(15), || {
+        d.logged("state database opened at last: the bans since start are stored now")
+    });
+    assert!(opened, "the state database never opened");
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let rules = ns.run(&["iptables-save", "-t", "filter"]);
+    assert!(!rules.contains("jailsink"), "{rules}");
+    assert!(stale_ports(&dir.join("late/state.db")).is_empty());
+}

@@ -390,6 +390,13 @@ impl Worker {
                 tracing::info!(jail = %self.jail, action = kind.name(), "[{}] firewall objects left to the jail that took their name", self.jail);
                 continue;
             }
+            let removing = slot.made.as_ref().filter(|spec| !spec.keep_on_stop);
+            if let (Some(records), Some(spec)) = (self.records.as_mut(), removing) {
+                // Objects of earlier settings whose removal failed may keep the current ones
+                // in use (an old hook that jumps to the same chain): a first try before the
+                // current ones go, the counted one after.
+                remove_stale(records, &self.jail, slot, &spec.name, Stale::BeforeStop);
+            }
             if let Err(error) = retry(|| slot.action.stop()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to stop");
@@ -405,7 +412,7 @@ impl Worker {
                 // Objects of earlier settings whose removal failed: the current ones are gone,
                 // so removing those now touches nothing that runs (kept ones wait for the
                 // next start, which removes them before it makes the objects again).
-                remove_stale(records, &self.jail, slot, &spec.name, false);
+                remove_stale(records, &self.jail, slot, &spec.name, Stale::AfterStop);
             }
         }
     }
@@ -460,7 +467,7 @@ fn remove_changed(records: &mut Records, jail: &str, slot: &Slot) {
         // Kept apart from now: the record of the objects gets the new settings next.
         note_stale(records, jail, slot, &old);
     }
-    remove_stale(records, jail, slot, &spec.name, true);
+    remove_stale(records, jail, slot, &spec.name, Stale::BeforeStart);
 }
 
 /// Keeps `old` (objects made with other settings) recorded apart until their removal succeeds.
@@ -471,12 +478,24 @@ fn note_stale(records: &mut Records, jail: &str, slot: &Slot, old: &records::Obj
     }
 }
 
+/// When objects of earlier settings are removed ([`remove_stale`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    /// Before the action starts: the current settings' objects a crash left (same names: an
+    /// iptables chain the old hooks' removal cannot delete while the current hooks jump to it)
+    /// are removed first; the start makes them again at once and its reconcile adds their bans
+    /// back.
+    BeforeStart,
+    /// Before the action's stop: a first try, whose failure is neither logged as an error nor
+    /// counted (the current objects may still keep them in use).
+    BeforeStop,
+    /// After the action's stop removed the current objects.
+    AfterStop,
+}
+
 /// Removes the objects of earlier settings recorded apart for `slot`'s backend and `name`, and
 /// forgets each removed; one that fails stays for the next try (the next start, or the stop).
-/// `before_start`: the current settings' objects a crash left (same names: an iptables chain
-/// the old hooks' removal cannot delete while the current hooks jump to it) are removed first;
-/// the start makes them again at once and its reconcile adds their bans back.
-fn remove_stale(records: &mut Records, jail: &str, slot: &Slot, name: &str, before_start: bool) {
+fn remove_stale(records: &mut Records, jail: &str, slot: &Slot, name: &str, when: Stale) {
     let kind = slot.action.kind();
     let stale = match records.stale(Some((kind.name(), name))) {
         Ok(stale) => stale,
@@ -490,7 +509,7 @@ fn remove_stale(records: &mut Records, jail: &str, slot: &Slot, name: &str, befo
     let others = stale
         .iter()
         .any(|old| current_spec.is_none_or(|spec| !same_settings(&old.spec, spec)));
-    if let (true, true, Some(spec)) = (before_start, others, current_spec) {
+    if let (Stale::BeforeStart, true, Some(spec)) = (when, others, current_spec) {
         let current = records::ObjectRecord {
             backend: kind.name().to_string(),
             name: name.to_string(),
@@ -524,6 +543,9 @@ fn remove_stale(records: &mut Records, jail: &str, slot: &Slot, name: &str, befo
                     crate::metrics::state_errors().increment(1);
                     tracing::error!(jail, action = kind.name(), %error, "cannot forget removed firewall objects of earlier settings");
                 }
+            }
+            Err(error) if when == Stale::BeforeStop => {
+                tracing::debug!(jail, action = kind.name(), name, %error, "the firewall objects of earlier settings are tried again after the stop");
             }
             Err(error) => {
                 slot.errors.increment(1);
