@@ -269,7 +269,7 @@ pub(crate) fn lift_unconfigured_within(
     let mut hung: Vec<Vec<String>> = Vec::new();
     for records::Orphan {
         jail,
-        action: nth,
+        action,
         record,
         unban,
     } in orphans
@@ -309,7 +309,7 @@ pub(crate) fn lift_unconfigured_within(
         };
         match ran {
             Ok(()) => {
-                if let Err(error) = records.settle(&jail, &nth, &[Done::Unbanned(target)]) {
+                if let Err(error) = records.settle(&jail, &action, &[Done::Unbanned(target)]) {
                     crate::metrics::state_errors().increment(1);
                     tracing::error!(%jail, %error, "cannot forget a lifted command record");
                 }
