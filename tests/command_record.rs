@@ -607,3 +607,96 @@ action = { type = "command", ban = ["sh", "-c", "echo ban <ip> >> @DIR@/cmd.log"
     assert!(forgotten, "{:?}", settled_all(&dir.join("state.db")));
     assert!(d.stop().success());
 }
+
+/// `jails(port)` with the sshd jail's command action behind `ahead` (more command actions,
+/// each logging `<word> <ip>` to cmd.log).
+fn inserted_ahead(port: &str, ahead: &[&str]) -> String {
+    let all = jails(port);
+    let start = all.find("action = {").unwrap();
+    let end = start + all[start..].find('\n').unwrap();
+    let original = &all[start + "action = ".len()..end];
+    let mut actions: Vec<String> = ahead
+        .iter()
+        .map(|word| {
+            format!(
+                r#"{{ type = "command", ban = ["sh", "-c", "echo {word} <ip> >> @DIR@/cmd.log"] }}"#
+            )
+        })
+        .collect();
+    actions.push(original.to_string());
+    format!(
+        "{}action = [{}]{}",
+        &all[..start],
+        actions.join(", "),
+        &all[end..]
+    )
+}
+
+/// A command action inserted ahead of another, at a restart and at a reload, leaves the
+/// other's bans held: its `ban` does not run again and nothing of it is lifted; the new action
+/// runs its own `ban` for each active ban (records were keyed by position: the start ran the
+/// other's `ban` again, and the new action's took the old position's records for its own).
+#[test]
+fn a_command_action_inserted_ahead_of_another_runs_none_of_its_bans_again() {
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &jails("22")), &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    d.cli_ok(&["ban", "sshd", "192.0.2.100"]);
+    wait_line(&dir, "ban 192.0.2.100 0 22", 1);
+    let recorded = wait_for(Duration::from_secs(15), || {
+        settled(&dir.join("state.db"), "sshd") == ["192.0.2.100"]
+    });
+    assert!(recorded, "{:?}", settled_all(&dir.join("state.db")));
+    // sshd has no stop template: its ban stays held, and recorded, across the restart.
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+
+    let d = Daemon::start_in(kept, &config("", &inserted_ahead("22", &["first"])), &[]);
+    wait_line(&dir, "first 192.0.2.100", 1);
+    std::fs::write(
+        &d.config,
+        config("", &inserted_ahead("22", &["second", "first"]))
+            .replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(out.contains("sshd: actions restarted"), "{out}");
+    wait_line(&dir, "second 192.0.2.100", 1);
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let log = lines(&dir, "cmd.log");
+    assert_eq!(count(&dir, "ban 192.0.2.100 0 22"), 1, "{log:?}");
+    assert_eq!(count(&dir, "first 192.0.2.100"), 1, "{log:?}");
+    assert_eq!(count_prefix(&dir, "unban"), 0, "{log:?}");
+}
+
+/// A reload that changes a command action's `ban` (another identity): the reload's lifting of
+/// removed command actions leaves its records to the changed action, which runs the `unban` the
+/// active ban was banned for, then its new `ban`, once each.
+#[test]
+fn a_reload_that_changes_a_ban_template_lifts_with_the_old_unban_then_bans_once() {
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &jails("22")), &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    d.cli_ok(&["ban", "sshd", "192.0.2.110"]);
+    wait_line(&dir, "ban 192.0.2.110 0 22", 1);
+    let recorded = wait_for(Duration::from_secs(15), || {
+        settled(&dir.join("state.db"), "sshd") == ["192.0.2.110"]
+    });
+    assert!(recorded, "{:?}", settled_all(&dir.join("state.db")));
+    let reban = config("", &jails("22"))
+        .replace("echo ban", "echo reban")
+        .replace("echo unban", "echo lift")
+        .replace("@DIR@", &dir.display().to_string());
+    std::fs::write(&d.config, reban).unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(out.contains("sshd: actions restarted"), "{out}");
+    wait_line(&dir, "reban 192.0.2.110 0 22", 1);
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let log = lines(&dir, "cmd.log");
+    let old = log.iter().position(|l| l == "unban 192.0.2.110 0 22");
+    let new = log.iter().position(|l| l == "reban 192.0.2.110 0 22");
+    assert!(old.is_some() && old < new, "{log:?}");
+    assert_eq!(count(&dir, "unban 192.0.2.110 0 22"), 1, "{log:?}");
+    assert_eq!(count(&dir, "reban 192.0.2.110 0 22"), 1, "{log:?}");
+    assert_eq!(count_prefix(&dir, "lift "), 0, "{log:?}");
+}

@@ -507,3 +507,138 @@ fn a_stop_records_the_kept_objects_of_a_database_that_opened_late() {
         .ok();
     assert_eq!(jail.as_deref(), Some("late"));
 }
+
+/// The earlier settings' objects waiting for removal (`stale_firewall_objects`), as the ports
+/// their record names.
+fn stale_ports(db: &std::path::Path) -> Vec<String> {
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = db
+        .prepare("SELECT spec FROM stale_firewall_objects ORDER BY spec")
+        .unwrap();
+    let specs: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    specs
+        .iter()
+        .map(|spec| {
+            let spec: serde_json::Value = serde_json::from_str(spec).unwrap();
+            spec["ports"].to_string()
+        })
+        .collect()
+}
+
+/// A start with other settings removes the objects of the old ones first; when that fails
+/// (here an operator's chain still jumps to the jail's chain, so it cannot be deleted), the old
+/// settings stay recorded and their removal is tried again at the next start, and at a clean
+/// stop (review-act3 finding 6: it was only logged, and the record then forgot them).
+#[test]
+fn a_failed_removal_of_old_settings_objects_is_tried_again_at_start_and_at_stop() {
+    let ns = Netns::new("stale");
+    let jails = |port: &str| {
+        config(
+            "",
+            &format!(
+                r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for \S+ from <HOST> port \d+ ssh2$']
+bantime = "1h"
+port = "{port}"
+action = "iptables"
+"#
+            ),
+        )
+    };
+    let hooked = |port: &str| {
+        ns.run(&["iptables-save", "-t", "filter"])
+            .contains(&format!("--dports {port} -j jailsink-sshd"))
+    };
+    let d = Daemon::start_with(&jails("22"), &ns.prefix());
+    let db = d.config.parent().unwrap().join("state.db");
+    assert!(hooked("22"));
+    let kept = d.kill9();
+    // The removal of the port-22 objects fails: the chain is still referenced.
+    ns.run(&["iptables", "-N", "operator"]);
+    ns.run(&["iptables", "-A", "operator", "-j", "jailsink-sshd"]);
+    let d = Daemon::start_in(kept, &jails("2222"), &ns.prefix());
+    assert!(hooked("2222"));
+    assert_eq!(stale_ports(&db), ["[\"22\"]"], "kept for a later try");
+    let kept = d.kill9();
+
+    // The reference is gone: the next start removes them, and forgets them.
+    ns.run(&["iptables", "-F", "operator"]);
+    let d = Daemon::start_in(kept, &jails("2222"), &ns.prefix());
+    assert!(stale_ports(&db).is_empty(), "{:?}", stale_ports(&db));
+    assert!(hooked("2222") && !hooked("22"));
+
+    // Fails again with other settings; a clean stop, the reference gone, removes them.
+    ns.run(&["iptables", "-A", "operator", "-j", "jailsink-sshd"]);
+    let kept = d.kill9();
+    let d = Daemon::start_in(kept, &jails("3333"), &ns.prefix());
+    assert_eq!(stale_ports(&db), ["[\"2222\"]"]);
+    ns.run(&["iptables", "-F", "operator"]);
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    assert!(stale_ports(&db).is_empty(), "{:?}", stale_ports(&db));
+    let rules = ns.run(&["iptables-save", "-t", "filter"]);
+    assert!(!rules.contains("jailsink"), "{rules}");
+}
+
+/// A record that opens only after start (the state database could not open then) finds the
+/// objects of earlier settings too: not removed while the action runs in objects of the same
+/// names, they are removed at the clean stop (review-act3 finding 6: nothing compared them
+/// then; the old port's hook stayed for good, and kept the chain from being deleted).
+#[test]
+fn old_settings_found_by_a_late_record_are_removed_at_the_stop() {
+    let ns = Netns::new("latestale");
+    let jails = |port: &str| {
+        config(
+            "",
+            &format!(
+                r#"
+[jails.sshd]
+programs = ["sshd"]
+failregex = ['^Failed password for \S+ from <HOST> port \d+ ssh2$']
+bantime = "1h"
+port = "{port}"
+action = "iptables"
+"#
+            ),
+        )
+        .replace("@DIR@/state.db", "@DIR@/late/state.db")
+    };
+    let hooked = |port: &str| {
+        ns.run(&["iptables-save", "-t", "filter"])
+            .contains(&format!("--dports {port} -j jailsink-sshd"))
+    };
+    let d = Daemon::start_with(&jails("22"), &ns.prefix());
+    let dir = d.config.parent().unwrap().to_path_buf();
+    assert!(hooked("22"));
+    let kept = d.kill9();
+
+    // The database cannot open at start (its directory is a file): no record, so the port-22
+    // hook stays beside the new one.
+    std::fs::rename(dir.join("late"), dir.join("away")).unwrap();
+    std::fs::write(dir.join("late"), "").unwrap();
+    let d = Daemon::start_in(kept, &jails("2222"), &ns.prefix());
+    assert!(hooked("2222") && hooked("22"));
+    d.cli_ok(&["ban", "sshd", "192.0.2.9"]);
+    let banned = wait_for(Duration::from_secs(15), || {
+        ns.run(&["iptables-save", "-t", "filter"])
+            .contains("-A jailsink-sshd -s 192.0.2.9/32 -j DROP")
+    });
+    assert!(banned);
+    std::fs::remove_file(dir.join("late")).unwrap();
+    std::fs::rename(dir.join("away"), dir.join("late")).unwrap();
+    let opened = wait_for(Duration::from_secs(15), || {
+        d.logged("state database opened at last: the bans since start are stored now")
+    });
+    assert!(opened, "the state database never opened");
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let rules = ns.run(&["iptables-save", "-t", "filter"]);
+    assert!(!rules.contains("jailsink"), "{rules}");
+    assert!(stale_ports(&dir.join("late/state.db")).is_empty());
+}

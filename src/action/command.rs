@@ -36,8 +36,12 @@ const REMEMBERED: usize = 1_000_000;
 /// still restored, `unban` if not, so an unban is run twice rather than never.
 pub(crate) struct CommandAction {
     jail: String,
-    /// Which command action of the jail this is (0 for the first), naming its records.
-    nth: usize,
+    /// Its place among the jail's command actions (0 for the first).
+    position: usize,
+    /// Its identity, which keys its records ([`records::identity`]).
+    identity: String,
+    /// The identities of the jail's command actions, in order (its own included).
+    siblings: Vec<String>,
     spec: CommandSpec,
     /// The values of the bans it holds, for the unban template (at most [`REMEMBERED`]).
     active: HashMap<IpNetwork, CommandRecord>,
@@ -59,11 +63,19 @@ pub(crate) struct CommandAction {
 }
 
 impl CommandAction {
-    /// Command action `nth` of `jail`; nothing runs until `start`.
-    pub(crate) fn new(jail: &str, nth: usize, spec: CommandSpec) -> Self {
+    /// The command action at `position` among the command actions of `jail`, whose
+    /// identities are `siblings` (its own at `position`; empty: it is the only one); nothing
+    /// runs until `start`.
+    pub(crate) fn new(jail: &str, position: usize, siblings: &[String], spec: CommandSpec) -> Self {
+        let siblings = match siblings.get(position) {
+            Some(_) => siblings.to_vec(),
+            None => vec![records::identity(&spec.ban, 0)],
+        };
         CommandAction {
             jail: jail.to_string(),
-            nth,
+            position: position.min(siblings.len() - 1),
+            identity: siblings[position.min(siblings.len() - 1)].clone(),
+            siblings,
             commands: records::fingerprint(&spec.ban, &spec.unban),
             ban_commands: records::fingerprint(&spec.ban, &[]),
             old_unban: HashMap::new(),
@@ -109,7 +121,7 @@ impl CommandAction {
         let stored = self
             .records
             .as_ref()
-            .and_then(|r| r.command(&self.jail, self.nth, target).ok().flatten())
+            .and_then(|r| r.command(&self.jail, &self.identity, target).ok().flatten())
             // A record an unban made for a target never recorded has no port of its own.
             .filter(|r| !r.protocol.is_empty());
         stored.unwrap_or_else(|| CommandRecord {
@@ -166,8 +178,14 @@ impl CommandAction {
         let marks: Vec<Mark<'_>> = held.iter().map(|r| Mark::Ban(r)).collect();
         let done: Vec<Done> = held.iter().map(|r| Done::Banned(r.target)).collect();
         let written = opened
-            .begin(&self.jail, self.nth, self.commands, &marks)
-            .and_then(|()| opened.settle(&self.jail, self.nth, &done));
+            .begin(
+                &self.jail,
+                &self.identity,
+                self.position,
+                self.commands,
+                &marks,
+            )
+            .and_then(|()| opened.settle(&self.jail, &self.identity, &done));
         if let Err(error) = written {
             crate::metrics::state_errors().increment(1);
             tracing::error!(jail = %self.jail, %error, "command action: cannot record the bans it ran before the state database opened");
@@ -182,12 +200,12 @@ impl CommandAction {
     fn write(
         &mut self,
         what: &str,
-        f: impl FnOnce(&mut Records, &str, usize) -> Result<(), super::records::RecordError>,
+        f: impl FnOnce(&mut Records, &str, &str) -> Result<(), super::records::RecordError>,
     ) {
         let Some(records) = self.records.as_mut() else {
             return;
         };
-        if let Err(error) = f(records, &self.jail, self.nth) {
+        if let Err(error) = f(records, &self.jail, &self.identity) {
             crate::metrics::state_errors().increment(1);
             tracing::error!(jail = %self.jail, %error, "command action: cannot {what} its record");
         }
@@ -202,13 +220,40 @@ const ORPHAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 const ORPHAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Runs, at start, the recorded unban of every ban a command action no longer configured ran
-/// (its jail removed from the config while the daemon was down, or fewer command actions in
-/// it), and forgets it; `configured` maps each jail to its number of command actions. An
+/// (its jail removed from the config while the daemon was down, or the command action taken
+/// out of it), and forgets it; `configured` maps each jail to the identities of its command
+/// actions ([`records::identity`], [`super::command_identities`]). An
 /// unban that fails stays recorded for the next start; a record without its unban template
 /// (from before they were recorded) is forgotten. Returns how many unbans ran.
 pub(crate) fn lift_unconfigured(
     records: &mut Records,
-    configured: &HashMap<String, usize>,
+    configured: &HashMap<String, Vec<String>>,
+) -> usize {
+    let began = Instant::now();
+    let bounds = Bounds {
+        timeout: ORPHAN_TIMEOUT,
+        budget: ORPHAN_BUDGET,
+        elapsed: &mut || began.elapsed(),
+    };
+    lift_unconfigured_within(records, configured, bounds)
+}
+
+/// What bounds [`lift_unconfigured`]: each unban's timeout, the budget of the whole run, and
+/// the clock the budget is read on (the real one; a test's, which no test waits out).
+pub(crate) struct Bounds<'a> {
+    /// Longest run of one unban ([`ORPHAN_TIMEOUT`]).
+    pub timeout: std::time::Duration,
+    /// Longest time all of them take together ([`ORPHAN_BUDGET`]).
+    pub budget: std::time::Duration,
+    /// Time since the lifting began, read before each unban.
+    pub elapsed: &'a mut dyn FnMut() -> std::time::Duration,
+}
+
+/// [`lift_unconfigured`] within `bounds`.
+pub(crate) fn lift_unconfigured_within(
+    records: &mut Records,
+    configured: &HashMap<String, Vec<String>>,
+    bounds: Bounds<'_>,
 ) -> usize {
     let orphans = match records.unconfigured_commands(configured) {
         Ok(orphans) => orphans,
@@ -219,18 +264,17 @@ pub(crate) fn lift_unconfigured(
         }
     };
     let mut lifted = 0;
-    let began = Instant::now();
     // Templates that ran past their timeout: not tried again before the next start (one hung
     // program must not cost a minute per record).
     let mut hung: Vec<Vec<String>> = Vec::new();
     for records::Orphan {
         jail,
-        action: nth,
+        action,
         record,
         unban,
     } in orphans
     {
-        if began.elapsed() >= ORPHAN_BUDGET {
+        if (bounds.elapsed)() >= bounds.budget {
             tracing::warn!(lifted, "lifting the bans of command actions no longer configured took too long: the rest waits for the next start");
             break;
         }
@@ -256,7 +300,7 @@ pub(crate) fn lift_unconfigured(
                     ("<matches>", String::new()),
                 ];
                 let argv: Vec<String> = template.iter().map(|arg| fill(arg, &values)).collect();
-                let ran = exec::run(&argv, None, ORPHAN_TIMEOUT).map(|_| lifted += 1);
+                let ran = exec::run(&argv, None, bounds.timeout).map(|_| lifted += 1);
                 if matches!(ran, Err(exec::ExecError::Timeout { .. })) {
                     hung.push(template);
                 }
@@ -265,7 +309,7 @@ pub(crate) fn lift_unconfigured(
         };
         match ran {
             Ok(()) => {
-                if let Err(error) = records.settle(&jail, nth, &[Done::Unbanned(target)]) {
+                if let Err(error) = records.settle(&jail, &action, &[Done::Unbanned(target)]) {
                     crate::metrics::state_errors().increment(1);
                     tracing::error!(%jail, %error, "cannot forget a lifted command record");
                 }
@@ -377,6 +421,15 @@ impl Action for CommandAction {
             return Ok(None);
         };
         let read = |e| ActionError(format!("read the command action's record: {e}"));
+        // Records are kept by the action's identity (its `ban`): another command action
+        // inserted or removed around it leaves them its own. Those of a changed `ban` (or from
+        // before identities) are taken over by position, then handled as other templates.
+        let taken = records
+            .claim(&self.jail, &self.identity, self.position, &self.siblings)
+            .map_err(read)?;
+        if taken > 0 {
+            tracing::info!(jail = %self.jail, taken, position = self.position, "[{}] the command action took over the records at its position (its ban template changed, or they are from before records were kept by the action's identity)", self.jail);
+        }
         // Bans run by other templates (the config changed them). Only the unban changed: the
         // ban is held by the current ban's program, kept. The ban changed: doubtful, so the
         // reconcile runs the recorded (old) unban, then the new ban, for an active one
@@ -384,13 +437,13 @@ impl Action for CommandAction {
         // forgotten, and the new ban runs for every active one.
         let (mut adopted, mut changed, mut forgotten) = (0, 0, 0);
         for other in records
-            .other_commands(&self.jail, self.nth, self.commands)
+            .other_commands(&self.jail, &self.identity, self.commands)
             .map_err(read)?
         {
             match other.unban {
                 Some(_) if other.ban_commands == self.ban_commands => {
                     records
-                        .adopt(&self.jail, self.nth, other.target, self.commands)
+                        .adopt(&self.jail, &self.identity, other.target, self.commands)
                         .map_err(read)?;
                     adopted += 1;
                 }
@@ -400,7 +453,7 @@ impl Action for CommandAction {
                 }
                 None => {
                     records
-                        .forget_command(&self.jail, self.nth, other.target)
+                        .forget_command(&self.jail, &self.identity, other.target)
                         .map_err(read)?;
                     forgotten += 1;
                 }
@@ -409,7 +462,7 @@ impl Action for CommandAction {
         if adopted + changed + forgotten > 0 {
             tracing::warn!(jail = %self.jail, adopted, changed, forgotten, "[{}] the command action's ban or unban changed: bans of the same ban program kept ({adopted}), the old unban then the new ban run for the active ones of another ({changed}, the old unban alone for those no longer active), records of unknown programs forgotten ({forgotten})", self.jail);
         }
-        let all = records.commands(&self.jail, self.nth).map_err(read)?;
+        let all = records.commands(&self.jail, &self.identity).map_err(read)?;
         self.unsettled = all
             .iter()
             .filter(|r| !r.settled || self.old_unban.contains_key(&r.target))
@@ -449,7 +502,7 @@ impl Action for CommandAction {
             }
             self.active.clear();
             self.old_unban.clear();
-            self.write("forget", |r, jail, nth| r.forget_commands(jail, nth));
+            self.write("forget", |r, jail, action| r.forget_commands(jail, action));
         }
         Ok(())
     }
@@ -476,7 +529,13 @@ impl CommandAction {
         let Some(records) = self.records.as_mut() else {
             return self.run_burst(batch, values);
         };
-        if let Err(error) = records.begin(&self.jail, self.nth, self.commands, &marks) {
+        if let Err(error) = records.begin(
+            &self.jail,
+            &self.identity,
+            self.position,
+            self.commands,
+            &marks,
+        ) {
             crate::metrics::state_errors().increment(1);
             tracing::error!(jail = %self.jail, %error, "command action: cannot record the commands it runs");
         }
@@ -487,7 +546,7 @@ impl CommandAction {
     /// Records one command as done, as soon as it succeeded: a crash later in the burst (up to
     /// [`super::runner::MAX_BURST`] commands) then runs again only what had not finished.
     fn settle(&mut self, done: Done) {
-        self.write("settle", |r, jail, nth| r.settle(jail, nth, &[done]));
+        self.write("settle", |r, jail, action| r.settle(jail, action, &[done]));
     }
 
     /// Runs each command of a burst (recorded as begun), recording each as it succeeds.
@@ -555,6 +614,273 @@ impl CommandAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records of a jail `gone` (no longer configured) for `targets`, banned with `unban` as
+    /// their unban template.
+    fn orphans(records: &mut Records, unban: &[String], targets: &[&str]) {
+        records.templates(&["true".to_string()], unban);
+        for target in targets {
+            let record = CommandRecord {
+                target: target.parse().unwrap(),
+                failures: 1,
+                bantime: 60,
+                port: String::new(),
+                protocol: "tcp".into(),
+                settled: false,
+            };
+            records
+                .begin("gone", "x", 0, 1, &[Mark::Ban(&record)])
+                .unwrap();
+            records
+                .settle("gone", "x", &[Done::Banned(record.target)])
+                .unwrap();
+        }
+    }
+
+    fn sh(script: String) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script]
+    }
+
+    fn left(records: &Records) -> Vec<String> {
+        let mut left: Vec<String> = records
+            .commands("gone", "x")
+            .unwrap()
+            .iter()
+            .map(|r| element_text(r.target))
+            .collect();
+        left.sort();
+        left
+    }
+
+    /// An unban template that hangs is killed at the timeout and not run again for the other
+    /// records (which stay recorded for the next start); the other templates go on.
+    #[test]
+    fn a_hung_unban_of_a_removed_command_action_is_skipped_for_the_rest_of_the_lifting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = Records::open(&dir.path().join("state.db")).unwrap();
+        let hung = dir.path().join("hung.log");
+        let quick = dir.path().join("quick.log");
+        orphans(
+            &mut records,
+            &sh(format!("echo <ip> >> {}; sleep 60", hung.display())),
+            &["192.0.2.1", "192.0.2.2"],
+        );
+        orphans(
+            &mut records,
+            &sh(format!("echo <ip> >> {}", quick.display())),
+            &["192.0.2.3"],
+        );
+        let bounds = Bounds {
+            timeout: std::time::Duration::from_millis(300),
+            budget: std::time::Duration::from_secs(3600),
+            elapsed: &mut || std::time::Duration::ZERO,
+        };
+        let lifted = lift_unconfigured_within(&mut records, &HashMap::new(), bounds);
+        assert_eq!(lifted, 1);
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert_eq!(read(&hung), "192.0.2.1\n", "the hung template ran once");
+        assert_eq!(read(&quick), "192.0.2.3\n");
+        assert_eq!(left(&records), ["192.0.2.1", "192.0.2.2"]);
+    }
+
+    /// The lifting stops once its budget is spent (read on a clock the test moves: five
+    /// minutes per unban), the rest staying recorded for the next start.
+    #[test]
+    fn the_lifting_of_removed_command_actions_ends_with_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut records = Records::open(&dir.path().join("state.db")).unwrap();
+        let log = dir.path().join("unban.log");
+        orphans(
+            &mut records,
+            &sh(format!("echo <ip> >> {}", log.display())),
+            &["192.0.2.1", "192.0.2.2", "192.0.2.3"],
+        );
+        let mut reads = 0u32;
+        let bounds = Bounds {
+            timeout: std::time::Duration::from_secs(60),
+            budget: ORPHAN_BUDGET,
+            elapsed: &mut || {
+                reads += 1;
+                std::time::Duration::from_secs(300) * (reads - 1)
+            },
+        };
+        let lifted = lift_unconfigured_within(&mut records, &HashMap::new(), bounds);
+        assert_eq!(lifted, 2, "two unbans within ten minutes");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "192.0.2.1\n192.0.2.2\n"
+        );
+        assert_eq!(left(&records), ["192.0.2.3"]);
+    }
+
+    fn command(ban: &str) -> CommandSpec {
+        CommandSpec {
+            start: Vec::new(),
+            stop: Vec::new(),
+            ban: vec!["true".into(), ban.into(), "<ip>".into()],
+            unban: vec!["true".into(), format!("un{ban}"), "<ip>".into()],
+            timeout: std::time::Duration::from_secs(10),
+            ports: Vec::new(),
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    /// What a start's listing of a command action gave: held and doubtful targets.
+    type Listed = (Vec<String>, Vec<String>);
+
+    /// The command actions of a jail `sshd` holding `specs` (in order), each with its records
+    /// at `path`, listed as a start does: (held, doubtful) per action.
+    fn started(path: &std::path::Path, specs: &[CommandSpec]) -> (Vec<CommandAction>, Vec<Listed>) {
+        let all: Vec<super::super::ActionSpec> = specs
+            .iter()
+            .cloned()
+            .map(super::super::ActionSpec::Command)
+            .collect();
+        let ids = super::super::command_identities(&all);
+        let mut actions = Vec::new();
+        let mut seen = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let mut action = CommandAction::new("sshd", i, &ids, spec.clone());
+            let mut records = Records::open(path).unwrap();
+            records.templates(&spec.ban, &spec.unban);
+            action.records = Some(records);
+            let texts = |t: Vec<IpNetwork>| {
+                let mut t: Vec<String> = t.into_iter().map(element_text).collect();
+                t.sort();
+                t
+            };
+            let held = texts(action.list().unwrap().unwrap());
+            seen.push((held, texts(action.doubtful())));
+            actions.push(action);
+        }
+        (actions, seen)
+    }
+
+    fn ban(action: &mut CommandAction, target: &str) {
+        let order = BanOrder {
+            target: target.parse().unwrap(),
+            failures: 2,
+            bantime: None,
+            decided_at: Instant::now(),
+            from_state: false,
+            evidence: Default::default(),
+        };
+        action.apply(&[ActionCommand::Ban(order)]).unwrap();
+    }
+
+    /// Records are kept by the action's identity, not its position: a command action
+    /// inserted ahead of another leaves the other's bans held (no `ban` run again, no `unban`
+    /// of the old position), and the new one holds none (its `ban` runs for every active ban).
+    #[test]
+    fn a_command_action_inserted_ahead_leaves_the_others_records_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let (a, b) = (command("a"), command("b"));
+        let (mut actions, seen) = started(&path, std::slice::from_ref(&a));
+        assert_eq!(seen, [(vec![], vec![])]);
+        ban(&mut actions[0], "192.0.2.1");
+        drop(actions);
+        let (_, seen) = started(&path, &[b.clone(), a.clone()]);
+        assert_eq!(
+            seen,
+            [(vec![], vec![]), (vec!["192.0.2.1".to_string()], vec![])]
+        );
+        // Taken out again (b removed ahead of it): still held, nothing left to lift.
+        let (_, seen) = started(&path, std::slice::from_ref(&a));
+        assert_eq!(seen, [(vec!["192.0.2.1".to_string()], vec![])]);
+        let records = Records::open(&path).unwrap();
+        let configured = HashMap::from([("sshd".to_string(), vec![records::identity(&a.ban, 0)])]);
+        assert!(records
+            .unconfigured_commands(&configured)
+            .unwrap()
+            .is_empty());
+        // The one ahead removed: its records are a removed action's, lifted with its unban.
+        let (mut actions, _) = started(&path, &[b.clone(), a.clone()]);
+        ban(&mut actions[0], "192.0.2.2");
+        drop(actions);
+        let orphans = records.unconfigured_commands(&configured).unwrap();
+        let lifted: Vec<(String, Option<Vec<String>>)> = orphans
+            .iter()
+            .map(|o| (element_text(o.record.target), o.unban.clone()))
+            .collect();
+        assert_eq!(lifted, [("192.0.2.2".to_string(), Some(b.unban.clone()))]);
+        // A changed `ban` is another identity: its records are taken over by position, as
+        // other templates (the old unban, then the new ban, for an active one).
+        let changed = command("c");
+        let (_, seen) = started(&path, &[b, changed]);
+        assert_eq!(
+            seen[1],
+            (vec![], vec!["192.0.2.1".to_string()]),
+            "doubtful: lifted with the unban it was banned for, banned again"
+        );
+    }
+
+    /// A database written when records were keyed by position (the previous release) is read:
+    /// each position's records go to the action whose `ban` made them, wherever it is now, and
+    /// those from before the templates were recorded to the action now at their position.
+    #[test]
+    fn records_kept_by_position_are_read_by_the_actions_identities() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let (a, b) = (command("a"), command("b"));
+        let json = |t: &[String]| serde_json::to_string(t).unwrap();
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE command_bans (jail TEXT NOT NULL, action INTEGER NOT NULL,
+             target TEXT NOT NULL, failures INTEGER NOT NULL, bantime INTEGER NOT NULL,
+             port TEXT NOT NULL, protocol TEXT NOT NULL, settled INTEGER NOT NULL,
+             commands INTEGER NOT NULL, ban_commands INTEGER NOT NULL DEFAULT 0,
+             unban_argv TEXT NOT NULL DEFAULT '', PRIMARY KEY (jail, action, target));",
+        )
+        .unwrap();
+        let row =
+            |position: i64, target: &str, spec: &CommandSpec, known: bool| {
+                db.execute(
+                "INSERT INTO command_bans VALUES ('sshd', ?1, ?2, 2, -1, '', 'tcp', 1, ?3, ?4, ?5)",
+                rusqlite::params![
+                    position,
+                    target,
+                    records::fingerprint(&spec.ban, &spec.unban),
+                    if known { records::fingerprint(&spec.ban, &[]) } else { 0 },
+                    if known { json(&spec.unban) } else { String::new() }
+                ],
+            )
+            .unwrap();
+            };
+        // [a, b] with .1 banned by both; `web`'s only action from before templates were kept.
+        row(0, "192.0.2.1", &a, true);
+        row(1, "192.0.2.1", &b, true);
+        db.execute(
+            "INSERT INTO command_bans VALUES ('web', 0, '192.0.2.9', 2, -1, '', 'tcp', 1, ?1, 0, '')",
+            [records::fingerprint(&a.ban, &a.unban)],
+        )
+        .unwrap();
+        drop(db);
+        // a is taken out while the daemon was down: b (now first) keeps its own records, and
+        // a's are a removed action's, lifted with its unban.
+        let (_, seen) = started(&path, std::slice::from_ref(&b));
+        assert_eq!(seen, [(vec!["192.0.2.1".to_string()], vec![])]);
+        let records = Records::open(&path).unwrap();
+        let configured = HashMap::from([
+            ("sshd".to_string(), vec![records::identity(&b.ban, 0)]),
+            ("web".to_string(), vec![records::identity(&a.ban, 0)]),
+        ]);
+        let orphans = records.unconfigured_commands(&configured).unwrap();
+        let lifted: Vec<(&str, Option<Vec<String>>)> = orphans
+            .iter()
+            .map(|o| (o.jail.as_str(), o.unban.clone()))
+            .collect();
+        assert_eq!(lifted, [("sshd", Some(a.unban.clone()))]);
+        // `web`'s record (templates unknown) goes to its action at position 0, whose
+        // templates made it (same fingerprint): held.
+        let mut web = CommandAction::new("web", 0, &configured["web"], a.clone());
+        web.records = Some(Records::open(&path).unwrap());
+        assert_eq!(
+            web.list().unwrap().unwrap(),
+            ["192.0.2.9/32".parse::<IpNetwork>().unwrap()]
+        );
+        assert!(records.unconfigured_commands(&configured).unwrap().len() == 1);
+    }
 
     #[test]
     fn placeholders_fill_inside_arguments() {

@@ -202,24 +202,44 @@ impl ActionSpec {
         }
     }
 
-    /// A fresh backend for `jail`.
+    /// A fresh backend for `jail` (a command action as the jail's only one).
     pub fn build(&self, jail: &str) -> Box<dyn Action> {
-        self.build_nth(jail, 0)
+        self.build_nth(jail, 0, &[])
     }
 
-    /// A fresh backend for `jail`, the `nth` action of its type in the jail (what names a
-    /// command action's record).
-    pub fn build_nth(&self, jail: &str, nth: usize) -> Box<dyn Action> {
+    /// A fresh backend for `jail`, the `nth` action of its type in the jail; a command action
+    /// learns the identities of the jail's command actions (`commands`,
+    /// [`command_identities`]), which key its records.
+    pub fn build_nth(&self, jail: &str, nth: usize, commands: &[String]) -> Box<dyn Action> {
         match self {
             ActionSpec::Log => Box::new(log::LogAction::new(jail)),
             ActionSpec::Iptables(spec) => Box::new(iptables::IptablesAction::new(spec.clone())),
             ActionSpec::Nftables(spec) => Box::new(nftables::NftablesAction::new(spec.clone())),
             ActionSpec::Ipset(spec) => Box::new(ipset::IpsetAction::new(spec.clone())),
-            ActionSpec::Command(spec) => {
-                Box::new(command::CommandAction::new(jail, nth, spec.clone()))
-            }
+            ActionSpec::Command(spec) => Box::new(command::CommandAction::new(
+                jail,
+                nth,
+                commands,
+                spec.clone(),
+            )),
         }
     }
+}
+
+/// The identities of the command actions among `actions`, in order: what keys their records
+/// ([`records::identity`]: the `ban` template, so that inserting or removing another command
+/// action leaves them; a second action with the same `ban` gets a suffix).
+pub fn command_identities(actions: &[ActionSpec]) -> Vec<String> {
+    let mut seen: Vec<&[String]> = Vec::new();
+    let mut out = Vec::new();
+    for action in actions {
+        if let ActionSpec::Command(spec) = action {
+            let dup = seen.iter().filter(|b| **b == spec.ban.as_slice()).count();
+            seen.push(&spec.ban);
+            out.push(records::identity(&spec.ban, dup));
+        }
+    }
+    out
 }
 
 /// One ban to apply.

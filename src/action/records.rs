@@ -44,7 +44,8 @@ pub(crate) fn readable<T>(row: rusqlite::Result<T>) -> rusqlite::Result<Option<T
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS command_bans (
     jail     TEXT    NOT NULL,
-    action   INTEGER NOT NULL,   -- which command action of the jail (0 for the first)
+    action   TEXT    NOT NULL,   -- which command action of the jail: its identity ([identity])
+    position INTEGER NOT NULL,   -- its place among the jail's command actions (0 for the first)
     target   TEXT    NOT NULL,   -- address or CIDR network, as <ip> shows it
     failures INTEGER NOT NULL,   -- <failures> of the ban, for the unban template
     bantime  INTEGER NOT NULL,   -- <bantime> of the ban (seconds, -1 permanent)
@@ -52,6 +53,8 @@ CREATE TABLE IF NOT EXISTS command_bans (
     protocol TEXT    NOT NULL,   -- <protocol> the ban ran with
     settled  INTEGER NOT NULL,   -- 0 while a ban or unban command of it may be running
     commands INTEGER NOT NULL,   -- fingerprint of the ban and unban templates it ran with
+    ban_commands INTEGER NOT NULL DEFAULT 0,  -- fingerprint of the ban template alone
+    unban_argv   TEXT NOT NULL DEFAULT '',    -- JSON of the unban template it was banned for
     PRIMARY KEY (jail, action, target)
 );
 CREATE TABLE IF NOT EXISTS firewall_objects (
@@ -60,6 +63,13 @@ CREATE TABLE IF NOT EXISTS firewall_objects (
     jail    TEXT NOT NULL,       -- the jail that made them last
     spec    TEXT NOT NULL,       -- JSON of the action's settings: what removing them needs
     PRIMARY KEY (backend, name)
+);
+CREATE TABLE IF NOT EXISTS stale_firewall_objects (
+    backend TEXT NOT NULL,       -- iptables, nftables, ipset
+    name    TEXT NOT NULL,       -- the action's name
+    jail    TEXT NOT NULL,       -- the jail that made them
+    spec    TEXT NOT NULL,       -- JSON of the earlier settings whose removal failed
+    PRIMARY KEY (backend, name, spec)
 );
 ";
 
@@ -132,6 +142,29 @@ pub(crate) fn open_configured() -> Option<Records> {
             None
         }
     }
+}
+
+/// The identity of a command action, which keys its records: the fingerprint of its `ban`
+/// template (`dup`: how many command actions of the jail before it have the same one, as a
+/// suffix), so inserting or removing another command action does not change it. A changed
+/// `ban` makes another identity: its records are then taken over by position ([`Records::claim`]).
+pub(crate) fn identity(ban: &[String], dup: usize) -> String {
+    identity_of(fingerprint(ban, &[]), dup)
+}
+
+/// [`identity`] from the `ban` template's fingerprint.
+fn identity_of(ban_fingerprint: i64, dup: usize) -> String {
+    let fingerprint = ban_fingerprint as u64;
+    match dup {
+        0 => format!("{fingerprint:016x}"),
+        n => format!("{fingerprint:016x}~{n}"),
+    }
+}
+
+/// The identity of a record made when records were keyed by position (`position N`): never an
+/// action's, so the action now at that position takes it over at its start.
+fn positional(position: i64) -> String {
+    format!("position {position}")
 }
 
 /// A fingerprint of a command action's ban and unban templates (64-bit FNV-1a, stable across
@@ -223,8 +256,8 @@ pub(crate) struct OtherCommands {
 pub(crate) struct Orphan {
     /// Its jail.
     pub jail: String,
-    /// Which command action of the jail it was.
-    pub action: usize,
+    /// Which command action of the jail it was ([`identity`]).
+    pub action: String,
     /// The ban's values.
     pub record: CommandRecord,
     /// The unban template it was banned for (None unknown).
@@ -239,6 +272,70 @@ pub(crate) struct Records {
     /// with each ban ([`Records::templates`]; 0 and '' when not told).
     ban_commands: i64,
     unban_argv: String,
+}
+
+/// Turns a `command_bans` table keyed by position (the action's place among the jail's command
+/// actions, before records were keyed by identity) into one keyed by identity. A position's
+/// records that say their `ban` template (`ban_commands`) get its identity, as the action now
+/// running it has (a suffix for a second action of the jail with the same `ban`); the others
+/// (from before the templates were recorded) an identity that says their position
+/// ([`positional`]): the action now at that position takes them over at its start. Nothing to
+/// do when the table has its `position` column.
+fn rekey_by_identity(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let keyed = tx
+        .prepare("SELECT 1 FROM pragma_table_info('command_bans') WHERE name = 'position'")?
+        .exists([])?;
+    if keyed {
+        return Ok(());
+    }
+    tx.execute_batch("ALTER TABLE command_bans RENAME TO command_bans_by_position")?;
+    tx.execute_batch(SCHEMA)?;
+    // Each jail's positions in order, with the `ban` fingerprint their records say (0: none).
+    let positions: Vec<(String, i64, i64)> = tx
+        .prepare(
+            "SELECT jail, action, max(ban_commands) FROM command_bans_by_position
+             GROUP BY jail, action ORDER BY jail, action",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .filter_map(|row| readable(row).transpose())
+        .collect::<rusqlite::Result<_>>()?;
+    let mut identities = std::collections::HashMap::new();
+    for (i, (jail, position, ban)) in positions.iter().enumerate() {
+        let id = match *ban {
+            0 => positional(*position),
+            ban => {
+                let dup = positions[..i]
+                    .iter()
+                    .filter(|(j, _, b)| j == jail && *b == ban)
+                    .count();
+                identity_of(ban, dup)
+            }
+        };
+        identities.insert((jail.clone(), *position), id);
+    }
+    let rows: Vec<(String, i64, String)> = tx
+        .prepare("SELECT jail, action, target FROM command_bans_by_position")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .filter_map(|row| readable(row).transpose())
+        .collect::<rusqlite::Result<_>>()?;
+    for (jail, position, target) in rows {
+        let id = identities
+            .get(&(jail.clone(), position))
+            .cloned()
+            .unwrap_or_else(|| positional(position));
+        tx.execute(
+            "INSERT OR REPLACE INTO command_bans
+             (jail, action, position, target, failures, bantime, port, protocol, settled,
+              commands, ban_commands, unban_argv)
+             SELECT jail, ?4, action, target, failures, bantime, port, protocol, settled,
+                    commands, ban_commands, unban_argv
+             FROM command_bans_by_position WHERE jail = ?1 AND action = ?2 AND target = ?3",
+            params![jail, position, target, id],
+        )?;
+    }
+    tx.execute_batch("DROP TABLE command_bans_by_position")?;
+    tracing::info!("the command actions' records are keyed by the actions' identity from now");
+    Ok(())
 }
 
 impl Records {
@@ -272,6 +369,7 @@ impl Records {
                 .map_err(error)?;
             }
         }
+        rekey_by_identity(&tx).map_err(error)?;
         tx.commit().map_err(error)?;
         Ok(Records {
             path: path.to_path_buf(),
@@ -292,7 +390,7 @@ impl Records {
     pub(crate) fn other_commands(
         &self,
         jail: &str,
-        action: usize,
+        action: &str,
         commands: i64,
     ) -> Result<Vec<OtherCommands>, RecordError> {
         let mut stmt = self
@@ -303,7 +401,7 @@ impl Records {
             )
             .map_err(|e| self.error(e))?;
         let rows = stmt
-            .query_map(params![jail, action as i64, commands], |r| {
+            .query_map(params![jail, action, commands], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,
@@ -334,7 +432,7 @@ impl Records {
     pub(crate) fn adopt(
         &mut self,
         jail: &str,
-        action: usize,
+        action: &str,
         target: IpNetwork,
         commands: i64,
     ) -> Result<(), RecordError> {
@@ -344,7 +442,7 @@ impl Records {
                  WHERE jail = ?1 AND action = ?2 AND target = ?3",
                 params![
                     jail,
-                    action as i64,
+                    action,
                     super::element_text(target),
                     commands,
                     self.unban_argv
@@ -355,43 +453,57 @@ impl Records {
     }
 
     /// Every command record of a jail or command action `configured` does not hold (jail name
-    /// to its number of command actions), with the unban template it was banned for (None
-    /// unknown).
+    /// to the identities of its command actions, in order), with the unban template it was
+    /// banned for (None unknown). A record of another identity at a position whose action has
+    /// no record of its own is not one: that action takes it over at its start ([`Records::claim`]:
+    /// its `ban` changed, or the record is from before identities).
     pub(crate) fn unconfigured_commands(
         &self,
-        configured: &std::collections::HashMap<String, usize>,
+        configured: &std::collections::HashMap<String, Vec<String>>,
     ) -> Result<Vec<Orphan>, RecordError> {
         let mut stmt = self
             .db
             .prepare(
-                "SELECT jail, action, target, failures, bantime, port, protocol, unban_argv
-                 FROM command_bans",
+                "SELECT jail, action, position, target, failures, bantime, port, protocol,
+                        unban_argv
+                 FROM command_bans ORDER BY jail, action, target",
             )
             .map_err(|e| self.error(e))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
+                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
                     r.get::<_, i64>(4)?,
-                    r.get::<_, String>(5)?,
+                    r.get::<_, i64>(5)?,
                     r.get::<_, String>(6)?,
                     r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?,
                 ))
             })
             .map_err(|e| self.error(e))?;
-        let mut out = Vec::new();
+        let mut read = Vec::new();
         for row in rows {
-            let Some((jail, action, target, failures, bantime, port, protocol, unban)) =
-                readable(row).map_err(|e| self.error(e))?
-            else {
-                continue;
-            };
-            let action = action.max(0) as usize;
-            if configured.get(&jail).is_some_and(|&n| action < n) {
-                continue;
+            if let Some(row) = readable(row).map_err(|e| self.error(e))? {
+                read.push(row);
+            }
+        }
+        // (jail, identity) pairs that have records.
+        let recorded: std::collections::HashSet<&(String, String)> =
+            read.iter().map(|row| &row.0).collect();
+        let mut out = Vec::new();
+        for ((jail, action), position, target, failures, bantime, port, protocol, unban) in
+            read.iter().cloned()
+        {
+            if let Some(ids) = configured.get(&jail) {
+                if ids.contains(&action) {
+                    continue;
+                }
+                let taker = usize::try_from(position).ok().and_then(|p| ids.get(p));
+                if taker.is_some_and(|id| !recorded.contains(&(jail.clone(), id.clone()))) {
+                    continue;
+                }
             }
             let Ok(target) = crate::address::parse_target(&target) else {
                 continue;
@@ -414,17 +526,70 @@ impl Records {
         Ok(out)
     }
 
+    /// Makes the records of command action `action` of `jail`, now at `position` among the
+    /// jail's command actions (`siblings`: their identities), its own: when it has none, it
+    /// takes over the records at its position of an identity no command action of the jail
+    /// has (its `ban` changed, or a record from before identities: they are then records of
+    /// other templates, [`Records::other_commands`]); then its records say its position, for a
+    /// later change of its `ban`. Returns how many it took over.
+    pub(crate) fn claim(
+        &mut self,
+        jail: &str,
+        action: &str,
+        position: usize,
+        siblings: &[String],
+    ) -> Result<usize, RecordError> {
+        let path = self.path.clone();
+        let error = move |reason| RecordError {
+            path: path.clone(),
+            reason,
+        };
+        let tx = self.db.transaction().map_err(&error)?;
+        let own = tx
+            .prepare("SELECT 1 FROM command_bans WHERE jail = ?1 AND action = ?2 LIMIT 1")
+            .and_then(|mut s| s.exists(params![jail, action]))
+            .map_err(&error)?;
+        let mut taken = 0;
+        if !own {
+            let others: Vec<String> = tx
+                .prepare(
+                    "SELECT DISTINCT action FROM command_bans WHERE jail = ?1 AND position = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![jail, position as i64], |r| r.get::<_, String>(0))?
+                        .collect()
+                })
+                .map_err(&error)?;
+            for other in others.iter().filter(|o| !siblings.contains(o)) {
+                taken += tx
+                    .execute(
+                        "UPDATE OR REPLACE command_bans SET action = ?3
+                         WHERE jail = ?1 AND action = ?2 AND position = ?4",
+                        params![jail, other, action, position as i64],
+                    )
+                    .map_err(&error)?;
+            }
+        }
+        tx.execute(
+            "UPDATE command_bans SET position = ?3 WHERE jail = ?1 AND action = ?2",
+            params![jail, action, position as i64],
+        )
+        .map_err(&error)?;
+        tx.commit().map_err(&error)?;
+        Ok(taken)
+    }
+
     /// Forgets the record of `target`.
     pub(crate) fn forget_command(
         &mut self,
         jail: &str,
-        action: usize,
+        action: &str,
         target: IpNetwork,
     ) -> Result<(), RecordError> {
         self.db
             .execute(
                 "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2 AND target = ?3",
-                params![jail, action as i64, super::element_text(target)],
+                params![jail, action, super::element_text(target)],
             )
             .map(|_| ())
             .map_err(|e| self.error(e))
@@ -441,7 +606,7 @@ impl Records {
     pub(crate) fn commands(
         &self,
         jail: &str,
-        action: usize,
+        action: &str,
     ) -> Result<Vec<CommandRecord>, RecordError> {
         self.query_commands(jail, action, None)
     }
@@ -450,7 +615,7 @@ impl Records {
     pub(crate) fn command(
         &self,
         jail: &str,
-        action: usize,
+        action: &str,
         target: IpNetwork,
     ) -> Result<Option<CommandRecord>, RecordError> {
         Ok(self
@@ -462,7 +627,7 @@ impl Records {
     fn query_commands(
         &self,
         jail: &str,
-        action: usize,
+        action: &str,
         target: Option<IpNetwork>,
     ) -> Result<Vec<CommandRecord>, RecordError> {
         let mut stmt = self
@@ -474,7 +639,7 @@ impl Records {
             .map_err(|e| self.error(e))?;
         let wanted = target.map(super::element_text);
         let rows = stmt
-            .query_map(params![jail, action as i64, wanted], |r| {
+            .query_map(params![jail, action, wanted], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,
@@ -513,7 +678,8 @@ impl Records {
     pub(crate) fn begin(
         &mut self,
         jail: &str,
-        action: usize,
+        action: &str,
+        position: usize,
         commands: i64,
         marks: &[Mark<'_>],
     ) -> Result<(), RecordError> {
@@ -529,11 +695,11 @@ impl Records {
                 Mark::Ban(r) => tx.execute(
                     "INSERT OR REPLACE INTO command_bans
                      (jail, action, target, failures, bantime, port, protocol, settled, commands,
-                      ban_commands, unban_argv)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10)",
+                      ban_commands, unban_argv, position)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11)",
                     params![
                         jail,
-                        action as i64,
+                        action,
                         super::element_text(r.target),
                         r.failures,
                         r.bantime,
@@ -541,15 +707,23 @@ impl Records {
                         r.protocol,
                         commands,
                         ban_commands,
-                        unban_argv
+                        unban_argv,
+                        position as i64
                     ],
                 ),
                 Mark::Unban(target) => tx.execute(
                     "INSERT INTO command_bans
-                     (jail, action, target, failures, bantime, port, protocol, settled, commands)
-                     VALUES (?1, ?2, ?3, 0, -1, '', '', 0, ?4)
+                     (jail, action, target, failures, bantime, port, protocol, settled, commands,
+                      position)
+                     VALUES (?1, ?2, ?3, 0, -1, '', '', 0, ?4, ?5)
                      ON CONFLICT (jail, action, target) DO UPDATE SET settled = 0",
-                    params![jail, action as i64, super::element_text(*target), commands],
+                    params![
+                        jail,
+                        action,
+                        super::element_text(*target),
+                        commands,
+                        position as i64
+                    ],
                 ),
             }
             .map_err(&error)?;
@@ -561,7 +735,7 @@ impl Records {
     pub(crate) fn settle(
         &mut self,
         jail: &str,
-        action: usize,
+        action: &str,
         done: &[Done],
     ) -> Result<(), RecordError> {
         let path = self.path.clone();
@@ -574,11 +748,11 @@ impl Records {
             match d {
                 Done::Banned(target) => tx.execute(
                     "UPDATE command_bans SET settled = 1 WHERE jail = ?1 AND action = ?2 AND target = ?3",
-                    params![jail, action as i64, super::element_text(*target)],
+                    params![jail, action, super::element_text(*target)],
                 ),
                 Done::Unbanned(target) => tx.execute(
                     "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2 AND target = ?3",
-                    params![jail, action as i64, super::element_text(*target)],
+                    params![jail, action, super::element_text(*target)],
                 ),
             }
             .map_err(&error)?;
@@ -587,11 +761,11 @@ impl Records {
     }
 
     /// Forgets every record of command action `action` of `jail` (its `stop` lifted them).
-    pub(crate) fn forget_commands(&mut self, jail: &str, action: usize) -> Result<(), RecordError> {
+    pub(crate) fn forget_commands(&mut self, jail: &str, action: &str) -> Result<(), RecordError> {
         self.db
             .execute(
                 "DELETE FROM command_bans WHERE jail = ?1 AND action = ?2",
-                params![jail, action as i64],
+                params![jail, action],
             )
             .map(|_| ())
             .map_err(|e| self.error(e))
@@ -654,6 +828,60 @@ impl Records {
             .find(|o| o.backend == backend && o.name == name))
     }
 
+    /// The objects made with earlier settings of action `name` of `backend` whose removal
+    /// failed (every backend and name with None), to try again.
+    pub(crate) fn stale(&self, of: Option<(&str, &str)>) -> Result<Vec<ObjectRecord>, RecordError> {
+        let (backend, name) = of.unzip();
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT backend, name, jail, spec FROM stale_firewall_objects
+                 WHERE ?1 IS NULL OR (backend = ?1 AND name = ?2) ORDER BY backend, name, spec",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = stmt
+            .query_map(params![backend, name], |r| {
+                Ok(ObjectRecord {
+                    backend: r.get(0)?,
+                    name: r.get(1)?,
+                    jail: r.get(2)?,
+                    spec: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Some(row) = readable(row).map_err(|e| self.error(e))? {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records objects made with earlier settings whose removal failed (or waits: the record
+    /// opened after the new settings' objects were made): kept until a removal succeeds.
+    pub(crate) fn add_stale(&mut self, object: &ObjectRecord) -> Result<(), RecordError> {
+        self.db
+            .execute(
+                "INSERT OR REPLACE INTO stale_firewall_objects (backend, name, jail, spec)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![object.backend, object.name, object.jail, object.spec],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    /// Forgets stale objects once removed.
+    pub(crate) fn drop_stale(&mut self, object: &ObjectRecord) -> Result<(), RecordError> {
+        self.db
+            .execute(
+                "DELETE FROM stale_firewall_objects WHERE backend = ?1 AND name = ?2 AND spec = ?3",
+                params![object.backend, object.name, object.spec],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
     /// Forgets the objects of action `name` of `backend` that `jail` made: they were removed
     /// (a record another jail made since, reusing the name, stays).
     pub(crate) fn unmade(
@@ -695,12 +923,12 @@ mod tests {
         let a = record("192.0.2.1/32", 3);
         let b = record("2001:db8::/64", 7);
         records
-            .begin("sshd", 0, 7, &[Mark::Ban(&a), Mark::Ban(&b)])
+            .begin("sshd", "a", 0, 7, &[Mark::Ban(&a), Mark::Ban(&b)])
             .unwrap();
         records
-            .settle("sshd", 0, &[Done::Banned(a.target)])
+            .settle("sshd", "a", &[Done::Banned(a.target)])
             .unwrap();
-        let mut seen = Records::open(&path).unwrap().commands("sshd", 0).unwrap();
+        let mut seen = Records::open(&path).unwrap().commands("sshd", "a").unwrap();
         seen.sort_by_key(|r| r.target);
         assert_eq!(
             seen,
@@ -712,38 +940,38 @@ mod tests {
                 b.clone()
             ]
         );
-        assert!(records.commands("sshd", 1).unwrap().is_empty());
+        assert!(records.commands("sshd", "b").unwrap().is_empty());
         // An unban keeps the ban's values while it runs, and forgets them once it ran.
         records
-            .begin("sshd", 0, 7, &[Mark::Unban(a.target)])
+            .begin("sshd", "a", 0, 7, &[Mark::Unban(a.target)])
             .unwrap();
         assert_eq!(
-            records.command("sshd", 0, a.target).unwrap(),
+            records.command("sshd", "a", a.target).unwrap(),
             Some(a.clone())
         );
         records
-            .settle("sshd", 0, &[Done::Unbanned(a.target)])
+            .settle("sshd", "a", &[Done::Unbanned(a.target)])
             .unwrap();
-        assert_eq!(records.command("sshd", 0, a.target).unwrap(), None);
+        assert_eq!(records.command("sshd", "a", a.target).unwrap(), None);
         // Records of other templates say which ones (the templates as told), and are kept
         // until adopted or forgotten.
-        assert!(records.other_commands("sshd", 0, 7).unwrap().is_empty());
-        let other = records.other_commands("sshd", 0, 8).unwrap();
+        assert!(records.other_commands("sshd", "a", 7).unwrap().is_empty());
+        let other = records.other_commands("sshd", "a", 8).unwrap();
         assert_eq!(other.len(), 1);
         assert_eq!((other[0].target, other[0].unban.clone()), (b.target, None));
         let t = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         records.templates(&t(&["ban"]), &t(&["unban", "<ip>"]));
-        records.begin("sshd", 0, 7, &[Mark::Ban(&a)]).unwrap();
-        let other = records.other_commands("sshd", 0, 8).unwrap();
+        records.begin("sshd", "a", 0, 7, &[Mark::Ban(&a)]).unwrap();
+        let other = records.other_commands("sshd", "a", 8).unwrap();
         let a_other = other.iter().find(|o| o.target == a.target).unwrap();
         assert_eq!(a_other.unban, Some(t(&["unban", "<ip>"])));
         assert_eq!(a_other.ban_commands, fingerprint(&t(&["ban"]), &[]));
-        records.adopt("sshd", 0, a.target, 8).unwrap();
-        records.forget_command("sshd", 0, b.target).unwrap();
-        assert!(records.other_commands("sshd", 0, 8).unwrap().is_empty());
-        records.begin("sshd", 0, 7, &[Mark::Ban(&a)]).unwrap();
-        records.forget_commands("sshd", 0).unwrap();
-        assert!(records.commands("sshd", 0).unwrap().is_empty());
+        records.adopt("sshd", "a", a.target, 8).unwrap();
+        records.forget_command("sshd", "a", b.target).unwrap();
+        assert!(records.other_commands("sshd", "a", 8).unwrap().is_empty());
+        records.begin("sshd", "a", 0, 7, &[Mark::Ban(&a)]).unwrap();
+        records.forget_commands("sshd", "a").unwrap();
+        assert!(records.commands("sshd", "a").unwrap().is_empty());
         assert_ne!(
             fingerprint(&t(&["a", "b"]), &t(&["c"])),
             fingerprint(&t(&["a"]), &t(&["b", "c"]))
@@ -766,8 +994,16 @@ mod tests {
         )
         .unwrap();
         drop(db);
-        let records = Records::open(&path).unwrap();
-        let other = records.other_commands("sshd", 0, 6).unwrap();
+        let mut records = Records::open(&path).unwrap();
+        // Keyed by position then: the action now at that position takes it over.
+        let a = "a".to_string();
+        assert_eq!(
+            records
+                .claim("sshd", &a, 0, std::slice::from_ref(&a))
+                .unwrap(),
+            1
+        );
+        let other = records.other_commands("sshd", "a", 6).unwrap();
         assert_eq!(
             other,
             [OtherCommands {
@@ -796,6 +1032,26 @@ mod tests {
             (seen[0].jail.as_str(), seen[0].spec.as_str()),
             ("ssh2", "{\"a\":1}")
         );
+        // Objects of earlier settings whose removal failed are kept apart until removed.
+        let old = ObjectRecord {
+            backend: "iptables".into(),
+            name: "sshd".into(),
+            jail: "sshd".into(),
+            spec: "{\"old\":1}".into(),
+        };
+        records.add_stale(&old).unwrap();
+        records.add_stale(&old).unwrap();
+        assert_eq!(records.stale(None).unwrap(), std::slice::from_ref(&old));
+        assert_eq!(
+            records.stale(Some(("iptables", "sshd"))).unwrap(),
+            std::slice::from_ref(&old)
+        );
+        assert!(records
+            .stale(Some(("nftables", "sshd")))
+            .unwrap()
+            .is_empty());
+        records.drop_stale(&old).unwrap();
+        assert!(records.stale(None).unwrap().is_empty());
         // Only the jail that made them last forgets them.
         records.unmade("iptables", "sshd", "sshd").unwrap();
         assert_eq!(records.objects().unwrap().len(), 2);

@@ -76,6 +76,9 @@ pub struct Runner<C = ActionCommand> {
     /// Firewall objects (backend and name) this runner's stop must leave, and keep recorded:
     /// a jail started by a reload took them over (a removed jail's name reused).
     pub handed_over: HandedOver,
+    /// The actions whose `start` failed every retry, as `action: error` (logged and counted
+    /// already): a reload goes back to the jail's old actions rather than say they run.
+    pub start_failures: Vec<String>,
 }
 
 /// The (backend, name) pairs of firewall objects another jail's runner took over, shared with
@@ -129,12 +132,13 @@ async fn spawn_with<C: Queued>(
 ) -> std::io::Result<Runner<C>> {
     let (queue, commands) = mpsc::channel(depth);
     let (started_tx, started) = tokio::sync::oneshot::channel();
+    let identities = super::command_identities(specs);
     let actions: Vec<Box<dyn Action>> = specs
         .iter()
         .enumerate()
         .map(|(i, s)| {
             let nth = specs[..i].iter().filter(|o| o.kind() == s.kind()).count();
-            s.build_nth(jail, nth)
+            s.build_nth(jail, nth, &identities)
         })
         .collect();
     let made: Vec<Option<FirewallSpec>> = specs
@@ -155,18 +159,19 @@ async fn spawn_with<C: Queued>(
                     slot.made = spec;
                 }
             }
-            let reapplied = runner.start(&restored);
-            let _ = started_tx.send(reapplied);
+            let started = runner.start(&restored);
+            let _ = started_tx.send(started);
             runner.serve(commands);
             runner.stop();
         })?;
     // An error here means the thread died before starting; the join at shutdown reports it.
-    let reapplied = started.await.unwrap_or(0);
+    let (reapplied, start_failures) = started.await.unwrap_or_default();
     Ok(Runner {
         queue,
         thread,
         reapplied,
         handed_over,
+        start_failures,
     })
 }
 
@@ -253,9 +258,10 @@ impl Worker {
     }
 
     /// Starts every action and reconciles it with `restored`; returns how many restored bans
-    /// were added again.
-    fn start(&mut self, restored: &[BanOrder]) -> usize {
+    /// were added again, and which actions failed to start (`action: error`).
+    fn start(&mut self, restored: &[BanOrder]) -> (usize, Vec<String>) {
         let mut reapplied = 0;
+        let mut failures = Vec::new();
         for slot in &mut self.slots {
             let kind = slot.action.kind();
             // Recorded before they are made: a crash while they are made leaves them recorded.
@@ -266,11 +272,12 @@ impl Worker {
             if let Err(error) = retry(|| slot.action.start()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to start");
+                failures.push(format!("{}: {error}", kind.name()));
             }
             let keep = STATE_UNREAD.load(Ordering::Relaxed);
             reapplied += reconcile(&self.jail, slot, restored, keep);
         }
-        reapplied
+        (reapplied, failures)
     }
 
     /// Records the firewall objects of the actions once the state database opened after start
@@ -283,9 +290,14 @@ impl Worker {
         let Some(mut opened) = self.reopen.try_open() else {
             return;
         };
-        // Objects another jail took over are its to record.
+        // Objects another jail took over are its to record. Those an earlier run made with
+        // other settings are not removed now (the action runs in objects of the same names):
+        // recorded apart, for the stop and the next start to remove.
         let handed = self.handed();
         for slot in self.slots.iter().filter(|s| !taken(s, &handed)) {
+            if let Some(old) = changed(&opened, &self.jail, slot) {
+                note_stale(&mut opened, &self.jail, slot, &old);
+            }
             record_made(&mut opened, &self.jail, slot);
         }
         self.records = Some(opened);
@@ -378,6 +390,13 @@ impl Worker {
                 tracing::info!(jail = %self.jail, action = kind.name(), "[{}] firewall objects left to the jail that took their name", self.jail);
                 continue;
             }
+            let removing = slot.made.as_ref().filter(|spec| !spec.keep_on_stop);
+            if let (Some(records), Some(spec)) = (self.records.as_mut(), removing) {
+                // Objects of earlier settings whose removal failed may keep the current ones
+                // in use (an old hook that jumps to the same chain): a first try before the
+                // current ones go, the counted one after.
+                remove_stale(records, &self.jail, slot, &spec.name, Stale::BeforeStop);
+            }
             if let Err(error) = retry(|| slot.action.stop()) {
                 slot.errors.increment(1);
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to stop");
@@ -390,6 +409,10 @@ impl Worker {
                     crate::metrics::state_errors().increment(1);
                     tracing::error!(jail = %self.jail, action = kind.name(), %error, "cannot forget the removed firewall objects");
                 }
+                // Objects of earlier settings whose removal failed: the current ones are gone,
+                // so removing those now touches nothing that runs (kept ones wait for the
+                // next start, which removes them before it makes the objects again).
+                remove_stale(records, &self.jail, slot, &spec.name, Stale::AfterStop);
             }
         }
     }
@@ -405,46 +428,129 @@ fn taken(slot: &Slot, handed: &[(&'static str, String)]) -> bool {
     })
 }
 
-/// Removes the objects an earlier run recorded under `slot`'s backend and name with other
-/// settings (ports, protocol, blocktype...), kept at its stop (`keep_on_stop`) or left by a
-/// crash: the start only adds the new settings' hooks, so the old ones (an old port's rule)
-/// would stay for ever and keep the objects in use. Their bans are added again by the start's
-/// reconcile.
-fn remove_changed(records: &mut Records, jail: &str, slot: &Slot) {
-    let Some(spec) = slot.made.as_ref() else {
-        return;
-    };
-    let kind = slot.action.kind();
-    let old = match records.object(kind.name(), &spec.name) {
-        Ok(Some(old)) => old,
-        Ok(None) => return,
-        Err(error) => {
-            crate::metrics::state_errors().increment(1);
-            tracing::error!(jail, action = kind.name(), %error, "cannot read which firewall objects an earlier run made");
-            return;
-        }
-    };
-    let same = serde_json::from_str::<FirewallSpec>(&old.spec).is_ok_and(|was| {
+/// Whether a record of objects (`old`, JSON of a `FirewallSpec`) was made with `spec`'s
+/// settings (whether they are kept at stop aside).
+fn same_settings(old: &str, spec: &FirewallSpec) -> bool {
+    serde_json::from_str::<FirewallSpec>(old).is_ok_and(|was| {
         FirewallSpec {
             keep_on_stop: spec.keep_on_stop,
             ..was
         } == *spec
-    });
-    if same {
-        return;
-    }
-    let removed = match super::sweep::remover(&old) {
-        Ok(Some(action)) => action.build(&old.jail).stop().map_err(|e| e.to_string()),
-        Ok(None) => Ok(()),
-        Err(error) => Err(error),
-    };
-    match removed {
-        Ok(()) => {
-            tracing::info!(jail, action = kind.name(), name = %spec.name, "[{jail}] removed the firewall objects an earlier run made with other settings")
-        }
+    })
+}
+
+/// The record of `slot`'s objects when it was made with other settings than the slot's.
+fn changed(records: &Records, jail: &str, slot: &Slot) -> Option<records::ObjectRecord> {
+    let spec = slot.made.as_ref()?;
+    let kind = slot.action.kind();
+    match records.object(kind.name(), &spec.name) {
+        Ok(old) => old.filter(|old| !same_settings(&old.spec, spec)),
         Err(error) => {
-            slot.errors.increment(1);
-            tracing::error!(jail, action = kind.name(), name = %spec.name, %error, "cannot remove the firewall objects an earlier run made with other settings; its hooks may stay");
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail, action = kind.name(), %error, "cannot read which firewall objects an earlier run made");
+            None
+        }
+    }
+}
+
+/// Removes the objects an earlier run recorded under `slot`'s backend and name with other
+/// settings (ports, protocol, blocktype...), kept at its stop (`keep_on_stop`) or left by a
+/// crash: the start only adds the new settings' hooks, so the old ones (an old port's rule)
+/// would stay for ever and keep the objects in use. Their bans are added again by the start's
+/// reconcile. Called before the action starts; also tries again those whose removal failed
+/// before (kept in the record apart, [`Records::add_stale`]), and keeps those that fail again.
+fn remove_changed(records: &mut Records, jail: &str, slot: &Slot) {
+    let Some(spec) = slot.made.as_ref() else {
+        return;
+    };
+    if let Some(old) = changed(records, jail, slot) {
+        // Kept apart from now: the record of the objects gets the new settings next.
+        note_stale(records, jail, slot, &old);
+    }
+    remove_stale(records, jail, slot, &spec.name, Stale::BeforeStart);
+}
+
+/// Keeps `old` (objects made with other settings) recorded apart until their removal succeeds.
+fn note_stale(records: &mut Records, jail: &str, slot: &Slot, old: &records::ObjectRecord) {
+    if let Err(error) = records.add_stale(old) {
+        crate::metrics::state_errors().increment(1);
+        tracing::error!(jail, action = slot.action.kind().name(), %error, "cannot record the firewall objects of earlier settings");
+    }
+}
+
+/// When objects of earlier settings are removed ([`remove_stale`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    /// Before the action starts: the current settings' objects a crash left (same names: an
+    /// iptables chain the old hooks' removal cannot delete while the current hooks jump to it)
+    /// are removed first; the start makes them again at once and its reconcile adds their bans
+    /// back.
+    BeforeStart,
+    /// Before the action's stop: a first try, whose failure is neither logged as an error nor
+    /// counted (the current objects may still keep them in use).
+    BeforeStop,
+    /// After the action's stop removed the current objects.
+    AfterStop,
+}
+
+/// Removes the objects of earlier settings recorded apart for `slot`'s backend and `name`, and
+/// forgets each removed; one that fails stays for the next try (the next start, or the stop).
+fn remove_stale(records: &mut Records, jail: &str, slot: &Slot, name: &str, when: Stale) {
+    let kind = slot.action.kind();
+    let stale = match records.stale(Some((kind.name(), name))) {
+        Ok(stale) => stale,
+        Err(error) => {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(jail, action = kind.name(), %error, "cannot read which firewall objects of earlier settings wait for removal");
+            return;
+        }
+    };
+    let current_spec = slot.made.as_ref();
+    let others = stale
+        .iter()
+        .any(|old| current_spec.is_none_or(|spec| !same_settings(&old.spec, spec)));
+    if let (Stale::BeforeStart, true, Some(spec)) = (when, others, current_spec) {
+        let current = records::ObjectRecord {
+            backend: kind.name().to_string(),
+            name: name.to_string(),
+            jail: jail.to_string(),
+            spec: serde_json::to_string(spec).unwrap_or_default(),
+        };
+        if let Ok(Some(action)) = super::sweep::remover(&current) {
+            if let Err(error) = action.build(jail).stop() {
+                tracing::debug!(jail, action = kind.name(), name, %error, "removing the current settings' objects before those of earlier ones");
+            }
+        }
+    }
+    for old in stale {
+        let current = slot
+            .made
+            .as_ref()
+            .is_some_and(|spec| same_settings(&old.spec, spec));
+        let removed = match super::sweep::remover(&old) {
+            // The settings came back: the start makes (or made) these objects again.
+            _ if current => Ok(()),
+            Ok(Some(action)) => action.build(&old.jail).stop().map_err(|e| e.to_string()),
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        match removed {
+            Ok(()) => {
+                if !current {
+                    tracing::info!(jail, action = kind.name(), name, "[{jail}] removed the firewall objects an earlier run made with other settings");
+                }
+                if let Err(error) = records.drop_stale(&old) {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(jail, action = kind.name(), %error, "cannot forget removed firewall objects of earlier settings");
+                }
+            }
+            Err(error) if when == Stale::BeforeStop => {
+                tracing::debug!(jail, action = kind.name(), name, %error, "the firewall objects of earlier settings are tried again after the stop");
+            }
+            Err(error) => {
+                slot.errors.increment(1);
+                tracing::error!(jail, action = kind.name(), name, %error, "cannot remove the firewall objects an earlier run made with other settings; their hooks may stay: tried again at the stop and the next start");
+            }
         }
     }
 }
@@ -559,27 +665,61 @@ fn split(
     refused
 }
 
-/// Counts, once, the bans of `tried` the backend refused for good (IPv6 without ip6tables) and
-/// logs them once: they are neither retried nor kept for later, and their unbans are done
-/// (nothing of them is in the firewall).
+/// Refused bans already counted in this process (jail, backend, target): a reload that starts
+/// a jail's actions again re-applies its bans, and a ban the firewall can never apply (IPv6
+/// without ip6tables) must not be counted again at each. Its refused unban (the ban ended)
+/// forgets it, so a later ban of the same target counts. A restart counts them again, once.
+static REFUSALS_COUNTED: std::sync::Mutex<Option<HashSet<Refusal>>> = std::sync::Mutex::new(None);
+
+/// A refused ban: its jail, backend and target.
+type Refusal = (String, &'static str, IpNetwork);
+
+/// Most refused bans remembered as counted; past it the memory starts over (each then counted
+/// once more at the next reload), so it stays bounded if their unbans never come.
+const REFUSALS_REMEMBERED: usize = 1_000_000;
+
+/// Counts, once per process, the bans of `tried` the backend refused for good (IPv6 without
+/// ip6tables) and logs them once: they are neither retried nor kept for later, and their
+/// unbans are done (nothing of them is in the firewall).
 fn refuse(jail: &str, slot: &mut Slot, tried: &[ActionCommand], failed: &super::BatchError) {
     if failed.refused.is_empty() {
         return;
     }
-    let refused: Vec<&ActionCommand> = failed
-        .refused
-        .iter()
-        .filter_map(|&i| tried.get(i))
-        .filter(|c| matches!(c, ActionCommand::Ban(_)))
-        .collect();
-    let Some(first) = refused.first() else {
+    let backend = slot.action.kind().name();
+    let mut new_bans = 0u64;
+    let mut refused_bans = Vec::new();
+    {
+        let mut counted = REFUSALS_COUNTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counted = counted.get_or_insert_with(HashSet::new);
+        for command in failed.refused.iter().filter_map(|&i| tried.get(i)) {
+            let key = (jail.to_string(), backend, command.target());
+            match command {
+                ActionCommand::Ban(_) => {
+                    refused_bans.push(command);
+                    if counted.len() >= REFUSALS_REMEMBERED {
+                        counted.clear();
+                    }
+                    if counted.insert(key) {
+                        new_bans += 1;
+                    }
+                }
+                ActionCommand::Unban(_) => {
+                    counted.remove(&key);
+                }
+            }
+        }
+    }
+    let Some(first) = refused_bans.first() else {
         return;
     };
-    slot.errors.increment(refused.len() as u64);
+    slot.errors.increment(new_bans);
     tracing::error!(
         jail,
-        action = slot.action.kind().name(),
-        bans = refused.len(),
+        action = backend,
+        bans = refused_bans.len(),
+        counted = new_bans,
         first = %super::element_text(first.target()),
         error = %failed.error,
         "bans the firewall cannot apply: counted once, not tried again"
@@ -1097,6 +1237,41 @@ mod tests {
             .map(|c| c.target().to_string())
             .collect();
         assert_eq!(targets, ["192.0.2.1/32", "192.0.2.2/32"]);
+    }
+
+    /// A reload starts a jail's actions again and re-applies its bans: an IPv6 ban the host
+    /// cannot apply, counted at the first start, is not counted again by the new runner (one
+    /// per process); once its unban came, a new ban of the same target counts.
+    #[test]
+    fn a_refused_ban_is_counted_once_across_the_runners_of_reloads() {
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let runner = || Slot {
+            action: Box::new(NoV6 {
+                applied: Arc::default(),
+                calls: Arc::default(),
+            }),
+            errors: ::metrics::Counter::from_arc(counted.clone()),
+            backlog: Vec::new(),
+            made: None,
+        };
+        let restored = [
+            ActionCommand::Ban(order("2001:db8::7/128")),
+            ActionCommand::Ban(order("2001:db8::8/128")),
+        ];
+        let mut first = runner();
+        apply("reloaded", &mut first, &restored);
+        assert_eq!(counted.load(Ordering::Relaxed), 2);
+        // The actions-reload's new runner re-applies the same bans; another jail's count apart.
+        let mut second = runner();
+        apply("reloaded", &mut second, &restored);
+        assert_eq!(counted.load(Ordering::Relaxed), 2, "not counted again");
+        apply("reloaded-too", &mut second, &restored[..1]);
+        assert_eq!(counted.load(Ordering::Relaxed), 3);
+        // The ban ends, then comes again: a new ban, counted.
+        let unban = ActionCommand::Unban("2001:db8::7/128".parse().unwrap());
+        apply("reloaded", &mut second, &[unban]);
+        apply("reloaded", &mut runner(), &restored);
+        assert_eq!(counted.load(Ordering::Relaxed), 4);
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
 /// Whether a command action no longer configured left recorded bans (read here, on the
 /// caller's thread, so that a thread to lift them is made only when there are some).
 pub(crate) fn has_unconfigured_commands(
-    commands: &std::collections::HashMap<String, usize>,
+    commands: &std::collections::HashMap<String, Vec<String>>,
 ) -> bool {
     records::open_configured()
         .and_then(|records| records.unconfigured_commands(commands).ok())
@@ -48,8 +48,10 @@ pub(crate) fn has_unconfigured_commands(
 }
 
 /// Runs the recorded unban of every ban of a command action no longer configured (`commands`:
-/// each jail's number of command actions) and forgets it ([`super::command::lift_unconfigured`]).
-pub(crate) fn lift_unconfigured_commands(commands: &std::collections::HashMap<String, usize>) {
+/// each jail's command actions' identities) and forgets it ([`super::command::lift_unconfigured`]).
+pub(crate) fn lift_unconfigured_commands(
+    commands: &std::collections::HashMap<String, Vec<String>>,
+) {
     let Some(mut records) = records::open_configured() else {
         return;
     };
@@ -59,6 +61,44 @@ pub(crate) fn lift_unconfigured_commands(commands: &std::collections::HashMap<St
             lifted,
             "lifted the bans of command actions no longer configured"
         );
+    }
+}
+
+/// Removes the objects of earlier settings whose removal failed (recorded apart) under a
+/// backend and name no action configures now (those configured are the runners' to retry, at
+/// their start); forgets each removed, keeps those that fail for the next start.
+fn remove_stale_unconfigured(records: &mut records::Records, kept: &HashSet<(&str, &str)>) {
+    let stale = match records.stale(None) {
+        Ok(stale) => stale,
+        Err(error) => {
+            crate::metrics::state_errors().increment(1);
+            tracing::error!(%error, "cannot read which firewall objects of earlier settings wait for removal");
+            return;
+        }
+    };
+    for object in stale {
+        if kept.contains(&(object.backend.as_str(), object.name.as_str())) {
+            continue;
+        }
+        let removed = match remover(&object) {
+            Ok(Some(action)) => action.build(&object.jail).stop().map_err(|e| e.to_string()),
+            // Unreadable, or a backend that makes none: nothing this daemon can remove.
+            Ok(None) | Err(_) => Ok(()),
+        };
+        match removed {
+            Ok(()) => {
+                if let Err(error) = records.drop_stale(&object) {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!(%error, "cannot forget removed firewall objects");
+                }
+            }
+            Err(error) => {
+                let backend =
+                    ActionKind::parse(&object.backend).map_or("firewall", ActionKind::name);
+                crate::metrics::action_errors(&object.jail, backend).increment(1);
+                tracing::error!(jail = %object.jail, backend = %object.backend, name = %object.name, %error, "cannot remove the firewall objects of earlier settings; tried again at the next start");
+            }
+        }
     }
 }
 
@@ -75,6 +115,7 @@ fn remove_objects(records: &mut records::Records, configured: &[ActionSpec]) -> 
         .iter()
         .filter_map(|a| a.firewall().map(|f| (a.kind().name(), f.name.as_str())))
         .collect();
+    remove_stale_unconfigured(records, &kept);
     let mut removed = 0;
     for object in objects {
         if kept.contains(&(object.backend.as_str(), object.name.as_str())) {

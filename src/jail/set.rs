@@ -19,7 +19,7 @@ use super::query::{Answer, Applied, BanInfo, JailCounts, Query, Refused, Why};
 use super::why;
 use super::{ActiveBan, BanRefused, Decision, Failure, Jail, JailSpec, Keyed};
 use crate::action::runner;
-use crate::action::BanOrder;
+use crate::action::{command_identities, BanOrder};
 use crate::address::{show_target, Named};
 use crate::metrics::JailMetrics;
 use crate::state::{StateOp, StoredBan};
@@ -127,6 +127,8 @@ struct Slot {
     reapplied: usize,
     /// Firewall objects its runner's stop leaves to a jail that took their name.
     handed_over: runner::HandedOver,
+    /// Its actions that failed to start (`action: error`), for a reload's summary.
+    start_failures: Vec<String>,
 }
 
 /// Every jail, their deadlines, and the way out to the state writer.
@@ -224,6 +226,7 @@ async fn start_slot(
         thread: runner.thread,
         reapplied: runner.reapplied,
         handed_over: runner.handed_over,
+        start_failures: runner.start_failures,
     })
 }
 
@@ -300,16 +303,9 @@ impl JailSet {
             .iter()
             .flat_map(|j| j.actions.iter().cloned())
             .collect();
-        let commands: HashMap<String, usize> = configs
+        let commands: HashMap<String, Vec<String>> = configs
             .iter()
-            .map(|j| {
-                let n = j
-                    .actions
-                    .iter()
-                    .filter(|a| matches!(a, crate::action::ActionSpec::Command(_)))
-                    .count();
-                (j.name.clone(), n)
-            })
+            .map(|j| (j.name.clone(), command_identities(&j.actions)))
             .collect();
         // On this thread, before anything else runs: a blocking-pool thread made for it would
         // keep its malloc arena (and SQLite's memory in it) for the daemon's life, which idle
@@ -1159,14 +1155,18 @@ impl JailSet {
                 // Command actions the jail no longer has: the bans they ran are lifted now with
                 // their recorded unbans (the start does it for a restart), before the new runner
                 // starts. Every other jail's records are left alone.
-                if command_actions(&config.actions) < command_actions(&before.actions) {
-                    let mut commands: HashMap<String, usize> = old
+                let kept = command_identities(&config.actions);
+                if command_identities(&before.actions)
+                    .iter()
+                    .any(|id| !kept.contains(id))
+                {
+                    let mut commands: HashMap<String, Vec<String>> = old
                         .iter()
                         .chain(&next)
                         .chain(&started)
-                        .map(|s| (s.name.to_string(), usize::MAX))
+                        .map(|s| (s.name.to_string(), command_identities(&s.config.actions)))
                         .collect();
-                    commands.insert(config.name.clone(), command_actions(&config.actions));
+                    commands.insert(config.name.clone(), kept);
                     let lifted = tokio::task::spawn_blocking(move || {
                         crate::action::sweep::lift_unconfigured_commands(&commands)
                     });
@@ -1177,12 +1177,27 @@ impl JailSet {
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
                 match start_slot(config.clone(), jail, orders).await {
-                    Ok(fresh) => {
+                    Ok(fresh) if fresh.start_failures.is_empty() => {
                         summary.push(format!("{}: actions restarted", config.name));
                         next.push(fresh);
                     }
+                    Ok(fresh) => {
+                        // A backend that cannot start (no iptables, a `start` template that
+                        // fails) would leave the jail banning into nothing: its old actions,
+                        // which ran, take over again.
+                        let why = format!(
+                            "new actions failed to start ({})",
+                            fresh.start_failures.join("; ")
+                        );
+                        let others = routes(old.iter().chain(&next));
+                        let jail = retire(fresh, others, &self.state).await;
+                        let (said, back) = restart_old(&config.name, before, jail, &why).await;
+                        summary.push(said);
+                        next.extend(back);
+                    }
                     Err((jail, error)) => {
-                        let (said, back) = restart_old(&config.name, before, jail, &error).await;
+                        let why = format!("new actions not started ({error})");
+                        let (said, back) = restart_old(&config.name, before, jail, &why).await;
                         summary.push(said);
                         next.extend(back);
                     }
@@ -1244,14 +1259,6 @@ impl JailSet {
     }
 }
 
-/// How many command actions `actions` hold (their records are kept by position).
-fn command_actions(actions: &[crate::action::ActionSpec]) -> usize {
-    actions
-        .iter()
-        .filter(|a| matches!(a, crate::action::ActionSpec::Command(_)))
-        .count()
-}
-
 /// The (backend, name) of the firewall objects `actions` make.
 fn firewall_names(
     actions: &[crate::action::ActionSpec],
@@ -1298,28 +1305,35 @@ async fn retire(
     jail
 }
 
-/// A jail whose new actions could not start (no thread) goes back to its old actions and
-/// settings, re-applying its bans; the next reload tries the new ones again. If even those
-/// cannot start the jail stops: its bans stay stored and come back at the next start. Says
-/// which, for the reload's summary.
+/// A jail whose new actions could not start (no thread, or a backend whose `start` failed:
+/// `why` says which) goes back to its old actions and settings, re-applying its bans; the next
+/// reload tries the new ones again. If even those cannot start the jail stops: its bans stay
+/// stored and come back at the next start. Says which, for the reload's summary.
 async fn restart_old(
     name: &str,
     before: JailSpec,
     mut jail: Jail,
-    error: &std::io::Error,
+    why: &str,
 ) -> (String, Option<Slot>) {
-    tracing::error!(jail = %name, %error, "[{name}] its new actions cannot start; its old actions and settings run again");
+    tracing::error!(jail = %name, "[{name}] {why}; its old actions and settings run again");
     jail.reconfigure(before.settings.clone());
     let orders = orders_for(&jail);
     match start_slot(before, jail, orders).await {
-        Ok(slot) => (
-            format!("{name}: new actions not started ({error}); the old actions and settings run again, reload to try again"),
+        Ok(slot) if slot.start_failures.is_empty() => (
+            format!("{name}: {why}; the old actions and settings run again, reload to try again"),
             Some(slot),
         ),
+        Ok(slot) => {
+            let again = slot.start_failures.join("; ");
+            (
+                format!("{name}: {why}; the old actions and settings run again, but they failed to start too ({again})"),
+                Some(slot),
+            )
+        }
         Err((_, again)) => {
             tracing::error!(jail = %name, error = %again, "[{name}] no action runner can start; the jail stops, its bans stay stored for the next start");
             (
-                format!("{name}: stopped, no action runner can start ({again}); its bans stay stored for the next start"),
+                format!("{name}: {why}; stopped, no action runner can start ({again}); its bans stay stored for the next start"),
                 None,
             )
         }
@@ -1898,8 +1912,21 @@ mod tests {
         static FAILING_STARTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     }
 
-    /// Whether this runner start fails (counts one of the failing starts down).
+    thread_local! {
+        /// Runner starts that succeed before the failing ones ([`FAILING_STARTS`]) begin.
+        static SPARED_STARTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Whether this runner start fails (counts one of the spared, else failing, starts down).
     pub(super) fn start_fails() -> bool {
+        let spared = SPARED_STARTS.with(|n| {
+            let left = n.get();
+            n.set(left.saturating_sub(1));
+            left > 0
+        });
+        if spared {
+            return false;
+        }
         FAILING_STARTS.with(|n| {
             let left = n.get();
             n.set(left.saturating_sub(1));
@@ -1965,7 +1992,8 @@ mod tests {
         FAILING_STARTS.with(|n| n.set(2));
         let summary = set.reload(vec![sshd.clone()]).await.unwrap();
         assert!(
-            summary.contains("sshd: stopped, no action runner can start"),
+            summary.contains("sshd: new actions not started")
+                && summary.contains("; stopped, no action runner can start"),
             "{summary}"
         );
         assert!(names(&set).is_empty());
@@ -1973,6 +2001,58 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(rx.try_recv().is_err(), "its ban stays stored: no unban");
+        drop(set.finish());
+    }
+
+    /// A reload whose new actions start but whose backend fails its `start` (here a command
+    /// action's `start` template that fails) never says "actions restarted": the old actions
+    /// and settings run again, bans kept, and the summary says so; when even the old actions'
+    /// runner cannot start, it says the jail stopped.
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_whose_new_backend_fails_to_start_says_what_runs() {
+        let (tx, mut writer) = mpsc::channel(64);
+        tokio::spawn(async move { while writer.recv().await.is_some() {} });
+        let sshd = config("sshd", 600);
+        let mut set = JailSet::start(vec![sshd.clone()], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        set.on_failure(failure("192.0.2.1")).await;
+        set.on_failure(failure("192.0.2.1")).await;
+        assert_eq!(set.slots[0].jail.bans().len(), 1);
+        let mut broken = config("sshd", 1200);
+        broken.actions = vec![ActionSpec::Command(crate::action::CommandSpec {
+            start: vec!["false".into()],
+            stop: Vec::new(),
+            ban: vec!["true".into()],
+            unban: Vec::new(),
+            timeout: Duration::from_secs(10),
+            ports: Vec::new(),
+            protocol: crate::action::Protocol::Tcp,
+        })];
+        let summary = set.reload(vec![broken.clone()]).await.unwrap();
+        assert!(!summary.contains("actions restarted"), "{summary}");
+        assert!(
+            summary.contains("sshd: new actions failed to start (command: ")
+                && summary.contains("the old actions and settings run again"),
+            "{summary}"
+        );
+        assert_eq!(set.slots[0].config.actions, sshd.actions);
+        assert_eq!(
+            set.slots[0].config.settings.bantime,
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(set.slots[0].jail.bans().len(), 1, "the ban is kept");
+
+        // The new runner starts (its backend fails), the old one cannot: the jail stops.
+        SPARED_STARTS.with(|n| n.set(1));
+        FAILING_STARTS.with(|n| n.set(1));
+        let summary = set.reload(vec![broken]).await.unwrap();
+        assert!(
+            summary.contains("sshd: new actions failed to start (command: ")
+                && summary.contains("; stopped, no action runner can start"),
+            "{summary}"
+        );
+        assert!(set.slots.is_empty());
         drop(set.finish());
     }
 
