@@ -624,6 +624,56 @@ fn a_reload_that_drops_a_client_ca_closes_the_connections_it_signed() {
     assert!(d.stop().success());
 }
 
+/// A reload that turns tls_client_ca on closes the open connections, whose clients sent no
+/// certificate (none was asked for): the new settings require one. A client with a
+/// certificate the CA signed then connects and delivers.
+#[test]
+fn a_reload_that_requires_client_certificates_closes_connections_without_one() {
+    let certs = Certs::make();
+    let d = Daemon::start(&config(&certs.server(false), &jail(100, "")));
+    let received = "jailsink_messages_received_total{transport=\"tls\"}";
+    let handshakes = "jailsink_messages_dropped_total{reason=\"tls_handshake\"}";
+    let mut cut = certs.s_client_as(d.tls.port(), None);
+    let mut cut_in = cut.stdin.take().unwrap();
+    cut_in.write_all(line("192.0.2.141").as_bytes()).unwrap();
+    d.wait_metric(received, 1.0);
+
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let ca = format!("tls_client_ca = \"{}\"\n", certs.show("ca.crt"));
+    std::fs::write(
+        &d.config,
+        text.replacen("tls = [", &format!("{ca}tls = ["), 1),
+    )
+    .unwrap();
+    d.cli_ok(&["reload"]);
+    let _ = cut_in.write_all(line("192.0.2.142").as_bytes());
+    assert!(
+        exits(&mut cut),
+        "a client without a certificate stayed connected once one is required"
+    );
+    d.wait_metric(handshakes, 1.0);
+    let reason = d.logs.lock().unwrap().iter().find_map(|e| {
+        (e["message"]
+            == "connection closed: the reloaded TLS settings no longer accept its client certificate")
+            .then(|| e["reason"].clone())
+    });
+    assert_eq!(
+        reason
+            .and_then(|r| r.as_str().map(str::to_string))
+            .as_deref(),
+        Some("no client certificate")
+    );
+    let mut client = certs.s_client_as(d.tls.port(), Some("client"));
+    let mut client_in = client.stdin.take().unwrap();
+    client_in.write_all(line("192.0.2.143").as_bytes()).unwrap();
+    d.wait_metric(received, 2.0);
+    assert_eq!(d.metric(received), Some(2.0));
+    assert_eq!(d.metric(handshakes), Some(1.0));
+    drop((client_in, cut_in));
+    stop(client);
+    assert!(d.stop().success());
+}
+
 fn check(certs: &Certs, server: &str) -> String {
     let path = certs.path("check.toml");
     std::fs::write(&path, format!("[server]\n{server}\n")).unwrap();
