@@ -337,9 +337,9 @@ impl Listeners {
     }
 }
 
-/// The TLS server config read from the files of `config`, if it has any.
-fn tls_config_of(config: &Config) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
-    config.server.tls_server.as_ref().map(|t| t.config.clone())
+/// The TLS settings read from the files of `config`, if it has any.
+fn tls_config_of(config: &Config) -> Option<Arc<crate::config::tls::TlsServer>> {
+    config.server.tls_server.clone().map(Arc::new)
 }
 
 fn limits(config: &Config) -> tcp::TcpLimits {

@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 mod http;
 mod process;
 
-pub(crate) use http::{serve, Route};
+pub(crate) use http::{serve, Get, Route};
 pub(crate) use process::ProcessSample;
 
 const MESSAGES_RECEIVED: &str = "jailsink_messages_received_total";
@@ -85,7 +85,8 @@ pub(crate) enum DropReason {
     /// A TCP connection was refused because `max_tcp_connections` were open.
     ConnectionLimit,
     /// A TLS connection closed before its handshake finished: plain TCP to the TLS port, a
-    /// client without an acceptable certificate, or no handshake within the timeout.
+    /// client without an acceptable certificate, or no handshake within the timeout; or an open
+    /// one whose client certificate a reload's new `tls_client_ca` no longer accepts.
     TlsHandshake,
 }
 

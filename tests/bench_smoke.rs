@@ -208,6 +208,9 @@ fn attackers_latency_restore_idle() {
     run(&["restore", "--jailsink", binary(), "--bans", "300"]);
     // Two binaries alternated (here the same one twice), with the anonymous/file-backed split.
     run(&["idle", "--jailsink", binary(), "--against", binary()]);
+    // The ban feed of 2,500 bans (three pages), two binaries in turn.
+    let feed = ["feed", "--jailsink", binary(), "--against", binary()];
+    run(&[&feed[..], &["--bans", "2500", "--repeat", "2"]].concat());
 }
 
 /// A firewall restore measurement (bench/restore.sh IPTABLES=1 or NFTABLES=1) with 300 bans

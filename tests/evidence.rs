@@ -329,8 +329,14 @@ fn tail_explains_matches_ignores_misses_bans_and_unbans() {
     assert!(d.stop().success());
 }
 
+/// A tail client that reads its first line and then nothing (a paused pager) never slows
+/// ingest, and is disconnected with a warning once the daemon's write to it has made no
+/// progress for 10 s: its watch ends, so intake leaves its watched mode, and the client then
+/// finds what the socket held and the end of the stream (a close, not a reset). (That a client that falls behind and reads again
+/// is told what it lost is control::server's a_tail_client_that_falls_behind_is_told_what_it_lost,
+/// on a paused clock.)
 #[test]
-fn a_tail_client_that_does_not_read_is_told_what_it_lost_and_never_slows_ingest() {
+fn a_tail_client_that_never_reads_is_cut_and_never_slows_ingest() {
     let d = Daemon::start(&config("", SSHD));
     let mut tail = tail_client(&d, None);
     // 20,000 failures of distinct addresses through one logger, while the client reads nothing.
@@ -363,69 +369,30 @@ fn a_tail_client_that_does_not_read_is_told_what_it_lost_and_never_slows_ingest(
         "ingest stalled behind a stuck tail client: {:?} failures counted",
         d.metric("jailsink_failures_total{jail=\"sshd\"}")
     );
-    // The client now reads. On a machine slow enough that ingest took longer than the tail
-    // write deadline (10 s without progress) after the socket filled, the daemon has already
-    // cut the stuck client, which is right too: the stream then ends after what it held.
-    let mut dropped = None;
+    // The client still reads nothing. The daemon has more events for it than its socket holds
+    // (20,000 matches of about 330 bytes; however far its tail task falls behind, the ring
+    // keeps the last 1,024 for it, 330 KB, and the socket took 192 of them, 63 KB, when this
+    // was written), so the task is stuck in a write, and a write stuck for 10 s ends the
+    // stream: one outcome, however slow the machine (the wait below only bounds how long that
+    // may take; nothing here races the 10 s).
+    assert!(
+        wait_for(Duration::from_secs(120), || d
+            .logged("a tail client read nothing for 10s; disconnected")),
+        "a tail client that never reads was kept: {:?}",
+        d.errors()
+    );
+    // What the socket held is still there to read, then the stream's end.
+    let mut held = 0;
     loop {
         let mut line = String::new();
-        if tail
-            .read_line(&mut line)
-            .expect("an event before the timeout")
-            == 0
-        {
+        if tail.read_line(&mut line).expect("the end of the stream") == 0 {
             break;
         }
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "dropped" {
-            dropped = Some(event);
-            break;
-        }
+        assert!(event["event"].is_string(), "{line}");
+        held += 1;
     }
-    match dropped {
-        Some(dropped) => {
-            assert!(dropped["dropped"].as_u64().unwrap() > 0, "{dropped}");
-            // After the report, the stream goes on.
-            let next = read_until(&mut tail, |e| e["event"] == "matched");
-            assert_eq!(next["jail"], "sshd");
-        }
-        None => assert!(
-            wait_for(Duration::from_secs(10), || d
-                .logged("a tail client read nothing for 10s; disconnected")),
-            "the stream ended without a dropped report or a disconnect: {:?}",
-            d.errors()
-        ),
-    }
-    drop(tail);
-    assert!(d.stop().success());
-}
-
-/// A tail client that reads its first line and then nothing (a paused pager) is disconnected
-/// once an event has waited 10 s for it, with a warning: its watch ends, so intake leaves its
-/// watched mode, and the client then finds the end of the stream.
-#[test]
-fn a_tail_client_that_stops_reading_is_disconnected() {
-    let d = Daemon::start(&config("", SSHD));
-    let mut tail = tail_client(&d, None);
-    // Far more events than the socket buffers hold: the daemon's write waits for the client.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("failures.txt");
-    let lines: Vec<String> = (0..20_000u32)
-        .map(|n| failed(&format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255)))
-        .collect();
-    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    let port = d.tcp.port().to_string();
-    let args = ["-n", "127.0.0.1", "-T", "-P", &port, "-t", "sshd"];
-    logger(&[], &[&args[..], &["-f", file.to_str().unwrap()]].concat());
-    let warned = || d.count_messages(|m| m.starts_with("a tail client read nothing")) == 1;
-    assert!(
-        wait_for(Duration::from_secs(60), warned),
-        "not disconnected"
-    );
-    // What the socket held, then the end of the stream (no error: a close, not a reset).
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut tail, &mut rest).expect("the stream ends");
-    assert!(rest.lines().count() > 0);
+    assert!(held > 0, "the socket held no event");
     drop(tail);
     assert!(d.stop().success());
 }

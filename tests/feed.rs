@@ -120,3 +120,89 @@ fn a_token_guards_the_feed_and_100000_bans_stream() {
     assert_eq!(json.as_array().unwrap().len(), 100_000);
     assert!(d.stop().success());
 }
+
+/// One raw GET of `path` as HTTP/`version` (`1.0` or `1.1`), read until the server closes:
+/// (head, body as sent).
+fn raw_get(d: &Daemon, path: &str, version: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(d.metrics).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/{version}\r\nHost: feed\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(all[..at].to_vec()).unwrap();
+    (head, all[at + 4..].to_vec())
+}
+
+/// The body of a chunked answer: its chunks joined, checking every size line, and that the
+/// empty chunk ends it, once, with nothing after it.
+fn dechunk(mut body: &[u8]) -> String {
+    let mut out = Vec::new();
+    loop {
+        let line = body.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..line]).unwrap(), 16).unwrap();
+        body = &body[line + 2..];
+        if size == 0 {
+            assert_eq!(body, b"\r\n", "the last chunk ends the body");
+            return String::from_utf8(out).unwrap();
+        }
+        out.extend_from_slice(&body[..size]);
+        assert_eq!(&body[size..size + 2], b"\r\n");
+        body = &body[size + 2..];
+    }
+}
+
+/// HTTP/1.0 has no chunked encoding: a 1.0 request gets the feed as a body the connection's
+/// close ends (no Transfer-Encoding, Connection: close), 1.1 gets it chunked; the same bans
+/// either way, over more than one page (1,000 bans) and with none.
+#[test]
+fn an_http_1_0_client_gets_the_feed_unchunked() {
+    let d = Daemon::start(&config("", &jails()));
+    for version in ["1.0", "1.1"] {
+        let (head, body) = raw_get(&d, "/bans", version);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("\r\nConnection: close"), "{head}");
+        if version == "1.0" {
+            assert!(!head.contains("Transfer-Encoding"), "{head}");
+            assert_eq!(body, b"");
+        } else {
+            assert!(head.contains("\r\nTransfer-Encoding: chunked"), "{head}");
+            assert_eq!(dechunk(&body), "");
+        }
+    }
+
+    let mut list = String::new();
+    for i in 0..2_500u32 {
+        writeln!(list, "10.0.{}.{}", i >> 8, i & 255).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("list");
+    std::fs::write(&path, &list).unwrap();
+    d.cli_ok(&["ban", "sshd", "--file", path.to_str().unwrap()]);
+    d.cli_ok(&["ban", "web", "198.51.100.0/24"]);
+    let mut want: Vec<&str> = list.lines().chain(["198.51.100.0/24"]).collect();
+    want.sort_unstable();
+
+    let (head, old) = raw_get(&d, "/bans", "1.0");
+    assert!(!head.contains("Transfer-Encoding"), "{head}");
+    assert!(head.contains("\r\nConnection: close"), "{head}");
+    let old = String::from_utf8(old).unwrap();
+    let (head, new) = raw_get(&d, "/bans", "1.1");
+    assert!(head.contains("\r\nTransfer-Encoding: chunked"), "{head}");
+    let new = dechunk(&new);
+    assert_eq!(old, new, "both versions get the same feed");
+    let mut got: Vec<&str> = old.lines().collect();
+    got.sort_unstable();
+    assert!(got == want, "the feed differs from the bans");
+
+    let (head, json) = raw_get(&d, "/bans.json?jail=web", "1.0");
+    assert!(!head.contains("Transfer-Encoding"), "{head}");
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+    let (_, json) = raw_get(&d, "/bans.json", "1.1");
+    let json: serde_json::Value = serde_json::from_str(&dechunk(&json)).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2_501);
+    assert!(d.stop().success());
+}

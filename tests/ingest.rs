@@ -221,6 +221,33 @@ impl Certs {
 
     /// NAME.key and NAME.crt, signed by the CA.
     fn issue(&self, name: &str, subject: &str, extensions: &str) {
+        self.issue_by("ca", name, subject, extensions);
+    }
+
+    /// A second CA, CA.key and CA.crt, of its own.
+    fn another_ca(&self, ca: &str) {
+        let (key, crt) = (format!("{ca}.key"), format!("{ca}.crt"));
+        self.run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN=jailsink test {ca}"),
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+        ]);
+    }
+
+    /// NAME.key and NAME.crt, signed by CA (CA.crt and CA.key).
+    fn issue_by(&self, ca: &str, name: &str, subject: &str, extensions: &str) {
         std::fs::write(self.path(&format!("{name}.ext")), extensions).unwrap();
         let (key, csr, crt, ext) = (
             format!("{name}.key"),
@@ -248,9 +275,9 @@ impl Certs {
             "-in",
             &csr,
             "-CA",
-            "ca.crt",
+            &format!("{ca}.crt"),
             "-CAkey",
-            "ca.key",
+            &format!("{ca}.key"),
             "-set_serial",
             &serial(),
             "-days",
@@ -286,16 +313,21 @@ impl Certs {
     /// `openssl s_client` to `port`, stdin piped (each line written is sent), with the client
     /// certificate or without.
     fn s_client(&self, port: u16, with_cert: bool) -> Child {
+        self.s_client_as(port, with_cert.then_some("client"))
+    }
+
+    /// `openssl s_client` to `port` with the certificate NAME.crt (and NAME.key), or none.
+    fn s_client_as(&self, port: u16, name: Option<&str>) -> Child {
         let mut cmd = Command::new(&self.openssl);
         cmd.args(["s_client", "-quiet", "-connect"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("-CAfile")
             .arg(self.path("ca.crt"));
-        if with_cert {
+        if let Some(name) = name {
             cmd.arg("-cert")
-                .arg(self.path("client.crt"))
+                .arg(self.path(&format!("{name}.crt")))
                 .arg("-key")
-                .arg(self.path("client.key"));
+                .arg(self.path(&format!("{name}.key")));
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -518,6 +550,127 @@ fn reload_takes_a_renewed_certificate_and_keeps_running_connections() {
     assert!(text.contains("CN = localhost renewed"), "{text}");
     drop(stdin);
     stop(old);
+    assert!(d.stop().success());
+}
+
+/// A reload whose tls_client_ca no longer holds the CA of an open connection's client
+/// certificate closes that connection at its next read (counted as a tls_handshake drop,
+/// logged), what it sent since unread; a connection whose certificate the new CA list still
+/// accepts keeps delivering.
+#[test]
+fn a_reload_that_drops_a_client_ca_closes_the_connections_it_signed() {
+    let certs = Certs::make();
+    certs.another_ca("ca2");
+    certs.issue_by(
+        "ca2",
+        "client2",
+        "/O=jailsink tests/CN=web2.example.org",
+        "extendedKeyUsage=clientAuth\n",
+    );
+    let ca = std::fs::read_to_string(certs.path("ca.crt")).unwrap();
+    let ca2 = std::fs::read_to_string(certs.path("ca2.crt")).unwrap();
+    std::fs::write(certs.path("clients.crt"), format!("{ca}{ca2}")).unwrap();
+    let server = certs
+        .server(true)
+        .replace(&certs.show("ca.crt"), &certs.show("clients.crt"));
+    let d = Daemon::start(&config(&server, &jail(100, "")));
+    let received = "jailsink_messages_received_total{transport=\"tls\"}";
+    let handshakes = "jailsink_messages_dropped_total{reason=\"tls_handshake\"}";
+    let mut kept = certs.s_client_as(d.tls.port(), Some("client"));
+    let mut kept_in = kept.stdin.take().unwrap();
+    let mut cut = certs.s_client_as(d.tls.port(), Some("client2"));
+    let mut cut_in = cut.stdin.take().unwrap();
+    kept_in.write_all(line("192.0.2.130").as_bytes()).unwrap();
+    d.wait_metric(received, 1.0);
+    cut_in.write_all(line("192.0.2.131").as_bytes()).unwrap();
+    d.wait_metric(received, 2.0);
+    assert_eq!(d.metric(handshakes), Some(0.0));
+
+    // The same files but ca2 taken out of the client CA list.
+    std::fs::write(certs.path("clients.crt"), &ca).unwrap();
+    d.cli_ok(&["reload"]);
+    let _ = cut_in.write_all(line("192.0.2.132").as_bytes());
+    assert!(
+        exits(&mut cut),
+        "a client the new CA list does not accept stayed connected"
+    );
+    assert!(wait_for(Duration::from_secs(10), || d.logged(
+        "connection closed: the reloaded TLS settings no longer accept its client certificate"
+    )));
+    let subject = d.logs.lock().unwrap().iter().find_map(|e| {
+        (e["message"]
+            == "connection closed: the reloaded TLS settings no longer accept its client certificate")
+            .then(|| e["subject"].clone())
+    });
+    assert_eq!(
+        subject
+            .and_then(|s| s.as_str().map(str::to_string))
+            .as_deref(),
+        Some("CN=web2.example.org,O=jailsink tests"),
+        "the log names the certificate"
+    );
+    d.wait_metric(handshakes, 1.0);
+    // The accepted client still delivers; what the refused one sent after the reload is lost.
+    kept_in.write_all(line("192.0.2.133").as_bytes()).unwrap();
+    d.wait_metric(received, 3.0);
+    assert_eq!(d.metric(received), Some(3.0));
+    assert_eq!(d.metric(handshakes), Some(1.0));
+    assert!(
+        kept.try_wait().unwrap().is_none(),
+        "the accepted client was closed"
+    );
+    drop((kept_in, cut_in));
+    stop(kept);
+    assert!(d.stop().success());
+}
+
+/// A reload that turns tls_client_ca on closes the open connections, whose clients sent no
+/// certificate (none was asked for): the new settings require one. A client with a
+/// certificate the CA signed then connects and delivers.
+#[test]
+fn a_reload_that_requires_client_certificates_closes_connections_without_one() {
+    let certs = Certs::make();
+    let d = Daemon::start(&config(&certs.server(false), &jail(100, "")));
+    let received = "jailsink_messages_received_total{transport=\"tls\"}";
+    let handshakes = "jailsink_messages_dropped_total{reason=\"tls_handshake\"}";
+    let mut cut = certs.s_client_as(d.tls.port(), None);
+    let mut cut_in = cut.stdin.take().unwrap();
+    cut_in.write_all(line("192.0.2.141").as_bytes()).unwrap();
+    d.wait_metric(received, 1.0);
+
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let ca = format!("tls_client_ca = \"{}\"\n", certs.show("ca.crt"));
+    std::fs::write(
+        &d.config,
+        text.replacen("tls = [", &format!("{ca}tls = ["), 1),
+    )
+    .unwrap();
+    d.cli_ok(&["reload"]);
+    let _ = cut_in.write_all(line("192.0.2.142").as_bytes());
+    assert!(
+        exits(&mut cut),
+        "a client without a certificate stayed connected once one is required"
+    );
+    d.wait_metric(handshakes, 1.0);
+    let reason = d.logs.lock().unwrap().iter().find_map(|e| {
+        (e["message"]
+            == "connection closed: the reloaded TLS settings no longer accept its client certificate")
+            .then(|| e["reason"].clone())
+    });
+    assert_eq!(
+        reason
+            .and_then(|r| r.as_str().map(str::to_string))
+            .as_deref(),
+        Some("no client certificate")
+    );
+    let mut client = certs.s_client_as(d.tls.port(), Some("client"));
+    let mut client_in = client.stdin.take().unwrap();
+    client_in.write_all(line("192.0.2.143").as_bytes()).unwrap();
+    d.wait_metric(received, 2.0);
+    assert_eq!(d.metric(received), Some(2.0));
+    assert_eq!(d.metric(handshakes), Some(1.0));
+    drop((client_in, cut_in));
+    stop(client);
     assert!(d.stop().success());
 }
 

@@ -14,6 +14,7 @@
 
 pub mod attackers;
 pub mod corpus;
+pub mod feed;
 pub mod filters;
 pub mod latency;
 pub mod live;
@@ -83,6 +84,8 @@ pub enum Job {
     Idle(restore::IdleArgs),
     /// Every shipped filter next to sshd alone, offline and live, same run (cost per message).
     Filters(filters::Args),
+    /// The ban feed (`GET /bans`) with many active bans, two binaries in turn.
+    Feed(feed::Args),
 }
 
 /// Runs one job.
@@ -100,6 +103,7 @@ pub fn dispatch(job: Job) -> Result<(), String> {
         Job::Restore(args) => restore::restore(&args).map(|_| ()),
         Job::Idle(args) => restore::idle(&args).map(|_| ()),
         Job::Filters(args) => filters::filters(&args).map(|_| ()),
+        Job::Feed(args) => feed::feed(&args).map(|_| ()),
     }
 }
 

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 
 /// The files of the TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,31 @@ pub struct TlsServer {
     pub files: TlsFiles,
     /// The server config handshakes use.
     pub config: Arc<rustls::ServerConfig>,
+    /// The client certificate verifier inside `config` (None without `tls_client_ca`), kept
+    /// so that a reload can check the clients already connected against the new CA: rustls
+    /// does not hand the verifier of a config back.
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl TlsServer {
+    /// Whether a client that presented `chain` (its certificate first, as the handshake kept
+    /// it; None or empty when it sent none) would be accepted by these settings now: Err with
+    /// the reason when not. A reload checks the open connections with it, so a client the new
+    /// `tls_client_ca` no longer accepts (or whose certificate has expired since it connected)
+    /// does not keep a connection it could not open again.
+    pub fn accepts(&self, chain: Option<&[CertificateDer<'_>]>) -> Result<(), String> {
+        let Some(verifier) = &self.client_verifier else {
+            return Ok(());
+        };
+        match chain.and_then(|c| c.split_first()) {
+            None if verifier.client_auth_mandatory() => Err("no client certificate".into()),
+            None => Ok(()),
+            Some((end_entity, intermediates)) => verifier
+                .verify_client_cert(end_entity, intermediates, UnixTime::now())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 impl PartialEq for TlsServer {
@@ -102,6 +128,7 @@ pub fn load(files: &TlsFiles) -> Result<TlsServer, TlsFileError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| fail(CERT, &files.cert, TlsProblem::Rustls(e)))?;
+    let mut client_verifier = None;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
@@ -117,6 +144,7 @@ pub fn load(files: &TlsFiles) -> Result<TlsServer, TlsFileError> {
             )
             .build()
             .map_err(|e| fail(CA, ca, TlsProblem::Verifier(e)))?;
+            client_verifier = Some(verifier.clone());
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -129,5 +157,6 @@ pub fn load(files: &TlsFiles) -> Result<TlsServer, TlsFileError> {
     Ok(TlsServer {
         files: files.clone(),
         config: Arc::new(config),
+        client_verifier,
     })
 }

@@ -2,7 +2,8 @@
 //! `ipset restore` scripts read) and `GET /bans.json`, served on the metrics listener. The bans
 //! come from the jail task page by page over its bounded command channel, and each page is
 //! written as one HTTP chunk, so 100,000 bans never become one string and a slow reader only
-//! slows itself.
+//! slows itself. An HTTP/1.0 client, which may not read chunks, gets the same pages as a body
+//! that ends when the connection closes.
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -49,12 +50,9 @@ impl Feed {
     pub(crate) fn route(self) -> crate::metrics::Route {
         crate::metrics::Route {
             serves: Feed::serves,
-            respond: std::sync::Arc::new(move |path, authorization, mut stream| {
+            respond: std::sync::Arc::new(move |get, mut stream| {
                 let feed = self.clone();
-                Box::pin(async move {
-                    feed.respond(&path, authorization.as_deref(), &mut stream)
-                        .await
-                })
+                Box::pin(async move { feed.respond(&get, &mut stream).await })
             }),
         }
     }
@@ -65,16 +63,19 @@ impl Feed {
         route == "/bans" || route == "/bans.json"
     }
 
-    /// Answers one GET of `path` (a path [`Feed::serves`]) with `authorization` (the header's
-    /// value, if sent).
+    /// Answers one GET of a path [`Feed::serves`]: chunked to HTTP/1.1, delimited by the
+    /// connection's close to HTTP/1.0.
     pub(crate) async fn respond<W: AsyncWrite + Unpin>(
         &self,
-        path: &str,
-        authorization: Option<&str>,
+        get: &crate::metrics::Get,
         out: &mut W,
     ) -> std::io::Result<()> {
+        let path = get.path.as_str();
+        let chunked = !get.http_1_0;
         if let Some(token) = &self.token {
-            let given = authorization
+            let given = get
+                .authorization
+                .as_deref()
                 .and_then(|v| v.trim().strip_prefix("Bearer "))
                 .map(str::trim);
             if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
@@ -106,7 +107,8 @@ impl Feed {
                 Err(message) if first => {
                     return plain(out, "404 Not Found", "", &format!("{message}\n")).await
                 }
-                // The body is cut without its last chunk, so the client sees it incomplete.
+                // The body is cut without its last chunk, so an HTTP/1.1 client sees it
+                // incomplete (an HTTP/1.0 one cannot tell: a close is its body's end).
                 Err(_) => return out.shutdown().await,
             };
             if first {
@@ -114,8 +116,15 @@ impl Feed {
                     Format::Text => "text/plain; charset=utf-8",
                     Format::Json => "application/json",
                 };
+                // HTTP/1.0 has no chunks (RFC 9112 7.1: never sent to it): its body ends where
+                // the connection closes.
+                let encoding = if chunked {
+                    "Transfer-Encoding: chunked\r\n"
+                } else {
+                    ""
+                };
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n{encoding}Cache-Control: no-store\r\nConnection: close\r\n\r\n"
                 );
                 out.write_all(head.as_bytes()).await?;
             }
@@ -143,7 +152,17 @@ impl Feed {
                 text.push_str("]\n");
             }
             first = false;
-            chunk(out, &text).await?;
+            if !chunked {
+                out.write_all(text.as_bytes()).await?;
+                if last {
+                    return out.shutdown().await;
+                }
+                continue;
+            }
+            // An empty text is no chunk: the empty chunk ends the body, once.
+            if !text.is_empty() {
+                chunk(out, &text).await?;
+            }
             if last {
                 chunk(out, "").await?;
                 return out.shutdown().await;

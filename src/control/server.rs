@@ -409,6 +409,57 @@ mod tests {
         drop(client);
     }
 
+    /// A `tail` client that falls more than the ring's QUEUE events behind and reads again
+    /// before TAIL_SEND_TIMEOUT is told how many it lost, and its stream goes on. One outcome
+    /// by construction: the runtime has one thread, so the tail task takes no event while the
+    /// test publishes QUEUE + 10 of them in a row (the ring keeps the last QUEUE, so it has lost
+    /// at least 10); and the clock is paused, so the 10 s cut cannot come first (it would show
+    /// in `elapsed`). Other tests' events may come in between; ours are told apart by their
+    /// jail.
+    #[tokio::test(start_paused = true)]
+    async fn a_tail_client_that_falls_behind_is_told_what_it_lost() {
+        use crate::evidence::tail::{publish, Event, QUEUE};
+        const JAIL: &str = "fell-behind";
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (read, write) = ours.into_split();
+        let (questions, _asked) = mpsc::channel(1);
+        let _task = tokio::spawn(async move {
+            tail(read, write, None, &questions, CancellationToken::new()).await
+        });
+        let mut client = BufReader::new(theirs);
+        let mut line = String::new();
+        client.read_line(&mut line).await.unwrap();
+        assert!(line.contains("tailing"), "{line}");
+        let begun = tokio::time::Instant::now();
+        for n in 0..QUEUE + 10 {
+            let mut event = Event::new(Kind::Missed, JAIL);
+            event.count = Some(n as u32);
+            publish(event);
+        }
+        let mut next = async || {
+            line.clear();
+            client.read_line(&mut line).await.unwrap();
+            serde_json::from_str::<TailEvent>(&line).unwrap()
+        };
+        let dropped = loop {
+            let event = next().await;
+            assert_ne!(event.jail, JAIL, "an event of ours came before the report");
+            if event.event == Kind::Dropped {
+                break event;
+            }
+        };
+        assert!(dropped.dropped.unwrap() >= 10, "{dropped:?}");
+        // The stream goes on with the events the ring still held.
+        let after = loop {
+            let event = next().await;
+            if event.jail == JAIL {
+                break event;
+            }
+        };
+        assert!(after.count.unwrap() >= 10, "{after:?}");
+        assert!(begun.elapsed() < TAIL_SEND_TIMEOUT);
+    }
+
     /// A request that arrives during shutdown is refused at once, and one waiting when the
     /// daemon begins to stop is answered at once: neither waits 60 s for a supervisor that has
     /// stopped answering (the clock is paused: any wait would show in `elapsed`).

@@ -137,6 +137,15 @@ impl AddrTail {
         self.rest.drop_mini();
     }
 
+    /// Its head's and rest's small matchers counting their answers in `tally`: for the
+    /// differential tests of [`super::mini`].
+    pub(crate) fn tally_into(&mut self, tally: &std::sync::Arc<super::mini::MiniTally>) {
+        if let Head::Regex(head) = &mut self.head {
+            head.tally_into(tally);
+        }
+        self.rest.tally_into(tally);
+    }
+
     /// How many of its parts the small matcher serves.
     pub(crate) fn mini_parts(&self) -> usize {
         let head = matches!(&self.head, Head::Regex(h) if h.has_mini());

@@ -580,6 +580,26 @@ impl Filter {
         f
     }
 
+    /// This filter with every small matcher counting its answers in the returned tally: for
+    /// the differential tests of [`super::mini`], which must know the matchers answered.
+    #[doc(hidden)]
+    pub fn with_mini_tally(&self) -> (Filter, std::sync::Arc<super::mini::MiniTally>) {
+        let tally = std::sync::Arc::new(super::mini::MiniTally::default());
+        let mut f = self.clone();
+        for p in f.fail.iter_mut().chain(f.success.iter_mut()) {
+            if let Some((tail, _)) = &mut p.tail {
+                tail.tally_into(&tally);
+            }
+            if let Some(split) = &mut p.split {
+                split.pre.tally_into(&tally);
+                if let Some((tail, _)) = &mut split.tail {
+                    tail.tally_into(&tally);
+                }
+            }
+        }
+        (f, tally)
+    }
+
     /// How many parts (split prefixes, scanner heads and rests) the small matcher serves, for
     /// tests that must know it is in use.
     #[doc(hidden)]

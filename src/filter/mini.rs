@@ -12,6 +12,9 @@
 //! leftmost-first match, which is what the regex reports. A search that would take more than
 //! [`BUDGET`] steps or [`STACK`] pending choices answers [`Run::Unknown`], and the regex decides.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use regex_automata::{meta, Anchored, Input};
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
@@ -512,12 +515,45 @@ impl Mini {
     }
 }
 
+/// How often small matchers answered, for the differential tests: a test that only compared
+/// verdicts would also pass with a matcher that answered [`Run::Unknown`] everywhere (the regex
+/// then decides every search). Filled only by a filter made with
+/// [`super::Filter::with_mini_tally`]; the live path has none.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct MiniTally {
+    answered: AtomicU64,
+    unknown: AtomicU64,
+}
+
+impl MiniTally {
+    /// Searches the small matchers answered (a match or no match).
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Searches they left to the regex ([`Run::Unknown`]).
+    pub fn unknown(&self) -> u64 {
+        self.unknown.load(Ordering::Relaxed)
+    }
+
+    fn note(&self, run: Run) {
+        let counter = match run {
+            Run::Unknown => &self.unknown,
+            Run::Match(_) | Run::NoMatch => &self.answered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// A part of a pattern as its regex and, when it fits, its [`Mini`] program, which answers
 /// first.
 #[derive(Debug, Clone)]
 pub(crate) struct Part {
     regex: meta::Regex,
     mini: Option<Mini>,
+    /// Where its small matcher's answers are counted: differential tests only.
+    tally: Option<Arc<MiniTally>>,
 }
 
 impl Part {
@@ -526,6 +562,7 @@ impl Part {
         Some(Part {
             regex: super::engine::build_part(hir)?,
             mini: Mini::new(hir),
+            tally: None,
         })
     }
 
@@ -544,11 +581,22 @@ impl Part {
         self.mini = None;
     }
 
+    /// Counts its small matcher's answers in `tally` (when it has a small matcher).
+    pub(crate) fn tally_into(&mut self, tally: &Arc<MiniTally>) {
+        if self.mini.is_some() {
+            self.tally = Some(tally.clone());
+        }
+    }
+
     /// The end of the part's leftmost-first match starting exactly at `at` in `text`.
     #[inline]
     pub(crate) fn end_at(&self, text: &str, at: usize) -> Option<usize> {
         if let Some(m) = &self.mini {
-            match m.run(text, at) {
+            let run = m.run(text, at);
+            if let Some(tally) = &self.tally {
+                tally.note(run);
+            }
+            match run {
                 Run::Match(end) => return Some(end),
                 Run::NoMatch => return None,
                 Run::Unknown => {}

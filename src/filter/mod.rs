@@ -28,6 +28,8 @@ pub use engine::{
     parse_address, BadPattern, FailClass, Filter, FilterMatch, FilterSource, PatternError, Verdict,
 };
 pub(crate) use lookup::{locate, FilterFile};
+#[doc(hidden)]
+pub use mini::MiniTally;
 pub use user_name::UserName;
 
 /// A jail's compiled filter: a native TOML filter or a fail2ban `.conf` filter.

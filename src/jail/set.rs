@@ -934,39 +934,16 @@ impl JailSet {
         }
     }
 
-    /// The active bans after `after` in (jail, target) order, at most `limit`: one pass over
-    /// the bans, keeping only the page.
+    /// The active bans after `after` in (jail, target) order, at most `limit`
+    /// ([`super::page`]: a seek in each jail's ordered bans, not a pass over all of them).
     fn ban_page(
         &self,
         jail: Option<&str>,
         after: Option<(String, IpNetwork)>,
         limit: usize,
     ) -> Vec<BanInfo> {
-        let mut page: Vec<(&Arc<str>, &IpNetwork, &ActiveBan)> = self
-            .slots_of(jail)
-            .flat_map(|s| s.jail.bans().iter().map(move |(t, b)| (&s.name, t, b)))
-            .filter(|(name, target, _)| {
-                after
-                    .as_ref()
-                    .is_none_or(|(j, t)| (&***name, *target) > (j.as_str(), t))
-            })
-            .collect();
-        let key = |e: &(&Arc<str>, &IpNetwork, &ActiveBan)| (e.0.clone(), *e.1);
-        if page.len() > limit && limit > 0 {
-            page.select_nth_unstable_by_key(limit - 1, key);
-        }
-        page.truncate(limit);
-        page.sort_unstable_by_key(key);
-        page.into_iter()
-            .map(|(name, target, ban)| BanInfo {
-                jail: name.to_string(),
-                target: *target,
-                banned_at: ban.banned_at,
-                expires_at: ban.expires_at,
-                ban_count: ban.ban_count,
-                hosts: ban.hosts.clone(),
-            })
-            .collect()
+        let jails = self.slots_of(jail).map(|s| (&s.name, &s.jail));
+        super::page::ban_page(jails, after.as_ref(), limit)
     }
 
     /// Bans every target of a list in `jail`, counting what became of each line.

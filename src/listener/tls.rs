@@ -5,24 +5,32 @@
 //! on TCP (octet counting as RFC 5425 requires, or newlines as rsyslog can send).
 //!
 //! The server config sits behind an [`ArcSwapOption`] that `reload` replaces: new handshakes
-//! use renewed certificate files, running connections keep theirs.
+//! use renewed certificate files, running connections keep theirs. A running connection's
+//! client certificate chain (kept from its handshake) is checked again at its first read after
+//! a reload, against the new settings' client verifier: one the new `tls_client_ca` would not
+//! accept is closed there, counted as a `tls_handshake` drop and logged, as a sender a reload
+//! takes out of `allowed_senders` is ([`Verified`]).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use metrics::Counter;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::tcp::Upgrade;
+use crate::config::tls::TlsServer;
 use crate::metrics::{messages_dropped, DropReason};
 
-/// The server config new handshakes use, swapped by `reload`.
-pub(crate) type SharedTlsConfig = Arc<ArcSwapOption<ServerConfig>>;
+/// The TLS settings new handshakes use (and open connections are checked against after a
+/// reload), swapped by `reload`.
+pub(crate) type SharedTlsConfig = Arc<ArcSwapOption<TlsServer>>;
 
 /// The TLS handshake as an [`Upgrade`] of accepted TCP sockets.
 #[derive(Clone)]
@@ -44,18 +52,18 @@ impl Handshake {
 }
 
 impl Upgrade for Handshake {
-    type Stream = TlsStream<TcpStream>;
+    type Stream = Verified;
     const TRANSPORT: &'static str = "tls";
 
     async fn upgrade(&self, stream: TcpStream, peer: SocketAddr) -> Option<Self::Stream> {
-        let Some(config) = self.config.load_full() else {
+        let Some(server) = self.config.load_full() else {
             self.failed.increment(1);
             tracing::warn!(%peer, "no TLS certificate loaded; connection closed");
             return None;
         };
         let stream = match tokio::time::timeout(
             self.timeout,
-            TlsAcceptor::from(config).accept(stream),
+            TlsAcceptor::from(server.config.clone()).accept(stream),
         )
         .await
         {
@@ -79,7 +87,88 @@ impl Upgrade for Handshake {
             }
             None => tracing::debug!(%peer, "TLS connected"),
         }
-        Some(stream)
+        Some(Verified {
+            stream,
+            checked: server,
+            shared: self.config.clone(),
+            peer,
+            refused: false,
+            failed: self.failed.clone(),
+        })
+    }
+}
+
+/// A TLS connection whose client certificate chain is checked again whenever a reload has
+/// swapped the TLS settings: at the first read after it, against the new settings' client
+/// verifier. A refused client's read fails (a `PermissionDenied` error, which ends the
+/// connection with what it sent since unread), and the refusal is counted and logged once.
+/// Between reloads a read costs one pointer comparison more than the bare stream's.
+pub(crate) struct Verified {
+    stream: TlsStream<TcpStream>,
+    /// The settings the chain was last found acceptable by (at the handshake, or a reload).
+    checked: Arc<TlsServer>,
+    /// The settings now.
+    shared: SharedTlsConfig,
+    peer: SocketAddr,
+    /// Refused already: every later read fails too, and is not counted again.
+    refused: bool,
+    failed: Counter,
+}
+
+impl Verified {
+    /// Err when a reload since the last check brought settings that do not accept the
+    /// client's certificate chain.
+    fn recheck(&mut self) -> std::io::Result<()> {
+        let refusal = || {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the reloaded TLS settings no longer accept the client certificate",
+            )
+        };
+        if self.refused {
+            return Err(refusal());
+        }
+        let now = self.shared.load();
+        // None: no certificate loaded any more (the listener is going away with it).
+        let Some(now) = now.as_ref().filter(|n| !Arc::ptr_eq(n, &self.checked)) else {
+            return Ok(());
+        };
+        let chain = self.stream.get_ref().1.peer_certificates();
+        match now.accepts(chain) {
+            Ok(()) => {
+                self.checked = now.clone();
+                Ok(())
+            }
+            Err(reason) => {
+                self.refused = true;
+                self.failed.increment(1);
+                let subject = chain
+                    .and_then(|c| c.first())
+                    .map(|c| subject(c).unwrap_or_else(|| "(unreadable)".to_string()))
+                    .unwrap_or_else(|| "(none)".to_string());
+                tracing::info!(
+                    peer = %self.peer,
+                    %subject,
+                    %reason,
+                    "connection closed: the reloaded TLS settings no longer accept its client certificate"
+                );
+                Err(refusal())
+            }
+        }
+    }
+}
+
+impl AsyncRead for Verified {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(error) = this.recheck() {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 

@@ -39,15 +39,26 @@ pub(crate) type Responding = Pin<Box<dyn Future<Output = std::io::Result<()>> + 
 /// The stream a [`Route`] writes its answer to.
 pub(crate) type Answering = Deadlined<TcpStream>;
 
+/// A GET a [`Route`] answers: what it needs of the request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Get {
+    /// The path, with its query.
+    pub path: String,
+    /// The Authorization header's value, if sent.
+    pub authorization: Option<String>,
+    /// The request is HTTP/1.0 (or has no version): its client may not read a chunked
+    /// body, so a body of unknown length is delimited by closing the connection.
+    pub http_1_0: bool,
+}
+
 /// A resource served on the metrics listener besides /metrics (the ban feed). Its owner hands
 /// it in, so this module stays a leaf that imports nothing upstream.
 #[derive(Clone)]
 pub(crate) struct Route {
     /// Whether a path (with its query) is this route's.
     pub serves: fn(&str) -> bool,
-    /// Answers a GET of the path, given the Authorization header if sent, on the stream.
-    #[allow(clippy::type_complexity)]
-    pub respond: Arc<dyn Fn(String, Option<String>, Answering) -> Responding + Send + Sync>,
+    /// Answers a GET on the stream.
+    pub respond: Arc<dyn Fn(Get, Answering) -> Responding + Send + Sync>,
 }
 
 /// Serves `GET /metrics` (and `route`) on an already bound listener until `shutdown` fires.
@@ -175,8 +186,12 @@ async fn answer(
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     if let Some(route) = route.filter(|r| method == "GET" && (r.serves)(path)) {
-        let authorization = header(&request, "authorization");
-        return (route.respond)(path.to_string(), authorization, stream).await;
+        let get = Get {
+            path: path.to_string(),
+            authorization: header(&request, "authorization"),
+            http_1_0: !reads_chunks(words.next()),
+        };
+        return (route.respond)(get, stream).await;
     }
     let (status, content_type, body) =
         if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
@@ -199,6 +214,17 @@ async fn answer(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// True when a request line's `version` (`HTTP/1.1`) is HTTP/1.1 or later, whose clients
+/// read chunked bodies; HTTP/1.0, none (0.9) and nonsense are not.
+fn reads_chunks(version: Option<&str>) -> bool {
+    let number = |n: &str| n.parse::<u32>().ok();
+    version
+        .and_then(|v| v.strip_prefix("HTTP/"))
+        .and_then(|v| v.split_once('.'))
+        .and_then(|(major, minor)| Some((number(major)?, number(minor)?)))
+        .is_some_and(|version| version >= (1, 1))
 }
 
 /// The value of header `name` (lower case) in a request head.
@@ -309,6 +335,23 @@ mod tests {
             None,
             "no entry kept for a gone peer"
         );
+    }
+
+    #[test]
+    fn http_1_1_and_later_read_chunks() {
+        for (version, chunks) in [
+            (Some("HTTP/1.1"), true),
+            (Some("HTTP/1.10"), true),
+            (Some("HTTP/2.0"), true),
+            (Some("HTTP/1.0"), false),
+            (Some("HTTP/0.9"), false),
+            (None, false),
+            (Some("HTTP/1"), false),
+            (Some("http/1.1"), false),
+            (Some("HTTP/x.y"), false),
+        ] {
+            assert_eq!(reads_chunks(version), chunks, "{version:?}");
+        }
     }
 
     /// A client dripping a byte at a time is cut at the deadline of the whole head, not kept
