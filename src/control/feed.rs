@@ -52,7 +52,15 @@ impl Feed {
             serves: Feed::serves,
             respond: std::sync::Arc::new(move |get, mut stream| {
                 let feed = self.clone();
-                Box::pin(async move { feed.respond(&get, &mut stream).await })
+                Box::pin(async move {
+                    let answered = feed.respond(&get, &mut stream).await;
+                    if answered.is_err() {
+                        // Cut short (the jail task gone, a write stuck past its deadline): a
+                        // reset, so that no client takes part of the list for all of it.
+                        stream.reset();
+                    }
+                    answered
+                })
             }),
         }
     }
@@ -107,9 +115,12 @@ impl Feed {
                 Err(message) if first => {
                     return plain(out, "404 Not Found", "", &format!("{message}\n")).await
                 }
-                // The body is cut without its last chunk, so an HTTP/1.1 client sees it
-                // incomplete (an HTTP/1.0 one cannot tell: a close is its body's end).
-                Err(_) => return out.shutdown().await,
+                // The body is cut: the caller resets the connection, so an HTTP/1.0 client,
+                // whose body ends at the close, sees an error, not a shorter list (and an
+                // HTTP/1.1 one a missing last chunk).
+                Err(message) => {
+                    return Err(std::io::Error::other(format!("bans feed cut: {message}")))
+                }
             };
             if first {
                 let content_type = match format {
@@ -229,6 +240,58 @@ async fn plain<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A feed cut after its first page (the jail task gone) ends in a reset, so an HTTP/1.0
+    /// client, whose body would otherwise end at an ordinary close, sees an error and not a
+    /// shorter list.
+    #[tokio::test]
+    async fn a_feed_cut_after_its_head_ends_with_a_reset() {
+        use tokio::io::AsyncReadExt;
+        let (commands, mut jail_task) = mpsc::channel(4);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let route = Feed::new(commands, None, "node".into()).route();
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            handle,
+            Some(route),
+            shutdown.clone(),
+        ));
+        // The jail task answers one whole page, then is gone.
+        tokio::spawn(async move {
+            if let Some(Command::Query(Query::BanPage { .. }, answer)) = jail_task.recv().await {
+                let page = (0..PAGE as u32)
+                    .map(|i| crate::jail::query::BanInfo {
+                        jail: "sshd".into(),
+                        target: ipnetwork::IpNetwork::from(std::net::IpAddr::from(
+                            std::net::Ipv4Addr::from(0xC000_0200 + i),
+                        )),
+                        banned_at: std::time::SystemTime::UNIX_EPOCH,
+                        expires_at: None,
+                        ban_count: 1,
+                        hosts: Vec::new(),
+                    })
+                    .collect();
+                let _ = answer.send(Ok(Answer::Bans(page)));
+            }
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /bans HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let end = client.read_to_end(&mut got).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text:.200}");
+        let error = end.expect_err("a cut feed must not end like a whole one");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+        shutdown.cancel();
+    }
 
     #[test]
     fn routes_and_tokens() {

@@ -287,6 +287,17 @@ impl<S> Deadlined<S> {
     }
 }
 
+impl Deadlined<TcpStream> {
+    /// Closes the connection with a reset instead of a close: for an answer cut after its
+    /// head. A body delimited by the connection's close (the feed to HTTP/1.0) would otherwise
+    /// end with an ordinary FIN, and its client could not tell a cut list from a whole one.
+    pub(crate) fn reset(self) {
+        // SO_LINGER 0: the close that follows sends RST. If it cannot be set, the close is
+        // ordinary (and the error is logged by the caller's answer).
+        let _ = socket2::SockRef::from(&self.inner).set_linger(Some(Duration::ZERO));
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
     fn poll_write(
         self: Pin<&mut Self>,
