@@ -415,11 +415,14 @@ mod tests {
     /// test publishes QUEUE + 10 of them in a row (the ring keeps the last QUEUE, so it has lost
     /// at least 10); and the clock is paused, so the 10 s cut cannot come first (it would show
     /// in `elapsed`). Other tests' events may come in between; ours are told apart by their
-    /// jail.
+    /// jail, and their counts start near `u32::MAX` so that a test counting its own small ones
+    /// never takes one of ours for its own. Every wait for an event has a (paused-clock)
+    /// timeout: a lost event fails the test instead of hanging it.
     #[tokio::test(start_paused = true)]
     async fn a_tail_client_that_falls_behind_is_told_what_it_lost() {
         use crate::evidence::tail::{publish, Event, QUEUE};
         const JAIL: &str = "fell-behind";
+        const BASE: u32 = u32::MAX - 2 * QUEUE as u32;
         let (ours, theirs) = UnixStream::pair().unwrap();
         let (read, write) = ours.into_split();
         let (questions, _asked) = mpsc::channel(1);
@@ -433,12 +436,16 @@ mod tests {
         let begun = tokio::time::Instant::now();
         for n in 0..QUEUE + 10 {
             let mut event = Event::new(Kind::Missed, JAIL);
-            event.count = Some(n as u32);
+            event.count = Some(BASE + n as u32);
             publish(event);
         }
         let mut next = async || {
             line.clear();
-            client.read_line(&mut line).await.unwrap();
+            let read = client.read_line(&mut line);
+            tokio::time::timeout(TAIL_SEND_TIMEOUT / 2, read)
+                .await
+                .expect("the tail stream stopped before the events expected")
+                .unwrap();
             serde_json::from_str::<TailEvent>(&line).unwrap()
         };
         let dropped = loop {
@@ -456,7 +463,7 @@ mod tests {
                 break event;
             }
         };
-        assert!(after.count.unwrap() >= 10, "{after:?}");
+        assert!(after.count.unwrap() >= BASE + 10, "{after:?}");
         assert!(begun.elapsed() < TAIL_SEND_TIMEOUT);
     }
 
