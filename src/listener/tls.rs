@@ -90,7 +90,7 @@ impl Upgrade for Handshake {
         Some(Verified {
             stream,
             checked: server,
-            shared: self.config.clone(),
+            shared: arc_swap::Cache::new(self.config.clone()),
             peer,
             refused: false,
             failed: self.failed.clone(),
@@ -102,13 +102,15 @@ impl Upgrade for Handshake {
 /// swapped the TLS settings: at the first read after it, against the new settings' client
 /// verifier. A refused client's read fails (a `PermissionDenied` error, which ends the
 /// connection with what it sent since unread), and the refusal is counted and logged once.
-/// Between reloads a read costs one pointer comparison more than the bare stream's.
+/// Between reloads a read costs one atomic load and one pointer comparison more than the bare
+/// stream's (the settings are read through an `arc_swap::Cache`, which touches no reference
+/// count until they change).
 pub(crate) struct Verified {
     stream: TlsStream<TcpStream>,
     /// The settings the chain was last found acceptable by (at the handshake, or a reload).
     checked: Arc<TlsServer>,
-    /// The settings now.
-    shared: SharedTlsConfig,
+    /// The settings now, cached: `load` is one atomic load while they are unchanged.
+    shared: arc_swap::Cache<SharedTlsConfig, Option<Arc<TlsServer>>>,
     peer: SocketAddr,
     /// Refused already: every later read fails too, and is not counted again.
     refused: bool,
@@ -128,15 +130,20 @@ impl Verified {
         if self.refused {
             return Err(refusal());
         }
-        let now = self.shared.load();
         // None: no certificate loaded any more (the listener is going away with it).
-        let Some(now) = now.as_ref().filter(|n| !Arc::ptr_eq(n, &self.checked)) else {
+        let Some(now) = self
+            .shared
+            .load()
+            .as_ref()
+            .filter(|n| !Arc::ptr_eq(n, &self.checked))
+            .cloned()
+        else {
             return Ok(());
         };
         let chain = self.stream.get_ref().1.peer_certificates();
         match now.accepts(chain) {
             Ok(()) => {
-                self.checked = now.clone();
+                self.checked = now;
                 Ok(())
             }
             Err(reason) => {
