@@ -138,6 +138,10 @@ impl Feed {
                     "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n{encoding}Cache-Control: no-store\r\nConnection: close\r\n\r\n"
                 );
                 out.write_all(head.as_bytes()).await?;
+                if get.head {
+                    // HEAD: the status and headers a GET gets, which the first page decided.
+                    return out.shutdown().await;
+                }
             }
             let last = page.len() < PAGE;
             after = page.last().map(|b| (b.jail.clone(), b.target));
@@ -241,12 +245,16 @@ async fn plain<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    /// A feed cut after its first page (the jail task gone) ends in a reset, so an HTTP/1.0
-    /// client, whose body would otherwise end at an ordinary close, sees an error and not a
-    /// shorter list.
-    #[tokio::test]
-    async fn a_feed_cut_after_its_head_ends_with_a_reset() {
-        use tokio::io::AsyncReadExt;
+    /// A metrics listener on 127.0.0.1 serving the feed, over a jail task that answers each
+    /// page query with `pages` full pages of bans and then is gone; the task's handle gives the
+    /// page queries it saw.
+    async fn feed_over(
+        pages: usize,
+    ) -> (
+        std::net::SocketAddr,
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<usize>,
+    ) {
         let (commands, mut jail_task) = mpsc::channel(4);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -261,9 +269,13 @@ mod tests {
             Some(route),
             shutdown.clone(),
         ));
-        // The jail task answers one whole page, then is gone.
-        tokio::spawn(async move {
-            if let Some(Command::Query(Query::BanPage { .. }, answer)) = jail_task.recv().await {
+        let task = tokio::spawn(async move {
+            let mut asked = 0;
+            while let Some(Command::Query(Query::BanPage { .. }, answer)) = jail_task.recv().await {
+                asked += 1;
+                if asked > pages {
+                    break;
+                }
                 let page = (0..PAGE as u32)
                     .map(|i| crate::jail::query::BanInfo {
                         jail: "sshd".into(),
@@ -278,19 +290,47 @@ mod tests {
                     .collect();
                 let _ = answer.send(Ok(Answer::Bans(page)));
             }
+            asked
         });
+        (addr, shutdown, task)
+    }
+
+    /// Sends `request` and reads the answer to its end: what was read, and how it ended.
+    async fn ask(addr: std::net::SocketAddr, request: &str) -> (String, std::io::Result<usize>) {
+        use tokio::io::AsyncReadExt;
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        client
-            .write_all(b"GET /bans HTTP/1.0\r\n\r\n")
-            .await
-            .unwrap();
+        client.write_all(request.as_bytes()).await.unwrap();
         let mut got = Vec::new();
         let end = client.read_to_end(&mut got).await;
-        let text = String::from_utf8_lossy(&got);
+        (String::from_utf8_lossy(&got).into_owned(), end)
+    }
+
+    /// A feed cut after its first page (the jail task gone) ends in a reset, so an HTTP/1.0
+    /// client, whose body would otherwise end at an ordinary close, sees an error and not a
+    /// shorter list.
+    #[tokio::test]
+    async fn a_feed_cut_after_its_head_ends_with_a_reset() {
+        let (addr, shutdown, _) = feed_over(1).await;
+        let (text, end) = ask(addr, "GET /bans HTTP/1.0\r\n\r\n").await;
         assert!(text.starts_with("HTTP/1.1 200 OK"), "{text:.200}");
         let error = end.expect_err("a cut feed must not end like a whole one");
         assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
         shutdown.cancel();
+    }
+
+    /// HEAD /bans gets the head a GET gets and no body, and reads no page past the first (the
+    /// one that decides between 200 and 404).
+    #[tokio::test]
+    async fn head_of_the_feed_is_its_head_alone() {
+        let (addr, shutdown, asked) = feed_over(usize::MAX).await;
+        let (text, end) = ask(addr, "HEAD /bans HTTP/1.1\r\n\r\n").await;
+        end.unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "no body: {text:?}");
+        shutdown.cancel();
+        drop(shutdown);
+        assert_eq!(asked.await.unwrap(), 1, "one page asked");
     }
 
     #[test]

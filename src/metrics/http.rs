@@ -49,6 +49,9 @@ pub(crate) struct Get {
     /// The request is HTTP/1.0 (or has no version): its client may not read a chunked
     /// body, so a body of unknown length is delimited by closing the connection.
     pub http_1_0: bool,
+    /// A HEAD request: the answer's head as a GET's, and no body (the stream drops it anyway;
+    /// a route may stop early rather than produce it).
+    pub head: bool,
 }
 
 /// A resource served on the metrics listener besides /metrics (the ban feed). Its owner hands
@@ -180,16 +183,24 @@ async fn answer(
     let Some(request) = read_head(&mut stream).await? else {
         return Ok(());
     };
-    let mut stream = Deadlined::new(stream, WRITE_TIMEOUT);
     let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    // HEAD (RFC 9110 9.3.2: `curl -I`, `wget --spider`) is answered as GET with the body
+    // dropped by the stream, so every answer below is a HEAD answer too.
+    let head = method == "HEAD";
+    let method = if head { "GET" } else { method };
+    let mut stream = Deadlined::new(stream, WRITE_TIMEOUT);
+    if head {
+        stream.drop_body();
+    }
     if let Some(route) = route.filter(|r| method == "GET" && (r.serves)(path)) {
         let get = Get {
             path: path.to_string(),
             authorization: header(&request, "authorization"),
             http_1_0: !reads_chunks(words.next()),
+            head,
         };
         return (route.respond)(get, stream).await;
     }
@@ -250,6 +261,9 @@ pub(crate) struct Deadlined<S> {
     /// Armed while an operation waits; reset whenever one makes progress.
     timer: Pin<Box<Sleep>>,
     waiting: bool,
+    /// For a HEAD request: how much of the head's end (`\r\n\r\n`) the bytes written so far
+    /// end with; once all 4, later bytes (the body) are taken and not sent. None: all are sent.
+    head_end: Option<usize>,
 }
 
 impl<S> Deadlined<S> {
@@ -259,6 +273,51 @@ impl<S> Deadlined<S> {
             limit,
             timer: Box::pin(tokio::time::sleep(limit)),
             waiting: false,
+            head_end: None,
+        }
+    }
+
+    /// Sends what is written up to the end of the response head, and drops the body: the
+    /// answer to a HEAD request.
+    fn drop_body(&mut self) {
+        self.head_end = Some(0);
+    }
+
+    /// How far the head's end (`\r\n\r\n`) is matched after `matched` bytes of it and then
+    /// `byte`.
+    fn head_end_after(matched: usize, byte: u8) -> usize {
+        const END: &[u8] = b"\r\n\r\n";
+        if byte == END[matched] {
+            matched + 1
+        } else {
+            usize::from(byte == END[0])
+        }
+    }
+
+    /// How many bytes of `buf` are still the response head: up to and including its end, all
+    /// of them without a HEAD request, none once the head was sent.
+    fn head_bytes(&self, buf: &[u8]) -> usize {
+        let Some(mut matched) = self.head_end else {
+            return buf.len();
+        };
+        for (i, &b) in buf.iter().enumerate() {
+            if matched == 4 {
+                return i;
+            }
+            matched = Self::head_end_after(matched, b);
+        }
+        buf.len()
+    }
+
+    /// Notes that `written` went out (for a HEAD answer, how much of the head's end it holds).
+    fn wrote(&mut self, written: &[u8]) {
+        if let Some(matched) = self.head_end.as_mut() {
+            for &b in written {
+                if *matched == 4 {
+                    return;
+                }
+                *matched = Self::head_end_after(*matched, b);
+            }
         }
     }
 
@@ -305,8 +364,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.watch(cx, poll)
+        let head = this.head_bytes(buf);
+        if head == 0 && !buf.is_empty() {
+            // The body of a HEAD answer: taken, not sent.
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let poll = Pin::new(&mut this.inner).poll_write(cx, &buf[..head]);
+        let poll = this.watch(cx, poll);
+        if let Poll::Ready(Ok(n)) = poll {
+            this.wrote(&buf[..n]);
+        }
+        poll
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -363,6 +431,37 @@ mod tests {
         ] {
             assert_eq!(reads_chunks(version), chunks, "{version:?}");
         }
+    }
+
+    /// HEAD gets GET's status and headers (`Content-Length` included) and no body, for
+    /// /metrics and for an unknown path alike: `curl -I` and `wget --spider` see what is there.
+    #[tokio::test]
+    async fn head_gets_the_head_of_get_and_no_body() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(listener, handle, None, shutdown.clone()));
+        let ask = |request: &'static str| async move {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(request.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            String::from_utf8(got).unwrap()
+        };
+        let get = ask("GET /metrics HTTP/1.1\r\n\r\n").await;
+        let head = ask("HEAD /metrics HTTP/1.1\r\n\r\n").await;
+        let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+        assert!(get_head.starts_with("HTTP/1.1 200 OK"), "{get}");
+        assert_eq!(head, format!("{get_head}\r\n\r\n"), "GET's head, no body");
+        assert!(get_head.contains(&format!("Content-Length: {}", get_body.len())));
+        let missing = ask("HEAD /nowhere HTTP/1.1\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 404 Not Found"), "{missing}");
+        assert!(missing.ends_with("\r\n\r\n"), "no body: {missing:?}");
+        shutdown.cancel();
     }
 
     /// A client dripping a byte at a time is cut at the deadline of the whole head, not kept
