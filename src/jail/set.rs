@@ -1155,25 +1155,8 @@ impl JailSet {
                 // Command actions the jail no longer has: the bans they ran are lifted now with
                 // their recorded unbans (the start does it for a restart), before the new runner
                 // starts. Every other jail's records are left alone.
-                let kept = command_identities(&config.actions);
-                if command_identities(&before.actions)
-                    .iter()
-                    .any(|id| !kept.contains(id))
-                {
-                    let mut commands: HashMap<String, Vec<String>> = old
-                        .iter()
-                        .chain(&next)
-                        .chain(&started)
-                        .map(|s| (s.name.to_string(), command_identities(&s.config.actions)))
-                        .collect();
-                    commands.insert(config.name.clone(), kept);
-                    let lifted = tokio::task::spawn_blocking(move || {
-                        crate::action::sweep::lift_unconfigured_commands(&commands)
-                    });
-                    if lifted.await.is_err() {
-                        tracing::error!(jail = %config.name, "lifting the bans of removed command actions failed");
-                    }
-                }
+                let others = old.iter().chain(&next).chain(&started);
+                lift_commands_left(&config.name, &before.actions, &config.actions, others).await;
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
                 match start_slot(config.clone(), jail, orders).await {
@@ -1191,6 +1174,12 @@ impl JailSet {
                         );
                         let others = routes(old.iter().chain(&next));
                         let jail = retire(fresh, others, &self.state).await;
+                        // Its command actions that the old ones lack ran `ban` for every ban
+                        // at their start: lifted with their unbans (the old runner would never
+                        // run them), before the old actions start again.
+                        let others = old.iter().chain(&next).chain(&started);
+                        lift_commands_left(&config.name, &config.actions, &before.actions, others)
+                            .await;
                         let (said, back) = restart_old(&config.name, before, jail, &why).await;
                         summary.push(said);
                         next.extend(back);
@@ -1256,6 +1245,32 @@ impl JailSet {
         let mut threads = self.retired;
         threads.extend(self.slots.into_iter().map(|s| s.thread));
         threads
+    }
+}
+
+/// Lifts, with their recorded unbans, the bans that the command actions of `jail`'s `left`
+/// actions ran and its `kept` actions lack (by identity; a changed `ban` at the same position
+/// is left to the action now there, which takes its records over). `others` are the other live
+/// jails, whose records are left alone. Runs only when some identity goes.
+async fn lift_commands_left<'a>(
+    jail: &str,
+    left: &[crate::action::ActionSpec],
+    kept: &[crate::action::ActionSpec],
+    others: impl Iterator<Item = &'a Slot>,
+) {
+    let kept = command_identities(kept);
+    if command_identities(left).iter().all(|id| kept.contains(id)) {
+        return;
+    }
+    let mut commands: HashMap<String, Vec<String>> = others
+        .map(|s| (s.name.to_string(), command_identities(&s.config.actions)))
+        .collect();
+    commands.insert(jail.to_string(), kept);
+    let lifted = tokio::task::spawn_blocking(move || {
+        crate::action::sweep::lift_unconfigured_commands(&commands)
+    });
+    if lifted.await.is_err() {
+        tracing::error!(jail, "lifting the bans of removed command actions failed");
     }
 }
 
