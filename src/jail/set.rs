@@ -1127,13 +1127,25 @@ impl JailSet {
             })
             .flat_map(|c| firewall_names(&c.actions).map(move |n| (&*c.name, n)))
             .collect();
+        // Each jail's names another jail takes, with the jail that takes them: its old actions
+        // can never come back in them (a fallback, below).
+        let mut given_up: HashMap<Arc<str>, Vec<Taken>> = HashMap::new();
         for slot in &self.slots {
-            let taken: Vec<(&'static str, String)> = firewall_names(&slot.config.actions)
-                .filter(|n| incoming.iter().any(|(by, m)| **by != *slot.name && m == n))
+            let taken: Vec<Taken> = firewall_names(&slot.config.actions)
+                .filter_map(|n| {
+                    incoming
+                        .iter()
+                        .find(|(by, m)| **by != *slot.name && *m == n)
+                        .map(|(by, _)| (n.0, n.1, by.to_string()))
+                })
                 .collect();
-            if let (false, Ok(mut handed)) = (taken.is_empty(), slot.handed_over.lock()) {
-                handed.extend(taken);
+            if taken.is_empty() {
+                continue;
             }
+            if let Ok(mut handed) = slot.handed_over.lock() {
+                handed.extend(taken.iter().map(|(b, n, _)| (*b, n.clone())));
+            }
+            given_up.insert(slot.name.clone(), taken);
         }
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
@@ -1164,6 +1176,20 @@ impl JailSet {
                         summary.push(format!("{}: actions restarted", config.name));
                         next.push(fresh);
                     }
+                    Ok(fresh) if given_up.contains_key(&*config.name) => {
+                        // The old actions cannot come back: another jail runs in objects of
+                        // theirs now (their start would take them from it). The new ones run
+                        // as far as they started.
+                        let lost = given_up.get(&*config.name).map(Vec::as_slice);
+                        summary.push(format!(
+                            "{}: new actions failed to start ({}); the old actions cannot come back ({}): the new ones run as far as they started",
+                            config.name,
+                            fresh.start_failures.join("; "),
+                            show_taken(lost.unwrap_or_default())
+                        ));
+                        tracing::error!(jail = %config.name, "[{}] new actions failed to start ({}); the old ones cannot come back", config.name, fresh.start_failures.join("; "));
+                        next.push(fresh);
+                    }
                     Ok(fresh) => {
                         // A backend that cannot start (no iptables, a `start` template that
                         // fails) would leave the jail banning into nothing: its old actions,
@@ -1185,7 +1211,21 @@ impl JailSet {
                         next.extend(back);
                     }
                     Err((jail, error)) => {
-                        let why = format!("new actions not started ({error})");
+                        let mut why = format!("new actions not started ({error})");
+                        let mut before = before;
+                        if let Some(lost) = given_up.get(&*config.name) {
+                            // Those whose objects another jail took stay out: their start
+                            // would take the objects from it.
+                            before.actions.retain(|a| {
+                                firewall_names(std::slice::from_ref(a)).all(|(b, n)| {
+                                    !lost.iter().any(|(lb, ln, _)| *lb == b && *ln == n)
+                                })
+                            });
+                            why.push_str(&format!(
+                                "; the old actions come back without those whose objects another jail took ({})",
+                                show_taken(lost)
+                            ));
+                        }
                         let (said, back) = restart_old(&config.name, before, jail, &why).await;
                         summary.push(said);
                         next.extend(back);
@@ -1272,6 +1312,18 @@ async fn lift_commands_left<'a>(
     if lifted.await.is_err() {
         tracing::error!(jail, "lifting the bans of removed command actions failed");
     }
+}
+
+/// Firewall objects (backend, name) a jail gives up in a reload, and the jail that takes them.
+type Taken = (&'static str, String, String);
+
+/// What `taken` says in the reload's summary: "iptables `web` belongs to www now", ...
+fn show_taken(taken: &[Taken]) -> String {
+    taken
+        .iter()
+        .map(|(backend, name, by)| format!("{backend} `{name}` belongs to {by} now"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The (backend, name) of the firewall objects `actions` make.
