@@ -1152,8 +1152,18 @@ impl JailSet {
         for config in configs {
             let Some(i) = old.iter().position(|s| *s.name == *config.name) else {
                 if let Some(j) = started.iter().position(|s| *s.name == *config.name) {
-                    summary.push(format!("{}: started", config.name));
-                    next.push(started.swap_remove(j));
+                    let slot = started.swap_remove(j);
+                    // Nothing to fall back to: it runs, and the summary says what failed
+                    // rather than claim it protects.
+                    summary.push(match slot.start_failures.is_empty() {
+                        true => format!("{}: started", config.name),
+                        false => format!(
+                            "{}: started, but its actions failed to start ({}): its bans may not be applied",
+                            config.name,
+                            slot.start_failures.join("; ")
+                        ),
+                    });
+                    next.push(slot);
                 }
                 continue;
             };
@@ -2109,6 +2119,19 @@ mod tests {
             Some(Duration::from_secs(600))
         );
         assert_eq!(set.slots[0].jail.bans().len(), 1, "the ban is kept");
+
+        // A new jail whose actions fail to start has nothing to fall back to: it runs, and the
+        // summary does not claim it protects (review-act5 finding 4).
+        let mut web = broken.clone();
+        web.name = "web".into();
+        let summary = set.reload(vec![sshd.clone(), web]).await.unwrap();
+        assert!(
+            summary.contains("web: started, but its actions failed to start (command: "),
+            "{summary}"
+        );
+        assert!(!summary.contains("web: started;"), "{summary}");
+        let running: Vec<&str> = set.slots.iter().map(|s| &*s.name).collect();
+        assert_eq!(running, ["sshd", "web"]);
 
         // The new runner starts (its backend fails), the old one cannot: the jail stops.
         SPARED_STARTS.with(|n| n.set(1));
