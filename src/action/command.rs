@@ -654,15 +654,27 @@ mod tests {
 
     /// An unban template that hangs is killed at the timeout and not run again for the other
     /// records (which stay recorded for the next start); the other templates go on.
+    ///
+    /// The hung template waits to read a FIFO the test never opens for writing: it can only
+    /// end at the timeout, whatever the host's load. The timeout is wide, as it also bounds
+    /// the quick template (a fork and an exec on a loaded host); the test waits it out once.
     #[test]
     fn a_hung_unban_of_a_removed_command_action_is_skipped_for_the_rest_of_the_lifting() {
         let dir = tempfile::tempdir().unwrap();
         let mut records = Records::open(&dir.path().join("state.db")).unwrap();
         let hung = dir.path().join("hung.log");
         let quick = dir.path().join("quick.log");
+        let never = dir.path().join("never");
+        let fifo = std::ffi::CString::new(never.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo reads it only.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         orphans(
             &mut records,
-            &sh(format!("echo <ip> >> {}; sleep 60", hung.display())),
+            &sh(format!(
+                "echo <ip> >> {}; cat {}",
+                hung.display(),
+                never.display()
+            )),
             &["192.0.2.1", "192.0.2.2"],
         );
         orphans(
@@ -671,7 +683,7 @@ mod tests {
             &["192.0.2.3"],
         );
         let bounds = Bounds {
-            timeout: std::time::Duration::from_millis(300),
+            timeout: std::time::Duration::from_secs(5),
             budget: std::time::Duration::from_secs(3600),
             elapsed: &mut || std::time::Duration::ZERO,
         };
