@@ -894,6 +894,88 @@ mod tests {
         assert!(records.unconfigured_commands(&configured).unwrap().len() == 1);
     }
 
+    /// A `command_bans` table as the release before identities wrote it (keyed by position).
+    fn by_position(path: &std::path::Path) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE command_bans (jail TEXT NOT NULL, action INTEGER NOT NULL,
+             target TEXT NOT NULL, failures INTEGER NOT NULL, bantime INTEGER NOT NULL,
+             port TEXT NOT NULL, protocol TEXT NOT NULL, settled INTEGER NOT NULL,
+             commands INTEGER NOT NULL, ban_commands INTEGER NOT NULL DEFAULT 0,
+             unban_argv TEXT NOT NULL DEFAULT '', PRIMARY KEY (jail, action, target));",
+        )
+        .unwrap();
+        db
+    }
+
+    /// A held record of `sshd`'s command action at `position`, banned by `spec`'s templates.
+    fn held_by(db: &rusqlite::Connection, position: i64, target: &str, spec: &CommandSpec) {
+        db.execute(
+            "INSERT INTO command_bans VALUES ('sshd', ?1, ?2, 2, -1, '', 'tcp', 1, ?3, ?4, ?5)",
+            rusqlite::params![
+                position,
+                target,
+                records::fingerprint(&spec.ban, &spec.unban),
+                records::fingerprint(&spec.ban, &[]),
+                serde_json::to_string(&spec.unban).unwrap()
+            ],
+        )
+        .unwrap();
+    }
+
+    /// Migrated records go to the action the config says made them (review-act5 finding 5),
+    /// not to the first action of their `ban`: two actions with the same `ban` where only the
+    /// second has records (the first's stop ran); and a position whose records were made by
+    /// two `ban` templates (an old unban that kept failing), one of them another action's.
+    #[test]
+    fn migrated_records_go_to_the_action_the_config_says_made_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dup.db");
+        let first = command("same");
+        let second = CommandSpec {
+            unban: vec!["true".into(), "other-unban".into(), "<ip>".into()],
+            ..first.clone()
+        };
+        let db = by_position(&path);
+        held_by(&db, 1, "192.0.2.1", &second);
+        drop(db);
+        let (_, seen) = started(&path, &[first.clone(), second.clone()]);
+        assert_eq!(
+            seen,
+            [(vec![], vec![]), (vec!["192.0.2.1".to_string()], vec![])],
+            "the second action holds its ban; the first runs its own"
+        );
+        let ids = super::super::command_identities(&[
+            super::super::ActionSpec::Command(first.clone()),
+            super::super::ActionSpec::Command(second),
+        ]);
+        let records = Records::open(&path).unwrap();
+        assert!(records
+            .unconfigured_commands(&HashMap::from([("sshd".to_string(), ids)]))
+            .unwrap()
+            .is_empty());
+
+        // Position 0 holds a ban of its current `ban` and one of an older `ban` that another
+        // action of the jail runs now (whichever fingerprint is the larger).
+        let (x, y) = (command("x"), command("y"));
+        let fp = |c: &CommandSpec| records::fingerprint(&c.ban, &[]);
+        let (high, low) = if fp(&x) > fp(&y) { (x, y) } else { (y, x) };
+        let path = dir.path().join("mixed.db");
+        let db = by_position(&path);
+        held_by(&db, 0, "192.0.2.1", &high);
+        held_by(&db, 0, "192.0.2.2", &low);
+        drop(db);
+        let (_, seen) = started(&path, &[low, high]);
+        assert_eq!(
+            seen,
+            [
+                (vec!["192.0.2.2".to_string()], vec![]),
+                (vec!["192.0.2.1".to_string()], vec![])
+            ],
+            "each ban held by the program that ran it"
+        );
+    }
+
     #[test]
     fn placeholders_fill_inside_arguments() {
         let values = [
