@@ -976,6 +976,78 @@ mod tests {
         );
     }
 
+    /// A downgrade to the release before identities, then this release again (review-act5
+    /// finding 3): the old release can record (the `position` column has a default; the first
+    /// release keyed by identity lacked it, and every write of the old one failed), and the
+    /// records it wrote take the place of those it found at their position: the ban it ran
+    /// again is held once, the ban it lifted meanwhile is not unbanned again.
+    #[test]
+    fn records_written_by_a_downgrade_are_keyed_again_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let a = command("a");
+        // The table as the first release keyed by identity made it: no default position.
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE command_bans (jail TEXT NOT NULL, action TEXT NOT NULL,
+             position INTEGER NOT NULL, target TEXT NOT NULL, failures INTEGER NOT NULL,
+             bantime INTEGER NOT NULL, port TEXT NOT NULL, protocol TEXT NOT NULL,
+             settled INTEGER NOT NULL, commands INTEGER NOT NULL,
+             ban_commands INTEGER NOT NULL DEFAULT 0, unban_argv TEXT NOT NULL DEFAULT '',
+             PRIMARY KEY (jail, action, target));",
+        )
+        .unwrap();
+        drop(db);
+        let (mut actions, _) = started(&path, std::slice::from_ref(&a));
+        ban(&mut actions[0], "192.0.2.1");
+        ban(&mut actions[0], "192.0.2.2");
+        drop(actions);
+        // The old release: it finds none of these records (its `action` is the position), so
+        // it runs `ban` again for the active one, .1, and records it its way; .2 was lifted.
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute(
+            "INSERT OR REPLACE INTO command_bans
+             (jail, action, target, failures, bantime, port, protocol, settled, commands,
+              ban_commands, unban_argv)
+             VALUES ('sshd', ?1, '192.0.2.1', 2, -1, '', 'tcp', 1, ?2, ?3, ?4)",
+            rusqlite::params![
+                0i64,
+                records::fingerprint(&a.ban, &a.unban),
+                records::fingerprint(&a.ban, &[]),
+                serde_json::to_string(&a.unban).unwrap()
+            ],
+        )
+        .expect("the old release records");
+        drop(db);
+        let (_, seen) = started(&path, std::slice::from_ref(&a));
+        assert_eq!(seen, [(vec!["192.0.2.1".to_string()], vec![])]);
+        let records = Records::open(&path).unwrap();
+        let ids = HashMap::from([("sshd".to_string(), vec![records::identity(&a.ban, 0)])]);
+        assert!(records.unconfigured_commands(&ids).unwrap().is_empty());
+        let all: Vec<String> = records
+            .commands("sshd", &records::identity(&a.ban, 0))
+            .unwrap()
+            .iter()
+            .map(|r| element_text(r.target))
+            .collect();
+        assert_eq!(all, ["192.0.2.1"]);
+        drop(records);
+
+        // Down again: the old release runs `ban` again for .1, then its `stop` template lifts
+        // every ban and it forgets its records. Back here, .1 is not held: its `ban` runs.
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "INSERT OR REPLACE INTO command_bans
+             (jail, action, target, failures, bantime, port, protocol, settled, commands)
+             VALUES ('sshd', 0, '192.0.2.1', 2, -1, '', 'tcp', 1, 1);
+             DELETE FROM command_bans WHERE jail = 'sshd' AND action = 0;",
+        )
+        .unwrap();
+        drop(db);
+        let (_, seen) = started(&path, std::slice::from_ref(&a));
+        assert_eq!(seen, [(vec![], vec![])]);
+    }
+
     #[test]
     fn placeholders_fill_inside_arguments() {
         let values = [

@@ -45,7 +45,8 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS command_bans (
     jail     TEXT    NOT NULL,
     action   TEXT    NOT NULL,   -- which command action of the jail: its identity ([identity])
-    position INTEGER NOT NULL,   -- its place among the jail's command actions (0 for the first)
+    position INTEGER NOT NULL DEFAULT -1,  -- its place among the jail's command actions (0 for
+                                 -- the first); -1: written by a release before identities
     target   TEXT    NOT NULL,   -- address or CIDR network, as <ip> shows it
     failures INTEGER NOT NULL,   -- <failures> of the ban, for the unban template
     bantime  INTEGER NOT NULL,   -- <bantime> of the ban (seconds, -1 permanent)
@@ -335,6 +336,102 @@ fn rekey_by_identity(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Gives `command_bans.position` its default (-1), which the first release keyed by identity
+/// lacked: a release before identities, run on this database (a downgrade), writes no
+/// position, and every write it made failed. SQLite cannot change a column's default: the
+/// table is made again and its rows copied.
+fn default_position(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let default: Option<Option<String>> = tx
+        .prepare(
+            "SELECT dflt_value FROM pragma_table_info('command_bans') WHERE name = 'position'",
+        )?
+        .query_row([], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    if !matches!(default, Some(None)) {
+        return Ok(());
+    }
+    const COLUMNS: &str = "jail, action, position, target, failures, bantime, port, protocol, \
+                           settled, commands, ban_commands, unban_argv";
+    tx.execute_batch(&format!(
+        "ALTER TABLE command_bans RENAME TO command_bans_without_default;
+         {SCHEMA}
+         INSERT INTO command_bans ({COLUMNS}) SELECT {COLUMNS} FROM command_bans_without_default;
+         DROP TABLE command_bans_without_default;"
+    ))
+}
+
+/// Notes, for [`rekey_downgraded`], each command action (jail, position) a release before
+/// identities recorded a command of (a row without a position): kept in the database, it
+/// fires for that release's writes too, even those it deletes again (its `stop`, an unban).
+const DOWNGRADE_WATCH: &str = "
+CREATE TABLE IF NOT EXISTS command_bans_downgraded (
+    jail     TEXT    NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (jail, position)
+);
+CREATE TRIGGER IF NOT EXISTS command_bans_downgrade AFTER INSERT ON command_bans
+WHEN NEW.position = -1
+BEGIN
+    INSERT OR IGNORE INTO command_bans_downgraded (jail, position)
+    VALUES (NEW.jail, CAST(NEW.action AS INTEGER));
+END;
+";
+
+/// Keys by identity the records a release before identities wrote into this database (a
+/// downgrade, then this release again): their `action` is the position, and their `position`
+/// the default, -1. That release could not read this one's records, so it ran `ban` again for
+/// every active ban of the action at that position, its own way: the records the position held
+/// before it (bans it lifted meanwhile, or its `stop` lifted) give way to what it left
+/// ([`DOWNGRADE_WATCH`] says which positions it ran, even when it left nothing), and each of
+/// its records is keyed by its own `ban` and position, as the migration does
+/// ([`rekey_by_identity`]), for the action of that `ban` to take at its start.
+fn rekey_downgraded(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    // Nothing noted, nothing to do (the common open: no scan of the records). A row without a
+    // position is always noted: only a table with the default has the trigger, and a table
+    // without the default took no such row.
+    let watched = tx
+        .prepare("SELECT 1 FROM sqlite_master WHERE name = 'command_bans_downgraded'")?
+        .exists([])?
+        && tx
+            .prepare("SELECT 1 FROM command_bans_downgraded LIMIT 1")?
+            .exists([])?;
+    if !watched {
+        return Ok(());
+    }
+    tx.execute_batch(
+        "DELETE FROM command_bans WHERE position != -1 AND (jail, position) IN
+             (SELECT jail, position FROM command_bans_downgraded);
+         DELETE FROM command_bans_downgraded;",
+    )?;
+    let rows: Vec<(String, String, String, i64)> = tx
+        .prepare(
+            "SELECT jail, action, target, ban_commands FROM command_bans WHERE position = -1
+             ORDER BY jail, action",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .filter_map(|row| readable(row).transpose())
+        .collect::<rusqlite::Result<_>>()?;
+    for (jail, action, target, ban) in rows {
+        let Ok(position) = action.parse::<i64>() else {
+            continue;
+        };
+        let id = match ban {
+            0 => positional(position),
+            ban => migrated(ban, position),
+        };
+        tx.execute(
+            "UPDATE OR REPLACE command_bans SET action = ?4, position = ?2
+             WHERE jail = ?1 AND action = ?3 AND target = ?5 AND position = -1",
+            params![jail, position, action, id, target],
+        )?;
+    }
+    Ok(())
+}
+
 /// Of the migrated identities (`<ban>@N`, [`migrated`]) of `ban` in a jail, the one the action
 /// of that `ban` at `position` among `siblings` (the jail's identities) takes: the one at its
 /// position; else the first at a position whose action now has another `ban` (this one moved),
@@ -395,6 +492,9 @@ impl Records {
             }
         }
         rekey_by_identity(&tx).map_err(error)?;
+        default_position(&tx).map_err(error)?;
+        rekey_downgraded(&tx).map_err(error)?;
+        tx.execute_batch(DOWNGRADE_WATCH).map_err(error)?;
         tx.commit().map_err(error)?;
         Ok(Records {
             path: path.to_path_buf(),
