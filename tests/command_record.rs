@@ -700,3 +700,58 @@ fn a_reload_that_changes_a_ban_template_lifts_with_the_old_unban_then_bans_once(
     assert_eq!(count(&dir, "reban 192.0.2.110 0 22"), 1, "{log:?}");
     assert_eq!(count_prefix(&dir, "lift "), 0, "{log:?}");
 }
+
+/// `jails(port)` with another command action after the sshd jail's own: `after`, in TOML.
+fn appended(port: &str, after: &str) -> String {
+    let all = jails(port);
+    let start = all.find("action = {").unwrap();
+    let end = start + all[start..].find('\n').unwrap();
+    let original = &all[start + "action = ".len()..end];
+    format!(
+        "{}action = [{original}, {after}]{}",
+        &all[..start],
+        &all[end..]
+    )
+}
+
+/// A reload whose new actions fail to start gives the jail its old actions back (review-act5
+/// finding 1): the bans a command action that only the new actions have ran at its start are
+/// lifted with its unban before the old actions run again, and its record goes; the old
+/// action's ban and record stay, and a later unban runs only the old action's unban.
+#[test]
+fn a_reload_that_falls_back_lifts_the_bans_of_a_new_only_command_action() {
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &jails("22")), &[]);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    let db = dir.join("state.db");
+    d.cli_ok(&["ban", "sshd", "192.0.2.120"]);
+    wait_line(&dir, "ban 192.0.2.120 0 22", 1);
+    let recorded = wait_for(Duration::from_secs(15), || {
+        settled(&db, "sshd") == ["192.0.2.120"]
+    });
+    assert!(recorded, "{:?}", settled_all(&db));
+    // The new action's `start` fails (its `ban` works): the new actions cannot run.
+    let added = r#"{ type = "command", start = ["false"], ban = ["sh", "-c", "echo newban <ip> >> @DIR@/cmd.log"], unban = ["sh", "-c", "echo newunban <ip> >> @DIR@/cmd.log"] }"#;
+    std::fs::write(
+        &d.config,
+        config("", &appended("22", added)).replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(
+        out.contains("sshd: new actions failed to start") && out.contains("run again"),
+        "{out}"
+    );
+    let log = lines(&dir, "cmd.log");
+    assert_eq!(count(&dir, "newban 192.0.2.120"), 1, "{log:?}");
+    assert_eq!(count(&dir, "newunban 192.0.2.120"), 1, "lifted: {log:?}");
+    assert_eq!(settled_all(&db).len(), 1, "{:?}", settled_all(&db));
+    assert_eq!(settled(&db, "sshd"), ["192.0.2.120"]);
+    d.cli_ok(&["unban", "sshd", "192.0.2.120"]);
+    wait_line(&dir, "unban 192.0.2.120 0 22", 1);
+    let (status, _kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    let log = lines(&dir, "cmd.log");
+    assert_eq!(count(&dir, "newunban 192.0.2.120"), 1, "{log:?}");
+    assert_eq!(count(&dir, "ban 192.0.2.120 0 22"), 1, "{log:?}");
+    assert!(settled_all(&db).is_empty(), "{:?}", settled_all(&db));
+}

@@ -642,3 +642,87 @@ action = "iptables"
     assert!(!rules.contains("jailsink"), "{rules}");
     assert!(stale_ports(&dir.join("late/state.db")).is_empty());
 }
+
+/// A jail on `port` whose action is `action` (TOML).
+fn port_jail(jail: &str, port: u16, action: &str) -> String {
+    format!(
+        r#"
+[jails.{jail}]
+programs = ["{jail}"]
+failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
+maxretry = 1
+bantime = "1h"
+port = "{port}"
+action = {action}
+"#
+    )
+}
+
+/// A reload whose new actions fail to start for a jail that gave up an action's name, which
+/// another jail took in the same reload (review-act5 finding 2): the old actions do not come
+/// back into the other jail's objects (their start would remove its hooks and flush its bans,
+/// and make the objects again for the old jail's ports). The jail keeps its new actions (what
+/// of them started), and the reload says why.
+#[test]
+fn a_reload_fallback_never_restarts_old_actions_in_a_name_another_jail_took() {
+    let ns = Netns::new("fallback");
+    let d = Daemon::start_with(
+        &config(
+            "",
+            &port_jail("sshd", 22, r#"{ type = "iptables", name = "web" }"#),
+        ),
+        &ns.prefix(),
+    );
+    d.cli_ok(&["ban", "sshd", "192.0.2.5"]);
+    let rule = |name: &str, ip: &str| format!("-A jailsink-{name} -s {ip}/32 -j DROP");
+    let banned = wait_for(Duration::from_secs(15), || {
+        ns.run(&["iptables-save"])
+            .contains(&rule("web", "192.0.2.5"))
+    });
+    assert!(banned, "{}", ns.run(&["iptables-save"]));
+    let failing = r#"[{ type = "iptables", name = "web2" }, { type = "command", start = ["false"], ban = ["true"] }]"#;
+    let jails = port_jail("sshd", 22, failing)
+        + &port_jail("www", 80, r#"{ type = "iptables", name = "web" }"#);
+    let dir = d.config.parent().unwrap().to_path_buf();
+    std::fs::write(
+        &d.config,
+        config("", &jails).replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    let out = d.cli_ok(&["reload"]);
+    d.cli_ok(&["ban", "www", "192.0.2.80"]);
+    let banned = wait_for(Duration::from_secs(15), || {
+        ns.run(&["iptables-save"])
+            .contains(&rule("web", "192.0.2.80"))
+    });
+    let rules = ns.run(&["iptables-save", "-t", "filter"]);
+    assert!(banned, "{rules}");
+    assert!(
+        rules.contains("-A INPUT -p tcp -m multiport --dports 80 -j jailsink-web"),
+        "{rules}"
+    );
+    assert!(!rules.contains("--dports 22 -j jailsink-web\n"), "{rules}");
+    assert!(!rules.contains(&rule("web", "192.0.2.5")), "{rules}");
+    // The jail runs in its new objects, with its ban.
+    assert!(rules.contains(&rule("web2", "192.0.2.5")), "{rules}");
+    assert!(
+        rules.contains("-A INPUT -p tcp -m multiport --dports 22 -j jailsink-web2"),
+        "{rules}"
+    );
+    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+    let jail: String = db
+        .query_row(
+            "SELECT jail FROM firewall_objects WHERE backend = 'iptables' AND name = 'web'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(jail, "www");
+    assert!(
+        out.contains("sshd: new actions failed to start (command: ")
+            && out.contains("iptables `web` belongs to www now")
+            && !out.contains("the old actions and settings run again"),
+        "{out}"
+    );
+    assert!(d.stop().success());
+}

@@ -654,15 +654,27 @@ mod tests {
 
     /// An unban template that hangs is killed at the timeout and not run again for the other
     /// records (which stay recorded for the next start); the other templates go on.
+    ///
+    /// The hung template waits to read a FIFO the test never opens for writing: it can only
+    /// end at the timeout, whatever the host's load. The timeout is wide, as it also bounds
+    /// the quick template (a fork and an exec on a loaded host); the test waits it out once.
     #[test]
     fn a_hung_unban_of_a_removed_command_action_is_skipped_for_the_rest_of_the_lifting() {
         let dir = tempfile::tempdir().unwrap();
         let mut records = Records::open(&dir.path().join("state.db")).unwrap();
         let hung = dir.path().join("hung.log");
         let quick = dir.path().join("quick.log");
+        let never = dir.path().join("never");
+        let fifo = std::ffi::CString::new(never.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo reads it only.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         orphans(
             &mut records,
-            &sh(format!("echo <ip> >> {}; sleep 60", hung.display())),
+            &sh(format!(
+                "echo <ip> >> {}; cat {}",
+                hung.display(),
+                never.display()
+            )),
             &["192.0.2.1", "192.0.2.2"],
         );
         orphans(
@@ -671,7 +683,7 @@ mod tests {
             &["192.0.2.3"],
         );
         let bounds = Bounds {
-            timeout: std::time::Duration::from_millis(300),
+            timeout: std::time::Duration::from_secs(5),
             budget: std::time::Duration::from_secs(3600),
             elapsed: &mut || std::time::Duration::ZERO,
         };
@@ -880,6 +892,160 @@ mod tests {
             ["192.0.2.9/32".parse::<IpNetwork>().unwrap()]
         );
         assert!(records.unconfigured_commands(&configured).unwrap().len() == 1);
+    }
+
+    /// A `command_bans` table as the release before identities wrote it (keyed by position).
+    fn by_position(path: &std::path::Path) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE command_bans (jail TEXT NOT NULL, action INTEGER NOT NULL,
+             target TEXT NOT NULL, failures INTEGER NOT NULL, bantime INTEGER NOT NULL,
+             port TEXT NOT NULL, protocol TEXT NOT NULL, settled INTEGER NOT NULL,
+             commands INTEGER NOT NULL, ban_commands INTEGER NOT NULL DEFAULT 0,
+             unban_argv TEXT NOT NULL DEFAULT '', PRIMARY KEY (jail, action, target));",
+        )
+        .unwrap();
+        db
+    }
+
+    /// A held record of `sshd`'s command action at `position`, banned by `spec`'s templates.
+    fn held_by(db: &rusqlite::Connection, position: i64, target: &str, spec: &CommandSpec) {
+        db.execute(
+            "INSERT INTO command_bans VALUES ('sshd', ?1, ?2, 2, -1, '', 'tcp', 1, ?3, ?4, ?5)",
+            rusqlite::params![
+                position,
+                target,
+                records::fingerprint(&spec.ban, &spec.unban),
+                records::fingerprint(&spec.ban, &[]),
+                serde_json::to_string(&spec.unban).unwrap()
+            ],
+        )
+        .unwrap();
+    }
+
+    /// Migrated records go to the action the config says made them (review-act5 finding 5),
+    /// not to the first action of their `ban`: two actions with the same `ban` where only the
+    /// second has records (the first's stop ran); and a position whose records were made by
+    /// two `ban` templates (an old unban that kept failing), one of them another action's.
+    #[test]
+    fn migrated_records_go_to_the_action_the_config_says_made_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dup.db");
+        let first = command("same");
+        let second = CommandSpec {
+            unban: vec!["true".into(), "other-unban".into(), "<ip>".into()],
+            ..first.clone()
+        };
+        let db = by_position(&path);
+        held_by(&db, 1, "192.0.2.1", &second);
+        drop(db);
+        let (_, seen) = started(&path, &[first.clone(), second.clone()]);
+        assert_eq!(
+            seen,
+            [(vec![], vec![]), (vec!["192.0.2.1".to_string()], vec![])],
+            "the second action holds its ban; the first runs its own"
+        );
+        let ids = super::super::command_identities(&[
+            super::super::ActionSpec::Command(first.clone()),
+            super::super::ActionSpec::Command(second),
+        ]);
+        let records = Records::open(&path).unwrap();
+        assert!(records
+            .unconfigured_commands(&HashMap::from([("sshd".to_string(), ids)]))
+            .unwrap()
+            .is_empty());
+
+        // Position 0 holds a ban of its current `ban` and one of an older `ban` that another
+        // action of the jail runs now (whichever fingerprint is the larger).
+        let (x, y) = (command("x"), command("y"));
+        let fp = |c: &CommandSpec| records::fingerprint(&c.ban, &[]);
+        let (high, low) = if fp(&x) > fp(&y) { (x, y) } else { (y, x) };
+        let path = dir.path().join("mixed.db");
+        let db = by_position(&path);
+        held_by(&db, 0, "192.0.2.1", &high);
+        held_by(&db, 0, "192.0.2.2", &low);
+        drop(db);
+        let (_, seen) = started(&path, &[low, high]);
+        assert_eq!(
+            seen,
+            [
+                (vec!["192.0.2.2".to_string()], vec![]),
+                (vec!["192.0.2.1".to_string()], vec![])
+            ],
+            "each ban held by the program that ran it"
+        );
+    }
+
+    /// A downgrade to the release before identities, then this release again (review-act5
+    /// finding 3): the old release can record (the `position` column has a default; the first
+    /// release keyed by identity lacked it, and every write of the old one failed), and the
+    /// records it wrote take the place of those it found at their position: the ban it ran
+    /// again is held once, the ban it lifted meanwhile is not unbanned again.
+    #[test]
+    fn records_written_by_a_downgrade_are_keyed_again_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let a = command("a");
+        // The table as the first release keyed by identity made it: no default position.
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE command_bans (jail TEXT NOT NULL, action TEXT NOT NULL,
+             position INTEGER NOT NULL, target TEXT NOT NULL, failures INTEGER NOT NULL,
+             bantime INTEGER NOT NULL, port TEXT NOT NULL, protocol TEXT NOT NULL,
+             settled INTEGER NOT NULL, commands INTEGER NOT NULL,
+             ban_commands INTEGER NOT NULL DEFAULT 0, unban_argv TEXT NOT NULL DEFAULT '',
+             PRIMARY KEY (jail, action, target));",
+        )
+        .unwrap();
+        drop(db);
+        let (mut actions, _) = started(&path, std::slice::from_ref(&a));
+        ban(&mut actions[0], "192.0.2.1");
+        ban(&mut actions[0], "192.0.2.2");
+        drop(actions);
+        // The old release: it finds none of these records (its `action` is the position), so
+        // it runs `ban` again for the active one, .1, and records it its way; .2 was lifted.
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute(
+            "INSERT OR REPLACE INTO command_bans
+             (jail, action, target, failures, bantime, port, protocol, settled, commands,
+              ban_commands, unban_argv)
+             VALUES ('sshd', ?1, '192.0.2.1', 2, -1, '', 'tcp', 1, ?2, ?3, ?4)",
+            rusqlite::params![
+                0i64,
+                records::fingerprint(&a.ban, &a.unban),
+                records::fingerprint(&a.ban, &[]),
+                serde_json::to_string(&a.unban).unwrap()
+            ],
+        )
+        .expect("the old release records");
+        drop(db);
+        let (_, seen) = started(&path, std::slice::from_ref(&a));
+        assert_eq!(seen, [(vec!["192.0.2.1".to_string()], vec![])]);
+        let records = Records::open(&path).unwrap();
+        let ids = HashMap::from([("sshd".to_string(), vec![records::identity(&a.ban, 0)])]);
+        assert!(records.unconfigured_commands(&ids).unwrap().is_empty());
+        let all: Vec<String> = records
+            .commands("sshd", &records::identity(&a.ban, 0))
+            .unwrap()
+            .iter()
+            .map(|r| element_text(r.target))
+            .collect();
+        assert_eq!(all, ["192.0.2.1"]);
+        drop(records);
+
+        // Down again: the old release runs `ban` again for .1, then its `stop` template lifts
+        // every ban and it forgets its records. Back here, .1 is not held: its `ban` runs.
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "INSERT OR REPLACE INTO command_bans
+             (jail, action, target, failures, bantime, port, protocol, settled, commands)
+             VALUES ('sshd', 0, '192.0.2.1', 2, -1, '', 'tcp', 1, 1);
+             DELETE FROM command_bans WHERE jail = 'sshd' AND action = 0;",
+        )
+        .unwrap();
+        drop(db);
+        let (_, seen) = started(&path, std::slice::from_ref(&a));
+        assert_eq!(seen, [(vec![], vec![])]);
     }
 
     #[test]

@@ -45,7 +45,8 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS command_bans (
     jail     TEXT    NOT NULL,
     action   TEXT    NOT NULL,   -- which command action of the jail: its identity ([identity])
-    position INTEGER NOT NULL,   -- its place among the jail's command actions (0 for the first)
+    position INTEGER NOT NULL DEFAULT -1,  -- its place among the jail's command actions (0 for
+                                 -- the first); -1: written by a release before identities
     target   TEXT    NOT NULL,   -- address or CIDR network, as <ip> shows it
     failures INTEGER NOT NULL,   -- <failures> of the ban, for the unban template
     bantime  INTEGER NOT NULL,   -- <bantime> of the ban (seconds, -1 permanent)
@@ -161,10 +162,29 @@ fn identity_of(ban_fingerprint: i64, dup: usize) -> String {
     }
 }
 
-/// The identity of a record made when records were keyed by position (`position N`): never an
-/// action's, so the action now at that position takes it over at its start.
+/// The identity of a record made when records were keyed by position (`position N`) without
+/// its `ban` template: never an action's, so the action now at that position takes it over at
+/// its start.
 fn positional(position: i64) -> String {
     format!("position {position}")
+}
+
+/// The identity of a record made when records were keyed by position, by a `ban` template of
+/// fingerprint `ban_fingerprint` at `position` (`<ban>@N`): never an action's. Which action of
+/// that `ban` it is (two of the jail may have it) is only known from the config, so it is
+/// settled at the actions' start ([`Records::claim`]): the one at that position, or one whose
+/// `ban` moved.
+fn migrated(ban_fingerprint: i64, position: i64) -> String {
+    format!("{:016x}@{position}", ban_fingerprint as u64)
+}
+
+/// The `ban` part of an identity ([`identity`]: without its suffix) or of a migrated one
+/// ([`migrated`]), and the position a migrated one says.
+fn ban_of(id: &str) -> (&str, Option<i64>) {
+    match id.split_once('@') {
+        Some((ban, position)) => (ban, position.parse().ok()),
+        None => (id.split('~').next().unwrap_or(id), None),
+    }
 }
 
 /// A fingerprint of a command action's ban and unban templates (64-bit FNV-1a, stable across
@@ -275,12 +295,13 @@ pub(crate) struct Records {
 }
 
 /// Turns a `command_bans` table keyed by position (the action's place among the jail's command
-/// actions, before records were keyed by identity) into one keyed by identity. A position's
-/// records that say their `ban` template (`ban_commands`) get its identity, as the action now
-/// running it has (a suffix for a second action of the jail with the same `ban`); the others
-/// (from before the templates were recorded) an identity that says their position
-/// ([`positional`]): the action now at that position takes them over at its start. Nothing to
-/// do when the table has its `position` column.
+/// actions, before records were keyed by identity) into one keyed by identity. Each record is
+/// keyed by what it says itself: its `ban` template and position ([`migrated`]), settled to an
+/// action at its start; one from before the templates were recorded by its position alone
+/// ([`positional`]): the action now at that position takes it over at its start. (A record
+/// cannot say which of two actions with the same `ban` it is, nor one position's records that a
+/// whole position's: only the config can.) Nothing to do when the table has its `position`
+/// column.
 fn rekey_by_identity(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     let keyed = tx
         .prepare("SELECT 1 FROM pragma_table_info('command_bans') WHERE name = 'position'")?
@@ -290,39 +311,16 @@ fn rekey_by_identity(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     }
     tx.execute_batch("ALTER TABLE command_bans RENAME TO command_bans_by_position")?;
     tx.execute_batch(SCHEMA)?;
-    // Each jail's positions in order, with the `ban` fingerprint their records say (0: none).
-    let positions: Vec<(String, i64, i64)> = tx
-        .prepare(
-            "SELECT jail, action, max(ban_commands) FROM command_bans_by_position
-             GROUP BY jail, action ORDER BY jail, action",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    let rows: Vec<(String, i64, String, i64)> = tx
+        .prepare("SELECT jail, action, target, ban_commands FROM command_bans_by_position")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .filter_map(|row| readable(row).transpose())
         .collect::<rusqlite::Result<_>>()?;
-    let mut identities = std::collections::HashMap::new();
-    for (i, (jail, position, ban)) in positions.iter().enumerate() {
-        let id = match *ban {
-            0 => positional(*position),
-            ban => {
-                let dup = positions[..i]
-                    .iter()
-                    .filter(|(j, _, b)| j == jail && *b == ban)
-                    .count();
-                identity_of(ban, dup)
-            }
+    for (jail, position, target, ban) in rows {
+        let id = match ban {
+            0 => positional(position),
+            ban => migrated(ban, position),
         };
-        identities.insert((jail.clone(), *position), id);
-    }
-    let rows: Vec<(String, i64, String)> = tx
-        .prepare("SELECT jail, action, target FROM command_bans_by_position")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .filter_map(|row| readable(row).transpose())
-        .collect::<rusqlite::Result<_>>()?;
-    for (jail, position, target) in rows {
-        let id = identities
-            .get(&(jail.clone(), position))
-            .cloned()
-            .unwrap_or_else(|| positional(position));
         tx.execute(
             "INSERT OR REPLACE INTO command_bans
              (jail, action, position, target, failures, bantime, port, protocol, settled,
@@ -336,6 +334,130 @@ fn rekey_by_identity(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch("DROP TABLE command_bans_by_position")?;
     tracing::info!("the command actions' records are keyed by the actions' identity from now");
     Ok(())
+}
+
+/// Gives `command_bans.position` its default (-1), which the first release keyed by identity
+/// lacked: a release before identities, run on this database (a downgrade), writes no
+/// position, and every write it made failed. SQLite cannot change a column's default: the
+/// table is made again and its rows copied.
+fn default_position(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let default: Option<Option<String>> = tx
+        .prepare(
+            "SELECT dflt_value FROM pragma_table_info('command_bans') WHERE name = 'position'",
+        )?
+        .query_row([], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    if !matches!(default, Some(None)) {
+        return Ok(());
+    }
+    const COLUMNS: &str = "jail, action, position, target, failures, bantime, port, protocol, \
+                           settled, commands, ban_commands, unban_argv";
+    tx.execute_batch(&format!(
+        "ALTER TABLE command_bans RENAME TO command_bans_without_default;
+         {SCHEMA}
+         INSERT INTO command_bans ({COLUMNS}) SELECT {COLUMNS} FROM command_bans_without_default;
+         DROP TABLE command_bans_without_default;"
+    ))
+}
+
+/// Notes, for [`rekey_downgraded`], each command action (jail, position) a release before
+/// identities recorded a command of (a row without a position): kept in the database, it
+/// fires for that release's writes too, even those it deletes again (its `stop`, an unban).
+const DOWNGRADE_WATCH: &str = "
+CREATE TABLE IF NOT EXISTS command_bans_downgraded (
+    jail     TEXT    NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (jail, position)
+);
+CREATE TRIGGER IF NOT EXISTS command_bans_downgrade AFTER INSERT ON command_bans
+WHEN NEW.position = -1
+BEGIN
+    INSERT OR IGNORE INTO command_bans_downgraded (jail, position)
+    VALUES (NEW.jail, CAST(NEW.action AS INTEGER));
+END;
+";
+
+/// Keys by identity the records a release before identities wrote into this database (a
+/// downgrade, then this release again): their `action` is the position, and their `position`
+/// the default, -1. That release could not read this one's records, so it ran `ban` again for
+/// every active ban of the action at that position, its own way: the records the position held
+/// before it (bans it lifted meanwhile, or its `stop` lifted) give way to what it left
+/// ([`DOWNGRADE_WATCH`] says which positions it ran, even when it left nothing), and each of
+/// its records is keyed by its own `ban` and position, as the migration does
+/// ([`rekey_by_identity`]), for the action of that `ban` to take at its start.
+fn rekey_downgraded(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    // Nothing noted, nothing to do (the common open: no scan of the records). A row without a
+    // position is always noted: only a table with the default has the trigger, and a table
+    // without the default took no such row.
+    let watched = tx
+        .prepare("SELECT 1 FROM sqlite_master WHERE name = 'command_bans_downgraded'")?
+        .exists([])?
+        && tx
+            .prepare("SELECT 1 FROM command_bans_downgraded LIMIT 1")?
+            .exists([])?;
+    if !watched {
+        return Ok(());
+    }
+    tx.execute_batch(
+        "DELETE FROM command_bans WHERE position != -1 AND (jail, position) IN
+             (SELECT jail, position FROM command_bans_downgraded);
+         DELETE FROM command_bans_downgraded;",
+    )?;
+    let rows: Vec<(String, String, String, i64)> = tx
+        .prepare(
+            "SELECT jail, action, target, ban_commands FROM command_bans WHERE position = -1
+             ORDER BY jail, action",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .filter_map(|row| readable(row).transpose())
+        .collect::<rusqlite::Result<_>>()?;
+    for (jail, action, target, ban) in rows {
+        let Ok(position) = action.parse::<i64>() else {
+            continue;
+        };
+        let id = match ban {
+            0 => positional(position),
+            ban => migrated(ban, position),
+        };
+        tx.execute(
+            "UPDATE OR REPLACE command_bans SET action = ?4, position = ?2
+             WHERE jail = ?1 AND action = ?3 AND target = ?5 AND position = -1",
+            params![jail, position, action, id, target],
+        )?;
+    }
+    Ok(())
+}
+
+/// Of the migrated identities (`<ban>@N`, [`migrated`]) of `ban` in a jail, the one the action
+/// of that `ban` at `position` among `siblings` (the jail's identities) takes: the one at its
+/// position; else the first at a position whose action now has another `ban` (this one moved),
+/// or none now. One at the position of another action with the same `ban` is that one's.
+fn migrated_for<'a>(
+    found: &'a [String],
+    ban: &str,
+    position: usize,
+    siblings: &[String],
+) -> Option<&'a String> {
+    let at = |id: &String| match ban_of(id) {
+        (b, Some(q)) if b == ban => usize::try_from(q).ok(),
+        _ => None,
+    };
+    let mut candidates: Vec<(usize, &String)> =
+        found.iter().filter_map(|id| Some((at(id)?, id))).collect();
+    candidates.sort();
+    candidates
+        .iter()
+        .find(|(q, _)| *q == position)
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|(q, _)| siblings.get(*q).is_none_or(|s| ban_of(s).0 != ban))
+        })
+        .map(|(_, id)| *id)
 }
 
 impl Records {
@@ -370,6 +492,9 @@ impl Records {
             }
         }
         rekey_by_identity(&tx).map_err(error)?;
+        default_position(&tx).map_err(error)?;
+        rekey_downgraded(&tx).map_err(error)?;
+        tx.execute_batch(DOWNGRADE_WATCH).map_err(error)?;
         tx.commit().map_err(error)?;
         Ok(Records {
             path: path.to_path_buf(),
@@ -500,8 +625,15 @@ impl Records {
                 if ids.contains(&action) {
                     continue;
                 }
+                let unclaimed = |id: &String| !recorded.contains(&(jail.clone(), id.clone()));
                 let taker = usize::try_from(position).ok().and_then(|p| ids.get(p));
-                if taker.is_some_and(|id| !recorded.contains(&(jail.clone(), id.clone()))) {
+                if taker.is_some_and(unclaimed) {
+                    continue;
+                }
+                // Migrated records of a `ban` an action of the jail has, which has none of its
+                // own yet: it takes them at its start ([`Records::claim`]).
+                let (ban, migrated) = ban_of(&action);
+                if migrated.is_some() && ids.iter().any(|id| ban_of(id).0 == ban && unclaimed(id)) {
                     continue;
                 }
             }
@@ -550,7 +682,27 @@ impl Records {
             .and_then(|mut s| s.exists(params![jail, action]))
             .map_err(&error)?;
         let mut taken = 0;
+        // Records migrated from position keys, of this action's `ban` ([`migrated_for`]).
+        let ban = ban_of(action).0;
         if !own {
+            let found: Vec<String> = tx
+                .prepare("SELECT DISTINCT action FROM command_bans WHERE jail = ?1")
+                .and_then(|mut s| {
+                    s.query_map(params![jail], |r| r.get::<_, String>(0))?
+                        .collect()
+                })
+                .map_err(&error)?;
+            if let Some(mine) = migrated_for(&found, ban, position, siblings) {
+                taken += tx
+                    .execute(
+                        "UPDATE OR REPLACE command_bans SET action = ?3
+                         WHERE jail = ?1 AND action = ?2",
+                        params![jail, mine, action],
+                    )
+                    .map_err(&error)?;
+            }
+        }
+        if !own && taken == 0 {
             let others: Vec<String> = tx
                 .prepare(
                     "SELECT DISTINCT action FROM command_bans WHERE jail = ?1 AND position = ?2",
@@ -560,7 +712,15 @@ impl Records {
                         .collect()
                 })
                 .map_err(&error)?;
-            for other in others.iter().filter(|o| !siblings.contains(o)) {
+            // Not a sibling's, nor migrated records of a sibling's `ban` (that one takes them).
+            let reserved = |o: &String| {
+                let (b, migrated) = ban_of(o);
+                migrated.is_some() && siblings.iter().any(|s| ban_of(s).0 == b)
+            };
+            for other in others
+                .iter()
+                .filter(|o| !siblings.contains(o) && !reserved(o))
+            {
                 taken += tx
                     .execute(
                         "UPDATE OR REPLACE command_bans SET action = ?3

@@ -667,9 +667,40 @@ fn split(
 
 /// Refused bans already counted in this process (jail, backend, target): a reload that starts
 /// a jail's actions again re-applies its bans, and a ban the firewall can never apply (IPv6
-/// without ip6tables) must not be counted again at each. Its refused unban (the ban ended)
-/// forgets it, so a later ban of the same target counts. A restart counts them again, once.
+/// without ip6tables) must not be counted again at each. Any unban of the target in the jail,
+/// through whichever backend (the ban ended: the jail may have moved to another backend since,
+/// or ip6tables works again), forgets it for every backend, so a later ban of the same target
+/// counts ([`ended`]). A restart counts them again, once.
 static REFUSALS_COUNTED: std::sync::Mutex<Option<HashSet<Refusal>>> = std::sync::Mutex::new(None);
+
+/// Whether [`REFUSALS_COUNTED`] ever held a refusal: until then an unban costs no lock.
+static ANY_REFUSAL: AtomicBool = AtomicBool::new(false);
+
+/// Forgets the counted refusals of the targets `burst` unbans in `jail`, for every backend:
+/// their bans ended ([`REFUSALS_COUNTED`]).
+fn ended(jail: &str, burst: &[ActionCommand]) {
+    if !ANY_REFUSAL.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut unbans = burst.iter().filter_map(|c| match c {
+        ActionCommand::Unban(target) => Some(*target),
+        ActionCommand::Ban(_) => None,
+    });
+    let Some(first) = unbans.next() else {
+        return;
+    };
+    let mut counted = REFUSALS_COUNTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(counted) = counted.as_mut() else {
+        return;
+    };
+    for target in std::iter::once(first).chain(unbans) {
+        for kind in super::ActionKind::ALL {
+            counted.remove(&(jail.to_string(), kind.name(), target));
+        }
+    }
+}
 
 /// A refused ban: its jail, backend and target.
 type Refusal = (String, &'static str, IpNetwork);
@@ -693,20 +724,16 @@ fn refuse(jail: &str, slot: &mut Slot, tried: &[ActionCommand], failed: &super::
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let counted = counted.get_or_insert_with(HashSet::new);
+        // A refused unban was forgotten before it was tried ([`ended`]).
         for command in failed.refused.iter().filter_map(|&i| tried.get(i)) {
-            let key = (jail.to_string(), backend, command.target());
-            match command {
-                ActionCommand::Ban(_) => {
-                    refused_bans.push(command);
-                    if counted.len() >= REFUSALS_REMEMBERED {
-                        counted.clear();
-                    }
-                    if counted.insert(key) {
-                        new_bans += 1;
-                    }
+            if let ActionCommand::Ban(_) = command {
+                refused_bans.push(command);
+                if counted.len() >= REFUSALS_REMEMBERED {
+                    counted.clear();
                 }
-                ActionCommand::Unban(_) => {
-                    counted.remove(&key);
+                if counted.insert((jail.to_string(), backend, command.target())) {
+                    ANY_REFUSAL.store(true, Ordering::Relaxed);
+                    new_bans += 1;
                 }
             }
         }
@@ -727,6 +754,7 @@ fn refuse(jail: &str, slot: &mut Slot, tried: &[ActionCommand], failed: &super::
 }
 
 fn apply(jail: &str, slot: &mut Slot, burst: &[ActionCommand]) {
+    ended(jail, burst);
     apply_with(jail, slot, burst, &RETRY_DELAYS);
 }
 
@@ -1272,6 +1300,69 @@ mod tests {
         apply("reloaded", &mut second, &[unban]);
         apply("reloaded", &mut runner(), &restored);
         assert_eq!(counted.load(Ordering::Relaxed), 4);
+    }
+
+    /// Applies every command, as a backend of `kind`.
+    struct Applies(ActionKind);
+
+    impl Action for Applies {
+        fn kind(&self) -> ActionKind {
+            self.0
+        }
+        fn start(&mut self) -> Result<(), ActionError> {
+            Ok(())
+        }
+        fn ban(&mut self, _: &BanOrder) -> Result<(), ActionError> {
+            Ok(())
+        }
+        fn unban(&mut self, _: IpNetwork) -> Result<(), ActionError> {
+            Ok(())
+        }
+        fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
+            Ok(None)
+        }
+        fn stop(&mut self) -> Result<(), ActionError> {
+            Ok(())
+        }
+    }
+
+    /// A refused ban whose end reaches no refusing backend (review-act5 finding 6): the jail
+    /// moved to another backend, whose unban succeeds; or ip6tables works again and the unban
+    /// applies. A later ban of the same target through the refusing backend is a new ban:
+    /// counted.
+    #[test]
+    fn a_refused_ban_whose_unban_went_through_another_backend_counts_again() {
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let refusing = || Slot {
+            action: Box::new(NoV6 {
+                applied: Arc::default(),
+                calls: Arc::default(),
+            }),
+            errors: ::metrics::Counter::from_arc(counted.clone()),
+            backlog: Vec::new(),
+            made: None,
+        };
+        let working = |kind| Slot {
+            action: Box::new(Applies(kind)),
+            errors: ::metrics::Counter::from_arc(Arc::new(std::sync::atomic::AtomicU64::new(0))),
+            backlog: Vec::new(),
+            made: None,
+        };
+        let ban = [ActionCommand::Ban(order("2001:db8::9/128"))];
+        let unban = [ActionCommand::Unban("2001:db8::9/128".parse().unwrap())];
+        apply("switched", &mut refusing(), &ban);
+        assert_eq!(counted.load(Ordering::Relaxed), 1);
+        // Reloaded to nftables, which lifts the ban; back to the refusing backend, banned again.
+        apply("switched", &mut working(ActionKind::Nftables), &unban);
+        apply("switched", &mut refusing(), &ban);
+        assert_eq!(counted.load(Ordering::Relaxed), 2, "a new ban, counted");
+        // The same backend applies the unban (ip6tables works again), then refuses a new ban.
+        apply("switched", &mut working(ActionKind::Log), &unban);
+        apply("switched", &mut refusing(), &ban);
+        assert_eq!(counted.load(Ordering::Relaxed), 3, "a new ban, counted");
+        // A re-apply of the ban that holds (a reload's) is still not counted again.
+        apply("switched", &mut refusing(), &ban);
+        assert_eq!(counted.load(Ordering::Relaxed), 3);
     }
 
     #[test]

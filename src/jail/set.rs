@@ -1104,21 +1104,43 @@ impl JailSet {
             })
             .flat_map(|c| firewall_names(&c.actions).map(move |n| (&*c.name, n)))
             .collect();
+        // Each jail's names another jail takes, with the jail that takes them: its old actions
+        // can never come back in them (a fallback, below).
+        let mut given_up: HashMap<Arc<str>, Vec<Taken>> = HashMap::new();
         for slot in &self.slots {
-            let taken: Vec<(&'static str, String)> = firewall_names(&slot.config.actions)
-                .filter(|n| incoming.iter().any(|(by, m)| **by != *slot.name && m == n))
+            let taken: Vec<Taken> = firewall_names(&slot.config.actions)
+                .filter_map(|n| {
+                    incoming
+                        .iter()
+                        .find(|(by, m)| **by != *slot.name && *m == n)
+                        .map(|(by, _)| (n.0, n.1, by.to_string()))
+                })
                 .collect();
-            if let (false, Ok(mut handed)) = (taken.is_empty(), slot.handed_over.lock()) {
-                handed.extend(taken);
+            if taken.is_empty() {
+                continue;
             }
+            if let Ok(mut handed) = slot.handed_over.lock() {
+                handed.extend(taken.iter().map(|(b, n, _)| (*b, n.clone())));
+            }
+            given_up.insert(slot.name.clone(), taken);
         }
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
         for config in configs {
             let Some(i) = old.iter().position(|s| *s.name == *config.name) else {
                 if let Some(j) = started.iter().position(|s| *s.name == *config.name) {
-                    summary.push(format!("{}: started", config.name));
-                    next.push(started.swap_remove(j));
+                    let slot = started.swap_remove(j);
+                    // Nothing to fall back to: it runs, and the summary says what failed
+                    // rather than claim it protects.
+                    summary.push(match slot.start_failures.is_empty() {
+                        true => format!("{}: started", config.name),
+                        false => format!(
+                            "{}: started, but its actions failed to start ({}): its bans may not be applied",
+                            config.name,
+                            slot.start_failures.join("; ")
+                        ),
+                    });
+                    next.push(slot);
                 }
                 continue;
             };
@@ -1132,30 +1154,27 @@ impl JailSet {
                 // Command actions the jail no longer has: the bans they ran are lifted now with
                 // their recorded unbans (the start does it for a restart), before the new runner
                 // starts. Every other jail's records are left alone.
-                let kept = command_identities(&config.actions);
-                if command_identities(&before.actions)
-                    .iter()
-                    .any(|id| !kept.contains(id))
-                {
-                    let mut commands: HashMap<String, Vec<String>> = old
-                        .iter()
-                        .chain(&next)
-                        .chain(&started)
-                        .map(|s| (s.name.to_string(), command_identities(&s.config.actions)))
-                        .collect();
-                    commands.insert(config.name.clone(), kept);
-                    let lifted = tokio::task::spawn_blocking(move || {
-                        crate::action::sweep::lift_unconfigured_commands(&commands)
-                    });
-                    if lifted.await.is_err() {
-                        tracing::error!(jail = %config.name, "lifting the bans of removed command actions failed");
-                    }
-                }
+                let others = old.iter().chain(&next).chain(&started);
+                lift_commands_left(&config.name, &before.actions, &config.actions, others).await;
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
                 match start_slot(config.clone(), jail, orders).await {
                     Ok(fresh) if fresh.start_failures.is_empty() => {
                         summary.push(format!("{}: actions restarted", config.name));
+                        next.push(fresh);
+                    }
+                    Ok(fresh) if given_up.contains_key(&*config.name) => {
+                        // The old actions cannot come back: another jail runs in objects of
+                        // theirs now (their start would take them from it). The new ones run
+                        // as far as they started.
+                        let lost = given_up.get(&*config.name).map(Vec::as_slice);
+                        summary.push(format!(
+                            "{}: new actions failed to start ({}); the old actions cannot come back ({}): the new ones run as far as they started",
+                            config.name,
+                            fresh.start_failures.join("; "),
+                            show_taken(lost.unwrap_or_default())
+                        ));
+                        tracing::error!(jail = %config.name, "[{}] new actions failed to start ({}); the old ones cannot come back", config.name, fresh.start_failures.join("; "));
                         next.push(fresh);
                     }
                     Ok(fresh) => {
@@ -1168,12 +1187,32 @@ impl JailSet {
                         );
                         let others = routes(old.iter().chain(&next));
                         let jail = retire(fresh, others, &self.state).await;
+                        // Its command actions that the old ones lack ran `ban` for every ban
+                        // at their start: lifted with their unbans (the old runner would never
+                        // run them), before the old actions start again.
+                        let others = old.iter().chain(&next).chain(&started);
+                        lift_commands_left(&config.name, &config.actions, &before.actions, others)
+                            .await;
                         let (said, back) = restart_old(&config.name, before, jail, &why).await;
                         summary.push(said);
                         next.extend(back);
                     }
                     Err((jail, error)) => {
-                        let why = format!("new actions not started ({error})");
+                        let mut why = format!("new actions not started ({error})");
+                        let mut before = before;
+                        if let Some(lost) = given_up.get(&*config.name) {
+                            // Those whose objects another jail took stay out: their start
+                            // would take the objects from it.
+                            before.actions.retain(|a| {
+                                firewall_names(std::slice::from_ref(a)).all(|(b, n)| {
+                                    !lost.iter().any(|(lb, ln, _)| *lb == b && *ln == n)
+                                })
+                            });
+                            why.push_str(&format!(
+                                "; the old actions come back without those whose objects another jail took ({})",
+                                show_taken(lost)
+                            ));
+                        }
                         let (said, back) = restart_old(&config.name, before, jail, &why).await;
                         summary.push(said);
                         next.extend(back);
@@ -1234,6 +1273,44 @@ impl JailSet {
         threads.extend(self.slots.into_iter().map(|s| s.thread));
         threads
     }
+}
+
+/// Lifts, with their recorded unbans, the bans that the command actions of `jail`'s `left`
+/// actions ran and its `kept` actions lack (by identity; a changed `ban` at the same position
+/// is left to the action now there, which takes its records over). `others` are the other live
+/// jails, whose records are left alone. Runs only when some identity goes.
+async fn lift_commands_left<'a>(
+    jail: &str,
+    left: &[crate::action::ActionSpec],
+    kept: &[crate::action::ActionSpec],
+    others: impl Iterator<Item = &'a Slot>,
+) {
+    let kept = command_identities(kept);
+    if command_identities(left).iter().all(|id| kept.contains(id)) {
+        return;
+    }
+    let mut commands: HashMap<String, Vec<String>> = others
+        .map(|s| (s.name.to_string(), command_identities(&s.config.actions)))
+        .collect();
+    commands.insert(jail.to_string(), kept);
+    let lifted = tokio::task::spawn_blocking(move || {
+        crate::action::sweep::lift_unconfigured_commands(&commands)
+    });
+    if lifted.await.is_err() {
+        tracing::error!(jail, "lifting the bans of removed command actions failed");
+    }
+}
+
+/// Firewall objects (backend, name) a jail gives up in a reload, and the jail that takes them.
+type Taken = (&'static str, String, String);
+
+/// What `taken` says in the reload's summary: "iptables `web` belongs to www now", ...
+fn show_taken(taken: &[Taken]) -> String {
+    taken
+        .iter()
+        .map(|(backend, name, by)| format!("{backend} `{name}` belongs to {by} now"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The (backend, name) of the firewall objects `actions` make.
@@ -2019,6 +2096,19 @@ mod tests {
             Some(Duration::from_secs(600))
         );
         assert_eq!(set.slots[0].jail.bans().len(), 1, "the ban is kept");
+
+        // A new jail whose actions fail to start has nothing to fall back to: it runs, and the
+        // summary does not claim it protects (review-act5 finding 4).
+        let mut web = broken.clone();
+        web.name = "web".into();
+        let summary = set.reload(vec![sshd.clone(), web]).await.unwrap();
+        assert!(
+            summary.contains("web: started, but its actions failed to start (command: "),
+            "{summary}"
+        );
+        assert!(!summary.contains("web: started;"), "{summary}");
+        let running: Vec<&str> = set.slots.iter().map(|s| &*s.name).collect();
+        assert_eq!(running, ["sshd", "web"]);
 
         // The new runner starts (its backend fails), the old one cannot: the jail stops.
         SPARED_STARTS.with(|n| n.set(1));
