@@ -34,14 +34,7 @@ pub(crate) fn ban_page<'a>(
             },
         };
         for (target, ban) in jail.bans_after(from).take(limit - page.len()) {
-            page.push(BanInfo {
-                jail: name.to_string(),
-                target: *target,
-                banned_at: ban.banned_at,
-                expires_at: ban.expires_at,
-                ban_count: ban.ban_count,
-                hosts: ban.hosts.clone(),
-            });
+            page.push(BanInfo::of(name, *target, ban));
         }
         if page.len() == limit {
             break;
@@ -79,14 +72,7 @@ mod tests {
         page.truncate(limit);
         page.sort_unstable_by_key(key);
         page.into_iter()
-            .map(|(name, target, ban)| BanInfo {
-                jail: name.to_string(),
-                target: *target,
-                banned_at: ban.banned_at,
-                expires_at: ban.expires_at,
-                ban_count: ban.ban_count,
-                hosts: ban.hosts.clone(),
-            })
+            .map(|(name, target, ban)| BanInfo::of(name, *target, ban))
             .collect()
     }
 

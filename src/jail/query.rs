@@ -167,3 +167,18 @@ pub(crate) struct BanInfo {
     /// Syslog host names the deciding failures came from.
     pub hosts: Vec<String>,
 }
+
+impl BanInfo {
+    /// What a query shows of `jail`'s active ban of `target`: the list, the ban pages and
+    /// `why` all show a ban the same way.
+    pub(crate) fn of(jail: &str, target: IpNetwork, ban: &super::ActiveBan) -> BanInfo {
+        BanInfo {
+            jail: jail.to_string(),
+            target,
+            banned_at: ban.banned_at,
+            expires_at: ban.expires_at,
+            ban_count: ban.ban_count,
+            hosts: ban.hosts.clone(),
+        }
+    }
+}

@@ -840,14 +840,10 @@ impl JailSet {
                 let mut bans: Vec<BanInfo> = self
                     .slots_of(jail.as_deref())
                     .flat_map(|s| {
-                        s.jail.bans().iter().map(|(target, ban)| BanInfo {
-                            jail: s.name.to_string(),
-                            target: *target,
-                            banned_at: ban.banned_at,
-                            expires_at: ban.expires_at,
-                            ban_count: ban.ban_count,
-                            hosts: ban.hosts.clone(),
-                        })
+                        s.jail
+                            .bans()
+                            .iter()
+                            .map(|(target, ban)| BanInfo::of(&s.name, *target, ban))
                     })
                     .collect();
                 bans.sort_by(|a, b| {

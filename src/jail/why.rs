@@ -29,14 +29,7 @@ pub(crate) fn jail(name: &str, jail: &Jail, ip: IpAddr, now: Instant) -> Why {
         .iter()
         .filter(|(target, _)| target.contains(ip))
         .map(|(target, ban)| ActiveWhy {
-            ban: BanInfo {
-                jail: name.to_string(),
-                target: *target,
-                banned_at: ban.banned_at,
-                expires_at: ban.expires_at,
-                ban_count: ban.ban_count,
-                hosts: ban.hosts.clone(),
-            },
+            ban: BanInfo::of(name, *target, ban),
             failures: ban.failures,
             evidence: Vec::new(),
         })
