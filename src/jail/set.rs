@@ -1124,9 +1124,22 @@ impl JailSet {
             }
             given_up.insert(slot.name.clone(), taken);
         }
+        // Jails that take a name go first: when a jail's new actions fail, whether the taker
+        // still holds a name it took (its own new actions may have failed too, and its old
+        // ones lack the name) is known. The jails keep the config's order afterwards.
+        let takers: Vec<String> = given_up
+            .values()
+            .flatten()
+            .map(|(_, _, by)| by.clone())
+            .collect();
+        let order: Vec<String> = configs.iter().map(|c| c.name.to_string()).collect();
+        let mut configs = configs;
+        configs.sort_by_key(|c| !takers.iter().any(|t| **t == *c.name));
+        let mut processed: Vec<String> = Vec::new();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
         for config in configs {
+            processed.push(config.name.to_string());
             let Some(i) = old.iter().position(|s| *s.name == *config.name) else {
                 if let Some(j) = started.iter().position(|s| *s.name == *config.name) {
                     let slot = started.swap_remove(j);
@@ -1158,21 +1171,26 @@ impl JailSet {
                 lift_commands_left(&config.name, &before.actions, &config.actions, others).await;
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
-                match start_slot(config.clone(), jail, orders).await {
+                let started_fresh = start_slot(config.clone(), jail, orders).await;
+                // The names another jail took that it still holds (it may have fallen back).
+                let lost: Vec<Taken> = given_up
+                    .get(&*config.name)
+                    .map(|lost| still_taken(lost, next.iter().chain(&started), &processed))
+                    .unwrap_or_default();
+                match started_fresh {
                     Ok(fresh) if fresh.start_failures.is_empty() => {
                         summary.push(format!("{}: actions restarted", config.name));
                         next.push(fresh);
                     }
-                    Ok(fresh) if given_up.contains_key(&*config.name) => {
+                    Ok(fresh) if !lost.is_empty() => {
                         // The old actions cannot come back: another jail runs in objects of
                         // theirs now (their start would take them from it). The new ones run
                         // as far as they started.
-                        let lost = given_up.get(&*config.name).map(Vec::as_slice);
                         summary.push(format!(
                             "{}: new actions failed to start ({}); the old actions cannot come back ({}): the new ones run as far as they started",
                             config.name,
                             fresh.start_failures.join("; "),
-                            show_taken(lost.unwrap_or_default())
+                            show_taken(&lost)
                         ));
                         tracing::error!(jail = %config.name, "[{}] new actions failed to start ({}); the old ones cannot come back", config.name, fresh.start_failures.join("; "));
                         next.push(fresh);
@@ -1199,20 +1217,24 @@ impl JailSet {
                     }
                     Err((jail, error)) => {
                         let mut why = format!("new actions not started ({error})");
-                        let mut before = before;
-                        if let Some(lost) = given_up.get(&*config.name) {
-                            // Those whose objects another jail took stay out: their start
-                            // would take the objects from it.
-                            before.actions.retain(|a| {
-                                firewall_names(std::slice::from_ref(a)).all(|(b, n)| {
-                                    !lost.iter().any(|(lb, ln, _)| *lb == b && *ln == n)
-                                })
-                            });
+                        if !lost.is_empty() {
                             why.push_str(&format!(
                                 "; the old actions come back without those whose objects another jail took ({})",
-                                show_taken(lost)
+                                show_taken(&lost)
                             ));
                         }
+                        // Those whose objects another jail took stay out: their start would
+                        // take the objects from it.
+                        let Some(before) = old_actions_back(before, &lost) else {
+                            // None is left: a runner without actions would ban nowhere.
+                            drop(jail);
+                            tracing::error!(jail = %config.name, "[{}] {why}; none of its old actions can come back: the jail stops, its bans stay stored for the next start", config.name);
+                            summary.push(format!(
+                                "{}: {why}; stopped, none of its old actions can come back; its bans stay stored for the next start",
+                                config.name
+                            ));
+                            continue;
+                        };
                         let (said, back) = restart_old(&config.name, before, jail, &why).await;
                         summary.push(said);
                         next.extend(back);
@@ -1227,6 +1249,7 @@ impl JailSet {
             slot.config = config;
             next.push(slot);
         }
+        next.sort_by_key(|s| order.iter().position(|n| **n == *s.name));
         // Jails that are gone lift their bans while their runners still listen, then stop.
         self.slots = old;
         let removed: Vec<Arc<str>> = self.slots.iter().map(|s| s.name.clone()).collect();
@@ -1303,6 +1326,41 @@ async fn lift_commands_left<'a>(
 
 /// Firewall objects (backend, name) a jail gives up in a reload, and the jail that takes them.
 type Taken = (&'static str, String, String);
+
+/// Those of `lost` whose taker holds them after its own part of the reload: a jail of `running`
+/// (new, or through the reload) whose actions make them. A taker not through yet (jails that
+/// take each other's names) is taken to hold them; one through the reload but not running
+/// (it stopped) holds none.
+fn still_taken<'a>(
+    lost: &[Taken],
+    running: impl Iterator<Item = &'a Slot> + Clone,
+    processed: &[String],
+) -> Vec<Taken> {
+    lost.iter()
+        .filter(
+            |(backend, name, by)| match running.clone().find(|s| *s.name == **by) {
+                Some(slot) => {
+                    firewall_names(&slot.config.actions).any(|(b, n)| b == *backend && n == *name)
+                }
+                None => !processed.iter().any(|p| p == by),
+            },
+        )
+        .cloned()
+        .collect()
+}
+
+/// `before` without the actions whose objects another jail holds now (`lost`), for a fallback;
+/// None if that leaves none of its actions (a runner without actions bans nowhere).
+fn old_actions_back(mut before: JailSpec, lost: &[Taken]) -> Option<JailSpec> {
+    if lost.is_empty() {
+        return Some(before);
+    }
+    before.actions.retain(|a| {
+        firewall_names(std::slice::from_ref(a))
+            .all(|(b, n)| !lost.iter().any(|(lb, ln, _)| *lb == b && *ln == n))
+    });
+    (!before.actions.is_empty()).then_some(before)
+}
 
 /// What `taken` says in the reload's summary: "iptables `web` belongs to www now", ...
 fn show_taken(taken: &[Taken]) -> String {
@@ -2121,6 +2179,34 @@ mod tests {
         );
         assert!(set.slots.is_empty());
         drop(set.finish());
+    }
+
+    /// A fallback without a runner for the new actions brings the old ones back without those
+    /// whose objects another jail holds now; when that leaves none, no runner starts (it would
+    /// ban nowhere while the summary said the old actions run): the jail stops (review-act6
+    /// finding 3).
+    #[test]
+    fn old_actions_whose_objects_another_jail_holds_never_come_back_as_an_empty_runner() {
+        let web = |name: &str| {
+            ActionSpec::Iptables(crate::action::FirewallSpec {
+                name: name.into(),
+                ports: Vec::new(),
+                protocol: crate::action::Protocol::Tcp,
+                blocktype: crate::action::BlockType::Drop,
+                keep_on_stop: false,
+                v4_networks: false,
+                v6_networks: false,
+                hooks: Vec::new(),
+            })
+        };
+        let mut sshd = config("sshd", 600);
+        sshd.actions = vec![web("web")];
+        let lost: Vec<Taken> = vec![("iptables", "web".into(), "www".into())];
+        assert!(old_actions_back(sshd.clone(), &lost).is_none());
+        assert_eq!(old_actions_back(sshd.clone(), &[]), Some(sshd.clone()));
+        sshd.actions = vec![web("web"), ActionSpec::Log, web("other")];
+        let back = old_actions_back(sshd, &lost).expect("two are left");
+        assert_eq!(back.actions, [ActionSpec::Log, web("other")]);
     }
 
     /// A query waits for the state writer's commit before it is answered, but the jail task
