@@ -342,6 +342,9 @@ impl Worker {
                 continue;
             }
             self.record_late();
+            // Once per burst, before any slot applies it (a taken slot is skipped, but the
+            // bans its unbans end are over all the same).
+            ended(&self.jail, &burst);
             let handed = self.handed();
             for slot in &mut self.slots {
                 if taken(slot, &handed) {
@@ -351,7 +354,7 @@ impl Worker {
                     continue;
                 }
                 slot.supersede(&burst);
-                apply(&self.jail, slot, &burst);
+                apply_with(&self.jail, slot, &burst, &RETRY_DELAYS);
             }
             let now = Instant::now();
             for command in &burst {
@@ -725,9 +728,24 @@ fn refuse(jail: &str, slot: &mut Slot, tried: &[ActionCommand], failed: &super::
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let counted = counted.get_or_insert_with(HashSet::new);
         // A refused unban was forgotten before it was tried ([`ended`]).
-        for command in failed.refused.iter().filter_map(|&i| tried.get(i)) {
+        for (i, command) in failed
+            .refused
+            .iter()
+            .filter_map(|&i| Some((i, tried.get(i)?)))
+        {
             if let ActionCommand::Ban(_) = command {
                 refused_bans.push(command);
+                // Its unban follows in the same burst: the ban is over already, counted but
+                // not remembered (a later ban of the target is a new one).
+                let target = command.target();
+                let unbanned = tried
+                    .iter()
+                    .skip(i + 1)
+                    .any(|later| matches!(later, ActionCommand::Unban(t) if *t == target));
+                if unbanned {
+                    new_bans += 1;
+                    continue;
+                }
                 if counted.len() >= REFUSALS_REMEMBERED {
                     counted.clear();
                 }
@@ -1363,6 +1381,33 @@ mod tests {
         // A re-apply of the ban that holds (a reload's) is still not counted again.
         apply("switched", &mut refusing(), &ban);
         assert_eq!(counted.load(Ordering::Relaxed), 3);
+    }
+
+    /// A refused ban followed by its unban in the same burst (a ban by hand undone at once,
+    /// or `ban`/`unban --file` batches taken as one burst) is over: a later ban of the target
+    /// is counted again (review-act6 finding 4).
+    #[test]
+    fn a_refused_ban_unbanned_in_the_same_burst_leaves_no_count_behind() {
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let refusing = || Slot {
+            action: Box::new(NoV6 {
+                applied: Arc::default(),
+                calls: Arc::default(),
+            }),
+            errors: ::metrics::Counter::from_arc(counted.clone()),
+            backlog: Vec::new(),
+            made: None,
+        };
+        let target = "2001:db8::a/128";
+        let ban = ActionCommand::Ban(order(target));
+        let unban = ActionCommand::Unban(target.parse().unwrap());
+        apply("burst", &mut refusing(), &[ban.clone(), unban]);
+        assert_eq!(counted.load(Ordering::Relaxed), 1);
+        apply("burst", &mut refusing(), std::slice::from_ref(&ban));
+        assert_eq!(counted.load(Ordering::Relaxed), 2, "a new ban, counted");
+        // That one holds: its re-apply is not counted again.
+        apply("burst", &mut refusing(), &[ban]);
+        assert_eq!(counted.load(Ordering::Relaxed), 2);
     }
 
     #[test]
