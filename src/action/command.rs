@@ -484,6 +484,10 @@ impl Action for CommandAction {
         self.unsettled.clone()
     }
 
+    fn held(&self) -> Vec<IpNetwork> {
+        self.active.keys().copied().collect()
+    }
+
     /// Runs the `stop` template. One that ran is taken to lift every ban (as fail2ban's
     /// actionstop flushes its chain): the record is forgotten, and the next start runs `ban`
     /// for every restored ban. Without a `stop` template the bans stay where the programs put

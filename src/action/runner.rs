@@ -79,7 +79,14 @@ pub struct Runner<C = ActionCommand> {
     /// The actions whose `start` failed every retry, as `action: error` (logged and counted
     /// already): a reload goes back to the jail's old actions rather than say they run.
     pub start_failures: Vec<String>,
+    /// The actions (by place in the jail's list) whose bans this runner's stop unbans first:
+    /// command actions a reload's fallback drops, whose `unban` nothing would run later.
+    pub lift_at_stop: LiftAtStop,
 }
+
+/// Places of the actions whose held bans ([`super::Action::held`]) a runner's stop unbans
+/// first, shared with the runner thread (read at its stop).
+pub type LiftAtStop = std::sync::Arc<std::sync::Mutex<Vec<usize>>>;
 
 /// The (backend, name) pairs of firewall objects another jail's runner took over, shared with
 /// the runner thread (read at its stop).
@@ -148,11 +155,14 @@ async fn spawn_with<C: Queued>(
     let jail = jail.to_string();
     let handed_over = HandedOver::default();
     let handed = handed_over.clone();
+    let lift_at_stop = LiftAtStop::default();
+    let lifting = lift_at_stop.clone();
     let thread = std::thread::Builder::new()
         .name(format!("action-{jail}"))
         .spawn(move || {
             let mut runner = Worker::new(jail, actions, metrics);
             runner.handed_over = handed;
+            runner.lift_at_stop = lifting;
             if made.iter().any(Option::is_some) {
                 runner.records = records::open_configured();
                 for (slot, spec) in runner.slots.iter_mut().zip(made) {
@@ -172,6 +182,7 @@ async fn spawn_with<C: Queued>(
         reapplied,
         handed_over,
         start_failures,
+        lift_at_stop,
     })
 }
 
@@ -210,6 +221,8 @@ struct Worker {
     reopen: records::Reopen,
     /// Objects another jail took over: left at stop ([`Runner::handed_over`]).
     handed_over: HandedOver,
+    /// Actions whose held bans the stop unbans first ([`Runner::lift_at_stop`]).
+    lift_at_stop: LiftAtStop,
 }
 
 impl Worker {
@@ -235,6 +248,7 @@ impl Worker {
             records: None,
             reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
+            lift_at_stop: LiftAtStop::default(),
         }
     }
 
@@ -386,12 +400,33 @@ impl Worker {
         self.reopen.force();
         self.record_late();
         let handed = self.handed();
-        for slot in &mut self.slots {
+        let lifting: Vec<usize> = self
+            .lift_at_stop
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
             let kind = slot.action.kind();
             if taken(slot, &handed) {
                 // Another jail's runner uses these objects now: its bans go on in them.
                 tracing::info!(jail = %self.jail, action = kind.name(), "[{}] firewall objects left to the jail that took their name", self.jail);
                 continue;
+            }
+            if lifting.contains(&i) {
+                // Nothing would run their unbans later (the action is dropped): now, with or
+                // without a state database to find them in at the next start.
+                let unbans: Vec<ActionCommand> = slot
+                    .action
+                    .held()
+                    .into_iter()
+                    .map(ActionCommand::Unban)
+                    .collect();
+                if !unbans.is_empty() {
+                    tracing::info!(jail = %self.jail, action = kind.name(), bans = unbans.len(), "[{}] lifting the bans of an action the jail no longer runs", self.jail);
+                }
+                for burst in unbans.chunks(MAX_BURST) {
+                    apply(&self.jail, slot, burst);
+                }
             }
             let removing = slot.made.as_ref().filter(|spec| !spec.keep_on_stop);
             if let (Some(records), Some(spec)) = (self.records.as_mut(), removing) {
@@ -1111,6 +1146,7 @@ mod tests {
             records: None,
             reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
+            lift_at_stop: LiftAtStop::default(),
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         let serving = std::thread::spawn(move || {
@@ -1182,6 +1218,7 @@ mod tests {
             records: None,
             reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
+            lift_at_stop: LiftAtStop::default(),
         };
         worker.retry_backlogs();
         assert_eq!(targets(&applied).len(), 1500);

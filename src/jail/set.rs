@@ -129,6 +129,8 @@ struct Slot {
     handed_over: runner::HandedOver,
     /// Its actions that failed to start (`action: error`), for a reload's summary.
     start_failures: Vec<String>,
+    /// Its actions whose held bans its runner's stop unbans first (a fallback's).
+    lift_at_stop: runner::LiftAtStop,
 }
 
 /// Every jail, their deadlines, and the way out to the state writer.
@@ -227,6 +229,7 @@ async fn start_slot(
         reapplied: runner.reapplied,
         handed_over: runner.handed_over,
         start_failures: runner.start_failures,
+        lift_at_stop: runner.lift_at_stop,
     })
 }
 
@@ -1203,11 +1206,17 @@ impl JailSet {
                             "new actions failed to start ({})",
                             fresh.start_failures.join("; ")
                         );
-                        let others = routes(old.iter().chain(&next));
-                        let jail = retire(fresh, others, &self.state).await;
                         // Its command actions that the old ones lack ran `ban` for every ban
                         // at their start: lifted with their unbans (the old runner would never
-                        // run them), before the old actions start again.
+                        // run them), before the old actions start again. Its runner's stop
+                        // unbans those it holds in memory (no state database needed), the
+                        // records' lifting after it any others recorded.
+                        let dropped = commands_dropped(&config.actions, &before.actions);
+                        if let Ok(mut lifting) = fresh.lift_at_stop.lock() {
+                            lifting.extend(dropped);
+                        }
+                        let others = routes(old.iter().chain(&next));
+                        let jail = retire(fresh, others, &self.state).await;
                         let others = old.iter().chain(&next).chain(&started);
                         lift_commands_left(&config.name, &config.actions, &before.actions, others)
                             .await;
@@ -1322,6 +1331,25 @@ async fn lift_commands_left<'a>(
     if lifted.await.is_err() {
         tracing::error!(jail, "lifting the bans of removed command actions failed");
     }
+}
+
+/// The places in `actions` of the command actions whose identity `kept` lacks: a fallback
+/// drops them, and the bans they hold are lifted at their runner's stop.
+fn commands_dropped(
+    actions: &[crate::action::ActionSpec],
+    kept: &[crate::action::ActionSpec],
+) -> Vec<usize> {
+    let kept = command_identities(kept);
+    let places = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, crate::action::ActionSpec::Command(_)))
+        .map(|(i, _)| i);
+    places
+        .zip(command_identities(actions))
+        .filter(|(_, id)| !kept.contains(id))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Firewall objects (backend, name) a jail gives up in a reload, and the jail that takes them.
@@ -2132,16 +2160,33 @@ mod tests {
         set.on_failure(failure("192.0.2.1")).await;
         assert_eq!(set.slots[0].jail.bans().len(), 1);
         let mut broken = config("sshd", 1200);
+        // Its `ban` runs for the restored ban at its start; no state database here (memory
+        // only): the fallback's stop of the new runner runs its `unban` (review-act6 finding 2).
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("cmd.log");
+        let sh = |word: &str| {
+            vec![
+                "sh".to_string(),
+                "-c".into(),
+                format!("echo {word} $0 >> {}", log.display()),
+                "<ip>".into(),
+            ]
+        };
         broken.actions = vec![ActionSpec::Command(crate::action::CommandSpec {
             start: vec!["false".into()],
             stop: Vec::new(),
-            ban: vec!["true".into()],
-            unban: Vec::new(),
+            ban: sh("ban"),
+            unban: sh("unban"),
             timeout: Duration::from_secs(10),
             ports: Vec::new(),
             protocol: crate::action::Protocol::Tcp,
         })];
         let summary = set.reload(vec![broken.clone()]).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            "ban 192.0.2.1\nunban 192.0.2.1\n",
+            "the new-only command action's ban is lifted by its unban"
+        );
         assert!(!summary.contains("actions restarted"), "{summary}");
         assert!(
             summary.contains("sshd: new actions failed to start (command: ")
