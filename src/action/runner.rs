@@ -1447,6 +1447,56 @@ mod tests {
         assert_eq!(counted.load(Ordering::Relaxed), 2);
     }
 
+    /// A burst for a runner whose only slot is taken (a removed jail whose name another jail
+    /// took: its lifts skip the slot) still forgets the refusals its unbans end: a later ban
+    /// of the target in that jail counts (review-act6 finding 4).
+    #[test]
+    fn an_unban_through_a_taken_slot_still_forgets_the_counted_refusal() {
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let refusing = |made: Option<FirewallSpec>| Slot {
+            action: Box::new(NoV6 {
+                applied: Arc::default(),
+                calls: Arc::default(),
+            }),
+            errors: ::metrics::Counter::from_arc(counted.clone()),
+            backlog: Vec::new(),
+            made,
+        };
+        let target = "2001:db8::b/128";
+        let ban = [ActionCommand::Ban(order(target))];
+        apply("taken-away", &mut refusing(None), &ban);
+        assert_eq!(counted.load(Ordering::Relaxed), 1);
+        let spec = FirewallSpec {
+            name: "web".into(),
+            ports: Vec::new(),
+            protocol: crate::action::Protocol::Tcp,
+            blocktype: crate::action::BlockType::Drop,
+            keep_on_stop: false,
+            v4_networks: false,
+            v6_networks: false,
+            hooks: Vec::new(),
+        };
+        let handed_over = HandedOver::default();
+        handed_over.lock().unwrap().push(("log", "web".into()));
+        let mut worker = Worker {
+            jail: "taken-away".into(),
+            slots: vec![refusing(Some(spec))],
+            metrics: JailMetrics::new("taken-away"),
+            backlog_retry: Duration::from_millis(50),
+            records: None,
+            reopen: records::Reopen::default(),
+            handed_over,
+            lift_at_stop: LiftAtStop::default(),
+        };
+        let (tx, rx) = mpsc::channel::<ActionCommand>(8);
+        tx.blocking_send(ActionCommand::Unban(target.parse().unwrap()))
+            .unwrap();
+        drop(tx);
+        worker.serve(rx);
+        apply("taken-away", &mut refusing(None), &ban);
+        assert_eq!(counted.load(Ordering::Relaxed), 2, "a new ban, counted");
+    }
+
     #[test]
     fn a_failing_burst_is_retried_then_given_up() {
         let (mut s, applied) = slot(None, 2);
