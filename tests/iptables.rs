@@ -726,3 +726,66 @@ fn a_reload_fallback_never_restarts_old_actions_in_a_name_another_jail_took() {
     );
     assert!(d.stop().success());
 }
+
+/// A reload where the jail that took a name falls back itself (its own new actions fail, and
+/// its old ones lack the name): nobody holds the name, so the jail that gave it up falls back
+/// to its old actions, name included, instead of keeping its failed new ones, and the summary
+/// never says the name belongs to the other jail (review-act6 finding 3).
+#[test]
+fn a_reload_fallback_brings_a_name_back_when_its_taker_fell_back_too() {
+    let ns = Netns::new("giveback");
+    let d = Daemon::start_with(
+        &config(
+            "",
+            &(port_jail("sshd", 22, r#"{ type = "iptables", name = "web" }"#)
+                + &port_jail("www", 80, r#""log""#)),
+        ),
+        &ns.prefix(),
+    );
+    d.cli_ok(&["ban", "sshd", "192.0.2.5"]);
+    let rule = |name: &str, ip: &str| format!("-A jailsink-{name} -s {ip}/32 -j DROP");
+    let banned = wait_for(Duration::from_secs(15), || {
+        ns.run(&["iptables-save"])
+            .contains(&rule("web", "192.0.2.5"))
+    });
+    assert!(banned, "{}", ns.run(&["iptables-save"]));
+    let failing = |name: &str| {
+        format!(
+            r#"[{{ type = "iptables", name = "{name}" }}, {{ type = "command", start = ["false"], ban = ["true"] }}]"#
+        )
+    };
+    let jails = port_jail("sshd", 22, &failing("web2")) + &port_jail("www", 80, &failing("web"));
+    let dir = d.config.parent().unwrap().to_path_buf();
+    std::fs::write(
+        &d.config,
+        config("", &jails).replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    let out = d.cli_ok(&["reload"]);
+    assert!(
+        out.contains("sshd: new actions failed to start (command: ")
+            && out.contains("www: new actions failed to start (command: ")
+            && !out.contains("belongs to www"),
+        "{out}"
+    );
+    let sshd = out
+        .split("; sshd: ")
+        .nth(1)
+        .or_else(|| out.strip_prefix("sshd: "))
+        .unwrap_or_default();
+    assert!(
+        sshd.contains("the old actions and settings run again"),
+        "{out}"
+    );
+    // The jail runs its old objects again, with its ban; nothing of web2 is left.
+    let back = wait_for(Duration::from_secs(15), || {
+        let rules = ns.run(&["iptables-save", "-t", "filter"]);
+        rules.contains(&rule("web", "192.0.2.5"))
+            && rules.contains("-A INPUT -p tcp -m multiport --dports 22 -j jailsink-web")
+    });
+    let rules = ns.run(&["iptables-save", "-t", "filter"]);
+    assert!(back, "{rules}");
+    assert!(!rules.contains("jailsink-web2"), "{rules}");
+    assert!(!rules.contains("--dports 80"), "{rules}");
+    assert!(d.stop().success());
+}

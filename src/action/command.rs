@@ -484,6 +484,10 @@ impl Action for CommandAction {
         self.unsettled.clone()
     }
 
+    fn held(&self) -> Vec<IpNetwork> {
+        self.active.keys().copied().collect()
+    }
+
     /// Runs the `stop` template. One that ran is taken to lift every ban (as fail2ban's
     /// actionstop flushes its chain): the record is forgotten, and the next start runs `ban`
     /// for every restored ban. Without a `stop` template the bans stay where the programs put
@@ -977,15 +981,19 @@ mod tests {
     }
 
     /// A downgrade to the release before identities, then this release again (review-act5
-    /// finding 3): the old release can record (the `position` column has a default; the first
-    /// release keyed by identity lacked it, and every write of the old one failed), and the
-    /// records it wrote take the place of those it found at their position: the ban it ran
-    /// again is held once, the ban it lifted meanwhile is not unbanned again.
+    /// finding 3, review-act6 findings 1 and 5): the old release can record (the `position`
+    /// column has a default; the first release keyed by identity lacked it, and every write of
+    /// the old one failed). Only the records of targets it recorded a command of, by the same
+    /// program, give way to what it left: the ban it ran again is held once, the ban it lifted
+    /// meanwhile is not unbanned again, and a ban it never saw (it ended before the old
+    /// release started: that release never unbans it) stays held, so its `unban` runs at the
+    /// start. A record of another program at the position (the config changed across the
+    /// downgrade) stays too.
     #[test]
     fn records_written_by_a_downgrade_are_keyed_again_at_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let a = command("a");
+        let (a, b) = (command("a"), command("b"));
         // The table as the first release keyed by identity made it: no default position.
         let db = rusqlite::Connection::open(&path).unwrap();
         db.execute_batch(
@@ -999,31 +1007,75 @@ mod tests {
         .unwrap();
         drop(db);
         let (mut actions, _) = started(&path, std::slice::from_ref(&a));
-        ban(&mut actions[0], "192.0.2.1");
-        ban(&mut actions[0], "192.0.2.2");
+        for target in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+            ban(&mut actions[0], target);
+        }
         drop(actions);
-        // The old release: it finds none of these records (its `action` is the position), so
-        // it runs `ban` again for the active one, .1, and records it its way; .2 was lifted.
+        // A record of another program at that position (the config had command action `b`
+        // there before): its record of .1 is not the old release's to replace.
         let db = rusqlite::Connection::open(&path).unwrap();
         db.execute(
-            "INSERT OR REPLACE INTO command_bans
-             (jail, action, target, failures, bantime, port, protocol, settled, commands,
-              ban_commands, unban_argv)
-             VALUES ('sshd', ?1, '192.0.2.1', 2, -1, '', 'tcp', 1, ?2, ?3, ?4)",
+            "INSERT INTO command_bans
+             (jail, action, position, target, failures, bantime, port, protocol, settled,
+              commands, ban_commands, unban_argv)
+             VALUES ('sshd', ?1, 0, '192.0.2.1', 2, -1, '', 'tcp', 1, ?2, ?3, ?4)",
             rusqlite::params![
-                0i64,
-                records::fingerprint(&a.ban, &a.unban),
-                records::fingerprint(&a.ban, &[]),
-                serde_json::to_string(&a.unban).unwrap()
+                records::identity(&b.ban, 0),
+                records::fingerprint(&b.ban, &b.unban),
+                records::fingerprint(&b.ban, &[]),
+                serde_json::to_string(&b.unban).unwrap()
             ],
         )
-        .expect("the old release records");
+        .unwrap();
         drop(db);
-        let (_, seen) = started(&path, std::slice::from_ref(&a));
-        assert_eq!(seen, [(vec!["192.0.2.1".to_string()], vec![])]);
+        // The old release (action `a` at position 0): it finds none of these records (its
+        // `action` is the position), so it runs `ban` again for the active ones, .1 and .3,
+        // and records them its way; it lifts .3 (its unban deletes the record). .2 ended
+        // before it started: it never sees it.
+        let old_release = |target: &str| {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute(
+                "INSERT OR REPLACE INTO command_bans
+                 (jail, action, target, failures, bantime, port, protocol, settled, commands,
+                  ban_commands, unban_argv)
+                 VALUES ('sshd', ?1, ?2, 2, -1, '', 'tcp', 1, ?3, ?4, ?5)",
+                rusqlite::params![
+                    0i64,
+                    target,
+                    records::fingerprint(&a.ban, &a.unban),
+                    records::fingerprint(&a.ban, &[]),
+                    serde_json::to_string(&a.unban).unwrap()
+                ],
+            )
+            .expect("the old release records");
+            db
+        };
+        drop(old_release("192.0.2.1"));
+        old_release("192.0.2.3")
+            .execute_batch("DELETE FROM command_bans WHERE action = '0' AND target = '192.0.2.3'")
+            .unwrap();
+        let (mut actions, seen) = started(&path, std::slice::from_ref(&a));
+        assert_eq!(
+            seen,
+            [(
+                vec!["192.0.2.1".to_string(), "192.0.2.2".to_string()],
+                vec![]
+            )],
+            ".1 held once (no ban again), .2 held: the start unbans it (not restored)"
+        );
+        actions[0]
+            .apply(&[ActionCommand::Unban("192.0.2.2".parse().unwrap())])
+            .unwrap();
+        drop(actions);
         let records = Records::open(&path).unwrap();
         let ids = HashMap::from([("sshd".to_string(), vec![records::identity(&a.ban, 0)])]);
-        assert!(records.unconfigured_commands(&ids).unwrap().is_empty());
+        let orphans: Vec<String> = records
+            .unconfigured_commands(&ids)
+            .unwrap()
+            .iter()
+            .map(|o| element_text(o.record.target))
+            .collect();
+        assert_eq!(orphans, ["192.0.2.1"], "b's record stays: its unban runs");
         let all: Vec<String> = records
             .commands("sshd", &records::identity(&a.ban, 0))
             .unwrap()
@@ -1032,18 +1084,20 @@ mod tests {
             .collect();
         assert_eq!(all, ["192.0.2.1"]);
         drop(records);
-
-        // Down again: the old release runs `ban` again for .1, then its `stop` template lifts
-        // every ban and it forgets its records. Back here, .1 is not held: its `ban` runs.
+        // The start's sweep lifts b's record with its unban, and forgets it.
         let db = rusqlite::Connection::open(&path).unwrap();
-        db.execute_batch(
-            "INSERT OR REPLACE INTO command_bans
-             (jail, action, target, failures, bantime, port, protocol, settled, commands)
-             VALUES ('sshd', 0, '192.0.2.1', 2, -1, '', 'tcp', 1, 1);
-             DELETE FROM command_bans WHERE jail = 'sshd' AND action = 0;",
+        db.execute(
+            "DELETE FROM command_bans WHERE action = ?1",
+            [records::identity(&b.ban, 0)],
         )
         .unwrap();
         drop(db);
+
+        // Down again: the old release runs `ban` again for .1, then its `stop` template lifts
+        // every ban and it forgets its records. Back here, .1 is not held: its `ban` runs.
+        old_release("192.0.2.1")
+            .execute_batch("DELETE FROM command_bans WHERE jail = 'sshd' AND action = '0';")
+            .unwrap();
         let (_, seen) = started(&path, std::slice::from_ref(&a));
         assert_eq!(seen, [(vec![], vec![])]);
     }

@@ -401,6 +401,13 @@ pub trait Action: Send {
     fn doubtful(&self) -> Vec<IpNetwork> {
         Vec::new()
     }
+    /// The bans it holds that only its own unbans lift and that it knows without the state
+    /// database (a command action's, in memory): a stop that must lift them (a reload's
+    /// fallback dropping the action) unbans them first. Firewall backends: none (their stop
+    /// removes what they hold, or their kernel timeouts do).
+    fn held(&self) -> Vec<IpNetwork> {
+        Vec::new()
+    }
     /// Removes everything `start` and `ban` added (set-based backends with `keep_on_stop`
     /// leave it, for their element timeouts to finish).
     fn stop(&mut self) -> Result<(), ActionError>;

@@ -364,49 +364,79 @@ fn default_position(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     ))
 }
 
-/// Notes, for [`rekey_downgraded`], each command action (jail, position) a release before
-/// identities recorded a command of (a row without a position): kept in the database, it
-/// fires for that release's writes too, even those it deletes again (its `stop`, an unban).
+/// Notes, for [`rekey_downgraded`], each target a release before identities recorded a
+/// command of (a row without a position), with its jail, position (its `action`) and the
+/// fingerprints of the program it ran: kept in the database, it fires for that release's writes
+/// too, even those it deletes again (its `stop`, an unban). The first release with it noted
+/// only (jail, position) in `command_bans_downgraded`, by trigger `command_bans_downgrade`.
 const DOWNGRADE_WATCH: &str = "
-CREATE TABLE IF NOT EXISTS command_bans_downgraded (
-    jail     TEXT    NOT NULL,
-    position INTEGER NOT NULL,
-    PRIMARY KEY (jail, position)
+DROP TRIGGER IF EXISTS command_bans_downgrade;
+CREATE TABLE IF NOT EXISTS command_bans_downgrade_targets (
+    jail         TEXT    NOT NULL,
+    position     INTEGER NOT NULL,
+    target       TEXT    NOT NULL,
+    ban_commands INTEGER NOT NULL,
+    commands     INTEGER NOT NULL,
+    PRIMARY KEY (jail, position, target, ban_commands, commands)
 );
-CREATE TRIGGER IF NOT EXISTS command_bans_downgrade AFTER INSERT ON command_bans
+CREATE TRIGGER IF NOT EXISTS command_bans_downgrade_target AFTER INSERT ON command_bans
 WHEN NEW.position = -1
 BEGIN
-    INSERT OR IGNORE INTO command_bans_downgraded (jail, position)
-    VALUES (NEW.jail, CAST(NEW.action AS INTEGER));
+    INSERT OR IGNORE INTO command_bans_downgrade_targets
+        (jail, position, target, ban_commands, commands)
+    VALUES (NEW.jail, CAST(NEW.action AS INTEGER), NEW.target, NEW.ban_commands, NEW.commands);
 END;
 ";
 
 /// Keys by identity the records a release before identities wrote into this database (a
 /// downgrade, then this release again): their `action` is the position, and their `position`
-/// the default, -1. That release could not read this one's records, so it ran `ban` again for
-/// every active ban of the action at that position, its own way: the records the position held
-/// before it (bans it lifted meanwhile, or its `stop` lifted) give way to what it left
-/// ([`DOWNGRADE_WATCH`] says which positions it ran, even when it left nothing), and each of
-/// its records is keyed by its own `ban` and position, as the migration does
-/// ([`rekey_by_identity`]), for the action of that `ban` to take at its start.
+/// the default, -1. That release could not read this one's records: it ran `ban` again for
+/// every active ban of the action at that position, its own way, and never ran `unban` for a
+/// ban that had ended before it started (expired or allowlisted while down, an unsettled
+/// unban, an orphan). So only this release's records of a target it recorded a command of
+/// ([`DOWNGRADE_WATCH`]), at that position and by the same program (same `ban`, or same `ban`
+/// and `unban`), give way to what it left; every other record stays, and its `unban` runs at
+/// the start if its ban ended (an extra unban is harmless, a missing one is not). Each of its
+/// records is keyed as this release's record of the same `ban` at that position, if one is
+/// left, else by its own `ban` and position, as the migration does ([`rekey_by_identity`]), for
+/// the action of that `ban` to take at its start.
 fn rekey_downgraded(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let exists = |name: &str| {
+        tx.prepare("SELECT 1 FROM sqlite_master WHERE name = ?1")?
+            .exists([name])
+    };
+    let any = |table: &str| {
+        tx.prepare(&format!("SELECT 1 FROM {table} LIMIT 1"))?
+            .exists([])
+    };
+    // The first release's notes say positions only, not which records the old release
+    // replaced: every record stays (those it replaced are replaced by the re-key below).
+    let positions_noted = exists("command_bans_downgraded")? && any("command_bans_downgraded")?;
+    if exists("command_bans_downgraded")? {
+        tx.execute_batch(
+            "DROP TRIGGER IF EXISTS command_bans_downgrade;
+             DROP TABLE command_bans_downgraded;",
+        )?;
+    }
     // Nothing noted, nothing to do (the common open: no scan of the records). A row without a
-    // position is always noted: only a table with the default has the trigger, and a table
+    // position is always noted: only a table with the default has a trigger, and a table
     // without the default took no such row.
-    let watched = tx
-        .prepare("SELECT 1 FROM sqlite_master WHERE name = 'command_bans_downgraded'")?
-        .exists([])?
-        && tx
-            .prepare("SELECT 1 FROM command_bans_downgraded LIMIT 1")?
-            .exists([])?;
-    if !watched {
+    let targets_noted =
+        exists("command_bans_downgrade_targets")? && any("command_bans_downgrade_targets")?;
+    if !positions_noted && !targets_noted {
         return Ok(());
     }
-    tx.execute_batch(
-        "DELETE FROM command_bans WHERE position != -1 AND (jail, position) IN
-             (SELECT jail, position FROM command_bans_downgraded);
-         DELETE FROM command_bans_downgraded;",
-    )?;
+    if targets_noted {
+        tx.execute_batch(
+            "DELETE FROM command_bans WHERE position != -1 AND EXISTS (
+                 SELECT 1 FROM command_bans_downgrade_targets d
+                 WHERE d.jail = command_bans.jail AND d.position = command_bans.position
+                   AND d.target = command_bans.target
+                   AND (d.commands = command_bans.commands
+                        OR (d.ban_commands != 0 AND d.ban_commands = command_bans.ban_commands)));
+             DELETE FROM command_bans_downgrade_targets;",
+        )?;
+    }
     let rows: Vec<(String, String, String, i64)> = tx
         .prepare(
             "SELECT jail, action, target, ban_commands FROM command_bans WHERE position = -1
@@ -419,9 +449,24 @@ fn rekey_downgraded(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         let Ok(position) = action.parse::<i64>() else {
             continue;
         };
-        let id = match ban {
-            0 => positional(position),
-            ban => migrated(ban, position),
+        let kept: Option<String> = match ban {
+            0 => None,
+            ban => tx
+                .prepare(
+                    "SELECT action FROM command_bans
+                     WHERE jail = ?1 AND position = ?2 AND ban_commands = ?3 LIMIT 1",
+                )?
+                .query_row(params![jail, position, ban], |r| r.get(0))
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })?,
+        };
+        let id = match (kept, ban) {
+            (Some(id), _) => id,
+            (None, 0) => positional(position),
+            (None, ban) => migrated(ban, position),
         };
         tx.execute(
             "UPDATE OR REPLACE command_bans SET action = ?4, position = ?2
@@ -1073,6 +1118,65 @@ mod tests {
             protocol: "tcp".into(),
             settled: false,
         }
+    }
+
+    /// The first release that watched downgrades noted positions only: its notes cannot say
+    /// which records the old release replaced, so none is deleted (an extra unban is harmless,
+    /// a missing one is not), and its trigger gives way to the one that notes targets.
+    #[test]
+    fn notes_of_positions_only_delete_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut records = Records::open(&path).unwrap();
+        let a = record("192.0.2.1/32", 3);
+        records.begin("sshd", "a", 0, 7, &[Mark::Ban(&a)]).unwrap();
+        records
+            .settle("sshd", "a", &[Done::Banned(a.target)])
+            .unwrap();
+        records
+            .db
+            .execute_batch(
+                "DROP TRIGGER command_bans_downgrade_target;
+                 CREATE TABLE command_bans_downgraded (jail TEXT NOT NULL,
+                     position INTEGER NOT NULL, PRIMARY KEY (jail, position));
+                 CREATE TRIGGER command_bans_downgrade AFTER INSERT ON command_bans
+                 WHEN NEW.position = -1
+                 BEGIN
+                     INSERT OR IGNORE INTO command_bans_downgraded (jail, position)
+                     VALUES (NEW.jail, CAST(NEW.action AS INTEGER));
+                 END;
+                 INSERT INTO command_bans (jail, action, target, failures, bantime, port,
+                     protocol, settled, commands)
+                 VALUES ('sshd', '0', '192.0.2.9', 2, -1, '', 'tcp', 1, 7);",
+            )
+            .unwrap();
+        drop(records);
+        let records = Records::open(&path).unwrap();
+        let kept: Vec<IpNetwork> = records
+            .commands("sshd", "a")
+            .unwrap()
+            .iter()
+            .map(|r| r.target)
+            .collect();
+        assert_eq!(kept, [a.target], "the record the notes cover stays");
+        let triggers: Vec<String> = records
+            .db
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(triggers, ["command_bans_downgrade_target"]);
+        let positioned: i64 = records
+            .db
+            .query_row(
+                "SELECT position FROM command_bans WHERE target = '192.0.2.9'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(positioned, 0, "the old release's record is keyed again");
     }
 
     #[test]

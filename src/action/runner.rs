@@ -79,7 +79,14 @@ pub struct Runner<C = ActionCommand> {
     /// The actions whose `start` failed every retry, as `action: error` (logged and counted
     /// already): a reload goes back to the jail's old actions rather than say they run.
     pub start_failures: Vec<String>,
+    /// The actions (by place in the jail's list) whose bans this runner's stop unbans first:
+    /// command actions a reload's fallback drops, whose `unban` nothing would run later.
+    pub lift_at_stop: LiftAtStop,
 }
+
+/// Places of the actions whose held bans ([`super::Action::held`]) a runner's stop unbans
+/// first, shared with the runner thread (read at its stop).
+pub type LiftAtStop = std::sync::Arc<std::sync::Mutex<Vec<usize>>>;
 
 /// The (backend, name) pairs of firewall objects another jail's runner took over, shared with
 /// the runner thread (read at its stop).
@@ -148,11 +155,14 @@ async fn spawn_with<C: Queued>(
     let jail = jail.to_string();
     let handed_over = HandedOver::default();
     let handed = handed_over.clone();
+    let lift_at_stop = LiftAtStop::default();
+    let lifting = lift_at_stop.clone();
     let thread = std::thread::Builder::new()
         .name(format!("action-{jail}"))
         .spawn(move || {
             let mut runner = Worker::new(jail, actions, metrics);
             runner.handed_over = handed;
+            runner.lift_at_stop = lifting;
             if made.iter().any(Option::is_some) {
                 runner.records = records::open_configured();
                 for (slot, spec) in runner.slots.iter_mut().zip(made) {
@@ -172,6 +182,7 @@ async fn spawn_with<C: Queued>(
         reapplied,
         handed_over,
         start_failures,
+        lift_at_stop,
     })
 }
 
@@ -210,6 +221,8 @@ struct Worker {
     reopen: records::Reopen,
     /// Objects another jail took over: left at stop ([`Runner::handed_over`]).
     handed_over: HandedOver,
+    /// Actions whose held bans the stop unbans first ([`Runner::lift_at_stop`]).
+    lift_at_stop: LiftAtStop,
 }
 
 impl Worker {
@@ -235,6 +248,7 @@ impl Worker {
             records: None,
             reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
+            lift_at_stop: LiftAtStop::default(),
         }
     }
 
@@ -342,6 +356,9 @@ impl Worker {
                 continue;
             }
             self.record_late();
+            // Once per burst, before any slot applies it (a taken slot is skipped, but the
+            // bans its unbans end are over all the same).
+            ended(&self.jail, &burst);
             let handed = self.handed();
             for slot in &mut self.slots {
                 if taken(slot, &handed) {
@@ -351,7 +368,7 @@ impl Worker {
                     continue;
                 }
                 slot.supersede(&burst);
-                apply(&self.jail, slot, &burst);
+                apply_with(&self.jail, slot, &burst, &RETRY_DELAYS);
             }
             let now = Instant::now();
             for command in &burst {
@@ -383,12 +400,33 @@ impl Worker {
         self.reopen.force();
         self.record_late();
         let handed = self.handed();
-        for slot in &mut self.slots {
+        let lifting: Vec<usize> = self
+            .lift_at_stop
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
             let kind = slot.action.kind();
             if taken(slot, &handed) {
                 // Another jail's runner uses these objects now: its bans go on in them.
                 tracing::info!(jail = %self.jail, action = kind.name(), "[{}] firewall objects left to the jail that took their name", self.jail);
                 continue;
+            }
+            if lifting.contains(&i) {
+                // Nothing would run their unbans later (the action is dropped): now, with or
+                // without a state database to find them in at the next start.
+                let unbans: Vec<ActionCommand> = slot
+                    .action
+                    .held()
+                    .into_iter()
+                    .map(ActionCommand::Unban)
+                    .collect();
+                if !unbans.is_empty() {
+                    tracing::info!(jail = %self.jail, action = kind.name(), bans = unbans.len(), "[{}] lifting the bans of an action the jail no longer runs", self.jail);
+                }
+                for burst in unbans.chunks(MAX_BURST) {
+                    apply(&self.jail, slot, burst);
+                }
             }
             let removing = slot.made.as_ref().filter(|spec| !spec.keep_on_stop);
             if let (Some(records), Some(spec)) = (self.records.as_mut(), removing) {
@@ -725,9 +763,24 @@ fn refuse(jail: &str, slot: &mut Slot, tried: &[ActionCommand], failed: &super::
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let counted = counted.get_or_insert_with(HashSet::new);
         // A refused unban was forgotten before it was tried ([`ended`]).
-        for command in failed.refused.iter().filter_map(|&i| tried.get(i)) {
+        for (i, command) in failed
+            .refused
+            .iter()
+            .filter_map(|&i| Some((i, tried.get(i)?)))
+        {
             if let ActionCommand::Ban(_) = command {
                 refused_bans.push(command);
+                // Its unban follows in the same burst: the ban is over already, counted but
+                // not remembered (a later ban of the target is a new one).
+                let target = command.target();
+                let unbanned = tried
+                    .iter()
+                    .skip(i + 1)
+                    .any(|later| matches!(later, ActionCommand::Unban(t) if *t == target));
+                if unbanned {
+                    new_bans += 1;
+                    continue;
+                }
                 if counted.len() >= REFUSALS_REMEMBERED {
                     counted.clear();
                 }
@@ -1093,6 +1146,7 @@ mod tests {
             records: None,
             reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
+            lift_at_stop: LiftAtStop::default(),
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         let serving = std::thread::spawn(move || {
@@ -1164,6 +1218,7 @@ mod tests {
             records: None,
             reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
+            lift_at_stop: LiftAtStop::default(),
         };
         worker.retry_backlogs();
         assert_eq!(targets(&applied).len(), 1500);
@@ -1363,6 +1418,83 @@ mod tests {
         // A re-apply of the ban that holds (a reload's) is still not counted again.
         apply("switched", &mut refusing(), &ban);
         assert_eq!(counted.load(Ordering::Relaxed), 3);
+    }
+
+    /// A refused ban followed by its unban in the same burst (a ban by hand undone at once,
+    /// or `ban`/`unban --file` batches taken as one burst) is over: a later ban of the target
+    /// is counted again (review-act6 finding 4).
+    #[test]
+    fn a_refused_ban_unbanned_in_the_same_burst_leaves_no_count_behind() {
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let refusing = || Slot {
+            action: Box::new(NoV6 {
+                applied: Arc::default(),
+                calls: Arc::default(),
+            }),
+            errors: ::metrics::Counter::from_arc(counted.clone()),
+            backlog: Vec::new(),
+            made: None,
+        };
+        let target = "2001:db8::a/128";
+        let ban = ActionCommand::Ban(order(target));
+        let unban = ActionCommand::Unban(target.parse().unwrap());
+        apply("burst", &mut refusing(), &[ban.clone(), unban]);
+        assert_eq!(counted.load(Ordering::Relaxed), 1);
+        apply("burst", &mut refusing(), std::slice::from_ref(&ban));
+        assert_eq!(counted.load(Ordering::Relaxed), 2, "a new ban, counted");
+        // That one holds: its re-apply is not counted again.
+        apply("burst", &mut refusing(), &[ban]);
+        assert_eq!(counted.load(Ordering::Relaxed), 2);
+    }
+
+    /// A burst for a runner whose only slot is taken (a removed jail whose name another jail
+    /// took: its lifts skip the slot) still forgets the refusals its unbans end: a later ban
+    /// of the target in that jail counts (review-act6 finding 4).
+    #[test]
+    fn an_unban_through_a_taken_slot_still_forgets_the_counted_refusal() {
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let refusing = |made: Option<FirewallSpec>| Slot {
+            action: Box::new(NoV6 {
+                applied: Arc::default(),
+                calls: Arc::default(),
+            }),
+            errors: ::metrics::Counter::from_arc(counted.clone()),
+            backlog: Vec::new(),
+            made,
+        };
+        let target = "2001:db8::b/128";
+        let ban = [ActionCommand::Ban(order(target))];
+        apply("taken-away", &mut refusing(None), &ban);
+        assert_eq!(counted.load(Ordering::Relaxed), 1);
+        let spec = FirewallSpec {
+            name: "web".into(),
+            ports: Vec::new(),
+            protocol: crate::action::Protocol::Tcp,
+            blocktype: crate::action::BlockType::Drop,
+            keep_on_stop: false,
+            v4_networks: false,
+            v6_networks: false,
+            hooks: Vec::new(),
+        };
+        let handed_over = HandedOver::default();
+        handed_over.lock().unwrap().push(("log", "web".into()));
+        let mut worker = Worker {
+            jail: "taken-away".into(),
+            slots: vec![refusing(Some(spec))],
+            metrics: JailMetrics::new("taken-away"),
+            backlog_retry: Duration::from_millis(50),
+            records: None,
+            reopen: records::Reopen::default(),
+            handed_over,
+            lift_at_stop: LiftAtStop::default(),
+        };
+        let (tx, rx) = mpsc::channel::<ActionCommand>(8);
+        tx.blocking_send(ActionCommand::Unban(target.parse().unwrap()))
+            .unwrap();
+        drop(tx);
+        worker.serve(rx);
+        apply("taken-away", &mut refusing(None), &ban);
+        assert_eq!(counted.load(Ordering::Relaxed), 2, "a new ban, counted");
     }
 
     #[test]

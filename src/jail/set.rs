@@ -129,6 +129,8 @@ struct Slot {
     handed_over: runner::HandedOver,
     /// Its actions that failed to start (`action: error`), for a reload's summary.
     start_failures: Vec<String>,
+    /// Its actions whose held bans its runner's stop unbans first (a fallback's).
+    lift_at_stop: runner::LiftAtStop,
 }
 
 /// Every jail, their deadlines, and the way out to the state writer.
@@ -227,6 +229,7 @@ async fn start_slot(
         reapplied: runner.reapplied,
         handed_over: runner.handed_over,
         start_failures: runner.start_failures,
+        lift_at_stop: runner.lift_at_stop,
     })
 }
 
@@ -1120,9 +1123,22 @@ impl JailSet {
             }
             given_up.insert(slot.name.clone(), taken);
         }
+        // Jails that take a name go first: when a jail's new actions fail, whether the taker
+        // still holds a name it took (its own new actions may have failed too, and its old
+        // ones lack the name) is known. The jails keep the config's order afterwards.
+        let takers: Vec<String> = given_up
+            .values()
+            .flatten()
+            .map(|(_, _, by)| by.clone())
+            .collect();
+        let order: Vec<String> = configs.iter().map(|c| c.name.to_string()).collect();
+        let mut configs = configs;
+        configs.sort_by_key(|c| !takers.iter().any(|t| **t == *c.name));
+        let mut processed: Vec<String> = Vec::new();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         let mut next: Vec<Slot> = Vec::new();
         for config in configs {
+            processed.push(config.name.to_string());
             let Some(i) = old.iter().position(|s| *s.name == *config.name) else {
                 if let Some(j) = started.iter().position(|s| *s.name == *config.name) {
                     let slot = started.swap_remove(j);
@@ -1154,21 +1170,26 @@ impl JailSet {
                 lift_commands_left(&config.name, &before.actions, &config.actions, others).await;
                 jail.reconfigure(config.settings.clone());
                 let orders = orders_for(&jail);
-                match start_slot(config.clone(), jail, orders).await {
+                let started_fresh = start_slot(config.clone(), jail, orders).await;
+                // The names another jail took that it still holds (it may have fallen back).
+                let lost: Vec<Taken> = given_up
+                    .get(&*config.name)
+                    .map(|lost| still_taken(lost, next.iter().chain(&started), &processed))
+                    .unwrap_or_default();
+                match started_fresh {
                     Ok(fresh) if fresh.start_failures.is_empty() => {
                         summary.push(format!("{}: actions restarted", config.name));
                         next.push(fresh);
                     }
-                    Ok(fresh) if given_up.contains_key(&*config.name) => {
+                    Ok(fresh) if !lost.is_empty() => {
                         // The old actions cannot come back: another jail runs in objects of
                         // theirs now (their start would take them from it). The new ones run
                         // as far as they started.
-                        let lost = given_up.get(&*config.name).map(Vec::as_slice);
                         summary.push(format!(
                             "{}: new actions failed to start ({}); the old actions cannot come back ({}): the new ones run as far as they started",
                             config.name,
                             fresh.start_failures.join("; "),
-                            show_taken(lost.unwrap_or_default())
+                            show_taken(&lost)
                         ));
                         tracing::error!(jail = %config.name, "[{}] new actions failed to start ({}); the old ones cannot come back", config.name, fresh.start_failures.join("; "));
                         next.push(fresh);
@@ -1181,11 +1202,17 @@ impl JailSet {
                             "new actions failed to start ({})",
                             fresh.start_failures.join("; ")
                         );
-                        let others = routes(old.iter().chain(&next));
-                        let jail = retire(fresh, others, &self.state).await;
                         // Its command actions that the old ones lack ran `ban` for every ban
                         // at their start: lifted with their unbans (the old runner would never
-                        // run them), before the old actions start again.
+                        // run them), before the old actions start again. Its runner's stop
+                        // unbans those it holds in memory (no state database needed), the
+                        // records' lifting after it any others recorded.
+                        let dropped = commands_dropped(&config.actions, &before.actions);
+                        if let Ok(mut lifting) = fresh.lift_at_stop.lock() {
+                            lifting.extend(dropped);
+                        }
+                        let others = routes(old.iter().chain(&next));
+                        let jail = retire(fresh, others, &self.state).await;
                         let others = old.iter().chain(&next).chain(&started);
                         lift_commands_left(&config.name, &config.actions, &before.actions, others)
                             .await;
@@ -1195,20 +1222,24 @@ impl JailSet {
                     }
                     Err((jail, error)) => {
                         let mut why = format!("new actions not started ({error})");
-                        let mut before = before;
-                        if let Some(lost) = given_up.get(&*config.name) {
-                            // Those whose objects another jail took stay out: their start
-                            // would take the objects from it.
-                            before.actions.retain(|a| {
-                                firewall_names(std::slice::from_ref(a)).all(|(b, n)| {
-                                    !lost.iter().any(|(lb, ln, _)| *lb == b && *ln == n)
-                                })
-                            });
+                        if !lost.is_empty() {
                             why.push_str(&format!(
                                 "; the old actions come back without those whose objects another jail took ({})",
-                                show_taken(lost)
+                                show_taken(&lost)
                             ));
                         }
+                        // Those whose objects another jail took stay out: their start would
+                        // take the objects from it.
+                        let Some(before) = old_actions_back(before, &lost) else {
+                            // None is left: a runner without actions would ban nowhere.
+                            drop(jail);
+                            tracing::error!(jail = %config.name, "[{}] {why}; none of its old actions can come back: the jail stops, its bans stay stored for the next start", config.name);
+                            summary.push(format!(
+                                "{}: {why}; stopped, none of its old actions can come back; its bans stay stored for the next start",
+                                config.name
+                            ));
+                            continue;
+                        };
                         let (said, back) = restart_old(&config.name, before, jail, &why).await;
                         summary.push(said);
                         next.extend(back);
@@ -1223,6 +1254,7 @@ impl JailSet {
             slot.config = config;
             next.push(slot);
         }
+        next.sort_by_key(|s| order.iter().position(|n| **n == *s.name));
         // Jails that are gone lift their bans while their runners still listen, then stop.
         self.slots = old;
         let removed: Vec<Arc<str>> = self.slots.iter().map(|s| s.name.clone()).collect();
@@ -1297,8 +1329,62 @@ async fn lift_commands_left<'a>(
     }
 }
 
+/// The places in `actions` of the command actions whose identity `kept` lacks: a fallback
+/// drops them, and the bans they hold are lifted at their runner's stop.
+fn commands_dropped(
+    actions: &[crate::action::ActionSpec],
+    kept: &[crate::action::ActionSpec],
+) -> Vec<usize> {
+    let kept = command_identities(kept);
+    let places = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, crate::action::ActionSpec::Command(_)))
+        .map(|(i, _)| i);
+    places
+        .zip(command_identities(actions))
+        .filter(|(_, id)| !kept.contains(id))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Firewall objects (backend, name) a jail gives up in a reload, and the jail that takes them.
 type Taken = (&'static str, String, String);
+
+/// Those of `lost` whose taker holds them after its own part of the reload: a jail of `running`
+/// (new, or through the reload) whose actions make them. A taker not through yet (jails that
+/// take each other's names) is taken to hold them; one through the reload but not running
+/// (it stopped) holds none.
+fn still_taken<'a>(
+    lost: &[Taken],
+    running: impl Iterator<Item = &'a Slot> + Clone,
+    processed: &[String],
+) -> Vec<Taken> {
+    lost.iter()
+        .filter(
+            |(backend, name, by)| match running.clone().find(|s| *s.name == **by) {
+                Some(slot) => {
+                    firewall_names(&slot.config.actions).any(|(b, n)| b == *backend && n == *name)
+                }
+                None => !processed.iter().any(|p| p == by),
+            },
+        )
+        .cloned()
+        .collect()
+}
+
+/// `before` without the actions whose objects another jail holds now (`lost`), for a fallback;
+/// None if that leaves none of its actions (a runner without actions bans nowhere).
+fn old_actions_back(mut before: JailSpec, lost: &[Taken]) -> Option<JailSpec> {
+    if lost.is_empty() {
+        return Some(before);
+    }
+    before.actions.retain(|a| {
+        firewall_names(std::slice::from_ref(a))
+            .all(|(b, n)| !lost.iter().any(|(lb, ln, _)| *lb == b && *ln == n))
+    });
+    (!before.actions.is_empty()).then_some(before)
+}
 
 /// What `taken` says in the reload's summary: "iptables `web` belongs to www now", ...
 fn show_taken(taken: &[Taken]) -> String {
@@ -2070,16 +2156,33 @@ mod tests {
         set.on_failure(failure("192.0.2.1")).await;
         assert_eq!(set.slots[0].jail.bans().len(), 1);
         let mut broken = config("sshd", 1200);
+        // Its `ban` runs for the restored ban at its start; no state database here (memory
+        // only): the fallback's stop of the new runner runs its `unban` (review-act6 finding 2).
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("cmd.log");
+        let sh = |word: &str| {
+            vec![
+                "sh".to_string(),
+                "-c".into(),
+                format!("echo {word} $0 >> {}", log.display()),
+                "<ip>".into(),
+            ]
+        };
         broken.actions = vec![ActionSpec::Command(crate::action::CommandSpec {
             start: vec!["false".into()],
             stop: Vec::new(),
-            ban: vec!["true".into()],
-            unban: Vec::new(),
+            ban: sh("ban"),
+            unban: sh("unban"),
             timeout: Duration::from_secs(10),
             ports: Vec::new(),
             protocol: crate::action::Protocol::Tcp,
         })];
         let summary = set.reload(vec![broken.clone()]).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            "ban 192.0.2.1\nunban 192.0.2.1\n",
+            "the new-only command action's ban is lifted by its unban"
+        );
         assert!(!summary.contains("actions restarted"), "{summary}");
         assert!(
             summary.contains("sshd: new actions failed to start (command: ")
@@ -2117,6 +2220,34 @@ mod tests {
         );
         assert!(set.slots.is_empty());
         drop(set.finish());
+    }
+
+    /// A fallback without a runner for the new actions brings the old ones back without those
+    /// whose objects another jail holds now; when that leaves none, no runner starts (it would
+    /// ban nowhere while the summary said the old actions run): the jail stops (review-act6
+    /// finding 3).
+    #[test]
+    fn old_actions_whose_objects_another_jail_holds_never_come_back_as_an_empty_runner() {
+        let web = |name: &str| {
+            ActionSpec::Iptables(crate::action::FirewallSpec {
+                name: name.into(),
+                ports: Vec::new(),
+                protocol: crate::action::Protocol::Tcp,
+                blocktype: crate::action::BlockType::Drop,
+                keep_on_stop: false,
+                v4_networks: false,
+                v6_networks: false,
+                hooks: Vec::new(),
+            })
+        };
+        let mut sshd = config("sshd", 600);
+        sshd.actions = vec![web("web")];
+        let lost: Vec<Taken> = vec![("iptables", "web".into(), "www".into())];
+        assert!(old_actions_back(sshd.clone(), &lost).is_none());
+        assert_eq!(old_actions_back(sshd.clone(), &[]), Some(sshd.clone()));
+        sshd.actions = vec![web("web"), ActionSpec::Log, web("other")];
+        let back = old_actions_back(sshd, &lost).expect("two are left");
+        assert_eq!(back.actions, [ActionSpec::Log, web("other")]);
     }
 
     /// A query waits for the state writer's commit before it is answered, but the jail task
