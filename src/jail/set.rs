@@ -1162,6 +1162,14 @@ impl JailSet {
                 // new one creates them again.
                 let others = routes(old.iter().chain(&next));
                 let before = slot.config.clone();
+                // Command actions the new config drops (or whose `ban` changes): the old
+                // runner's stop unbans what they hold in memory, so no state database is
+                // needed for it (review-act7 finding 1); the records' lifting below takes any
+                // others recorded.
+                let dropped = commands_dropped(&before.actions, &config.actions);
+                if let Ok(mut lifting) = slot.lift_at_stop.lock() {
+                    lifting.extend(dropped);
+                }
                 let mut jail = retire(slot, others, &self.state).await;
                 // Command actions the jail no longer has: the bans they ran are lifted now with
                 // their recorded unbans (the start does it for a restart), before the new runner
@@ -2219,6 +2227,63 @@ mod tests {
             "{summary}"
         );
         assert!(set.slots.is_empty());
+        drop(set.finish());
+    }
+
+    /// A reload that removes a command action, or changes its `ban`, runs the old program's
+    /// `unban` for the bans it ran, with no state database to record them (memory only): the
+    /// old runner's stop lifts what the action holds (review-act7 finding 1).
+    #[tokio::test]
+    async fn a_reload_that_drops_a_command_action_unbans_its_bans_without_a_database() {
+        let (tx, mut writer) = mpsc::channel(64);
+        tokio::spawn(async move { while writer.recv().await.is_some() {} });
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("cmd.log");
+        let command = |tag: &str| {
+            let sh = |word: &str| {
+                vec![
+                    "sh".to_string(),
+                    "-c".into(),
+                    format!("echo {tag}{word} $0 >> {}", log.display()),
+                    "<ip>".into(),
+                ]
+            };
+            ActionSpec::Command(crate::action::CommandSpec {
+                start: Vec::new(),
+                stop: Vec::new(),
+                ban: sh("ban"),
+                unban: sh("unban"),
+                timeout: Duration::from_secs(10),
+                ports: Vec::new(),
+                protocol: crate::action::Protocol::Tcp,
+            })
+        };
+        // Banned under the log action; the command action added by a reload bans it at its
+        // start (its reconcile of the jail's bans).
+        let sshd = config("sshd", 600);
+        let mut set = JailSet::start(vec![sshd.clone()], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        set.on_failure(failure("192.0.2.1")).await;
+        set.on_failure(failure("192.0.2.1")).await;
+        assert_eq!(set.slots[0].jail.bans().len(), 1);
+        let mut first = sshd.clone();
+        first.actions = vec![command("")];
+        set.reload(vec![first.clone()]).await.unwrap();
+        // Its `ban` changes: the old program's unban, then the new program's ban.
+        let mut changed = first.clone();
+        changed.actions = vec![command("new")];
+        let summary = set.reload(vec![changed.clone()]).await.unwrap();
+        assert!(summary.contains("sshd: actions restarted"), "{summary}");
+        // Then it goes: the new program's unban.
+        let mut logged = changed.clone();
+        logged.actions = vec![ActionSpec::Log];
+        set.reload(vec![logged]).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            "ban 192.0.2.1\nunban 192.0.2.1\nnewban 192.0.2.1\nnewunban 192.0.2.1\n"
+        );
+        assert_eq!(set.slots[0].jail.bans().len(), 1, "the ban is kept");
         drop(set.finish());
     }
 
