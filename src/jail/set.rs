@@ -2148,6 +2148,28 @@ mod tests {
         drop(set.finish());
     }
 
+    /// A command action whose `ban` and `unban` append `<tag>ban <ip>` / `<tag>unban <ip>` to
+    /// `log`, with `start` as given: what the reload tests read to see which commands ran.
+    fn logging_command(log: &std::path::Path, tag: &str, start: Vec<String>) -> ActionSpec {
+        let sh = |word: &str| {
+            vec![
+                "sh".to_string(),
+                "-c".into(),
+                format!("echo {tag}{word} $0 >> {}", log.display()),
+                "<ip>".into(),
+            ]
+        };
+        ActionSpec::Command(crate::action::CommandSpec {
+            start,
+            stop: Vec::new(),
+            ban: sh("ban"),
+            unban: sh("unban"),
+            timeout: Duration::from_secs(10),
+            ports: Vec::new(),
+            protocol: crate::action::Protocol::Tcp,
+        })
+    }
+
     /// A reload whose new actions start but whose backend fails its `start` (here a command
     /// action's `start` template that fails) never says "actions restarted": the old actions
     /// and settings run again, bans kept, and the summary says so; when even the old actions'
@@ -2168,23 +2190,7 @@ mod tests {
         // only): the fallback's stop of the new runner runs its `unban` (review-act6 finding 2).
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("cmd.log");
-        let sh = |word: &str| {
-            vec![
-                "sh".to_string(),
-                "-c".into(),
-                format!("echo {word} $0 >> {}", log.display()),
-                "<ip>".into(),
-            ]
-        };
-        broken.actions = vec![ActionSpec::Command(crate::action::CommandSpec {
-            start: vec!["false".into()],
-            stop: Vec::new(),
-            ban: sh("ban"),
-            unban: sh("unban"),
-            timeout: Duration::from_secs(10),
-            ports: Vec::new(),
-            protocol: crate::action::Protocol::Tcp,
-        })];
+        broken.actions = vec![logging_command(&log, "", vec!["false".into()])];
         let summary = set.reload(vec![broken.clone()]).await.unwrap();
         assert_eq!(
             std::fs::read_to_string(&log).unwrap_or_default(),
@@ -2239,25 +2245,7 @@ mod tests {
         tokio::spawn(async move { while writer.recv().await.is_some() {} });
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("cmd.log");
-        let command = |tag: &str| {
-            let sh = |word: &str| {
-                vec![
-                    "sh".to_string(),
-                    "-c".into(),
-                    format!("echo {tag}{word} $0 >> {}", log.display()),
-                    "<ip>".into(),
-                ]
-            };
-            ActionSpec::Command(crate::action::CommandSpec {
-                start: Vec::new(),
-                stop: Vec::new(),
-                ban: sh("ban"),
-                unban: sh("unban"),
-                timeout: Duration::from_secs(10),
-                ports: Vec::new(),
-                protocol: crate::action::Protocol::Tcp,
-            })
-        };
+        let command = |tag: &str| logging_command(&log, tag, Vec::new());
         // Banned under the log action; the command action added by a reload bans it at its
         // start (its reconcile of the jail's bans).
         let sshd = config("sshd", 600);
