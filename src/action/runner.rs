@@ -23,6 +23,10 @@ pub(crate) use super::ActionCommand;
 pub(crate) const QUEUE_DEPTH: usize = 16_384;
 /// Most commands applied as one burst (one nft transaction, one ipset restore).
 pub const MAX_BURST: usize = 1_000;
+/// Longest time a runner's stop spends unbanning the bans of actions the jail no longer runs
+/// ([`Runner::lift_at_stop`]): a reload, and with it the jail task, waits for that stop.
+const LIFT_AT_STOP_BUDGET: Duration = Duration::from_secs(60);
+
 /// Pauses before each retry of a failed call: four tries in all, 2.1 s of waiting at most.
 pub(crate) const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(100),
@@ -424,8 +428,18 @@ impl Worker {
                 if !unbans.is_empty() {
                     tracing::info!(jail = %self.jail, action = kind.name(), bans = unbans.len(), "[{}] lifting the bans of an action the jail no longer runs", self.jail);
                 }
-                for burst in unbans.chunks(MAX_BURST) {
-                    apply(&self.jail, slot, burst);
+                // Bounded as the lifting at start is: one try each (an action is often
+                // dropped because its program fails or hangs), and LIFT_AT_STOP_BUDGET in
+                // all, since a reload waits for this stop. What is left is still recorded
+                // where there are records, and lifted from them after the stop.
+                let began = Instant::now();
+                for (done, unban) in unbans.chunks(1).enumerate() {
+                    if began.elapsed() >= LIFT_AT_STOP_BUDGET {
+                        tracing::warn!(jail = %self.jail, action = kind.name(), left = unbans.len() - done, "[{}] lifting at stop ran out of time: the rest is lifted from the records, if there are any", self.jail);
+                        break;
+                    }
+                    ended(&self.jail, unban);
+                    apply_with(&self.jail, slot, unban, &[]);
                 }
             }
             let removing = slot.made.as_ref().filter(|spec| !spec.keep_on_stop);

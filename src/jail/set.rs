@@ -2275,6 +2275,42 @@ mod tests {
         drop(set.finish());
     }
 
+    /// The stop's lifting of a dropped command action tries each unban once: a reload (and the
+    /// jail task) waits for that stop, and an action is often dropped because its program
+    /// fails; nothing retries it for seconds per ban (review-lead29 finding 2).
+    #[tokio::test]
+    async fn a_dropped_command_actions_failing_unban_is_tried_once_at_the_stop() {
+        let (tx, mut writer) = mpsc::channel(64);
+        tokio::spawn(async move { while writer.recv().await.is_some() {} });
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("cmd.log");
+        let sshd = config("sshd", 600);
+        let mut set = JailSet::start(vec![sshd.clone()], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        set.on_failure(failure("192.0.2.1")).await;
+        set.on_failure(failure("192.0.2.1")).await;
+        let mut failing = sshd.clone();
+        let mut command = logging_command(&log, "", Vec::new());
+        if let ActionSpec::Command(spec) = &mut command {
+            spec.unban = vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo unban $0 >> {}; exit 1", log.display()),
+                "<ip>".into(),
+            ];
+        }
+        failing.actions = vec![command];
+        set.reload(vec![failing]).await.unwrap();
+        set.reload(vec![sshd]).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            "ban 192.0.2.1\nunban 192.0.2.1\n",
+            "one try of the failing unban"
+        );
+        drop(set.finish());
+    }
+
     /// A fallback without a runner for the new actions brings the old ones back without those
     /// whose objects another jail holds now; when that leaves none, no runner starts (it would
     /// ban nowhere while the summary said the old actions run): the jail stops (review-act6
