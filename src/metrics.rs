@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 mod http;
 mod process;
 
-pub(crate) use http::{serve, Get, Route};
+pub(crate) use http::{serve, Answering, Get, Route};
 pub(crate) use process::ProcessSample;
 
 const MESSAGES_RECEIVED: &str = "jailsink_messages_received_total";

@@ -73,10 +73,10 @@ impl Feed {
 
     /// Answers one GET of a path [`Feed::serves`]: chunked to HTTP/1.1, delimited by the
     /// connection's close to HTTP/1.0.
-    pub(crate) async fn respond<W: AsyncWrite + Unpin>(
+    pub(crate) async fn respond(
         &self,
         get: &crate::metrics::Get,
-        out: &mut W,
+        out: &mut crate::metrics::Answering,
     ) -> std::io::Result<()> {
         let path = get.path.as_str();
         let chunked = !get.http_1_0;
@@ -142,6 +142,8 @@ impl Feed {
                     // HEAD: the status and headers a GET gets, which the first page decided.
                     return out.shutdown().await;
                 }
+                // From here until the body's end, however the answer stops, it ends in a reset.
+                out.reset_on_close(true);
             }
             let last = page.len() < PAGE;
             after = page.last().map(|b| (b.jail.clone(), b.target));
@@ -170,6 +172,7 @@ impl Feed {
             if !chunked {
                 out.write_all(text.as_bytes()).await?;
                 if last {
+                    out.reset_on_close(false);
                     return out.shutdown().await;
                 }
                 continue;
@@ -180,6 +183,7 @@ impl Feed {
             }
             if last {
                 chunk(out, "").await?;
+                out.reset_on_close(false);
                 return out.shutdown().await;
             }
         }
@@ -246,10 +250,11 @@ mod tests {
     use super::*;
 
     /// A metrics listener on 127.0.0.1 serving the feed, over a jail task that answers each
-    /// page query with `pages` full pages of bans and then is gone; the task's handle gives the
-    /// page queries it saw.
+    /// page query with `pages` full pages of bans and then is gone (or, with `then_hang`, never
+    /// answers again); the task's handle gives the page queries it saw.
     async fn feed_over(
         pages: usize,
+        then_hang: bool,
     ) -> (
         std::net::SocketAddr,
         tokio_util::sync::CancellationToken,
@@ -274,6 +279,10 @@ mod tests {
             while let Some(Command::Query(Query::BanPage { .. }, answer)) = jail_task.recv().await {
                 asked += 1;
                 if asked > pages {
+                    if then_hang {
+                        let _held = (answer, jail_task);
+                        std::future::pending::<()>().await;
+                    }
                     break;
                 }
                 let page = (0..PAGE as u32)
@@ -310,7 +319,7 @@ mod tests {
     /// shorter list.
     #[tokio::test]
     async fn a_feed_cut_after_its_head_ends_with_a_reset() {
-        let (addr, shutdown, _) = feed_over(1).await;
+        let (addr, shutdown, _) = feed_over(1, false).await;
         let (text, end) = ask(addr, "GET /bans HTTP/1.0\r\n\r\n").await;
         assert!(text.starts_with("HTTP/1.1 200 OK"), "{text:.200}");
         let error = end.expect_err("a cut feed must not end like a whole one");
@@ -318,11 +327,40 @@ mod tests {
         shutdown.cancel();
     }
 
+    /// A feed whose answer is dropped mid-body (the daemon stopping: its runtime drops the
+    /// task before the write deadline) still ends in a reset, not in an ordinary close an
+    /// HTTP/1.0 client would take for the end of the list (review-lead29 finding 1).
+    #[test]
+    fn a_feed_dropped_mid_body_at_shutdown_ends_with_a_reset() {
+        use std::io::{Read, Write};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, _shutdown, _) = runtime.block_on(feed_over(1, true));
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.write_all(b"GET /bans HTTP/1.0\r\n\r\n").unwrap();
+        // The head and the whole first page: the answer then waits for a second page that
+        // never comes.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.iter().filter(|&&b| b == b'\n').count() < 5 + PAGE {
+            let n = client.read(&mut buf).unwrap();
+            assert!(n > 0, "the feed ended before its first page");
+            got.extend_from_slice(&buf[..n]);
+        }
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        let end = client.read(&mut buf);
+        let error = end.expect_err("a feed dropped mid-body must not end like a whole one");
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
     /// HEAD /bans gets the head a GET gets and no body, and reads no page past the first (the
     /// one that decides between 200 and 404).
     #[tokio::test]
     async fn head_of_the_feed_is_its_head_alone() {
-        let (addr, shutdown, asked) = feed_over(usize::MAX).await;
+        let (addr, shutdown, asked) = feed_over(usize::MAX, false).await;
         let (text, end) = ask(addr, "HEAD /bans HTTP/1.1\r\n\r\n").await;
         end.unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");

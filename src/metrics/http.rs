@@ -351,9 +351,17 @@ impl Deadlined<TcpStream> {
     /// head. A body delimited by the connection's close (the feed to HTTP/1.0) would otherwise
     /// end with an ordinary FIN, and its client could not tell a cut list from a whole one.
     pub(crate) fn reset(self) {
+        self.reset_on_close(true);
+    }
+
+    /// Makes the connection's close a reset (`on`) or an ordinary close again: a body whose
+    /// end is the close is armed once its head is sent and disarmed just before its last byte,
+    /// so that however its answer stops in between (an error, its task dropped at shutdown, a
+    /// panic) the client sees a reset, not a complete body.
+    pub(crate) fn reset_on_close(&self, on: bool) {
         // SO_LINGER 0: the close that follows sends RST. If it cannot be set, the close is
         // ordinary (and the error is logged by the caller's answer).
-        let _ = socket2::SockRef::from(&self.inner).set_linger(Some(Duration::ZERO));
+        let _ = socket2::SockRef::from(&self.inner).set_linger(on.then_some(Duration::ZERO));
     }
 }
 
