@@ -423,6 +423,7 @@ mod tests {
         use crate::evidence::tail::{publish, Event, QUEUE};
         const JAIL: &str = "fell-behind";
         const BASE: u32 = u32::MAX - 2 * QUEUE as u32;
+        let _ring = crate::evidence::tail::RING_TESTS.lock().await;
         let (ours, theirs) = UnixStream::pair().unwrap();
         let (read, write) = ours.into_split();
         let (questions, _asked) = mpsc::channel(1);
