@@ -2148,6 +2148,19 @@ mod tests {
         drop(set.finish());
     }
 
+    /// `sshd` started alone (its state writer a sink) with 192.0.2.1 banned: where the reload
+    /// tests of its actions begin.
+    async fn sshd_with_one_ban(sshd: &JailSpec) -> JailSet {
+        let (tx, mut writer) = mpsc::channel(64);
+        tokio::spawn(async move { while writer.recv().await.is_some() {} });
+        let mut set = JailSet::start(vec![sshd.clone()], tx, vec![], HashMap::new())
+            .await
+            .unwrap();
+        set.on_failure(failure("192.0.2.1")).await;
+        set.on_failure(failure("192.0.2.1")).await;
+        set
+    }
+
     /// A command action whose `ban` and `unban` append `<tag>ban <ip>` / `<tag>unban <ip>` to
     /// `log`, with `start` as given: what the reload tests read to see which commands ran.
     fn logging_command(log: &std::path::Path, tag: &str, start: Vec<String>) -> ActionSpec {
@@ -2176,14 +2189,8 @@ mod tests {
     /// runner cannot start, it says the jail stopped.
     #[tokio::test(start_paused = true)]
     async fn a_reload_whose_new_backend_fails_to_start_says_what_runs() {
-        let (tx, mut writer) = mpsc::channel(64);
-        tokio::spawn(async move { while writer.recv().await.is_some() {} });
         let sshd = config("sshd", 600);
-        let mut set = JailSet::start(vec![sshd.clone()], tx, vec![], HashMap::new())
-            .await
-            .unwrap();
-        set.on_failure(failure("192.0.2.1")).await;
-        set.on_failure(failure("192.0.2.1")).await;
+        let mut set = sshd_with_one_ban(&sshd).await;
         assert_eq!(set.slots[0].jail.bans().len(), 1);
         let mut broken = config("sshd", 1200);
         // Its `ban` runs for the restored ban at its start; no state database here (memory
@@ -2241,19 +2248,13 @@ mod tests {
     /// old runner's stop lifts what the action holds (review-act7 finding 1).
     #[tokio::test]
     async fn a_reload_that_drops_a_command_action_unbans_its_bans_without_a_database() {
-        let (tx, mut writer) = mpsc::channel(64);
-        tokio::spawn(async move { while writer.recv().await.is_some() {} });
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("cmd.log");
         let command = |tag: &str| logging_command(&log, tag, Vec::new());
         // Banned under the log action; the command action added by a reload bans it at its
         // start (its reconcile of the jail's bans).
         let sshd = config("sshd", 600);
-        let mut set = JailSet::start(vec![sshd.clone()], tx, vec![], HashMap::new())
-            .await
-            .unwrap();
-        set.on_failure(failure("192.0.2.1")).await;
-        set.on_failure(failure("192.0.2.1")).await;
+        let mut set = sshd_with_one_ban(&sshd).await;
         assert_eq!(set.slots[0].jail.bans().len(), 1);
         let mut first = sshd.clone();
         first.actions = vec![command("")];
@@ -2280,16 +2281,10 @@ mod tests {
     /// fails; nothing retries it for seconds per ban (review-lead29 finding 2).
     #[tokio::test]
     async fn a_dropped_command_actions_failing_unban_is_tried_once_at_the_stop() {
-        let (tx, mut writer) = mpsc::channel(64);
-        tokio::spawn(async move { while writer.recv().await.is_some() {} });
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("cmd.log");
         let sshd = config("sshd", 600);
-        let mut set = JailSet::start(vec![sshd.clone()], tx, vec![], HashMap::new())
-            .await
-            .unwrap();
-        set.on_failure(failure("192.0.2.1")).await;
-        set.on_failure(failure("192.0.2.1")).await;
+        let mut set = sshd_with_one_ban(&sshd).await;
         let mut failing = sshd.clone();
         let mut command = logging_command(&log, "", Vec::new());
         if let ActionSpec::Command(spec) = &mut command {
