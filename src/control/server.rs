@@ -405,6 +405,9 @@ mod tests {
             ended.map_err(|e| e.kind()),
             Err(std::io::ErrorKind::TimedOut)
         );
+        // Virtual time (tokio's paused clock, which moves only when every task waits): this
+        // says the cut came from the send deadline's timer and not earlier, not how fast
+        // anything ran.
         assert!(begun.elapsed() >= TAIL_SEND_TIMEOUT);
         drop(client);
     }
@@ -465,6 +468,7 @@ mod tests {
             }
         };
         assert!(after.count.unwrap() >= BASE + 10, "{after:?}");
+        // Virtual time again: no timer fired, so the 10 s cut did not come first.
         assert!(begun.elapsed() < TAIL_SEND_TIMEOUT);
     }
 
