@@ -998,12 +998,19 @@ impl Records {
 
     /// Every firewall object recorded.
     pub(crate) fn objects(&self) -> Result<Vec<ObjectRecord>, RecordError> {
-        let mut stmt = self
-            .db
-            .prepare("SELECT backend, name, jail, spec FROM firewall_objects")
-            .map_err(|e| self.error(e))?;
+        self.object_rows("SELECT backend, name, jail, spec FROM firewall_objects", [])
+    }
+
+    /// The [`ObjectRecord`]s a query of `backend, name, jail, spec` gives (unreadable rows
+    /// skipped, as everywhere in the records).
+    fn object_rows(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<ObjectRecord>, RecordError> {
+        let mut stmt = self.db.prepare(sql).map_err(|e| self.error(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(params, |r| {
                 Ok(ObjectRecord {
                     backend: r.get(0)?,
                     name: r.get(1)?,
@@ -1037,30 +1044,11 @@ impl Records {
     /// failed (every backend and name with None), to try again.
     pub(crate) fn stale(&self, of: Option<(&str, &str)>) -> Result<Vec<ObjectRecord>, RecordError> {
         let (backend, name) = of.unzip();
-        let mut stmt = self
-            .db
-            .prepare(
-                "SELECT backend, name, jail, spec FROM stale_firewall_objects
-                 WHERE ?1 IS NULL OR (backend = ?1 AND name = ?2) ORDER BY backend, name, spec",
-            )
-            .map_err(|e| self.error(e))?;
-        let rows = stmt
-            .query_map(params![backend, name], |r| {
-                Ok(ObjectRecord {
-                    backend: r.get(0)?,
-                    name: r.get(1)?,
-                    jail: r.get(2)?,
-                    spec: r.get(3)?,
-                })
-            })
-            .map_err(|e| self.error(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            if let Some(row) = readable(row).map_err(|e| self.error(e))? {
-                out.push(row);
-            }
-        }
-        Ok(out)
+        self.object_rows(
+            "SELECT backend, name, jail, spec FROM stale_firewall_objects
+             WHERE ?1 IS NULL OR (backend = ?1 AND name = ?2) ORDER BY backend, name, spec",
+            params![backend, name],
+        )
     }
 
     /// Records objects made with earlier settings whose removal failed (or waits: the record
