@@ -253,18 +253,13 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     let mut i = after_pri(b)?;
     // `<PRI>HOST TAG: MSG`: rsyslog takes a host name without a timestamp too.
     let mut hostname = None;
-    let host_len = b[i..]
-        .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_')))
-        .unwrap_or(b.len() - i);
+    let host_len = header_run(b, i, HOST);
     if host_len > 0 && b.get(i + host_len) == Some(&b' ') {
         hostname = Some(&text[i..i + host_len]);
         i += host_len + 1;
     }
-    let tag_len = b[i..]
-        .iter()
-        .position(|&c| !is_tag_byte(c))
-        .filter(|&n| n > 0)?;
+    // Some byte must end the tag (a tag running to the end is no header).
+    let tag_len = Some(header_run(b, i, TAG)).filter(|&n| n > 0 && i + n < b.len())?;
     // A tag begins with a letter; digits first are a timestamp or an RFC 5424 version.
     if !b[i].is_ascii_alphabetic() {
         return None;
@@ -314,7 +309,7 @@ fn after_pri(b: &[u8]) -> Option<usize> {
 }
 
 /// A byte of a 3164 tag as jailsink reads program names (`postfix/smtpd` keeps its slash).
-fn is_tag_byte(c: u8) -> bool {
+const fn is_tag_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'/')
 }
 
@@ -339,7 +334,7 @@ static HEADER_BYTES: [u8; 256] = {
         if is_host_byte(b) {
             t[c] |= HOST;
         }
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/') {
+        if is_tag_byte(b) {
             t[c] |= TAG;
         }
         c += 1;
