@@ -604,14 +604,7 @@ impl CommandAction {
                 first.get_or_insert(error);
             }
         }
-        match first {
-            None => Ok(()),
-            Some(error) => Err(BatchError {
-                pending,
-                error,
-                refused: Vec::new(),
-            }),
-        }
+        BatchError::of(first, pending)
     }
 }
 
