@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 /// The record's database refused: the actions go on (a record only spares a command run twice).
 #[derive(Debug, thiserror::Error)]
@@ -346,11 +346,7 @@ fn default_position(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
             "SELECT dflt_value FROM pragma_table_info('command_bans') WHERE name = 'position'",
         )?
         .query_row([], |r| r.get(0))
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?;
     if !matches!(default, Some(None)) {
         return Ok(());
     }
@@ -457,11 +453,7 @@ fn rekey_downgraded(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
                      WHERE jail = ?1 AND position = ?2 AND ban_commands = ?3 LIMIT 1",
                 )?
                 .query_row(params![jail, position, ban], |r| r.get(0))
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })?,
+                .optional()?,
         };
         let id = match (kept, ban) {
             (Some(id), _) => id,
