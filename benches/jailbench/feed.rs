@@ -60,11 +60,11 @@ pub fn feed(args: &Args) -> Result<f64, String> {
     let mut fetches: Vec<Vec<Fetch>> = vec![Vec::new(); bins.len()];
     for round in 0..args.repeat.max(1) {
         for (i, d) in daemons.iter().enumerate() {
-            let cpu = cpu_seconds(d.pid())?;
+            let cpu = super::live::cpu_seconds(d.pid());
             let started = Instant::now();
             let lines = fetch(d.metrics)?;
             let wall = started.elapsed().as_secs_f64();
-            let cpu = cpu_seconds(d.pid())? - cpu;
+            let cpu = super::live::cpu_seconds(d.pid()) - cpu;
             if lines != args.bans {
                 return Err(format!(
                     "{}: {lines} of {} bans fed",
@@ -124,23 +124,6 @@ fn fetch(addr: std::net::SocketAddr) -> Result<usize, String> {
     // Each ban is one line ending in '\n'; the chunk framing uses "\r\n" only.
     Ok(all.iter().filter(|&&b| b == b'\n').count()
         - all.windows(2).filter(|w| w == b"\r\n").count())
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
-    // Fields after the command's closing parenthesis: state is the 3rd field, utime the 14th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok((ticks(14) + ticks(15)) / hz)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

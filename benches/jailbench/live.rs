@@ -43,7 +43,7 @@ pub struct TcpArgs {
 }
 
 /// CPU time a process (all its threads) has used so far, seconds (0 once it is gone).
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
