@@ -372,34 +372,36 @@ impl Jail<'_> {
                 "fail2ban names several filters; only `{first}` is imported"
             ));
         }
-        // A `NAME.local` customizes fail2ban's filter (more failregex, an ignoreregex): the
-        // native filter would silently drop that, so the fail2ban filter is kept, read with it.
-        let customized = filter_dir.join(format!("{name}.local")).is_file();
-        if let (Some(native), true) = (native_for(&name, &options), customized) {
-            out.note(format!(
-                "filter.d/{name}.local customizes fail2ban's `{first}`: its own filter is kept \
-                 (jailsink reads the .local with it) instead of the native {native}"
-            ));
-        } else if let Some(native) = native_for(&name, &options) {
-            out.note(format!(
-                "fail2ban's `{first}` is jailsink's native filter {native} ({NATIVE_DIR}/{native}.toml)"
-            ));
-            if ["failregex", "ignoreregex"].iter().any(|extra| {
-                self.conf
-                    .section(self.name)
-                    .is_some_and(|s| s.contains_key(*extra))
-            }) {
-                out.note(
-                    "the fail2ban jail adds its own failregex/ignoreregex: add them to this jail \
-                     in jailsink's syntax (failregex = ['^...<HOST>...$'], anchored)",
-                );
+        if let Some(native) = native_for(&name, &options) {
+            // A `NAME.local` customizes fail2ban's filter (more failregex, an ignoreregex): the
+            // native filter would silently drop that, so the fail2ban filter is kept, read
+            // with it.
+            if filter_dir.join(format!("{name}.local")).is_file() {
+                out.note(format!(
+                    "filter.d/{name}.local customizes fail2ban's `{first}`: its own filter is \
+                     kept (jailsink reads the .local with it) instead of the native {native}"
+                ));
+            } else {
+                out.note(format!(
+                    "fail2ban's `{first}` is jailsink's native filter {native} ({NATIVE_DIR}/{native}.toml)"
+                ));
+                if ["failregex", "ignoreregex"].iter().any(|extra| {
+                    self.conf
+                        .section(self.name)
+                        .is_some_and(|s| s.contains_key(*extra))
+                }) {
+                    out.note(
+                        "the fail2ban jail adds its own failregex/ignoreregex: add them to this jail \
+                         in jailsink's syntax (failregex = ['^...<HOST>...$'], anchored)",
+                    );
+                }
+                out.set("filter", quote(native));
+                if NATIVE_WITH_MODES.contains(&native) {
+                    let mode = options.get("mode").map_or("normal", String::as_str);
+                    out.set("filter_options", format!("{{ mode = {} }}", quote(mode)));
+                }
+                return Some((native.to_string(), Vars::new()));
             }
-            out.set("filter", quote(native));
-            if NATIVE_WITH_MODES.contains(&native) {
-                let mode = options.get("mode").map_or("normal", String::as_str);
-                out.set("filter_options", format!("{{ mode = {} }}", quote(mode)));
-            }
-            return Some((native.to_string(), Vars::new()));
         }
         let file = ["conf", "local"]
             .iter()
