@@ -363,10 +363,8 @@ fn default_position(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// Notes, for [`rekey_downgraded`], each target a release before identities recorded a
 /// command of (a row without a position), with its jail, position (its `action`) and the
 /// fingerprints of the program it ran: kept in the database, it fires for that release's writes
-/// too, even those it deletes again (its `stop`, an unban). The first release with it noted
-/// only (jail, position) in `command_bans_downgraded`, by trigger `command_bans_downgrade`.
+/// too, even those it deletes again (its `stop`, an unban).
 const DOWNGRADE_WATCH: &str = "
-DROP TRIGGER IF EXISTS command_bans_downgrade;
 CREATE TABLE IF NOT EXISTS command_bans_downgrade_targets (
     jail         TEXT    NOT NULL,
     position     INTEGER NOT NULL,
@@ -405,34 +403,23 @@ fn rekey_downgraded(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         tx.prepare(&format!("SELECT 1 FROM {table} LIMIT 1"))?
             .exists([])
     };
-    // The first release's notes say positions only, not which records the old release
-    // replaced: every record stays (those it replaced are replaced by the re-key below).
-    let positions_noted = exists("command_bans_downgraded")? && any("command_bans_downgraded")?;
-    if exists("command_bans_downgraded")? {
-        tx.execute_batch(
-            "DROP TRIGGER IF EXISTS command_bans_downgrade;
-             DROP TABLE command_bans_downgraded;",
-        )?;
-    }
     // Nothing noted, nothing to do (the common open: no scan of the records). A row without a
     // position is always noted: only a table with the default has a trigger, and a table
     // without the default took no such row.
     let targets_noted =
         exists("command_bans_downgrade_targets")? && any("command_bans_downgrade_targets")?;
-    if !positions_noted && !targets_noted {
+    if !targets_noted {
         return Ok(());
     }
-    if targets_noted {
-        tx.execute_batch(
-            "DELETE FROM command_bans WHERE position != -1 AND EXISTS (
-                 SELECT 1 FROM command_bans_downgrade_targets d
-                 WHERE d.jail = command_bans.jail AND d.position = command_bans.position
-                   AND d.target = command_bans.target
-                   AND (d.commands = command_bans.commands
-                        OR (d.ban_commands != 0 AND d.ban_commands = command_bans.ban_commands)));
-             DELETE FROM command_bans_downgrade_targets;",
-        )?;
-    }
+    tx.execute_batch(
+        "DELETE FROM command_bans WHERE position != -1 AND EXISTS (
+             SELECT 1 FROM command_bans_downgrade_targets d
+             WHERE d.jail = command_bans.jail AND d.position = command_bans.position
+               AND d.target = command_bans.target
+               AND (d.commands = command_bans.commands
+                    OR (d.ban_commands != 0 AND d.ban_commands = command_bans.ban_commands)));
+         DELETE FROM command_bans_downgrade_targets;",
+    )?;
     let rows: Vec<(String, String, String, i64)> = tx
         .prepare(
             "SELECT jail, action, target, ban_commands FROM command_bans WHERE position = -1
@@ -1098,65 +1085,6 @@ mod tests {
             protocol: "tcp".into(),
             settled: false,
         }
-    }
-
-    /// The first release that watched downgrades noted positions only: its notes cannot say
-    /// which records the old release replaced, so none is deleted (an extra unban is harmless,
-    /// a missing one is not), and its trigger gives way to the one that notes targets.
-    #[test]
-    fn notes_of_positions_only_delete_no_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let mut records = Records::open(&path).unwrap();
-        let a = record("192.0.2.1/32", 3);
-        records.begin("sshd", "a", 0, 7, &[Mark::Ban(&a)]).unwrap();
-        records
-            .settle("sshd", "a", &[Done::Banned(a.target)])
-            .unwrap();
-        records
-            .db
-            .execute_batch(
-                "DROP TRIGGER command_bans_downgrade_target;
-                 CREATE TABLE command_bans_downgraded (jail TEXT NOT NULL,
-                     position INTEGER NOT NULL, PRIMARY KEY (jail, position));
-                 CREATE TRIGGER command_bans_downgrade AFTER INSERT ON command_bans
-                 WHEN NEW.position = -1
-                 BEGIN
-                     INSERT OR IGNORE INTO command_bans_downgraded (jail, position)
-                     VALUES (NEW.jail, CAST(NEW.action AS INTEGER));
-                 END;
-                 INSERT INTO command_bans (jail, action, target, failures, bantime, port,
-                     protocol, settled, commands)
-                 VALUES ('sshd', '0', '192.0.2.9', 2, -1, '', 'tcp', 1, 7);",
-            )
-            .unwrap();
-        drop(records);
-        let records = Records::open(&path).unwrap();
-        let kept: Vec<IpNetwork> = records
-            .commands("sshd", "a")
-            .unwrap()
-            .iter()
-            .map(|r| r.target)
-            .collect();
-        assert_eq!(kept, [a.target], "the record the notes cover stays");
-        let triggers: Vec<String> = records
-            .db
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(triggers, ["command_bans_downgrade_target"]);
-        let positioned: i64 = records
-            .db
-            .query_row(
-                "SELECT position FROM command_bans WHERE target = '192.0.2.9'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(positioned, 0, "the old release's record is keyed again");
     }
 
     #[test]
