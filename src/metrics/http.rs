@@ -283,42 +283,36 @@ impl<S> Deadlined<S> {
         self.head_end = Some(0);
     }
 
-    /// How far the head's end (`\r\n\r\n`) is matched after `matched` bytes of it and then
-    /// `byte`.
-    fn head_end_after(matched: usize, byte: u8) -> usize {
+    /// Reads `bytes` on from `matched` bytes of the head's end (`\r\n\r\n`) matched: how many
+    /// of them are still the head (up to and including its end; none once it was whole), and
+    /// how much of the end is matched after those.
+    fn advance(mut matched: usize, bytes: &[u8]) -> (usize, usize) {
         const END: &[u8] = b"\r\n\r\n";
-        if byte == END[matched] {
-            matched + 1
-        } else {
-            usize::from(byte == END[0])
+        for (i, &b) in bytes.iter().enumerate() {
+            if matched == END.len() {
+                return (i, matched);
+            }
+            matched = if b == END[matched] {
+                matched + 1
+            } else {
+                usize::from(b == END[0])
+            };
         }
+        (bytes.len(), matched)
     }
 
     /// How many bytes of `buf` are still the response head: up to and including its end, all
     /// of them without a HEAD request, none once the head was sent.
     fn head_bytes(&self, buf: &[u8]) -> usize {
-        let Some(mut matched) = self.head_end else {
-            return buf.len();
-        };
-        for (i, &b) in buf.iter().enumerate() {
-            if matched == 4 {
-                return i;
-            }
-            matched = Self::head_end_after(matched, b);
-        }
-        buf.len()
+        self.head_end
+            .map_or(buf.len(), |matched| Self::advance(matched, buf).0)
     }
 
     /// Notes that `written` went out (for a HEAD answer, how much of the head's end it holds).
     fn wrote(&mut self, written: &[u8]) {
-        if let Some(matched) = self.head_end.as_mut() {
-            for &b in written {
-                if *matched == 4 {
-                    return;
-                }
-                *matched = Self::head_end_after(*matched, b);
-            }
-        }
+        self.head_end = self
+            .head_end
+            .map(|matched| Self::advance(matched, written).1);
     }
 
     /// Passes a ready result through (disarming the timer); a pending one arms the timer and
