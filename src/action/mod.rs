@@ -226,6 +226,14 @@ impl ActionSpec {
     }
 }
 
+/// The (backend, name) of the firewall objects `actions` make: what a jail owns in the
+/// kernel, by which the start-up sweep and a reload's hand-over tell objects apart.
+pub fn firewall_names(actions: &[ActionSpec]) -> impl Iterator<Item = (&'static str, &str)> {
+    actions
+        .iter()
+        .filter_map(|a| a.firewall().map(|f| (a.kind().name(), f.name.as_str())))
+}
+
 /// The identities of the command actions among `actions`, in order: what keys their records
 /// ([`records::identity`]: the `ban` template, so that inserting or removing another command
 /// action leaves them; a second action with the same `ban` gets a suffix).

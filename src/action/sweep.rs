@@ -111,10 +111,7 @@ fn remove_objects(records: &mut records::Records, configured: &[ActionSpec]) -> 
             return 0;
         }
     };
-    let kept: HashSet<(&str, &str)> = configured
-        .iter()
-        .filter_map(|a| a.firewall().map(|f| (a.kind().name(), f.name.as_str())))
-        .collect();
+    let kept: HashSet<(&str, &str)> = super::firewall_names(configured).collect();
     remove_stale_unconfigured(records, &kept);
     let mut removed = 0;
     for object in objects {

@@ -1093,7 +1093,7 @@ impl JailSet {
         // retired one's when its turn comes), must leave them (and their record) alone. Marked
         // before any old runner stops; a jail's own new names are not taken from itself (its
         // old runner stops before its new one starts).
-        let incoming: Vec<(&str, (&'static str, String))> = configs
+        let incoming: Vec<(&str, (&'static str, &str))> = configs
             .iter()
             .filter(|c| {
                 self.slots
@@ -1101,18 +1101,18 @@ impl JailSet {
                     .find(|s| *s.name == *c.name)
                     .is_none_or(|s| s.config.actions != c.actions)
             })
-            .flat_map(|c| firewall_names(&c.actions).map(move |n| (&*c.name, n)))
+            .flat_map(|c| crate::action::firewall_names(&c.actions).map(move |n| (&*c.name, n)))
             .collect();
         // Each jail's names another jail takes, with the jail that takes them: its old actions
         // can never come back in them (a fallback, below).
         let mut given_up: HashMap<Arc<str>, Vec<Taken>> = HashMap::new();
         for slot in &self.slots {
-            let taken: Vec<Taken> = firewall_names(&slot.config.actions)
+            let taken: Vec<Taken> = crate::action::firewall_names(&slot.config.actions)
                 .filter_map(|n| {
                     incoming
                         .iter()
                         .find(|(by, m)| **by != *slot.name && *m == n)
-                        .map(|(by, _)| (n.0, n.1, by.to_string()))
+                        .map(|(by, _)| (n.0, n.1.to_string(), by.to_string()))
                 })
                 .collect();
             if taken.is_empty() {
@@ -1371,9 +1371,8 @@ fn still_taken<'a>(
     lost.iter()
         .filter(
             |(backend, name, by)| match running.clone().find(|s| *s.name == **by) {
-                Some(slot) => {
-                    firewall_names(&slot.config.actions).any(|(b, n)| b == *backend && n == *name)
-                }
+                Some(slot) => crate::action::firewall_names(&slot.config.actions)
+                    .any(|(b, n)| b == *backend && n == *name),
                 None => !processed.iter().any(|p| p == by),
             },
         )
@@ -1388,7 +1387,7 @@ fn old_actions_back(mut before: JailSpec, lost: &[Taken]) -> Option<JailSpec> {
         return Some(before);
     }
     before.actions.retain(|a| {
-        firewall_names(std::slice::from_ref(a))
+        crate::action::firewall_names(std::slice::from_ref(a))
             .all(|(b, n)| !lost.iter().any(|(lb, ln, _)| *lb == b && *ln == n))
     });
     (!before.actions.is_empty()).then_some(before)
@@ -1401,15 +1400,6 @@ fn show_taken(taken: &[Taken]) -> String {
         .map(|(backend, name, by)| format!("{backend} `{name}` belongs to {by} now"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The (backend, name) of the firewall objects `actions` make.
-fn firewall_names(
-    actions: &[crate::action::ActionSpec],
-) -> impl Iterator<Item = (&'static str, String)> + '_ {
-    actions
-        .iter()
-        .filter_map(|a| a.firewall().map(|f| (a.kind().name(), f.name.clone())))
 }
 
 /// The action queues of `slots`, by jail name.
