@@ -253,13 +253,29 @@ pub(crate) struct ObjectRecord {
 }
 
 /// Columns added to `command_bans` after its first release (older databases get them at open).
-const ADDED_COLUMNS: [(&str, &str); 2] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
     // Fingerprint of the ban template alone (0: unknown, a record from before the column).
-    ("ban_commands", "INTEGER NOT NULL DEFAULT 0"),
+    ("command_bans", "ban_commands", "INTEGER NOT NULL DEFAULT 0"),
     // The unban template the ban was run for, as a JSON array ('' unknown): after the config
     // changed the templates, a ban no longer wanted is lifted with the program that holds it.
-    ("unban_argv", "TEXT NOT NULL DEFAULT ''"),
+    ("command_bans", "unban_argv", "TEXT NOT NULL DEFAULT ''"),
 ];
+
+/// Adds each (table, column, type) of `columns` a table lacks: how the state database and the
+/// records bring an older schema up to date (idempotent).
+pub(crate) fn add_columns(db: &Connection, columns: &[(&str, &str, &str)]) -> rusqlite::Result<()> {
+    for (table, column, kind) in columns {
+        let present = db
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !present {
+            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
 
 /// A record whose ban and unban templates are not the current ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -503,18 +519,7 @@ impl Records {
         let tx =
             rusqlite::Transaction::new_unchecked(&db, rusqlite::TransactionBehavior::Immediate)
                 .map_err(error)?;
-        for (column, kind) in ADDED_COLUMNS {
-            let present = tx
-                .prepare("SELECT 1 FROM pragma_table_info('command_bans') WHERE name = ?1")
-                .and_then(|mut s| s.exists([column]))
-                .map_err(error)?;
-            if !present {
-                tx.execute_batch(&format!(
-                    "ALTER TABLE command_bans ADD COLUMN {column} {kind}"
-                ))
-                .map_err(error)?;
-            }
-        }
+        add_columns(&tx, &ADDED_COLUMNS).map_err(error)?;
         rekey_by_identity(&tx).map_err(error)?;
         default_position(&tx).map_err(error)?;
         rekey_downgraded(&tx).map_err(error)?;

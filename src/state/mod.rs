@@ -14,7 +14,7 @@ use ipnetwork::IpNetwork;
 use rusqlite::{params, Connection};
 use tokio::sync::mpsc;
 
-use crate::action::records::readable;
+use crate::action::records::{add_columns, readable};
 use crate::action::ActionCommand;
 use crate::action::BanOrder;
 use crate::address::show_target;
@@ -83,16 +83,7 @@ const MAX_PAST_BANS: usize = 200;
 
 /// Brings an older database to the current schema (idempotent).
 fn migrate(db: &Connection) -> rusqlite::Result<()> {
-    for (table, column, kind) in ADDED_COLUMNS {
-        let present = db
-            .prepare(&format!(
-                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
-            ))?
-            .exists([column])?;
-        if !present {
-            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
-        }
-    }
+    add_columns(db, &ADDED_COLUMNS)?;
     db.execute_batch(ADDED_INDEXES)
 }
 
