@@ -148,17 +148,8 @@ impl CommandAction {
             Some(r) => (r.failures, r.bantime, r.port.clone(), r.protocol.clone()),
             None => (0, 0, self.spec.ports.join(","), self.protocol().to_string()),
         };
-        let values = [
-            ("<ip>", target.map(element_text).unwrap_or_default()),
-            ("<jail>", self.jail.clone()),
-            ("<bantime>", bantime.to_string()),
-            ("<failures>", failures.to_string()),
-            ("<port>", port),
-            ("<protocol>", protocol),
-            ("<hosts>", shell_safe(&hosts(evidence).join(","))),
-            ("<matches>", matches(evidence)),
-        ];
-        let argv: Vec<String> = template.iter().map(|arg| fill(arg, &values)).collect();
+        let values = (failures, bantime, port, protocol);
+        let argv = filled(template, &self.jail, target, values, evidence);
         exec::run(&argv, None, self.spec.timeout)?;
         Ok(())
     }
@@ -210,6 +201,29 @@ impl CommandAction {
             tracing::error!(jail = %self.jail, %error, "command action: cannot {what} its record");
         }
     }
+}
+
+/// `template` with every placeholder filled: the address, the jail, (failures, bantime, port,
+/// protocol), and the hosts and matching lines of `evidence` (none: both empty). One table for
+/// the configured commands and the recorded unbans of actions no longer configured.
+fn filled(
+    template: &[String],
+    jail: &str,
+    target: Option<IpNetwork>,
+    (failures, bantime, port, protocol): (u32, i64, String, String),
+    evidence: &[Line],
+) -> Vec<String> {
+    let values = [
+        ("<ip>", target.map(element_text).unwrap_or_default()),
+        ("<jail>", jail.to_string()),
+        ("<bantime>", bantime.to_string()),
+        ("<failures>", failures.to_string()),
+        ("<port>", port),
+        ("<protocol>", protocol),
+        ("<hosts>", shell_safe(&hosts(evidence).join(","))),
+        ("<matches>", matches(evidence)),
+    ];
+    template.iter().map(|arg| fill(arg, &values)).collect()
 }
 
 /// Longest run of an unban of a command action no longer configured (its own timeout went
@@ -289,17 +303,13 @@ pub(crate) fn lift_unconfigured_within(
                 Ok(())
             }
             Some(template) => {
-                let values = [
-                    ("<ip>", element_text(target)),
-                    ("<jail>", jail.clone()),
-                    ("<bantime>", record.bantime.to_string()),
-                    ("<failures>", record.failures.to_string()),
-                    ("<port>", record.port.clone()),
-                    ("<protocol>", record.protocol.clone()),
-                    ("<hosts>", String::new()),
-                    ("<matches>", String::new()),
-                ];
-                let argv: Vec<String> = template.iter().map(|arg| fill(arg, &values)).collect();
+                let values = (
+                    record.failures,
+                    record.bantime,
+                    record.port.clone(),
+                    record.protocol.clone(),
+                );
+                let argv = filled(&template, &jail, Some(target), values, &[]);
                 let ran = exec::run(&argv, None, bounds.timeout).map(|_| lifted += 1);
                 if matches!(ran, Err(exec::ExecError::Timeout { .. })) {
                     hung.push(template);
