@@ -128,28 +128,14 @@ impl AddrTail {
         })
     }
 
-    /// Its head and rest matched by their regexes alone: for the differential tests of
-    /// [`super::mini`].
-    pub(crate) fn drop_mini(&mut self) {
-        if let Head::Regex(head) = &mut self.head {
-            head.drop_mini();
-        }
-        self.rest.drop_mini();
-    }
-
-    /// Its head's and rest's small matchers counting their answers in `tally`: for the
-    /// differential tests of [`super::mini`].
-    pub(crate) fn tally_into(&mut self, tally: &std::sync::Arc<super::mini::MiniTally>) {
-        if let Head::Regex(head) = &mut self.head {
-            head.tally_into(tally);
-        }
-        self.rest.tally_into(tally);
-    }
-
-    /// How many of its parts the small matcher serves.
-    pub(crate) fn mini_parts(&self) -> usize {
-        let head = matches!(&self.head, Head::Regex(h) if h.has_mini());
-        usize::from(head) + usize::from(self.rest.has_mini())
+    /// Its parts matched by a regex (and so perhaps by the small matcher first): the head when
+    /// it is not fixed text, and the rest. For the differential tests of [`super::mini`].
+    pub(crate) fn parts_mut(&mut self) -> impl Iterator<Item = &mut Part> {
+        let head = match &mut self.head {
+            Head::Regex(head) => Some(head),
+            Head::Literal(_) => None,
+        };
+        head.into_iter().chain(std::iter::once(&mut self.rest))
     }
 
     /// True when the pattern starts with `^`.

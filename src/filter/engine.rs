@@ -566,18 +566,27 @@ impl Filter {
     #[doc(hidden)]
     pub fn without_mini(&self) -> Filter {
         let mut f = self.clone();
-        for p in f.fail.iter_mut().chain(f.success.iter_mut()) {
+        f.regex_parts_mut().into_iter().for_each(Part::drop_mini);
+        f
+    }
+
+    /// Every part matched by a regex (and so perhaps by the small matcher first): scanner
+    /// heads and rests, split prefixes, of every failregex and successregex. For the
+    /// differential tests of [`super::mini`].
+    fn regex_parts_mut(&mut self) -> Vec<&mut Part> {
+        let mut parts = Vec::new();
+        for p in self.fail.iter_mut().chain(self.success.iter_mut()) {
             if let Some((tail, _)) = &mut p.tail {
-                tail.drop_mini();
+                parts.extend(tail.parts_mut());
             }
             if let Some(split) = &mut p.split {
-                split.pre.drop_mini();
+                parts.push(&mut split.pre);
                 if let Some((tail, _)) = &mut split.tail {
-                    tail.drop_mini();
+                    parts.extend(tail.parts_mut());
                 }
             }
         }
-        f
+        parts
     }
 
     /// This filter with every small matcher counting its answers in the returned tally: for
@@ -586,16 +595,8 @@ impl Filter {
     pub fn with_mini_tally(&self) -> (Filter, std::sync::Arc<super::mini::MiniTally>) {
         let tally = std::sync::Arc::new(super::mini::MiniTally::default());
         let mut f = self.clone();
-        for p in f.fail.iter_mut().chain(f.success.iter_mut()) {
-            if let Some((tail, _)) = &mut p.tail {
-                tail.tally_into(&tally);
-            }
-            if let Some(split) = &mut p.split {
-                split.pre.tally_into(&tally);
-                if let Some((tail, _)) = &mut split.tail {
-                    tail.tally_into(&tally);
-                }
-            }
+        for part in f.regex_parts_mut() {
+            part.tally_into(&tally);
         }
         (f, tally)
     }
@@ -604,18 +605,9 @@ impl Filter {
     /// tests that must know it is in use.
     #[doc(hidden)]
     pub fn mini_parts(&self) -> usize {
-        self.fail
-            .iter()
-            .chain(&self.success)
-            .map(|p| {
-                let tail = p.tail.as_ref().map_or(0, |(t, _)| t.mini_parts());
-                let split = p.split.as_ref().map_or(0, |s| {
-                    usize::from(s.pre.has_mini())
-                        + s.tail.as_ref().map_or(0, |(t, _)| t.mini_parts())
-                });
-                tail + split
-            })
-            .sum()
+        // On a copy: the walk hands out the parts mutably (a test-only count).
+        let mut f = self.clone();
+        f.regex_parts_mut().iter().filter(|p| p.has_mini()).count()
     }
 
     /// How many patterns (failregex and successregex, or their split suffixes) the address
