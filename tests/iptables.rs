@@ -536,21 +536,7 @@ fn stale_ports(db: &std::path::Path) -> Vec<String> {
 #[test]
 fn a_failed_removal_of_old_settings_objects_is_tried_again_at_start_and_at_stop() {
     let ns = Netns::new("stale");
-    let jails = |port: &str| {
-        config(
-            "",
-            &format!(
-                r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for \S+ from <HOST> port \d+ ssh2$']
-bantime = "1h"
-port = "{port}"
-action = "iptables"
-"#
-            ),
-        )
-    };
+    let jails = |port: &str| config("", &port_jail("sshd", port, "\"iptables\""));
     let hooked = |port: &str| {
         ns.run(&["iptables-save", "-t", "filter"])
             .contains(&format!("--dports {port} -j jailsink-sshd"))
@@ -594,20 +580,8 @@ action = "iptables"
 fn old_settings_found_by_a_late_record_are_removed_at_the_stop() {
     let ns = Netns::new("latestale");
     let jails = |port: &str| {
-        config(
-            "",
-            &format!(
-                r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for \S+ from <HOST> port \d+ ssh2$']
-bantime = "1h"
-port = "{port}"
-action = "iptables"
-"#
-            ),
-        )
-        .replace("@DIR@/state.db", "@DIR@/late/state.db")
+        config("", &port_jail("sshd", port, "\"iptables\""))
+            .replace("@DIR@/state.db", "@DIR@/late/state.db")
     };
     let hooked = |port: &str| {
         ns.run(&["iptables-save", "-t", "filter"])
@@ -643,8 +617,8 @@ action = "iptables"
     assert!(stale_ports(&dir.join("late/state.db")).is_empty());
 }
 
-/// A jail on `port` whose action is `action` (TOML).
-fn port_jail(jail: &str, port: u16, action: &str) -> String {
+/// A jail on `port` (a number or a service name) whose action is `action` (TOML).
+fn port_jail(jail: &str, port: impl std::fmt::Display, action: &str) -> String {
     format!(
         r#"
 [jails.{jail}]
