@@ -568,14 +568,25 @@ async fn start(
     })
 }
 
-/// Hands back to the kernel the memory start-up freed (config and filter compilation, the
-/// restore, the state and record reads): glibc keeps freed pages in its arenas, and an idle
-/// daemon would carry them for its whole life.
+/// Hands back to the kernel the memory start-up (or a reload) freed (config and filter
+/// compilation, the restore, the state and record reads): glibc keeps freed pages in its
+/// arenas, and an idle daemon would carry them for its whole life; and the pages of the binary
+/// that start-up ran, which an idle daemon would keep resident (`resident`, -8 MB of idle RSS).
 fn release_start_up_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own arenas; it takes no pointers of ours.
     unsafe {
         libc::malloc_trim(0);
+    }
+    let started = std::time::Instant::now();
+    match crate::resident::page_out_binary() {
+        Ok(bytes) => tracing::debug!(
+            bytes,
+            took = ?started.elapsed(),
+            "start-up pages of the binary handed back to the kernel"
+        ),
+        // An older kernel (before 5.4) has no MADV_PAGEOUT: the pages stay, nothing else changes.
+        Err(error) => tracing::debug!(%error, "start-up pages of the binary kept"),
     }
 }
 
@@ -615,6 +626,7 @@ impl Daemon {
             f.reloaded(&specs(&self.config), self.config.fleet.as_ref());
         }
         tracing::info!(%summary, "reloaded");
+        release_start_up_memory();
         Ok(summary)
     }
 

@@ -27,6 +27,7 @@
 //! - [`control`]: the Unix control socket, the CLI's client, and `control::translate` between
 //!   the protocol and the jail's queries.
 //! - [`app`]: wiring: start, supervise (reload, control), shut down.
+//! - [`resident`]: the binary's start-up pages handed back to the kernel once the daemon is up.
 //! - [`notify`]: systemd readiness (sd_notify): ready once listeners are bound, reloading, stopping.
 //! - [`regex_tool`]: the offline `jailsink regex` filter tester.
 //! - [`import`]: `jailsink import-fail2ban`, a fail2ban jail configuration as jailsink TOML.
@@ -54,4 +55,5 @@ pub mod parse;
 /// PEM certificate files, for the TLS listener and the fleet's Redis CA.
 pub mod pem;
 pub mod regex_tool;
+pub mod resident;
 pub mod state;
