@@ -399,6 +399,46 @@ fn open_state(config: &Config, options: RunOptions) -> Restored {
     }
 }
 
+/// Each jail's command actions' identities: what keys their records.
+fn command_identities(config: &Config) -> HashMap<String, Vec<String>> {
+    config
+        .jails
+        .iter()
+        .map(|j| {
+            (
+                j.name.clone(),
+                crate::action::command_identities(&j.actions),
+            )
+        })
+        .collect()
+}
+
+/// Starts the state thread, which first sweeps what jails removed from `config` left
+/// ([`crate::action::sweep::at_start`]: processes and SQLite, which would stall a runtime
+/// worker), reports whether command bans wait to be lifted, then runs `writer`. The state thread
+/// rather than a blocking-pool one: a thread made for it would keep its malloc arena (and
+/// SQLite's memory in it) for the daemon's life, which idle RSS shows.
+fn sweep_then_write(
+    config: &Config,
+    commands: HashMap<String, Vec<String>>,
+    writer: impl FnOnce() + Send + 'static,
+) -> std::io::Result<(JoinHandle<()>, oneshot::Receiver<bool>)> {
+    let configured: Vec<ActionSpec> = config
+        .jails
+        .iter()
+        .flat_map(|j| j.actions.iter().cloned())
+        .collect();
+    let (swept_tx, swept) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("state".into())
+        .spawn(move || {
+            let lift = crate::action::sweep::at_start(&configured, &commands);
+            let _ = swept_tx.send(lift);
+            writer();
+        })?;
+    Ok((thread, swept))
+}
+
 /// Runs the daemon until `shutdown` is cancelled; each message on `reloads` (SIGHUP) reloads.
 pub async fn run(
     config: Config,
@@ -493,13 +533,21 @@ async fn start(
     let outbox = fleet.as_ref().and_then(|f| f.outbox());
     // Opened again by the writer when it could not be at start.
     let reopen = db.is_none().then(|| config.state_path.clone());
-    let state_writer = std::thread::Builder::new()
-        .name("state".into())
-        .spawn(move || state::writer(db, state_rx, state_errors, outbox, reopen))
-        .map_err(AppError::Thread)?;
+    let commands = command_identities(&config);
+    let (state_writer, swept) = sweep_then_write(&config, commands.clone(), move || {
+        state::writer(db, state_rx, state_errors, outbox, reopen);
+    })
+    .map_err(AppError::Thread)?;
+    // The firewall objects of jails removed from the config while the daemon was down (after
+    // a crash) go before any jail's actions start.
+    let lift = swept.await.unwrap_or(false);
     let jails = JailSet::start(specs(&config), state_tx, stored, counts)
         .await
         .map_err(AppError::Thread)?;
+    if lift {
+        // Once every jail protects; their keys are no configured jail's.
+        crate::action::sweep::lift_unconfigured_later(commands);
+    }
     for j in &config.jails {
         tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind().name()).collect::<Vec<_>>(), "jail started");
     }
@@ -860,4 +908,50 @@ async fn reload(
     }
     *current = next;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config of one jail with a command action (whose identity the sweep is given).
+    fn one_jail() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.toml");
+        std::fs::write(
+            &path,
+            "[jails.a]\nfailregex = ['from <HOST> port']\n[[jails.a.action]]\ntype = 'command'\nban = ['true', '<ip>']\nunban = ['true', '<ip>']\n",
+        )
+        .unwrap();
+        let config = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        (dir, config)
+    }
+
+    /// The start-up sweep (processes, SQLite) runs on the state thread, not on the runtime's
+    /// worker (the sweep's debug assertion would panic there: see the test below), and the
+    /// writer only after it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_start_up_sweep_runs_on_the_state_thread_before_the_writer() {
+        let (_dir, config) = one_jail();
+        let commands = command_identities(&config);
+        assert_eq!(commands["a"].len(), 1);
+        let (wrote_tx, wrote) = std::sync::mpsc::channel();
+        let (thread, swept) = sweep_then_write(&config, commands, move || {
+            let name = std::thread::current().name().map(str::to_string);
+            wrote_tx.send(name).unwrap();
+        })
+        .unwrap();
+        assert!(!swept.await.expect("the sweep ended without a panic"));
+        thread.join().unwrap();
+        assert_eq!(wrote.recv().unwrap().as_deref(), Some("state"));
+    }
+
+    /// Called on a runtime worker (as it was, from the jail set's start), the sweep panics in
+    /// debug builds.
+    #[tokio::test(flavor = "current_thread")]
+    #[should_panic(expected = "the start-up sweep blocks a runtime worker")]
+    async fn the_start_up_sweep_refuses_a_runtime_worker() {
+        let (_dir, config) = one_jail();
+        crate::action::sweep::at_start(&[], &command_identities(&config));
+    }
 }

@@ -6,7 +6,7 @@
 //! the same shape that another program (fail2ban) made is never removed; objects made before
 //! the record existed are left as they were.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{ActionKind, ActionSpec, FirewallSpec};
 use crate::action::records;
@@ -27,21 +27,47 @@ pub(crate) fn remover(object: &records::ObjectRecord) -> Result<Option<ActionSpe
     })
 }
 
+/// The start's sweep, before any jail's actions start: removes the recorded objects of every
+/// backend and name `configured` does not hold ([`remove_unconfigured`]), and says whether a
+/// command action no longer configured left recorded bans (`commands`: each jail's command
+/// actions' identities), for [`lift_unconfigured_later`] once every jail protects.
+///
+/// Blocking (processes, SQLite): the daemon runs it on its state thread, never on a runtime
+/// worker, where it would stall every task sharing that worker (the debug assertion keeps it so).
+pub(crate) fn at_start(configured: &[ActionSpec], commands: &HashMap<String, Vec<String>>) -> bool {
+    debug_assert!(
+        tokio::runtime::Handle::try_current().is_err(),
+        "the start-up sweep blocks a runtime worker"
+    );
+    remove_unconfigured(configured);
+    has_unconfigured_commands(commands)
+}
+
+/// Runs [`lift_unconfigured_commands`] on a thread of its own (thousands of records, or a hung
+/// unban, must not hold anything back); only when [`at_start`] found some bans to lift, since a
+/// thread made at every start would keep its malloc arena, which idle RSS shows.
+pub(crate) fn lift_unconfigured_later(commands: HashMap<String, Vec<String>>) {
+    let lifting = std::thread::Builder::new()
+        .name("lift-unconfigured".into())
+        .spawn(move || lift_unconfigured_commands(&commands));
+    if let Err(error) = lifting {
+        tracing::error!(%error, "cannot start lifting the bans of command actions no longer configured; tried at the next start");
+    }
+}
+
 /// Removes the recorded objects of every backend and name `configured` does not hold, and
 /// forgets them; returns how many actions' objects were removed. One that cannot be removed is
 /// logged, counted and tried again at the next start.
-pub(crate) fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
+fn remove_unconfigured(configured: &[ActionSpec]) -> usize {
     let Some(mut records) = records::open_configured() else {
         return 0;
     };
     remove_objects(&mut records, configured)
 }
 
-/// Whether a command action no longer configured left recorded bans (read here, on the
-/// caller's thread, so that a thread to lift them is made only when there are some).
-pub(crate) fn has_unconfigured_commands(
-    commands: &std::collections::HashMap<String, Vec<String>>,
-) -> bool {
+/// Whether a command action no longer configured left recorded bans (read before any thread
+/// to lift them is made, so that one is made only when there are some).
+fn has_unconfigured_commands(commands: &HashMap<String, Vec<String>>) -> bool {
     records::open_configured()
         .and_then(|records| records.unconfigured_commands(commands).ok())
         .is_some_and(|orphans| !orphans.is_empty())
@@ -49,9 +75,7 @@ pub(crate) fn has_unconfigured_commands(
 
 /// Runs the recorded unban of every ban of a command action no longer configured (`commands`:
 /// each jail's command actions' identities) and forgets it ([`super::command::lift_unconfigured`]).
-pub(crate) fn lift_unconfigured_commands(
-    commands: &std::collections::HashMap<String, Vec<String>>,
-) {
+pub(crate) fn lift_unconfigured_commands(commands: &HashMap<String, Vec<String>>) {
     let Some(mut records) = records::open_configured() else {
         return;
     };
