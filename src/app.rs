@@ -146,9 +146,17 @@ fn pipeline_after(config: &Config, previous: Option<&Pipeline>) -> Result<Pipeli
     ))
 }
 
-/// What the jail task runs of each configured jail.
-fn specs(config: &Config) -> Vec<crate::jail::JailSpec> {
-    config.jails.iter().map(config::JailConfig::spec).collect()
+/// What the jail task runs of each configured jail; `state_unread`: the state could not be
+/// read at start ([`crate::jail::JailSpec::state_unread`]).
+fn specs(config: &Config, state_unread: bool) -> Vec<crate::jail::JailSpec> {
+    config
+        .jails
+        .iter()
+        .map(|j| crate::jail::JailSpec {
+            state_unread,
+            ..j.spec()
+        })
+        .collect()
 }
 
 /// Sockets bound for a config, before anything is spawned on them.
@@ -355,6 +363,8 @@ struct Restored {
     db: Option<State>,
     bans: Vec<state::StoredBan>,
     counts: HashMap<(String, ipnetwork::IpNetwork), u32>,
+    /// The active bans could not be read: the actions keep what the kernel holds.
+    unread: bool,
 }
 
 /// Opens the state and reads what it holds; a state that cannot be opened is logged and
@@ -373,27 +383,30 @@ fn open_state(config: &Config, options: RunOptions) -> Restored {
                 metrics::state_errors().increment(1);
                 tracing::error!(%error, "cannot prune ban history");
             }
-            let bans = db.active_bans().unwrap_or_else(|error| {
-                metrics::state_errors().increment(1);
-                tracing::error!(%error, "cannot read active bans; the firewall keeps what it holds");
-                crate::action::runner::state_unread();
-                Vec::new()
-            });
+            let (bans, unread) = match db.active_bans() {
+                Ok(bans) => (bans, false),
+                Err(error) => {
+                    metrics::state_errors().increment(1);
+                    tracing::error!(%error, "cannot read active bans; the firewall keeps what it holds");
+                    (Vec::new(), true)
+                }
+            };
             let counts = db.ban_counts().unwrap_or_default();
             Restored {
                 db: Some(db),
                 bans,
                 counts,
+                unread,
             }
         }
         Err(error) => {
             metrics::state_errors().increment(1);
             tracing::error!(%error, "cannot open the state database; bans will not survive a restart, and the firewall keeps what it holds");
-            crate::action::runner::state_unread();
             Restored {
                 db: None,
                 bans: Vec::new(),
                 counts: HashMap::new(),
+                unread: true,
             }
         }
     }
@@ -461,6 +474,9 @@ struct Daemon {
     service: TaskTracker,
     questions: mpsc::Receiver<Question>,
     commands: mpsc::Sender<Command>,
+    /// The state could not be read at start: every jail's actions, also those a reload
+    /// starts, keep what the kernel holds ([`crate::jail::JailSpec::state_unread`]).
+    state_unread: bool,
     jail_task: tokio::task::JoinHandle<Vec<JoinHandle<()>>>,
     state_writer: JoinHandle<()>,
     shutdown: CancellationToken,
@@ -478,7 +494,7 @@ async fn start(
     apply_options(&mut config, options);
     let handle = metrics::install(config.fail2ban_exporter_names).map_err(AppError::Metrics)?;
     let fleet = match &config.fleet {
-        Some(f) => Some(fleet::Fleet::check(f, &specs(&config)).await?),
+        Some(f) => Some(fleet::Fleet::check(f, &specs(&config, false)).await?),
         None => None,
     };
 
@@ -527,6 +543,7 @@ async fn start(
         db,
         bans: stored,
         counts,
+        unread: state_unread,
     } = open_state(&config, options);
     let (state_tx, state_rx) = mpsc::channel(state::QUEUE_DEPTH);
     let state_errors = metrics::state_errors();
@@ -541,7 +558,7 @@ async fn start(
     // The firewall objects of jails removed from the config while the daemon was down (after
     // a crash) go before any jail's actions start.
     let lift = swept.await.unwrap_or(false);
-    let jails = JailSet::start(specs(&config), state_tx, stored, counts)
+    let jails = JailSet::start(specs(&config, state_unread), state_tx, stored, counts)
         .await
         .map_err(AppError::Thread)?;
     if lift {
@@ -557,8 +574,8 @@ async fn start(
     let fleet = match fleet {
         Some(f) => Some(
             f.start(
-                &specs(&config),
-                &config.state_path,
+                &specs(&config, state_unread),
+                (&config.state_path, state_unread),
                 shared_rx,
                 failure_tx.clone(),
                 set::JailTask {
@@ -609,6 +626,7 @@ async fn start(
         service,
         questions,
         commands,
+        state_unread,
         jail_task,
         state_writer,
         shutdown,
@@ -657,10 +675,14 @@ impl Daemon {
             self.options,
             &mut self.listeners,
             &self.commands,
+            self.state_unread,
         )
         .await?;
         if let Some(f) = &self.fleet {
-            f.reloaded(&specs(&self.config), self.config.fleet.as_ref());
+            f.reloaded(
+                &specs(&self.config, self.state_unread),
+                self.config.fleet.as_ref(),
+            );
         }
         tracing::info!(%summary, "reloaded");
         Ok(summary)
@@ -875,6 +897,7 @@ async fn reload(
     options: RunOptions,
     listeners: &mut Listeners,
     commands: &mpsc::Sender<Command>,
+    state_unread: bool,
 ) -> Result<String, ReloadError> {
     let _reloading = crate::notify::Reloading::begin();
     let mut next = config::load(&current.path)?;
@@ -883,7 +906,7 @@ async fn reload(
     let pipeline = pipeline_after(&next, Some(&listeners.pipeline.load()))?;
     let (tx, rx) = oneshot::channel();
     commands
-        .send(Command::Reload(specs(&next), tx))
+        .send(Command::Reload(specs(&next, state_unread), tx))
         .await
         .map_err(|_| ReloadError::JailTaskGone)?;
     let summary = rx.await.map_err(|_| ReloadError::JailTaskGone)??;

@@ -214,6 +214,7 @@ async fn start_slot(
         &config.actions,
         jail.metrics().clone(),
         restored,
+        config.state_unread,
     )
     .await
     {
@@ -1546,6 +1547,7 @@ mod tests {
         JailSpec {
             name: name.into(),
             feed: "test".into(),
+            state_unread: false,
             settings: JailSettings {
                 bantime: Some(Duration::from_secs(bantime)),
                 findtime: Duration::from_secs(600),
