@@ -24,6 +24,16 @@ pub(crate) struct RecordError {
     reason: rusqlite::Error,
 }
 
+/// Makes SQLite's errors the records' (`path`: the database file). A closure over the path
+/// alone, for a method holding a transaction on the connection, where [`Records::error`]'s
+/// borrow of the whole could not be.
+fn error_at(path: &Path) -> impl Fn(rusqlite::Error) -> RecordError + '_ {
+    move |reason| RecordError {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
 /// A row as read, or None for a value of the wrong type (an admin's `expires_at = 'never'`),
 /// which skips that row with a warning; any other error (a damaged file) is returned.
 pub(crate) fn readable<T>(row: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
@@ -700,11 +710,7 @@ impl Records {
         position: usize,
         siblings: &[String],
     ) -> Result<usize, RecordError> {
-        let path = self.path.clone();
-        let error = move |reason| RecordError {
-            path: path.clone(),
-            reason,
-        };
+        let error = error_at(&self.path);
         let tx = self.db.transaction().map_err(&error)?;
         let own = tx
             .prepare("SELECT 1 FROM command_bans WHERE jail = ?1 AND action = ?2 LIMIT 1")
@@ -785,10 +791,7 @@ impl Records {
     }
 
     fn error(&self, reason: rusqlite::Error) -> RecordError {
-        RecordError {
-            path: self.path.clone(),
-            reason,
-        }
+        error_at(&self.path)(reason)
     }
 
     /// Every record of command action `action` of `jail`.
@@ -872,11 +875,7 @@ impl Records {
         commands: i64,
         marks: &[Mark<'_>],
     ) -> Result<(), RecordError> {
-        let path = self.path.clone();
-        let error = move |reason| RecordError {
-            path: path.clone(),
-            reason,
-        };
+        let error = error_at(&self.path);
         let (ban_commands, unban_argv) = (self.ban_commands, self.unban_argv.clone());
         let tx = self.db.transaction().map_err(&error)?;
         for mark in marks {
@@ -927,11 +926,7 @@ impl Records {
         action: &str,
         done: &[Done],
     ) -> Result<(), RecordError> {
-        let path = self.path.clone();
-        let error = move |reason| RecordError {
-            path: path.clone(),
-            reason,
-        };
+        let error = error_at(&self.path);
         let tx = self.db.transaction().map_err(&error)?;
         for d in done {
             match d {

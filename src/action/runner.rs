@@ -595,22 +595,19 @@ fn remove_stale(records: &mut Records, jail: &str, slot: &Slot, name: &str, when
             .made
             .as_ref()
             .is_some_and(|spec| same_settings(&old.spec, spec));
-        let removed = match super::sweep::remover(&old) {
+        if current {
             // The settings came back: the start makes (or made) these objects again.
-            _ if current => Ok(()),
-            Ok(Some(action)) => action.build(&old.jail).stop().map_err(|e| e.to_string()),
-            Ok(None) => Ok(()),
-            Err(error) => Err(error),
-        };
-        match removed {
+            super::sweep::forget_stale(records, &old);
+            continue;
+        }
+        match super::sweep::remove_stale(records, &old, super::sweep::Unreadable::Keep) {
             Ok(()) => {
-                if !current {
-                    tracing::info!(jail, action = kind.name(), name, "[{jail}] removed the firewall objects an earlier run made with other settings");
-                }
-                if let Err(error) = records.drop_stale(&old) {
-                    crate::metrics::state_errors().increment(1);
-                    tracing::error!(jail, action = kind.name(), %error, "cannot forget removed firewall objects of earlier settings");
-                }
+                tracing::info!(
+                    jail,
+                    action = kind.name(),
+                    name,
+                    "[{jail}] removed the firewall objects an earlier run made with other settings"
+                );
             }
             Err(error) if when == Stale::BeforeStop => {
                 tracing::debug!(jail, action = kind.name(), name, %error, "the firewall objects of earlier settings are tried again after the stop");

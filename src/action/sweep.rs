@@ -88,6 +88,43 @@ pub(crate) fn lift_unconfigured_commands(commands: &HashMap<String, Vec<String>>
     }
 }
 
+/// What removing a record of objects of earlier settings does when the record cannot be read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unreadable {
+    /// Forget it (the start's sweep: nothing this daemon can remove).
+    Forget,
+    /// Keep it, an error (a runner's: counted and tried again).
+    Keep,
+}
+
+/// The remove-then-forget core of objects of earlier settings (recorded apart): removes what
+/// `old` records (its backend's `stop`; nothing for a backend that makes none), then forgets
+/// the record. On an error the record stays, for the next try; one that cannot be forgotten
+/// is logged and counted, and removed again (harmlessly) at the next try.
+pub(crate) fn remove_stale(
+    records: &mut records::Records,
+    old: &records::ObjectRecord,
+    unreadable: Unreadable,
+) -> Result<(), String> {
+    match remover(old) {
+        Ok(Some(action)) => action.build(&old.jail).stop().map_err(|e| e.to_string())?,
+        Ok(None) => {}
+        Err(error) if unreadable == Unreadable::Keep => return Err(error),
+        Err(_) => {}
+    }
+    forget_stale(records, old);
+    Ok(())
+}
+
+/// Forgets the record of objects of earlier settings (removed, or made again by the current
+/// settings); an error is logged and counted.
+pub(crate) fn forget_stale(records: &mut records::Records, old: &records::ObjectRecord) {
+    if let Err(error) = records.drop_stale(old) {
+        crate::metrics::state_errors().increment(1);
+        tracing::error!(jail = %old.jail, backend = %old.backend, name = %old.name, %error, "cannot forget removed firewall objects of earlier settings");
+    }
+}
+
 /// Removes the objects of earlier settings whose removal failed (recorded apart) under a
 /// backend and name no action configures now (those configured are the runners' to retry, at
 /// their start); forgets each removed, keeps those that fail for the next start.
@@ -104,24 +141,11 @@ fn remove_stale_unconfigured(records: &mut records::Records, kept: &HashSet<(&st
         if kept.contains(&(object.backend.as_str(), object.name.as_str())) {
             continue;
         }
-        let removed = match remover(&object) {
-            Ok(Some(action)) => action.build(&object.jail).stop().map_err(|e| e.to_string()),
-            // Unreadable, or a backend that makes none: nothing this daemon can remove.
-            Ok(None) | Err(_) => Ok(()),
-        };
-        match removed {
-            Ok(()) => {
-                if let Err(error) = records.drop_stale(&object) {
-                    crate::metrics::state_errors().increment(1);
-                    tracing::error!(%error, "cannot forget removed firewall objects");
-                }
-            }
-            Err(error) => {
-                let backend =
-                    ActionKind::parse(&object.backend).map_or("firewall", ActionKind::name);
-                crate::metrics::action_errors(&object.jail, backend).increment(1);
-                tracing::error!(jail = %object.jail, backend = %object.backend, name = %object.name, %error, "cannot remove the firewall objects of earlier settings; tried again at the next start");
-            }
+        // Unreadable, or a backend that makes none: nothing this daemon can remove.
+        if let Err(error) = remove_stale(records, &object, Unreadable::Forget) {
+            let backend = ActionKind::parse(&object.backend).map_or("firewall", ActionKind::name);
+            crate::metrics::action_errors(&object.jail, backend).increment(1);
+            tracing::error!(jail = %object.jail, backend = %object.backend, name = %object.name, %error, "cannot remove the firewall objects of earlier settings; tried again at the next start");
         }
     }
 }
