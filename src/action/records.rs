@@ -816,6 +816,26 @@ impl Records {
             .next())
     }
 
+    /// Whether another command action of `jail` (`ids`: the identities of its command actions
+    /// now) with the same `ban` template as `action` holds a record of `target`: the one `ban`
+    /// program then holds the target for an action still configured, and `action`'s unban
+    /// would lift it too.
+    pub(crate) fn held_by_same_ban(
+        &self,
+        jail: &str,
+        action: &str,
+        ids: &[String],
+        target: IpNetwork,
+    ) -> Result<bool, RecordError> {
+        let ban = ban_of(action).0;
+        for id in ids.iter().filter(|id| *id != action && ban_of(id).0 == ban) {
+            if self.command(jail, id, target)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn query_commands(
         &self,
         jail: &str,
