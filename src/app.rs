@@ -146,9 +146,17 @@ fn pipeline_after(config: &Config, previous: Option<&Pipeline>) -> Result<Pipeli
     ))
 }
 
-/// What the jail task runs of each configured jail.
-fn specs(config: &Config) -> Vec<crate::jail::JailSpec> {
-    config.jails.iter().map(config::JailConfig::spec).collect()
+/// What the jail task runs of each configured jail; `state_unread`: the state could not be
+/// read at start ([`crate::jail::JailSpec::state_unread`]).
+fn specs(config: &Config, state_unread: bool) -> Vec<crate::jail::JailSpec> {
+    config
+        .jails
+        .iter()
+        .map(|j| crate::jail::JailSpec {
+            state_unread,
+            ..j.spec()
+        })
+        .collect()
 }
 
 /// Sockets bound for a config, before anything is spawned on them.
@@ -355,6 +363,8 @@ struct Restored {
     db: Option<State>,
     bans: Vec<state::StoredBan>,
     counts: HashMap<(String, ipnetwork::IpNetwork), u32>,
+    /// The active bans could not be read: the actions keep what the kernel holds.
+    unread: bool,
 }
 
 /// Opens the state and reads what it holds; a state that cannot be opened is logged and
@@ -373,30 +383,73 @@ fn open_state(config: &Config, options: RunOptions) -> Restored {
                 metrics::state_errors().increment(1);
                 tracing::error!(%error, "cannot prune ban history");
             }
-            let bans = db.active_bans().unwrap_or_else(|error| {
-                metrics::state_errors().increment(1);
-                tracing::error!(%error, "cannot read active bans; the firewall keeps what it holds");
-                crate::action::runner::state_unread();
-                Vec::new()
-            });
+            let (bans, unread) = match db.active_bans() {
+                Ok(bans) => (bans, false),
+                Err(error) => {
+                    metrics::state_errors().increment(1);
+                    tracing::error!(%error, "cannot read active bans; the firewall keeps what it holds");
+                    (Vec::new(), true)
+                }
+            };
             let counts = db.ban_counts().unwrap_or_default();
             Restored {
                 db: Some(db),
                 bans,
                 counts,
+                unread,
             }
         }
         Err(error) => {
             metrics::state_errors().increment(1);
             tracing::error!(%error, "cannot open the state database; bans will not survive a restart, and the firewall keeps what it holds");
-            crate::action::runner::state_unread();
             Restored {
                 db: None,
                 bans: Vec::new(),
                 counts: HashMap::new(),
+                unread: true,
             }
         }
     }
+}
+
+/// Each jail's command actions' identities: what keys their records.
+fn command_identities(config: &Config) -> HashMap<String, Vec<String>> {
+    config
+        .jails
+        .iter()
+        .map(|j| {
+            (
+                j.name.clone(),
+                crate::action::command_identities(&j.actions),
+            )
+        })
+        .collect()
+}
+
+/// Starts the state thread, which first sweeps what jails removed from `config` left
+/// ([`crate::action::sweep::at_start`]: processes and SQLite, which would stall a runtime
+/// worker), reports whether command bans wait to be lifted, then runs `writer`. The state thread
+/// rather than a blocking-pool one: a thread made for it would keep its malloc arena (and
+/// SQLite's memory in it) for the daemon's life, which idle RSS shows.
+fn sweep_then_write(
+    config: &Config,
+    commands: HashMap<String, Vec<String>>,
+    writer: impl FnOnce() + Send + 'static,
+) -> std::io::Result<(JoinHandle<()>, oneshot::Receiver<bool>)> {
+    let configured: Vec<ActionSpec> = config
+        .jails
+        .iter()
+        .flat_map(|j| j.actions.iter().cloned())
+        .collect();
+    let (swept_tx, swept) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("state".into())
+        .spawn(move || {
+            let lift = crate::action::sweep::at_start(&configured, &commands);
+            let _ = swept_tx.send(lift);
+            writer();
+        })?;
+    Ok((thread, swept))
 }
 
 /// Runs the daemon until `shutdown` is cancelled; each message on `reloads` (SIGHUP) reloads.
@@ -421,6 +474,9 @@ struct Daemon {
     service: TaskTracker,
     questions: mpsc::Receiver<Question>,
     commands: mpsc::Sender<Command>,
+    /// The state could not be read at start: every jail's actions, also those a reload
+    /// starts, keep what the kernel holds ([`crate::jail::JailSpec::state_unread`]).
+    state_unread: bool,
     jail_task: tokio::task::JoinHandle<Vec<JoinHandle<()>>>,
     state_writer: JoinHandle<()>,
     shutdown: CancellationToken,
@@ -438,7 +494,7 @@ async fn start(
     apply_options(&mut config, options);
     let handle = metrics::install(config.fail2ban_exporter_names).map_err(AppError::Metrics)?;
     let fleet = match &config.fleet {
-        Some(f) => Some(fleet::Fleet::check(f, &specs(&config)).await?),
+        Some(f) => Some(fleet::Fleet::check(f, &specs(&config, false)).await?),
         None => None,
     };
 
@@ -487,19 +543,28 @@ async fn start(
         db,
         bans: stored,
         counts,
+        unread: state_unread,
     } = open_state(&config, options);
     let (state_tx, state_rx) = mpsc::channel(state::QUEUE_DEPTH);
     let state_errors = metrics::state_errors();
     let outbox = fleet.as_ref().and_then(|f| f.outbox());
     // Opened again by the writer when it could not be at start.
     let reopen = db.is_none().then(|| config.state_path.clone());
-    let state_writer = std::thread::Builder::new()
-        .name("state".into())
-        .spawn(move || state::writer(db, state_rx, state_errors, outbox, reopen))
-        .map_err(AppError::Thread)?;
-    let jails = JailSet::start(specs(&config), state_tx, stored, counts)
+    let commands = command_identities(&config);
+    let (state_writer, swept) = sweep_then_write(&config, commands.clone(), move || {
+        state::writer(db, state_rx, state_errors, outbox, reopen);
+    })
+    .map_err(AppError::Thread)?;
+    // The firewall objects of jails removed from the config while the daemon was down (after
+    // a crash) go before any jail's actions start.
+    let lift = swept.await.unwrap_or(false);
+    let jails = JailSet::start(specs(&config, state_unread), state_tx, stored, counts)
         .await
         .map_err(AppError::Thread)?;
+    if lift {
+        // Once every jail protects; their keys are no configured jail's.
+        crate::action::sweep::lift_unconfigured_later(commands);
+    }
     for j in &config.jails {
         tracing::info!(jail = %j.name, filter = %j.filter_origin, actions = ?j.actions.iter().map(|a| a.kind().name()).collect::<Vec<_>>(), "jail started");
     }
@@ -509,8 +574,8 @@ async fn start(
     let fleet = match fleet {
         Some(f) => Some(
             f.start(
-                &specs(&config),
-                &config.state_path,
+                &specs(&config, state_unread),
+                (&config.state_path, state_unread),
                 shared_rx,
                 failure_tx.clone(),
                 set::JailTask {
@@ -561,6 +626,7 @@ async fn start(
         service,
         questions,
         commands,
+        state_unread,
         jail_task,
         state_writer,
         shutdown,
@@ -620,10 +686,14 @@ impl Daemon {
             self.options,
             &mut self.listeners,
             &self.commands,
+            self.state_unread,
         )
         .await?;
         if let Some(f) = &self.fleet {
-            f.reloaded(&specs(&self.config), self.config.fleet.as_ref());
+            f.reloaded(
+                &specs(&self.config, self.state_unread),
+                self.config.fleet.as_ref(),
+            );
         }
         tracing::info!(%summary, "reloaded");
         release_start_up_memory();
@@ -839,6 +909,7 @@ async fn reload(
     options: RunOptions,
     listeners: &mut Listeners,
     commands: &mpsc::Sender<Command>,
+    state_unread: bool,
 ) -> Result<String, ReloadError> {
     let _reloading = crate::notify::Reloading::begin();
     let mut next = config::load(&current.path)?;
@@ -847,7 +918,7 @@ async fn reload(
     let pipeline = pipeline_after(&next, Some(&listeners.pipeline.load()))?;
     let (tx, rx) = oneshot::channel();
     commands
-        .send(Command::Reload(specs(&next), tx))
+        .send(Command::Reload(specs(&next, state_unread), tx))
         .await
         .map_err(|_| ReloadError::JailTaskGone)?;
     let summary = rx.await.map_err(|_| ReloadError::JailTaskGone)??;
@@ -872,4 +943,50 @@ async fn reload(
     }
     *current = next;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config of one jail with a command action (whose identity the sweep is given).
+    fn one_jail() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.toml");
+        std::fs::write(
+            &path,
+            "[jails.a]\nfailregex = ['from <HOST> port']\n[[jails.a.action]]\ntype = 'command'\nban = ['true', '<ip>']\nunban = ['true', '<ip>']\n",
+        )
+        .unwrap();
+        let config = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        (dir, config)
+    }
+
+    /// The start-up sweep (processes, SQLite) runs on the state thread, not on the runtime's
+    /// worker (the sweep's debug assertion would panic there: see the test below), and the
+    /// writer only after it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_start_up_sweep_runs_on_the_state_thread_before_the_writer() {
+        let (_dir, config) = one_jail();
+        let commands = command_identities(&config);
+        assert_eq!(commands["a"].len(), 1);
+        let (wrote_tx, wrote) = std::sync::mpsc::channel();
+        let (thread, swept) = sweep_then_write(&config, commands, move || {
+            let name = std::thread::current().name().map(str::to_string);
+            wrote_tx.send(name).unwrap();
+        })
+        .unwrap();
+        assert!(!swept.await.expect("the sweep ended without a panic"));
+        thread.join().unwrap();
+        assert_eq!(wrote.recv().unwrap().as_deref(), Some("state"));
+    }
+
+    /// Called on a runtime worker (as it was, from the jail set's start), the sweep panics in
+    /// debug builds.
+    #[tokio::test(flavor = "current_thread")]
+    #[should_panic(expected = "the start-up sweep blocks a runtime worker")]
+    async fn the_start_up_sweep_refuses_a_runtime_worker() {
+        let (_dir, config) = one_jail();
+        crate::action::sweep::at_start(&[], &command_identities(&config));
+    }
 }

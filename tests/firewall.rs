@@ -193,6 +193,7 @@ fn run_restored(ns: &Netns, action: ActionSpec, restored: Vec<BanOrder>) -> BTre
                     std::slice::from_ref(&*action),
                     JailMetrics::new("sshd"),
                     restored,
+                    false,
                 ))
                 .unwrap();
             let mut lister = action.build("sshd");

@@ -1,5 +1,6 @@
 mod bench_smoke;
 mod command_record;
+mod connection_stop;
 mod containers;
 mod daemon;
 mod decide;

@@ -211,6 +211,7 @@ async fn propagation(args: &[String]) {
             follow::AgentAllowlists::fixed(Vec::new()),
             dir.path().join(format!("agent-{i}.db")),
             held,
+            false,
         )
         .await;
         let client = redis::Client::open(url.as_str()).unwrap();

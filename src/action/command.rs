@@ -277,7 +277,7 @@ pub(crate) fn lift_unconfigured_within(
             return 0;
         }
     };
-    let mut lifted = 0;
+    let (mut lifted, mut shared) = (0, 0);
     // Templates that ran past their timeout: not tried again before the next start (one hung
     // program must not cost a minute per record).
     let mut hung: Vec<Vec<String>> = Vec::new();
@@ -293,6 +293,21 @@ pub(crate) fn lift_unconfigured_within(
             break;
         }
         let target = record.target;
+        // Two command actions of the jail ran the same `ban` (the same program, same values):
+        // the one still configured holds the target, which the removed one's unban would lift
+        // from under it. Forgotten without its unban.
+        let ids = configured.get(&jail).map_or(&[][..], Vec::as_slice);
+        if records
+            .held_by_same_ban(&jail, &action, ids, target)
+            .unwrap_or(false)
+        {
+            if let Err(error) = records.settle(&jail, &action, &[Done::Unbanned(target)]) {
+                crate::metrics::state_errors().increment(1);
+                tracing::error!(%jail, %error, "cannot forget a command record");
+            }
+            shared += 1;
+            continue;
+        }
         let unban = unban.filter(|argv| !argv.is_empty());
         if unban.as_ref().is_some_and(|argv| hung.contains(argv)) {
             continue;
@@ -329,6 +344,12 @@ pub(crate) fn lift_unconfigured_within(
                 tracing::error!(%jail, ip = %element_text(target), %error, "the unban of a command action no longer configured failed; tried again at the next start");
             }
         }
+    }
+    if shared > 0 {
+        tracing::info!(
+            forgotten = shared,
+            "records of removed command actions forgotten without their unban: another command action of the jail with the same ban holds those bans"
+        );
     }
     lifted
 }
@@ -832,6 +853,51 @@ mod tests {
             (vec![], vec!["192.0.2.1".to_string()]),
             "doubtful: lifted with the unban it was banned for, banned again"
         );
+    }
+
+    /// Two command actions of a jail with the same `ban` (different unbans): the first
+    /// removed, the second takes its records (the identity is the `ban`'s, the second's suffix
+    /// goes) and its own are the removed action's. Lifting them must not run an unban for a
+    /// target the second still holds (the one `ban` program holds it for both): those records
+    /// are forgotten; one it does not hold is lifted with its recorded unban.
+    #[test]
+    fn removing_one_of_two_actions_with_the_same_ban_lifts_nothing_the_other_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let lifts = dir.path().join("lifts");
+        let first = command("a");
+        let mut second = command("a");
+        second.unban = vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo \"$0\" >> {}", lifts.display()),
+            "<ip>".into(),
+        ];
+        let (mut actions, _) = started(&path, &[first, second.clone()]);
+        for action in &mut actions {
+            ban(action, "192.0.2.1");
+        }
+        // Its ban failed for the first, say: held by the second only.
+        ban(&mut actions[1], "192.0.2.2");
+        drop(actions);
+        // The first removed: the second holds what the first held (192.0.2.1).
+        let (_, seen) = started(&path, std::slice::from_ref(&second));
+        assert_eq!(seen, [(vec!["192.0.2.1".to_string()], vec![])]);
+        let mut records = Records::open(&path).unwrap();
+        let configured =
+            HashMap::from([("sshd".to_string(), vec![records::identity(&second.ban, 0)])]);
+        assert_eq!(records.unconfigured_commands(&configured).unwrap().len(), 2);
+        lift_unconfigured(&mut records, &configured);
+        let lifted = std::fs::read_to_string(&lifts).unwrap_or_default();
+        assert_eq!(lifted, "192.0.2.2\n", "only what the second does not hold");
+        assert!(records
+            .unconfigured_commands(&configured)
+            .unwrap()
+            .is_empty());
+        let held = records
+            .commands("sshd", &records::identity(&second.ban, 0))
+            .unwrap();
+        assert_eq!(held.len(), 1, "the second still holds 192.0.2.1");
     }
 
     /// A database written when records were keyed by position (the previous release) is read:

@@ -24,6 +24,16 @@ pub(crate) struct RecordError {
     reason: rusqlite::Error,
 }
 
+/// Makes SQLite's errors the records' (`path`: the database file). A closure over the path
+/// alone, for a method holding a transaction on the connection, where [`Records::error`]'s
+/// borrow of the whole could not be.
+fn error_at(path: &Path) -> impl Fn(rusqlite::Error) -> RecordError + '_ {
+    move |reason| RecordError {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
 /// A row as read, or None for a value of the wrong type (an admin's `expires_at = 'never'`),
 /// which skips that row with a warning; any other error (a damaged file) is returned.
 pub(crate) fn readable<T>(row: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
@@ -700,11 +710,7 @@ impl Records {
         position: usize,
         siblings: &[String],
     ) -> Result<usize, RecordError> {
-        let path = self.path.clone();
-        let error = move |reason| RecordError {
-            path: path.clone(),
-            reason,
-        };
+        let error = error_at(&self.path);
         let tx = self.db.transaction().map_err(&error)?;
         let own = tx
             .prepare("SELECT 1 FROM command_bans WHERE jail = ?1 AND action = ?2 LIMIT 1")
@@ -785,10 +791,7 @@ impl Records {
     }
 
     fn error(&self, reason: rusqlite::Error) -> RecordError {
-        RecordError {
-            path: self.path.clone(),
-            reason,
-        }
+        error_at(&self.path)(reason)
     }
 
     /// Every record of command action `action` of `jail`.
@@ -811,6 +814,26 @@ impl Records {
             .query_commands(jail, action, Some(target))?
             .into_iter()
             .next())
+    }
+
+    /// Whether another command action of `jail` (`ids`: the identities of its command actions
+    /// now) with the same `ban` template as `action` holds a record of `target`: the one `ban`
+    /// program then holds the target for an action still configured, and `action`'s unban
+    /// would lift it too.
+    pub(crate) fn held_by_same_ban(
+        &self,
+        jail: &str,
+        action: &str,
+        ids: &[String],
+        target: IpNetwork,
+    ) -> Result<bool, RecordError> {
+        let ban = ban_of(action).0;
+        for id in ids.iter().filter(|id| *id != action && ban_of(id).0 == ban) {
+            if self.command(jail, id, target)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn query_commands(
@@ -872,11 +895,7 @@ impl Records {
         commands: i64,
         marks: &[Mark<'_>],
     ) -> Result<(), RecordError> {
-        let path = self.path.clone();
-        let error = move |reason| RecordError {
-            path: path.clone(),
-            reason,
-        };
+        let error = error_at(&self.path);
         let (ban_commands, unban_argv) = (self.ban_commands, self.unban_argv.clone());
         let tx = self.db.transaction().map_err(&error)?;
         for mark in marks {
@@ -927,11 +946,7 @@ impl Records {
         action: &str,
         done: &[Done],
     ) -> Result<(), RecordError> {
-        let path = self.path.clone();
-        let error = move |reason| RecordError {
-            path: path.clone(),
-            reason,
-        };
+        let error = error_at(&self.path);
         let tx = self.db.transaction().map_err(&error)?;
         for d in done {
             match d {

@@ -96,27 +96,27 @@ pub type LiftAtStop = std::sync::Arc<std::sync::Mutex<Vec<usize>>>;
 /// the runner thread (read at its stop).
 pub type HandedOver = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, String)>>>;
 
-/// Set when the state database could not be read at start. The actions then cannot tell a
-/// kernel ban that outlived its state from one the state lost, so their start keeps every ban
-/// the kernel holds (the next start that reads the state lifts what it does not know) rather
-/// than lifting them all.
-static STATE_UNREAD: AtomicBool = AtomicBool::new(false);
-
-/// Says the state could not be read at start: see [`STATE_UNREAD`].
-pub fn state_unread() {
-    STATE_UNREAD.store(true, Ordering::Relaxed);
-}
-
 /// Starts the actions of `jail` on their own thread, then reconciles each with `restored` (the
 /// bans that should be active: what the kernel holds beyond them is lifted, what it lacks is
 /// added); returns once that is done, so readiness means the firewall is in place.
+///
+/// `state_unread`: the state database could not be read at the daemon's start. The actions
+/// then cannot tell a kernel ban that outlived its state from one the state lost, so their
+/// start keeps every ban the kernel holds (the next start that reads the state lifts what it
+/// does not know) rather than lifting them all. Given to each runner, not kept process-wide,
+/// so that two daemons (tests) in one process never see each other's.
 pub async fn spawn(
     jail: &str,
     specs: &[ActionSpec],
     metrics: JailMetrics,
     restored: Vec<BanOrder>,
+    state_unread: bool,
 ) -> std::io::Result<Runner> {
-    spawn_with(jail, specs, metrics, restored, QUEUE_DEPTH, true).await
+    let restore = Restore {
+        bans: restored,
+        state_unread,
+    };
+    spawn_with(jail, specs, metrics, restore, QUEUE_DEPTH, true).await
 }
 
 /// As [`spawn`], with a queue of batches: each batch is applied with whatever else is queued
@@ -127,8 +127,21 @@ pub async fn spawn_batched(
     specs: &[ActionSpec],
     metrics: JailMetrics,
     restored: Vec<BanOrder>,
+    state_unread: bool,
 ) -> std::io::Result<Runner<Vec<ActionCommand>>> {
-    spawn_with(jail, specs, metrics, restored, BATCH_QUEUE_DEPTH, false).await
+    let restore = Restore {
+        bans: restored,
+        state_unread,
+    };
+    spawn_with(jail, specs, metrics, restore, BATCH_QUEUE_DEPTH, false).await
+}
+
+/// What a runner's start reconciles its actions with ([`spawn`]).
+struct Restore {
+    /// The bans that should be active.
+    bans: Vec<BanOrder>,
+    /// Keep every ban the kernel holds beyond them: the state could not be read at start.
+    state_unread: bool,
 }
 
 /// Starts the runner; with `record`, the firewall objects its actions make are recorded in the
@@ -137,7 +150,7 @@ async fn spawn_with<C: Queued>(
     jail: &str,
     specs: &[ActionSpec],
     metrics: JailMetrics,
-    restored: Vec<BanOrder>,
+    restore: Restore,
     depth: usize,
     record: bool,
 ) -> std::io::Result<Runner<C>> {
@@ -165,6 +178,7 @@ async fn spawn_with<C: Queued>(
         .name(format!("action-{jail}"))
         .spawn(move || {
             let mut runner = Worker::new(jail, actions, metrics);
+            runner.state_unread = restore.state_unread;
             runner.handed_over = handed;
             runner.lift_at_stop = lifting;
             if made.iter().any(Option::is_some) {
@@ -173,7 +187,7 @@ async fn spawn_with<C: Queued>(
                     slot.made = spec;
                 }
             }
-            let started = runner.start(&restored);
+            let started = runner.start(&restore.bans);
             let _ = started_tx.send(started);
             runner.serve(commands);
             runner.stop();
@@ -227,6 +241,8 @@ struct Worker {
     handed_over: HandedOver,
     /// Actions whose held bans the stop unbans first ([`Runner::lift_at_stop`]).
     lift_at_stop: LiftAtStop,
+    /// The start keeps every ban the kernel holds: the state could not be read ([`spawn`]).
+    state_unread: bool,
 }
 
 impl Worker {
@@ -253,6 +269,7 @@ impl Worker {
             reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
             lift_at_stop: LiftAtStop::default(),
+            state_unread: false,
         }
     }
 
@@ -292,8 +309,7 @@ impl Worker {
                 tracing::error!(jail = %self.jail, action = kind.name(), %error, "action failed to start");
                 failures.push(format!("{}: {error}", kind.name()));
             }
-            let keep = STATE_UNREAD.load(Ordering::Relaxed);
-            reapplied += reconcile(&self.jail, slot, restored, keep);
+            reapplied += reconcile(&self.jail, slot, restored, self.state_unread);
         }
         (reapplied, failures)
     }
@@ -579,22 +595,19 @@ fn remove_stale(records: &mut Records, jail: &str, slot: &Slot, name: &str, when
             .made
             .as_ref()
             .is_some_and(|spec| same_settings(&old.spec, spec));
-        let removed = match super::sweep::remover(&old) {
+        if current {
             // The settings came back: the start makes (or made) these objects again.
-            _ if current => Ok(()),
-            Ok(Some(action)) => action.build(&old.jail).stop().map_err(|e| e.to_string()),
-            Ok(None) => Ok(()),
-            Err(error) => Err(error),
-        };
-        match removed {
+            super::sweep::forget_stale(records, &old);
+            continue;
+        }
+        match super::sweep::remove_stale(records, &old, super::sweep::Unreadable::Keep) {
             Ok(()) => {
-                if !current {
-                    tracing::info!(jail, action = kind.name(), name, "[{jail}] removed the firewall objects an earlier run made with other settings");
-                }
-                if let Err(error) = records.drop_stale(&old) {
-                    crate::metrics::state_errors().increment(1);
-                    tracing::error!(jail, action = kind.name(), %error, "cannot forget removed firewall objects of earlier settings");
-                }
+                tracing::info!(
+                    jail,
+                    action = kind.name(),
+                    name,
+                    "[{jail}] removed the firewall objects an earlier run made with other settings"
+                );
             }
             Err(error) if when == Stale::BeforeStop => {
                 tracing::debug!(jail, action = kind.name(), name, %error, "the firewall objects of earlier settings are tried again after the stop");
@@ -1101,6 +1114,30 @@ mod tests {
         assert_eq!(applied_with(true), [(true, "2001:db8::/64".to_string())]);
     }
 
+    /// Whether the state was read is each runner's own (given at its spawn), not the process's:
+    /// a runner told the state was unread keeps what the kernel holds, and one built after it
+    /// in the same process, told it was read, still lifts what no restored ban wants.
+    #[test]
+    fn the_state_unread_flag_is_each_runners_own() {
+        let start = |state_unread: bool| {
+            let (s, applied) = slot(Some(vec!["192.0.2.1/32"]), 0);
+            let mut worker = Worker::new("t".into(), vec![s.action], JailMetrics::new("t"));
+            worker.state_unread = state_unread;
+            worker.start(&[order("192.0.2.2/32")]);
+            let seen: Vec<String> = applied
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|c| format!("{} {}", matches!(c, ActionCommand::Ban(_)), c.target()))
+                .collect();
+            seen
+        };
+        // The unread one first: with the old process-wide flag, it set it for the second too.
+        assert_eq!(start(true), ["true 192.0.2.2/32"]);
+        assert_eq!(start(false), ["false 192.0.2.1/32", "true 192.0.2.2/32"]);
+        assert_eq!(start(true), ["true 192.0.2.2/32"]);
+    }
+
     /// A target whose last command a crash may have cut short (the command action's unsettled
     /// record) is lifted when no ban wants it and applied again when one does.
     #[test]
@@ -1161,6 +1198,7 @@ mod tests {
             reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
             lift_at_stop: LiftAtStop::default(),
+            state_unread: false,
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         let serving = std::thread::spawn(move || {
@@ -1233,6 +1271,7 @@ mod tests {
             reopen: records::Reopen::default(),
             handed_over: HandedOver::default(),
             lift_at_stop: LiftAtStop::default(),
+            state_unread: false,
         };
         worker.retry_backlogs();
         assert_eq!(targets(&applied).len(), 1500);
@@ -1501,6 +1540,7 @@ mod tests {
             reopen: records::Reopen::default(),
             handed_over,
             lift_at_stop: LiftAtStop::default(),
+            state_unread: false,
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         tx.blocking_send(ActionCommand::Unban(target.parse().unwrap()))

@@ -119,6 +119,8 @@ impl JailConfig {
                 "filter={} programs={:?} hosts={:?}",
                 self.filter_origin, self.programs, self.hosts
             ),
+            // The daemon's to say ([`crate::app`]), not the config's.
+            state_unread: false,
         }
     }
 }

@@ -371,6 +371,120 @@ mod tests {
         assert_eq!(asked.await.unwrap(), 1, "one page asked");
     }
 
+    /// A metrics listener serving the feed over a jail task holding `bans` (jail, target),
+    /// which answers each page query as the daemon's does ([`crate::jail::page`]): in (jail,
+    /// target) order after the cursor, at most the page's limit.
+    async fn feed_of(
+        mut bans: Vec<(String, ipnetwork::IpNetwork)>,
+    ) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+        bans.sort();
+        let (commands, mut jail_task) = mpsc::channel(4);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let route = Feed::new(commands, None, "node".into()).route();
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            handle,
+            Some(route),
+            shutdown.clone(),
+        ));
+        tokio::spawn(async move {
+            while let Some(Command::Query(Query::BanPage { after, limit, .. }, answer)) =
+                jail_task.recv().await
+            {
+                let page = bans
+                    .iter()
+                    .filter(|b| after.as_ref().is_none_or(|a| *b > a))
+                    .take(limit)
+                    .map(|(jail, target)| crate::jail::query::BanInfo {
+                        jail: jail.clone(),
+                        target: *target,
+                        banned_at: std::time::SystemTime::UNIX_EPOCH,
+                        expires_at: None,
+                        ban_count: 1,
+                        hosts: Vec::new(),
+                    })
+                    .collect();
+                let _ = answer.send(Ok(Answer::Bans(page)));
+            }
+        });
+        (addr, shutdown)
+    }
+
+    /// The body of a chunked answer, checked to end with the empty chunk.
+    fn unchunked(mut body: &str) -> String {
+        let mut out = String::new();
+        loop {
+            let (size, rest) = body.split_once("\r\n").expect("a chunk size");
+            let size = usize::from_str_radix(size, 16).expect("hex size");
+            if size == 0 {
+                assert_eq!(rest, "\r\n", "nothing after the last chunk");
+                return out;
+            }
+            out.push_str(&rest[..size]);
+            body = rest[size..].strip_prefix("\r\n").expect("chunk end");
+        }
+    }
+
+    /// A feed of exactly one or two pages of bans (the page size, 1,000, and twice it, over
+    /// two jails with a page boundary inside the second): the last page asked is empty. Over
+    /// HTTP/1.0 (the body ends at the close) and HTTP/1.1 (chunks), as text and as JSON, the
+    /// body holds every ban once, and the connection closes normally (no reset: whole).
+    #[tokio::test]
+    async fn a_feed_of_an_exact_multiple_of_the_page_is_whole_once_and_ends_normally() {
+        for n in [PAGE, 2 * PAGE] {
+            let bans: Vec<(String, ipnetwork::IpNetwork)> = (0..n as u32)
+                .map(|i| {
+                    let jail = if i < 600 { "a" } else { "b" };
+                    let ip = std::net::Ipv4Addr::from(0xC000_0000 + i * 7);
+                    (jail.to_string(), std::net::IpAddr::from(ip).into())
+                })
+                .collect();
+            let (addr, shutdown) = feed_of(bans.clone()).await;
+            let want: std::collections::BTreeSet<String> =
+                bans.iter().map(|(_, t)| show_target(*t)).collect();
+            assert_eq!(want.len(), n);
+            for (path, version) in [
+                ("/bans", "1.0"),
+                ("/bans", "1.1"),
+                ("/bans.json", "1.0"),
+                ("/bans.json", "1.1"),
+            ] {
+                let (text, end) = ask(addr, &format!("GET {path} HTTP/{version}\r\n\r\n")).await;
+                let read = end.unwrap_or_else(|e| panic!("{path} HTTP/{version}: {e}"));
+                assert_eq!(read, text.len());
+                let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+                assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+                let body = if version == "1.1" {
+                    assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+                    unchunked(body)
+                } else {
+                    assert!(!head.contains("Transfer-Encoding"), "{head}");
+                    body.to_string()
+                };
+                let got: Vec<String> = if path == "/bans" {
+                    assert!(body.ends_with('\n'), "{path} HTTP/{version}");
+                    body.lines().map(str::to_string).collect()
+                } else {
+                    let entries: Vec<serde_json::Value> = serde_json::from_str(&body)
+                        .unwrap_or_else(|e| panic!("{path} HTTP/{version}: {e}"));
+                    entries
+                        .iter()
+                        .map(|e| e["ip"].as_str().expect("ip").to_string())
+                        .collect()
+                };
+                assert_eq!(got.len(), n, "{path} HTTP/{version}: every ban once");
+                let unique: std::collections::BTreeSet<String> = got.into_iter().collect();
+                assert_eq!(unique, want, "{path} HTTP/{version}");
+            }
+            shutdown.cancel();
+        }
+    }
+
     #[test]
     fn routes_and_tokens() {
         assert!(Feed::serves("/bans"));

@@ -221,28 +221,6 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Starts watching.
-    #[allow(clippy::new_without_default)]
-    pub fn new() -> Self {
-        let rx = hub().subscribe();
-        WATCHERS.fetch_add(1, Ordering::Relaxed);
-        Watch { rx }
-    }
-
-    /// The next event, or how many were lost; waits for one.
-    pub async fn next(&mut self) -> Next {
-        loop {
-            match self.rx.recv().await {
-                Ok(event) => return Next::Event(event),
-                Err(broadcast::error::RecvError::Lagged(n)) => return Next::Dropped(n),
-                // The hub's sender is static and never closes; wait for the next event.
-                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-            }
-        }
-    }
-}
-
-impl Watch {
     /// Starts watching unless `max` watchers already exist: each watcher keeps intake in its
     /// watched mode, so their number is capped.
     pub fn at_most(max: usize) -> Option<Self> {
@@ -260,6 +238,18 @@ impl Watch {
         Some(Watch {
             rx: hub().subscribe(),
         })
+    }
+
+    /// The next event, or how many were lost; waits for one.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            match self.rx.recv().await {
+                Ok(event) => return Next::Event(event),
+                Err(broadcast::error::RecvError::Lagged(n)) => return Next::Dropped(n),
+                // The hub's sender is static and never closes; wait for the next event.
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
     }
 }
 
@@ -284,7 +274,7 @@ mod tests {
     async fn a_slow_watcher_is_told_what_it_lost_and_publishing_never_waits() {
         const JAIL: &str = "slow-watcher";
         let _ring = RING_TESTS.lock().await;
-        let mut watch = Watch::new();
+        let mut watch = Watch::at_most(usize::MAX).expect("no cap");
         assert!(watching());
         for n in 0..(QUEUE + 10) {
             let mut e = Event::new(Kind::Missed, JAIL);

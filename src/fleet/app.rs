@@ -91,11 +91,12 @@ impl Fleet {
 
     /// Starts the publisher (sinks), the shared windows (with `shared`, the listeners'
     /// failures) and the follower (agents; its held bans are back in the firewall when this
-    /// returns).
+    /// returns). `state`: the state database, and whether it could not be read at start (the
+    /// follower's runners then keep what the kernel holds).
     pub(crate) async fn start(
         self,
         jails: &[JailSpec],
-        state_path: &std::path::Path,
+        (state_path, state_unread): (&std::path::Path, bool),
         shared: Option<mpsc::Receiver<Failure>>,
         local: mpsc::Sender<Failure>,
         jail: JailTask,
@@ -136,6 +137,7 @@ impl Fleet {
                 },
                 state_path.to_path_buf(),
                 held.clone(),
+                state_unread,
             )
             .await;
             Some(tokio::spawn(follow::run(

@@ -403,17 +403,22 @@ pub struct Follower {
     stats: NodeStats,
     head_ms: u64,
     flushed_at: Instant,
+    /// Given to every runner started ([`Follower::start`]).
+    state_unread: bool,
 }
 
 impl Follower {
     /// Opens the local store and re-applies the bans it holds (their runners reconcile the
-    /// kernel with them), before any Redis is needed.
+    /// kernel with them), before any Redis is needed. `state_unread`: the daemon's state could
+    /// not be read at start, so every runner this follower starts keeps what the kernel holds
+    /// ([`runner::spawn`]).
     pub async fn start(
         config: Arc<FleetConfig>,
         jails: HashMap<String, LocalJail>,
         allowlists: AgentAllowlists,
         db_path: PathBuf,
         shared: HeldBans,
+        state_unread: bool,
     ) -> Follower {
         // SQLite blocks: opened and read off the runtime's workers.
         let opened = tokio::task::spawn_blocking(move || {
@@ -457,6 +462,7 @@ impl Follower {
             stats: NodeStats::default(),
             head_ms: 0,
             flushed_at: Instant::now(),
+            state_unread,
         };
         let now = super::now_ms();
         let mut by_jail: HashMap<String, Vec<FleetEvent>> = HashMap::new();
@@ -547,7 +553,15 @@ impl Follower {
         }
         let specs = self.specs_for(event);
         let name = kernel_name(&event.jail);
-        match runner::spawn_batched(&name, &specs, JailMetrics::new(&name), restored).await {
+        match runner::spawn_batched(
+            &name,
+            &specs,
+            JailMetrics::new(&name),
+            restored,
+            self.state_unread,
+        )
+        .await
+        {
             Ok(r) => {
                 tracing::info!(jail = %event.jail, actions = ?specs.iter().map(|a| a.kind()).collect::<Vec<_>>(), "fleet: actions started");
                 let jail = self.names.get(&event.jail);
@@ -1588,6 +1602,7 @@ mod tests {
                 AgentAllowlists::fixed(Vec::new()),
                 path,
                 HeldBans::default(),
+                false,
             )
         };
         let now = super::super::now_ms();
@@ -1643,6 +1658,7 @@ mod tests {
             AgentAllowlists::fixed(Vec::new()),
             dir.join("agent.db"),
             HeldBans::default(),
+            false,
         )
         .await
     }

@@ -214,6 +214,7 @@ async fn start_slot(
         &config.actions,
         jail.metrics().clone(),
         restored,
+        config.state_unread,
     )
     .await
     {
@@ -293,27 +294,14 @@ impl JailSet {
     /// those still running are re-applied with their remaining time (the runner reconciles the
     /// kernel with them, so nothing a crash left behind is lost or duplicated), those that
     /// expired while the daemon was down are lifted and forgotten, and the ban history seeds
-    /// escalation.
+    /// escalation. The daemon sweeps what removed jails left before it calls this, off the
+    /// runtime ([`crate::action::sweep::at_start`]).
     pub(crate) async fn start(
         configs: Vec<JailSpec>,
         state: mpsc::Sender<StateOp>,
         stored: Vec<StoredBan>,
         counts: HashMap<(String, IpNetwork), u32>,
     ) -> std::io::Result<JailSet> {
-        // The firewall objects of jails removed from the config while the daemon was down
-        // (after a crash) go before any jail's actions start.
-        let configured: Vec<crate::action::ActionSpec> = configs
-            .iter()
-            .flat_map(|j| j.actions.iter().cloned())
-            .collect();
-        let commands: HashMap<String, Vec<String>> = configs
-            .iter()
-            .map(|j| (j.name.clone(), command_identities(&j.actions)))
-            .collect();
-        // On this thread, before anything else runs: a blocking-pool thread made for it would
-        // keep its malloc arena (and SQLite's memory in it) for the daemon's life, which idle
-        // RSS shows.
-        crate::action::sweep::remove_unconfigured(&configured);
         let mut jails: Vec<(JailSpec, Jail, Vec<BanOrder>)> = configs
             .into_iter()
             .map(|c| {
@@ -429,19 +417,6 @@ impl JailSet {
         set.send_routes().await;
         for op in forget {
             set.persist(op).await;
-        }
-        // The bans of command actions no longer configured: their recorded unbans run on a
-        // thread of their own once every jail protects (thousands of records, or a hung
-        // unban, must not hold the start back); their keys are no configured jail's.
-        // (Only when there are some: a thread made at every start would keep its malloc
-        // arena, which idle RSS shows.)
-        if crate::action::sweep::has_unconfigured_commands(&commands) {
-            let lifting = std::thread::Builder::new()
-                .name("lift-unconfigured".into())
-                .spawn(move || crate::action::sweep::lift_unconfigured_commands(&commands));
-            if let Err(error) = lifting {
-                tracing::error!(%error, "cannot start lifting the bans of command actions no longer configured; tried at the next start");
-            }
         }
         Ok(set)
     }
@@ -1572,6 +1547,7 @@ mod tests {
         JailSpec {
             name: name.into(),
             feed: "test".into(),
+            state_unread: false,
             settings: JailSettings {
                 bantime: Some(Duration::from_secs(bantime)),
                 findtime: Duration::from_secs(600),

@@ -18,6 +18,10 @@ pub struct JailSpec {
     pub actions: Vec<ActionSpec>,
     /// What feeds the jail (filter, programs, hosts), compared on reload only to report it.
     pub feed: String,
+    /// The state database could not be read at the daemon's start: the jail's actions keep
+    /// every ban the kernel holds ([`crate::action::runner::spawn`]). Set by the daemon on
+    /// every jail it runs (at start and at each reload), never process-wide.
+    pub state_unread: bool,
 }
 
 /// The numbers a jail decides with.
