@@ -9,74 +9,125 @@
 //! file again at its next use (the first messages after start-up or a reload pay those reads
 //! once); a page another process maps (a `jailsink` command running) is left alone. Unlike
 //! `MADV_DONTNEED` it never discards data: a private copy of a page (a debugger's breakpoint,
-//! a uprobe) is swapped out or stays, never silently replaced by the file's.
+//! a uprobe) is swapped out or stays, never silently replaced by the file's. It assumes what
+//! every local file system enforces: a running executable is not rewritten in place (a write
+//! fails with ETXTBSY; an upgrade replaces the file, and the old inode stays mapped). Done
+//! once, at ready: a reload's pages (config compilation) stay, rather than making every reload
+//! read the code of the receive path from the file again.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
 /// One mapping of `/proc/self/smaps`: its address range, whether it can be written, the file
-/// it maps, and how much of it is private copies (written since it was mapped).
+/// it maps (device and inode), what of it is resident, and how much of that is private copies
+/// (written since it was mapped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Mapping {
     start: usize,
     end: usize,
     writable: bool,
-    inode: u64,
+    file: (u64, u64, u64),
+    resident_kib: u64,
     anonymous_kib: u64,
 }
 
-/// Parses the first line of a mapping (`start-end perms offset dev inode [path]`).
+/// Parses the first line of a mapping (`start-end perms offset major:minor inode [path]`).
 fn mapping(line: &str) -> Option<Mapping> {
     let mut fields = line.split_ascii_whitespace();
     let (start, end) = fields.next()?.split_once('-')?;
     let perms = fields.next()?;
     let _offset = fields.next()?;
-    let _dev = fields.next()?;
+    let (major, minor) = fields.next()?.split_once(':')?;
     let inode = fields.next()?.parse().ok()?;
     Some(Mapping {
         start: usize::from_str_radix(start, 16).ok()?,
         end: usize::from_str_radix(end, 16).ok()?,
         writable: perms.as_bytes().get(1) == Some(&b'w'),
-        inode,
+        file: (
+            u64::from_str_radix(major, 16).ok()?,
+            u64::from_str_radix(minor, 16).ok()?,
+            inode,
+        ),
+        resident_kib: 0,
         anonymous_kib: 0,
     })
 }
 
-/// The mappings of `smaps` (the text of `/proc/self/smaps`), with their private copies.
+/// A `Rss:` or `Anonymous:` value in KiB; unreadable counts as `u64::MAX` (left alone).
+fn kib(value: &str) -> u64 {
+    value
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or(u64::MAX)
+}
+
+/// The mappings of `smaps` (the text of `/proc/self/smaps`).
 fn mappings(smaps: &str) -> Vec<Mapping> {
     let mut all: Vec<Mapping> = Vec::new();
     for line in smaps.lines() {
         if let Some(m) = mapping(line) {
             all.push(m);
-        } else if let (Some(kib), Some(m)) = (line.strip_prefix("Anonymous:"), all.last_mut()) {
-            let kib = kib.trim().trim_end_matches("kB").trim();
-            // Unreadable: counted as written, so the mapping is left alone.
-            m.anonymous_kib = kib.parse().unwrap_or(u64::MAX);
+        } else if let Some(m) = all.last_mut() {
+            if let Some(value) = line.strip_prefix("Rss:") {
+                m.resident_kib = kib(value);
+            } else if let Some(value) = line.strip_prefix("Anonymous:") {
+                m.anonymous_kib = kib(value);
+            }
         }
     }
     all
 }
 
-/// The mappings worth reclaiming: those of the file with `inode` that cannot be written and
-/// hold no private copies. The relocated read-only data (written by the loader, then made
+/// The mappings worth reclaiming: those of `file` (major, minor, inode) that cannot be written
+/// and hold no private copies. The relocated read-only data (written by the loader, then made
 /// read-only) is private copies: pageout would send it to swap, so it is left out.
-fn clean_read_only_of(smaps: &str, inode: u64) -> Vec<Mapping> {
+fn clean_read_only_of(smaps: &str, file: (u64, u64, u64)) -> Vec<Mapping> {
     mappings(smaps)
         .into_iter()
-        .filter(|m| m.inode == inode && !m.writable && m.anonymous_kib == 0 && m.end > m.start)
+        .filter(|m| m.file == file && !m.writable && m.anonymous_kib == 0 && m.end > m.start)
         .collect()
 }
 
+/// The running executable as `/proc/self/maps` names it: (major, minor, inode).
+fn executable() -> io::Result<(u64, u64, u64)> {
+    // Follows the link to the inode that is mapped, even if the file was replaced since.
+    let meta = std::fs::metadata("/proc/self/exe")?;
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    Ok((major, minor, meta.ino()))
+}
+
+/// Resident KiB of the clean read-only mappings of `file` (a sum saturating at unreadable).
+fn resident_of(smaps: &str, file: (u64, u64, u64)) -> u64 {
+    clean_read_only_of(smaps, file)
+        .iter()
+        .fold(0u64, |sum, m| sum.saturating_add(m.resident_kib))
+}
+
+/// What [`page_out_binary`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagedOut {
+    /// Bytes of mappings advised.
+    pub advised: usize,
+    /// Resident KiB of those mappings before and after (the kernel skips pages another
+    /// process maps, and a file this process may not write: after can stay near before).
+    pub resident_kib: (u64, u64),
+}
+
 /// Asks the kernel to reclaim the read-only pages of the running binary (its code, read-only
-/// data and unwind tables); returns the bytes of mappings advised. Called once the daemon is
-/// ready and after each reload, when what start-up ran is no longer needed. An error means
-/// nothing (or not all) was advised, and the daemon runs on unchanged: the caller logs it.
-pub fn page_out_binary() -> io::Result<usize> {
-    // The executable's inode, even if the file was replaced (an upgrade) since it started.
-    let inode = std::fs::metadata("/proc/self/exe")?.ino();
+/// data and unwind tables), once the daemon is ready and what start-up ran is no longer
+/// needed. An error means nothing was advised (no /proc, or a kernel before 5.4 for every
+/// mapping); the daemon runs on unchanged either way, and the caller logs it.
+pub fn page_out_binary() -> io::Result<PagedOut> {
+    let file = executable()?;
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let before = resident_of(&smaps, file);
     let mut advised = 0;
-    for m in clean_read_only_of(&smaps, inode) {
+    let mut refused = None;
+    for m in clean_read_only_of(&smaps, file) {
         // SAFETY: the range is a whole mapping of this process (page-aligned, as the kernel
         // lists it), and MADV_PAGEOUT changes no contents: a reclaimed page reads back the
         // same bytes at its next touch.
@@ -87,19 +138,30 @@ pub fn page_out_binary() -> io::Result<usize> {
                 libc::MADV_PAGEOUT,
             )
         };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+        match rc {
+            0 => advised += m.end - m.start,
+            // One refused (a locked mapping, say): the others are still worth advising.
+            _ => refused = Some(io::Error::last_os_error()),
         }
-        advised += m.end - m.start;
     }
-    Ok(advised)
+    match (advised, refused) {
+        (0, Some(error)) => Err(error),
+        _ => {
+            let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+            Ok(PagedOut {
+                advised,
+                resident_kib: (before, resident_of(&smaps, file)),
+            })
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A daemon's smaps, abridged: its binary's four mappings, the heap and libc's code.
+    /// A daemon's smaps, abridged: its binary's four mappings, the heap, libc's code, and a
+    /// file of another device with the binary's inode number.
     const SMAPS: &str = "\
 55811079c000-5581109fc000 r--p 00000000 fe:00 5948397                    /usr/sbin/jailsink
 Rss:                1148 kB
@@ -119,14 +181,19 @@ Anonymous:          2932 kB
 7fddadaa7000-7fddadbfd000 r-xp 00028000 fe:00 1234                       /usr/lib/x86_64-linux-gnu/libc.so.6
 Rss:                1060 kB
 Anonymous:             0 kB
+7fddadc00000-7fddadc10000 r--p 00000000 103:02 5948397                   /mnt/other
+Rss:                  64 kB
+Anonymous:             0 kB
 ";
+
+    const BINARY: (u64, u64, u64) = (0xfe, 0, 5948397);
 
     #[test]
     fn only_the_binarys_clean_read_only_mappings_are_chosen() {
-        let chosen = clean_read_only_of(SMAPS, 5948397);
+        let chosen = clean_read_only_of(SMAPS, BINARY);
         let ranges: Vec<(usize, usize)> = chosen.iter().map(|m| (m.start, m.end)).collect();
         // Not the relocated data (read-only but written at load), the writable data, the heap,
-        // nor another file's code.
+        // another file's code, nor another device's file with the same inode number.
         assert_eq!(
             ranges,
             vec![
@@ -134,51 +201,41 @@ Anonymous:             0 kB
                 (0x5581_109f_c000, 0x5581_1132_9000),
             ]
         );
-        assert!(clean_read_only_of(SMAPS, 1).is_empty());
+        assert_eq!(resident_of(SMAPS, BINARY), 1148 + 7028);
+        assert!(clean_read_only_of(SMAPS, (0xfe, 0, 1)).is_empty());
+        assert_eq!(clean_read_only_of(SMAPS, (0x103, 2, 5948397)).len(), 1);
         assert_eq!(mapping("Rss:  4 kB"), None);
         // An unreadable private-copy count leaves the mapping alone.
         let odd = SMAPS.replacen("Anonymous:             0 kB", "Anonymous: ? kB", 1);
-        assert_eq!(clean_read_only_of(&odd, 5948397).len(), 1);
+        assert_eq!(clean_read_only_of(&odd, BINARY).len(), 1);
     }
 
-    /// Resident KiB of this process's clean read-only mappings of its own binary.
-    fn resident_kib(inode: u64) -> u64 {
+    #[test]
+    fn the_executable_is_found_in_its_own_maps() {
+        let file = executable().expect("/proc/self/exe");
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
-        let chosen = clean_read_only_of(&smaps, inode);
-        let mut kib = 0;
-        let mut ours = false;
-        for line in smaps.lines() {
-            if let Some(m) = mapping(line) {
-                ours = chosen.iter().any(|c| c.start == m.start);
-            } else if let (true, Some(rss)) = (ours, line.strip_prefix("Rss:")) {
-                kib += rss
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap_or(0);
-            }
-        }
-        kib
+        assert!(
+            !clean_read_only_of(&smaps, file).is_empty(),
+            "no clean read-only mapping of {file:?} in /proc/self/smaps"
+        );
     }
 
     #[test]
     fn the_binarys_start_up_pages_leave_the_process() {
         // This test binary is mapped by this process alone, so the kernel can reclaim what no
-        // other test thread touches meanwhile (a small part of a debug binary's code).
-        let inode = std::fs::metadata("/proc/self/exe").expect("exe").ino();
-        let before = resident_kib(inode);
-        let advised = match page_out_binary() {
-            Ok(advised) => advised,
+        // other test thread touches meanwhile; those threads may bring some back at once, so
+        // only a drop is asserted.
+        let out = match page_out_binary() {
+            Ok(out) => out,
             Err(e) => panic!("MADV_PAGEOUT needs Linux 5.4 or later: {e}"),
         };
-        let after = resident_kib(inode);
+        let (before, after) = out.resident_kib;
         assert!(
-            advised > 0,
+            out.advised > 0,
             "no clean read-only mapping of the test binary found"
         );
         assert!(
-            after * 2 < before,
+            after < before,
             "resident read-only pages of the binary: {before} KiB before, {after} KiB after"
         );
     }

@@ -119,7 +119,7 @@ impl JailConfig {
                 "filter={} programs={:?} hosts={:?}",
                 self.filter_origin, self.programs, self.hosts
             ),
-            // The daemon's to say ([`crate::app`]), not the config's.
+            // The daemon sets it at start and at each reload; a config never says it.
             state_unread: false,
         }
     }

@@ -1313,21 +1313,33 @@ async fn lift_commands_left<'a>(
 }
 
 /// The places in `actions` of the command actions whose identity `kept` lacks: a fallback
-/// drops them, and the bans they hold are lifted at their runner's stop.
+/// drops them, and the bans they hold are lifted at their runner's stop. One whose `ban` a kept
+/// command action still runs is left out: the one `ban` program holds its targets for the kept
+/// one too (two actions with the same `ban`, one removed, the other's identity losing its
+/// suffix), so its unban would lift them from under it; its records are forgotten or lifted by
+/// the records' lifting instead, which tells those targets apart, and the kept action's runner
+/// bans again whatever its records lack.
 fn commands_dropped(
     actions: &[crate::action::ActionSpec],
     kept: &[crate::action::ActionSpec],
 ) -> Vec<usize> {
-    let kept = command_identities(kept);
-    let places = actions
+    use crate::action::ActionSpec;
+    let kept_bans: Vec<&[String]> = kept
         .iter()
-        .enumerate()
-        .filter(|(_, a)| matches!(a, crate::action::ActionSpec::Command(_)))
-        .map(|(i, _)| i);
-    places
+        .filter_map(|a| match a {
+            ActionSpec::Command(c) => Some(c.ban.as_slice()),
+            _ => None,
+        })
+        .collect();
+    let kept = command_identities(kept);
+    let commands = actions.iter().enumerate().filter_map(|(i, a)| match a {
+        ActionSpec::Command(c) => Some((i, c.ban.as_slice())),
+        _ => None,
+    });
+    commands
         .zip(command_identities(actions))
-        .filter(|(_, id)| !kept.contains(id))
-        .map(|(i, _)| i)
+        .filter(|((_, ban), id)| !kept.contains(id) && !kept_bans.contains(ban))
+        .map(|((i, _), _)| i)
         .collect()
 }
 
@@ -2269,6 +2281,43 @@ mod tests {
             "ban 192.0.2.1\nunban 192.0.2.1\n",
             "one try of the failing unban"
         );
+        drop(set.finish());
+    }
+
+    /// Two command actions with the same `ban`, the first removed by a reload: the second's
+    /// identity loses its suffix, so its old one is dropped, but the one `ban` program holds
+    /// the targets for the second still: no unban runs, and the ban stays (review-tidyB
+    /// finding 1: the old runner's stop unbanned what the second held).
+    #[tokio::test]
+    async fn removing_one_of_two_command_actions_with_the_same_ban_unbans_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("cmd.log");
+        let with_unban = |tag: &str| {
+            let mut command = logging_command(&log, "", Vec::new());
+            if let ActionSpec::Command(spec) = &mut command {
+                spec.unban = vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("echo {tag}unban $0 >> {}", log.display()),
+                    "<ip>".into(),
+                ];
+            }
+            command
+        };
+        let sshd = config("sshd", 600);
+        let mut set = sshd_with_one_ban(&sshd).await;
+        // Both actions start with the ban (their runner's memory holds it).
+        let mut both = sshd.clone();
+        both.actions = vec![with_unban("a"), with_unban("b")];
+        set.reload(vec![both.clone()]).await.unwrap();
+        let mut second = both.clone();
+        second.actions = vec![with_unban("b")];
+        let summary = set.reload(vec![second]).await.unwrap();
+        assert!(summary.contains("sshd: actions restarted"), "{summary}");
+        let ran = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(!ran.contains("unban"), "{ran}");
+        assert!(ran.starts_with("ban 192.0.2.1\nban 192.0.2.1\n"), "{ran}");
+        assert_eq!(set.slots[0].jail.bans().len(), 1, "the ban is kept");
         drop(set.finish());
     }
 
