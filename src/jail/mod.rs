@@ -34,7 +34,7 @@ pub(crate) use settings::{JailSettings, JailSpec};
 use spray::Spray;
 use window::{Outcome, Window, NIL};
 
-pub use batch::{prefetch_ahead, Keyed};
+pub use batch::{schedule, Keyed, Schedule};
 
 /// The window the ban storm guard counts bans in.
 const STORM_WINDOW: Duration = Duration::from_secs(60);
