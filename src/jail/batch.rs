@@ -27,6 +27,9 @@ const ENTRY_AHEAD: usize = 4;
 #[derive(Debug, Clone, Copy)]
 pub struct Keyed {
     key: IpNetwork,
+    /// The allowlist ignores `key` ([`Jail::admitted_key`]: found with the key, not looked up
+    /// again when the failure is decided).
+    ignored: bool,
     hash: u64,
     /// The jail's tracking state had outgrown the cache when the batch was keyed: only then do
     /// prefetches pay for themselves.
@@ -36,9 +39,10 @@ pub struct Keyed {
 impl Jail {
     /// `ip`'s key and window hash, for [`Jail::on_failure_keyed`] and [`schedule`].
     pub fn keyed(&self, ip: IpAddr) -> Keyed {
-        let key = self.key_of(ip);
+        let (key, ignored) = self.admitted_key(ip);
         Keyed {
             key,
+            ignored,
             hash: self.window.hash(&key),
             prefetch: self.window.outgrows_cache(),
         }
@@ -54,7 +58,8 @@ impl Jail {
         host: Option<Arc<str>>,
         seen: Option<Seen>,
     ) -> Decision {
-        self.decide(keyed.key, Some(keyed.hash), count, at, host, seen)
+        let admitted = (keyed.key, keyed.ignored);
+        self.decide(admitted, Some(keyed.hash), count, at, host, seen)
     }
 }
 

@@ -250,10 +250,33 @@ impl Jail {
         )
     }
 
-    /// What every failure goes through first, with the key it counts against ([`Jail::key_of`]):
-    /// the key again, or Ignored (not counted) or AlreadyBanned (counted, nothing more to do).
-    fn admit(&mut self, key: IpNetwork, count: u32) -> Result<IpNetwork, Decision> {
-        if self.is_ignored(key) {
+    /// [`Jail::key_of`] and whether the allowlist ignores that key, answered by the lookups the
+    /// key took: a prefix jail looks its network up once (its address too when the network is
+    /// allowlisted), and the last answer is the key's, so a failure costs no lookup more than
+    /// its key; a jail counting single addresses looks the address up once.
+    pub(crate) fn admitted_key(&self, ip: IpAddr) -> (IpNetwork, bool) {
+        let last = std::cell::Cell::new(None);
+        let key = crate::address::counting_key(
+            ip,
+            self.settings.ipv4_prefix,
+            self.settings.ipv6_prefix,
+            |key| {
+                let hit = self.is_ignored(key);
+                last.set(Some(hit));
+                hit
+            },
+        );
+        // `counting_key` returns the key it asked about last, or its own address after the
+        // network was allowlisted and the address was not (then not ignored either).
+        let ignored = last.get().unwrap_or_else(|| self.is_ignored(key));
+        (key, ignored)
+    }
+
+    /// What every failure goes through first, with the key it counts against and whether the
+    /// allowlist ignores it ([`Jail::admitted_key`]): the key again, or Ignored (not counted) or
+    /// AlreadyBanned (counted, nothing more to do).
+    fn admit(&mut self, key: IpNetwork, ignored: bool, count: u32) -> Result<IpNetwork, Decision> {
+        if ignored {
             return Err(Decision::Ignored);
         }
         self.total_failed += u64::from(count);
@@ -294,8 +317,7 @@ impl Jail {
     /// detection; when it completes a spray, bans every address of it that is not banned yet
     /// (each ban logged with the reason).
     pub(crate) fn on_spray(&mut self, ip: IpAddr, user: &str, at: Instant) -> Vec<BanOrder> {
-        let key = self.key_of(ip);
-        if self.is_ignored(key) {
+        if self.admitted_key(ip).1 {
             return Vec::new();
         }
         let Some(spray) = self.spray.as_mut() else {
@@ -529,23 +551,24 @@ impl Jail {
         host: Option<Arc<str>>,
         seen: Option<Seen>,
     ) -> Decision {
-        let decision = self.decide(self.key_of(ip), None, count, at, host, seen);
+        let decision = self.decide(self.admitted_key(ip), None, count, at, host, seen);
         self.publish_counts();
         decision
     }
 
-    /// [`Jail::on_failure_seen`] of a failure whose key is `key`, and whose hash in the window
-    /// is `hash` when a batch computed it already.
+    /// [`Jail::on_failure_seen`] of a failure whose key is `key`, `ignored` by the allowlist or
+    /// not ([`Jail::admitted_key`]), and whose hash in the window is `hash` when a batch
+    /// computed it already.
     fn decide(
         &mut self,
-        key: IpNetwork,
+        (key, ignored): (IpNetwork, bool),
         hash: Option<u64>,
         count: u32,
         at: Instant,
         host: Option<Arc<str>>,
         seen: Option<Seen>,
     ) -> Decision {
-        let key = match self.admit(key, count) {
+        let key = match self.admit(key, ignored, count) {
             Ok(key) => key,
             Err(decision) => return decision,
         };
@@ -636,7 +659,8 @@ impl Jail {
         at: Instant,
         line: Option<Line>,
     ) -> Decision {
-        let admitted = self.admit(self.key_of(ip), count);
+        let (key, ignored) = self.admitted_key(ip);
+        let admitted = self.admit(key, ignored, count);
         self.publish_counts();
         let key = match admitted {
             Ok(key) => key,
@@ -1268,6 +1292,68 @@ mod tests {
             jail.on_failure(a, 5, Instant::now()),
             Decision::AlreadyBanned
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prefix_jail_ignores_an_allowlisted_address_and_counts_its_neighbour() {
+        let mut s = settings(3, 600);
+        s.ipv4_prefix = 24;
+        s.ignore.push("203.0.113.7/32".parse().unwrap());
+        let mut jail = Jail::new("sshd", s, JailMetrics::new("sshd"));
+        let now = Instant::now();
+        let (allowed, neighbour) = (ip("203.0.113.7"), ip("203.0.113.8"));
+        assert_eq!(jail.on_failure(allowed, 1, now), Decision::Ignored);
+        assert_eq!(jail.on_failure(neighbour, 1, now), Decision::Counted(1));
+        // The batched path decides from the key and answer it found once.
+        let (a, n) = (jail.keyed(allowed), jail.keyed(neighbour));
+        assert_eq!(
+            jail.on_failure_keyed(a, 1, now, None, None),
+            Decision::Ignored
+        );
+        assert_eq!(
+            jail.on_failure_keyed(n, 1, now, None, None),
+            Decision::Counted(2)
+        );
+        assert_eq!(jail.key_of(neighbour), "203.0.113.8/32".parse().unwrap());
+        assert_eq!(
+            jail.total_failed(),
+            2,
+            "the allowlisted failures were not counted"
+        );
+    }
+
+    #[test]
+    fn the_admitted_key_answers_what_the_key_and_a_second_lookup_did() {
+        // Allowlists that hold a whole prefix, an address inside one, and nothing near.
+        let extra: [&[&str]; 3] = [
+            &["203.0.113.0/24", "2001:db8:5::/64"],
+            &["203.0.113.7/32", "2001:db8:5::7/128", "203.0.113.64/26"],
+            &[],
+        ];
+        for (v4, v6) in [(32, 128), (24, 64), (16, 48), (0, 0), (31, 127)] {
+            for entries in extra {
+                let mut s = settings(3, 600);
+                (s.ipv4_prefix, s.ipv6_prefix) = (v4, v6);
+                s.ignore
+                    .extend(entries.iter().map(|e| e.parse::<IpNetwork>().unwrap()));
+                let jail = Jail::new("sshd", s, JailMetrics::new("sshd"));
+                let addresses = (0..=255u8)
+                    .map(|n| IpAddr::from([203, 0, 113, n]))
+                    .chain(
+                        (0..64u16)
+                            .map(|n| IpAddr::from([0x2001, 0xdb8, 5 + n % 2, 0, 0, 0, 0, n % 9])),
+                    )
+                    .chain([ip("127.0.0.1"), ip("198.51.100.4"), ip("192.0.2.1")]);
+                for address in addresses {
+                    let key = jail.key_of(address);
+                    assert_eq!(
+                        jail.admitted_key(address),
+                        (key, jail.is_ignored(key)),
+                        "{address} under /{v4} /{v6} with {entries:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
