@@ -138,6 +138,7 @@ mod tests {
 
     use super::*;
     use crate::jail::settings::{Increment, JailSettings};
+    use crate::jail::test_rng::Rng;
     use crate::metrics::JailMetrics;
 
     /// One failure of a batch.
@@ -182,20 +183,6 @@ mod tests {
                 rndtime: Duration::ZERO,
             },
             detection: Default::default(),
-        }
-    }
-
-    /// A small deterministic generator (xorshift), so a failing run can be replayed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
         }
     }
 

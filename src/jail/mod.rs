@@ -11,6 +11,8 @@ pub(crate) mod query;
 pub(crate) mod set;
 pub(crate) mod settings;
 pub(crate) mod spray;
+#[cfg(test)]
+mod test_rng;
 mod why;
 pub(crate) mod window;
 
