@@ -27,9 +27,9 @@ const ENTRY_AHEAD: usize = 4;
 #[derive(Debug, Clone, Copy)]
 pub struct Keyed {
     key: IpNetwork,
-    /// The allowlist ignores `key` ([`Jail::admitted_key`]: found with the key, not looked up
-    /// again when the failure is decided).
-    ignored: bool,
+    /// Whether the allowlist ignores `key`, when finding the key answered it
+    /// ([`Jail::admitted_key`]: not looked up again when the failure is decided).
+    ignored: Option<bool>,
     hash: u64,
     /// The jail's tracking state had outgrown the cache when the batch was keyed: only then do
     /// prefetches pay for themselves.
@@ -58,8 +58,8 @@ impl Jail {
         host: Option<Arc<str>>,
         seen: Option<Seen>,
     ) -> Decision {
-        let admitted = (keyed.key, keyed.ignored);
-        self.decide(admitted, Some(keyed.hash), count, at, host, seen)
+        let (key, ignored) = (keyed.key, keyed.ignored);
+        self.decide(key, ignored, Some(keyed.hash), count, at, host, seen)
     }
 }
 
