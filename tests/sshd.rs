@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use jailsink::config::filter_file::read_native;
 use jailsink::filter::session::Sessions;
 use jailsink::filter::{FailClass, Filter, Verdict};
+use syslog_loose::ProcId;
 
 /// fail2ban sample lines whose expected address OpenSSH 7+ contradicts, left out with the reason.
 const DISPUTED: &[(&str, &str)] = &[(
@@ -82,6 +83,12 @@ impl Judge {
     /// (address, failures counted now) for line number `n`.
     fn line(&mut self, n: usize, pid: Option<&str>, message: &str) -> Option<(IpAddr, u32)> {
         let message = message.trim();
+        // The process id as jailsink's parser reads `sshd[pid]`: a number when it is digits.
+        let pid = pid.map(|p| match p.parse::<i32>() {
+            Ok(n) if p.bytes().all(|c| c.is_ascii_digit()) => ProcId::PID(n),
+            _ => ProcId::Name(p),
+        });
+        let pid = pid.as_ref();
         let mut released = Vec::new();
         match self.filter.check(message) {
             Verdict::Failure(m) => {

@@ -26,11 +26,11 @@ pub struct Args {
     /// Failures per address (at least 2: the first round inserts, the rest are timed).
     #[arg(long, default_value = "4", value_parser = super::count)]
     pub rounds: usize,
-    /// Failures decided a batch at a time as the daemon's jail task does (`JailSet::on_failures`:
-    /// each failure keyed once, `Jail::keyed`, then decided with `Jail::on_failure_keyed` after
-    /// `prefetch_ahead` requested the state of those a few places ahead); measured next to one by
-    /// one (`Jail::on_failure_seen`) on a fresh jail in the same run. 1 measures one by one
-    /// only.
+    /// Failures decided a batch at a time by the daemon's jail task's loop (`jail::schedule`, as
+    /// `JailSet::on_failures`: each failure keyed once, `Jail::keyed`, then decided with
+    /// `Jail::on_failure_keyed` after the state of those a few places ahead was requested);
+    /// measured next to one by one (`Jail::on_failure_seen`) on a fresh jail in the same run. 1
+    /// measures one by one only.
     #[arg(long, default_value = "64", value_parser = super::count)]
     pub batch: usize,
     /// Timed decisions per count and mode at least: a few hundred decisions (100 addresses)
@@ -104,7 +104,7 @@ fn measure(
     batch: usize,
     evidence: bool,
 ) -> Result<(Timed, f64, u64), String> {
-    use jailsink::jail::{prefetch_ahead, Jail, Keyed};
+    use jailsink::jail::{schedule, Jail, Keyed};
     use jailsink::metrics::JailMetrics;
     let n = addrs.len();
     let settings = attack_settings(n, rounds as u32 + 2);
@@ -142,13 +142,14 @@ fn measure(
             }
             attempts.push((*ip, host, seen));
             if attempts.len() == batch || i + 1 == n {
-                // What the jail task does (`JailSet::on_failures`): the batch keyed once, then
+                // The jail task's loop (`JailSet::on_failures`): the batch keyed once, then
                 // each failure decided while the state of those ahead is on its way.
-                keyed.clear();
-                keyed.extend(attempts.iter().map(|a| jail.keyed(a.0)));
-                for (j, (_, host, seen)) in attempts.drain(..).enumerate() {
-                    prefetch_ahead(j, |k| keyed.get(k).map(|&k| (&jail, k)));
-                    std::hint::black_box(jail.on_failure_keyed(keyed[j], 1, at, host, seen));
+                let mut schedule = schedule(&mut keyed, attempts.iter().map(|a| jail.keyed(a.0)));
+                for (_, host, seen) in attempts.drain(..) {
+                    let Some(k) = schedule.next_prefetched(|k| Some((&jail, k))) else {
+                        break;
+                    };
+                    std::hint::black_box(jail.on_failure_keyed(*k, 1, at, host, seen));
                 }
                 jail.publish_counts();
             }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::corpus::read_lines;
-use super::load::send_tcp;
+use super::load::send_tcp_from;
 use super::support::{self, rss_kib, Rsyslog};
 use super::{fresh_daemon, LIVE_JAILS, POLL};
 
@@ -142,6 +142,36 @@ pub fn received(daemon: &support::Daemon, transport: &str) -> f64 {
     daemon.metric(&series).unwrap_or(0.0)
 }
 
+/// Whether every byte sent to TCP `port` has left the kernel for the receiver: no connection
+/// to or from `port` (the listening socket aside) holds bytes unsent or unread
+/// (`/proc/net/tcp`; true when it cannot be read). The cheap half of a live run's end check,
+/// asked before the exact count: reading it costs the receiver nothing, where each scrape has
+/// jailsink render its whole `/metrics` page, and it is asked alike for every receiver.
+pub(crate) fn drained(port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let port_of = |address: &str| {
+        address
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    table.lines().skip(1).all(|line| {
+        // sl, local address, remote address, state, tx_queue:rx_queue, ...
+        let fields: Vec<&str> = line.split_whitespace().take(5).collect();
+        let [_, local, remote, state, queues] = fields[..] else {
+            return true;
+        };
+        let ours = port_of(local) == Some(port) || port_of(remote) == Some(port);
+        const LISTEN: &str = "0A";
+        !ours
+            || state == LISTEN
+            || queues
+                .split(':')
+                .all(|q| u64::from_str_radix(q, 16).is_ok_and(|n| n == 0))
+    })
+}
+
 /// rsyslogd receiving on TCP `port` into `out.log` in its directory (raw messages, one a line).
 const RSYSLOG_TCP: &str = r#"global(workDirectory="@DIR@/work" maxMessageSize="64k")
 module(load="imtcp" MaxSessions="64")
@@ -164,6 +194,42 @@ fn rsyslog(rsyslogd: &Path, port: u16) -> Result<Rsyslog, String> {
 /// Bytes rsyslogd has written so far.
 fn written(r: &Rsyslog) -> u64 {
     std::fs::metadata(r.dir().join("out.log")).map_or(0, |m| m.len())
+}
+
+/// The end check of one live run: when the receiver's sockets drained, and how many exact
+/// counts (scrapes, for jailsink) it took after that.
+#[derive(Debug, Default)]
+pub(crate) struct End {
+    drained: Option<f64>,
+    counts: u32,
+}
+
+impl End {
+    /// Whether the kernel holds nothing more for `port` ([`drained`]), noting when it first
+    /// did not.
+    pub(crate) fn drained(&mut self, sent: &super::load::Sent, port: u16) -> bool {
+        if self.drained.is_none() && drained(port) {
+            self.drained = Some(sent.started.elapsed().as_secs_f64());
+        }
+        self.drained.is_some()
+    }
+
+    /// `counted`, the exact check's answer, counted.
+    pub(crate) fn scraped(&mut self, counted: bool) -> bool {
+        self.counts += 1;
+        counted
+    }
+
+    /// One line: when the sender finished, when the sockets drained and when everything was
+    /// counted (seconds from the first byte).
+    pub(crate) fn print(&self, receiver: &str, sent: &super::load::Sent, secs: f64) {
+        println!(
+            "{receiver}: sender done at {:.3} s, sockets drained at {:.3} s, all counted at {secs:.3} s, {} exact check(s)",
+            sent.seconds,
+            self.drained.unwrap_or(f64::NAN),
+            self.counts
+        );
+    }
 }
 
 /// Each connection count, LF then octet-counted framing: jailsink, then rsyslogd; prints a table.
@@ -200,15 +266,22 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
                 if pinned {
                     pin_to_one_core(pid)?;
                 }
-                let cpu_before = cpu_seconds(pid);
+                let mut cpu_before = 0.0;
                 let peak = Arc::new(AtomicU64::new(0));
-                let sent = send_tcp(daemon.tcp, &lines, connections, octet, 0)?;
+                let sent = send_tcp_from(daemon.tcp, &lines, connections, octet, 0, || {
+                    cpu_before = cpu_seconds(pid)
+                })?;
+                // Scraped only once the kernel holds nothing more for it: a scrape renders
+                // the whole page, on the cores the run is measuring.
+                let mut end = End::default();
                 let counted = support::poll(timeout, POLL, || {
                     peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
-                    received(&daemon, "tcp") >= sent.messages as f64
+                    end.drained(&sent, daemon.tcp.port())
+                        && end.scraped(received(&daemon, "tcp") >= sent.messages as f64)
                 });
                 let secs = sent.started.elapsed().as_secs_f64();
                 let cpu = cpu_seconds(pid) - cpu_before;
+                end.print("jailsink", &sent, secs);
                 if !counted {
                     return Err(format!(
                         "jailsink counted {} of {}",
@@ -245,21 +318,26 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
             let port = support::free_port();
             let r = rsyslog(rsyslogd, port)?;
             let pid = r.pid();
-            let cpu_before = cpu_seconds(pid);
-            let sent = send_tcp(
+            let mut cpu_before = 0.0;
+            let sent = send_tcp_from(
                 SocketAddr::from(([127, 0, 0, 1], port)),
                 &lines,
                 connections,
                 octet,
                 0,
+                || cpu_before = cpu_seconds(pid),
             )?;
             let mut peak = 0;
+            // The same schedule as jailsink's: its file's size (a stat) once the kernel holds
+            // nothing more for it.
+            let mut end = End::default();
             let done = support::poll(timeout, POLL, || {
                 peak = peak.max(rss_kib(pid));
-                written(&r) >= expected_bytes
+                end.drained(&sent, port) && end.scraped(written(&r) >= expected_bytes)
             });
             let secs = sent.started.elapsed().as_secs_f64();
             let cpu = cpu_seconds(pid) - cpu_before;
+            end.print("rsyslogd", &sent, secs);
             if !done {
                 return Err(format!(
                     "rsyslogd wrote {} of {expected_bytes} bytes",
@@ -318,4 +396,32 @@ pub fn live_tcp(args: &TcpArgs) -> Result<Vec<LiveRow>, String> {
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Bytes the receiver has not read keep its port undrained; read, it is drained.
+    #[test]
+    fn a_port_is_drained_once_its_receiver_read_everything() {
+        use std::io::{Read, Write};
+        use std::net::TcpListener;
+
+        use super::drained;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(drained(port), "a listener alone holds nothing");
+        let mut sender = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut receiver, _) = listener.accept().unwrap();
+        sender.write_all(&[b'x'; 10_000]).unwrap();
+        sender.flush().unwrap();
+        // Loopback delivers at once; give a slow machine a moment all the same.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while drained(port) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(!drained(port), "10,000 unread bytes");
+        let mut buf = vec![0; 10_000];
+        receiver.read_exact(&mut buf).unwrap();
+        assert!(drained(port), "everything read");
+    }
 }

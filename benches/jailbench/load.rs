@@ -107,9 +107,27 @@ pub fn send_tcp(
     octet: bool,
     rate: usize,
 ) -> Result<Sent, String> {
-    send_framed(lines, connections, octet, rate, || {
-        TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))
-    })
+    send_tcp_from(addr, lines, connections, octet, rate, || {})
+}
+
+/// As [`send_tcp`], calling `opened` once every stream is open, right before the first byte
+/// (see [`send_framed_from`]).
+pub fn send_tcp_from(
+    addr: SocketAddr,
+    lines: &[Vec<u8>],
+    connections: usize,
+    octet: bool,
+    rate: usize,
+    opened: impl FnOnce(),
+) -> Result<Sent, String> {
+    send_framed_from(
+        lines,
+        connections,
+        octet,
+        rate,
+        || TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}")),
+        opened,
+    )
 }
 
 /// As [`send_tcp`], over streams `connect` opens (all opened before the clock starts: a TLS
@@ -119,7 +137,23 @@ pub fn send_framed<S: Write + Send + 'static>(
     connections: usize,
     octet: bool,
     rate: usize,
+    connect: impl FnMut() -> Result<S, String>,
+) -> Result<Sent, String> {
+    send_framed_from(lines, connections, octet, rate, connect, || {})
+}
+
+/// As [`send_framed`], calling `opened` once every stream is open and every payload framed,
+/// right before the first byte goes (where [`Sent::started`] is taken): where the live
+/// benchmarks start a receiver's CPU figure, the same point for every receiver, so what a
+/// receiver still does after it began listening (start-up work, the harness's readiness
+/// checks) is not counted as the run's.
+pub fn send_framed_from<S: Write + Send + 'static>(
+    lines: &[Vec<u8>],
+    connections: usize,
+    octet: bool,
+    rate: usize,
     mut connect: impl FnMut() -> Result<S, String>,
+    opened: impl FnOnce(),
 ) -> Result<Sent, String> {
     let connections = connections.max(1);
     let per = lines.len().div_ceil(connections);
@@ -146,6 +180,7 @@ pub fn send_framed<S: Write + Send + 'static>(
         .map(|_| connect())
         .collect::<Result<_, _>>()?;
     let per_conn_rate = rate as f64 / payloads.len() as f64;
+    opened();
     let start = Instant::now();
     let threads: Vec<_> = payloads
         .into_iter()

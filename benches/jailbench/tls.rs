@@ -169,10 +169,15 @@ pub fn live_tls(args: &Args) -> Result<Vec<Row>, String> {
                 send_framed(&lines, connections, true, 0, || connect(tls, &client))?
             };
             let series = format!("jailsink_messages_received_total{{transport=\"{transport}\"}}");
+            // Scraped once the kernel holds nothing more for the daemon (as live-tcp does).
+            let port = if transport == "tcp" { tcp } else { tls }.port();
+            let mut end = super::live::End::default();
             let counted = support::poll(timeout, POLL, || {
-                daemon.metric(&series).unwrap_or(0.0) >= sent.messages as f64
+                end.drained(&sent, port)
+                    && end.scraped(daemon.metric(&series).unwrap_or(0.0) >= sent.messages as f64)
             });
             let secs = sent.started.elapsed().as_secs_f64();
+            end.print(transport, &sent, secs);
             if !counted {
                 return Err(format!(
                     "{transport}: jailsink counted {:?} of {}",

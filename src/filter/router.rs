@@ -375,7 +375,7 @@ impl Router {
         let key = if class == FailClass::Count && table.is_empty() {
             None
         } else {
-            with_pid(event, |pid| table.key(event.hostname, pid, m.ip))
+            table.key(event.hostname, event.pid.as_ref(), m.ip)
         };
         let now = std::time::Instant::now();
         let count = table.failure(key, m.ip, class, event.repeat, now, &mut released);
@@ -397,7 +397,7 @@ impl Router {
         if let Some(sessions) = &self.sessions[jail] {
             let mut released = Vec::new();
             let mut table = sessions.lock().unwrap_or_else(|p| p.into_inner());
-            let key = with_pid(event, |pid| table.key(event.hostname, pid, ip));
+            let key = table.key(event.hostname, event.pid.as_ref(), ip);
             table.success(key, std::time::Instant::now(), &mut released);
             drop(table);
             release(jail, released, on_hit);
@@ -428,35 +428,6 @@ fn release(
             on_hit(jail, Hit::Failures(m, count));
         }
     }
-}
-
-/// Runs `f` with the event's process id as text (None without one).
-fn with_pid<T>(event: &Event<'_>, f: impl FnOnce(Option<&str>) -> T) -> T {
-    match &event.pid {
-        Some(ProcId::PID(pid)) => f(Some(decimal(*pid, &mut [0; 11]))),
-        Some(ProcId::Name(name)) => f(Some(name)),
-        None => f(None),
-    }
-}
-
-/// `n` in decimal as `to_string` writes it, written into `buf` (no allocation per held
-/// failure's key).
-fn decimal(n: i32, buf: &mut [u8; 11]) -> &str {
-    let mut rest = n.unsigned_abs();
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        at -= 1;
-        buf[at] = b'-';
-    }
-    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 fn build_route(
@@ -522,34 +493,6 @@ mod tests {
     use super::*;
     use crate::filter::{Filter, FilterSource};
     use std::sync::Arc;
-
-    /// A process id in a held failure's key is written as `to_string` writes it.
-    #[test]
-    fn process_ids_are_written_as_to_string_writes_them() {
-        let mut x: u64 = 5;
-        let edges = [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            -1,
-            -10,
-            2147483647,
-            i32::MIN,
-            i32::MIN + 1,
-        ];
-        let random = (0..10_000).map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 32) as i32 >> ((x >> 8) % 31)
-        });
-        for n in edges.into_iter().chain(random) {
-            assert_eq!(decimal(n, &mut [0; 11]), n.to_string());
-        }
-    }
 
     fn jail(fail: &str, programs: &[&str], hosts: &[&str]) -> JailRoute {
         JailRoute {

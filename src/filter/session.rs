@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::FailClass;
+use crate::parse::ProcId;
 
 /// How long a connection's held failures wait by default.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -65,11 +66,14 @@ impl Sessions {
 
     /// The connection of a line: sender `host`, process `pid` and client `ip`; None without a
     /// process id, when lines cannot be told apart by connection (then nothing is held).
-    pub fn key(&self, host: Option<&str>, pid: Option<&str>, ip: IpAddr) -> Option<u64> {
+    pub fn key(&self, host: Option<&str>, pid: Option<&ProcId<&str>>, ip: IpAddr) -> Option<u64> {
         let pid = pid?;
         let mut h = self.hasher.build_hasher();
         host.hash(&mut h);
-        pid.hash(&mut h);
+        match pid_number(pid) {
+            Ok(n) => n.hash(&mut h),
+            Err(name) => name.hash(&mut h),
+        }
         ip.hash(&mut h);
         Some(h.finish())
     }
@@ -168,6 +172,21 @@ impl Sessions {
     }
 }
 
+/// A process id as the key hashes it: the number (hashed as it is, not formatted first), or
+/// the name. A name that is exactly how a number is written (`-5`, which the 3164 parser keeps
+/// as a name) is that number, so the same connections are one key as when ids were compared
+/// as text; any other name (`05`, `+5`, `abc`) is itself.
+fn pid_number<'p>(pid: &ProcId<&'p str>) -> Result<i32, &'p str> {
+    match *pid {
+        ProcId::PID(n) => Ok(n),
+        // Only a name that parses as a number is formatted (to compare): `-5` or `+5`, rare.
+        ProcId::Name(name) => match name.parse::<i32>() {
+            Ok(n) if n.to_string() == name => Ok(n),
+            _ => Err(name),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +199,7 @@ mod tests {
     fn an_echo_and_its_failure_count_once_and_pending_ones_wait_for_the_end() {
         let mut s = Sessions::new(Duration::from_secs(60), 10);
         let a = ip("192.0.2.1");
-        let k = s.key(Some("vm"), Some("100"), a);
+        let k = s.key(Some("vm"), Some(&ProcId::PID(100)), a);
         let now = Instant::now();
         let mut out = Vec::new();
         // pam_unix, then Failed password: one
@@ -196,7 +215,7 @@ mod tests {
         assert_eq!(s.failure(k, a, FailClass::Pending, 1, now, &mut out), 0);
         assert_eq!(s.failure(k, a, FailClass::Count, 1, now, &mut out), 3);
         // another process is another connection
-        let other = s.key(Some("vm"), Some("101"), a);
+        let other = s.key(Some("vm"), Some(&ProcId::PID(101)), a);
         assert_eq!(s.failure(k, a, FailClass::Echo, 1, now, &mut out), 0);
         assert_eq!(s.failure(other, a, FailClass::Count, 1, now, &mut out), 1);
         assert_eq!(s.len(), 1);
@@ -212,7 +231,7 @@ mod tests {
         let mut out = Vec::new();
         for n in 1..=3u8 {
             let a = IpAddr::from([192, 0, 2, n]);
-            let k = s.key(None, Some("1"), a);
+            let k = s.key(None, Some(&ProcId::PID(1)), a);
             s.failure(
                 k,
                 a,
@@ -233,5 +252,35 @@ mod tests {
         out.sort();
         assert_eq!(out, [(ip("192.0.2.2"), 1), (ip("192.0.2.3"), 1)]);
         assert!(s.is_empty());
+    }
+
+    /// Process ids are one key exactly when they were written alike: the number itself is
+    /// hashed now, not its text.
+    #[test]
+    fn process_ids_are_one_connection_when_written_alike() {
+        let s = Sessions::new(Duration::from_secs(60), 10);
+        let a = ip("192.0.2.1");
+        let key = |pid: ProcId<&str>| s.key(Some("vm"), Some(&pid), a).unwrap();
+        let same = [
+            (ProcId::PID(100), ProcId::Name("100")),
+            (ProcId::PID(-5), ProcId::Name("-5")),
+            (ProcId::PID(0), ProcId::Name("0")),
+            (ProcId::PID(i32::MIN), ProcId::Name("-2147483648")),
+            (ProcId::Name("abc"), ProcId::Name("abc")),
+        ];
+        for (x, y) in same {
+            assert_eq!(key(x.clone()), key(y.clone()), "{x:?} {y:?}");
+        }
+        let different = [
+            (ProcId::PID(100), ProcId::PID(101)),
+            (ProcId::PID(5), ProcId::Name("05")),
+            (ProcId::PID(5), ProcId::Name("+5")),
+            (ProcId::PID(0), ProcId::Name("-0")),
+            (ProcId::Name("abc"), ProcId::Name("abd")),
+        ];
+        for (x, y) in different {
+            assert_ne!(key(x.clone()), key(y.clone()), "{x:?} {y:?}");
+        }
+        assert_eq!(s.key(Some("vm"), None, a), None);
     }
 }

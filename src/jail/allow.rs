@@ -486,6 +486,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::jail::test_rng::Rng;
 
     fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
@@ -531,14 +532,11 @@ mod tests {
         }
     }
 
-    /// A reproducible sequence of 32-bit numbers (xorshift) from `seed`.
-    fn xorshift(mut x: u32) -> impl FnMut() -> u32 {
-        move || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        }
+    /// A reproducible sequence of 32-bit numbers from `seed` (the tests' [`Rng`], its low
+    /// half: these tests hold the table to a reference, whatever the numbers).
+    fn xorshift(seed: u64) -> impl FnMut() -> u32 {
+        let mut rng = Rng(seed);
+        move || rng.next() as u32
     }
 
     #[test]

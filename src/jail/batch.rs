@@ -4,7 +4,7 @@
 //! million tracked addresses the cache misses of a batch overlap instead of costing one memory
 //! round trip per decision. The decisions themselves are [`Jail::on_failure_seen`]'s, in order,
 //! so nothing but the speed changes. The jail task (`JailSet::on_failures`) and `jailbench
-//! attackers` drive the same schedule, [`prefetch_ahead`].
+//! attackers` run the same loop, [`schedule`], so the bench measures exactly the daemon's.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,6 +27,9 @@ const ENTRY_AHEAD: usize = 4;
 #[derive(Debug, Clone, Copy)]
 pub struct Keyed {
     key: IpNetwork,
+    /// Whether the allowlist ignores `key`, when finding the key answered it
+    /// ([`Jail::admitted_key`]: not looked up again when the failure is decided).
+    ignored: Option<bool>,
     hash: u64,
     /// The jail's tracking state had outgrown the cache when the batch was keyed: only then do
     /// prefetches pay for themselves.
@@ -34,11 +37,12 @@ pub struct Keyed {
 }
 
 impl Jail {
-    /// `ip`'s key and window hash, for [`Jail::on_failure_keyed`] and [`prefetch_ahead`].
+    /// `ip`'s key and window hash, for [`Jail::on_failure_keyed`] and [`schedule`].
     pub fn keyed(&self, ip: IpAddr) -> Keyed {
-        let key = self.key_of(ip);
+        let (key, ignored) = self.admitted_key(ip);
         Keyed {
             key,
+            ignored,
             hash: self.window.hash(&key),
             prefetch: self.window.outgrows_cache(),
         }
@@ -54,18 +58,62 @@ impl Jail {
         host: Option<Arc<str>>,
         seen: Option<Seen>,
     ) -> Decision {
-        self.decide(keyed.key, Some(keyed.hash), count, at, host, seen)
+        let (key, ignored) = (keyed.key, keyed.ignored);
+        self.decide(key, ignored, Some(keyed.hash), count, at, host, seen)
     }
 }
 
-/// The prefetch schedule of a keyed batch: call it before deciding each failure `i` in order.
-/// It requests what deciding the failures ahead will read: the index word of failure
-/// `i + INDEX_AHEAD` and the entry of failure `i + ENTRY_AHEAD` (at `i == 0`, those of the
-/// failures before them too). `keyed(j)` gives failure `j`'s jail and key, `None` past the
-/// batch's end or with nothing to look up (a success, an unknown jail). The prefetches read the
-/// windows as they are at that moment, so decisions in between (inserts, bans, evictions, a
-/// table growing) can only make a hint useless, never a decision different.
-pub fn prefetch_ahead<'a>(i: usize, keyed: impl Fn(usize) -> Option<(&'a Jail, Keyed)>) {
+/// The keys of a batch of failures being decided in order, found once by [`schedule`]: the
+/// caller takes the failures in the batch's order, and before deciding each one asks
+/// [`Schedule::next_prefetched`] for its key, which first requests what deciding the failures
+/// a few places ahead will read. Not an iterator over the failures: the caller decides each
+/// with its jails borrowed mutably, and lends them to the schedule only for the prefetches
+/// (and handing out the failures from here cost the jail task's loop 13 instructions a
+/// failure more, copying each twice: callgrind of `jailbench attackers`).
+pub struct Schedule<'b, K> {
+    keyed: &'b [K],
+    next: usize,
+}
+
+/// The schedule of a batch whose failures' keys, in the batch's order, are `keyed`
+/// (collected into `keys`, cleared first, so their memory serves batch after batch): the one
+/// loop of the jail task (`JailSet::on_failures`) and `jailbench attackers`.
+pub fn schedule<K>(keys: &mut Vec<K>, keyed: impl Iterator<Item = K>) -> Schedule<'_, K> {
+    keys.clear();
+    keys.extend(keyed);
+    Schedule {
+        keyed: keys,
+        next: 0,
+    }
+}
+
+impl<'b, K: Copy> Schedule<'b, K> {
+    /// The key of the batch's next failure (None past its end). Before handing out failure
+    /// `i`'s, it requests the index word of failure `i + INDEX_AHEAD` and the entry of failure
+    /// `i + ENTRY_AHEAD` (at `i == 0`, those of the failures before them too); `jail_of` gives
+    /// a key's jail and [`Keyed`], None with nothing to look up (a success, an unknown jail).
+    /// The prefetches read the windows as they are at that moment, so decisions in between
+    /// (inserts, bans, evictions, a table growing) can only make a hint useless, never a
+    /// decision different.
+    #[inline(always)]
+    pub fn next_prefetched<'j>(
+        &mut self,
+        jail_of: impl Fn(K) -> Option<(&'j Jail, Keyed)>,
+    ) -> Option<&'b K> {
+        let i = self.next;
+        let keyed = self.keyed;
+        let key = keyed.get(i)?;
+        self.next += 1;
+        prefetch_ahead(i, |j| keyed.get(j).copied().and_then(&jail_of));
+        Some(key)
+    }
+}
+
+/// The prefetch schedule of a keyed batch, before deciding failure `i` (see
+/// [`Schedule::next_prefetched`]). `keyed(j)` gives failure `j`'s jail and key, `None` past the
+/// batch's end or with nothing to look up.
+#[inline(always)]
+fn prefetch_ahead<'a>(i: usize, keyed: impl Fn(usize) -> Option<(&'a Jail, Keyed)>) {
     let index = |j| {
         if let Some((jail, k)) = keyed(j).filter(|(_, k)| k.prefetch) {
             jail.window.prefetch_index(k.hash);
@@ -90,6 +138,7 @@ mod tests {
 
     use super::*;
     use crate::jail::settings::{Increment, JailSettings};
+    use crate::jail::test_rng::Rng;
     use crate::metrics::JailMetrics;
 
     /// One failure of a batch.
@@ -102,14 +151,17 @@ mod tests {
         seen: Option<Seen>,
     }
 
-    /// Decides `batch` (drained) as the jail task and `jailbench attackers` do: keyed once,
-    /// then each failure decided after [`prefetch_ahead`].
+    /// Decides `batch` (drained) as the jail task and `jailbench attackers` do: by
+    /// [`schedule`].
     fn decide_batch(jail: &mut Jail, batch: &mut Vec<Attempt>) -> Vec<Decision> {
-        let keyed: Vec<Keyed> = batch.iter().map(|a| jail.keyed(a.ip)).collect();
+        let mut keys = Vec::new();
+        let mut schedule = schedule(&mut keys, batch.iter().map(|a| jail.keyed(a.ip)));
         let mut decided = Vec::new();
-        for (i, a) in batch.drain(..).enumerate() {
-            prefetch_ahead(i, |j| keyed.get(j).map(|&k| (&*jail, k)));
-            decided.push(jail.on_failure_keyed(keyed[i], a.count, a.at, a.host, a.seen));
+        for a in batch.drain(..) {
+            let Some(k) = schedule.next_prefetched(|k| Some((&*jail, k))) else {
+                break;
+            };
+            decided.push(jail.on_failure_keyed(*k, a.count, a.at, a.host, a.seen));
         }
         decided
     }
@@ -131,20 +183,6 @@ mod tests {
                 rndtime: Duration::ZERO,
             },
             detection: Default::default(),
-        }
-    }
-
-    /// A small deterministic generator (xorshift), so a failing run can be replayed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
         }
     }
 

@@ -49,6 +49,7 @@ mod tests {
 
     use super::*;
     use crate::jail::settings::{Increment, JailSettings};
+    use crate::jail::test_rng::Rng;
     use crate::jail::ActiveBan;
     use crate::metrics::JailMetrics;
 
@@ -74,14 +75,6 @@ mod tests {
         page.into_iter()
             .map(|(name, target, ban)| BanInfo::of(name, *target, ban))
             .collect()
-    }
-
-    /// xorshift64: the test's targets and choices, the same every run.
-    fn next(x: &mut u64) -> u64 {
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
     }
 
     /// The jails `names` and `jails` pair up, all or only `only`.
@@ -130,8 +123,8 @@ mod tests {
 
     /// A target of every kind the order has to place: addresses and networks of both
     /// families, some sharing an address with a different prefix.
-    fn target(x: &mut u64) -> IpNetwork {
-        let r = next(x);
+    fn target(x: &mut Rng) -> IpNetwork {
+        let r = x.next();
         let net = match r % 5 {
             0 | 1 => format!(
                 "10.{}.{}.{}/32",
@@ -167,14 +160,14 @@ mod tests {
         let mut cursors_lifted = 0;
         for limit in [0usize, 1, 7, 100, 1000, 5000] {
             for only in [None, Some("web")] {
-                let mut x = 42 + limit as u64;
+                let mut x = Rng(42 + limit as u64);
                 let mut jails: Vec<Jail> = names
                     .iter()
                     .map(|n| Jail::new(n, settings(), JailMetrics::new(n)))
                     .collect();
                 for n in 0..3000 {
                     let t = target(&mut x);
-                    let j = (next(&mut x) % 4) as usize;
+                    let j = (x.next() % 4) as usize;
                     jails[j].restore(t, ban(n));
                 }
                 let mut after: Option<(String, IpNetwork)> = None;
@@ -203,9 +196,9 @@ mod tests {
                     // Between pages: a few bans come and go anywhere, now and then the
                     // cursor's own.
                     for k in 0..3u64 {
-                        let j = (next(&mut x) % 4) as usize;
+                        let j = (x.next() % 4) as usize;
                         jails[j].restore(target(&mut x), ban(10_000 + k));
-                        let j = (next(&mut x) % 4) as usize;
+                        let j = (x.next() % 4) as usize;
                         let gone = jails[j].bans().keys().next().copied();
                         if let Some(gone) = gone {
                             jails[j].unban(gone);
@@ -227,7 +220,7 @@ mod tests {
         assert!(cursors_lifted > 10, "{cursors_lifted}");
         // A cursor in a jail that is not there (removed by a reload meanwhile) or past every
         // name, and past the last target of its jail.
-        let mut x = 7;
+        let mut x = Rng(7);
         let mut jails: Vec<Jail> = names
             .iter()
             .map(|n| Jail::new(n, settings(), JailMetrics::new(n)))

@@ -537,21 +537,22 @@ impl JailSet {
         }
     }
 
-    /// Applies a batch of failures (drained) in order, each exactly as it would be alone. Each failure's jail and key are found once for the batch; with many tracked
-    /// addresses, the tracking state of the failures a few places ahead is requested while each
-    /// is decided ([`super::prefetch_ahead`]), so their cache misses overlap instead of coming
-    /// one per decision.
+    /// Applies a batch of failures (drained) in order, each exactly as it would be alone. Each
+    /// failure's jail and key are found once for the batch; with many tracked addresses, the
+    /// tracking state of the failures a few places ahead is requested while each is decided
+    /// ([`super::schedule`], the loop `jailbench attackers` measures), so their cache misses
+    /// overlap instead of coming one per decision.
     pub(crate) async fn on_failures(&mut self, batch: &mut Vec<Failure>) {
         // Slots and keys stay valid for the whole batch: only a reload changes them.
-        let mut keyed = std::mem::take(&mut self.batch_keys);
-        keyed.clear();
-        keyed.extend(batch.iter().map(|f| self.keyed(f)));
-        for (i, failure) in batch.drain(..).enumerate() {
-            let slots = &self.slots;
-            super::prefetch_ahead(i, |j| {
-                let (slot, k) = keyed.get(j).copied().flatten()?;
-                Some((&slots[slot].jail, k))
-            });
+        let mut keys = std::mem::take(&mut self.batch_keys);
+        let mut schedule = super::schedule(&mut keys, batch.iter().map(|f| self.keyed(f)));
+        for failure in batch.drain(..) {
+            let Some(keyed) = schedule.next_prefetched(|k| {
+                let (slot, k) = k?;
+                Some((&self.slots[slot].jail, k))
+            }) else {
+                break;
+            };
             // Most failures ban nothing: they are decided without an await, and only a ban
             // builds (and moves) the future that commits it.
             if let Some(Decided {
@@ -559,12 +560,12 @@ impl JailSet {
                 decision,
                 sprayed,
                 host,
-            }) = self.decide(failure, keyed[i])
+            }) = self.decide(failure, *keyed)
             {
                 self.apply(name, decision, sprayed, host).await;
             }
         }
-        self.batch_keys = keyed;
+        self.batch_keys = keys;
         self.publish_counts();
     }
 

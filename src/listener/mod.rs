@@ -127,11 +127,10 @@ pub(crate) struct Prepared {
     repeat: u32,
 }
 
-/// Where a hit's host name is.
+/// Where a hit's host name is. Every matched event has one ([`Pipeline::event`] fills in the
+/// origin's when the header named none), so there is no case without.
 #[derive(Debug)]
 enum HostAt {
-    /// None (never, from the parser; kept so no case is lost).
-    Nowhere,
     /// In the text, as the header wrote it.
     At(Range<u32>),
     /// The header named none: the frame's [`Origin`] fills it in.
@@ -177,7 +176,7 @@ impl<'b> Parts<'b> {
         }
         let host = match &prepared.host {
             HostAt::At(at) => Some(at),
-            HostAt::Nowhere | HostAt::Origin => None,
+            HostAt::Origin => None,
         };
         let ranges = || {
             host.into_iter()
@@ -466,11 +465,11 @@ impl Pipeline {
             Cow::Owned(t) => t.as_bytes(),
         };
         // A host name outside the text is the one `event` filled in from the origin (the
-        // parsers take every part from the text).
-        let host = match event.hostname {
-            None => HostAt::Nowhere,
-            Some(host) => range_in(base, host).map_or(HostAt::Origin, HostAt::At),
-        };
+        // parsers take every part from the text); `event` leaves none out.
+        let host = event
+            .hostname
+            .and_then(|host| range_in(base, host))
+            .map_or(HostAt::Origin, HostAt::At);
         let program = event.program.map(|p| range_in(base, p));
         let (Some(message), None | Some(Some(_))) = (range_in(base, event.message), &program)
         else {
@@ -515,7 +514,6 @@ impl Pipeline {
             let parts = Parts::of(&prepared, frame);
             let mut filled = String::new();
             let hostname = match &prepared.host {
-                HostAt::Nowhere => None,
                 HostAt::At(at) => Some(parts.part(at)),
                 HostAt::Origin => Some(origin.host_name(&mut filled)),
             };
