@@ -70,10 +70,9 @@ impl Sessions {
         let pid = pid?;
         let mut h = self.hasher.build_hasher();
         host.hash(&mut h);
-        match pid_number(pid) {
-            Ok(n) => n.hash(&mut h),
-            Err(name) => name.hash(&mut h),
-        }
+        // Result's Hash writes the variant first: a number and a name whose bytes run alike
+        // (`abc` and the number whose bytes are `abc\xff`) stay two connections.
+        pid_number(pid).hash(&mut h);
         ip.hash(&mut h);
         Some(h.finish())
     }
@@ -277,6 +276,9 @@ mod tests {
             (ProcId::PID(5), ProcId::Name("+5")),
             (ProcId::PID(0), ProcId::Name("-0")),
             (ProcId::Name("abc"), ProcId::Name("abd")),
+            // A name's bytes and its end mark are a negative number's (review-tidyA).
+            (ProcId::Name("abc"), ProcId::Name("-10263967")),
+            (ProcId::Name("abc"), ProcId::PID(-10263967)),
         ];
         for (x, y) in different {
             assert_ne!(key(x.clone()), key(y.clone()), "{x:?} {y:?}");
