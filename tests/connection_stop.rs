@@ -96,19 +96,22 @@ fn reads_closed(client: &mut TcpStream) -> bool {
     }
 }
 
-#[test]
-fn a_silent_connection_ends_at_sigterm_within_the_grace() {
-    let d = daemon();
-    let mut client = silent(&d);
+/// Stops `d` with SIGTERM and checks that it stopped without warning that a connection
+/// (`what`) outlived the listeners' grace period.
+fn stop_within_grace(d: Daemon, what: &str) {
     let logs = d.logs.clone();
     let status = d.stop();
     assert!(status.success(), "{status}");
     let logged = |m: &str| logs.lock().unwrap().iter().any(|e| e["message"] == m);
     assert!(logged("stopped"));
-    assert!(
-        !logged(OUTLIVED),
-        "the silent connection held the stop back"
-    );
+    assert!(!logged(OUTLIVED), "{what} held the stop back");
+}
+
+#[test]
+fn a_silent_connection_ends_at_sigterm_within_the_grace() {
+    let d = daemon();
+    let mut client = silent(&d);
+    stop_within_grace(d, "the silent connection");
     assert!(reads_closed(&mut client));
 }
 
@@ -116,15 +119,7 @@ fn a_silent_connection_ends_at_sigterm_within_the_grace() {
 fn a_flooding_connection_ends_at_sigterm_within_the_grace() {
     let d = daemon();
     let (writer, _) = flooding(&d);
-    let logs = d.logs.clone();
-    let status = d.stop();
-    assert!(status.success(), "{status}");
-    let logged = |m: &str| logs.lock().unwrap().iter().any(|e| e["message"] == m);
-    assert!(logged("stopped"));
-    assert!(
-        !logged(OUTLIVED),
-        "the flooding connection held the stop back"
-    );
+    stop_within_grace(d, "the flooding connection");
     // Its writes fail now (reset or broken pipe): the connection is gone.
     let error = writer.join().expect("writer");
     assert!(

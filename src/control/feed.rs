@@ -249,18 +249,14 @@ async fn plain<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    /// A metrics listener on 127.0.0.1 serving the feed, over a jail task that answers each
-    /// page query with `pages` full pages of bans and then is gone (or, with `then_hang`, never
-    /// answers again); the task's handle gives the page queries it saw.
-    async fn feed_over(
-        pages: usize,
-        then_hang: bool,
-    ) -> (
+    /// A metrics listener on 127.0.0.1 serving the feed; the receiver is the jail task's end,
+    /// for the test to answer page queries on.
+    async fn serve_feed() -> (
         std::net::SocketAddr,
         tokio_util::sync::CancellationToken,
-        tokio::task::JoinHandle<usize>,
+        mpsc::Receiver<Command>,
     ) {
-        let (commands, mut jail_task) = mpsc::channel(4);
+        let (commands, jail_task) = mpsc::channel(4);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -274,6 +270,21 @@ mod tests {
             Some(route),
             shutdown.clone(),
         ));
+        (addr, shutdown, jail_task)
+    }
+
+    /// A metrics listener on 127.0.0.1 serving the feed, over a jail task that answers each
+    /// page query with `pages` full pages of bans and then is gone (or, with `then_hang`, never
+    /// answers again); the task's handle gives the page queries it saw.
+    async fn feed_over(
+        pages: usize,
+        then_hang: bool,
+    ) -> (
+        std::net::SocketAddr,
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<usize>,
+    ) {
+        let (addr, shutdown, mut jail_task) = serve_feed().await;
         let task = tokio::spawn(async move {
             let mut asked = 0;
             while let Some(Command::Query(Query::BanPage { .. }, answer)) = jail_task.recv().await {
@@ -378,20 +389,7 @@ mod tests {
         mut bans: Vec<(String, ipnetwork::IpNetwork)>,
     ) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
         bans.sort();
-        let (commands, mut jail_task) = mpsc::channel(4);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle();
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let route = Feed::new(commands, None, "node".into()).route();
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            handle,
-            Some(route),
-            shutdown.clone(),
-        ));
+        let (addr, shutdown, mut jail_task) = serve_feed().await;
         tokio::spawn(async move {
             while let Some(Command::Query(Query::BanPage { after, limit, .. }, answer)) =
                 jail_task.recv().await
