@@ -436,6 +436,16 @@ fn sweep_then_write(
     commands: HashMap<String, Vec<String>>,
     writer: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<(JoinHandle<()>, oneshot::Receiver<bool>)> {
+    sweep_with_then_write(config, commands, crate::action::sweep::at_start, writer)
+}
+
+/// [`sweep_then_write`] with the sweep given (a test's, that panics).
+fn sweep_with_then_write(
+    config: &Config,
+    commands: HashMap<String, Vec<String>>,
+    sweep: impl FnOnce(&[ActionSpec], &HashMap<String, Vec<String>>) -> bool + Send + 'static,
+    writer: impl FnOnce() + Send + 'static,
+) -> std::io::Result<(JoinHandle<()>, oneshot::Receiver<bool>)> {
     let configured: Vec<ActionSpec> = config
         .jails
         .iter()
@@ -448,7 +458,7 @@ fn sweep_then_write(
             // A panic in the sweep must not take the writer with it: every ban reaches the
             // actions through the writer, so the daemon would say ready and apply none. The
             // objects it did not remove are tried again at the next start.
-            let sweep = || crate::action::sweep::at_start(&configured, &commands);
+            let sweep = || sweep(&configured, &commands);
             let lift = std::panic::catch_unwind(std::panic::AssertUnwindSafe(sweep))
                 .unwrap_or_else(|_| {
                     crate::metrics::state_errors().increment(1);
@@ -991,6 +1001,27 @@ mod tests {
         assert!(!swept.await.expect("the sweep ended without a panic"));
         thread.join().unwrap();
         assert_eq!(wrote.recv().unwrap().as_deref(), Some("state"));
+    }
+
+    /// A sweep that panics leaves the writer to start all the same (every ban reaches the
+    /// actions through it), and says nothing waits to be lifted (review-tidyB finding 4).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panicking_start_up_sweep_still_starts_the_writer() {
+        let (_dir, config) = one_jail();
+        let (wrote_tx, wrote) = std::sync::mpsc::channel();
+        let sweep = |_: &[ActionSpec], _: &HashMap<String, Vec<String>>| -> bool {
+            panic!("a sweep that fails")
+        };
+        let (thread, swept) =
+            sweep_with_then_write(&config, command_identities(&config), sweep, move || {
+                wrote_tx.send(()).unwrap();
+            })
+            .unwrap();
+        assert!(!swept
+            .await
+            .expect("the sweep's answer, even after its panic"));
+        thread.join().expect("the state thread ends normally");
+        assert!(wrote.recv().is_ok(), "the writer ran");
     }
 
     /// Called on a runtime worker (as it was, from the jail set's start), the sweep panics in
