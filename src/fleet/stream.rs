@@ -898,17 +898,8 @@ mod tests {
         out
     }
 
-    /// A small deterministic generator (xorshift), so a failure names its seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
+    /// The tests' generator, so a failure names its seed.
+    use crate::jail::test_rng::Rng;
 
     /// A value of any type, nested at most `depth` more.
     fn any_value(rng: &mut Rng, depth: u32, out: &mut Vec<u8>) {

@@ -12,7 +12,7 @@ pub(crate) mod set;
 pub(crate) mod settings;
 pub(crate) mod spray;
 #[cfg(test)]
-mod test_rng;
+pub(crate) mod test_rng;
 mod why;
 pub(crate) mod window;
 

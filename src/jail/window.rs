@@ -677,6 +677,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jail::test_rng::Rng;
 
     fn ip(n: u32) -> IpNetwork {
         IpNetwork::from(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
@@ -927,20 +928,12 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator (xorshift), so a failing seed can be replayed.
-    fn next(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    }
-
     #[tokio::test(start_paused = true)]
     async fn the_queue_keeps_the_order_of_the_linked_list_through_stale_items_sweeps_and_reuse() {
         let t0 = Instant::now();
         let mut sweeps = 0;
         for seed in 1..=16u64 {
-            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             let cap = [3, 17, 200, 1000][seed as usize % 4];
             // Up to 9: past the five times an entry holds inline, they move to the heap.
             let maxretry = 2 + (seed % 8) as u32;
@@ -957,20 +950,20 @@ mod tests {
                 evicted: 0,
             };
             for step in 0..6000 {
-                if next(&mut rng) % 50 == 0 {
-                    tokio::time::advance(Duration::from_secs(next(&mut rng) % 40)).await;
+                if rng.next() % 50 == 0 {
+                    tokio::time::advance(Duration::from_secs(rng.next() % 40)).await;
                 }
                 let mut now = Instant::now();
                 // Seeds 9-16 also decide some failures up to 3 s in the past, as failures
                 // received on several connections reach the jail task: pushes out of time
                 // order, which any shortcut in pruning must still expire on time.
-                if seed > 8 && next(&mut rng) % 8 == 0 && now - t0 > Duration::from_secs(3) {
-                    now -= Duration::from_millis(next(&mut rng) % 3000);
+                if seed > 8 && rng.next() % 8 == 0 && now - t0 > Duration::from_secs(3) {
+                    now -= Duration::from_millis(rng.next() % 3000);
                 }
                 let pushed = w.pushed;
                 let ns = i64::try_from((now - t0).as_nanos()).unwrap();
-                let key = mixed_key((next(&mut rng) % pool) as u32);
-                let op = next(&mut rng) % 20;
+                let key = mixed_key((rng.next() % pool) as u32);
+                let op = rng.next() % 20;
                 match op {
                     0 => {
                         // Forgotten (banned by hand): its queue item goes stale.
