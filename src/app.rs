@@ -654,28 +654,37 @@ async fn start(
 }
 
 /// Hands back to the kernel the memory start-up freed (config and filter compilation, the
-/// restore, the state and record reads): glibc keeps freed pages in its arenas, and an idle
-/// daemon would carry them for its whole life; and the pages of the binary that start-up ran,
-/// which an idle daemon would keep resident ([`crate::resident`], -6 MB of idle RSS). Once,
-/// after the ready notification (a few milliseconds on this worker, as a reload's config
-/// compilation takes).
+/// restore, the state and record reads), and the pages of the binary that start-up ran, which
+/// an idle daemon would keep resident ([`crate::resident`], -6 MB of idle RSS). Once, after the
+/// ready notification (a few milliseconds on this worker, as a reload's config compilation
+/// takes).
 fn release_start_up_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own arenas; it takes no pointers of ours.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    release_freed_memory();
     let started = std::time::Instant::now();
     match crate::resident::page_out_binary() {
+        Ok(out) if out.advised == 0 => {
+            tracing::debug!("start-up pages of the binary kept: no clean read-only mapping of it")
+        }
         Ok(out) => tracing::debug!(
             advised = out.advised,
             resident_kib_before = out.resident_kib.0,
             resident_kib_after = out.resident_kib.1,
+            refused = ?out.refused.map(|e| e.to_string()),
             took = ?started.elapsed(),
             "start-up pages of the binary handed back to the kernel"
         ),
         // An older kernel (before 5.4) has no MADV_PAGEOUT: the pages stay, nothing else changes.
         Err(error) => tracing::debug!(%error, "start-up pages of the binary kept"),
+    }
+}
+
+/// Hands back to the kernel the memory start-up or a reload freed: glibc keeps freed pages in
+/// its arenas, and an idle daemon would carry them for its whole life.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it takes no pointers of ours.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -719,6 +728,8 @@ impl Daemon {
             );
         }
         tracing::info!(%summary, "reloaded");
+        // The old config's compiled filters and the new config's compilation, freed.
+        release_freed_memory();
         Ok(summary)
     }
 

@@ -16,7 +16,6 @@
 //! read the code of the receive path from the file again.
 
 use std::io;
-use std::os::unix::fs::MetadataExt;
 
 /// One mapping of `/proc/self/smaps`: its address range, whether it can be written, the file
 /// it maps (device and inode), what of it is resident, and how much of that is private copies
@@ -90,14 +89,16 @@ fn clean_read_only_of(smaps: &str, file: (u64, u64, u64)) -> Vec<Mapping> {
         .collect()
 }
 
-/// The running executable as `/proc/self/maps` names it: (major, minor, inode).
-fn executable() -> io::Result<(u64, u64, u64)> {
-    // Follows the link to the inode that is mapped, even if the file was replaced since.
-    let meta = std::fs::metadata("/proc/self/exe")?;
-    let dev = meta.dev();
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    Ok((major, minor, meta.ino()))
+/// The file mapped at `code` (an address of this binary's own code) as `smaps` names it:
+/// (major, minor, inode). Taken from the mappings themselves rather than from a `stat` of
+/// `/proc/self/exe`, whose device differs from the one the maps print on btrfs subvolumes and
+/// overlay file systems (containers).
+fn file_at(smaps: &str, code: usize) -> Option<(u64, u64, u64)> {
+    mappings(smaps)
+        .into_iter()
+        .find(|m| m.start <= code && code < m.end)
+        .map(|m| m.file)
+        .filter(|&(_, _, inode)| inode != 0)
 }
 
 /// Resident KiB of the clean read-only mappings of `file` (a sum saturating at unreadable).
@@ -108,13 +109,15 @@ fn resident_of(smaps: &str, file: (u64, u64, u64)) -> u64 {
 }
 
 /// What [`page_out_binary`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct PagedOut {
     /// Bytes of mappings advised.
     pub advised: usize,
     /// Resident KiB of those mappings before and after (the kernel skips pages another
     /// process maps, and a file this process may not write: after can stay near before).
     pub resident_kib: (u64, u64),
+    /// Why a mapping was refused while others were advised (a locked one, say).
+    pub refused: Option<io::Error>,
 }
 
 /// Asks the kernel to reclaim the read-only pages of the running binary (its code, read-only
@@ -122,8 +125,13 @@ pub struct PagedOut {
 /// needed. An error means nothing was advised (no /proc, or a kernel before 5.4 for every
 /// mapping); the daemon runs on unchanged either way, and the caller logs it.
 pub fn page_out_binary() -> io::Result<PagedOut> {
-    let file = executable()?;
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let Some(file) = file_at(
+        &smaps,
+        page_out_binary as fn() -> io::Result<PagedOut> as usize,
+    ) else {
+        return Err(io::Error::other("no file mapping holds this code"));
+    };
     let before = resident_of(&smaps, file);
     let mut advised = 0;
     let mut refused = None;
@@ -146,11 +154,12 @@ pub fn page_out_binary() -> io::Result<PagedOut> {
     }
     match (advised, refused) {
         (0, Some(error)) => Err(error),
-        _ => {
+        (advised, refused) => {
             let smaps = std::fs::read_to_string("/proc/self/smaps")?;
             Ok(PagedOut {
                 advised,
                 resident_kib: (before, resident_of(&smaps, file)),
+                refused,
             })
         }
     }
@@ -212,12 +221,24 @@ Anonymous:             0 kB
 
     #[test]
     fn the_executable_is_found_in_its_own_maps() {
-        let file = executable().expect("/proc/self/exe");
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
+        let file = file_at(
+            &smaps,
+            page_out_binary as fn() -> io::Result<PagedOut> as usize,
+        )
+        .expect("the mapping of this code");
         assert!(
             !clean_read_only_of(&smaps, file).is_empty(),
             "no clean read-only mapping of {file:?} in /proc/self/smaps"
         );
+        // Found by a code address, whatever device a stat of the executable reports.
+        assert_eq!(file_at(SMAPS, 0x5581_1100_0000), Some(BINARY));
+        assert_eq!(
+            file_at(SMAPS, 0x5581_1300_0000),
+            None,
+            "the heap is no file"
+        );
+        assert_eq!(file_at(SMAPS, 0x1000), None);
     }
 
     #[test]
