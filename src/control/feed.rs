@@ -249,6 +249,19 @@ async fn plain<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
+    /// A first ban of `target` in `jail` at the epoch, permanent: what the test jail tasks
+    /// answer page queries with.
+    fn ban_info(jail: &str, target: ipnetwork::IpNetwork) -> crate::jail::query::BanInfo {
+        crate::jail::query::BanInfo {
+            jail: jail.into(),
+            target,
+            banned_at: std::time::SystemTime::UNIX_EPOCH,
+            expires_at: None,
+            ban_count: 1,
+            hosts: Vec::new(),
+        }
+    }
+
     /// A metrics listener on 127.0.0.1 serving the feed; the receiver is the jail task's end,
     /// for the test to answer page queries on.
     async fn serve_feed() -> (
@@ -297,15 +310,13 @@ mod tests {
                     break;
                 }
                 let page = (0..PAGE as u32)
-                    .map(|i| crate::jail::query::BanInfo {
-                        jail: "sshd".into(),
-                        target: ipnetwork::IpNetwork::from(std::net::IpAddr::from(
-                            std::net::Ipv4Addr::from(0xC000_0200 + i),
-                        )),
-                        banned_at: std::time::SystemTime::UNIX_EPOCH,
-                        expires_at: None,
-                        ban_count: 1,
-                        hosts: Vec::new(),
+                    .map(|i| {
+                        ban_info(
+                            "sshd",
+                            ipnetwork::IpNetwork::from(std::net::IpAddr::from(
+                                std::net::Ipv4Addr::from(0xC000_0200 + i),
+                            )),
+                        )
                     })
                     .collect();
                 let _ = answer.send(Ok(Answer::Bans(page)));
@@ -398,14 +409,7 @@ mod tests {
                     .iter()
                     .filter(|b| after.as_ref().is_none_or(|a| *b > a))
                     .take(limit)
-                    .map(|(jail, target)| crate::jail::query::BanInfo {
-                        jail: jail.clone(),
-                        target: *target,
-                        banned_at: std::time::SystemTime::UNIX_EPOCH,
-                        expires_at: None,
-                        ban_count: 1,
-                        hosts: Vec::new(),
-                    })
+                    .map(|(jail, target)| ban_info(jail, *target))
                     .collect();
                 let _ = answer.send(Ok(Answer::Bans(page)));
             }
