@@ -996,11 +996,11 @@ impl Jail {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::jail::settings::Increment;
 
-    fn settings(maxretry: u32, bantime: u64) -> JailSettings {
+    pub(super) fn settings(maxretry: u32, bantime: u64) -> JailSettings {
         JailSettings {
             bantime: Some(Duration::from_secs(bantime)),
             findtime: Duration::from_secs(600),

@@ -48,7 +48,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::jail::settings::{Increment, JailSettings};
+    use crate::jail::settings::JailSettings;
     use crate::jail::test_rng::Rng;
     use crate::jail::ActiveBan;
     use crate::metrics::JailMetrics;
@@ -90,24 +90,10 @@ mod tests {
             .collect()
     }
 
+    /// The jail tests' settings: maxretry 3, bantime 600 s (the allowlist holds none of the
+    /// addresses these tests ban).
     fn settings() -> JailSettings {
-        JailSettings {
-            bantime: Some(Duration::from_secs(600)),
-            findtime: Duration::from_secs(600),
-            maxretry: 3,
-            ignore: vec![],
-            max_tracked: 1000,
-            ipv4_prefix: 32,
-            ipv6_prefix: 64,
-            max_bans_per_minute: None,
-            increment: Increment {
-                enabled: false,
-                factor: 2.0,
-                maxtime: Duration::from_secs(3600),
-                rndtime: Duration::ZERO,
-            },
-            detection: Default::default(),
-        }
+        crate::jail::tests::settings(3, 600)
     }
 
     fn ban(n: u64) -> ActiveBan {
