@@ -426,21 +426,12 @@ fn command_identities(config: &Config) -> HashMap<String, Vec<String>> {
         .collect()
 }
 
-/// Starts the state thread, which first sweeps what jails removed from `config` left
-/// ([`crate::action::sweep::at_start`]: processes and SQLite, which would stall a runtime
-/// worker), reports whether command bans wait to be lifted, then runs `writer`. The state thread
-/// rather than a blocking-pool one: a thread made for it would keep its malloc arena (and
-/// SQLite's memory in it) for the daemon's life, which idle RSS shows.
+/// Starts the state thread, which first runs `sweep` over what jails removed from `config` left
+/// (the daemon's is [`crate::action::sweep::at_start`]: processes and SQLite, which would stall
+/// a runtime worker), reports whether command bans wait to be lifted, then runs `writer`. The
+/// state thread rather than a blocking-pool one: a thread made for it would keep its malloc
+/// arena (and SQLite's memory in it) for the daemon's life, which idle RSS shows.
 fn sweep_then_write(
-    config: &Config,
-    commands: HashMap<String, Vec<String>>,
-    writer: impl FnOnce() + Send + 'static,
-) -> std::io::Result<(JoinHandle<()>, oneshot::Receiver<bool>)> {
-    sweep_with_then_write(config, commands, crate::action::sweep::at_start, writer)
-}
-
-/// [`sweep_then_write`] with the sweep given (a test's, that panics).
-fn sweep_with_then_write(
     config: &Config,
     commands: HashMap<String, Vec<String>>,
     sweep: impl FnOnce(&[ActionSpec], &HashMap<String, Vec<String>>) -> bool + Send + 'static,
@@ -570,9 +561,14 @@ async fn start(
     // Opened again by the writer when it could not be at start.
     let reopen = db.is_none().then(|| config.state_path.clone());
     let commands = command_identities(&config);
-    let (state_writer, swept) = sweep_then_write(&config, commands.clone(), move || {
-        state::writer(db, state_rx, state_errors, outbox, reopen);
-    })
+    let (state_writer, swept) = sweep_then_write(
+        &config,
+        commands.clone(),
+        crate::action::sweep::at_start,
+        move || {
+            state::writer(db, state_rx, state_errors, outbox, reopen);
+        },
+    )
     .map_err(AppError::Thread)?;
     // The firewall objects of jails removed from the config while the daemon was down (after
     // a crash) go before any jail's actions start.
@@ -1004,10 +1000,15 @@ mod tests {
         let commands = command_identities(&config);
         assert_eq!(commands["a"].len(), 1);
         let (wrote_tx, wrote) = std::sync::mpsc::channel();
-        let (thread, swept) = sweep_then_write(&config, commands, move || {
-            let name = std::thread::current().name().map(str::to_string);
-            wrote_tx.send(name).unwrap();
-        })
+        let (thread, swept) = sweep_then_write(
+            &config,
+            commands,
+            crate::action::sweep::at_start,
+            move || {
+                let name = std::thread::current().name().map(str::to_string);
+                wrote_tx.send(name).unwrap();
+            },
+        )
         .unwrap();
         assert!(!swept.await.expect("the sweep ended without a panic"));
         thread.join().unwrap();
@@ -1024,7 +1025,7 @@ mod tests {
             panic!("a sweep that fails")
         };
         let (thread, swept) =
-            sweep_with_then_write(&config, command_identities(&config), sweep, move || {
+            sweep_then_write(&config, command_identities(&config), sweep, move || {
                 wrote_tx.send(()).unwrap();
             })
             .unwrap();
