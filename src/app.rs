@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -360,7 +360,6 @@ fn limits(config: &Config) -> tcp::TcpLimits {
 
 /// What the state held at start.
 struct Restored {
-    db: Option<State>,
     bans: Vec<state::StoredBan>,
     counts: HashMap<(String, ipnetwork::IpNetwork), u32>,
     /// The active bans could not be read: the actions keep what the kernel holds.
@@ -372,14 +371,21 @@ struct Restored {
 /// database to the actions' records: its jails hold only log actions, so the start-up sweep
 /// would take every recorded firewall object (a live daemon's, with a copied config) for one
 /// of a removed jail and remove it.
-fn open_state(config: &Config, options: RunOptions) -> Restored {
-    if options.dry_run {
+///
+/// Blocking (SQLite, and with 100,000 bans a read of seconds): the daemon runs it on its state
+/// thread, never on a runtime worker (the debug assertion keeps it so).
+fn open_state(state_path: &Path, history_days: u32, dry_run: bool) -> (Option<State>, Restored) {
+    debug_assert!(
+        tokio::runtime::Handle::try_current().is_err(),
+        "opening the state blocks a runtime worker"
+    );
+    if dry_run {
         crate::action::records::keep_none();
     }
-    match State::open(&config.state_path) {
+    match State::open(state_path) {
         Ok(mut db) => {
-            crate::action::records::keep_in(&config.state_path);
-            if let Err(error) = db.keep_history(config.history_days) {
+            crate::action::records::keep_in(state_path);
+            if let Err(error) = db.keep_history(history_days) {
                 metrics::state_errors().increment(1);
                 tracing::error!(%error, "cannot prune ban history");
             }
@@ -392,22 +398,31 @@ fn open_state(config: &Config, options: RunOptions) -> Restored {
                 }
             };
             let counts = db.ban_counts().unwrap_or_default();
-            Restored {
-                db: Some(db),
-                bans,
-                counts,
-                unread,
-            }
+            (
+                Some(db),
+                Restored {
+                    bans,
+                    counts,
+                    unread,
+                },
+            )
         }
         Err(error) => {
             metrics::state_errors().increment(1);
             tracing::error!(%error, "cannot open the state database; bans will not survive a restart, and the firewall keeps what it holds");
-            Restored {
-                db: None,
-                bans: Vec::new(),
-                counts: HashMap::new(),
-                unread: true,
-            }
+            (None, Restored::nothing())
+        }
+    }
+}
+
+impl Restored {
+    /// A state that could not be read: nothing restored, and the actions keep what the kernel
+    /// holds.
+    fn nothing() -> Self {
+        Restored {
+            bans: Vec::new(),
+            counts: HashMap::new(),
+            unread: true,
         }
     }
 }
@@ -426,29 +441,51 @@ fn command_identities(config: &Config) -> HashMap<String, Vec<String>> {
         .collect()
 }
 
-/// Starts the state thread, which first runs `sweep` over what jails removed from `config` left
-/// (the daemon's is [`crate::action::sweep::at_start`]: processes and SQLite, which would stall
-/// a runtime worker), reports whether command bans wait to be lifted, then runs `writer`. The
-/// state thread rather than a blocking-pool one: a thread made for it would keep its malloc
-/// arena (and SQLite's memory in it) for the daemon's life, which idle RSS shows.
-fn sweep_then_write(
+/// What the state thread reports before it starts writing.
+struct StateStart {
+    /// What the state held ([`open_state`]).
+    restored: oneshot::Receiver<Restored>,
+    /// Whether command bans of removed actions wait to be lifted (the sweep's answer).
+    swept: oneshot::Receiver<bool>,
+}
+
+/// Starts the state thread, which opens the state and reports what it held ([`open_state`]),
+/// runs `sweep` over what jails removed from `config` left (the daemon's is
+/// [`crate::action::sweep::at_start`]) and reports whether command bans wait to be lifted, then
+/// runs `writer` with the database. All three block (SQLite, processes), and a runtime worker
+/// would stall every task sharing it. The state thread rather than a blocking-pool one: a
+/// thread made for it would keep its malloc arena (and SQLite's memory in it) for the daemon's
+/// life, which idle RSS shows.
+fn start_state_thread(
     config: &Config,
+    options: RunOptions,
     commands: HashMap<String, Vec<String>>,
     sweep: impl FnOnce(&[ActionSpec], &HashMap<String, Vec<String>>) -> bool + Send + 'static,
-    writer: impl FnOnce() + Send + 'static,
-) -> std::io::Result<(JoinHandle<()>, oneshot::Receiver<bool>)> {
+    writer: impl FnOnce(Option<State>) + Send + 'static,
+) -> std::io::Result<(JoinHandle<()>, StateStart)> {
     let configured: Vec<ActionSpec> = config
         .jails
         .iter()
         .flat_map(|j| j.actions.iter().cloned())
         .collect();
+    let (state_path, history_days) = (config.state_path.clone(), config.history_days);
+    let (restored_tx, restored) = oneshot::channel();
     let (swept_tx, swept) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("state".into())
         .spawn(move || {
-            // A panic in the sweep must not take the writer with it: every ban reaches the
-            // actions through the writer, so the daemon would say ready and apply none. The
-            // objects it did not remove are tried again at the next start.
+            // A panic in either must not take the writer with it: every ban reaches the
+            // actions through the writer, so the daemon would say ready and apply none. A
+            // state that did not open is opened again by the writer; the objects the sweep
+            // did not remove are tried again at the next start.
+            let open = || open_state(&state_path, history_days, options.dry_run);
+            let (db, held) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open))
+                .unwrap_or_else(|_| {
+                    crate::metrics::state_errors().increment(1);
+                    tracing::error!("opening the state database failed; bans will not survive a restart until it opens");
+                    (None, Restored::nothing())
+                });
+            let _ = restored_tx.send(held);
             let sweep = || sweep(&configured, &commands);
             let lift = std::panic::catch_unwind(std::panic::AssertUnwindSafe(sweep))
                 .unwrap_or_else(|_| {
@@ -457,9 +494,9 @@ fn sweep_then_write(
                     false
                 });
             let _ = swept_tx.send(lift);
-            writer();
+            writer(db);
         })?;
-    Ok((thread, swept))
+    Ok((thread, StateStart { restored, swept }))
 }
 
 /// Runs the daemon until `shutdown` is cancelled; each message on `reloads` (SIGHUP) reloads.
@@ -549,30 +586,31 @@ async fn start(
             os_error,
         })?;
 
-    let Restored {
-        db,
-        bans: stored,
-        counts,
-        unread: state_unread,
-    } = open_state(&config, options);
     let (state_tx, state_rx) = mpsc::channel(state::QUEUE_DEPTH);
     let state_errors = metrics::state_errors();
     let outbox = fleet.as_ref().and_then(|f| f.outbox());
-    // Opened again by the writer when it could not be at start.
-    let reopen = db.is_none().then(|| config.state_path.clone());
+    let state_path = config.state_path.clone();
     let commands = command_identities(&config);
-    let (state_writer, swept) = sweep_then_write(
+    let (state_writer, start) = start_state_thread(
         &config,
+        options,
         commands.clone(),
         crate::action::sweep::at_start,
-        move || {
+        move |db| {
+            // Opened again by the writer when it could not be at start.
+            let reopen = db.is_none().then_some(state_path);
             state::writer(db, state_rx, state_errors, outbox, reopen);
         },
     )
     .map_err(AppError::Thread)?;
+    let Restored {
+        bans: stored,
+        counts,
+        unread: state_unread,
+    } = start.restored.await.unwrap_or_else(|_| Restored::nothing());
     // The firewall objects of jails removed from the config while the daemon was down (after
     // a crash) go before any jail's actions start.
-    let lift = swept.await.unwrap_or(false);
+    let lift = start.swept.await.unwrap_or(false);
     let jails = JailSet::start(specs(&config, state_unread), state_tx, stored, counts)
         .await
         .map_err(AppError::Thread)?;
@@ -978,41 +1016,80 @@ async fn reload(
 mod tests {
     use super::*;
 
-    /// A config of one jail with a command action (whose identity the sweep is given).
+    /// A config of one jail with a command action (whose identity the sweep is given), its
+    /// state in the returned directory.
     fn one_jail() -> (tempfile::TempDir, Config) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.toml");
+        let state = dir.path().join("state.db");
         std::fs::write(
             &path,
-            "[jails.a]\nfailregex = ['from <HOST> port']\n[[jails.a.action]]\ntype = 'command'\nban = ['true', '<ip>']\nunban = ['true', '<ip>']\n",
+            format!("[state]\npath = '{}'\n[jails.a]\nfailregex = ['from <HOST> port']\n[[jails.a.action]]\ntype = 'command'\nban = ['true', '<ip>']\nunban = ['true', '<ip>']\n", state.display()),
         )
         .unwrap();
         let config = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         (dir, config)
     }
 
-    /// The start-up sweep (processes, SQLite) runs on the state thread, not on the runtime's
-    /// worker (the sweep's debug assertion would panic there: see the test below), and the
-    /// writer only after it.
+    /// Opening the state and the start-up sweep (processes, SQLite) run on the state thread,
+    /// not on the runtime's worker (their debug assertions would panic there: see the tests
+    /// below), in that order, and the writer only after both, with the database opened.
     #[tokio::test(flavor = "current_thread")]
-    async fn the_start_up_sweep_runs_on_the_state_thread_before_the_writer() {
+    async fn the_state_opens_and_the_sweep_runs_on_the_state_thread_before_the_writer() {
         let (_dir, config) = one_jail();
+        {
+            let mut db = State::open(&config.state_path).unwrap();
+            db.apply(&[state::StateOp::Ban {
+                jail: "a".into(),
+                order: crate::action::BanOrder {
+                    target: "192.0.2.7/32".parse().unwrap(),
+                    failures: 3,
+                    bantime: None,
+                    decided_at: std::time::Instant::now(),
+                    from_state: false,
+                    evidence: Default::default(),
+                },
+                banned_at: std::time::SystemTime::now(),
+                ban_count: 1,
+                hosts: Vec::new(),
+            }])
+            .unwrap();
+        }
         let commands = command_identities(&config);
         assert_eq!(commands["a"].len(), 1);
-        let (wrote_tx, wrote) = std::sync::mpsc::channel();
-        let (thread, swept) = sweep_then_write(
-            &config,
-            commands,
-            crate::action::sweep::at_start,
-            move || {
+        let (steps_tx, steps) = std::sync::mpsc::channel();
+        let swept_tx = steps_tx.clone();
+        let sweep = move |configured: &[ActionSpec], commands: &HashMap<String, Vec<String>>| {
+            swept_tx.send("sweep").unwrap();
+            crate::action::sweep::at_start(configured, commands)
+        };
+        let (thread, start) =
+            start_state_thread(&config, RunOptions::default(), commands, sweep, move |db| {
                 let name = std::thread::current().name().map(str::to_string);
-                wrote_tx.send(name).unwrap();
-            },
-        )
-        .unwrap();
-        assert!(!swept.await.expect("the sweep ended without a panic"));
-        thread.join().unwrap();
-        assert_eq!(wrote.recv().unwrap().as_deref(), Some("state"));
+                assert_eq!(name.as_deref(), Some("state"));
+                steps_tx
+                    .send(if db.is_some() {
+                        "writer, opened"
+                    } else {
+                        "writer, none"
+                    })
+                    .unwrap();
+            })
+            .unwrap();
+        let held = start.restored.await.expect("what the state held");
+        assert!(!held.unread);
+        assert_eq!(held.bans.len(), 1);
+        assert_eq!(held.bans[0].target.to_string(), "192.0.2.7/32");
+        assert_eq!(
+            held.counts[&("a".to_string(), "192.0.2.7/32".parse().unwrap())],
+            1
+        );
+        assert!(!start.swept.await.expect("the sweep ended without a panic"));
+        thread.join().expect("the state thread ends normally");
+        assert_eq!(
+            steps.try_iter().collect::<Vec<_>>(),
+            ["sweep", "writer, opened"]
+        );
     }
 
     /// A sweep that panics leaves the writer to start all the same (every ban reaches the
@@ -1024,16 +1101,57 @@ mod tests {
         let sweep = |_: &[ActionSpec], _: &HashMap<String, Vec<String>>| -> bool {
             panic!("a sweep that fails")
         };
-        let (thread, swept) =
-            sweep_then_write(&config, command_identities(&config), sweep, move || {
-                wrote_tx.send(()).unwrap();
+        let commands = command_identities(&config);
+        let (thread, start) =
+            start_state_thread(&config, RunOptions::default(), commands, sweep, move |db| {
+                wrote_tx.send(db.is_some()).unwrap();
             })
             .unwrap();
-        assert!(!swept
+        assert!(!start.restored.await.expect("what the state held").unread);
+        assert!(!start
+            .swept
             .await
             .expect("the sweep's answer, even after its panic"));
         thread.join().expect("the state thread ends normally");
-        assert!(wrote.recv().is_ok(), "the writer ran");
+        assert_eq!(
+            wrote.recv().ok(),
+            Some(true),
+            "the writer ran, with the database"
+        );
+    }
+
+    /// A state that cannot be opened (its directory is a file) is reported unread, and the
+    /// writer starts without a database, to open it later.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_state_that_does_not_open_is_reported_unread_and_the_writer_still_starts() {
+        let (dir, mut config) = one_jail();
+        let blocker = dir.path().join("not-a-directory");
+        std::fs::write(&blocker, "").unwrap();
+        config.state_path = blocker.join("state.db");
+        let (wrote_tx, wrote) = std::sync::mpsc::channel();
+        let (thread, start) = start_state_thread(
+            &config,
+            RunOptions::default(),
+            command_identities(&config),
+            crate::action::sweep::at_start,
+            move |db| wrote_tx.send(db.is_some()).unwrap(),
+        )
+        .unwrap();
+        let held = start.restored.await.expect("what the state held");
+        assert!(held.unread && held.bans.is_empty());
+        assert!(!start.swept.await.unwrap());
+        thread.join().expect("the state thread ends normally");
+        assert_eq!(wrote.recv().ok(), Some(false));
+    }
+
+    /// Called on a runtime worker (as it was, from the daemon's start task), opening the state
+    /// panics in debug builds.
+    #[cfg(debug_assertions)]
+    #[tokio::test(flavor = "current_thread")]
+    #[should_panic(expected = "opening the state blocks a runtime worker")]
+    async fn opening_the_state_refuses_a_runtime_worker() {
+        let (_dir, config) = one_jail();
+        let _ = open_state(&config.state_path, config.history_days, false);
     }
 
     /// Called on a runtime worker (as it was, from the jail set's start), the sweep panics in
