@@ -38,6 +38,21 @@ maxretry = 3
 bantime = "1h"
 "#;
 
+/// An sshd failure from any user (`invalid user` or not, ` ssh2` or not), as a failregex.
+pub const FAILED_ANY_USER: &str =
+    r"^Failed password for (?:invalid user )?\S+ from <HOST> port \d+(?: ssh2)?$";
+
+/// An sshd password failure for root, as a failregex.
+pub const FAILED_ROOT: &str = r"^Failed password for root from <HOST> port \d+ ssh2$";
+
+/// A jail's TOML text: `[jails.NAME]` reading `program`'s lines with `failregex`, then
+/// `settings` (TOML lines: maxretry, bantime, port, action, ...), where the tests' jails differ.
+pub fn jail_toml(name: &str, program: &str, failregex: &str, settings: &str) -> String {
+    format!(
+        "\n[jails.{name}]\nprograms = [\"{program}\"]\nfailregex = ['{failregex}']\n{settings}\n"
+    )
+}
+
 /// A config with port-0 listeners, the shipped filters and the given jails (TOML text).
 pub fn config(extra_server: &str, jails: &str) -> String {
     format!(
