@@ -280,7 +280,7 @@ fn a_reload_that_reuses_a_removed_jails_action_name_keeps_its_objects() {
     );
     let hook = "--dports 22 -m set --match-set jailsink-shared-v4 src -j DROP";
     assert!(ns.run(&["iptables-save"]).contains(hook));
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let dir = d.dir();
     let _kept = reload_then_stop(
         d,
         &ipset_jail("new", "shared", true),
@@ -339,7 +339,7 @@ fn cannot_apply(e: &serde_json::Value, first: &str) -> bool {
 /// cleanly; its directory is returned, for the checks after (it goes when dropped).
 #[must_use]
 fn reload_then_stop(d: Daemon, jails: &str, said: [&str; 2]) -> tempfile::TempDir {
-    let out = reload_with(&d, jails);
+    let out = d.reload_jails(jails);
     assert!(out.contains(said[0]) && out.contains(said[1]), "{out}");
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
@@ -355,17 +355,6 @@ fn object_jail(db: &std::path::Path, backend: &str, name: &str) -> Option<String
         |r| r.get(0),
     )
     .ok()
-}
-
-/// Reloads `d` with `jails`, returns the reload's answer.
-fn reload_with(d: &Daemon, jails: &str) -> String {
-    let dir = d.config.parent().unwrap().to_path_buf();
-    std::fs::write(
-        &d.config,
-        config("", jails).replace("@DIR@", &dir.display().to_string()),
-    )
-    .unwrap();
-    d.cli_ok(&["reload"])
 }
 
 /// Whether the port-22 hook and the set of ipset objects `name` are there, and which jail the
@@ -390,7 +379,7 @@ fn a_reload_where_a_changed_jail_takes_a_removed_jails_name_keeps_its_objects() 
     let ns = Netns::new("retake");
     let before = ipset_jail("old", "shared", false) + &ipset_jail("mover", "mine", false);
     let d = Daemon::start_with(&config("", &before), &ns.prefix());
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let dir = d.dir();
     let _kept = reload_then_stop(
         d,
         &ipset_jail("mover", "shared", true),
@@ -409,7 +398,7 @@ fn a_reload_that_swaps_two_jails_action_names_keeps_both_objects() {
     let ns = Netns::new("swap");
     let before = ipset_jail("a", "x", false) + &ipset_jail("b", "y", false);
     let d = Daemon::start_with(&config("", &before), &ns.prefix());
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let dir = d.dir();
     let _kept = reload_then_stop(
         d,
         &(ipset_jail("a", "y", true) + &ipset_jail("b", "x", true)),
@@ -457,7 +446,7 @@ fn a_stop_records_the_kept_objects_of_a_database_that_opened_late() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("late"), "").unwrap();
     let d = Daemon::start_in(dir, &text, &ns.prefix());
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let dir = d.dir();
     // A ban leaves a write waiting, which the state retries once the directory can be made.
     let banned = ban_shows(
         &d,
@@ -484,10 +473,7 @@ fn hooked(ns: &Netns, port: &str) -> bool {
 /// cleanly; its directory is returned, for the checks after (it goes when dropped).
 #[must_use]
 fn opened_late_then_stop(d: Daemon) -> tempfile::TempDir {
-    let opened = wait_for(Duration::from_secs(15), || {
-        d.logged("state database opened at last: the bans since start are stored now")
-    });
-    assert!(opened, "the state database never opened");
+    d.assert_state_opened_late();
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
     kept
@@ -565,7 +551,7 @@ fn old_settings_found_by_a_late_record_are_removed_at_the_stop() {
             .replace("@DIR@/state.db", "@DIR@/late/state.db")
     };
     let d = Daemon::start_with(&jails("22"), &ns.prefix());
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let dir = d.dir();
     assert!(hooked(&ns, "22"));
     let kept = d.kill9();
 
@@ -626,8 +612,8 @@ fn a_reload_fallback_never_restarts_old_actions_in_a_name_another_jail_took() {
     let d = start_with_web_ban(&ns, &port_jail("sshd", 22, WEB));
     let failing = r#"[{ type = "iptables", name = "web2" }, { type = "command", start = ["false"], ban = ["true"] }]"#;
     let jails = port_jail("sshd", 22, failing) + &port_jail("www", 80, WEB);
-    let dir = d.config.parent().unwrap().to_path_buf();
-    let out = reload_with(&d, &jails);
+    let dir = d.dir();
+    let out = d.reload_jails(&jails);
     let banned = ban_shows(
         &d,
         &ns,
@@ -678,7 +664,7 @@ fn a_reload_fallback_brings_a_name_back_when_its_taker_fell_back_too() {
         )
     };
     let jails = port_jail("sshd", 22, &failing("web2")) + &port_jail("www", 80, &failing("web"));
-    let out = reload_with(&d, &jails);
+    let out = d.reload_jails(&jails);
     assert!(
         out.contains("sshd: new actions failed to start (command: ")
             && out.contains("www: new actions failed to start (command: ")

@@ -365,6 +365,30 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The daemon's directory (config, state, socket): what `@DIR@` stood for in its config.
+    pub fn dir(&self) -> PathBuf {
+        self.config
+            .parent()
+            .expect("config directory")
+            .to_path_buf()
+    }
+
+    /// Rewrites the config as `config("", jails)` and reloads it; returns the reload's answer.
+    pub fn reload_jails(&self, jails: &str) -> String {
+        let text = config("", jails).replace("@DIR@", &self.dir().display().to_string());
+        std::fs::write(&self.config, text).expect("write config");
+        self.cli_ok(&["reload"])
+    }
+
+    /// Waits (15 s at most) for the state database, which could not open at start, to open.
+    #[track_caller]
+    pub fn assert_state_opened_late(&self) {
+        let opened = wait_for(Duration::from_secs(15), || {
+            self.logged("state database opened at last: the bans since start are stored now")
+        });
+        assert!(opened, "the state database never opened");
+    }
+
     /// SIGKILL: no shutdown at all. Returns the directory (config, state, socket) for a restart.
     pub fn kill9(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
