@@ -38,6 +38,9 @@ maxretry = 3
 bantime = "1h"
 "#;
 
+/// `openssl req` arguments for a new P-256 EC key: the tests' and the TLS bench's certificates.
+pub const OPENSSL_EC_KEY: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
 /// An sshd failure from any user (`invalid user` or not, ` ssh2` or not), as a failregex.
 pub const FAILED_ANY_USER: &str =
     r"^Failed password for (?:invalid user )?\S+ from <HOST> port \d+(?: ssh2)?$";
