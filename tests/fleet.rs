@@ -63,22 +63,14 @@ const WAIT: Duration = Duration::from_secs(20);
 /// An sshd jail on the shipped filter, and a `quick` one with a short bantime (long enough to
 /// outlast the steps that check it is still held, short enough to wait for its expiry).
 fn jails(maxretry: u32, port: u16) -> String {
-    format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
-maxretry = {maxretry}
-bantime = "1h"
-port = {port}
-
+    crate::support::sshd_hour_jail(maxretry, &format!("port = {port}\n"))
+        + r#"
 [jails.quick]
 programs = ["quick"]
 filter = "sshd"
 maxretry = 2
 bantime = "30s"
 "#
-    )
 }
 
 /// A sink: the support config (loopback listeners, log action) with `[fleet]`.
@@ -96,16 +88,7 @@ fn agent_config(url: &str, node: &str, ignoreip: &str, fleet_extra: &str) -> Str
 [server]
 udp = []
 tcp = []
-
-[metrics]
-listen = "127.0.0.1:0"
-
-[control]
-socket = "@DIR@/jailsink.sock"
-
-[state]
-path = "@DIR@/state.db"
-
+{sections}
 [defaults]
 ignoreself = true
 ignoreip = [{ignoreip}]
@@ -116,7 +99,8 @@ role = "agent"
 node = "{node}"
 prefix = "t"
 {fleet_extra}
-"#
+"#,
+        sections = crate::support::DAEMON_SECTIONS
     )
 }
 

@@ -56,15 +56,17 @@ pub fn jail_toml(name: &str, program: &str, failregex: &str, settings: &str) -> 
     )
 }
 
-/// A config with port-0 listeners, the shipped filters and the given jails (TOML text).
-pub fn config(extra_server: &str, jails: &str) -> String {
+/// An sshd jail on the shipped filter banning for an hour after `maxretry` failures, with
+/// `settings` (TOML lines: port, action, ...) after.
+pub fn sshd_hour_jail(maxretry: u32, settings: &str) -> String {
     format!(
-        r#"
-[server]
-udp = ["127.0.0.1:0"]
-tcp = ["127.0.0.1:0"]
-{extra_server}
+        "\n[jails.sshd]\nprograms = [\"sshd\"]\nfilter = \"sshd\"\nmaxretry = {maxretry}\nbantime = \"1h\"\n{settings}"
+    )
+}
 
+/// The config sections every test daemon has, whatever it listens to and runs: metrics on a
+/// port-0 loopback listener, the control socket and the state in `@DIR@`.
+pub const DAEMON_SECTIONS: &str = r#"
 [metrics]
 listen = "127.0.0.1:0"
 
@@ -73,7 +75,17 @@ socket = "@DIR@/jailsink.sock"
 
 [state]
 path = "@DIR@/state.db"
+"#;
 
+/// A config with port-0 listeners, the shipped filters and the given jails (TOML text).
+pub fn config(extra_server: &str, jails: &str) -> String {
+    format!(
+        r#"
+[server]
+udp = ["127.0.0.1:0"]
+tcp = ["127.0.0.1:0"]
+{extra_server}
+{DAEMON_SECTIONS}
 [defaults]
 filter_dirs = ["{filters}"]
 ignoreself = false
