@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::types::FromSql;
 
-use crate::support::{binary, config, wait_for, Daemon};
+use crate::support::{binary, config, jail_toml, wait_for, Daemon, FAILED_ROOT};
 
 /// Two jails whose command actions log each ban and unban (with `<failures>` and `<port>`) to
 /// `@DIR@/cmd.log`; while `@DIR@/hold` exists, a command notes `held` in `@DIR@/held.log` and
@@ -21,25 +21,24 @@ fn jails(port: &str) -> String {
             r#"["sh", "-c", "if [ -e @DIR@/hold ]; then echo held >> @DIR@/held.log; while [ -e @DIR@/hold ]; do sleep 0.05; done; exit 1; fi; echo {verb} <ip> <failures> <port> >> @DIR@/cmd.log"]"#
         )
     };
-    format!(
+    let (ban, unban) = (step("ban"), step("unban"));
+    let sshd = jail_toml(
+        "sshd",
+        "sshd",
+        FAILED_ROOT,
+        &format!(
+            "maxretry = 2\nbantime = \"1h\"\nport = \"{port}\"\naction = {{ type = \"command\", ban = {ban}, unban = {unban} }}"
+        ),
+    );
+    sshd + &format!(
         r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-maxretry = 2
-bantime = "1h"
-port = "{port}"
-action = {{ type = "command", ban = {ban}, unban = {unban} }}
-
 [jails.stopper]
 programs = ["stopper"]
 failregex = ['^x <HOST>$']
 bantime = "1h"
 port = "25"
 action = {{ type = "command", ban = {ban}, unban = {unban}, stop = ["sh", "-c", "echo stop <jail> >> @DIR@/cmd.log"] }}
-"#,
-        ban = step("ban"),
-        unban = step("unban"),
+"#
     )
 }
 

@@ -45,6 +45,9 @@ pub const OPENSSL_EC_KEY: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen
 pub const FAILED_ANY_USER: &str =
     r"^Failed password for (?:invalid user )?\S+ from <HOST> port \d+(?: ssh2)?$";
 
+/// An sshd password failure from any user, ` ssh2` at the end, as a failregex.
+pub const FAILED_PASSWORD: &str = r"^Failed password for \S+ from <HOST> port \d+ ssh2$";
+
 /// An sshd password failure for root, as a failregex.
 pub const FAILED_ROOT: &str = r"^Failed password for root from <HOST> port \d+ ssh2$";
 
