@@ -1198,19 +1198,7 @@ fn fleet_dashboard_and_alerts_use_series_a_fleet_exports() {
 /// Makes a CA and a server certificate for 127.0.0.1 signed by it, in `dir`; returns the CA
 /// file. `tag` keeps two CAs apart.
 fn make_ca(dir: &std::path::Path, tag: &str, server: bool) -> std::path::PathBuf {
-    let openssl = crate::support::tool("openssl", "openssl");
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| crate::support::openssl(dir, args);
     let (key, ca) = (format!("{tag}.key"), format!("{tag}.pem"));
     let ec = [
         "-newkey",

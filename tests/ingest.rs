@@ -201,16 +201,7 @@ impl Certs {
     }
 
     fn run(&self, args: &[&str]) {
-        let out = Command::new(&self.openssl)
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::support::openssl(self.dir.path(), args);
     }
 
     /// NAME.key and NAME.crt, signed by the CA.

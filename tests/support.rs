@@ -501,6 +501,20 @@ pub fn tool(name: &str, package: &str) -> String {
     path
 }
 
+/// Runs `openssl` with `args` in `dir`, asserting it succeeded (its stderr in the failure).
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(tool("openssl", "openssl"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A private rsyslogd (`-n`, its own config, pid file and output), never the host's; killed
 /// when dropped. `@DIR@` in the config text stands for its directory, which holds an empty
 /// `work/` for `global(workDirectory=...)`; rsyslogd's own output goes to `rsyslogd.out` there.
