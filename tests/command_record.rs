@@ -269,14 +269,14 @@ fn a_kill_9_mid_burst_runs_again_only_the_commands_that_had_not_finished() {
     // and go as one burst), and holds while @DIR@/hold exists for 192.0.2.43 (so the daemon
     // dies in the middle of that burst).
     let ban = r#"["sh", "-c", "if [ <ip> = 192.0.2.40 ]; then echo gated >> @DIR@/held.log; while [ -e @DIR@/gate ]; do sleep 0.05; done; fi; if [ <ip> = 192.0.2.43 ] && [ -e @DIR@/hold ]; then echo held >> @DIR@/held.log; while [ -e @DIR@/hold ]; do sleep 0.05; done; exit 1; fi; echo ban <ip> >> @DIR@/cmd.log"]"#;
-    let jail = format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-bantime = "1h"
-action = {{ type = "command", ban = {ban}, unban = ["sh", "-c", "echo unban <ip> >> @DIR@/cmd.log"] }}
-"#
+    let action = format!(
+        r#"action = {{ type = "command", ban = {ban}, unban = ["sh", "-c", "echo unban <ip> >> @DIR@/cmd.log"] }}"#
+    );
+    let jail = jail_toml(
+        "sshd",
+        "sshd",
+        FAILED_ROOT,
+        &format!("bantime = \"1h\"\n{action}"),
     );
     let text = config("", &jail);
     let dir = tempfile::tempdir().unwrap();
