@@ -1,7 +1,7 @@
 //! Smoke runs of every benchmark of bench/ with tiny sizes, so the tool and its scripts cannot rot.
 //! Nothing here asserts a speed: only that each measurement runs to its end and counts right.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
@@ -26,13 +26,21 @@ fn run(args: &[&str]) {
     }
 }
 
-#[test]
-fn corpus_offline_and_live_tcp_udp() {
+/// A 3,000-line corpus of 40 attackers, in a new directory (removed when the returned handle
+/// drops), and its truth.
+fn small_corpus() -> (tempfile::TempDir, PathBuf, jailbench::corpus::Truth) {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus");
     let c = corpus.to_str().unwrap();
     run(&["corpus", "--lines", "3000", "--pool", "40", "--out", c]);
     let truth = jailbench::corpus::Truth::read(&corpus.join("truth.txt")).unwrap();
+    (dir, corpus, truth)
+}
+
+#[test]
+fn corpus_offline_and_live_tcp_udp() {
+    let (dir, corpus, truth) = small_corpus();
+    let c = corpus.to_str().unwrap();
     assert_eq!(truth.lines, 3000);
     let share = truth.sshd_failures as f64 / truth.lines as f64;
     assert!((0.15..0.25).contains(&share), "sshd share {share}");
@@ -160,11 +168,8 @@ fn corpus_offline_and_live_tcp_udp() {
 
 #[test]
 fn every_filter_next_to_sshd_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus");
+    let (_dir, corpus, truth) = small_corpus();
     let c = corpus.to_str().unwrap();
-    run(&["corpus", "--lines", "3000", "--pool", "40", "--out", c]);
-    let truth = jailbench::corpus::Truth::read(&corpus.join("truth.txt")).unwrap();
     let jailbench::Job::Filters(args) = parse(&[
         "filters",
         "--corpus",

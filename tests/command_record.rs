@@ -4,11 +4,13 @@
 //! The commands are real (`sh -c` appending to a file); the crash moment is made deterministic by
 //! a command that waits on a file the test removes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{binary, config, wait_for, Daemon};
+use rusqlite::types::FromSql;
+
+use crate::support::{binary, config, jail_toml, wait_for, Daemon, FAILED_ROOT};
 
 /// Two jails whose command actions log each ban and unban (with `<failures>` and `<port>`) to
 /// `@DIR@/cmd.log`; while `@DIR@/hold` exists, a command notes `held` in `@DIR@/held.log` and
@@ -19,26 +21,40 @@ fn jails(port: &str) -> String {
             r#"["sh", "-c", "if [ -e @DIR@/hold ]; then echo held >> @DIR@/held.log; while [ -e @DIR@/hold ]; do sleep 0.05; done; exit 1; fi; echo {verb} <ip> <failures> <port> >> @DIR@/cmd.log"]"#
         )
     };
-    format!(
+    let (ban, unban) = (step("ban"), step("unban"));
+    let sshd = jail_toml(
+        "sshd",
+        "sshd",
+        FAILED_ROOT,
+        &format!(
+            "maxretry = 2\nbantime = \"1h\"\nport = \"{port}\"\naction = {{ type = \"command\", ban = {ban}, unban = {unban} }}"
+        ),
+    );
+    sshd + &format!(
         r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-maxretry = 2
-bantime = "1h"
-port = "{port}"
-action = {{ type = "command", ban = {ban}, unban = {unban} }}
-
 [jails.stopper]
 programs = ["stopper"]
 failregex = ['^x <HOST>$']
 bantime = "1h"
 port = "25"
 action = {{ type = "command", ban = {ban}, unban = {unban}, stop = ["sh", "-c", "echo stop <jail> >> @DIR@/cmd.log"] }}
-"#,
-        ban = step("ban"),
-        unban = step("unban"),
+"#
     )
+}
+
+/// `all` (text of `jails`) with the sshd jail's action (its first) replaced by `new` of it.
+fn with_sshd_action(all: &str, new: impl FnOnce(&str) -> String) -> String {
+    let start = all.find("action = {").unwrap();
+    let end = start + all[start..].find('\n').unwrap();
+    let original = &all[start + "action = ".len()..end];
+    format!("{}action = {}{}", &all[..start], new(original), &all[end..])
+}
+
+/// Starts the daemon on `jails` in a new directory, which it returns with it.
+fn start(jails: &str) -> (Daemon, PathBuf) {
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), jails, &[]);
+    let dir = d.dir();
+    (d, dir)
 }
 
 fn fail(d: &Daemon, ip: &str) {
@@ -71,6 +87,23 @@ fn count_prefix(dir: &Path, prefix: &str) -> usize {
         .count()
 }
 
+/// `line` ran exactly `times` times, by cmd.log.
+#[track_caller]
+fn assert_ran(dir: &Path, line: &str, times: usize) {
+    assert_eq!(count(dir, line), times, "{:?}", lines(dir, "cmd.log"));
+}
+
+/// Lines starting with `prefix` ran exactly `times` times, by cmd.log.
+#[track_caller]
+fn assert_ran_prefix(dir: &Path, prefix: &str, times: usize) {
+    assert_eq!(
+        count_prefix(dir, prefix),
+        times,
+        "{:?}",
+        lines(dir, "cmd.log")
+    );
+}
+
 fn wait_line(dir: &Path, line: &str, times: usize) {
     let ok = wait_for(Duration::from_secs(15), || count(dir, line) >= times);
     assert!(
@@ -83,8 +116,7 @@ fn wait_line(dir: &Path, line: &str, times: usize) {
 #[test]
 fn a_command_action_runs_each_ban_once_across_restarts_and_unbans_with_its_values() {
     let text = config("", &jails("22"));
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let (d, dir) = start(&text);
     fail(&d, "192.0.2.31");
     d.cli_ok(&["ban", "stopper", "192.0.2.32"]);
     wait_line(&dir, "ban 192.0.2.31 2 22", 1);
@@ -98,30 +130,15 @@ fn a_command_action_runs_each_ban_once_across_restarts_and_unbans_with_its_value
     wait_line(&dir, "stop stopper", 1);
     wait_line(&dir, "ban 192.0.2.32 0 25", 2);
     // Readiness means every runner reconciled: nothing more runs for the restored bans.
-    assert_eq!(
-        count(&dir, "ban 192.0.2.31 2 22"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran(&dir, "ban 192.0.2.31 2 22", 1);
 
     // kill -9 (no stop at all), then a start with other ports: no ban runs again (with any
     // values: a re-run would show the new port), and the unban gets the failures and the port
     // the ban ran with.
     let kept = d.kill9();
     let d = Daemon::start_in(kept, &config("", &jails("2222")), &[]);
-    assert_eq!(
-        count_prefix(&dir, "ban 192.0.2.31 "),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
-    assert_eq!(
-        count_prefix(&dir, "ban 192.0.2.32 "),
-        2,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran_prefix(&dir, "ban 192.0.2.31 ", 1);
+    assert_ran_prefix(&dir, "ban 192.0.2.32 ", 2);
     d.cli_ok(&["unban", "sshd", "192.0.2.31"]);
     wait_line(&dir, "unban 192.0.2.31 2 22", 1);
     assert!(
@@ -137,20 +154,10 @@ fn a_command_action_runs_each_ban_once_across_restarts_and_unbans_with_its_value
     let kept = d.kill9();
     let changed = config("", &jails("2222")).replace("echo ban", "echo reban");
     let d = Daemon::start_in(kept, &changed, &[]);
-    assert_eq!(
-        count(&dir, "reban 192.0.2.35 2 2222"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran(&dir, "reban 192.0.2.35 2 2222", 1);
     let kept = d.kill9();
     let d = Daemon::start_in(kept, &changed, &[]);
-    assert_eq!(
-        count(&dir, "reban 192.0.2.35 2 2222"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran(&dir, "reban 192.0.2.35 2 2222", 1);
     assert!(d.stop().success());
 }
 
@@ -171,34 +178,16 @@ fn release(dir: &Path) {
 #[test]
 fn a_command_cut_short_by_kill_9_is_run_again_at_the_next_start() {
     let text = config("", &jails("22"));
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let (d, dir) = start(&text);
     fail(&d, "192.0.2.33");
     wait_line(&dir, "ban 192.0.2.33 2 22", 1);
 
     // The unban is committed to the state, then its command is running when the daemon dies.
-    std::fs::write(dir.join("hold"), "").unwrap();
-    let mut unban = Command::new(binary())
-        .arg("-c")
-        .arg(&d.config)
-        .args(["unban", "sshd", "192.0.2.33"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_held(&dir, 1);
-    let kept = d.kill9();
-    let _ = unban.wait();
-    release(&dir);
+    let kept = unban_cut_short(d, &dir, "192.0.2.33");
     assert_eq!(count(&dir, "unban 192.0.2.33 2 22"), 0);
     // The state no longer holds the ban; the record says its unban may not have run: it runs.
     let d = Daemon::start_in(kept, &text, &[]);
-    assert_eq!(
-        count(&dir, "unban 192.0.2.33 2 22"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran(&dir, "unban 192.0.2.33 2 22", 1);
 
     // A ban whose command the crash cut short runs again (the ban is still restored).
     std::fs::write(dir.join("hold"), "").unwrap();
@@ -207,22 +196,42 @@ fn a_command_cut_short_by_kill_9_is_run_again_at_the_next_start() {
     let kept = d.kill9();
     release(&dir);
     let d = Daemon::start_in(kept, &text, &[]);
-    assert_eq!(
-        count(&dir, "ban 192.0.2.34 2 22"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran(&dir, "ban 192.0.2.34 2 22", 1);
     assert_eq!(count(&dir, "ban 192.0.2.33 2 22"), 1);
     assert!(d.stop().success());
 }
 
+/// Runs `unban sshd ip` through the CLI while its command holds, kills `d` -9 in the middle of
+/// it (the unban is committed to the state), then releases the hold; returns the directory.
+fn unban_cut_short(d: Daemon, dir: &Path, ip: &str) -> tempfile::TempDir {
+    std::fs::write(dir.join("hold"), "").unwrap();
+    let mut unban = Command::new(binary())
+        .arg("-c")
+        .arg(&d.config)
+        .args(["unban", "sshd", ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_held(dir, 1);
+    let kept = d.kill9();
+    let _ = unban.wait();
+    release(dir);
+    kept
+}
+
 /// The firewall objects the state's record holds, as (backend, name, jail).
 fn objects(dir: &Path) -> Vec<(String, String, String)> {
-    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
-    let mut stmt = db
-        .prepare("SELECT backend, name, jail FROM firewall_objects ORDER BY name")
-        .unwrap();
+    triples(
+        &dir.join("state.db"),
+        "SELECT backend, name, jail FROM firewall_objects ORDER BY name",
+    )
+}
+
+/// The rows of `query` (three columns) in the database `db`.
+fn triples<A: FromSql, B: FromSql, C: FromSql>(db: &Path, query: &str) -> Vec<(A, B, C)> {
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = db.prepare(query).unwrap();
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap();
@@ -232,8 +241,7 @@ fn objects(dir: &Path) -> Vec<(String, String, String)> {
 #[test]
 fn a_dry_run_leaves_the_recorded_firewall_objects_alone() {
     let text = config("", &jails("22"));
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let (d, dir) = start(&text);
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
     // Objects another run recorded, of a backend no jail of this config uses (a dry run's
@@ -261,21 +269,21 @@ fn a_kill_9_mid_burst_runs_again_only_the_commands_that_had_not_finished() {
     // and go as one burst), and holds while @DIR@/hold exists for 192.0.2.43 (so the daemon
     // dies in the middle of that burst).
     let ban = r#"["sh", "-c", "if [ <ip> = 192.0.2.40 ]; then echo gated >> @DIR@/held.log; while [ -e @DIR@/gate ]; do sleep 0.05; done; fi; if [ <ip> = 192.0.2.43 ] && [ -e @DIR@/hold ]; then echo held >> @DIR@/held.log; while [ -e @DIR@/hold ]; do sleep 0.05; done; exit 1; fi; echo ban <ip> >> @DIR@/cmd.log"]"#;
-    let jail = format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-bantime = "1h"
-action = {{ type = "command", ban = {ban}, unban = ["sh", "-c", "echo unban <ip> >> @DIR@/cmd.log"] }}
-"#
+    let action = format!(
+        r#"action = {{ type = "command", ban = {ban}, unban = ["sh", "-c", "echo unban <ip> >> @DIR@/cmd.log"] }}"#
+    );
+    let jail = jail_toml(
+        "sshd",
+        "sshd",
+        FAILED_ROOT,
+        &format!("bantime = \"1h\"\n{action}"),
     );
     let text = config("", &jail);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gate"), "").unwrap();
     std::fs::write(dir.path().join("hold"), "").unwrap();
     let d = Daemon::start_in(dir, &text, &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let dir = d.dir();
     d.cli_ok(&["ban", "sshd", "192.0.2.40"]);
     wait_held(&dir, 1);
     let list = dir.join("list");
@@ -315,16 +323,34 @@ fn settled(db: &Path, jail: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits (15 s at most) for the command record of `jail` to hold `want` as settled.
+#[track_caller]
+fn wait_settled(db: &Path, jail: &str, want: &[&str]) {
+    let settled = wait_for(Duration::from_secs(15), || settled(db, jail) == want);
+    assert!(settled, "{:?}", settled_all(db));
+}
+
+/// Bans `ip` in sshd through the CLI; waits for its `ban` to run and its record to settle.
+fn ban_settled(d: &Daemon, dir: &Path, ip: &str) {
+    d.cli_ok(&["ban", "sshd", ip]);
+    wait_line(dir, &format!("ban {ip} 0 22"), 1);
+    wait_settled(&dir.join("state.db"), "sshd", &[ip]);
+}
+
+/// The old `unban` lifted `ip` once, before the new `reban` ran; returns cmd.log's lines.
+#[track_caller]
+fn lifted_then_rebanned(dir: &Path, ip: &str) -> Vec<String> {
+    let log = lines(dir, "cmd.log");
+    let old = log.iter().position(|l| *l == format!("unban {ip} 0 22"));
+    let new = log.iter().position(|l| *l == format!("reban {ip} 0 22"));
+    assert!(old.is_some() && old < new, "{log:?}");
+    assert_eq!(count(dir, &format!("unban {ip} 0 22")), 1, "{log:?}");
+    log
+}
+
 /// Every row of the command record, for a failure message.
 fn settled_all(db: &Path) -> Vec<(String, String, i64)> {
-    let db = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = db
-        .prepare("SELECT jail, target, settled FROM command_bans")
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap();
-    rows.map(Result::unwrap).collect()
+    triples(db, "SELECT jail, target, settled FROM command_bans")
 }
 
 #[test]
@@ -335,23 +361,21 @@ fn a_state_database_that_opens_late_still_records_the_commands() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("late"), "").unwrap();
     let d = Daemon::start_in(dir, &text, &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let dir = d.dir();
     d.cli_ok(&["ban", "sshd", "192.0.2.50"]);
     wait_line(&dir, "ban 192.0.2.50 0 22", 1);
     std::fs::remove_file(dir.join("late")).unwrap();
-    let opened = wait_for(Duration::from_secs(15), || {
-        d.logged("state database opened at last: the bans since start are stored now")
-    });
-    assert!(opened, "the state database never opened");
+    d.assert_state_opened_late();
     // A ban once the database opened: recorded, and so is the one from before.
     d.cli_ok(&["ban", "sshd", "192.0.2.51"]);
     wait_line(&dir, "ban 192.0.2.51 0 22", 1);
     // The program logged before the action settles its record: the kill waits for that (a
     // kill in between rightly runs the ban again).
-    let settled = wait_for(Duration::from_secs(15), || {
-        settled(&dir.join("late/state.db"), "sshd") == ["192.0.2.50", "192.0.2.51"]
-    });
-    assert!(settled, "{:?}", settled_all(&dir.join("late/state.db")));
+    wait_settled(
+        &dir.join("late/state.db"),
+        "sshd",
+        &["192.0.2.50", "192.0.2.51"],
+    );
     let kept = d.kill9();
     let d = Daemon::start_in(kept, &text, &[]);
     for ip in ["192.0.2.50", "192.0.2.51"] {
@@ -364,26 +388,13 @@ fn a_state_database_that_opens_late_still_records_the_commands() {
 #[test]
 fn changed_templates_lift_with_the_recorded_unban_and_keep_what_the_same_ban_holds() {
     let text = config("", &jails("22"));
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let (d, dir) = start(&text);
     d.cli_ok(&["ban", "sshd", "192.0.2.60"]);
     d.cli_ok(&["ban", "sshd", "192.0.2.61"]);
     wait_line(&dir, "ban 192.0.2.60 0 22", 1);
     wait_line(&dir, "ban 192.0.2.61 0 22", 1);
     // The unban of .61 is committed to the state, and cut short by kill -9.
-    std::fs::write(dir.join("hold"), "").unwrap();
-    let mut unban = Command::new(binary())
-        .arg("-c")
-        .arg(&d.config)
-        .args(["unban", "sshd", "192.0.2.61"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_held(&dir, 1);
-    let kept = d.kill9();
-    let _ = unban.wait();
-    release(&dir);
+    let kept = unban_cut_short(d, &dir, "192.0.2.61");
 
     // Other ban and unban templates: the active .60 is lifted from the old program by the
     // unban it was banned for, then gets the new ban (review-act3 finding 1: the old program
@@ -393,24 +404,10 @@ fn changed_templates_lift_with_the_recorded_unban_and_keep_what_the_same_ban_hol
         .replace("echo ban", "echo reban")
         .replace("echo unban", "echo lift");
     let d = Daemon::start_in(kept, &reban, &[]);
-    assert_eq!(
-        count(&dir, "reban 192.0.2.60 0 22"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
-    let log = lines(&dir, "cmd.log");
-    let old = log.iter().position(|l| l == "unban 192.0.2.60 0 22");
-    let new = log.iter().position(|l| l == "reban 192.0.2.60 0 22");
-    assert!(old.is_some() && old < new, "{log:?}");
-    assert_eq!(count(&dir, "unban 192.0.2.60 0 22"), 1, "{log:?}");
+    assert_ran(&dir, "reban 192.0.2.60 0 22", 1);
+    let log = lifted_then_rebanned(&dir, "192.0.2.60");
     assert_eq!(count_prefix(&dir, "lift 192.0.2.60"), 0, "{log:?}");
-    assert_eq!(
-        count(&dir, "unban 192.0.2.61 0 22"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran(&dir, "unban 192.0.2.61 0 22", 1);
     assert_eq!(count_prefix(&dir, "lift 192.0.2.61"), 0);
 
     // Then only the unban template changes: the ban .60 holds is the current ban's, so it
@@ -418,12 +415,7 @@ fn changed_templates_lift_with_the_recorded_unban_and_keep_what_the_same_ban_hol
     let kept = d.kill9();
     let drop = reban.replace("echo lift", "echo drop");
     let d = Daemon::start_in(kept, &drop, &[]);
-    assert_eq!(
-        count_prefix(&dir, "reban 192.0.2.60 "),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran_prefix(&dir, "reban 192.0.2.60 ", 1);
     d.cli_ok(&["unban", "sshd", "192.0.2.60"]);
     wait_line(&dir, "drop 192.0.2.60 0 22", 1);
     assert!(d.stop().success());
@@ -432,8 +424,7 @@ fn changed_templates_lift_with_the_recorded_unban_and_keep_what_the_same_ban_hol
 #[test]
 fn the_bans_of_a_command_action_removed_while_down_are_lifted_with_their_unban() {
     let all = jails("22");
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &all), &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let (d, dir) = start(&config("", &all));
     d.cli_ok(&["ban", "sshd", "192.0.2.70"]);
     wait_line(&dir, "ban 192.0.2.70 0 22", 1);
     // sshd has no stop template: its ban stays where the program put it, and recorded.
@@ -444,19 +435,11 @@ fn the_bans_of_a_command_action_removed_while_down_are_lifted_with_their_unban()
     let rest = &all[all.find("[jails.stopper]").unwrap()..];
     let d = Daemon::start_in(kept, &config("", rest), &[]);
     wait_line(&dir, "unban 192.0.2.70 0 22", 1);
-    let forgotten = wait_for(Duration::from_secs(15), || {
-        settled(&dir.join("state.db"), "sshd").is_empty()
-    });
-    assert!(forgotten, "{:?}", settled_all(&dir.join("state.db")));
+    wait_settled(&dir.join("state.db"), "sshd", &[]);
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
     let d = Daemon::start_in(kept, &config("", rest), &[]);
-    assert_eq!(
-        count(&dir, "unban 192.0.2.70 0 22"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran(&dir, "unban 192.0.2.70 0 22", 1);
     assert!(d.stop().success());
 }
 
@@ -479,8 +462,7 @@ fn stored(db: &Path, jail: &str, target: &str) -> bool {
 #[test]
 fn a_stop_before_the_late_record_opened_still_forgets_what_it_lifted() {
     let text = config("", &jails("22")).replace("@DIR@/state.db", "@DIR@/late/state.db");
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let (d, dir) = start(&text);
     let db = dir.join("late/state.db");
     d.cli_ok(&["ban", "stopper", "192.0.2.80"]);
     wait_line(&dir, "ban 192.0.2.80 0 25", 1);
@@ -500,18 +482,10 @@ fn a_stop_before_the_late_record_opened_still_forgets_what_it_lifted() {
     wait_line(&dir, "ban 192.0.2.81 0 22", 1);
     std::fs::remove_file(dir.join("late")).unwrap();
     std::fs::rename(dir.join("away"), dir.join("late")).unwrap();
-    let opened = wait_for(Duration::from_secs(15), || {
-        d.logged("state database opened at last: the bans since start are stored now")
-    });
-    assert!(opened, "the state database never opened");
+    d.assert_state_opened_late();
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
-    assert_eq!(
-        count(&dir, "stop stopper"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran(&dir, "stop stopper", 1);
 
     // The stop lifted .80: restored from the state, it is banned again.
     let d = Daemon::start_in(kept, &text, &[]);
@@ -530,36 +504,16 @@ fn a_stop_before_the_late_record_opened_still_forgets_what_it_lifted() {
 #[test]
 fn a_reload_that_removes_a_command_action_lifts_its_bans() {
     let all = jails("22");
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &all), &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let (d, dir) = start(&config("", &all));
     d.cli_ok(&["ban", "sshd", "192.0.2.90"]);
     d.cli_ok(&["ban", "stopper", "192.0.2.91"]);
     wait_line(&dir, "ban 192.0.2.90 0 22", 1);
     wait_line(&dir, "ban 192.0.2.91 0 25", 1);
-    let recorded = wait_for(Duration::from_secs(15), || {
-        settled(&dir.join("state.db"), "sshd") == ["192.0.2.90"]
-    });
-    assert!(recorded, "{:?}", settled_all(&dir.join("state.db")));
-    let start = all.find("action = {").unwrap();
-    let end = start + all[start..].find('\n').unwrap();
-    let logged = format!(
-        "{}action = {{ type = \"log\" }}{}",
-        &all[..start],
-        &all[end..]
-    );
-    std::fs::write(
-        &d.config,
-        config("", &logged).replace("@DIR@", &dir.display().to_string()),
-    )
-    .unwrap();
-    let out = d.cli_ok(&["reload"]);
+    wait_settled(&dir.join("state.db"), "sshd", &["192.0.2.90"]);
+    let logged = with_sshd_action(&all, |_| "{ type = \"log\" }".to_string());
+    let out = d.reload_jails(&logged);
     assert!(out.contains("sshd: actions restarted"), "{out}");
-    assert_eq!(
-        count(&dir, "unban 192.0.2.90 0 22"),
-        1,
-        "{:?}",
-        lines(&dir, "cmd.log")
-    );
+    assert_ran(&dir, "unban 192.0.2.90 0 22", 1);
     assert_eq!(count_prefix(&dir, "unban 192.0.2.91"), 0);
     assert!(settled(&dir.join("state.db"), "sshd").is_empty());
     assert!(d.stop().success());
@@ -585,13 +539,10 @@ action = { type = "command", ban = ["sh", "-c", "echo ban <ip> >> @DIR@/cmd.log"
         &config("", &format!("{waiting}\n{rest}")),
         &[],
     );
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let dir = d.dir();
     d.cli_ok(&["ban", "slow", "192.0.2.95"]);
     wait_line(&dir, "ban 192.0.2.95", 1);
-    let recorded = wait_for(Duration::from_secs(15), || {
-        settled(&dir.join("state.db"), "slow") == ["192.0.2.95"]
-    });
-    assert!(recorded, "{:?}", settled_all(&dir.join("state.db")));
+    wait_settled(&dir.join("state.db"), "slow", &["192.0.2.95"]);
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
 
@@ -601,35 +552,25 @@ action = { type = "command", ban = ["sh", "-c", "echo ban <ip> >> @DIR@/cmd.log"
     assert_eq!(count(&dir, "unban 192.0.2.95"), 0);
     release(&dir);
     wait_line(&dir, "unban 192.0.2.95", 1);
-    let forgotten = wait_for(Duration::from_secs(15), || {
-        settled(&dir.join("state.db"), "slow").is_empty()
-    });
-    assert!(forgotten, "{:?}", settled_all(&dir.join("state.db")));
+    wait_settled(&dir.join("state.db"), "slow", &[]);
     assert!(d.stop().success());
 }
 
 /// `jails(port)` with the sshd jail's command action behind `ahead` (more command actions,
 /// each logging `<word> <ip>` to cmd.log).
 fn inserted_ahead(port: &str, ahead: &[&str]) -> String {
-    let all = jails(port);
-    let start = all.find("action = {").unwrap();
-    let end = start + all[start..].find('\n').unwrap();
-    let original = &all[start + "action = ".len()..end];
-    let mut actions: Vec<String> = ahead
-        .iter()
-        .map(|word| {
-            format!(
-                r#"{{ type = "command", ban = ["sh", "-c", "echo {word} <ip> >> @DIR@/cmd.log"] }}"#
-            )
-        })
-        .collect();
-    actions.push(original.to_string());
-    format!(
-        "{}action = [{}]{}",
-        &all[..start],
-        actions.join(", "),
-        &all[end..]
-    )
+    with_sshd_action(&jails(port), |original| {
+        let mut actions: Vec<String> = ahead
+            .iter()
+            .map(|word| {
+                format!(
+                    r#"{{ type = "command", ban = ["sh", "-c", "echo {word} <ip> >> @DIR@/cmd.log"] }}"#
+                )
+            })
+            .collect();
+        actions.push(original.to_string());
+        format!("[{}]", actions.join(", "))
+    })
 }
 
 /// A command action inserted ahead of another, at a restart and at a reload, leaves the
@@ -638,27 +579,15 @@ fn inserted_ahead(port: &str, ahead: &[&str]) -> String {
 /// other's `ban` again, and the new action's took the old position's records for its own).
 #[test]
 fn a_command_action_inserted_ahead_of_another_runs_none_of_its_bans_again() {
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &jails("22")), &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
-    d.cli_ok(&["ban", "sshd", "192.0.2.100"]);
-    wait_line(&dir, "ban 192.0.2.100 0 22", 1);
-    let recorded = wait_for(Duration::from_secs(15), || {
-        settled(&dir.join("state.db"), "sshd") == ["192.0.2.100"]
-    });
-    assert!(recorded, "{:?}", settled_all(&dir.join("state.db")));
+    let (d, dir) = start(&config("", &jails("22")));
+    ban_settled(&d, &dir, "192.0.2.100");
     // sshd has no stop template: its ban stays held, and recorded, across the restart.
     let (status, kept) = d.stop_keeping_dir();
     assert!(status.success());
 
     let d = Daemon::start_in(kept, &config("", &inserted_ahead("22", &["first"])), &[]);
     wait_line(&dir, "first 192.0.2.100", 1);
-    std::fs::write(
-        &d.config,
-        config("", &inserted_ahead("22", &["second", "first"]))
-            .replace("@DIR@", &dir.display().to_string()),
-    )
-    .unwrap();
-    let out = d.cli_ok(&["reload"]);
+    let out = d.reload_jails(&inserted_ahead("22", &["second", "first"]));
     assert!(out.contains("sshd: actions restarted"), "{out}");
     wait_line(&dir, "second 192.0.2.100", 1);
     let (status, _kept) = d.stop_keeping_dir();
@@ -674,44 +603,24 @@ fn a_command_action_inserted_ahead_of_another_runs_none_of_its_bans_again() {
 /// active ban was banned for, then its new `ban`, once each.
 #[test]
 fn a_reload_that_changes_a_ban_template_lifts_with_the_old_unban_then_bans_once() {
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &jails("22")), &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
-    d.cli_ok(&["ban", "sshd", "192.0.2.110"]);
-    wait_line(&dir, "ban 192.0.2.110 0 22", 1);
-    let recorded = wait_for(Duration::from_secs(15), || {
-        settled(&dir.join("state.db"), "sshd") == ["192.0.2.110"]
-    });
-    assert!(recorded, "{:?}", settled_all(&dir.join("state.db")));
-    let reban = config("", &jails("22"))
+    let (d, dir) = start(&config("", &jails("22")));
+    ban_settled(&d, &dir, "192.0.2.110");
+    let reban = jails("22")
         .replace("echo ban", "echo reban")
-        .replace("echo unban", "echo lift")
-        .replace("@DIR@", &dir.display().to_string());
-    std::fs::write(&d.config, reban).unwrap();
-    let out = d.cli_ok(&["reload"]);
+        .replace("echo unban", "echo lift");
+    let out = d.reload_jails(&reban);
     assert!(out.contains("sshd: actions restarted"), "{out}");
     wait_line(&dir, "reban 192.0.2.110 0 22", 1);
     let (status, _kept) = d.stop_keeping_dir();
     assert!(status.success());
-    let log = lines(&dir, "cmd.log");
-    let old = log.iter().position(|l| l == "unban 192.0.2.110 0 22");
-    let new = log.iter().position(|l| l == "reban 192.0.2.110 0 22");
-    assert!(old.is_some() && old < new, "{log:?}");
-    assert_eq!(count(&dir, "unban 192.0.2.110 0 22"), 1, "{log:?}");
+    let log = lifted_then_rebanned(&dir, "192.0.2.110");
     assert_eq!(count(&dir, "reban 192.0.2.110 0 22"), 1, "{log:?}");
     assert_eq!(count_prefix(&dir, "lift "), 0, "{log:?}");
 }
 
 /// `jails(port)` with another command action after the sshd jail's own: `after`, in TOML.
 fn appended(port: &str, after: &str) -> String {
-    let all = jails(port);
-    let start = all.find("action = {").unwrap();
-    let end = start + all[start..].find('\n').unwrap();
-    let original = &all[start + "action = ".len()..end];
-    format!(
-        "{}action = [{original}, {after}]{}",
-        &all[..start],
-        &all[end..]
-    )
+    with_sshd_action(&jails(port), |original| format!("[{original}, {after}]"))
 }
 
 /// A reload whose new actions fail to start gives the jail its old actions back (review-act5
@@ -720,23 +629,12 @@ fn appended(port: &str, after: &str) -> String {
 /// action's ban and record stay, and a later unban runs only the old action's unban.
 #[test]
 fn a_reload_that_falls_back_lifts_the_bans_of_a_new_only_command_action() {
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &config("", &jails("22")), &[]);
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let (d, dir) = start(&config("", &jails("22")));
     let db = dir.join("state.db");
-    d.cli_ok(&["ban", "sshd", "192.0.2.120"]);
-    wait_line(&dir, "ban 192.0.2.120 0 22", 1);
-    let recorded = wait_for(Duration::from_secs(15), || {
-        settled(&db, "sshd") == ["192.0.2.120"]
-    });
-    assert!(recorded, "{:?}", settled_all(&db));
+    ban_settled(&d, &dir, "192.0.2.120");
     // The new action's `start` fails (its `ban` works): the new actions cannot run.
     let added = r#"{ type = "command", start = ["false"], ban = ["sh", "-c", "echo newban <ip> >> @DIR@/cmd.log"], unban = ["sh", "-c", "echo newunban <ip> >> @DIR@/cmd.log"] }"#;
-    std::fs::write(
-        &d.config,
-        config("", &appended("22", added)).replace("@DIR@", &dir.display().to_string()),
-    )
-    .unwrap();
-    let out = d.cli_ok(&["reload"]);
+    let out = d.reload_jails(&appended("22", added));
     assert!(
         out.contains("sshd: new actions failed to start") && out.contains("run again"),
         "{out}"

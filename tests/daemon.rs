@@ -96,15 +96,7 @@ fn logger_over_udp_tcp_and_octet_counting_leads_to_bans() {
 #[test]
 fn captured_rsyslog_streams_replay_with_every_frame_counted() {
     let d = Daemon::start(&config("", SSHD_JAIL));
-    let streams = [
-        ("stream_a_rs1_trad_lf.bin", 14),
-        ("stream_a_rs2_trad_lf.bin", 10),
-        ("stream_b_rs1_5424_octet.bin", 14),
-        ("stream_b_rs2_5424_octet.bin", 8),
-        ("stream_l_logger_mixed.bin", 12),
-        ("stream_x_rs1_fwdformat_lf.bin", 14),
-        ("stream_y_rs1_5424_lf.bin", 14),
-    ];
+    let streams: [(&str, u32); 7] = include!("fixtures/syslog/stream_frames.rs");
     let mut total = 0.0;
     for (name, frames) in streams {
         let bytes = std::fs::read(fixture(name)).unwrap();

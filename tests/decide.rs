@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::lab::{require_root, Lab, SERVER_V4};
-use crate::support::{config, wait_for, Daemon};
+use crate::support::{config, jail_toml, wait_for, Daemon, FAILED_PASSWORD};
 
 /// A probe waits this long for a connection: DROP shows as this timeout.
 const PROBE: Duration = Duration::from_millis(400);
@@ -140,20 +140,16 @@ fn escalation_drops_the_whole_network_but_never_one_holding_an_allowlisted_neigh
         lab.attacker
             .run(&["ip", "addr", "add", &prefix, "dev", "va"]);
     }
-    let jails = format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for \S+ from <HOST> port \d+ ssh2$']
-maxretry = 2
+    let settings = format!(
+        r#"maxretry = 2
 bantime = "1h"
 port = {port}
 action = "nftables"
 ignoreip = ["127.0.0.0/8", "198.51.100.99"]
-prefix_escalation = {{ ipv4 = 24, ipv6 = 64, after = 3 }}
-"#,
+prefix_escalation = {{ ipv4 = 24, ipv6 = 64, after = 3 }}"#,
         port = lab.port
     );
+    let jails = jail_toml("sshd", "sshd", FAILED_PASSWORD, &settings);
     let text = config("", &jails);
     let d = Daemon::start_with(&text, &lab.server.prefix());
     for source in ["192.0.2.50", "198.51.100.99", "198.51.100.10"] {

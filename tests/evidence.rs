@@ -154,15 +154,9 @@ fn history_older_than_history_days_is_pruned_at_start() {
 
 /// An sshd jail whose ban runs `sh -c SHELL` (`shell` as it stands inside a TOML basic string).
 fn command_jail(maxretry: u32, shell: &str) -> String {
-    format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
-maxretry = {maxretry}
-bantime = "1h"
-action = {{ type = "command", ban = ["sh", "-c", "{shell}"] }}
-"#
+    crate::support::sshd_hour_jail(
+        maxretry,
+        &format!("action = {{ type = \"command\", ban = [\"sh\", \"-c\", \"{shell}\"] }}\n"),
     )
 }
 

@@ -52,6 +52,23 @@ struct FilterTest {
     judge: Judge<'static>,
 }
 
+/// The filter `make` loads, judged under `key` once: kept unless `filters` has one under `key`.
+/// Returns `key`.
+fn once(
+    filters: &mut BTreeMap<String, FilterTest>,
+    key: String,
+    make: impl FnOnce() -> &'static LoadedFilter,
+) -> String {
+    if !filters.contains_key(&key) {
+        let test = FilterTest {
+            key: key.clone(),
+            judge: Judge::new(make(), Zone::Utc, now()),
+        };
+        filters.insert(key.clone(), test);
+    }
+    key
+}
+
 fn load(
     name: &str,
     opts: &BTreeMap<String, String>,
@@ -141,18 +158,9 @@ fn run_sample(name: &str, tally: &mut Tally) {
                                     continue;
                                 }
                             }
-                            let key = format!("{opts:?}");
-                            if !filters.contains_key(&key) {
-                                let loaded = load(name, &opts)
-                                    .unwrap_or_else(|e| panic!("{name} {opts:?}: {e}"));
-                                filters.insert(
-                                    key.clone(),
-                                    FilterTest {
-                                        key: key.clone(),
-                                        judge: Judge::new(loaded, Zone::Utc, now()),
-                                    },
-                                );
-                            }
+                            let key = once(&mut filters, format!("{opts:?}"), || {
+                                load(name, &opts).unwrap_or_else(|e| panic!("{name} {opts:?}: {e}"))
+                            });
                             tests.push((key, prefix));
                         }
                         continue;
@@ -183,18 +191,9 @@ fn run_sample(name: &str, tally: &mut Tally) {
                 continue;
             }
             if tests.is_empty() {
-                let key = "{}".to_string();
-                if !filters.contains_key(&key) {
-                    let loaded =
-                        load(name, &BTreeMap::new()).unwrap_or_else(|e| panic!("{name}: {e}"));
-                    filters.insert(
-                        key.clone(),
-                        FilterTest {
-                            key: key.clone(),
-                            judge: Judge::new(loaded, Zone::Utc, now()),
-                        },
-                    );
-                }
+                let key = once(&mut filters, "{}".to_string(), || {
+                    load(name, &BTreeMap::new()).unwrap_or_else(|e| panic!("{name}: {e}"))
+                });
                 tests.push((key, None));
             }
             for (key, prefix) in &tests {

@@ -7,23 +7,20 @@ use std::time::Duration;
 
 use crate::support::{config, logger, wait_for, Daemon};
 
-const JAILS: &str = r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
+/// A jail on fail2ban's filter `filter` (aggressive mode) for `program`'s messages.
+fn fail2ban_jail(filter: &str, program: &str) -> String {
+    format!(
+        r#"
+[jails.{filter}]
+programs = ["{program}"]
+filter = "{filter}"
 filter_dirs = ["/etc/fail2ban/filter.d"]
-filter_options = { mode = "aggressive" }
+filter_options = {{ mode = "aggressive" }}
 maxretry = 2
 bantime = "1h"
-
-[jails.postfix]
-programs = ["postfix/smtpd"]
-filter = "postfix"
-filter_dirs = ["/etc/fail2ban/filter.d"]
-filter_options = { mode = "aggressive" }
-maxretry = 2
-bantime = "1h"
-"#;
+"#
+    )
+}
 
 /// Sends `lines` through one `logger` over one TCP connection, so they arrive in order, all
 /// with the same program and pid (what sshd's multi-line failure id is made of).
@@ -57,7 +54,8 @@ fn fail2ban_filters_ban_from_live_logger_messages() {
         std::path::Path::new("/etc/fail2ban/filter.d/sshd.conf").is_file(),
         "fail2ban's filters are missing: install the fail2ban package (scripts/test does)"
     );
-    let d = Daemon::start(&config("", JAILS));
+    let jails = fail2ban_jail("sshd", "sshd") + &fail2ban_jail("postfix", "postfix/smtpd");
+    let d = Daemon::start(&config("", &jails));
     let (udp, tcp) = (d.udp.port().to_string(), d.tcp.port().to_string());
 
     // One line, one failure: over TCP and over UDP, as sshd writes it.
@@ -69,43 +67,49 @@ fn fail2ban_filters_ban_from_live_logger_messages() {
     }
     wait_ban(&d, "sshd", "192.0.2.5");
 
-    // Multi-line: the address is only on the connection line; the failures after it carry the
-    // same sshd[pid] (fail2ban's <F-MLFID>), so they are counted against that address.
-    logger_lines(
-        d.tcp.port(),
-        "sshd",
-        22440,
-        &[
-            "Connection from 192.0.2.6 port 39678 on 192.168.1.9 port 22",
-            "fatal: Unable to negotiate a key exchange method [preauth]",
-            "fatal: Unable to negotiate a key exchange method [preauth]",
-        ],
-    );
-    wait_ban(&d, "sshd", "192.0.2.6");
-
-    // aggressive mode: a connection closed before authentication completed is a failure.
-    logger_lines(
-        d.tcp.port(),
-        "sshd",
-        22441,
-        &[
-            "Connection closed by authenticating user root 192.0.2.7 port 50412 [preauth]",
-            "Connection closed by authenticating user admin 192.0.2.7 port 50413 [preauth]",
-        ],
-    );
-    wait_ban(&d, "sshd", "192.0.2.7");
-
-    // postfix: an RBL reject and a SASL failure (aggressive mode has both).
-    logger_lines(
-        d.tcp.port(),
-        "postfix/smtpd",
-        1574,
-        &[
-            "NOQUEUE: reject: RCPT from unknown[192.0.2.20]: 554 5.7.1 Service unavailable; Client host [192.0.2.20] blocked using rbl.example.com; from=<spammer@example.com> to=<goodguy@example.com> proto=ESMTP helo=<badguy.example.com>",
-            "warning: unknown[192.0.2.20]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
-        ],
-    );
-    wait_ban(&d, "postfix", "192.0.2.20");
+    // Lines sent in order as `program[pid]`, then the jail bans the address, one case after
+    // the other.
+    let cases: [(&str, u32, &[&str], &str, &str); 3] = [
+        // Multi-line: the address is only on the connection line; the failures after it carry
+        // the same sshd[pid] (fail2ban's <F-MLFID>), so they are counted against that address.
+        (
+            "sshd",
+            22440,
+            &[
+                "Connection from 192.0.2.6 port 39678 on 192.168.1.9 port 22",
+                "fatal: Unable to negotiate a key exchange method [preauth]",
+                "fatal: Unable to negotiate a key exchange method [preauth]",
+            ],
+            "sshd",
+            "192.0.2.6",
+        ),
+        // aggressive mode: a connection closed before authentication completed is a failure.
+        (
+            "sshd",
+            22441,
+            &[
+                "Connection closed by authenticating user root 192.0.2.7 port 50412 [preauth]",
+                "Connection closed by authenticating user admin 192.0.2.7 port 50413 [preauth]",
+            ],
+            "sshd",
+            "192.0.2.7",
+        ),
+        // postfix: an RBL reject and a SASL failure (aggressive mode has both).
+        (
+            "postfix/smtpd",
+            1574,
+            &[
+                "NOQUEUE: reject: RCPT from unknown[192.0.2.20]: 554 5.7.1 Service unavailable; Client host [192.0.2.20] blocked using rbl.example.com; from=<spammer@example.com> to=<goodguy@example.com> proto=ESMTP helo=<badguy.example.com>",
+                "warning: unknown[192.0.2.20]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+            ],
+            "postfix",
+            "192.0.2.20",
+        ),
+    ];
+    for (program, pid, lines, jail, ip) in cases {
+        logger_lines(d.tcp.port(), program, pid, lines);
+        wait_ban(&d, jail, ip);
+    }
 
     d.wait_metric("jailsink_bans_total{jail=\"sshd\"}", 3.0);
     d.wait_metric("jailsink_bans_total{jail=\"postfix\"}", 1.0);

@@ -248,6 +248,28 @@ fn injection_proof_with(f: &Filter, templates: &[(&str, &str)], payloads: &[Stri
     hits
 }
 
+/// `name`'s filter finds no failure in any of `lines`.
+#[track_caller]
+fn misses_all(name: &str, lines: &[&str]) {
+    let f = load(name);
+    for line in lines {
+        misses(&f, line);
+    }
+}
+
+/// `name`'s filter passes `injection_proof` on `templates` with more than `at_least` injected
+/// lines still matching (their real address); the filter is returned for further cases.
+#[track_caller]
+fn injection_holds(name: &str, templates: &[(&str, &str)], at_least: usize) -> Filter {
+    let f = load(name);
+    let hits = injection_proof(&f, templates);
+    assert!(
+        hits > at_least,
+        "too few injected lines still matched: {hits}"
+    );
+    f
+}
+
 #[test]
 fn shipped_filter_list_is_the_filter_directory() {
     let mut on_disk: Vec<String> = std::fs::read_dir(crate::support::filter_dir())
@@ -532,27 +554,27 @@ fn sshd_real_failures() {
 
 #[test]
 fn sshd_non_failures() {
-    let f = load("sshd");
-    for line in [
-        "Received disconnect from 203.0.113.5 port 4242:11: Bye Bye [preauth]",
-        "Received disconnect from 203.0.113.5 port 4242:11: disconnected by user",
-        "Accepted publickey for root from 198.51.100.1 port 50000 ssh2: ED25519 SHA256:abc",
-        "Accepted publickey for root from 198.51.100.1 port 50000 ssh2",
-        "Accepted password for bob from 198.51.100.1 port 50000 ssh2",
-        "Disconnected from user bob 198.51.100.1 port 50000",
-        "Connection closed by 198.51.100.1 port 50000",
-        "pam_unix(sshd:session): session opened for user bob(uid=1000) by (uid=0)",
-        "pam_unix(sshd:auth): check pass; user unknown",
-        "error: kex_exchange_identification: Connection closed by remote host",
-        "error: kex_exchange_identification: banner line contains invalid characters",
-        "Server listening on 0.0.0.0 port 22.",
-        "Connection from 203.0.113.5 port 4242 on 192.0.2.1 port 22 rdomain \"\"",
-        "Failed password for root from host.example port 22 ssh2",
-        "Failed password for root from 999.1.1.1 port 22 ssh2",
-        "",
-    ] {
-        misses(&f, line);
-    }
+    misses_all(
+        "sshd",
+        &[
+            "Received disconnect from 203.0.113.5 port 4242:11: Bye Bye [preauth]",
+            "Received disconnect from 203.0.113.5 port 4242:11: disconnected by user",
+            "Accepted publickey for root from 198.51.100.1 port 50000 ssh2: ED25519 SHA256:abc",
+            "Accepted publickey for root from 198.51.100.1 port 50000 ssh2",
+            "Accepted password for bob from 198.51.100.1 port 50000 ssh2",
+            "Disconnected from user bob 198.51.100.1 port 50000",
+            "Connection closed by 198.51.100.1 port 50000",
+            "pam_unix(sshd:session): session opened for user bob(uid=1000) by (uid=0)",
+            "pam_unix(sshd:auth): check pass; user unknown",
+            "error: kex_exchange_identification: Connection closed by remote host",
+            "error: kex_exchange_identification: banner line contains invalid characters",
+            "Server listening on 0.0.0.0 port 22.",
+            "Connection from 203.0.113.5 port 4242 on 192.0.2.1 port 22 rdomain \"\"",
+            "Failed password for root from host.example port 22 ssh2",
+            "Failed password for root from 999.1.1.1 port 22 ssh2",
+            "",
+        ],
+    );
 }
 
 #[test]
@@ -592,9 +614,8 @@ fn sshd_injection_cases_from_the_issue() {
 
 #[test]
 fn sshd_injection_never_bans_another_address() {
-    let f = load("sshd");
-    let hits = injection_proof(
-        &f,
+    injection_holds(
+        "sshd",
         &[
             ("Failed password for {} from 192.0.2.77 port 22 ssh2", "192.0.2.77"),
             ("Failed password for invalid user {} from 192.0.2.77 port 22 ssh2", "192.0.2.77"),
@@ -629,8 +650,8 @@ fn sshd_injection_never_bans_another_address() {
                 "192.0.2.77",
             ),
         ],
+        100,
     );
-    assert!(hits > 100, "too few injected lines still matched: {hits}");
 }
 
 // ------------------------------------------------------------------------------- sendmail-auth
@@ -684,23 +705,22 @@ fn sendmail_auth_real_failures() {
 
 #[test]
 fn sendmail_auth_non_failures() {
-    let f = load("sendmail-auth");
-    for line in [
-        "s07EriLI028424: AUTH=server, relay=host.example [198.51.100.2], authid=bob, mech=PLAIN, bits=0",
-        "s07EriLI028424: from=<bob@example.com>, size=1234, class=0, nrcpts=1, msgid=<x@y>, proto=ESMTPA, daemon=MTA, relay=host.example [198.51.100.2]",
-        "s07EriLI028424: host.example [198.51.100.2]: possible SMTP attack: command=RCPT, count=15",
-        "STARTTLS=server, relay=host.example [198.51.100.2], version=TLSv1.3, verify=NO, cipher=TLS_AES_256_GCM_SHA384, bits=256/256",
-        "AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication failure: checkpass failed, relay=host.example",
-    ] {
-        misses(&f, line);
-    }
+    misses_all(
+        "sendmail-auth",
+        &[
+            "s07EriLI028424: AUTH=server, relay=host.example [198.51.100.2], authid=bob, mech=PLAIN, bits=0",
+            "s07EriLI028424: from=<bob@example.com>, size=1234, class=0, nrcpts=1, msgid=<x@y>, proto=ESMTPA, daemon=MTA, relay=host.example [198.51.100.2]",
+            "s07EriLI028424: host.example [198.51.100.2]: possible SMTP attack: command=RCPT, count=15",
+            "STARTTLS=server, relay=host.example [198.51.100.2], version=TLSv1.3, verify=NO, cipher=TLS_AES_256_GCM_SHA384, bits=256/256",
+            "AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication failure: checkpass failed, relay=host.example",
+        ],
+    );
 }
 
 #[test]
 fn sendmail_auth_injection_never_bans_another_address() {
-    let f = load("sendmail-auth");
-    let hits = injection_proof(
-        &f,
+    injection_holds(
+        "sendmail-auth",
         &[
             (
                 "s07EriLI028424: AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication failure: checkpass failed, user={}, relay=[203.0.113.9]",
@@ -715,8 +735,8 @@ fn sendmail_auth_injection_never_bans_another_address() {
                 "2001:db8::9",
             ),
         ],
+        50,
     );
-    assert!(hits > 50, "too few injected lines still matched: {hits}");
 }
 
 // -------------------------------------------------------------------------------- postfix-sasl
@@ -742,24 +762,23 @@ fn postfix_sasl_real_failures() {
 
 #[test]
 fn postfix_sasl_non_failures() {
-    let f = load("postfix-sasl");
-    for line in [
-        "connect from unknown[203.0.113.7]",
-        "disconnect from unknown[203.0.113.7] ehlo=1 auth=0/1 quit=1 commands=2/3",
-        "lost connection after AUTH from unknown[203.0.113.7]",
-        "warning: hostname host.example does not resolve to address 203.0.113.7: Name or service not known",
-        "NOQUEUE: reject: RCPT from unknown[203.0.113.7]: 554 5.7.1 <x@y>: Relay access denied; from=<a@b> to=<x@y> proto=ESMTP helo=<h>",
-        "5E6A1234: client=unknown[203.0.113.7], sasl_method=PLAIN, sasl_username=bob",
-    ] {
-        misses(&f, line);
-    }
+    misses_all(
+        "postfix-sasl",
+        &[
+            "connect from unknown[203.0.113.7]",
+            "disconnect from unknown[203.0.113.7] ehlo=1 auth=0/1 quit=1 commands=2/3",
+            "lost connection after AUTH from unknown[203.0.113.7]",
+            "warning: hostname host.example does not resolve to address 203.0.113.7: Name or service not known",
+            "NOQUEUE: reject: RCPT from unknown[203.0.113.7]: 554 5.7.1 <x@y>: Relay access denied; from=<a@b> to=<x@y> proto=ESMTP helo=<h>",
+            "5E6A1234: client=unknown[203.0.113.7], sasl_method=PLAIN, sasl_username=bob",
+        ],
+    );
 }
 
 #[test]
 fn postfix_sasl_injection_never_bans_another_address() {
-    let f = load("postfix-sasl");
-    let hits = injection_proof(
-        &f,
+    let f = injection_holds(
+        "postfix-sasl",
         &[
             (
                 "warning: unknown[203.0.113.7]: SASL LOGIN authentication failed: authentication failure, sasl_username={}",
@@ -767,8 +786,8 @@ fn postfix_sasl_injection_never_bans_another_address() {
             ),
             ("warning: unknown[203.0.113.7]: SASL LOGIN authentication failed: {}", "203.0.113.7"),
         ],
+        50,
     );
-    assert!(hits > 50, "too few injected lines still matched: {hits}");
     // the client name cannot hold brackets
     misses(&f, "warning: x[6.6.6.6]y[203.0.113.7]: SASL LOGIN authentication failed: authentication failure");
 }
@@ -849,25 +868,24 @@ fn dovecot_real_failures() {
 
 #[test]
 fn dovecot_non_failures() {
-    let f = load("dovecot");
-    for line in [
-        "imap-login: Login: user=<bob>, method=PLAIN, rip=203.0.113.8, lip=192.0.2.1, mpid=1234, TLS, session=<x>",
-        "Login: user=<bob>, method=PLAIN, rip=203.0.113.8, lip=192.0.2.1",
-        "imap-login: Disconnected (no auth attempts in 0 secs): user=<>, rip=203.0.113.8, lip=192.0.2.1, session=<x>",
-        "imap-login: Disconnected: Connection closed (no auth attempts in 1 secs): user=<>, rip=203.0.113.8, lip=192.0.2.1, TLS handshaking: SSL_accept() failed",
-        "imap(bob)<123><x>: Disconnected: Logged out in=10 out=20",
-        "auth: passwd-file(bob,203.0.113.8): Password mismatch (given password: hunter2)",
-        "pam_unix(dovecot:session): session opened for user bob",
-    ] {
-        misses(&f, line);
-    }
+    misses_all(
+        "dovecot",
+        &[
+            "imap-login: Login: user=<bob>, method=PLAIN, rip=203.0.113.8, lip=192.0.2.1, mpid=1234, TLS, session=<x>",
+            "Login: user=<bob>, method=PLAIN, rip=203.0.113.8, lip=192.0.2.1",
+            "imap-login: Disconnected (no auth attempts in 0 secs): user=<>, rip=203.0.113.8, lip=192.0.2.1, session=<x>",
+            "imap-login: Disconnected: Connection closed (no auth attempts in 1 secs): user=<>, rip=203.0.113.8, lip=192.0.2.1, TLS handshaking: SSL_accept() failed",
+            "imap(bob)<123><x>: Disconnected: Logged out in=10 out=20",
+            "auth: passwd-file(bob,203.0.113.8): Password mismatch (given password: hunter2)",
+            "pam_unix(dovecot:session): session opened for user bob",
+        ],
+    );
 }
 
 #[test]
 fn dovecot_injection_never_bans_another_address() {
-    let f = load("dovecot");
-    let hits = injection_proof(
-        &f,
+    let f = injection_holds(
+        "dovecot",
         &[
             (
                 "imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<{}>, method=PLAIN, rip=203.0.113.8, lip=192.0.2.1, TLS, session=<abc>",
@@ -896,8 +914,8 @@ fn dovecot_injection_never_bans_another_address() {
                 "203.0.113.8",
             ),
         ],
+        100,
     );
-    assert!(hits > 100, "too few injected lines still matched: {hits}");
     // a plaintext password logged after the address (auth_verbose_passwords=plain)
     for password in [
         "x) y(z,6.6.6.6): unknown user",
@@ -952,15 +970,15 @@ fn nginx_http_auth_real_failures() {
 
 #[test]
 fn nginx_http_auth_non_failures() {
-    let f = load("nginx-http-auth");
-    for line in [
-        "2026/11/29 18:52:53 [error] 1234#1234: *5 no user/password was provided for basic authentication, client: 203.0.113.4, server: example.com, request: \"GET / HTTP/1.1\", host: \"example.com\"",
-        "no user/password was provided for basic authentication, client: 203.0.113.4, server: example.com, request: \"GET / HTTP/1.1\", host: \"example.com\"",
-        "2026/11/29 18:52:53 [error] 1234#1234: *5 open() \"/var/www/favicon.ico\" failed (2: No such file or directory), client: 203.0.113.4, server: example.com, request: \"GET /favicon.ico HTTP/1.1\", host: \"example.com\"",
-        "2026/11/29 18:52:53 [notice] 1234#1234: signal process started",
-    ] {
-        misses(&f, line);
-    }
+    misses_all(
+        "nginx-http-auth",
+        &[
+            "2026/11/29 18:52:53 [error] 1234#1234: *5 no user/password was provided for basic authentication, client: 203.0.113.4, server: example.com, request: \"GET / HTTP/1.1\", host: \"example.com\"",
+            "no user/password was provided for basic authentication, client: 203.0.113.4, server: example.com, request: \"GET / HTTP/1.1\", host: \"example.com\"",
+            "2026/11/29 18:52:53 [error] 1234#1234: *5 open() \"/var/www/favicon.ico\" failed (2: No such file or directory), client: 203.0.113.4, server: example.com, request: \"GET /favicon.ico HTTP/1.1\", host: \"example.com\"",
+            "2026/11/29 18:52:53 [notice] 1234#1234: signal process started",
+        ],
+    );
 }
 
 #[test]
@@ -1861,6 +1879,36 @@ fn fixture_messages(root: &std::path::Path) -> Vec<String> {
     lines
 }
 
+/// Every shipped filter by name, as a jail loads it: what the differential tests run through.
+fn shipped_filters() -> Vec<(String, Filter)> {
+    SHIPPED.iter().map(|n| (n.to_string(), load(n))).collect()
+}
+
+/// The shipped config's inline smtp-auth pattern (jailsink.toml), named as the tests report it.
+fn inline_smtp_auth() -> (String, Filter) {
+    let smtp = Filter::compile(&jailsink::filter::FilterSource {
+        failregex: vec![r"AUTH failure \(\w+\): authentication failure \(-13\) SASL\(-13\): authentication failure: .*relay=.*\[<HOST>\]".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    ("smtp-auth (jailsink.toml)".into(), smtp)
+}
+
+/// `fast` and `slow` (one filter with and without a fast path) give `line` the same verdict
+/// and the same success; true when the verdict is a failure.
+#[track_caller]
+fn agree(name: &str, fast: &Filter, slow: &Filter, line: &str) -> bool {
+    let verdict = fast.check(line);
+    assert_eq!(verdict, slow.check(line), "{name}: {:?}", truncate(line));
+    assert_eq!(
+        fast.success(line),
+        slow.success(line),
+        "{name}: {:?}",
+        truncate(line)
+    );
+    matches!(verdict, Verdict::Failure(_))
+}
+
 /// Every shipped filter (and the shipped config's inline smtp-auth pattern) gives the same
 /// verdict and success with the address scanner as with the capturing regex alone, on every
 /// sample and fixture line, on those lines with their address replaced by each variant, and
@@ -1869,29 +1917,15 @@ fn fixture_messages(root: &std::path::Path) -> Vec<String> {
 fn the_address_scanner_agrees_with_the_capturing_regex_on_every_shipped_filter() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let lines = fixture_messages(&root);
-    let mut filters: Vec<(String, Filter)> =
-        SHIPPED.iter().map(|n| (n.to_string(), load(n))).collect();
-    let smtp = Filter::compile(&jailsink::filter::FilterSource {
-        failregex: vec![r"AUTH failure \(\w+\): authentication failure \(-13\) SASL\(-13\): authentication failure: .*relay=.*\[<HOST>\]".into()],
-        ..Default::default()
-    })
-    .unwrap();
-    filters.push(("smtp-auth (jailsink.toml)".into(), smtp));
+    let mut filters = shipped_filters();
+    filters.push(inline_smtp_auth());
     let payloads = payloads();
     let (mut compared, mut scanned, mut failures) = (0usize, 0usize, 0usize);
     for (name, fast) in &filters {
         scanned += fast.scanned_patterns();
         let slow = fast.without_scanner();
         let mut same = |line: &str| {
-            let verdict = fast.check(line);
-            failures += usize::from(matches!(verdict, Verdict::Failure(_)));
-            assert_eq!(verdict, slow.check(line), "{name}: {:?}", truncate(line));
-            assert_eq!(
-                fast.success(line),
-                slow.success(line),
-                "{name}: {:?}",
-                truncate(line)
-            );
+            failures += usize::from(agree(name, fast, &slow, line));
             compared += 1;
         };
         for line in &lines {
@@ -2072,19 +2106,13 @@ fn the_small_matcher_agrees_with_the_regexes_on_every_shipped_filter() {
             }
         }
     }
-    let mut filters: Vec<(String, Filter)> =
-        SHIPPED.iter().map(|n| (n.to_string(), load(n))).collect();
+    let mut filters = shipped_filters();
     let normal = jailsink::config::filter_file::read_native(&filter_path("sshd"), Some("normal"))
         .map(|s| Filter::compile(&s).unwrap());
     if let Ok(f) = normal {
         filters.push(("sshd (normal)".into(), f));
     }
-    let smtp = Filter::compile(&jailsink::filter::FilterSource {
-        failregex: vec![r"AUTH failure \(\w+\): authentication failure \(-13\) SASL\(-13\): authentication failure: .*relay=.*\[<HOST>\]".into()],
-        ..Default::default()
-    })
-    .unwrap();
-    filters.push(("smtp-auth (jailsink.toml)".into(), smtp));
+    filters.push(inline_smtp_auth());
     let (mut compared, mut served, mut failures) = (0usize, 0usize, 0usize);
     let (mut answers, mut unknowns) = (0u64, 0u64);
     for (name, plain) in &filters {
@@ -2100,15 +2128,7 @@ fn the_small_matcher_agrees_with_the_regexes_on_every_shipped_filter() {
         let (mut lines_here, mut answered_lines) = (0u64, 0u64);
         for line in lines.iter().chain(own) {
             let before = tally.answered();
-            let verdict = fast.check(line);
-            failures += usize::from(matches!(verdict, Verdict::Failure(_)));
-            assert_eq!(verdict, slow.check(line), "{name}: {:?}", truncate(line));
-            assert_eq!(
-                fast.success(line),
-                slow.success(line),
-                "{name}: {:?}",
-                truncate(line)
-            );
+            failures += usize::from(agree(name, &fast, &slow, line));
             compared += 1;
             lines_here += 1;
             answered_lines += u64::from(tally.answered() > before);

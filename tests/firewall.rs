@@ -12,7 +12,9 @@ use jailsink::action::{ActionSpec, BanOrder, BlockType, FirewallSpec, Protocol};
 use jailsink::metrics::JailMetrics;
 
 use crate::lab::{Lab, Netns, ATTACKER_V4, ATTACKER_V6};
-use crate::support::{config, log_tcp, wait_for, Daemon};
+use crate::support::{
+    config, jail_toml, log_tcp, wait_for, Daemon, FAILED_ANY_USER, FAILED_PASSWORD, FAILED_ROOT,
+};
 
 /// How long a probe waits for a connection: DROP shows as this timeout.
 const PROBE: Duration = Duration::from_millis(400);
@@ -24,17 +26,11 @@ fn fail(ns: &Netns, daemon: &Daemon, program: &str, ip: &str, n: usize) {
 }
 
 fn sshd_jail(name: &str, port: u16, action: &str, extra: &str) -> String {
-    format!(
-        r#"
-[jails.{name}]
-programs = ["sshd"]
-failregex = ['^Failed password for (?:invalid user )?\S+ from <HOST> port \d+(?: ssh2)?$']
-maxretry = 2
-bantime = "3s"
-port = {port}
-action = {action}
-{extra}
-"#
+    jail_toml(
+        name,
+        "sshd",
+        FAILED_ANY_USER,
+        &format!("maxretry = 2\nbantime = \"3s\"\nport = {port}\naction = {action}\n{extra}"),
     )
 }
 
@@ -410,15 +406,12 @@ fn failing_command_actions_are_retried_counted_once_logged_and_keep_the_ban() {
     let dir = tempfile::tempdir().unwrap();
     let tries = dir.path().join("tries");
     let jail = |name: &str, ban: &str, extra: &str| {
-        format!(
-            r#"
-[jails.{name}]
-programs = ["{name}"]
-failregex = ['^Failed password for \S+ from <HOST> port \d+ ssh2$']
-maxretry = 1
-bantime = "1h"
-action = {{ type = "command", ban = {ban} {extra} }}
-"#
+        let action = format!("action = {{ type = \"command\", ban = {ban} {extra} }}");
+        jail_toml(
+            name,
+            name,
+            FAILED_PASSWORD,
+            &format!("maxretry = 1\nbantime = \"1h\"\n{action}"),
         )
     };
     let jails = jail(
@@ -498,15 +491,11 @@ fn bench_smoke_applies_100_bans_to_each_backend() {
 
 /// A jail with a one-hour bantime on `port`, for the removed-jail test.
 fn hour_jail(name: &str, port: u16, action: &str) -> String {
-    format!(
-        r#"
-[jails.{name}]
-programs = ["sshd"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-bantime = "1h"
-port = {port}
-action = "{action}"
-"#
+    jail_toml(
+        name,
+        "sshd",
+        FAILED_ROOT,
+        &format!("bantime = \"1h\"\nport = {port}\naction = \"{action}\""),
     )
 }
 

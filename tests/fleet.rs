@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,22 +64,14 @@ const WAIT: Duration = Duration::from_secs(20);
 /// An sshd jail on the shipped filter, and a `quick` one with a short bantime (long enough to
 /// outlast the steps that check it is still held, short enough to wait for its expiry).
 fn jails(maxretry: u32, port: u16) -> String {
-    format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-filter = "sshd"
-maxretry = {maxretry}
-bantime = "1h"
-port = {port}
-
+    crate::support::sshd_hour_jail(maxretry, &format!("port = {port}\n"))
+        + r#"
 [jails.quick]
 programs = ["quick"]
 filter = "sshd"
 maxretry = 2
 bantime = "30s"
 "#
-    )
 }
 
 /// A sink: the support config (loopback listeners, log action) with `[fleet]`.
@@ -96,16 +89,7 @@ fn agent_config(url: &str, node: &str, ignoreip: &str, fleet_extra: &str) -> Str
 [server]
 udp = []
 tcp = []
-
-[metrics]
-listen = "127.0.0.1:0"
-
-[control]
-socket = "@DIR@/jailsink.sock"
-
-[state]
-path = "@DIR@/state.db"
-
+{sections}
 [defaults]
 ignoreself = true
 ignoreip = [{ignoreip}]
@@ -116,7 +100,8 @@ role = "agent"
 node = "{node}"
 prefix = "t"
 {fleet_extra}
-"#
+"#,
+        sections = crate::support::DAEMON_SECTIONS
     )
 }
 
@@ -762,6 +747,19 @@ fn fleet_agent_reload_lifts_bans_its_new_allowlist_covers() {
     assert!(!holds(&agent, "198.51.100.45"), "{:?}", banned(&agent));
 }
 
+/// `agent` refuses the event of `listed` (in its allowlist file `allow`), holds the ban of
+/// `added` until `added` joins the file, then lifts it; and logged no error.
+fn follows_allowlist_file(redis: &Redis, agent: &Daemon, allow: &Path, listed: &str, added: &str) {
+    xadd(redis, &[("target", &format!("{listed}/32"))]);
+    agent.wait_metric("jailsink_fleet_errors_total{kind=\"allowlisted\"}", 1.0);
+    assert!(!holds(agent, listed), "{:?}", banned(agent));
+    xadd(redis, &[("target", &format!("{added}/32"))]);
+    wait_holds(agent, added, true, "before the file grows");
+    std::fs::write(allow, format!("{listed}\n{added}\n")).unwrap();
+    wait_holds(agent, added, false, "after the file grew");
+    agent.assert_no_errors();
+}
+
 /// An agent running the event's jail judges by that jail's whole allowlist: an address of its
 /// `ignoreip_files` is never banned, and one added to the file later has its held ban lifted.
 #[test]
@@ -786,14 +784,7 @@ fn fleet_agent_follows_its_local_jails_allowlist_files() {
     // Read once the jail's watcher has: an event of the file's address is refused.
     let ok = wait_for(WAIT, || agent.logged("[sshd] allowlist updated"));
     assert!(ok, "the jail's file was not read");
-    xadd(&redis, &[("target", "198.51.100.50/32")]);
-    agent.wait_metric("jailsink_fleet_errors_total{kind=\"allowlisted\"}", 1.0);
-    assert!(!holds(&agent, "198.51.100.50"), "{:?}", banned(&agent));
-    xadd(&redis, &[("target", "198.51.100.51/32")]);
-    wait_holds(&agent, "198.51.100.51", true, "before the file grows");
-    std::fs::write(&allow, "198.51.100.50\n198.51.100.51\n").unwrap();
-    wait_holds(&agent, "198.51.100.51", false, "after the file grew");
-    agent.assert_no_errors();
+    follows_allowlist_file(&redis, &agent, &allow, "198.51.100.50", "198.51.100.51");
 }
 
 /// An agent without jails spares `[defaults] ignoreip_files` too: an address of the file is
@@ -824,14 +815,7 @@ fn fleet_agent_follows_the_defaults_allowlist_files() {
         agent.logged("fleet: the defaults' allowlist updated")
     });
     assert!(ok, "the defaults' file was not read");
-    xadd(&redis, &[("target", "198.51.100.60/32")]);
-    agent.wait_metric("jailsink_fleet_errors_total{kind=\"allowlisted\"}", 1.0);
-    assert!(!holds(&agent, "198.51.100.60"), "{:?}", banned(&agent));
-    xadd(&redis, &[("target", "198.51.100.61/32")]);
-    wait_holds(&agent, "198.51.100.61", true, "before the file grows");
-    std::fs::write(&allow, "198.51.100.60\n198.51.100.61\n").unwrap();
-    wait_holds(&agent, "198.51.100.61", false, "after the file grew");
-    agent.assert_no_errors();
+    follows_allowlist_file(&redis, &agent, &allow, "198.51.100.60", "198.51.100.61");
     // Without a jail to report it, a missing defaults file is the agent's config error.
     let missing = text.replace(&*allow.display().to_string(), "@DIR@/missing.txt");
     let (code, stderr) = run_on(&missing, &["check"]);
@@ -1214,19 +1198,7 @@ fn fleet_dashboard_and_alerts_use_series_a_fleet_exports() {
 /// Makes a CA and a server certificate for 127.0.0.1 signed by it, in `dir`; returns the CA
 /// file. `tag` keeps two CAs apart.
 fn make_ca(dir: &std::path::Path, tag: &str, server: bool) -> std::path::PathBuf {
-    let openssl = crate::support::tool("openssl", "openssl");
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| crate::support::openssl(dir, args);
     let (key, ca) = (format!("{tag}.key"), format!("{tag}.pem"));
     let ec = [
         "-newkey",
@@ -2035,8 +2007,17 @@ fn fleet_a_ban_hidden_by_a_longer_one_is_back_when_that_is_lifted_early() {
     }
 }
 
-/// Two sinks with shared windows, an sshd jail that also counts spraying.
-fn spray_sinks(redis: &Redis, maxretry: u32) -> [Daemon; 2] {
+/// Each of `sinks` logged no error.
+fn no_errors(sinks: &[Daemon]) {
+    for sink in sinks {
+        sink.assert_no_errors();
+    }
+}
+
+/// A Redis, and two sinks on it with shared windows and an sshd jail banning at `maxretry`
+/// that also counts spraying.
+fn spray_fleet(maxretry: u32) -> (Redis, [Daemon; 2]) {
+    let redis = Redis::start("", &[]);
     let jails = jails(maxretry, 22).replacen(
         "port = 22",
         "port = 22\nspray = { maxaddresses = 4, findtime = \"1h\" }",
@@ -2044,10 +2025,11 @@ fn spray_sinks(redis: &Redis, maxretry: u32) -> [Daemon; 2] {
     );
     let text = |node: &str| sink_config(&redis.url(), node, "shared_windows = true", &jails);
     // The shared windows connect with the first failure each sink counts.
-    [
+    let sinks = [
         Daemon::start(&text("sink-s1")),
         Daemon::start(&text("sink-s2")),
-    ]
+    ];
+    (redis, sinks)
 }
 
 /// The keys the ban and prune scripts get in these tests: active set, details, hidden bans.
@@ -2094,8 +2076,7 @@ fn spray(redis: &Redis, sinks: &[&Daemon], ips: &[&str], before: i64) {
 /// fourth, which bans all four, once.
 #[test]
 fn fleet_shared_windows_count_spraying_across_sinks() {
-    let redis = Redis::start("", &[]);
-    let sinks = spray_sinks(&redis, 10);
+    let (redis, sinks) = spray_fleet(10);
     let sprayers = ["192.0.2.21", "192.0.2.22", "198.51.100.23", "203.0.113.24"];
     // Counted in Redis before the next one is sent, so the fourth completes it.
     spray(&redis, &[&sinks[0], &sinks[1]], &sprayers, 0);
@@ -2113,9 +2094,7 @@ fn fleet_shared_windows_count_spraying_across_sinks() {
     let deciding: Vec<&Daemon> = sinks.iter().filter(|s| !banned(s).is_empty()).collect();
     assert_eq!(deciding.len(), 1, "one sink completed the spray");
     assert_eq!(int(&redis, &["EXISTS", "t:spray:sshd:root"]), 0);
-    for sink in &sinks {
-        sink.assert_no_errors();
-    }
+    no_errors(&sinks);
 }
 
 /// With shared windows, a ban by maxretry and a ban by spray never both happen to one address,
@@ -2124,8 +2103,7 @@ fn fleet_shared_windows_count_spraying_across_sinks() {
 /// maxretry.
 #[test]
 fn fleet_shared_windows_ban_each_address_once_between_spray_and_maxretry() {
-    let redis = Redis::start("", &[]);
-    let sinks = spray_sinks(&redis, 3);
+    let (redis, sinks) = spray_fleet(3);
     let holders = |ip: &str| sinks.iter().filter(|s| holds(s, ip)).count();
     // Banned by maxretry on sink 0; it is also the first member of root's spray set.
     let first = "192.0.2.41";
@@ -2156,9 +2134,7 @@ fn fleet_shared_windows_ban_each_address_once_between_spray_and_maxretry() {
     for ip in sprayers {
         assert_eq!(holders(ip), 1, "{ip} held by one sink");
     }
-    for sink in &sinks {
-        sink.assert_no_errors();
-    }
+    no_errors(&sinks);
 }
 
 /// A spray set an older sink filled holds bare addresses, not window targets: the script cannot
@@ -2168,8 +2144,7 @@ fn fleet_shared_windows_ban_each_address_once_between_spray_and_maxretry() {
 /// is banned a third time.
 #[test]
 fn fleet_shared_windows_ban_a_bare_spray_member_left_by_an_older_sink() {
-    let redis = Redis::start("", &[]);
-    let sinks = spray_sinks(&redis, 10);
+    let (redis, sinks) = spray_fleet(10);
     let bare = "192.0.2.50";
     redis.cli(&["ZADD", "t:spray:sshd:root", &unix_ms().to_string(), bare]);
     let sprayers = ["192.0.2.51", "198.51.100.52", "203.0.113.53"];
@@ -2206,9 +2181,7 @@ fn fleet_shared_windows_ban_a_bare_spray_member_left_by_an_older_sink() {
     assert_eq!(count_of(sprayers[1]), Some(1.into()), "{list:?}");
     assert_eq!(count_of(bare), Some(1.into()), "{list:?}");
     assert!(banned(&sinks[1]).is_empty(), "{:?}", banned(&sinks[1]));
-    for sink in &sinks {
-        sink.assert_no_errors();
-    }
+    no_errors(&sinks);
 }
 
 /// With shared windows, a success seen by one sink forgives the failures another sink counted:
@@ -2216,8 +2189,7 @@ fn fleet_shared_windows_ban_a_bare_spray_member_left_by_an_older_sink() {
 /// nothing; a second success within findtime forgives nothing.
 #[test]
 fn fleet_shared_windows_forgive_a_success_on_any_sink() {
-    let redis = Redis::start("", &[]);
-    let sinks = spray_sinks(&redis, 3);
+    let (redis, sinks) = spray_fleet(3);
     let ip = "192.0.2.31";
     let window = format!("t:win:sshd:{ip}/32");
     fail(&[], &sinks[0], "sshd", ip, 2);

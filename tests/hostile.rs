@@ -14,29 +14,35 @@ fn line(msg: &str) -> String {
     format!("<38>Nov 29 18:52:53 vm sshd[1]: {msg}\n")
 }
 
+/// `n` sshd password failures of root from `ip`, as lines.
+fn failures(ip: &str, n: usize) -> String {
+    line(&format!("Failed password for root from {ip} port 22 ssh2")).repeat(n)
+}
+
+/// Whether `d` logs the sshd jail's ban of `ip` within `secs` seconds.
+fn bans_within(d: &Daemon, ip: &str, secs: u64) -> bool {
+    wait_for(Duration::from_secs(secs), || {
+        d.logged(&format!("[sshd] Ban {ip}"))
+    })
+}
+
 #[test]
 fn a_byte_at_a_time_sender_is_served_and_blocks_nobody() {
     let d = Daemon::start(&config("", SSHD));
     let mut slow = TcpStream::connect(d.tcp).unwrap();
-    let text = line("Failed password for root from 192.0.2.50 port 22 ssh2").repeat(3);
+    let text = failures("192.0.2.50", 3);
     let mut fast = TcpStream::connect(d.tcp).unwrap();
     for (i, byte) in text.as_bytes().iter().enumerate() {
         slow.write_all(&[*byte]).unwrap();
         if i == text.len() / 2 {
             // Halfway through the slow sender, another connection is served at once.
-            fast.write_all(
-                line("Failed password for root from 192.0.2.51 port 22 ssh2")
-                    .repeat(3)
-                    .as_bytes(),
-            )
-            .unwrap();
-            assert!(wait_for(Duration::from_secs(10), || d
-                .logged("[sshd] Ban 192.0.2.51")));
+            fast.write_all(failures("192.0.2.51", 3).as_bytes())
+                .unwrap();
+            assert!(bans_within(&d, "192.0.2.51", 10));
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    assert!(wait_for(Duration::from_secs(10), || d
-        .logged("[sshd] Ban 192.0.2.50")));
+    assert!(bans_within(&d, "192.0.2.50", 10));
     assert!(d.stop().success());
 }
 
@@ -50,14 +56,8 @@ fn an_endless_frame_is_discarded_in_bounded_memory() {
         s.write_all(&chunk).unwrap();
     }
     s.write_all(b"\n").unwrap();
-    s.write_all(
-        line("Failed password for root from 192.0.2.52 port 22 ssh2")
-            .repeat(3)
-            .as_bytes(),
-    )
-    .unwrap();
-    assert!(wait_for(Duration::from_secs(20), || d
-        .logged("[sshd] Ban 192.0.2.52")));
+    s.write_all(failures("192.0.2.52", 3).as_bytes()).unwrap();
+    assert!(bans_within(&d, "192.0.2.52", 20));
     d.wait_metric("jailsink_messages_dropped_total{reason=\"too_large\"}", 1.0);
     let grown = d.rss_kib().saturating_sub(before);
     assert!(
@@ -99,14 +99,8 @@ fn a_connection_flood_is_refused_and_counted_then_service_resumes() {
     drop(flood);
     d.wait_metric("jailsink_tcp_connections", 0.0);
     let mut s = TcpStream::connect(d.tcp).unwrap();
-    s.write_all(
-        line("Failed password for root from 192.0.2.53 port 22 ssh2")
-            .repeat(3)
-            .as_bytes(),
-    )
-    .unwrap();
-    assert!(wait_for(Duration::from_secs(10), || d
-        .logged("[sshd] Ban 192.0.2.53")));
+    s.write_all(failures("192.0.2.53", 3).as_bytes()).unwrap();
+    assert!(bans_within(&d, "192.0.2.53", 10));
     assert!(d.stop().success());
 }
 
@@ -132,14 +126,9 @@ fn one_sender_cannot_take_every_connection_slot() {
     other.connect(&d.tcp.into()).unwrap();
     let mut other: TcpStream = other.into();
     other
-        .write_all(
-            line("Failed password for root from 192.0.2.54 port 22 ssh2")
-                .repeat(3)
-                .as_bytes(),
-        )
+        .write_all(failures("192.0.2.54", 3).as_bytes())
         .unwrap();
-    assert!(wait_for(Duration::from_secs(10), || d
-        .logged("[sshd] Ban 192.0.2.54")));
+    assert!(bans_within(&d, "192.0.2.54", 10));
     d.wait_metric("jailsink_tcp_connections", 4.0);
     // The first sender's slots come back when its connections close.
     drop(flood);
@@ -328,12 +317,7 @@ fn a_full_disk_keeps_banning_in_memory_and_recovers() {
     );
     let inside = format!("/proc/{}/root{}", d.pid(), state_dir.display());
     let mut s = TcpStream::connect(d.tcp).unwrap();
-    s.write_all(
-        line("Failed password for root from 192.0.2.60 port 22 ssh2")
-            .repeat(3)
-            .as_bytes(),
-    )
-    .unwrap();
+    s.write_all(failures("192.0.2.60", 3).as_bytes()).unwrap();
     assert!(wait_for(Duration::from_secs(10), || d
         .count_prefix("would ban 192.0.2.60")
         == 1));
@@ -365,12 +349,7 @@ fn a_full_disk_keeps_banning_in_memory_and_recovers() {
     );
     assert!(d.logged("cannot write state; bans continue in memory"));
     std::fs::remove_file(&filler).unwrap();
-    s.write_all(
-        line("Failed password for root from 192.0.2.62 port 22 ssh2")
-            .repeat(3)
-            .as_bytes(),
-    )
-    .unwrap();
+    s.write_all(failures("192.0.2.62", 3).as_bytes()).unwrap();
     assert!(wait_for(Duration::from_secs(10), || d
         .logged("state database writable again")));
     // Read the database where the daemon sees it (sqlite would resolve /proc/PID/root away).
@@ -390,19 +369,22 @@ fn a_full_disk_keeps_banning_in_memory_and_recovers() {
     assert!(d.stop().success());
 }
 
-#[test]
-fn a_state_database_that_cannot_be_read_lifts_no_firewall_ban() {
-    let ns = Netns::new("unread");
+/// The config of an sshd jail banning at the second failure through iptables, and a daemon
+/// started on it inside `ns`.
+fn iptables_sshd(ns: &Netns) -> (String, Daemon) {
     let jail = SSHD.replace("maxretry = 3", "maxretry = 2\naction = \"iptables\"");
     let text = config("", &jail);
     let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &ns.prefix());
+    (text, d)
+}
+
+#[test]
+fn a_state_database_that_cannot_be_read_lifts_no_firewall_ban() {
+    let ns = Netns::new("unread");
+    let (text, d) = iptables_sshd(&ns);
     // The daemon's loopback is the namespace's.
     let file = d.config.with_file_name("failures.log");
-    std::fs::write(
-        &file,
-        line("Failed password for root from 198.51.100.7 port 22 ssh2").repeat(2),
-    )
-    .unwrap();
+    std::fs::write(&file, failures("198.51.100.7", 2)).unwrap();
     let send = format!(
         "cat {} > /dev/tcp/127.0.0.1/{}",
         file.display(),
@@ -439,14 +421,11 @@ fn a_state_database_that_cannot_be_read_lifts_no_firewall_ban() {
 #[test]
 fn kill_9_during_a_burst_leaves_state_and_firewall_in_agreement() {
     let ns = Netns::new("burst");
-    let jail = SSHD.replace("maxretry = 3", "maxretry = 2\naction = \"iptables\"");
-    let text = config("", &jail);
-    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &ns.prefix());
+    let (text, d) = iptables_sshd(&ns);
     let mut burst = String::new();
     for n in 0..150u32 {
         let ip = format!("198.51.100.{}", n % 150 + 1);
-        burst
-            .push_str(&line(&format!("Failed password for root from {ip} port 22 ssh2")).repeat(2));
+        burst.push_str(&failures(&ip, 2));
     }
     let file = d.config.with_file_name("burst.log");
     std::fs::write(&file, burst).unwrap();

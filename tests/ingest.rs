@@ -8,11 +8,11 @@ use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::observe::{failed, snippet, Rsyslog};
-use crate::support::{binary, config, logger, tool, wait_for, Daemon};
+use crate::support::{binary, config, logger, tool, wait_for, Daemon, OPENSSL_EC_KEY};
 
 fn jail(maxretry: u32, hosts: &str) -> String {
     format!(
@@ -26,6 +26,16 @@ bantime = "1h"
 "#
     )
 }
+
+/// Messages received over TLS.
+const RECEIVED: &str = "jailsink_messages_received_total{transport=\"tls\"}";
+
+/// Connections dropped in or for their TLS handshake.
+const HANDSHAKES: &str = "jailsink_messages_dropped_total{reason=\"tls_handshake\"}";
+
+/// What jailsink logs when a reload's TLS settings close a connection.
+const CLOSED_BY_RELOAD: &str =
+    "connection closed: the reloaded TLS settings no longer accept its client certificate";
 
 fn wait_ban(d: &Daemon, ip: &str, context: impl Fn() -> String) {
     let line = format!("[sshd] Ban {ip}");
@@ -176,23 +186,7 @@ impl Certs {
             dir: tempfile::tempdir().unwrap(),
             openssl: tool("openssl", "openssl"),
         };
-        certs.run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=jailsink test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ]);
+        certs.new_ca("ca", "/CN=jailsink test CA");
         certs.issue(
             "server",
             "/CN=localhost",
@@ -207,16 +201,7 @@ impl Certs {
     }
 
     fn run(&self, args: &[&str]) {
-        let out = Command::new(&self.openssl)
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::support::openssl(self.dir.path(), args);
     }
 
     /// NAME.key and NAME.crt, signed by the CA.
@@ -226,24 +211,18 @@ impl Certs {
 
     /// A second CA, CA.key and CA.crt, of its own.
     fn another_ca(&self, ca: &str) {
+        self.new_ca(ca, &format!("/CN=jailsink test {ca}"));
+    }
+
+    /// A self-signed CA, CA.key and CA.crt, named `subject`.
+    fn new_ca(&self, ca: &str, subject: &str) {
         let (key, crt) = (format!("{ca}.key"), format!("{ca}.crt"));
-        self.run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            &format!("/CN=jailsink test {ca}"),
-            "-keyout",
-            &key,
-            "-out",
-            &crt,
+        let mut args = vec!["req", "-x509"];
+        args.extend(OPENSSL_EC_KEY);
+        args.extend([
+            "-nodes", "-days", "30", "-subj", subject, "-keyout", &key, "-out", &crt,
         ]);
+        self.run(&args);
     }
 
     /// NAME.key and NAME.crt, signed by CA (CA.crt and CA.key).
@@ -255,20 +234,10 @@ impl Certs {
             format!("{name}.crt"),
             format!("{name}.ext"),
         );
-        self.run(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            subject,
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ]);
+        let mut args = vec!["req"];
+        args.extend(OPENSSL_EC_KEY);
+        args.extend(["-nodes", "-subj", subject, "-keyout", &key, "-out", &csr]);
+        self.run(&args);
         self.run(&[
             "x509",
             "-req",
@@ -310,14 +279,9 @@ impl Certs {
         text
     }
 
-    /// `openssl s_client` to `port`, stdin piped (each line written is sent), with the client
-    /// certificate or without.
-    fn s_client(&self, port: u16, with_cert: bool) -> Child {
-        self.s_client_as(port, with_cert.then_some("client"))
-    }
-
-    /// `openssl s_client` to `port` with the certificate NAME.crt (and NAME.key), or none.
-    fn s_client_as(&self, port: u16, name: Option<&str>) -> Child {
+    /// `openssl s_client` to `port` with the certificate NAME.crt (and NAME.key), or none, and
+    /// its stdin (each line written is sent).
+    fn connect(&self, port: u16, name: Option<&str>) -> (Child, ChildStdin) {
         let mut cmd = Command::new(&self.openssl);
         cmd.args(["s_client", "-quiet", "-connect"])
             .arg(format!("127.0.0.1:{port}"))
@@ -329,12 +293,23 @@ impl Certs {
                 .arg("-key")
                 .arg(self.path(&format!("{name}.key")));
         }
-        cmd.stdin(Stdio::piped())
+        let mut child = cmd
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        (child, stdin)
     }
+}
+
+/// New certificates, and a daemon with a TLS listener on them (asking for client certificates
+/// signed by the CA if `client_ca`) and the sshd jail banning at `maxretry`.
+fn tls_sink(client_ca: bool, maxretry: u32) -> (Certs, Daemon) {
+    let certs = Certs::make();
+    let d = Daemon::start(&config(&certs.server(client_ca), &jail(maxretry, "")));
+    (certs, d)
 }
 
 /// A serial no two certificates of a run share.
@@ -356,8 +331,7 @@ fn line(ip: &str) -> String {
 
 #[test]
 fn rsyslog_over_tls_with_a_client_certificate_bans_after_5_failures() {
-    let certs = Certs::make();
-    let d = Daemon::start(&config(&certs.server(true), &jail(5, "")));
+    let (certs, d) = tls_sink(true, 5);
     let conf = snippet(
         "rsyslog/50-jailsink-tls.conf",
         &[
@@ -383,7 +357,7 @@ fn rsyslog_over_tls_with_a_client_certificate_bans_after_5_failures() {
         .find(|e| e["message"] == "TLS client certificate accepted")
         .unwrap_or_else(|| panic!("no client certificate logged: {logs:#?}"));
     assert_eq!(accepted["subject"], "CN=web1.example.org,O=jailsink tests");
-    assert!(d.metric("jailsink_messages_received_total{transport=\"tls\"}") >= Some(5.0));
+    assert!(d.metric(RECEIVED) >= Some(5.0));
     drop(r);
     assert!(d.stop().success());
 }
@@ -414,6 +388,13 @@ fn closed_by_server(stream: &mut TcpStream) -> Result<(), String> {
     }
 }
 
+/// The `field` of the first CLOSED_BY_RELOAD log entry, if it has one as text.
+fn closed_by_reload(d: &Daemon, field: &str) -> Option<String> {
+    let logs = d.logs.lock().unwrap();
+    let entry = logs.iter().find(|e| e["message"] == CLOSED_BY_RELOAD)?;
+    entry[field].as_str().map(str::to_string)
+}
+
 /// Ends an s_client (`-quiet` ignores the end of its input).
 fn stop(mut child: Child) {
     let _ = child.kill();
@@ -435,21 +416,18 @@ fn exits(child: &mut Child) -> bool {
 
 #[test]
 fn a_last_line_without_its_trailer_counts_over_tls_closed_without_close_notify() {
-    let certs = Certs::make();
-    let d = Daemon::start(&config(&certs.server(true), &jail(1, "")));
-    let received = "jailsink_messages_received_total{transport=\"tls\"}";
-    let mut client = certs.s_client(d.tls.port(), true);
-    let mut stdin = client.stdin.take().unwrap();
+    let (certs, d) = tls_sink(true, 1);
+    let (mut client, mut stdin) = certs.connect(d.tls.port(), Some("client"));
     // One write, one TLS record: a whole line, then a last one without its newline.
     let last = line("192.0.2.121");
     let both = line("192.0.2.120") + last.trim_end();
     stdin.write_all(both.as_bytes()).unwrap();
-    d.wait_metric(received, 1.0);
+    d.wait_metric(RECEIVED, 1.0);
     // SIGKILL: the TCP connection closes with no TLS close_notify, as many senders end.
     client.kill().unwrap();
     let _ = client.wait();
     drop(stdin);
-    d.wait_metric(received, 2.0);
+    d.wait_metric(RECEIVED, 2.0);
     assert!(wait_for(Duration::from_secs(10), || d
         .count_prefix("[sshd] Ban 192.0.2.121")
         == 1));
@@ -467,20 +445,17 @@ fn a_last_line_without_its_trailer_counts_over_tls_closed_without_close_notify()
 
 #[test]
 fn tls_refuses_no_certificate_plain_tcp_and_silent_clients_and_counts_them() {
-    let certs = Certs::make();
-    let d = Daemon::start(&config(&certs.server(true), &jail(1, "")));
-    let handshakes = "jailsink_messages_dropped_total{reason=\"tls_handshake\"}";
-    d.wait_metric(handshakes, 0.0);
+    let (certs, d) = tls_sink(true, 1);
+    d.wait_metric(HANDSHAKES, 0.0);
     // A client without a certificate, when tls_client_ca is set.
-    let mut no_cert = certs.s_client(d.tls.port(), false);
-    let mut stdin = no_cert.stdin.take().unwrap();
+    let (mut no_cert, mut stdin) = certs.connect(d.tls.port(), None);
     let _ = stdin.write_all(line("192.0.2.111").as_bytes());
     assert!(
         exits(&mut no_cert),
         "s_client without a certificate stayed connected"
     );
     drop(stdin);
-    d.wait_metric(handshakes, 1.0);
+    d.wait_metric(HANDSHAKES, 1.0);
     // Plain syslog over TCP to the TLS port.
     let mut plain = TcpStream::connect(d.tls).unwrap();
     plain.write_all(line("192.0.2.112").as_bytes()).unwrap();
@@ -490,7 +465,7 @@ fn tls_refuses_no_certificate_plain_tcp_and_silent_clients_and_counts_them() {
             d.logs.lock().unwrap()
         );
     }
-    d.wait_metric(handshakes, 2.0);
+    d.wait_metric(HANDSHAKES, 2.0);
     // A client that connects and never says anything: closed after tls_handshake_timeout.
     let mut silent = TcpStream::connect(d.tls).unwrap();
     if let Err(e) = closed_by_server(&mut silent) {
@@ -499,15 +474,11 @@ fn tls_refuses_no_certificate_plain_tcp_and_silent_clients_and_counts_them() {
             d.logs.lock().unwrap()
         );
     }
-    d.wait_metric(handshakes, 3.0);
-    assert_eq!(
-        d.metric("jailsink_messages_received_total{transport=\"tls\"}"),
-        Some(0.0)
-    );
+    d.wait_metric(HANDSHAKES, 3.0);
+    assert_eq!(d.metric(RECEIVED), Some(0.0));
     assert_eq!(d.metric("jailsink_bans_total{jail=\"sshd\"}"), Some(0.0));
     // With a certificate, the same line bans (maxretry 1), over newline framing.
-    let mut client = certs.s_client(d.tls.port(), true);
-    let mut stdin = client.stdin.take().unwrap();
+    let (client, mut stdin) = certs.connect(d.tls.port(), Some("client"));
     stdin.write_all(line("192.0.2.113").as_bytes()).unwrap();
     wait_ban(&d, "192.0.2.113", || "s_client with a certificate".into());
     drop(stdin);
@@ -517,13 +488,10 @@ fn tls_refuses_no_certificate_plain_tcp_and_silent_clients_and_counts_them() {
 
 #[test]
 fn reload_takes_a_renewed_certificate_and_keeps_running_connections() {
-    let certs = Certs::make();
-    let d = Daemon::start(&config(&certs.server(true), &jail(100, "")));
-    let received = "jailsink_messages_received_total{transport=\"tls\"}";
-    let mut old = certs.s_client(d.tls.port(), true);
-    let mut stdin = old.stdin.take().unwrap();
+    let (certs, d) = tls_sink(true, 100);
+    let (old, mut stdin) = certs.connect(d.tls.port(), Some("client"));
     stdin.write_all(line("192.0.2.120").as_bytes()).unwrap();
-    d.wait_metric(received, 1.0);
+    d.wait_metric(RECEIVED, 1.0);
     certs.issue(
         "server",
         "/CN=localhost renewed",
@@ -532,7 +500,7 @@ fn reload_takes_a_renewed_certificate_and_keeps_running_connections() {
     d.cli_ok(&["reload"]);
     // The connection opened before the reload still delivers.
     stdin.write_all(line("192.0.2.120").as_bytes()).unwrap();
-    d.wait_metric(received, 2.0);
+    d.wait_metric(RECEIVED, 2.0);
     // A new connection is served the renewed certificate.
     let out = Command::new(&certs.openssl)
         .args(["s_client", "-connect"])
@@ -574,17 +542,13 @@ fn a_reload_that_drops_a_client_ca_closes_the_connections_it_signed() {
         .server(true)
         .replace(&certs.show("ca.crt"), &certs.show("clients.crt"));
     let d = Daemon::start(&config(&server, &jail(100, "")));
-    let received = "jailsink_messages_received_total{transport=\"tls\"}";
-    let handshakes = "jailsink_messages_dropped_total{reason=\"tls_handshake\"}";
-    let mut kept = certs.s_client_as(d.tls.port(), Some("client"));
-    let mut kept_in = kept.stdin.take().unwrap();
-    let mut cut = certs.s_client_as(d.tls.port(), Some("client2"));
-    let mut cut_in = cut.stdin.take().unwrap();
+    let (mut kept, mut kept_in) = certs.connect(d.tls.port(), Some("client"));
+    let (mut cut, mut cut_in) = certs.connect(d.tls.port(), Some("client2"));
     kept_in.write_all(line("192.0.2.130").as_bytes()).unwrap();
-    d.wait_metric(received, 1.0);
+    d.wait_metric(RECEIVED, 1.0);
     cut_in.write_all(line("192.0.2.131").as_bytes()).unwrap();
-    d.wait_metric(received, 2.0);
-    assert_eq!(d.metric(handshakes), Some(0.0));
+    d.wait_metric(RECEIVED, 2.0);
+    assert_eq!(d.metric(HANDSHAKES), Some(0.0));
 
     // The same files but ca2 taken out of the client CA list.
     std::fs::write(certs.path("clients.crt"), &ca).unwrap();
@@ -594,27 +558,18 @@ fn a_reload_that_drops_a_client_ca_closes_the_connections_it_signed() {
         exits(&mut cut),
         "a client the new CA list does not accept stayed connected"
     );
-    assert!(wait_for(Duration::from_secs(10), || d.logged(
-        "connection closed: the reloaded TLS settings no longer accept its client certificate"
-    )));
-    let subject = d.logs.lock().unwrap().iter().find_map(|e| {
-        (e["message"]
-            == "connection closed: the reloaded TLS settings no longer accept its client certificate")
-            .then(|| e["subject"].clone())
-    });
+    assert!(wait_for(Duration::from_secs(10), || d.logged(CLOSED_BY_RELOAD)));
     assert_eq!(
-        subject
-            .and_then(|s| s.as_str().map(str::to_string))
-            .as_deref(),
+        closed_by_reload(&d, "subject").as_deref(),
         Some("CN=web2.example.org,O=jailsink tests"),
         "the log names the certificate"
     );
-    d.wait_metric(handshakes, 1.0);
+    d.wait_metric(HANDSHAKES, 1.0);
     // The accepted client still delivers; what the refused one sent after the reload is lost.
     kept_in.write_all(line("192.0.2.133").as_bytes()).unwrap();
-    d.wait_metric(received, 3.0);
-    assert_eq!(d.metric(received), Some(3.0));
-    assert_eq!(d.metric(handshakes), Some(1.0));
+    d.wait_metric(RECEIVED, 3.0);
+    assert_eq!(d.metric(RECEIVED), Some(3.0));
+    assert_eq!(d.metric(HANDSHAKES), Some(1.0));
     assert!(
         kept.try_wait().unwrap().is_none(),
         "the accepted client was closed"
@@ -629,14 +584,10 @@ fn a_reload_that_drops_a_client_ca_closes_the_connections_it_signed() {
 /// certificate the CA signed then connects and delivers.
 #[test]
 fn a_reload_that_requires_client_certificates_closes_connections_without_one() {
-    let certs = Certs::make();
-    let d = Daemon::start(&config(&certs.server(false), &jail(100, "")));
-    let received = "jailsink_messages_received_total{transport=\"tls\"}";
-    let handshakes = "jailsink_messages_dropped_total{reason=\"tls_handshake\"}";
-    let mut cut = certs.s_client_as(d.tls.port(), None);
-    let mut cut_in = cut.stdin.take().unwrap();
+    let (certs, d) = tls_sink(false, 100);
+    let (mut cut, mut cut_in) = certs.connect(d.tls.port(), None);
     cut_in.write_all(line("192.0.2.141").as_bytes()).unwrap();
-    d.wait_metric(received, 1.0);
+    d.wait_metric(RECEIVED, 1.0);
 
     let text = std::fs::read_to_string(&d.config).unwrap();
     let ca = format!("tls_client_ca = \"{}\"\n", certs.show("ca.crt"));
@@ -651,24 +602,16 @@ fn a_reload_that_requires_client_certificates_closes_connections_without_one() {
         exits(&mut cut),
         "a client without a certificate stayed connected once one is required"
     );
-    d.wait_metric(handshakes, 1.0);
-    let reason = d.logs.lock().unwrap().iter().find_map(|e| {
-        (e["message"]
-            == "connection closed: the reloaded TLS settings no longer accept its client certificate")
-            .then(|| e["reason"].clone())
-    });
+    d.wait_metric(HANDSHAKES, 1.0);
     assert_eq!(
-        reason
-            .and_then(|r| r.as_str().map(str::to_string))
-            .as_deref(),
+        closed_by_reload(&d, "reason").as_deref(),
         Some("no client certificate")
     );
-    let mut client = certs.s_client_as(d.tls.port(), Some("client"));
-    let mut client_in = client.stdin.take().unwrap();
+    let (client, mut client_in) = certs.connect(d.tls.port(), Some("client"));
     client_in.write_all(line("192.0.2.143").as_bytes()).unwrap();
-    d.wait_metric(received, 2.0);
-    assert_eq!(d.metric(received), Some(2.0));
-    assert_eq!(d.metric(handshakes), Some(1.0));
+    d.wait_metric(RECEIVED, 2.0);
+    assert_eq!(d.metric(RECEIVED), Some(2.0));
+    assert_eq!(d.metric(HANDSHAKES), Some(1.0));
     drop((client_in, cut_in));
     stop(client);
     assert!(d.stop().success());

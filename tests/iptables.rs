@@ -5,20 +5,17 @@
 use std::time::Duration;
 
 use crate::lab::Netns;
-use crate::support::{config, log_tcp, wait_for, Daemon};
+use crate::support::{config, jail_toml, log_tcp, wait_for, Daemon, FAILED_ANY_USER, FAILED_ROOT};
 
 #[test]
 fn iptables_bans_and_unbans_in_a_namespace_and_cleans_up_at_stop() {
     let ns = Netns::new("ipt");
-    let jails = r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for (?:invalid user )?\S+ from <HOST> port \d+(?: ssh2)?$']
-maxretry = 2
-bantime = "3s"
-port = "ssh"
-action = "iptables"
-
+    let jails = jail_toml(
+        "sshd",
+        "sshd",
+        FAILED_ANY_USER,
+        "maxretry = 2\nbantime = \"3s\"\nport = \"ssh\"\naction = \"iptables\"",
+    ) + r#"
 [jails.smtp]
 programs = ["sendmail"]
 failregex = ['relay=\[<HOST>\]$']
@@ -26,7 +23,7 @@ maxretry = 1
 bantime = "1h"
 action = { type = "iptables", name = "SMTP", port = ["smtp", 465], protocol = "tcp", blocktype = "REJECT" }
 "#;
-    let d = Daemon::start_with(&config("", jails), &ns.prefix());
+    let d = Daemon::start_with(&config("", &jails), &ns.prefix());
     let hooks = ns.run(&["iptables-save", "-t", "filter"]);
     assert!(
         hooks.contains("-A INPUT -p tcp -m multiport --dports 22 -j jailsink-sshd"),
@@ -125,15 +122,7 @@ fn chain_rules(ns: &Netns, tool: &str) -> Vec<String> {
 #[test]
 fn without_ip6tables_ipv4_is_still_listed_and_reconciled() {
     let ns = Netns::new("ip6less");
-    let jails = r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-maxretry = 1
-bantime = "1h"
-port = "ssh"
-action = "iptables"
-"#;
+    let jails = &port_jail("sshd", "ssh", "\"iptables\"");
     let text = config("", jails);
     let d = Daemon::start_in(tempfile::tempdir().unwrap(), &text, &ns.prefix());
     for ip in ["192.0.2.60", "2001:db8::60"] {
@@ -187,12 +176,7 @@ action = "iptables"
     // The IPv6 ban fails on its own, counted once (not retried) and named as ip6tables'
     // failure.
     let failed = wait_for(Duration::from_secs(15), || {
-        d.errors().iter().any(|e| {
-            e["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("bans the firewall cannot apply"))
-                && e["first"] == "2001:db8::61"
-        })
+        d.errors().iter().any(|e| cannot_apply(e, "2001:db8::61"))
     });
     assert!(failed, "{:#?}", d.errors());
     assert!(
@@ -215,15 +199,7 @@ action = "iptables"
 #[test]
 fn without_ip6tables_ipset_bans_ipv4_and_fails_ipv6_bans_counted() {
     let ns = Netns::new("ip6set");
-    let jails = r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-maxretry = 1
-bantime = "1h"
-port = "ssh"
-action = "ipset"
-"#;
+    let jails = &port_jail("sshd", "ssh", "\"ipset\"");
     let bin = without_ip6tables();
     let path = bin.path().display().to_string();
     let d = Daemon::start_env(
@@ -245,10 +221,7 @@ action = "ipset"
     assert!(ok, "{}", ns.run(&["ipset", "list"]));
     let failed = wait_for(Duration::from_secs(15), || {
         d.errors().iter().any(|e| {
-            e["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("bans the firewall cannot apply"))
-                && e["first"] == "2001:db8::62"
+            cannot_apply(e, "2001:db8::62")
                 && e["error"].as_str().is_some_and(|t| t.contains("ip6tables"))
         })
     });
@@ -270,15 +243,10 @@ action = "ipset"
 fn a_changed_port_removes_the_old_rule_of_kept_objects() {
     let ns = Netns::new("ipsetport");
     let jails = |port: &str| {
-        format!(
-            r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-maxretry = 1
-bantime = "1h"
-action = {{ type = "ipset", port = "{port}", keep_on_stop = true }}
-"#
+        root_jail(
+            "sshd",
+            "sshd",
+            &format!("action = {{ type = \"ipset\", port = \"{port}\", keep_on_stop = true }}"),
         )
     };
     let d = Daemon::start_with(&config("", &jails("22")), &ns.prefix());
@@ -306,74 +274,87 @@ action = {{ type = "ipset", port = "{port}", keep_on_stop = true }}
 #[test]
 fn a_reload_that_reuses_a_removed_jails_action_name_keeps_its_objects() {
     let ns = Netns::new("reuse");
-    let jail = |jail: &str, keep: bool| {
-        format!(
-            r#"
-[jails.{jail}]
-programs = ["sshd"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-maxretry = 1
-bantime = "1h"
-port = "22"
-action = {{ type = "ipset", name = "shared", keep_on_stop = {keep} }}
-"#
-        )
-    };
-    let d = Daemon::start_with(&config("", &jail("old", false)), &ns.prefix());
+    let d = Daemon::start_with(
+        &config("", &ipset_jail("old", "shared", false)),
+        &ns.prefix(),
+    );
     let hook = "--dports 22 -m set --match-set jailsink-shared-v4 src -j DROP";
     assert!(ns.run(&["iptables-save"]).contains(hook));
-    let dir = d.config.parent().unwrap().to_path_buf();
-    std::fs::write(
-        &d.config,
-        config("", &jail("new", true)).replace("@DIR@", &dir.display().to_string()),
-    )
-    .unwrap();
-    let out = d.cli_ok(&["reload"]);
-    assert!(
-        out.contains("new: started") && out.contains("old: removed"),
-        "{out}"
+    let dir = d.dir();
+    let _kept = reload_then_stop(
+        d,
+        &ipset_jail("new", "shared", true),
+        ["new: started", "old: removed"],
     );
-    let (status, _kept) = d.stop_keeping_dir();
-    assert!(status.success());
     let rules = ns.run(&["iptables-save"]);
     assert!(rules.contains(hook), "{rules}");
     let sets = ns.run(&["ipset", "list", "-n"]);
     assert!(sets.contains("jailsink-shared-v4"), "{sets}");
-    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
-    let jail: String = db
-        .query_row(
-            "SELECT jail FROM firewall_objects WHERE backend = 'ipset' AND name = 'shared'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let jail = object_jail(&dir.join("state.db"), "ipset", "shared").unwrap();
     assert_eq!(jail, "new");
+}
+
+/// A jail `jail` on `program`'s root password failures, banning at the first for an hour, with
+/// `settings` (TOML lines: port, action) after.
+fn root_jail(jail: &str, program: &str, settings: &str) -> String {
+    jail_toml(
+        jail,
+        program,
+        FAILED_ROOT,
+        &format!("maxretry = 1\nbantime = \"1h\"\n{settings}"),
+    )
 }
 
 /// An ipset jail `jail` named `name` on port 22 (`keep_on_stop` as given).
 fn ipset_jail(jail: &str, name: &str, keep: bool) -> String {
-    format!(
-        r#"
-[jails.{jail}]
-programs = ["sshd"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-maxretry = 1
-bantime = "1h"
-port = "22"
-action = {{ type = "ipset", name = "{name}", keep_on_stop = {keep} }}
-"#
+    root_jail(
+        jail,
+        "sshd",
+        &format!("port = \"22\"\naction = {{ type = \"ipset\", name = \"{name}\", keep_on_stop = {keep} }}"),
     )
 }
 
-/// Reloads `d` with `jails`, returns the reload's answer.
-fn reload_with(d: &Daemon, jails: &str) -> String {
-    let dir = d.config.parent().unwrap().to_path_buf();
-    std::fs::write(
-        &d.config,
-        config("", jails).replace("@DIR@", &dir.display().to_string()),
+/// The iptables rule that drops `ip` in the chain of the action named `name`.
+fn drop_rule(name: &str, ip: &str) -> String {
+    format!("-A jailsink-{name} -s {ip}/32 -j DROP")
+}
+
+/// Bans `ip` in `jail` through the CLI; true once `listing` (run in `ns`) shows `text`, within
+/// 15 s.
+fn ban_shows(d: &Daemon, ns: &Netns, jail: &str, ip: &str, listing: &[&str], text: &str) -> bool {
+    d.cli_ok(&["ban", jail, ip]);
+    wait_for(Duration::from_secs(15), || ns.run(listing).contains(text))
+}
+
+/// Whether the logged error `e` is the firewall's failure to apply bans, the first of them
+/// `first`.
+fn cannot_apply(e: &serde_json::Value, first: &str) -> bool {
+    e["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("bans the firewall cannot apply"))
+        && e["first"] == first
+}
+
+/// Reloads `d` with `jails`, checks the reload's answer says both of `said`, and stops `d`
+/// cleanly; its directory is returned, for the checks after (it goes when dropped).
+#[must_use]
+fn reload_then_stop(d: Daemon, jails: &str, said: [&str; 2]) -> tempfile::TempDir {
+    let out = d.reload_jails(jails);
+    assert!(out.contains(said[0]) && out.contains(said[1]), "{out}");
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    kept
+}
+
+/// The jail the state database's record says made the firewall objects `name` of `backend`.
+fn object_jail(db: &std::path::Path, backend: &str, name: &str) -> Option<String> {
+    let db = rusqlite::Connection::open(db).unwrap();
+    db.query_row(
+        "SELECT jail FROM firewall_objects WHERE backend = ?1 AND name = ?2",
+        [backend, name],
+        |r| r.get(0),
     )
-    .unwrap();
-    d.cli_ok(&["reload"])
+    .ok()
 }
 
 /// Whether the port-22 hook and the set of ipset objects `name` are there, and which jail the
@@ -382,18 +363,10 @@ fn kept(ns: &Netns, dir: &std::path::Path, name: &str) -> (bool, bool, Option<St
     let hook = format!("--dports 22 -m set --match-set jailsink-{name}-v4 src -j DROP");
     let rules = ns.run(&["iptables-save"]);
     let sets = ns.run(&["ipset", "list", "-n"]);
-    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
-    let jail = db
-        .query_row(
-            "SELECT jail FROM firewall_objects WHERE backend = 'ipset' AND name = ?1",
-            [name],
-            |r| r.get(0),
-        )
-        .ok();
     (
         rules.contains(&hook),
         sets.contains(&format!("jailsink-{name}-v4")),
-        jail,
+        object_jail(&dir.join("state.db"), "ipset", name),
     )
 }
 
@@ -406,14 +379,12 @@ fn a_reload_where_a_changed_jail_takes_a_removed_jails_name_keeps_its_objects() 
     let ns = Netns::new("retake");
     let before = ipset_jail("old", "shared", false) + &ipset_jail("mover", "mine", false);
     let d = Daemon::start_with(&config("", &before), &ns.prefix());
-    let dir = d.config.parent().unwrap().to_path_buf();
-    let out = reload_with(&d, &ipset_jail("mover", "shared", true));
-    assert!(
-        out.contains("mover: actions restarted") && out.contains("old: removed"),
-        "{out}"
+    let dir = d.dir();
+    let _kept = reload_then_stop(
+        d,
+        &ipset_jail("mover", "shared", true),
+        ["mover: actions restarted", "old: removed"],
     );
-    let (status, _kept) = d.stop_keeping_dir();
-    assert!(status.success());
     assert_eq!(
         kept(&ns, &dir, "shared"),
         (true, true, Some("mover".into()))
@@ -427,17 +398,12 @@ fn a_reload_that_swaps_two_jails_action_names_keeps_both_objects() {
     let ns = Netns::new("swap");
     let before = ipset_jail("a", "x", false) + &ipset_jail("b", "y", false);
     let d = Daemon::start_with(&config("", &before), &ns.prefix());
-    let dir = d.config.parent().unwrap().to_path_buf();
-    let out = reload_with(
-        &d,
+    let dir = d.dir();
+    let _kept = reload_then_stop(
+        d,
         &(ipset_jail("a", "y", true) + &ipset_jail("b", "x", true)),
+        ["a: actions restarted", "b: actions restarted"],
     );
-    assert!(
-        out.contains("a: actions restarted") && out.contains("b: actions restarted"),
-        "{out}"
-    );
-    let (status, _kept) = d.stop_keeping_dir();
-    assert!(status.success());
     assert_eq!(kept(&ns, &dir, "y"), (true, true, Some("a".into())));
     assert_eq!(kept(&ns, &dir, "x"), (true, true, Some("b".into())));
 }
@@ -460,13 +426,11 @@ fn a_removed_jails_lifts_leave_the_bans_in_objects_it_handed_over() {
         })
     });
     assert!(banned, "{}", ns.run(&["ipset", "list"]));
-    let out = reload_with(&d, &ipset_jail("mover", "shared", true));
-    assert!(
-        out.contains("mover: actions restarted") && out.contains("old: removed"),
-        "{out}"
+    let _kept = reload_then_stop(
+        d,
+        &ipset_jail("mover", "shared", true),
+        ["mover: actions restarted", "old: removed"],
     );
-    let (status, _kept) = d.stop_keeping_dir();
-    assert!(status.success());
     let set = ns.run(&["ipset", "list", "jailsink-shared-v4"]);
     assert!(set.contains("192.0.2.7 "), "{set}");
 }
@@ -482,30 +446,37 @@ fn a_stop_records_the_kept_objects_of_a_database_that_opened_late() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("late"), "").unwrap();
     let d = Daemon::start_in(dir, &text, &ns.prefix());
-    let dir = d.config.parent().unwrap().to_path_buf();
+    let dir = d.dir();
     // A ban leaves a write waiting, which the state retries once the directory can be made.
-    d.cli_ok(&["ban", "late", "192.0.2.9"]);
-    let banned = wait_for(Duration::from_secs(15), || {
-        ns.run(&["ipset", "list", "jailsink-kept-v4"])
-            .contains("192.0.2.9 ")
-    });
+    let banned = ban_shows(
+        &d,
+        &ns,
+        "late",
+        "192.0.2.9",
+        &["ipset", "list", "jailsink-kept-v4"],
+        "192.0.2.9 ",
+    );
     assert!(banned);
     std::fs::remove_file(dir.join("late")).unwrap();
-    let opened = wait_for(Duration::from_secs(15), || {
-        d.logged("state database opened at last: the bans since start are stored now")
-    });
-    assert!(opened, "the state database never opened");
-    let (status, _kept) = d.stop_keeping_dir();
-    assert!(status.success());
-    let db = rusqlite::Connection::open(dir.join("late/state.db")).unwrap();
-    let jail: Option<String> = db
-        .query_row(
-            "SELECT jail FROM firewall_objects WHERE backend = 'ipset' AND name = 'kept'",
-            [],
-            |r| r.get(0),
-        )
-        .ok();
+    let _kept = opened_late_then_stop(d);
+    let jail = object_jail(&dir.join("late/state.db"), "ipset", "kept");
     assert_eq!(jail.as_deref(), Some("late"));
+}
+
+/// Whether `ns`'s INPUT chain jumps to the sshd jail's chain for `port`.
+fn hooked(ns: &Netns, port: &str) -> bool {
+    ns.run(&["iptables-save", "-t", "filter"])
+        .contains(&format!("--dports {port} -j jailsink-sshd"))
+}
+
+/// Waits for `d`'s state database to open at last (it could not at start), then stops `d`
+/// cleanly; its directory is returned, for the checks after (it goes when dropped).
+#[must_use]
+fn opened_late_then_stop(d: Daemon) -> tempfile::TempDir {
+    d.assert_state_opened_late();
+    let (status, kept) = d.stop_keeping_dir();
+    assert!(status.success());
+    kept
 }
 
 /// The earlier settings' objects waiting for removal (`stale_firewall_objects`), as the ports
@@ -537,19 +508,15 @@ fn stale_ports(db: &std::path::Path) -> Vec<String> {
 fn a_failed_removal_of_old_settings_objects_is_tried_again_at_start_and_at_stop() {
     let ns = Netns::new("stale");
     let jails = |port: &str| config("", &port_jail("sshd", port, "\"iptables\""));
-    let hooked = |port: &str| {
-        ns.run(&["iptables-save", "-t", "filter"])
-            .contains(&format!("--dports {port} -j jailsink-sshd"))
-    };
     let d = Daemon::start_with(&jails("22"), &ns.prefix());
     let db = d.config.parent().unwrap().join("state.db");
-    assert!(hooked("22"));
+    assert!(hooked(&ns, "22"));
     let kept = d.kill9();
     // The removal of the port-22 objects fails: the chain is still referenced.
     ns.run(&["iptables", "-N", "operator"]);
     ns.run(&["iptables", "-A", "operator", "-j", "jailsink-sshd"]);
     let d = Daemon::start_in(kept, &jails("2222"), &ns.prefix());
-    assert!(hooked("2222"));
+    assert!(hooked(&ns, "2222"));
     assert_eq!(stale_ports(&db), ["[\"22\"]"], "kept for a later try");
     let kept = d.kill9();
 
@@ -557,7 +524,7 @@ fn a_failed_removal_of_old_settings_objects_is_tried_again_at_start_and_at_stop(
     ns.run(&["iptables", "-F", "operator"]);
     let d = Daemon::start_in(kept, &jails("2222"), &ns.prefix());
     assert!(stale_ports(&db).is_empty(), "{:?}", stale_ports(&db));
-    assert!(hooked("2222") && !hooked("22"));
+    assert!(hooked(&ns, "2222") && !hooked(&ns, "22"));
 
     // Fails again with other settings; a clean stop, the reference gone, removes them.
     ns.run(&["iptables", "-A", "operator", "-j", "jailsink-sshd"]);
@@ -583,13 +550,9 @@ fn old_settings_found_by_a_late_record_are_removed_at_the_stop() {
         config("", &port_jail("sshd", port, "\"iptables\""))
             .replace("@DIR@/state.db", "@DIR@/late/state.db")
     };
-    let hooked = |port: &str| {
-        ns.run(&["iptables-save", "-t", "filter"])
-            .contains(&format!("--dports {port} -j jailsink-sshd"))
-    };
     let d = Daemon::start_with(&jails("22"), &ns.prefix());
-    let dir = d.config.parent().unwrap().to_path_buf();
-    assert!(hooked("22"));
+    let dir = d.dir();
+    assert!(hooked(&ns, "22"));
     let kept = d.kill9();
 
     // The database cannot open at start (its directory is a file): no record, so the port-22
@@ -597,21 +560,19 @@ fn old_settings_found_by_a_late_record_are_removed_at_the_stop() {
     std::fs::rename(dir.join("late"), dir.join("away")).unwrap();
     std::fs::write(dir.join("late"), "").unwrap();
     let d = Daemon::start_in(kept, &jails("2222"), &ns.prefix());
-    assert!(hooked("2222") && hooked("22"));
-    d.cli_ok(&["ban", "sshd", "192.0.2.9"]);
-    let banned = wait_for(Duration::from_secs(15), || {
-        ns.run(&["iptables-save", "-t", "filter"])
-            .contains("-A jailsink-sshd -s 192.0.2.9/32 -j DROP")
-    });
+    assert!(hooked(&ns, "2222") && hooked(&ns, "22"));
+    let banned = ban_shows(
+        &d,
+        &ns,
+        "sshd",
+        "192.0.2.9",
+        &["iptables-save", "-t", "filter"],
+        "-A jailsink-sshd -s 192.0.2.9/32 -j DROP",
+    );
     assert!(banned);
     std::fs::remove_file(dir.join("late")).unwrap();
     std::fs::rename(dir.join("away"), dir.join("late")).unwrap();
-    let opened = wait_for(Duration::from_secs(15), || {
-        d.logged("state database opened at last: the bans since start are stored now")
-    });
-    assert!(opened, "the state database never opened");
-    let (status, _kept) = d.stop_keeping_dir();
-    assert!(status.success());
+    let _kept = opened_late_then_stop(d);
     let rules = ns.run(&["iptables-save", "-t", "filter"]);
     assert!(!rules.contains("jailsink"), "{rules}");
     assert!(stale_ports(&dir.join("late/state.db")).is_empty());
@@ -619,17 +580,25 @@ fn old_settings_found_by_a_late_record_are_removed_at_the_stop() {
 
 /// A jail on `port` (a number or a service name) whose action is `action` (TOML).
 fn port_jail(jail: &str, port: impl std::fmt::Display, action: &str) -> String {
-    format!(
-        r#"
-[jails.{jail}]
-programs = ["{jail}"]
-failregex = ['^Failed password for root from <HOST> port \d+ ssh2$']
-maxretry = 1
-bantime = "1h"
-port = "{port}"
-action = {action}
-"#
-    )
+    root_jail(jail, jail, &format!("port = \"{port}\"\naction = {action}"))
+}
+
+/// An iptables action named `web` (TOML).
+const WEB: &str = r#"{ type = "iptables", name = "web" }"#;
+
+/// Starts a daemon in `ns` with `jails` and bans 192.0.2.5 in sshd, whose action is `WEB`.
+fn start_with_web_ban(ns: &Netns, jails: &str) -> Daemon {
+    let d = Daemon::start_with(&config("", jails), &ns.prefix());
+    let banned = ban_shows(
+        &d,
+        ns,
+        "sshd",
+        "192.0.2.5",
+        &["iptables-save"],
+        &drop_rule("web", "192.0.2.5"),
+    );
+    assert!(banned, "{}", ns.run(&["iptables-save"]));
+    d
 }
 
 /// A reload whose new actions fail to start for a jail that gave up an action's name, which
@@ -640,35 +609,19 @@ action = {action}
 #[test]
 fn a_reload_fallback_never_restarts_old_actions_in_a_name_another_jail_took() {
     let ns = Netns::new("fallback");
-    let d = Daemon::start_with(
-        &config(
-            "",
-            &port_jail("sshd", 22, r#"{ type = "iptables", name = "web" }"#),
-        ),
-        &ns.prefix(),
-    );
-    d.cli_ok(&["ban", "sshd", "192.0.2.5"]);
-    let rule = |name: &str, ip: &str| format!("-A jailsink-{name} -s {ip}/32 -j DROP");
-    let banned = wait_for(Duration::from_secs(15), || {
-        ns.run(&["iptables-save"])
-            .contains(&rule("web", "192.0.2.5"))
-    });
-    assert!(banned, "{}", ns.run(&["iptables-save"]));
+    let d = start_with_web_ban(&ns, &port_jail("sshd", 22, WEB));
     let failing = r#"[{ type = "iptables", name = "web2" }, { type = "command", start = ["false"], ban = ["true"] }]"#;
-    let jails = port_jail("sshd", 22, failing)
-        + &port_jail("www", 80, r#"{ type = "iptables", name = "web" }"#);
-    let dir = d.config.parent().unwrap().to_path_buf();
-    std::fs::write(
-        &d.config,
-        config("", &jails).replace("@DIR@", &dir.display().to_string()),
-    )
-    .unwrap();
-    let out = d.cli_ok(&["reload"]);
-    d.cli_ok(&["ban", "www", "192.0.2.80"]);
-    let banned = wait_for(Duration::from_secs(15), || {
-        ns.run(&["iptables-save"])
-            .contains(&rule("web", "192.0.2.80"))
-    });
+    let jails = port_jail("sshd", 22, failing) + &port_jail("www", 80, WEB);
+    let dir = d.dir();
+    let out = d.reload_jails(&jails);
+    let banned = ban_shows(
+        &d,
+        &ns,
+        "www",
+        "192.0.2.80",
+        &["iptables-save"],
+        &drop_rule("web", "192.0.2.80"),
+    );
     let rules = ns.run(&["iptables-save", "-t", "filter"]);
     assert!(banned, "{rules}");
     assert!(
@@ -676,21 +629,14 @@ fn a_reload_fallback_never_restarts_old_actions_in_a_name_another_jail_took() {
         "{rules}"
     );
     assert!(!rules.contains("--dports 22 -j jailsink-web\n"), "{rules}");
-    assert!(!rules.contains(&rule("web", "192.0.2.5")), "{rules}");
+    assert!(!rules.contains(&drop_rule("web", "192.0.2.5")), "{rules}");
     // The jail runs in its new objects, with its ban.
-    assert!(rules.contains(&rule("web2", "192.0.2.5")), "{rules}");
+    assert!(rules.contains(&drop_rule("web2", "192.0.2.5")), "{rules}");
     assert!(
         rules.contains("-A INPUT -p tcp -m multiport --dports 22 -j jailsink-web2"),
         "{rules}"
     );
-    let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
-    let jail: String = db
-        .query_row(
-            "SELECT jail FROM firewall_objects WHERE backend = 'iptables' AND name = 'web'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let jail = object_jail(&dir.join("state.db"), "iptables", "web").unwrap();
     assert_eq!(jail, "www");
     assert!(
         out.contains("sshd: new actions failed to start (command: ")
@@ -708,34 +654,17 @@ fn a_reload_fallback_never_restarts_old_actions_in_a_name_another_jail_took() {
 #[test]
 fn a_reload_fallback_brings_a_name_back_when_its_taker_fell_back_too() {
     let ns = Netns::new("giveback");
-    let d = Daemon::start_with(
-        &config(
-            "",
-            &(port_jail("sshd", 22, r#"{ type = "iptables", name = "web" }"#)
-                + &port_jail("www", 80, r#""log""#)),
-        ),
-        &ns.prefix(),
+    let d = start_with_web_ban(
+        &ns,
+        &(port_jail("sshd", 22, WEB) + &port_jail("www", 80, r#""log""#)),
     );
-    d.cli_ok(&["ban", "sshd", "192.0.2.5"]);
-    let rule = |name: &str, ip: &str| format!("-A jailsink-{name} -s {ip}/32 -j DROP");
-    let banned = wait_for(Duration::from_secs(15), || {
-        ns.run(&["iptables-save"])
-            .contains(&rule("web", "192.0.2.5"))
-    });
-    assert!(banned, "{}", ns.run(&["iptables-save"]));
     let failing = |name: &str| {
         format!(
             r#"[{{ type = "iptables", name = "{name}" }}, {{ type = "command", start = ["false"], ban = ["true"] }}]"#
         )
     };
     let jails = port_jail("sshd", 22, &failing("web2")) + &port_jail("www", 80, &failing("web"));
-    let dir = d.config.parent().unwrap().to_path_buf();
-    std::fs::write(
-        &d.config,
-        config("", &jails).replace("@DIR@", &dir.display().to_string()),
-    )
-    .unwrap();
-    let out = d.cli_ok(&["reload"]);
+    let out = d.reload_jails(&jails);
     assert!(
         out.contains("sshd: new actions failed to start (command: ")
             && out.contains("www: new actions failed to start (command: ")
@@ -754,7 +683,7 @@ fn a_reload_fallback_brings_a_name_back_when_its_taker_fell_back_too() {
     // The jail runs its old objects again, with its ban; nothing of web2 is left.
     let back = wait_for(Duration::from_secs(15), || {
         let rules = ns.run(&["iptables-save", "-t", "filter"]);
-        rules.contains(&rule("web", "192.0.2.5"))
+        rules.contains(&drop_rule("web", "192.0.2.5"))
             && rules.contains("-A INPUT -p tcp -m multiport --dports 22 -j jailsink-web")
     });
     let rules = ns.run(&["iptables-save", "-t", "filter"]);

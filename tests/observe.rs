@@ -692,14 +692,24 @@ fn ban_through(r: &Rsyslog, d: &Daemon, ip: &str) {
     );
 }
 
+/// A daemon on RSYSLOG_JAILS, and a private rsyslogd on the shipped snippet `path` with its
+/// `placeholder` replaced by what `target` makes of the daemon (its address).
+fn rsyslog_to(
+    path: &str,
+    placeholder: &str,
+    target: impl Fn(&Daemon) -> String,
+) -> (Daemon, Rsyslog) {
+    let d = Daemon::start(&config("", RSYSLOG_JAILS));
+    let conf = snippet(path, &[(placeholder, target(&d))]);
+    let r = Rsyslog::start(&conf, "", true);
+    (d, r)
+}
+
 #[test]
 fn rsyslog_plain_tcp_snippet_forwards_to_a_ban() {
-    let d = Daemon::start(&config("", RSYSLOG_JAILS));
-    let conf = snippet(
-        "rsyslog/50-jailsink-tcp.conf",
-        &[("127.0.0.1:5514", format!("127.0.0.1:{}", d.tcp.port()))],
-    );
-    let r = Rsyslog::start(&conf, "", true);
+    let (d, r) = rsyslog_to("rsyslog/50-jailsink-tcp.conf", "127.0.0.1:5514", |d| {
+        format!("127.0.0.1:{}", d.tcp.port())
+    });
     ban_through(&r, &d, "192.0.2.80");
     d.wait_metric("jailsink_messages_received_total{transport=\"tcp\"}", 3.0);
     drop(r);
@@ -708,12 +718,9 @@ fn rsyslog_plain_tcp_snippet_forwards_to_a_ban() {
 
 #[test]
 fn rsyslog_udp_snippet_forwards_to_a_ban() {
-    let d = Daemon::start(&config("", RSYSLOG_JAILS));
-    let conf = snippet(
-        "rsyslog/50-jailsink-udp.conf",
-        &[("127.0.0.1:5514", format!("127.0.0.1:{}", d.udp.port()))],
-    );
-    let r = Rsyslog::start(&conf, "", true);
+    let (d, r) = rsyslog_to("rsyslog/50-jailsink-udp.conf", "127.0.0.1:5514", |d| {
+        format!("127.0.0.1:{}", d.udp.port())
+    });
     ban_through(&r, &d, "192.0.2.81");
     assert!(d.metric("jailsink_messages_received_total{transport=\"udp\"}") >= Some(3.0));
     drop(r);
@@ -722,12 +729,9 @@ fn rsyslog_udp_snippet_forwards_to_a_ban() {
 
 #[test]
 fn rsyslog_rfc5424_snippet_keeps_slash_programs_and_long_messages() {
-    let d = Daemon::start(&config("", RSYSLOG_JAILS));
-    let conf = snippet(
-        "rsyslog/50-jailsink-rfc5424.conf",
-        &[("port=\"5514\"", format!("port=\"{}\"", d.tcp.port()))],
-    );
-    let r = Rsyslog::start(&conf, "", true);
+    let (d, r) = rsyslog_to("rsyslog/50-jailsink-rfc5424.conf", "port=\"5514\"", |d| {
+        format!("port=\"{}\"", d.tcp.port())
+    });
     ban_through(&r, &d, "192.0.2.82");
     // postfix/smtpd stays the program name, so the postfix jail sees it.
     for _ in 0..3 {

@@ -7,19 +7,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::lab::Netns;
-use crate::support::{binary, config, log_tcp, wait_for, Daemon};
+use crate::support::{binary, config, jail_toml, log_tcp, wait_for, Daemon, FAILED_ANY_USER};
 
 /// The sshd jail of these tests, with `extra` keys.
 pub(crate) fn jail(extra: &str) -> String {
-    format!(
-        r#"
-[jails.sshd]
-programs = ["sshd"]
-failregex = ['^Failed password for (?:invalid user )?\S+ from <HOST> port \d+(?: ssh2)?$']
-maxretry = 2
-bantime = "1h"
-{extra}
-"#
+    jail_toml(
+        "sshd",
+        "sshd",
+        FAILED_ANY_USER,
+        &format!("maxretry = 2\nbantime = \"1h\"\n{extra}"),
     )
 }
 

@@ -38,15 +38,38 @@ maxretry = 3
 bantime = "1h"
 "#;
 
-/// A config with port-0 listeners, the shipped filters and the given jails (TOML text).
-pub fn config(extra_server: &str, jails: &str) -> String {
-    format!(
-        r#"
-[server]
-udp = ["127.0.0.1:0"]
-tcp = ["127.0.0.1:0"]
-{extra_server}
+/// `openssl req` arguments for a new P-256 EC key: the tests' and the TLS bench's certificates.
+pub const OPENSSL_EC_KEY: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
 
+/// An sshd failure from any user (`invalid user` or not, ` ssh2` or not), as a failregex.
+pub const FAILED_ANY_USER: &str =
+    r"^Failed password for (?:invalid user )?\S+ from <HOST> port \d+(?: ssh2)?$";
+
+/// An sshd password failure from any user, ` ssh2` at the end, as a failregex.
+pub const FAILED_PASSWORD: &str = r"^Failed password for \S+ from <HOST> port \d+ ssh2$";
+
+/// An sshd password failure for root, as a failregex.
+pub const FAILED_ROOT: &str = r"^Failed password for root from <HOST> port \d+ ssh2$";
+
+/// A jail's TOML text: `[jails.NAME]` reading `program`'s lines with `failregex`, then
+/// `settings` (TOML lines: maxretry, bantime, port, action, ...), where the tests' jails differ.
+pub fn jail_toml(name: &str, program: &str, failregex: &str, settings: &str) -> String {
+    format!(
+        "\n[jails.{name}]\nprograms = [\"{program}\"]\nfailregex = ['{failregex}']\n{settings}\n"
+    )
+}
+
+/// An sshd jail on the shipped filter banning for an hour after `maxretry` failures, with
+/// `settings` (TOML lines: port, action, ...) after.
+pub fn sshd_hour_jail(maxretry: u32, settings: &str) -> String {
+    format!(
+        "\n[jails.sshd]\nprograms = [\"sshd\"]\nfilter = \"sshd\"\nmaxretry = {maxretry}\nbantime = \"1h\"\n{settings}"
+    )
+}
+
+/// The config sections every test daemon has, whatever it listens to and runs: metrics on a
+/// port-0 loopback listener, the control socket and the state in `@DIR@`.
+pub const DAEMON_SECTIONS: &str = r#"
 [metrics]
 listen = "127.0.0.1:0"
 
@@ -55,7 +78,17 @@ socket = "@DIR@/jailsink.sock"
 
 [state]
 path = "@DIR@/state.db"
+"#;
 
+/// A config with port-0 listeners, the shipped filters and the given jails (TOML text).
+pub fn config(extra_server: &str, jails: &str) -> String {
+    format!(
+        r#"
+[server]
+udp = ["127.0.0.1:0"]
+tcp = ["127.0.0.1:0"]
+{extra_server}
+{DAEMON_SECTIONS}
 [defaults]
 filter_dirs = ["{filters}"]
 ignoreself = false
@@ -350,6 +383,30 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The daemon's directory (config, state, socket): what `@DIR@` stood for in its config.
+    pub fn dir(&self) -> PathBuf {
+        self.config
+            .parent()
+            .expect("config directory")
+            .to_path_buf()
+    }
+
+    /// Rewrites the config as `config("", jails)` and reloads it; returns the reload's answer.
+    pub fn reload_jails(&self, jails: &str) -> String {
+        let text = config("", jails).replace("@DIR@", &self.dir().display().to_string());
+        std::fs::write(&self.config, text).expect("write config");
+        self.cli_ok(&["reload"])
+    }
+
+    /// Waits (15 s at most) for the state database, which could not open at start, to open.
+    #[track_caller]
+    pub fn assert_state_opened_late(&self) {
+        let opened = wait_for(Duration::from_secs(15), || {
+            self.logged("state database opened at last: the bans since start are stored now")
+        });
+        assert!(opened, "the state database never opened");
+    }
+
     /// SIGKILL: no shutdown at all. Returns the directory (config, state, socket) for a restart.
     pub fn kill9(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
@@ -442,6 +499,20 @@ pub fn tool(name: &str, package: &str) -> String {
         "`{name}` is missing: run scripts/test, or apt-get install {package}"
     );
     path
+}
+
+/// Runs `openssl` with `args` in `dir`, asserting it succeeded (its stderr in the failure).
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(tool("openssl", "openssl"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A private rsyslogd (`-n`, its own config, pid file and output), never the host's; killed

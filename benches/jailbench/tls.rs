@@ -38,14 +38,8 @@ pub struct Args {
 fn certificate(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
     let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
+        .args(["req", "-x509"])
+        .args(support::OPENSSL_EC_KEY)
         .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
         // An end-entity certificate: webpki refuses a CA as the server's own.

@@ -997,7 +997,9 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     /// Records calls; fails the first `fail` apply calls whole, and every call (whole) whose
-    /// batch holds `refuse`, as a transactional backend does with a command it rejects.
+    /// batch holds `refuse`, as a transactional backend does with a command it rejects. With
+    /// `no_v6`, a backend that can never apply IPv6 commands (a host without ip6tables) and
+    /// applies the rest.
     struct Fake {
         listed: Option<Vec<IpNetwork>>,
         doubtful: Vec<IpNetwork>,
@@ -1005,6 +1007,30 @@ mod tests {
         fail: usize,
         refuse: Option<IpNetwork>,
         calls: Arc<std::sync::atomic::AtomicUsize>,
+        no_v6: bool,
+    }
+
+    impl Fake {
+        /// Applies everything, into `applied`; lists nothing.
+        fn applying(applied: &Arc<Mutex<Vec<ActionCommand>>>) -> Fake {
+            Fake {
+                listed: None,
+                doubtful: Vec::new(),
+                applied: applied.clone(),
+                fail: 0,
+                refuse: None,
+                calls: Default::default(),
+                no_v6: false,
+            }
+        }
+
+        /// A backend without ip6tables whose records nobody reads.
+        fn no_v6() -> Fake {
+            Fake {
+                no_v6: true,
+                ..Fake::applying(&Arc::default())
+            }
+        }
     }
 
     use crate::action::ActionKind;
@@ -1024,6 +1050,20 @@ mod tests {
         }
         fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
             self.calls.fetch_add(1, Ordering::Relaxed);
+            if self.no_v6 {
+                let (refused, v4): (Vec<usize>, Vec<usize>) =
+                    (0..batch.len()).partition(|&i| batch[i].target().is_ipv6());
+                let mut applied = self.applied.lock().unwrap();
+                applied.extend(v4.iter().map(|&i| batch[i].clone()));
+                if refused.is_empty() {
+                    return Ok(());
+                }
+                return Err(BatchError {
+                    pending: Vec::new(),
+                    error: ActionError("ip6tables is not usable".into()),
+                    refused,
+                });
+            }
             let refused = self
                 .refuse
                 .is_some_and(|r| batch.iter().any(|c| c.target() == r));
@@ -1071,11 +1111,8 @@ mod tests {
         let applied = Arc::new(Mutex::new(Vec::new()));
         let fake = Fake {
             listed: listed.map(|l| l.iter().map(|t| t.parse().unwrap()).collect()),
-            doubtful: Vec::new(),
-            applied: applied.clone(),
             fail,
-            refuse: None,
-            calls: Default::default(),
+            ..Fake::applying(&applied)
         };
         let errors = metrics::action_errors("t", "fake");
         (
@@ -1087,6 +1124,35 @@ mod tests {
             },
             applied,
         )
+    }
+
+    /// A slot over `action` whose errors count into `counted`.
+    fn counting(
+        action: impl Action + 'static,
+        counted: &Arc<std::sync::atomic::AtomicU64>,
+    ) -> Slot {
+        Slot {
+            action: Box::new(action),
+            errors: ::metrics::Counter::from_arc(counted.clone()),
+            backlog: Vec::new(),
+            made: None,
+        }
+    }
+
+    /// A worker of `jail` with `slot` alone, retrying its backlog every `backlog_retry`, with no
+    /// record and the state read.
+    fn worker(jail: &str, slot: Slot, backlog_retry: Duration) -> Worker {
+        Worker {
+            jail: jail.into(),
+            slots: vec![slot],
+            metrics: JailMetrics::new(jail),
+            backlog_retry,
+            records: None,
+            reopen: records::Reopen::default(),
+            handed_over: HandedOver::default(),
+            lift_at_stop: LiftAtStop::default(),
+            state_unread: false,
+        }
     }
 
     #[test]
@@ -1150,10 +1216,7 @@ mod tests {
         s.action = Box::new(Fake {
             listed: Some(vec!["192.0.2.1/32".parse().unwrap()]),
             doubtful,
-            applied: applied.clone(),
-            fail: 0,
-            refuse: None,
-            calls: Default::default(),
+            ..Fake::applying(&applied)
         });
         let restored = [
             order("192.0.2.1/32"),
@@ -1189,17 +1252,7 @@ mod tests {
     fn commands_that_failed_every_retry_are_tried_again_later_unless_superseded() {
         // Four tries fail, the fifth (the backlog's, 50 ms later) applies.
         let (s, applied) = slot(None, 4);
-        let mut worker = Worker {
-            jail: "t".into(),
-            slots: vec![s],
-            metrics: JailMetrics::new("t"),
-            backlog_retry: Duration::from_millis(50),
-            records: None,
-            reopen: records::Reopen::default(),
-            handed_over: HandedOver::default(),
-            lift_at_stop: LiftAtStop::default(),
-            state_unread: false,
-        };
+        let mut worker = worker("t", s, Duration::from_millis(50));
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         let serving = std::thread::spawn(move || {
             worker.serve(rx);
@@ -1230,15 +1283,10 @@ mod tests {
     fn a_command_the_backend_refuses_keeps_only_itself_out_of_the_firewall() {
         let bad: IpNetwork = "198.51.100.0/24".parse().unwrap();
         let (mut s, applied) = slot(None, 0);
-        let fake = Fake {
-            listed: None,
-            doubtful: Vec::new(),
-            applied: applied.clone(),
-            fail: 0,
+        s.action = Box::new(Fake {
             refuse: Some(bad),
-            calls: Default::default(),
-        };
-        s.action = Box::new(fake);
+            ..Fake::applying(&applied)
+        });
         let burst: Vec<ActionCommand> = (0..100u32)
             .map(|i| {
                 if i == 37 {
@@ -1262,29 +1310,16 @@ mod tests {
         s.backlog.extend((0..1500u32).map(|i| {
             ActionCommand::Unban(format!("10.0.{}.{}/32", i / 250, i % 250).parse().unwrap())
         }));
-        let mut worker = Worker {
-            jail: "t".into(),
-            slots: vec![s],
-            metrics: JailMetrics::new("t"),
-            backlog_retry: Duration::ZERO,
-            records: None,
-            reopen: records::Reopen::default(),
-            handed_over: HandedOver::default(),
-            lift_at_stop: LiftAtStop::default(),
-            state_unread: false,
-        };
+        let mut worker = worker("t", s, Duration::ZERO);
         worker.retry_backlogs();
         assert_eq!(targets(&applied).len(), 1500);
         assert_eq!(worker.slots[0].backlog.len(), 1);
         // A backend that refuses everything (down, locked) costs a bounded number of tries.
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         worker.slots[0].action = Box::new(Fake {
-            listed: None,
-            doubtful: Vec::new(),
-            applied: applied.clone(),
             fail: usize::MAX,
-            refuse: None,
             calls: calls.clone(),
+            ..Fake::applying(&applied)
         });
         worker.slots[0].backlog = burst;
         worker.retry_backlogs();
@@ -1296,49 +1331,6 @@ mod tests {
         );
     }
 
-    /// A backend that can never apply IPv6 commands (a host without ip6tables) and applies the
-    /// rest.
-    struct NoV6 {
-        applied: Arc<Mutex<Vec<ActionCommand>>>,
-        calls: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl Action for NoV6 {
-        fn kind(&self) -> ActionKind {
-            ActionKind::Log
-        }
-        fn start(&mut self) -> Result<(), ActionError> {
-            Ok(())
-        }
-        fn ban(&mut self, _: &BanOrder) -> Result<(), ActionError> {
-            unreachable!("apply is overridden")
-        }
-        fn unban(&mut self, _: IpNetwork) -> Result<(), ActionError> {
-            unreachable!("apply is overridden")
-        }
-        fn apply(&mut self, batch: &[ActionCommand]) -> Result<(), BatchError> {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            let (refused, v4): (Vec<usize>, Vec<usize>) =
-                (0..batch.len()).partition(|&i| batch[i].target().is_ipv6());
-            let mut applied = self.applied.lock().unwrap();
-            applied.extend(v4.iter().map(|&i| batch[i].clone()));
-            if refused.is_empty() {
-                return Ok(());
-            }
-            Err(BatchError {
-                pending: Vec::new(),
-                error: ActionError("ip6tables is not usable".into()),
-                refused,
-            })
-        }
-        fn list(&mut self) -> Result<Option<Vec<IpNetwork>>, ActionError> {
-            Ok(None)
-        }
-        fn stop(&mut self) -> Result<(), ActionError> {
-            Ok(())
-        }
-    }
-
     /// IPv6 commands a host without ip6tables can never apply: each ban counted once, in the
     /// first try, with no pause for retries and nothing kept for later (so the 30 s retries do
     /// not count it again, and such unbans do not fill the backlog).
@@ -1347,15 +1339,12 @@ mod tests {
         let applied = Arc::new(Mutex::new(Vec::new()));
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut s = Slot {
-            action: Box::new(NoV6 {
-                applied: applied.clone(),
-                calls: calls.clone(),
-            }),
-            errors: ::metrics::Counter::from_arc(counted.clone()),
-            backlog: Vec::new(),
-            made: None,
+        let no_v6 = Fake {
+            no_v6: true,
+            calls: calls.clone(),
+            ..Fake::applying(&applied)
         };
+        let mut s = counting(no_v6, &counted);
         let burst = [
             ActionCommand::Ban(order("192.0.2.1/32")),
             ActionCommand::Ban(order("2001:db8::1/128")),
@@ -1381,15 +1370,7 @@ mod tests {
     #[test]
     fn a_refused_ban_is_counted_once_across_the_runners_of_reloads() {
         let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let runner = || Slot {
-            action: Box::new(NoV6 {
-                applied: Arc::default(),
-                calls: Arc::default(),
-            }),
-            errors: ::metrics::Counter::from_arc(counted.clone()),
-            backlog: Vec::new(),
-            made: None,
-        };
+        let runner = || counting(Fake::no_v6(), &counted);
         let restored = [
             ActionCommand::Ban(order("2001:db8::7/128")),
             ActionCommand::Ban(order("2001:db8::8/128")),
@@ -1441,21 +1422,8 @@ mod tests {
     #[test]
     fn a_refused_ban_whose_unban_went_through_another_backend_counts_again() {
         let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let refusing = || Slot {
-            action: Box::new(NoV6 {
-                applied: Arc::default(),
-                calls: Arc::default(),
-            }),
-            errors: ::metrics::Counter::from_arc(counted.clone()),
-            backlog: Vec::new(),
-            made: None,
-        };
-        let working = |kind| Slot {
-            action: Box::new(Applies(kind)),
-            errors: ::metrics::Counter::from_arc(Arc::new(std::sync::atomic::AtomicU64::new(0))),
-            backlog: Vec::new(),
-            made: None,
-        };
+        let refusing = || counting(Fake::no_v6(), &counted);
+        let working = |kind| counting(Applies(kind), &Arc::default());
         let ban = [ActionCommand::Ban(order("2001:db8::9/128"))];
         let unban = [ActionCommand::Unban("2001:db8::9/128".parse().unwrap())];
         apply("switched", &mut refusing(), &ban);
@@ -1479,15 +1447,7 @@ mod tests {
     #[test]
     fn a_refused_ban_unbanned_in_the_same_burst_leaves_no_count_behind() {
         let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let refusing = || Slot {
-            action: Box::new(NoV6 {
-                applied: Arc::default(),
-                calls: Arc::default(),
-            }),
-            errors: ::metrics::Counter::from_arc(counted.clone()),
-            backlog: Vec::new(),
-            made: None,
-        };
+        let refusing = || counting(Fake::no_v6(), &counted);
         let target = "2001:db8::a/128";
         let ban = ActionCommand::Ban(order(target));
         let unban = ActionCommand::Unban(target.parse().unwrap());
@@ -1507,13 +1467,8 @@ mod tests {
     fn an_unban_through_a_taken_slot_still_forgets_the_counted_refusal() {
         let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let refusing = |made: Option<FirewallSpec>| Slot {
-            action: Box::new(NoV6 {
-                applied: Arc::default(),
-                calls: Arc::default(),
-            }),
-            errors: ::metrics::Counter::from_arc(counted.clone()),
-            backlog: Vec::new(),
             made,
+            ..counting(Fake::no_v6(), &counted)
         };
         let target = "2001:db8::b/128";
         let ban = [ActionCommand::Ban(order(target))];
@@ -1521,26 +1476,17 @@ mod tests {
         assert_eq!(counted.load(Ordering::Relaxed), 1);
         let spec = FirewallSpec {
             name: "web".into(),
-            ports: Vec::new(),
-            protocol: crate::action::Protocol::Tcp,
-            blocktype: crate::action::BlockType::Drop,
-            keep_on_stop: false,
-            v4_networks: false,
-            v6_networks: false,
-            hooks: Vec::new(),
+            ..crate::action::test_spec(&[], crate::action::Protocol::Tcp, false)
         };
         let handed_over = HandedOver::default();
         handed_over.lock().unwrap().push(("log", "web".into()));
         let mut worker = Worker {
-            jail: "taken-away".into(),
-            slots: vec![refusing(Some(spec))],
-            metrics: JailMetrics::new("taken-away"),
-            backlog_retry: Duration::from_millis(50),
-            records: None,
-            reopen: records::Reopen::default(),
             handed_over,
-            lift_at_stop: LiftAtStop::default(),
-            state_unread: false,
+            ..worker(
+                "taken-away",
+                refusing(Some(spec)),
+                Duration::from_millis(50),
+            )
         };
         let (tx, rx) = mpsc::channel::<ActionCommand>(8);
         tx.blocking_send(ActionCommand::Unban(target.parse().unwrap()))

@@ -2331,13 +2331,7 @@ mod tests {
         let web = |name: &str| {
             ActionSpec::Iptables(crate::action::FirewallSpec {
                 name: name.into(),
-                ports: Vec::new(),
-                protocol: crate::action::Protocol::Tcp,
-                blocktype: crate::action::BlockType::Drop,
-                keep_on_stop: false,
-                v4_networks: false,
-                v6_networks: false,
-                hooks: Vec::new(),
+                ..crate::action::test_spec(&[], crate::action::Protocol::Tcp, false)
             })
         };
         let mut sshd = config("sshd", 600);

@@ -517,15 +517,8 @@ mod tests {
     fn captured_streams_split_into_the_expected_frames() {
         let dir =
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/syslog");
-        for (name, count) in [
-            ("stream_a_rs1_trad_lf.bin", 14),
-            ("stream_a_rs2_trad_lf.bin", 10),
-            ("stream_b_rs1_5424_octet.bin", 14),
-            ("stream_b_rs2_5424_octet.bin", 8),
-            ("stream_l_logger_mixed.bin", 12),
-            ("stream_x_rs1_fwdformat_lf.bin", 14),
-            ("stream_y_rs1_5424_lf.bin", 14),
-        ] {
+        let streams: [(&str, usize); 7] = include!("../../tests/fixtures/syslog/stream_frames.rs");
+        for (name, count) in streams {
             let stream = std::fs::read(dir.join(name)).unwrap();
             for chunk in [1, 100, 4096, stream.len()] {
                 let (frames, error) = run(&stream, chunk, 65536);
