@@ -1895,15 +1895,25 @@ fn inline_smtp_auth() -> (String, Filter) {
 }
 
 /// `fast` and `slow` (one filter with and without a fast path) give `line` the same verdict
-/// and the same success; true when the verdict is a failure.
+/// and the same success, and so does the definition, with none of the fast paths
+/// ([`Filter::reference_check`]: each failregex's whole capturing regex in order); true when
+/// the verdict is a failure.
 #[track_caller]
 fn agree(name: &str, fast: &Filter, slow: &Filter, line: &str) -> bool {
     let verdict = fast.check(line);
     assert_eq!(verdict, slow.check(line), "{name}: {:?}", truncate(line));
     assert_eq!(
-        fast.success(line),
-        slow.success(line),
-        "{name}: {:?}",
+        verdict,
+        fast.reference_check(line),
+        "{name}, against the definition: {:?}",
+        truncate(line)
+    );
+    let success = fast.success(line);
+    assert_eq!(success, slow.success(line), "{name}: {:?}", truncate(line));
+    assert_eq!(
+        success,
+        fast.reference_success(line),
+        "{name}, against the definition: {:?}",
         truncate(line)
     );
     matches!(verdict, Verdict::Failure(_))

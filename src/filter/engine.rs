@@ -743,8 +743,45 @@ impl Filter {
     /// Runs failregex `index` (known to match) with captures, then ignoreregex.
     /// None when the capture was not a valid address or the line is marked `<F-NOFAIL>`.
     pub(crate) fn verdict_for(&self, index: usize, content: &str) -> Option<Verdict> {
+        let found = self.fail[index].find(content)?;
+        self.verdict_from(index, &found, content)
+    }
+
+    /// The verdict by the definition, with none of the fast paths (literal dispatch and
+    /// prefixes, the split at the user group, the address scanner, the small matcher): each
+    /// failregex's whole capturing regex in order, the first with a valid address (or a
+    /// `<F-NOFAIL>` mark) deciding, as fail2ban does. What [`Filter::check`] must always agree
+    /// with: for the differential tests and the fuzzing of those fast paths.
+    #[doc(hidden)]
+    pub fn reference_check(&self, message: &str) -> Verdict {
+        let Some(content) = self.content(message) else {
+            return Verdict::Missed;
+        };
+        (0..self.fail.len())
+            .find_map(|index| {
+                let found = Found::Whole(self.fail[index].regex.captures(content)?);
+                self.verdict_from(index, &found, content)
+            })
+            .unwrap_or(Verdict::Missed)
+    }
+
+    /// [`Filter::success`] by the definition (see [`Filter::reference_check`]).
+    #[doc(hidden)]
+    pub fn reference_success(&self, message: &str) -> Option<IpAddr> {
+        let content = self.content(message)?;
+        self.success.iter().find_map(|pattern| {
+            let found = Found::Whole(pattern.regex.captures(content)?);
+            pattern
+                .addresses
+                .iter()
+                .filter_map(|&(g, role)| found.span(g).map(|(a, b)| (&content[a..b], role)))
+                .find_map(|(t, role)| parse_address(t, role))
+        })
+    }
+
+    /// The verdict of failregex `index` from where its match put the groups.
+    fn verdict_from(&self, index: usize, found: &Found<'_>, content: &str) -> Option<Verdict> {
         let pattern = &self.fail[index];
-        let found = pattern.find(content)?;
         let text = |g: usize| found.span(g).map(|(a, b)| &content[a..b]);
         if pattern.nofail.is_some_and(|g| found.span(g).is_some()) {
             return None;
