@@ -551,6 +551,106 @@ mod tests {
         assert!(failures(&router, None, None, "bad 192.0.2.1").is_empty());
     }
 
+    /// Every shipped filter as a jail of its own, all fed every program, so one combined
+    /// dispatch holds every pattern: the router's verdicts on every fail2ban sample and sshd
+    /// fixture line (parsed as the daemon parses it, or whole when it has no syslog header)
+    /// are each jail's by the definition ([`Filter::reference_check`], then
+    /// [`Filter::reference_success`] when it missed): no pattern skipped by the dispatch, none
+    /// tried out of order.
+    #[test]
+    fn the_combined_dispatch_gives_every_jail_the_verdict_of_its_definition() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut names: Vec<_> = std::fs::read_dir(root.join("conf/filter.d"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        let jails: Vec<JailRoute> = names
+            .iter()
+            .map(|path| {
+                let raw: crate::config::raw::RawFilter = crate::config::read_toml(path).unwrap();
+                let source = FilterSource {
+                    failregex: raw.failregex,
+                    ignoreregex: raw.ignoreregex,
+                    prefregex: raw.prefregex,
+                    successregex: raw.successregex,
+                    pendingregex: raw.pendingregex,
+                    echoregex: raw.echoregex,
+                    ..Default::default()
+                };
+                JailRoute {
+                    name: Arc::from(path.file_stem().unwrap().to_string_lossy().as_ref()),
+                    filter: JailFilter::Native(Arc::new(Filter::compile(&source).unwrap())),
+                    programs: Vec::new(),
+                    hosts: Vec::new(),
+                }
+            })
+            .collect();
+        assert!(jails.len() >= 20, "{} shipped filters", jails.len());
+        let router = Router::new(jails.clone()).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(root.join("tests/fixtures/fail2ban-logs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.extend(
+            ["attacks.log", "benign.log"].map(|f| root.join("tests/fixtures/sshd").join(f)),
+        );
+        let zone = crate::parse::Zone::parse("UTC").unwrap();
+        let now = chrono::Utc::now();
+        let (mut lines, mut failures, mut successes) = (0, 0, 0);
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for line in text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            {
+                let event = crate::parse::parse(line, &zone, now).unwrap_or(Event {
+                    timestamp: None,
+                    hostname: None,
+                    program: None,
+                    pid: None,
+                    message: line.trim(),
+                    repeat: 1,
+                });
+                let mut got = Vec::new();
+                router.matches(&event, &mut got);
+                got.sort_by_key(|m| match m {
+                    Matched::Failure(j, _) | Matched::Success(j, _) => *j,
+                });
+                let want: Vec<Matched> = jails
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, jail)| {
+                        let JailFilter::Native(f) = &jail.filter else {
+                            return None;
+                        };
+                        match f.reference_check(event.message) {
+                            crate::filter::Verdict::Failure(m) => Some(Matched::Failure(j, m)),
+                            crate::filter::Verdict::Ignored(_) => None,
+                            crate::filter::Verdict::Missed => f
+                                .reference_success(event.message)
+                                .map(|ip| Matched::Success(j, ip)),
+                        }
+                    })
+                    .collect();
+                assert_eq!(got, want, "{}: {line:?}", file.display());
+                lines += 1;
+                failures += want
+                    .iter()
+                    .filter(|m| matches!(m, Matched::Failure(..)))
+                    .count();
+                successes += want
+                    .iter()
+                    .filter(|m| matches!(m, Matched::Success(..)))
+                    .count();
+            }
+        }
+        assert!(
+            lines > 600 && failures > 300 && successes > 0,
+            "{lines} lines, {failures} failures, {successes} successes"
+        );
+    }
+
     #[test]
     fn one_failure_per_jail_even_when_two_patterns_hit() {
         let mut j = jail(r"^bad <HOST>", &["sshd"], &[]);
