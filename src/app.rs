@@ -449,7 +449,8 @@ struct StateStart {
     swept: oneshot::Receiver<bool>,
 }
 
-/// Starts the state thread, which opens the state and reports what it held ([`open_state`]),
+/// Starts the state thread, which runs `open` and reports what the state held (the daemon's
+/// is [`open_state`]),
 /// runs `sweep` over what jails removed from `config` left (the daemon's is
 /// [`crate::action::sweep::at_start`]) and reports whether command bans wait to be lifted, then
 /// runs `writer` with the database. All three block (SQLite, processes), and a runtime worker
@@ -458,7 +459,7 @@ struct StateStart {
 /// life, which idle RSS shows.
 fn start_state_thread(
     config: &Config,
-    options: RunOptions,
+    open: impl FnOnce() -> (Option<State>, Restored) + Send + 'static,
     commands: HashMap<String, Vec<String>>,
     sweep: impl FnOnce(&[ActionSpec], &HashMap<String, Vec<String>>) -> bool + Send + 'static,
     writer: impl FnOnce(Option<State>) + Send + 'static,
@@ -468,7 +469,6 @@ fn start_state_thread(
         .iter()
         .flat_map(|j| j.actions.iter().cloned())
         .collect();
-    let (state_path, history_days) = (config.state_path.clone(), config.history_days);
     let (restored_tx, restored) = oneshot::channel();
     let (swept_tx, swept) = oneshot::channel();
     let thread = std::thread::Builder::new()
@@ -478,7 +478,6 @@ fn start_state_thread(
             // actions through the writer, so the daemon would say ready and apply none. A
             // state that did not open is opened again by the writer; the objects the sweep
             // did not remove are tried again at the next start.
-            let open = || open_state(&state_path, history_days, options.dry_run);
             let (db, held) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open))
                 .unwrap_or_else(|_| {
                     crate::metrics::state_errors().increment(1);
@@ -591,9 +590,14 @@ async fn start(
     let outbox = fleet.as_ref().and_then(|f| f.outbox());
     let state_path = config.state_path.clone();
     let commands = command_identities(&config);
+    let (history_days, dry_run) = (config.history_days, options.dry_run);
+    let open = {
+        let state_path = config.state_path.clone();
+        move || open_state(&state_path, history_days, dry_run)
+    };
     let (state_writer, start) = start_state_thread(
         &config,
-        options,
+        open,
         commands.clone(),
         crate::action::sweep::at_start,
         move |db| {
@@ -1031,6 +1035,12 @@ mod tests {
         (dir, config)
     }
 
+    /// The daemon's open of `config`'s state, as the state thread runs it.
+    fn opener(config: &Config) -> impl FnOnce() -> (Option<State>, Restored) + Send + 'static {
+        let (path, days) = (config.state_path.clone(), config.history_days);
+        move || open_state(&path, days, false)
+    }
+
     /// Opening the state and the start-up sweep (processes, SQLite) run on the state thread,
     /// not on the runtime's worker (their debug assertions would panic there: see the tests
     /// below), in that order, and the writer only after both, with the database opened.
@@ -1058,24 +1068,28 @@ mod tests {
         let commands = command_identities(&config);
         assert_eq!(commands["a"].len(), 1);
         let (steps_tx, steps) = std::sync::mpsc::channel();
-        let swept_tx = steps_tx.clone();
+        let (opened_tx, swept_tx) = (steps_tx.clone(), steps_tx.clone());
+        let open_state = opener(&config);
+        let open = move || {
+            opened_tx.send("open").unwrap();
+            open_state()
+        };
         let sweep = move |configured: &[ActionSpec], commands: &HashMap<String, Vec<String>>| {
             swept_tx.send("sweep").unwrap();
             crate::action::sweep::at_start(configured, commands)
         };
-        let (thread, start) =
-            start_state_thread(&config, RunOptions::default(), commands, sweep, move |db| {
-                let name = std::thread::current().name().map(str::to_string);
-                assert_eq!(name.as_deref(), Some("state"));
-                steps_tx
-                    .send(if db.is_some() {
-                        "writer, opened"
-                    } else {
-                        "writer, none"
-                    })
-                    .unwrap();
-            })
-            .unwrap();
+        let (thread, start) = start_state_thread(&config, open, commands, sweep, move |db| {
+            let name = std::thread::current().name().map(str::to_string);
+            assert_eq!(name.as_deref(), Some("state"));
+            steps_tx
+                .send(if db.is_some() {
+                    "writer, opened"
+                } else {
+                    "writer, none"
+                })
+                .unwrap();
+        })
+        .unwrap();
         let held = start.restored.await.expect("what the state held");
         assert!(!held.unread);
         assert_eq!(held.bans.len(), 1);
@@ -1088,7 +1102,7 @@ mod tests {
         thread.join().expect("the state thread ends normally");
         assert_eq!(
             steps.try_iter().collect::<Vec<_>>(),
-            ["sweep", "writer, opened"]
+            ["open", "sweep", "writer, opened"]
         );
     }
 
@@ -1103,7 +1117,7 @@ mod tests {
         };
         let commands = command_identities(&config);
         let (thread, start) =
-            start_state_thread(&config, RunOptions::default(), commands, sweep, move |db| {
+            start_state_thread(&config, opener(&config), commands, sweep, move |db| {
                 wrote_tx.send(db.is_some()).unwrap();
             })
             .unwrap();
@@ -1120,6 +1134,31 @@ mod tests {
         );
     }
 
+    /// An open that panics is reported as a state not read, and the sweep and the writer run
+    /// all the same (the writer without a database, to open it later).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panicking_open_still_sweeps_and_starts_the_writer() {
+        let (_dir, config) = one_jail();
+        let (wrote_tx, wrote) = std::sync::mpsc::channel();
+        let open = || -> (Option<State>, Restored) { panic!("an open that fails") };
+        let (thread, start) = start_state_thread(
+            &config,
+            open,
+            command_identities(&config),
+            crate::action::sweep::at_start,
+            move |db| wrote_tx.send(db.is_some()).unwrap(),
+        )
+        .unwrap();
+        let held = start
+            .restored
+            .await
+            .expect("what the state held, even after the panic");
+        assert!(held.unread && held.bans.is_empty());
+        assert!(!start.swept.await.expect("the sweep's answer"));
+        thread.join().expect("the state thread ends normally");
+        assert_eq!(wrote.recv().ok(), Some(false));
+    }
+
     /// A state that cannot be opened (its directory is a file) is reported unread, and the
     /// writer starts without a database, to open it later.
     #[tokio::test(flavor = "current_thread")]
@@ -1131,7 +1170,7 @@ mod tests {
         let (wrote_tx, wrote) = std::sync::mpsc::channel();
         let (thread, start) = start_state_thread(
             &config,
-            RunOptions::default(),
+            opener(&config),
             command_identities(&config),
             crate::action::sweep::at_start,
             move |db| wrote_tx.send(db.is_some()).unwrap(),

@@ -749,7 +749,7 @@ impl Filter {
 
     /// The verdict by the definition, with none of the fast paths (literal dispatch and
     /// prefixes, the split at the user group, the address scanner, the small matcher): each
-    /// failregex's whole capturing regex in order, the first with a valid address (or a
+    /// failregex's whole capturing regex in order, the first with a valid address (and no
     /// `<F-NOFAIL>` mark) deciding, as fail2ban does. What [`Filter::check`] must always agree
     /// with: for the differential tests and the fuzzing of those fast paths.
     #[doc(hidden)]

@@ -551,7 +551,8 @@ mod tests {
         assert!(failures(&router, None, None, "bad 192.0.2.1").is_empty());
     }
 
-    /// Every shipped filter as a jail of its own, all fed every program, so one combined
+    /// Every shipped filter (in every mode it declares) as a jail of its own, all fed every
+    /// program, so one combined
     /// dispatch holds every pattern: the router's verdicts on every fail2ban sample and sshd
     /// fixture line (parsed as the daemon parses it, or whole when it has no syslog header)
     /// are each jail's by the definition ([`Filter::reference_check`], then
@@ -565,27 +566,33 @@ mod tests {
             .map(|e| e.unwrap().path())
             .collect();
         names.sort();
-        let jails: Vec<JailRoute> = names
-            .iter()
-            .map(|path| {
-                let raw: crate::config::raw::RawFilter = crate::config::read_toml(path).unwrap();
-                let source = FilterSource {
-                    failregex: raw.failregex,
-                    ignoreregex: raw.ignoreregex,
-                    prefregex: raw.prefregex,
-                    successregex: raw.successregex,
-                    pendingregex: raw.pendingregex,
-                    echoregex: raw.echoregex,
-                    ..Default::default()
-                };
-                JailRoute {
-                    name: Arc::from(path.file_stem().unwrap().to_string_lossy().as_ref()),
-                    filter: JailFilter::Native(Arc::new(Filter::compile(&source).unwrap())),
-                    programs: Vec::new(),
-                    hosts: Vec::new(),
-                }
-            })
-            .collect();
+        let jail = |name: String, source: &FilterSource| JailRoute {
+            name: Arc::from(name.as_str()),
+            filter: JailFilter::Native(Arc::new(Filter::compile(source).unwrap())),
+            programs: Vec::new(),
+            hosts: Vec::new(),
+        };
+        let mut jails = Vec::new();
+        for path in &names {
+            let raw: crate::config::raw::RawFilter = crate::config::read_toml(path).unwrap();
+            let others = raw
+                .modes
+                .keys()
+                .map(String::as_str)
+                .filter(|m| *m != "normal");
+            for mode in std::iter::once("normal").chain(others) {
+                // As a jail gets it: held and success patterns included.
+                let source = crate::config::filter_file::read_native(path, Some(mode)).unwrap();
+                let stem = path.file_stem().unwrap().to_string_lossy();
+                jails.push(jail(format!("{stem} ({mode})"), &source));
+            }
+        }
+        // The shipped config's inline pattern (conf/jailsink.toml).
+        let smtp = FilterSource {
+            failregex: vec![r"AUTH failure \(\w+\): authentication failure \(-13\) SASL\(-13\): authentication failure: .*relay=.*\[<HOST>\]".into()],
+            ..Default::default()
+        };
+        jails.push(jail("smtp-auth".into(), &smtp));
         assert!(jails.len() >= 20, "{} shipped filters", jails.len());
         let router = Router::new(jails.clone()).unwrap();
         let mut files: Vec<_> = std::fs::read_dir(root.join("tests/fixtures/fail2ban-logs"))
