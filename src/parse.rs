@@ -127,7 +127,98 @@ pub fn parse<'a>(text: &'a str, zone: &Zone, now: DateTime<Utc>) -> Result<Event
     if let Some(event) = pri_then_tag(text) {
         return Ok(event);
     }
+    if let Some(event) = loose_with_fraction(text, resolve_year, offset) {
+        return Ok(event);
+    }
     parse_loose(text, resolve_year, offset)
+}
+
+/// A classic 3164 timestamp with a fraction (`Dec  6 04:50:00.123456`, as rsyslog writes with
+/// high-precision timestamps) in a header the fast path does not read (no host, a named pid,
+/// no colon after the tag...): syslog_loose reads no fraction there, and took `.123456` for
+/// the start of the message. Read by syslog_loose without the fraction, which is put back in
+/// the timestamp; the parts it found are the same bytes of `text` (found by rsyslog_and_
+/// jailsink_read_generated_header_shapes_alike, tests/ingest.rs).
+fn loose_with_fraction<'a>(
+    text: &'a str,
+    resolve_year: impl Fn(syslog_loose::IncompleteDate) -> i32 + Copy,
+    offset: FixedOffset,
+) -> Option<Event<'a>> {
+    let (fraction, nanos) = fraction_3164(text.as_bytes())?;
+    let mut whole = String::with_capacity(text.len());
+    whole.push_str(&text[..fraction.start]);
+    whole.push_str(&text[fraction.end..]);
+    let event = parse_loose(&whole, resolve_year, offset).ok()?;
+    // Each part syslog_loose found is a slice of `whole` after the timestamp: the same bytes
+    // stand in `text` the fraction's length further on.
+    let shift = fraction.len();
+    let back = |part: &str| -> Option<&'a str> {
+        let at = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+        if at < fraction.start || at + part.len() > whole.len() {
+            return None;
+        }
+        text.get(at + shift..at + shift + part.len())
+    };
+    let back_opt = |part: Option<&str>| match part {
+        None => Some(None),
+        Some(p) => back(p).map(Some),
+    };
+    Some(Event {
+        timestamp: event.timestamp.and_then(|t| t.with_nanosecond(nanos)),
+        hostname: back_opt(event.hostname)?,
+        program: back_opt(event.program)?,
+        pid: match event.pid {
+            None => None,
+            Some(ProcId::PID(n)) => Some(ProcId::PID(n)),
+            Some(ProcId::Name(name)) => Some(ProcId::Name(back(name)?)),
+        },
+        message: if event.message.is_empty() {
+            ""
+        } else {
+            back(event.message)?
+        },
+        repeat: event.repeat,
+    })
+}
+
+/// Where the fraction of a classic 3164 timestamp at the start of `b` (after a PRI) is, with
+/// its nanoseconds: `.` and 1 to 9 digits right after `hh:mm:ss`, then a space.
+fn fraction_3164(b: &[u8]) -> Option<(std::ops::Range<usize>, u32)> {
+    let mut i = 0;
+    if b.first() == Some(&b'<') {
+        i = after_pri(b)?;
+    }
+    let ts = b.get(i..i + 15)?;
+    month_number([ts[0], ts[1], ts[2]])?;
+    let digit = |k: usize| ts[k].is_ascii_digit();
+    let shape = ts[3] == b' '
+        && (ts[4] == b' ' || digit(4))
+        && digit(5)
+        && ts[6] == b' '
+        && ts[9] == b':'
+        && ts[12] == b':'
+        && [7, 8, 10, 11, 13, 14].into_iter().all(digit);
+    if !shape {
+        return None;
+    }
+    let start = i + 15;
+    if b.get(start) != Some(&b'.') {
+        return None;
+    }
+    let digits = b[start + 1..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    if !(1..=9).contains(&digits) || b.get(start + 1 + digits) != Some(&b' ') {
+        return None;
+    }
+    let value = b[start + 1..start + 1 + digits]
+        .iter()
+        .fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'));
+    Some((
+        start..start + 1 + digits,
+        value * 10u32.pow(9 - digits as u32),
+    ))
 }
 
 /// The offset 3164 dates are read in at `now`, and the year a month belongs to (a December
@@ -279,9 +370,9 @@ enum Seconds {
     Fractional,
 }
 
-/// `<PRI>TAG[PID]: MSG`, `<PRI>TAG: MSG` and `<PRI>HOST TAG: MSG`: a PRI followed directly by
-/// the tag (or a host name and the tag), without timestamp, as rsyslog reads it (program from
-/// the tag; a missing host is left to the listener). A tag is what jailsink's program names
+/// `<PRI>TAG[PID]: MSG`, `<PRI>TAG: MSG`, `<PRI>HOST TAG: MSG` and `<PRI>TAG[PID] MSG`: a PRI
+/// followed directly by the tag (or a host name and the tag), without timestamp, as rsyslog
+/// reads it (program from the tag; a missing host is left to the listener). A tag is what jailsink's program names
 /// allow, up to `[` or `:`.
 fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     let b = text.as_bytes();
@@ -314,7 +405,10 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
         });
         i += close + 1;
     }
-    if b.get(i) != Some(&b':') {
+    // `<PRI>TAG[PID] MSG`: rsyslog takes a tag with a pid and no colon too (found by
+    // rsyslog_and_jailsink_read_generated_header_shapes_alike, tests/ingest.rs).
+    let colon = b.get(i) == Some(&b':') || (pid.is_some() && b.get(i) == Some(&b' '));
+    if !colon {
         return None;
     }
     let message = text[i + 1..].trim();
@@ -634,7 +728,29 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
     let mut hostname = msg.hostname;
     let mut program = msg.appname;
     let mut message = msg.msg;
+    let mut pid = msg.procid;
     if msg.protocol == Protocol::RFC3164 {
+        // Without a host, syslog_loose takes a tag followed by no space (`sshd[1]::x`,
+        // `sshd[1]:x`) or no colon (`sshd[1] x`) for the host. A host name has no `[` or `/`,
+        // and a `:` only as an IPv6 address: such a "host" is the tag, as rsyslog reads it
+        // (found by rsyslog_and_jailsink_read_generated_header_shapes_alike, tests/ingest.rs).
+        if let Some(host) = hostname.filter(|h| !could_be_host(h)) {
+            let tag = &text[end_of(text, host) - host.len()..];
+            let name = tag.find(['[', ':', ' ']).unwrap_or(tag.len());
+            if name > 0 {
+                let rest = &tag[name..];
+                pid =
+                    rest.strip_prefix('[')
+                        .and_then(|r| r.split_once(']'))
+                        .map(|(id, _)| match id.parse() {
+                            Ok(n) if id.bytes().all(|c| c.is_ascii_digit()) => ProcId::PID(n),
+                            _ => ProcId::Name(id),
+                        });
+                program = Some(&tag[..name]);
+                hostname = None;
+                message = after_tag(rest);
+            }
+        }
         // `<13>Nov 29 18:52:54 myapp: text` has no hostname; syslog_loose takes the tag for one.
         if let (Some(host), None) = (hostname, program) {
             if text[end_of(text, host)..].starts_with(':') {
@@ -664,10 +780,17 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
         timestamp: msg.timestamp,
         hostname,
         program,
-        pid: msg.procid,
+        pid,
         message,
         repeat,
     }
+}
+
+/// Whether syslog_loose's 3164 host could be one: a name, or an IPv6 address (the only host
+/// with a `:`), never a tag's `[pid]` or a program's `/`.
+fn could_be_host(host: &str) -> bool {
+    !host.contains(['[', ']', '/'])
+        && (!host.contains(':') || host.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// Byte offset in `text` just past `part`, which syslog_loose sliced out of `text`.
@@ -1266,6 +1389,94 @@ mod tests {
         for line in slow_ones {
             assert!(!same_as_loose(line, now()), "fast path took {line:?}");
         }
+    }
+
+    /// Shapes rsyslog reads that syslog_loose alone misread (found against a real rsyslogd by
+    /// tests/ingest.rs's generated shapes): a fractional timestamp off the fast path, a tag
+    /// with no space after its colon or no colon taken for the host, a tag with a pid and no
+    /// colon after a PRI; an IPv6 host stays a host.
+    #[test]
+    fn shapes_syslog_loose_misreads_read_as_rsyslog_reads_them() {
+        let at = Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
+        fn read(line: &str, at: DateTime<Utc>) -> Event<'_> {
+            parse(line, &Zone::Utc, at).unwrap_or_else(|e| panic!("{line}: {e:?}"))
+        }
+        for (line, host, program, pid, message) in [
+            (
+                "<13>Dec  6 04:50:00.123456 sshd[77]: - y",
+                None,
+                "sshd",
+                Some(ProcId::PID(77)),
+                "- y",
+            ),
+            (
+                "Dec  6 04:50:00.5 postfix/smtpd[1234]::x",
+                None,
+                "postfix/smtpd",
+                Some(ProcId::PID(1234)),
+                ":x",
+            ),
+            (
+                "<13>Dec  6 04:50:00.123456 web1 sshd[abc]: [x] y",
+                Some("web1"),
+                "sshd",
+                Some(ProcId::Name("abc")),
+                "[x] y",
+            ),
+            (
+                "<38>2026-12-06T04:50:00Z sshd[abc]::no space",
+                None,
+                "sshd",
+                Some(ProcId::Name("abc")),
+                ":no space",
+            ),
+            (
+                "2026-12-06T04:50:00Z sshd[77]:no space",
+                None,
+                "sshd",
+                Some(ProcId::PID(77)),
+                "no space",
+            ),
+            (
+                "<13>2026-12-06T04:50:00.123+01:00 sshd[77] [x] y",
+                None,
+                "sshd",
+                Some(ProcId::PID(77)),
+                "[x] y",
+            ),
+            (
+                "<38>Dec  6 04:50:00 2001:db8::1 sshd[1]: x",
+                Some("2001:db8::1"),
+                "sshd",
+                Some(ProcId::PID(1)),
+                "x",
+            ),
+            (
+                "<38>sshd[77] -ERR x",
+                None,
+                "sshd",
+                Some(ProcId::PID(77)),
+                "-ERR x",
+            ),
+            (
+                "<38>web1 sshd[77] x ",
+                Some("web1"),
+                "sshd",
+                Some(ProcId::PID(77)),
+                "x",
+            ),
+        ] {
+            let event = read(line, at);
+            assert_eq!(
+                (event.hostname, event.program, event.pid, event.message),
+                (host, Some(program), pid, message),
+                "{line}"
+            );
+        }
+        let fraction = read("<13>Dec  6 04:50:00.123456 sshd[77]: - y", at);
+        assert_eq!(fraction.timestamp.unwrap().nanosecond(), 123_456_000);
+        // Without a pid, a tag still needs its colon: `<38>web1 x` says nothing of a program.
+        assert!(pri_then_tag("<38>web1 sshd x").is_none());
     }
 
     /// A 3164 message reads the same whatever its timestamp looks like and whether it names a
