@@ -399,10 +399,7 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     if b.get(i) == Some(&b'[') {
         let close = b[i..].iter().take(130).position(|&c| c == b']')?;
         let id = &text[i + 1..i + close];
-        pid = Some(match id.parse::<i32>() {
-            Ok(n) if id.bytes().all(|c| c.is_ascii_digit()) => ProcId::PID(n),
-            _ => ProcId::Name(id),
-        });
+        pid = Some(proc_id(id));
         i += close + 1;
     }
     // `<PRI>TAG[PID] MSG`: rsyslog takes a tag with a pid and no colon too (found by
@@ -739,13 +736,10 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
             let name = tag.find(['[', ':', ' ']).unwrap_or(tag.len());
             if name > 0 {
                 let rest = &tag[name..];
-                pid =
-                    rest.strip_prefix('[')
-                        .and_then(|r| r.split_once(']'))
-                        .map(|(id, _)| match id.parse() {
-                            Ok(n) if id.bytes().all(|c| c.is_ascii_digit()) => ProcId::PID(n),
-                            _ => ProcId::Name(id),
-                        });
+                pid = rest
+                    .strip_prefix('[')
+                    .and_then(|r| r.split_once(']'))
+                    .map(|(id, _)| proc_id(id));
                 program = Some(&tag[..name]);
                 hostname = None;
                 message = after_tag(rest);
@@ -783,6 +777,15 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
         pid,
         message,
         repeat,
+    }
+}
+
+/// A tag's `[...]`: a process id when it is all digits (and fits), else a name, as rsyslog
+/// and syslog_loose keep it.
+fn proc_id(id: &str) -> ProcId<&str> {
+    match id.parse() {
+        Ok(n) if id.bytes().all(|c| c.is_ascii_digit()) => ProcId::PID(n),
+        _ => ProcId::Name(id),
     }
 }
 
