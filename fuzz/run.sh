@@ -8,9 +8,9 @@ cd "$(dirname "$0")"
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(framing parse parse_fast filter_match filter_fast filter_compile f2b_ini f2b_translate)
+((${#targets[@]})) || targets=(framing parse parse_fast filter_match filter_fast dispatch filter_compile f2b_ini f2b_translate)
 fixtures=../tests/fixtures/syslog
-mkdir -p corpus/framing corpus/parse corpus/parse_fast corpus/filter_match corpus/filter_fast corpus/filter_compile corpus/f2b_ini corpus/f2b_translate
+mkdir -p corpus/framing corpus/parse corpus/parse_fast corpus/filter_match corpus/filter_fast corpus/dispatch corpus/filter_compile corpus/f2b_ini corpus/f2b_translate
 cp -n "$fixtures"/*.bin corpus/framing/ 2>/dev/null || true
 cp -n "$fixtures"/*.bin corpus/parse/ 2>/dev/null || true
 # parse_fast: one frame a file (the newline-framed fixtures' lines).
@@ -23,6 +23,7 @@ if [[ ! -e corpus/filter_fast/.seeded ]]; then
     split -a 4 -l 1 - corpus/filter_fast/sample-
   touch corpus/filter_fast/.seeded
 fi
+cp -n corpus/filter_fast/sample-* corpus/dispatch/ 2>/dev/null || true
 grep -ho "'[^']*<HOST>[^']*'" ../conf/filter.d/*.toml | tr -d "'" | split -l 1 - corpus/filter_compile/shipped- || true
 [[ -d /etc/fail2ban/filter.d ]] && cp -n /etc/fail2ban/filter.d/*.conf corpus/f2b_ini/ 2>/dev/null || true
 [[ -d /etc/fail2ban/filter.d ]] && grep -h '^failregex\|^ *\^' /etc/fail2ban/filter.d/*.conf | sed 's/^failregex *= *//' | split -l 1 - corpus/f2b_translate/stock- || true
