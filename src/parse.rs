@@ -404,7 +404,10 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     }
     // `<PRI>TAG[PID] MSG`: rsyslog takes a tag with a pid and no colon too (found by
     // rsyslog_and_jailsink_read_generated_header_shapes_alike, tests/ingest.rs).
-    let colon = b.get(i) == Some(&b':') || (pid.is_some() && b.get(i) == Some(&b' '));
+    // (Only a pid without spaces: rsyslog ends the tag at the first space.)
+    let spaceless_pid = matches!(pid, Some(ProcId::PID(_)))
+        || matches!(pid, Some(ProcId::Name(name)) if !name.contains(' '));
+    let colon = b.get(i) == Some(&b':') || (spaceless_pid && b.get(i) == Some(&b' '));
     if !colon {
         return None;
     }
@@ -736,9 +739,11 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
             let name = tag.find(['[', ':', ' ']).unwrap_or(tag.len());
             if name > 0 {
                 let rest = &tag[name..];
+                // A `[pid]` ends before the first space, or there is none.
                 pid = rest
                     .strip_prefix('[')
                     .and_then(|r| r.split_once(']'))
+                    .filter(|(id, _)| !id.contains(' '))
                     .map(|(id, _)| proc_id(id));
                 program = Some(&tag[..name]);
                 hostname = None;
@@ -790,10 +795,15 @@ fn proc_id(id: &str) -> ProcId<&str> {
 }
 
 /// Whether syslog_loose's 3164 host could be one: a name, or an IPv6 address (the only host
-/// with a `:`), never a tag's `[pid]` or a program's `/`.
+/// with a `:`; with or without a zone, `fe80::1%eth0`), never a tag's `[pid]` or a program's
+/// `/`. rsyslog takes no host with a `:` (it reads `2001` of `2001:db8::1 sshd: x` as the tag);
+/// jailsink keeps an IPv6 address as the host, as it did before, so its jails see the program.
 fn could_be_host(host: &str) -> bool {
+    let address = host
+        .split_once('%')
+        .map_or(host, |(address, _zone)| address);
     !host.contains(['[', ']', '/'])
-        && (!host.contains(':') || host.parse::<std::net::Ipv6Addr>().is_ok())
+        && (!host.contains(':') || address.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// Byte offset in `text` just past `part`, which syslog_loose sliced out of `text`.
@@ -1480,6 +1490,19 @@ mod tests {
         assert_eq!(fraction.timestamp.unwrap().nanosecond(), 123_456_000);
         // Without a pid, a tag still needs its colon: `<38>web1 x` says nothing of a program.
         assert!(pri_then_tag("<38>web1 sshd x").is_none());
+        // Nor with a "pid" holding a space (review-parse31 finding 3): rsyslog's tag ends there.
+        assert!(pri_then_tag("<13>web1 app[x y] z").is_none());
+        let spaced = read("Dec  6 04:50:00 app[x y] z", at);
+        assert_eq!((spaced.program, spaced.pid), (Some("app"), None));
+        // An IPv6 host with a zone stays the host (review-parse31 finding 2).
+        let zoned = read(
+            "<38>Dec  6 04:50:00 fe80::1%eth0 sshd[1]: Failed password",
+            at,
+        );
+        assert_eq!(
+            (zoned.hostname, zoned.program, zoned.message),
+            (Some("fe80::1%eth0"), Some("sshd"), "Failed password")
+        );
     }
 
     /// A 3164 message reads the same whatever its timestamp looks like and whether it names a

@@ -745,14 +745,16 @@ fn rsyslog_and_jailsink_read_odd_shapes_alike() {
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
 
-/// Each of `shapes` sent to a private rsyslogd over UDP, one at a time, and read by jailsink's
-/// parser: where the two read a different program, host or message.
+/// Each of `shapes` sent to a private rsyslogd, once and in order, over one TCP connection
+/// with octet counting (every byte of a shape arrives, trailing spaces and NULs included, and
+/// nothing is lost or repeated, so rsyslog's n-th output line is the n-th shape's), and read
+/// by jailsink's parser: where the two read a different program, host or message.
 fn differences_from_rsyslog(shapes: &[String]) -> Vec<String> {
     let port = crate::support::free_port();
     let conf = format!(
         r#"global(net.enableDNS="off" parser.permitSlashInProgramName="on")
-module(load="imudp")
-input(type="imudp" address="127.0.0.1" port="{port}")
+module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="{port}")
 template(name="fields" type="string" string="%programname%\t%hostname%\t%msg%\n")
 action(type="omfile" file="@DIR@/out.txt" template="fields")
 "#
@@ -760,33 +762,46 @@ action(type="omfile" file="@DIR@/out.txt" template="fields")
     let rsyslogd = tool("rsyslogd", "rsyslog");
     let r = crate::support::Rsyslog::start(std::path::Path::new(&rsyslogd), &conf);
     let out = r.dir().join("out.txt");
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut rsyslog: Vec<Reading> = Vec::new();
-    for (i, shape) in shapes.iter().enumerate() {
-        // Resent until rsyslogd listens (the first datagrams may come before its bind).
-        let read = wait_for(Duration::from_secs(15), || {
-            let _ = udp.send_to(shape.as_bytes(), ("127.0.0.1", port));
-            std::thread::sleep(Duration::from_millis(30));
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
-            text.lines().count() > i
-        });
-        assert!(read, "rsyslogd wrote nothing for {shape:?}: {}", r.output());
-        // A resend may have landed twice: keep one line per shape.
-        let text = std::fs::read_to_string(&out).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        let last = lines.last().unwrap();
-        let mut f = last.splitn(3, '\t').map(str::to_string);
-        rsyslog.push((
-            f.next().unwrap(),
-            f.next().unwrap_or_default(),
-            f.next().unwrap_or_default(),
-        ));
-        std::fs::write(
-            &out,
-            format!("{}\n", lines[..=i.min(lines.len() - 1)].join("\n")),
-        )
-        .unwrap();
+    let mut stream = None;
+    let listening = wait_for(Duration::from_secs(15), || {
+        stream = TcpStream::connect(("127.0.0.1", port)).ok();
+        stream.is_some()
+    });
+    assert!(listening, "rsyslogd does not listen: {}", r.output());
+    let mut frames = Vec::new();
+    for shape in shapes {
+        frames.extend_from_slice(format!("{} {shape}", shape.len()).as_bytes());
     }
+    let mut stream = stream.unwrap();
+    stream.write_all(&frames).unwrap();
+    let lines_in = |out: &std::path::Path| {
+        std::fs::read_to_string(out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let all = wait_for(Duration::from_secs(30), || lines_in(&out) >= shapes.len());
+    drop(stream);
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        all && lines.len() == shapes.len(),
+        "rsyslogd wrote {} lines for {} shapes: {}",
+        lines.len(),
+        shapes.len(),
+        r.output()
+    );
+    let rsyslog: Vec<Reading> = lines
+        .iter()
+        .map(|line| {
+            let mut f = line.splitn(3, '\t').map(str::to_string);
+            (
+                f.next().unwrap_or_default(),
+                f.next().unwrap_or_default(),
+                f.next().unwrap_or_default(),
+            )
+        })
+        .collect();
     let now = chrono::Utc::now();
     let mut differences = Vec::new();
     for (shape, theirs) in shapes.iter().zip(&rsyslog) {
