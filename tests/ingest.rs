@@ -840,6 +840,27 @@ action(type="omfile" file="@DIR@/out.txt" template="fields")
     differences
 }
 
+/// `count` combinations of one string from each of `parts`: every `step`-th of all of them (a
+/// step prime to their number), from the same start each run, so each part is taken in turn.
+fn sample<'a>(parts: &[&[&'a str]], count: usize, step: usize) -> Vec<Vec<&'a str>> {
+    let total: usize = parts.iter().map(|p| p.len()).product();
+    let mut n = 7;
+    (0..count)
+        .map(|_| {
+            n = (n + step) % total;
+            let mut rest = n;
+            parts
+                .iter()
+                .map(|part| {
+                    let pick = part[rest % part.len()];
+                    rest /= part.len();
+                    pick
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// 3164 headers put together from every part rsyslog takes (PRI or none; classic, zero-padded,
 /// fractional and RFC 3339 timestamps or none; a host name, an address or none; tags with and
 /// without a pid, a named pid, a slash, without the colon) around messages that start or end
@@ -877,28 +898,10 @@ fn rsyslog_and_jailsink_read_generated_header_shapes_alike() {
         "  two spaces",
         " [a b=\"c\"] z",
     ];
-    let total = pris.len() * times.len() * hosts.len() * tags.len() * messages.len();
-    let mut shapes = Vec::new();
-    // Every k-th combination, k prime to the total, from the same start: a fixed sample that
-    // takes each part in turn.
-    let mut n = 7usize;
-    while shapes.len() < 240 {
-        n = (n + 127) % total;
-        let mut r = n;
-        let mut pick = |len: usize| {
-            let i = r % len;
-            r /= len;
-            i
-        };
-        shapes.push(format!(
-            "{}{}{}{}{}",
-            pris[pick(pris.len())],
-            times[pick(times.len())],
-            hosts[pick(hosts.len())],
-            tags[pick(tags.len())],
-            messages[pick(messages.len())]
-        ));
-    }
+    let shapes: Vec<String> = sample(&[&pris, &times, &hosts, &tags, &messages], 240, 127)
+        .into_iter()
+        .map(|parts| parts.concat())
+        .collect();
     // Known, and kept: a line with neither PRI nor timestamp is no syslog header to jailsink
     // (rsyslog reads a host and a tag off its first words). Each such shape must differ in
     // exactly that; every other shape must be read alike.
@@ -953,36 +956,13 @@ fn rsyslog_and_jailsink_read_generated_rfc5424_shapes_alike() {
         " - y",
         "",
     ];
-    let total = pris.len()
-        * times.len()
-        * hosts.len()
-        * apps.len()
-        * procids.len()
-        * msgids.len()
-        * data.len()
-        * messages.len();
-    let mut shapes = Vec::new();
-    let mut n = 11usize;
-    while shapes.len() < 160 {
-        n = (n + 131) % total;
-        let mut r = n;
-        let mut pick = |len: usize| {
-            let i = r % len;
-            r /= len;
-            i
-        };
-        shapes.push(format!(
-            "{}1 {} {} {} {} {} {}{}",
-            pris[pick(pris.len())],
-            times[pick(times.len())],
-            hosts[pick(hosts.len())],
-            apps[pick(apps.len())],
-            procids[pick(procids.len())],
-            msgids[pick(msgids.len())],
-            data[pick(data.len())],
-            messages[pick(messages.len())]
-        ));
-    }
+    let parts: [&[&str]; 8] = [
+        &pris, &times, &hosts, &apps, &procids, &msgids, &data, &messages,
+    ];
+    let shapes: Vec<String> = sample(&parts, 160, 131)
+        .into_iter()
+        .map(|p| format!("{}1 {}{}", p[0], p[1..7].join(" "), p[7]))
+        .collect();
     let differences = differences_from_rsyslog(&shapes);
     assert!(
         differences.is_empty(),
