@@ -450,10 +450,9 @@ struct StateStart {
 }
 
 /// Starts the state thread, which runs `open` and reports what the state held (the daemon's
-/// is [`open_state`]),
-/// runs `sweep` over what jails removed from `config` left (the daemon's is
-/// [`crate::action::sweep::at_start`]) and reports whether command bans wait to be lifted, then
-/// runs `writer` with the database. All three block (SQLite, processes), and a runtime worker
+/// is [`open_state`]), runs `sweep` over what jails removed from `config` left (the daemon's
+/// is [`crate::action::sweep::at_start`]) and reports whether command bans wait to be lifted,
+/// then runs `writer` with the database. All three block (SQLite, processes), and a runtime worker
 /// would stall every task sharing it. The state thread rather than a blocking-pool one: a
 /// thread made for it would keep its malloc arena (and SQLite's memory in it) for the daemon's
 /// life, which idle RSS shows.

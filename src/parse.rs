@@ -324,10 +324,10 @@ pub(crate) fn parse_read<'a>(
 
 /// Checks every fast path of the parse against the reading it stands for, on one frame
 /// received at `now` in `zone`: the fast 3164 header against syslog_loose (when it reads the
-/// frame at all), and the header read from the bytes alone ([`read_3164`], the listener's) against
-/// [`parse`] of the decoded frame, through [`parse_read`] as the listener hands it on. Err names
-/// the first disagreement. For fuzz/fuzz_targets/parse_fast.rs (built with `--cfg fuzzing`)
-/// and the unit tests; not in the daemon.
+/// frame at all), and the header read from the bytes alone ([`read_3164`], the listener's)
+/// against [`parse`] of the decoded frame, through [`parse_read`] as the listener hands it on.
+/// Err names the first disagreement. For fuzz/fuzz_targets/parse_fast.rs (built with `--cfg
+/// fuzzing`) and the unit tests; not in the daemon.
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub fn fast_paths_agree(frame: &[u8], zone: &Zone, now: DateTime<Utc>) -> Result<(), String> {
@@ -372,8 +372,8 @@ enum Seconds {
 
 /// `<PRI>TAG[PID]: MSG`, `<PRI>TAG: MSG`, `<PRI>HOST TAG: MSG` and `<PRI>TAG[PID] MSG`: a PRI
 /// followed directly by the tag (or a host name and the tag), without timestamp, as rsyslog
-/// reads it (program from the tag; a missing host is left to the listener). A tag is what jailsink's program names
-/// allow, up to `[` or `:`.
+/// reads it (program from the tag; a missing host is left to the listener). A tag is what
+/// jailsink's program names allow, up to `[` or `:`.
 fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     let b = text.as_bytes();
     if b.first() != Some(&b'<') {
@@ -734,8 +734,10 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
         // `sshd[1]:x`) or no colon (`sshd[1] x`) for the host. A host name has no `[` or `/`,
         // and a `:` only as an IPv6 address: such a "host" is the tag, as rsyslog reads it
         // (found by rsyslog_and_jailsink_read_generated_header_shapes_alike, tests/ingest.rs).
-        if let Some(host) = hostname.filter(|h| !could_be_host(h)) {
-            let tag = &text[end_of(text, host) - host.len()..];
+        let misread = hostname.filter(|h| !could_be_host(h));
+        // (Where the "host" starts in `text`: syslog_loose slices its parts out of `text`.)
+        let at = misread.and_then(|h| (h.as_ptr() as usize).checked_sub(text.as_ptr() as usize));
+        if let Some(tag) = at.and_then(|at| text.get(at..)) {
             let name = tag.find(['[', ':', ' ']).unwrap_or(tag.len());
             if name > 0 {
                 let rest = &tag[name..];

@@ -214,6 +214,14 @@ impl FailPattern {
         }
         Some(Found::Whole(self.regex.captures(content)?))
     }
+
+    /// The first of this pattern's address groups that `found` filled with a valid address.
+    fn address(&self, found: &Found<'_>, content: &str) -> Option<IpAddr> {
+        self.addresses
+            .iter()
+            .filter_map(|&(g, role)| found.span(g).map(|(a, b)| (&content[a..b], role)))
+            .find_map(|(t, role)| parse_address(t, role))
+    }
 }
 
 impl Split {
@@ -669,12 +677,7 @@ impl Filter {
     /// Runs successregex `index` on `content` (the message, or what prefregex leaves of it).
     pub(crate) fn success_for(&self, index: usize, content: &str) -> Option<IpAddr> {
         let pattern = self.success.get(index)?;
-        let found = pattern.find(content)?;
-        pattern
-            .addresses
-            .iter()
-            .filter_map(|&(g, role)| found.span(g).map(|(a, b)| (&content[a..b], role)))
-            .find_map(|(t, role)| parse_address(t, role))
+        pattern.address(&pattern.find(content)?, content)
     }
 
     /// What failregex sees of `message`: all of it, or prefregex's `<F-CONTENT>`.
@@ -770,12 +773,7 @@ impl Filter {
     pub fn reference_success(&self, message: &str) -> Option<IpAddr> {
         let content = self.content(message)?;
         self.success.iter().find_map(|pattern| {
-            let found = Found::Whole(pattern.regex.captures(content)?);
-            pattern
-                .addresses
-                .iter()
-                .filter_map(|&(g, role)| found.span(g).map(|(a, b)| (&content[a..b], role)))
-                .find_map(|(t, role)| parse_address(t, role))
+            pattern.address(&Found::Whole(pattern.regex.captures(content)?), content)
         })
     }
 
@@ -786,11 +784,7 @@ impl Filter {
         if pattern.nofail.is_some_and(|g| found.span(g).is_some()) {
             return None;
         }
-        let ip = pattern
-            .addresses
-            .iter()
-            .filter_map(|&(g, role)| text(g).map(|t| (t, role)))
-            .find_map(|(t, role)| parse_address(t, role))?;
+        let ip = pattern.address(found, content)?;
         if let Some(ignored) = self.ignore.matches(content).iter().next() {
             return Some(Verdict::Ignored(ignored));
         }
