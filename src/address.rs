@@ -110,19 +110,36 @@ pub(crate) fn counting_key(
     ipv6_prefix: u8,
     allowlisted: impl Fn(IpNetwork) -> bool,
 ) -> IpNetwork {
+    counting_key_allowlisted(ip, ipv4_prefix, ipv6_prefix, allowlisted).0
+}
+
+/// [`counting_key`] with what `allowlisted` answered for the key on the way, so that a
+/// failure's allowlist check need not ask again: None for a single-address key (no lookup was
+/// needed to find it).
+pub(crate) fn counting_key_allowlisted(
+    ip: IpAddr,
+    ipv4_prefix: u8,
+    ipv6_prefix: u8,
+    allowlisted: impl Fn(IpNetwork) -> bool,
+) -> (IpNetwork, Option<bool>) {
     let (prefix, full) = if ip.is_ipv4() {
         (ipv4_prefix, 32)
     } else {
         (ipv6_prefix, 128)
     };
     let key = network_of(ip, prefix);
-    if prefix < full && allowlisted(key) {
+    if prefix >= full {
+        return (key, None);
+    }
+    let listed = allowlisted(key);
+    if listed {
+        // The network holds an allowlisted address: its other addresses count one by one.
         let own = IpNetwork::from(ip);
         if !allowlisted(own) {
-            return own;
+            return (own, Some(false));
         }
     }
-    key
+    (key, Some(listed))
 }
 
 /// `net` as jailsink counts failures: an IPv4-mapped IPv6 network (`::ffff:192.0.2.0/120`,

@@ -253,31 +253,19 @@ impl Jail {
     }
 
     /// [`Jail::key_of`] and, for a prefix jail, whether the allowlist ignores that key, from
-    /// the lookup the key took ([`crate::address::counting_key`]'s rule, written out to keep
-    /// that answer): one lookup a failure (two when its network is allowlisted and its address
-    /// is not), where the key and then [`Jail::admit`] took two. A jail counting single
-    /// addresses needs no lookup for the key: None, and [`Jail::admit`] looks the address up
-    /// (once, as before: asked here, the lookup cost the batched loop 50 instructions a
-    /// failure more than in `admit`, callgrind of `jailbench attackers`).
+    /// the lookup the key took ([`crate::address::counting_key_allowlisted`]): one lookup a
+    /// failure (two when its network is allowlisted and its address is not), where the key and
+    /// then [`Jail::admit`] took two. A jail counting single addresses needs no lookup for the
+    /// key: None, and [`Jail::admit`] looks the address up (once, as before: asked here, the
+    /// lookup cost the batched loop 50 instructions a failure more than in `admit`, callgrind
+    /// of `jailbench attackers`).
     pub(crate) fn admitted_key(&self, ip: IpAddr) -> (IpNetwork, Option<bool>) {
-        let (prefix, full) = if ip.is_ipv4() {
-            (self.settings.ipv4_prefix, 32)
-        } else {
-            (self.settings.ipv6_prefix, 128)
-        };
-        let key = crate::address::network_of(ip, prefix);
-        if prefix >= full {
-            return (key, None);
-        }
-        let ignored = self.is_ignored(key);
-        if ignored {
-            // The network holds an allowlisted address: its other addresses count one by one.
-            let own = IpNetwork::from(ip);
-            if !self.is_ignored(own) {
-                return (own, Some(false));
-            }
-        }
-        (key, Some(ignored))
+        crate::address::counting_key_allowlisted(
+            ip,
+            self.settings.ipv4_prefix,
+            self.settings.ipv6_prefix,
+            |key| self.is_ignored(key),
+        )
     }
 
     /// What every failure goes through first, with the key it counts against and whether the
