@@ -373,23 +373,72 @@ enum Seconds {
 /// `<PRI>TAG[PID]: MSG`, `<PRI>TAG: MSG`, `<PRI>HOST TAG: MSG` and `<PRI>TAG[PID] MSG`: a PRI
 /// followed directly by the tag (or a host name and the tag), without timestamp, as rsyslog
 /// reads it (program from the tag; a missing host is left to the listener). A tag is what
-/// jailsink's program names allow, up to `[` or `:`.
+/// jailsink's program names allow, up to `[` or `:`; or, where the first word is no host name
+/// to rsyslog (`<PRI>web1. sshd[7]: x`), that word, as rsyslog reads it ([`rsyslog_tag`]).
+/// And `<PRI>[...` or `<PRI>{...`, which rsyslog reads as a frame without header (all message).
 fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     let b = text.as_bytes();
     if b.first() != Some(&b'<') {
         return None;
     }
     let mut i = after_pri(b)?;
+    // (rsyslog skips spaces and tabs there, but sees a tab escaped as `#011` by then.)
+    let rest = text[i..].trim_start_matches(' ');
+    if rest.starts_with(['[', '{']) {
+        return Some(untimed(None, None, None, rest));
+    }
     // `<PRI>HOST TAG: MSG`: rsyslog takes a host name without a timestamp too.
     let mut hostname = None;
-    let host_len = header_run(b, i, HOST);
-    if host_len > 0 && b.get(i + host_len) == Some(&b' ') {
-        hostname = Some(&text[i..i + host_len]);
-        i += host_len + 1;
+    let mut host_read = true;
+    if let Some(len) = host_len(b, i) {
+        hostname = Some(&text[i..i + len]);
+        i += len + 1;
+    } else if b.get(i..i + 2) == Some(b"- ") {
+        // A host of `-` is none (the sender's address fills it), as in a timestamped header.
+        i += 2;
+    } else {
+        host_read = false;
     }
+    if let Some(event) = tag_then_colon(text, i, hostname) {
+        return Some(event);
+    }
+    // rsyslog takes a first word that is no host name for the tag, up to its space or `:`
+    // (not a word beginning with a digit and ending in a `:`: that is a timestamp).
+    let end = text[i..].find([':', ' '])?;
+    if host_read || end == 0 || (b[i + end] == b':' && b[i].is_ascii_digit()) {
+        return None;
+    }
+    let (program, pid, message) = rsyslog_tag(&text[i..]);
+    Some(untimed(None, program, pid, message))
+}
+
+/// The event of a header without timestamp: the message trimmed, without a BOM, and read for
+/// rsyslog's repeat summary.
+fn untimed<'a>(
+    hostname: Option<&'a str>,
+    program: Option<&'a str>,
+    pid: Option<ProcId<&'a str>>,
+    message: &'a str,
+) -> Event<'a> {
+    let message = message.trim();
+    let message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
+    let (message, repeat) = split_repeat(message);
+    Event {
+        timestamp: None,
+        hostname,
+        program,
+        pid,
+        message,
+        repeat,
+    }
+}
+
+/// [`pri_then_tag`]'s `TAG[PID]: MSG`, `TAG: MSG` or `TAG[PID] MSG` at `i`: a tag of program
+/// name bytes beginning with a letter (digits first are a timestamp or an RFC 5424 version).
+fn tag_then_colon<'a>(text: &'a str, mut i: usize, hostname: Option<&'a str>) -> Option<Event<'a>> {
+    let b = text.as_bytes();
     // Some byte must end the tag (a tag running to the end is no header).
     let tag_len = Some(header_run(b, i, TAG)).filter(|&n| n > 0 && i + n < b.len())?;
-    // A tag begins with a letter; digits first are a timestamp or an RFC 5424 version.
     if !b[i].is_ascii_alphabetic() {
         return None;
     }
@@ -411,17 +460,26 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     if !colon {
         return None;
     }
-    let message = text[i + 1..].trim();
-    let message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
-    let (message, repeat) = split_repeat(message);
-    Some(Event {
-        timestamp: None,
-        hostname,
-        program: Some(program),
-        pid,
-        message,
-        repeat,
-    })
+    Some(untimed(hostname, Some(program), pid, &text[i + 1..]))
+}
+
+/// A 3164 tag at the start of `rest` as rsyslog reads it where no host name came before it:
+/// the tag runs to the first `:` (its last byte) or space; the program is the tag up to its
+/// `[`, `:` or first byte that is not printable ASCII (None when that is its first); the pid
+/// what a `[` there holds up to its `]`; the message what follows the tag.
+fn rsyslog_tag(rest: &str) -> (Option<&str>, Option<ProcId<&str>>, &str) {
+    let end = rest.find([':', ' ']).unwrap_or(rest.len());
+    let tag = &rest[..end];
+    let name = tag
+        .find(|c: char| c == '[' || !c.is_ascii_graphic())
+        .unwrap_or(tag.len());
+    let program = Some(&tag[..name]).filter(|p| !p.is_empty());
+    let pid = tag[name..]
+        .strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .map(|(id, _)| proc_id(id));
+    let after = &rest[end..];
+    (program, pid, after.strip_prefix(':').unwrap_or(after))
 }
 
 /// Where the text after a valid `<PRI>` (0 to 191) begins; `b` starts with `<`.
@@ -445,7 +503,8 @@ const fn is_tag_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'/')
 }
 
-/// A byte of a 3164 host name as [`header_3164`] takes it.
+/// A byte of a 3164 host name as rsyslog takes it (pmrfc3164 with its defaults: no `[]`, `/` or
+/// `@` in a host name).
 const fn is_host_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_')
 }
@@ -454,6 +513,8 @@ const fn is_host_byte(c: u8) -> bool {
 const HOST: u8 = 1;
 /// [`HEADER_BYTES`] bit: [`is_tag_byte`].
 const TAG: u8 = 2;
+/// [`HEADER_BYTES`] bit: an ASCII letter or digit, the only byte a host name may end in.
+const HOST_END: u8 = 4;
 
 /// The host and tag tests of every byte, so [`header_3164`] reads each byte of the host and
 /// of the tag once with one load (it scanned the host twice, for its space and then for its
@@ -469,6 +530,9 @@ static HEADER_BYTES: [u8; 256] = {
         if is_tag_byte(b) {
             t[c] |= TAG;
         }
+        if b.is_ascii_alphanumeric() {
+            t[c] |= HOST_END;
+        }
         c += 1;
     }
     t
@@ -481,6 +545,25 @@ fn header_run(b: &[u8], at: usize, bit: u8) -> usize {
     rest.iter()
         .position(|&c| HEADER_BYTES[usize::from(c)] & bit == 0)
         .unwrap_or(rest.len())
+}
+
+/// The length of the host name at `at` in a 3164 header, as rsyslog reads one: host bytes
+/// ([`is_host_byte`]), the last a letter or digit, then a space (None: the word there is no
+/// host name, and rsyslog reads it as the tag: `web1.`, `web1-`, `sshd(pam)`, `user@web1`).
+/// rsyslog also takes host bytes running to the end of the frame for a host name; jailsink
+/// reads no header there either way.
+#[inline(always)]
+fn host_len(b: &[u8], at: usize) -> Option<usize> {
+    let rest = b.get(at..)?;
+    // The first byte that is no host byte (none: no space after the host either).
+    let len = rest
+        .iter()
+        .position(|&c| HEADER_BYTES[usize::from(c)] & HOST == 0)?;
+    // The host's last byte and that one, with one bounds check (none for an empty host).
+    match rest.get(len.wrapping_sub(1)..=len) {
+        Some(&[last, b' ']) if HEADER_BYTES[usize::from(last)] & HOST_END != 0 => Some(len),
+        _ => None,
+    }
 }
 
 /// The general path: syslog_loose (RFC 5424 and every 3164 variant) and [`fix_up`].
@@ -584,17 +667,11 @@ fn header_3164(
         return None;
     }
     i += 1;
-    // The host runs to the first space and holds host bytes only: the run of host bytes,
-    // then a space (a space is not one).
-    let host_len = header_run(b, i, HOST);
-    if host_len == 0 || b.get(i + host_len) != Some(&b' ') {
-        return None;
-    }
+    // The host runs to the first space and holds host bytes only, ending in a letter or digit
+    // (a word rsyslog reads as the tag, and a host of `-`, syslog_loose's "none" the sender's
+    // address fills, take the slow path).
+    let host_len = host_len(b, i)?;
     let host = i..i + host_len;
-    // A host of `-` is syslog_loose's "none" (the sender's address fills it): the slow path.
-    if &b[host.clone()] == b"-" {
-        return None;
-    }
     i += host_len + 1;
     // The tag's end is the first byte that is not a tag byte (None when there is none).
     let tag_len = header_run(b, i, TAG);
@@ -729,28 +806,21 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
     let mut program = msg.appname;
     let mut message = msg.msg;
     let mut pid = msg.procid;
+    // Whether the tag was read here as rsyslog reads it, message and all.
+    let mut tag_read = false;
     if msg.protocol == Protocol::RFC3164 {
-        // Without a host, syslog_loose takes a tag followed by no space (`sshd[1]::x`,
-        // `sshd[1]:x`) or no colon (`sshd[1] x`) for the host. A host name has no `[` or `/`,
-        // and a `:` only as an IPv6 address: such a "host" is the tag, as rsyslog reads it
-        // (found by rsyslog_and_jailsink_read_generated_header_shapes_alike, tests/ingest.rs).
-        let misread = hostname.filter(|h| !could_be_host(h));
+        // syslog_loose takes any first word for the host: a tag followed by no space
+        // (`sshd[1]::x`, `sshd[1]:x`) or no colon (`sshd[1] x`) where there is no host, and a
+        // word rsyslog refuses as a host name (`web1.`, `sshd(pam)`, `user@web1`). Such a
+        // "host" is the tag, as rsyslog reads it (found by the generated shapes of
+        // tests/ingest.rs); but an IPv6 address stays the host.
+        let misread = hostname.filter(|h| !could_be_host(h) && !ends_frame(text, h));
         // (Where the "host" starts in `text`: syslog_loose slices its parts out of `text`.)
         let at = misread.and_then(|h| (h.as_ptr() as usize).checked_sub(text.as_ptr() as usize));
         if let Some(tag) = at.and_then(|at| text.get(at..)) {
-            let name = tag.find(['[', ':', ' ']).unwrap_or(tag.len());
-            if name > 0 {
-                let rest = &tag[name..];
-                // A `[pid]` ends before the first space, or there is none.
-                pid = rest
-                    .strip_prefix('[')
-                    .and_then(|r| r.split_once(']'))
-                    .filter(|(id, _)| !id.contains(' '))
-                    .map(|(id, _)| proc_id(id));
-                program = Some(&tag[..name]);
-                hostname = None;
-                message = after_tag(rest);
-            }
+            (program, pid, message) = rsyslog_tag(tag);
+            hostname = None;
+            tag_read = true;
         }
         // `<13>Nov 29 18:52:54 myapp: text` has no hostname; syslog_loose takes the tag for one.
         if let (Some(host), None) = (hostname, program) {
@@ -768,8 +838,9 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
         let header_end = program.or(hostname).map_or(0, |s| end_of(text, s));
         let whole = after_tag(&text[header_end..]).trim_end();
         let taken = message.trim_end();
-        if !msg.structured_data.is_empty()
-            || (header_end > 0 && whole.len() > taken.len() && whole.ends_with(taken))
+        if !tag_read
+            && (!msg.structured_data.is_empty()
+                || (header_end > 0 && whole.len() > taken.len() && whole.ends_with(taken)))
         {
             message = whole;
         }
@@ -796,16 +867,29 @@ fn proc_id(id: &str) -> ProcId<&str> {
     }
 }
 
-/// Whether syslog_loose's 3164 host could be one: a name, or an IPv6 address (the only host
-/// with a `:`; with or without a zone, `fe80::1%eth0`), never a tag's `[pid]` or a program's
-/// `/`. rsyslog takes no host with a `:` (it reads `2001` of `2001:db8::1 sshd: x` as the tag);
-/// jailsink keeps an IPv6 address as the host, as it did before, so its jails see the program.
+/// Whether syslog_loose's 3164 host could be one: a name as rsyslog takes one (host bytes
+/// ending in a letter or digit, see [`host_len`]), or an IPv6 address (with or without a zone,
+/// `fe80::1%eth0`). rsyslog takes no host with a `:` (it reads `2001` of `2001:db8::1 sshd: x`
+/// as the tag); jailsink keeps an IPv6 address as the host, as it did before, so its jails see
+/// the program.
 fn could_be_host(host: &str) -> bool {
+    let b = host.as_bytes();
+    let name = b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter().all(|&c| HEADER_BYTES[usize::from(c)] & HOST != 0);
     let address = host
         .split_once('%')
         .map_or(host, |(address, _zone)| address);
-    !host.contains(['[', ']', '/'])
-        && (!host.contains(':') || address.parse::<std::net::Ipv6Addr>().is_ok())
+    name || (host.contains(':') && address.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+/// Whether `host`, a part of `text`, is host bytes ([`is_host_byte`]) running to the end of the
+/// frame: rsyslog takes that for the host name whatever its last byte (`web1.` in
+/// `Dec  7 10:00:00 web1.`).
+fn ends_frame(text: &str, host: &str) -> bool {
+    end_of(text, host) == text.len()
+        && host
+            .bytes()
+            .all(|c| HEADER_BYTES[usize::from(c)] & HOST != 0)
 }
 
 /// Byte offset in `text` just past `part`, which syslog_loose sliced out of `text`.
@@ -983,6 +1067,11 @@ mod tests {
             assert_eq!(
                 HEADER_BYTES[usize::from(c)] & TAG != 0,
                 is_tag_byte(c),
+                "{c}"
+            );
+            assert_eq!(
+                HEADER_BYTES[usize::from(c)] & HOST_END != 0,
+                c.is_ascii_alphanumeric(),
                 "{c}"
             );
         }
@@ -1400,6 +1489,10 @@ mod tests {
             "<13>Nov 29 18:52:54 vm sshd[99999999999]: huge pid",
             "<38>Nov 20 00:00:00 - sshd[1]: Failed password for root from 192.0.2.1 port 22 ssh2",
             "<38>Nov 20 00:00:00 vm -: x",
+            // First words rsyslog reads as the tag, not the host.
+            "<38>Nov 20 00:00:00 vm. sshd[1]: x",
+            "<38>Nov 20 00:00:00 vm- sshd[1]: x",
+            "<38>Nov 20 00:00:00 vm_ sshd[1]: x",
         ];
         for line in slow_ones {
             assert!(!same_as_loose(line, now()), "fast path took {line:?}");
@@ -1505,6 +1598,81 @@ mod tests {
             (zoned.hostname, zoned.program, zoned.message),
             (Some("fe80::1%eth0"), Some("sshd"), "Failed password")
         );
+    }
+
+    /// rsyslog takes a first word for the host name only when it is letters, digits, `.`, `-` and
+    /// `_` ending in a letter or digit, followed by a space (or the end of the frame); any other
+    /// first word is the tag, and its program what comes before a `[`, `:` or byte that is not
+    /// printable ASCII. With or without timestamp, and the fast path leaves such a word to the
+    /// slow path (jailsink took it for the host before, on both paths).
+    #[test]
+    fn a_first_word_rsyslog_refuses_as_a_host_name_is_the_tag() {
+        let at = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
+        for (line, host, program, message) in [
+            (
+                "<13>Dec  7 10:00:00 web1. sshd[7]: x",
+                None,
+                Some("web1."),
+                "sshd[7]: x",
+            ),
+            ("<13>web1. sshd[7]: x", None, Some("web1."), "sshd[7]: x"),
+            (
+                "<13>Dec  7 10:00:00 sshd(pam) x",
+                None,
+                Some("sshd(pam)"),
+                "x",
+            ),
+            ("<13>sshd(pam) x", None, Some("sshd(pam)"), "x"),
+            ("<13>web1- sshd[7]: x", None, Some("web1-"), "sshd[7]: x"),
+            (
+                "<13>2026-12-07T10:00:00Z user@web1 sshd: x",
+                None,
+                Some("user@web1"),
+                "sshd: x",
+            ),
+            (
+                "<13>Dec  7 10:00:00 wéb1 sshd: x",
+                None,
+                Some("w"),
+                "sshd: x",
+            ),
+            ("<13>wéb1: x", None, Some("w"), "x"),
+            (
+                "<13>Dec  7 10:00:00 [192.0.2.4] sshd: x",
+                None,
+                None,
+                "sshd: x",
+            ),
+            (
+                "<13>Dec  7 10:00:00 web[1] sshd: x",
+                None,
+                Some("web"),
+                "sshd: x",
+            ),
+            // No header at all after the PRI, to rsyslog.
+            ("<13>[192.0.2.4] sshd: x", None, None, "[192.0.2.4] sshd: x"),
+            ("<13>  {\"a\": 1}", None, None, "{\"a\": 1}"),
+            // Host names, though odd ones.
+            (
+                "<13>Dec  7 10:00:00 _web1 sshd: x",
+                Some("_web1"),
+                Some("sshd"),
+                "x",
+            ),
+            ("<13>.web1 sshd: x", Some(".web1"), Some("sshd"), "x"),
+            ("<13>Dec  7 10:00:00 web1-", Some("web1-"), None, ""),
+        ] {
+            let event = parse(line, &Zone::Utc, at).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            assert_eq!(
+                (event.hostname, event.program, event.message),
+                (host, program, message),
+                "{line}"
+            );
+            assert_eq!(fast_paths_agree(line.as_bytes(), &Zone::Utc, at), Ok(()));
+        }
+        // A first word of `-` stays jailsink's "no host" without a timestamp too.
+        let nil = parse("<13>- sshd[1]: x", &Zone::Utc, at).unwrap();
+        assert_eq!((nil.hostname, nil.program), (None, Some("sshd")));
     }
 
     /// A 3164 message reads the same whatever its timestamp looks like and whether it names a
