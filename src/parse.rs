@@ -399,13 +399,17 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     } else {
         host_read = false;
     }
-    if let Some(event) = tag_then_colon(text, i, hostname) {
-        return Some(event);
+    if host_read {
+        return tag_then_colon(text, i, hostname);
     }
     // rsyslog takes a first word that is no host name for the tag, up to its space or `:`
-    // (not a word beginning with a digit and ending in a `:`: that is a timestamp).
+    // (not the date of an RFC 3339 timestamp: `2026-12-07T10:00:00Z web1. ...` is read by
+    // syslog_loose).
     let end = text[i..].find([':', ' '])?;
-    if host_read || end == 0 || (b[i + end] == b':' && b[i].is_ascii_digit()) {
+    let rfc3339 = b
+        .get(i..i + 5)
+        .is_some_and(|d| d[..4].iter().all(u8::is_ascii_digit) && d[4] == b'-');
+    if end == 0 || rfc3339 {
         return None;
     }
     let (program, pid, message) = rsyslog_tag(&text[i..]);
@@ -465,15 +469,16 @@ fn tag_then_colon<'a>(text: &'a str, mut i: usize, hostname: Option<&'a str>) ->
 
 /// A 3164 tag at the start of `rest` as rsyslog reads it where no host name came before it:
 /// the tag runs to the first `:` (its last byte) or space; the program is the tag up to its
-/// `[`, `:` or first byte that is not printable ASCII (None when that is its first); the pid
-/// what a `[` there holds up to its `]`; the message what follows the tag.
+/// `[`, `:` or first byte that is not printable ASCII (None when that is its first, or when it
+/// is `-`, jailsink's "no program"); the pid what a `[` there holds up to its `]`; the message
+/// what follows the tag.
 fn rsyslog_tag(rest: &str) -> (Option<&str>, Option<ProcId<&str>>, &str) {
     let end = rest.find([':', ' ']).unwrap_or(rest.len());
     let tag = &rest[..end];
     let name = tag
         .find(|c: char| c == '[' || !c.is_ascii_graphic())
         .unwrap_or(tag.len());
-    let program = Some(&tag[..name]).filter(|p| !p.is_empty());
+    let program = Some(&tag[..name]).filter(|p| !p.is_empty() && *p != "-");
     let pid = tag[name..]
         .strip_prefix('[')
         .and_then(|r| r.split_once(']'))
@@ -844,6 +849,14 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
         {
             message = whole;
         }
+        // rsyslog's program ends at the tag's first byte that is not printable ASCII (`w` of
+        // `wéb1[5]: x`); the tags jailsink reads itself hold none. (`-` is no program.)
+        program = program
+            .map(|p| {
+                p.find(|c: char| !c.is_ascii_graphic())
+                    .map_or(p, |end| &p[..end])
+            })
+            .filter(|p| !p.is_empty() && *p != "-");
     }
     let mut message = message.trim();
     message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
@@ -1649,6 +1662,13 @@ mod tests {
                 Some("web"),
                 "sshd: x",
             ),
+            // The program ends at a byte that is not printable ASCII, and `-` is none.
+            ("<13>Dec  7 10:00:00 wé[5]: y", None, Some("w"), "y"),
+            ("<13>Dec  7 10:00:00 -é sshd: x", None, None, "sshd: x"),
+            // A word beginning with a digit is a tag too, but for an RFC 3339 date.
+            ("<13>1__[5]: y", None, Some("1__"), "y"),
+            // The tag ends at its first space, even in a `[` left open.
+            ("<13>a[[)! CRON[1]: x", None, Some("a"), "CRON[1]: x"),
             // No header at all after the PRI, to rsyslog.
             ("<13>[192.0.2.4] sshd: x", None, None, "[192.0.2.4] sshd: x"),
             ("<13>  {\"a\": 1}", None, None, "{\"a\": 1}"),
