@@ -552,11 +552,10 @@ fn header_run(b: &[u8], at: usize, bit: u8) -> usize {
         .unwrap_or(rest.len())
 }
 
-/// The length of the host name at `at` in a 3164 header, as rsyslog reads one: host bytes
-/// ([`is_host_byte`]), the last a letter or digit, then a space (None: the word there is no
-/// host name, and rsyslog reads it as the tag: `web1.`, `web1-`, `sshd(pam)`, `user@web1`).
-/// rsyslog also takes host bytes running to the end of the frame for a host name; jailsink
-/// reads no header there either way.
+/// The length of the host name at `at` in a 3164 header: host bytes ([`is_host_byte`]) that
+/// [`ends_as_host_name`], then a space (None: the word there is no host name, and rsyslog reads
+/// it as the tag: `web1-`, `sshd(pam)`, `user@web1`). rsyslog also takes host bytes running to
+/// the end of the frame for a host name; jailsink reads no header there either way.
 #[inline(always)]
 fn host_len(b: &[u8], at: usize) -> Option<usize> {
     let rest = b.get(at..)?;
@@ -564,10 +563,21 @@ fn host_len(b: &[u8], at: usize) -> Option<usize> {
     let len = rest
         .iter()
         .position(|&c| HEADER_BYTES[usize::from(c)] & HOST == 0)?;
-    // The host's last byte and that one, with one bounds check (none for an empty host).
-    match rest.get(len.wrapping_sub(1)..=len) {
-        Some(&[last, b' ']) if HEADER_BYTES[usize::from(last)] & HOST_END != 0 => Some(len),
-        _ => None,
+    (rest[len] == b' ' && ends_as_host_name(&rest[..len])).then_some(len)
+}
+
+/// Whether host bytes `name` end as a host name does: in a letter or digit, as rsyslog requires,
+/// or (jailsink only) in a fully qualified name's root dot after one (`web1.example.org.`).
+/// rsyslog reads such a name as the tag, so a sender whose host name carries the root dot
+/// would have every message's program be that name, and no `sshd` jail would see its sshd; its
+/// messages keep their program here. Empty: false.
+#[inline(always)]
+fn ends_as_host_name(name: &[u8]) -> bool {
+    let name_end = |c: &u8| HEADER_BYTES[usize::from(*c)] & HOST_END != 0;
+    match name {
+        [.., before, b'.'] => name_end(before),
+        [.., last] => name_end(last),
+        [] => false,
     }
 }
 
@@ -849,11 +859,12 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
         {
             message = whole;
         }
-        // rsyslog's program ends at the tag's first byte that is not printable ASCII (`w` of
-        // `wéb1[5]: x`); the tags jailsink reads itself hold none. (`-` is no program.)
+        // rsyslog's program ends at the tag's first `[` (syslog_loose keeps one that opens no
+        // digits-only pid: `sshd[1]x`, `sshd[a b]:`) or byte that is not printable ASCII (`w`
+        // of `wéb1[5]: x`); the tags jailsink reads itself hold neither. (`-` is no program.)
         program = program
             .map(|p| {
-                p.find(|c: char| !c.is_ascii_graphic())
+                p.find(|c: char| c == '[' || !c.is_ascii_graphic())
                     .map_or(p, |end| &p[..end])
             })
             .filter(|p| !p.is_empty() && *p != "-");
@@ -880,15 +891,14 @@ fn proc_id(id: &str) -> ProcId<&str> {
     }
 }
 
-/// Whether syslog_loose's 3164 host could be one: a name as rsyslog takes one (host bytes
-/// ending in a letter or digit, see [`host_len`]), or an IPv6 address (with or without a zone,
-/// `fe80::1%eth0`). rsyslog takes no host with a `:` (it reads `2001` of `2001:db8::1 sshd: x`
-/// as the tag); jailsink keeps an IPv6 address as the host, as it did before, so its jails see
-/// the program.
+/// Whether syslog_loose's 3164 host could be one: a name (host bytes that
+/// [`ends_as_host_name`], as [`host_len`] takes one), or an IPv6 address (with or without a
+/// zone, `fe80::1%eth0`). rsyslog takes no host with a `:` (it reads `2001` of
+/// `2001:db8::1 sshd: x` as the tag); jailsink keeps an IPv6 address as the host, as it did
+/// before, so its jails see the program.
 fn could_be_host(host: &str) -> bool {
     let b = host.as_bytes();
-    let name = b.last().is_some_and(u8::is_ascii_alphanumeric)
-        && b.iter().all(|&c| HEADER_BYTES[usize::from(c)] & HOST != 0);
+    let name = ends_as_host_name(b) && b.iter().all(|&c| HEADER_BYTES[usize::from(c)] & HOST != 0);
     let address = host
         .split_once('%')
         .map_or(host, |(address, _zone)| address);
@@ -1503,7 +1513,6 @@ mod tests {
             "<38>Nov 20 00:00:00 - sshd[1]: Failed password for root from 192.0.2.1 port 22 ssh2",
             "<38>Nov 20 00:00:00 vm -: x",
             // First words rsyslog reads as the tag, not the host.
-            "<38>Nov 20 00:00:00 vm. sshd[1]: x",
             "<38>Nov 20 00:00:00 vm- sshd[1]: x",
             "<38>Nov 20 00:00:00 vm_ sshd[1]: x",
         ];
@@ -1623,13 +1632,6 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
         for (line, host, program, message) in [
             (
-                "<13>Dec  7 10:00:00 web1. sshd[7]: x",
-                None,
-                Some("web1."),
-                "sshd[7]: x",
-            ),
-            ("<13>web1. sshd[7]: x", None, Some("web1."), "sshd[7]: x"),
-            (
                 "<13>Dec  7 10:00:00 sshd(pam) x",
                 None,
                 Some("sshd(pam)"),
@@ -1693,6 +1695,56 @@ mod tests {
         // A first word of `-` stays jailsink's "no host" without a timestamp too.
         let nil = parse("<13>- sshd[1]: x", &Zone::Utc, at).unwrap();
         assert_eq!((nil.hostname, nil.program), (None, Some("sshd")));
+    }
+
+    /// A fully qualified host name with its root dot (`web1.example.org.`) stays the host, on
+    /// purpose (rsyslog reads it as the tag): a sender configured with one keeps its messages'
+    /// programs, so an sshd jail still sees its sshd. Only a dot after a letter or digit: `web1-`,
+    /// `web1..` and a lone `.` are still the tag, as rsyslog reads them. The fast path takes
+    /// such a header as the slow path reads it.
+    #[test]
+    fn a_host_name_with_its_root_dot_stays_the_host() {
+        let at = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
+        let failed = "Failed password for root from 192.0.2.1 port 22 ssh2";
+        for head in [
+            "<13>Dec  7 10:00:00 ",
+            "<13>Dec  7 10:00:00.5 ",
+            "<13>2026-12-07T10:00:00Z ",
+            "Dec  7 10:00:00 ",
+            "<13>",
+        ] {
+            for host in ["web1.", "web1.example.org.", "192.0.2.4."] {
+                let line = format!("{head}{host} sshd[7]: {failed}");
+                let event =
+                    parse(&line, &Zone::Utc, at).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+                assert_eq!(
+                    (event.hostname, event.program, event.message),
+                    (Some(host), Some("sshd"), failed),
+                    "{line}"
+                );
+                assert_eq!(fast_paths_agree(line.as_bytes(), &Zone::Utc, at), Ok(()));
+            }
+            for word in ["web1..", ".", "web1-."] {
+                let line = format!("{head}{word} sshd[7]: x");
+                let event =
+                    parse(&line, &Zone::Utc, at).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+                assert_eq!(
+                    (event.hostname, event.program),
+                    (None, Some(word)),
+                    "{line}"
+                );
+            }
+        }
+        // After a host name, a program ends at its `[` whether or not a pid follows, as
+        // rsyslog's does (syslog_loose kept `sshd[1]x`).
+        for (line, program) in [
+            ("<13>Dec  7 10:00:00 host sshd[1]x y", "sshd"),
+            ("<13>Dec  7 10:00:00 host sshd[a b]: x", "sshd"),
+            ("<13>Dec  7 10:00:00 host a[1]b: x", "a"),
+        ] {
+            let event = parse(line, &Zone::Utc, at).unwrap();
+            assert_eq!(event.program, Some(program), "{line}");
+        }
     }
 
     /// A 3164 message reads the same whatever its timestamp looks like and whether it names a

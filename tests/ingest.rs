@@ -733,11 +733,10 @@ const ODD_SHAPES: &[&str] = &[
     "<38>Dec  6 04:50:00 web1 sshd[77] no colon after the tag",
     // A first word rsyslog refuses as a host name is the tag (see also the generated host
     // words below), but for one running to the end of the frame; `<PRI>[` or `<PRI>{` has no
-    // header at all.
-    "<13>Dec  7 10:00:00 web1. sshd[7]: FQDN's dot, no host",
-    "<13>Dec  7 10:00:00 web1.example.org. sshd[1]: FQDN's dot, no host",
-    "<13>web1.example.org. sshd[1]: FQDN's dot, no host, no timestamp",
-    "<13>Dec  7 10:00:00.5 web1. sshd[7]: FQDN's dot, no host, fractional seconds",
+    // header at all. (A host name with its root dot, `web1.example.org.`, stays the host on
+    // purpose: parse.rs, a_host_name_with_its_root_dot_stays_the_host.)
+    "<13>Dec  7 10:00:00 web1.. sshd[7]: two dots, no host",
+    "<13>Dec  7 10:00:00 web1-. sshd[7]: a dot after a hyphen, no host",
     "<13>Dec  7 10:00:00 sshd(pam) a tag with parentheses",
     "<13>sshd(pam) a tag with parentheses, no timestamp",
     "<13>Dec  7 10:00:00 web1.: the dot's word with its colon",
@@ -749,6 +748,11 @@ const ODD_SHAPES: &[&str] = &[
     "<13>Dec  7 10:00:00 wé[5]: a non-ASCII tag without host",
     "<13>1__[5]: a tag beginning with a digit",
     "<13>a[[)! CRON[1]: a bracket left open",
+    // After a host name, the program ends at its `[` whatever follows.
+    "<13>Dec  7 10:00:00 host sshd[1]x more after the pid",
+    "<13>Dec  7 10:00:00 host sshd[a b]: a pid with a space",
+    "<13>Dec  7 10:00:00 host a[1 a bracket left open",
+    "<13>Dec  7 10:00:00 host a[1]b: more after the pid, then a colon",
     "<13>Dec  7 10:00:00 web1-",
     "<13>2026-12-07T10:00:00Z web1.",
     "<38>{\"event\": \"braces\"}",
@@ -850,7 +854,8 @@ action(type="omfile" file="@DIR@/out.txt" template="fields")
             Err(e) => (format!("<{e}>"), String::new(), String::new()),
         };
         // jailsink's conventions where rsyslog writes the field as received: a NILVALUE host
-        // is none (the sender's address fills it), a NILVALUE app-name no program, and the
+        // is none (the sender's address fills it), a NILVALUE app-name (or a 3164 tag of `-`)
+        // no program, and the
         // BOM that says a 5424 message is UTF-8 is not part of the message.
         let nil = |field: &str, none: &str| match field {
             "-" => none.to_string(),
@@ -967,12 +972,13 @@ fn rsyslog_and_jailsink_read_generated_header_shapes_alike() {
 /// each kind of character a host name might hold: letters, digits, `.`, `-` and `_` anywhere,
 /// a last character that is not a letter or digit, the characters of a tag or of an address
 /// (`(`, `)`, `/`, `@`, `[`, `]`, `:`, `%`), non-ASCII letters, an IPv4 address with and without
-/// a trailing dot; each followed by the generator's tags and messages, with and without
+/// a trailing `-`; each followed by the generator's tags and messages, with and without
 /// timestamp, read by rsyslogd and by jailsink alike (rsyslog takes the word for the host only
 /// when it is letters, digits, `.`, `-` and `_` ending in a letter or digit, followed by a
 /// space; else it is the tag). Not here, on purpose: an IPv6 address (jailsink keeps it as the
-/// host, parse.rs tests it) and `-` (jailsink's "no host"). Its first run found 251 of 480 read
-/// differently: every word rsyslog refuses as a host name was jailsink's host.
+/// host, parse.rs tests it), `-` (jailsink's "no host") and a host name with its root dot
+/// (`web1.`: jailsink keeps it as the host, parse.rs tests it). Its first run found 251 of 480
+/// read differently: every word rsyslog refuses as a host name was jailsink's host.
 #[test]
 fn rsyslog_and_jailsink_read_generated_host_words_alike() {
     let heads = [
@@ -992,8 +998,8 @@ fn rsyslog_and_jailsink_read_generated_host_words_alike() {
         "web_1",
         ".web1",
         "_web1",
-        "web1.",
         "web1-",
+        "web1..",
         "web_",
         "sshd(pam)",
         "web(1)",
@@ -1008,7 +1014,7 @@ fn rsyslog_and_jailsink_read_generated_host_words_alike() {
         "web1é",
         "ö",
         "192.0.2.4",
-        "192.0.2.4.",
+        "192.0.2.4-",
     ];
     let picks = sample(&[&words, &heads, TAGS, MESSAGES], 480, 173);
     // Every word comes with and without a timestamp (each head has a PRI or a timestamp).
