@@ -374,7 +374,8 @@ enum Seconds {
 /// followed directly by the tag (or a host name and the tag), without timestamp, as rsyslog
 /// reads it (program from the tag; a missing host is left to the listener). A tag is what
 /// jailsink's program names allow, up to `[` or `:`; or, where the first word is no host name
-/// to rsyslog (`<PRI>web1. sshd[7]: x`), that word, as rsyslog reads it ([`rsyslog_tag`]).
+/// to rsyslog (`<PRI>sshd(pam) x`, `<PRI>sshd[7]: x`), that word, as rsyslog reads it
+/// ([`rsyslog_tag`]).
 /// And `<PRI>[...` or `<PRI>{...`, which rsyslog reads as a frame without header (all message).
 fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     let b = text.as_bytes();
@@ -403,7 +404,7 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
         return tag_then_colon(text, i, hostname);
     }
     // rsyslog takes a first word that is no host name for the tag, up to its space or `:`
-    // (not the date of an RFC 3339 timestamp: `2026-12-07T10:00:00Z web1. ...` is read by
+    // (not the date of an RFC 3339 timestamp: `2026-12-07T10:00:00Z web1- ...` is read by
     // syslog_loose).
     let end = text[i..].find([':', ' '])?;
     let rfc3339 = b
@@ -826,9 +827,10 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
     if msg.protocol == Protocol::RFC3164 {
         // syslog_loose takes any first word for the host: a tag followed by no space
         // (`sshd[1]::x`, `sshd[1]:x`) or no colon (`sshd[1] x`) where there is no host, and a
-        // word rsyslog refuses as a host name (`web1.`, `sshd(pam)`, `user@web1`). Such a
+        // word rsyslog refuses as a host name (`web1-`, `sshd(pam)`, `user@web1`). Such a
         // "host" is the tag, as rsyslog reads it (found by the generated shapes of
-        // tests/ingest.rs); but an IPv6 address stays the host.
+        // tests/ingest.rs); but an IPv6 address, and a name with its root dot
+        // (`web1.example.org.`, see [`ends_as_host_name`]), stay the host.
         let misread = hostname.filter(|h| !could_be_host(h) && !ends_frame(text, h));
         // (Where the "host" starts in `text`: syslog_loose slices its parts out of `text`.)
         let at = misread.and_then(|h| (h.as_ptr() as usize).checked_sub(text.as_ptr() as usize));
@@ -906,8 +908,8 @@ fn could_be_host(host: &str) -> bool {
 }
 
 /// Whether `host`, a part of `text`, is host bytes ([`is_host_byte`]) running to the end of the
-/// frame: rsyslog takes that for the host name whatever its last byte (`web1.` in
-/// `Dec  7 10:00:00 web1.`).
+/// frame: rsyslog takes that for the host name whatever its last byte (`web1-` in
+/// `Dec  7 10:00:00 web1-`).
 fn ends_frame(text: &str, host: &str) -> bool {
     end_of(text, host) == text.len()
         && host
