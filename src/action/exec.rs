@@ -99,20 +99,19 @@ pub(crate) fn run(
     });
     drop(eof_tx);
 
-    // Poll for exit: starts fine-grained (nft answers in milliseconds), backs off to 20 ms.
-    let mut pause = Duration::from_micros(200);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => break None,
-            Ok(None) => {
-                thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            Err(os_error) => return Err(spawn_error(os_error)),
-        }
-    };
-    let Some(status) = status else {
+    // The exit is noticed on a thread of its own the moment it happens (polling with a backoff
+    // noticed a 26 ms `iptables-restore` at 45 ms, and a 46 ms one at 65 ms). The thread
+    // waits without reaping, so the child's pid, and its group's, stay its own until it is
+    // reaped here: a kill at the deadline can never reach a process that took the pid over.
+    let (exited_tx, exited_rx) = mpsc::channel::<()>();
+    thread::spawn(move || {
+        wait_unreaped(pid);
+        let _ = exited_tx.send(());
+    });
+    let exited = exited_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .is_ok();
+    if !exited {
         kill_group(pid);
         let _ = child.kill();
         let _ = child.wait();
@@ -120,7 +119,8 @@ pub(crate) fn run(
             program: program.clone(),
             after: timeout,
         });
-    };
+    }
+    let status = child.wait().map_err(spawn_error)?;
     // A grandchild (`cmd &` in an operator's command) may hold a pipe open after the child
     // exited: wait for the pipes' ends at most PIPES_AFTER_EXIT (and never past the deadline),
     // then go on with what was read; the reader threads end when the grandchild closes the pipe.
@@ -175,6 +175,23 @@ fn read_pipe(
         let _ = eof.send(());
     });
     kept
+}
+
+/// Returns once the child `pid` has exited (or cannot be waited for), leaving it unreaped:
+/// `waitid` with `WNOWAIT`, so [`std::process::Child::wait`] still collects its status.
+fn wait_unreaped(pid: u32) {
+    let id: libc::id_t = pid;
+    loop {
+        // SAFETY: waitid writes only into the zeroed siginfo_t we own; P_PID with WNOWAIT
+        // neither reaps nor changes the child.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
 }
 
 /// SIGKILL to the child's process group (the child's pid, as it was made a group leader).
