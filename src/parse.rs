@@ -382,26 +382,19 @@ fn pri_then_tag(text: &str) -> Option<Event<'_>> {
     if b.first() != Some(&b'<') {
         return None;
     }
-    let mut i = after_pri(b)?;
+    let i = after_pri(b)?;
     // (rsyslog skips spaces and tabs there, but sees a tab escaped as `#011` by then.)
     let rest = text[i..].trim_start_matches(' ');
     if rest.starts_with(['[', '{']) {
         return Some(untimed(None, None, None, rest));
     }
     // `<PRI>HOST TAG: MSG`: rsyslog takes a host name without a timestamp too.
-    let mut hostname = None;
-    let mut host_read = true;
     if let Some(len) = host_len(b, i) {
-        hostname = Some(&text[i..i + len]);
-        i += len + 1;
-    } else if b.get(i..i + 2) == Some(b"- ") {
-        // A host of `-` is none (the sender's address fills it), as in a timestamped header.
-        i += 2;
-    } else {
-        host_read = false;
+        return tag_then_colon(text, i + len + 1, Some(&text[i..i + len]));
     }
-    if host_read {
-        return tag_then_colon(text, i, hostname);
+    if b.get(i..i + 2) == Some(b"- ") {
+        // A host of `-` is none (the sender's address fills it), as in a timestamped header.
+        return tag_then_colon(text, i + 2, None);
     }
     // rsyslog takes a first word that is no host name for the tag, up to its space or `:`
     // (not the date of an RFC 3339 timestamp: `2026-12-07T10:00:00Z web1- ...` is read by
@@ -476,10 +469,8 @@ fn tag_then_colon<'a>(text: &'a str, mut i: usize, hostname: Option<&'a str>) ->
 fn rsyslog_tag(rest: &str) -> (Option<&str>, Option<ProcId<&str>>, &str) {
     let end = rest.find([':', ' ']).unwrap_or(rest.len());
     let tag = &rest[..end];
-    let name = tag
-        .find(|c: char| c == '[' || !c.is_ascii_graphic())
-        .unwrap_or(tag.len());
-    let program = Some(&tag[..name]).filter(|p| !p.is_empty() && *p != "-");
+    let name = program_end(tag);
+    let program = program_of(tag);
     let pid = tag[name..]
         .strip_prefix('[')
         .and_then(|r| r.split_once(']'))
@@ -560,7 +551,9 @@ fn header_run(b: &[u8], at: usize, bit: u8) -> usize {
 #[inline(always)]
 fn host_len(b: &[u8], at: usize) -> Option<usize> {
     let rest = b.get(at..)?;
-    // The first byte that is no host byte (none: no space after the host either).
+    // The first byte that is no host byte (none: no space after the host either). Not
+    // `header_run`: this form, with one bounds check, is 8 instructions a frame cheaper on the
+    // fast header (callgrind of `jailsink regex` on 200,000 corpus lines).
     let len = rest
         .iter()
         .position(|&c| HEADER_BYTES[usize::from(c)] & HOST == 0)?;
@@ -864,12 +857,7 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
         // rsyslog's program ends at the tag's first `[` (syslog_loose keeps one that opens no
         // digits-only pid: `sshd[1]x`, `sshd[a b]:`) or byte that is not printable ASCII (`w`
         // of `wéb1[5]: x`); the tags jailsink reads itself hold neither. (`-` is no program.)
-        program = program
-            .map(|p| {
-                p.find(|c: char| c == '[' || !c.is_ascii_graphic())
-                    .map_or(p, |end| &p[..end])
-            })
-            .filter(|p| !p.is_empty() && *p != "-");
+        program = program.and_then(program_of);
     }
     let mut message = message.trim();
     message = message.strip_prefix(BOM).unwrap_or(message).trim_start();
@@ -882,6 +870,19 @@ fn fix_up<'a>(text: &'a str, msg: Message<&'a str>) -> Event<'a> {
         message,
         repeat,
     }
+}
+
+/// Where a 3164 program ends in its tag, as rsyslog ends it: at the tag's first `[` or byte
+/// that is not printable ASCII.
+fn program_end(tag: &str) -> usize {
+    tag.find(|c: char| c == '[' || !c.is_ascii_graphic())
+        .unwrap_or(tag.len())
+}
+
+/// The program a 3164 tag names ([`program_end`]); None when that is empty or `-`, jailsink's
+/// "no program".
+fn program_of(tag: &str) -> Option<&str> {
+    Some(&tag[..program_end(tag)]).filter(|p| !p.is_empty() && *p != "-")
 }
 
 /// A tag's `[...]`: a process id when it is all digits (and fits), else a name, as rsyslog
@@ -900,7 +901,7 @@ fn proc_id(id: &str) -> ProcId<&str> {
 /// before, so its jails see the program.
 fn could_be_host(host: &str) -> bool {
     let b = host.as_bytes();
-    let name = ends_as_host_name(b) && b.iter().all(|&c| HEADER_BYTES[usize::from(c)] & HOST != 0);
+    let name = ends_as_host_name(b) && header_run(b, 0, HOST) == b.len();
     let address = host
         .split_once('%')
         .map_or(host, |(address, _zone)| address);
@@ -911,10 +912,7 @@ fn could_be_host(host: &str) -> bool {
 /// frame: rsyslog takes that for the host name whatever its last byte (`web1-` in
 /// `Dec  7 10:00:00 web1-`).
 fn ends_frame(text: &str, host: &str) -> bool {
-    end_of(text, host) == text.len()
-        && host
-            .bytes()
-            .all(|c| HEADER_BYTES[usize::from(c)] & HOST != 0)
+    end_of(text, host) == text.len() && header_run(host.as_bytes(), 0, HOST) == host.len()
 }
 
 /// Byte offset in `text` just past `part`, which syslog_loose sliced out of `text`.
